@@ -1,0 +1,313 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits on sizes given in options.
+const (
+	maxWorkers   = 1 << 12
+	maxQueueSize = 1 << 24
+)
+
+// Mode says when handlers run relative to Publish.
+type Mode uint8
+
+const (
+	// Inherit, the zero Mode, takes the mode of the enclosing level: a topic
+	// takes the bus's, and a bus defaults to Async.
+	Inherit Mode = iota
+	// Async queues events to each subscription's workers; Publish returns
+	// once the event is queued.
+	Async
+	// Sync runs every subscription's handler in the publishing goroutine,
+	// one subscription after another, before Publish returns; their errors
+	// come back to the publisher, joined.
+	Sync
+)
+
+// Options configures a [Bus]. The zero value is a working asynchronous bus.
+type Options struct {
+	// Mode is the default delivery mode of the bus's topics: Async (the
+	// default) or Sync.
+	Mode Mode
+	// Workers is the default number of workers per subscription; zero means
+	// GOMAXPROCS. Events with the same key always go to the same worker.
+	Workers int
+	// QueueSize is the default capacity of each worker's queue; zero means
+	// 1024. Publish waits while the queue for its event is full.
+	QueueSize int
+	// Middleware wraps the handler of every subscription, outside the
+	// subscription's own middleware; the first given is the outermost.
+	Middleware []Middleware
+	// Retry is the default retry policy of subscriptions. The zero value
+	// makes one attempt: a failing event goes to the dead-letter queue.
+	Retry RetryPolicy
+	// DeadLetterCapacity bounds the in-memory dead-letter queue; zero means
+	// 10,000. The oldest entry is evicted (and counted) when it is full.
+	DeadLetterCapacity int
+	// DeadLetterSink, if set, receives every dead letter as it is made.
+	DeadLetterSink DeadLetterSink
+	// Logger receives the bus's own reports (a failing sink, undelivered
+	// events at shutdown). Nil means silent.
+	Logger *slog.Logger
+	// Clock, if set, replaces the clock that stamps events, for tests with
+	// stable output. It must be safe for concurrent use.
+	Clock func() time.Time
+	// NewID, if set, replaces the source of event IDs, for tests with stable
+	// output. It must be safe for concurrent use and return unique IDs.
+	NewID func() ID
+}
+
+func (o *Options) resolve() error {
+	if o.Mode == Inherit {
+		o.Mode = Async
+	}
+	if o.Mode != Async && o.Mode != Sync {
+		return fmt.Errorf("%w: Options.Mode %d is not Async or Sync", ErrInvalid, o.Mode)
+	}
+	if o.Workers == 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.QueueSize == 0 {
+		o.QueueSize = 1024
+	}
+	if o.DeadLetterCapacity == 0 {
+		o.DeadLetterCapacity = 10_000
+	}
+	if err := checkSizes("Options", o.Workers, o.QueueSize); err != nil {
+		return err
+	}
+	if o.DeadLetterCapacity < 0 {
+		return fmt.Errorf("%w: Options.DeadLetterCapacity %d is negative", ErrInvalid, o.DeadLetterCapacity)
+	}
+	if err := checkMiddleware("Options", o.Middleware); err != nil {
+		return err
+	}
+	return o.Retry.validate()
+}
+
+func checkSizes(where string, workers, queueSize int) error {
+	if workers < 1 || workers > maxWorkers {
+		return fmt.Errorf("%w: %s.Workers %d is outside [1, %d]", ErrInvalid, where, workers, maxWorkers)
+	}
+	if queueSize < 1 || queueSize > maxQueueSize {
+		return fmt.Errorf("%w: %s.QueueSize %d is outside [1, %d]", ErrInvalid, where, queueSize, maxQueueSize)
+	}
+	return nil
+}
+
+func checkMiddleware(where string, mws []Middleware) error {
+	for i, m := range mws {
+		if m == nil {
+			return fmt.Errorf("%w: %s.Middleware[%d] is nil", ErrInvalid, where, i)
+		}
+	}
+	return nil
+}
+
+// Bus carries the events of many typed topics to their subscriptions. Create
+// one with [New], add topics with [NewTopic], and stop it with
+// [Bus.Shutdown] or [Bus.Close]. A Bus is safe for concurrent use.
+type Bus struct {
+	opts  Options
+	ids   *idSource
+	clock *clock
+	seed  maphash.Seed
+	dlq   *DeadLetterQueue
+
+	ctx  context.Context // parent of every subscription's context
+	kill context.CancelCauseFunc
+	done chan struct{} // closed once every goroutine of the bus has exited
+
+	closed atomic.Bool
+	// syncRuns counts Sync-mode publishes running handlers, minus
+	// syncClosed once the bus stops; syncIdle is closed when the last one
+	// returns after that.
+	syncRuns     atomic.Int64
+	syncIdle     chan struct{}
+	syncIdleOnce sync.Once
+
+	mu     sync.Mutex
+	topics map[string]any          // name -> *Topic[T]
+	types  map[string]reflect.Type // event type name -> payload type
+	subs   map[*Subscription]struct{}
+	stop   sync.Once
+	result error // of the first Shutdown or Close, returned by every call
+
+	goroutines sync.WaitGroup
+}
+
+// New returns a running bus configured by opts; nil means the defaults. It
+// returns an error wrapping [ErrInvalid] for out-of-range options.
+func New(opts *Options) (*Bus, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := o.resolve(); err != nil {
+		return nil, err
+	}
+	ctx, kill := context.WithCancelCause(context.Background())
+	b := &Bus{
+		opts:     o,
+		ids:      newIDSource(),
+		seed:     maphash.MakeSeed(),
+		dlq:      newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink),
+		ctx:      ctx,
+		kill:     kill,
+		done:     make(chan struct{}),
+		syncIdle: make(chan struct{}),
+		topics:   make(map[string]any),
+		types:    make(map[string]reflect.Type),
+		subs:     make(map[*Subscription]struct{}),
+	}
+	b.clock = newClock(o.Clock, b.ids.counter.Load, b.done)
+	if o.Clock == nil {
+		b.goroutines.Go(b.clock.refresh)
+	}
+	return b, nil
+}
+
+// DeadLetters returns the bus's dead-letter queue.
+func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
+
+// newID returns the ID of an event published at t.
+func (b *Bus) newID(t time.Time) ID {
+	if b.opts.NewID != nil {
+		return b.opts.NewID()
+	}
+	return b.ids.next(t)
+}
+
+// Flush waits until every event published before the call has been handled
+// or dead-lettered by every subscription, or until ctx is done (it then
+// returns ctx's error). Events published meanwhile, by handlers too, are not
+// waited for.
+func (b *Bus) Flush(ctx context.Context) error {
+	for _, s := range b.subscriptions() {
+		if err := s.impl.settle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Bus) subscriptions() []*Subscription {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*Subscription, 0, len(b.subs))
+	for s := range b.subs {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Shutdown stops the bus gracefully: Publish and Subscribe fail with
+// [ErrClosed] from now on, every event already queued is handled (with its
+// retries), and Shutdown returns once every handler has returned and every
+// goroutine of the bus has exited.
+//
+// If ctx ends first, Shutdown proceeds as [Bus.Close]: handler contexts are
+// cancelled, and events not yet handled go to the dead-letter queue. The
+// error is then an *UndeliveredError with their count, wrapping ctx's error.
+// Later calls wait for the first one and return its result.
+func (b *Bus) Shutdown(ctx context.Context) error {
+	b.stop.Do(func() {
+		b.mu.Lock()
+		b.closed.Store(true)
+		subs := make([]*Subscription, 0, len(b.subs))
+		for s := range b.subs {
+			subs = append(subs, s)
+		}
+		b.mu.Unlock()
+
+		var lost int64
+		for _, s := range subs {
+			s.impl.stopIntake()
+		}
+		for _, s := range subs {
+			lost += s.wait(ctx)
+		}
+		if b.syncRuns.Add(-syncClosed) == -syncClosed {
+			b.syncIdleOnce.Do(func() { close(b.syncIdle) })
+		}
+		<-b.syncIdle // every synchronous handler has returned
+		b.kill(ErrClosed)
+		close(b.done)
+		b.goroutines.Wait()
+		if lost > 0 {
+			cause := error(ErrClosed)
+			if ctx.Err() != nil {
+				cause = context.Cause(ctx)
+			}
+			b.result = &UndeliveredError{Count: int(lost), Err: cause}
+			if l := b.opts.Logger; l != nil {
+				l.Warn("eventbus: events undelivered at shutdown", "count", lost, "cause", cause)
+			}
+		}
+	})
+	return b.result
+}
+
+// Close stops the bus at once: it is Shutdown with a context that is already
+// done. Running handlers see their context cancelled and are waited for;
+// queued events go to the dead-letter queue and are counted in the
+// *UndeliveredError returned.
+func (b *Bus) Close() error {
+	b.closed.Store(true)
+	b.kill(ErrClosed) // also cuts short a Shutdown in progress
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrClosed)
+	return b.Shutdown(ctx)
+}
+
+// syncClosed is subtracted from syncRuns when the bus stops, so that it
+// is negative from then on.
+const syncClosed = 1 << 62
+
+// enterSync registers a Sync-mode publish; it returns false once the bus
+// has stopped.
+func (b *Bus) enterSync() bool {
+	if b.syncRuns.Add(1) < 0 {
+		b.leaveSync()
+		return false
+	}
+	return true
+}
+
+func (b *Bus) leaveSync() {
+	if b.syncRuns.Add(-1) == -syncClosed {
+		b.syncIdleOnce.Do(func() { close(b.syncIdle) })
+	}
+}
+
+// register adds s to the bus unless it is closed.
+func (b *Bus) register(s *Subscription) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	return nil
+}
+
+func (b *Bus) unregister(s *Subscription) {
+	b.mu.Lock()
+	delete(b.subs, s)
+	b.mu.Unlock()
+}
+
+// deadLetter records that sub gave up on env.
+func (b *Bus) deadLetter(ctx context.Context, dl DeadLetter) {
+	b.dlq.add(ctx, dl)
+}

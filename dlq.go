@@ -1,0 +1,183 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"sync"
+	"time"
+)
+
+// DeadLetter is an event that a subscription gave up on: every attempt
+// failed, the error was permanent, or the bus stopped before the event could
+// be handled.
+type DeadLetter struct {
+	// Envelope is the event as the subscription saw it; Envelope.Attempt is
+	// the number of attempts made, 0 for an event that never ran.
+	Envelope
+	// Err is the last attempt's error (a *PanicError for a panic), or why
+	// the event never ran, such as ErrClosed.
+	Err error
+	// FirstFailure and LastFailure are the times of the first and last failed
+	// attempts; for an event that never ran, both are when it was given up.
+	FirstFailure, LastFailure time.Time
+
+	redrive func(ctx context.Context, env *Envelope) error
+}
+
+// DeadLetterSink receives every new dead letter, for alerting or to keep
+// it somewhere durable. Put is called from the goroutine that gave up on the
+// event, without any lock of the bus held, so it may block that worker: a slow
+// sink should hand off. Its error is counted, never retried.
+type DeadLetterSink interface {
+	Put(ctx context.Context, dl DeadLetter) error
+}
+
+// DeadLetterFunc adapts a function to a [DeadLetterSink].
+type DeadLetterFunc func(ctx context.Context, dl DeadLetter) error
+
+// Put calls f(ctx, dl).
+func (f DeadLetterFunc) Put(ctx context.Context, dl DeadLetter) error { return f(ctx, dl) }
+
+// DeadLetterFilter selects dead letters. Its zero value selects all; each
+// set field narrows the selection.
+type DeadLetterFilter struct {
+	// Topic and Subscription match names exactly.
+	Topic, Subscription string
+	// Err matches dead letters whose error is or wraps Err (errors.Is).
+	Err error
+}
+
+func (f DeadLetterFilter) match(dl *DeadLetter) bool {
+	return (f.Topic == "" || f.Topic == dl.Topic) &&
+		(f.Subscription == "" || f.Subscription == dl.Subscription) &&
+		(f.Err == nil || errors.Is(dl.Err, f.Err))
+}
+
+// DeadLetterQueue holds a bus's dead letters in memory, oldest first. It is
+// bounded: when full, the oldest entry is evicted to make room and counted
+// (see Evicted); a configured sink has already received it. Its methods are
+// safe for concurrent use and never call user code with its lock held.
+type DeadLetterQueue struct {
+	mu       sync.Mutex
+	entries  []DeadLetter
+	capacity int
+	evicted  uint64
+	sink     DeadLetterSink
+	sinkErrs uint64
+}
+
+func newDeadLetterQueue(capacity int, sink DeadLetterSink) *DeadLetterQueue {
+	return &DeadLetterQueue{capacity: capacity, sink: sink}
+}
+
+// add records dl, hands it to the sink and evicts the oldest entry if full.
+func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
+	if q.sink != nil {
+		if err := q.sink.Put(ctx, dl); err != nil {
+			q.mu.Lock()
+			q.sinkErrs++
+			q.mu.Unlock()
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.entries) >= q.capacity {
+		n := len(q.entries) - q.capacity + 1
+		clear(q.entries[:n])
+		q.entries = q.entries[n:]
+		q.evicted += uint64(n)
+	}
+	q.entries = append(q.entries, dl)
+}
+
+// Len returns the number of dead letters held.
+func (q *DeadLetterQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.entries)
+}
+
+// Evicted returns how many dead letters were dropped to make room, and how
+// many times the sink returned an error.
+func (q *DeadLetterQueue) Evicted() (evicted, sinkErrors uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.evicted, q.sinkErrs
+}
+
+// All returns the dead letters that match f, oldest first, as of the call.
+func (q *DeadLetterQueue) All(f DeadLetterFilter) iter.Seq[DeadLetter] {
+	q.mu.Lock()
+	var out []DeadLetter
+	for i := range q.entries {
+		if f.match(&q.entries[i]) {
+			out = append(out, q.entries[i])
+		}
+	}
+	q.mu.Unlock()
+	return func(yield func(DeadLetter) bool) {
+		for _, dl := range out {
+			if !yield(dl) {
+				return
+			}
+		}
+	}
+}
+
+// Get returns the dead letter of event id in the named subscription.
+func (q *DeadLetterQueue) Get(subscription string, id ID) (DeadLetter, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, dl := range q.entries {
+		if dl.ID == id && dl.Subscription == subscription {
+			return dl, true
+		}
+	}
+	return DeadLetter{}, false
+}
+
+// take removes and returns the entries matching f.
+func (q *DeadLetterQueue) take(f DeadLetterFilter) []DeadLetter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var taken []DeadLetter
+	kept := q.entries[:0]
+	for _, dl := range q.entries {
+		if f.match(&dl) {
+			taken = append(taken, dl)
+		} else {
+			kept = append(kept, dl)
+		}
+	}
+	clear(q.entries[len(kept):])
+	q.entries = kept
+	return taken
+}
+
+// Discard removes the dead letters that match f and returns how many.
+// Purge is Discard with the zero filter.
+func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)) }
+
+// Redrive sends the dead letters that match f back to their subscriptions,
+// oldest first, to go through the whole chain again with fresh attempts; each
+// one queues behind events already waiting with its key. They leave the queue
+// as they are sent. It stops at the first error (the context's, or ErrClosed
+// when a subscription is gone) and puts the unsent ones back. It returns the
+// number sent.
+func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
+	taken := q.take(f)
+	for i := range taken {
+		dl := &taken[i]
+		env := dl.Envelope
+		env.Attempt = 0
+		if err := dl.redrive(ctx, &env); err != nil {
+			q.mu.Lock()
+			q.entries = append(taken[i:len(taken):len(taken)], q.entries...)
+			q.mu.Unlock()
+			return i, fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
+		}
+	}
+	return len(taken), nil
+}

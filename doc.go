@@ -1,0 +1,81 @@
+// Package eventbus provides an in-process event bus with typed topics,
+// per-key ordered workers, retries and a dead-letter queue.
+//
+// # Topics, events and subscriptions
+//
+// A [Bus] carries many topics; a [Topic] carries events whose payload has
+// one Go type, checked by the compiler at Publish and in handlers:
+//
+//	bus, _ := eventbus.New(nil)
+//	users, _ := eventbus.NewTopic[UserCreated](bus, "users", nil)
+//	users.Subscribe("mailer", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+//		return sendWelcome(ctx, e.Payload.Email)
+//	}, nil)
+//	users.Publish(ctx, UserCreated{UserID: "u-1", Email: "a@example.com"})
+//
+// Every published event gets an envelope, its [Header]: a unique,
+// time-sortable [ID], the event type name, the topic, a key, the publish
+// time, a schema version, metadata, and correlation and causation IDs. A
+// handler that publishes with the context it was given links the new event
+// to the one it handles: the new event inherits the correlation ID and takes
+// the handled event's ID as its causation ID.
+//
+// # Delivery and ordering
+//
+// Each subscription receives every event of its topic. Inside a
+// subscription, events are shared out to workers by key: events with the
+// same key go to the same worker and are handled one at a time in publish
+// order; events with different keys are handled in parallel. The key comes
+// from [WithKey] at Publish, else from [TopicOptions].Key, else from the
+// payload's AggregateID() (or GetAggregateID()) method. Events without a key
+// are spread over the workers at random and have no order promise at all.
+//
+// In [Async] mode, the default, Publish returns once the event is queued for
+// every subscription. Queues are bounded: when one is full, Publish waits for
+// room or for its context, and [Topic.TryPublish] returns false instead.
+// An event is queued for every subscription or for none, never for some.
+// Nothing is dropped silently. A handler that publishes never waits for room
+// (its event is queued past the bound), so a handler publishing to its own
+// topic cannot deadlock the bus. In [Sync] mode the handlers run in the
+// publishing goroutine before Publish returns, and their errors come back to
+// the publisher.
+//
+// [Bus.Flush] waits until everything published before it has been handled.
+//
+// # Failures
+//
+// A handler fails by returning an error or by panicking; a panic becomes a
+// [*PanicError] with the stack, and the worker goes on. A [RetryPolicy]
+// says how often to try again, with exponential backoff; while an event waits
+// for its retry, later events with its key wait behind it and other keys keep
+// flowing. Errors wrapped with [Permanent] are not retried. An event whose
+// attempts are spent goes to the bus's [DeadLetterQueue], with its error,
+// attempt count and failure times, from where it can be inspected and
+// redriven.
+//
+// # Middleware
+//
+// A [Middleware] wraps the handling of every event, whatever its payload
+// type, through its untyped view, the [Envelope]. The bus's middleware runs
+// outside each subscription's own; the first given is the outermost.
+//
+// # Shutdown
+//
+// [Bus.Shutdown] stops intake, drains every queue and waits for every
+// handler and goroutine of the bus. If its context ends first, or on
+// [Bus.Close], handler contexts are cancelled and events not yet handled go
+// to the dead-letter queue, counted in an [*UndeliveredError]. Afterwards
+// every call returns [ErrClosed]. [Subscription.Unsubscribe] does the same
+// for one subscription.
+//
+// # Errors
+//
+// Bad input returns an error wrapping [ErrInvalid] (or [ErrDuplicate] for a
+// name already taken) that says what was wrong; the bus never panics on it.
+//
+// # Concurrency
+//
+// Every exported method is safe for concurrent use. The bus starts a fixed
+// number of goroutines per subscription (its workers) and one to refresh its
+// clock, never one per event, and no goroutine outlives Shutdown or Close.
+package eventbus

@@ -1,0 +1,60 @@
+package eventbus
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by calls on a bus that has been shut down or
+	// closed, and by calls on a subscription after Unsubscribe.
+	ErrClosed = errors.New("eventbus: bus closed")
+
+	// ErrInvalid is wrapped by every error about bad input: an empty or
+	// malformed name, a nil handler, a size out of range. The message says
+	// which argument and why.
+	ErrInvalid = errors.New("eventbus: invalid argument")
+
+	// ErrDuplicate is wrapped when a name is already taken: a subscription
+	// name within a topic, a topic name used with another payload type, or an
+	// event type name claimed by two Go types.
+	ErrDuplicate = errors.New("eventbus: duplicate name")
+)
+
+// PanicError is the error a handler's panic becomes. The worker survives the
+// panic and treats the event like any other failure (retries, dead letter).
+type PanicError struct {
+	// Value is the value passed to panic.
+	Value any
+	// Stack is the goroutine's stack at the panic.
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("eventbus: handler panic: %v", e.Value) }
+
+// Unwrap returns Value when it is an error, so errors.Is sees through a
+// panic(err).
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// UndeliveredError reports events that a forced shutdown or an
+// Unsubscribe left unhandled. Each of them is also handed to the bus's
+// dead-letter queue, so none is lost without a trace.
+type UndeliveredError struct {
+	// Count is the number of events that were queued or waiting for a retry
+	// and never finished.
+	Count int
+	// Err is why delivery stopped: the shutdown context's error, or
+	// [ErrClosed] for Close.
+	Err error
+}
+
+func (e *UndeliveredError) Error() string {
+	return fmt.Sprintf("eventbus: %d events undelivered: %v", e.Count, e.Err)
+}
+
+// Unwrap returns the cause, so errors.Is(err, context.DeadlineExceeded)
+// works on the result of Shutdown.
+func (e *UndeliveredError) Unwrap() error { return e.Err }

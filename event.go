@@ -1,0 +1,126 @@
+package eventbus
+
+import (
+	"fmt"
+	"reflect"
+	"time"
+)
+
+// Header is what the bus knows about an event besides its payload: the
+// envelope. The bus fills it in at publish; handlers read it.
+type Header struct {
+	// ID is unique per event and sorts by publish time; see [ID].
+	ID ID
+	// Type is the event type name, such as "user.created"; see [NewTopic]
+	// for how it is chosen.
+	Type string
+	// Topic is the name of the topic the event was published on.
+	Topic string
+	// Key orders events: within one subscription, events with the same key
+	// are handled one at a time in publish order. Empty means no order.
+	Key string
+	// Time is when the event was published.
+	Time time.Time
+	// SchemaVersion is the version of the payload's schema (1 unless the
+	// topic says otherwise).
+	SchemaVersion int
+	// CorrelationID ties together every event caused, directly or not, by
+	// one original event: it is that event's ID, inherited by each event
+	// that a handler publishes.
+	CorrelationID ID
+	// CausationID is the ID of the event whose handler published this one;
+	// zero for an event published outside any handler.
+	CausationID ID
+	// Metadata carries free-form strings such as a W3C traceparent. It is
+	// nil unless the publisher set some. Handlers must not modify it: all
+	// subscriptions of a topic share it.
+	Metadata Metadata
+}
+
+// Metadata holds an event's free-form string attributes.
+type Metadata map[string]string
+
+// Event is a published event: its envelope and its typed payload. Handlers
+// receive it by value.
+type Event[T any] struct {
+	Header
+	// Payload is the value given to Publish.
+	Payload T
+}
+
+// The methods a payload type may have. The Get* forms are those of the
+// original design's Event interface.
+type (
+	eventTyper     interface{ EventType() string }
+	getEventTyper  interface{ GetEventType() string }
+	aggregateIDer  interface{ AggregateID() string }
+	getAggregateID interface{ GetAggregateID() string }
+)
+
+// typeName returns the event type name of payloads of type T: EventType() or
+// GetEventType() on its zero value (on a new value when T is a pointer),
+// else the Go type's name.
+func typeName[T any]() (string, error) {
+	var zero T
+	probe := any(zero)
+	rt := reflect.TypeFor[T]()
+	if rt.Kind() == reflect.Pointer {
+		probe = reflect.New(rt.Elem()).Interface()
+	}
+	var name string
+	switch p := probe.(type) {
+	case eventTyper:
+		name = p.EventType()
+	case getEventTyper:
+		name = p.GetEventType()
+	default:
+		for rt.Kind() == reflect.Pointer {
+			rt = rt.Elem()
+		}
+		name = rt.Name()
+	}
+	if err := checkName("event type", name); err != nil {
+		return "", fmt.Errorf("%w (payload %v: add an EventType() string method)", err, reflect.TypeFor[T]())
+	}
+	return name, nil
+}
+
+// payloadKey returns the key of payload v from its AggregateID() or
+// GetAggregateID() method, and whether it has one.
+func payloadKey[T any](v T) (string, bool) {
+	switch p := any(v).(type) {
+	case aggregateIDer:
+		return p.AggregateID(), true
+	case getAggregateID:
+		return p.GetAggregateID(), true
+	}
+	return "", false
+}
+
+// hasPayloadKey reports whether T has a key method.
+func hasPayloadKey[T any]() bool {
+	rt := reflect.TypeFor[T]()
+	return rt.Implements(reflect.TypeFor[aggregateIDer]()) || rt.Implements(reflect.TypeFor[getAggregateID]())
+}
+
+// maxNameLen is Kafka's limit on topic names, so that every name here can
+// also be a Kafka topic.
+const maxNameLen = 249
+
+// checkName validates topic, subscription and event type names: 1 to 249
+// characters from [A-Za-z0-9._-], the characters Kafka allows in topic names.
+func checkName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s name is empty", ErrInvalid, what)
+	}
+	if len(name) > maxNameLen {
+		return fmt.Errorf("%w: %s name %.20q... is %d bytes, more than %d", ErrInvalid, what, name, len(name), maxNameLen)
+	}
+	for i := range len(name) {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %s name %q has %q at %d; use letters, digits, '.', '_' and '-'", ErrInvalid, what, name, c, i)
+		}
+	}
+	return nil
+}

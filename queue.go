@@ -1,0 +1,147 @@
+package eventbus
+
+import (
+	"context"
+	"sync"
+)
+
+// queue is one worker's bounded FIFO. Publishers append one event at a time
+// under the mutex; the worker takes everything queued in one swap, so the
+// hand-over costs one lock per batch on the worker's side, and a publisher
+// wakes the worker only when it is parked.
+//
+// Every event gets a sequence number, its position in the queue's history;
+// the worker reports the lowest one not yet finished, which is what Flush
+// and Shutdown wait on.
+type queue[T any] struct {
+	mu      sync.Mutex
+	items   []delivery[T]
+	limit   int
+	enq     uint64 // sequence number of the next event appended
+	low     uint64 // every event below this sequence number is finished
+	parked  bool   // the worker waits on wake
+	stopped bool   // intake closed: the subscription or the bus is stopping
+	wake    chan struct{}
+	room    chan struct{} // closed when room appears; nil without waiters
+	settled chan struct{} // closed when low moves; nil without waiters
+}
+
+func (q *queue[T]) init(limit int) {
+	q.limit = limit
+	q.wake = make(chan struct{}, 1)
+}
+
+// full reports whether an append must wait. Callers hold mu.
+func (q *queue[T]) full() bool { return len(q.items) >= q.limit }
+
+// push appends d and reports whether the worker must be woken. Callers hold
+// mu and have checked stopped and full.
+func (q *queue[T]) push(d *delivery[T]) (wake bool) {
+	q.items = append(q.items, *d)
+	q.enq++
+	if q.parked {
+		q.parked = false
+		return true
+	}
+	return false
+}
+
+func (q *queue[T]) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// roomSignal returns a channel closed when the queue has room again. Callers
+// hold mu.
+func (q *queue[T]) roomSignal() chan struct{} {
+	if q.room == nil {
+		q.room = make(chan struct{})
+	}
+	return q.room
+}
+
+// take records that every event below low is finished, then hands every
+// queued event to the worker, with the sequence number of the first, and
+// reports whether intake has stopped. With nothing queued it returns nil and
+// marks the worker parked. The returned slice belongs to the worker for good:
+// handler contexts point into it, so it is never reused for later events.
+func (q *queue[T]) take(low uint64) ([]delivery[T], uint64, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.setLow(low)
+	if len(q.items) == 0 {
+		q.parked = true
+		return nil, 0, q.stopped
+	}
+	batch := q.items
+	q.items = make([]delivery[T], 0, min(len(batch), q.limit))
+	if q.room != nil {
+		close(q.room)
+		q.room = nil
+	}
+	return batch, q.enq - uint64(len(batch)), q.stopped
+}
+
+// setLow records that every event below low is finished. Callers hold mu.
+func (q *queue[T]) setLow(low uint64) {
+	if low == q.low {
+		return
+	}
+	q.low = low
+	if q.settled != nil {
+		close(q.settled)
+		q.settled = nil
+	}
+}
+
+// finishAll records that every event ever appended is finished.
+func (q *queue[T]) finishAll() {
+	q.mu.Lock()
+	q.setLow(q.enq)
+	q.mu.Unlock()
+}
+
+// settle waits until every event appended before the call is finished.
+func (q *queue[T]) settle(ctx context.Context) error {
+	q.mu.Lock()
+	target := q.enq
+	for q.low < target {
+		if q.settled == nil {
+			q.settled = make(chan struct{})
+		}
+		ch := q.settled
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	q.mu.Unlock()
+	return nil
+}
+
+// stop closes intake and wakes the worker so that it notices.
+func (q *queue[T]) stop() {
+	q.mu.Lock()
+	q.stopped = true
+	if q.room != nil { // publishers waiting for room must see the stop
+		close(q.room)
+		q.room = nil
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// drain removes and returns what is still queued. The worker calls it when it
+// is told to stop without grace.
+func (q *queue[T]) drain() []delivery[T] {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	batch := q.items
+	q.items = nil
+	return batch
+}

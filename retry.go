@@ -1,0 +1,104 @@
+package eventbus
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// RetryPolicy says how often and how soon a subscription tries a failed
+// event again. The zero value makes one attempt and no retry: a failing
+// event goes straight to the dead-letter queue, never round a hot loop.
+//
+// While an event waits for its next attempt, later events with the same key
+// wait behind it, so per-key order holds; events with other keys, on the same
+// worker too, go on being handled.
+type RetryPolicy struct {
+	// MaxAttempts is the number of attempts in all, the first included.
+	// Zero or one means no retry.
+	MaxAttempts int
+	// InitialDelay is the wait before the second attempt. Zero means 100ms.
+	InitialDelay time.Duration
+	// MaxDelay caps the wait between attempts. Zero means 30s.
+	MaxDelay time.Duration
+	// Multiplier grows the wait after each failed attempt. Zero means 2.
+	Multiplier float64
+	// Jitter, from 0 to 1, shortens each wait by a random fraction of up to
+	// Jitter, so that many failing events do not retry in step. Zero means
+	// the exact schedule.
+	Jitter float64
+	// MaxElapsed stops retrying once this much time has passed since the
+	// first attempt. Zero means no limit.
+	MaxElapsed time.Duration
+}
+
+func (p RetryPolicy) validate() error {
+	switch {
+	case p.MaxAttempts < 0:
+		return fmt.Errorf("%w: RetryPolicy.MaxAttempts %d is negative", ErrInvalid, p.MaxAttempts)
+	case p.InitialDelay < 0 || p.MaxDelay < 0 || p.MaxElapsed < 0:
+		return fmt.Errorf("%w: RetryPolicy has a negative duration", ErrInvalid)
+	case p.Multiplier != 0 && p.Multiplier < 1:
+		return fmt.Errorf("%w: RetryPolicy.Multiplier %v is below 1", ErrInvalid, p.Multiplier)
+	case p.Jitter < 0 || p.Jitter > 1:
+		return fmt.Errorf("%w: RetryPolicy.Jitter %v is outside [0, 1]", ErrInvalid, p.Jitter)
+	}
+	return nil
+}
+
+// Delay returns the wait after the given failed attempt (1 for the first)
+// before the next one, ignoring jitter: InitialDelay times Multiplier to the
+// power attempt-1, capped at MaxDelay.
+func (p RetryPolicy) Delay(attempt int) time.Duration {
+	d, maxDelay, mult := p.InitialDelay, p.MaxDelay, p.Multiplier
+	if d == 0 {
+		d = 100 * time.Millisecond
+	}
+	if maxDelay == 0 {
+		maxDelay = 30 * time.Second
+	}
+	if mult == 0 {
+		mult = 2
+	}
+	for i := 1; i < attempt && d < maxDelay; i++ {
+		d = time.Duration(float64(d) * mult)
+	}
+	return min(d, maxDelay)
+}
+
+// next returns the wait before attempt+1, or false when the event should be
+// given up: attempts spent, a permanent error, or MaxElapsed reached.
+func (p RetryPolicy) next(attempt int, err error, first, now time.Time) (time.Duration, bool) {
+	if attempt >= p.MaxAttempts || isPermanent(err) {
+		return 0, false
+	}
+	d := p.Delay(attempt)
+	if p.Jitter > 0 {
+		d -= time.Duration(p.Jitter * rand.Float64() * float64(d))
+	}
+	if p.MaxElapsed > 0 && now.Add(d).Sub(first) > p.MaxElapsed {
+		return 0, false
+	}
+	return d, true
+}
+
+// Permanent marks err as not worth retrying: the event goes to the
+// dead-letter queue after this attempt whatever the retry policy says.
+// errors.Is and errors.As see through the mark. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func isPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}

@@ -1,0 +1,124 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+)
+
+// Handler handles one event of a topic with payload type T. An error (or a
+// panic) fails the attempt: the subscription's retry policy decides whether
+// the event is tried again or goes to the dead-letter queue.
+//
+// ctx is cancelled only when the bus stops without grace (Close, or a
+// Shutdown whose deadline passed); a handler that publishes with ctx links the
+// new event to this one (correlation and causation IDs). ctx stays valid after
+// the handler returns.
+type Handler[T any] func(ctx context.Context, e Event[T]) error
+
+// SubscriptionOptions configures one subscription. The zero value takes the
+// bus's defaults.
+type SubscriptionOptions struct {
+	// Workers is the number of goroutines handling events, each with its own
+	// queue; zero means the bus's Workers. Events with the same key always
+	// go to the same worker.
+	Workers int
+	// QueueSize is the capacity of each worker's queue; zero means the bus's.
+	QueueSize int
+	// Middleware wraps this subscription's handler, inside the bus's
+	// middleware; the first given is the outermost.
+	Middleware []Middleware
+	// Retry, if not nil, replaces the bus's retry policy.
+	Retry *RetryPolicy
+}
+
+// Subscription is a named consumer of one topic. It receives every event
+// published on the topic after it was made; its workers share the events out
+// by key. Use [Subscription.Unsubscribe] to remove it.
+type Subscription struct {
+	bus   *Bus
+	topic string
+	name  string
+	impl  subscriber
+
+	ctx         context.Context // cancelled to stop the workers without grace
+	kill        context.CancelCauseFunc
+	exited      chan struct{} // closed when every worker has exited
+	undelivered atomic.Int64  // events abandoned when killed
+	stopped     atomic.Bool   // Unsubscribe was called
+}
+
+// subscriber is the typed side of a Subscription.
+type subscriber interface {
+	stopIntake()
+	settle(ctx context.Context) error
+	detach() // remove from the topic
+}
+
+// Name returns the subscription's name.
+func (s *Subscription) Name() string { return s.name }
+
+// Topic returns the name of the subscription's topic.
+func (s *Subscription) Topic() string { return s.topic }
+
+// Unsubscribe removes the subscription: it receives no more events, handles
+// those already queued (with their retries), and returns once its workers
+// have exited. If ctx ends first, running handlers see their context
+// cancelled and the events not yet handled go to the dead-letter queue; the
+// error is then an *UndeliveredError with their count. Calling it again
+// returns ErrClosed.
+func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	if s.stopped.Swap(true) {
+		return ErrClosed
+	}
+	s.impl.detach()
+	s.impl.stopIntake()
+	lost := s.wait(ctx)
+	s.bus.unregister(s)
+	if lost > 0 {
+		return &UndeliveredError{Count: int(lost), Err: context.Cause(ctx)}
+	}
+	return nil
+}
+
+// wait waits for the workers to drain and exit; when ctx ends first, it
+// stops them without grace. It returns the number of events abandoned.
+func (s *Subscription) wait(ctx context.Context) int64 {
+	select {
+	case <-s.exited:
+	case <-ctx.Done():
+		s.kill(context.Cause(ctx))
+		<-s.exited
+	}
+	return s.undelivered.Load()
+}
+
+// resolveSubscription merges opts with the bus's defaults and validates the
+// result.
+func (b *Bus) resolveSubscription(topic, name string, opts *SubscriptionOptions) (SubscriptionOptions, RetryPolicy, error) {
+	var o SubscriptionOptions
+	if opts != nil {
+		o = *opts
+	}
+	where := fmt.Sprintf("subscription %q of topic %q: SubscriptionOptions", name, topic)
+	if o.Workers == 0 {
+		o.Workers = b.opts.Workers
+	}
+	if o.QueueSize == 0 {
+		o.QueueSize = b.opts.QueueSize
+	}
+	if err := checkSizes(where, o.Workers, o.QueueSize); err != nil {
+		return o, RetryPolicy{}, err
+	}
+	if err := checkMiddleware(where, o.Middleware); err != nil {
+		return o, RetryPolicy{}, err
+	}
+	retry := b.opts.Retry
+	if o.Retry != nil {
+		retry = *o.Retry
+	}
+	if err := retry.validate(); err != nil {
+		return o, RetryPolicy{}, fmt.Errorf("%s: %w", where, err)
+	}
+	return o, retry, nil
+}

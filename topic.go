@@ -1,0 +1,334 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// TopicOptions configures a topic. The zero value takes the defaults.
+type TopicOptions[T any] struct {
+	// Mode overrides the bus's delivery mode for this topic.
+	Mode Mode
+	// Key returns the ordering key of a payload. If nil, the key comes from
+	// the payload's AggregateID() or GetAggregateID() method, if it has one.
+	// A key given to Publish with WithKey takes precedence over both.
+	Key func(T) string
+	// EventType overrides the event type name, which otherwise comes from
+	// the payload's EventType() or GetEventType() method, or else is the Go
+	// type's name.
+	EventType string
+	// SchemaVersion is the version of the payload's schema stamped on each
+	// event; zero means 1.
+	SchemaVersion int
+}
+
+// Topic is a named stream of events whose payloads have type T. Publishing
+// fans each event out to every subscription of the topic. A Topic is safe for
+// concurrent use.
+type Topic[T any] struct {
+	bus       *Bus
+	name      string
+	eventType string
+	version   int
+	mode      Mode
+	key       func(T) string // nil: none, or the payload's method
+	methodKey bool           // T has an AggregateID method
+
+	mu   sync.Mutex                         // serialises changes to subs
+	subs atomic.Pointer[[]*subscription[T]] // copied on write
+	slab slab[T]                            // deliveries for Sync mode
+}
+
+// NewTopic adds a topic named name with payload type T to b. Names are 1 to
+// 249 characters from letters, digits, '.', '_' and '-' (the characters
+// Kafka allows). The event type name is chosen as TopicOptions.EventType
+// documents, must follow the same rules, and may belong to one Go type only
+// (T and *T count as one).
+//
+// It returns an error wrapping [ErrInvalid] for a bad name or option,
+// [ErrDuplicate] for a taken topic name or event type name, and [ErrClosed]
+// after Shutdown.
+func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], error) {
+	var o TopicOptions[T]
+	if opts != nil {
+		o = *opts
+	}
+	if err := checkName("topic", name); err != nil {
+		return nil, err
+	}
+	eventType := o.EventType
+	if eventType == "" {
+		var err error
+		if eventType, err = typeName[T](); err != nil {
+			return nil, fmt.Errorf("topic %q: %w", name, err)
+		}
+	} else if err := checkName("event type", eventType); err != nil {
+		return nil, fmt.Errorf("topic %q: %w", name, err)
+	}
+	if o.SchemaVersion < 0 {
+		return nil, fmt.Errorf("%w: topic %q: SchemaVersion %d is negative", ErrInvalid, name, o.SchemaVersion)
+	}
+	if o.SchemaVersion == 0 {
+		o.SchemaVersion = 1
+	}
+	switch o.Mode {
+	case Inherit:
+		o.Mode = b.opts.Mode
+	case Async, Sync:
+	default:
+		return nil, fmt.Errorf("%w: topic %q: Mode %d is not Async or Sync", ErrInvalid, name, o.Mode)
+	}
+	t := &Topic[T]{
+		bus:       b,
+		name:      name,
+		eventType: eventType,
+		version:   o.SchemaVersion,
+		mode:      o.Mode,
+		key:       o.Key,
+		methodKey: o.Key == nil && hasPayloadKey[T](),
+	}
+	t.subs.Store(new([]*subscription[T]))
+
+	goType := reflect.TypeFor[T]()
+	if goType.Kind() == reflect.Pointer {
+		goType = goType.Elem()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	if _, ok := b.topics[name]; ok {
+		return nil, fmt.Errorf("%w: topic %q already exists", ErrDuplicate, name)
+	}
+	if other, ok := b.types[eventType]; ok && other != goType {
+		return nil, fmt.Errorf("%w: event type %q already names %v, not %v", ErrDuplicate, eventType, other, goType)
+	}
+	b.topics[name] = t
+	b.types[eventType] = goType
+	return t, nil
+}
+
+// Name returns the topic's name.
+func (t *Topic[T]) Name() string { return t.name }
+
+// EventType returns the event type name stamped on the topic's events.
+func (t *Topic[T]) EventType() string { return t.eventType }
+
+// Subscribe adds a subscription named name that hands every event published
+// on t from now on to h. Names follow the rules of topic names and are unique
+// within a topic. opts may be nil.
+//
+// It returns an error wrapping [ErrInvalid] for a bad name, a nil handler or
+// an option out of range, [ErrDuplicate] for a taken name, and [ErrClosed]
+// after Shutdown.
+func (t *Topic[T]) Subscribe(name string, h Handler[T], opts *SubscriptionOptions) (*Subscription, error) {
+	if err := checkName("subscription", name); err != nil {
+		return nil, fmt.Errorf("topic %q: %w", t.name, err)
+	}
+	if h == nil {
+		return nil, fmt.Errorf("%w: topic %q: subscription %q has a nil handler", ErrInvalid, t.name, name)
+	}
+	b := t.bus
+	o, retry, err := b.resolveSubscription(t.name, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	subs := *t.subs.Load()
+	for _, s := range subs {
+		if s.name == name {
+			return nil, fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, name)
+		}
+	}
+	s := newSubscription(t, name, h, o, retry)
+	if err := b.register(s.Subscription); err != nil {
+		return nil, err
+	}
+	s.start()
+	next := append(slices.Clip(subs), s)
+	t.subs.Store(&next)
+	return s.Subscription, nil
+}
+
+// remove takes s out of the topic's subscriptions.
+func (t *Topic[T]) remove(s *subscription[T]) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next := slices.DeleteFunc(slices.Clone(*t.subs.Load()), func(x *subscription[T]) bool { return x == s })
+	t.subs.Store(&next)
+}
+
+// PublishOption sets part of an event's header at Publish.
+type PublishOption func(*Header)
+
+// WithKey sets the event's ordering key, overriding the topic's key function
+// and the payload's key method.
+func WithKey(key string) PublishOption { return func(h *Header) { h.Key = key } }
+
+// WithMetadata sets the event's metadata. Subscribers share the map: do not
+// modify it after Publish.
+func WithMetadata(md Metadata) PublishOption { return func(h *Header) { h.Metadata = md } }
+
+// WithCorrelationID sets the event's correlation ID, for an event that
+// continues a flow started elsewhere (an HTTP request, a Kafka record).
+func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.CorrelationID = id } }
+
+// Publish sends payload to every subscription of t.
+//
+// In Async mode it returns once the event is in the queue of one worker of
+// every subscription. While one of those queues is full it waits for room;
+// if ctx ends first it returns ctx's error and the event was queued nowhere:
+// a failed Publish can be retried without duplicates. A handler publishing
+// with its own context never waits, since it might wait for itself: its
+// event is queued past the bound.
+//
+// In Sync mode it runs each subscription's handler (with retries) in turn
+// and returns their errors joined; ctx becomes the handlers' context.
+//
+// It returns [ErrClosed] after Shutdown; in Sync mode, events are then
+// not handled.
+func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) error {
+	_, err := t.publish(ctx, payload, opts, false)
+	return err
+}
+
+// TryPublish is Publish that never waits: if a queue is full it queues the
+// event nowhere and returns false with a nil error. In Sync mode it is
+// Publish.
+func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOption) (bool, error) {
+	return t.publish(ctx, payload, opts, true)
+}
+
+func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, try bool) (bool, error) {
+	if ctx == nil {
+		return false, fmt.Errorf("%w: topic %q: nil context", ErrInvalid, t.name)
+	}
+	b := t.bus
+	if b.closed.Load() {
+		return false, ErrClosed
+	}
+	var d *delivery[T]
+	var local delivery[T]
+	if t.mode == Sync {
+		d = t.slab.get()
+	} else {
+		d = &local
+	}
+	p := parent(ctx)
+	t.stamp(&d.Event, payload, p, opts)
+	if t.mode == Sync {
+		d.Context = ctx
+		return true, t.publishSync(d)
+	}
+	return t.enqueue(ctx, d, p != nil, try)
+}
+
+// stamp fills in the envelope of a new event.
+func (t *Topic[T]) stamp(e *Event[T], payload T, p *Header, opts []PublishOption) {
+	b := t.bus
+	now := b.clock.now()
+	e.Payload = payload
+	e.ID = b.newID(now)
+	e.Type = t.eventType
+	e.Topic = t.name
+	e.Time = now
+	e.SchemaVersion = t.version
+	switch {
+	case t.key != nil:
+		e.Key = t.key(payload)
+	case t.methodKey:
+		e.Key, _ = payloadKey(payload)
+	}
+	if p != nil {
+		e.CausationID = p.ID
+		e.CorrelationID = p.CorrelationID
+	}
+	for _, o := range opts {
+		o(&e.Header)
+	}
+	if e.CorrelationID.IsZero() {
+		e.CorrelationID = e.ID
+	}
+}
+
+// enqueue puts d in one queue of every subscription, all or none.
+func (t *Topic[T]) enqueue(ctx context.Context, d *delivery[T], force, try bool) (bool, error) {
+	h := t.hash(d.Key)
+	for {
+		subs := *t.subs.Load()
+		// Lock the chosen queue of every subscription, always in the order
+		// of the subscriptions, check them all, then append to them all.
+		for _, s := range subs {
+			s.queueFor(h).mu.Lock()
+		}
+		var room chan struct{}
+		closed := false
+		for _, s := range subs {
+			q := s.queueFor(h)
+			if q.stopped {
+				closed = closed || t.bus.closed.Load()
+			} else if !force && q.full() {
+				room = q.roomSignal()
+				break
+			}
+		}
+		if room == nil && !closed {
+			for _, s := range subs {
+				if q := s.queueFor(h); !q.stopped && q.push(d) {
+					q.signal()
+				}
+			}
+		}
+		for _, s := range subs {
+			s.queueFor(h).mu.Unlock()
+		}
+		switch {
+		case closed:
+			return false, ErrClosed
+		case room == nil:
+			return true, nil
+		case try:
+			return false, nil
+		}
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// hash picks the worker of a key in every subscription; a keyless event
+// goes to a random one.
+func (t *Topic[T]) hash(key string) uint64 {
+	if key == "" {
+		return rand.Uint64()
+	}
+	return maphash.String(t.bus.seed, key)
+}
+
+// publishSync runs every subscription's handler for d in the calling
+// goroutine.
+func (t *Topic[T]) publishSync(d *delivery[T]) error {
+	b := t.bus
+	if !b.enterSync() {
+		return ErrClosed
+	}
+	defer b.leaveSync()
+	var errs []error
+	for _, s := range *t.subs.Load() {
+		if err := s.runSync(d); err != nil {
+			errs = append(errs, fmt.Errorf("subscription %q: %w", s.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

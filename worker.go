@@ -1,0 +1,411 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+)
+
+// subscription is the typed side of a Subscription: its handler and its
+// workers.
+type subscription[T any] struct {
+	*Subscription
+	topic   *Topic[T]
+	handler Handler[T]
+	chain   EnvelopeHandler // nil without middleware
+	retry   RetryPolicy
+	workers []*worker[T]
+	running atomic.Int32 // workers not yet exited
+}
+
+func newSubscription[T any](t *Topic[T], name string, h Handler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
+	b := t.bus
+	ctx, kill := context.WithCancelCause(b.ctx)
+	s := &subscription[T]{
+		Subscription: &Subscription{bus: b, topic: t.name, name: name, ctx: ctx, kill: kill, exited: make(chan struct{})},
+		topic:        t,
+		handler:      h,
+		retry:        retry,
+	}
+	s.impl = s
+	if mws := append(b.opts.Middleware[:len(b.opts.Middleware):len(b.opts.Middleware)], o.Middleware...); len(mws) > 0 {
+		s.chain = wrap(s.inner, mws)
+	}
+	if t.mode == Sync {
+		close(s.exited)
+		return s
+	}
+	s.workers = make([]*worker[T], o.Workers)
+	for i := range s.workers {
+		w := &worker[T]{sub: s, lanes: make(map[laneKey]*lane[T])}
+		w.q.init(o.QueueSize)
+		s.workers[i] = w
+	}
+	return s
+}
+
+// start launches the workers.
+func (s *subscription[T]) start() {
+	s.running.Store(int32(len(s.workers)))
+	for _, w := range s.workers {
+		s.bus.goroutines.Go(w.run)
+	}
+}
+
+func (s *subscription[T]) queueFor(h uint64) *queue[T] {
+	return &s.workers[h%uint64(len(s.workers))].q
+}
+
+func (s *subscription[T]) stopIntake() {
+	for _, w := range s.workers {
+		w.q.stop()
+	}
+}
+
+func (s *subscription[T]) settle(ctx context.Context) error {
+	for _, w := range s.workers {
+		if err := w.q.settle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *subscription[T]) detach() { s.topic.remove(s) }
+
+// inner is the innermost EnvelopeHandler of a chain: it calls the typed
+// handler.
+func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
+	p, ok := env.Payload.(T)
+	if !ok && env.Payload != nil {
+		return Permanent(fmt.Errorf("%w: middleware replaced the %T payload of event %s with a %T", ErrInvalid, p, env.ID, env.Payload))
+	}
+	return s.handler(ctx, Event[T]{Header: env.Header, Payload: p})
+}
+
+// call makes one attempt at handling d, turning a panic into a *PanicError.
+// env is scratch space for the middleware chain.
+func (s *subscription[T]) call(d *delivery[T], env *Envelope, attempt int) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	if s.chain == nil {
+		return s.handler(d, d.Event)
+	}
+	*env = Envelope{Header: d.Header, Subscription: s.name, Attempt: attempt, Payload: d.Payload}
+	return s.chain(d, env)
+}
+
+// runSync handles d in the calling goroutine with the retry policy, waiting
+// between attempts unless d's context ends.
+func (s *subscription[T]) runSync(d *delivery[T]) error {
+	var env *Envelope
+	if s.chain != nil {
+		env = new(Envelope)
+	}
+	var first time.Time
+	for attempt := 1; ; attempt++ {
+		err := s.call(d, env, attempt)
+		if err == nil {
+			return nil
+		}
+		now := time.Now()
+		if attempt == 1 {
+			first = now
+		}
+		delay, ok := s.retry.next(attempt, err, first, now)
+		if ok {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+				continue
+			case <-d.Done():
+				t.Stop()
+				err = fmt.Errorf("%w (retry abandoned: %w)", err, d.Err())
+			}
+		}
+		s.deadLetter(d, attempt, err, first, now)
+		return err
+	}
+}
+
+// deadLetter hands d to the bus's dead-letter queue after attempts attempts.
+func (s *subscription[T]) deadLetter(d *delivery[T], attempts int, err error, first, last time.Time) {
+	ctx := context.Context(s.ctx)
+	if d.Context != nil {
+		ctx = d
+	}
+	s.bus.deadLetter(ctx, DeadLetter{
+		Envelope:     Envelope{Header: d.Header, Subscription: s.name, Attempt: attempts, Payload: d.Payload},
+		Err:          err,
+		FirstFailure: first,
+		LastFailure:  last,
+		redrive:      s.redrive,
+	})
+}
+
+// redrive sends a dead letter's event back through this subscription alone.
+func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
+	p, ok := env.Payload.(T)
+	if !ok && env.Payload != nil {
+		return fmt.Errorf("%w: payload %T is not %T", ErrInvalid, env.Payload, p)
+	}
+	d := &delivery[T]{Event: Event[T]{Header: env.Header, Payload: p}}
+	if s.topic.mode == Sync {
+		d.Context = ctx
+		return s.runSync(d)
+	}
+	q := s.queueFor(s.topic.hash(d.Key))
+	for {
+		q.mu.Lock()
+		if q.stopped {
+			q.mu.Unlock()
+			return ErrClosed
+		}
+		if !q.full() {
+			if q.push(d) {
+				q.signal()
+			}
+			q.mu.Unlock()
+			return nil
+		}
+		room := q.roomSignal()
+		q.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// worker handles the events of one queue. Events whose key waits for a retry
+// are parked in that key's lane, so other keys keep flowing.
+type worker[T any] struct {
+	sub   *subscription[T]
+	q     queue[T]
+	env   Envelope // scratch for the middleware chain
+	taken uint64   // sequence number after the last event taken
+	lanes map[laneKey]*lane[T]
+	timer *time.Timer // due time of the earliest lane; nil until needed
+	armed bool
+}
+
+// laneKey names a lane: a key, or for a keyless event its sequence number,
+// since keyless events promise no order and so never wait for each other.
+type laneKey struct {
+	key string
+	seq uint64
+}
+
+// lane holds a key's events while its first one waits for a retry.
+type lane[T any] struct {
+	due   time.Time
+	items []pending[T]
+}
+
+type pending[T any] struct {
+	d           *delivery[T]
+	seq         uint64
+	first, last time.Time
+	err         error
+}
+
+// run is the worker's goroutine. It exits when intake has stopped and every
+// event is finished, or when the subscription is killed.
+func (w *worker[T]) run() {
+	defer func() {
+		if w.sub.running.Add(-1) == 0 {
+			close(w.sub.exited)
+		}
+	}()
+	done := w.sub.ctx.Done()
+	for {
+		batch, base, stopped := w.q.take(w.low())
+		if batch != nil {
+			w.handle(batch, base, done)
+			continue
+		}
+		if stopped && len(w.lanes) == 0 {
+			return
+		}
+		var due <-chan time.Time
+		if w.armed {
+			due = w.timer.C
+		}
+		select {
+		case <-w.q.wake:
+		case <-due:
+			w.armed = false
+			w.retryDue(done)
+		case <-done:
+			w.abandon(nil, 0)
+			return
+		}
+	}
+}
+
+// low returns the lowest sequence number not yet finished.
+func (w *worker[T]) low() uint64 {
+	low := w.taken
+	for _, l := range w.lanes {
+		low = min(low, l.items[0].seq)
+	}
+	return low
+}
+
+func (w *worker[T]) handle(batch []delivery[T], base uint64, done <-chan struct{}) {
+	w.taken = base + uint64(len(batch))
+	for i := range batch {
+		select {
+		case <-done:
+			w.abandon(batch[i:], base+uint64(i))
+			return
+		default:
+		}
+		d := &batch[i]
+		d.Context = w.sub.ctx
+		if len(w.lanes) != 0 && d.Key != "" {
+			if l := w.lanes[laneKey{key: d.Key}]; l != nil {
+				l.items = append(l.items, pending[T]{d: d, seq: base + uint64(i)})
+				continue
+			}
+		}
+		d.attempts = 1
+		if err := w.sub.call(d, &w.env, 1); err != nil {
+			w.failed(d, base+uint64(i), err)
+		}
+	}
+}
+
+// failed deals with the first failed attempt at d: a new lane waiting for
+// the retry, or a dead letter.
+func (w *worker[T]) failed(d *delivery[T], seq uint64, err error) {
+	now := time.Now()
+	delay, ok := w.sub.retry.next(1, err, now, now)
+	if !ok {
+		w.sub.deadLetter(d, 1, err, now, now)
+		return
+	}
+	k := laneKey{key: d.Key}
+	if d.Key == "" {
+		k.seq = seq + 1
+	}
+	w.lanes[k] = &lane[T]{due: now.Add(delay), items: []pending[T]{{d: d, seq: seq, first: now, last: now, err: err}}}
+	w.arm()
+}
+
+// retryDue runs every lane whose retry is due.
+func (w *worker[T]) retryDue(done <-chan struct{}) {
+	now := time.Now()
+	for k, l := range w.lanes {
+		if l.due.After(now) {
+			continue
+		}
+		if !w.runLane(l, done) {
+			return // killed: abandon takes over
+		}
+		if len(l.items) == 0 {
+			delete(w.lanes, k)
+		}
+	}
+	w.arm()
+}
+
+// runLane handles l's events in order until one has to wait for a retry or
+// none is left. It returns false if the subscription was killed meanwhile.
+func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
+	for len(l.items) > 0 {
+		select {
+		case <-done:
+			return false
+		default:
+		}
+		p := &l.items[0]
+		if p.d.Context == nil {
+			p.d.Context = w.sub.ctx
+		}
+		p.d.attempts++
+		err := w.sub.call(p.d, &w.env, p.d.attempts)
+		if err != nil {
+			now := time.Now()
+			if p.d.attempts == 1 {
+				p.first = now
+			}
+			p.last, p.err = now, err
+			if delay, ok := w.sub.retry.next(p.d.attempts, err, p.first, now); ok {
+				l.due = now.Add(delay)
+				return true
+			}
+			w.sub.deadLetter(p.d, p.d.attempts, err, p.first, now)
+		}
+		l.items[0] = pending[T]{}
+		l.items = l.items[1:]
+	}
+	return true
+}
+
+// arm sets the timer to the earliest due lane.
+func (w *worker[T]) arm() {
+	var next time.Time
+	for _, l := range w.lanes {
+		if next.IsZero() || l.due.Before(next) {
+			next = l.due
+		}
+	}
+	if next.IsZero() {
+		if w.armed {
+			w.timer.Stop()
+			w.armed = false
+		}
+		return
+	}
+	d := time.Until(next)
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d)
+	}
+	w.armed = true
+}
+
+// abandon dead-letters everything the worker still holds (the rest of a
+// batch from sequence number base, its lanes and its queue) after the
+// subscription was killed, and counts it as undelivered.
+func (w *worker[T]) abandon(rest []delivery[T], base uint64) {
+	cause := context.Cause(w.sub.ctx)
+	now := time.Now()
+	w.q.stop()
+	queued := w.q.drain()
+	n := 0
+	giveUp := func(d *delivery[T]) {
+		w.sub.deadLetter(d, 0, cause, now, now)
+		n++
+	}
+	for i := range rest {
+		giveUp(&rest[i])
+	}
+	for k, l := range w.lanes {
+		for _, p := range l.items {
+			if p.err != nil {
+				w.sub.deadLetter(p.d, p.d.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, now)
+				n++
+			} else {
+				giveUp(p.d)
+			}
+		}
+		delete(w.lanes, k)
+	}
+	for i := range queued {
+		giveUp(&queued[i])
+	}
+	if w.armed {
+		w.timer.Stop()
+	}
+	w.sub.undelivered.Add(int64(n))
+	w.q.finishAll()
+}
