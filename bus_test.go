@@ -1,0 +1,643 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// Order is a test payload keyed by its Key field.
+type Order struct {
+	Key string
+	N   int
+}
+
+func (o Order) AggregateID() string { return o.Key }
+
+func newBus(t *testing.T, opts *eventbus.Options) *eventbus.Bus {
+	t.Helper()
+	b, err := eventbus.New(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func newTopic[T any](t *testing.T, b *eventbus.Bus, name string, opts *eventbus.TopicOptions[T]) *eventbus.Topic[T] {
+	t.Helper()
+	topic, err := eventbus.NewTopic[T](b, name, opts)
+	require.NoError(t, err)
+	return topic
+}
+
+func subscribe[T any](t *testing.T, topic *eventbus.Topic[T], name string, h eventbus.Handler[T], opts *eventbus.SubscriptionOptions) *eventbus.Subscription {
+	t.Helper()
+	s, err := topic.Subscribe(name, h, opts)
+	require.NoError(t, err)
+	return s
+}
+
+// TestOrderPerKeyExactlyOnce publishes a million events over 1,000 keys to 3
+// subscriptions of 8 workers each, from 4 publishers with disjoint keys, and
+// checks that each subscription saw every event once, in publish order per
+// key.
+func TestOrderPerKeyExactlyOnce(t *testing.T) {
+	const (
+		events     = 1_000_000
+		keys       = 1000
+		subs       = 3
+		publishers = 4
+	)
+	n := events
+	if testing.Short() {
+		n = events / 10
+	}
+	b := newBus(t, &eventbus.Options{Workers: 8, QueueSize: 256})
+	topic := newTopic[Order](t, b, "orders", nil)
+	// seen[s][k] is the next N expected for key k in subscription s; each
+	// key is handled by one worker at a time, so per-key slots need no lock
+	// beyond the ordering the bus itself promises (the race detector checks).
+	seen := make([][]int, subs)
+	bad := make([]atomic.Int64, subs)
+	for s := range subs {
+		seen[s] = make([]int, keys)
+		subscribe(t, topic, fmt.Sprintf("s%d", s), func(_ context.Context, e eventbus.Event[Order]) error {
+			k := e.Payload.N % keys
+			if e.Payload.N/keys != seen[s][k] {
+				bad[s].Add(1)
+			}
+			seen[s][k]++
+			return nil
+		}, nil)
+	}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			keyNames := make([]string, keys)
+			for k := range keys {
+				keyNames[k] = fmt.Sprintf("k%d", k)
+			}
+			for i := p; i < n; i += publishers {
+				// Event i has key i%keys and is the (i/keys)th of its key.
+				// Publisher p owns the keys congruent to p mod publishers.
+				if err := topic.Publish(ctx, Order{Key: keyNames[i%keys], N: i}); err != nil {
+					t.Errorf("Publish(%d) = %v", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, b.Flush(ctx))
+	for s := range subs {
+		require.Zero(t, bad[s].Load(), "subscription %d: events out of order", s)
+		for k := range keys {
+			want := n / keys
+			if got := seen[s][k]; got != want {
+				t.Fatalf("subscription %d key %d: handled %d events, want %d", s, k, got, want)
+			}
+		}
+	}
+	require.NoError(t, b.Shutdown(ctx))
+}
+
+func TestFanOutAndEnvelope(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, nil)
+		topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{SchemaVersion: 3})
+		var mu sync.Mutex
+		got := map[string][]eventbus.Event[Order]{}
+		for _, name := range []string{"billing", "shipping", "audit"} {
+			subscribe(t, topic, name, func(_ context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[name] = append(got[name], e)
+				return nil
+			}, nil)
+		}
+		start := time.Now()
+		md := eventbus.Metadata{"tenant": "acme"}
+		require.NoError(t, topic.Publish(context.Background(), Order{Key: "o-1", N: 1}, eventbus.WithMetadata(md)))
+		require.NoError(t, b.Flush(context.Background()))
+		require.Len(t, got, 3)
+		e := got["billing"][0]
+		want := eventbus.Event[Order]{
+			Header: eventbus.Header{
+				ID: e.ID, Type: "Order", Topic: "orders", Key: "o-1", Time: start,
+				SchemaVersion: 3, CorrelationID: e.ID, Metadata: md,
+			},
+			Payload: Order{Key: "o-1", N: 1},
+		}
+		for name, events := range got {
+			require.Len(t, events, 1, name)
+			if diff := cmp.Diff(want, events[0]); diff != "" {
+				t.Errorf("%s got (-want +got):\n%s", name, diff)
+			}
+		}
+		require.False(t, e.ID.IsZero())
+		require.Equal(t, start.UnixMilli(), e.ID.Time().UnixMilli())
+	})
+}
+
+func TestKeySources(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+		var keys []string
+		record := func(_ context.Context, e eventbus.Event[Order]) error {
+			keys = append(keys, e.Key)
+			return nil
+		}
+		byMethod := newTopic[Order](t, b, "by-method", nil)
+		byFunc := newTopic(t, b, "by-func", &eventbus.TopicOptions[Order]{Key: func(o Order) string { return fmt.Sprint("n", o.N) }})
+		subscribe(t, byMethod, "rec", record, nil)
+		subscribe(t, byFunc, "rec", record, nil)
+		ctx := context.Background()
+		require.NoError(t, byMethod.Publish(ctx, Order{Key: "m", N: 1}))
+		require.NoError(t, byFunc.Publish(ctx, Order{Key: "m", N: 2}))
+		require.NoError(t, byFunc.Publish(ctx, Order{Key: "m", N: 3}, eventbus.WithKey("explicit")))
+		if diff := cmp.Diff([]string{"m", "n2", "explicit"}, keys); diff != "" {
+			t.Errorf("keys (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// seedEvent is written the way the original design wrote events.
+type seedEvent struct {
+	UserID    string
+	Timestamp time.Time
+}
+
+func (e *seedEvent) GetEventType() string    { return "user.created" }
+func (e *seedEvent) GetAggregateID() string  { return e.UserID }
+func (e *seedEvent) GetTimestamp() time.Time { return e.Timestamp }
+
+type typed struct{}
+
+func (typed) EventType() string { return "thing.happened" }
+
+type badlyNamed struct{}
+
+func (badlyNamed) EventType() string { return "no spaces please" }
+
+type Renamed struct{}
+
+func TestEventTypeNames(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	seed := newTopic[*seedEvent](t, b, "users", nil)
+	require.Equal(t, "user.created", seed.EventType())
+	require.Equal(t, "thing.happened", newTopic[typed](t, b, "things", nil).EventType())
+	require.Equal(t, "Order", newTopic[Order](t, b, "orders", nil).EventType())
+	require.Equal(t, "Order", newTopic[*Order](t, b, "order-pointers", nil).EventType(), "T and *T share a name")
+	require.Equal(t, "renamed", newTopic(t, b, "renamed", &eventbus.TopicOptions[Renamed]{EventType: "renamed"}).EventType())
+
+	var keys []string
+	subscribe(t, seed, "rec", func(_ context.Context, e eventbus.Event[*seedEvent]) error {
+		keys = append(keys, e.Key+"/"+e.Type)
+		return nil
+	}, nil)
+	require.NoError(t, seed.Publish(context.Background(), &seedEvent{UserID: "u-9"}))
+	require.Equal(t, []string{"u-9/user.created"}, keys)
+
+	_, err := eventbus.NewTopic[badlyNamed](b, "bad", nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	require.ErrorContains(t, err, "no spaces please")
+	_, err = eventbus.NewTopic[struct{ X int }](b, "anonymous", nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	_, err = eventbus.NewTopic(b, "clash", &eventbus.TopicOptions[Renamed]{EventType: "user.created"})
+	require.ErrorIs(t, err, eventbus.ErrDuplicate)
+	require.ErrorContains(t, err, "user.created")
+}
+
+func TestCorrelationAndCausation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, nil)
+		orders := newTopic[Order](t, b, "orders", nil)
+		var mu sync.Mutex
+		var got []eventbus.Header
+		var leaked context.Context
+		subscribe(t, orders, "chain", func(ctx context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			got = append(got, e.Header)
+			if e.Payload.N == 1 {
+				leaked = ctx // published with after the handler returned
+			}
+			mu.Unlock()
+			if e.Payload.N < 3 {
+				return orders.Publish(ctx, Order{Key: e.Key, N: e.Payload.N + 1})
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, orders.Publish(ctx, Order{Key: "k", N: 1}))
+		synctest.Wait()
+		require.NoError(t, orders.Publish(leaked, Order{Key: "late", N: 10}))
+		require.NoError(t, b.Flush(ctx))
+
+		require.Len(t, got, 4)
+		root := got[0]
+		require.Equal(t, root.ID, root.CorrelationID, "a root event correlates to itself")
+		require.True(t, root.CausationID.IsZero())
+		for i, h := range got[1:3] {
+			require.Equal(t, root.ID, h.CorrelationID, "event %d", i+1)
+			require.Equal(t, got[i].ID, h.CausationID, "event %d", i+1)
+		}
+		require.Equal(t, root.ID, got[3].CausationID, "a kept context still names its event")
+	})
+}
+
+func TestBackpressure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var handled []int
+		subscribe(t, topic, "slow", func(_ context.Context, e eventbus.Event[Order]) error {
+			<-gate
+			handled = append(handled, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 1})) // taken by the worker, which blocks
+		synctest.Wait()
+		require.NoError(t, topic.Publish(ctx, Order{N: 2})) // fills the queue
+
+		ok, err := topic.TryPublish(ctx, Order{N: 3})
+		require.NoError(t, err)
+		require.False(t, ok, "TryPublish on a full queue")
+
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		require.ErrorIs(t, topic.Publish(short, Order{N: 3}), context.DeadlineExceeded)
+
+		done := make(chan error)
+		go func() { done <- topic.Publish(ctx, Order{N: 4}) }()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("Publish on a full queue returned %v before room appeared", err)
+		default:
+		}
+		close(gate)
+		require.NoError(t, <-done)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{1, 2, 4}, handled, "the failed publishes queued nothing")
+	})
+}
+
+// TestFanOutAllOrNothing checks that an event is queued for every
+// subscription or for none when one of them is full.
+func TestFanOutAllOrNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var fast, slow []int
+		subscribe(t, topic, "fast", func(_ context.Context, e eventbus.Event[Order]) error {
+			fast = append(fast, e.Payload.N)
+			return nil
+		}, nil)
+		subscribe(t, topic, "slow", func(_ context.Context, e eventbus.Event[Order]) error {
+			<-gate
+			slow = append(slow, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		synctest.Wait()
+		require.NoError(t, topic.Publish(ctx, Order{N: 2}))
+		synctest.Wait()
+		ok, err := topic.TryPublish(ctx, Order{N: 3})
+		require.False(t, ok)
+		require.NoError(t, err)
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		require.ErrorIs(t, topic.Publish(short, Order{N: 4}), context.DeadlineExceeded)
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{1, 2}, fast)
+		require.Equal(t, []int{1, 2}, slow)
+	})
+}
+
+func TestSyncModeReturnsErrors(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})
+	errA, errB := errors.New("a failed"), errors.New("b failed")
+	var ran []string
+	for _, s := range []struct {
+		name string
+		err  error
+	}{{"a", errA}, {"ok", nil}, {"b", errB}} {
+		subscribe(t, topic, s.name, func(_ context.Context, e eventbus.Event[Order]) error {
+			ran = append(ran, s.name)
+			if e.Payload.N == 0 {
+				return nil
+			}
+			return s.err
+		}, nil)
+	}
+	ctx := context.Background()
+	err := topic.Publish(ctx, Order{N: 1})
+	require.ErrorIs(t, err, errA)
+	require.ErrorIs(t, err, errB)
+	require.Equal(t, []string{"a", "ok", "b"}, ran, "handlers ran before Publish returned, in order")
+	require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+	require.Equal(t, 2, b.DeadLetters().Len(), "each final failure is also dead-lettered")
+}
+
+func TestFlushWaitsForEverything(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 4})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled atomic.Int64
+		subscribe(t, topic, "slow", func(context.Context, eventbus.Event[Order]) error {
+			time.Sleep(time.Millisecond) // fake time: handlers take a while
+			handled.Add(1)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for i := range 100 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint(i % 7), N: i}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		require.EqualValues(t, 100, handled.Load())
+
+		short, cancel := context.WithTimeout(ctx, time.Microsecond)
+		defer cancel()
+		require.NoError(t, topic.Publish(ctx, Order{N: 100}))
+		require.ErrorIs(t, b.Flush(short), context.DeadlineExceeded)
+	})
+}
+
+// TestHandlerPublishesToItself checks that a handler publishing to its own
+// topic through a queue of one cannot deadlock the bus.
+func TestHandlerPublishesToItself(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled atomic.Int64
+		subscribe(t, topic, "echo", func(ctx context.Context, e eventbus.Event[Order]) error {
+			handled.Add(1)
+			if e.Payload.N > 0 {
+				// Two events per event: the queue of one fills at once.
+				for range 2 {
+					if err := topic.Publish(ctx, Order{Key: e.Key, N: e.Payload.N - 1}); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 6}))
+		synctest.Wait() // every goroutine idle: no deadlock
+		require.EqualValues(t, 1<<7-1, handled.Load())
+		require.Zero(t, b.DeadLetters().Len())
+	})
+}
+
+func TestPanicBecomesError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled []int
+		subscribe(t, topic, "fragile", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 2 {
+				panic("boom")
+			}
+			handled = append(handled, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for i := 1; i <= 3; i++ {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: i}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{1, 3}, handled, "the worker survived the panic")
+		var dls []eventbus.DeadLetter
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dls = append(dls, dl)
+		}
+		require.Len(t, dls, 1)
+		var pe *eventbus.PanicError
+		require.ErrorAs(t, dls[0].Err, &pe)
+		require.Equal(t, "boom", pe.Value)
+		require.Contains(t, string(pe.Stack), "TestPanicBecomesError")
+		require.Equal(t, 1, dls[0].Attempt)
+		require.Equal(t, Order{Key: "k", N: 2}, dls[0].Payload)
+	})
+}
+
+func TestShutdownDrains(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := eventbus.New(&eventbus.Options{Workers: 2})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled atomic.Int64
+		subscribe(t, topic, "slow", func(ctx context.Context, e eventbus.Event[Order]) error {
+			time.Sleep(time.Second)
+			handled.Add(1)
+			return ctx.Err()
+		}, nil)
+		ctx := context.Background()
+		for i := range 10 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint(i), N: i}))
+		}
+		generous, cancel := context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+		require.NoError(t, b.Shutdown(generous))
+		require.EqualValues(t, 10, handled.Load())
+		require.Zero(t, b.DeadLetters().Len())
+		require.ErrorIs(t, topic.Publish(ctx, Order{}), eventbus.ErrClosed)
+		require.NoError(t, b.Shutdown(ctx), "Shutdown is idempotent")
+		require.NoError(t, b.Close())
+	})
+}
+
+func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := eventbus.New(&eventbus.Options{Workers: 1})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		var cancelled atomic.Int64
+		subscribe(t, topic, "stuck", func(ctx context.Context, e eventbus.Event[Order]) error {
+			<-ctx.Done() // only a forced stop ends it
+			cancelled.Add(1)
+			return ctx.Err()
+		}, nil)
+		ctx := context.Background()
+		for i := range 5 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: i}))
+		}
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		err = b.Shutdown(short)
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, err, &ue)
+		require.Equal(t, 4, ue.Count, "the four events still queued")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.EqualValues(t, 1, cancelled.Load(), "the running handler saw its context cancelled")
+		require.Equal(t, 5, b.DeadLetters().Len(), "the cancelled one and the four queued ones")
+		var ns []int
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: context.DeadlineExceeded}) {
+			ns = append(ns, dl.Payload.(Order).N)
+		}
+		require.Equal(t, []int{1, 2, 3, 4}, ns, "never-run events carry the shutdown's cause")
+		require.Equal(t, err, b.Close(), "later calls return the first result")
+	})
+}
+
+func TestCloseLeavesNoGoroutine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	b, err := eventbus.New(&eventbus.Options{Workers: 8})
+	require.NoError(t, err)
+	topic, err := eventbus.NewTopic[Order](b, "orders", nil)
+	require.NoError(t, err)
+	for i := range 20 {
+		_, err := topic.Subscribe(fmt.Sprint("s", i), func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+		require.NoError(t, err)
+	}
+	require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+	require.Greater(t, runtime.NumGoroutine(), before+160)
+	_ = b.Close()
+	// Close waits for every goroutine of the bus to return; a returning
+	// goroutine may still be counted for an instant after, so yield to it.
+	for range 1000 {
+		if runtime.NumGoroutine() <= before {
+			break
+		}
+		runtime.Gosched()
+	}
+	require.LessOrEqual(t, runtime.NumGoroutine(), before)
+}
+
+func TestUnsubscribe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var kept, gone atomic.Int64
+		subscribe(t, topic, "kept", func(context.Context, eventbus.Event[Order]) error { kept.Add(1); return nil }, nil)
+		sub := subscribe(t, topic, "gone", func(context.Context, eventbus.Event[Order]) error {
+			time.Sleep(time.Second)
+			gone.Add(1)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for i := range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		require.NoError(t, sub.Unsubscribe(ctx), "drains what was queued")
+		require.EqualValues(t, 3, gone.Load())
+		require.ErrorIs(t, sub.Unsubscribe(ctx), eventbus.ErrClosed)
+		require.NoError(t, topic.Publish(ctx, Order{N: 3}))
+		require.NoError(t, b.Flush(ctx))
+		require.EqualValues(t, 4, kept.Load())
+		require.EqualValues(t, 3, gone.Load(), "no events after Unsubscribe")
+
+		// The name is free again; a short deadline reports what is left.
+		sub = subscribe(t, topic, "gone", func(ctx context.Context, _ eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		for i := range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, sub.Unsubscribe(short), &ue)
+		require.Equal(t, 2, ue.Count)
+		require.Equal(t, 3, b.DeadLetters().Len())
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "taken", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+	ok := func(context.Context, eventbus.Event[Order]) error { return nil }
+	tests := []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"bus workers", func() error { _, err := eventbus.New(&eventbus.Options{Workers: -1}); return err }, eventbus.ErrInvalid},
+		{"bus queue", func() error { _, err := eventbus.New(&eventbus.Options{QueueSize: 1 << 30}); return err }, eventbus.ErrInvalid},
+		{"bus mode", func() error { _, err := eventbus.New(&eventbus.Options{Mode: 9}); return err }, eventbus.ErrInvalid},
+		{"bus retry", func() error {
+			_, err := eventbus.New(&eventbus.Options{Retry: eventbus.RetryPolicy{Jitter: 2}})
+			return err
+		}, eventbus.ErrInvalid},
+		{"nil middleware", func() error { _, err := eventbus.New(&eventbus.Options{Middleware: []eventbus.Middleware{nil}}); return err }, eventbus.ErrInvalid},
+		{"empty topic", func() error { _, err := eventbus.NewTopic[Order](b, "", nil); return err }, eventbus.ErrInvalid},
+		{"bad topic", func() error { _, err := eventbus.NewTopic[Order](b, "a/b", nil); return err }, eventbus.ErrInvalid},
+		{"duplicate topic", func() error { _, err := eventbus.NewTopic[Order](b, "orders", nil); return err }, eventbus.ErrDuplicate},
+		{"empty subscription", func() error { _, err := topic.Subscribe("", ok, nil); return err }, eventbus.ErrInvalid},
+		{"duplicate subscription", func() error { _, err := topic.Subscribe("taken", ok, nil); return err }, eventbus.ErrDuplicate},
+		{"nil handler", func() error { _, err := topic.Subscribe("nil", nil, nil); return err }, eventbus.ErrInvalid},
+		{"zero workers", func() error {
+			_, err := topic.Subscribe("w", ok, &eventbus.SubscriptionOptions{Workers: -3})
+			return err
+		}, eventbus.ErrInvalid},
+		{"huge queue", func() error {
+			_, err := topic.Subscribe("q", ok, &eventbus.SubscriptionOptions{QueueSize: 1 << 40})
+			return err
+		}, eventbus.ErrInvalid},
+		{"negative retry", func() error {
+			_, err := topic.Subscribe("r", ok, &eventbus.SubscriptionOptions{Retry: &eventbus.RetryPolicy{MaxAttempts: -1}})
+			return err
+		}, eventbus.ErrInvalid},
+		{"nil context", func() error {
+			//lint:ignore SA1012 checking that a nil context is refused
+			return topic.Publish(nil, Order{}) //nolint:staticcheck
+		}, eventbus.ErrInvalid},
+		{"bad ID", func() error { _, err := eventbus.ParseID("not-an-id"); return err }, eventbus.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+
+	require.NoError(t, b.Close())
+	for name, call := range map[string]func() error{
+		"publish":   func() error { return topic.Publish(context.Background(), Order{}) },
+		"subscribe": func() error { _, err := topic.Subscribe("late", ok, nil); return err },
+		"topic":     func() error { _, err := eventbus.NewTopic[Order](b, "late", nil); return err },
+	} {
+		if err := call(); !errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+func TestIDRoundTrip(t *testing.T) {
+	for range 100 {
+		id := eventbus.NewID()
+		s := id.String()
+		require.Len(t, s, 26)
+		back, err := eventbus.ParseID(s)
+		require.NoError(t, err)
+		require.Equal(t, id, back)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		a := eventbus.NewID()
+		time.Sleep(time.Millisecond)
+		b := eventbus.NewID()
+		require.Less(t, a.String(), b.String(), "IDs sort by time")
+		require.Equal(t, time.Now().UnixMilli(), b.Time().UnixMilli())
+	})
+}
