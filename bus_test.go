@@ -579,7 +579,10 @@ func TestBadInput(t *testing.T) {
 			_, err := eventbus.New(&eventbus.Options{Retry: eventbus.RetryPolicy{Jitter: 2}})
 			return err
 		}, eventbus.ErrInvalid},
-		{"nil middleware", func() error { _, err := eventbus.New(&eventbus.Options{Middleware: []eventbus.Middleware{nil}}); return err }, eventbus.ErrInvalid},
+		{"nil middleware", func() error {
+			_, err := eventbus.New(&eventbus.Options{Middleware: []eventbus.Middleware{nil}})
+			return err
+		}, eventbus.ErrInvalid},
 		{"empty topic", func() error { _, err := eventbus.NewTopic[Order](b, "", nil); return err }, eventbus.ErrInvalid},
 		{"bad topic", func() error { _, err := eventbus.NewTopic[Order](b, "a/b", nil); return err }, eventbus.ErrInvalid},
 		{"duplicate topic", func() error { _, err := eventbus.NewTopic[Order](b, "orders", nil); return err }, eventbus.ErrDuplicate},
