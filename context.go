@@ -10,46 +10,61 @@ import (
 // correlation ID and take its ID as causation ID.
 type parentKey struct{}
 
-// delivery is one event on its way to one subscription, and the context its
-// handler runs with. Deliveries live in slices that are never reused, so a
-// handler may keep its context (in a goroutine, say) and still publish with
-// the right causation after it returns, at no allocation per event.
-type delivery[T any] struct {
-	context.Context // the subscription's context, set before the first attempt
-	Event[T]
-	attempts int
+// eventContext is the context a handler runs with: the subscription's
+// context (or the publisher's, in Sync mode) plus what the events the handler
+// publishes inherit. Each event gets its own, so a handler may keep its
+// context (in a goroutine, say) and still publish with the right causation
+// after it returns; they come from slabs, so that costs no allocation per
+// event.
+type eventContext struct {
+	context.Context
+	parent lineage
 }
 
-// Value returns the event's header for parentKey and defers to the
-// subscription's context for every other key.
-func (d *delivery[T]) Value(key any) any {
+// lineage is what an event passes on to the events its handler publishes.
+type lineage struct {
+	ID, CorrelationID ID
+	Metadata          Metadata
+}
+
+// Value returns the event's lineage for parentKey and defers to the
+// enclosing context for every other key.
+func (c *eventContext) Value(key any) any {
 	if key == (parentKey{}) {
-		return &d.Header
+		return &c.parent
 	}
-	return d.Context.Value(key)
+	return c.Context.Value(key)
 }
 
-// parent returns the header of the event whose handler runs with ctx, or nil.
-func parent(ctx context.Context) *Header {
-	h, _ := ctx.Value(parentKey{}).(*Header)
-	return h
+// parent returns the lineage of the event whose handler runs with ctx, or
+// nil.
+func parent(ctx context.Context) *lineage {
+	l, _ := ctx.Value(parentKey{}).(*lineage)
+	return l
 }
 
-// slab hands out deliveries for synchronous publishing, where each handler
-// context must outlive the call that made it. Deliveries come from chunks of
-// slabSize, one allocation per chunk.
-type slab[T any] struct {
-	cur atomic.Pointer[slabChunk[T]]
+// contextSlab hands out eventContexts from chunks of slabSize, one
+// allocation per chunk. It is safe for concurrent use.
+type contextSlab struct {
+	cur atomic.Pointer[slabChunk]
 }
 
-const slabSize = 64
+const slabSize = 128
 
-type slabChunk[T any] struct {
-	items [slabSize]delivery[T]
+type slabChunk struct {
+	items [slabSize]eventContext
 	next  atomic.Int32
 }
 
-func (s *slab[T]) get() *delivery[T] {
+// get returns a fresh context for the event h, under base.
+func (s *contextSlab) get(base context.Context, h *Header) *eventContext {
+	c := s.next()
+	c.Context = base
+	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata}
+	return c
+}
+
+func (s *contextSlab) next() *eventContext {
 	for {
 		c := s.cur.Load()
 		if c != nil {
@@ -57,7 +72,7 @@ func (s *slab[T]) get() *delivery[T] {
 				return &c.items[i]
 			}
 		}
-		fresh := new(slabChunk[T])
+		fresh := new(slabChunk)
 		fresh.next.Store(1)
 		if s.cur.CompareAndSwap(c, fresh) {
 			return &fresh.items[0]

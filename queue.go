@@ -15,7 +15,7 @@ import (
 // and Shutdown wait on.
 type queue[T any] struct {
 	mu      sync.Mutex
-	items   []delivery[T]
+	items   []Event[T]
 	limit   int
 	enq     uint64 // sequence number of the next event appended
 	low     uint64 // every event below this sequence number is finished
@@ -36,8 +36,8 @@ func (q *queue[T]) full() bool { return len(q.items) >= q.limit }
 
 // push appends d and reports whether the worker must be woken. Callers hold
 // mu and have checked stopped and full.
-func (q *queue[T]) push(d *delivery[T]) (wake bool) {
-	q.items = append(q.items, *d)
+func (q *queue[T]) push(e *Event[T]) (wake bool) {
+	q.items = append(q.items, *e)
 	q.enq++
 	if q.parked {
 		q.parked = false
@@ -64,10 +64,11 @@ func (q *queue[T]) roomSignal() chan struct{} {
 
 // take records that every event below low is finished, then hands every
 // queued event to the worker, with the sequence number of the first, and
-// reports whether intake has stopped. With nothing queued it returns nil and
-// marks the worker parked. The returned slice belongs to the worker for good:
-// handler contexts point into it, so it is never reused for later events.
-func (q *queue[T]) take(low uint64) ([]delivery[T], uint64, bool) {
+// reports whether intake has stopped. The worker gives back the slice of its
+// previous batch, spare, emptied, to hold the next events: two slices serve
+// a worker for good. With nothing queued take returns nil and marks the
+// worker parked.
+func (q *queue[T]) take(low uint64, spare []Event[T]) ([]Event[T], uint64, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.setLow(low)
@@ -76,7 +77,7 @@ func (q *queue[T]) take(low uint64) ([]delivery[T], uint64, bool) {
 		return nil, 0, q.stopped
 	}
 	batch := q.items
-	q.items = make([]delivery[T], 0, min(len(batch), q.limit))
+	q.items = spare
 	if q.room != nil {
 		close(q.room)
 		q.room = nil
@@ -138,7 +139,7 @@ func (q *queue[T]) stop() {
 
 // drain removes and returns what is still queued. The worker calls it when it
 // is told to stop without grace.
-func (q *queue[T]) drain() []delivery[T] {
+func (q *queue[T]) drain() []Event[T] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batch := q.items

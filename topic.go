@@ -43,7 +43,7 @@ type Topic[T any] struct {
 
 	mu   sync.Mutex                         // serialises changes to subs
 	subs atomic.Pointer[[]*subscription[T]] // copied on write
-	slab slab[T]                            // deliveries for Sync mode
+	ctxs contextSlab                        // handler contexts in Sync mode
 }
 
 // NewTopic adds a topic named name with payload type T to b. Names are 1 to
@@ -212,28 +212,20 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	if ctx == nil {
 		return false, fmt.Errorf("%w: topic %q: nil context", ErrInvalid, t.name)
 	}
-	b := t.bus
-	if b.closed.Load() {
+	if t.bus.closed.Load() {
 		return false, ErrClosed
 	}
-	var d *delivery[T]
-	var local delivery[T]
-	if t.mode == Sync {
-		d = t.slab.get()
-	} else {
-		d = &local
-	}
+	var e Event[T]
 	p := parent(ctx)
-	t.stamp(&d.Event, payload, p, opts)
+	t.stamp(&e, payload, p, opts)
 	if t.mode == Sync {
-		d.Context = ctx
-		return true, t.publishSync(d)
+		return true, t.publishSync(t.ctxs.get(ctx, &e.Header), &e)
 	}
-	return t.enqueue(ctx, d, p != nil, try)
+	return t.enqueue(ctx, &e, p != nil, try)
 }
 
 // stamp fills in the envelope of a new event.
-func (t *Topic[T]) stamp(e *Event[T], payload T, p *Header, opts []PublishOption) {
+func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOption) {
 	b := t.bus
 	now := b.clock.now()
 	e.Payload = payload
@@ -252,17 +244,24 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *Header, opts []PublishOption
 		e.CausationID = p.ID
 		e.CorrelationID = p.CorrelationID
 	}
-	for _, o := range opts {
-		o(&e.Header)
+	if len(opts) > 0 {
+		// Options see a copy, so that e stays on the publisher's stack when
+		// there are none.
+		h := new(Header)
+		*h = e.Header
+		for _, o := range opts {
+			o(h)
+		}
+		e.Header = *h
 	}
 	if e.CorrelationID.IsZero() {
 		e.CorrelationID = e.ID
 	}
 }
 
-// enqueue puts d in one queue of every subscription, all or none.
-func (t *Topic[T]) enqueue(ctx context.Context, d *delivery[T], force, try bool) (bool, error) {
-	h := t.hash(d.Key)
+// enqueue puts e in one queue of every subscription, all or none.
+func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (bool, error) {
+	h := t.hash(e.Key)
 	for {
 		subs := *t.subs.Load()
 		// Lock the chosen queue of every subscription, always in the order
@@ -283,7 +282,7 @@ func (t *Topic[T]) enqueue(ctx context.Context, d *delivery[T], force, try bool)
 		}
 		if room == nil && !closed {
 			for _, s := range subs {
-				if q := s.queueFor(h); !q.stopped && q.push(d) {
+				if q := s.queueFor(h); !q.stopped && q.push(e) {
 					q.signal()
 				}
 			}
@@ -316,9 +315,9 @@ func (t *Topic[T]) hash(key string) uint64 {
 	return maphash.String(t.bus.seed, key)
 }
 
-// publishSync runs every subscription's handler for d in the calling
+// publishSync runs every subscription's handler for e in the calling
 // goroutine.
-func (t *Topic[T]) publishSync(d *delivery[T]) error {
+func (t *Topic[T]) publishSync(ctx *eventContext, e *Event[T]) error {
 	b := t.bus
 	if !b.enterSync() {
 		return ErrClosed
@@ -326,7 +325,7 @@ func (t *Topic[T]) publishSync(d *delivery[T]) error {
 	defer b.leaveSync()
 	var errs []error
 	for _, s := range *t.subs.Load() {
-		if err := s.runSync(d); err != nil {
+		if err := s.runSync(ctx, e); err != nil {
 			errs = append(errs, fmt.Errorf("subscription %q: %w", s.name, err))
 		}
 	}

@@ -85,31 +85,31 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 	return s.handler(ctx, Event[T]{Header: env.Header, Payload: p})
 }
 
-// call makes one attempt at handling d, turning a panic into a *PanicError.
+// call makes one attempt at handling e, turning a panic into a *PanicError.
 // env is scratch space for the middleware chain.
-func (s *subscription[T]) call(d *delivery[T], env *Envelope, attempt int) (err error) {
+func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, attempt int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
 	if s.chain == nil {
-		return s.handler(d, d.Event)
+		return s.handler(ctx, *e)
 	}
-	*env = Envelope{Header: d.Header, Subscription: s.name, Attempt: attempt, Payload: d.Payload}
-	return s.chain(d, env)
+	*env = Envelope{Header: e.Header, Subscription: s.name, Attempt: attempt, Payload: e.Payload}
+	return s.chain(ctx, env)
 }
 
-// runSync handles d in the calling goroutine with the retry policy, waiting
-// between attempts unless d's context ends.
-func (s *subscription[T]) runSync(d *delivery[T]) error {
+// runSync handles e in the calling goroutine with the retry policy, waiting
+// between attempts unless ctx ends.
+func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	var env *Envelope
 	if s.chain != nil {
 		env = new(Envelope)
 	}
 	var first time.Time
 	for attempt := 1; ; attempt++ {
-		err := s.call(d, env, attempt)
+		err := s.call(ctx, e, env, attempt)
 		if err == nil {
 			return nil
 		}
@@ -123,24 +123,20 @@ func (s *subscription[T]) runSync(d *delivery[T]) error {
 			select {
 			case <-t.C:
 				continue
-			case <-d.Done():
+			case <-ctx.Done():
 				t.Stop()
-				err = fmt.Errorf("%w (retry abandoned: %w)", err, d.Err())
+				err = fmt.Errorf("%w (retry abandoned: %w)", err, ctx.Err())
 			}
 		}
-		s.deadLetter(d, attempt, err, first, now)
+		s.deadLetter(ctx, e, attempt, err, first, now)
 		return err
 	}
 }
 
-// deadLetter hands d to the bus's dead-letter queue after attempts attempts.
-func (s *subscription[T]) deadLetter(d *delivery[T], attempts int, err error, first, last time.Time) {
-	ctx := context.Context(s.ctx)
-	if d.Context != nil {
-		ctx = d
-	}
+// deadLetter hands e to the bus's dead-letter queue after attempts attempts.
+func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time) {
 	s.bus.deadLetter(ctx, DeadLetter{
-		Envelope:     Envelope{Header: d.Header, Subscription: s.name, Attempt: attempts, Payload: d.Payload},
+		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, Payload: e.Payload},
 		Err:          err,
 		FirstFailure: first,
 		LastFailure:  last,
@@ -154,12 +150,11 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 	if !ok && env.Payload != nil {
 		return fmt.Errorf("%w: payload %T is not %T", ErrInvalid, env.Payload, p)
 	}
-	d := &delivery[T]{Event: Event[T]{Header: env.Header, Payload: p}}
+	e := &Event[T]{Header: env.Header, Payload: p}
 	if s.topic.mode == Sync {
-		d.Context = ctx
-		return s.runSync(d)
+		return s.runSync(s.topic.ctxs.get(ctx, &e.Header), e)
 	}
-	q := s.queueFor(s.topic.hash(d.Key))
+	q := s.queueFor(s.topic.hash(e.Key))
 	for {
 		q.mu.Lock()
 		if q.stopped {
@@ -167,7 +162,7 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 			return ErrClosed
 		}
 		if !q.full() {
-			if q.push(d) {
+			if q.push(e) {
 				q.signal()
 			}
 			q.mu.Unlock()
@@ -188,8 +183,10 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 type worker[T any] struct {
 	sub   *subscription[T]
 	q     queue[T]
-	env   Envelope // scratch for the middleware chain
-	taken uint64   // sequence number after the last event taken
+	ctxs  contextSlab
+	env   Envelope   // scratch for the middleware chain
+	spare []Event[T] // the slice the next batch will come in
+	taken uint64     // sequence number after the last event taken
 	lanes map[laneKey]*lane[T]
 	timer *time.Timer // due time of the earliest lane; nil until needed
 	armed bool
@@ -208,9 +205,12 @@ type lane[T any] struct {
 	items []pending[T]
 }
 
+// pending is an event in a lane. ctx is nil until its first attempt.
 type pending[T any] struct {
-	d           *delivery[T]
+	e           Event[T]
+	ctx         *eventContext
 	seq         uint64
+	attempts    int
 	first, last time.Time
 	err         error
 }
@@ -225,9 +225,12 @@ func (w *worker[T]) run() {
 	}()
 	done := w.sub.ctx.Done()
 	for {
-		batch, base, stopped := w.q.take(w.low())
+		batch, base, stopped := w.q.take(w.low(), w.spare)
 		if batch != nil {
+			w.spare = nil
 			w.handle(batch, base, done)
+			clear(batch) // drop references to payloads
+			w.spare = batch[:0]
 			continue
 		}
 		if stopped && len(w.lanes) == 0 {
@@ -243,7 +246,7 @@ func (w *worker[T]) run() {
 			w.armed = false
 			w.retryDue(done)
 		case <-done:
-			w.abandon(nil, 0)
+			w.abandon(nil)
 			return
 		}
 	}
@@ -258,44 +261,44 @@ func (w *worker[T]) low() uint64 {
 	return low
 }
 
-func (w *worker[T]) handle(batch []delivery[T], base uint64, done <-chan struct{}) {
+func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) {
 	w.taken = base + uint64(len(batch))
 	for i := range batch {
 		select {
 		case <-done:
-			w.abandon(batch[i:], base+uint64(i))
+			w.abandon(batch[i:])
 			return
 		default:
 		}
-		d := &batch[i]
-		d.Context = w.sub.ctx
-		if len(w.lanes) != 0 && d.Key != "" {
-			if l := w.lanes[laneKey{key: d.Key}]; l != nil {
-				l.items = append(l.items, pending[T]{d: d, seq: base + uint64(i)})
+		e := &batch[i]
+		if len(w.lanes) != 0 && e.Key != "" {
+			if l := w.lanes[laneKey{key: e.Key}]; l != nil {
+				l.items = append(l.items, pending[T]{e: *e, seq: base + uint64(i)})
 				continue
 			}
 		}
-		d.attempts = 1
-		if err := w.sub.call(d, &w.env, 1); err != nil {
-			w.failed(d, base+uint64(i), err)
+		ctx := w.ctxs.get(w.sub.ctx, &e.Header)
+		if err := w.sub.call(ctx, e, &w.env, 1); err != nil {
+			w.failed(ctx, e, base+uint64(i), err)
 		}
 	}
 }
 
-// failed deals with the first failed attempt at d: a new lane waiting for
+// failed deals with the first failed attempt at e: a new lane waiting for
 // the retry, or a dead letter.
-func (w *worker[T]) failed(d *delivery[T], seq uint64, err error) {
+func (w *worker[T]) failed(ctx *eventContext, e *Event[T], seq uint64, err error) {
 	now := time.Now()
 	delay, ok := w.sub.retry.next(1, err, now, now)
 	if !ok {
-		w.sub.deadLetter(d, 1, err, now, now)
+		w.sub.deadLetter(ctx, e, 1, err, now, now)
 		return
 	}
-	k := laneKey{key: d.Key}
-	if d.Key == "" {
+	k := laneKey{key: e.Key}
+	if e.Key == "" {
 		k.seq = seq + 1
 	}
-	w.lanes[k] = &lane[T]{due: now.Add(delay), items: []pending[T]{{d: d, seq: seq, first: now, last: now, err: err}}}
+	p := pending[T]{e: *e, ctx: ctx, seq: seq, attempts: 1, first: now, last: now, err: err}
+	w.lanes[k] = &lane[T]{due: now.Add(delay), items: []pending[T]{p}}
 	w.arm()
 }
 
@@ -326,22 +329,21 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 		default:
 		}
 		p := &l.items[0]
-		if p.d.Context == nil {
-			p.d.Context = w.sub.ctx
+		if p.ctx == nil {
+			p.ctx = w.ctxs.get(w.sub.ctx, &p.e.Header)
 		}
-		p.d.attempts++
-		err := w.sub.call(p.d, &w.env, p.d.attempts)
-		if err != nil {
+		p.attempts++
+		if err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts); err != nil {
 			now := time.Now()
-			if p.d.attempts == 1 {
+			if p.attempts == 1 {
 				p.first = now
 			}
 			p.last, p.err = now, err
-			if delay, ok := w.sub.retry.next(p.d.attempts, err, p.first, now); ok {
+			if delay, ok := w.sub.retry.next(p.attempts, err, p.first, now); ok {
 				l.due = now.Add(delay)
 				return true
 			}
-			w.sub.deadLetter(p.d, p.d.attempts, err, p.first, now)
+			w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.first, now)
 		}
 		l.items[0] = pending[T]{}
 		l.items = l.items[1:]
@@ -374,34 +376,31 @@ func (w *worker[T]) arm() {
 }
 
 // abandon dead-letters everything the worker still holds (the rest of a
-// batch from sequence number base, its lanes and its queue) after the
-// subscription was killed, and counts it as undelivered.
-func (w *worker[T]) abandon(rest []delivery[T], base uint64) {
-	cause := context.Cause(w.sub.ctx)
+// batch, its lanes and its queue) after the subscription was killed, and
+// counts it as undelivered.
+func (w *worker[T]) abandon(rest []Event[T]) {
+	ctx := w.sub.ctx
+	cause := context.Cause(ctx)
 	now := time.Now()
 	w.q.stop()
 	queued := w.q.drain()
 	n := 0
-	giveUp := func(d *delivery[T]) {
-		w.sub.deadLetter(d, 0, cause, now, now)
-		n++
-	}
-	for i := range rest {
-		giveUp(&rest[i])
-	}
-	for k, l := range w.lanes {
+	for _, l := range w.lanes {
 		for _, p := range l.items {
 			if p.err != nil {
-				w.sub.deadLetter(p.d, p.d.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, now)
-				n++
+				w.sub.deadLetter(ctx, &p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, now)
 			} else {
-				giveUp(p.d)
+				w.sub.deadLetter(ctx, &p.e, 0, cause, now, now)
 			}
+			n++
 		}
-		delete(w.lanes, k)
 	}
-	for i := range queued {
-		giveUp(&queued[i])
+	clear(w.lanes)
+	for _, batch := range [][]Event[T]{rest, queued} {
+		for i := range batch {
+			w.sub.deadLetter(ctx, &batch[i], 0, cause, now, now)
+			n++
+		}
 	}
 	if w.armed {
 		w.timer.Stop()
