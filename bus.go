@@ -264,7 +264,9 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 // *UndeliveredError returned.
 func (b *Bus) Close() error {
 	b.closed.Store(true)
-	b.kill(ErrClosed) // also cuts short a Shutdown in progress
+	for _, s := range b.subscriptions() { // also cuts short a Shutdown in progress
+		s.stopNow(ErrClosed)
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(ErrClosed)
 	return b.Shutdown(ctx)

@@ -51,6 +51,7 @@ type Subscription struct {
 // subscriber is the typed side of a Subscription.
 type subscriber interface {
 	stopIntake()
+	wake()
 	settle(ctx context.Context) error
 	detach() // remove from the topic
 }
@@ -87,10 +88,17 @@ func (s *Subscription) wait(ctx context.Context) int64 {
 	select {
 	case <-s.exited:
 	case <-ctx.Done():
-		s.kill(context.Cause(ctx))
+		s.stopNow(context.Cause(ctx))
 		<-s.exited
 	}
 	return s.undelivered.Load()
+}
+
+// stopNow cancels the handlers' context and makes the workers abandon
+// what they hold.
+func (s *Subscription) stopNow(cause error) {
+	s.kill(cause)
+	s.impl.wake()
 }
 
 // resolveSubscription merges opts with the bus's defaults and validates the

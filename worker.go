@@ -54,6 +54,13 @@ func (s *subscription[T]) start() {
 	}
 }
 
+// wake signals every worker, so that parked ones notice a kill.
+func (s *subscription[T]) wake() {
+	for _, w := range s.workers {
+		w.q.signal()
+	}
+}
+
 func (s *subscription[T]) queueFor(h uint64) *queue[T] {
 	return &s.workers[h%uint64(len(s.workers))].q
 }
@@ -225,6 +232,12 @@ func (w *worker[T]) run() {
 	}()
 	done := w.sub.ctx.Done()
 	for {
+		select {
+		case <-done:
+			w.abandon(nil)
+			return
+		default:
+		}
 		batch, base, stopped := w.q.take(w.low(), w.spare)
 		if batch != nil {
 			w.spare = nil
@@ -236,18 +249,15 @@ func (w *worker[T]) run() {
 		if stopped && len(w.lanes) == 0 {
 			return
 		}
-		var due <-chan time.Time
-		if w.armed {
-			due = w.timer.C
+		if !w.armed {
+			<-w.q.wake // a plain receive wakes fastest; a kill signals it too
+			continue
 		}
 		select {
 		case <-w.q.wake:
-		case <-due:
+		case <-w.timer.C:
 			w.armed = false
 			w.retryDue(done)
-		case <-done:
-			w.abandon(nil)
-			return
 		}
 	}
 }
