@@ -56,6 +56,11 @@ type Options struct {
 	DeadLetterCapacity int
 	// DeadLetterSink, if set, receives every dead letter as it is made.
 	DeadLetterSink DeadLetterSink
+	// Metrics times every attempt, filling the latency histograms of
+	// [Bus.Metrics] and counting Published per topic. It costs a clock
+	// read per attempt and an atomic add per publish; counters of handled,
+	// failed and dead-lettered events are kept either way.
+	Metrics bool
 	// Logger receives the bus's own reports (a failing sink, undelivered
 	// events at shutdown). Nil means silent.
 	Logger *slog.Logger
@@ -129,12 +134,6 @@ type Bus struct {
 	done chan struct{} // closed once every goroutine of the bus has exited
 
 	closed atomic.Bool
-	// syncRuns counts Sync-mode publishes running handlers, minus
-	// syncClosed once the bus stops; syncIdle is closed when the last one
-	// returns after that.
-	syncRuns     atomic.Int64
-	syncIdle     chan struct{}
-	syncIdleOnce sync.Once
 
 	mu     sync.Mutex
 	topics map[string]any          // name -> *Topic[T]
@@ -158,19 +157,18 @@ func New(opts *Options) (*Bus, error) {
 	}
 	ctx, kill := context.WithCancelCause(context.Background())
 	b := &Bus{
-		opts:     o,
-		ids:      newIDSource(),
-		seed:     maphash.MakeSeed(),
-		dlq:      newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink),
-		ctx:      ctx,
-		kill:     kill,
-		done:     make(chan struct{}),
-		syncIdle: make(chan struct{}),
-		topics:   make(map[string]any),
-		types:    make(map[string]reflect.Type),
-		subs:     make(map[*Subscription]struct{}),
+		opts:   o,
+		ids:    newIDSource(),
+		seed:   maphash.MakeSeed(),
+		dlq:    newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink),
+		ctx:    ctx,
+		kill:   kill,
+		done:   make(chan struct{}),
+		topics: make(map[string]any),
+		types:  make(map[string]reflect.Type),
+		subs:   make(map[*Subscription]struct{}),
 	}
-	b.clock = newClock(o.Clock, b.ids.counter.Load, b.done)
+	b.clock = newClock(o.Clock, b.done)
 	if o.Clock == nil {
 		b.goroutines.Go(b.clock.refresh)
 	}
@@ -179,14 +177,6 @@ func New(opts *Options) (*Bus, error) {
 
 // DeadLetters returns the bus's dead-letter queue.
 func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
-
-// newID returns the ID of an event published at t.
-func (b *Bus) newID(t time.Time) ID {
-	if b.opts.NewID != nil {
-		return b.opts.NewID()
-	}
-	return b.ids.next(t)
-}
 
 // Flush waits until every event published before the call has been handled
 // or dead-lettered by every subscription, or until ctx is done (it then
@@ -216,6 +206,9 @@ func (b *Bus) subscriptions() []*Subscription {
 // retries), and Shutdown returns once every handler has returned and every
 // goroutine of the bus has exited.
 //
+// Sync-mode handlers run in their publishers' goroutines, which Shutdown does
+// not wait for: a Publish already running completes.
+//
 // If ctx ends first, Shutdown proceeds as [Bus.Close]: handler contexts are
 // cancelled, and events not yet handled go to the dead-letter queue. The
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
@@ -237,10 +230,6 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		for _, s := range subs {
 			lost += s.wait(ctx)
 		}
-		if b.syncRuns.Add(-syncClosed) == -syncClosed {
-			b.syncIdleOnce.Do(func() { close(b.syncIdle) })
-		}
-		<-b.syncIdle // every synchronous handler has returned
 		b.kill(ErrClosed)
 		close(b.done)
 		b.goroutines.Wait()
@@ -270,26 +259,6 @@ func (b *Bus) Close() error {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(ErrClosed)
 	return b.Shutdown(ctx)
-}
-
-// syncClosed is subtracted from syncRuns when the bus stops, so that it
-// is negative from then on.
-const syncClosed = 1 << 62
-
-// enterSync registers a Sync-mode publish; it returns false once the bus
-// has stopped.
-func (b *Bus) enterSync() bool {
-	if b.syncRuns.Add(1) < 0 {
-		b.leaveSync()
-		return false
-	}
-	return true
-}
-
-func (b *Bus) leaveSync() {
-	if b.syncRuns.Add(-1) == -syncClosed {
-		b.syncIdleOnce.Do(func() { close(b.syncIdle) })
-	}
 }
 
 // register adds s to the bus unless it is closed.

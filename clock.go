@@ -9,22 +9,24 @@ import (
 const clockTick = 500 * time.Microsecond
 
 // clock stamps events. A clock read costs 40-90 ns on some machines, more
-// than the rest of a publish, so under load the bus reads a cached time that
-// a helper goroutine refreshes every clockTick, the way Kafka stamps records
-// to the millisecond. An event published after a quiet spell always gets a
-// fresh reading. Time comes from the monotonic clock, anchored to the wall
-// clock when the bus starts, so it never goes backwards.
+// than the rest of a publish, so under load the bus reuses a reading for up
+// to clockTick, the way Kafka stamps records to the millisecond: a helper
+// goroutine marks the cached reading stale every clockTick, and the next
+// publish reads the clock again. When a whole tick passes without a publish
+// the helper sleeps until the next one, so an idle bus costs nothing and an
+// event published after a quiet spell always gets a fresh reading. Time comes
+// from the monotonic clock, anchored to the wall clock when the bus starts,
+// so it never goes backwards.
 type clock struct {
 	start  time.Time
 	custom func() time.Time // Options.Clock; nil for the built-in clock
 	cached atomic.Int64     // nanoseconds since start; 0 when stale
 	wake   chan struct{}    // capacity 1: the refresher should run
 	done   chan struct{}    // closed when the bus stops
-	busy   func() uint64    // a counter that moves while events are published
 }
 
-func newClock(custom func() time.Time, busy func() uint64, done chan struct{}) *clock {
-	return &clock{start: time.Now(), custom: custom, wake: make(chan struct{}, 1), done: done, busy: busy}
+func newClock(custom func() time.Time, done chan struct{}) *clock {
+	return &clock{start: time.Now(), custom: custom, wake: make(chan struct{}, 1), done: done}
 }
 
 func (c *clock) now() time.Time {
@@ -43,8 +45,8 @@ func (c *clock) now() time.Time {
 	return c.start.Add(d)
 }
 
-// refresh keeps the cached time fresh while events flow and sleeps on wake
-// when they stop. It exits when done is closed.
+// refresh marks the cached time stale every clockTick while events flow,
+// and sleeps on wake when they stop. It exits when done is closed.
 func (c *clock) refresh() {
 	t := time.NewTimer(clockTick)
 	t.Stop()
@@ -55,7 +57,6 @@ func (c *clock) refresh() {
 			return
 		}
 		for {
-			last := c.busy()
 			t.Reset(clockTick)
 			select {
 			case <-t.C:
@@ -63,11 +64,9 @@ func (c *clock) refresh() {
 				t.Stop()
 				return
 			}
-			if c.busy() == last {
-				c.cached.Store(0) // quiet: the next publish reads the clock itself
-				break
+			if c.cached.Swap(0) == 0 {
+				break // nothing was published during the tick
 			}
-			c.cached.Store(int64(time.Since(c.start)) | 1)
 		}
 	}
 }

@@ -43,39 +43,56 @@ func parent(ctx context.Context) *lineage {
 	return l
 }
 
-// contextSlab hands out eventContexts from chunks of slabSize, one
-// allocation per chunk. It is safe for concurrent use.
+// contextSlab hands out a worker's eventContexts from chunks of slabSize,
+// one allocation per chunk. It is not safe for concurrent use.
 type contextSlab struct {
-	cur atomic.Pointer[slabChunk]
+	chunk []eventContext
 }
 
-const slabSize = 128
-
-type slabChunk struct {
-	items [slabSize]eventContext
-	next  atomic.Int32
-}
+const slabSize = 256
 
 // get returns a fresh context for the event h, under base.
 func (s *contextSlab) get(base context.Context, h *Header) *eventContext {
-	c := s.next()
-	c.Context = base
-	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata}
+	if len(s.chunk) == 0 {
+		s.chunk = make([]eventContext, slabSize)
+	}
+	c := &s.chunk[0]
+	s.chunk = s.chunk[1:]
+	c.init(base, h)
 	return c
 }
 
-func (s *contextSlab) next() *eventContext {
+func (c *eventContext) init(base context.Context, h *Header) {
+	c.Context = base
+	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata}
+}
+
+// syncSlab hands out the eventContexts of Sync-mode publishes, which run
+// concurrently, and numbers their events for IDs: each chunk is an ID source.
+type syncSlab struct {
+	cur atomic.Pointer[syncChunk]
+}
+
+type syncChunk struct {
+	items  [slabSize]eventContext
+	next   atomic.Int32
+	source uint32
+}
+
+// get returns a context to initialise, with the ID source and number of
+// its event.
+func (s *syncSlab) get(ids *idSource) (*eventContext, uint32, uint64) {
 	for {
 		c := s.cur.Load()
 		if c != nil {
 			if i := c.next.Add(1) - 1; i < slabSize {
-				return &c.items[i]
+				return &c.items[i], c.source, uint64(i)
 			}
 		}
-		fresh := new(slabChunk)
+		fresh := &syncChunk{source: ids.source()}
 		fresh.next.Store(1)
 		if s.cur.CompareAndSwap(c, fresh) {
-			return &fresh.items[0]
+			return &fresh.items[0], fresh.source, 0
 		}
 	}
 }

@@ -14,6 +14,8 @@ type Envelope struct {
 	// Payload is the event's payload, for inspection. Middleware must not
 	// replace it with a value of another type.
 	Payload any
+
+	duplicate bool // set by Idempotency when it skips the handler
 }
 
 // EnvelopeHandler handles one event in its untyped form; the innermost one

@@ -17,6 +17,7 @@ type queue[T any] struct {
 	mu      sync.Mutex
 	items   []Event[T]
 	limit   int
+	source  uint32 // ID source number; enq numbers the events
 	enq     uint64 // sequence number of the next event appended
 	low     uint64 // every event below this sequence number is finished
 	parked  bool   // the worker waits on wake
@@ -24,10 +25,12 @@ type queue[T any] struct {
 	wake    chan struct{}
 	room    chan struct{} // closed when room appears; nil without waiters
 	settled chan struct{} // closed when low moves; nil without waiters
+	stats   counters      // the worker's, as of its last take
 }
 
-func (q *queue[T]) init(limit int) {
+func (q *queue[T]) init(limit int, source uint32) {
 	q.limit = limit
+	q.source = source
 	q.wake = make(chan struct{}, 1)
 }
 
@@ -68,10 +71,11 @@ func (q *queue[T]) roomSignal() chan struct{} {
 // previous batch, spare, emptied, to hold the next events: two slices serve
 // a worker for good. With nothing queued take returns nil and marks the
 // worker parked.
-func (q *queue[T]) take(low uint64, spare []Event[T]) ([]Event[T], uint64, bool) {
+func (q *queue[T]) take(low uint64, spare []Event[T], stats *counters) ([]Event[T], uint64, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.setLow(low)
+	stats.copyTo(&q.stats)
 	if len(q.items) == 0 {
 		q.parked = true
 		return nil, 0, q.stopped
@@ -97,11 +101,22 @@ func (q *queue[T]) setLow(low uint64) {
 	}
 }
 
-// finishAll records that every event ever appended is finished.
-func (q *queue[T]) finishAll() {
+// finishAll records that every event ever appended is finished, with the
+// worker's final counters.
+func (q *queue[T]) finishAll(stats *counters) {
 	q.mu.Lock()
 	q.setLow(q.enq)
+	stats.copyTo(&q.stats)
 	q.mu.Unlock()
+}
+
+// collect adds the worker's counters to c and returns the queue's depth.
+func (q *queue[T]) collect(c *counters) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c.add(&q.stats)
+	c.queued += q.enq
+	return uint64(len(q.items))
 }
 
 // settle waits until every event appended before the call is finished.

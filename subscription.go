@@ -52,6 +52,7 @@ type Subscription struct {
 type subscriber interface {
 	stopIntake()
 	wake()
+	collect(c *counters) (depth, pending uint64)
 	settle(ctx context.Context) error
 	detach() // remove from the topic
 }

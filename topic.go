@@ -43,7 +43,8 @@ type Topic[T any] struct {
 
 	mu   sync.Mutex                         // serialises changes to subs
 	subs atomic.Pointer[[]*subscription[T]] // copied on write
-	ctxs contextSlab                        // handler contexts in Sync mode
+	ctxs syncSlab                           // handler contexts in Sync mode
+	sent atomic.Uint64                      // successful publishes, with Options.Metrics
 }
 
 // NewTopic adds a topic named name with payload type T to b. Names are 1 to
@@ -115,6 +116,8 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 	b.types[eventType] = goType
 	return t, nil
 }
+
+func (t *Topic[T]) published() uint64 { return t.sent.Load() }
 
 // Name returns the topic's name.
 func (t *Topic[T]) Name() string { return t.name }
@@ -219,9 +222,16 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	p := parent(ctx)
 	t.stamp(&e, payload, p, opts)
 	if t.mode == Sync {
-		return true, t.publishSync(t.ctxs.get(ctx, &e.Header), &e)
+		if t.bus.opts.Metrics {
+			t.sent.Add(1)
+		}
+		return true, t.publishSync(t.syncContext(ctx, &e), &e)
 	}
-	return t.enqueue(ctx, &e, p != nil, try)
+	ok, err := t.enqueue(ctx, &e, p != nil, try)
+	if ok && t.bus.opts.Metrics {
+		t.sent.Add(1)
+	}
+	return ok, err
 }
 
 // stamp fills in the envelope of a new event.
@@ -229,7 +239,9 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 	b := t.bus
 	now := b.clock.now()
 	e.Payload = payload
-	e.ID = b.newID(now)
+	if b.opts.NewID != nil {
+		e.ID = b.opts.NewID()
+	}
 	e.Type = t.eventType
 	e.Topic = t.name
 	e.Time = now
@@ -254,9 +266,25 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 		}
 		e.Header = *h
 	}
+}
+
+// number gives e the ID of the n-th event of source src, unless it has one,
+// and makes it its own correlation ID if it has none.
+func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
+	if e.ID.IsZero() {
+		e.ID = t.bus.ids.id(e.Time, src, n)
+	}
 	if e.CorrelationID.IsZero() {
 		e.CorrelationID = e.ID
 	}
+}
+
+// syncContext numbers a Sync-mode event and returns its handler context.
+func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) *eventContext {
+	c, src, n := t.ctxs.get(t.bus.ids)
+	t.number(e, src, n)
+	c.init(base, &e.Header)
+	return c
 }
 
 // enqueue puts e in one queue of every subscription, all or none.
@@ -280,7 +308,10 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 				break
 			}
 		}
-		if room == nil && !closed {
+		if room == nil && !closed && len(subs) > 0 {
+			// The first subscription's queue numbers the event.
+			q := subs[0].queueFor(h)
+			t.number(e, q.source, q.enq)
 			for _, s := range subs {
 				if q := s.queueFor(h); !q.stopped && q.push(e) {
 					q.signal()
@@ -319,10 +350,9 @@ func (t *Topic[T]) hash(key string) uint64 {
 // goroutine.
 func (t *Topic[T]) publishSync(ctx *eventContext, e *Event[T]) error {
 	b := t.bus
-	if !b.enterSync() {
+	if b.closed.Load() {
 		return ErrClosed
 	}
-	defer b.leaveSync()
 	var errs []error
 	for _, s := range *t.subs.Load() {
 		if err := s.runSync(ctx, e); err != nil {

@@ -18,6 +18,7 @@ type subscription[T any] struct {
 	retry   RetryPolicy
 	workers []*worker[T]
 	running atomic.Int32 // workers not yet exited
+	sync    syncCounters // Sync mode's counters
 }
 
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
@@ -40,7 +41,10 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], o Subscripti
 	s.workers = make([]*worker[T], o.Workers)
 	for i := range s.workers {
 		w := &worker[T]{sub: s, lanes: make(map[laneKey]*lane[T])}
-		w.q.init(o.QueueSize)
+		if b.opts.Metrics {
+			w.stats.times = new(timings)
+		}
+		w.q.init(o.QueueSize, b.ids.source())
 		s.workers[i] = w
 	}
 	return s
@@ -82,6 +86,16 @@ func (s *subscription[T]) settle(ctx context.Context) error {
 
 func (s *subscription[T]) detach() { s.topic.remove(s) }
 
+// collect adds the subscription's counters to c and returns the number of
+// events queued and not yet finished.
+func (s *subscription[T]) collect(c *counters) (depth, pending uint64) {
+	s.sync.collect(c)
+	for _, w := range s.workers {
+		depth += w.q.collect(c)
+	}
+	return depth, c.queued - c.handled - c.deadLettered - c.duplicates
+}
+
 // inner is the innermost EnvelopeHandler of a chain: it calls the typed
 // handler.
 func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
@@ -92,19 +106,38 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 	return s.handler(ctx, Event[T]{Header: env.Header, Payload: p})
 }
 
-// call makes one attempt at handling e, turning a panic into a *PanicError.
-// env is scratch space for the middleware chain.
-func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, attempt int) (err error) {
+// call makes one attempt at handling e, turning a panic into a *PanicError,
+// and counts it in c. env is scratch space for the middleware chain. When
+// start is not zero the attempt is timed from start, and call returns when
+// it ended; otherwise it returns the zero time.
+func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, attempt int, c *counters, start time.Time) (end time.Time, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
+		dup := false
+		if env != nil {
+			dup = env.duplicate
+		}
+		if !start.IsZero() {
+			end = time.Now()
+		}
+		c.attempt(attempt, dup, err, &e.Header, start, end)
 	}()
 	if s.chain == nil {
-		return s.handler(ctx, *e)
+		return end, s.handler(ctx, *e)
 	}
 	*env = Envelope{Header: e.Header, Subscription: s.name, Attempt: attempt, Payload: e.Payload}
-	return s.chain(ctx, env)
+	return end, s.chain(ctx, env)
+}
+
+// clock returns the time to start timing an attempt from, or the zero time
+// when the bus does not time attempts.
+func (s *subscription[T]) clock() time.Time {
+	if !s.bus.opts.Metrics {
+		return time.Time{}
+	}
+	return time.Now()
 }
 
 // runSync handles e in the calling goroutine with the retry policy, waiting
@@ -114,9 +147,16 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	if s.chain != nil {
 		env = new(Envelope)
 	}
+	// Publishers run concurrently, so counting costs atomic operations:
+	// Sync mode counts only with Options.Metrics.
+	c := counters{queued: 1}
+	if s.bus.opts.Metrics {
+		c.times = new(timings)
+		defer s.sync.add(&c)
+	}
 	var first time.Time
 	for attempt := 1; ; attempt++ {
-		err := s.call(ctx, e, env, attempt)
+		_, err := s.call(ctx, e, env, attempt, &c, s.clock())
 		if err == nil {
 			return nil
 		}
@@ -135,13 +175,15 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 				err = fmt.Errorf("%w (retry abandoned: %w)", err, ctx.Err())
 			}
 		}
-		s.deadLetter(ctx, e, attempt, err, first, now)
+		s.deadLetter(ctx, e, attempt, err, first, now, &c)
 		return err
 	}
 }
 
-// deadLetter hands e to the bus's dead-letter queue after attempts attempts.
-func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time) {
+// deadLetter hands e to the bus's dead-letter queue after attempts attempts,
+// and counts it in c.
+func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
+	c.deadLetter(&e.Header, last)
 	s.bus.deadLetter(ctx, DeadLetter{
 		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, Payload: e.Payload},
 		Err:          err,
@@ -159,7 +201,7 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 	}
 	e := &Event[T]{Header: env.Header, Payload: p}
 	if s.topic.mode == Sync {
-		return s.runSync(s.topic.ctxs.get(ctx, &e.Header), e)
+		return s.runSync(s.topic.syncContext(ctx, e), e)
 	}
 	q := s.queueFor(s.topic.hash(e.Key))
 	for {
@@ -192,6 +234,7 @@ type worker[T any] struct {
 	q     queue[T]
 	ctxs  contextSlab
 	env   Envelope   // scratch for the middleware chain
+	stats counters   // copied to the queue at each take
 	spare []Event[T] // the slice the next batch will come in
 	taken uint64     // sequence number after the last event taken
 	lanes map[laneKey]*lane[T]
@@ -238,7 +281,7 @@ func (w *worker[T]) run() {
 			return
 		default:
 		}
-		batch, base, stopped := w.q.take(w.low(), w.spare)
+		batch, base, stopped := w.q.take(w.low(), w.spare, &w.stats)
 		if batch != nil {
 			w.spare = nil
 			w.handle(batch, base, done)
@@ -273,6 +316,7 @@ func (w *worker[T]) low() uint64 {
 
 func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) {
 	w.taken = base + uint64(len(batch))
+	start := w.sub.clock() // each attempt's end is the next one's start
 	for i := range batch {
 		select {
 		case <-done:
@@ -288,9 +332,12 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 			}
 		}
 		ctx := w.ctxs.get(w.sub.ctx, &e.Header)
-		if err := w.sub.call(ctx, e, &w.env, 1); err != nil {
+		end, err := w.sub.call(ctx, e, &w.env, 1, &w.stats, start)
+		if err != nil {
 			w.failed(ctx, e, base+uint64(i), err)
+			end = w.sub.clock()
 		}
+		start = end
 	}
 }
 
@@ -300,7 +347,7 @@ func (w *worker[T]) failed(ctx *eventContext, e *Event[T], seq uint64, err error
 	now := time.Now()
 	delay, ok := w.sub.retry.next(1, err, now, now)
 	if !ok {
-		w.sub.deadLetter(ctx, e, 1, err, now, now)
+		w.sub.deadLetter(ctx, e, 1, err, now, now, &w.stats)
 		return
 	}
 	k := laneKey{key: e.Key}
@@ -343,7 +390,7 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 			p.ctx = w.ctxs.get(w.sub.ctx, &p.e.Header)
 		}
 		p.attempts++
-		if err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts); err != nil {
+		if _, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.sub.clock()); err != nil {
 			now := time.Now()
 			if p.attempts == 1 {
 				p.first = now
@@ -353,7 +400,7 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 				l.due = now.Add(delay)
 				return true
 			}
-			w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.first, now)
+			w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.first, now, &w.stats)
 		}
 		l.items[0] = pending[T]{}
 		l.items = l.items[1:]
@@ -398,9 +445,9 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	for _, l := range w.lanes {
 		for _, p := range l.items {
 			if p.err != nil {
-				w.sub.deadLetter(ctx, &p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, now)
+				w.sub.deadLetter(ctx, &p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, now, &w.stats)
 			} else {
-				w.sub.deadLetter(ctx, &p.e, 0, cause, now, now)
+				w.sub.deadLetter(ctx, &p.e, 0, cause, now, now, &w.stats)
 			}
 			n++
 		}
@@ -408,7 +455,7 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	clear(w.lanes)
 	for _, batch := range [][]Event[T]{rest, queued} {
 		for i := range batch {
-			w.sub.deadLetter(ctx, &batch[i], 0, cause, now, now)
+			w.sub.deadLetter(ctx, &batch[i], 0, cause, now, now, &w.stats)
 			n++
 		}
 	}
@@ -416,5 +463,5 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 		w.timer.Stop()
 	}
 	w.sub.undelivered.Add(int64(n))
-	w.q.finishAll()
+	w.q.finishAll(&w.stats)
 }

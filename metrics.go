@@ -1,0 +1,260 @@
+package eventbus
+
+import (
+	"cmp"
+	"math/bits"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Metrics is a snapshot of a bus's counters and latencies, from
+// [Bus.Metrics]. Counters are always kept; the histograms fill only when
+// Options.Metrics is set, since timing costs a clock read per attempt.
+//
+// To export it, call Bus.Metrics from a Prometheus collector or an
+// OpenTelemetry observable callback, or publish it with expvar:
+//
+//	expvar.Publish("eventbus", expvar.Func(func() any { return bus.Metrics() }))
+type Metrics struct {
+	// Topics has one entry per topic, sorted by name.
+	Topics []TopicMetrics
+	// Subscriptions has one entry per live subscription, sorted by topic
+	// and name.
+	Subscriptions []SubscriptionMetrics
+	// DeadLetters counts the dead-letter queue's entries, evictions and
+	// sink errors.
+	DeadLetters DeadLetterMetrics
+}
+
+// TopicMetrics counts the events of one topic.
+type TopicMetrics struct {
+	Topic string
+	// Published counts successful Publish calls (kept with Options.Metrics).
+	Published uint64
+}
+
+// SubscriptionMetrics counts what one subscription did. A subscription's
+// events are each finished exactly once, as Handled, DeadLettered or
+// Duplicates; Failed counts failed attempts, Retried the attempts after the
+// first.
+type SubscriptionMetrics struct {
+	Topic, Subscription string
+	// Queued counts events queued for the subscription (Async mode) or run
+	// by Publish (Sync mode).
+	Queued uint64
+	// Handled counts events whose handler succeeded.
+	Handled uint64
+	// Failed counts failed attempts, Retried the attempts after the first.
+	Failed, Retried uint64
+	// DeadLettered counts events given up on.
+	DeadLettered uint64
+	// Duplicates counts events the Idempotency middleware skipped.
+	Duplicates uint64
+	// Depth is the number of events waiting in the queues; Pending adds
+	// those being handled or waiting for a retry.
+	Depth, Pending uint64
+	// HandleTime is the time each attempt spent in the middleware and
+	// handler; Latency is the time from publish to the event's final
+	// outcome. Both fill only with Options.Metrics.
+	HandleTime, Latency Histogram
+}
+
+// DeadLetterMetrics counts the dead-letter queue.
+type DeadLetterMetrics struct {
+	// Held is the number of entries; Evicted the ones dropped to make room;
+	// SinkErrors the failed calls of Options.DeadLetterSink.
+	Held, Evicted, SinkErrors uint64
+}
+
+// histogramBuckets is the number of buckets in a Histogram.
+const histogramBuckets = 28
+
+// Histogram counts durations in buckets whose upper bounds double from
+// 256ns: bucket i counts durations below 256ns<<i, and the last bucket
+// everything longer.
+type Histogram struct {
+	Count   uint64
+	Sum     time.Duration
+	Buckets [histogramBuckets]uint64
+}
+
+// BucketBound returns the upper bound of bucket i.
+func (Histogram) BucketBound(i int) time.Duration { return 256 << i }
+
+func (h *Histogram) observe(d time.Duration) {
+	i := min(bits.Len64(uint64(max(d, 0))>>8), histogramBuckets-1)
+	h.Buckets[i]++
+	h.Count++
+	h.Sum += d
+}
+
+func (h *Histogram) add(o *Histogram) {
+	h.Count += o.Count
+	h.Sum += o.Sum
+	for i := range h.Buckets {
+		h.Buckets[i] += o.Buckets[i]
+	}
+}
+
+// Quantile returns the upper bound of the bucket holding quantile q (0 to
+// 1) of the observations, or 0 without any.
+func (h Histogram) Quantile(q float64) time.Duration {
+	if h.Count == 0 {
+		return 0
+	}
+	rank := uint64(q * float64(h.Count))
+	var seen uint64
+	for i, n := range h.Buckets {
+		seen += n
+		if seen > rank {
+			return h.BucketBound(i)
+		}
+	}
+	return h.BucketBound(histogramBuckets - 1)
+}
+
+// counters is what a worker, or one Sync-mode publish, counts. A worker
+// keeps its own and copies them into its queue under the queue's lock at
+// each batch, so counting costs no atomic operation.
+type counters struct {
+	queued, handled, failed, retried, deadLettered, duplicates uint64
+	times                                                      *timings // nil unless Options.Metrics
+}
+
+// timings are the latency histograms of Options.Metrics.
+type timings struct {
+	handleTime, latency Histogram
+}
+
+func (t *timings) add(o *timings) {
+	t.handleTime.add(&o.handleTime)
+	t.latency.add(&o.latency)
+}
+
+// attempt records the outcome of one attempt that started at start and
+// ended at end (both zero when not timed). The latency of a failed attempt is
+// recorded when the event is dead-lettered.
+func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, end time.Time) {
+	if attempt > 1 {
+		c.retried++
+	}
+	switch {
+	case err != nil:
+		c.failed++
+	case dup:
+		c.duplicates++
+	default:
+		c.handled++
+	}
+	if c.times != nil {
+		c.times.handleTime.observe(end.Sub(start))
+		if err == nil {
+			c.times.latency.observe(end.Sub(e.Time))
+		}
+	}
+}
+
+// deadLetter records that an event published at e.Time was given up at t.
+func (c *counters) deadLetter(e *Header, t time.Time) {
+	c.deadLettered++
+	if c.times != nil {
+		c.times.latency.observe(t.Sub(e.Time))
+	}
+}
+
+// copyTo sets dst to c, allocating dst's timings if need be.
+func (c *counters) copyTo(dst *counters) {
+	times := dst.times
+	*dst = *c
+	if c.times != nil {
+		if times == nil {
+			times = new(timings)
+		}
+		*times = *c.times
+	}
+	dst.times = times
+}
+
+// add adds o to c, which must have timings if o has.
+func (c *counters) add(o *counters) {
+	c.queued += o.queued
+	c.handled += o.handled
+	c.failed += o.failed
+	c.retried += o.retried
+	c.deadLettered += o.deadLettered
+	c.duplicates += o.duplicates
+	if o.times != nil {
+		c.times.add(o.times)
+	}
+}
+
+// syncCounters are the counters of a Sync-mode subscription, whose handlers
+// run in publishers' goroutines.
+type syncCounters struct {
+	queued, handled, failed, retried, deadLettered, duplicates atomic.Uint64
+
+	mu    sync.Mutex
+	times timings
+}
+
+func (s *syncCounters) add(c *counters) {
+	for _, f := range [...]struct {
+		n   uint64
+		dst *atomic.Uint64
+	}{{c.queued, &s.queued}, {c.handled, &s.handled}, {c.failed, &s.failed}, {c.retried, &s.retried}, {c.deadLettered, &s.deadLettered}, {c.duplicates, &s.duplicates}} {
+		if f.n != 0 {
+			f.dst.Add(f.n)
+		}
+	}
+	if c.times != nil {
+		s.mu.Lock()
+		s.times.add(c.times)
+		s.mu.Unlock()
+	}
+}
+
+func (s *syncCounters) collect(c *counters) {
+	c.queued += s.queued.Load()
+	c.handled += s.handled.Load()
+	c.failed += s.failed.Load()
+	c.retried += s.retried.Load()
+	c.deadLettered += s.deadLettered.Load()
+	c.duplicates += s.duplicates.Load()
+	s.mu.Lock()
+	c.times.add(&s.times)
+	s.mu.Unlock()
+}
+
+// Metrics returns a snapshot of the bus's counters and latencies. It is
+// safe to call at any time, also after Shutdown (subscriptions then no
+// longer appear).
+func (b *Bus) Metrics() Metrics {
+	var m Metrics
+	b.mu.Lock()
+	for name, t := range b.topics {
+		m.Topics = append(m.Topics, TopicMetrics{Topic: name, Published: t.(published).published()})
+	}
+	b.mu.Unlock()
+	for _, s := range b.subscriptions() {
+		sm := SubscriptionMetrics{Topic: s.topic, Subscription: s.name}
+		c := counters{times: new(timings)}
+		sm.Depth, sm.Pending = s.impl.collect(&c)
+		sm.Queued, sm.Handled, sm.Failed, sm.Retried = c.queued, c.handled, c.failed, c.retried
+		sm.DeadLettered, sm.Duplicates = c.deadLettered, c.duplicates
+		sm.HandleTime, sm.Latency = c.times.handleTime, c.times.latency
+		m.Subscriptions = append(m.Subscriptions, sm)
+	}
+	slices.SortFunc(m.Topics, func(a, b TopicMetrics) int { return cmp.Compare(a.Topic, b.Topic) })
+	slices.SortFunc(m.Subscriptions, func(a, b SubscriptionMetrics) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Subscription, b.Subscription))
+	})
+	held := b.dlq.Len()
+	evicted, sinkErrs := b.dlq.Evicted()
+	m.DeadLetters = DeadLetterMetrics{Held: uint64(held), Evicted: evicted, SinkErrors: sinkErrs}
+	return m
+}
+
+// published is the untyped view of a Topic that Metrics needs.
+type published interface{ published() uint64 }
