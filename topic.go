@@ -227,7 +227,7 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 		}
 		return true, t.publishSync(t.syncContext(ctx, &e), &e)
 	}
-	ok, err := t.enqueue(ctx, &e, p != nil, try)
+	ok, err := t.enqueue(ctx, &e, p != nil && !p.ID.IsZero(), try) // from a handler: never wait
 	if ok && t.bus.opts.Metrics {
 		t.sent.Add(1)
 	}
@@ -265,6 +265,9 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 			o(h)
 		}
 		e.Header = *h
+	}
+	if p != nil && p.Metadata != nil {
+		e.Metadata = inherit(e.Metadata, p)
 	}
 }
 

@@ -1,0 +1,83 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"maps"
+)
+
+// TraceparentKey is the metadata key of an event's W3C trace context.
+const TraceparentKey = "traceparent"
+
+// WithTraceparent returns a context that carries traceparent, a W3C trace
+// context header ("00-<trace-id>-<parent-id>-<flags>"), such as the one of
+// an incoming HTTP request. Publish copies it into the event's metadata under
+// [TraceparentKey]; the handler's context carries it on, so events the
+// handler publishes carry it too, and [Traceparent] reads it back. It
+// returns an error wrapping [ErrInvalid] for a malformed value.
+func WithTraceparent(ctx context.Context, traceparent string) (context.Context, error) {
+	if err := checkTraceparent(traceparent); err != nil {
+		return ctx, err
+	}
+	l := lineage{Metadata: Metadata{TraceparentKey: traceparent}}
+	if p := parent(ctx); p != nil {
+		l.ID, l.CorrelationID = p.ID, p.CorrelationID
+	}
+	return context.WithValue(ctx, parentKey{}, &l), nil
+}
+
+// Traceparent returns the W3C trace context carried by ctx: in a handler,
+// the one of the event being handled; elsewhere, the one set with
+// WithTraceparent. It returns "" if there is none.
+func Traceparent(ctx context.Context) string {
+	if p := parent(ctx); p != nil {
+		return p.Metadata[TraceparentKey]
+	}
+	return ""
+}
+
+// inherit gives metadata md the trace context of the parent lineage p, unless
+// it has its own; it copies md rather than changing the caller's map.
+func inherit(md Metadata, p *lineage) Metadata {
+	tp := p.Metadata[TraceparentKey]
+	if tp == "" || md[TraceparentKey] != "" {
+		return md
+	}
+	out := make(Metadata, len(md)+1)
+	maps.Copy(out, md)
+	out[TraceparentKey] = tp
+	return out
+}
+
+// checkTraceparent validates the version-00 form of a W3C traceparent.
+func checkTraceparent(s string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: traceparent %q: %s", ErrInvalid, s, why)
+	}
+	if len(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return bad(`want "00-<32 hex>-<16 hex>-<2 hex>"`)
+	}
+	if s[:2] == "ff" {
+		return bad("version ff is invalid")
+	}
+	allZero := func(h string) bool {
+		for i := range len(h) {
+			if h[i] != '0' {
+				return false
+			}
+		}
+		return true
+	}
+	for i := range len(s) {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return bad(fmt.Sprintf("%q at %d is not lower-case hex", c, i))
+		}
+	}
+	if allZero(s[3:35]) || allZero(s[36:52]) {
+		return bad("trace-id and parent-id must not be all zeros")
+	}
+	return nil
+}
