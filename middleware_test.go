@@ -1,0 +1,349 @@
+package eventbus_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// trace returns a middleware that appends name's entry and exit to log.
+func trace(log *[]string, name string) eventbus.Middleware {
+	return func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+		return func(ctx context.Context, env *eventbus.Envelope) error {
+			*log = append(*log, name+">")
+			err := next(ctx, env)
+			*log = append(*log, "<"+name)
+			return err
+		}
+	}
+}
+
+func TestMiddlewareOrder(t *testing.T) {
+	var log []string
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{trace(&log, "bus1"), trace(&log, "bus2")}})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+		log = append(log, "handler")
+		return nil
+	}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{trace(&log, "sub")}})
+	require.NoError(t, topic.Publish(context.Background(), Order{}))
+	require.Equal(t, []string{"bus1>", "bus2>", "sub>", "handler", "<sub", "<bus2", "<bus1"}, log)
+}
+
+func TestMiddlewareSeesEnvelope(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var seen []eventbus.Envelope
+		spy := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				seen = append(seen, *env)
+				return next(ctx, env)
+			}
+		}
+		b := newBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{spy}, Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		first := true
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			if first {
+				first = false
+				return errFlaky
+			}
+			return nil
+		}, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{Key: "k", N: 7}))
+		require.NoError(t, b.Flush(context.Background()))
+		require.Len(t, seen, 2)
+		for i, env := range seen {
+			require.Equal(t, i+1, env.Attempt)
+			require.Equal(t, "s", env.Subscription)
+			require.Equal(t, "orders", env.Topic)
+			require.Equal(t, "Order", env.Type)
+			require.Equal(t, "k", env.Key)
+			require.Equal(t, Order{Key: "k", N: 7}, env.Payload)
+		}
+	})
+}
+
+func TestMiddlewareCannotChangePayloadType(t *testing.T) {
+	swap := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+		return func(ctx context.Context, env *eventbus.Envelope) error {
+			env.Payload = "not an order"
+			return next(ctx, env)
+		}
+	}
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 5}})
+	topic := newTopic[Order](t, b, "orders", nil)
+	ran := false
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { ran = true; return nil },
+		&eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{swap}})
+	err := topic.Publish(context.Background(), Order{})
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	require.ErrorContains(t, err, "string")
+	require.False(t, ran)
+	dl, _ := firstDeadLetter(b)
+	require.Equal(t, 1, dl.Attempt, "a wrong payload is not retried")
+}
+
+func TestTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{
+			Middleware: []eventbus.Middleware{eventbus.Timeout(time.Second)},
+			Retry:      eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second},
+		})
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		var ends []time.Duration
+		subscribe(t, topic, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+			<-ctx.Done()
+			ends = append(ends, time.Since(start))
+			return ctx.Err()
+		}, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{}))
+		require.NoError(t, b.Flush(context.Background()))
+		require.Equal(t, []time.Duration{time.Second, 3 * time.Second}, ends, "each attempt has its own deadline")
+		require.ErrorIs(t, firstErr(b), context.DeadlineExceeded)
+
+		var called bool
+		h := eventbus.Timeout(0)(func(ctx context.Context, _ *eventbus.Envelope) error {
+			_, has := ctx.Deadline()
+			called = !has
+			return nil
+		})
+		require.NoError(t, h(context.Background(), &eventbus.Envelope{}))
+		require.True(t, called, "Timeout(0) sets no deadline")
+	})
+}
+
+func TestLogging(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{eventbus.Logging(logger), eventbus.Logging(nil)}})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 1 {
+			return errFlaky
+		}
+		return nil
+	}, nil)
+	require.NoError(t, topic.Publish(context.Background(), Order{Key: "k0", N: 0}))
+	require.ErrorIs(t, topic.Publish(context.Background(), Order{Key: "k1", N: 1}), errFlaky)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2)
+	var ok, failed map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &ok))
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &failed))
+	require.Equal(t, "DEBUG", ok["level"])
+	require.Equal(t, "k0", ok["key"])
+	require.Equal(t, "WARN", failed["level"])
+	require.Equal(t, "eventbus: attempt failed", failed["msg"])
+	require.Equal(t, "flaky", failed["error"])
+	require.Equal(t, "s", failed["subscription"])
+	require.EqualValues(t, 1, failed["attempt"])
+	require.Len(t, failed["id"], 26)
+}
+
+// fixedIDs returns an ID source that repeats ids in turn, to stage
+// redeliveries of the same event.
+func fixedIDs(ids ...eventbus.ID) func() eventbus.ID {
+	var mu sync.Mutex
+	i := 0
+	return func() eventbus.ID {
+		mu.Lock()
+		defer mu.Unlock()
+		id := ids[i%len(ids)]
+		i++
+		return id
+	}
+}
+
+func TestIdempotencyRetriesFailuresSkipsDuplicates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		id := eventbus.NewID()
+		b := newBus(t, &eventbus.Options{
+			Workers:    1,
+			NewID:      fixedIDs(id),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)},
+			Retry:      eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second},
+		})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var runs, effects atomic.Int64
+		for _, name := range []string{"a", "b"} {
+			subscribe(t, topic, name, func(context.Context, eventbus.Event[Order]) error {
+				if runs.Add(1) == 1 {
+					return errFlaky // the first attempt fails: its retry must run
+				}
+				effects.Add(1)
+				return nil
+			}, nil)
+		}
+		ctx := context.Background()
+		for range 3 { // the same event ID three times
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k"}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		require.EqualValues(t, 2, effects.Load(), "once per subscription")
+		require.EqualValues(t, 3, runs.Load(), "one failure, one success per subscription, duplicates skipped")
+		m := b.Metrics()
+		for _, s := range m.Subscriptions {
+			require.EqualValues(t, 2, s.Duplicates, s.Subscription)
+			require.EqualValues(t, 1, s.Handled, s.Subscription)
+		}
+	})
+}
+
+func TestIdempotencyConcurrentDuplicatesRunOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 8})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var runs atomic.Int64
+		byN := eventbus.Idempotency(&eventbus.IdempotencyOptions{
+			Key: func(env *eventbus.Envelope) string { return fmt.Sprint(env.Payload.(Order).N) },
+		})
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			runs.Add(1)
+			<-gate
+			return nil
+		}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{byN}})
+		ctx := context.Background()
+		// Same business key 42, different ordering keys: different workers.
+		for k := range 8 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint("k", k), N: 42}))
+		}
+		synctest.Wait()
+		require.EqualValues(t, 1, runs.Load(), "the others wait for the first")
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.EqualValues(t, 1, runs.Load())
+		require.EqualValues(t, 7, b.Metrics().Subscriptions[0].Duplicates)
+	})
+}
+
+// memoryProcessed is a ProcessedStore as a user would write one over a
+// database table, with a failure switch.
+type memoryProcessed struct {
+	mu   sync.Mutex
+	done map[eventbus.IdempotencyKey]bool
+	fail error
+}
+
+func (m *memoryProcessed) Processed(_ context.Context, k eventbus.IdempotencyKey) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.done[k], nil
+}
+
+func (m *memoryProcessed) MarkProcessed(_ context.Context, k eventbus.IdempotencyKey) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.done[k] = true
+	return nil
+}
+
+func TestIdempotencyWithStore(t *testing.T) {
+	store := &memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}
+	id := eventbus.NewID()
+	newSyncBus := func() (*eventbus.Bus, *eventbus.Topic[Order], *int) {
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, NewID: fixedIDs(id),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store})}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := new(int)
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { *runs++; return nil }, nil)
+		return b, topic, runs
+	}
+	ctx := context.Background()
+	_, topic, runs := newSyncBus()
+	store.fail = errors.New("disk full")
+	require.ErrorContains(t, topic.Publish(ctx, Order{}), "disk full", "recording failed: the attempt fails")
+	store.fail = nil
+	require.NoError(t, topic.Publish(ctx, Order{}))
+	require.Equal(t, 2, *runs, "not recorded, so it ran again")
+	require.NoError(t, topic.Publish(ctx, Order{}))
+	require.Equal(t, 2, *runs)
+
+	// A new bus, as after a restart, shares the durable record.
+	_, topic, runs = newSyncBus()
+	require.NoError(t, topic.Publish(ctx, Order{}))
+	require.Zero(t, *runs)
+}
+
+func TestIdempotencyForgetsOldest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := make([]eventbus.ID, 3)
+		for i := range ids {
+			ids[i] = eventbus.NewID()
+		}
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, NewID: fixedIDs(ids...),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Capacity: 2, TTL: time.Hour})}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := 0
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+		ctx := context.Background()
+		for range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{})) // ids 0, 1, 2: 0 is forgotten
+		}
+		require.Equal(t, 3, runs)
+		for range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{})) // 0 runs again and evicts 1, 1 runs and evicts 2...
+		}
+		require.Equal(t, 6, runs, "capacity 2 cannot hold a cycle of 3")
+
+		b2 := newBus(t, &eventbus.Options{Mode: eventbus.Sync, NewID: fixedIDs(ids[0], ids[1], ids[0]),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{TTL: time.Hour})}})
+		topic2 := newTopic[Order](t, b2, "orders", nil)
+		runs = 0
+		subscribe(t, topic2, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+		require.NoError(t, topic2.Publish(ctx, Order{}))
+		time.Sleep(2 * time.Hour)
+		require.NoError(t, topic2.Publish(ctx, Order{})) // published 2h later: id 0 expires
+		require.NoError(t, topic2.Publish(ctx, Order{}))
+		require.Equal(t, 3, runs)
+	})
+}
+
+func TestTraceparentPropagates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		b := newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		var mu sync.Mutex
+		got := map[int]string{}
+		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			got[e.Payload.N] = eventbus.Traceparent(ctx) + "|" + e.Metadata[eventbus.TraceparentKey]
+			mu.Unlock()
+			if e.Payload.N == 1 {
+				return topic.Publish(ctx, Order{N: 2}, eventbus.WithMetadata(eventbus.Metadata{"x": "y"}))
+			}
+			return nil
+		}, nil)
+		ctx, err := eventbus.WithTraceparent(context.Background(), tp)
+		require.NoError(t, err)
+		require.Equal(t, tp, eventbus.Traceparent(ctx))
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.NoError(t, topic.Publish(context.Background(), Order{N: 3}))
+		synctest.Wait()
+		require.NoError(t, b.Flush(context.Background()))
+		require.Equal(t, map[int]string{1: tp + "|" + tp, 2: tp + "|" + tp, 3: "|"}, got)
+
+		for _, bad := range []string{"", "00-xyz", strings.Repeat("0", 55), "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"} {
+			_, err := eventbus.WithTraceparent(context.Background(), bad)
+			require.ErrorIs(t, err, eventbus.ErrInvalid, bad)
+		}
+	})
+}

@@ -1,0 +1,218 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+var errFlaky = errors.New("flaky")
+
+func TestRetryPolicyDelay(t *testing.T) {
+	p := eventbus.RetryPolicy{InitialDelay: 100 * time.Millisecond, MaxDelay: time.Second, Multiplier: 3}
+	var got []time.Duration
+	for attempt := 1; attempt <= 5; attempt++ {
+		got = append(got, p.Delay(attempt))
+	}
+	want := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond, time.Second, time.Second}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Delay (-want +got):\n%s", diff)
+	}
+	require.Equal(t, 100*time.Millisecond, eventbus.RetryPolicy{}.Delay(1), "zero value: 100ms")
+	require.Equal(t, 200*time.Millisecond, eventbus.RetryPolicy{}.Delay(2), "zero value doubles")
+	require.Equal(t, 30*time.Second, eventbus.RetryPolicy{}.Delay(100), "zero value caps at 30s")
+}
+
+// TestRetryScheduleThenDeadLetter checks, on the fake clock, that attempts
+// happen exactly when the policy says and that the event is dead-lettered
+// with its history when they are spent.
+func TestRetryScheduleThenDeadLetter(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(fmt.Sprint("mode=", mode), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				policy := eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: 100 * time.Millisecond, MaxDelay: 500 * time.Millisecond}
+				b := newBus(t, &eventbus.Options{Mode: mode, Retry: policy})
+				topic := newTopic[Order](t, b, "orders", nil)
+				start := time.Now()
+				var at []time.Duration
+				subscribe(t, topic, "failing", func(_ context.Context, e eventbus.Event[Order]) error {
+					at = append(at, time.Since(start))
+					return errFlaky
+				}, nil)
+				err := topic.Publish(context.Background(), Order{Key: "k"})
+				if mode == eventbus.Sync {
+					require.ErrorIs(t, err, errFlaky)
+				} else {
+					require.NoError(t, err)
+					require.NoError(t, b.Flush(context.Background()))
+				}
+				ms := time.Millisecond
+				require.Equal(t, []time.Duration{0, 100 * ms, 300 * ms, 700 * ms, 1200 * ms}, at)
+				dl, ok := firstDeadLetter(b)
+				require.True(t, ok)
+				require.Equal(t, 5, dl.Attempt)
+				require.ErrorIs(t, dl.Err, errFlaky)
+				require.Equal(t, start, dl.FirstFailure)
+				require.Equal(t, start.Add(1200*ms), dl.LastFailure)
+				require.Equal(t, "orders", dl.Topic)
+				require.Equal(t, "failing", dl.Subscription)
+			})
+		})
+	}
+}
+
+func firstDeadLetter(b *eventbus.Bus) (eventbus.DeadLetter, bool) {
+	for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		return dl, true
+	}
+	return eventbus.DeadLetter{}, false
+}
+
+func TestRetryStops(t *testing.T) {
+	tests := []struct {
+		name     string
+		policy   eventbus.RetryPolicy
+		err      error
+		attempts int
+	}{
+		{"no policy: one attempt", eventbus.RetryPolicy{}, errFlaky, 1},
+		{"permanent error", eventbus.RetryPolicy{MaxAttempts: 10}, eventbus.Permanent(errFlaky), 1},
+		{"max elapsed", eventbus.RetryPolicy{MaxAttempts: 10, InitialDelay: time.Second, Multiplier: 1, MaxElapsed: 2500 * time.Millisecond}, errFlaky, 3},
+		{"panics retry too", eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}, nil, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Retry: tt.policy})
+				topic := newTopic[Order](t, b, "orders", nil)
+				attempts := 0
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+					attempts++
+					if tt.err == nil {
+						panic("always")
+					}
+					return tt.err
+				}, nil)
+				require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+				require.NoError(t, b.Flush(context.Background()))
+				require.Equal(t, tt.attempts, attempts)
+				dl, ok := firstDeadLetter(b)
+				require.True(t, ok)
+				require.Equal(t, tt.attempts, dl.Attempt)
+				if tt.err != nil {
+					require.ErrorIs(t, dl.Err, errFlaky, "Permanent keeps the error matchable")
+				}
+			})
+		})
+	}
+}
+
+func TestRetryJitterShortensDelays(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 50, InitialDelay: time.Second, Multiplier: 1, Jitter: 0.5}
+		b := newBus(t, &eventbus.Options{Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var last time.Time
+		var gaps []time.Duration
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			if !last.IsZero() {
+				gaps = append(gaps, time.Since(last))
+			}
+			last = time.Now()
+			return errFlaky
+		}, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{}))
+		require.NoError(t, b.Flush(context.Background()))
+		require.Len(t, gaps, 49)
+		distinct := map[time.Duration]bool{}
+		for _, g := range gaps {
+			require.GreaterOrEqual(t, g, 500*time.Millisecond)
+			require.LessOrEqual(t, g, time.Second)
+			distinct[g] = true
+		}
+		require.Greater(t, len(distinct), 10, "jitter varies the delays")
+	})
+}
+
+// TestRetryKeepsKeyOrderWhileOtherKeysFlow checks the heart of the retry
+// design: while key a waits for its retry, a's later events wait behind it,
+// and key b, on the same single worker, keeps flowing.
+func TestRetryKeepsKeyOrderWhileOtherKeysFlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second, Multiplier: 1}
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		var mu sync.Mutex
+		var log []string
+		fails := map[string]int{"a1": 2} // a1 fails twice, then succeeds
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			name := fmt.Sprint(e.Key, e.Payload.N)
+			if fails[name] > 0 {
+				fails[name]--
+				return errFlaky
+			}
+			log = append(log, fmt.Sprintf("%s@%v", name, time.Since(start)))
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for _, o := range []Order{{"a", 1}, {"b", 1}, {"a", 2}, {"b", 2}, {"a", 3}, {"b", 3}} {
+			require.NoError(t, topic.Publish(ctx, o))
+		}
+		require.NoError(t, b.Flush(ctx))
+		want := []string{"b1@0s", "b2@0s", "b3@0s", "a1@2s", "a2@2s", "a3@2s"}
+		if diff := cmp.Diff(want, log); diff != "" {
+			t.Errorf("handling order (-want +got):\n%s", diff)
+		}
+		require.Zero(t, b.DeadLetters().Len())
+	})
+}
+
+func TestShutdownCutsRetriesShort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 100, InitialDelay: time.Minute, MaxDelay: time.Minute}
+		b, err := eventbus.New(&eventbus.Options{Workers: 1, Retry: policy})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Key == "bad" {
+				return errFlaky
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "bad", N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "bad", N: 2}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "good"}))
+		short, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		start := time.Now()
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Shutdown(short), &ue)
+		require.Equal(t, 90*time.Second, time.Since(start), "retries ran until the deadline")
+		require.Equal(t, 2, ue.Count)
+		var got []string
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			got = append(got, fmt.Sprintf("%d:%d", dl.Payload.(Order).N, dl.Attempt))
+			require.ErrorIs(t, dl.Err, context.DeadlineExceeded)
+		}
+		require.Equal(t, []string{"1:2", "2:0"}, got, "attempts made before the deadline")
+		require.ErrorIs(t, firstErr(b), errFlaky, "the last error is kept beside the cause")
+	})
+}
+
+func firstErr(b *eventbus.Bus) error {
+	dl, _ := firstDeadLetter(b)
+	return dl.Err
+}
