@@ -1,0 +1,121 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+func collect(q *eventbus.DeadLetterQueue, f eventbus.DeadLetterFilter) []string {
+	var out []string
+	for dl := range q.All(f) {
+		out = append(out, fmt.Sprintf("%s/%s/%d", dl.Topic, dl.Subscription, dl.Payload.(Order).N))
+	}
+	return out
+}
+
+func TestDeadLetterQueueOperations(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errBad := errors.New("bad order")
+		var sunk []string
+		var mu sync.Mutex
+		sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sunk = append(sunk, dl.Subscription)
+			return nil
+		})
+		b := newBus(t, &eventbus.Options{Workers: 1, DeadLetterSink: sink})
+		orders := newTopic[Order](t, b, "orders", nil)
+		refunds := newTopic(t, b, "refunds", &eventbus.TopicOptions[Order]{EventType: "refund"})
+		var fixed bool
+		handled := map[string][]int{}
+		failing := func(_ context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !fixed {
+				return errBad
+			}
+			handled[e.Topic] = append(handled[e.Topic], e.Payload.N)
+			return nil
+		}
+		subscribe(t, orders, "billing", failing, nil)
+		subscribe(t, orders, "audit", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+		subscribe(t, refunds, "billing", failing, nil)
+		ctx := context.Background()
+		for i := range 3 {
+			require.NoError(t, orders.Publish(ctx, Order{Key: "k", N: i}))
+		}
+		require.NoError(t, refunds.Publish(ctx, Order{Key: "k", N: 9}))
+		require.NoError(t, b.Flush(ctx))
+
+		q := b.DeadLetters()
+		require.Equal(t, 7, q.Len())
+		require.Len(t, sunk, 7, "the sink saw every dead letter")
+		require.Equal(t, []string{"orders/billing/0", "orders/billing/1", "orders/billing/2"},
+			collect(q, eventbus.DeadLetterFilter{Topic: "orders", Subscription: "billing"}))
+		require.Equal(t, []string{"refunds/billing/9"}, collect(q, eventbus.DeadLetterFilter{Topic: "refunds"}))
+		require.Len(t, collect(q, eventbus.DeadLetterFilter{Err: errFlaky}), 3)
+
+		dl, ok := firstDeadLetter(b)
+		require.True(t, ok)
+		got, ok := q.Get(dl.Subscription, dl.ID)
+		require.True(t, ok)
+		require.Equal(t, dl.ID, got.ID)
+		_, ok = q.Get("nobody", dl.ID)
+		require.False(t, ok)
+
+		// Redrive after the fix: back through the subscription, in order.
+		mu.Lock()
+		fixed = true
+		mu.Unlock()
+		n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{Subscription: "billing"})
+		require.NoError(t, err)
+		require.Equal(t, 4, n)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, map[string][]int{"orders": {0, 1, 2}, "refunds": {9}}, handled, "in order per key")
+		require.Equal(t, 3, q.Len(), "redriven entries left the queue")
+		require.Equal(t, 3, q.Discard(eventbus.DeadLetterFilter{Err: errFlaky}))
+		require.Zero(t, q.Len())
+		require.Empty(t, collect(q, eventbus.DeadLetterFilter{}))
+	})
+}
+
+func TestDeadLetterQueueFullEvictsOldest(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 2,
+		DeadLetterSink: eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("sink down") })})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	for i := range 5 {
+		require.ErrorIs(t, topic.Publish(context.Background(), Order{N: i}), errFlaky)
+	}
+	q := b.DeadLetters()
+	require.Equal(t, []string{"orders/s/3", "orders/s/4"}, collect(q, eventbus.DeadLetterFilter{}))
+	evicted, sinkErrs := q.Evicted()
+	require.EqualValues(t, 3, evicted)
+	require.EqualValues(t, 5, sinkErrs)
+	m := b.Metrics().DeadLetters
+	require.Equal(t, eventbus.DeadLetterMetrics{Held: 2, Evicted: 3, SinkErrors: 5}, m)
+}
+
+func TestRedriveAfterUnsubscribe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		sub := subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{N: 1}))
+		require.NoError(t, b.Flush(context.Background()))
+		require.NoError(t, sub.Unsubscribe(context.Background()))
+		n, err := b.DeadLetters().Redrive(context.Background(), eventbus.DeadLetterFilter{})
+		require.ErrorIs(t, err, eventbus.ErrClosed)
+		require.Zero(t, n)
+		require.Equal(t, 1, b.DeadLetters().Len(), "an entry that could not be sent stays")
+	})
+}

@@ -1,0 +1,104 @@
+package eventbus_test
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// TestMetricsAfterKnownScenario runs ten events through a subscription where
+// event 3 fails once, event 5 always fails and event 7 comes twice, and
+// checks every counter.
+func TestMetricsAfterKnownScenario(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		synctest.Test(t, func(t *testing.T) {
+			ids := make([]eventbus.ID, 10)
+			for i := range ids {
+				ids[i] = eventbus.NewID()
+			}
+			ids = append(ids, ids[7])
+			b := newBus(t, &eventbus.Options{
+				Mode: mode, Workers: 2, Metrics: true, NewID: fixedIDs(ids...),
+				Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)},
+				Retry:      eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second},
+			})
+			topic := newTopic[Order](t, b, "orders", nil)
+			newTopic[Order](t, b, "idle", nil)
+			failedOnce := false
+			subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+				time.Sleep(time.Millisecond) // fake time: each attempt takes 1ms
+				switch {
+				case e.Payload.N == 3 && !failedOnce:
+					failedOnce = true
+					return errFlaky
+				case e.Payload.N == 5:
+					return errFlaky
+				}
+				return nil
+			}, nil)
+			ctx := context.Background()
+			for i := range 11 {
+				n := i
+				if i == 10 {
+					n = 7
+				}
+				_ = topic.Publish(ctx, Order{Key: "k", N: n})
+			}
+			require.NoError(t, b.Flush(ctx))
+			m := b.Metrics()
+			want := eventbus.Metrics{
+				Topics: []eventbus.TopicMetrics{{Topic: "idle"}, {Topic: "orders", Published: 11}},
+				Subscriptions: []eventbus.SubscriptionMetrics{{
+					Topic: "orders", Subscription: "s",
+					Queued: 11, Handled: 9, Failed: 3, Retried: 2, DeadLettered: 1, Duplicates: 1,
+				}},
+				DeadLetters: eventbus.DeadLetterMetrics{Held: 1},
+			}
+			if diff := cmp.Diff(want, m, cmpopts.IgnoreFields(eventbus.SubscriptionMetrics{}, "HandleTime", "Latency")); diff != "" {
+				t.Errorf("mode %v: Metrics (-want +got):\n%s", mode, diff)
+			}
+			s := m.Subscriptions[0]
+			require.EqualValues(t, 13, s.HandleTime.Count, "one per attempt")
+			require.Equal(t, 12*time.Millisecond, s.HandleTime.Sum, "the duplicate did not run the handler")
+			require.Equal(t, s.HandleTime.BucketBound(12), s.HandleTime.Quantile(0.5), "1ms falls in the bucket below 256ns<<12")
+			require.EqualValues(t, 11, s.Latency.Count, "one per finished event")
+		})
+	}
+}
+
+func TestMetricsDepthAndPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { <-gate; return nil }, nil)
+		for i := range 4 {
+			require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+			synctest.Wait() // the worker takes the first and blocks
+		}
+		s := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 3, s.Depth, "one taken, three waiting")
+		require.EqualValues(t, 4, s.Pending)
+		require.Zero(t, s.HandleTime.Count, "not timed without Options.Metrics")
+		close(gate)
+		require.NoError(t, b.Flush(context.Background()))
+		s = b.Metrics().Subscriptions[0]
+		require.Zero(t, s.Depth)
+		require.Zero(t, s.Pending)
+		require.EqualValues(t, 4, s.Handled)
+	})
+}
+
+func TestHistogramQuantile(t *testing.T) {
+	var h eventbus.Histogram
+	require.Zero(t, h.Quantile(0.99))
+	require.Equal(t, 256*time.Nanosecond, h.BucketBound(0))
+	require.Equal(t, 512*time.Nanosecond, h.BucketBound(1))
+}
