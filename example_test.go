@@ -1,0 +1,241 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sort"
+	"sync"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// UserCreated is the example payload: its methods give the event type name
+// and the ordering key.
+type UserCreated struct {
+	UserID, Name, Email string
+}
+
+func (UserCreated) EventType() string     { return "user.created" }
+func (u UserCreated) AggregateID() string { return u.UserID }
+
+func Example() {
+	ctx := context.Background()
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		panic(err)
+	}
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		panic(err)
+	}
+	var mu sync.Mutex
+	var lines []string
+	for _, name := range []string{"accounts", "mailer"} {
+		_, err := users.Subscribe(name, func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			lines = append(lines, fmt.Sprintf("%s: %s %s (key %s)", name, e.Type, e.Payload.Name, e.Key))
+			return nil
+		}, nil)
+		if err != nil {
+			panic(err)
+		}
+	}
+	if err := users.Publish(ctx, UserCreated{UserID: "u-1", Name: "Aiko", Email: "aiko@example.com"}); err != nil {
+		panic(err)
+	}
+	if err := bus.Shutdown(ctx); err != nil { // drains the queues first
+		panic(err)
+	}
+	sort.Strings(lines) // the two subscriptions run in parallel
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	// Output:
+	// accounts: user.created Aiko (key u-1)
+	// mailer: user.created Aiko (key u-1)
+}
+
+// In Sync mode, handlers run before Publish returns, and their errors come
+// back to the publisher.
+func Example_sync() {
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = users.Subscribe("mailer", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		if e.Payload.Email == "" {
+			return errors.New("no address")
+		}
+		fmt.Println("mail sent to", e.Payload.Email)
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(users.Publish(context.Background(), UserCreated{UserID: "u-1", Email: "aiko@example.com"}))
+	fmt.Println(users.Publish(context.Background(), UserCreated{UserID: "u-2"}))
+	// Output:
+	// mail sent to aiko@example.com
+	// <nil>
+	// subscription "mailer": no address
+}
+
+// Events with the same key are handled one at a time, in publish order, by
+// the same worker.
+func Example_ordering() {
+	bus, err := eventbus.New(&eventbus.Options{Workers: 4})
+	if err != nil {
+		log.Fatal(err)
+	}
+	deposits, err := eventbus.NewTopic(bus, "deposits", &eventbus.TopicOptions[int]{
+		EventType: "deposit",
+		Key:       func(n int) string { return fmt.Sprint("account-", n%2) },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	perKey := map[string][]int{}
+	_, err = deposits.Subscribe("ledger", func(ctx context.Context, e eventbus.Event[int]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		perKey[e.Key] = append(perKey[e.Key], e.Payload)
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	for n := range 8 {
+		if err := deposits.Publish(ctx, n); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := bus.Flush(ctx); err != nil { // everything published so far is handled
+		log.Fatal(err)
+	}
+	fmt.Println(perKey["account-0"], perKey["account-1"])
+	if err := bus.Close(); err != nil {
+		log.Fatal(err)
+	}
+	// Output: [0 2 4 6] [1 3 5 7]
+}
+
+// Middleware wraps every attempt; the bus's runs outside the subscription's,
+// and the first given is the outermost.
+func ExampleMiddleware() {
+	named := func(name string) eventbus.Middleware {
+		return func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				fmt.Println("enter", name, "attempt", env.Attempt)
+				defer fmt.Println("leave", name)
+				return next(ctx, env)
+			}
+		}
+	}
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{named("bus")}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = users.Subscribe("mailer", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		fmt.Println("handler", e.Payload.Name)
+		return nil
+	}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{named("subscription")}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := users.Publish(context.Background(), UserCreated{UserID: "u-1", Name: "Aiko"}); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// enter bus attempt 1
+	// enter subscription attempt 1
+	// handler Aiko
+	// leave subscription
+	// leave bus
+}
+
+// A failing event is retried by its subscription's policy, then handed to
+// the dead-letter queue, from where it can be redriven once the cause is
+// fixed.
+func ExampleDeadLetterQueue_Redrive() {
+	ctx := context.Background()
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: 1}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mailServerUp := false
+	_, err = users.Subscribe("mailer", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		if !mailServerUp {
+			return errors.New("mail server down")
+		}
+		fmt.Println("mail sent to", e.Payload.Email)
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("publish:", users.Publish(ctx, UserCreated{UserID: "u-1", Email: "aiko@example.com"}))
+	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{Subscription: "mailer"}) {
+		fmt.Printf("dead letter: %s after %d attempts: %v\n", dl.Type, dl.Attempt, dl.Err)
+	}
+	mailServerUp = true
+	n, err := bus.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{Subscription: "mailer"})
+	fmt.Println("redriven:", n, err, "left:", bus.DeadLetters().Len())
+	// Output:
+	// publish: subscription "mailer": mail server down
+	// dead letter: user.created after 2 attempts: mail server down
+	// mail sent to aiko@example.com
+	// redriven: 1 <nil> left: 0
+}
+
+// Bus.Metrics counts what every subscription did.
+func ExampleBus_Metrics() {
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Metrics: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = users.Subscribe("mailer", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		if e.Payload.Email == "" {
+			return eventbus.Permanent(errors.New("no address"))
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := users.Publish(context.Background(), UserCreated{UserID: "u-1", Email: "a@example.com"}); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("publish:", users.Publish(context.Background(), UserCreated{UserID: "u-2"}))
+	for _, s := range bus.Metrics().Subscriptions {
+		fmt.Printf("%s/%s: handled %d, failed %d, dead-lettered %d, timed %d\n",
+			s.Topic, s.Subscription, s.Handled, s.Failed, s.DeadLettered, s.HandleTime.Count)
+	}
+	// Output:
+	// publish: subscription "mailer": no address
+	// users/mailer: handled 1, failed 1, dead-lettered 1, timed 2
+}
