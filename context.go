@@ -25,6 +25,7 @@ type eventContext struct {
 type lineage struct {
 	ID, CorrelationID ID
 	Metadata          Metadata
+	handler           bool // the context is a handler's: Publish never waits
 }
 
 // Value returns the event's lineage for parentKey and defers to the
@@ -64,7 +65,7 @@ func (s *contextSlab) get(base context.Context, h *Header) *eventContext {
 
 func (c *eventContext) init(base context.Context, h *Header) {
 	c.Context = base
-	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata}
+	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata, handler: true}
 }
 
 // syncSlab hands out the eventContexts of Sync-mode publishes, which run

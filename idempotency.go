@@ -38,8 +38,8 @@ type IdempotencyOptions struct {
 	// Store, if set, records processed events instead of the in-memory
 	// record.
 	Store ProcessedStore
-	// Capacity bounds the in-memory record; zero means 100,000 keys. When
-	// it is full, the oldest key is forgotten.
+	// Capacity bounds the in-memory record of each subscription; zero
+	// means 100,000 keys. When it is full, the oldest key is forgotten.
 	Capacity int
 	// TTL is how long the in-memory record remembers a key, counted from
 	// the event's publish time against the publish time of the events that
@@ -48,17 +48,17 @@ type IdempotencyOptions struct {
 }
 
 // Idempotency makes handling effectively-once: an event whose key was
-// handled successfully before is skipped (and counted as a duplicate in
-// [Bus.Metrics]). A key is recorded only after the handler succeeds, so a
-// failed attempt is retried, never mistaken for a duplicate; and while one
-// delivery of a key runs, another waits for it, so two concurrent deliveries
-// run the handler once.
+// handled successfully before in the same subscription is skipped (and
+// counted as a duplicate in [Bus.Metrics]). A key is recorded only after the
+// handler succeeds, so a failed attempt is retried, never mistaken for a
+// duplicate; and while one delivery of a key runs, another waits for it, so
+// two concurrent deliveries run the handler once.
 //
-// With a Store, a failing MarkProcessed fails the attempt: the handler's
-// effect happened, but it will run again on the retry (at-least-once). The
-// in-memory record forgets the oldest keys beyond Capacity or TTL; a key
-// forgotten and delivered again runs again. Use one Idempotency middleware
-// per bus or subscription: it keeps its own record.
+// Each subscription the middleware wraps keeps its own record. The in-memory
+// record forgets the oldest keys beyond Capacity or TTL; a key forgotten and
+// delivered again runs again. With a Store, a failing MarkProcessed fails the
+// attempt: the handler's effect happened, and it will run again on the retry
+// (at-least-once).
 func Idempotency(opts *IdempotencyOptions) Middleware {
 	var o IdempotencyOptions
 	if opts != nil {
@@ -70,43 +70,54 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 	if o.TTL <= 0 {
 		o.TTL = 24 * time.Hour
 	}
-	d := &dedup{opts: o, inflight: make(map[IdempotencyKey]struct{})}
-	if o.Store == nil {
-		d.seen = make(map[IdempotencyKey]time.Time)
-	}
 	return func(next EnvelopeHandler) EnvelopeHandler {
-		return func(ctx context.Context, env *Envelope) error { return d.handle(ctx, env, next) }
+		if o.Key != nil {
+			d := newDedup[string](&o)
+			return func(ctx context.Context, env *Envelope) error {
+				return d.handle(ctx, env, o.Key(env), next)
+			}
+		}
+		d := newDedup[ID](&o)
+		return func(ctx context.Context, env *Envelope) error {
+			return d.handle(ctx, env, env.ID, next)
+		}
 	}
 }
 
-// dedup is the state of one Idempotency middleware.
-type dedup struct {
-	opts     IdempotencyOptions
-	mu       sync.Mutex
-	inflight map[IdempotencyKey]struct{}
-	changed  chan struct{} // closed when a key leaves inflight; nil without waiters
+// dedup is the record of one subscription, keyed by event ID or business
+// key. An entry is in flight until its handler returns, then done (if it
+// succeeded) or gone.
+type dedup[K comparable] struct {
+	opts    *IdempotencyOptions
+	mu      sync.Mutex
+	entries map[K]dedupEntry
+	changed chan struct{} // closed when an entry leaves flight; nil without waiters
 
-	// The in-memory record, when there is no Store: when each key was
-	// published, and the keys oldest first in a ring.
-	seen  map[IdempotencyKey]time.Time
-	order []IdempotencyKey
+	// The done keys, oldest first, in a ring of up to Capacity: what
+	// the in-memory record forgets first. Unused with a Store.
+	order []K
 	head  int
+	done  int
 }
 
-func (d *dedup) handle(ctx context.Context, env *Envelope, next EnvelopeHandler) error {
-	k := IdempotencyKey{Subscription: env.Subscription}
-	if d.opts.Key != nil {
-		k.Key = d.opts.Key(env)
-	} else {
-		k.ID = env.ID
-	}
-	if done, err := d.claim(ctx, k); err != nil || done {
+type dedupEntry struct {
+	done      bool
+	published time.Time
+}
+
+func newDedup[K comparable](o *IdempotencyOptions) *dedup[K] {
+	return &dedup[K]{opts: o, entries: make(map[K]dedupEntry)}
+}
+
+func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) error {
+	done, err := d.claim(ctx, env, k)
+	if err != nil || done {
 		env.duplicate = done
 		return err
 	}
-	err := next(ctx, env)
+	err = next(ctx, env)
 	if err == nil && d.opts.Store != nil {
-		if merr := d.opts.Store.MarkProcessed(ctx, k); merr != nil {
+		if merr := d.opts.Store.MarkProcessed(ctx, d.storeKey(env, k)); merr != nil {
 			err = fmt.Errorf("eventbus: handled, but recording it failed: %w", merr)
 		}
 	}
@@ -114,13 +125,29 @@ func (d *dedup) handle(ctx context.Context, env *Envelope, next EnvelopeHandler)
 	return err
 }
 
-// claim waits until no other delivery of k runs, then reports whether k was
-// processed; if not, k is in flight and must be released.
-func (d *dedup) claim(ctx context.Context, k IdempotencyKey) (bool, error) {
+func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {
+	sk := IdempotencyKey{Subscription: env.Subscription}
+	switch k := any(k).(type) {
+	case ID:
+		sk.ID = k
+	case string:
+		sk.Key = k
+	}
+	return sk
+}
+
+// claim waits until no other delivery of k is in flight, then reports
+// whether k was processed; if not, k is now in flight and must be released.
+func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) {
 	d.mu.Lock()
 	for {
-		if _, busy := d.inflight[k]; !busy {
+		e, ok := d.entries[k]
+		if !ok {
 			break
+		}
+		if e.done {
+			d.mu.Unlock()
+			return true, nil
 		}
 		if d.changed == nil {
 			d.changed = make(chan struct{})
@@ -134,53 +161,53 @@ func (d *dedup) claim(ctx context.Context, k IdempotencyKey) (bool, error) {
 		}
 		d.mu.Lock()
 	}
-	if d.seen != nil {
-		_, done := d.seen[k]
-		if !done {
-			d.inflight[k] = struct{}{}
-		}
-		d.mu.Unlock()
-		return done, nil
-	}
-	d.inflight[k] = struct{}{}
+	d.entries[k] = dedupEntry{}
 	d.mu.Unlock()
-	done, err := d.opts.Store.Processed(ctx, k)
+	if d.opts.Store == nil {
+		return false, nil
+	}
+	done, err := d.opts.Store.Processed(ctx, d.storeKey(env, k))
 	if err != nil || done {
 		d.release(k, false, time.Time{})
 	}
 	return done, err
 }
 
-// release takes k out of flight, recording it in memory if it succeeded.
-func (d *dedup) release(k IdempotencyKey, ok bool, published time.Time) {
+// release takes k out of flight, recording it as done in memory if it
+// succeeded and there is no Store.
+func (d *dedup[K]) release(k K, ok bool, published time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.inflight, k)
 	if d.changed != nil {
 		close(d.changed)
 		d.changed = nil
 	}
-	if ok && d.seen != nil {
-		d.remember(k, published)
-	}
-}
-
-// remember adds k to the in-memory record, forgetting keys beyond the
-// capacity or older than the TTL. Callers hold mu.
-func (d *dedup) remember(k IdempotencyKey, published time.Time) {
-	for len(d.seen) > 0 {
-		oldest := d.order[d.head]
-		if len(d.seen) < d.opts.Capacity && published.Sub(d.seen[oldest]) <= d.opts.TTL {
-			break
-		}
-		delete(d.seen, oldest)
-		d.order[d.head] = IdempotencyKey{}
-		d.head = (d.head + 1) % len(d.order)
-	}
-	d.seen[k] = published
-	if len(d.order) < d.opts.Capacity {
-		d.order = append(d.order, k)
+	if !ok || d.opts.Store != nil {
+		delete(d.entries, k)
 		return
 	}
-	d.order[(d.head+len(d.seen)-1)%len(d.order)] = k
+	d.forget(published)
+	d.entries[k] = dedupEntry{done: true, published: published}
+	if len(d.order) < d.opts.Capacity {
+		d.order = append(d.order, k)
+	} else {
+		d.order[(d.head+d.done)%len(d.order)] = k
+	}
+	d.done++
+}
+
+// forget drops the oldest done keys while the record is full or they are
+// older than the TTL at now. Callers hold mu.
+func (d *dedup[K]) forget(now time.Time) {
+	for d.done > 0 {
+		oldest := d.order[d.head]
+		if d.done < d.opts.Capacity && now.Sub(d.entries[oldest].published) <= d.opts.TTL {
+			return
+		}
+		delete(d.entries, oldest)
+		var zero K
+		d.order[d.head] = zero
+		d.head = (d.head + 1) % len(d.order)
+		d.done--
+	}
 }

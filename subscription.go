@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // Handler handles one event of a topic with payload type T. An error (or a
@@ -30,6 +31,12 @@ type SubscriptionOptions struct {
 	Middleware []Middleware
 	// Retry, if not nil, replaces the bus's retry policy.
 	Retry *RetryPolicy
+	// BatchSize is the most events a BatchHandler receives at once; zero
+	// means 100. Only SubscribeBatch uses it, and BatchWait.
+	BatchSize int
+	// BatchWait is how long a worker with fewer than BatchSize events waits
+	// for more before handling them; zero means no wait.
+	BatchWait time.Duration
 }
 
 // Subscription is a named consumer of one topic. It receives every event
@@ -121,6 +128,12 @@ func (b *Bus) resolveSubscription(topic, name string, opts *SubscriptionOptions)
 	}
 	if err := checkMiddleware(where, o.Middleware); err != nil {
 		return o, RetryPolicy{}, err
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 100
+	}
+	if o.BatchSize < 0 || o.BatchSize > maxQueueSize || o.BatchWait < 0 {
+		return o, RetryPolicy{}, fmt.Errorf("%w: %s: BatchSize %d or BatchWait %v out of range", ErrInvalid, where, o.BatchSize, o.BatchWait)
 	}
 	retry := b.opts.Retry
 	if o.Retry != nil {

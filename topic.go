@@ -133,11 +133,15 @@ func (t *Topic[T]) EventType() string { return t.eventType }
 // an option out of range, [ErrDuplicate] for a taken name, and [ErrClosed]
 // after Shutdown.
 func (t *Topic[T]) Subscribe(name string, h Handler[T], opts *SubscriptionOptions) (*Subscription, error) {
-	if err := checkName("subscription", name); err != nil {
-		return nil, fmt.Errorf("topic %q: %w", t.name, err)
-	}
 	if h == nil {
 		return nil, fmt.Errorf("%w: topic %q: subscription %q has a nil handler", ErrInvalid, t.name, name)
+	}
+	return t.subscribe(name, h, nil, opts)
+}
+
+func (t *Topic[T]) subscribe(name string, h Handler[T], batch BatchHandler[T], opts *SubscriptionOptions) (*Subscription, error) {
+	if err := checkName("subscription", name); err != nil {
+		return nil, fmt.Errorf("topic %q: %w", t.name, err)
 	}
 	b := t.bus
 	o, retry, err := b.resolveSubscription(t.name, name, opts)
@@ -152,7 +156,7 @@ func (t *Topic[T]) Subscribe(name string, h Handler[T], opts *SubscriptionOption
 			return nil, fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, name)
 		}
 	}
-	s := newSubscription(t, name, h, o, retry)
+	s := newSubscription(t, name, h, batch, o, retry)
 	if err := b.register(s.Subscription); err != nil {
 		return nil, err
 	}
@@ -227,7 +231,7 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 		}
 		return true, t.publishSync(t.syncContext(ctx, &e), &e)
 	}
-	ok, err := t.enqueue(ctx, &e, p != nil && !p.ID.IsZero(), try) // from a handler: never wait
+	ok, err := t.enqueue(ctx, &e, p != nil && p.handler, try)
 	if ok && t.bus.opts.Metrics {
 		t.sent.Add(1)
 	}

@@ -21,7 +21,7 @@ func WithTraceparent(ctx context.Context, traceparent string) (context.Context, 
 	}
 	l := lineage{Metadata: Metadata{TraceparentKey: traceparent}}
 	if p := parent(ctx); p != nil {
-		l.ID, l.CorrelationID = p.ID, p.CorrelationID
+		l.ID, l.CorrelationID, l.handler = p.ID, p.CorrelationID, p.handler
 	}
 	return context.WithValue(ctx, parentKey{}, &l), nil
 }

@@ -14,6 +14,7 @@ type subscription[T any] struct {
 	*Subscription
 	topic   *Topic[T]
 	handler Handler[T]
+	batch   batching[T]     // handler is nil when batch.handler is set
 	chain   EnvelopeHandler // nil without middleware
 	retry   RetryPolicy
 	workers []*worker[T]
@@ -21,7 +22,7 @@ type subscription[T any] struct {
 	sync    syncCounters // Sync mode's counters
 }
 
-func newSubscription[T any](t *Topic[T], name string, h Handler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
+func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
 	b := t.bus
 	ctx, kill := context.WithCancelCause(b.ctx)
 	s := &subscription[T]{
@@ -31,7 +32,11 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], o Subscripti
 		retry:        retry,
 	}
 	s.impl = s
-	if mws := append(b.opts.Middleware[:len(b.opts.Middleware):len(b.opts.Middleware)], o.Middleware...); len(mws) > 0 {
+	if batch != nil {
+		s.batch = newBatching(s, batch, o)
+		s.handler = s.batch.single
+	}
+	if mws := append(b.opts.Middleware[:len(b.opts.Middleware):len(b.opts.Middleware)], o.Middleware...); len(mws) > 0 && batch == nil {
 		s.chain = wrap(s.inner, mws)
 	}
 	if t.mode == Sync {
@@ -236,7 +241,9 @@ type worker[T any] struct {
 	env   Envelope   // scratch for the middleware chain
 	stats counters   // copied to the queue at each take
 	spare []Event[T] // the slice the next batch will come in
-	taken uint64     // sequence number after the last event taken
+	chunk []Event[T] // a batch handler's events, with their sequence numbers
+	seqs  []uint64
+	taken uint64 // sequence number after the last event taken
 	lanes map[laneKey]*lane[T]
 	timer *time.Timer // due time of the earliest lane; nil until needed
 	armed bool
@@ -282,6 +289,9 @@ func (w *worker[T]) run() {
 		default:
 		}
 		batch, base, stopped := w.q.take(w.low(), w.spare, &w.stats)
+		if batch != nil && w.sub.batch.wait > 0 && !stopped {
+			batch = w.gather(batch, done)
+		}
 		if batch != nil {
 			w.spare = nil
 			w.handle(batch, base, done)
@@ -316,6 +326,10 @@ func (w *worker[T]) low() uint64 {
 
 func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) {
 	w.taken = base + uint64(len(batch))
+	if w.sub.batch.handler != nil {
+		w.handleBatches(batch, base, done)
+		return
+	}
 	start := w.sub.clock() // each attempt's end is the next one's start
 	for i := range batch {
 		select {
@@ -342,12 +356,17 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 }
 
 // failed deals with the first failed attempt at e: a new lane waiting for
-// the retry, or a dead letter.
+// the retry, or a dead letter. ctx is e's handler context, or nil for an
+// event that was part of a batch.
 func (w *worker[T]) failed(ctx *eventContext, e *Event[T], seq uint64, err error) {
 	now := time.Now()
 	delay, ok := w.sub.retry.next(1, err, now, now)
 	if !ok {
-		w.sub.deadLetter(ctx, e, 1, err, now, now, &w.stats)
+		var dctx context.Context = w.sub.ctx
+		if ctx != nil {
+			dctx = ctx
+		}
+		w.sub.deadLetter(dctx, e, 1, err, now, now, &w.stats)
 		return
 	}
 	k := laneKey{key: e.Key}

@@ -1,0 +1,191 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+)
+
+// BatchHandler handles several events of a topic at once, for bulk work
+// such as one database write per batch. It receives them in queue order, so
+// events with the same key come in publish order, within a batch and across
+// batches. It must not keep events after it returns: the slice is reused.
+//
+// A nil error means every event was handled. A *BatchError names the
+// events that failed, and only those are retried or dead-lettered; any other
+// error (or a panic) fails them all. Retries go through the handler one event
+// at a time. An event that fails is retried after the later events of its
+// key in the same batch were handled; a handler that wants their order kept
+// through retries fails them too.
+type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
+
+// BatchError reports which events of a batch failed.
+type BatchError struct {
+	// Failed maps the index of each failed event in the batch to its error.
+	Failed map[int]error
+}
+
+func (e *BatchError) Error() string {
+	idx := make([]int, 0, len(e.Failed))
+	for i := range e.Failed {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	var b strings.Builder
+	fmt.Fprintf(&b, "eventbus: %d events of the batch failed", len(idx))
+	for _, i := range idx {
+		fmt.Fprintf(&b, "; [%d]: %v", i, e.Failed[i])
+	}
+	return b.String()
+}
+
+// SubscribeBatch is Subscribe with a handler that takes up to
+// SubscriptionOptions.BatchSize events at once: whatever is queued for its
+// worker, after waiting up to BatchWait for more. Middleware works on single
+// events, so a batch subscription runs none: the bus's is skipped, and
+// SubscriptionOptions.Middleware must be empty. Counters and latencies count
+// events, not batches. In Sync mode each batch holds one event.
+func (t *Topic[T]) SubscribeBatch(name string, h BatchHandler[T], opts *SubscriptionOptions) (*Subscription, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: topic %q: subscription %q has a nil handler", ErrInvalid, t.name, name)
+	}
+	if opts != nil && len(opts.Middleware) > 0 {
+		return nil, fmt.Errorf("%w: topic %q: batch subscription %q cannot have middleware", ErrInvalid, t.name, name)
+	}
+	return t.subscribe(name, nil, h, opts)
+}
+
+// batching is a batch subscription's handler and limits.
+type batching[T any] struct {
+	handler BatchHandler[T]
+	size    int
+	wait    time.Duration
+	ctx     *eventContext // a handler's context with no event to inherit from
+}
+
+func newBatching[T any](s *subscription[T], h BatchHandler[T], o SubscriptionOptions) batching[T] {
+	ctx := &eventContext{Context: s.ctx, parent: lineage{handler: true}}
+	return batching[T]{handler: h, size: o.BatchSize, wait: o.BatchWait, ctx: ctx}
+}
+
+// single handles one event as a batch of one: retries and Sync mode.
+func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
+	err := b.handler(ctx, []Event[T]{e})
+	var be *BatchError
+	if errors.As(err, &be) {
+		return be.Failed[0]
+	}
+	return err
+}
+
+// call runs the batch handler once, turning a panic into a *PanicError.
+func (b *batching[T]) call(events []Event[T]) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return b.handler(b.ctx, events)
+}
+
+// handleBatches hands a worker's events to the batch handler, BatchSize at
+// a time. Events whose key waits for a retry join its lane instead.
+func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan struct{}) {
+	chunk, seqs := w.chunk[:0], w.seqs[:0]
+	flush := func() bool {
+		select {
+		case <-done:
+			w.abandon(chunk)
+			return false
+		default:
+		}
+		w.runChunk(chunk, seqs)
+		clear(chunk)
+		chunk, seqs = chunk[:0], seqs[:0]
+		return true
+	}
+	for i := range batch {
+		e := &batch[i]
+		seq := base + uint64(i)
+		if len(w.lanes) != 0 && e.Key != "" {
+			if l := w.lanes[laneKey{key: e.Key}]; l != nil {
+				l.items = append(l.items, pending[T]{e: *e, seq: seq})
+				continue
+			}
+		}
+		chunk, seqs = append(chunk, *e), append(seqs, seq)
+		if len(chunk) == w.sub.batch.size && !flush() {
+			w.abandon(batch[i+1:])
+			return
+		}
+	}
+	if len(chunk) > 0 {
+		flush()
+	}
+	w.chunk, w.seqs = chunk, seqs
+}
+
+// runChunk makes one attempt at a batch and sorts out what failed.
+func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
+	start := w.sub.clock()
+	err := w.sub.batch.call(chunk)
+	var end time.Time
+	if !start.IsZero() {
+		end = time.Now()
+	}
+	failed := map[int]error(nil)
+	var be *BatchError
+	if errors.As(err, &be) {
+		failed = be.Failed
+		for i := range failed {
+			if i < 0 || i >= len(chunk) {
+				failed = nil // a bad index: trust nothing, fail them all
+				err = fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, len(chunk))
+				break
+			}
+		}
+	}
+	for i := range chunk {
+		e := &chunk[i]
+		eerr := err
+		if failed != nil {
+			eerr = failed[i]
+		}
+		w.stats.attempt(1, false, eerr, &e.Header, start, end)
+		if eerr != nil {
+			w.failed(nil, e, seqs[i], eerr)
+		}
+	}
+}
+
+// gather waits up to the subscription's BatchWait for more events to join a
+// batch smaller than BatchSize.
+func (w *worker[T]) gather(batch []Event[T], done <-chan struct{}) []Event[T] {
+	if len(batch) >= w.sub.batch.size {
+		return batch
+	}
+	t := time.NewTimer(w.sub.batch.wait)
+	defer t.Stop()
+	for {
+		// An empty take marks the worker parked, so publishers wake it.
+		more, _, stopped := w.q.take(w.low(), nil, &w.stats)
+		batch = append(batch, more...)
+		if stopped || len(batch) >= w.sub.batch.size {
+			return batch
+		}
+		if len(more) > 0 {
+			continue
+		}
+		select {
+		case <-w.q.wake:
+		case <-t.C:
+			return batch
+		case <-done:
+			return batch
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+func TestBatchSizesAndOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var sizes []int
+		perKey := map[string][]int{}
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			if len(sizes) == 0 {
+				<-gate // hold the first batch while the rest queue up
+			}
+			sizes = append(sizes, len(events))
+			for _, e := range events {
+				perKey[e.Key] = append(perKey[e.Key], e.Payload.N)
+			}
+			return nil
+		}, &eventbus.SubscriptionOptions{BatchSize: 4})
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 0}))
+		synctest.Wait()
+		for i := 1; i <= 10; i++ {
+			require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint([]string{"a", "b"}[i%2]), N: i}))
+		}
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{1, 4, 4, 2}, sizes)
+		require.Equal(t, map[string][]int{"a": {0, 2, 4, 6, 8, 10}, "b": {1, 3, 5, 7, 9}}, perKey)
+	})
+}
+
+func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var calls [][]int
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			if len(calls) == 0 {
+				<-gate
+			}
+			var ns []int
+			failed := map[int]error{}
+			for i, e := range events {
+				ns = append(ns, e.Payload.N)
+				if e.Payload.N%3 == 0 { // 3 and 6 always fail
+					failed[i] = fmt.Errorf("bad %d", e.Payload.N)
+				}
+			}
+			calls = append(calls, ns)
+			if len(failed) > 0 {
+				return &eventbus.BatchError{Failed: failed}
+			}
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "k0", N: 1}))
+		synctest.Wait()
+		for n := 2; n <= 7; n++ {
+			require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint("k", n), N: n}))
+		}
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, [][]int{{1}, {2, 3, 4, 5, 6, 7}, {3}, {6}}, calls, "only the failed ones, one at a time")
+		var dead []string
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, fmt.Sprintf("%d:%d:%v", dl.Payload.(Order).N, dl.Attempt, dl.Err))
+		}
+		require.Equal(t, []string{"3:2:bad 3", "6:2:bad 6"}, dead)
+		m := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 5, m.Handled)
+		require.EqualValues(t, 4, m.Failed)
+		require.EqualValues(t, 2, m.DeadLettered)
+	})
+}
+
+func TestBatchWholeFailureAndBadIndex(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"plain error", errFlaky, errFlaky},
+		{"panic", nil, nil},
+		{"bad index", &eventbus.BatchError{Failed: map[int]error{7: errFlaky}}, eventbus.ErrInvalid},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1})
+				topic := newTopic[Order](t, b, "orders", nil)
+				_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+					if tt.err == nil {
+						panic("batch panic")
+					}
+					return tt.err
+				}, nil)
+				require.NoError(t, err)
+				for i := range 3 {
+					require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+				}
+				require.NoError(t, b.Flush(context.Background()))
+				require.Equal(t, 3, b.DeadLetters().Len(), "every event failed")
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					if tt.want != nil {
+						require.ErrorIs(t, dl.Err, tt.want)
+					} else {
+						var pe *eventbus.PanicError
+						require.ErrorAs(t, dl.Err, &pe)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestBatchWaitGathers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var mu sync.Mutex
+		var sizes []int
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, len(events))
+			return nil
+		}, &eventbus.SubscriptionOptions{BatchSize: 3, BatchWait: 10 * time.Millisecond})
+		require.NoError(t, err)
+		ctx := context.Background()
+		for i := range 5 { // one event per millisecond
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{3, 2}, sizes, "full at 3; the rest after the wait")
+	})
+}
+
+func TestBatchBadInput(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	ok := func(context.Context, []eventbus.Event[Order]) error { return nil }
+	_, err := topic.SubscribeBatch("a", nil, nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	_, err = topic.SubscribeBatch("b", ok, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{eventbus.Timeout(time.Second)}})
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	_, err = topic.SubscribeBatch("c", ok, &eventbus.SubscriptionOptions{BatchSize: -1})
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	_, err = topic.SubscribeBatch("d", ok, &eventbus.SubscriptionOptions{BatchWait: -time.Second})
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+}
+
+func TestBatchInSyncMode(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	errOdd := errors.New("odd")
+	_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+		if len(events) != 1 {
+			return fmt.Errorf("got %d events", len(events))
+		}
+		if events[0].Payload.N%2 == 1 {
+			return &eventbus.BatchError{Failed: map[int]error{0: errOdd}}
+		}
+		return nil
+	}, nil)
+	require.NoError(t, err)
+	require.NoError(t, topic.Publish(context.Background(), Order{N: 2}))
+	err = topic.Publish(context.Background(), Order{N: 3})
+	require.ErrorIs(t, err, errOdd)
+	var be *eventbus.BatchError
+	require.False(t, errors.As(err, &be), "the event's own error, not the batch's")
+}
