@@ -1,6 +1,6 @@
 module github.com/seed-a6f1faae/eventbus/benchmarks
 
-go 1.25
+go 1.25.0
 
 replace github.com/seed-a6f1faae/eventbus => ../
 
