@@ -22,6 +22,8 @@ mkdir -p results
 	echo "date: $(date -u +%Y-%m-%d)"
 	echo "count: $COUNT"
 	echo "benchtime: $BENCHTIME"
+	# Other work on the machine skews the figures; say how busy it was.
+	echo "load: $(cut -d' ' -f1 /proc/loadavg)"
 	go test -run '^$' -bench "$BENCH" -count "$COUNT" -benchtime "$BENCHTIME" -benchmem .
 } | tee results/bench.txt.tmp
 mv results/bench.txt.tmp results/bench.txt

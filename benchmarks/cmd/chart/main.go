@@ -184,7 +184,7 @@ func (r *results) machine() string {
 		m = r.config["cpu"]
 	}
 	var extra []string
-	for _, k := range []string{"count", "benchtime", "date"} {
+	for _, k := range []string{"count", "benchtime", "load", "date"} {
 		if v := r.config[k]; v != "" {
 			extra = append(extra, k+" "+v)
 		}
