@@ -3,7 +3,8 @@ package benchmarks
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -74,38 +75,17 @@ var peers = []peer{
 	{name: "cskr", ordered: true, open: openCskr},
 }
 
-// chain is a typical full middleware chain, written here because the root
-// package has no built-in middleware yet: recover panics, bound each
-// attempt with a deadline, and count events and handling time.
+// chain is a typical full middleware chain of the library's own
+// middleware: logging to a production-level logger (failures only),
+// a deadline per attempt, and deduplication by event ID in memory. Panic
+// recovery and metrics are built into every subscription.
 func chain() []eventbus.Middleware {
-	var events, nanos atomic.Int64
-	recoverMW := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
-		return func(ctx context.Context, env *eventbus.Envelope) (err error) {
-			defer func() {
-				if v := recover(); v != nil {
-					err = fmt.Errorf("panic: %v", v)
-				}
-			}()
-			return next(ctx, env)
-		}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return []eventbus.Middleware{
+		eventbus.Logging(logger),
+		eventbus.Timeout(5 * time.Second),
+		eventbus.Idempotency(nil),
 	}
-	timeoutMW := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
-		return func(ctx context.Context, env *eventbus.Envelope) error {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			return next(ctx, env)
-		}
-	}
-	metricsMW := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
-		return func(ctx context.Context, env *eventbus.Envelope) error {
-			start := time.Now()
-			err := next(ctx, env)
-			events.Add(1)
-			nanos.Add(int64(time.Since(start)))
-			return err
-		}
-	}
-	return []eventbus.Middleware{recoverMW, timeoutMW, metricsMW}
 }
 
 // must panics on a setup error: benchmarks have no better way to stop.
