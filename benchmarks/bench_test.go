@@ -1,0 +1,188 @@
+package benchmarks
+
+import (
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+const (
+	// fanout is the number of subscribers in the fan-out workload.
+	fanout = 10
+	// workers is the number of ordered workers in the keyed workload.
+	workers = 4
+	// numKeys is the number of distinct keys in the keyed workload.
+	numKeys = 256
+)
+
+// keys are the ordering keys of the keyed workload, made once so that no
+// workload pays for formatting them.
+var keys = func() []string {
+	ks := make([]string, numKeys)
+	for i := range ks {
+		ks[i] = "order-" + strconv.Itoa(i)
+	}
+	return ks
+}()
+
+// A clock times a workload; *testing.B is one, and tests pass noClock.
+type clock interface {
+	ResetTimer()
+	StopTimer()
+}
+
+type noClock struct{}
+
+func (noClock) ResetTimer() {}
+func (noClock) StopTimer()  {}
+
+// A workload runs n events through a fresh instance of a peer, timing from
+// just before the first publish to just after the last event was handled,
+// and stops the instance untimed. It returns the per-key order violations
+// it saw, if it looks for them.
+type workload struct {
+	name string
+	// deliveries is how many handler calls each event makes.
+	deliveries int
+	// keyed marks the workload that checks per-key order.
+	keyed bool
+	run   func(p peer, n int, c clock) (violations int64)
+}
+
+var workloads = []workload{
+	{name: "OneSubscriber", deliveries: 1, run: fanOut(1)},
+	{name: "TenSubscribers", deliveries: fanout, run: fanOut(fanout)},
+	{name: "Keyed", deliveries: 1, keyed: true, run: keyed},
+	{name: "IdleLatency", deliveries: 1, run: idleLatency},
+}
+
+func BenchmarkOneSubscriber(b *testing.B)  { benchmark(b, workloads[0]) }
+func BenchmarkTenSubscribers(b *testing.B) { benchmark(b, workloads[1]) }
+func BenchmarkKeyed(b *testing.B)          { benchmark(b, workloads[2]) }
+func BenchmarkIdleLatency(b *testing.B)    { benchmark(b, workloads[3]) }
+
+// benchmark runs w over every peer. ns/op is per event; fan-out adds
+// ns/delivery, and the keyed workload reports violations/event.
+func benchmark(b *testing.B, w workload) {
+	for _, p := range peers {
+		b.Run(p.name, func(b *testing.B) {
+			b.ReportAllocs()
+			v := w.run(p, b.N, b)
+			if w.deliveries > 1 {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*w.deliveries), "ns/delivery")
+			}
+			if w.keyed {
+				b.ReportMetric(float64(v)/float64(b.N), "violations/event")
+			}
+		})
+	}
+}
+
+// tally counts the events one subscriber (or one group of workers) has
+// handled and calls wg.Done when the count reaches target.
+type tally struct {
+	n      atomic.Int64
+	target int64
+	wg     *sync.WaitGroup
+	_      [40]byte // 64 bytes in all: subscribers run in parallel
+}
+
+func (t *tally) handle(msg) {
+	if t.n.Add(1) == t.target {
+		t.wg.Done()
+	}
+}
+
+// fanOut publishes n unkeyed events on one topic with subs subscribers and
+// waits until every subscriber has handled every event.
+func fanOut(subs int) func(peer, int, clock) int64 {
+	return func(p peer, n int, c clock) int64 {
+		var wg sync.WaitGroup
+		wg.Add(subs)
+		tallies := make([]tally, subs)
+		hs := make([]func(msg), subs)
+		for i := range tallies {
+			tallies[i].target, tallies[i].wg = int64(n), &wg
+			hs[i] = tallies[i].handle
+		}
+		bus := p.open([][]func(msg){hs}, false)
+		c.ResetTimer()
+		for i := range n {
+			bus.Publish(0, msg{Seq: uint64(i + 1)})
+		}
+		wg.Wait()
+		c.StopTimer()
+		bus.Close()
+		return 0
+	}
+}
+
+// keyed publishes n events over numKeys keys, round robin, to a peer's
+// keyed delivery with workers ordered workers, and counts the events that
+// a worker saw after a later event of the same key.
+func keyed(p peer, n int, c clock) int64 {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t := tally{target: int64(n), wg: &wg}
+	var last [numKeys]atomic.Uint64
+	var violations atomic.Int64
+	h := func(m msg) {
+		if last[m.K].Swap(m.Seq) > m.Seq {
+			violations.Add(1)
+		}
+		t.handle(m)
+	}
+	bus := openKeyed(p, h)
+	var seq [numKeys]uint64
+	c.ResetTimer()
+	for i := range n {
+		k := i % numKeys
+		seq[k]++
+		bus.Publish(0, msg{Key: keys[k], K: int32(k), Seq: seq[k]})
+	}
+	wg.Wait()
+	c.StopTimer()
+	bus.Close()
+	return violations.Load()
+}
+
+// openKeyed starts p's own keyed delivery, or emulates it: one topic per
+// worker, each with one subscriber asked for in-order delivery, and the
+// publisher routing each event by the hash of its key, as eventbus does.
+func openKeyed(p peer, h func(msg)) bus {
+	if p.keyed != nil {
+		return p.keyed(workers, h)
+	}
+	topics := make([][]func(msg), workers)
+	for i := range topics {
+		topics[i] = []func(msg){h}
+	}
+	return sharded{bus: p.open(topics, true), seed: maphash.MakeSeed()}
+}
+
+// sharded routes every event to topic hash(key) % workers.
+type sharded struct {
+	bus
+	seed maphash.Seed
+}
+
+func (s sharded) Publish(_ int, m msg) {
+	s.bus.Publish(int(maphash.String(s.seed, m.Key)%workers), m)
+}
+
+// idleLatency publishes one event at a time to one subscriber and waits
+// until it is handled before publishing the next.
+func idleLatency(p peer, n int, c clock) int64 {
+	handled := make(chan struct{}, 1)
+	bus := p.open([][]func(msg){{func(msg) { handled <- struct{}{} }}}, false)
+	c.ResetTimer()
+	for i := range n {
+		bus.Publish(0, msg{Seq: uint64(i + 1)})
+		<-handled
+	}
+	c.StopTimer()
+	bus.Close()
+	return 0
+}

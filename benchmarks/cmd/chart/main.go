@@ -1,0 +1,408 @@
+// Command chart turns the benchmark results written by run.sh into one SVG
+// bar chart per workload and a table of medians inside README.md, so that
+// the figures shown are always the figures measured.
+//
+// Usage, from the benchmarks directory:
+//
+//	go run ./cmd/chart [-in results/bench.txt] [-out results] [-readme README.md]
+//
+// The input is go test -bench output, any number of counts, optionally led
+// by "key: value" configuration lines (benchstat's format). Benchmarks are
+// named Benchmark<Workload>/<peer>. The table replaces whatever stands
+// between the lines "<!-- results:begin -->" and "<!-- results:end -->".
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+func main() {
+	in := flag.String("in", "results/bench.txt", "benchmark output to read")
+	out := flag.String("out", "results", "directory for the SVG charts")
+	readme := flag.String("readme", "README.md", "markdown file whose results section is rewritten; empty for none")
+	flag.Parse()
+	if err := run(*in, *out, *readme); err != nil {
+		fmt.Fprintln(os.Stderr, "chart:", err)
+		os.Exit(1)
+	}
+}
+
+func run(in, out, readme string) error {
+	f, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	res, err := parse(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	for _, w := range res.workloads {
+		name := filepath.Join(out, w+".svg")
+		if err := os.WriteFile(name, res.chart(w), 0o644); err != nil {
+			return err
+		}
+	}
+	if readme == "" {
+		return nil
+	}
+	doc, err := os.ReadFile(readme)
+	if err != nil {
+		return err
+	}
+	doc, err = replaceSection(doc, res.table(filepath.Base(out)))
+	if err != nil {
+		return fmt.Errorf("%s: %w", readme, err)
+	}
+	return os.WriteFile(readme, doc, 0o644)
+}
+
+// workloadInfo describes the workloads that run.sh produces; others are
+// charted under their own name.
+var workloadInfo = map[string]string{
+	"OneSubscriber":  "1 subscriber",
+	"TenSubscribers": "10 subscribers",
+	"Keyed":          "Keyed, 4 ordered workers",
+	"IdleLatency":    "Idle latency, publish to handled",
+}
+
+// results holds every sample of every benchmark, in order of appearance.
+type results struct {
+	config    map[string]string
+	workloads []string
+	peers     []string
+	samples   map[cell]map[string][]float64 // unit -> one value per run
+}
+
+type cell struct{ workload, peer string }
+
+var (
+	configLine = regexp.MustCompile(`^([a-z][a-zA-Z0-9-]*): *(.*)$`)
+	procSuffix = regexp.MustCompile(`-[0-9]+$`)
+)
+
+// parse reads go test -bench output.
+func parse(r io.Reader) (*results, error) {
+	res := &results{config: map[string]string{}, samples: map[cell]map[string][]float64{}}
+	sc := bufio.NewScanner(r)
+	for line := 1; sc.Scan(); line++ {
+		text := sc.Text()
+		if m := configLine.FindStringSubmatch(text); m != nil {
+			res.config[m[1]] = m[2]
+			continue
+		}
+		if !strings.HasPrefix(text, "Benchmark") {
+			continue
+		}
+		fields := strings.Fields(text)
+		name, ok := strings.CutPrefix(procSuffix.ReplaceAllString(fields[0], ""), "Benchmark")
+		workload, peer, sub := strings.Cut(name, "/")
+		if !ok || !sub || len(fields) < 4 || len(fields)%2 != 0 {
+			return nil, fmt.Errorf("line %d: not Benchmark<Workload>/<peer> N value unit...: %q", line, text)
+		}
+		if !slices.Contains(res.workloads, workload) {
+			res.workloads = append(res.workloads, workload)
+		}
+		if !slices.Contains(res.peers, peer) {
+			res.peers = append(res.peers, peer)
+		}
+		c := cell{workload, peer}
+		if res.samples[c] == nil {
+			res.samples[c] = map[string][]float64{}
+		}
+		for i := 2; i < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			res.samples[c][fields[i+1]] = append(res.samples[c][fields[i+1]], v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(res.workloads) == 0 {
+		return nil, errors.New("no benchmark results")
+	}
+	return res, nil
+}
+
+// median returns the median of the samples of one unit, benchstat's
+// summary statistic.
+func (r *results) median(c cell, unit string) (float64, bool) {
+	vs := slices.Clone(r.samples[c][unit])
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	if n := len(vs); n%2 == 0 {
+		return (vs[n/2-1] + vs[n/2]) / 2, true
+	}
+	return vs[len(vs)/2], true
+}
+
+// unit is the time unit a workload is charted in: per delivery where the
+// benchmark reports it (fan-out), else per event.
+func (r *results) unit(workload string) string {
+	for _, p := range r.peers {
+		if _, ok := r.samples[cell{workload, p}]["ns/delivery"]; ok {
+			return "ns/delivery"
+		}
+	}
+	return "ns/op"
+}
+
+func (r *results) title(workload string) string {
+	title := workloadInfo[workload]
+	if title == "" {
+		title = workload
+	}
+	per := "event"
+	if r.unit(workload) == "ns/delivery" {
+		per = "delivery"
+	}
+	return fmt.Sprintf("%s: ns per %s, median (lower is better)", title, per)
+}
+
+// machine is the line that says where the figures come from.
+func (r *results) machine() string {
+	m := r.config["machine"]
+	if m == "" {
+		m = r.config["cpu"]
+	}
+	var extra []string
+	for _, k := range []string{"count", "benchtime", "load", "date"} {
+		if v := r.config[k]; v != "" {
+			extra = append(extra, k+" "+v)
+		}
+	}
+	if len(extra) > 0 {
+		m += " (" + strings.Join(extra, ", ") + ")"
+	}
+	return m
+}
+
+// chart draws one horizontal bar per peer. A log scale is used when the
+// largest bar is over 30 times the smallest, so that both stay readable.
+func (r *results) chart(workload string) []byte {
+	type bar struct {
+		peer string
+		v    float64
+	}
+	unit := r.unit(workload)
+	var bars []bar
+	lo, hi := math.Inf(1), 0.0
+	for _, p := range r.peers {
+		if v, ok := r.median(cell{workload, p}, unit); ok && v > 0 {
+			bars = append(bars, bar{p, v})
+			lo, hi = min(lo, v), max(hi, v)
+		}
+	}
+	const (
+		left, right, top, rowH, width = 120.0, 100.0, 48.0, 22.0, 760.0
+	)
+	plot := width - left - right
+	logScale := hi > 30*lo
+	var x func(float64) float64
+	var ticks []float64
+	if logScale {
+		a, b := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+		x = func(v float64) float64 { return plot * (math.Log10(v) - a) / (b - a) }
+		for e := a; e <= b; e++ {
+			ticks = append(ticks, math.Pow(10, e))
+		}
+	} else {
+		step := niceStep(hi / 5)
+		end := math.Ceil(hi/step) * step
+		x = func(v float64) float64 { return plot * v / end }
+		for t := 0.0; t <= end+step/2; t += step {
+			ticks = append(ticks, t)
+		}
+	}
+	height := top + rowH*float64(len(bars)) + 40
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	scale := "linear scale"
+	if logScale {
+		scale = "log scale"
+	}
+	fmt.Fprintf(&b, `<text x="%.0f" y="18" font-size="14" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(r.title(workload)))
+	fmt.Fprintf(&b, `<text x="%.0f" y="34" fill="#555">%s; %s</text>`+"\n", left, scale, html.EscapeString(r.machine()))
+	bottom := top + rowH*float64(len(bars))
+	for _, t := range ticks {
+		if logScale && t <= 0 {
+			continue
+		}
+		tx := left + x(t)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#ddd"/>`+"\n", tx, top-4, tx, bottom)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle" fill="#555">%s</text>`+"\n", tx, bottom+16, formatNs(t))
+	}
+	for i, bar := range bars {
+		y := top + rowH*float64(i)
+		color := "#8a9bb0"
+		if strings.HasPrefix(bar.peer, "eventbus") {
+			color = "#2b6cb0"
+		}
+		w := max(x(bar.v), 1)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="end">%s</text>`+"\n", left-6, y+15, html.EscapeString(bar.peer))
+		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.1f" height="%.0f" fill="%s"/>`+"\n", left, y+3, w, rowH-6, color)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f">%s</text>`+"\n", left+w+4, y+15, formatNs(bar.v))
+	}
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="#555">%s</text>`+"\n", left, bottom+32, html.EscapeString(unit))
+	b.WriteString("</svg>\n")
+	return b.Bytes()
+}
+
+// niceStep rounds a raw tick step up to 1, 2 or 5 times a power of ten.
+func niceStep(raw float64) float64 {
+	if raw <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= raw {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// formatNs prints a duration in nanoseconds with three significant digits
+// in the largest unit that keeps it at least 1.
+func formatNs(v float64) string {
+	switch {
+	case v >= 1e6:
+		return trim(v/1e6) + " ms"
+	case v >= 1e3:
+		return trim(v/1e3) + " µs"
+	default:
+		return trim(v) + " ns"
+	}
+}
+
+// trim prints v with three significant digits (more above 1000, with
+// thousands separators) and no trailing zeros.
+func trim(v float64) string {
+	prec := 0
+	switch {
+	case v == 0 || v >= 100:
+	case v >= 10:
+		prec = 1
+	default:
+		prec = 2
+	}
+	s := strconv.FormatFloat(v, 'f', prec, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	for i := len(s) - 3; i > 0 && !strings.Contains(s, "."); i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// table is the markdown that goes into the README: the machine, one row
+// per peer with the median time and allocations of every workload, and
+// whether per-key order held, then the charts.
+func (r *results) table(chartDir string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Machine: %s.\n\n", r.machine())
+	b.WriteString("| peer |")
+	sep := "|---|"
+	for _, w := range r.workloads {
+		per := "event"
+		if r.unit(w) == "ns/delivery" {
+			per = "delivery"
+		}
+		title := workloadInfo[w]
+		if title == "" {
+			title = w
+		}
+		fmt.Fprintf(&b, " %s: ns/%s | allocs/event |", title, per)
+		sep += "---:|---:|"
+		if r.hasOrder(w) {
+			b.WriteString(" per-key order held |")
+			sep += ":---:|"
+		}
+	}
+	b.WriteString("\n" + sep + "\n")
+	for _, p := range r.peers {
+		fmt.Fprintf(&b, "| %s |", p)
+		for _, w := range r.workloads {
+			c := cell{w, p}
+			fmt.Fprintf(&b, " %s | %s |", r.cellText(c, r.unit(w)), r.cellText(c, "allocs/op"))
+			if r.hasOrder(w) {
+				fmt.Fprintf(&b, " %s |", r.orderText(c))
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+	for _, w := range r.workloads {
+		fmt.Fprintf(&b, "![%s](%s/%s.svg)\n", html.EscapeString(r.title(w)), chartDir, w)
+	}
+	return b.String()
+}
+
+func (r *results) cellText(c cell, unit string) string {
+	v, ok := r.median(c, unit)
+	if !ok {
+		return "–"
+	}
+	if unit == "allocs/op" {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return trim(v)
+}
+
+func (r *results) hasOrder(workload string) bool {
+	for _, p := range r.peers {
+		if _, ok := r.samples[cell{workload, p}]["violations/event"]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// orderText is "yes" when no run saw an event of a key after a later one,
+// else the worst share of such events.
+func (r *results) orderText(c cell) string {
+	vs := r.samples[c]["violations/event"]
+	if len(vs) == 0 {
+		return "–"
+	}
+	if worst := slices.Max(vs); worst > 0 {
+		return fmt.Sprintf("no (%.2g%% of events)", 100*worst)
+	}
+	return "yes"
+}
+
+const (
+	beginMark = "<!-- results:begin -->"
+	endMark   = "<!-- results:end -->"
+)
+
+// replaceSection puts text between the begin and end marks of doc.
+func replaceSection(doc []byte, text string) ([]byte, error) {
+	s := string(doc)
+	i := strings.Index(s, beginMark)
+	j := strings.Index(s, endMark)
+	if i < 0 || j < i {
+		return nil, fmt.Errorf("no %q ... %q section", beginMark, endMark)
+	}
+	return []byte(s[:i+len(beginMark)] + "\n" + text + s[j:]), nil
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+const sample = `machine: Test CPU, 2 cores, go1.26.0
+count: 3
+goos: linux
+pkg: github.com/seed-a6f1faae/eventbus/benchmarks
+BenchmarkFan/fast-2   	100	 10 ns/op	 1.0 ns/delivery	 0 B/op	 0 allocs/op
+BenchmarkFan/fast-2   	100	 30 ns/op	 3.0 ns/delivery	 0 B/op	 0 allocs/op
+BenchmarkFan/fast-2   	100	 20 ns/op	 2.0 ns/delivery	 0 B/op	 0 allocs/op
+BenchmarkFan/slow-ack-2	100	 9000 ns/op	 900 ns/delivery	 10 B/op	 3 allocs/op
+BenchmarkKeyed/fast-2 	100	 50 ns/op	 0 violations/event	 0 B/op	 0 allocs/op
+BenchmarkKeyed/slow-ack-2	100	 60 ns/op	 0.25 violations/event	 8 B/op	 1 allocs/op
+BenchmarkKeyed/slow-ack-2	100	 80 ns/op	 0 violations/event	 8 B/op	 1 allocs/op
+PASS
+`
+
+func TestParseMedian(t *testing.T) {
+	res, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if got, want := strings.Join(res.workloads, ","), "Fan,Keyed"; got != want {
+		t.Errorf("workloads = %s, want %s", got, want)
+	}
+	if got, want := strings.Join(res.peers, ","), "fast,slow-ack"; got != want {
+		t.Errorf("peers = %s, want %s", got, want)
+	}
+	tests := []struct {
+		c    cell
+		unit string
+		want float64
+	}{
+		{cell{"Fan", "fast"}, "ns/op", 20},
+		{cell{"Fan", "fast"}, "ns/delivery", 2},
+		{cell{"Keyed", "slow-ack"}, "ns/op", 70},
+	}
+	for _, tt := range tests {
+		if got, ok := res.median(tt.c, tt.unit); !ok || got != tt.want {
+			t.Errorf("median(%v, %s) = %v, %v, want %v, true", tt.c, tt.unit, got, ok, tt.want)
+		}
+	}
+	if got, want := res.unit("Fan"), "ns/delivery"; got != want {
+		t.Errorf("unit(Fan) = %s, want %s", got, want)
+	}
+	if got, want := res.orderText(cell{"Keyed", "slow-ack"}), "no (25% of events)"; got != want {
+		t.Errorf("orderText = %q, want %q", got, want)
+	}
+	if got, want := res.orderText(cell{"Keyed", "fast"}), "yes"; got != want {
+		t.Errorf("orderText = %q, want %q", got, want)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n"} {
+		if _, err := parse(strings.NewReader(in)); err == nil {
+			t.Errorf("parse(%q) = nil error, want one", in)
+		}
+	}
+}
+
+func TestChart(t *testing.T) {
+	res, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	for _, tt := range []struct {
+		workload string
+		log      bool
+	}{{"Fan", true}, {"Keyed", false}} {
+		svg := res.chart(tt.workload)
+		checkXML(t, svg)
+		if got := bytes.Contains(svg, []byte("log scale")); got != tt.log {
+			t.Errorf("chart(%s) log scale = %v, want %v", tt.workload, got, tt.log)
+		}
+		if !bytes.Contains(svg, []byte(">slow-ack<")) {
+			t.Errorf("chart(%s) has no bar label for slow-ack", tt.workload)
+		}
+	}
+}
+
+func checkXML(t *testing.T, doc []byte) {
+	t.Helper()
+	d := xml.NewDecoder(bytes.NewReader(doc))
+	for {
+		_, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v\n%s", err, doc)
+		}
+	}
+}
+
+func TestReplaceSection(t *testing.T) {
+	doc := "a\n" + beginMark + "\nold\n" + endMark + "\nz\n"
+	got, err := replaceSection([]byte(doc), "new\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "a\n" + beginMark + "\nnew\n" + endMark + "\nz\n"; string(got) != want {
+		t.Errorf("replaceSection = %q, want %q", got, want)
+	}
+	if _, err := replaceSection([]byte("no marks"), "x"); err == nil {
+		t.Error("replaceSection without marks = nil error, want one")
+	}
+}
+
+func TestFormat(t *testing.T) {
+	for _, tt := range []struct {
+		v    float64
+		want string
+	}{{0, "0"}, {7.384, "7.38"}, {1, "1"}, {50.04, "50"}, {10, "10"}, {287.6, "288"}, {1024341, "1,024,341"}, {1000, "1,000"}} {
+		if got := trim(tt.v); got != tt.want {
+			t.Errorf("trim(%v) = %q, want %q", tt.v, got, tt.want)
+		}
+	}
+	if got, want := formatNs(1.5e6), "1.5 ms"; got != want {
+		t.Errorf("formatNs(1.5e6) = %q, want %q", got, want)
+	}
+}

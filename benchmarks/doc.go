@@ -1,0 +1,9 @@
+// Package benchmarks measures eventbus next to the in-process event buses
+// users would pick instead, in one run on one machine.
+//
+// It is a module of its own so that the peers never enter the library's
+// go.mod. Everything lives in the tests: peers_test.go wraps each peer behind
+// one small interface, bench_test.go runs the workloads over the table of
+// peers, and check_test.go proves that per-key order and goroutine hygiene
+// hold. See README.md for how to run it and for the figures.
+package benchmarks
