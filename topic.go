@@ -297,17 +297,21 @@ func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) *eventContext 
 // enqueue puts e in one queue of every subscription, all or none.
 func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (bool, error) {
 	h := t.hash(e.Key)
+	var stack [32]*queue[T] // fan-outs up to 32 choose their queues without allocating
 	for {
 		subs := *t.subs.Load()
+		qs := stack[:0]
+		for _, s := range subs {
+			qs = append(qs, s.queueFor(h))
+		}
 		// Lock the chosen queue of every subscription, always in the order
 		// of the subscriptions, check them all, then append to them all.
-		for _, s := range subs {
-			s.queueFor(h).mu.Lock()
+		for _, q := range qs {
+			q.mu.Lock()
 		}
 		var room chan struct{}
 		closed := false
-		for _, s := range subs {
-			q := s.queueFor(h)
+		for _, q := range qs {
 			if q.stopped {
 				closed = closed || t.bus.closed.Load()
 			} else if !force && q.full() {
@@ -315,18 +319,16 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 				break
 			}
 		}
-		if room == nil && !closed && len(subs) > 0 {
-			// The first subscription's queue numbers the event.
-			q := subs[0].queueFor(h)
-			t.number(e, q.source, q.enq)
-			for _, s := range subs {
-				if q := s.queueFor(h); !q.stopped && q.push(e) {
+		if room == nil && !closed && len(qs) > 0 {
+			t.number(e, qs[0].source, qs[0].enq) // the first queue numbers the event
+			for _, q := range qs {
+				if !q.stopped && q.push(e) {
 					q.signal()
 				}
 			}
 		}
-		for _, s := range subs {
-			s.queueFor(h).mu.Unlock()
+		for _, q := range qs {
+			q.mu.Unlock()
 		}
 		switch {
 		case closed:

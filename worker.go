@@ -70,8 +70,10 @@ func (s *subscription[T]) wake() {
 	}
 }
 
+// queueFor maps a hash to a worker's queue: the high 32 bits scaled to the
+// number of workers, which spares a division.
 func (s *subscription[T]) queueFor(h uint64) *queue[T] {
-	return &s.workers[h%uint64(len(s.workers))].q
+	return &s.workers[(h>>32*uint64(len(s.workers)))>>32].q
 }
 
 func (s *subscription[T]) stopIntake() {
