@@ -320,6 +320,9 @@ func (w *worker[T]) run() {
 // low returns the lowest sequence number not yet finished.
 func (w *worker[T]) low() uint64 {
 	low := w.taken
+	if len(w.lanes) == 0 {
+		return low
+	}
 	for _, l := range w.lanes {
 		low = min(low, l.items[0].seq)
 	}
