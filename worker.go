@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -20,6 +21,7 @@ type subscription[T any] struct {
 	workers []*worker[T]
 	running atomic.Int32 // workers not yet exited
 	sync    syncCounters // Sync mode's counters
+	envs    sync.Pool    // of *Envelope, for Sync mode's middleware
 }
 
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
@@ -152,7 +154,12 @@ func (s *subscription[T]) clock() time.Time {
 func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	var env *Envelope
 	if s.chain != nil {
-		env = new(Envelope)
+		// Middleware must not keep env, so envelopes can be reused.
+		env, _ = s.envs.Get().(*Envelope)
+		if env == nil {
+			env = new(Envelope)
+		}
+		defer s.envs.Put(env)
 	}
 	// Publishers run concurrently, so counting costs atomic operations:
 	// Sync mode counts only with Options.Metrics.
