@@ -661,3 +661,27 @@ func TestIDRoundTrip(t *testing.T) {
 		require.Equal(t, time.Now().UnixMilli(), b.Time().UnixMilli())
 	})
 }
+
+// TestIdleSubscriptionsSleep checks that 1,000 idle subscriptions leave
+// every goroutine of the bus blocked: synctest.Wait returns only then, so a
+// worker or clock that spun would hang it, and fake hours pass without a
+// wake-up of any of them.
+func TestIdleSubscriptionsSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 2})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled atomic.Int64
+		for i := range 1000 {
+			subscribe(t, topic, fmt.Sprint("s", i), func(context.Context, eventbus.Event[Order]) error {
+				handled.Add(1)
+				return nil
+			}, nil)
+		}
+		require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+		synctest.Wait()
+		require.EqualValues(t, 1000, handled.Load())
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		require.EqualValues(t, 1000, handled.Load())
+	})
+}
