@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,7 +35,8 @@ import (
 // mismatch. Appends are idempotent by event ID, following EventStoreDB: when
 // every event of the batch is already committed to the stream in the same
 // order, right after the expected revision (for [Exact] and [NoStream]) or
-// among the stream's last 10,000 events (for [Any] and [StreamExists]), the
+// anywhere among at least the stream's last 10,000 events (for [Any] and
+// [StreamExists]), the
 // append succeeds with the result of the first one and writes nothing; when
 // only some are, it fails with [ErrPartialDuplicate]. A retried append is
 // therefore safe. Events larger than the store's limit, or batches larger
@@ -265,23 +267,18 @@ type Filter struct {
 	Types []string
 }
 
-// match reports whether f selects an event of type eventType in stream.
+// match reports whether f selects an event of type eventType in stream,
+// for reads of every stream.
 func (f *Filter) match(stream, eventType string) bool {
-	if !strings.HasPrefix(stream, f.StreamPrefix) {
+	if stream[0] == '$' && (f.StreamPrefix == "" || f.StreamPrefix[0] != '$') {
 		return false
 	}
-	if stream != "" && stream[0] == '$' && (f.StreamPrefix == "" || f.StreamPrefix[0] != '$') {
-		return false
-	}
-	if len(f.Types) == 0 {
-		return true
-	}
-	for _, t := range f.Types {
-		if t == eventType {
-			return true
-		}
-	}
-	return false
+	return strings.HasPrefix(stream, f.StreamPrefix) && f.matchType(eventType)
+}
+
+// matchType reports whether f selects events of type eventType.
+func (f *Filter) matchType(eventType string) bool {
+	return len(f.Types) == 0 || slices.Contains(f.Types, eventType)
 }
 
 // StreamMetadata limits which events of a stream are read. Its zero value
@@ -330,10 +327,6 @@ func (e *WrongExpectedVersionError) Unwrap() error { return ErrWrongExpectedVers
 
 // maxStreamLen bounds stream names so that backends can frame them simply.
 const maxStreamLen = 1024
-
-// idempotencyWindow is how many of a stream's last events an append with
-// Any or StreamExists checks for IDs already committed; see [Store].
-const idempotencyWindow = 10_000
 
 // checkStream validates a stream name.
 func checkStream(stream string) error {
@@ -414,4 +407,51 @@ func checkUniqueIDs(stream string, events []EventData) error {
 		seen[events[i].ID] = i
 	}
 	return nil
+}
+
+// check returns a [*WrongExpectedVersionError] unless a stream whose state
+// is actual (NoStream or Exact) meets e.
+func (e ExpectedRevision) check(stream string, actual ExpectedRevision) error {
+	ok := true
+	switch e.kind {
+	case expectNoStream:
+		ok = actual.kind == expectNoStream
+	case expectExists:
+		ok = actual.kind != expectNoStream
+	case expectExact:
+		ok = actual == e
+	}
+	if !ok {
+		return &WrongExpectedVersionError{Stream: stream, Expected: e, Actual: actual}
+	}
+	return nil
+}
+
+// replayed applies the idempotence rules of [Store] to an append of events
+// to stream. Lookup returns the revision of an event ID committed to the
+// stream (within the backend's window); actual is the stream's state and
+// start the revision of its first event since it was created or last
+// soft-deleted. Replayed returns ok and the revision of the batch's first
+// event when the whole batch is already committed as expected says, false
+// when none of it is, and an error otherwise.
+func replayed(stream string, expected, actual ExpectedRevision, start uint64, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, ok bool, err error) {
+	first, inOrder := lookup(events[0].ID)
+	found := 0
+	for i := range events {
+		rev, ok := lookup(events[i].ID)
+		if ok {
+			found++
+		}
+		inOrder = inOrder && ok && rev == first+uint64(i)
+	}
+	switch {
+	case found == 0:
+		return 0, false, nil
+	case !inOrder:
+		return 0, false, fmt.Errorf("%w: stream %q: %d of %d events are committed already, not as one batch", ErrPartialDuplicate, stream, found, len(events))
+	case expected.kind == expectExact && first != expected.rev+1,
+		expected.kind == expectNoStream && first != start:
+		return 0, false, &WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: actual}
+	}
+	return first, true, nil
 }
