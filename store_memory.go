@@ -109,7 +109,7 @@ func (s *MemoryStore) Append(ctx context.Context, stream string, expected Expect
 	if done || err != nil {
 		return res, err
 	}
-	res = s.commit(stream, st, events, make([]byte, 0, size), time.Now())
+	res, _ = s.commit(stream, st, events, make([]byte, 0, size), time.Now())
 	s.wake()
 	return res, nil
 }
@@ -154,8 +154,7 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 	arena, now := make([]byte, 0, total), time.Now()
 	for i, a := range appends {
 		if !done[i] {
-			results[i] = s.commit(a.Stream, s.streams[a.Stream], a.Events, arena, now)
-			arena = arena[len(arena):]
+			results[i], arena = s.commit(a.Stream, s.streams[a.Stream], a.Events, arena, now)
 		}
 	}
 	s.wake()
@@ -186,8 +185,8 @@ func (s *MemoryStore) check(stream string, st *memStream, expected ExpectedRevis
 }
 
 // commit appends events to stream, copying their data into arena, which
-// has room for all of it. s.mu must be held.
-func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, arena []byte, now time.Time) AppendResult {
+// has room for all of it, and returns the rest of arena. s.mu must be held.
+func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, arena []byte, now time.Time) (AppendResult, []byte) {
 	if st == nil {
 		st = &memStream{ids: make(map[ID]uint64, len(events))}
 		s.streams[stream] = st
@@ -216,7 +215,7 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 		st.positions = append(st.positions, pos)
 		st.ids[e.ID] = rev
 	}
-	return AppendResult{Revision: uint64(len(st.positions) - 1), Position: uint64(len(s.records) - 1)}
+	return AppendResult{Revision: uint64(len(st.positions) - 1), Position: uint64(len(s.records) - 1)}, arena[len(arena):]
 }
 
 // wake tells waiting subscribers that something changed. s.mu must be held.
