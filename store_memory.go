@@ -35,7 +35,7 @@ type MemoryStore struct {
 	closed             atomic.Bool
 
 	mu      sync.RWMutex
-	records []RecordedEvent // by position
+	log     memLog
 	streams map[string]*memStream
 	// notify is closed, and set to nil, when events are committed or the
 	// store closes. It is nil while no subscriber waits.
@@ -43,6 +43,27 @@ type MemoryStore struct {
 }
 
 var _ Store = (*MemoryStore)(nil)
+
+// memLog holds recorded events by position in chunks that never move, so
+// that appends copy no old events and a reader can keep a copy of the
+// memLog to read the events committed until then without a lock.
+type memLog struct {
+	chunks []*[logChunk]RecordedEvent
+	n      uint64
+}
+
+// logChunk is the number of events in a chunk of a memLog.
+const logChunk = 512
+
+func (l *memLog) at(pos uint64) *RecordedEvent { return &l.chunks[pos/logChunk][pos%logChunk] }
+
+func (l *memLog) append(e *RecordedEvent) {
+	if l.n%logChunk == 0 {
+		l.chunks = append(l.chunks, new([logChunk]RecordedEvent))
+	}
+	*l.at(l.n) = *e
+	l.n++
+}
 
 // memStream is the state of one stream of a MemoryStore.
 type memStream struct {
@@ -196,7 +217,7 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 		st.start = uint64(len(st.positions))
 	}
 	for i := range events {
-		rev, pos := uint64(len(st.positions)), uint64(len(s.records))
+		rev, pos := uint64(len(st.positions)), s.log.n
 		e := events[i]
 		if e.SchemaVersion == 0 {
 			e.SchemaVersion = 1
@@ -211,11 +232,11 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 			arena = append(arena, e.Data...)
 			e.Data = arena[n:len(arena):len(arena)]
 		}
-		s.records = append(s.records, RecordedEvent{EventData: e, Stream: stream, Revision: rev, Position: pos, Time: now})
+		s.log.append(&RecordedEvent{EventData: e, Stream: stream, Revision: rev, Position: pos, Time: now})
 		st.positions = append(st.positions, pos)
 		st.ids[e.ID] = rev
 	}
-	return AppendResult{Revision: uint64(len(st.positions) - 1), Position: uint64(len(s.records) - 1)}, arena[len(arena):]
+	return AppendResult{Revision: uint64(len(st.positions) - 1), Position: s.log.n - 1}, arena[len(arena):]
 }
 
 // wake tells waiting subscribers that something changed. s.mu must be held.
@@ -242,7 +263,7 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 			return
 		}
 		s.mu.RLock()
-		st, records := s.streams[stream], s.records
+		st, log := s.streams[stream], s.log
 		var positions []uint64
 		var lo uint64
 		var md StreamMetadata
@@ -272,7 +293,7 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 		if md.MaxAge > 0 {
 			oldest = time.Now().Add(-md.MaxAge)
 		}
-		indexes := func(yield func(uint64) bool) {
+		indexes := func(yield func(uint64) bool) { // positions, by revision
 			if o.Direction == Backwards {
 				for rev := min(o.From, n-1) + 1; rev > lo; rev-- {
 					if !yield(positions[rev-1]) {
@@ -287,7 +308,7 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 				}
 			}
 		}
-		s.yieldEach(ctx, o.Limit, records, indexes, func(e *RecordedEvent) bool {
+		s.yieldEach(ctx, o.Limit, log, indexes, func(e *RecordedEvent) bool {
 			return o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest))
 		}, yield)
 	}
@@ -305,13 +326,13 @@ func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[
 			return
 		}
 		s.mu.RLock()
-		records := s.records
+		log := s.log
 		s.mu.RUnlock()
 		if s.closed.Load() {
 			yield(RecordedEvent{}, ErrClosed)
 			return
 		}
-		n := uint64(len(records))
+		n := log.n
 		if n == 0 {
 			return
 		}
@@ -330,7 +351,7 @@ func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[
 				}
 			}
 		}
-		s.yieldEach(ctx, o.Limit, records, positions, func(e *RecordedEvent) bool {
+		s.yieldEach(ctx, o.Limit, log, positions, func(e *RecordedEvent) bool {
 			return o.Filter.match(e.Stream, e.Type)
 		}, yield)
 	}
@@ -340,12 +361,12 @@ func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[
 // context and of the store's closing.
 const checkEvery = 256
 
-// yieldEach yields the records at the given indexes that keep selects, up
+// yieldEach yields the events of log at positions that keep selects, up
 // to limit (0: no limit), and stops with an error when ctx is done or s
 // closes. It reports whether the consumer wants more.
-func (s *MemoryStore) yieldEach(ctx context.Context, limit int, records []RecordedEvent, indexes iter.Seq[uint64], keep func(*RecordedEvent) bool, yield func(RecordedEvent, error) bool) bool {
+func (s *MemoryStore) yieldEach(ctx context.Context, limit int, log memLog, positions iter.Seq[uint64], keep func(*RecordedEvent) bool, yield func(RecordedEvent, error) bool) bool {
 	yielded, seen := 0, 0
-	for i := range indexes {
+	for pos := range positions {
 		if seen%checkEvery == 0 {
 			if err := s.interrupted(ctx); err != nil {
 				yield(RecordedEvent{}, err)
@@ -353,7 +374,7 @@ func (s *MemoryStore) yieldEach(ctx context.Context, limit int, records []Record
 			}
 		}
 		seen++
-		e := &records[i]
+		e := log.at(pos)
 		if !keep(e) {
 			continue
 		}
@@ -389,15 +410,15 @@ func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) ite
 		next := o.From
 		if next == End {
 			s.mu.RLock()
-			next = uint64(len(s.records))
+			next = s.log.n
 			s.mu.RUnlock()
 		}
 		caughtUp := o.CaughtUp == nil
 		for {
 			s.mu.RLock()
-			records := s.records
+			log := s.log
 			s.mu.RUnlock()
-			n := uint64(len(records))
+			n := log.n
 			if next < n {
 				positions := func(yield func(uint64) bool) {
 					for pos := next; pos < n; pos++ {
@@ -406,7 +427,7 @@ func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) ite
 						}
 					}
 				}
-				if !s.yieldEach(ctx, 0, records, positions, func(e *RecordedEvent) bool {
+				if !s.yieldEach(ctx, 0, log, positions, func(e *RecordedEvent) bool {
 					return o.Filter.match(e.Stream, e.Type)
 				}, yield) {
 					return
@@ -446,7 +467,7 @@ func (s *MemoryStore) waitAfter(next uint64) (<-chan struct{}, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	if uint64(len(s.records)) > next {
+	if s.log.n > next {
 		return nil, nil
 	}
 	if s.notify == nil {
@@ -553,7 +574,7 @@ func (s *MemoryStore) Close() error {
 	defer s.mu.Unlock()
 	if !s.closed.Swap(true) {
 		s.wake()
-		s.records, s.streams = nil, nil
+		s.log, s.streams = memLog{}, nil
 	}
 	return nil
 }
