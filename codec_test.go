@@ -36,7 +36,9 @@ func v1to2(v userV1) (userV2, error) {
 	return userV2{First: first, Last: last}, nil
 }
 
-func v2to3(v userV2) (userV3, error) { return userV3{First: v.First, Last: v.Last, Country: "unknown"}, nil }
+func v2to3(v userV2) (userV3, error) {
+	return userV3{First: v.First, Last: v.Last, Country: "unknown"}, nil
+}
 
 // gobCodec is a Codec other than the default.
 type gobCodec struct{}
@@ -46,7 +48,9 @@ func (gobCodec) Marshal(v any) ([]byte, error) {
 	err := gob.NewEncoder(&buf).Encode(v)
 	return buf.Bytes(), err
 }
-func (gobCodec) Unmarshal(data []byte, v any) error { return gob.NewDecoder(bytes.NewReader(data)).Decode(v) }
+func (gobCodec) Unmarshal(data []byte, v any) error {
+	return gob.NewDecoder(bytes.NewReader(data)).Decode(v)
+}
 
 func newUserRegistry(t *testing.T, opts *eventbus.RegistryOptions) *eventbus.Registry {
 	t.Helper()
