@@ -536,11 +536,13 @@ func fill(t *testing.T, s eventbus.Store) {
 	t.Helper()
 	a := events(5, "t0", "a")
 	a[1].Type, a[3].Type = "t1", "t1"
-	mustAppend(t, s, "a", eventbus.Any, a[:2]...)                // positions 0, 1
-	mustAppend(t, s, "b", eventbus.Any, events(1, "t0", "b")...) // 2
-	mustAppend(t, s, "$sys", eventbus.Any, events(1, "t0", "$")...)
-	mustAppend(t, s, "a", eventbus.Any, a[2:]...)                                                                 // 4, 5, 6
-	mustAppend(t, s, "b", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t0", Data: []byte("b1")}) // 7
+	mustAppend(t, s, "a", eventbus.Any, a[:2]...)                   // positions 0, 1
+	mustAppend(t, s, "b", eventbus.Any, events(1, "t0", "b")...)    // 2: b0
+	mustAppend(t, s, "$sys", eventbus.Any, events(1, "t0", "$")...) // 3
+	mustAppend(t, s, "a", eventbus.Any, a[2:]...)                   // 4, 5, 6
+	b1 := events(1, "t0", "b")
+	b1[0].Data = []byte("b1")
+	mustAppend(t, s, "b", eventbus.Any, b1...) // 7
 }
 
 func testReadStream(t *testing.T, open func(t *testing.T) eventbus.Store) {
