@@ -71,3 +71,24 @@ func TestMemoryStoreLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestMemoryStoreAppendAllocs(t *testing.T) {
+	s := openMemoryStore(t)
+	defer s.Close()
+	ctx := t.Context()
+	const runs = 1000
+	batches := make([][]eventbus.EventData, runs+1) // AllocsPerRun runs once more to warm up
+	for i := range batches {
+		batches[i] = []eventbus.EventData{{ID: eventbus.NewID(), Type: "t", Data: []byte("payload")}}
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(runs, func() {
+		if _, err := s.Append(ctx, "s", eventbus.Any, batches[i]...); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	if allocs > 2 {
+		t.Errorf("Append of one event makes %.1f allocations, want at most 2", allocs)
+	}
+}
