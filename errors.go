@@ -19,6 +19,28 @@ var (
 	// name within a topic, a topic name used with another payload type, or an
 	// event type name claimed by two Go types.
 	ErrDuplicate = errors.New("eventbus: duplicate name")
+
+	// ErrWrongExpectedVersion is matched (errors.Is) by every
+	// [*WrongExpectedVersionError]: a stream was not in the state that an
+	// append or delete expected.
+	ErrWrongExpectedVersion = errors.New("eventbus: wrong expected version")
+
+	// ErrPartialDuplicate is wrapped when some events of an append are
+	// already committed to the stream and others are not, so the append can
+	// be neither done nor skipped as a retry.
+	ErrPartialDuplicate = errors.New("eventbus: events partly committed already")
+
+	// ErrStreamDeleted is wrapped when a tombstoned stream is read, written
+	// or deleted.
+	ErrStreamDeleted = errors.New("eventbus: stream deleted")
+
+	// ErrTooLarge is wrapped when an event or a batch is larger than the
+	// store's limit. Nothing of the batch is written.
+	ErrTooLarge = errors.New("eventbus: too large")
+
+	// ErrUnknownEvent is wrapped when a [Registry] has no Go type, codec or
+	// upcaster for an event's type name and schema version.
+	ErrUnknownEvent = errors.New("eventbus: unknown event type or version")
 )
 
 // PanicError is the error a handler's panic becomes. The worker survives the

@@ -1,0 +1,280 @@
+package eventbus
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/json"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+)
+
+// Codec turns payloads into bytes and back. Marshal receives a payload
+// value of the Go type it was registered for, Unmarshal a pointer to one.
+// A Codec must be safe for concurrent use.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
+
+// jsonCodec is the default Codec: encoding/json.
+type jsonCodec struct{}
+
+func (jsonCodec) Marshal(v any) ([]byte, error)      { return json.Marshal(v) }
+func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// RegistryOptions configures a [Registry]. The zero value (or nil) takes
+// the defaults.
+type RegistryOptions struct {
+	// CompressAbove, if positive, compresses encoded payloads larger than
+	// this many bytes with DEFLATE (compress/flate), when that makes them
+	// smaller, and marks them so in [EventData].Encoding. Zero means never.
+	CompressAbove int
+}
+
+// TypeOptions says how [Register] registers a Go type. The zero value (or
+// nil) takes the defaults.
+type TypeOptions struct {
+	// Name is the event type name; empty means the payload's EventType()
+	// or GetEventType() method, else the Go type's name, as for topics.
+	Name string
+	// Version is the schema version that this Go type encodes; zero means 1.
+	// Register older versions' Go types under the same name to read old
+	// events, with upcasters between consecutive versions.
+	Version int
+	// Codec encodes the payloads; nil means encoding/json.
+	Codec Codec
+}
+
+// Registry maps event type names and schema versions to Go types and
+// codecs, turning payloads into [EventData] with [Registry.Encode] and
+// back with [Decode], upcasting old versions to the latest one on the way.
+// Register every type before use; a Registry is safe for concurrent use.
+type Registry struct {
+	compressAbove int
+
+	mu     sync.RWMutex
+	byGo   map[reflect.Type]*codecEntry
+	byName map[string]*eventVersions
+
+	writers sync.Pool // *flate.Writer
+}
+
+// codecEntry is one registered Go type.
+type codecEntry struct {
+	name    string
+	version int
+	codec   Codec
+	decode  func(data []byte) (any, error)
+}
+
+// eventVersions is the registered versions of one event type name.
+type eventVersions struct {
+	versions  map[int]*codecEntry
+	latest    int
+	upcasters map[int]func(any) (any, error) // from version n to n+1
+}
+
+// NewRegistry returns an empty Registry. It returns an error wrapping
+// [ErrInvalid] for a negative CompressAbove.
+func NewRegistry(opts *RegistryOptions) (*Registry, error) {
+	var o RegistryOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.CompressAbove < 0 {
+		return nil, fmt.Errorf("%w: RegistryOptions: CompressAbove %d is negative", ErrInvalid, o.CompressAbove)
+	}
+	return &Registry{compressAbove: o.CompressAbove, byGo: make(map[reflect.Type]*codecEntry), byName: make(map[string]*eventVersions)}, nil
+}
+
+// Register adds payload type T to r. It returns an error wrapping
+// [ErrInvalid] for a bad name or a negative version, and [ErrDuplicate] if
+// T, or the name and version, is registered already.
+func Register[T any](r *Registry, opts *TypeOptions) error {
+	var o TypeOptions
+	if opts != nil {
+		o = *opts
+	}
+	goType := reflect.TypeFor[T]()
+	if o.Name == "" {
+		var err error
+		if o.Name, err = typeName[T](); err != nil {
+			return err
+		}
+	} else if err := checkName("event type", o.Name); err != nil {
+		return err
+	}
+	if o.Version < 0 {
+		return fmt.Errorf("%w: Register %v: Version %d is negative", ErrInvalid, goType, o.Version)
+	}
+	if o.Version == 0 {
+		o.Version = 1
+	}
+	if o.Codec == nil {
+		o.Codec = jsonCodec{}
+	}
+	c := o.Codec
+	entry := &codecEntry{name: o.Name, version: o.Version, codec: c, decode: func(data []byte) (any, error) {
+		var v T
+		err := c.Unmarshal(data, &v)
+		return v, err
+	}}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prev, ok := r.byGo[goType]; ok {
+		return fmt.Errorf("%w: %v is registered already, as %q version %d", ErrDuplicate, goType, prev.name, prev.version)
+	}
+	ev := r.byName[o.Name]
+	if ev == nil {
+		ev = &eventVersions{versions: make(map[int]*codecEntry), upcasters: make(map[int]func(any) (any, error))}
+		r.byName[o.Name] = ev
+	}
+	if _, ok := ev.versions[o.Version]; ok {
+		return fmt.Errorf("%w: %q version %d is registered already", ErrDuplicate, o.Name, o.Version)
+	}
+	ev.versions[o.Version] = entry
+	ev.latest = max(ev.latest, o.Version)
+	r.byGo[goType] = entry
+	return nil
+}
+
+// entryFor returns the registration of v's Go type.
+func (r *Registry) entryFor(v any) (*codecEntry, error) {
+	r.mu.RLock()
+	entry := r.byGo[reflect.TypeOf(v)]
+	r.mu.RUnlock()
+	if entry == nil {
+		return nil, fmt.Errorf("%w: Go type %T is not registered", ErrUnknownEvent, v)
+	}
+	return entry, nil
+}
+
+// Encode returns payload v, whose Go type must be registered, as an event
+// to append, with a new ID. It returns an error wrapping [ErrUnknownEvent]
+// for a type not registered, or the codec's error.
+func (r *Registry) Encode(v any) (EventData, error) {
+	entry, err := r.entryFor(v)
+	if err != nil {
+		return EventData{}, err
+	}
+	data, err := entry.codec.Marshal(v)
+	if err != nil {
+		return EventData{}, fmt.Errorf("eventbus: encode %q version %d: %w", entry.name, entry.version, err)
+	}
+	e := EventData{ID: NewID(), Type: entry.name, SchemaVersion: entry.version, Data: data}
+	if r.compressAbove > 0 && len(data) > r.compressAbove {
+		if z := r.deflate(data); len(z) < len(data) {
+			e.Data, e.Encoding = z, encodingDeflate
+		}
+	}
+	return e, nil
+}
+
+// encodingDeflate marks data compressed with compress/flate.
+const encodingDeflate = "deflate"
+
+// maxInflated bounds the size of a decompressed payload, so that a
+// hostile payload cannot exhaust memory.
+const maxInflated = 64 << 20
+
+func (r *Registry) deflate(data []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := r.writers.Get().(*flate.Writer)
+	if w == nil {
+		w, _ = flate.NewWriter(&buf, flate.DefaultCompression) // the level is valid
+	} else {
+		w.Reset(&buf)
+	}
+	_, _ = w.Write(data) // writes to a bytes.Buffer do not fail
+	_ = w.Close()
+	r.writers.Put(w)
+	return buf.Bytes()
+}
+
+func inflate(data []byte) ([]byte, error) {
+	fr := flate.NewReader(bytes.NewReader(data))
+	defer fr.Close()
+	out, err := io.ReadAll(io.LimitReader(fr, maxInflated+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: deflated payload: %v", ErrInvalid, err)
+	}
+	if len(out) > maxInflated {
+		return nil, fmt.Errorf("%w: deflated payload inflates to more than %d bytes", ErrTooLarge, maxInflated)
+	}
+	return out, nil
+}
+
+// Decode returns the payload of e as the Go type registered for its type
+// name and latest schema version, upcasting an older version through the
+// registered upcasters. T is that Go type, or any (or another interface)
+// to decode events of several types, to be told apart with a type switch.
+//
+// It returns an error wrapping [ErrUnknownEvent] when e's type, its
+// version or an upcaster on the way is not registered, [ErrInvalid] when
+// the payload is not T or its Encoding is unknown, or the codec's or the
+// upcaster's error. It never returns a zero value without an error.
+func Decode[T any](r *Registry, e EventData) (T, error) {
+	var zero T
+	v, err := r.decode(e, true)
+	if err != nil {
+		return zero, err
+	}
+	t, ok := v.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: event %q decodes to %T, not %v", ErrInvalid, e.Type, v, reflect.TypeFor[T]())
+	}
+	return t, nil
+}
+
+// decode decodes e with the Go type of its version and, if upcast is
+// true, upcasts it to the latest version.
+func (r *Registry) decode(e EventData, upcast bool) (any, error) {
+	version := max(e.SchemaVersion, 1)
+	r.mu.RLock()
+	ev := r.byName[e.Type]
+	var entry *codecEntry
+	var latest int
+	if ev != nil {
+		entry, latest = ev.versions[version], ev.latest
+	}
+	r.mu.RUnlock()
+	switch {
+	case ev == nil:
+		return nil, fmt.Errorf("%w: event type %q is not registered", ErrUnknownEvent, e.Type)
+	case entry == nil:
+		return nil, fmt.Errorf("%w: %q version %d is not registered (latest is %d)", ErrUnknownEvent, e.Type, version, latest)
+	}
+	data := e.Data
+	switch e.Encoding {
+	case "":
+	case encodingDeflate:
+		var err error
+		if data, err = inflate(data); err != nil {
+			return nil, fmt.Errorf("event %q version %d: %w", e.Type, version, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: event %q: unknown Encoding %q", ErrInvalid, e.Type, e.Encoding)
+	}
+	v, err := entry.decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("eventbus: decode %q version %d: %w", e.Type, version, err)
+	}
+	if !upcast {
+		return v, nil
+	}
+	for ; version < latest; version++ {
+		r.mu.RLock()
+		up := ev.upcasters[version]
+		r.mu.RUnlock()
+		if up == nil {
+			return nil, fmt.Errorf("%w: %q has no upcaster from version %d to %d", ErrUnknownEvent, e.Type, version, version+1)
+		}
+		if v, err = up(v); err != nil {
+			return nil, fmt.Errorf("eventbus: upcast %q from version %d: %w", e.Type, version, err)
+		}
+	}
+	return v, nil
+}

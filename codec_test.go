@@ -1,0 +1,260 @@
+package eventbus_test
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// Three versions of one event type: V1 has a full name, V2 splits it, V3
+// adds a country.
+type (
+	userV1 struct{ Name string }
+	userV2 struct{ First, Last string }
+	userV3 struct {
+		First, Last string
+		Country     string
+	}
+	other struct{ N int }
+)
+
+func (userV1) EventType() string { return "user.created" }
+func (userV2) EventType() string { return "user.created" }
+func (userV3) EventType() string { return "user.created" }
+
+func v1to2(v userV1) (userV2, error) {
+	first, last, _ := strings.Cut(v.Name, " ")
+	return userV2{First: first, Last: last}, nil
+}
+
+func v2to3(v userV2) (userV3, error) {
+	return userV3{First: v.First, Last: v.Last, Country: "unknown"}, nil
+}
+
+// gobCodec is a Codec other than the default.
+type gobCodec struct{}
+
+func (gobCodec) Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	err := gob.NewEncoder(&buf).Encode(v)
+	return buf.Bytes(), err
+}
+func (gobCodec) Unmarshal(data []byte, v any) error {
+	return gob.NewDecoder(bytes.NewReader(data)).Decode(v)
+}
+
+func newUserRegistry(t *testing.T, opts *eventbus.RegistryOptions) *eventbus.Registry {
+	t.Helper()
+	r, err := eventbus.NewRegistry(opts)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[userV1](r, &eventbus.TypeOptions{Version: 1}))
+	require.NoError(t, eventbus.Register[userV2](r, &eventbus.TypeOptions{Version: 2, Codec: gobCodec{}}))
+	require.NoError(t, eventbus.Register[userV3](r, &eventbus.TypeOptions{Version: 3}))
+	require.NoError(t, eventbus.Register[other](r, nil))
+	require.NoError(t, eventbus.RegisterUpcaster(r, v1to2))
+	require.NoError(t, eventbus.RegisterUpcaster(r, v2to3))
+	return r
+}
+
+// TestCodecRoundTrip encodes random payloads of every version, with and
+// without compression, and checks that decoding gives the upcast payload.
+func TestCodecRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func() string {
+		letters := []rune("abcdefgh \u00e9\u4e16")
+		b := make([]rune, rng.IntN(200))
+		for i := range b {
+			b[i] = letters[rng.IntN(len(letters))]
+		}
+		return string(b)
+	}
+	for _, compress := range []int{0, 1, 64} {
+		r := newUserRegistry(t, &eventbus.RegistryOptions{CompressAbove: compress})
+		for i := range 300 {
+			var in any
+			var want userV3
+			switch i % 3 {
+			case 0:
+				v := userV1{Name: word()}
+				in = v
+				v2, _ := v1to2(v)
+				want, _ = v2to3(v2)
+			case 1:
+				v := userV2{First: word(), Last: word()}
+				in = v
+				want, _ = v2to3(v)
+			default:
+				want = userV3{First: word(), Last: word(), Country: word()}
+				in = want
+			}
+			e, err := r.Encode(in)
+			require.NoError(t, err)
+			if e.Encoding != "" && compress == 0 {
+				t.Fatalf("Encode(%+v) with no compression set Encoding %q", in, e.Encoding)
+			}
+			got, err := eventbus.Decode[userV3](r, e)
+			if err != nil {
+				t.Fatalf("Decode(Encode(%+v)) = %v", in, err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("Decode(Encode(%+v)) (-want +got):\n%s", in, diff)
+			}
+			if _, err := eventbus.Decode[any](r, e); err != nil {
+				t.Fatalf("Decode[any](Encode(%+v)) = %v", in, err)
+			}
+		}
+	}
+}
+
+func TestCodecCompresses(t *testing.T) {
+	r := newUserRegistry(t, &eventbus.RegistryOptions{CompressAbove: 100})
+	in := userV3{First: strings.Repeat("a", 10_000)}
+	e, err := r.Encode(in)
+	require.NoError(t, err)
+	if e.Encoding != "deflate" || len(e.Data) > 1000 {
+		t.Errorf("Encode of 10 KB of 'a' = %d bytes with Encoding %q, want deflate and much smaller", len(e.Data), e.Encoding)
+	}
+	small, err := r.Encode(other{N: 1})
+	require.NoError(t, err)
+	if small.Encoding != "" {
+		t.Errorf("Encode of a small payload has Encoding %q, want none", small.Encoding)
+	}
+}
+
+func TestRegisterErrors(t *testing.T) {
+	r := newUserRegistry(t, nil)
+	type unnamed struct{}
+	type sameName struct{}
+	tests := []struct {
+		name    string
+		err     error
+		wantErr error
+	}{
+		{"type twice", eventbus.Register[other](r, &eventbus.TypeOptions{Name: "x"}), eventbus.ErrDuplicate},
+		{"name and version taken", eventbus.Register[sameName](r, &eventbus.TypeOptions{Name: "user.created", Version: 2}), eventbus.ErrDuplicate},
+		{"bad name", eventbus.Register[unnamed](r, &eventbus.TypeOptions{Name: "a b"}), eventbus.ErrInvalid},
+		{"negative version", eventbus.Register[unnamed](r, &eventbus.TypeOptions{Version: -1}), eventbus.ErrInvalid},
+		{"upcaster twice", eventbus.RegisterUpcaster(r, v1to2), eventbus.ErrDuplicate},
+		{"upcaster with a gap", eventbus.RegisterUpcaster(r, func(userV1) (userV3, error) { return userV3{}, nil }), eventbus.ErrInvalid},
+		{"upcaster backwards", eventbus.RegisterUpcaster(r, func(userV3) (userV2, error) { return userV2{}, nil }), eventbus.ErrInvalid},
+		{"upcaster to itself", eventbus.RegisterUpcaster(r, func(v userV2) (userV2, error) { return v, nil }), eventbus.ErrInvalid},
+		{"upcaster across types", eventbus.RegisterUpcaster(r, func(other) (userV2, error) { return userV2{}, nil }), eventbus.ErrInvalid},
+		{"upcaster of an unregistered type", eventbus.RegisterUpcaster(r, func(unnamed) (userV2, error) { return userV2{}, nil }), eventbus.ErrUnknownEvent},
+		{"nil upcaster", eventbus.RegisterUpcaster[userV1, userV2](r, nil), eventbus.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !errors.Is(tt.err, tt.wantErr) {
+				t.Errorf("got %v, want %v", tt.err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: -1}); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("NewRegistry(CompressAbove -1) = %v, want ErrInvalid", err)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	r := newUserRegistry(t, nil)
+	gap, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[userV1](gap, &eventbus.TypeOptions{Version: 1}))
+	require.NoError(t, eventbus.Register[userV3](gap, &eventbus.TypeOptions{Version: 3}))
+	failing, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[userV1](failing, &eventbus.TypeOptions{Version: 1}))
+	require.NoError(t, eventbus.Register[userV2](failing, &eventbus.TypeOptions{Version: 2}))
+	boom := errors.New("boom")
+	require.NoError(t, eventbus.RegisterUpcaster(failing, func(userV1) (userV2, error) { return userV2{}, boom }))
+
+	v1 := eventbus.EventData{Type: "user.created", SchemaVersion: 1, Data: []byte(`{"Name":"Ada L"}`)}
+	with := func(f func(*eventbus.EventData)) eventbus.EventData { e := v1; f(&e); return e }
+	tests := []struct {
+		name    string
+		r       *eventbus.Registry
+		e       eventbus.EventData
+		wantErr error
+	}{
+		{"unknown type", r, with(func(e *eventbus.EventData) { e.Type = "nope" }), eventbus.ErrUnknownEvent},
+		{"unknown version", r, with(func(e *eventbus.EventData) { e.SchemaVersion = 4 }), eventbus.ErrUnknownEvent},
+		{"missing upcaster", gap, v1, eventbus.ErrUnknownEvent},
+		{"unknown encoding", r, with(func(e *eventbus.EventData) { e.Encoding = "zstd" }), eventbus.ErrInvalid},
+		{"corrupt deflate", r, with(func(e *eventbus.EventData) { e.Encoding = "deflate" }), eventbus.ErrInvalid},
+		{"bad JSON", r, with(func(e *eventbus.EventData) { e.Data = []byte("{") }), nil},
+		{"failing upcaster", failing, v1, boom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := eventbus.Decode[any](tt.r, tt.e)
+			if err == nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("Decode = %v, %v; want error %v", got, err, tt.wantErr)
+			}
+			if got != nil {
+				t.Errorf("Decode returned %v with its error, want nil", got)
+			}
+		})
+	}
+	if _, err := eventbus.Decode[other](r, v1); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("Decode[other] of a user.created = %v, want ErrInvalid", err)
+	}
+	if _, err := r.Encode(struct{}{}); !errors.Is(err, eventbus.ErrUnknownEvent) {
+		t.Errorf("Encode of an unregistered type = %v, want ErrUnknownEvent", err)
+	}
+}
+
+func TestSnapshot(t *testing.T) {
+	ctx := t.Context()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	r := newUserRegistry(t, nil)
+
+	_, ok, err := eventbus.LoadSnapshot[userV3](ctx, s, r, "user-1")
+	require.NoError(t, err)
+	if ok {
+		t.Errorf("LoadSnapshot before any save: ok, want none")
+	}
+	for rev := range uint64(3) {
+		snap := eventbus.Snapshot[userV3]{Revision: rev, State: userV3{First: fmt.Sprint(rev)}}
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, r, "user-1", snap))
+	}
+	got, ok, err := eventbus.LoadSnapshot[userV3](ctx, s, r, "user-1")
+	require.NoError(t, err)
+	require.True(t, ok, "LoadSnapshot after saves")
+	if diff := cmp.Diff(eventbus.Snapshot[userV3]{Revision: 2, State: userV3{First: "2"}}, got); diff != "" {
+		t.Errorf("LoadSnapshot (-want +got):\n%s", diff)
+	}
+	for e, err := range s.ReadAll(ctx, nil) {
+		require.NoError(t, err)
+		t.Errorf("ReadAll yielded snapshot %+v; snapshots live in system streams", e)
+	}
+
+	// The state's Go type changes schema: the old snapshots are stale.
+	type stateV4 struct{ First string }
+	newer, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[stateV4](newer, &eventbus.TypeOptions{Name: "user.created", Version: 4}))
+	_, ok, err = eventbus.LoadSnapshot[stateV4](ctx, s, newer, "user-1")
+	require.NoError(t, err)
+	if ok {
+		t.Errorf("LoadSnapshot of a stale schema version: ok, want it ignored")
+	}
+	if _, _, err := eventbus.LoadSnapshot[other](ctx, s, newEmptyRegistry(t), "user-1"); !errors.Is(err, eventbus.ErrUnknownEvent) {
+		t.Errorf("LoadSnapshot of an unregistered type = %v, want ErrUnknownEvent", err)
+	}
+}
+
+func newEmptyRegistry(t *testing.T) *eventbus.Registry {
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	return r
+}

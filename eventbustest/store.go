@@ -1,0 +1,994 @@
+// Package eventbustest provides helpers for testing code built on package
+// eventbus, like net/http/httptest does for net/http. Its conformance suite,
+// [TestStore], checks that an [eventbus.Store] keeps the store contract.
+package eventbustest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// TestStore runs the conformance suite of [eventbus.Store] against the
+// stores made by open, one new empty store per subtest. Open may use t
+// (t.TempDir, t.Cleanup); TestStore closes each store when its subtest
+// ends, so Close must be idempotent. Some subtests call open inside a
+// [synctest.Test] bubble, where time is fake and every goroutine the store
+// starts must have exited once the store is closed. The stores must have
+// the default limits: events up to 1 MiB, appends up to 16 MiB.
+func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	tests := []struct {
+		name string
+		test func(t *testing.T, open func(t *testing.T) eventbus.Store)
+	}{
+		{"AppendAndRead", testAppendAndRead},
+		{"CopiesInput", testCopiesInput},
+		{"InvalidInput", testInvalidInput},
+		{"TooLarge", testTooLarge},
+		{"ExpectedRevision", testExpectedRevision},
+		{"Idempotence", testIdempotence},
+		{"ConcurrentExpectedRevision", testConcurrentExpectedRevision},
+		{"ConcurrentAppends", testConcurrentAppends},
+		{"AppendMulti", testAppendMulti},
+		{"ReadStream", testReadStream},
+		{"ReadAll", testReadAll},
+		{"ReadsAreLazy", testReadsAreLazy},
+		{"Delete", testDelete},
+		{"Tombstone", testTombstone},
+		{"MaxCount", testMaxCount},
+		{"MaxAge", testMaxAge},
+		{"Subscribe", testSubscribe},
+		{"SubscribeSwitchOver", testSubscribeSwitchOver},
+		{"SubscribeSlowConsumer", testSubscribeSlowConsumer},
+		{"SubscribeEnds", testSubscribeEnds},
+		{"Close", testClose},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.test(t, func(t *testing.T) eventbus.Store {
+				t.Helper()
+				s := open(t)
+				t.Cleanup(func() {
+					if err := s.Close(); err != nil {
+						t.Errorf("Close() = %v", err)
+					}
+				})
+				return s
+			})
+		})
+	}
+}
+
+// rec is the part of a RecordedEvent that tests compare.
+type rec struct {
+	Stream             string
+	Revision, Position uint64
+	Type, Data         string
+}
+
+func summary(events []eventbus.RecordedEvent) []rec {
+	out := make([]rec, len(events))
+	for i, e := range events {
+		out[i] = rec{e.Stream, e.Revision, e.Position, e.Type, string(e.Data)}
+	}
+	return out
+}
+
+// events returns n events of type typ whose data are prefix0, prefix1, ...
+func events(n int, typ, prefix string) []eventbus.EventData {
+	evs := make([]eventbus.EventData, n)
+	for i := range evs {
+		evs[i] = eventbus.EventData{ID: eventbus.NewID(), Type: typ, Data: fmt.Appendf(nil, "%s%d", prefix, i)}
+	}
+	return evs
+}
+
+func collect(t *testing.T, seq func(func(eventbus.RecordedEvent, error) bool)) []eventbus.RecordedEvent {
+	t.Helper()
+	var out []eventbus.RecordedEvent
+	for e, err := range seq {
+		require.NoError(t, err)
+		out = append(out, e)
+	}
+	return out
+}
+
+func mustAppend(t *testing.T, s eventbus.Store, stream string, expected eventbus.ExpectedRevision, evs ...eventbus.EventData) eventbus.AppendResult {
+	t.Helper()
+	res, err := s.Append(t.Context(), stream, expected, evs...)
+	require.NoError(t, err, "Append(%q, %v)", stream, expected)
+	return res
+}
+
+func testAppendAndRead(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	in := []eventbus.EventData{{
+		ID: eventbus.NewID(), Type: "user.created", SchemaVersion: 3, Encoding: "deflate",
+		CorrelationID: eventbus.NewID(), CausationID: eventbus.NewID(),
+		Metadata: eventbus.Metadata{"traceparent": "00-abc"}, Data: []byte(`{"name":"ada"}`),
+	}, {
+		ID: eventbus.NewID(), Type: "user.renamed", Data: []byte(`{"name":"ada l."}`),
+	}}
+	before := time.Now()
+	res := mustAppend(t, s, "user-1", eventbus.NoStream, in...)
+	if diff := cmp.Diff(eventbus.AppendResult{Revision: 1, Position: 1}, res); diff != "" {
+		t.Errorf("Append result (-want +got):\n%s", diff)
+	}
+	res = mustAppend(t, s, "user-2", eventbus.NoStream, events(1, "user.created", "b")...)
+	if diff := cmp.Diff(eventbus.AppendResult{Revision: 0, Position: 2}, res); diff != "" {
+		t.Errorf("Append result (-want +got):\n%s", diff)
+	}
+
+	got := collect(t, s.ReadStream(ctx, "user-1", nil))
+	require.Len(t, got, 2)
+	want := []eventbus.RecordedEvent{
+		{EventData: in[0], Stream: "user-1", Revision: 0, Position: 0},
+		{EventData: in[1], Stream: "user-1", Revision: 1, Position: 1},
+	}
+	want[1].SchemaVersion = 1 // zero means 1
+	for i := range got {
+		if got[i].Time.Before(before.Truncate(time.Millisecond)) {
+			t.Errorf("event %d: Time %v is before the append at %v", i, got[i].Time, before)
+		}
+		want[i].Time = got[i].Time
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("ReadStream (-want +got):\n%s", diff)
+	}
+
+	info, err := s.StreamInfo(ctx, "user-1")
+	require.NoError(t, err)
+	if diff := cmp.Diff(eventbus.StreamInfo{Exists: true, Revision: 1}, info); diff != "" {
+		t.Errorf("StreamInfo (-want +got):\n%s", diff)
+	}
+	info, err = s.StreamInfo(ctx, "nobody")
+	require.NoError(t, err)
+	if diff := cmp.Diff(eventbus.StreamInfo{}, info); diff != "" {
+		t.Errorf("StreamInfo of a new stream (-want +got):\n%s", diff)
+	}
+	if got := collect(t, s.ReadStream(ctx, "nobody", nil)); len(got) != 0 {
+		t.Errorf("ReadStream of a new stream = %v, want nothing", summary(got))
+	}
+}
+
+func testCopiesInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	in := events(1, "t", "original")
+	in[0].Metadata = eventbus.Metadata{"k": "v"}
+	mustAppend(t, s, "s", eventbus.Any, in...)
+	copy(in[0].Data, "XXXXXXXX")
+	in[0].Metadata["k"] = "changed"
+	got := collect(t, s.ReadStream(t.Context(), "s", nil))
+	require.Len(t, got, 1)
+	if string(got[0].Data) != "original0" || got[0].Metadata["k"] != "v" {
+		t.Errorf("after changing the appended event, read Data %q and Metadata %v, want %q and k=v", got[0].Data, got[0].Metadata, "original0")
+	}
+}
+
+func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	good := events(1, "t", "x")[0]
+	withID := func(e eventbus.EventData, id eventbus.ID) eventbus.EventData { e.ID = id; return e }
+	withType := func(e eventbus.EventData, typ string) eventbus.EventData { e.Type = typ; return e }
+	withVersion := func(e eventbus.EventData, v int) eventbus.EventData { e.SchemaVersion = v; return e }
+	tests := []struct {
+		name   string
+		stream string
+		events []eventbus.EventData
+	}{
+		{"empty stream name", "", []eventbus.EventData{good}},
+		{"stream name not UTF-8", "s\xff", []eventbus.EventData{good}},
+		{"stream name too long", strings.Repeat("s", 1025), []eventbus.EventData{good}},
+		{"no events", "s", nil},
+		{"zero ID", "s", []eventbus.EventData{good, withID(good, eventbus.ID{})}},
+		{"empty type", "s", []eventbus.EventData{withType(good, "")}},
+		{"bad type", "s", []eventbus.EventData{withType(good, "a b")}},
+		{"negative schema version", "s", []eventbus.EventData{withVersion(good, -1)}},
+		{"same ID twice", "s", []eventbus.EventData{good, withType(good, "u")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Append(ctx, tt.stream, eventbus.Any, tt.events...)
+			if !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("Append = %v, want ErrInvalid", err)
+			}
+			_, err = s.AppendMulti(ctx, eventbus.StreamAppend{Stream: tt.stream, Events: tt.events})
+			if !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("AppendMulti = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	for _, err := range s.ReadStream(ctx, "", nil) {
+		if !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("ReadStream(\"\") = %v, want ErrInvalid", err)
+		}
+	}
+	for _, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Limit: -1}) {
+		if !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("ReadAll(Limit -1) = %v, want ErrInvalid", err)
+		}
+	}
+	if err := s.Delete(ctx, "", eventbus.Any); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("Delete(\"\") = %v, want ErrInvalid", err)
+	}
+	if err := s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxAge: -time.Second}); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("SetStreamMetadata(MaxAge -1s) = %v, want ErrInvalid", err)
+	}
+	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 0 {
+		t.Errorf("after invalid appends, ReadAll = %v, want nothing", summary(got))
+	}
+}
+
+func testTooLarge(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	big := make([]byte, 1<<20)
+	huge := events(1, "t", "")
+	huge[0].Data = big
+	almost := make([]byte, 1<<20-100)
+	var batch []eventbus.EventData
+	for range 17 {
+		batch = append(batch, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: almost})
+	}
+	tests := []struct {
+		name   string
+		events []eventbus.EventData
+	}{
+		{"event over 1 MiB", append(events(1, "t", "ok"), huge...)},
+		{"batch over 16 MiB", batch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Append(ctx, "s", eventbus.Any, tt.events...)
+			if !errors.Is(err, eventbus.ErrTooLarge) {
+				t.Errorf("Append = %v, want ErrTooLarge", err)
+			}
+		})
+	}
+	if _, err := s.AppendMulti(ctx,
+		eventbus.StreamAppend{Stream: "a", Events: batch[:9]},
+		eventbus.StreamAppend{Stream: "b", Events: batch[9:]},
+	); !errors.Is(err, eventbus.ErrTooLarge) {
+		t.Errorf("AppendMulti over 16 MiB in all = %v, want ErrTooLarge", err)
+	}
+	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 0 {
+		t.Errorf("after appends too large, ReadAll = %v, want nothing", summary(got))
+	}
+	mustAppend(t, s, "s", eventbus.NoStream, batch[:15]...)
+}
+
+func testExpectedRevision(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	noStream := eventbus.NoStream
+	tests := []struct {
+		state    string // new, rev1 (revisions 0 and 1), deleted (rev1 then soft-deleted)
+		expected eventbus.ExpectedRevision
+		actual   *eventbus.ExpectedRevision // nil: the append succeeds
+	}{
+		{"new", eventbus.Any, nil},
+		{"new", eventbus.NoStream, nil},
+		{"new", eventbus.StreamExists, &noStream},
+		{"new", eventbus.Exact(0), &noStream},
+		{"rev1", eventbus.Any, nil},
+		{"rev1", eventbus.NoStream, ptr(eventbus.Exact(1))},
+		{"rev1", eventbus.StreamExists, nil},
+		{"rev1", eventbus.Exact(1), nil},
+		{"rev1", eventbus.Exact(0), ptr(eventbus.Exact(1))},
+		{"rev1", eventbus.Exact(2), ptr(eventbus.Exact(1))},
+		{"deleted", eventbus.Any, nil},
+		{"deleted", eventbus.NoStream, nil},
+		{"deleted", eventbus.StreamExists, &noStream},
+		{"deleted", eventbus.Exact(1), &noStream},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%v", tt.state, tt.expected), func(t *testing.T) {
+			s := open(t)
+			ctx := t.Context()
+			if tt.state != "new" {
+				mustAppend(t, s, "s", eventbus.NoStream, events(2, "t", "old")...)
+			}
+			if tt.state == "deleted" {
+				require.NoError(t, s.Delete(ctx, "s", eventbus.Any))
+			}
+			_, err := s.Append(ctx, "s", tt.expected, events(1, "t", "new")...)
+			if tt.actual == nil {
+				if err != nil {
+					t.Fatalf("Append(%v) = %v, want success", tt.expected, err)
+				}
+				return
+			}
+			var wev *eventbus.WrongExpectedVersionError
+			if !errors.As(err, &wev) || !errors.Is(err, eventbus.ErrWrongExpectedVersion) {
+				t.Fatalf("Append(%v) = %v, want a *WrongExpectedVersionError", tt.expected, err)
+			}
+			want := eventbus.WrongExpectedVersionError{Stream: "s", Expected: tt.expected, Actual: *tt.actual}
+			if diff := cmp.Diff(want, *wev, cmp.Comparer(func(a, b eventbus.ExpectedRevision) bool { return a == b })); diff != "" {
+				t.Errorf("Append(%v) error (-want +got):\n%s", tt.expected, diff)
+			}
+			if err := s.Delete(ctx, "s", tt.expected); !errors.Is(err, eventbus.ErrWrongExpectedVersion) {
+				t.Errorf("Delete(%v) = %v, want ErrWrongExpectedVersion", tt.expected, err)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	tests := []struct {
+		name     string
+		prefix   bool                      // an event precedes the batch in the stream
+		expected eventbus.ExpectedRevision // of the batch and of its retry
+		retry    eventbus.ExpectedRevision // if not the same
+		other    bool                      // another batch comes between the two
+		wantErr  error
+	}{
+		{name: "NoStream", expected: eventbus.NoStream},
+		{name: "Exact", prefix: true, expected: eventbus.Exact(0), other: true},
+		{name: "Any", prefix: true, expected: eventbus.Any, other: true},
+		{name: "StreamExists", prefix: true, expected: eventbus.StreamExists, other: true},
+		{name: "Exact elsewhere", prefix: true, expected: eventbus.Exact(0), retry: eventbus.Exact(1), wantErr: eventbus.ErrWrongExpectedVersion},
+		{name: "NoStream elsewhere", prefix: true, expected: eventbus.Exact(0), retry: eventbus.NoStream, wantErr: eventbus.ErrWrongExpectedVersion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			ctx := t.Context()
+			if tt.prefix {
+				mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "first")...)
+			}
+			batch := events(3, "t", "batch")
+			res := mustAppend(t, s, "s", tt.expected, batch...)
+			if tt.other {
+				mustAppend(t, s, "s", eventbus.Any, events(2, "t", "other")...)
+			}
+			retry := tt.expected
+			if tt.retry != (eventbus.ExpectedRevision{}) {
+				retry = tt.retry
+			}
+			again, err := s.Append(ctx, "s", retry, batch...)
+			switch {
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Errorf("retried Append(%v) = %v, want %v", retry, err, tt.wantErr)
+				}
+			case err != nil:
+				t.Errorf("retried Append(%v) = %v, want success", retry, err)
+			case again != res:
+				t.Errorf("retried Append(%v) = %+v, want the first result %+v", retry, again, res)
+			}
+			got := collect(t, s.ReadStream(ctx, "s", nil))
+			seen := make(map[eventbus.ID]bool)
+			for _, e := range got {
+				if seen[e.ID] {
+					t.Errorf("event %v read twice after a retried append: %v", e.ID, summary(got))
+				}
+				seen[e.ID] = true
+			}
+		})
+	}
+	t.Run("partial overlap", func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		batch := events(3, "t", "b")
+		mustAppend(t, s, "s", eventbus.NoStream, batch[:2]...)
+		for _, expected := range []eventbus.ExpectedRevision{eventbus.Any, eventbus.NoStream, eventbus.Exact(1)} {
+			for _, evs := range [][]eventbus.EventData{batch, batch[1:], {batch[1], batch[0]}} {
+				if _, err := s.Append(ctx, "s", expected, evs...); !errors.Is(err, eventbus.ErrPartialDuplicate) {
+					t.Errorf("Append(%v) of %d events overlapping a committed batch = %v, want ErrPartialDuplicate", expected, len(evs), err)
+				}
+			}
+		}
+		if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 2 {
+			t.Errorf("after overlapping appends, stream = %v, want the 2 first events", summary(got))
+		}
+	})
+	t.Run("IDs in another stream", func(t *testing.T) {
+		s := open(t)
+		batch := events(2, "t", "b")
+		mustAppend(t, s, "a", eventbus.NoStream, batch...)
+		res := mustAppend(t, s, "b", eventbus.NoStream, batch...)
+		if res.Position != 3 {
+			t.Errorf("Append to another stream with the same IDs = %+v, want it written at position 3", res)
+		}
+	})
+}
+
+func testConcurrentExpectedRevision(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	const writers, rounds = 8, 20
+	for round := range rounds {
+		var wg sync.WaitGroup
+		errs := make([]error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				expected := eventbus.NoStream
+				if round > 0 {
+					expected = eventbus.Exact(uint64(2*round - 1))
+				}
+				_, errs[w] = s.Append(ctx, "s", expected, events(2, "t", fmt.Sprintf("r%dw%d-", round, w))...)
+			})
+		}
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.Is(err, eventbus.ErrWrongExpectedVersion):
+				t.Fatalf("round %d: Append = %v, want success or ErrWrongExpectedVersion", round, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d of %d appends with the same expected revision succeeded, want 1", round, won, writers)
+		}
+	}
+	got := collect(t, s.ReadStream(ctx, "s", nil))
+	require.Len(t, got, 2*rounds)
+	for i, e := range got {
+		if e.Revision != uint64(i) || e.Position != uint64(i) {
+			t.Fatalf("event %d has revision %d, position %d; want both %d", i, e.Revision, e.Position, i)
+		}
+		if i%2 == 1 && !bytes.Equal(bytes.TrimSuffix(e.Data, []byte("1")), bytes.TrimSuffix(got[i-1].Data, []byte("0"))) {
+			t.Errorf("events %d and %d come from different batches: %q, %q", i-1, i, got[i-1].Data, e.Data)
+		}
+	}
+}
+
+func testConcurrentAppends(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	const writers, appends = 8, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range appends {
+				stream := fmt.Sprintf("s-%d", (w+i)%3)
+				if _, err := s.Append(ctx, stream, eventbus.Any, events(1+i%3, "t", "")...); err != nil {
+					t.Errorf("Append = %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	all := collect(t, s.ReadAll(ctx, nil))
+	next := map[string]uint64{}
+	for i, e := range all {
+		if e.Position != uint64(i) {
+			t.Fatalf("ReadAll: event %d has position %d; positions must be dense", i, e.Position)
+		}
+		if e.Revision != next[e.Stream] {
+			t.Fatalf("ReadAll: event %d of %q has revision %d, want %d", i, e.Stream, e.Revision, next[e.Stream])
+		}
+		next[e.Stream]++
+	}
+	for stream, n := range next {
+		got := collect(t, s.ReadStream(ctx, stream, nil))
+		if uint64(len(got)) != n {
+			t.Errorf("ReadStream(%q) has %d events, ReadAll %d", stream, len(got), n)
+		}
+	}
+}
+
+func testAppendMulti(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	mustAppend(t, s, "a", eventbus.NoStream, events(1, "t", "a")...)
+	parts := []eventbus.StreamAppend{
+		{Stream: "a", Expected: eventbus.Exact(0), Events: events(2, "t", "a+")},
+		{Stream: "b", Expected: eventbus.NoStream, Events: events(1, "t", "b")},
+	}
+	res, err := s.AppendMulti(ctx, parts...)
+	require.NoError(t, err)
+	if diff := cmp.Diff([]eventbus.AppendResult{{Revision: 2, Position: 2}, {Revision: 0, Position: 3}}, res); diff != "" {
+		t.Errorf("AppendMulti results (-want +got):\n%s", diff)
+	}
+	again, err := s.AppendMulti(ctx, parts...)
+	require.NoError(t, err, "retried AppendMulti")
+	if diff := cmp.Diff(res, again); diff != "" {
+		t.Errorf("retried AppendMulti results (-want +got):\n%s", diff)
+	}
+
+	_, err = s.AppendMulti(ctx,
+		eventbus.StreamAppend{Stream: "c", Events: events(1, "t", "c")},
+		eventbus.StreamAppend{Stream: "b", Expected: eventbus.Exact(7), Events: events(1, "t", "b")},
+	)
+	var wev *eventbus.WrongExpectedVersionError
+	if !errors.As(err, &wev) || wev.Stream != "b" {
+		t.Errorf("AppendMulti with a stale expected revision for b = %v, want a *WrongExpectedVersionError for b", err)
+	}
+	_, err = s.AppendMulti(ctx,
+		eventbus.StreamAppend{Stream: "c", Events: events(1, "t", "c")},
+		eventbus.StreamAppend{Stream: "c", Events: events(1, "t", "c")},
+	)
+	if !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("AppendMulti naming c twice = %v, want ErrInvalid", err)
+	}
+	if _, err := s.AppendMulti(ctx); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("AppendMulti() = %v, want ErrInvalid", err)
+	}
+	want := []rec{
+		{"a", 0, 0, "t", "a0"}, {"a", 1, 1, "t", "a+0"}, {"a", 2, 2, "t", "a+1"}, {"b", 0, 3, "t", "b0"},
+	}
+	if diff := cmp.Diff(want, summary(collect(t, s.ReadAll(ctx, nil)))); diff != "" {
+		t.Errorf("ReadAll after AppendMulti (-want +got):\n%s", diff)
+	}
+}
+
+// fill appends to s: stream "a" gets a0 to a4 of types t0, t1, t0, t1, t0,
+// interleaved with "b" (b0, b1: type t0) and "$sys" (one event).
+func fill(t *testing.T, s eventbus.Store) {
+	t.Helper()
+	a := events(5, "t0", "a")
+	a[1].Type, a[3].Type = "t1", "t1"
+	mustAppend(t, s, "a", eventbus.Any, a[:2]...)                   // positions 0, 1
+	mustAppend(t, s, "b", eventbus.Any, events(1, "t0", "b")...)    // 2: b0
+	mustAppend(t, s, "$sys", eventbus.Any, events(1, "t0", "$")...) // 3
+	mustAppend(t, s, "a", eventbus.Any, a[2:]...)                   // 4, 5, 6
+	b1 := events(1, "t0", "b")
+	b1[0].Data = []byte("b1")
+	mustAppend(t, s, "b", eventbus.Any, b1...) // 7
+}
+
+func testReadStream(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	fill(t, s)
+	tests := []struct {
+		name string
+		opts *eventbus.ReadOptions
+		want []string // data
+	}{
+		{"nil options", nil, []string{"a0", "a1", "a2", "a3", "a4"}},
+		{"from 2", &eventbus.ReadOptions{From: 2}, []string{"a2", "a3", "a4"}},
+		{"from past the end", &eventbus.ReadOptions{From: 9}, nil},
+		{"limit", &eventbus.ReadOptions{From: 1, Limit: 2}, []string{"a1", "a2"}},
+		{"backwards from end", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}, []string{"a4", "a3", "a2", "a1", "a0"}},
+		{"backwards from 1", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 1}, []string{"a1", "a0"}},
+		{"backwards limit", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}, []string{"a4"}},
+		{"types", &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []string{"a1", "a3"}},
+		{"types and limit", &eventbus.ReadOptions{Limit: 2, Filter: eventbus.Filter{Types: []string{"t0"}}}, []string{"a0", "a2"}},
+		{"other prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for e, err := range s.ReadStream(t.Context(), "a", tt.opts) {
+				require.NoError(t, err)
+				if e.Stream != "a" || string(e.Data) != fmt.Sprintf("a%d", e.Revision) {
+					t.Errorf("ReadStream yielded %+v", rec{e.Stream, e.Revision, e.Position, e.Type, string(e.Data)})
+				}
+				got = append(got, string(e.Data))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ReadStream(%+v) (-want +got):\n%s", tt.opts, diff)
+			}
+		})
+	}
+	t.Run("system stream", func(t *testing.T) {
+		if got := collect(t, s.ReadStream(t.Context(), "$sys", nil)); len(got) != 1 {
+			t.Errorf("ReadStream($sys) = %v, want its event", summary(got))
+		}
+	})
+}
+
+func testReadAll(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	fill(t, s)
+	tests := []struct {
+		name string
+		opts *eventbus.ReadOptions
+		want []uint64 // positions
+	}{
+		{"nil options skip system streams", nil, []uint64{0, 1, 2, 4, 5, 6, 7}},
+		{"from 5", &eventbus.ReadOptions{From: 5}, []uint64{5, 6, 7}},
+		{"limit", &eventbus.ReadOptions{From: 1, Limit: 3}, []uint64{1, 2, 4}},
+		{"backwards", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 3}, []uint64{7, 6, 5}},
+		{"backwards from 2", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 2}, []uint64{2, 1, 0}},
+		{"prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7}},
+		{"types", &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1", "t2"}}}, []uint64{1, 5}},
+		{"system prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3}},
+		{"from past the end", &eventbus.ReadOptions{From: 8}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []uint64
+			for e, err := range s.ReadAll(t.Context(), tt.opts) {
+				require.NoError(t, err)
+				got = append(got, e.Position)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ReadAll(%+v) positions (-want +got):\n%s", tt.opts, diff)
+			}
+		})
+	}
+	t.Run("break", func(t *testing.T) {
+		n := 0
+		for _, err := range s.ReadAll(t.Context(), nil) {
+			require.NoError(t, err)
+			if n++; n == 2 {
+				break
+			}
+		}
+		require.Equal(t, 2, n)
+	})
+}
+
+func testReadsAreLazy(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	stream := s.ReadStream(ctx, "s", nil)
+	all := s.ReadAll(ctx, nil)
+	mustAppend(t, s, "s", eventbus.Any, events(3, "t", "")...)
+	if got := collect(t, stream); len(got) != 3 {
+		t.Errorf("ReadStream made before an append and ranged after = %v, want the 3 events", summary(got))
+	}
+	if got := collect(t, all); len(got) != 3 {
+		t.Errorf("ReadAll made before an append and ranged after = %v, want the 3 events", summary(got))
+	}
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, read := range []func() []error{
+		func() (errs []error) {
+			for _, err := range s.ReadAll(cancelled, nil) {
+				errs = append(errs, err)
+			}
+			return errs
+		},
+		func() (errs []error) {
+			for _, err := range s.ReadStream(cancelled, "s", nil) {
+				errs = append(errs, err)
+			}
+			return errs
+		},
+	} {
+		errs := read()
+		if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+			t.Errorf("read with a cancelled context yielded %v, want context.Canceled only", errs)
+		}
+	}
+}
+
+func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	mustAppend(t, s, "s", eventbus.NoStream, events(2, "t", "old")...)
+	require.NoError(t, s.Delete(ctx, "s", eventbus.Exact(1)))
+	require.NoError(t, s.Delete(ctx, "s", eventbus.Any), "deleting again")
+	require.NoError(t, s.Delete(ctx, "never", eventbus.Any), "deleting a stream that never existed")
+
+	if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 0 {
+		t.Errorf("ReadStream after Delete = %v, want nothing", summary(got))
+	}
+	info, err := s.StreamInfo(ctx, "s")
+	require.NoError(t, err)
+	if diff := cmp.Diff(eventbus.StreamInfo{Revision: 1, Deleted: true}, info); diff != "" {
+		t.Errorf("StreamInfo after Delete (-want +got):\n%s", diff)
+	}
+
+	mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "new")...)
+	want := []rec{{"s", 2, 2, "t", "new0"}}
+	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
+		t.Errorf("ReadStream after Delete and Append (-want +got):\n%s", diff)
+	}
+	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 3 {
+		t.Errorf("ReadAll after Delete = %v, want all 3 events", summary(got))
+	}
+	info, err = s.StreamInfo(ctx, "s")
+	require.NoError(t, err)
+	if diff := cmp.Diff(eventbus.StreamInfo{Exists: true, Revision: 2}, info); diff != "" {
+		t.Errorf("StreamInfo after Delete and Append (-want +got):\n%s", diff)
+	}
+}
+
+func testTombstone(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	mustAppend(t, s, "s", eventbus.NoStream, events(2, "t", "")...)
+	require.NoError(t, s.Tombstone(ctx, "s", eventbus.StreamExists))
+	require.NoError(t, s.Tombstone(ctx, "reserved", eventbus.NoStream))
+
+	for _, stream := range []string{"s", "reserved"} {
+		if _, err := s.Append(ctx, stream, eventbus.Any, events(1, "t", "")...); !errors.Is(err, eventbus.ErrStreamDeleted) {
+			t.Errorf("Append(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
+		}
+		if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: stream, Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrStreamDeleted) {
+			t.Errorf("AppendMulti(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
+		}
+		for _, err := range s.ReadStream(ctx, stream, nil) {
+			if !errors.Is(err, eventbus.ErrStreamDeleted) {
+				t.Errorf("ReadStream(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
+			}
+		}
+		if err := s.Delete(ctx, stream, eventbus.Any); !errors.Is(err, eventbus.ErrStreamDeleted) {
+			t.Errorf("Delete(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
+		}
+		if err := s.Tombstone(ctx, stream, eventbus.Any); !errors.Is(err, eventbus.ErrStreamDeleted) {
+			t.Errorf("Tombstone(%q) again = %v, want ErrStreamDeleted", stream, err)
+		}
+		info, err := s.StreamInfo(ctx, stream)
+		require.NoError(t, err)
+		if !info.Tombstoned || info.Exists {
+			t.Errorf("StreamInfo(%q) after Tombstone = %+v, want Tombstoned and not Exists", stream, info)
+		}
+	}
+	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
+		t.Errorf("ReadAll after Tombstone = %v, want both events", summary(got))
+	}
+}
+
+func testMaxCount(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	require.NoError(t, s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxCount: 2}))
+	mustAppend(t, s, "s", eventbus.Any, events(5, "t", "e")...)
+	want := []rec{{"s", 3, 3, "t", "e3"}, {"s", 4, 4, "t", "e4"}}
+	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
+		t.Errorf("ReadStream with MaxCount 2 (-want +got):\n%s", diff)
+	}
+	backwards := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}
+	if got := summary(collect(t, s.ReadStream(ctx, "s", backwards))); len(got) != 2 {
+		t.Errorf("ReadStream backwards with MaxCount 2 = %v, want 2 events", got)
+	}
+	info, err := s.StreamInfo(ctx, "s")
+	require.NoError(t, err)
+	if diff := cmp.Diff(eventbus.StreamInfo{Exists: true, Revision: 4, Metadata: eventbus.StreamMetadata{MaxCount: 2}}, info); diff != "" {
+		t.Errorf("StreamInfo (-want +got):\n%s", diff)
+	}
+	require.NoError(t, s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{}))
+	if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 5 {
+		t.Errorf("ReadStream after lifting MaxCount = %v, want 5 events", summary(got))
+	}
+}
+
+func testMaxAge(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t)
+		ctx := t.Context()
+		require.NoError(t, s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxAge: time.Hour}))
+		mustAppend(t, s, "s", eventbus.Any, events(1, "t", "old")...)
+		time.Sleep(40 * time.Minute) // fake time: the bubble's clock jumps
+		mustAppend(t, s, "s", eventbus.Any, events(1, "t", "new")...)
+		if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 2 {
+			t.Errorf("ReadStream before MaxAge = %v, want both events", summary(got))
+		}
+		time.Sleep(40 * time.Minute)
+		want := []rec{{"s", 1, 1, "t", "new0"}}
+		if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
+			t.Errorf("ReadStream 80 minutes later with MaxAge 1h (-want +got):\n%s", diff)
+		}
+		if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
+			t.Errorf("ReadAll = %v, want both events: MaxAge applies to stream reads", summary(got))
+		}
+	})
+}
+
+func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		fill(t, s) // positions 0-7, 3 in a system stream
+
+		tests := []struct {
+			name string
+			opts *eventbus.SubscribeOptions
+			want []uint64 // positions of history then of the 2 live events (8, 9)
+			next uint64   // CaughtUp's argument
+		}{
+			{"from start", nil, []uint64{0, 1, 2, 4, 5, 6, 7, 8, 9}, 8},
+			{"from 5", &eventbus.SubscribeOptions{From: 5}, []uint64{5, 6, 7, 8, 9}, 8},
+			{"from end", &eventbus.SubscribeOptions{From: eventbus.End}, []uint64{8, 9}, 8},
+			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 9}, 8},
+		}
+		type sub struct {
+			got      chan uint64
+			caughtUp chan uint64
+		}
+		subs := make([]sub, len(tests))
+		for i, tt := range tests {
+			opts := eventbus.SubscribeOptions{}
+			if tt.opts != nil {
+				opts = *tt.opts
+			}
+			sb := sub{got: make(chan uint64, 100), caughtUp: make(chan uint64, 2)}
+			opts.CaughtUp = func(next uint64) { sb.caughtUp <- next }
+			subs[i] = sb
+			go func() {
+				for e, err := range s.Subscribe(ctx, &opts) {
+					if err != nil {
+						close(sb.got)
+						return
+					}
+					sb.got <- e.Position
+				}
+			}()
+		}
+		synctest.Wait()
+		for i, tt := range tests {
+			select {
+			case next := <-subs[i].caughtUp:
+				if next != tt.next {
+					t.Errorf("%s: CaughtUp(%d), want %d", tt.name, next, tt.next)
+				}
+			default:
+				t.Errorf("%s: CaughtUp not called once history was delivered", tt.name)
+			}
+		}
+		mustAppend(t, s, "a", eventbus.Any, events(1, "t0", "live")...)
+		mustAppend(t, s, "b", eventbus.Any, events(1, "t0", "live")...)
+		synctest.Wait()
+		cancel()
+		for i, tt := range tests {
+			var got []uint64
+			for pos := range subs[i].got {
+				got = append(got, pos)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("%s: Subscribe(%+v) positions (-want +got):\n%s", tt.name, tt.opts, diff)
+			}
+			if len(subs[i].caughtUp) != 0 {
+				t.Errorf("%s: CaughtUp called more than once", tt.name)
+			}
+		}
+	})
+}
+
+func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	const writers, appends, perAppend = 4, 100, 3
+	const total = writers * appends * perAppend
+	mustAppend(t, s, "history", eventbus.Any, events(perAppend, "t", "")...)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	start := make(chan struct{})
+	for w := range writers {
+		wg.Go(func() {
+			<-start
+			for range appends {
+				if _, err := s.Append(ctx, fmt.Sprintf("w%d", w), eventbus.Any, events(perAppend, "t", "")...); err != nil {
+					t.Errorf("Append = %v", err)
+					return
+				}
+			}
+		})
+	}
+	var caughtUp bool
+	want := uint64(0)
+	close(start) // the subscription starts while the writers append
+	for e, err := range s.Subscribe(ctx, &eventbus.SubscribeOptions{CaughtUp: func(uint64) { caughtUp = true }}) {
+		require.NoError(t, err)
+		if e.Position != want {
+			t.Fatalf("Subscribe delivered position %d, want %d: a gap or a duplicate", e.Position, want)
+		}
+		if want++; want == total+perAppend {
+			break
+		}
+	}
+	wg.Wait()
+	if !caughtUp {
+		t.Errorf("CaughtUp not called")
+	}
+	all := collect(t, s.ReadAll(ctx, nil))
+	if len(all) != total+perAppend {
+		t.Errorf("ReadAll has %d events, want %d", len(all), total+perAppend)
+	}
+}
+
+func testSubscribeSlowConsumer(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	mustAppend(t, s, "s", eventbus.Any, events(1, "t", "")...)
+	const later = 5000
+	want := uint64(0)
+	for e, err := range s.Subscribe(ctx, nil) {
+		require.NoError(t, err)
+		if e.Position != want {
+			t.Fatalf("Subscribe delivered position %d, want %d", e.Position, want)
+		}
+		if want == 0 { // the consumer is busy while many events are committed
+			for i := 0; i < later; i += 100 {
+				mustAppend(t, s, "s", eventbus.Any, events(100, "t", "")...)
+			}
+		}
+		if want++; want == later+1 {
+			break
+		}
+	}
+}
+
+func testSubscribeEnds(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	for _, how := range []string{"context", "close"} {
+		t.Run(how, func(t *testing.T) {
+			// synctest.Test fails if the subscription leaves a goroutine behind.
+			synctest.Test(t, func(t *testing.T) {
+				s := open(t)
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				mustAppend(t, s, "s", eventbus.Any, events(2, "t", "")...)
+				ended := make(chan error, 1)
+				n := 0
+				go func() {
+					for _, err := range s.Subscribe(ctx, nil) {
+						if err != nil {
+							ended <- err
+							return
+						}
+						n++
+					}
+					ended <- nil
+				}()
+				synctest.Wait()
+				var want error = context.Canceled
+				if how == "context" {
+					cancel()
+				} else {
+					require.NoError(t, s.Close())
+					want = eventbus.ErrClosed
+				}
+				if err := <-ended; !errors.Is(err, want) {
+					t.Errorf("subscription ended with %v, want %v", err, want)
+				}
+				if n != 2 {
+					t.Errorf("subscription delivered %d events, want 2", n)
+				}
+			})
+		})
+	}
+}
+
+func testClose(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	mustAppend(t, s, "s", eventbus.Any, events(1, "t", "")...)
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close(), "second Close")
+	_, err := s.Append(ctx, "s", eventbus.Any, events(1, "t", "")...)
+	if !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("Append after Close = %v, want ErrClosed", err)
+	}
+	if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: "s", Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("AppendMulti after Close = %v, want ErrClosed", err)
+	}
+	for name, seq := range map[string]func(func(eventbus.RecordedEvent, error) bool){
+		"ReadStream": s.ReadStream(ctx, "s", nil),
+		"ReadAll":    s.ReadAll(ctx, nil),
+		"Subscribe":  s.Subscribe(ctx, nil),
+	} {
+		var errs []error
+		for _, err := range seq {
+			errs = append(errs, err)
+		}
+		if len(errs) != 1 || !errors.Is(errs[0], eventbus.ErrClosed) {
+			t.Errorf("%s after Close yielded %v, want ErrClosed only", name, errs)
+		}
+	}
+	if err := s.Delete(ctx, "s", eventbus.Any); !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("Delete after Close = %v, want ErrClosed", err)
+	}
+	if err := s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{}); !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("SetStreamMetadata after Close = %v, want ErrClosed", err)
+	}
+	if _, err := s.StreamInfo(ctx, "s"); !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("StreamInfo after Close = %v, want ErrClosed", err)
+	}
+}

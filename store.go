@@ -1,0 +1,457 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Store is an append-only log of events grouped in streams, the contract of
+// the event store: [MemoryStore] implements it, and package eventbustest
+// holds the conformance suite that every implementation must pass.
+//
+// # Streams, revisions and positions
+//
+// A stream is named by any non-empty UTF-8 string of at most 1,024 bytes.
+// Each event of a stream has a revision (0, 1, 2, ...); each event of the
+// store has a global position (0, 1, 2, ...) that is dense and follows commit
+// order across all streams, so reading by position never misses an event
+// committed before the last one read. Streams whose names start with '$' are
+// system streams, such as the snapshots of [SaveSnapshot]: [Store.ReadAll]
+// and [Store.Subscribe] skip them unless the filter's StreamPrefix starts
+// with '$'.
+//
+// # Appends
+//
+// An append is atomic: all of its events are committed, with consecutive
+// revisions and positions, or none is. It first checks the stream against
+// an [ExpectedRevision] and fails with a [*WrongExpectedVersionError] on a
+// mismatch. Appends are idempotent by event ID, following EventStoreDB: when
+// every event of the batch is already committed to the stream in the same
+// order, right after the expected revision (for [Exact] and [NoStream]) or
+// anywhere among at least the stream's last 10,000 events (for [Any] and
+// [StreamExists]), the
+// append succeeds with the result of the first one and writes nothing; when
+// only some are, it fails with [ErrPartialDuplicate]. A retried append is
+// therefore safe. Events larger than the store's limit, or batches larger
+// than its limit, fail with [ErrTooLarge] before anything is written.
+//
+// # Reads
+//
+// Reads return lazy iterators: they read as the loop advances, never load
+// the whole log, and see the events committed when the loop starts. The
+// first error ends the sequence. [Store.ReadStream] applies the stream's
+// deletion and [StreamMetadata] (max count, max age); [Store.ReadAll] and
+// [Store.Subscribe] see every committed event, as EventStoreDB's $all does.
+//
+// # Deletion
+//
+// [Store.Delete] soft-deletes a stream: its events are no longer read from
+// the stream, it counts as absent for expected revisions, and a later
+// append starts it again with the next revision. [Store.Tombstone] deletes
+// a stream forever: reading or writing it fails with [ErrStreamDeleted].
+//
+// # Concurrency
+//
+// Every method is safe for concurrent use. Appends to one stream are
+// serialised by the expected-revision check; iterators may be used from
+// any goroutine but not from two at once. A store calls no user code while
+// holding a lock. After Close, every method returns [ErrClosed] and running
+// iterators end with it.
+type Store interface {
+	// Append appends events to stream atomically if the stream is in the
+	// expected state, and returns the revision and position of the last
+	// event. It fails with an error wrapping [ErrInvalid] for an empty
+	// batch, a bad stream name, or an event with a zero ID, a bad Type or a
+	// negative SchemaVersion.
+	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
+
+	// AppendMulti appends to several streams in one atomic step: every
+	// append is checked first, then all are committed or none is. Results
+	// are in the order of appends. Naming one stream twice is invalid.
+	AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error)
+
+	// ReadStream returns the events of one stream by revision; see
+	// [ReadOptions]. A stream that does not exist, or was soft-deleted,
+	// yields nothing; a tombstoned one yields [ErrStreamDeleted].
+	ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error]
+
+	// ReadAll returns the events of every stream by global position; see
+	// [ReadOptions].
+	ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error]
+
+	// Subscribe returns a catch-up subscription: the events from a position
+	// on, committed ones first and then new ones as they are committed, in
+	// position order, with no gap and no duplicate between the two. It
+	// never drops a slow consumer: events are read from the store at the
+	// consumer's pace. The sequence ends only with an error: ctx's error
+	// when ctx is done, or [ErrClosed] when the store closes.
+	Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
+
+	// Delete soft-deletes stream if it is in the expected state. Deleting
+	// a stream that does not exist succeeds and does nothing.
+	Delete(ctx context.Context, stream string, expected ExpectedRevision) error
+
+	// Tombstone deletes stream forever if it is in the expected state. A
+	// stream that never existed can be tombstoned, to reserve its name.
+	Tombstone(ctx context.Context, stream string, expected ExpectedRevision) error
+
+	// SetStreamMetadata replaces the metadata of stream, which need not
+	// exist yet. It takes effect on the next read.
+	SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error
+
+	// StreamInfo returns the state of stream; a stream never written has
+	// the zero StreamInfo.
+	StreamInfo(ctx context.Context, stream string) (StreamInfo, error)
+
+	// Close releases the store. Running iterators end with [ErrClosed]. It
+	// is idempotent.
+	Close() error
+}
+
+// EventData is an event to append. Its zero value is not valid: ID and Type
+// are required.
+type EventData struct {
+	// ID identifies the event; appends are idempotent by ID. Use [NewID].
+	ID ID
+	// Type is the event type name, such as "user.created": 1 to 249
+	// letters, digits, '.', '_' and '-'.
+	Type string
+	// SchemaVersion is the version of Data's schema; zero means 1.
+	SchemaVersion int
+	// Encoding says how Data is compressed: empty for not at all, "deflate"
+	// for compress/flate. A [Registry] sets it; stores keep it as is.
+	Encoding string
+	// CorrelationID and CausationID link the event to the one that started
+	// its chain and to the one that caused it, as in [Header].
+	CorrelationID, CausationID ID
+	// Metadata holds free-form strings. The store keeps a copy.
+	Metadata Metadata
+	// Data is the encoded payload. The store keeps a copy.
+	Data []byte
+}
+
+// RecordedEvent is an event read from a [Store]. Its Data and Metadata are
+// shared with the store and other readers and must not be modified.
+type RecordedEvent struct {
+	EventData
+	// Stream is the name of the event's stream.
+	Stream string
+	// Revision is the event's place in its stream, from 0.
+	Revision uint64
+	// Position is the event's place in the store, from 0.
+	Position uint64
+	// Time is when the event was committed.
+	Time time.Time
+}
+
+// AppendResult is what a successful append committed.
+type AppendResult struct {
+	// Revision is the stream revision of the batch's last event.
+	Revision uint64
+	// Position is the global position of the batch's last event.
+	Position uint64
+}
+
+// StreamAppend is one stream's part of [Store.AppendMulti].
+type StreamAppend struct {
+	// Stream is the stream to append to.
+	Stream string
+	// Expected is the state the stream must be in; the zero value is [Any].
+	Expected ExpectedRevision
+	// Events are the events to append, at least one.
+	Events []EventData
+}
+
+// ExpectedRevision is the state a stream must be in for an append or a
+// delete to go ahead: [Any], [NoStream], [StreamExists] or [Exact]. The zero
+// value is Any.
+type ExpectedRevision struct {
+	kind expectKind
+	rev  uint64
+}
+
+type expectKind uint8
+
+const (
+	expectAny expectKind = iota
+	expectNoStream
+	expectExists
+	expectExact
+)
+
+var (
+	// Any accepts the stream in any state.
+	Any = ExpectedRevision{}
+	// NoStream requires that the stream does not exist, or was soft-deleted.
+	NoStream = ExpectedRevision{kind: expectNoStream}
+	// StreamExists requires that the stream exists and is not deleted.
+	StreamExists = ExpectedRevision{kind: expectExists}
+)
+
+// Exact requires that the stream's last event has revision rev.
+func Exact(rev uint64) ExpectedRevision { return ExpectedRevision{kind: expectExact, rev: rev} }
+
+// String returns "any", "no stream", "stream exists" or the revision.
+func (e ExpectedRevision) String() string {
+	switch e.kind {
+	case expectNoStream:
+		return "no stream"
+	case expectExists:
+		return "stream exists"
+	case expectExact:
+		return strconv.FormatUint(e.rev, 10)
+	}
+	return "any"
+}
+
+// Direction is the order of a read.
+type Direction uint8
+
+const (
+	// Forwards reads in increasing revision or position.
+	Forwards Direction = iota
+	// Backwards reads in decreasing revision or position.
+	Backwards
+)
+
+// End stands for the end of a stream or of the store in [ReadOptions].From
+// and [SubscribeOptions].From: read Backwards from End to start at the last
+// event, or Subscribe from End to receive only events committed later.
+const End uint64 = math.MaxUint64
+
+// ReadOptions selects the events of a read. The zero value (or nil) reads
+// every event forwards from the start.
+type ReadOptions struct {
+	// Direction is Forwards (the zero value) or Backwards.
+	Direction Direction
+	// From is the revision (ReadStream) or position (ReadAll) of the first
+	// event to read, included; past the last event, a Backwards read starts
+	// at the last event. See [End].
+	From uint64
+	// Limit is the most events to yield; zero means no limit.
+	Limit int
+	// Filter selects events; events it rejects do not count toward Limit.
+	Filter Filter
+}
+
+// SubscribeOptions configures [Store.Subscribe]. The zero value (or nil)
+// subscribes to every event from position 0.
+type SubscribeOptions struct {
+	// From is the position of the first event to deliver, or [End] for
+	// only the events committed after the sequence starts.
+	From uint64
+	// Filter selects events.
+	Filter Filter
+	// CaughtUp, if not nil, is called once, in the goroutine iterating the
+	// subscription, when it has delivered every event committed so far and
+	// starts waiting for new ones. Next is the position that the next
+	// committed event will have.
+	CaughtUp func(next uint64)
+}
+
+// Filter selects events by stream name and type. Its zero value selects
+// every event outside system streams.
+type Filter struct {
+	// StreamPrefix selects the streams whose names start with it. A prefix
+	// starting with '$' selects system streams too.
+	StreamPrefix string
+	// Types selects the events whose type is one of them; empty selects
+	// every type.
+	Types []string
+}
+
+// match reports whether f selects an event of type eventType in stream,
+// for reads of every stream.
+func (f *Filter) match(stream, eventType string) bool {
+	if stream[0] == '$' && (f.StreamPrefix == "" || f.StreamPrefix[0] != '$') {
+		return false
+	}
+	return strings.HasPrefix(stream, f.StreamPrefix) && f.matchType(eventType)
+}
+
+// matchType reports whether f selects events of type eventType.
+func (f *Filter) matchType(eventType string) bool {
+	return len(f.Types) == 0 || slices.Contains(f.Types, eventType)
+}
+
+// StreamMetadata limits which events of a stream are read. Its zero value
+// imposes no limit. Limits apply when reading: events beyond them are
+// hidden from [Store.ReadStream] but keep their revisions and positions.
+type StreamMetadata struct {
+	// MaxCount, if positive, hides all but the stream's last MaxCount events.
+	MaxCount uint64
+	// MaxAge, if positive, hides events committed longer ago than MaxAge.
+	MaxAge time.Duration
+}
+
+// StreamInfo is the state of a stream.
+type StreamInfo struct {
+	// Exists is true when the stream has events and is not deleted.
+	Exists bool
+	// Revision is the revision of the stream's last event, also after a
+	// soft delete; zero when the stream was never written.
+	Revision uint64
+	// Deleted is true after a soft delete, until the next append.
+	Deleted bool
+	// Tombstoned is true after [Store.Tombstone].
+	Tombstoned bool
+	// Metadata is the stream's metadata.
+	Metadata StreamMetadata
+}
+
+// WrongExpectedVersionError reports that a stream was not in the state an
+// append or delete expected. It matches [ErrWrongExpectedVersion] with
+// errors.Is; use errors.As to read the stream and revisions.
+type WrongExpectedVersionError struct {
+	// Stream is the stream that was checked.
+	Stream string
+	// Expected is the state the caller asked for.
+	Expected ExpectedRevision
+	// Actual is the stream's state: NoStream, or Exact(its last revision).
+	Actual ExpectedRevision
+}
+
+func (e *WrongExpectedVersionError) Error() string {
+	return fmt.Sprintf("eventbus: stream %q: expected revision %v, actual %v", e.Stream, e.Expected, e.Actual)
+}
+
+// Unwrap returns [ErrWrongExpectedVersion].
+func (e *WrongExpectedVersionError) Unwrap() error { return ErrWrongExpectedVersion }
+
+// maxStreamLen bounds stream names so that backends can frame them simply.
+const maxStreamLen = 1024
+
+// checkStream validates a stream name.
+func checkStream(stream string) error {
+	switch {
+	case stream == "":
+		return fmt.Errorf("%w: stream name is empty", ErrInvalid)
+	case len(stream) > maxStreamLen:
+		return fmt.Errorf("%w: stream name %.20q... is %d bytes, more than %d", ErrInvalid, stream, len(stream), maxStreamLen)
+	case !utf8.ValidString(stream):
+		return fmt.Errorf("%w: stream name %q is not valid UTF-8", ErrInvalid, stream)
+	}
+	return nil
+}
+
+// checkEvents validates a batch for stream against the size limits and
+// returns its total size in bytes, as measured by eventSize.
+func checkEvents(stream string, events []EventData, maxEvent, maxBatch int) (int, error) {
+	if err := checkStream(stream); err != nil {
+		return 0, err
+	}
+	if len(events) == 0 {
+		return 0, fmt.Errorf("%w: stream %q: no events to append", ErrInvalid, stream)
+	}
+	total := 0
+	for i := range events {
+		e := &events[i]
+		if e.ID.IsZero() {
+			return 0, fmt.Errorf("%w: stream %q: event %d has a zero ID; use NewID", ErrInvalid, stream, i)
+		}
+		if err := checkName("event type", e.Type); err != nil {
+			return 0, fmt.Errorf("stream %q: event %d: %w", stream, i, err)
+		}
+		if e.SchemaVersion < 0 {
+			return 0, fmt.Errorf("%w: stream %q: event %d: SchemaVersion %d is negative", ErrInvalid, stream, i, e.SchemaVersion)
+		}
+		n := eventSize(e)
+		if n > maxEvent {
+			return 0, fmt.Errorf("%w: stream %q: event %d (%s) is %d bytes, more than %d", ErrTooLarge, stream, i, e.Type, n, maxEvent)
+		}
+		total += n
+	}
+	if err := checkUniqueIDs(stream, events); err != nil {
+		return 0, err
+	}
+	if total > maxBatch {
+		return 0, fmt.Errorf("%w: stream %q: batch of %d events is %d bytes, more than %d", ErrTooLarge, stream, len(events), total, maxBatch)
+	}
+	return total, nil
+}
+
+// eventSize is the size of an event as the size limits count it: its type,
+// encoding, metadata and data.
+func eventSize(e *EventData) int {
+	n := len(e.Type) + len(e.Encoding) + len(e.Data)
+	for k, v := range e.Metadata {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// checkUniqueIDs rejects a batch that holds one event ID twice.
+func checkUniqueIDs(stream string, events []EventData) error {
+	if len(events) <= 16 {
+		for i := range events {
+			for j := range i {
+				if events[j].ID == events[i].ID {
+					return fmt.Errorf("%w: stream %q: events %d and %d have the same ID %v", ErrInvalid, stream, j, i, events[i].ID)
+				}
+			}
+		}
+		return nil
+	}
+	seen := make(map[ID]int, len(events))
+	for i := range events {
+		if j, ok := seen[events[i].ID]; ok {
+			return fmt.Errorf("%w: stream %q: events %d and %d have the same ID %v", ErrInvalid, stream, j, i, events[i].ID)
+		}
+		seen[events[i].ID] = i
+	}
+	return nil
+}
+
+// check returns a [*WrongExpectedVersionError] unless a stream whose state
+// is actual (NoStream or Exact) meets e.
+func (e ExpectedRevision) check(stream string, actual ExpectedRevision) error {
+	ok := true
+	switch e.kind {
+	case expectNoStream:
+		ok = actual.kind == expectNoStream
+	case expectExists:
+		ok = actual.kind != expectNoStream
+	case expectExact:
+		ok = actual == e
+	}
+	if !ok {
+		return &WrongExpectedVersionError{Stream: stream, Expected: e, Actual: actual}
+	}
+	return nil
+}
+
+// replayed applies the idempotence rules of [Store] to an append of events
+// to stream. Lookup returns the revision of an event ID committed to the
+// stream (within the backend's window); actual is the stream's state and
+// start the revision of its first event since it was created or last
+// soft-deleted. Replayed returns ok and the revision of the batch's first
+// event when the whole batch is already committed as expected says, false
+// when none of it is, and an error otherwise.
+func replayed(stream string, expected, actual ExpectedRevision, start uint64, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, ok bool, err error) {
+	first, inOrder := lookup(events[0].ID)
+	found := 0
+	for i := range events {
+		rev, ok := lookup(events[i].ID)
+		if ok {
+			found++
+		}
+		inOrder = inOrder && ok && rev == first+uint64(i)
+	}
+	switch {
+	case found == 0:
+		return 0, false, nil
+	case !inOrder:
+		return 0, false, fmt.Errorf("%w: stream %q: %d of %d events are committed already, not as one batch", ErrPartialDuplicate, stream, found, len(events))
+	case expected.kind == expectExact && first != expected.rev+1,
+		expected.kind == expectNoStream && first != start:
+		return 0, false, &WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: actual}
+	}
+	return first, true, nil
+}

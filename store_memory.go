@@ -1,0 +1,580 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MemoryStoreOptions configures a [MemoryStore]. The zero value (or nil)
+// takes the defaults.
+type MemoryStoreOptions struct {
+	// MaxEventSize is the largest event accepted, in bytes of type,
+	// encoding, metadata and data; zero means 1 MiB.
+	MaxEventSize int
+	// MaxBatchSize is the largest append accepted, in the same bytes summed
+	// over its events (over every stream of AppendMulti); zero means 16 MiB.
+	MaxBatchSize int
+}
+
+// MemoryStore is a [Store] that keeps every event in memory, for tests and
+// for applications that need no durability. It remembers every event ID of
+// every stream, so its idempotent appends cover whole streams.
+//
+// Reads and subscriptions take no lock while they yield: committed events
+// are never modified, so a reader iterates over a view of them taken when
+// its loop starts. Appends take one lock and, per event, copy its data and
+// metadata. A MemoryStore is safe for concurrent use.
+type MemoryStore struct {
+	maxEvent, maxBatch int
+	closed             atomic.Bool
+
+	mu      sync.RWMutex
+	log     memLog
+	streams map[string]*memStream
+	// notify is closed, and set to nil, when events are committed or the
+	// store closes. It is nil while no subscriber waits.
+	notify chan struct{}
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// memLog holds recorded events by position in chunks that never move, so
+// that appends copy no old events and a reader can keep a copy of the
+// memLog to read the events committed until then without a lock.
+type memLog struct {
+	chunks []*[logChunk]RecordedEvent
+	n      uint64
+}
+
+// logChunk is the number of events in a chunk of a memLog.
+const logChunk = 512
+
+func (l *memLog) at(pos uint64) *RecordedEvent { return &l.chunks[pos/logChunk][pos%logChunk] }
+
+func (l *memLog) append(e *RecordedEvent) {
+	if l.n%logChunk == 0 {
+		l.chunks = append(l.chunks, new([logChunk]RecordedEvent))
+	}
+	*l.at(l.n) = *e
+	l.n++
+}
+
+// memStream is the state of one stream of a MemoryStore.
+type memStream struct {
+	positions  []uint64      // position of each revision
+	ids        map[ID]uint64 // revision of each event ID
+	start      uint64        // first revision since creation or soft delete
+	deleted    bool
+	tombstoned bool
+	md         StreamMetadata
+}
+
+// actual returns the stream's state for expected-revision checks.
+func (st *memStream) actual() ExpectedRevision {
+	if st == nil || st.deleted || len(st.positions) == 0 {
+		return NoStream
+	}
+	return Exact(uint64(len(st.positions) - 1))
+}
+
+// lookup returns the revision of event ID id in the stream.
+func (st *memStream) lookup(id ID) (uint64, bool) {
+	if st == nil {
+		return 0, false
+	}
+	rev, ok := st.ids[id]
+	return rev, ok
+}
+
+// NewMemoryStore returns an empty MemoryStore. It returns an error wrapping
+// [ErrInvalid] for a negative option.
+func NewMemoryStore(opts *MemoryStoreOptions) (*MemoryStore, error) {
+	var o MemoryStoreOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxEventSize < 0 || o.MaxBatchSize < 0 {
+		return nil, fmt.Errorf("%w: MemoryStoreOptions: MaxEventSize %d and MaxBatchSize %d must not be negative", ErrInvalid, o.MaxEventSize, o.MaxBatchSize)
+	}
+	if o.MaxEventSize == 0 {
+		o.MaxEventSize = 1 << 20
+	}
+	if o.MaxBatchSize == 0 {
+		o.MaxBatchSize = 16 << 20
+	}
+	return &MemoryStore{maxEvent: o.MaxEventSize, maxBatch: o.MaxBatchSize, streams: make(map[string]*memStream)}, nil
+}
+
+// Append implements [Store.Append].
+func (s *MemoryStore) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return AppendResult{}, err
+	}
+	size, err := checkEvents(stream, events, s.maxEvent, s.maxBatch)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return AppendResult{}, ErrClosed
+	}
+	st := s.streams[stream]
+	res, done, err := s.check(stream, st, expected, events)
+	if done || err != nil {
+		return res, err
+	}
+	res, _ = s.commit(stream, st, events, make([]byte, 0, size), time.Now())
+	s.wake()
+	return res, nil
+}
+
+// AppendMulti implements [Store.AppendMulti].
+func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(appends) == 0 {
+		return nil, fmt.Errorf("%w: AppendMulti: no appends", ErrInvalid)
+	}
+	total := 0
+	for i, a := range appends {
+		size, err := checkEvents(a.Stream, a.Events, s.maxEvent, s.maxBatch)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range appends[:i] {
+			if b.Stream == a.Stream {
+				return nil, fmt.Errorf("%w: AppendMulti: stream %q appears twice", ErrInvalid, a.Stream)
+			}
+		}
+		total += size
+	}
+	if total > s.maxBatch {
+		return nil, fmt.Errorf("%w: AppendMulti: %d bytes, more than %d", ErrTooLarge, total, s.maxBatch)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	results := make([]AppendResult, len(appends))
+	done := make([]bool, len(appends))
+	for i, a := range appends {
+		var err error
+		if results[i], done[i], err = s.check(a.Stream, s.streams[a.Stream], a.Expected, a.Events); err != nil {
+			return nil, err
+		}
+	}
+	arena, now := make([]byte, 0, total), time.Now()
+	for i, a := range appends {
+		if !done[i] {
+			results[i], arena = s.commit(a.Stream, s.streams[a.Stream], a.Events, arena, now)
+		}
+	}
+	s.wake()
+	return results, nil
+}
+
+// check decides an append to stream, whose state is st (nil if new): it
+// returns done and the original result for a replay of a committed batch,
+// or an error. s.mu must be held.
+func (s *MemoryStore) check(stream string, st *memStream, expected ExpectedRevision, events []EventData) (AppendResult, bool, error) {
+	if st != nil && st.tombstoned {
+		return AppendResult{}, false, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
+	}
+	actual := st.actual()
+	var start uint64
+	if st != nil {
+		start = st.start
+	}
+	first, replay, err := replayed(stream, expected, actual, start, events, st.lookup)
+	if err != nil {
+		return AppendResult{}, false, err
+	}
+	if replay {
+		last := first + uint64(len(events)) - 1
+		return AppendResult{Revision: last, Position: st.positions[last]}, true, nil
+	}
+	return AppendResult{}, false, expected.check(stream, actual)
+}
+
+// commit appends events to stream, copying their data into arena, which
+// has room for all of it, and returns the rest of arena. s.mu must be held.
+func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, arena []byte, now time.Time) (AppendResult, []byte) {
+	if st == nil {
+		st = &memStream{ids: make(map[ID]uint64, len(events))}
+		s.streams[stream] = st
+	}
+	if st.deleted {
+		st.deleted = false
+		st.start = uint64(len(st.positions))
+	}
+	for i := range events {
+		rev, pos := uint64(len(st.positions)), s.log.n
+		e := events[i]
+		if e.SchemaVersion == 0 {
+			e.SchemaVersion = 1
+		}
+		if len(e.Metadata) > 0 {
+			e.Metadata = maps.Clone(e.Metadata)
+		} else {
+			e.Metadata = nil
+		}
+		if e.Data != nil {
+			n := len(arena)
+			arena = append(arena, e.Data...)
+			e.Data = arena[n:len(arena):len(arena)]
+		}
+		s.log.append(&RecordedEvent{EventData: e, Stream: stream, Revision: rev, Position: pos, Time: now})
+		st.positions = append(st.positions, pos)
+		st.ids[e.ID] = rev
+	}
+	return AppendResult{Revision: uint64(len(st.positions) - 1), Position: s.log.n - 1}, arena[len(arena):]
+}
+
+// wake tells waiting subscribers that something changed. s.mu must be held.
+func (s *MemoryStore) wake() {
+	if s.notify != nil {
+		close(s.notify)
+		s.notify = nil
+	}
+}
+
+// ReadStream implements [Store.ReadStream].
+func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		if err := checkStream(stream); err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
+		if o.Limit < 0 {
+			yield(RecordedEvent{}, fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit))
+			return
+		}
+		s.mu.RLock()
+		st, log := s.streams[stream], s.log
+		var positions []uint64
+		var lo uint64
+		var md StreamMetadata
+		tombstoned := false
+		if st != nil {
+			positions, tombstoned, md, lo = st.positions, st.tombstoned, st.md, st.start
+			if st.deleted {
+				lo = uint64(len(positions))
+			}
+		}
+		s.mu.RUnlock()
+		switch {
+		case s.closed.Load():
+			yield(RecordedEvent{}, ErrClosed)
+			return
+		case tombstoned:
+			yield(RecordedEvent{}, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream))
+			return
+		case len(positions) == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
+			return
+		}
+		n := uint64(len(positions))
+		if md.MaxCount > 0 && n > md.MaxCount {
+			lo = max(lo, n-md.MaxCount)
+		}
+		var oldest time.Time
+		if md.MaxAge > 0 {
+			oldest = time.Now().Add(-md.MaxAge)
+		}
+		indexes := func(yield func(uint64) bool) { // positions, by revision
+			if o.Direction == Backwards {
+				for rev := min(o.From, n-1) + 1; rev > lo; rev-- {
+					if !yield(positions[rev-1]) {
+						return
+					}
+				}
+				return
+			}
+			for rev := max(o.From, lo); rev < n; rev++ {
+				if !yield(positions[rev]) {
+					return
+				}
+			}
+		}
+		s.yieldEach(ctx, o.Limit, log, indexes, func(e *RecordedEvent) bool {
+			return o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest))
+		}, yield)
+	}
+}
+
+// ReadAll implements [Store.ReadAll].
+func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		if o.Limit < 0 {
+			yield(RecordedEvent{}, fmt.Errorf("%w: ReadAll: Limit %d is negative", ErrInvalid, o.Limit))
+			return
+		}
+		s.mu.RLock()
+		log := s.log
+		s.mu.RUnlock()
+		if s.closed.Load() {
+			yield(RecordedEvent{}, ErrClosed)
+			return
+		}
+		n := log.n
+		if n == 0 {
+			return
+		}
+		positions := func(yield func(uint64) bool) {
+			if o.Direction == Backwards {
+				for pos := min(o.From, n-1) + 1; pos > 0; pos-- {
+					if !yield(pos - 1) {
+						return
+					}
+				}
+				return
+			}
+			for pos := o.From; pos < n; pos++ {
+				if !yield(pos) {
+					return
+				}
+			}
+		}
+		s.yieldEach(ctx, o.Limit, log, positions, func(e *RecordedEvent) bool {
+			return o.Filter.match(e.Stream, e.Type)
+		}, yield)
+	}
+}
+
+// checkEvery is how many events a read yields between checks of its
+// context and of the store's closing.
+const checkEvery = 256
+
+// yieldEach yields the events of log at positions that keep selects, up
+// to limit (0: no limit), and stops with an error when ctx is done or s
+// closes. It reports whether the consumer wants more.
+func (s *MemoryStore) yieldEach(ctx context.Context, limit int, log memLog, positions iter.Seq[uint64], keep func(*RecordedEvent) bool, yield func(RecordedEvent, error) bool) bool {
+	yielded, seen := 0, 0
+	for pos := range positions {
+		if seen%checkEvery == 0 {
+			if err := s.interrupted(ctx); err != nil {
+				yield(RecordedEvent{}, err)
+				return false
+			}
+		}
+		seen++
+		e := log.at(pos)
+		if !keep(e) {
+			continue
+		}
+		if !yield(*e, nil) {
+			return false
+		}
+		if yielded++; yielded == limit {
+			return false
+		}
+	}
+	return true
+}
+
+// interrupted returns why a read must stop early, or nil.
+func (s *MemoryStore) interrupted(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Subscribe implements [Store.Subscribe]. It starts no goroutine: the
+// subscription runs in the goroutine iterating it.
+func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
+	var o SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		next := o.From
+		if next == End {
+			s.mu.RLock()
+			next = s.log.n
+			s.mu.RUnlock()
+		}
+		caughtUp := o.CaughtUp == nil
+		for {
+			s.mu.RLock()
+			log := s.log
+			s.mu.RUnlock()
+			n := log.n
+			if next < n {
+				positions := func(yield func(uint64) bool) {
+					for pos := next; pos < n; pos++ {
+						if !yield(pos) {
+							return
+						}
+					}
+				}
+				if !s.yieldEach(ctx, 0, log, positions, func(e *RecordedEvent) bool {
+					return o.Filter.match(e.Stream, e.Type)
+				}, yield) {
+					return
+				}
+				next = n
+				continue
+			}
+			if !caughtUp {
+				caughtUp = true
+				o.CaughtUp(next)
+				continue // time passed in CaughtUp: look again before waiting
+			}
+			wait, err := s.waitAfter(next)
+			if err != nil {
+				yield(RecordedEvent{}, err)
+				return
+			}
+			if wait == nil {
+				continue
+			}
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				yield(RecordedEvent{}, ctx.Err())
+				return
+			}
+		}
+	}
+}
+
+// waitAfter returns a channel closed when an event at position next or
+// later is committed, or nil when one already is. It fails with ErrClosed
+// once the store is closed.
+func (s *MemoryStore) waitAfter(next uint64) (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if s.log.n > next {
+		return nil, nil
+	}
+	if s.notify == nil {
+		s.notify = make(chan struct{})
+	}
+	return s.notify, nil
+}
+
+// Delete implements [Store.Delete].
+func (s *MemoryStore) Delete(ctx context.Context, stream string, expected ExpectedRevision) error {
+	return s.delete(ctx, stream, expected, false)
+}
+
+// Tombstone implements [Store.Tombstone].
+func (s *MemoryStore) Tombstone(ctx context.Context, stream string, expected ExpectedRevision) error {
+	return s.delete(ctx, stream, expected, true)
+}
+
+func (s *MemoryStore) delete(ctx context.Context, stream string, expected ExpectedRevision, tombstone bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkStream(stream); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	st := s.streams[stream]
+	if st != nil && st.tombstoned {
+		return fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
+	}
+	if err := expected.check(stream, st.actual()); err != nil {
+		return err
+	}
+	if st == nil {
+		if !tombstone {
+			return nil
+		}
+		st = &memStream{ids: make(map[ID]uint64)}
+		s.streams[stream] = st
+	}
+	st.tombstoned = tombstone
+	st.deleted = true
+	return nil
+}
+
+// SetStreamMetadata implements [Store.SetStreamMetadata].
+func (s *MemoryStore) SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkStream(stream); err != nil {
+		return err
+	}
+	if md.MaxAge < 0 {
+		return fmt.Errorf("%w: stream %q: MaxAge %v is negative", ErrInvalid, stream, md.MaxAge)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	st := s.streams[stream]
+	if st == nil {
+		st = &memStream{ids: make(map[ID]uint64)}
+		s.streams[stream] = st
+	}
+	st.md = md
+	return nil
+}
+
+// StreamInfo implements [Store.StreamInfo].
+func (s *MemoryStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return StreamInfo{}, err
+	}
+	if err := checkStream(stream); err != nil {
+		return StreamInfo{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return StreamInfo{}, ErrClosed
+	}
+	st := s.streams[stream]
+	if st == nil {
+		return StreamInfo{}, nil
+	}
+	info := StreamInfo{Deleted: st.deleted && !st.tombstoned, Tombstoned: st.tombstoned, Metadata: st.md}
+	if n := len(st.positions); n > 0 {
+		info.Revision = uint64(n - 1)
+		info.Exists = !st.deleted
+	}
+	return info, nil
+}
+
+// Close implements [Store.Close]. The events stay readable by iterators
+// that are already past their start, until their next check.
+func (s *MemoryStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed.Swap(true) {
+		s.wake()
+		s.log, s.streams = memLog{}, nil
+	}
+	return nil
+}
