@@ -7,8 +7,8 @@ import (
 
 var (
 	// ErrClosed is returned by calls on a bus that has been shut down or
-	// closed, and by calls on a subscription after Unsubscribe.
-	ErrClosed = errors.New("eventbus: bus closed")
+	// closed, on a subscription after Unsubscribe, and on a closed store.
+	ErrClosed = errors.New("eventbus: closed")
 
 	// ErrInvalid is wrapped by every error about bad input: an empty or
 	// malformed name, a nil handler, a size out of range. The message says
