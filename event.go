@@ -35,6 +35,10 @@ type Header struct {
 	// nil unless the publisher set some. Handlers must not modify it: all
 	// subscriptions of a topic share it.
 	Metadata Metadata
+	// Position is the event's global position in the [Store] it was read
+	// from, for events delivered by a [Durable] subscription or a
+	// [StoreTopic]; zero for events published straight to a [Topic].
+	Position uint64
 }
 
 // Metadata holds an event's free-form string attributes.

@@ -37,6 +37,12 @@ type SubscriptionOptions struct {
 	// BatchWait is how long a worker with fewer than BatchSize events waits
 	// for more before handling them; zero means no wait.
 	BatchWait time.Duration
+
+	// finished, if set, is called in the worker when an event is done with:
+	// handled, skipped as a duplicate, or dead-lettered while the
+	// subscription runs (not abandoned by a stop). Durable subscriptions
+	// use it to advance their checkpoints.
+	finished func(h *Header)
 }
 
 // Subscription is a named consumer of one topic. It receives every event

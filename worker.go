@@ -22,6 +22,7 @@ type subscription[T any] struct {
 	running atomic.Int32 // workers not yet exited
 	sync    syncCounters // Sync mode's counters
 	envs    sync.Pool    // of *Envelope, for Sync mode's middleware
+	finish  func(h *Header)
 }
 
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
@@ -32,6 +33,7 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		topic:        t,
 		handler:      h,
 		retry:        retry,
+		finish:       o.finished,
 	}
 	s.impl = s
 	if batch != nil {
@@ -132,6 +134,9 @@ func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, 
 			end = time.Now()
 		}
 		c.attempt(attempt, dup, err, &e.Header, start, end)
+		if err == nil && s.finish != nil {
+			s.finish(&e.Header)
+		}
 	}()
 	if s.chain == nil {
 		return end, s.handler(ctx, *e)
@@ -205,6 +210,9 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 		LastFailure:  last,
 		redrive:      s.redrive,
 	})
+	if s.finish != nil && s.ctx.Err() == nil {
+		s.finish(&e.Header)
+	}
 }
 
 // redrive sends a dead letter's event back through this subscription alone.

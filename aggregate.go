@@ -1,0 +1,209 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// AggregateOptions configures an [Aggregate]. The zero value (or nil) takes
+// the defaults.
+type AggregateOptions struct {
+	// SnapshotEvery, if positive, saves a snapshot of the state (see
+	// [SaveSnapshot]) each time a command takes the stream past a multiple
+	// of this many events, so that loading replays fewer of them. The state
+	// type must then be registered in the Registry. Zero means never.
+	SnapshotEvery int
+	// MaxAttempts is how many times [Aggregate.Execute] runs the
+	// load-decide-append cycle when appends conflict; zero means 3.
+	MaxAttempts int
+	// CacheSize, if positive, keeps the state of up to this many streams in
+	// memory, the least recently used evicted first, so that a load only
+	// reads the events appended since. Zero means no cache.
+	CacheSize int
+}
+
+// Aggregate loads and changes aggregates of one kind, each the state of
+// type T folded from the events of type E in its own stream of a [Store].
+// E is usually an interface that the kind's event types implement, each of
+// them registered in the [Registry]; T is a value that evolve turns into
+// the next state.
+//
+// States are shared (with the cache, and with concurrent loads), so evolve
+// must return a new state rather than modify the one it is given in place:
+// copy a map or slice before changing it. An Aggregate is safe for
+// concurrent use.
+type Aggregate[T, E any] struct {
+	store    Store
+	reg      *Registry
+	evolve   func(T, E) T
+	every    uint64
+	attempts int
+	cache    *aggregateCache[T]
+}
+
+// NewAggregate returns an Aggregate over s whose events r decodes and
+// evolve folds into a state, starting from the zero T. It returns an error
+// wrapping [ErrInvalid] for a nil argument or a negative option, or
+// [ErrUnknownEvent] if SnapshotEvery is set and T is not registered in r.
+func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) T, opts *AggregateOptions) (*Aggregate[T, E], error) {
+	var o AggregateOptions
+	if opts != nil {
+		o = *opts
+	}
+	switch {
+	case s == nil || r == nil || evolve == nil:
+		return nil, fmt.Errorf("%w: NewAggregate: nil store, registry or evolve", ErrInvalid)
+	case o.SnapshotEvery < 0 || o.MaxAttempts < 0 || o.CacheSize < 0:
+		return nil, fmt.Errorf("%w: AggregateOptions %+v: negative option", ErrInvalid, o)
+	}
+	if o.SnapshotEvery > 0 {
+		var zero T
+		if _, err := r.entryFor(zero); err != nil {
+			return nil, fmt.Errorf("AggregateOptions.SnapshotEvery: %w", err)
+		}
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 3
+	}
+	a := &Aggregate[T, E]{store: s, reg: r, evolve: evolve, every: uint64(o.SnapshotEvery), attempts: o.MaxAttempts}
+	if o.CacheSize > 0 {
+		a.cache = newAggregateCache[T](o.CacheSize)
+	}
+	return a, nil
+}
+
+// Version is an aggregate's state as of a revision of its stream.
+type Version[T any] struct {
+	// State is the state after the stream's events so far.
+	State T
+	// Expected is the stream's revision to append after: [NoStream] for an
+	// aggregate with no event yet, else Exact of its last event's revision.
+	Expected ExpectedRevision
+}
+
+// Load returns the state of the aggregate in stream: the latest snapshot,
+// if there is one, with the events after it folded in. A stream with no
+// event gives the zero T and [NoStream]. It returns the store's or the
+// registry's error.
+func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
+	if a.cache != nil {
+		if v, ok := a.cache.get(stream); ok {
+			return a.replay(ctx, stream, v, true)
+		}
+	}
+	var v Version[T]
+	v.Expected = NoStream
+	if a.every > 0 {
+		snap, ok, err := LoadSnapshot[T](ctx, a.store, a.reg, stream)
+		if err != nil {
+			return Version[T]{}, err
+		}
+		if ok {
+			v = Version[T]{State: snap.State, Expected: Exact(snap.Revision)}
+		}
+	}
+	return a.replay(ctx, stream, v, false)
+}
+
+// replay folds the events of stream after v into v; cached says that v
+// came from the cache, for its hit count.
+func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T], cached bool) (Version[T], error) {
+	from := uint64(0)
+	if v.Expected != NoStream {
+		from = v.Expected.rev + 1
+	}
+	n := 0
+	for e, err := range a.store.ReadStream(ctx, stream, &ReadOptions{From: from}) {
+		if err != nil {
+			return Version[T]{}, err
+		}
+		p, err := Decode[E](a.reg, e.EventData)
+		if err != nil {
+			return Version[T]{}, fmt.Errorf("stream %q revision %d: %w", stream, e.Revision, err)
+		}
+		v.State = a.evolve(v.State, p)
+		v.Expected = Exact(e.Revision)
+		n++
+	}
+	if a.cache != nil {
+		a.cache.count(cached && n == 0)
+		a.cache.put(stream, v)
+	}
+	return v, nil
+}
+
+// Execute runs a command on the aggregate in stream: it loads the state,
+// asks decide for the events the command makes, and appends them if the
+// stream has not changed since the load. If it has, another command won:
+// Execute loads the new state and asks decide again, up to MaxAttempts
+// times in all. decide may thus run more than once, and must have no effect
+// besides its result. With no event, nothing is appended and the result is
+// the zero AppendResult.
+//
+// It returns decide's error as is; after MaxAttempts conflicts, an error
+// wrapping the last [*WrongExpectedVersionError]; or the store's or the
+// registry's error. A snapshot that fails to save is skipped, since the
+// events are committed: the next load replays a few more events.
+func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
+	var conflict error
+	for range a.attempts {
+		v, err := a.Load(ctx, stream)
+		if err != nil {
+			return AppendResult{}, err
+		}
+		events, err := decide(v.State)
+		if err != nil || len(events) == 0 {
+			return AppendResult{}, err
+		}
+		res, err := a.append(ctx, stream, v, events)
+		if !errors.Is(err, ErrWrongExpectedVersion) {
+			return res, err
+		}
+		conflict = err
+		if a.cache != nil {
+			a.cache.drop(stream)
+		}
+	}
+	return AppendResult{}, fmt.Errorf("eventbus: stream %q: %d attempts conflicted: %w", stream, a.attempts, conflict)
+}
+
+// append appends events to stream after v, then caches and snapshots the
+// new state.
+func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T], events []E) (AppendResult, error) {
+	data := make([]EventData, len(events))
+	for i, e := range events {
+		var err error
+		if data[i], err = a.reg.Encode(e); err != nil {
+			return AppendResult{}, err
+		}
+	}
+	res, err := a.store.Append(ctx, stream, v.Expected, data...)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	before := uint64(0) // events in the stream before the append
+	if v.Expected != NoStream {
+		before = v.Expected.rev + 1
+	}
+	for _, e := range events {
+		v.State = a.evolve(v.State, e)
+	}
+	v.Expected = Exact(res.Revision)
+	if a.cache != nil {
+		a.cache.put(stream, v)
+	}
+	if a.every > 0 && before/a.every != (res.Revision+1)/a.every {
+		_ = SaveSnapshot(ctx, a.store, a.reg, stream, Snapshot[T]{Revision: res.Revision, State: v.State})
+	}
+	return res, nil
+}
+
+// CacheStats returns how many loads found the state in the cache with no
+// newer event to read (hits), and how many did not (misses).
+func (a *Aggregate[T, E]) CacheStats() (hits, misses uint64) {
+	if a.cache == nil {
+		return 0, 0
+	}
+	return a.cache.stats()
+}

@@ -1,0 +1,163 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+)
+
+// checkpointType is the event type of the checkpoints of durable
+// subscriptions.
+const checkpointType = "eventbus.checkpoint"
+
+// checkpointStream returns the system stream that holds the checkpoints of
+// the durable subscription name.
+func checkpointStream(name string) string { return "$checkpoint-" + name }
+
+// loadCheckpoint returns the position from which the durable subscription
+// name resumes: the last checkpoint saved, or 0.
+func loadCheckpoint(ctx context.Context, s Store, name string) (uint64, error) {
+	for e, err := range s.ReadStream(ctx, checkpointStream(name), &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
+		if err != nil {
+			return 0, err
+		}
+		pos, err := strconv.ParseUint(string(e.Data), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: checkpoint of %q at position %d: %v", ErrInvalid, name, e.Position, err)
+		}
+		return pos, nil
+	}
+	return 0, nil
+}
+
+// saveCheckpoint records that the durable subscription name resumes at pos.
+func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error {
+	_, err := s.Append(ctx, checkpointStream(name), Any, EventData{
+		ID:   NewID(),
+		Type: checkpointType,
+		Data: strconv.AppendUint(nil, pos, 10),
+	})
+	return err
+}
+
+// tracker follows the events that a durable subscription has handed to its
+// workers, which finish them out of order, and keeps next, the position
+// before which every one of them is finished: the checkpoint. It is safe for
+// concurrent use.
+type tracker struct {
+	mu       sync.Mutex
+	next     uint64              // every event handed out before it is finished
+	read     uint64              // position after the last event handed out
+	inflight []uint64            // positions handed out from next on, ascending
+	done     map[uint64]struct{} // those of inflight that are finished
+	advanced int                 // events finished since the last save began
+	changed  chan struct{}       // closed when next moves; nil without waiters
+}
+
+func newTracker(from uint64) *tracker {
+	return &tracker{next: from, read: from, done: make(map[uint64]struct{})}
+}
+
+// handOut records that the event at pos goes to the workers.
+func (t *tracker) handOut(pos uint64) {
+	t.mu.Lock()
+	t.inflight = append(t.inflight, pos)
+	t.read = pos + 1
+	t.mu.Unlock()
+}
+
+// caughtUp records that the subscription has seen every event before
+// position n, the ones its filter skipped included.
+func (t *tracker) caughtUp(n uint64) {
+	t.mu.Lock()
+	t.read = max(t.read, n)
+	t.advance()
+	t.mu.Unlock()
+}
+
+// finish records that the event at pos is finished and returns how many
+// events have finished since the last save began.
+func (t *tracker) finish(pos uint64) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if pos < t.next {
+		return t.advanced // finished before: a redriven dead letter
+	}
+	t.done[pos] = struct{}{}
+	t.advanced++
+	t.advance()
+	return t.advanced
+}
+
+// advance moves next over the finished prefix of inflight. Callers hold mu.
+func (t *tracker) advance() {
+	old := t.next
+	for len(t.inflight) > 0 {
+		pos := t.inflight[0]
+		if _, ok := t.done[pos]; !ok {
+			break
+		}
+		delete(t.done, pos)
+		t.inflight = t.inflight[1:]
+		t.next = pos + 1
+	}
+	if len(t.inflight) == 0 {
+		t.inflight = t.inflight[:0:0] // let the backing array go
+		t.next = max(t.next, t.read)
+	}
+	if t.next != old && t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
+}
+
+// checkpoint returns next and starts a save: the count of events finished
+// since the last save restarts.
+func (t *tracker) checkpoint() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.advanced = 0
+	return t.next
+}
+
+// position returns next.
+func (t *tracker) position() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next
+}
+
+// waitFor waits until next is past pos, or ctx is done.
+func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
+	for {
+		t.mu.Lock()
+		if t.next > pos {
+			t.mu.Unlock()
+			return nil
+		}
+		if t.changed == nil {
+			t.changed = make(chan struct{})
+		}
+		ch := t.changed
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// reset starts the tracker again at from, for a rebuild, and wakes the
+// waiters so that they look again.
+func (t *tracker) reset(from uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next, t.read, t.inflight, t.advanced = from, from, nil, 0
+	clear(t.done)
+	if t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
+}

@@ -1,0 +1,404 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// DurableOptions configures a durable subscription. The zero value (or nil)
+// takes the defaults.
+type DurableOptions struct {
+	// Filter selects the events to handle; its zero value selects every
+	// event outside system streams.
+	Filter Filter
+	// CheckpointEvery is how many finished events pass between saves of the
+	// checkpoint; zero means 100. The checkpoint is also saved when the
+	// subscription stops. A smaller number means fewer events handled again
+	// after a crash, and more appends.
+	CheckpointEvery int
+	// Subscription configures the workers, queues, middleware and retry
+	// policy, as for a bus subscription; BatchSize and BatchWait are unused.
+	Subscription SubscriptionOptions
+}
+
+// Durable is a durable subscription: a named consumer of every stream of a
+// [Store] that resumes where it stopped, even in another process. Make one
+// with [SubscribeDurable]; its methods are safe for concurrent use.
+//
+// # Delivery
+//
+// A goroutine of the bus reads the store from the checkpoint on and queues
+// each event to the workers of a bus subscription, so durable subscriptions
+// share the bus's machinery: middleware, retries, the dead-letter queue,
+// metrics, Flush and Shutdown. The key of each event is its stream: events of
+// one stream are handled one at a time in store order, streams in parallel.
+// The handler's [Event] carries the stored event's ID, type, time, IDs,
+// metadata and [Header].Position; middleware sees the [RecordedEvent] as
+// [Envelope].Payload.
+//
+// # Checkpoints
+//
+// Workers finish events out of order, so the checkpoint is the position
+// before which every event has finished (handled, skipped as a duplicate, or
+// dead-lettered): the lowest one still running holds it back. It is saved in
+// the store's system stream "$checkpoint-" followed by the name, every
+// CheckpointEvery events and when the subscription or the bus stops; an
+// event abandoned by [Bus.Close] is not finished. After a restart, the
+// events from the checkpoint on are delivered again: delivery is
+// at-least-once. The [Idempotency] middleware with a durable
+// [ProcessedStore], such as [NewStoreProcessed], makes each event's effect
+// happen once.
+//
+// # Projections
+//
+// A durable subscription whose handler updates a read model is a
+// projection: [Durable.WaitFor] gives read-your-writes (wait until the event
+// just appended is in the read model), and [Durable.Rebuild] builds the read
+// model again from the first event.
+type Durable struct {
+	bus     *Bus
+	store   Store
+	name    string
+	filter  Filter
+	every   int
+	topic   *Topic[RecordedEvent]
+	handler Handler[RecordedEvent]
+	subOpts SubscriptionOptions
+	track   *tracker
+
+	life chan struct{} // held by Stop and Rebuild, one at a time
+	run  atomic.Pointer[durableRun]
+
+	// One save at a time; a save asked for meanwhile is made after it.
+	saveMu sync.Mutex
+	saving bool
+	again  bool
+	saved  uint64 // the last checkpoint saved, or loaded
+}
+
+// durableRun is one run of a durable subscription, from its start or a
+// rebuild to its stop.
+type durableRun struct {
+	sub      *Subscription
+	cancel   context.CancelFunc // stops the tailer
+	stopping chan struct{}      // closed when Stop or Rebuild takes over
+	tailed   chan struct{}      // closed when the tailer has exited
+	err      error              // why the tailer stopped, if not told to; read after tailed
+	once     sync.Once          // the final save
+	final    error
+}
+
+// SubscribeDurable starts the durable subscription name (1 to 240 letters,
+// digits, '.', '_' and '-') on bus b over store s, from its last saved
+// checkpoint, and hands the events its filter selects to h, decoded by r
+// (see [Decode]). A handler of [RecordedEvent] receives the events as
+// stored, and r may then be nil. An event that does not decode goes to the
+// dead-letter queue, undecoded. opts may be nil.
+//
+// A name is used by one subscription at a time: another process resuming
+// it must wait for this one to stop. It returns an error wrapping
+// [ErrInvalid] for a bad name, handler or option, [ErrDuplicate] if b has
+// a durable subscription of that name already, [ErrClosed] after Shutdown,
+// or the store's error reading the checkpoint.
+func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
+	var o DurableOptions
+	if opts != nil {
+		o = *opts
+	}
+	if err := checkName("durable subscription", name); err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return nil, fmt.Errorf("%w: durable subscription %q: nil store", ErrInvalid, name)
+	}
+	handler, err := decoding(r, h)
+	if err != nil {
+		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
+	}
+	if o.CheckpointEvery < 0 {
+		return nil, fmt.Errorf("%w: durable subscription %q: CheckpointEvery %d is negative", ErrInvalid, name, o.CheckpointEvery)
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = 100
+	}
+	from, err := loadCheckpoint(ctx, s, name)
+	if err != nil {
+		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
+	}
+	topic := "durable." + name
+	t, err := NewTopic(b, topic, &TopicOptions[RecordedEvent]{Mode: Async, EventType: topic})
+	if err != nil {
+		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
+	}
+	d := &Durable{
+		bus:     b,
+		store:   s,
+		name:    name,
+		filter:  o.Filter,
+		every:   o.CheckpointEvery,
+		topic:   t,
+		handler: handler,
+		subOpts: o.Subscription,
+		track:   newTracker(from),
+		life:    make(chan struct{}, 1),
+		saved:   from,
+	}
+	d.subOpts.finished = d.finished
+	if err := d.start(from); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decoding returns h as a handler of stored events.
+func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: nil handler", ErrInvalid)
+	}
+	if raw, ok := any(h).(Handler[RecordedEvent]); ok {
+		return raw, nil
+	}
+	if r == nil {
+		return nil, fmt.Errorf("%w: nil registry to decode the events", ErrInvalid)
+	}
+	return func(ctx context.Context, e Event[RecordedEvent]) error {
+		p, err := Decode[E](r, e.Payload.EventData)
+		if err != nil {
+			return Permanent(err)
+		}
+		return h(ctx, Event[E]{Header: e.Header, Payload: p})
+	}, nil
+}
+
+// start subscribes the workers and starts the tailer, reading from from.
+func (d *Durable) start(from uint64) error {
+	sub, err := d.topic.Subscribe(d.name, d.handler, &d.subOpts)
+	if err != nil {
+		return fmt.Errorf("durable subscription %q: %w", d.name, err)
+	}
+	ctx, cancel := context.WithCancel(d.bus.ctx)
+	r := &durableRun{sub: sub, cancel: cancel, stopping: make(chan struct{}), tailed: make(chan struct{})}
+	b := d.bus
+	b.mu.Lock()
+	if b.closed.Load() { // Shutdown may be waiting for the bus's goroutines
+		b.mu.Unlock()
+		cancel()
+		return ErrClosed
+	}
+	b.goroutines.Add(1)
+	b.mu.Unlock()
+	d.run.Store(r)
+	go func() {
+		defer b.goroutines.Done()
+		d.tail(ctx, r, from)
+	}()
+	return nil
+}
+
+// tail is the goroutine of one run. It queues the store's events to the
+// workers until Stop or Rebuild cancels it, the bus stops, or the store
+// fails; unless told to stop, it then waits for the workers to exit, which
+// Shutdown or Close make them do, and saves the final checkpoint.
+func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
+	defer close(r.tailed)
+	if err := d.pump(ctx, from); !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
+		r.err = err
+	}
+	select {
+	case <-r.stopping:
+	case <-r.sub.exited:
+		d.finish(r)
+	}
+}
+
+// pump reads the store from position from and queues each event.
+func (d *Durable) pump(ctx context.Context, from uint64) error {
+	opts := &SubscribeOptions{From: from, Filter: d.filter, CaughtUp: d.track.caughtUp}
+	for e, err := range d.store.Subscribe(ctx, opts) {
+		if err != nil {
+			return err
+		}
+		d.track.handOut(e.Position)
+		h := Header{
+			ID:            e.ID,
+			Type:          e.Type,
+			Topic:         d.topic.name,
+			Key:           e.Stream,
+			Time:          e.Time,
+			SchemaVersion: max(e.SchemaVersion, 1),
+			CorrelationID: e.CorrelationID,
+			CausationID:   e.CausationID,
+			Metadata:      e.Metadata,
+			Position:      e.Position,
+		}
+		if err := d.topic.Publish(ctx, e, func(dst *Header) { *dst = h }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finished is called by a worker when the event of h is finished.
+func (d *Durable) finished(h *Header) {
+	if d.track.finish(h.Position) >= d.every {
+		d.save()
+	}
+}
+
+// save saves the checkpoint unless a save is running, in which case that
+// one saves again when it is done.
+func (d *Durable) save() {
+	d.saveMu.Lock()
+	if d.saving {
+		d.again = true
+		d.saveMu.Unlock()
+		return
+	}
+	d.saving = true
+	d.saveMu.Unlock()
+	for {
+		pos := d.track.checkpoint()
+		err := d.persist(pos)
+		if err != nil && d.bus.opts.Logger != nil {
+			d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", pos, "error", err)
+		}
+		d.saveMu.Lock()
+		if !d.again {
+			d.saving = false
+			d.saveMu.Unlock()
+			return
+		}
+		d.again = false
+		d.saveMu.Unlock()
+	}
+}
+
+// persist saves pos as the checkpoint if it moved.
+func (d *Durable) persist(pos uint64) error {
+	d.saveMu.Lock()
+	moved := pos != d.saved
+	d.saveMu.Unlock()
+	if !moved {
+		return nil
+	}
+	if err := saveCheckpoint(context.Background(), d.store, d.name, pos); err != nil {
+		return err
+	}
+	d.saveMu.Lock()
+	d.saved = pos
+	d.saveMu.Unlock()
+	return nil
+}
+
+// finish saves the final checkpoint of r, once its workers have exited.
+func (d *Durable) finish(r *durableRun) error {
+	r.once.Do(func() { r.final = d.persist(d.track.checkpoint()) })
+	return r.final
+}
+
+// Name returns the subscription's name.
+func (d *Durable) Name() string { return d.name }
+
+// Checkpoint returns the position before which every event the
+// subscription selects has finished: the position it would resume from.
+func (d *Durable) Checkpoint() uint64 { return d.track.position() }
+
+// WaitFor waits until the event at position pos has finished, with every
+// event before it, or until ctx is done (it then returns ctx's error). Give
+// it the Position of an [AppendResult] to read your own writes from a
+// projection. pos must be an event that the subscription selects, or one
+// before it was caught up: the checkpoint moves over events its filter
+// skips only when it catches up with the store or finishes a later event.
+func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
+	return d.track.waitFor(ctx, pos)
+}
+
+// Stop stops the subscription: it reads no more events, handles those
+// already queued (with their retries), saves the checkpoint, and returns
+// once its workers have exited. If ctx ends first, running handlers see
+// their context cancelled, and events not yet handled are delivered again
+// by the next run; the error is then an *UndeliveredError. It returns the
+// error that stopped reading the store, if any, and that of the last save.
+// Calling it again returns [ErrClosed].
+func (d *Durable) Stop(ctx context.Context) error {
+	if err := d.acquire(ctx); err != nil {
+		return err
+	}
+	defer d.release()
+	r := d.run.Swap(nil)
+	if r == nil {
+		return ErrClosed
+	}
+	return d.stop(ctx, r)
+}
+
+func (d *Durable) acquire(ctx context.Context) error {
+	select {
+	case d.life <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Durable) release() { <-d.life }
+
+// stop ends run r and saves its checkpoint.
+func (d *Durable) stop(ctx context.Context, r *durableRun) error {
+	close(r.stopping)
+	r.cancel()
+	<-r.tailed
+	var errs []error
+	if r.err != nil {
+		errs = append(errs, fmt.Errorf("durable subscription %q: %w", d.name, r.err))
+	}
+	if !d.bus.closed.Load() { // else the bus has drained the workers already
+		if err := r.sub.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	<-r.sub.exited
+	if err := d.finish(r); err != nil {
+		errs = append(errs, fmt.Errorf("durable subscription %q: saving the checkpoint: %w", d.name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Rebuild handles every event again from the first: it stops the
+// subscription as Stop does, calls reset (which should empty the read
+// model), saves a checkpoint at position 0, and starts again. reset may be
+// nil. WaitFor and Checkpoint follow the new run. An [Idempotency]
+// middleware with a durable store would skip every event: a projection that
+// rebuilds should apply events idempotently by itself.
+//
+// It returns Stop's error, reset's, the store's, or [ErrClosed] after Stop
+// or Shutdown.
+func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
+	if err := d.acquire(ctx); err != nil {
+		return err
+	}
+	defer d.release()
+	r := d.run.Swap(nil)
+	if r == nil {
+		return ErrClosed
+	}
+	if err := d.stop(ctx, r); err != nil {
+		return err
+	}
+	if reset != nil {
+		if err := reset(ctx); err != nil {
+			return err
+		}
+	}
+	if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
+		return fmt.Errorf("durable subscription %q: %w", d.name, err)
+	}
+	d.saveMu.Lock()
+	d.saved = 0
+	d.saveMu.Unlock()
+	d.track.reset(0)
+	return d.start(0)
+}

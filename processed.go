@@ -1,0 +1,45 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+)
+
+// StoreProcessed is a [ProcessedStore] kept in a [Store], so that the
+// [Idempotency] middleware remembers across restarts which events a
+// subscription handled: with a [Durable] subscription, whose events are
+// delivered again from the checkpoint after a restart, each event's effect
+// then happens once. It records each event in a system stream of its own,
+// "$processed-" followed by the subscription and the event ID, so that
+// Processed is one lookup; the record grows by one small stream per event.
+// Make one with [NewStoreProcessed]; it is safe for concurrent use.
+type StoreProcessed struct {
+	store Store
+}
+
+var _ ProcessedStore = (*StoreProcessed)(nil)
+
+// NewStoreProcessed returns a StoreProcessed that keeps its records in s.
+func NewStoreProcessed(s Store) *StoreProcessed { return &StoreProcessed{store: s} }
+
+func processedStream(k IdempotencyKey) string {
+	if k.Key != "" {
+		return "$processed-" + k.Subscription + "-key-" + k.Key
+	}
+	return "$processed-" + k.Subscription + "-" + k.ID.String()
+}
+
+// Processed implements [ProcessedStore.Processed].
+func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool, error) {
+	info, err := p.store.StreamInfo(ctx, processedStream(k))
+	return info.Exists, err
+}
+
+// MarkProcessed implements [ProcessedStore.MarkProcessed].
+func (p *StoreProcessed) MarkProcessed(ctx context.Context, k IdempotencyKey) error {
+	_, err := p.store.Append(ctx, processedStream(k), NoStream, EventData{ID: NewID(), Type: "eventbus.processed"})
+	if errors.Is(err, ErrWrongExpectedVersion) {
+		return nil // recorded before: a redriven event
+	}
+	return err
+}

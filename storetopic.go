@@ -1,0 +1,89 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+)
+
+// StoreTopic is a topic whose events are committed to a [Store] before any
+// subscriber sees them: publish after commit. Publish appends the event;
+// each subscription is a [Durable] subscription that reads it back from the
+// store, so a subscriber never sees an event that a crash could take back,
+// and an event committed just before a crash is delivered after the
+// restart, when the subscription catches up. A StoreTopic is safe for
+// concurrent use.
+type StoreTopic[T any] struct {
+	bus       *Bus
+	store     Store
+	reg       *Registry
+	name      string
+	eventType string
+}
+
+// NewStoreTopic returns the topic name (1 to 200 letters, digits, '.', '_'
+// and '-') of payloads of type T, which must be registered in r, committed
+// to s and delivered by b. It returns an error wrapping [ErrInvalid] for a
+// bad name or a nil argument, or [ErrUnknownEvent] if T is not registered.
+func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopic[T], error) {
+	if err := checkName("topic", name); err != nil {
+		return nil, err
+	}
+	if b == nil || s == nil || r == nil {
+		return nil, fmt.Errorf("%w: store topic %q: nil bus, store or registry", ErrInvalid, name)
+	}
+	var zero T
+	entry, err := r.entryFor(zero)
+	if err != nil {
+		return nil, fmt.Errorf("store topic %q: %w", name, err)
+	}
+	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name}, nil
+}
+
+// Publish appends payload to the store, in the stream named after the topic
+// and the event's key ("orders-o1" for the key "o1" of topic "orders"; the
+// topic's name alone for no key), and returns once it is committed. The key
+// comes from [WithKey], else from the payload's AggregateID() method. As
+// with [Topic.Publish], an event published with a handler's context is
+// linked to the handled one. Pass the result's Position to
+// [Durable.WaitFor] to wait for a subscriber.
+//
+// It returns the registry's or the store's error; it does not wait for any
+// subscriber, and the bus may be closed.
+func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
+	var h Header
+	h.Key, _ = payloadKey(payload)
+	for _, o := range opts {
+		o(&h)
+	}
+	if p := parent(ctx); p != nil {
+		h.CausationID, h.CorrelationID = p.ID, p.CorrelationID
+		h.Metadata = inherit(h.Metadata, p)
+	}
+	e, err := t.reg.Encode(payload)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	e.CorrelationID, e.CausationID, e.Metadata = h.CorrelationID, h.CausationID, h.Metadata
+	if e.CorrelationID.IsZero() {
+		e.CorrelationID = e.ID
+	}
+	stream := t.name
+	if h.Key != "" {
+		stream += "-" + h.Key
+	}
+	return t.store.Append(ctx, stream, Any, e)
+}
+
+// Subscribe starts the durable subscription named after the topic and name
+// (for topic "orders" and name "mailer", "orders.mailer"), which hands h
+// the topic's events: those of T's event type in streams whose names start
+// with the topic's. opts.Filter is replaced by that selection. See
+// [SubscribeDurable].
+func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
+	var o DurableOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.Filter = Filter{StreamPrefix: t.name, Types: []string{t.eventType}}
+	return SubscribeDurable(ctx, t.bus, t.store, t.reg, t.name+"."+name, h, &o)
+}
