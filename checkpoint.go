@@ -64,6 +64,7 @@ func (t *tracker) handOut(pos uint64) {
 	t.mu.Lock()
 	t.inflight = append(t.inflight, pos)
 	t.read = pos + 1
+	t.advance()
 	t.mu.Unlock()
 }
 
@@ -90,12 +91,14 @@ func (t *tracker) finish(pos uint64) int {
 	return t.advanced
 }
 
-// advance moves next over the finished prefix of inflight. Callers hold mu.
+// advance moves next over the finished prefix of inflight, and over the
+// events that the filter skipped after it. Callers hold mu.
 func (t *tracker) advance() {
 	old := t.next
 	for len(t.inflight) > 0 {
 		pos := t.inflight[0]
 		if _, ok := t.done[pos]; !ok {
+			t.next = max(t.next, pos)
 			break
 		}
 		delete(t.done, pos)

@@ -309,9 +309,9 @@ func (d *Durable) Checkpoint() uint64 { return d.track.position() }
 // WaitFor waits until the event at position pos has finished, with every
 // event before it, or until ctx is done (it then returns ctx's error). Give
 // it the Position of an [AppendResult] to read your own writes from a
-// projection. pos must be an event that the subscription selects, or one
-// before it was caught up: the checkpoint moves over events its filter
-// skips only when it catches up with the store or finishes a later event.
+// projection. pos should be an event that the subscription selects: the
+// checkpoint moves over the events its filter skips when it reads a later
+// event that it selects, or first catches up with the store.
 func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 	return d.track.waitFor(ctx, pos)
 }
