@@ -160,7 +160,7 @@ func New(opts *Options) (*Bus, error) {
 		opts:   o,
 		ids:    newIDSource(),
 		seed:   maphash.MakeSeed(),
-		dlq:    newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink),
+		dlq:    newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink, o.Logger),
 		ctx:    ctx,
 		kill:   kill,
 		done:   make(chan struct{}),
