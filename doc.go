@@ -1,5 +1,6 @@
 // Package eventbus provides an in-process event bus with typed topics,
-// per-key ordered workers, retries and a dead-letter queue.
+// per-key ordered workers, retries and a dead-letter queue, and an embedded
+// event store for event sourcing.
 //
 // # Topics, events and subscriptions
 //
