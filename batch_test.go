@@ -86,7 +86,7 @@ func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
 			dead = append(dead, fmt.Sprintf("%d:%d:%v", dl.Payload.(Order).N, dl.Attempt, dl.Err))
 		}
-		require.Equal(t, []string{"3:2:bad 3", "6:2:bad 6"}, dead)
+		require.ElementsMatch(t, []string{"3:2:bad 3", "6:2:bad 6"}, dead)
 		m := b.Metrics().Subscriptions[0]
 		require.EqualValues(t, 5, m.Handled)
 		require.EqualValues(t, 4, m.Failed)
