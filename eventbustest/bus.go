@@ -28,6 +28,8 @@ const stopTimeout = 10 * time.Second
 //   - NewID nil means a [Sequence], so that event IDs are the same on every
 //     run.
 //   - Logger nil means a logger that writes to the test's output.
+//   - Metrics is always on: in Sync mode the bus counts handled and failed
+//     events only then, and [WantMetrics] needs them.
 //
 // The mode stays Async unless opts says Sync: wait for handlers with
 // [eventbus.Bus.Flush] or [Recorder.Wait].
@@ -53,6 +55,7 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	if o.NewID == nil {
 		o.NewID = Sequence()
 	}
+	o.Metrics = true
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
