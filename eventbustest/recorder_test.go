@@ -89,7 +89,8 @@ func TestRecorderChecksFail(t *testing.T) {
 			[]string{"payloads not recorded", `ID:b`, "recorded 2 events", `0: key="a" {ID:a N:1 note:}`, `1: key="c"`}},
 		{"WantContains/twice", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(c, c) },
 			[]string{"payloads not recorded", "{ID:c N:3 note:}"}},
-		{"WantLen", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(3) }, []string{"want 3 events, recorded 2 events:"}},
+		{"WantLen/more", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(3) }, []string{"want 3 events, recorded 2 events:"}},
+		{"WantLen/fewer", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(1) }, []string{"want 1 events, recorded 2 events:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
