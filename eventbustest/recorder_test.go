@@ -171,33 +171,40 @@ func TestRecorderWaitOutsideBubble(t *testing.T) {
 	}
 }
 
+// TestRecorderWaitFails checks that Wait gives up at its default deadline,
+// or at the context's, on the fake clock, and says what it recorded.
 func TestRecorderWaitFails(t *testing.T) {
-	t.Run("default deadline", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) {
-			b := eventbustest.NewBus(t, nil)
-			orders := newTopic[Order](t, b, "orders")
-			spy := newSpy(t)
-			rec := eventbustest.Record(spy, orders)
-			publish(t, orders, Order{ID: "a", N: 1})
-			start := time.Now()
-			require.False(t, rec.Wait(t.Context(), func(events []eventbus.Event[Order]) bool { return len(events) == 2 }))
-			require.Equal(t, 10*time.Second, time.Since(start), "gave up at the default deadline, on the fake clock")
-			spy.wantFailure(t, `Wait on topic "orders": context deadline exceeded before the condition held; recorded 1 events:`,
-				`0: key="a" {ID:a N:1 note:}`)
+	tests := []struct {
+		name    string
+		timeout time.Duration // of the context given to Wait; 0 for none
+		wait    time.Duration
+		want    []string
+	}{
+		{"default deadline", 0, 10 * time.Second, []string{
+			`Wait on topic "orders": context deadline exceeded before the condition held; recorded 1 events:`,
+			`0: key="a" {ID:a N:1 note:}`,
+		}},
+		{"context", time.Second, time.Second, []string{"context deadline exceeded", "recorded 1 events"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := eventbustest.NewBus(t, nil)
+				orders := newTopic[Order](t, b, "orders")
+				spy := newSpy(t)
+				rec := eventbustest.Record(spy, orders)
+				publish(t, orders, Order{ID: "a", N: 1})
+				ctx := t.Context()
+				if tt.timeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.timeout)
+					defer cancel()
+				}
+				start := time.Now()
+				require.False(t, rec.Wait(ctx, func(events []eventbus.Event[Order]) bool { return len(events) == 2 }))
+				require.Equal(t, tt.wait, time.Since(start), "gave up at the deadline, on the fake clock")
+				spy.wantFailure(t, tt.want...)
+			})
 		})
-	})
-	t.Run("context", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) {
-			b := eventbustest.NewBus(t, nil)
-			orders := newTopic[Order](t, b, "orders")
-			spy := newSpy(t)
-			rec := eventbustest.Record(spy, orders)
-			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-			defer cancel()
-			start := time.Now()
-			require.False(t, rec.Wait(ctx, func(events []eventbus.Event[Order]) bool { return len(events) > 0 }))
-			require.Equal(t, time.Second, time.Since(start), "gave up at the context's deadline")
-			spy.wantFailure(t, "context deadline exceeded", "recorded 0 events")
-		})
-	})
+	}
 }
