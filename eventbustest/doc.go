@@ -36,6 +36,12 @@
 // [WantDeadLetters] checks what the dead-letter queue holds, and
 // [WantMetrics] what a subscription counted.
 //
+// # Your own store
+//
+// [TestStore] runs the conformance suite of [eventbus.Store] against a store
+// of yours, so that it keeps the same contract as the memory and file
+// stores.
+//
 // # Goroutines
 //
 // No goroutine of a bus is left once NewBus has shut it down. To check the
