@@ -123,7 +123,7 @@ func TestRecordFailsOnClosedBus(t *testing.T) {
 	var rec *eventbustest.Recorder[Order]
 	spy.run(func() { rec = eventbustest.Record(spy, orders) })
 	require.Nil(t, rec, "Record went on after Fatalf")
-	spy.wantFailure(t, `Record("orders")`, "bus closed")
+	spy.wantFailure(t, `Record("orders")`, eventbus.ErrClosed.Error())
 }
 
 // TestRecorderWaitForChain waits for an event that a handler publishes
