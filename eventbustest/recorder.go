@@ -97,7 +97,7 @@ func (r *Recorder[T]) payloads() []T {
 
 // Wait blocks until cond holds for the events recorded so far, checking it
 // again after each new event, and reports whether it did. If ctx ends
-// first, or waitTimeout (10 seconds) passes when ctx has no deadline, the
+// first, or 10 seconds pass when ctx has no deadline, the
 // test fails with a message listing the events recorded. Inside a
 // [testing/synctest] bubble that time is fake: when nothing else can happen,
 // Wait fails at once instead of waiting. cond must not keep the slice.
