@@ -57,9 +57,11 @@ type Options struct {
 	// DeadLetterSink, if set, receives every dead letter as it is made.
 	DeadLetterSink DeadLetterSink
 	// Metrics times every attempt, filling the latency histograms of
-	// [Bus.Metrics] and counting Published per topic. It costs a clock
-	// read per attempt and an atomic add per publish; counters of handled,
-	// failed and dead-lettered events are kept either way.
+	// [Bus.Metrics], and counts Published per topic. It costs a clock read
+	// per attempt and an atomic add per publish. Async subscriptions keep
+	// their counters of handled, failed and dead-lettered events either way;
+	// Sync ones, whose handlers run in concurrent publishers, only with
+	// Metrics, since there counting costs atomic operations.
 	Metrics bool
 	// Logger receives the bus's own reports (a failing sink, undelivered
 	// events at shutdown). Nil means silent.
