@@ -216,6 +216,9 @@ func (b *Bus) subscriptions() []*Subscription {
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
 // Later calls wait for the first one and return its result.
 func (b *Bus) Shutdown(ctx context.Context) error {
+	if p := parent(ctx); p != nil && p.handler {
+		return fmt.Errorf("%w: Shutdown called with a handler's context would wait for that handler", ErrInvalid)
+	}
 	b.stop.Do(func() {
 		b.mu.Lock()
 		b.closed.Store(true)
@@ -250,7 +253,8 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the bus at once: it is Shutdown with a context that is already
-// done. Running handlers see their context cancelled and are waited for;
+// done. Like Shutdown, it waits for running handlers, so a handler must not
+// call it. Running handlers see their context cancelled and are waited for;
 // queued events go to the dead-letter queue and are counted in the
 // *UndeliveredError returned.
 func (b *Bus) Close() error {
