@@ -15,6 +15,10 @@ import (
 // Shutdown whose deadline passed); a handler that publishes with ctx links the
 // new event to this one (correlation and causation IDs). ctx stays valid after
 // the handler returns.
+//
+// A handler must return; it must not call runtime.Goexit, which is what
+// t.FailNow and testify's require do: in a test, report from a handler with
+// t.Error or by returning an error.
 type Handler[T any] func(ctx context.Context, e Event[T]) error
 
 // SubscriptionOptions configures one subscription. The zero value takes the
