@@ -685,3 +685,16 @@ func TestIdleSubscriptionsSleep(t *testing.T) {
 		require.EqualValues(t, 1000, handled.Load())
 	})
 }
+
+func TestShutdownFromHandlerIsRefused(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 0 {
+			return b.Shutdown(ctx)
+		}
+		return nil
+	}, nil)
+	require.ErrorIs(t, topic.Publish(context.Background(), Order{}), eventbus.ErrInvalid)
+	require.NoError(t, topic.Publish(context.Background(), Order{N: 1}), "the bus is still open")
+}

@@ -52,6 +52,7 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error reports the panic value.
 func (e *PanicError) Error() string { return fmt.Sprintf("eventbus: handler panic: %v", e.Value) }
 
 // Unwrap returns Value when it is an error, so errors.Is sees through a
@@ -73,6 +74,7 @@ type UndeliveredError struct {
 	Err error
 }
 
+// Error reports the count and the cause.
 func (e *UndeliveredError) Error() string {
 	return fmt.Sprintf("eventbus: %d events undelivered: %v", e.Count, e.Err)
 }
