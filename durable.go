@@ -322,7 +322,9 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 // their context cancelled, and events not yet handled are delivered again
 // by the next run; the error is then an *UndeliveredError. It returns the
 // error that stopped reading the store, if any, and that of the last save.
-// Calling it again returns [ErrClosed].
+// Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
+// handler's context (an error wrapping [ErrInvalid]), since it would wait for
+// that handler.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.acquire(ctx); err != nil {
 		return err
@@ -336,6 +338,9 @@ func (d *Durable) Stop(ctx context.Context) error {
 }
 
 func (d *Durable) acquire(ctx context.Context) error {
+	if p := parent(ctx); p != nil && p.handler {
+		return fmt.Errorf("%w: durable subscription %q: stopping with a handler's context would wait for that handler", ErrInvalid, d.name)
+	}
 	select {
 	case d.life <- struct{}{}:
 		return nil
