@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -47,22 +48,23 @@ func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error
 // concurrent use.
 type tracker struct {
 	mu       sync.Mutex
-	next     uint64              // every event handed out before it is finished
-	read     uint64              // position after the last event handed out
-	inflight []uint64            // positions handed out from next on, ascending
-	done     map[uint64]struct{} // those of inflight that are finished
-	advanced int                 // events finished since the last save began
-	changed  chan struct{}       // closed when next moves; nil without waiters
+	next     uint64        // every event handed out before it is finished
+	read     uint64        // position after the last event handed out
+	inflight []uint64      // positions handed out from next on, ascending
+	done     []bool        // whether each of inflight is finished
+	advanced int           // events finished since the last save began
+	changed  chan struct{} // closed when next moves; nil without waiters
 }
 
 func newTracker(from uint64) *tracker {
-	return &tracker{next: from, read: from, done: make(map[uint64]struct{})}
+	return &tracker{next: from, read: from}
 }
 
 // handOut records that the event at pos goes to the workers.
 func (t *tracker) handOut(pos uint64) {
 	t.mu.Lock()
 	t.inflight = append(t.inflight, pos)
+	t.done = append(t.done, false)
 	t.read = pos + 1
 	t.advance()
 	t.mu.Unlock()
@@ -82,10 +84,11 @@ func (t *tracker) caughtUp(n uint64) {
 func (t *tracker) finish(pos uint64) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if pos < t.next {
+	i, ok := slices.BinarySearch(t.inflight, pos)
+	if !ok || t.done[i] {
 		return t.advanced // finished before: a redriven dead letter
 	}
-	t.done[pos] = struct{}{}
+	t.done[i] = true
 	t.advanced++
 	t.advance()
 	return t.advanced
@@ -95,18 +98,18 @@ func (t *tracker) finish(pos uint64) int {
 // events that the filter skipped after it. Callers hold mu.
 func (t *tracker) advance() {
 	old := t.next
-	for len(t.inflight) > 0 {
-		pos := t.inflight[0]
-		if _, ok := t.done[pos]; !ok {
-			t.next = max(t.next, pos)
-			break
-		}
-		delete(t.done, pos)
-		t.inflight = t.inflight[1:]
-		t.next = pos + 1
+	n := 0
+	for n < len(t.inflight) && t.done[n] {
+		n++
 	}
-	if len(t.inflight) == 0 {
-		t.inflight = t.inflight[:0:0] // let the backing array go
+	if n > 0 {
+		t.next = t.inflight[n-1] + 1
+		t.inflight, t.done = t.inflight[n:], t.done[n:]
+	}
+	if len(t.inflight) > 0 {
+		t.next = max(t.next, t.inflight[0])
+	} else {
+		t.inflight, t.done = t.inflight[:0:0], t.done[:0:0] // let the arrays go
 		t.next = max(t.next, t.read)
 	}
 	if t.next != old && t.changed != nil {
@@ -157,8 +160,7 @@ func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.next, t.read, t.inflight, t.advanced = from, from, nil, 0
-	clear(t.done)
+	t.next, t.read, t.inflight, t.done, t.advanced = from, from, nil, nil, 0
 	if t.changed != nil {
 		close(t.changed)
 		t.changed = nil

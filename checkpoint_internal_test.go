@@ -31,8 +31,8 @@ func TestTrackerContiguousPrefix(t *testing.T) {
 			}
 		}
 		tr.finish(positions[0]) // a redriven dead letter changes nothing
-		if got := tr.position(); got != tr.read || len(tr.done) != 0 {
-			t.Fatalf("seed %d: position() = %d with %d done, want %d with none", seed, got, len(tr.done), tr.read)
+		if got := tr.position(); got != tr.read || len(tr.inflight) != 0 {
+			t.Fatalf("seed %d: position() = %d with %d in flight, want %d with none", seed, got, len(tr.inflight), tr.read)
 		}
 	}
 }
