@@ -13,102 +13,94 @@ import (
 )
 
 func TestAggregateExecute(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, _ := be.open(t)
-			reg := newBankRegistry(t)
-			accounts := newAccounts(t, s, reg, nil)
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, nil)
 
-			v, err := accounts.Load(ctx, "account-1")
+		v, err := accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		if diff := cmp.Diff(eventbus.Version[Account]{Expected: eventbus.NoStream}, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+			t.Errorf("Load of a new stream (-want +got):\n%s", diff)
+		}
+		_, err = accounts.Execute(ctx, "account-1", withdraw(10))
+		if !errors.Is(err, ErrInsufficientFunds) {
+			t.Fatalf("Execute(withdraw 10) on an empty account = %v, want %v", err, ErrInsufficientFunds)
+		}
+		for _, cmd := range []func(Account) ([]any, error){deposit(100), withdraw(30), deposit(5)} {
+			_, err := accounts.Execute(ctx, "account-1", cmd)
 			require.NoError(t, err)
-			if diff := cmp.Diff(eventbus.Version[Account]{Expected: eventbus.NoStream}, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
-				t.Errorf("Load of a new stream (-want +got):\n%s", diff)
-			}
-			_, err = accounts.Execute(ctx, "account-1", withdraw(10))
-			if !errors.Is(err, ErrInsufficientFunds) {
-				t.Fatalf("Execute(withdraw 10) on an empty account = %v, want %v", err, ErrInsufficientFunds)
-			}
-			for _, cmd := range []func(Account) ([]any, error){deposit(100), withdraw(30), deposit(5)} {
-				_, err := accounts.Execute(ctx, "account-1", cmd)
-				require.NoError(t, err)
-			}
-			res, err := accounts.Execute(ctx, "account-1", func(Account) ([]any, error) { return nil, nil })
-			if err != nil || res != (eventbus.AppendResult{}) {
-				t.Errorf("Execute(no events) = %v, %v, want the zero result", res, err)
-			}
-			v, err = accounts.Load(ctx, "account-1")
-			require.NoError(t, err)
-			if v.State != (Account{Balance: 75, Events: 3}) || v.Expected != eventbus.Exact(2) {
-				t.Errorf("Load = %+v, want balance 75 after 3 events at revision 2", v)
-			}
-		})
-	}
+		}
+		res, err := accounts.Execute(ctx, "account-1", func(Account) ([]any, error) { return nil, nil })
+		if err != nil || res != (eventbus.AppendResult{}) {
+			t.Errorf("Execute(no events) = %v, %v, want the zero result", res, err)
+		}
+		v, err = accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		if v.State != (Account{Balance: 75, Events: 3}) || v.Expected != eventbus.Exact(2) {
+			t.Errorf("Load = %+v, want balance 75 after 3 events at revision 2", v)
+		}
+	})
 }
 
 func TestAggregateConcurrentCommands(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, _ := be.open(t)
-			reg := newBankRegistry(t)
-			accounts := newAccounts(t, s, reg, nil)
-			_, err := accounts.Execute(ctx, "account-1", deposit(100))
-			require.NoError(t, err)
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, nil)
+		_, err := accounts.Execute(ctx, "account-1", deposit(100))
+		require.NoError(t, err)
 
-			// The first command decides on the balance it loaded, then waits
-			// while the second one commits; its append then conflicts, and
-			// its second attempt must see the second command's withdrawal.
-			loaded, proceed := make(chan struct{}), make(chan struct{})
-			var seen []int
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				_, err := accounts.Execute(ctx, "account-1", func(a Account) ([]any, error) {
-					seen = append(seen, a.Balance)
-					if len(seen) == 1 {
-						close(loaded)
-						<-proceed
-					}
-					return withdraw(20)(a)
-				})
-				if err != nil {
-					t.Errorf("first Execute(withdraw 20) = %v, want success on its retry", err)
+		// The first command decides on the balance it loaded, then waits
+		// while the second one commits; its append then conflicts, and
+		// its second attempt must see the second command's withdrawal.
+		loaded, proceed := make(chan struct{}), make(chan struct{})
+		var seen []int
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			_, err := accounts.Execute(ctx, "account-1", func(a Account) ([]any, error) {
+				seen = append(seen, a.Balance)
+				if len(seen) == 1 {
+					close(loaded)
+					<-proceed
 				}
+				return withdraw(20)(a)
 			})
-			<-loaded
-			_, err = accounts.Execute(ctx, "account-1", withdraw(70))
-			require.NoError(t, err)
-			close(proceed)
-			wg.Wait()
-			if diff := cmp.Diff([]int{100, 30}, seen); diff != "" {
-				t.Errorf("balances the first command decided on (-want +got):\n%s", diff)
-			}
-
-			v, err := accounts.Load(ctx, "account-1")
-			require.NoError(t, err)
-			if v.State != (Account{Balance: 10, Events: 3}) {
-				t.Errorf("account after both withdrawals = %+v, want balance 10 after 3 events", v.State)
-			}
-
-			// Concurrent commands that all succeed: each conflict of one is
-			// another's success, so 8 attempts are enough for 8 commands.
-			patient := newAccounts(t, s, reg, &eventbus.AggregateOptions{MaxAttempts: 8})
-			var deposits sync.WaitGroup
-			for range 8 {
-				deposits.Go(func() {
-					if _, err := patient.Execute(ctx, "account-1", deposit(1)); err != nil {
-						t.Errorf("Execute(deposit) = %v", err)
-					}
-				})
-			}
-			deposits.Wait()
-			v, err = accounts.Load(ctx, "account-1")
-			require.NoError(t, err)
-			if v.State.Balance != 18 {
-				t.Errorf("balance after 8 concurrent deposits = %d, want 18", v.State.Balance)
+			if err != nil {
+				t.Errorf("first Execute(withdraw 20) = %v, want success on its retry", err)
 			}
 		})
-	}
+		<-loaded
+		_, err = accounts.Execute(ctx, "account-1", withdraw(70))
+		require.NoError(t, err)
+		close(proceed)
+		wg.Wait()
+		if diff := cmp.Diff([]int{100, 30}, seen); diff != "" {
+			t.Errorf("balances the first command decided on (-want +got):\n%s", diff)
+		}
+
+		v, err := accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		if v.State != (Account{Balance: 10, Events: 3}) {
+			t.Errorf("account after both withdrawals = %+v, want balance 10 after 3 events", v.State)
+		}
+
+		// Concurrent commands that all succeed: each conflict of one is
+		// another's success, so 8 attempts are enough for 8 commands.
+		patient := newAccounts(t, s, reg, &eventbus.AggregateOptions{MaxAttempts: 8})
+		var deposits sync.WaitGroup
+		for range 8 {
+			deposits.Go(func() {
+				if _, err := patient.Execute(ctx, "account-1", deposit(1)); err != nil {
+					t.Errorf("Execute(deposit) = %v", err)
+				}
+			})
+		}
+		deposits.Wait()
+		v, err = accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		if v.State.Balance != 18 {
+			t.Errorf("balance after 8 concurrent deposits = %d, want 18", v.State.Balance)
+		}
+	})
 }
 
 func TestAggregateConflictLimit(t *testing.T) {
@@ -129,66 +121,58 @@ func TestAggregateConflictLimit(t *testing.T) {
 }
 
 func TestAggregateSnapshots(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, _ := be.open(t)
-			reg := newBankRegistry(t)
-			accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 4})
-			for range 10 {
-				_, err := accounts.Execute(ctx, "account-1", deposit(1))
-				require.NoError(t, err)
-			}
-			snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 4})
+		for range 10 {
+			_, err := accounts.Execute(ctx, "account-1", deposit(1))
 			require.NoError(t, err)
-			if !ok || snap.Revision != 7 || snap.State.Balance != 8 {
-				t.Errorf("LoadSnapshot = %+v, %v, want balance 8 at revision 7", snap, ok)
-			}
-			// Load starts from the snapshot: a state that differs from the
-			// replay shows that it did.
-			require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: 7, State: Account{Balance: 1000}}))
-			v, err := accounts.Load(ctx, "account-1")
-			require.NoError(t, err)
-			if v.State.Balance != 1002 || v.Expected != eventbus.Exact(9) {
-				t.Errorf("Load = %+v, want balance 1000 from the snapshot + 2 at revision 9", v)
-			}
+		}
+		snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+		require.NoError(t, err)
+		if !ok || snap.Revision != 7 || snap.State.Balance != 8 {
+			t.Errorf("LoadSnapshot = %+v, %v, want balance 8 at revision 7", snap, ok)
+		}
+		// Load starts from the snapshot: a state that differs from the
+		// replay shows that it did.
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: 7, State: Account{Balance: 1000}}))
+		v, err := accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		if v.State.Balance != 1002 || v.Expected != eventbus.Exact(9) {
+			t.Errorf("Load = %+v, want balance 1000 from the snapshot + 2 at revision 9", v)
+		}
 
-			if _, err := eventbus.NewAggregate(s, newEmptyRegistry(t), evolveAccount, &eventbus.AggregateOptions{SnapshotEvery: 1}); !errors.Is(err, eventbus.ErrUnknownEvent) {
-				t.Errorf("NewAggregate(SnapshotEvery, state not registered) = %v, want %v", err, eventbus.ErrUnknownEvent)
-			}
-		})
-	}
+		if _, err := eventbus.NewAggregate(s, newEmptyRegistry(t), evolveAccount, &eventbus.AggregateOptions{SnapshotEvery: 1}); !errors.Is(err, eventbus.ErrUnknownEvent) {
+			t.Errorf("NewAggregate(SnapshotEvery, state not registered) = %v, want %v", err, eventbus.ErrUnknownEvent)
+		}
+	})
 }
 
 func TestAggregateCache(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, _ := be.open(t)
-			reg := newBankRegistry(t)
-			accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 1})
-			load := func(stream string, want int) {
-				t.Helper()
-				v, err := accounts.Load(ctx, stream)
-				require.NoError(t, err)
-				if v.State.Balance != want {
-					t.Errorf("Load(%q) balance = %d, want %d", stream, v.State.Balance, want)
-				}
-			}
-			_, err := accounts.Execute(ctx, "account-1", deposit(5)) // miss: loads the new stream
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 1})
+		load := func(stream string, want int) {
+			t.Helper()
+			v, err := accounts.Load(ctx, stream)
 			require.NoError(t, err)
-			load("account-1", 5)                      // hit: Execute cached the new state
-			appendDeposits(t, s, reg, "account-1", 2) // written elsewhere
-			load("account-1", 7)                      // miss: reads the two new events
-			load("account-1", 7)                      // hit
-			load("account-2", 0)                      // miss, evicts account-1
-			load("account-1", 7)                      // miss
-			hits, misses := accounts.CacheStats()
-			if hits != 2 || misses != 4 {
-				t.Errorf("CacheStats() = %d hits, %d misses, want 2, 4", hits, misses)
+			if v.State.Balance != want {
+				t.Errorf("Load(%q) balance = %d, want %d", stream, v.State.Balance, want)
 			}
-		})
-	}
+		}
+		_, err := accounts.Execute(ctx, "account-1", deposit(5)) // miss: loads the new stream
+		require.NoError(t, err)
+		load("account-1", 5)                      // hit: Execute cached the new state
+		appendDeposits(t, s, reg, "account-1", 2) // written elsewhere
+		load("account-1", 7)                      // miss: reads the two new events
+		load("account-1", 7)                      // hit
+		load("account-2", 0)                      // miss, evicts account-1
+		load("account-1", 7)                      // miss
+		hits, misses := accounts.CacheStats()
+		if hits != 2 || misses != 4 {
+			t.Errorf("CacheStats() = %d hits, %d misses, want 2, 4", hits, misses)
+		}
+	})
 }
 
 func TestNewAggregateInvalid(t *testing.T) {

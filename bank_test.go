@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 
 	"github.com/stretchr/testify/require"
 
@@ -92,4 +93,22 @@ func appendDeposits(t testing.TB, s eventbus.Store, r *eventbus.Registry, stream
 		require.NoError(t, err)
 	}
 	return res
+}
+
+// eachBackend runs test on a new store of every backend, with a registry
+// of the account events, inside a synctest bubble if bubble is true.
+func eachBackend(t *testing.T, bubble bool, test func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry)) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			run := func(t *testing.T) {
+				s, reopen := be.open(t)
+				test(t, s, reopen, newBankRegistry(t))
+			}
+			if bubble {
+				synctest.Test(t, run)
+			} else {
+				run(t)
+			}
+		})
+	}
 }

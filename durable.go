@@ -325,31 +325,29 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 // Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
 // handler's context (an error wrapping [ErrInvalid]), since it would wait for
 // that handler.
-func (d *Durable) Stop(ctx context.Context) error {
-	if err := d.acquire(ctx); err != nil {
-		return err
-	}
-	defer d.release()
-	r := d.run.Swap(nil)
-	if r == nil {
-		return ErrClosed
-	}
-	return d.stop(ctx, r)
-}
+func (d *Durable) Stop(ctx context.Context) error { return d.stopThen(ctx, nil) }
 
-func (d *Durable) acquire(ctx context.Context) error {
+// stopThen stops the running subscription, then calls then, if not nil,
+// with no other Stop or Rebuild running meanwhile.
+func (d *Durable) stopThen(ctx context.Context, then func() error) error {
 	if p := parent(ctx); p != nil && p.handler {
 		return fmt.Errorf("%w: durable subscription %q: stopping with a handler's context would wait for that handler", ErrInvalid, d.name)
 	}
 	select {
 	case d.life <- struct{}{}:
-		return nil
+		defer func() { <-d.life }()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	r := d.run.Swap(nil)
+	if r == nil {
+		return ErrClosed
+	}
+	if err := d.stop(ctx, r); err != nil || then == nil {
+		return err
+	}
+	return then()
 }
-
-func (d *Durable) release() { <-d.life }
 
 // stop ends run r and saves its checkpoint.
 func (d *Durable) stop(ctx context.Context, r *durableRun) error {
@@ -380,30 +378,24 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // rebuilds should apply events idempotently by itself.
 //
 // It returns Stop's error, reset's, the store's, or [ErrClosed] after Stop
-// or Shutdown.
+// or Shutdown; after an error the subscription stays stopped.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
-	if err := d.acquire(ctx); err != nil {
-		return err
-	}
-	defer d.release()
-	r := d.run.Swap(nil)
-	if r == nil {
-		return ErrClosed
-	}
-	if err := d.stop(ctx, r); err != nil {
-		return err
-	}
-	if reset != nil {
-		if err := reset(ctx); err != nil {
-			return err
+	return d.stopThen(ctx, func() error {
+		if d.bus.closed.Load() {
+			return ErrClosed
 		}
-	}
-	if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
-		return fmt.Errorf("durable subscription %q: %w", d.name, err)
-	}
-	d.saveMu.Lock()
-	d.saved = 0
-	d.saveMu.Unlock()
-	d.track.reset(0)
-	return d.start(0)
+		if reset != nil {
+			if err := reset(ctx); err != nil {
+				return err
+			}
+		}
+		if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
+			return fmt.Errorf("durable subscription %q: %w", d.name, err)
+		}
+		d.saveMu.Lock()
+		d.saved = 0
+		d.saveMu.Unlock()
+		d.track.reset(0)
+		return d.start(0)
+	})
 }

@@ -3,7 +3,6 @@ package eventbus_test
 import (
 	"context"
 	"errors"
-	"maps"
 	"strconv"
 	"sync"
 	"testing"
@@ -36,110 +35,91 @@ func subscribeDurable[E any](t *testing.T, b *eventbus.Bus, s eventbus.Store, r 
 	return d
 }
 
-// applied counts how many times a handler applied each event.
-type applied struct {
-	mu    sync.Mutex
-	count map[eventbus.ID]int
-}
-
-func (a *applied) add(id eventbus.ID) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.count == nil {
-		a.count = make(map[eventbus.ID]int)
-	}
-	a.count[id]++
-}
-
-func (a *applied) snapshot() map[eventbus.ID]int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return maps.Clone(a.count)
-}
-
 // A restart in the middle of a durable subscription: the first bus stops
 // while a's third event waits for a retry and every event of b is done. The
 // checkpoint stays before a's third event, so the second bus delivers b's
 // events again; with the idempotency middleware over the store they are
 // not applied again.
 func TestDurableRestart(t *testing.T) {
-	for _, be := range backends {
-		for _, idempotent := range []bool{false, true} {
-			t.Run(be.name+"/idempotent="+strconv.FormatBool(idempotent), func(t *testing.T) {
-				synctest.Test(t, func(t *testing.T) {
-					ctx := context.Background()
-					s, reopen := be.open(t)
-					reg := newBankRegistry(t)
-					appendDeposits(t, s, reg, "a", 10) // positions 0-9
-					last := appendDeposits(t, s, reg, "b", 10)
+	for _, idempotent := range []bool{false, true} {
+		t.Run("idempotent="+strconv.FormatBool(idempotent), func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := context.Background()
+				appendDeposits(t, s, reg, "a", 10) // positions 0-9
+				last := appendDeposits(t, s, reg, "b", 10)
 
-					var got applied
-					handler := func(stuck bool) eventbus.Handler[eventbus.RecordedEvent] {
-						return func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
-							if stuck && e.Key == "a" && e.Payload.Revision == 2 {
-								return errors.New("not now") // the process dies before the retry
-							}
-							got.add(e.ID)
-							return nil
+				var mu sync.Mutex
+				var applied []eventbus.ID
+				handler := func(stuck bool) eventbus.Handler[eventbus.RecordedEvent] {
+					return func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+						if stuck && e.Key == "a" && e.Payload.Revision == 2 {
+							return errors.New("not now") // the process dies before the retry
 						}
+						mu.Lock()
+						applied = append(applied, e.ID)
+						mu.Unlock()
+						return nil
 					}
-					opts := func(s eventbus.Store) *eventbus.DurableOptions {
-						o := &eventbus.DurableOptions{CheckpointEvery: 3, Subscription: eventbus.SubscriptionOptions{
-							Workers: 2,
-							Retry:   &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour},
-						}}
-						if idempotent {
-							o.Subscription.Middleware = []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(s)})}
-						}
-						return o
-					}
-
-					bus1 := newBus(t, nil)
-					d1 := subscribeDurable(t, bus1, s, nil, "ledger", handler(true), opts(s))
-					synctest.Wait()
-					if got := d1.Checkpoint(); got != 2 {
-						t.Fatalf("Checkpoint() with a's third event waiting = %d, want 2", got)
-					}
-					var undelivered *eventbus.UndeliveredError
-					if err := bus1.Close(); !errors.As(err, &undelivered) {
-						t.Fatalf("Close() = %v, want an *UndeliveredError for a's events", err)
-					}
-					if got := savedCheckpoint(t, s, "ledger"); got != 2 {
-						t.Fatalf("saved checkpoint after Close = %d, want 2", got)
-					}
-
-					s = reopen()
-					bus2 := newBus(t, nil)
-					d2 := subscribeDurable(t, bus2, s, nil, "ledger", handler(false), opts(s))
-					require.NoError(t, d2.WaitFor(ctx, last.Position))
-					require.NoError(t, bus2.Shutdown(ctx))
-					if got := savedCheckpoint(t, s, "ledger"); got <= int(last.Position) {
-						t.Errorf("saved checkpoint after Shutdown = %d, want past %d", got, last.Position)
-					}
-
-					counts := got.snapshot()
-					twice := 0
-					for e, err := range s.ReadAll(ctx, nil) {
-						require.NoError(t, err)
-						switch n := counts[e.ID]; {
-						case n == 0:
-							t.Errorf("event %s/%d was never applied", e.Stream, e.Revision)
-						case n == 2 && e.Stream == "b":
-							twice++
-						case n != 1:
-							t.Errorf("event %s/%d was applied %d times", e.Stream, e.Revision, n)
-						}
-					}
-					want := 10 // b's events, past the checkpoint, delivered twice
+				}
+				opts := func(s eventbus.Store) *eventbus.DurableOptions {
+					o := &eventbus.DurableOptions{CheckpointEvery: 3, Subscription: eventbus.SubscriptionOptions{
+						Workers: 2,
+						Retry:   &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour},
+					}}
 					if idempotent {
-						want = 0
+						o.Subscription.Middleware = []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(s)})}
 					}
-					if twice != want {
-						t.Errorf("%d events applied twice, want %d", twice, want)
+					return o
+				}
+
+				bus1 := newBus(t, nil)
+				d1 := subscribeDurable(t, bus1, s, nil, "ledger", handler(true), opts(s))
+				synctest.Wait()
+				if got := d1.Checkpoint(); got != 2 {
+					t.Fatalf("Checkpoint() with a's third event waiting = %d, want 2", got)
+				}
+				var undelivered *eventbus.UndeliveredError
+				if err := bus1.Close(); !errors.As(err, &undelivered) {
+					t.Fatalf("Close() = %v, want an *UndeliveredError for a's events", err)
+				}
+				if got := savedCheckpoint(t, s, "ledger"); got != 2 {
+					t.Fatalf("saved checkpoint after Close = %d, want 2", got)
+				}
+
+				s = reopen()
+				bus2 := newBus(t, nil)
+				d2 := subscribeDurable(t, bus2, s, nil, "ledger", handler(false), opts(s))
+				require.NoError(t, d2.WaitFor(ctx, last.Position))
+				require.NoError(t, bus2.Shutdown(ctx))
+				if got := savedCheckpoint(t, s, "ledger"); got <= int(last.Position) {
+					t.Errorf("saved checkpoint after Shutdown = %d, want past %d", got, last.Position)
+				}
+
+				counts := map[eventbus.ID]int{}
+				for _, id := range applied { // every handler has returned
+					counts[id]++
+				}
+				twice := 0
+				for e, err := range s.ReadAll(ctx, nil) {
+					require.NoError(t, err)
+					switch n := counts[e.ID]; {
+					case n == 0:
+						t.Errorf("event %s/%d was never applied", e.Stream, e.Revision)
+					case n == 2 && e.Stream == "b":
+						twice++
+					case n != 1:
+						t.Errorf("event %s/%d was applied %d times", e.Stream, e.Revision, n)
 					}
-				})
+				}
+				want := 10 // b's events, past the checkpoint, delivered twice
+				if idempotent {
+					want = 0
+				}
+				if twice != want {
+					t.Errorf("%d events applied twice, want %d", twice, want)
+				}
 			})
-		}
+		})
 	}
 }
 
@@ -147,86 +127,76 @@ func TestDurableRestart(t *testing.T) {
 // while b's events, after it, are handled. The checkpoint must not pass a's
 // event until it is handled.
 func TestDurableCheckpointContiguous(t *testing.T) {
-	for _, be := range backends {
-		for _, workers := range []int{1, 4} {
-			t.Run(be.name+"/workers="+strconv.Itoa(workers), func(t *testing.T) {
-				synctest.Test(t, func(t *testing.T) {
-					s, _ := be.open(t)
-					reg := newBankRegistry(t)
-					appendDeposits(t, s, reg, "a", 1) // position 0
-					appendDeposits(t, s, reg, "b", 5) // positions 1-5
+	for _, workers := range []int{1, 4} {
+		t.Run("workers="+strconv.Itoa(workers), func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				appendDeposits(t, s, reg, "a", 1) // position 0
+				appendDeposits(t, s, reg, "b", 5) // positions 1-5
 
-					var mu sync.Mutex
-					var order []uint64
-					failed := false
-					bus := newBus(t, nil)
-					d := subscribeDurable(t, bus, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
-						mu.Lock()
-						defer mu.Unlock()
-						if e.Key == "a" && !failed {
-							failed = true
-							return errors.New("not yet")
-						}
-						order = append(order, e.Position)
-						return nil
-					}, &eventbus.DurableOptions{
-						CheckpointEvery: 1,
-						Subscription:    eventbus.SubscriptionOptions{Workers: workers, Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}},
-					})
-					synctest.Wait()
-					if got := d.Checkpoint(); got != 0 {
-						t.Errorf("Checkpoint() while position 0 waits for its retry = %d, want 0", got)
-					}
-					if got := savedCheckpoint(t, s, "ledger"); got > 0 {
-						t.Errorf("saved checkpoint while position 0 waits for its retry = %d, want none or 0", got)
-					}
-
-					time.Sleep(time.Second) // the retry is due
-					synctest.Wait()
-					if got := d.Checkpoint(); got != 6 {
-						t.Errorf("Checkpoint() after the retry = %d, want 6", got)
-					}
-					if got := savedCheckpoint(t, s, "ledger"); got != 6 {
-						t.Errorf("saved checkpoint after the retry = %d, want 6", got)
-					}
+				var mu sync.Mutex
+				var order []uint64
+				failed := false
+				bus := newBus(t, nil)
+				d := subscribeDurable(t, bus, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
 					mu.Lock()
-					if diff := cmp.Diff([]uint64{1, 2, 3, 4, 5, 0}, order); diff != "" {
-						t.Errorf("handled positions (-want +got):\n%s", diff)
+					defer mu.Unlock()
+					if e.Key == "a" && !failed {
+						failed = true
+						return errors.New("not yet")
 					}
-					mu.Unlock()
-					require.NoError(t, d.Stop(context.Background()))
-					if err := d.Stop(context.Background()); !errors.Is(err, eventbus.ErrClosed) {
-						t.Errorf("second Stop() = %v, want %v", err, eventbus.ErrClosed)
-					}
+					order = append(order, e.Position)
+					return nil
+				}, &eventbus.DurableOptions{
+					CheckpointEvery: 1,
+					Subscription:    eventbus.SubscriptionOptions{Workers: workers, Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}},
 				})
+				synctest.Wait()
+				if got := d.Checkpoint(); got != 0 {
+					t.Errorf("Checkpoint() while position 0 waits for its retry = %d, want 0", got)
+				}
+				if got := savedCheckpoint(t, s, "ledger"); got > 0 {
+					t.Errorf("saved checkpoint while position 0 waits for its retry = %d, want none or 0", got)
+				}
+
+				time.Sleep(time.Second) // the retry is due
+				synctest.Wait()
+				if got := d.Checkpoint(); got != 6 {
+					t.Errorf("Checkpoint() after the retry = %d, want 6", got)
+				}
+				if got := savedCheckpoint(t, s, "ledger"); got != 6 {
+					t.Errorf("saved checkpoint after the retry = %d, want 6", got)
+				}
+				mu.Lock()
+				if diff := cmp.Diff([]uint64{1, 2, 3, 4, 5, 0}, order); diff != "" {
+					t.Errorf("handled positions (-want +got):\n%s", diff)
+				}
+				mu.Unlock()
+				require.NoError(t, d.Stop(context.Background()))
+				if err := d.Stop(context.Background()); !errors.Is(err, eventbus.ErrClosed) {
+					t.Errorf("second Stop() = %v, want %v", err, eventbus.ErrClosed)
+				}
 			})
-		}
+		})
 	}
 }
 
 // A dead-lettered event is finished: the checkpoint passes it.
 func TestDurableDeadLetterAdvances(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				s, _ := be.open(t)
-				reg := newBankRegistry(t)
-				appendDeposits(t, s, reg, "a", 3)
-				bus := newBus(t, nil)
-				d := subscribeDurable(t, bus, s, reg, "ledger", func(ctx context.Context, e eventbus.Event[Withdrawn]) error {
-					return nil // every event is a Deposited: none decodes
-				}, nil)
-				require.NoError(t, d.WaitFor(context.Background(), 2))
-				if n := bus.DeadLetters().Len(); n != 3 {
-					t.Errorf("DeadLetters().Len() = %d, want 3 events that did not decode", n)
-				}
-				require.NoError(t, d.Stop(context.Background()))
-				if got := savedCheckpoint(t, s, "ledger"); got != 3 {
-					t.Errorf("saved checkpoint = %d, want 3", got)
-				}
-			})
-		})
-	}
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		appendDeposits(t, s, reg, "a", 3)
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, reg, "ledger", func(ctx context.Context, e eventbus.Event[Withdrawn]) error {
+			return nil // every event is a Deposited: none decodes
+		}, nil)
+		require.NoError(t, d.WaitFor(context.Background(), 2))
+		if n := bus.DeadLetters().Len(); n != 3 {
+			t.Errorf("DeadLetters().Len() = %d, want 3 events that did not decode", n)
+		}
+		require.NoError(t, d.Stop(context.Background()))
+		if got := savedCheckpoint(t, s, "ledger"); got != 3 {
+			t.Errorf("saved checkpoint = %d, want 3", got)
+		}
+	})
 }
 
 func TestSubscribeDurableInvalid(t *testing.T) {

@@ -11,15 +11,13 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 )
 
-// This example runs commands on a bank account kept as events: each one
-// loads the account, decides, and appends with the revision it loaded.
-func ExampleAggregate() {
-	ctx := context.Background()
+// openLedger returns an empty store and a registry of the account events,
+// for the examples.
+func openLedger() (*eventbus.MemoryStore, *eventbus.Registry) {
 	store, err := eventbus.NewMemoryStore(nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer store.Close()
 	reg, err := eventbus.NewRegistry(nil)
 	if err != nil {
 		log.Fatal(err)
@@ -27,6 +25,15 @@ func ExampleAggregate() {
 	if err := errors.Join(eventbus.Register[Deposited](reg, nil), eventbus.Register[Withdrawn](reg, nil)); err != nil {
 		log.Fatal(err)
 	}
+	return store, reg
+}
+
+// This example runs commands on a bank account kept as events: each one
+// loads the account, decides, and appends with the revision it loaded.
+func ExampleAggregate() {
+	ctx := context.Background()
+	store, reg := openLedger()
+	defer store.Close()
 	evolve := func(balance int, e any) int {
 		switch e := e.(type) {
 		case Deposited:
@@ -75,18 +82,8 @@ func ExampleAggregate() {
 // appended meanwhile are handled.
 func ExampleSubscribeDurable() {
 	ctx := context.Background()
-	store, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	store, reg := openLedger()
 	defer store.Close()
-	reg, err := eventbus.NewRegistry(nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := eventbus.Register[Deposited](reg, nil); err != nil {
-		log.Fatal(err)
-	}
 	deposit := func(stream string, amount int) eventbus.AppendResult {
 		e, err := reg.Encode(Deposited{Amount: amount})
 		if err != nil {
@@ -145,18 +142,8 @@ func ExampleSubscribeDurable() {
 // before the subscriber sees it, with its position in the store.
 func ExampleStoreTopic() {
 	ctx := context.Background()
-	store, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	store, reg := openLedger()
 	defer store.Close()
-	reg, err := eventbus.NewRegistry(nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := eventbus.Register[Deposited](reg, nil); err != nil {
-		log.Fatal(err)
-	}
 	bus, err := eventbus.New(nil)
 	if err != nil {
 		log.Fatal(err)

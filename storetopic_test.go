@@ -24,115 +24,103 @@ func newStoreTopic[T any](t *testing.T, b *eventbus.Bus, s eventbus.Store, r *ev
 // process dies while the subscriber handles it. After the restart it is
 // delivered, with its store position and ID.
 func TestStoreTopicCrashBeforeDelivery(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				ctx := context.Background()
-				s, reopen := be.open(t)
-				reg := newBankRegistry(t)
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
 
-				bus1 := newBus(t, nil)
-				deposits := newStoreTopic[Deposited](t, bus1, s, reg, "deposits")
-				_, err := deposits.Subscribe(ctx, "mailer", func(ctx context.Context, e eventbus.Event[Deposited]) error {
-					<-ctx.Done() // the process dies before the handler is done
-					return ctx.Err()
-				}, nil)
-				require.NoError(t, err)
-				res, err := deposits.Publish(ctx, Deposited{Amount: 42}, eventbus.WithKey("account-1"))
-				require.NoError(t, err)
-				synctest.Wait()
-				_ = bus1.Close() // the crash
+		bus1 := newBus(t, nil)
+		deposits := newStoreTopic[Deposited](t, bus1, s, reg, "deposits")
+		_, err := deposits.Subscribe(ctx, "mailer", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+			<-ctx.Done() // the process dies before the handler is done
+			return ctx.Err()
+		}, nil)
+		require.NoError(t, err)
+		res, err := deposits.Publish(ctx, Deposited{Amount: 42}, eventbus.WithKey("account-1"))
+		require.NoError(t, err)
+		synctest.Wait()
+		_ = bus1.Close() // the crash
 
-				s = reopen()
-				bus2 := newBus(t, nil)
-				deposits = newStoreTopic[Deposited](t, bus2, s, reg, "deposits")
-				var mu sync.Mutex
-				var got []eventbus.Event[Deposited]
-				d, err := deposits.Subscribe(ctx, "mailer", func(ctx context.Context, e eventbus.Event[Deposited]) error {
-					mu.Lock()
-					defer mu.Unlock()
-					got = append(got, e)
-					return nil
-				}, nil)
-				require.NoError(t, err)
-				require.NoError(t, d.WaitFor(ctx, res.Position))
+		s = reopen()
+		bus2 := newBus(t, nil)
+		deposits = newStoreTopic[Deposited](t, bus2, s, reg, "deposits")
+		var mu sync.Mutex
+		var got []eventbus.Event[Deposited]
+		d, err := deposits.Subscribe(ctx, "mailer", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e)
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
 
-				var stored eventbus.RecordedEvent
-				for e, err := range s.ReadStream(ctx, "deposits-account-1", nil) {
-					require.NoError(t, err)
-					stored = e
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				want := []eventbus.Event[Deposited]{{
-					Header: eventbus.Header{
-						ID: stored.ID, Type: "account.deposited", Topic: "durable.deposits.mailer", Key: "deposits-account-1",
-						Time: stored.Time, SchemaVersion: 1, CorrelationID: stored.ID, Metadata: nil, Position: res.Position,
-					},
-					Payload: Deposited{Amount: 42},
-				}}
-				if diff := cmp.Diff(want, got); diff != "" {
-					t.Errorf("delivered after the restart (-want +got):\n%s", diff)
-				}
-			})
-		})
-	}
+		var stored eventbus.RecordedEvent
+		for e, err := range s.ReadStream(ctx, "deposits-account-1", nil) {
+			require.NoError(t, err)
+			stored = e
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := []eventbus.Event[Deposited]{{
+			Header: eventbus.Header{
+				ID: stored.ID, Type: "account.deposited", Topic: "durable.deposits.mailer", Key: "deposits-account-1",
+				Time: stored.Time, SchemaVersion: 1, CorrelationID: stored.ID, Metadata: nil, Position: res.Position,
+			},
+			Payload: Deposited{Amount: 42},
+		}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("delivered after the restart (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // Subscribers see only the topic's events, committed, in order per key,
 // and events published by a handler are linked to the handled one.
 func TestStoreTopicDelivery(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				ctx := context.Background()
-				s, _ := be.open(t)
-				reg := newBankRegistry(t)
-				bus := newBus(t, nil)
-				deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
-				fees := newStoreTopic[Withdrawn](t, bus, s, reg, "fees")
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		fees := newStoreTopic[Withdrawn](t, bus, s, reg, "fees")
 
-				var mu sync.Mutex
-				amounts := map[string][]int{}
-				var charged []eventbus.Event[Withdrawn]
-				_, err := deposits.Subscribe(ctx, "fees", func(ctx context.Context, e eventbus.Event[Deposited]) error {
-					mu.Lock()
-					amounts[e.Key] = append(amounts[e.Key], e.Payload.Amount)
-					mu.Unlock()
-					_, err := fees.Publish(ctx, Withdrawn{Amount: 1}, eventbus.WithKey(e.Key))
-					return err
-				}, nil)
-				require.NoError(t, err)
-				_, err = fees.Subscribe(ctx, "audit", func(ctx context.Context, e eventbus.Event[Withdrawn]) error {
-					mu.Lock()
-					defer mu.Unlock()
-					charged = append(charged, e)
-					return nil
-				}, nil)
-				require.NoError(t, err)
+		var mu sync.Mutex
+		amounts := map[string][]int{}
+		var charged []eventbus.Event[Withdrawn]
+		_, err := deposits.Subscribe(ctx, "fees", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			amounts[e.Key] = append(amounts[e.Key], e.Payload.Amount)
+			mu.Unlock()
+			_, err := fees.Publish(ctx, Withdrawn{Amount: 1}, eventbus.WithKey(e.Key))
+			return err
+		}, nil)
+		require.NoError(t, err)
+		_, err = fees.Subscribe(ctx, "audit", func(ctx context.Context, e eventbus.Event[Withdrawn]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			charged = append(charged, e)
+			return nil
+		}, nil)
+		require.NoError(t, err)
 
-				for i := range 3 {
-					for _, key := range []string{"x", "y"} {
-						_, err := deposits.Publish(ctx, Deposited{Amount: i}, eventbus.WithKey(key))
-						require.NoError(t, err)
-					}
-				}
-				synctest.Wait()
-				require.NoError(t, bus.Shutdown(ctx))
-				if diff := cmp.Diff(map[string][]int{"deposits-x": {0, 1, 2}, "deposits-y": {0, 1, 2}}, amounts); diff != "" {
-					t.Errorf("deposits handled per key (-want +got):\n%s", diff)
-				}
-				if len(charged) != 6 {
-					t.Errorf("%d fees handled, want 6", len(charged))
-				}
-				for _, e := range charged {
-					if e.CausationID.IsZero() || e.CorrelationID == e.ID || e.Key != "fees-deposits-x" && e.Key != "fees-deposits-y" {
-						t.Errorf("fee %+v is not linked to its deposit", e.Header)
-					}
-				}
-			})
-		})
-	}
+		for i := range 3 {
+			for _, key := range []string{"x", "y"} {
+				_, err := deposits.Publish(ctx, Deposited{Amount: i}, eventbus.WithKey(key))
+				require.NoError(t, err)
+			}
+		}
+		synctest.Wait()
+		require.NoError(t, bus.Shutdown(ctx))
+		if diff := cmp.Diff(map[string][]int{"deposits-x": {0, 1, 2}, "deposits-y": {0, 1, 2}}, amounts); diff != "" {
+			t.Errorf("deposits handled per key (-want +got):\n%s", diff)
+		}
+		if len(charged) != 6 {
+			t.Errorf("%d fees handled, want 6", len(charged))
+		}
+		for _, e := range charged {
+			if e.CausationID.IsZero() || e.CorrelationID == e.ID || e.Key != "fees-deposits-x" && e.Key != "fees-deposits-y" {
+				t.Errorf("fee %+v is not linked to its deposit", e.Header)
+			}
+		}
+	})
 }
 
 func TestNewStoreTopicInvalid(t *testing.T) {
