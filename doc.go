@@ -82,6 +82,20 @@
 // [Registry] encodes typed payloads by event type and schema version, and
 // upcasts old versions on read.
 //
+// # Event sourcing
+//
+// An [Aggregate] loads an aggregate by folding the events of its stream
+// (from a snapshot when there is one), runs a command that decides new
+// events, and appends them with the revision it loaded, retrying the whole
+// cycle when another command got there first. A [Durable] subscription
+// ([SubscribeDurable]) reads the store from a persisted checkpoint through
+// the bus's workers, middleware, retries and dead-letter queue, one stream
+// at a time per key; it resumes after a restart, at least once, and once
+// with [Idempotency] over [NewStoreProcessed]. It is also how projections
+// build read models: [Durable.WaitFor] reads your own writes and
+// [Durable.Rebuild] replays from the start. A [StoreTopic] publishes after
+// commit: its events reach subscribers only once they are in the store.
+//
 // # Shutdown
 //
 // [Bus.Shutdown] stops intake, drains every queue and waits for every
