@@ -254,3 +254,54 @@ func TestSubscribeDurableInvalid(t *testing.T) {
 		t.Errorf("SubscribeDurable() after Close = %v, want %v", err, eventbus.ErrClosed)
 	}
 }
+
+// A handler cannot stop its own subscription: Stop would wait for it.
+func TestDurableStopFromHandler(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		var d *eventbus.Durable
+		var stopErr error
+		ready := make(chan struct{})
+		d = subscribeDurable(t, bus, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			<-ready
+			stopErr = d.Stop(ctx)
+			return nil
+		}, nil)
+		close(ready)
+		require.NoError(t, d.WaitFor(context.Background(), 0))
+		if !errors.Is(stopErr, eventbus.ErrInvalid) {
+			t.Errorf("Stop(handler's context) = %v, want %v", stopErr, eventbus.ErrInvalid)
+		}
+		require.NoError(t, d.Stop(context.Background()))
+	})
+}
+
+func TestStoreProcessed(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		p := eventbus.NewStoreProcessed(s)
+		for _, k := range []eventbus.IdempotencyKey{
+			{Subscription: "ledger", ID: eventbus.NewID()},
+			{Subscription: "ledger", Key: "order-1"},
+		} {
+			done, err := p.Processed(ctx, k)
+			require.NoError(t, err)
+			if done {
+				t.Errorf("Processed(%+v) before MarkProcessed = true", k)
+			}
+			require.NoError(t, p.MarkProcessed(ctx, k))
+			require.NoError(t, p.MarkProcessed(ctx, k)) // a redriven event
+			done, err = eventbus.NewStoreProcessed(reopen()).Processed(ctx, k)
+			require.NoError(t, err)
+			if !done {
+				t.Errorf("Processed(%+v) after MarkProcessed = false", k)
+			}
+			other := k
+			other.Subscription = "other"
+			if done, _ := p.Processed(ctx, other); done {
+				t.Errorf("Processed(%+v) of another subscription = true", other)
+			}
+		}
+	})
+}
