@@ -185,6 +185,9 @@ func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
 // returns ctx's error). Events published meanwhile, by handlers too, are not
 // waited for.
 func (b *Bus) Flush(ctx context.Context) error {
+	if err := checkContext(ctx, "Flush"); err != nil {
+		return err
+	}
 	for _, s := range b.subscriptions() {
 		if err := s.impl.settle(ctx); err != nil {
 			return err
@@ -216,6 +219,9 @@ func (b *Bus) subscriptions() []*Subscription {
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
 // Later calls wait for the first one and return its result.
 func (b *Bus) Shutdown(ctx context.Context) error {
+	if err := checkContext(ctx, "Shutdown"); err != nil {
+		return err
+	}
 	if p := parent(ctx); p != nil && p.handler {
 		return fmt.Errorf("%w: Shutdown called with a handler's context would wait for that handler", ErrInvalid)
 	}

@@ -623,6 +623,16 @@ func TestBadInput(t *testing.T) {
 			return topic.Publish(nil, Order{}) //nolint:staticcheck
 		}, eventbus.ErrInvalid},
 		{"bad ID", func() error { _, err := eventbus.ParseID("not-an-id"); return err }, eventbus.ErrInvalid},
+		{"nil bus", func() error { _, err := eventbus.NewTopic[Order](nil, "t", nil); return err }, eventbus.ErrInvalid},
+		//lint:ignore SA1012 checking that a nil context is refused
+		{"flush nil context", func() error { return b.Flush(nil) }, eventbus.ErrInvalid}, //nolint:staticcheck
+		//lint:ignore SA1012 checking that a nil context is refused
+		{"shutdown nil context", func() error { return b.Shutdown(nil) }, eventbus.ErrInvalid}, //nolint:staticcheck
+		{"redrive nil context", func() error {
+			//lint:ignore SA1012 checking that a nil context is refused
+			_, err := b.DeadLetters().Redrive(nil, eventbus.DeadLetterFilter{}) //nolint:staticcheck
+			return err
+		}, eventbus.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -172,6 +172,9 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // when a subscription is gone) and puts the unsent ones back. It returns the
 // number sent.
 func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
+	if err := checkContext(ctx, "Redrive"); err != nil {
+		return 0, err
+	}
 	taken := q.take(f)
 	for i := range taken {
 		dl := &taken[i]

@@ -1,6 +1,7 @@
 package eventbus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -42,6 +43,15 @@ var (
 	// upcaster for an event's type name and schema version.
 	ErrUnknownEvent = errors.New("eventbus: unknown event type or version")
 )
+
+// checkContext returns an error wrapping ErrInvalid for a nil context,
+// which would otherwise panic deep inside the call.
+func checkContext(ctx context.Context, call string) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: %s: nil context", ErrInvalid, call)
+	}
+	return nil
+}
 
 // PanicError is the error a handler's panic becomes. The worker survives the
 // panic and treats the event like any other failure (retries, dead letter).

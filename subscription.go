@@ -89,6 +89,9 @@ func (s *Subscription) Topic() string { return s.topic }
 // error is then an *UndeliveredError with their count. Calling it again
 // returns ErrClosed.
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	if err := checkContext(ctx, "Unsubscribe"); err != nil {
+		return err
+	}
 	if s.stopped.Swap(true) {
 		return ErrClosed
 	}
