@@ -87,6 +87,9 @@ type Version[T any] struct {
 // event gives the zero T and [NoStream]. It returns the store's or the
 // registry's error.
 func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
+	if err := checkContext(ctx, "Aggregate.Load"); err != nil {
+		return Version[T]{}, err
+	}
 	if a.cache != nil {
 		if v, ok := a.cache.get(stream); ok {
 			return a.replay(ctx, stream, v, true)
@@ -146,6 +149,9 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // registry's error. A snapshot that fails to save is skipped, since the
 // events are committed: the next load replays a few more events.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
+	if decide == nil {
+		return AppendResult{}, fmt.Errorf("%w: Aggregate.Execute: nil decide", ErrInvalid)
+	}
 	var conflict error
 	for range a.attempts {
 		v, err := a.Load(ctx, stream)

@@ -199,3 +199,31 @@ func TestNewAggregateInvalid(t *testing.T) {
 		})
 	}
 }
+
+func TestEventSourcingNilContext(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		accounts := newAccounts(t, s, reg, nil)
+		bus := newBus(t, nil)
+		topic := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		d := subscribeDurable(t, bus, s, reg, "ledger", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
+		var nilCtx context.Context
+		calls := map[string]func() error{
+			"Aggregate.Load":                func() error { _, err := accounts.Load(nilCtx, "a"); return err },
+			"Aggregate.Execute":             func() error { _, err := accounts.Execute(nilCtx, "a", deposit(1)); return err },
+			"Aggregate.Execute(nil decide)": func() error { _, err := accounts.Execute(context.Background(), "a", nil); return err },
+			"StoreTopic.Publish":            func() error { _, err := topic.Publish(nilCtx, Deposited{}); return err },
+			"SubscribeDurable": func() error {
+				_, err := eventbus.SubscribeDurable(nilCtx, bus, s, reg, "x", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
+				return err
+			},
+			"Durable.WaitFor": func() error { return d.WaitFor(nilCtx, 0) },
+			"Durable.Stop":    func() error { return d.Stop(nilCtx) },
+			"Durable.Rebuild": func() error { return d.Rebuild(nilCtx, nil) },
+		}
+		for name, call := range calls {
+			if err := call(); !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("%s(nil context) = %v, want %v", name, err, eventbus.ErrInvalid)
+			}
+		}
+	})
+}

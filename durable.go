@@ -110,6 +110,9 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if opts != nil {
 		o = *opts
 	}
+	if err := checkContext(ctx, "SubscribeDurable"); err != nil {
+		return nil, err
+	}
 	if err := checkName("durable subscription", name); err != nil {
 		return nil, err
 	}
@@ -315,6 +318,9 @@ func (d *Durable) Checkpoint() uint64 { return d.track.position() }
 // checkpoint moves over the events its filter skips when it reads a later
 // event that it selects, or first catches up with the store.
 func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
+	if err := checkContext(ctx, "Durable.WaitFor"); err != nil {
+		return err
+	}
 	return d.track.waitFor(ctx, pos)
 }
 
@@ -332,6 +338,9 @@ func (d *Durable) Stop(ctx context.Context) error { return d.stopThen(ctx, nil) 
 // stopThen stops the running subscription, then calls then, if not nil,
 // with no other Stop or Rebuild running meanwhile.
 func (d *Durable) stopThen(ctx context.Context, then func() error) error {
+	if err := checkContext(ctx, "Durable.Stop"); err != nil {
+		return err
+	}
 	if p := parent(ctx); p != nil && p.handler {
 		return fmt.Errorf("%w: durable subscription %q: stopping with a handler's context would wait for that handler", ErrInvalid, d.name)
 	}

@@ -50,6 +50,9 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 // It returns the registry's or the store's error; it does not wait for any
 // subscriber, and the bus may be closed.
 func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
+	if err := checkContext(ctx, "StoreTopic.Publish"); err != nil {
+		return AppendResult{}, err
+	}
 	var h Header
 	h.Key, _ = payloadKey(payload)
 	for _, o := range opts {
