@@ -116,8 +116,12 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if err := checkName("durable subscription", name); err != nil {
 		return nil, err
 	}
-	if s == nil {
-		return nil, fmt.Errorf("%w: durable subscription %q: nil store", ErrInvalid, name)
+	if b == nil || s == nil {
+		return nil, fmt.Errorf("%w: durable subscription %q: nil bus or store", ErrInvalid, name)
+	}
+	topic := "durable." + name
+	if _, _, err := b.resolveSubscription(topic, name, &o.Subscription); err != nil {
+		return nil, err // checked before the topic is made, so that a retry can make it
 	}
 	handler, err := decoding(r, h)
 	if err != nil {
@@ -133,7 +137,6 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
-	topic := "durable." + name
 	t, err := NewTopic(b, topic, &TopicOptions[RecordedEvent]{Mode: Async, EventType: topic})
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)

@@ -231,7 +231,15 @@ func TestSubscribeDurableInvalid(t *testing.T) {
 			return err
 		}, eventbus.ErrInvalid},
 		{"bad workers", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "x", h, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: -1}})
+			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "retried", h, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: -1}})
+			return err
+		}, eventbus.ErrInvalid},
+		{"retry after bad workers", func() error {
+			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "retried", h, nil)
+			return err
+		}, nil},
+		{"nil bus", func() error {
+			_, err := eventbus.SubscribeDurable(ctx, nil, s, reg, "x", h, nil)
 			return err
 		}, eventbus.ErrInvalid},
 		{"taken name", func() error {
