@@ -68,21 +68,24 @@ func BenchmarkDurable(b *testing.B) {
 	})
 	for _, every := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("checkpoint-every=%d", every), func(b *testing.B) {
-			s := newBenchStore(b)
-			fillStore(b, s, n)
-			bus, err := eventbus.New(nil)
-			must(b, err)
-			b.Cleanup(func() { bus.Close() })
-			i := 0
 			b.ReportAllocs()
 			for b.Loop() {
-				i++
-				d, err := eventbus.SubscribeDurable(ctx, bus, s, nil, fmt.Sprint("bench-", i),
+				b.StopTimer() // a new store and bus each time: checkpoints pile up
+				s := newBenchStore(b)
+				fillStore(b, s, n)
+				bus, err := eventbus.New(nil)
+				must(b, err)
+				b.StartTimer()
+				d, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "bench",
 					func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil },
 					&eventbus.DurableOptions{CheckpointEvery: every})
 				must(b, err)
 				must(b, d.WaitFor(ctx, n-1))
 				must(b, d.Stop(ctx))
+				b.StopTimer()
+				must(b, bus.Close())
+				must(b, s.Close())
+				b.StartTimer()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
 		})
