@@ -104,6 +104,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 			return false
 		default:
 		}
+		w.chunk, w.seqs = chunk, seqs // for salvage
 		w.runChunk(chunk, seqs)
 		clear(chunk)
 		chunk, seqs = chunk[:0], seqs[:0]
@@ -112,6 +113,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 	for i := range batch {
 		e := &batch[i]
 		seq := base + uint64(i)
+		w.next = i + 1 // batch[:i+1] is in a lane or the chunk
 		if len(w.lanes) != 0 && e.Key != "" {
 			if l := w.lanes[laneKey{key: e.Key}]; l != nil {
 				l.items = append(l.items, pending[T]{e: *e, seq: seq})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -707,4 +708,95 @@ func TestShutdownFromHandlerIsRefused(t *testing.T) {
 	}, nil)
 	require.ErrorIs(t, topic.Publish(context.Background(), Order{}), eventbus.ErrInvalid)
 	require.NoError(t, topic.Publish(context.Background(), Order{N: 1}), "the bus is still open")
+}
+
+// TestHandlerGoexitCostsOneEvent checks that a handler calling
+// runtime.Goexit, as t.FailNow does, loses only its own event: the worker
+// carries on in a new goroutine, in order, and Flush does not hang.
+func TestHandlerGoexitCostsOneEvent(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprint("batch=", batch), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1})
+				topic := newTopic[Order](t, b, "orders", nil)
+				var handled []int
+				gate := make(chan struct{})
+				one := func(e eventbus.Event[Order]) {
+					if e.Payload.N == 0 {
+						<-gate // let the others queue up behind
+					}
+					if e.Payload.N == 2 {
+						runtime.Goexit()
+					}
+					handled = append(handled, e.Payload.N)
+				}
+				var err error
+				if batch {
+					_, err = topic.SubscribeBatch("s", func(_ context.Context, es []eventbus.Event[Order]) error {
+						for _, e := range es {
+							one(e)
+						}
+						return nil
+					}, &eventbus.SubscriptionOptions{BatchSize: 2})
+				} else {
+					_, err = topic.Subscribe("s", func(_ context.Context, e eventbus.Event[Order]) error { one(e); return nil }, nil)
+				}
+				require.NoError(t, err)
+				ctx := context.Background()
+				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 0}))
+				synctest.Wait()
+				for n := 1; n <= 5; n++ {
+					require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+				}
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, []int{0, 1, 3, 4, 5}, handled, "the rest, in order")
+				var dead []int
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					var pe *eventbus.PanicError
+					require.ErrorAs(t, dl.Err, &pe)
+					require.ErrorContains(t, dl.Err, "runtime.Goexit")
+					dead = append(dead, dl.Payload.(Order).N)
+				}
+				want := []int{2}
+				if batch {
+					want = []int{1, 2} // the whole batch the handler held
+				}
+				require.Equal(t, want, dead)
+				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 6}))
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, 6, handled[len(handled)-1], "the worker lives on")
+			})
+		})
+	}
+}
+
+func TestHandlerGoexitDuringRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled []int
+		attempts := 0
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 1 {
+				attempts++
+				if attempts == 1 {
+					return errFlaky // parks key k behind a retry
+				}
+				runtime.Goexit() // during the retry
+			}
+			handled = append(handled, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for n := 1; n <= 3; n++ {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{2, 3}, handled, "the events behind it in its lane, in order")
+		dl, ok := firstDeadLetter(b)
+		require.True(t, ok)
+		require.Equal(t, 2, dl.Attempt)
+		require.ErrorContains(t, dl.Err, "runtime.Goexit")
+	})
 }

@@ -152,6 +152,17 @@ func (q *queue[T]) stop() {
 	q.signal()
 }
 
+// unshift puts events back at the front of the queue, ahead of those
+// appended since they were taken, with their sequence numbers.
+func (q *queue[T]) unshift(events []Event[T]) {
+	if len(events) == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.items = append(append(make([]Event[T], 0, len(events)+len(q.items)), events...), q.items...)
+}
+
 // drain removes and returns what is still queued. The worker calls it when it
 // is told to stop without grace.
 func (q *queue[T]) drain() []Event[T] {

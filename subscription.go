@@ -16,9 +16,10 @@ import (
 // new event to this one (correlation and causation IDs). ctx stays valid after
 // the handler returns.
 //
-// A handler must return; it must not call runtime.Goexit, which is what
-// t.FailNow and testify's require do: in a test, report from a handler with
-// t.Error or by returning an error.
+// A handler that calls runtime.Goexit, as t.FailNow and testify's require
+// do, loses only its own event: it is dead-lettered with a *PanicError and
+// the worker carries on with a new goroutine. In a test, report from a
+// handler with t.Error or by returning an error.
 type Handler[T any] func(ctx context.Context, e Event[T]) error
 
 // SubscriptionOptions configures one subscription. The zero value takes the

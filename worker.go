@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -267,6 +268,15 @@ type worker[T any] struct {
 	lanes map[laneKey]*lane[T]
 	timer *time.Timer // due time of the earliest lane; nil until needed
 	armed bool
+
+	// What the handler holds, for salvage: the batch being handled from
+	// sequence number base, of which batch[next:] is not handed out yet,
+	// or the lane whose first event is being retried.
+	batch  []Event[T]
+	base   uint64
+	next   int
+	lane   laneKey
+	inLane bool
 }
 
 // laneKey names a lane: a key, or for a keyless event its sequence number,
@@ -295,11 +305,22 @@ type pending[T any] struct {
 // run is the worker's goroutine. It exits when intake has stopped and every
 // event is finished, or when the subscription is killed.
 func (w *worker[T]) run() {
+	returned := false
 	defer func() {
+		if !returned { // a handler called runtime.Goexit
+			w.salvage()
+			w.sub.bus.goroutines.Go(w.run)
+			return
+		}
 		if w.sub.running.Add(-1) == 0 {
 			close(w.sub.exited)
 		}
 	}()
+	w.loop()
+	returned = true
+}
+
+func (w *worker[T]) loop() {
 	done := w.sub.ctx.Done()
 	for {
 		select {
@@ -314,7 +335,9 @@ func (w *worker[T]) run() {
 		}
 		if batch != nil {
 			w.spare = nil
+			w.batch, w.base, w.next = batch, base, 0
 			w.handle(batch, base, done)
+			w.batch = nil
 			clear(batch) // drop references to payloads
 			w.spare = batch[:0]
 			continue
@@ -369,6 +392,7 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 			}
 		}
 		ctx := w.ctxs.get(w.sub.ctx, &e.Header)
+		w.next = i + 1
 		end, err := w.sub.call(ctx, e, &w.env, 1, &w.stats, start)
 		if err != nil {
 			w.failed(ctx, e, base+uint64(i), err)
@@ -408,7 +432,10 @@ func (w *worker[T]) retryDue(done <-chan struct{}) {
 		if l.due.After(now) {
 			continue
 		}
-		if !w.runLane(l, done) {
+		w.lane, w.inLane = k, true
+		ok := w.runLane(l, done)
+		w.inLane = false
+		if !ok {
 			return // killed: abandon takes over
 		}
 		if len(l.items) == 0 {
@@ -472,6 +499,46 @@ func (w *worker[T]) arm() {
 		w.timer.Reset(d)
 	}
 	w.armed = true
+}
+
+// errGoexit is the panic value recorded for a handler that called
+// runtime.Goexit.
+var errGoexit = errors.New("eventbus: handler called runtime.Goexit (t.FailNow or testify's require in a handler?)")
+
+// salvage runs when a handler called runtime.Goexit, which ends the
+// worker's goroutine and cannot be stopped: it dead-letters what the handler
+// held and puts the rest of the batch back at the front of the queue, so
+// that a new goroutine carries on in order.
+func (w *worker[T]) salvage() {
+	now := time.Now()
+	err := &PanicError{Value: errGoexit, Stack: debug.Stack()}
+	ctx := w.sub.ctx
+	switch {
+	case w.inLane:
+		l := w.lanes[w.lane]
+		p := &l.items[0]
+		w.sub.deadLetter(ctx, &p.e, p.attempts, err, now, now, &w.stats)
+		l.items = l.items[1:]
+		if len(l.items) == 0 {
+			delete(w.lanes, w.lane)
+		} else {
+			l.due = now
+		}
+		w.inLane = false
+		w.arm()
+	case w.batch != nil:
+		if w.sub.batch.handler != nil {
+			for i := range w.chunk {
+				w.sub.deadLetter(ctx, &w.chunk[i], 1, err, now, now, &w.stats)
+			}
+			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
+		} else {
+			w.sub.deadLetter(ctx, &w.batch[w.next-1], 1, err, now, now, &w.stats)
+		}
+		w.q.unshift(w.batch[w.next:])
+		w.taken = w.base + uint64(w.next)
+		w.batch = nil
+	}
 }
 
 // abandon dead-letters everything the worker still holds (the rest of a
