@@ -204,61 +204,36 @@ func TestSubscribeDurableInvalid(t *testing.T) {
 	reg := newBankRegistry(t)
 	bus := newBus(t, nil)
 	h := func(context.Context, eventbus.Event[Deposited]) error { return nil }
-	ctx := context.Background()
+	badWorkers := &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: -1}}
+	// The cases run in order: some take names that later ones reuse.
 	tests := []struct {
 		name    string
-		sub     func() error
+		bus     *eventbus.Bus
+		store   eventbus.Store
+		reg     *eventbus.Registry
+		sub     string
+		h       eventbus.Handler[Deposited]
+		opts    *eventbus.DurableOptions
 		wantErr error
 	}{
-		{"bad name", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "a b", h, nil)
-			return err
-		}, eventbus.ErrInvalid},
-		{"nil store", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, nil, reg, "x", h, nil)
-			return err
-		}, eventbus.ErrInvalid},
-		{"nil registry", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "x", h, nil)
-			return err
-		}, eventbus.ErrInvalid},
-		{"nil handler", func() error {
-			_, err := eventbus.SubscribeDurable[Deposited](ctx, bus, s, reg, "x", nil, nil)
-			return err
-		}, eventbus.ErrInvalid},
-		{"negative checkpoint interval", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "x", h, &eventbus.DurableOptions{CheckpointEvery: -1})
-			return err
-		}, eventbus.ErrInvalid},
-		{"bad workers", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "retried", h, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: -1}})
-			return err
-		}, eventbus.ErrInvalid},
-		{"retry after bad workers", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "retried", h, nil)
-			return err
-		}, nil},
-		{"nil bus", func() error {
-			_, err := eventbus.SubscribeDurable(ctx, nil, s, reg, "x", h, nil)
-			return err
-		}, eventbus.ErrInvalid},
-		{"taken name", func() error {
-			if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "taken", h, nil); err != nil {
-				return err
-			}
-			_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "taken", h, nil)
-			return err
-		}, eventbus.ErrDuplicate},
+		{"bad name", bus, s, reg, "a b", h, nil, eventbus.ErrInvalid},
+		{"nil bus", nil, s, reg, "x", h, nil, eventbus.ErrInvalid},
+		{"nil store", bus, nil, reg, "x", h, nil, eventbus.ErrInvalid},
+		{"nil registry", bus, s, nil, "x", h, nil, eventbus.ErrInvalid},
+		{"nil handler", bus, s, reg, "x", nil, nil, eventbus.ErrInvalid},
+		{"negative checkpoint interval", bus, s, reg, "x", h, &eventbus.DurableOptions{CheckpointEvery: -1}, eventbus.ErrInvalid},
+		{"bad workers", bus, s, reg, "x", h, badWorkers, eventbus.ErrInvalid},
+		{"the same name, right", bus, s, reg, "x", h, nil, nil},
+		{"taken name", bus, s, reg, "x", h, nil, eventbus.ErrDuplicate},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.sub(); !errors.Is(err, tt.wantErr) {
-				t.Errorf("SubscribeDurable() = %v, want %v", err, tt.wantErr)
-			}
-		})
+		_, err := eventbus.SubscribeDurable(context.Background(), tt.bus, tt.store, tt.reg, tt.sub, tt.h, tt.opts)
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: SubscribeDurable(%q) = %v, want %v", tt.name, tt.sub, err, tt.wantErr)
+		}
 	}
 	require.NoError(t, bus.Close())
-	if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "late", h, nil); !errors.Is(err, eventbus.ErrClosed) {
+	if _, err := eventbus.SubscribeDurable(context.Background(), bus, s, reg, "late", h, nil); !errors.Is(err, eventbus.ErrClosed) {
 		t.Errorf("SubscribeDurable() after Close = %v, want %v", err, eventbus.ErrClosed)
 	}
 }
