@@ -271,10 +271,16 @@ type Filter struct {
 // match reports whether f selects an event of type eventType in stream,
 // for reads of every stream.
 func (f *Filter) match(stream, eventType string) bool {
+	return f.matchStream(stream) && f.matchType(eventType)
+}
+
+// matchStream reports whether f selects the events of stream, for reads of
+// every stream.
+func (f *Filter) matchStream(stream string) bool {
 	if stream[0] == '$' && (f.StreamPrefix == "" || f.StreamPrefix[0] != '$') {
 		return false
 	}
-	return strings.HasPrefix(stream, f.StreamPrefix) && f.matchType(eventType)
+	return strings.HasPrefix(stream, f.StreamPrefix)
 }
 
 // matchType reports whether f selects events of type eventType.
