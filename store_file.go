@@ -136,8 +136,8 @@ type idKey struct {
 // memLog: the committer fills entries past n while readers read below.
 type fileLog struct {
 	chunks      []*[logChunk]loc
-	first, n    uint64 // positions below first were removed by retention
-	bytes, segN int64
+	first, n uint64 // positions below first were removed by retention
+	bytes    int64  // of every segment
 }
 
 // loc is where the entry of an event is.
@@ -280,8 +280,25 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	return s, nil
 }
 
-// Dir returns the directory of the store.
-func (s *FileStore) Dir() string { return s.dir }
+// FileStoreStats describes a [FileStore].
+type FileStoreStats struct {
+	// Segments is the number of segment files, Bytes their total size.
+	Segments int
+	Bytes    int64
+	// FirstPosition is the position of the oldest event kept (retention
+	// deletes older ones); NextPosition the position of the next event.
+	FirstPosition, NextPosition uint64
+	// Streams is the number of streams ever written, deleted or given
+	// metadata.
+	Streams int
+}
+
+// Stats returns the size of the store, as committed when it is called.
+func (s *FileStore) Stats() FileStoreStats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: len(s.byID)}
+}
 
 // Append implements [Store.Append]. Under SyncAlways it returns once the
 // events are on stable storage, or with the error that stopped them.

@@ -34,8 +34,8 @@ func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, error) {
 			}
 			continue
 		}
-		hex, ok := strings.CutPrefix(name, "seg-")
-		if hex, ok = strings.CutSuffix(hex, ".log"); !ok || len(hex) != 16 {
+		hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
+		if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
 			continue
 		}
 		seq, err := strconv.ParseUint(hex, 16, 64)
