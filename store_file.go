@@ -135,7 +135,7 @@ type idKey struct {
 // fileLog locates events by position, in chunks that never move, like a
 // memLog: the committer fills entries past n while readers read below.
 type fileLog struct {
-	chunks      []*[logChunk]loc
+	chunks   []*[logChunk]loc
 	first, n uint64 // positions below first were removed by retention
 	bytes    int64  // of every segment
 }
