@@ -29,6 +29,7 @@ type BatchError struct {
 	Failed map[int]error
 }
 
+// Error lists the failed events by index.
 func (e *BatchError) Error() string {
 	idx := make([]int, 0, len(e.Failed))
 	for i := range e.Failed {

@@ -79,12 +79,14 @@ func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
 		}
 		close(gate)
 		require.NoError(t, b.Flush(ctx))
-		require.Equal(t, [][]int{{1}, {2, 3, 4, 5, 6, 7}, {3}, {6}}, calls, "only the failed ones, one at a time")
+		require.Len(t, calls, 4)
+		require.Equal(t, [][]int{{1}, {2, 3, 4, 5, 6, 7}}, calls[:2])
+		require.ElementsMatch(t, [][]int{{3}, {6}}, calls[2:], "only the failed ones, one at a time, in any order across keys")
 		var dead []string
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
 			dead = append(dead, fmt.Sprintf("%d:%d:%v", dl.Payload.(Order).N, dl.Attempt, dl.Err))
 		}
-		require.Equal(t, []string{"3:2:bad 3", "6:2:bad 6"}, dead)
+		require.ElementsMatch(t, []string{"3:2:bad 3", "6:2:bad 6"}, dead)
 		m := b.Metrics().Subscriptions[0]
 		require.EqualValues(t, 5, m.Handled)
 		require.EqualValues(t, 4, m.Failed)

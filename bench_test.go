@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -35,84 +36,114 @@ var benchKeys = func() []string {
 
 func noop(context.Context, eventbus.Event[payload]) error { return nil }
 
-// benchBus runs b.N publishes of a topic with subs subscriptions of workers
-// workers each, then flushes.
-func benchBus(b *testing.B, subs, workers int, keyed bool, opts *eventbus.SubscriptionOptions, busOpts *eventbus.Options) {
-	if busOpts == nil {
-		busOpts = &eventbus.Options{}
-	}
-	busOpts.Workers = workers
-	bus, err := eventbus.New(busOpts)
+// must fails the benchmark on err. It calls no b.Helper: that costs a
+// stack walk, and must runs once per event.
+func must(b *testing.B, err error) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer bus.Close()
-	var topicOpts eventbus.TopicOptions[payload]
-	if keyed {
-		topicOpts.Key = func(p payload) string { return p.Key }
-	}
-	topic, err := eventbus.NewTopic(bus, "bench", &topicOpts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := range subs {
-		if _, err := topic.Subscribe(fmt.Sprint("s", i), noop, opts); err != nil {
-			b.Fatal(err)
-		}
-	}
+}
+
+// benchTopic returns a bus made with opts, closed when the benchmark ends,
+// and its topic "bench", keyed by payload.Key.
+func benchTopic(b *testing.B, opts eventbus.Options) (*eventbus.Bus, *eventbus.Topic[payload]) {
+	bus, err := eventbus.New(&opts)
+	must(b, err)
+	b.Cleanup(func() { _ = bus.Close() })
+	topic, err := eventbus.NewTopic(bus, "bench", &eventbus.TopicOptions[payload]{Key: func(p payload) string { return p.Key }})
+	must(b, err)
+	return bus, topic
+}
+
+// publishAll publishes b.N events over 1,024 keys, then waits until all are
+// handled.
+func publishAll(b *testing.B, bus *eventbus.Bus, topic *eventbus.Topic[payload]) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
-		if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
-			b.Fatal(err)
-		}
+		must(b, topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}))
 		i++
 	}
-	if err := bus.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
+	must(b, bus.Flush(ctx))
 	b.StopTimer()
+}
+
+// benchBus publishes to subs subscriptions of workers workers each.
+func benchBus(b *testing.B, subs, workers int, opts eventbus.Options) {
+	opts.Workers = workers
+	bus, topic := benchTopic(b, opts)
+	for i := range subs {
+		_, err := topic.Subscribe(fmt.Sprint("s", i), noop, nil)
+		must(b, err)
+	}
+	publishAll(b, bus, topic)
 	if subs > 1 {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subs), "ns/delivery")
 	}
 }
 
-// benchChannels is the baseline: consumers goroutines with a buffered
-// channel each; an event goes to every consumer (fan-out) or, keyed, to the
-// consumer its key hashes to.
-func benchChannels(b *testing.B, consumers int, keyed bool) {
-	chans := make([]chan eventbus.Event[payload], consumers)
-	var wg sync.WaitGroup
-	for i := range chans {
+// channels is the baseline: consumers goroutines with a buffered channel
+// each, handing over an Event.
+type channels struct {
+	chans []chan eventbus.Event[payload]
+	seed  maphash.Seed
+	wg    sync.WaitGroup
+}
+
+func newChannels(consumers int, handle func(eventbus.Event[payload])) *channels {
+	c := &channels{chans: make([]chan eventbus.Event[payload], consumers), seed: maphash.MakeSeed()}
+	for i := range c.chans {
 		ch := make(chan eventbus.Event[payload], 1024)
-		chans[i] = ch
-		wg.Go(func() {
+		c.chans[i] = ch
+		c.wg.Go(func() {
 			for e := range ch {
-				_ = noop(context.Background(), e)
+				handle(e)
 			}
 		})
 	}
-	seed := maphash.MakeSeed()
+	return c
+}
+
+// send hands e to every consumer, or, keyed, to the one its key hashes to.
+func (c *channels) send(e eventbus.Event[payload], keyed bool) {
+	if keyed {
+		c.chans[maphash.String(c.seed, e.Payload.Key)%uint64(len(c.chans))] <- e
+		return
+	}
+	for _, ch := range c.chans {
+		ch <- e
+	}
+}
+
+func (c *channels) close() {
+	for _, ch := range c.chans {
+		close(ch)
+	}
+	c.wg.Wait()
+}
+
+func benchChannels(b *testing.B, consumers int, keyed bool) {
+	c := newChannels(consumers, func(e eventbus.Event[payload]) { _ = noop(context.Background(), e) })
 	b.ReportAllocs()
 	b.ResetTimer()
+	n := uint64(len(c.chans))
 	i := 0
 	for b.Loop() {
+		// The send is written out, not a call of c.send, to keep the
+		// baseline as tight as a hand-written one.
 		e := eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}}
 		if keyed {
-			chans[maphash.String(seed, e.Payload.Key)%uint64(consumers)] <- e
+			c.chans[maphash.String(c.seed, e.Payload.Key)%n] <- e
 		} else {
-			for _, ch := range chans {
+			for _, ch := range c.chans {
 				ch <- e
 			}
 		}
 		i++
 	}
-	for _, ch := range chans {
-		close(ch)
-	}
-	wg.Wait()
+	c.close()
 	b.StopTimer()
 	if !keyed && consumers > 1 {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*consumers), "ns/delivery")
@@ -120,158 +151,94 @@ func benchChannels(b *testing.B, consumers int, keyed bool) {
 }
 
 func BenchmarkAsync(b *testing.B) {
-	b.Run("sub=1/bus", func(b *testing.B) { benchBus(b, 1, 1, false, nil, nil) })
+	b.Run("sub=1/bus", func(b *testing.B) { benchBus(b, 1, 1, eventbus.Options{}) })
 	b.Run("sub=1/channel", func(b *testing.B) { benchChannels(b, 1, false) })
-	b.Run("sub=10/bus", func(b *testing.B) { benchBus(b, 10, 1, false, nil, nil) })
+	b.Run("sub=10/bus", func(b *testing.B) { benchBus(b, 10, 1, eventbus.Options{}) })
 	b.Run("sub=10/channel", func(b *testing.B) { benchChannels(b, 10, false) })
-	b.Run("keyed-workers=4/bus", func(b *testing.B) { benchBus(b, 1, 4, true, nil, nil) })
+	b.Run("keyed-workers=4/bus", func(b *testing.B) { benchBus(b, 1, 4, eventbus.Options{}) })
 	b.Run("keyed-workers=4/channel", func(b *testing.B) { benchChannels(b, 4, true) })
 }
 
 // BenchmarkParallelPublishers publishes from GOMAXPROCS goroutines into one
 // keyed subscription of 4 workers.
 func BenchmarkParallelPublishers(b *testing.B) {
-	b.Run("bus", func(b *testing.B) {
-		bus, err := eventbus.New(&eventbus.Options{Workers: 4})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer bus.Close()
-		topic, err := eventbus.NewTopic(bus, "bench", &eventbus.TopicOptions[payload]{Key: func(p payload) string { return p.Key }})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := topic.Subscribe("s", noop, nil); err != nil {
-			b.Fatal(err)
-		}
-		ctx := context.Background()
+	run := func(b *testing.B, publish func(i int)) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
-			i := 0
-			for pb.Next() {
-				if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
-					b.Error(err)
-					return
-				}
-				i++
+			for i := 0; pb.Next(); i++ {
+				publish(i)
 			}
 		})
-		if err := bus.Flush(ctx); err != nil {
-			b.Fatal(err)
-		}
+	}
+	b.Run("bus", func(b *testing.B) {
+		bus, topic := benchTopic(b, eventbus.Options{Workers: 4})
+		_, err := topic.Subscribe("s", noop, nil)
+		must(b, err)
+		ctx := context.Background()
+		run(b, func(i int) {
+			if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
+				b.Error(err)
+			}
+		})
+		must(b, bus.Flush(ctx))
 	})
 	b.Run("channel", func(b *testing.B) {
-		chans := make([]chan eventbus.Event[payload], 4)
-		var wg sync.WaitGroup
-		for i := range chans {
-			ch := make(chan eventbus.Event[payload], 1024)
-			chans[i] = ch
-			wg.Go(func() {
-				for e := range ch {
-					_ = noop(context.Background(), e)
-				}
-			})
-		}
-		seed := maphash.MakeSeed()
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			i := 0
-			for pb.Next() {
-				e := eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}}
-				chans[maphash.String(seed, e.Payload.Key)%4] <- e
-				i++
-			}
-		})
-		for _, ch := range chans {
-			close(ch)
-		}
-		wg.Wait()
+		c := newChannels(4, func(e eventbus.Event[payload]) { _ = noop(context.Background(), e) })
+		run(b, func(i int) { c.send(eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}}, true) })
+		c.close()
 	})
 }
 
 // BenchmarkIdleLatency publishes one event and waits until it is handled,
 // over and over: the cost of waking an idle worker.
 func BenchmarkIdleLatency(b *testing.B) {
+	handled := make(chan struct{})
 	b.Run("bus", func(b *testing.B) {
-		bus, err := eventbus.New(&eventbus.Options{Workers: 1})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer bus.Close()
-		topic, err := eventbus.NewTopic[payload](bus, "bench", nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		handled := make(chan struct{})
-		if _, err := topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error {
+		_, topic := benchTopic(b, eventbus.Options{Workers: 1})
+		_, err := topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error {
 			handled <- struct{}{}
 			return nil
-		}, nil); err != nil {
-			b.Fatal(err)
-		}
+		}, nil)
+		must(b, err)
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := topic.Publish(ctx, payload{Key: "k"}); err != nil {
-				b.Fatal(err)
-			}
+			must(b, topic.Publish(ctx, payload{Key: "k"}))
 			<-handled
 		}
 	})
 	b.Run("channel", func(b *testing.B) {
-		ch := make(chan eventbus.Event[payload], 1024)
-		handled := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			for range ch {
-				handled <- struct{}{}
-			}
-		})
+		c := newChannels(1, func(eventbus.Event[payload]) { handled <- struct{}{} })
 		b.ReportAllocs()
 		for b.Loop() {
-			ch <- eventbus.Event[payload]{Payload: payload{Key: "k"}}
+			c.send(eventbus.Event[payload]{Payload: payload{Key: "k"}}, false)
 			<-handled
 		}
-		close(ch)
-		wg.Wait()
+		c.close()
 	})
+}
+
+// syncBench publishes b.N events to a Sync-mode bus made with opts and one
+// no-op subscription.
+func syncBench(b *testing.B, opts eventbus.Options) {
+	opts.Mode = eventbus.Sync
+	bus, topic := benchTopic(b, opts)
+	_, err := topic.Subscribe("s", noop, nil)
+	must(b, err)
+	publishAll(b, bus, topic)
 }
 
 // BenchmarkSync measures a Sync-mode publish to one no-op handler, against
 // calling the handler directly.
 func BenchmarkSync(b *testing.B) {
-	b.Run("bus", func(b *testing.B) {
-		bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer bus.Close()
-		topic, err := eventbus.NewTopic(bus, "bench", &eventbus.TopicOptions[payload]{Key: func(p payload) string { return p.Key }})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := topic.Subscribe("s", noop, nil); err != nil {
-			b.Fatal(err)
-		}
-		ctx := context.Background()
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-	})
+	b.Run("bus", func(b *testing.B) { syncBench(b, eventbus.Options{}) })
 	b.Run("direct-call", func(b *testing.B) {
 		h := eventbus.Handler[payload](noop)
 		ctx := context.Background()
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if err := h(ctx, eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}}); err != nil {
-				b.Fatal(err)
-			}
+			must(b, h(ctx, eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}}))
 			i++
 		}
 	})
@@ -285,6 +252,11 @@ func BenchmarkMiddleware(b *testing.B) {
 		return func(ctx context.Context, env *eventbus.Envelope) error { return next(ctx, env) }
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	full := eventbus.Options{
+		Metrics:    true,
+		Retry:      eventbus.RetryPolicy{MaxAttempts: 3},
+		Middleware: []eventbus.Middleware{eventbus.Idempotency(nil), eventbus.Logging(quiet)},
+	}
 	cases := []struct {
 		name string
 		opts eventbus.Options
@@ -296,46 +268,13 @@ func BenchmarkMiddleware(b *testing.B) {
 		{"idempotency", eventbus.Options{Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}}},
 		{"logging-info", eventbus.Options{Middleware: []eventbus.Middleware{eventbus.Logging(quiet)}}},
 		{"metrics", eventbus.Options{Metrics: true}},
-		{"full-chain", eventbus.Options{
-			Metrics:    true,
-			Retry:      eventbus.RetryPolicy{MaxAttempts: 3},
-			Middleware: []eventbus.Middleware{eventbus.Idempotency(nil), eventbus.Logging(quiet)},
-		}},
+		{"full-chain", full},
 	}
 	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			opts := c.opts
-			opts.Mode = eventbus.Sync
-			bus, err := eventbus.New(&opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer bus.Close()
-			topic, err := eventbus.NewTopic(bus, "bench", &eventbus.TopicOptions[payload]{Key: func(p payload) string { return p.Key }})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := topic.Subscribe("s", noop, nil); err != nil {
-				b.Fatal(err)
-			}
-			ctx := context.Background()
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
-		})
+		b.Run(c.name, func(b *testing.B) { syncBench(b, c.opts) })
 	}
-	b.Run("full-chain-async", func(b *testing.B) {
-		benchBus(b, 1, 4, true, nil, &eventbus.Options{
-			Metrics:    true,
-			Retry:      eventbus.RetryPolicy{MaxAttempts: 3},
-			Middleware: []eventbus.Middleware{eventbus.Idempotency(nil), eventbus.Logging(quiet)},
-		})
-	})
+	b.Run("none-async", func(b *testing.B) { benchBus(b, 1, 4, eventbus.Options{}) })
+	b.Run("full-chain-async", func(b *testing.B) { benchBus(b, 1, 4, full) })
 }
 
 // BenchmarkBatch compares a batch handler with one-at-a-time handling when
@@ -346,45 +285,41 @@ func BenchmarkBatch(b *testing.B) {
 	var sink [32]byte
 	call := func() { sink = sha256.Sum256(roundTrip[:]) }
 	b.Run("one-at-a-time", func(b *testing.B) {
-		benchHandler(b, func(topic *eventbus.Topic[payload]) error {
-			_, err := topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error { call(); return nil }, nil)
-			return err
-		})
+		bus, topic := benchTopic(b, eventbus.Options{Workers: 1})
+		_, err := topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error { call(); return nil }, nil)
+		must(b, err)
+		publishAll(b, bus, topic)
 	})
 	b.Run("batch=100", func(b *testing.B) {
-		benchHandler(b, func(topic *eventbus.Topic[payload]) error {
-			_, err := topic.SubscribeBatch("s", func(context.Context, []eventbus.Event[payload]) error { call(); return nil }, nil)
-			return err
-		})
+		bus, topic := benchTopic(b, eventbus.Options{Workers: 1})
+		_, err := topic.SubscribeBatch("s", func(context.Context, []eventbus.Event[payload]) error { call(); return nil }, nil)
+		must(b, err)
+		publishAll(b, bus, topic)
 	})
 	_ = sink
 }
 
-// benchHandler publishes b.N keyed events to a topic of one worker whose
-// subscription subscribe makes, then flushes.
-func benchHandler(b *testing.B, subscribe func(*eventbus.Topic[payload]) error) {
-	bus, err := eventbus.New(&eventbus.Options{Workers: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bus.Close()
-	topic, err := eventbus.NewTopic(bus, "bench", &eventbus.TopicOptions[payload]{Key: func(p payload) string { return p.Key }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := subscribe(topic); err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	b.ReportAllocs()
-	i := 0
+// BenchmarkIdleSubscriptionMemory reports the heap held by an idle
+// subscription of one worker that has handled an event, and checks that
+// 1,000 of them leave every goroutine asleep.
+func BenchmarkIdleSubscriptionMemory(b *testing.B) {
+	const subs = 1000
 	for b.Loop() {
-		if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
-			b.Fatal(err)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		bus, topic := benchTopic(b, eventbus.Options{Workers: 1})
+		for i := range subs {
+			_, err := topic.Subscribe(fmt.Sprint("s", i), noop, nil)
+			must(b, err)
 		}
-		i++
-	}
-	if err := bus.Flush(ctx); err != nil {
-		b.Fatal(err)
+		ctx := context.Background()
+		must(b, topic.Publish(ctx, payload{Key: "k"}))
+		must(b, bus.Flush(ctx))
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/subs, "heap-B/sub")
+		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/subs, "stack-B/sub")
+		must(b, bus.Close())
 	}
 }

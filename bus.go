@@ -57,9 +57,11 @@ type Options struct {
 	// DeadLetterSink, if set, receives every dead letter as it is made.
 	DeadLetterSink DeadLetterSink
 	// Metrics times every attempt, filling the latency histograms of
-	// [Bus.Metrics] and counting Published per topic. It costs a clock
-	// read per attempt and an atomic add per publish; counters of handled,
-	// failed and dead-lettered events are kept either way.
+	// [Bus.Metrics], and counts Published per topic. It costs a clock read
+	// per attempt and an atomic add per publish. Async subscriptions keep
+	// their counters of handled, failed and dead-lettered events either way;
+	// Sync ones, whose handlers run in concurrent publishers, only with
+	// Metrics, since there counting costs atomic operations.
 	Metrics bool
 	// Logger receives the bus's own reports (a failing sink, undelivered
 	// events at shutdown). Nil means silent.
@@ -160,7 +162,7 @@ func New(opts *Options) (*Bus, error) {
 		opts:   o,
 		ids:    newIDSource(),
 		seed:   maphash.MakeSeed(),
-		dlq:    newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink),
+		dlq:    newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink, o.Logger),
 		ctx:    ctx,
 		kill:   kill,
 		done:   make(chan struct{}),
@@ -183,6 +185,9 @@ func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
 // returns ctx's error). Events published meanwhile, by handlers too, are not
 // waited for.
 func (b *Bus) Flush(ctx context.Context) error {
+	if err := checkContext(ctx, "Flush"); err != nil {
+		return err
+	}
 	for _, s := range b.subscriptions() {
 		if err := s.impl.settle(ctx); err != nil {
 			return err
@@ -214,6 +219,12 @@ func (b *Bus) subscriptions() []*Subscription {
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
 // Later calls wait for the first one and return its result.
 func (b *Bus) Shutdown(ctx context.Context) error {
+	if err := checkContext(ctx, "Shutdown"); err != nil {
+		return err
+	}
+	if p := parent(ctx); p != nil && p.handler {
+		return fmt.Errorf("%w: Shutdown called with a handler's context would wait for that handler", ErrInvalid)
+	}
 	b.stop.Do(func() {
 		b.mu.Lock()
 		b.closed.Store(true)
@@ -248,7 +259,8 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the bus at once: it is Shutdown with a context that is already
-// done. Running handlers see their context cancelled and are waited for;
+// done. Like Shutdown, it waits for running handlers, so a handler must not
+// call it. Running handlers see their context cancelled and are waited for;
 // queued events go to the dead-letter queue and are counted in the
 // *UndeliveredError returned.
 func (b *Bus) Close() error {

@@ -623,6 +623,16 @@ func TestBadInput(t *testing.T) {
 			return topic.Publish(nil, Order{}) //nolint:staticcheck
 		}, eventbus.ErrInvalid},
 		{"bad ID", func() error { _, err := eventbus.ParseID("not-an-id"); return err }, eventbus.ErrInvalid},
+		{"nil bus", func() error { _, err := eventbus.NewTopic[Order](nil, "t", nil); return err }, eventbus.ErrInvalid},
+		//lint:ignore SA1012 checking that a nil context is refused
+		{"flush nil context", func() error { return b.Flush(nil) }, eventbus.ErrInvalid}, //nolint:staticcheck
+		//lint:ignore SA1012 checking that a nil context is refused
+		{"shutdown nil context", func() error { return b.Shutdown(nil) }, eventbus.ErrInvalid}, //nolint:staticcheck
+		{"redrive nil context", func() error {
+			//lint:ignore SA1012 checking that a nil context is refused
+			_, err := b.DeadLetters().Redrive(nil, eventbus.DeadLetterFilter{}) //nolint:staticcheck
+			return err
+		}, eventbus.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -660,4 +670,41 @@ func TestIDRoundTrip(t *testing.T) {
 		require.Less(t, a.String(), b.String(), "IDs sort by time")
 		require.Equal(t, time.Now().UnixMilli(), b.Time().UnixMilli())
 	})
+}
+
+// TestIdleSubscriptionsSleep checks that 1,000 idle subscriptions leave
+// every goroutine of the bus blocked: synctest.Wait returns only then, so a
+// worker or clock that spun would hang it, and fake hours pass without a
+// wake-up of any of them.
+func TestIdleSubscriptionsSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 2})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var handled atomic.Int64
+		for i := range 1000 {
+			subscribe(t, topic, fmt.Sprint("s", i), func(context.Context, eventbus.Event[Order]) error {
+				handled.Add(1)
+				return nil
+			}, nil)
+		}
+		require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+		synctest.Wait()
+		require.EqualValues(t, 1000, handled.Load())
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		require.EqualValues(t, 1000, handled.Load())
+	})
+}
+
+func TestShutdownFromHandlerIsRefused(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 0 {
+			return b.Shutdown(ctx)
+		}
+		return nil
+	}, nil)
+	require.ErrorIs(t, topic.Publish(context.Background(), Order{}), eventbus.ErrInvalid)
+	require.NoError(t, topic.Publish(context.Background(), Order{N: 1}), "the bus is still open")
 }

@@ -50,7 +50,7 @@ type contextSlab struct {
 	chunk []eventContext
 }
 
-const slabSize = 256
+const slabSize = 64
 
 // get returns a fresh context for the event h, under base.
 func (s *contextSlab) get(base context.Context, h *Header) *eventContext {

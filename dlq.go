@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -66,10 +67,11 @@ type DeadLetterQueue struct {
 	evicted  uint64
 	sink     DeadLetterSink
 	sinkErrs uint64
+	logger   *slog.Logger
 }
 
-func newDeadLetterQueue(capacity int, sink DeadLetterSink) *DeadLetterQueue {
-	return &DeadLetterQueue{capacity: capacity, sink: sink}
+func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) *DeadLetterQueue {
+	return &DeadLetterQueue{capacity: capacity, sink: sink, logger: logger}
 }
 
 // add records dl, hands it to the sink and evicts the oldest entry if full.
@@ -79,6 +81,9 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
 			q.mu.Lock()
 			q.sinkErrs++
 			q.mu.Unlock()
+			if q.logger != nil {
+				q.logger.Warn("eventbus: dead-letter sink failed", "id", dl.ID.String(), "subscription", dl.Subscription, "error", err)
+			}
 		}
 	}
 	q.mu.Lock()
@@ -167,6 +172,9 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // when a subscription is gone) and puts the unsent ones back. It returns the
 // number sent.
 func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
+	if err := checkContext(ctx, "Redrive"); err != nil {
+		return 0, err
+	}
 	taken := q.take(f)
 	for i := range taken {
 		dl := &taken[i]

@@ -1,5 +1,6 @@
 // Package eventbus provides an in-process event bus with typed topics,
-// per-key ordered workers, retries and a dead-letter queue.
+// per-key ordered workers, retries and a dead-letter queue, and an embedded
+// event store for event sourcing.
 //
 // # Topics, events and subscriptions
 //
@@ -53,11 +54,33 @@
 // attempt count and failure times, from where it can be inspected and
 // redriven.
 //
+// [Topic.SubscribeBatch] hands a subscription's events to a [BatchHandler]
+// many at a time, for bulk writes; a [*BatchError] names the events that
+// failed, and only those are retried.
+//
 // # Middleware
 //
 // A [Middleware] wraps the handling of every event, whatever its payload
 // type, through its untyped view, the [Envelope]. The bus's middleware runs
-// outside each subscription's own; the first given is the outermost.
+// outside each subscription's own; the first given is the outermost. Built
+// in: [Idempotency] (effectively-once handling, in memory or over a
+// [ProcessedStore]), [Timeout] and [Logging]. W3C trace context travels
+// with events through [WithTraceparent] and [Traceparent].
+//
+// # Metrics
+//
+// [Bus.Metrics] counts, per subscription, what was queued, handled, failed,
+// retried, dead-lettered and skipped as duplicate, with queue depths and,
+// with Options.Metrics, latency histograms.
+//
+// # The event store
+//
+// A [Store] keeps events in streams with EventStoreDB's rules: atomic
+// appends checked against an [ExpectedRevision], idempotent by event ID;
+// lazy reads by stream or by global position; catch-up subscriptions;
+// soft deletion and tombstones. [MemoryStore] keeps it in memory. A
+// [Registry] encodes typed payloads by event type and schema version, and
+// upcasts old versions on read.
 //
 // # Shutdown
 //

@@ -1,14 +1,15 @@
 package eventbus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
 
 var (
 	// ErrClosed is returned by calls on a bus that has been shut down or
-	// closed, and by calls on a subscription after Unsubscribe.
-	ErrClosed = errors.New("eventbus: bus closed")
+	// closed, on a subscription after Unsubscribe, and on a closed store.
+	ErrClosed = errors.New("eventbus: closed")
 
 	// ErrInvalid is wrapped by every error about bad input: an empty or
 	// malformed name, a nil handler, a size out of range. The message says
@@ -47,6 +48,15 @@ var (
 	ErrLocked = errors.New("eventbus: file store locked by another process")
 )
 
+// checkContext returns an error wrapping ErrInvalid for a nil context,
+// which would otherwise panic deep inside the call.
+func checkContext(ctx context.Context, call string) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: %s: nil context", ErrInvalid, call)
+	}
+	return nil
+}
+
 // PanicError is the error a handler's panic becomes. The worker survives the
 // panic and treats the event like any other failure (retries, dead letter).
 type PanicError struct {
@@ -56,6 +66,7 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error reports the panic value.
 func (e *PanicError) Error() string { return fmt.Sprintf("eventbus: handler panic: %v", e.Value) }
 
 // Unwrap returns Value when it is an error, so errors.Is sees through a
@@ -77,6 +88,7 @@ type UndeliveredError struct {
 	Err error
 }
 
+// Error reports the count and the cause.
 func (e *UndeliveredError) Error() string {
 	return fmt.Sprintf("eventbus: %d events undelivered: %v", e.Count, e.Err)
 }

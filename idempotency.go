@@ -33,7 +33,8 @@ type ProcessedStore interface {
 // by event ID, in memory.
 type IdempotencyOptions struct {
 	// Key, if set, names the event for deduplication instead of its ID: a
-	// business key such as an order number.
+	// business key such as an order number. An event for which it returns
+	// "" is not deduplicated.
 	Key func(env *Envelope) string
 	// Store, if set, records processed events instead of the in-memory
 	// record.
@@ -74,7 +75,11 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 		if o.Key != nil {
 			d := newDedup[string](&o)
 			return func(ctx context.Context, env *Envelope) error {
-				return d.handle(ctx, env, o.Key(env), next)
+				k := o.Key(env)
+				if k == "" {
+					return next(ctx, env)
+				}
+				return d.handle(ctx, env, k, next)
 			}
 		}
 		d := newDedup[ID](&o)

@@ -10,8 +10,9 @@ import (
 )
 
 // Metrics is a snapshot of a bus's counters and latencies, from
-// [Bus.Metrics]. Counters are always kept; the histograms fill only when
-// Options.Metrics is set, since timing costs a clock read per attempt.
+// [Bus.Metrics]. Async subscriptions always keep their counters; Sync ones,
+// and the histograms, only when Options.Metrics is set, since timing costs a
+// clock read per attempt.
 //
 // To export it, call Bus.Metrics from a Prometheus collector or an
 // OpenTelemetry observable callback, or publish it with expvar:

@@ -347,3 +347,17 @@ func TestTraceparentPropagates(t *testing.T) {
 		}
 	})
 }
+
+func TestIdempotencyEmptyKeyIsNotDeduplicated(t *testing.T) {
+	byKey := eventbus.Idempotency(&eventbus.IdempotencyOptions{
+		Key: func(env *eventbus.Envelope) string { return env.Payload.(Order).Key },
+	})
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{byKey}})
+	topic := newTopic[Order](t, b, "orders", nil)
+	runs := 0
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+	for _, o := range []Order{{Key: "a"}, {Key: "a"}, {}, {}} {
+		require.NoError(t, topic.Publish(context.Background(), o))
+	}
+	require.Equal(t, 3, runs, "a once, and both keyless events")
+}

@@ -325,6 +325,7 @@ type WrongExpectedVersionError struct {
 	Actual ExpectedRevision
 }
 
+// Error names the stream and both states.
 func (e *WrongExpectedVersionError) Error() string {
 	return fmt.Sprintf("eventbus: stream %q: expected revision %v, actual %v", e.Stream, e.Expected, e.Actual)
 }

@@ -57,6 +57,9 @@ type Topic[T any] struct {
 // [ErrDuplicate] for a taken topic name or event type name, and [ErrClosed]
 // after Shutdown.
 func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], error) {
+	if b == nil {
+		return nil, fmt.Errorf("%w: NewTopic: nil bus", ErrInvalid)
+	}
 	var o TopicOptions[T]
 	if opts != nil {
 		o = *opts
@@ -216,8 +219,8 @@ func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOpt
 }
 
 func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, try bool) (bool, error) {
-	if ctx == nil {
-		return false, fmt.Errorf("%w: topic %q: nil context", ErrInvalid, t.name)
+	if err := checkContext(ctx, "Publish"); err != nil {
+		return false, err
 	}
 	if t.bus.closed.Load() {
 		return false, ErrClosed

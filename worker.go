@@ -215,6 +215,9 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 	}
 	e := &Event[T]{Header: env.Header, Payload: p}
 	if s.topic.mode == Sync {
+		if s.stopped.Load() || s.bus.closed.Load() {
+			return ErrClosed
+		}
 		return s.runSync(s.topic.syncContext(ctx, e), e)
 	}
 	q := s.queueFor(s.topic.hash(e.Key))

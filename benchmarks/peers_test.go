@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -64,7 +63,7 @@ type peer struct {
 var peers = []peer{
 	{name: "direct-call", ordered: true, open: openDirect},
 	{name: "channel", ordered: true, open: openChannel},
-	{name: "eventbus", ordered: true, open: openEventbus(nil), keyed: keyedEventbus(nil)},
+	{name: "eventbus", ordered: true, open: openEventbus(eventbus.Options{}), keyed: keyedEventbus(eventbus.Options{})},
 	{name: "eventbus+mw", ordered: true, open: openEventbus(chain()), keyed: keyedEventbus(chain())},
 	{name: "watermill", ordered: false, open: openWatermill(false)},
 	{name: "watermill-ack", ordered: true, open: openWatermill(true)},
@@ -75,16 +74,16 @@ var peers = []peer{
 	{name: "cskr", ordered: true, open: openCskr},
 }
 
-// chain is a typical full middleware chain of the library's own
-// middleware: logging to a production-level logger (failures only),
-// a deadline per attempt, and deduplication by event ID in memory. Panic
-// recovery and metrics are built into every subscription.
-func chain() []eventbus.Middleware {
+// chain is a typical full chain: deduplication by event ID in memory,
+// logging to a production-level logger (failures only), a retry policy, and
+// metrics with latency histograms. Panic recovery is built into every
+// subscription.
+func chain() eventbus.Options {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return []eventbus.Middleware{
-		eventbus.Logging(logger),
-		eventbus.Timeout(5 * time.Second),
-		eventbus.Idempotency(nil),
+	return eventbus.Options{
+		Middleware: []eventbus.Middleware{eventbus.Idempotency(nil), eventbus.Logging(logger)},
+		Retry:      eventbus.RetryPolicy{MaxAttempts: 3},
+		Metrics:    true,
 	}
 }
 
@@ -156,15 +155,15 @@ type ebus struct {
 	topics []*eventbus.Topic[msg]
 }
 
-func newEbus(mw []eventbus.Middleware) *ebus {
-	b, err := eventbus.New(&eventbus.Options{Middleware: mw})
+func newEbus(opts eventbus.Options) *ebus {
+	b, err := eventbus.New(&opts)
 	must(err)
 	return &ebus{bus: b}
 }
 
-func openEventbus(mw []eventbus.Middleware) func([][]func(msg), bool) bus {
+func openEventbus(opts eventbus.Options) func([][]func(msg), bool) bus {
 	return func(topics [][]func(msg), _ bool) bus {
-		e := newEbus(mw)
+		e := newEbus(opts)
 		for i, hs := range topics {
 			t, err := eventbus.NewTopic[msg](e.bus, topicName(i), nil)
 			must(err)
@@ -180,9 +179,9 @@ func openEventbus(mw []eventbus.Middleware) func([][]func(msg), bool) bus {
 
 // keyedEventbus uses the bus's own keys: one subscription with that many
 // workers, the key taken from the payload by TopicOptions.Key.
-func keyedEventbus(mw []eventbus.Middleware) func(int, func(msg)) bus {
+func keyedEventbus(opts eventbus.Options) func(int, func(msg)) bus {
 	return func(workers int, h func(msg)) bus {
-		e := newEbus(mw)
+		e := newEbus(opts)
 		t, err := eventbus.NewTopic(e.bus, "keyed", &eventbus.TopicOptions[msg]{
 			Key: func(m msg) string { return m.Key },
 		})

@@ -1,6 +1,3 @@
-// Package eventbustest provides helpers for testing code built on package
-// eventbus, like net/http/httptest does for net/http. Its conformance suite,
-// [TestStore], checks that an [eventbus.Store] keeps the store contract.
 package eventbustest
 
 import (

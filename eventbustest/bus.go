@@ -1,0 +1,122 @@
+package eventbustest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// stopTimeout bounds the graceful shutdown of a bus made by NewBus.
+const stopTimeout = 10 * time.Second
+
+// NewBus returns a bus for the test t, shut down when the test ends. opts
+// configures it as for [eventbus.New] (nil means the defaults), except that
+// some zero fields get defaults that suit tests:
+//
+//   - Workers 0 means one worker per subscription, so that each
+//     subscription handles events one at a time in publish order, whatever
+//     their keys.
+//   - NewID nil means a [Sequence], so that event IDs are the same on every
+//     run.
+//   - Logger nil means a logger that writes to the test's output.
+//   - Metrics is always on: in Sync mode the bus counts handled and failed
+//     events only then, and [WantMetrics] needs them.
+//
+// The mode stays Async unless opts says Sync: wait for handlers with
+// [eventbus.Bus.Flush] or [Recorder.Wait].
+//
+// When the test ends, NewBus shuts the bus down, letting queued events be
+// handled; if that takes more than 10 seconds (fake time inside a
+// testing/synctest bubble), the remaining events are dead-lettered and the
+// test fails. A result of the test's own call to Close is not reported
+// again. After the shutdown no goroutine of the bus is left; to check that
+// the test's own goroutines are gone too, run it inside [synctest.Test],
+// which fails a test whose goroutines are still blocked when it returns.
+//
+// NewBus stops the test with Fatalf if eventbus.New fails.
+func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
+	t.Helper()
+	var o eventbus.Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Workers == 0 {
+		o.Workers = 1
+	}
+	if o.NewID == nil {
+		o.NewID = Sequence()
+	}
+	o.Metrics = true
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
+	b, err := eventbus.New(&o)
+	if err != nil {
+		t.Fatalf("eventbustest: NewBus: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		if err := b.Shutdown(ctx); err != nil && !errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("eventbustest: the bus did not drain within %v after the test: %v; is a handler blocked?", stopTimeout, err)
+		}
+	})
+	return b
+}
+
+// WantDeadLetters checks that the payloads of the dead letters of b that
+// match f are exactly want, oldest first; with no want, that there are none.
+// Payloads are compared like [Recorder.Want]; a failure lists each dead
+// letter with its subscription, attempts and error. To check the error too,
+// set f.Err.
+func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
+	t.Helper()
+	var (
+		got   []any
+		lines []string
+	)
+	for dl := range b.DeadLetters().All(f) {
+		got = append(got, dl.Payload)
+		lines = append(lines, fmt.Sprintf("\t%s/%s key=%q attempts=%d err=%q %+v",
+			dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, dl.Payload))
+	}
+	if diff := cmp.Diff(want, got, compareOptions); diff != "" {
+		t.Errorf("eventbustest: dead letters matching %+v, payloads (-want +got):\n%s\ndead letters:\n%s",
+			f, diff, strings.Join(lines, "\n"))
+		return false
+	}
+	return true
+}
+
+// WantMetrics checks the counters of the subscription of b that want
+// names (by its Topic and Subscription fields) against want. The
+// histograms HandleTime and Latency are not compared: timings do not belong
+// in test assertions. Call it after [eventbus.Bus.Flush], when Depth and
+// Pending are zero.
+func WantMetrics(t testing.TB, b *eventbus.Bus, want eventbus.SubscriptionMetrics) bool {
+	t.Helper()
+	m := b.Metrics()
+	var names []string
+	for _, got := range m.Subscriptions {
+		if got.Topic != want.Topic || got.Subscription != want.Subscription {
+			names = append(names, got.Topic+"/"+got.Subscription)
+			continue
+		}
+		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(eventbus.SubscriptionMetrics{}, "HandleTime", "Latency")); diff != "" {
+			t.Errorf("eventbustest: metrics of %s/%s (-want +got):\n%s", want.Topic, want.Subscription, diff)
+			return false
+		}
+		return true
+	}
+	t.Errorf("eventbustest: no subscription %s/%s; the bus has %v", want.Topic, want.Subscription, names)
+	return false
+}

@@ -1,0 +1,177 @@
+package eventbustest_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/eventbustest"
+)
+
+// TestNewBusOneWorker checks that events without a key reach a subscription
+// in publish order, which the bus promises only with one worker.
+func TestNewBusOneWorker(t *testing.T) {
+	b := eventbustest.NewBus(t, nil)
+	numbers := newTopic[int](t, b, "numbers")
+	var got []int
+	_, err := numbers.Subscribe("s", func(_ context.Context, e eventbus.Event[int]) error {
+		got = append(got, e.Payload) // one worker: no lock needed, the race detector checks
+		return nil
+	}, nil)
+	require.NoError(t, err)
+	var want []int
+	for i := range 1000 {
+		want = append(want, i)
+		require.NoError(t, numbers.Publish(t.Context(), i))
+	}
+	require.NoError(t, b.Flush(t.Context()))
+	require.Equal(t, want, got)
+}
+
+func TestNewBusBadOptions(t *testing.T) {
+	spy := newSpy(t)
+	var b *eventbus.Bus
+	spy.run(func() { b = eventbustest.NewBus(spy, &eventbus.Options{QueueSize: -1}) })
+	require.Nil(t, b)
+	spy.wantFailure(t, "NewBus:", "QueueSize")
+}
+
+// TestNewBusDrainsAtEnd checks that events still queued when the test ends
+// are handled, and that this is no failure.
+func TestNewBusDrainsAtEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, nil)
+		orders := newTopic[Order](t, b, "orders")
+		h, got := handled(t)
+		_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{Delay: time.Second}), nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		spy.cleanup()
+		require.False(t, spy.Failed(), spy.failures())
+		require.Len(t, got(), 2)
+		require.ErrorIs(t, orders.Publish(t.Context(), Order{}), eventbus.ErrClosed)
+	})
+}
+
+// TestNewBusReportsBlockedHandler checks that a handler still blocked 10
+// seconds after the test fails it.
+func TestNewBusReportsBlockedHandler(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, nil)
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("stuck", func(ctx context.Context, _ eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		start := time.Now()
+		spy.cleanup()
+		require.Equal(t, 10*time.Second, time.Since(start))
+		spy.wantFailure(t, "did not drain within 10s after the test", "events undelivered: context deadline exceeded", "is a handler blocked?")
+		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "a"}, Order{ID: "b"})
+	})
+}
+
+// TestNewBusClosedByTest checks that what the test's own Close returned is
+// not reported again.
+func TestNewBusClosedByTest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, nil)
+		orders := newTopic[Order](t, b, "orders")
+		gate := make(chan struct{})
+		_, err := orders.Subscribe("slow", func(context.Context, eventbus.Event[Order]) error { <-gate; return nil }, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		synctest.Wait() // the worker holds a, b waits
+		closed := make(chan error)
+		go func() { closed <- b.Close() }()
+		synctest.Wait()
+		close(gate)
+		var u *eventbus.UndeliveredError
+		require.ErrorAs(t, <-closed, &u)
+		require.Equal(t, 1, u.Count)
+		spy.cleanup()
+		require.False(t, spy.Failed(), spy.failures())
+	})
+}
+
+func TestWantDeadLettersFails(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	_, err := orders.Subscribe("billing", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, orders.Publish(t.Context(), Order{ID: "a", N: 1}), errDown)
+
+	spy := newSpy(t)
+	require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{}))
+	spy.wantFailure(t, "dead letters matching", "payloads (-want +got)",
+		`orders/billing key="a" attempts=1 err="downstream unavailable" {ID:a N:1 note:}`)
+
+	spy = newSpy(t)
+	require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{Err: errors.New("other")}, Order{ID: "a", N: 1}))
+	spy.wantFailure(t, "Err:other", "payloads (-want +got)")
+}
+
+func TestWantMetricsFails(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	_, err := orders.Subscribe("billing", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+	require.NoError(t, err)
+	publish(t, orders, Order{ID: "a"})
+
+	spy := newSpy(t)
+	require.False(t, eventbustest.WantMetrics(spy, b, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "billing", Queued: 1, Handled: 2}))
+	spy.wantFailure(t, "metrics of orders/billing (-want +got)", "Handled")
+
+	spy = newSpy(t)
+	require.False(t, eventbustest.WantMetrics(spy, b, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "shipping"}))
+	spy.wantFailure(t, "no subscription orders/shipping; the bus has [orders/billing]")
+}
+
+// TestClockAndSequence checks that a bus with a Clock and a Sequence stamps
+// the same headers on every run, also under concurrent publishers.
+func TestClockAndSequence(t *testing.T) {
+	var clock eventbustest.Clock
+	require.Equal(t, time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), clock.Now())
+	b := eventbustest.NewBus(t, &eventbus.Options{Clock: clock.Now, Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	rec := eventbustest.Record(t, orders)
+	publish(t, orders, Order{ID: "a"})
+	clock.Advance(time.Hour)
+	publish(t, orders, Order{ID: "b"})
+	events := rec.Events()
+	require.Equal(t, "2000-01-01T00:00:00Z", events[0].Time.Format(time.RFC3339))
+	require.Equal(t, "2000-01-01T01:00:00Z", events[1].Time.Format(time.RFC3339))
+	require.Equal(t, "00000000000000000000000001", events[0].ID.String())
+	require.Equal(t, "00000000000000000000000002", events[1].ID.String())
+
+	next := eventbustest.Sequence()
+	var (
+		mu   sync.Mutex
+		seen = map[eventbus.ID]bool{}
+		wg   sync.WaitGroup
+	)
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				id := next()
+				mu.Lock()
+				seen[id] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, seen, 800, "unique under concurrency")
+	require.Equal(t, "00000000000000000000000001", eventbustest.Sequence()().String(), "each Sequence starts at 1")
+}

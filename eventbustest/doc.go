@@ -1,0 +1,62 @@
+// Package eventbustest provides helpers for testing code built on package
+// eventbus, the way net/http/httptest does for net/http: the bus becomes a
+// fake broker that runs inside the test, with no container and no sleep.
+//
+// # A bus for a test
+//
+// [NewBus] makes a bus that is shut down when the test ends, with one worker
+// per subscription (so each subscription sees events in publish order) and
+// event IDs from a [Sequence] (so they are the same on every run). For event
+// times that are the same on every run too, pass a [Clock]'s Now method as
+// eventbus.Options.Clock, or run the test inside a testing/synctest bubble,
+// whose clock is fake.
+//
+// # Recording and checking events
+//
+// [Record] subscribes a [Recorder] to a topic. Its checks read like the
+// test's intent and fail it with a [cmp.Diff] of what was recorded:
+// [Recorder.Want] (exactly these payloads, in order; none with no argument),
+// [Recorder.WantEvents] (headers too, except the generated ID, time and
+// correlation), [Recorder.WantContains] and [Recorder.WantLen].
+//
+// # Waiting without sleeping
+//
+// [eventbus.Bus.Flush] waits until everything published so far is handled.
+// For what it does not cover, such as events that handlers publish,
+// [Recorder.Wait] blocks until a condition over the recorded events holds.
+// It is woken by every recorded event, never by polling, so it takes no
+// time when the condition already holds, and inside a testing/synctest
+// bubble, where its deadline is fake time, it fails as soon as nothing else
+// can happen, with a message listing what was recorded.
+//
+// # Faults, dead letters and metrics
+//
+// [Inject] wraps a handler with a [Fault]: failing the first attempts at
+// each event, failing or panicking for one key, or taking time. Then
+// [WantDeadLetters] checks what the dead-letter queue holds, and
+// [WantMetrics] what a subscription counted.
+//
+// # Your own store
+//
+// [TestStore] runs the conformance suite of [eventbus.Store] against a store
+// of yours, so that it keeps the same contract as the memory and file
+// stores.
+//
+// # Goroutines
+//
+// No goroutine of a bus is left once NewBus has shut it down. To check the
+// rest, run the test inside [testing/synctest.Test]: it fails a test that
+// leaves goroutines blocked, and makes retries, backoff and timeouts run on
+// its fake clock, without real waiting.
+//
+// # Failures
+//
+// Checks report to the testing.TB they were given with Errorf and return
+// whether they passed, so that a test can stop early:
+//
+//	if !rec.Want(UserCreated{Name: "Aiko"}) {
+//		t.FailNow()
+//	}
+//
+// Only setup that cannot go on (NewBus, Record) calls Fatalf.
+package eventbustest

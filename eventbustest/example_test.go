@@ -1,0 +1,113 @@
+package eventbustest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/eventbustest"
+)
+
+// This example waits for an event that a subscriber publishes, which
+// Bus.Flush does not wait for.
+func ExampleRecorder_Wait() {
+	t := new(exampleT) // in a test: the test's t
+	defer t.end()
+
+	bus := eventbustest.NewBus(t, nil)
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	mailed, err := eventbus.NewTopic[string](bus, "mail-sent", nil)
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	_, err = users.Subscribe("welcome-mail", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		return mailed.Publish(ctx, e.Payload.Email) // ctx links the two events
+	}, nil)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	sent := eventbustest.Record(t, mailed)
+
+	ctx := context.Background()
+	if err := users.Publish(ctx, UserCreated{UserID: "u-1", Email: "aiko@example.com"}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	ok := sent.Wait(ctx, func(events []eventbus.Event[string]) bool { return len(events) == 1 })
+	fmt.Println("mail sent:", ok, sent.Want("aiko@example.com"))
+	// Output:
+	// mail sent: true true
+}
+
+// This example checks that a subscriber's retry policy gets an event
+// through a mail service that fails twice.
+func ExampleInject() {
+	t := new(exampleT) // in a test: the test's t
+	defer t.end()
+
+	bus := eventbustest.NewBus(t, &eventbus.Options{
+		Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Millisecond},
+	})
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	mailer := new(Mailer)
+	flaky := eventbustest.Inject(mailer.Welcome, eventbustest.Fault{Attempts: 2, Err: errors.New("smtp: 421 try again")})
+	if _, err := users.Subscribe("welcome-mail", flaky, nil); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+
+	ctx := context.Background()
+	if err := users.Publish(ctx, UserCreated{UserID: "u-1", Email: "aiko@example.com"}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if err := bus.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	fmt.Println("welcome mails:", mailer.Sent())
+	fmt.Println("counted:", eventbustest.WantMetrics(t, bus, eventbus.SubscriptionMetrics{
+		Topic: "users", Subscription: "welcome-mail",
+		Queued: 1, Handled: 1, Failed: 2, Retried: 2,
+	}))
+	// Output:
+	// welcome mails: [aiko@example.com]
+	// counted: true
+}
+
+// This example makes event IDs and times the same on every run, for golden
+// files of events.
+func ExampleSequence() {
+	t := new(exampleT) // in a test: the test's t
+	defer t.end()
+
+	var clock eventbustest.Clock
+	bus := eventbustest.NewBus(t, &eventbus.Options{
+		Mode:  eventbus.Sync,
+		Clock: clock.Now,
+		NewID: eventbustest.Sequence(), // NewBus's default, shown here
+	})
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	published := eventbustest.Record(t, users)
+
+	ctx := context.Background()
+	for _, id := range []string{"u-1", "u-2"} {
+		if err := users.Publish(ctx, UserCreated{UserID: id}); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		clock.Advance(time.Minute)
+	}
+	for _, e := range published.Events() {
+		fmt.Println(e.ID, e.Time.Format(time.RFC3339), e.Payload.UserID)
+	}
+	// Output:
+	// 00000000000000000000000001 2000-01-01T00:00:00Z u-1
+	// 00000000000000000000000002 2000-01-01T00:01:00Z u-2
+}

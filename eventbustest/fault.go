@@ -1,0 +1,78 @@
+package eventbustest
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// Fault describes what goes wrong in a handler wrapped by [Inject], to test
+// retries, timeouts and dead letters. Key and Attempts select the faulty
+// attempts; a faulty attempt waits Delay, then panics with Panic if it is
+// set, else fails with Err if it is set, else runs the handler. Attempts
+// that are not faulty run the handler at once. The zero Fault changes
+// nothing.
+type Fault struct {
+	// Key, if set, makes only the events with this key faulty.
+	Key string
+	// Attempts, if positive, makes only the first Attempts attempts at each
+	// event faulty (counted by event ID), so that a retry policy with more
+	// attempts gets the event through. Zero means every attempt.
+	Attempts int
+	// Delay is how long a faulty attempt takes before it fails or runs the
+	// handler. It ends early, failing with the context's error, if the
+	// handler's context is done, as with the Timeout middleware. The delay
+	// is a timer: inside a testing/synctest bubble it takes no real time.
+	Delay time.Duration
+	// Err is the error of a faulty attempt. Wrap it with eventbus.Permanent
+	// to make the event skip its retries.
+	Err error
+	// Panic, if not nil, is the value a faulty attempt panics with, which the
+	// bus turns into an *eventbus.PanicError.
+	Panic any
+}
+
+// Inject returns a handler that runs h with the faults f describes. It is
+// safe for concurrent use if h is. To inject several faults, wrap the result
+// again: Inject(Inject(h, slowKey), failingKey).
+func Inject[T any](h eventbus.Handler[T], f Fault) eventbus.Handler[T] {
+	var (
+		mu       sync.Mutex
+		attempts = make(map[eventbus.ID]int)
+	)
+	faulty := func(e eventbus.Event[T]) bool {
+		if f.Key != "" && e.Key != f.Key {
+			return false
+		}
+		if f.Attempts <= 0 {
+			return true
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		attempts[e.ID]++
+		return attempts[e.ID] <= f.Attempts
+	}
+	return func(ctx context.Context, e eventbus.Event[T]) error {
+		if !faulty(e) {
+			return h(ctx, e)
+		}
+		if f.Delay > 0 {
+			timer := time.NewTimer(f.Delay)
+			defer timer.Stop()
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		switch {
+		case f.Panic != nil:
+			panic(f.Panic)
+		case f.Err != nil:
+			return f.Err
+		}
+		return h(ctx, e)
+	}
+}

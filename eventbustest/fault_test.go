@@ -1,0 +1,144 @@
+package eventbustest_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/eventbustest"
+)
+
+var errDown = errors.New("downstream unavailable")
+
+// handled returns a handler that records the payloads it handled, and a
+// function returning them.
+func handled(t *testing.T) (eventbus.Handler[Order], func() []Order) {
+	var (
+		mu  sync.Mutex
+		got []Order
+	)
+	h := func(_ context.Context, e eventbus.Event[Order]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, e.Payload)
+		return nil
+	}
+	return h, func() []Order {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]Order(nil), got...)
+	}
+}
+
+// TestInjectFailFirstAttempts fails the first two attempts at each of two
+// events of one key, with a retry policy of three attempts (they get
+// through) and of two (they are dead-lettered).
+func TestInjectFailFirstAttempts(t *testing.T) {
+	for _, attempts := range []int{2, 3} {
+		synctest.Test(t, func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: attempts, InitialDelay: time.Second}})
+			orders := newTopic[Order](t, b, "orders")
+			h, got := handled(t)
+			_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{Attempts: 2, Err: errDown}), nil)
+			require.NoError(t, err)
+			start := time.Now()
+			one, two := Order{ID: "a", N: 1}, Order{ID: "a", N: 2}
+			publish(t, orders, one, two)
+			require.NoError(t, b.Flush(t.Context()))
+
+			want := eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "billing", Queued: 2, Failed: 4}
+			if attempts == 3 {
+				// Each event: attempts at 0s, 1s and 3s after it starts.
+				require.Equal(t, 6*time.Second, time.Since(start))
+				require.Equal(t, []Order{one, two}, got())
+				eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{})
+				want.Handled, want.Retried = 2, 4
+			} else {
+				// Each event: attempts at 0s and 1s after it starts.
+				require.Equal(t, 2*time.Second, time.Since(start))
+				require.Empty(t, got())
+				eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{Err: errDown}, one, two)
+				want.DeadLettered, want.Retried = 2, 2
+			}
+			eventbustest.WantMetrics(t, b, want)
+		})
+	}
+}
+
+func TestInjectKey(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 3}})
+	orders := newTopic[Order](t, b, "orders")
+	h, got := handled(t)
+	_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{Key: "bad", Err: eventbus.Permanent(errDown)}), nil)
+	require.NoError(t, err)
+	require.NoError(t, orders.Publish(t.Context(), Order{ID: "good", N: 1}))
+	require.ErrorIs(t, orders.Publish(t.Context(), Order{ID: "bad", N: 2}), errDown)
+	require.NoError(t, orders.Publish(t.Context(), Order{ID: "good", N: 3}))
+	require.Equal(t, []Order{{ID: "good", N: 1}, {ID: "good", N: 3}}, got())
+	eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{Subscription: "billing", Err: errDown}, Order{ID: "bad", N: 2})
+	eventbustest.WantMetrics(t, b, eventbus.SubscriptionMetrics{
+		Topic: "orders", Subscription: "billing", Queued: 3, Handled: 2, Failed: 1, DeadLettered: 1,
+	})
+}
+
+func TestInjectPanic(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	h, got := handled(t)
+	_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{Panic: "boom"}), nil)
+	require.NoError(t, err)
+	var pe *eventbus.PanicError
+	require.ErrorAs(t, orders.Publish(t.Context(), Order{ID: "a"}), &pe)
+	require.Equal(t, "boom", pe.Value)
+	require.Empty(t, got())
+	eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "a"})
+}
+
+func TestInjectDelay(t *testing.T) {
+	t.Run("runs the handler after the delay", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+			orders := newTopic[Order](t, b, "orders")
+			h, got := handled(t)
+			_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{Key: "slow", Delay: time.Minute}), nil)
+			require.NoError(t, err)
+			start := time.Now()
+			publish(t, orders, Order{ID: "fast"})
+			require.Zero(t, time.Since(start))
+			publish(t, orders, Order{ID: "slow"})
+			require.Equal(t, time.Minute, time.Since(start))
+			require.Equal(t, []Order{{ID: "fast"}, {ID: "slow"}}, got())
+		})
+	})
+	t.Run("honours the handler's context", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{eventbus.Timeout(time.Second)}})
+			orders := newTopic[Order](t, b, "orders")
+			h, got := handled(t)
+			_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{Delay: time.Minute}), nil)
+			require.NoError(t, err)
+			start := time.Now()
+			publish(t, orders, Order{ID: "a"})
+			require.NoError(t, b.Flush(t.Context()))
+			require.Equal(t, time.Second, time.Since(start), "cut short by the Timeout middleware")
+			require.Empty(t, got())
+			eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{Err: context.DeadlineExceeded}, Order{ID: "a"})
+		})
+	})
+}
+
+func TestInjectZeroFaultChangesNothing(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	h, got := handled(t)
+	_, err := orders.Subscribe("billing", eventbustest.Inject(h, eventbustest.Fault{}), nil)
+	require.NoError(t, err)
+	publish(t, orders, Order{ID: "a"})
+	require.Equal(t, []Order{{ID: "a"}}, got())
+}

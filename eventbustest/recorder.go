@@ -1,0 +1,203 @@
+package eventbustest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// waitTimeout bounds Recorder.Wait when its context has no deadline.
+const waitTimeout = 10 * time.Second
+
+// compareOptions make cmp compare payloads the way a test means: unexported
+// fields count, and nil and empty slices and maps are equal.
+var compareOptions = cmp.Options{cmp.Exporter(func(reflect.Type) bool { return true }), cmpopts.EquateEmpty()}
+
+// ignoreGenerated ignores the header fields that the bus makes up for each
+// event, which a test cannot know in advance.
+var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "CorrelationID", "CausationID")
+
+// Recorder records the events of one topic, in the order its subscription
+// receives them, and checks them. Make one with [Record]. Its methods are
+// safe for concurrent use; failed checks are reported with Errorf to the
+// test given to Record, and return false.
+type Recorder[T any] struct {
+	t     testing.TB
+	topic string
+
+	mu      sync.Mutex
+	events  []eventbus.Event[T]
+	changed chan struct{} // closed and replaced each time an event is recorded
+}
+
+// Record subscribes a new Recorder to topic. The subscription has one
+// worker, so events are recorded in the order they were queued; it receives
+// the events published from now on, and is removed when the test ends.
+// Its name starts with "eventbustest-recorder". Record stops the test with
+// Fatalf if it cannot subscribe.
+func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
+	t.Helper()
+	r := &Recorder[T]{t: t, topic: topic.Name(), changed: make(chan struct{})}
+	name := "eventbustest-recorder"
+	for i := 2; ; i++ {
+		sub, err := topic.Subscribe(name, r.record, &eventbus.SubscriptionOptions{Workers: 1})
+		if errors.Is(err, eventbus.ErrDuplicate) {
+			name = fmt.Sprintf("eventbustest-recorder-%d", i)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("eventbustest: Record(%q): %v", topic.Name(), err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe(context.Background()) })
+		return r
+	}
+}
+
+func (r *Recorder[T]) record(_ context.Context, e eventbus.Event[T]) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return nil
+}
+
+// snapshot returns the events recorded so far, which never change, and a
+// channel closed when the next one is recorded.
+func (r *Recorder[T]) snapshot() ([]eventbus.Event[T], <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[:len(r.events):len(r.events)], r.changed
+}
+
+// Events returns a copy of the events recorded so far, in order.
+func (r *Recorder[T]) Events() []eventbus.Event[T] {
+	events, _ := r.snapshot()
+	return append([]eventbus.Event[T](nil), events...)
+}
+
+func (r *Recorder[T]) payloads() []T {
+	events, _ := r.snapshot()
+	out := make([]T, len(events))
+	for i, e := range events {
+		out[i] = e.Payload
+	}
+	return out
+}
+
+// Wait blocks until cond holds for the events recorded so far, checking it
+// again after each new event, and reports whether it did. If ctx ends
+// first, or 10 seconds pass when ctx has no deadline, the
+// test fails with a message listing the events recorded. Inside a
+// [testing/synctest] bubble that time is fake: when nothing else can happen,
+// Wait fails at once instead of waiting. cond must not keep the slice.
+//
+// Use Wait for events that [eventbus.Bus.Flush] does not wait for: those
+// published by handlers, or by goroutines of the code under test.
+func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Event[T]) bool) bool {
+	r.t.Helper()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+	}
+	for {
+		events, changed := r.snapshot()
+		if cond(events) {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			r.t.Errorf("eventbustest: Wait on topic %q: %v before the condition held; recorded %s",
+				r.topic, context.Cause(ctx), formatEvents(events))
+			return false
+		}
+	}
+}
+
+// Want checks that the payloads recorded are exactly want, in order; with
+// no arguments, that nothing was recorded. Every field counts, unexported
+// ones too; a failure shows a [cmp.Diff].
+func (r *Recorder[T]) Want(want ...T) bool {
+	r.t.Helper()
+	if diff := cmp.Diff(want, r.payloads(), compareOptions); diff != "" {
+		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s", r.topic, diff)
+		return false
+	}
+	return true
+}
+
+// WantEvents checks that the events recorded are exactly want, in order,
+// headers included, except the fields the bus makes up: ID, Time,
+// CorrelationID and CausationID. opts are further [cmp.Option]s, such as
+// cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
+func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) bool {
+	r.t.Helper()
+	if diff := cmp.Diff(want, r.Events(), compareOptions, ignoreGenerated, cmp.Options(opts)); diff != "" {
+		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s", r.topic, diff)
+		return false
+	}
+	return true
+}
+
+// WantContains checks that every payload in want was recorded, in any
+// order and among others; a payload given twice must have been recorded
+// twice.
+func (r *Recorder[T]) WantContains(want ...T) bool {
+	r.t.Helper()
+	got := r.payloads()
+	used := make([]bool, len(got))
+	var missing []string
+next:
+	for _, w := range want {
+		for i, g := range got {
+			if !used[i] && cmp.Equal(w, g, compareOptions) {
+				used[i] = true
+				continue next
+			}
+		}
+		missing = append(missing, fmt.Sprintf("\t%+v", w))
+	}
+	if len(missing) > 0 {
+		events, _ := r.snapshot()
+		r.t.Errorf("eventbustest: topic %q: payloads not recorded:\n%s\nrecorded %s",
+			r.topic, strings.Join(missing, "\n"), formatEvents(events))
+		return false
+	}
+	return true
+}
+
+// WantLen checks that n events were recorded.
+func (r *Recorder[T]) WantLen(n int) bool {
+	r.t.Helper()
+	events, _ := r.snapshot()
+	if len(events) != n {
+		r.t.Errorf("eventbustest: topic %q: want %d events, recorded %s", r.topic, n, formatEvents(events))
+		return false
+	}
+	return true
+}
+
+// formatEvents describes events for a failure message, one per line.
+func formatEvents[T any](events []eventbus.Event[T]) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d events", len(events))
+	if len(events) > 0 {
+		b.WriteByte(':')
+	}
+	for i, e := range events {
+		fmt.Fprintf(&b, "\n\t%d: key=%q %+v", i, e.Key, e.Payload)
+	}
+	return b.String()
+}

@@ -1,0 +1,210 @@
+package eventbustest_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/eventbustest"
+)
+
+// Order is a test payload keyed by its ID.
+type Order struct {
+	ID string
+	N  int
+	// note is unexported, and the checks compare it too.
+	note string
+}
+
+func (o Order) AggregateID() string { return o.ID }
+
+func newTopic[T any](t testing.TB, b *eventbus.Bus, name string) *eventbus.Topic[T] {
+	t.Helper()
+	topic, err := eventbus.NewTopic[T](b, name, nil)
+	require.NoError(t, err)
+	return topic
+}
+
+func publish[T any](t testing.TB, topic *eventbus.Topic[T], payloads ...T) {
+	t.Helper()
+	for _, p := range payloads {
+		require.NoError(t, topic.Publish(context.Background(), p))
+	}
+}
+
+func TestRecorderChecksPass(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(fmt.Sprint("mode=", mode), func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Mode: mode})
+			orders := newTopic[Order](t, b, "orders")
+			rec := eventbustest.Record(t, orders)
+			a, c := Order{ID: "a", N: 1, note: "x"}, Order{ID: "c", N: 3}
+			publish(t, orders, a, c, a)
+			require.NoError(t, b.Flush(t.Context()))
+
+			require.True(t, rec.Want(a, c, a))
+			require.True(t, rec.WantContains(a, a))
+			require.True(t, rec.WantContains(c))
+			require.True(t, rec.WantContains())
+			require.True(t, rec.WantLen(3))
+			header := eventbus.Header{Type: "Order", Topic: "orders", SchemaVersion: 1}
+			want := make([]eventbus.Event[Order], 0, 3)
+			for _, p := range []Order{a, c, a} {
+				h := header
+				h.Key = p.ID
+				want = append(want, eventbus.Event[Order]{Header: h, Payload: p})
+			}
+			require.True(t, rec.WantEvents(want))
+			events := rec.Events()
+			require.Len(t, events, 3)
+			require.Equal(t, "00000000000000000000000001", events[0].ID.String(), "IDs come from a Sequence")
+		})
+	}
+}
+
+// TestRecorderChecksFail checks that each check fails on a mismatch, and
+// says what was expected and what was recorded.
+func TestRecorderChecksFail(t *testing.T) {
+	a, c := Order{ID: "a", N: 1}, Order{ID: "c", N: 3}
+	tests := []struct {
+		name  string
+		check func(rec *eventbustest.Recorder[Order]) bool
+		want  []string // parts of the failure message
+	}{
+		{"Want/order", func(r *eventbustest.Recorder[Order]) bool { return r.Want(c, a) }, []string{`topic "orders": payloads recorded (-want +got)`}},
+		{"Want/none", func(r *eventbustest.Recorder[Order]) bool { return r.Want() }, []string{"payloads recorded", `"a"`, `"c"`}},
+		{"Want/unexported", func(r *eventbustest.Recorder[Order]) bool {
+			return r.Want(Order{ID: "a", N: 1, note: "differs"}, c)
+		}, []string{"differs"}},
+		{"WantEvents/key", func(r *eventbustest.Recorder[Order]) bool {
+			h := eventbus.Header{Type: "Order", Topic: "orders", SchemaVersion: 1}
+			return r.WantEvents([]eventbus.Event[Order]{{Header: h, Payload: a}, {Header: h, Payload: c}})
+		}, []string{"events recorded (-want +got)", "Key"}},
+		{"WantContains/missing", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(a, Order{ID: "b"}) },
+			[]string{"payloads not recorded", `ID:b`, "recorded 2 events", `0: key="a" {ID:a N:1 note:}`, `1: key="c"`}},
+		{"WantContains/twice", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(c, c) },
+			[]string{"payloads not recorded", "{ID:c N:3 note:}"}},
+		{"WantLen/more", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(3) }, []string{"want 3 events, recorded 2 events:"}},
+		{"WantLen/fewer", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(1) }, []string{"want 1 events, recorded 2 events:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+			orders := newTopic[Order](t, b, "orders")
+			spy := newSpy(t)
+			rec := eventbustest.Record(spy, orders)
+			publish(t, orders, a, c)
+			require.False(t, tt.check(rec), "the check returned true")
+			spy.wantFailure(t, tt.want...)
+		})
+	}
+}
+
+func TestRecordTwiceOnOneTopic(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	first := eventbustest.Record(t, orders)
+	second := eventbustest.Record(t, orders)
+	publish(t, orders, Order{ID: "a"})
+	first.Want(Order{ID: "a"})
+	second.Want(Order{ID: "a"})
+}
+
+func TestRecordFailsOnClosedBus(t *testing.T) {
+	b := eventbustest.NewBus(t, nil)
+	orders := newTopic[Order](t, b, "orders")
+	require.NoError(t, b.Close())
+	spy := newSpy(t)
+	var rec *eventbustest.Recorder[Order]
+	spy.run(func() { rec = eventbustest.Record(spy, orders) })
+	require.Nil(t, rec, "Record went on after Fatalf")
+	spy.wantFailure(t, `Record("orders")`, eventbus.ErrClosed.Error())
+}
+
+// TestRecorderWaitForChain waits for an event that a handler publishes
+// after a delay, which Flush does not wait for, and checks on the fake
+// clock that Wait returned when it came, not at its deadline.
+func TestRecorderWaitForChain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := eventbustest.NewBus(t, nil)
+		orders := newTopic[Order](t, b, "orders")
+		shipped := newTopic[string](t, b, "shipped")
+		_, err := orders.Subscribe("shipping", func(ctx context.Context, e eventbus.Event[Order]) error {
+			time.Sleep(3 * time.Second) // fake time
+			return shipped.Publish(ctx, e.Payload.ID)
+		}, nil)
+		require.NoError(t, err)
+		rec := eventbustest.Record(t, shipped)
+		start := time.Now()
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		require.True(t, rec.Wait(t.Context(), func(events []eventbus.Event[string]) bool { return len(events) == 2 }))
+		require.Equal(t, 6*time.Second, time.Since(start), "woken by the second event")
+		rec.Want("a", "b")
+		events := rec.Events()
+		require.Equal(t, events[0].CausationID, events[0].CorrelationID, "caused by the first order")
+		require.False(t, events[0].CausationID.IsZero())
+	})
+}
+
+// TestRecorderWaitOutsideBubble publishes from another goroutine on the
+// real clock.
+func TestRecorderWaitOutsideBubble(t *testing.T) {
+	b := eventbustest.NewBus(t, nil)
+	orders := newTopic[Order](t, b, "orders")
+	rec := eventbustest.Record(t, orders)
+	go func() {
+		for i := range 100 {
+			if err := orders.Publish(context.Background(), Order{ID: "k", N: i}); err != nil {
+				t.Errorf("Publish(%d) = %v", i, err)
+			}
+		}
+	}()
+	require.True(t, rec.Wait(t.Context(), func(events []eventbus.Event[Order]) bool { return len(events) == 100 }))
+	events := rec.Events()
+	for i, e := range events {
+		require.Equal(t, i, e.Payload.N, "publish order")
+	}
+}
+
+// TestRecorderWaitFails checks that Wait gives up at its default deadline,
+// or at the context's, on the fake clock, and says what it recorded.
+func TestRecorderWaitFails(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration // of the context given to Wait; 0 for none
+		wait    time.Duration
+		want    []string
+	}{
+		{"default deadline", 0, 10 * time.Second, []string{
+			`Wait on topic "orders": context deadline exceeded before the condition held; recorded 1 events:`,
+			`0: key="a" {ID:a N:1 note:}`,
+		}},
+		{"context", time.Second, time.Second, []string{"context deadline exceeded", "recorded 1 events"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := eventbustest.NewBus(t, nil)
+				orders := newTopic[Order](t, b, "orders")
+				spy := newSpy(t)
+				rec := eventbustest.Record(spy, orders)
+				publish(t, orders, Order{ID: "a", N: 1})
+				ctx := t.Context()
+				if tt.timeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.timeout)
+					defer cancel()
+				}
+				start := time.Now()
+				require.False(t, rec.Wait(ctx, func(events []eventbus.Event[Order]) bool { return len(events) == 2 }))
+				require.Equal(t, tt.wait, time.Since(start), "gave up at the deadline, on the fake clock")
+				spy.wantFailure(t, tt.want...)
+			})
+		})
+	}
+}
