@@ -114,6 +114,9 @@ func (s *FileStore) recover() error {
 		sizes[i] = fi.Size()
 		total += fi.Size()
 	}
+	// Events take 60 bytes at least: room for the IDs up front saves
+	// growing the map while reading.
+	s.w.ids = make(map[idKey]uint64, total/128)
 	var done int64
 	var buf []byte
 	for i, seq := range seqs {
