@@ -42,6 +42,10 @@ var (
 	// ErrUnknownEvent is wrapped when a [Registry] has no Go type, codec or
 	// upcaster for an event's type name and schema version.
 	ErrUnknownEvent = errors.New("eventbus: unknown event type or version")
+
+	// ErrLocked is wrapped when [OpenFileStore] finds its directory locked
+	// by another open store, in this process or another one.
+	ErrLocked = errors.New("eventbus: file store locked by another process")
 )
 
 // checkContext returns an error wrapping ErrInvalid for a nil context,

@@ -90,28 +90,29 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 }
 
 // dedup is the record of one subscription, keyed by event ID or business
-// key. An entry is in flight until its handler returns, then done (if it
-// succeeded) or gone.
+// key: the keys in flight (a handler runs for them), and the done ones.
 type dedup[K comparable] struct {
-	opts    *IdempotencyOptions
-	mu      sync.Mutex
-	entries map[K]dedupEntry
-	changed chan struct{} // closed when an entry leaves flight; nil without waiters
+	opts     *IdempotencyOptions
+	mu       sync.Mutex
+	inflight map[K]struct{}
+	changed  chan struct{} // closed when a key leaves flight; nil without waiters
 
-	// The done keys, oldest first, in a ring of up to Capacity: what
-	// the in-memory record forgets first. Unused with a Store.
-	order []K
-	head  int
-	done  int
+	// The in-memory record, when there is no Store: the done keys, and
+	// the same oldest first in a ring of up to Capacity with their publish
+	// times, for forgetting. Neither holds a pointer for ID keys, so the
+	// garbage collector need not scan them.
+	done map[K]struct{}
+	ring []doneKey[K]
+	head int
 }
 
-type dedupEntry struct {
-	done      bool
-	published time.Time
+type doneKey[K comparable] struct {
+	key       K
+	published int64 // Unix nanoseconds
 }
 
 func newDedup[K comparable](o *IdempotencyOptions) *dedup[K] {
-	return &dedup[K]{opts: o, entries: make(map[K]dedupEntry)}
+	return &dedup[K]{opts: o, inflight: make(map[K]struct{}), done: make(map[K]struct{})}
 }
 
 func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) error {
@@ -146,13 +147,12 @@ func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {
 func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) {
 	d.mu.Lock()
 	for {
-		e, ok := d.entries[k]
-		if !ok {
-			break
-		}
-		if e.done {
+		if _, ok := d.done[k]; ok {
 			d.mu.Unlock()
 			return true, nil
+		}
+		if _, busy := d.inflight[k]; !busy {
+			break
 		}
 		if d.changed == nil {
 			d.changed = make(chan struct{})
@@ -166,7 +166,7 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 		}
 		d.mu.Lock()
 	}
-	d.entries[k] = dedupEntry{}
+	d.inflight[k] = struct{}{}
 	d.mu.Unlock()
 	if d.opts.Store == nil {
 		return false, nil
@@ -183,36 +183,35 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 func (d *dedup[K]) release(k K, ok bool, published time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	delete(d.inflight, k)
 	if d.changed != nil {
 		close(d.changed)
 		d.changed = nil
 	}
 	if !ok || d.opts.Store != nil {
-		delete(d.entries, k)
 		return
 	}
-	d.forget(published)
-	d.entries[k] = dedupEntry{done: true, published: published}
-	if len(d.order) < d.opts.Capacity {
-		d.order = append(d.order, k)
+	now := published.UnixNano()
+	d.forget(now)
+	d.done[k] = struct{}{}
+	entry := doneKey[K]{key: k, published: now}
+	if len(d.ring) < d.opts.Capacity {
+		d.ring = append(d.ring, entry)
 	} else {
-		d.order[(d.head+d.done)%len(d.order)] = k
+		d.ring[(d.head+len(d.done)-1)%len(d.ring)] = entry
 	}
-	d.done++
 }
 
 // forget drops the oldest done keys while the record is full or they are
-// older than the TTL at now. Callers hold mu.
-func (d *dedup[K]) forget(now time.Time) {
-	for d.done > 0 {
-		oldest := d.order[d.head]
-		if d.done < d.opts.Capacity && now.Sub(d.entries[oldest].published) <= d.opts.TTL {
+// older than the TTL at now, in Unix nanoseconds. Callers hold mu.
+func (d *dedup[K]) forget(now int64) {
+	for len(d.done) > 0 {
+		oldest := d.ring[d.head]
+		if len(d.done) < d.opts.Capacity && time.Duration(now-oldest.published) <= d.opts.TTL {
 			return
 		}
-		delete(d.entries, oldest)
-		var zero K
-		d.order[d.head] = zero
-		d.head = (d.head + 1) % len(d.order)
-		d.done--
+		delete(d.done, oldest.key)
+		d.ring[d.head] = doneKey[K]{}
+		d.head = (d.head + 1) % len(d.ring)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -270,10 +271,16 @@ type Filter struct {
 // match reports whether f selects an event of type eventType in stream,
 // for reads of every stream.
 func (f *Filter) match(stream, eventType string) bool {
+	return f.matchStream(stream) && f.matchType(eventType)
+}
+
+// matchStream reports whether f selects the events of stream, for reads of
+// every stream.
+func (f *Filter) matchStream(stream string) bool {
 	if stream[0] == '$' && (f.StreamPrefix == "" || f.StreamPrefix[0] != '$') {
 		return false
 	}
-	return strings.HasPrefix(stream, f.StreamPrefix) && f.matchType(eventType)
+	return strings.HasPrefix(stream, f.StreamPrefix)
 }
 
 // matchType reports whether f selects events of type eventType.
@@ -455,4 +462,185 @@ func replayed(stream string, expected, actual ExpectedRevision, start uint64, ev
 		return 0, false, &WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: actual}
 	}
 	return first, true, nil
+}
+
+// decide applies the rules of [Store] to an append of events to stream,
+// whose state is actual (NoStream or Exact) and whose first revision since
+// it was created or soft-deleted is start. It returns replay and the
+// revision of the batch's first event when the whole batch is committed
+// already, and an error when the append must fail.
+func decide(stream string, tombstoned bool, expected, actual ExpectedRevision, start uint64, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, replay bool, err error) {
+	if tombstoned {
+		return 0, false, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
+	}
+	first, replay, err = replayed(stream, expected, actual, start, events, lookup)
+	if err != nil || replay {
+		return first, replay, err
+	}
+	return 0, false, expected.check(stream, actual)
+}
+
+// storeLimits returns the size limits of a store's options, with zero
+// meaning the defaults of 1 MiB per event and 16 MiB per append.
+func storeLimits(what string, maxEvent, maxBatch int) (int, int, error) {
+	if maxEvent < 0 || maxBatch < 0 {
+		return 0, 0, fmt.Errorf("%w: %s: MaxEventSize %d and MaxBatchSize %d must not be negative", ErrInvalid, what, maxEvent, maxBatch)
+	}
+	if maxEvent == 0 {
+		maxEvent = 1 << 20
+	}
+	if maxBatch == 0 {
+		maxBatch = 16 << 20
+	}
+	return maxEvent, maxBatch, nil
+}
+
+// checkAppends validates the appends of an AppendMulti and returns their
+// total size, as checkEvents measures it.
+func checkAppends(appends []StreamAppend, maxEvent, maxBatch int) (int, error) {
+	if len(appends) == 0 {
+		return 0, fmt.Errorf("%w: AppendMulti: no appends", ErrInvalid)
+	}
+	total := 0
+	for i, a := range appends {
+		size, err := checkEvents(a.Stream, a.Events, maxEvent, maxBatch)
+		if err != nil {
+			return 0, err
+		}
+		for _, b := range appends[:i] {
+			if b.Stream == a.Stream {
+				return 0, fmt.Errorf("%w: AppendMulti: stream %q appears twice", ErrInvalid, a.Stream)
+			}
+		}
+		total += size
+	}
+	if total > maxBatch {
+		return 0, fmt.Errorf("%w: AppendMulti: %d bytes, more than %d", ErrTooLarge, total, maxBatch)
+	}
+	return total, nil
+}
+
+// span returns the indexes (revisions or positions) that a read visits
+// among lo to n-1: forwards from max(from, lo), or backwards from
+// min(from, n-1) down to lo.
+func span(dir Direction, from, lo, n uint64) iter.Seq[uint64] {
+	return func(yield func(uint64) bool) {
+		if n == 0 {
+			return
+		}
+		if dir == Backwards {
+			for i := min(from, n-1) + 1; i > lo; i-- {
+				if !yield(i - 1) {
+					return
+				}
+			}
+			return
+		}
+		for i := max(from, lo); i < n; i++ {
+			if !yield(i) {
+				return
+			}
+		}
+	}
+}
+
+// checkEvery is how many events a read yields between checks of its
+// context and of the store's closing.
+const checkEvery = 256
+
+// yieldEach yields the events that get returns for indexes, skipping those
+// it does not keep, up to limit (0: no limit). It stops with an error when
+// get fails, ctx is done or closed is set, and reports whether the
+// consumer wants more.
+func yieldEach(ctx context.Context, closed *atomic.Bool, limit int, indexes iter.Seq[uint64], get func(uint64) (RecordedEvent, bool, error), yield func(RecordedEvent, error) bool) bool {
+	yielded, seen := 0, 0
+	for i := range indexes {
+		if seen%checkEvery == 0 {
+			if err := interrupted(ctx, closed); err != nil {
+				yield(RecordedEvent{}, err)
+				return false
+			}
+		}
+		seen++
+		e, keep, err := get(i)
+		if err != nil {
+			if closed.Load() {
+				err = ErrClosed
+			}
+			yield(RecordedEvent{}, err)
+			return false
+		}
+		if !keep {
+			continue
+		}
+		if !yield(e, nil) {
+			return false
+		}
+		if yielded++; yielded == limit {
+			return false
+		}
+	}
+	return true
+}
+
+// interrupted returns why a read must stop early, or nil.
+func interrupted(ctx context.Context, closed *atomic.Bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// catchUp is what a catch-up subscription needs of a store.
+type catchUp struct {
+	closed *atomic.Bool
+	// end returns the number of committed events.
+	end func() uint64
+	// read yields the events from next to n-1 that filter selects, like
+	// yieldEach.
+	read func(next, n uint64, yield func(RecordedEvent, error) bool) bool
+	// waitAfter returns a channel closed when an event at position next
+	// or later is committed, or nil when one already is. It fails with
+	// ErrClosed once the store is closed.
+	waitAfter func(next uint64) (<-chan struct{}, error)
+}
+
+// run runs a catch-up subscription in the goroutine iterating it.
+func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(RecordedEvent, error) bool) {
+	next := o.From
+	if next == End {
+		next = s.end()
+	}
+	caughtUp := o.CaughtUp == nil
+	for {
+		if n := s.end(); next < n {
+			if !s.read(next, n, yield) {
+				return
+			}
+			next = n
+			continue
+		}
+		if !caughtUp {
+			caughtUp = true
+			o.CaughtUp(next)
+			continue // time passed in CaughtUp: look again before waiting
+		}
+		wait, err := s.waitAfter(next)
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
+		if wait == nil {
+			continue
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			yield(RecordedEvent{}, ctx.Err())
+			return
+		}
+	}
 }

@@ -99,16 +99,11 @@ func NewMemoryStore(opts *MemoryStoreOptions) (*MemoryStore, error) {
 	if opts != nil {
 		o = *opts
 	}
-	if o.MaxEventSize < 0 || o.MaxBatchSize < 0 {
-		return nil, fmt.Errorf("%w: MemoryStoreOptions: MaxEventSize %d and MaxBatchSize %d must not be negative", ErrInvalid, o.MaxEventSize, o.MaxBatchSize)
+	maxEvent, maxBatch, err := storeLimits("MemoryStoreOptions", o.MaxEventSize, o.MaxBatchSize)
+	if err != nil {
+		return nil, err
 	}
-	if o.MaxEventSize == 0 {
-		o.MaxEventSize = 1 << 20
-	}
-	if o.MaxBatchSize == 0 {
-		o.MaxBatchSize = 16 << 20
-	}
-	return &MemoryStore{maxEvent: o.MaxEventSize, maxBatch: o.MaxBatchSize, streams: make(map[string]*memStream)}, nil
+	return &MemoryStore{maxEvent: maxEvent, maxBatch: maxBatch, streams: make(map[string]*memStream)}, nil
 }
 
 // Append implements [Store.Append].
@@ -140,24 +135,9 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if len(appends) == 0 {
-		return nil, fmt.Errorf("%w: AppendMulti: no appends", ErrInvalid)
-	}
-	total := 0
-	for i, a := range appends {
-		size, err := checkEvents(a.Stream, a.Events, s.maxEvent, s.maxBatch)
-		if err != nil {
-			return nil, err
-		}
-		for _, b := range appends[:i] {
-			if b.Stream == a.Stream {
-				return nil, fmt.Errorf("%w: AppendMulti: stream %q appears twice", ErrInvalid, a.Stream)
-			}
-		}
-		total += size
-	}
-	if total > s.maxBatch {
-		return nil, fmt.Errorf("%w: AppendMulti: %d bytes, more than %d", ErrTooLarge, total, s.maxBatch)
+	total, err := checkAppends(appends, s.maxEvent, s.maxBatch)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -186,23 +166,17 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 // returns done and the original result for a replay of a committed batch,
 // or an error. s.mu must be held.
 func (s *MemoryStore) check(stream string, st *memStream, expected ExpectedRevision, events []EventData) (AppendResult, bool, error) {
-	if st != nil && st.tombstoned {
-		return AppendResult{}, false, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
-	}
-	actual := st.actual()
 	var start uint64
+	tombstoned := false
 	if st != nil {
-		start = st.start
+		start, tombstoned = st.start, st.tombstoned
 	}
-	first, replay, err := replayed(stream, expected, actual, start, events, st.lookup)
-	if err != nil {
+	first, replay, err := decide(stream, tombstoned, expected, st.actual(), start, events, st.lookup)
+	if !replay || err != nil {
 		return AppendResult{}, false, err
 	}
-	if replay {
-		last := first + uint64(len(events)) - 1
-		return AppendResult{Revision: last, Position: st.positions[last]}, true, nil
-	}
-	return AppendResult{}, false, expected.check(stream, actual)
+	last := first + uint64(len(events)) - 1
+	return AppendResult{Revision: last, Position: st.positions[last]}, true, nil
 }
 
 // commit appends events to stream, copying their data into arena, which
@@ -293,23 +267,9 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 		if md.MaxAge > 0 {
 			oldest = time.Now().Add(-md.MaxAge)
 		}
-		indexes := func(yield func(uint64) bool) { // positions, by revision
-			if o.Direction == Backwards {
-				for rev := min(o.From, n-1) + 1; rev > lo; rev-- {
-					if !yield(positions[rev-1]) {
-						return
-					}
-				}
-				return
-			}
-			for rev := max(o.From, lo); rev < n; rev++ {
-				if !yield(positions[rev]) {
-					return
-				}
-			}
-		}
-		s.yieldEach(ctx, o.Limit, log, indexes, func(e *RecordedEvent) bool {
-			return o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest))
+		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
+			e := log.at(positions[rev])
+			return *e, o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest)), nil
 		}, yield)
 	}
 }
@@ -332,71 +292,17 @@ func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[
 			yield(RecordedEvent{}, ErrClosed)
 			return
 		}
-		n := log.n
-		if n == 0 {
-			return
-		}
-		positions := func(yield func(uint64) bool) {
-			if o.Direction == Backwards {
-				for pos := min(o.From, n-1) + 1; pos > 0; pos-- {
-					if !yield(pos - 1) {
-						return
-					}
-				}
-				return
-			}
-			for pos := o.From; pos < n; pos++ {
-				if !yield(pos) {
-					return
-				}
-			}
-		}
-		s.yieldEach(ctx, o.Limit, log, positions, func(e *RecordedEvent) bool {
-			return o.Filter.match(e.Stream, e.Type)
-		}, yield)
+		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, 0, log.n), log.matching(&o.Filter), yield)
 	}
 }
 
-// checkEvery is how many events a read yields between checks of its
-// context and of the store's closing.
-const checkEvery = 256
-
-// yieldEach yields the events of log at positions that keep selects, up
-// to limit (0: no limit), and stops with an error when ctx is done or s
-// closes. It reports whether the consumer wants more.
-func (s *MemoryStore) yieldEach(ctx context.Context, limit int, log memLog, positions iter.Seq[uint64], keep func(*RecordedEvent) bool, yield func(RecordedEvent, error) bool) bool {
-	yielded, seen := 0, 0
-	for pos := range positions {
-		if seen%checkEvery == 0 {
-			if err := s.interrupted(ctx); err != nil {
-				yield(RecordedEvent{}, err)
-				return false
-			}
-		}
-		seen++
-		e := log.at(pos)
-		if !keep(e) {
-			continue
-		}
-		if !yield(*e, nil) {
-			return false
-		}
-		if yielded++; yielded == limit {
-			return false
-		}
+// matching returns a getter for yieldEach of the events of l that f
+// selects.
+func (l *memLog) matching(f *Filter) func(uint64) (RecordedEvent, bool, error) {
+	return func(pos uint64) (RecordedEvent, bool, error) {
+		e := l.at(pos)
+		return *e, f.match(e.Stream, e.Type), nil
 	}
-	return true
-}
-
-// interrupted returns why a read must stop early, or nil.
-func (s *MemoryStore) interrupted(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	return nil
 }
 
 // Subscribe implements [Store.Subscribe]. It starts no goroutine: the
@@ -406,56 +312,22 @@ func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) ite
 	if opts != nil {
 		o = *opts
 	}
-	return func(yield func(RecordedEvent, error) bool) {
-		next := o.From
-		if next == End {
+	sub := catchUp{
+		closed: &s.closed,
+		end: func() uint64 {
 			s.mu.RLock()
-			next = s.log.n
-			s.mu.RUnlock()
-		}
-		caughtUp := o.CaughtUp == nil
-		for {
+			defer s.mu.RUnlock()
+			return s.log.n
+		},
+		read: func(next, n uint64, yield func(RecordedEvent, error) bool) bool {
 			s.mu.RLock()
 			log := s.log
 			s.mu.RUnlock()
-			n := log.n
-			if next < n {
-				positions := func(yield func(uint64) bool) {
-					for pos := next; pos < n; pos++ {
-						if !yield(pos) {
-							return
-						}
-					}
-				}
-				if !s.yieldEach(ctx, 0, log, positions, func(e *RecordedEvent) bool {
-					return o.Filter.match(e.Stream, e.Type)
-				}, yield) {
-					return
-				}
-				next = n
-				continue
-			}
-			if !caughtUp {
-				caughtUp = true
-				o.CaughtUp(next)
-				continue // time passed in CaughtUp: look again before waiting
-			}
-			wait, err := s.waitAfter(next)
-			if err != nil {
-				yield(RecordedEvent{}, err)
-				return
-			}
-			if wait == nil {
-				continue
-			}
-			select {
-			case <-wait:
-			case <-ctx.Done():
-				yield(RecordedEvent{}, ctx.Err())
-				return
-			}
-		}
+			return yieldEach(ctx, &s.closed, 0, span(Forwards, next, 0, n), log.matching(&o.Filter), yield)
+		},
+		waitAfter: s.waitAfter,
 	}
+	return func(yield func(RecordedEvent, error) bool) { sub.run(ctx, o, yield) }
 }
 
 // waitAfter returns a channel closed when an event at position next or

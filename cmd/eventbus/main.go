@@ -1,0 +1,284 @@
+// Command eventbus inspects, checks and repairs the directory of an
+// eventbus FileStore. Stop the application that uses the store first:
+// every subcommand but repair opens it read-only, and repair needs it
+// closed.
+//
+// Usage:
+//
+//	eventbus inspect DIR                 streams, event counts, positions, sizes
+//	eventbus stats DIR                   totals: segments, bytes, events, streams
+//	eventbus verify DIR                  check every checksum; exit status 1 on damage
+//	eventbus read [flags] DIR            print events as JSON lines
+//	eventbus tail [-n N] [-stream S] DIR print the last events as JSON lines
+//	eventbus repair DIR                  cut damaged records, keeping a copy
+//
+// The flags of read are -stream (one stream, by revision), -from (the
+// first position, or revision with -stream) and -limit.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: eventbus <command> [flags] DIR
+commands: inspect, stats, verify, read, tail, repair (eventbus <command> -h for flags)`
+
+// run runs the command of args and returns the exit status: 0 for success,
+// 1 for damage found or a failure, 2 for bad usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("eventbus "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stream := fs.String("stream", "", "read only this stream (read, tail)")
+	from := fs.Uint64("from", 0, "first position, or revision with -stream (read)")
+	limit := fs.Int("limit", 0, "most events to print; 0 means all (read)")
+	n := fs.Int("n", 10, "number of events (tail)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "eventbus %s: want one store directory\n%s\n", cmd, usage)
+		return 2
+	}
+	dir := fs.Arg(0)
+	var err error
+	switch cmd {
+	case "inspect":
+		err = withStore(dir, stderr, func(s *eventbus.FileStore) error { return inspect(ctx, s, stdout, stderr) })
+	case "stats":
+		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+			st := s.Stats()
+			fmt.Fprintf(stdout, "segments\t%d\nbytes\t%d\nfirst position\t%d\nnext position\t%d\nevents\t%d\nstreams\t%d\n",
+				st.Segments, st.Bytes, st.FirstPosition, st.NextPosition, st.NextPosition-st.FirstPosition, st.Streams)
+			return nil
+		})
+	case "verify":
+		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+			st := s.Stats()
+			fmt.Fprintf(stdout, "ok: %d events in %d segments, every checksum verified\n", st.NextPosition-st.FirstPosition, st.Segments)
+			return nil
+		})
+	case "read":
+		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+			opts := &eventbus.ReadOptions{From: *from, Limit: *limit}
+			return printEvents(ctx, s, *stream, opts, false, stdout)
+		})
+	case "tail":
+		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+			opts := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: *n}
+			return printEvents(ctx, s, *stream, opts, true, stdout)
+		})
+	case "repair":
+		if err = checkDir(dir); err == nil {
+			var kept string
+			if kept, err = eventbus.RepairFileStore(dir); err == nil {
+				if kept == "" {
+					fmt.Fprintln(stdout, "nothing to repair")
+				} else {
+					fmt.Fprintf(stdout, "repaired; what was cut is in %s\n", kept)
+				}
+			}
+		}
+	default:
+		fmt.Fprintf(stderr, "eventbus: unknown command %q\n%s\n", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)
+		var ce *eventbus.CorruptionError
+		if errors.As(err, &ce) && cmd != "repair" {
+			fmt.Fprintf(stderr, "the store is damaged; `eventbus repair %s` cuts the damage, keeping a copy\n", dir)
+		}
+		return 1
+	}
+	return 0
+}
+
+// checkDir fails unless dir is the directory of a store.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	if len(segs) == 0 {
+		return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-*.log)", dir)
+	}
+	return nil
+}
+
+// withStore opens the store in dir read-only, showing progress on
+// stderr, and calls f with it.
+func withStore(dir string, stderr io.Writer, f func(*eventbus.FileStore) error) error {
+	if err := checkDir(dir); err != nil {
+		return err
+	}
+	p := progress{w: stderr, what: "reading segments"}
+	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true, Progress: func(done, total int64) {
+		p.show(fmt.Sprintf("%d of %d MiB", done>>20, total>>20), done == total)
+	}})
+	if err != nil {
+		return err
+	}
+	return errors.Join(f(s), s.Close())
+}
+
+// progress prints a line about a long operation to w at most once a second.
+type progress struct {
+	w     io.Writer
+	what  string
+	last  time.Time
+	shown bool
+}
+
+func (p *progress) show(msg string, final bool) {
+	if now := time.Now(); now.Sub(p.last) >= time.Second || (final && p.shown) {
+		p.last, p.shown = now, true
+		fmt.Fprintf(p.w, "%s: %s\n", p.what, msg)
+	}
+}
+
+// streamSummary is a line of inspect.
+type streamSummary struct {
+	events, bytes     int64
+	firstPos, lastPos uint64
+	firstRev, lastRev uint64
+}
+
+func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Writer) error {
+	st := s.Stats()
+	fmt.Fprintf(stdout, "%d events (positions %d to %d), %d segments, %d bytes, %d streams\n\n",
+		st.NextPosition-st.FirstPosition, st.FirstPosition, int64(st.NextPosition)-1, st.Segments, st.Bytes, st.Streams)
+	streams := map[string]*streamSummary{}
+	p := progress{w: stderr, what: "reading events"}
+	read := 0
+	for _, prefix := range []string{"", "$"} {
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: prefix}}) {
+			if err != nil {
+				return err
+			}
+			sum := streams[e.Stream]
+			if sum == nil {
+				sum = &streamSummary{firstPos: e.Position, firstRev: e.Revision}
+				streams[e.Stream] = sum
+			}
+			sum.events++
+			sum.bytes += int64(len(e.Data))
+			sum.lastPos, sum.lastRev = e.Position, e.Revision
+			if read++; read%100000 == 0 {
+				p.show(fmt.Sprintf("%d events", read), false)
+			}
+		}
+	}
+	names := make([]string, 0, len(streams))
+	for name := range streams {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(stdout, "%-30s %10s %12s %12s %12s %s\n", "STREAM", "EVENTS", "DATA BYTES", "REVISIONS", "POSITIONS", "STATE")
+	for _, name := range names {
+		sum := streams[name]
+		info, err := s.StreamInfo(ctx, name)
+		if err != nil {
+			return err
+		}
+		state := "live"
+		switch {
+		case info.Tombstoned:
+			state = "tombstoned"
+		case info.Deleted:
+			state = "deleted"
+		}
+		fmt.Fprintf(stdout, "%-30s %10d %12d %12s %12s %s\n", name, sum.events, sum.bytes,
+			fmt.Sprintf("%d-%d", sum.firstRev, sum.lastRev), fmt.Sprintf("%d-%d", sum.firstPos, sum.lastPos), state)
+	}
+	return nil
+}
+
+// jsonEvent is the JSON form of an event printed by read and tail. Data
+// is JSON when it is valid JSON and not compressed, else base64.
+type jsonEvent struct {
+	Stream        string            `json:"stream"`
+	Revision      uint64            `json:"revision"`
+	Position      uint64            `json:"position"`
+	Time          time.Time         `json:"time"`
+	ID            eventbus.ID       `json:"id"`
+	Type          string            `json:"type"`
+	SchemaVersion int               `json:"schemaVersion"`
+	Encoding      string            `json:"encoding,omitempty"`
+	CorrelationID *eventbus.ID      `json:"correlationId,omitempty"`
+	CausationID   *eventbus.ID      `json:"causationId,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	Data          json.RawMessage   `json:"data,omitempty"`
+	DataBase64    []byte            `json:"dataBase64,omitempty"`
+}
+
+func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts *eventbus.ReadOptions, reverse bool, stdout io.Writer) error {
+	seq := s.ReadAll(ctx, opts)
+	if stream != "" {
+		seq = s.ReadStream(ctx, stream, opts)
+	}
+	var events []eventbus.RecordedEvent
+	enc := json.NewEncoder(stdout)
+	for e, err := range seq {
+		if err != nil {
+			return err
+		}
+		if reverse {
+			events = append(events, e)
+			continue
+		}
+		if err := enc.Encode(toJSON(e)); err != nil {
+			return err
+		}
+	}
+	slices.Reverse(events)
+	for _, e := range events {
+		if err := enc.Encode(toJSON(e)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func toJSON(e eventbus.RecordedEvent) jsonEvent {
+	j := jsonEvent{
+		Stream: e.Stream, Revision: e.Revision, Position: e.Position, Time: e.Time.UTC(), ID: e.ID,
+		Type: e.Type, SchemaVersion: e.SchemaVersion, Encoding: e.Encoding, Metadata: e.Metadata,
+	}
+	if !e.CorrelationID.IsZero() {
+		j.CorrelationID = &e.CorrelationID
+	}
+	if !e.CausationID.IsZero() {
+		j.CausationID = &e.CausationID
+	}
+	if e.Encoding == "" && json.Valid(e.Data) {
+		j.Data = e.Data
+	} else {
+		j.DataBase64 = e.Data
+	}
+	return j
+}

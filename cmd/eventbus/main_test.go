@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// newStore returns the directory of a store holding orders o0 to o4 in
+// stream "order-1" and one event in "user-1", and the path of its segment.
+func newStore(t *testing.T) (dir, seg string) {
+	t.Helper()
+	dir = t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	for i := range 5 {
+		_, err := s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: []byte(`{"n":` + string(rune('0'+i)) + `}`)})
+		require.NoError(t, err)
+	}
+	_, err = s.Append(t.Context(), "user-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "user.created", Data: []byte("binary\x00")})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	return dir, segs[0]
+}
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(t.Context(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestCommands(t *testing.T) {
+	dir, _ := newStore(t)
+	tests := []struct {
+		args []string
+		want []string // substrings of stdout
+	}{
+		{[]string{"inspect", dir}, []string{"6 events", "order-1", "5", "0-4", "user-1", "live"}},
+		{[]string{"stats", dir}, []string{"events\t6", "streams\t2", "segments\t1"}},
+		{[]string{"verify", dir}, []string{"ok: 6 events in 1 segments"}},
+		{[]string{"read", "-stream", "order-1", "-from", "3", dir}, []string{`"revision":3`, `"data":{"n":3}`, `"revision":4`}},
+		{[]string{"read", "-from", "5", dir}, []string{`"stream":"user-1"`, `"dataBase64":"YmluYXJ5AA=="`}},
+		{[]string{"tail", "-n", "2", dir}, []string{`"position":4`, `"position":5`}},
+		{[]string{"repair", dir}, []string{"nothing to repair"}},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCmd(t, tt.args...)
+		if code != 0 {
+			t.Errorf("eventbus %v: exit status %d, stderr %s", tt.args, code, stderr)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("eventbus %v printed\n%s\nwant it to contain %q", tt.args, stdout, w)
+			}
+		}
+	}
+	_, stdout, _ := runCmd(t, "read", "-limit", "2", dir)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	require.Len(t, lines, 2)
+	var e map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &e), "a line of read is JSON")
+	_, stdout, _ = runCmd(t, "tail", "-n", "2", dir)
+	if i, j := strings.Index(stdout, `"position":4`), strings.Index(stdout, `"position":5`); i > j {
+		t.Errorf("tail printed position 5 before 4:\n%s", stdout)
+	}
+}
+
+func TestCorruptStore(t *testing.T) {
+	dir, seg := newStore(t)
+	b, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	b[60] ^= 1 // inside the first record
+	require.NoError(t, os.WriteFile(seg, b, 0o644))
+
+	code, _, stderr := runCmd(t, "verify", dir)
+	if code != 1 || !strings.Contains(stderr, "offset 32") || !strings.Contains(stderr, seg) {
+		t.Errorf("verify of a damaged store: exit status %d, stderr %q; want 1 naming %s at offset 32", code, stderr, seg)
+	}
+	code, stdout, stderr := runCmd(t, "repair", dir)
+	if code != 0 || !strings.Contains(stdout, "repaired") {
+		t.Errorf("repair: exit status %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if code, _, stderr := runCmd(t, "verify", dir); code != 0 {
+		t.Errorf("verify after repair: exit status %d, stderr %q", code, stderr)
+	}
+}
+
+func TestBadUsage(t *testing.T) {
+	foreign := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("hi"), 0o644))
+	tests := []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{nil, 2, "usage"},
+		{[]string{"frobnicate", foreign}, 2, "unknown command"},
+		{[]string{"inspect"}, 2, "want one store directory"},
+		{[]string{"inspect", filepath.Join(foreign, "missing")}, 1, "no such file or directory"},
+		{[]string{"verify", foreign}, 1, "not an eventbus store"},
+		{[]string{"repair", foreign}, 1, "not an eventbus store"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCmd(t, tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
+			t.Errorf("eventbus %v: exit status %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
+	}
+}

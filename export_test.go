@@ -1,0 +1,21 @@
+package eventbus
+
+// FS and File let the tests of package eventbus_test inject failures into
+// the files of a FileStore.
+type (
+	FS   = fileSystem
+	File = storeFile
+)
+
+// OSFS is the operating system's FS.
+var OSFS FS = osFS{}
+
+// WithFS returns opts (or the defaults) with fs as the file system.
+func WithFS(opts *FileStoreOptions, fs FS) *FileStoreOptions {
+	var o FileStoreOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.fs = fs
+	return &o
+}

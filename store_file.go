@@ -1,0 +1,934 @@
+package eventbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SyncPolicy says when a [FileStore] flushes appended events to stable
+// storage with fsync.
+type SyncPolicy uint8
+
+const (
+	// SyncAlways, the default, makes Append return only once its events
+	// are on stable storage. Concurrent appends share one write and one
+	// fsync (group commit), so throughput grows with concurrency.
+	SyncAlways SyncPolicy = iota
+	// SyncInterval makes Append return once its events are written to the
+	// operating system, and flushes them every SyncInterval: a crash of
+	// the process loses nothing, a crash of the machine loses at most the
+	// last interval.
+	SyncInterval
+	// SyncNever leaves flushing to the operating system, and to Close.
+	SyncNever
+)
+
+// FileStoreOptions configures a [FileStore]. The zero value (or nil) takes
+// the defaults.
+type FileStoreOptions struct {
+	// Sync is when appends reach stable storage; the zero value is
+	// SyncAlways.
+	Sync SyncPolicy
+	// SyncInterval is the period of SyncInterval; zero means 100ms.
+	SyncInterval time.Duration
+	// MaxSegmentSize is the size past which appends go to a new segment
+	// file; zero means 64 MiB. Retention deletes whole segments.
+	MaxSegmentSize int64
+	// MaxEventSize and MaxBatchSize are the limits of [MemoryStoreOptions]:
+	// zero means 1 MiB and 16 MiB.
+	MaxEventSize, MaxBatchSize int
+	// RetainAge, if positive, deletes segments whose every event is older
+	// than RetainAge; RetainSize, if positive, deletes the oldest segments
+	// while the store is larger than RetainSize bytes. The active segment
+	// is never deleted, and the state of every stream (revisions,
+	// deletion, metadata) survives the events it loses. Retention runs
+	// when a new segment starts.
+	RetainAge  time.Duration
+	RetainSize int64
+	// ReadOnly opens the store for reading: it takes a shared lock, so
+	// other read-only opens may share it, it changes no file (an
+	// incomplete final record is ignored, not truncated), and appends
+	// fail with [ErrReadOnly].
+	ReadOnly bool
+	// Progress, if not nil, is called while OpenFileStore reads the
+	// segments, with the bytes read so far and in all.
+	Progress func(done, total int64)
+
+	fs fileSystem // for tests; nil means the operating system's
+}
+
+// FileStore is a [Store] that keeps its events in append-only segment files
+// in one directory, crash-safe: framed records with CRC-32C checksums, an
+// atomic frame per append, fsync before acknowledging (see [SyncPolicy]),
+// and recovery on open that cuts an incomplete final record but reports
+// any other damage as a [*CorruptionError]. One process at a time may open
+// a directory: a second open fails with [ErrLocked].
+//
+// The indexes (stream revisions and the position of each event) live in
+// memory, rebuilt on open by reading every segment, so opening checks
+// every checksum. Reads are lazy: they read events from the files as the
+// loop advances. Appends go through one goroutine that writes and syncs
+// the appends waiting at that moment together; Close stops it.
+//
+// After a write or fsync fails, appends fail with an error wrapping the
+// cause until the store is reopened: the appends of the failed write may
+// be committed on disk or not, and reopening tells. A FileStore is safe
+// for concurrent use.
+type FileStore struct {
+	dir                string
+	fs                 fileSystem
+	opts               FileStoreOptions
+	maxEvent, maxBatch int
+	lock               *os.File
+	closed             atomic.Bool
+	failed             atomic.Pointer[error]
+
+	// Read side: what is committed, guarded by mu.
+	mu      sync.RWMutex
+	log     fileLog
+	segs    []*segment
+	streams map[string]*fileStream
+	byID    []*fileStream
+	notify  chan struct{}
+
+	w writer // write side: owned by the committer goroutine
+
+	reqs      chan *request
+	quit      chan struct{} // closed by Close
+	done      chan struct{} // closed when the committer returns
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*FileStore)(nil)
+
+// ErrReadOnly is returned by the writing methods of a [FileStore] opened
+// with ReadOnly.
+var ErrReadOnly = errors.New("eventbus: file store opened read-only")
+
+// writer is the state of the committer: the log and streams including
+// what is written but not yet published.
+type writer struct {
+	log    fileLog
+	ids    map[idKey]uint64 // revision of each event ID of each stream
+	active *segment
+	size   int64 // of the active segment
+	dirty  bool  // written since the last sync
+	buf    []byte
+	gen    uint64 // of the group being committed, to mark touched streams
+}
+
+type idKey struct {
+	stream uint32
+	id     ID
+}
+
+// fileLog locates events by position, in chunks that never move, like a
+// memLog: the committer fills entries past n while readers read below.
+type fileLog struct {
+	chunks   []*[logChunk]loc
+	first, n uint64 // positions below first were removed by retention
+	bytes    int64  // of every segment
+}
+
+// loc is where the entry of an event is.
+type loc struct {
+	seg, off, stream uint32
+}
+
+func (l *fileLog) at(pos uint64) loc { return l.chunks[pos/logChunk][pos%logChunk] }
+
+func (l *fileLog) append(x loc) {
+	for uint64(len(l.chunks)) <= l.n/logChunk {
+		l.chunks = append(l.chunks, new([logChunk]loc))
+	}
+	l.chunks[l.n/logChunk][l.n%logChunk] = x
+	l.n++
+}
+
+// segment is one segment file.
+type segment struct {
+	seq, firstPos uint64
+	path          string
+	f             storeFile
+	// Known to the committer only: the size once full, the time of the
+	// newest event, and whether it starts with a state frame.
+	size       int64
+	newest     int64
+	checkpoint bool
+}
+
+// fileStream is one stream of a FileStore, with its committed state r,
+// read under FileStore.mu, and the committer's state w.
+type fileStream struct {
+	id      uint32
+	name    string
+	r, w    streamState
+	touched uint64 // generation of the last group that changed w
+}
+
+// streamState is the state of a stream. Revisions before base were removed
+// by retention; positions holds the position of every later one.
+type streamState struct {
+	positions  []uint64
+	base       uint64
+	start      uint64 // first revision since creation or soft delete
+	deleted    bool
+	tombstoned bool
+	md         StreamMetadata
+}
+
+func (st *streamState) next() uint64 { return st.base + uint64(len(st.positions)) }
+
+func (st *streamState) actual() ExpectedRevision {
+	if st.deleted || st.next() == 0 {
+		return NoStream
+	}
+	return Exact(st.next() - 1)
+}
+
+// request is an append, delete or metadata change for the committer.
+type request struct {
+	kind byte
+	// kindEvents: the appends, their encoded bodies (ends[i] ends the
+	// body of the i-th event of all appends) and an upper bound of the
+	// frame's size.
+	appends []StreamAppend
+	bodies  []byte
+	ends    []int
+	// kindDelete and kindMetadata
+	stream    string
+	expected  ExpectedRevision
+	tombstone bool
+	md        StreamMetadata
+
+	results []AppendResult
+	err     error
+	done    chan struct{}
+}
+
+// OpenFileStore opens the store in directory dir, creating dir and the
+// store if needed, and recovers it: it reads every segment, checks every
+// checksum, cuts an incomplete final record left by a crash, and rebuilds
+// the indexes. It fails with a [*CorruptionError] for any other damage,
+// which [RepairFileStore] can cut away, with an error wrapping [ErrLocked]
+// if another FileStore has dir open, and with an error wrapping
+// [ErrInvalid] for bad options.
+func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
+	var o FileStoreOptions
+	if opts != nil {
+		o = *opts
+	}
+	maxEvent, maxBatch, err := storeLimits("FileStoreOptions", o.MaxEventSize, o.MaxBatchSize)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case o.Sync > SyncNever || o.SyncInterval < 0 || o.MaxSegmentSize < 0 || o.RetainAge < 0 || o.RetainSize < 0:
+		return nil, fmt.Errorf("%w: FileStoreOptions: bad Sync, SyncInterval, MaxSegmentSize, RetainAge or RetainSize", ErrInvalid)
+	case maxBatch > maxRecord/2:
+		return nil, fmt.Errorf("%w: FileStoreOptions: MaxBatchSize %d is more than %d", ErrInvalid, maxBatch, maxRecord/2)
+	case o.MaxSegmentSize > 1<<30:
+		return nil, fmt.Errorf("%w: FileStoreOptions: MaxSegmentSize %d is more than 1 GiB", ErrInvalid, o.MaxSegmentSize)
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = 100 * time.Millisecond
+	}
+	if o.MaxSegmentSize == 0 {
+		o.MaxSegmentSize = 64 << 20
+	}
+	if o.fs == nil {
+		o.fs = osFS{}
+	}
+	if !o.ReadOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("eventbus: open file store: %w", err)
+		}
+	} else if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("eventbus: open file store: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("eventbus: open file store: %s is not a directory", dir)
+	}
+	lock, err := lockDir(filepath.Join(dir, "LOCK"), o.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	s := &FileStore{
+		dir: dir, fs: o.fs, opts: o, maxEvent: maxEvent, maxBatch: maxBatch, lock: lock,
+		streams: make(map[string]*fileStream),
+		w:       writer{ids: make(map[idKey]uint64)},
+		reqs:    make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	if o.ReadOnly {
+		close(s.done)
+	} else {
+		go s.run()
+	}
+	return s, nil
+}
+
+// FileStoreStats describes a [FileStore].
+type FileStoreStats struct {
+	// Segments is the number of segment files, Bytes their total size.
+	Segments int
+	Bytes    int64
+	// FirstPosition is the position of the oldest event kept (retention
+	// deletes older ones); NextPosition the position of the next event.
+	FirstPosition, NextPosition uint64
+	// Streams is the number of streams ever written, deleted or given
+	// metadata.
+	Streams int
+}
+
+// Stats returns the size of the store, as committed when it is called.
+func (s *FileStore) Stats() FileStoreStats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: len(s.byID)}
+}
+
+// Append implements [Store.Append]. Under SyncAlways it returns once the
+// events are on stable storage, or with the error that stopped them.
+func (s *FileStore) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
+	res, err := s.AppendMulti(ctx, StreamAppend{Stream: stream, Expected: expected, Events: events})
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return res[0], nil
+}
+
+// AppendMulti implements [Store.AppendMulti].
+func (s *FileStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if _, err := checkAppends(appends, s.maxEvent, s.maxBatch); err != nil {
+		return nil, err
+	}
+	r := &request{kind: kindEvents, appends: appends}
+	n := 0
+	for _, a := range appends {
+		n += len(a.Events)
+	}
+	r.ends = make([]int, 0, n)
+	for _, a := range appends {
+		for i := range a.Events {
+			r.bodies = appendBody(r.bodies, &a.Events[i])
+			r.ends = append(r.ends, len(r.bodies))
+		}
+	}
+	// Each entry adds at most its length, position, revision and time.
+	if bound := len(r.bodies) + n*(3*binary.MaxVarintLen64+8) + len(appends)*(maxStreamLen+2*binary.MaxVarintLen64) + 16; bound > maxRecord {
+		return nil, fmt.Errorf("%w: AppendMulti: %d events take %d bytes on disk, more than %d", ErrTooLarge, n, bound, maxRecord)
+	}
+	if err := s.submit(ctx, r); err != nil {
+		return nil, err
+	}
+	return r.results, nil
+}
+
+// submit hands r to the committer and waits for its outcome. Once handed
+// over, r is committed or fails whatever ctx does.
+func (s *FileStore) submit(ctx context.Context, r *request) error {
+	if s.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	r.done = make(chan struct{})
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-r.done
+	return r.err
+}
+
+// failure returns the error that stopped appends, or nil.
+func (s *FileStore) failure() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// run is the committer goroutine: it takes the requests waiting, commits
+// them as one group, and does the syncs of SyncInterval. It returns when
+// Close closes s.quit, answering the requests still waiting with
+// ErrClosed.
+func (s *FileStore) run() {
+	defer close(s.done)
+	var tick <-chan time.Time
+	if s.opts.Sync == SyncInterval {
+		t := time.NewTicker(s.opts.SyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var group []*request
+	for {
+		group = group[:0]
+		select {
+		case r := <-s.reqs:
+			group = append(group, r)
+		case <-tick:
+			if s.w.dirty && s.failure() == nil {
+				s.w.dirty = false
+				if err := s.w.active.f.Sync(); err != nil {
+					s.fail(fmt.Errorf("sync %s: %w", s.w.active.path, err))
+				}
+			}
+			continue
+		case <-s.quit:
+			return
+		}
+	more:
+		for len(group) < 4096 {
+			select {
+			case r := <-s.reqs:
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		s.commit(group)
+	}
+}
+
+// fail stops appends after err, the failure of a write or sync.
+func (s *FileStore) fail(err error) {
+	err = fmt.Errorf("eventbus: file store failed, reopen it: %w", err)
+	s.failed.CompareAndSwap(nil, &err)
+}
+
+// commit decides, writes and publishes a group of requests, then answers
+// them.
+func (s *FileStore) commit(group []*request) {
+	defer func() {
+		for _, r := range group {
+			close(r.done)
+		}
+	}()
+	w := &s.w
+	if err := s.failure(); err != nil {
+		for _, r := range group {
+			r.err = err
+		}
+		return
+	}
+	if w.size >= s.opts.MaxSegmentSize {
+		if err := s.roll(); err != nil {
+			s.fail(err)
+			for _, r := range group {
+				r.err = s.failure()
+			}
+			return
+		}
+	}
+	w.gen++
+	w.buf = w.buf[:0]
+	now := time.Now().UnixNano()
+	var touched []*fileStream
+	var written []*request
+	for _, r := range group {
+		var wrote bool
+		switch r.kind {
+		case kindEvents:
+			wrote, r.err = s.commitEvents(r, now, &touched)
+		default:
+			wrote, r.err = s.commitStream(r, &touched)
+		}
+		if wrote {
+			written = append(written, r)
+		}
+	}
+	if len(w.buf) > 0 {
+		w.active.newest = now
+		if err := s.write(w.buf); err != nil {
+			s.fail(err)
+			for _, r := range written {
+				r.err, r.results = s.failure(), nil
+			}
+			return
+		}
+	}
+	s.mu.Lock()
+	for _, st := range touched {
+		st.r = st.w
+	}
+	s.log = w.log
+	s.wake()
+	s.mu.Unlock()
+}
+
+// write writes b to the active segment and syncs it as the policy says.
+func (s *FileStore) write(b []byte) error {
+	w := &s.w
+	n, err := w.active.f.Write(b)
+	w.size += int64(n)
+	w.log.bytes += int64(n)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", w.active.path, err)
+	}
+	w.dirty = true
+	if s.opts.Sync == SyncAlways {
+		w.dirty = false
+		if err := w.active.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", w.active.path, err)
+		}
+	}
+	return nil
+}
+
+// stream returns the stream named name, creating it if create is set.
+// Only the committer and recovery call it.
+func (s *FileStore) stream(name string, create bool) *fileStream {
+	s.mu.RLock()
+	st := s.streams[name]
+	s.mu.RUnlock()
+	if st != nil || !create {
+		return st
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st = &fileStream{id: uint32(len(s.byID)), name: name}
+	s.streams[name] = st
+	s.byID = append(s.byID, st)
+	return st
+}
+
+func (st *fileStream) touch(gen uint64, touched *[]*fileStream) {
+	if st.touched != gen {
+		st.touched = gen
+		*touched = append(*touched, st)
+	}
+}
+
+// commitEvents decides the appends of r and, unless they are all replays,
+// adds their frame to the group's buffer. It reports whether it did.
+func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) (bool, error) {
+	w := &s.w
+	r.results = make([]AppendResult, len(r.appends))
+	replay := make([]bool, len(r.appends))
+	all := true
+	for i, a := range r.appends {
+		st := s.stream(a.Stream, false)
+		var state streamState
+		var lookup func(ID) (uint64, bool)
+		if st != nil {
+			state = st.w
+			lookup = func(id ID) (uint64, bool) {
+				rev, ok := w.ids[idKey{st.id, id}]
+				return rev, ok && rev >= st.w.base
+			}
+		} else {
+			lookup = func(ID) (uint64, bool) { return 0, false }
+		}
+		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), state.start, a.Events, lookup)
+		if err != nil {
+			r.results = nil
+			return false, err
+		}
+		if ok {
+			last := first + uint64(len(a.Events)) - 1
+			r.results[i] = AppendResult{Revision: last, Position: st.w.positions[last-st.w.base]}
+		}
+		replay[i] = ok
+		all = all && ok
+	}
+	if all {
+		return false, nil
+	}
+	b, frame := beginFrame(w.buf, kindEvents)
+	parts := 0
+	for i := range r.appends {
+		if !replay[i] {
+			parts++
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(parts))
+	body := 0
+	for i, a := range r.appends {
+		if replay[i] {
+			body += len(a.Events)
+			continue
+		}
+		st := s.stream(a.Stream, true)
+		st.touch(w.gen, touched)
+		if st.w.deleted {
+			st.w.deleted = false
+			st.w.start = st.w.next()
+		}
+		b = appendString(b, a.Stream)
+		b = binary.AppendUvarint(b, uint64(len(a.Events)))
+		for j := range a.Events {
+			pos, rev := w.log.n, st.w.next()
+			from := 0
+			if body > 0 {
+				from = r.ends[body-1]
+			}
+			off := w.size + int64(len(b))
+			b = appendEntry(b, pos, rev, now, r.bodies[from:r.ends[body]])
+			body++
+			w.log.append(loc{seg: uint32(w.active.seq), off: uint32(off), stream: st.id})
+			st.w.positions = append(st.w.positions, pos)
+			w.ids[idKey{st.id, a.Events[j].ID}] = rev
+		}
+		r.results[i] = AppendResult{Revision: st.w.next() - 1, Position: w.log.n - 1}
+	}
+	endFrame(b, frame)
+	w.buf = b
+	return true, nil
+}
+
+// commitStream decides a delete or a metadata change and adds its frame
+// to the group's buffer. It reports whether it did.
+func (s *FileStore) commitStream(r *request, touched *[]*fileStream) (bool, error) {
+	w := &s.w
+	st := s.stream(r.stream, false)
+	if r.kind == kindDelete {
+		var state streamState
+		if st != nil {
+			state = st.w
+		}
+		if state.tombstoned {
+			return false, fmt.Errorf("%w: stream %q", ErrStreamDeleted, r.stream)
+		}
+		if err := r.expected.check(r.stream, state.actual()); err != nil {
+			return false, err
+		}
+		if st == nil && !r.tombstone {
+			return false, nil
+		}
+	}
+	st = s.stream(r.stream, true)
+	st.touch(w.gen, touched)
+	b, frame := beginFrame(w.buf, r.kind)
+	b = appendString(b, r.stream)
+	if r.kind == kindDelete {
+		tomb := byte(0)
+		if r.tombstone {
+			tomb = 1
+		}
+		b = append(b, tomb)
+		st.w.tombstoned = r.tombstone
+		st.w.deleted = true
+	} else {
+		b = binary.AppendUvarint(b, r.md.MaxCount)
+		b = binary.AppendUvarint(b, uint64(r.md.MaxAge))
+		st.w.md = r.md
+	}
+	endFrame(b, frame)
+	w.buf = b
+	return true, nil
+}
+
+// wake tells waiting subscribers that something changed. s.mu must be held.
+func (s *FileStore) wake() {
+	if s.notify != nil {
+		close(s.notify)
+		s.notify = nil
+	}
+}
+
+// view is what a read sees of the store: a snapshot of the read side.
+type view struct {
+	s     *FileStore
+	log   fileLog
+	segs  []*segment
+	byID  []*fileStream
+	win   []byte // the bytes of the file of segment winSeg from winOff
+	wseg  uint32
+	woff  int64
+	wsize int
+	names map[string]string
+	e     entry
+}
+
+func (s *FileStore) view(window int) *view {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &view{s: s, log: s.log, segs: s.segs, byID: s.byID, wsize: window, names: make(map[string]string)}
+}
+
+// load makes v.win hold need bytes at off in segment seg.
+func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
+	if seg == v.wseg && off >= v.woff && off+int64(need) <= v.woff+int64(len(v.win)) {
+		return v.win[off-v.woff:], nil
+	}
+	i := int(seg) - int(v.segs[0].seq)
+	if i < 0 || i >= len(v.segs) {
+		return nil, fmt.Errorf("eventbus: segment %d was removed by retention", seg)
+	}
+	// A new buffer each time: events read earlier share the old one.
+	buf := make([]byte, max(need, v.wsize))
+	n, err := v.segs[i].f.ReadAt(buf, off)
+	if n < need {
+		if err == nil {
+			err = errors.New("short read")
+		}
+		return nil, fmt.Errorf("eventbus: read %s at %d: %w", v.segs[i].path, off, err)
+	}
+	v.win, v.wseg, v.woff = buf[:n], seg, off
+	return v.win, nil
+}
+
+// event reads the event at pos.
+func (v *view) event(pos uint64) (RecordedEvent, error) {
+	l := v.log.at(pos)
+	b, err := v.load(l.seg, int64(l.off), binary.MaxVarintLen64)
+	if err != nil {
+		return RecordedEvent{}, err
+	}
+	size, n := binary.Uvarint(b[:binary.MaxVarintLen64])
+	if n <= 0 || size > maxRecord {
+		return RecordedEvent{}, v.corrupt(l, "bad entry length")
+	}
+	if b, err = v.load(l.seg, int64(l.off), n+int(size)); err != nil {
+		return RecordedEvent{}, err
+	}
+	if err := decodeEntry(b[n:n+int(size)], &v.e); err != nil || v.e.pos != pos {
+		return RecordedEvent{}, v.corrupt(l, "bad entry")
+	}
+	return v.e.recorded(v.byID[l.stream].name, v.names), nil
+}
+
+func (v *view) corrupt(l loc, reason string) error {
+	return &CorruptionError{Path: v.segs[int(l.seg)-int(v.segs[0].seq)].path, Offset: int64(l.off), Reason: reason}
+}
+
+// matching returns a getter for yieldEach of the events that f selects.
+func (v *view) matching(f *Filter) func(uint64) (RecordedEvent, bool, error) {
+	return func(pos uint64) (RecordedEvent, bool, error) {
+		if !f.matchStream(v.byID[v.log.at(pos).stream].name) {
+			return RecordedEvent{}, false, nil
+		}
+		e, err := v.event(pos)
+		if err != nil {
+			return e, false, err
+		}
+		return e, f.match(e.Stream, e.Type), nil
+	}
+}
+
+// ReadStream implements [Store.ReadStream].
+func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		if err := checkStream(stream); err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
+		if o.Limit < 0 {
+			yield(RecordedEvent{}, fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit))
+			return
+		}
+		s.mu.RLock()
+		var state streamState
+		if st := s.streams[stream]; st != nil {
+			state = st.r
+		}
+		s.mu.RUnlock()
+		v := s.view(8 << 10)
+		lo := max(state.start, state.base, v.log.first)
+		if state.deleted {
+			lo = state.next()
+		}
+		switch {
+		case s.closed.Load():
+			yield(RecordedEvent{}, ErrClosed)
+			return
+		case state.tombstoned:
+			yield(RecordedEvent{}, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream))
+			return
+		case state.next() == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
+			return
+		}
+		n := state.next()
+		if md := state.md; md.MaxCount > 0 && n > md.MaxCount {
+			lo = max(lo, n-md.MaxCount)
+		}
+		var oldest time.Time
+		if state.md.MaxAge > 0 {
+			oldest = time.Now().Add(-state.md.MaxAge)
+		}
+		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
+			pos := state.positions[rev-state.base]
+			if pos < v.log.first {
+				return RecordedEvent{}, false, nil
+			}
+			e, err := v.event(pos)
+			return e, err == nil && o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest)), err
+		}, yield)
+	}
+}
+
+// ReadAll implements [Store.ReadAll]. After retention, it starts at the
+// first event kept.
+func (s *FileStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) {
+		if o.Limit < 0 {
+			yield(RecordedEvent{}, fmt.Errorf("%w: ReadAll: Limit %d is negative", ErrInvalid, o.Limit))
+			return
+		}
+		v := s.view(256 << 10)
+		if s.closed.Load() {
+			yield(RecordedEvent{}, ErrClosed)
+			return
+		}
+		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, v.log.first, v.log.n), v.matching(&o.Filter), yield)
+	}
+}
+
+// Subscribe implements [Store.Subscribe]. It starts no goroutine: the
+// subscription runs in the goroutine iterating it.
+func (s *FileStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
+	var o SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	sub := catchUp{
+		closed: &s.closed,
+		end: func() uint64 {
+			s.mu.RLock()
+			defer s.mu.RUnlock()
+			return s.log.n
+		},
+		read: func(next, n uint64, yield func(RecordedEvent, error) bool) bool {
+			v := s.view(64 << 10)
+			return yieldEach(ctx, &s.closed, 0, span(Forwards, next, v.log.first, n), v.matching(&o.Filter), yield)
+		},
+		waitAfter: s.waitAfter,
+	}
+	return func(yield func(RecordedEvent, error) bool) { sub.run(ctx, o, yield) }
+}
+
+// waitAfter is catchUp.waitAfter.
+func (s *FileStore) waitAfter(next uint64) (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if s.log.n > next {
+		return nil, nil
+	}
+	if s.notify == nil {
+		s.notify = make(chan struct{})
+	}
+	return s.notify, nil
+}
+
+// Delete implements [Store.Delete].
+func (s *FileStore) Delete(ctx context.Context, stream string, expected ExpectedRevision) error {
+	return s.changeStream(ctx, &request{kind: kindDelete, stream: stream, expected: expected})
+}
+
+// Tombstone implements [Store.Tombstone].
+func (s *FileStore) Tombstone(ctx context.Context, stream string, expected ExpectedRevision) error {
+	return s.changeStream(ctx, &request{kind: kindDelete, stream: stream, expected: expected, tombstone: true})
+}
+
+// SetStreamMetadata implements [Store.SetStreamMetadata].
+func (s *FileStore) SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error {
+	if md.MaxAge < 0 {
+		return fmt.Errorf("%w: stream %q: MaxAge %v is negative", ErrInvalid, stream, md.MaxAge)
+	}
+	return s.changeStream(ctx, &request{kind: kindMetadata, stream: stream, md: md})
+}
+
+func (s *FileStore) changeStream(ctx context.Context, r *request) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkStream(r.stream); err != nil {
+		return err
+	}
+	return s.submit(ctx, r)
+}
+
+// StreamInfo implements [Store.StreamInfo].
+func (s *FileStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return StreamInfo{}, err
+	}
+	if err := checkStream(stream); err != nil {
+		return StreamInfo{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return StreamInfo{}, ErrClosed
+	}
+	st := s.streams[stream]
+	if st == nil {
+		return StreamInfo{}, nil
+	}
+	r := &st.r
+	info := StreamInfo{Deleted: r.deleted && !r.tombstoned, Tombstoned: r.tombstoned, Metadata: r.md}
+	if n := r.next(); n > 0 {
+		info.Revision = n - 1
+		info.Exists = !r.deleted
+	}
+	return info, nil
+}
+
+// Close implements [Store.Close]: it stops the committer, syncs what it
+// wrote, and closes the files. Running iterators end with ErrClosed.
+func (s *FileStore) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed.Store(true)
+		s.wake()
+		s.mu.Unlock()
+		close(s.quit)
+		<-s.done
+		if s.w.active != nil && s.w.dirty && s.failure() == nil {
+			if err := s.w.active.f.Sync(); err != nil {
+				s.closeErr = fmt.Errorf("eventbus: close file store: sync %s: %w", s.w.active.path, err)
+			}
+		}
+		s.closeErr = errors.Join(s.closeErr, s.closeFiles())
+	})
+	return s.closeErr
+}
+
+// closeFiles closes the segments and releases the lock.
+func (s *FileStore) closeFiles() error {
+	var errs []error
+	for _, seg := range s.segs {
+		if err := seg.f.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.lock.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,11 @@
+//go:build !unix
+
+package eventbus
+
+import "os"
+
+// lockDir opens the LOCK file of dir. On this platform it takes no lock:
+// the application must make sure that one process at a time opens a store.
+func lockDir(path string, shared bool) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+}

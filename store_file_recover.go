@@ -1,0 +1,519 @@
+package eventbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// segmentName returns the file name of segment seq.
+func segmentName(seq uint64) string { return fmt.Sprintf("seg-%016x.log", seq) }
+
+// listSegments returns the sequence numbers of the segments in dir, in
+// order, and removes segments left half-created by a crash unless
+// readOnly.
+func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("eventbus: open file store: %w", err)
+	}
+	var seqs []uint64
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "seg-") && strings.HasSuffix(name, ".log.tmp") && !readOnly {
+			if err := fs.Remove(filepath.Join(dir, name)); err != nil {
+				return nil, fmt.Errorf("eventbus: open file store: %w", err)
+			}
+			continue
+		}
+		hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
+		if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
+			continue
+		}
+		seq, err := strconv.ParseUint(hex, 16, 64)
+		if err != nil {
+			continue
+		}
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// scanSegment checks the frames of segment file b from the end of its
+// header and calls each for every frame, with its offset and payload. It
+// returns the offset where the complete frames end. When the last frame is
+// incomplete, which only a crash in the middle of a write leaves, it
+// returns its offset and torn; any other damage is a [*CorruptionError].
+func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
+	off := segHeaderSize
+	for off < len(b) {
+		rest := b[off:]
+		if len(rest) < frameHeader {
+			return off, true, nil
+		}
+		size := binary.LittleEndian.Uint32(rest)
+		switch {
+		case size == 0 || size > maxRecord:
+			if allZero(rest) { // a file extended by a crash but never written
+				return off, true, nil
+			}
+			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
+		case uint64(size) > uint64(len(rest)-frameHeader):
+			return off, true, nil
+		}
+		payload := rest[frameHeader : frameHeader+int(size)]
+		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
+			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: "checksum mismatch"}
+		}
+		if each != nil {
+			if err := each(off, payload); err != nil {
+				var ce *CorruptionError
+				if !errors.As(err, &ce) {
+					err = &CorruptionError{Path: path, Offset: int64(off), Reason: err.Error()}
+				}
+				return off, false, err
+			}
+		}
+		off += frameHeader + int(size)
+	}
+	return off, false, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// recover opens the segments of s, cutting an incomplete final record,
+// and rebuilds its indexes.
+func (s *FileStore) recover() error {
+	seqs, err := listSegments(s.dir, s.fs, s.opts.ReadOnly)
+	if err != nil {
+		return err
+	}
+	var total int64
+	sizes := make([]int64, len(seqs))
+	for i, seq := range seqs {
+		fi, err := os.Stat(filepath.Join(s.dir, segmentName(seq)))
+		if err != nil {
+			return fmt.Errorf("eventbus: open file store: %w", err)
+		}
+		sizes[i] = fi.Size()
+		total += fi.Size()
+	}
+	// Events take 60 bytes at least: room for the IDs up front saves
+	// growing the map while reading.
+	s.w.ids = make(map[idKey]uint64, total/128)
+	var done int64
+	var buf []byte
+	for i, seq := range seqs {
+		path := filepath.Join(s.dir, segmentName(seq))
+		if i > 0 && seq != seqs[i-1]+1 {
+			return &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("segment %s is missing", segmentName(seqs[i-1]+1))}
+		}
+		last := i == len(seqs)-1
+		flag := os.O_RDONLY
+		if last && !s.opts.ReadOnly {
+			flag = os.O_RDWR | os.O_APPEND
+		}
+		f, err := s.fs.OpenFile(path, flag, 0)
+		if err != nil {
+			return fmt.Errorf("eventbus: open file store: %w", err)
+		}
+		seg := &segment{seq: seq, path: path, f: f}
+		s.segs = append(s.segs, seg)
+		if int64(cap(buf)) < sizes[i] {
+			buf = make([]byte, sizes[i])
+		}
+		b := buf[:sizes[i]]
+		if n, err := f.ReadAt(b, 0); n < len(b) {
+			return fmt.Errorf("eventbus: open file store: read %s: %w", path, err)
+		}
+		h, err := decodeSegHeader(b)
+		if err == nil && h.seq != seq {
+			err = fmt.Errorf("header says segment %d", h.seq)
+		}
+		if err == nil && i > 0 && h.firstPos != s.w.log.n {
+			err = fmt.Errorf("segment starts at position %d, want %d", h.firstPos, s.w.log.n)
+		}
+		if err != nil {
+			return &CorruptionError{Path: path, Offset: 0, Reason: err.Error()}
+		}
+		seg.firstPos = h.firstPos
+		if i == 0 {
+			s.w.log.first, s.w.log.n = h.firstPos, h.firstPos
+			s.w.log.chunks = make([]*[logChunk]loc, h.firstPos/logChunk)
+		}
+		end, torn, err := scanSegment(b, path, s.replayFrame(seg))
+		if err != nil {
+			return err
+		}
+		if torn && !last {
+			return &CorruptionError{Path: path, Offset: int64(end), Reason: "incomplete record before the last segment"}
+		}
+		if torn && !s.opts.ReadOnly {
+			if err := f.Truncate(int64(end)); err != nil {
+				return fmt.Errorf("eventbus: open file store: cut the incomplete record of %s: %w", path, err)
+			}
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("eventbus: open file store: %w", err)
+			}
+		}
+		s.w.size, seg.size = int64(end), int64(end)
+		s.w.log.bytes += int64(end)
+		done += sizes[i]
+		if s.opts.Progress != nil {
+			s.opts.Progress(done, total)
+		}
+	}
+	if len(s.segs) == 0 && !s.opts.ReadOnly {
+		seg, err := s.createSegment(1, 0)
+		if err != nil {
+			return err
+		}
+		s.segs = append(s.segs, seg)
+		s.w.size = segHeaderSize
+		s.w.log.bytes = segHeaderSize
+	}
+	if len(s.segs) > 0 {
+		s.w.active = s.segs[len(s.segs)-1]
+	}
+	s.log = s.w.log
+	for _, st := range s.byID {
+		st.r = st.w
+	}
+	return nil
+}
+
+// replayFrame returns the function that applies the frames of seg to the
+// write side of s, while recovering.
+func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) error {
+	var e entry
+	var cur *fileStream
+	return func(off int, p []byte) error {
+		cur = nil
+		if off == segHeaderSize && p[0] == kindState {
+			seg.checkpoint = true
+		}
+		r, err := decodeFrame(p, &e, func(stream []byte, at int, e *entry) error {
+			if cur == nil || cur.name != string(stream) {
+				if err := checkStream(string(stream)); err != nil {
+					return err
+				}
+				cur = s.stream(string(stream), true)
+				if cur.w.deleted {
+					cur.w.deleted = false
+					cur.w.start = cur.w.next()
+				}
+			}
+			st := &cur.w
+			if e.pos != s.w.log.n || e.rev != st.next() {
+				return fmt.Errorf("event at position %d, revision %d of %q, want %d, %d", e.pos, e.rev, cur.name, s.w.log.n, st.next())
+			}
+			s.w.log.append(loc{seg: uint32(seg.seq), off: uint32(off + frameHeader + at), stream: cur.id})
+			seg.newest = max(seg.newest, e.time)
+			st.positions = append(st.positions, e.pos)
+			s.w.ids[idKey{cur.id, e.id}] = e.rev
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		switch r.kind {
+		case kindDelete, kindMetadata:
+			if err := checkStream(string(r.stream)); err != nil {
+				return err
+			}
+			st := &s.stream(string(r.stream), true).w
+			if r.kind == kindMetadata {
+				st.md = r.md
+			} else {
+				st.deleted, st.tombstoned = true, r.tombstone
+			}
+		case kindState:
+			for _, x := range r.states {
+				if err := checkStream(string(x.stream)); err != nil {
+					return err
+				}
+				st := &s.stream(string(x.stream), true).w
+				if n := st.next(); n > x.next {
+					return fmt.Errorf("state of %q at revision %d, behind %d", x.stream, x.next, n)
+				} else if n < x.next {
+					st.positions, st.base = nil, x.next
+				}
+				st.start, st.deleted, st.tombstoned, st.md = x.start, x.deleted, x.tombstoned, x.md
+			}
+		}
+		return nil
+	}
+}
+
+// createSegment creates segment seq starting at position first: it writes
+// and syncs it under a temporary name, renames it and syncs the directory,
+// so that a segment file always has a complete header.
+func (s *FileStore) createSegment(seq, first uint64) (*segment, error) {
+	path := filepath.Join(s.dir, segmentName(seq))
+	f, err := s.fs.OpenFile(path+".tmp", os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("eventbus: create segment: %w", err)
+	}
+	err = func() error {
+		if _, err := f.Write(segHeader{seq: seq, firstPos: first}.encode()); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if err := s.fs.Rename(path+".tmp", path); err != nil {
+			return err
+		}
+		return s.syncDir()
+	}()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("eventbus: create segment %s: %w", path, err)
+	}
+	return &segment{seq: seq, firstPos: first, path: path, f: f}, nil
+}
+
+// syncDir syncs the directory of s, so that created, renamed and removed
+// files stay so after a crash.
+func (s *FileStore) syncDir() error {
+	d, err := s.fs.OpenFile(s.dir, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// roll starts a new segment once the active one is full, and applies
+// retention. Only the committer calls it.
+func (s *FileStore) roll() error {
+	w := &s.w
+	if w.dirty {
+		w.dirty = false
+		if err := w.active.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", w.active.path, err)
+		}
+	}
+	seg, err := s.createSegment(w.active.seq+1, w.log.n)
+	if err != nil {
+		return err
+	}
+	w.active.size = w.size
+	w.active, w.size = seg, segHeaderSize
+	w.log.bytes += segHeaderSize
+	s.mu.Lock()
+	s.segs = append(s.segs, seg)
+	s.mu.Unlock()
+	if s.opts.RetainAge <= 0 && s.opts.RetainSize <= 0 {
+		return nil
+	}
+	// The new segment starts with the state of every stream, so that the
+	// segments before it can be deleted.
+	w.buf = w.buf[:0]
+	for i := 0; i == 0 || i < len(s.byID); {
+		b, frame := beginFrame(w.buf, kindState)
+		n := min(len(s.byID)-i, 1<<14) // at most 16 MiB
+		b = binary.AppendUvarint(b, uint64(n))
+		for _, st := range s.byID[i : i+n] {
+			b = appendString(b, st.name)
+			b = binary.AppendUvarint(b, st.w.next())
+			b = binary.AppendUvarint(b, st.w.start)
+			var flags byte
+			if st.w.deleted {
+				flags |= 1
+			}
+			if st.w.tombstoned {
+				flags |= 2
+			}
+			b = append(b, flags)
+			b = binary.AppendUvarint(b, st.w.md.MaxCount)
+			b = binary.AppendUvarint(b, uint64(st.w.md.MaxAge))
+		}
+		endFrame(b, frame)
+		w.buf = b
+		i += max(n, 1)
+	}
+	if err := s.write(w.buf); err != nil {
+		return err
+	}
+	seg.checkpoint = true
+	return s.retain()
+}
+
+// retain deletes the oldest segments as RetainAge and RetainSize say,
+// keeping every segment from one that starts with a state frame.
+func (s *FileStore) retain() error {
+	w := &s.w
+	segs := s.segs // only the committer changes s.segs
+	total := w.log.bytes
+	cutoff := time.Now().Add(-s.opts.RetainAge).UnixNano()
+	k := 0
+	for k < len(segs)-1 {
+		old := s.opts.RetainAge > 0 && segs[k].newest < cutoff
+		big := s.opts.RetainSize > 0 && total > s.opts.RetainSize
+		if !old && !big {
+			break
+		}
+		total -= segs[k].size
+		k++
+	}
+	for k > 0 && !segs[k].checkpoint {
+		k--
+	}
+	if k == 0 {
+		return nil
+	}
+	first := segs[k].firstPos
+	chunks := make([]*[logChunk]loc, len(w.log.chunks))
+	copy(chunks[first/logChunk:], w.log.chunks[first/logChunk:])
+	w.log.chunks, w.log.first, w.log.bytes = chunks, first, total
+	s.mu.Lock()
+	s.segs = segs[k:]
+	s.log = w.log
+	s.mu.Unlock()
+	var errs []error
+	for _, seg := range segs[:k] {
+		errs = append(errs, seg.f.Close(), s.fs.Remove(seg.path))
+	}
+	errs = append(errs, s.syncDir())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("retention: %w", err)
+	}
+	return nil
+}
+
+// Verify reads every segment of the store again and checks every checksum
+// and record, as opening does: it finds damage done to the files since
+// the store was opened. It returns a [*CorruptionError] for the first
+// damage found.
+func (s *FileStore) Verify(ctx context.Context) error {
+	v := s.view(0)
+	var e entry
+	for i, seg := range v.segs {
+		var b []byte
+		for off := int64(0); ; {
+			chunk := make([]byte, 1<<20)
+			n, err := seg.f.ReadAt(chunk, off)
+			b = append(b, chunk[:n]...)
+			off += int64(n)
+			if err != nil || n == 0 {
+				break
+			}
+			if err := interrupted(ctx, &s.closed); err != nil {
+				return err
+			}
+		}
+		if _, err := decodeSegHeader(b); err != nil {
+			return &CorruptionError{Path: seg.path, Offset: 0, Reason: err.Error()}
+		}
+		_, torn, err := scanSegment(b, seg.path, func(_ int, p []byte) error {
+			_, err := decodeFrame(p, &e, nil)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if torn && i < len(v.segs)-1 {
+			return &CorruptionError{Path: seg.path, Offset: int64(len(b)), Reason: "incomplete record before the last segment"}
+		}
+	}
+	return nil
+}
+
+// RepairFileStore makes the store in dir open again after
+// [OpenFileStore] reported a [*CorruptionError]: it cuts each segment at
+// its first damaged record, and moves what it cuts, with every later
+// segment, into a new subdirectory of dir named repair-<time>, whose path
+// it returns ("" when there was nothing to repair). The events cut are
+// lost to the store, so events committed after the damage are lost too:
+// keep the subdirectory until they are recovered or known to be
+// unneeded. The store must not be open.
+func RepairFileStore(dir string) (string, error) {
+	var keep string
+	for {
+		s, err := OpenFileStore(dir, nil)
+		if err == nil {
+			return keep, s.Close()
+		}
+		var ce *CorruptionError
+		if !errors.As(err, &ce) {
+			return keep, err
+		}
+		if keep == "" {
+			keep = filepath.Join(dir, "repair-"+time.Now().UTC().Format("20060102T150405.000000000"))
+			if err := os.Mkdir(keep, 0o755); err != nil {
+				return "", fmt.Errorf("eventbus: repair: %w", err)
+			}
+		}
+		if err := cutAt(dir, keep, ce); err != nil {
+			return keep, fmt.Errorf("eventbus: repair: %w", err)
+		}
+	}
+}
+
+// cutAt copies the bytes of ce.Path from ce.Offset into keep, truncates it
+// there, and moves every later segment into keep.
+func cutAt(dir, keep string, ce *CorruptionError) error {
+	seqs, err := listSegments(dir, osFS{}, false)
+	if err != nil {
+		return err
+	}
+	base := filepath.Base(ce.Path)
+	for _, seq := range seqs {
+		name := segmentName(seq)
+		switch {
+		case name < base:
+			continue
+		case name == base && ce.Offset > 0:
+			b, err := os.ReadFile(ce.Path)
+			if err != nil {
+				return err
+			}
+			if ce.Offset > int64(len(b)) {
+				return fmt.Errorf("%s is %d bytes, cut at %d", ce.Path, len(b), ce.Offset)
+			}
+			cut := filepath.Join(keep, fmt.Sprintf("%s.from-%d", name, ce.Offset))
+			if err := os.WriteFile(cut, b[ce.Offset:], 0o644); err != nil {
+				return err
+			}
+			if err := syncPath(cut); err != nil {
+				return err
+			}
+			if err := os.Truncate(ce.Path, ce.Offset); err != nil {
+				return err
+			}
+			if err := syncPath(ce.Path); err != nil {
+				return err
+			}
+		default:
+			if err := os.Rename(filepath.Join(dir, name), filepath.Join(keep, name)); err != nil {
+				return err
+			}
+		}
+	}
+	return errors.Join(syncPath(keep), syncPath(dir))
+}
+
+// syncPath syncs a file or directory.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Sync(), f.Close())
+}

@@ -1,0 +1,449 @@
+package eventbus_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"testing/synctest"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+func newEvents(n int, typ, prefix string) []eventbus.EventData {
+	evs := make([]eventbus.EventData, n)
+	for i := range evs {
+		evs[i] = eventbus.EventData{ID: eventbus.NewID(), Type: typ, Data: fmt.Appendf(nil, "%s%d", prefix, i)}
+	}
+	return evs
+}
+
+func readAll(t *testing.T, s eventbus.Store) []eventbus.RecordedEvent {
+	t.Helper()
+	var out []eventbus.RecordedEvent
+	for e, err := range s.ReadAll(t.Context(), &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: ""}}) {
+		require.NoError(t, err)
+		out = append(out, e)
+	}
+	return out
+}
+
+// segments returns the segment files of dir, oldest first.
+func segments(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	require.NoError(t, err)
+	return files
+}
+
+// TestFileStoreReopen runs a mixed workload against a FileStore and a
+// MemoryStore, and checks that the FileStore reads the same as the model
+// after every reopen.
+func TestFileStoreReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	model, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	opts := &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 2 << 10}
+	rng := rand.New(rand.NewPCG(1, 2))
+	streams := []string{"a", "b", "c", "$sys", "d"}
+	for round := range 5 {
+		s := openFile(t, dir, opts)
+		for range 60 {
+			stream := streams[rng.IntN(len(streams))]
+			var errF, errM error
+			switch op := rng.IntN(20); {
+			case op < 12:
+				evs := newEvents(1+rng.IntN(3), "t"+strconv.Itoa(rng.IntN(3)), stream)
+				evs[0].Metadata = eventbus.Metadata{"k": stream}
+				_, errF = s.Append(ctx, stream, eventbus.Any, evs...)
+				_, errM = model.Append(ctx, stream, eventbus.Any, evs...)
+			case op < 15:
+				parts := []eventbus.StreamAppend{{Stream: stream, Events: newEvents(2, "m", "x")}, {Stream: "multi", Events: newEvents(1, "m", "y")}}
+				_, errF = s.AppendMulti(ctx, parts...)
+				_, errM = model.AppendMulti(ctx, parts...)
+			case op < 17:
+				errF, errM = s.Delete(ctx, stream, eventbus.Any), model.Delete(ctx, stream, eventbus.Any)
+			case op < 18 && round > 2:
+				errF, errM = s.Tombstone(ctx, stream, eventbus.Any), model.Tombstone(ctx, stream, eventbus.Any)
+			default:
+				md := eventbus.StreamMetadata{MaxCount: uint64(rng.IntN(4))}
+				errF, errM = s.SetStreamMetadata(ctx, stream, md), model.SetStreamMetadata(ctx, stream, md)
+			}
+			require.Equal(t, errM == nil, errF == nil, "FileStore: %v, MemoryStore: %v", errF, errM)
+		}
+		require.NoError(t, s.Close())
+		s = openFile(t, dir, opts)
+		ignore := cmpopts.IgnoreFields(eventbus.RecordedEvent{}, "Time")
+		if diff := cmp.Diff(readAll(t, model), readAll(t, s), ignore, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round %d: ReadAll after reopen (-memory +file):\n%s", round, diff)
+		}
+		for _, stream := range append(streams, "multi") {
+			want, err := model.StreamInfo(ctx, stream)
+			require.NoError(t, err)
+			got, err := s.StreamInfo(ctx, stream)
+			require.NoError(t, err)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("round %d: StreamInfo(%q) after reopen (-memory +file):\n%s", round, stream, diff)
+			}
+			var wantEvs, gotEvs []eventbus.RecordedEvent
+			var wantErr, gotErr error
+			for e, err := range model.ReadStream(ctx, stream, nil) {
+				wantEvs, wantErr = append(wantEvs, e), err
+			}
+			for e, err := range s.ReadStream(ctx, stream, nil) {
+				gotEvs, gotErr = append(gotEvs, e), err
+			}
+			if diff := cmp.Diff(wantEvs, gotEvs, ignore, cmpopts.EquateEmpty()); diff != "" || (wantErr == nil) != (gotErr == nil) {
+				t.Errorf("round %d: ReadStream(%q) after reopen (-memory +file):\n%s\nerrors %v, %v", round, stream, diff, wantErr, gotErr)
+			}
+		}
+		require.NoError(t, s.Close())
+	}
+	if n := len(segments(t, dir)); n < 3 {
+		t.Errorf("the workload made %d segments, want several", n)
+	}
+}
+
+func TestFileStoreLocked(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	if _, err := eventbus.OpenFileStore(dir, nil); !errors.Is(err, eventbus.ErrLocked) {
+		t.Fatalf("second OpenFileStore = %v, want ErrLocked", err)
+	}
+	require.NoError(t, s.Close())
+	s = openFile(t, dir, nil)
+	require.NoError(t, s.Close())
+}
+
+// TestFileStoreCloseStopsGoroutines relies on synctest, which fails when a
+// goroutine of the bubble outlives it.
+func TestFileStoreCloseStopsGoroutines(t *testing.T) {
+	for _, policy := range []eventbus.SyncPolicy{eventbus.SyncAlways, eventbus.SyncInterval, eventbus.SyncNever} {
+		dir := t.TempDir()
+		synctest.Test(t, func(t *testing.T) {
+			s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{Sync: policy})
+			require.NoError(t, err)
+			_, err = s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", "")...)
+			require.NoError(t, err)
+			require.NoError(t, s.Close())
+		})
+	}
+}
+
+// TestFileStoreTornTail cuts the store at every byte offset inside its
+// last record, as a crash in the middle of the write would, and checks
+// that it reopens with exactly the complete records.
+func TestFileStoreTornTail(t *testing.T) {
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	ctx := t.Context()
+	for i := range 3 {
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1+i, "t", "complete")...)
+		require.NoError(t, err)
+	}
+	seg := segments(t, src)[0]
+	fi, err := os.Stat(seg)
+	require.NoError(t, err)
+	before := fi.Size()
+	_, err = s.Append(ctx, "s", eventbus.Any, newEvents(3, "t", "last")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	for cut := before; cut < int64(len(whole)); cut++ {
+		dir := t.TempDir()
+		path := filepath.Join(dir, filepath.Base(seg))
+		require.NoError(t, os.WriteFile(path, whole[:cut], 0o644))
+		s, err := eventbus.OpenFileStore(dir, nil)
+		if err != nil {
+			t.Fatalf("OpenFileStore of the store cut at %d = %v, want success", cut, err)
+		}
+		got := readAll(t, s)
+		if len(got) != 6 || string(got[5].Data) != "complete2" {
+			t.Fatalf("cut at %d: read %d events, want the 6 complete ones", cut, len(got))
+		}
+		// The cut record is gone for good: appends go on from it.
+		res, err := s.Append(ctx, "s", eventbus.Exact(5), newEvents(1, "t", "after")...)
+		require.NoError(t, err)
+		require.Equal(t, uint64(6), res.Position)
+		require.NoError(t, s.Close())
+		s = openFile(t, dir, nil)
+		require.Len(t, readAll(t, s), 7, "cut at %d, after an append and a reopen", cut)
+		require.NoError(t, s.Close())
+	}
+}
+
+// flip flips one bit of the file at off.
+func flip(t *testing.T, path string, off int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	b[off] ^= 0x10
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+}
+
+// TestFileStoreBitFlip damages an older record and checks that open and
+// Verify report it with the file and offset, never cutting it silently,
+// and that RepairFileStore cuts it and keeps a copy of what it cut.
+func TestFileStoreBitFlip(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	var frames []int64 // offsets of the records
+	seg := segments(t, dir)[0]
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(2, "t", strconv.Itoa(i))...)
+		require.NoError(t, err)
+	}
+
+	flip(t, seg, frames[1]+20) // inside the second record, which is not the last
+	var ce *eventbus.CorruptionError
+	if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != seg || ce.Offset != frames[1] {
+		t.Fatalf("Verify = %v, want a *CorruptionError for %s at %d", err, seg, frames[1])
+	}
+	require.NoError(t, s.Close())
+	_, err := eventbus.OpenFileStore(dir, nil)
+	if !errors.As(err, &ce) || ce.Path != seg || ce.Offset != frames[1] {
+		t.Fatalf("OpenFileStore = %v, want a *CorruptionError for %s at %d", err, seg, frames[1])
+	}
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	kept, err := eventbus.RepairFileStore(dir)
+	require.NoError(t, err)
+	cut, err := os.ReadFile(filepath.Join(kept, filepath.Base(seg)+".from-"+strconv.FormatInt(frames[1], 10)))
+	require.NoError(t, err, "the copy of what repair cut")
+	if string(cut) != string(whole[frames[1]:]) {
+		t.Errorf("repair kept %d bytes, want the %d it cut", len(cut), len(whole)-int(frames[1]))
+	}
+	s = openFile(t, dir, nil)
+	if got := readAll(t, s); len(got) != 2 {
+		t.Errorf("after repair, read %d events, want the 2 before the damage", len(got))
+	}
+}
+
+func TestFileStoreForeignFiles(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "seg-0000000000000001.log"), []byte("not a segment, but long enough for a header"), 0o644))
+	var ce *eventbus.CorruptionError
+	if _, err := eventbus.OpenFileStore(dir, nil); !errors.As(err, &ce) || ce.Offset != 0 {
+		t.Fatalf("OpenFileStore of a foreign segment = %v, want a *CorruptionError at offset 0", err)
+	}
+}
+
+// faultFS fails writes or syncs of segment files once armed.
+type faultFS struct {
+	eventbus.FS
+	failWrite, failSync atomic.Pointer[error]
+	short               bool // a failing write writes half its bytes first
+}
+
+func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &faultFile{File: file, fs: f}, nil
+}
+
+type faultFile struct {
+	eventbus.File
+	fs *faultFS
+}
+
+func (f *faultFile) Write(b []byte) (int, error) {
+	if err := f.fs.failWrite.Load(); err != nil {
+		n := 0
+		if f.fs.short {
+			n, _ = f.File.Write(b[:len(b)/2])
+		}
+		return n, *err
+	}
+	return f.File.Write(b)
+}
+
+func (f *faultFile) Sync() error {
+	if err := f.fs.failSync.Load(); err != nil {
+		return *err
+	}
+	return f.File.Sync()
+}
+
+// TestFileStoreFaults injects write and sync errors and checks that the
+// append fails, that nothing unacknowledged is read, that the store
+// refuses appends until it is reopened, and that reopening recovers.
+func TestFileStoreFaults(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		err   error
+		sync  bool
+		short bool
+	}{
+		{"disk full", syscall.ENOSPC, false, false},
+		{"disk full after half the write", syscall.ENOSPC, false, true},
+		{"I/O error on write", syscall.EIO, false, false},
+		{"I/O error on fsync", syscall.EIO, true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			fs := &faultFS{FS: eventbus.OSFS, short: tt.short}
+			s := openFile(t, dir, eventbus.WithFS(nil, fs))
+			_, err := s.Append(ctx, "s", eventbus.NoStream, newEvents(2, "t", "ok")...)
+			require.NoError(t, err)
+
+			if tt.sync {
+				fs.failSync.Store(&tt.err)
+			} else {
+				fs.failWrite.Store(&tt.err)
+			}
+			if _, err := s.Append(ctx, "s", eventbus.Exact(1), newEvents(1, "t", "failed")...); !errors.Is(err, tt.err) {
+				t.Fatalf("Append with a failing disk = %v, want %v", err, tt.err)
+			}
+			if got := readAll(t, s); len(got) != 2 {
+				t.Errorf("after a failed append, read %d events, want the 2 acknowledged", len(got))
+			}
+			if info, err := s.StreamInfo(ctx, "s"); err != nil || info.Revision != 1 {
+				t.Errorf("StreamInfo after a failed append = %+v, %v; want revision 1", info, err)
+			}
+			fs.failSync.Store(nil)
+			fs.failWrite.Store(nil)
+			if _, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "refused")...); !errors.Is(err, tt.err) {
+				t.Errorf("Append after a failure = %v, want it refused with %v", err, tt.err)
+			}
+			if err := s.Delete(ctx, "s", eventbus.Any); err == nil {
+				t.Errorf("Delete after a failure succeeded, want it refused")
+			}
+			s.Close()
+
+			s = openFile(t, dir, nil)
+			got := readAll(t, s)
+			if len(got) < 2 || len(got) > 3 || string(got[0].Data) != "ok0" || string(got[1].Data) != "ok1" {
+				t.Fatalf("after reopening, read %d events, want the 2 acknowledged and maybe the failed one", len(got))
+			}
+			res, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "again")...)
+			require.NoError(t, err)
+			require.Equal(t, uint64(len(got)), res.Position)
+		})
+	}
+}
+
+// TestFileStoreCrash runs a child process (this test binary) that appends
+// from several goroutines and prints every acknowledged append, kills it
+// with SIGKILL at a random moment, and checks after each reopen that every
+// acknowledged event is there, with contiguous revisions and positions.
+// EVENTBUS_CRASH_ITERATIONS sets the number of kills (default 25).
+func TestFileStoreCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	iterations := 25
+	if n, err := strconv.Atoi(os.Getenv("EVENTBUS_CRASH_ITERATIONS")); err == nil {
+		iterations = n
+	}
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 7))
+	type ack struct {
+		stream        string
+		rev, pos, num uint64
+	}
+	var acked []ack
+	for i := range iterations {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFileStoreCrashChild$")
+		cmd.Env = append(os.Environ(), "EVENTBUS_CRASH_DIR="+dir)
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		killAfter := 1 + rng.IntN(150)
+		sc := bufio.NewScanner(out)
+		n := 0
+		for sc.Scan() {
+			var a ack
+			if _, err := fmt.Sscanf(sc.Text(), "ack %s %d %d %d", &a.stream, &a.rev, &a.pos, &a.num); err != nil {
+				continue
+			}
+			acked = append(acked, a)
+			if n++; n == killAfter {
+				require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+			}
+		}
+		_ = cmd.Wait()
+		if n < killAfter {
+			t.Fatalf("iteration %d: the child exited after %d acknowledged appends", i, n)
+		}
+
+		s, err := eventbus.OpenFileStore(dir, nil)
+		if err != nil {
+			t.Fatalf("iteration %d: OpenFileStore after SIGKILL = %v", i, err)
+		}
+		all := readAll(t, s)
+		revs := map[string]uint64{}
+		for p, e := range all {
+			if e.Position != uint64(p) || e.Revision != revs[e.Stream] {
+				t.Fatalf("iteration %d: event %d is %s@%d position %d, want revision %d position %d", i, p, e.Stream, e.Revision, e.Position, revs[e.Stream], p)
+			}
+			revs[e.Stream]++
+		}
+		for _, a := range acked {
+			for k := range a.num {
+				pos := a.pos - k
+				if pos >= uint64(len(all)) || all[pos].Stream != a.stream || all[pos].Revision != a.rev-k {
+					t.Fatalf("iteration %d: acknowledged event %s@%d at position %d is missing", i, a.stream, a.rev-k, pos)
+				}
+			}
+		}
+		require.NoError(t, s.Close())
+	}
+	t.Logf("%d kills, %d acknowledged appends, all present", iterations, len(acked))
+}
+
+// TestFileStoreCrashChild is the child process of TestFileStoreCrash.
+func TestFileStoreCrashChild(t *testing.T) {
+	dir := os.Getenv("EVENTBUS_CRASH_DIR")
+	if dir == "" {
+		t.Skip("run by TestFileStoreCrash")
+	}
+	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{MaxSegmentSize: 16 << 10})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				stream := fmt.Sprintf("s%d", (w+i)%5)
+				evs := newEvents(1+i%3, "t", strings.Repeat("x", i%200))
+				res, err := s.Append(t.Context(), stream, eventbus.Any, evs...)
+				if err != nil {
+					fmt.Println("append:", err)
+					os.Exit(1)
+				}
+				mu.Lock()
+				fmt.Printf("ack %s %d %d %d\n", stream, res.Revision, res.Position, len(evs))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
