@@ -25,6 +25,15 @@ var backends = []struct {
 		t.Cleanup(func() { s.Close() })
 		return s, func() eventbus.Store { return s }
 	}},
+	{"file", func(t *testing.T) (eventbus.Store, func() eventbus.Store) {
+		dir := t.TempDir()
+		s := openFile(t, dir, nil)
+		return s, func() eventbus.Store {
+			require.NoError(t, s.Close())
+			s = openFile(t, dir, nil)
+			return s
+		}
+	}},
 }
 
 // Withdrawn is an event of a bank account.

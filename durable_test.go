@@ -275,7 +275,8 @@ func TestStoreProcessed(t *testing.T) {
 			}
 			require.NoError(t, p.MarkProcessed(ctx, k))
 			require.NoError(t, p.MarkProcessed(ctx, k)) // a redriven event
-			done, err = eventbus.NewStoreProcessed(reopen()).Processed(ctx, k)
+			p = eventbus.NewStoreProcessed(reopen()) // it is remembered across restarts
+			done, err = p.Processed(ctx, k)
 			require.NoError(t, err)
 			if !done {
 				t.Errorf("Processed(%+v) after MarkProcessed = false", k)
