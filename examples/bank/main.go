@@ -5,8 +5,9 @@
 // shows that the read model is intact, that the event committed before the
 // crash was delivered after the restart, and that no message went twice.
 //
-// The store is in memory, so the restart keeps it and makes a new bus, as a
-// new process would open the same store; the read model and the sent
+// The store is a FileStore in a temporary directory: the crash closes the
+// bus and lets go of the store, and the restart opens the directory again
+// with a new bus, as a new process would. The read model and the sent
 // messages stand for a database that survives the process too.
 package main
 
@@ -205,11 +206,16 @@ func printBalances(title string, rows map[string]Account) {
 
 func run() error {
 	ctx := context.Background()
-	store, err := eventbus.NewMemoryStore(nil)
+	dir, err := os.MkdirTemp("", "bank-")
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer os.RemoveAll(dir)
+	store, err := eventbus.OpenFileStore(dir, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { store.Close() }() // the store open at the end; Close is idempotent
 	reg, err := eventbus.NewRegistry(nil)
 	if err != nil {
 		return err
@@ -255,8 +261,14 @@ func run() error {
 	late := svc.do(ctx, "account-bob", "deposit 1000", deposit(1000))
 	fmt.Println("crash right after that commit, before waiting for any delivery")
 	_ = svc.bus.Close() // may report events it could not deliver; they are in the store
+	if err := store.Close(); err != nil {
+		return err
+	}
 
-	fmt.Println("second run, on the same store:")
+	fmt.Println("second run, on the store opened again:")
+	if store, err = eventbus.OpenFileStore(dir, nil); err != nil {
+		return err
+	}
 	svc, err = start(ctx, store, reg, &db, &outbox)
 	if err != nil {
 		return err
