@@ -35,9 +35,12 @@ func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool,
 	return info.Exists, err
 }
 
-// MarkProcessed implements [ProcessedStore.MarkProcessed].
+// MarkProcessed implements [ProcessedStore.MarkProcessed]. It records k
+// even if ctx is cancelled, as it is when the bus closes just as the handler
+// returns: the handler's effect has happened, and a record lost then would
+// let it happen again after a restart.
 func (p *StoreProcessed) MarkProcessed(ctx context.Context, k IdempotencyKey) error {
-	_, err := p.store.Append(ctx, processedStream(k), NoStream, EventData{ID: NewID(), Type: "eventbus.processed"})
+	_, err := p.store.Append(context.WithoutCancel(ctx), processedStream(k), NoStream, EventData{ID: NewID(), Type: "eventbus.processed"})
 	if errors.Is(err, ErrWrongExpectedVersion) {
 		return nil // recorded before: a redriven event
 	}

@@ -266,9 +266,11 @@ func run() error {
 	}
 
 	fmt.Println("second run, on the store opened again:")
-	if store, err = eventbus.OpenFileStore(dir, nil); err != nil {
+	reopened, err := eventbus.OpenFileStore(dir, nil)
+	if err != nil {
 		return err
 	}
+	store = reopened
 	svc, err = start(ctx, store, reg, &db, &outbox)
 	if err != nil {
 		return err
