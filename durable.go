@@ -17,7 +17,9 @@ type DurableOptions struct {
 	// CheckpointEvery is how many finished events pass between saves of the
 	// checkpoint; zero means 100. The checkpoint is also saved when the
 	// subscription stops. A smaller number means fewer events handled again
-	// after a crash, and more appends.
+	// after a crash, and more appends. Saves run in a goroutine of their
+	// own, so handlers never wait for them, and saves due while one runs
+	// become one: a store slower than the events is not asked for more.
 	CheckpointEvery int
 	// Subscription configures the workers, queues, middleware and retry
 	// policy, as for a bus subscription; BatchSize and BatchWait are unused.
@@ -71,14 +73,9 @@ type Durable struct {
 	subOpts SubscriptionOptions
 	track   *tracker
 
-	life chan struct{} // held by Stop and Rebuild, one at a time
-	run  atomic.Pointer[durableRun]
-
-	// One save at a time; a save asked for meanwhile is made after it.
-	saveMu sync.Mutex
-	saving bool
-	again  bool
-	saved  uint64 // the last checkpoint saved, or loaded
+	life  chan struct{} // held by Stop and Rebuild, one at a time
+	run   atomic.Pointer[durableRun]
+	saved uint64 // the last checkpoint saved or loaded; used by one run's saver, then its final save
 }
 
 // durableRun is one run of a durable subscription, from its start or a
@@ -89,6 +86,9 @@ type durableRun struct {
 	stopping chan struct{}      // closed when Stop or Rebuild takes over
 	tailed   chan struct{}      // closed when the tailer has exited
 	err      error              // why the tailer stopped, if not told to; read after tailed
+	due      chan struct{}      // a save is due; buffered, so that workers never wait
+	quit     chan struct{}      // closed to stop the saver
+	quitted  chan struct{}      // closed when the saver has exited
 	once     sync.Once          // the final save
 	final    error
 }
@@ -188,7 +188,15 @@ func (d *Durable) start(from uint64) error {
 		return fmt.Errorf("durable subscription %q: %w", d.name, err)
 	}
 	ctx, cancel := context.WithCancel(d.bus.ctx)
-	r := &durableRun{sub: sub, cancel: cancel, stopping: make(chan struct{}), tailed: make(chan struct{})}
+	r := &durableRun{
+		sub:      sub,
+		cancel:   cancel,
+		stopping: make(chan struct{}),
+		tailed:   make(chan struct{}),
+		due:      make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		quitted:  make(chan struct{}),
+	}
 	b := d.bus
 	b.mu.Lock()
 	if b.closed.Load() { // Shutdown may be waiting for the bus's goroutines
@@ -196,12 +204,16 @@ func (d *Durable) start(from uint64) error {
 		cancel()
 		return ErrClosed
 	}
-	b.goroutines.Add(1)
+	b.goroutines.Add(2)
 	b.mu.Unlock()
 	d.run.Store(r)
 	go func() {
 		defer b.goroutines.Done()
 		d.tail(ctx, r, from)
+	}()
+	go func() {
+		defer b.goroutines.Done()
+		d.saveDue(r)
 	}()
 	return nil
 }
@@ -249,61 +261,58 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 	return nil
 }
 
-// finished is called by a worker when the event of h is finished.
+// finished is called by a worker when the event of h is finished. A save
+// that is due goes to the saver, so that handling goes on while the store
+// writes (and syncs) the checkpoint.
 func (d *Durable) finished(h *Header) {
-	if d.track.finish(h.Position) >= d.every {
-		d.save()
+	if d.track.finish(h.Position) < d.every {
+		return
+	}
+	if r := d.run.Load(); r != nil { // nil while stopping: the final save follows
+		select {
+		case r.due <- struct{}{}:
+		default: // a save is due already; it will take this event too
+		}
 	}
 }
 
-// save saves the checkpoint unless a save is running, in which case that
-// one saves again when it is done.
-func (d *Durable) save() {
-	d.saveMu.Lock()
-	if d.saving {
-		d.again = true
-		d.saveMu.Unlock()
-		return
-	}
-	d.saving = true
-	d.saveMu.Unlock()
+// saveDue is the saver goroutine of run r: it saves the checkpoint whenever
+// one is due, until the final save stops it.
+func (d *Durable) saveDue(r *durableRun) {
+	defer close(r.quitted)
 	for {
-		pos := d.track.checkpoint()
-		err := d.persist(pos)
-		if err != nil && d.bus.opts.Logger != nil {
-			d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", pos, "error", err)
-		}
-		d.saveMu.Lock()
-		if !d.again {
-			d.saving = false
-			d.saveMu.Unlock()
+		select {
+		case <-r.due:
+			pos := d.track.checkpoint()
+			if err := d.persist(pos); err != nil && d.bus.opts.Logger != nil {
+				d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", pos, "error", err)
+			}
+		case <-r.quit:
 			return
 		}
-		d.again = false
-		d.saveMu.Unlock()
 	}
 }
 
 // persist saves pos as the checkpoint if it moved.
 func (d *Durable) persist(pos uint64) error {
-	d.saveMu.Lock()
-	moved := pos != d.saved
-	d.saveMu.Unlock()
-	if !moved {
+	if pos == d.saved {
 		return nil
 	}
 	if err := saveCheckpoint(context.Background(), d.store, d.name, pos); err != nil {
 		return err
 	}
-	d.saveMu.Lock()
 	d.saved = pos
-	d.saveMu.Unlock()
 	return nil
 }
 
-// finish saves the final checkpoint of r, once its workers have exited.
+// finish stops the saver of r and saves the final checkpoint, once r's
+// workers have exited.
 func (d *Durable) finish(r *durableRun) error {
-	r.once.Do(func() { r.final = d.persist(d.track.checkpoint()) })
+	r.once.Do(func() {
+		close(r.quit)
+		<-r.quitted
+		r.final = d.persist(d.track.checkpoint())
+	})
 	return r.final
 }
 
@@ -406,9 +415,7 @@ func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) e
 		if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
 			return fmt.Errorf("durable subscription %q: %w", d.name, err)
 		}
-		d.saveMu.Lock()
 		d.saved = 0
-		d.saveMu.Unlock()
 		d.track.reset(0)
 		return d.start(0)
 	})

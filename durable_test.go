@@ -277,7 +277,7 @@ func TestStoreProcessed(t *testing.T) {
 			cancel() // the bus closed as the handler returned: record it anyway
 			require.NoError(t, p.MarkProcessed(cancelled, k))
 			require.NoError(t, p.MarkProcessed(ctx, k)) // a redriven event
-			p = eventbus.NewStoreProcessed(reopen()) // it is remembered across restarts
+			p = eventbus.NewStoreProcessed(reopen())    // it is remembered across restarts
 			done, err = p.Processed(ctx, k)
 			require.NoError(t, err)
 			if !done {
