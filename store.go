@@ -678,3 +678,14 @@ func (w *waiters) after(mu *sync.RWMutex, closed *atomic.Bool, n *uint64, next u
 	}
 	return w.ch, nil
 }
+
+// checkReadStream validates the arguments of ReadStream.
+func checkReadStream(stream string, o *ReadOptions) error {
+	if err := checkStream(stream); err != nil {
+		return err
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit)
+	}
+	return nil
+}

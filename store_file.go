@@ -729,12 +729,8 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 		o = *opts
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkStream(stream); err != nil {
+		if err := checkReadStream(stream, &o); err != nil {
 			yield(RecordedEvent{}, err)
-			return
-		}
-		if o.Limit < 0 {
-			yield(RecordedEvent{}, fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit))
 			return
 		}
 		s.mu.RLock()

@@ -218,12 +218,8 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 		o = *opts
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkStream(stream); err != nil {
+		if err := checkReadStream(stream, &o); err != nil {
 			yield(RecordedEvent{}, err)
-			return
-		}
-		if o.Limit < 0 {
-			yield(RecordedEvent{}, fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit))
 			return
 		}
 		s.mu.RLock()
