@@ -323,7 +323,11 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 			}
 		}
 		if room == nil && !closed && len(qs) > 0 {
-			t.number(e, qs[0].source, qs[0].enq) // the first queue numbers the event
+			if len(qs) > 1 {
+				// The first queue numbers the event. With one queue, its
+				// worker does, off the publisher's path.
+				t.number(e, qs[0].source, qs[0].enq)
+			}
 			for _, q := range qs {
 				if !q.stopped && q.push(e) {
 					q.signal()
