@@ -494,6 +494,13 @@ func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 			ns = append(ns, dl.Payload.(Order).N)
 		}
 		require.Equal(t, []int{1, 2, 3, 4}, ns, "never-run events carry the shutdown's cause")
+		ids := map[eventbus.ID]bool{}
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			require.False(t, dl.ID.IsZero(), "never-run events are numbered too")
+			require.Equal(t, dl.ID, dl.CorrelationID)
+			ids[dl.ID] = true
+		}
+		require.Len(t, ids, 5)
 		require.Equal(t, err, b.Close(), "later calls return the first result")
 	})
 }

@@ -37,9 +37,10 @@ type DurableOptions struct {
 // share the bus's machinery: middleware, retries, the dead-letter queue,
 // metrics, Flush and Shutdown. The key of each event is its stream: events of
 // one stream are handled one at a time in store order, streams in parallel.
-// The handler's [Event] carries the stored event's ID, type, time, IDs,
-// metadata and [Header].Position; middleware sees the [RecordedEvent] as
-// [Envelope].Payload.
+// The handler's [Event] carries the stored event's ID, type, schema
+// version, time, IDs, metadata and [Header].Position. Middleware sees the
+// [RecordedEvent] as [Envelope].Payload, and the topic "durable." followed
+// by the name as the Envelope's Topic and Type.
 //
 // # Checkpoints
 //
@@ -148,7 +149,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		filter:  o.Filter,
 		every:   o.CheckpointEvery,
 		topic:   t,
-		handler: handler,
+		handler: typed(handler),
 		subOpts: o.Subscription,
 		track:   newTracker(from),
 		life:    make(chan struct{}, 1),
@@ -179,6 +180,15 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 		}
 		return h(ctx, Event[E]{Header: e.Header, Payload: p})
 	}, nil
+}
+
+// typed gives h the stored event's type and schema version in the header,
+// where the bus puts those of the internal topic.
+func typed(h Handler[RecordedEvent]) Handler[RecordedEvent] {
+	return func(ctx context.Context, e Event[RecordedEvent]) error {
+		e.Type, e.SchemaVersion = e.Payload.Type, max(e.Payload.SchemaVersion, 1)
+		return h(ctx, e)
+	}
 }
 
 // start subscribes the workers and starts the tailer, reading from from.
@@ -244,11 +254,8 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 		d.track.handOut(e.Position)
 		h := Header{
 			ID:            e.ID,
-			Type:          e.Type,
-			Topic:         d.topic.name,
 			Key:           e.Stream,
 			Time:          e.Time,
-			SchemaVersion: max(e.SchemaVersion, 1),
 			CorrelationID: e.CorrelationID,
 			CausationID:   e.CausationID,
 			Metadata:      e.Metadata,

@@ -163,12 +163,13 @@ func (q *queue[T]) unshift(events []Event[T]) {
 	q.items = append(append(make([]Event[T], 0, len(events)+len(q.items)), events...), q.items...)
 }
 
-// drain removes and returns what is still queued. The worker calls it when it
+// drain removes and returns what is still queued, with the sequence number
+// of the first. The worker calls it when it
 // is told to stop without grace.
-func (q *queue[T]) drain() []Event[T] {
+func (q *queue[T]) drain() ([]Event[T], uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batch := q.items
 	q.items = nil
-	return batch
+	return batch, q.enq - uint64(len(batch))
 }

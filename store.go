@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -643,4 +644,48 @@ func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(Recorde
 			return
 		}
 	}
+}
+
+// waiters wakes the catch-up subscriptions of a store that wait for events
+// to be committed. Its fields are guarded by the store's lock.
+type waiters struct {
+	ch chan struct{} // closed, and set to nil, at the next wake; nil while none waits
+}
+
+// wake tells waiting subscribers that something changed.
+func (w *waiters) wake() {
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+}
+
+// after is catchUp.waitAfter for a store whose committed count is *n: a
+// channel closed when an event at position next or later is committed, or
+// nil when one already is; ErrClosed once the store is closed. mu guards n
+// and w.
+func (w *waiters) after(mu *sync.RWMutex, closed *atomic.Bool, n *uint64, next uint64) (<-chan struct{}, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if closed.Load() {
+		return nil, ErrClosed
+	}
+	if *n > next {
+		return nil, nil
+	}
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	return w.ch, nil
+}
+
+// checkReadStream validates the arguments of ReadStream.
+func checkReadStream(stream string, o *ReadOptions) error {
+	if err := checkStream(stream); err != nil {
+		return err
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit)
+	}
+	return nil
 }

@@ -98,7 +98,7 @@ type FileStore struct {
 	segs    []*segment
 	streams map[string]*fileStream
 	byID    []*fileStream
-	notify  chan struct{}
+	waiting waiters
 
 	w writer // write side: owned by the committer goroutine
 
@@ -476,7 +476,7 @@ func (s *FileStore) commit(group []*request) {
 		st.r = st.w
 	}
 	s.log = w.log
-	s.wake()
+	s.waiting.wake()
 	s.mu.Unlock()
 }
 
@@ -642,14 +642,6 @@ func (s *FileStore) commitStream(r *request, touched *[]*fileStream) (bool, erro
 	return true, nil
 }
 
-// wake tells waiting subscribers that something changed. s.mu must be held.
-func (s *FileStore) wake() {
-	if s.notify != nil {
-		close(s.notify)
-		s.notify = nil
-	}
-}
-
 // view is what a read sees of the store: a snapshot of the read side.
 type view struct {
 	s     *FileStore
@@ -737,12 +729,8 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 		o = *opts
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkStream(stream); err != nil {
+		if err := checkReadStream(stream, &o); err != nil {
 			yield(RecordedEvent{}, err)
-			return
-		}
-		if o.Limit < 0 {
-			yield(RecordedEvent{}, fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit))
 			return
 		}
 		s.mu.RLock()
@@ -831,18 +819,7 @@ func (s *FileStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.
 
 // waitAfter is catchUp.waitAfter.
 func (s *FileStore) waitAfter(next uint64) (<-chan struct{}, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Load() {
-		return nil, ErrClosed
-	}
-	if s.log.n > next {
-		return nil, nil
-	}
-	if s.notify == nil {
-		s.notify = make(chan struct{})
-	}
-	return s.notify, nil
+	return s.waiting.after(&s.mu, &s.closed, &s.log.n, next)
 }
 
 // Delete implements [Store.Delete].
@@ -905,7 +882,7 @@ func (s *FileStore) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed.Store(true)
-		s.wake()
+		s.waiting.wake()
 		s.mu.Unlock()
 		close(s.quit)
 		<-s.done

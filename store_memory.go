@@ -37,9 +37,7 @@ type MemoryStore struct {
 	mu      sync.RWMutex
 	log     memLog
 	streams map[string]*memStream
-	// notify is closed, and set to nil, when events are committed or the
-	// store closes. It is nil while no subscriber waits.
-	notify chan struct{}
+	waiting waiters
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -126,7 +124,7 @@ func (s *MemoryStore) Append(ctx context.Context, stream string, expected Expect
 		return res, err
 	}
 	res, _ = s.commit(stream, st, events, make([]byte, 0, size), time.Now())
-	s.wake()
+	s.waiting.wake()
 	return res, nil
 }
 
@@ -158,7 +156,7 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 			results[i], arena = s.commit(a.Stream, s.streams[a.Stream], a.Events, arena, now)
 		}
 	}
-	s.wake()
+	s.waiting.wake()
 	return results, nil
 }
 
@@ -213,14 +211,6 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 	return AppendResult{Revision: uint64(len(st.positions) - 1), Position: s.log.n - 1}, arena[len(arena):]
 }
 
-// wake tells waiting subscribers that something changed. s.mu must be held.
-func (s *MemoryStore) wake() {
-	if s.notify != nil {
-		close(s.notify)
-		s.notify = nil
-	}
-}
-
 // ReadStream implements [Store.ReadStream].
 func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
 	var o ReadOptions
@@ -228,12 +218,8 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 		o = *opts
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkStream(stream); err != nil {
+		if err := checkReadStream(stream, &o); err != nil {
 			yield(RecordedEvent{}, err)
-			return
-		}
-		if o.Limit < 0 {
-			yield(RecordedEvent{}, fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit))
 			return
 		}
 		s.mu.RLock()
@@ -330,22 +316,9 @@ func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) ite
 	return func(yield func(RecordedEvent, error) bool) { sub.run(ctx, o, yield) }
 }
 
-// waitAfter returns a channel closed when an event at position next or
-// later is committed, or nil when one already is. It fails with ErrClosed
-// once the store is closed.
+// waitAfter is catchUp.waitAfter.
 func (s *MemoryStore) waitAfter(next uint64) (<-chan struct{}, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Load() {
-		return nil, ErrClosed
-	}
-	if s.log.n > next {
-		return nil, nil
-	}
-	if s.notify == nil {
-		s.notify = make(chan struct{})
-	}
-	return s.notify, nil
+	return s.waiting.after(&s.mu, &s.closed, &s.log.n, next)
 }
 
 // Delete implements [Store.Delete].
@@ -445,7 +418,7 @@ func (s *MemoryStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed.Swap(true) {
-		s.wake()
+		s.waiting.wake()
 		s.log, s.streams = memLog{}, nil
 	}
 	return nil

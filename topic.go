@@ -249,10 +249,7 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 	if b.opts.NewID != nil {
 		e.ID = b.opts.NewID()
 	}
-	e.Type = t.eventType
-	e.Topic = t.name
 	e.Time = now
-	e.SchemaVersion = t.version
 	switch {
 	case t.key != nil:
 		e.Key = t.key(payload)
@@ -278,9 +275,12 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 	}
 }
 
-// number gives e the ID of the n-th event of source src, unless it has one,
-// and makes it its own correlation ID if it has none.
+// number completes e with what every event of the topic shares and with
+// the ID of the n-th event of source src, unless it has one, and makes it
+// its own correlation ID if it has none. The publisher stamps only what is
+// its own (stamp); with one subscription the worker numbers the event.
 func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
+	e.Type, e.Topic, e.SchemaVersion = t.eventType, t.name, t.version
 	if e.ID.IsZero() {
 		e.ID = t.bus.ids.id(e.Time, src, n)
 	}
@@ -323,7 +323,11 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 			}
 		}
 		if room == nil && !closed && len(qs) > 0 {
-			t.number(e, qs[0].source, qs[0].enq) // the first queue numbers the event
+			if len(qs) > 1 {
+				// The first queue numbers the event. With one queue, its
+				// worker does, off the publisher's path.
+				t.number(e, qs[0].source, qs[0].enq)
+			}
 			for _, q := range qs {
 				if !q.stopped && q.push(e) {
 					q.signal()

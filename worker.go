@@ -333,6 +333,7 @@ func (w *worker[T]) loop() {
 		if batch != nil && w.sub.batch.wait > 0 && !stopped {
 			batch = w.gather(batch, done)
 		}
+		w.number(batch, base)
 		if batch != nil {
 			w.spare = nil
 			w.batch, w.base, w.next = batch, base, 0
@@ -355,6 +356,14 @@ func (w *worker[T]) loop() {
 			w.armed = false
 			w.retryDue(done)
 		}
+	}
+}
+
+// number gives the events of the queue from sequence number base their IDs,
+// for events the publisher left unnumbered (see Topic.enqueue).
+func (w *worker[T]) number(events []Event[T], base uint64) {
+	for i := range events {
+		w.sub.topic.number(&events[i], w.q.source, base+uint64(i))
 	}
 }
 
@@ -549,7 +558,8 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	cause := context.Cause(ctx)
 	now := time.Now()
 	w.q.stop()
-	queued := w.q.drain()
+	queued, qbase := w.q.drain()
+	w.number(queued, qbase)
 	n := 0
 	for _, l := range w.lanes {
 		for _, p := range l.items {
