@@ -275,12 +275,21 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 	}
 }
 
-// number completes e with what every event of the topic shares and with
-// the ID of the n-th event of source src, unless it has one, and makes it
-// its own correlation ID if it has none. The publisher stamps only what is
-// its own (stamp); with one subscription the worker numbers the event.
+// number completes e with what every event of the topic shares, unless a
+// PublishOption set it, and with the ID of the n-th event of source src,
+// unless it has one, and makes it its own correlation ID if it has none. The
+// publisher stamps only what is its own (stamp); with one subscription the
+// worker numbers the event, off the publisher's path.
 func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
-	e.Type, e.Topic, e.SchemaVersion = t.eventType, t.name, t.version
+	if e.Type == "" {
+		e.Type = t.eventType
+	}
+	if e.Topic == "" {
+		e.Topic = t.name
+	}
+	if e.SchemaVersion == 0 {
+		e.SchemaVersion = t.version
+	}
 	if e.ID.IsZero() {
 		e.ID = t.bus.ids.id(e.Time, src, n)
 	}
