@@ -1,0 +1,181 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ProducerOptions configures a Producer. The zero value (with Brokers set)
+// takes the defaults: an idempotent producer with acks from all in-sync
+// replicas, snappy compression, 5ms linger.
+type ProducerOptions struct {
+	// Brokers are the seed brokers, "host:port". Required.
+	Brokers []string
+	// Linger is how long a partition's batch waits for more records before
+	// it is sent; zero means 5ms, negative means no wait.
+	Linger time.Duration
+	// Compression lists the codecs to compress batches with, in order of
+	// preference (the first the broker supports is used); nil means snappy,
+	// else none.
+	Compression []kgo.CompressionCodec
+	// BatchMaxBytes caps the size of one partition's batch; zero means
+	// franz-go's default (1MB).
+	BatchMaxBytes int32
+	// MaxBufferedRecords caps the records waiting to be acknowledged;
+	// producing blocks while it is reached. Zero means 10,000.
+	MaxBufferedRecords int
+	// Client holds further franz-go options, such as kgo.DialTLSConfig or
+	// kgo.SASL, applied after the bridge's own. Options that disable
+	// idempotence or lower the acks give up the ordering and durability
+	// promises of this package.
+	Client []kgo.Opt
+}
+
+// Producer writes events to Kafka: the record key is the event's key, the
+// value its payload encoded by a Registry, and headers carry the event's ID,
+// type, schema version, encoding, correlation and causation IDs, traceparent
+// and metadata. It is idempotent with acks from all in-sync replicas, so a
+// retried batch is written once and never overtakes an earlier one: records
+// of one key, which all go to one partition, stay in order. Records that fail
+// after franz-go's retries fail with every later record of their partition,
+// so a gap never opens. A Producer is safe for concurrent use.
+type Producer struct {
+	cl        *kgo.Client
+	reg       *eventbus.Registry
+	closeOnce sync.Once
+}
+
+// NewProducer returns a Producer that encodes payloads with reg. It returns an
+// error wrapping eventbus.ErrInvalid for missing brokers or registry, or
+// franz-go's error for bad client options.
+func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
+	if opts == nil {
+		opts = &ProducerOptions{}
+	}
+	if reg == nil {
+		return nil, fmt.Errorf("%w: NewProducer needs a registry", eventbus.ErrInvalid)
+	}
+	if len(opts.Brokers) == 0 {
+		return nil, fmt.Errorf("%w: NewProducer needs brokers", eventbus.ErrInvalid)
+	}
+	cl, err := kgo.NewClient(producerOpts(opts)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Producer{cl: cl, reg: reg}, nil
+}
+
+func producerOpts(o *ProducerOptions) []kgo.Opt {
+	linger := o.Linger
+	switch {
+	case linger == 0:
+		linger = 5 * time.Millisecond
+	case linger < 0:
+		linger = 0
+	}
+	codecs := o.Compression
+	if codecs == nil {
+		codecs = []kgo.CompressionCodec{kgo.SnappyCompression(), kgo.NoCompression()}
+	}
+	buffered := o.MaxBufferedRecords
+	if buffered <= 0 {
+		buffered = 10_000
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(o.Brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(linger),
+		kgo.ProducerBatchCompression(codecs...),
+		kgo.MaxBufferedRecords(buffered),
+	}
+	if o.BatchMaxBytes > 0 {
+		opts = append(opts, kgo.ProducerBatchMaxBytes(o.BatchMaxBytes))
+	}
+	return append(opts, o.Client...)
+}
+
+// Close fails the records not yet acknowledged and closes the connections.
+// It is idempotent.
+func (p *Producer) Close() {
+	p.closeOnce.Do(p.cl.Close)
+}
+
+// Forward subscribes to t on its bus and writes every event published there
+// to the Kafka topic kafkaTopic, returning the subscription (named "kafka."
+// followed by kafkaTopic) so that it can be stopped. It hands events to Kafka
+// in batches, as many as wait in a worker's queue (up to opts.BatchSize), and
+// a batch is handled once Kafka has acknowledged it. A record that fails,
+// with the later events of its key in the batch, goes through the
+// subscription's retry policy and then to the bus's dead-letter queue; the
+// payload type T must be registered in the Producer's Registry.
+//
+// The bus keeps events in memory: an event queued for the subscription when
+// the process dies never reaches Kafka. For at-least-once delivery, append
+// events to a Store and run a [Relay].
+func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *eventbus.SubscriptionOptions) (*eventbus.Subscription, error) {
+	if kafkaTopic == "" {
+		return nil, fmt.Errorf("%w: Forward needs a Kafka topic", eventbus.ErrInvalid)
+	}
+	f := &forwarder[T]{p: p, topic: kafkaTopic}
+	return t.SubscribeBatch("kafka."+kafkaTopic, f.handle, opts)
+}
+
+type forwarder[T any] struct {
+	p     *Producer
+	topic string
+}
+
+func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) error {
+	errs := make([]error, len(events))
+	var wg sync.WaitGroup
+	for i := range events {
+		e := &events[i]
+		ed, err := f.p.reg.Encode(e.Payload)
+		if err != nil {
+			errs[i] = eventbus.Permanent(err)
+			continue
+		}
+		ed.ID, ed.SchemaVersion = e.ID, max(ed.SchemaVersion, e.SchemaVersion)
+		ed.CorrelationID, ed.CausationID, ed.Metadata = e.CorrelationID, e.CausationID, e.Metadata
+		wg.Add(1)
+		f.p.cl.Produce(ctx, newRecord(f.topic, e.Key, &ed), func(_ *kgo.Record, err error) {
+			errs[i] = err
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	return batchError(events, errs)
+}
+
+// batchError names the failed events, and with each the later events of its
+// key, whose records must be written again after it to keep their order.
+func batchError[T any](events []eventbus.Event[T], errs []error) error {
+	var failed map[int]error
+	var keys map[string]error
+	for i, err := range errs {
+		if err == nil && keys != nil && events[i].Key != "" {
+			if kerr, ok := keys[events[i].Key]; ok {
+				err = fmt.Errorf("kafka: an earlier event of key %q failed: %w", events[i].Key, kerr)
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if failed == nil {
+			failed, keys = make(map[int]error), make(map[string]error)
+		}
+		failed[i] = err
+		if _, ok := keys[events[i].Key]; !ok && events[i].Key != "" {
+			keys[events[i].Key] = err
+		}
+	}
+	if failed == nil {
+		return nil
+	}
+	return &eventbus.BatchError{Failed: failed}
+}

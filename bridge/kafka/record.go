@@ -1,0 +1,115 @@
+package kafka
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The record headers that carry an event's envelope. Metadata entries other
+// than the traceparent travel as headers named headerMetadata plus their key.
+const (
+	headerID            = "eventbus-id"
+	headerType          = "eventbus-type"
+	headerSchemaVersion = "eventbus-schema-version"
+	headerEncoding      = "eventbus-encoding"
+	headerCorrelationID = "eventbus-correlation-id"
+	headerCausationID   = "eventbus-causation-id"
+	headerMetadata      = "eventbus-md-"
+	headerError         = "eventbus-error"
+)
+
+// Metadata keys under which a consumed event carries what the bus cannot keep
+// in its header: the bus gives every published event an ID of its own, and
+// only a handler's context sets a causation ID.
+const (
+	// MetadataEventID is the ID of the event as published on the other side
+	// of Kafka: the same for every delivery of one event, so it is what
+	// [EventID] gives the Idempotency middleware.
+	MetadataEventID = "kafka.event-id"
+	// MetadataCausationID is the original event's causation ID, if any.
+	MetadataCausationID = "kafka.causation-id"
+	// MetadataTopic, MetadataPartition and MetadataOffset say where in Kafka
+	// the record was read.
+	MetadataTopic     = "kafka.topic"
+	MetadataPartition = "kafka.partition"
+	MetadataOffset    = "kafka.offset"
+)
+
+// EventID returns the ID that the event had before it crossed Kafka, or "" for
+// an event that did not come from a [Consumer]. Give it to the Idempotency
+// middleware as [eventbus.IdempotencyOptions].Key, so that a record delivered
+// twice (after a crash or a rebalance) is handled once:
+//
+//	eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})
+func EventID(env *eventbus.Envelope) string { return env.Metadata[MetadataEventID] }
+
+// newRecord returns e as a record of topic with key: the encoded payload as
+// value, the envelope in headers.
+func newRecord(topic, key string, e *eventbus.EventData) *kgo.Record {
+	h := make([]kgo.RecordHeader, 0, 6+len(e.Metadata))
+	h = append(h,
+		kgo.RecordHeader{Key: headerID, Value: []byte(e.ID.String())},
+		kgo.RecordHeader{Key: headerType, Value: []byte(e.Type)},
+		kgo.RecordHeader{Key: headerSchemaVersion, Value: strconv.AppendInt(nil, int64(max(e.SchemaVersion, 1)), 10)},
+	)
+	if e.Encoding != "" {
+		h = append(h, kgo.RecordHeader{Key: headerEncoding, Value: []byte(e.Encoding)})
+	}
+	if !e.CorrelationID.IsZero() {
+		h = append(h, kgo.RecordHeader{Key: headerCorrelationID, Value: []byte(e.CorrelationID.String())})
+	}
+	if !e.CausationID.IsZero() {
+		h = append(h, kgo.RecordHeader{Key: headerCausationID, Value: []byte(e.CausationID.String())})
+	}
+	for k, v := range e.Metadata {
+		if k != eventbus.TraceparentKey {
+			k = headerMetadata + k
+		}
+		h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	}
+	r := &kgo.Record{Topic: topic, Value: e.Data, Headers: h}
+	if key != "" {
+		r.Key = []byte(key)
+	}
+	return r
+}
+
+// parseRecord returns the event that r carries and its key. It fails with an
+// error wrapping eventbus.ErrInvalid for a record that no bridge produced.
+func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
+	var e eventbus.EventData
+	var err error
+	for _, h := range r.Headers {
+		switch k := h.Key; {
+		case k == headerID:
+			e.ID, err = eventbus.ParseID(string(h.Value))
+		case k == headerType:
+			e.Type = string(h.Value)
+		case k == headerSchemaVersion:
+			e.SchemaVersion, err = strconv.Atoi(string(h.Value))
+		case k == headerEncoding:
+			e.Encoding = string(h.Value)
+		case k == headerCorrelationID:
+			e.CorrelationID, err = eventbus.ParseID(string(h.Value))
+		case k == headerCausationID:
+			e.CausationID, err = eventbus.ParseID(string(h.Value))
+		case k == eventbus.TraceparentKey, strings.HasPrefix(k, headerMetadata):
+			if e.Metadata == nil {
+				e.Metadata = make(eventbus.Metadata, 4)
+			}
+			e.Metadata[strings.TrimPrefix(k, headerMetadata)] = string(h.Value)
+		}
+		if err != nil {
+			return e, "", fmt.Errorf("%w: header %s of record %s/%d@%d: %v", eventbus.ErrInvalid, h.Key, r.Topic, r.Partition, r.Offset, err)
+		}
+	}
+	if e.ID.IsZero() || e.Type == "" {
+		return e, "", fmt.Errorf("%w: record %s/%d@%d has no %s or %s header", eventbus.ErrInvalid, r.Topic, r.Partition, r.Offset, headerID, headerType)
+	}
+	e.Data = r.Value
+	return e, string(r.Key), nil
+}
