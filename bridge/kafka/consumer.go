@@ -1,0 +1,432 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// ConsumerOptions configures a Consumer. Brokers and Group are required; the
+// other fields' zero values take the defaults.
+type ConsumerOptions struct {
+	// Brokers are the seed brokers, "host:port".
+	Brokers []string
+	// Group is the consumer group: the processes of one group share the
+	// partitions of the routed topics.
+	Group string
+	// CommitInterval is how often offsets of handled records are
+	// committed; zero means one second. Each commit first waits for the
+	// bus to handle what was published before it (Bus.Flush), so it also
+	// bounds how much is handled again after a crash.
+	CommitInterval time.Duration
+	// MaxPollRecords caps the records taken from the client at once; zero
+	// means 1,000.
+	MaxPollRecords int
+	// DeadLetterTopic, if set, receives a copy of every record that cannot
+	// be made into an event (no bridge headers, a type the registry does
+	// not know, a payload that does not decode), with its error in the
+	// header "eventbus-error". If empty, such a record stops Run with an
+	// error, and is read again by the next run.
+	DeadLetterTopic string
+	// DrainTimeout bounds how long Run waits, once its context is done,
+	// for the bus to handle what was published so that its offsets can be
+	// committed; zero means 30 seconds.
+	DrainTimeout time.Duration
+	// Logger receives failed commits and fetch errors, which are retried.
+	// Nil means silent.
+	Logger *slog.Logger
+	// Client holds further franz-go options, such as kgo.DialTLSConfig or
+	// kgo.SASL, applied after the bridge's own.
+	Client []kgo.Opt
+}
+
+// Consumer feeds the records of Kafka topics into typed topics of a bus, as a
+// member of a consumer group. Route says which Kafka topic goes to which bus
+// topic; Run consumes.
+//
+// # Delivery
+//
+// Each record is decoded by the Registry and published on its bus topic
+// with the record's key as the event's key, its correlation ID, and its
+// metadata, to which the Consumer adds [MetadataEventID] and the record's
+// coordinates; the bus gives the event an ID of its own. Publish queues it to
+// the subscriptions' per-key workers, so records of one key are handled in
+// order, with the bus's middleware, retries and dead-letter queue, while other
+// keys are handled in parallel.
+//
+// # Commits
+//
+// An offset is committed only when every record before it in its partition
+// has been handled or dead-lettered by every subscription. Records are
+// published in offset order from one goroutine, so the bus's Flush gives that
+// point cheaply: every CommitInterval the Consumer notes the next offset of
+// each partition published so far, waits for Bus.Flush (which waits for
+// exactly the events published before it, not for later ones, so publishing
+// goes on meanwhile), and commits what it noted. On a rebalance, the revoked
+// partitions are published no more (the client blocks rebalances while a
+// poll's records are being published), the bus is flushed, and their offsets
+// committed before they are given up; lost partitions are dropped without a
+// commit. Delivery is at-least-once: records handled after the last commit are
+// handled again after a crash or by the partition's next owner. The
+// Idempotency middleware keyed by [EventID] makes handling effectively-once.
+//
+// A record that fails on its way into the bus goes to the DeadLetterTopic,
+// or stops Run.
+type Consumer struct {
+	bus *eventbus.Bus
+	reg *eventbus.Registry
+	o   ConsumerOptions
+	log *slog.Logger
+
+	mu      sync.Mutex
+	routes  map[string]route
+	started bool
+}
+
+// route publishes the event e of record r on a bus topic. bad is set when the
+// record cannot be made into an event; err when the bus refused it.
+type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key string) (bad, err error)
+
+// NewConsumer returns a Consumer that publishes on topics of bus, decoding
+// payloads with reg. It returns an error wrapping eventbus.ErrInvalid for
+// missing arguments or bad options.
+func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
+	if bus == nil || reg == nil || opts == nil {
+		return nil, fmt.Errorf("%w: NewConsumer needs a bus, a registry and options", eventbus.ErrInvalid)
+	}
+	o := *opts
+	switch {
+	case len(o.Brokers) == 0:
+		return nil, fmt.Errorf("%w: NewConsumer needs brokers", eventbus.ErrInvalid)
+	case o.Group == "":
+		return nil, fmt.Errorf("%w: NewConsumer needs a group", eventbus.ErrInvalid)
+	case o.CommitInterval < 0 || o.MaxPollRecords < 0 || o.DrainTimeout < 0:
+		return nil, fmt.Errorf("%w: NewConsumer: negative CommitInterval, MaxPollRecords or DrainTimeout", eventbus.ErrInvalid)
+	}
+	if o.CommitInterval == 0 {
+		o.CommitInterval = time.Second
+	}
+	if o.MaxPollRecords == 0 {
+		o.MaxPollRecords = 1000
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Consumer{bus: bus, reg: reg, o: o, log: log, routes: make(map[string]route)}, nil
+}
+
+// Route makes c publish the records of kafkaTopic on t, which must be a topic
+// of c's bus, decoding them as T (see eventbus.Decode). Call it before Run.
+// It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
+// already, and eventbus.ErrInvalid for an empty name or once Run started.
+func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
+	if kafkaTopic == "" || t == nil {
+		return fmt.Errorf("%w: Route needs a Kafka topic and a bus topic", eventbus.ErrInvalid)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return fmt.Errorf("%w: Route(%q) after Run", eventbus.ErrInvalid, kafkaTopic)
+	}
+	if _, ok := c.routes[kafkaTopic]; ok {
+		return fmt.Errorf("%w: Kafka topic %q is routed already", eventbus.ErrDuplicate, kafkaTopic)
+	}
+	c.routes[kafkaTopic] = func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key string) (error, error) {
+		v, err := eventbus.Decode[T](c.reg, *e)
+		if err != nil {
+			return err, nil
+		}
+		md := make(eventbus.Metadata, len(e.Metadata)+5)
+		maps.Copy(md, e.Metadata)
+		md[MetadataEventID] = e.ID.String()
+		if !e.CausationID.IsZero() {
+			md[MetadataCausationID] = e.CausationID.String()
+		}
+		md[MetadataTopic] = r.Topic
+		md[MetadataPartition] = strconv.Itoa(int(r.Partition))
+		md[MetadataOffset] = strconv.FormatInt(r.Offset, 10)
+		opts := make([]eventbus.PublishOption, 1, 3)
+		opts[0] = eventbus.WithMetadata(md)
+		if key != "" {
+			opts = append(opts, eventbus.WithKey(key))
+		}
+		if !e.CorrelationID.IsZero() {
+			opts = append(opts, eventbus.WithCorrelationID(e.CorrelationID))
+		}
+		return nil, t.Publish(ctx, v, opts...)
+	}
+	return nil
+}
+
+// offsets holds, per partition, the offset after the last record published
+// on the bus, and the one last committed.
+type offsets struct {
+	mu        sync.Mutex
+	published map[string]map[int32]kgo.EpochOffset
+	committed map[string]map[int32]int64
+}
+
+func (o *offsets) merge(m map[string]map[int32]kgo.EpochOffset) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for t, ps := range m {
+		if o.published[t] == nil {
+			o.published[t] = make(map[int32]kgo.EpochOffset)
+		}
+		maps.Copy(o.published[t], ps)
+	}
+}
+
+// uncommitted returns the published offsets not committed yet, of the
+// partitions in only, or of all if only is nil.
+func (o *offsets) uncommitted(only map[string][]int32) map[string]map[int32]kgo.EpochOffset {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[string]map[int32]kgo.EpochOffset)
+	add := func(t string, p int32, eo kgo.EpochOffset) {
+		if c, ok := o.committed[t][p]; ok && c >= eo.Offset {
+			return
+		}
+		if out[t] == nil {
+			out[t] = make(map[int32]kgo.EpochOffset)
+		}
+		out[t][p] = eo
+	}
+	if only == nil {
+		for t, ps := range o.published {
+			for p, eo := range ps {
+				add(t, p, eo)
+			}
+		}
+		return out
+	}
+	for t, ps := range only {
+		for _, p := range ps {
+			if eo, ok := o.published[t][p]; ok {
+				add(t, p, eo)
+			}
+		}
+	}
+	return out
+}
+
+func (o *offsets) setCommitted(m map[string]map[int32]kgo.EpochOffset) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for t, ps := range m {
+		if o.committed[t] == nil {
+			o.committed[t] = make(map[int32]int64)
+		}
+		for p, eo := range ps {
+			o.committed[t][p] = eo.Offset
+		}
+	}
+}
+
+// drop forgets partitions given up.
+func (o *offsets) drop(m map[string][]int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for t, ps := range m {
+		for _, p := range ps {
+			delete(o.published[t], p)
+			delete(o.committed[t], p)
+		}
+	}
+}
+
+// Run joins the group and consumes the routed topics until ctx is done or a
+// record cannot be delivered, then publishes no more, waits (up to
+// DrainTimeout) for the bus to handle what it published, commits, leaves the
+// group and returns: nil after ctx is done, else the error. A group new to a
+// partition starts at its first record. Run may be called once; it starts
+// one goroutine for commits, besides franz-go's, and waits for them all.
+func (c *Consumer) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.started {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: Consumer.Run called twice", eventbus.ErrInvalid)
+	}
+	c.started = true
+	routes := maps.Clone(c.routes)
+	c.mu.Unlock()
+	if len(routes) == 0 {
+		return fmt.Errorf("%w: Consumer.Run without a Route", eventbus.ErrInvalid)
+	}
+
+	offs := &offsets{published: make(map[string]map[int32]kgo.EpochOffset), committed: make(map[string]map[int32]int64)}
+	var commitMu sync.Mutex // one commit at a time; a revoke waits for it
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.o.Brokers...),
+		kgo.ConsumerGroup(c.o.Group),
+		kgo.ConsumeTopics(slicesKeys(routes)...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			commitMu.Lock()
+			defer commitMu.Unlock()
+			if err := c.commit(ctx, cl, offs, revoked); err != nil {
+				c.log.Warn("kafka: commit of revoked partitions failed; their records after the last commit will be handled again", "group", c.o.Group, "err", err)
+			}
+			offs.drop(revoked)
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			commitMu.Lock()
+			defer commitMu.Unlock()
+			offs.drop(lost)
+		}),
+	}
+	cl, err := kgo.NewClient(append(opts, c.o.Client...)...)
+	if err != nil {
+		return err
+	}
+
+	commitCtx, stopCommits := context.WithCancel(ctx)
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		t := time.NewTicker(c.o.CommitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-commitCtx.Done():
+				return
+			case <-t.C:
+			}
+			commitMu.Lock()
+			err := c.commit(commitCtx, cl, offs, nil)
+			commitMu.Unlock()
+			if err != nil && commitCtx.Err() == nil {
+				c.log.Warn("kafka: commit failed; retrying at the next interval", "group", c.o.Group, "err", err)
+			}
+		}
+	}()
+
+	runErr := c.poll(ctx, cl, routes, offs)
+	stopCommits()
+	<-committerDone
+
+	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.DrainTimeout)
+	defer cancel()
+	commitMu.Lock()
+	commitErr := c.commit(drainCtx, cl, offs, nil)
+	commitMu.Unlock()
+	cl.Close()
+	if commitErr != nil {
+		commitErr = fmt.Errorf("kafka: final commit of group %q: %w", c.o.Group, commitErr)
+	}
+	return errors.Join(runErr, commitErr)
+}
+
+func slicesKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// poll publishes records on the bus until ctx is done or one cannot be
+// delivered.
+func (c *Consumer) poll(ctx context.Context, cl *kgo.Client, routes map[string]route, offs *offsets) error {
+	for {
+		fetches := cl.PollRecords(ctx, c.o.MaxPollRecords)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			c.log.Warn("kafka: fetch failed", "topic", t, "partition", p, "err", err)
+		})
+		done := make(map[string]map[int32]kgo.EpochOffset)
+		var err error
+		for it := fetches.RecordIter(); !it.Done() && err == nil; {
+			r := it.Next()
+			if err = c.deliver(ctx, cl, routes[r.Topic], r); err == nil {
+				if done[r.Topic] == nil {
+					done[r.Topic] = make(map[int32]kgo.EpochOffset)
+				}
+				done[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
+			}
+		}
+		offs.merge(done)
+		cl.AllowRebalance()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// deliver publishes r on its bus topic, or sends it to the dead-letter topic.
+func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r *kgo.Record) error {
+	e, key, bad := parseRecord(r)
+	var err error
+	if bad == nil {
+		bad, err = publish(ctx, r, &e, key)
+	}
+	if err != nil || bad == nil {
+		return err
+	}
+	if c.o.DeadLetterTopic == "" {
+		return fmt.Errorf("kafka: record %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, bad)
+	}
+	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
+		kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())},
+		kgo.RecordHeader{Key: MetadataTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: MetadataPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+		kgo.RecordHeader{Key: MetadataOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+	)}
+	if err := cl.ProduceSync(ctx, dl).FirstErr(); err != nil {
+		return fmt.Errorf("kafka: record %s/%d@%d to dead-letter topic %q: %w", r.Topic, r.Partition, r.Offset, c.o.DeadLetterTopic, err)
+	}
+	return nil
+}
+
+// commit waits until the bus has handled every record published so far of
+// the partitions in only (all if nil), and commits their offsets.
+func (c *Consumer) commit(ctx context.Context, cl *kgo.Client, offs *offsets, only map[string][]int32) error {
+	todo := offs.uncommitted(only)
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := c.bus.Flush(ctx); err != nil {
+		return err
+	}
+	var cerr error
+	cl.CommitOffsetsSync(ctx, todo, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			cerr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil && cerr == nil {
+					cerr = fmt.Errorf("partition %s/%d: %w", t.Topic, p.Partition, err)
+				}
+			}
+		}
+	})
+	if cerr == nil {
+		offs.setCommitted(todo)
+	}
+	return cerr
+}

@@ -1,0 +1,252 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Order is the payload of the tests: Seq counts the events of its Key from 0.
+type Order struct {
+	Key string
+	Seq int
+}
+
+func (Order) EventType() string     { return "order.placed" }
+func (o Order) AggregateID() string { return o.Key }
+
+func registry(t testing.TB) *eventbus.Registry {
+	t.Helper()
+	reg, err := eventbus.NewRegistry(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.Register[Order](reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
+// cluster starts an in-process Kafka of three brokers with the topics, of 8
+// partitions each, and closes it when the test ends.
+func cluster(t testing.TB, topics ...string) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(8, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func newBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
+	t.Helper()
+	b, err := eventbus.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func newTopic(t testing.TB, b *eventbus.Bus) *eventbus.Topic[Order] {
+	t.Helper()
+	topic, err := eventbus.NewTopic[Order](b, "orders", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topic
+}
+
+// checkNoLeaks fails the test if a goroutine of franz-go, kfake or eventbus
+// outlives it. Call it first, so that its cleanup runs last. Goroutines that
+// were told to stop report their exit to no one (franz-go's connection
+// readers, kfake's listeners), so it polls the goroutine list for a while.
+func checkNoLeaks(t testing.TB) {
+	t.Helper()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			leaked := leakedGoroutines()
+			if leaked == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("goroutines left after the test:\n%s", leaked)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func leakedGoroutines() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "leakedGoroutines") {
+			continue
+		}
+		if strings.Contains(g, "twmb/franz-go") || strings.Contains(g, "seed-a6f1faae/eventbus") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
+
+// orderLog records, per key, the sequence numbers handled, and signals when
+// every key has reached its last one.
+type orderLog struct {
+	mu      sync.Mutex
+	seqs    map[string][]int
+	handled int
+	want    int // distinct events expected
+	seen    map[string]int
+	done    chan struct{}
+	// handledOffsets records, per partition, the offsets handled, when the
+	// events carry their Kafka coordinates.
+	offsets map[string]map[int64]bool
+}
+
+func newOrderLog(want int) *orderLog {
+	return &orderLog{seqs: make(map[string][]int), seen: make(map[string]int), want: want, done: make(chan struct{}), offsets: make(map[string]map[int64]bool)}
+}
+
+func (l *orderLog) handle(_ context.Context, e eventbus.Event[Order]) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seqs[e.Payload.Key] = append(l.seqs[e.Payload.Key], e.Payload.Seq)
+	if e.Payload.Seq >= l.seen[e.Payload.Key] {
+		l.seen[e.Payload.Key] = e.Payload.Seq + 1
+		l.handled++
+		if l.handled == l.want {
+			close(l.done)
+		}
+	}
+	if p, ok := e.Metadata["kafka.partition"]; ok {
+		var off int64
+		fmt.Sscan(e.Metadata["kafka.offset"], &off)
+		tp := e.Metadata["kafka.topic"] + "/" + p
+		if l.offsets[tp] == nil {
+			l.offsets[tp] = make(map[int64]bool)
+		}
+		l.offsets[tp][off] = true
+	}
+	return nil
+}
+
+// handledBelow reports whether every offset of partition tp before off was
+// handled.
+func (l *orderLog) handledBelow(tp string, off int64) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for o := range off {
+		if !l.offsets[tp][o] {
+			return o, false
+		}
+	}
+	return 0, true
+}
+
+func (l *orderLog) wait(t testing.TB, ctx context.Context) {
+	t.Helper()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		t.Fatalf("handled %d distinct events, want %d", l.handled, l.want)
+	}
+}
+
+// checkExactlyOnce fails unless every key's events were handled once each,
+// in order: 0, 1, 2, ... up to its count.
+func (l *orderLog) checkExactlyOnce(t testing.TB, perKey map[string]int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, n := range perKey {
+		got := l.seqs[k]
+		ok := len(got) == n
+		for i := 0; ok && i < n; i++ {
+			ok = got[i] == i
+		}
+		if !ok {
+			t.Errorf("key %s: handled %v, want 0..%d once each in order", k, abbreviate(got), n-1)
+		}
+	}
+}
+
+// checkInOrder fails unless every key's events were all handled, each one
+// after every earlier one: a record handled again (at-least-once) only
+// repeats a run that was handled before.
+func (l *orderLog) checkInOrder(t testing.TB, perKey map[string]int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, n := range perKey {
+		next := 0
+		for _, s := range l.seqs[k] {
+			if s > next {
+				t.Errorf("key %s: seq %d handled before %d: %v", k, s, next, abbreviate(l.seqs[k]))
+				break
+			}
+			if s == next {
+				next++
+			}
+		}
+		if next != n {
+			t.Errorf("key %s: handled up to %d, want %d", k, next, n)
+		}
+	}
+}
+
+func abbreviate(s []int) string {
+	if len(s) > 20 {
+		return fmt.Sprint(s[:10], "...", s[len(s)-10:])
+	}
+	return fmt.Sprint(s)
+}
+
+// checkCommittedAll fails unless group has committed the end of every
+// partition of topic.
+func checkCommittedAll(t testing.TB, ctx context.Context, brokers []string, group, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(e kadm.ListedOffset) {
+		c, ok := committed.Lookup(e.Topic, e.Partition)
+		if e.Offset > 0 && (!ok || c.At != e.Offset) {
+			t.Errorf("group %s committed %s/%d at %d, want its end %d", group, e.Topic, e.Partition, c.At, e.Offset)
+		}
+	})
+}
