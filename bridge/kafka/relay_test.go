@@ -1,0 +1,165 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// crashingCheckpoints saves through to the store until the process
+// "crashes": then saves are lost, as they would be when the process dies
+// between producing and saving.
+type crashingCheckpoints struct {
+	kafka.Checkpoints
+	crashed atomic.Bool
+	saved   chan uint64
+}
+
+func (c *crashingCheckpoints) Save(ctx context.Context, name string, next uint64) error {
+	if c.crashed.Load() {
+		return nil
+	}
+	if err := c.Checkpoints.Save(ctx, name, next); err != nil {
+		return err
+	}
+	select {
+	case c.saved <- next:
+	default:
+	}
+	return nil
+}
+
+// TestRelayCrashAndRestart appends events to a store while a relay, killed
+// and restarted again and again, copies them to Kafka; its saves since the
+// last checkpoint are lost at each kill, so it produces some events again.
+// A consumer with the Idempotency middleware keyed by the event's ID handles
+// every event exactly once, in order per stream.
+func TestRelayCrashAndRestart(t *testing.T) {
+	checkNoLeaks(t)
+	const streams, perStream, kills = 50, 100, 6
+	c := cluster(t, "orders")
+	brokers := c.ListenAddrs()
+	reg := registry(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+
+	// The consuming side, alive throughout.
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	log := newOrderLog(streams * perStream)
+	if _, err := orders.Subscribe("shipping", log.handle, &eventbus.SubscriptionOptions{
+		Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kafka.Route(cons, "orders", orders); err != nil {
+		t.Fatal(err)
+	}
+	consCtx, stopCons := context.WithCancel(ctx)
+	consErr := make(chan error, 1)
+	go func() { consErr <- cons.Run(consCtx) }()
+
+	// The application appends while the relay runs.
+	perKey := make(map[string]int)
+	var appends sync.WaitGroup
+	appends.Go(func() {
+		for seq := range perStream {
+			for s := range streams {
+				e, err := reg.Encode(Order{Key: fmt.Sprintf("order-%02d", s), Seq: seq})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := store.Append(ctx, fmt.Sprintf("order-%02d", s), eventbus.Any, e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	})
+	for s := range streams {
+		perKey[fmt.Sprintf("order-%02d", s)] = perStream
+	}
+
+	cp := &crashingCheckpoints{Checkpoints: kafka.StoreCheckpoints(store), saved: make(chan uint64, 1)}
+	run := func(crash bool) {
+		p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, Linger: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "orders", Topic: "orders", Checkpoints: cp, CheckpointInterval: 2 * time.Millisecond, MaxInFlight: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select { // a save of the last run is no news
+		case <-cp.saved:
+		default:
+		}
+		cp.crashed.Store(false)
+		relayCtx, kill := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- relay.Run(relayCtx) }()
+		if crash {
+			select { // kill it after a checkpoint, with more acknowledged since
+			case <-cp.saved:
+			case err := <-done:
+				t.Fatalf("Run() = %v before a checkpoint", err)
+			}
+			cp.crashed.Store(true)
+		} else {
+			log.wait(t, ctx)
+		}
+		kill()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+		}
+	}
+	for range kills {
+		run(true)
+	}
+	run(false)
+	appends.Wait()
+	stopCons()
+	if err := <-consErr; err != nil {
+		t.Fatalf("Consumer.Run() = %v, want nil", err)
+	}
+	log.checkExactlyOnce(t, perKey)
+	var dups uint64
+	for _, s := range bus.Metrics().Subscriptions {
+		dups += s.Duplicates
+	}
+	t.Logf("%d kills; %d records produced again and skipped as duplicates", kills, dups)
+
+	// The last run stopped cleanly: its checkpoint is past every event.
+	next, err := kafka.StoreCheckpoints(store).Load(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for e, err := range store.ReadAll(ctx, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = e.Position
+	}
+	if next != last+1 {
+		t.Errorf("checkpoint after a clean stop = %d, want %d", next, last+1)
+	}
+}
