@@ -1,0 +1,34 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// RoundTrip returns a function that takes an event the bridge's way from one
+// bus to another, without Kafka: encoded into a record as Forward does, and
+// published on t from the record as a Consumer does.
+func RoundTrip[T any](reg *eventbus.Registry, t *eventbus.Topic[T]) (func(context.Context, eventbus.Event[T]) error, error) {
+	c := &Consumer{reg: reg, routes: make(map[string]route)}
+	if err := Route(c, "orders", t); err != nil {
+		return nil, err
+	}
+	publish := c.routes["orders"]
+	return func(ctx context.Context, e eventbus.Event[T]) error {
+		ed, err := reg.Encode(e.Payload)
+		if err != nil {
+			return err
+		}
+		ed.ID, ed.CorrelationID, ed.CausationID, ed.Metadata = e.ID, e.CorrelationID, e.CausationID, e.Metadata
+		r := newRecord("orders", e.Key, &ed)
+		r.Partition, r.Offset = 3, 42
+		parsed, key, err := parseRecord(r)
+		if err != nil {
+			return err
+		}
+		bad, err := publish(ctx, r, &parsed, key)
+		return errors.Join(bad, err)
+	}, nil
+}
