@@ -19,14 +19,7 @@ func BenchmarkBridge(b *testing.B) {
 	ctx := context.Background()
 	busA := newBus(b, nil)
 	ordersA := newTopic(b, busA)
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	if _, err := kafka.Forward(p, ordersA, "orders", &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000}); err != nil {
-		b.Fatal(err)
-	}
+	forward(b, reg, ordersA, &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000})
 	busB := newBus(b, nil)
 	ordersB := newTopic(b, busB)
 	handled := make(chan struct{}, 1024)
@@ -36,19 +29,9 @@ func BenchmarkBridge(b *testing.B) {
 	}, nil); err != nil {
 		b.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(busB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", ordersB); err != nil {
-		b.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(runCtx) }()
+	stop := consume(b, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "bench"})
 	defer func() {
-		stop()
-		if err := <-runErr; err != nil {
+		if err := stop(); err != nil {
 			b.Error(err)
 		}
 	}()

@@ -29,14 +29,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 	// The publishing side: bus A forwards its topic to Kafka.
 	busA := newBus(t, nil)
 	ordersA := newTopic(t, busA)
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if _, err := kafka.Forward(p, ordersA, "orders", &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000}); err != nil {
-		t.Fatal(err)
-	}
+	forward(t, reg, ordersA, &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000})
 
 	// The consuming side: bus B in another "process".
 	busB := newBus(t, nil)
@@ -45,16 +38,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 	if _, err := ordersB.Subscribe("shipping", log.handle, nil); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(busB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", ordersB); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(runCtx) }()
+	stop := consume(t, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 50 * time.Millisecond})
 
 	perKey := make(map[string]int, keys)
 	for i := range events {
@@ -65,8 +49,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 		perKey[k]++
 	}
 	log.wait(t, ctx)
-	stop()
-	if err := <-runErr; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Run() = %v, want nil", err)
 	}
 	log.checkExactlyOnce(t, perKey)

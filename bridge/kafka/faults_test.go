@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -17,31 +18,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// failProduce makes every other produce request fail with a retriable error,
-// up to n failures, and returns the count of failures.
+// failProduce makes every other produce request fail, up to n failures, by
+// dropping the connection it came on, as a broker that crashes before
+// answering does; it returns the count of failures.
 func failProduce(c *kfake.Cluster, n int64) *atomic.Int64 {
 	var seen, failed atomic.Int64
-	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if seen.Add(1)%2 == 0 || failed.Load() >= n {
 			return nil, nil, false
 		}
 		failed.Add(1)
-		r := req.(*kmsg.ProduceRequest)
-		resp := r.ResponseKind().(*kmsg.ProduceResponse)
-		resp.Version = r.Version
-		for _, rt := range r.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.NotEnoughReplicas.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return nil, errors.New("injected fault"), true
 	})
 	return &failed
 }
@@ -99,17 +87,10 @@ func forwardOrders(t testing.TB, ctx context.Context, brokers []string, reg *eve
 	t.Helper()
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, Client: []kgo.Opt{
+	forward(t, reg, orders, &kafka.ProducerOptions{Brokers: brokers, Client: []kgo.Opt{
 		// A failed produce waits for a metadata refresh, at most this often.
 		kgo.MetadataMinAge(10 * time.Millisecond),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if _, err := kafka.Forward(p, orders, "orders", &eventbus.SubscriptionOptions{Workers: 4, Retry: &eventbus.RetryPolicy{MaxAttempts: 10, InitialDelay: time.Millisecond}}); err != nil {
-		t.Fatal(err)
-	}
+	}}, &eventbus.SubscriptionOptions{Workers: 4, Retry: &eventbus.RetryPolicy{MaxAttempts: 10, InitialDelay: time.Millisecond}})
 	for i := range events {
 		k := fmt.Sprintf("k%03d", i%keys)
 		if err := orders.Publish(ctx, Order{Key: k, Seq: perKey[k]}); err != nil {
@@ -145,22 +126,12 @@ func TestBrokerFaults(t *testing.T) {
 	if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", orders); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(runCtx) }()
+	stop := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 5 * time.Millisecond})
 
 	perKey := make(map[string]int)
 	forwardOrders(t, ctx, brokers, reg, 5000, 100, perKey)
 	log.wait(t, ctx)
-	stop()
-	if err := <-runErr; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Run() = %v, want nil", err)
 	}
 	log.checkExactlyOnce(t, perKey)
@@ -189,7 +160,7 @@ func TestRebalance(t *testing.T) {
 	// consumer starts a member of the group on a bus of its own, and
 	// returns a channel closed when it was first assigned partitions and
 	// one closed when it first handled an event.
-	consumer := func(ctx context.Context, name string) (assigned, handled chan struct{}, runErr chan error) {
+	consumer := func() (assigned, handled chan struct{}, stop func() error) {
 		bus := newBus(t, nil)
 		orders := newTopic(t, bus)
 		assigned, handled = make(chan struct{}), make(chan struct{})
@@ -200,7 +171,7 @@ func TestRebalance(t *testing.T) {
 		}, nil); err != nil {
 			t.Fatal(err)
 		}
-		cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{
+		stop = consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{
 			Brokers: brokers, Group: "shipping", CommitInterval: 10 * time.Millisecond,
 			Client: []kgo.Opt{kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 				if len(m) > 0 {
@@ -208,15 +179,7 @@ func TestRebalance(t *testing.T) {
 				}
 			})},
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := kafka.Route(cons, "orders", orders); err != nil {
-			t.Fatal(err)
-		}
-		runErr = make(chan error, 1)
-		go func() { runErr <- cons.Run(ctx) }()
-		return assigned, handled, runErr
+		return assigned, handled, stop
 	}
 	waitFor := func(ch chan struct{}, what string) {
 		select {
@@ -226,25 +189,21 @@ func TestRebalance(t *testing.T) {
 		}
 	}
 
-	aCtx, stopA := context.WithCancel(ctx)
-	aAssigned, _, aErr := consumer(aCtx, "a")
+	aAssigned, _, stopA := consumer()
 	waitFor(aAssigned, "a assigned")
 	perKey := make(map[string]int)
 	forwardOrders(t, ctx, brokers, reg, events/3, keys, perKey)
 
-	bCtx, stopB := context.WithCancel(ctx)
-	bAssigned, bHandled, bErr := consumer(bCtx, "b")
+	bAssigned, bHandled, stopB := consumer()
 	waitFor(bAssigned, "b assigned")
 	forwardOrders(t, ctx, brokers, reg, events/3, keys, perKey)
 	waitFor(bHandled, "b handled an event")
-	stopB()
-	if err := <-bErr; err != nil {
+	if err := stopB(); err != nil {
 		t.Fatalf("b: Run() = %v, want nil", err)
 	}
 	forwardOrders(t, ctx, brokers, reg, events/3, keys, perKey)
 	log.wait(t, ctx)
-	stopA()
-	if err := <-aErr; err != nil {
+	if err := stopA(); err != nil {
 		t.Fatalf("a: Run() = %v, want nil", err)
 	}
 	log.checkInOrder(t, perKey)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -249,4 +250,38 @@ func checkCommittedAll(t testing.TB, ctx context.Context, brokers []string, grou
 			t.Errorf("group %s committed %s/%d at %d, want its end %d", group, e.Topic, e.Partition, c.At, e.Offset)
 		}
 	})
+}
+
+// forward makes a Producer (closed when the test ends) and forwards orders
+// to the Kafka topic "orders".
+func forward(t testing.TB, reg *eventbus.Registry, orders *eventbus.Topic[Order], popts *kafka.ProducerOptions, sopts *eventbus.SubscriptionOptions) {
+	t.Helper()
+	p, err := kafka.NewProducer(reg, popts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if _, err := kafka.Forward(p, orders, "orders", sopts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// consume runs a Consumer on orders' bus that routes the Kafka topic
+// "orders" to orders, until stop is called; stop returns Run's error.
+func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *eventbus.Topic[Order], reg *eventbus.Registry, opts *kafka.ConsumerOptions) (stop func() error) {
+	t.Helper()
+	cons, err := kafka.NewConsumer(bus, reg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kafka.Route(cons, "orders", orders); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- cons.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-runErr
+	}
 }

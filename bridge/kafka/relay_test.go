@@ -64,16 +64,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", orders); err != nil {
-		t.Fatal(err)
-	}
-	consCtx, stopCons := context.WithCancel(ctx)
-	consErr := make(chan error, 1)
-	go func() { consErr <- cons.Run(consCtx) }()
+	stopCons := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 20 * time.Millisecond})
 
 	// The application appends while the relay runs.
 	perKey := make(map[string]int)
@@ -136,8 +127,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	}
 	run(false)
 	appends.Wait()
-	stopCons()
-	if err := <-consErr; err != nil {
+	if err := stopCons(); err != nil {
 		t.Fatalf("Consumer.Run() = %v, want nil", err)
 	}
 	log.checkExactlyOnce(t, perKey)
