@@ -4,12 +4,14 @@
 //
 // Usage, from the benchmarks directory:
 //
-//	go run ./cmd/chart [-in results/bench.txt] [-out results] [-readme README.md]
+//	go run ./cmd/chart [-in results/bench.txt] [-out results] [-readme README.md] [-section results]
 //
 // The input is go test -bench output, any number of counts, optionally led
 // by "key: value" configuration lines (benchstat's format). Benchmarks are
 // named Benchmark<Workload>/<peer>. The table replaces whatever stands
-// between the lines "<!-- results:begin -->" and "<!-- results:end -->".
+// between the lines "<!-- results:begin -->" and "<!-- results:end -->",
+// or the lines of another -section name, so that each input file (the bus
+// workloads, the store workloads) keeps a table of its own.
 package main
 
 import (
@@ -33,14 +35,15 @@ func main() {
 	in := flag.String("in", "results/bench.txt", "benchmark output to read")
 	out := flag.String("out", "results", "directory for the SVG charts")
 	readme := flag.String("readme", "README.md", "markdown file whose results section is rewritten; empty for none")
+	section := flag.String("section", "results", "name of the section of -readme to rewrite")
 	flag.Parse()
-	if err := run(*in, *out, *readme); err != nil {
+	if err := run(*in, *out, *readme, *section); err != nil {
 		fmt.Fprintln(os.Stderr, "chart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in, out, readme string) error {
+func run(in, out, readme, section string) error {
 	f, err := os.Open(in)
 	if err != nil {
 		return err
@@ -63,7 +66,7 @@ func run(in, out, readme string) error {
 	if err != nil {
 		return err
 	}
-	doc, err = replaceSection(doc, res.table(filepath.Base(out)))
+	doc, err = replaceSection(doc, section, res.table(filepath.Base(out)))
 	if err != nil {
 		return fmt.Errorf("%s: %w", readme, err)
 	}
@@ -77,6 +80,11 @@ var workloadInfo = map[string]string{
 	"TenSubscribers": "10 subscribers",
 	"Keyed":          "Keyed, 4 ordered workers",
 	"IdleLatency":    "Idle latency, publish to handled",
+
+	"StoreAppend":     "1 appender, durable",
+	"StoreAppend8":    "8 appenders, durable",
+	"StoreReadStream": "Read a stream of 1,000",
+	"StoreReadAll":    "Read all 100,000",
 }
 
 // results holds every sample of every benchmark, in order of appearance.
@@ -391,13 +399,10 @@ func (r *results) orderText(c cell) string {
 	return "yes"
 }
 
-const (
-	beginMark = "<!-- results:begin -->"
-	endMark   = "<!-- results:end -->"
-)
-
-// replaceSection puts text between the begin and end marks of doc.
-func replaceSection(doc []byte, text string) ([]byte, error) {
+// replaceSection puts text between the lines "<!-- section:begin -->" and
+// "<!-- section:end -->" of doc.
+func replaceSection(doc []byte, section, text string) ([]byte, error) {
+	beginMark, endMark := "<!-- "+section+":begin -->", "<!-- "+section+":end -->"
 	s := string(doc)
 	i := strings.Index(s, beginMark)
 	j := strings.Index(s, endMark)

@@ -102,16 +102,21 @@ func checkXML(t *testing.T, doc []byte) {
 }
 
 func TestReplaceSection(t *testing.T) {
-	doc := "a\n" + beginMark + "\nold\n" + endMark + "\nz\n"
-	got, err := replaceSection([]byte(doc), "new\n")
+	doc := "a\n<!-- results:begin -->\nold\n<!-- results:end -->\n" +
+		"<!-- store:begin -->\nold store\n<!-- store:end -->\nz\n"
+	got, err := replaceSection([]byte(doc), "store", "new\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "a\n" + beginMark + "\nnew\n" + endMark + "\nz\n"; string(got) != want {
-		t.Errorf("replaceSection = %q, want %q", got, want)
+	want := "a\n<!-- results:begin -->\nold\n<!-- results:end -->\n" +
+		"<!-- store:begin -->\nnew\n<!-- store:end -->\nz\n"
+	if string(got) != want {
+		t.Errorf("replaceSection(store) = %q, want %q", got, want)
 	}
-	if _, err := replaceSection([]byte("no marks"), "x"); err == nil {
-		t.Error("replaceSection without marks = nil error, want one")
+	for _, section := range []string{"other", "result"} {
+		if _, err := replaceSection([]byte(doc), section, "x"); err == nil {
+			t.Errorf("replaceSection(%s) without its marks = nil error, want one", section)
+		}
 	}
 }
 
