@@ -15,11 +15,10 @@ const (
 	// storeAppenders is the number of goroutines of the concurrent append
 	// workload, each appending to a stream of its own.
 	storeAppenders = 8
-	// fixtureStreams and fixtureEvents shape the store the read workloads
-	// read: fixtureEvents events over fixtureStreams streams, round robin,
-	// so that each stream holds 1,000 events spread over the whole store.
+	// fixtureStreams is the number of streams of the store the read
+	// workloads read, which holds fixtureEvents events (fixture_test.go),
+	// round robin: each stream holds 1,000 (a hundredth), spread over it.
 	fixtureStreams = 100
-	fixtureEvents  = 100_000
 	// fillBatch is how many events each (untimed) append of the fixture
 	// commits at once.
 	fillBatch = 100
