@@ -268,11 +268,11 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 	return nil
 }
 
-// finished is called by a worker when the event of h is finished. A save
-// that is due goes to the saver, so that handling goes on while the store
-// writes (and syncs) the checkpoint.
-func (d *Durable) finished(h *Header) {
-	if d.track.finish(h.Position) < d.every {
+// finished is called by a worker when the event at position is finished. A
+// save that is due goes to the saver, so that handling goes on while the
+// store writes (and syncs) the checkpoint.
+func (d *Durable) finished(position uint64) {
+	if d.track.finish(position) < d.every {
 		return
 	}
 	if r := d.run.Load(); r != nil { // nil while stopping: the final save follows

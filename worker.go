@@ -23,7 +23,7 @@ type subscription[T any] struct {
 	running atomic.Int32 // workers not yet exited
 	sync    syncCounters // Sync mode's counters
 	envs    sync.Pool    // of *Envelope, for Sync mode's middleware
-	finish  func(h *Header)
+	finish  func(position uint64)
 }
 
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
@@ -136,7 +136,7 @@ func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, 
 		}
 		c.attempt(attempt, dup, err, &e.Header, start, end)
 		if err == nil && s.finish != nil {
-			s.finish(&e.Header)
+			s.finish(e.Position)
 		}
 	}()
 	if s.chain == nil {
@@ -212,7 +212,7 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 		redrive:      s.redrive,
 	})
 	if s.finish != nil && s.ctx.Err() == nil {
-		s.finish(&e.Header)
+		s.finish(e.Position)
 	}
 }
 
