@@ -46,7 +46,7 @@ suite() {
 		echo "benchtime: $BENCHTIME"
 		# Other work on the machine skews the figures; say how busy it was.
 		echo "load: $(cut -d' ' -f1 /proc/loadavg)"
-		go test -run '^$' -bench "${BENCH:-$2}" -count "$COUNT" -benchtime "$BENCHTIME" -benchmem .
+		go test -run '^$' -timeout 1h -bench "${BENCH:-$2}" -count "$COUNT" -benchtime "$BENCHTIME" -benchmem .
 	} | tee "$3.tmp"
 	# tee hides go test's exit status; its output does not.
 	if grep -q '^FAIL' "$3.tmp"; then
@@ -59,4 +59,4 @@ suite() {
 }
 
 suite bus '^Benchmark(OneSubscriber|TenSubscribers|Keyed|IdleLatency)$' results/bench.txt results/benchstat.txt results
-suite store '^BenchmarkStore' results/store.txt results/store-benchstat.txt store-results
+suite store '^BenchmarkStore$' results/store.txt results/store-benchstat.txt store-results

@@ -54,16 +54,19 @@ type storeWorkload struct {
 }
 
 var storeWorkloads = []storeWorkload{
-	{name: "StoreAppend", run: appendEvents(1)},
-	{name: "StoreAppend8", run: appendEvents(storeAppenders)},
-	{name: "StoreReadStream", fill: fixtureEvents, run: readEvents(streamNames[7])},
-	{name: "StoreReadAll", fill: fixtureEvents, run: readEvents("")},
+	{name: "Append", run: appendEvents(1)},
+	{name: "Append8", run: appendEvents(storeAppenders)},
+	{name: "ReadStream", fill: fixtureEvents, run: readEvents(streamNames[7])},
+	{name: "ReadAll", fill: fixtureEvents, run: readEvents("")},
 }
 
-func BenchmarkStoreAppend(b *testing.B)     { storeBenchmark(b, storeWorkloads[0]) }
-func BenchmarkStoreAppend8(b *testing.B)    { storeBenchmark(b, storeWorkloads[1]) }
-func BenchmarkStoreReadStream(b *testing.B) { storeBenchmark(b, storeWorkloads[2]) }
-func BenchmarkStoreReadAll(b *testing.B)    { storeBenchmark(b, storeWorkloads[3]) }
+// BenchmarkStore runs every store workload over every store peer, as
+// Store/<workload>/<peer>, so that each -count covers them all.
+func BenchmarkStore(b *testing.B) {
+	for _, w := range storeWorkloads {
+		b.Run(w.name, func(b *testing.B) { storeBenchmark(b, w) })
+	}
+}
 
 // storeBenchmark runs w over every store peer, each in a directory of its
 // own. ns/op and allocs/op are per event; events/s is reported too.

@@ -8,7 +8,9 @@
 //
 // The input is go test -bench output, any number of counts, optionally led
 // by "key: value" configuration lines (benchstat's format). Benchmarks are
-// named Benchmark<Workload>/<peer>. The table replaces whatever stands
+// named Benchmark<Workload>/<peer>, where the workload may have parts of its
+// own (Store/Append), and each workload's chart is <Workload>.svg with the
+// slashes left out (StoreAppend.svg). The table replaces whatever stands
 // between the lines "<!-- results:begin -->" and "<!-- results:end -->",
 // or the lines of another -section name, so that each input file (the bus
 // workloads, the store workloads) keeps a table of its own.
@@ -54,7 +56,7 @@ func run(in, out, readme, section string) error {
 		return fmt.Errorf("%s: %w", in, err)
 	}
 	for _, w := range res.workloads {
-		name := filepath.Join(out, w+".svg")
+		name := filepath.Join(out, chartFile(w))
 		if err := os.WriteFile(name, res.chart(w), 0o644); err != nil {
 			return err
 		}
@@ -81,10 +83,15 @@ var workloadInfo = map[string]string{
 	"Keyed":          "Keyed, 4 ordered workers",
 	"IdleLatency":    "Idle latency, publish to handled",
 
-	"StoreAppend":     "1 appender, durable",
-	"StoreAppend8":    "8 appenders, durable",
-	"StoreReadStream": "Read a stream of 1,000",
-	"StoreReadAll":    "Read all 100,000",
+	"Store/Append":     "1 appender, durable",
+	"Store/Append8":    "8 appenders, durable",
+	"Store/ReadStream": "Read a stream of 1,000",
+	"Store/ReadAll":    "Read all 100,000",
+}
+
+// chartFile is the name of a workload's chart.
+func chartFile(workload string) string {
+	return strings.ReplaceAll(workload, "/", "") + ".svg"
 }
 
 // results holds every sample of every benchmark, in order of appearance.
@@ -117,8 +124,9 @@ func parse(r io.Reader) (*results, error) {
 		}
 		fields := strings.Fields(text)
 		name, ok := strings.CutPrefix(procSuffix.ReplaceAllString(fields[0], ""), "Benchmark")
-		workload, peer, sub := strings.Cut(name, "/")
-		if !ok || !sub || len(fields) < 4 || len(fields)%2 != 0 {
+		i := strings.LastIndexByte(name, '/')
+		workload, peer := name[:max(i, 0)], name[i+1:]
+		if !ok || i <= 0 || peer == "" || len(fields) < 4 || len(fields)%2 != 0 {
 			return nil, fmt.Errorf("line %d: not Benchmark<Workload>/<peer> N value unit...: %q", line, text)
 		}
 		if !slices.Contains(res.workloads, workload) {
@@ -361,7 +369,7 @@ func (r *results) table(chartDir string) string {
 	}
 	b.WriteString("\n")
 	for _, w := range r.workloads {
-		fmt.Fprintf(&b, "![%s](%s/%s.svg)\n", html.EscapeString(r.title(w)), chartDir, w)
+		fmt.Fprintf(&b, "![%s](%s/%s)\n", html.EscapeString(r.title(w)), chartDir, chartFile(w))
 	}
 	return b.String()
 }
