@@ -57,3 +57,64 @@ func waitGoroutines(t *testing.T, want int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestStorePeers runs every store workload on every store peer, small, and
+// checks what the append workloads leave in the store: every event once,
+// with consecutive positions and, per stream, consecutive revisions, and
+// the payload as written. The read workloads check order and counts
+// themselves. Every goroutine the peer started must be gone after Close.
+func TestStorePeers(t *testing.T) {
+	const appends = 40
+	for _, w := range storeWorkloads {
+		for _, p := range storePeers {
+			if w.fill > 0 && p.appendOnly {
+				continue
+			}
+			t.Run(w.name+"/"+p.name, func(t *testing.T) {
+				before := runtime.NumGoroutine()
+				fill := min(w.fill, 20*fixtureStreams)
+				s, err := openStore(p, t.TempDir(), fill)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := appends
+				if fill > 0 {
+					n = 2*fill + 1
+				}
+				if err := w.run(s, fill, n, noClock{}); err != nil {
+					t.Errorf("%s on %s: %v", w.name, p.name, err)
+				}
+				if fill == 0 {
+					checkAppended(t, s, appends)
+				}
+				closeStore(t, s)
+				waitGoroutines(t, before)
+			})
+		}
+	}
+}
+
+// checkAppended checks that s holds the n events of an append workload.
+func checkAppended(t *testing.T, s store, n int) {
+	t.Helper()
+	revisions := map[string]uint64{}
+	ids := map[[16]byte]bool{}
+	got := 0
+	for e, err := range s.Read("") {
+		if err != nil {
+			t.Fatalf("Read(\"\") after %d events: %v", got, err)
+		}
+		if e.Position != uint64(got) || e.Revision != revisions[e.Stream] {
+			t.Errorf("event %d of %q at position %d, revision %d; want %d, %d", got, e.Stream, e.Position, e.Revision, got, revisions[e.Stream])
+		}
+		if ids[e.ID] || e.Type != "order.placed" || !bytes.Equal(e.Data, payload) || e.Time == 0 {
+			t.Errorf("event %d = %x %q %q at time %d, want a new ID, order.placed, the payload, a time", got, e.ID, e.Type, e.Data, e.Time)
+		}
+		revisions[e.Stream]++
+		ids[e.ID] = true
+		got++
+	}
+	if got != n {
+		t.Errorf("Read(\"\") = %d events, want %d", got, n)
+	}
+}

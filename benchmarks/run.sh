@@ -1,31 +1,62 @@
 #!/bin/sh
-# run.sh runs every benchmark of this module COUNT times and writes, in
-# results/: bench.txt (the machine, then the raw go test output),
-# benchstat.txt (benchstat's summary), one SVG chart per workload, and the
-# median table in README.md. Environment: COUNT (default 6), BENCHTIME
-# (default 500ms), BENCH (a -bench pattern, default all).
+# run.sh runs the benchmarks of this module COUNT times and writes, in
+# results/, for each suite it runs: the machine and the raw go test output
+# (bench.txt for the buses, store.txt for the stores), benchstat's summary
+# (benchstat.txt, store-benchstat.txt), one SVG chart per workload, and
+# the suite's median table in README.md. Environment: SUITE (bus, store or
+# all, the default), COUNT (default 6), BENCHTIME (default 500ms), BENCH
+# (a -bench pattern within one SUITE, default the whole suite).
 set -eu
 cd "$(dirname "$0")"
+SUITE=${SUITE:-all}
 COUNT=${COUNT:-6}
 BENCHTIME=${BENCHTIME:-500ms}
-BENCH=${BENCH:-.}
+BENCH=${BENCH:-}
+
+case $SUITE in
+bus | store) ;;
+all)
+	if [ -n "$BENCH" ]; then
+		echo "run.sh: BENCH needs SUITE=bus or SUITE=store" >&2
+		exit 2
+	fi
+	;;
+*)
+	echo "run.sh: SUITE is bus, store or all, not $SUITE" >&2
+	exit 2
+	;;
+esac
 
 benchstat=$(command -v benchstat || echo "$(go env GOPATH)/bin/benchstat")
 if [ ! -x "$benchstat" ]; then
 	go install golang.org/x/perf/cmd/benchstat@latest
 fi
 
-mkdir -p results
-{
-	# "key: value" lines before the benchmarks are configuration to benchstat.
-	echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(go env GOVERSION)"
-	echo "date: $(date -u +%Y-%m-%d)"
-	echo "count: $COUNT"
-	echo "benchtime: $BENCHTIME"
-	# Other work on the machine skews the figures; say how busy it was.
-	echo "load: $(cut -d' ' -f1 /proc/loadavg)"
-	go test -run '^$' -bench "$BENCH" -count "$COUNT" -benchtime "$BENCHTIME" -benchmem .
-} | tee results/bench.txt.tmp
-mv results/bench.txt.tmp results/bench.txt
-"$benchstat" results/bench.txt > results/benchstat.txt
-go run ./cmd/chart -in results/bench.txt -out results -readme README.md
+# suite name pattern output benchstat-output readme-section
+suite() {
+	if [ "$SUITE" != all ] && [ "$SUITE" != "$1" ]; then
+		return
+	fi
+	mkdir -p results
+	{
+		# "key: value" lines before the benchmarks are configuration to benchstat.
+		echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(go env GOVERSION)"
+		echo "date: $(date -u +%Y-%m-%d)"
+		echo "count: $COUNT"
+		echo "benchtime: $BENCHTIME"
+		# Other work on the machine skews the figures; say how busy it was.
+		echo "load: $(cut -d' ' -f1 /proc/loadavg)"
+		go test -run '^$' -timeout 1h -bench "${BENCH:-$2}" -count "$COUNT" -benchtime "$BENCHTIME" -benchmem .
+	} | tee "$3.tmp"
+	# tee hides go test's exit status; its output does not.
+	if grep -q '^FAIL' "$3.tmp"; then
+		echo "run.sh: benchmarks failed; $3 is unchanged" >&2
+		exit 1
+	fi
+	mv "$3.tmp" "$3"
+	"$benchstat" "$3" > "$4"
+	go run ./cmd/chart -in "$3" -out results -readme README.md -section "$5"
+}
+
+suite bus '^Benchmark(OneSubscriber|TenSubscribers|Keyed|IdleLatency)$' results/bench.txt results/benchstat.txt results
+suite store '^BenchmarkStore$' results/store.txt results/store-benchstat.txt store-results

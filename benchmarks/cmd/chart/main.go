@@ -4,12 +4,16 @@
 //
 // Usage, from the benchmarks directory:
 //
-//	go run ./cmd/chart [-in results/bench.txt] [-out results] [-readme README.md]
+//	go run ./cmd/chart [-in results/bench.txt] [-out results] [-readme README.md] [-section results]
 //
 // The input is go test -bench output, any number of counts, optionally led
 // by "key: value" configuration lines (benchstat's format). Benchmarks are
-// named Benchmark<Workload>/<peer>. The table replaces whatever stands
-// between the lines "<!-- results:begin -->" and "<!-- results:end -->".
+// named Benchmark<Workload>/<peer>, where the workload may have parts of its
+// own (Store/Append), and each workload's chart is <Workload>.svg with the
+// slashes left out (StoreAppend.svg). The table replaces whatever stands
+// between the lines "<!-- results:begin -->" and "<!-- results:end -->",
+// or the lines of another -section name, so that each input file (the bus
+// workloads, the store workloads) keeps a table of its own.
 package main
 
 import (
@@ -33,14 +37,15 @@ func main() {
 	in := flag.String("in", "results/bench.txt", "benchmark output to read")
 	out := flag.String("out", "results", "directory for the SVG charts")
 	readme := flag.String("readme", "README.md", "markdown file whose results section is rewritten; empty for none")
+	section := flag.String("section", "results", "name of the section of -readme to rewrite")
 	flag.Parse()
-	if err := run(*in, *out, *readme); err != nil {
+	if err := run(*in, *out, *readme, *section); err != nil {
 		fmt.Fprintln(os.Stderr, "chart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in, out, readme string) error {
+func run(in, out, readme, section string) error {
 	f, err := os.Open(in)
 	if err != nil {
 		return err
@@ -51,7 +56,7 @@ func run(in, out, readme string) error {
 		return fmt.Errorf("%s: %w", in, err)
 	}
 	for _, w := range res.workloads {
-		name := filepath.Join(out, w+".svg")
+		name := filepath.Join(out, chartFile(w))
 		if err := os.WriteFile(name, res.chart(w), 0o644); err != nil {
 			return err
 		}
@@ -63,7 +68,7 @@ func run(in, out, readme string) error {
 	if err != nil {
 		return err
 	}
-	doc, err = replaceSection(doc, res.table(filepath.Base(out)))
+	doc, err = replaceSection(doc, section, res.table(filepath.Base(out)))
 	if err != nil {
 		return fmt.Errorf("%s: %w", readme, err)
 	}
@@ -77,6 +82,16 @@ var workloadInfo = map[string]string{
 	"TenSubscribers": "10 subscribers",
 	"Keyed":          "Keyed, 4 ordered workers",
 	"IdleLatency":    "Idle latency, publish to handled",
+
+	"Store/Append":     "1 appender, durable",
+	"Store/Append8":    "8 appenders, durable",
+	"Store/ReadStream": "Read a stream of 1,000",
+	"Store/ReadAll":    "Read all 100,000",
+}
+
+// chartFile is the name of a workload's chart.
+func chartFile(workload string) string {
+	return strings.ReplaceAll(workload, "/", "") + ".svg"
 }
 
 // results holds every sample of every benchmark, in order of appearance.
@@ -109,8 +124,9 @@ func parse(r io.Reader) (*results, error) {
 		}
 		fields := strings.Fields(text)
 		name, ok := strings.CutPrefix(procSuffix.ReplaceAllString(fields[0], ""), "Benchmark")
-		workload, peer, sub := strings.Cut(name, "/")
-		if !ok || !sub || len(fields) < 4 || len(fields)%2 != 0 {
+		i := strings.LastIndexByte(name, '/')
+		workload, peer := name[:max(i, 0)], name[i+1:]
+		if !ok || i <= 0 || peer == "" || len(fields) < 4 || len(fields)%2 != 0 {
 			return nil, fmt.Errorf("line %d: not Benchmark<Workload>/<peer> N value unit...: %q", line, text)
 		}
 		if !slices.Contains(res.workloads, workload) {
@@ -353,7 +369,7 @@ func (r *results) table(chartDir string) string {
 	}
 	b.WriteString("\n")
 	for _, w := range r.workloads {
-		fmt.Fprintf(&b, "![%s](%s/%s.svg)\n", html.EscapeString(r.title(w)), chartDir, w)
+		fmt.Fprintf(&b, "![%s](%s/%s)\n", html.EscapeString(r.title(w)), chartDir, chartFile(w))
 	}
 	return b.String()
 }
@@ -391,13 +407,10 @@ func (r *results) orderText(c cell) string {
 	return "yes"
 }
 
-const (
-	beginMark = "<!-- results:begin -->"
-	endMark   = "<!-- results:end -->"
-)
-
-// replaceSection puts text between the begin and end marks of doc.
-func replaceSection(doc []byte, text string) ([]byte, error) {
+// replaceSection puts text between the lines "<!-- section:begin -->" and
+// "<!-- section:end -->" of doc.
+func replaceSection(doc []byte, section, text string) ([]byte, error) {
+	beginMark, endMark := "<!-- "+section+":begin -->", "<!-- "+section+":end -->"
 	s := string(doc)
 	i := strings.Index(s, beginMark)
 	j := strings.Index(s, endMark)

@@ -20,6 +20,7 @@ BenchmarkFan/slow-ack-2	100	 9000 ns/op	 900 ns/delivery	 10 B/op	 3 allocs/op
 BenchmarkKeyed/fast-2 	100	 50 ns/op	 0 violations/event	 0 B/op	 0 allocs/op
 BenchmarkKeyed/slow-ack-2	100	 60 ns/op	 0.25 violations/event	 8 B/op	 1 allocs/op
 BenchmarkKeyed/slow-ack-2	100	 80 ns/op	 0 violations/event	 8 B/op	 1 allocs/op
+BenchmarkStore/Append/fast-2	100	 90 ns/op	 11111111 events/s	 8 B/op	 1 allocs/op
 PASS
 `
 
@@ -28,7 +29,7 @@ func TestParseMedian(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	if got, want := strings.Join(res.workloads, ","), "Fan,Keyed"; got != want {
+	if got, want := strings.Join(res.workloads, ","), "Fan,Keyed,Store/Append"; got != want {
 		t.Errorf("workloads = %s, want %s", got, want)
 	}
 	if got, want := strings.Join(res.peers, ","), "fast,slow-ack"; got != want {
@@ -42,6 +43,7 @@ func TestParseMedian(t *testing.T) {
 		{cell{"Fan", "fast"}, "ns/op", 20},
 		{cell{"Fan", "fast"}, "ns/delivery", 2},
 		{cell{"Keyed", "slow-ack"}, "ns/op", 70},
+		{cell{"Store/Append", "fast"}, "ns/op", 90},
 	}
 	for _, tt := range tests {
 		if got, ok := res.median(tt.c, tt.unit); !ok || got != tt.want {
@@ -60,7 +62,7 @@ func TestParseMedian(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
-	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n"} {
+	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n"} {
 		if _, err := parse(strings.NewReader(in)); err == nil {
 			t.Errorf("parse(%q) = nil error, want one", in)
 		}
@@ -102,16 +104,21 @@ func checkXML(t *testing.T, doc []byte) {
 }
 
 func TestReplaceSection(t *testing.T) {
-	doc := "a\n" + beginMark + "\nold\n" + endMark + "\nz\n"
-	got, err := replaceSection([]byte(doc), "new\n")
+	doc := "a\n<!-- results:begin -->\nold\n<!-- results:end -->\n" +
+		"<!-- store:begin -->\nold store\n<!-- store:end -->\nz\n"
+	got, err := replaceSection([]byte(doc), "store", "new\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "a\n" + beginMark + "\nnew\n" + endMark + "\nz\n"; string(got) != want {
-		t.Errorf("replaceSection = %q, want %q", got, want)
+	want := "a\n<!-- results:begin -->\nold\n<!-- results:end -->\n" +
+		"<!-- store:begin -->\nnew\n<!-- store:end -->\nz\n"
+	if string(got) != want {
+		t.Errorf("replaceSection(store) = %q, want %q", got, want)
 	}
-	if _, err := replaceSection([]byte("no marks"), "x"); err == nil {
-		t.Error("replaceSection without marks = nil error, want one")
+	for _, section := range []string{"other", "result"} {
+		if _, err := replaceSection([]byte(doc), section, "x"); err == nil {
+			t.Errorf("replaceSection(%s) without its marks = nil error, want one", section)
+		}
 	}
 }
 
@@ -123,6 +130,9 @@ func TestFormat(t *testing.T) {
 		if got := trim(tt.v); got != tt.want {
 			t.Errorf("trim(%v) = %q, want %q", tt.v, got, tt.want)
 		}
+	}
+	if got, want := chartFile("Store/Append"), "StoreAppend.svg"; got != want {
+		t.Errorf("chartFile(Store/Append) = %q, want %q", got, want)
 	}
 	if got, want := formatNs(1.5e6), "1.5 ms"; got != want {
 		t.Errorf("formatNs(1.5e6) = %q, want %q", got, want)
