@@ -123,27 +123,30 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 // start is not zero the attempt is timed from start, and call returns when
 // it ended; otherwise it returns the zero time.
 func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, attempt int, c *counters, start time.Time) (end time.Time, err error) {
+	err = s.attempt(ctx, e, env, attempt)
+	if !start.IsZero() {
+		end = time.Now()
+	}
+	c.attempt(attempt, env != nil && env.duplicate, err, &e.Header, start, end)
+	if err == nil && s.finish != nil {
+		s.finish(e.Position)
+	}
+	return end, err
+}
+
+// attempt runs the chain or the handler once, turning a panic into a
+// *PanicError.
+func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *Envelope, attempt int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
-		dup := false
-		if env != nil {
-			dup = env.duplicate
-		}
-		if !start.IsZero() {
-			end = time.Now()
-		}
-		c.attempt(attempt, dup, err, &e.Header, start, end)
-		if err == nil && s.finish != nil {
-			s.finish(e.Position)
-		}
 	}()
 	if s.chain == nil {
-		return end, s.handler(ctx, *e)
+		return s.handler(ctx, *e)
 	}
 	*env = Envelope{Header: e.Header, Subscription: s.name, Attempt: attempt, Payload: e.Payload}
-	return end, s.chain(ctx, env)
+	return s.chain(ctx, env)
 }
 
 // clock returns the time to start timing an attempt from, or the zero time
