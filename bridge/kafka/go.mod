@@ -3,6 +3,7 @@ module github.com/seed-a6f1faae/eventbus/bridge/kafka
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/seed-a6f1faae/eventbus v0.0.0
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
