@@ -684,8 +684,13 @@ func checkReadStream(stream string, o *ReadOptions) error {
 	if err := checkStream(stream); err != nil {
 		return err
 	}
-	if o.Limit < 0 {
-		return fmt.Errorf("%w: ReadStream: Limit %d is negative", ErrInvalid, o.Limit)
+	return checkLimit("ReadStream", o.Limit)
+}
+
+// checkLimit validates ReadOptions.Limit.
+func checkLimit(call string, limit int) error {
+	if limit < 0 {
+		return fmt.Errorf("%w: %s: Limit %d is negative", ErrInvalid, call, limit)
 	}
 	return nil
 }

@@ -267,8 +267,8 @@ func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[
 		o = *opts
 	}
 	return func(yield func(RecordedEvent, error) bool) {
-		if o.Limit < 0 {
-			yield(RecordedEvent{}, fmt.Errorf("%w: ReadAll: Limit %d is negative", ErrInvalid, o.Limit))
+		if err := checkLimit("ReadAll", o.Limit); err != nil {
+			yield(RecordedEvent{}, err)
 			return
 		}
 		s.mu.RLock()
