@@ -46,6 +46,10 @@ var (
 	// ErrLocked is wrapped when [OpenFileStore] finds its directory locked
 	// by another open store, in this process or another one.
 	ErrLocked = errors.New("eventbus: file store locked by another process")
+
+	// ErrReadOnly is returned by the writing methods of a [FileStore] opened
+	// with ReadOnly.
+	ErrReadOnly = errors.New("eventbus: file store opened read-only")
 )
 
 // checkContext returns an error wrapping ErrInvalid for a nil context,

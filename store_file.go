@@ -111,10 +111,6 @@ type FileStore struct {
 
 var _ Store = (*FileStore)(nil)
 
-// ErrReadOnly is returned by the writing methods of a [FileStore] opened
-// with ReadOnly.
-var ErrReadOnly = errors.New("eventbus: file store opened read-only")
-
 // writer is the state of the committer: the log and streams including
 // what is written but not yet published.
 type writer struct {
