@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -322,6 +323,7 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 			q.mu.Lock()
 		}
 		var room chan struct{}
+		var wakes uint64 // queues whose worker is parked, by index in qs
 		closed := false
 		for _, q := range qs {
 			if q.stopped {
@@ -337,14 +339,23 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 				// worker does, off the publisher's path.
 				t.number(e, qs[0].source, qs[0].enq)
 			}
-			for _, q := range qs {
+			for i, q := range qs {
 				if !q.stopped && q.push(e) {
-					q.signal()
+					if i < 64 {
+						wakes |= 1 << i
+					} else {
+						q.signal()
+					}
 				}
 			}
 		}
 		for _, q := range qs {
 			q.mu.Unlock()
+		}
+		// Parked workers are woken once the locks are released, so that
+		// they do not wake up only to wait for them.
+		for ; wakes != 0; wakes &= wakes - 1 {
+			qs[bits.TrailingZeros64(wakes)].signal()
 		}
 		switch {
 		case closed:
