@@ -694,3 +694,29 @@ func checkLimit(call string, limit int) error {
 	}
 	return nil
 }
+
+// streamRead decides, for both backends, what ReadStream reads of a stream
+// of n revisions whose first lo are gone (soft-deleted or cut away): the
+// first revision to read after the stream's max count, and the check each
+// event must pass (its type, the stream's max age). A nil check with a nil
+// error means there is nothing to read.
+func streamRead(stream string, o *ReadOptions, closed, tombstoned bool, lo, n uint64, md StreamMetadata) (uint64, func(*RecordedEvent) bool, error) {
+	switch {
+	case closed:
+		return 0, nil, ErrClosed
+	case tombstoned:
+		return 0, nil, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
+	case n == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
+		return 0, nil, nil
+	}
+	if md.MaxCount > 0 && n > md.MaxCount {
+		lo = max(lo, n-md.MaxCount)
+	}
+	var oldest time.Time
+	if md.MaxAge > 0 {
+		oldest = time.Now().Add(-md.MaxAge)
+	}
+	return lo, func(e *RecordedEvent) bool {
+		return o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest))
+	}, nil
+}

@@ -8,7 +8,6 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -740,23 +739,13 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 		if state.deleted {
 			lo = state.next()
 		}
-		switch {
-		case s.closed.Load():
-			yield(RecordedEvent{}, ErrClosed)
-			return
-		case state.tombstoned:
-			yield(RecordedEvent{}, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream))
-			return
-		case state.next() == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
-			return
-		}
 		n := state.next()
-		if md := state.md; md.MaxCount > 0 && n > md.MaxCount {
-			lo = max(lo, n-md.MaxCount)
-		}
-		var oldest time.Time
-		if state.md.MaxAge > 0 {
-			oldest = time.Now().Add(-state.md.MaxAge)
+		lo, keep, err := streamRead(stream, &o, s.closed.Load(), state.tombstoned, lo, n, state.md)
+		if err != nil || keep == nil {
+			if err != nil {
+				yield(RecordedEvent{}, err)
+			}
+			return
 		}
 		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
 			pos := state.positions[rev-state.base]
@@ -764,7 +753,7 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 				return RecordedEvent{}, false, nil
 			}
 			e, err := v.event(pos)
-			return e, err == nil && o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest)), err
+			return e, err == nil && keep(&e), err
 		}, yield)
 	}
 }

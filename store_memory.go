@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"iter"
 	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,27 +234,17 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 			}
 		}
 		s.mu.RUnlock()
-		switch {
-		case s.closed.Load():
-			yield(RecordedEvent{}, ErrClosed)
-			return
-		case tombstoned:
-			yield(RecordedEvent{}, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream))
-			return
-		case len(positions) == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
-			return
-		}
 		n := uint64(len(positions))
-		if md.MaxCount > 0 && n > md.MaxCount {
-			lo = max(lo, n-md.MaxCount)
-		}
-		var oldest time.Time
-		if md.MaxAge > 0 {
-			oldest = time.Now().Add(-md.MaxAge)
+		lo, keep, err := streamRead(stream, &o, s.closed.Load(), tombstoned, lo, n, md)
+		if err != nil || keep == nil {
+			if err != nil {
+				yield(RecordedEvent{}, err)
+			}
+			return
 		}
 		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
 			e := log.at(positions[rev])
-			return *e, o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest)), nil
+			return *e, keep(e), nil
 		}, yield)
 	}
 }
