@@ -632,6 +632,22 @@ func TestBadInput(t *testing.T) {
 		}, eventbus.ErrInvalid},
 		{"bad ID", func() error { _, err := eventbus.ParseID("not-an-id"); return err }, eventbus.ErrInvalid},
 		{"nil bus", func() error { _, err := eventbus.NewTopic[Order](nil, "t", nil); return err }, eventbus.ErrInvalid},
+		{"nil registry: Register", func() error { return eventbus.Register[Order](nil, nil) }, eventbus.ErrInvalid},
+		{"nil registry: Decode", func() error { _, err := eventbus.Decode[Order](nil, eventbus.EventData{Type: "Order"}); return err }, eventbus.ErrInvalid},
+		{"nil registry: Encode", func() error { _, err := (*eventbus.Registry)(nil).Encode(Order{}); return err }, eventbus.ErrInvalid},
+		{"nil registry: upcaster", func() error {
+			return eventbus.RegisterUpcaster[Order, Order](nil, func(o Order) (Order, error) { return o, nil })
+		}, eventbus.ErrInvalid},
+		{"nil store: SaveSnapshot", func() error {
+			return eventbus.SaveSnapshot(context.Background(), nil, nil, "s", eventbus.Snapshot[Order]{})
+		}, eventbus.ErrInvalid},
+		{"nil store: LoadSnapshot", func() error {
+			_, _, err := eventbus.LoadSnapshot[Order](context.Background(), nil, nil, "s")
+			return err
+		}, eventbus.ErrInvalid},
+		{"nil store: StoreProcessed", func() error {
+			return eventbus.NewStoreProcessed(nil).MarkProcessed(context.Background(), eventbus.IdempotencyKey{})
+		}, eventbus.ErrInvalid},
 		//lint:ignore SA1012 checking that a nil context is refused
 		{"flush nil context", func() error { return b.Flush(nil) }, eventbus.ErrInvalid}, //nolint:staticcheck
 		//lint:ignore SA1012 checking that a nil context is refused

@@ -93,6 +93,9 @@ func NewRegistry(opts *RegistryOptions) (*Registry, error) {
 // [ErrInvalid] for a bad name or a negative version, and [ErrDuplicate] if
 // T, or the name and version, is registered already.
 func Register[T any](r *Registry, opts *TypeOptions) error {
+	if err := r.check(); err != nil {
+		return err
+	}
 	var o TypeOptions
 	if opts != nil {
 		o = *opts
@@ -141,8 +144,20 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 	return nil
 }
 
+// check returns an error wrapping ErrInvalid for a nil Registry, which
+// every function taking one calls first.
+func (r *Registry) check() error {
+	if r == nil {
+		return fmt.Errorf("%w: nil Registry", ErrInvalid)
+	}
+	return nil
+}
+
 // entryFor returns the registration of v's Go type.
 func (r *Registry) entryFor(v any) (*codecEntry, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
 	r.mu.RLock()
 	entry := r.byGo[reflect.TypeOf(v)]
 	r.mu.RUnlock()
@@ -232,6 +247,9 @@ func Decode[T any](r *Registry, e EventData) (T, error) {
 // decode decodes e with the Go type of its version and, if upcast is
 // true, upcasts it to the latest version.
 func (r *Registry) decode(e EventData, upcast bool) (any, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
 	version := max(e.SchemaVersion, 1)
 	r.mu.RLock()
 	ev := r.byName[e.Type]

@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // StoreProcessed is a [ProcessedStore] kept in a [Store], so that the
@@ -22,6 +23,8 @@ var _ ProcessedStore = (*StoreProcessed)(nil)
 // NewStoreProcessed returns a StoreProcessed that keeps its records in s.
 func NewStoreProcessed(s Store) *StoreProcessed { return &StoreProcessed{store: s} }
 
+var errNilProcessedStore = fmt.Errorf("%w: StoreProcessed over a nil store", ErrInvalid)
+
 func processedStream(k IdempotencyKey) string {
 	if k.Key != "" {
 		return "$processed-" + k.Subscription + "-key-" + k.Key
@@ -31,6 +34,9 @@ func processedStream(k IdempotencyKey) string {
 
 // Processed implements [ProcessedStore.Processed].
 func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool, error) {
+	if p.store == nil {
+		return false, errNilProcessedStore
+	}
 	info, err := p.store.StreamInfo(ctx, processedStream(k))
 	return info.Exists, err
 }
@@ -40,6 +46,9 @@ func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool,
 // returns: the handler's effect has happened, and a record lost then would
 // let it happen again after a restart.
 func (p *StoreProcessed) MarkProcessed(ctx context.Context, k IdempotencyKey) error {
+	if p.store == nil {
+		return errNilProcessedStore
+	}
 	_, err := p.store.Append(context.WithoutCancel(ctx), processedStream(k), NoStream, EventData{ID: NewID(), Type: "eventbus.processed"})
 	if errors.Is(err, ErrWrongExpectedVersion) {
 		return nil // recorded before: a redriven event

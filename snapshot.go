@@ -27,6 +27,9 @@ func snapshotStream(stream string) string { return "$snapshot-" + stream }
 // type name and schema version. Snapshots live in the system stream
 // "$snapshot-" followed by the stream's name.
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
+	if s == nil {
+		return fmt.Errorf("%w: SaveSnapshot: nil store", ErrInvalid)
+	}
 	if err := checkStream(stream); err != nil {
 		return err
 	}
@@ -44,6 +47,9 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // schema version than the one T is registered with is stale: LoadSnapshot
 // ignores it and returns false, so that the caller replays the stream.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
+	if s == nil {
+		return Snapshot[T]{}, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
+	}
 	var zero T
 	entry, err := r.entryFor(zero)
 	if err != nil {

@@ -21,6 +21,9 @@ func RegisterUpcaster[From, To any](r *Registry, f func(From) (To, error)) error
 	if f == nil {
 		return fmt.Errorf("%w: upcaster from %v to %v is nil", ErrInvalid, from, to)
 	}
+	if err := r.check(); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fe, te := r.byGo[from], r.byGo[to]
