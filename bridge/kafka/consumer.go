@@ -134,7 +134,7 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
 // already, and eventbus.ErrInvalid for an empty name or once Run started.
 func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
-	if kafkaTopic == "" || t == nil {
+	if c == nil || kafkaTopic == "" || t == nil {
 		return fmt.Errorf("%w: Route needs a Kafka topic and a bus topic", eventbus.ErrInvalid)
 	}
 	c.mu.Lock()

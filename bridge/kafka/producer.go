@@ -118,8 +118,8 @@ func (p *Producer) Close() {
 // the process dies never reaches Kafka. For at-least-once delivery, append
 // events to a Store and run a [Relay].
 func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *eventbus.SubscriptionOptions) (*eventbus.Subscription, error) {
-	if kafkaTopic == "" {
-		return nil, fmt.Errorf("%w: Forward needs a Kafka topic", eventbus.ErrInvalid)
+	if p == nil || t == nil || kafkaTopic == "" {
+		return nil, fmt.Errorf("%w: Forward needs a producer, a bus topic and a Kafka topic", eventbus.ErrInvalid)
 	}
 	f := &forwarder[T]{p: p, topic: kafkaTopic}
 	return t.SubscribeBatch("kafka."+kafkaTopic, f.handle, opts)
