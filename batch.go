@@ -65,11 +65,11 @@ type batching[T any] struct {
 	handler BatchHandler[T]
 	size    int
 	wait    time.Duration
-	ctx     *eventContext // a handler's context with no event to inherit from
+	ctx     *linkedContext // a handler's context with no event to inherit from
 }
 
 func newBatching[T any](s *subscription[T], h BatchHandler[T], o SubscriptionOptions) batching[T] {
-	ctx := &eventContext{Context: s.ctx, parent: lineage{handler: true}}
+	ctx := &linkedContext{Context: s.ctx, parent: lineage{handler: true}}
 	return batching[T]{handler: h, size: o.BatchSize, wait: o.BatchWait, ctx: ctx}
 }
 

@@ -222,7 +222,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	if err := checkContext(ctx, "Shutdown"); err != nil {
 		return err
 	}
-	if p := parent(ctx); p != nil && p.handler {
+	if p, ok := parent(ctx); ok && p.handler {
 		return fmt.Errorf("%w: Shutdown called with a handler's context would wait for that handler", ErrInvalid)
 	}
 	b.stop.Do(func() {
@@ -242,6 +242,9 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			lost += s.wait(ctx)
 		}
 		b.kill(ErrClosed)
+		for _, s := range subs {
+			handles.release(s.base)
+		}
 		close(b.done)
 		b.goroutines.Wait()
 		if lost > 0 {

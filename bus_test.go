@@ -256,6 +256,75 @@ func TestCorrelationAndCausation(t *testing.T) {
 	})
 }
 
+// TestKeptContextEnds keeps the contexts of handled events, one plain and
+// one carrying a trace context, past their handlers: they stay live and keep
+// their links while the subscription runs, and are cancelled once it has
+// ended, even after a new subscription has taken its place.
+func TestKeptContextEnds(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Workers: 1})
+	orders := newTopic[Order](t, b, "orders", nil)
+	ctx := context.Background()
+	type kept struct {
+		ctx context.Context
+		id  eventbus.ID
+	}
+	var mu sync.Mutex
+	var keep []kept
+	handler := func(ctx context.Context, e eventbus.Event[Order]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		keep = append(keep, kept{ctx, e.ID})
+		return nil
+	}
+	traced, err := eventbus.WithTraceparent(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	require.NoError(t, err)
+
+	first := subscribe(t, orders, "first", handler, nil)
+	require.NoError(t, orders.Publish(ctx, Order{Key: "plain"}))
+	require.NoError(t, orders.Publish(traced, Order{Key: "traced"}))
+	require.NoError(t, b.Flush(ctx))
+	require.Len(t, keep, 2)
+	for _, k := range keep {
+		require.NoError(t, k.ctx.Err(), "a kept context is live while its subscription runs")
+	}
+	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", eventbus.Traceparent(keep[1].ctx))
+
+	require.NoError(t, first.Unsubscribe(ctx))
+	subscribe(t, orders, "second", handler, nil)
+	require.NoError(t, orders.Publish(ctx, Order{Key: "later"}))
+	require.NoError(t, b.Flush(ctx))
+	require.Len(t, keep, 3)
+	for _, k := range keep[:2] {
+		require.ErrorIs(t, k.ctx.Err(), context.Canceled, "the subscription has ended")
+		require.ErrorIs(t, context.Cause(k.ctx), eventbus.ErrClosed)
+		select {
+		case <-k.ctx.Done():
+		default:
+			t.Fatal("Done is not closed after the subscription ended")
+		}
+	}
+	require.NoError(t, keep[2].ctx.Err(), "the new subscription's context is live")
+
+	var got []eventbus.Header
+	subscribe(t, orders, "record", func(_ context.Context, e eventbus.Event[Order]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, e.Header)
+		return nil
+	}, nil)
+	for _, k := range keep[:2] {
+		require.NoError(t, orders.Publish(k.ctx, Order{Key: "linked"}))
+	}
+	require.NoError(t, b.Flush(ctx))
+	require.Len(t, got, 2)
+	for i, h := range got {
+		require.Equal(t, keep[i].id, h.CausationID, "an ended context still names its event")
+	}
+
+	require.NoError(t, b.Close())
+	require.ErrorIs(t, keep[2].ctx.Err(), context.Canceled)
+}
+
 func TestBackpressure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})

@@ -2,24 +2,15 @@ package eventbus
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // parentKey is the context key under which a handler's context holds the
 // event being handled, so that events published by the handler inherit its
 // correlation ID and take its ID as causation ID.
 type parentKey struct{}
-
-// eventContext is the context a handler runs with: the subscription's
-// context (or the publisher's, in Sync mode) plus what the events the handler
-// publishes inherit. Each event gets its own, so a handler may keep its
-// context (in a goroutine, say) and still publish with the right causation
-// after it returns; they come from slabs, so that costs no allocation per
-// event.
-type eventContext struct {
-	context.Context
-	parent lineage
-}
 
 // lineage is what an event passes on to the events its handler publishes.
 type lineage struct {
@@ -28,61 +19,111 @@ type lineage struct {
 	handler           bool // the context is a handler's: Publish never waits
 }
 
-// Value returns the event's lineage for parentKey and defers to the
-// enclosing context for every other key.
+// parent returns the lineage of the event whose handler runs with ctx, and
+// whether there is one.
+func parent(ctx context.Context) (lineage, bool) {
+	switch v := ctx.Value(parentKey{}).(type) {
+	case *eventContext:
+		return lineage{ID: v.id, CorrelationID: v.corr, handler: true}, true
+	case *lineage:
+		return *v, true
+	}
+	return lineage{}, false
+}
+
+// Each event handled gets a context of its own, so that a handler may keep
+// its context (in a goroutine, say) and still publish with the right
+// causation after it returns. Workers hand them out from slabs, so that
+// costs no allocation per event; and the contexts of events without
+// metadata, the common case, hold no pointers (their subscription's context
+// is found through a handle), so the garbage collector never scans the slabs
+// and a busy bus does not make it work harder. Measured: a keyed
+// subscription at GOMAXPROCS=2 handles an event in about 55 ns this way,
+// against about 150 ns with slabs of contexts holding pointers.
+
+// eventContext is the context of a handler in Async mode for an event
+// without metadata: the subscription's context plus the event's lineage,
+// with no pointers.
+type eventContext struct {
+	base     handle
+	id, corr ID
+}
+
+func (c *eventContext) Deadline() (time.Time, bool) { return c.base.context().Deadline() }
+func (c *eventContext) Done() <-chan struct{}       { return c.base.context().Done() }
+func (c *eventContext) Err() error                  { return c.base.context().Err() }
+
+// Value returns c for parentKey and defers to the subscription's context for
+// every other key.
 func (c *eventContext) Value(key any) any {
+	if key == (parentKey{}) {
+		return c
+	}
+	return c.base.context().Value(key)
+}
+
+// linkedContext is a context plus a lineage: a handler's context in Sync
+// mode, where the context comes from the publisher, or for an event with
+// metadata.
+type linkedContext struct {
+	context.Context
+	parent lineage
+}
+
+// Value returns the lineage for parentKey and defers to the enclosing
+// context for every other key.
+func (c *linkedContext) Value(key any) any {
 	if key == (parentKey{}) {
 		return &c.parent
 	}
 	return c.Context.Value(key)
 }
 
-// parent returns the lineage of the event whose handler runs with ctx, or
-// nil.
-func parent(ctx context.Context) *lineage {
-	l, _ := ctx.Value(parentKey{}).(*lineage)
-	return l
+func (c *linkedContext) init(base context.Context, h *Header) {
+	c.Context = base
+	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata, handler: true}
 }
 
-// contextSlab hands out a worker's eventContexts from chunks of slabSize,
-// one allocation per chunk. It is not safe for concurrent use.
+// contextSlab hands out a worker's handler contexts from chunks of
+// slabSize, one allocation per chunk. It is not safe for concurrent use.
 type contextSlab struct {
 	chunk []eventContext
 }
 
 const slabSize = 64
 
-// get returns a fresh context for the event h, under base.
-func (s *contextSlab) get(base context.Context, h *Header) *eventContext {
+// get returns a fresh context for the event h, under the subscription's
+// context base, known by handle h.
+func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Context {
+	if h.Metadata != nil {
+		c := new(linkedContext)
+		c.init(base, h)
+		return c
+	}
 	if len(s.chunk) == 0 {
 		s.chunk = make([]eventContext, slabSize)
 	}
 	c := &s.chunk[0]
 	s.chunk = s.chunk[1:]
-	c.init(base, h)
+	*c = eventContext{base: bh, id: h.ID, corr: h.CorrelationID}
 	return c
 }
 
-func (c *eventContext) init(base context.Context, h *Header) {
-	c.Context = base
-	c.parent = lineage{ID: h.ID, CorrelationID: h.CorrelationID, Metadata: h.Metadata, handler: true}
-}
-
-// syncSlab hands out the eventContexts of Sync-mode publishes, which run
+// syncSlab hands out the handler contexts of Sync-mode publishes, which run
 // concurrently, and numbers their events for IDs: each chunk is an ID source.
 type syncSlab struct {
 	cur atomic.Pointer[syncChunk]
 }
 
 type syncChunk struct {
-	items  [slabSize]eventContext
+	items  [slabSize]linkedContext
 	next   atomic.Int32
 	source uint32
 }
 
 // get returns a context to initialise, with the ID source and number of
 // its event.
-func (s *syncSlab) get(ids *idSource) (*eventContext, uint32, uint64) {
+func (s *syncSlab) get(ids *idSource) (*linkedContext, uint32, uint64) {
 	for {
 		c := s.cur.Load()
 		if c != nil {
@@ -96,4 +137,89 @@ func (s *syncSlab) get(ids *idSource) (*eventContext, uint32, uint64) {
 			return &fresh.items[0], fresh.source, 0
 		}
 	}
+}
+
+// handle names a running subscription's context without pointing at it:
+// a slot of the handles table in the high 32 bits and the slot's generation
+// in the low 32. Once the subscription ends, its handle names endedContext.
+type handle uint64
+
+// handles maps the handles of running subscriptions to their contexts.
+var handles handleTable
+
+type handleTable struct {
+	mu    sync.Mutex
+	slots atomic.Pointer[[]atomic.Pointer[handleEntry]] // grown by copying, under mu
+	gens  []uint32                                      // each slot's last generation, under mu
+	free  []uint32                                      // released slots, under mu
+}
+
+type handleEntry struct {
+	gen uint32
+	ctx context.Context
+}
+
+// endedContext stands for the context of a subscription that has ended,
+// which was cancelled when it did.
+var endedContext = func() context.Context {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrClosed)
+	return ctx
+}()
+
+// register returns a new handle for ctx.
+func (t *handleTable) register(ctx context.Context) handle {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var slot uint32
+	if n := len(t.free); n > 0 {
+		slot = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		slot = uint32(len(t.gens))
+		t.gens = append(t.gens, 0)
+	}
+	t.gens[slot]++
+	if t.gens[slot] == 0 { // generation 0 is never valid
+		t.gens[slot] = 1
+	}
+	slots := t.slots.Load()
+	if slots == nil || int(slot) >= len(*slots) {
+		grown := make([]atomic.Pointer[handleEntry], max(16, 2*len(t.gens)))
+		if slots != nil {
+			for i := range *slots {
+				grown[i].Store((*slots)[i].Load())
+			}
+		}
+		t.slots.Store(&grown)
+		slots = &grown
+	}
+	(*slots)[slot].Store(&handleEntry{gen: t.gens[slot], ctx: ctx})
+	return handle(uint64(slot)<<32 | uint64(t.gens[slot]))
+}
+
+// release ends handle h, whose context the caller has cancelled. Releasing
+// twice is harmless.
+func (t *handleTable) release(h handle) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot := uint32(h >> 32)
+	if slots := t.slots.Load(); slots != nil && int(slot) < len(*slots) {
+		if e := (*slots)[slot].Load(); e != nil && e.gen == uint32(h) {
+			(*slots)[slot].Store(nil)
+			t.free = append(t.free, slot)
+		}
+	}
+}
+
+// context returns the context h names.
+func (h handle) context() context.Context {
+	if slots := handles.slots.Load(); slots != nil {
+		if slot := h >> 32; slot < handle(len(*slots)) {
+			if e := (*slots)[slot].Load(); e != nil && e.gen == uint32(h) {
+				return e.ctx
+			}
+		}
+	}
+	return endedContext
 }

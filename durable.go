@@ -360,7 +360,7 @@ func (d *Durable) stopThen(ctx context.Context, then func() error) error {
 	if err := checkContext(ctx, "Durable.Stop"); err != nil {
 		return err
 	}
-	if p := parent(ctx); p != nil && p.handler {
+	if p, ok := parent(ctx); ok && p.handler {
 		return fmt.Errorf("%w: durable subscription %q: stopping with a handler's context would wait for that handler", ErrInvalid, d.name)
 	}
 	select {

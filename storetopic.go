@@ -58,9 +58,9 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	for _, o := range opts {
 		o(&h)
 	}
-	if p := parent(ctx); p != nil {
+	if p, ok := parent(ctx); ok {
 		h.CausationID, h.CorrelationID = p.ID, p.CorrelationID
-		h.Metadata = inherit(h.Metadata, p)
+		h.Metadata = inherit(h.Metadata, &p)
 	}
 	e, err := t.reg.Encode(payload)
 	if err != nil {

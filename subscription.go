@@ -11,10 +11,11 @@ import (
 // panic) fails the attempt: the subscription's retry policy decides whether
 // the event is tried again or goes to the dead-letter queue.
 //
-// ctx is cancelled only when the bus stops without grace (Close, or a
-// Shutdown whose deadline passed); a handler that publishes with ctx links the
-// new event to this one (correlation and causation IDs). ctx stays valid after
-// the handler returns.
+// A running handler sees ctx cancelled only when the bus stops without grace
+// (Close, or a Shutdown whose deadline passed). A handler that publishes with
+// ctx links the new event to this one (correlation and causation IDs). ctx
+// stays valid after the handler returns, links included, for work the
+// handler hands on; it is cancelled once the subscription has ended.
 //
 // A handler that calls runtime.Goexit, as t.FailNow and testify's require
 // do, loses only its own event: it is dead-lettered with a *PanicError and
@@ -64,6 +65,7 @@ type Subscription struct {
 
 	ctx         context.Context // cancelled to stop the workers without grace
 	kill        context.CancelCauseFunc
+	base        handle // names ctx for handler contexts, once started
 	exited      chan struct{} // closed when every worker has exited
 	undelivered atomic.Int64  // events abandoned when killed
 	stopped     atomic.Bool   // Unsubscribe was called
@@ -100,6 +102,8 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	s.impl.detach()
 	s.impl.stopIntake()
 	lost := s.wait(ctx)
+	s.kill(ErrClosed) // for handler contexts kept past their handler
+	handles.release(s.base)
 	s.bus.unregister(s)
 	if lost > 0 {
 		return &UndeliveredError{Count: int(lost), Err: context.Cause(ctx)}

@@ -227,15 +227,15 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 		return false, ErrClosed
 	}
 	var e Event[T]
-	p := parent(ctx)
-	t.stamp(&e, payload, p, opts)
+	p, _ := parent(ctx)
+	t.stamp(&e, payload, &p, opts)
 	if t.mode == Sync {
 		if t.bus.opts.Metrics {
 			t.sent.Add(1)
 		}
 		return true, t.publishSync(t.syncContext(ctx, &e), &e)
 	}
-	ok, err := t.enqueue(ctx, &e, p != nil && p.handler, try)
+	ok, err := t.enqueue(ctx, &e, p.handler, try)
 	if ok && t.bus.opts.Metrics {
 		t.sent.Add(1)
 	}
@@ -257,10 +257,8 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 	case t.methodKey:
 		e.Key, _ = payloadKey(payload)
 	}
-	if p != nil {
-		e.CausationID = p.ID
-		e.CorrelationID = p.CorrelationID
-	}
+	e.CausationID = p.ID
+	e.CorrelationID = p.CorrelationID
 	if len(opts) > 0 {
 		// Options see a copy, so that e stays on the publisher's stack when
 		// there are none.
@@ -271,7 +269,7 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 		}
 		e.Header = *h
 	}
-	if p != nil && p.Metadata != nil {
+	if p.Metadata != nil {
 		e.Metadata = inherit(e.Metadata, p)
 	}
 }
@@ -300,7 +298,7 @@ func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
 }
 
 // syncContext numbers a Sync-mode event and returns its handler context.
-func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) *eventContext {
+func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) *linkedContext {
 	c, src, n := t.ctxs.get(t.bus.ids)
 	t.number(e, src, n)
 	c.init(base, &e.Header)
@@ -384,7 +382,7 @@ func (t *Topic[T]) hash(key string) uint64 {
 
 // publishSync runs every subscription's handler for e in the calling
 // goroutine.
-func (t *Topic[T]) publishSync(ctx *eventContext, e *Event[T]) error {
+func (t *Topic[T]) publishSync(ctx *linkedContext, e *Event[T]) error {
 	b := t.bus
 	if b.closed.Load() {
 		return ErrClosed

@@ -20,7 +20,7 @@ func WithTraceparent(ctx context.Context, traceparent string) (context.Context, 
 		return ctx, err
 	}
 	l := lineage{Metadata: Metadata{TraceparentKey: traceparent}}
-	if p := parent(ctx); p != nil {
+	if p, ok := parent(ctx); ok {
 		l.ID, l.CorrelationID, l.handler = p.ID, p.CorrelationID, p.handler
 	}
 	return context.WithValue(ctx, parentKey{}, &l), nil
@@ -30,7 +30,7 @@ func WithTraceparent(ctx context.Context, traceparent string) (context.Context, 
 // the one of the event being handled; elsewhere, the one set with
 // WithTraceparent. It returns "" if there is none.
 func Traceparent(ctx context.Context) string {
-	if p := parent(ctx); p != nil {
+	if p, ok := parent(ctx); ok {
 		return p.Metadata[TraceparentKey]
 	}
 	return ""

@@ -62,6 +62,9 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 
 // start launches the workers.
 func (s *subscription[T]) start() {
+	if len(s.workers) > 0 {
+		s.base = handles.register(s.ctx)
+	}
 	s.running.Store(int32(len(s.workers)))
 	for _, w := range s.workers {
 		s.bus.goroutines.Go(w.run)
@@ -298,7 +301,7 @@ type lane[T any] struct {
 // pending is an event in a lane. ctx is nil until its first attempt.
 type pending[T any] struct {
 	e           Event[T]
-	ctx         *eventContext
+	ctx         context.Context
 	seq         uint64
 	attempts    int
 	first, last time.Time
@@ -403,7 +406,7 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 				continue
 			}
 		}
-		ctx := w.ctxs.get(w.sub.ctx, &e.Header)
+		ctx := w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header)
 		w.next = i + 1
 		end, err := w.sub.call(ctx, e, &w.env, 1, &w.stats, start)
 		if err != nil {
@@ -417,7 +420,7 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 // failed deals with the first failed attempt at e: a new lane waiting for
 // the retry, or a dead letter. ctx is e's handler context, or nil for an
 // event that was part of a batch.
-func (w *worker[T]) failed(ctx *eventContext, e *Event[T], seq uint64, err error) {
+func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err error) {
 	now := time.Now()
 	delay, ok := w.sub.retry.next(1, err, now, now)
 	if !ok {
@@ -468,7 +471,7 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 		}
 		p := &l.items[0]
 		if p.ctx == nil {
-			p.ctx = w.ctxs.get(w.sub.ctx, &p.e.Header)
+			p.ctx = w.ctxs.get(w.sub.ctx, w.sub.base, &p.e.Header)
 		}
 		p.attempts++
 		if _, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.sub.clock()); err != nil {
