@@ -160,7 +160,7 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 		}
 		w.stats.attempt(1, false, eerr, &e.Header, start, end)
 		if eerr != nil {
-			w.failed(nil, e, seqs[i], eerr)
+			w.failed(w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header), e, seqs[i], eerr)
 		}
 	}
 }

@@ -65,7 +65,7 @@ type Subscription struct {
 
 	ctx         context.Context // cancelled to stop the workers without grace
 	kill        context.CancelCauseFunc
-	base        handle // names ctx for handler contexts, once started
+	base        handle        // names ctx for handler contexts, once started
 	exited      chan struct{} // closed when every worker has exited
 	undelivered atomic.Int64  // events abandoned when killed
 	stopped     atomic.Bool   // Unsubscribe was called

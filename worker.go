@@ -418,17 +418,12 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 }
 
 // failed deals with the first failed attempt at e: a new lane waiting for
-// the retry, or a dead letter. ctx is e's handler context, or nil for an
-// event that was part of a batch.
+// the retry, or a dead letter. ctx is e's handler context.
 func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err error) {
 	now := time.Now()
 	delay, ok := w.sub.retry.next(1, err, now, now)
 	if !ok {
-		var dctx context.Context = w.sub.ctx
-		if ctx != nil {
-			dctx = ctx
-		}
-		w.sub.deadLetter(dctx, e, 1, err, now, now, &w.stats)
+		w.sub.deadLetter(ctx, e, 1, err, now, now, &w.stats)
 		return
 	}
 	k := laneKey{key: e.Key}
