@@ -138,7 +138,7 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	err := w.sub.batch.call(chunk)
 	var end time.Time
 	if !start.IsZero() {
-		end = time.Now()
+		end = w.sub.bus.clock.read()
 	}
 	failed := map[int]error(nil)
 	var be *BatchError

@@ -122,6 +122,21 @@ func (h Histogram) Quantile(q float64) time.Duration {
 type counters struct {
 	queued, handled, failed, retried, deadLettered, duplicates uint64
 	times                                                      *timings // nil unless Options.Metrics
+	// shared, if not nil, guards times, which are then shared with other
+	// goroutines (a Sync-mode subscription's).
+	shared *sync.Mutex
+}
+
+// observe runs f on c's timings, if it keeps any.
+func (c *counters) observe(f func(*timings)) {
+	if c.times == nil {
+		return
+	}
+	if c.shared != nil {
+		c.shared.Lock()
+		defer c.shared.Unlock()
+	}
+	f(c.times)
 }
 
 // timings are the latency histograms of Options.Metrics.
@@ -149,20 +164,18 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 	default:
 		c.handled++
 	}
-	if c.times != nil {
-		c.times.handleTime.observe(end.Sub(start))
+	c.observe(func(t *timings) {
+		t.handleTime.observe(end.Sub(start))
 		if err == nil {
-			c.times.latency.observe(end.Sub(e.Time))
+			t.latency.observe(end.Sub(e.Time))
 		}
-	}
+	})
 }
 
 // deadLetter records that an event published at e.Time was given up at t.
 func (c *counters) deadLetter(e *Header, t time.Time) {
 	c.deadLettered++
-	if c.times != nil {
-		c.times.latency.observe(t.Sub(e.Time))
-	}
+	c.observe(func(ts *timings) { ts.latency.observe(t.Sub(e.Time)) })
 }
 
 // copyTo sets dst to c, allocating dst's timings if need be.
@@ -209,11 +222,16 @@ func (s *syncCounters) add(c *counters) {
 			f.dst.Add(f.n)
 		}
 	}
-	if c.times != nil {
-		s.mu.Lock()
-		s.times.add(c.times)
-		s.mu.Unlock()
+}
+
+// start returns the counters of one publish, observing into s's timings
+// if timed.
+func (s *syncCounters) start(timed bool) counters {
+	c := counters{queued: 1}
+	if timed {
+		c.times, c.shared = &s.times, &s.mu
 	}
+	return c
 }
 
 func (s *syncCounters) collect(c *counters) {

@@ -128,7 +128,7 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, attempt int, c *counters, start time.Time) (end time.Time, err error) {
 	err = s.attempt(ctx, e, env, attempt)
 	if !start.IsZero() {
-		end = time.Now()
+		end = s.bus.clock.read()
 	}
 	c.attempt(attempt, env != nil && env.duplicate, err, &e.Header, start, end)
 	if err == nil && s.finish != nil {
@@ -158,7 +158,7 @@ func (s *subscription[T]) clock() time.Time {
 	if !s.bus.opts.Metrics {
 		return time.Time{}
 	}
-	return time.Now()
+	return s.bus.clock.read()
 }
 
 // runSync handles e in the calling goroutine with the retry policy, waiting
@@ -175,9 +175,8 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	}
 	// Publishers run concurrently, so counting costs atomic operations:
 	// Sync mode counts only with Options.Metrics.
-	c := counters{queued: 1}
+	c := s.sync.start(s.bus.opts.Metrics)
 	if s.bus.opts.Metrics {
-		c.times = new(timings)
 		defer s.sync.add(&c)
 	}
 	var first time.Time
