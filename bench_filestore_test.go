@@ -3,6 +3,8 @@ package eventbus_test
 import (
 	"flag"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -44,17 +46,23 @@ func BenchmarkFileStoreAppend(b *testing.B) {
 					}
 				}
 			} else {
-				b.SetParallelism(tt.appenders)
-				b.RunParallel(func(pb *testing.PB) {
-					ev := ev
-					for pb.Next() {
-						ev.ID = eventbus.NewID()
-						if _, err := s.Append(b.Context(), "s", eventbus.Any, ev); err != nil {
-							b.Error(err)
-							return
+				// Exactly tt.appenders goroutines (RunParallel would start a
+				// multiple of GOMAXPROCS), sharing b.N appends.
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range tt.appenders {
+					wg.Go(func() {
+						ev := ev
+						for next.Add(1) <= int64(b.N) {
+							ev.ID = eventbus.NewID()
+							if _, err := s.Append(b.Context(), "s", eventbus.Any, ev); err != nil {
+								b.Error(err)
+								return
+							}
 						}
-					}
-				})
+					})
+				}
+				wg.Wait()
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 		})

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -380,6 +381,8 @@ func (s *FileStore) run() {
 		tick = t.C
 	}
 	var group []*request
+	var want int           // appenders expected back: the size of recent groups
+	var took time.Duration // how long the last commit took
 	for {
 		group = group[:0]
 		select {
@@ -405,9 +408,48 @@ func (s *FileStore) run() {
 				break more
 			}
 		}
+		if s.opts.Sync == SyncAlways && len(group) < want {
+			group = s.gather(group, want, took/2)
+			if len(group) < want {
+				want-- // an appender has gone quiet, or is slow to come back
+			}
+		}
+		want = max(want, len(group))
+		start := time.Now()
 		s.commit(group)
+		took = time.Since(start)
 	}
 }
+
+// gather waits up to wait for the group to grow to want requests: the
+// appenders answered by the last commit come straight back, and waiting for
+// them lets concurrent appenders share each sync instead of alternating
+// between two half groups (PostgreSQL's commit_delay does the same). It
+// yields rather than sleeps, since a timer shorter than a millisecond
+// waits far longer on some machines; and it yields gatherYields times at
+// most, since in a testing/synctest bubble the clock stands still while it
+// runs.
+func (s *FileStore) gather(group []*request, want int, wait time.Duration) []*request {
+	deadline := time.Now().Add(wait)
+	for range gatherYields {
+		if len(group) >= want {
+			break
+		}
+		select {
+		case r := <-s.reqs:
+			group = append(group, r)
+			continue
+		default:
+		}
+		if !time.Now().Before(deadline) {
+			break
+		}
+		runtime.Gosched()
+	}
+	return group
+}
+
+const gatherYields = 1000
 
 // fail stops appends after err, the failure of a write or sync.
 func (s *FileStore) fail(err error) {
