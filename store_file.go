@@ -381,7 +381,7 @@ func (s *FileStore) run() {
 		tick = t.C
 	}
 	var group []*request
-	var want int           // appenders expected back: the size of recent groups
+	var last int           // size of the last group
 	var took time.Duration // how long the last commit took
 	for {
 		group = group[:0]
@@ -408,40 +408,36 @@ func (s *FileStore) run() {
 				break more
 			}
 		}
-		if s.opts.Sync == SyncAlways && len(group) < want {
-			group = s.gather(group, want, took/2)
-			if len(group) < want {
-				want-- // an appender has gone quiet, or is slow to come back
-			}
+		if s.opts.Sync == SyncAlways && last > 1 {
+			group = s.gather(group, took)
 		}
-		want = max(want, len(group))
 		start := time.Now()
 		s.commit(group)
-		took = time.Since(start)
+		last, took = len(group), time.Since(start)
 	}
 }
 
-// gather waits up to wait for the group to grow to want requests: the
-// appenders answered by the last commit come straight back, and waiting for
-// them lets concurrent appenders share each sync instead of alternating
-// between two half groups (PostgreSQL's commit_delay does the same). It
-// yields rather than sleeps, since a timer shorter than a millisecond
-// waits far longer on some machines; and it yields gatherYields times at
-// most, since in a testing/synctest bubble the clock stands still while it
-// runs.
-func (s *FileStore) gather(group []*request, want int, wait time.Duration) []*request {
-	deadline := time.Now().Add(wait)
+// gather lets the group grow while requests keep coming, for up to half of
+// took, the time the last commit took, and until none has come for an
+// eighth of it. With concurrent appenders, those answered by the last
+// commit come straight back, and waiting for them lets every appender share
+// each sync instead of alternating between two part groups (PostgreSQL's
+// commit_delay does the same). It yields rather than sleeps, since a timer
+// shorter than a millisecond waits far longer on some machines; and it
+// yields gatherYields times at most, since in a testing/synctest bubble the
+// clock stands still while it runs.
+func (s *FileStore) gather(group []*request, took time.Duration) []*request {
+	start := time.Now()
+	last := start // when the last request came
 	for range gatherYields {
-		if len(group) >= want {
-			break
-		}
 		select {
 		case r := <-s.reqs:
 			group = append(group, r)
+			last = time.Now()
 			continue
 		default:
 		}
-		if !time.Now().Before(deadline) {
+		if now := time.Now(); now.Sub(last) >= took/8 || now.Sub(start) >= took/2 || len(group) >= 4096 {
 			break
 		}
 		runtime.Gosched()
@@ -449,7 +445,7 @@ func (s *FileStore) gather(group []*request, want int, wait time.Duration) []*re
 	return group
 }
 
-const gatherYields = 1000
+const gatherYields = 100_000
 
 // fail stops appends after err, the failure of a write or sync.
 func (s *FileStore) fail(err error) {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -446,4 +447,59 @@ func TestFileStoreCrashChild(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// slowSyncFS is a disk whose syncs take syncTime, as a spinning disk's do,
+// and counts them.
+type slowSyncFS struct {
+	eventbus.FS
+	syncs atomic.Int64
+}
+
+const syncTime = 2 * time.Millisecond
+
+func (f *slowSyncFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &slowSyncFile{File: file, fs: f}, nil
+}
+
+type slowSyncFile struct {
+	eventbus.File
+	fs *slowSyncFS
+}
+
+func (f *slowSyncFile) Sync() error {
+	f.fs.syncs.Add(1)
+	time.Sleep(syncTime) // the device's latency, not a wait for another goroutine
+	return f.File.Sync()
+}
+
+// TestFileStoreGroupCommit appends from 8 goroutines at once under
+// SyncAlways: they share syncs, close to all 8 in each, rather than
+// alternating between two half groups.
+func TestFileStoreGroupCommit(t *testing.T) {
+	const appenders, each = 8, 25
+	fs := &slowSyncFS{FS: eventbus.OSFS}
+	s := openFile(t, t.TempDir(), eventbus.WithFS(nil, fs))
+	var wg sync.WaitGroup
+	for a := range appenders {
+		wg.Go(func() {
+			for i := range each {
+				_, err := s.Append(t.Context(), fmt.Sprint("s-", a), eventbus.Any, newEvents(1, "t", fmt.Sprint(i))...)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, readAll(t, s), appenders*each)
+	syncs := fs.syncs.Load()
+	t.Logf("%d appends took %d syncs", appenders*each, syncs)
+	// All 8 in each group would take 25 syncs; alternating halves, 50.
+	require.LessOrEqual(t, syncs, int64(35), "appenders do not share syncs")
 }
