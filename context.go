@@ -87,7 +87,8 @@ func (c *linkedContext) init(base context.Context, h *Header) {
 // contextSlab hands out a worker's handler contexts from chunks of
 // slabSize, one allocation per chunk. It is not safe for concurrent use.
 type contextSlab struct {
-	chunk []eventContext
+	chunk  []eventContext
+	linked []linkedContext // for events with metadata
 }
 
 const slabSize = 64
@@ -96,7 +97,11 @@ const slabSize = 64
 // context base, known by handle h.
 func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Context {
 	if h.Metadata != nil {
-		c := new(linkedContext)
+		if len(s.linked) == 0 {
+			s.linked = make([]linkedContext, slabSize)
+		}
+		c := &s.linked[0]
+		s.linked = s.linked[1:]
 		c.init(base, h)
 		return c
 	}

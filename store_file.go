@@ -417,19 +417,20 @@ func (s *FileStore) run() {
 	}
 }
 
-// gather lets the group grow while requests keep coming, for up to half of
-// took, the time the last commit took, and until none has come for an
-// eighth of it. With concurrent appenders, those answered by the last
-// commit come straight back, and waiting for them lets every appender share
-// each sync instead of alternating between two part groups (PostgreSQL's
-// commit_delay does the same). It yields rather than sleeps, since a timer
-// shorter than a millisecond waits far longer on some machines; and it
-// yields gatherYields times at most, since in a testing/synctest bubble the
-// clock stands still while it runs.
+// gather lets the group grow while requests keep coming: until none has
+// come for an eighth of took, the time the last commit took, and for half of
+// it at most (within gatherQuiet and gatherMax). With concurrent appenders,
+// those answered by the last commit come straight back, and waiting for them
+// lets every appender share each sync instead of alternating between two
+// part groups (PostgreSQL's commit_delay does the same). It yields rather
+// than sleeps, since a timer shorter than a millisecond waits far longer on
+// some machines; and it stops if the clock stands still, as it does in a
+// testing/synctest bubble.
 func (s *FileStore) gather(group []*request, took time.Duration) []*request {
+	quiet, most := min(took/8, gatherQuiet), min(took/2, gatherMax)
 	start := time.Now()
 	last := start // when the last request came
-	for range gatherYields {
+	for yielded := false; len(group) < 4096; yielded = true {
 		select {
 		case r := <-s.reqs:
 			group = append(group, r)
@@ -437,7 +438,8 @@ func (s *FileStore) gather(group []*request, took time.Duration) []*request {
 			continue
 		default:
 		}
-		if now := time.Now(); now.Sub(last) >= took/8 || now.Sub(start) >= took/2 || len(group) >= 4096 {
+		now := time.Now()
+		if now.Sub(last) >= quiet || now.Sub(start) >= most || yielded && now.Equal(start) {
 			break
 		}
 		runtime.Gosched()
@@ -445,7 +447,12 @@ func (s *FileStore) gather(group []*request, took time.Duration) []*request {
 	return group
 }
 
-const gatherYields = 100_000
+// The bounds of gather's wait: the appenders of a group come back within
+// microseconds, so waiting longer than this only burns CPU.
+const (
+	gatherQuiet = 200 * time.Microsecond
+	gatherMax   = 2 * time.Millisecond
+)
 
 // fail stops appends after err, the failure of a write or sync.
 func (s *FileStore) fail(err error) {

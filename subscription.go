@@ -15,7 +15,8 @@ import (
 // (Close, or a Shutdown whose deadline passed). A handler that publishes with
 // ctx links the new event to this one (correlation and causation IDs). ctx
 // stays valid after the handler returns, links included, for work the
-// handler hands on; it is cancelled once the subscription has ended.
+// handler hands on; in Async mode it is cancelled (with the cause ErrClosed)
+// once the subscription has ended.
 //
 // A handler that calls runtime.Goexit, as t.FailNow and testify's require
 // do, loses only its own event: it is dead-lettered with a *PanicError and
