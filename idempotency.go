@@ -92,16 +92,16 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 // dedup is the record of one subscription, keyed by event ID or business
 // key: the keys in flight (a handler runs for them), and the done ones.
 type dedup[K comparable] struct {
-	opts     *IdempotencyOptions
-	mu       sync.Mutex
-	inflight map[K]struct{}
-	changed  chan struct{} // closed when a key leaves flight; nil without waiters
+	opts    *IdempotencyOptions
+	mu      sync.Mutex
+	keys    map[K]bool    // true: done, false: in flight
+	changed chan struct{} // closed when a key leaves flight; nil without waiters
 
-	// The in-memory record, when there is no Store: the done keys, and
-	// the same oldest first in a ring of up to Capacity with their publish
-	// times, for forgetting. Neither holds a pointer for ID keys, so the
-	// garbage collector need not scan them.
-	done map[K]struct{}
+	// The in-memory record, when there is no Store: the done keys of keys,
+	// oldest first in a ring of up to Capacity with their publish times,
+	// for forgetting. Neither holds a pointer for ID keys, so the garbage
+	// collector need not scan them.
+	done int // done keys in keys, and in the ring from head
 	ring []doneKey[K]
 	head int
 }
@@ -112,7 +112,7 @@ type doneKey[K comparable] struct {
 }
 
 func newDedup[K comparable](o *IdempotencyOptions) *dedup[K] {
-	return &dedup[K]{opts: o, inflight: make(map[K]struct{}), done: make(map[K]struct{})}
+	return &dedup[K]{opts: o, keys: make(map[K]bool)}
 }
 
 func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) error {
@@ -147,11 +147,12 @@ func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {
 func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) {
 	d.mu.Lock()
 	for {
-		if _, ok := d.done[k]; ok {
+		done, seen := d.keys[k]
+		if done {
 			d.mu.Unlock()
 			return true, nil
 		}
-		if _, busy := d.inflight[k]; !busy {
+		if !seen {
 			break
 		}
 		if d.changed == nil {
@@ -166,7 +167,7 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 		}
 		d.mu.Lock()
 	}
-	d.inflight[k] = struct{}{}
+	d.keys[k] = false
 	d.mu.Unlock()
 	if d.opts.Store == nil {
 		return false, nil
@@ -183,34 +184,36 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 func (d *dedup[K]) release(k K, ok bool, published time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.inflight, k)
 	if d.changed != nil {
 		close(d.changed)
 		d.changed = nil
 	}
 	if !ok || d.opts.Store != nil {
+		delete(d.keys, k)
 		return
 	}
 	now := published.UnixNano()
 	d.forget(now)
-	d.done[k] = struct{}{}
+	d.keys[k] = true
+	d.done++
 	entry := doneKey[K]{key: k, published: now}
 	if len(d.ring) < d.opts.Capacity {
 		d.ring = append(d.ring, entry)
 	} else {
-		d.ring[(d.head+len(d.done)-1)%len(d.ring)] = entry
+		d.ring[(d.head+d.done-1)%len(d.ring)] = entry
 	}
 }
 
 // forget drops the oldest done keys while the record is full or they are
 // older than the TTL at now, in Unix nanoseconds. Callers hold mu.
 func (d *dedup[K]) forget(now int64) {
-	for len(d.done) > 0 {
+	for d.done > 0 {
 		oldest := d.ring[d.head]
-		if len(d.done) < d.opts.Capacity && time.Duration(now-oldest.published) <= d.opts.TTL {
+		if d.done < d.opts.Capacity && time.Duration(now-oldest.published) <= d.opts.TTL {
 			return
 		}
-		delete(d.done, oldest.key)
+		delete(d.keys, oldest.key)
+		d.done--
 		d.ring[d.head] = doneKey[K]{}
 		d.head = (d.head + 1) % len(d.ring)
 	}
