@@ -250,11 +250,14 @@ func TestFileStoreForeignFiles(t *testing.T) {
 	}
 }
 
-// faultFS fails writes or syncs of segment files once armed.
+// faultFS fails writes or syncs of segment files once armed, and counts
+// the syncs, which take syncTime each if it is set.
 type faultFS struct {
 	eventbus.FS
 	failWrite, failSync atomic.Pointer[error]
 	short               bool // a failing write writes half its bytes first
+	syncTime            time.Duration
+	syncs               atomic.Int64
 }
 
 func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
@@ -282,9 +285,11 @@ func (f *faultFile) Write(b []byte) (int, error) {
 }
 
 func (f *faultFile) Sync() error {
+	f.fs.syncs.Add(1)
 	if err := f.fs.failSync.Load(); err != nil {
 		return *err
 	}
+	time.Sleep(f.fs.syncTime) // the device's latency, not a wait for another goroutine
 	return f.File.Sync()
 }
 
@@ -449,40 +454,13 @@ func TestFileStoreCrashChild(t *testing.T) {
 	wg.Wait()
 }
 
-// slowSyncFS is a disk whose syncs take syncTime, as a spinning disk's do,
-// and counts them.
-type slowSyncFS struct {
-	eventbus.FS
-	syncs atomic.Int64
-}
-
-const syncTime = 2 * time.Millisecond
-
-func (f *slowSyncFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
-	file, err := f.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &slowSyncFile{File: file, fs: f}, nil
-}
-
-type slowSyncFile struct {
-	eventbus.File
-	fs *slowSyncFS
-}
-
-func (f *slowSyncFile) Sync() error {
-	f.fs.syncs.Add(1)
-	time.Sleep(syncTime) // the device's latency, not a wait for another goroutine
-	return f.File.Sync()
-}
-
 // TestFileStoreGroupCommit appends from 8 goroutines at once under
 // SyncAlways: they share syncs, close to all 8 in each, rather than
 // alternating between two half groups.
 func TestFileStoreGroupCommit(t *testing.T) {
 	const appenders, each = 8, 25
-	fs := &slowSyncFS{FS: eventbus.OSFS}
+	// A spinning disk's sync takes milliseconds.
+	fs := &faultFS{FS: eventbus.OSFS, syncTime: 2 * time.Millisecond}
 	s := openFile(t, t.TempDir(), eventbus.WithFS(nil, fs))
 	var wg sync.WaitGroup
 	for a := range appenders {
