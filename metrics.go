@@ -167,7 +167,7 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 	c.observe(func(t *timings) {
 		t.handleTime.observe(end.Sub(start))
 		if err == nil {
-			t.latency.observe(end.Sub(e.Time))
+			t.latency.observe(latency(e.Time, end))
 		}
 	})
 }
@@ -175,7 +175,18 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 // deadLetter records that an event published at e.Time was given up at t.
 func (c *counters) deadLetter(e *Header, t time.Time) {
 	c.deadLettered++
-	c.observe(func(ts *timings) { ts.latency.observe(t.Sub(e.Time)) })
+	c.observe(func(ts *timings) { ts.latency.observe(latency(e.Time, t)) })
+}
+
+// latency returns the time from published to end, which comes from the
+// bus's clock (see clock.read). A time without a monotonic reading, such as a
+// stored event's, is compared with the wall clock instead, which may have
+// been set since the bus started.
+func latency(published, end time.Time) time.Duration {
+	if published == published.Round(0) {
+		return time.Since(published)
+	}
+	return end.Sub(published)
 }
 
 // copyTo sets dst to c, allocating dst's timings if need be.
