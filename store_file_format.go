@@ -70,6 +70,7 @@ type CorruptionError struct {
 	Reason string
 }
 
+// Error implements the error interface.
 func (e *CorruptionError) Error() string {
 	return fmt.Sprintf("eventbus: file store corrupted: %s at offset %d: %s", e.Path, e.Offset, e.Reason)
 }
