@@ -692,9 +692,14 @@ type view struct {
 	wseg  uint32
 	woff  int64
 	wsize int
+	hits  int // loads the window served
 	names map[string]string
 	e     entry
 }
+
+// scatteredWindow is the window of a view whose last one served a single
+// event: room for a typical record, not for its neighbours.
+const scatteredWindow = 1 << 10
 
 func (s *FileStore) view(window int) *view {
 	s.mu.RLock()
@@ -705,14 +710,23 @@ func (s *FileStore) view(window int) *view {
 // load makes v.win hold need bytes at off in segment seg.
 func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	if seg == v.wseg && off >= v.woff && off+int64(need) <= v.woff+int64(len(v.win)) {
+		v.hits++
 		return v.win[off-v.woff:], nil
 	}
 	i := int(seg) - int(v.segs[0].seq)
 	if i < 0 || i >= len(v.segs) {
 		return nil, fmt.Errorf("eventbus: segment %d was removed by retention", seg)
 	}
+	// A window that served one event at most (whose two loads are a miss
+	// and a hit) means scattered reads, such as a stream among others: the
+	// next one is small.
+	size := v.wsize
+	if v.win != nil && v.hits < 2 {
+		size = min(size, scatteredWindow)
+	}
+	v.hits = 0
 	// A new buffer each time: events read earlier share the old one.
-	buf := make([]byte, max(need, v.wsize))
+	buf := make([]byte, max(need, size))
 	n, err := v.segs[i].f.ReadAt(buf, off)
 	if n < need {
 		if err == nil {

@@ -1,6 +1,9 @@
 package eventbus_test
 
 import (
+	"bytes"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,5 +36,41 @@ func TestFileStoreConformance(t *testing.T) {
 				return s
 			})
 		})
+	}
+}
+
+// TestFileStoreScatteredReads reads a stream whose events lie between
+// another stream's, some larger than the window a scattered read starts
+// with, and some adjacent, after reopening (so every read comes from disk).
+func TestFileStoreScatteredReads(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	ctx := t.Context()
+	sizes := []int{10, 9000, 3000, 200, 50, 50, 1500}
+	var want [][]byte
+	for i, n := range sizes {
+		data := []byte(strings.Repeat(string(rune('a'+i)), n))
+		want = append(want, data)
+		_, err := s.Append(ctx, "scattered", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: data})
+		require.NoError(t, err)
+		if i != 4 { // events 4 and 5 are adjacent
+			_, err = s.Append(ctx, "other", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(strings.Repeat("x", 700))})
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, s.Close())
+	s = openFile(t, dir, nil)
+	for _, opts := range []eventbus.ReadOptions{{}, {Direction: eventbus.Backwards, From: eventbus.End}} {
+		var got [][]byte
+		for e, err := range s.ReadStream(ctx, "scattered", &opts) {
+			require.NoError(t, err)
+			got = append(got, e.Data)
+		}
+		if opts.Direction == eventbus.Backwards {
+			slices.Reverse(got)
+		}
+		if !slices.EqualFunc(want, got, bytes.Equal) {
+			t.Fatalf("direction %v: read %d events, not the %d appended, or not the same", opts.Direction, len(got), len(want))
+		}
 	}
 }
