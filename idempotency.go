@@ -216,5 +216,10 @@ func (d *dedup[K]) forget(now int64) {
 		d.done--
 		d.ring[d.head] = doneKey[K]{}
 		d.head = (d.head + 1) % len(d.ring)
+		if d.done == 0 {
+			// Start over: while the ring is still growing, head must not
+			// wrap to its empty first slots.
+			d.head, d.ring = 0, d.ring[:0]
+		}
 	}
 }

@@ -316,6 +316,36 @@ func TestIdempotencyForgetsOldest(t *testing.T) {
 	})
 }
 
+// TestIdempotencyExpiresAll lets every remembered key expire before the
+// record has reached its capacity, then fills it: the keys remembered since
+// expire in their turn.
+func TestIdempotencyExpiresAll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ids := make([]eventbus.ID, 7)
+		for i := range ids {
+			ids[i] = eventbus.NewID()
+		}
+		a, b, c, d, e, f, z := ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6]
+		bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync, NewID: fixedIDs(a, b, c, d, e, f, z, c, d),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Capacity: 4, TTL: time.Hour})}})
+		topic := newTopic[Order](t, bus, "orders", nil)
+		runs := 0
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+		ctx := context.Background()
+		publish := func(n int) {
+			for range n {
+				require.NoError(t, topic.Publish(ctx, Order{}))
+			}
+		}
+		publish(2) // a, b
+		time.Sleep(24 * time.Hour)
+		publish(4) // c, d, e, f: a and b have expired
+		time.Sleep(24 * time.Hour)
+		publish(3) // z, then c and d again: they have expired too
+		require.Equal(t, 9, runs)
+	})
+}
+
 func TestTraceparentPropagates(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

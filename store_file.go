@@ -693,12 +693,13 @@ type view struct {
 	woff  int64
 	wsize int
 	hits  int // loads the window served
+	last  int // size of the last record read
 	names map[string]string
 	e     entry
 }
 
-// scatteredWindow is the window of a view whose last one served a single
-// event: room for a typical record, not for its neighbours.
+// scatteredWindow is the least window of a view whose last one served a
+// single event: room for a typical record, not for its neighbours.
 const scatteredWindow = 1 << 10
 
 func (s *FileStore) view(window int) *view {
@@ -718,11 +719,13 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 		return nil, fmt.Errorf("eventbus: segment %d was removed by retention", seg)
 	}
 	// A window that served one event at most (whose two loads are a miss
-	// and a hit) means scattered reads, such as a stream among others: the
-	// next one is small.
+	// and a hit), followed by a read elsewhere, not across its end, means
+	// scattered reads, such as a stream among others: the next window holds
+	// about one record.
 	size := v.wsize
-	if v.win != nil && v.hits < 2 {
-		size = min(size, scatteredWindow)
+	away := seg != v.wseg || off < v.woff || off > v.woff+int64(len(v.win))
+	if v.win != nil && v.hits < 2 && away {
+		size = min(size, max(scatteredWindow, v.last))
 	}
 	v.hits = 0
 	// A new buffer each time: events read earlier share the old one.
@@ -749,7 +752,8 @@ func (v *view) event(pos uint64) (RecordedEvent, error) {
 	if n <= 0 || size > maxRecord {
 		return RecordedEvent{}, v.corrupt(l, "bad entry length")
 	}
-	if b, err = v.load(l.seg, int64(l.off), n+int(size)); err != nil {
+	v.last = n + int(size)
+	if b, err = v.load(l.seg, int64(l.off), v.last); err != nil {
 		return RecordedEvent{}, err
 	}
 	if err := decodeEntry(b[n:n+int(size)], &v.e); err != nil || v.e.pos != pos {
