@@ -30,12 +30,14 @@ var keys = func() []string {
 // A clock times a workload; *testing.B is one, and tests pass noClock.
 type clock interface {
 	ResetTimer()
+	StartTimer()
 	StopTimer()
 }
 
 type noClock struct{}
 
 func (noClock) ResetTimer() {}
+func (noClock) StartTimer() {}
 func (noClock) StopTimer()  {}
 
 // A workload runs n events through a fresh instance of a peer, timing from

@@ -73,7 +73,8 @@ func TestStorePeers(t *testing.T) {
 			t.Run(w.name+"/"+p.name, func(t *testing.T) {
 				before := runtime.NumGoroutine()
 				fill := min(w.fill, 20*fixtureStreams)
-				s, err := openStore(p, t.TempDir(), fill)
+				dir := t.TempDir()
+				s, err := openStore(p, dir, fill)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -81,8 +82,16 @@ func TestStorePeers(t *testing.T) {
 				if fill > 0 {
 					n = 2*fill + 1
 				}
-				if err := w.run(s, fill, n, noClock{}); err != nil {
+				if w.reopen {
+					s, err = reopenStore(p, dir, s, fill, 3, noClock{})
+				} else {
+					err = w.run(s, fill, n, noClock{})
+				}
+				if err != nil {
 					t.Errorf("%s on %s: %v", w.name, p.name, err)
+				}
+				if s == nil {
+					return
 				}
 				if fill == 0 {
 					checkAppended(t, s, appends)

@@ -46,11 +46,13 @@ func newEvent(stream string, i int) storeEvent {
 }
 
 // A storeWorkload runs n operations, each on one event, on an open store
-// that holds fill events made by fillStore, and times them with c.
+// that holds fill events made by fillStore, and times them with c; or,
+// with reopen, closes and opens that store n times (see reopenStore).
 type storeWorkload struct {
-	name string
-	fill int
-	run  func(s store, fill, n int, c clock) error
+	name   string
+	fill   int
+	run    func(s store, fill, n int, c clock) error
+	reopen bool
 }
 
 var storeWorkloads = []storeWorkload{
@@ -58,6 +60,7 @@ var storeWorkloads = []storeWorkload{
 	{name: "Append8", run: appendEvents(storeAppenders)},
 	{name: "ReadStream", fill: fixtureEvents, run: readEvents(streamNames[7])},
 	{name: "ReadAll", fill: fixtureEvents, run: readEvents("")},
+	{name: "Open", fill: openFixtureEvents, reopen: true},
 }
 
 // BenchmarkStore runs every store workload over every store peer, as
@@ -69,7 +72,8 @@ func BenchmarkStore(b *testing.B) {
 }
 
 // storeBenchmark runs w over every store peer, each in a directory of its
-// own. ns/op and allocs/op are per event; events/s is reported too.
+// own. ns/op and allocs/op are per event, and events/s is reported too;
+// for Open, they are per open.
 func storeBenchmark(b *testing.B, w storeWorkload) {
 	for _, p := range storePeers {
 		if w.fill > 0 && p.appendOnly {
@@ -99,10 +103,19 @@ func storeBenchmark(b *testing.B, w storeWorkload) {
 				}
 			}
 			b.ReportAllocs()
-			if err := w.run(s, w.fill, b.N, b); err != nil {
+			var err error
+			if w.reopen {
+				s, err = reopenStore(p, fixtureDir, s, w.fill, b.N, b)
+				filled = s
+			} else {
+				err = w.run(s, w.fill, b.N, b)
+			}
+			if err != nil {
 				b.Fatal(err)
 			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if !w.reopen {
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			}
 		})
 		if filled != nil {
 			closeStore(b, filled)
@@ -132,6 +145,38 @@ func openStore(p storePeer, dir string, fill int) (store, error) {
 			}
 			batch = batch[:0]
 		}
+	}
+	return s, nil
+}
+
+// reopenStore closes s, the store of fill events that p keeps in dir, and
+// opens it again, n times: ns/op is the time an open takes. Closing is not
+// timed. It returns the store open at the end, after checking that it
+// holds one stream's events.
+func reopenStore(p storePeer, dir string, s store, fill, n int, c clock) (store, error) {
+	c.ResetTimer()
+	c.StopTimer()
+	for range n {
+		if err := s.Close(); err != nil {
+			return nil, err
+		}
+		c.StartTimer()
+		var err error
+		s, err = p.open(dir)
+		c.StopTimer()
+		if err != nil {
+			return nil, err
+		}
+	}
+	got := 0
+	for _, err := range s.Read(streamNames[7]) {
+		if err != nil {
+			return s, err
+		}
+		got++
+	}
+	if want := fill / fixtureStreams; got != want {
+		return s, fmt.Errorf("reopened: %d events in %q, want %d", got, streamNames[7], want)
 	}
 	return s, nil
 }

@@ -54,9 +54,11 @@ type storePeer struct {
 var storePeers = []storePeer{
 	{name: "eventbus", open: openFileStore(eventbus.SyncAlways)},
 	{name: "eventbus-nosync", open: openFileStore(eventbus.SyncNever), appendOnly: true},
-	{name: "bbolt", open: openBolt(false)},
-	{name: "bbolt-batch", open: openBolt(true), appendOnly: true},
-	{name: "sqlite", open: openSQLite},
+	{name: "bbolt", open: openBolt(false, false)},
+	{name: "bbolt-batch", open: openBolt(true, false), appendOnly: true},
+	{name: "bbolt-nosync", open: openBolt(false, true), appendOnly: true},
+	{name: "sqlite", open: openSQLite("FULL")},
+	{name: "sqlite-nosync", open: openSQLite("OFF"), appendOnly: true},
 }
 
 // fileStore is eventbus.FileStore: SyncAlways fsyncs before an append
@@ -108,8 +110,9 @@ func (f fileStore) Close() error { return f.s.Close() }
 
 // boltStore keeps each event in the bucket "events" under its position
 // and, in a bucket per stream inside "streams", its position under its
-// revision. Every commit is fsynced (bbolt's default). Appends run in one
-// DB.Update each or, batched, through DB.Batch, bbolt's group commit.
+// revision. Every commit is fsynced (bbolt's default) unless noSync sets
+// DB.NoSync. Appends run in one DB.Update each or, batched, through
+// DB.Batch, bbolt's group commit.
 type boltStore struct {
 	db    *bolt.DB
 	batch bool
@@ -120,12 +123,13 @@ var (
 	boltStreams = []byte("streams")
 )
 
-func openBolt(batch bool) func(string) (store, error) {
+func openBolt(batch, noSync bool) func(string) (store, error) {
 	return func(dir string) (store, error) {
 		db, err := bolt.Open(filepath.Join(dir, "events.db"), 0o600, &bolt.Options{Timeout: time.Second})
 		if err != nil {
 			return nil, err
 		}
+		db.NoSync = noSync
 		err = db.Update(func(tx *bolt.Tx) error {
 			_, err1 := tx.CreateBucketIfNotExists(boltEvents)
 			_, err2 := tx.CreateBucketIfNotExists(boltStreams)
@@ -244,7 +248,8 @@ func (s *boltStore) Read(stream string) iter.Seq2[storeEvent, error] {
 func (s *boltStore) Close() error { return s.db.Close() }
 
 // sqliteStore is one table in a SQLite database in WAL mode with
-// synchronous=FULL, which fsyncs the WAL at every commit. Each append is
+// synchronous=FULL, which fsyncs the WAL at every commit (or OFF, which
+// never does). Each append is
 // one transaction, begun IMMEDIATE so that it takes the write lock at
 // once, through a pool of one connection: SQLite has one writer at a
 // time, and Go's pool queues the appenders, where several connections
@@ -254,9 +259,13 @@ type sqliteStore struct {
 	insert *sql.Stmt
 }
 
-func openSQLite(dir string) (store, error) {
+func openSQLite(synchronous string) func(string) (store, error) {
+	return func(dir string) (store, error) { return openSQLiteIn(dir, synchronous) }
+}
+
+func openSQLiteIn(dir, synchronous string) (store, error) {
 	dsn := "file:" + filepath.Join(dir, "events.db") +
-		"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate"
+		"?_pragma=journal_mode(WAL)&_pragma=synchronous(" + synchronous + ")&_pragma=busy_timeout(10000)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err

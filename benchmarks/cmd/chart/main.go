@@ -87,6 +87,7 @@ var workloadInfo = map[string]string{
 	"Store/Append8":    "8 appenders, durable",
 	"Store/ReadStream": "Read a stream of 1,000",
 	"Store/ReadAll":    "Read all 100,000",
+	"Store/Open":       "Open a store of 1,000,000",
 }
 
 // chartFile is the name of a workload's chart.
@@ -186,11 +187,19 @@ func (r *results) title(workload string) string {
 	if title == "" {
 		title = workload
 	}
-	per := "event"
-	if r.unit(workload) == "ns/delivery" {
-		per = "delivery"
+	return fmt.Sprintf("%s: ns per %s, median (lower is better)", title, r.per(workload))
+}
+
+// per is what one operation of a workload is: an event, a delivery (where
+// the benchmark reports ns/delivery) or, for Store/Open, an open.
+func (r *results) per(workload string) string {
+	switch {
+	case workload == "Store/Open":
+		return "open"
+	case r.unit(workload) == "ns/delivery":
+		return "delivery"
 	}
-	return fmt.Sprintf("%s: ns per %s, median (lower is better)", title, per)
+	return "event"
 }
 
 // machine is the line that says where the figures come from.
@@ -340,15 +349,12 @@ func (r *results) table(chartDir string) string {
 	b.WriteString("| peer |")
 	sep := "|---|"
 	for _, w := range r.workloads {
-		per := "event"
-		if r.unit(w) == "ns/delivery" {
-			per = "delivery"
-		}
 		title := workloadInfo[w]
 		if title == "" {
 			title = w
 		}
-		fmt.Fprintf(&b, " %s: ns/%s | allocs/event |", title, per)
+		per := r.per(w)
+		fmt.Fprintf(&b, " %s: ns/%s | allocs/%s |", title, per, per)
 		sep += "---:|---:|"
 		if r.hasOrder(w) {
 			b.WriteString(" per-key order held |")
