@@ -210,10 +210,15 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 		}
 		r, err := decodeFrame(p, &e, func(stream []byte, at int, e *entry) error {
 			if cur == nil || cur.name != string(stream) {
-				if err := checkStream(string(stream)); err != nil {
-					return err
+				// Only this goroutine uses s while it recovers; looking a
+				// known stream up by its bytes allocates nothing.
+				if cur = s.streams[string(stream)]; cur == nil {
+					name := string(stream)
+					if err := checkStream(name); err != nil {
+						return err
+					}
+					cur = s.stream(name, true)
 				}
-				cur = s.stream(string(stream), true)
 				if cur.w.deleted {
 					cur.w.deleted = false
 					cur.w.start = cur.w.next()
