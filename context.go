@@ -38,7 +38,7 @@ func parent(ctx context.Context) (lineage, bool) {
 // metadata, the common case, hold no pointers (their subscription's context
 // is found through a handle), so the garbage collector never scans the slabs
 // and a busy bus does not make it work harder. Measured: a keyed
-// subscription at GOMAXPROCS=2 handles an event in about 55 ns this way,
+// subscription at GOMAXPROCS=2 handles an event in about 70 ns this way,
 // against about 150 ns with slabs of contexts holding pointers.
 
 // eventContext is the context of a handler in Async mode for an event
