@@ -89,7 +89,8 @@ func (s *Subscription) Topic() string { return s.topic }
 
 // Unsubscribe removes the subscription: it receives no more events, handles
 // those already queued (with their retries), and returns once its workers
-// have exited. If ctx ends first, running handlers see their context
+// have exited; handler contexts kept past their handlers are then
+// cancelled. If ctx ends first, running handlers see their context
 // cancelled and the events not yet handled go to the dead-letter queue; the
 // error is then an *UndeliveredError with their count. Calling it again
 // returns ErrClosed.
