@@ -112,10 +112,7 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 // replay folds the events of stream after v into v; cached says that v
 // came from the cache, for its hit count.
 func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T], cached bool) (Version[T], error) {
-	from := uint64(0)
-	if v.Expected != NoStream {
-		from = v.Expected.rev + 1
-	}
+	from := v.Expected.next()
 	n := 0
 	for e, err := range a.store.ReadStream(ctx, stream, &ReadOptions{From: from}) {
 		if err != nil {
@@ -188,10 +185,7 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 	if err != nil {
 		return AppendResult{}, err
 	}
-	before := uint64(0) // events in the stream before the append
-	if v.Expected != NoStream {
-		before = v.Expected.rev + 1
-	}
+	before := v.Expected.next() // events in the stream before the append
 	for _, e := range events {
 		v.State = a.evolve(v.State, e)
 	}

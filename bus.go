@@ -183,9 +183,10 @@ func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
 // Flush waits until every event published before the call has been handled
 // or dead-lettered by every subscription, or until ctx is done (it then
 // returns ctx's error). Events published meanwhile, by handlers too, are not
-// waited for.
+// waited for. Called with a handler's context, which would make it wait for
+// that handler, it returns an error wrapping [ErrInvalid].
 func (b *Bus) Flush(ctx context.Context) error {
-	if err := checkContext(ctx, "Flush"); err != nil {
+	if err := checkWaitContext(ctx, "Flush"); err != nil {
 		return err
 	}
 	for _, s := range b.subscriptions() {
@@ -219,20 +220,14 @@ func (b *Bus) subscriptions() []*Subscription {
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
 // Later calls wait for the first one and return its result.
 func (b *Bus) Shutdown(ctx context.Context) error {
-	if err := checkContext(ctx, "Shutdown"); err != nil {
+	if err := checkWaitContext(ctx, "Shutdown"); err != nil {
 		return err
-	}
-	if p, ok := parent(ctx); ok && p.handler {
-		return fmt.Errorf("%w: Shutdown called with a handler's context would wait for that handler", ErrInvalid)
 	}
 	b.stop.Do(func() {
 		b.mu.Lock()
-		b.closed.Store(true)
-		subs := make([]*Subscription, 0, len(b.subs))
-		for s := range b.subs {
-			subs = append(subs, s)
-		}
+		b.closed.Store(true) // under mu: no subscription registers after this
 		b.mu.Unlock()
+		subs := b.subscriptions()
 
 		var lost int64
 		for _, s := range subs {
@@ -291,9 +286,4 @@ func (b *Bus) unregister(s *Subscription) {
 	b.mu.Lock()
 	delete(b.subs, s)
 	b.mu.Unlock()
-}
-
-// deadLetter records that sub gave up on env.
-func (b *Bus) deadLetter(ctx context.Context, dl DeadLetter) {
-	b.dlq.add(ctx, dl)
 }

@@ -802,6 +802,24 @@ func TestShutdownFromHandlerIsRefused(t *testing.T) {
 	require.NoError(t, topic.Publish(context.Background(), Order{N: 1}), "the bus is still open")
 }
 
+// TestWaitingFromHandlerIsRefused calls Flush and Unsubscribe with an Async
+// handler's context, which would wait for that very handler.
+func TestWaitingFromHandlerIsRefused(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Workers: 1})
+	topic := newTopic[Order](t, b, "orders", nil)
+	errs := make(chan error, 2)
+	var sub *eventbus.Subscription
+	sub = subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		errs <- b.Flush(ctx)
+		errs <- sub.Unsubscribe(ctx)
+		return nil
+	}, nil)
+	require.NoError(t, topic.Publish(context.Background(), Order{}))
+	require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Flush")
+	require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Unsubscribe")
+	require.NoError(t, b.Flush(context.Background()))
+}
+
 // TestHandlerGoexitCostsOneEvent checks that a handler calling
 // runtime.Goexit, as t.FailNow does, loses only its own event: the worker
 // carries on in a new goroutine, in order, and Flush does not hang.

@@ -77,7 +77,9 @@ func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) 
 // add records dl, hands it to the sink and evicts the oldest entry if full.
 func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
 	if q.sink != nil {
-		if err := q.sink.Put(ctx, dl); err != nil {
+		// The handler's context may be cancelled already: the bus is
+		// stopping without grace, and these are the events it abandons.
+		if err := q.sink.Put(context.WithoutCancel(ctx), dl); err != nil {
 			q.mu.Lock()
 			q.sinkErrs++
 			q.mu.Unlock()

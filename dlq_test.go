@@ -119,3 +119,38 @@ func TestRedriveAfterUnsubscribe(t *testing.T) {
 		require.Equal(t, 1, b.DeadLetters().Len(), "an entry that could not be sent stays")
 	})
 }
+
+// TestDeadLetterSinkContextOutlivesClose closes a bus with events queued:
+// the sink receives them with a context that is not cancelled, so that a
+// sink writing to a database still can.
+func TestDeadLetterSinkContextOutlivesClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var sinkErrs []error
+		sink := eventbus.DeadLetterFunc(func(ctx context.Context, dl eventbus.DeadLetter) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sinkErrs = append(sinkErrs, ctx.Err())
+			return nil
+		})
+		b, err := eventbus.New(&eventbus.Options{Workers: 1, DeadLetterSink: sink})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		for n := range 3 {
+			require.NoError(t, topic.Publish(context.Background(), Order{N: n}))
+		}
+		synctest.Wait()
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Close(), &ue)
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, sinkErrs, 3)
+		for _, err := range sinkErrs {
+			require.NoError(t, err, "the sink's context is cancelled")
+		}
+	})
+}

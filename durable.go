@@ -94,6 +94,10 @@ type durableRun struct {
 	final    error
 }
 
+// maxDurableNameLen is the longest name of a durable subscription, so that
+// its topic, "durable." and the name, is a valid topic name.
+const maxDurableNameLen = 240
+
 // SubscribeDurable starts the durable subscription name (1 to 240 letters,
 // digits, '.', '_' and '-') on bus b over store s, from its last saved
 // checkpoint, and hands the events its filter selects to h, decoded by r
@@ -116,6 +120,9 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	}
 	if err := checkName("durable subscription", name); err != nil {
 		return nil, err
+	}
+	if len(name) > maxDurableNameLen {
+		return nil, fmt.Errorf("%w: durable subscription name %.20q... is %d bytes, more than %d", ErrInvalid, name, len(name), maxDurableNameLen)
 	}
 	if b == nil || s == nil {
 		return nil, fmt.Errorf("%w: durable subscription %q: nil bus or store", ErrInvalid, name)
@@ -236,6 +243,9 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	defer close(r.tailed)
 	if err := d.pump(ctx, from); !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
 		r.err = err
+		if err != nil && d.bus.opts.Logger != nil {
+			d.bus.opts.Logger.Error("eventbus: durable subscription stopped: reading the store failed", "subscription", d.name, "error", err)
+		}
 	}
 	select {
 	case <-r.stopping:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -217,6 +218,7 @@ func TestSubscribeDurableInvalid(t *testing.T) {
 		wantErr error
 	}{
 		{"bad name", bus, s, reg, "a b", h, nil, eventbus.ErrInvalid},
+		{"name over 240 bytes", bus, s, reg, strings.Repeat("d", 241), h, nil, eventbus.ErrInvalid},
 		{"nil bus", nil, s, reg, "x", h, nil, eventbus.ErrInvalid},
 		{"nil store", bus, nil, reg, "x", h, nil, eventbus.ErrInvalid},
 		{"nil registry", bus, s, nil, "x", h, nil, eventbus.ErrInvalid},

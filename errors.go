@@ -61,6 +61,18 @@ func checkContext(ctx context.Context, call string) error {
 	return nil
 }
 
+// checkWaitContext is checkContext for calls that wait for handlers to
+// finish, which a handler's context would make wait for its own handler.
+func checkWaitContext(ctx context.Context, call string) error {
+	if err := checkContext(ctx, call); err != nil {
+		return err
+	}
+	if p, ok := parent(ctx); ok && p.handler {
+		return fmt.Errorf("%w: %s called with a handler's context would wait for that handler", ErrInvalid, call)
+	}
+	return nil
+}
+
 // PanicError is the error a handler's panic becomes. The worker survives the
 // panic and treats the event like any other failure (retries, dead letter).
 type PanicError struct {

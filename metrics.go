@@ -258,8 +258,8 @@ func (s *syncCounters) collect(c *counters) {
 }
 
 // Metrics returns a snapshot of the bus's counters and latencies. It is
-// safe to call at any time, also after Shutdown (subscriptions then no
-// longer appear).
+// safe to call at any time, also after Shutdown (subscriptions then show
+// their final counts; unsubscribed ones no longer appear).
 func (b *Bus) Metrics() Metrics {
 	var m Metrics
 	b.mu.Lock()

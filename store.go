@@ -200,6 +200,15 @@ var (
 // Exact requires that the stream's last event has revision rev.
 func Exact(rev uint64) ExpectedRevision { return ExpectedRevision{kind: expectExact, rev: rev} }
 
+// next returns the revision of the event that follows e, which is
+// [NoStream] or [Exact]: 0 for NoStream, else the revision after e's.
+func (e ExpectedRevision) next() uint64 {
+	if e == NoStream {
+		return 0
+	}
+	return e.rev + 1
+}
+
 // String returns "any", "no stream", "stream exists" or the revision.
 func (e ExpectedRevision) String() string {
 	switch e.kind {

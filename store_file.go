@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -684,7 +685,6 @@ func (s *FileStore) commitStream(r *request, touched *[]*fileStream) (bool, erro
 
 // view is what a read sees of the store: a snapshot of the read side.
 type view struct {
-	s     *FileStore
 	log   fileLog
 	segs  []*segment
 	byID  []*fileStream
@@ -705,7 +705,7 @@ const scatteredWindow = 1 << 10
 func (s *FileStore) view(window int) *view {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return &view{s: s, log: s.log, segs: s.segs, byID: s.byID, wsize: window, names: make(map[string]string)}
+	return &view{log: s.log, segs: s.segs, byID: s.byID, wsize: window, names: make(map[string]string)}
 }
 
 // load makes v.win hold need bytes at off in segment seg.
@@ -798,7 +798,9 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 		}
 		s.mu.RUnlock()
 		v := s.view(8 << 10)
-		lo := max(state.start, state.base, v.log.first)
+		// After retention the stream starts at its first event kept.
+		kept, _ := slices.BinarySearch(state.positions, v.log.first)
+		lo := max(state.start, state.base+uint64(kept))
 		if state.deleted {
 			lo = state.next()
 		}
@@ -811,11 +813,7 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 			return
 		}
 		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
-			pos := state.positions[rev-state.base]
-			if pos < v.log.first {
-				return RecordedEvent{}, false, nil
-			}
-			e, err := v.event(pos)
+			e, err := v.event(state.positions[rev-state.base])
 			return e, err == nil && keep(&e), err
 		}, yield)
 	}

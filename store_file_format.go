@@ -288,12 +288,11 @@ func intern(names map[string]string, b []byte) string {
 
 // record is one decoded frame payload other than events.
 type record struct {
-	kind       byte
-	stream     []byte
-	tombstone  bool
-	md         StreamMetadata
-	states     []streamRecord
-	eventParts int
+	kind      byte
+	stream    []byte
+	tombstone bool
+	md        StreamMetadata
+	states    []streamRecord
 }
 
 // streamRecord is the persisted state of one stream in a state frame.
@@ -344,7 +343,6 @@ func decodeFrame(p []byte, e *entry, each func(stream []byte, off int, e *entry)
 					}
 				}
 			}
-			r.eventParts++
 		}
 	case kindDelete:
 		r.stream = d.str()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -411,13 +412,16 @@ func (s *FileStore) Verify(ctx context.Context) error {
 	var e entry
 	for i, seg := range v.segs {
 		var b []byte
+		chunk := make([]byte, 1<<20)
 		for off := int64(0); ; {
-			chunk := make([]byte, 1<<20)
 			n, err := seg.f.ReadAt(chunk, off)
 			b = append(b, chunk[:n]...)
 			off += int64(n)
-			if err != nil || n == 0 {
+			if errors.Is(err, io.EOF) || err == nil && n == 0 {
 				break
+			}
+			if err != nil {
+				return fmt.Errorf("eventbus: verify %s: %w", seg.path, err)
 			}
 			if err := interrupted(ctx, &s.closed); err != nil {
 				return err

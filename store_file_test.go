@@ -74,3 +74,32 @@ func TestFileStoreScatteredReads(t *testing.T) {
 		}
 	}
 }
+
+// TestFileStoreReadStreamAfterRetention reads a stream appended after
+// retention dropped the segments of another, long one: revisions and
+// positions differ, and every event of the new stream is read.
+func TestFileStoreReadStreamAfterRetention(t *testing.T) {
+	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10})
+	ctx := t.Context()
+	for i := range 2000 {
+		_, err := s.Append(ctx, "a", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(strings.Repeat("x", i%50))})
+		require.NoError(t, err)
+	}
+	for range 5 {
+		_, err := s.Append(ctx, "b", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t"})
+		require.NoError(t, err)
+	}
+	n := 0
+	for e, err := range s.ReadStream(ctx, "b", nil) {
+		require.NoError(t, err)
+		require.EqualValues(t, n, e.Revision)
+		n++
+	}
+	require.Equal(t, 5, n)
+	var first uint64
+	for e, err := range s.ReadStream(ctx, "a", &eventbus.ReadOptions{Limit: 1}) {
+		require.NoError(t, err)
+		first = e.Revision
+	}
+	require.Greater(t, first, uint64(0), "retention dropped the first events of a")
+}

@@ -20,6 +20,10 @@ type StoreTopic[T any] struct {
 	eventType string
 }
 
+// maxStoreTopicNameLen is the longest name of a StoreTopic, leaving room
+// for the names of its durable subscriptions.
+const maxStoreTopicNameLen = 200
+
 // NewStoreTopic returns the topic name (1 to 200 letters, digits, '.', '_'
 // and '-') of payloads of type T, which must be registered in r, committed
 // to s and delivered by b. It returns an error wrapping [ErrInvalid] for a
@@ -27,6 +31,9 @@ type StoreTopic[T any] struct {
 func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopic[T], error) {
 	if err := checkName("topic", name); err != nil {
 		return nil, err
+	}
+	if len(name) > maxStoreTopicNameLen {
+		return nil, fmt.Errorf("%w: store topic name %.20q... is %d bytes, more than %d", ErrInvalid, name, len(name), maxStoreTopicNameLen)
 	}
 	if b == nil || s == nil || r == nil {
 		return nil, fmt.Errorf("%w: store topic %q: nil bus, store or registry", ErrInvalid, name)
@@ -55,11 +62,16 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	}
 	var h Header
 	h.Key, _ = payloadKey(payload)
+	// The parent's lineage first and the options after, as Topic.stamp
+	// does, so that an option such as WithCorrelationID wins.
+	p, hasParent := parent(ctx)
+	if hasParent {
+		h.CausationID, h.CorrelationID = p.ID, p.CorrelationID
+	}
 	for _, o := range opts {
 		o(&h)
 	}
-	if p, ok := parent(ctx); ok {
-		h.CausationID, h.CorrelationID = p.ID, p.CorrelationID
+	if hasParent {
 		h.Metadata = inherit(h.Metadata, &p)
 	}
 	e, err := t.reg.Encode(payload)

@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -123,12 +124,55 @@ func TestStoreTopicDelivery(t *testing.T) {
 	})
 }
 
+// An event published by a handler with WithCorrelationID keeps that
+// correlation ID, and is still caused by the handled event.
+func TestStoreTopicCorrelationOptionWins(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		fees := newStoreTopic[Withdrawn](t, bus, s, reg, "fees")
+		corr := eventbus.NewID()
+		_, err := deposits.Subscribe(ctx, "fees", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+			_, err := fees.Publish(ctx, Withdrawn{Amount: 1}, eventbus.WithKey("x"), eventbus.WithCorrelationID(corr))
+			return err
+		}, nil)
+		require.NoError(t, err)
+		res, err := deposits.Publish(ctx, Deposited{Amount: 5}, eventbus.WithKey("x"))
+		require.NoError(t, err)
+		synctest.Wait()
+		require.NoError(t, bus.Shutdown(ctx))
+
+		var deposit eventbus.RecordedEvent
+		for e, err := range s.ReadStream(ctx, "deposits-x", nil) {
+			require.NoError(t, err)
+			deposit = e
+		}
+		require.Equal(t, res.Position, deposit.Position)
+		var got []eventbus.RecordedEvent
+		for e, err := range s.ReadStream(ctx, "fees-x", nil) {
+			require.NoError(t, err)
+			got = append(got, e)
+		}
+		require.Len(t, got, 1)
+		if got[0].CorrelationID != corr {
+			t.Errorf("fee's correlation ID = %v, want %v from WithCorrelationID", got[0].CorrelationID, corr)
+		}
+		if got[0].CausationID != deposit.ID {
+			t.Errorf("fee's causation ID = %v, want the deposit's ID %v", got[0].CausationID, deposit.ID)
+		}
+	})
+}
+
 func TestNewStoreTopicInvalid(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)
 	bus := newBus(t, nil)
 	if _, err := eventbus.NewStoreTopic[Deposited](bus, s, reg, "a b"); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("NewStoreTopic(bad name) = %v, want %v", err, eventbus.ErrInvalid)
+	}
+	if _, err := eventbus.NewStoreTopic[Deposited](bus, s, reg, strings.Repeat("t", 201)); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("NewStoreTopic(201-byte name) = %v, want %v", err, eventbus.ErrInvalid)
 	}
 	if _, err := eventbus.NewStoreTopic[Deposited](bus, nil, reg, "x"); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("NewStoreTopic(nil store) = %v, want %v", err, eventbus.ErrInvalid)

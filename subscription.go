@@ -93,9 +93,10 @@ func (s *Subscription) Topic() string { return s.topic }
 // cancelled. If ctx ends first, running handlers see their context
 // cancelled and the events not yet handled go to the dead-letter queue; the
 // error is then an *UndeliveredError with their count. Calling it again
-// returns ErrClosed.
+// returns ErrClosed; calling it with a handler's context, which would make
+// it wait for that handler, returns an error wrapping [ErrInvalid].
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
-	if err := checkContext(ctx, "Unsubscribe"); err != nil {
+	if err := checkWaitContext(ctx, "Unsubscribe"); err != nil {
 		return err
 	}
 	if s.stopped.Swap(true) {

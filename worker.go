@@ -209,7 +209,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 // and counts it in c.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header, last)
-	s.bus.deadLetter(ctx, DeadLetter{
+	s.bus.dlq.add(ctx, DeadLetter{
 		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, Payload: e.Payload},
 		Err:          err,
 		FirstFailure: first,
@@ -564,7 +564,7 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	for _, l := range w.lanes {
 		for _, p := range l.items {
 			if p.err != nil {
-				w.sub.deadLetter(ctx, &p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, now, &w.stats)
+				w.sub.deadLetter(ctx, &p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, p.last, &w.stats)
 			} else {
 				w.sub.deadLetter(ctx, &p.e, 0, cause, now, now, &w.stats)
 			}

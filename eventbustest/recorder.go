@@ -47,6 +47,10 @@ type Recorder[T any] struct {
 // Fatalf if it cannot subscribe.
 func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 	t.Helper()
+	if topic == nil {
+		t.Fatalf("eventbustest: Record: nil topic")
+		return nil // t.Fatalf does not return, unless t is a fake
+	}
 	r := &Recorder[T]{t: t, topic: topic.Name(), changed: make(chan struct{})}
 	name := "eventbustest-recorder"
 	for i := 2; ; i++ {

@@ -3,6 +3,7 @@ package eventbustest_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -157,13 +158,15 @@ func TestRecorderWaitOutsideBubble(t *testing.T) {
 	b := eventbustest.NewBus(t, nil)
 	orders := newTopic[Order](t, b, "orders")
 	rec := eventbustest.Record(t, orders)
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait() // even if Wait fails, so that Errorf comes before the test ends
+	wg.Go(func() {
 		for i := range 100 {
 			if err := orders.Publish(context.Background(), Order{ID: "k", N: i}); err != nil {
 				t.Errorf("Publish(%d) = %v", i, err)
 			}
 		}
-	}()
+	})
 	require.True(t, rec.Wait(t.Context(), func(events []eventbus.Event[Order]) bool { return len(events) == 100 }))
 	events := rec.Events()
 	for i, e := range events {

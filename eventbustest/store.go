@@ -75,10 +75,14 @@ type rec struct {
 	Type, Data         string
 }
 
+func toRec(e eventbus.RecordedEvent) rec {
+	return rec{e.Stream, e.Revision, e.Position, e.Type, string(e.Data)}
+}
+
 func summary(events []eventbus.RecordedEvent) []rec {
 	out := make([]rec, len(events))
 	for i, e := range events {
-		out[i] = rec{e.Stream, e.Revision, e.Position, e.Type, string(e.Data)}
+		out[i] = toRec(e)
 	}
 	return out
 }
@@ -567,7 +571,7 @@ func testReadStream(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			for e, err := range s.ReadStream(t.Context(), "a", tt.opts) {
 				require.NoError(t, err)
 				if e.Stream != "a" || string(e.Data) != fmt.Sprintf("a%d", e.Revision) {
-					t.Errorf("ReadStream yielded %+v", rec{e.Stream, e.Revision, e.Position, e.Type, string(e.Data)})
+					t.Errorf("ReadStream yielded %+v", toRec(e))
 				}
 				got = append(got, string(e.Data))
 			}

@@ -34,7 +34,8 @@ type ConsumerOptions struct {
 	MaxPollRecords int
 	// DeadLetterTopic, if set, receives a copy of every record that cannot
 	// be made into an event (no bridge headers, a type the registry does
-	// not know, a payload that does not decode), with its error in the
+	// not know, a payload that does not decode, a topic with no Route
+	// that options in Client made it consume), with its error in the
 	// header "eventbus-error". If empty, such a record stops Run with an
 	// error, and is read again by the next run.
 	DeadLetterTopic string
@@ -380,7 +381,11 @@ func (c *Consumer) poll(ctx context.Context, cl *kgo.Client, routes map[string]r
 func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r *kgo.Record) error {
 	e, key, bad := parseRecord(r)
 	var err error
-	if bad == nil {
+	switch {
+	case bad != nil:
+	case publish == nil: // a topic added by ConsumerOptions.Client
+		bad = fmt.Errorf("topic %q is not routed", r.Topic)
+	default:
 		bad, err = publish(ctx, r, &e, key)
 	}
 	if err != nil || bad == nil {

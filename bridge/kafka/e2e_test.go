@@ -34,7 +34,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 	// The consuming side: bus B in another "process".
 	busB := newBus(t, nil)
 	ordersB := newTopic(t, busB)
-	log := newOrderLog(events)
+	log := newOrderLog(t, events)
 	if _, err := ordersB.Subscribe("shipping", log.handle, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -120,7 +120,7 @@ func TestBrokerFaults(t *testing.T) {
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	log := newOrderLog(5000)
+	log := newOrderLog(t, 5000)
 	cc := &commitChecker{t: t, log: log, topic: "orders", failN: 10}
 	cc.install(c)
 	if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
@@ -153,7 +153,7 @@ func TestRebalance(t *testing.T) {
 	reg := registry(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := newOrderLog(events)
+	log := newOrderLog(t, events)
 	cc := &commitChecker{t: t, log: log, topic: "orders"}
 	cc.install(c)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -115,6 +116,7 @@ func leakedGoroutines() string {
 // orderLog records, per key, the sequence numbers handled, and signals when
 // every key has reached its last one.
 type orderLog struct {
+	t       testing.TB // fails on metadata that does not parse
 	mu      sync.Mutex
 	seqs    map[string][]int
 	handled int
@@ -126,8 +128,8 @@ type orderLog struct {
 	offsets map[string]map[int64]bool
 }
 
-func newOrderLog(want int) *orderLog {
-	return &orderLog{seqs: make(map[string][]int), seen: make(map[string]int), want: want, done: make(chan struct{}), offsets: make(map[string]map[int64]bool)}
+func newOrderLog(t testing.TB, want int) *orderLog {
+	return &orderLog{t: t, seqs: make(map[string][]int), seen: make(map[string]int), want: want, done: make(chan struct{}), offsets: make(map[string]map[int64]bool)}
 }
 
 func (l *orderLog) handle(_ context.Context, e eventbus.Event[Order]) error {
@@ -142,8 +144,11 @@ func (l *orderLog) handle(_ context.Context, e eventbus.Event[Order]) error {
 		}
 	}
 	if p, ok := e.Metadata["kafka.partition"]; ok {
-		var off int64
-		fmt.Sscan(e.Metadata["kafka.offset"], &off)
+		off, err := strconv.ParseInt(e.Metadata["kafka.offset"], 10, 64)
+		if err != nil {
+			l.t.Errorf("event %s: metadata kafka.offset: %v", e.ID, err)
+			return nil
+		}
 		tp := e.Metadata["kafka.topic"] + "/" + p
 		if l.offsets[tp] == nil {
 			l.offsets[tp] = make(map[int64]bool)
@@ -267,7 +272,10 @@ func forward(t testing.TB, reg *eventbus.Registry, orders *eventbus.Topic[Order]
 }
 
 // consume runs a Consumer on orders' bus that routes the Kafka topic
-// "orders" to orders, until stop is called; stop returns Run's error.
+// "orders" to orders, until stop is called; stop returns Run's error. Calls
+// of stop after the first return the same error. stop also runs when the
+// test ends, before the cluster closes and the bus closes (both were made
+// before consume, so their cleanups run after its own).
 func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *eventbus.Topic[Order], reg *eventbus.Registry, opts *kafka.ConsumerOptions) (stop func() error) {
 	t.Helper()
 	cons, err := kafka.NewConsumer(bus, reg, opts)
@@ -280,8 +288,10 @@ func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *event
 	ctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	go func() { runErr <- cons.Run(ctx) }()
-	return func() error {
+	stop = sync.OnceValue(func() error {
 		cancel()
 		return <-runErr
-	}
+	})
+	t.Cleanup(func() { _ = stop() }) // a test that checks Run's error calls stop itself
+	return stop
 }

@@ -58,7 +58,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	// The consuming side, alive throughout.
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	log := newOrderLog(streams * perStream)
+	log := newOrderLog(t, streams*perStream)
 	if _, err := orders.Subscribe("shipping", log.handle, &eventbus.SubscriptionOptions{
 		Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})},
 	}); err != nil {
@@ -105,21 +105,32 @@ func TestRelayCrashAndRestart(t *testing.T) {
 		}
 		cp.crashed.Store(false)
 		relayCtx, kill := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- relay.Run(relayCtx) }()
+		var runErr error // Run's result, once done is closed
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runErr = relay.Run(relayCtx)
+		}()
+		// Stop the relay however run returns, even by t.Fatal, before
+		// the producer closes.
+		defer func() {
+			kill()
+			<-done
+		}()
 		if crash {
 			select { // kill it after a checkpoint, with more acknowledged since
 			case <-cp.saved:
-			case err := <-done:
-				t.Fatalf("Run() = %v before a checkpoint", err)
+			case <-done:
+				t.Fatalf("Run() = %v before a checkpoint", runErr)
 			}
 			cp.crashed.Store(true)
 		} else {
 			log.wait(t, ctx)
 		}
 		kill()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+		<-done
+		if !errors.Is(runErr, context.Canceled) {
+			t.Fatalf("Run() = %v, want %v", runErr, context.Canceled)
 		}
 	}
 	for range kills {

@@ -23,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,6 +62,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	dir := fs.Arg(0)
+	if cmd == "tail" && *n <= 0 {
+		fmt.Fprintf(stderr, "eventbus tail: -n must be positive, not %d\n", *n)
+		return 2
+	}
+	if *limit < 0 {
+		fmt.Fprintf(stderr, "eventbus %s: -limit must not be negative, not %d\n", cmd, *limit)
+		return 2
+	}
 	var err error
 	switch cmd {
 	case "inspect":
@@ -123,11 +132,20 @@ func checkDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
-	if len(segs) == 0 {
-		return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-*.log)", dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
 	}
-	return nil
+	for _, e := range entries {
+		ok, err := filepath.Match("seg-*.log", e.Name())
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-*.log)", dir)
 }
 
 // withStore opens the store in dir read-only, showing progress on
@@ -237,9 +255,11 @@ type jsonEvent struct {
 }
 
 func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts *eventbus.ReadOptions, reverse bool, stdout io.Writer) error {
-	seq := s.ReadAll(ctx, opts)
+	var seq iter.Seq2[eventbus.RecordedEvent, error]
 	if stream != "" {
 		seq = s.ReadStream(ctx, stream, opts)
+	} else {
+		seq = s.ReadAll(ctx, opts)
 	}
 	var events []eventbus.RecordedEvent
 	enc := json.NewEncoder(stdout)

@@ -27,7 +27,9 @@ func newStore(t *testing.T) (dir, seg string) {
 	_, err = s.Append(t.Context(), "user-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "user.created", Data: []byte("binary\x00")})
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
-	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	segs, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	require.NoError(t, err)
+	require.Len(t, segs, 1)
 	return dir, segs[0]
 }
 
@@ -108,6 +110,9 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"inspect", filepath.Join(foreign, "missing")}, 1, "no such file or directory"},
 		{[]string{"verify", foreign}, 1, "not an eventbus store"},
 		{[]string{"repair", foreign}, 1, "not an eventbus store"},
+		{[]string{"tail", "-n", "0", foreign}, 2, "-n must be positive"},
+		{[]string{"tail", "-n", "-3", foreign}, 2, "-n must be positive"},
+		{[]string{"read", "-limit", "-1", foreign}, 2, "-limit must not be negative"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCmd(t, tt.args...)
