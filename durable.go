@@ -367,11 +367,8 @@ func (d *Durable) Stop(ctx context.Context) error { return d.stopThen(ctx, nil) 
 // stopThen stops the running subscription, then calls then, if not nil,
 // with no other Stop or Rebuild running meanwhile.
 func (d *Durable) stopThen(ctx context.Context, then func() error) error {
-	if err := checkContext(ctx, "Durable.Stop"); err != nil {
-		return err
-	}
-	if p, ok := parent(ctx); ok && p.handler {
-		return fmt.Errorf("%w: durable subscription %q: stopping with a handler's context would wait for that handler", ErrInvalid, d.name)
+	if err := checkWaitContext(ctx, "Durable.Stop"); err != nil {
+		return fmt.Errorf("durable subscription %q: %w", d.name, err)
 	}
 	select {
 	case d.life <- struct{}{}:

@@ -383,10 +383,6 @@ func (t *Topic[T]) hash(key string) uint64 {
 // publishSync runs every subscription's handler for e in the calling
 // goroutine.
 func (t *Topic[T]) publishSync(ctx *linkedContext, e *Event[T]) error {
-	b := t.bus
-	if b.closed.Load() {
-		return ErrClosed
-	}
 	var errs []error
 	for _, s := range *t.subs.Load() {
 		if err := s.runSync(ctx, e); err != nil {
