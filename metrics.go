@@ -153,17 +153,24 @@ func (t *timings) add(o *timings) {
 // ended at end (both zero when not timed). The latency of a failed attempt is
 // recorded when the event is dead-lettered.
 func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, end time.Time) {
+	switch {
+	case err == nil && !dup:
+		c.handled++
+	case err != nil:
+		c.failed++
+	default:
+		c.duplicates++
+	}
 	if attempt > 1 {
 		c.retried++
 	}
-	switch {
-	case err != nil:
-		c.failed++
-	case dup:
-		c.duplicates++
-	default:
-		c.handled++
+	if c.times != nil {
+		c.timeAttempt(err, e, start, end)
 	}
+}
+
+// timeAttempt records the timings of an attempt.
+func (c *counters) timeAttempt(err error, e *Header, start, end time.Time) {
 	c.observe(func(t *timings) {
 		t.handleTime.observe(end.Sub(start))
 		if err == nil {

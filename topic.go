@@ -308,6 +308,22 @@ func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) *linkedContext
 // enqueue puts e in one queue of every subscription, all or none.
 func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (bool, error) {
 	h := t.hash(e.Key)
+	subs := *t.subs.Load()
+	if len(subs) == 1 {
+		// The common case, one subscription, takes one lock and no loops;
+		// a full queue goes the long way.
+		q := subs[0].queueFor(h)
+		q.mu.Lock()
+		if !q.stopped && (force || !q.full()) {
+			wake := q.push(e)
+			q.mu.Unlock()
+			if wake {
+				q.signal()
+			}
+			return true, nil
+		}
+		q.mu.Unlock()
+	}
 	var stack [32]*queue[T] // fan-outs up to 32 choose their queues without allocating
 	for {
 		subs := *t.subs.Load()
