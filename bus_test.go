@@ -747,6 +747,54 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestEventTime checks what the bus promises of Header.Time: an event that
+// wakes an idle worker has the exact time of its publish; events queued
+// behind a busy worker may share a clock reading, but one at most a tick
+// (500 µs) old, and times never go back.
+func TestEventTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		release := make(chan struct{})
+		var times []time.Time // one worker appends: no lock needed
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			times = append(times, e.Time)
+			<-release
+			return nil
+		}, nil)
+		ctx := context.Background()
+		var published []time.Time
+		publish := func(n int) {
+			published = append(published, time.Now())
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+		}
+		const busy = 40
+		for i := range busy {
+			publish(i)
+			time.Sleep(30 * time.Microsecond)
+		}
+		close(release)
+		require.NoError(t, b.Flush(ctx))
+		time.Sleep(time.Second) // idle: the clock's helper goes to sleep
+		publish(busy)
+		require.NoError(t, b.Flush(ctx))
+
+		require.Len(t, times, busy+1)
+		require.Equal(t, published[0], times[0], "the event that woke the worker")
+		require.Equal(t, published[busy], times[busy], "the event published after an idle second")
+		shared := 0
+		for i := 1; i < busy; i++ {
+			require.False(t, times[i].Before(times[i-1]), "event %d is older than event %d", i, i-1)
+			require.False(t, times[i].After(published[i]), "event %d is stamped after its publish", i)
+			require.LessOrEqual(t, published[i].Sub(times[i]), 500*time.Microsecond, "event %d", i)
+			if times[i].Equal(times[i-1]) {
+				shared++
+			}
+		}
+		require.NotZero(t, shared, "events behind a busy worker share clock readings")
+	})
+}
+
 func TestIDRoundTrip(t *testing.T) {
 	for range 100 {
 		id := eventbus.NewID()
