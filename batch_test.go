@@ -84,7 +84,7 @@ func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
 		require.ElementsMatch(t, [][]int{{3}, {6}}, calls[2:], "only the failed ones, one at a time, in any order across keys")
 		var dead []string
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
-			dead = append(dead, fmt.Sprintf("%d:%d:%v", dl.Payload.(Order).N, dl.Attempt, dl.Err))
+			dead = append(dead, fmt.Sprintf("%d:%d:%v", dl.Payload().(Order).N, dl.Attempt, dl.Err))
 		}
 		require.ElementsMatch(t, []string{"3:2:bad 3", "6:2:bad 6"}, dead)
 		m := b.Metrics().Subscriptions[0]

@@ -504,7 +504,7 @@ func TestPanicBecomesError(t *testing.T) {
 		require.Equal(t, "boom", pe.Value)
 		require.Contains(t, string(pe.Stack), "TestPanicBecomesError")
 		require.Equal(t, 1, dls[0].Attempt)
-		require.Equal(t, Order{Key: "k", N: 2}, dls[0].Payload)
+		require.Equal(t, Order{Key: "k", N: 2}, dls[0].Payload())
 	})
 }
 
@@ -560,7 +560,7 @@ func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 		require.Equal(t, 5, b.DeadLetters().Len(), "the cancelled one and the four queued ones")
 		var ns []int
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: context.DeadlineExceeded}) {
-			ns = append(ns, dl.Payload.(Order).N)
+			ns = append(ns, dl.Payload().(Order).N)
 		}
 		require.Equal(t, []int{1, 2, 3, 4}, ns, "never-run events carry the shutdown's cause")
 		ids := map[eventbus.ID]bool{}
@@ -914,7 +914,7 @@ func TestHandlerGoexitCostsOneEvent(t *testing.T) {
 					var pe *eventbus.PanicError
 					require.ErrorAs(t, dl.Err, &pe)
 					require.ErrorContains(t, dl.Err, "runtime.Goexit")
-					dead = append(dead, dl.Payload.(Order).N)
+					dead = append(dead, dl.Payload().(Order).N)
 				}
 				want := []int{2}
 				if batch {

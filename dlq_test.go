@@ -16,7 +16,7 @@ import (
 func collect(q *eventbus.DeadLetterQueue, f eventbus.DeadLetterFilter) []string {
 	var out []string
 	for dl := range q.All(f) {
-		out = append(out, fmt.Sprintf("%s/%s/%d", dl.Topic, dl.Subscription, dl.Payload.(Order).N))
+		out = append(out, fmt.Sprintf("%s/%s/%d", dl.Topic, dl.Subscription, dl.Payload().(Order).N))
 	}
 	return out
 }

@@ -39,7 +39,7 @@ type DurableOptions struct {
 // one stream are handled one at a time in store order, streams in parallel.
 // The handler's [Event] carries the stored event's ID, type, schema
 // version, time, IDs, metadata and [Header].Position. Middleware sees the
-// [RecordedEvent] as [Envelope].Payload, and the topic "durable." followed
+// [RecordedEvent] as [Envelope.Payload], and the topic "durable." followed
 // by the name as the Envelope's Topic and Type.
 //
 // # Checkpoints

@@ -15,11 +15,40 @@ type Envelope struct {
 	// Attempt counts attempts at handling the event in this subscription,
 	// starting at 1. In a [DeadLetter] it is the number of attempts made.
 	Attempt int
-	// Payload is the event's payload, for inspection. Middleware must not
-	// replace it with a value of another type.
-	Payload any
 
-	duplicate bool // set by Idempotency when it skips the handler
+	event     payloader // the typed event, an *Event[T]
+	duplicate bool      // set by Idempotency when it skips the handler
+}
+
+// Payload returns the event's payload, for inspection. It is boxed in an
+// interface only when asked for, so a chain that never looks at payloads
+// costs no allocation.
+func (e Envelope) Payload() any {
+	if e.event == nil {
+		return nil
+	}
+	return e.event.payload()
+}
+
+// payloader is the typed event behind an Envelope: an *Event[T].
+type payloader interface{ payload() any }
+
+func (e *Event[T]) payload() any { return e.Payload }
+
+// envelope is an Envelope with room for its typed event, which the
+// Envelope points to: filling one copies the event instead of boxing its
+// payload, which would cost an allocation per attempt.
+type envelope[T any] struct {
+	Envelope
+	typed Event[T]
+}
+
+// fill makes env the envelope of attempt attempt at e in subscription sub,
+// and returns its untyped view.
+func (env *envelope[T]) fill(e *Event[T], sub string, attempt int) *Envelope {
+	env.typed = *e
+	env.Envelope = Envelope{Header: e.Header, Subscription: sub, Attempt: attempt, event: &env.typed}
+	return &env.Envelope
 }
 
 // EnvelopeHandler handles one event in its untyped form; the innermost one

@@ -71,29 +71,32 @@ func TestMiddlewareSeesEnvelope(t *testing.T) {
 			require.Equal(t, "orders", env.Topic)
 			require.Equal(t, "Order", env.Type)
 			require.Equal(t, "k", env.Key)
-			require.Equal(t, Order{Key: "k", N: 7}, env.Payload)
+			require.Equal(t, Order{Key: "k", N: 7}, env.Payload())
 		}
 	})
 }
 
-func TestMiddlewareCannotChangePayloadType(t *testing.T) {
-	swap := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+// TestMiddlewareOwnEnvelope checks that a middleware passing on an
+// envelope of its own making, which has no payload, fails the event with
+// ErrInvalid instead of calling the handler with a zero payload.
+func TestMiddlewareOwnEnvelope(t *testing.T) {
+	forge := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
 		return func(ctx context.Context, env *eventbus.Envelope) error {
-			env.Payload = "not an order"
-			return next(ctx, env)
+			return next(ctx, &eventbus.Envelope{Header: env.Header, Attempt: env.Attempt})
 		}
 	}
 	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 5}})
 	topic := newTopic[Order](t, b, "orders", nil)
 	ran := false
 	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { ran = true; return nil },
-		&eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{swap}})
+		&eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{forge}})
 	err := topic.Publish(context.Background(), Order{})
 	require.ErrorIs(t, err, eventbus.ErrInvalid)
-	require.ErrorContains(t, err, "string")
+	require.ErrorContains(t, err, "without its payload")
 	require.False(t, ran)
 	dl, _ := firstDeadLetter(b)
-	require.Equal(t, 1, dl.Attempt, "a wrong payload is not retried")
+	require.Equal(t, 1, dl.Attempt, "a missing payload is not retried")
+	require.Equal(t, Order{}, dl.Payload(), "the dead letter keeps the payload")
 }
 
 func TestTimeout(t *testing.T) {
@@ -210,7 +213,7 @@ func TestIdempotencyConcurrentDuplicatesRunOnce(t *testing.T) {
 		gate := make(chan struct{})
 		var runs atomic.Int64
 		byN := eventbus.Idempotency(&eventbus.IdempotencyOptions{
-			Key: func(env *eventbus.Envelope) string { return fmt.Sprint(env.Payload.(Order).N) },
+			Key: func(env *eventbus.Envelope) string { return fmt.Sprint(env.Payload().(Order).N) },
 		})
 		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
 			runs.Add(1)
@@ -380,7 +383,7 @@ func TestTraceparentPropagates(t *testing.T) {
 
 func TestIdempotencyEmptyKeyIsNotDeduplicated(t *testing.T) {
 	byKey := eventbus.Idempotency(&eventbus.IdempotencyOptions{
-		Key: func(env *eventbus.Envelope) string { return env.Payload.(Order).Key },
+		Key: func(env *eventbus.Envelope) string { return env.Payload().(Order).Key },
 	})
 	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{byKey}})
 	topic := newTopic[Order](t, b, "orders", nil)

@@ -204,7 +204,7 @@ func TestShutdownCutsRetriesShort(t *testing.T) {
 		require.Equal(t, 2, ue.Count)
 		var got []string
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
-			got = append(got, fmt.Sprintf("%d:%d", dl.Payload.(Order).N, dl.Attempt))
+			got = append(got, fmt.Sprintf("%d:%d", dl.Payload().(Order).N, dl.Attempt))
 			require.ErrorIs(t, dl.Err, context.DeadlineExceeded)
 		}
 		require.Equal(t, []string{"1:2", "2:0"}, got, "attempts made before the deadline")

@@ -22,7 +22,7 @@ type subscription[T any] struct {
 	workers []*worker[T]
 	running atomic.Int32 // workers not yet exited
 	sync    syncCounters // Sync mode's counters
-	envs    sync.Pool    // of *Envelope, for Sync mode's middleware
+	envs    sync.Pool    // of *envelope[T], for Sync mode's middleware
 	finish  func(position uint64)
 }
 
@@ -114,18 +114,18 @@ func (s *subscription[T]) collect(c *counters) (depth, pending uint64) {
 // inner is the innermost EnvelopeHandler of a chain: it calls the typed
 // handler.
 func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
-	p, ok := env.Payload.(T)
-	if !ok && env.Payload != nil {
-		return Permanent(fmt.Errorf("%w: middleware replaced the %T payload of event %s with a %T", ErrInvalid, p, env.ID, env.Payload))
+	e, ok := env.event.(*Event[T])
+	if !ok {
+		return Permanent(fmt.Errorf("%w: middleware passed on an envelope of event %s without its payload", ErrInvalid, env.ID))
 	}
-	return s.handler(ctx, Event[T]{Header: env.Header, Payload: p})
+	return s.handler(ctx, Event[T]{Header: env.Header, Payload: e.Payload})
 }
 
 // call makes one attempt at handling e, turning a panic into a *PanicError,
 // and counts it in c. env is scratch space for the middleware chain. When
 // start is not zero the attempt is timed from start, and call returns when
 // it ended; otherwise it returns the zero time.
-func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, attempt int, c *counters, start time.Time) (end time.Time, err error) {
+func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Time) (end time.Time, err error) {
 	err = s.attempt(ctx, e, env, attempt)
 	if !start.IsZero() {
 		end = s.bus.clock.read()
@@ -139,7 +139,7 @@ func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *Envelope, 
 
 // attempt runs the chain or the handler once, turning a panic into a
 // *PanicError.
-func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *Envelope, attempt int) (err error) {
+func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *envelope[T], attempt int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
@@ -148,8 +148,7 @@ func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *Envelop
 	if s.chain == nil {
 		return s.handler(ctx, *e)
 	}
-	*env = Envelope{Header: e.Header, Subscription: s.name, Attempt: attempt, Payload: e.Payload}
-	return s.chain(ctx, env)
+	return s.chain(ctx, env.fill(e, s.name, attempt))
 }
 
 // clock returns the time to start timing an attempt from, or the zero time
@@ -164,12 +163,12 @@ func (s *subscription[T]) clock() time.Time {
 // runSync handles e in the calling goroutine with the retry policy, waiting
 // between attempts unless ctx ends.
 func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
-	var env *Envelope
+	var env *envelope[T]
 	if s.chain != nil {
 		// Middleware must not keep env, so envelopes can be reused.
-		env, _ = s.envs.Get().(*Envelope)
+		env, _ = s.envs.Get().(*envelope[T])
 		if env == nil {
-			env = new(Envelope)
+			env = new(envelope[T])
 		}
 		defer s.envs.Put(env)
 	}
@@ -210,7 +209,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header, last)
 	s.bus.dlq.add(ctx, DeadLetter{
-		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, Payload: e.Payload},
+		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &Event[T]{Header: e.Header, Payload: e.Payload}},
 		Err:          err,
 		FirstFailure: first,
 		LastFailure:  last,
@@ -223,11 +222,11 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 
 // redrive sends a dead letter's event back through this subscription alone.
 func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
-	p, ok := env.Payload.(T)
-	if !ok && env.Payload != nil {
-		return fmt.Errorf("%w: payload %T is not %T", ErrInvalid, env.Payload, p)
+	p, ok := env.event.(*Event[T])
+	if !ok {
+		return fmt.Errorf("%w: dead letter %s has no %T payload", ErrInvalid, env.ID, p)
 	}
-	e := &Event[T]{Header: env.Header, Payload: p}
+	e := &Event[T]{Header: env.Header, Payload: p.Payload}
 	if s.topic.mode == Sync {
 		if s.stopped.Load() || s.bus.closed.Load() {
 			return ErrClosed
@@ -270,7 +269,7 @@ type worker[T any] struct {
 	_     [cacheLine]byte
 	sub   *subscription[T]
 	ctxs  contextSlab
-	env   Envelope   // scratch for the middleware chain
+	env   envelope[T] // scratch for the middleware chain
 	stats counters   // copied to the queue at each take
 	spare []Event[T] // the slice the next batch will come in
 	chunk []Event[T] // a batch handler's events, with their sequence numbers

@@ -85,9 +85,9 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 		lines []string
 	)
 	for dl := range b.DeadLetters().All(f) {
-		got = append(got, dl.Payload)
+		got = append(got, dl.Payload())
 		lines = append(lines, fmt.Sprintf("\t%s/%s key=%q attempts=%d err=%q %+v",
-			dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, dl.Payload))
+			dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, dl.Payload()))
 	}
 	if diff := cmp.Diff(want, got, compareOptions); diff != "" {
 		t.Errorf("eventbustest: dead letters matching %+v, payloads (-want +got):\n%s\ndead letters:\n%s",
