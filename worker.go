@@ -270,9 +270,9 @@ type worker[T any] struct {
 	sub   *subscription[T]
 	ctxs  contextSlab
 	env   envelope[T] // scratch for the middleware chain
-	stats counters   // copied to the queue at each take
-	spare []Event[T] // the slice the next batch will come in
-	chunk []Event[T] // a batch handler's events, with their sequence numbers
+	stats counters    // copied to the queue at each take
+	spare []Event[T]  // the slice the next batch will come in
+	chunk []Event[T]  // a batch handler's events, with their sequence numbers
 	seqs  []uint64
 	taken uint64 // sequence number after the last event taken
 	lanes map[laneKey]*lane[T]
