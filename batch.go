@@ -136,9 +136,9 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	start := w.sub.clock()
 	err := w.sub.batch.call(chunk)
-	var end time.Time
-	if !start.IsZero() {
-		end = w.sub.bus.clock.read()
+	var end time.Duration
+	if start != 0 {
+		end = w.sub.bus.clock.elapsed()
 	}
 	failed := map[int]error(nil)
 	var be *BatchError

@@ -45,9 +45,21 @@ func (c *clock) now() time.Time {
 	return c.start.Add(d)
 }
 
-// read returns the current time for timing handlers: one read of the
-// monotonic clock, where time.Now makes two.
-func (c *clock) read() time.Time { return c.start.Add(time.Since(c.start)) }
+// elapsed returns the time since the bus started, for timing handlers: one
+// read of the monotonic clock, where time.Now makes two, and no time.Time to
+// build (which cost as much again). It is never 0, which means "not timed".
+func (c *clock) elapsed() time.Duration { return time.Since(c.start) | 1 }
+
+// latency returns the time from published to at, a reading of elapsed. A
+// time without a monotonic reading, such as a stored event's, is compared
+// with the wall clock instead, which may have been set since the bus
+// started.
+func (c *clock) latency(published time.Time, at time.Duration) time.Duration {
+	if published == published.Round(0) {
+		return time.Since(published)
+	}
+	return at - published.Sub(c.start)
+}
 
 // refresh marks the cached time stale every clockTick while events flow,
 // and sleeps on wake when they stop. It exits when done is closed.

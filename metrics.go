@@ -122,6 +122,7 @@ func (h Histogram) Quantile(q float64) time.Duration {
 type counters struct {
 	queued, handled, failed, retried, deadLettered, duplicates uint64
 	times                                                      *timings // nil unless Options.Metrics
+	clock                                                      *clock   // set with times
 	// shared, if not nil, guards times, which are then shared with other
 	// goroutines (a Sync-mode subscription's).
 	shared *sync.Mutex
@@ -150,9 +151,9 @@ func (t *timings) add(o *timings) {
 }
 
 // attempt records the outcome of one attempt that started at start and
-// ended at end (both zero when not timed). The latency of a failed attempt is
-// recorded when the event is dead-lettered.
-func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, end time.Time) {
+// ended at end, readings of clock.elapsed (both zero when not timed). The
+// latency of a failed attempt is recorded when the event is dead-lettered.
+func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, end time.Duration) {
 	switch {
 	case err == nil && !dup:
 		c.handled++
@@ -170,11 +171,11 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 }
 
 // timeAttempt records the timings of an attempt.
-func (c *counters) timeAttempt(err error, e *Header, start, end time.Time) {
+func (c *counters) timeAttempt(err error, e *Header, start, end time.Duration) {
 	c.observe(func(t *timings) {
-		t.handleTime.observe(end.Sub(start))
+		t.handleTime.observe(end - start)
 		if err == nil {
-			t.latency.observe(latency(e.Time, end))
+			t.latency.observe(c.clock.latency(e.Time, end))
 		}
 	})
 }
@@ -182,18 +183,7 @@ func (c *counters) timeAttempt(err error, e *Header, start, end time.Time) {
 // deadLetter records that an event published at e.Time was given up at t.
 func (c *counters) deadLetter(e *Header, t time.Time) {
 	c.deadLettered++
-	c.observe(func(ts *timings) { ts.latency.observe(latency(e.Time, t)) })
-}
-
-// latency returns the time from published to end, which comes from the
-// bus's clock (see clock.read). A time without a monotonic reading, such as a
-// stored event's, is compared with the wall clock instead, which may have
-// been set since the bus started.
-func latency(published, end time.Time) time.Duration {
-	if published == published.Round(0) {
-		return time.Since(published)
-	}
-	return end.Sub(published)
+	c.observe(func(ts *timings) { ts.latency.observe(c.clock.latency(e.Time, t.Sub(c.clock.start))) })
 }
 
 // copyTo sets dst to c, allocating dst's timings if need be.
@@ -243,11 +233,11 @@ func (s *syncCounters) add(c *counters) {
 }
 
 // start returns the counters of one publish, observing into s's timings
-// if timed.
-func (s *syncCounters) start(timed bool) counters {
+// if timed, the bus's clock, is not nil.
+func (s *syncCounters) start(timed *clock) counters {
 	c := counters{queued: 1}
-	if timed {
-		c.times, c.shared = &s.times, &s.mu
+	if timed != nil {
+		c.times, c.shared, c.clock = &s.times, &s.mu, timed
 	}
 	return c
 }

@@ -52,7 +52,7 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 	for i := range s.workers {
 		w := &worker[T]{sub: s, lanes: make(map[laneKey]*lane[T])}
 		if b.opts.Metrics {
-			w.stats.times = new(timings)
+			w.stats.times, w.stats.clock = new(timings), b.clock
 		}
 		w.q.init(o.QueueSize, b.ids.source())
 		s.workers[i] = w
@@ -123,12 +123,12 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 
 // call makes one attempt at handling e, turning a panic into a *PanicError,
 // and counts it in c. env is scratch space for the middleware chain. When
-// start is not zero the attempt is timed from start, and call returns when
-// it ended; otherwise it returns the zero time.
-func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Time) (end time.Time, err error) {
+// start is not zero the attempt is timed from start, a reading of
+// clock.elapsed, and call returns when it ended; otherwise it returns 0.
+func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Duration) (end time.Duration, err error) {
 	err = s.attempt(ctx, e, env, attempt)
-	if !start.IsZero() {
-		end = s.bus.clock.read()
+	if start != 0 {
+		end = s.bus.clock.elapsed()
 	}
 	c.attempt(attempt, env != nil && env.duplicate, err, &e.Header, start, end)
 	if err == nil && s.finish != nil {
@@ -151,13 +151,13 @@ func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *envelop
 	return s.chain(ctx, env.fill(e, s.name, attempt))
 }
 
-// clock returns the time to start timing an attempt from, or the zero time
-// when the bus does not time attempts.
-func (s *subscription[T]) clock() time.Time {
+// clock returns the time to start timing an attempt from (see
+// clock.elapsed), or 0 when the bus does not time attempts.
+func (s *subscription[T]) clock() time.Duration {
 	if !s.bus.opts.Metrics {
-		return time.Time{}
+		return 0
 	}
-	return s.bus.clock.read()
+	return s.bus.clock.elapsed()
 }
 
 // runSync handles e in the calling goroutine with the retry policy, waiting
@@ -174,7 +174,11 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	}
 	// Publishers run concurrently, so counting costs atomic operations:
 	// Sync mode counts only with Options.Metrics.
-	c := s.sync.start(s.bus.opts.Metrics)
+	var timed *clock
+	if s.bus.opts.Metrics {
+		timed = s.bus.clock
+	}
+	c := s.sync.start(timed)
 	if s.bus.opts.Metrics {
 		defer s.sync.add(&c)
 	}
