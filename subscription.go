@@ -29,7 +29,7 @@ type Handler[T any] func(ctx context.Context, e Event[T]) error
 type SubscriptionOptions struct {
 	// Workers is the number of goroutines handling events, each with its own
 	// queue; zero means the bus's Workers. Events with the same key always
-	// go to the same worker. An idle worker costs no CPU and about 12 KB:
+	// go to the same worker. An idle worker costs no CPU and about 8.5 KB:
 	// its stack, a chunk of handler contexts, and its queue's two slices,
 	// which hold up to 2×QueueSize events after a burst.
 	Workers int
