@@ -7,6 +7,8 @@ package eventbus_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -14,29 +16,52 @@ import (
 
 // TestPublishAllocations holds the hot paths to their budget: no
 // allocation per event, amortised, from Publish to the handler and back, in
-// both modes, with the payload's key method or a key function.
+// both modes, with the payload's key method or a key function, and with a
+// middleware chain and metrics.
 func TestPublishAllocations(t *testing.T) {
-	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
-		b := newBus(t, &eventbus.Options{Mode: mode, Workers: 2})
-		byFunc := newTopic(t, b, "by-func", &eventbus.TopicOptions[Order]{Key: func(o Order) string { return o.Key }})
-		byMethod := newTopic[*Order](t, b, "by-method", nil)
-		subscribe(t, byFunc, "s", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
-		subscribe(t, byMethod, "s", func(context.Context, eventbus.Event[*Order]) error { return nil }, nil)
-		ctx := context.Background()
-		order := &Order{Key: "k"}
-		allocs := testing.AllocsPerRun(10_000, func() {
-			if err := byFunc.Publish(ctx, Order{Key: "k"}); err != nil {
-				t.Fatal(err)
-			}
-			if err := byMethod.Publish(ctx, order); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if err := b.Flush(ctx); err != nil {
+	layer := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+		return func(ctx context.Context, env *eventbus.Envelope) error { return next(ctx, env) }
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil)) // Info: successes are not logged
+	for _, c := range []struct {
+		name string
+		opts eventbus.Options
+	}{
+		{"plain", eventbus.Options{Workers: 2}},
+		{"chain", eventbus.Options{
+			Workers: 2, Metrics: true, Retry: eventbus.RetryPolicy{MaxAttempts: 3},
+			Middleware: []eventbus.Middleware{layer, eventbus.Logging(quiet), eventbus.Timeout(0)},
+		}},
+	} {
+		for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+			opts := c.opts
+			opts.Mode = mode
+			name := map[eventbus.Mode]string{eventbus.Async: "async", eventbus.Sync: "sync"}[mode]
+			t.Run(c.name+"/"+name, func(t *testing.T) { checkPublishAllocations(t, &opts) })
+		}
+	}
+}
+
+func checkPublishAllocations(t *testing.T, opts *eventbus.Options) {
+	b := newBus(t, opts)
+	byFunc := newTopic(t, b, "by-func", &eventbus.TopicOptions[Order]{Key: func(o Order) string { return o.Key }})
+	byMethod := newTopic[*Order](t, b, "by-method", nil)
+	subscribe(t, byFunc, "s", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+	subscribe(t, byMethod, "s", func(context.Context, eventbus.Event[*Order]) error { return nil }, nil)
+	ctx := context.Background()
+	order := &Order{Key: "k"}
+	allocs := testing.AllocsPerRun(10_000, func() {
+		if err := byFunc.Publish(ctx, Order{Key: "k"}); err != nil {
 			t.Fatal(err)
 		}
-		if allocs != 0 {
-			t.Errorf("mode %v: %v allocations per two publishes, want 0", mode, allocs)
+		if err := byMethod.Publish(ctx, order); err != nil {
+			t.Fatal(err)
 		}
+	})
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per two publishes, want 0", allocs)
 	}
 }

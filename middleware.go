@@ -8,6 +8,12 @@ import (
 
 // Envelope is the untyped view of an event that middleware works on, so that
 // one chain serves topics of every payload type.
+//
+// The envelope a middleware receives, and any copy of it, is valid only
+// until the middleware returns: the bus reuses the space behind its payload
+// for the next event, so that a chain costs no allocation. To keep the
+// payload, call Payload during the call. A [DeadLetter]'s envelope is its
+// own, valid for good.
 type Envelope struct {
 	Header
 	// Subscription is the name of the subscription handling the event.
@@ -16,13 +22,14 @@ type Envelope struct {
 	// starting at 1. In a [DeadLetter] it is the number of attempts made.
 	Attempt int
 
-	event     payloader // the typed event, an *Event[T]
+	event     payloader // the typed payload, a *boxed[T]
 	duplicate bool      // set by Idempotency when it skips the handler
 }
 
-// Payload returns the event's payload, for inspection. It is boxed in an
-// interface only when asked for, so a chain that never looks at payloads
-// costs no allocation.
+// Payload returns the event's payload, for inspection; nil for an envelope
+// the bus did not make. It is boxed in an interface only when asked for, so
+// a chain that never looks at payloads costs no allocation. Middleware
+// cannot replace the payload.
 func (e Envelope) Payload() any {
 	if e.event == nil {
 		return nil
@@ -30,23 +37,26 @@ func (e Envelope) Payload() any {
 	return e.event.payload()
 }
 
-// payloader is the typed event behind an Envelope: an *Event[T].
+// payloader is the typed payload behind an Envelope: a *boxed[T].
 type payloader interface{ payload() any }
 
-func (e *Event[T]) payload() any { return e.Payload }
+// boxed holds a payload of type T for an Envelope.
+type boxed[T any] struct{ v T }
 
-// envelope is an Envelope with room for its typed event, which the
-// Envelope points to: filling one copies the event instead of boxing its
-// payload, which would cost an allocation per attempt.
+func (b *boxed[T]) payload() any { return b.v }
+
+// envelope is an Envelope with room for its typed payload, which the
+// Envelope points to: filling one copies the payload instead of boxing it,
+// which would cost an allocation per attempt.
 type envelope[T any] struct {
 	Envelope
-	typed Event[T]
+	typed boxed[T]
 }
 
 // fill makes env the envelope of attempt attempt at e in subscription sub,
 // and returns its untyped view.
 func (env *envelope[T]) fill(e *Event[T], sub string, attempt int) *Envelope {
-	env.typed = *e
+	env.typed.v = e.Payload
 	env.Envelope = Envelope{Header: e.Header, Subscription: sub, Attempt: attempt, event: &env.typed}
 	return &env.Envelope
 }
@@ -57,7 +67,8 @@ type EnvelopeHandler func(ctx context.Context, env *Envelope) error
 
 // Middleware wraps an EnvelopeHandler with behaviour of its own: metrics,
 // deduplication, a deadline, logging. It runs in the worker's goroutine, once
-// per attempt, and must not use env after it returns.
+// per attempt, and must not use env, or a copy of it, after it returns (see
+// [Envelope]).
 //
 // A subscription's chain is the bus's middleware followed by its own; the
 // first given is the outermost, so it sees every attempt first and every

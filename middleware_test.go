@@ -45,33 +45,52 @@ func TestMiddlewareOrder(t *testing.T) {
 
 func TestMiddlewareSeesEnvelope(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var seen []eventbus.Envelope
+		type sight struct {
+			env     eventbus.Envelope
+			payload any // taken during the call: an envelope is valid only then
+		}
+		var seen []sight
 		spy := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
 			return func(ctx context.Context, env *eventbus.Envelope) error {
-				seen = append(seen, *env)
+				seen = append(seen, sight{*env, env.Payload()})
 				return next(ctx, env)
 			}
 		}
-		b := newBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{spy}, Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+		// A middleware may pass on a copy of its envelope.
+		relay := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				cp := *env
+				return next(ctx, &cp)
+			}
+		}
+		b := newBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{spy, relay}, Retry: eventbus.RetryPolicy{MaxAttempts: 2}, Workers: 1})
 		topic := newTopic[Order](t, b, "orders", nil)
 		first := true
-		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+		var handled []Order
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
 			if first {
 				first = false
 				return errFlaky
 			}
+			handled = append(handled, e.Payload)
 			return nil
 		}, nil)
 		require.NoError(t, topic.Publish(context.Background(), Order{Key: "k", N: 7}))
+		require.NoError(t, topic.Publish(context.Background(), Order{Key: "k", N: 8}))
 		require.NoError(t, b.Flush(context.Background()))
-		require.Len(t, seen, 2)
-		for i, env := range seen {
-			require.Equal(t, i+1, env.Attempt)
+		require.Equal(t, []Order{{Key: "k", N: 7}, {Key: "k", N: 8}}, handled)
+		require.Len(t, seen, 3)
+		for i, want := range []struct {
+			attempt int
+			payload Order
+		}{{1, Order{Key: "k", N: 7}}, {2, Order{Key: "k", N: 7}}, {1, Order{Key: "k", N: 8}}} {
+			env := seen[i].env
+			require.Equal(t, want.attempt, env.Attempt, "sight %d", i)
 			require.Equal(t, "s", env.Subscription)
 			require.Equal(t, "orders", env.Topic)
 			require.Equal(t, "Order", env.Type)
 			require.Equal(t, "k", env.Key)
-			require.Equal(t, Order{Key: "k", N: 7}, env.Payload())
+			require.Equal(t, want.payload, seen[i].payload, "sight %d", i)
 		}
 	})
 }
@@ -90,13 +109,13 @@ func TestMiddlewareOwnEnvelope(t *testing.T) {
 	ran := false
 	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { ran = true; return nil },
 		&eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{forge}})
-	err := topic.Publish(context.Background(), Order{})
+	err := topic.Publish(context.Background(), Order{Key: "k", N: 3})
 	require.ErrorIs(t, err, eventbus.ErrInvalid)
-	require.ErrorContains(t, err, "without its payload")
+	require.ErrorContains(t, err, "did not make")
 	require.False(t, ran)
 	dl, _ := firstDeadLetter(b)
 	require.Equal(t, 1, dl.Attempt, "a missing payload is not retried")
-	require.Equal(t, Order{}, dl.Payload(), "the dead letter keeps the payload")
+	require.Equal(t, Order{Key: "k", N: 3}, dl.Payload(), "the dead letter keeps the payload")
 }
 
 func TestTimeout(t *testing.T) {

@@ -49,6 +49,24 @@ func (q *queue[T]) push(e *Event[T]) (wake bool) {
 	return false
 }
 
+// offer appends e unless intake has stopped or, without force, the queue is
+// full, and wakes the worker if it is parked. It reports whether e went in
+// and, if not, whether intake had stopped.
+func (q *queue[T]) offer(e *Event[T], force bool) (ok, stopped bool) {
+	q.mu.Lock()
+	if q.stopped || !force && q.full() {
+		stopped = q.stopped
+		q.mu.Unlock()
+		return false, stopped
+	}
+	wake := q.push(e)
+	q.mu.Unlock()
+	if wake { // once the lock is released, so that the worker need not wait for it
+		q.signal()
+	}
+	return true, false
+}
+
 func (q *queue[T]) signal() {
 	select {
 	case q.wake <- struct{}{}:

@@ -30,7 +30,7 @@ type SubscriptionOptions struct {
 	// Workers is the number of goroutines handling events, each with its own
 	// queue; zero means the bus's Workers. Events with the same key always
 	// go to the same worker. An idle worker costs no CPU and about 8.5 KB:
-	// its stack, a chunk of handler contexts, and its queue's two slices,
+	// its stack, its chunks of handler contexts, and its queue's two slices,
 	// which hold up to 2×QueueSize events after a burst.
 	Workers int
 	// QueueSize is the capacity of each worker's queue; zero means the bus's.

@@ -311,18 +311,10 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 	subs := *t.subs.Load()
 	if len(subs) == 1 {
 		// The common case, one subscription, takes one lock and no loops;
-		// a full queue goes the long way.
-		q := subs[0].queueFor(h)
-		q.mu.Lock()
-		if !q.stopped && (force || !q.full()) {
-			wake := q.push(e)
-			q.mu.Unlock()
-			if wake {
-				q.signal()
-			}
+		// a full or stopped queue goes the long way.
+		if ok, _ := subs[0].queueFor(h).offer(e, force); ok {
 			return true, nil
 		}
-		q.mu.Unlock()
 	}
 	var stack [32]*queue[T] // fan-outs up to 32 choose their queues without allocating
 	for {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -114,11 +115,11 @@ func (s *subscription[T]) collect(c *counters) (depth, pending uint64) {
 // inner is the innermost EnvelopeHandler of a chain: it calls the typed
 // handler.
 func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
-	e, ok := env.event.(*Event[T])
+	p, ok := env.event.(*boxed[T])
 	if !ok {
-		return Permanent(fmt.Errorf("%w: middleware passed on an envelope of event %s without its payload", ErrInvalid, env.ID))
+		return Permanent(fmt.Errorf("%w: middleware passed on an envelope of event %s that the bus did not make for this subscription (payload %T, want %v)", ErrInvalid, env.ID, env.Payload(), reflect.TypeFor[T]()))
 	}
-	return s.handler(ctx, Event[T]{Header: env.Header, Payload: e.Payload})
+	return s.handler(ctx, Event[T]{Header: env.Header, Payload: p.v})
 }
 
 // call makes one attempt at handling e, turning a panic into a *PanicError,
@@ -174,12 +175,9 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	}
 	// Publishers run concurrently, so counting costs atomic operations:
 	// Sync mode counts only with Options.Metrics.
-	var timed *clock
+	c := s.sync.start(nil)
 	if s.bus.opts.Metrics {
-		timed = s.bus.clock
-	}
-	c := s.sync.start(timed)
-	if s.bus.opts.Metrics {
+		c = s.sync.start(s.bus.clock)
 		defer s.sync.add(&c)
 	}
 	var first time.Time
@@ -213,7 +211,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header, last)
 	s.bus.dlq.add(ctx, DeadLetter{
-		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &Event[T]{Header: e.Header, Payload: e.Payload}},
+		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &boxed[T]{e.Payload}},
 		Err:          err,
 		FirstFailure: first,
 		LastFailure:  last,
@@ -226,11 +224,11 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 
 // redrive sends a dead letter's event back through this subscription alone.
 func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
-	p, ok := env.event.(*Event[T])
+	p, ok := env.event.(*boxed[T])
 	if !ok {
-		return fmt.Errorf("%w: dead letter %s has no %T payload", ErrInvalid, env.ID, p)
+		return fmt.Errorf("%w: dead letter %s has no %v payload", ErrInvalid, env.ID, reflect.TypeFor[T]())
 	}
-	e := &Event[T]{Header: env.Header, Payload: p.Payload}
+	e := &Event[T]{Header: env.Header, Payload: p.v}
 	if s.topic.mode == Sync {
 		if s.stopped.Load() || s.bus.closed.Load() {
 			return ErrClosed
@@ -239,20 +237,22 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 	}
 	q := s.queueFor(s.topic.hash(e.Key))
 	for {
-		q.mu.Lock()
-		if q.stopped {
-			q.mu.Unlock()
+		ok, stopped := q.offer(e, false)
+		switch {
+		case ok:
+			return nil
+		case stopped:
 			return ErrClosed
 		}
-		if !q.full() {
-			if q.push(e) {
-				q.signal()
-			}
-			q.mu.Unlock()
-			return nil
+		q.mu.Lock()
+		var room chan struct{}
+		if q.full() && !q.stopped {
+			room = q.roomSignal()
 		}
-		room := q.roomSignal()
 		q.mu.Unlock()
+		if room == nil {
+			continue // room, or a stop, came meanwhile
+		}
 		select {
 		case <-room:
 		case <-ctx.Done():
@@ -293,8 +293,9 @@ type worker[T any] struct {
 	inLane bool
 }
 
-// cacheLine is the size of a cache line, at least on amd64 and arm64.
-const cacheLine = 64
+// cacheLine is at least the size of a cache line: 64 bytes on amd64, 128 on
+// some arm64 chips (Go's runtime pads 128 there).
+const cacheLine = 128
 
 // laneKey names a lane: a key, or for a keyless event its sequence number,
 // since keyless events promise no order and so never wait for each other.

@@ -28,7 +28,9 @@
 // partition's offset only past records the bus has handled or dead-lettered,
 // and before giving a partition up in a rebalance. Records handled after the
 // last commit are handled again after a crash: delivery is at-least-once,
-// made effectively-once by the Idempotency middleware keyed by [EventID].
+// made effectively-once by the Idempotency middleware keyed by [EventID]
+// over a [eventbus.ProcessedStore] (its in-memory record does not outlive
+// the process).
 //
 // # Configuration
 //
