@@ -220,8 +220,16 @@ func TestEventTypeNames(t *testing.T) {
 }
 
 func TestCorrelationAndCausation(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(map[eventbus.Mode]string{eventbus.Async: "async", eventbus.Sync: "sync"}[mode], func(t *testing.T) {
+			testCorrelationAndCausation(t, mode)
+		})
+	}
+}
+
+func testCorrelationAndCausation(t *testing.T, mode eventbus.Mode) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, nil)
+		b := newBus(t, &eventbus.Options{Mode: mode})
 		orders := newTopic[Order](t, b, "orders", nil)
 		var mu sync.Mutex
 		var got []eventbus.Header

@@ -150,19 +150,21 @@ func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Co
 
 // syncSlab hands out the handler contexts of Sync-mode publishes, which run
 // concurrently, and numbers their events for IDs: each chunk is an ID source.
-type syncSlab struct {
-	cur atomic.Pointer[syncChunk]
+// C is linkedContext, or rootContext for the events of publishers whose
+// context is context.Background(), which hold no pointers.
+type syncSlab[C any] struct {
+	cur atomic.Pointer[syncChunk[C]]
 }
 
-type syncChunk struct {
-	items  [slabSize]linkedContext
+type syncChunk[C any] struct {
+	items  [slabSize]C
 	next   atomic.Int32
 	source uint32
 }
 
 // get returns a context to initialise, with the ID source and number of
 // its event.
-func (s *syncSlab) get(ids *idSource) (*linkedContext, uint32, uint64) {
+func (s *syncSlab[C]) get(ids *idSource) (*C, uint32, uint64) {
 	for {
 		c := s.cur.Load()
 		if c != nil {
@@ -170,13 +172,17 @@ func (s *syncSlab) get(ids *idSource) (*linkedContext, uint32, uint64) {
 				return &c.items[i], c.source, uint64(i)
 			}
 		}
-		fresh := &syncChunk{source: ids.source()}
+		fresh := &syncChunk[C]{source: ids.source()}
 		fresh.next.Store(1)
 		if s.cur.CompareAndSwap(c, fresh) {
 			return &fresh.items[0], fresh.source, 0
 		}
 	}
 }
+
+// background names context.Background() for the contexts of Sync-mode
+// publishes made with it. It is never released.
+var background = handles.register(context.Background())
 
 // handle names a running subscription's context without pointing at it:
 // a slot of the handles table in the high 32 bits and the slot's generation

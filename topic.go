@@ -42,10 +42,11 @@ type Topic[T any] struct {
 	key       func(T) string // nil: none, or the payload's method
 	methodKey bool           // T has an AggregateID method
 
-	mu   sync.Mutex                         // serialises changes to subs
-	subs atomic.Pointer[[]*subscription[T]] // copied on write
-	ctxs syncSlab                           // handler contexts in Sync mode
-	sent atomic.Uint64                      // successful publishes, with Options.Metrics
+	mu    sync.Mutex                         // serialises changes to subs
+	subs  atomic.Pointer[[]*subscription[T]] // copied on write
+	ctxs  syncSlab[linkedContext]            // handler contexts in Sync mode
+	roots syncSlab[rootContext]              // the same, without pointers
+	sent  atomic.Uint64                      // successful publishes, with Options.Metrics
 }
 
 // NewTopic adds a topic named name with payload type T to b. Names are 1 to
@@ -298,7 +299,17 @@ func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
 }
 
 // syncContext numbers a Sync-mode event and returns its handler context.
-func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) *linkedContext {
+// The events of publishers whose context is context.Background(), and
+// that are their own correlation ID, get contexts without pointers, as Async
+// handlers do: 24 bytes the garbage collector never scans instead of 64 it
+// does, which measured 5-9% off a Sync publish.
+func (t *Topic[T]) syncContext(base context.Context, e *Event[T]) context.Context {
+	if base == context.Background() && e.Metadata == nil && e.CorrelationID.IsZero() {
+		c, src, n := t.roots.get(t.bus.ids)
+		t.number(e, src, n) // which makes e its own correlation ID
+		*c = rootContext{base: background, id: e.ID}
+		return c
+	}
 	c, src, n := t.ctxs.get(t.bus.ids)
 	t.number(e, src, n)
 	c.init(base, &e.Header)
@@ -390,7 +401,7 @@ func (t *Topic[T]) hash(key string) uint64 {
 
 // publishSync runs every subscription's handler for e in the calling
 // goroutine.
-func (t *Topic[T]) publishSync(ctx *linkedContext, e *Event[T]) error {
+func (t *Topic[T]) publishSync(ctx context.Context, e *Event[T]) error {
 	var errs []error
 	for _, s := range *t.subs.Load() {
 		if err := s.runSync(ctx, e); err != nil {
