@@ -966,3 +966,34 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 		require.ErrorContains(t, dl.Err, "runtime.Goexit")
 	})
 }
+
+// TestSyncLineage checks what a Sync-mode handler passes on when its
+// publisher used context.Background() and set a correlation ID or metadata
+// at publish: both reach the handler's context and the events it publishes.
+func TestSyncLineage(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	var got []eventbus.Header
+	var traces []string
+	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		got = append(got, e.Header)
+		traces = append(traces, eventbus.Traceparent(ctx))
+		if e.Payload.N%2 == 1 {
+			return topic.Publish(ctx, Order{N: e.Payload.N + 1})
+		}
+		return nil
+	}, nil)
+	corr := eventbus.NewID()
+	ctx := context.Background()
+	require.NoError(t, topic.Publish(ctx, Order{N: 1}, eventbus.WithCorrelationID(corr)))
+	require.NoError(t, topic.Publish(ctx, Order{N: 3}, eventbus.WithMetadata(eventbus.Metadata{eventbus.TraceparentKey: tp})))
+	require.Len(t, got, 4)
+	require.Equal(t, corr, got[0].CorrelationID)
+	require.Equal(t, corr, got[1].CorrelationID, "the child keeps the correlation ID given at publish")
+	require.Equal(t, got[0].ID, got[1].CausationID)
+	require.Equal(t, got[2].ID, got[2].CorrelationID)
+	require.Equal(t, got[2].ID, got[3].CorrelationID)
+	require.Equal(t, got[2].ID, got[3].CausationID)
+	require.Equal(t, []string{"", "", tp, tp}, traces)
+}

@@ -154,3 +154,43 @@ func TestDeadLetterSinkContextOutlivesClose(t *testing.T) {
 		}
 	})
 }
+
+// TestRedriveFromHandler redrives a dead letter from a handler into its own
+// worker's full queue: like Publish with a handler's context, Redrive then
+// queues past the bound instead of waiting for room that only the waiting
+// handler's worker could make.
+func TestRedriveFromHandler(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		release := make(chan struct{})
+		var handled []int
+		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			switch e.Payload.N {
+			case 1:
+				if len(handled) == 0 {
+					handled = append(handled, -1)
+					return eventbus.Permanent(errFlaky) // dead-lettered the first time
+				}
+			case 2:
+				<-release // until 3 fills the queue
+				n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+				if err != nil || n != 1 {
+					return fmt.Errorf("redrive: %d, %w", n, err)
+				}
+			}
+			handled = append(handled, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.NoError(t, b.Flush(ctx))
+		require.NoError(t, topic.Publish(ctx, Order{N: 2}))
+		synctest.Wait() // 2's handler waits for release
+		require.NoError(t, topic.Publish(ctx, Order{N: 3}))
+		close(release)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{-1, 2, 3, 1}, handled)
+		require.Zero(t, b.DeadLetters().Len())
+	})
+}

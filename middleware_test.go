@@ -415,3 +415,26 @@ func TestIdempotencyEmptyKeyIsNotDeduplicated(t *testing.T) {
 	}
 	require.Equal(t, 3, runs, "a once, and both keyless events")
 }
+
+// TestIdempotencyAfterPanic checks that a handler's panic, a failed attempt
+// like any other, takes the event's key out of flight: the retry runs
+// instead of waiting for itself.
+func TestIdempotencyAfterPanic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 2},
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := 0
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			runs++
+			if runs == 1 {
+				panic("first attempt")
+			}
+			return nil
+		}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, topic.Publish(ctx, Order{}))
+		require.Equal(t, 2, runs)
+	})
+}

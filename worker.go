@@ -236,8 +236,11 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		return s.runSync(s.topic.syncContext(ctx, e), e)
 	}
 	q := s.queueFor(s.topic.hash(e.Key))
+	// A handler redriving (or a dead-letter sink, which runs in the worker)
+	// never waits for room, as Publish does not: it might wait for itself.
+	lin, _ := parent(ctx)
 	for {
-		ok, stopped := q.offer(e, false)
+		ok, stopped := q.offer(e, lin.handler)
 		switch {
 		case ok:
 			return nil
