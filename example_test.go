@@ -168,6 +168,37 @@ func ExampleMiddleware() {
 	// leave bus
 }
 
+// A middleware sees every payload type; it looks at the payload through
+// Payload, during the call.
+func ExampleEnvelope_Payload() {
+	audit := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+		return func(ctx context.Context, env *eventbus.Envelope) error {
+			if u, ok := env.Payload().(UserCreated); ok {
+				fmt.Printf("%s for %s: user %s\n", env.Type, env.Subscription, u.UserID)
+			}
+			return next(ctx, env)
+		}
+	}
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{audit}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = users.Subscribe("crm", func(context.Context, eventbus.Event[UserCreated]) error { return nil }, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := users.Publish(context.Background(), UserCreated{UserID: "u-7"}); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// user.created for crm: user u-7
+}
+
 // A failing event is retried by its subscription's policy, then handed to
 // the dead-letter queue, from where it can be redriven once the cause is
 // fixed.
