@@ -62,8 +62,8 @@ func (c *rootContext) Deadline() (time.Time, bool) { return c.base.context().Dea
 func (c *rootContext) Done() <-chan struct{}       { return c.base.context().Done() }
 func (c *rootContext) Err() error                  { return c.base.context().Err() }
 
-// Value returns c for parentKey and defers to the subscription's context for
-// every other key.
+// Value returns c for parentKey and defers to the base context for every
+// other key.
 func (c *rootContext) Value(key any) any {
 	if key == (parentKey{}) {
 		return c
@@ -78,8 +78,8 @@ type eventContext struct {
 	corr ID
 }
 
-// Value returns c for parentKey and defers to the subscription's context for
-// every other key.
+// Value returns c for parentKey and defers to the base context for every
+// other key.
 func (c *eventContext) Value(key any) any {
 	if key == (parentKey{}) {
 		return c
