@@ -33,12 +33,13 @@ func TestPublishAllocations(t *testing.T) {
 			Middleware: []eventbus.Middleware{layer, eventbus.Logging(quiet), eventbus.Timeout(0)},
 		}},
 	} {
-		for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
-			opts := c.opts
-			opts.Mode = mode
-			name := map[eventbus.Mode]string{eventbus.Async: "async", eventbus.Sync: "sync"}[mode]
-			t.Run(c.name+"/"+name, func(t *testing.T) { checkPublishAllocations(t, &opts) })
-		}
+		t.Run(c.name, func(t *testing.T) {
+			eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+				opts := c.opts
+				opts.Mode = mode
+				checkPublishAllocations(t, &opts)
+			})
+		})
 	}
 }
 

@@ -219,13 +219,17 @@ func TestEventTypeNames(t *testing.T) {
 	require.ErrorContains(t, err, "user.created")
 }
 
-func TestCorrelationAndCausation(t *testing.T) {
-	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
-		t.Run(map[eventbus.Mode]string{eventbus.Async: "async", eventbus.Sync: "sync"}[mode], func(t *testing.T) {
-			testCorrelationAndCausation(t, mode)
-		})
+// eachMode runs f as a subtest in Async mode, then in Sync mode.
+func eachMode(t *testing.T, f func(t *testing.T, mode eventbus.Mode)) {
+	for _, m := range []struct {
+		name string
+		mode eventbus.Mode
+	}{{"async", eventbus.Async}, {"sync", eventbus.Sync}} {
+		t.Run(m.name, func(t *testing.T) { f(t, m.mode) })
 	}
 }
+
+func TestCorrelationAndCausation(t *testing.T) { eachMode(t, testCorrelationAndCausation) }
 
 func testCorrelationAndCausation(t *testing.T, mode eventbus.Mode) {
 	synctest.Test(t, func(t *testing.T) {
@@ -861,19 +865,23 @@ func TestShutdownFromHandlerIsRefused(t *testing.T) {
 // TestWaitingFromHandlerIsRefused calls Flush and Unsubscribe with an Async
 // handler's context, which would wait for that very handler.
 func TestWaitingFromHandlerIsRefused(t *testing.T) {
-	b := newBus(t, &eventbus.Options{Workers: 1})
-	topic := newTopic[Order](t, b, "orders", nil)
-	errs := make(chan error, 2)
-	var sub *eventbus.Subscription
-	sub = subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-		errs <- b.Flush(ctx)
-		errs <- sub.Unsubscribe(ctx)
-		return nil
-	}, nil)
-	require.NoError(t, topic.Publish(context.Background(), Order{}))
-	require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Flush")
-	require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Unsubscribe")
-	require.NoError(t, b.Flush(context.Background()))
+	// In a bubble, so that a call that waited for its own handler would be
+	// reported as a deadlock at once, not at the test timeout.
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		errs := make(chan error, 2)
+		var sub *eventbus.Subscription
+		sub = subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			errs <- b.Flush(ctx)
+			errs <- sub.Unsubscribe(ctx)
+			return nil
+		}, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{}))
+		require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Flush")
+		require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Unsubscribe")
+		require.NoError(t, b.Flush(context.Background()))
+	})
 }
 
 // TestHandlerGoexitCostsOneEvent checks that a handler calling

@@ -84,7 +84,7 @@ func (c *eventContext) Value(key any) any {
 	if key == (parentKey{}) {
 		return c
 	}
-	return c.base.context().Value(key)
+	return c.rootContext.Value(key)
 }
 
 // linkedContext is a context plus a lineage: a handler's context in Sync
@@ -122,30 +122,29 @@ const slabSize = 64
 // get returns a fresh context for the event h, under the subscription's
 // context base, known by handle h.
 func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Context {
-	if h.Metadata != nil {
-		if len(s.linked) == 0 {
-			s.linked = make([]linkedContext, slabSize)
-		}
-		c := &s.linked[0]
-		s.linked = s.linked[1:]
+	switch {
+	case h.Metadata != nil:
+		c := fromSlab(&s.linked)
 		c.init(base, h)
 		return c
-	}
-	if h.CorrelationID == h.ID {
-		if len(s.roots) == 0 {
-			s.roots = make([]rootContext, slabSize)
-		}
-		c := &s.roots[0]
-		s.roots = s.roots[1:]
+	case h.CorrelationID == h.ID:
+		c := fromSlab(&s.roots)
 		*c = rootContext{base: bh, id: h.ID}
 		return c
 	}
-	if len(s.chunk) == 0 {
-		s.chunk = make([]eventContext, slabSize)
-	}
-	c := &s.chunk[0]
-	s.chunk = s.chunk[1:]
+	c := fromSlab(&s.chunk)
 	*c = eventContext{rootContext: rootContext{base: bh, id: h.ID}, corr: h.CorrelationID}
+	return c
+}
+
+// fromSlab returns the next unused item of *chunk, allocating a new chunk of
+// slabSize when it is used up.
+func fromSlab[C any](chunk *[]C) *C {
+	if len(*chunk) == 0 {
+		*chunk = make([]C, slabSize)
+	}
+	c := &(*chunk)[0]
+	*chunk = (*chunk)[1:]
 	return c
 }
 

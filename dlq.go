@@ -29,9 +29,10 @@ type DeadLetter struct {
 
 // DeadLetterSink receives every new dead letter, for alerting or to keep
 // it somewhere durable; the payload is dl.Payload(), which encoding dl
-// itself (with encoding/json, say) leaves out. Put is called from the goroutine that gave up on the
-// event, without any lock of the bus held, so it may block that worker: a slow
-// sink should hand off. Its error is counted, never retried.
+// itself (with encoding/json, say) leaves out. Put is called from the
+// goroutine that gave up on the event, without any lock of the bus held, so
+// it may block that worker: a slow sink should hand off. Its error is
+// counted, never retried.
 type DeadLetterSink interface {
 	Put(ctx context.Context, dl DeadLetter) error
 }

@@ -133,8 +133,7 @@ func TestDeadLetterSinkContextOutlivesClose(t *testing.T) {
 			sinkErrs = append(sinkErrs, ctx.Err())
 			return nil
 		})
-		b, err := eventbus.New(&eventbus.Options{Workers: 1, DeadLetterSink: sink})
-		require.NoError(t, err)
+		b := newBus(t, &eventbus.Options{Workers: 1, DeadLetterSink: sink})
 		topic := newTopic[Order](t, b, "orders", nil)
 		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
 			<-ctx.Done()

@@ -118,11 +118,8 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if err := checkContext(ctx, "SubscribeDurable"); err != nil {
 		return nil, err
 	}
-	if err := checkName("durable subscription", name); err != nil {
+	if err := checkNameLen("durable subscription", name, maxDurableNameLen); err != nil {
 		return nil, err
-	}
-	if len(name) > maxDurableNameLen {
-		return nil, fmt.Errorf("%w: durable subscription name %.20q... is %d bytes, more than %d", ErrInvalid, name, len(name), maxDurableNameLen)
 	}
 	if b == nil || s == nil {
 		return nil, fmt.Errorf("%w: durable subscription %q: nil bus or store", ErrInvalid, name)

@@ -219,6 +219,7 @@ func TestSubscribeDurableInvalid(t *testing.T) {
 	}{
 		{"bad name", bus, s, reg, "a b", h, nil, eventbus.ErrInvalid},
 		{"name over 240 bytes", bus, s, reg, strings.Repeat("d", 241), h, nil, eventbus.ErrInvalid},
+		{"name of 240 bytes", bus, s, reg, strings.Repeat("d", 240), h, nil, nil},
 		{"nil bus", nil, s, reg, "x", h, nil, eventbus.ErrInvalid},
 		{"nil store", bus, nil, reg, "x", h, nil, eventbus.ErrInvalid},
 		{"nil registry", bus, s, nil, "x", h, nil, eventbus.ErrInvalid},

@@ -113,12 +113,15 @@ const maxNameLen = 249
 
 // checkName validates topic, subscription and event type names: 1 to 249
 // characters from [A-Za-z0-9._-], the characters Kafka allows in topic names.
-func checkName(what, name string) error {
+func checkName(what, name string) error { return checkNameLen(what, name, maxNameLen) }
+
+// checkNameLen is checkName for names of at most limit characters.
+func checkNameLen(what, name string, limit int) error {
 	if name == "" {
 		return fmt.Errorf("%w: %s name is empty", ErrInvalid, what)
 	}
-	if len(name) > maxNameLen {
-		return fmt.Errorf("%w: %s name %.20q... is %d bytes, more than %d", ErrInvalid, what, name, len(name), maxNameLen)
+	if len(name) > limit {
+		return fmt.Errorf("%w: %s name %.20q... is %d bytes, more than %d", ErrInvalid, what, name, len(name), limit)
 	}
 	for i := range len(name) {
 		c := name[i]

@@ -36,38 +36,36 @@ func TestRetryPolicyDelay(t *testing.T) {
 // happen exactly when the policy says and that the event is dead-lettered
 // with its history when they are spent.
 func TestRetryScheduleThenDeadLetter(t *testing.T) {
-	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
-		t.Run(fmt.Sprint("mode=", mode), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				policy := eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: 100 * time.Millisecond, MaxDelay: 500 * time.Millisecond}
-				b := newBus(t, &eventbus.Options{Mode: mode, Retry: policy})
-				topic := newTopic[Order](t, b, "orders", nil)
-				start := time.Now()
-				var at []time.Duration
-				subscribe(t, topic, "failing", func(_ context.Context, e eventbus.Event[Order]) error {
-					at = append(at, time.Since(start))
-					return errFlaky
-				}, nil)
-				err := topic.Publish(context.Background(), Order{Key: "k"})
-				if mode == eventbus.Sync {
-					require.ErrorIs(t, err, errFlaky)
-				} else {
-					require.NoError(t, err)
-					require.NoError(t, b.Flush(context.Background()))
-				}
-				ms := time.Millisecond
-				require.Equal(t, []time.Duration{0, 100 * ms, 300 * ms, 700 * ms, 1200 * ms}, at)
-				dl, ok := firstDeadLetter(b)
-				require.True(t, ok)
-				require.Equal(t, 5, dl.Attempt)
-				require.ErrorIs(t, dl.Err, errFlaky)
-				require.Equal(t, start, dl.FirstFailure)
-				require.Equal(t, start.Add(1200*ms), dl.LastFailure)
-				require.Equal(t, "orders", dl.Topic)
-				require.Equal(t, "failing", dl.Subscription)
-			})
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			policy := eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: 100 * time.Millisecond, MaxDelay: 500 * time.Millisecond}
+			b := newBus(t, &eventbus.Options{Mode: mode, Retry: policy})
+			topic := newTopic[Order](t, b, "orders", nil)
+			start := time.Now()
+			var at []time.Duration
+			subscribe(t, topic, "failing", func(_ context.Context, e eventbus.Event[Order]) error {
+				at = append(at, time.Since(start))
+				return errFlaky
+			}, nil)
+			err := topic.Publish(context.Background(), Order{Key: "k"})
+			if mode == eventbus.Sync {
+				require.ErrorIs(t, err, errFlaky)
+			} else {
+				require.NoError(t, err)
+				require.NoError(t, b.Flush(context.Background()))
+			}
+			ms := time.Millisecond
+			require.Equal(t, []time.Duration{0, 100 * ms, 300 * ms, 700 * ms, 1200 * ms}, at)
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			require.Equal(t, 5, dl.Attempt)
+			require.ErrorIs(t, dl.Err, errFlaky)
+			require.Equal(t, start, dl.FirstFailure)
+			require.Equal(t, start.Add(1200*ms), dl.LastFailure)
+			require.Equal(t, "orders", dl.Topic)
+			require.Equal(t, "failing", dl.Subscription)
 		})
-	}
+	})
 }
 
 func firstDeadLetter(b *eventbus.Bus) (eventbus.DeadLetter, bool) {

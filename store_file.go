@@ -806,10 +806,11 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 		}
 		n := state.next()
 		lo, keep, err := streamRead(stream, &o, s.closed.Load(), state.tombstoned, lo, n, state.md)
-		if err != nil || keep == nil {
-			if err != nil {
-				yield(RecordedEvent{}, err)
-			}
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
+		if keep == nil {
 			return
 		}
 		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {

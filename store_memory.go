@@ -236,10 +236,11 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 		s.mu.RUnlock()
 		n := uint64(len(positions))
 		lo, keep, err := streamRead(stream, &o, s.closed.Load(), tombstoned, lo, n, md)
-		if err != nil || keep == nil {
-			if err != nil {
-				yield(RecordedEvent{}, err)
-			}
+		if err != nil {
+			yield(RecordedEvent{}, err)
+			return
+		}
+		if keep == nil {
 			return
 		}
 		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {

@@ -29,11 +29,8 @@ const maxStoreTopicNameLen = 200
 // to s and delivered by b. It returns an error wrapping [ErrInvalid] for a
 // bad name or a nil argument, or [ErrUnknownEvent] if T is not registered.
 func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopic[T], error) {
-	if err := checkName("topic", name); err != nil {
+	if err := checkNameLen("store topic", name, maxStoreTopicNameLen); err != nil {
 		return nil, err
-	}
-	if len(name) > maxStoreTopicNameLen {
-		return nil, fmt.Errorf("%w: store topic name %.20q... is %d bytes, more than %d", ErrInvalid, name, len(name), maxStoreTopicNameLen)
 	}
 	if b == nil || s == nil || r == nil {
 		return nil, fmt.Errorf("%w: store topic %q: nil bus, store or registry", ErrInvalid, name)

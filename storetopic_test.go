@@ -174,6 +174,9 @@ func TestNewStoreTopicInvalid(t *testing.T) {
 	if _, err := eventbus.NewStoreTopic[Deposited](bus, s, reg, strings.Repeat("t", 201)); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("NewStoreTopic(201-byte name) = %v, want %v", err, eventbus.ErrInvalid)
 	}
+	if _, err := eventbus.NewStoreTopic[Deposited](bus, s, reg, strings.Repeat("t", 200)); err != nil {
+		t.Errorf("NewStoreTopic(200-byte name) = %v, want nil", err)
+	}
 	if _, err := eventbus.NewStoreTopic[Deposited](bus, nil, reg, "x"); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("NewStoreTopic(nil store) = %v, want %v", err, eventbus.ErrInvalid)
 	}

@@ -130,11 +130,21 @@ func openBolt(batch, noSync bool) func(string) (store, error) {
 			return nil, err
 		}
 		db.NoSync = noSync
-		err = db.Update(func(tx *bolt.Tx) error {
-			_, err1 := tx.CreateBucketIfNotExists(boltEvents)
-			_, err2 := tx.CreateBucketIfNotExists(boltStreams)
-			return errors.Join(err1, err2)
+		// Create the buckets only in a new file: an Update commits, and a
+		// commit writes and syncs, which would make every timed reopen a
+		// durable write.
+		var exists bool
+		err = db.View(func(tx *bolt.Tx) error {
+			exists = tx.Bucket(boltEvents) != nil && tx.Bucket(boltStreams) != nil
+			return nil
 		})
+		if err == nil && !exists {
+			err = db.Update(func(tx *bolt.Tx) error {
+				_, err1 := tx.CreateBucketIfNotExists(boltEvents)
+				_, err2 := tx.CreateBucketIfNotExists(boltStreams)
+				return errors.Join(err1, err2)
+			})
+		}
 		if err != nil {
 			return nil, errors.Join(err, db.Close())
 		}

@@ -19,7 +19,7 @@ func BenchmarkBridge(b *testing.B) {
 	ctx := context.Background()
 	busA := newBus(b, nil)
 	ordersA := newTopic(b, busA)
-	forward(b, reg, ordersA, &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000})
+	forward(b, reg, ordersA, "orders", &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000})
 	busB := newBus(b, nil)
 	ordersB := newTopic(b, busB)
 	handled := make(chan struct{}, 1024)

@@ -138,7 +138,7 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // already, and eventbus.ErrInvalid for an empty name or once Run started.
 func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 	if c == nil || kafkaTopic == "" || t == nil {
-		return fmt.Errorf("%w: Route needs a Kafka topic and a bus topic", eventbus.ErrInvalid)
+		return fmt.Errorf("%w: Route needs a consumer, a Kafka topic and a bus topic", eventbus.ErrInvalid)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

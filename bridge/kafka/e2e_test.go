@@ -29,7 +29,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 	// The publishing side: bus A forwards its topic to Kafka.
 	busA := newBus(t, nil)
 	ordersA := newTopic(t, busA)
-	forward(t, reg, ordersA, &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000})
+	forward(t, reg, ordersA, "orders", &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{Workers: 8, BatchSize: 1000})
 
 	// The consuming side: bus B in another "process".
 	busB := newBus(t, nil)

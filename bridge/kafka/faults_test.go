@@ -87,7 +87,7 @@ func forwardOrders(t testing.TB, ctx context.Context, brokers []string, reg *eve
 	t.Helper()
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	forward(t, reg, orders, &kafka.ProducerOptions{Brokers: brokers, Client: []kgo.Opt{
+	forward(t, reg, orders, "orders", &kafka.ProducerOptions{Brokers: brokers, Client: []kgo.Opt{
 		// A failed produce waits for a metadata refresh, at most this often.
 		kgo.MetadataMinAge(10 * time.Millisecond),
 	}}, &eventbus.SubscriptionOptions{Workers: 4, Retry: &eventbus.RetryPolicy{MaxAttempts: 10, InitialDelay: time.Millisecond}})

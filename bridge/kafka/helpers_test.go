@@ -258,15 +258,15 @@ func checkCommittedAll(t testing.TB, ctx context.Context, brokers []string, grou
 }
 
 // forward makes a Producer (closed when the test ends) and forwards orders
-// to the Kafka topic "orders".
-func forward(t testing.TB, reg *eventbus.Registry, orders *eventbus.Topic[Order], popts *kafka.ProducerOptions, sopts *eventbus.SubscriptionOptions) {
+// to the Kafka topic kafkaTopic.
+func forward(t testing.TB, reg *eventbus.Registry, orders *eventbus.Topic[Order], kafkaTopic string, popts *kafka.ProducerOptions, sopts *eventbus.SubscriptionOptions) {
 	t.Helper()
 	p, err := kafka.NewProducer(reg, popts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	if _, err := kafka.Forward(p, orders, "orders", sopts); err != nil {
+	if _, err := kafka.Forward(p, orders, kafkaTopic, sopts); err != nil {
 		t.Fatal(err)
 	}
 }

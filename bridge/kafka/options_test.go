@@ -12,23 +12,14 @@ import (
 // cannot work with, with errors wrapping eventbus.ErrInvalid, and never
 // panic.
 func TestBadInput(t *testing.T) {
-	bus, err := eventbus.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = bus.Close() })
-	topic, err := eventbus.NewTopic[string](bus, "t", &eventbus.TopicOptions[string]{EventType: "s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := eventbus.NewRegistry(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bus := newBus(t, nil)
+	topic := newTopic(t, bus)
+	reg := registry(t)
 	store, err := eventbus.NewMemoryStore(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = store.Close() })
 	brokers := []string{"127.0.0.1:1"}
 	tests := map[string]func() error{
 		"producer without registry": func() error { _, err := kafka.NewProducer(nil, &kafka.ProducerOptions{Brokers: brokers}); return err },
@@ -42,7 +33,7 @@ func TestBadInput(t *testing.T) {
 			_, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers})
 			return err
 		},
-		"route without consumer": func() error { return kafka.Route[string](nil, "k", topic) },
+		"route without consumer": func() error { return kafka.Route[Order](nil, "k", topic) },
 		"relay without producer": func() error {
 			_, err := kafka.NewRelay(store, nil, &kafka.RelayOptions{Name: "r", Topic: "k"})
 			return err

@@ -14,16 +14,17 @@ import (
 // must survive encoding and decoding again unchanged.
 func FuzzParseRecord(f *testing.F) {
 	id := eventbus.NewID().String()
-	f.Add(id, "order.placed", "1", "", id, "region", "eu", []byte(`{"n":1}`), "k")
-	f.Add("", "", "x", "deflate", "not-an-id", "", "", []byte(nil), "")
-	f.Add(id, "t", "-7", "", "", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", []byte{0xff}, "")
-	f.Fuzz(func(t *testing.T, id, typ, version, encoding, corr, mdKey, mdValue string, value []byte, key string) {
+	f.Add(id, "order.placed", "1", "", id, id, "region", "eu", []byte(`{"n":1}`), "k")
+	f.Add("", "", "x", "deflate", "not-an-id", "", "", "", []byte(nil), "")
+	f.Add(id, "t", "-7", "", "", "not-an-id", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", []byte{0xff}, "")
+	f.Fuzz(func(t *testing.T, id, typ, version, encoding, corr, cause, mdKey, mdValue string, value []byte, key string) {
 		r := &kgo.Record{Topic: "t", Key: []byte(key), Value: value, Headers: []kgo.RecordHeader{
 			{Key: headerID, Value: []byte(id)},
 			{Key: headerType, Value: []byte(typ)},
 			{Key: headerSchemaVersion, Value: []byte(version)},
 			{Key: headerEncoding, Value: []byte(encoding)},
 			{Key: headerCorrelationID, Value: []byte(corr)},
+			{Key: headerCausationID, Value: []byte(cause)},
 			{Key: headerMetadata + mdKey, Value: []byte(mdValue)},
 		}}
 		e, k, err := parseRecord(r)

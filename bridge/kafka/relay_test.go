@@ -69,6 +69,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	// The application appends while the relay runs.
 	perKey := make(map[string]int)
 	var appends sync.WaitGroup
+	defer appends.Wait() // also when run fails the test first
 	appends.Go(func() {
 		for seq := range perStream {
 			for s := range streams {

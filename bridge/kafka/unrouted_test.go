@@ -27,15 +27,8 @@ func TestUnroutedTopic(t *testing.T) {
 
 			// A well-formed event on the Kafka topic "other".
 			src := newBus(t, nil)
-			p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(p.Close)
 			srcOrders := newTopic(t, src)
-			if _, err := kafka.Forward(p, srcOrders, "other", nil); err != nil {
-				t.Fatal(err)
-			}
+			forward(t, reg, srcOrders, "other", &kafka.ProducerOptions{Brokers: brokers}, nil)
 			if err := srcOrders.Publish(ctx, Order{Key: "k"}); err != nil {
 				t.Fatal(err)
 			}
@@ -59,9 +52,15 @@ func TestUnroutedTopic(t *testing.T) {
 				t.Fatal(err)
 			}
 			runCtx, stop := context.WithCancel(ctx)
-			defer stop()
 			runErr := make(chan error, 1)
-			go func() { runErr <- cons.Run(runCtx) }()
+			ran := make(chan struct{})
+			go func() {
+				defer close(ran)
+				runErr <- cons.Run(runCtx)
+			}()
+			// On every path, a failed one too, Run ends before the bus and
+			// the cluster close.
+			defer func() { stop(); <-ran }()
 
 			if deadLetter == "" {
 				select {

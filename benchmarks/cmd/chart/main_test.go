@@ -59,6 +59,10 @@ func TestParseMedian(t *testing.T) {
 	if got, want := res.orderText(cell{"Keyed", "fast"}), "yes"; got != want {
 		t.Errorf("orderText = %q, want %q", got, want)
 	}
+	// Fan-out is timed per delivery, but allocations are counted per event.
+	if table := res.table(t.TempDir()); !strings.Contains(table, "ns/delivery | allocs/event |") {
+		t.Errorf("table header does not label fan-out's allocations per event:\n%s", table)
+	}
 }
 
 func TestParseRejects(t *testing.T) {
