@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 )
@@ -104,29 +105,30 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 
 // dedup is the record of one subscription, keyed by event ID or business
 // key: the keys in flight (a handler runs for them), and the done ones.
+//
+// Both live in two generations of maps from key to the event's publish time
+// (Unix nanoseconds), or to running for a key in flight. New keys go into
+// cur; when it holds Capacity keys, prev is forgotten and cur becomes prev.
+// So the record always holds the last Capacity keys, forgetting costs no map
+// operation per key (deleting the oldest key of a large record one by one
+// missed the cache for every event), and a new event costs two lookups, an
+// insert and an update in place. Neither map holds a pointer for ID keys, so
+// the garbage collector need not scan them. With a Store, the maps hold only
+// the keys in flight.
 type dedup[K comparable] struct {
-	opts    *IdempotencyOptions
-	mu      sync.Mutex
-	flight  map[K]struct{} // keys a handler runs for
-	changed chan struct{}  // closed when a key leaves flight; nil without waiters
-
-	// The in-memory record, when there is no Store: done keys with their
-	// publish times (Unix nanoseconds), in two generations of up to
-	// Capacity keys. New keys go into cur; when it is full, prev is
-	// forgotten and cur becomes prev. So the record always holds the last
-	// Capacity keys, and forgetting costs no map operation per key: deleting
-	// the oldest key of a large record one by one missed the cache for
-	// every event. Neither map holds a pointer for ID keys, so the garbage
-	// collector need not scan them.
+	opts      *IdempotencyOptions
+	mu        sync.Mutex
 	cur, prev map[K]int64
+	running   int           // keys in flight
+	changed   chan struct{} // closed when a key leaves flight; nil without waiters
 }
 
+// running marks a key in flight in the record's maps: a publish time of
+// year 1677, which no event has.
+const running = math.MinInt64
+
 func newDedup[K comparable](o *IdempotencyOptions) *dedup[K] {
-	d := &dedup[K]{opts: o, flight: make(map[K]struct{})}
-	if o.Store == nil {
-		d.cur, d.prev = make(map[K]int64), make(map[K]int64)
-	}
-	return d
+	return &dedup[K]{opts: o, cur: make(map[K]int64), prev: make(map[K]int64)}
 }
 
 func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) (err error) {
@@ -167,11 +169,18 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 	now := env.Time.UnixNano()
 	d.mu.Lock()
 	for {
-		if d.remembers(k, now) {
-			d.mu.Unlock()
-			return true, nil
+		published, ok := d.cur[k]
+		if !ok {
+			published, ok = d.prev[k]
 		}
-		if _, busy := d.flight[k]; !busy {
+		if !ok {
+			break
+		}
+		if published != running {
+			if d.opts.Store == nil && time.Duration(now-published) <= d.opts.TTL {
+				d.mu.Unlock()
+				return true, nil
+			}
 			break
 		}
 		if d.changed == nil {
@@ -186,7 +195,11 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 		}
 		d.mu.Lock()
 	}
-	d.flight[k] = struct{}{}
+	if len(d.cur) >= d.opts.Capacity {
+		d.rotate()
+	}
+	d.cur[k] = running
+	d.running++
 	d.mu.Unlock()
 	if d.opts.Store == nil {
 		return false, nil
@@ -198,34 +211,45 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 	return done, err
 }
 
-// remembers reports whether the in-memory record holds k, done by an event
-// published at most TTL before now (Unix nanoseconds). Callers hold mu.
-func (d *dedup[K]) remembers(k K, now int64) bool {
-	published, ok := d.cur[k]
-	if !ok {
-		if published, ok = d.prev[k]; !ok {
-			return false
+// rotate forgets prev and makes cur the older generation. Keys in flight
+// in prev move to the new cur, so that a slow handler's key stays in
+// flight however many events pass meanwhile; a mark in prev shadowed by
+// cur is stale (see release). Callers hold mu.
+func (d *dedup[K]) rotate() {
+	var moved []K
+	if d.running > 0 {
+		for k, published := range d.prev {
+			if _, shadowed := d.cur[k]; published == running && !shadowed {
+				moved = append(moved, k)
+			}
 		}
 	}
-	return time.Duration(now-published) <= d.opts.TTL
+	clear(d.prev) // keeps its room for the next generation
+	d.prev, d.cur = d.cur, d.prev
+	for _, k := range moved {
+		d.cur[k] = running
+	}
 }
 
-// release takes k out of flight, recording it as done in memory if it
-// succeeded and there is no Store.
+// release takes k out of flight, recording it as done, published at
+// published, if it succeeded and there is no Store.
 func (d *dedup[K]) release(k K, ok bool, published time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.flight, k)
+	d.running--
 	if d.changed != nil {
 		close(d.changed)
 		d.changed = nil
 	}
-	if !ok || d.opts.Store != nil {
+	if ok && d.opts.Store == nil {
+		// An update in place, unless cur has turned over since the claim;
+		// either way k is found in cur first, so a mark left in prev is
+		// shadowed.
+		d.cur[k] = published.UnixNano()
 		return
 	}
-	if len(d.cur) >= d.opts.Capacity {
-		clear(d.prev) // keeps its room for the next generation
-		d.prev, d.cur = d.cur, d.prev
+	delete(d.cur, k)
+	if d.prev[k] == running { // cur turned over since the claim
+		delete(d.prev, k)
 	}
-	d.cur[k] = published.UnixNano()
 }

@@ -402,6 +402,53 @@ func TestTraceparentPropagates(t *testing.T) {
 	})
 }
 
+// TestIdempotencyInFlightAcrossTurnover checks that a key stays in flight,
+// and only while it is, however often the record turns over meanwhile: a
+// duplicate waits for a slow first delivery, and a key done after a
+// turnover is not taken for one in flight at the next.
+func TestIdempotencyInFlightAcrossTurnover(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		byN := eventbus.Idempotency(&eventbus.IdempotencyOptions{
+			Capacity: 2,
+			Key:      func(env *eventbus.Envelope) string { return fmt.Sprint(env.Payload().(Order).N) },
+		})
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Metrics: true, Middleware: []eventbus.Middleware{byN}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gates := map[int]chan struct{}{42: make(chan struct{}), 43: make(chan struct{})}
+		var runs [44]atomic.Int64
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			runs[e.Payload.N].Add(1)
+			if gate := gates[e.Payload.N]; gate != nil {
+				<-gate
+			}
+			return nil
+		}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		publish := func(n int) { require.NoError(t, topic.Publish(ctx, Order{N: n})) }
+		background := func(n int) { wg.Go(func() { publish(n) }); synctest.Wait() }
+
+		background(42) // in flight: {42}
+		publish(0)     // the record is full
+		background(43) // turnover: 42 is in flight in the older generation
+		publish(1)
+		close(gates[42]) // 42 is done in the newer generation
+		synctest.Wait()
+		publish(2)  // turnover: 43 in flight moves to the newer generation, 42 does not
+		publish(42) // done: a duplicate, not a wait for itself
+		publish(3)
+		publish(4)     // turnover: 43 in flight moves again
+		background(43) // in flight: waits
+		require.EqualValues(t, 1, runs[43].Load(), "the duplicate of 43 waits for the first delivery")
+		close(gates[43])
+		wg.Wait()
+		require.EqualValues(t, 1, runs[42].Load())
+		require.EqualValues(t, 1, runs[43].Load())
+		require.EqualValues(t, 2, b.Metrics().Subscriptions[0].Duplicates)
+	})
+}
+
 func TestIdempotencyEmptyKeyIsNotDeduplicated(t *testing.T) {
 	byKey := eventbus.Idempotency(&eventbus.IdempotencyOptions{
 		Key: func(env *eventbus.Envelope) string { return env.Payload().(Order).Key },
