@@ -13,11 +13,12 @@ import (
 // TestUnroutedTopic consumes, because of an option in
 // ConsumerOptions.Client, a topic that has no Route: its record is a bad
 // record, sent to the dead-letter topic (and committed) if there is one, else
-// stopping Run with an error; it does not panic.
+// stopping Run with an error; it does not panic. Nor does it go round for
+// ever when the topic is the dead-letter topic itself: Run stops.
 func TestUnroutedTopic(t *testing.T) {
 	checkNoLeaks(t)
 	const want = `topic "other" is not routed`
-	for name, deadLetter := range map[string]string{"no dead-letter topic": "", "dead-letter topic": "dead"} {
+	for name, deadLetter := range map[string]string{"no dead-letter topic": "", "dead-letter topic": "dead", "its own dead-letter topic": "other"} {
 		t.Run(name, func(t *testing.T) {
 			c := cluster(t, "orders", "other", "dead")
 			brokers := c.ListenAddrs()
@@ -62,7 +63,7 @@ func TestUnroutedTopic(t *testing.T) {
 			// the cluster close.
 			defer func() { stop(); <-ran }()
 
-			if deadLetter == "" {
+			if deadLetter != "dead" {
 				select {
 				case err := <-runErr:
 					if err == nil || !strings.Contains(err.Error(), want) {
