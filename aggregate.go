@@ -84,20 +84,21 @@ type Version[T any] struct {
 
 // Load returns the state of the aggregate in stream: the latest snapshot,
 // if there is one, with the events after it folded in. A stream with no
-// event gives the zero T and [NoStream]. It returns the store's or the
-// registry's error.
+// event, or soft-deleted since its last event, gives the zero T and
+// [NoStream]; a stream appended to again after a soft delete starts over
+// from the zero T, ignoring snapshots and cached states of its earlier
+// life. It returns the store's or the registry's error.
 func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
 	if err := checkContext(ctx, "Aggregate.Load"); err != nil {
 		return Version[T]{}, err
 	}
+	v, cached := Version[T]{Expected: NoStream}, false
 	if a.cache != nil {
-		if v, ok := a.cache.get(stream); ok {
-			return a.replay(ctx, stream, v, true)
+		if v, cached = a.cache.get(stream); !cached {
+			v.Expected = NoStream
 		}
 	}
-	var v Version[T]
-	v.Expected = NoStream
-	if a.every > 0 {
+	if !cached && a.every > 0 {
 		snap, ok, err := LoadSnapshot[T](ctx, a.store, a.reg, stream)
 		if err != nil {
 			return Version[T]{}, err
@@ -106,7 +107,21 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 			v = Version[T]{State: snap.State, Expected: Exact(snap.Revision)}
 		}
 	}
-	return a.replay(ctx, stream, v, false)
+	if v.Expected != NoStream {
+		// The events after v continue it only if the stream was not
+		// soft-deleted since: its revisions go on after a delete.
+		info, err := a.store.StreamInfo(ctx, stream)
+		if err != nil {
+			return Version[T]{}, err
+		}
+		if info.Deleted || v.Expected.rev < info.Start {
+			v, cached = Version[T]{Expected: NoStream}, false
+			if a.cache != nil {
+				a.cache.drop(stream)
+			}
+		}
+	}
+	return a.replay(ctx, stream, v, cached)
 }
 
 // replay folds the events of stream after v into v; cached says that v

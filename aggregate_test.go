@@ -175,6 +175,45 @@ func TestAggregateCache(t *testing.T) {
 	})
 }
 
+// TestAggregateAfterDelete checks that a soft delete ends an aggregate's
+// state, whether it came from the cache or from a snapshot: the stream
+// reads empty, and once appended to again its state starts over, though its
+// revisions go on.
+func TestAggregateAfterDelete(t *testing.T) {
+	for name, opts := range map[string]*eventbus.AggregateOptions{
+		"cache":     {CacheSize: 10},
+		"snapshots": {SnapshotEvery: 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := context.Background()
+				accounts := newAccounts(t, s, reg, opts)
+				load := func(want eventbus.Version[Account]) {
+					t.Helper()
+					v, err := accounts.Load(ctx, "account-1")
+					require.NoError(t, err)
+					if diff := cmp.Diff(want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+						t.Errorf("Load (-want +got):\n%s", diff)
+					}
+				}
+				for range 3 {
+					_, err := accounts.Execute(ctx, "account-1", deposit(10))
+					require.NoError(t, err)
+				}
+				load(eventbus.Version[Account]{State: Account{Balance: 30, Events: 3}, Expected: eventbus.Exact(2)})
+
+				require.NoError(t, s.Delete(ctx, "account-1", eventbus.Any))
+				load(eventbus.Version[Account]{Expected: eventbus.NoStream})
+				appendDeposits(t, s, reg, "account-1", 2) // revisions 3 and 4
+				load(eventbus.Version[Account]{State: Account{Balance: 2, Events: 2}, Expected: eventbus.Exact(4)})
+				_, err := accounts.Execute(ctx, "account-1", deposit(10))
+				require.NoError(t, err)
+				load(eventbus.Version[Account]{State: Account{Balance: 12, Events: 3}, Expected: eventbus.Exact(5)})
+			})
+		})
+	}
+}
+
 func TestNewAggregateInvalid(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)

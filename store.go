@@ -317,6 +317,12 @@ type StreamInfo struct {
 	Revision uint64
 	// Deleted is true after a soft delete, until the next append.
 	Deleted bool
+	// Start is the revision of the first event of the stream's current
+	// life: zero, or after a soft delete the revision of the first event
+	// appended since (or that the next append gets). Events before it are
+	// never read from the stream again, so a state folded from them (a
+	// snapshot, a cache) is stale if its revision is below Start.
+	Start uint64
 	// Tombstoned is true after [Store.Tombstone].
 	Tombstoned bool
 	// Metadata is the stream's metadata.

@@ -915,7 +915,10 @@ func (s *FileStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, 
 		return StreamInfo{}, nil
 	}
 	r := &st.r
-	info := StreamInfo{Deleted: r.deleted && !r.tombstoned, Tombstoned: r.tombstoned, Metadata: r.md}
+	info := StreamInfo{Deleted: r.deleted && !r.tombstoned, Tombstoned: r.tombstoned, Metadata: r.md, Start: r.start}
+	if r.deleted {
+		info.Start = r.next()
+	}
 	if n := r.next(); n > 0 {
 		info.Revision = n - 1
 		info.Exists = !r.deleted

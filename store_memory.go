@@ -394,7 +394,10 @@ func (s *MemoryStore) StreamInfo(ctx context.Context, stream string) (StreamInfo
 	if st == nil {
 		return StreamInfo{}, nil
 	}
-	info := StreamInfo{Deleted: st.deleted && !st.tombstoned, Tombstoned: st.tombstoned, Metadata: st.md}
+	info := StreamInfo{Deleted: st.deleted && !st.tombstoned, Tombstoned: st.tombstoned, Metadata: st.md, Start: st.start}
+	if st.deleted {
+		info.Start = uint64(len(st.positions))
+	}
 	if n := len(st.positions); n > 0 {
 		info.Revision = uint64(n - 1)
 		info.Exists = !st.deleted

@@ -678,7 +678,7 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	}
 	info, err := s.StreamInfo(ctx, "s")
 	require.NoError(t, err)
-	if diff := cmp.Diff(eventbus.StreamInfo{Revision: 1, Deleted: true}, info); diff != "" {
+	if diff := cmp.Diff(eventbus.StreamInfo{Revision: 1, Deleted: true, Start: 2}, info); diff != "" {
 		t.Errorf("StreamInfo after Delete (-want +got):\n%s", diff)
 	}
 
@@ -692,7 +692,7 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	}
 	info, err = s.StreamInfo(ctx, "s")
 	require.NoError(t, err)
-	if diff := cmp.Diff(eventbus.StreamInfo{Exists: true, Revision: 2}, info); diff != "" {
+	if diff := cmp.Diff(eventbus.StreamInfo{Exists: true, Revision: 2, Start: 2}, info); diff != "" {
 		t.Errorf("StreamInfo after Delete and Append (-want +got):\n%s", diff)
 	}
 }
