@@ -5,7 +5,6 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -124,8 +123,18 @@ type counters struct {
 	times                                                      *timings // nil unless Options.Metrics
 	clock                                                      *clock   // set with times
 	// shared, if not nil, guards times, which are then shared with other
-	// goroutines (a Sync-mode subscription's).
+	// goroutines (a Sync-mode subscription's). held is then the timing of
+	// the last attempt, which syncCounters.add observes with the counts, so
+	// that a publish takes the lock once.
 	shared *sync.Mutex
+	held   attemptTiming
+}
+
+// attemptTiming is what an attempt adds to the histograms.
+type attemptTiming struct {
+	handle, latency time.Duration
+	handled         bool // latency is set
+	set             bool
 }
 
 // observe runs f on c's timings, if it keeps any.
@@ -150,6 +159,13 @@ func (t *timings) add(o *timings) {
 	t.latency.add(&o.latency)
 }
 
+func (t *timings) record(a *attemptTiming) {
+	t.handleTime.observe(a.handle)
+	if a.handled {
+		t.latency.observe(a.latency)
+	}
+}
+
 // attempt records the outcome of one attempt that started at start and
 // ended at end, readings of clock.elapsed (both zero when not timed). The
 // latency of a failed attempt is recorded when the event is dead-lettered.
@@ -172,12 +188,19 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 
 // timeAttempt records the timings of an attempt.
 func (c *counters) timeAttempt(err error, e *Header, start, end time.Duration) {
-	c.observe(func(t *timings) {
-		t.handleTime.observe(end - start)
-		if err == nil {
-			t.latency.observe(c.clock.latency(e.Time, end))
-		}
-	})
+	a := attemptTiming{handle: end - start, handled: err == nil, set: true}
+	if a.handled {
+		a.latency = c.clock.latency(e.Time, end)
+	}
+	if c.shared == nil {
+		c.times.record(&a)
+		return
+	}
+	if c.held.set { // a retry: the earlier attempt goes in now
+		held := c.held
+		c.observe(func(t *timings) { t.record(&held) })
+	}
+	c.held = a
 }
 
 // deadLetter records that an event published at e.Time was given up at t.
@@ -201,35 +224,37 @@ func (c *counters) copyTo(dst *counters) {
 
 // add adds o to c, which must have timings if o has.
 func (c *counters) add(o *counters) {
+	c.addCounts(o)
+	if o.times != nil {
+		c.times.add(o.times)
+	}
+}
+
+func (c *counters) addCounts(o *counters) {
 	c.queued += o.queued
 	c.handled += o.handled
 	c.failed += o.failed
 	c.retried += o.retried
 	c.deadLettered += o.deadLettered
 	c.duplicates += o.duplicates
-	if o.times != nil {
-		c.times.add(o.times)
-	}
 }
 
 // syncCounters are the counters of a Sync-mode subscription, whose handlers
-// run in publishers' goroutines.
+// run in publishers' goroutines, under a lock.
 type syncCounters struct {
-	queued, handled, failed, retried, deadLettered, duplicates atomic.Uint64
-
-	mu    sync.Mutex
-	times timings
+	mu     sync.Mutex
+	counts counters // without timings
+	times  timings
 }
 
+// add adds the counts and the held timing of one publish's counters c.
 func (s *syncCounters) add(c *counters) {
-	for _, f := range [...]struct {
-		n   uint64
-		dst *atomic.Uint64
-	}{{c.queued, &s.queued}, {c.handled, &s.handled}, {c.failed, &s.failed}, {c.retried, &s.retried}, {c.deadLettered, &s.deadLettered}, {c.duplicates, &s.duplicates}} {
-		if f.n != 0 {
-			f.dst.Add(f.n)
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.held.set {
+		s.times.record(&c.held)
 	}
+	s.counts.addCounts(c)
 }
 
 // start returns the counters of one publish, observing into s's timings
@@ -243,15 +268,10 @@ func (s *syncCounters) start(timed *clock) counters {
 }
 
 func (s *syncCounters) collect(c *counters) {
-	c.queued += s.queued.Load()
-	c.handled += s.handled.Load()
-	c.failed += s.failed.Load()
-	c.retried += s.retried.Load()
-	c.deadLettered += s.deadLettered.Load()
-	c.duplicates += s.duplicates.Load()
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.addCounts(&s.counts)
 	c.times.add(&s.times)
-	s.mu.Unlock()
 }
 
 // Metrics returns a snapshot of the bus's counters and latencies. It is
