@@ -173,11 +173,14 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 		}
 		defer s.envs.Put(env)
 	}
-	// Publishers run concurrently, so counting costs atomic operations:
-	// Sync mode counts only with Options.Metrics.
-	c := s.sync.start(nil)
+	// Publishers run concurrently, so counting costs a lock: Sync mode
+	// counts only with Options.Metrics.
+	var timed *clock
 	if s.bus.opts.Metrics {
-		c = s.sync.start(s.bus.clock)
+		timed = s.bus.clock
+	}
+	c := s.sync.start(timed)
+	if timed != nil {
 		defer s.sync.add(&c)
 	}
 	var first time.Time
