@@ -86,8 +86,9 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 		o.TTL = 24 * time.Hour
 	}
 	return func(next EnvelopeHandler) EnvelopeHandler {
+		h := newKeyHasher()
 		if o.Key != nil {
-			d := newDedup[string](&o)
+			d := newDedup(&o, h.string)
 			return func(ctx context.Context, env *Envelope) error {
 				k := o.Key(env)
 				if k == "" {
@@ -96,7 +97,7 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 				return d.handle(ctx, env, k, next)
 			}
 		}
-		d := newDedup[ID](&o)
+		d := newDedup(&o, h.id)
 		return func(ctx context.Context, env *Envelope) error {
 			return d.handle(ctx, env, env.ID, next)
 		}
@@ -106,33 +107,42 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 // dedup is the record of one subscription, keyed by event ID or business
 // key: the keys in flight (a handler runs for them), and the done ones.
 //
-// Both live in two generations of maps from key to the event's publish time
-// (Unix nanoseconds), or to running for a key in flight. New keys go into
-// cur; when it holds Capacity keys, prev is forgotten and cur becomes prev.
-// So the record always holds the last Capacity keys, forgetting costs no map
-// operation per key (deleting the oldest key of a large record one by one
-// missed the cache for every event), and a new event costs two lookups, an
-// insert and an update in place. Neither map holds a pointer for ID keys, so
-// the garbage collector need not scan them. With a Store, the maps hold only
-// the keys in flight.
+// Both live in two generations of tables from key to the event's publish
+// time (Unix nanoseconds), or to running for a key in flight. New keys go
+// into cur; when it holds Capacity keys, prev is forgotten and cur becomes
+// prev. So the record always holds the last Capacity keys, and forgetting
+// costs nothing per key (deleting the oldest key of a large record one by
+// one missed the cache for every event). A new event costs a probe
+// sequence in each generation and an update in place. The tables hold no
+// pointer for ID keys, so the garbage collector need not scan them. With a
+// Store, they hold only the keys in flight.
 type dedup[K comparable] struct {
 	opts      *IdempotencyOptions
+	hash      func(K) uint64
 	mu        sync.Mutex
-	cur, prev map[K]int64
+	cur, prev keyTable[K]
+	epoch     uint64        // counts the times cur's slots moved or cur turned over
 	running   int           // keys in flight
 	changed   chan struct{} // closed when a key leaves flight; nil without waiters
 }
 
-// running marks a key in flight in the record's maps: a publish time of
+// running marks a key in flight in the record's tables: a publish time of
 // year 1677, which no event has.
 const running = math.MinInt64
 
-func newDedup[K comparable](o *IdempotencyOptions) *dedup[K] {
-	return &dedup[K]{opts: o, cur: make(map[K]int64), prev: make(map[K]int64)}
+// claimed is where a claim put its key in cur, for its release.
+type claimed struct {
+	hash  uint64
+	slot  int
+	epoch uint64
+}
+
+func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
+	return &dedup[K]{opts: o, hash: hash}
 }
 
 func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) (err error) {
-	done, err := d.claim(ctx, env, k)
+	done, c, err := d.claim(ctx, env, k)
 	if err != nil || done {
 		env.duplicate = done
 		return err
@@ -141,7 +151,7 @@ func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next Envelope
 	// failed attempt, takes k out of flight too: the retry would otherwise
 	// wait for itself.
 	handled := false
-	defer func() { d.release(k, handled, env.Time) }()
+	defer func() { d.release(k, c, handled, env.Time) }()
 	err = next(ctx, env)
 	if err == nil && d.opts.Store != nil {
 		if merr := d.opts.Store.MarkProcessed(ctx, d.storeKey(env, k)); merr != nil {
@@ -165,23 +175,36 @@ func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {
 
 // claim waits until no other delivery of k is in flight, then reports
 // whether k was processed; if not, k is now in flight and must be released.
-func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) {
+func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed, error) {
 	now := env.Time.UnixNano()
+	h := d.hash(k)
+	var i int // k's slot in cur
 	d.mu.Lock()
 	for {
-		published, ok := d.cur[k]
-		if !ok {
-			published, ok = d.prev[k]
+		if d.cur.n >= d.opts.Capacity {
+			d.rotate()
 		}
+		if d.cur.room() {
+			d.epoch++
+		}
+		var ok bool
+		i, ok = d.cur.find(h, k)
+		published := d.cur.slots[i].published
 		if !ok {
+			published, ok = d.prev.lookup(h, k)
+		}
+		if !ok || published != running && (d.opts.Store != nil || time.Duration(now-published) > d.opts.TTL) {
+			// New, or expired: k goes in flight in cur.
+			if d.cur.slots[i].hash == 0 {
+				d.cur.put(i, h, k, running)
+			} else {
+				d.cur.slots[i].published = running
+			}
 			break
 		}
 		if published != running {
-			if d.opts.Store == nil && time.Duration(now-published) <= d.opts.TTL {
-				d.mu.Unlock()
-				return true, nil
-			}
-			break
+			d.mu.Unlock()
+			return true, claimed{}, nil
 		}
 		if d.changed == nil {
 			d.changed = make(chan struct{})
@@ -191,24 +214,21 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, claimed{}, ctx.Err()
 		}
 		d.mu.Lock()
 	}
-	if len(d.cur) >= d.opts.Capacity {
-		d.rotate()
-	}
-	d.cur[k] = running
+	c := claimed{hash: h, slot: i, epoch: d.epoch}
 	d.running++
 	d.mu.Unlock()
 	if d.opts.Store == nil {
-		return false, nil
+		return false, c, nil
 	}
 	done, err := d.opts.Store.Processed(ctx, d.storeKey(env, k))
 	if err != nil || done {
-		d.release(k, false, time.Time{})
+		d.release(k, c, false, time.Time{})
 	}
-	return done, err
+	return done, c, err
 }
 
 // rotate forgets prev and makes cur the older generation. Keys in flight
@@ -216,24 +236,29 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, error) 
 // flight however many events pass meanwhile; a mark in prev shadowed by
 // cur is stale (see release). Callers hold mu.
 func (d *dedup[K]) rotate() {
-	var moved []K
+	var moved []keySlot[K]
 	if d.running > 0 {
-		for k, published := range d.prev {
-			if _, shadowed := d.cur[k]; published == running && !shadowed {
-				moved = append(moved, k)
+		for _, s := range d.prev.slots {
+			if s.hash != 0 && s.published == running {
+				if _, shadowed := d.cur.lookup(s.hash, s.key); !shadowed {
+					moved = append(moved, s)
+				}
 			}
 		}
 	}
-	clear(d.prev) // keeps its room for the next generation
+	d.prev.reset() // keeps its room for the next generation
 	d.prev, d.cur = d.cur, d.prev
-	for _, k := range moved {
-		d.cur[k] = running
+	d.epoch++
+	for _, s := range moved {
+		d.cur.room()
+		i, _ := d.cur.find(s.hash, s.key)
+		d.cur.put(i, s.hash, s.key, running)
 	}
 }
 
-// release takes k out of flight, recording it as done, published at
-// published, if it succeeded and there is no Store.
-func (d *dedup[K]) release(k K, ok bool, published time.Time) {
+// release takes k, claimed as c, out of flight, recording it as done,
+// published at published, if it succeeded and there is no Store.
+func (d *dedup[K]) release(k K, c claimed, ok bool, published time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.running--
@@ -241,15 +266,30 @@ func (d *dedup[K]) release(k K, ok bool, published time.Time) {
 		close(d.changed)
 		d.changed = nil
 	}
+	i, inCur := c.slot, c.epoch == d.epoch // k is still where its claim put it
+	if !inCur {
+		if d.cur.room() {
+			d.epoch++
+		}
+		i, inCur = d.cur.find(c.hash, k)
+	}
 	if ok && d.opts.Store == nil {
-		// An update in place, unless cur has turned over since the claim;
-		// either way k is found in cur first, so a mark left in prev is
-		// shadowed.
-		d.cur[k] = published.UnixNano()
+		// If cur turned over since the claim, k goes in the new cur,
+		// which shadows the mark left in prev.
+		if inCur {
+			d.cur.slots[i].published = published.UnixNano()
+		} else {
+			d.cur.put(i, c.hash, k, published.UnixNano())
+		}
 		return
 	}
-	delete(d.cur, k)
-	if d.prev[k] == running { // cur turned over since the claim
-		delete(d.prev, k)
+	if inCur {
+		d.cur.remove(i)
+		d.epoch++
+	}
+	if d.prev.n > 0 {
+		if j, found := d.prev.find(c.hash, k); found && d.prev.slots[j].published == running {
+			d.prev.remove(j) // cur turned over since the claim
+		}
 	}
 }
