@@ -42,8 +42,9 @@ type IdempotencyOptions struct {
 	Store ProcessedStore
 	// Capacity bounds the in-memory record of each subscription; zero
 	// means 10,000 keys. The record always remembers the last Capacity
-	// keys, and at most twice as many: once it holds 2×Capacity, it
-	// forgets the older half at once.
+	// keys handled, and at most about twice as many (plus the keys in
+	// flight): once its newer half holds Capacity, it forgets the older
+	// half at once.
 	//
 	// The record lives as long as the process, so it catches the
 	// duplicates that come soon after the first delivery: redeliveries,
@@ -110,33 +111,50 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 // key: the keys in flight (a handler runs for them), and the done ones.
 //
 // Both live in two generations of tables from key to the event's publish
-// time (Unix nanoseconds), or to running for a key in flight. New keys go
-// into cur; when it holds Capacity keys, prev is forgotten and cur becomes
-// prev. So the record always holds the last Capacity keys, and forgetting
-// costs nothing per key (deleting the oldest key of a large record one by
-// one missed the cache for every event). A new event costs a probe
-// sequence in each generation and an update in place. The tables hold no
-// pointer for ID keys, so the garbage collector need not scan them. With a
-// Store, they hold only the keys in flight.
+// time (Unix nanoseconds), or to running for a key in flight. Keys go into
+// cur; once it holds Capacity done keys, the next claim forgets prev and
+// cur becomes prev. So the record always holds the last Capacity done keys,
+// and forgetting costs nothing per key (deleting the oldest key of a large
+// record one by one missed the cache for every event). A new event costs a
+// probe sequence in each generation and an update in place. The tables
+// hold no pointer for ID keys, so the garbage collector need not scan them.
+// With a Store, they hold only the keys in flight.
+//
+// A key in flight has its running mark in exactly one generation: cur, or
+// prev if cur turned over since its claim; a turnover moves the marks of
+// the generation it forgets into the new cur.
 type dedup[K comparable] struct {
 	opts      *IdempotencyOptions
 	hash      func(K) uint64
 	mu        sync.Mutex
 	cur, prev keyTable[K]
+	done      int           // done keys in cur
 	epoch     uint64        // counts the times cur's slots moved or cur turned over
 	running   int           // keys in flight
 	changed   chan struct{} // closed when a key leaves flight; nil without waiters
 }
 
 // running marks a key in flight in the record's tables: a publish time of
-// year 1677, which no event has.
+// 1677 (see recordTime).
 const running = math.MinInt64
 
-// claimed is where a claim put its key in cur, for its release.
+// recordTime is t as the record keeps it, in Unix nanoseconds: never
+// running.
+func recordTime(t time.Time) int64 {
+	if ns := t.UnixNano(); ns != running {
+		return ns
+	}
+	return running + 1
+}
+
+// claimed is where a claim put its key in cur, for its release: its slot as
+// of epoch, and the publish time it replaced if the key was done there but
+// expired (else running).
 type claimed struct {
 	hash  uint64
 	slot  int
 	epoch uint64
+	prior int64
 }
 
 func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
@@ -179,48 +197,49 @@ func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {
 // whether k was processed; if not, k is now in flight and must be released.
 func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed, error) {
 	now := env.Time.UnixNano()
-	h := d.hash(k)
-	var i int // k's slot in cur
+	c := claimed{hash: d.hash(k), prior: running}
 	d.mu.Lock()
 	for {
-		if d.cur.n >= d.opts.Capacity {
+		if d.done >= d.opts.Capacity {
 			d.rotate()
 		}
 		if d.cur.room() {
 			d.epoch++
 		}
-		var ok bool
-		i, ok = d.cur.find(h, k)
+		i, ok := d.cur.find(c.hash, k)
 		published := d.cur.slots[i].published
 		if !ok {
-			published, ok = d.prev.lookup(h, k)
+			published, ok = d.prev.lookup(c.hash, k)
 		}
-		if !ok || published != running && (d.opts.Store != nil || time.Duration(now-published) > d.opts.TTL) {
-			// New, or expired: k goes in flight in cur.
-			if d.cur.slots[i].hash == 0 {
-				d.cur.put(i, h, k, running)
-			} else {
-				d.cur.slots[i].published = running
+		if published == running {
+			if d.changed == nil {
+				d.changed = make(chan struct{})
 			}
-			break
+			ch := d.changed
+			d.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return false, claimed{}, ctx.Err()
+			}
+			d.mu.Lock()
+			continue
 		}
-		if published != running {
+		if ok && d.opts.Store == nil && time.Duration(now-published) <= d.opts.TTL {
 			d.mu.Unlock()
 			return true, claimed{}, nil
 		}
-		if d.changed == nil {
-			d.changed = make(chan struct{})
+		// New, or expired: k goes in flight in cur.
+		if s := &d.cur.slots[i]; s.hash == 0 {
+			d.cur.put(i, c.hash, k, running)
+		} else {
+			c.prior = s.published
+			s.published = running
+			d.done--
 		}
-		ch := d.changed
-		d.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return false, claimed{}, ctx.Err()
-		}
-		d.mu.Lock()
+		c.slot, c.epoch = i, d.epoch
+		break
 	}
-	c := claimed{hash: h, slot: i, epoch: d.epoch}
 	d.running++
 	d.mu.Unlock()
 	if d.opts.Store == nil {
@@ -235,21 +254,19 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 
 // rotate forgets prev and makes cur the older generation. Keys in flight
 // in prev move to the new cur, so that a slow handler's key stays in
-// flight however many events pass meanwhile; a mark in prev shadowed by
-// cur is stale (see release). Callers hold mu.
+// flight however many events pass meanwhile. Callers hold mu.
 func (d *dedup[K]) rotate() {
 	var moved []keySlot[K]
 	if d.running > 0 {
 		for _, s := range d.prev.slots {
 			if s.hash != 0 && s.published == running {
-				if _, shadowed := d.cur.lookup(s.hash, s.key); !shadowed {
-					moved = append(moved, s)
-				}
+				moved = append(moved, s)
 			}
 		}
 	}
 	d.prev.reset() // keeps its room for the next generation
 	d.prev, d.cur = d.cur, d.prev
+	d.done = 0
 	d.epoch++
 	for _, s := range moved {
 		d.cur.room()
@@ -270,28 +287,37 @@ func (d *dedup[K]) release(k K, c claimed, ok bool, published time.Time) {
 	}
 	i, inCur := c.slot, c.epoch == d.epoch // k is still where its claim put it
 	if !inCur {
+		// cur moved or turned over since the claim: k's mark is in cur
+		// or, after a turnover, in prev, which keeps no done key for it.
+		if d.cur.n > 0 {
+			i, inCur = d.cur.find(c.hash, k)
+		}
+		if !inCur && d.prev.n > 0 {
+			if j, found := d.prev.find(c.hash, k); found {
+				d.prev.remove(j)
+			}
+		}
+	}
+	switch {
+	case ok && d.opts.Store == nil:
+		d.done++
+		if inCur {
+			d.cur.slots[i].published = recordTime(published)
+			return
+		}
 		if d.cur.room() {
 			d.epoch++
 		}
-		i, inCur = d.cur.find(c.hash, k)
-	}
-	if ok && d.opts.Store == nil {
-		// If cur turned over since the claim, k goes in the new cur,
-		// which shadows the mark left in prev.
-		if inCur {
-			d.cur.slots[i].published = published.UnixNano()
-		} else {
-			d.cur.put(i, c.hash, k, published.UnixNano())
-		}
-		return
-	}
-	if inCur {
+		i, _ = d.cur.find(c.hash, k)
+		d.cur.put(i, c.hash, k, recordTime(published))
+	case !inCur:
+	case c.prior != running && c.epoch == d.epoch:
+		// The earlier, expired delivery stays on record, for
+		// redeliveries of it that are within TTL of their own time.
+		d.cur.slots[i].published = c.prior
+		d.done++
+	default:
 		d.cur.remove(i)
 		d.epoch++
-	}
-	if d.prev.n > 0 {
-		if j, found := d.prev.find(c.hash, k); found && d.prev.slots[j].published == running {
-			d.prev.remove(j) // cur turned over since the claim
-		}
 	}
 }

@@ -1,0 +1,198 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// processedSet is a ProcessedStore in a map, for one goroutine.
+type processedSet map[string]bool
+
+func (s processedSet) Processed(_ context.Context, k IdempotencyKey) (bool, error) {
+	return s[k.Key], nil
+}
+
+func (s processedSet) MarkProcessed(_ context.Context, k IdempotencyKey) error {
+	s[k.Key] = true
+	return nil
+}
+
+// TestDedupModel drives an Idempotency record through random claims,
+// duplicate claims of keys in flight, and successful and failed releases,
+// against a model of what it must do: a duplicate is a key done before and
+// not forgotten, a key is forgotten only after Capacity other keys were
+// done since, a key in flight makes a duplicate wait, and a Store's answer
+// is final. After every step it checks the record's tables: every key is
+// where its hash finds it, each key in flight has one running mark and
+// other keys none, and the count of done keys is right. Small capacities
+// and a hash of 3 values make turnovers, table growth, long clusters and
+// removals frequent.
+func TestDedupModel(t *testing.T) {
+	hasher := newKeyHasher()
+	hashes := map[string]func(string) uint64{
+		"3 hashes": func(k string) uint64 {
+			n, _ := strconv.Atoi(k)
+			return nonZero(uint64(n%3) * 0x5555_5555_5555_5555)
+		},
+		"good": hasher.string,
+	}
+	for _, store := range []bool{false, true} {
+		for _, capacity := range []int{1, 2, 3, 5, 8, 13} {
+			for name, hash := range hashes {
+				for seed := range uint64(20) {
+					t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/seed=%d", store, capacity, name, seed), func(t *testing.T) {
+						checkDedupModel(t, store, capacity, hash, seed)
+					})
+				}
+			}
+		}
+	}
+}
+
+func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(string) uint64, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	o := &IdempotencyOptions{Capacity: capacity, TTL: time.Hour}
+	set := processedSet{}
+	if withStore {
+		o.Store = set
+	}
+	d := newDedup(o, hash)
+	type flight struct {
+		c   claimed
+		env *Envelope
+	}
+	inFlight := map[string]flight{}
+	var doneOrder []string       // keys in the order their handlers succeeded
+	lastDone := map[string]int{} // index in doneOrder of each key's last success
+	waits, cancel := context.WithCancel(context.Background())
+	cancel() // a claim that would wait returns at once
+	at := time.Unix(1_700_000_000, 0)
+	for step := range 2000 {
+		k := strconv.Itoa(rng.IntN(25))
+		env := &Envelope{Header: Header{Time: at}}
+		if f, busy := inFlight[k]; busy {
+			if rng.IntN(3) == 0 {
+				if _, _, err := d.claim(waits, env, k); err == nil {
+					t.Fatalf("step %d: a duplicate of %s, in flight, did not wait", step, k)
+				}
+			} else {
+				ok := rng.IntN(4) != 0
+				if ok && withStore {
+					set[k] = true
+				}
+				d.release(k, f.c, ok, f.env.Time)
+				delete(inFlight, k)
+				if ok {
+					doneOrder = append(doneOrder, k)
+					lastDone[k] = len(doneOrder) - 1
+				}
+			}
+		} else {
+			dup, c, err := d.claim(waits, env, k)
+			if err != nil {
+				t.Fatalf("step %d: %s, not in flight, waits: its mark was left behind", step, k)
+			}
+			last, wasDone := lastDone[k]
+			since := map[string]bool{} // other keys done since k was
+			if wasDone {
+				for _, x := range doneOrder[last+1:] {
+					since[x] = x != k
+				}
+			}
+			switch {
+			case dup && !wasDone:
+				t.Fatalf("step %d: %s taken for a duplicate, never done", step, k)
+			case !dup && wasDone && withStore:
+				t.Fatalf("step %d: %s ran again though the Store has it", step, k)
+			case !dup && wasDone && len(since) < capacity:
+				t.Fatalf("step %d: %s forgotten after %d other keys were done, fewer than Capacity %d", step, k, len(since), capacity)
+			}
+			if !dup {
+				inFlight[k] = flight{c, env}
+			}
+		}
+		if d.running != len(inFlight) {
+			t.Fatalf("step %d: %d keys running, want %d", step, d.running, len(inFlight))
+		}
+		marks := map[string]int{}
+		done := 0
+		for gen, tab := range map[string]*keyTable[string]{"cur": &d.cur, "prev": &d.prev} {
+			n := 0
+			for i, s := range tab.slots {
+				if s.hash == 0 {
+					continue
+				}
+				n++
+				if j, ok := tab.find(hash(s.key), s.key); !ok || j != i || s.hash != hash(s.key) {
+					t.Fatalf("step %d: %s in slot %d of %s is not where its hash finds it", step, s.key, i, gen)
+				}
+				if s.published == running {
+					marks[s.key]++
+				} else if gen == "cur" {
+					done++
+				}
+			}
+			if n != tab.n {
+				t.Fatalf("step %d: %s holds %d keys, counts %d", step, gen, n, tab.n)
+			}
+		}
+		if done != d.done {
+			t.Fatalf("step %d: cur holds %d done keys, counts %d", step, done, d.done)
+		}
+		for k := range inFlight {
+			if marks[k] != 1 {
+				t.Fatalf("step %d: %s in flight has %d running marks, want 1", step, k, marks[k])
+			}
+		}
+		if len(marks) != len(inFlight) {
+			t.Fatalf("step %d: running marks %v for keys in flight %v", step, marks, inFlight)
+		}
+	}
+}
+
+// TestDedupExpiry checks the TTL: a key is a duplicate only within TTL of
+// its last success, and a failed run of an expired key leaves the earlier
+// success on record.
+func TestDedupExpiry(t *testing.T) {
+	o := &IdempotencyOptions{Capacity: 100, TTL: time.Minute}
+	hasher := newKeyHasher()
+	d := newDedup(o, hasher.string)
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+
+	run := func(k string, at time.Time, ok bool) (dup bool) {
+		t.Helper()
+		env := &Envelope{Header: Header{Time: at}}
+		waits, cancel := context.WithCancel(ctx)
+		cancel() // a claim that would wait fails at once
+		dup, c, err := d.claim(waits, env, k)
+		if err != nil {
+			t.Fatalf("claim of %s at %v waits", k, at)
+		}
+		if !dup {
+			d.release(k, c, ok, at)
+		}
+		return dup
+	}
+	if run("k", t0, true) {
+		t.Fatal("first delivery taken for a duplicate")
+	}
+	if !run("k", t0.Add(time.Minute), true) {
+		t.Fatal("a delivery within TTL ran")
+	}
+	if run("k", t0.Add(2*time.Minute), false) {
+		t.Fatal("a delivery after TTL was skipped")
+	}
+	if !run("k", t0.Add(30*time.Second), true) {
+		t.Fatal("after a failed run of the expired key, a redelivery within TTL of the first success ran")
+	}
+	// An event stamped with the time that marks keys in flight.
+	old := time.Unix(0, running)
+	if run("old", old, true) || !run("old", old, true) {
+		t.Fatal("an event of 1677 ran twice, or not at all")
+	}
+}
