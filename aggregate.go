@@ -92,10 +92,10 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 	if err := checkContext(ctx, "Aggregate.Load"); err != nil {
 		return Version[T]{}, err
 	}
-	v, cached := Version[T]{Expected: NoStream}, false
+	base, cached := Version[T]{Expected: NoStream}, false
 	if a.cache != nil {
-		if v, cached = a.cache.get(stream); !cached {
-			v.Expected = NoStream
+		if base, cached = a.cache.get(stream); !cached {
+			base.Expected = NoStream
 		}
 	}
 	if !cached && a.every > 0 {
@@ -104,48 +104,56 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 			return Version[T]{}, err
 		}
 		if ok {
-			v = Version[T]{State: snap.State, Expected: Exact(snap.Revision)}
+			base = Version[T]{State: snap.State, Expected: Exact(snap.Revision)}
 		}
 	}
-	if v.Expected != NoStream {
-		// The events after v continue it only if the stream was not
-		// soft-deleted since: its revisions go on after a delete.
+	v, n, err := a.replay(ctx, stream, base)
+	if err != nil {
+		return Version[T]{}, err
+	}
+	if base.Expected != NoStream {
+		// The events after base continue it only if the stream was not
+		// soft-deleted since: its revisions go on after a delete. Start
+		// only grows, so asking after the read also catches a delete made
+		// during it.
 		info, err := a.store.StreamInfo(ctx, stream)
 		if err != nil {
 			return Version[T]{}, err
 		}
-		if info.Deleted || v.Expected.rev < info.Start {
-			v, cached = Version[T]{Expected: NoStream}, false
+		if info.Deleted || base.Expected.rev < info.Start {
+			cached = false
+			if v, n, err = a.replay(ctx, stream, Version[T]{Expected: NoStream}); err != nil {
+				return Version[T]{}, err
+			}
 			if a.cache != nil {
 				a.cache.drop(stream)
 			}
 		}
-	}
-	return a.replay(ctx, stream, v, cached)
-}
-
-// replay folds the events of stream after v into v; cached says that v
-// came from the cache, for its hit count.
-func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T], cached bool) (Version[T], error) {
-	from := v.Expected.next()
-	n := 0
-	for e, err := range a.store.ReadStream(ctx, stream, &ReadOptions{From: from}) {
-		if err != nil {
-			return Version[T]{}, err
-		}
-		p, err := Decode[E](a.reg, e.EventData)
-		if err != nil {
-			return Version[T]{}, fmt.Errorf("stream %q revision %d: %w", stream, e.Revision, err)
-		}
-		v.State = a.evolve(v.State, p)
-		v.Expected = Exact(e.Revision)
-		n++
 	}
 	if a.cache != nil {
 		a.cache.count(cached && n == 0)
 		a.cache.put(stream, v)
 	}
 	return v, nil
+}
+
+// replay folds the events of stream after v into v, and returns how many
+// there were.
+func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T]) (Version[T], int, error) {
+	n := 0
+	for e, err := range a.store.ReadStream(ctx, stream, &ReadOptions{From: v.Expected.next()}) {
+		if err != nil {
+			return Version[T]{}, 0, err
+		}
+		p, err := Decode[E](a.reg, e.EventData)
+		if err != nil {
+			return Version[T]{}, 0, fmt.Errorf("stream %q revision %d: %w", stream, e.Revision, err)
+		}
+		v.State = a.evolve(v.State, p)
+		v.Expected = Exact(e.Revision)
+		n++
+	}
+	return v, n, nil
 }
 
 // Execute runs a command on the aggregate in stream: it loads the state,

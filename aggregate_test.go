@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"iter"
 	"sync"
 	"testing"
 
@@ -211,6 +212,46 @@ func TestAggregateAfterDelete(t *testing.T) {
 				load(eventbus.Version[Account]{State: Account{Balance: 12, Events: 3}, Expected: eventbus.Exact(5)})
 			})
 		})
+	}
+}
+
+// interleavedStore runs before, once, when a read of a stream begins: what
+// another process might do at that moment.
+type interleavedStore struct {
+	eventbus.Store
+	before func()
+}
+
+func (s *interleavedStore) ReadStream(ctx context.Context, stream string, o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if f := s.before; f != nil {
+		s.before = nil
+		f()
+	}
+	return s.Store.ReadStream(ctx, stream, o)
+}
+
+// TestAggregateDeleteDuringLoad checks a delete and a new append made while
+// a Load reads the events after its cached state: the new events belong to
+// a new life of the stream, not to that state.
+func TestAggregateDeleteDuringLoad(t *testing.T) {
+	ctx := context.Background()
+	inner, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	s := &interleavedStore{Store: inner}
+	accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 10})
+	for range 3 {
+		_, err := accounts.Execute(ctx, "account-1", deposit(10))
+		require.NoError(t, err)
+	}
+	s.before = func() {
+		require.NoError(t, inner.Delete(ctx, "account-1", eventbus.Any))
+		appendDeposits(t, inner, reg, "account-1", 1)
+	}
+	for range 2 { // the second load starts from what the first cached
+		v, err := accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		require.Equal(t, Account{Balance: 1, Events: 1}, v.State)
 	}
 }
 

@@ -321,7 +321,8 @@ type StreamInfo struct {
 	// life: zero, or after a soft delete the revision of the first event
 	// appended since (or that the next append gets). Events before it are
 	// never read from the stream again, so a state folded from them (a
-	// snapshot, a cache) is stale if its revision is below Start.
+	// snapshot, a cache) is stale if its revision is below Start; an
+	// [Aggregate] relies on it. A Store that supports Delete must set it.
 	Start uint64
 	// Tombstoned is true after [Store.Tombstone].
 	Tombstoned bool
