@@ -37,9 +37,10 @@ type ConsumerOptions struct {
 	// not know, a payload that does not decode, a topic with no Route
 	// that options in Client made it consume), with its error in the
 	// header "eventbus-error". If empty, such a record stops Run with an
-	// error, and is read again by the next run; so does a bad record read
-	// from the dead-letter topic itself (if options in Client make the
-	// Consumer read it), which would otherwise go round for ever.
+	// error, and is read again by the next run. A bad record read from the
+	// dead-letter topic itself (routed, or consumed through options in
+	// Client) is logged and skipped: it is there already, and written back
+	// it would come round for ever.
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
@@ -398,8 +399,12 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	switch c.o.DeadLetterTopic {
 	case "":
 		return fmt.Errorf("kafka: record %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, bad)
-	case r.Topic: // written back, it would come again, for ever
-		return fmt.Errorf("kafka: record %s/%d@%d, read from the dead-letter topic itself: %w", r.Topic, r.Partition, r.Offset, bad)
+	case r.Topic:
+		// It is in the dead-letter topic already; written back, it would
+		// come again, for ever.
+		c.log.Error("eventbus/kafka: skipping a bad record of the dead-letter topic itself",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "error", bad)
+		return nil
 	}
 	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
 		kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())},

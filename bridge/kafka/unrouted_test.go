@@ -2,11 +2,13 @@ package kafka_test
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -14,7 +16,8 @@ import (
 // ConsumerOptions.Client, a topic that has no Route: its record is a bad
 // record, sent to the dead-letter topic (and committed) if there is one, else
 // stopping Run with an error; it does not panic. Nor does it go round for
-// ever when the topic is the dead-letter topic itself: Run stops.
+// ever when the topic is the dead-letter topic itself: it is logged, and
+// skipped.
 func TestUnroutedTopic(t *testing.T) {
 	checkNoLeaks(t)
 	const want = `topic "other" is not routed`
@@ -42,9 +45,11 @@ func TestUnroutedTopic(t *testing.T) {
 
 			bus := newBus(t, nil)
 			orders := newTopic(t, bus)
+			logged := make(chan string, 1)
 			cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{
 				Brokers: brokers, Group: "g", DeadLetterTopic: deadLetter, CommitInterval: 10 * time.Millisecond,
 				Client: []kgo.Opt{kgo.ConsumeTopics("orders", "other")},
+				Logger: slog.New(errorSignal(logged)),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -63,7 +68,28 @@ func TestUnroutedTopic(t *testing.T) {
 			// the cluster close.
 			defer func() { stop(); <-ran }()
 
-			if deadLetter != "dead" {
+			switch deadLetter {
+			case "other":
+				select {
+				case msg := <-logged:
+					if !strings.Contains(msg, "dead-letter topic itself") {
+						t.Errorf("logged %q, want a word on skipping a record of the dead-letter topic", msg)
+					}
+				case err := <-runErr:
+					t.Fatalf("Run() = %v before skipping the record", err)
+				case <-ctx.Done():
+					t.Fatal("the record of the dead-letter topic was not skipped")
+				}
+				stop()
+				if err := <-runErr; err != nil {
+					t.Fatalf("Run() = %v, want nil", err)
+				}
+				checkCommittedAll(t, ctx, brokers, "g", "other")
+				if n := countRecords(t, ctx, brokers, "other"); n != 1 {
+					t.Errorf("the dead-letter topic holds %d records, want the 1 forwarded", n)
+				}
+				return
+			case "":
 				select {
 				case err := <-runErr:
 					if err == nil || !strings.Contains(err.Error(), want) {
@@ -92,6 +118,42 @@ func TestUnroutedTopic(t *testing.T) {
 			checkCommittedAll(t, ctx, brokers, "g", "other")
 		})
 	}
+}
+
+// errorSignal is a slog.Handler that sends the message of each record at
+// level Error or above on ch, if ch has room.
+type errorSignal chan string
+
+func (h errorSignal) Enabled(context.Context, slog.Level) bool { return true }
+func (h errorSignal) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h errorSignal) WithGroup(string) slog.Handler            { return h }
+
+func (h errorSignal) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		select {
+		case h <- r.Message:
+		default:
+		}
+	}
+	return nil
+}
+
+// countRecords returns the number of records in topic, from its end
+// offsets.
+func countRecords(t testing.TB, ctx context.Context, brokers []string, topic string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(e kadm.ListedOffset) { n += e.Offset })
+	return n
 }
 
 // readOne returns the first record of topic.
