@@ -40,7 +40,13 @@ func (c *clock) now() time.Time {
 	// for each event cost 10% of a keyed publish. So a reading costs an
 	// allocation, at most one per clockTick.
 	t := c.start.Add(time.Since(c.start))
-	c.cached.Store(&t)
+	if !c.cached.CompareAndSwap(nil, &t) {
+		// Another publisher's reading went in first: share it, so that the
+		// readings handed out go forward even between racing publishers.
+		if p := c.cached.Load(); p != nil {
+			return *p
+		}
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
