@@ -94,8 +94,8 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 	}
 	base, cached := Version[T]{Expected: NoStream}, false
 	if a.cache != nil {
-		if base, cached = a.cache.get(stream); !cached {
-			base.Expected = NoStream
+		if v, ok := a.cache.get(stream); ok {
+			base, cached = v, true
 		}
 	}
 	if !cached && a.every > 0 {

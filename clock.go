@@ -38,7 +38,8 @@ func (c *clock) now() time.Time {
 	}
 	// A reading is shared as it is: building a time.Time from a duration
 	// for each event cost 10% of a keyed publish. So a reading costs an
-	// allocation, at most one per clockTick.
+	// allocation: about one per clockTick, one more for each publisher
+	// that races to refresh it.
 	t := c.start.Add(time.Since(c.start))
 	if !c.cached.CompareAndSwap(nil, &t) {
 		// Another publisher's reading went in first: share it, so that the

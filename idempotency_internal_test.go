@@ -115,8 +115,8 @@ func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(strin
 				inFlight[k] = flight{c, env}
 			}
 		}
-		if d.running != len(inFlight) {
-			t.Fatalf("step %d: %d keys running, want %d", step, d.running, len(inFlight))
+		if d.inFlight != len(inFlight) {
+			t.Fatalf("step %d: %d keys running, want %d", step, d.inFlight, len(inFlight))
 		}
 		marks := map[string]int{}
 		done := 0
@@ -156,43 +156,69 @@ func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(strin
 
 // TestDedupExpiry checks the TTL: a key is a duplicate only within TTL of
 // its last success, and a failed run of an expired key leaves the earlier
-// success on record.
+// success on record, also when the record moved or turned over during the
+// run.
 func TestDedupExpiry(t *testing.T) {
-	o := &IdempotencyOptions{Capacity: 100, TTL: time.Minute}
-	hasher := newKeyHasher()
-	d := newDedup(o, hasher.string)
-	ctx := context.Background()
 	t0 := time.Unix(1_700_000_000, 0)
-
-	run := func(k string, at time.Time, ok bool) (dup bool) {
-		t.Helper()
-		env := &Envelope{Header: Header{Time: at}}
-		waits, cancel := context.WithCancel(ctx)
-		cancel() // a claim that would wait fails at once
-		dup, c, err := d.claim(waits, env, k)
-		if err != nil {
-			t.Fatalf("claim of %s at %v waits", k, at)
-		}
-		if !dup {
-			d.release(k, c, ok, at)
-		}
-		return dup
-	}
-	if run("k", t0, true) {
-		t.Fatal("first delivery taken for a duplicate")
-	}
-	if !run("k", t0.Add(time.Minute), true) {
-		t.Fatal("a delivery within TTL ran")
-	}
-	if run("k", t0.Add(2*time.Minute), false) {
-		t.Fatal("a delivery after TTL was skipped")
-	}
-	if !run("k", t0.Add(30*time.Second), true) {
-		t.Fatal("after a failed run of the expired key, a redelivery within TTL of the first success ran")
-	}
-	// An event stamped with the time that marks keys in flight.
-	old := time.Unix(0, running)
-	if run("old", old, true) || !run("old", old, true) {
-		t.Fatal("an event of 1677 ran twice, or not at all")
+	hasher := newKeyHasher()
+	for name, meanwhile := range map[string]func(claim func(k string) claimed, release func(k string, c claimed, ok bool)){
+		"quiet": func(func(string) claimed, func(string, claimed, bool)) {},
+		"a key removed": func(claim func(string) claimed, release func(string, claimed, bool)) {
+			release("j", claim("j"), false)
+		},
+		"a turnover": func(claim func(string) claimed, release func(string, claimed, bool)) {
+			for _, k := range []string{"x", "y", "z", "w"} { // Capacity 3: w's claim turns the record over
+				release(k, claim(k), true)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := &IdempotencyOptions{Capacity: 100, TTL: time.Minute}
+			if name == "a turnover" {
+				o.Capacity = 3
+			}
+			d := newDedup(o, hasher.string)
+			claim := func(k string, at time.Time) (bool, claimed) {
+				t.Helper()
+				waits, cancel := context.WithCancel(context.Background())
+				cancel() // a claim that would wait fails at once
+				dup, c, err := d.claim(waits, &Envelope{Header: Header{Time: at}}, k)
+				if err != nil {
+					t.Fatalf("claim of %s at %v waits", k, at)
+				}
+				return dup, c
+			}
+			run := func(k string, at time.Time, ok bool) (dup bool) {
+				t.Helper()
+				dup, c := claim(k, at)
+				if !dup {
+					d.release(k, c, ok, at)
+				}
+				return dup
+			}
+			if run("k", t0, true) {
+				t.Fatal("first delivery taken for a duplicate")
+			}
+			if !run("k", t0.Add(time.Minute), true) {
+				t.Fatal("a delivery within TTL ran")
+			}
+			dup, c := claim("k", t0.Add(2*time.Minute))
+			if dup {
+				t.Fatal("a delivery after TTL was skipped")
+			}
+			meanwhile(func(k string) claimed {
+				_, c := claim(k, t0.Add(2*time.Minute))
+				return c
+			}, func(k string, c claimed, ok bool) { d.release(k, c, ok, t0.Add(2*time.Minute)) })
+			d.release("k", c, false, t0.Add(2*time.Minute))
+			if !run("k", t0.Add(30*time.Second), true) {
+				t.Fatal("after a failed run of the expired key, a redelivery within TTL of the first success ran")
+			}
+			// An event stamped with the time that marks keys in flight.
+			old := time.Unix(0, running)
+			if run("old", old, true) || !run("old", old, true) {
+				t.Fatal("an event of 1677 ran twice, or not at all")
+			}
+		})
 	}
 }

@@ -405,7 +405,8 @@ func TestTraceparentPropagates(t *testing.T) {
 // TestIdempotencyInFlightAcrossTurnover checks that a key stays in flight,
 // and only while it is, however often the record turns over meanwhile: a
 // duplicate waits for a slow first delivery, and a key done after a
-// turnover is not taken for one in flight at the next.
+// turnover is not taken for one in flight at the next. With Capacity 2,
+// the record turns over at the first claim after two keys were done.
 func TestIdempotencyInFlightAcrossTurnover(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		byN := eventbus.Idempotency(&eventbus.IdempotencyOptions{
@@ -426,26 +427,30 @@ func TestIdempotencyInFlightAcrossTurnover(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var wg sync.WaitGroup
-		publish := func(n int) { require.NoError(t, topic.Publish(ctx, Order{N: n})) }
+		publish := func(ns ...int) {
+			for _, n := range ns {
+				require.NoError(t, topic.Publish(ctx, Order{N: n}))
+			}
+		}
 		background := func(n int) { wg.Go(func() { publish(n) }); synctest.Wait() }
 
-		background(42) // in flight: {42}
-		publish(0)     // the record is full
-		background(43) // turnover: 42 is in flight in the older generation
-		publish(1)
-		close(gates[42]) // 42 is done in the newer generation
-		synctest.Wait()
-		publish(2)  // turnover: 43 in flight moves to the newer generation, 42 does not
-		publish(42) // done: a duplicate, not a wait for itself
-		publish(3)
-		publish(4)     // turnover: 43 in flight moves again
-		background(43) // in flight: waits
+		publish(0, 1)
+		background(42) // turnover; 42 in flight in the newer generation
+		publish(2, 3)
+		background(43) // turnover; 42's mark is now in the older generation
+		close(gates[42])
+		synctest.Wait() // 42 done in the newer generation; its old mark cleared
+		publish(42)     // a duplicate
+		publish(4, 5)   // turnover: the older generation, which had 42's mark, is forgotten
+		publish(42)     // still a duplicate, not taken for a key in flight
+		publish(6, 7)   // turnover: 43's mark moves to the newer generation
+		background(43)  // in flight: waits
 		require.EqualValues(t, 1, runs[43].Load(), "the duplicate of 43 waits for the first delivery")
 		close(gates[43])
 		wg.Wait()
 		require.EqualValues(t, 1, runs[42].Load())
 		require.EqualValues(t, 1, runs[43].Load())
-		require.EqualValues(t, 2, b.Metrics().Subscriptions[0].Duplicates)
+		require.EqualValues(t, 3, b.Metrics().Subscriptions[0].Duplicates)
 	})
 }
 

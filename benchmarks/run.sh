@@ -13,6 +13,13 @@ COUNT=${COUNT:-6}
 BENCHTIME=${BENCHTIME:-500ms}
 BENCH=${BENCH:-}
 
+case $COUNT in
+'' | *[!0-9]* | 0)
+	echo "run.sh: COUNT is a number of rounds, at least 1, not $COUNT" >&2
+	exit 2
+	;;
+esac
+
 case $SUITE in
 bus | store) ;;
 all)
@@ -39,6 +46,7 @@ suite() {
 	fi
 	mkdir -p results
 	bin=$(mktemp -d)
+	trap 'rm -rf "$bin"' EXIT
 	go test -c -o "$bin/bench.test" .
 	{
 		# "key: value" lines before the benchmarks are configuration to benchstat.
@@ -53,11 +61,13 @@ suite() {
 		# machine then spreads over the peers instead of falling on one.
 		i=0
 		while [ "$i" -lt "$COUNT" ]; do
-			"$bin/bench.test" -test.run '^$' -test.timeout 1h -test.bench "${BENCH:-$2}" -test.count 1 -test.benchtime "$BENCHTIME" -test.benchmem
+			# A panic or a timeout prints no FAIL line of its own.
+			"$bin/bench.test" -test.run '^$' -test.timeout 1h -test.bench "${BENCH:-$2}" -test.count 1 -test.benchtime "$BENCHTIME" -test.benchmem ||
+				{ echo "FAIL: round $((i + 1)): the benchmarks exited with status $?"; exit 1; }
 			i=$((i + 1))
 		done
 	} | tee "$3.tmp"
-	rm -r "$bin"
+	rm -rf "$bin"
 	# tee hides go test's exit status; its output does not.
 	if grep -q '^FAIL' "$3.tmp"; then
 		echo "run.sh: benchmarks failed; $3 is unchanged" >&2

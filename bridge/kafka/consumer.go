@@ -46,7 +46,8 @@ type ConsumerOptions struct {
 	// for the bus to handle what was published so that its offsets can be
 	// committed; zero means 30 seconds.
 	DrainTimeout time.Duration
-	// Logger receives failed commits and fetch errors, which are retried.
+	// Logger receives failed commits and fetch errors, which are retried,
+	// and bad records of the dead-letter topic itself, which are skipped.
 	// Nil means silent.
 	Logger *slog.Logger
 	// Client holds further franz-go options, such as kgo.DialTLSConfig or
@@ -402,8 +403,8 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	case r.Topic:
 		// It is in the dead-letter topic already; written back, it would
 		// come again, for ever.
-		c.log.Error("eventbus/kafka: skipping a bad record of the dead-letter topic itself",
-			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "error", bad)
+		c.log.Error("kafka: skipping a bad record of the dead-letter topic itself",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", bad)
 		return nil
 	}
 	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
