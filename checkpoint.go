@@ -48,12 +48,12 @@ func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error
 // concurrent use.
 type tracker struct {
 	mu       sync.Mutex
-	next     uint64        // every event handed out before it is finished
-	read     uint64        // position after the last event handed out
-	inflight []uint64      // positions handed out from next on, ascending
-	done     []bool        // whether each of inflight is finished
-	advanced int           // events finished since the last save began
-	changed  chan struct{} // closed when next moves; nil without waiters
+	next     uint64    // every event handed out before it is finished
+	read     uint64    // position after the last event handed out
+	inflight []uint64  // positions handed out from next on, ascending
+	done     []bool    // whether each of inflight is finished
+	advanced int       // events finished since the last save began
+	changed  broadcast // when next moves
 }
 
 func newTracker(from uint64) *tracker {
@@ -112,9 +112,8 @@ func (t *tracker) advance() {
 		t.inflight, t.done = t.inflight[:0:0], t.done[:0:0] // let the arrays go
 		t.next = max(t.next, t.read)
 	}
-	if t.next != old && t.changed != nil {
-		close(t.changed)
-		t.changed = nil
+	if t.next != old {
+		t.changed.notify()
 	}
 }
 
@@ -142,10 +141,7 @@ func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
 			t.mu.Unlock()
 			return nil
 		}
-		if t.changed == nil {
-			t.changed = make(chan struct{})
-		}
-		ch := t.changed
+		ch := t.changed.wait()
 		t.mu.Unlock()
 		select {
 		case <-ch:
@@ -161,8 +157,5 @@ func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next, t.read, t.inflight, t.done, t.advanced = from, from, nil, nil, 0
-	if t.changed != nil {
-		close(t.changed)
-		t.changed = nil
-	}
+	t.changed.notify()
 }

@@ -128,10 +128,10 @@ type dedup[K comparable] struct {
 	hash      func(K) uint64
 	mu        sync.Mutex
 	cur, prev keyTable[K]
-	done      int           // done keys in cur
-	epoch     uint64        // counts the times cur's slots moved or cur turned over
-	inFlight  int           // keys in flight
-	changed   chan struct{} // closed when a key leaves flight; nil without waiters
+	done      int       // done keys in cur
+	epoch     uint64    // counts the times cur's slots moved or cur turned over
+	inFlight  int       // keys in flight
+	changed   broadcast // when a key leaves flight
 }
 
 // running marks a key in flight in the record's tables: a publish time of
@@ -210,10 +210,7 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 			published, ok = d.prev.lookup(c.hash, k)
 		}
 		if published == running {
-			if d.changed == nil {
-				d.changed = make(chan struct{})
-			}
-			ch := d.changed
+			ch := d.changed.wait()
 			d.mu.Unlock()
 			select {
 			case <-ch:
@@ -279,10 +276,7 @@ func (d *dedup[K]) release(k K, c claimed, ok bool, published time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.inFlight--
-	if d.changed != nil {
-		close(d.changed)
-		d.changed = nil
-	}
+	d.changed.notify()
 	done := ok && d.opts.Store == nil
 	i, inCur := c.slot, c.epoch == d.epoch // k is still where its claim put it
 	if !inCur && d.cur.n > 0 {

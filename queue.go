@@ -23,9 +23,9 @@ type queue[T any] struct {
 	parked  bool   // the worker waits on wake
 	stopped bool   // intake closed: the subscription or the bus is stopping
 	wake    chan struct{}
-	room    chan struct{} // closed when room appears; nil without waiters
-	settled chan struct{} // closed when low moves; nil without waiters
-	stats   counters      // the worker's, as of its last take
+	room    broadcast // when room appears, or intake stops
+	settled broadcast // when low moves
+	stats   counters  // the worker's, as of its last take
 }
 
 func (q *queue[T]) init(limit int, source uint32) {
@@ -74,15 +74,6 @@ func (q *queue[T]) signal() {
 	}
 }
 
-// roomSignal returns a channel closed when the queue has room again. Callers
-// hold mu.
-func (q *queue[T]) roomSignal() chan struct{} {
-	if q.room == nil {
-		q.room = make(chan struct{})
-	}
-	return q.room
-}
-
 // take records that every event below low is finished, then hands every
 // queued event to the worker, with the sequence number of the first, and
 // reports whether intake has stopped. The worker gives back the slice of its
@@ -100,10 +91,7 @@ func (q *queue[T]) take(low uint64, spare []Event[T], stats *counters) ([]Event[
 	}
 	batch := q.items
 	q.items = spare
-	if q.room != nil {
-		close(q.room)
-		q.room = nil
-	}
+	q.room.notify()
 	return batch, q.enq - uint64(len(batch)), q.stopped
 }
 
@@ -113,10 +101,7 @@ func (q *queue[T]) setLow(low uint64) {
 		return
 	}
 	q.low = low
-	if q.settled != nil {
-		close(q.settled)
-		q.settled = nil
-	}
+	q.settled.notify()
 }
 
 // finishAll records that every event ever appended is finished, with the
@@ -142,10 +127,7 @@ func (q *queue[T]) settle(ctx context.Context) error {
 	q.mu.Lock()
 	target := q.enq
 	for q.low < target {
-		if q.settled == nil {
-			q.settled = make(chan struct{})
-		}
-		ch := q.settled
+		ch := q.settled.wait()
 		q.mu.Unlock()
 		select {
 		case <-ch:
@@ -162,10 +144,7 @@ func (q *queue[T]) settle(ctx context.Context) error {
 func (q *queue[T]) stop() {
 	q.mu.Lock()
 	q.stopped = true
-	if q.room != nil { // publishers waiting for room must see the stop
-		close(q.room)
-		q.room = nil
-	}
+	q.room.notify() // publishers waiting for room must see the stop
 	q.mu.Unlock()
 	q.signal()
 }

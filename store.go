@@ -330,6 +330,27 @@ type StreamInfo struct {
 	Metadata StreamMetadata
 }
 
+// streamInfo is the StreamInfo of a stream whose next revision is next and
+// whose current life began at start.
+func streamInfo(next, start uint64, deleted, tombstoned bool, md StreamMetadata) StreamInfo {
+	info := StreamInfo{Deleted: deleted && !tombstoned, Tombstoned: tombstoned, Metadata: md, Start: lifeStart(start, next, deleted)}
+	if next > 0 {
+		info.Revision = next - 1
+		info.Exists = !deleted
+	}
+	return info
+}
+
+// lifeStart returns the first revision of a stream's current life: start,
+// the first since it was created or last soft-deleted, or next, the one its
+// next append gets, while it is deleted.
+func lifeStart(start, next uint64, deleted bool) uint64 {
+	if deleted {
+		return next
+	}
+	return start
+}
+
 // WrongExpectedVersionError reports that a stream was not in the state an
 // append or delete expected. It matches [ErrWrongExpectedVersion] with
 // errors.Is; use errors.As to read the stream and revisions.

@@ -800,10 +800,7 @@ func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOpt
 		v := s.view(8 << 10)
 		// After retention the stream starts at its first event kept.
 		kept, _ := slices.BinarySearch(state.positions, v.log.first)
-		lo := max(state.start, state.base+uint64(kept))
-		if state.deleted {
-			lo = state.next()
-		}
+		lo := max(lifeStart(state.start, state.next(), state.deleted), state.base+uint64(kept))
 		n := state.next()
 		lo, keep, err := streamRead(stream, &o, s.closed.Load(), state.tombstoned, lo, n, state.md)
 		if err != nil {
@@ -915,15 +912,7 @@ func (s *FileStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, 
 		return StreamInfo{}, nil
 	}
 	r := &st.r
-	info := StreamInfo{Deleted: r.deleted && !r.tombstoned, Tombstoned: r.tombstoned, Metadata: r.md, Start: r.start}
-	if r.deleted {
-		info.Start = r.next()
-	}
-	if n := r.next(); n > 0 {
-		info.Revision = n - 1
-		info.Exists = !r.deleted
-	}
-	return info, nil
+	return streamInfo(r.next(), r.start, r.deleted, r.tombstoned, r.md), nil
 }
 
 // Close implements [Store.Close]: it stops the committer, syncs what it

@@ -228,10 +228,8 @@ func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadO
 		var md StreamMetadata
 		tombstoned := false
 		if st != nil {
-			positions, tombstoned, md, lo = st.positions, st.tombstoned, st.md, st.start
-			if st.deleted {
-				lo = uint64(len(positions))
-			}
+			positions, tombstoned, md = st.positions, st.tombstoned, st.md
+			lo = lifeStart(st.start, uint64(len(positions)), st.deleted)
 		}
 		s.mu.RUnlock()
 		n := uint64(len(positions))
@@ -394,15 +392,7 @@ func (s *MemoryStore) StreamInfo(ctx context.Context, stream string) (StreamInfo
 	if st == nil {
 		return StreamInfo{}, nil
 	}
-	info := StreamInfo{Deleted: st.deleted && !st.tombstoned, Tombstoned: st.tombstoned, Metadata: st.md, Start: st.start}
-	if st.deleted {
-		info.Start = uint64(len(st.positions))
-	}
-	if n := len(st.positions); n > 0 {
-		info.Revision = uint64(n - 1)
-		info.Exists = !st.deleted
-	}
-	return info, nil
+	return streamInfo(uint64(len(st.positions)), st.start, st.deleted, st.tombstoned, st.md), nil
 }
 
 // Close implements [Store.Close]. The events stay readable by iterators

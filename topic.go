@@ -339,14 +339,14 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 		for _, q := range qs {
 			q.mu.Lock()
 		}
-		var room chan struct{}
+		var room <-chan struct{}
 		var wakes uint64 // queues whose worker is parked, by index in qs
 		closed := false
 		for _, q := range qs {
 			if q.stopped {
 				closed = closed || t.bus.closed.Load()
 			} else if !force && q.full() {
-				room = q.roomSignal()
+				room = q.room.wait()
 				break
 			}
 		}

@@ -251,9 +251,9 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 			return ErrClosed
 		}
 		q.mu.Lock()
-		var room chan struct{}
+		var room <-chan struct{}
 		if q.full() && !q.stopped {
-			room = q.roomSignal()
+			room = q.room.wait()
 		}
 		q.mu.Unlock()
 		if room == nil {

@@ -29,7 +29,7 @@ func BenchmarkBridge(b *testing.B) {
 	}, nil); err != nil {
 		b.Fatal(err)
 	}
-	stop := consume(b, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "bench"})
+	stop, _ := consume(b, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "bench"})
 	defer func() {
 		if err := stop(); err != nil {
 			b.Error(err)

@@ -38,7 +38,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 	if _, err := ordersB.Subscribe("shipping", log.handle, nil); err != nil {
 		t.Fatal(err)
 	}
-	stop := consume(t, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 50 * time.Millisecond})
+	stop, _ := consume(t, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 50 * time.Millisecond})
 
 	perKey := make(map[string]int, keys)
 	for i := range events {

@@ -126,7 +126,7 @@ func TestBrokerFaults(t *testing.T) {
 	if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
 		t.Fatal(err)
 	}
-	stop := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 5 * time.Millisecond})
+	stop, _ := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 5 * time.Millisecond})
 
 	perKey := make(map[string]int)
 	forwardOrders(t, ctx, brokers, reg, 5000, 100, perKey)
@@ -171,7 +171,7 @@ func TestRebalance(t *testing.T) {
 		}, nil); err != nil {
 			t.Fatal(err)
 		}
-		stop = consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{
+		stop, _ = consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{
 			Brokers: brokers, Group: "shipping", CommitInterval: 10 * time.Millisecond,
 			Client: []kgo.Opt{kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 				if len(m) > 0 {

@@ -272,11 +272,12 @@ func forward(t testing.TB, reg *eventbus.Registry, orders *eventbus.Topic[Order]
 }
 
 // consume runs a Consumer on orders' bus that routes the Kafka topic
-// "orders" to orders, until stop is called; stop returns Run's error. Calls
-// of stop after the first return the same error. stop also runs when the
+// "orders" to orders, until stop is called; stop returns Run's error, and
+// ended is closed when Run returns, on its own too. Calls of stop after
+// the first return the same error. stop also runs when the
 // test ends, before the cluster closes and the bus closes (both were made
 // before consume, so their cleanups run after its own).
-func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *eventbus.Topic[Order], reg *eventbus.Registry, opts *kafka.ConsumerOptions) (stop func() error) {
+func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *eventbus.Topic[Order], reg *eventbus.Registry, opts *kafka.ConsumerOptions) (stop func() error, ended <-chan struct{}) {
 	t.Helper()
 	cons, err := kafka.NewConsumer(bus, reg, opts)
 	if err != nil {
@@ -287,11 +288,15 @@ func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *event
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(ctx) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runErr <- cons.Run(ctx)
+	}()
 	stop = sync.OnceValue(func() error {
 		cancel()
 		return <-runErr
 	})
 	t.Cleanup(func() { _ = stop() }) // a test that checks Run's error calls stop itself
-	return stop
+	return stop, done
 }

@@ -64,7 +64,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stopCons := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 20 * time.Millisecond})
+	stopCons, _ := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 20 * time.Millisecond})
 
 	// The application appends while the relay runs.
 	perKey := make(map[string]int)

@@ -46,27 +46,11 @@ func TestUnroutedTopic(t *testing.T) {
 			bus := newBus(t, nil)
 			orders := newTopic(t, bus)
 			logged := make(chan string, 1)
-			cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{
+			stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{
 				Brokers: brokers, Group: "g", DeadLetterTopic: deadLetter, CommitInterval: 10 * time.Millisecond,
 				Client: []kgo.Opt{kgo.ConsumeTopics("orders", "other")},
 				Logger: slog.New(errorSignal(logged)),
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := kafka.Route(cons, "orders", orders); err != nil {
-				t.Fatal(err)
-			}
-			runCtx, stop := context.WithCancel(ctx)
-			runErr := make(chan error, 1)
-			ran := make(chan struct{})
-			go func() {
-				defer close(ran)
-				runErr <- cons.Run(runCtx)
-			}()
-			// On every path, a failed one too, Run ends before the bus and
-			// the cluster close.
-			defer func() { stop(); <-ran }()
 
 			switch deadLetter {
 			case "other":
@@ -75,13 +59,12 @@ func TestUnroutedTopic(t *testing.T) {
 					if !strings.Contains(msg, "dead-letter topic itself") {
 						t.Errorf("logged %q, want a word on skipping a record of the dead-letter topic", msg)
 					}
-				case err := <-runErr:
-					t.Fatalf("Run() = %v before skipping the record", err)
+				case <-ended:
+					t.Fatalf("Run() = %v before skipping the record", stop())
 				case <-ctx.Done():
 					t.Fatal("the record of the dead-letter topic was not skipped")
 				}
-				stop()
-				if err := <-runErr; err != nil {
+				if err := stop(); err != nil {
 					t.Fatalf("Run() = %v, want nil", err)
 				}
 				checkCommittedAll(t, ctx, brokers, "g", "other")
@@ -91,13 +74,12 @@ func TestUnroutedTopic(t *testing.T) {
 				return
 			case "":
 				select {
-				case err := <-runErr:
-					if err == nil || !strings.Contains(err.Error(), want) {
+				case <-ended:
+					if err := stop(); err == nil || !strings.Contains(err.Error(), want) {
 						t.Fatalf("Run() = %v, want an error saying %s", err, want)
 					}
 				case <-ctx.Done():
-					stop()
-					t.Fatalf("Run() did not stop on the unrouted record; then returned %v", <-runErr)
+					t.Fatalf("Run() did not stop on the unrouted record; then returned %v", stop())
 				}
 				return
 			}
@@ -111,8 +93,7 @@ func TestUnroutedTopic(t *testing.T) {
 				t.Errorf("dead-lettered record's headers: eventbus-error %q, %s %q; want %q, %q",
 					headers["eventbus-error"], kafka.MetadataTopic, headers[kafka.MetadataTopic], want, "other")
 			}
-			stop()
-			if err := <-runErr; err != nil {
+			if err := stop(); err != nil {
 				t.Fatalf("Run() = %v, want nil", err)
 			}
 			checkCommittedAll(t, ctx, brokers, "g", "other")
