@@ -52,7 +52,9 @@ type FileStoreOptions struct {
 	// while the store is larger than RetainSize bytes. The active segment
 	// is never deleted, and the state of every stream (revisions,
 	// deletion, metadata) survives the events it loses. Retention runs
-	// when a new segment starts.
+	// when a new segment starts, and frees the memory the store kept for
+	// the events it deletes: an event's ID makes a later append of it an
+	// idempotent replay only while the event is kept.
 	RetainAge  time.Duration
 	RetainSize int64
 	// ReadOnly opens the store for reading: it takes a shared lock, so
@@ -124,6 +126,21 @@ type writer struct {
 	gen    uint64 // of the group being committed, to mark touched streams
 }
 
+// forgetIDs drops the IDs of the events that retention removed, those
+// below their stream's base, as reopening the store would: a long-running
+// store with retention keeps its memory bounded, and an event ID is
+// recognised by idempotent appends for as long as its event is kept. The
+// map is built anew, since Go's maps never shrink.
+func (w *writer) forgetIDs(byID []*fileStream) {
+	ids := make(map[idKey]uint64, w.log.n-w.log.first)
+	for k, rev := range w.ids {
+		if rev >= byID[k.stream].w.base {
+			ids[k] = rev
+		}
+	}
+	w.ids = ids
+}
+
 type idKey struct {
 	stream uint32
 	id     ID
@@ -185,6 +202,19 @@ type streamState struct {
 }
 
 func (st *streamState) next() uint64 { return st.base + uint64(len(st.positions)) }
+
+// forget drops the positions below first, removed by retention, and
+// reports whether there were any. The rest move to a new array, so that the
+// old one goes once the readers still using it are done.
+func (st *streamState) forget(first uint64) bool {
+	k, _ := slices.BinarySearch(st.positions, first)
+	if k == 0 {
+		return false
+	}
+	st.positions = slices.Clone(st.positions[k:])
+	st.base += uint64(k)
+	return true
+}
 
 func (st *streamState) actual() ExpectedRevision {
 	if st.deleted || st.next() == 0 {

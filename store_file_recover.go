@@ -388,10 +388,22 @@ func (s *FileStore) retain() error {
 	chunks := make([]*[logChunk]loc, len(w.log.chunks))
 	copy(chunks[first/logChunk:], w.log.chunks[first/logChunk:])
 	w.log.chunks, w.log.first, w.log.bytes = chunks, first, total
+	trimmed := false
 	s.mu.Lock()
 	s.segs = segs[k:]
 	s.log = w.log
+	for _, st := range s.byID {
+		// Every change was published before the group that rolled, so
+		// the read side equals the write side.
+		if st.w.forget(first) {
+			st.r = st.w
+			trimmed = true
+		}
+	}
 	s.mu.Unlock()
+	if trimmed {
+		w.forgetIDs(s.byID)
+	}
 	var errs []error
 	for _, seg := range segs[:k] {
 		errs = append(errs, seg.f.Close(), s.fs.Remove(seg.path))
