@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"math"
@@ -586,10 +587,15 @@ func span(dir Direction, from, lo, n uint64) iter.Seq[uint64] {
 // context and of the store's closing.
 const checkEvery = 256
 
+// errRetained is what get, given to yieldEach, returns for an event that
+// retention deleted while the read ran.
+var errRetained = errors.New("eventbus: removed by retention")
+
 // yieldEach yields the events that get returns for indexes, skipping those
-// it does not keep, up to limit (0: no limit). It stops with an error when
-// get fails, ctx is done or closed is set, and reports whether the
-// consumer wants more.
+// it does not keep, up to limit (0: no limit). It skips the events that
+// retention deleted meanwhile too, so that a read runs as if they had been
+// deleted before it started. It stops with an error when get fails, ctx
+// is done or closed is set, and reports whether the consumer wants more.
 func yieldEach(ctx context.Context, closed *atomic.Bool, limit int, indexes iter.Seq[uint64], get func(uint64) (RecordedEvent, bool, error), yield func(RecordedEvent, error) bool) bool {
 	yielded, seen := 0, 0
 	for i := range indexes {
@@ -601,6 +607,9 @@ func yieldEach(ctx context.Context, closed *atomic.Bool, limit int, indexes iter
 		}
 		seen++
 		e, keep, err := get(i)
+		if errors.Is(err, errRetained) {
+			continue
+		}
 		if err != nil {
 			if closed.Load() {
 				err = ErrClosed

@@ -54,7 +54,10 @@ type FileStoreOptions struct {
 	// deletion, metadata) survives the events it loses. Retention runs
 	// when a new segment starts, and frees the memory the store kept for
 	// the events it deletes: an event's ID makes a later append of it an
-	// idempotent replay only while the event is kept.
+	// idempotent replay only while the event is kept. A read or
+	// subscription that retention overtakes skips the events it deletes,
+	// as if they had been deleted before the read started: their
+	// positions are missing from what it yields.
 	RetainAge  time.Duration
 	RetainSize int64
 	// ReadOnly opens the store for reading: it takes a shared lock, so
@@ -179,6 +182,9 @@ type segment struct {
 	size       int64
 	newest     int64
 	checkpoint bool
+	// removed is set by retention before it closes the file, for the
+	// readers still using it.
+	removed atomic.Bool
 }
 
 // fileStream is one stream of a FileStore, with its committed state r,
@@ -746,7 +752,7 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	}
 	i := int(seg) - int(v.segs[0].seq)
 	if i < 0 || i >= len(v.segs) {
-		return nil, fmt.Errorf("eventbus: segment %d was removed by retention", seg)
+		return nil, fmt.Errorf("segment %d: %w", seg, errRetained)
 	}
 	// A window that served one event at most (whose two loads are a miss
 	// and a hit), followed by a read elsewhere, not across its end, means
@@ -762,6 +768,9 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	buf := make([]byte, max(need, size))
 	n, err := v.segs[i].f.ReadAt(buf, off)
 	if n < need {
+		if v.segs[i].removed.Load() {
+			return nil, fmt.Errorf("segment %d: %w", seg, errRetained)
+		}
 		if err == nil {
 			err = errors.New("short read")
 		}

@@ -406,6 +406,7 @@ func (s *FileStore) retain() error {
 	}
 	var errs []error
 	for _, seg := range segs[:k] {
+		seg.removed.Store(true)
 		errs = append(errs, seg.f.Close(), s.fs.Remove(seg.path))
 	}
 	errs = append(errs, s.syncDir())

@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"bytes"
+	"iter"
 	"slices"
 	"strings"
 	"testing"
@@ -102,4 +103,89 @@ func TestFileStoreReadStreamAfterRetention(t *testing.T) {
 		first = e.Revision
 	}
 	require.Greater(t, first, uint64(0), "retention dropped the first events of a")
+}
+
+// TestFileStoreReadDuringRetention reads while retention deletes segments
+// the read has yet to reach: every read goes on as if those events had been
+// deleted before it started, instead of failing on a closed file. A read
+// takes the store as it is when the iteration starts, so it yields the
+// events of the first segment (which it has in memory), then every event
+// kept, up to the last one there was when it started (a subscription goes
+// on to the events appended since).
+func TestFileStoreReadDuringRetention(t *testing.T) {
+	ctx := t.Context()
+	for _, tt := range []struct {
+		name      string
+		read      func(s *eventbus.FileStore) iter.Seq2[eventbus.RecordedEvent, error]
+		backwards bool
+		live      bool
+	}{
+		{name: "ReadAll", read: func(s *eventbus.FileStore) iter.Seq2[eventbus.RecordedEvent, error] { return s.ReadAll(ctx, nil) }},
+		{name: "ReadStream", read: func(s *eventbus.FileStore) iter.Seq2[eventbus.RecordedEvent, error] {
+			return s.ReadStream(ctx, "a", nil)
+		}},
+		{name: "ReadAll backwards", backwards: true, read: func(s *eventbus.FileStore) iter.Seq2[eventbus.RecordedEvent, error] {
+			return s.ReadAll(ctx, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End})
+		}},
+		{name: "Subscribe", live: true, read: func(s *eventbus.FileStore) iter.Seq2[eventbus.RecordedEvent, error] { return s.Subscribe(ctx, nil) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 48 << 10})
+			appendN := func(n int) {
+				for range n {
+					_, err := s.Append(ctx, "a", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(strings.Repeat("x", 40))})
+					require.NoError(t, err)
+				}
+			}
+			appendN(400)
+			require.Zero(t, s.Stats().FirstPosition, "nothing deleted yet")
+			end := s.Stats().NextPosition
+			next, stop := iter.Pull2(tt.read(s))
+			defer stop()
+			e, err, ok := next()
+			require.True(t, ok)
+			require.NoError(t, err)
+			got := []uint64{e.Position}
+
+			appendN(200)
+			st := s.Stats()
+			first, last := st.FirstPosition, end-1
+			require.Greater(t, first, uint64(100), "retention deleted segments the read has yet to reach")
+			require.Less(t, first, last, "and kept the last event there was when the read started")
+			if tt.live {
+				last = st.NextPosition - 1
+			}
+			for got[len(got)-1] != last || tt.backwards {
+				e, err, ok := next()
+				if !ok {
+					break
+				}
+				require.NoError(t, err, "after %d events", len(got))
+				got = append(got, e.Position)
+			}
+
+			if tt.backwards {
+				// From the last event down to the first kept.
+				require.Equal(t, end-1, got[0])
+				for i := 1; i < len(got); i++ {
+					require.Equal(t, got[i-1]-1, got[i], "event %d", i)
+				}
+				require.Equal(t, first, got[len(got)-1])
+				return
+			}
+			// The first segment, then from the first event kept to the last.
+			i := 0
+			for i+1 < len(got) && got[i+1] == got[i]+1 {
+				i++
+			}
+			require.Less(t, i, len(got)-1, "a gap, where the deleted events were")
+			require.Less(t, got[i], first)
+			require.Equal(t, uint64(0), got[0])
+			require.Equal(t, first, got[i+1])
+			for j := i + 2; j < len(got); j++ {
+				require.Equal(t, got[j-1]+1, got[j], "event %d", j)
+			}
+			require.Equal(t, last, got[len(got)-1])
+		})
+	}
 }
