@@ -875,13 +875,24 @@ func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Stor
 	}
 	var caughtUp bool
 	want := uint64(0)
+	opts := &eventbus.SubscribeOptions{CaughtUp: func(uint64) {
+		caughtUp = true
+		if want == total+perAppend {
+			// The writers finished before the subscription caught up with
+			// them: it delivered every event, then caught up.
+			cancel()
+		}
+	}}
 	close(start) // the subscription starts while the writers append
-	for e, err := range s.Subscribe(ctx, &eventbus.SubscribeOptions{CaughtUp: func(uint64) { caughtUp = true }}) {
+	for e, err := range s.Subscribe(ctx, opts) {
+		if err != nil && want == total+perAppend && ctx.Err() != nil {
+			break
+		}
 		require.NoError(t, err)
 		if e.Position != want {
 			t.Fatalf("Subscribe delivered position %d, want %d: a gap or a duplicate", e.Position, want)
 		}
-		if want++; want == total+perAppend {
+		if want++; want == total+perAppend && caughtUp {
 			break
 		}
 	}
@@ -889,7 +900,10 @@ func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Stor
 	if !caughtUp {
 		t.Errorf("CaughtUp not called")
 	}
-	all := collect(t, s.ReadAll(ctx, nil))
+	if want != total+perAppend {
+		t.Errorf("Subscribe delivered %d events, want %d", want, total+perAppend)
+	}
+	all := collect(t, s.ReadAll(t.Context(), nil))
 	if len(all) != total+perAppend {
 		t.Errorf("ReadAll has %d events, want %d", len(all), total+perAppend)
 	}
