@@ -105,6 +105,9 @@ type FileStore struct {
 	streams map[string]*fileStream
 	byID    []*fileStream
 	waiting waiters
+	// retentionErr is the last failure to delete the files of dropped
+	// segments (FileStoreStats.RetentionErr).
+	retentionErr error
 
 	w writer // write side: owned by the committer goroutine
 
@@ -120,13 +123,14 @@ var _ Store = (*FileStore)(nil)
 // writer is the state of the committer: the log and streams including
 // what is written but not yet published.
 type writer struct {
-	log    fileLog
-	ids    map[idKey]uint64 // revision of each event ID of each stream
-	active *segment
-	size   int64 // of the active segment
-	dirty  bool  // written since the last sync
-	buf    []byte
-	gen    uint64 // of the group being committed, to mark touched streams
+	log     fileLog
+	ids     map[idKey]uint64 // revision of each event ID of each stream
+	dropped []*segment       // by retention, their files not yet deleted
+	active  *segment
+	size    int64 // of the active segment
+	dirty   bool  // written since the last sync
+	buf     []byte
+	gen     uint64 // of the group being committed, to mark touched streams
 }
 
 // forgetIDs drops the IDs of the events that retention removed, those
@@ -324,13 +328,19 @@ type FileStoreStats struct {
 	// Streams is the number of streams ever written, deleted or given
 	// metadata.
 	Streams int
+	// RetentionErr is the error that kept retention from deleting the
+	// files of the segments it dropped, nil once it succeeds; it tries
+	// again whenever a new segment starts. Meanwhile the store works on
+	// without those events, but the files stay on disk, and the events
+	// come back if the store is reopened.
+	RetentionErr error
 }
 
 // Stats returns the size of the store, as committed when it is called.
 func (s *FileStore) Stats() FileStoreStats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: len(s.byID)}
+	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: len(s.byID), RetentionErr: s.retentionErr}
 }
 
 // Append implements [Store.Append]. Under SyncAlways it returns once the

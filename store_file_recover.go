@@ -358,12 +358,13 @@ func (s *FileStore) roll() error {
 		return err
 	}
 	seg.checkpoint = true
-	return s.retain()
+	s.retain()
+	return nil
 }
 
 // retain deletes the oldest segments as RetainAge and RetainSize say,
 // keeping every segment from one that starts with a state frame.
-func (s *FileStore) retain() error {
+func (s *FileStore) retain() {
 	w := &s.w
 	segs := s.segs // only the committer changes s.segs
 	total := w.log.bytes
@@ -381,9 +382,16 @@ func (s *FileStore) retain() error {
 	for k > 0 && !segs[k].checkpoint {
 		k--
 	}
-	if k == 0 {
-		return nil
+	if k > 0 {
+		s.drop(segs, k, total)
 	}
+	s.removeDropped()
+}
+
+// drop takes the first k segments out of the store, which leaves total
+// bytes, and forgets what they held.
+func (s *FileStore) drop(segs []*segment, k int, total int64) {
+	w := &s.w
 	first := segs[k].firstPos
 	chunks := make([]*[logChunk]loc, len(w.log.chunks))
 	copy(chunks[first/logChunk:], w.log.chunks[first/logChunk:])
@@ -404,16 +412,41 @@ func (s *FileStore) retain() error {
 	if trimmed {
 		w.forgetIDs(s.byID)
 	}
-	var errs []error
-	for _, seg := range segs[:k] {
-		seg.removed.Store(true)
-		errs = append(errs, seg.f.Close(), s.fs.Remove(seg.path))
+	w.dropped = append(w.dropped, segs[:k]...)
+}
+
+// removeDropped deletes the files of the segments that retention dropped,
+// oldest first. It stops at the first it cannot delete, and tries again
+// when the next segment starts: deleting a younger one would leave a gap,
+// and a store with a gap fails to open. A failure does not fail the store,
+// since every event it still holds is safe; Stats reports it.
+func (s *FileStore) removeDropped() {
+	w := &s.w
+	var err error
+	n := 0
+	for _, seg := range w.dropped {
+		if !seg.removed.Swap(true) {
+			// Readers still using the file now skip its events. It was
+			// synced before the next segment started: a failed close
+			// loses nothing.
+			_ = seg.f.Close()
+		}
+		if err = s.fs.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("eventbus: retention: %w", err)
+			break
+		}
+		err = nil
+		n++
 	}
-	errs = append(errs, s.syncDir())
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("retention: %w", err)
+	if n > 0 {
+		w.dropped = slices.Delete(w.dropped, 0, n)
+		if serr := s.syncDir(); serr != nil && err == nil {
+			err = fmt.Errorf("eventbus: retention: sync %s: %w", s.dir, serr)
+		}
 	}
-	return nil
+	s.mu.Lock()
+	s.retentionErr = err
+	s.mu.Unlock()
 }
 
 // Verify reads every segment of the store again and checks every checksum

@@ -250,14 +250,22 @@ func TestFileStoreForeignFiles(t *testing.T) {
 	}
 }
 
-// faultFS fails writes or syncs of segment files once armed, and counts
-// the syncs, which take syncTime each if it is set.
+// faultFS fails writes or syncs of segment files, or the removal of one,
+// once armed, and counts the syncs, which take syncTime each if it is set.
 type faultFS struct {
 	eventbus.FS
 	failWrite, failSync atomic.Pointer[error]
-	short               bool // a failing write writes half its bytes first
+	failRemove          atomic.Pointer[string] // the path whose removal fails
+	short               bool                   // a failing write writes half its bytes first
 	syncTime            time.Duration
 	syncs               atomic.Int64
+}
+
+func (f *faultFS) Remove(name string) error {
+	if p := f.failRemove.Load(); p != nil && *p == name {
+		return &os.PathError{Op: "remove", Path: name, Err: syscall.EACCES}
+	}
+	return f.FS.Remove(name)
 }
 
 func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
@@ -350,6 +358,62 @@ func TestFileStoreFaults(t *testing.T) {
 			require.Equal(t, uint64(len(got)), res.Position)
 		})
 	}
+}
+
+// TestFileStoreRetentionFaults fails the deletion of the oldest segment
+// that retention drops: the store works on and reports the error; it
+// deletes none of the younger ones, which would leave a gap that the store
+// could not reopen; and it deletes them all when it next can.
+func TestFileStoreRetentionFaults(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	fs := &faultFS{FS: eventbus.OSFS}
+	opts := eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs)
+	s := openFile(t, dir, opts)
+	appendN := func(s *eventbus.FileStore, n int) {
+		t.Helper()
+		for range n {
+			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
+			require.NoError(t, err, "Append while retention cannot delete files")
+		}
+	}
+	files := func() []string {
+		t.Helper()
+		names, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+		require.NoError(t, err)
+		return names
+	}
+	appendN(s, 300)
+	require.NoError(t, s.Stats().RetentionErr)
+	kept := len(files())
+	require.Equal(t, s.Stats().Segments, kept, "retention deleted the files of the segments it dropped")
+
+	fs.failRemove.Store(&files()[0])
+	appendN(s, 300)
+	st := s.Stats()
+	require.ErrorIs(t, st.RetentionErr, syscall.EACCES)
+	require.Greater(t, len(files()), st.Segments, "the dropped segments' files stay")
+	got := readAll(t, s)
+	require.Equal(t, st.NextPosition-st.FirstPosition, uint64(len(got)), "reads skip the dropped segments")
+	require.Equal(t, st.FirstPosition, got[0].Position)
+
+	// The files left are contiguous: a copy of the directory opens, with
+	// the dropped events back.
+	copied := t.TempDir()
+	for _, path := range files() {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(copied, filepath.Base(path)), b, 0o644))
+	}
+	reopened := openFile(t, copied, &eventbus.FileStoreOptions{ReadOnly: true})
+	require.Less(t, reopened.Stats().FirstPosition, st.FirstPosition)
+	require.Equal(t, st.NextPosition, reopened.Stats().NextPosition)
+
+	fs.failRemove.Store(nil)
+	appendN(s, 100)
+	st = s.Stats()
+	require.NoError(t, st.RetentionErr)
+	require.Equal(t, st.Segments, len(files()), "the next segment's retention deleted the files left")
 }
 
 // TestFileStoreCrash runs a child process (this test binary) that appends
