@@ -23,7 +23,8 @@ import (
 // through retries fails them too.
 type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 
-// BatchError reports which events of a batch failed.
+// BatchError reports which events of a batch failed; one that names none
+// fails none.
 type BatchError struct {
 	// Failed maps the index of each failed event in the batch to its error.
 	Failed map[int]error
@@ -75,12 +76,28 @@ func newBatching[T any](s *subscription[T], h BatchHandler[T], o SubscriptionOpt
 
 // single handles one event as a batch of one: retries and Sync mode.
 func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
-	err := b.handler(ctx, []Event[T]{e})
-	var be *BatchError
-	if errors.As(err, &be) {
-		return be.Failed[0]
+	failed, err := failures(b.handler(ctx, []Event[T]{e}), 1)
+	if err != nil {
+		return err
 	}
-	return err
+	return failed[0]
+}
+
+// failures reads the error of a batch handler given n events: the errors
+// of the events a *BatchError names, by index, or else one error for every
+// event (nil when they were all handled). A *BatchError naming an index
+// outside the batch fails every event with [ErrInvalid].
+func failures(err error, n int) (map[int]error, error) {
+	var be *BatchError
+	if !errors.As(err, &be) {
+		return nil, err
+	}
+	for i := range be.Failed {
+		if i < 0 || i >= n {
+			return nil, fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, n)
+		}
+	}
+	return be.Failed, nil
 }
 
 // call runs the batch handler once, turning a panic into a *PanicError.
@@ -140,22 +157,11 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	if start != 0 {
 		end = w.sub.bus.clock.elapsed()
 	}
-	failed := map[int]error(nil)
-	var be *BatchError
-	if errors.As(err, &be) {
-		failed = be.Failed
-		for i := range failed {
-			if i < 0 || i >= len(chunk) {
-				failed = nil // a bad index: trust nothing, fail them all
-				err = fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, len(chunk))
-				break
-			}
-		}
-	}
+	failed, err := failures(err, len(chunk))
 	for i := range chunk {
 		e := &chunk[i]
 		eerr := err
-		if failed != nil {
+		if eerr == nil {
 			eerr = failed[i]
 		}
 		w.stats.attempt(1, false, eerr, &e.Header, start, end)

@@ -94,6 +94,11 @@ func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
 	})
 }
 
+var modeName = map[eventbus.Mode]string{eventbus.Async: "async", eventbus.Sync: "sync"}
+
+// TestBatchWholeFailureAndBadIndex checks the errors that fail every
+// event of a batch, in both modes: in Sync mode, and on retries, each batch
+// holds one event.
 func TestBatchWholeFailureAndBadIndex(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -103,33 +108,66 @@ func TestBatchWholeFailureAndBadIndex(t *testing.T) {
 		{"plain error", errFlaky, errFlaky},
 		{"panic", nil, nil},
 		{"bad index", &eventbus.BatchError{Failed: map[int]error{7: errFlaky}}, eventbus.ErrInvalid},
+		{"negative index", &eventbus.BatchError{Failed: map[int]error{-1: errFlaky}}, eventbus.ErrInvalid},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				b := newBus(t, &eventbus.Options{Workers: 1})
-				topic := newTopic[Order](t, b, "orders", nil)
-				_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
-					if tt.err == nil {
-						panic("batch panic")
+		for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+			t.Run(fmt.Sprintf("%s/%s", tt.name, modeName[mode]), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode})
+					topic := newTopic[Order](t, b, "orders", nil)
+					_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+						if tt.err == nil {
+							panic("batch panic")
+						}
+						return tt.err
+					}, nil)
+					require.NoError(t, err)
+					for i := range 3 {
+						err := topic.Publish(context.Background(), Order{N: i})
+						if mode == eventbus.Async {
+							require.NoError(t, err)
+						} else {
+							require.Error(t, err, "a Sync publish returns its handler's error")
+						}
 					}
-					return tt.err
-				}, nil)
-				require.NoError(t, err)
-				for i := range 3 {
-					require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
-				}
-				require.NoError(t, b.Flush(context.Background()))
-				require.Equal(t, 3, b.DeadLetters().Len(), "every event failed")
-				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
-					if tt.want != nil {
-						require.ErrorIs(t, dl.Err, tt.want)
-					} else {
-						var pe *eventbus.PanicError
-						require.ErrorAs(t, dl.Err, &pe)
+					require.NoError(t, b.Flush(context.Background()))
+					require.Equal(t, 3, b.DeadLetters().Len(), "every event failed")
+					for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+						if tt.want != nil {
+							require.ErrorIs(t, dl.Err, tt.want)
+						} else {
+							var pe *eventbus.PanicError
+							require.ErrorAs(t, dl.Err, &pe)
+						}
 					}
-				}
+				})
 			})
-		})
+		}
+	}
+}
+
+// TestBatchErrorNamingNone checks that a *BatchError naming no event, which
+// a handler may return after collecting failures into an empty map, fails
+// none, in both modes.
+func TestBatchErrorNamingNone(t *testing.T) {
+	for _, failed := range []map[int]error{nil, {}} {
+		for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode, Metrics: true})
+			topic := newTopic[Order](t, b, "orders", nil)
+			n := 0
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				n += len(events)
+				return &eventbus.BatchError{Failed: failed}
+			}, nil)
+			require.NoError(t, err)
+			for i := range 3 {
+				require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+			}
+			require.NoError(t, b.Flush(context.Background()))
+			require.Equal(t, 3, n)
+			require.Zero(t, b.DeadLetters().Len(), "map %v, %s: nothing failed", failed, modeName[mode])
+			require.EqualValues(t, 3, b.Metrics().Subscriptions[0].Handled)
+		}
 	}
 }
 
