@@ -94,6 +94,42 @@ func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
 	})
 }
 
+// TestBatchSameKeyFailures fails a batch holding two events of one key:
+// both are retried, in order.
+func TestBatchSameKeyFailures(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		first := true
+		var handled []int
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			if first {
+				first = false
+				<-gate // hold the first batch while the next two queue up
+				return nil
+			}
+			if len(events) > 1 {
+				return errors.New("db down")
+			}
+			handled = append(handled, events[0].Payload.N)
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "x"}))
+		synctest.Wait()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{1, 2}, handled, "both retried, in order")
+		m := b.Metrics().Subscriptions[0]
+		require.Zero(t, m.Pending)
+		require.EqualValues(t, 3, m.Handled)
+	})
+}
+
 var modeName = map[eventbus.Mode]string{eventbus.Async: "async", eventbus.Sync: "sync"}
 
 // TestBatchWholeFailureAndBadIndex checks the errors that fail every

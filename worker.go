@@ -449,6 +449,12 @@ func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err err
 		k.seq = seq + 1
 	}
 	p := pending[T]{e: *e, ctx: ctx, seq: seq, attempts: 1, first: now, last: now, err: err}
+	if l := w.lanes[k]; l != nil {
+		// An earlier event of its key failed in the same batch: this one
+		// waits behind it.
+		l.items = append(l.items, p)
+		return
+	}
 	w.lanes[k] = &lane[T]{due: now.Add(delay), items: []pending[T]{p}}
 	w.arm()
 }
