@@ -177,6 +177,41 @@ func TestRetryKeepsKeyOrderWhileOtherKeysFlow(t *testing.T) {
 	})
 }
 
+// TestRetryRunsUnderLoad keeps a worker busy, its queue never empty, while
+// a failed event waits for its retry: the retry runs when it is due, not
+// when the load stops.
+func TestRetryRunsUnderLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: 100 * time.Millisecond}
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		var retried time.Duration
+		failed := false
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Key == "bad" {
+				if !failed {
+					failed = true
+					return errFlaky
+				}
+				retried = time.Since(start)
+				return nil
+			}
+			time.Sleep(10 * time.Millisecond) // the work takes twice the time between events
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "bad"}))
+		for i := range 300 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "good", N: i}))
+			time.Sleep(5 * time.Millisecond)
+		}
+		require.NoError(t, b.Flush(ctx))
+		require.NotZero(t, retried)
+		require.Less(t, retried, 500*time.Millisecond, "the retry, due at 100ms, waited for the load to stop (3s)")
+	})
+}
+
 func TestShutdownCutsRetriesShort(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		policy := eventbus.RetryPolicy{MaxAttempts: 100, InitialDelay: time.Minute, MaxDelay: time.Minute}

@@ -353,6 +353,17 @@ func (w *worker[T]) loop() {
 			return
 		default:
 		}
+		if w.armed {
+			// Retries come due under load too, not only when the queue
+			// runs dry.
+			select {
+			case <-w.timer.C:
+				w.armed = false
+				w.retryDue(done)
+				continue // a kill meanwhile is seen at the top
+			default:
+			}
+		}
 		batch, base, stopped := w.q.take(w.low(), w.spare, &w.stats)
 		if batch != nil && w.sub.batch.wait > 0 && !stopped {
 			batch = w.gather(batch, done)
