@@ -126,11 +126,14 @@ type writer struct {
 	log     fileLog
 	ids     map[idKey]uint64 // revision of each event ID of each stream
 	dropped []*segment       // by retention, their files not yet deleted
-	active  *segment
-	size    int64 // of the active segment
-	dirty   bool  // written since the last sync
-	buf     []byte
-	gen     uint64 // of the group being committed, to mark touched streams
+	start   uint64           // the first segment retention kept
+	// recorded is the segment that the start file names, or 0.
+	recorded uint64
+	active   *segment
+	size     int64 // of the active segment
+	dirty    bool  // written since the last sync
+	buf      []byte
+	gen      uint64 // of the group being committed, to mark touched streams
 }
 
 // forgetIDs drops the IDs of the events that retention removed, those
@@ -319,7 +322,8 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 
 // FileStoreStats describes a [FileStore].
 type FileStoreStats struct {
-	// Segments is the number of segment files, Bytes their total size.
+	// Segments is the number of segment files the store reads, Bytes
+	// their total size.
 	Segments int
 	Bytes    int64
 	// FirstPosition is the position of the oldest event kept (retention
@@ -330,9 +334,9 @@ type FileStoreStats struct {
 	Streams int
 	// RetentionErr is the error that kept retention from deleting the
 	// files of the segments it dropped, nil once it succeeds; it tries
-	// again whenever a new segment starts. Meanwhile the store works on
-	// without those events, but the files stay on disk, and the events
-	// come back if the store is reopened.
+	// again whenever a new segment starts, and opening the store does
+	// too. Meanwhile the store works on without those segments: only
+	// their disk space is not freed.
 	RetentionErr error
 }
 
@@ -762,7 +766,10 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	}
 	i := int(seg) - int(v.segs[0].seq)
 	if i < 0 || i >= len(v.segs) {
-		return nil, fmt.Errorf("segment %d: %w", seg, errRetained)
+		return nil, fmt.Errorf("eventbus: segment %d is not in the store", seg)
+	}
+	if v.segs[i].removed.Load() {
+		return nil, fmt.Errorf("%w: segment %d", errRetained, seg)
 	}
 	// A window that served one event at most (whose two loads are a miss
 	// and a hit), followed by a read elsewhere, not across its end, means
@@ -778,8 +785,8 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	buf := make([]byte, max(need, size))
 	n, err := v.segs[i].f.ReadAt(buf, off)
 	if n < need {
-		if v.segs[i].removed.Load() {
-			return nil, fmt.Errorf("segment %d: %w", seg, errRetained)
+		if v.segs[i].removed.Load() { // dropped meanwhile
+			return nil, fmt.Errorf("%w: segment %d", errRetained, seg)
 		}
 		if err == nil {
 			err = errors.New("short read")

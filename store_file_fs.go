@@ -16,7 +16,8 @@ type fileSystem interface {
 }
 
 // storeFile is an open segment file or directory. ReadAt must be safe for
-// concurrent use with itself and with Write.
+// concurrent use with itself, with Write, and with Close (after which it
+// fails).
 type storeFile interface {
 	io.ReaderAt
 	io.Writer

@@ -18,20 +18,29 @@ import (
 // segmentName returns the file name of segment seq.
 func segmentName(seq uint64) string { return fmt.Sprintf("seg-%016x.log", seq) }
 
+// startFile names the file in which retention records the segment that
+// the store starts at: what is left of older segments is not read.
+const startFile = "START"
+
 // listSegments returns the sequence numbers of the segments in dir, in
-// order, and removes segments left half-created by a crash unless
-// readOnly.
-func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, error) {
+// order, from the one the start file names if there is one, which it
+// returns too (else 0). Unless readOnly, it removes what is left of older
+// segments, dropped by retention, and of segments half-created by a crash.
+func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, uint64, error) {
+	start, err := readStart(dir)
+	if err != nil {
+		return nil, 0, err
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("eventbus: open file store: %w", err)
+		return nil, 0, fmt.Errorf("eventbus: open file store: %w", err)
 	}
 	var seqs []uint64
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, "seg-") && strings.HasSuffix(name, ".log.tmp") && !readOnly {
+		if strings.HasSuffix(name, ".tmp") && (strings.HasPrefix(name, "seg-") || name == startFile+".tmp") && !readOnly {
 			if err := fs.Remove(filepath.Join(dir, name)); err != nil {
-				return nil, fmt.Errorf("eventbus: open file store: %w", err)
+				return nil, 0, fmt.Errorf("eventbus: open file store: %w", err)
 			}
 			continue
 		}
@@ -46,7 +55,39 @@ func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, error) {
 		seqs = append(seqs, seq)
 	}
 	slices.Sort(seqs)
-	return seqs, nil
+	if start == 0 {
+		return seqs, 0, nil
+	}
+	i, found := slices.BinarySearch(seqs, start)
+	if !found {
+		return nil, 0, &CorruptionError{Path: filepath.Join(dir, startFile), Offset: 0, Reason: fmt.Sprintf("the store starts at segment %s, which is missing", segmentName(start))}
+	}
+	if !readOnly {
+		for _, seq := range seqs[:i] {
+			// Dropped by retention already: a failure leaves it for the
+			// next open.
+			_ = fs.Remove(filepath.Join(dir, segmentName(seq)))
+		}
+	}
+	return seqs[i:], start, nil
+}
+
+// readStart returns the segment that dir's start file names, or 0 if there
+// is none.
+func readStart(dir string) (uint64, error) {
+	path := filepath.Join(dir, startFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("eventbus: open file store: %w", err)
+	}
+	start, err := strconv.ParseUint(strings.TrimSuffix(string(b), "\n"), 10, 64)
+	if err != nil || start == 0 {
+		return 0, &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%q names no segment", b)}
+	}
+	return start, nil
 }
 
 // scanSegment checks the frames of segment file b from the end of its
@@ -101,10 +142,11 @@ func allZero(b []byte) bool {
 // recover opens the segments of s, cutting an incomplete final record,
 // and rebuilds its indexes.
 func (s *FileStore) recover() error {
-	seqs, err := listSegments(s.dir, s.fs, s.opts.ReadOnly)
+	seqs, start, err := listSegments(s.dir, s.fs, s.opts.ReadOnly)
 	if err != nil {
 		return err
 	}
+	s.w.start, s.w.recorded = start, start
 	var total int64
 	sizes := make([]int64, len(seqs))
 	for i, seq := range seqs {
@@ -267,17 +309,27 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 	}
 }
 
-// createSegment creates segment seq starting at position first: it writes
-// and syncs it under a temporary name, renames it and syncs the directory,
-// so that a segment file always has a complete header.
+// createSegment creates segment seq starting at position first, with a
+// complete header (see createFile).
 func (s *FileStore) createSegment(seq, first uint64) (*segment, error) {
 	path := filepath.Join(s.dir, segmentName(seq))
-	f, err := s.fs.OpenFile(path+".tmp", os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	f, err := s.createFile(path, segHeader{seq: seq, firstPos: first}.encode())
 	if err != nil {
 		return nil, fmt.Errorf("eventbus: create segment: %w", err)
 	}
+	return &segment{seq: seq, firstPos: first, path: path, f: f}, nil
+}
+
+// createFile creates the file path holding b, open for appending: it
+// writes and syncs it under a temporary name, renames it and syncs the
+// directory, so that the file, once there, is whole.
+func (s *FileStore) createFile(path string, b []byte) (storeFile, error) {
+	f, err := s.fs.OpenFile(path+".tmp", os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
 	err = func() error {
-		if _, err := f.Write(segHeader{seq: seq, firstPos: first}.encode()); err != nil {
+		if _, err := f.Write(b); err != nil {
 			return err
 		}
 		if err := f.Sync(); err != nil {
@@ -290,9 +342,9 @@ func (s *FileStore) createSegment(seq, first uint64) (*segment, error) {
 	}()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("eventbus: create segment %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &segment{seq: seq, firstPos: first, path: path, f: f}, nil
+	return f, nil
 }
 
 // syncDir syncs the directory of s, so that created, renamed and removed
@@ -362,8 +414,9 @@ func (s *FileStore) roll() error {
 	return nil
 }
 
-// retain deletes the oldest segments as RetainAge and RetainSize say,
-// keeping every segment from one that starts with a state frame.
+// retain drops the oldest segments as RetainAge and RetainSize say,
+// keeping every segment from one that starts with a state frame, and
+// deletes their files.
 func (s *FileStore) retain() {
 	w := &s.w
 	segs := s.segs // only the committer changes s.segs
@@ -381,6 +434,7 @@ func (s *FileStore) retain() {
 	}
 	for k > 0 && !segs[k].checkpoint {
 		k--
+		total += segs[k].size
 	}
 	if k > 0 {
 		s.drop(segs, k, total)
@@ -389,60 +443,77 @@ func (s *FileStore) retain() {
 }
 
 // drop takes the first k segments out of the store, which leaves total
-// bytes, and forgets what they held.
+// bytes, closes their files and forgets what they held.
 func (s *FileStore) drop(segs []*segment, k int, total int64) {
 	w := &s.w
 	first := segs[k].firstPos
 	chunks := make([]*[logChunk]loc, len(w.log.chunks))
 	copy(chunks[first/logChunk:], w.log.chunks[first/logChunk:])
 	w.log.chunks, w.log.first, w.log.bytes = chunks, first, total
-	trimmed := false
+	var trimmed []*fileStream
+	for _, st := range s.byID {
+		if st.w.forget(first) {
+			trimmed = append(trimmed, st)
+		}
+	}
 	s.mu.Lock()
 	s.segs = segs[k:]
 	s.log = w.log
-	for _, st := range s.byID {
+	for _, st := range trimmed {
 		// Every change was published before the group that rolled, so
-		// the read side equals the write side.
-		if st.w.forget(first) {
-			st.r = st.w
-			trimmed = true
-		}
+		// the read side differs from the write side only by the trim.
+		st.r.positions, st.r.base = st.w.positions, st.w.base
 	}
 	s.mu.Unlock()
-	if trimmed {
+	if len(trimmed) > 0 {
 		w.forgetIDs(s.byID)
 	}
+	for _, seg := range segs[:k] {
+		// Readers still using it skip its events from now on. It was
+		// synced before the next segment started: a failed close loses
+		// nothing.
+		seg.removed.Store(true)
+		_ = seg.f.Close()
+	}
 	w.dropped = append(w.dropped, segs[:k]...)
+	w.start = segs[k].seq
 }
 
-// removeDropped deletes the files of the segments that retention dropped,
-// oldest first. It stops at the first it cannot delete, and tries again
-// when the next segment starts: deleting a younger one would leave a gap,
-// and a store with a gap fails to open. A failure does not fail the store,
-// since every event it still holds is safe; Stats reports it.
+// removeDropped deletes the files of the segments that retention dropped.
+// First it records durably which segment the store now starts at, so that
+// opening the store ignores what is left of the others whatever happens
+// next (a crash, a failed delete); without that, a segment left behind
+// would be read as the store's start, wrongly. Failures do not fail the
+// store, since every event it still holds is safe: removeDropped tries
+// again when the next segment starts, and Stats reports the error.
 func (s *FileStore) removeDropped() {
 	w := &s.w
-	var err error
-	n := 0
-	for _, seg := range w.dropped {
-		if !seg.removed.Swap(true) {
-			// Readers still using the file now skip its events. It was
-			// synced before the next segment started: a failed close
-			// loses nothing.
-			_ = seg.f.Close()
-		}
-		if err = s.fs.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("eventbus: retention: %w", err)
-			break
-		}
-		err = nil
-		n++
+	if len(w.dropped) == 0 {
+		return
 	}
-	if n > 0 {
-		w.dropped = slices.Delete(w.dropped, 0, n)
-		if serr := s.syncDir(); serr != nil && err == nil {
-			err = fmt.Errorf("eventbus: retention: sync %s: %w", s.dir, serr)
+	var errs []error
+	if w.recorded != w.start {
+		if f, err := s.createFile(filepath.Join(s.dir, startFile), []byte(strconv.FormatUint(w.start, 10)+"\n")); err != nil {
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, f.Close())
+			w.recorded = w.start
 		}
+	}
+	if w.recorded == w.start {
+		w.dropped = slices.DeleteFunc(w.dropped, func(seg *segment) bool {
+			err := s.fs.Remove(seg.path)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+				return false
+			}
+			return true
+		})
+		errs = append(errs, s.syncDir())
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		err = fmt.Errorf("eventbus: retention: %w", err)
 	}
 	s.mu.Lock()
 	s.retentionErr = err
@@ -456,6 +527,7 @@ func (s *FileStore) removeDropped() {
 func (s *FileStore) Verify(ctx context.Context) error {
 	v := s.view(0)
 	var e entry
+segments:
 	for i, seg := range v.segs {
 		var b []byte
 		chunk := make([]byte, 1<<20)
@@ -465,6 +537,9 @@ func (s *FileStore) Verify(ctx context.Context) error {
 			off += int64(n)
 			if errors.Is(err, io.EOF) || err == nil && n == 0 {
 				break
+			}
+			if err != nil && seg.removed.Load() {
+				continue segments // dropped by retention meanwhile
 			}
 			if err != nil {
 				return fmt.Errorf("eventbus: verify %s: %w", seg.path, err)
@@ -524,7 +599,14 @@ func RepairFileStore(dir string) (string, error) {
 // cutAt copies the bytes of ce.Path from ce.Offset into keep, truncates it
 // there, and moves every later segment into keep.
 func cutAt(dir, keep string, ce *CorruptionError) error {
-	seqs, err := listSegments(dir, osFS{}, false)
+	if filepath.Base(ce.Path) == startFile {
+		// Without it, the store starts at its oldest segment.
+		if err := os.Rename(ce.Path, filepath.Join(keep, startFile)); err != nil {
+			return err
+		}
+		return errors.Join(syncPath(keep), syncPath(dir))
+	}
+	seqs, _, err := listSegments(dir, osFS{}, false)
 	if err != nil {
 		return err
 	}

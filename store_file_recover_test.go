@@ -241,6 +241,30 @@ func TestFileStoreBitFlip(t *testing.T) {
 	}
 }
 
+// TestFileStoreBadStart damages the file in which retention records the
+// segment the store starts at: opening reports it, and RepairFileStore
+// moves it aside, after which the store starts at its oldest segment.
+func TestFileStoreBadStart(t *testing.T) {
+	for _, content := range []string{"x\n", "0\n", "99\n"} { // no number, no segment, a missing one
+		dir := t.TempDir()
+		s := openFile(t, dir, nil)
+		_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(2, "t", "")...)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+		start := filepath.Join(dir, "START")
+		require.NoError(t, os.WriteFile(start, []byte(content), 0o644))
+
+		var ce *eventbus.CorruptionError
+		_, err = eventbus.OpenFileStore(dir, nil)
+		require.ErrorAs(t, err, &ce, "START %q", content)
+		require.Equal(t, start, ce.Path)
+		kept, err := eventbus.RepairFileStore(dir)
+		require.NoError(t, err)
+		require.FileExists(t, filepath.Join(kept, "START"))
+		require.Len(t, readAll(t, openFile(t, dir, nil)), 2)
+	}
+}
+
 func TestFileStoreForeignFiles(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "seg-0000000000000001.log"), []byte("not a segment, but long enough for a header"), 0o644))
@@ -259,6 +283,7 @@ type faultFS struct {
 	short               bool                   // a failing write writes half its bytes first
 	syncTime            time.Duration
 	syncs               atomic.Int64
+	open                atomic.Int64 // files opened and not closed
 }
 
 func (f *faultFS) Remove(name string) error {
@@ -273,12 +298,21 @@ func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.Fi
 	if err != nil {
 		return nil, err
 	}
+	f.open.Add(1)
 	return &faultFile{File: file, fs: f}, nil
 }
 
 type faultFile struct {
 	eventbus.File
-	fs *faultFS
+	fs     *faultFS
+	closed atomic.Bool
+}
+
+func (f *faultFile) Close() error {
+	if !f.closed.Swap(true) {
+		f.fs.open.Add(-1)
+	}
+	return f.File.Close()
 }
 
 func (f *faultFile) Write(b []byte) (int, error) {
@@ -360,60 +394,71 @@ func TestFileStoreFaults(t *testing.T) {
 	}
 }
 
-// TestFileStoreRetentionFaults fails the deletion of the oldest segment
-// that retention drops: the store works on and reports the error; it
-// deletes none of the younger ones, which would leave a gap that the store
-// could not reopen; and it deletes them all when it next can.
+// TestFileStoreRetentionFaults fails the deletion of a segment file that
+// retention dropped, in a store whose older segments were written without
+// retention (so they do not start with the state of every stream): the
+// store works on and reports the error; the directory as it is then (as a
+// crash would leave it) opens, without the dropped segments; and the
+// store deletes the file when it next can. No file is left open.
 func TestFileStoreRetentionFaults(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	fs := &faultFS{FS: eventbus.OSFS}
-	opts := eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs)
-	s := openFile(t, dir, opts)
 	appendN := func(s *eventbus.FileStore, n int) {
 		t.Helper()
 		for range n {
 			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
-			require.NoError(t, err, "Append while retention cannot delete files")
+			require.NoError(t, err, "Append while retention cannot delete a file")
 		}
 	}
-	files := func() []string {
+	files := func(dir string) []string {
 		t.Helper()
 		names, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
 		require.NoError(t, err)
 		return names
 	}
+	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
 	appendN(s, 300)
-	require.NoError(t, s.Stats().RetentionErr)
-	kept := len(files())
-	require.Equal(t, s.Stats().Segments, kept, "retention deleted the files of the segments it dropped")
+	require.NoError(t, s.Close())
+	old := files(dir)
+	require.Greater(t, len(old), 4)
 
-	fs.failRemove.Store(&files()[0])
+	fs := &faultFS{FS: eventbus.OSFS}
+	fs.failRemove.Store(&old[1])
+	s = openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs))
 	appendN(s, 300)
 	st := s.Stats()
+	require.Positive(t, st.FirstPosition, "retention dropped segments")
 	require.ErrorIs(t, st.RetentionErr, syscall.EACCES)
-	require.Greater(t, len(files()), st.Segments, "the dropped segments' files stay")
+	require.FileExists(t, old[1])
+	require.NoFileExists(t, old[0])
 	got := readAll(t, s)
 	require.Equal(t, st.NextPosition-st.FirstPosition, uint64(len(got)), "reads skip the dropped segments")
 	require.Equal(t, st.FirstPosition, got[0].Position)
 
-	// The files left are contiguous: a copy of the directory opens, with
-	// the dropped events back.
+	// A copy of the directory opens, without the file left behind.
 	copied := t.TempDir()
-	for _, path := range files() {
-		b, err := os.ReadFile(path)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join(copied, filepath.Base(path)), b, 0o644))
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != "LOCK" {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b, 0o644))
+		}
 	}
-	reopened := openFile(t, copied, &eventbus.FileStoreOptions{ReadOnly: true})
-	require.Less(t, reopened.Stats().FirstPosition, st.FirstPosition)
+	reopened := openFile(t, copied, nil)
+	require.Equal(t, st.FirstPosition, reopened.Stats().FirstPosition)
 	require.Equal(t, st.NextPosition, reopened.Stats().NextPosition)
+	require.Equal(t, len(got), len(readAll(t, reopened)))
+	require.Len(t, files(copied), reopened.Stats().Segments, "opening deleted the file left behind")
 
 	fs.failRemove.Store(nil)
 	appendN(s, 100)
 	st = s.Stats()
 	require.NoError(t, st.RetentionErr)
-	require.Equal(t, st.Segments, len(files()), "the next segment's retention deleted the files left")
+	require.Len(t, files(dir), st.Segments, "the next segment's retention deleted the file left behind")
+	require.NoError(t, s.Close())
+	require.Zero(t, fs.open.Load(), "files left open after Close")
 }
 
 // TestFileStoreCrash runs a child process (this test binary) that appends
