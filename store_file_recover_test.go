@@ -241,6 +241,33 @@ func TestFileStoreBitFlip(t *testing.T) {
 	}
 }
 
+// TestFileStoreRetentionBytes runs retention over segments written with
+// it on, then off (they do not start with the state of every stream, so
+// retention may not start the store at one of them), then on: the store's
+// size is that of its files.
+func TestFileStoreRetentionBytes(t *testing.T) {
+	dir := t.TempDir()
+	for _, retain := range []int64{1 << 40, 0, 24 << 10} {
+		s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: retain})
+		for range 200 {
+			_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
+			require.NoError(t, err)
+		}
+		st := s.Stats()
+		var size int64
+		paths, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+		require.NoError(t, err)
+		for _, path := range paths {
+			fi, err := os.Stat(path)
+			require.NoError(t, err)
+			size += fi.Size()
+		}
+		require.Equal(t, size, st.Bytes, "RetainSize %d: Stats().Bytes against the files", retain)
+		require.Len(t, paths, st.Segments)
+		require.NoError(t, s.Close())
+	}
+}
+
 // TestFileStoreBadStart damages the file in which retention records the
 // segment the store starts at: opening reports it, and RepairFileStore
 // moves it aside, after which the store starts at its oldest segment.
