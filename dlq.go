@@ -172,9 +172,10 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // Redrive sends the dead letters that match f back to their subscriptions,
 // oldest first, to go through the whole chain again with fresh attempts; each
 // one queues behind events already waiting with its key. They leave the queue
-// as they are sent. It stops at the first error (the context's, or ErrClosed
-// when a subscription is gone) and puts the unsent ones back. It returns the
-// number sent.
+// as they are sent; in Sync mode they are handled before Redrive returns,
+// and one that fails again is a new dead letter, as in Async mode. It stops
+// at the first error (the context's, or ErrClosed when a subscription is
+// gone) and puts the unsent ones back. It returns the number sent.
 func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
 	if err := checkContext(ctx, "Redrive"); err != nil {
 		return 0, err

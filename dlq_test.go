@@ -120,6 +120,34 @@ func TestRedriveAfterUnsubscribe(t *testing.T) {
 	})
 }
 
+// TestRedriveFailsAgain redrives dead letters whose handler fails again,
+// in both modes: each is sent, and is one dead letter again, not two.
+func TestRedriveFailsAgain(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(modeName[mode], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Mode: mode})
+				topic := newTopic[Order](t, b, "orders", nil)
+				calls := 0
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { calls++; return errFlaky }, nil)
+				ctx := context.Background()
+				for i := range 2 {
+					_ = topic.Publish(ctx, Order{Key: "a", N: i}) // fails in Sync mode
+				}
+				require.NoError(t, b.Flush(ctx))
+				for round := 1; round <= 2; round++ {
+					n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+					require.NoError(t, err)
+					require.Equal(t, 2, n, "round %d: sent", round)
+					require.NoError(t, b.Flush(ctx))
+					require.Equal(t, 2, b.DeadLetters().Len(), "round %d: dead letters again", round)
+					require.Equal(t, 2*(round+1), calls, "round %d: one attempt per event", round)
+				}
+			})
+		})
+	}
+}
+
 // TestDeadLetterSinkContextOutlivesClose closes a bus with events queued:
 // the sink receives them with a context that is not cancelled, so that a
 // sink writing to a database still can.

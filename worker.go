@@ -236,7 +236,10 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		if s.stopped.Load() || s.bus.closed.Load() {
 			return ErrClosed
 		}
-		return s.runSync(s.topic.syncContext(ctx, e), e)
+		// Sent and handled: an event that fails again is a dead letter
+		// again, as in Async mode, not one left in the queue.
+		_ = s.runSync(s.topic.syncContext(ctx, e), e)
+		return nil
 	}
 	q := s.queueFor(s.topic.hash(e.Key))
 	// A handler redriving (or a dead-letter sink, which runs in the worker)
