@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -671,6 +672,8 @@ func TestUnsubscribe(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	b := newBus(t, nil)
 	topic := newTopic[Order](t, b, "orders", nil)
+	// Order's key method has a value receiver: it cannot run on nil.
+	pointers := newTopic[*Order](t, b, "order-pointers", &eventbus.TopicOptions[*Order]{EventType: "order-pointer"})
 	subscribe(t, topic, "taken", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
 	ok := func(context.Context, eventbus.Event[Order]) error { return nil }
 	tests := []struct {
@@ -685,6 +688,20 @@ func TestBadInput(t *testing.T) {
 			_, err := eventbus.New(&eventbus.Options{Retry: eventbus.RetryPolicy{Jitter: 2}})
 			return err
 		}, eventbus.ErrInvalid},
+		{"bus retry NaN multiplier", func() error {
+			_, err := eventbus.New(&eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 3, Multiplier: math.NaN()}})
+			return err
+		}, eventbus.ErrInvalid},
+		{"bus retry infinite multiplier", func() error {
+			_, err := eventbus.New(&eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 3, Multiplier: math.Inf(1)}})
+			return err
+		}, eventbus.ErrInvalid},
+		{"bus retry NaN jitter", func() error {
+			_, err := eventbus.New(&eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 3, Jitter: math.NaN()}})
+			return err
+		}, eventbus.ErrInvalid},
+		{"nil publish option", func() error { return topic.Publish(context.Background(), Order{Key: "a"}, nil) }, eventbus.ErrInvalid},
+		{"nil pointer payload", func() error { return pointers.Publish(context.Background(), nil) }, eventbus.ErrInvalid},
 		{"nil middleware", func() error {
 			_, err := eventbus.New(&eventbus.Options{Middleware: []eventbus.Middleware{nil}})
 			return err

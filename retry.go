@@ -3,6 +3,7 @@ package eventbus
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -39,9 +40,9 @@ func (p RetryPolicy) validate() error {
 		return fmt.Errorf("%w: RetryPolicy.MaxAttempts %d is negative", ErrInvalid, p.MaxAttempts)
 	case p.InitialDelay < 0 || p.MaxDelay < 0 || p.MaxElapsed < 0:
 		return fmt.Errorf("%w: RetryPolicy has a negative duration", ErrInvalid)
-	case p.Multiplier != 0 && p.Multiplier < 1:
-		return fmt.Errorf("%w: RetryPolicy.Multiplier %v is below 1", ErrInvalid, p.Multiplier)
-	case p.Jitter < 0 || p.Jitter > 1:
+	case p.Multiplier != 0 && !(p.Multiplier >= 1 && p.Multiplier <= math.MaxFloat64): // NaN too
+		return fmt.Errorf("%w: RetryPolicy.Multiplier %v is not a number from 1 on", ErrInvalid, p.Multiplier)
+	case !(p.Jitter >= 0 && p.Jitter <= 1):
 		return fmt.Errorf("%w: RetryPolicy.Jitter %v is outside [0, 1]", ErrInvalid, p.Jitter)
 	}
 	return nil
@@ -62,7 +63,11 @@ func (p RetryPolicy) Delay(attempt int) time.Duration {
 		mult = 2
 	}
 	for i := 1; i < attempt && d < maxDelay; i++ {
-		d = time.Duration(float64(d) * mult)
+		next := float64(d) * mult
+		if !(next < float64(maxDelay)) { // NaN too: Delay takes any policy
+			return maxDelay
+		}
+		d = time.Duration(next)
 	}
 	return min(d, maxDelay)
 }

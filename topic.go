@@ -41,6 +41,7 @@ type Topic[T any] struct {
 	mode      Mode
 	key       func(T) string // nil: none, or the payload's method
 	methodKey bool           // T has an AggregateID method
+	nilKey    bool           // methodKey, and T is a pointer, which may be nil
 
 	mu    sync.Mutex                         // serialises changes to subs
 	subs  atomic.Pointer[[]*subscription[T]] // copied on write
@@ -100,6 +101,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		key:       o.Key,
 		methodKey: o.Key == nil && hasPayloadKey[T](),
 	}
+	t.nilKey = t.methodKey && reflect.TypeFor[T]().Kind() == reflect.Pointer
 	t.subs.Store(new([]*subscription[T]))
 
 	goType := reflect.TypeFor[T]()
@@ -207,7 +209,9 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 // and returns their errors joined; ctx becomes the handlers' context.
 //
 // It returns [ErrClosed] after Shutdown; in Sync mode, events are then
-// not handled.
+// not handled. It returns an error wrapping [ErrInvalid] for a nil
+// PublishOption, or a nil pointer payload whose key would come from its
+// method.
 func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) error {
 	_, err := t.publish(ctx, payload, opts, false)
 	return err
@@ -223,6 +227,15 @@ func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOpt
 func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, try bool) (bool, error) {
 	if err := checkContext(ctx, "Publish"); err != nil {
 		return false, err
+	}
+	for _, o := range opts {
+		if o == nil {
+			return false, fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, t.name)
+		}
+	}
+	if t.nilKey && any(payload) == any(*new(T)) {
+		// Its key method would be called on nil.
+		return false, fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, t.name, reflect.TypeFor[T]())
 	}
 	if t.bus.closed.Load() {
 		return false, ErrClosed
