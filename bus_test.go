@@ -957,6 +957,11 @@ func TestHandlerGoexitCostsOneEvent(t *testing.T) {
 				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 6}))
 				require.NoError(t, b.Flush(ctx))
 				require.Equal(t, 6, handled[len(handled)-1], "the worker lives on")
+				m := b.Metrics().Subscriptions[0]
+				require.EqualValues(t, len(want), m.Failed, "failed attempts")
+				require.EqualValues(t, len(want), m.DeadLettered)
+				require.EqualValues(t, 7-len(want), m.Handled)
+				require.Zero(t, m.Pending)
 			})
 		})
 	}
@@ -989,6 +994,11 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, 2, dl.Attempt)
 		require.ErrorContains(t, dl.Err, "runtime.Goexit")
+		m := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 2, m.Failed, "failed attempts: the error, then the Goexit")
+		require.EqualValues(t, 1, m.Retried)
+		require.EqualValues(t, 1, m.DeadLettered)
+		require.EqualValues(t, 2, m.Handled)
 	})
 }
 

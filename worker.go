@@ -565,6 +565,7 @@ func (w *worker[T]) salvage() {
 	case w.inLane:
 		l := w.lanes[w.lane]
 		p := &l.items[0]
+		w.stats.attempt(p.attempts, false, err, &p.e.Header, 0, 0)
 		w.sub.deadLetter(ctx, &p.e, p.attempts, err, now, now, &w.stats)
 		l.items = l.items[1:]
 		if len(l.items) == 0 {
@@ -577,11 +578,14 @@ func (w *worker[T]) salvage() {
 	case w.batch != nil:
 		if w.sub.batch.handler != nil {
 			for i := range w.chunk {
+				w.stats.attempt(1, false, err, &w.chunk[i].Header, 0, 0)
 				w.sub.deadLetter(ctx, &w.chunk[i], 1, err, now, now, &w.stats)
 			}
 			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
 		} else {
-			w.sub.deadLetter(ctx, &w.batch[w.next-1], 1, err, now, now, &w.stats)
+			e := &w.batch[w.next-1]
+			w.stats.attempt(1, false, err, &e.Header, 0, 0)
+			w.sub.deadLetter(ctx, e, 1, err, now, now, &w.stats)
 		}
 		w.q.unshift(w.batch[w.next:])
 		w.taken = w.base + uint64(w.next)
