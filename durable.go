@@ -106,10 +106,11 @@ const maxDurableNameLen = 240
 // dead-letter queue, undecoded. opts may be nil.
 //
 // A name is used by one subscription at a time: another process resuming
-// it must wait for this one to stop. It returns an error wrapping
-// [ErrInvalid] for a bad name, handler or option, [ErrDuplicate] if b has
-// a durable subscription of that name already, [ErrClosed] after Shutdown,
-// or the store's error reading the checkpoint.
+// it must wait for this one to stop; on the same bus, it may resume once
+// this one has stopped. It returns an error wrapping [ErrInvalid] for a bad
+// name, handler or option, [ErrDuplicate] if b has a running durable
+// subscription of that name, [ErrClosed] after Shutdown, or the store's
+// error reading the checkpoint.
 func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
@@ -142,7 +143,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
-	t, err := NewTopic(b, topic, &TopicOptions[RecordedEvent]{Mode: Async, EventType: topic})
+	t, err := durableTopic(b, topic)
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
@@ -164,6 +165,22 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		return nil, err
 	}
 	return d, nil
+}
+
+// durableTopic returns the internal topic of a durable subscription: a new
+// one, or the one that a stopped durable subscription of the same name
+// left, so that it can be resumed on the same bus.
+func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
+	t, err := NewTopic(b, name, &TopicOptions[RecordedEvent]{Mode: Async, EventType: name})
+	if errors.Is(err, ErrDuplicate) {
+		b.mu.Lock()
+		old, _ := b.topics[name].(*Topic[RecordedEvent])
+		b.mu.Unlock()
+		if old != nil && len(*old.subs.Load()) == 0 {
+			return old, nil
+		}
+	}
+	return t, err
 }
 
 // decoding returns h as a handler of stored events.

@@ -200,6 +200,37 @@ func TestDurableDeadLetterAdvances(t *testing.T) {
 	})
 }
 
+// TestDurableResumeOnSameBus stops a durable subscription and starts it
+// again on the same bus: it resumes from its checkpoint.
+func TestDurableResumeOnSameBus(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		var mu sync.Mutex
+		var got []uint64
+		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Position)
+			return nil
+		}
+		appendDeposits(t, s, reg, "a", 3)
+		d := subscribeDurable(t, bus, s, reg, "ledger", h, nil)
+		require.NoError(t, d.WaitFor(ctx, 2))
+		require.NoError(t, d.Stop(ctx))
+
+		last := appendDeposits(t, s, reg, "a", 2).Position // after the saved checkpoint
+		d = subscribeDurable(t, bus, s, reg, "ledger", h, nil)
+		_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "ledger", h, nil)
+		require.ErrorIs(t, err, eventbus.ErrDuplicate, "while it runs")
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, []uint64{0, 1, 2, last - 1, last}, got, "each deposit once, in order")
+	})
+}
+
 func TestSubscribeDurableInvalid(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)
