@@ -102,8 +102,10 @@
 // handler and goroutine of the bus. If its context ends first, or on
 // [Bus.Close], handler contexts are cancelled and events not yet handled go
 // to the dead-letter queue, counted in an [*UndeliveredError]. Afterwards
-// every call returns [ErrClosed]. [Subscription.Unsubscribe] does the same
-// for one subscription.
+// Publish, Subscribe and NewTopic return [ErrClosed]; Flush and
+// Unsubscribe, with nothing left to wait for, return nil; and Shutdown and
+// Close return the first call's result.
+// [Subscription.Unsubscribe] does the same for one subscription.
 //
 // # Errors
 //
