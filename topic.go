@@ -365,9 +365,15 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 		}
 		if room == nil && !closed && len(qs) > 0 {
 			if len(qs) > 1 {
-				// The first queue numbers the event. With one queue, its
-				// worker does, off the publisher's path.
-				t.number(e, qs[0].source, qs[0].enq)
+				// The first open queue numbers the event (a stopped one
+				// counts no more events). With one queue, its worker
+				// does, off the publisher's path.
+				for _, q := range qs {
+					if !q.stopped {
+						t.number(e, q.source, q.enq)
+						break
+					}
+				}
 			}
 			for i, q := range qs {
 				if !q.stopped && q.push(e) {
