@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -137,7 +139,11 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 }
 
 // Route makes c publish the records of kafkaTopic on t, which must be a topic
-// of c's bus, decoding them as T (see eventbus.Decode). Call it before Run.
+// of c's bus, decoding them as T (see eventbus.Decode). A record that does
+// not decode, or decodes to a nil pointer, is a bad record. On a Sync-mode
+// topic the handlers run in Run's goroutine; an event whose handlers fail is
+// retried and dead-lettered by the bus, as in Async mode, and Run goes on.
+// Call it before Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
 // already, and eventbus.ErrInvalid for an empty name or once Run started.
 func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
@@ -157,6 +163,9 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 		if err != nil {
 			return err, nil
 		}
+		if rv := reflect.ValueOf(any(v)); !rv.IsValid() || rv.Kind() == reflect.Pointer && rv.IsNil() {
+			return fmt.Errorf("kafka: the value of the record decodes to a nil %v", reflect.TypeFor[T]()), nil
+		}
 		md := make(eventbus.Metadata, len(e.Metadata)+5)
 		maps.Copy(md, e.Metadata)
 		md[MetadataEventID] = e.ID.String()
@@ -174,7 +183,15 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 		if !e.CorrelationID.IsZero() {
 			opts = append(opts, eventbus.WithCorrelationID(e.CorrelationID))
 		}
-		return nil, t.Publish(ctx, v, opts...)
+		err = t.Publish(ctx, v, opts...)
+		if err != nil && !errors.Is(err, eventbus.ErrClosed) && ctx.Err() == nil {
+			// The handlers of a Sync-mode topic failed: the bus has
+			// retried and dead-lettered the event, as its workers do in
+			// Async mode. The record is done with.
+			c.log.Debug("kafka: handlers failed; the bus dead-lettered the event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+			err = nil
+		}
+		return nil, err
 	}
 	return nil
 }
@@ -277,6 +294,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	offs := &offsets{published: make(map[string]map[int32]kgo.EpochOffset), committed: make(map[string]map[int32]int64)}
 	var commitMu sync.Mutex // one commit at a time; a revoke waits for it
+	var closing atomic.Bool // the final commit is made: revokes commit nothing
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.o.Brokers...),
 		kgo.ConsumerGroup(c.o.Group),
@@ -288,6 +306,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 			commitMu.Lock()
 			defer commitMu.Unlock()
+			if closing.Load() {
+				return // Run made the final commit, within DrainTimeout
+			}
+			// A rebalance waits for the handlers as long as a drain may.
+			ctx, cancel := context.WithTimeout(ctx, c.o.DrainTimeout)
+			defer cancel()
 			if err := c.commit(ctx, cl, offs, revoked); err != nil {
 				c.log.Warn("kafka: commit of revoked partitions failed; their records after the last commit will be handled again", "group", c.o.Group, "err", err)
 			}
@@ -333,6 +357,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cancel()
 	commitMu.Lock()
 	commitErr := c.commit(drainCtx, cl, offs, nil)
+	closing.Store(true)
 	commitMu.Unlock()
 	cl.Close()
 	if commitErr != nil {
