@@ -2,11 +2,13 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -43,7 +45,9 @@ type ProducerOptions struct {
 // retried batch is written once and never overtakes an earlier one: records
 // of one key, which all go to one partition, stay in order. Records that fail
 // after franz-go's retries fail with every later record of their partition,
-// so a gap never opens. A Producer is safe for concurrent use.
+// so a gap never opens, but where a record can never be written: one too
+// large for a batch is dead-lettered alone (see [Forward]). A Producer is
+// safe for concurrent use.
 type Producer struct {
 	cl        *kgo.Client
 	reg       *eventbus.Registry
@@ -109,10 +113,13 @@ func (p *Producer) Close() {
 // to the Kafka topic kafkaTopic, returning the subscription (named "kafka."
 // followed by kafkaTopic) so that it can be stopped. It hands events to Kafka
 // in batches, as many as wait in a worker's queue (up to opts.BatchSize), and
-// a batch is handled once Kafka has acknowledged it. A record that fails,
-// with the later events of its key in the batch, goes through the
-// subscription's retry policy and then to the bus's dead-letter queue; the
-// payload type T must be registered in the Producer's Registry.
+// a batch is handled once Kafka has acknowledged it. A record that fails
+// goes through the subscription's retry policy and then to the bus's
+// dead-letter queue; so do the later events of its key, which fail with it
+// (see [Producer]). An event whose payload does not encode, or whose record
+// is too large for a batch, fails alone and is dead-lettered at once, and
+// the later events of its key are written. The payload type T must be
+// registered in the Producer's Registry.
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
@@ -140,7 +147,7 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 			errs[i] = eventbus.Permanent(err)
 			continue
 		}
-		ed.ID, ed.SchemaVersion = e.ID, max(ed.SchemaVersion, e.SchemaVersion)
+		ed.ID = e.ID // the schema version stays the one the payload was encoded at
 		ed.CorrelationID, ed.CausationID, ed.Metadata = e.CorrelationID, e.CausationID, e.Metadata
 		wg.Add(1)
 		f.p.cl.Produce(ctx, newRecord(f.topic, e.Key, &ed), func(_ *kgo.Record, err error) {
@@ -149,30 +156,26 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 		})
 	}
 	wg.Wait()
-	return batchError(events, errs)
+	return batchError(errs)
 }
 
-// batchError names the failed events, and with each the later events of its
-// key, whose records must be written again after it to keep their order.
-func batchError[T any](events []eventbus.Event[T], errs []error) error {
+// batchError names the failed events. A record that fails once buffered
+// fails with every later record of its partition, so the later events of
+// its key fail with it; one too large for a batch fails alone, before it is
+// buffered, and for good.
+func batchError(errs []error) error {
 	var failed map[int]error
-	var keys map[string]error
 	for i, err := range errs {
-		if err == nil && keys != nil && events[i].Key != "" {
-			if kerr, ok := keys[events[i].Key]; ok {
-				err = fmt.Errorf("kafka: an earlier event of key %q failed: %w", events[i].Key, kerr)
-			}
-		}
 		if err == nil {
 			continue
 		}
+		if errors.Is(err, kerr.MessageTooLarge) {
+			err = eventbus.Permanent(err)
+		}
 		if failed == nil {
-			failed, keys = make(map[int]error), make(map[string]error)
+			failed = make(map[int]error)
 		}
 		failed[i] = err
-		if _, ok := keys[events[i].Key]; !ok && events[i].Key != "" {
-			keys[events[i].Key] = err
-		}
 	}
 	if failed == nil {
 		return nil
