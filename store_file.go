@@ -539,25 +539,23 @@ func (s *FileStore) commit(group []*request) {
 	w.buf = w.buf[:0]
 	now := time.Now().UnixNano()
 	var touched []*fileStream
-	var written []*request
 	for _, r := range group {
-		var wrote bool
 		switch r.kind {
 		case kindEvents:
-			wrote, r.err = s.commitEvents(r, now, &touched)
+			r.err = s.commitEvents(r, now, &touched)
 		default:
-			wrote, r.err = s.commitStream(r, &touched)
-		}
-		if wrote {
-			written = append(written, r)
+			r.err = s.commitStream(r, &touched)
 		}
 	}
 	if len(w.buf) > 0 {
 		w.active.newest = now
 		if err := s.write(w.buf); err != nil {
 			s.fail(err)
-			for _, r := range written {
-				r.err, r.results = s.failure(), nil
+			// Replays too: they may replay events of this group.
+			for _, r := range group {
+				if r.err == nil {
+					r.err, r.results = s.failure(), nil
+				}
 			}
 			return
 		}
@@ -615,8 +613,8 @@ func (st *fileStream) touch(gen uint64, touched *[]*fileStream) {
 }
 
 // commitEvents decides the appends of r and, unless they are all replays,
-// adds their frame to the group's buffer. It reports whether it did.
-func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) (bool, error) {
+// adds their frame to the group's buffer.
+func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) error {
 	w := &s.w
 	r.results = make([]AppendResult, len(r.appends))
 	replay := make([]bool, len(r.appends))
@@ -637,7 +635,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), state.start, a.Events, lookup)
 		if err != nil {
 			r.results = nil
-			return false, err
+			return err
 		}
 		if ok {
 			last := first + uint64(len(a.Events)) - 1
@@ -647,7 +645,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		all = all && ok
 	}
 	if all {
-		return false, nil
+		return nil
 	}
 	b, frame := beginFrame(w.buf, kindEvents)
 	parts := 0
@@ -688,12 +686,12 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 	}
 	endFrame(b, frame)
 	w.buf = b
-	return true, nil
+	return nil
 }
 
 // commitStream decides a delete or a metadata change and adds its frame
-// to the group's buffer. It reports whether it did.
-func (s *FileStore) commitStream(r *request, touched *[]*fileStream) (bool, error) {
+// to the group's buffer, unless it changes nothing.
+func (s *FileStore) commitStream(r *request, touched *[]*fileStream) error {
 	w := &s.w
 	st := s.stream(r.stream, false)
 	if r.kind == kindDelete {
@@ -702,13 +700,13 @@ func (s *FileStore) commitStream(r *request, touched *[]*fileStream) (bool, erro
 			state = st.w
 		}
 		if state.tombstoned {
-			return false, fmt.Errorf("%w: stream %q", ErrStreamDeleted, r.stream)
+			return fmt.Errorf("%w: stream %q", ErrStreamDeleted, r.stream)
 		}
 		if err := r.expected.check(r.stream, state.actual()); err != nil {
-			return false, err
+			return err
 		}
 		if st == nil && !r.tombstone {
-			return false, nil
+			return nil
 		}
 	}
 	st = s.stream(r.stream, true)
@@ -730,7 +728,7 @@ func (s *FileStore) commitStream(r *request, touched *[]*fileStream) (bool, erro
 	}
 	endFrame(b, frame)
 	w.buf = b
-	return true, nil
+	return nil
 }
 
 // view is what a read sees of the store: a snapshot of the read side.

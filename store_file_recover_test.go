@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -419,6 +420,73 @@ func TestFileStoreFaults(t *testing.T) {
 			require.Equal(t, uint64(len(got)), res.Position)
 		})
 	}
+}
+
+// gatedFS holds the first write to a segment, once armed, until gate is
+// closed, and fails every later one.
+type gatedFS struct {
+	eventbus.FS
+	gate   chan struct{}
+	armed  atomic.Bool
+	writes atomic.Int64
+}
+
+func (f *gatedFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedFile{File: file, fs: f}, nil
+}
+
+type gatedFile struct {
+	eventbus.File
+	fs *gatedFS
+}
+
+func (f *gatedFile) Write(b []byte) (int, error) {
+	if !f.fs.armed.Load() {
+		return f.File.Write(b)
+	}
+	if f.fs.writes.Add(1) > 1 {
+		return 0, syscall.EIO
+	}
+	<-f.fs.gate
+	return f.File.Write(b)
+}
+
+// TestFileStoreFailedGroupFailsReplays appends the same event twice in one
+// group whose write fails: the second append, a replay of the first, must
+// fail too, since the event is not on disk.
+func TestFileStoreFailedGroupFailsReplays(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		dir := t.TempDir()
+		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
+		s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever}, fs))
+		require.NoError(t, err)
+		fs.armed.Store(true)
+		go func() { _, _ = s.Append(ctx, "blocker", eventbus.Any, newEvents(1, "t", "")...) }()
+		synctest.Wait() // the committer waits in the blocker's write
+		e := newEvents(1, "t", "twice")
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := s.Append(ctx, "s", eventbus.Any, e...)
+				errs <- err
+			}()
+		}
+		synctest.Wait() // both wait for the next group
+		close(fs.gate)
+		for range 2 {
+			require.ErrorIs(t, <-errs, syscall.EIO, "an append acknowledged though its event is not on disk")
+		}
+		require.NoError(t, s.Close())
+		s = openFile(t, dir, nil)
+		for _, e := range readAll(t, s) {
+			require.NotEqual(t, "s", e.Stream)
+		}
+	})
 }
 
 // TestFileStoreRetentionFaults fails the deletion of a segment file that
