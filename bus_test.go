@@ -731,6 +731,11 @@ func TestBadInput(t *testing.T) {
 		{"bad ID", func() error { _, err := eventbus.ParseID("not-an-id"); return err }, eventbus.ErrInvalid},
 		{"nil bus", func() error { _, err := eventbus.NewTopic[Order](nil, "t", nil); return err }, eventbus.ErrInvalid},
 		{"nil registry: Register", func() error { return eventbus.Register[Order](nil, nil) }, eventbus.ErrInvalid},
+		{"schema version over 2^31: Register", func() error {
+			reg, err := eventbus.NewRegistry(nil)
+			require.NoError(t, err)
+			return eventbus.Register[Order](reg, &eventbus.TypeOptions{Version: 1<<31 + 1})
+		}, eventbus.ErrInvalid},
 		{"nil registry: Decode", func() error { _, err := eventbus.Decode[Order](nil, eventbus.EventData{Type: "Order"}); return err }, eventbus.ErrInvalid},
 		{"nil registry: Encode", func() error { _, err := (*eventbus.Registry)(nil).Encode(Order{}); return err }, eventbus.ErrInvalid},
 		{"nil registry: upcaster", func() error {

@@ -72,7 +72,7 @@ type Store interface {
 	// expected state, and returns the revision and position of the last
 	// event. It fails with an error wrapping [ErrInvalid] for an empty
 	// batch, a bad stream name, or an event with a zero ID, a bad Type or a
-	// negative SchemaVersion.
+	// SchemaVersion outside 0 to 2^31.
 	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
 
 	// AppendMulti appends to several streams in one atomic step: every
@@ -406,8 +406,8 @@ func checkEvents(stream string, events []EventData, maxEvent, maxBatch int) (int
 		if err := checkName("event type", e.Type); err != nil {
 			return 0, fmt.Errorf("stream %q: event %d: %w", stream, i, err)
 		}
-		if e.SchemaVersion < 0 {
-			return 0, fmt.Errorf("%w: stream %q: event %d: SchemaVersion %d is negative", ErrInvalid, stream, i, e.SchemaVersion)
+		if e.SchemaVersion < 0 || e.SchemaVersion > maxSchemaVersion {
+			return 0, fmt.Errorf("%w: stream %q: event %d: SchemaVersion %d is outside 0 to %d", ErrInvalid, stream, i, e.SchemaVersion, maxSchemaVersion)
 		}
 		n := eventSize(e)
 		if n > maxEvent {
@@ -496,7 +496,7 @@ func replayed(stream string, expected, actual ExpectedRevision, start uint64, ev
 		return 0, false, nil
 	case !inOrder:
 		return 0, false, fmt.Errorf("%w: stream %q: %d of %d events are committed already, not as one batch", ErrPartialDuplicate, stream, found, len(events))
-	case expected.kind == expectExact && first != expected.rev+1,
+	case expected.kind == expectExact && (first == 0 || first-1 != expected.rev),
 		expected.kind == expectNoStream && first != start:
 		return 0, false, &WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: actual}
 	}
@@ -586,6 +586,9 @@ func span(dir Direction, from, lo, n uint64) iter.Seq[uint64] {
 // checkEvery is how many events a read yields between checks of its
 // context and of the store's closing.
 const checkEvery = 256
+
+// maxSchemaVersion is the highest schema version a store keeps.
+const maxSchemaVersion = 1 << 31
 
 // errRetained is what get, given to yieldEach, returns for an event that
 // retention deleted while the read ran.

@@ -243,7 +243,7 @@ func decodeEntry(b []byte, e *entry) error {
 		e.meta = append(e.meta, [2][]byte{k, v})
 	}
 	e.data = d.str()
-	if d.bad || d.off != len(b) || e.version == 0 || e.version > 1<<31 || e.id.IsZero() || len(e.typ) == 0 || len(e.typ) > maxNameLen {
+	if d.bad || d.off != len(b) || e.version == 0 || e.version > maxSchemaVersion || e.id.IsZero() || len(e.typ) == 0 || len(e.typ) > maxNameLen {
 		return errMalformed
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -199,6 +200,7 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"empty type", "s", []eventbus.EventData{withType(good, "")}},
 		{"bad type", "s", []eventbus.EventData{withType(good, "a b")}},
 		{"negative schema version", "s", []eventbus.EventData{withVersion(good, -1)}},
+		{"schema version over 2^31", "s", []eventbus.EventData{withVersion(good, 1<<31+1)}},
 		{"same ID twice", "s", []eventbus.EventData{good, withType(good, "u")}},
 	}
 	for _, tt := range tests {
@@ -343,6 +345,7 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{name: "StreamExists", prefix: true, expected: eventbus.StreamExists, other: true},
 		{name: "Exact elsewhere", prefix: true, expected: eventbus.Exact(0), retry: eventbus.Exact(1), wantErr: eventbus.ErrWrongExpectedVersion},
 		{name: "NoStream elsewhere", prefix: true, expected: eventbus.Exact(0), retry: eventbus.NoStream, wantErr: eventbus.ErrWrongExpectedVersion},
+		{name: "Exact wrapping around", expected: eventbus.NoStream, retry: eventbus.Exact(math.MaxUint64), wantErr: eventbus.ErrWrongExpectedVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
