@@ -104,7 +104,11 @@ func (h Histogram) Quantile(q float64) time.Duration {
 	if h.Count == 0 {
 		return 0
 	}
-	rank := uint64(q * float64(h.Count))
+	// The rank of the observation, from 0; q out of range is clamped.
+	rank := h.Count - 1
+	if q < 1 {
+		rank = min(uint64(max(q, 0)*float64(h.Count)), h.Count-1)
+	}
 	var seen uint64
 	for i, n := range h.Buckets {
 		seen += n

@@ -106,4 +106,9 @@ func TestHistogramQuantile(t *testing.T) {
 	require.Zero(t, h.Quantile(0.99))
 	require.Equal(t, 256*time.Nanosecond, h.BucketBound(0))
 	require.Equal(t, 512*time.Nanosecond, h.BucketBound(1))
+
+	h.Buckets[0], h.Buckets[3], h.Count = 9, 1, 10 // nine fast, one slow
+	for q, want := range map[float64]int{0: 0, 0.5: 0, 0.89: 0, 0.9: 3, 1: 3, -1: 0, 2: 3} {
+		require.Equal(t, h.BucketBound(want), h.Quantile(q), "Quantile(%v)", q)
+	}
 }
