@@ -101,6 +101,27 @@ func payloadKey[T any](v T) (string, bool) {
 	return "", false
 }
 
+// nilKeyed reports whether T is a pointer type with a key method, which a
+// nil payload cannot run.
+func nilKeyed[T any]() bool {
+	return hasPayloadKey[T]() && reflect.TypeFor[T]().Kind() == reflect.Pointer
+}
+
+// checkPublish returns an error wrapping ErrInvalid for a nil option, or
+// for a nil payload of a type whose key comes from its method (nilKey, from
+// nilKeyed, says whether it may).
+func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey bool) error {
+	for _, o := range opts {
+		if o == nil {
+			return fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, topic)
+		}
+	}
+	if nilKey && any(payload) == any(*new(T)) {
+		return fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, reflect.TypeFor[T]())
+	}
+	return nil
+}
+
 // hasPayloadKey reports whether T has a key method.
 func hasPayloadKey[T any]() bool {
 	rt := reflect.TypeFor[T]()

@@ -174,5 +174,5 @@ func ExampleStoreTopic() {
 	}
 	// Output:
 	// committed at position 0
-	// receipt for 100 on deposits-account-1, at position 0
+	// receipt for 100 on deposits:account-1, at position 0
 }

@@ -18,6 +18,7 @@ type StoreTopic[T any] struct {
 	reg       *Registry
 	name      string
 	eventType string
+	nilKey    bool // T is a pointer with a key method
 }
 
 // maxStoreTopicNameLen is the longest name of a StoreTopic, leaving room
@@ -40,21 +41,25 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name}, nil
+	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T]()}, nil
 }
 
 // Publish appends payload to the store, in the stream named after the topic
-// and the event's key ("orders-o1" for the key "o1" of topic "orders"; the
-// topic's name alone for no key), and returns once it is committed. The key
+// and the event's key ("orders:o1" for the key "o1" of topic "orders";
+// "orders:" for no key), and returns once it is committed. The key
 // comes from [WithKey], else from the payload's AggregateID() method. As
 // with [Topic.Publish], an event published with a handler's context is
 // linked to the handled one. Pass the result's Position to
 // [Durable.WaitFor] to wait for a subscriber.
 //
-// It returns the registry's or the store's error; it does not wait for any
-// subscriber, and the bus may be closed.
+// It returns the registry's or the store's error, or an error wrapping
+// [ErrInvalid] for bad input as Topic.Publish does; it does not wait for
+// any subscriber, and the bus may be closed.
 func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
 	if err := checkContext(ctx, "StoreTopic.Publish"); err != nil {
+		return AppendResult{}, err
+	}
+	if err := checkPublish(t.name, payload, opts, t.nilKey); err != nil {
 		return AppendResult{}, err
 	}
 	var h Header
@@ -79,23 +84,23 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	if e.CorrelationID.IsZero() {
 		e.CorrelationID = e.ID
 	}
-	stream := t.name
-	if h.Key != "" {
-		stream += "-" + h.Key
-	}
-	return t.store.Append(ctx, stream, Any, e)
+	return t.store.Append(ctx, t.stream(h.Key), Any, e)
 }
+
+// stream returns the name of the stream of the events of key: the topic's
+// name, ':', which topic names do not have, and the key. So a topic's
+// streams never mix with another's, even one whose name starts with its.
+func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 
 // Subscribe starts the durable subscription named after the topic and name
 // (for topic "orders" and name "mailer", "orders.mailer"), which hands h
-// the topic's events: those of T's event type in streams whose names start
-// with the topic's. opts.Filter is replaced by that selection. See
-// [SubscribeDurable].
+// the topic's events: those of T's event type in the topic's streams.
+// opts.Filter is replaced by that selection. See [SubscribeDurable].
 func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
 		o = *opts
 	}
-	o.Filter = Filter{StreamPrefix: t.name, Types: []string{t.eventType}}
+	o.Filter = Filter{StreamPrefix: t.stream(""), Types: []string{t.eventType}}
 	return SubscribeDurable(ctx, t.bus, t.store, t.reg, t.name+"."+name, h, &o)
 }

@@ -55,7 +55,7 @@ func TestStoreTopicCrashBeforeDelivery(t *testing.T) {
 		require.NoError(t, d.WaitFor(ctx, res.Position))
 
 		var stored eventbus.RecordedEvent
-		for e, err := range s.ReadStream(ctx, "deposits-account-1", nil) {
+		for e, err := range s.ReadStream(ctx, "deposits:account-1", nil) {
 			require.NoError(t, err)
 			stored = e
 		}
@@ -63,7 +63,7 @@ func TestStoreTopicCrashBeforeDelivery(t *testing.T) {
 		defer mu.Unlock()
 		want := []eventbus.Event[Deposited]{{
 			Header: eventbus.Header{
-				ID: stored.ID, Type: "account.deposited", Topic: "durable.deposits.mailer", Key: "deposits-account-1",
+				ID: stored.ID, Type: "account.deposited", Topic: "durable.deposits.mailer", Key: "deposits:account-1",
 				Time: stored.Time, SchemaVersion: 1, CorrelationID: stored.ID, Metadata: nil, Position: res.Position,
 			},
 			Payload: Deposited{Amount: 42},
@@ -110,14 +110,14 @@ func TestStoreTopicDelivery(t *testing.T) {
 		}
 		synctest.Wait()
 		require.NoError(t, bus.Shutdown(ctx))
-		if diff := cmp.Diff(map[string][]int{"deposits-x": {0, 1, 2}, "deposits-y": {0, 1, 2}}, amounts); diff != "" {
+		if diff := cmp.Diff(map[string][]int{"deposits:x": {0, 1, 2}, "deposits:y": {0, 1, 2}}, amounts); diff != "" {
 			t.Errorf("deposits handled per key (-want +got):\n%s", diff)
 		}
 		if len(charged) != 6 {
 			t.Errorf("%d fees handled, want 6", len(charged))
 		}
 		for _, e := range charged {
-			if e.CausationID.IsZero() || e.CorrelationID == e.ID || e.Key != "fees-deposits-x" && e.Key != "fees-deposits-y" {
+			if e.CausationID.IsZero() || e.CorrelationID == e.ID || e.Key != "fees:deposits:x" && e.Key != "fees:deposits:y" {
 				t.Errorf("fee %+v is not linked to its deposit", e.Header)
 			}
 		}
@@ -144,13 +144,13 @@ func TestStoreTopicCorrelationOptionWins(t *testing.T) {
 		require.NoError(t, bus.Shutdown(ctx))
 
 		var deposit eventbus.RecordedEvent
-		for e, err := range s.ReadStream(ctx, "deposits-x", nil) {
+		for e, err := range s.ReadStream(ctx, "deposits:x", nil) {
 			require.NoError(t, err)
 			deposit = e
 		}
 		require.Equal(t, res.Position, deposit.Position)
 		var got []eventbus.RecordedEvent
-		for e, err := range s.ReadStream(ctx, "fees-x", nil) {
+		for e, err := range s.ReadStream(ctx, "fees:x", nil) {
 			require.NoError(t, err)
 			got = append(got, e)
 		}
@@ -183,4 +183,59 @@ func TestNewStoreTopicInvalid(t *testing.T) {
 	if _, err := eventbus.NewStoreTopic[Order](bus, s, reg, "x"); !errors.Is(err, eventbus.ErrUnknownEvent) {
 		t.Errorf("NewStoreTopic(unregistered type) = %v, want %v", err, eventbus.ErrUnknownEvent)
 	}
+}
+
+// TestStoreTopicNamesDoNotMix publishes on two topics, one named after the
+// other and a dash: their streams and subscriptions stay apart, even for
+// keys that would join the names alike.
+func TestStoreTopicNamesDoNotMix(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		orders := newStoreTopic[Deposited](t, bus, s, reg, "orders")
+		eu := newStoreTopic[Deposited](t, bus, s, reg, "orders-eu")
+		var mu sync.Mutex
+		got := map[string][]int{}
+		for name, topic := range map[string]*eventbus.StoreTopic[Deposited]{"orders": orders, "orders-eu": eu} {
+			_, err := topic.Subscribe(ctx, "audit", func(_ context.Context, e eventbus.Event[Deposited]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[name] = append(got[name], e.Payload.Amount)
+				return nil
+			}, nil)
+			require.NoError(t, err)
+		}
+		a, err := orders.Publish(ctx, Deposited{Amount: 1}, eventbus.WithKey("eu-1"))
+		require.NoError(t, err)
+		b, err := eu.Publish(ctx, Deposited{Amount: 2}, eventbus.WithKey("1"))
+		require.NoError(t, err)
+		require.Zero(t, a.Revision)
+		require.Zero(t, b.Revision, "a stream of its own")
+		synctest.Wait()
+		require.NoError(t, bus.Shutdown(ctx))
+		require.Equal(t, map[string][]int{"orders": {1}, "orders-eu": {2}}, got)
+	})
+}
+
+// ref is a payload handled by pointer whose key comes from a method of its
+// value, which a nil *ref does not have.
+type ref struct{ ID string }
+
+func (*ref) EventType() string    { return "ref" }
+func (r ref) AggregateID() string { return r.ID }
+
+func TestStoreTopicBadInput(t *testing.T) {
+	s, _ := backends[0].open(t)
+	reg := newBankRegistry(t)
+	require.NoError(t, eventbus.Register[*ref](reg, nil))
+	bus := newBus(t, nil)
+	deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+	refs := newStoreTopic[*ref](t, bus, s, reg, "refs")
+	ctx := context.Background()
+	_, err := deposits.Publish(ctx, Deposited{Amount: 1}, nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil option")
+	_, err = refs.Publish(ctx, nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil payload whose key comes from its method")
+	_, err = refs.Publish(ctx, &ref{ID: "r1"})
+	require.NoError(t, err)
 }

@@ -101,7 +101,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		key:       o.Key,
 		methodKey: o.Key == nil && hasPayloadKey[T](),
 	}
-	t.nilKey = t.methodKey && reflect.TypeFor[T]().Kind() == reflect.Pointer
+	t.nilKey = t.methodKey && nilKeyed[T]()
 	t.subs.Store(new([]*subscription[T]))
 
 	goType := reflect.TypeFor[T]()
@@ -228,14 +228,8 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	if err := checkContext(ctx, "Publish"); err != nil {
 		return false, err
 	}
-	for _, o := range opts {
-		if o == nil {
-			return false, fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, t.name)
-		}
-	}
-	if t.nilKey && any(payload) == any(*new(T)) {
-		// Its key method would be called on nil.
-		return false, fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, t.name, reflect.TypeFor[T]())
+	if err := checkPublish(t.name, payload, opts, t.nilKey); err != nil {
+		return false, err
 	}
 	if t.bus.closed.Load() {
 		return false, ErrClosed
