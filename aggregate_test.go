@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"strings"
 	"sync"
 	"testing"
 
@@ -119,6 +120,27 @@ func TestAggregateConflictLimit(t *testing.T) {
 	if !errors.As(err, &conflict) || attempts != 2 {
 		t.Errorf("Execute always in conflict = %v after %d attempts, want a *WrongExpectedVersionError after 2", err, attempts)
 	}
+}
+
+// TestAggregateSnapshotsOfLongName snapshots a stream whose name leaves
+// no room for the snapshot stream's prefix.
+func TestAggregateSnapshotsOfLongName(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1})
+		stream := strings.Repeat("x", 1020)
+		for range 3 {
+			_, err := accounts.Execute(ctx, stream, deposit(1))
+			require.NoError(t, err)
+		}
+		snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, stream)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, 3, snap.State.Balance)
+		v, err := accounts.Load(ctx, stream)
+		require.NoError(t, err)
+		require.Equal(t, 3, v.State.Balance)
+	})
 }
 
 func TestAggregateSnapshots(t *testing.T) {

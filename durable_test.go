@@ -301,6 +301,8 @@ func TestStoreProcessed(t *testing.T) {
 		for _, k := range []eventbus.IdempotencyKey{
 			{Subscription: "ledger", ID: eventbus.NewID()},
 			{Subscription: "ledger", Key: "order-1"},
+			{Subscription: "ledger", Key: strings.Repeat("k", 1020)}, // too long for a stream name
+			{Subscription: "ledger", Key: "\xff\xfe"},                // not UTF-8
 		} {
 			done, err := p.Processed(ctx, k)
 			require.NoError(t, err)
@@ -323,5 +325,12 @@ func TestStoreProcessed(t *testing.T) {
 				t.Errorf("Processed(%+v) of another subscription = true", other)
 			}
 		}
+		// Two keys whose streams met when subscription and key were
+		// joined by '-'.
+		id := eventbus.NewID()
+		require.NoError(t, p.MarkProcessed(ctx, eventbus.IdempotencyKey{Subscription: "a-key-x", ID: id}))
+		done, err := p.Processed(ctx, eventbus.IdempotencyKey{Subscription: "a", Key: "x-" + id.String()})
+		require.NoError(t, err)
+		require.False(t, done, "another subscription's record")
 	})
 }

@@ -11,8 +11,10 @@ import (
 // subscription handled: with a [Durable] subscription, whose events are
 // delivered again from the checkpoint after a restart, each event's effect
 // then happens once. It records each event in a system stream of its own,
-// "$processed-" followed by the subscription and the event ID, so that
-// Processed is one lookup; the record grows by one small stream per event.
+// "$processed-", the subscription, ':' and the event ID (or ":key:" and the
+// business key, hashed if it is too long for a stream name or not UTF-8),
+// so that Processed is one lookup; the record grows by one small stream
+// per event.
 // Make one with [NewStoreProcessed]; it is safe for concurrent use.
 type StoreProcessed struct {
 	store Store
@@ -25,11 +27,13 @@ func NewStoreProcessed(s Store) *StoreProcessed { return &StoreProcessed{store: 
 
 var errNilProcessedStore = fmt.Errorf("%w: StoreProcessed over a nil store", ErrInvalid)
 
+// processedStream returns the stream that records k: subscription names
+// have no ':', so two keys' streams never meet.
 func processedStream(k IdempotencyKey) string {
 	if k.Key != "" {
-		return "$processed-" + k.Subscription + "-key-" + k.Key
+		return systemStream("$processed-"+k.Subscription+":key:", k.Key)
 	}
-	return "$processed-" + k.Subscription + "-" + k.ID.String()
+	return "$processed-" + k.Subscription + ":" + k.ID.String()
 }
 
 // Processed implements [ProcessedStore.Processed].

@@ -20,12 +20,13 @@ type Snapshot[T any] struct {
 const snapshotRevision = "eventbus.revision"
 
 // snapshotStream returns the system stream that holds stream's snapshots.
-func snapshotStream(stream string) string { return "$snapshot-" + stream }
+func snapshotStream(stream string) string { return systemStream("$snapshot-", stream) }
 
 // SaveSnapshot stores snap as the latest snapshot of stream in s, encoded
 // by r, whose registration of T (see [Register]) gives the snapshot's
 // type name and schema version. Snapshots live in the system stream
-// "$snapshot-" followed by the stream's name.
+// "$snapshot-" followed by the stream's name (or, for a name too long for
+// that, "$snapshot-sha256:" and its hash).
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
 	if s == nil {
 		return fmt.Errorf("%w: SaveSnapshot: nil store", ErrInvalid)

@@ -2,6 +2,8 @@ package eventbus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"iter"
@@ -386,6 +388,18 @@ func checkStream(stream string) error {
 		return fmt.Errorf("%w: stream name %q is not valid UTF-8", ErrInvalid, stream)
 	}
 	return nil
+}
+
+// systemStream returns the name of a stream the library keeps for name,
+// prefix followed by name; or, where that is no valid stream name (too
+// long, or name is not UTF-8), prefix, "sha256:" and the hex SHA-256 of
+// name.
+func systemStream(prefix, name string) string {
+	if s := prefix + name; checkStream(s) == nil {
+		return s
+	}
+	sum := sha256.Sum256([]byte(name))
+	return prefix + "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // checkEvents validates a batch for stream against the size limits and
