@@ -432,13 +432,14 @@ func (s *FileStore) run() {
 		tick = t.C
 	}
 	var group []*request
+	var bytes int          // of group's requests
 	var last int           // size of the last group
 	var took time.Duration // how long the last commit took
 	for {
-		group = group[:0]
+		group, bytes = group[:0], 0
 		select {
 		case r := <-s.reqs:
-			group = append(group, r)
+			group, bytes = append(group, r), len(r.bodies)
 		case <-tick:
 			if s.w.dirty && s.failure() == nil {
 				s.w.dirty = false
@@ -451,16 +452,16 @@ func (s *FileStore) run() {
 			return
 		}
 	more:
-		for len(group) < 4096 {
+		for !s.full(group, bytes) {
 			select {
 			case r := <-s.reqs:
-				group = append(group, r)
+				group, bytes = append(group, r), bytes+len(r.bodies)
 			default:
 				break more
 			}
 		}
 		if s.opts.Sync == SyncAlways && last > 1 {
-			group = s.gather(group, took)
+			group = s.gather(group, bytes, took)
 		}
 		start := time.Now()
 		s.commit(group)
@@ -477,14 +478,14 @@ func (s *FileStore) run() {
 // than sleeps, since a timer shorter than a millisecond waits far longer on
 // some machines; and it stops if the clock stands still, as it does in a
 // testing/synctest bubble.
-func (s *FileStore) gather(group []*request, took time.Duration) []*request {
+func (s *FileStore) gather(group []*request, bytes int, took time.Duration) []*request {
 	quiet, most := min(took/8, gatherQuiet), min(took/2, gatherMax)
 	start := time.Now()
 	last := start // when the last request came
-	for yielded := false; len(group) < 4096; yielded = true {
+	for yielded := false; !s.full(group, bytes); yielded = true {
 		select {
 		case r := <-s.reqs:
-			group = append(group, r)
+			group, bytes = append(group, r), bytes+len(r.bodies)
 			last = time.Now()
 			continue
 		default:
@@ -496,6 +497,14 @@ func (s *FileStore) gather(group []*request, took time.Duration) []*request {
 		runtime.Gosched()
 	}
 	return group
+}
+
+// full reports whether group, whose events take bytes, is full: at 4,096
+// requests, or at MaxSegmentSize bytes, so that a segment, which a group
+// joins if it is not full yet, stays below twice MaxSegmentSize plus one
+// request, and its offsets fit in 32 bits.
+func (s *FileStore) full(group []*request, bytes int) bool {
+	return len(group) >= 4096 || int64(bytes) >= s.opts.MaxSegmentSize
 }
 
 // The bounds of gather's wait: the appenders of a group come back within

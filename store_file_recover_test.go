@@ -423,10 +423,11 @@ func TestFileStoreFaults(t *testing.T) {
 }
 
 // gatedFS holds the first write to a segment, once armed, until gate is
-// closed, and fails every later one.
+// closed, and fails every later one if fail is set.
 type gatedFS struct {
 	eventbus.FS
 	gate   chan struct{}
+	fail   bool
 	armed  atomic.Bool
 	writes atomic.Int64
 }
@@ -448,10 +449,11 @@ func (f *gatedFile) Write(b []byte) (int, error) {
 	if !f.fs.armed.Load() {
 		return f.File.Write(b)
 	}
-	if f.fs.writes.Add(1) > 1 {
+	if f.fs.writes.Add(1) == 1 {
+		<-f.fs.gate
+	} else if f.fs.fail {
 		return 0, syscall.EIO
 	}
-	<-f.fs.gate
 	return f.File.Write(b)
 }
 
@@ -462,7 +464,7 @@ func TestFileStoreFailedGroupFailsReplays(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		dir := t.TempDir()
-		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
+		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{}), fail: true}
 		s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever}, fs))
 		require.NoError(t, err)
 		fs.armed.Store(true)
@@ -486,6 +488,43 @@ func TestFileStoreFailedGroupFailsReplays(t *testing.T) {
 		for _, e := range readAll(t, s) {
 			require.NotEqual(t, "s", e.Stream)
 		}
+	})
+}
+
+// TestFileStoreGroupSize queues many appends while the committer is busy:
+// they are committed in groups of at most MaxSegmentSize bytes, so no
+// segment grows past twice that plus an append (segment offsets have 32
+// bits, and a group is written from one buffer).
+func TestFileStoreGroupSize(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		dir := t.TempDir()
+		const max = 4 << 10
+		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
+		s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: max}, fs))
+		require.NoError(t, err)
+		fs.armed.Store(true)
+		go func() { _, _ = s.Append(ctx, "blocker", eventbus.Any, newEvents(1, "t", "")...) }()
+		synctest.Wait() // the committer waits in the blocker's write
+		errs := make(chan error, 100)
+		for range 100 {
+			go func() {
+				_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 1000))...)
+				errs <- err
+			}()
+		}
+		synctest.Wait() // all wait for the next group
+		close(fs.gate)
+		for range 100 {
+			require.NoError(t, <-errs)
+		}
+		require.NoError(t, s.Close())
+		for _, path := range segments(t, dir) {
+			fi, err := os.Stat(path)
+			require.NoError(t, err)
+			require.LessOrEqual(t, fi.Size(), int64(2*max+1200), "%s", path)
+		}
+		require.Len(t, readAll(t, openFile(t, dir, nil)), 101)
 	})
 }
 
