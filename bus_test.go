@@ -717,7 +717,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, eventbus.ErrInvalid},
 		{"huge queue", func() error {
-			_, err := topic.Subscribe("q", ok, &eventbus.SubscriptionOptions{QueueSize: 1 << 40})
+			_, err := topic.Subscribe("q", ok, &eventbus.SubscriptionOptions{QueueSize: 1 << 30})
 			return err
 		}, eventbus.ErrInvalid},
 		{"negative retry", func() error {
@@ -734,7 +734,8 @@ func TestBadInput(t *testing.T) {
 		{"schema version over 2^31: Register", func() error {
 			reg, err := eventbus.NewRegistry(nil)
 			require.NoError(t, err)
-			return eventbus.Register[Order](reg, &eventbus.TypeOptions{Version: 1<<31 + 1})
+			over := int64(1)<<31 + 1 // negative on 32-bit platforms: refused too
+			return eventbus.Register[Order](reg, &eventbus.TypeOptions{Version: int(over)})
 		}, eventbus.ErrInvalid},
 		{"nil registry: Decode", func() error { _, err := eventbus.Decode[Order](nil, eventbus.EventData{Type: "Order"}); return err }, eventbus.ErrInvalid},
 		{"nil registry: Encode", func() error { _, err := (*eventbus.Registry)(nil).Encode(Order{}); return err }, eventbus.ErrInvalid},

@@ -109,8 +109,8 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 	} else if err := checkName("event type", o.Name); err != nil {
 		return err
 	}
-	if o.Version < 0 || o.Version > maxSchemaVersion {
-		return fmt.Errorf("%w: Register %v: Version %d is outside 0 to %d", ErrInvalid, goType, o.Version, maxSchemaVersion)
+	if o.Version < 0 || int64(o.Version) > maxSchemaVersion {
+		return fmt.Errorf("%w: Register %v: Version %d is outside 0 to %d", ErrInvalid, goType, o.Version, int64(maxSchemaVersion))
 	}
 	if o.Version == 0 {
 		o.Version = 1

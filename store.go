@@ -420,8 +420,8 @@ func checkEvents(stream string, events []EventData, maxEvent, maxBatch int) (int
 		if err := checkName("event type", e.Type); err != nil {
 			return 0, fmt.Errorf("stream %q: event %d: %w", stream, i, err)
 		}
-		if e.SchemaVersion < 0 || e.SchemaVersion > maxSchemaVersion {
-			return 0, fmt.Errorf("%w: stream %q: event %d: SchemaVersion %d is outside 0 to %d", ErrInvalid, stream, i, e.SchemaVersion, maxSchemaVersion)
+		if e.SchemaVersion < 0 || int64(e.SchemaVersion) > maxSchemaVersion {
+			return 0, fmt.Errorf("%w: stream %q: event %d: SchemaVersion %d is outside 0 to %d", ErrInvalid, stream, i, e.SchemaVersion, int64(maxSchemaVersion))
 		}
 		n := eventSize(e)
 		if n > maxEvent {
