@@ -409,6 +409,14 @@ func (s *FileStore) roll() error {
 	if err := s.write(w.buf); err != nil {
 		return err
 	}
+	if w.dirty {
+		// Retention may name this segment the store's start (see
+		// removeDropped): its state frame must be on disk first.
+		w.dirty = false
+		if err := w.active.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", w.active.path, err)
+		}
+	}
 	seg.checkpoint = true
 	s.retain()
 	return nil

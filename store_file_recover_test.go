@@ -528,6 +528,106 @@ func TestFileStoreGroupSize(t *testing.T) {
 	})
 }
 
+// syncedFS records how many bytes of each file were synced, so that
+// crashCopy can copy a directory as a power loss would leave it.
+type syncedFS struct {
+	eventbus.FS
+	mu      sync.Mutex
+	synced  map[string]int64  // path -> bytes on disk for good
+	renamed map[string]string // the new path of a renamed file
+}
+
+func (f *syncedFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &syncedFile{File: file, fs: f, name: name}, nil
+}
+
+func (f *syncedFS) Rename(from, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n, ok := f.synced[from]; ok {
+		f.synced[to] = n
+		delete(f.synced, from)
+	}
+	f.renamed[from] = to
+	return f.FS.Rename(from, to)
+}
+
+type syncedFile struct {
+	eventbus.File
+	fs   *syncedFS
+	name string
+}
+
+func (f *syncedFile) Sync() error {
+	if err := f.File.Sync(); err != nil {
+		return err
+	}
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	name := f.name
+	if to, ok := f.fs.renamed[name]; ok {
+		name = to
+	}
+	if fi, err := os.Stat(name); err == nil && !fi.IsDir() {
+		f.fs.synced[name] = fi.Size()
+	}
+	return nil
+}
+
+// crashCopy copies the store files of dir to a new directory, each cut
+// to the bytes that were synced, as a power loss would leave them.
+func (f *syncedFS) crashCopy(t *testing.T, dir string) string {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	copied := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		n, ok := f.synced[path]
+		if e.Name() == "LOCK" || !ok {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b[:n], 0o644))
+	}
+	return copied
+}
+
+// TestFileStoreRetentionCrash loses power, with SyncNever, just after
+// retention dropped every segment before the active one: the streams'
+// revisions and tombstones survive, since the active segment's state frame
+// is synced before the store's start moves to it.
+func TestFileStoreRetentionCrash(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	fs := &syncedFS{FS: eventbus.OSFS, synced: map[string]int64{}, renamed: map[string]string{}}
+	s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 1}, fs))
+	_, err := s.Append(ctx, "a", eventbus.NoStream, newEvents(5, "t", "")...)
+	require.NoError(t, err)
+	_, err = s.Append(ctx, "gone", eventbus.NoStream, newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Tombstone(ctx, "gone", eventbus.Any))
+	for s.Stats().FirstPosition == 0 {
+		_, err := s.Append(ctx, "filler", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 500))...)
+		require.NoError(t, err)
+	}
+
+	crashed := openFile(t, fs.crashCopy(t, dir), nil)
+	info, err := crashed.StreamInfo(ctx, "a")
+	require.NoError(t, err)
+	require.True(t, info.Exists)
+	require.EqualValues(t, 4, info.Revision, "a's revision survives its events")
+	_, err = crashed.Append(ctx, "gone", eventbus.Any, newEvents(1, "t", "")...)
+	require.ErrorIs(t, err, eventbus.ErrStreamDeleted, "the tombstone survives")
+}
+
 // TestFileStoreRetentionFaults fails the deletion of a segment file that
 // retention dropped, in a store whose older segments were written without
 // retention (so they do not start with the state of every stream): the
