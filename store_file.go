@@ -245,6 +245,7 @@ type request struct {
 	appends []StreamAppend
 	bodies  []byte
 	ends    []int
+	size    int
 	// kindDelete and kindMetadata
 	stream    string
 	expected  ExpectedRevision
@@ -377,9 +378,14 @@ func (s *FileStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([
 			r.ends = append(r.ends, len(r.bodies))
 		}
 	}
-	// Each entry adds at most its length, position, revision and time.
-	if bound := len(r.bodies) + n*(3*binary.MaxVarintLen64+8) + len(appends)*(maxStreamLen+2*binary.MaxVarintLen64) + 16; bound > maxRecord {
-		return nil, fmt.Errorf("%w: AppendMulti: %d events take %d bytes on disk, more than %d", ErrTooLarge, n, bound, maxRecord)
+	// Each entry adds at most its length, position, revision and time;
+	// each append its stream's name and two counts.
+	r.size = len(r.bodies) + n*(3*binary.MaxVarintLen64+8) + 16
+	for _, a := range appends {
+		r.size += len(a.Stream) + 2*binary.MaxVarintLen64
+	}
+	if r.size > maxRecord {
+		return nil, fmt.Errorf("%w: AppendMulti: %d events take %d bytes on disk, more than %d", ErrTooLarge, n, r.size, maxRecord)
 	}
 	if err := s.submit(ctx, r); err != nil {
 		return nil, err
@@ -432,14 +438,14 @@ func (s *FileStore) run() {
 		tick = t.C
 	}
 	var group []*request
-	var bytes int          // of group's requests
+	var bytes int          // an upper bound of the group's frames
 	var last int           // size of the last group
 	var took time.Duration // how long the last commit took
 	for {
 		group, bytes = group[:0], 0
 		select {
 		case r := <-s.reqs:
-			group, bytes = append(group, r), len(r.bodies)
+			group, bytes = append(group, r), r.size
 		case <-tick:
 			if s.w.dirty && s.failure() == nil {
 				s.w.dirty = false
@@ -455,7 +461,7 @@ func (s *FileStore) run() {
 		for !s.full(group, bytes) {
 			select {
 			case r := <-s.reqs:
-				group, bytes = append(group, r), bytes+len(r.bodies)
+				group, bytes = append(group, r), bytes+r.size
 			default:
 				break more
 			}
@@ -485,7 +491,7 @@ func (s *FileStore) gather(group []*request, bytes int, took time.Duration) []*r
 	for yielded := false; !s.full(group, bytes); yielded = true {
 		select {
 		case r := <-s.reqs:
-			group, bytes = append(group, r), bytes+len(r.bodies)
+			group, bytes = append(group, r), bytes+r.size
 			last = time.Now()
 			continue
 		default:

@@ -494,38 +494,55 @@ func TestFileStoreFailedGroupFailsReplays(t *testing.T) {
 // TestFileStoreGroupSize queues many appends while the committer is busy:
 // they are committed in groups of at most MaxSegmentSize bytes, so no
 // segment grows past twice that plus an append (segment offsets have 32
-// bits, and a group is written from one buffer).
+// bits, and a group is written from one buffer). Appends to long stream
+// names count the names.
 func TestFileStoreGroupSize(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
-		dir := t.TempDir()
-		const max = 4 << 10
-		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
-		s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: max}, fs))
-		require.NoError(t, err)
-		fs.armed.Store(true)
-		go func() { _, _ = s.Append(ctx, "blocker", eventbus.Any, newEvents(1, "t", "")...) }()
-		synctest.Wait() // the committer waits in the blocker's write
-		errs := make(chan error, 100)
-		for range 100 {
-			go func() {
-				_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 1000))...)
-				errs <- err
-			}()
-		}
-		synctest.Wait() // all wait for the next group
-		close(fs.gate)
-		for range 100 {
-			require.NoError(t, <-errs)
-		}
-		require.NoError(t, s.Close())
-		for _, path := range segments(t, dir) {
-			fi, err := os.Stat(path)
-			require.NoError(t, err)
-			require.LessOrEqual(t, fi.Size(), int64(2*max+1200), "%s", path)
-		}
-		require.Len(t, readAll(t, openFile(t, dir, nil)), 101)
-	})
+	long := func(i int) string { return strings.Repeat("s", 1000) + strconv.Itoa(i) }
+	for name, tt := range map[string]struct {
+		size   int64 // of one request on disk, at most
+		append func(s *eventbus.FileStore) error
+	}{
+		"events": {1200, func(s *eventbus.FileStore) error {
+			_, err := s.Append(context.Background(), "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 1000))...)
+			return err
+		}},
+		"stream names": {4 * 1200, func(s *eventbus.FileStore) error {
+			var as []eventbus.StreamAppend
+			for i := range 4 {
+				as = append(as, eventbus.StreamAppend{Stream: long(i), Expected: eventbus.Any, Events: newEvents(1, "t", "")})
+			}
+			_, err := s.AppendMulti(context.Background(), as...)
+			return err
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				const max = 4 << 10
+				fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
+				s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: max}, fs))
+				require.NoError(t, err)
+				fs.armed.Store(true)
+				go func() { _, _ = s.Append(context.Background(), "blocker", eventbus.Any, newEvents(1, "t", "")...) }()
+				synctest.Wait() // the committer waits in the blocker's write
+				errs := make(chan error, 100)
+				for range 100 {
+					go func() { errs <- tt.append(s) }()
+				}
+				synctest.Wait() // all wait for the next group
+				close(fs.gate)
+				for range 100 {
+					require.NoError(t, <-errs)
+				}
+				require.NoError(t, s.Close())
+				for _, path := range segments(t, dir) {
+					fi, err := os.Stat(path)
+					require.NoError(t, err)
+					require.LessOrEqual(t, fi.Size(), 2*max+tt.size, "%s", path)
+				}
+			})
+		})
+	}
 }
 
 // syncedFS records how many bytes of each file were synced, so that
