@@ -2,13 +2,11 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -46,7 +44,8 @@ type ProducerOptions struct {
 // of one key, which all go to one partition, stay in order. Records that fail
 // after franz-go's retries fail with every later record of their partition,
 // so a gap never opens, but where a record can never be written: one too
-// large for a batch is dead-lettered alone (see [Forward]). A Producer is
+// large for a batch fails alone, and is dead-lettered alone once its
+// attempts are spent (see [Forward]). A Producer is
 // safe for concurrent use.
 type Producer struct {
 	cl        *kgo.Client
@@ -116,10 +115,10 @@ func (p *Producer) Close() {
 // a batch is handled once Kafka has acknowledged it. A record that fails
 // goes through the subscription's retry policy and then to the bus's
 // dead-letter queue; so do the later events of its key, which fail with it
-// (see [Producer]). An event whose payload does not encode, or whose record
-// is too large for a batch, fails alone and is dead-lettered at once, and
-// the later events of its key are written. The payload type T must be
-// registered in the Producer's Registry.
+// (see [Producer]). An event whose payload does not encode fails alone and
+// is dead-lettered at once; one whose record is too large for a batch fails
+// alone and is retried; the later events of its key are written. The
+// payload type T must be registered in the Producer's Registry.
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
@@ -162,15 +161,14 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 // batchError names the failed events. A record that fails once buffered
 // fails with every later record of its partition, so the later events of
 // its key fail with it; one too large for a batch fails alone, before it is
-// buffered, and for good.
+// buffered. Neither error says for sure that a retry would fail too (a
+// broker refusing a whole batch as too large fails every record in it), so
+// both go through the retry policy.
 func batchError(errs []error) error {
 	var failed map[int]error
 	for i, err := range errs {
 		if err == nil {
 			continue
-		}
-		if errors.Is(err, kerr.MessageTooLarge) {
-			err = eventbus.Permanent(err)
 		}
 		if failed == nil {
 			failed = make(map[int]error)

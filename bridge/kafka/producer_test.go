@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
 // TestForwardTooLarge forwards, in one batch, an event too large for a
-// Kafka batch and a later one of its key: the large one is dead-lettered at
-// once, and the later one is written once.
+// Kafka batch and a later one of its key: the large one is dead-lettered
+// after its attempts, and the later one is written once.
 func TestForwardTooLarge(t *testing.T) {
 	checkNoLeaks(t)
 	brokers := cluster(t, "orders").ListenAddrs()
@@ -44,8 +45,44 @@ func TestForwardTooLarge(t *testing.T) {
 	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
 		dead = append(dead, dl)
 	}
-	if len(dead) != 1 || !errors.Is(dead[0].Err, kerr.MessageTooLarge) || dead[0].Attempt != 1 {
-		t.Fatalf("dead letters %v, want the large event's, after 1 attempt, with MessageTooLarge", dead)
+	if len(dead) != 1 || !errors.Is(dead[0].Err, kerr.MessageTooLarge) || dead[0].Attempt != 3 {
+		t.Fatalf("dead letters %v, want the large event's, after 3 attempts, with MessageTooLarge", dead)
+	}
+}
+
+// TestForwardBrokerRejectsBatch forwards a batch of small events that the
+// broker refuses as a whole, as larger than its limit: each event fits
+// alone, so the retries write them all, in order of their key.
+func TestForwardBrokerRejectsBatch(t *testing.T) {
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "600"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	reg := registry(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	forward(t, reg, orders, "orders", &kafka.ProducerOptions{Brokers: brokers}, &eventbus.SubscriptionOptions{
+		Workers: 1, BatchSize: 20, BatchWait: 300 * time.Millisecond,
+		Retry: &eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Millisecond},
+	})
+	for seq := range 20 {
+		if err := orders.Publish(ctx, Order{Key: "k", Seq: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bus.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := bus.DeadLetters().Len(); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+	if n := countRecords(t, ctx, brokers, "orders"); n != 20 {
+		t.Errorf("Kafka holds %d records, want 20", n)
 	}
 }
 
