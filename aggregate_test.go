@@ -2,6 +2,8 @@ package eventbus_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"iter"
 	"strings"
@@ -140,6 +142,12 @@ func TestAggregateSnapshotsOfLongName(t *testing.T) {
 		v, err := accounts.Load(ctx, stream)
 		require.NoError(t, err)
 		require.Equal(t, 3, v.State.Balance)
+
+		// A stream named as the long one's snapshots are kept has none.
+		sum := sha256.Sum256([]byte(stream))
+		_, ok, err = eventbus.LoadSnapshot[Account](ctx, s, reg, "sha256:"+hex.EncodeToString(sum[:]))
+		require.NoError(t, err)
+		require.False(t, ok, "another stream's snapshot")
 	})
 }
 

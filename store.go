@@ -392,10 +392,10 @@ func checkStream(stream string) error {
 
 // systemStream returns the name of a stream the library keeps for name,
 // prefix followed by name; or, where that is no valid stream name (too
-// long, or name is not UTF-8), prefix, "sha256:" and the hex SHA-256 of
-// name.
+// long, or name is not UTF-8), or name starts with "sha256:", prefix,
+// "sha256:" and the hex SHA-256 of name: one name, one stream.
 func systemStream(prefix, name string) string {
-	if s := prefix + name; checkStream(s) == nil {
+	if s := prefix + name; !strings.HasPrefix(name, "sha256:") && checkStream(s) == nil {
 		return s
 	}
 	sum := sha256.Sum256([]byte(name))
