@@ -135,6 +135,15 @@ func TestRedriveFailsAgain(t *testing.T) {
 					_ = topic.Publish(ctx, Order{Key: "a", N: i}) // fails in Sync mode
 				}
 				require.NoError(t, b.Flush(ctx))
+				if mode == eventbus.Sync { // Async queues them, whatever the context
+					done, cancel := context.WithCancel(ctx)
+					cancel()
+					n, err := b.DeadLetters().Redrive(done, eventbus.DeadLetterFilter{})
+					require.ErrorIs(t, err, context.Canceled)
+					require.Zero(t, n)
+					require.Equal(t, 2, calls, "no attempt with a done context")
+					require.Equal(t, 2, b.DeadLetters().Len(), "not sent, so kept")
+				}
 				for round := 1; round <= 2; round++ {
 					n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
 					require.NoError(t, err)

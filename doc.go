@@ -104,8 +104,8 @@
 // to the dead-letter queue, counted in an [*UndeliveredError]. Afterwards
 // Publish, Subscribe and NewTopic return [ErrClosed]; Flush and
 // Unsubscribe, with nothing left to wait for, return nil; and Shutdown and
-// Close return the first call's result.
-// [Subscription.Unsubscribe] does the same for one subscription.
+// Close return the first call's result. [Subscription.Unsubscribe] stops
+// one subscription the same way.
 //
 // # Errors
 //

@@ -137,12 +137,17 @@ type writer struct {
 }
 
 // forgetIDs drops the IDs of the events that retention removed, those
-// below their stream's base, as reopening the store would: a long-running
-// store with retention keeps its memory bounded, and an event ID is
-// recognised by idempotent appends for as long as its event is kept. The
-// map is built anew, since Go's maps never shrink.
+// below their stream's base, as reopening the store would, once they are
+// as many as the rest: a long-running store with retention keeps its
+// memory bounded, and the committer rebuilds the map (Go's maps never
+// shrink) only after as many events as it keeps, not at every segment.
+// Until then lookups skip the IDs below a stream's base.
 func (w *writer) forgetIDs(byID []*fileStream) {
-	ids := make(map[idKey]uint64, w.log.n-w.log.first)
+	kept := w.log.n - w.log.first
+	if uint64(len(w.ids)) < 2*kept {
+		return
+	}
+	ids := make(map[idKey]uint64, kept)
 	for k, rev := range w.ids {
 		if rev >= byID[k.stream].w.base {
 			ids[k] = rev
@@ -217,15 +222,20 @@ type streamState struct {
 func (st *streamState) next() uint64 { return st.base + uint64(len(st.positions)) }
 
 // forget drops the positions below first, removed by retention, and
-// reports whether there were any. The rest move to a new array, so that the
-// old one goes once the readers still using it are done.
+// reports whether there were any. Once the dropped ones are at least as
+// many as the rest, the rest move to a new array (the old one goes once
+// the readers still using it are done), so copying costs no more than the
+// positions appended since.
 func (st *streamState) forget(first uint64) bool {
 	k, _ := slices.BinarySearch(st.positions, first)
 	if k == 0 {
 		return false
 	}
-	st.positions = slices.Clone(st.positions[k:])
 	st.base += uint64(k)
+	st.positions = st.positions[k:]
+	if cap(st.positions) >= 2*len(st.positions) {
+		st.positions = slices.Clone(st.positions)
+	}
 	return true
 }
 

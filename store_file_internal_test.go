@@ -32,7 +32,7 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 		t.Helper()
 		first, kept := s.w.log.first, s.w.log.n-s.w.log.first
 		require.Positive(t, first, "retention removed segments")
-		require.EqualValues(t, kept, len(s.w.ids), "IDs remembered, against events kept")
+		require.LessOrEqual(t, uint64(len(s.w.ids)), 2*kept, "IDs remembered, against events kept")
 		var positions uint64
 		for _, st := range s.byID {
 			require.Equal(t, st.w.base, st.r.base, "stream %s: read and write sides", st.name)

@@ -509,14 +509,17 @@ func (s *FileStore) removeDropped() {
 		}
 	}
 	if w.recorded == w.start {
-		w.dropped = slices.DeleteFunc(w.dropped, func(seg *segment) bool {
-			err := s.fs.Remove(seg.path)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
+		// Oldest first, stopping at a failure: the files left then have
+		// no gap, and a store whose START file is lost still opens.
+		n := 0
+		for _, seg := range w.dropped {
+			if err := s.fs.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
-				return false
+				break
 			}
-			return true
-		})
+			n++
+		}
+		w.dropped = slices.Delete(w.dropped, 0, n)
 		errs = append(errs, s.syncDir())
 	}
 	err := errors.Join(errs...)

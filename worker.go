@@ -236,6 +236,9 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		if s.stopped.Load() || s.bus.closed.Load() {
 			return ErrClosed
 		}
+		if err := ctx.Err(); err != nil {
+			return err // not sent: its attempts would be spent on a done context
+		}
 		// Sent and handled: an event that fails again is a dead letter
 		// again, as in Async mode, not one left in the queue.
 		_ = s.runSync(s.topic.syncContext(ctx, e), e)

@@ -46,10 +46,12 @@ type ConsumerOptions struct {
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
-	// committed; zero means 30 seconds.
+	// committed, and how long a rebalance waits for the same before it
+	// gives up the partitions; zero means 30 seconds.
 	DrainTimeout time.Duration
 	// Logger receives failed commits and fetch errors, which are retried,
-	// and bad records of the dead-letter topic itself, which are skipped.
+	// bad records of the dead-letter topic itself, which are skipped, and
+	// the failures of a Sync-mode topic's handlers.
 	// Nil means silent.
 	Logger *slog.Logger
 	// Client holds further franz-go options, such as kgo.DialTLSConfig or
@@ -188,7 +190,7 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 			// The handlers of a Sync-mode topic failed: the bus has
 			// retried and dead-lettered the event, as its workers do in
 			// Async mode. The record is done with.
-			c.log.Debug("kafka: handlers failed; the bus dead-lettered the event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+			c.log.Warn("kafka: handlers failed; the bus dead-lettered the event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 			err = nil
 		}
 		return nil, err
