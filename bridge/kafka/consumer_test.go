@@ -32,11 +32,7 @@ func publishOrders(t *testing.T, ctx context.Context, brokers []string, reg *eve
 // the first record: the bus dead-letters the event, as its workers would in
 // Async mode, and Run goes on to the next record.
 func TestConsumerSyncBus(t *testing.T) {
-	checkNoLeaks(t)
-	brokers := cluster(t, "orders").ListenAddrs()
-	reg := registry(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	brokers, reg, ctx := setup(t, "orders")
 	publishOrders(t, ctx, brokers, reg, 2)
 
 	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
@@ -72,11 +68,7 @@ func TestConsumerSyncBus(t *testing.T) {
 // returns about DrainTimeout later, with the final commit's error, without
 // waiting for the handler.
 func TestConsumerDrainTimeout(t *testing.T) {
-	checkNoLeaks(t)
-	brokers := cluster(t, "orders").ListenAddrs()
-	reg := registry(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	brokers, reg, ctx := setup(t, "orders")
 	publishOrders(t, ctx, brokers, reg, 1)
 
 	bus := newBus(t, nil)
@@ -118,10 +110,7 @@ func (o OrderRef) AggregateID() string { return o.Key }
 // pointer: it is a bad record, sent to the dead-letter topic, and Run goes
 // on.
 func TestConsumerNilValue(t *testing.T) {
-	checkNoLeaks(t)
-	brokers := cluster(t, "orders", "dead").ListenAddrs()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	brokers, _, ctx := setup(t, "orders", "dead")
 	reg, err := eventbus.NewRegistry(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -50,6 +50,18 @@ func cluster(t testing.TB, topics ...string) *kfake.Cluster {
 	return c
 }
 
+// setup starts a test of the Kafka topics: it checks for leaks, starts a
+// cluster with them, and returns its brokers, a registry of Order, and a
+// context that ends the test after 30 seconds at most.
+func setup(t *testing.T, topics ...string) ([]string, *eventbus.Registry, context.Context) {
+	t.Helper()
+	checkNoLeaks(t)
+	brokers := cluster(t, topics...).ListenAddrs()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return brokers, registry(t), ctx
+}
+
 func newBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	t.Helper()
 	b, err := eventbus.New(opts)

@@ -18,11 +18,7 @@ import (
 // Kafka batch and a later one of its key: the large one is dead-lettered
 // after its attempts, and the later one is written once.
 func TestForwardTooLarge(t *testing.T) {
-	checkNoLeaks(t)
-	brokers := cluster(t, "orders").ListenAddrs()
-	reg := registry(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	brokers, reg, ctx := setup(t, "orders")
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
 	forward(t, reg, orders, "orders", &kafka.ProducerOptions{Brokers: brokers, BatchMaxBytes: 2048}, &eventbus.SubscriptionOptions{
@@ -90,11 +86,7 @@ func TestForwardBrokerRejectsBatch(t *testing.T) {
 // from the one the payload's type is registered at: the record's header
 // names the version the payload was encoded at.
 func TestForwardSchemaVersion(t *testing.T) {
-	checkNoLeaks(t)
-	brokers := cluster(t, "orders").ListenAddrs()
-	reg := registry(t) // Order at version 1
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	brokers, reg, ctx := setup(t, "orders") // Order at version 1
 	bus := newBus(t, nil)
 	orders, err := eventbus.NewTopic[Order](bus, "orders", &eventbus.TopicOptions[Order]{SchemaVersion: 2})
 	if err != nil {
