@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -186,10 +187,12 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 		env := dl.Envelope
 		env.Attempt = 0
 		if err := dl.redrive(ctx, &env); err != nil {
+			err = fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
 			q.mu.Lock()
-			q.entries = append(taken[i:len(taken):len(taken)], q.entries...)
+			// A copy: taken is Redrive's, and dl points into it.
+			q.entries = append(slices.Clone(taken[i:]), q.entries...)
 			q.mu.Unlock()
-			return i, fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
+			return i, err
 		}
 	}
 	return len(taken), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -155,6 +156,34 @@ func TestRedriveFailsAgain(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConcurrentRedrives redrives, from two goroutines at once, a dead
+// letter whose subscription is gone: each failure names it, and the queue
+// keeps it (run with -race: the put-back once shared memory with Redrive).
+func TestConcurrentRedrives(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	sub := subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
+	ctx := context.Background()
+	require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+	require.NoError(t, b.Flush(ctx))
+	require.NoError(t, sub.Unsubscribe(ctx))
+	dl, ok := firstDeadLetter(b)
+	require.True(t, ok)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for range 20000 {
+				if _, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{}); err != nil && !strings.Contains(err.Error(), dl.ID.String()) {
+					t.Errorf("Redrive = %v, want an error naming %s", err, dl.ID)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, 1, b.DeadLetters().Len())
 }
 
 // TestDeadLetterSinkContextOutlivesClose closes a bus with events queued:
