@@ -181,7 +181,8 @@ func (w *worker[T]) gather(batch []Event[T], done <-chan struct{}) []Event[T] {
 	defer t.Stop()
 	for {
 		// An empty take marks the worker parked, so publishers wake it.
-		more, _, stopped := w.q.take(w.low(), nil, &w.stats)
+		low, laned := w.held()
+		more, _, stopped := w.q.take(low, laned, nil, &w.stats)
 		batch = append(batch, more...)
 		if stopped || len(batch) >= w.sub.batch.size {
 			return batch

@@ -43,7 +43,9 @@ type Options struct {
 	// GOMAXPROCS. Events with the same key always go to the same worker.
 	Workers int
 	// QueueSize is the default capacity of each worker's queue; zero means
-	// 1024. Publish waits while the queue for its event is full.
+	// 1024. Publish waits while the queue for its event is full. Events
+	// that wait behind a retry of their key count toward it, so memory
+	// stays bounded while a key fails.
 	QueueSize int
 	// Middleware wraps the handler of every subscription, outside the
 	// subscription's own middleware; the first given is the outermost.

@@ -20,6 +20,7 @@ type queue[T any] struct {
 	source  uint32 // ID source number; enq numbers the events
 	enq     uint64 // sequence number of the next event appended
 	low     uint64 // every event below this sequence number is finished
+	laned   int    // events the worker holds back for a retry of their key
 	parked  bool   // the worker waits on wake
 	stopped bool   // intake closed: the subscription or the bus is stopping
 	wake    chan struct{}
@@ -34,8 +35,10 @@ func (q *queue[T]) init(limit int, source uint32) {
 	q.wake = make(chan struct{}, 1)
 }
 
-// full reports whether an append must wait. Callers hold mu.
-func (q *queue[T]) full() bool { return len(q.items) >= q.limit }
+// full reports whether an append must wait: events queued, and those the
+// worker holds in lanes behind a retry, count toward the bound. Callers
+// hold mu.
+func (q *queue[T]) full() bool { return len(q.items)+q.laned >= q.limit }
 
 // push appends d and reports whether the worker must be woken. Callers hold
 // mu and have checked stopped and full.
@@ -74,16 +77,21 @@ func (q *queue[T]) signal() {
 	}
 }
 
-// take records that every event below low is finished, then hands every
+// take records that every event below low is finished and that laned
+// events wait in the worker's lanes, then hands every
 // queued event to the worker, with the sequence number of the first, and
 // reports whether intake has stopped. The worker gives back the slice of its
 // previous batch, spare, emptied, to hold the next events: two slices serve
 // a worker for good. With nothing queued take returns nil and marks the
 // worker parked.
-func (q *queue[T]) take(low uint64, spare []Event[T], stats *counters) ([]Event[T], uint64, bool) {
+func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters) ([]Event[T], uint64, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.setLow(low)
+	if laned < q.laned {
+		q.room.notify()
+	}
+	q.laned = laned
 	stats.copyTo(&q.stats)
 	if len(q.items) == 0 {
 		q.parked = true

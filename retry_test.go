@@ -216,6 +216,38 @@ func TestRetryRunsUnderLoad(t *testing.T) {
 	})
 }
 
+// TestRetryLanesAreBounded publishes to a key that waits for a retry:
+// the events held behind it count toward the queue's bound, so Publish
+// waits for room instead of queueing without limit.
+func TestRetryLanesAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 8, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		failed := false
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			if !failed {
+				failed = true
+				return errFlaky
+			}
+			return nil
+		}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		n := 0
+		for ; n < 1000; n++ {
+			if err := topic.Publish(ctx, Order{Key: "k", N: n}); err != nil {
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				break
+			}
+			synctest.Wait() // the worker moves what it took into the lane
+		}
+		require.LessOrEqual(t, n, 2*8+1, "events accepted while the key waits")
+		require.NoError(t, b.Flush(context.Background()))
+		require.EqualValues(t, n, b.Metrics().Subscriptions[0].Handled, "every accepted event, once the retry ran")
+	})
+}
+
 func TestShutdownCutsRetriesShort(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		policy := eventbus.RetryPolicy{MaxAttempts: 100, InitialDelay: time.Minute, MaxDelay: time.Minute}

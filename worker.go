@@ -370,7 +370,8 @@ func (w *worker[T]) loop() {
 			default:
 			}
 		}
-		batch, base, stopped := w.q.take(w.low(), w.spare, &w.stats)
+		low, laned := w.held()
+		batch, base, stopped := w.q.take(low, laned, w.spare, &w.stats)
 		if batch != nil && w.sub.batch.wait > 0 && !stopped {
 			batch = w.gather(batch, done)
 		}
@@ -408,16 +409,15 @@ func (w *worker[T]) number(events []Event[T], base uint64) {
 	}
 }
 
-// low returns the lowest sequence number not yet finished.
-func (w *worker[T]) low() uint64 {
-	low := w.taken
-	if len(w.lanes) == 0 {
-		return low
-	}
+// held returns the lowest sequence number not yet finished, and the number
+// of events waiting in lanes, which count toward the queue's bound.
+func (w *worker[T]) held() (low uint64, laned int) {
+	low = w.taken
 	for _, l := range w.lanes {
 		low = min(low, l.items[0].seq)
+		laned += len(l.items)
 	}
-	return low
+	return low, laned
 }
 
 func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) {
