@@ -413,6 +413,9 @@ func (w *worker[T]) number(events []Event[T], base uint64) {
 // of events waiting in lanes, which count toward the queue's bound.
 func (w *worker[T]) held() (low uint64, laned int) {
 	low = w.taken
+	if len(w.lanes) == 0 { // the common case: no map iteration
+		return low, 0
+	}
 	for _, l := range w.lanes {
 		low = min(low, l.items[0].seq)
 		laned += len(l.items)
