@@ -126,7 +126,6 @@ type writer struct {
 	log     fileLog
 	ids     map[idKey]uint64 // revision of each event ID of each stream
 	dropped []*segment       // by retention, their files not yet deleted
-	start   uint64           // the first segment retention kept
 	// recorded is the segment that the start file names, or 0.
 	recorded uint64
 	active   *segment

@@ -146,7 +146,7 @@ func (s *FileStore) recover() error {
 	if err != nil {
 		return err
 	}
-	s.w.start, s.w.recorded = start, start
+	s.w.recorded = start
 	var total int64
 	sizes := make([]int64, len(seqs))
 	for i, seq := range seqs {
@@ -484,7 +484,6 @@ func (s *FileStore) drop(segs []*segment, k int, total int64) {
 		_ = seg.f.Close()
 	}
 	w.dropped = append(w.dropped, segs[:k]...)
-	w.start = segs[k].seq
 }
 
 // removeDropped deletes the files of the segments that retention dropped.
@@ -499,16 +498,17 @@ func (s *FileStore) removeDropped() {
 	if len(w.dropped) == 0 {
 		return
 	}
+	start := s.segs[0].seq // only the committer changes s.segs
 	var errs []error
-	if w.recorded != w.start {
-		if f, err := s.createFile(filepath.Join(s.dir, startFile), []byte(strconv.FormatUint(w.start, 10)+"\n")); err != nil {
+	if w.recorded != start {
+		if f, err := s.createFile(filepath.Join(s.dir, startFile), []byte(strconv.FormatUint(start, 10)+"\n")); err != nil {
 			errs = append(errs, err)
 		} else {
 			errs = append(errs, f.Close())
-			w.recorded = w.start
+			w.recorded = start
 		}
 	}
-	if w.recorded == w.start {
+	if w.recorded == start {
 		// Oldest first, stopping at a failure: the files left then have
 		// no gap, and a store whose START file is lost still opens.
 		n := 0

@@ -160,12 +160,13 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 	if _, ok := c.routes[kafkaTopic]; ok {
 		return fmt.Errorf("%w: Kafka topic %q is routed already", eventbus.ErrDuplicate, kafkaTopic)
 	}
+	pointer := reflect.TypeFor[T]().Kind() == reflect.Pointer // a nil value is a bad record
 	c.routes[kafkaTopic] = func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key string) (error, error) {
 		v, err := eventbus.Decode[T](c.reg, *e)
 		if err != nil {
 			return err, nil
 		}
-		if rv := reflect.ValueOf(any(v)); !rv.IsValid() || rv.Kind() == reflect.Pointer && rv.IsNil() {
+		if pointer && any(v) == any(*new(T)) { // no boxing: T is a pointer
 			return fmt.Errorf("kafka: the value of the record decodes to a nil %v", reflect.TypeFor[T]()), nil
 		}
 		md := make(eventbus.Metadata, len(e.Metadata)+5)
