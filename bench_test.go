@@ -279,6 +279,8 @@ func BenchmarkMiddleware(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) { syncBench(b, c.opts) })
 	}
 	b.Run("none-async", func(b *testing.B) { benchBus(b, 1, 4, eventbus.Options{}) })
+	b.Run("noop-layer-async", func(b *testing.B) { benchBus(b, 1, 4, cases[1].opts) })
+	b.Run("noop-layer-x2-async", func(b *testing.B) { benchBus(b, 1, 4, cases[2].opts) })
 	b.Run("full-chain-async", func(b *testing.B) { benchBus(b, 1, 4, full) })
 	b.Run("full-chain+logging-async", func(b *testing.B) { benchBus(b, 1, 4, logged) })
 }

@@ -57,7 +57,11 @@ type envelope[T any] struct {
 // and returns its untyped view.
 func (env *envelope[T]) fill(e *Event[T], sub string, attempt int) *Envelope {
 	env.typed.v = e.Payload
-	env.Envelope = Envelope{Header: e.Header, Subscription: sub, Attempt: attempt, event: &env.typed}
+	env.Header = e.Header
+	env.Subscription = sub
+	env.Attempt = attempt
+	env.event = &env.typed
+	env.duplicate = false
 	return &env.Envelope
 }
 
