@@ -19,40 +19,74 @@ const clockTick = 500 * time.Microsecond
 // so it never goes backwards.
 type clock struct {
 	start  time.Time
-	custom func() time.Time          // Options.Clock; nil for the built-in clock
-	cached atomic.Pointer[time.Time] // the last reading; nil when stale
-	wake   chan struct{}             // capacity 1: the refresher should run
-	done   chan struct{}             // closed when the bus stops
+	custom func() time.Time        // Options.Clock; nil for the built-in clock
+	cached atomic.Pointer[reading] // the last reading; never nil
+	wake   chan struct{}           // capacity 1: the refresher should run
+	done   chan struct{}           // closed when the bus stops
+}
+
+// reading is a cached clock reading. A stale one is the last reading handed
+// out, kept so that the next one never goes back before it.
+type reading struct {
+	t     time.Time
+	stale bool
 }
 
 func newClock(custom func() time.Time, done chan struct{}) *clock {
-	return &clock{start: time.Now(), custom: custom, wake: make(chan struct{}, 1), done: done}
+	c := &clock{start: time.Now(), custom: custom, wake: make(chan struct{}, 1), done: done}
+	c.cached.Store(&reading{t: c.start, stale: true})
+	return c
 }
 
 func (c *clock) now() time.Time {
 	if c.custom != nil {
 		return c.custom()
 	}
-	if t := c.cached.Load(); t != nil {
-		return *t
+	if r := c.cached.Load(); !r.stale {
+		return r.t
 	}
 	// A reading is shared as it is: building a time.Time from a duration
 	// for each event cost 10% of a keyed publish. So a reading costs an
 	// allocation: about one per clockTick, one more for each publisher
 	// that races to refresh it.
-	t := c.start.Add(time.Since(c.start))
-	if !c.cached.CompareAndSwap(nil, &t) {
-		// Another publisher's reading went in first: share it, so that the
-		// readings handed out go forward even between racing publishers.
-		if p := c.cached.Load(); p != nil {
-			return *p
-		}
-	}
+	t := c.install(c.start.Add(time.Since(c.start)))
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 	return t
+}
+
+// install caches t, a new reading, unless another publisher's went in
+// first, and returns the reading to use. It replaces only the stale
+// reading it compared t with, so the readings handed out never go back,
+// even from a publisher held up for a whole tick between its read and its
+// install.
+func (c *clock) install(t time.Time) time.Time {
+	for {
+		r := c.cached.Load()
+		if !r.stale {
+			return r.t // another publisher's reading went in first: share it
+		}
+		if t.Before(r.t) {
+			t = r.t
+		}
+		if c.cached.CompareAndSwap(r, &reading{t: t}) {
+			return t
+		}
+	}
+}
+
+// expire marks the cached reading stale, and reports whether it was fresh.
+func (c *clock) expire() bool {
+	r := c.cached.Load()
+	if r.stale {
+		return false
+	}
+	// Only the refresher expires readings, and publishers only replace
+	// stale ones: r is still the cached reading.
+	c.cached.Store(&reading{t: r.t, stale: true})
+	return true
 }
 
 // elapsed returns the time since the bus started, for timing handlers: one
@@ -90,7 +124,7 @@ func (c *clock) refresh() {
 				t.Stop()
 				return
 			}
-			if c.cached.Swap(nil) == nil {
+			if !c.expire() {
 				break // nothing was published during the tick
 			}
 		}
