@@ -2,7 +2,10 @@ package eventbus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
 )
 
 // StoreTopic is a topic whose events are committed to a [Store] before any
@@ -22,7 +25,8 @@ type StoreTopic[T any] struct {
 }
 
 // maxStoreTopicNameLen is the longest name of a StoreTopic, leaving room
-// for the names of its durable subscriptions.
+// in the names of its durable subscriptions for '.' and a hashed
+// subscription name (see durableName).
 const maxStoreTopicNameLen = 200
 
 // NewStoreTopic returns the topic name (1 to 200 letters, digits, '.', '_'
@@ -93,14 +97,39 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 
 // Subscribe starts the durable subscription named after the topic and name
-// (for topic "orders" and name "mailer", "orders.mailer"), which hands h
-// the topic's events: those of T's event type in the topic's streams.
-// opts.Filter is replaced by that selection. See [SubscribeDurable].
+// (1 to 249 letters, digits, '.', '_' and '-'), which hands h the topic's
+// events: those of T's event type in the topic's streams. The durable
+// subscription's name is the topic's name, '.', and name ("orders.mailer"
+// for topic "orders" and name "mailer"); or, for a name that has a '.',
+// starts with "sha256-" or is too long for that, the topic's name,
+// ".sha256-" and 32 hex digits of name's SHA-256. So every topic and name
+// make a subscription of their own: topic "orders" with name "eu.mailer"
+// never shares a checkpoint with topic "orders.eu" and name "mailer".
+// opts.Filter is replaced by the topic's selection. It returns an error
+// wrapping [ErrInvalid] for a bad name, or one as [SubscribeDurable] does.
 func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
+	if err := checkName("subscription", name); err != nil {
+		return nil, fmt.Errorf("store topic %q: %w", t.name, err)
+	}
 	var o DurableOptions
 	if opts != nil {
 		o = *opts
 	}
 	o.Filter = Filter{StreamPrefix: t.stream(""), Types: []string{t.eventType}}
-	return SubscribeDurable(ctx, t.bus, t.store, t.reg, t.name+"."+name, h, &o)
+	return SubscribeDurable(ctx, t.bus, t.store, t.reg, t.durableName(name), h, &o)
+}
+
+// durableName returns the name of the durable subscription name of the
+// topic, as Subscribe documents. The last '.' of a durable name parts the
+// topic's name from the subscription's, which therefore has no '.' of its
+// own; names that do, and those too long, are hashed, into a name that
+// starts with "sha256-" and so is never that of another subscription.
+// Hashed, the longest topic's name makes a durable name of 200+8+32 = 240
+// bytes, the most there is room for.
+func (t *StoreTopic[T]) durableName(name string) string {
+	if s := t.name + "." + name; !strings.Contains(name, ".") && !strings.HasPrefix(name, "sha256-") && len(s) <= maxDurableNameLen {
+		return s
+	}
+	sum := sha256.Sum256([]byte(name))
+	return t.name + ".sha256-" + hex.EncodeToString(sum[:16])
 }

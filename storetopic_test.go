@@ -239,3 +239,104 @@ func TestStoreTopicBadInput(t *testing.T) {
 	_, err = refs.Publish(ctx, &ref{ID: "r1"})
 	require.NoError(t, err)
 }
+
+// TestStoreTopicSubscriptionNamesDoNotMix subscribes "eu.mailer" to the
+// topic "orders" and "mailer" to the topic "orders.eu", names that joined
+// by a '.' read alike: each is a durable subscription of its own, with a
+// checkpoint of its own, and both run at once.
+func TestStoreTopicSubscriptionNamesDoNotMix(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		orders := newStoreTopic[Deposited](t, bus, s, reg, "orders")
+		eu := newStoreTopic[Deposited](t, bus, s, reg, "orders.eu")
+		var mu sync.Mutex
+		got := map[string][]int{}
+		handler := func(topic string) eventbus.Handler[Deposited] {
+			return func(_ context.Context, e eventbus.Event[Deposited]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[topic] = append(got[topic], e.Payload.Amount)
+				return nil
+			}
+		}
+		_, err := eu.Publish(ctx, Deposited{Amount: 1})
+		require.NoError(t, err)
+		last, err := orders.Publish(ctx, Deposited{Amount: 2})
+		require.NoError(t, err)
+
+		mailer, err := orders.Subscribe(ctx, "eu.mailer", handler("orders"), nil)
+		require.NoError(t, err)
+		require.NoError(t, mailer.WaitFor(ctx, last.Position))
+		require.NoError(t, mailer.Stop(ctx)) // its checkpoint is past both events
+		euMailer, err := eu.Subscribe(ctx, "mailer", handler("orders.eu"), nil)
+		require.NoError(t, err)
+		require.NoError(t, euMailer.WaitFor(ctx, last.Position))
+		mu.Lock()
+		require.Equal(t, []int{1}, got["orders.eu"], "orders.eu's event, before the checkpoint of orders' subscription")
+		mu.Unlock()
+		_, err = orders.Subscribe(ctx, "eu.mailer", handler("orders"), nil)
+		require.NoError(t, err, "resuming orders' subscription while orders.eu's runs")
+
+		synctest.Wait()
+		require.NoError(t, bus.Shutdown(ctx))
+		require.Equal(t, map[string][]int{"orders": {2}, "orders.eu": {1}}, got)
+		if mailer.Name() == euMailer.Name() {
+			t.Errorf("both subscriptions are named %q", mailer.Name())
+		}
+	})
+}
+
+// TestStoreTopicSubscriptionNames subscribes names at the edges of the
+// rules to topics with names at theirs: every pair of valid names makes a
+// durable subscription of its own, named after the two where that is
+// unambiguous, and bad names are refused.
+func TestStoreTopicSubscriptionNames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := backends[0].open(t)
+		reg := newBankRegistry(t)
+		bus := newBus(t, &eventbus.Options{Workers: 1})
+		ctx := context.Background()
+		h := func(context.Context, eventbus.Event[Deposited]) error { return nil }
+		longest := strings.Repeat("t", 200)
+		topics := []string{"t", "t.", "t.t", "t..", longest[:199] + ".", longest}
+		subs := []string{
+			"s", "t", ".", "..", "s.t", "t.s", "-", "_", "sha256-0",
+			strings.Repeat("s", 39), strings.Repeat("s", 40), strings.Repeat("s", 249), strings.Repeat(".", 249),
+		}
+		seen := map[string]string{} // durable name -> topic and subscription names
+		subscribe := func(st *eventbus.StoreTopic[Deposited], topic, sub string) string {
+			t.Helper()
+			d, err := st.Subscribe(ctx, sub, h, nil)
+			if err != nil {
+				t.Errorf("StoreTopic(%.40q).Subscribe(%.40q) = %v, want nil", topic, sub, err)
+				return ""
+			}
+			pair := topic + " / " + sub
+			if other, ok := seen[d.Name()]; ok {
+				t.Errorf("%.90s and %.90s are both the durable subscription %.90q", other, pair, d.Name())
+			}
+			seen[d.Name()] = pair
+			readable := topic + "." + sub
+			if !strings.Contains(sub, ".") && !strings.HasPrefix(sub, "sha256-") && len(readable) <= 240 && d.Name() != readable {
+				t.Errorf("StoreTopic(%.40q).Subscribe(%.40q).Name() = %.90q, want %.90q", topic, sub, d.Name(), readable)
+			}
+			return d.Name()
+		}
+		for _, topic := range topics {
+			st := newStoreTopic[Deposited](t, bus, s, reg, topic)
+			for _, sub := range subs {
+				subscribe(st, topic, sub)
+			}
+			// A subscription named like the hashed name of another.
+			hashed := subscribe(st, topic, "s.s")
+			subscribe(st, topic, strings.TrimPrefix(hashed, topic+"."))
+			for _, bad := range []string{"", "s s", strings.Repeat("s", 250)} {
+				if _, err := st.Subscribe(ctx, bad, h, nil); !errors.Is(err, eventbus.ErrInvalid) {
+					t.Errorf("StoreTopic(%.40q).Subscribe(%.40q) = %v, want %v", topic, bad, err, eventbus.ErrInvalid)
+				}
+			}
+		}
+		require.NoError(t, bus.Close())
+	})
+}
