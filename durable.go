@@ -109,8 +109,9 @@ const maxDurableNameLen = 240
 // it must wait for this one to stop; on the same bus, it may resume once
 // this one has stopped. It returns an error wrapping [ErrInvalid] for a bad
 // name, handler or option, [ErrDuplicate] if b has a running durable
-// subscription of that name, [ErrClosed] after Shutdown, or the store's
-// error reading the checkpoint.
+// subscription of that name or a topic named "durable." and the name that
+// [NewTopic] made, [ErrClosed] after Shutdown, or the store's error reading
+// the checkpoint.
 func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
@@ -169,18 +170,27 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 
 // durableTopic returns the internal topic of a durable subscription: a new
 // one, or the one that a stopped durable subscription of the same name
-// left, so that it can be resumed on the same bus.
+// left, so that it can be resumed on the same bus. A topic of that name
+// made by NewTopic is never taken over: it returns an error wrapping
+// ErrDuplicate, as it does while the durable subscription runs.
 func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
-	t, err := NewTopic(b, name, &TopicOptions[RecordedEvent]{Mode: Async, EventType: name})
-	if errors.Is(err, ErrDuplicate) {
-		b.mu.Lock()
-		old, _ := b.topics[name].(*Topic[RecordedEvent])
-		b.mu.Unlock()
-		if old != nil && len(*old.subs.Load()) == 0 {
+	t, err := NewTopic(b, name, &TopicOptions[RecordedEvent]{Mode: Async, EventType: name, durable: true})
+	if !errors.Is(err, ErrDuplicate) {
+		return t, err
+	}
+	b.mu.Lock()
+	other, taken := b.topics[name]
+	b.mu.Unlock()
+	old, _ := other.(*Topic[RecordedEvent])
+	switch {
+	case old != nil && old.durable:
+		if len(*old.subs.Load()) == 0 {
 			return old, nil
 		}
+	case taken:
+		return nil, fmt.Errorf("%w: topic %q is the application's, not a durable subscription's", ErrDuplicate, name)
 	}
-	return t, err
+	return nil, err
 }
 
 // decoding returns h as a handler of stored events.

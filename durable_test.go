@@ -231,6 +231,48 @@ func TestDurableResumeOnSameBus(t *testing.T) {
 	})
 }
 
+// TestDurableTopicNotTakenOver makes topics of its own named like the
+// internal topics of durable subscriptions ("durable." and the name): the
+// durable subscriptions are refused with ErrDuplicate, and the topics keep
+// their events to themselves. A durable subscription stopped on the bus
+// still starts again on its own topic (see also TestDurableResumeOnSameBus).
+func TestDurableTopicNotTakenOver(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		var mu sync.Mutex
+		got := map[string]int{}
+		h := func(topic string) eventbus.Handler[eventbus.RecordedEvent] {
+			return func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[topic]++
+				return nil
+			}
+		}
+		mine := newTopic[eventbus.RecordedEvent](t, bus, "durable.ledger", nil)
+		newTopic[Deposited](t, bus, "durable.audit", nil)
+		last := appendDeposits(t, s, reg, "a", 2).Position
+		for _, name := range []string{"ledger", "audit"} {
+			if _, err := eventbus.SubscribeDurable(ctx, bus, s, nil, name, h("durable."+name), nil); !errors.Is(err, eventbus.ErrDuplicate) {
+				t.Errorf("SubscribeDurable(%q) with a topic %q of the bus's user = %v, want %v", name, "durable."+name, err, eventbus.ErrDuplicate)
+			}
+		}
+		subscribe(t, mine, "mine", h("mine"), nil)
+
+		d := subscribeDurable(t, bus, s, nil, "projection", h("durable.projection"), nil)
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx))
+		more := appendDeposits(t, s, reg, "a", 1).Position
+		d = subscribeDurable(t, bus, s, nil, "projection", h("durable.projection"), nil)
+		require.NoError(t, d.WaitFor(ctx, more))
+
+		synctest.Wait()
+		require.NoError(t, bus.Shutdown(ctx))
+		require.Equal(t, map[string]int{"durable.projection": 3}, got)
+	})
+}
+
 func TestSubscribeDurableInvalid(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)
