@@ -31,9 +31,19 @@ type DeadLetter struct {
 // DeadLetterSink receives every new dead letter, for alerting or to keep
 // it somewhere durable; the payload is dl.Payload(), which encoding dl
 // itself (with encoding/json, say) leaves out. Put is called from the
-// goroutine that gave up on the event, without any lock of the bus held, so
-// it may block that worker: a slow sink should hand off. Its error is
-// counted, never retried.
+// goroutine that gave up on the event (a worker, or a Sync-mode publisher),
+// without any lock of the bus held, so it may block that worker: a slow sink
+// should hand off. Its error is counted, never retried.
+//
+// ctx is a handler's context for the dead letter's event, never cancelled,
+// even when the bus stops without grace, so that the sink can still write
+// somewhere. Events the sink publishes or redrives with ctx are linked to
+// the dead letter's (its correlation ID, and its ID as causation ID) and
+// never wait for room, which might have to come from the very worker that
+// runs the sink; for the same reason [Bus.Flush], [Subscription.Unsubscribe]
+// and [Bus.Shutdown] called with ctx return an error wrapping [ErrInvalid].
+// This holds for every dead letter: failed, abandoned by a stop, or lost to
+// a handler's runtime.Goexit.
 type DeadLetterSink interface {
 	Put(ctx context.Context, dl DeadLetter) error
 }

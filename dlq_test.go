@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -258,4 +260,189 @@ func TestRedriveFromHandler(t *testing.T) {
 		require.Equal(t, []int{-1, 2, 3, 1}, handled)
 		require.Zero(t, b.DeadLetters().Len())
 	})
+}
+
+// TestDeadLetterSinkAfterGoexit has a sink publish, with its context, into
+// the full queue of the worker that calls it, after a handler called
+// runtime.Goexit: as from a handler, the event is queued past the bound
+// instead of waiting for room that only that worker could make, and it is
+// linked to the dead letter's event.
+func TestDeadLetterSinkAfterGoexit(t *testing.T) {
+	tests := []struct {
+		name  string
+		retry bool // Goexit during the retry
+		batch bool
+	}{
+		{name: "first attempt"},
+		{name: "retry", retry: true},
+		{name: "batch", batch: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var topic *eventbus.Topic[Order]
+				var dead []eventbus.DeadLetter
+				sink := eventbus.DeadLetterFunc(func(ctx context.Context, dl eventbus.DeadLetter) error {
+					dead = append(dead, dl)
+					return topic.Publish(ctx, Order{Key: "k", N: 100 + dl.Payload().(Order).N})
+				})
+				opts := &eventbus.Options{Workers: 1, QueueSize: 1, DeadLetterSink: sink}
+				if tt.retry {
+					opts.Retry = eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}
+				}
+				b := newBus(t, opts)
+				topic = newTopic[Order](t, b, "orders", nil)
+				gate := make(chan struct{})
+				attempts := 0
+				var handled []eventbus.Event[Order]
+				one := func(e eventbus.Event[Order]) error {
+					if e.Payload.N == 1 {
+						<-gate // until 2 fills the queue
+						if attempts++; tt.retry && attempts == 1 {
+							return errFlaky
+						}
+						runtime.Goexit()
+					}
+					handled = append(handled, e)
+					return nil
+				}
+				var err error
+				if tt.batch {
+					_, err = topic.SubscribeBatch("s", func(_ context.Context, es []eventbus.Event[Order]) error {
+						for _, e := range es {
+							_ = one(e)
+						}
+						return nil
+					}, nil)
+				} else {
+					_, err = topic.Subscribe("s", func(_ context.Context, e eventbus.Event[Order]) error { return one(e) }, nil)
+				}
+				require.NoError(t, err)
+				ctx := context.Background()
+				corr := eventbus.NewID()
+				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 1}, eventbus.WithCorrelationID(corr)))
+				synctest.Wait()
+				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 2}))
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+				require.NoError(t, b.Flush(ctx)) // and the sink's event, published meanwhile
+
+				require.Len(t, dead, 1)
+				require.Len(t, handled, 2)
+				require.Equal(t, []int{2, 101}, []int{handled[0].Payload.N, handled[1].Payload.N})
+				_, sinkErrs := b.DeadLetters().Evicted()
+				require.Zero(t, sinkErrs)
+				require.Equal(t, dead[0].ID, handled[1].CausationID, "the sink's event is caused by the dead letter's")
+				require.Equal(t, corr, handled[1].CorrelationID)
+			})
+		})
+	}
+}
+
+// TestDeadLetterSinkWhenAbandoned unsubscribes without grace while the sink
+// publishes into another subscription's full queue and flushes: for the
+// events the stop abandons as for one that failed, the sink's Publish never
+// waits for room, its event is linked to the dead letter's, and Flush
+// refuses to wait (for the worker calling the sink, among others).
+func TestDeadLetterSinkWhenAbandoned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b *eventbus.Bus
+		var topic *eventbus.Topic[Order]
+		var dead []eventbus.DeadLetter
+		var flushErrs []error
+		sink := eventbus.DeadLetterFunc(func(ctx context.Context, dl eventbus.DeadLetter) error {
+			dead = append(dead, dl)
+			flushErrs = append(flushErrs, b.Flush(ctx))
+			return topic.Publish(ctx, Order{N: 100 + dl.Payload().(Order).N})
+		})
+		b = newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1, DeadLetterSink: sink})
+		topic = newTopic[Order](t, b, "orders", nil)
+		sub := subscribe(t, topic, "stopped", func(ctx context.Context, e eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		gate := make(chan struct{})
+		var handled []eventbus.Event[Order]
+		subscribe(t, topic, "slow", func(_ context.Context, e eventbus.Event[Order]) error {
+			<-gate
+			handled = append(handled, e)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		corr := eventbus.NewID()
+		for n := 1; n <= 2; n++ { // 1 in both handlers, 2 filling both queues
+			require.NoError(t, topic.Publish(ctx, Order{N: n}, eventbus.WithCorrelationID(corr)))
+			synctest.Wait()
+		}
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, sub.Unsubscribe(done), &ue)
+		require.Equal(t, 1, ue.Count, "2 abandoned; 1 failed")
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+
+		require.Len(t, dead, 2)
+		for _, err := range flushErrs {
+			require.ErrorIs(t, err, eventbus.ErrInvalid)
+		}
+		_, sinkErrs := b.DeadLetters().Evicted()
+		require.Zero(t, sinkErrs)
+		var got []int
+		for _, e := range handled {
+			got = append(got, e.Payload.N)
+		}
+		require.Equal(t, []int{1, 2, 101, 102}, got)
+		for i, dl := range dead {
+			require.Equal(t, dl.ID, handled[2+i].CausationID, "the sink's event is caused by the dead letter's")
+			require.Equal(t, corr, handled[2+i].CorrelationID)
+		}
+	})
+}
+
+// TestDeadLetterSinkLineage has a sink publish with its context in both
+// modes, for an event that failed and again once redriven: the sink's event
+// is linked to the dead letter's event each time.
+func TestDeadLetterSinkLineage(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(modeName[mode], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var topic *eventbus.Topic[Order]
+				var dead []eventbus.DeadLetter
+				sink := eventbus.DeadLetterFunc(func(ctx context.Context, dl eventbus.DeadLetter) error {
+					dead = append(dead, dl)
+					return topic.Publish(ctx, Order{N: 100})
+				})
+				b := newBus(t, &eventbus.Options{Mode: mode, DeadLetterSink: sink})
+				topic = newTopic[Order](t, b, "orders", nil)
+				var children []eventbus.Header
+				subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+					if e.Payload.N == 100 {
+						children = append(children, e.Header)
+						return nil
+					}
+					return eventbus.Permanent(errFlaky)
+				}, nil)
+				ctx := context.Background()
+				corr := eventbus.NewID()
+				// Each second Flush waits for the event the sink published
+				// while the first one waited.
+				_ = topic.Publish(ctx, Order{N: 1}, eventbus.WithCorrelationID(corr)) // fails in Sync mode
+				require.NoError(t, b.Flush(ctx))
+				require.NoError(t, b.Flush(ctx))
+				n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+				require.NoError(t, err)
+				require.Equal(t, 1, n)
+				require.NoError(t, b.Flush(ctx))
+				require.NoError(t, b.Flush(ctx))
+
+				require.Len(t, dead, 2)
+				require.Len(t, children, 2)
+				for i, h := range children {
+					require.Equal(t, dead[i].ID, h.CausationID, "dead letter %d", i)
+					require.Equal(t, corr, h.CorrelationID, "dead letter %d", i)
+				}
+			})
+		})
+	}
 }

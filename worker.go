@@ -566,13 +566,12 @@ var errGoexit = errors.New("eventbus: handler called runtime.Goexit (t.FailNow o
 func (w *worker[T]) salvage() {
 	now := time.Now()
 	err := &PanicError{Value: errGoexit, Stack: debug.Stack()}
-	ctx := w.sub.ctx
 	switch {
 	case w.inLane:
 		l := w.lanes[w.lane]
 		p := &l.items[0]
 		w.stats.attempt(p.attempts, false, err, &p.e.Header, 0, 0)
-		w.sub.deadLetter(ctx, &p.e, p.attempts, err, now, now, &w.stats)
+		w.deadLetter(&p.e, p.attempts, err, now, now)
 		l.items = l.items[1:]
 		if len(l.items) == 0 {
 			delete(w.lanes, w.lane)
@@ -585,13 +584,13 @@ func (w *worker[T]) salvage() {
 		if w.sub.batch.handler != nil {
 			for i := range w.chunk {
 				w.stats.attempt(1, false, err, &w.chunk[i].Header, 0, 0)
-				w.sub.deadLetter(ctx, &w.chunk[i], 1, err, now, now, &w.stats)
+				w.deadLetter(&w.chunk[i], 1, err, now, now)
 			}
 			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
 		} else {
 			e := &w.batch[w.next-1]
 			w.stats.attempt(1, false, err, &e.Header, 0, 0)
-			w.sub.deadLetter(ctx, e, 1, err, now, now, &w.stats)
+			w.deadLetter(e, 1, err, now, now)
 		}
 		w.q.unshift(w.batch[w.next:])
 		w.taken = w.base + uint64(w.next)
@@ -603,8 +602,7 @@ func (w *worker[T]) salvage() {
 // batch, its lanes and its queue) after the subscription was killed, and
 // counts it as undelivered.
 func (w *worker[T]) abandon(rest []Event[T]) {
-	ctx := w.sub.ctx
-	cause := context.Cause(ctx)
+	cause := context.Cause(w.sub.ctx)
 	now := time.Now()
 	w.q.stop()
 	queued, qbase := w.q.drain()
@@ -613,9 +611,9 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	for _, l := range w.lanes {
 		for _, p := range l.items {
 			if p.err != nil {
-				w.sub.deadLetter(ctx, &p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, p.last, &w.stats)
+				w.deadLetter(&p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, p.last)
 			} else {
-				w.sub.deadLetter(ctx, &p.e, 0, cause, now, now, &w.stats)
+				w.deadLetter(&p.e, 0, cause, now, now)
 			}
 			n++
 		}
@@ -623,7 +621,7 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	clear(w.lanes)
 	for _, batch := range [][]Event[T]{rest, queued} {
 		for i := range batch {
-			w.sub.deadLetter(ctx, &batch[i], 0, cause, now, now, &w.stats)
+			w.deadLetter(&batch[i], 0, cause, now, now)
 			n++
 		}
 	}
@@ -632,4 +630,14 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	}
 	w.sub.undelivered.Add(int64(n))
 	w.q.finishAll(&w.stats)
+}
+
+// deadLetter dead-letters e outside its handler (after a Goexit, or when
+// the worker abandons it) with a fresh handler context for e, the context
+// the sink gets for an event that failed: what the sink publishes is linked
+// to e, and since the sink runs in the worker, its Publish must not wait for
+// room, nor its Flush for the worker, which a handler's context sees to.
+func (w *worker[T]) deadLetter(e *Event[T], attempts int, err error, first, last time.Time) {
+	ctx := w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header)
+	w.sub.deadLetter(ctx, e, attempts, err, first, last, &w.stats)
 }
