@@ -66,7 +66,9 @@ type Options struct {
 	// Metrics, since there counting costs atomic operations.
 	Metrics bool
 	// Logger receives the bus's own reports (a failing sink, undelivered
-	// events at shutdown). Nil means silent.
+	// events at shutdown). Nil means silent. A failing sink is reported
+	// with the context the sink was given (see DeadLetterSink), so a log
+	// handler that publishes with it never waits for room either.
 	Logger *slog.Logger
 	// Clock, if set, replaces the clock that stamps events, for tests with
 	// stable output. It must be safe for concurrent use.

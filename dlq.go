@@ -92,12 +92,16 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
 	if q.sink != nil {
 		// The handler's context may be cancelled already: the bus is
 		// stopping without grace, and these are the events it abandons.
-		if err := q.sink.Put(context.WithoutCancel(ctx), dl); err != nil {
+		ctx := context.WithoutCancel(ctx)
+		if err := q.sink.Put(ctx, dl); err != nil {
 			q.mu.Lock()
 			q.sinkErrs++
 			q.mu.Unlock()
 			if q.logger != nil {
-				q.logger.Warn("eventbus: dead-letter sink failed", "id", dl.ID.String(), "subscription", dl.Subscription, "error", err)
+				// With the handler's context, as for the sink: a log
+				// handler that publishes with it must not wait for room
+				// that only this worker could make.
+				q.logger.WarnContext(ctx, "eventbus: dead-letter sink failed", "id", dl.ID.String(), "subscription", dl.Subscription, "error", err)
 			}
 		}
 	}

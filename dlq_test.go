@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -446,3 +447,54 @@ func TestDeadLetterSinkLineage(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadLetterSinkFailureLogNeverWaits gives the bus a logger whose
+// handler publishes what it logs, with the context it is given, into the
+// full queue of the worker whose sink failed: the report of the failure
+// comes with the sink's context, so the handler never waits for room that
+// only that worker could make, and its event is linked to the dead letter's.
+func TestDeadLetterSinkFailureLogNeverWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &publishingLog{}
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1, Logger: slog.New(h),
+			DeadLetterSink: eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("sink down") })})
+		h.topic = newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var handled []eventbus.Event[Order]
+		subscribe(t, h.topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 1 {
+				<-gate // until 2 fills the queue
+				return eventbus.Permanent(errFlaky)
+			}
+			handled = append(handled, e)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		corr := eventbus.NewID()
+		require.NoError(t, h.topic.Publish(ctx, Order{Key: "k", N: 1}, eventbus.WithCorrelationID(corr)))
+		synctest.Wait()
+		require.NoError(t, h.topic.Publish(ctx, Order{Key: "k", N: 2}))
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.NoError(t, b.Flush(ctx)) // and the logger's event, published meanwhile
+
+		dl, ok := firstDeadLetter(b)
+		require.True(t, ok)
+		require.Len(t, handled, 2)
+		require.Equal(t, []int{2, 200}, []int{handled[0].Payload.N, handled[1].Payload.N})
+		require.Equal(t, dl.ID, handled[1].CausationID, "the logger's event is caused by the dead letter's")
+		require.Equal(t, corr, handled[1].CorrelationID)
+	})
+}
+
+// publishingLog is a slog.Handler that publishes an Order{N: 200} for every
+// record, with the context it is given, as a handler shipping logs over the
+// bus would.
+type publishingLog struct{ topic *eventbus.Topic[Order] }
+
+func (h *publishingLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *publishingLog) Handle(ctx context.Context, _ slog.Record) error {
+	return h.topic.Publish(ctx, Order{Key: "k", N: 200})
+}
+func (h *publishingLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *publishingLog) WithGroup(string) slog.Handler      { return h }
