@@ -32,8 +32,8 @@ type DeadLetter struct {
 // it somewhere durable; the payload is dl.Payload(), which encoding dl
 // itself (with encoding/json, say) leaves out. Put is called from the
 // goroutine that gave up on the event (a worker, or a Sync-mode publisher),
-// without any lock of the bus held, so it may block that worker: a slow sink
-// should hand off. Its error is counted, never retried.
+// without any lock of the bus held, so it holds that goroutine up: a slow
+// sink should hand off. Its error is counted, never retried.
 //
 // ctx is a handler's context for the dead letter's event, never cancelled,
 // even when the bus stops without grace, so that the sink can still write
@@ -191,6 +191,10 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // and one that fails again is a new dead letter, as in Async mode. It stops
 // at the first error (the context's, or ErrClosed when a subscription is
 // gone) and puts the unsent ones back. It returns the number sent.
+//
+// In Async mode it waits for room in a full queue, as Publish does; with a
+// handler's context (a [DeadLetterSink] gets one), which might be waiting
+// for its own worker, it never waits and queues past the bound.
 func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
 	if err := checkContext(ctx, "Redrive"); err != nil {
 		return 0, err

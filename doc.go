@@ -37,9 +37,10 @@
 // An event is queued for every subscription or for none, never for some.
 // Nothing is dropped silently. A handler that publishes never waits for room
 // (its event is queued past the bound), so a handler publishing to its own
-// topic cannot deadlock the bus. In [Sync] mode the handlers run in the
-// publishing goroutine before Publish returns, and their errors come back to
-// the publisher.
+// topic cannot deadlock the bus; nor can a [DeadLetterSink], which runs in
+// the worker too. In [Sync] mode the handlers run in the publishing
+// goroutine before Publish returns, and their errors come back to the
+// publisher.
 //
 // [Bus.Flush] waits until everything published before it has been handled.
 //
