@@ -107,13 +107,18 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.entries) >= q.capacity {
-		n := len(q.entries) - q.capacity + 1
+	q.evict(1)
+	q.entries = append(q.entries, dl)
+}
+
+// evict drops the oldest entries, counting them, until room more fit.
+// Callers hold mu.
+func (q *DeadLetterQueue) evict(room int) {
+	if n := len(q.entries) + room - q.capacity; n > 0 {
 		clear(q.entries[:n])
 		q.entries = q.entries[n:]
 		q.evicted += uint64(n)
 	}
-	q.entries = append(q.entries, dl)
 }
 
 // Len returns the number of dead letters held.
@@ -190,7 +195,9 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // as they are sent; in Sync mode they are handled before Redrive returns,
 // and one that fails again is a new dead letter, as in Async mode. It stops
 // at the first error (the context's, or ErrClosed when a subscription is
-// gone) and puts the unsent ones back. It returns the number sent.
+// gone) and puts the unsent ones back (the oldest going, as in a full
+// queue, if dead letters that came meanwhile leave no room). It returns the
+// number sent.
 //
 // In Async mode it waits for room in a full queue, as Publish does; with a
 // handler's context (a [DeadLetterSink] gets one), which might be waiting
@@ -209,6 +216,9 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 			q.mu.Lock()
 			// A copy: taken is Redrive's, and dl points into it.
 			q.entries = append(slices.Clone(taken[i:]), q.entries...)
+			// Dead letters that came meanwhile may leave no room for them
+			// all: the oldest go, as when the queue is full.
+			q.evict(0)
 			q.mu.Unlock()
 			return i, err
 		}

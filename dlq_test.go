@@ -498,3 +498,35 @@ func (h *publishingLog) Handle(ctx context.Context, _ slog.Record) error {
 }
 func (h *publishingLog) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *publishingLog) WithGroup(string) slog.Handler      { return h }
+
+// TestFailedRedriveKeepsTheBound fails a Redrive part way after the events
+// it sent made new dead letters: the entries it puts back must not take the
+// queue past its capacity, and the oldest go, counted as evicted.
+func TestFailedRedriveKeepsTheBound(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 2})
+	orders := newTopic[Order](t, b, "orders", nil)
+	audits := newTopic[Order](t, b, "audits", nil)
+	refunds := newTopic[Order](t, b, "refunds", nil)
+	// One failed order makes two dead letters: its audit's and its own.
+	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		_ = audits.Publish(ctx, e.Payload)
+		return errFlaky
+	}, nil)
+	subscribe(t, audits, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	refund := subscribe(t, refunds, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	ctx := context.Background()
+	require.ErrorIs(t, orders.Publish(ctx, Order{N: 1}), errFlaky)
+	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 2}), errFlaky)
+	q := b.DeadLetters()
+	require.Equal(t, []string{"orders/s/1", "refunds/s/2"}, collect(q, eventbus.DeadLetterFilter{}))
+	require.NoError(t, refund.Unsubscribe(ctx))
+
+	// The order goes and fails again (two new dead letters); the refund's
+	// subscription is gone, so it comes back: three for two places.
+	n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{})
+	require.ErrorIs(t, err, eventbus.ErrClosed)
+	require.Equal(t, 1, n)
+	require.Equal(t, []string{"audits/s/1", "orders/s/1"}, collect(q, eventbus.DeadLetterFilter{}))
+	evicted, _ := q.Evicted()
+	require.EqualValues(t, 2, evicted, "the first audit's dead letter, then the refund's")
+}
