@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -434,8 +435,37 @@ func TestSyncModeReturnsErrors(t *testing.T) {
 	require.ErrorIs(t, err, errA)
 	require.ErrorIs(t, err, errB)
 	require.Equal(t, []string{"a", "ok", "b"}, ran, "handlers ran before Publish returned, in order")
+	var failed []eventbus.HandlerError
+	joined, ok := err.(interface{ Unwrap() []error })
+	require.True(t, ok, "Publish(N: 1) = %v, want errors joined", err)
+	for _, e := range joined.Unwrap() {
+		var h *eventbus.HandlerError
+		require.ErrorAs(t, e, &h)
+		failed = append(failed, *h)
+	}
+	if diff := cmp.Diff([]eventbus.HandlerError{{Subscription: "a", Err: errA}, {Subscription: "b", Err: errB}}, failed, cmpopts.EquateErrors()); diff != "" {
+		t.Errorf("Publish(N: 1) returned handler errors (-want +got):\n%s", diff)
+	}
 	require.NoError(t, topic.Publish(ctx, Order{N: 0}))
 	require.Equal(t, 2, b.DeadLetters().Len(), "each final failure is also dead-lettered")
+
+	// A refusal is no handler's failure: no handler ran.
+	ran = nil
+	err = topic.Publish(ctx, Order{N: 1}, nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	var h *eventbus.HandlerError
+	require.False(t, errors.As(err, &h), "Publish with a nil option = %v, want no *HandlerError", err)
+	require.Empty(t, ran)
+}
+
+// TestTopicBus checks that a topic tells its own bus, as the Kafka bridge
+// needs to refuse a topic of another bus than its consumer's.
+func TestTopicBus(t *testing.T) {
+	b1, b2 := newBus(t, nil), newBus(t, nil)
+	t1 := newTopic[Order](t, b1, "orders", nil)
+	t2 := newTopic[Order](t, b2, "orders", nil)
+	require.Same(t, b1, t1.Bus())
+	require.Same(t, b2, t2.Bus())
 }
 
 func TestFlushWaitsForEverything(t *testing.T) {

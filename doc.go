@@ -40,7 +40,7 @@
 // topic cannot deadlock the bus; nor can a [DeadLetterSink], which runs in
 // the worker too. In [Sync] mode the handlers run in the publishing
 // goroutine before Publish returns, and their errors come back to the
-// publisher.
+// publisher, one [*HandlerError] per failed subscription.
 //
 // [Bus.Flush] waits until everything published before it has been handled.
 //

@@ -94,6 +94,26 @@ func (e *PanicError) Unwrap() error {
 	return err
 }
 
+// HandlerError is a subscription's failure to handle an event in Sync mode,
+// after its retries; the event has been handed to the bus's dead-letter
+// queue. A Sync-mode Publish returns one for each subscription that failed,
+// joined: an error without one means that Publish refused the event and
+// no handler ran.
+type HandlerError struct {
+	// Subscription is the name of the subscription that failed.
+	Subscription string
+	// Err is the handler's last error.
+	Err error
+}
+
+// Error names the subscription and its error.
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("subscription %q: %v", e.Subscription, e.Err)
+}
+
+// Unwrap returns the handler's error, so errors.Is sees through it.
+func (e *HandlerError) Unwrap() error { return e.Err }
+
 // UndeliveredError reports events that a forced shutdown or an
 // Unsubscribe left unhandled. Each of them is also handed to the bus's
 // dead-letter queue, so none is lost without a trace.

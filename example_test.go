@@ -81,11 +81,17 @@ func Example_sync() {
 		log.Fatal(err)
 	}
 	fmt.Println(users.Publish(context.Background(), UserCreated{UserID: "u-1", Email: "aiko@example.com"}))
-	fmt.Println(users.Publish(context.Background(), UserCreated{UserID: "u-2"}))
+	err = users.Publish(context.Background(), UserCreated{UserID: "u-2"})
+	fmt.Println(err)
+	var failed *eventbus.HandlerError
+	if errors.As(err, &failed) {
+		fmt.Printf("handled by %s, which failed: %v\n", failed.Subscription, failed.Err)
+	}
 	// Output:
 	// mail sent to aiko@example.com
 	// <nil>
 	// subscription "mailer": no address
+	// handled by mailer, which failed: no address
 }
 
 // Events with the same key are handled one at a time, in publish order, by

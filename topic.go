@@ -138,6 +138,10 @@ func (t *Topic[T]) Name() string { return t.name }
 // EventType returns the event type name stamped on the topic's events.
 func (t *Topic[T]) EventType() string { return t.eventType }
 
+// Bus returns the bus that t belongs to, whose Flush and Shutdown cover
+// its events.
+func (t *Topic[T]) Bus() *Bus { return t.bus }
+
 // Subscribe adds a subscription named name that hands every event published
 // on t from now on to h. Names follow the rules of topic names and are unique
 // within a topic. opts may be nil.
@@ -212,7 +216,8 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 // event is queued past the bound.
 //
 // In Sync mode it runs each subscription's handler (with retries) in turn
-// and returns their errors joined; ctx becomes the handlers' context.
+// and returns a [*HandlerError] for each that failed, joined; ctx becomes
+// the handlers' context.
 //
 // It returns [ErrClosed] after Shutdown; in Sync mode, events are then
 // not handled. It returns an error wrapping [ErrInvalid] for a nil
@@ -424,7 +429,7 @@ func (t *Topic[T]) publishSync(ctx context.Context, e *Event[T]) error {
 	var errs []error
 	for _, s := range *t.subs.Load() {
 		if err := s.runSync(ctx, e); err != nil {
-			errs = append(errs, fmt.Errorf("subscription %q: %w", s.name, err))
+			errs = append(errs, &HandlerError{Subscription: s.name, Err: err})
 		}
 	}
 	return errors.Join(errs...)
