@@ -36,8 +36,9 @@ type ConsumerOptions struct {
 	MaxPollRecords int
 	// DeadLetterTopic, if set, receives a copy of every record that cannot
 	// be made into an event (no bridge headers, a type the registry does
-	// not know, a payload that does not decode, a topic with no Route
-	// that options in Client made it consume), with its error in the
+	// not know, a payload that does not decode, an event the bus topic's
+	// Publish refuses, a topic with no Route that options in Client made
+	// it consume), with its error in the
 	// header "eventbus-error". If empty, such a record stops Run with an
 	// error, and is read again by the next run. A bad record read from the
 	// dead-letter topic itself (routed, or consumed through options in
@@ -141,16 +142,31 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 }
 
 // Route makes c publish the records of kafkaTopic on t, which must be a topic
-// of c's bus, decoding them as T (see eventbus.Decode). A record that does
-// not decode, or decodes to a nil pointer, is a bad record. On a Sync-mode
-// topic the handlers run in Run's goroutine; an event whose handlers fail is
-// retried and dead-lettered by the bus, as in Async mode, and Run goes on.
-// Call it before Run.
+// of c's bus (whose Flush the commits wait for), decoding them as T (see
+// eventbus.Decode). A record that does not decode, decodes to a nil pointer,
+// or whose event t's Publish refuses (an error wrapping eventbus.ErrInvalid,
+// say) is a bad record: the event was published nowhere. On a Sync-mode
+// topic the handlers run in Run's goroutine; an event whose handlers fail
+// (an [eventbus.HandlerError], whatever it wraps) is retried and
+// dead-lettered by the bus, as in Async mode, and Run goes on. Call it
+// before Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
-// already, and eventbus.ErrInvalid for an empty name or once Run started.
+// already, and eventbus.ErrInvalid for an empty name, a topic of another bus,
+// or once Run started.
 func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
+	return routeVia(c, kafkaTopic, t, nil)
+}
+
+// routeVia is Route with publish in place of t.Publish, if it is not nil.
+func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publish func(context.Context, T, ...eventbus.PublishOption) error) error {
 	if c == nil || kafkaTopic == "" || t == nil {
 		return fmt.Errorf("%w: Route needs a consumer, a Kafka topic and a bus topic", eventbus.ErrInvalid)
+	}
+	if t.Bus() != c.bus {
+		return fmt.Errorf("%w: Route(%q): topic %q is not on the consumer's bus", eventbus.ErrInvalid, kafkaTopic, t.Name())
+	}
+	if publish == nil {
+		publish = t.Publish
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -186,15 +202,25 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 		if !e.CorrelationID.IsZero() {
 			opts = append(opts, eventbus.WithCorrelationID(e.CorrelationID))
 		}
-		err = t.Publish(ctx, v, opts...)
-		if err != nil && !errors.Is(err, eventbus.ErrClosed) && ctx.Err() == nil {
+		err = publish(ctx, v, opts...)
+		var failed *eventbus.HandlerError
+		switch {
+		case err == nil:
+			return nil, nil
+		case ctx.Err() != nil:
+			return nil, err // Run is stopping; the record is read again
+		case errors.As(err, &failed):
 			// The handlers of a Sync-mode topic failed: the bus has
 			// retried and dead-lettered the event, as its workers do in
 			// Async mode. The record is done with.
 			c.log.Warn("kafka: handlers failed; the bus dead-lettered the event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-			err = nil
+			return nil, nil
+		case errors.Is(err, eventbus.ErrClosed):
+			return nil, err
 		}
-		return nil, err
+		// Publish refused the event, which no handler will see: committed
+		// past, the record would be lost without a trace.
+		return fmt.Errorf("topic %q refused the event: %w", t.Name(), err), nil
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,39 +31,153 @@ func publishOrders(t *testing.T, ctx context.Context, brokers []string, reg *eve
 }
 
 // TestConsumerSyncBus consumes into a Sync-mode bus whose handler fails on
-// the first record: the bus dead-letters the event, as its workers would in
-// Async mode, and Run goes on to the next record.
+// the first records: the bus dead-letters each event, as its workers would
+// in Async mode, and Run goes on to the next record. What the handler's
+// error wraps does not matter: eventbus.ErrInvalid or eventbus.ErrClosed
+// from a handler is its failure, not the bus refusing the event.
 func TestConsumerSyncBus(t *testing.T) {
-	brokers, reg, ctx := setup(t, "orders")
-	publishOrders(t, ctx, brokers, reg, 2)
+	brokers, reg, ctx := setup(t, "orders", "dead")
+	failures := []error{
+		errors.New("handler fails"),
+		fmt.Errorf("%w: the handler finds the order bad", eventbus.ErrInvalid),
+		fmt.Errorf("the handler's store: %w", eventbus.ErrClosed),
+	}
+	publishOrders(t, ctx, brokers, reg, len(failures)+1)
 
 	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic(t, bus)
-	second := make(chan struct{})
+	last := make(chan struct{})
 	if _, err := orders.Subscribe("shipping", func(_ context.Context, e eventbus.Event[Order]) error {
-		if e.Payload.Seq == 0 {
-			return errors.New("handler fails")
+		if e.Payload.Seq < len(failures) {
+			return failures[e.Payload.Seq]
 		}
-		close(second)
+		close(last)
 		return nil
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", CommitInterval: 10 * time.Millisecond})
+	stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", DeadLetterTopic: "dead", CommitInterval: 10 * time.Millisecond})
 	select {
-	case <-second:
+	case <-last:
 	case <-ended:
 		t.Fatalf("Run() = %v after a handler failed", stop())
 	case <-ctx.Done():
-		t.Fatal("the second record was not handled")
+		t.Fatal("the last record was not handled")
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run() = %v, want nil", err)
 	}
-	if n := bus.DeadLetters().Len(); n != 1 {
-		t.Errorf("the bus holds %d dead letters, want the 1 whose handler failed", n)
+	if n := bus.DeadLetters().Len(); n != len(failures) {
+		t.Errorf("the bus holds %d dead letters, want the %d whose handler failed", n, len(failures))
+	}
+	if n := countRecords(t, ctx, brokers, "dead"); n != 0 {
+		t.Errorf("the dead-letter topic holds %d records, want 0: the bus had them", n)
 	}
 	checkCommittedAll(t, ctx, brokers, "g", "orders")
+}
+
+// TestConsumerRefusedEvent consumes records whose event the bus topic's
+// Publish refuses (here with a nil PublishOption, which the Consumer never
+// passes): the event was published nowhere, so in either mode the record is
+// a bad record, sent to the dead-letter topic if there is one, else stopping
+// Run with the error, and never committed past silently.
+func TestConsumerRefusedEvent(t *testing.T) {
+	brokers, reg, ctx := setup(t, "orders", "dead-async", "dead-sync")
+	publishOrders(t, ctx, brokers, reg, 2) // one key: one partition, in order
+	// The cases share the cluster: each reads "orders" in a group of its
+	// own, and dead-letters to a topic of its own.
+	for _, mode := range []string{"async", "sync"} {
+		for _, deadLetter := range []string{"dead-" + mode, ""} {
+			t.Run(fmt.Sprintf("%s, dead-letter topic %q", mode, deadLetter), func(t *testing.T) {
+				m := map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync}[mode]
+				testConsumerRefusedEvent(t, ctx, brokers, reg, m, "g-"+mode+"-"+deadLetter, deadLetter)
+			})
+		}
+	}
+}
+
+func testConsumerRefusedEvent(t *testing.T, ctx context.Context, brokers []string, reg *eventbus.Registry, mode eventbus.Mode, group, deadLetter string) {
+	bus := newBus(t, &eventbus.Options{Mode: mode})
+	orders := newTopic(t, bus)
+	first, second := make(chan struct{}), make(chan struct{})
+	if _, err := orders.Subscribe("shipping", func(_ context.Context, e eventbus.Event[Order]) error {
+		close([]chan struct{}{first, second}[e.Payload.Seq])
+		return nil
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: group, DeadLetterTopic: deadLetter, CommitInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuseFirst := func(ctx context.Context, o Order, opts ...eventbus.PublishOption) error {
+		if o.Seq == 0 {
+			opts = append(opts, nil)
+		}
+		return orders.Publish(ctx, o, opts...)
+	}
+	if err := kafka.RouteVia(cons, "orders", orders, refuseFirst); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- cons.Run(runCtx) }()
+
+	if deadLetter == "" {
+		select {
+		case err := <-runErr:
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "orders/") {
+				t.Errorf("Run() = %v, want an error naming the record and wrapping eventbus.ErrInvalid", err)
+			}
+		case <-second:
+			stop()
+			t.Fatalf("Run went on past the refused record; then returned %v", <-runErr)
+		case <-ctx.Done():
+			t.Fatal("Run did not stop on the refused record")
+		}
+		if err := bus.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-second:
+			t.Error("the record after the refused one was handled, without the refused one being dead-lettered")
+		default:
+		}
+		return
+	}
+
+	select {
+	case <-second:
+	case err := <-runErr:
+		t.Fatalf("Run() = %v before the second record was handled", err)
+	case <-ctx.Done():
+		t.Fatal("the second record was not handled")
+	}
+	stop()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+	select {
+	case <-first:
+		t.Error("the refused event was handled")
+	default:
+	}
+	// The refused record was dead-lettered before the next was published.
+	if n := countRecords(t, ctx, brokers, deadLetter); n != 1 {
+		t.Fatalf("the dead-letter topic holds %d records, want the 1 refused", n)
+	}
+	dl := readOne(t, ctx, brokers, deadLetter)
+	var reason string
+	for _, h := range dl.Headers {
+		if h.Key == "eventbus-error" {
+			reason = string(h.Value)
+		}
+	}
+	if !strings.Contains(reason, "nil PublishOption") {
+		t.Errorf("the dead-lettered record's eventbus-error is %q, want the bus's refusal", reason)
+	}
+	checkCommittedAll(t, ctx, brokers, group, "orders")
 }
 
 // TestConsumerDrainTimeout stops a consumer while a handler runs on: Run

@@ -11,7 +11,7 @@ import (
 // bus to another, without Kafka: encoded into a record as Forward does, and
 // published on t from the record as a Consumer does.
 func RoundTrip[T any](reg *eventbus.Registry, t *eventbus.Topic[T]) (func(context.Context, eventbus.Event[T]) error, error) {
-	c := &Consumer{reg: reg, routes: make(map[string]route)}
+	c := &Consumer{bus: t.Bus(), reg: reg, routes: make(map[string]route)}
 	if err := Route(c, "orders", t); err != nil {
 		return nil, err
 	}
@@ -31,4 +31,11 @@ func RoundTrip[T any](reg *eventbus.Registry, t *eventbus.Topic[T]) (func(contex
 		bad, err := publish(ctx, r, &parsed, key)
 		return errors.Join(bad, err)
 	}, nil
+}
+
+// RouteVia is Route with publish in place of t.Publish, for tests of what
+// Route does with errors that the bus, given the Consumer's arguments, does
+// not return.
+func RouteVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publish func(context.Context, T, ...eventbus.PublishOption) error) error {
+	return routeVia(c, kafkaTopic, t, publish)
 }

@@ -34,6 +34,13 @@ func TestBadInput(t *testing.T) {
 			return err
 		},
 		"route without consumer": func() error { return kafka.Route[Order](nil, "k", topic) },
+		"route to a topic of another bus": func() error {
+			c, err := kafka.NewConsumer(newBus(t, nil), reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+			if err != nil {
+				return err
+			}
+			return kafka.Route(c, "k", topic)
+		},
 		"relay without producer": func() error {
 			_, err := kafka.NewRelay(store, nil, &kafka.RelayOptions{Name: "r", Topic: "k"})
 			return err
