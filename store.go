@@ -608,12 +608,17 @@ const maxSchemaVersion = 1 << 31
 // retention deleted while the read ran.
 var errRetained = errors.New("eventbus: removed by retention")
 
+// getter returns the event at an index (a revision or a position) of a
+// store's snapshot for yieldEach, and whether the read keeps it. Each
+// store writes its own, so that the work done per event stays one call.
+type getter func(uint64) (RecordedEvent, bool, error)
+
 // yieldEach yields the events that get returns for indexes, skipping those
 // it does not keep, up to limit (0: no limit). It skips the events that
 // retention deleted meanwhile too, so that a read runs as if they had been
 // deleted before it started. It stops with an error when get fails, ctx
 // is done or closed is set, and reports whether the consumer wants more.
-func yieldEach(ctx context.Context, closed *atomic.Bool, limit int, indexes iter.Seq[uint64], get func(uint64) (RecordedEvent, bool, error), yield func(RecordedEvent, error) bool) bool {
+func yieldEach(ctx context.Context, closed *atomic.Bool, limit int, indexes iter.Seq[uint64], get getter, yield func(RecordedEvent, error) bool) bool {
 	yielded, seen := 0, 0
 	for i := range indexes {
 		if seen%checkEvery == 0 {
@@ -658,18 +663,84 @@ func interrupted(ctx context.Context, closed *atomic.Bool) error {
 	return nil
 }
 
+// snapshotter is what readStream, readAll and stateOf need of a store:
+// snapshots of what it has committed, taken under its lock to read
+// without it.
+type snapshotter interface {
+	// streamView takes a snapshot of stream, whose getter keeps the events
+	// that keep selects; readStream fills keep in before it reads.
+	streamView(stream string, keep *streamKeep) streamView
+	// logView takes a snapshot of the log: the events kept are at
+	// positions first to n-1, and get is a getter of those that f selects.
+	logView(f *Filter) (first, n uint64, get getter)
+	// info returns the state of stream, for stateOf, which holds the
+	// store's lock for reading.
+	info(stream string) StreamInfo
+}
+
+// stateOf is [Store.StreamInfo] for store s, whose lock is mu.
+func stateOf(ctx context.Context, s snapshotter, mu *sync.RWMutex, closed *atomic.Bool, stream string) (StreamInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return StreamInfo{}, err
+	}
+	if err := checkStream(stream); err != nil {
+		return StreamInfo{}, err
+	}
+	mu.RLock()
+	defer mu.RUnlock()
+	if closed.Load() {
+		return StreamInfo{}, ErrClosed
+	}
+	return s.info(stream), nil
+}
+
+// readAll is [Store.ReadAll] for store s.
+func readAll(ctx context.Context, s snapshotter, closed *atomic.Bool, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) { yieldAll(ctx, s, closed, &o, yield) }
+}
+
+// yieldAll runs one iteration of readAll. It is a function of its own,
+// as catchUp.run is, so that inlining readAll into a store's method does
+// not stop yieldEach from being inlined here: yield would escape, and
+// with it the caller's loop body.
+func yieldAll(ctx context.Context, s snapshotter, closed *atomic.Bool, o *ReadOptions, yield func(RecordedEvent, error) bool) {
+	if err := checkLimit("ReadAll", o.Limit); err != nil {
+		yield(RecordedEvent{}, err)
+		return
+	}
+	first, n, get := s.logView(&o.Filter)
+	if closed.Load() {
+		yield(RecordedEvent{}, ErrClosed)
+		return
+	}
+	yieldEach(ctx, closed, o.Limit, span(o.Direction, o.From, first, n), get, yield)
+}
+
 // catchUp is what a catch-up subscription needs of a store.
 type catchUp struct {
+	mu     *sync.RWMutex
 	closed *atomic.Bool
-	// end returns the number of committed events.
-	end func() uint64
-	// read yields the events from next to n-1 that filter selects, like
-	// yieldEach.
-	read func(next, n uint64, yield func(RecordedEvent, error) bool) bool
-	// waitAfter returns a channel closed when an event at position next
-	// or later is committed, or nil when one already is. It fails with
-	// ErrClosed once the store is closed.
-	waitAfter func(next uint64) (<-chan struct{}, error)
+	// n is the number of committed events, and waiting the subscriptions
+	// waiting for more; mu guards both.
+	n       *uint64
+	waiting *waiters
+	// read yields the events from position next to n-1 that f selects,
+	// like yieldEach, from a snapshot it takes.
+	read func(ctx context.Context, f *Filter, next, n uint64, yield func(RecordedEvent, error) bool) bool
+}
+
+// subscribe is [Store.Subscribe] for the store that s describes. It starts
+// no goroutine: the subscription runs in the goroutine iterating it.
+func (s catchUp) subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
+	var o SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) { s.run(ctx, o, yield) }
 }
 
 // run runs a catch-up subscription in the goroutine iterating it.
@@ -681,7 +752,7 @@ func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(Recorde
 	caughtUp := o.CaughtUp == nil
 	for {
 		if n := s.end(); next < n {
-			if !s.read(next, n, yield) {
+			if !s.read(ctx, &o.Filter, next, n, yield) {
 				return
 			}
 			next = n
@@ -709,6 +780,31 @@ func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(Recorde
 	}
 }
 
+// end returns the number of committed events.
+func (s catchUp) end() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return *s.n
+}
+
+// waitAfter returns a channel closed when an event at position next or
+// later is committed, or nil when one already is. It fails with ErrClosed
+// once the store is closed.
+func (s catchUp) waitAfter(next uint64) (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if *s.n > next {
+		return nil, nil
+	}
+	if s.waiting.ch == nil {
+		s.waiting.ch = make(chan struct{})
+	}
+	return s.waiting.ch, nil
+}
+
 // waiters wakes the catch-up subscriptions of a store that wait for events
 // to be committed. Its fields are guarded by the store's lock.
 type waiters struct {
@@ -721,25 +817,6 @@ func (w *waiters) wake() {
 		close(w.ch)
 		w.ch = nil
 	}
-}
-
-// after is catchUp.waitAfter for a store whose committed count is *n: a
-// channel closed when an event at position next or later is committed, or
-// nil when one already is; ErrClosed once the store is closed. mu guards n
-// and w.
-func (w *waiters) after(mu *sync.RWMutex, closed *atomic.Bool, n *uint64, next uint64) (<-chan struct{}, error) {
-	mu.Lock()
-	defer mu.Unlock()
-	if closed.Load() {
-		return nil, ErrClosed
-	}
-	if *n > next {
-		return nil, nil
-	}
-	if w.ch == nil {
-		w.ch = make(chan struct{})
-	}
-	return w.ch, nil
 }
 
 // checkReadStream validates the arguments of ReadStream.
@@ -758,28 +835,64 @@ func checkLimit(call string, limit int) error {
 	return nil
 }
 
-// streamRead decides, for both backends, what ReadStream reads of a stream
-// of n revisions whose first lo are gone (soft-deleted or cut away): the
-// first revision to read after the stream's max count, and the check each
-// event must pass (its type, the stream's max age). A nil check with a nil
-// error means there is nothing to read.
-func streamRead(stream string, o *ReadOptions, closed, tombstoned bool, lo, n uint64, md StreamMetadata) (uint64, func(*RecordedEvent) bool, error) {
+// streamView is a store's snapshot of one stream for readStream.
+type streamView struct {
+	// n is the stream's next revision; revisions below lo are gone
+	// (soft-deleted, or removed by retention).
+	lo, n      uint64
+	tombstoned bool
+	md         StreamMetadata
+	// get is a getter, by revision from lo to n-1, of the events that the
+	// streamKeep given to snapshotter.streamView selects.
+	get getter
+}
+
+// streamKeep is the check each event that ReadStream visits must pass:
+// one of the filter's types, committed at oldest or later (zero: any time).
+type streamKeep struct {
+	f      *Filter
+	oldest time.Time
+}
+
+// keep reports whether ReadStream keeps e.
+func (k *streamKeep) keep(e *RecordedEvent) bool {
+	return k.f.matchType(e.Type) && (k.oldest.IsZero() || !e.Time.Before(k.oldest))
+}
+
+// readStream is [Store.ReadStream] for store s: it reads the events of the
+// stream's current life, within its max count and max age.
+func readStream(ctx context.Context, s snapshotter, closed *atomic.Bool, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(RecordedEvent, error) bool) { yieldStream(ctx, s, closed, stream, &o, yield) }
+}
+
+// yieldStream runs one iteration of readStream; see yieldAll.
+func yieldStream(ctx context.Context, s snapshotter, closed *atomic.Bool, stream string, o *ReadOptions, yield func(RecordedEvent, error) bool) {
+	if err := checkReadStream(stream, o); err != nil {
+		yield(RecordedEvent{}, err)
+		return
+	}
+	keep := streamKeep{f: &o.Filter}
+	v := s.streamView(stream, &keep)
 	switch {
-	case closed:
-		return 0, nil, ErrClosed
-	case tombstoned:
-		return 0, nil, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
-	case n == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
-		return 0, nil, nil
+	case closed.Load():
+		yield(RecordedEvent{}, ErrClosed)
+		return
+	case v.tombstoned:
+		yield(RecordedEvent{}, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream))
+		return
+	case v.n == 0 || !strings.HasPrefix(stream, o.Filter.StreamPrefix):
+		return
 	}
-	if md.MaxCount > 0 && n > md.MaxCount {
-		lo = max(lo, n-md.MaxCount)
+	lo := v.lo
+	if v.md.MaxCount > 0 && v.n > v.md.MaxCount {
+		lo = max(lo, v.n-v.md.MaxCount)
 	}
-	var oldest time.Time
-	if md.MaxAge > 0 {
-		oldest = time.Now().Add(-md.MaxAge)
+	if v.md.MaxAge > 0 {
+		keep.oldest = time.Now().Add(-v.md.MaxAge)
 	}
-	return lo, func(e *RecordedEvent) bool {
-		return o.Filter.matchType(e.Type) && (oldest.IsZero() || !e.Time.Before(oldest))
-	}, nil
+	yieldEach(ctx, closed, o.Limit, span(o.Direction, o.From, lo, v.n), v.get, yield)
 }

@@ -844,8 +844,8 @@ func (v *view) corrupt(l loc, reason string) error {
 	return &CorruptionError{Path: v.segs[int(l.seg)-int(v.segs[0].seq)].path, Offset: int64(l.off), Reason: reason}
 }
 
-// matching returns a getter for yieldEach of the events that f selects.
-func (v *view) matching(f *Filter) func(uint64) (RecordedEvent, bool, error) {
+// matching returns a getter of the events that f selects.
+func (v *view) matching(f *Filter) getter {
 	return func(pos uint64) (RecordedEvent, bool, error) {
 		if !f.matchStream(v.byID[v.log.at(pos).stream].name) {
 			return RecordedEvent{}, false, nil
@@ -860,88 +860,54 @@ func (v *view) matching(f *Filter) func(uint64) (RecordedEvent, bool, error) {
 
 // ReadStream implements [Store.ReadStream].
 func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
-	var o ReadOptions
-	if opts != nil {
-		o = *opts
+	return readStream(ctx, s, &s.closed, stream, opts)
+}
+
+// streamView implements snapshotter.streamView.
+func (s *FileStore) streamView(stream string, keep *streamKeep) streamView {
+	s.mu.RLock()
+	var state streamState
+	if st := s.streams[stream]; st != nil {
+		state = st.r
 	}
-	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkReadStream(stream, &o); err != nil {
-			yield(RecordedEvent{}, err)
-			return
-		}
-		s.mu.RLock()
-		var state streamState
-		if st := s.streams[stream]; st != nil {
-			state = st.r
-		}
-		s.mu.RUnlock()
-		v := s.view(8 << 10)
-		// After retention the stream starts at its first event kept.
-		kept, _ := slices.BinarySearch(state.positions, v.log.first)
-		lo := max(lifeStart(state.start, state.next(), state.deleted), state.base+uint64(kept))
-		n := state.next()
-		lo, keep, err := streamRead(stream, &o, s.closed.Load(), state.tombstoned, lo, n, state.md)
-		if err != nil {
-			yield(RecordedEvent{}, err)
-			return
-		}
-		if keep == nil {
-			return
-		}
-		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
+	s.mu.RUnlock()
+	v := s.view(8 << 10)
+	// After retention the stream starts at its first event kept.
+	kept, _ := slices.BinarySearch(state.positions, v.log.first)
+	return streamView{
+		lo:         max(lifeStart(state.start, state.next(), state.deleted), state.base+uint64(kept)),
+		n:          state.next(),
+		tombstoned: state.tombstoned,
+		md:         state.md,
+		get: func(rev uint64) (RecordedEvent, bool, error) {
 			e, err := v.event(state.positions[rev-state.base])
-			return e, err == nil && keep(&e), err
-		}, yield)
+			return e, err == nil && keep.keep(&e), err
+		},
 	}
 }
 
 // ReadAll implements [Store.ReadAll]. After retention, it starts at the
 // first event kept.
 func (s *FileStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
-	var o ReadOptions
-	if opts != nil {
-		o = *opts
-	}
-	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkLimit("ReadAll", o.Limit); err != nil {
-			yield(RecordedEvent{}, err)
-			return
-		}
-		v := s.view(256 << 10)
-		if s.closed.Load() {
-			yield(RecordedEvent{}, ErrClosed)
-			return
-		}
-		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, v.log.first, v.log.n), v.matching(&o.Filter), yield)
-	}
+	return readAll(ctx, s, &s.closed, opts)
+}
+
+// logView implements snapshotter.logView.
+func (s *FileStore) logView(f *Filter) (first, n uint64, get getter) {
+	v := s.view(256 << 10)
+	return v.log.first, v.log.n, v.matching(f)
 }
 
 // Subscribe implements [Store.Subscribe]. It starts no goroutine: the
 // subscription runs in the goroutine iterating it.
 func (s *FileStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
-	var o SubscribeOptions
-	if opts != nil {
-		o = *opts
-	}
-	sub := catchUp{
-		closed: &s.closed,
-		end: func() uint64 {
-			s.mu.RLock()
-			defer s.mu.RUnlock()
-			return s.log.n
-		},
-		read: func(next, n uint64, yield func(RecordedEvent, error) bool) bool {
-			v := s.view(64 << 10)
-			return yieldEach(ctx, &s.closed, 0, span(Forwards, next, v.log.first, n), v.matching(&o.Filter), yield)
-		},
-		waitAfter: s.waitAfter,
-	}
-	return func(yield func(RecordedEvent, error) bool) { sub.run(ctx, o, yield) }
+	return catchUp{mu: &s.mu, closed: &s.closed, n: &s.log.n, waiting: &s.waiting, read: s.readFrom}.subscribe(ctx, opts)
 }
 
-// waitAfter is catchUp.waitAfter.
-func (s *FileStore) waitAfter(next uint64) (<-chan struct{}, error) {
-	return s.waiting.after(&s.mu, &s.closed, &s.log.n, next)
+// readFrom is catchUp.read.
+func (s *FileStore) readFrom(ctx context.Context, f *Filter, next, n uint64, yield func(RecordedEvent, error) bool) bool {
+	v := s.view(64 << 10)
+	return yieldEach(ctx, &s.closed, 0, span(Forwards, next, v.log.first, n), v.matching(f), yield)
 }
 
 // Delete implements [Store.Delete].
@@ -974,23 +940,17 @@ func (s *FileStore) changeStream(ctx context.Context, r *request) error {
 
 // StreamInfo implements [Store.StreamInfo].
 func (s *FileStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return StreamInfo{}, err
-	}
-	if err := checkStream(stream); err != nil {
-		return StreamInfo{}, err
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return StreamInfo{}, ErrClosed
-	}
+	return stateOf(ctx, s, &s.mu, &s.closed, stream)
+}
+
+// info implements snapshotter.info.
+func (s *FileStore) info(stream string) StreamInfo {
 	st := s.streams[stream]
 	if st == nil {
-		return StreamInfo{}, nil
+		return StreamInfo{}
 	}
 	r := &st.r
-	return streamInfo(r.next(), r.start, r.deleted, r.tombstoned, r.md), nil
+	return streamInfo(r.next(), r.start, r.deleted, r.tombstoned, r.md)
 }
 
 // Close implements [Store.Close]: it stops the committer, syncs what it

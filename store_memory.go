@@ -52,7 +52,9 @@ type memLog struct {
 // logChunk is the number of events in a chunk of a memLog.
 const logChunk = 512
 
-func (l *memLog) at(pos uint64) *RecordedEvent { return &l.chunks[pos/logChunk][pos%logChunk] }
+// at returns the event at position pos, which must be below l.n. A value
+// receiver lets a getter's closure hold its copy of l by value.
+func (l memLog) at(pos uint64) *RecordedEvent { return &l.chunks[pos/logChunk][pos%logChunk] }
 
 func (l *memLog) append(e *RecordedEvent) {
 	if l.n%logChunk == 0 {
@@ -212,67 +214,43 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 
 // ReadStream implements [Store.ReadStream].
 func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
-	var o ReadOptions
-	if opts != nil {
-		o = *opts
+	return readStream(ctx, s, &s.closed, stream, opts)
+}
+
+// streamView implements snapshotter.streamView.
+func (s *MemoryStore) streamView(stream string, keep *streamKeep) streamView {
+	s.mu.RLock()
+	st, log := s.streams[stream], s.log
+	var v streamView
+	var positions []uint64
+	if st != nil {
+		positions = st.positions
+		v = streamView{n: uint64(len(positions)), tombstoned: st.tombstoned, md: st.md}
+		v.lo = lifeStart(st.start, v.n, st.deleted)
 	}
-	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkReadStream(stream, &o); err != nil {
-			yield(RecordedEvent{}, err)
-			return
-		}
-		s.mu.RLock()
-		st, log := s.streams[stream], s.log
-		var positions []uint64
-		var lo uint64
-		var md StreamMetadata
-		tombstoned := false
-		if st != nil {
-			positions, tombstoned, md = st.positions, st.tombstoned, st.md
-			lo = lifeStart(st.start, uint64(len(positions)), st.deleted)
-		}
-		s.mu.RUnlock()
-		n := uint64(len(positions))
-		lo, keep, err := streamRead(stream, &o, s.closed.Load(), tombstoned, lo, n, md)
-		if err != nil {
-			yield(RecordedEvent{}, err)
-			return
-		}
-		if keep == nil {
-			return
-		}
-		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, lo, n), func(rev uint64) (RecordedEvent, bool, error) {
-			e := log.at(positions[rev])
-			return *e, keep(e), nil
-		}, yield)
+	s.mu.RUnlock()
+	v.get = func(rev uint64) (RecordedEvent, bool, error) {
+		e := log.at(positions[rev])
+		return *e, keep.keep(e), nil
 	}
+	return v
 }
 
 // ReadAll implements [Store.ReadAll].
 func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
-	var o ReadOptions
-	if opts != nil {
-		o = *opts
-	}
-	return func(yield func(RecordedEvent, error) bool) {
-		if err := checkLimit("ReadAll", o.Limit); err != nil {
-			yield(RecordedEvent{}, err)
-			return
-		}
-		s.mu.RLock()
-		log := s.log
-		s.mu.RUnlock()
-		if s.closed.Load() {
-			yield(RecordedEvent{}, ErrClosed)
-			return
-		}
-		yieldEach(ctx, &s.closed, o.Limit, span(o.Direction, o.From, 0, log.n), log.matching(&o.Filter), yield)
-	}
+	return readAll(ctx, s, &s.closed, opts)
 }
 
-// matching returns a getter for yieldEach of the events of l that f
-// selects.
-func (l *memLog) matching(f *Filter) func(uint64) (RecordedEvent, bool, error) {
+// logView implements snapshotter.logView.
+func (s *MemoryStore) logView(f *Filter) (first, n uint64, get getter) {
+	s.mu.RLock()
+	log := s.log
+	s.mu.RUnlock()
+	return 0, log.n, log.matching(f)
+}
+
+// matching returns a getter of the events of l that f selects.
+func (l memLog) matching(f *Filter) getter {
 	return func(pos uint64) (RecordedEvent, bool, error) {
 		e := l.at(pos)
 		return *e, f.match(e.Stream, e.Type), nil
@@ -282,31 +260,15 @@ func (l *memLog) matching(f *Filter) func(uint64) (RecordedEvent, bool, error) {
 // Subscribe implements [Store.Subscribe]. It starts no goroutine: the
 // subscription runs in the goroutine iterating it.
 func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
-	var o SubscribeOptions
-	if opts != nil {
-		o = *opts
-	}
-	sub := catchUp{
-		closed: &s.closed,
-		end: func() uint64 {
-			s.mu.RLock()
-			defer s.mu.RUnlock()
-			return s.log.n
-		},
-		read: func(next, n uint64, yield func(RecordedEvent, error) bool) bool {
-			s.mu.RLock()
-			log := s.log
-			s.mu.RUnlock()
-			return yieldEach(ctx, &s.closed, 0, span(Forwards, next, 0, n), log.matching(&o.Filter), yield)
-		},
-		waitAfter: s.waitAfter,
-	}
-	return func(yield func(RecordedEvent, error) bool) { sub.run(ctx, o, yield) }
+	return catchUp{mu: &s.mu, closed: &s.closed, n: &s.log.n, waiting: &s.waiting, read: s.readFrom}.subscribe(ctx, opts)
 }
 
-// waitAfter is catchUp.waitAfter.
-func (s *MemoryStore) waitAfter(next uint64) (<-chan struct{}, error) {
-	return s.waiting.after(&s.mu, &s.closed, &s.log.n, next)
+// readFrom is catchUp.read.
+func (s *MemoryStore) readFrom(ctx context.Context, f *Filter, next, n uint64, yield func(RecordedEvent, error) bool) bool {
+	s.mu.RLock()
+	log := s.log
+	s.mu.RUnlock()
+	return yieldEach(ctx, &s.closed, 0, span(Forwards, next, 0, n), log.matching(f), yield)
 }
 
 // Delete implements [Store.Delete].
@@ -377,22 +339,16 @@ func (s *MemoryStore) SetStreamMetadata(ctx context.Context, stream string, md S
 
 // StreamInfo implements [Store.StreamInfo].
 func (s *MemoryStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return StreamInfo{}, err
-	}
-	if err := checkStream(stream); err != nil {
-		return StreamInfo{}, err
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return StreamInfo{}, ErrClosed
-	}
+	return stateOf(ctx, s, &s.mu, &s.closed, stream)
+}
+
+// info implements snapshotter.info.
+func (s *MemoryStore) info(stream string) StreamInfo {
 	st := s.streams[stream]
 	if st == nil {
-		return StreamInfo{}, nil
+		return StreamInfo{}
 	}
-	return streamInfo(uint64(len(st.positions)), st.start, st.deleted, st.tombstoned, st.md), nil
+	return streamInfo(uint64(len(st.positions)), st.start, st.deleted, st.tombstoned, st.md)
 }
 
 // Close implements [Store.Close]. The events stay readable by iterators
