@@ -780,7 +780,12 @@ func (s *FileStore) view(window int) *view {
 	return &view{log: s.log, segs: s.segs, byID: s.byID, wsize: window, names: make(map[string]string)}
 }
 
-// load makes v.win hold need bytes at off in segment seg.
+// load makes v.win hold need bytes at off in segment seg. A new window
+// holds v.wsize bytes, or fewer where v reads fewer: reads end at the last
+// event of v.log, so a window stops at that segment's last event plus
+// room for a typical record (a larger one takes a second, exact load).
+// A subscription that follows appends reads a few bytes per wake, not a
+// whole window.
 func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	if seg == v.wseg && off >= v.woff && off+int64(need) <= v.woff+int64(len(v.win)) {
 		v.hits++
@@ -801,6 +806,13 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 	away := seg != v.wseg || off < v.woff || off > v.woff+int64(len(v.win))
 	if v.win != nil && v.hits < 2 && away {
 		size = min(size, max(scatteredWindow, v.last))
+	}
+	last := v.log.n - 1 // the last event of segment i that v may read
+	if i+1 < len(v.segs) {
+		last = min(last, v.segs[i+1].firstPos-1)
+	}
+	if l := v.log.at(last); l.seg == seg && int64(l.off) >= off {
+		size = min(size, int(int64(l.off)-off)+scatteredWindow)
 	}
 	v.hits = 0
 	// A new buffer each time: events read earlier share the old one.
@@ -907,6 +919,9 @@ func (s *FileStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.
 // readFrom is catchUp.read.
 func (s *FileStore) readFrom(ctx context.Context, f *Filter, next, n uint64, yield func(RecordedEvent, error) bool) bool {
 	v := s.view(64 << 10)
+	// The read ends at n, which may be below the end of the snapshot: its
+	// windows need not reach past it.
+	v.log.n = n
 	return yieldEach(ctx, &s.closed, 0, span(Forwards, next, v.log.first, n), v.matching(f), yield)
 }
 

@@ -2,9 +2,13 @@ package eventbus_test
 
 import (
 	"bytes"
+	"context"
 	"iter"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -74,6 +78,124 @@ func TestFileStoreScatteredReads(t *testing.T) {
 			t.Fatalf("direction %v: read %d events, not the %d appended, or not the same", opts.Direction, len(got), len(want))
 		}
 	}
+}
+
+// TestFileStoreFollowBytes follows appends made one at a time with a
+// subscription, as a projection of a live application does, and holds the
+// bytes allocated per event, append and read together, to a budget: each
+// wake reads one small event, and must not read (and allocate) a window
+// meant for catching up over many. It counts bytes, not time, so the load
+// of the machine does not matter, and the margin (a 64 KiB window against
+// a budget of 16 KiB) absorbs what the race detector and the runtime add.
+func TestFileStoreFollowBytes(t *testing.T) {
+	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan uint64)
+	ended := make(chan error, 1)
+	go func() {
+		for e, err := range s.Subscribe(ctx, nil) {
+			if err != nil {
+				ended <- err
+				return
+			}
+			select {
+			case got <- e.Position:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	data := []byte(strings.Repeat("x", 200))
+	follow := func(n int) {
+		for range n {
+			res, err := s.Append(ctx, "followed", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: data})
+			require.NoError(t, err)
+			if pos := <-got; pos != res.Position {
+				t.Fatalf("subscription read position %d, want %d", pos, res.Position)
+			}
+		}
+	}
+	follow(50) // the stream, the subscription and the indexes settle
+	const n = 200
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	follow(n)
+	runtime.ReadMemStats(&after)
+	cancel()
+	require.ErrorIs(t, <-ended, context.Canceled)
+	perEvent := (after.TotalAlloc - before.TotalAlloc) / n
+	t.Logf("%d bytes allocated per event appended and followed", perEvent)
+	if perEvent > 16<<10 {
+		t.Errorf("%d bytes allocated per event appended and followed, want at most %d", perEvent, 16<<10)
+	}
+}
+
+// TestFileStoreLongReadWindows reads many events, from the start, and
+// counts the reads of the files: long reads read in windows of many events
+// each (64 KiB for a subscription catching up), whatever keeps a
+// subscription that follows appends to small ones.
+func TestFileStoreLongReadWindows(t *testing.T) {
+	fs := &readCountFS{FS: eventbus.OSFS}
+	s := openFile(t, t.TempDir(), eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever}, fs))
+	ctx := t.Context()
+	data := []byte(strings.Repeat("x", 200))
+	events := make([]eventbus.EventData, 100)
+	for range 20 {
+		for i := range events {
+			events[i] = eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: data}
+		}
+		_, err := s.Append(ctx, "long", eventbus.Any, events...)
+		require.NoError(t, err)
+	}
+	st := s.Stats()
+	last := st.NextPosition - 1
+	for _, tt := range []struct {
+		name   string
+		read   iter.Seq2[eventbus.RecordedEvent, error]
+		window int64
+	}{
+		{"ReadAll", s.ReadAll(ctx, nil), 64 << 10},
+		{"ReadStream", s.ReadStream(ctx, "long", nil), 8 << 10},
+		{"Subscribe", s.Subscribe(ctx, nil), 64 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs.reads.Store(0)
+			for e, err := range tt.read {
+				require.NoError(t, err)
+				if e.Position == last {
+					break
+				}
+			}
+			// Each window but the last reads at least half of one.
+			if got, most := fs.reads.Load(), st.Bytes/(tt.window/2)+1; got > most {
+				t.Errorf("%d reads of the files for %d bytes, want at most %d", got, st.Bytes, most)
+			}
+		})
+	}
+}
+
+// readCountFS counts the reads of its files.
+type readCountFS struct {
+	eventbus.FS
+	reads atomic.Int64
+}
+
+func (f *readCountFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &readCountFile{File: file, fs: f}, nil
+}
+
+type readCountFile struct {
+	eventbus.File
+	fs *readCountFS
+}
+
+func (f *readCountFile) ReadAt(p []byte, off int64) (int, error) {
+	f.fs.reads.Add(1)
+	return f.File.ReadAt(p, off)
 }
 
 // TestFileStoreReadStreamAfterRetention reads a stream appended after
