@@ -329,6 +329,10 @@ func TestEventSourcingNilContext(t *testing.T) {
 			"Durable.WaitFor": func() error { return d.WaitFor(nilCtx, 0) },
 			"Durable.Stop":    func() error { return d.Stop(nilCtx) },
 			"Durable.Rebuild": func() error { return d.Rebuild(nilCtx, nil) },
+			"SaveSnapshot": func() error {
+				return eventbus.SaveSnapshot(nilCtx, s, reg, "a", eventbus.Snapshot[Account]{})
+			},
+			"LoadSnapshot": func() error { _, _, err := eventbus.LoadSnapshot[Account](nilCtx, s, reg, "a"); return err },
 		}
 		for name, call := range calls {
 			if err := call(); !errors.Is(err, eventbus.ErrInvalid) {

@@ -28,6 +28,9 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // "$snapshot-" followed by the stream's name (or, for a name too long for
 // that, "$snapshot-sha256:" and its hash).
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
+	if err := checkContext(ctx, "SaveSnapshot"); err != nil {
+		return err
+	}
 	if s == nil {
 		return fmt.Errorf("%w: SaveSnapshot: nil store", ErrInvalid)
 	}
@@ -48,6 +51,9 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // schema version than the one T is registered with is stale: LoadSnapshot
 // ignores it and returns false, so that the caller replays the stream.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
+	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
+		return Snapshot[T]{}, false, err
+	}
 	if s == nil {
 		return Snapshot[T]{}, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
 	}
