@@ -28,8 +28,9 @@ func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(dat
 // the defaults.
 type RegistryOptions struct {
 	// CompressAbove, if positive, compresses encoded payloads larger than
-	// this many bytes with DEFLATE (compress/flate), when that makes them
-	// smaller, and marks them so in [EventData].Encoding. Zero means never.
+	// this many bytes, up to 64 MiB (the most [Decode] inflates), with
+	// DEFLATE (compress/flate), when that makes them smaller, and marks
+	// them so in [EventData].Encoding. Zero means never.
 	CompressAbove int
 }
 
@@ -180,7 +181,9 @@ func (r *Registry) Encode(v any) (EventData, error) {
 		return EventData{}, fmt.Errorf("eventbus: encode %q version %d: %w", entry.name, entry.version, err)
 	}
 	e := EventData{ID: NewID(), Type: entry.name, SchemaVersion: entry.version, Data: data}
-	if r.compressAbove > 0 && len(data) > r.compressAbove {
+	// A payload that inflates past maxInflated could be stored but never
+	// decoded: it stays as it is, for the store's size limit to judge.
+	if r.compressAbove > 0 && len(data) > r.compressAbove && len(data) <= maxInflated {
 		if z := r.deflate(data); len(z) < len(data) {
 			e.Data, e.Encoding = z, encodingDeflate
 		}

@@ -130,6 +130,31 @@ func TestCodecCompresses(t *testing.T) {
 	}
 }
 
+// rawCodec is a Codec of raw payloads: their bytes as they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error)      { return v.(raw), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*raw) = data; return nil }
+
+// raw is a payload of bytes, encoded by rawCodec.
+type raw []byte
+
+// TestCodecCompressesWhatDecodes encodes, with compression on, a payload
+// larger than Decode inflates: Encode must not compress it into an event
+// that the store accepts and Decode then refuses.
+func TestCodecCompressesWhatDecodes(t *testing.T) {
+	r, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 1})
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[raw](r, &eventbus.TypeOptions{Name: "raw", Codec: rawCodec{}}))
+	in := make(raw, 64<<20+1) // zeros, which compress well
+	e, err := r.Encode(in)
+	require.NoError(t, err)
+	got, err := eventbus.Decode[raw](r, e)
+	if err != nil || len(got) != len(in) {
+		t.Errorf("Decode(Encode(%d bytes)) = %d bytes, %v; want them back (Encoding %q)", len(in), len(got), err, e.Encoding)
+	}
+}
+
 func TestRegisterErrors(t *testing.T) {
 	r := newUserRegistry(t, nil)
 	type unnamed struct{}
