@@ -333,6 +333,20 @@ func TestEventSourcingNilContext(t *testing.T) {
 				return eventbus.SaveSnapshot(nilCtx, s, reg, "a", eventbus.Snapshot[Account]{})
 			},
 			"LoadSnapshot": func() error { _, _, err := eventbus.LoadSnapshot[Account](nilCtx, s, reg, "a"); return err },
+			"StoreProcessed.Processed": func() error {
+				_, err := eventbus.NewStoreProcessed(s).Processed(nilCtx, eventbus.IdempotencyKey{Subscription: "s"})
+				return err
+			},
+			"StoreProcessed.MarkProcessed": func() error {
+				return eventbus.NewStoreProcessed(s).MarkProcessed(nilCtx, eventbus.IdempotencyKey{Subscription: "s"})
+			},
+			"WithTraceparent": func() error {
+				_, err := eventbus.WithTraceparent(nilCtx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+				return err
+			},
+		}
+		if got := eventbus.Traceparent(nilCtx); got != "" {
+			t.Errorf("Traceparent(nil context) = %q, want \"\"", got)
 		}
 		for name, call := range calls {
 			if err := call(); !errors.Is(err, eventbus.ErrInvalid) {

@@ -63,6 +63,15 @@ func checkContext(ctx context.Context, call string) error {
 	return nil
 }
 
+// liveContext is checkContext for a store's calls, which also return at
+// once with the error of a context that is done.
+func liveContext(ctx context.Context, call string) error {
+	if err := checkContext(ctx, call); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
 // checkWaitContext is checkContext for calls that wait for handlers to
 // finish, which a handler's context would make wait for its own handler.
 func checkWaitContext(ctx context.Context, call string) error {

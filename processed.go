@@ -53,6 +53,9 @@ func (p *StoreProcessed) MarkProcessed(ctx context.Context, k IdempotencyKey) er
 	if p.store == nil {
 		return errNilProcessedStore
 	}
+	if err := checkContext(ctx, "MarkProcessed"); err != nil {
+		return err
+	}
 	_, err := p.store.Append(context.WithoutCancel(ctx), processedStream(k), NoStream, EventData{ID: NewID(), Type: "eventbus.processed"})
 	if errors.Is(err, ErrWrongExpectedVersion) {
 		return nil // recorded before: a redriven event

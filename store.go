@@ -680,7 +680,7 @@ type snapshotter interface {
 
 // stateOf is [Store.StreamInfo] for store s, whose lock is mu.
 func stateOf(ctx context.Context, s snapshotter, mu *sync.RWMutex, closed *atomic.Bool, stream string) (StreamInfo, error) {
-	if err := ctx.Err(); err != nil {
+	if err := liveContext(ctx, "StreamInfo"); err != nil {
 		return StreamInfo{}, err
 	}
 	if err := checkStream(stream); err != nil {
@@ -708,6 +708,10 @@ func readAll(ctx context.Context, s snapshotter, closed *atomic.Bool, opts *Read
 // not stop yieldEach from being inlined here: yield would escape, and
 // with it the caller's loop body.
 func yieldAll(ctx context.Context, s snapshotter, closed *atomic.Bool, o *ReadOptions, yield func(RecordedEvent, error) bool) {
+	if err := checkContext(ctx, "ReadAll"); err != nil {
+		yield(RecordedEvent{}, err)
+		return
+	}
 	if err := checkLimit("ReadAll", o.Limit); err != nil {
 		yield(RecordedEvent{}, err)
 		return
@@ -745,6 +749,10 @@ func (s catchUp) subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq
 
 // run runs a catch-up subscription in the goroutine iterating it.
 func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(RecordedEvent, error) bool) {
+	if err := checkContext(ctx, "Subscribe"); err != nil {
+		yield(RecordedEvent{}, err)
+		return
+	}
 	next := o.From
 	if next == End {
 		next = s.end()
@@ -871,6 +879,10 @@ func readStream(ctx context.Context, s snapshotter, closed *atomic.Bool, stream 
 
 // yieldStream runs one iteration of readStream; see yieldAll.
 func yieldStream(ctx context.Context, s snapshotter, closed *atomic.Bool, stream string, o *ReadOptions, yield func(RecordedEvent, error) bool) {
+	if err := checkContext(ctx, "ReadStream"); err != nil {
+		yield(RecordedEvent{}, err)
+		return
+	}
 	if err := checkReadStream(stream, o); err != nil {
 		yield(RecordedEvent{}, err)
 		return

@@ -369,7 +369,7 @@ func (s *FileStore) Append(ctx context.Context, stream string, expected Expected
 
 // AppendMulti implements [Store.AppendMulti].
 func (s *FileStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
-	if err := ctx.Err(); err != nil {
+	if err := liveContext(ctx, "AppendMulti"); err != nil {
 		return nil, err
 	}
 	if _, err := checkAppends(appends, s.maxEvent, s.maxBatch); err != nil {
@@ -927,12 +927,12 @@ func (s *FileStore) readFrom(ctx context.Context, f *Filter, next, n uint64, yie
 
 // Delete implements [Store.Delete].
 func (s *FileStore) Delete(ctx context.Context, stream string, expected ExpectedRevision) error {
-	return s.changeStream(ctx, &request{kind: kindDelete, stream: stream, expected: expected})
+	return s.changeStream(ctx, "Delete", &request{kind: kindDelete, stream: stream, expected: expected})
 }
 
 // Tombstone implements [Store.Tombstone].
 func (s *FileStore) Tombstone(ctx context.Context, stream string, expected ExpectedRevision) error {
-	return s.changeStream(ctx, &request{kind: kindDelete, stream: stream, expected: expected, tombstone: true})
+	return s.changeStream(ctx, "Tombstone", &request{kind: kindDelete, stream: stream, expected: expected, tombstone: true})
 }
 
 // SetStreamMetadata implements [Store.SetStreamMetadata].
@@ -940,11 +940,11 @@ func (s *FileStore) SetStreamMetadata(ctx context.Context, stream string, md Str
 	if md.MaxAge < 0 {
 		return fmt.Errorf("%w: stream %q: MaxAge %v is negative", ErrInvalid, stream, md.MaxAge)
 	}
-	return s.changeStream(ctx, &request{kind: kindMetadata, stream: stream, md: md})
+	return s.changeStream(ctx, "SetStreamMetadata", &request{kind: kindMetadata, stream: stream, md: md})
 }
 
-func (s *FileStore) changeStream(ctx context.Context, r *request) error {
-	if err := ctx.Err(); err != nil {
+func (s *FileStore) changeStream(ctx context.Context, call string, r *request) error {
+	if err := liveContext(ctx, call); err != nil {
 		return err
 	}
 	if err := checkStream(r.stream); err != nil {

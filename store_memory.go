@@ -107,7 +107,7 @@ func NewMemoryStore(opts *MemoryStoreOptions) (*MemoryStore, error) {
 
 // Append implements [Store.Append].
 func (s *MemoryStore) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
-	if err := ctx.Err(); err != nil {
+	if err := liveContext(ctx, "Append"); err != nil {
 		return AppendResult{}, err
 	}
 	size, err := checkEvents(stream, events, s.maxEvent, s.maxBatch)
@@ -131,7 +131,7 @@ func (s *MemoryStore) Append(ctx context.Context, stream string, expected Expect
 
 // AppendMulti implements [Store.AppendMulti].
 func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
-	if err := ctx.Err(); err != nil {
+	if err := liveContext(ctx, "AppendMulti"); err != nil {
 		return nil, err
 	}
 	total, err := checkAppends(appends, s.maxEvent, s.maxBatch)
@@ -273,16 +273,16 @@ func (s *MemoryStore) readFrom(ctx context.Context, f *Filter, next, n uint64, y
 
 // Delete implements [Store.Delete].
 func (s *MemoryStore) Delete(ctx context.Context, stream string, expected ExpectedRevision) error {
-	return s.delete(ctx, stream, expected, false)
+	return s.delete(ctx, "Delete", stream, expected, false)
 }
 
 // Tombstone implements [Store.Tombstone].
 func (s *MemoryStore) Tombstone(ctx context.Context, stream string, expected ExpectedRevision) error {
-	return s.delete(ctx, stream, expected, true)
+	return s.delete(ctx, "Tombstone", stream, expected, true)
 }
 
-func (s *MemoryStore) delete(ctx context.Context, stream string, expected ExpectedRevision, tombstone bool) error {
-	if err := ctx.Err(); err != nil {
+func (s *MemoryStore) delete(ctx context.Context, call, stream string, expected ExpectedRevision, tombstone bool) error {
+	if err := liveContext(ctx, call); err != nil {
 		return err
 	}
 	if err := checkStream(stream); err != nil {
@@ -314,7 +314,7 @@ func (s *MemoryStore) delete(ctx context.Context, stream string, expected Expect
 
 // SetStreamMetadata implements [Store.SetStreamMetadata].
 func (s *MemoryStore) SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error {
-	if err := ctx.Err(); err != nil {
+	if err := liveContext(ctx, "SetStreamMetadata"); err != nil {
 		return err
 	}
 	if err := checkStream(stream); err != nil {

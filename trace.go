@@ -16,6 +16,9 @@ const TraceparentKey = "traceparent"
 // handler publishes carry it too, and [Traceparent] reads it back. It
 // returns an error wrapping [ErrInvalid] for a malformed value.
 func WithTraceparent(ctx context.Context, traceparent string) (context.Context, error) {
+	if err := checkContext(ctx, "WithTraceparent"); err != nil {
+		return ctx, err
+	}
 	if err := checkTraceparent(traceparent); err != nil {
 		return ctx, err
 	}
@@ -30,6 +33,9 @@ func WithTraceparent(ctx context.Context, traceparent string) (context.Context, 
 // the one of the event being handled; elsewhere, the one set with
 // WithTraceparent. It returns "" if there is none.
 func Traceparent(ctx context.Context) string {
+	if ctx == nil {
+		return ""
+	}
 	if p, ok := parent(ctx); ok {
 		return p.Metadata[TraceparentKey]
 	}

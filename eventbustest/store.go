@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"strings"
 	"sync"
@@ -235,8 +236,48 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if err := s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxAge: -time.Second}); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("SetStreamMetadata(MaxAge -1s) = %v, want ErrInvalid", err)
 	}
+	testNilContext(t, s, good)
 	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 0 {
 		t.Errorf("after invalid appends, ReadAll = %v, want nothing", summary(got))
+	}
+}
+
+// testNilContext checks that every call of s refuses a nil context with
+// ErrInvalid, without a panic.
+func testNilContext(t *testing.T, s eventbus.Store, e eventbus.EventData) {
+	var nilCtx context.Context
+	check := func(call string, err error) {
+		t.Helper()
+		if !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("%s with a nil context = %v, want ErrInvalid", call, err)
+		}
+	}
+	_, err := s.Append(nilCtx, "s", eventbus.Any, e)
+	check("Append", err)
+	_, err = s.AppendMulti(nilCtx, eventbus.StreamAppend{Stream: "s", Events: []eventbus.EventData{e}})
+	check("AppendMulti", err)
+	check("Delete", s.Delete(nilCtx, "s", eventbus.Any))
+	check("Tombstone", s.Tombstone(nilCtx, "s", eventbus.Any))
+	check("SetStreamMetadata", s.SetStreamMetadata(nilCtx, "s", eventbus.StreamMetadata{MaxCount: 1}))
+	_, err = s.StreamInfo(nilCtx, "s")
+	check("StreamInfo", err)
+	reads := map[string]iter.Seq2[eventbus.RecordedEvent, error]{
+		"ReadStream": s.ReadStream(nilCtx, "s", nil),
+		"ReadAll":    s.ReadAll(nilCtx, nil),
+		"Subscribe":  s.Subscribe(nilCtx, nil),
+	}
+	for call, seq := range reads {
+		n := 0
+		for _, err := range seq {
+			check(call, err)
+			if n++; n > 1 {
+				t.Errorf("%s with a nil context yields more than its error", call)
+				break
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s with a nil context yields nothing, want ErrInvalid", call)
+		}
 	}
 }
 
