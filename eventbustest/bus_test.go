@@ -105,6 +105,28 @@ func TestNewBusClosedByTest(t *testing.T) {
 	})
 }
 
+// TestNewBusShutdownByTest checks that what the test's own Shutdown
+// returned, events undelivered at its deadline, is not reported again as a
+// bus that did not drain after the test.
+func TestNewBusShutdownByTest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, nil)
+		orders := newTopic[Order](t, b, "orders")
+		h, _ := handled(t)
+		_, err := orders.Subscribe("slow", eventbustest.Inject(h, eventbustest.Fault{Delay: time.Minute}), nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		var u *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Shutdown(ctx), &u)
+		require.ErrorIs(t, u, context.DeadlineExceeded)
+		spy.cleanup()
+		require.False(t, spy.Failed(), spy.failures())
+	})
+}
+
 func TestWantDeadLettersFails(t *testing.T) {
 	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic[Order](t, b, "orders")
