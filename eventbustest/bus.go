@@ -89,7 +89,7 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 	)
 	for dl := range b.DeadLetters().All(f) {
 		got = append(got, dl.Payload())
-		lines = append(lines, fmt.Sprintf("\t%s/%s key=%q attempts=%d err=%q %+v",
+		lines = append(lines, fmt.Sprintf("\t%s/%s key=%q attempts=%d err=%q %#v",
 			dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, dl.Payload()))
 	}
 	if diff := cmp.Diff(want, got, compareOptions); diff != "" {

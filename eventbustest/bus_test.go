@@ -137,7 +137,7 @@ func TestWantDeadLettersFails(t *testing.T) {
 	spy := newSpy(t)
 	require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{}))
 	spy.wantFailure(t, "dead letters matching", "payloads (-want +got)",
-		`orders/billing key="a" attempts=1 err="downstream unavailable" {ID:a N:1 note:}`)
+		`orders/billing key="a" attempts=1 err="downstream unavailable" eventbustest_test.Order{ID:"a", N:1, note:""}`)
 
 	spy = newSpy(t)
 	require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{Err: errors.New("other")}, Order{ID: "a", N: 1}))

@@ -90,8 +90,7 @@ func (r *Recorder[T]) Events() []eventbus.Event[T] {
 	return append([]eventbus.Event[T](nil), events...)
 }
 
-func (r *Recorder[T]) payloads() []T {
-	events, _ := r.snapshot()
+func payloads[T any](events []eventbus.Event[T]) []T {
 	out := make([]T, len(events))
 	for i, e := range events {
 		out[i] = e.Payload
@@ -132,11 +131,12 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 
 // Want checks that the payloads recorded are exactly want, in order; with
 // no arguments, that nothing was recorded. Every field counts, unexported
-// ones too; a failure shows a [cmp.Diff].
+// ones too; a failure shows a [cmp.Diff] and lists the events recorded.
 func (r *Recorder[T]) Want(want ...T) bool {
 	r.t.Helper()
-	if diff := cmp.Diff(want, r.payloads(), compareOptions); diff != "" {
-		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s", r.topic, diff)
+	events, _ := r.snapshot()
+	if diff := cmp.Diff(want, payloads(events), compareOptions); diff != "" {
+		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, formatEvents(events))
 		return false
 	}
 	return true
@@ -148,8 +148,9 @@ func (r *Recorder[T]) Want(want ...T) bool {
 // cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
 func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) bool {
 	r.t.Helper()
-	if diff := cmp.Diff(want, r.Events(), compareOptions, ignoreGenerated, cmp.Options(opts)); diff != "" {
-		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s", r.topic, diff)
+	events, _ := r.snapshot()
+	if diff := cmp.Diff(want, events, compareOptions, ignoreGenerated, cmp.Options(opts)); diff != "" {
+		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, formatEvents(events))
 		return false
 	}
 	return true
@@ -160,21 +161,20 @@ func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) b
 // twice.
 func (r *Recorder[T]) WantContains(want ...T) bool {
 	r.t.Helper()
-	got := r.payloads()
-	used := make([]bool, len(got))
+	events, _ := r.snapshot()
+	used := make([]bool, len(events))
 	var missing []string
 next:
 	for _, w := range want {
-		for i, g := range got {
-			if !used[i] && cmp.Equal(w, g, compareOptions) {
+		for i, e := range events {
+			if !used[i] && cmp.Equal(w, e.Payload, compareOptions) {
 				used[i] = true
 				continue next
 			}
 		}
-		missing = append(missing, fmt.Sprintf("\t%+v", w))
+		missing = append(missing, fmt.Sprintf("\t%#v", w))
 	}
 	if len(missing) > 0 {
-		events, _ := r.snapshot()
 		r.t.Errorf("eventbustest: topic %q: payloads not recorded:\n%s\nrecorded %s",
 			r.topic, strings.Join(missing, "\n"), formatEvents(events))
 		return false
@@ -193,7 +193,9 @@ func (r *Recorder[T]) WantLen(n int) bool {
 	return true
 }
 
-// formatEvents describes events for a failure message, one per line.
+// formatEvents describes events for a failure message, one per line. It
+// prints payloads with %#v, field by field: a String method might leave out
+// the field that failed the check.
 func formatEvents[T any](events []eventbus.Event[T]) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d events", len(events))
@@ -201,7 +203,7 @@ func formatEvents[T any](events []eventbus.Event[T]) string {
 		b.WriteByte(':')
 	}
 	for i, e := range events {
-		fmt.Fprintf(&b, "\n\t%d: key=%q %+v", i, e.Key, e.Payload)
+		fmt.Fprintf(&b, "\n\t%d: key=%q %#v", i, e.Key, e.Payload)
 	}
 	return b.String()
 }

@@ -87,9 +87,9 @@ func TestRecorderChecksFail(t *testing.T) {
 			return r.WantEvents([]eventbus.Event[Order]{{Header: h, Payload: a}, {Header: h, Payload: c}})
 		}, []string{"events recorded (-want +got)", "Key"}},
 		{"WantContains/missing", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(a, Order{ID: "b"}) },
-			[]string{"payloads not recorded", `ID:b`, "recorded 2 events", `0: key="a" {ID:a N:1 note:}`, `1: key="c"`}},
+			[]string{"payloads not recorded", `ID:"b"`, "recorded 2 events", `0: key="a" eventbustest_test.Order{ID:"a", N:1, note:""}`, `1: key="c"`}},
 		{"WantContains/twice", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(c, c) },
-			[]string{"payloads not recorded", "{ID:c N:3 note:}"}},
+			[]string{"payloads not recorded", `Order{ID:"c", N:3, note:""}`}},
 		{"WantLen/more", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(3) }, []string{"want 3 events, recorded 2 events:"}},
 		{"WantLen/fewer", func(r *eventbustest.Recorder[Order]) bool { return r.WantLen(1) }, []string{"want 1 events, recorded 2 events:"}},
 	}
@@ -185,7 +185,7 @@ func TestRecorderWaitFails(t *testing.T) {
 	}{
 		{"default deadline", 0, 10 * time.Second, []string{
 			`Wait on topic "orders": context deadline exceeded before the condition held; recorded 1 events:`,
-			`0: key="a" {ID:a N:1 note:}`,
+			`0: key="a" eventbustest_test.Order{ID:"a", N:1, note:""}`,
 		}},
 		{"context", time.Second, time.Second, []string{"context deadline exceeded", "recorded 1 events"}},
 	}
@@ -210,4 +210,51 @@ func TestRecorderWaitFails(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Payment is a test payload whose String method leaves out what differs
+// between two payments of one ID.
+type Payment struct {
+	ID    string
+	Cents int
+}
+
+func (p Payment) String() string { return "payment " + p.ID }
+
+// TestFailuresShowEveryField checks that failure messages show payloads
+// field by field, not by their String method, which may hide the
+// difference that failed the check.
+func TestFailuresShowEveryField(t *testing.T) {
+	checks := []struct {
+		name  string
+		check func(r *eventbustest.Recorder[Payment]) bool
+	}{
+		{"Want", func(r *eventbustest.Recorder[Payment]) bool { return r.Want() }},
+		{"WantEvents", func(r *eventbustest.Recorder[Payment]) bool { return r.WantEvents(nil) }},
+		{"WantContains", func(r *eventbustest.Recorder[Payment]) bool { return r.WantContains(Payment{ID: "a", Cents: 200}) }},
+		{"WantLen", func(r *eventbustest.Recorder[Payment]) bool { return r.WantLen(2) }},
+	}
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	payments := newTopic[Payment](t, b, "payments")
+	spies := make([]*spyTB, len(checks))
+	recs := make([]*eventbustest.Recorder[Payment], len(checks))
+	for i := range checks {
+		spies[i] = newSpy(t)
+		recs[i] = eventbustest.Record(spies[i], payments)
+	}
+	_, err := payments.Subscribe("ledger", func(context.Context, eventbus.Event[Payment]) error { return errDown }, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, payments.Publish(t.Context(), Payment{ID: "a", Cents: 100}), errDown)
+
+	for i, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			require.False(t, c.check(recs[i]))
+			spies[i].wantFailure(t, "Cents:100")
+		})
+	}
+	t.Run("WantDeadLetters", func(t *testing.T) {
+		spy := newSpy(t)
+		require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{}))
+		spy.wantFailure(t, "Cents:100")
+	})
 }
