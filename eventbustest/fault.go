@@ -36,8 +36,12 @@ type Fault struct {
 
 // Inject returns a handler that runs h with the faults f describes. It is
 // safe for concurrent use if h is. To inject several faults, wrap the result
-// again: Inject(Inject(h, slowKey), failingKey).
+// again: Inject(Inject(h, slowKey), failingKey). If h is nil, Inject
+// returns nil, which Subscribe refuses as it refuses any nil handler.
 func Inject[T any](h eventbus.Handler[T], f Fault) eventbus.Handler[T] {
+	if h == nil {
+		return nil
+	}
 	var (
 		mu       sync.Mutex
 		attempts = make(map[eventbus.ID]int)

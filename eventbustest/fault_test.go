@@ -142,3 +142,14 @@ func TestInjectZeroFaultChangesNothing(t *testing.T) {
 	publish(t, orders, Order{ID: "a"})
 	require.Equal(t, []Order{{ID: "a"}}, got())
 }
+
+// TestInjectNilHandler checks that a nil handler stays nil, so that
+// Subscribe refuses it with its clear error instead of taking a handler
+// that panics on every event.
+func TestInjectNilHandler(t *testing.T) {
+	b := eventbustest.NewBus(t, nil)
+	orders := newTopic[Order](t, b, "orders")
+	_, err := orders.Subscribe("billing", eventbustest.Inject[Order](nil, eventbustest.Fault{Err: errDown}), nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	require.ErrorContains(t, err, "nil handler")
+}
