@@ -109,6 +109,14 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 // published by handlers, or by goroutines of the code under test.
 func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Event[T]) bool) bool {
 	r.t.Helper()
+	switch {
+	case ctx == nil:
+		r.t.Errorf("eventbustest: Wait on topic %q: nil context", r.topic)
+		return false
+	case cond == nil:
+		r.t.Errorf("eventbustest: Wait on topic %q: nil condition", r.topic)
+		return false
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, waitTimeout)

@@ -258,3 +258,19 @@ func TestFailuresShowEveryField(t *testing.T) {
 		spy.wantFailure(t, "Cents:100")
 	})
 }
+
+// TestRecorderWaitNilArguments checks that Wait fails the test with a
+// message, instead of panicking, when given a nil context or condition.
+func TestRecorderWaitNilArguments(t *testing.T) {
+	b := eventbustest.NewBus(t, nil)
+	orders := newTopic[Order](t, b, "orders")
+	spy := newSpy(t)
+	rec := eventbustest.Record(spy, orders)
+	//lint:ignore SA1012 checks a nil context
+	require.False(t, rec.Wait(nil, func([]eventbus.Event[Order]) bool { return true }))
+	spy.wantFailure(t, `Wait on topic "orders": nil context`)
+	spy = newSpy(t)
+	rec = eventbustest.Record(spy, orders)
+	require.False(t, rec.Wait(t.Context(), nil))
+	spy.wantFailure(t, `Wait on topic "orders": nil condition`)
+}
