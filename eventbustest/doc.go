@@ -25,9 +25,10 @@
 // For what it does not cover, such as events that handlers publish,
 // [Recorder.Wait] blocks until a condition over the recorded events holds.
 // It is woken by every recorded event, never by polling, so it takes no
-// time when the condition already holds, and inside a testing/synctest
-// bubble, where its deadline is fake time, it fails as soon as nothing else
-// can happen, with a message listing what was recorded.
+// time when the condition already holds. Its deadline, 10 seconds unless
+// its context has one, is fake time inside a testing/synctest bubble: when
+// nothing else can happen before it, Wait fails at once, with a message
+// listing what was recorded.
 //
 // # Faults, dead letters and metrics
 //

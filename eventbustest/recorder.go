@@ -100,10 +100,12 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 
 // Wait blocks until cond holds for the events recorded so far, checking it
 // again after each new event, and reports whether it did. If ctx ends
-// first, or 10 seconds pass when ctx has no deadline, the
-// test fails with a message listing the events recorded. Inside a
-// [testing/synctest] bubble that time is fake: when nothing else can happen,
-// Wait fails at once instead of waiting. cond must not keep the slice.
+// first, or 10 seconds pass when ctx has no deadline, the test fails with a
+// message listing the events recorded. Inside a [testing/synctest] bubble
+// that time is fake and passes at once when nothing else can happen before
+// it; but it is still 10 seconds: for an event that comes later, after a
+// retry's backoff say, give Wait a context with a later deadline. cond must
+// not keep the slice.
 //
 // Use Wait for events that [eventbus.Bus.Flush] does not wait for: those
 // published by handlers, or by goroutines of the code under test.

@@ -274,3 +274,32 @@ func TestRecorderWaitNilArguments(t *testing.T) {
 	require.False(t, rec.Wait(t.Context(), nil))
 	spy.wantFailure(t, `Wait on topic "orders": nil condition`)
 }
+
+// TestRecorderWaitDeadlineInBubble checks what Wait documents: inside a
+// bubble it still gives up after 10 seconds of fake time, even when an
+// event would come later, after a retry's backoff; a context with a later
+// deadline waits for it, and takes no real time either.
+func TestRecorderWaitDeadlineInBubble(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := eventbustest.NewBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: 30 * time.Second}})
+		orders := newTopic[Order](t, b, "orders")
+		shipped := newTopic[string](t, b, "shipped")
+		ship := func(ctx context.Context, e eventbus.Event[Order]) error { return shipped.Publish(ctx, e.Payload.ID) }
+		_, err := orders.Subscribe("shipping", eventbustest.Inject(ship, eventbustest.Fault{Attempts: 1, Err: errDown}), nil)
+		require.NoError(t, err)
+		spy := newSpy(t)
+		rec := eventbustest.Record(spy, shipped)
+		start := time.Now()
+		publish(t, orders, Order{ID: "a"})
+		one := func(events []eventbus.Event[string]) bool { return len(events) == 1 }
+
+		require.False(t, rec.Wait(t.Context(), one))
+		require.Equal(t, 10*time.Second, time.Since(start))
+		spy.wantFailure(t, "context deadline exceeded")
+
+		ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
+		defer cancel()
+		require.True(t, rec.Wait(ctx, one))
+		require.Equal(t, 30*time.Second, time.Since(start), "woken by the retried attempt")
+	})
+}
