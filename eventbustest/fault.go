@@ -19,7 +19,10 @@ type Fault struct {
 	Key string
 	// Attempts, if positive, makes only the first Attempts attempts at each
 	// event faulty (counted by event ID), so that a retry policy with more
-	// attempts gets the event through. Zero means every attempt.
+	// attempts gets the event through. Zero means every attempt. The count
+	// is the handler's: two subscriptions of one topic given the same
+	// handler that Inject returned share it, so give each an Inject of its
+	// own.
 	Attempts int
 	// Delay is how long a faulty attempt takes before it fails or runs the
 	// handler. It ends early, failing with the context's error, if the

@@ -153,3 +153,33 @@ func TestInjectNilHandler(t *testing.T) {
 	require.ErrorIs(t, err, eventbus.ErrInvalid)
 	require.ErrorContains(t, err, "nil handler")
 }
+
+// TestInjectAttemptsPerSubscription checks what Fault.Attempts documents:
+// an Inject for each subscription fails the first attempts in each, while
+// one Inject shared by both counts their attempts together.
+func TestInjectAttemptsPerSubscription(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Nanosecond}})
+	orders := newTopic[Order](t, b, "orders")
+	h, _ := handled(t)
+	fault := eventbustest.Fault{Attempts: 2, Err: errDown}
+	shared := eventbustest.Inject(h, fault)
+	for name, inject := range map[string]eventbus.Handler[Order]{
+		"own-1": eventbustest.Inject(h, fault), "own-2": eventbustest.Inject(h, fault),
+		"shared-1": shared, "shared-2": shared,
+	} {
+		_, err := orders.Subscribe(name, inject, nil)
+		require.NoError(t, err)
+	}
+	publish(t, orders, Order{ID: "a"})
+	for _, name := range []string{"own-1", "own-2"} {
+		eventbustest.WantMetrics(t, b, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: name, Queued: 1, Handled: 1, Failed: 2, Retried: 2})
+	}
+	m := b.Metrics()
+	var failed uint64
+	for _, s := range m.Subscriptions {
+		if s.Subscription == "shared-1" || s.Subscription == "shared-2" {
+			failed += s.Failed
+		}
+	}
+	require.Equal(t, uint64(2), failed, "the shared Inject fails 2 attempts in all")
+}
