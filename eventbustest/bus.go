@@ -25,7 +25,11 @@ const stopTimeout = 10 * time.Second
 //     subscription handles events one at a time in publish order, whatever
 //     their keys.
 //   - NewID nil means a [Sequence], so that event IDs are the same on every
-//     run.
+//     run. Each bus gets a Sequence of its own: two buses of one test, a
+//     bus and its restart say, give their events the same IDs. Where IDs
+//     must differ across them (an Idempotency middleware with a
+//     ProcessedStore they share would skip the second bus's events as
+//     duplicates), give both the same Sequence.
 //   - Logger nil means a logger that writes to the test's output.
 //   - Metrics is always on: in Sync mode the bus counts handled and failed
 //     events only then, and [WantMetrics] needs them.

@@ -3,6 +3,7 @@ package eventbustest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -196,4 +197,56 @@ func TestClockAndSequence(t *testing.T) {
 	wg.Wait()
 	require.Len(t, seen, 800, "unique under concurrency")
 	require.Equal(t, "00000000000000000000000001", eventbustest.Sequence()().String(), "each Sequence starts at 1")
+}
+
+// processed is an in-memory eventbus.ProcessedStore that outlives a bus.
+type processed struct {
+	mu   sync.Mutex
+	keys map[eventbus.IdempotencyKey]bool
+}
+
+func (p *processed) Processed(_ context.Context, k eventbus.IdempotencyKey) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.keys[k], nil
+}
+
+func (p *processed) MarkProcessed(_ context.Context, k eventbus.IdempotencyKey) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keys[k] = true
+	return nil
+}
+
+// TestNewBusRestartSharesSequence checks what NewBus documents about IDs
+// across buses: a bus and its restart, deduplicating through one
+// ProcessedStore, number their events alike, so the restarted bus's first
+// event is skipped as a duplicate, unless the two share one Sequence.
+func TestNewBusRestartSharesSequence(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprint("shared=", shared), func(t *testing.T) {
+			store := &processed{keys: map[eventbus.IdempotencyKey]bool{}}
+			h, got := handled(t)
+			seq := eventbustest.Sequence()
+			for run := range 2 {
+				opts := &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{
+					eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store}),
+				}}
+				if shared {
+					opts.NewID = seq
+				}
+				b := eventbustest.NewBus(t, opts)
+				orders := newTopic[Order](t, b, "orders")
+				_, err := orders.Subscribe("billing", h, nil)
+				require.NoError(t, err)
+				publish(t, orders, Order{ID: "a", N: run})
+				require.NoError(t, b.Close())
+			}
+			want := []Order{{ID: "a", N: 0}}
+			if shared {
+				want = append(want, Order{ID: "a", N: 1})
+			}
+			require.Equal(t, want, got())
+		})
+	}
 }

@@ -45,7 +45,8 @@ func (c *Clock) Advance(d time.Duration) {
 // the last bytes and zero elsewhere (a zero timestamp), so that its string
 // is "00000000000000000000000001" for n = 1 on every run. It is safe for
 // concurrent use; IDs are stable across runs when the order of publishing
-// is.
+// is. Each Sequence starts at 1: buses that must not reuse each other's IDs
+// need one Sequence between them.
 func Sequence() func() eventbus.ID {
 	var n atomic.Uint64
 	return func() eventbus.ID {
