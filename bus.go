@@ -71,7 +71,8 @@ type Options struct {
 	// handler that publishes with it never waits for room either.
 	Logger *slog.Logger
 	// Clock, if set, replaces the clock that stamps events, for tests with
-	// stable output. It must be safe for concurrent use.
+	// stable output; latency metrics (publish to handled) are measured with
+	// it too. It must be safe for concurrent use.
 	Clock func() time.Time
 	// NewID, if set, replaces the source of event IDs, for tests with stable
 	// output. It must be safe for concurrent use and return unique IDs.

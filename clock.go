@@ -97,8 +97,12 @@ func (c *clock) elapsed() time.Duration { return time.Since(c.start) | 1 }
 // latency returns the time from published to at, a reading of elapsed. A
 // time without a monotonic reading, such as a stored event's, is compared
 // with the wall clock instead, which may have been set since the bus
-// started.
+// started; and with Options.Clock, which stamped the event, with that
+// clock's time.
 func (c *clock) latency(published time.Time, at time.Duration) time.Duration {
+	if c.custom != nil {
+		return max(c.custom().Sub(published), 0)
+	}
 	if published == published.Round(0) {
 		return time.Since(published)
 	}

@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -110,5 +111,36 @@ func TestHistogramQuantile(t *testing.T) {
 	h.Buckets[0], h.Buckets[3], h.Count = 9, 1, 10 // nine fast, one slow
 	for q, want := range map[float64]int{0: 0, 0.5: 0, 0.89: 0, 0.9: 3, 1: 3, -1: 0, 2: 3} {
 		require.Equal(t, h.BucketBound(want), h.Quantile(q), "Quantile(%v)", q)
+	}
+}
+
+// TestMetricsLatencyWithCustomClock measures publish-to-handled latency
+// with the clock that stamped the events: Options.Clock's, not the real one,
+// which is decades away from a test's fixed time.
+func TestMetricsLatencyWithCustomClock(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		synctest.Test(t, func(t *testing.T) {
+			var mu sync.Mutex
+			now := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+			clock := func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				return now
+			}
+			b := newBus(t, &eventbus.Options{Mode: mode, Metrics: true, Clock: clock})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				now = now.Add(3 * time.Millisecond) // handling takes 3ms by the test's clock
+				return nil
+			}, nil)
+			ctx := context.Background()
+			require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+			require.NoError(t, b.Flush(ctx))
+			l := b.Metrics().Subscriptions[0].Latency
+			require.EqualValues(t, 1, l.Count)
+			require.Equal(t, 3*time.Millisecond, l.Sum, "mode %v", mode)
+		})
 	}
 }
