@@ -172,12 +172,17 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 }
 
 // gather waits up to the subscription's BatchWait for more events to join a
-// batch smaller than BatchSize.
+// batch smaller than BatchSize, and no longer than until a retry is due:
+// the worker, back in its loop, runs it once the batch is handled.
 func (w *worker[T]) gather(batch []Event[T], done <-chan struct{}) []Event[T] {
 	if len(batch) >= w.sub.batch.size {
 		return batch
 	}
-	t := time.NewTimer(w.sub.batch.wait)
+	wait := w.sub.batch.wait
+	if due := w.nextDue(); !due.IsZero() {
+		wait = min(wait, time.Until(due))
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		// An empty take marks the worker parked, so publishers wake it.

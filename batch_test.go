@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -264,4 +265,38 @@ func TestBatchInSyncMode(t *testing.T) {
 	require.ErrorIs(t, err, errOdd)
 	var be *eventbus.BatchError
 	require.False(t, errors.As(err, &be), "the event's own error, not the batch's")
+}
+
+// TestBatchWaitEndsForARetry checks that a worker gathering a batch stops
+// waiting when a retry comes due: the retry runs on time, not after
+// BatchWait, which may be much longer than the retry's delay.
+func TestBatchWaitEndsForARetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: 100 * time.Millisecond}
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		var log []string
+		failed := false
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			for _, e := range events {
+				log = append(log, fmt.Sprintf("%s@%v", e.Key, time.Since(start)))
+			}
+			if events[0].Key == "a" && !failed {
+				failed = true
+				return errFlaky
+			}
+			return nil
+		}, &eventbus.SubscriptionOptions{BatchSize: 10, BatchWait: time.Second})
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a"}))
+		time.Sleep(1050 * time.Millisecond) // a failed at 1s, after the wait; its retry is due at 1.1s
+		require.NoError(t, topic.Publish(ctx, Order{Key: "b"}))
+		require.NoError(t, b.Flush(ctx))
+		want := []string{"a@1s", "b@1.1s", "a@1.1s"}
+		if diff := cmp.Diff(want, log); diff != "" {
+			t.Errorf("handling (-want +got):\n%s", diff)
+		}
+	})
 }

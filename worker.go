@@ -531,14 +531,21 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 	return true
 }
 
-// arm sets the timer to the earliest due lane.
-func (w *worker[T]) arm() {
+// nextDue returns when the earliest lane is due, or the zero time without
+// lanes.
+func (w *worker[T]) nextDue() time.Time {
 	var next time.Time
 	for _, l := range w.lanes {
 		if next.IsZero() || l.due.Before(next) {
 			next = l.due
 		}
 	}
+	return next
+}
+
+// arm sets the timer to the earliest due lane.
+func (w *worker[T]) arm() {
+	next := w.nextDue()
 	if next.IsZero() {
 		if w.armed {
 			w.timer.Stop()
