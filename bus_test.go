@@ -1021,6 +1021,7 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 			return nil
 		}, nil)
 		ctx := context.Background()
+		start := time.Now()
 		for n := 1; n <= 3; n++ {
 			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
 		}
@@ -1030,6 +1031,8 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, 2, dl.Attempt)
 		require.ErrorContains(t, dl.Err, "runtime.Goexit")
+		require.Equal(t, start, dl.FirstFailure, "the first attempt's failure")
+		require.Equal(t, start.Add(time.Second), dl.LastFailure, "the Goexit")
 		m := b.Metrics().Subscriptions[0]
 		require.EqualValues(t, 2, m.Failed, "failed attempts: the error, then the Goexit")
 		require.EqualValues(t, 1, m.Retried)

@@ -577,8 +577,12 @@ func (w *worker[T]) salvage() {
 	case w.inLane:
 		l := w.lanes[w.lane]
 		p := &l.items[0]
+		first := now
+		if p.err != nil { // an earlier attempt failed
+			first = p.first
+		}
 		w.stats.attempt(p.attempts, false, err, &p.e.Header, 0, 0)
-		w.deadLetter(&p.e, p.attempts, err, now, now)
+		w.deadLetter(&p.e, p.attempts, err, first, now)
 		l.items = l.items[1:]
 		if len(l.items) == 0 {
 			delete(w.lanes, w.lane)
