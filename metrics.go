@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"cmp"
+	"math"
 	"math/bits"
 	"slices"
 	"sync"
@@ -99,20 +100,21 @@ func (h *Histogram) add(o *Histogram) {
 }
 
 // Quantile returns the upper bound of the bucket holding quantile q (0 to
-// 1) of the observations, or 0 without any.
+// 1) of the observations, or 0 without any: the bucket of the smallest
+// observation with at least a fraction q of them at or below it.
 func (h Histogram) Quantile(q float64) time.Duration {
 	if h.Count == 0 {
 		return 0
 	}
-	// The rank of the observation, from 0; q out of range is clamped.
-	rank := h.Count - 1
+	// The rank of the observation, from 1; q out of range is clamped.
+	rank := h.Count
 	if q < 1 {
-		rank = min(uint64(max(q, 0)*float64(h.Count)), h.Count-1)
+		rank = min(max(uint64(math.Ceil(max(q, 0)*float64(h.Count))), 1), h.Count)
 	}
 	var seen uint64
 	for i, n := range h.Buckets {
 		seen += n
-		if seen > rank {
+		if seen >= rank {
 			return h.BucketBound(i)
 		}
 	}

@@ -108,10 +108,19 @@ func TestHistogramQuantile(t *testing.T) {
 	require.Equal(t, 256*time.Nanosecond, h.BucketBound(0))
 	require.Equal(t, 512*time.Nanosecond, h.BucketBound(1))
 
-	h.Buckets[0], h.Buckets[3], h.Count = 9, 1, 10 // nine fast, one slow
-	for q, want := range map[float64]int{0: 0, 0.5: 0, 0.89: 0, 0.9: 3, 1: 3, -1: 0, 2: 3} {
+	// Nine fast, one slow: nine in ten are fast, so up to the 90th
+	// percentile the quantile is fast; past it, slow.
+	h.Buckets[0], h.Buckets[3], h.Count = 9, 1, 10
+	for q, want := range map[float64]int{0: 0, 0.5: 0, 0.89: 0, 0.9: 0, 0.91: 3, 1: 3, -1: 0, 2: 3} {
 		require.Equal(t, h.BucketBound(want), h.Quantile(q), "Quantile(%v)", q)
 	}
+
+	// The median of two observations is the lower one, as with any even
+	// count: half of them are at or below it.
+	h = eventbus.Histogram{Count: 2}
+	h.Buckets[1], h.Buckets[5] = 1, 1
+	require.Equal(t, h.BucketBound(1), h.Quantile(0.5), "Quantile(0.5) of two")
+	require.Equal(t, h.BucketBound(5), h.Quantile(0.51), "Quantile(0.51) of two")
 }
 
 // TestMetricsLatencyWithCustomClock measures publish-to-handled latency
