@@ -16,8 +16,9 @@ import (
 // batches. It must not keep events after it returns: the slice is reused.
 //
 // A nil error means every event was handled. A *BatchError names the
-// events that failed, and only those are retried or dead-lettered; any other
-// error (or a panic) fails them all. Retries go through the handler one event
+// events that failed, and only those are retried or dead-lettered (wrapped
+// with [Permanent], it makes their errors permanent); any other error (or a
+// panic) fails them all. Retries go through the handler one event
 // at a time. An event that fails is retried after the later events of its
 // key in the same batch were handled; a handler that wants their order kept
 // through retries fails them too.
@@ -86,7 +87,8 @@ func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
 // failures reads the error of a batch handler given n events: the errors
 // of the events a *BatchError names, by index, or else one error for every
 // event (nil when they were all handled). A *BatchError naming an index
-// outside the batch fails every event with [ErrInvalid].
+// outside the batch fails every event with [ErrInvalid]. One marked
+// [Permanent] marks the error of every event it names.
 func failures(err error, n int) (map[int]error, error) {
 	var be *BatchError
 	if !errors.As(err, &be) {
@@ -96,6 +98,13 @@ func failures(err error, n int) (map[int]error, error) {
 		if i < 0 || i >= n {
 			return nil, fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, n)
 		}
+	}
+	if isPermanent(err) {
+		failed := make(map[int]error, len(be.Failed)) // the handler's map is its own
+		for i, e := range be.Failed {
+			failed[i] = Permanent(e)
+		}
+		return failed, nil
 	}
 	return be.Failed, nil
 }

@@ -300,3 +300,44 @@ func TestBatchWaitEndsForARetry(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchErrorPermanent checks that Permanent around a *BatchError marks
+// the events it names: they go to the dead-letter queue after one attempt,
+// whatever the retry policy, in both modes.
+func TestBatchErrorPermanent(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			policy := eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode, Retry: policy})
+			topic := newTopic[Order](t, b, "orders", nil)
+			attempts := map[int]int{}
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				failed := map[int]error{}
+				for i, e := range events {
+					attempts[e.Payload.N]++
+					if e.Payload.N == 1 {
+						failed[i] = errFlaky
+					}
+				}
+				return eventbus.Permanent(&eventbus.BatchError{Failed: failed})
+			}, nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			for n := range 3 {
+				err := topic.Publish(ctx, Order{Key: fmt.Sprint(n), N: n})
+				if mode == eventbus.Sync && n == 1 {
+					require.ErrorIs(t, err, errFlaky)
+				} else {
+					require.NoError(t, err)
+				}
+			}
+			require.NoError(t, b.Flush(ctx))
+			require.Equal(t, map[int]int{0: 1, 1: 1, 2: 1}, attempts, "attempts by event")
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			require.Equal(t, 1, dl.Payload().(Order).N)
+			require.Equal(t, 1, dl.Attempt)
+			require.ErrorIs(t, dl.Err, errFlaky)
+		})
+	})
+}
