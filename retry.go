@@ -62,9 +62,11 @@ func (p RetryPolicy) Delay(attempt int) time.Duration {
 	if mult == 0 {
 		mult = 2
 	}
-	for i := 1; i < attempt && d < maxDelay; i++ {
-		next := float64(d) * mult
-		if !(next < float64(maxDelay)) { // NaN too: Delay takes any policy
+	if attempt > 1 && d < maxDelay {
+		// One power, not a product per attempt, which took time in
+		// proportion to attempt and truncated every step to the nanosecond.
+		next := float64(d) * math.Pow(mult, float64(attempt-1))
+		if !(next < float64(maxDelay)) { // NaN and +Inf too: Delay takes any policy
 			return maxDelay
 		}
 		d = time.Duration(next)

@@ -34,6 +34,11 @@ func TestRetryPolicyDelay(t *testing.T) {
 	for _, m := range []float64{math.NaN(), math.Inf(1), math.MaxFloat64} {
 		require.Equal(t, 30*time.Second, eventbus.RetryPolicy{Multiplier: m}.Delay(3), "Multiplier %v: capped, never negative", m)
 	}
+	// Growth of less than a nanosecond an attempt still compounds:
+	// 1ns × 1.000001^(10⁷) is about 22µs (e^10 ns).
+	slow := eventbus.RetryPolicy{InitialDelay: time.Nanosecond, Multiplier: 1.000001}.Delay(10_000_001)
+	require.True(t, slow > 22000 && slow < 22050, "Delay = %v, want about 22.03µs", slow)
+	require.Equal(t, time.Second, eventbus.RetryPolicy{InitialDelay: time.Second, Multiplier: 1}.Delay(math.MaxInt), "Multiplier 1, any attempt")
 }
 
 // TestRetryScheduleThenDeadLetter checks, on the fake clock, that attempts
