@@ -166,7 +166,10 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	if start != 0 {
 		end = w.sub.bus.clock.elapsed()
 	}
-	failed, err := failures(err, len(chunk))
+	var failed map[int]error
+	if _, panicked := err.(*PanicError); !panicked { // a panic fails them all, whatever its value
+		failed, err = failures(err, len(chunk))
+	}
 	for i := range chunk {
 		e := &chunk[i]
 		eerr := err

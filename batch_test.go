@@ -341,3 +341,43 @@ func TestBatchErrorPermanent(t *testing.T) {
 		})
 	})
 }
+
+// TestBatchPanicFailsAll checks that a batch handler's panic fails every
+// event of the batch, even when the panic value is a *BatchError naming
+// only some: the handler stopped part way, so none is known to be handled.
+func TestBatchPanicFailsAll(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode})
+			topic := newTopic[Order](t, b, "orders", nil)
+			gate := make(chan struct{})
+			first := true
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				if first && mode == eventbus.Async {
+					first = false
+					<-gate // hold the first batch while the others queue up
+				}
+				panic(&eventbus.BatchError{Failed: map[int]error{0: errFlaky}})
+			}, nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			for n := range 3 {
+				err := topic.Publish(ctx, Order{N: n})
+				if mode == eventbus.Async {
+					require.NoError(t, err)
+					synctest.Wait()
+				} else {
+					var pe *eventbus.PanicError
+					require.ErrorAs(t, err, &pe)
+				}
+			}
+			close(gate)
+			require.NoError(t, b.Flush(ctx))
+			require.Equal(t, 3, b.DeadLetters().Len(), "every event failed")
+			for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+				var pe *eventbus.PanicError
+				require.ErrorAs(t, dl.Err, &pe, "event %d", dl.Payload().(Order).N)
+			}
+		})
+	})
+}
