@@ -13,7 +13,9 @@ import (
 // BatchHandler handles several events of a topic at once, for bulk work
 // such as one database write per batch. It receives them in queue order, so
 // events with the same key come in publish order, within a batch and across
-// batches. It must not keep events after it returns: the slice is reused.
+// batches. It must not keep events after it returns, since the slice is
+// reused, nor reorder them (sort a copy): a *BatchError's indexes, and the
+// retries and counts that follow, refer to the order it was given.
 //
 // A nil error means every event was handled. A *BatchError names the
 // events that failed, and only those are retried or dead-lettered (wrapped
