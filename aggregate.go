@@ -33,6 +33,16 @@ type AggregateOptions struct {
 // must return a new state rather than modify the one it is given in place:
 // copy a map or slice before changing it. An Aggregate is safe for
 // concurrent use.
+//
+// A state is folded from every event after the one it starts from (none, a
+// snapshot or a cached state), so an event that its stream no longer shows
+// cannot be skipped: if the stream's [StreamMetadata] (MaxCount, MaxAge) or
+// a [FileStore]'s retention hides one, Load and Execute fail with an error
+// wrapping [ErrTruncated] instead of returning a state without it. A
+// stream with MaxCount or MaxAge therefore needs snapshots, often enough
+// that the events after the latest one stay shown: SnapshotEvery well
+// below MaxCount, and 1 with MaxAge, since an aggregate may go quiet for
+// longer than that with events after its last snapshot.
 type Aggregate[T, E any] struct {
 	store    Store
 	reg      *Registry
@@ -87,7 +97,10 @@ type Version[T any] struct {
 // event, or soft-deleted since its last event, gives the zero T and
 // [NoStream]; a stream appended to again after a soft delete starts over
 // from the zero T, ignoring snapshots and cached states of its earlier
-// life. It returns the store's or the registry's error.
+// life. If an event after the cached state or snapshot it starts from (or
+// after none) is no longer read from the stream, it returns an error
+// wrapping [ErrTruncated] that names the missing revisions. Otherwise it
+// returns the store's or the registry's error.
 func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
 	if err := checkContext(ctx, "Aggregate.Load"); err != nil {
 		return Version[T]{}, err
@@ -98,62 +111,136 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 			base, cached = v, true
 		}
 	}
+	snapshotted := false // whether Load has asked for the snapshot
 	if !cached && a.every > 0 {
-		snap, ok, err := LoadSnapshot[T](ctx, a.store, a.reg, stream)
+		var err error
+		if base, err = a.snapshot(ctx, stream, base); err != nil {
+			return Version[T]{}, err
+		}
+		snapshotted = true
+	}
+	// before is the stream's state before the read, once a read found no
+	// event where the stream had some.
+	var before *StreamInfo
+	for {
+		v, r, err := a.replay(ctx, stream, base)
 		if err != nil {
 			return Version[T]{}, err
 		}
-		if ok {
-			base = Version[T]{State: snap.State, Expected: Exact(snap.Revision)}
+		if base.Expected == NoStream && r.n > 0 && r.first == 0 {
+			return a.loaded(stream, v, false), nil // every event, from the first
 		}
-	}
-	v, n, err := a.replay(ctx, stream, base)
-	if err != nil {
-		return Version[T]{}, err
-	}
-	if base.Expected != NoStream {
-		// The events after base continue it only if the stream was not
-		// soft-deleted since: its revisions go on after a delete. Start
-		// only grows, so asking after the read also catches a delete made
-		// during it.
+		// Start only grows, so asking after the read also catches a
+		// delete made during it.
 		info, err := a.store.StreamInfo(ctx, stream)
 		if err != nil {
 			return Version[T]{}, err
 		}
-		if info.Deleted || base.Expected.rev < info.Start {
-			cached = false
-			if v, n, err = a.replay(ctx, stream, Version[T]{Expected: NoStream}); err != nil {
-				return Version[T]{}, err
-			}
+		if base.Expected != NoStream && (info.Deleted || base.Expected.rev < info.Start) {
+			// The events after base continue it only if the stream was
+			// not soft-deleted since: its revisions go on after a delete.
+			base, cached, before = Version[T]{Expected: NoStream}, false, nil
 			if a.cache != nil {
 				a.cache.drop(stream)
 			}
+			continue
 		}
+		from := max(base.Expected.next(), info.Start) // the first event v needs
+		missing, last := false, uint64(0)             // whether events from from to last are hidden
+		switch {
+		case r.n > 0 && r.first < info.Start:
+			// The read saw a life of the stream deleted since.
+			before = nil
+			continue
+		case r.n > 0 && r.first > from:
+			missing, last = true, r.first-1
+		case r.n == 0 && info.Exists && info.Revision >= from:
+			// Events after base, but none read: hidden (by max age), or
+			// appended after the read. A read that starts after info
+			// tells, if the stream keeps its life (Start) meanwhile.
+			if before == nil || before.Start != info.Start {
+				before = &info
+				continue
+			}
+			missing, last = true, before.Revision
+		}
+		if !missing {
+			return a.loaded(stream, v, cached && r.n == 0), nil
+		}
+		// A snapshot may start after the missing events.
+		if a.every > 0 && !snapshotted {
+			snapshotted = true
+			newer, err := a.snapshot(ctx, stream, base)
+			if err != nil {
+				return Version[T]{}, err
+			}
+			if newer.Expected != base.Expected {
+				base, cached, before = newer, false, nil
+				continue
+			}
+		}
+		return Version[T]{}, truncated(stream, from, last)
 	}
-	if a.cache != nil {
-		a.cache.count(cached && n == 0)
-		a.cache.put(stream, v)
-	}
-	return v, nil
 }
 
-// replay folds the events of stream after v into v, and returns how many
-// there were.
-func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T]) (Version[T], int, error) {
-	n := 0
+// loaded caches v as the state of stream and returns it; hit tells whether
+// it came from the cache as it was.
+func (a *Aggregate[T, E]) loaded(stream string, v Version[T], hit bool) Version[T] {
+	if a.cache != nil {
+		a.cache.count(hit)
+		a.cache.put(stream, v)
+	}
+	return v
+}
+
+// snapshot returns the latest usable snapshot of stream as a Version if it
+// is later than v, else v.
+func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version[T]) (Version[T], error) {
+	snap, ok, err := LoadSnapshot[T](ctx, a.store, a.reg, stream)
+	if err != nil || !ok || (v.Expected != NoStream && snap.Revision <= v.Expected.rev) {
+		return v, err
+	}
+	return Version[T]{State: snap.State, Expected: Exact(snap.Revision)}, nil
+}
+
+// truncated returns the error for the events from first to last of stream
+// that a state needs and that are no longer read from it.
+func truncated(stream string, first, last uint64) error {
+	revs := fmt.Sprintf("revisions %d to %d are", first, last)
+	if first == last {
+		revs = fmt.Sprintf("revision %d is", first)
+	}
+	return fmt.Errorf("%w: stream %q: %s no longer read (hidden by its max count or max age, or deleted by retention); a snapshot at revision %d or later would cover them", ErrTruncated, stream, revs, last)
+}
+
+// replayRead is what a replay read: n events, the first at revision first.
+type replayRead struct {
+	first uint64
+	n     int
+}
+
+// replay folds the events of stream after v into v. An event missing
+// between two it reads fails it with ErrTruncated.
+func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T]) (Version[T], replayRead, error) {
+	var r replayRead
 	for e, err := range a.store.ReadStream(ctx, stream, &ReadOptions{From: v.Expected.next()}) {
 		if err != nil {
-			return Version[T]{}, 0, err
+			return Version[T]{}, replayRead{}, err
+		}
+		if r.n == 0 {
+			r.first = e.Revision
+		} else if e.Revision != v.Expected.rev+1 {
+			return Version[T]{}, replayRead{}, truncated(stream, v.Expected.rev+1, e.Revision-1)
 		}
 		p, err := Decode[E](a.reg, e.EventData)
 		if err != nil {
-			return Version[T]{}, 0, fmt.Errorf("stream %q revision %d: %w", stream, e.Revision, err)
+			return Version[T]{}, replayRead{}, fmt.Errorf("stream %q revision %d: %w", stream, e.Revision, err)
 		}
 		v.State = a.evolve(v.State, p)
 		v.Expected = Exact(e.Revision)
-		n++
+		r.n++
 	}
-	return v, n, nil
+	return v, r, nil
 }
 
 // Execute runs a command on the aggregate in stream: it loads the state,
@@ -165,7 +252,8 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // the zero AppendResult.
 //
 // It returns decide's error as is; after MaxAttempts conflicts, an error
-// wrapping the last [*WrongExpectedVersionError]; or the store's or the
+// wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
+// wrapping [ErrTruncated], before decide runs; or the store's or the
 // registry's error. A snapshot that fails to save is skipped, since the
 // events are committed: the next load replays a few more events.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {

@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"iter"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -245,11 +247,13 @@ func TestAggregateAfterDelete(t *testing.T) {
 	}
 }
 
-// interleavedStore runs before, once, when a read of a stream begins: what
-// another process might do at that moment.
+// interleavedStore runs before, once, when a read of a stream begins, and
+// beforeInfo, once, when a StreamInfo begins: what another process might
+// do at that moment. It hides the events of hidden from reads.
 type interleavedStore struct {
 	eventbus.Store
-	before func()
+	before, beforeInfo func()
+	hidden             map[uint64]bool
 }
 
 func (s *interleavedStore) ReadStream(ctx context.Context, stream string, o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
@@ -257,7 +261,24 @@ func (s *interleavedStore) ReadStream(ctx context.Context, stream string, o *eve
 		s.before = nil
 		f()
 	}
-	return s.Store.ReadStream(ctx, stream, o)
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.ReadStream(ctx, stream, o) {
+			if err == nil && s.hidden[e.Revision] {
+				continue
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+func (s *interleavedStore) StreamInfo(ctx context.Context, stream string) (eventbus.StreamInfo, error) {
+	if f := s.beforeInfo; f != nil {
+		s.beforeInfo = nil
+		f()
+	}
+	return s.Store.StreamInfo(ctx, stream)
 }
 
 // TestAggregateDeleteDuringLoad checks a delete and a new append made while
@@ -282,6 +303,86 @@ func TestAggregateDeleteDuringLoad(t *testing.T) {
 		v, err := accounts.Load(ctx, "account-1")
 		require.NoError(t, err)
 		require.Equal(t, Account{Balance: 1, Events: 1}, v.State)
+	}
+}
+
+// TestAggregateChangesDuringLoad checks appends and deletes made between a
+// Load's read and its look at the stream's state: events appended after
+// the read are not missing ones, nor are those of a life of the stream that
+// began after the read. Load returns the state before or after the change.
+func TestAggregateChangesDuringLoad(t *testing.T) {
+	deposits := func(n int) func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) {
+		return func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) {
+			appendDeposits(t, s, reg, "account-1", n)
+		}
+	}
+	version := func(balance int, rev uint64) eventbus.Version[Account] {
+		return eventbus.Version[Account]{State: Account{Balance: balance, Events: balance}, Expected: eventbus.Exact(rev)}
+	}
+	tests := []struct {
+		name            string
+		opts            *eventbus.AggregateOptions
+		prepare, during func(t *testing.T, s eventbus.Store, reg *eventbus.Registry)
+		want            []eventbus.Version[Account] // before and after the change
+	}{
+		{
+			name:    "append after a cached state",
+			opts:    &eventbus.AggregateOptions{CacheSize: 10},
+			prepare: deposits(1),
+			during:  deposits(1),
+			want:    []eventbus.Version[Account]{version(1, 0), version(2, 1)},
+		},
+		{
+			name:   "append to a new stream",
+			during: deposits(1),
+			want:   []eventbus.Version[Account]{{Expected: eventbus.NoStream}, version(1, 0)},
+		},
+		{
+			name: "delete and append after a delete",
+			prepare: func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) {
+				appendDeposits(t, s, reg, "account-1", 3)
+				require.NoError(t, s.Delete(t.Context(), "account-1", eventbus.Any))
+				appendDeposits(t, s, reg, "account-1", 2) // revisions 3 and 4
+			},
+			during: func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) {
+				require.NoError(t, s.Delete(t.Context(), "account-1", eventbus.Any))
+				appendDeposits(t, s, reg, "account-1", 1) // revision 5
+			},
+			want: []eventbus.Version[Account]{version(2, 4), version(1, 5)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inner, err := eventbus.NewMemoryStore(nil)
+			require.NoError(t, err)
+			reg := newBankRegistry(t)
+			s := &interleavedStore{Store: inner}
+			accounts := newAccounts(t, s, reg, tt.opts)
+			if tt.prepare != nil {
+				tt.prepare(t, s, reg)
+				_, err := accounts.Load(t.Context(), "account-1") // fills the cache, if any
+				require.NoError(t, err)
+			}
+			s.beforeInfo = func() { tt.during(t, inner, reg) }
+			v, err := accounts.Load(t.Context(), "account-1")
+			if err != nil || !slices.ContainsFunc(tt.want, func(w eventbus.Version[Account]) bool { return w == v }) {
+				t.Errorf("Load = %+v, %v, want one of %+v", v, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAggregateEventMissingInside checks that an event missing between two
+// that a read yields fails the load too.
+func TestAggregateEventMissingInside(t *testing.T) {
+	inner, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	appendDeposits(t, inner, reg, "account-1", 4)
+	s := &interleavedStore{Store: inner, hidden: map[uint64]bool{2: true}}
+	v, err := newAccounts(t, s, reg, nil).Load(t.Context(), "account-1")
+	if !errors.Is(err, eventbus.ErrTruncated) || !strings.Contains(err.Error(), "revision 2 ") {
+		t.Errorf("Load = %+v, %v, want an error wrapping %v that names revision 2", v, err, eventbus.ErrTruncated)
 	}
 }
 
@@ -354,4 +455,114 @@ func TestEventSourcingNilContext(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAggregateTruncatedStream checks an aggregate whose stream no longer
+// shows every event after the state it starts from (none, a snapshot or a
+// cached state), because the stream's MaxCount or MaxAge hides them: Load
+// and Execute fail with ErrTruncated, naming the revisions, instead of
+// folding what is left; a snapshot that covers the hidden events lets the
+// aggregate load again.
+func TestAggregateTruncatedStream(t *testing.T) {
+	const stream = "account-1"
+	tests := []struct {
+		name string
+		opts *eventbus.AggregateOptions
+		// prepare writes the stream, sets its metadata and returns the
+		// balance Load must find, or an error message it must contain.
+		prepare func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, accounts *eventbus.Aggregate[Account, any]) (balance int, gone string)
+	}{
+		{"no start, max count", nil, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, _ *eventbus.Aggregate[Account, any]) (int, string) {
+			appendDeposits(t, s, reg, stream, 6)
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 2})
+			return 0, "revisions 0 to 3 "
+		}},
+		{"cached state, max count", &eventbus.AggregateOptions{CacheSize: 10}, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, accounts *eventbus.Aggregate[Account, any]) (int, string) {
+			_, err := accounts.Execute(t.Context(), stream, deposit(1)) // cached at revision 0
+			require.NoError(t, err)
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 2})
+			appendDeposits(t, s, reg, stream, 5)
+			return 0, "revisions 1 to 3 "
+		}},
+		{"no start, max age", nil, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, _ *eventbus.Aggregate[Account, any]) (int, string) {
+			appendDeposits(t, s, reg, stream, 3)
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxAge: time.Hour})
+			time.Sleep(2 * time.Hour) // the bubble's clock: every event is too old
+			return 0, "revisions 0 to 2 "
+		}},
+		{"cached state, max age", &eventbus.AggregateOptions{CacheSize: 10}, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, accounts *eventbus.Aggregate[Account, any]) (int, string) {
+			_, err := accounts.Execute(t.Context(), stream, deposit(1))
+			require.NoError(t, err)
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxAge: time.Hour})
+			appendDeposits(t, s, reg, stream, 2)
+			time.Sleep(2 * time.Hour)
+			return 0, "revisions 1 to 2 "
+		}},
+		{"snapshot before the hidden events", &eventbus.AggregateOptions{SnapshotEvery: 100}, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, _ *eventbus.Aggregate[Account, any]) (int, string) {
+			appendDeposits(t, s, reg, stream, 6)
+			require.NoError(t, eventbus.SaveSnapshot(t.Context(), s, reg, stream, eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 3, Events: 3}}))
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 2})
+			return 0, "revision 3 "
+		}},
+		{"snapshot at the last hidden event", &eventbus.AggregateOptions{SnapshotEvery: 100}, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, _ *eventbus.Aggregate[Account, any]) (int, string) {
+			appendDeposits(t, s, reg, stream, 6)
+			require.NoError(t, eventbus.SaveSnapshot(t.Context(), s, reg, stream, eventbus.Snapshot[Account]{Revision: 3, State: Account{Balance: 4, Events: 4}}))
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 2})
+			return 6, ""
+		}},
+		{"snapshots every event, max age", &eventbus.AggregateOptions{SnapshotEvery: 1}, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, accounts *eventbus.Aggregate[Account, any]) (int, string) {
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxAge: time.Hour})
+			for range 3 {
+				_, err := accounts.Execute(t.Context(), stream, deposit(1))
+				require.NoError(t, err)
+			}
+			time.Sleep(2 * time.Hour)
+			return 3, ""
+		}},
+		{"cached state before a snapshot that covers", &eventbus.AggregateOptions{CacheSize: 10, SnapshotEvery: 100}, func(t *testing.T, s eventbus.Store, reg *eventbus.Registry, accounts *eventbus.Aggregate[Account, any]) (int, string) {
+			_, err := accounts.Execute(t.Context(), stream, deposit(1)) // cached at revision 0
+			require.NoError(t, err)
+			other := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1})
+			for range 5 {
+				_, err := other.Execute(t.Context(), stream, deposit(1))
+				require.NoError(t, err)
+			}
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 2})
+			return 6, ""
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				accounts := newAccounts(t, s, reg, tt.opts)
+				balance, gone := tt.prepare(t, s, reg, accounts)
+				v, err := accounts.Load(t.Context(), stream)
+				if gone == "" {
+					if err != nil || v.State.Balance != balance {
+						t.Fatalf("Load = %+v, %v, want balance %d", v, err, balance)
+					}
+					_, err := accounts.Execute(t.Context(), stream, deposit(1))
+					require.NoError(t, err, "Execute after a Load that succeeded")
+					return
+				}
+				if !errors.Is(err, eventbus.ErrTruncated) || !strings.Contains(err.Error(), gone) || !strings.Contains(err.Error(), "snapshot") {
+					t.Fatalf("Load = %+v, %v, want an error wrapping %v that names %q and a snapshot", v, err, eventbus.ErrTruncated, gone)
+				}
+				decided := false
+				_, err = accounts.Execute(t.Context(), stream, func(a Account) ([]any, error) {
+					decided = true
+					return deposit(1)(a)
+				})
+				if !errors.Is(err, eventbus.ErrTruncated) || decided {
+					t.Errorf("Execute = %v (decide ran: %v), want an error wrapping %v before decide", err, decided, eventbus.ErrTruncated)
+				}
+			})
+		})
+	}
+}
+
+// setMetadata sets stream's metadata in s.
+func setMetadata(t *testing.T, s eventbus.Store, stream string, md eventbus.StreamMetadata) {
+	t.Helper()
+	require.NoError(t, s.SetStreamMetadata(t.Context(), stream, md))
 }

@@ -52,6 +52,14 @@ var (
 	// ErrReadOnly is returned by the writing methods of a [FileStore] opened
 	// with ReadOnly.
 	ErrReadOnly = errors.New("eventbus: file store opened read-only")
+
+	// ErrTruncated is wrapped when an [Aggregate] cannot load a state
+	// because events it needs are no longer read from their stream: hidden
+	// by the stream's [StreamMetadata] (MaxCount, MaxAge) or deleted by a
+	// [FileStore]'s retention. The message names their revisions. The
+	// stream can still be read and written; a snapshot at the last of
+	// them or later lets the aggregate load again.
+	ErrTruncated = errors.New("eventbus: stream truncated")
 )
 
 // checkContext returns an error wrapping ErrInvalid for a nil context,
