@@ -181,6 +181,50 @@ func TestAggregateSnapshots(t *testing.T) {
 	})
 }
 
+// TestAggregateUnusableSnapshot checks that a snapshot the stream cannot
+// follow is ignored, as a stale schema version is: one past the stream's
+// last revision (saved with the event count instead of the last revision),
+// one of a stream that does not exist, one of a life of the stream before
+// a soft delete.
+func TestAggregateUnusableSnapshot(t *testing.T) {
+	tests := []struct {
+		name   string
+		events int    // deposits of 1 before the snapshot
+		rev    uint64 // the snapshot's revision
+		delete bool   // soft-delete the stream after the snapshot
+		want   eventbus.Version[Account]
+	}{
+		{name: "past the end", events: 3, rev: 3, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
+		{name: "far past the end", events: 3, rev: 1 << 40, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
+		{name: "no stream", rev: 0, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
+		{name: "deleted stream", events: 3, rev: 2, delete: true, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := t.Context()
+				appendDeposits(t, s, reg, "account-1", tt.events)
+				require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: tt.rev, State: Account{Balance: 1000}}))
+				if tt.delete {
+					require.NoError(t, s.Delete(ctx, "account-1", eventbus.Any))
+				}
+				if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); ok || err != nil {
+					t.Errorf("LoadSnapshot = %+v, %v, %v, want none", snap, ok, err)
+				}
+				accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 100})
+				v, err := accounts.Load(ctx, "account-1")
+				require.NoError(t, err)
+				if diff := cmp.Diff(tt.want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+					t.Errorf("Load (-want +got):\n%s", diff)
+				}
+				if _, err := accounts.Execute(ctx, "account-1", deposit(1)); err != nil {
+					t.Errorf("Execute(deposit 1) = %v, want success", err)
+				}
+			})
+		})
+	}
+}
+
 func TestAggregateCache(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()

@@ -249,6 +249,9 @@ func TestSnapshot(t *testing.T) {
 		t.Errorf("LoadSnapshot before any save: ok, want none")
 	}
 	for rev := range uint64(3) {
+		// A snapshot is usable only at a revision the stream has.
+		_, err := s.Append(ctx, "user-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "user.renamed"})
+		require.NoError(t, err)
 		snap := eventbus.Snapshot[userV3]{Revision: rev, State: userV3{First: fmt.Sprint(rev)}}
 		require.NoError(t, eventbus.SaveSnapshot(ctx, s, r, "user-1", snap))
 	}
@@ -260,7 +263,9 @@ func TestSnapshot(t *testing.T) {
 	}
 	for e, err := range s.ReadAll(ctx, nil) {
 		require.NoError(t, err)
-		t.Errorf("ReadAll yielded snapshot %+v; snapshots live in system streams", e)
+		if e.Stream != "user-1" {
+			t.Errorf("ReadAll yielded snapshot %+v; snapshots live in system streams", e)
+		}
 	}
 
 	// The state's Go type changes schema: the old snapshots are stale.

@@ -24,7 +24,9 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 
 // SaveSnapshot stores snap as the latest snapshot of stream in s, encoded
 // by r, whose registration of T (see [Register]) gives the snapshot's
-// type name and schema version. Snapshots live in the system stream
+// type name and schema version. snap.Revision is the revision of the last
+// event folded into the state, not the number of events: [LoadSnapshot]
+// ignores a snapshot past the stream's last revision. Snapshots live in the system stream
 // "$snapshot-" followed by the stream's name (or, for a name too long for
 // that, "$snapshot-sha256:" and its hash).
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
@@ -49,7 +51,11 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // LoadSnapshot returns the latest snapshot of stream saved by
 // [SaveSnapshot], and whether there is one. A snapshot saved with another
 // schema version than the one T is registered with is stale: LoadSnapshot
-// ignores it and returns false, so that the caller replays the stream.
+// ignores it and returns false, so that the caller replays the stream. So
+// is a snapshot that the stream cannot go on from: one whose Revision the
+// stream has not reached (such as its event count, one past its last
+// revision), one of a stream that does not exist, or one from before the
+// stream's last soft delete (see [StreamInfo].Start).
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
 	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
 		return Snapshot[T]{}, false, err
@@ -75,6 +81,15 @@ func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
 		if err != nil {
 			return Snapshot[T]{}, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
+		}
+		// Asked after the read, since a stream's revision only grows: a
+		// snapshot saved concurrently is of a revision the stream has.
+		info, err := s.StreamInfo(ctx, stream)
+		if err != nil {
+			return Snapshot[T]{}, false, err
+		}
+		if !info.Exists || rev > info.Revision || rev < info.Start {
+			return Snapshot[T]{}, false, nil
 		}
 		v, err := r.decode(e.EventData, false)
 		if err != nil {
