@@ -225,6 +225,37 @@ func TestAggregateUnusableSnapshot(t *testing.T) {
 	}
 }
 
+// TestSnapshotStreamBounded checks that a stream's snapshots do not pile
+// up: LoadSnapshot reads only the latest, so the snapshot stream keeps
+// only that one, also after a restart.
+func TestSnapshotStreamBounded(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1})
+		for range 20 {
+			_, err := accounts.Execute(ctx, "account-1", deposit(1))
+			require.NoError(t, err)
+		}
+		check := func(s eventbus.Store) {
+			t.Helper()
+			n := 0
+			for _, err := range s.ReadStream(ctx, "$snapshot-account-1", nil) {
+				require.NoError(t, err)
+				n++
+			}
+			if n != 1 {
+				t.Errorf("after 20 snapshots, the snapshot stream holds %d, want 1", n)
+			}
+			snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+			if want := (eventbus.Snapshot[Account]{Revision: 19, State: Account{Balance: 20, Events: 20}}); err != nil || !ok || snap != want {
+				t.Errorf("LoadSnapshot = %+v, %v, %v, want %+v", snap, ok, err, want)
+			}
+		}
+		check(s)
+		check(reopen())
+	})
+}
+
 func TestAggregateCache(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()

@@ -26,9 +26,14 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // by r, whose registration of T (see [Register]) gives the snapshot's
 // type name and schema version. snap.Revision is the revision of the last
 // event folded into the state, not the number of events: [LoadSnapshot]
-// ignores a snapshot past the stream's last revision. Snapshots live in the system stream
-// "$snapshot-" followed by the stream's name (or, for a name too long for
-// that, "$snapshot-sha256:" and its hash).
+// ignores a snapshot past the stream's last revision.
+//
+// Snapshots live in the system stream "$snapshot-" followed by the
+// stream's name (or, for a name too long for that, "$snapshot-sha256:"
+// and its hash). Only the latest one is ever read, so SaveSnapshot gives
+// that stream MaxCount 1 (see [StreamMetadata]): reads show no older
+// snapshot, though a store may hold them until its own cleanup, such as a
+// [FileStore]'s retention.
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
 	if err := checkContext(ctx, "SaveSnapshot"); err != nil {
 		return err
@@ -44,7 +49,21 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		return err
 	}
 	e.Metadata = Metadata{snapshotRevision: strconv.FormatUint(snap.Revision, 10)}
-	_, err = s.Append(ctx, snapshotStream(stream), Any, e)
+	name := snapshotStream(stream)
+	// LoadSnapshot reads only the latest snapshot, so the stream keeps
+	// only that one. The metadata is set once, before the first save, and
+	// again if someone changed it.
+	info, err := s.StreamInfo(ctx, name)
+	if err != nil {
+		return err
+	}
+	if md := info.Metadata; md.MaxCount != 1 {
+		md.MaxCount = 1
+		if err := s.SetStreamMetadata(ctx, name, md); err != nil {
+			return err
+		}
+	}
+	_, err = s.Append(ctx, name, Any, e)
 	return err
 }
 
