@@ -54,7 +54,8 @@ type SubscriptionMetrics struct {
 	// Duplicates counts events the Idempotency middleware skipped.
 	Duplicates uint64
 	// Depth is the number of events waiting in the queues; Pending adds
-	// those being handled or waiting for a retry.
+	// those being handled or waiting for a retry. Both stay 0 in Sync mode,
+	// where a publish counts its event once its handlers are done with it.
 	Depth, Pending uint64
 	// HandleTime is the time each attempt spent in the middleware and
 	// handler; Latency is the time from publish to the event's final
@@ -101,7 +102,9 @@ func (h *Histogram) add(o *Histogram) {
 
 // Quantile returns the upper bound of the bucket holding quantile q (0 to
 // 1) of the observations, or 0 without any: the bucket of the smallest
-// observation with at least a fraction q of them at or below it.
+// observation with at least a fraction q of them at or below it. The last
+// bucket has no upper bound: for it, Quantile returns BucketBound of its
+// index, about 34 s, which durations there may exceed.
 func (h Histogram) Quantile(q float64) time.Duration {
 	if h.Count == 0 {
 		return 0

@@ -29,8 +29,10 @@ type RetryPolicy struct {
 	// Jitter, so that many failing events do not retry in step. Zero means
 	// the exact schedule.
 	Jitter float64
-	// MaxElapsed stops retrying once this much time has passed since the
-	// first attempt. Zero means no limit.
+	// MaxElapsed stops retrying when the next attempt would start more than
+	// this long after the first failure (the end of the first attempt: a
+	// worker reads the clock when an attempt fails, not before each one).
+	// Zero means no limit.
 	MaxElapsed time.Duration
 }
 
