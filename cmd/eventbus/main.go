@@ -154,7 +154,7 @@ func withStore(dir string, stderr io.Writer, f func(*eventbus.FileStore) error) 
 	if err := checkDir(dir); err != nil {
 		return err
 	}
-	p := progress{w: stderr, what: "reading segments"}
+	p := newProgress(stderr, "reading segments")
 	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true, Progress: func(done, total int64) {
 		p.show(fmt.Sprintf("%d of %d MiB", done>>20, total>>20), done == total)
 	}})
@@ -164,12 +164,17 @@ func withStore(dir string, stderr io.Writer, f func(*eventbus.FileStore) error) 
 	return errors.Join(f(s), s.Close())
 }
 
-// progress prints a line about a long operation to w at most once a second.
+// progress prints a line about a long operation to w at most once a second,
+// from a second after it started, so that a quick one prints nothing.
 type progress struct {
 	w     io.Writer
 	what  string
 	last  time.Time
 	shown bool
+}
+
+func newProgress(w io.Writer, what string) *progress {
+	return &progress{w: w, what: what, last: time.Now()}
 }
 
 func (p *progress) show(msg string, final bool) {
@@ -191,7 +196,7 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 	fmt.Fprintf(stdout, "%d events (positions %d to %d), %d segments, %d bytes, %d streams\n\n",
 		st.NextPosition-st.FirstPosition, st.FirstPosition, int64(st.NextPosition)-1, st.Segments, st.Bytes, st.Streams)
 	streams := map[string]*streamSummary{}
-	p := progress{w: stderr, what: "reading events"}
+	p := newProgress(stderr, "reading events")
 	read := 0
 	for _, prefix := range []string{"", "$"} {
 		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: prefix}}) {
