@@ -33,7 +33,8 @@ func (c *Clock) Now() time.Time {
 	return epoch.Add(c.elapsed)
 }
 
-// Advance moves the clock forward by d.
+// Advance moves the clock forward by d, or back for a negative d, as a
+// wall clock set back would go (the bus's own clock never goes back).
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
