@@ -107,11 +107,11 @@ const maxDurableNameLen = 240
 //
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
-// this one has stopped. It returns an error wrapping [ErrInvalid] for a bad
-// name, handler or option, [ErrDuplicate] if b has a running durable
-// subscription of that name or a topic named "durable." and the name that
-// [NewTopic] made, [ErrClosed] after Shutdown, or the store's error reading
-// the checkpoint.
+// this one's Stop has returned. It returns an error wrapping [ErrInvalid]
+// for a bad name, handler or option, [ErrDuplicate] if b has a durable
+// subscription of that name that runs, rebuilds or is stopping, or a topic
+// named "durable." and the name that [NewTopic] made, [ErrClosed] after
+// Shutdown, or the store's error reading the checkpoint.
 func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
@@ -163,16 +163,18 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	}
 	d.subOpts.finished = d.finished
 	if err := d.start(from); err != nil {
+		t.claimed.Store(false)
 		return nil, err
 	}
 	return d, nil
 }
 
 // durableTopic returns the internal topic of a durable subscription: a new
-// one, or the one that a stopped durable subscription of the same name
-// left, so that it can be resumed on the same bus. A topic of that name
-// made by NewTopic is never taken over: it returns an error wrapping
-// ErrDuplicate, as it does while the durable subscription runs.
+// one, or the one that a durable subscription of the same name left once
+// its Stop returned, so that it can be resumed on the same bus. A topic of
+// that name made by NewTopic is never taken over: it returns an error
+// wrapping ErrDuplicate, as it does while the durable subscription runs or
+// stops.
 func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
 	t, err := NewTopic(b, name, &TopicOptions[RecordedEvent]{Mode: Async, EventType: name, durable: true})
 	if !errors.Is(err, ErrDuplicate) {
@@ -184,7 +186,9 @@ func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
 	old, _ := other.(*Topic[RecordedEvent])
 	switch {
 	case old != nil && old.durable:
-		if len(*old.subs.Load()) == 0 {
+		// Claimed until Stop has returned, not only while subscribed:
+		// Unsubscribe takes the workers off the topic before they drain.
+		if old.claimed.CompareAndSwap(false, true) {
 			return old, nil
 		}
 	case taken:
@@ -404,10 +408,14 @@ func (d *Durable) stopThen(ctx context.Context, then func() error) error {
 	if r == nil {
 		return ErrClosed
 	}
-	if err := d.stop(ctx, r); err != nil || then == nil {
-		return err
+	err := d.stop(ctx, r)
+	if err == nil && then != nil {
+		err = then()
 	}
-	return then()
+	if d.run.Load() == nil { // stopped for good: the name is free again
+		d.topic.claimed.Store(false)
+	}
+	return err
 }
 
 // stop ends run r and saves its checkpoint.

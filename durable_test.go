@@ -376,3 +376,56 @@ func TestStoreProcessed(t *testing.T) {
 		require.False(t, done, "another subscription's record")
 	})
 }
+
+// TestDurableNameTakenWhileStopping starts a durable subscription of the
+// same name while the first one's Stop waits for a handler, and while its
+// Rebuild resets the read model: both are refused with ErrDuplicate, so
+// that no event of a stream is handled by two subscriptions at once.
+func TestDurableNameTakenWhileStopping(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 2)
+		bus := newBus(t, nil)
+		release := make(chan struct{})
+		var mu sync.Mutex
+		running, most := 0, 0
+		h := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			mu.Lock()
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return nil
+		}
+		d := subscribeDurable(t, bus, s, nil, "ledger", h, nil)
+		synctest.Wait() // a's first event is being handled
+		stopped := make(chan error)
+		go func() { stopped <- d.Stop(ctx) }()
+		synctest.Wait() // Stop waits for the handler
+		if d2, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "ledger", h, nil); !errors.Is(err, eventbus.ErrDuplicate) {
+			t.Errorf("SubscribeDurable() while the other stops = %v, want %v", err, eventbus.ErrDuplicate)
+			defer func() { require.NoError(t, d2.Stop(ctx)) }()
+		}
+		synctest.Wait()
+		close(release)
+		require.NoError(t, <-stopped)
+		if most != 1 {
+			t.Errorf("%d handlers of stream a ran at once, want 1", most)
+		}
+
+		d = subscribeDurable(t, bus, s, nil, "ledger", h, nil) // stopped: it resumes
+		require.NoError(t, d.Rebuild(ctx, func(context.Context) error {
+			d2, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "ledger", h, nil)
+			if !errors.Is(err, eventbus.ErrDuplicate) {
+				t.Errorf("SubscribeDurable() while the other rebuilds = %v, want %v", err, eventbus.ErrDuplicate)
+				require.NoError(t, d2.Stop(ctx))
+			}
+			return nil
+		}))
+		require.NoError(t, d.WaitFor(ctx, 1))
+		require.NoError(t, d.Stop(ctx))
+	})
+}

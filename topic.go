@@ -47,6 +47,7 @@ type Topic[T any] struct {
 	methodKey bool           // T has an AggregateID method
 	nilKey    bool           // methodKey, and T is a pointer, which may be nil
 	durable   bool           // the internal topic of a durable subscription
+	claimed   atomic.Bool    // durable: a Durable runs on it, or stops (see durableTopic)
 
 	mu    sync.Mutex                         // serialises changes to subs
 	subs  atomic.Pointer[[]*subscription[T]] // copied on write
@@ -109,6 +110,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 	}
 	t.nilKey = t.methodKey && nilKeyed[T]()
 	t.subs.Store(new([]*subscription[T]))
+	t.claimed.Store(o.durable) // before another durableTopic can find it
 
 	goType := reflect.TypeFor[T]()
 	if goType.Kind() == reflect.Pointer {
