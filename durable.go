@@ -440,29 +440,33 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 }
 
 // Rebuild handles every event again from the first: it stops the
-// subscription as Stop does, calls reset (which should empty the read
-// model), saves a checkpoint at position 0, and starts again. reset may be
-// nil. WaitFor and Checkpoint follow the new run. An [Idempotency]
-// middleware with a durable store would skip every event: a projection that
-// rebuilds should apply events idempotently by itself.
+// subscription as Stop does, saves a checkpoint at position 0, calls reset
+// (which should empty the read model), and starts again. reset may be nil.
+// WaitFor and Checkpoint follow the new run from the moment reset is
+// called, so that WaitFor does not return while the read model is empty.
+// The checkpoint is saved first so that a crash, or a failure of reset,
+// never leaves an emptied read model behind a later checkpoint: the next
+// run handles every event again. An [Idempotency] middleware with a
+// durable store would skip every event: a projection that rebuilds should
+// apply events idempotently by itself.
 //
-// It returns Stop's error, reset's, the store's, or [ErrClosed] after Stop
+// It returns Stop's error, the store's, reset's, or [ErrClosed] after Stop
 // or Shutdown; after an error the subscription stays stopped.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
 	return d.stopThen(ctx, func() error {
 		if d.bus.closed.Load() {
 			return ErrClosed
 		}
-		if reset != nil {
-			if err := reset(ctx); err != nil {
-				return err
-			}
-		}
 		if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
 			return fmt.Errorf("durable subscription %q: %w", d.name, err)
 		}
 		d.saved = 0
 		d.track.reset(0)
+		if reset != nil {
+			if err := reset(ctx); err != nil {
+				return err
+			}
+		}
 		return d.start(0)
 	})
 }

@@ -2,9 +2,11 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -99,4 +101,64 @@ func TestProjectionRebuild(t *testing.T) {
 			t.Errorf("Rebuild() after Stop = %v, want %v", err, eventbus.ErrClosed)
 		}
 	})
+}
+
+// failingStore fails the appends to the streams for which fail returns
+// true.
+type failingStore struct {
+	eventbus.Store
+	fail func(stream string) bool
+}
+
+var errInjected = errors.New("injected failure")
+
+func (s *failingStore) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if s.fail(stream) {
+		return eventbus.AppendResult{}, errInjected
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestProjectionRebuildFails rebuilds a projection whose reset empties the
+// read model and then fails, and one whose store fails to save the
+// checkpoint: the process that starts the projection again must not resume
+// past events that the read model lost. While reset runs, Checkpoint has
+// gone back to 0.
+func TestProjectionRebuildFails(t *testing.T) {
+	for _, failing := range []string{"reset", "store"} {
+		t.Run(failing, func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := context.Background()
+				var broken atomic.Bool
+				fs := &failingStore{Store: s, fail: func(stream string) bool { return broken.Load() && stream == "$checkpoint-balances" }}
+				last := appendDeposits(t, s, reg, "account-1", 5).Position
+				bus := newBus(t, nil)
+				var model balances
+				d := subscribeDurable(t, bus, fs, reg, "balances", model.apply, nil)
+				require.NoError(t, d.WaitFor(ctx, last))
+				require.NoError(t, d.Stop(ctx)) // the checkpoint is saved
+				d = subscribeDurable(t, bus, fs, reg, "balances", model.apply, nil)
+				broken.Store(failing == "store")
+				err := d.Rebuild(ctx, func(ctx context.Context) error {
+					if got := d.Checkpoint(); got != 0 {
+						t.Errorf("Checkpoint() in Rebuild's reset = %d, want 0", got)
+					}
+					require.NoError(t, model.reset(ctx))
+					return errInjected
+				})
+				require.ErrorIs(t, err, errInjected)
+				broken.Store(false)
+				require.NoError(t, bus.Close())
+
+				s = reopen() // the next process
+				bus = newBus(t, nil)
+				d = subscribeDurable(t, bus, s, reg, "balances", model.apply, nil)
+				require.NoError(t, d.WaitFor(ctx, last))
+				require.NoError(t, d.Stop(ctx))
+				if got := model.get()["account-1"]; got != 5 {
+					t.Errorf("balance after a failed rebuild and a restart = %d, want 5", got)
+				}
+			})
+		})
+	}
 }
