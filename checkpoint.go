@@ -34,7 +34,21 @@ func loadCheckpoint(ctx context.Context, s Store, name string) (uint64, error) {
 
 // saveCheckpoint records that the durable subscription name resumes at pos.
 func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error {
-	_, err := s.Append(ctx, checkpointStream(name), Any, EventData{
+	stream := checkpointStream(name)
+	// loadCheckpoint reads only the latest checkpoint, so the stream keeps
+	// only that one, as SaveSnapshot's does. The metadata is set once,
+	// before the first save, and again if someone changed it.
+	info, err := s.StreamInfo(ctx, stream)
+	if err != nil {
+		return err
+	}
+	if md := info.Metadata; md.MaxCount != 1 {
+		md.MaxCount = 1
+		if err := s.SetStreamMetadata(ctx, stream, md); err != nil {
+			return err
+		}
+	}
+	_, err = s.Append(ctx, stream, Any, EventData{
 		ID:   NewID(),
 		Type: checkpointType,
 		Data: strconv.AppendUint(nil, pos, 10),

@@ -429,3 +429,56 @@ func TestDurableNameTakenWhileStopping(t *testing.T) {
 		require.NoError(t, d.Stop(ctx))
 	})
 }
+
+// TestDurableCheckpointStreamBounded checks that checkpoints do not pile
+// up: only the latest is ever read, so the checkpoint stream keeps only
+// that one, also after a restart, from which the subscription resumes.
+func TestDurableCheckpointStreamBounded(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		var mu sync.Mutex
+		var got []uint64
+		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Position)
+			return nil
+		}
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, reg, "ledger", h, &eventbus.DurableOptions{CheckpointEvery: 1})
+		var last uint64
+		for range 20 {
+			last = appendDeposits(t, s, reg, "a", 1).Position
+			require.NoError(t, d.WaitFor(ctx, last))
+		}
+		require.NoError(t, bus.Shutdown(ctx))
+		check := func(s eventbus.Store) {
+			t.Helper()
+			n := 0
+			for _, err := range s.ReadStream(ctx, "$checkpoint-ledger", nil) {
+				require.NoError(t, err)
+				n++
+			}
+			if n != 1 {
+				t.Errorf("the checkpoint stream holds %d checkpoints, want 1", n)
+			}
+			if got := savedCheckpoint(t, s, "ledger"); got <= int(last) {
+				t.Errorf("saved checkpoint = %d, want past %d", got, last)
+			}
+		}
+		check(s)
+		s = reopen()
+		check(s)
+
+		more := appendDeposits(t, s, reg, "a", 1).Position
+		bus = newBus(t, nil)
+		d = subscribeDurable(t, bus, s, reg, "ledger", h, nil)
+		require.NoError(t, d.WaitFor(ctx, more))
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		if n := len(got); n != 21 || got[n-1] != more {
+			t.Errorf("handled %d events, the last at %d, want 21, the last at %d", n, got[n-1], more)
+		}
+	})
+}
