@@ -140,12 +140,15 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = 100
 	}
-	from, err := loadCheckpoint(ctx, s, name)
+	t, err := durableTopic(b, topic)
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
-	t, err := durableTopic(b, topic)
+	// Read once the name is claimed: a subscription of that name that ran
+	// until now has saved its last checkpoint.
+	from, err := loadCheckpoint(ctx, s, name)
 	if err != nil {
+		t.claimed.Store(false)
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
 	d := &Durable{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -161,4 +162,101 @@ func TestProjectionRebuildFails(t *testing.T) {
 			})
 		})
 	}
+}
+
+// afterReadStore calls after, once, when a read of the stream named
+// stream has ended: what another subscription of the same bus might do at
+// that moment.
+type afterReadStore struct {
+	eventbus.Store
+	stream string
+	after  func()
+}
+
+func (s *afterReadStore) ReadStream(ctx context.Context, stream string, o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		defer func() {
+			if f := s.after; f != nil && stream == s.stream {
+				s.after = nil
+				f()
+			}
+		}()
+		for e, err := range s.Store.ReadStream(ctx, stream, o) {
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestProjectionRebuildWhileSubscribing starts a projection of the same
+// name as a running one, which rebuilds, and fails after emptying the read
+// model, just after the new one has read the checkpoint. The new one must
+// not resume from the checkpoint it read, which no longer holds: it is
+// refused, since the name was taken when it read.
+func TestProjectionRebuildWhileSubscribing(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "account-1", 5).Position
+		bus := newBus(t, nil)
+		var model balances
+		d := subscribeDurable(t, bus, s, reg, "balances", model.apply, nil)
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx)) // the checkpoint is saved
+		d = subscribeDurable(t, bus, s, reg, "balances", model.apply, nil)
+
+		hooked := &afterReadStore{Store: s, stream: "$checkpoint-balances", after: func() {
+			err := d.Rebuild(ctx, func(ctx context.Context) error {
+				require.NoError(t, model.reset(ctx))
+				return errInjected
+			})
+			require.ErrorIs(t, err, errInjected)
+		}}
+		d2, err := eventbus.SubscribeDurable(ctx, bus, hooked, reg, "balances", model.apply, nil)
+		if !errors.Is(err, eventbus.ErrDuplicate) {
+			t.Errorf("SubscribeDurable() of a running projection's name = %v, want %v", err, eventbus.ErrDuplicate)
+		}
+		if err == nil {
+			require.NoError(t, d2.WaitFor(ctx, last))
+			require.NoError(t, d2.Stop(ctx))
+			if got := model.get()["account-1"]; got != 5 {
+				t.Errorf("balance = %d, want 5", got)
+			}
+		}
+	})
+}
+
+// unreadableStore fails the reads of its streams while broken is set.
+type unreadableStore struct {
+	eventbus.Store
+	broken atomic.Bool
+}
+
+func (s *unreadableStore) ReadStream(ctx context.Context, stream string, o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if s.broken.Load() {
+		return func(yield func(eventbus.RecordedEvent, error) bool) { yield(eventbus.RecordedEvent{}, errInjected) }
+	}
+	return s.Store.ReadStream(ctx, stream, o)
+}
+
+// A projection that could not read its checkpoint leaves its name free:
+// the next try starts it.
+func TestProjectionCheckpointUnreadable(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "account-1", 5).Position
+		bus := newBus(t, nil)
+		var model balances
+		us := &unreadableStore{Store: s}
+		us.broken.Store(true)
+		_, err := eventbus.SubscribeDurable(ctx, bus, us, reg, "balances", model.apply, nil)
+		require.ErrorIs(t, err, errInjected)
+		us.broken.Store(false)
+		d := subscribeDurable(t, bus, us, reg, "balances", model.apply, nil)
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx))
+		if got := model.get()["account-1"]; got != 5 {
+			t.Errorf("balance = %d, want 5", got)
+		}
+	})
 }
