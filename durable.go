@@ -272,7 +272,9 @@ func (d *Durable) start(from uint64) error {
 // Shutdown or Close make them do, and saves the final checkpoint.
 func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	defer close(r.tailed)
-	if err := d.pump(ctx, from); !errors.Is(err, context.Canceled) && !errors.Is(err, ErrClosed) {
+	// ErrClosed is the bus's only when the bus closed: a store closed
+	// under the subscription stopped it too, and Stop says so.
+	if err := d.pump(ctx, from); ctx.Err() == nil && !d.bus.closed.Load() {
 		r.err = err
 		if err != nil && d.bus.opts.Logger != nil {
 			d.bus.opts.Logger.Error("eventbus: durable subscription stopped: reading the store failed", "subscription", d.name, "error", err)

@@ -482,3 +482,23 @@ func TestDurableCheckpointStreamBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestDurableStoreClosed closes the store under a running durable
+// subscription, whose checkpoint is saved: it stops reading, and Stop
+// says why.
+func TestDurableStoreClosed(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "a", 3).Position
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, &eventbus.DurableOptions{CheckpointEvery: 1})
+		require.NoError(t, d.WaitFor(ctx, last))
+		synctest.Wait() // the checkpoint is saved
+		require.Equal(t, int(last)+1, savedCheckpoint(t, s, "ledger"))
+		require.NoError(t, s.Close())
+		synctest.Wait()
+		if err := d.Stop(ctx); !errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("Stop() after the store closed = %v, want %v", err, eventbus.ErrClosed)
+		}
+	})
+}
