@@ -130,6 +130,7 @@ type dedup[K comparable] struct {
 	cur, prev keyTable[K]
 	done      int       // done keys in cur
 	epoch     uint64    // counts the times cur's slots moved or cur turned over
+	turns     uint64    // counts the times cur turned over
 	inFlight  int       // keys in flight
 	changed   broadcast // when a key leaves flight
 }
@@ -149,12 +150,13 @@ func recordTime(t time.Time) int64 {
 
 // claimed is where a claim put its key in cur, for its release: its slot as
 // of epoch, and the publish time it replaced if the key was done there but
-// expired (else running).
+// expired (else running), as of turns.
 type claimed struct {
 	hash  uint64
 	slot  int
 	epoch uint64
 	prior int64
+	turn  uint64
 }
 
 func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
@@ -228,7 +230,7 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 		if s := &d.cur.slots[i]; s.hash == 0 {
 			d.cur.put(i, c.hash, k, running)
 		} else {
-			c.prior = s.published
+			c.prior, c.turn = s.published, d.turns
 			s.published = running
 			d.done--
 		}
@@ -263,6 +265,7 @@ func (d *dedup[K]) rotate() {
 	d.prev, d.cur = d.cur, d.prev
 	d.done = 0
 	d.epoch++
+	d.turns++
 	for _, s := range moved {
 		d.room()
 		i, _ := d.cur.find(s.hash, s.key)
@@ -278,6 +281,12 @@ func (d *dedup[K]) release(k K, c claimed, ok bool, published time.Time) {
 	d.inFlight--
 	d.changed.notify()
 	done := ok && d.opts.Store == nil
+	if c.prior != running && d.turns-c.turn > 1 {
+		// The generation that held the earlier delivery's record was
+		// forgotten since the claim: putting the record back would count
+		// it among the last Capacity keys handled, and turn cur over early.
+		c.prior = running
+	}
 	i, inCur := c.slot, c.epoch == d.epoch // k is still where its claim put it
 	if !inCur && d.cur.n > 0 {
 		i, inCur = d.cur.find(c.hash, k)

@@ -222,3 +222,46 @@ func TestDedupExpiry(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupForgetsPriorOfForgottenGeneration runs an expired key while the
+// record turns over twice, so that its running mark moves to the new cur,
+// and fails it: the earlier success it replaced was in a generation the
+// record has forgotten since, so it must not come back and count as one
+// of the last Capacity keys, which would make the next turnover forget a
+// key handled only one key ago.
+func TestDedupForgetsPriorOfForgottenGeneration(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	d := newDedup(&IdempotencyOptions{Capacity: 2, TTL: time.Minute}, newKeyHasher().string)
+	waits, cancel := context.WithCancel(context.Background())
+	cancel() // a claim that would wait fails at once
+	claim := func(k string, at time.Time) (bool, claimed) {
+		t.Helper()
+		dup, c, err := d.claim(waits, &Envelope{Header: Header{Time: at}}, k)
+		if err != nil {
+			t.Fatalf("claim of %s at %v waits", k, at)
+		}
+		return dup, c
+	}
+	run := func(k string, at time.Time) {
+		t.Helper()
+		if dup, c := claim(k, at); !dup {
+			d.release(k, c, true, at)
+		}
+	}
+	t1 := t0.Add(2 * time.Minute)
+	run("a", t0)
+	dup, a := claim("a", t1) // expired: a runs, in place of its record
+	if dup {
+		t.Fatal("a delivery after TTL was skipped")
+	}
+	for _, k := range []string{"b", "c", "d", "e", "f"} { // d's and f's claims turn the record over
+		run(k, t1)
+	}
+	d.release("a", a, false, t1)
+	if dup, _ := claim("g", t1); dup { // turns the record over
+		t.Fatal("g, never handled, taken for a duplicate")
+	}
+	if dup, _ := claim("e", t1); !dup {
+		t.Fatal("e, one of the last 2 keys handled, ran again with Capacity 2")
+	}
+}
