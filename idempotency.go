@@ -242,11 +242,24 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 	if d.opts.Store == nil {
 		return false, c, nil
 	}
-	done, err := d.opts.Store.Processed(ctx, d.storeKey(env, k))
-	if err != nil || done {
-		d.release(k, c, false, time.Time{})
-	}
+	done, err := d.processed(ctx, env, k, c)
 	return done, c, err
+}
+
+// processed asks the Store whether k, claimed as c, was processed, and
+// takes k out of flight if so, or if the Store fails. Deferred, so that a
+// panic in the Store, which the worker turns into a failed attempt, takes
+// k out of flight too, as a handler's does.
+func (d *dedup[K]) processed(ctx context.Context, env *Envelope, k K, c claimed) (bool, error) {
+	keep := false
+	defer func() {
+		if !keep {
+			d.release(k, c, false, time.Time{})
+		}
+	}()
+	done, err := d.opts.Store.Processed(ctx, d.storeKey(env, k))
+	keep = err == nil && !done
+	return done, err
 }
 
 // rotate forgets prev and makes cur the older generation. Keys in flight

@@ -490,3 +490,34 @@ func TestIdempotencyAfterPanic(t *testing.T) {
 		require.Equal(t, 2, runs)
 	})
 }
+
+// panickyProcessed is a ProcessedStore whose first Processed panics.
+type panickyProcessed struct {
+	memoryProcessed
+	panicked atomic.Bool
+}
+
+func (p *panickyProcessed) Processed(ctx context.Context, k eventbus.IdempotencyKey) (bool, error) {
+	if !p.panicked.Swap(true) {
+		panic("store down")
+	}
+	return p.memoryProcessed.Processed(ctx, k)
+}
+
+// TestIdempotencyAfterStorePanic checks that a panic in the Store's
+// Processed, a failed attempt like a handler's panic, takes the event's key
+// out of flight: the retry runs instead of waiting for itself.
+func TestIdempotencyAfterStorePanic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &panickyProcessed{memoryProcessed: memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}}
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 2},
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store})}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := 0
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, topic.Publish(ctx, Order{}))
+		require.Equal(t, 1, runs)
+	})
+}
