@@ -1,0 +1,326 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// modelHashes are hashes of the keys "0", "1", ... for the model tests:
+// a good one, one of 3 values (long clusters, so removal moves slots
+// back), and one of 4 values whose home slots are the last of any table
+// (clusters that wrap around its end).
+func modelHashes() map[string]func(string) uint64 {
+	hasher := newKeyHasher()
+	return map[string]func(string) uint64{
+		"good": hasher.string,
+		"3 hashes": func(k string) uint64 {
+			n, _ := strconv.Atoi(k)
+			return nonZero(uint64(n%3) * 0x5555_5555_5555_5555)
+		},
+		"wrapping": func(k string) uint64 {
+			n, _ := strconv.Atoi(k)
+			return ^uint64(n % 4)
+		},
+	}
+}
+
+// TestRecordModel drives an Idempotency record through long random runs
+// of deliveries, redeliveries of earlier events with their own publish
+// times, and successful and failed releases, while publish times advance
+// past the TTL and keys stay in flight across turnovers, against a model:
+// a Go map of each key's last success (its publish time) and a list of the
+// last Capacity keys that succeeded. A delivery is a duplicate if its key
+// succeeded within TTL of the delivery's publish time and is one of the last
+// Capacity; it is not one if its key never succeeded or only longer than TTL
+// before; in between the record may have forgotten it. After every step
+// checkRecord checks the record's tables, and that the record holds each of
+// the last Capacity keys with the publish time of its last success.
+func TestRecordModel(t *testing.T) {
+	for _, store := range []bool{false, true} {
+		for _, capacity := range []int{1, 2, 3, 5, 8} {
+			for name, hash := range modelHashes() {
+				for seed := range uint64(3) {
+					t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/seed=%d", store, capacity, name, seed), func(t *testing.T) {
+						runRecordModel(t, store, capacity, hash, rand.New(rand.NewPCG(seed, 7)), 2000)
+					})
+				}
+			}
+		}
+	}
+}
+
+// FuzzRecordModel runs TestRecordModel's model from a fuzzed seed.
+func FuzzRecordModel(f *testing.F) {
+	f.Add(uint64(1), uint8(2), uint8(0), false)
+	f.Add(uint64(2), uint8(1), uint8(1), true)
+	f.Add(uint64(3), uint8(3), uint8(2), false)
+	f.Fuzz(func(t *testing.T, seed uint64, capacity, hash uint8, store bool) {
+		names := []string{"good", "3 hashes", "wrapping"}
+		runRecordModel(t, store, 1+int(capacity%9), modelHashes()[names[int(hash)%len(names)]], rand.New(rand.NewPCG(seed, 7)), 500)
+	})
+}
+
+func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string) uint64, rng *rand.Rand, steps int) {
+	const ttl = 10 * time.Minute
+	o := &IdempotencyOptions{Capacity: capacity, TTL: ttl}
+	set := processedSet{}
+	if withStore {
+		o.Store = set
+	}
+	d := newDedup(o, hash)
+	type flight struct {
+		c   claimed
+		env *Envelope
+	}
+	inFlight := map[string]flight{}
+	last := map[string]time.Time{} // the publish time of each key's last success
+	var recent []string            // the last Capacity keys that succeeded, the latest last
+	var sent []*Envelope           // the events delivered so far, to deliver again
+	waits, cancel := context.WithCancel(context.Background())
+	cancel() // a claim that would wait returns at once
+	now := time.Unix(1_700_000_000, 0)
+	keys := 3*capacity + 4
+	for step := range steps {
+		epoch, slots := d.epoch, slices.Clone(d.cur.slots)
+		var env *Envelope
+		switch op := rng.IntN(10); {
+		case op < 4 && len(inFlight) > 0: // a handler returns
+			busy := slices.Sorted(maps.Keys(inFlight))
+			k := busy[rng.IntN(len(busy))]
+			f := inFlight[k]
+			ok := rng.IntN(3) != 0
+			if ok && withStore {
+				set[k] = true
+			}
+			d.release(k, f.c, ok, f.env.Time)
+			delete(inFlight, k)
+			if ok {
+				last[k] = f.env.Time
+				recent = append(slices.DeleteFunc(recent, func(x string) bool { return x == k }), k)
+				recent = recent[max(0, len(recent)-capacity):]
+			}
+		case op < 6 && len(sent) > 0: // an earlier event, delivered again
+			env = sent[rng.IntN(len(sent))]
+		default: // a new event
+			if rng.IntN(4) == 0 {
+				now = now.Add(time.Duration(rng.IntN(int(ttl/time.Second)))*time.Second/2 + 1)
+			}
+			env = &Envelope{Header: Header{Key: strconv.Itoa(rng.IntN(keys)), Time: now}}
+			sent = append(sent, env)
+		}
+		if env != nil {
+			k := env.Key
+			dup, c, err := d.claim(waits, env, k)
+			if _, busy := inFlight[k]; busy {
+				if err == nil {
+					t.Fatalf("step %d: a delivery of %s, in flight, did not wait", step, k)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("step %d: %s, not in flight, waits: its mark was left behind", step, k)
+				}
+				at, succeeded := last[k]
+				within := succeeded && env.Time.Sub(at) <= ttl
+				switch {
+				case withStore && dup != succeeded:
+					t.Fatalf("step %d: claim of %s = duplicate %v; the Store says %v", step, k, dup, succeeded)
+				case withStore:
+				case dup && !succeeded:
+					t.Fatalf("step %d: %s taken for a duplicate, never handled", step, k)
+				case dup && !within:
+					t.Fatalf("step %d: %s at %v taken for a duplicate, handled at %v, longer than TTL before", step, k, env.Time, at)
+				case !dup && within && slices.Contains(recent, k):
+					t.Fatalf("step %d: %s forgotten, one of the last Capacity %d keys handled %v", step, k, capacity, recent)
+				}
+				if !dup {
+					inFlight[k] = flight{c, env}
+				}
+			}
+			if d.done >= capacity {
+				t.Fatalf("step %d: cur holds %d done keys after a claim, Capacity %d", step, d.done, capacity)
+			}
+		}
+		if d.inFlight != len(inFlight) {
+			t.Fatalf("step %d: %d keys running, want %d", step, d.inFlight, len(inFlight))
+		}
+		claims := map[string]claimed{}
+		for k, f := range inFlight {
+			claims[k] = f.c
+		}
+		checkRecord(t, step, d, hash, claims)
+		if d.epoch == epoch {
+			for i, s := range slots {
+				if s.hash != 0 && (i >= len(d.cur.slots) || d.cur.slots[i].hash != s.hash || d.cur.slots[i].key != s.key) {
+					t.Fatalf("step %d: %s left slot %d of cur, and the epoch stayed %d", step, s.key, i, epoch)
+				}
+			}
+		}
+		for _, k := range recent {
+			if _, busy := inFlight[k]; busy || withStore {
+				continue
+			}
+			h := hash(k)
+			published, ok := d.cur.lookup(h, k)
+			if !ok {
+				published, ok = d.prev.lookup(h, k)
+			}
+			if !ok || published != recordTime(last[k]) {
+				t.Fatalf("step %d: the record has %s at %d, %v; it is one of the last Capacity %d keys handled %v, at %d", step, k, published, ok, capacity, recent, recordTime(last[k]))
+			}
+		}
+		if withStore && d.cur.n+d.prev.n != len(inFlight) {
+			t.Fatalf("step %d: with a Store, the record holds %d keys, %d in flight", step, d.cur.n+d.prev.n, len(inFlight))
+		}
+	}
+}
+
+// checkRecord checks the invariants of d's tables, given the keys in
+// flight and their claims: every key is where its hash finds it, the
+// counts are right, each key in flight has exactly one running mark (and
+// other keys none), no key running in prev is also in cur, and a claim
+// whose epoch is current points at its key's running mark.
+func checkRecord[K comparable](t *testing.T, step int, d *dedup[K], hash func(K) uint64, inFlight map[K]claimed) {
+	t.Helper()
+	marks := map[K]int{}
+	inCur := map[K]bool{}
+	done := 0
+	for gen, tab := range map[string]*keyTable[K]{"cur": &d.cur, "prev": &d.prev} {
+		checkKeyTable(t, step, gen, tab, hash)
+		for _, s := range tab.slots {
+			if s.hash == 0 {
+				continue
+			}
+			if s.published == running {
+				marks[s.key]++
+			}
+			if gen == "cur" {
+				inCur[s.key] = true
+				if s.published != running {
+					done++
+				}
+			}
+		}
+	}
+	if done != d.done {
+		t.Fatalf("step %d: cur holds %d done keys, counts %d", step, done, d.done)
+	}
+	for k, c := range inFlight {
+		if marks[k] != 1 {
+			t.Fatalf("step %d: %v in flight has %d running marks, want 1", step, k, marks[k])
+		}
+		if i, ok := d.prev.lookupSlot(c.hash, k); ok && d.prev.slots[i].published == running && inCur[k] {
+			t.Fatalf("step %d: %v runs in prev but is in cur too", step, k)
+		}
+		if c.epoch == d.epoch {
+			if s := d.cur.slots[c.slot]; s.hash != c.hash || s.key != k || s.published != running {
+				t.Fatalf("step %d: the claim of %v, at the current epoch, points at slot %d, which holds %v", step, k, c.slot, s.key)
+			}
+		}
+	}
+	if len(marks) != len(inFlight) {
+		t.Fatalf("step %d: running marks %v for keys in flight %v", step, marks, inFlight)
+	}
+}
+
+// lookupSlot returns the slot of k, if the table holds it.
+func (t *keyTable[K]) lookupSlot(h uint64, k K) (int, bool) {
+	if t.n == 0 {
+		return 0, false
+	}
+	return t.find(h, k)
+}
+
+// checkKeyTable checks that tab counts its keys right, that each is where
+// its hash finds it, and that it has room to end every probe.
+func checkKeyTable[K comparable](t *testing.T, step int, name string, tab *keyTable[K], hash func(K) uint64) {
+	t.Helper()
+	n := 0
+	for i, s := range tab.slots {
+		if s.hash == 0 {
+			if s != (keySlot[K]{}) {
+				t.Fatalf("step %d: empty slot %d of %s holds %v", step, i, name, s)
+			}
+			continue
+		}
+		n++
+		if j, ok := tab.find(hash(s.key), s.key); !ok || j != i || s.hash != hash(s.key) {
+			t.Fatalf("step %d: %v in slot %d of %s is not where its hash finds it", step, s.key, i, name)
+		}
+	}
+	if n != tab.n {
+		t.Fatalf("step %d: %s holds %d keys, counts %d", step, name, n, tab.n)
+	}
+	if n*4 > len(tab.slots)*3 {
+		t.Fatalf("step %d: %s holds %d keys in %d slots, more than three quarters", step, name, n, len(tab.slots))
+	}
+}
+
+// TestRecordConcurrent delivers a few keys from many goroutines at once,
+// through handlers that fail or panic at times: two deliveries of a key
+// never run at once, a key is skipped only once it succeeded, a key that
+// succeeded never runs again while the record can hold every key, and at
+// the end no key is left in flight.
+func TestRecordConcurrent(t *testing.T) {
+	for _, capacity := range []int{2, 100} {
+		for name, hash := range modelHashes() {
+			t.Run(fmt.Sprintf("capacity=%d/%s", capacity, name), func(t *testing.T) {
+				const keys, goroutines, deliveries = 12, 8, 300
+				d := newDedup(&IdempotencyOptions{Capacity: capacity, TTL: time.Hour}, hash)
+				var running, succeeded [keys]atomic.Int32
+				at := time.Unix(1_700_000_000, 0)
+				var wg sync.WaitGroup
+				for g := range goroutines {
+					wg.Go(func() {
+						rng := rand.New(rand.NewPCG(uint64(g), 3))
+						for range deliveries {
+							n := rng.IntN(keys)
+							fate := rng.IntN(6)
+							ran := false
+							handler := func(context.Context, *Envelope) error {
+								ran = true
+								if running[n].Add(1) != 1 {
+									t.Errorf("two deliveries of %d run at once", n)
+								}
+								defer running[n].Add(-1)
+								runtime.Gosched()
+								switch fate {
+								case 0:
+									return errors.New("failed")
+								case 1:
+									panic("failed")
+								}
+								if succeeded[n].Add(1) > 1 && capacity >= keys {
+									t.Errorf("%d ran again after it succeeded", n)
+								}
+								return nil
+							}
+							var err error
+							func() {
+								defer func() { _ = recover() }() // as the worker does
+								err = d.handle(context.Background(), &Envelope{Header: Header{Time: at}}, strconv.Itoa(n), handler)
+							}()
+							if err == nil && !ran && succeeded[n].Load() == 0 {
+								t.Errorf("%d skipped as a duplicate, never handled", n)
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if d.inFlight != 0 {
+					t.Fatalf("%d keys left in flight", d.inFlight)
+				}
+				checkRecord(t, -1, d, hash, nil)
+			})
+		}
+	}
+}
