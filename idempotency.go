@@ -130,7 +130,7 @@ type dedup[K comparable] struct {
 	cur, prev keyTable[K]
 	done      int       // done keys in cur
 	epoch     uint64    // counts the times cur's slots moved or cur turned over
-	turns     uint64    // counts the times cur turned over
+	turned    [2]uint64 // epoch after the last turnover, and after the one before
 	inFlight  int       // keys in flight
 	changed   broadcast // when a key leaves flight
 }
@@ -150,13 +150,12 @@ func recordTime(t time.Time) int64 {
 
 // claimed is where a claim put its key in cur, for its release: its slot as
 // of epoch, and the publish time it replaced if the key was done there but
-// expired (else running), as of turns.
+// expired (else running).
 type claimed struct {
 	hash  uint64
 	slot  int
 	epoch uint64
 	prior int64
-	turn  uint64
 }
 
 func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
@@ -230,7 +229,7 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 		if s := &d.cur.slots[i]; s.hash == 0 {
 			d.cur.put(i, c.hash, k, running)
 		} else {
-			c.prior, c.turn = s.published, d.turns
+			c.prior = s.published
 			s.published = running
 			d.done--
 		}
@@ -278,7 +277,7 @@ func (d *dedup[K]) rotate() {
 	d.prev, d.cur = d.cur, d.prev
 	d.done = 0
 	d.epoch++
-	d.turns++
+	d.turned = [2]uint64{d.epoch, d.turned[0]}
 	for _, s := range moved {
 		d.room()
 		i, _ := d.cur.find(s.hash, s.key)
@@ -294,7 +293,7 @@ func (d *dedup[K]) release(k K, c claimed, ok bool, published time.Time) {
 	d.inFlight--
 	d.changed.notify()
 	done := ok && d.opts.Store == nil
-	if c.prior != running && d.turns-c.turn > 1 {
+	if c.prior != running && d.turned[1] > c.epoch { // two turnovers since the claim
 		// The generation that held the earlier delivery's record was
 		// forgotten since the claim: putting the record back would count
 		// it among the last Capacity keys handled, and turn cur over early.
