@@ -122,7 +122,10 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 	// before is the stream's state before the read, once a read found no
 	// event where the stream had some.
 	var before *StreamInfo
-	for {
+	for round := 1; ; round++ {
+		if round > maxLoadReads {
+			return Version[T]{}, fmt.Errorf("eventbus: stream %q changed under %d reads in a row (deleted again and again, or a store whose reads and StreamInfo disagree)", stream, maxLoadReads)
+		}
 		v, r, err := a.replay(ctx, stream, base)
 		if err != nil {
 			return Version[T]{}, err
@@ -182,6 +185,10 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 		return Version[T]{}, truncated(stream, from, last)
 	}
 }
+
+// maxLoadReads bounds the reads of one Load: a read is made again only when
+// the stream was deleted, or hid events, while it ran.
+const maxLoadReads = 8
 
 // loaded caches v as the state of stream and returns it; hit tells whether
 // it came from the cache as it was.

@@ -34,10 +34,19 @@ func loadCheckpoint(ctx context.Context, s Store, name string) (uint64, error) {
 
 // saveCheckpoint records that the durable subscription name resumes at pos.
 func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error {
-	stream := checkpointStream(name)
-	// loadCheckpoint reads only the latest checkpoint, so the stream keeps
-	// only that one, as SaveSnapshot's does. The metadata is set once,
-	// before the first save, and again if someone changed it.
+	return appendLatest(ctx, s, checkpointStream(name), EventData{
+		ID:   NewID(),
+		Type: checkpointType,
+		Data: strconv.AppendUint(nil, pos, 10),
+	})
+}
+
+// appendLatest appends e to stream, a system stream of which only the
+// latest event is ever read (a checkpoint, a snapshot), and gives the
+// stream MaxCount 1 so that reads show no older one: set once, before the
+// first append, and again if someone changed it. The store may still hold
+// the older events (a MemoryStore for good, a FileStore until retention).
+func appendLatest(ctx context.Context, s Store, stream string, e EventData) error {
 	info, err := s.StreamInfo(ctx, stream)
 	if err != nil {
 		return err
@@ -48,11 +57,7 @@ func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error
 			return err
 		}
 	}
-	_, err = s.Append(ctx, stream, Any, EventData{
-		ID:   NewID(),
-		Type: checkpointType,
-		Data: strconv.AppendUint(nil, pos, 10),
-	})
+	_, err = s.Append(ctx, stream, Any, e)
 	return err
 }
 

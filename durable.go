@@ -48,14 +48,15 @@ type DurableOptions struct {
 // before which every event has finished (handled, skipped as a duplicate, or
 // dead-lettered): the lowest one still running holds it back. It is saved
 // every CheckpointEvery events and when the subscription or the bus stops,
-// in the store's system stream "$checkpoint-" followed by the name, which
-// keeps only the latest (MaxCount 1, see [StreamMetadata]). An event
-// abandoned by [Bus.Close] is not finished, and a dead-lettered one is not
-// delivered again (give the bus a [DeadLetterSink] to keep dead letters
-// across restarts). After a restart, the events from the checkpoint on are
-// delivered again: delivery is at-least-once. The [Idempotency] middleware with a durable
-// [ProcessedStore], such as [NewStoreProcessed], makes each event's effect
-// happen once.
+// in the store's system stream "$checkpoint-" followed by the name, whose
+// reads show only the latest (MaxCount 1, see [StreamMetadata]; the store
+// holds the older ones until its own cleanup, if any). An event abandoned
+// by [Bus.Close] is not finished, and a dead-lettered one is not delivered
+// again (give the bus a [DeadLetterSink] to keep dead letters across
+// restarts). After a restart, the events from the checkpoint on are
+// delivered again: delivery is at-least-once. The [Idempotency] middleware
+// with a durable [ProcessedStore], such as [NewStoreProcessed], makes each
+// event's effect happen once.
 //
 // # Projections
 //

@@ -18,9 +18,9 @@ var (
 
 	// ErrDuplicate is wrapped when a name is already taken: a subscription
 	// name within a topic, a topic name used with another payload type, the
-	// name of a durable subscription that runs or whose topic ("durable."
-	// and the name) the application has made with [NewTopic], or an event
-	// type name claimed by two Go types.
+	// name of a durable subscription that runs, rebuilds or is stopping, or
+	// whose topic ("durable." and the name) the application has made with
+	// [NewTopic], or an event type name claimed by two Go types.
 	ErrDuplicate = errors.New("eventbus: duplicate name")
 
 	// ErrWrongExpectedVersion is matched (errors.Is) by every

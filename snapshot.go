@@ -32,8 +32,8 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // stream's name (or, for a name too long for that, "$snapshot-sha256:"
 // and its hash). Only the latest one is ever read, so SaveSnapshot gives
 // that stream MaxCount 1 (see [StreamMetadata]): reads show no older
-// snapshot, though a store may hold them until its own cleanup, such as a
-// [FileStore]'s retention.
+// snapshot, though the store still holds them (a [MemoryStore] for good, a
+// [FileStore] until its retention deletes their segment).
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
 	if err := checkContext(ctx, "SaveSnapshot"); err != nil {
 		return err
@@ -49,22 +49,7 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		return err
 	}
 	e.Metadata = Metadata{snapshotRevision: strconv.FormatUint(snap.Revision, 10)}
-	name := snapshotStream(stream)
-	// LoadSnapshot reads only the latest snapshot, so the stream keeps
-	// only that one. The metadata is set once, before the first save, and
-	// again if someone changed it.
-	info, err := s.StreamInfo(ctx, name)
-	if err != nil {
-		return err
-	}
-	if md := info.Metadata; md.MaxCount != 1 {
-		md.MaxCount = 1
-		if err := s.SetStreamMetadata(ctx, name, md); err != nil {
-			return err
-		}
-	}
-	_, err = s.Append(ctx, name, Any, e)
-	return err
+	return appendLatest(ctx, s, snapshotStream(stream), e)
 }
 
 // LoadSnapshot returns the latest snapshot of stream saved by

@@ -110,8 +110,13 @@ func TestFileStoreFollowBytes(t *testing.T) {
 		for range n {
 			res, err := s.Append(ctx, "followed", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: data})
 			require.NoError(t, err)
-			if pos := <-got; pos != res.Position {
-				t.Fatalf("subscription read position %d, want %d", pos, res.Position)
+			select {
+			case pos := <-got:
+				if pos != res.Position {
+					t.Fatalf("subscription read position %d, want %d", pos, res.Position)
+				}
+			case err := <-ended:
+				t.Fatalf("subscription ended: %v", err)
 			}
 		}
 	}
