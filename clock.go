@@ -47,8 +47,8 @@ func (c *clock) now() time.Time {
 	}
 	// A reading is shared as it is: building a time.Time from a duration
 	// for each event cost 10% of a keyed publish. So a reading costs an
-	// allocation: about one per clockTick, one more for each publisher
-	// that races to refresh it.
+	// allocation, as its stale mark does: about two per clockTick, and one
+	// more for each publisher that races to refresh it.
 	t := c.install(c.start.Add(time.Since(c.start)))
 	select {
 	case c.wake <- struct{}{}:
@@ -95,12 +95,12 @@ func (c *clock) expire() bool {
 func (c *clock) elapsed() time.Duration { return time.Since(c.start) | 1 }
 
 // latency returns the time from published to at, a reading of elapsed. A
-// time without a monotonic reading, such as a stored event's, is compared
-// with the wall clock instead, which may have been set since the bus
-// started; and with Options.Clock, which stamped the event, with that
-// clock's time.
-func (c *clock) latency(published time.Time, at time.Duration) time.Duration {
-	if c.custom != nil {
+// time that Options.Clock stamped (stamped: the bus stamped it, and it has
+// a custom clock) is compared with that clock's time. A time without a
+// monotonic reading, such as a stored event's, is compared with the wall
+// clock, which may have been set since the bus started.
+func (c *clock) latency(published time.Time, stamped bool, at time.Duration) time.Duration {
+	if stamped && c.custom != nil {
 		return max(c.custom().Sub(published), 0)
 	}
 	if published == published.Round(0) {

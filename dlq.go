@@ -195,9 +195,9 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // as they are sent; in Sync mode they are handled before Redrive returns,
 // and one that fails again is a new dead letter, as in Async mode. It stops
 // at the first error (the context's, or ErrClosed when a subscription is
-// gone) and puts the unsent ones back (the oldest going, as in a full
-// queue, if dead letters that came meanwhile leave no room). It returns the
-// number sent.
+// gone) and puts the unsent ones back at the front, where the oldest go
+// first when dead letters that came meanwhile leave no room, as in a full
+// queue. It returns the number sent.
 //
 // In Async mode it waits for room in a full queue, as Publish does; with a
 // handler's context (a [DeadLetterSink] gets one), which might be waiting

@@ -119,7 +119,8 @@ func (e *PanicError) Unwrap() error {
 type HandlerError struct {
 	// Subscription is the name of the subscription that failed.
 	Subscription string
-	// Err is the handler's last error.
+	// Err is the handler's last error, noting the retry abandoned if the
+	// publisher's context ended while the event waited for one.
 	Err error
 }
 

@@ -113,6 +113,9 @@ func (h Histogram) Quantile(q float64) time.Duration {
 	rank := h.Count
 	if q < 1 {
 		rank = min(max(uint64(math.Ceil(max(q, 0)*float64(h.Count))), 1), h.Count)
+		if rank > 1 && float64(rank-1)/float64(h.Count) >= q {
+			rank-- // q*Count rounded up past a whole number: 0.07*100 is 7.000000000000001
+		}
 	}
 	var seen uint64
 	for i, n := range h.Buckets {
@@ -131,6 +134,9 @@ type counters struct {
 	queued, handled, failed, retried, deadLettered, duplicates uint64
 	times                                                      *timings // nil unless Options.Metrics
 	clock                                                      *clock   // set with times
+	// stored is set for a durable subscription's worker, whose events were
+	// stamped by the store, not by the bus's clock.
+	stored bool
 	// shared, if not nil, guards times, which are then shared with other
 	// goroutines (a Sync-mode subscription's). held is then the timing of
 	// the last attempt, which syncCounters.add observes with the counts, so
@@ -199,7 +205,7 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 func (c *counters) timeAttempt(err error, e *Header, start, end time.Duration) {
 	a := attemptTiming{handle: end - start, handled: err == nil, set: true}
 	if a.handled {
-		a.latency = c.clock.latency(e.Time, end)
+		a.latency = c.clock.latency(e.Time, !c.stored, end)
 	}
 	if c.shared == nil {
 		c.times.record(&a)
@@ -215,7 +221,12 @@ func (c *counters) timeAttempt(err error, e *Header, start, end time.Duration) {
 // deadLetter records that an event published at e.Time was given up at t.
 func (c *counters) deadLetter(e *Header, t time.Time) {
 	c.deadLettered++
-	c.observe(func(ts *timings) { ts.latency.observe(c.clock.latency(e.Time, t.Sub(c.clock.start))) })
+	if c.times == nil {
+		return
+	}
+	// Measured before observe takes its lock: Options.Clock is user code.
+	l := c.clock.latency(e.Time, !c.stored, t.Sub(c.clock.start))
+	c.observe(func(ts *timings) { ts.latency.observe(l) })
 }
 
 // copyTo sets dst to c, allocating dst's timings if need be.

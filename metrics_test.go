@@ -121,13 +121,20 @@ func TestHistogramQuantile(t *testing.T) {
 	h.Buckets[1], h.Buckets[5] = 1, 1
 	require.Equal(t, h.BucketBound(1), h.Quantile(0.5), "Quantile(0.5) of two")
 	require.Equal(t, h.BucketBound(5), h.Quantile(0.51), "Quantile(0.51) of two")
+
+	// 0.07*100 is 7.000000000000001 in floating point: the 7th of 100 is
+	// still the rank, the last fast one.
+	h = eventbus.Histogram{Count: 100}
+	h.Buckets[0], h.Buckets[5] = 7, 93
+	require.Equal(t, h.BucketBound(0), h.Quantile(0.07), "Quantile(0.07) of 7 fast in 100")
+	require.Equal(t, h.BucketBound(5), h.Quantile(0.071), "Quantile(0.071) of 7 fast in 100")
 }
 
 // TestMetricsLatencyWithCustomClock measures publish-to-handled latency
 // with the clock that stamped the events: Options.Clock's, not the real one,
 // which is decades away from a test's fixed time.
 func TestMetricsLatencyWithCustomClock(t *testing.T) {
-	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
 		synctest.Test(t, func(t *testing.T) {
 			var mu sync.Mutex
 			now := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -149,7 +156,46 @@ func TestMetricsLatencyWithCustomClock(t *testing.T) {
 			require.NoError(t, b.Flush(ctx))
 			l := b.Metrics().Subscriptions[0].Latency
 			require.EqualValues(t, 1, l.Count)
-			require.Equal(t, 3*time.Millisecond, l.Sum, "mode %v", mode)
+			require.Equal(t, 3*time.Millisecond, l.Sum)
 		})
+	})
+}
+
+// TestMetricsLatencyOfStoredEvents checks that a durable subscription's
+// latency is measured from the store's stamp by the wall clock, not by
+// Options.Clock, which did not stamp those events: here an hour ahead.
+func TestMetricsLatencyOfStoredEvents(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ahead := func() time.Time { return time.Now().Add(time.Hour) }
+		b := newBus(t, &eventbus.Options{Metrics: true, Clock: ahead})
+		d := subscribeDurable(t, b, s, reg, "ledger", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
+		require.NoError(t, d.WaitFor(context.Background(), appendDeposits(t, s, reg, "a", 1).Position))
+		for _, sm := range b.Metrics().Subscriptions {
+			require.EqualValues(t, 1, sm.Latency.Count)
+			require.Less(t, sm.Latency.Sum, time.Minute, "measured by the wall clock, not the bus's")
+		}
+	})
+}
+
+// TestMetricsClockOutsideLocks gives the bus an Options.Clock that reads
+// the bus's metrics, which take the counters' locks: the bus must not call
+// it while it holds one, as it did for a dead letter's latency in Sync mode.
+func TestMetricsClockOutsideLocks(t *testing.T) {
+	var b *eventbus.Bus
+	clock := func() time.Time {
+		_ = b.Metrics()
+		return time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
+	b = newBus(t, &eventbus.Options{Mode: eventbus.Sync, Metrics: true, Clock: clock})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	done := make(chan error, 1)
+	go func() { done <- topic.Publish(context.Background(), Order{N: 1}) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, errFlaky)
+	case <-time.After(time.Minute): // a guard against a deadlock, not a wait for work
+		t.Fatal("Publish deadlocked: the bus called Options.Clock under its lock")
+	}
+	require.EqualValues(t, 1, b.Metrics().Subscriptions[0].DeadLettered)
 }

@@ -14,7 +14,8 @@ const TraceparentKey = "traceparent"
 // an incoming HTTP request. Publish copies it into the event's metadata under
 // [TraceparentKey]; the handler's context carries it on, so events the
 // handler publishes carry it too, and [Traceparent] reads it back. It
-// returns an error wrapping [ErrInvalid] for a malformed value.
+// returns an error wrapping [ErrInvalid] for a malformed value or a nil
+// ctx.
 func WithTraceparent(ctx context.Context, traceparent string) (context.Context, error) {
 	if err := checkContext(ctx, "WithTraceparent"); err != nil {
 		return ctx, err
@@ -31,7 +32,7 @@ func WithTraceparent(ctx context.Context, traceparent string) (context.Context, 
 
 // Traceparent returns the W3C trace context carried by ctx: in a handler,
 // the one of the event being handled; elsewhere, the one set with
-// WithTraceparent. It returns "" if there is none.
+// WithTraceparent. It returns "" if there is none, or ctx is nil.
 func Traceparent(ctx context.Context) string {
 	if ctx == nil {
 		return ""

@@ -76,6 +76,36 @@ func TestConsumerSyncBus(t *testing.T) {
 	checkCommittedAll(t, ctx, brokers, "g", "orders")
 }
 
+// TestConsumerSyncFailureWhileStopping stops Run from inside a Sync-mode
+// handler that then fails: the bus has dead-lettered the event, so the
+// record is consumed and committed, not read again by the next run and
+// dead-lettered twice.
+func TestConsumerSyncFailureWhileStopping(t *testing.T) {
+	brokers, reg, ctx := setup(t, "orders")
+	publishOrders(t, ctx, brokers, reg, 1)
+
+	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic(t, bus)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	if _, err := orders.Subscribe("shipping", func(context.Context, eventbus.Event[Order]) error {
+		stopRun()
+		return errors.New("handler fails")
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, ended := consume(t, runCtx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		t.Fatal("Run did not stop")
+	}
+	if n := bus.DeadLetters().Len(); n != 1 {
+		t.Errorf("the bus holds %d dead letters, want 1", n)
+	}
+	checkCommittedAll(t, ctx, brokers, "g", "orders")
+}
+
 // TestConsumerRefusedEvent consumes records whose event the bus topic's
 // Publish refuses (here with a nil PublishOption, which the Consumer never
 // passes): the event was published nowhere, so in either mode the record is
