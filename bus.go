@@ -148,6 +148,9 @@ type Bus struct {
 	subs   map[*Subscription]struct{}
 	stop   sync.Once
 	result error // of the first Shutdown or Close, returned by every call
+	// durables holds the internal topics of durable subscriptions, by
+	// name, and whether one runs or stops on each (see durableTopic).
+	durables map[string]*durableClaim
 
 	goroutines sync.WaitGroup
 }
@@ -164,16 +167,17 @@ func New(opts *Options) (*Bus, error) {
 	}
 	ctx, kill := context.WithCancelCause(context.Background())
 	b := &Bus{
-		opts:   o,
-		ids:    newIDSource(),
-		seed:   maphash.MakeSeed(),
-		dlq:    newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink, o.Logger),
-		ctx:    ctx,
-		kill:   kill,
-		done:   make(chan struct{}),
-		topics: make(map[string]any),
-		types:  make(map[string]reflect.Type),
-		subs:   make(map[*Subscription]struct{}),
+		opts:     o,
+		ids:      newIDSource(),
+		seed:     maphash.MakeSeed(),
+		dlq:      newDeadLetterQueue(o.DeadLetterCapacity, o.DeadLetterSink, o.Logger),
+		ctx:      ctx,
+		kill:     kill,
+		done:     make(chan struct{}),
+		topics:   make(map[string]any),
+		durables: make(map[string]*durableClaim),
+		types:    make(map[string]reflect.Type),
+		subs:     make(map[*Subscription]struct{}),
 	}
 	b.clock = newClock(o.Clock, b.done)
 	if o.Clock == nil {

@@ -149,7 +149,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	// until now has saved its last checkpoint.
 	from, err := loadCheckpoint(ctx, s, name)
 	if err != nil {
-		t.claimed.Store(false)
+		b.releaseDurable(topic)
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
 	d := &Durable{
@@ -167,7 +167,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	}
 	d.subOpts.finished = d.finished
 	if err := d.start(from); err != nil {
-		t.claimed.Store(false)
+		b.releaseDurable(topic)
 		return nil, err
 	}
 	return d, nil
@@ -180,25 +180,49 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 // wrapping ErrDuplicate, as it does while the durable subscription runs or
 // stops.
 func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
-	t, err := NewTopic(b, name, &TopicOptions[RecordedEvent]{Mode: Async, EventType: name, durable: true})
-	if !errors.Is(err, ErrDuplicate) {
-		return t, err
-	}
 	b.mu.Lock()
-	other, taken := b.topics[name]
-	b.mu.Unlock()
-	old, _ := other.(*Topic[RecordedEvent])
-	switch {
-	case old != nil && old.durable:
+	if c := b.durables[name]; c != nil {
+		defer b.mu.Unlock()
 		// Claimed until Stop has returned, not only while subscribed:
 		// Unsubscribe takes the workers off the topic before they drain.
-		if old.claimed.CompareAndSwap(false, true) {
-			return old, nil
+		if c.claimed {
+			return nil, fmt.Errorf("%w: a durable subscription runs on topic %q, or stops", ErrDuplicate, name)
 		}
-	case taken:
-		return nil, fmt.Errorf("%w: topic %q is the application's, not a durable subscription's", ErrDuplicate, name)
+		c.claimed = true
+		return c.topic, nil
 	}
-	return nil, err
+	c := &durableClaim{claimed: true} // held while the topic is made
+	b.durables[name] = c
+	b.mu.Unlock()
+	t, err := NewTopic(b, name, &TopicOptions[RecordedEvent]{Mode: Async, EventType: name})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil {
+		delete(b.durables, name)
+		if errors.Is(err, ErrDuplicate) {
+			return nil, fmt.Errorf("%w: topic %q is the application's, not a durable subscription's", ErrDuplicate, name)
+		}
+		return nil, err
+	}
+	c.topic = t
+	return t, nil
+}
+
+// durableClaim is the internal topic of a durable subscription, and whether
+// a durable subscription runs or stops on it.
+type durableClaim struct {
+	topic   *Topic[RecordedEvent]
+	claimed bool
+}
+
+// releaseDurable frees the name of the durable subscription whose topic is
+// name, once it has stopped for good, for another to resume on the topic.
+func (b *Bus) releaseDurable(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.durables[name]; c != nil {
+		c.claimed = false
+	}
 }
 
 // decoding returns h as a handler of stored events.
@@ -419,7 +443,7 @@ func (d *Durable) stopThen(ctx context.Context, then func() error) error {
 		err = then()
 	}
 	if d.run.Load() == nil { // stopped for good: the name is free again
-		d.topic.claimed.Store(false)
+		d.bus.releaseDurable(d.topic.name)
 	}
 	return err
 }

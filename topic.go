@@ -28,10 +28,6 @@ type TopicOptions[T any] struct {
 	// SchemaVersion is the version of the payload's schema stamped on each
 	// event; zero means 1.
 	SchemaVersion int
-
-	// durable marks the internal topic of a durable subscription, which
-	// SubscribeDurable may reuse (see durableTopic).
-	durable bool
 }
 
 // Topic is a named stream of events whose payloads have type T. Publishing
@@ -46,8 +42,6 @@ type Topic[T any] struct {
 	key       func(T) string // nil: none, or the payload's method
 	methodKey bool           // T has an AggregateID method
 	nilKey    bool           // methodKey, and T is a pointer, which may be nil
-	durable   bool           // the internal topic of a durable subscription
-	claimed   atomic.Bool    // durable: a Durable runs on it, or stops (see durableTopic)
 
 	mu    sync.Mutex                         // serialises changes to subs
 	subs  atomic.Pointer[[]*subscription[T]] // copied on write
@@ -106,11 +100,9 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		mode:      o.Mode,
 		key:       o.Key,
 		methodKey: o.Key == nil && hasPayloadKey[T](),
-		durable:   o.durable,
 	}
 	t.nilKey = t.methodKey && nilKeyed[T]()
 	t.subs.Store(new([]*subscription[T]))
-	t.claimed.Store(o.durable) // before another durableTopic can find it
 
 	goType := reflect.TypeFor[T]()
 	if goType.Kind() == reflect.Pointer {

@@ -53,7 +53,9 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 	for i := range s.workers {
 		w := &worker[T]{sub: s, lanes: make(map[laneKey]*lane[T])}
 		if b.opts.Metrics {
-			w.stats.times, w.stats.clock, w.stats.stored = new(timings), b.clock, t.durable
+			// Only a durable subscription reports finished positions: its
+			// events were stamped by the store.
+			w.stats.times, w.stats.clock, w.stats.stored = new(timings), b.clock, s.finish != nil
 		}
 		w.q.init(o.QueueSize, b.ids.source())
 		s.workers[i] = w
