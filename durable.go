@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -12,7 +13,12 @@ import (
 // takes the defaults.
 type DurableOptions struct {
 	// Filter selects the events to handle; its zero value selects every
-	// event outside system streams.
+	// event outside system streams. The system streams that the
+	// subscription itself makes are never handled, even by a filter that
+	// selects them (StreamPrefix "$", say): its checkpoints, and the records
+	// of [NewStoreProcessed] for its events, since handling each would make
+	// another, for ever. The checkpoint moves over them as over the events
+	// the filter skips.
 	Filter Filter
 	// CheckpointEvery is how many finished events pass between saves of the
 	// checkpoint; zero means 100. The checkpoint is also saved when the
@@ -50,7 +56,8 @@ type DurableOptions struct {
 // every CheckpointEvery events and when the subscription or the bus stops,
 // in the store's system stream "$checkpoint-" followed by the name, whose
 // reads show only the latest (MaxCount 1, see [StreamMetadata]; the store
-// holds the older ones until its own cleanup, if any). An event abandoned
+// holds the older ones until its own cleanup, if any); the subscription
+// never handles them itself, whatever its filter. An event abandoned
 // by [Bus.Close] is not finished, and a dead-lettered one is not delivered
 // again (give the bus a [DeadLetterSink] to keep dead letters across
 // restarts). After a restart, the events from the checkpoint on are
@@ -69,6 +76,8 @@ type Durable struct {
 	store   Store
 	name    string
 	filter  Filter
+	ckpts   string // its checkpoint stream
+	records string // the prefix of the streams of its StoreProcessed records
 	every   int
 	topic   *Topic[RecordedEvent]
 	handler Handler[RecordedEvent]
@@ -157,6 +166,8 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		store:   s,
 		name:    name,
 		filter:  o.Filter,
+		ckpts:   checkpointStream(name),
+		records: "$processed-" + name + ":", // see processedStream
 		every:   o.CheckpointEvery,
 		topic:   t,
 		handler: typed(handler),
@@ -319,6 +330,10 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 		if err != nil {
 			return err
 		}
+		if d.ownStream(e.Stream) {
+			d.track.caughtUp(e.Position + 1) // skipped, as by the filter
+			continue
+		}
 		d.track.handOut(e.Position)
 		h := Header{
 			ID:            e.ID,
@@ -334,6 +349,19 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 		}
 	}
 	return nil
+}
+
+// ownStream reports whether stream is one that the subscription makes
+// itself: its checkpoint stream, or a record of [StoreProcessed] for one of
+// its events. A filter that selects system streams selects these too, and
+// handling one would make another (a checkpoint moved, an event processed),
+// so the subscription would never settle. Durable names have no ':', so the
+// records of no other subscription start with the prefix of its own.
+func (d *Durable) ownStream(stream string) bool {
+	if stream[0] != '$' {
+		return false
+	}
+	return stream == d.ckpts || strings.HasPrefix(stream, d.records)
 }
 
 // finished is called by a worker when the event at position is finished. A

@@ -506,3 +506,83 @@ func TestDurableStoreClosed(t *testing.T) {
 		}
 	})
 }
+
+// waitSaved waits until the durable subscription name has saved a
+// checkpoint of at least pos in s.
+func waitSaved(t *testing.T, s eventbus.Store, name string, pos uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for e, err := range s.Subscribe(ctx, &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$checkpoint-" + name}}) {
+		require.NoError(t, err)
+		if e.Stream != "$checkpoint-"+name {
+			continue
+		}
+		n, err := strconv.ParseUint(string(e.Data), 10, 64)
+		require.NoError(t, err)
+		if n >= pos {
+			return
+		}
+	}
+}
+
+// TestDurableSkipsItsOwnStreams subscribes to every system stream, saving
+// the checkpoint after each event, with and without the Idempotency
+// middleware over the store: the subscription never handles its own
+// checkpoints and processed records, each of which would make another, for
+// ever, and the checkpoint moves past them, so that it resumes past them
+// too.
+func TestDurableSkipsItsOwnStreams(t *testing.T) {
+	for _, idempotent := range []bool{false, true} {
+		t.Run("idempotent="+strconv.FormatBool(idempotent), func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+				ctx := context.Background()
+				var want []string
+				audit := func() uint64 {
+					t.Helper()
+					res, err := s.Append(ctx, "$audit", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "audited"})
+					require.NoError(t, err)
+					want = append(want, "$audit/"+strconv.FormatUint(res.Revision, 10))
+					return res.Position
+				}
+				var mu sync.Mutex
+				var got []string
+				h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+					mu.Lock()
+					defer mu.Unlock()
+					got = append(got, e.Payload.Stream+"/"+strconv.FormatUint(e.Payload.Revision, 10))
+					return nil
+				}
+				opts := &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "$"}, CheckpointEvery: 1}
+				if idempotent {
+					opts.Subscription.Middleware = []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(s)})}
+				}
+				check := func(when string) {
+					t.Helper()
+					mu.Lock()
+					defer mu.Unlock()
+					if diff := cmp.Diff(want, got); diff != "" {
+						t.Errorf("events handled %s (-want +got):\n%s", when, diff)
+					}
+				}
+
+				for range 3 {
+					audit()
+				}
+				bus := newBus(t, nil)
+				d := subscribeDurable(t, bus, s, nil, "ledger", h, opts)
+				waitSaved(t, s, "ledger", 3) // after the audit events, and their processed records
+				last := audit()
+				require.NoError(t, d.WaitFor(ctx, last)) // every event before it is finished or skipped
+				require.NoError(t, d.Stop(ctx))
+				check("by the first run")
+
+				more := audit()
+				d = subscribeDurable(t, bus, s, nil, "ledger", h, opts)
+				require.NoError(t, d.WaitFor(ctx, more))
+				require.NoError(t, d.Stop(ctx))
+				check("after resuming")
+			})
+		})
+	}
+}
