@@ -63,14 +63,16 @@ func appendLatest(ctx context.Context, s Store, stream string, e EventData) erro
 
 // tracker follows the events that a durable subscription has handed to its
 // workers, which finish them out of order, and keeps next, the position
-// before which every one of them is finished: the checkpoint. It is safe for
-// concurrent use.
+// before which every one of them is finished, and the checkpoint: next, or
+// the first dead letter before it that the sink failed to keep, if any. It
+// is safe for concurrent use.
 type tracker struct {
 	mu       sync.Mutex
 	next     uint64    // every event handed out before it is finished
 	read     uint64    // position after the last event handed out
 	inflight []uint64  // positions handed out from next on, ascending
 	done     []bool    // whether each of inflight is finished
+	held     []uint64  // finished, but kept only in memory: the checkpoint stays before them; ascending
 	advanced int       // events finished since the last save began
 	changed  broadcast // when next moves
 }
@@ -99,15 +101,32 @@ func (t *tracker) caughtUp(n uint64) {
 }
 
 // finish records that the event at pos is finished and returns how many
-// events have finished since the last save began.
-func (t *tracker) finish(pos uint64) int {
+// events have finished since the last save began. held is true for a dead
+// letter that the sink failed to keep: the checkpoint stays before it for
+// the rest of the run, or until its redrive finishes it without held, so
+// that the next run delivers it again. The run goes on past it all the
+// same (next, and so WaitFor), and the tracker holds one position for it
+// instead of every position handed out after it.
+func (t *tracker) finish(pos uint64, held bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	i, ok := slices.BinarySearch(t.inflight, pos)
 	if !ok || t.done[i] {
-		return t.advanced // finished before: a redriven dead letter
+		// Finished before: a redriven dead letter. Handled now, or kept
+		// by the sink, it no longer holds the checkpoint back; dead again
+		// and lost again, it still does. One that the sink kept the first
+		// time never holds it: the checkpoint may have passed it already.
+		if j, found := slices.BinarySearch(t.held, pos); found && !held {
+			t.held = slices.Delete(t.held, j, j+1)
+			t.advanced++
+		}
+		return t.advanced
 	}
 	t.done[i] = true
+	if held {
+		j, _ := slices.BinarySearch(t.held, pos)
+		t.held = slices.Insert(t.held, j, pos)
+	}
 	t.advanced++
 	t.advance()
 	return t.advanced
@@ -136,19 +155,28 @@ func (t *tracker) advance() {
 	}
 }
 
-// checkpoint returns next and starts a save: the count of events finished
-// since the last save restarts.
+// checkpoint returns the checkpoint and starts a save: the count of events
+// finished since the last save restarts.
 func (t *tracker) checkpoint() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.advanced = 0
-	return t.next
+	return t.resume()
 }
 
-// position returns next.
+// position returns the checkpoint.
 func (t *tracker) position() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.resume()
+}
+
+// resume returns the checkpoint: next, or the first held position before
+// it. Callers hold mu.
+func (t *tracker) resume() uint64 {
+	if len(t.held) > 0 {
+		return min(t.next, t.held[0])
+	}
 	return t.next
 }
 
@@ -175,6 +203,6 @@ func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.next, t.read, t.inflight, t.done, t.advanced = from, from, nil, nil, 0
+	t.next, t.read, t.inflight, t.done, t.held, t.advanced = from, from, nil, nil, nil, 0
 	t.changed.notify()
 }

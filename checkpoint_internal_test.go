@@ -23,7 +23,7 @@ func TestTrackerContiguousPrefix(t *testing.T) {
 		finished := map[uint64]bool{}
 		for _, i := range rng.Perm(len(positions)) {
 			pos := positions[i]
-			tr.finish(pos)
+			tr.finish(pos, false)
 			finished[pos] = true
 			want := end
 			if j := slices.IndexFunc(positions, func(p uint64) bool { return !finished[p] }); j >= 0 {
@@ -33,9 +33,51 @@ func TestTrackerContiguousPrefix(t *testing.T) {
 				t.Fatalf("seed %d: after finishing %d, position() = %d, want %d", seed, pos, got, want)
 			}
 		}
-		tr.finish(positions[0]) // a redriven dead letter changes nothing
+		tr.finish(positions[0], false) // a redriven dead letter changes nothing
 		if got := tr.position(); got != end || len(tr.inflight) != 0 {
 			t.Fatalf("seed %d: position() = %d with %d in flight, want %d with none", seed, got, len(tr.inflight), end)
 		}
+	}
+}
+
+// A dead letter that the sink failed to keep holds the checkpoint back for
+// the rest of the run, while the run goes on past it (next, which WaitFor
+// follows, and the positions in flight), until its redrive is handled. One
+// that the sink kept never holds it back, even if a redrive of it is lost.
+func TestTrackerHeldDeadLetter(t *testing.T) {
+	tr := newTracker(0)
+	for pos := range uint64(6) {
+		tr.handOut(pos)
+	}
+	steps := []struct {
+		pos        uint64
+		held       bool
+		next, want uint64 // next and the checkpoint after the step
+	}{
+		{0, false, 1, 1},
+		{2, true, 1, 1}, // lost at 2, 1 still running
+		{1, false, 3, 2},
+		{4, true, 3, 2},
+		{3, false, 5, 2},
+		{5, false, 6, 2},
+		{4, false, 6, 2}, // 4's redrive is handled: 2 still holds
+		{2, true, 6, 2},  // 2's redrive is lost again
+		{2, false, 6, 6}, // and kept at last
+		{1, true, 6, 6},  // a redrive of a finished event lost: 1 never held it
+	}
+	for _, s := range steps {
+		tr.finish(s.pos, s.held)
+		if tr.next != s.next || tr.position() != s.want {
+			t.Fatalf("after finish(%d, %t): next %d, position() %d, want %d, %d", s.pos, s.held, tr.next, tr.position(), s.next, s.want)
+		}
+	}
+	if len(tr.inflight) != 0 || len(tr.held) != 0 {
+		t.Errorf("%d positions in flight and %d held at the end, want none", len(tr.inflight), len(tr.held))
+	}
+	tr.handOut(6)
+	tr.finish(6, true)
+	tr.reset(10) // a rebuild
+	if got := tr.position(); got != 10 {
+		t.Errorf("position() with 6 held, after reset(10) = %d, want 10", got)
 	}
 }

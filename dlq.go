@@ -35,6 +35,13 @@ type DeadLetter struct {
 // without any lock of the bus held, so it holds that goroutine up: a slow
 // sink should hand off. Its error is counted, never retried.
 //
+// A dead letter of a [Durable] subscription outlives a restart only in the
+// sink. So when Put fails, the subscription's checkpoint stays before the
+// event for the rest of the run, unless a redrive of the dead letter is
+// handled (or fails again and Put keeps it), and the next run delivers it
+// again, with the events after it: at-least-once. Without a sink, or when
+// Put succeeds, the checkpoint moves past the dead letter.
+//
 // ctx is a handler's context for the dead letter's event, never cancelled,
 // even when the bus stops without grace, so that the sink can still write
 // somewhere. Events the sink publishes or redrives with ctx are linked to
@@ -88,12 +95,16 @@ func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) 
 }
 
 // add records dl, hands it to the sink and evicts the oldest entry if full.
-func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
+// It returns the sink's error: a durable subscription then keeps its
+// checkpoint before the event, which only this queue holds.
+func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) error {
+	var sinkErr error
 	if q.sink != nil {
 		// The handler's context may be cancelled already: the bus is
 		// stopping without grace, and these are the events it abandons.
 		ctx := context.WithoutCancel(ctx)
 		if err := q.sink.Put(ctx, dl); err != nil {
+			sinkErr = err
 			q.mu.Lock()
 			q.sinkErrs++
 			q.mu.Unlock()
@@ -109,6 +120,7 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) {
 	defer q.mu.Unlock()
 	q.evict(1)
 	q.entries = append(q.entries, dl)
+	return sinkErr
 }
 
 // evict drops the oldest entries, counting them, until room more fit.

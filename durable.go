@@ -60,10 +60,13 @@ type DurableOptions struct {
 // never handles them itself, whatever its filter. An event abandoned
 // by [Bus.Close] is not finished, and a dead-lettered one is not delivered
 // again (give the bus a [DeadLetterSink] to keep dead letters across
-// restarts). After a restart, the events from the checkpoint on are
-// delivered again: delivery is at-least-once. The [Idempotency] middleware
-// with a durable [ProcessedStore], such as [NewStoreProcessed], makes each
-// event's effect happen once.
+// restarts), unless the sink fails to keep it: the checkpoint then stays
+// before it for the rest of the run (WaitFor passes it, as it does other
+// dead letters), and the next run delivers it again. After a restart, the
+// events from the checkpoint on are delivered again: delivery is
+// at-least-once. The [Idempotency] middleware with a durable
+// [ProcessedStore], such as [NewStoreProcessed], makes each event's effect
+// happen once.
 //
 // # Projections
 //
@@ -367,8 +370,8 @@ func (d *Durable) ownStream(stream string) bool {
 // finished is called by a worker when the event at position is finished. A
 // save that is due goes to the saver, so that handling goes on while the
 // store writes (and syncs) the checkpoint.
-func (d *Durable) finished(position uint64) {
-	if d.track.finish(position) < d.every {
+func (d *Durable) finished(position uint64, held bool) {
+	if d.track.finish(position, held) < d.every {
 		return
 	}
 	if r := d.run.Load(); r != nil { // nil while stopping: the final save follows
@@ -422,8 +425,9 @@ func (d *Durable) finish(r *durableRun) error {
 // Name returns the subscription's name.
 func (d *Durable) Name() string { return d.name }
 
-// Checkpoint returns the position before which every event the
-// subscription selects has finished: the position it would resume from.
+// Checkpoint returns the position the subscription would resume from: the
+// one before which every event it selects has finished, or, if earlier,
+// that of the first dead letter the [DeadLetterSink] failed to keep.
 func (d *Durable) Checkpoint() uint64 { return d.track.position() }
 
 // WaitFor waits until the event at position pos has finished, with every

@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -582,6 +583,88 @@ func TestDurableSkipsItsOwnStreams(t *testing.T) {
 				require.NoError(t, d.WaitFor(ctx, more))
 				require.NoError(t, d.Stop(ctx))
 				check("after resuming")
+			})
+		})
+	}
+}
+
+// TestDurableDeadLetterSinkFails dead-letters a's second event in the first
+// run of a durable subscription, stops it, and runs it again on another
+// bus. A dead letter that the sink failed to keep lives only in the first
+// bus's memory: the checkpoint stays before it, and the second run
+// delivers it again, with the events after it. One that the sink kept, or
+// one of a bus without a sink, is not delivered again.
+func TestDurableDeadLetterSinkFails(t *testing.T) {
+	kept := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return nil })
+	lost := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("disk full") })
+	for _, tt := range []struct {
+		name  string
+		sink  eventbus.DeadLetterSink
+		again bool // the dead letter is delivered again
+	}{
+		{"no sink", nil, false},
+		{"sink keeps it", kept, false},
+		{"sink fails", lost, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := context.Background()
+				appendDeposits(t, s, reg, "a", 3) // positions 0-2
+				last := appendDeposits(t, s, reg, "b", 2).Position
+				const poison = 1
+				var mu sync.Mutex
+				var handled []uint64
+				handler := func(first bool) eventbus.Handler[eventbus.RecordedEvent] {
+					return func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+						if first && e.Position == poison {
+							return eventbus.Permanent(errors.New("poison"))
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						handled = append(handled, e.Position)
+						return nil
+					}
+				}
+
+				bus := newBus(t, &eventbus.Options{DeadLetterSink: tt.sink})
+				d := subscribeDurable(t, bus, s, nil, "ledger", handler(true), &eventbus.DurableOptions{CheckpointEvery: 1})
+				require.NoError(t, d.WaitFor(ctx, last), "the run goes on past the dead letter")
+				// Past last, it may be past the checkpoints saved after it
+				// too, once the subscription has caught up with the store.
+				checkpoint := func(what string, got uint64) {
+					t.Helper()
+					if tt.again && got != poison {
+						t.Errorf("%s = %d, want %d", what, got, poison)
+					}
+					if !tt.again && got <= last {
+						t.Errorf("%s = %d, want past %d", what, got, last)
+					}
+				}
+				checkpoint("Checkpoint()", d.Checkpoint())
+				require.NoError(t, d.Stop(ctx))
+				require.Equal(t, 1, bus.DeadLetters().Len())
+				saved := savedCheckpoint(t, s, "ledger")
+				require.GreaterOrEqual(t, saved, 0, "a checkpoint is saved")
+				checkpoint("saved checkpoint", uint64(saved))
+
+				s = reopen()
+				mu.Lock()
+				handled = nil
+				mu.Unlock()
+				more := appendDeposits(t, s, reg, "c", 1).Position
+				d = subscribeDurable(t, newBus(t, nil), s, nil, "ledger", handler(false), nil)
+				require.NoError(t, d.WaitFor(ctx, more))
+				require.NoError(t, d.Stop(ctx))
+				wantHandled := []uint64{more}
+				if tt.again {
+					wantHandled = []uint64{poison, 2, 3, last, more}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				slices.Sort(handled)
+				if diff := cmp.Diff(wantHandled, handled); diff != "" {
+					t.Errorf("positions handled by the second run (-want +got):\n%s", diff)
+				}
 			})
 		})
 	}

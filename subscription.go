@@ -50,9 +50,11 @@ type SubscriptionOptions struct {
 	// finished, if set, is called in the worker when an event is done with:
 	// handled, skipped as a duplicate, or dead-lettered while the
 	// subscription runs (not abandoned by a stop). Durable subscriptions
-	// use it to advance their checkpoints. It takes the store position by
-	// value, so that the event does not escape to the heap.
-	finished func(position uint64)
+	// use it to advance their checkpoints; held is true for a dead letter
+	// that the sink failed to keep, which the checkpoint must not pass. It
+	// takes the store position by value, so that the event does not escape
+	// to the heap.
+	finished func(position uint64, held bool)
 }
 
 // Subscription is a named consumer of one topic. It receives every event

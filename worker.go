@@ -24,7 +24,7 @@ type subscription[T any] struct {
 	running atomic.Int32 // workers not yet exited
 	sync    syncCounters // Sync mode's counters
 	envs    sync.Pool    // of *envelope[T], for Sync mode's middleware
-	finish  func(position uint64)
+	finish  func(position uint64, held bool)
 }
 
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
@@ -135,7 +135,7 @@ func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T
 	}
 	c.attempt(attempt, env != nil && env.duplicate, err, &e.Header, start, end)
 	if err == nil && s.finish != nil {
-		s.finish(e.Position)
+		s.finish(e.Position, false)
 	}
 	return end, err
 }
@@ -215,7 +215,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 // and counts it in c.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header, last)
-	s.bus.dlq.add(ctx, DeadLetter{
+	sinkErr := s.bus.dlq.add(ctx, DeadLetter{
 		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &boxed[T]{e.Payload}},
 		Err:          err,
 		FirstFailure: first,
@@ -223,7 +223,8 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 		redrive:      s.redrive,
 	})
 	if s.finish != nil && s.ctx.Err() == nil {
-		s.finish(e.Position)
+		// Kept only in memory, the dead letter holds the checkpoint back.
+		s.finish(e.Position, sinkErr != nil)
 	}
 }
 
