@@ -27,7 +27,9 @@ import (
 type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 
 // BatchError reports which events of a batch failed; one that names none
-// fails none.
+// fails none. errors.Is and errors.As see the events' errors through it
+// (see [BatchError.Unwrap]); a [Permanent] mark on one of them marks that
+// event only, while one around the BatchError marks every event it names.
 type BatchError struct {
 	// Failed maps the index of each failed event in the batch to its error.
 	Failed map[int]error
@@ -35,17 +37,36 @@ type BatchError struct {
 
 // Error lists the failed events by index.
 func (e *BatchError) Error() string {
-	idx := make([]int, 0, len(e.Failed))
-	for i := range e.Failed {
-		idx = append(idx, i)
-	}
-	sort.Ints(idx)
+	idx := e.indexes()
 	var b strings.Builder
 	fmt.Fprintf(&b, "eventbus: %d events of the batch failed", len(idx))
 	for _, i := range idx {
 		fmt.Fprintf(&b, "; [%d]: %v", i, e.Failed[i])
 	}
 	return b.String()
+}
+
+// Unwrap returns the errors of the failed events in the order of their
+// indexes, leaving out nil ones, so that errors.Is(err, ErrX) holds when
+// any event failed with ErrX.
+func (e *BatchError) Unwrap() []error {
+	errs := make([]error, 0, len(e.Failed))
+	for _, i := range e.indexes() {
+		if err := e.Failed[i]; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// indexes returns the indexes of Failed in increasing order.
+func (e *BatchError) indexes() []int {
+	idx := make([]int, 0, len(e.Failed))
+	for i := range e.Failed {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	return idx
 }
 
 // SubscribeBatch is Subscribe with a handler that takes up to
@@ -101,7 +122,7 @@ func failures(err error, n int) (map[int]error, error) {
 			return nil, fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, n)
 		}
 	}
-	if isPermanent(err) {
+	if permanentOutside(err) {
 		failed := make(map[int]error, len(be.Failed)) // the handler's map is its own
 		for i, e := range be.Failed {
 			failed[i] = Permanent(e)
@@ -109,6 +130,27 @@ func failures(err error, n int) (map[int]error, error) {
 		return failed, nil
 	}
 	return be.Failed, nil
+}
+
+// permanentOutside reports whether err carries a [Permanent] mark outside
+// any *BatchError: marks inside one are its events' own, which errors.As,
+// seeing through BatchError.Unwrap, would take for the whole batch's.
+func permanentOutside(err error) bool {
+	switch e := err.(type) {
+	case *BatchError:
+		return false
+	case *permanentError:
+		return true
+	case interface{ Unwrap() error }:
+		return permanentOutside(e.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, err := range e.Unwrap() {
+			if permanentOutside(err) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // call runs the batch handler once, turning a panic into a *PanicError.

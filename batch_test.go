@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -380,4 +381,156 @@ func TestBatchPanicFailsAll(t *testing.T) {
 			}
 		})
 	})
+}
+
+// errQuota is an error type that a batch handler reports for some events.
+type errQuota struct{ key string }
+
+func (e *errQuota) Error() string { return "quota exceeded for " + e.key }
+
+// TestBatchErrorUnwrap checks that errors.Is and errors.As see the events'
+// errors through a *BatchError, in the order of their indexes, whether it
+// is returned as is or wrapped.
+func TestBatchErrorUnwrap(t *testing.T) {
+	quota := &errQuota{key: "b"}
+	be := &eventbus.BatchError{Failed: map[int]error{4: quota, 0: errFlaky, 2: nil, 9: context.DeadlineExceeded}}
+	if diff := cmp.Diff([]error{errFlaky, quota, context.DeadlineExceeded}, be.Unwrap(), cmpopts.EquateErrors()); diff != "" {
+		t.Errorf("Unwrap() (-want +got):\n%s", diff)
+	}
+	for _, err := range []error{be, fmt.Errorf("saving: %w", be), eventbus.Permanent(be)} {
+		for _, target := range []error{errFlaky, context.DeadlineExceeded} {
+			if !errors.Is(err, target) {
+				t.Errorf("errors.Is(%v, %v) = false, want true", err, target)
+			}
+		}
+		if errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("errors.Is(%v, ErrInvalid) = true, want false", err)
+		}
+		var got *errQuota
+		if !errors.As(err, &got) || got != quota {
+			t.Errorf("errors.As(%v, *errQuota) = %v, want %v", err, got, quota)
+		}
+	}
+	require.Empty(t, (&eventbus.BatchError{}).Unwrap(), "a BatchError naming none wraps none")
+}
+
+// TestBatchErrorPermanentInside checks that a Permanent mark on one event's
+// error in a *BatchError marks that event only: the others it names are
+// retried, although errors.As finds the mark through the BatchError.
+func TestBatchErrorPermanentInside(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			policy := eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode, Retry: policy})
+			topic := newTopic[Order](t, b, "orders", nil)
+			gate := make(chan struct{})
+			first := true
+			attempts := map[int]int{}
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				if first && mode == eventbus.Async {
+					first = false
+					<-gate // hold the first batch while the others queue up
+				}
+				failed := map[int]error{}
+				for i, e := range events {
+					attempts[e.Payload.N]++
+					switch e.Payload.N {
+					case 1:
+						failed[i] = eventbus.Permanent(errFlaky)
+					case 2:
+						failed[i] = errFlaky
+					}
+				}
+				return &eventbus.BatchError{Failed: failed}
+			}, nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			for n := range 3 {
+				err := topic.Publish(ctx, Order{Key: fmt.Sprint(n), N: n})
+				if mode == eventbus.Sync && n > 0 {
+					require.ErrorIs(t, err, errFlaky)
+				} else {
+					require.NoError(t, err)
+				}
+			}
+			close(gate)
+			require.NoError(t, b.Flush(ctx))
+			require.Equal(t, map[int]int{0: 1, 1: 1, 2: 3}, attempts, "attempts by event")
+			var dead []string
+			for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+				dead = append(dead, fmt.Sprintf("%d after %d", dl.Payload().(Order).N, dl.Attempt))
+			}
+			require.ElementsMatch(t, []string{"1 after 1", "2 after 3"}, dead)
+		})
+	})
+}
+
+// TestBatchErrorPermanentWrapped checks that a Permanent mark around a
+// *BatchError counts however the two are wrapped, and one inside it only
+// for its event.
+func TestBatchErrorPermanentWrapped(t *testing.T) {
+	inner := func() *eventbus.BatchError {
+		return &eventbus.BatchError{Failed: map[int]error{0: errFlaky, 1: eventbus.Permanent(errFlaky)}}
+	}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want string // attempts of events 0 and 1
+	}{
+		{"bare", inner(), "3 1"},
+		{"wrapped", fmt.Errorf("bulk: %w", inner()), "3 1"},
+		{"joined", errors.Join(errors.New("also"), inner()), "3 1"},
+		{"permanent wrapped", fmt.Errorf("bulk: %w", eventbus.Permanent(inner())), "1 1"},
+		{"permanent joined", errors.Join(errors.New("also"), eventbus.Permanent(inner())), "1 1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				policy := eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}
+				b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+				topic := newTopic[Order](t, b, "orders", nil)
+				gate := make(chan struct{})
+				first := true
+				attempts := map[int]int{}
+				_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+					if first {
+						first = false
+						<-gate // hold the first batch while the other two queue up
+						return nil
+					}
+					for _, e := range events {
+						attempts[e.Payload.N]++
+					}
+					if len(events) == 2 {
+						return tt.err
+					}
+					return errFlaky // a retry, one event at a time
+				}, nil)
+				require.NoError(t, err)
+				ctx := context.Background()
+				for n := -1; n < 2; n++ {
+					require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint(n), N: n}))
+					synctest.Wait()
+				}
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, tt.want, fmt.Sprint(attempts[0], " ", attempts[1]), "attempts of events 0 and 1")
+			})
+		})
+	}
+}
+
+func ExampleBatchError_Unwrap() {
+	errFull := errors.New("disk full")
+	err := fmt.Errorf("bulk insert: %w", &eventbus.BatchError{Failed: map[int]error{
+		3: errFull,
+		1: errors.New("bad row"),
+	}})
+	fmt.Println(errors.Is(err, errFull))
+	var be *eventbus.BatchError
+	if errors.As(err, &be) {
+		fmt.Println(be.Unwrap())
+	}
+	// Output:
+	// true
+	// [bad row disk full]
 }
