@@ -27,7 +27,9 @@ import (
 type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 
 // BatchError reports which events of a batch failed; one that names none
-// fails none. errors.Is and errors.As see the events' errors through it
+// fails none. An event named with a nil error failed too, for no reason
+// given: it is retried or dead-lettered with an error wrapping
+// [ErrInvalid]. errors.Is and errors.As see the events' errors through it
 // (see [BatchError.Unwrap]); a [Permanent] mark on one of them marks that
 // event only, while one around the BatchError marks every event it names.
 type BatchError struct {
@@ -110,26 +112,36 @@ func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
 // failures reads the error of a batch handler given n events: the errors
 // of the events a *BatchError names, by index, or else one error for every
 // event (nil when they were all handled). A *BatchError naming an index
-// outside the batch fails every event with [ErrInvalid]. One marked
+// outside the batch fails every event with [ErrInvalid]; one naming an
+// event with a nil error fails that event with [ErrInvalid]. One marked
 // [Permanent] marks the error of every event it names.
 func failures(err error, n int) (map[int]error, error) {
 	var be *BatchError
 	if !errors.As(err, &be) {
 		return nil, err
 	}
-	for i := range be.Failed {
+	permanent := permanentOutside(err)
+	rewrite := permanent
+	for i, e := range be.Failed {
 		if i < 0 || i >= n {
 			return nil, fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, n)
 		}
+		rewrite = rewrite || e == nil
 	}
-	if permanentOutside(err) {
-		failed := make(map[int]error, len(be.Failed)) // the handler's map is its own
-		for i, e := range be.Failed {
-			failed[i] = Permanent(e)
+	if !rewrite {
+		return be.Failed, nil
+	}
+	failed := make(map[int]error, len(be.Failed)) // the handler's map is its own
+	for i, e := range be.Failed {
+		if e == nil {
+			e = fmt.Errorf("%w: batch handler reported index %d failed with a nil error", ErrInvalid, i)
 		}
-		return failed, nil
+		if permanent {
+			e = Permanent(e)
+		}
+		failed[i] = e
 	}
-	return be.Failed, nil
+	return failed, nil
 }
 
 // permanentOutside reports whether err carries a [Permanent] mark outside

@@ -534,3 +534,53 @@ func ExampleBatchError_Unwrap() {
 	// true
 	// [bad row disk full]
 }
+
+// TestBatchErrorNilEntry checks that an event a *BatchError names with a
+// nil error counts as failed, not handled, with an error saying so, in both
+// modes.
+func TestBatchErrorNilEntry(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode, Metrics: true})
+			topic := newTopic[Order](t, b, "orders", nil)
+			gate := make(chan struct{})
+			first := true
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				if first && mode == eventbus.Async {
+					first = false
+					<-gate // hold the first batch while the others queue up
+				}
+				failed := map[int]error{}
+				for i, e := range events {
+					if e.Payload.N == 2 {
+						var err error // the handler meant to set it
+						failed[i] = err
+					}
+				}
+				return &eventbus.BatchError{Failed: failed}
+			}, nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			for n := range 4 {
+				err := topic.Publish(ctx, Order{N: n})
+				if mode == eventbus.Sync && n == 2 {
+					require.ErrorIs(t, err, eventbus.ErrInvalid)
+				} else {
+					require.NoError(t, err, "Publish(%d)", n)
+				}
+			}
+			close(gate)
+			require.NoError(t, b.Flush(ctx))
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok, "the event named with a nil error is dead-lettered")
+			require.Equal(t, 1, b.DeadLetters().Len())
+			require.Equal(t, 2, dl.Payload().(Order).N)
+			require.ErrorIs(t, dl.Err, eventbus.ErrInvalid)
+			require.ErrorContains(t, dl.Err, "failed with a nil error")
+			m := b.Metrics().Subscriptions[0]
+			require.EqualValues(t, 3, m.Handled)
+			require.EqualValues(t, 1, m.Failed)
+			require.EqualValues(t, 1, m.DeadLettered)
+		})
+	})
+}
