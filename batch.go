@@ -73,7 +73,9 @@ func (e *BatchError) indexes() []int {
 
 // SubscribeBatch is Subscribe with a handler that takes up to
 // SubscriptionOptions.BatchSize events at once: whatever is queued for its
-// worker, after waiting up to BatchWait for more. Middleware works on single
+// worker, after waiting up to BatchWait for more. With a BatchWait, the
+// events left over when more than BatchSize were queued wait for more too,
+// so batches fill up while events keep coming. Middleware works on single
 // events, so a batch subscription runs none: the bus's is skipped, and
 // SubscriptionOptions.Middleware must be empty. Counters and latencies count
 // events, not batches. In Sync mode each batch holds one event.
@@ -203,15 +205,43 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 			}
 		}
 		chunk, seqs = append(chunk, *e), append(seqs, seq)
-		if len(chunk) == w.sub.batch.size && !flush() {
+		if len(chunk) < w.sub.batch.size {
+			continue
+		}
+		if !flush() {
 			w.abandon(batch[i+1:])
 			return
+		}
+		if rest := batch[i+1:]; len(rest) < w.sub.batch.size && len(rest) > 0 && w.sub.batch.wait > 0 {
+			// Too few left for a full batch: like a smaller batch, they
+			// wait up to BatchWait for more, at the front of the queue.
+			w.putBack(rest)
+			w.taken = seq + 1
+			break
 		}
 	}
 	if len(chunk) > 0 {
 		flush()
 	}
 	w.chunk, w.seqs = chunk, seqs
+}
+
+// putBack returns events the worker took, the last ones, to the front of
+// its queue, ahead of those appended since, with their sequence numbers.
+// It is the queue's unshift, in the queue's slice when it has room, so
+// that a worker putting back leftovers under load does not allocate.
+func (w *worker[T]) putBack(events []Event[T]) {
+	q := &w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n, k := len(q.items), len(events)
+	if cap(q.items) < n+k {
+		q.items = append(append(make([]Event[T], 0, n+k), events...), q.items...)
+		return
+	}
+	q.items = q.items[:n+k]
+	copy(q.items[k:], q.items[:n])
+	copy(q.items, events)
 }
 
 // runChunk makes one attempt at a batch and sorts out what failed.

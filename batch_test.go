@@ -584,3 +584,56 @@ func TestBatchErrorNilEntry(t *testing.T) {
 		})
 	})
 }
+
+// TestBatchWaitFillsLeftover checks that events left over when a worker
+// cuts what it took into batches of BatchSize wait, as a smaller batch
+// does, up to BatchWait for more to fill their batch, keeping each key's
+// order.
+func TestBatchWaitFillsLeftover(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		start := time.Now()
+		var batches []string
+		perKey := map[string][]int{}
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			at := time.Since(start)
+			if len(batches) == 0 {
+				<-gate // hold the first batch while the next four queue up
+			}
+			var ns []int
+			for _, e := range events {
+				ns = append(ns, e.Payload.N)
+				perKey[e.Key] = append(perKey[e.Key], e.Payload.N)
+			}
+			batches = append(batches, fmt.Sprintf("%v@%v", ns, at))
+			return nil
+		}, &eventbus.SubscriptionOptions{BatchSize: 3, BatchWait: 10 * time.Millisecond})
+		require.NoError(t, err)
+		ctx := context.Background()
+		publish := func(n int) {
+			t.Helper()
+			require.NoError(t, topic.Publish(ctx, Order{Key: []string{"a", "b"}[n%2], N: n}))
+		}
+		publish(0)
+		time.Sleep(20 * time.Millisecond) // the first batch waited 10ms for more, then the gate
+		for n := 1; n <= 4; n++ {
+			publish(n)
+		}
+		close(gate)
+		synctest.Wait() // 1, 2, 3 handled; 4 waits for more
+		time.Sleep(5 * time.Millisecond)
+		publish(5)
+		publish(6)
+		time.Sleep(5 * time.Millisecond)
+		publish(7)
+		time.Sleep(20 * time.Millisecond)
+		require.NoError(t, b.Flush(ctx))
+		want := []string{"[0]@10ms", "[1 2 3]@20ms", "[4 5 6]@25ms", "[7]@40ms"}
+		if diff := cmp.Diff(want, batches); diff != "" {
+			t.Errorf("batches (-want +got):\n%s", diff)
+		}
+		require.Equal(t, map[string][]int{"a": {0, 2, 4, 6}, "b": {1, 3, 5, 7}}, perKey, "each key in publish order")
+	})
+}
