@@ -39,12 +39,16 @@ const stopTimeout = 10 * time.Second
 //
 // When the test ends, NewBus shuts the bus down, letting queued events be
 // handled; if that takes more than 10 seconds (fake time inside a
-// testing/synctest bubble), the remaining events are dead-lettered and the
-// test fails. A result of the test's own call to Shutdown or Close is not
-// reported again. After the shutdown no goroutine of the bus is left; to
-// check that the test's own goroutines are gone too, run it inside
-// [synctest.Test], which fails a test whose goroutines are still blocked
-// when it returns.
+// testing/synctest bubble), the handlers' contexts are cancelled, the
+// remaining events are dead-lettered and the test fails. A handler that
+// ignores its context and is still running 10 seconds later fails the test
+// too, with the subscriptions it holds up, and is not waited for: its
+// goroutine and the bus's are left behind (which synctest.Test reports as
+// well). A result of the test's own call to Shutdown or Close is not
+// reported again. Otherwise no goroutine of the bus is left after the
+// shutdown; to check that the test's own goroutines are gone too, run it
+// inside [synctest.Test], which fails a test whose goroutines are still
+// blocked when it returns.
 //
 // NewBus stops the test with Fatalf if eventbus.New fails.
 func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
@@ -67,17 +71,54 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	if err != nil {
 		t.Fatalf("eventbustest: NewBus: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		// Shutdown returns the result of the first call: when the test shut
-		// the bus down itself, that is the test's own result, reported to it
-		// already. Only a deadline of this call means a blocked handler.
-		if err := b.Shutdown(ctx); err != nil && ctx.Err() != nil {
-			t.Errorf("eventbustest: the bus did not drain within %v after the test: %v; is a handler blocked?", stopTimeout, err)
-		}
-	})
+	t.Cleanup(func() { shutdown(t, b) })
 	return b
+}
+
+// shutdown shuts b down at the end of a test, and reports what kept it.
+func shutdown(t testing.TB, b *eventbus.Bus) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Shutdown(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Shutdown now cancels the handlers' contexts and waits for them
+		// to return, which a handler that ignores its context never does.
+		timer := time.NewTimer(stopTimeout)
+		defer timer.Stop()
+		select {
+		case err = <-done:
+		case <-timer.C:
+			t.Errorf("eventbustest: the bus did not drain within %v after the test, and a handler still runs %v after its context was cancelled, in %s; "+
+				"does it ignore its context? Its goroutine and the bus's are left running",
+				stopTimeout, stopTimeout, pending(b))
+			return
+		}
+	}
+	// Shutdown returns the result of the first call: when the test shut
+	// the bus down itself, that is the test's own result, reported to it
+	// already. Only a deadline of this call means a blocked handler.
+	if err != nil && ctx.Err() != nil {
+		t.Errorf("eventbustest: the bus did not drain within %v after the test: %v; is a handler blocked?", stopTimeout, err)
+	}
+}
+
+// pending names the subscriptions of b with events not finished, and how
+// many each has.
+func pending(b *eventbus.Bus) string {
+	var subs []string
+	for _, m := range b.Metrics().Subscriptions {
+		if m.Pending > 0 {
+			subs = append(subs, fmt.Sprintf("%s/%s (pending %d)", m.Topic, m.Subscription, m.Pending))
+		}
+	}
+	if len(subs) == 0 {
+		return "no subscription" // a Sync-mode handler that outlived its Publish, or a sink
+	}
+	return strings.Join(subs, ", ")
 }
 
 // WantDeadLetters checks that the payloads of the dead letters of b that

@@ -82,6 +82,33 @@ func TestNewBusReportsBlockedHandler(t *testing.T) {
 	})
 }
 
+// TestNewBusReportsHandlerIgnoringContext checks that a handler that
+// ignores its cancelled context does not hang the test's end: 10 seconds
+// after the handlers' contexts were cancelled, the cleanup gives up
+// waiting and fails the test, naming the subscription.
+func TestNewBusReportsHandlerIgnoringContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, nil)
+		orders := newTopic[Order](t, b, "orders")
+		release := make(chan struct{})
+		_, err := orders.Subscribe("stuck", func(context.Context, eventbus.Event[Order]) error {
+			<-release
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		start := time.Now()
+		spy.cleanup()
+		require.Equal(t, 20*time.Second, time.Since(start), "10s to drain, 10s more for the cancelled handlers")
+		spy.wantFailure(t, "did not drain within 10s after the test, and a handler still runs 10s after its context was cancelled",
+			"in orders/stuck (pending 2)", "does it ignore its context?")
+		close(release) // the handler returns, and the bus's goroutines exit
+		require.ErrorIs(t, b.Shutdown(t.Context()), context.DeadlineExceeded, "the cleanup's Shutdown, finished")
+		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "b"})
+	})
+}
+
 // TestNewBusClosedByTest checks that what the test's own Close returned is
 // not reported again.
 func TestNewBusClosedByTest(t *testing.T) {
