@@ -215,7 +215,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 		if rest := batch[i+1:]; len(rest) < w.sub.batch.size && len(rest) > 0 && w.sub.batch.wait > 0 {
 			// Too few left for a full batch: like a smaller batch, they
 			// wait up to BatchWait for more, at the front of the queue.
-			w.putBack(rest)
+			w.q.unshift(rest)
 			w.taken = seq + 1
 			break
 		}
@@ -224,24 +224,6 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 		flush()
 	}
 	w.chunk, w.seqs = chunk, seqs
-}
-
-// putBack returns events the worker took, the last ones, to the front of
-// its queue, ahead of those appended since, with their sequence numbers.
-// It is the queue's unshift, in the queue's slice when it has room, so
-// that a worker putting back leftovers under load does not allocate.
-func (w *worker[T]) putBack(events []Event[T]) {
-	q := &w.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n, k := len(q.items), len(events)
-	if cap(q.items) < n+k {
-		q.items = append(append(make([]Event[T], 0, n+k), events...), q.items...)
-		return
-	}
-	q.items = q.items[:n+k]
-	copy(q.items[k:], q.items[:n])
-	copy(q.items, events)
 }
 
 // runChunk makes one attempt at a batch and sorts out what failed.

@@ -157,15 +157,24 @@ func (q *queue[T]) stop() {
 	q.signal()
 }
 
-// unshift puts events back at the front of the queue, ahead of those
-// appended since they were taken, with their sequence numbers.
+// unshift puts events the worker took, the last ones, back at the front of
+// the queue, ahead of those appended since, with their sequence numbers. It
+// moves them in the queue's slice when it has room, so that a worker putting
+// back a batch's leftovers under load does not allocate.
 func (q *queue[T]) unshift(events []Event[T]) {
 	if len(events) == 0 {
 		return
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.items = append(append(make([]Event[T], 0, len(events)+len(q.items)), events...), q.items...)
+	n, k := len(q.items), len(events)
+	if cap(q.items) < n+k {
+		q.items = append(append(make([]Event[T], 0, n+k), events...), q.items...)
+		return
+	}
+	q.items = q.items[:n+k]
+	copy(q.items[k:], q.items[:n])
+	copy(q.items, events)
 }
 
 // drain removes and returns what is still queued, with the sequence number
