@@ -23,15 +23,22 @@ type Checkpoints interface {
 
 // StoreCheckpoints returns Checkpoints kept in s itself, each relay's in the
 // system stream "$kafka-relay-" followed by its name, one small event per
-// save.
+// save. The stream has MaxCount 1 (see [eventbus.StreamMetadata]), as the
+// bus's own checkpoints do, so that reads show only the latest save; the
+// store may still hold older ones (a MemoryStore for good, a FileStore
+// until retention).
 func StoreCheckpoints(s eventbus.Store) Checkpoints { return storeCheckpoints{s} }
 
 type storeCheckpoints struct{ s eventbus.Store }
 
 const checkpointType = "kafka.relay.checkpoint"
 
+// checkpointStream returns the system stream of the checkpoints of the relay
+// name.
+func checkpointStream(name string) string { return "$kafka-relay-" + name }
+
 func (c storeCheckpoints) Load(ctx context.Context, name string) (uint64, error) {
-	for e, err := range c.s.ReadStream(ctx, "$kafka-relay-"+name, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
+	for e, err := range c.s.ReadStream(ctx, checkpointStream(name), &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
 		if err != nil {
 			return 0, err
 		}
@@ -44,8 +51,23 @@ func (c storeCheckpoints) Load(ctx context.Context, name string) (uint64, error)
 	return 0, nil
 }
 
+// Save appends next to the relay's stream, having given the stream MaxCount
+// 1 first if it does not have it: only the latest save is ever read, and
+// without the limit a relay that runs for months leaves one event per
+// CheckpointInterval behind it.
 func (c storeCheckpoints) Save(ctx context.Context, name string, next uint64) error {
-	_, err := c.s.Append(ctx, "$kafka-relay-"+name, eventbus.Any, eventbus.EventData{
+	stream := checkpointStream(name)
+	info, err := c.s.StreamInfo(ctx, stream)
+	if err != nil {
+		return err
+	}
+	if md := info.Metadata; md.MaxCount != 1 {
+		md.MaxCount = 1
+		if err := c.s.SetStreamMetadata(ctx, stream, md); err != nil {
+			return err
+		}
+	}
+	_, err = c.s.Append(ctx, stream, eventbus.Any, eventbus.EventData{
 		ID: eventbus.NewID(), Type: checkpointType, Data: strconv.AppendUint(nil, next, 10),
 	})
 	return err

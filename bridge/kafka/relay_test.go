@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
@@ -163,5 +165,37 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	}
 	if next != last+1 {
 		t.Errorf("checkpoint after a clean stop = %d, want %d", next, last+1)
+	}
+}
+
+// TestStoreCheckpointsKeepLatest saves a relay's checkpoint again and again
+// in a store: Load returns the latest, and the checkpoint stream shows only
+// that one, as the bus's own checkpoint streams do, instead of one event
+// per save for as long as the relay runs.
+func TestStoreCheckpointsKeepLatest(t *testing.T) {
+	ctx := t.Context()
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cp := kafka.StoreCheckpoints(store)
+	for next := range uint64(5) {
+		if err := cp.Save(ctx, "orders", next+1); err != nil {
+			t.Fatalf("Save(%d) = %v", next+1, err)
+		}
+	}
+	if next, err := cp.Load(ctx, "orders"); err != nil || next != 5 {
+		t.Fatalf("Load() = %d, %v; want 5, nil", next, err)
+	}
+	var kept []string
+	for e, err := range store.ReadStream(ctx, "$kafka-relay-orders", nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, string(e.Data))
+	}
+	if diff := cmp.Diff([]string{"5"}, kept); diff != "" {
+		t.Errorf("checkpoint stream after 5 saves (-want +got):\n%s", diff)
 	}
 }
