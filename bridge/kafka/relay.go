@@ -219,11 +219,14 @@ func (w *window) ackedUpTo() uint64 {
 }
 
 // Run relays events until ctx is done, a record fails, or the store or
-// checkpoint store fails, and returns why: ctx's error, or the first failure.
-// Before it returns it waits for the records in flight and saves the
-// checkpoint over those acknowledged, with a context that is not cancelled
-// with ctx. It starts one goroutine, for checkpoint saves, and waits for it.
+// checkpoint store fails, and returns why: ctx's error (wrapping its cause
+// too, if ctx was cancelled with one, see [context.Cause]), or the first
+// failure. Before it returns it waits for the records in flight and saves
+// the checkpoint over those acknowledged, with a context that is not
+// cancelled with ctx. It starts one goroutine, for checkpoint saves, and
+// waits for it.
 func (r *Relay) Run(ctx context.Context) error {
+	parent := ctx
 	from, err := r.o.Checkpoints.Load(ctx, r.o.Name)
 	if err != nil {
 		return fmt.Errorf("kafka: relay %q: loading checkpoint: %w", r.o.Name, err)
@@ -266,10 +269,24 @@ func (r *Relay) Run(ctx context.Context) error {
 	cancel(r.tail(ctx, cancel, from, w, &inflight))
 	<-saverDone
 	inflight.Wait()
+	why := stopCause(parent, context.Cause(ctx))
 	if err := save(context.WithoutCancel(ctx)); err != nil {
-		return errors.Join(context.Cause(ctx), err)
+		return errors.Join(why, err)
 	}
-	return context.Cause(ctx)
+	return why
+}
+
+// stopCause returns what Run returns when cause stopped it: cause, unless
+// cause came from parent, Run's context, being done; then parent's error,
+// followed by a cause of the caller's own, so that a caller can tell a stop
+// from a failure with errors.Is(err, context.Canceled) also when it
+// cancelled with a cause.
+func stopCause(parent context.Context, cause error) error {
+	err := parent.Err()
+	if err == nil || !errors.Is(cause, context.Cause(parent)) || errors.Is(cause, err) {
+		return cause
+	}
+	return fmt.Errorf("%w: %w", err, cause)
 }
 
 // tail reads the store and produces each selected event until ctx is done or

@@ -199,3 +199,55 @@ func TestStoreCheckpointsKeepLatest(t *testing.T) {
 		t.Errorf("checkpoint stream after 5 saves (-want +got):\n%s", diff)
 	}
 }
+
+// stopOnLoad is Checkpoints whose Load, once it has loaded, stops the
+// relay's context with cause: the relay is then stopped by its context
+// after Run has started, deterministically.
+type stopOnLoad struct {
+	kafka.Checkpoints
+	stop  context.CancelCauseFunc
+	cause error
+}
+
+func (c *stopOnLoad) Load(ctx context.Context, name string) (uint64, error) {
+	next, err := c.Checkpoints.Load(ctx, name)
+	c.stop(c.cause)
+	return next, err
+}
+
+// TestRelayStoppedByContext stops a running relay through its context, with
+// and without a cause of the caller's own: Run returns ctx's error, as
+// documented, so that errors.Is(err, context.Canceled) tells a stop from a
+// failure; a cause given stays in the chain.
+func TestRelayStoppedByContext(t *testing.T) {
+	brokers, reg, ctx := setup(t, "orders")
+	errShutdown := errors.New("shutting down")
+	for name, cause := range map[string]error{"no cause": nil, "a cause": errShutdown} {
+		t.Run(name, func(t *testing.T) {
+			store, err := eventbus.NewMemoryStore(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			runCtx, stop := context.WithCancelCause(ctx)
+			defer stop(nil)
+			cp := &stopOnLoad{Checkpoints: kafka.StoreCheckpoints(store), stop: stop, cause: cause}
+			relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "orders", Topic: "orders", Checkpoints: cp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = relay.Run(runCtx)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Run() = %v, want an error matching %v", err, context.Canceled)
+			}
+			if cause != nil && !errors.Is(err, cause) {
+				t.Errorf("Run() = %v, want an error matching the cause %v too", err, cause)
+			}
+		})
+	}
+}
