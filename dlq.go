@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -30,10 +31,14 @@ type DeadLetter struct {
 
 // DeadLetterSink receives every new dead letter, for alerting or to keep
 // it somewhere durable; the payload is dl.Payload(), which encoding dl
-// itself (with encoding/json, say) leaves out. Put is called from the
-// goroutine that gave up on the event (a worker, or a Sync-mode publisher),
-// without any lock of the bus held, so it holds that goroutine up: a slow
-// sink should hand off. Its error is counted, never retried.
+// itself (with encoding/json, say) leaves out. Put runs on a goroutine of
+// its own, which the goroutine that gave up on the event (a worker, or a
+// Sync-mode publisher) waits for, without any lock of the bus held: a slow
+// sink holds that goroutine up, and should hand off. Its error is counted,
+// never retried; so is a panic in Put (as a [*PanicError]) or a call of
+// runtime.Goexit (t.FailNow or testify's require in a test's sink), which
+// end only Put's goroutine. The dead letter is held in the queue all the
+// same.
 //
 // A dead letter of a [Durable] subscription outlives a restart only in the
 // sink. So when Put fails, the subscription's checkpoint stays before the
@@ -103,7 +108,7 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) error {
 		// The handler's context may be cancelled already: the bus is
 		// stopping without grace, and these are the events it abandons.
 		ctx := context.WithoutCancel(ctx)
-		if err := q.sink.Put(ctx, dl); err != nil {
+		if err := q.put(ctx, dl); err != nil {
 			sinkErr = err
 			q.mu.Lock()
 			q.sinkErrs++
@@ -122,6 +127,35 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) error {
 	q.entries = append(q.entries, dl)
 	return sinkErr
 }
+
+// put calls the sink on a goroutine of its own and returns its error. A
+// sink that panics or calls runtime.Goexit ends only that goroutine, not
+// the worker that waits for it, which would lose its place among the events
+// it holds: both become the sink's error.
+func (q *DeadLetterQueue) put(ctx context.Context, dl DeadLetter) (err error) {
+	done := make(chan struct{})
+	go func() {
+		returned := false
+		defer func() {
+			if !returned {
+				r := recover() // nil after runtime.Goexit
+				if r == nil {
+					r = errSinkGoexit
+				}
+				err = &PanicError{Value: r, Stack: debug.Stack()}
+			}
+			close(done)
+		}()
+		err = q.sink.Put(ctx, dl)
+		returned = true
+	}()
+	<-done
+	return err
+}
+
+// errSinkGoexit is the panic value recorded for a dead-letter sink that
+// called runtime.Goexit.
+var errSinkGoexit = errors.New("eventbus: dead-letter sink called runtime.Goexit (t.FailNow or testify's require in a sink?)")
 
 // evict drops the oldest entries, counting them, until room more fit.
 // Callers hold mu.

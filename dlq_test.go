@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -529,4 +530,198 @@ func TestFailedRedriveKeepsTheBound(t *testing.T) {
 	require.Equal(t, []string{"audits/s/1", "orders/s/1"}, collect(q, eventbus.DeadLetterFilter{}))
 	evicted, _ := q.Evicted()
 	require.EqualValues(t, 2, evicted, "the first audit's dead letter, then the refund's")
+}
+
+// TestDeadLetterSinkGoexit has a dead-letter sink call runtime.Goexit, as
+// t.FailNow or testify's require in a sink do, on its first call: the
+// event is dead-lettered once (the sink is not called again, the queue
+// holds it once, with its own error) and counts the Goexit as a sink
+// error; the events after it are handled, in order, and the worker lives
+// on.
+func TestDeadLetterSinkGoexit(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		retry bool // dead-lettered after a retry, from its lane
+		batch bool
+	}{
+		{name: "first attempt"},
+		{name: "retry", retry: true},
+		{name: "batch", batch: true},
+		{name: "batch retry", batch: true, retry: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var sunk []int
+				sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+					sunk = append(sunk, dl.Payload().(Order).N)
+					if len(sunk) == 1 {
+						runtime.Goexit()
+					}
+					return nil
+				})
+				opts := &eventbus.Options{Workers: 1, DeadLetterSink: sink}
+				if tt.retry {
+					opts.Retry = eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}
+				}
+				b := newBus(t, opts)
+				topic := newTopic[Order](t, b, "orders", nil)
+				gate := make(chan struct{})
+				first := true
+				var handled []int
+				one := func(e eventbus.Event[Order]) error {
+					if first {
+						first = false
+						<-gate // hold 0 while the others queue up
+					}
+					if e.Payload.N == 1 {
+						return errFlaky
+					}
+					handled = append(handled, e.Payload.N)
+					return nil
+				}
+				var err error
+				if tt.batch {
+					_, err = topic.SubscribeBatch("s", func(_ context.Context, es []eventbus.Event[Order]) error {
+						failed := map[int]error{}
+						for i, e := range es {
+							if err := one(e); err != nil {
+								failed[i] = err
+							}
+						}
+						return &eventbus.BatchError{Failed: failed}
+					}, nil)
+				} else {
+					_, err = topic.Subscribe("s", func(_ context.Context, e eventbus.Event[Order]) error { return one(e) }, nil)
+				}
+				require.NoError(t, err)
+				ctx := context.Background()
+				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 0}))
+				synctest.Wait()
+				for n := 1; n <= 4; n++ {
+					require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint("k", n%2), N: n}))
+				}
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+				require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 5}))
+				require.NoError(t, b.Flush(ctx))
+
+				require.Equal(t, []int{1}, sunk, "the sink's calls")
+				var dead []string
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					dead = append(dead, fmt.Sprintf("%d: %v", dl.Payload().(Order).N, dl.Err))
+				}
+				require.Equal(t, []string{"1: flaky"}, dead, "the dead letters held")
+				wantHandled := []int{0, 2, 3, 4, 5}
+				if tt.retry && !tt.batch {
+					wantHandled = []int{0, 2, 4, 3, 5} // 3 waited behind 1, its key's
+				}
+				if diff := cmp.Diff(wantHandled, handled); diff != "" {
+					t.Errorf("handled (-want +got):\n%s", diff)
+				}
+				_, sinkErrs := b.DeadLetters().Evicted()
+				require.EqualValues(t, 1, sinkErrs, "the Goexit counts as the sink's error")
+				m := b.Metrics().Subscriptions[0]
+				want := eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "s", Queued: 6, Handled: 5, Failed: 1, DeadLettered: 1}
+				if tt.retry {
+					want.Failed, want.Retried = 2, 1
+				}
+				m.HandleTime, m.Latency = eventbus.Histogram{}, eventbus.Histogram{}
+				if diff := cmp.Diff(want, m); diff != "" {
+					t.Errorf("metrics (-want +got):\n%s", diff)
+				}
+			})
+		})
+	}
+}
+
+// TestDeadLetterSinkGoexitWhenAbandoned has the sink call runtime.Goexit
+// on the first of the events that Close abandons: each is dead-lettered
+// once, and Close returns.
+func TestDeadLetterSinkGoexitWhenAbandoned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var sunk []int
+		sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+			sunk = append(sunk, dl.Payload().(Order).N)
+			if len(sunk) == 1 {
+				runtime.Goexit()
+			}
+			return nil
+		})
+		b := newBus(t, &eventbus.Options{Workers: 1, DeadLetterSink: sink})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { <-gate; return nil }, nil)
+		ctx := context.Background()
+		for n := range 4 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+			synctest.Wait()
+		}
+		closed := make(chan error)
+		go func() { closed <- b.Close() }()
+		synctest.Wait()
+		close(gate)
+		var u *eventbus.UndeliveredError
+		require.ErrorAs(t, <-closed, &u)
+		require.Equal(t, 3, u.Count)
+		require.Equal(t, []int{1, 2, 3}, sunk, "the sink's calls")
+		var dead []int
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, dl.Payload().(Order).N)
+		}
+		require.Equal(t, []int{1, 2, 3}, dead, "the dead letters held")
+	})
+}
+
+// TestDeadLetterSinkPanics has the sink panic, or call runtime.Goexit in
+// Sync mode, where it runs for the publisher: the dead letter is held, the
+// failure counts as the sink's error, and the bus goes on (in Async mode,
+// a panic in the worker's goroutine would end the process).
+func TestDeadLetterSinkPanics(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mode   eventbus.Mode
+		goexit bool
+	}{
+		{name: "async panic", mode: eventbus.Async},
+		{name: "sync panic", mode: eventbus.Sync},
+		{name: "sync goexit", mode: eventbus.Sync, goexit: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				calls := 0
+				sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error {
+					calls++
+					if tt.goexit {
+						runtime.Goexit()
+					}
+					panic("sink broke")
+				})
+				b := newBus(t, &eventbus.Options{Workers: 1, Mode: tt.mode, DeadLetterSink: sink})
+				topic := newTopic[Order](t, b, "orders", nil)
+				var handled []int
+				subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+					if e.Payload.N == 1 {
+						return errFlaky
+					}
+					handled = append(handled, e.Payload.N)
+					return nil
+				}, nil)
+				ctx := context.Background()
+				for n := range 3 {
+					err := topic.Publish(ctx, Order{Key: "k", N: n})
+					if tt.mode == eventbus.Sync && n == 1 {
+						require.ErrorIs(t, err, errFlaky)
+						continue
+					}
+					require.NoError(t, err)
+				}
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, []int{0, 2}, handled)
+				require.Equal(t, 1, calls, "the sink's calls")
+				require.Equal(t, 1, b.DeadLetters().Len(), "the dead letters held")
+				_, sinkErrs := b.DeadLetters().Evicted()
+				require.EqualValues(t, 1, sinkErrs, "the failure counts as the sink's error")
+			})
+		})
+	}
 }
