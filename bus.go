@@ -186,6 +186,12 @@ func New(opts *Options) (*Bus, error) {
 	return b, nil
 }
 
+// Done returns a channel that is closed once the bus has stopped: Shutdown
+// or Close has handled or abandoned every subscription's events, and every
+// handler of an Async subscription has returned. Goroutines that publish on
+// their own can select on it to stop with the bus.
+func (b *Bus) Done() <-chan struct{} { return b.done }
+
 // DeadLetters returns the bus's dead-letter queue.
 func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
 

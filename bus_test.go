@@ -577,6 +577,36 @@ func TestShutdownDrains(t *testing.T) {
 	})
 }
 
+// TestDoneClosesWhenStopped checks that Bus.Done is open while the bus
+// runs and while Shutdown drains it, and closed once every handler has
+// returned.
+func TestDoneClosesWhenStopped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		returned := false
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			<-gate
+			returned = true
+			return nil
+		}, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+		stopped := make(chan error)
+		go func() { stopped <- b.Shutdown(context.Background()) }()
+		synctest.Wait()
+		select {
+		case <-b.Done():
+			t.Fatal("Done is closed while Shutdown waits for a handler")
+		default:
+		}
+		close(gate)
+		<-b.Done()
+		require.True(t, returned, "the handler returned before Done closed")
+		require.NoError(t, <-stopped)
+	})
+}
+
 func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b, err := eventbus.New(&eventbus.Options{Workers: 1})

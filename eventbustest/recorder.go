@@ -34,6 +34,7 @@ var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "Cor
 type Recorder[T any] struct {
 	t     testing.TB
 	topic string
+	bus   *eventbus.Bus
 
 	mu      sync.Mutex
 	events  []eventbus.Event[T]
@@ -51,7 +52,7 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 		t.Fatalf("eventbustest: Record: nil topic")
 		return nil // t.Fatalf does not return, unless t is a fake
 	}
-	r := &Recorder[T]{t: t, topic: topic.Name(), changed: make(chan struct{})}
+	r := &Recorder[T]{t: t, topic: topic.Name(), bus: topic.Bus(), changed: make(chan struct{})}
 	name := "eventbustest-recorder"
 	for i := 2; ; i++ {
 		sub, err := topic.Subscribe(name, r.record, &eventbus.SubscriptionOptions{Workers: 1})
@@ -107,6 +108,10 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 // retry's backoff say, give Wait a context with a later deadline. cond must
 // not keep the slice.
 //
+// Once the bus has stopped (see [eventbus.Bus.Done]), no event can come
+// any more: Wait checks cond once more and, if it does not hold, fails at
+// once.
+//
 // Use Wait for events that [eventbus.Bus.Flush] does not wait for: those
 // published by handlers, or by goroutines of the code under test.
 func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Event[T]) bool) bool {
@@ -131,6 +136,13 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 		}
 		select {
 		case <-changed:
+		case <-r.bus.Done():
+			if events, _ = r.snapshot(); cond(events) {
+				return true
+			}
+			r.t.Errorf("eventbustest: Wait on topic %q: the bus is shut down and the condition does not hold: no event can come any more; recorded %s",
+				r.topic, formatEvents(events))
+			return false
 		case <-ctx.Done():
 			r.t.Errorf("eventbustest: Wait on topic %q: %v before the condition held; recorded %s",
 				r.topic, context.Cause(ctx), formatEvents(events))

@@ -212,6 +212,71 @@ func TestRecorderWaitFails(t *testing.T) {
 	}
 }
 
+// TestRecorderWaitAfterClose checks that Wait on the recorder of a bus
+// that is shut down fails at once, in both modes, without waiting for its
+// deadline, and still passes when the condition holds for what was
+// recorded.
+func TestRecorderWaitAfterClose(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(fmt.Sprint("mode=", mode), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := eventbustest.NewBus(t, &eventbus.Options{Mode: mode})
+				orders := newTopic[Order](t, b, "orders")
+				spy := newSpy(t)
+				rec := eventbustest.Record(spy, orders)
+				publish(t, orders, Order{ID: "a", N: 1})
+				require.NoError(t, b.Flush(t.Context()))
+				require.NoError(t, b.Close())
+				start := time.Now()
+				require.True(t, rec.Wait(t.Context(), func(events []eventbus.Event[Order]) bool { return len(events) == 1 }),
+					"the event published before Close was recorded")
+				require.False(t, rec.Wait(t.Context(), func(events []eventbus.Event[Order]) bool { return len(events) == 2 }))
+				require.Zero(t, time.Since(start), "no time passed, not even fake time")
+				spy.wantFailure(t, `Wait on topic "orders": the bus is shut down and the condition does not hold: no event can come any more; recorded 1 events:`,
+					`0: key="a" eventbustest_test.Order{ID:"a", N:1, note:""}`)
+			})
+		})
+	}
+}
+
+// TestRecorderWaitDuringShutdown checks that Wait, called while the bus
+// drains its queues to shut down, waits for the drain (events still queued
+// may be recorded) before it fails.
+func TestRecorderWaitDuringShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := eventbustest.NewBus(t, nil)
+		orders := newTopic[Order](t, b, "orders")
+		shipped := newTopic[string](t, b, "shipped")
+		spy := newSpy(t)
+		rec := eventbustest.Record(spy, orders)
+		gate := make(chan struct{})
+		_, err := shipped.Subscribe("slow", func(context.Context, eventbus.Event[string]) error { <-gate; return nil }, nil)
+		require.NoError(t, err)
+		publish(t, shipped, "x")
+		publish(t, orders, Order{ID: "a"})
+		synctest.Wait()
+		stopped := make(chan error)
+		go func() { stopped <- b.Shutdown(context.Background()) }()
+		synctest.Wait() // Shutdown waits for the slow handler
+		waited := make(chan bool)
+		go func() {
+			waited <- rec.Wait(context.Background(), func(events []eventbus.Event[Order]) bool { return len(events) == 2 })
+		}()
+		synctest.Wait()
+		select {
+		case <-waited:
+			t.Fatal("Wait returned while the bus was still draining")
+		default:
+		}
+		close(gate)
+		require.NoError(t, <-stopped)
+		require.False(t, <-waited)
+		spy.wantFailure(t, "the bus is shut down and the condition does not hold", "recorded 1 events")
+	})
+}
+
+// Payment is a test payload whose String method leaves out what differs
+// between two payments of one ID.
 // Payment is a test payload whose String method leaves out what differs
 // between two payments of one ID.
 type Payment struct {
