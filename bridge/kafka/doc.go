@@ -23,8 +23,12 @@
 // # Ordering and delivery
 //
 // The producer is idempotent and waits for all in-sync replicas, so retries
-// neither duplicate nor reorder a partition's records, and a record that
-// fails fails with every later one of its partition. The Consumer commits a
+// neither duplicate nor reorder a partition's records. A record that fails
+// fails with the later ones of its partition that franz-go holds, but not
+// with those produced after it failed, nor when it fails alone (too large
+// for a batch): a Relay therefore produces one record of a key at a time,
+// and stops at the first that fails, so that no later one of its key
+// overtakes it (see [Relay]). The Consumer commits a
 // partition's offset only past records the bus has handled or dead-lettered,
 // and before giving a partition up in a rebalance. Records handled after the
 // last commit are handled again after a crash: delivery is at-least-once,

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -41,15 +42,17 @@ type ProducerOptions struct {
 // type, schema version, encoding, correlation and causation IDs, traceparent
 // and metadata. It is idempotent with acks from all in-sync replicas, so a
 // retried batch is written once and never overtakes an earlier one: records
-// of one key, which all go to one partition, stay in order. Records that fail
-// after franz-go's retries fail with every later record of their partition,
-// so a gap never opens, but where a record can never be written: one too
-// large for a batch fails alone, and is dead-lettered alone once its
-// attempts are spent (see [Forward]). A Producer is
-// safe for concurrent use.
+// of one key, which all go to one partition, stay in order. A record that
+// fails after franz-go's retries fails with the later records of its
+// partition that franz-go holds by then, not with those produced after
+// that, and one too large for a batch fails alone: a caller that keeps
+// producing a key's records before the earlier ones are acknowledged can
+// see later ones written without a failed one ([Relay] does not). A
+// Producer is safe for concurrent use.
 type Producer struct {
 	cl        *kgo.Client
 	reg       *eventbus.Registry
+	batchMax  func(topic string) int32 // the client's batch limit per topic
 	closeOnce sync.Once
 }
 
@@ -70,7 +73,11 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Producer{cl: cl, reg: reg}, nil
+	batchMax, _ := cl.OptValue(kgo.ProducerBatchMaxBytesFn).(func(string) int32)
+	if batchMax == nil { // not in this franz-go: the check is left to it
+		batchMax = func(string) int32 { return math.MaxInt32 }
+	}
+	return &Producer{cl: cl, reg: reg, batchMax: batchMax}, nil
 }
 
 func producerOpts(o *ProducerOptions) []kgo.Opt {
@@ -114,8 +121,8 @@ func (p *Producer) Close() {
 // in batches, as many as wait in a worker's queue (up to opts.BatchSize), and
 // a batch is handled once Kafka has acknowledged it. A record that fails
 // goes through the subscription's retry policy and then to the bus's
-// dead-letter queue; so do the later events of its key, which fail with it
-// (see [Producer]). An event whose payload does not encode fails alone and
+// dead-letter queue; so do the later events of its key that franz-go held
+// when it failed, which fail with it (see [Producer]). An event whose payload does not encode fails alone and
 // is dead-lettered at once; one whose record is too large for a batch fails
 // alone and is retried; the later events of its key are written. The
 // payload type T must be registered in the Producer's Registry.
@@ -159,8 +166,8 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 }
 
 // batchError names the failed events. A record that fails once buffered
-// fails with every later record of its partition, so the later events of
-// its key fail with it; one too large for a batch fails alone, before it is
+// fails with the later records of its partition buffered by then, so the
+// later events of its key usually fail with it; one too large for a batch fails alone, before it is
 // buffered. Neither error says for sure that a retry would fail too (a
 // broker refusing a whole batch as too large fails every record in it), so
 // both go through the retry policy.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -81,6 +82,31 @@ func newRecord(topic, key string, e *eventbus.EventData) *kgo.Record {
 		r.Key = []byte(key)
 	}
 	return r
+}
+
+// recordBatchOverhead is the size of a record batch with no records, as
+// franz-go counts it against its batch limit: the batch's length prefix
+// and header (base offset, length, leader epoch, magic, CRC, attributes,
+// last offset delta, first and max timestamps, producer ID and epoch, base
+// sequence) and the record count.
+const recordBatchOverhead = 4 + 8 + 4 + 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4
+
+// batchBytes returns the size of a record batch holding r alone, as franz-go
+// counts it against its batch limit (kgo.ProducerBatchMaxBytes) before it
+// knows the broker's produce version, and for versions 3 to 8; for versions
+// 9 and later it counts 3 bytes less. A record larger than the limit fails
+// before it is ever buffered.
+func batchBytes(r *kgo.Record) int64 {
+	n := 1 + // attributes
+		kbin.VarlongLen(0) + // timestamp delta: the first record of its batch
+		kbin.VarintLen(0) + // offset delta
+		kbin.VarintLen(int32(len(r.Key))) + len(r.Key) +
+		kbin.VarintLen(int32(len(r.Value))) + len(r.Value) +
+		kbin.VarintLen(int32(len(r.Headers)))
+	for _, h := range r.Headers {
+		n += kbin.VarintLen(int32(len(h.Key))) + len(h.Key) + kbin.VarintLen(int32(len(h.Value))) + len(h.Value)
+	}
+	return recordBatchOverhead + int64(kbin.VarintLen(int32(n))) + int64(n)
 }
 
 // parseRecord returns the event that r carries and its key. It fails with an

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -96,8 +97,9 @@ type RelayOptions struct {
 	// while records are acknowledged; zero means one second. A save is also
 	// made when Run returns.
 	CheckpointInterval time.Duration
-	// MaxInFlight caps the records produced and not yet acknowledged; zero
-	// means 10,000.
+	// MaxInFlight caps the events read and not yet acknowledged, those
+	// held back behind an earlier record of their key included; zero means
+	// 10,000.
 	MaxInFlight int
 }
 
@@ -110,13 +112,66 @@ type RelayOptions struct {
 // Run tails the store (Store.Subscribe) from the relay's checkpoint and
 // produces each event selected as a record keyed by its stream (see
 // RelayOptions.Key), through an idempotent Producer. Acknowledgements come
-// back out of order across partitions; the checkpoint only ever moves over
-// the contiguous prefix of acknowledged events, and is saved at most every
+// back out of order across keys; the checkpoint only ever moves over the
+// contiguous prefix of acknowledged events, and is saved at most every
 // CheckpointInterval and when Run returns. A crash between an
 // acknowledgement and the next save produces the events after the checkpoint
 // again: delivery is at-least-once, and consumers deduplicate by event ID
-// (see [EventID]). Duplicates come in order: a key's records after a restart
-// repeat a suffix of what was written, then go on.
+// (see [EventID]).
+//
+// # Order
+//
+// A key's records are produced one at a time: the relay gives franz-go the
+// record of an event only once the record before it of the same key and
+// Kafka topic is acknowledged, and holds the later ones back meanwhile.
+// Records of different keys go concurrently, up to MaxInFlight. Records
+// without a key (RelayOptions.Key returned "") have no order to keep and
+// are not held back.
+//
+// Holding back is what keeps a key's order when a record fails. franz-go
+// fails a partition's records buffered with a failed one, but writes those
+// given to it afterwards, and the relay learns of a failure only later, in
+// the record's promise; and a record can fail alone: one too large for a
+// batch, or one the broker refuses as larger than the topic's
+// max.message.bytes, fails while later ones of its key are written. With
+// one record of a key in flight, none of them is ever written after one
+// that failed.
+//
+// The guarantee, for each key (and topic): the records a Run writes are a
+// prefix of the key's events from its checkpoint on, in store order, each
+// once; none follows an event that failed or that the relay did not
+// produce before it stopped. The next Run starts from the checkpoint, which
+// is never past an event not acknowledged: a key's records after a restart,
+// or a crash, repeat a suffix of what was written, then go on, and a
+// consumer deduplicating by event ID sees each event of a key once, in
+// order.
+//
+// The cost: a key's records go at most one per acknowledgement, the
+// producer's Linger plus a produce request's round trip, so a burst of
+// events of one stream drains at that pace while other streams' go on
+// beside it (and MaxInFlight of them fill the relay's window). A producer
+// with Linger -1 shortens the wait; many streams, the usual shape of an
+// outbox, pipeline as before.
+//
+// # Failures
+//
+// A record that fails stops the relay: Run returns a [*ProduceError] that
+// names the event, and the checkpoint stays before it, so that the next
+// Run produces it first. The relay checks each record's size before
+// producing it: a record larger than the producer's batch limit
+// (ProducerOptions.BatchMaxBytes, about 1MB unless set) can never be
+// written, and Run returns at once a ProduceError wrapping
+// kerr.MessageTooLarge. (The relay counts the size as franz-go does before
+// it knows the broker's version; once it knows, franz-go takes up to 3
+// bytes more.) The broker refuses a record larger than the topic's
+// max.message.bytes, which the relay cannot know, with the same error,
+// after the record is produced. Either is permanent: each Run stops at the
+// same event. To get past it, raise the limit (BatchMaxBytes, the topic's
+// max.message.bytes and what the brokers take), make the event smaller (a
+// Registry with CompressAbove), or, giving the event up, with no relay of
+// the name running, save a checkpoint after it (Checkpoints.Save with the
+// ProduceError's Position plus one): the events of its key after it are
+// then written without it.
 //
 // One relay of a name may run at a time; a second one started elsewhere
 // produces every event twice.
@@ -166,39 +221,71 @@ func validName(s string, maxLen int) bool {
 	return true
 }
 
-// window tracks the records in flight in position order, and the position
-// before which all are acknowledged.
+// ProduceError is the error of [Relay.Run] when Kafka did not take the
+// record of an event. It names the event, and wraps why: franz-go's or the
+// broker's error, such as kerr.MessageTooLarge for a record larger than the
+// producer's batch limit or the topic's max.message.bytes. The relay's
+// checkpoint stays before the event, so the next Run produces it first.
+type ProduceError struct {
+	Relay    string      // the relay's name
+	Position uint64      // the event's position in the store
+	ID       eventbus.ID // the event's ID
+	Stream   string      // the event's stream
+	Topic    string      // the Kafka topic of its record
+	Err      error
+}
+
+func (e *ProduceError) Error() string {
+	return fmt.Sprintf("kafka: relay %q: producing event %s (stream %q, position %d) to topic %q: %v", e.Relay, e.ID, e.Stream, e.Position, e.Topic, e.Err)
+}
+
+func (e *ProduceError) Unwrap() error { return e.Err }
+
+// outgoing is an event read by a relay, on its way to Kafka.
+type outgoing struct {
+	pos   uint64
+	lane  lane
+	keyed bool // the record has a key, and an order to keep
+	// e and rec are let go once the record is acknowledged, since the
+	// window may keep o until the events before it are acknowledged too;
+	// guarded by the window's mu from then.
+	e    *eventbus.RecordedEvent
+	rec  *kgo.Record
+	done bool // acknowledged; guarded by the window's mu
+}
+
+// lane names the records kept in order with each other: those of one key on
+// one topic. Records without a key have no order to keep.
+type lane struct{ topic, key string }
+
+// window tracks the events read and not yet acknowledged, in position
+// order, and the position before which all are acknowledged.
 type window struct {
 	mu      sync.Mutex
-	pending []*inflight // in position order
+	pending []*outgoing // in position order
 	acked   uint64      // every selected event before it is acknowledged
 }
 
-type inflight struct {
-	pos  uint64
-	done bool
-}
-
-// add records that the event at pos is being produced.
-func (w *window) add(pos uint64) *inflight {
-	f := &inflight{pos: pos}
+// add records that o is on its way.
+func (w *window) add(o *outgoing) {
 	w.mu.Lock()
-	w.pending = append(w.pending, f)
+	w.pending = append(w.pending, o)
 	w.mu.Unlock()
-	return f
 }
 
-// ack marks f acknowledged and moves acked over the prefix of acknowledged
+// ack marks o acknowledged and moves acked over the prefix of acknowledged
 // records.
-func (w *window) ack(f *inflight) {
+func (w *window) ack(o *outgoing) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	f.done = true
+	o.done = true
+	o.e, o.rec = nil, nil
 	n := 0
 	for n < len(w.pending) && w.pending[n].done {
 		w.acked = w.pending[n].pos + 1
 		n++
 	}
+	clear(w.pending[:n]) // let the events go
 	w.pending = w.pending[n:]
 }
 
@@ -218,13 +305,92 @@ func (w *window) ackedUpTo() uint64 {
 	return w.acked
 }
 
+// lanes lets one record of a lane at a time go to franz-go: the later ones
+// wait, in order, until it is acknowledged. A record that fails is then
+// the last of its lane that franz-go was given (see Relay).
+type lanes struct {
+	mu      sync.Mutex
+	stopped bool
+	busy    map[lane][]*outgoing // lanes with a record in flight: the records waiting behind it
+}
+
+// enter reports whether o may go to franz-go now; if not, o waits behind
+// its lane's record in flight, or, once the lanes are stopped, is dropped
+// (ok is false).
+func (l *lanes) enter(o *outgoing) (now, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.stopped:
+		return false, false
+	case !o.keyed:
+		return true, true
+	}
+	waiting, busy := l.busy[o.lane]
+	if !busy {
+		l.busy[o.lane] = nil
+		return true, true
+	}
+	l.busy[o.lane] = append(waiting, o)
+	return false, true
+}
+
+// next returns the record of o's lane that goes to franz-go now that o is
+// acknowledged, or nil.
+func (l *lanes) next(o *outgoing) *outgoing {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped || !o.keyed {
+		return nil
+	}
+	waiting := l.busy[o.lane]
+	if len(waiting) == 0 {
+		delete(l.busy, o.lane)
+		return nil
+	}
+	l.busy[o.lane] = waiting[1:]
+	return waiting[0]
+}
+
+// stop lets no more records go to franz-go, and returns those waiting,
+// which never will.
+func (l *lanes) stop() []*outgoing {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	var dropped []*outgoing
+	for _, waiting := range l.busy {
+		dropped = append(dropped, waiting...)
+	}
+	l.busy = nil
+	return dropped
+}
+
+// pass is one Run of a relay: the state its goroutines share.
+type pass struct {
+	r     *Relay
+	ctx   context.Context
+	fail  context.CancelCauseFunc
+	w     window
+	lanes lanes
+	sem   chan struct{} // a slot per event read and not finished
+	// read counts the events read and not finished: acknowledged, failed
+	// or dropped.
+	read sync.WaitGroup
+	// sends counts the goroutines that give franz-go a record that
+	// waited: a promise must not produce.
+	sends sync.WaitGroup
+}
+
 // Run relays events until ctx is done, a record fails, or the store or
 // checkpoint store fails, and returns why: ctx's error (wrapping its cause
-// too, if ctx was cancelled with one, see [context.Cause]), or the first
-// failure. Before it returns it waits for the records in flight and saves
-// the checkpoint over those acknowledged, with a context that is not
-// cancelled with ctx. It starts one goroutine, for checkpoint saves, and
-// waits for it.
+// too, if ctx was cancelled with one, see [context.Cause]), a
+// [*ProduceError] for a record that failed or could never be written, or
+// the first other failure. Before it returns it waits for the records in
+// flight and saves the checkpoint over those acknowledged, with a context
+// that is not cancelled with ctx. The goroutines it starts (one for
+// checkpoint saves, and one for each record that waited for an earlier one
+// of its key) it waits for.
 func (r *Relay) Run(ctx context.Context) error {
 	parent := ctx
 	from, err := r.o.Checkpoints.Load(ctx, r.o.Name)
@@ -233,10 +399,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	w := &window{acked: from}
+	p := &pass{r: r, ctx: ctx, fail: cancel, sem: make(chan struct{}, r.o.MaxInFlight)}
+	p.w.acked = from
+	p.lanes.busy = make(map[lane][]*outgoing)
 	saved := from
 	save := func(ctx context.Context) error {
-		acked := w.ackedUpTo()
+		acked := p.w.ackedUpTo()
 		if acked <= saved {
 			return nil
 		}
@@ -265,10 +433,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}()
 
-	var inflight sync.WaitGroup
-	cancel(r.tail(ctx, cancel, from, w, &inflight))
+	cancel(p.tail(from))
+	p.drop(p.lanes.stop())
 	<-saverDone
-	inflight.Wait()
+	p.read.Wait()
+	p.sends.Wait()
 	why := stopCause(parent, context.Cause(ctx))
 	if err := save(context.WithoutCancel(ctx)); err != nil {
 		return errors.Join(why, err)
@@ -289,42 +458,88 @@ func stopCause(parent context.Context, cause error) error {
 	return fmt.Errorf("%w: %w", err, cause)
 }
 
-// tail reads the store and produces each selected event until ctx is done or
-// the store fails.
-func (r *Relay) tail(ctx context.Context, fail context.CancelCauseFunc, from uint64, w *window, inflight *sync.WaitGroup) error {
-	sem := make(chan struct{}, r.o.MaxInFlight)
-	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: w.skip}
+// tail reads the store and produces each selected event, or holds it back
+// behind the record of its key in flight, until ctx is done, the store
+// fails, or an event's record is too large to ever be written.
+func (p *pass) tail(from uint64) error {
+	r, ctx := p.r, p.ctx
+	limits := make(map[string]int64) // the producer's batch limit per topic
+	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: p.w.skip}
 	for e, err := range r.store.Subscribe(ctx, opts) {
 		if err != nil {
 			return err
 		}
 		select {
-		case sem <- struct{}{}:
+		case p.sem <- struct{}{}:
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
-		topic := r.o.Topic
+		o := &outgoing{e: &e}
+		o.lane.topic, o.lane.key = r.o.Topic, e.Stream
 		if r.o.TopicFor != nil {
-			topic = r.o.TopicFor(e)
+			o.lane.topic = r.o.TopicFor(e)
 		}
-		key := e.Stream
 		if r.o.Key != nil {
-			key = r.o.Key(e)
+			o.lane.key = r.o.Key(e)
 		}
-		f := w.add(e.Position)
-		inflight.Add(1)
-		r.p.cl.Produce(ctx, newRecord(topic, key, &e.EventData), func(_ *kgo.Record, err error) {
-			if err == nil {
-				w.ack(f)
-			} else {
-				// Every later record of the partition fails too, so the
-				// checkpoint stays before this one: stop, and let the next
-				// run produce from there.
-				fail(fmt.Errorf("kafka: relay %q: producing event at position %d: %w", r.o.Name, f.pos, err))
-			}
-			<-sem
-			inflight.Done()
-		})
+		o.pos, o.keyed = e.Position, o.lane.key != ""
+		o.rec = newRecord(o.lane.topic, o.lane.key, &e.EventData)
+		limit, ok := limits[o.lane.topic]
+		if !ok {
+			limit = int64(r.p.batchMax(o.lane.topic))
+			limits[o.lane.topic] = limit
+		}
+		if size := batchBytes(o.rec); size > limit {
+			<-p.sem
+			return p.failure(o, fmt.Errorf("%w: the record takes %d bytes of a batch, over the producer's limit of %d", kerr.MessageTooLarge, size, limit))
+		}
+		if ctx.Err() != nil { // a record failed: stop at once
+			<-p.sem
+			return context.Cause(ctx)
+		}
+		p.w.add(o)
+		p.read.Add(1)
+		switch now, ok := p.lanes.enter(o); {
+		case now:
+			p.produce(o)
+		case !ok:
+			p.finish()
+		}
 	}
 	return context.Cause(ctx)
+}
+
+// produce gives o's record to franz-go. When it is acknowledged, the next
+// record of its lane goes, from a goroutine of its own; when it fails, the
+// relay stops, and the records waiting are dropped.
+func (p *pass) produce(o *outgoing) {
+	p.r.p.cl.Produce(p.ctx, o.rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			p.fail(p.failure(o, err))
+			p.drop(p.lanes.stop())
+		} else {
+			p.w.ack(o)
+			if next := p.lanes.next(o); next != nil {
+				p.sends.Go(func() { p.produce(next) })
+			}
+		}
+		p.finish()
+	})
+}
+
+func (p *pass) failure(o *outgoing, err error) *ProduceError {
+	return &ProduceError{Relay: p.r.o.Name, Position: o.pos, ID: o.e.ID, Stream: o.e.Stream, Topic: o.lane.topic, Err: err}
+}
+
+// finish releases what an event read held: its slot and its count.
+func (p *pass) finish() {
+	<-p.sem
+	p.read.Done()
+}
+
+// drop finishes the events that never went to franz-go.
+func (p *pass) drop(dropped []*outgoing) {
+	for range dropped {
+		p.finish()
+	}
 }
