@@ -1101,3 +1101,34 @@ func TestSyncLineage(t *testing.T) {
 	require.Equal(t, got[2].ID, got[3].CausationID)
 	require.Equal(t, []string{"", "", tp, tp}, traces)
 }
+
+// TestUnsubscribeCutShortByClose checks that an Unsubscribe that Close cuts
+// short reports why: its *UndeliveredError wraps ErrClosed, not nil.
+func TestUnsubscribeCutShortByClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		started := make(chan struct{})
+		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 0 {
+				close(started)
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		ctx := context.Background()
+		for i := range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		<-started
+		errc := make(chan error, 1)
+		go func() { errc <- sub.Unsubscribe(ctx) }()
+		synctest.Wait() // Unsubscribe waits for the handler
+		require.Error(t, b.Close())
+		err := <-errc
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, err, &ue)
+		require.Equal(t, 2, ue.Count)
+		require.ErrorIs(t, err, eventbus.ErrClosed, "Unsubscribe() = %v", err)
+	})
+}

@@ -92,9 +92,10 @@ func (s *Subscription) Topic() string { return s.topic }
 // Unsubscribe removes the subscription: it receives no more events, handles
 // those already queued (with their retries), and returns once its workers
 // have exited; handler contexts kept past their handlers are then
-// cancelled. If ctx ends first, running handlers see their context
-// cancelled and the events not yet handled go to the dead-letter queue; the
-// error is then an *UndeliveredError with their count. Calling it again
+// cancelled. If ctx ends first, or the bus is closed meanwhile, running
+// handlers see their context cancelled and the events not yet handled go to
+// the dead-letter queue; the error is then an *UndeliveredError with their
+// count, wrapping ctx's cause or ErrClosed. Calling it again
 // returns ErrClosed; calling it with a handler's context, which would make
 // it wait for that handler, returns an error wrapping [ErrInvalid].
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
@@ -107,11 +108,14 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	s.impl.detach()
 	s.impl.stopIntake()
 	lost := s.wait(ctx)
+	// Why the workers stopped short: ctx's end, or a Close (or a Shutdown
+	// past its deadline) that came first, while ctx is still live.
+	cause := context.Cause(s.ctx)
 	s.kill(ErrClosed) // for handler contexts kept past their handler
 	handles.release(s.base)
 	s.bus.unregister(s)
 	if lost > 0 {
-		return &UndeliveredError{Count: int(lost), Err: context.Cause(ctx)}
+		return &UndeliveredError{Count: int(lost), Err: cause}
 	}
 	return nil
 }
