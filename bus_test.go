@@ -1132,3 +1132,28 @@ func TestUnsubscribeCutShortByClose(t *testing.T) {
 		require.ErrorIs(t, err, eventbus.ErrClosed, "Unsubscribe() = %v", err)
 	})
 }
+
+// TestUnsubscribeAfterClose checks that Unsubscribe after Close, with
+// nothing left to wait for, returns nil, as the package documents: the
+// events that Close abandoned are Close's to report, not again
+// Unsubscribe's.
+func TestUnsubscribeAfterClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		sub := subscribe(t, topic, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		ctx := context.Background()
+		for i := range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		synctest.Wait()
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Close(), &ue)
+		require.Equal(t, 2, ue.Count)
+		require.NoError(t, sub.Unsubscribe(ctx))
+		require.Equal(t, 3, b.DeadLetters().Len())
+	})
+}

@@ -105,9 +105,11 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	if s.stopped.Swap(true) {
 		return ErrClosed
 	}
+	// Events a Close or Shutdown abandoned before are theirs to report.
+	before := s.undelivered.Load()
 	s.impl.detach()
 	s.impl.stopIntake()
-	lost := s.wait(ctx)
+	lost := s.wait(ctx) - before
 	// Why the workers stopped short: ctx's end, or a Close (or a Shutdown
 	// past its deadline) that came first, while ctx is still live.
 	cause := context.Cause(s.ctx)
