@@ -71,6 +71,16 @@ type IdempotencyOptions struct {
 // duplicate; and while one delivery of a key runs, another waits for it, so
 // two concurrent deliveries run the handler once.
 //
+// That wait has one trap, in Sync mode, where a handler's publish runs the
+// next handlers in its own goroutine: a handler that publishes (directly,
+// or through other Sync-mode handlers) an event with its own key to the
+// subscription it runs in waits for itself, for good. Keys that name an
+// operation, such as the event ID (the default) or a request ID, never do
+// that; a key that names an aggregate (the event's Key, say) can, when a
+// handler publishes a follow-up event of the same aggregate on its own
+// topic. In Async mode the follow-up is queued and, once the first event
+// is handled, skipped as a duplicate.
+//
 // Each subscription the middleware wraps keeps its own record. The
 // in-memory record forgets keys older than the TTL or than the last
 // Capacity (see [IdempotencyOptions]); a key forgotten and delivered again
