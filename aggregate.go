@@ -261,7 +261,8 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // It returns decide's error as is; after MaxAttempts conflicts, an error
 // wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
 // wrapping [ErrTruncated], before decide runs; or the store's or the
-// registry's error. A snapshot that fails to save is skipped, since the
+// registry's error, such as [Decode]'s for an event that the registry
+// cannot read back, which is not appended. A snapshot that fails to save is skipped, since the
 // events are committed: the next load replays a few more events.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
 	if decide == nil {
@@ -293,21 +294,29 @@ func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide fun
 // new state.
 func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T], events []E) (AppendResult, error) {
 	data := make([]EventData, len(events))
+	state := v.State
 	for i, e := range events {
 		var err error
 		if data[i], err = a.reg.Encode(e); err != nil {
 			return AppendResult{}, err
 		}
+		// The new state folds the events as a load reads them back (an
+		// older schema version upcast, what the codec keeps), not as
+		// decide made them: the cache and the snapshot must hold what a
+		// replay gives. An event that does not decode is not appended,
+		// where it would fail every load of the stream.
+		p, err := Decode[E](a.reg, data[i])
+		if err != nil {
+			return AppendResult{}, fmt.Errorf("stream %q: event %d of %d does not decode: %w", stream, i+1, len(events), err)
+		}
+		state = a.evolve(state, p)
 	}
 	res, err := a.store.Append(ctx, stream, v.Expected, data...)
 	if err != nil {
 		return AppendResult{}, err
 	}
 	before := v.Expected.next() // events in the stream before the append
-	for _, e := range events {
-		v.State = a.evolve(v.State, e)
-	}
-	v.Expected = Exact(res.Revision)
+	v.State, v.Expected = state, Exact(res.Revision)
 	if a.cache != nil {
 		a.cache.put(stream, v)
 	}

@@ -672,3 +672,67 @@ func TestAggregateLoadGivesUp(t *testing.T) {
 		require.ErrorContains(t, err, "changed under 8 reads in a row")
 	})
 }
+
+// depositedInCents is the first schema version of Deposited, which
+// upcasts to it.
+type depositedInCents struct{ Cents int }
+
+func (depositedInCents) EventType() string { return "account.deposited" }
+
+// TestAggregateFoldsWhatItAppends checks that the state Execute caches and
+// snapshots is the one a load of the stream gives: its events as the
+// registry decodes them (here, an older schema version upcast), not as
+// decide returned them. And that an event the registry cannot decode back
+// is not appended, since every load of the stream would then fail.
+func TestAggregateFoldsWhatItAppends(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+		ctx := t.Context()
+		reg, err := eventbus.NewRegistry(nil)
+		require.NoError(t, err)
+		require.NoError(t, eventbus.Register[depositedInCents](reg, &eventbus.TypeOptions{Version: 1}))
+		require.NoError(t, eventbus.Register[Deposited](reg, &eventbus.TypeOptions{Version: 2}))
+		require.NoError(t, eventbus.Register[Withdrawn](reg, nil))
+		require.NoError(t, eventbus.Register[Account](reg, &eventbus.TypeOptions{Name: "account.state"}))
+		require.NoError(t, eventbus.RegisterUpcaster(reg, func(d depositedInCents) (Deposited, error) {
+			return Deposited{Amount: d.Cents / 100}, nil
+		}))
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 10, SnapshotEvery: 1})
+		_, err = accounts.Execute(ctx, "account-1", func(Account) ([]any, error) {
+			return []any{depositedInCents{Cents: 500}, Deposited{Amount: 1}}, nil // an old writer's event, a new one's
+		})
+		require.NoError(t, err)
+
+		want := eventbus.Version[Account]{State: Account{Balance: 6, Events: 2}, Expected: eventbus.Exact(1)}
+		for name, a := range map[string]*eventbus.Aggregate[Account, any]{
+			"cached":   accounts,
+			"snapshot": newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1}),
+			"replayed": newAccounts(t, s, reg, nil),
+		} {
+			v, err := a.Load(ctx, "account-1")
+			require.NoError(t, err)
+			if diff := cmp.Diff(want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+				t.Errorf("Load, %s (-want +got):\n%s", name, diff)
+			}
+		}
+
+		// An upcaster that fails for this payload: the event cannot be read.
+		boom := errors.New("boom")
+		broken, err := eventbus.NewRegistry(nil)
+		require.NoError(t, err)
+		require.NoError(t, eventbus.Register[depositedInCents](broken, &eventbus.TypeOptions{Version: 1}))
+		require.NoError(t, eventbus.Register[Deposited](broken, &eventbus.TypeOptions{Version: 2}))
+		require.NoError(t, eventbus.RegisterUpcaster(broken, func(depositedInCents) (Deposited, error) { return Deposited{}, boom }))
+		unreadable := newAccounts(t, s, broken, nil)
+		_, err = unreadable.Execute(ctx, "account-2", func(Account) ([]any, error) {
+			return []any{depositedInCents{Cents: 500}}, nil
+		})
+		if !errors.Is(err, boom) {
+			t.Errorf("Execute of an event that does not decode = %v, want %v", err, boom)
+		}
+		info, err := s.StreamInfo(ctx, "account-2")
+		require.NoError(t, err)
+		if info.Exists {
+			t.Errorf("Execute appended an event that does not decode: %+v", info)
+		}
+	})
+}
