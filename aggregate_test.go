@@ -181,22 +181,24 @@ func TestAggregateSnapshots(t *testing.T) {
 	})
 }
 
-// TestAggregateUnusableSnapshot checks that a snapshot the stream cannot
-// follow is ignored, as a stale schema version is: one past the stream's
-// last revision (saved with the event count instead of the last revision),
-// one of a stream that does not exist, one of a life of the stream before
-// a soft delete.
+// TestAggregateUnusableSnapshot checks snapshots that the stream cannot
+// go on from. One of a life of the stream before a soft delete is ignored,
+// as a stale schema version is. One that SaveSnapshot is asked for at a
+// revision the stream does not have (past its last revision, such as its
+// event count; of a stream that does not exist) is refused: ignored, it
+// would be used, and wrong, once the stream reached that revision.
 func TestAggregateUnusableSnapshot(t *testing.T) {
 	tests := []struct {
-		name   string
-		events int    // deposits of 1 before the snapshot
-		rev    uint64 // the snapshot's revision
-		delete bool   // soft-delete the stream after the snapshot
-		want   eventbus.Version[Account]
+		name    string
+		events  int    // deposits of 1 before the snapshot
+		rev     uint64 // the snapshot's revision
+		delete  bool   // soft-delete the stream after the snapshot
+		saveErr error
+		want    eventbus.Version[Account] // a deposit of 1 later, the state is one more
 	}{
-		{name: "past the end", events: 3, rev: 3, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
-		{name: "far past the end", events: 3, rev: 1 << 40, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
-		{name: "no stream", rev: 0, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
+		{name: "past the end", events: 3, rev: 3, saveErr: eventbus.ErrInvalid, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
+		{name: "far past the end", events: 3, rev: 1 << 40, saveErr: eventbus.ErrInvalid, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
+		{name: "no stream", rev: 0, saveErr: eventbus.ErrInvalid, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
 		{name: "deleted stream", events: 3, rev: 2, delete: true, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
 	}
 	for _, tt := range tests {
@@ -204,7 +206,10 @@ func TestAggregateUnusableSnapshot(t *testing.T) {
 			eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
 				ctx := t.Context()
 				appendDeposits(t, s, reg, "account-1", tt.events)
-				require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: tt.rev, State: Account{Balance: 1000}}))
+				err := eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: tt.rev, State: Account{Balance: 1000}})
+				if !errors.Is(err, tt.saveErr) || (err == nil) != (tt.saveErr == nil) {
+					t.Errorf("SaveSnapshot(revision %d) = %v, want %v", tt.rev, err, tt.saveErr)
+				}
 				if tt.delete {
 					require.NoError(t, s.Delete(ctx, "account-1", eventbus.Any))
 				}
@@ -217,8 +222,15 @@ func TestAggregateUnusableSnapshot(t *testing.T) {
 				if diff := cmp.Diff(tt.want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
 					t.Errorf("Load (-want +got):\n%s", diff)
 				}
-				if _, err := accounts.Execute(ctx, "account-1", deposit(1)); err != nil {
-					t.Errorf("Execute(deposit 1) = %v, want success", err)
+				res, err := accounts.Execute(ctx, "account-1", deposit(1))
+				if err != nil {
+					t.Fatalf("Execute(deposit 1) = %v, want success", err)
+				}
+				want := eventbus.Version[Account]{State: Account{Balance: tt.want.State.Balance + 1, Events: tt.want.State.Events + 1}, Expected: eventbus.Exact(res.Revision)}
+				v, err = accounts.Load(ctx, "account-1")
+				require.NoError(t, err)
+				if diff := cmp.Diff(want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+					t.Errorf("Load after a deposit (-want +got):\n%s", diff)
 				}
 			})
 		})

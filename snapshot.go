@@ -25,8 +25,11 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // SaveSnapshot stores snap as the latest snapshot of stream in s, encoded
 // by r, whose registration of T (see [Register]) gives the snapshot's
 // type name and schema version. snap.Revision is the revision of the last
-// event folded into the state, not the number of events: [LoadSnapshot]
-// ignores a snapshot past the stream's last revision.
+// event folded into the state, not the number of events: SaveSnapshot
+// returns an error wrapping [ErrInvalid] for a revision the stream does
+// not have in its current life (past its last revision, or before its
+// last soft delete) or a stream that does not exist, since such a
+// snapshot would later be folded on as if it held events it does not.
 //
 // Snapshots live in the system stream "$snapshot-" followed by the
 // stream's name (or, for a name too long for that, "$snapshot-sha256:"
@@ -47,6 +50,21 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	e, err := r.Encode(snap.State)
 	if err != nil {
 		return err
+	}
+	// LoadSnapshot ignores a snapshot past the stream's end only until the
+	// stream reaches its revision; then it would fold the stream on from a
+	// state that lacks the events up to there. A stream's revision only
+	// grows, and its Start with it, so one checked now stays usable or is
+	// ignored for good.
+	info, err := s.StreamInfo(ctx, stream)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !info.Exists:
+		return fmt.Errorf("%w: SaveSnapshot: stream %q has no event to snapshot", ErrInvalid, stream)
+	case snap.Revision > info.Revision || snap.Revision < info.Start:
+		return fmt.Errorf("%w: SaveSnapshot: stream %q has no revision %d (its current life has revisions %d to %d); Revision is the revision of the last event folded into the state", ErrInvalid, stream, snap.Revision, info.Start, info.Revision)
 	}
 	e.Metadata = Metadata{snapshotRevision: strconv.FormatUint(snap.Revision, 10)}
 	return appendLatest(ctx, s, snapshotStream(stream), e)
