@@ -748,3 +748,37 @@ func TestAggregateFoldsWhatItAppends(t *testing.T) {
 		}
 	})
 }
+
+// ctxStore is a Store of someone else's that, like database/sql, panics on
+// a nil context.
+type ctxStore struct{ eventbus.Store }
+
+func (s ctxStore) StreamInfo(ctx context.Context, stream string) (eventbus.StreamInfo, error) {
+	if ctx == nil {
+		panic("nil Context")
+	}
+	return s.Store.StreamInfo(ctx, stream)
+}
+
+// TestStoreProcessedNilContext checks that StoreProcessed refuses a nil
+// context itself, over any Store, as MarkProcessed does, rather than hand
+// it to the store.
+func TestStoreProcessedNilContext(t *testing.T) {
+	s, _ := backends[0].open(t)
+	p := eventbus.NewStoreProcessed(ctxStore{s})
+	var nilCtx context.Context
+	k := eventbus.IdempotencyKey{Subscription: "s", ID: eventbus.NewID()}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("Processed(nil context) panicked in the store: %v", r)
+			}
+		}()
+		if _, err := p.Processed(nilCtx, k); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("Processed(nil context) = %v, want %v", err, eventbus.ErrInvalid)
+		}
+	}()
+	if err := p.MarkProcessed(nilCtx, k); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("MarkProcessed(nil context) = %v, want %v", err, eventbus.ErrInvalid)
+	}
+}

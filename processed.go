@@ -41,6 +41,9 @@ func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool,
 	if p.store == nil {
 		return false, errNilProcessedStore
 	}
+	if err := checkContext(ctx, "Processed"); err != nil {
+		return false, err // not for the store to find out, perhaps by a panic
+	}
 	info, err := p.store.StreamInfo(ctx, processedStream(k))
 	return info.Exists, err
 }
