@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"iter"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -781,4 +783,217 @@ func TestStoreProcessedNilContext(t *testing.T) {
 	if err := p.MarkProcessed(nilCtx, k); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("MarkProcessed(nil context) = %v, want %v", err, eventbus.ErrInvalid)
 	}
+}
+
+// modelStream is what a stream should fold to: the amounts of its current
+// life's events, its last revision (-1 before any) and whether it is
+// soft-deleted.
+type modelStream struct {
+	life    []int
+	lastRev int
+	deleted bool
+}
+
+// want is the Version that a load of the stream must give.
+func (m *modelStream) want() eventbus.Version[Account] {
+	if m.deleted || len(m.life) == 0 {
+		return eventbus.Version[Account]{Expected: eventbus.NoStream}
+	}
+	var a Account
+	for _, x := range m.life {
+		a.Balance += x
+		a.Events++
+	}
+	return eventbus.Version[Account]{State: a, Expected: eventbus.Exact(uint64(m.lastRev))}
+}
+
+// add records an event of amount x appended to the stream.
+func (m *modelStream) add(x int) {
+	if m.deleted {
+		m.deleted = false
+		m.life = nil
+	}
+	m.life = append(m.life, x)
+	m.lastRev++
+}
+
+// TestAggregateModel runs random commands, appends of other writers, soft
+// deletes, max counts, snapshots and restarts against aggregates of every
+// combination of options over the same streams, and checks every load
+// against a model of each stream: the fold of its current life. A load may
+// fail with ErrTruncated only where a max count hides an event of it.
+func TestAggregateModel(t *testing.T) {
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := context.Background()
+				rng := rand.New(rand.NewPCG(seed, 7))
+				optss := []*eventbus.AggregateOptions{
+					{CacheSize: 2, SnapshotEvery: 3},
+					{SnapshotEvery: 2},
+					{CacheSize: 1},
+					nil,
+					{CacheSize: 3, SnapshotEvery: 1},
+				}
+				var aggs []*eventbus.Aggregate[Account, any]
+				for _, o := range optss {
+					aggs = append(aggs, newAccounts(t, s, reg, o))
+				}
+				streams := []string{"a", "b", "c"}
+				model := map[string]*modelStream{}
+				for _, st := range streams {
+					model[st] = &modelStream{lastRev: -1}
+				}
+				maxCount := map[string]uint64{}
+				for step := range 300 {
+					st := streams[rng.IntN(len(streams))]
+					m := model[st]
+					ag := aggs[rng.IntN(len(aggs))]
+					var op string
+					switch r := rng.IntN(100); {
+					case r < 30:
+						amt := rng.IntN(10) + 1
+						op = fmt.Sprintf("execute deposit %d", amt)
+						_, err := ag.Execute(ctx, st, deposit(amt))
+						if errors.Is(err, eventbus.ErrTruncated) && maxCount[st] > 0 {
+							continue
+						}
+						require.NoError(t, err, op)
+						m.add(amt)
+					case r < 45:
+						amt := rng.IntN(20) + 1
+						op = fmt.Sprintf("execute withdraw %d", amt)
+						_, err := ag.Execute(ctx, st, withdraw(amt))
+						if errors.Is(err, eventbus.ErrTruncated) && maxCount[st] > 0 {
+							continue
+						}
+						if m.want().State.Balance < amt {
+							require.ErrorIs(t, err, ErrInsufficientFunds, op)
+						} else {
+							require.NoError(t, err, op)
+							m.add(-amt)
+						}
+					case r < 60:
+						op = "external deposit"
+						appendDeposits(t, s, reg, st, 1)
+						m.add(1)
+					case r < 66:
+						op = "delete"
+						require.NoError(t, s.Delete(ctx, st, eventbus.Any))
+						if m.lastRev >= 0 {
+							m.deleted = true
+						}
+					case r < 67:
+						mc := []uint64{0, 0, 2, 5}[rng.IntN(4)]
+						op = fmt.Sprintf("max count %d", mc)
+						setMetadata(t, s, st, eventbus.StreamMetadata{MaxCount: mc})
+						maxCount[st] = mc
+					case r < 68:
+						op = "reopen"
+						s = reopen()
+						aggs = nil
+						for _, o := range optss {
+							aggs = append(aggs, newAccounts(t, s, reg, o))
+						}
+					case r < 72:
+						op = "valid snapshot"
+						w := m.want()
+						if w.Expected != eventbus.NoStream {
+							v, err := aggs[3].Load(ctx, st)
+							if errors.Is(err, eventbus.ErrTruncated) && maxCount[st] > 0 {
+								v.State = w.State
+							} else {
+								require.NoError(t, err)
+							}
+							require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, st, eventbus.Snapshot[Account]{Revision: uint64(m.lastRev), State: v.State}))
+						}
+					default:
+						op = "load"
+					}
+					for i, a := range aggs {
+						v, err := a.Load(ctx, st)
+						if errors.Is(err, eventbus.ErrTruncated) && maxCount[st] > 0 && uint64(len(m.life)) > maxCount[st] && !m.deleted {
+							continue
+						}
+						require.NoError(t, err, "step %d after %s: aggregate %d", step, op, i)
+						if diff := cmp.Diff(m.want(), v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+							t.Fatalf("step %d after %s on %s: aggregate %d Load (-want +got):\n%s", step, op, st, i, diff)
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestAggregateConcurrentExecute runs deposits and withdrawals of 3 on one
+// stream from 8 goroutines, each with an aggregate of its own options, some
+// with a single attempt: a command either succeeds once or fails with a
+// conflict or its own error, a balance is never negative, and the stream,
+// the cache and the snapshots all agree with the commands that succeeded.
+func TestAggregateConcurrentExecute(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		optss := []*eventbus.AggregateOptions{
+			{CacheSize: 2, SnapshotEvery: 3, MaxAttempts: 2},
+			{SnapshotEvery: 2, MaxAttempts: 1},
+			{CacheSize: 1, MaxAttempts: 3},
+			{CacheSize: 3, SnapshotEvery: 1, MaxAttempts: 1},
+		}
+		_, err := newAccounts(t, s, reg, nil).Execute(ctx, "acc", deposit(50))
+		require.NoError(t, err)
+		type result struct{ dep, wd int }
+		results := make(chan result, 8)
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				ag := newAccounts(t, s, reg, optss[g%len(optss)])
+				var r result
+				for i := range 40 {
+					if (i+g)%2 == 0 {
+						_, err := ag.Execute(ctx, "acc", deposit(1))
+						if err == nil {
+							r.dep++
+						} else if !errors.Is(err, eventbus.ErrWrongExpectedVersion) {
+							t.Errorf("deposit: %v", err)
+						}
+					} else {
+						_, err := ag.Execute(ctx, "acc", withdraw(3))
+						if err == nil {
+							r.wd++
+						} else if !errors.Is(err, eventbus.ErrWrongExpectedVersion) && !errors.Is(err, ErrInsufficientFunds) {
+							t.Errorf("withdraw: %v", err)
+						}
+					}
+					v, err := ag.Load(ctx, "acc")
+					if err != nil {
+						t.Errorf("load: %v", err)
+					} else if v.State.Balance < 0 {
+						t.Errorf("negative balance %d", v.State.Balance)
+					}
+				}
+				results <- r
+			})
+		}
+		wg.Wait()
+		close(results)
+		want := Account{Balance: 50, Events: 1}
+		for r := range results {
+			want.Balance += r.dep - 3*r.wd
+			want.Events += r.dep + r.wd
+		}
+		var fold Account
+		for e, err := range s.ReadStream(ctx, "acc", nil) {
+			require.NoError(t, err)
+			p, err := eventbus.Decode[any](reg, e.EventData)
+			require.NoError(t, err)
+			fold = evolveAccount(fold, p)
+		}
+		require.Equal(t, want, fold)
+		for _, o := range optss {
+			v, err := newAccounts(t, s, reg, o).Load(ctx, "acc")
+			require.NoError(t, err)
+			require.Equal(t, want, v.State)
+		}
+	})
 }

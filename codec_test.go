@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"bytes"
+	"compress/flate"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ func (gobCodec) Unmarshal(data []byte, v any) error {
 	return gob.NewDecoder(bytes.NewReader(data)).Decode(v)
 }
 
-func newUserRegistry(t *testing.T, opts *eventbus.RegistryOptions) *eventbus.Registry {
+func newUserRegistry(t testing.TB, opts *eventbus.RegistryOptions) *eventbus.Registry {
 	t.Helper()
 	r, err := eventbus.NewRegistry(opts)
 	require.NoError(t, err)
@@ -287,4 +288,63 @@ func newEmptyRegistry(t *testing.T) *eventbus.Registry {
 	r, err := eventbus.NewRegistry(nil)
 	require.NoError(t, err)
 	return r
+}
+
+// FuzzDecode decodes arbitrary events: Decode never panics, returns a
+// payload of the latest version of the event's type or an error (and then
+// no payload), and decodes a deflated payload as it decodes it plain.
+func FuzzDecode(f *testing.F) {
+	f.Add("user.created", 1, false, []byte(`{"Name":"Ada Lovelace"}`))
+	f.Add("user.created", 3, false, []byte(`{"First":"Ada","Country":"uk"}`))
+	f.Add("user.created", 2, false, []byte{})
+	f.Add("other", 0, true, []byte(`{"N":1}`))
+	f.Add("other", -1, false, []byte(`null`))
+	r := newUserRegistry(f, nil)
+	f.Fuzz(func(t *testing.T, typ string, version int, deflated bool, data []byte) {
+		e := eventbus.EventData{Type: typ, SchemaVersion: version, Data: data}
+		if deflated {
+			e.Encoding = "deflate"
+		}
+		got, err := eventbus.Decode[any](r, e)
+		if err != nil {
+			if got != nil {
+				t.Fatalf("Decode = %v with error %v", got, err)
+			}
+			return
+		}
+		switch got.(type) {
+		case userV3:
+			if typ != "user.created" {
+				t.Fatalf("%q decoded to %T", typ, got)
+			}
+		case other:
+			if typ != "other" {
+				t.Fatalf("%q decoded to %T", typ, got)
+			}
+		default:
+			t.Fatalf("Decode gave %T, not a latest version", got)
+		}
+		if deflated {
+			return
+		}
+		var buf bytes.Buffer
+		w, err := flate.NewWriter(&buf, flate.BestSpeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		e.Data, e.Encoding = buf.Bytes(), "deflate"
+		z, err := eventbus.Decode[any](r, e)
+		if err != nil {
+			t.Fatalf("Decode of the deflated payload = %v", err)
+		}
+		if diff := cmp.Diff(got, z); diff != "" {
+			t.Fatalf("deflated decode differs (-plain +deflated):\n%s", diff)
+		}
+	})
 }
