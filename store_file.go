@@ -456,7 +456,9 @@ func (s *FileStore) run() {
 		case r := <-s.reqs:
 			group, bytes = append(group, r), r.size
 		case <-tick:
-			if s.w.dirty && s.failure() == nil {
+			// Also once the store has failed: the appends acknowledged
+			// before the failure are written but maybe not synced.
+			if s.w.dirty {
 				s.w.dirty = false
 				if err := s.w.active.f.Sync(); err != nil {
 					s.fail(fmt.Errorf("sync %s: %w", s.w.active.path, err))
@@ -978,7 +980,9 @@ func (s *FileStore) Close() error {
 		s.mu.Unlock()
 		close(s.quit)
 		<-s.done
-		if s.w.active != nil && s.w.dirty && s.failure() == nil {
+		// A failed store syncs too, for the appends it acknowledged
+		// before the failure.
+		if s.w.active != nil && s.w.dirty {
 			if err := s.w.active.f.Sync(); err != nil {
 				s.closeErr = fmt.Errorf("eventbus: close file store: sync %s: %w", s.w.active.path, err)
 			}
