@@ -207,10 +207,17 @@ func (s *FileStore) recover() error {
 		if torn && !last {
 			return &CorruptionError{Path: path, Offset: int64(end), Reason: "incomplete record before the last segment"}
 		}
-		if torn && !s.opts.ReadOnly {
-			if err := f.Truncate(int64(end)); err != nil {
-				return fmt.Errorf("eventbus: open file store: cut the incomplete record of %s: %w", path, err)
+		if last && !s.opts.ReadOnly {
+			if torn {
+				if err := f.Truncate(int64(end)); err != nil {
+					return fmt.Errorf("eventbus: open file store: cut the incomplete record of %s: %w", path, err)
+				}
 			}
+			// A process that crashed may have left events written but
+			// not synced (SyncInterval, SyncNever, a failed store):
+			// they are committed from now on, read and built upon, so
+			// they must survive a power loss. Earlier segments were
+			// synced before the next one started.
 			if err := f.Sync(); err != nil {
 				return fmt.Errorf("eventbus: open file store: %w", err)
 			}

@@ -617,6 +617,31 @@ func (f *syncedFS) crashCopy(t *testing.T, dir string) string {
 	return copied
 }
 
+// killCopy copies the store files of dir whole to a new directory, as a
+// crash of the process leaves them (the operating system has every byte
+// written), and carries over how many bytes of each were synced, so that
+// a store opened there through f can be crash-copied in turn.
+func (f *syncedFS) killCopy(t *testing.T, dir string) string {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	copied := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() == "LOCK" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b, 0o644))
+		if n, ok := f.synced[filepath.Join(dir, e.Name())]; ok {
+			f.synced[filepath.Join(copied, e.Name())] = n
+		}
+	}
+	return copied
+}
+
 // TestFileStoreRetentionCrash loses power, with SyncNever, just after
 // retention dropped every segment before the active one: the streams'
 // revisions and tombstones survive, since the active segment's state frame
@@ -875,6 +900,33 @@ func TestFileStoreSyncsAfterFailedWrite(t *testing.T) {
 				crashed := openFile(t, synced.crashCopy(t, dir), nil)
 				got := readAll(t, crashed)
 				require.Len(t, got, 2, "acknowledged events after a power loss")
+			})
+		})
+	}
+}
+
+// TestFileStoreOpenSyncsTail kills a process (copies its directory as it
+// leaves it) that appended with SyncInterval or SyncNever and had synced
+// nothing yet, and opens the store again: the events it then reads and
+// builds on must be on stable storage, so that a later power loss keeps
+// them, whatever the policy and whether or not anything is appended.
+func TestFileStoreOpenSyncsTail(t *testing.T) {
+	for name, policy := range map[string]eventbus.SyncPolicy{"SyncAlways": eventbus.SyncAlways, "SyncInterval": eventbus.SyncInterval, "SyncNever": eventbus.SyncNever} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := t.Context()
+				fs := &syncedFS{FS: eventbus.OSFS, synced: map[string]int64{}, renamed: map[string]string{}}
+				dir := t.TempDir()
+				first := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever}, fs))
+				_, err := first.Append(ctx, "s", eventbus.NoStream, newEvents(2, "t", "")...)
+				require.NoError(t, err)
+
+				killed := fs.killCopy(t, dir)
+				s := openFile(t, killed, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: policy, SyncInterval: time.Second}, fs))
+				require.Len(t, readAll(t, s), 2, "events after the process died")
+				time.Sleep(3 * time.Second) // a few intervals, on the bubble's clock
+				crashed := openFile(t, fs.crashCopy(t, killed), nil)
+				require.Len(t, readAll(t, crashed), 2, "events read, then a power loss")
 			})
 		})
 	}
