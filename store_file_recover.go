@@ -541,8 +541,12 @@ func (s *FileStore) removeDropped() {
 // Verify reads every segment of the store again and checks every checksum
 // and record, as opening does: it finds damage done to the files since
 // the store was opened. It returns a [*CorruptionError] for the first
-// damage found.
+// damage found, and [ErrClosed] once the store is closed, also when Close
+// closes the files it reads.
 func (s *FileStore) Verify(ctx context.Context) error {
+	if err := interrupted(ctx, &s.closed); err != nil {
+		return err
+	}
 	v := s.view(0)
 	var e entry
 segments:
@@ -558,6 +562,9 @@ segments:
 			}
 			if err != nil && seg.removed.Load() {
 				continue segments // dropped by retention meanwhile
+			}
+			if err != nil && s.closed.Load() {
+				return ErrClosed
 			}
 			if err != nil {
 				return fmt.Errorf("eventbus: verify %s: %w", seg.path, err)

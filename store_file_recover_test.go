@@ -931,3 +931,54 @@ func TestFileStoreOpenSyncsTail(t *testing.T) {
 		})
 	}
 }
+
+// readGatedFS holds the first ReadAt of a segment, once armed, until gate
+// is closed.
+type readGatedFS struct {
+	eventbus.FS
+	gate  chan struct{}
+	armed atomic.Bool
+	once  sync.Once
+}
+
+func (f *readGatedFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &readGatedFile{File: file, fs: f}, nil
+}
+
+type readGatedFile struct {
+	eventbus.File
+	fs *readGatedFS
+}
+
+func (f *readGatedFile) ReadAt(b []byte, off int64) (int, error) {
+	if f.fs.armed.Load() {
+		f.fs.once.Do(func() { <-f.fs.gate })
+	}
+	return f.File.ReadAt(b, off)
+}
+
+// TestFileStoreVerifyClosed calls Verify while Close closes the files it
+// reads, and after Close: it returns ErrClosed, as reads do, not the
+// error of reading a closed file.
+func TestFileStoreVerifyClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		fs := &readGatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
+		s, err := eventbus.OpenFileStore(t.TempDir(), eventbus.WithFS(nil, fs))
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(3, "t", "")...)
+		require.NoError(t, err)
+		fs.armed.Store(true)
+		verified := make(chan error, 1)
+		go func() { verified <- s.Verify(ctx) }()
+		synctest.Wait() // Verify waits in its first read
+		require.NoError(t, s.Close())
+		close(fs.gate)
+		require.ErrorIs(t, <-verified, eventbus.ErrClosed, "Verify while the store closes")
+		require.ErrorIs(t, s.Verify(ctx), eventbus.ErrClosed, "Verify after Close")
+	})
+}
