@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -981,4 +982,48 @@ func TestFileStoreVerifyClosed(t *testing.T) {
 		require.ErrorIs(t, <-verified, eventbus.ErrClosed, "Verify while the store closes")
 		require.ErrorIs(t, s.Verify(ctx), eventbus.ErrClosed, "Verify after Close")
 	})
+}
+
+// TestFileStoreLengthBitFlip flips one bit of the length field of each
+// record in turn so that it reaches past the end of the file, as it would
+// if the record were cut short by a crash: a complete record was damaged,
+// and opening must report it, not cut it and every later record away.
+func TestFileStoreLengthBitFlip(t *testing.T) {
+	ctx := t.Context()
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	seg := segments(t, src)[0]
+	var frames []int64 // offsets of the records
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(2, "t", strconv.Itoa(i))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	for i, frame := range frames {
+		for _, bit := range []int{12, 20, 25} { // 4 KiB, 1 MiB, 32 MiB more: past the end
+			dir := t.TempDir()
+			path := filepath.Join(dir, filepath.Base(seg))
+			b := slices.Clone(whole)
+			b[frame+int64(bit/8)] ^= 1 << (bit % 8)
+			require.NoError(t, os.WriteFile(path, b, 0o644))
+			var ce *eventbus.CorruptionError
+			for _, readOnly := range []bool{true, false} {
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+				if err == nil {
+					n := len(readAll(t, s))
+					s.Close()
+					t.Fatalf("record %d, bit %d of its length flipped: OpenFileStore(ReadOnly %v) read %d events, want a *CorruptionError", i, bit, readOnly, n)
+				}
+				if !errors.As(err, &ce) || ce.Path != path || ce.Offset != frame {
+					t.Fatalf("record %d, bit %d of its length flipped: OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", i, bit, readOnly, err, path, frame)
+				}
+			}
+		}
+	}
 }
