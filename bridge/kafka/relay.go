@@ -88,7 +88,9 @@ type RelayOptions struct {
 	// events of one stream keep their order.
 	Key func(eventbus.RecordedEvent) string
 	// Filter selects the events to relay; its zero value selects every
-	// event outside system streams.
+	// event outside system streams. The relay's own checkpoint stream
+	// ("$kafka-relay-" followed by Name) is never relayed, even by a filter
+	// that selects system streams.
 	Filter eventbus.Filter
 	// Checkpoints keeps the relay's position; nil means StoreCheckpoints of
 	// the relay's store.
@@ -464,10 +466,17 @@ func stopCause(parent context.Context, cause error) error {
 func (p *pass) tail(from uint64) error {
 	r, ctx := p.r, p.ctx
 	limits := make(map[string]int64) // the producer's batch limit per topic
+	own := checkpointStream(r.o.Name)
 	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: p.w.skip}
 	for e, err := range r.store.Subscribe(ctx, opts) {
 		if err != nil {
 			return err
+		}
+		if e.Stream == own {
+			// Its own checkpoint, selected by a filter of system streams:
+			// relayed, or counted as progress, it would make the next save,
+			// and that the next, for as long as the relay runs.
+			continue
 		}
 		select {
 		case p.sem <- struct{}{}:

@@ -460,3 +460,62 @@ func TestRelayHoldsKeyNotOthers(t *testing.T) {
 		t.Errorf("records (-want +got):\n%s", diff)
 	}
 }
+
+// checkpointsHook is Checkpoints that calls saved after each save.
+type checkpointsHook struct {
+	kafka.Checkpoints
+	saved func(next uint64)
+}
+
+func (c checkpointsHook) Save(ctx context.Context, name string, next uint64) error {
+	err := c.Checkpoints.Save(ctx, name, next)
+	if err == nil {
+		c.saved(next)
+	}
+	return err
+}
+
+// TestRelaySkipsItsOwnCheckpoints relays system streams (StreamPrefix "$"),
+// which take in the relay's own checkpoint stream: each save appended an
+// event that the relay produced, which moved the checkpoint and so made the
+// next save, one record of the relay's own per CheckpointInterval for as
+// long as it ran. The checkpoint saved after the first event is in the
+// store before the second: Kafka must hold the two events alone.
+func TestRelaySkipsItsOwnCheckpoints(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	first := appendOrder(t, ctx, store, reg, "$audit", Order{Key: "a"})
+	var second eventbus.RecordedEvent
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cp := checkpointsHook{Checkpoints: kafka.StoreCheckpoints(store), saved: func(next uint64) {
+		switch {
+		case second.ID.IsZero() && next > first.Position:
+			e, err := appendEvent(ctx, store, orderEvent(t, reg, "$audit", Order{Key: "a", Seq: 1}))
+			if err != nil {
+				t.Errorf("appending the second event: %v", err)
+				stop()
+			}
+			second = e
+		case !second.ID.IsZero() && next > second.Position:
+			stop()
+		}
+	}}
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "r", Topic: "orders", Filter: eventbus.Filter{StreamPrefix: "$"},
+		Checkpoints: cp, CheckpointInterval: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Run(runCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+	}
+	if diff := cmp.Diff(idsOf(first, second), eventIDs(t, ctx, c.ListenAddrs(), "orders")); diff != "" {
+		t.Errorf("records (-want +got):\n%s", diff)
+	}
+}
