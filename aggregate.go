@@ -262,8 +262,9 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
 // wrapping [ErrTruncated], before decide runs; or the store's or the
 // registry's error, such as [Decode]'s for an event that the registry
-// cannot read back, which is not appended. A snapshot that fails to save is skipped, since the
-// events are committed: the next load replays a few more events.
+// cannot read back, which is not appended. A snapshot that fails to save
+// is skipped, since the events are committed: the next load replays a few
+// more events.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
 	if decide == nil {
 		return AppendResult{}, fmt.Errorf("%w: Aggregate.Execute: nil decide", ErrInvalid)

@@ -52,7 +52,7 @@ type DeadLetter struct {
 // somewhere. Events the sink publishes or redrives with ctx are linked to
 // the dead letter's (its correlation ID, and its ID as causation ID) and
 // never wait for room, which might have to come from the very worker that
-// runs the sink; for the same reason [Bus.Flush], [Subscription.Unsubscribe]
+// waits for the sink; for the same reason [Bus.Flush], [Subscription.Unsubscribe]
 // and [Bus.Shutdown] called with ctx return an error wrapping [ErrInvalid].
 // This holds for every dead letter: failed, abandoned by a stop, or lost to
 // a handler's runtime.Goexit.

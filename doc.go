@@ -37,8 +37,8 @@
 // An event is queued for every subscription or for none, never for some.
 // Nothing is dropped silently. A handler that publishes never waits for room
 // (its event is queued past the bound), so a handler publishing to its own
-// topic cannot deadlock the bus; nor can a [DeadLetterSink], which runs in
-// the worker too. In [Sync] mode the handlers run in the publishing
+// topic cannot deadlock the bus; nor can a [DeadLetterSink], which the
+// worker waits for. In [Sync] mode the handlers run in the publishing
 // goroutine before Publish returns, and their errors come back to the
 // publisher, one [*HandlerError] per failed subscription.
 //
@@ -106,7 +106,8 @@
 // Publish, Subscribe and NewTopic return [ErrClosed]; Flush and
 // Unsubscribe, with nothing left to wait for, return nil; and Shutdown and
 // Close return the first call's result. [Subscription.Unsubscribe] stops
-// one subscription the same way.
+// one subscription the same way. [Bus.Done] is closed once the bus has
+// stopped, for goroutines of your own that publish and should stop with it.
 //
 // # Errors
 //
@@ -117,5 +118,8 @@
 //
 // Every exported method is safe for concurrent use. The bus starts a fixed
 // number of goroutines per subscription (its workers) and one to refresh its
-// clock, never one per event, and no goroutine outlives Shutdown or Close.
+// clock, never one per event; the one exception is a [DeadLetterSink], which
+// runs on a goroutine of its own for each dead letter, waited for by the
+// goroutine that gave up on the event. No goroutine outlives Shutdown or
+// Close.
 package eventbus

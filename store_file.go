@@ -269,10 +269,11 @@ type request struct {
 // OpenFileStore opens the store in directory dir, creating dir and the
 // store if needed, and recovers it: it reads every segment, checks every
 // checksum, cuts an incomplete final record left by a crash, syncs what a
-// crashed process may have left unsynced, and rebuilds the indexes. It fails with a [*CorruptionError] for any other damage,
-// which [RepairFileStore] can cut away, with an error wrapping [ErrLocked]
-// if another FileStore has dir open, and with an error wrapping
-// [ErrInvalid] for bad options.
+// crashed process may have left unsynced, and rebuilds the indexes. It
+// fails with a [*CorruptionError] for any other damage, which
+// [RepairFileStore] can cut away, with an error wrapping [ErrLocked] if
+// another FileStore has dir open, and with an error wrapping [ErrInvalid]
+// for bad options.
 func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	var o FileStoreOptions
 	if opts != nil {

@@ -248,8 +248,8 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		return nil
 	}
 	q := s.queueFor(s.topic.hash(e.Key))
-	// A handler redriving (or a dead-letter sink, which runs in the worker)
-	// never waits for room, as Publish does not: it might wait for itself.
+	// A handler redriving (or a dead-letter sink, which its worker waits
+	// for) never waits for room, as Publish does not: it might wait for itself.
 	lin, _ := parent(ctx)
 	for {
 		ok, stopped := q.offer(e, lin.handler)
@@ -649,8 +649,8 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 // deadLetter dead-letters e outside its handler (after a Goexit, or when
 // the worker abandons it) with a fresh handler context for e, the context
 // the sink gets for an event that failed: what the sink publishes is linked
-// to e, and since the sink runs in the worker, its Publish must not wait for
-// room, nor its Flush for the worker, which a handler's context sees to.
+// to e, and since the worker waits for the sink, its Publish must not wait
+// for room, nor its Flush for the worker, which a handler's context sees to.
 func (w *worker[T]) deadLetter(e *Event[T], attempts int, err error, first, last time.Time) {
 	ctx := w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header)
 	w.sub.deadLetter(ctx, e, attempts, err, first, last, &w.stats)

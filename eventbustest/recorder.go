@@ -110,7 +110,9 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 //
 // Once the bus has stopped (see [eventbus.Bus.Done]), no event can come
 // any more: Wait checks cond once more and, if it does not hold, fails at
-// once.
+// once. In Sync mode that holds only once the Publish calls running when
+// the bus stopped have returned, which Shutdown does not wait for: Wait
+// does not wait for them either.
 //
 // Use Wait for events that [eventbus.Bus.Flush] does not wait for: those
 // published by handlers, or by goroutines of the code under test.

@@ -122,10 +122,11 @@ func (p *Producer) Close() {
 // a batch is handled once Kafka has acknowledged it. A record that fails
 // goes through the subscription's retry policy and then to the bus's
 // dead-letter queue; so do the later events of its key that franz-go held
-// when it failed, which fail with it (see [Producer]). An event whose payload does not encode fails alone and
-// is dead-lettered at once; one whose record is too large for a batch fails
-// alone and is retried; the later events of its key are written. The
-// payload type T must be registered in the Producer's Registry.
+// when it failed, which fail with it (see [Producer]). An event whose
+// payload does not encode fails alone and is dead-lettered at once; one
+// whose record is too large for a batch fails alone and is retried; the
+// later events of its key are written. The payload type T must be
+// registered in the Producer's Registry.
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
@@ -167,8 +168,8 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 
 // batchError names the failed events. A record that fails once buffered
 // fails with the later records of its partition buffered by then, so the
-// later events of its key usually fail with it; one too large for a batch fails alone, before it is
-// buffered. Neither error says for sure that a retry would fail too (a
+// later events of its key usually fail with it; one too large for a batch
+// fails alone, before it is buffered. Neither error says for sure that a retry would fail too (a
 // broker refusing a whole batch as too large fails every record in it), so
 // both go through the retry policy.
 func batchError(errs []error) error {
