@@ -63,7 +63,7 @@ type FileStoreOptions struct {
 	// ReadOnly opens the store for reading: it takes a shared lock, so
 	// other read-only opens may share it, it changes no file (an
 	// incomplete final record is ignored, not truncated), and appends
-	// fail with [ErrReadOnly].
+	// fail with [ErrReadOnly]. It works on a read-only file system too.
 	ReadOnly bool
 	// Progress, if not nil, is called while OpenFileStore reads the
 	// segments, with the bytes read so far and in all.
@@ -1001,8 +1001,10 @@ func (s *FileStore) closeFiles() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := s.lock.Close(); err != nil {
-		errs = append(errs, err)
+	if s.lock != nil { // nil for a read-only open on a read-only file system
+		if err := s.lock.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -5,14 +5,29 @@ package eventbus
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"syscall"
 )
 
 // lockDir takes an exclusive lock on the LOCK file of dir, or a shared one
-// for shared, and returns the file holding it.
+// for shared, and returns the file holding it. A shared lock opens the file
+// for reading only, so that a store on a read-only file system (a backup
+// mounted read-only, say) can be read; there, without a LOCK file, it takes
+// no lock and returns a nil file, since no writer can come.
 func lockDir(path string, shared bool) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	flag := os.O_RDWR | os.O_CREATE
+	if shared {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0o644)
+	if shared && errors.Is(err, fs.ErrNotExist) {
+		// Made for the writers that open the store later, to find.
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if errors.Is(err, syscall.EROFS) {
+			return nil, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
