@@ -186,7 +186,7 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 			return err, nil
 		}
 		if pointer && any(v) == any(*new(T)) { // no boxing: T is a pointer
-			return fmt.Errorf("kafka: the value of the record decodes to a nil %v", reflect.TypeFor[T]()), nil
+			return fmt.Errorf("%w: the value of the record decodes to a nil %v", eventbus.ErrInvalid, reflect.TypeFor[T]()), nil
 		}
 		md := make(eventbus.Metadata, len(e.Metadata)+5)
 		maps.Copy(md, e.Metadata)
@@ -448,7 +448,7 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	switch {
 	case bad != nil:
 	case publish == nil: // a topic added by ConsumerOptions.Client
-		bad = fmt.Errorf("topic %q is not routed", r.Topic)
+		bad = fmt.Errorf("%w: topic %q is not routed", eventbus.ErrInvalid, r.Topic)
 	default:
 		bad, err = publish(ctx, r, &e, key)
 	}

@@ -298,7 +298,9 @@ func TestConsumerNilValue(t *testing.T) {
 	}
 	for _, h := range dl.Headers {
 		if h.Key == "eventbus-error" {
-			t.Logf("dead-lettered: %s", h.Value)
+			if want := eventbus.ErrInvalid.Error() + ": the value of the record decodes to a nil"; !strings.HasPrefix(string(h.Value), want) {
+				t.Errorf("dead-lettered with eventbus-error %q, want it to start %q", h.Value, want)
+			}
 			return
 		}
 	}
