@@ -125,9 +125,13 @@ func pending(b *eventbus.Bus) string {
 // match f are exactly want, oldest first; with no want, that there are none.
 // Payloads are compared like [Recorder.Want]; a failure lists each dead
 // letter with its subscription, attempts and error. To check the error too,
-// set f.Err.
+// set f.Err. A nil b fails the check.
 func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
 	t.Helper()
+	if b == nil {
+		t.Errorf("eventbustest: WantDeadLetters: nil bus")
+		return false
+	}
 	var (
 		got   []any
 		lines []string
@@ -149,9 +153,13 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 // names (by its Topic and Subscription fields) against want. The
 // histograms HandleTime and Latency are not compared: timings do not belong
 // in test assertions. Call it after [eventbus.Bus.Flush], when Depth and
-// Pending are zero.
+// Pending are zero. A nil b fails the check.
 func WantMetrics(t testing.TB, b *eventbus.Bus, want eventbus.SubscriptionMetrics) bool {
 	t.Helper()
+	if b == nil {
+		t.Errorf("eventbustest: WantMetrics of %s/%s: nil bus", want.Topic, want.Subscription)
+		return false
+	}
 	m := b.Metrics()
 	var names []string
 	for _, got := range m.Subscriptions {

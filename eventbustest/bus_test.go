@@ -188,6 +188,17 @@ func TestWantMetricsFails(t *testing.T) {
 	spy.wantFailure(t, "no subscription orders/shipping; the bus has [orders/billing]")
 }
 
+// TestWantNilBus checks that the checks of a bus fail the test with a
+// message, instead of panicking, when given a nil bus.
+func TestWantNilBus(t *testing.T) {
+	spy := newSpy(t)
+	require.False(t, eventbustest.WantDeadLetters(spy, nil, eventbus.DeadLetterFilter{}, Order{ID: "a"}))
+	spy.wantFailure(t, "WantDeadLetters: nil bus")
+	spy = newSpy(t)
+	require.False(t, eventbustest.WantMetrics(spy, nil, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "billing"}))
+	spy.wantFailure(t, "WantMetrics of orders/billing: nil bus")
+}
+
 // TestClockAndSequence checks that a bus with a Clock and a Sequence stamps
 // the same headers on every run, also under concurrent publishers.
 func TestClockAndSequence(t *testing.T) {
