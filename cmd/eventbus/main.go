@@ -48,26 +48,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "inspect", "stats", "verify", "read", "tail", "repair":
+	default:
+		fmt.Fprintf(stderr, "eventbus: unknown command %q\n%s\n", cmd, usage)
+		return 2
+	}
+	// Each command takes only its own flags, so that one meant for another
+	// (read -n 5) is refused instead of ignored.
 	fs := flag.NewFlagSet("eventbus "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stream := fs.String("stream", "", "read only this stream (read, tail)")
-	from := fs.Uint64("from", 0, "first position, or revision with -stream (read)")
-	limit := fs.Int("limit", 0, "most events to print; 0 means all (read)")
-	n := fs.Int("n", 10, "number of events (tail)")
+	var (
+		stream string
+		from   uint64
+		limit  int
+		n      = 10
+	)
+	switch cmd {
+	case "read":
+		fs.StringVar(&stream, "stream", "", "read only this stream, by revision")
+		fs.Uint64Var(&from, "from", 0, "first position, or revision with -stream")
+		fs.IntVar(&limit, "limit", 0, "most events to print; 0 means all")
+	case "tail":
+		fs.IntVar(&n, "n", n, "number of events")
+		fs.StringVar(&stream, "stream", "", "only the events of this stream")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: eventbus %s [flags] DIR\n", cmd)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "eventbus %s: want one store directory\n%s\n", cmd, usage)
+		fmt.Fprintf(stderr, "eventbus %s: want one store directory, after the flags\n%s\n", cmd, usage)
 		return 2
 	}
 	dir := fs.Arg(0)
-	if cmd == "tail" && *n <= 0 {
-		fmt.Fprintf(stderr, "eventbus tail: -n must be positive, not %d\n", *n)
+	if n <= 0 {
+		fmt.Fprintf(stderr, "eventbus tail: -n must be positive, not %d\n", n)
 		return 2
 	}
-	if *limit < 0 {
-		fmt.Fprintf(stderr, "eventbus %s: -limit must not be negative, not %d\n", cmd, *limit)
+	if limit < 0 {
+		fmt.Fprintf(stderr, "eventbus %s: -limit must not be negative, not %d\n", cmd, limit)
 		return 2
 	}
 	var err error
@@ -89,13 +112,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		})
 	case "read":
 		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
-			opts := &eventbus.ReadOptions{From: *from, Limit: *limit}
-			return printEvents(ctx, s, *stream, opts, false, stdout)
+			opts := &eventbus.ReadOptions{From: from, Limit: limit}
+			return printEvents(ctx, s, stream, opts, false, stdout)
 		})
 	case "tail":
 		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
-			opts := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: *n}
-			return printEvents(ctx, s, *stream, opts, true, stdout)
+			opts := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: n}
+			return printEvents(ctx, s, stream, opts, true, stdout)
 		})
 	case "repair":
 		if err = checkDir(dir); err == nil {
@@ -108,9 +131,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				}
 			}
 		}
-	default:
-		fmt.Fprintf(stderr, "eventbus: unknown command %q\n%s\n", cmd, usage)
-		return 2
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)

@@ -124,6 +124,34 @@ func TestBadUsage(t *testing.T) {
 	}
 }
 
+// TestForeignFlags checks that a command refuses the flags of another
+// command, which it used to accept and ignore: read -n 5 printed every
+// event, inspect -stream every stream.
+func TestForeignFlags(t *testing.T) {
+	dir, _ := newStore(t)
+	tests := []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"read", "-n", "2", dir}, "flag provided but not defined: -n"},
+		{[]string{"tail", "-limit", "2", dir}, "flag provided but not defined: -limit"},
+		{[]string{"tail", "-from", "2", dir}, "flag provided but not defined: -from"},
+		{[]string{"inspect", "-stream", "order-1", dir}, "flag provided but not defined: -stream"},
+		{[]string{"frobnicate", "-n", "2", dir}, "unknown command"},
+		{[]string{"read", dir, "-stream", "order-1"}, "want one store directory, after the flags"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCmd(t, tt.args...)
+		if code != 2 || !strings.Contains(stderr, tt.stderr) || stdout != "" {
+			t.Errorf("eventbus %v: exit status %d, stdout %q, stderr %q; want 2, nothing printed, and %q", tt.args, code, stdout, stderr, tt.stderr)
+		}
+	}
+	code, _, stderr := runCmd(t, "read", "-h")
+	if code != 2 || !strings.Contains(stderr, "-limit") || strings.Contains(stderr, "-n int") {
+		t.Errorf("eventbus read -h: exit status %d, stderr %q; want the flags of read only", code, stderr)
+	}
+}
+
 // TestProgress checks that progress stays quiet for the first second of an
 // operation, then prints at most once a second, and always its final line
 // once it has printed one. Time is fake, in a synctest bubble.
