@@ -38,7 +38,16 @@ func main() {
 }
 
 const usage = `usage: eventbus <command> [flags] DIR
-commands: inspect, stats, verify, read, tail, repair (eventbus <command> -h for flags)`
+
+commands:
+  inspect DIR                  streams, event counts, positions, sizes
+  stats DIR                    totals: segments, bytes, events, streams
+  verify DIR                   check every checksum; exit status 1 on damage
+  read [flags] DIR             print events as JSON lines
+  tail [-n N] [-stream S] DIR  print the last events as JSON lines
+  repair DIR                   cut damaged records, keeping a copy
+
+Run eventbus <command> -h for the flags of a command.`
 
 // run runs the command of args and returns the exit status: 0 for success,
 // 1 for damage found or a failure, 2 for bad usage.
@@ -50,6 +59,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "inspect", "stats", "verify", "read", "tail", "repair":
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintln(stdout, usage)
+		return 0
 	default:
 		fmt.Fprintf(stderr, "eventbus: unknown command %q\n%s\n", cmd, usage)
 		return 2
@@ -78,6 +90,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() != 1 {
