@@ -228,8 +228,12 @@ type streamSummary struct {
 
 func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Writer) error {
 	st := s.Stats()
-	fmt.Fprintf(stdout, "%d events (positions %d to %d), %d segments, %d bytes, %d streams\n\n",
-		st.NextPosition-st.FirstPosition, st.FirstPosition, int64(st.NextPosition)-1, st.Segments, st.Bytes, st.Streams)
+	if st.NextPosition == st.FirstPosition {
+		fmt.Fprintf(stdout, "no events, %d segments, %d bytes, %d streams\n\n", st.Segments, st.Bytes, st.Streams)
+	} else {
+		fmt.Fprintf(stdout, "%d events (positions %d to %d), %d segments, %d bytes, %d streams\n\n",
+			st.NextPosition-st.FirstPosition, st.FirstPosition, st.NextPosition-1, st.Segments, st.Bytes, st.Streams)
+	}
 	streams := map[string]*streamSummary{}
 	p := newProgress(stderr, "reading events")
 	read := 0

@@ -78,6 +78,24 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestEmptyStore checks the commands on a store without events: inspect
+// printed "0 events (positions 0 to -1)".
+func TestEmptyStore(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	if code != 0 || !strings.HasPrefix(stdout, "no events, 1 segments") || strings.Contains(stdout, "-1") {
+		t.Errorf("eventbus inspect of an empty store: exit status %d, stdout %q, stderr %q; want it to start with \"no events\"", code, stdout, stderr)
+	}
+	for _, cmd := range []string{"read", "tail"} {
+		if code, stdout, stderr := runCmd(t, cmd, dir); code != 0 || stdout != "" {
+			t.Errorf("eventbus %s of an empty store: exit status %d, stdout %q, stderr %q; want 0 and nothing", cmd, code, stdout, stderr)
+		}
+	}
+}
+
 func TestCorruptStore(t *testing.T) {
 	dir, seg := newStore(t)
 	b, err := os.ReadFile(seg)
