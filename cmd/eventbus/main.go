@@ -277,6 +277,12 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "%-30s %10d %12d %12s %12s %s\n", name, sum.events, sum.bytes,
 			fmt.Sprintf("%d-%d", sum.firstRev, sum.lastRev), fmt.Sprintf("%d-%d", sum.firstPos, sum.lastPos), state)
 	}
+	// The store lists no streams, so one without an event kept cannot be
+	// named; say that it exists rather than let the total and the table
+	// disagree.
+	if more := st.Streams - len(names); more > 0 {
+		fmt.Fprintf(stdout, "and %d more streams without events kept (given only metadata or a tombstone, or emptied by retention), not listed\n", more)
+	}
 	return nil
 }
 

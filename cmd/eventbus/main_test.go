@@ -96,6 +96,22 @@ func TestEmptyStore(t *testing.T) {
 	}
 }
 
+// TestInspectStreamsWithoutEvents checks that inspect accounts for the
+// streams it cannot list, those without an event: it counted them in its
+// total but left them out of the table without a word.
+func TestInspectStreamsWithoutEvents(t *testing.T) {
+	dir, _ := newStore(t)
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.SetStreamMetadata(t.Context(), "order-2", eventbus.StreamMetadata{MaxCount: 3}))
+	require.NoError(t, s.Tombstone(t.Context(), "order-3", eventbus.Any))
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	if code != 0 || !strings.Contains(stdout, "4 streams") || !strings.Contains(stdout, "and 2 more streams without events kept") {
+		t.Errorf("eventbus inspect: exit status %d, stdout\n%s\nstderr %q; want 4 streams, 2 of them not listed", code, stdout, stderr)
+	}
+}
+
 func TestCorruptStore(t *testing.T) {
 	dir, seg := newStore(t)
 	b, err := os.ReadFile(seg)
