@@ -142,8 +142,12 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 			dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, dl.Payload()))
 	}
 	if diff := cmp.Diff(want, got, compareOptions); diff != "" {
-		t.Errorf("eventbustest: dead letters matching %+v, payloads (-want +got):\n%s\ndead letters:\n%s",
-			f, diff, strings.Join(lines, "\n"))
+		list := "none"
+		if len(lines) > 0 {
+			list = "\n" + strings.Join(lines, "\n")
+		}
+		t.Errorf("eventbustest: dead letters matching %+v, payloads (-want +got):\n%s\ndead letters: %s",
+			f, diff, list)
 		return false
 	}
 	return true

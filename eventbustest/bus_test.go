@@ -169,7 +169,7 @@ func TestWantDeadLettersFails(t *testing.T) {
 
 	spy = newSpy(t)
 	require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{Err: errors.New("other")}, Order{ID: "a", N: 1}))
-	spy.wantFailure(t, "Err:other", "payloads (-want +got)")
+	spy.wantFailure(t, "Err:other", "payloads (-want +got)", "dead letters: none")
 }
 
 func TestWantMetricsFails(t *testing.T) {
