@@ -80,6 +80,9 @@ func (e *BatchError) indexes() []int {
 // SubscriptionOptions.Middleware must be empty. Counters and latencies count
 // events, not batches. In Sync mode each batch holds one event.
 func (t *Topic[T]) SubscribeBatch(name string, h BatchHandler[T], opts *SubscriptionOptions) (*Subscription, error) {
+	if err := t.check("SubscribeBatch"); err != nil {
+		return nil, err
+	}
 	if h == nil {
 		return nil, fmt.Errorf("%w: topic %q: subscription %q has a nil handler", ErrInvalid, t.name, name)
 	}

@@ -790,6 +790,16 @@ func TestBadInput(t *testing.T) {
 		}, eventbus.ErrInvalid},
 		{"bad ID", func() error { _, err := eventbus.ParseID("not-an-id"); return err }, eventbus.ErrInvalid},
 		{"nil bus", func() error { _, err := eventbus.NewTopic[Order](nil, "t", nil); return err }, eventbus.ErrInvalid},
+		{"zero topic: Publish", func() error { return new(eventbus.Topic[Order]).Publish(context.Background(), Order{}) }, eventbus.ErrInvalid},
+		{"nil topic: TryPublish", func() error {
+			_, err := (*eventbus.Topic[Order])(nil).TryPublish(context.Background(), Order{})
+			return err
+		}, eventbus.ErrInvalid},
+		{"zero topic: Subscribe", func() error { _, err := new(eventbus.Topic[Order]).Subscribe("s", ok, nil); return err }, eventbus.ErrInvalid},
+		{"nil topic: SubscribeBatch", func() error {
+			_, err := (*eventbus.Topic[Order])(nil).SubscribeBatch("s", func(context.Context, []eventbus.Event[Order]) error { return nil }, nil)
+			return err
+		}, eventbus.ErrInvalid},
 		{"nil registry: Register", func() error { return eventbus.Register[Order](nil, nil) }, eventbus.ErrInvalid},
 		{"schema version over 2^31: Register", func() error {
 			reg, err := eventbus.NewRegistry(nil)

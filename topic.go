@@ -126,6 +126,15 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 
 func (t *Topic[T]) published() uint64 { return t.sent.Load() }
 
+// check returns an error wrapping ErrInvalid for a nil Topic, or one that
+// NewTopic did not make (a zero Topic has no bus), for a call of method.
+func (t *Topic[T]) check(method string) error {
+	if t == nil || t.bus == nil {
+		return fmt.Errorf("%w: %s on a Topic[%v] not made by NewTopic", ErrInvalid, method, reflect.TypeFor[T]())
+	}
+	return nil
+}
+
 // Name returns the topic's name.
 func (t *Topic[T]) Name() string { return t.name }
 
@@ -144,6 +153,9 @@ func (t *Topic[T]) Bus() *Bus { return t.bus }
 // an option out of range, [ErrDuplicate] for a taken name, and [ErrClosed]
 // after Shutdown.
 func (t *Topic[T]) Subscribe(name string, h Handler[T], opts *SubscriptionOptions) (*Subscription, error) {
+	if err := t.check("Subscribe"); err != nil {
+		return nil, err
+	}
 	if h == nil {
 		return nil, fmt.Errorf("%w: topic %q: subscription %q has a nil handler", ErrInvalid, t.name, name)
 	}
@@ -230,6 +242,9 @@ func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOpt
 }
 
 func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, try bool) (bool, error) {
+	if err := t.check("Publish"); err != nil {
+		return false, err
+	}
 	if err := checkContext(ctx, "Publish"); err != nil {
 		return false, err
 	}
