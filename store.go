@@ -43,8 +43,9 @@ import (
 // anywhere among at least the stream's last 10,000 events (for [Any] and
 // [StreamExists]), the
 // append succeeds with the result of the first one and writes nothing; when
-// only some are, it fails with [ErrPartialDuplicate]. A retried append is
-// therefore safe. Events larger than the store's limit, or batches larger
+// only some are, it fails with [ErrPartialDuplicate], as it does when all
+// are but elsewhere in a stream that is in the expected state. A retried
+// append is therefore safe. Events larger than the store's limit, or batches larger
 // than its limit, fail with [ErrTooLarge] before anything is written.
 //
 // # Reads
@@ -512,7 +513,13 @@ func replayed(stream string, expected, actual ExpectedRevision, start uint64, ev
 		return 0, false, fmt.Errorf("%w: stream %q: %d of %d events are committed already, not as one batch", ErrPartialDuplicate, stream, found, len(events))
 	case expected.kind == expectExact && (first == 0 || first-1 != expected.rev),
 		expected.kind == expectNoStream && first != start:
-		return 0, false, &WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: actual}
+		// Committed elsewhere in the stream: a mismatch, unless the stream
+		// is as expected, which a WrongExpectedVersionError would report
+		// as expected and actual both, and a caller could never meet.
+		if err := expected.check(stream, actual); err != nil {
+			return 0, false, err
+		}
+		return 0, false, fmt.Errorf("%w: stream %q: the %d events are committed already from revision %d, not right after expected revision %v", ErrPartialDuplicate, stream, len(events), first, expected)
 	}
 	return first, true, nil
 }

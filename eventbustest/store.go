@@ -445,6 +445,47 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			t.Errorf("after overlapping appends, stream = %v, want the 2 first events", summary(got))
 		}
 	})
+	t.Run("committed elsewhere, stream as expected", func(t *testing.T) {
+		// The events are committed, not right after the expected revision,
+		// and the stream is in the expected state: a retry cannot succeed,
+		// and a *WrongExpectedVersionError would report as actual the
+		// state the caller expected.
+		tests := []struct {
+			name     string
+			setup    func(t *testing.T, s eventbus.Store, batch []eventbus.EventData)
+			expected eventbus.ExpectedRevision
+		}{
+			{"Exact at the end", func(t *testing.T, s eventbus.Store, batch []eventbus.EventData) {
+				mustAppend(t, s, "s", eventbus.NoStream, batch...)
+			}, eventbus.Exact(1)},
+			{"NoStream after two deletes", func(t *testing.T, s eventbus.Store, batch []eventbus.EventData) {
+				mustAppend(t, s, "s", eventbus.NoStream, batch...)
+				require.NoError(t, s.Delete(t.Context(), "s", eventbus.Any))
+				mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "second life")...)
+				require.NoError(t, s.Delete(t.Context(), "s", eventbus.Any))
+			}, eventbus.NoStream},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := open(t)
+				ctx := t.Context()
+				batch := events(2, "t", "b")
+				tt.setup(t, s, batch)
+				before := collect(t, s.ReadAll(ctx, nil))
+				_, err := s.Append(ctx, "s", tt.expected, batch...)
+				var wev *eventbus.WrongExpectedVersionError
+				if errors.As(err, &wev) && wev.Actual == wev.Expected {
+					t.Errorf("Append(%v) = %v: expected and actual are the same", tt.expected, err)
+				}
+				if !errors.Is(err, eventbus.ErrPartialDuplicate) {
+					t.Errorf("Append(%v) of events committed elsewhere in the stream = %v, want ErrPartialDuplicate", tt.expected, err)
+				}
+				if got := collect(t, s.ReadAll(ctx, nil)); len(got) != len(before) {
+					t.Errorf("the failed append wrote %d events", len(got)-len(before))
+				}
+			})
+		}
+	})
 	t.Run("IDs in another stream", func(t *testing.T) {
 		s := open(t)
 		batch := events(2, "t", "b")
