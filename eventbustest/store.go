@@ -220,16 +220,9 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			}
 		})
 	}
-	for _, err := range s.ReadStream(ctx, "", nil) {
-		if !errors.Is(err, eventbus.ErrInvalid) {
-			t.Errorf("ReadStream(\"\") = %v, want ErrInvalid", err)
-		}
-	}
-	for _, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Limit: -1}) {
-		if !errors.Is(err, eventbus.ErrInvalid) {
-			t.Errorf("ReadAll(Limit -1) = %v, want ErrInvalid", err)
-		}
-	}
+	onlyError(t, `ReadStream("")`, s.ReadStream(ctx, "", nil), eventbus.ErrInvalid)
+	onlyError(t, "ReadStream(Limit -1)", s.ReadStream(ctx, "s", &eventbus.ReadOptions{Limit: -1}), eventbus.ErrInvalid)
+	onlyError(t, "ReadAll(Limit -1)", s.ReadAll(ctx, &eventbus.ReadOptions{Limit: -1}), eventbus.ErrInvalid)
 	if err := s.Delete(ctx, "", eventbus.Any); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("Delete(\"\") = %v, want ErrInvalid", err)
 	}
@@ -374,6 +367,19 @@ func testExpectedRevision(t *testing.T, open func(t *testing.T) eventbus.Store) 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// onlyError checks that seq yields one error, matching want, and nothing
+// else: a read that yields nothing would pass a loop that checks each error.
+func onlyError(t *testing.T, call string, seq iter.Seq2[eventbus.RecordedEvent, error], want error) {
+	t.Helper()
+	var errs []error
+	for _, err := range seq {
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], want) {
+		t.Errorf("%s yielded %v, want %v only", call, errs, want)
+	}
+}
 
 func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	tests := []struct {
@@ -800,11 +806,7 @@ func testTombstone(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: stream, Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrStreamDeleted) {
 			t.Errorf("AppendMulti(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
 		}
-		for _, err := range s.ReadStream(ctx, stream, nil) {
-			if !errors.Is(err, eventbus.ErrStreamDeleted) {
-				t.Errorf("ReadStream(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
-			}
-		}
+		onlyError(t, fmt.Sprintf("ReadStream(%q) after Tombstone", stream), s.ReadStream(ctx, stream, nil), eventbus.ErrStreamDeleted)
 		if err := s.Delete(ctx, stream, eventbus.Any); !errors.Is(err, eventbus.ErrStreamDeleted) {
 			t.Errorf("Delete(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
 		}
@@ -1090,6 +1092,9 @@ func testClose(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	}
 	if err := s.Delete(ctx, "s", eventbus.Any); !errors.Is(err, eventbus.ErrClosed) {
 		t.Errorf("Delete after Close = %v, want ErrClosed", err)
+	}
+	if err := s.Tombstone(ctx, "s", eventbus.Any); !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("Tombstone after Close = %v, want ErrClosed", err)
 	}
 	if err := s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{}); !errors.Is(err, eventbus.ErrClosed) {
 		t.Errorf("SetStreamMetadata after Close = %v, want ErrClosed", err)
