@@ -244,7 +244,8 @@ const End uint64 = math.MaxUint64
 // ReadOptions selects the events of a read. The zero value (or nil) reads
 // every event forwards from the start.
 type ReadOptions struct {
-	// Direction is Forwards (the zero value) or Backwards.
+	// Direction is Forwards (the zero value) or Backwards; reads fail
+	// with an error wrapping [ErrInvalid] for any other value.
 	Direction Direction
 	// From is the revision (ReadStream) or position (ReadAll) of the first
 	// event to read, included; past the last event, a Backwards read starts
@@ -719,7 +720,7 @@ func yieldAll(ctx context.Context, s snapshotter, closed *atomic.Bool, o *ReadOp
 		yield(RecordedEvent{}, err)
 		return
 	}
-	if err := checkLimit("ReadAll", o.Limit); err != nil {
+	if err := checkReadOptions("ReadAll", o); err != nil {
 		yield(RecordedEvent{}, err)
 		return
 	}
@@ -839,13 +840,16 @@ func checkReadStream(stream string, o *ReadOptions) error {
 	if err := checkStream(stream); err != nil {
 		return err
 	}
-	return checkLimit("ReadStream", o.Limit)
+	return checkReadOptions("ReadStream", o)
 }
 
-// checkLimit validates ReadOptions.Limit.
-func checkLimit(call string, limit int) error {
-	if limit < 0 {
-		return fmt.Errorf("%w: %s: Limit %d is negative", ErrInvalid, call, limit)
+// checkReadOptions validates o's Limit and Direction.
+func checkReadOptions(call string, o *ReadOptions) error {
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: %s: Limit %d is negative", ErrInvalid, call, o.Limit)
+	}
+	if o.Direction > Backwards {
+		return fmt.Errorf("%w: %s: Direction %d is neither Forwards nor Backwards", ErrInvalid, call, o.Direction)
 	}
 	return nil
 }

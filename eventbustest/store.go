@@ -223,6 +223,8 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	onlyError(t, `ReadStream("")`, s.ReadStream(ctx, "", nil), eventbus.ErrInvalid)
 	onlyError(t, "ReadStream(Limit -1)", s.ReadStream(ctx, "s", &eventbus.ReadOptions{Limit: -1}), eventbus.ErrInvalid)
 	onlyError(t, "ReadAll(Limit -1)", s.ReadAll(ctx, &eventbus.ReadOptions{Limit: -1}), eventbus.ErrInvalid)
+	onlyError(t, "ReadStream(Direction 2)", s.ReadStream(ctx, "s", &eventbus.ReadOptions{Direction: 2}), eventbus.ErrInvalid)
+	onlyError(t, "ReadAll(Direction 2)", s.ReadAll(ctx, &eventbus.ReadOptions{Direction: 2}), eventbus.ErrInvalid)
 	if err := s.Delete(ctx, "", eventbus.Any); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("Delete(\"\") = %v, want ErrInvalid", err)
 	}
