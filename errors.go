@@ -29,8 +29,9 @@ var (
 	ErrWrongExpectedVersion = errors.New("eventbus: wrong expected version")
 
 	// ErrPartialDuplicate is wrapped when some events of an append are
-	// already committed to the stream and others are not, so the append can
-	// be neither done nor skipped as a retry.
+	// already committed to the stream and others are not, or all are but
+	// not right after the expected revision, so the append can be neither
+	// done nor skipped as a retry.
 	ErrPartialDuplicate = errors.New("eventbus: events partly committed already")
 
 	// ErrStreamDeleted is wrapped when a tombstoned stream is read, written

@@ -563,20 +563,29 @@ func checkAppends(appends []StreamAppend, maxEvent, maxBatch int) (int, error) {
 		return 0, fmt.Errorf("%w: AppendMulti: no appends", ErrInvalid)
 	}
 	total := 0
+	var seen map[string]bool // past a few appends, where comparing each pair costs more
+	if len(appends) > 16 {
+		seen = make(map[string]bool, len(appends))
+	}
 	for i, a := range appends {
 		size, err := checkEvents(a.Stream, a.Events, maxEvent, maxBatch)
 		if err != nil {
 			return 0, err
 		}
-		for _, b := range appends[:i] {
-			if b.Stream == a.Stream {
-				return 0, fmt.Errorf("%w: AppendMulti: stream %q appears twice", ErrInvalid, a.Stream)
+		twice := seen[a.Stream]
+		if seen != nil {
+			seen[a.Stream] = true
+		} else {
+			for _, b := range appends[:i] {
+				twice = twice || b.Stream == a.Stream
 			}
 		}
-		total += size
-	}
-	if total > maxBatch {
-		return 0, fmt.Errorf("%w: AppendMulti: %d bytes, more than %d", ErrTooLarge, total, maxBatch)
+		if twice {
+			return 0, fmt.Errorf("%w: AppendMulti: stream %q appears twice", ErrInvalid, a.Stream)
+		}
+		if total += size; total > maxBatch {
+			return 0, fmt.Errorf("%w: AppendMulti: more than %d bytes", ErrTooLarge, maxBatch)
+		}
 	}
 	return total, nil
 }

@@ -617,6 +617,14 @@ func testAppendMulti(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("AppendMulti naming c twice = %v, want ErrInvalid", err)
 	}
+	many := make([]eventbus.StreamAppend, 40) // past the few a store may compare pairwise
+	for i := range many {
+		many[i] = eventbus.StreamAppend{Stream: fmt.Sprint("many-", i), Events: events(1, "t", "m")}
+	}
+	many[len(many)-1].Stream = many[2].Stream
+	if _, err := s.AppendMulti(ctx, many...); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("AppendMulti of 40 naming %s twice = %v, want ErrInvalid", many[2].Stream, err)
+	}
 	if _, err := s.AppendMulti(ctx); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("AppendMulti() = %v, want ErrInvalid", err)
 	}
