@@ -27,7 +27,7 @@ import (
 type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 
 // BatchError reports which events of a batch failed; one that names none
-// fails none. An event named with a nil error failed too, for no reason
+// fails none, and so does a nil *BatchError (a handler's typed nil). An event named with a nil error failed too, for no reason
 // given: it is retried or dead-lettered with an error wrapping
 // [ErrInvalid]. errors.Is and errors.As see the events' errors through it
 // (see [BatchError.Unwrap]); a [Permanent] mark on one of them marks that
@@ -52,6 +52,9 @@ func (e *BatchError) Error() string {
 // indexes, leaving out nil ones, so that errors.Is(err, ErrX) holds when
 // any event failed with ErrX.
 func (e *BatchError) Unwrap() []error {
+	if e == nil {
+		return nil
+	}
 	errs := make([]error, 0, len(e.Failed))
 	for _, i := range e.indexes() {
 		if err := e.Failed[i]; err != nil {
@@ -63,6 +66,9 @@ func (e *BatchError) Unwrap() []error {
 
 // indexes returns the indexes of Failed in increasing order.
 func (e *BatchError) indexes() []int {
+	if e == nil {
+		return nil
+	}
 	idx := make([]int, 0, len(e.Failed))
 	for i := range e.Failed {
 		idx = append(idx, i)
@@ -124,6 +130,11 @@ func failures(err error, n int) (map[int]error, error) {
 	var be *BatchError
 	if !errors.As(err, &be) {
 		return nil, err
+	}
+	if be == nil {
+		// A handler that makes its *BatchError on the first failure and
+		// returns it whatever happened gives a typed nil when none did.
+		return nil, nil
 	}
 	permanent := permanentOutside(err)
 	rewrite := permanent

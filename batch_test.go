@@ -209,6 +209,55 @@ func TestBatchErrorNamingNone(t *testing.T) {
 	}
 }
 
+// TestBatchErrorNilPointer gives the bus the classic typed nil: a batch
+// handler that collects failures in a *BatchError it makes on the first
+// one, and returns it, nil when nothing failed, as an error that is not
+// nil. It names no event, so it fails none, in both modes, first attempts
+// and retries; a nil *BatchError's methods do not panic either. The worker
+// read its map through the nil pointer outside any recover, so the first
+// batch crashed the process in Async mode.
+func TestBatchErrorNilPointer(t *testing.T) {
+	var none *eventbus.BatchError
+	require.Equal(t, "eventbus: 0 events of the batch failed", none.Error())
+	require.Empty(t, none.Unwrap())
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode, Metrics: true, Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var handled []int
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				var failed *eventbus.BatchError
+				for i, e := range events {
+					if e.Payload.N == 1 && len(events) > 1 { // fails in a batch, passes on its own
+						if failed == nil {
+							failed = &eventbus.BatchError{Failed: map[int]error{}}
+						}
+						failed.Failed[i] = errFlaky
+						continue
+					}
+					handled = append(handled, e.Payload.N)
+				}
+				return failed
+			}, &eventbus.SubscriptionOptions{BatchSize: 3, BatchWait: time.Millisecond})
+			require.NoError(t, err)
+			for i := range 6 { // a batch where 1 fails, then one where none does
+				require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+				if i == 2 {
+					require.NoError(t, b.Flush(context.Background()))
+				}
+			}
+			require.NoError(t, b.Flush(context.Background()))
+			if mode == eventbus.Async {
+				require.Equal(t, []int{0, 2, 1, 3, 4, 5}, handled, "1 retried on its own")
+			} else {
+				require.Equal(t, []int{0, 1, 2, 3, 4, 5}, handled)
+			}
+			require.Zero(t, b.DeadLetters().Len())
+			require.EqualValues(t, 6, b.Metrics().Subscriptions[0].Handled)
+		})
+	})
+}
+
 func TestBatchWaitGathers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1})
