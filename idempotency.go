@@ -174,8 +174,10 @@ func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K
 
 func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) (err error) {
 	done, c, err := d.claim(ctx, env, k)
+	if done {
+		env.skipped()
+	}
 	if err != nil || done {
-		env.duplicate = done
 		return err
 	}
 	// Deferred, so that a handler's panic, which the worker turns into a

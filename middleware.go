@@ -22,8 +22,7 @@ type Envelope struct {
 	// starting at 1. In a [DeadLetter] it is the number of attempts made.
 	Attempt int
 
-	event     payloader // the typed payload, a *boxed[T]
-	duplicate bool      // set by Idempotency when it skips the handler
+	event payloader // the typed payload, a *boxed[T]
 }
 
 // Payload returns the event's payload, for inspection; nil for an envelope
@@ -38,12 +37,29 @@ func (e Envelope) Payload() any {
 }
 
 // payloader is the typed payload behind an Envelope: a *boxed[T].
-type payloader interface{ payload() any }
+type payloader interface {
+	payload() any
+	skipped()
+}
 
-// boxed holds a payload of type T for an Envelope.
-type boxed[T any] struct{ v T }
+// boxed holds a payload of type T for an Envelope, and whether Idempotency
+// skipped the handler for it. The mark lives here, behind the pointer that
+// copies of the envelope share, so that it reaches the bus through a
+// middleware that passed a copy on.
+type boxed[T any] struct {
+	v         T
+	duplicate bool
+}
 
 func (b *boxed[T]) payload() any { return b.v }
+func (b *boxed[T]) skipped()     { b.duplicate = true }
+
+// skipped marks env's event as skipped by Idempotency: a duplicate.
+func (e *Envelope) skipped() {
+	if e.event != nil {
+		e.event.skipped()
+	}
+}
 
 // envelope is an Envelope with room for its typed payload, which the
 // Envelope points to: filling one copies the payload instead of boxing it,
@@ -56,12 +72,11 @@ type envelope[T any] struct {
 // fill makes env the envelope of attempt attempt at e in subscription sub,
 // and returns its untyped view.
 func (env *envelope[T]) fill(e *Event[T], sub string, attempt int) *Envelope {
-	env.typed.v = e.Payload
+	env.typed.v, env.typed.duplicate = e.Payload, false
 	env.Header = e.Header
 	env.Subscription = sub
 	env.Attempt = attempt
 	env.event = &env.typed
-	env.duplicate = false
 	return &env.Envelope
 }
 

@@ -225,6 +225,38 @@ func TestIdempotencyRetriesFailuresSkipsDuplicates(t *testing.T) {
 	})
 }
 
+// TestIdempotencyBehindACopy checks that a duplicate skipped by
+// Idempotency behind a middleware that passes on a copy of its envelope,
+// which middleware may do, is counted as a duplicate: the mark went on the
+// copy, so the bus counted the skipped event as handled.
+func TestIdempotencyBehindACopy(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			relay := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+				return func(ctx context.Context, env *eventbus.Envelope) error {
+					cp := *env
+					return next(ctx, &cp)
+				}
+			}
+			b := newBus(t, &eventbus.Options{
+				Mode: mode, Metrics: true, NewID: fixedIDs(eventbus.NewID()),
+				Middleware: []eventbus.Middleware{relay, eventbus.Idempotency(nil)},
+			})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var runs atomic.Int64
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs.Add(1); return nil }, nil)
+			for range 3 { // the same event ID three times
+				require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+			}
+			require.NoError(t, b.Flush(context.Background()))
+			require.EqualValues(t, 1, runs.Load())
+			s := b.Metrics().Subscriptions[0]
+			require.EqualValues(t, 1, s.Handled, "handled")
+			require.EqualValues(t, 2, s.Duplicates, "duplicates")
+		})
+	})
+}
+
 func TestIdempotencyConcurrentDuplicatesRunOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 8})

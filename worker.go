@@ -133,7 +133,7 @@ func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T
 	if start != 0 {
 		end = s.bus.clock.elapsed()
 	}
-	c.attempt(attempt, env != nil && env.duplicate, err, &e.Header, start, end)
+	c.attempt(attempt, env != nil && env.typed.duplicate, err, &e.Header, start, end)
 	if err == nil && s.finish != nil {
 		s.finish(e.Position, false)
 	}
@@ -216,7 +216,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header, last)
 	sinkErr := s.bus.dlq.add(ctx, DeadLetter{
-		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &boxed[T]{e.Payload}},
+		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &boxed[T]{v: e.Payload}},
 		Err:          err,
 		FirstFailure: first,
 		LastFailure:  last,
