@@ -125,35 +125,59 @@ func Timeout(d time.Duration) Middleware {
 
 // Logging logs every failed attempt at level Warn and every success at
 // Debug, with the event's ID, type, topic, subscription, key and attempt.
-// A nil logger logs nothing and costs nothing.
+// An attempt that panics is logged with the *PanicError it becomes, and the
+// panic goes on to the worker. A nil logger logs nothing and costs nothing.
 func Logging(l *slog.Logger) Middleware {
 	return func(next EnvelopeHandler) EnvelopeHandler {
 		if l == nil {
 			return next
 		}
 		return func(ctx context.Context, env *Envelope) error {
+			returned := false
+			defer func() {
+				if returned {
+					return
+				}
+				// A panic: log it, then panic on, still above the
+				// panicking frames, so that the worker's *PanicError
+				// keeps their stack. recover is nil for runtime.Goexit,
+				// which goes on by itself.
+				r := recover()
+				if r == nil {
+					logAttempt(ctx, l, env, &PanicError{Value: errGoexit})
+					return
+				}
+				logAttempt(ctx, l, env, &PanicError{Value: r})
+				panic(r)
+			}()
 			err := next(ctx, env)
-			level := slog.LevelDebug
-			if err != nil {
-				level = slog.LevelWarn
-			}
-			if l.Enabled(ctx, level) {
-				attrs := []slog.Attr{
-					slog.String("id", env.ID.String()),
-					slog.String("type", env.Type),
-					slog.String("topic", env.Topic),
-					slog.String("subscription", env.Subscription),
-					slog.String("key", env.Key),
-					slog.Int("attempt", env.Attempt),
-				}
-				msg := "eventbus: handled"
-				if err != nil {
-					msg = "eventbus: attempt failed"
-					attrs = append(attrs, slog.Any("error", err))
-				}
-				l.LogAttrs(ctx, level, msg, attrs...)
-			}
+			returned = true
+			logAttempt(ctx, l, env, err)
 			return err
 		}
+	}
+}
+
+// logAttempt logs the outcome err of an attempt at env for Logging.
+func logAttempt(ctx context.Context, l *slog.Logger, env *Envelope, err error) {
+	level := slog.LevelDebug
+	if err != nil {
+		level = slog.LevelWarn
+	}
+	if l.Enabled(ctx, level) {
+		attrs := []slog.Attr{
+			slog.String("id", env.ID.String()),
+			slog.String("type", env.Type),
+			slog.String("topic", env.Topic),
+			slog.String("subscription", env.Subscription),
+			slog.String("key", env.Key),
+			slog.Int("attempt", env.Attempt),
+		}
+		msg := "eventbus: handled"
+		if err != nil {
+			msg = "eventbus: attempt failed"
+			attrs = append(attrs, slog.Any("error", err))
+		}
+		l.LogAttrs(ctx, level, msg, attrs...)
 	}
 }

@@ -176,6 +176,53 @@ func TestLogging(t *testing.T) {
 	require.Len(t, failed["id"], 26)
 }
 
+// TestLoggingPanics checks that Logging logs an attempt that fails by a
+// panic, as it logs any other failed attempt, and leaves the panic to the
+// worker, whose *PanicError keeps the value and the handler's stack. The
+// panic went through Logging unseen, so a panicking handler, the failure
+// one most wants to hear of, was never logged.
+func TestLoggingPanics(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			var buf bytes.Buffer
+			logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			b := newBus(t, &eventbus.Options{Mode: mode, Middleware: []eventbus.Middleware{eventbus.Logging(logger)}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { panic("boom") }, nil)
+			_ = topic.Publish(context.Background(), Order{Key: "k", N: 1})
+			require.NoError(t, b.Flush(context.Background()))
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			var pe *eventbus.PanicError
+			require.ErrorAs(t, dl.Err, &pe)
+			require.Equal(t, "boom", pe.Value)
+			require.Contains(t, string(pe.Stack), "TestLoggingPanics", "the stack shows the handler")
+			var line map[string]any
+			require.NoError(t, json.Unmarshal(buf.Bytes(), &line), "one line: %s", buf.String())
+			require.Equal(t, "WARN", line["level"])
+			require.Equal(t, "eventbus: attempt failed", line["msg"])
+			require.Equal(t, "eventbus: handler panic: boom", line["error"])
+			require.Equal(t, "k", line["key"])
+			require.EqualValues(t, 1, line["attempt"])
+		})
+	})
+	t.Run("goexit", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var buf bytes.Buffer
+			logger := slog.New(slog.NewJSONHandler(&buf, nil))
+			b := newBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{eventbus.Logging(logger)}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runtime.Goexit(); return nil }, nil)
+			require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+			require.NoError(t, b.Flush(context.Background()))
+			var line map[string]any
+			require.NoError(t, json.Unmarshal(buf.Bytes(), &line), "one line: %s", buf.String())
+			require.Equal(t, "WARN", line["level"])
+			require.Contains(t, line["error"], "runtime.Goexit")
+		})
+	})
+}
+
 // fixedIDs returns an ID source that repeats ids in turn, to stage
 // redeliveries of the same event.
 func fixedIDs(ids ...eventbus.ID) func() eventbus.ID {
