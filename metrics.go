@@ -137,31 +137,20 @@ type counters struct {
 	// stored is set for a durable subscription's worker, whose events were
 	// stamped by the store, not by the bus's clock.
 	stored bool
-	// shared, if not nil, guards times, which are then shared with other
-	// goroutines (a Sync-mode subscription's). held is then the timing of
-	// the last attempt, which syncCounters.add observes with the counts, so
-	// that a publish takes the lock once.
-	shared *sync.Mutex
+	// shared, if not nil, is the Sync-mode subscription whose timings
+	// times points to, shared with other publishes, under its lock. held is
+	// then what the last attempt adds to them (and a dead letter's
+	// latency), which goes in with the counts, so that a snapshot sees
+	// neither without the other and a publish takes the lock once.
+	shared *syncCounters
 	held   attemptTiming
 }
 
 // attemptTiming is what an attempt adds to the histograms.
 type attemptTiming struct {
 	handle, latency time.Duration
-	handled         bool // latency is set
+	finished        bool // latency is set: the event was handled, or given up
 	set             bool
-}
-
-// observe runs f on c's timings, if it keeps any.
-func (c *counters) observe(f func(*timings)) {
-	if c.times == nil {
-		return
-	}
-	if c.shared != nil {
-		c.shared.Lock()
-		defer c.shared.Unlock()
-	}
-	f(c.times)
 }
 
 // timings are the latency histograms of Options.Metrics.
@@ -176,7 +165,7 @@ func (t *timings) add(o *timings) {
 
 func (t *timings) record(a *attemptTiming) {
 	t.handleTime.observe(a.handle)
-	if a.handled {
+	if a.finished {
 		t.latency.observe(a.latency)
 	}
 }
@@ -185,6 +174,9 @@ func (t *timings) record(a *attemptTiming) {
 // ended at end, readings of clock.elapsed (both zero when not timed). The
 // latency of a failed attempt is recorded when the event is dead-lettered.
 func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, end time.Duration) {
+	if c.held.set { // Sync mode, a retry: the earlier attempt goes in now, with its counts
+		c.shared.flush(c)
+	}
 	switch {
 	case err == nil && !dup:
 		c.handled++
@@ -203,17 +195,13 @@ func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, e
 
 // timeAttempt records the timings of an attempt.
 func (c *counters) timeAttempt(err error, e *Header, start, end time.Duration) {
-	a := attemptTiming{handle: end - start, handled: err == nil, set: true}
-	if a.handled {
+	a := attemptTiming{handle: end - start, finished: err == nil, set: true}
+	if a.finished {
 		a.latency = c.clock.latency(e.Time, !c.stored, end)
 	}
 	if c.shared == nil {
 		c.times.record(&a)
 		return
-	}
-	if c.held.set { // a retry: the earlier attempt goes in now
-		held := c.held
-		c.observe(func(t *timings) { t.record(&held) })
 	}
 	c.held = a
 }
@@ -224,9 +212,15 @@ func (c *counters) deadLetter(e *Header, t time.Time) {
 	if c.times == nil {
 		return
 	}
-	// Measured before observe takes its lock: Options.Clock is user code.
+	// Measured outside the Sync counters' lock: Options.Clock is user code.
 	l := c.clock.latency(e.Time, !c.stored, t.Sub(c.clock.start))
-	c.observe(func(ts *timings) { ts.latency.observe(l) })
+	if c.shared == nil {
+		c.times.latency.observe(l)
+		return
+	}
+	// The last attempt's timing is held (Sync mode gives up an event only
+	// after an attempt): the latency goes in with it and the count.
+	c.held.latency, c.held.finished = l, true
 }
 
 // copyTo sets dst to c, allocating dst's timings if need be.
@@ -267,6 +261,16 @@ type syncCounters struct {
 	times  timings
 }
 
+// flush adds the counts and the held timing of a publish's counters c so
+// far, before a retry, and takes them out of c. The event is not finished
+// yet, so c keeps its queued count.
+func (s *syncCounters) flush(c *counters) {
+	queued := c.queued
+	c.queued = 0
+	s.add(c)
+	*c = counters{queued: queued, times: c.times, clock: c.clock, stored: c.stored, shared: c.shared}
+}
+
 // add adds the counts and the held timing of one publish's counters c.
 func (s *syncCounters) add(c *counters) {
 	s.mu.Lock()
@@ -282,7 +286,7 @@ func (s *syncCounters) add(c *counters) {
 func (s *syncCounters) start(timed *clock) counters {
 	c := counters{queued: 1}
 	if timed != nil {
-		c.times, c.shared, c.clock = &s.times, &s.mu, timed
+		c.times, c.shared, c.clock = &s.times, s, timed
 	}
 	return c
 }

@@ -200,3 +200,59 @@ func TestMetricsClockOutsideLocks(t *testing.T) {
 	}
 	require.EqualValues(t, 1, b.Metrics().Subscriptions[0].DeadLettered)
 }
+
+// TestMetricsSnapshotDuringRetry takes snapshots while an event is being
+// retried and after it was dead-lettered, from the handler and from the
+// dead-letter sink, and checks that each is consistent: one HandleTime
+// observation per attempt counted (Handled, Failed or Duplicates), one
+// Latency observation per event finished (Handled, DeadLettered or
+// Duplicates). In Sync mode an earlier attempt's timing, and a dead
+// letter's latency, went into the histograms before their counts did.
+func TestMetricsSnapshotDuringRetry(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			var b *eventbus.Bus
+			var snaps []eventbus.SubscriptionMetrics
+			snap := func() {
+				if m := b.Metrics(); len(m.Subscriptions) > 0 {
+					snaps = append(snaps, m.Subscriptions[0])
+				}
+			}
+			b = newBus(t, &eventbus.Options{
+				Mode: mode, Workers: 1, Metrics: true,
+				Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Millisecond},
+				DeadLetterSink: eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error {
+					snap()
+					return nil
+				}),
+			})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+				snap()
+				if e.Payload.N == 1 {
+					return errFlaky
+				}
+				return nil
+			}, nil)
+			ctx := context.Background()
+			require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 0}))
+			_ = topic.Publish(ctx, Order{Key: "a", N: 1})
+			require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+			require.NoError(t, b.Flush(ctx))
+			synctest.Wait() // the sink has run
+			snap()
+			require.Len(t, snaps, 7, "5 attempts, the sink, the end")
+			for i, s := range snaps {
+				require.Equal(t, s.Handled+s.Failed+s.Duplicates, s.HandleTime.Count,
+					"snapshot %d: HandleTime.Count, want one per attempt counted: %+v", i, s)
+				require.Equal(t, s.Handled+s.DeadLettered+s.Duplicates, s.Latency.Count,
+					"snapshot %d: Latency.Count, want one per event finished: %+v", i, s)
+			}
+			last := snaps[len(snaps)-1]
+			require.EqualValues(t, 2, last.Handled)
+			require.EqualValues(t, 3, last.Failed)
+			require.EqualValues(t, 2, last.Retried)
+			require.EqualValues(t, 1, last.DeadLettered)
+		})
+	})
+}
