@@ -85,8 +85,12 @@ type Histogram struct {
 // BucketBound returns the upper bound of bucket i.
 func (Histogram) BucketBound(i int) time.Duration { return 256 << i }
 
+// observe counts d, or 0 for a negative d: an event stamped by a clock
+// ahead of the bus's (a store's, or the wall clock before it was set back)
+// has no latency yet, not a negative one, which would take from Sum.
 func (h *Histogram) observe(d time.Duration) {
-	i := min(bits.Len64(uint64(max(d, 0))>>8), histogramBuckets-1)
+	d = max(d, 0)
+	i := min(bits.Len64(uint64(d)>>8), histogramBuckets-1)
 	h.Buckets[i]++
 	h.Count++
 	h.Sum += d

@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"iter"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -174,6 +175,39 @@ func TestMetricsLatencyOfStoredEvents(t *testing.T) {
 		for _, sm := range b.Metrics().Subscriptions {
 			require.EqualValues(t, 1, sm.Latency.Count)
 			require.Less(t, sm.Latency.Sum, time.Minute, "measured by the wall clock, not the bus's")
+		}
+	})
+}
+
+// aheadStore is a Store whose clock runs an hour ahead of the bus's, as a
+// store written by another machine may, or any store after the wall clock
+// was set back.
+type aheadStore struct{ eventbus.Store }
+
+func (s aheadStore) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.Subscribe(ctx, opts) {
+			e.Time = e.Time.Add(time.Hour)
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestMetricsLatencyNeverNegative checks that an event stamped after the
+// bus's clock reads, by a store's clock ahead of it, counts a latency of
+// zero, as one stamped ahead by Options.Clock does: it counted minus an
+// hour, which took an hour off Latency.Sum for every such event.
+func TestMetricsLatencyNeverNegative(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		b := newBus(t, &eventbus.Options{Metrics: true})
+		d := subscribeDurable(t, b, aheadStore{s}, reg, "ledger", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
+		require.NoError(t, d.WaitFor(context.Background(), appendDeposits(t, s, reg, "a", 1).Position))
+		require.NoError(t, b.Flush(context.Background()))
+		for _, sm := range b.Metrics().Subscriptions {
+			require.EqualValues(t, 1, sm.Latency.Count)
+			require.Zero(t, sm.Latency.Sum, "an hour early: no latency, not a negative one")
 		}
 	})
 }
