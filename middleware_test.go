@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
 	"github.com/stretchr/testify/require"
 
@@ -93,6 +95,43 @@ func TestMiddlewareSeesEnvelope(t *testing.T) {
 			require.Equal(t, want.payload, seen[i].payload, "sight %d", i)
 		}
 	})
+}
+
+// TestMiddlewareLetsGoOfPayloads checks that an idle Async worker whose
+// subscription has middleware holds no reference to the last payload it
+// handled, as one without middleware holds none: its scratch envelope kept
+// the last payload (and its header's metadata) alive until the next event,
+// or for good once the bus had shut down.
+func TestMiddlewareLetsGoOfPayloads(t *testing.T) {
+	type blob struct{ _ [1 << 16]byte }
+	pass := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler { return next }
+	for _, retry := range []bool{false, true} {
+		t.Run(fmt.Sprint("retry=", retry), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1, Middleware: []eventbus.Middleware{pass}, Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+				topic := newTopic[*blob](t, b, "blobs", nil)
+				failed := !retry
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[*blob]) error {
+					if !failed { // with retry, the last attempt is the lane's
+						failed = true
+						return errFlaky
+					}
+					return nil
+				}, nil)
+				p := new(blob)
+				w := weak.Make(p)
+				require.NoError(t, topic.Publish(context.Background(), p))
+				p = nil
+				require.NoError(t, b.Flush(context.Background()))
+				synctest.Wait() // the worker is parked
+				runtime.GC()
+				require.True(t, w.Value() == nil, "the idle worker still holds the payload")
+				require.NoError(t, b.Close())
+				runtime.GC()
+				require.True(t, w.Value() == nil, "the closed bus still holds the payload")
+			})
+		})
+	}
 }
 
 // TestMiddlewareOwnEnvelope checks that a middleware passing on an

@@ -359,6 +359,7 @@ func (w *worker[T]) loop() {
 		select {
 		case <-done:
 			w.abandon(nil)
+			w.env = envelope[T]{} // see below
 			return
 		default:
 		}
@@ -387,6 +388,13 @@ func (w *worker[T]) loop() {
 			clear(batch) // drop references to payloads
 			w.spare = batch[:0]
 			continue
+		}
+		if w.sub.chain != nil {
+			// Idle: let go of the last event the middleware saw, which the
+			// scratch envelope holds, as the batch's slice lets go of its
+			// events, so that it is not kept alive until the next one, or
+			// for good once the worker exits.
+			w.env = envelope[T]{}
 		}
 		if stopped && len(w.lanes) == 0 {
 			return
