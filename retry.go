@@ -40,8 +40,12 @@ func (p RetryPolicy) validate() error {
 	switch {
 	case p.MaxAttempts < 0:
 		return fmt.Errorf("%w: RetryPolicy.MaxAttempts %d is negative", ErrInvalid, p.MaxAttempts)
-	case p.InitialDelay < 0 || p.MaxDelay < 0 || p.MaxElapsed < 0:
-		return fmt.Errorf("%w: RetryPolicy has a negative duration", ErrInvalid)
+	case p.InitialDelay < 0:
+		return fmt.Errorf("%w: RetryPolicy.InitialDelay %v is negative", ErrInvalid, p.InitialDelay)
+	case p.MaxDelay < 0:
+		return fmt.Errorf("%w: RetryPolicy.MaxDelay %v is negative", ErrInvalid, p.MaxDelay)
+	case p.MaxElapsed < 0:
+		return fmt.Errorf("%w: RetryPolicy.MaxElapsed %v is negative", ErrInvalid, p.MaxElapsed)
 	case p.Multiplier != 0 && !(p.Multiplier >= 1 && p.Multiplier <= math.MaxFloat64): // NaN too
 		return fmt.Errorf("%w: RetryPolicy.Multiplier %v is not a number from 1 on", ErrInvalid, p.Multiplier)
 	case !(p.Jitter >= 0 && p.Jitter <= 1):

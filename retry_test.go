@@ -41,6 +41,35 @@ func TestRetryPolicyDelay(t *testing.T) {
 	require.Equal(t, time.Second, eventbus.RetryPolicy{InitialDelay: time.Second, Multiplier: 1}.Delay(math.MaxInt), "Multiplier 1, any attempt")
 }
 
+// TestRetryPolicyErrors checks that a bad RetryPolicy is refused where it
+// is configured, bus-wide or per subscription, with an error naming the
+// field and its value: a negative duration was "RetryPolicy has a negative
+// duration", whichever of the three it was.
+func TestRetryPolicyErrors(t *testing.T) {
+	for _, c := range []struct {
+		p    eventbus.RetryPolicy
+		want string
+	}{
+		{eventbus.RetryPolicy{MaxAttempts: -1}, "MaxAttempts -1"},
+		{eventbus.RetryPolicy{InitialDelay: -time.Second}, "InitialDelay -1s"},
+		{eventbus.RetryPolicy{MaxDelay: -time.Minute}, "MaxDelay -1m0s"},
+		{eventbus.RetryPolicy{MaxElapsed: -time.Hour}, "MaxElapsed -1h0m0s"},
+		{eventbus.RetryPolicy{Multiplier: 0.5}, "Multiplier 0.5"},
+		{eventbus.RetryPolicy{Multiplier: -2}, "Multiplier -2"},
+		{eventbus.RetryPolicy{Jitter: -0.1}, "Jitter -0.1"},
+		{eventbus.RetryPolicy{Jitter: 1.5}, "Jitter 1.5"},
+	} {
+		_, err := eventbus.New(&eventbus.Options{Retry: c.p})
+		require.ErrorIs(t, err, eventbus.ErrInvalid, "New(Retry: %+v)", c.p)
+		require.ErrorContains(t, err, c.want, "New(Retry: %+v)", c.p)
+		b := newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		_, err = topic.Subscribe("s", func(context.Context, eventbus.Event[Order]) error { return nil }, &eventbus.SubscriptionOptions{Retry: &c.p})
+		require.ErrorIs(t, err, eventbus.ErrInvalid, "Subscribe(Retry: %+v)", c.p)
+		require.ErrorContains(t, err, c.want, "Subscribe(Retry: %+v)", c.p)
+	}
+}
+
 // TestRetryScheduleThenDeadLetter checks, on the fake clock, that attempts
 // happen exactly when the policy says and that the event is dead-lettered
 // with its history when they are spent.
