@@ -24,6 +24,13 @@ import (
 // at a time. An event that fails is retried after the later events of its
 // key in the same batch were handled; a handler that wants their order kept
 // through retries fails them too.
+//
+// Its context belongs to no one event of the batch: events published with
+// it are linked to none of them (no causation ID, a correlation ID of their
+// own) and carry no trace context, unless given one, from an event's
+// metadata, with [WithTraceparent] or [WithCorrelationID]. A retry, which
+// handles one event, and Sync mode, where a batch holds one event, pass that
+// event's handler context instead.
 type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 
 // BatchError reports which events of a batch failed; one that names none

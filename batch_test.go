@@ -258,6 +258,53 @@ func TestBatchErrorNilPointer(t *testing.T) {
 	})
 }
 
+// TestBatchHandlerContext checks what BatchHandler's doc says of its
+// context: on a first attempt in Async mode it links what it publishes to
+// no event and passes no trace context on unless told to; a retry gets the
+// event's handler context.
+func TestBatchHandlerContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		follow := newTopic[string](t, b, "follow", nil)
+		var got []string
+		subscribe(t, follow, "s", func(_ context.Context, e eventbus.Event[string]) error {
+			got = append(got, fmt.Sprintf("%s caused=%v tp=%v", e.Payload, !e.CausationID.IsZero(), e.Metadata[eventbus.TraceparentKey] == tp))
+			return nil
+		}, nil)
+		attempt := 0
+		_, err := topic.SubscribeBatch("bulk", func(ctx context.Context, events []eventbus.Event[Order]) error {
+			attempt++
+			if err := follow.Publish(ctx, fmt.Sprint("plain", attempt)); err != nil {
+				return err
+			}
+			tctx, err := eventbus.WithTraceparent(ctx, events[0].Metadata[eventbus.TraceparentKey])
+			if err != nil {
+				return err
+			}
+			if err := follow.Publish(tctx, fmt.Sprint("traced", attempt)); err != nil {
+				return err
+			}
+			if attempt == 1 {
+				return errFlaky
+			}
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		ctx, err := eventbus.WithTraceparent(context.Background(), tp)
+		require.NoError(t, err)
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.NoError(t, b.Flush(context.Background()))
+		synctest.Wait()
+		require.NoError(t, b.Flush(context.Background()))
+		require.Equal(t, []string{
+			"plain1 caused=false tp=false", "traced1 caused=false tp=true",
+			"plain2 caused=true tp=true", "traced2 caused=true tp=true",
+		}, got)
+	})
+}
+
 func TestBatchWaitGathers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1})
