@@ -187,6 +187,34 @@ func TestTimeout(t *testing.T) {
 	})
 }
 
+// TestTimeoutContextEndsWithTheAttempt pins what Timeout's doc says: the
+// context a handler gets under Timeout is cancelled once the attempt
+// returns, and context.WithoutCancel of it still links what is published.
+func TestTimeoutContextEndsWithTheAttempt(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode, Middleware: []eventbus.Middleware{eventbus.Timeout(time.Hour)}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var kept context.Context
+			var first, causation eventbus.ID
+			subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+				if e.Payload.N == 0 {
+					kept, first = ctx, e.ID
+				} else {
+					causation = e.CausationID
+				}
+				return nil
+			}, nil)
+			require.NoError(t, topic.Publish(context.Background(), Order{N: 0}))
+			require.NoError(t, b.Flush(context.Background()))
+			require.ErrorIs(t, kept.Err(), context.Canceled, "the attempt's context ended with it")
+			require.NoError(t, topic.Publish(context.WithoutCancel(kept), Order{N: 1}))
+			require.NoError(t, b.Flush(context.Background()))
+			require.Equal(t, first, causation, "still linked")
+		})
+	})
+}
+
 func TestLogging(t *testing.T) {
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
