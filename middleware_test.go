@@ -34,15 +34,18 @@ func trace(log *[]string, name string) eventbus.Middleware {
 }
 
 func TestMiddlewareOrder(t *testing.T) {
-	var log []string
-	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{trace(&log, "bus1"), trace(&log, "bus2")}})
-	topic := newTopic[Order](t, b, "orders", nil)
-	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
-		log = append(log, "handler")
-		return nil
-	}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{trace(&log, "sub")}})
-	require.NoError(t, topic.Publish(context.Background(), Order{}))
-	require.Equal(t, []string{"bus1>", "bus2>", "sub>", "handler", "<sub", "<bus2", "<bus1"}, log)
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		var log []string
+		b := newBus(t, &eventbus.Options{Mode: mode, Middleware: []eventbus.Middleware{trace(&log, "bus1"), trace(&log, "bus2")}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			log = append(log, "handler")
+			return nil
+		}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{trace(&log, "sub1"), trace(&log, "sub2")}})
+		require.NoError(t, topic.Publish(context.Background(), Order{}))
+		require.NoError(t, b.Flush(context.Background())) // the worker's writes happen before Flush returns
+		require.Equal(t, []string{"bus1>", "bus2>", "sub1>", "sub2>", "handler", "<sub2", "<sub1", "<bus2", "<bus1"}, log)
+	})
 }
 
 func TestMiddlewareSeesEnvelope(t *testing.T) {
