@@ -34,11 +34,12 @@ import (
 type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 
 // BatchError reports which events of a batch failed; one that names none
-// fails none, and so does a nil *BatchError (a handler's typed nil). An event named with a nil error failed too, for no reason
-// given: it is retried or dead-lettered with an error wrapping
-// [ErrInvalid]. errors.Is and errors.As see the events' errors through it
-// (see [BatchError.Unwrap]); a [Permanent] mark on one of them marks that
-// event only, while one around the BatchError marks every event it names.
+// fails none, and so does a nil *BatchError (a handler's typed nil). An
+// event named with a nil error failed too, for no reason given: it is
+// retried or dead-lettered with an error wrapping [ErrInvalid]. errors.Is
+// and errors.As see the events' errors through it (see
+// [BatchError.Unwrap]); a [Permanent] mark on one of them marks that event
+// only, while one around the BatchError marks every event it names.
 type BatchError struct {
 	// Failed maps the index of each failed event in the batch to its error.
 	Failed map[int]error

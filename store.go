@@ -41,12 +41,12 @@ import (
 // every event of the batch is already committed to the stream in the same
 // order, right after the expected revision (for [Exact] and [NoStream]) or
 // anywhere among at least the stream's last 10,000 events (for [Any] and
-// [StreamExists]), the
-// append succeeds with the result of the first one and writes nothing; when
-// only some are, it fails with [ErrPartialDuplicate], as it does when all
-// are but elsewhere in a stream that is in the expected state. A retried
-// append is therefore safe. Events larger than the store's limit, or batches larger
-// than its limit, fail with [ErrTooLarge] before anything is written.
+// [StreamExists]), the append succeeds with the result of the first one and
+// writes nothing; when only some are, it fails with [ErrPartialDuplicate],
+// as it does when all are but elsewhere in a stream that is in the expected
+// state. A retried append is therefore safe. Events larger than the store's
+// limit, or batches larger than its limit, fail with [ErrTooLarge] before
+// anything is written.
 //
 // # Reads
 //
