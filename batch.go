@@ -196,7 +196,16 @@ func (b *batching[T]) call(events []Event[T]) (err error) {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	return b.handler(b.ctx, events)
+	err = b.handler(b.ctx, events)
+	if err != nil {
+		// As the worker will, where a panic is recovered (see probe).
+		failed, ferr := failures(err, len(events))
+		probe(ferr)
+		for _, e := range failed {
+			probe(e)
+		}
+	}
+	return err
 }
 
 // handleBatches hands a worker's events to the batch handler, BatchSize at

@@ -93,8 +93,10 @@ func checkWaitContext(ctx context.Context, call string) error {
 	return nil
 }
 
-// PanicError is the error a handler's panic becomes. The worker survives the
-// panic and treats the event like any other failure (retries, dead letter).
+// PanicError is the error a handler's panic becomes, or a panic in a
+// method (Unwrap, As) of the error a handler returned, which the retry
+// policy calls. The worker survives the panic and treats the event like
+// any other failure (retries, dead letter).
 type PanicError struct {
 	// Value is the value passed to panic.
 	Value any

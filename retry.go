@@ -111,6 +111,12 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
+// probe walks the Unwrap and As methods of a handler's error once, as the
+// retry policy does, where the handler's panics are recovered: an error
+// whose method panics then fails its attempt with a *PanicError, instead
+// of ending the worker's goroutine, and with it the process, later.
+func probe(err error) { _ = isPermanent(err) }
+
 func isPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)

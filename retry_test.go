@@ -319,3 +319,77 @@ func firstErr(b *eventbus.Bus) error {
 	dl, _ := firstDeadLetter(b)
 	return dl.Err
 }
+
+// brokenError is an error whose Unwrap panics, as a buggy error type of an
+// application's might.
+type brokenError struct{}
+
+func (brokenError) Error() string { return "broken" }
+func (brokenError) Unwrap() error { panic("Unwrap broke") }
+
+// TestBrokenHandlerError has handlers return an error whose Unwrap panics,
+// which the retry policy calls (errors.As, looking for Permanent): in a
+// worker that panic was not recovered and ended the process. The attempt
+// now fails with a *PanicError holding it, and the bus goes on: the event
+// is retried and dead-lettered, the others are handled.
+func TestBrokenHandlerError(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		mode  eventbus.Mode
+		batch func(n int) error // the batch handler's error for a batch holding event n, or nil for a handler
+	}{
+		{name: "async", mode: eventbus.Async},
+		{name: "sync", mode: eventbus.Sync},
+		{name: "batch", mode: eventbus.Async, batch: func(int) error { return brokenError{} }},
+		{name: "batch error", mode: eventbus.Async, batch: func(n int) error {
+			return &eventbus.BatchError{Failed: map[int]error{0: brokenError{}}}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1, Mode: tt.mode, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				var handled []int
+				if tt.batch != nil {
+					_, err := topic.SubscribeBatch("s", func(_ context.Context, es []eventbus.Event[Order]) error {
+						if len(es) == 1 && es[0].Payload.N == 1 {
+							return tt.batch(1)
+						}
+						for _, e := range es {
+							handled = append(handled, e.Payload.N)
+						}
+						return nil
+					}, &eventbus.SubscriptionOptions{BatchSize: 1})
+					require.NoError(t, err)
+				} else {
+					subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+						if e.Payload.N == 1 {
+							return brokenError{}
+						}
+						handled = append(handled, e.Payload.N)
+						return nil
+					}, nil)
+				}
+				ctx := context.Background()
+				for n := range 3 {
+					err := topic.Publish(ctx, Order{Key: fmt.Sprint("k", n), N: n})
+					if tt.mode == eventbus.Sync && n == 1 {
+						var pe *eventbus.PanicError
+						require.ErrorAs(t, err, &pe)
+						continue
+					}
+					require.NoError(t, err)
+				}
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, []int{0, 2}, handled)
+				var dead []string
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					var pe *eventbus.PanicError
+					require.ErrorAs(t, dl.Err, &pe)
+					dead = append(dead, fmt.Sprintf("%d after %d: %v", dl.Payload().(Order).N, dl.Attempt, pe.Value))
+				}
+				require.Equal(t, []string{"1 after 2: Unwrap broke"}, dead)
+			})
+		})
+	}
+}

@@ -149,9 +149,14 @@ func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *envelop
 		}
 	}()
 	if s.chain == nil {
-		return s.handler(ctx, *e)
+		err = s.handler(ctx, *e)
+	} else {
+		err = s.chain(ctx, env.fill(e, s.name, attempt))
 	}
-	return s.chain(ctx, env.fill(e, s.name, attempt))
+	if err != nil {
+		probe(err)
+	}
+	return err
 }
 
 // clock returns the time to start timing an attempt from (see
