@@ -170,7 +170,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		name:    name,
 		filter:  o.Filter,
 		ckpts:   checkpointStream(name),
-		records: "$processed-" + name + ":", // see processedStream
+		records: processedPrefix(name),
 		every:   o.CheckpointEvery,
 		topic:   t,
 		handler: typed(handler),
@@ -361,9 +361,6 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 // so the subscription would never settle. Durable names have no ':', so the
 // records of no other subscription start with the prefix of its own.
 func (d *Durable) ownStream(stream string) bool {
-	if stream[0] != '$' {
-		return false
-	}
 	return stream == d.ckpts || strings.HasPrefix(stream, d.records)
 }
 

@@ -31,10 +31,14 @@ var errNilProcessedStore = fmt.Errorf("%w: StoreProcessed over a nil store", Err
 // have no ':', so two keys' streams never meet.
 func processedStream(k IdempotencyKey) string {
 	if k.Key != "" {
-		return systemStream("$processed-"+k.Subscription+":key:", k.Key)
+		return systemStream(processedPrefix(k.Subscription)+"key:", k.Key)
 	}
-	return "$processed-" + k.Subscription + ":" + k.ID.String()
+	return processedPrefix(k.Subscription) + k.ID.String()
 }
+
+// processedPrefix is how the streams of every record of subscription sub
+// begin, and those of no other subscription.
+func processedPrefix(sub string) string { return "$processed-" + sub + ":" }
 
 // Processed implements [ProcessedStore.Processed].
 func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool, error) {
