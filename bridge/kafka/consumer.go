@@ -311,8 +311,13 @@ func (o *offsets) drop(m map[string][]int32) {
 // DrainTimeout) for the bus to handle what it published, commits, leaves the
 // group and returns: nil after ctx is done, else the error. A group new to a
 // partition starts at its first record. Run may be called once; it starts
-// one goroutine for commits, besides franz-go's, and waits for them all.
+// one goroutine for commits, besides franz-go's, and waits for them all. On
+// a Consumer not made by NewConsumer it returns an error wrapping
+// eventbus.ErrInvalid.
 func (c *Consumer) Run(ctx context.Context) error {
+	if c == nil || c.bus == nil {
+		return fmt.Errorf("%w: Consumer.Run on a Consumer not made by NewConsumer", eventbus.ErrInvalid)
+	}
 	c.mu.Lock()
 	if c.started {
 		c.mu.Unlock()

@@ -54,3 +54,39 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestNotMade calls the bridge's methods on values not made by its
+// constructors, nil or zero: each returns an error wrapping
+// eventbus.ErrInvalid, or for Close does nothing, instead of panicking.
+func TestNotMade(t *testing.T) {
+	bus := newBus(t, nil)
+	topic := newTopic(t, bus)
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	tests := map[string]func() error{
+		"Run of a nil relay":  func() error { return (*kafka.Relay)(nil).Run(t.Context()) },
+		"Run of a zero relay": func() error { return new(kafka.Relay).Run(t.Context()) },
+		"Run of a nil consumer": func() error {
+			return (*kafka.Consumer)(nil).Run(t.Context())
+		},
+		"relay with a zero producer": func() error {
+			_, err := kafka.NewRelay(store, new(kafka.Producer), &kafka.RelayOptions{Name: "r", Topic: "k"})
+			return err
+		},
+		"forward with a zero producer": func() error { _, err := kafka.Forward(new(kafka.Producer), topic, "k", nil); return err },
+	}
+	for name, call := range tests {
+		t.Run(name, func(t *testing.T) {
+			if err := call(); !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("got %v, want an error wrapping eventbus.ErrInvalid", err)
+			}
+		})
+	}
+	t.Run("Close of a nil and a zero producer", func(t *testing.T) {
+		(*kafka.Producer)(nil).Close()
+		new(kafka.Producer).Close()
+	})
+}

@@ -110,10 +110,17 @@ func producerOpts(o *ProducerOptions) []kgo.Opt {
 }
 
 // Close fails the records not yet acknowledged and closes the connections.
-// It is idempotent.
+// It is idempotent, and does nothing on a Producer not made by NewProducer.
 func (p *Producer) Close() {
+	if !p.made() {
+		return
+	}
 	p.closeOnce.Do(p.cl.Close)
 }
+
+// made reports whether p was made by NewProducer: a nil or zero Producer has
+// no client to produce with.
+func (p *Producer) made() bool { return p != nil && p.cl != nil }
 
 // Forward subscribes to t on its bus and writes every event published there
 // to the Kafka topic kafkaTopic, returning the subscription (named "kafka."
@@ -126,14 +133,15 @@ func (p *Producer) Close() {
 // payload does not encode fails alone and is dead-lettered at once; one
 // whose record is too large for a batch fails alone and is retried; the
 // later events of its key are written. The payload type T must be
-// registered in the Producer's Registry.
+// registered in the Producer's Registry. Forward returns an error wrapping
+// eventbus.ErrInvalid for a missing argument.
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
 // events to a Store and run a [Relay].
 func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *eventbus.SubscriptionOptions) (*eventbus.Subscription, error) {
-	if p == nil || t == nil || kafkaTopic == "" {
-		return nil, fmt.Errorf("%w: Forward needs a producer, a bus topic and a Kafka topic", eventbus.ErrInvalid)
+	if !p.made() || t == nil || kafkaTopic == "" {
+		return nil, fmt.Errorf("%w: Forward needs a producer made by NewProducer, a bus topic and a Kafka topic", eventbus.ErrInvalid)
 	}
 	f := &forwarder[T]{p: p, topic: kafkaTopic}
 	return t.SubscribeBatch("kafka."+kafkaTopic, f.handle, opts)

@@ -186,8 +186,8 @@ type Relay struct {
 // NewRelay returns a relay from s to Kafka through p. It returns an error
 // wrapping eventbus.ErrInvalid for missing or bad options.
 func NewRelay(s eventbus.Store, p *Producer, opts *RelayOptions) (*Relay, error) {
-	if s == nil || p == nil || opts == nil {
-		return nil, fmt.Errorf("%w: NewRelay needs a store, a producer and options", eventbus.ErrInvalid)
+	if s == nil || !p.made() || opts == nil {
+		return nil, fmt.Errorf("%w: NewRelay needs a store, a producer made by NewProducer and options", eventbus.ErrInvalid)
 	}
 	o := *opts
 	if !validName(o.Name, 200) {
@@ -392,8 +392,12 @@ type pass struct {
 // flight and saves the checkpoint over those acknowledged, with a context
 // that is not cancelled with ctx. The goroutines it starts (one for
 // checkpoint saves, and one for each record that waited for an earlier one
-// of its key) it waits for.
+// of its key) it waits for. On a Relay not made by NewRelay it returns an
+// error wrapping eventbus.ErrInvalid.
 func (r *Relay) Run(ctx context.Context) error {
+	if r == nil || r.store == nil {
+		return fmt.Errorf("%w: Relay.Run on a Relay not made by NewRelay", eventbus.ErrInvalid)
+	}
 	parent := ctx
 	from, err := r.o.Checkpoints.Load(ctx, r.o.Name)
 	if err != nil {
