@@ -25,6 +25,14 @@ func TestBadInput(t *testing.T) {
 		"producer without registry": func() error { _, err := kafka.NewProducer(nil, &kafka.ProducerOptions{Brokers: brokers}); return err },
 		"producer without brokers":  func() error { _, err := kafka.NewProducer(reg, nil); return err },
 		"forward without producer":  func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err },
+		"producer with a negative BatchMaxBytes": func() error {
+			_, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, BatchMaxBytes: -1})
+			return err
+		},
+		"producer with a negative MaxBufferedRecords": func() error {
+			_, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, MaxBufferedRecords: -1})
+			return err
+		},
 		"consumer without bus": func() error {
 			_, err := kafka.NewConsumer(nil, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
 			return err

@@ -57,8 +57,9 @@ type Producer struct {
 }
 
 // NewProducer returns a Producer that encodes payloads with reg. It returns an
-// error wrapping eventbus.ErrInvalid for missing brokers or registry, or
-// franz-go's error for bad client options.
+// error wrapping eventbus.ErrInvalid for missing brokers or registry or a
+// negative BatchMaxBytes or MaxBufferedRecords, or franz-go's error for bad
+// client options.
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
 	if opts == nil {
 		opts = &ProducerOptions{}
@@ -68,6 +69,9 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	}
 	if len(opts.Brokers) == 0 {
 		return nil, fmt.Errorf("%w: NewProducer needs brokers", eventbus.ErrInvalid)
+	}
+	if opts.BatchMaxBytes < 0 || opts.MaxBufferedRecords < 0 {
+		return nil, fmt.Errorf("%w: NewProducer: negative BatchMaxBytes or MaxBufferedRecords", eventbus.ErrInvalid)
 	}
 	cl, err := kgo.NewClient(producerOpts(opts)...)
 	if err != nil {
@@ -93,7 +97,7 @@ func producerOpts(o *ProducerOptions) []kgo.Opt {
 		codecs = []kgo.CompressionCodec{kgo.SnappyCompression(), kgo.NoCompression()}
 	}
 	buffered := o.MaxBufferedRecords
-	if buffered <= 0 {
+	if buffered == 0 {
 		buffered = 10_000
 	}
 	opts := []kgo.Opt{
