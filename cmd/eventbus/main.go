@@ -13,7 +13,9 @@
 //	eventbus repair DIR                  cut damaged records, keeping a copy
 //
 // The flags of read are -stream (one stream, by revision), -from (the
-// first position, or revision with -stream) and -limit.
+// first position, or revision with -stream) and -limit. With -stream, read
+// and tail fail (exit status 1) for a stream that was never written or is
+// deleted.
 package main
 
 import (
@@ -304,9 +306,24 @@ type jsonEvent struct {
 	DataBase64    []byte            `json:"dataBase64,omitempty"`
 }
 
+// printEvents prints the events of stream, or of every stream if it is
+// empty, as JSON lines. A stream that has no events to read, because it
+// was never written or is deleted, is an error, so that a misspelt name
+// does not pass for an empty stream.
 func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts *eventbus.ReadOptions, reverse bool, stdout io.Writer) error {
 	var seq iter.Seq2[eventbus.RecordedEvent, error]
 	if stream != "" {
+		info, err := s.StreamInfo(ctx, stream)
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Tombstoned: // ReadStream fails with ErrStreamDeleted
+		case info.Deleted:
+			return fmt.Errorf("stream %q is deleted (soft: its events stay in the log, printed by read without -stream)", stream)
+		case !info.Exists:
+			return fmt.Errorf("no stream %q in the store", stream)
+		}
 		seq = s.ReadStream(ctx, stream, opts)
 	} else {
 		seq = s.ReadAll(ctx, opts)

@@ -221,3 +221,35 @@ func TestProgress(t *testing.T) {
 		require.Equal(t, "reading: 1 of 3\nreading: 3 of 3\n", out.String())
 	})
 }
+
+// TestMissingStream checks that read and tail of a stream with no events to
+// read fail: they printed nothing and exited 0, so a misspelt stream name
+// passed for an empty stream, while a tombstoned one failed.
+func TestMissingStream(t *testing.T) {
+	dir, _ := newStore(t)
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.Delete(t.Context(), "user-1", eventbus.Any))
+	require.NoError(t, s.Tombstone(t.Context(), "order-2", eventbus.Any))
+	require.NoError(t, s.SetStreamMetadata(t.Context(), "order-3", eventbus.StreamMetadata{MaxCount: 3}))
+	require.NoError(t, s.Close())
+	tests := []struct {
+		stream, stderr string
+	}{
+		{"order-9", `no stream "order-9"`},
+		{"order-3", `no stream "order-3"`}, // metadata only
+		{"user-1", `stream "user-1" is deleted`},
+		{"order-2", "stream deleted"}, // tombstoned
+	}
+	for _, tt := range tests {
+		for _, cmd := range []string{"read", "tail"} {
+			code, stdout, stderr := runCmd(t, cmd, "-stream", tt.stream, dir)
+			if code != 1 || stdout != "" || !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("eventbus %s -stream %s: exit status %d, stdout %q, stderr %q; want 1, nothing printed, and %q", cmd, tt.stream, code, stdout, stderr, tt.stderr)
+			}
+		}
+	}
+	if code, stdout, stderr := runCmd(t, "read", "-stream", "order-1", "-from", "5", dir); code != 0 || stdout != "" {
+		t.Errorf("eventbus read -stream order-1 -from 5 (past its end): exit status %d, stdout %q, stderr %q; want 0 and nothing", code, stdout, stderr)
+	}
+}
