@@ -15,7 +15,9 @@
 // The flags of read are -stream (one stream, by revision), -from (the
 // first position, or revision with -stream) and -limit. With -stream, read
 // and tail fail (exit status 1) for a stream that was never written or is
-// deleted.
+// deleted. Without -stream, read and tail leave out the system streams,
+// whose names start with '$' (snapshots, checkpoints), as the store's
+// ReadAll does: inspect lists them, and -stream reads one.
 package main
 
 import (
@@ -49,6 +51,7 @@ commands:
   tail [-n N] [-stream S] DIR  print the last events as JSON lines
   repair DIR                   cut damaged records, keeping a copy
 
+Without -stream, read and tail leave out system streams (named $...).
 Run eventbus <command> -h for the flags of a command.`
 
 // run runs the command of args and returns the exit status: 0 for success,
