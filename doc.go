@@ -79,7 +79,9 @@
 // A [Store] keeps events in streams with EventStoreDB's rules: atomic
 // appends checked against an [ExpectedRevision], idempotent by event ID;
 // lazy reads by stream or by global position; catch-up subscriptions;
-// soft deletion and tombstones. [MemoryStore] keeps it in memory. A
+// soft deletion and tombstones. [MemoryStore] keeps it in memory;
+// [FileStore] ([OpenFileStore]) keeps it on disk, in append-only segment
+// files whose records carry checksums, and recovers it after a crash. A
 // [Registry] encodes typed payloads by event type and schema version, and
 // upcasts old versions on read.
 //
