@@ -276,3 +276,74 @@ func ExampleBus_Metrics() {
 	// publish: subscription "mailer": no address
 	// users/mailer: handled 1, failed 1, dead-lettered 1, timed 2
 }
+
+// Idempotency skips an event whose key was handled before: here a business
+// key, so that an order placed twice (a client's retry, say) is handled
+// once.
+func ExampleIdempotency() {
+	type OrderPlaced struct{ OrderNo, Item string }
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Metrics: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	orders, err := eventbus.NewTopic[OrderPlaced](bus, "orders", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	byOrderNo := eventbus.Idempotency(&eventbus.IdempotencyOptions{
+		Key: func(env *eventbus.Envelope) string { return env.Payload().(OrderPlaced).OrderNo },
+	})
+	_, err = orders.Subscribe("shipping", func(ctx context.Context, e eventbus.Event[OrderPlaced]) error {
+		fmt.Println("ship", e.Payload.Item, "for order", e.Payload.OrderNo)
+		return nil
+	}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{byOrderNo}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, o := range []OrderPlaced{{"o-1", "book"}, {"o-1", "book"}, {"o-2", "pen"}} {
+		if err := orders.Publish(context.Background(), o); err != nil {
+			log.Fatal(err)
+		}
+	}
+	m := bus.Metrics().Subscriptions[0]
+	fmt.Printf("handled %d, duplicates %d\n", m.Handled, m.Duplicates)
+	// Output:
+	// ship book for order o-1
+	// ship pen for order o-2
+	// handled 2, duplicates 1
+}
+
+// A batch handler gets whatever is queued for its worker, up to BatchSize
+// events at once, for bulk writes; one worker keeps publish order.
+func ExampleTopic_SubscribeBatch() {
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var rows []string // a table, written by one worker only
+	_, err = users.SubscribeBatch("users-table", func(ctx context.Context, events []eventbus.Event[UserCreated]) error {
+		for _, e := range events { // one INSERT of len(events) rows
+			rows = append(rows, e.Payload.UserID+" "+e.Payload.Name)
+		}
+		return nil
+	}, &eventbus.SubscriptionOptions{Workers: 1, BatchSize: 100})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, name := range []string{"Aiko", "Bruno", "Chen"} {
+		if err := users.Publish(ctx, UserCreated{UserID: fmt.Sprint("u-", i+1), Name: name}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := bus.Shutdown(ctx); err != nil { // drains the queue first
+		log.Fatal(err)
+	}
+	fmt.Println(rows)
+	// Output: [u-1 Aiko u-2 Bruno u-3 Chen]
+}
