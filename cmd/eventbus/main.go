@@ -29,9 +29,10 @@ import (
 	"io"
 	"iter"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -177,15 +178,19 @@ func checkDir(dir string) error {
 		return err
 	}
 	for _, e := range entries {
-		ok, err := filepath.Match("seg-*.log", e.Name())
-		if err != nil {
-			return err
+		// A segment is named by 16 hex digits, as the store names it;
+		// the store ignores other names, and would start a new store
+		// in dir beside them.
+		name := e.Name()
+		hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
+		if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
+			continue
 		}
-		if ok {
+		if _, err := strconv.ParseUint(hex, 16, 64); err == nil {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-*.log)", dir)
+	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-<16 hex digits>.log)", dir)
 }
 
 // withStore opens the store in dir read-only, showing progress on

@@ -135,6 +135,12 @@ func TestCorruptStore(t *testing.T) {
 func TestBadUsage(t *testing.T) {
 	foreign := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("hi"), 0o644))
+	// Files named like segments, but not as the store names them: it
+	// ignores them, and repair made a new store beside them.
+	segLike := t.TempDir()
+	for _, name := range []string{"seg-2024.log", "seg-000000000000000g.log", "seg-00000000000000001.log"} {
+		require.NoError(t, os.WriteFile(filepath.Join(segLike, name), []byte("hi"), 0o644))
+	}
 	tests := []struct {
 		args   []string
 		code   int
@@ -146,6 +152,8 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"inspect", filepath.Join(foreign, "missing")}, 1, "no such file or directory"},
 		{[]string{"verify", foreign}, 1, "not an eventbus store"},
 		{[]string{"repair", foreign}, 1, "not an eventbus store"},
+		{[]string{"inspect", segLike}, 1, "not an eventbus store"},
+		{[]string{"repair", segLike}, 1, "not an eventbus store"},
 		{[]string{"tail", "-n", "0", foreign}, 2, "-n must be positive"},
 		{[]string{"tail", "-n", "-3", foreign}, 2, "-n must be positive"},
 		{[]string{"read", "-limit", "-1", foreign}, 2, "-limit must not be negative"},
@@ -155,6 +163,9 @@ func TestBadUsage(t *testing.T) {
 		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
 			t.Errorf("eventbus %v: exit status %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
 		}
+	}
+	if entries, err := os.ReadDir(segLike); err != nil || len(entries) != 3 {
+		t.Errorf("eventbus repair of a directory that is not a store changed it: %v, %v; want its 3 files only", entries, err)
 	}
 }
 
