@@ -1,7 +1,8 @@
 // Command eventbus inspects, checks and repairs the directory of an
-// eventbus FileStore. Stop the application that uses the store first:
-// every subcommand but repair opens it read-only, and repair needs it
-// closed.
+// eventbus FileStore. Stop the application that uses the store first: it
+// holds the store's lock, and every subcommand fails with "file store
+// locked by another process" while it runs. Every subcommand but repair
+// opens the store read-only, so several can run at once.
 //
 // Usage:
 //
@@ -18,6 +19,9 @@
 // deleted. Without -stream, read and tail leave out the system streams,
 // whose names start with '$' (snapshots, checkpoints), as the store's
 // ReadAll does: inspect lists them, and -stream reads one.
+//
+// The exit status is 0 on success, 1 on a failure or damage found, and 2
+// for bad usage.
 package main
 
 import (
