@@ -42,7 +42,10 @@ type AggregateOptions struct {
 // stream with MaxCount or MaxAge therefore needs snapshots, often enough
 // that the events after the latest one stay shown: SnapshotEvery well
 // below MaxCount, and 1 with MaxAge, since an aggregate may go quiet for
-// longer than that with events after its last snapshot.
+// longer than that with events after its last snapshot. Snapshots do not
+// help against a FileStore's retention, which deletes them with the rest
+// of their segment: an aggregate that goes quiet until retention deletes
+// its events fails to load from then on, snapshots or not.
 type Aggregate[T, E any] struct {
 	store    Store
 	reg      *Registry
