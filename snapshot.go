@@ -32,11 +32,12 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // snapshot would later be folded on as if it held events it does not.
 //
 // Snapshots live in the system stream "$snapshot-" followed by the
-// stream's name (or, for a name too long for that, "$snapshot-sha256:"
-// and its hash). Only the latest one is ever read, so SaveSnapshot gives
-// that stream MaxCount 1 (see [StreamMetadata]): reads show no older
-// snapshot, though the store still holds them (a [MemoryStore] for good, a
-// [FileStore] until its retention deletes their segment).
+// stream's name (or, for a name too long for that or starting with
+// "sha256:", "$snapshot-sha256:" and its hash). Only the latest one is
+// ever read, so SaveSnapshot gives that stream MaxCount 1 (see
+// [StreamMetadata]): reads show no older snapshot, though the store still
+// holds them (a [MemoryStore] for good, a [FileStore] until its retention
+// deletes their segment).
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
 	if err := checkContext(ctx, "SaveSnapshot"); err != nil {
 		return err
