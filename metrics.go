@@ -82,8 +82,14 @@ type Histogram struct {
 	Buckets [histogramBuckets]uint64
 }
 
-// BucketBound returns the upper bound of bucket i.
-func (Histogram) BucketBound(i int) time.Duration { return 256 << i }
+// BucketBound returns the upper bound of bucket i, or 0 for an i outside
+// the buckets (below 0, or from len(Buckets) on), which no bucket has.
+func (Histogram) BucketBound(i int) time.Duration {
+	if i < 0 || i >= histogramBuckets {
+		return 0
+	}
+	return 256 << i
+}
 
 // observe counts d, or 0 for a negative d: an event stamped by a clock
 // ahead of the bus's (a store's, or the wall clock before it was set back)

@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"iter"
+	"math"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -129,6 +130,20 @@ func TestHistogramQuantile(t *testing.T) {
 	h.Buckets[0], h.Buckets[5] = 7, 93
 	require.Equal(t, h.BucketBound(0), h.Quantile(0.07), "Quantile(0.07) of 7 fast in 100")
 	require.Equal(t, h.BucketBound(5), h.Quantile(0.071), "Quantile(0.071) of 7 fast in 100")
+}
+
+// TestHistogramBucketBoundOutOfRange checks that BucketBound of an index
+// that names no bucket is 0, not a panic (a negative shift) or a bound
+// that overflowed.
+func TestHistogramBucketBoundOutOfRange(t *testing.T) {
+	var h eventbus.Histogram
+	last := len(h.Buckets) - 1
+	require.Equal(t, time.Duration(256)<<last, h.BucketBound(last), "the last bucket")
+	for _, i := range []int{-1, math.MinInt, last + 1, 64, math.MaxInt} {
+		if got := h.BucketBound(i); got != 0 {
+			t.Errorf("BucketBound(%d) = %v, want 0", i, got)
+		}
+	}
 }
 
 // TestMetricsLatencyWithCustomClock measures publish-to-handled latency
