@@ -41,7 +41,8 @@ type IdempotencyOptions struct {
 	// record.
 	Store ProcessedStore
 	// Capacity bounds the in-memory record of each subscription; zero
-	// means 10,000 keys. The record always remembers the last Capacity
+	// means 10,000 keys, and a negative one is invalid (see [Idempotency]).
+	// The record always remembers the last Capacity
 	// keys handled, and at most about twice as many (plus the keys in
 	// flight): once its newer half holds Capacity, it forgets the older
 	// half at once.
@@ -60,7 +61,8 @@ type IdempotencyOptions struct {
 	Capacity int
 	// TTL is how long the in-memory record remembers a key, counted from
 	// the event's publish time against the publish time of the events that
-	// follow; zero means 24 hours.
+	// follow; zero means 24 hours, and a negative one is invalid (see
+	// [Idempotency]).
 	TTL time.Duration
 }
 
@@ -87,16 +89,21 @@ type IdempotencyOptions struct {
 // runs again. With a Store, a failing MarkProcessed fails the
 // attempt: the handler's effect happened, and it will run again on the retry
 // (at-least-once).
+//
+// With a negative Capacity or TTL, which it has no error return to report,
+// every attempt fails without running the handler, with a [Permanent]
+// error wrapping [ErrInvalid] that names the option: each event goes to the
+// dead-letter queue, and in Sync mode Publish returns that error.
 func Idempotency(opts *IdempotencyOptions) Middleware {
 	var o IdempotencyOptions
 	if opts != nil {
 		o = *opts
 	}
-	if o.Capacity <= 0 {
-		o.Capacity = 10_000
-	}
-	if o.TTL <= 0 {
-		o.TTL = 24 * time.Hour
+	if err := o.resolve(); err != nil {
+		err = Permanent(err)
+		return func(EnvelopeHandler) EnvelopeHandler {
+			return func(context.Context, *Envelope) error { return err }
+		}
 	}
 	return func(next EnvelopeHandler) EnvelopeHandler {
 		h := newKeyHasher()
@@ -115,6 +122,24 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 			return d.handle(ctx, env, env.ID, next)
 		}
 	}
+}
+
+// resolve sets o's defaults, or returns an error wrapping ErrInvalid for a
+// negative option.
+func (o *IdempotencyOptions) resolve() error {
+	switch {
+	case o.Capacity < 0:
+		return fmt.Errorf("%w: IdempotencyOptions.Capacity %d is negative", ErrInvalid, o.Capacity)
+	case o.TTL < 0:
+		return fmt.Errorf("%w: IdempotencyOptions.TTL %v is negative", ErrInvalid, o.TTL)
+	}
+	if o.Capacity == 0 {
+		o.Capacity = 10_000
+	}
+	if o.TTL == 0 {
+		o.TTL = 24 * time.Hour
+	}
+	return nil
 }
 
 // dedup is the record of one subscription, keyed by event ID or business

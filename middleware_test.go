@@ -670,3 +670,31 @@ func TestIdempotencyAfterStorePanic(t *testing.T) {
 		require.Equal(t, 1, runs)
 	})
 }
+
+// TestIdempotencyBadOptions checks that Idempotency with a negative
+// Capacity or TTL fails each event at once with an error wrapping
+// ErrInvalid, naming the option, instead of taking the default for it.
+func TestIdempotencyBadOptions(t *testing.T) {
+	for _, c := range []struct {
+		opts eventbus.IdempotencyOptions
+		want string
+	}{
+		{eventbus.IdempotencyOptions{Capacity: -1}, "Capacity -1"},
+		{eventbus.IdempotencyOptions{TTL: -time.Hour}, "TTL -1h0m0s"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Metrics: true, Retry: eventbus.RetryPolicy{MaxAttempts: 3},
+				Middleware: []eventbus.Middleware{eventbus.Idempotency(&c.opts)}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			runs := 0
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+			err := topic.Publish(context.Background(), Order{})
+			require.ErrorIs(t, err, eventbus.ErrInvalid, "Publish with Idempotency(%+v)", c.opts)
+			require.ErrorContains(t, err, c.want, "Publish with Idempotency(%+v)", c.opts)
+			require.Zero(t, runs, "the handler ran")
+			s := b.Metrics().Subscriptions[0]
+			require.EqualValues(t, 1, s.Failed, "one attempt, not retried")
+			require.EqualValues(t, 1, s.DeadLettered)
+		})
+	}
+}
