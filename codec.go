@@ -232,8 +232,9 @@ func inflate(data []byte) ([]byte, error) {
 //
 // It returns an error wrapping [ErrUnknownEvent] when e's type, its
 // version or an upcaster on the way is not registered, [ErrInvalid] when
-// the payload is not T or its Encoding is unknown, or the codec's or the
-// upcaster's error. It never returns a zero value without an error.
+// the payload is not T, its SchemaVersion is negative or its Encoding is
+// unknown, or the codec's or the upcaster's error. It never returns a zero
+// value without an error.
 func Decode[T any](r *Registry, e EventData) (T, error) {
 	var zero T
 	v, err := r.decode(e, true)
@@ -252,6 +253,10 @@ func Decode[T any](r *Registry, e EventData) (T, error) {
 func (r *Registry) decode(e EventData, upcast bool) (any, error) {
 	if err := r.check(); err != nil {
 		return nil, err
+	}
+	if e.SchemaVersion < 0 {
+		// As a store refuses to append it: no version to decode it as.
+		return nil, fmt.Errorf("%w: event %q: SchemaVersion %d is negative", ErrInvalid, e.Type, e.SchemaVersion)
 	}
 	version := max(e.SchemaVersion, 1)
 	r.mu.RLock()

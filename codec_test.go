@@ -212,6 +212,7 @@ func TestDecodeErrors(t *testing.T) {
 	}{
 		{"unknown type", r, with(func(e *eventbus.EventData) { e.Type = "nope" }), eventbus.ErrUnknownEvent},
 		{"unknown version", r, with(func(e *eventbus.EventData) { e.SchemaVersion = 4 }), eventbus.ErrUnknownEvent},
+		{"negative version", r, with(func(e *eventbus.EventData) { e.SchemaVersion = -1 }), eventbus.ErrInvalid},
 		{"missing upcaster", gap, v1, eventbus.ErrUnknownEvent},
 		{"unknown encoding", r, with(func(e *eventbus.EventData) { e.Encoding = "zstd" }), eventbus.ErrInvalid},
 		{"corrupt deflate", r, with(func(e *eventbus.EventData) { e.Encoding = "deflate" }), eventbus.ErrInvalid},
