@@ -44,7 +44,10 @@ type TypeOptions struct {
 	// Register older versions' Go types under the same name to read old
 	// events, with upcasters between consecutive versions.
 	Version int
-	// Codec encodes the payloads; nil means encoding/json.
+	// Codec encodes the payloads; nil means encoding/json, which writes
+	// each string as valid UTF-8, replacing invalid bytes with U+FFFD, so
+	// such a string does not come back as it was: keep bytes that are not
+	// text in a []byte field, or use a Codec of your own.
 	Codec Codec
 }
 
