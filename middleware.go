@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -91,15 +92,20 @@ type EnvelopeHandler func(ctx context.Context, env *Envelope) error
 //
 // A subscription's chain is the bus's middleware followed by its own; the
 // first given is the outermost, so it sees every attempt first and every
-// result last.
+// result last. Subscribe builds it, and refuses a Middleware that returns
+// a nil handler.
 type Middleware func(next EnvelopeHandler) EnvelopeHandler
 
-// wrap applies mws around h, the first outermost.
-func wrap(h EnvelopeHandler, mws []Middleware) EnvelopeHandler {
+// wrap applies mws, where.Middleware, around h, the first outermost. It
+// returns an error wrapping ErrInvalid if one returns a nil handler, which
+// the chain would call, or, were it the outermost, take for no chain at all.
+func wrap(h EnvelopeHandler, mws []Middleware, where string) (EnvelopeHandler, error) {
 	for i := len(mws) - 1; i >= 0; i-- {
-		h = mws[i](h)
+		if h = mws[i](h); h == nil {
+			return nil, fmt.Errorf("%w: %s.Middleware[%d] returned a nil EnvelopeHandler", ErrInvalid, where, i)
+		}
 	}
-	return h
+	return h, nil
 }
 
 // Timeout gives each attempt its own deadline d: the handler's context is

@@ -48,6 +48,35 @@ func TestMiddlewareOrder(t *testing.T) {
 	})
 }
 
+// TestMiddlewareReturningNil checks that Subscribe refuses a chain in which
+// a middleware returns a nil handler, wherever it is: as the outermost, the
+// handler ran with no middleware at all, and further in, every attempt
+// panicked on calling nil.
+func TestMiddlewareReturningNil(t *testing.T) {
+	none := func(eventbus.EnvelopeHandler) eventbus.EnvelopeHandler { return nil }
+	var log []string
+	for _, c := range []struct {
+		name     string
+		bus, sub []eventbus.Middleware
+		want     string
+	}{
+		{"outermost", []eventbus.Middleware{none}, []eventbus.Middleware{trace(&log, "sub")}, "Options.Middleware[0]"},
+		{"innermost", []eventbus.Middleware{trace(&log, "bus")}, []eventbus.Middleware{none}, "SubscriptionOptions.Middleware[0]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+				b := newBus(t, &eventbus.Options{Mode: mode, Middleware: c.bus})
+				topic := newTopic[Order](t, b, "orders", nil)
+				_, err := topic.Subscribe("s", func(context.Context, eventbus.Event[Order]) error { return nil },
+					&eventbus.SubscriptionOptions{Middleware: c.sub})
+				require.ErrorIs(t, err, eventbus.ErrInvalid, "Subscribe with a middleware returning nil")
+				require.ErrorContains(t, err, c.want)
+				require.Empty(t, b.Metrics().Subscriptions, "a refused subscription")
+			})
+		})
+	}
+}
+
 func TestMiddlewareSeesEnvelope(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		type sight struct {

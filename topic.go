@@ -155,9 +155,9 @@ func (t *Topic[T]) Bus() *Bus { return t.bus }
 // on t from now on to h. Names follow the rules of topic names and are unique
 // within a topic. opts may be nil.
 //
-// It returns an error wrapping [ErrInvalid] for a bad name, a nil handler or
-// an option out of range, [ErrDuplicate] for a taken name, and [ErrClosed]
-// after Shutdown.
+// It returns an error wrapping [ErrInvalid] for a bad name, a nil handler,
+// an option out of range or a [Middleware] that returns a nil handler,
+// [ErrDuplicate] for a taken name, and [ErrClosed] after Shutdown.
 func (t *Topic[T]) Subscribe(name string, h Handler[T], opts *SubscriptionOptions) (*Subscription, error) {
 	if err := t.check("Subscribe"); err != nil {
 		return nil, err
@@ -185,7 +185,10 @@ func (t *Topic[T]) subscribe(name string, h Handler[T], batch BatchHandler[T], o
 			return nil, fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, name)
 		}
 	}
-	s := newSubscription(t, name, h, batch, o, retry)
+	s, err := newSubscription(t, name, h, batch, o, retry)
+	if err != nil {
+		return nil, err
+	}
 	if err := b.register(s.Subscription); err != nil {
 		return nil, err
 	}

@@ -27,7 +27,9 @@ type subscription[T any] struct {
 	finish  func(position uint64, held bool)
 }
 
-func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) *subscription[T] {
+// newSubscription returns the subscription name of t, not started. It
+// returns an error wrapping ErrInvalid if a middleware returns a nil handler.
+func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) (*subscription[T], error) {
 	b := t.bus
 	ctx, kill := context.WithCancelCause(b.ctx)
 	s := &subscription[T]{
@@ -42,12 +44,20 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		s.batch = newBatching(s, batch, o)
 		s.handler = s.batch.single
 	}
-	if mws := append(b.opts.Middleware[:len(b.opts.Middleware):len(b.opts.Middleware)], o.Middleware...); len(mws) > 0 && batch == nil {
-		s.chain = wrap(s.inner, mws)
+	if len(b.opts.Middleware)+len(o.Middleware) > 0 && batch == nil {
+		chain, err := wrap(s.inner, o.Middleware, "SubscriptionOptions")
+		if err == nil {
+			chain, err = wrap(chain, b.opts.Middleware, "Options")
+		}
+		if err != nil {
+			kill(err)
+			return nil, fmt.Errorf("topic %q: subscription %q: %w", t.name, name, err)
+		}
+		s.chain = chain
 	}
 	if t.mode == Sync {
 		close(s.exited)
-		return s
+		return s, nil
 	}
 	s.workers = make([]*worker[T], o.Workers)
 	for i := range s.workers {
@@ -60,7 +70,7 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		w.q.init(o.QueueSize, b.ids.source())
 		s.workers[i] = w
 	}
-	return s
+	return s, nil
 }
 
 // start launches the workers.
