@@ -54,7 +54,9 @@ type TypeOptions struct {
 // Registry maps event type names and schema versions to Go types and
 // codecs, turning payloads into [EventData] with [Registry.Encode] and
 // back with [Decode], upcasting old versions to the latest one on the way.
-// Register every type before use; a Registry is safe for concurrent use.
+// Make one with [NewRegistry], and register every type before use; a
+// Registry is safe for concurrent use. Every function given a nil or zero
+// Registry returns an error wrapping [ErrInvalid].
 type Registry struct {
 	compressAbove int
 
@@ -148,11 +150,12 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 	return nil
 }
 
-// check returns an error wrapping ErrInvalid for a nil Registry, which
-// every function taking one calls first.
+// check returns an error wrapping ErrInvalid for a nil Registry, or one
+// that NewRegistry did not make (a zero Registry has no maps), which every
+// function taking one calls first.
 func (r *Registry) check() error {
-	if r == nil {
-		return fmt.Errorf("%w: nil Registry", ErrInvalid)
+	if r == nil || r.byGo == nil {
+		return fmt.Errorf("%w: nil Registry, or one not made by NewRegistry", ErrInvalid)
 	}
 	return nil
 }

@@ -189,6 +189,27 @@ func TestRegisterErrors(t *testing.T) {
 	}
 }
 
+// TestZeroRegistry checks that a Registry not made by NewRegistry is
+// refused with an error wrapping ErrInvalid, as a nil one is: Register
+// panicked on its nil maps.
+func TestZeroRegistry(t *testing.T) {
+	for name, call := range map[string]func(r *eventbus.Registry) error{
+		"Register": func(r *eventbus.Registry) error { return eventbus.Register[userV1](r, nil) },
+		"RegisterUpcaster": func(r *eventbus.Registry) error {
+			return eventbus.RegisterUpcaster(r, v1to2)
+		},
+		"Encode": func(r *eventbus.Registry) error { _, err := r.Encode(userV1{}); return err },
+		"Decode": func(r *eventbus.Registry) error {
+			_, err := eventbus.Decode[userV1](r, eventbus.EventData{Type: "user.created", Data: []byte(`{}`)})
+			return err
+		},
+	} {
+		if err := call(new(eventbus.Registry)); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("%s on a zero Registry = %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
 func TestDecodeErrors(t *testing.T) {
 	r := newUserRegistry(t, nil)
 	gap, err := eventbus.NewRegistry(nil)
