@@ -96,8 +96,11 @@ func NewRegistry(opts *RegistryOptions) (*Registry, error) {
 }
 
 // Register adds payload type T to r. It returns an error wrapping
-// [ErrInvalid] for a bad name or a negative version, and [ErrDuplicate] if
-// T, or the name and version, is registered already.
+// [ErrInvalid] for an interface type T, a bad name or a negative version,
+// and [ErrDuplicate] if T, or the name and version, is registered already.
+// T must be the payloads' concrete type: [Registry.Encode] finds a
+// payload's registration by its dynamic type, and a codec cannot decode
+// into an interface.
 func Register[T any](r *Registry, opts *TypeOptions) error {
 	if err := r.check(); err != nil {
 		return err
@@ -107,6 +110,9 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 		o = *opts
 	}
 	goType := reflect.TypeFor[T]()
+	if goType.Kind() == reflect.Interface {
+		return fmt.Errorf("%w: Register %v: an interface type; register each concrete payload type", ErrInvalid, goType)
+	}
 	if o.Name == "" {
 		var err error
 		if o.Name, err = typeName[T](); err != nil {

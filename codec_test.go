@@ -169,6 +169,8 @@ func TestRegisterErrors(t *testing.T) {
 		{"name and version taken", eventbus.Register[sameName](r, &eventbus.TypeOptions{Name: "user.created", Version: 2}), eventbus.ErrDuplicate},
 		{"bad name", eventbus.Register[unnamed](r, &eventbus.TypeOptions{Name: "a b"}), eventbus.ErrInvalid},
 		{"negative version", eventbus.Register[unnamed](r, &eventbus.TypeOptions{Version: -1}), eventbus.ErrInvalid},
+		{"interface type", eventbus.Register[fmt.Stringer](r, nil), eventbus.ErrInvalid},
+		{"any", eventbus.Register[any](r, &eventbus.TypeOptions{Name: "anything"}), eventbus.ErrInvalid},
 		{"upcaster twice", eventbus.RegisterUpcaster(r, v1to2), eventbus.ErrDuplicate},
 		{"upcaster with a gap", eventbus.RegisterUpcaster(r, func(userV1) (userV3, error) { return userV3{}, nil }), eventbus.ErrInvalid},
 		{"upcaster backwards", eventbus.RegisterUpcaster(r, func(userV3) (userV2, error) { return userV2{}, nil }), eventbus.ErrInvalid},
