@@ -95,6 +95,8 @@ func readStart(dir string) (uint64, error) {
 // returns the offset where the complete frames end. When the last frame is
 // incomplete, which only a crash in the middle of a write leaves, it
 // returns its offset and torn; any other damage is a [*CorruptionError].
+// A last frame is incomplete when it is cut short, or when its checksum
+// fails and a crash left a sector of it unwritten (see unwritten).
 func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
 	off := segHeaderSize
 	for off < len(b) {
@@ -117,6 +119,9 @@ func scanSegment(b []byte, path string, each func(off int, payload []byte) error
 		}
 		payload := rest[frameHeader : frameHeader+int(size)]
 		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
+			if allZero(rest[frameHeader+int(size):]) && unwritten(b, off+frameHeader, off+frameHeader+int(size)) {
+				return off, true, nil
+			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: "checksum mismatch"}
 		}
 		if each != nil {
@@ -147,6 +152,25 @@ func lengthFlipped(b []byte, size uint32) bool {
 			continue
 		}
 		if crc32.Checksum(b[frameHeader:frameHeader+int(n)], castagnoli) == sum {
+			return true
+		}
+	}
+	return false
+}
+
+// sectorSize is the unit in which a disk writes: a power loss during a
+// write that grew the file can leave any of its sectors unwritten, and
+// such a sector reads as zeros.
+const sectorSize = 512
+
+// unwritten reports whether the record b[from:to], whose checksum fails,
+// holds a sector that a crash left unwritten: zeros over all of the
+// record that a sector holds. The first byte of a record is its kind, never
+// zero, so a complete record with a flipped bit passes for torn only if
+// its own data holds such zeros, over a whole sector or to its end.
+func unwritten(b []byte, from, to int) bool {
+	for at := from / sectorSize * sectorSize; at < to; at += sectorSize {
+		if allZero(b[max(at, from):min(at+sectorSize, to)]) {
 			return true
 		}
 	}

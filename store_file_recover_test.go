@@ -1027,3 +1027,135 @@ func TestFileStoreLengthBitFlip(t *testing.T) {
 		}
 	}
 }
+
+// TestFileStoreTornSectors leaves sectors of the last record unwritten, as
+// a power loss does once the file has grown but before every sector of
+// the write reached the disk: they read as zeros, its length is intact and
+// its checksum fails. That record was never acknowledged, so opening cuts
+// it as it cuts a record cut short; a bit flipped in it instead, or zeros
+// in a record before it, stay a *CorruptionError.
+func TestFileStoreTornSectors(t *testing.T) {
+	ctx := t.Context()
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	seg := segments(t, src)[0]
+	var frames []int64 // offsets of the records
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		evs := newEvents(2, "t", strconv.Itoa(i))
+		evs[1].Data = []byte(strings.Repeat("x", 3000))
+		_, err = s.Append(ctx, "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	last, end := frames[2], int64(len(whole))
+	sector := (last+8+511)/512*512 + 512 // a whole sector inside the last record's payload
+
+	// zero returns the segment with b[from:to] zeroed and, if grow, 1 KiB of
+	// zeros after it, as a file extended by the crash.
+	zero := func(b []byte, from, to int64, grow bool) []byte {
+		b = slices.Clone(b)
+		clear(b[from:to])
+		if grow {
+			b = append(b, make([]byte, 1<<10)...)
+		}
+		return b
+	}
+	flipped := slices.Clone(whole)
+	flipped[last+100] ^= 0x10
+	for _, tt := range []struct {
+		name    string
+		b       []byte
+		corrupt int64 // offset of the *CorruptionError, or -1 for a cut
+	}{
+		{"one sector", zero(whole, sector, sector+512, false), -1},
+		{"one sector, grown", zero(whole, sector, sector+512, true), -1},
+		{"from a sector to the end", zero(whole, sector, end, false), -1},
+		{"from a sector to the end, grown", zero(whole, sector, end, true), -1},
+		{"a bit flipped", flipped, last},
+		{"a sector of an older record", zero(whole, (frames[1]+8+511)/512*512, (frames[1]+8+511)/512*512+512, false), frames[1]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, readOnly := range []bool{true, false} {
+				dir := t.TempDir()
+				path := filepath.Join(dir, filepath.Base(seg))
+				require.NoError(t, os.WriteFile(path, tt.b, 0o644))
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+				if tt.corrupt >= 0 {
+					var ce *eventbus.CorruptionError
+					if !errors.As(err, &ce) || ce.Path != path || ce.Offset != tt.corrupt {
+						if err == nil {
+							s.Close()
+						}
+						t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, tt.corrupt)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
+				}
+				if got := readAll(t, s); len(got) != 4 {
+					t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 4 before the torn record", readOnly, len(got))
+				}
+				require.NoError(t, s.Verify(ctx))
+				require.NoError(t, s.Close())
+				if readOnly {
+					continue
+				}
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				require.Equal(t, last, fi.Size(), "the segment's size after the cut")
+			}
+		})
+	}
+}
+
+// TestFileStoreTornChecksumSector leaves unwritten the sector that holds
+// the checksum and all of a small last record, whose length ends the
+// sector before: the record is cut on open, as in TestFileStoreTornSectors.
+func TestFileStoreTornChecksumSector(t *testing.T) {
+	ctx := t.Context()
+	// build makes a store of a record of pad bytes of data then a small
+	// one, and returns its segment's bytes and the small record's offset.
+	build := func(pad int) ([]byte, int64) {
+		dir := t.TempDir()
+		s := openFile(t, dir, nil)
+		evs := newEvents(1, "t", "")
+		evs[0].Data = make([]byte, pad)
+		_, err := s.Append(ctx, "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+		seg := segments(t, dir)[0]
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "small")...)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+		b, err := os.ReadFile(seg)
+		require.NoError(t, err)
+		return b, fi.Size()
+	}
+	_, off := build(1000)
+	whole, last := build(1000 + int((508-off%512+512)%512))
+	require.Equal(t, int64(508), last%512, "the small record's offset in its sector")
+	require.Less(t, int64(len(whole)), last+4+512, "the small record ends in the next sector")
+	b := slices.Clone(whole)
+	clear(b[last+4:])
+
+	for _, readOnly := range []bool{true, false} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "seg-0000000000000001.log")
+		require.NoError(t, os.WriteFile(path, b, 0o644))
+		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+		if err != nil {
+			t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
+		}
+		if got := readAll(t, s); len(got) != 1 {
+			t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 1 before the torn record", readOnly, len(got))
+		}
+		require.NoError(t, s.Close())
+	}
+}
