@@ -27,9 +27,14 @@ const (
 	// SyncInterval makes Append return once its events are written to the
 	// operating system, and flushes them every SyncInterval: a crash of
 	// the process loses nothing, a crash of the machine loses at most the
-	// last interval.
+	// last interval. The operating system may write the interval's pages
+	// in any order, so such a crash can also leave a gap (zeros) before
+	// later events that did reach the disk: opening then fails with a
+	// [*CorruptionError], and [RepairFileStore] cuts the log at the gap.
 	SyncInterval
-	// SyncNever leaves flushing to the operating system, and to Close.
+	// SyncNever leaves flushing to the operating system, and to Close. A
+	// crash of the machine can lose any events not yet flushed, and leave
+	// gaps as with SyncInterval.
 	SyncNever
 )
 
