@@ -249,7 +249,11 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			s.impl.stopIntake()
 		}
 		for _, s := range subs {
-			lost += s.wait(ctx)
+			// Events that an Unsubscribe's own context abandoned are
+			// that Unsubscribe's to report.
+			if n := s.wait(ctx, false); !s.cutByOwn.Load() {
+				lost += n
+			}
 		}
 		b.kill(ErrClosed)
 		for _, s := range subs {
@@ -279,7 +283,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 func (b *Bus) Close() error {
 	b.closed.Store(true)
 	for _, s := range b.subscriptions() { // also cuts short a Shutdown in progress
-		s.stopNow(ErrClosed)
+		s.stopNow(ErrClosed, false)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(ErrClosed)

@@ -1167,3 +1167,42 @@ func TestUnsubscribeAfterClose(t *testing.T) {
 		require.Equal(t, 3, b.DeadLetters().Len())
 	})
 }
+
+// TestShutdownLeavesUnsubscribeLossesToIt checks that a graceful Shutdown
+// does not report the events that a concurrent Unsubscribe, whose own
+// context ended, abandoned: they are Unsubscribe's to report, and Shutdown,
+// whose context never ended, stopped nothing short.
+func TestShutdownLeavesUnsubscribeLossesToIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		started := make(chan struct{})
+		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 0 {
+				close(started)
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		ctx := context.Background()
+		for i := range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		<-started
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		unsubscribed := make(chan error, 1)
+		go func() { unsubscribed <- sub.Unsubscribe(short) }()
+		synctest.Wait() // Unsubscribe waits for the handler
+		shut := make(chan error, 1)
+		go func() { shut <- b.Shutdown(ctx) }()
+		err := <-unsubscribed
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, err, &ue)
+		require.Equal(t, 2, ue.Count)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		err = <-shut
+		require.NoError(t, err, "Shutdown() = %v, want nil: its context never ended", err)
+		require.Equal(t, 3, b.DeadLetters().Len())
+	})
+}

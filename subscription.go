@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -72,6 +73,8 @@ type Subscription struct {
 	exited      chan struct{} // closed when every worker has exited
 	undelivered atomic.Int64  // events abandoned when killed
 	stopped     atomic.Bool   // Unsubscribe was called
+	cut         sync.Once     // the first stop without grace
+	cutByOwn    atomic.Bool   // that stop was Unsubscribe's, not the bus's
 }
 
 // subscriber is the typed side of a Subscription.
@@ -109,7 +112,7 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	before := s.undelivered.Load()
 	s.impl.detach()
 	s.impl.stopIntake()
-	lost := s.wait(ctx) - before
+	lost := s.wait(ctx, true) - before
 	// Why the workers stopped short: ctx's end, or a Close (or a Shutdown
 	// past its deadline) that came first, while ctx is still live.
 	cause := context.Cause(s.ctx)
@@ -123,21 +126,27 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error {
 }
 
 // wait waits for the workers to drain and exit; when ctx ends first, it
-// stops them without grace. It returns the number of events abandoned.
-func (s *Subscription) wait(ctx context.Context) int64 {
+// stops them without grace, for its Unsubscribe if own. It returns the
+// number of events abandoned.
+func (s *Subscription) wait(ctx context.Context, own bool) int64 {
 	select {
 	case <-s.exited:
 	case <-ctx.Done():
-		s.stopNow(context.Cause(ctx))
+		s.stopNow(context.Cause(ctx), own)
 		<-s.exited
 	}
 	return s.undelivered.Load()
 }
 
 // stopNow cancels the handlers' context and makes the workers abandon
-// what they hold.
-func (s *Subscription) stopNow(cause error) {
-	s.kill(cause)
+// what they hold. The first call's cause and own stick: they say why the
+// events were abandoned and, own for the subscription's Unsubscribe, whose
+// they are to report.
+func (s *Subscription) stopNow(cause error, own bool) {
+	s.cut.Do(func() {
+		s.cutByOwn.Store(own)
+		s.kill(cause)
+	})
 	s.impl.wake()
 }
 
