@@ -729,11 +729,15 @@ func TestUnsubscribe(t *testing.T) {
 	})
 }
 
+// keyed is an interface payload type with a key method.
+type keyed interface{ AggregateID() string }
+
 func TestBadInput(t *testing.T) {
 	b := newBus(t, nil)
 	topic := newTopic[Order](t, b, "orders", nil)
 	// Order's key method has a value receiver: it cannot run on nil.
 	pointers := newTopic[*Order](t, b, "order-pointers", &eventbus.TopicOptions[*Order]{EventType: "order-pointer"})
+	interfaces := newTopic[keyed](t, b, "keyed", nil)
 	subscribe(t, topic, "taken", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
 	ok := func(context.Context, eventbus.Event[Order]) error { return nil }
 	tests := []struct {
@@ -762,6 +766,13 @@ func TestBadInput(t *testing.T) {
 		}, eventbus.ErrInvalid},
 		{"nil publish option", func() error { return topic.Publish(context.Background(), Order{Key: "a"}, nil) }, eventbus.ErrInvalid},
 		{"nil pointer payload", func() error { return pointers.Publish(context.Background(), nil) }, eventbus.ErrInvalid},
+		{"nil pointer in an interface payload", func() error {
+			return interfaces.Publish(context.Background(), (*Order)(nil))
+		}, eventbus.ErrInvalid},
+		{"nil pointer in an interface payload, TryPublish", func() error {
+			_, err := interfaces.TryPublish(context.Background(), (*Order)(nil))
+			return err
+		}, eventbus.ErrInvalid},
 		{"nil middleware", func() error {
 			_, err := eventbus.New(&eventbus.Options{Middleware: []eventbus.Middleware{nil}})
 			return err

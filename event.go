@@ -102,22 +102,27 @@ func payloadKey[T any](v T) (string, bool) {
 }
 
 // nilKeyed reports whether T is a pointer type with a key method, which a
-// nil payload cannot run.
+// nil payload cannot run, or an interface type with one, whose payloads may
+// hold a nil pointer.
 func nilKeyed[T any]() bool {
-	return hasPayloadKey[T]() && reflect.TypeFor[T]().Kind() == reflect.Pointer
+	k := reflect.TypeFor[T]().Kind()
+	return hasPayloadKey[T]() && (k == reflect.Pointer || k == reflect.Interface)
 }
 
 // checkPublish returns an error wrapping ErrInvalid for a nil option, or
-// for a nil payload of a type whose key comes from its method (nilKey, from
-// nilKeyed, says whether it may).
+// for a nil pointer payload of a type whose key comes from its method
+// (nilKey, from nilKeyed, says whether it may), held by an interface or not.
+// A nil interface has no key method to run: its event has no key.
 func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey bool) error {
 	for _, o := range opts {
 		if o == nil {
 			return fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, topic)
 		}
 	}
-	if nilKey && any(payload) == any(*new(T)) {
-		return fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, reflect.TypeFor[T]())
+	if nilKey {
+		if v := reflect.ValueOf(any(payload)); v.Kind() == reflect.Pointer && v.IsNil() {
+			return fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, v.Type())
+		}
 	}
 	return nil
 }

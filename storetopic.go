@@ -21,7 +21,7 @@ type StoreTopic[T any] struct {
 	reg       *Registry
 	name      string
 	eventType string
-	nilKey    bool // T is a pointer with a key method
+	nilKey    bool // T is a pointer or an interface with a key method
 }
 
 // maxStoreTopicNameLen is the longest name of a StoreTopic, leaving room

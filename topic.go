@@ -41,7 +41,7 @@ type Topic[T any] struct {
 	mode      Mode
 	key       func(T) string // nil: none, or the payload's method
 	methodKey bool           // T has an AggregateID method
-	nilKey    bool           // methodKey, and T is a pointer, which may be nil
+	nilKey    bool           // methodKey, and T is a pointer or an interface, which may be nil
 
 	mu    sync.Mutex                         // serialises changes to subs
 	subs  atomic.Pointer[[]*subscription[T]] // copied on write
@@ -237,7 +237,7 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 // It returns [ErrClosed] after Shutdown; in Sync mode, events are then
 // not handled. It returns an error wrapping [ErrInvalid] for a nil
 // PublishOption, or a nil pointer payload whose key would come from its
-// method.
+// method, held by an interface payload or not.
 func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) error {
 	_, err := t.publish(ctx, payload, opts, false)
 	return err
