@@ -1217,3 +1217,39 @@ func TestShutdownLeavesUnsubscribeLossesToIt(t *testing.T) {
 		require.Equal(t, 3, b.DeadLetters().Len())
 	})
 }
+
+// TestUnsubscribeCutShortByShutdownDeadline checks that an Unsubscribe that
+// a Shutdown past its deadline cuts short reports the Shutdown context's
+// cause, as does the Shutdown, which stopped the events short and so
+// reports them too.
+func TestUnsubscribeCutShortByShutdownDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		started := make(chan struct{})
+		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 0 {
+				close(started)
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		ctx := context.Background()
+		for i := range 3 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		<-started
+		unsubscribed := make(chan error, 1)
+		go func() { unsubscribed <- sub.Unsubscribe(ctx) }()
+		synctest.Wait() // Unsubscribe waits for the handler
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		shut := b.Shutdown(short)
+		for name, err := range map[string]error{"Unsubscribe": <-unsubscribed, "Shutdown": shut} {
+			var ue *eventbus.UndeliveredError
+			require.ErrorAs(t, err, &ue, name)
+			require.Equal(t, 2, ue.Count, name)
+			require.ErrorIs(t, err, context.DeadlineExceeded, "%s() = %v", name, err)
+		}
+	})
+}

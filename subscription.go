@@ -95,12 +95,14 @@ func (s *Subscription) Topic() string { return s.topic }
 // Unsubscribe removes the subscription: it receives no more events, handles
 // those already queued (with their retries), and returns once its workers
 // have exited; handler contexts kept past their handlers are then
-// cancelled. If ctx ends first, or the bus is closed meanwhile, running
-// handlers see their context cancelled and the events not yet handled go to
-// the dead-letter queue; the error is then an *UndeliveredError with their
-// count, wrapping ctx's cause or ErrClosed. Calling it again
-// returns ErrClosed; calling it with a handler's context, which would make
-// it wait for that handler, returns an error wrapping [ErrInvalid].
+// cancelled. If ctx ends first, or the bus stops without grace meanwhile,
+// running handlers see their context cancelled and the events not yet
+// handled go to the dead-letter queue; the error is then an
+// *UndeliveredError with their count, wrapping ctx's cause, or the bus's:
+// ErrClosed for Close, the context's cause for a Shutdown past its
+// deadline. Calling it again returns ErrClosed; calling it with a handler's
+// context, which would make it wait for that handler, returns an error
+// wrapping [ErrInvalid].
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	if err := checkWaitContext(ctx, "Unsubscribe"); err != nil {
 		return err
