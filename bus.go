@@ -233,26 +233,41 @@ func (b *Bus) subscriptions() []*Subscription {
 // If ctx ends first, Shutdown proceeds as [Bus.Close]: handler contexts are
 // cancelled, and events not yet handled go to the dead-letter queue. The
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
-// Later calls wait for the first one and return its result.
+// Later calls wait for the first one and return its result; if a later
+// call's ctx ends first, it cuts the first one short in the same way.
 func (b *Bus) Shutdown(ctx context.Context) error {
 	if err := checkWaitContext(ctx, "Shutdown"); err != nil {
 		return err
 	}
+	b.mu.Lock()
+	stopping := b.closed.Swap(true) // under mu: no subscription registers after this
+	b.mu.Unlock()
+	if stopping {
+		// Another call stops the bus: wait for it, on ctx's terms.
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			for _, s := range b.subscriptions() {
+				s.stopNow(context.Cause(ctx), false)
+			}
+		}
+	}
 	b.stop.Do(func() {
-		b.mu.Lock()
-		b.closed.Store(true) // under mu: no subscription registers after this
-		b.mu.Unlock()
 		subs := b.subscriptions()
 
 		var lost int64
+		var cause error // of the first stop without grace that lost events
 		for _, s := range subs {
 			s.impl.stopIntake()
 		}
 		for _, s := range subs {
 			// Events that an Unsubscribe's own context abandoned are
 			// that Unsubscribe's to report.
-			if n := s.wait(ctx, false); !s.cutByOwn.Load() {
+			if n := s.wait(ctx, false); n > 0 && !s.cutByOwn.Load() {
 				lost += n
+				if cause == nil {
+					cause = context.Cause(s.ctx)
+				}
 			}
 		}
 		b.kill(ErrClosed)
@@ -262,10 +277,6 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		close(b.done)
 		b.goroutines.Wait()
 		if lost > 0 {
-			cause := error(ErrClosed)
-			if ctx.Err() != nil {
-				cause = context.Cause(ctx)
-			}
 			b.result = &UndeliveredError{Count: int(lost), Err: cause}
 			if l := b.opts.Logger; l != nil {
 				l.Warn("eventbus: events undelivered at shutdown", "count", lost, "cause", cause)

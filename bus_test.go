@@ -1253,3 +1253,46 @@ func TestUnsubscribeCutShortByShutdownDeadline(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownContextCutsShortAnotherShutdown checks that a Shutdown made
+// while another one waits keeps to its own context: when it ends, it stops
+// the bus without grace, as the first call would have at its own deadline,
+// and both return the result, whose cause is the second call's.
+func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Workers: 1})
+	topic := newTopic[Order](t, b, "orders", nil)
+	idle := newTopic[Order](t, b, "idle", nil) // Publish sees the stop, and queues nothing
+	started := make(chan struct{})
+	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 0 {
+			close(started)
+		}
+		<-ctx.Done() // only a stop without grace ends it
+		return ctx.Err()
+	}, nil)
+	ctx := context.Background()
+	for i := range 3 {
+		require.NoError(t, topic.Publish(ctx, Order{N: i}))
+	}
+	<-started
+	first := make(chan error, 1)
+	go func() { first <- b.Shutdown(ctx) }() // no deadline: it waits for the handler
+	for !errors.Is(idle.Publish(ctx, Order{}), eventbus.ErrClosed) {
+		runtime.Gosched() // until the first Shutdown has begun
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	second := make(chan error, 1)
+	go func() { second <- b.Shutdown(cancelled) }()
+	var err error
+	select {
+	case err = <-second:
+	case <-time.After(time.Minute):
+		t.Fatal("Shutdown with a cancelled context still waits for the handler")
+	}
+	var ue *eventbus.UndeliveredError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, 2, ue.Count)
+	require.ErrorIs(t, err, context.Canceled, "Shutdown() = %v", err)
+	require.Equal(t, err, <-first, "the first call's result")
+}
