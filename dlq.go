@@ -27,6 +27,7 @@ type DeadLetter struct {
 	FirstFailure, LastFailure time.Time
 
 	redrive func(ctx context.Context, env *Envelope) error
+	seq     uint64 // names it in its queue: the count of dead letters added
 }
 
 // DeadLetterSink receives every new dead letter, for alerting or to keep
@@ -75,10 +76,11 @@ type DeadLetterFilter struct {
 	Err error
 }
 
-func (f DeadLetterFilter) match(dl *DeadLetter) bool {
+// names reports whether dl matches f's names. It runs no user code, unlike
+// matching Err, so callers may hold a lock.
+func (f DeadLetterFilter) names(dl *DeadLetter) bool {
 	return (f.Topic == "" || f.Topic == dl.Topic) &&
-		(f.Subscription == "" || f.Subscription == dl.Subscription) &&
-		(f.Err == nil || errors.Is(dl.Err, f.Err))
+		(f.Subscription == "" || f.Subscription == dl.Subscription)
 }
 
 // DeadLetterQueue holds a bus's dead letters in memory, oldest first. It is
@@ -93,6 +95,7 @@ type DeadLetterQueue struct {
 	sink     DeadLetterSink
 	sinkErrs uint64
 	logger   *slog.Logger
+	added    uint64 // dead letters ever added, which numbers them (seq)
 }
 
 func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) *DeadLetterQueue {
@@ -124,6 +127,8 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.evict(1)
+	q.added++
+	dl.seq = q.added
 	q.entries = append(q.entries, dl)
 	return sinkErr
 }
@@ -184,14 +189,7 @@ func (q *DeadLetterQueue) Evicted() (evicted, sinkErrors uint64) {
 
 // All returns the dead letters that match f, oldest first, as of the call.
 func (q *DeadLetterQueue) All(f DeadLetterFilter) iter.Seq[DeadLetter] {
-	q.mu.Lock()
-	var out []DeadLetter
-	for i := range q.entries {
-		if f.match(&q.entries[i]) {
-			out = append(out, q.entries[i])
-		}
-	}
-	q.mu.Unlock()
+	out := q.matching(f)
 	return func(yield func(DeadLetter) bool) {
 		for _, dl := range out {
 			if !yield(dl) {
@@ -213,14 +211,41 @@ func (q *DeadLetterQueue) Get(subscription string, id ID) (DeadLetter, bool) {
 	return DeadLetter{}, false
 }
 
-// take removes and returns the entries matching f.
+// matching returns the entries that match f, oldest first, as of the
+// call. It matches f.Err with the lock released: errors.Is runs the methods
+// of the handlers' errors.
+func (q *DeadLetterQueue) matching(f DeadLetterFilter) []DeadLetter {
+	q.mu.Lock()
+	var out []DeadLetter
+	for i := range q.entries {
+		if f.names(&q.entries[i]) {
+			out = append(out, q.entries[i])
+		}
+	}
+	q.mu.Unlock()
+	if f.Err != nil {
+		out = slices.DeleteFunc(out, func(dl DeadLetter) bool { return !errors.Is(dl.Err, f.Err) })
+	}
+	return out
+}
+
+// take removes and returns the entries matching f, those of them that are
+// still there once matched: another take, or an eviction, may have removed
+// some meanwhile.
 func (q *DeadLetterQueue) take(f DeadLetterFilter) []DeadLetter {
+	chosen := make(map[uint64]bool)
+	for _, dl := range q.matching(f) {
+		chosen[dl.seq] = true
+	}
+	if len(chosen) == 0 {
+		return nil
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var taken []DeadLetter
 	kept := q.entries[:0]
 	for _, dl := range q.entries {
-		if f.match(&dl) {
+		if chosen[dl.seq] {
 			taken = append(taken, dl)
 		} else {
 			kept = append(kept, dl)

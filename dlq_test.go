@@ -725,3 +725,56 @@ func TestDeadLetterSinkPanics(t *testing.T) {
 		})
 	}
 }
+
+// queueError is a handler's error whose Is method calls back into the
+// dead-letter queue, as an Is method that logs through a handler of the
+// bus might; a nil one panics there instead.
+type queueError struct{ q *eventbus.DeadLetterQueue }
+
+func (e *queueError) Error() string { return "queue error" }
+
+func (e *queueError) Is(error) bool { return e.q.Len() < 0 }
+
+// TestDeadLetterFilterCallsNoUserCodeLocked checks that All, Discard and
+// Redrive match DeadLetterFilter.Err without the queue's lock held, as the
+// queue's doc comment promises: errors.Is runs the methods of the handlers'
+// errors, here one that reads the queue, which waited for its own lock, and
+// one that panics, which left the lock held, so that the next dead letter
+// stopped its worker for good.
+func TestDeadLetterFilterCallsNoUserCodeLocked(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Workers: 1})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 0 {
+			return (*queueError)(nil)
+		}
+		return &queueError{q: b.DeadLetters()}
+	}, nil)
+	ctx := context.Background()
+	require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+	require.NoError(t, b.Flush(ctx))
+	only := eventbus.DeadLetterFilter{Err: errFlaky}
+	for name, call := range map[string]func(){
+		"All":     func() { collect(b.DeadLetters(), only) },
+		"Discard": func() { b.DeadLetters().Discard(only) },
+		"Redrive": func() { _, _ = b.DeadLetters().Redrive(ctx, only) },
+	} {
+		done := make(chan struct{})
+		go func() { defer close(done); call() }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s waits for the queue's lock, which it holds", name)
+		}
+	}
+	require.Equal(t, 1, b.DeadLetters().Len(), "matched by none")
+
+	require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+	require.NoError(t, b.Flush(ctx))
+	require.Panics(t, func() { collect(b.DeadLetters(), only) }, "the nil error's Is method")
+	require.NoError(t, topic.Publish(ctx, Order{N: 2}))
+	flushed, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	require.NoError(t, b.Flush(flushed), "the worker waits for the queue's lock")
+	require.Equal(t, 3, b.DeadLetters().Len())
+}
