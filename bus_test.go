@@ -1296,3 +1296,35 @@ func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled, "Shutdown() = %v", err)
 	require.Equal(t, err, <-first, "the first call's result")
 }
+
+// TestSyncHandlerGoexitEndsThePublisher checks what the Handler doc comment
+// says of runtime.Goexit in Sync mode: it ends the publishing goroutine,
+// which the handler runs in, so Publish does not return, the event is not
+// dead-lettered and later subscriptions do not see it; the bus carries on.
+func TestSyncHandlerGoexitEndsThePublisher(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	var later []int
+	subscribe(t, topic, "a", func(_ context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 1 {
+			runtime.Goexit()
+		}
+		return nil
+	}, nil)
+	subscribe(t, topic, "b", func(_ context.Context, e eventbus.Event[Order]) error {
+		later = append(later, e.Payload.N)
+		return nil
+	}, nil)
+	returned := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = topic.Publish(context.Background(), Order{N: 1})
+		returned = true
+	}()
+	<-done
+	require.False(t, returned, "Publish returned")
+	require.Zero(t, b.DeadLetters().Len())
+	require.NoError(t, topic.Publish(context.Background(), Order{N: 2}))
+	require.Equal(t, []int{2}, later)
+}
