@@ -67,10 +67,12 @@ var (
 // which would otherwise panic deep inside the call.
 func checkContext(ctx context.Context, call string) error {
 	if ctx == nil {
-		return fmt.Errorf("%w: %s: nil context", ErrInvalid, call)
+		return nilContext(call) // out of line, so that checkContext is inlined
 	}
 	return nil
 }
+
+func nilContext(call string) error { return fmt.Errorf("%w: %s: nil context", ErrInvalid, call) }
 
 // liveContext is checkContext for a store's calls, which also return at
 // once with the error of a context that is done.

@@ -257,8 +257,10 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	if err := checkContext(ctx, "Publish"); err != nil {
 		return false, err
 	}
-	if err := checkPublish(t.name, payload, opts, t.nilKey); err != nil {
-		return false, err
+	if len(opts) > 0 || t.nilKey { // spares the common case a call
+		if err := checkPublish(t.name, payload, opts, t.nilKey); err != nil {
+			return false, err
+		}
 	}
 	if t.bus.closed.Load() {
 		return false, ErrClosed

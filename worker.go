@@ -25,6 +25,9 @@ type subscription[T any] struct {
 	sync    syncCounters // Sync mode's counters
 	envs    sync.Pool    // of *envelope[T], for Sync mode's middleware
 	finish  func(position uint64, held bool)
+	// plain is set when an attempt that succeeds needs only counting: no
+	// middleware (which may mark a duplicate), no timing, no finish.
+	plain bool
 }
 
 // newSubscription returns the subscription name of t, not started. It
@@ -55,6 +58,7 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		}
 		s.chain = chain
 	}
+	s.plain = s.chain == nil && !b.opts.Metrics && s.finish == nil
 	if t.mode == Sync {
 		close(s.exited)
 		return s, nil
@@ -138,16 +142,9 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 // and counts it in c. env is scratch space for the middleware chain. When
 // start is not zero the attempt is timed from start, a reading of
 // clock.elapsed, and call returns when it ended; otherwise it returns 0.
-func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Duration) (end time.Duration, err error) {
-	err = s.attempt(ctx, e, env, attempt)
-	if start != 0 {
-		end = s.bus.clock.elapsed()
-	}
-	c.attempt(attempt, env != nil && env.typed.duplicate, err, &e.Header, start, end)
-	if err == nil && s.finish != nil {
-		s.finish(e.Position, false)
-	}
-	return end, err
+func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Duration) (time.Duration, error) {
+	err := s.attempt(ctx, e, env, attempt)
+	return s.account(e, env, attempt, c, start, err), err
 }
 
 // attempt runs the chain or the handler once, turning a panic into a
@@ -158,6 +155,12 @@ func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *envelop
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
+	return s.invoke(ctx, e, env, attempt)
+}
+
+// invoke runs the chain or the handler once. Its caller recovers panics,
+// which probe may raise too: a handler's error is walked where they are.
+func (s *subscription[T]) invoke(ctx context.Context, e *Event[T], env *envelope[T], attempt int) (err error) {
 	if s.chain == nil {
 		err = s.handler(ctx, *e)
 	} else {
@@ -167,6 +170,19 @@ func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *envelop
 		probe(err)
 	}
 	return err
+}
+
+// account counts in c an attempt at e that began at start (see call) and
+// ended with err, and returns when it ended.
+func (s *subscription[T]) account(e *Event[T], env *envelope[T], attempt int, c *counters, start time.Duration, err error) (end time.Duration) {
+	if start != 0 {
+		end = s.bus.clock.elapsed()
+	}
+	c.attempt(attempt, env != nil && env.typed.duplicate, err, &e.Header, start, end)
+	if err == nil && s.finish != nil {
+		s.finish(e.Position, false)
+	}
+	return end
 }
 
 // clock returns the time to start timing an attempt from (see
@@ -455,30 +471,56 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 		w.handleBatches(batch, base, done)
 		return
 	}
-	start := w.sub.clock() // each attempt's end is the next one's start
-	for i := range batch {
-		select {
-		case <-done:
-			w.abandon(batch[i:])
+	for i := 0; i < len(batch); i++ {
+		var ctx context.Context
+		var err error
+		if i, ctx, err = w.handleFrom(batch, base, i); err == nil {
 			return
-		default:
 		}
-		e := &batch[i]
+		w.failed(ctx, &batch[i], base+uint64(i), err)
+	}
+}
+
+// handleFrom handles batch[from:], the events of the queue from sequence
+// number base+from, until one fails: it returns that event's index, handler
+// context and error, or a nil error once every event is handled, or
+// abandoned after a kill. It counts every attempt, as call does. One
+// deferred recover serves the whole run, which costs less than one per
+// event.
+func (w *worker[T]) handleFrom(batch []Event[T], base uint64, from int) (at int, ctx context.Context, err error) {
+	start := w.sub.clock() // each attempt's end is the next one's start
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+		if err != nil {
+			w.sub.account(&batch[at], &w.env, 1, &w.stats, start, err)
+		}
+	}()
+	for at = from; at < len(batch); at++ {
+		if w.sub.ctx.Err() != nil { // killed: an atomic load, where a receive from done costs a call
+			w.abandon(batch[at:])
+			return at, nil, nil
+		}
+		e := &batch[at]
 		if len(w.lanes) != 0 && e.Key != "" {
 			if l := w.lanes[laneKey{key: e.Key}]; l != nil {
-				l.items = append(l.items, pending[T]{e: *e, seq: base + uint64(i)})
+				l.items = append(l.items, pending[T]{e: *e, seq: base + uint64(at)})
 				continue
 			}
 		}
-		ctx := w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header)
-		w.next = i + 1
-		end, err := w.sub.call(ctx, e, &w.env, 1, &w.stats, start)
-		if err != nil {
-			w.failed(ctx, e, base+uint64(i), err)
-			end = w.sub.clock()
+		ctx = w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header)
+		w.next = at + 1
+		if err = w.sub.invoke(ctx, e, &w.env, 1); err != nil {
+			return at, ctx, err
 		}
-		start = end
+		if w.sub.plain {
+			w.stats.handled++ // all that account would do
+		} else {
+			start = w.sub.account(e, &w.env, 1, &w.stats, start, nil)
+		}
 	}
+	return at, nil, nil
 }
 
 // failed deals with the first failed attempt at e: a new lane waiting for
