@@ -190,6 +190,7 @@ func (t *Topic[T]) subscribe(name string, h Handler[T], batch BatchHandler[T], o
 		return nil, err
 	}
 	if err := b.register(s.Subscription); err != nil {
+		s.kill(err)
 		return nil, err
 	}
 	s.start()

@@ -2,6 +2,8 @@ package eventbus
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
@@ -36,4 +38,75 @@ func TestNumberingSkipsStoppedQueue(t *testing.T) {
 		require.NotEqual(t, ids[0], ids[1])
 		require.NotEqual(t, ids[1], ids[2])
 	})
+}
+
+// TestRefusedSubscriptionReleasesContext subscribes while a Shutdown waits
+// for a handler: on a closed bus, with a taken name, and with a middleware
+// that returns nil. Each Subscribe fails, and must cancel the context it
+// made for the subscription's handlers, which the bus's context would
+// otherwise keep until the Shutdown ends, if ever.
+func TestRefusedSubscriptionReleasesContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := New(&Options{Workers: 1})
+		require.NoError(t, err)
+		ctx := &countedContext{Context: b.ctx}
+		b.ctx = ctx
+		topic, err := NewTopic[int](b, "numbers", nil)
+		require.NoError(t, err)
+		release := make(chan struct{})
+		_, err = topic.Subscribe("stuck", func(context.Context, Event[int]) error { <-release; return nil }, nil)
+		require.NoError(t, err)
+		require.NoError(t, topic.Publish(context.Background(), 1))
+		shut := make(chan error)
+		go func() { shut <- b.Shutdown(context.Background()) }()
+		synctest.Wait() // Shutdown waits for the handler
+		require.EqualValues(t, 1, ctx.live.Load(), "live contexts of the subscription that runs")
+
+		noop := func(context.Context, Event[int]) error { return nil }
+		none := func(EnvelopeHandler) EnvelopeHandler { return nil }
+		for _, c := range []struct {
+			name, sub string
+			opts      *SubscriptionOptions
+			want      error
+		}{
+			{"on a closed bus", "late", nil, ErrClosed},
+			{"with a taken name", "stuck", nil, ErrDuplicate},
+			{"with a middleware returning nil", "late", &SubscriptionOptions{Middleware: []Middleware{none}}, ErrInvalid},
+		} {
+			_, err := topic.Subscribe(c.sub, noop, c.opts)
+			if !errors.Is(err, c.want) {
+				t.Errorf("Subscribe %s = %v, want %v", c.name, err, c.want)
+			}
+			if n := ctx.live.Load(); n != 1 {
+				t.Errorf("live contexts after Subscribe %s = %d, want 1", c.name, n)
+			}
+		}
+		close(release)
+		require.NoError(t, <-shut)
+	})
+}
+
+// countedContext is a bus's context that counts the contexts linked to it
+// that are not cancelled: context links a child to a parent with an
+// AfterFunc method through that method, and stops the link when the child
+// is cancelled.
+type countedContext struct {
+	context.Context
+	live atomic.Int64
+}
+
+// Value hides the wrapped context, which context would otherwise link
+// children to directly.
+func (c *countedContext) Value(any) any { return nil }
+
+func (c *countedContext) AfterFunc(f func()) (stop func() bool) {
+	c.live.Add(1)
+	stopLink := context.AfterFunc(c.Context, f)
+	return func() bool {
+		stopped := stopLink()
+		if stopped {
+			c.live.Add(-1)
+		}
+		return stopped
+	}
 }
