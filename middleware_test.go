@@ -77,6 +77,74 @@ func TestMiddlewareReturningNil(t *testing.T) {
 	}
 }
 
+// TestMiddlewareConstructorRunsUnlocked subscribes with middleware whose
+// constructor subscribes too: to the same topic, and, from two topics at
+// once, each to the other. Subscribe builds the chain before it takes the
+// topic's lock, so neither waits for itself or for the other.
+func TestMiddlewareConstructorRunsUnlocked(t *testing.T) {
+	noop := func(context.Context, eventbus.Event[Order]) error { return nil }
+	// subscribing returns a middleware whose constructor runs f first.
+	subscribing := func(f func()) []eventbus.Middleware {
+		return []eventbus.Middleware{func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			f()
+			return next
+		}}
+	}
+	// within runs f in a goroutine and fails the test if it does not
+	// return within a minute: a deadlock would never return.
+	within := func(t *testing.T, f func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f()
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("Subscribe deadlocked: a middleware constructor ran under the topic's lock")
+		}
+	}
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		t.Run("same topic", func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode})
+			orders := newTopic[Order](t, b, "orders", nil)
+			var innerErr, err error
+			within(t, func() {
+				_, err = orders.Subscribe("outer", noop, &eventbus.SubscriptionOptions{Middleware: subscribing(func() {
+					_, innerErr = orders.Subscribe("inner", noop, nil)
+				})})
+			})
+			require.NoError(t, innerErr, "Subscribe in a middleware constructor")
+			require.NoError(t, err, "Subscribe with that middleware")
+			require.Len(t, b.Metrics().Subscriptions, 2)
+		})
+		t.Run("crossed topics", func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode})
+			topics := []*eventbus.Topic[Order]{newTopic[Order](t, b, "a", nil), newTopic[Order](t, b, "b", nil)}
+			// Each constructor waits for the other one to run before it
+			// subscribes to the other topic.
+			arrived := []chan struct{}{make(chan struct{}), make(chan struct{})}
+			var wg sync.WaitGroup
+			errs := make([]error, 4)
+			for i, topic := range topics {
+				wg.Go(func() {
+					_, errs[i] = topic.Subscribe("outer", noop, &eventbus.SubscriptionOptions{Middleware: subscribing(func() {
+						close(arrived[i])
+						<-arrived[1-i]
+						_, errs[2+i] = topics[1-i].Subscribe("inner", noop, nil)
+					})})
+				})
+			}
+			within(t, wg.Wait)
+			for i, err := range errs {
+				require.NoError(t, err, "Subscribe %d", i)
+			}
+			require.Len(t, b.Metrics().Subscriptions, 4)
+		})
+	})
+}
+
 func TestMiddlewareSeesEnvelope(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		type sight struct {

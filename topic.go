@@ -172,31 +172,41 @@ func (t *Topic[T]) subscribe(name string, h Handler[T], batch BatchHandler[T], o
 	if err := checkName("subscription", name); err != nil {
 		return nil, fmt.Errorf("topic %q: %w", t.name, err)
 	}
-	b := t.bus
-	o, retry, err := b.resolveSubscription(t.name, name, opts)
+	o, retry, err := t.bus.resolveSubscription(t.name, name, opts)
 	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	subs := *t.subs.Load()
-	for _, s := range subs {
-		if s.name == name {
-			return nil, fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, name)
-		}
-	}
+	// Made before t.mu is taken: the middleware's constructors are user
+	// code, which may subscribe too.
 	s, err := newSubscription(t, name, h, batch, o, retry)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.register(s.Subscription); err != nil {
+	if err := t.add(s); err != nil {
 		s.kill(err)
 		return nil, err
+	}
+	return s.Subscription, nil
+}
+
+// add registers s with the bus, starts it and lists it, unless its name is
+// taken or the bus is closed.
+func (t *Topic[T]) add(s *subscription[T]) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	subs := *t.subs.Load()
+	for _, x := range subs {
+		if x.name == s.name {
+			return fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, s.name)
+		}
+	}
+	if err := t.bus.register(s.Subscription); err != nil {
+		return err
 	}
 	s.start()
 	next := append(slices.Clip(subs), s)
 	t.subs.Store(&next)
-	return s.Subscription, nil
+	return nil
 }
 
 // remove takes s out of the topic's subscriptions.

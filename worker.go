@@ -31,7 +31,9 @@ type subscription[T any] struct {
 }
 
 // newSubscription returns the subscription name of t, not started. It
-// returns an error wrapping ErrInvalid if a middleware returns a nil handler.
+// builds the middleware chain, running the middleware's constructors, which
+// are user code: callers hold no lock. It returns an error wrapping
+// ErrInvalid if a middleware returns a nil handler.
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) (*subscription[T], error) {
 	b := t.bus
 	ctx, kill := context.WithCancelCause(b.ctx)
