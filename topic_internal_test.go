@@ -41,10 +41,11 @@ func TestNumberingSkipsStoppedQueue(t *testing.T) {
 }
 
 // TestRefusedSubscriptionReleasesContext subscribes while a Shutdown waits
-// for a handler: on a closed bus, with a taken name, and with a middleware
-// that returns nil. Each Subscribe fails, and must cancel the context it
-// made for the subscription's handlers, which the bus's context would
-// otherwise keep until the Shutdown ends, if ever.
+// for a handler: on a closed bus, with a taken name, with a middleware
+// that returns nil, and with one whose constructor panics. Each Subscribe
+// fails, and must cancel the context it made for the subscription's
+// handlers, if any, which the bus's context would otherwise keep until the
+// Shutdown ends, if ever.
 func TestRefusedSubscriptionReleasesContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b, err := New(&Options{Workers: 1})
@@ -80,6 +81,14 @@ func TestRefusedSubscriptionReleasesContext(t *testing.T) {
 			if n := ctx.live.Load(); n != 1 {
 				t.Errorf("live contexts after Subscribe %s = %d, want 1", c.name, n)
 			}
+		}
+		func() {
+			defer func() { _ = recover() }() // the constructor's panic goes on to the caller
+			panicking := func(EnvelopeHandler) EnvelopeHandler { panic("constructor") }
+			_, _ = topic.Subscribe("late", noop, &SubscriptionOptions{Middleware: []Middleware{panicking}})
+		}()
+		if n := ctx.live.Load(); n != 1 {
+			t.Errorf("live contexts after Subscribe with a panicking middleware constructor = %d, want 1", n)
 		}
 		close(release)
 		require.NoError(t, <-shut)

@@ -36,29 +36,30 @@ type subscription[T any] struct {
 // ErrInvalid if a middleware returns a nil handler.
 func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) (*subscription[T], error) {
 	b := t.bus
-	ctx, kill := context.WithCancelCause(b.ctx)
 	s := &subscription[T]{
-		Subscription: &Subscription{bus: b, topic: t.name, name: name, ctx: ctx, kill: kill, exited: make(chan struct{})},
+		Subscription: &Subscription{bus: b, topic: t.name, name: name, exited: make(chan struct{})},
 		topic:        t,
 		handler:      h,
 		retry:        retry,
 		finish:       o.finished,
 	}
 	s.impl = s
-	if batch != nil {
-		s.batch = newBatching(s, batch, o)
-		s.handler = s.batch.single
-	}
 	if len(b.opts.Middleware)+len(o.Middleware) > 0 && batch == nil {
 		chain, err := wrap(s.inner, o.Middleware, "SubscriptionOptions")
 		if err == nil {
 			chain, err = wrap(chain, b.opts.Middleware, "Options")
 		}
 		if err != nil {
-			kill(err)
 			return nil, fmt.Errorf("topic %q: subscription %q: %w", t.name, name, err)
 		}
 		s.chain = chain
+	}
+	// Made once the constructors have run, so that one that fails or
+	// panics leaves no context linked to the bus's.
+	s.ctx, s.kill = context.WithCancelCause(b.ctx)
+	if batch != nil {
+		s.batch = newBatching(s, batch, o)
+		s.handler = s.batch.single
 	}
 	s.plain = s.chain == nil && !b.opts.Metrics && s.finish == nil
 	if t.mode == Sync {
