@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -646,6 +647,60 @@ func TestTraceparentPropagates(t *testing.T) {
 			require.ErrorIs(t, err, eventbus.ErrInvalid, bad)
 		}
 	})
+}
+
+// TestTraceparentMalformedInMetadata publishes events whose metadata holds
+// a traceparent that is not one, as WithMetadata or a Kafka record may
+// give: the handler's context carries no trace context (Traceparent is ""),
+// so that the trace restarts, as W3C Trace Context asks, and the events the
+// handler publishes, on a Topic or a StoreTopic, do not inherit it. The
+// event's own metadata keeps what was published.
+func TestTraceparentMalformedInMetadata(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	s := openMemoryStore(t)
+	reg, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[Order](reg, nil))
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	stored := newStoreTopic[Order](t, b, s, reg, "stored")
+	var got []string
+	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		got = append(got, eventbus.Traceparent(ctx)+"|"+e.Metadata[eventbus.TraceparentKey])
+		if e.Payload.N == 1 {
+			if _, err := stored.Publish(ctx, Order{N: 2}); err != nil {
+				return err
+			}
+			return topic.Publish(ctx, Order{N: 2})
+		}
+		return nil
+	}, nil)
+	for _, bad := range []string{
+		"garbage",
+		"00-xyz",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace-id
+		tp + "-extra",            // version 00 is 55 characters
+		tp[:54],                  // cut short
+		tp[:20] + "\n" + tp[21:], // not hex
+	} {
+		got = nil
+		require.NoError(t, topic.Publish(context.Background(), Order{N: 1}, eventbus.WithMetadata(eventbus.Metadata{eventbus.TraceparentKey: bad})))
+		if want := []string{"|" + bad, "|"}; !slices.Equal(got, want) {
+			t.Errorf("Traceparent(ctx)|metadata of an event published with traceparent %q, then of its child = %q, want %q", bad, got, want)
+		}
+	}
+	for e, err := range s.ReadAll(context.Background(), nil) {
+		require.NoError(t, err)
+		if v, ok := e.Metadata[eventbus.TraceparentKey]; ok {
+			t.Errorf("StoreTopic event published by the handler has traceparent %q, want none", v)
+		}
+	}
+
+	got = nil
+	require.NoError(t, topic.Publish(context.Background(), Order{N: 1}, eventbus.WithMetadata(eventbus.Metadata{eventbus.TraceparentKey: tp})))
+	require.Equal(t, []string{tp + "|" + tp, tp + "|" + tp}, got, "a well-formed one is carried on")
 }
 
 // TestIdempotencyInFlightAcrossTurnover checks that a key stays in flight,

@@ -7,6 +7,11 @@ import (
 )
 
 // TraceparentKey is the metadata key of an event's W3C trace context.
+// Publish does not check a value set with [WithMetadata], or one that came
+// from outside (a Kafka record); a malformed one stays in the event's
+// metadata, but the handler's context carries no trace context from it:
+// [Traceparent] returns "" and the events the handler publishes do not
+// inherit it, so that the trace restarts, as W3C Trace Context asks.
 const TraceparentKey = "traceparent"
 
 // WithTraceparent returns a context that carries traceparent, a W3C trace
@@ -32,21 +37,32 @@ func WithTraceparent(ctx context.Context, traceparent string) (context.Context, 
 
 // Traceparent returns the W3C trace context carried by ctx: in a handler,
 // the one of the event being handled; elsewhere, the one set with
-// WithTraceparent. It returns "" if there is none, or ctx is nil.
+// WithTraceparent. It returns "" if there is none, if the event's is
+// malformed (see [TraceparentKey]), or if ctx is nil.
 func Traceparent(ctx context.Context) string {
 	if ctx == nil {
 		return ""
 	}
 	if p, ok := parent(ctx); ok {
-		return p.Metadata[TraceparentKey]
+		return p.traceparent()
 	}
 	return ""
+}
+
+// traceparent returns the trace context of the lineage's event, or "" if
+// it has none or a malformed one.
+func (l *lineage) traceparent() string {
+	tp := l.Metadata[TraceparentKey]
+	if tp == "" || checkTraceparent(tp) != nil {
+		return ""
+	}
+	return tp
 }
 
 // inherit gives metadata md the trace context of the parent lineage p, unless
 // it has its own; it copies md rather than changing the caller's map.
 func inherit(md Metadata, p *lineage) Metadata {
-	tp := p.Metadata[TraceparentKey]
+	tp := p.traceparent()
 	if tp == "" || md[TraceparentKey] != "" {
 		return md
 	}
