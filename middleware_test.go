@@ -703,6 +703,54 @@ func TestTraceparentMalformedInMetadata(t *testing.T) {
 	require.Equal(t, []string{tp + "|" + tp, tp + "|" + tp}, got, "a well-formed one is carried on")
 }
 
+// TestTraceparentLaterVersion gives WithTraceparent and an event's metadata
+// traceparents of versions after 00, which W3C Trace Context asks parsers
+// to accept: version 00's fields, then the end or a '-' and fields of the
+// later version, longer than 55 characters. They are carried on as they
+// are; version 00 with more, or more without the '-', is refused.
+func TestTraceparentLaterVersion(t *testing.T) {
+	const fields = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	var got []string
+	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		got = append(got, eventbus.Traceparent(ctx))
+		if e.Payload.N == 1 {
+			return topic.Publish(ctx, Order{N: 2})
+		}
+		return nil
+	}, nil)
+	for _, tp := range []string{
+		"01-" + fields,
+		"01-" + fields + "-",
+		"01-" + fields + "-0123456789abcdef",
+		"cc-" + fields + "-what-comes-next_v2",
+	} {
+		ctx, err := eventbus.WithTraceparent(context.Background(), tp)
+		if err != nil {
+			t.Errorf("WithTraceparent(%q) = %v, want no error", tp, err)
+			continue
+		}
+		got = nil
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.NoError(t, topic.Publish(context.Background(), Order{N: 1}, eventbus.WithMetadata(eventbus.Metadata{eventbus.TraceparentKey: tp})))
+		if want := []string{tp, tp, tp, tp}; !slices.Equal(got, want) {
+			t.Errorf("Traceparent in the handlers of events published with %q = %q, want %q", tp, got, want)
+		}
+	}
+	for _, bad := range []string{
+		"00-" + fields + "-0123",   // version 00 has 55 characters
+		"01-" + fields + "0123",    // no '-' after the flags
+		"01-" + fields + "-01\n23", // a control character
+		"ff-" + fields + "-0123",   // version ff is invalid
+		"01-" + fields[:31] + "-" + fields[32:] + "-0123",
+	} {
+		if _, err := eventbus.WithTraceparent(context.Background(), bad); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("WithTraceparent(%q) = %v, want %v", bad, err, eventbus.ErrInvalid)
+		}
+	}
+}
+
 // TestIdempotencyInFlightAcrossTurnover checks that a key stays in flight,
 // and only while it is, however often the record turns over meanwhile: a
 // duplicate waits for a slow first delivery, and a key done after a

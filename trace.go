@@ -16,7 +16,9 @@ const TraceparentKey = "traceparent"
 
 // WithTraceparent returns a context that carries traceparent, a W3C trace
 // context header ("00-<trace-id>-<parent-id>-<flags>"), such as the one of
-// an incoming HTTP request. Publish copies it into the event's metadata under
+// an incoming HTTP request. A later version's, which W3C Trace Context asks
+// parsers to accept, has the same fields and may go on after a '-' with
+// fields of its own (printable ASCII); it is carried on as it is. Publish copies it into the event's metadata under
 // [TraceparentKey]; the handler's context carries it on, so events the
 // handler publishes carry it too, and [Traceparent] reads it back. It
 // returns an error wrapping [ErrInvalid] for a malformed value or a nil
@@ -72,16 +74,32 @@ func inherit(md Metadata, p *lineage) Metadata {
 	return out
 }
 
-// checkTraceparent validates the version-00 form of a W3C traceparent.
+// checkTraceparent validates a W3C traceparent: the version-00 form, of 55
+// characters, or that of a later version, which the specification asks
+// parsers to accept: version 00's fields, then the end or a '-' and the
+// later version's own fields, whose form is not known yet.
 func checkTraceparent(s string) error {
 	bad := func(why string) error {
 		return fmt.Errorf("%w: traceparent %q: %s", ErrInvalid, s, why)
 	}
-	if len(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
 		return bad(`want "00-<32 hex>-<16 hex>-<2 hex>"`)
 	}
 	if s[:2] == "ff" {
 		return bad("version ff is invalid")
+	}
+	if len(s) > 55 {
+		if s[:2] == "00" {
+			return bad("version 00 has 55 characters")
+		}
+		if s[55] != '-' {
+			return bad("a later version's fields must follow the flags after a '-'")
+		}
+		for i := 56; i < len(s); i++ {
+			if c := s[i]; c < '!' || c > '~' {
+				return bad(fmt.Sprintf("%q at %d is not printable ASCII", c, i))
+			}
+		}
 	}
 	allZero := func(h string) bool {
 		for i := range len(h) {
@@ -91,7 +109,7 @@ func checkTraceparent(s string) error {
 		}
 		return true
 	}
-	for i := range len(s) {
+	for i := range 55 {
 		if i == 2 || i == 35 || i == 52 {
 			continue
 		}
