@@ -74,7 +74,9 @@ type tracker struct {
 	done     []bool    // whether each of inflight is finished
 	held     []uint64  // finished, but kept only in memory: the checkpoint stays before them; ascending
 	advanced int       // events finished since the last save began
-	changed  broadcast // when next moves
+	changed  broadcast // when next moves, or err is set
+	err      error     // why positions from read on will never finish, if they will not
+	ended    bool      // no position will finish any more: err holds for every one
 }
 
 func newTracker(from uint64) *tracker {
@@ -180,13 +182,19 @@ func (t *tracker) resume() uint64 {
 	return t.next
 }
 
-// waitFor waits until next is past pos, or ctx is done.
+// waitFor waits until next is past pos, or ctx is done. It returns err if
+// pos will never finish.
 func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
 	for {
 		t.mu.Lock()
 		if t.next > pos {
 			t.mu.Unlock()
 			return nil
+		}
+		if t.err != nil && (t.ended || pos >= t.read) {
+			err := t.err
+			t.mu.Unlock()
+			return err
 		}
 		ch := t.changed.wait()
 		t.mu.Unlock()
@@ -198,11 +206,26 @@ func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
 	}
 }
 
+// stop records that the subscription reads no more events, for reason
+// err: the positions from read on will never finish, and, if ended, no
+// other will either, the run being over. The first reason stays. It wakes
+// the waiters so that they look again.
+func (t *tracker) stop(err error, ended bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err == nil {
+		t.err = err
+	}
+	t.ended = t.ended || ended
+	t.changed.notify()
+}
+
 // reset starts the tracker again at from, for a rebuild, and wakes the
 // waiters so that they look again.
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next, t.read, t.inflight, t.done, t.held, t.advanced = from, from, nil, nil, nil, 0
+	t.err, t.ended = nil, false
 	t.changed.notify()
 }

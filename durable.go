@@ -315,14 +315,18 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	// under the subscription stopped it too, and Stop says so.
 	if err := d.pump(ctx, from); ctx.Err() == nil && !d.bus.closed.Load() {
 		r.err = err
-		if err != nil && d.bus.opts.Logger != nil {
-			d.bus.opts.Logger.Error("eventbus: durable subscription stopped: reading the store failed", "subscription", d.name, "error", err)
+		if err != nil {
+			d.track.stop(fmt.Errorf("durable subscription %q: stopped reading the store: %w", d.name, err), false)
+			if d.bus.opts.Logger != nil {
+				d.bus.opts.Logger.Error("eventbus: durable subscription stopped: reading the store failed", "subscription", d.name, "error", err)
+			}
 		}
 	}
 	select {
 	case <-r.stopping:
 	case <-r.sub.exited:
 		d.finish(r)
+		d.track.stop(ErrClosed, true) // the bus has stopped
 	}
 }
 
@@ -432,7 +436,11 @@ func (d *Durable) Checkpoint() uint64 { return d.track.position() }
 // it the Position of an [AppendResult] to read your own writes from a
 // projection. pos should be an event that the subscription selects: the
 // checkpoint moves over the events its filter skips when it reads a later
-// event that it selects, or first catches up with the store.
+// event that it selects, or first catches up with the store. If the event
+// will never finish, it returns at once: the error that stopped the
+// subscription reading the store, if pos was not read before, or
+// [ErrClosed] once the subscription has stopped (by Stop, a failed
+// Rebuild, or the bus's Shutdown or Close).
 func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 	if err := checkContext(ctx, "Durable.WaitFor"); err != nil {
 		return err
@@ -472,6 +480,7 @@ func (d *Durable) stopThen(ctx context.Context, then func() error) error {
 		err = then()
 	}
 	if d.run.Load() == nil { // stopped for good: the name is free again
+		d.track.stop(ErrClosed, true)
 		d.bus.releaseDurable(d.topic.name)
 	}
 	return err

@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -667,6 +668,77 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 				if diff := cmp.Diff(wantHandled, handled); diff != "" {
 					t.Errorf("positions handled by the second run (-want +got):\n%s", diff)
 				}
+			})
+		})
+	}
+}
+
+// brokenReadStore fails the reads of its subscriptions with errInjected
+// after the first `after` events.
+type brokenReadStore struct {
+	eventbus.Store
+	after int
+}
+
+func (s *brokenReadStore) Subscribe(ctx context.Context, o *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		n := 0
+		for e, err := range s.Store.Subscribe(ctx, o) {
+			if n++; n > s.after {
+				yield(eventbus.RecordedEvent{}, errInjected)
+				return
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestDurableWaitForNeverFinishes waits for events that a durable
+// subscription will never finish: WaitFor returns at once instead of
+// waiting for its context, with the store's error for an event after the
+// failed read, and ErrClosed once the subscription has stopped, by Stop or
+// by the bus's Close. An event read before the failure still finishes.
+func TestDurableWaitForNeverFinishes(t *testing.T) {
+	for _, how := range []string{"store fails", "Stop", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+				defer cancel()
+				last := appendDeposits(t, s, reg, "a", 5).Position // positions 0-4
+				store, want := s, eventbus.ErrClosed
+				if how == "store fails" {
+					store, want = &brokenReadStore{Store: s, after: 2}, errInjected
+				}
+				bus := newBus(t, nil)
+				d := subscribeDurable(t, bus, store, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, nil)
+				if how == "store fails" {
+					require.NoError(t, d.WaitFor(ctx, 1), "read before the failure")
+				} else {
+					require.NoError(t, d.WaitFor(ctx, last))
+				}
+				waited := make(chan error, 1)
+				go func() { waited <- d.WaitFor(ctx, last+10) }()
+				synctest.Wait()
+				switch how {
+				case "Stop":
+					require.NoError(t, d.Stop(context.Background()))
+				case "Close":
+					require.NoError(t, bus.Close())
+				}
+				if err := <-waited; !errors.Is(err, want) {
+					t.Errorf("WaitFor(%d) waiting as the subscription stopped = %v, want %v", last+10, err, want)
+				}
+				if err := d.WaitFor(ctx, last+10); !errors.Is(err, want) {
+					t.Errorf("WaitFor(%d) after the subscription stopped = %v, want %v", last+10, err, want)
+				}
+				if how == "store fails" {
+					if err := d.Stop(context.Background()); !errors.Is(err, errInjected) {
+						t.Errorf("Stop() = %v, want %v", err, errInjected)
+					}
+				}
+				require.NoError(t, d.WaitFor(ctx, 1), "finished before")
 			})
 		})
 	}
