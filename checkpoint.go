@@ -12,9 +12,12 @@ import (
 // subscriptions.
 const checkpointType = "eventbus.checkpoint"
 
+// checkpointPrefix is how the names of the checkpoint streams begin.
+const checkpointPrefix = "$checkpoint-"
+
 // checkpointStream returns the system stream that holds the checkpoints of
 // the durable subscription name.
-func checkpointStream(name string) string { return "$checkpoint-" + name }
+func checkpointStream(name string) string { return checkpointPrefix + name }
 
 // loadCheckpoint returns the position from which the durable subscription
 // name resumes: the last checkpoint saved, or 0.

@@ -13,12 +13,14 @@ import (
 // takes the defaults.
 type DurableOptions struct {
 	// Filter selects the events to handle; its zero value selects every
-	// event outside system streams. The system streams that the
-	// subscription itself makes are never handled, even by a filter that
-	// selects them (StreamPrefix "$", say): its checkpoints, and the records
-	// of [NewStoreProcessed] for its events, since handling each would make
-	// another, for ever. The checkpoint moves over them as over the events
-	// the filter skips.
+	// event outside system streams. The system streams that durable
+	// subscriptions make are never handled, even by a filter that selects
+	// them (StreamPrefix "$", say): the checkpoints (streams starting with
+	// "$checkpoint-") and the records of [NewStoreProcessed] (starting with
+	// "$processed-"), the subscription's own and every other's, since
+	// handling each would make another, for ever: two subscriptions that
+	// selected them would hand them back and forth. The checkpoint moves
+	// over them as over the events the filter skips.
 	Filter Filter
 	// CheckpointEvery is how many finished events pass between saves of the
 	// checkpoint; zero means 100. The checkpoint is also saved when the
@@ -79,8 +81,6 @@ type Durable struct {
 	store   Store
 	name    string
 	filter  Filter
-	ckpts   string // its checkpoint stream
-	records string // the prefix of the streams of its StoreProcessed records
 	every   int
 	topic   *Topic[RecordedEvent]
 	handler Handler[RecordedEvent]
@@ -169,8 +169,6 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		store:   s,
 		name:    name,
 		filter:  o.Filter,
-		ckpts:   checkpointStream(name),
-		records: processedPrefix(name),
 		every:   o.CheckpointEvery,
 		topic:   t,
 		handler: typed(handler),
@@ -337,7 +335,7 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 		if err != nil {
 			return err
 		}
-		if d.ownStream(e.Stream) {
+		if bookkeeping(e.Stream) {
 			d.track.caughtUp(e.Position + 1) // skipped, as by the filter
 			continue
 		}
@@ -358,14 +356,13 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 	return nil
 }
 
-// ownStream reports whether stream is one that the subscription makes
-// itself: its checkpoint stream, or a record of [StoreProcessed] for one of
-// its events. A filter that selects system streams selects these too, and
-// handling one would make another (a checkpoint moved, an event processed),
-// so the subscription would never settle. Durable names have no ':', so the
-// records of no other subscription start with the prefix of its own.
-func (d *Durable) ownStream(stream string) bool {
-	return stream == d.ckpts || strings.HasPrefix(stream, d.records)
+// bookkeeping reports whether stream is one that durable subscriptions
+// make: a checkpoint stream, or a record of [StoreProcessed]. A filter that
+// selects system streams selects these too, and handling one would make
+// another (a checkpoint moved, an event processed), of the subscription
+// itself or of another that handles it in turn, so they would never settle.
+func bookkeeping(stream string) bool {
+	return strings.HasPrefix(stream, checkpointPrefix) || strings.HasPrefix(stream, processedStreamPrefix)
 }
 
 // finished is called by a worker when the event at position is finished. A

@@ -743,3 +743,51 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 		})
 	}
 }
+
+// TestDurableSkipsOthersStreams runs two durable subscriptions that select
+// every system stream, saving their checkpoints after each event, with the
+// Idempotency middleware over the store: neither handles the other's
+// checkpoints and processed records, which they would hand back and forth
+// for ever, each record handled making another; each handles the audit
+// events alone.
+func TestDurableSkipsOthersStreams(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+		ctx := context.Background()
+		var want []string
+		var last uint64
+		for range 3 {
+			res, err := s.Append(ctx, "$audit", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "audited"})
+			require.NoError(t, err)
+			want = append(want, "$audit/"+strconv.FormatUint(res.Revision, 10))
+			last = res.Position
+		}
+		bus := newBus(t, nil)
+		var mu sync.Mutex
+		got := map[string][]string{}
+		var subs []*eventbus.Durable
+		for _, name := range []string{"auditor", "archiver"} {
+			h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[name] = append(got[name], e.Payload.Stream+"/"+strconv.FormatUint(e.Payload.Revision, 10))
+				return nil
+			}
+			opts := &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "$"}, CheckpointEvery: 1}
+			opts.Subscription.Middleware = []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(s)})}
+			subs = append(subs, subscribeDurable(t, bus, s, nil, name, h, opts))
+		}
+		for _, d := range subs {
+			require.NoError(t, d.WaitFor(ctx, last))
+		}
+		for _, d := range subs {
+			require.NoError(t, d.Stop(ctx))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, name := range []string{"auditor", "archiver"} {
+			if diff := cmp.Diff(want, got[name]); diff != "" {
+				t.Errorf("events handled by %s (-want +got):\n%s", name, diff)
+			}
+		}
+	})
+}

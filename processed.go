@@ -36,9 +36,13 @@ func processedStream(k IdempotencyKey) string {
 	return processedPrefix(k.Subscription) + k.ID.String()
 }
 
+// processedStreamPrefix is how the names of the streams of every record
+// begin.
+const processedStreamPrefix = "$processed-"
+
 // processedPrefix is how the streams of every record of subscription sub
 // begin, and those of no other subscription.
-func processedPrefix(sub string) string { return "$processed-" + sub + ":" }
+func processedPrefix(sub string) string { return processedStreamPrefix + sub + ":" }
 
 // Processed implements [ProcessedStore.Processed].
 func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool, error) {
