@@ -21,6 +21,12 @@ type DurableOptions struct {
 	// handling each would make another, for ever: two subscriptions that
 	// selected them would hand them back and forth. The checkpoint moves
 	// over them as over the events the filter skips.
+	//
+	// The checkpoint is a position in the store, whatever the filter: a run
+	// with another filter than the last one's resumes from it, so the new
+	// filter applies from there on, and the events before it that the new
+	// filter selects and the old one skipped are never handled.
+	// [Durable.Rebuild] handles them.
 	Filter Filter
 	// CheckpointEvery is how many finished events pass between saves of the
 	// checkpoint; zero means 100. The checkpoint is also saved when the

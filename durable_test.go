@@ -791,3 +791,50 @@ func TestDurableSkipsOthersStreams(t *testing.T) {
 		}
 	})
 }
+
+// TestDurableFilterChange resumes a durable subscription with a wider
+// filter than its last run's: the checkpoint is a position in the store,
+// so the new filter applies from there on, and the events before it that
+// only the new filter selects are not handled; Rebuild handles them.
+func TestDurableFilterChange(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 2) // positions 0-1
+		appendDeposits(t, s, reg, "b", 2) // positions 2-3
+		var mu sync.Mutex
+		var got []string
+		h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Payload.Stream+"/"+strconv.FormatUint(e.Payload.Revision, 10))
+			return nil
+		}
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, nil, "ledger", h, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "a"}})
+		require.NoError(t, d.WaitFor(ctx, 1))
+		last := appendDeposits(t, s, reg, "a", 1).Position // position 4: the checkpoint passes b's events
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx))
+
+		more := appendDeposits(t, s, reg, "b", 1).Position
+		d = subscribeDurable(t, bus, s, nil, "ledger", h, nil) // every stream
+		require.NoError(t, d.WaitFor(ctx, more))
+		check := func(when string, want []string) {
+			t.Helper()
+			mu.Lock()
+			defer mu.Unlock()
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("events handled %s (-want +got):\n%s", when, diff)
+			}
+			got = nil
+		}
+		check("before the rebuild", []string{"a/0", "a/1", "a/2", "b/2"})
+		require.NoError(t, d.Rebuild(ctx, nil))
+		require.NoError(t, d.WaitFor(ctx, more))
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		slices.Sort(got)
+		mu.Unlock()
+		check("by the rebuild", []string{"a/0", "a/1", "a/2", "b/0", "b/1", "b/2"})
+	})
+}
