@@ -1,10 +1,12 @@
 package eventbus
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"iter"
 	"os"
 	"path/filepath"
@@ -128,9 +130,13 @@ var _ Store = (*FileStore)(nil)
 // writer is the state of the committer: the log and streams including
 // what is written but not yet published.
 type writer struct {
-	log     fileLog
-	ids     map[idKey]uint64 // revision of each event ID of each stream
-	dropped []*segment       // by retention, their files not yet deleted
+	log fileLog
+	// ids and exact find the kept events by stream and ID, for idempotent
+	// appends: see addID.
+	ids     map[uint32]uint32
+	exact   map[idKey]uint64
+	seed    maphash.Seed
+	dropped []*segment // by retention, their files not yet deleted
 	// recorded is the segment that the start file names, or 0.
 	recorded uint64
 	active   *segment
@@ -140,29 +146,119 @@ type writer struct {
 	gen      uint64 // of the group being committed, to mark touched streams
 }
 
-// forgetIDs drops the IDs of the events that retention removed, those
-// below their stream's base, as reopening the store would, once they are
-// as many as the rest: a long-running store with retention keeps its
-// memory bounded, and the committer rebuilds the map (Go's maps never
-// shrink) only after as many events as it keeps, not at every segment.
-// Until then lookups skip the IDs below a stream's base.
-func (w *writer) forgetIDs(byID []*fileStream) {
-	kept := w.log.n - w.log.first
-	if uint64(len(w.ids)) < 2*kept {
-		return
-	}
-	ids := make(map[idKey]uint64, kept)
-	for k, rev := range w.ids {
-		if rev >= byID[k.stream].w.base {
-			ids[k] = rev
-		}
-	}
-	w.ids = ids
-}
-
+// idKey is an event ID in a stream.
 type idKey struct {
 	stream uint32
 	id     ID
+}
+
+// addID records that the event id of stream is at pos, the last one
+// logged. To take a quarter of the memory that the stream and ID as key
+// and the position as value would, w.ids maps 32 bits of a hash of the
+// stream and ID to the low 32 bits of the position: lookupID tells the
+// position from them (see posOf) and checks the event's entry, which
+// holds its ID and revision. An event whose hash a kept event holds
+// already (the odds are one in 4 billion for each event kept) goes to
+// w.exact instead, by stream and ID, as does one that the low bits of its
+// position cannot tell, 4 billion positions past the first one kept.
+func (w *writer) addID(stream uint32, id ID, pos uint64) {
+	k := idKey{stream, id}
+	h := uint32(maphash.Comparable(w.seed, k))
+	if p, ok := w.ids[h]; ok && w.posOf(p) < w.log.n || pos-w.log.first >= 1<<32 {
+		if w.exact == nil {
+			w.exact = make(map[idKey]uint64)
+		}
+		w.exact[k] = pos
+		return
+	}
+	w.ids[h] = uint32(pos)
+}
+
+// posOf returns the position whose low 32 bits are p in the 4 billion
+// from the first one kept, where every kept event of w.ids is. For an ID
+// whose event retention removed, it returns a later position, at or past
+// w.log.n unless 4 billion events were appended since; lookupID's check
+// of the entry catches that case.
+func (w *writer) posOf(p uint32) uint64 {
+	return w.log.first + uint64(p-uint32(w.log.first))
+}
+
+// forgetIDs drops the IDs of the events that retention removed, those
+// below the log's first position, as reopening the store would, once they
+// are as many as the rest: a long-running store with retention keeps its
+// memory bounded, and the committer rebuilds the map (Go's maps never
+// shrink) only after as many events as it keeps, not at every segment.
+// Until then lookups skip the IDs below the first position.
+func (w *writer) forgetIDs() {
+	kept := w.log.n - w.log.first
+	if uint64(len(w.ids)+len(w.exact)) < 2*kept {
+		return
+	}
+	ids := make(map[uint32]uint32, kept)
+	for h, p := range w.ids {
+		if w.posOf(p) < w.log.n {
+			ids[h] = p
+		}
+	}
+	w.ids = ids
+	for k, pos := range w.exact {
+		if pos < w.log.first {
+			delete(w.exact, k)
+		}
+	}
+}
+
+// lookupID returns the revision of the event id in stream st, committed
+// or in the group being committed, if the store keeps it. Only the
+// committer calls it.
+func (s *FileStore) lookupID(st *fileStream, id ID) (rev uint64, ok bool, err error) {
+	w := &s.w
+	k := idKey{st.id, id}
+	pos, ok := w.exact[k]
+	if !ok || pos < w.log.first {
+		var p uint32
+		p, ok = w.ids[uint32(maphash.Comparable(w.seed, k))]
+		pos = w.posOf(p)
+		ok = ok && pos < w.log.n
+	}
+	if !ok || w.log.at(pos).stream != st.id {
+		return 0, false, nil
+	}
+	got, rev, err := s.idAt(pos)
+	if err != nil || got != id { // another event with the same hash
+		return 0, false, err
+	}
+	return rev, true, nil
+}
+
+// idAt returns the ID and revision of the event at pos, reading the start
+// of its entry from the group's buffer or from its segment. Only the
+// committer calls it.
+func (s *FileStore) idAt(pos uint64) (ID, uint64, error) {
+	w := &s.w
+	l := w.log.at(pos)
+	seg := s.segs[int(l.seg)-int(s.segs[0].seq)] // only the committer changes s.segs
+	off := int64(l.off)
+	var b []byte
+	if seg == w.active && off >= w.size {
+		b = w.buf[off-w.size:]
+	} else {
+		// The length, position and revision, the time and the ID.
+		b = make([]byte, 3*binary.MaxVarintLen64+8+16)
+		if n, err := seg.f.ReadAt(b, off); n < len(b) {
+			if err == nil {
+				err = errors.New("short read")
+			}
+			return ID{}, 0, fmt.Errorf("eventbus: read %s at %d: %w", seg.path, off, err)
+		}
+	}
+	d := decoder{b: b}
+	d.uvarint()
+	p, rev, fixed := d.uvarint(), d.uvarint(), d.bytes(8+16)
+	if d.bad || p != pos {
+		return ID{}, 0, &CorruptionError{Path: seg.path, Offset: off, Reason: "bad entry"}
+	}
+	return ID(fixed[8:]), rev, nil
 }
 
 // fileLog locates events by position, in chunks that never move, like a
@@ -321,7 +417,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	s := &FileStore{
 		dir: dir, fs: o.fs, opts: o, maxEvent: maxEvent, maxBatch: maxBatch, lock: lock,
 		streams: make(map[string]*fileStream),
-		w:       writer{ids: make(map[idKey]uint64)},
+		w:       writer{ids: make(map[uint32]uint32), seed: maphash.MakeSeed()},
 		reqs:    make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := s.recover(); err != nil {
@@ -655,17 +751,19 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		st := s.stream(a.Stream, false)
 		var state streamState
 		var lookup func(ID) (uint64, bool)
+		var readErr error // of the lookups, which read the entries they find
 		if st != nil {
 			state = st.w
 			lookup = func(id ID) (uint64, bool) {
-				rev, ok := w.ids[idKey{st.id, id}]
-				return rev, ok && rev >= st.w.base
+				rev, ok, err := s.lookupID(st, id)
+				readErr = cmp.Or(readErr, err)
+				return rev, ok
 			}
 		} else {
 			lookup = func(ID) (uint64, bool) { return 0, false }
 		}
 		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), state.start, a.Events, lookup)
-		if err != nil {
+		if err = cmp.Or(readErr, err); err != nil {
 			r.results = nil
 			return err
 		}
@@ -712,7 +810,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 			body++
 			w.log.append(loc{seg: uint32(w.active.seq), off: uint32(off), stream: st.id})
 			st.w.positions = append(st.w.positions, pos)
-			w.ids[idKey{st.id, a.Events[j].ID}] = rev
+			w.addID(st.id, a.Events[j].ID, pos)
 		}
 		r.results[i] = AppendResult{Revision: st.w.next() - 1, Position: w.log.n - 1}
 	}

@@ -1,6 +1,7 @@
 package eventbus
 
 import (
+	"hash/maphash"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 		t.Helper()
 		first, kept := s.w.log.first, s.w.log.n-s.w.log.first
 		require.Positive(t, first, "retention removed segments")
-		require.LessOrEqual(t, uint64(len(s.w.ids)), 2*kept, "IDs remembered, against events kept")
+		require.LessOrEqual(t, uint64(len(s.w.ids)+len(s.w.exact)), 2*kept, "IDs remembered, against events kept")
 		var positions uint64
 		for _, st := range s.byID {
 			require.Equal(t, st.w.base, st.r.base, "stream %s: read and write sides", st.name)
@@ -89,4 +90,51 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 	require.Equal(t, uint64(len(ids)-1), got.keptReplay.Position, "a kept event's ID is recognised")
 	require.Equal(t, uint64(len(ids)), got.removedAppend.Position, "a removed event's ID is not")
 	require.NoError(t, s.Close())
+}
+
+// TestFileStoreIDCollision makes one event's ID hash to the position of
+// another, as a collision of the 32-bit hashes that index the IDs would:
+// appending it must append it, not take it for the other (the index holds
+// no IDs, and a lookup checks the entry it finds), and appending it or the
+// other again must replay each one.
+func TestFileStoreIDCollision(t *testing.T) {
+	s, err := OpenFileStore(t.TempDir(), &FileStoreOptions{Sync: SyncNever})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := t.Context()
+	a := EventData{ID: NewID(), Type: "t"}
+	b := EventData{ID: NewID(), Type: "t"}
+	res, err := s.Append(ctx, "s", Any, a)
+	require.NoError(t, err)
+	// Append has returned: the committer is idle.
+	stream := s.streams["s"].id
+	s.w.ids[uint32(maphash.Comparable(s.w.seed, idKey{stream, b.ID}))] = uint32(res.Position)
+
+	res, err = s.Append(ctx, "s", Any, b)
+	require.NoError(t, err)
+	require.Equal(t, AppendResult{Revision: 1, Position: 1}, res, "Append of an event whose hash another one holds")
+	require.Len(t, s.w.exact, 1, "events indexed by stream and ID")
+	res, err = s.Append(ctx, "s", Any, b)
+	require.NoError(t, err)
+	require.Equal(t, AppendResult{Revision: 1, Position: 1}, res, "Append of it again")
+	res, err = s.Append(ctx, "s", Any, a)
+	require.NoError(t, err)
+	require.Equal(t, AppendResult{Revision: 0, Position: 0}, res, "Append of the other one again")
+	res, err = s.Append(ctx, "other", Any, a)
+	require.NoError(t, err)
+	require.Equal(t, AppendResult{Revision: 0, Position: 2}, res, "Append of the other one to another stream")
+}
+
+// TestWriterIDPositions checks that the index of IDs tells the positions
+// from their low 32 bits within 4 billion positions of the first one kept,
+// and keeps by stream and ID an event past those.
+func TestWriterIDPositions(t *testing.T) {
+	w := writer{ids: make(map[uint32]uint32), log: fileLog{first: 1<<32 - 2, n: 1<<33 - 2}}
+	for _, pos := range []uint64{1<<32 - 2, 1<<32 - 1, 1 << 32, 1<<32 + 5, 1<<33 - 3} {
+		require.Equal(t, pos, w.posOf(uint32(pos)), "posOf(%#x)", uint32(pos))
+	}
+	w.log.n = 1<<33 - 1
+	w.addID(0, NewID(), 1<<33-2)
+	require.Empty(t, w.ids, "IDs indexed by hash")
+	require.Len(t, w.exact, 1, "IDs indexed by stream and ID")
 }

@@ -206,7 +206,7 @@ func (s *FileStore) recover() error {
 	}
 	// Events take 60 bytes at least: room for the IDs up front saves
 	// growing the map while reading.
-	s.w.ids = make(map[idKey]uint64, total/128)
+	s.w.ids = make(map[uint32]uint32, total/128)
 	var done int64
 	var buf []byte
 	for i, seq := range seqs {
@@ -328,7 +328,7 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 			s.w.log.append(loc{seg: uint32(seg.seq), off: uint32(off + frameHeader + at), stream: cur.id})
 			seg.newest = max(seg.newest, e.time)
 			st.positions = append(st.positions, e.pos)
-			s.w.ids[idKey{cur.id, e.id}] = e.rev
+			s.w.addID(cur.id, e.id, e.pos)
 			return nil
 		})
 		if err != nil {
@@ -528,7 +528,7 @@ func (s *FileStore) drop(segs []*segment, k int, total int64) {
 	}
 	s.mu.Unlock()
 	if len(trimmed) > 0 {
-		w.forgetIDs(s.byID)
+		w.forgetIDs()
 	}
 	for _, seg := range segs[:k] {
 		// Readers still using it skip its events from now on. It was

@@ -492,6 +492,58 @@ func TestFileStoreFailedGroupFailsReplays(t *testing.T) {
 	})
 }
 
+// TestFileStoreReplayInGroup appends the same events several times in one
+// group, and again once it is written and once the store is reopened: each
+// later append is a replay of the first, found among the events of the
+// group's buffer, then in the segment, with the first one's result.
+func TestFileStoreReplayInGroup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		dir := t.TempDir()
+		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{})}
+		s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever}, fs))
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(3, "t", "before")...)
+		require.NoError(t, err)
+		fs.armed.Store(true)
+		go func() { _, _ = s.Append(ctx, "blocker", eventbus.Any, newEvents(1, "t", "")...) }()
+		synctest.Wait() // the committer waits in the blocker's write
+		e := newEvents(2, "t", "replayed")
+		type outcome struct {
+			res eventbus.AppendResult
+			err error
+		}
+		outcomes := make(chan outcome, 3)
+		for range cap(outcomes) {
+			go func() {
+				res, err := s.Append(ctx, "s", eventbus.Any, e...)
+				outcomes <- outcome{res, err}
+			}()
+		}
+		synctest.Wait() // all wait for the next group
+		close(fs.gate)
+		want := eventbus.AppendResult{Revision: 4, Position: 5}
+		for range cap(outcomes) {
+			o := <-outcomes
+			require.NoError(t, o.err)
+			require.Equal(t, want, o.res, "Append of the same events in one group")
+		}
+		res, err := s.Append(ctx, "s", eventbus.Any, e...)
+		require.NoError(t, err)
+		require.Equal(t, want, res, "Append of the same events after the group")
+		require.NoError(t, s.Close())
+
+		s = openFile(t, dir, nil)
+		res, err = s.Append(ctx, "s", eventbus.Any, e...)
+		require.NoError(t, err)
+		require.Equal(t, want, res, "Append of the same events after reopening")
+		res, err = s.Append(ctx, "s", eventbus.Exact(2), e[:1]...)
+		require.NoError(t, err)
+		require.Equal(t, eventbus.AppendResult{Revision: 3, Position: 4}, res, "Append of the first of the same events")
+		require.Len(t, readAll(t, s), 6)
+	})
+}
+
 // TestFileStoreGroupSize queues many appends while the committer is busy:
 // they are committed in groups of at most MaxSegmentSize bytes, so no
 // segment grows past twice that plus an append (segment offsets have 32
