@@ -138,3 +138,19 @@ func TestWriterIDPositions(t *testing.T) {
 	require.Empty(t, w.ids, "IDs indexed by hash")
 	require.Len(t, w.exact, 1, "IDs indexed by stream and ID")
 }
+
+// TestFileStoreReadOnlyKeepsNoIDs checks that a read-only store, which
+// appends nothing, does not index the IDs of its events.
+func TestFileStoreReadOnlyKeepsNoIDs(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenFileStore(dir, &FileStoreOptions{Sync: SyncNever})
+	require.NoError(t, err)
+	_, err = s.Append(t.Context(), "s", Any, EventData{ID: NewID(), Type: "t"}, EventData{ID: NewID(), Type: "t"})
+	require.NoError(t, err)
+	require.Len(t, s.w.ids, 2, "IDs indexed by a read-write store")
+	require.NoError(t, s.Close())
+	s, err = OpenFileStore(dir, &FileStoreOptions{ReadOnly: true})
+	require.NoError(t, err)
+	defer s.Close()
+	require.Empty(t, s.w.ids, "IDs indexed by a read-only store")
+}

@@ -204,9 +204,11 @@ func (s *FileStore) recover() error {
 		sizes[i] = fi.Size()
 		total += fi.Size()
 	}
-	// Events take 60 bytes at least: room for the IDs up front saves
-	// growing the map while reading.
-	s.w.ids = make(map[uint32]uint32, total/128)
+	if !s.opts.ReadOnly {
+		// Events take 60 bytes at least: room for the IDs up front saves
+		// growing the map while reading.
+		s.w.ids = make(map[uint32]uint32, total/128)
+	}
 	var done int64
 	var buf []byte
 	for i, seq := range seqs {
@@ -328,7 +330,9 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 			s.w.log.append(loc{seg: uint32(seg.seq), off: uint32(off + frameHeader + at), stream: cur.id})
 			seg.newest = max(seg.newest, e.time)
 			st.positions = append(st.positions, e.pos)
-			s.w.addID(cur.id, e.id, e.pos)
+			if !s.opts.ReadOnly { // which appends nothing
+				s.w.addID(cur.id, e.id, e.pos)
+			}
 			return nil
 		})
 		if err != nil {
