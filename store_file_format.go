@@ -366,7 +366,7 @@ func decodeFrame(p []byte, e *entry, each func(stream []byte, off int, e *entry)
 			flags := d.byte()
 			s.deleted, s.tombstoned = flags&1 != 0, flags&2 != 0
 			s.md = StreamMetadata{MaxCount: d.uvarint(), MaxAge: time.Duration(d.uvarint())}
-			if d.bad || len(s.stream) == 0 || flags > 3 || s.start > s.next {
+			if d.bad || len(s.stream) == 0 || flags > 3 || s.start > s.next || s.md.MaxAge < 0 {
 				return r, errMalformed
 			}
 			r.states = append(r.states, s)

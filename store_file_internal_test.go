@@ -1,11 +1,13 @@
 package eventbus
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -153,4 +155,33 @@ func TestFileStoreReadOnlyKeepsNoIDs(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	require.Empty(t, s.w.ids, "IDs indexed by a read-only store")
+}
+
+// TestFileStoreNegativeMaxAge opens stores whose segment gives a stream a
+// negative MaxAge, which SetStreamMetadata refuses: in a metadata frame or
+// in a state frame, it is corruption.
+func TestFileStoreNegativeMaxAge(t *testing.T) {
+	d := -time.Second
+	negative := uint64(d)
+	for name, payload := range map[string][]byte{
+		"metadata": binary.AppendUvarint([]byte{kindMetadata, 1, 's', 0}, negative),
+		"state":    binary.AppendUvarint([]byte{kindState, 1, 1, 's', 3, 1, 0, 0}, negative),
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			b, frame := beginFrame(segHeader{seq: 1}.encode(), payload[0])
+			b = append(b, payload[1:]...)
+			endFrame(b, frame)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, segmentName(1)), b, 0o644))
+			s, err := OpenFileStore(dir, nil)
+			if err == nil {
+				info, _ := s.StreamInfo(t.Context(), "s")
+				s.Close()
+				t.Fatalf("OpenFileStore opened a store whose %s frame gives a MaxAge of %v", name, info.Metadata.MaxAge)
+			}
+			var ce *CorruptionError
+			require.ErrorAs(t, err, &ce, "OpenFileStore")
+			require.Equal(t, int64(segHeaderSize), ce.Offset, "offset of the bad frame")
+		})
+	}
 }
