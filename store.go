@@ -101,7 +101,8 @@ type Store interface {
 	Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
 
 	// Delete soft-deletes stream if it is in the expected state. Deleting
-	// a stream that does not exist succeeds and does nothing.
+	// a stream that was never written, even one given metadata, succeeds
+	// and does nothing.
 	Delete(ctx context.Context, stream string, expected ExpectedRevision) error
 
 	// Tombstone deletes stream forever if it is in the expected state. A

@@ -835,8 +835,8 @@ func (s *FileStore) commitStream(r *request, touched *[]*fileStream) error {
 		if err := r.expected.check(r.stream, state.actual()); err != nil {
 			return err
 		}
-		if st == nil && !r.tombstone {
-			return nil
+		if !r.tombstone && state.next() == 0 {
+			return nil // never written, so nothing to delete
 		}
 	}
 	st = s.stream(r.stream, true)

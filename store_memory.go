@@ -300,10 +300,10 @@ func (s *MemoryStore) delete(ctx context.Context, call, stream string, expected 
 	if err := expected.check(stream, st.actual()); err != nil {
 		return err
 	}
+	if !tombstone && (st == nil || len(st.positions) == 0) {
+		return nil // never written, so nothing to delete
+	}
 	if st == nil {
-		if !tombstone {
-			return nil
-		}
 		st = &memStream{ids: make(map[ID]uint64)}
 		s.streams[stream] = st
 	}

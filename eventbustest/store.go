@@ -777,6 +777,16 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	require.NoError(t, s.Delete(ctx, "s", eventbus.Exact(1)))
 	require.NoError(t, s.Delete(ctx, "s", eventbus.Any), "deleting again")
 	require.NoError(t, s.Delete(ctx, "never", eventbus.Any), "deleting a stream that never existed")
+	md := eventbus.StreamMetadata{MaxCount: 3}
+	require.NoError(t, s.SetStreamMetadata(ctx, "meta", md))
+	require.NoError(t, s.Delete(ctx, "meta", eventbus.Any), "deleting a stream that only has metadata")
+	for stream, want := range map[string]eventbus.StreamInfo{"never": {}, "meta": {Metadata: md}} {
+		info, err := s.StreamInfo(ctx, stream)
+		require.NoError(t, err)
+		if diff := cmp.Diff(want, info); diff != "" {
+			t.Errorf("StreamInfo(%q) after deleting a stream never written (-want +got):\n%s", stream, diff)
+		}
+	}
 
 	if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 0 {
 		t.Errorf("ReadStream after Delete = %v, want nothing", summary(got))
