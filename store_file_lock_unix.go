@@ -29,7 +29,7 @@ func lockDir(path string, shared bool) (*os.File, error) {
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("eventbus: open file store: %w", err)
 	}
 	how := syscall.LOCK_EX
 	if shared {

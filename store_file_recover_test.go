@@ -132,6 +132,19 @@ func TestFileStoreLocked(t *testing.T) {
 	require.NoError(t, s.Close())
 }
 
+// TestFileStoreLockFileError opens a store whose LOCK file cannot be
+// opened, a directory: the error says it comes from eventbus and wraps the
+// file system's, as the other errors of OpenFileStore do.
+func TestFileStoreLockFileError(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "LOCK"), 0o755))
+	_, err := eventbus.OpenFileStore(dir, nil)
+	var pe *os.PathError
+	if !errors.As(err, &pe) || !strings.HasPrefix(err.Error(), "eventbus: ") || errors.Is(err, eventbus.ErrLocked) {
+		t.Fatalf("OpenFileStore with a LOCK directory = %v, want an eventbus error wrapping a *os.PathError", err)
+	}
+}
+
 // TestFileStoreCloseStopsGoroutines relies on synctest, which fails when a
 // goroutine of the bubble outlives it.
 func TestFileStoreCloseStopsGoroutines(t *testing.T) {
