@@ -49,7 +49,9 @@ type FileStoreOptions struct {
 	// SyncInterval is the period of SyncInterval; zero means 100ms.
 	SyncInterval time.Duration
 	// MaxSegmentSize is the size past which appends go to a new segment
-	// file; zero means 64 MiB. Retention deletes whole segments.
+	// file, not counting the state of every stream that a segment starts
+	// with under retention; zero means 64 MiB. Retention deletes whole
+	// segments.
 	MaxSegmentSize int64
 	// MaxEventSize and MaxBatchSize are the limits of [MemoryStoreOptions]:
 	// zero means 1 MiB and 16 MiB.
@@ -290,10 +292,11 @@ type segment struct {
 	path          string
 	f             storeFile
 	// Known to the committer only: the size once full, the time of the
-	// newest event, and whether it starts with a state frame.
-	size       int64
-	newest     int64
-	checkpoint bool
+	// newest event, and the bytes of the state frames it starts with (zero
+	// if it starts with none).
+	size   int64
+	newest int64
+	states int64
 	// removed is set by retention before it closes the file, for the
 	// readers still using it.
 	removed atomic.Bool
@@ -621,7 +624,8 @@ func (s *FileStore) gather(group []*request, bytes int, took time.Duration) []*r
 // full reports whether group, whose events take bytes, is full: at 4,096
 // requests, or at MaxSegmentSize bytes, so that a segment, which a group
 // joins if it is not full yet, stays below twice MaxSegmentSize plus one
-// request, and its offsets fit in 32 bits.
+// request past the state frames it starts with, and its offsets fit in 32
+// bits unless those take gigabytes.
 func (s *FileStore) full(group []*request, bytes int) bool {
 	return len(group) >= 4096 || int64(bytes) >= s.opts.MaxSegmentSize
 }
@@ -654,7 +658,7 @@ func (s *FileStore) commit(group []*request) {
 		}
 		return
 	}
-	if w.size >= s.opts.MaxSegmentSize {
+	if w.size-w.active.states >= s.opts.MaxSegmentSize {
 		if err := s.roll(); err != nil {
 			s.fail(err)
 			for _, r := range group {

@@ -304,8 +304,8 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 	var cur *fileStream
 	return func(off int, p []byte) error {
 		cur = nil
-		if off == segHeaderSize && p[0] == kindState {
-			seg.checkpoint = true
+		if p[0] == kindState && int64(off) == segHeaderSize+seg.states {
+			seg.states += int64(frameHeader + len(p))
 		}
 		r, err := decodeFrame(p, &e, func(stream []byte, at int, e *entry) error {
 			if cur == nil || cur.name != string(stream) {
@@ -475,7 +475,7 @@ func (s *FileStore) roll() error {
 			return fmt.Errorf("sync %s: %w", w.active.path, err)
 		}
 	}
-	seg.checkpoint = true
+	seg.states = w.size - segHeaderSize
 	s.retain()
 	return nil
 }
@@ -498,7 +498,7 @@ func (s *FileStore) retain() {
 		total -= segs[k].size
 		k++
 	}
-	for k > 0 && !segs[k].checkpoint {
+	for k > 0 && segs[k].states == 0 {
 		k--
 		total += segs[k].size
 	}

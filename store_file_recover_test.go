@@ -283,6 +283,44 @@ func TestFileStoreRetentionBytes(t *testing.T) {
 	}
 }
 
+// TestFileStoreRetentionManyStreams keeps more streams than the state
+// frame that starts each segment under retention can hold in
+// MaxSegmentSize: appends still fill each segment with MaxSegmentSize
+// bytes of events, rather than starting a new segment, with the state of
+// every stream, for each group; also once the store is reopened.
+func TestFileStoreRetentionManyStreams(t *testing.T) {
+	const size = 4 << 10
+	dir := t.TempDir()
+	opts := &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: size, RetainSize: 1 << 40}
+	s := openFile(t, dir, opts)
+	ctx := t.Context()
+	for i := range 500 { // a state of 10 bytes or more per stream
+		_, err := s.Append(ctx, fmt.Sprintf("stream-%03d", i), eventbus.Any, newEvents(1, "t", "")...)
+		require.NoError(t, err)
+	}
+	appends := func(n int) (segments int) {
+		before := s.Stats().Segments
+		for range n {
+			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 100))...)
+			require.NoError(t, err)
+		}
+		return s.Stats().Segments - before
+	}
+	if n := appends(100); n > 5 {
+		t.Errorf("100 appends of 100 bytes or so started %d segments, want 4 or so of %d bytes of events", n, size)
+	}
+	// Reopen just after an append started a segment: the next one joins it.
+	for before, i := s.Stats().Segments, 0; s.Stats().Segments == before; i++ {
+		require.Less(t, i, 100, "appends that started no segment")
+		appends(1)
+	}
+	require.NoError(t, s.Close())
+	s = openFile(t, dir, opts)
+	if n := appends(1); n != 0 {
+		t.Errorf("after reopening, an append to a segment of one event started %d segments, want none", n)
+	}
+}
+
 // TestFileStoreBadStart damages the file in which retention records the
 // segment the store starts at: opening reports it, and RepairFileStore
 // moves it aside, after which the store starts at its oldest segment.
