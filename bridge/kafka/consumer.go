@@ -312,23 +312,27 @@ func (o *offsets) drop(m map[string][]int32) {
 // group and returns: nil after ctx is done, else the error. A group new to a
 // partition starts at its first record. Run may be called once; it starts
 // one goroutine for commits, besides franz-go's, and waits for them all. On
-// a Consumer not made by NewConsumer it returns an error wrapping
-// eventbus.ErrInvalid.
+// a Consumer not made by NewConsumer, with no Route, or with Client options
+// that franz-go refuses, it returns at once an error wrapping
+// eventbus.ErrInvalid, and the Consumer is left as it was: Route and Run may
+// be called again. A second Run, once one started, returns an error wrapping
+// eventbus.ErrInvalid too.
 func (c *Consumer) Run(ctx context.Context) error {
 	if c == nil || c.bus == nil {
 		return fmt.Errorf("%w: Consumer.Run on a Consumer not made by NewConsumer", eventbus.ErrInvalid)
 	}
 	c.mu.Lock()
-	if c.started {
+	switch {
+	case c.started:
 		c.mu.Unlock()
 		return fmt.Errorf("%w: Consumer.Run called twice", eventbus.ErrInvalid)
+	case len(c.routes) == 0:
+		c.mu.Unlock()
+		return fmt.Errorf("%w: Consumer.Run without a Route", eventbus.ErrInvalid)
 	}
 	c.started = true
 	routes := maps.Clone(c.routes)
 	c.mu.Unlock()
-	if len(routes) == 0 {
-		return fmt.Errorf("%w: Consumer.Run without a Route", eventbus.ErrInvalid)
-	}
 
 	offs := &offsets{published: make(map[string]map[int32]kgo.EpochOffset), committed: make(map[string]map[int32]int64)}
 	var commitMu sync.Mutex // one commit at a time; a revoke waits for it
@@ -363,7 +367,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	cl, err := kgo.NewClient(append(opts, c.o.Client...)...)
 	if err != nil {
-		return err
+		c.mu.Lock()
+		c.started = false // nothing ran: Route and Run are open again
+		c.mu.Unlock()
+		return fmt.Errorf("%w: Consumer.Run: ConsumerOptions.Client: %w", eventbus.ErrInvalid, err)
 	}
 
 	commitCtx, stopCommits := context.WithCancel(ctx)

@@ -306,3 +306,60 @@ func TestConsumerNilValue(t *testing.T) {
 	}
 	t.Error("the dead-lettered record has no eventbus-error header")
 }
+
+// TestConsumerFailedStart calls Run on a Consumer with no Route, and on one
+// whose Client options franz-go refuses: each Run returns at once an error
+// wrapping eventbus.ErrInvalid, and leaves the Consumer as it was, so that
+// Route works after it and Run, given a Route, consumes; with the bad
+// options, each Run says so again, not that Run was called twice.
+func TestConsumerFailedStart(t *testing.T) {
+	brokers, reg, ctx := setup(t, "orders")
+	publishOrders(t, ctx, brokers, reg, 1)
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+
+	t.Run("no route", func(t *testing.T) {
+		log := newOrderLog(t, 1)
+		if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
+			t.Fatal(err)
+		}
+		cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cons.Run(ctx); !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "without a Route") {
+			t.Fatalf("Run() without a Route = %v, want an error wrapping eventbus.ErrInvalid", err)
+		}
+		if err := kafka.Route(cons, "orders", orders); err != nil {
+			t.Fatalf("Route() after the failed Run = %v, want nil", err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		runErr := make(chan error, 1)
+		go func() { runErr <- cons.Run(runCtx) }()
+		log.wait(t, ctx)
+		stop()
+		if err := <-runErr; err != nil {
+			t.Fatalf("Run() = %v, want nil", err)
+		}
+	})
+
+	t.Run("bad client options", func(t *testing.T) {
+		cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g2",
+			Client: []kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck())}, // the bridge's idempotent writes need all acks
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kafka.Route(cons, "orders", orders); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			if err := cons.Run(ctx); !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "acks") {
+				t.Errorf("Run() #%d = %v, want an error wrapping eventbus.ErrInvalid and franz-go's", i+1, err)
+			}
+		}
+		if err := kafka.Route(cons, "others", orders); err != nil {
+			t.Errorf("Route() after the failed Run = %v, want nil", err)
+		}
+	})
+}
