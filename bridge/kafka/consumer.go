@@ -56,7 +56,16 @@ type ConsumerOptions struct {
 	// Nil means silent.
 	Logger *slog.Logger
 	// Client holds further franz-go options, such as kgo.DialTLSConfig or
-	// kgo.SASL, applied after the bridge's own.
+	// kgo.SASL, applied after the bridge's own, so that one of the same
+	// kind replaces the bridge's. kgo.OnPartitionsRevoked and
+	// kgo.OnPartitionsLost must not be among them: the Consumer's own
+	// callbacks commit the revoked partitions before they are given up,
+	// and forget the offsets of partitions no longer its own. Replaced, a
+	// rebalance commits nothing, so the next owner handles again what was
+	// handled since the last commit, and offsets noted before a partition
+	// left may later be committed over the next owner's, moving the group
+	// back. franz-go gives no way to tell such options apart, so the
+	// Consumer cannot refuse them.
 	Client []kgo.Opt
 }
 
