@@ -98,3 +98,13 @@ func TestNotMade(t *testing.T) {
 		new(kafka.Producer).Close()
 	})
 }
+
+// TestEventIDOfNothing calls EventID on a nil envelope and on one that did
+// not come from a Consumer: it returns "", and does not panic.
+func TestEventIDOfNothing(t *testing.T) {
+	for name, env := range map[string]*eventbus.Envelope{"nil": nil, "no metadata": {}} {
+		if got := kafka.EventID(env); got != "" {
+			t.Errorf("EventID(%s) = %q, want \"\"", name, got)
+		}
+	}
+}

@@ -41,9 +41,9 @@ const (
 )
 
 // EventID returns the ID that the event had before it crossed Kafka, or "" for
-// an event that did not come from a [Consumer]. Give it to the Idempotency
-// middleware as [eventbus.IdempotencyOptions].Key, so that a record delivered
-// twice is handled once:
+// an event that did not come from a [Consumer] and for a nil env. Give it to
+// the Idempotency middleware as [eventbus.IdempotencyOptions].Key, so that a
+// record delivered twice is handled once:
 //
 //	eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})
 //
@@ -51,7 +51,12 @@ const (
 // same process, as long as its Capacity (10,000 keys unless set) covers the
 // records handled since the last commit; after a crash, or on the
 // partition's next owner, only an [eventbus.ProcessedStore] remembers.
-func EventID(env *eventbus.Envelope) string { return env.Metadata[MetadataEventID] }
+func EventID(env *eventbus.Envelope) string {
+	if env == nil {
+		return ""
+	}
+	return env.Metadata[MetadataEventID]
+}
 
 // newRecord returns e as a record of topic with key: the encoded payload as
 // value, the envelope in headers.
