@@ -319,13 +319,15 @@ func (o *offsets) drop(m map[string][]int32) {
 // record cannot be delivered, then publishes no more, waits (up to
 // DrainTimeout) for the bus to handle what it published, commits, leaves the
 // group and returns: nil after ctx is done, else the error. A group new to a
-// partition starts at its first record. Run may be called once; it starts
-// one goroutine for commits, besides franz-go's, and waits for them all. On
-// a Consumer not made by NewConsumer, with no Route, or with Client options
-// that franz-go refuses, it returns at once an error wrapping
-// eventbus.ErrInvalid, and the Consumer is left as it was: Route and Run may
-// be called again. A second Run, once one started, returns an error wrapping
-// eventbus.ErrInvalid too.
+// partition starts at its first record. Run may be called once. It starts
+// a franz-go client and one goroutine for commits; it waits for the
+// goroutine, and closes the client before it returns, but not every one of
+// the client's goroutines has ended by then: its connections' readers exit
+// shortly after, on their own. On a Consumer not made by NewConsumer, with
+// no Route, or with Client options that franz-go refuses, it returns at
+// once an error wrapping eventbus.ErrInvalid, and the Consumer is left as
+// it was: Route and Run may be called again. A second Run, once one
+// started, returns an error wrapping eventbus.ErrInvalid too.
 func (c *Consumer) Run(ctx context.Context) error {
 	if c == nil || c.bus == nil {
 		return fmt.Errorf("%w: Consumer.Run on a Consumer not made by NewConsumer", eventbus.ErrInvalid)

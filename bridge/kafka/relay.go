@@ -392,8 +392,10 @@ type pass struct {
 // flight and saves the checkpoint over those acknowledged, with a context
 // that is not cancelled with ctx. The goroutines it starts (one for
 // checkpoint saves, and one for each record that waited for an earlier one
-// of its key) it waits for. On a Relay not made by NewRelay it returns an
-// error wrapping eventbus.ErrInvalid.
+// of its key) it waits for; franz-go's are the Producer's, and end after
+// Producer.Close (its connections' readers shortly after Close returns). On
+// a Relay not made by NewRelay it returns an error wrapping
+// eventbus.ErrInvalid.
 func (r *Relay) Run(ctx context.Context) error {
 	if r == nil || r.store == nil {
 		return fmt.Errorf("%w: Relay.Run on a Relay not made by NewRelay", eventbus.ErrInvalid)
