@@ -157,8 +157,11 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // say) is a bad record: the event was published nowhere. On a Sync-mode
 // topic the handlers run in Run's goroutine; an event whose handlers fail
 // (an [*eventbus.HandlerError], whatever it wraps) is retried and
-// dead-lettered by the bus, as in Async mode, and Run goes on. Call it
-// before Run.
+// dead-lettered by the bus, as in Async mode, and Run goes on. As
+// everywhere on the bus, an event goes to the subscriptions t has when it
+// is published: while t has none, its records are consumed, and committed,
+// with no handler seeing them, so subscribe before Run. Call it before
+// Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
 // already, and eventbus.ErrInvalid for an empty name, a topic of another bus,
 // or once Run started.
