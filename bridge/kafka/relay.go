@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,9 +35,12 @@ type storeCheckpoints struct{ s eventbus.Store }
 
 const checkpointType = "kafka.relay.checkpoint"
 
+// checkpointPrefix begins the name of every relay's checkpoint stream.
+const checkpointPrefix = "$kafka-relay-"
+
 // checkpointStream returns the system stream of the checkpoints of the relay
 // name.
-func checkpointStream(name string) string { return "$kafka-relay-" + name }
+func checkpointStream(name string) string { return checkpointPrefix + name }
 
 func (c storeCheckpoints) Load(ctx context.Context, name string) (uint64, error) {
 	for e, err := range c.s.ReadStream(ctx, checkpointStream(name), &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
@@ -88,9 +92,10 @@ type RelayOptions struct {
 	// events of one stream keep their order.
 	Key func(eventbus.RecordedEvent) string
 	// Filter selects the events to relay; its zero value selects every
-	// event outside system streams. The relay's own checkpoint stream
-	// ("$kafka-relay-" followed by Name) is never relayed, even by a filter
-	// that selects system streams.
+	// event outside system streams. The checkpoint streams of relays
+	// (StoreCheckpoints': "$kafka-relay-" followed by a relay's Name), its
+	// own and every other relay's, are never relayed, even by a filter that
+	// selects system streams.
 	Filter eventbus.Filter
 	// Checkpoints keeps the relay's position; nil means StoreCheckpoints of
 	// the relay's store.
@@ -472,16 +477,17 @@ func stopCause(parent context.Context, cause error) error {
 func (p *pass) tail(from uint64) error {
 	r, ctx := p.r, p.ctx
 	limits := make(map[string]int64) // the producer's batch limit per topic
-	own := checkpointStream(r.o.Name)
 	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: p.w.skip}
 	for e, err := range r.store.Subscribe(ctx, opts) {
 		if err != nil {
 			return err
 		}
-		if e.Stream == own {
-			// Its own checkpoint, selected by a filter of system streams:
-			// relayed, or counted as progress, it would make the next save,
-			// and that the next, for as long as the relay runs.
+		if strings.HasPrefix(e.Stream, checkpointPrefix) {
+			// A relay's checkpoint, selected by a filter of system streams:
+			// relayed, or counted as progress, its own would make the next
+			// save, and that the next, for as long as the relay runs; and
+			// another relay's would make this one save, whose save that
+			// relay would relay in turn, each prodding the other for ever.
 			continue
 		}
 		select {

@@ -479,9 +479,22 @@ func (c checkpointsHook) Save(ctx context.Context, name string, next uint64) err
 // which take in the relay's own checkpoint stream: each save appended an
 // event that the relay produced, which moved the checkpoint and so made the
 // next save, one record of the relay's own per CheckpointInterval for as
-// long as it ran. The checkpoint saved after the first event is in the
-// store before the second: Kafka must hold the two events alone.
-func TestRelaySkipsItsOwnCheckpoints(t *testing.T) {
+// long as it ran.
+func TestRelaySkipsItsOwnCheckpoints(t *testing.T) { relaySystemStreams(t, "r") }
+
+// TestRelaySkipsOtherRelaysCheckpoints runs two relays of system streams
+// on one store: each relayed the other's checkpoints, and so moved its own
+// checkpoint, whose save the other relayed in turn, prodding each other
+// into a save and a record every CheckpointInterval for as long as they
+// ran.
+func TestRelaySkipsOtherRelaysCheckpoints(t *testing.T) { relaySystemStreams(t, "r1", "r2") }
+
+// relaySystemStreams runs relays of the names, each to a topic of its name,
+// that relay system streams (StreamPrefix "$"), and so see the relays'
+// checkpoint streams. The checkpoints saved after the first event are in
+// the store before the second: each topic must hold the two events alone.
+func relaySystemStreams(t *testing.T, relays ...string) {
+	t.Helper()
 	c, reg, store, ctx := relayCluster(t, nil)
 	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Linger: -1})
 	if err != nil {
@@ -489,33 +502,58 @@ func TestRelaySkipsItsOwnCheckpoints(t *testing.T) {
 	}
 	defer p.Close()
 	first := appendOrder(t, ctx, store, reg, "$audit", Order{Key: "a"})
-	var second eventbus.RecordedEvent
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	cp := checkpointsHook{Checkpoints: kafka.StoreCheckpoints(store), saved: func(next uint64) {
-		switch {
-		case second.ID.IsZero() && next > first.Position:
-			e, err := appendEvent(ctx, store, orderEvent(t, reg, "$audit", Order{Key: "a", Seq: 1}))
-			if err != nil {
-				t.Errorf("appending the second event: %v", err)
+	var (
+		mu        sync.Mutex
+		pastFirst = make(map[string]bool) // the relays that saved past first
+		second    eventbus.RecordedEvent
+		wg        sync.WaitGroup
+		errs      = make([]error, len(relays))
+	)
+	runs := make([]func() error, len(relays))
+	for i, name := range relays {
+		if err := c.CreateTopic(name, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		cp := checkpointsHook{Checkpoints: kafka.StoreCheckpoints(store), saved: func(next uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case second.ID.IsZero() && next > first.Position:
+				pastFirst[name] = true
+				if len(pastFirst) < len(relays) {
+					return
+				}
+				e, err := appendEvent(ctx, store, orderEvent(t, reg, "$audit", Order{Key: "a", Seq: 1}))
+				if err != nil {
+					t.Errorf("appending the second event: %v", err)
+					stop()
+				}
+				second = e
+			case !second.ID.IsZero() && next > second.Position:
 				stop()
 			}
-			second = e
-		case !second.ID.IsZero() && next > second.Position:
-			stop()
+		}}
+		relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+			Name: name, Topic: name, Filter: eventbus.Filter{StreamPrefix: "$"},
+			Checkpoints: cp, CheckpointInterval: time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}}
-	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
-		Name: "r", Topic: "orders", Filter: eventbus.Filter{StreamPrefix: "$"},
-		Checkpoints: cp, CheckpointInterval: time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
+		runs[i] = func() error { return relay.Run(runCtx) }
 	}
-	if err := relay.Run(runCtx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+	for i, run := range runs {
+		wg.Go(func() { errs[i] = run() })
 	}
-	if diff := cmp.Diff(idsOf(first, second), eventIDs(t, ctx, c.ListenAddrs(), "orders")); diff != "" {
-		t.Errorf("records (-want +got):\n%s", diff)
+	wg.Wait()
+	for i, name := range relays {
+		if !errors.Is(errs[i], context.Canceled) {
+			t.Fatalf("Run() of relay %s = %v, want %v", name, errs[i], context.Canceled)
+		}
+		if diff := cmp.Diff(idsOf(first, second), eventIDs(t, ctx, c.ListenAddrs(), name)); diff != "" {
+			t.Errorf("records of relay %s (-want +got):\n%s", name, diff)
+		}
 	}
 }
