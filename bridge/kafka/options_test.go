@@ -6,6 +6,7 @@ import (
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestBadInput checks that the bridge's constructors refuse what they
@@ -31,6 +32,10 @@ func TestBadInput(t *testing.T) {
 		},
 		"producer with a negative MaxBufferedRecords": func() error {
 			_, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, MaxBufferedRecords: -1})
+			return err
+		},
+		"producer with client options franz-go refuses": func() error {
+			_, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, Client: []kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck())}})
 			return err
 		},
 		"consumer without bus": func() error {

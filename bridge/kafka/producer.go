@@ -57,9 +57,9 @@ type Producer struct {
 }
 
 // NewProducer returns a Producer that encodes payloads with reg. It returns an
-// error wrapping eventbus.ErrInvalid for missing brokers or registry or a
-// negative BatchMaxBytes or MaxBufferedRecords, or franz-go's error for bad
-// client options.
+// error wrapping eventbus.ErrInvalid for missing brokers or registry, a
+// negative BatchMaxBytes or MaxBufferedRecords, or Client options that
+// franz-go refuses (the error wraps franz-go's too).
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
 	if opts == nil {
 		opts = &ProducerOptions{}
@@ -75,7 +75,7 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	}
 	cl, err := kgo.NewClient(producerOpts(opts)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: NewProducer: ProducerOptions.Client: %w", eventbus.ErrInvalid, err)
 	}
 	batchMax, _ := cl.OptValue(kgo.ProducerBatchMaxBytesFn).(func(string) int32)
 	if batchMax == nil { // not in this franz-go: the check is left to it
