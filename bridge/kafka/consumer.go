@@ -327,13 +327,16 @@ func (o *offsets) drop(m map[string][]int32) {
 // goroutine, and closes the client before it returns, but not every one of
 // the client's goroutines has ended by then: its connections' readers exit
 // shortly after, on their own. On a Consumer not made by NewConsumer, with
-// no Route, or with Client options that franz-go refuses, it returns at
-// once an error wrapping eventbus.ErrInvalid, and the Consumer is left as
-// it was: Route and Run may be called again. A second Run, once one
-// started, returns an error wrapping eventbus.ErrInvalid too.
+// a nil ctx, with no Route, or with Client options that franz-go refuses,
+// it returns at once an error wrapping eventbus.ErrInvalid, and the
+// Consumer is left as it was: Route and Run may be called again. A second
+// Run, once one started, returns an error wrapping eventbus.ErrInvalid too.
 func (c *Consumer) Run(ctx context.Context) error {
-	if c == nil || c.bus == nil {
+	switch {
+	case c == nil || c.bus == nil:
 		return fmt.Errorf("%w: Consumer.Run on a Consumer not made by NewConsumer", eventbus.ErrInvalid)
+	case ctx == nil:
+		return fmt.Errorf("%w: Consumer.Run: nil context", eventbus.ErrInvalid)
 	}
 	c.mu.Lock()
 	switch {

@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -53,6 +54,28 @@ func TestBadInput(t *testing.T) {
 				return err
 			}
 			return kafka.Route(c, "k", topic)
+		},
+		"Run of a consumer with a nil context": func() error {
+			c, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+			if err != nil {
+				return err
+			}
+			if err := kafka.Route(c, "k", topic); err != nil {
+				return err
+			}
+			return c.Run(nil) //nolint:staticcheck
+		},
+		"Run of a relay with a nil context": func() error {
+			p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			r, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "k", Checkpoints: noCheckpoints{}})
+			if err != nil {
+				return err
+			}
+			return r.Run(nil) //nolint:staticcheck
 		},
 		"relay without producer": func() error {
 			_, err := kafka.NewRelay(store, nil, &kafka.RelayOptions{Name: "r", Topic: "k"})
@@ -113,3 +136,9 @@ func TestEventIDOfNothing(t *testing.T) {
 		}
 	}
 }
+
+// noCheckpoints keeps no checkpoint, and takes no notice of its context.
+type noCheckpoints struct{}
+
+func (noCheckpoints) Load(context.Context, string) (uint64, error) { return 0, nil }
+func (noCheckpoints) Save(context.Context, string, uint64) error   { return nil }

@@ -399,11 +399,14 @@ type pass struct {
 // checkpoint saves, and one for each record that waited for an earlier one
 // of its key) it waits for; franz-go's are the Producer's, and end after
 // Producer.Close (its connections' readers shortly after Close returns). On
-// a Relay not made by NewRelay it returns an error wrapping
-// eventbus.ErrInvalid.
+// a Relay not made by NewRelay, or with a nil ctx, it returns an error
+// wrapping eventbus.ErrInvalid.
 func (r *Relay) Run(ctx context.Context) error {
-	if r == nil || r.store == nil {
+	switch {
+	case r == nil || r.store == nil:
 		return fmt.Errorf("%w: Relay.Run on a Relay not made by NewRelay", eventbus.ErrInvalid)
+	case ctx == nil:
+		return fmt.Errorf("%w: Relay.Run: nil context", eventbus.ErrInvalid)
 	}
 	parent := ctx
 	from, err := r.o.Checkpoints.Load(ctx, r.o.Name)
