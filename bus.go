@@ -129,6 +129,10 @@ func checkMiddleware(where string, mws []Middleware) error {
 // Bus carries the events of many typed topics to their subscriptions. Create
 // one with [New], add topics with [NewTopic], and stop it with
 // [Bus.Shutdown] or [Bus.Close]. A Bus is safe for concurrent use.
+//
+// A nil or zero Bus, one not made by New, never runs: its methods that
+// return an error return one wrapping [ErrInvalid], and the others return
+// what a bus that has stopped with nothing in it would.
 type Bus struct {
 	opts  Options
 	ids   *idSource
@@ -186,21 +190,51 @@ func New(opts *Options) (*Bus, error) {
 	return b, nil
 }
 
+// made reports whether New made b: a nil or zero Bus has no done channel.
+func (b *Bus) made() bool { return b != nil && b.done != nil }
+
+// check returns an error wrapping ErrInvalid for a nil Bus, or one that New
+// did not make, given to call.
+func (b *Bus) check(call string) error {
+	if !b.made() {
+		return fmt.Errorf("%w: %s on a Bus not made by New", ErrInvalid, call)
+	}
+	return nil
+}
+
 // Done returns a channel that is closed once the bus has stopped: Shutdown
 // or Close has handled or abandoned every subscription's events, and every
 // handler of an Async subscription has returned. Goroutines that publish on
-// their own can select on it to stop with the bus.
-func (b *Bus) Done() <-chan struct{} { return b.done }
+// their own can select on it to stop with the bus. For a Bus not made by
+// [New], which never runs, the channel is closed already.
+func (b *Bus) Done() <-chan struct{} {
+	if !b.made() {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	return b.done
+}
 
-// DeadLetters returns the bus's dead-letter queue.
-func (b *Bus) DeadLetters() *DeadLetterQueue { return b.dlq }
+// DeadLetters returns the bus's dead-letter queue, or nil, which holds
+// nothing, for a Bus not made by [New].
+func (b *Bus) DeadLetters() *DeadLetterQueue {
+	if !b.made() {
+		return nil
+	}
+	return b.dlq
+}
 
 // Flush waits until every event published before the call has been handled
 // or dead-lettered by every subscription, or until ctx is done (it then
 // returns ctx's error). Events published meanwhile, by handlers too, are not
 // waited for. Called with a handler's context, which would make it wait for
-// that handler, it returns an error wrapping [ErrInvalid].
+// that handler, or on a Bus not made by [New], it returns an error wrapping
+// [ErrInvalid].
 func (b *Bus) Flush(ctx context.Context) error {
+	if err := b.check("Bus.Flush"); err != nil {
+		return err
+	}
 	if err := checkWaitContext(ctx, "Flush"); err != nil {
 		return err
 	}
@@ -234,8 +268,12 @@ func (b *Bus) subscriptions() []*Subscription {
 // cancelled, and events not yet handled go to the dead-letter queue. The
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
 // Later calls wait for the first one and return its result; if a later
-// call's ctx ends first, it cuts the first one short in the same way.
+// call's ctx ends first, it cuts the first one short in the same way. On a
+// Bus not made by [New] it returns an error wrapping [ErrInvalid].
 func (b *Bus) Shutdown(ctx context.Context) error {
+	if err := b.check("Bus.Shutdown"); err != nil {
+		return err
+	}
 	if err := checkWaitContext(ctx, "Shutdown"); err != nil {
 		return err
 	}
@@ -290,8 +328,12 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 // done. Like Shutdown, it waits for running handlers, so a handler must not
 // call it. Running handlers see their context cancelled and are waited for;
 // queued events go to the dead-letter queue and are counted in the
-// *UndeliveredError returned.
+// *UndeliveredError returned. On a Bus not made by [New] it returns an error
+// wrapping [ErrInvalid].
 func (b *Bus) Close() error {
+	if err := b.check("Bus.Close"); err != nil {
+		return err
+	}
 	b.closed.Store(true)
 	for _, s := range b.subscriptions() { // also cuts short a Shutdown in progress
 		s.stopNow(ErrClosed, false)

@@ -127,7 +127,8 @@ const maxDurableNameLen = 240
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
 // this one's Stop has returned. It returns an error wrapping [ErrInvalid]
-// for a bad name, handler or option, [ErrDuplicate] if b has a durable
+// for a bad name, handler or option, a nil store or a Bus not made by
+// [New], [ErrDuplicate] if b has a durable
 // subscription of that name that runs, rebuilds or is stopping, or a topic
 // named "durable." and the name that [NewTopic] made, [ErrClosed] after
 // Shutdown, or the store's error reading the checkpoint.
@@ -142,8 +143,11 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if err := checkNameLen("durable subscription", name, maxDurableNameLen); err != nil {
 		return nil, err
 	}
-	if b == nil || s == nil {
-		return nil, fmt.Errorf("%w: durable subscription %q: nil bus or store", ErrInvalid, name)
+	if err := b.check("SubscribeDurable"); err != nil {
+		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
+	}
+	if s == nil {
+		return nil, fmt.Errorf("%w: durable subscription %q: nil store", ErrInvalid, name)
 	}
 	topic := "durable." + name
 	if _, _, err := b.resolveSubscription(topic, name, &o.Subscription); err != nil {

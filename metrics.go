@@ -310,9 +310,13 @@ func (s *syncCounters) collect(c *counters) {
 
 // Metrics returns a snapshot of the bus's counters and latencies. It is
 // safe to call at any time, also after Shutdown (subscriptions then show
-// their final counts; unsubscribed ones no longer appear).
+// their final counts; unsubscribed ones no longer appear). For a Bus not
+// made by [New] it returns the zero Metrics.
 func (b *Bus) Metrics() Metrics {
 	var m Metrics
+	if !b.made() {
+		return m
+	}
 	b.mu.Lock()
 	for name, t := range b.topics {
 		m.Topics = append(m.Topics, TopicMetrics{Topic: name, Published: t.(published).published()})

@@ -56,12 +56,12 @@ type Topic[T any] struct {
 // documents, must follow the same rules, and may belong to one Go type only
 // (T and *T count as one).
 //
-// It returns an error wrapping [ErrInvalid] for a bad name or option,
-// [ErrDuplicate] for a taken topic name or event type name, and [ErrClosed]
-// after Shutdown.
+// It returns an error wrapping [ErrInvalid] for a bad name or option or a
+// Bus not made by [New], [ErrDuplicate] for a taken topic name or event type
+// name, and [ErrClosed] after Shutdown.
 func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], error) {
-	if b == nil {
-		return nil, fmt.Errorf("%w: NewTopic: nil bus", ErrInvalid)
+	if err := b.check("NewTopic"); err != nil {
+		return nil, err
 	}
 	var o TopicOptions[T]
 	if opts != nil {

@@ -1,0 +1,99 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// zeroCall is a call of an exported entry point on a nil value, or on a
+// zero one that its constructor did not make.
+type zeroCall struct {
+	name string
+	call func() error
+	// want is ErrInvalid for a call that returns an error, or nil for one
+	// that does the harmless thing; such a call returns an error saying
+	// what it did instead.
+	want error
+}
+
+// testZero runs each call and reports a panic, or an error that does not
+// match its want.
+func testZero(t *testing.T, calls []zeroCall) {
+	t.Helper()
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s panicked: %v", c.name, r)
+				}
+			}()
+			if err := c.call(); !errors.Is(err, c.want) {
+				t.Errorf("%s = %v, want %v", c.name, err, c.want)
+			}
+		})
+	}
+}
+
+// TestZeroBus checks that a nil Bus, and a zero one, which New did not
+// make, are refused with an error wrapping ErrInvalid, or do the harmless
+// thing where there is no error to return: NewTopic panicked on the zero
+// Bus's nil maps, and every method on a nil Bus.
+func TestZeroBus(t *testing.T) {
+	ctx := context.Background()
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newUserRegistry(t, nil)
+	ok := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+	var calls []zeroCall
+	for kind, b := range map[string]func() *eventbus.Bus{
+		"nil":  func() *eventbus.Bus { return nil },
+		"zero": func() *eventbus.Bus { return new(eventbus.Bus) },
+	} {
+		calls = append(calls,
+			zeroCall{kind + " Flush", func() error { return b().Flush(ctx) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Shutdown", func() error { return b().Shutdown(ctx) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Close", func() error { return b().Close() }, eventbus.ErrInvalid},
+			zeroCall{kind + " NewTopic", func() error {
+				_, err := eventbus.NewTopic[Order](b(), "orders", nil)
+				return err
+			}, eventbus.ErrInvalid},
+			zeroCall{kind + " NewStoreTopic", func() error {
+				_, err := eventbus.NewStoreTopic[userV1](b(), store, reg, "users")
+				return err
+			}, eventbus.ErrInvalid},
+			zeroCall{kind + " SubscribeDurable", func() error {
+				opts := &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: 1, QueueSize: 1}}
+				_, err := eventbus.SubscribeDurable(ctx, b(), store, nil, "d", ok, opts)
+				return err
+			}, eventbus.ErrInvalid},
+			zeroCall{kind + " Done", func() error {
+				select {
+				case <-b().Done():
+					return nil
+				default:
+					return errors.New("Done() is not closed")
+				}
+			}, nil},
+			zeroCall{kind + " DeadLetters", func() error {
+				if q := b().DeadLetters(); q != nil {
+					return fmt.Errorf("DeadLetters() = %p, want nil", q)
+				}
+				return nil
+			}, nil},
+			zeroCall{kind + " Metrics", func() error {
+				if diff := cmp.Diff(eventbus.Metrics{}, b().Metrics()); diff != "" {
+					return fmt.Errorf("Metrics() (-want +got):\n%s", diff)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
+}
