@@ -62,7 +62,9 @@ type SubscriptionOptions struct {
 
 // Subscription is a named consumer of one topic. It receives every event
 // published on the topic after it was made; its workers share the events out
-// by key. Use [Subscription.Unsubscribe] to remove it.
+// by key. Use [Subscription.Unsubscribe] to remove it. A nil or zero
+// Subscription, one not made by Subscribe, has no names, and its
+// Unsubscribe returns an error wrapping [ErrInvalid].
 type Subscription struct {
 	bus   *Bus
 	topic string
@@ -88,11 +90,22 @@ type subscriber interface {
 	detach() // remove from the topic
 }
 
-// Name returns the subscription's name.
-func (s *Subscription) Name() string { return s.name }
+// Name returns the subscription's name, or "" for a nil Subscription.
+func (s *Subscription) Name() string {
+	if s == nil {
+		return ""
+	}
+	return s.name
+}
 
-// Topic returns the name of the subscription's topic.
-func (s *Subscription) Topic() string { return s.topic }
+// Topic returns the name of the subscription's topic, or "" for a nil
+// Subscription.
+func (s *Subscription) Topic() string {
+	if s == nil {
+		return ""
+	}
+	return s.topic
+}
 
 // Unsubscribe removes the subscription: it receives no more events, handles
 // those already queued (with their retries), and returns once its workers
@@ -103,9 +116,12 @@ func (s *Subscription) Topic() string { return s.topic }
 // *UndeliveredError with their count, wrapping ctx's cause, or the bus's:
 // ErrClosed for Close, the context's cause for a Shutdown past its
 // deadline. Calling it again returns ErrClosed; calling it with a handler's
-// context, which would make it wait for that handler, returns an error
-// wrapping [ErrInvalid].
+// context, which would make it wait for that handler, or on a Subscription
+// not made by Subscribe, returns an error wrapping [ErrInvalid].
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	if s == nil || s.impl == nil {
+		return fmt.Errorf("%w: Unsubscribe on a Subscription not made by Subscribe", ErrInvalid)
+	}
 	if err := checkWaitContext(ctx, "Unsubscribe"); err != nil {
 		return err
 	}

@@ -97,3 +97,26 @@ func TestZeroBus(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroSubscription checks that Unsubscribe refuses a nil Subscription,
+// and a zero one, which Subscribe did not make, with an error wrapping
+// ErrInvalid, and that their names are empty: every call panicked on a nil
+// Subscription, and Unsubscribe on a zero one.
+func TestZeroSubscription(t *testing.T) {
+	var calls []zeroCall
+	for kind, s := range map[string]func() *eventbus.Subscription{
+		"nil":  func() *eventbus.Subscription { return nil },
+		"zero": func() *eventbus.Subscription { return new(eventbus.Subscription) },
+	} {
+		calls = append(calls,
+			zeroCall{kind + " Unsubscribe", func() error { return s().Unsubscribe(context.Background()) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Name and Topic", func() error {
+				if name, topic := s().Name(), s().Topic(); name != "" || topic != "" {
+					return fmt.Errorf("Name(), Topic() = %q, %q, want empty", name, topic)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
+}
