@@ -87,6 +87,10 @@ func (f DeadLetterFilter) names(dl *DeadLetter) bool {
 // bounded: when full, the oldest entry is evicted to make room and counted
 // (see Evicted); a configured sink has already received it. Its methods are
 // safe for concurrent use and never call user code with its lock held.
+//
+// A nil DeadLetterQueue, which [Bus.DeadLetters] returns for a Bus not made
+// by [New], holds nothing: its methods return zero values, and Redrive an
+// error wrapping [ErrInvalid].
 type DeadLetterQueue struct {
 	mu       sync.Mutex
 	entries  []DeadLetter
@@ -174,6 +178,9 @@ func (q *DeadLetterQueue) evict(room int) {
 
 // Len returns the number of dead letters held.
 func (q *DeadLetterQueue) Len() int {
+	if q == nil {
+		return 0
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.entries)
@@ -182,6 +189,9 @@ func (q *DeadLetterQueue) Len() int {
 // Evicted returns how many dead letters were dropped to make room, and how
 // many times the sink returned an error.
 func (q *DeadLetterQueue) Evicted() (evicted, sinkErrors uint64) {
+	if q == nil {
+		return 0, 0
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.evicted, q.sinkErrs
@@ -201,6 +211,9 @@ func (q *DeadLetterQueue) All(f DeadLetterFilter) iter.Seq[DeadLetter] {
 
 // Get returns the dead letter of event id in the named subscription.
 func (q *DeadLetterQueue) Get(subscription string, id ID) (DeadLetter, bool) {
+	if q == nil {
+		return DeadLetter{}, false
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, dl := range q.entries {
@@ -213,8 +226,11 @@ func (q *DeadLetterQueue) Get(subscription string, id ID) (DeadLetter, bool) {
 
 // matching returns the entries that match f, oldest first, as of the
 // call. It matches f.Err with the lock released: errors.Is runs the methods
-// of the handlers' errors.
+// of the handlers' errors. A nil q holds nothing.
 func (q *DeadLetterQueue) matching(f DeadLetterFilter) []DeadLetter {
+	if q == nil {
+		return nil
+	}
 	q.mu.Lock()
 	var out []DeadLetter
 	for i := range q.entries {
@@ -274,6 +290,9 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // handler's context (a [DeadLetterSink] gets one), which might be waiting
 // for its own worker, it never waits and queues past the bound.
 func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
+	if q == nil {
+		return 0, fmt.Errorf("%w: Redrive on a nil DeadLetterQueue", ErrInvalid)
+	}
 	if err := checkContext(ctx, "Redrive"); err != nil {
 		return 0, err
 	}

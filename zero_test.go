@@ -120,3 +120,42 @@ func TestZeroSubscription(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroDeadLetterQueue checks that a nil DeadLetterQueue, which
+// DeadLetters returns for a Bus not made by New, holds nothing and that
+// its Redrive returns an error wrapping ErrInvalid: every method panicked.
+// A zero queue is an empty one.
+func TestZeroDeadLetterQueue(t *testing.T) {
+	var calls []zeroCall
+	for kind, q := range map[string]func() *eventbus.DeadLetterQueue{
+		"nil":  func() *eventbus.DeadLetterQueue { return nil },
+		"zero": func() *eventbus.DeadLetterQueue { return new(eventbus.DeadLetterQueue) },
+	} {
+		want := error(nil) // a zero queue is empty: Redrive sends nothing
+		if kind == "nil" {
+			want = eventbus.ErrInvalid
+		}
+		calls = append(calls,
+			zeroCall{kind + " Redrive", func() error {
+				n, err := q().Redrive(context.Background(), eventbus.DeadLetterFilter{})
+				if n != 0 {
+					return fmt.Errorf("Redrive() sent %d", n)
+				}
+				return err
+			}, want},
+			zeroCall{kind + " Len, Evicted, All, Get and Discard", func() error {
+				evicted, sinkErrs := q().Evicted()
+				all := 0
+				for range q().All(eventbus.DeadLetterFilter{}) {
+					all++
+				}
+				_, got := q().Get("s", eventbus.NewID())
+				if n, d := q().Len(), q().Discard(eventbus.DeadLetterFilter{}); n != 0 || evicted != 0 || sinkErrs != 0 || all != 0 || got || d != 0 {
+					return fmt.Errorf("Len, Evicted, All, Get, Discard = %d, %d %d, %d, %t, %d, want nothing", n, evicted, sinkErrs, all, got, d)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
+}
