@@ -326,8 +326,9 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 
 // Close stops the bus at once: it is Shutdown with a context that is already
 // done. Like Shutdown, it waits for running handlers, so a handler must not
-// call it. Running handlers see their context cancelled and are waited for;
-// queued events go to the dead-letter queue and are counted in the
+// call it, nor a [DeadLetterSink], which the worker of the dead letter
+// waits for. Running handlers see their context cancelled and are waited
+// for; queued events go to the dead-letter queue and are counted in the
 // *UndeliveredError returned. On a Bus not made by [New] it returns an error
 // wrapping [ErrInvalid].
 func (b *Bus) Close() error {
