@@ -32,7 +32,9 @@ type TopicOptions[T any] struct {
 
 // Topic is a named stream of events whose payloads have type T. Publishing
 // fans each event out to every subscription of the topic. A Topic is safe for
-// concurrent use.
+// concurrent use. A nil or zero Topic, one not made by [NewTopic], has no
+// name, event type or bus, and its methods that return an error return one
+// wrapping [ErrInvalid].
 type Topic[T any] struct {
 	bus       *Bus
 	name      string
@@ -141,15 +143,31 @@ func notMade[T any](method string) error {
 	return fmt.Errorf("%w: %s on a Topic[%v] not made by NewTopic", ErrInvalid, method, reflect.TypeFor[T]())
 }
 
-// Name returns the topic's name.
-func (t *Topic[T]) Name() string { return t.name }
+// Name returns the topic's name, or "" for a nil Topic.
+func (t *Topic[T]) Name() string {
+	if t == nil {
+		return ""
+	}
+	return t.name
+}
 
-// EventType returns the event type name stamped on the topic's events.
-func (t *Topic[T]) EventType() string { return t.eventType }
+// EventType returns the event type name stamped on the topic's events, or
+// "" for a nil Topic.
+func (t *Topic[T]) EventType() string {
+	if t == nil {
+		return ""
+	}
+	return t.eventType
+}
 
 // Bus returns the bus that t belongs to, whose Flush and Shutdown cover
-// its events.
-func (t *Topic[T]) Bus() *Bus { return t.bus }
+// its events, or nil for a Topic not made by [NewTopic].
+func (t *Topic[T]) Bus() *Bus {
+	if t == nil {
+		return nil
+	}
+	return t.bus
+}
 
 // Subscribe adds a subscription named name that hands every event published
 // on t from now on to h. Names follow the rules of topic names and are unique

@@ -159,3 +159,35 @@ func TestZeroDeadLetterQueue(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroTopic checks that a nil Topic, and a zero one, which NewTopic did
+// not make, are refused with an error wrapping ErrInvalid, and have no name,
+// event type or bus: Name, EventType and Bus panicked on a nil Topic.
+func TestZeroTopic(t *testing.T) {
+	ctx := context.Background()
+	var calls []zeroCall
+	for kind, topic := range map[string]func() *eventbus.Topic[Order]{
+		"nil":  func() *eventbus.Topic[Order] { return nil },
+		"zero": func() *eventbus.Topic[Order] { return new(eventbus.Topic[Order]) },
+	} {
+		calls = append(calls,
+			zeroCall{kind + " Publish", func() error { return topic().Publish(ctx, Order{}) }, eventbus.ErrInvalid},
+			zeroCall{kind + " TryPublish", func() error { _, err := topic().TryPublish(ctx, Order{}); return err }, eventbus.ErrInvalid},
+			zeroCall{kind + " Subscribe", func() error {
+				_, err := topic().Subscribe("s", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+				return err
+			}, eventbus.ErrInvalid},
+			zeroCall{kind + " SubscribeBatch", func() error {
+				_, err := topic().SubscribeBatch("s", func(context.Context, []eventbus.Event[Order]) error { return nil }, nil)
+				return err
+			}, eventbus.ErrInvalid},
+			zeroCall{kind + " Name, EventType and Bus", func() error {
+				if name, typ, b := topic().Name(), topic().EventType(), topic().Bus(); name != "" || typ != "" || b != nil {
+					return fmt.Errorf("Name(), EventType(), Bus() = %q, %q, %p, want nothing", name, typ, b)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
+}
