@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 )
 
 // AggregateOptions configures an [Aggregate]. The zero value (or nil) takes
@@ -32,7 +33,9 @@ type AggregateOptions struct {
 // States are shared (with the cache, and with concurrent loads), so evolve
 // must return a new state rather than modify the one it is given in place:
 // copy a map or slice before changing it. An Aggregate is safe for
-// concurrent use.
+// concurrent use. A nil or zero Aggregate, one not made by [NewAggregate],
+// has no store: Load and Execute return an error wrapping [ErrInvalid], and
+// CacheStats zeros.
 //
 // A state is folded from every event after the one it starts from (none, a
 // snapshot or a cached state), so an event that its stream no longer shows
@@ -105,6 +108,9 @@ type Version[T any] struct {
 // wrapping [ErrTruncated] that names the missing revisions. Otherwise it
 // returns the store's or the registry's error.
 func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
+	if err := a.check("Aggregate.Load"); err != nil {
+		return Version[T]{}, err
+	}
 	if err := checkContext(ctx, "Aggregate.Load"); err != nil {
 		return Version[T]{}, err
 	}
@@ -269,6 +275,9 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // is skipped, since the events are committed: the next load replays a few
 // more events.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
+	if err := a.check("Aggregate.Execute"); err != nil {
+		return AppendResult{}, err
+	}
 	if decide == nil {
 		return AppendResult{}, fmt.Errorf("%w: Aggregate.Execute: nil decide", ErrInvalid)
 	}
@@ -330,10 +339,21 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 	return res, nil
 }
 
+// check returns an error wrapping ErrInvalid for a nil Aggregate, or one
+// that NewAggregate did not make (a zero Aggregate has no store), given to
+// call.
+func (a *Aggregate[T, E]) check(call string) error {
+	if a == nil || a.store == nil {
+		return fmt.Errorf("%w: %s on an Aggregate[%v, %v] not made by NewAggregate", ErrInvalid, call, reflect.TypeFor[T](), reflect.TypeFor[E]())
+	}
+	return nil
+}
+
 // CacheStats returns how many loads found the state in the cache with no
-// newer event to read (hits), and how many did not (misses).
+// newer event to read (hits), and how many did not (misses): zeros without
+// a cache, or for an Aggregate not made by [NewAggregate].
 func (a *Aggregate[T, E]) CacheStats() (hits, misses uint64) {
-	if a.cache == nil {
+	if a == nil || a.cache == nil {
 		return 0, 0
 	}
 	return a.cache.stats()

@@ -191,3 +191,29 @@ func TestZeroTopic(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroAggregate checks that a nil Aggregate, and a zero one, which
+// NewAggregate did not make, are refused with an error wrapping ErrInvalid:
+// Load panicked on the missing store, and Execute on a zero Aggregate ran
+// no attempt and returned an error saying that "0 attempts conflicted".
+func TestZeroAggregate(t *testing.T) {
+	ctx := context.Background()
+	decide := func(int) ([]userV1, error) { return []userV1{{Name: "Ada"}}, nil }
+	var calls []zeroCall
+	for kind, a := range map[string]func() *eventbus.Aggregate[int, userV1]{
+		"nil":  func() *eventbus.Aggregate[int, userV1] { return nil },
+		"zero": func() *eventbus.Aggregate[int, userV1] { return new(eventbus.Aggregate[int, userV1]) },
+	} {
+		calls = append(calls,
+			zeroCall{kind + " Load", func() error { _, err := a().Load(ctx, "user-1"); return err }, eventbus.ErrInvalid},
+			zeroCall{kind + " Execute", func() error { _, err := a().Execute(ctx, "user-1", decide); return err }, eventbus.ErrInvalid},
+			zeroCall{kind + " CacheStats", func() error {
+				if hits, misses := a().CacheStats(); hits != 0 || misses != 0 {
+					return fmt.Errorf("CacheStats() = %d, %d, want 0, 0", hits, misses)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
+}
