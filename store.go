@@ -542,6 +542,18 @@ func decide(stream string, tombstoned bool, expected, actual ExpectedRevision, s
 	return 0, false, expected.check(stream, actual)
 }
 
+// storeNotMade returns the error of a call on a nil or zero store of type
+// typ, one that its constructor ctor did not make.
+func storeNotMade(call, typ, ctor string) error {
+	return fmt.Errorf("%w: %s on a %s not made by %s", ErrInvalid, call, typ, ctor)
+}
+
+// failed returns an iterator that yields err alone, for a read that cannot
+// start.
+func failed(err error) iter.Seq2[RecordedEvent, error] {
+	return func(yield func(RecordedEvent, error) bool) { yield(RecordedEvent{}, err) }
+}
+
 // storeLimits returns the size limits of a store's options, with zero
 // meaning the defaults of 1 MiB per event and 16 MiB per append.
 func storeLimits(what string, maxEvent, maxBatch int) (int, int, error) {

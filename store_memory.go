@@ -28,7 +28,9 @@ type MemoryStoreOptions struct {
 // Reads and subscriptions take no lock while they yield: committed events
 // are never modified, so a reader iterates over a view of them taken when
 // its loop starts. Appends take one lock and, per event, copy its data and
-// metadata. A MemoryStore is safe for concurrent use.
+// metadata. A MemoryStore is safe for concurrent use. The methods of a nil
+// or zero MemoryStore, one not made by [NewMemoryStore], return an error
+// wrapping [ErrInvalid], and its reads yield one.
 type MemoryStore struct {
 	maxEvent, maxBatch int
 	closed             atomic.Bool
@@ -105,8 +107,21 @@ func NewMemoryStore(opts *MemoryStoreOptions) (*MemoryStore, error) {
 	return &MemoryStore{maxEvent: maxEvent, maxBatch: maxBatch, streams: make(map[string]*memStream)}, nil
 }
 
+// checkMade returns an error wrapping ErrInvalid for a nil MemoryStore, or
+// one that NewMemoryStore did not make (a zero one has no size limit),
+// given to call.
+func (s *MemoryStore) checkMade(call string) error {
+	if s == nil || s.maxEvent == 0 {
+		return storeNotMade(call, "MemoryStore", "NewMemoryStore")
+	}
+	return nil
+}
+
 // Append implements [Store.Append].
 func (s *MemoryStore) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
+	if err := s.checkMade("Append"); err != nil {
+		return AppendResult{}, err
+	}
 	if err := liveContext(ctx, "Append"); err != nil {
 		return AppendResult{}, err
 	}
@@ -131,6 +146,9 @@ func (s *MemoryStore) Append(ctx context.Context, stream string, expected Expect
 
 // AppendMulti implements [Store.AppendMulti].
 func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	if err := s.checkMade("AppendMulti"); err != nil {
+		return nil, err
+	}
 	if err := liveContext(ctx, "AppendMulti"); err != nil {
 		return nil, err
 	}
@@ -214,6 +232,9 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 
 // ReadStream implements [Store.ReadStream].
 func (s *MemoryStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	if err := s.checkMade("ReadStream"); err != nil {
+		return failed(err)
+	}
 	return readStream(ctx, s, &s.closed, stream, opts)
 }
 
@@ -238,6 +259,9 @@ func (s *MemoryStore) streamView(stream string, keep *streamKeep) streamView {
 
 // ReadAll implements [Store.ReadAll].
 func (s *MemoryStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	if err := s.checkMade("ReadAll"); err != nil {
+		return failed(err)
+	}
 	return readAll(ctx, s, &s.closed, opts)
 }
 
@@ -260,6 +284,9 @@ func (l memLog) matching(f *Filter) getter {
 // Subscribe implements [Store.Subscribe]. It starts no goroutine: the
 // subscription runs in the goroutine iterating it.
 func (s *MemoryStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
+	if err := s.checkMade("Subscribe"); err != nil {
+		return failed(err)
+	}
 	return catchUp{mu: &s.mu, closed: &s.closed, n: &s.log.n, waiting: &s.waiting, read: s.readFrom}.subscribe(ctx, opts)
 }
 
@@ -282,6 +309,9 @@ func (s *MemoryStore) Tombstone(ctx context.Context, stream string, expected Exp
 }
 
 func (s *MemoryStore) delete(ctx context.Context, call, stream string, expected ExpectedRevision, tombstone bool) error {
+	if err := s.checkMade(call); err != nil {
+		return err
+	}
 	if err := liveContext(ctx, call); err != nil {
 		return err
 	}
@@ -314,6 +344,9 @@ func (s *MemoryStore) delete(ctx context.Context, call, stream string, expected 
 
 // SetStreamMetadata implements [Store.SetStreamMetadata].
 func (s *MemoryStore) SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error {
+	if err := s.checkMade("SetStreamMetadata"); err != nil {
+		return err
+	}
 	if err := liveContext(ctx, "SetStreamMetadata"); err != nil {
 		return err
 	}
@@ -339,6 +372,9 @@ func (s *MemoryStore) SetStreamMetadata(ctx context.Context, stream string, md S
 
 // StreamInfo implements [Store.StreamInfo].
 func (s *MemoryStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, error) {
+	if err := s.checkMade("StreamInfo"); err != nil {
+		return StreamInfo{}, err
+	}
 	return stateOf(ctx, s, &s.mu, &s.closed, stream)
 }
 
@@ -354,6 +390,9 @@ func (s *MemoryStore) info(stream string) StreamInfo {
 // Close implements [Store.Close]. The events stay readable by iterators
 // that are already past their start, until their next check.
 func (s *MemoryStore) Close() error {
+	if err := s.checkMade("Close"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed.Swap(true) {

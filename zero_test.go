@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -216,4 +217,59 @@ func TestZeroAggregate(t *testing.T) {
 		)
 	}
 	testZero(t, calls)
+}
+
+// closingStore is a Store with a Close method, as both stores have.
+type closingStore interface {
+	eventbus.Store
+	Close() error
+}
+
+// storeZeroCalls returns a call of each method of the Store that s returns,
+// a nil or zero one: each must return or yield an error wrapping
+// ErrInvalid.
+func storeZeroCalls(kind string, s func() closingStore) []zeroCall {
+	ctx := context.Background()
+	e := eventbus.EventData{ID: eventbus.NewID(), Type: "user.created", Data: []byte(`{}`)}
+	first := func(seq func(func(eventbus.RecordedEvent, error) bool)) error {
+		for _, err := range seq {
+			return err
+		}
+		return errors.New("no error yielded")
+	}
+	return []zeroCall{
+		{kind + " Append", func() error { _, err := s().Append(ctx, "s", eventbus.Any, e); return err }, eventbus.ErrInvalid},
+		{kind + " AppendMulti", func() error {
+			_, err := s().AppendMulti(ctx, eventbus.StreamAppend{Stream: "s", Expected: eventbus.Any, Events: []eventbus.EventData{e}})
+			return err
+		}, eventbus.ErrInvalid},
+		{kind + " Delete", func() error { return s().Delete(ctx, "s", eventbus.Any) }, eventbus.ErrInvalid},
+		{kind + " Tombstone", func() error { return s().Tombstone(ctx, "s", eventbus.Any) }, eventbus.ErrInvalid},
+		{kind + " SetStreamMetadata", func() error {
+			return s().SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxCount: 1})
+		}, eventbus.ErrInvalid},
+		{kind + " StreamInfo", func() error { _, err := s().StreamInfo(ctx, "s"); return err }, eventbus.ErrInvalid},
+		{kind + " ReadStream", func() error { return first(s().ReadStream(ctx, "s", nil)) }, eventbus.ErrInvalid},
+		{kind + " ReadAll", func() error { return first(s().ReadAll(ctx, nil)) }, eventbus.ErrInvalid},
+		{kind + " Subscribe", func() error {
+			// A guard: a store taken for an empty one waits for events.
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			return first(s().Subscribe(ctx, nil))
+		}, eventbus.ErrInvalid},
+		{kind + " Close", func() error { return s().Close() }, eventbus.ErrInvalid},
+	}
+}
+
+// TestZeroMemoryStore checks that a nil MemoryStore, and a zero one, which
+// NewMemoryStore did not make, are refused with an error wrapping
+// ErrInvalid: every method panicked on a nil MemoryStore, Tombstone and
+// SetStreamMetadata on a zero one's nil map, its appends failed with
+// ErrTooLarge, its Subscribe waited for events that could never come, and
+// its other methods took it for an empty store.
+func TestZeroMemoryStore(t *testing.T) {
+	testZero(t, append(
+		storeZeroCalls("nil", func() closingStore { return (*eventbus.MemoryStore)(nil) }),
+		storeZeroCalls("zero", func() closingStore { return new(eventbus.MemoryStore) })...,
+	))
 }
