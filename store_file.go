@@ -97,7 +97,9 @@ type FileStoreOptions struct {
 // After a write or fsync fails, appends fail with an error wrapping the
 // cause until the store is reopened: the appends of the failed write may
 // be committed on disk or not, and reopening tells. A FileStore is safe
-// for concurrent use.
+// for concurrent use. The methods of a nil or zero FileStore, one not made
+// by [OpenFileStore], return an error wrapping [ErrInvalid], its reads
+// yield one, and its Stats are zero.
 type FileStore struct {
 	dir                string
 	fs                 fileSystem
@@ -455,8 +457,21 @@ type FileStoreStats struct {
 	RetentionErr error
 }
 
+// checkMade returns an error wrapping ErrInvalid for a nil FileStore, or
+// one that OpenFileStore did not make (a zero one has no committer to
+// wait for), given to call.
+func (s *FileStore) checkMade(call string) error {
+	if s == nil || s.done == nil {
+		return storeNotMade(call, "FileStore", "OpenFileStore")
+	}
+	return nil
+}
+
 // Stats returns the size of the store, as committed when it is called.
 func (s *FileStore) Stats() FileStoreStats {
+	if s.checkMade("Stats") != nil {
+		return FileStoreStats{}
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: len(s.byID), RetentionErr: s.retentionErr}
@@ -465,6 +480,9 @@ func (s *FileStore) Stats() FileStoreStats {
 // Append implements [Store.Append]. Under SyncAlways it returns once the
 // events are on stable storage, or with the error that stopped them.
 func (s *FileStore) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
+	if err := s.checkMade("Append"); err != nil {
+		return AppendResult{}, err
+	}
 	res, err := s.AppendMulti(ctx, StreamAppend{Stream: stream, Expected: expected, Events: events})
 	if err != nil {
 		return AppendResult{}, err
@@ -474,6 +492,9 @@ func (s *FileStore) Append(ctx context.Context, stream string, expected Expected
 
 // AppendMulti implements [Store.AppendMulti].
 func (s *FileStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	if err := s.checkMade("AppendMulti"); err != nil {
+		return nil, err
+	}
 	if err := liveContext(ctx, "AppendMulti"); err != nil {
 		return nil, err
 	}
@@ -982,6 +1003,9 @@ func (v *view) matching(f *Filter) getter {
 
 // ReadStream implements [Store.ReadStream].
 func (s *FileStore) ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	if err := s.checkMade("ReadStream"); err != nil {
+		return failed(err)
+	}
 	return readStream(ctx, s, &s.closed, stream, opts)
 }
 
@@ -1011,6 +1035,9 @@ func (s *FileStore) streamView(stream string, keep *streamKeep) streamView {
 // ReadAll implements [Store.ReadAll]. After retention, it starts at the
 // first event kept.
 func (s *FileStore) ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
+	if err := s.checkMade("ReadAll"); err != nil {
+		return failed(err)
+	}
 	return readAll(ctx, s, &s.closed, opts)
 }
 
@@ -1023,6 +1050,9 @@ func (s *FileStore) logView(f *Filter) (first, n uint64, get getter) {
 // Subscribe implements [Store.Subscribe]. It starts no goroutine: the
 // subscription runs in the goroutine iterating it.
 func (s *FileStore) Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error] {
+	if err := s.checkMade("Subscribe"); err != nil {
+		return failed(err)
+	}
 	return catchUp{mu: &s.mu, closed: &s.closed, n: &s.log.n, waiting: &s.waiting, read: s.readFrom}.subscribe(ctx, opts)
 }
 
@@ -1047,6 +1077,9 @@ func (s *FileStore) Tombstone(ctx context.Context, stream string, expected Expec
 
 // SetStreamMetadata implements [Store.SetStreamMetadata].
 func (s *FileStore) SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error {
+	if err := s.checkMade("SetStreamMetadata"); err != nil {
+		return err
+	}
 	if md.MaxAge < 0 {
 		return fmt.Errorf("%w: stream %q: MaxAge %v is negative", ErrInvalid, stream, md.MaxAge)
 	}
@@ -1054,6 +1087,9 @@ func (s *FileStore) SetStreamMetadata(ctx context.Context, stream string, md Str
 }
 
 func (s *FileStore) changeStream(ctx context.Context, call string, r *request) error {
+	if err := s.checkMade(call); err != nil {
+		return err
+	}
 	if err := liveContext(ctx, call); err != nil {
 		return err
 	}
@@ -1065,6 +1101,9 @@ func (s *FileStore) changeStream(ctx context.Context, call string, r *request) e
 
 // StreamInfo implements [Store.StreamInfo].
 func (s *FileStore) StreamInfo(ctx context.Context, stream string) (StreamInfo, error) {
+	if err := s.checkMade("StreamInfo"); err != nil {
+		return StreamInfo{}, err
+	}
 	return stateOf(ctx, s, &s.mu, &s.closed, stream)
 }
 
@@ -1081,6 +1120,9 @@ func (s *FileStore) info(stream string) StreamInfo {
 // Close implements [Store.Close]: it stops the committer, syncs what it
 // wrote, and closes the files. Running iterators end with ErrClosed.
 func (s *FileStore) Close() error {
+	if err := s.checkMade("Close"); err != nil {
+		return err
+	}
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed.Store(true)

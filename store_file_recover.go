@@ -595,6 +595,9 @@ func (s *FileStore) removeDropped() {
 // damage found, and [ErrClosed] once the store is closed, also when Close
 // closes the files it reads.
 func (s *FileStore) Verify(ctx context.Context) error {
+	if err := s.checkMade("Verify"); err != nil {
+		return err
+	}
 	if err := interrupted(ctx, &s.closed); err != nil {
 		return err
 	}

@@ -227,9 +227,11 @@ type closingStore interface {
 
 // storeZeroCalls returns a call of each method of the Store that s returns,
 // a nil or zero one: each must return or yield an error wrapping
-// ErrInvalid.
-func storeZeroCalls(kind string, s func() closingStore) []zeroCall {
-	ctx := context.Background()
+// ErrInvalid. The calls share a minute's guard against a store that waits
+// for good.
+func storeZeroCalls(t *testing.T, kind string, s func() closingStore) []zeroCall {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
 	e := eventbus.EventData{ID: eventbus.NewID(), Type: "user.created", Data: []byte(`{}`)}
 	first := func(seq func(func(eventbus.RecordedEvent, error) bool)) error {
 		for _, err := range seq {
@@ -251,12 +253,7 @@ func storeZeroCalls(kind string, s func() closingStore) []zeroCall {
 		{kind + " StreamInfo", func() error { _, err := s().StreamInfo(ctx, "s"); return err }, eventbus.ErrInvalid},
 		{kind + " ReadStream", func() error { return first(s().ReadStream(ctx, "s", nil)) }, eventbus.ErrInvalid},
 		{kind + " ReadAll", func() error { return first(s().ReadAll(ctx, nil)) }, eventbus.ErrInvalid},
-		{kind + " Subscribe", func() error {
-			// A guard: a store taken for an empty one waits for events.
-			ctx, cancel := context.WithTimeout(ctx, time.Minute)
-			defer cancel()
-			return first(s().Subscribe(ctx, nil))
-		}, eventbus.ErrInvalid},
+		{kind + " Subscribe", func() error { return first(s().Subscribe(ctx, nil)) }, eventbus.ErrInvalid},
 		{kind + " Close", func() error { return s().Close() }, eventbus.ErrInvalid},
 	}
 }
@@ -269,7 +266,34 @@ func storeZeroCalls(kind string, s func() closingStore) []zeroCall {
 // its other methods took it for an empty store.
 func TestZeroMemoryStore(t *testing.T) {
 	testZero(t, append(
-		storeZeroCalls("nil", func() closingStore { return (*eventbus.MemoryStore)(nil) }),
-		storeZeroCalls("zero", func() closingStore { return new(eventbus.MemoryStore) })...,
+		storeZeroCalls(t, "nil", func() closingStore { return (*eventbus.MemoryStore)(nil) }),
+		storeZeroCalls(t, "zero", func() closingStore { return new(eventbus.MemoryStore) })...,
 	))
+}
+
+// TestZeroFileStore checks that a nil FileStore, and a zero one, which
+// OpenFileStore did not make, are refused with an error wrapping
+// ErrInvalid, and that their Stats are zero: every method panicked on a
+// nil FileStore; on a zero one Delete, Tombstone and SetStreamMetadata
+// waited for good for a committer that does not run, Close panicked
+// closing its nil channel, its appends failed with ErrTooLarge, and its
+// other methods took it for an empty store.
+func TestZeroFileStore(t *testing.T) {
+	var calls []zeroCall
+	for kind, s := range map[string]func() *eventbus.FileStore{
+		"nil":  func() *eventbus.FileStore { return nil },
+		"zero": func() *eventbus.FileStore { return new(eventbus.FileStore) },
+	} {
+		calls = append(calls, storeZeroCalls(t, kind, func() closingStore { return s() })...)
+		calls = append(calls,
+			zeroCall{kind + " Verify", func() error { return s().Verify(context.Background()) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Stats", func() error {
+				if diff := cmp.Diff(eventbus.FileStoreStats{}, s().Stats()); diff != "" {
+					return fmt.Errorf("Stats() (-want +got):\n%s", diff)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
 }
