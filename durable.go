@@ -42,7 +42,10 @@ type DurableOptions struct {
 
 // Durable is a durable subscription: a named consumer of every stream of a
 // [Store] that resumes where it stopped, even in another process. Make one
-// with [SubscribeDurable]; its methods are safe for concurrent use.
+// with [SubscribeDurable]; its methods are safe for concurrent use. A nil or
+// zero Durable, one not made by SubscribeDurable, has no name, its
+// checkpoint is 0, and its methods that return an error return one
+// wrapping [ErrInvalid].
 //
 // # Delivery
 //
@@ -430,13 +433,37 @@ func (d *Durable) finish(r *durableRun) error {
 	return r.final
 }
 
-// Name returns the subscription's name.
-func (d *Durable) Name() string { return d.name }
+// made reports whether SubscribeDurable made d: a nil or zero Durable has
+// no tracker.
+func (d *Durable) made() bool { return d != nil && d.track != nil }
+
+// checkMade returns an error wrapping ErrInvalid for a Durable not made by
+// SubscribeDurable, given to call.
+func (d *Durable) checkMade(call string) error {
+	if !d.made() {
+		return fmt.Errorf("%w: %s on a Durable not made by SubscribeDurable", ErrInvalid, call)
+	}
+	return nil
+}
+
+// Name returns the subscription's name, or "" for a nil Durable.
+func (d *Durable) Name() string {
+	if d == nil {
+		return ""
+	}
+	return d.name
+}
 
 // Checkpoint returns the position the subscription would resume from: the
 // one before which every event it selects has finished, or, if earlier,
-// that of the first dead letter the [DeadLetterSink] failed to keep.
-func (d *Durable) Checkpoint() uint64 { return d.track.position() }
+// that of the first dead letter the [DeadLetterSink] failed to keep. It
+// returns 0 for a Durable not made by [SubscribeDurable].
+func (d *Durable) Checkpoint() uint64 {
+	if !d.made() {
+		return 0
+	}
+	return d.track.position()
+}
 
 // WaitFor waits until the event at position pos has finished, with every
 // event before it, or until ctx is done (it then returns ctx's error). Give
@@ -449,6 +476,9 @@ func (d *Durable) Checkpoint() uint64 { return d.track.position() }
 // [ErrClosed] once the subscription has stopped (by Stop, a failed
 // Rebuild, or the bus's Shutdown or Close).
 func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
+	if err := d.checkMade("Durable.WaitFor"); err != nil {
+		return err
+	}
 	if err := checkContext(ctx, "Durable.WaitFor"); err != nil {
 		return err
 	}
@@ -464,7 +494,12 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 // Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
 // handler's context (an error wrapping [ErrInvalid]), since it would wait for
 // that handler.
-func (d *Durable) Stop(ctx context.Context) error { return d.stopThen(ctx, nil) }
+func (d *Durable) Stop(ctx context.Context) error {
+	if err := d.checkMade("Durable.Stop"); err != nil {
+		return err
+	}
+	return d.stopThen(ctx, nil)
+}
 
 // stopThen stops the running subscription, then calls then, if not nil,
 // with no other Stop or Rebuild running meanwhile.
@@ -528,6 +563,9 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // It returns Stop's error, the store's, reset's, or [ErrClosed] after Stop
 // or Shutdown; after an error the subscription stays stopped.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
+	if err := d.checkMade("Durable.Rebuild"); err != nil {
+		return err
+	}
 	return d.stopThen(ctx, func() error {
 		if d.bus.closed.Load() {
 			return ErrClosed

@@ -297,3 +297,32 @@ func TestZeroFileStore(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroDurable checks that a nil Durable, and a zero one, which
+// SubscribeDurable did not make, are refused with an error wrapping
+// ErrInvalid, and have no name and a checkpoint of 0: every method
+// panicked on a nil Durable, Checkpoint and WaitFor on a zero one, and
+// its Stop and Rebuild waited for good for their turn on its nil channel.
+func TestZeroDurable(t *testing.T) {
+	// A guard against a Stop or Rebuild that waits for good.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var calls []zeroCall
+	for kind, d := range map[string]func() *eventbus.Durable{
+		"nil":  func() *eventbus.Durable { return nil },
+		"zero": func() *eventbus.Durable { return new(eventbus.Durable) },
+	} {
+		calls = append(calls,
+			zeroCall{kind + " WaitFor", func() error { return d().WaitFor(ctx, 1) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Stop", func() error { return d().Stop(ctx) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Rebuild", func() error { return d().Rebuild(ctx, nil) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Name and Checkpoint", func() error {
+				if name, pos := d().Name(), d().Checkpoint(); name != "" || pos != 0 {
+					return fmt.Errorf("Name(), Checkpoint() = %q, %d, want \"\", 0", name, pos)
+				}
+				return nil
+			}, nil},
+		)
+	}
+	testZero(t, calls)
+}
