@@ -15,7 +15,9 @@ import (
 // business key, hashed if it is too long for a stream name or not UTF-8),
 // so that Processed is one lookup; the record grows by one small stream
 // per event.
-// Make one with [NewStoreProcessed]; it is safe for concurrent use.
+// Make one with [NewStoreProcessed]; it is safe for concurrent use. The
+// methods of a nil StoreProcessed, or of one over a nil store, return an
+// error wrapping [ErrInvalid].
 type StoreProcessed struct {
 	store Store
 }
@@ -25,7 +27,7 @@ var _ ProcessedStore = (*StoreProcessed)(nil)
 // NewStoreProcessed returns a StoreProcessed that keeps its records in s.
 func NewStoreProcessed(s Store) *StoreProcessed { return &StoreProcessed{store: s} }
 
-var errNilProcessedStore = fmt.Errorf("%w: StoreProcessed over a nil store", ErrInvalid)
+var errNilProcessedStore = fmt.Errorf("%w: nil StoreProcessed, or one over a nil store", ErrInvalid)
 
 // processedStream returns the stream that records k: subscription names
 // have no ':', so two keys' streams never meet.
@@ -46,7 +48,7 @@ func processedPrefix(sub string) string { return processedStreamPrefix + sub + "
 
 // Processed implements [ProcessedStore.Processed].
 func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool, error) {
-	if p.store == nil {
+	if p == nil || p.store == nil {
 		return false, errNilProcessedStore
 	}
 	if err := checkContext(ctx, "Processed"); err != nil {
@@ -61,7 +63,7 @@ func (p *StoreProcessed) Processed(ctx context.Context, k IdempotencyKey) (bool,
 // returns: the handler's effect has happened, and a record lost then would
 // let it happen again after a restart.
 func (p *StoreProcessed) MarkProcessed(ctx context.Context, k IdempotencyKey) error {
-	if p.store == nil {
+	if p == nil || p.store == nil {
 		return errNilProcessedStore
 	}
 	if err := checkContext(ctx, "MarkProcessed"); err != nil {

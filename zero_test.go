@@ -326,3 +326,23 @@ func TestZeroDurable(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroStoreProcessed checks that a nil StoreProcessed is refused with
+// an error wrapping ErrInvalid, as a zero one and one over a nil store
+// are: both methods panicked on it.
+func TestZeroStoreProcessed(t *testing.T) {
+	ctx := context.Background()
+	k := eventbus.IdempotencyKey{Subscription: "s", ID: eventbus.NewID()}
+	var calls []zeroCall
+	for kind, p := range map[string]func() *eventbus.StoreProcessed{
+		"nil":            func() *eventbus.StoreProcessed { return nil },
+		"zero":           func() *eventbus.StoreProcessed { return new(eventbus.StoreProcessed) },
+		"over nil store": func() *eventbus.StoreProcessed { return eventbus.NewStoreProcessed(nil) },
+	} {
+		calls = append(calls,
+			zeroCall{kind + " Processed", func() error { _, err := p().Processed(ctx, k); return err }, eventbus.ErrInvalid},
+			zeroCall{kind + " MarkProcessed", func() error { return p().MarkProcessed(ctx, k) }, eventbus.ErrInvalid},
+		)
+	}
+	testZero(t, calls)
+}
