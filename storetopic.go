@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -14,7 +15,8 @@ import (
 // store, so a subscriber never sees an event that a crash could take back,
 // and an event committed just before a crash is delivered after the
 // restart, when the subscription catches up. A StoreTopic is safe for
-// concurrent use.
+// concurrent use. The methods of a nil or zero StoreTopic, one not made by
+// [NewStoreTopic], return an error wrapping [ErrInvalid].
 type StoreTopic[T any] struct {
 	bus       *Bus
 	store     Store
@@ -52,6 +54,16 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T]()}, nil
 }
 
+// checkMade returns an error wrapping ErrInvalid for a nil StoreTopic, or
+// one that NewStoreTopic did not make (a zero one has no bus), given to
+// call.
+func (t *StoreTopic[T]) checkMade(call string) error {
+	if t == nil || t.bus == nil {
+		return fmt.Errorf("%w: %s on a StoreTopic[%v] not made by NewStoreTopic", ErrInvalid, call, reflect.TypeFor[T]())
+	}
+	return nil
+}
+
 // Publish appends payload to the store, in the stream named after the topic
 // and the event's key ("orders:o1" for the key "o1" of topic "orders";
 // "orders:" for no key), and returns once it is committed. The key
@@ -64,6 +76,9 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 // [ErrInvalid] for bad input as Topic.Publish does; it does not wait for
 // any subscriber, and the bus may be closed.
 func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
+	if err := t.checkMade("StoreTopic.Publish"); err != nil {
+		return AppendResult{}, err
+	}
 	if err := checkContext(ctx, "StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
 	}
@@ -112,6 +127,9 @@ func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 // opts.Filter is replaced by the topic's selection. It returns an error
 // wrapping [ErrInvalid] for a bad name, or one as [SubscribeDurable] does.
 func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
+	if err := t.checkMade("StoreTopic.Subscribe"); err != nil {
+		return nil, err
+	}
 	if err := checkName("subscription", name); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", t.name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -342,6 +343,35 @@ func TestZeroStoreProcessed(t *testing.T) {
 		calls = append(calls,
 			zeroCall{kind + " Processed", func() error { _, err := p().Processed(ctx, k); return err }, eventbus.ErrInvalid},
 			zeroCall{kind + " MarkProcessed", func() error { return p().MarkProcessed(ctx, k) }, eventbus.ErrInvalid},
+		)
+	}
+	testZero(t, calls)
+}
+
+// TestZeroStoreTopic checks that a nil StoreTopic, and a zero one, which
+// NewStoreTopic did not make, are refused with an error wrapping
+// ErrInvalid that says so: both methods panicked on a nil StoreTopic, and
+// on a zero one they failed for a nil registry, or for a durable
+// subscription with a nil bus, which the caller never gave.
+func TestZeroStoreTopic(t *testing.T) {
+	ctx := context.Background()
+	var calls []zeroCall
+	for kind, topic := range map[string]func() *eventbus.StoreTopic[userV1]{
+		"nil":  func() *eventbus.StoreTopic[userV1] { return nil },
+		"zero": func() *eventbus.StoreTopic[userV1] { return new(eventbus.StoreTopic[userV1]) },
+	} {
+		notMade := func(err error) error {
+			if err != nil && !strings.Contains(err.Error(), "not made by NewStoreTopic") {
+				return fmt.Errorf("%v, which does not say that NewStoreTopic did not make the StoreTopic", err)
+			}
+			return err
+		}
+		calls = append(calls,
+			zeroCall{kind + " Publish", func() error { _, err := topic().Publish(ctx, userV1{}); return notMade(err) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Subscribe", func() error {
+				_, err := topic().Subscribe(ctx, "s", func(context.Context, eventbus.Event[userV1]) error { return nil }, nil)
+				return notMade(err)
+			}, eventbus.ErrInvalid},
 		)
 	}
 	testZero(t, calls)
