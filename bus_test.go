@@ -1123,25 +1123,35 @@ func TestSyncLineage(t *testing.T) {
 	require.Equal(t, []string{"", "", tp, tp}, traces)
 }
 
+// stuckSubscription returns a bus of one worker and its subscription "s"
+// of topic "orders", which holds three events: the first in a handler that
+// returns only when its context ends, which only a stop without grace does,
+// and two queued behind it.
+func stuckSubscription(t *testing.T) (*eventbus.Bus, *eventbus.Subscription) {
+	t.Helper()
+	b := newBus(t, &eventbus.Options{Workers: 1})
+	topic := newTopic[Order](t, b, "orders", nil)
+	started := make(chan struct{})
+	sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		if e.Payload.N == 0 {
+			close(started)
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}, nil)
+	for i := range 3 {
+		require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+	}
+	<-started
+	return b, sub
+}
+
 // TestUnsubscribeCutShortByClose checks that an Unsubscribe that Close cuts
 // short reports why: its *UndeliveredError wraps ErrClosed, not nil.
 func TestUnsubscribeCutShortByClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 1})
-		topic := newTopic[Order](t, b, "orders", nil)
-		started := make(chan struct{})
-		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-			if e.Payload.N == 0 {
-				close(started)
-			}
-			<-ctx.Done()
-			return ctx.Err()
-		}, nil)
+		b, sub := stuckSubscription(t)
 		ctx := context.Background()
-		for i := range 3 {
-			require.NoError(t, topic.Publish(ctx, Order{N: i}))
-		}
-		<-started
 		errc := make(chan error, 1)
 		go func() { errc <- sub.Unsubscribe(ctx) }()
 		synctest.Wait() // Unsubscribe waits for the handler
@@ -1185,21 +1195,8 @@ func TestUnsubscribeAfterClose(t *testing.T) {
 // whose context never ended, stopped nothing short.
 func TestShutdownLeavesUnsubscribeLossesToIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 1})
-		topic := newTopic[Order](t, b, "orders", nil)
-		started := make(chan struct{})
-		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-			if e.Payload.N == 0 {
-				close(started)
-			}
-			<-ctx.Done()
-			return ctx.Err()
-		}, nil)
+		b, sub := stuckSubscription(t)
 		ctx := context.Background()
-		for i := range 3 {
-			require.NoError(t, topic.Publish(ctx, Order{N: i}))
-		}
-		<-started
 		short, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		unsubscribed := make(chan error, 1)
@@ -1224,21 +1221,8 @@ func TestShutdownLeavesUnsubscribeLossesToIt(t *testing.T) {
 // reports them too.
 func TestUnsubscribeCutShortByShutdownDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 1})
-		topic := newTopic[Order](t, b, "orders", nil)
-		started := make(chan struct{})
-		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-			if e.Payload.N == 0 {
-				close(started)
-			}
-			<-ctx.Done()
-			return ctx.Err()
-		}, nil)
+		b, sub := stuckSubscription(t)
 		ctx := context.Background()
-		for i := range 3 {
-			require.NoError(t, topic.Publish(ctx, Order{N: i}))
-		}
-		<-started
 		unsubscribed := make(chan error, 1)
 		go func() { unsubscribed <- sub.Unsubscribe(ctx) }()
 		synctest.Wait() // Unsubscribe waits for the handler
@@ -1259,22 +1243,9 @@ func TestUnsubscribeCutShortByShutdownDeadline(t *testing.T) {
 // the bus without grace, as the first call would have at its own deadline,
 // and both return the result, whose cause is the second call's.
 func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
-	b := newBus(t, &eventbus.Options{Workers: 1})
-	topic := newTopic[Order](t, b, "orders", nil)
+	b, _ := stuckSubscription(t)
 	idle := newTopic[Order](t, b, "idle", nil) // Publish sees the stop, and queues nothing
-	started := make(chan struct{})
-	subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-		if e.Payload.N == 0 {
-			close(started)
-		}
-		<-ctx.Done() // only a stop without grace ends it
-		return ctx.Err()
-	}, nil)
 	ctx := context.Background()
-	for i := range 3 {
-		require.NoError(t, topic.Publish(ctx, Order{N: i}))
-	}
-	<-started
 	first := make(chan error, 1)
 	go func() { first <- b.Shutdown(ctx) }() // no deadline: it waits for the handler
 	for !errors.Is(idle.Publish(ctx, Order{}), eventbus.ErrClosed) {
