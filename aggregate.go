@@ -105,8 +105,11 @@ type Version[T any] struct {
 // from the zero T, ignoring snapshots and cached states of its earlier
 // life. If an event after the cached state or snapshot it starts from (or
 // after none) is no longer read from the stream, it returns an error
-// wrapping [ErrTruncated] that names the missing revisions. Otherwise it
-// returns the store's or the registry's error.
+// wrapping [ErrTruncated] that names the missing revisions. If the stream
+// changes under each of several reads in a row (soft-deleted again and
+// again), it gives up with an error wrapping [ErrWrongExpectedVersion], as
+// for a conflict with another writer. Otherwise it returns the store's or
+// the registry's error.
 func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
 	if err := a.check("Aggregate.Load"); err != nil {
 		return Version[T]{}, err
@@ -133,7 +136,7 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 	var before *StreamInfo
 	for round := 1; ; round++ {
 		if round > maxLoadReads {
-			return Version[T]{}, fmt.Errorf("eventbus: stream %q changed under %d reads in a row (deleted again and again, or a store whose reads and StreamInfo disagree)", stream, maxLoadReads)
+			return Version[T]{}, fmt.Errorf("%w: stream %q changed under %d reads in a row (deleted again and again, or a store whose reads and StreamInfo disagree)", ErrWrongExpectedVersion, stream, maxLoadReads)
 		}
 		v, r, err := a.replay(ctx, stream, base)
 		if err != nil {

@@ -25,7 +25,8 @@ var (
 
 	// ErrWrongExpectedVersion is matched (errors.Is) by every
 	// [*WrongExpectedVersionError]: a stream was not in the state that an
-	// append or delete expected.
+	// append or delete expected. It is also wrapped when an [Aggregate]'s
+	// load gives up on a stream that changed under each of its reads.
 	ErrWrongExpectedVersion = errors.New("eventbus: wrong expected version")
 
 	// ErrPartialDuplicate is wrapped when some events of an append are
