@@ -108,8 +108,9 @@ type Version[T any] struct {
 // wrapping [ErrTruncated] that names the missing revisions. If the stream
 // changes under each of several reads in a row (soft-deleted again and
 // again), it gives up with an error wrapping [ErrWrongExpectedVersion], as
-// for a conflict with another writer. Otherwise it returns the store's or
-// the registry's error.
+// for a conflict with another writer; if the store reads the stream out of
+// revision order, breaking the [Store] contract, one wrapping [ErrInvalid].
+// Otherwise it returns the store's or the registry's error.
 func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], error) {
 	if err := a.check("Aggregate.Load"); err != nil {
 		return Version[T]{}, err
@@ -239,12 +240,17 @@ type replayRead struct {
 }
 
 // replay folds the events of stream after v into v. An event missing
-// between two it reads fails it with ErrTruncated.
+// between two it reads fails it with ErrTruncated; one at or before a
+// revision already folded, which a store that keeps its contract never
+// yields, with ErrInvalid.
 func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T]) (Version[T], replayRead, error) {
 	var r replayRead
 	for e, err := range a.store.ReadStream(ctx, stream, &ReadOptions{From: v.Expected.next()}) {
 		if err != nil {
 			return Version[T]{}, replayRead{}, err
+		}
+		if e.Revision < v.Expected.next() {
+			return Version[T]{}, replayRead{}, fmt.Errorf("%w: stream %q: the store read revision %d where revision %d or later was due: a Store must read a stream's events in revision order, from ReadOptions.From on", ErrInvalid, stream, e.Revision, v.Expected.next())
 		}
 		if r.n == 0 {
 			r.first = e.Revision

@@ -475,6 +475,78 @@ func TestAggregateEventMissingInside(t *testing.T) {
 	}
 }
 
+// misreadingStore breaks the Store contract on reads of a stream, once
+// shuffle is set: it yields the events that shuffle returns, which
+// reorders them or ignores ReadOptions.From.
+type misreadingStore struct {
+	eventbus.Store
+	shuffle func(s eventbus.Store, ctx context.Context, stream string, o *eventbus.ReadOptions) []eventbus.RecordedEvent
+}
+
+func (s *misreadingStore) ReadStream(ctx context.Context, stream string, o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if s.shuffle == nil {
+		return s.Store.ReadStream(ctx, stream, o)
+	}
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for _, e := range s.shuffle(s.Store, ctx, stream, o) {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+// TestAggregateStoreOutOfOrder checks that a store that yields a stream's
+// events out of revision order, or before the revision Load asked to read
+// from, fails the load with an error wrapping ErrInvalid that says so,
+// instead of ErrTruncated with an inverted range or a state that folds an
+// event twice.
+func TestAggregateStoreOutOfOrder(t *testing.T) {
+	read := func(s eventbus.Store, ctx context.Context, stream string, o *eventbus.ReadOptions) []eventbus.RecordedEvent {
+		var events []eventbus.RecordedEvent
+		for e, err := range s.ReadStream(ctx, stream, o) {
+			require.NoError(t, err)
+			events = append(events, e)
+		}
+		return events
+	}
+	tests := []struct {
+		name    string
+		opts    *eventbus.AggregateOptions
+		shuffle func(s eventbus.Store, ctx context.Context, stream string, o *eventbus.ReadOptions) []eventbus.RecordedEvent
+	}{
+		{"backwards", nil, func(s eventbus.Store, ctx context.Context, stream string, o *eventbus.ReadOptions) []eventbus.RecordedEvent {
+			events := read(s, ctx, stream, o)
+			slices.Reverse(events)
+			return events
+		}},
+		{"twice", nil, func(s eventbus.Store, ctx context.Context, stream string, o *eventbus.ReadOptions) []eventbus.RecordedEvent {
+			events := read(s, ctx, stream, o)
+			return append(events, events...)
+		}},
+		{"from the start after a cached state", &eventbus.AggregateOptions{CacheSize: 10}, func(s eventbus.Store, ctx context.Context, stream string, _ *eventbus.ReadOptions) []eventbus.RecordedEvent {
+			return read(s, ctx, stream, nil)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inner, err := eventbus.NewMemoryStore(nil)
+			require.NoError(t, err)
+			reg := newBankRegistry(t)
+			appendDeposits(t, inner, reg, "account-1", 4)
+			s := &misreadingStore{Store: inner}
+			accounts := newAccounts(t, s, reg, tt.opts)
+			_, err = accounts.Load(t.Context(), "account-1") // fills the cache, if any
+			require.NoError(t, err)
+			s.shuffle = tt.shuffle
+			v, err := accounts.Load(t.Context(), "account-1")
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "revision order") {
+				t.Errorf("Load = %+v, %v, want an error wrapping %v that says the store broke revision order", v, err, eventbus.ErrInvalid)
+			}
+		})
+	}
+}
+
 func TestNewAggregateInvalid(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)
