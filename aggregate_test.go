@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -189,6 +191,82 @@ func TestAggregateSnapshots(t *testing.T) {
 // revision the stream does not have (past its last revision, such as its
 // event count; of a stream that does not exist) is refused: ignored, it
 // would be used, and wrong, once the stream reached that revision.
+// slowSnapshotStore holds the first append to a snapshot stream until
+// release is closed, closing held when it starts to wait.
+type slowSnapshotStore struct {
+	eventbus.Store
+	holding       atomic.Bool
+	held, release chan struct{}
+}
+
+func (s *slowSnapshotStore) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if strings.HasPrefix(stream, "$snapshot-") && s.holding.CompareAndSwap(false, true) {
+		close(s.held)
+		<-s.release
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestAggregateConcurrentSnapshots checks that of two snapshots saved at
+// once by two Execute calls, the later revision stays the latest even when
+// the older one is saved last: with SnapshotEvery 1 and a max age, as the
+// docs advise, the aggregate then loads after its events are hidden, where
+// an older snapshot would leave it truncated.
+func TestAggregateConcurrentSnapshots(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		inner, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		reg := newBankRegistry(t)
+		setMetadata(t, inner, "account-1", eventbus.StreamMetadata{MaxAge: time.Hour})
+		s := &slowSnapshotStore{Store: inner, held: make(chan struct{}), release: make(chan struct{})}
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1})
+		first := make(chan error)
+		go func() {
+			_, err := accounts.Execute(t.Context(), "account-1", deposit(1))
+			first <- err
+		}()
+		<-s.held // the first deposit is appended, its snapshot not yet saved
+		_, err = accounts.Execute(t.Context(), "account-1", deposit(1))
+		require.NoError(t, err)
+		close(s.release)
+		require.NoError(t, <-first)
+		time.Sleep(2 * time.Hour) // the bubble's clock: every event is too old
+		v, err := accounts.Load(t.Context(), "account-1")
+		if err != nil || v.State.Balance != 2 || v.Expected != eventbus.Exact(1) {
+			t.Errorf("Load = %+v, %v, want balance 2 at revision 1, from the latest snapshot", v, err)
+		}
+	})
+}
+
+// accountV2 is a second schema version of the Account state.
+type accountV2 struct{ Balance, Events int }
+
+// TestSaveSnapshotKeepsLater checks that SaveSnapshot keeps a latest
+// snapshot of a later revision rather than replace it with an older one,
+// unless that one is of another schema version, which LoadSnapshot would
+// ignore.
+func TestSaveSnapshotKeepsLater(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		appendDeposits(t, s, reg, "account-1", 3)
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 3, Events: 3}}))
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: 1, State: Account{Balance: 2, Events: 2}}))
+		want := eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 3, Events: 3}}
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || !ok || snap != want {
+			t.Errorf("LoadSnapshot after saving revisions 2 and 1 = %+v, %v, %v, want %+v", snap, ok, err, want)
+		}
+
+		reg2, err := eventbus.NewRegistry(nil)
+		require.NoError(t, err)
+		require.NoError(t, eventbus.Register[accountV2](reg2, &eventbus.TypeOptions{Name: "account.state", Version: 2}))
+		want2 := eventbus.Snapshot[accountV2]{Revision: 1, State: accountV2{Balance: 2, Events: 2}}
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg2, "account-1", want2))
+		if snap, ok, err := eventbus.LoadSnapshot[accountV2](ctx, s, reg2, "account-1"); err != nil || !ok || snap != want2 {
+			t.Errorf("LoadSnapshot of version 2 after saving it at revision 1 = %+v, %v, %v, want %+v", snap, ok, err, want2)
+		}
+	})
+}
+
 func TestAggregateUnusableSnapshot(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -41,7 +42,7 @@ func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error
 		ID:   NewID(),
 		Type: checkpointType,
 		Data: strconv.AppendUint(nil, pos, 10),
-	})
+	}, nil)
 }
 
 // appendLatest appends e to stream, a system stream of which only the
@@ -49,20 +50,48 @@ func saveCheckpoint(ctx context.Context, s Store, name string, pos uint64) error
 // stream MaxCount 1 so that reads show no older one: set once, before the
 // first append, and again if someone changed it. The store may still hold
 // the older events (a MemoryStore for good, a FileStore until retention).
-func appendLatest(ctx context.Context, s Store, stream string, e EventData) error {
-	info, err := s.StreamInfo(ctx, stream)
-	if err != nil {
-		return err
-	}
-	if md := info.Metadata; md.MaxCount != 1 {
-		md.MaxCount = 1
-		if err := s.SetStreamMetadata(ctx, stream, md); err != nil {
+// If newer is not nil, it appends e only if newer says that the latest
+// event read is not newer than e, and only right after that event: of
+// calls made at once, the newest event is the one left latest.
+func appendLatest(ctx context.Context, s Store, stream string, e EventData, newer func(latest RecordedEvent) bool) error {
+	for range maxLatestAppends {
+		info, err := s.StreamInfo(ctx, stream)
+		if err != nil {
+			return err
+		}
+		expected := Any
+		if newer != nil {
+			// Asked before the read: an append made after it conflicts.
+			expected = NoStream
+			if info.Exists {
+				expected = Exact(info.Revision)
+			}
+			for latest, err := range s.ReadStream(ctx, stream, &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
+				if err != nil {
+					return err
+				}
+				if newer(latest) {
+					return nil
+				}
+			}
+		}
+		if md := info.Metadata; md.MaxCount != 1 {
+			md.MaxCount = 1
+			if err := s.SetStreamMetadata(ctx, stream, md); err != nil {
+				return err
+			}
+		}
+		_, err = s.Append(ctx, stream, expected, e)
+		if !errors.Is(err, ErrWrongExpectedVersion) || newer == nil {
 			return err
 		}
 	}
-	_, err = s.Append(ctx, stream, Any, e)
-	return err
+	return fmt.Errorf("%w: %q changed under %d appends in a row", ErrWrongExpectedVersion, stream, maxLatestAppends)
 }
+
+// maxLatestAppends bounds the appends of one appendLatest: each conflicts
+// only with an append made by another call meanwhile.
+const maxLatestAppends = 8
 
 // tracker follows the events that a durable subscription has handed to its
 // workers, which finish them out of order, and keeps next, the position

@@ -26,7 +26,9 @@ var (
 	// ErrWrongExpectedVersion is matched (errors.Is) by every
 	// [*WrongExpectedVersionError]: a stream was not in the state that an
 	// append or delete expected. It is also wrapped when an [Aggregate]'s
-	// load gives up on a stream that changed under each of its reads.
+	// load gives up on a stream that changed under each of its reads, and
+	// when [SaveSnapshot] gives up on one that other saves changed before
+	// each of its appends.
 	ErrWrongExpectedVersion = errors.New("eventbus: wrong expected version")
 
 	// ErrPartialDuplicate is wrapped when some events of an append are

@@ -38,6 +38,14 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // [StreamMetadata]): reads show no older snapshot, though the store still
 // holds them (a [MemoryStore] for good, a [FileStore] until its retention
 // deletes their segment).
+//
+// A latest snapshot of a later revision, saved with the same type name and
+// schema version, is kept: SaveSnapshot then saves nothing and returns
+// nil. Of snapshots saved at once, as by two [Aggregate.Execute] calls,
+// the latest revision is thus the one read, never an older one saved
+// last. If other saves get in before each of its appends, 8 times in a
+// row, SaveSnapshot gives up with an error wrapping
+// [ErrWrongExpectedVersion].
 func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string, snap Snapshot[T]) error {
 	if err := checkContext(ctx, "SaveSnapshot"); err != nil {
 		return err
@@ -68,7 +76,10 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		return fmt.Errorf("%w: SaveSnapshot: stream %q has no revision %d (its current life has revisions %d to %d); Revision is the revision of the last event folded into the state", ErrInvalid, stream, snap.Revision, info.Start, info.Revision)
 	}
 	e.Metadata = Metadata{snapshotRevision: strconv.FormatUint(snap.Revision, 10)}
-	return appendLatest(ctx, s, snapshotStream(stream), e)
+	return appendLatest(ctx, s, snapshotStream(stream), e, func(latest RecordedEvent) bool {
+		rev, err := strconv.ParseUint(latest.Metadata[snapshotRevision], 10, 64)
+		return err == nil && rev > snap.Revision && latest.Type == e.Type && max(latest.SchemaVersion, 1) == e.SchemaVersion
+	})
 }
 
 // LoadSnapshot returns the latest snapshot of stream saved by
