@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -263,6 +264,48 @@ func TestSaveSnapshotKeepsLater(t *testing.T) {
 		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg2, "account-1", want2))
 		if snap, ok, err := eventbus.LoadSnapshot[accountV2](ctx, s, reg2, "account-1"); err != nil || !ok || snap != want2 {
 			t.Errorf("LoadSnapshot of version 2 after saving it at revision 1 = %+v, %v, %v, want %+v", snap, ok, err, want2)
+		}
+	})
+}
+
+// ledger is a state that encoding/json encodes but does not decode: Last,
+// of an interface type, comes back as a number it cannot hold.
+type ledger struct {
+	Last fmt.Stringer
+	N    int
+}
+
+// amount is the fmt.Stringer that a ledger's Last holds.
+type amount int
+
+func (a amount) String() string { return fmt.Sprint(int(a)) }
+
+// TestSaveSnapshotUndecodable checks that a state that the registry
+// encodes but cannot decode back is not saved as a snapshot, which would
+// fail every later load: SaveSnapshot returns the codec's error, and an
+// aggregate that snapshots such a state skips the snapshot and keeps
+// loading by replay.
+func TestSaveSnapshotUndecodable(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		require.NoError(t, eventbus.Register[ledger](reg, nil))
+		ledgers, err := eventbus.NewAggregate(s, reg, func(l ledger, e any) ledger {
+			return ledger{Last: amount(e.(Deposited).Amount), N: l.N + 1}
+		}, &eventbus.AggregateOptions{SnapshotEvery: 2})
+		require.NoError(t, err)
+		for i := range 4 {
+			if _, err := ledgers.Execute(ctx, "ledger-1", func(ledger) ([]any, error) { return []any{Deposited{Amount: i}}, nil }); err != nil {
+				t.Fatalf("Execute %d = %v, want success", i, err)
+			}
+		}
+		v, err := ledgers.Load(ctx, "ledger-1")
+		if err != nil || v.State != (ledger{Last: amount(3), N: 4}) {
+			t.Errorf("Load = %+v, %v, want 4 events, the last of 3", v, err)
+		}
+		err = eventbus.SaveSnapshot(ctx, s, reg, "ledger-1", eventbus.Snapshot[ledger]{Revision: 3, State: v.State})
+		var jsonErr *json.UnmarshalTypeError
+		if !errors.As(err, &jsonErr) {
+			t.Errorf("SaveSnapshot of a state that does not decode = %v, want the codec's %T", err, jsonErr)
 		}
 	})
 }

@@ -29,7 +29,10 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // returns an error wrapping [ErrInvalid] for a revision the stream does
 // not have in its current life (past its last revision, or before its
 // last soft delete) or a stream that does not exist, since such a
-// snapshot would later be folded on as if it held events it does not.
+// snapshot would later be folded on as if it held events it does not. It
+// returns the registry's error for a state that its codec encodes but
+// does not decode back (such as encoding/json with a non-nil value in a
+// field of a non-empty interface type), which would fail every later load.
 //
 // Snapshots live in the system stream "$snapshot-" followed by the
 // stream's name (or, for a name too long for that or starting with
@@ -59,6 +62,11 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	e, err := r.Encode(snap.State)
 	if err != nil {
 		return err
+	}
+	// Every load of the stream would fail on a snapshot that does not
+	// decode, where replaying its events works.
+	if _, err := r.decode(e, false); err != nil {
+		return fmt.Errorf("SaveSnapshot: stream %q: the state does not decode: %w", stream, err)
 	}
 	// LoadSnapshot ignores a snapshot past the stream's end only until the
 	// stream reaches its revision; then it would fold the stream on from a
