@@ -60,18 +60,22 @@ type Aggregate[T, E any] struct {
 
 // NewAggregate returns an Aggregate over s whose events r decodes and
 // evolve folds into a state, starting from the zero T. It returns an error
-// wrapping [ErrInvalid] for a nil argument or a negative option, or
-// [ErrUnknownEvent] if SnapshotEvery is set and T is not registered in r.
+// wrapping [ErrInvalid] for a nil argument, a Registry not made by
+// [NewRegistry] or a negative option, or [ErrUnknownEvent] if
+// SnapshotEvery is set and T is not registered in r.
 func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) T, opts *AggregateOptions) (*Aggregate[T, E], error) {
 	var o AggregateOptions
 	if opts != nil {
 		o = *opts
 	}
 	switch {
-	case s == nil || r == nil || evolve == nil:
-		return nil, fmt.Errorf("%w: NewAggregate: nil store, registry or evolve", ErrInvalid)
+	case s == nil || evolve == nil:
+		return nil, fmt.Errorf("%w: NewAggregate: nil store or evolve", ErrInvalid)
 	case o.SnapshotEvery < 0 || o.MaxAttempts < 0 || o.CacheSize < 0:
 		return nil, fmt.Errorf("%w: AggregateOptions %+v: negative option", ErrInvalid, o)
+	}
+	if err := r.check(); err != nil {
+		return nil, fmt.Errorf("NewAggregate: %w", err)
 	}
 	if o.SnapshotEvery > 0 {
 		var zero T

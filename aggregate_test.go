@@ -680,6 +680,7 @@ func TestNewAggregateInvalid(t *testing.T) {
 	}{
 		{"nil store", nil, reg, evolveAccount, nil},
 		{"nil registry", s, nil, evolveAccount, nil},
+		{"zero registry", s, new(eventbus.Registry), evolveAccount, nil},
 		{"nil evolve", s, reg, nil, nil},
 		{"negative attempts", s, reg, evolveAccount, &eventbus.AggregateOptions{MaxAttempts: -1}},
 		{"negative cache", s, reg, evolveAccount, &eventbus.AggregateOptions{CacheSize: -1}},
