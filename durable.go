@@ -258,8 +258,8 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 	if raw, ok := any(h).(Handler[RecordedEvent]); ok {
 		return raw, nil
 	}
-	if r == nil {
-		return nil, fmt.Errorf("%w: nil registry to decode the events", ErrInvalid)
+	if err := r.check(); err != nil { // a nil Registry, or one NewRegistry did not make
+		return nil, fmt.Errorf("registry to decode the events: %w", err)
 	}
 	return func(ctx context.Context, e Event[RecordedEvent]) error {
 		p, err := Decode[E](r, e.Payload.EventData)

@@ -298,6 +298,7 @@ func TestSubscribeDurableInvalid(t *testing.T) {
 		{"nil bus", nil, s, reg, "x", h, nil, eventbus.ErrInvalid},
 		{"nil store", bus, nil, reg, "x", h, nil, eventbus.ErrInvalid},
 		{"nil registry", bus, s, nil, "x", h, nil, eventbus.ErrInvalid},
+		{"zero registry", bus, s, new(eventbus.Registry), "x", h, nil, eventbus.ErrInvalid},
 		{"nil handler", bus, s, reg, "x", nil, nil, eventbus.ErrInvalid},
 		{"negative checkpoint interval", bus, s, reg, "x", h, &eventbus.DurableOptions{CheckpointEvery: -1}, eventbus.ErrInvalid},
 		{"bad workers", bus, s, reg, "x", h, badWorkers, eventbus.ErrInvalid},
