@@ -235,7 +235,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 				continue
 			}
 		}
-		chunk, seqs = append(chunk, *e), append(seqs, seq)
+		chunk, seqs = appendEvent(chunk, e), append(seqs, seq)
 		if len(chunk) < w.sub.batch.size {
 			continue
 		}
