@@ -13,7 +13,11 @@ import (
 // subscriptions.
 const checkpointType = "eventbus.checkpoint"
 
-// checkpointPrefix is how the names of the checkpoint streams begin.
+// checkpointPrefix is how the names of the checkpoint streams begin: those
+// of durable subscriptions, and those of every other consumer of a store
+// (the Kafka bridge's relay repeats it), which [bookkeeping] skips. A
+// consumer other than a durable subscription puts a character in the rest
+// of its stream's name that durable names do not have, such as ':'.
 const checkpointPrefix = "$checkpoint-"
 
 // checkpointStream returns the system stream that holds the checkpoints of

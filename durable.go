@@ -13,14 +13,16 @@ import (
 // takes the defaults.
 type DurableOptions struct {
 	// Filter selects the events to handle; its zero value selects every
-	// event outside system streams. The system streams that durable
-	// subscriptions make are never handled, even by a filter that selects
-	// them (StreamPrefix "$", say): the checkpoints (streams starting with
-	// "$checkpoint-") and the records of [NewStoreProcessed] (starting with
-	// "$processed-"), the subscription's own and every other's, since
-	// handling each would make another, for ever: two subscriptions that
-	// selected them would hand them back and forth. The checkpoint moves
-	// over them as over the events the filter skips.
+	// event outside system streams. The streams of a store's bookkeeping
+	// are never handled, even by a filter that selects them (StreamPrefix
+	// "$", say): the checkpoints (streams starting with "$checkpoint-": of
+	// durable subscriptions, and of other consumers of the store, such as
+	// the relays of the Kafka bridge) and the records of
+	// [NewStoreProcessed] (starting with "$processed-"), the subscription's
+	// own and every other consumer's, since handling each would make
+	// another, for ever: two consumers that selected them would hand them
+	// back and forth. The checkpoint moves over them as over the events the
+	// filter skips.
 	//
 	// The checkpoint is a position in the store, whatever the filter: a run
 	// with another filter than the last one's resumes from it, so the new
@@ -369,11 +371,13 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 	return nil
 }
 
-// bookkeeping reports whether stream is one that durable subscriptions
-// make: a checkpoint stream, or a record of [StoreProcessed]. A filter that
-// selects system streams selects these too, and handling one would make
-// another (a checkpoint moved, an event processed), of the subscription
-// itself or of another that handles it in turn, so they would never settle.
+// bookkeeping reports whether stream holds a consumer's books: a checkpoint
+// stream, or a record of [StoreProcessed]. A filter that selects system
+// streams selects these too, and handling one would make another (a
+// checkpoint moved, an event processed), of the subscription itself or of
+// another consumer that handles it in turn, so they would never settle.
+// Every consumer of a store keeps its books under these two prefixes and
+// skips them, the Kafka bridge's relay too, which repeats them.
 func bookkeeping(stream string) bool {
 	return strings.HasPrefix(stream, checkpointPrefix) || strings.HasPrefix(stream, processedStreamPrefix)
 }

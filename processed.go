@@ -39,7 +39,7 @@ func processedStream(k IdempotencyKey) string {
 }
 
 // processedStreamPrefix is how the names of the streams of every record
-// begin.
+// begin; [bookkeeping] skips them (the Kafka bridge's relay repeats it).
 const processedStreamPrefix = "$processed-"
 
 // processedPrefix is how the streams of every record of subscription sub

@@ -24,36 +24,81 @@ type Checkpoints interface {
 }
 
 // StoreCheckpoints returns Checkpoints kept in s itself, each relay's in the
-// system stream "$kafka-relay-" followed by its name, one small event per
-// save. The stream has MaxCount 1 (see [eventbus.StreamMetadata]), as the
-// bus's own checkpoints do, so that reads show only the latest save; the
-// store may still hold older ones (a MemoryStore for good, a FileStore
-// until retention).
+// system stream "$checkpoint-kafka-relay:" followed by its name, one small
+// event per save. The stream has MaxCount 1 (see [eventbus.StreamMetadata]),
+// as the bus's own checkpoint streams do, so that reads show only the latest
+// save; the store may still hold older ones (a MemoryStore for good, a
+// FileStore until retention). Like the bus's, the stream starts with
+// "$checkpoint-", which relays and durable subscriptions never handle (see
+// RelayOptions.Filter); the ':' keeps it apart from the checkpoint stream
+// of every durable subscription, whose names have none.
+//
+// Relays of earlier versions saved in the stream "$kafka-relay-" followed
+// by the name: Load reads that one while the relay's new stream holds no
+// checkpoint, so that a relay resumes where it stopped; from its first
+// save on, the new stream holds its checkpoint.
 func StoreCheckpoints(s eventbus.Store) Checkpoints { return storeCheckpoints{s} }
 
 type storeCheckpoints struct{ s eventbus.Store }
 
 const checkpointType = "kafka.relay.checkpoint"
 
-// checkpointPrefix begins the name of every relay's checkpoint stream.
-const checkpointPrefix = "$kafka-relay-"
+// The prefixes of the streams of a store's bookkeeping: a consumer of the
+// store that handled one would make another (a checkpoint moved, an event
+// recorded as processed), and two consumers that handled each other's would
+// never settle. Every consumer, durable subscriptions and relays alike,
+// keeps its books in streams that start with one of them, and handles no
+// stream that does. They are the root package's checkpointPrefix and
+// processedStreamPrefix, which it does not export.
+const (
+	checkpointPrefix = "$checkpoint-"
+	processedPrefix  = "$processed-"
+)
+
+// oldCheckpointPrefix begins the name of the checkpoint stream of a relay
+// saved by an earlier version.
+const oldCheckpointPrefix = "$kafka-relay-"
 
 // checkpointStream returns the system stream of the checkpoints of the relay
 // name.
-func checkpointStream(name string) string { return checkpointPrefix + name }
+func checkpointStream(name string) string { return checkpointPrefix + "kafka-relay:" + name }
 
+// bookkeeping reports whether stream holds a consumer's books, which a relay
+// never relays: relayed, or counted as progress, its own checkpoint would
+// make the next save, and that the next, for as long as the relay runs; and
+// another consumer's would make this relay save, whose save that consumer
+// would handle in turn, each prodding the other for ever. The checkpoint
+// streams of relays of earlier versions count too.
+func bookkeeping(stream string) bool {
+	return strings.HasPrefix(stream, checkpointPrefix) || strings.HasPrefix(stream, processedPrefix) || strings.HasPrefix(stream, oldCheckpointPrefix)
+}
+
+// Load returns the relay's checkpoint in its stream, or else in its stream
+// of an earlier version, or else 0.
 func (c storeCheckpoints) Load(ctx context.Context, name string) (uint64, error) {
-	for e, err := range c.s.ReadStream(ctx, checkpointStream(name), &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
+	for _, stream := range []string{checkpointStream(name), oldCheckpointPrefix + name} {
+		next, ok, err := c.load(ctx, name, stream)
+		if err != nil || ok {
+			return next, err
+		}
+	}
+	return 0, nil
+}
+
+// load returns the latest checkpoint of the relay name in stream, and
+// whether there is one.
+func (c storeCheckpoints) load(ctx context.Context, name, stream string) (uint64, bool, error) {
+	for e, err := range c.s.ReadStream(ctx, stream, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		next, err := strconv.ParseUint(string(e.Data), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("%w: checkpoint of relay %q at position %d: %v", eventbus.ErrInvalid, name, e.Position, err)
+			return 0, false, fmt.Errorf("%w: checkpoint of relay %q at position %d: %v", eventbus.ErrInvalid, name, e.Position, err)
 		}
-		return next, nil
+		return next, true, nil
 	}
-	return 0, nil
+	return 0, false, nil
 }
 
 // Save appends next to the relay's stream, having given the stream MaxCount
@@ -92,10 +137,16 @@ type RelayOptions struct {
 	// events of one stream keep their order.
 	Key func(eventbus.RecordedEvent) string
 	// Filter selects the events to relay; its zero value selects every
-	// event outside system streams. The checkpoint streams of relays
-	// (StoreCheckpoints': "$kafka-relay-" followed by a relay's Name), its
-	// own and every other relay's, are never relayed, even by a filter that
-	// selects system streams.
+	// event outside system streams. The streams of a store's bookkeeping
+	// are never relayed, even by a filter that selects system streams
+	// (StreamPrefix "$", say): the checkpoints (streams starting with
+	// "$checkpoint-", as StoreCheckpoints' and those of durable
+	// subscriptions do, or with "$kafka-relay-", as those of relays of
+	// earlier versions did) and the records of
+	// [eventbus.NewStoreProcessed] (starting with "$processed-"), the
+	// relay's own and every other consumer's, since handling each would
+	// make another: a relay and a durable subscription that selected them
+	// would hand them back and forth for ever.
 	Filter eventbus.Filter
 	// Checkpoints keeps the relay's position; nil means StoreCheckpoints of
 	// the relay's store.
@@ -485,12 +536,7 @@ func (p *pass) tail(from uint64) error {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(e.Stream, checkpointPrefix) {
-			// A relay's checkpoint, selected by a filter of system streams:
-			// relayed, or counted as progress, its own would make the next
-			// save, and that the next, for as long as the relay runs; and
-			// another relay's would make this one save, whose save that
-			// relay would relay in turn, each prodding the other for ever.
+		if bookkeeping(e.Stream) {
 			continue
 		}
 		select {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -488,6 +490,131 @@ func TestRelaySkipsItsOwnCheckpoints(t *testing.T) { relaySystemStreams(t, "r") 
 // into a save and a record every CheckpointInterval for as long as they
 // ran.
 func TestRelaySkipsOtherRelaysCheckpoints(t *testing.T) { relaySystemStreams(t, "r1", "r2") }
+
+// TestRelayAndDurableSettle runs a relay and a durable subscription of
+// system streams (StreamPrefix "$") on one store, the durable one saving its
+// checkpoint after every event and recording each event in a
+// StoreProcessed of the store. The relay relayed the durable one's
+// checkpoints and records, and the durable one handled the relay's
+// checkpoints; each so moved its own checkpoint, whose save the other
+// handled in turn, prodding each other for as long as they ran. The books
+// kept after the first event are in the store before the second: each must
+// handle the two events alone.
+func TestRelayAndDurableSettle(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	if err := c.CreateTopic("audit", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	first := appendOrder(t, ctx, store, reg, "$audit", Order{Key: "a"})
+	var (
+		mu      sync.Mutex
+		saved   = make(map[string]uint64) // the latest checkpoint of each consumer
+		second  eventbus.RecordedEvent
+		once    sync.Once
+		settled = make(chan struct{}) // both saved past second
+	)
+	save := func(who string, next uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		saved[who] = max(saved[who], next)
+		past := func(e eventbus.RecordedEvent) bool {
+			return saved["relay"] > e.Position && saved["durable"] > e.Position
+		}
+		switch {
+		case second.ID.IsZero() && past(first):
+			e, err := appendEvent(ctx, store, orderEvent(t, reg, "$audit", Order{Key: "a", Seq: 1}))
+			if err != nil {
+				t.Errorf("appending the second event: %v", err)
+				once.Do(func() { close(settled) })
+			}
+			second = e
+		case !second.ID.IsZero() && past(second):
+			once.Do(func() { close(settled) })
+		}
+	}
+
+	var (
+		handledMu sync.Mutex
+		handled   []string
+	)
+	b := newBus(t, nil)
+	d, err := eventbus.SubscribeDurable(ctx, b, checkpointSaves{Store: store, stream: "$checkpoint-audit", saved: func(next uint64) { save("durable", next) }}, nil, "audit",
+		func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			handledMu.Lock()
+			defer handledMu.Unlock()
+			handled = append(handled, e.Payload.ID.String())
+			return nil
+		}, &eventbus.DurableOptions{
+			Filter:          eventbus.Filter{StreamPrefix: "$"},
+			CheckpointEvery: 1,
+			Subscription: eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{
+				eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(store)}),
+			}},
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "audit", Topic: "audit", Filter: eventbus.Filter{StreamPrefix: "$"},
+		Checkpoints:        checkpointsHook{Checkpoints: kafka.StoreCheckpoints(store), saved: func(next uint64) { save("relay", next) }},
+		CheckpointInterval: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ran := make(chan error, 1)
+	go func() { ran <- relay.Run(runCtx) }()
+	select {
+	case <-settled:
+		stop()
+		if err := <-ran; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+		}
+	case err := <-ran:
+		t.Fatalf("Run() = %v before both saved past the second event", err)
+	}
+	if err := d.Stop(ctx); err != nil {
+		t.Fatalf("Stop() = %v", err)
+	}
+	if diff := cmp.Diff(idsOf(first, second), eventIDs(t, ctx, c.ListenAddrs(), "audit")); diff != "" {
+		t.Errorf("records of the relay (-want +got):\n%s", diff)
+	}
+	handledMu.Lock()
+	defer handledMu.Unlock()
+	if diff := cmp.Diff(idsOf(first, second), handled); diff != "" {
+		t.Errorf("events handled by the durable subscription (-want +got):\n%s", diff)
+	}
+}
+
+// checkpointSaves is a Store that calls saved with each checkpoint that a
+// durable subscription appends to stream, its checkpoint stream.
+type checkpointSaves struct {
+	eventbus.Store
+	stream string
+	saved  func(next uint64)
+}
+
+func (s checkpointSaves) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	res, err := s.Store.Append(ctx, stream, expected, events...)
+	if err != nil || stream != s.stream {
+		return res, err
+	}
+	for _, e := range events {
+		next, err := strconv.ParseUint(string(e.Data), 10, 64)
+		if err != nil {
+			return res, fmt.Errorf("checkpoint %q: %w", e.Data, err)
+		}
+		s.saved(next)
+	}
+	return res, nil
+}
 
 // relaySystemStreams runs relays of the names, each to a topic of its name,
 // that relay system streams (StreamPrefix "$"), and so see the relays'

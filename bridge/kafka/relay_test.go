@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,7 +190,7 @@ func TestStoreCheckpointsKeepLatest(t *testing.T) {
 		t.Fatalf("Load() = %d, %v; want 5, nil", next, err)
 	}
 	var kept []string
-	for e, err := range store.ReadStream(ctx, "$kafka-relay-orders", nil) {
+	for e, err := range store.ReadStream(ctx, "$checkpoint-kafka-relay:orders", nil) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,5 +250,59 @@ func TestRelayStoppedByContext(t *testing.T) {
 				t.Errorf("Run() = %v, want an error matching the cause %v too", err, cause)
 			}
 		})
+	}
+}
+
+// TestRelayResumesFromOldCheckpoint runs a relay of system streams
+// (StreamPrefix "$") over a store whose checkpoint of it an earlier version
+// saved, in the stream "$kafka-relay-" followed by its name: it resumes
+// from there, producing only the events after it and not the old
+// checkpoints, and then saves in its new stream, from which it loads next.
+func TestRelayResumesFromOldCheckpoint(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	before := appendOrder(t, ctx, store, reg, "$order-a", Order{Key: "a"})
+	// Saved the old way: MaxCount 1, then one event per save.
+	if err := store.SetStreamMetadata(ctx, "$kafka-relay-orders", eventbus.StreamMetadata{MaxCount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, next := range []uint64{before.Position, before.Position + 1} {
+		if _, err := store.Append(ctx, "$kafka-relay-orders", eventbus.Any, eventbus.EventData{
+			ID: eventbus.NewID(), Type: "kafka.relay.checkpoint", Data: strconv.AppendUint(nil, next, 10),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := appendOrder(t, ctx, store, reg, "$order-a", Order{Key: "a", Seq: 1})
+
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cp := checkpointsHook{Checkpoints: kafka.StoreCheckpoints(store), saved: func(next uint64) {
+		if next > after.Position {
+			stop()
+		}
+	}}
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "orders", Topic: "orders", Filter: eventbus.Filter{StreamPrefix: "$"},
+		Checkpoints: cp, CheckpointInterval: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Run(runCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+	}
+	if diff := cmp.Diff(idsOf(after), eventIDs(t, ctx, c.ListenAddrs(), "orders")); diff != "" {
+		t.Errorf("records (-want +got):\n%s", diff)
+	}
+	if next, err := kafka.StoreCheckpoints(store).Load(ctx, "orders"); err != nil || next != after.Position+1 {
+		t.Errorf("Load() after the run = %d, %v; want %d, nil", next, err, after.Position+1)
+	}
+	if info, err := store.StreamInfo(ctx, "$checkpoint-kafka-relay:orders"); err != nil || !info.Exists {
+		t.Errorf("StreamInfo() of the new checkpoint stream = %+v, %v; want it to exist", info, err)
 	}
 }
