@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime/debug"
 	"sync"
 )
 
@@ -75,6 +76,21 @@ type codecEntry struct {
 	decode  func(data []byte) (any, error)
 }
 
+// marshal returns the codec's encoding of v.
+func (e *codecEntry) marshal(v any) (_ []byte, err error) {
+	defer recovered(&err)
+	return e.codec.Marshal(v)
+}
+
+// recovered, deferred by each call of a user's codec or upcaster, turns
+// its panic into *err, a *PanicError: bytes that make a codec panic are
+// bad input, which gets an error, not a crash of the process.
+func recovered(err *error) {
+	if r := recover(); r != nil {
+		*err = &PanicError{Value: r, Stack: debug.Stack()}
+	}
+}
+
 // eventVersions is the registered versions of one event type name.
 type eventVersions struct {
 	versions  map[int]*codecEntry
@@ -131,9 +147,10 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 		o.Codec = jsonCodec{}
 	}
 	c := o.Codec
-	entry := &codecEntry{name: o.Name, version: o.Version, codec: c, decode: func(data []byte) (any, error) {
+	entry := &codecEntry{name: o.Name, version: o.Version, codec: c, decode: func(data []byte) (_ any, err error) {
+		defer recovered(&err)
 		var v T
-		err := c.Unmarshal(data, &v)
+		err = c.Unmarshal(data, &v)
 		return v, err
 	}}
 
@@ -182,13 +199,14 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 
 // Encode returns payload v, whose Go type must be registered, as an event
 // to append, with a new ID. It returns an error wrapping [ErrUnknownEvent]
-// for a type not registered, or the codec's error.
+// for a type not registered, or the codec's error (a [*PanicError] for a
+// panic).
 func (r *Registry) Encode(v any) (EventData, error) {
 	entry, err := r.entryFor(v)
 	if err != nil {
 		return EventData{}, err
 	}
-	data, err := entry.codec.Marshal(v)
+	data, err := entry.marshal(v)
 	if err != nil {
 		return EventData{}, fmt.Errorf("eventbus: encode %q version %d: %w", entry.name, entry.version, err)
 	}
@@ -245,8 +263,8 @@ func inflate(data []byte) ([]byte, error) {
 // It returns an error wrapping [ErrUnknownEvent] when e's type, its
 // version or an upcaster on the way is not registered, [ErrInvalid] when
 // the payload is not T, its SchemaVersion is negative or its Encoding is
-// unknown, or the codec's or the upcaster's error, and then the zero value
-// of T. A payload that the codec decodes to a zero value, such as JSON's
+// unknown, or the codec's or the upcaster's error (a [*PanicError] for a
+// panic), and then the zero value of T. A payload that the codec decodes to a zero value, such as JSON's
 // null (a nil pointer for a pointer type), is no error: Decode returns it.
 func Decode[T any](r *Registry, e EventData) (T, error) {
 	var zero T

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -371,4 +372,55 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("deflated decode differs (-plain +deflated):\n%s", diff)
 		}
 	})
+}
+
+// panicCodec panics in Marshal and Unmarshal, as a codec may on a value or
+// bytes it does not expect.
+type panicCodec struct{}
+
+func (panicCodec) Marshal(any) ([]byte, error) { panic("marshal boom") }
+func (panicCodec) Unmarshal([]byte, any) error { panic("unmarshal boom") }
+
+// TestCodecPanics checks that a codec or upcaster that panics makes
+// Encode or Decode return an error holding a *PanicError with the panic's
+// value and naming the event type and version, instead of crashing the
+// process: corrupt stored bytes are bad input like any other.
+func TestCodecPanics(t *testing.T) {
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[userV1](r, &eventbus.TypeOptions{Version: 1}))
+	require.NoError(t, eventbus.Register[userV2](r, &eventbus.TypeOptions{Version: 2}))
+	require.NoError(t, eventbus.Register[other](r, &eventbus.TypeOptions{Name: "panicky", Codec: panicCodec{}}))
+	require.NoError(t, eventbus.RegisterUpcaster(r, func(userV1) (userV2, error) { panic("upcast boom") }))
+
+	tests := []struct {
+		name      string
+		call      func() (any, error)
+		wantValue any
+		wantMsg   string
+	}{
+		{"encode", func() (any, error) { e, err := r.Encode(other{N: 1}); return e.Data, err },
+			"marshal boom", `encode "panicky" version 1`},
+		{"decode", func() (any, error) {
+			return eventbus.Decode[any](r, eventbus.EventData{Type: "panicky", Data: []byte(`{}`)})
+		}, "unmarshal boom", `decode "panicky" version 1`},
+		{"upcast", func() (any, error) {
+			return eventbus.Decode[any](r, eventbus.EventData{Type: "user.created", SchemaVersion: 1, Data: []byte(`{}`)})
+		}, "upcast boom", `upcast "user.created" from version 1`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.call()
+			var pe *eventbus.PanicError
+			if !errors.As(err, &pe) || pe.Value != tt.wantValue || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("%s with a panicking codec = %v, %v; want a *PanicError of %q naming %s", tt.name, got, err, tt.wantValue, tt.wantMsg)
+			}
+			if len(pe.Stack) == 0 {
+				t.Errorf("%s: *PanicError has no stack", tt.name)
+			}
+			if got != nil && !reflect.ValueOf(got).IsZero() {
+				t.Errorf("%s returned %v with its error, want nothing", tt.name, got)
+			}
+		})
+	}
 }

@@ -101,7 +101,8 @@ func checkWaitContext(ctx context.Context, call string) error {
 // PanicError is the error a handler's panic becomes, or a panic in a
 // method (Unwrap, As) of the error a handler returned, which the retry
 // policy calls. The worker survives the panic and treats the event like
-// any other failure (retries, dead letter).
+// any other failure (retries, dead letter). A panic in a [Codec] or an
+// upcaster becomes one too, in the error of [Registry.Encode] or [Decode].
 type PanicError struct {
 	// Value is the value passed to panic.
 	Value any

@@ -39,6 +39,9 @@ func RegisterUpcaster[From, To any](r *Registry, f func(From) (To, error)) error
 	if _, ok := ev.upcasters[fe.version]; ok {
 		return fmt.Errorf("%w: %q has an upcaster from version %d already", ErrDuplicate, fe.name, fe.version)
 	}
-	ev.upcasters[fe.version] = func(v any) (any, error) { return f(v.(From)) }
+	ev.upcasters[fe.version] = func(v any) (_ any, err error) {
+		defer recovered(&err)
+		return f(v.(From))
+	}
 	return nil
 }
