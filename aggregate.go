@@ -13,7 +13,8 @@ type AggregateOptions struct {
 	// SnapshotEvery, if positive, saves a snapshot of the state (see
 	// [SaveSnapshot]) each time a command takes the stream past a multiple
 	// of this many events, so that loading replays fewer of them. The state
-	// type must then be registered in the Registry. Zero means never.
+	// type must then be registered in the Registry, with a codec that gives
+	// it back unchanged (see [Snapshot]). Zero means never.
 	SnapshotEvery int
 	// MaxAttempts is how many times [Aggregate.Execute] runs the
 	// load-decide-append cycle when appends conflict; zero means 3.

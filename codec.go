@@ -48,7 +48,9 @@ type TypeOptions struct {
 	// Codec encodes the payloads; nil means encoding/json, which writes
 	// each string as valid UTF-8, replacing invalid bytes with U+FFFD, so
 	// such a string does not come back as it was: keep bytes that are not
-	// text in a []byte field, or use a Codec of your own.
+	// text in a []byte field, or use a Codec of your own. The state of a
+	// snapshot must come back from the codec as it went in (see
+	// [Snapshot]).
 	Codec Codec
 }
 

@@ -9,6 +9,15 @@ import (
 // Snapshot is the state of a stream, such as an aggregate's, after the
 // event at Revision, kept so that loading the stream can start there
 // instead of replaying it from the start.
+//
+// The state is stored encoded by the [Registry]'s codec for T, and a load
+// from a snapshot starts from what the codec decodes, where a replay (or
+// an [Aggregate]'s cache) has the state as it was folded: State must
+// survive the codec's round trip unchanged, or a load gives another state
+// whenever a snapshot is used. [SaveSnapshot] checks that the state
+// decodes, not that it decodes to the same value: with encoding/json,
+// unexported fields come back zero and a value in a field of type any
+// comes back as a map[string]any, a float64 or the like, with no error.
 type Snapshot[T any] struct {
 	// Revision is the revision of the last event folded into State.
 	Revision uint64
@@ -32,7 +41,8 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // snapshot would later be folded on as if it held events it does not. It
 // returns the registry's error for a state that its codec encodes but
 // does not decode back (such as encoding/json with a non-nil value in a
-// field of a non-empty interface type), which would fail every later load.
+// field of a non-empty interface type), which would fail every later load;
+// a state that decodes to another value is saved (see [Snapshot]).
 //
 // Snapshots live in the system stream "$snapshot-" followed by the
 // stream's name (or, for a name too long for that or starting with
