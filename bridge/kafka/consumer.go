@@ -134,6 +134,11 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 	case o.CommitInterval < 0 || o.MaxPollRecords < 0 || o.DrainTimeout < 0:
 		return nil, fmt.Errorf("%w: NewConsumer: negative CommitInterval, MaxPollRecords or DrainTimeout", eventbus.ErrInvalid)
 	}
+	if o.DeadLetterTopic != "" {
+		if err := checkTopic("NewConsumer: DeadLetterTopic", o.DeadLetterTopic); err != nil {
+			return nil, err
+		}
+	}
 	if o.CommitInterval == 0 {
 		o.CommitInterval = time.Second
 	}
@@ -163,8 +168,9 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // with no handler seeing them, so subscribe before Run. Call it before
 // Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
-// already, and eventbus.ErrInvalid for an empty name, a topic of another bus,
-// or once Run started.
+// already, and eventbus.ErrInvalid for a name that Kafka does not take for a
+// topic (see [RelayOptions].Topic), a topic of another bus, or once Run
+// started.
 func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 	return routeVia(c, kafkaTopic, t, nil)
 }
@@ -174,8 +180,11 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 // a record that decodes (the refusal branch is a guard for checks that
 // Publish may add).
 func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publish func(context.Context, T, ...eventbus.PublishOption) error) error {
-	if c == nil || kafkaTopic == "" || t == nil {
-		return fmt.Errorf("%w: Route needs a consumer, a Kafka topic and a bus topic", eventbus.ErrInvalid)
+	if c == nil || t == nil {
+		return fmt.Errorf("%w: Route needs a consumer and a bus topic", eventbus.ErrInvalid)
+	}
+	if err := checkTopic("Route", kafkaTopic); err != nil {
+		return err
 	}
 	if t.Bus() != c.bus {
 		return fmt.Errorf("%w: Route(%q): topic %q is not on the consumer's bus", eventbus.ErrInvalid, kafkaTopic, t.Name())

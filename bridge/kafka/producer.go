@@ -138,14 +138,19 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // whose record is too large for a batch fails alone and is retried; the
 // later events of its key are written. The payload type T must be
 // registered in the Producer's Registry. Forward returns an error wrapping
-// eventbus.ErrInvalid for a missing argument.
+// eventbus.ErrInvalid for a missing argument, or a kafkaTopic that Kafka
+// does not take for a topic (see [RelayOptions].Topic) or that is too long
+// for the subscription's name (more than 243 bytes).
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
 // events to a Store and run a [Relay].
 func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *eventbus.SubscriptionOptions) (*eventbus.Subscription, error) {
-	if !p.made() || t == nil || kafkaTopic == "" {
-		return nil, fmt.Errorf("%w: Forward needs a producer made by NewProducer, a bus topic and a Kafka topic", eventbus.ErrInvalid)
+	if !p.made() || t == nil {
+		return nil, fmt.Errorf("%w: Forward needs a producer made by NewProducer and a bus topic", eventbus.ErrInvalid)
+	}
+	if err := checkTopic("Forward", kafkaTopic); err != nil {
+		return nil, err
 	}
 	f := &forwarder[T]{p: p, topic: kafkaTopic}
 	return t.SubscribeBatch("kafka."+kafkaTopic, f.handle, opts)

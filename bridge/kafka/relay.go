@@ -129,9 +129,13 @@ type RelayOptions struct {
 	// Name identifies the relay's checkpoint: 1 to 200 letters, digits,
 	// '.', '_' and '-'.
 	Name string
-	// Topic is the Kafka topic of every event, unless TopicFor is set.
+	// Topic is the Kafka topic of every event, unless TopicFor is set: 1
+	// to 249 letters, digits, '.', '_' and '-', other than "." and "..",
+	// as Kafka takes.
 	Topic string
-	// TopicFor, if set, chooses each event's Kafka topic.
+	// TopicFor, if set, chooses each event's Kafka topic. An event for
+	// which it returns a name that Kafka does not take fails as a record
+	// that can never be written (see Relay).
 	TopicFor func(eventbus.RecordedEvent) string
 	// Key returns an event's record key; nil means its stream, so that the
 	// events of one stream keep their order.
@@ -224,7 +228,10 @@ type RelayOptions struct {
 // bytes more.) The broker refuses a record larger than the topic's
 // max.message.bytes, which the relay cannot know, with the same error,
 // after the record is produced. Either is permanent: each Run stops at the
-// same event. To get past it, raise the limit (BatchMaxBytes, the topic's
+// same event. So is an event for which RelayOptions.TopicFor returns a name
+// that Kafka does not take for a topic: Run returns at once a ProduceError
+// wrapping eventbus.ErrInvalid, before the record goes to franz-go. To get
+// past a record too large, raise the limit (BatchMaxBytes, the topic's
 // max.message.bytes and what the brokers take), make the event smaller (a
 // Registry with CompressAbove), or, giving the event up, with no relay of
 // the name running, save a checkpoint after it (Checkpoints.Save with the
@@ -252,6 +259,11 @@ func NewRelay(s eventbus.Store, p *Producer, opts *RelayOptions) (*Relay, error)
 	if o.Topic == "" && o.TopicFor == nil {
 		return nil, fmt.Errorf("%w: relay %q has no Topic or TopicFor", eventbus.ErrInvalid, o.Name)
 	}
+	if o.TopicFor == nil {
+		if err := checkTopic("relay "+strconv.Quote(o.Name)+": Topic", o.Topic); err != nil {
+			return nil, err
+		}
+	}
 	if o.CheckpointInterval < 0 || o.MaxInFlight < 0 {
 		return nil, fmt.Errorf("%w: relay %q: negative CheckpointInterval or MaxInFlight", eventbus.ErrInvalid, o.Name)
 	}
@@ -277,6 +289,16 @@ func validName(s string, maxLen int) bool {
 		}
 	}
 	return true
+}
+
+// checkTopic returns an error wrapping eventbus.ErrInvalid for a name that
+// Kafka does not take for a topic, which would fail only once records go
+// to it or are fetched from it; what says where the name comes from.
+func checkTopic(what, topic string) error {
+	if !validName(topic, 249) || topic == "." || topic == ".." {
+		return fmt.Errorf("%w: %s: Kafka topic %.250q: want 1 to 249 letters, digits, '.', '_' and '-', other than \".\" and \"..\"", eventbus.ErrInvalid, what, topic)
+	}
+	return nil
 }
 
 // ProduceError is the error of [Relay.Run] when Kafka did not take the
@@ -553,6 +575,10 @@ func (p *pass) tail(from uint64) error {
 			o.lane.key = r.o.Key(e)
 		}
 		o.pos, o.keyed = e.Position, o.lane.key != ""
+		if err := checkTopic("TopicFor", o.lane.topic); err != nil { // Topic is checked
+			<-p.sem
+			return p.failure(o, err)
+		}
 		o.rec = newRecord(o.lane.topic, o.lane.key, &e.EventData)
 		limit, ok := limits[o.lane.topic]
 		if !ok {
