@@ -111,7 +111,7 @@ type PanicError struct {
 }
 
 // Error reports the panic value.
-func (e *PanicError) Error() string { return fmt.Sprintf("eventbus: handler panic: %v", e.Value) }
+func (e *PanicError) Error() string { return fmt.Sprintf("eventbus: panic: %v", e.Value) }
 
 // Unwrap returns Value when it is an error, so errors.Is sees through a
 // panic(err).

@@ -369,7 +369,7 @@ func TestLoggingPanics(t *testing.T) {
 			require.NoError(t, json.Unmarshal(buf.Bytes(), &line), "one line: %s", buf.String())
 			require.Equal(t, "WARN", line["level"])
 			require.Equal(t, "eventbus: attempt failed", line["msg"])
-			require.Equal(t, "eventbus: handler panic: boom", line["error"])
+			require.Equal(t, "eventbus: panic: boom", line["error"])
 			require.Equal(t, "k", line["key"])
 			require.EqualValues(t, 1, line["attempt"])
 		})
