@@ -169,7 +169,8 @@ func TestWantDeadLettersFails(t *testing.T) {
 
 	spy = newSpy(t)
 	require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{Err: errors.New("other")}, Order{ID: "a", N: 1}))
-	spy.wantFailure(t, "Err:other", "payloads (-want +got)", "dead letters: none")
+	spy.wantFailure(t, "Err:other", "payloads (-want +got)", "dead letters: none\nnot matching:\n",
+		`orders/billing key="a" attempts=1 err="downstream unavailable" eventbustest_test.Order{ID:"a", N:1, note:""}`)
 }
 
 func TestWantMetricsFails(t *testing.T) {
