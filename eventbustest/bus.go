@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,7 +45,8 @@ const stopTimeout = 10 * time.Second
 // ignores its context and is still running 10 seconds later fails the test
 // too, with the subscriptions it holds up, and is not waited for: its
 // goroutine and the bus's are left behind (which synctest.Test reports as
-// well). A result of the test's own call to Shutdown or Close is not
+// well). So does a DeadLetterSink's Put, whose context is never cancelled,
+// and the failure then names the sink. A result of the test's own call to Shutdown or Close is not
 // reported again. Otherwise no goroutine of the bus is left after the
 // shutdown; to check that the test's own goroutines are gone too, run it
 // inside [synctest.Test], which fails a test whose goroutines are still
@@ -67,16 +69,37 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
+	var sink *watchedSink
+	if o.DeadLetterSink != nil {
+		sink = &watchedSink{DeadLetterSink: o.DeadLetterSink}
+		o.DeadLetterSink = sink
+	}
 	b, err := eventbus.New(&o)
 	if err != nil {
 		t.Fatalf("eventbustest: NewBus: %v", err)
 	}
-	t.Cleanup(func() { shutdown(t, b) })
+	t.Cleanup(func() { shutdown(t, b, sink) })
 	return b
 }
 
-// shutdown shuts b down at the end of a test, and reports what kept it.
-func shutdown(t testing.TB, b *eventbus.Bus) {
+// watchedSink passes dead letters on to the sink of a bus made by NewBus,
+// counting the calls of Put still running, so that a sink that holds up
+// the shutdown is named, not the handlers whose workers wait for it.
+type watchedSink struct {
+	eventbus.DeadLetterSink
+	running atomic.Int64
+}
+
+// Put calls the sink's Put.
+func (s *watchedSink) Put(ctx context.Context, dl eventbus.DeadLetter) error {
+	s.running.Add(1)
+	defer s.running.Add(-1)
+	return s.DeadLetterSink.Put(ctx, dl)
+}
+
+// shutdown shuts b down at the end of a test, and reports what kept it;
+// sink is b's DeadLetterSink, or nil if it has none.
+func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -92,6 +115,12 @@ func shutdown(t testing.TB, b *eventbus.Bus) {
 		select {
 		case err = <-done:
 		case <-timer.C:
+			if sink != nil && sink.running.Load() > 0 {
+				t.Errorf("eventbustest: the bus did not drain within %v after the test, and its DeadLetterSink's Put still runs %v after the handlers' contexts were cancelled, in %s; "+
+					"does it wait for the test? Its context is never cancelled. Its goroutine and the bus's are left running",
+					stopTimeout, stopTimeout, pending(b))
+				return
+			}
 			t.Errorf("eventbustest: the bus did not drain within %v after the test, and a handler still runs %v after its context was cancelled, in %s; "+
 				"does it ignore its context? Its goroutine and the bus's are left running",
 				stopTimeout, stopTimeout, pending(b))

@@ -109,6 +109,37 @@ func TestNewBusReportsHandlerIgnoringContext(t *testing.T) {
 	})
 }
 
+// chanSink is a DeadLetterSink that hands each dead letter to a test
+// reading the channel.
+type chanSink chan eventbus.DeadLetter
+
+func (c chanSink) Put(_ context.Context, dl eventbus.DeadLetter) error {
+	c <- dl
+	return nil
+}
+
+// TestNewBusReportsBlockedSink checks that a DeadLetterSink that blocks the
+// shutdown is named as the culprit, not the handler whose worker waits for
+// it: the sink's context is never cancelled, so it cannot be told to stop.
+func TestNewBusReportsBlockedSink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		sink := make(chanSink)
+		b := eventbustest.NewBus(spy, &eventbus.Options{DeadLetterSink: sink})
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("billing", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"})
+		require.Equal(t, "a", (<-sink).Key) // and the test reads no more
+		spy.cleanup()
+		spy.wantFailure(t, "its DeadLetterSink's Put still runs 10s after the handlers' contexts were cancelled, in orders/billing (pending",
+			"does it wait for the test?")
+		require.NotContains(t, spy.failures(), "a handler still runs")
+		require.Equal(t, "b", (<-sink).Key) // the sink returns, and the bus's goroutines exit
+		require.NoError(t, b.Shutdown(t.Context()), "the cleanup's Shutdown, finished")
+	})
+}
+
 // TestNewBusClosedByTest checks that what the test's own Close returned is
 // not reported again.
 func TestNewBusClosedByTest(t *testing.T) {

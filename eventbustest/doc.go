@@ -47,9 +47,9 @@
 // # Goroutines
 //
 // No goroutine of a bus is left once NewBus has shut it down, unless a
-// handler ignores its cancelled context: NewBus then fails the test instead
-// of waiting for it forever. To check the
-// rest, run the test inside [testing/synctest.Test]: it fails a test that
+// handler ignores its cancelled context, or a DeadLetterSink blocks: NewBus
+// then fails the test, naming the culprit, instead of waiting for it
+// forever. To check the rest, run the test inside [testing/synctest.Test]: it fails a test that
 // leaves goroutines blocked, and makes retries, backoff and timeouts run on
 // its fake clock, without real waiting.
 //
