@@ -28,7 +28,8 @@
 // time when the condition already holds. Its deadline, 10 seconds unless
 // its context has one, is fake time inside a testing/synctest bubble: when
 // nothing else can happen before it, Wait fails at once, with a message
-// listing what was recorded. On a bus that has stopped, where no event can
+// naming the subscriptions with events not yet finished (a retry waiting
+// for its backoff, say) and listing what was recorded. On a bus that has stopped, where no event can
 // come any more, it fails at once too.
 //
 // # Faults, dead letters and metrics

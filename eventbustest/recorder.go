@@ -19,6 +19,10 @@ import (
 // waitTimeout bounds Recorder.Wait when its context has no deadline.
 const waitTimeout = 10 * time.Second
 
+// errWaitTimeout is the cause of Wait's own deadline, which its failure
+// names: in a synctest bubble it comes at once, in no real time.
+var errWaitTimeout = fmt.Errorf("%w (Wait's default deadline, %v)", context.DeadlineExceeded, waitTimeout)
+
 // compareOptions make cmp compare payloads the way a test means: unexported
 // fields count, and nil and empty slices and maps are equal.
 var compareOptions = cmp.Options{cmp.Exporter(func(reflect.Type) bool { return true }), cmpopts.EquateEmpty()}
@@ -102,7 +106,9 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 // Wait blocks until cond holds for the events recorded so far, checking it
 // again after each new event, and reports whether it did. If ctx ends
 // first, or 10 seconds pass when ctx has no deadline, the test fails with a
-// message listing the events recorded. Inside a [testing/synctest] bubble
+// message naming the deadline and the subscriptions with events not yet
+// finished (a retry waiting for its backoff, say), and listing the events
+// recorded. Inside a [testing/synctest] bubble
 // that time is fake and passes at once when nothing else can happen before
 // it; but it is still 10 seconds: for an event that comes later, after a
 // retry's backoff say, give Wait a context with a later deadline. cond must
@@ -128,7 +134,7 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, waitTimeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, waitTimeout, errWaitTimeout)
 		defer cancel()
 	}
 	for {
@@ -146,8 +152,8 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 				r.topic, formatEvents(events))
 			return false
 		case <-ctx.Done():
-			r.t.Errorf("eventbustest: Wait on topic %q: %v before the condition held; recorded %s",
-				r.topic, context.Cause(ctx), formatEvents(events))
+			r.t.Errorf("eventbustest: Wait on topic %q: %v before the condition held; unfinished events in %s; recorded %s",
+				r.topic, context.Cause(ctx), pending(r.bus), formatEvents(events))
 			return false
 		}
 	}

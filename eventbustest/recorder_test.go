@@ -184,7 +184,7 @@ func TestRecorderWaitFails(t *testing.T) {
 		want    []string
 	}{
 		{"default deadline", 0, 10 * time.Second, []string{
-			`Wait on topic "orders": context deadline exceeded before the condition held; recorded 1 events:`,
+			`Wait on topic "orders": context deadline exceeded (Wait's default deadline, 10s) before the condition held; unfinished events in no subscription; recorded 1 events:`,
 			`0: key="a" eventbustest_test.Order{ID:"a", N:1, note:""}`,
 		}},
 		{"context", time.Second, time.Second, []string{"context deadline exceeded", "recorded 1 events"}},
@@ -360,7 +360,7 @@ func TestRecorderWaitDeadlineInBubble(t *testing.T) {
 
 		require.False(t, rec.Wait(t.Context(), one))
 		require.Equal(t, 10*time.Second, time.Since(start))
-		spy.wantFailure(t, "context deadline exceeded")
+		spy.wantFailure(t, "context deadline exceeded (Wait's default deadline, 10s)", "unfinished events in orders/shipping (pending 1)")
 
 		ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
 		defer cancel()
