@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -110,4 +111,72 @@ func ExampleSequence() {
 	// Output:
 	// 00000000000000000000000001 2000-01-01T00:00:00Z u-1
 	// 00000000000000000000000002 2000-01-01T00:01:00Z u-2
+}
+
+// This example parks the orders that a warehouse rejects while its API is
+// down, checks the dead letters, and redrives them once it is back.
+func ExampleWantDeadLetters() {
+	t := new(exampleT) // in a test: the test's t
+	defer t.end()
+
+	bus := eventbustest.NewBus(t, nil) // no retry policy: one attempt
+	orders, err := eventbus.NewTopic[Order](bus, "orders", nil)
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	errDown := errors.New("warehouse: 502 bad gateway")
+	var (
+		mu      sync.Mutex
+		down    = true
+		shipped []string
+	)
+	warehouse := func(_ context.Context, e eventbus.Event[Order]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if down && e.Payload.N > 1 {
+			return errDown // the warehouse rejects orders of several items while it is down
+		}
+		shipped = append(shipped, e.Payload.ID)
+		return nil
+	}
+	if _, err := orders.Subscribe("warehouse", warehouse, nil); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+
+	ctx := context.Background()
+	for _, o := range []Order{{ID: "o-1", N: 1}, {ID: "o-2", N: 3}, {ID: "o-3", N: 1}} {
+		if err := orders.Publish(ctx, o); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	if err := bus.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	fmt.Println("parked:", eventbustest.WantDeadLetters(t, bus, eventbus.DeadLetterFilter{Err: errDown}, Order{ID: "o-2", N: 3}))
+
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	n, err := bus.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{Subscription: "warehouse"})
+	if err != nil {
+		t.Fatalf("Redrive: %v", err)
+	}
+	if err := bus.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	fmt.Println("redriven:", n)
+	fmt.Println("none left:", eventbustest.WantDeadLetters(t, bus, eventbus.DeadLetterFilter{}))
+	mu.Lock()
+	fmt.Println("shipped:", shipped)
+	mu.Unlock()
+	fmt.Println("counted:", eventbustest.WantMetrics(t, bus, eventbus.SubscriptionMetrics{
+		Topic: "orders", Subscription: "warehouse",
+		Queued: 4, Handled: 3, Failed: 1, DeadLettered: 1, // the redriven event is queued again
+	}))
+	// Output:
+	// parked: true
+	// redriven: 1
+	// none left: true
+	// shipped: [o-1 o-3 o-2]
+	// counted: true
 }
