@@ -48,8 +48,12 @@ type Recorder[T any] struct {
 // Record subscribes a new Recorder to topic. The subscription has one
 // worker, so events are recorded in the order they were queued; it receives
 // the events published from now on, and is removed when the test ends.
-// Its name starts with "eventbustest-recorder". Record stops the test with
-// Fatalf if it cannot subscribe.
+// Its name starts with "eventbustest-recorder". Like any subscription, it
+// runs the bus's middleware (eventbus.Options.Middleware): an event that
+// one of them fails or skips is not recorded, and a failure is a dead
+// letter of the recorder's subscription, which a [WantDeadLetters] without
+// a Subscription in its filter counts. Record stops the test with Fatalf if
+// it cannot subscribe.
 func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 	t.Helper()
 	if topic == nil {
