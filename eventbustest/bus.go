@@ -154,8 +154,10 @@ func pending(b *eventbus.Bus) string {
 // match f are exactly want, oldest first; with no want, that there are none.
 // Payloads are compared like [Recorder.Want]; a failure lists each dead
 // letter with its subscription, attempts and error, those that f does not
-// match after the others. To check the error too, set f.Err. A nil b fails
-// the check.
+// match after the others. To check the error too, set f.Err. The payload
+// of a durable subscription's dead letter (a StoreTopic's too) is the
+// eventbus.RecordedEvent as stored, not the decoded event: check those
+// with [eventbus.DeadLetterQueue.All]. A nil b fails the check.
 func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
 	t.Helper()
 	if b == nil {
