@@ -53,12 +53,12 @@ type DeadLetter struct {
 // somewhere. Events the sink publishes or redrives with ctx are linked to
 // the dead letter's (its correlation ID, and its ID as causation ID) and
 // never wait for room, which might have to come from the very worker that
-// waits for the sink; for the same reason [Bus.Flush], [Subscription.Unsubscribe]
-// and [Bus.Shutdown] called with ctx return an error wrapping [ErrInvalid].
-// This holds for every dead letter: failed, abandoned by a stop, or lost to
-// a handler's runtime.Goexit. A sink must not call [Bus.Close], which takes
-// no context to refuse: it waits for the worker that waits for the sink, so
-// neither ever returns.
+// waits for the sink; for the same reason [Bus.Flush],
+// [Subscription.Unsubscribe] and [Bus.Shutdown] called with ctx return an
+// error wrapping [ErrInvalid]. This holds for every dead letter: failed,
+// abandoned by a stop, or lost to a handler's runtime.Goexit. A sink must
+// not call [Bus.Close], which takes no context to refuse: it waits for the
+// worker that waits for the sink, so neither ever returns.
 type DeadLetterSink interface {
 	Put(ctx context.Context, dl DeadLetter) error
 }

@@ -32,18 +32,18 @@
 // are spread over the workers at random and have no order promise at all.
 //
 // In [Async] mode, the default, Publish returns once the event is queued for
-// every subscription. Queues are bounded: when one is full, Publish waits for
-// room or for its context, and [Topic.TryPublish] returns false instead.
+// every subscription. Queues are bounded: when one is full, Publish waits
+// for room or for its context, and [Topic.TryPublish] returns false instead.
 // An event is queued for every subscription or for none, never for some.
-// Nothing is dropped silently. A handler that publishes with the context
-// it was given (or one made from it) never waits for room (its event is
-// queued past the bound), so a handler publishing to its own topic cannot
-// deadlock the bus; nor can a [DeadLetterSink], which the worker waits
-// for. A handler that publishes with another context, such as
-// context.Background(), waits like any publisher, for room that may have
-// to come from its own worker. In [Sync] mode the handlers run in the publishing
-// goroutine before Publish returns, and their errors come back to the
-// publisher, one [*HandlerError] per failed subscription.
+// Nothing is dropped silently. A handler that publishes with the context it
+// was given (or one made from it) never waits for room (its event is queued
+// past the bound), so a handler publishing to its own topic cannot deadlock
+// the bus; nor can a [DeadLetterSink], which the worker waits for. A handler
+// that publishes with another context, such as context.Background(), waits
+// like any publisher, for room that may have to come from its own worker. In
+// [Sync] mode the handlers run in the publishing goroutine before Publish
+// returns, and their errors come back to the publisher, one [*HandlerError]
+// per failed subscription.
 //
 // [Bus.Flush] waits until everything published before it has been handled.
 //

@@ -46,11 +46,11 @@ const stopTimeout = 10 * time.Second
 // too, with the subscriptions it holds up, and is not waited for: its
 // goroutine and the bus's are left behind (which synctest.Test reports as
 // well). So does a DeadLetterSink's Put, whose context is never cancelled,
-// and the failure then names the sink. A result of the test's own call to Shutdown or Close is not
-// reported again. Otherwise no goroutine of the bus is left after the
-// shutdown; to check that the test's own goroutines are gone too, run it
-// inside [synctest.Test], which fails a test whose goroutines are still
-// blocked when it returns.
+// and the failure then names the sink. A result of the test's own call to
+// Shutdown or Close is not reported again. Otherwise no goroutine of the bus
+// is left after the shutdown; to check that the test's own goroutines are
+// gone too, run it inside [synctest.Test], which fails a test whose
+// goroutines are still blocked when it returns.
 //
 // NewBus stops the test with Fatalf if eventbus.New fails.
 func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {

@@ -24,13 +24,13 @@
 // [eventbus.Bus.Flush] waits until everything published so far is handled.
 // For what it does not cover, such as events that handlers publish,
 // [Recorder.Wait] blocks until a condition over the recorded events holds.
-// It is woken by every recorded event, never by polling, so it takes no
-// time when the condition already holds. Its deadline, 10 seconds unless
-// its context has one, is fake time inside a testing/synctest bubble: when
+// It is woken by every recorded event, never by polling, so it takes no time
+// when the condition already holds. Its deadline, 10 seconds unless its
+// context has one, is fake time inside a testing/synctest bubble: when
 // nothing else can happen before it, Wait fails at once, with a message
-// naming the subscriptions with events not yet finished (a retry waiting
-// for its backoff, say) and listing what was recorded. On a bus that has stopped, where no event can
-// come any more, it fails at once too.
+// naming the subscriptions with events not yet finished (a retry waiting for
+// its backoff, say) and listing what was recorded. On a bus that has
+// stopped, where no event can come any more, it fails at once too.
 //
 // # Faults, dead letters and metrics
 //
@@ -50,9 +50,9 @@
 // No goroutine of a bus is left once NewBus has shut it down, unless a
 // handler ignores its cancelled context, or a DeadLetterSink blocks: NewBus
 // then fails the test, naming the culprit, instead of waiting for it
-// forever. To check the rest, run the test inside [testing/synctest.Test]: it fails a test that
-// leaves goroutines blocked, and makes retries, backoff and timeouts run on
-// its fake clock, without real waiting.
+// forever. To check the rest, run the test inside [testing/synctest.Test]:
+// it fails a test that leaves goroutines blocked, and makes retries, backoff
+// and timeouts run on its fake clock, without real waiting.
 //
 // # Failures
 //

@@ -186,9 +186,9 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 // batchError names the failed events. A record that fails once buffered
 // fails with the later records of its partition buffered by then, so the
 // later events of its key usually fail with it; one too large for a batch
-// fails alone, before it is buffered. Neither error says for sure that a retry would fail too (a
-// broker refusing a whole batch as too large fails every record in it), so
-// both go through the retry policy.
+// fails alone, before it is buffered. Neither error says for sure that a
+// retry would fail too (a broker refusing a whole batch as too large fails
+// every record in it), so both go through the retry policy.
 func batchError(errs []error) error {
 	var failed map[int]error
 	for i, err := range errs {
