@@ -52,6 +52,12 @@ const stopTimeout = 10 * time.Second
 // gone too, run it inside [synctest.Test], which fails a test whose
 // goroutines are still blocked when it returns.
 //
+// Cleanups run last registered first: register the Close of a store that
+// durable subscriptions of the bus use with t.Cleanup before calling
+// NewBus, so that the bus stops, and saves their checkpoints, before the
+// store closes (a deferred Close runs before every cleanup, and the last
+// checkpoint save then fails).
+//
 // NewBus stops the test with Fatalf if eventbus.New fails.
 func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	t.Helper()

@@ -112,11 +112,10 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 // first, or 10 seconds pass when ctx has no deadline, the test fails with a
 // message naming the deadline and the subscriptions with events not yet
 // finished (a retry waiting for its backoff, say), and listing the events
-// recorded. Inside a [testing/synctest] bubble
-// that time is fake and passes at once when nothing else can happen before
-// it; but it is still 10 seconds: for an event that comes later, after a
-// retry's backoff say, give Wait a context with a later deadline. cond must
-// not keep the slice.
+// recorded. Inside a [testing/synctest] bubble that time is fake and
+// passes at once when nothing else can happen before it; but it is still 10
+// seconds: for an event that comes later, after a retry's backoff say, give
+// Wait a context with a later deadline. cond must not keep the slice.
 //
 // Once the bus has stopped (see [eventbus.Bus.Done]), no event can come
 // any more: Wait checks cond once more and, if it does not hold, fails at
@@ -125,7 +124,11 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 // does not wait for them either.
 //
 // Use Wait for events that [eventbus.Bus.Flush] does not wait for: those
-// published by handlers, or by goroutines of the code under test.
+// published by handlers, or by goroutines of the code under test. Each
+// Recorder is a subscription of its own, so Wait on one says nothing of
+// the others: once the last event of a chain is recorded, call Flush before
+// checking the recorders of its earlier steps, whose subscriptions may not
+// have handled their events yet.
 func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Event[T]) bool) bool {
 	r.t.Helper()
 	switch {
