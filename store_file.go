@@ -88,9 +88,11 @@ type FileStoreOptions struct {
 // any other damage as a [*CorruptionError]. One process at a time may open
 // a directory: a second open fails with [ErrLocked].
 //
-// The indexes (stream revisions and the position of each event) live in
-// memory, rebuilt on open by reading every segment, so opening checks
-// every checksum. Reads are lazy: they read events from the files as the
+// The indexes (stream revisions, the position of each event, and its ID
+// for idempotent appends) live in memory, rebuilt on open by reading every
+// segment, so opening checks every checksum: about 44 bytes of heap per
+// event (measured with a million events in 10,000 streams; 25 bytes for a
+// ReadOnly store, which keeps no IDs). Reads are lazy: they read events from the files as the
 // loop advances. Appends go through one goroutine that writes and syncs
 // the appends waiting at that moment together; Close stops it.
 //
