@@ -216,6 +216,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 		select {
 		case <-done:
 			w.abandon(chunk)
+			clear(chunk) // as below: the dead letters have their own copies
 			return false
 		default:
 		}

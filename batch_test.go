@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -732,4 +734,60 @@ func TestBatchWaitFillsLeftover(t *testing.T) {
 		}
 		require.Equal(t, map[string][]int{"a": {0, 2, 4, 6}, "b": {1, 3, 5, 7}}, perKey, "each key in publish order")
 	})
+}
+
+// TestBatchLetsGoOfPayloads checks that a batch subscription's worker keeps
+// no payload of the events it dead-lettered once their dead letters are
+// discarded: those of a batch abandoned by Close, and those of a batch whose
+// handler called runtime.Goexit. The worker's slice for the batch handler's
+// events kept them, for good after Close (the bus keeps its subscriptions
+// for Metrics).
+func TestBatchLetsGoOfPayloads(t *testing.T) {
+	type blob struct {
+		_ [1 << 16]byte
+		n int
+	}
+	for stop, events := range map[string]int{"close": 3, "goexit": 2} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1})
+				topic := newTopic[*blob](t, b, "blobs", nil)
+				gate := make(chan struct{})
+				_, err := topic.SubscribeBatch("s", func(ctx context.Context, batch []eventbus.Event[*blob]) error {
+					switch batch[0].Payload.n {
+					case 0: // hold the first batch while the others queue up
+						<-gate
+					case 1:
+						if stop == "goexit" {
+							runtime.Goexit()
+						}
+						<-ctx.Done() // until Close
+						return ctx.Err()
+					}
+					return nil
+				}, &eventbus.SubscriptionOptions{BatchSize: 1})
+				require.NoError(t, err)
+				var payloads []weak.Pointer[blob]
+				for n := range events {
+					p := &blob{n: n}
+					payloads = append(payloads, weak.Make(p))
+					require.NoError(t, topic.Publish(context.Background(), p))
+					synctest.Wait()
+				}
+				close(gate)
+				synctest.Wait()
+				if stop == "close" {
+					require.Error(t, b.Close(), "the third event is abandoned")
+				} else {
+					require.NoError(t, b.Flush(context.Background()))
+				}
+				require.NotZero(t, b.DeadLetters().Discard(eventbus.DeadLetterFilter{}))
+				synctest.Wait()
+				runtime.GC()
+				for n, w := range payloads {
+					require.True(t, w.Value() == nil, "the worker still holds payload %d", n)
+				}
+			})
+		})
+	}
 }

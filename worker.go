@@ -668,6 +668,7 @@ func (w *worker[T]) salvage() {
 				w.stats.attempt(1, false, err, &w.chunk[i].Header, 0, 0)
 				w.deadLetter(&w.chunk[i], 1, err, now, now)
 			}
+			clear(w.chunk) // drop references to payloads, as flush does
 			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
 		} else {
 			e := &w.batch[w.next-1]
