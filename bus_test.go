@@ -1271,9 +1271,11 @@ func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
 // TestSyncHandlerGoexitEndsThePublisher checks what the Handler doc comment
 // says of runtime.Goexit in Sync mode: it ends the publishing goroutine,
 // which the handler runs in, so Publish does not return, the event is not
-// dead-lettered and later subscriptions do not see it; the bus carries on.
+// dead-lettered and later subscriptions do not see it; the bus carries on,
+// and Metrics, which count a Sync-mode event once its handlers are done with
+// it, do not count it as pending for good.
 func TestSyncHandlerGoexitEndsThePublisher(t *testing.T) {
-	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Metrics: true})
 	topic := newTopic[Order](t, b, "orders", nil)
 	var later []int
 	subscribe(t, topic, "a", func(_ context.Context, e eventbus.Event[Order]) error {
@@ -1298,4 +1300,9 @@ func TestSyncHandlerGoexitEndsThePublisher(t *testing.T) {
 	require.Zero(t, b.DeadLetters().Len())
 	require.NoError(t, topic.Publish(context.Background(), Order{N: 2}))
 	require.Equal(t, []int{2}, later)
+	for _, sm := range b.Metrics().Subscriptions {
+		require.Zero(t, sm.Pending, "%+v", sm)
+		require.EqualValues(t, 1, sm.Queued, "%+v", sm)
+		require.EqualValues(t, 1, sm.Handled, "%+v", sm)
+	}
 }

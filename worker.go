@@ -217,7 +217,16 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	}
 	c := s.sync.start(timed)
 	if timed != nil {
-		defer s.sync.add(&c)
+		defer func() {
+			if c.handled+c.deadLettered+c.duplicates == 0 {
+				// A handler called runtime.Goexit, which ends this
+				// goroutine: the event never finishes (see Handler), so
+				// it is not counted as run either, which would leave it
+				// pending for good.
+				c.queued = 0
+			}
+			s.sync.add(&c)
+		}()
 	}
 	var first time.Time
 	for attempt := 1; ; attempt++ {
