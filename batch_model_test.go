@@ -17,17 +17,20 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 )
 
-// TestBatchRetryModel runs random sequences of Publish, Flush, Unsubscribe
-// (draining or cut short), new subscriptions (batch or single-event, with
-// random BatchSize and BatchWait) and waits, against handlers whose every
-// attempt fails, panics, calls runtime.Goexit or succeeds at random, a
+// TestBatchRetryModel runs random sequences of Publish, Flush, Redrive,
+// Unsubscribe (draining or cut short), new subscriptions (batch or
+// single-event, with random BatchSize and BatchWait, some single-event ones
+// with Idempotency) and waits, against handlers whose every attempt fails,
+// panics, calls runtime.Goexit, outlasts a stop or succeeds at random, a
 // batch handler answering with every kind of *BatchError (out of range
 // indexes, nil errors, Permanent inside and around it, a typed nil, one
-// naming none). It checks, against a model: per key, events are handled in
-// publish order (a batch handler fails the events after a failed one of
-// their key, as the BatchHandler doc advises); every event queued for a
-// subscription ends exactly once, handled or dead-lettered, with the
-// attempts it had; and Metrics agree with the handlers' own counts at every
+// naming none), a dead-letter sink that misbehaves, and now and then an
+// event with the ID of an earlier one. It checks, against a model: per key,
+// events are handled in publish order (a batch handler fails the events
+// after a failed one of their key, as the BatchHandler doc advises); every
+// event queued for a subscription ends exactly once, handled,
+// dead-lettered (with the attempts it had) or skipped as a duplicate of an
+// event handled; and Metrics agree with the handlers' own counts at every
 // Flush and at the end (Shutdown, Close or a Shutdown cut short).
 func TestBatchRetryModel(t *testing.T) {
 	for seed := range uint64(60) {
@@ -57,13 +60,27 @@ type batchModelSub struct {
 	// handled after later events of their key.
 	redriven map[int]int
 	redrives uint64
+	// idempotent subscriptions skip events whose ID was handled: they end
+	// as duplicates, neither handled nor dead-lettered.
+	idempotent bool
 }
 
 func runBatchRetryModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	maxAttempts := 1 + rng.IntN(4)
 	metrics := rng.IntN(2) == 0
+	// Now and then an event gets the ID of an earlier one, which the
+	// Idempotency middleware of some subscriptions skips.
+	var ids []eventbus.ID
+	idOf := map[int]eventbus.ID{} // N -> ID
 	b := newBus(t, &eventbus.Options{
+		NewID: func() eventbus.ID {
+			if len(ids) > 0 && rng.IntN(8) == 0 {
+				return ids[rng.IntN(len(ids))]
+			}
+			ids = append(ids, eventbus.NewID())
+			return ids[len(ids)-1]
+		},
 		Workers:   1 + rng.IntN(3),
 		QueueSize: 1 + rng.IntN(6),
 		Retry:     eventbus.RetryPolicy{MaxAttempts: maxAttempts, InitialDelay: time.Second},
@@ -131,6 +148,10 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 			m.last[e.Payload.N] = how
 		}
 		if !m.batch {
+			if rng.IntN(2) == 0 {
+				m.idempotent = true
+				opts.Middleware = []eventbus.Middleware{eventbus.Idempotency(nil)}
+			}
 			m.sub = subscribe(t, topic, name, func(ctx context.Context, e eventbus.Event[Order]) error {
 				mu.Lock()
 				defer mu.Unlock()
@@ -332,12 +353,24 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 					require.LessOrEqual(t, ends, 1, "%s: event %d ended %d times", name, n, ends)
 					continue
 				}
+				if ends == 0 && s.idempotent {
+					require.True(t, slices.ContainsFunc(s.queued, func(o int) bool { return o != n && idOf[o] == idOf[n] && s.handled[o] > 0 }),
+						"%s: event %d neither handled nor dead-lettered, and no event with its ID was handled", name, n)
+					continue
+				}
 				require.Equal(t, 1, ends, "%s: event %d (key %q, attempts %d) ended %d times", name, n, s.keys[n], s.attempts[n], ends)
 				if s.handled[n] == 1 {
 					continue
 				}
 				dl := dls[name][n][0]
-				require.Equal(t, s.attempts[n]-s.redriven[n], dl.Attempt, "%s: event %d: dead letter's attempts", name, n)
+				if s.idempotent {
+					// An attempt waiting in Idempotency for a delivery of
+					// the same ID fails without reaching the handler when
+					// a stop cuts it short.
+					require.GreaterOrEqual(t, dl.Attempt, s.attempts[n]-s.redriven[n], "%s: event %d: dead letter's attempts: %v", name, n, dl.Err)
+				} else {
+					require.Equal(t, s.attempts[n]-s.redriven[n], dl.Attempt, "%s: event %d: dead letter's attempts: %v", name, n, dl.Err)
+				}
 				if errors.Is(dl.Err, eventbus.ErrClosed) || errors.Is(dl.Err, context.DeadlineExceeded) {
 					require.True(t, abandoned, "%s: event %d abandoned: %v", name, n, dl.Err)
 					continue
@@ -385,15 +418,27 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 			for _, d := range dls[sm.Subscription] {
 				deadLettered += uint64(len(d))
 			}
+			// Every delivery ended once: those neither handled nor
+			// dead-lettered (check saw that their ID was handled) are
+			// duplicates.
+			duplicates := uint64(len(s.queued)) + s.redrives - handled - deadLettered
 			require.Zero(t, sm.Pending, "%+v", sm)
 			require.Zero(t, sm.Depth, "%+v", sm)
 			require.Equal(t, handled, sm.Handled, "%s: Handled", sm.Subscription)
 			require.Equal(t, deadLettered, sm.DeadLettered, "%s: DeadLettered", sm.Subscription)
-			require.Equal(t, s.failed, sm.Failed, "%s: Failed", sm.Subscription)
-			require.Equal(t, s.retried, sm.Retried, "%s: Retried", sm.Subscription)
+			require.Equal(t, duplicates, sm.Duplicates, "%s: Duplicates", sm.Subscription)
+			if s.idempotent {
+				require.GreaterOrEqual(t, sm.Failed, s.failed, "%s: Failed", sm.Subscription)
+				// A retry that Idempotency skips, the event's ID handled
+				// meanwhile under another key, does not reach the handler.
+				require.GreaterOrEqual(t, sm.Retried, s.retried, "%s: Retried", sm.Subscription)
+			} else {
+				require.Equal(t, s.failed, sm.Failed, "%s: Failed", sm.Subscription)
+				require.Equal(t, s.retried, sm.Retried, "%s: Retried", sm.Subscription)
+			}
 			if metrics {
-				require.Equal(t, sm.Handled+sm.Failed, sm.HandleTime.Count, "%s: one timing per attempt", sm.Subscription)
-				require.Equal(t, sm.Handled+sm.DeadLettered, sm.Latency.Count, "%s: one latency per finished event", sm.Subscription)
+				require.Equal(t, sm.Handled+sm.Failed+sm.Duplicates, sm.HandleTime.Count, "%s: one timing per attempt", sm.Subscription)
+				require.Equal(t, sm.Handled+sm.DeadLettered+sm.Duplicates, sm.Latency.Count, "%s: one latency per finished event", sm.Subscription)
 			}
 		}
 	}
@@ -406,7 +451,9 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 		case op < 24:
 			n++
 			key := keys[rng.IntN(len(keys))]
-			require.NoError(t, topic.Publish(ctx, Order{Key: key, N: n}))
+			var id eventbus.ID
+			require.NoError(t, topic.Publish(ctx, Order{Key: key, N: n}, func(h *eventbus.Header) { id = h.ID }))
+			idOf[n] = id
 			for _, s := range live() {
 				s.queued = append(s.queued, n)
 				s.keys[n] = key
