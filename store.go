@@ -268,8 +268,9 @@ type SubscribeOptions struct {
 	Filter Filter
 	// CaughtUp, if not nil, is called once, in the goroutine iterating the
 	// subscription, when it has delivered every event committed so far and
-	// starts waiting for new ones. Next is the position that the next
-	// committed event will have.
+	// starts waiting for new ones; not once the store is closed, when the
+	// subscription ends with [ErrClosed]. Next is the position that the
+	// next committed event will have.
 	CaughtUp func(next uint64)
 }
 
@@ -797,6 +798,10 @@ func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(Recorde
 			continue
 		}
 		if !caughtUp {
+			if s.closed.Load() { // nothing delivered, nothing to wait for
+				yield(RecordedEvent{}, ErrClosed)
+				return
+			}
 			caughtUp = true
 			o.CaughtUp(next)
 			continue // time passed in CaughtUp: look again before waiting

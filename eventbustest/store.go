@@ -1097,10 +1097,15 @@ func testClose(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: "s", Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrClosed) {
 		t.Errorf("AppendMulti after Close = %v, want ErrClosed", err)
 	}
+	// A closed store delivers nothing and waits for nothing: a subscription
+	// never reports that it caught up.
+	caughtUp := func(next uint64) { t.Errorf("Subscribe after Close called CaughtUp(%d)", next) }
 	for name, seq := range map[string]func(func(eventbus.RecordedEvent, error) bool){
-		"ReadStream": s.ReadStream(ctx, "s", nil),
-		"ReadAll":    s.ReadAll(ctx, nil),
-		"Subscribe":  s.Subscribe(ctx, nil),
+		"ReadStream":         s.ReadStream(ctx, "s", nil),
+		"ReadAll":            s.ReadAll(ctx, nil),
+		"Subscribe":          s.Subscribe(ctx, nil),
+		"Subscribe from 0":   s.Subscribe(ctx, &eventbus.SubscribeOptions{CaughtUp: caughtUp}),
+		"Subscribe from End": s.Subscribe(ctx, &eventbus.SubscribeOptions{From: eventbus.End, CaughtUp: caughtUp}),
 	} {
 		var errs []error
 		for _, err := range seq {
