@@ -1079,12 +1079,6 @@ func (s *FileStore) Tombstone(ctx context.Context, stream string, expected Expec
 
 // SetStreamMetadata implements [Store.SetStreamMetadata].
 func (s *FileStore) SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error {
-	if err := s.checkMade("SetStreamMetadata"); err != nil {
-		return err
-	}
-	if md.MaxAge < 0 {
-		return fmt.Errorf("%w: stream %q: MaxAge %v is negative", ErrInvalid, stream, md.MaxAge)
-	}
 	return s.changeStream(ctx, "SetStreamMetadata", &request{kind: kindMetadata, stream: stream, md: md})
 }
 
@@ -1097,6 +1091,9 @@ func (s *FileStore) changeStream(ctx context.Context, call string, r *request) e
 	}
 	if err := checkStream(r.stream); err != nil {
 		return err
+	}
+	if r.md.MaxAge < 0 {
+		return fmt.Errorf("%w: stream %q: MaxAge %v is negative", ErrInvalid, r.stream, r.md.MaxAge)
 	}
 	return s.submit(ctx, r)
 }
