@@ -54,7 +54,10 @@ type FileStoreOptions struct {
 	// segments.
 	MaxSegmentSize int64
 	// MaxEventSize and MaxBatchSize are the limits of [MemoryStoreOptions]:
-	// zero means 1 MiB and 16 MiB.
+	// zero means 1 MiB and 16 MiB. An append also fails with [ErrTooLarge]
+	// when its record would take more than 64 MiB on disk, where each event
+	// takes about 90 bytes besides its size as the limits count it: a
+	// batch of 700,000 events of a few bytes, which a MemoryStore takes.
 	MaxEventSize, MaxBatchSize int
 	// RetainAge, if positive, deletes segments whose every event is older
 	// than RetainAge; RetainSize, if positive, deletes the oldest segments
