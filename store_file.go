@@ -67,9 +67,10 @@ type FileStoreOptions struct {
 	// when a new segment starts, and frees the memory the store kept for
 	// the events it deletes: an event's ID makes a later append of it an
 	// idempotent replay only while the event is kept. A read or
-	// subscription that retention overtakes skips the events it deletes,
-	// as if they had been deleted before the read started: their
-	// positions are missing from what it yields.
+	// subscription that retention overtakes skips the events it deletes
+	// and has not read from their file yet (it reads a window of the file
+	// at a time), as if they had been deleted before it reached them:
+	// their positions are missing from what it yields.
 	RetainAge  time.Duration
 	RetainSize int64
 	// ReadOnly opens the store for reading: it takes a shared lock, so
