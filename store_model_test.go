@@ -152,7 +152,7 @@ func validate(stream string, events []eventbus.EventData, maxEvent int) error {
 		return fmt.Errorf("%w: no events", eventbus.ErrInvalid)
 	}
 	for _, e := range events {
-		if e.ID.IsZero() || !checkType(e.Type) || e.SchemaVersion < 0 || e.SchemaVersion > 1<<31 {
+		if e.ID.IsZero() || !checkType(e.Type) || e.SchemaVersion < 0 || int64(e.SchemaVersion) > 1<<31 {
 			return fmt.Errorf("%w: bad event", eventbus.ErrInvalid)
 		}
 		size := len(e.Type) + len(e.Encoding) + len(e.Data)
@@ -744,9 +744,9 @@ func (r *modelRun) event() eventbus.EventData {
 		case 2:
 			e.SchemaVersion = -1
 		case 3:
-			e.SchemaVersion = 1<<31 + 1
+			e.SchemaVersion = int(min(math.MaxInt, 1<<31+1)) // past the limit where int has room
 		case 4:
-			e.SchemaVersion = 1 << 31
+			e.SchemaVersion = int(min(math.MaxInt, 1<<31))
 		}
 	case 6:
 		if r.rng.IntN(8) == 0 {
