@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/seed-a6f1faae/eventbus"
 )
@@ -301,7 +302,7 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 }
 
 // jsonEvent is the JSON form of an event printed by read and tail. Data
-// is JSON when it is valid JSON and not compressed, else base64.
+// is JSON when it is valid JSON in UTF-8 and not compressed, else base64.
 type jsonEvent struct {
 	Stream        string            `json:"stream"`
 	Revision      uint64            `json:"revision"`
@@ -374,7 +375,9 @@ func toJSON(e eventbus.RecordedEvent) jsonEvent {
 	if !e.CausationID.IsZero() {
 		j.CausationID = &e.CausationID
 	}
-	if e.Encoding == "" && json.Valid(e.Data) {
+	// json.Valid takes strings that are not UTF-8, which the encoder
+	// would copy into the line as they are.
+	if e.Encoding == "" && json.Valid(e.Data) && utf8.Valid(e.Data) {
 		j.Data = e.Data
 	} else {
 		j.DataBase64 = e.Data

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -263,4 +264,26 @@ func TestMissingStream(t *testing.T) {
 	if code, stdout, stderr := runCmd(t, "read", "-stream", "order-1", "-from", "5", dir); code != 0 || stdout != "" {
 		t.Errorf("eventbus read -stream order-1 -from 5 (past its end): exit status %d, stdout %q, stderr %q; want 0 and nothing", code, stdout, stderr)
 	}
+}
+
+// TestDataNotUTF8 checks that read prints data that is valid JSON but for
+// strings that are not UTF-8 as base64: it printed it as JSON, so the line
+// was not valid UTF-8 and a JSON decoder read other bytes than the event's.
+func TestDataNotUTF8(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	data := []byte("\"\xff\xfe\"")
+	_, err = s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: data})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "read", dir)
+	require.Equal(t, 0, code, stderr)
+	require.True(t, utf8.ValidString(stdout), "read printed a line that is not UTF-8: %q", stdout)
+	var e struct {
+		Data       json.RawMessage `json:"data"`
+		DataBase64 []byte          `json:"dataBase64"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &e))
+	require.Equal(t, data, e.DataBase64, "read printed %q", stdout)
 }
