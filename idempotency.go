@@ -9,7 +9,11 @@ import (
 )
 
 // IdempotencyKey identifies an event for deduplication within one
-// subscription: the same event handled by two subscriptions has two keys.
+// subscription: the same event handled by two subscriptions of different
+// names has two keys. It names the subscription but not its topic, and
+// names are unique only within a topic: subscriptions that share a
+// [ProcessedStore] must have names unique across the bus's topics, or one
+// skips the events that another of its name handled.
 type IdempotencyKey struct {
 	Subscription string
 	// ID is the event's ID, unless IdempotencyOptions.Key is set.
