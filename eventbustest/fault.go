@@ -41,6 +41,12 @@ type Fault struct {
 // safe for concurrent use if h is. To inject several faults, wrap the result
 // again: Inject(Inject(h, slowKey), failingKey). If h is nil, Inject
 // returns nil, which Subscribe refuses as it refuses any nil handler.
+//
+// Inject wraps a Handler only. To inject faults into an
+// eventbus.BatchHandler, have it call a Handler that Inject returned for
+// each event of its batch and name those that fail in an
+// *eventbus.BatchError: their retries, one event at a time, go through that
+// Handler too, so Attempts counts them.
 func Inject[T any](h eventbus.Handler[T], f Fault) eventbus.Handler[T] {
 	if h == nil {
 		return nil

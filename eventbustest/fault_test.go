@@ -183,3 +183,32 @@ func TestInjectAttemptsPerSubscription(t *testing.T) {
 	}
 	require.Equal(t, uint64(2), failed, "the shared Inject fails 2 attempts in all")
 }
+
+// TestInjectBatch checks what Inject documents for batch handlers: a batch
+// handler that calls an injected Handler for each of its events fails the
+// first attempt at the selected one, whose retry gets through.
+func TestInjectBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := eventbustest.NewBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+		orders := newTopic[Order](t, b, "orders")
+		h, got := handled(t)
+		each := eventbustest.Inject(h, eventbustest.Fault{Key: "b", Attempts: 1, Err: errDown})
+		_, err := orders.SubscribeBatch("billing", func(ctx context.Context, events []eventbus.Event[Order]) error {
+			failed := make(map[int]error)
+			for i, e := range events {
+				if err := each(ctx, e); err != nil {
+					failed[i] = err
+				}
+			}
+			return &eventbus.BatchError{Failed: failed}
+		}, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"}, Order{ID: "b"}, Order{ID: "c"})
+		require.NoError(t, b.Flush(t.Context()))
+		require.ElementsMatch(t, []Order{{ID: "a"}, {ID: "b"}, {ID: "c"}}, got())
+		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{})
+		eventbustest.WantMetrics(t, b, eventbus.SubscriptionMetrics{
+			Topic: "orders", Subscription: "billing", Queued: 3, Handled: 3, Failed: 1, Retried: 1,
+		})
+	})
+}
