@@ -77,7 +77,8 @@ const histogramBuckets = 28
 // 256ns: bucket i counts durations below 256ns<<i, and the last bucket
 // everything longer.
 type Histogram struct {
-	Count   uint64
+	Count uint64
+	// Sum stops at the longest Duration rather than wrapping around.
 	Sum     time.Duration
 	Buckets [histogramBuckets]uint64
 }
@@ -99,12 +100,21 @@ func (h *Histogram) observe(d time.Duration) {
 	i := min(bits.Len64(uint64(d)>>8), histogramBuckets-1)
 	h.Buckets[i]++
 	h.Count++
-	h.Sum += d
+	h.Sum = addSum(h.Sum, d)
+}
+
+// addSum returns a+b, two sums of durations of at least 0, or the longest
+// Duration if that would overflow.
+func addSum(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 func (h *Histogram) add(o *Histogram) {
 	h.Count += o.Count
-	h.Sum += o.Sum
+	h.Sum = addSum(h.Sum, o.Sum)
 	for i := range h.Buckets {
 		h.Buckets[i] += o.Buckets[i]
 	}

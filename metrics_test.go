@@ -305,3 +305,35 @@ func TestMetricsSnapshotDuringRetry(t *testing.T) {
 		})
 	})
 }
+
+// unstampedStore is a Store that leaves its events' Time zero, as one that
+// does not stamp them may: their latency is the longest Duration.
+type unstampedStore struct{ eventbus.Store }
+
+func (s unstampedStore) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.Subscribe(ctx, opts) {
+			e.Time = time.Time{}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestHistogramSumSaturates checks that a Histogram's Sum stops at the
+// longest Duration instead of wrapping around to a negative one: two events
+// stamped at the zero time, each of the longest latency, summed to -2ns.
+func TestHistogramSumSaturates(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		b := newBus(t, &eventbus.Options{Metrics: true})
+		d := subscribeDurable(t, b, unstampedStore{s}, reg, "ledger", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
+		require.NoError(t, d.WaitFor(context.Background(), appendDeposits(t, s, reg, "a", 3).Position))
+		require.NoError(t, b.Flush(context.Background()))
+		for _, sm := range b.Metrics().Subscriptions {
+			require.EqualValues(t, 3, sm.Latency.Count)
+			require.Equal(t, time.Duration(math.MaxInt64), sm.Latency.Sum)
+			require.Equal(t, sm.Latency.BucketBound(len(sm.Latency.Buckets)-1), sm.Latency.Quantile(0.5))
+		}
+	})
+}
