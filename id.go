@@ -11,6 +11,7 @@ import (
 // ID identifies an event. It has the layout of a ULID: a 48-bit Unix
 // millisecond timestamp followed by 80 bits that make it unique, so IDs sort
 // by creation time (to the millisecond) and [ID.String] is a valid ULID.
+// A time before 1970 is stamped as 1970, the earliest a ULID holds.
 // The zero ID means "no ID".
 type ID [16]byte
 
@@ -98,8 +99,11 @@ func decodeCrockford(c byte) int {
 	return -1
 }
 
+// putMillis stamps id with t to the millisecond. A t the 48 bits cannot
+// hold, before 1970 or after the year 10889, is stamped as the nearest time
+// they can, so that IDs still sort by time.
 func putMillis(id *ID, t time.Time) {
-	ms := uint64(t.UnixMilli())
+	ms := uint64(min(max(t.UnixMilli(), 0), 1<<48-1))
 	id[0], id[1], id[2], id[3], id[4], id[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 }
 

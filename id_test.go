@@ -4,8 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzParseID checks that any string either fails to parse with ErrInvalid
@@ -42,4 +44,29 @@ func FuzzTraceparent(f *testing.F) {
 			t.Fatalf("Traceparent = %q, want %q", got, tp)
 		}
 	})
+}
+
+// TestIDsSortBeforeTheUnixEpoch checks that the IDs of events an
+// Options.Clock stamped before 1970 (at the zero time, say) still sort by
+// their time: the negative millisecond count wrapped around to the year
+// 8921, after every ID of today.
+func TestIDsSortBeforeTheUnixEpoch(t *testing.T) {
+	times := []time.Time{{}, time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC), time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	next := times
+	clock := func() time.Time { return next[0] }
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Clock: clock})
+	topic := newTopic[Order](t, b, "orders", nil)
+	var ids []eventbus.ID
+	subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+		ids = append(ids, e.ID)
+		return nil
+	}, nil)
+	for range times {
+		require.NoError(t, topic.Publish(context.Background(), Order{}))
+		next = next[1:]
+	}
+	for i := 1; i < len(ids); i++ {
+		require.Less(t, ids[i-1].String(), ids[i].String(), "the ID stamped at %v, then at %v", times[i-1], times[i])
+		require.False(t, ids[i-1].Time().After(ids[i].Time()), "the time of the ID stamped at %v, then at %v", times[i-1], times[i])
+	}
 }
