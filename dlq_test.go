@@ -552,13 +552,7 @@ func TestDeadLetterSinkGoexit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var sunk []int
-				sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
-					sunk = append(sunk, dl.Payload().(Order).N)
-					if len(sunk) == 1 {
-						runtime.Goexit()
-					}
-					return nil
-				})
+				sink := goexitOnFirst(&sunk)
 				opts := &eventbus.Options{Workers: 1, DeadLetterSink: sink}
 				if tt.retry {
 					opts.Retry = eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}
@@ -640,13 +634,7 @@ func TestDeadLetterSinkGoexit(t *testing.T) {
 func TestDeadLetterSinkGoexitWhenAbandoned(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var sunk []int
-		sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
-			sunk = append(sunk, dl.Payload().(Order).N)
-			if len(sunk) == 1 {
-				runtime.Goexit()
-			}
-			return nil
-		})
+		sink := goexitOnFirst(&sunk)
 		b := newBus(t, &eventbus.Options{Workers: 1, DeadLetterSink: sink})
 		topic := newTopic[Order](t, b, "orders", nil)
 		gate := make(chan struct{})
@@ -777,4 +765,16 @@ func TestDeadLetterFilterCallsNoUserCodeLocked(t *testing.T) {
 	defer cancel()
 	require.NoError(t, b.Flush(flushed), "the worker waits for the queue's lock")
 	require.Equal(t, 3, b.DeadLetters().Len())
+}
+
+// goexitOnFirst returns a dead-letter sink that appends each dead letter's
+// Order.N to sunk and calls runtime.Goexit on the first.
+func goexitOnFirst(sunk *[]int) eventbus.DeadLetterSink {
+	return eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+		*sunk = append(*sunk, dl.Payload().(Order).N)
+		if len(*sunk) == 1 {
+			runtime.Goexit()
+		}
+		return nil
+	})
 }
