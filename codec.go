@@ -199,6 +199,17 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 	return entry, nil
 }
 
+// latest returns the latest schema version registered for the event type
+// name, zero for none.
+func (r *Registry) latest(name string) int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if ev := r.byName[name]; ev != nil {
+		return ev.latest
+	}
+	return 0
+}
+
 // Encode returns payload v, whose Go type must be registered, as an event
 // to append, with a new ID. It returns an error wrapping [ErrUnknownEvent]
 // for a type not registered, or the codec's error (a [*PanicError] for a

@@ -23,6 +23,7 @@ type StoreTopic[T any] struct {
 	reg       *Registry
 	name      string
 	eventType string
+	version   int  // T's schema version
 	nilKey    bool // T is a pointer or an interface with a key method
 }
 
@@ -51,7 +52,7 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T]()}, nil
+	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, version: entry.version, nilKey: nilKeyed[T]()}, nil
 }
 
 // checkMade returns an error wrapping ErrInvalid for a nil StoreTopic, or
@@ -124,14 +125,21 @@ func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 // ".sha256-" and 32 hex digits of name's SHA-256. So every topic and name
 // make a subscription of their own: topic "orders" with name "eu.mailer"
 // never shares a checkpoint with topic "orders.eu" and name "mailer".
-// opts.Filter is replaced by the topic's selection. It returns an error
-// wrapping [ErrInvalid] for a bad name, or one as [SubscribeDurable] does.
+// opts.Filter is replaced by the topic's selection. Handlers get every
+// event decoded and upcast to the latest schema version of T's event type
+// (see [Decode]), so T must be that version's Go type: a topic of an older
+// one may publish, not subscribe. It returns an error wrapping [ErrInvalid]
+// for a bad name or a T of an older version, or one as [SubscribeDurable]
+// does.
 func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
 	if err := t.checkMade("StoreTopic.Subscribe"); err != nil {
 		return nil, err
 	}
 	if err := checkName("subscription", name); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", t.name, err)
+	}
+	if latest := t.reg.latest(t.eventType); t.version != latest {
+		return nil, fmt.Errorf("%w: store topic %q: %v is version %d of %q, whose latest is %d: its events would all fail to decode to it; subscribe with the latest version's Go type", ErrInvalid, t.name, reflect.TypeFor[T](), t.version, t.eventType, latest)
 	}
 	var o DurableOptions
 	if opts != nil {

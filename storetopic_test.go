@@ -340,3 +340,42 @@ func TestStoreTopicSubscriptionNames(t *testing.T) {
 		require.NoError(t, bus.Close())
 	})
 }
+
+// TestStoreTopicSubscribeOldVersion subscribes to a store topic of an old
+// schema version of its event type: the events reach handlers upcast to the
+// latest version, which the old Go type cannot hold, so Subscribe refuses
+// it instead of dead-lettering every event. Publishing the old version
+// still works, and a subscriber of the latest version gets it upcast.
+func TestStoreTopicSubscribeOldVersion(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+		ctx := context.Background()
+		reg := newUserRegistry(t, nil)
+		bus := newBus(t, nil)
+		v1 := newStoreTopic[userV1](t, bus, s, reg, "users")
+		v2 := newStoreTopic[userV2](t, bus, s, reg, "users")
+		v3 := newStoreTopic[userV3](t, bus, s, reg, "users")
+		if _, err := v1.Subscribe(ctx, "old", func(context.Context, eventbus.Event[userV1]) error { return nil }, nil); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("StoreTopic[userV1].Subscribe = %v, want %v", err, eventbus.ErrInvalid)
+		}
+		if _, err := v2.Subscribe(ctx, "old", func(context.Context, eventbus.Event[userV2]) error { return nil }, nil); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("StoreTopic[userV2].Subscribe = %v, want %v", err, eventbus.ErrInvalid)
+		}
+		var mu sync.Mutex
+		var got []userV3
+		d, err := v3.Subscribe(ctx, "new", func(_ context.Context, e eventbus.Event[userV3]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Payload)
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		res, err := v1.Publish(ctx, userV1{Name: "Ada Lovelace"})
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff([]userV3{{First: "Ada", Last: "Lovelace", Country: "unknown"}}, got); diff != "" {
+			t.Errorf("handled (-want +got):\n%s", diff)
+		}
+	})
+}
