@@ -114,7 +114,8 @@ type Store interface {
 	SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error
 
 	// StreamInfo returns the state of stream; a stream never written has
-	// the zero StreamInfo.
+	// the zero StreamInfo, but for the Metadata it was given, if any, and
+	// Tombstoned, if it was tombstoned to reserve its name.
 	StreamInfo(ctx context.Context, stream string) (StreamInfo, error)
 
 	// Close releases the store. Running iterators end with [ErrClosed]. It
