@@ -129,7 +129,7 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 			base, cached = v, true
 		}
 	}
-	snapshotted := false // whether Load has asked for the snapshot
+	snapshotted := false // whether Load has asked for the snapshot since base was set
 	if !cached && a.every > 0 {
 		var err error
 		if base, err = a.snapshot(ctx, stream, base); err != nil {
@@ -160,7 +160,8 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 		if base.Expected != NoStream && (info.Deleted || base.Expected.rev < info.Start) {
 			// The events after base continue it only if the stream was
 			// not soft-deleted since: its revisions go on after a delete.
-			base, cached, before = Version[T]{Expected: NoStream}, false, nil
+			// The snapshot asked for, if any, was of that earlier life.
+			base, cached, before, snapshotted = Version[T]{Expected: NoStream}, false, nil, false
 			if a.cache != nil {
 				a.cache.drop(stream)
 			}

@@ -516,6 +516,42 @@ func TestAggregateDeleteDuringLoad(t *testing.T) {
 	}
 }
 
+// TestAggregateDeleteDuringLoadFromSnapshot deletes a stream while a Load
+// reads the events after the snapshot it starts from, and starts the
+// stream's new life with a max count of 1 and snapshots of its own: Load
+// starts over from the new life's latest snapshot. It failed with
+// ErrTruncated for the new life's first event, which the max count hides,
+// since it had asked for a snapshot once already, before the delete.
+func TestAggregateDeleteDuringLoadFromSnapshot(t *testing.T) {
+	ctx := context.Background()
+	inner, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	opts := &eventbus.AggregateOptions{SnapshotEvery: 1}
+	other := newAccounts(t, inner, reg, opts)
+	for range 3 {
+		_, err := other.Execute(ctx, "account-1", deposit(10))
+		require.NoError(t, err)
+	}
+	s := &interleavedStore{Store: inner}
+	s.beforeInfo = func() { // the snapshot's check; then the read of the events after it
+		s.before = func() {
+			require.NoError(t, inner.Delete(ctx, "account-1", eventbus.Any))
+			setMetadata(t, inner, "account-1", eventbus.StreamMetadata{MaxCount: 1})
+			for range 2 {
+				_, err := other.Execute(ctx, "account-1", deposit(1))
+				require.NoError(t, err)
+			}
+		}
+	}
+	v, err := newAccounts(t, s, reg, opts).Load(ctx, "account-1")
+	require.NoError(t, err)
+	want := eventbus.Version[Account]{State: Account{Balance: 2, Events: 2}, Expected: eventbus.Exact(4)}
+	if diff := cmp.Diff(want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+}
+
 // TestAggregateChangesDuringLoad checks appends and deletes made between a
 // Load's read and its look at the stream's state: events appended after
 // the read are not missing ones, nor are those of a life of the stream that
