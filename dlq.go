@@ -274,8 +274,8 @@ func (q *DeadLetterQueue) take(f DeadLetterFilter) []DeadLetter {
 	return taken
 }
 
-// Discard removes the dead letters that match f and returns how many.
-// Purge is Discard with the zero filter.
+// Discard removes the dead letters that match f and returns how many; the
+// zero filter removes them all.
 func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)) }
 
 // Redrive sends the dead letters that match f back to their subscriptions,
