@@ -651,8 +651,13 @@ segments:
 // it returns ("" when there was nothing to repair). The events cut are
 // lost to the store, so events committed after the damage are lost too:
 // keep the subdirectory until they are recovered or known to be
-// unneeded. The store must not be open.
+// unneeded. The store must not be open. A dir that does not exist holds no
+// store to repair: RepairFileStore then returns an error wrapping
+// fs.ErrNotExist, and makes no store there as opening would.
 func RepairFileStore(dir string) (string, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("eventbus: repair: %w", err)
+	}
 	var keep string
 	for {
 		s, err := OpenFileStore(dir, nil)

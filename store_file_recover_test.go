@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -342,6 +343,20 @@ func TestFileStoreBadStart(t *testing.T) {
 		require.NoError(t, err)
 		require.FileExists(t, filepath.Join(kept, "START"))
 		require.Len(t, readAll(t, openFile(t, dir, nil)), 2)
+	}
+}
+
+// TestRepairFileStoreMissingDir repairs a directory that does not exist,
+// a mistyped path say: RepairFileStore reports it, rather than creating an
+// empty store there and reporting nothing to repair.
+func TestRepairFileStoreMissingDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "typo")
+	kept, err := eventbus.RepairFileStore(dir)
+	if !errors.Is(err, fs.ErrNotExist) || kept != "" {
+		t.Errorf("RepairFileStore(%s) = %q, %v, want an error wrapping fs.ErrNotExist", dir, kept, err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after RepairFileStore, stat %s = %v, want fs.ErrNotExist: it made a store", dir, err)
 	}
 }
 
