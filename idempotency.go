@@ -15,6 +15,7 @@ import (
 // [ProcessedStore] must have names unique across the bus's topics, or one
 // skips the events that another of its name handled.
 type IdempotencyKey struct {
+	// Subscription is the name of the subscription handling the event.
 	Subscription string
 	// ID is the event's ID, unless IdempotencyOptions.Key is set.
 	ID ID

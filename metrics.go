@@ -31,6 +31,7 @@ type Metrics struct {
 
 // TopicMetrics counts the events of one topic.
 type TopicMetrics struct {
+	// Topic is the topic's name.
 	Topic string
 	// Published counts successful Publish calls (kept with Options.Metrics).
 	Published uint64
@@ -41,6 +42,7 @@ type TopicMetrics struct {
 // Duplicates; Failed counts failed attempts, Retried the attempts after the
 // first.
 type SubscriptionMetrics struct {
+	// Topic and Subscription name the subscription.
 	Topic, Subscription string
 	// Queued counts events queued for the subscription (Async mode) or run
 	// by Publish (Sync mode).
@@ -74,12 +76,16 @@ type DeadLetterMetrics struct {
 const histogramBuckets = 28
 
 // Histogram counts durations in buckets whose upper bounds double from
-// 256ns: bucket i counts durations below 256ns<<i, and the last bucket
-// everything longer.
+// 256ns: bucket i counts durations below 256ns<<i and at least the bound of
+// bucket i-1 (each duration in one bucket only: unlike Prometheus's, the
+// counts are not cumulative), and the last bucket everything longer.
 type Histogram struct {
+	// Count is the number of durations counted.
 	Count uint64
-	// Sum stops at the longest Duration rather than wrapping around.
-	Sum     time.Duration
+	// Sum is their total; it stops at the longest Duration rather than
+	// wrapping around.
+	Sum time.Duration
+	// Buckets holds the count of each of the 28 buckets; see BucketBound.
 	Buckets [histogramBuckets]uint64
 }
 
