@@ -32,7 +32,9 @@ type DeadLetter struct {
 
 // DeadLetterSink receives every new dead letter, for alerting or to keep
 // it somewhere durable; the payload is dl.Payload(), which encoding dl
-// itself (with encoding/json, say) leaves out. Put runs on a goroutine of
+// itself (with encoding/json, say) leaves out, as it leaves out the error's
+// message (most errors, those of errors.New and fmt.Errorf among them,
+// encode as {}): keep dl.Err.Error() too. Put runs on a goroutine of
 // its own, which the goroutine that gave up on the event (a worker, or a
 // Sync-mode publisher) waits for, without any lock of the bus held: a slow
 // sink holds that goroutine up, and should hand off. Its error is counted,
