@@ -16,8 +16,9 @@
 // [Record] subscribes a [Recorder] to a topic. Its checks read like the
 // test's intent and fail it with a [cmp.Diff] of what was recorded:
 // [Recorder.Want] (exactly these payloads, in order; none with no argument),
-// [Recorder.WantEvents] (headers too, except the generated ID, time and
-// correlation), [Recorder.WantContains] and [Recorder.WantLen].
+// [Recorder.WantEvents] (headers too, except the generated ID, time,
+// correlation ID and causation ID), [Recorder.WantContains] and
+// [Recorder.WantLen].
 //
 // # Waiting without sleeping
 //
