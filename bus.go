@@ -39,13 +39,14 @@ type Options struct {
 	// Mode is the default delivery mode of the bus's topics: Async (the
 	// default) or Sync.
 	Mode Mode
-	// Workers is the default number of workers per subscription; zero means
-	// GOMAXPROCS. Events with the same key always go to the same worker.
+	// Workers is the default number of workers per subscription, at most
+	// 4096; zero means GOMAXPROCS, capped at 4096. Events with the same key
+	// always go to the same worker.
 	Workers int
-	// QueueSize is the default capacity of each worker's queue; zero means
-	// 1024. Publish waits while the queue for its event is full. Events
-	// that wait behind a retry of their key count toward it, so memory
-	// stays bounded while a key fails.
+	// QueueSize is the default capacity of each worker's queue, at most
+	// 1<<24; zero means 1024. Publish waits while the queue for its event
+	// is full. Events that wait behind a retry of their key count toward
+	// it, so memory stays bounded while a key fails.
 	QueueSize int
 	// Middleware wraps the handler of every subscription, outside the
 	// subscription's own middleware; the first given is the outermost.
@@ -87,7 +88,7 @@ func (o *Options) resolve() error {
 		return fmt.Errorf("%w: Options.Mode %d is not Async or Sync", ErrInvalid, o.Mode)
 	}
 	if o.Workers == 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
+		o.Workers = min(runtime.GOMAXPROCS(0), maxWorkers)
 	}
 	if o.QueueSize == 0 {
 		o.QueueSize = 1024

@@ -953,6 +953,24 @@ func TestIdleSubscriptionsSleep(t *testing.T) {
 	})
 }
 
+// TestDefaultWorkersCapped makes a bus with the default Workers in a
+// process whose GOMAXPROCS (set by the GOMAXPROCS variable, say) is above
+// the most workers a subscription may have: the default is capped there,
+// and the bus works, instead of New refusing an option that was never set.
+func TestDefaultWorkersCapped(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(5000))
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	var handled atomic.Int64
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+		handled.Add(1)
+		return nil
+	}, nil)
+	require.NoError(t, topic.Publish(t.Context(), Order{Key: "k"}))
+	require.NoError(t, b.Flush(t.Context()))
+	require.EqualValues(t, 1, handled.Load())
+}
+
 func TestShutdownFromHandlerIsRefused(t *testing.T) {
 	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	topic := newTopic[Order](t, b, "orders", nil)

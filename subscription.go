@@ -31,12 +31,13 @@ type Handler[T any] func(ctx context.Context, e Event[T]) error
 // bus's defaults.
 type SubscriptionOptions struct {
 	// Workers is the number of goroutines handling events, each with its own
-	// queue; zero means the bus's Workers. Events with the same key always
-	// go to the same worker. An idle worker costs no CPU and about 8.5 KB:
-	// its stack, its chunks of handler contexts, and its queue's two slices,
-	// which hold up to 2×QueueSize events after a burst.
+	// queue, at most 4096; zero means the bus's Workers. Events with the
+	// same key always go to the same worker. An idle worker costs no CPU and
+	// about 8.5 KB: its stack, its chunks of handler contexts, and its
+	// queue's two slices, which hold up to 2×QueueSize events after a burst.
 	Workers int
-	// QueueSize is the capacity of each worker's queue; zero means the bus's.
+	// QueueSize is the capacity of each worker's queue, at most 1<<24; zero
+	// means the bus's.
 	QueueSize int
 	// Middleware wraps this subscription's handler, inside the bus's
 	// middleware; the first given is the outermost.
