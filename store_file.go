@@ -50,14 +50,15 @@ type FileStoreOptions struct {
 	SyncInterval time.Duration
 	// MaxSegmentSize is the size past which appends go to a new segment
 	// file, not counting the state of every stream that a segment starts
-	// with under retention; zero means 64 MiB. Retention deletes whole
-	// segments.
+	// with under retention; zero means 64 MiB, and at most 1 GiB is
+	// valid. Retention deletes whole segments.
 	MaxSegmentSize int64
 	// MaxEventSize and MaxBatchSize are the limits of [MemoryStoreOptions]:
-	// zero means 1 MiB and 16 MiB. An append also fails with [ErrTooLarge]
-	// when its record would take more than 64 MiB on disk, where each event
-	// takes about 90 bytes besides its size as the limits count it: a
-	// batch of 700,000 events of a few bytes, which a MemoryStore takes.
+	// zero means 1 MiB and 16 MiB, and a MaxBatchSize above 32 MiB is
+	// invalid here. An append also fails with [ErrTooLarge] when its record
+	// would take more than 64 MiB on disk, where each event takes about 90
+	// bytes besides its size as the limits count it: a batch of 700,000
+	// events of a few bytes, which a MemoryStore takes.
 	MaxEventSize, MaxBatchSize int
 	// RetainAge, if positive, deletes segments whose every event is older
 	// than RetainAge; RetainSize, if positive, deletes the oldest segments
