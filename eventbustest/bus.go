@@ -106,39 +106,51 @@ func (s *watchedSink) Put(ctx context.Context, dl eventbus.DeadLetter) error {
 // shutdown shuts b down at the end of a test, and reports what kept it;
 // sink is b's DeadLetterSink, or nil if it has none.
 func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
+	err, late, returned := stopWithin(b.Shutdown)
+	if !returned {
+		if sink != nil && sink.running.Load() > 0 {
+			t.Errorf("eventbustest: the bus did not drain within %v after the test, and its DeadLetterSink's Put still runs %v after the handlers' contexts were cancelled, in %s; "+
+				"does it wait for the test? Its context is never cancelled. Its goroutine and the bus's are left running",
+				stopTimeout, stopTimeout, pending(b))
+			return
+		}
+		t.Errorf("eventbustest: the bus did not drain within %v after the test, and a handler still runs %v after its context was cancelled, in %s; "+
+			"does it ignore its context? Its goroutine and the bus's are left running",
+			stopTimeout, stopTimeout, pending(b))
+		return
+	}
+	// Shutdown returns the result of the first call: when the test shut
+	// the bus down itself, that is the test's own result, reported to it
+	// already. Only a deadline of this call means a blocked handler.
+	if err != nil && late {
+		t.Errorf("eventbustest: the bus did not drain within %v after the test: %v; is a handler blocked?", stopTimeout, err)
+	}
+}
+
+// stopWithin calls stop, the Shutdown of a bus or the Unsubscribe of a
+// subscription at the end of a test, with a context that ends after
+// stopTimeout. Once it has ended, stop cancels the handlers' contexts and
+// waits for them, forever for a handler that ignores its context: then
+// stopWithin waits stopTimeout more, and no longer. It returns stop's
+// error, whether the context had ended when stop returned, and whether
+// stop returned at all; if not, its goroutine is left running.
+func stopWithin(stop func(context.Context) error) (err error, late, returned bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- b.Shutdown(ctx) }()
-	var err error
+	go func() { done <- stop(ctx) }()
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// Shutdown now cancels the handlers' contexts and waits for them
-		// to return, which a handler that ignores its context never does.
 		timer := time.NewTimer(stopTimeout)
 		defer timer.Stop()
 		select {
 		case err = <-done:
 		case <-timer.C:
-			if sink != nil && sink.running.Load() > 0 {
-				t.Errorf("eventbustest: the bus did not drain within %v after the test, and its DeadLetterSink's Put still runs %v after the handlers' contexts were cancelled, in %s; "+
-					"does it wait for the test? Its context is never cancelled. Its goroutine and the bus's are left running",
-					stopTimeout, stopTimeout, pending(b))
-				return
-			}
-			t.Errorf("eventbustest: the bus did not drain within %v after the test, and a handler still runs %v after its context was cancelled, in %s; "+
-				"does it ignore its context? Its goroutine and the bus's are left running",
-				stopTimeout, stopTimeout, pending(b))
-			return
+			return nil, true, false
 		}
 	}
-	// Shutdown returns the result of the first call: when the test shut
-	// the bus down itself, that is the test's own result, reported to it
-	// already. Only a deadline of this call means a blocked handler.
-	if err != nil && ctx.Err() != nil {
-		t.Errorf("eventbustest: the bus did not drain within %v after the test: %v; is a handler blocked?", stopTimeout, err)
-	}
+	return err, ctx.Err() != nil, true
 }
 
 // pending names the subscriptions of b with events not finished, and how

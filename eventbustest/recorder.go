@@ -52,7 +52,12 @@ type Recorder[T any] struct {
 // runs the bus's middleware (eventbus.Options.Middleware): an event that
 // one of them fails or skips is not recorded, and a failure is a dead
 // letter of the recorder's subscription, which a [WantDeadLetters] without
-// a Subscription in its filter counts. Record stops the test with Fatalf if
+// a Subscription in its filter counts. When the test ends, the removal
+// waits for the events queued to be recorded, as [NewBus] does for its
+// bus: if a middleware holds them up 10 seconds (fake time inside a
+// testing/synctest bubble), it cancels their contexts, dead-letters them
+// and fails the test, and if a middleware then still runs 10 seconds
+// later, it fails the test and leaves that goroutine behind. Record stops the test with Fatalf if
 // it cannot subscribe.
 func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 	t.Helper()
@@ -71,8 +76,27 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 		if err != nil {
 			t.Fatalf("eventbustest: Record(%q): %v", topic.Name(), err)
 		}
-		t.Cleanup(func() { _ = sub.Unsubscribe(context.Background()) })
+		t.Cleanup(func() { r.unsubscribe(sub) })
 		return r
+	}
+}
+
+// unsubscribe removes the recorder's subscription sub at the end of the
+// test, as NewBus shuts its bus down: a middleware of the bus that holds
+// the recorder's events up fails the test after 10 seconds instead of
+// hanging it.
+func (r *Recorder[T]) unsubscribe(sub *eventbus.Subscription) {
+	_, late, returned := stopWithin(sub.Unsubscribe)
+	switch {
+	case !returned:
+		r.t.Errorf("eventbustest: the recorder of topic %q did not drain within %v after the test, and a middleware of the bus still runs %v after its context was cancelled, in %s; "+
+			"does it ignore its context, or does the DeadLetterSink wait for the test? Its goroutine is left running",
+			r.topic, stopTimeout, stopTimeout, pending(r.bus))
+	case late:
+		// Unsubscribe's error counts the events still queued, not the
+		// one whose handling was cancelled: it may be nil.
+		r.t.Errorf("eventbustest: the recorder of topic %q did not drain within %v after the test, and its unfinished events were dead-lettered; does a middleware of the bus block?",
+			r.topic, stopTimeout)
 	}
 }
 

@@ -368,3 +368,63 @@ func TestRecorderWaitDeadlineInBubble(t *testing.T) {
 		require.Equal(t, 30*time.Second, time.Since(start), "woken by the retried attempt")
 	})
 }
+
+// TestRecordCleanupBounded checks that the end of a test does not hang on
+// a Recorder whose events a middleware of the bus holds up: the recorder's
+// subscription is removed at the end of the test, which waited for its
+// events with no deadline, so a middleware that waits on its context (for
+// a gate the failed test never opened, say) hung the test forever instead
+// of failing it within 10 seconds, as NewBus does for the bus.
+func TestRecordCleanupBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		gate := make(chan struct{})
+		held := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return next(ctx, env)
+			}
+		}
+		b := eventbustest.NewBus(spy, &eventbus.Options{Middleware: []eventbus.Middleware{held}})
+		orders := newTopic[Order](t, b, "orders")
+		eventbustest.Record(spy, orders)
+		publish(t, orders, Order{ID: "a"})
+		start := time.Now()
+		spy.cleanup()
+		require.Equal(t, 10*time.Second, time.Since(start))
+		spy.wantFailure(t, `recorder of topic "orders" did not drain within 10s after the test`, "does a middleware of the bus block?")
+		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "a"})
+	})
+}
+
+// TestRecordCleanupMiddlewareIgnoringContext checks that a middleware of
+// the bus that ignores its cancelled context does not hang the end of a
+// test on its Recorder either: 10 seconds after the cancellation, the
+// cleanup gives up waiting and fails the test.
+func TestRecordCleanupMiddlewareIgnoringContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		release := make(chan struct{})
+		stuck := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				<-release
+				return next(ctx, env)
+			}
+		}
+		b := eventbustest.NewBus(spy, &eventbus.Options{Middleware: []eventbus.Middleware{stuck}})
+		orders := newTopic[Order](t, b, "orders")
+		eventbustest.Record(spy, orders)
+		publish(t, orders, Order{ID: "a"})
+		start := time.Now()
+		spy.cleanup()
+		require.Equal(t, 40*time.Second, time.Since(start), "20s for the recorder, 20s for the bus")
+		spy.wantFailure(t, `recorder of topic "orders" did not drain within 10s after the test, and a middleware of the bus still runs 10s after its context was cancelled`,
+			"does it ignore its context", "a handler still runs 10s after its context was cancelled")
+		close(release) // the middleware returns, and the bus's goroutines exit
+		require.NoError(t, b.Shutdown(t.Context()), "the cleanup's Shutdown, finished")
+	})
+}
