@@ -82,6 +82,27 @@ func TestNewBusReportsBlockedHandler(t *testing.T) {
 	})
 }
 
+// TestNewBusReportsBlockedLastEvent checks that a handler blocked on the
+// only event left fails the test too: its context is cancelled after 10
+// seconds and the event dead-lettered, but no event was left in a queue,
+// so Shutdown returned no error, and the test passed.
+func TestNewBusReportsBlockedLastEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, nil)
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("stuck", func(ctx context.Context, _ eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"})
+		spy.cleanup()
+		spy.wantFailure(t, "did not drain within 10s after the test: the handlers' contexts were cancelled; is a handler blocked?")
+		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{Err: context.Canceled}, Order{ID: "a"})
+	})
+}
+
 // TestNewBusReportsHandlerIgnoringContext checks that a handler that
 // ignores its cancelled context does not hang the test's end: 10 seconds
 // after the handlers' contexts were cancelled, the cleanup gives up
