@@ -84,7 +84,10 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	if err != nil {
 		t.Fatalf("eventbustest: NewBus: %v", err)
 	}
-	t.Cleanup(func() { shutdown(t, b, sink) })
+	t.Cleanup(func() {
+		t.Helper() // failures name the test's call of NewBus
+		shutdown(t, b, sink)
+	})
 	return b
 }
 
@@ -106,6 +109,7 @@ func (s *watchedSink) Put(ctx context.Context, dl eventbus.DeadLetter) error {
 // shutdown shuts b down at the end of a test, and reports what kept it;
 // sink is b's DeadLetterSink, or nil if it has none.
 func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
+	t.Helper()
 	err, late, returned := stopWithin(b.Shutdown)
 	if !returned {
 		if sink != nil && sink.running.Load() > 0 {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -340,4 +343,73 @@ func TestNewBusRestartSharesSequence(t *testing.T) {
 			require.Equal(t, want, got())
 		})
 	}
+}
+
+// TestCleanupFailuresNameTheTest runs TestCleanupFailuresNameTheTestChild,
+// whose bus and recorder do not drain at its end, in a child process (this
+// test binary), and checks that the failures name the lines of the test
+// that called NewBus and Record, as the checks' failures do, not lines of
+// the kit, which do not say which bus of which test did not drain. It
+// takes 10 seconds: outside a testing/synctest bubble, where the testing
+// package names cleanups' callers (inside one it names its own line),
+// NewBus waits for them in real time.
+func TestCleanupFailuresNameTheTest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a process that waits 10 seconds")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCleanupFailuresNameTheTestChild$", "-test.count=1", "-test.shuffle=off")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_CLEANUP_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	src, err := os.ReadFile("bus_test.go")
+	require.NoError(t, err)
+	want := map[string]bool{}
+	for i, line := range strings.Split(string(src), "\n") {
+		if strings.HasSuffix(line, "// a failure names this line") {
+			want[fmt.Sprintf("bus_test.go:%d:", i+1)] = true
+		}
+	}
+	got := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "eventbustest: ") {
+			got[strings.Fields(line)[0]] = true
+		}
+	}
+	require.Len(t, want, 2)
+	require.Equal(t, want, got, "the child's output:\n%s", out)
+}
+
+// TestCleanupFailuresNameTheTestChild is run by
+// TestCleanupFailuresNameTheTest. In one subtest a handler, in the other a
+// middleware of the bus that the recorder's subscription runs, holds its
+// event up until its context is cancelled, so that neither the bus nor the
+// recorder drains at the end.
+func TestCleanupFailuresNameTheTestChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_CLEANUP_CHILD") == "" {
+		t.Skip("run by TestCleanupFailuresNameTheTest")
+	}
+	held := func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	t.Run("bus", func(t *testing.T) {
+		t.Parallel()
+		b := eventbustest.NewBus(t, nil) // a failure names this line
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("stuck", func(ctx context.Context, _ eventbus.Event[Order]) error { return held(ctx) }, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"})
+	})
+	t.Run("recorder", func(t *testing.T) {
+		t.Parallel()
+		b := eventbustest.NewBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{
+			func(eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+				return func(ctx context.Context, _ *eventbus.Envelope) error { return held(ctx) }
+			},
+		}})
+		orders := newTopic[Order](t, b, "orders")
+		eventbustest.Record(t, orders) // a failure names this line
+		publish(t, orders, Order{ID: "a"})
+	})
 }

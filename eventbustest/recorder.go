@@ -76,7 +76,10 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 		if err != nil {
 			t.Fatalf("eventbustest: Record(%q): %v", topic.Name(), err)
 		}
-		t.Cleanup(func() { r.unsubscribe(sub) })
+		t.Cleanup(func() {
+			t.Helper() // failures name the test's call of Record
+			r.unsubscribe(sub)
+		})
 		return r
 	}
 }
@@ -86,6 +89,7 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 // the recorder's events up fails the test after 10 seconds instead of
 // hanging it.
 func (r *Recorder[T]) unsubscribe(sub *eventbus.Subscription) {
+	r.t.Helper()
 	_, late, returned := stopWithin(sub.Unsubscribe)
 	switch {
 	case !returned:
