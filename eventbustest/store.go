@@ -922,9 +922,11 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			opts.CaughtUp = func(next uint64) { sb.caughtUp <- next }
 			subs[i] = sb
 			go func() {
+				// Closed however the subscription ends: SubscribeEnds
+				// checks that it ends with its context's error.
+				defer close(sb.got)
 				for e, err := range s.Subscribe(ctx, &opts) {
 					if err != nil {
-						close(sb.got)
 						return
 					}
 					sb.got <- e.Position
