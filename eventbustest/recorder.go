@@ -143,7 +143,12 @@ func payloads[T any](events []eventbus.Event[T]) []T {
 // recorded. Inside a [testing/synctest] bubble that time is fake and
 // passes at once when nothing else can happen before it; but it is still 10
 // seconds: for an event that comes later, after a retry's backoff say, give
-// Wait a context with a later deadline. cond must not keep the slice.
+// Wait a context with a later deadline.
+//
+// cond is given the recorder's own slice, not a copy, so that a Wait over
+// many events takes no time copying them: it must not keep the slice, nor
+// change it. A cond that sorts it, say, changes the order that the checks
+// and Events see; sort a copy ([slices.Clone]) instead.
 //
 // Once the bus has stopped (see [eventbus.Bus.Done]), no event can come
 // any more: Wait checks cond once more and, if it does not hold, fails at
