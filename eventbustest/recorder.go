@@ -47,18 +47,18 @@ type Recorder[T any] struct {
 
 // Record subscribes a new Recorder to topic. The subscription has one
 // worker, so events are recorded in the order they were queued; it receives
-// the events published from now on, and is removed when the test ends.
-// Its name starts with "eventbustest-recorder". Like any subscription, it
-// runs the bus's middleware (eventbus.Options.Middleware): an event that
-// one of them fails or skips is not recorded, and a failure is a dead
-// letter of the recorder's subscription, which a [WantDeadLetters] without
-// a Subscription in its filter counts. When the test ends, the removal
-// waits for the events queued to be recorded, as [NewBus] does for its
-// bus: if a middleware holds them up 10 seconds (fake time inside a
-// testing/synctest bubble), it cancels their contexts, dead-letters them
-// and fails the test, and if a middleware then still runs 10 seconds
-// later, it fails the test and leaves that goroutine behind. Record stops the test with Fatalf if
-// it cannot subscribe.
+// the events published from now on, and is removed when the test ends. Its
+// name starts with "eventbustest-recorder". Like any subscription, it runs
+// the bus's middleware (eventbus.Options.Middleware): an event that one of
+// them fails or skips is not recorded, and a failure is a dead letter of the
+// recorder's subscription, which a [WantDeadLetters] without a Subscription
+// in its filter counts. When the test ends, the removal waits for the events
+// queued to be recorded, as [NewBus] does for its bus: if a middleware holds
+// them up 10 seconds (fake time inside a testing/synctest bubble), it
+// cancels their contexts, dead-letters them and fails the test, and if a
+// middleware then still runs 10 seconds later, it fails the test and leaves
+// that goroutine behind. Record stops the test with Fatalf if it cannot
+// subscribe.
 func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 	t.Helper()
 	if topic == nil {
