@@ -93,8 +93,9 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestNotMade calls the bridge's methods on values not made by its
-// constructors, nil or zero: each returns an error wrapping
-// eventbus.ErrInvalid, or for Close does nothing, instead of panicking.
+// constructors, nil or zero, or made of a nil store: each returns an error
+// wrapping eventbus.ErrInvalid, or for Close does nothing, instead of
+// panicking.
 func TestNotMade(t *testing.T) {
 	bus := newBus(t, nil)
 	topic := newTopic(t, bus)
@@ -114,6 +115,11 @@ func TestNotMade(t *testing.T) {
 			return err
 		},
 		"forward with a zero producer": func() error { _, err := kafka.Forward(new(kafka.Producer), topic, "k", nil); return err },
+		"Load of checkpoints of a nil store": func() error {
+			_, err := kafka.StoreCheckpoints(nil).Load(t.Context(), "r")
+			return err
+		},
+		"Save of checkpoints of a nil store": func() error { return kafka.StoreCheckpoints(nil).Save(t.Context(), "r", 1) },
 	}
 	for name, call := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -37,9 +37,14 @@ type Checkpoints interface {
 // by the name: Load reads that one while the relay's new stream holds no
 // checkpoint, so that a relay resumes where it stopped; from its first
 // save on, the new stream holds its checkpoint.
+//
+// The methods of Checkpoints of a nil store return an error wrapping
+// eventbus.ErrInvalid.
 func StoreCheckpoints(s eventbus.Store) Checkpoints { return storeCheckpoints{s} }
 
 type storeCheckpoints struct{ s eventbus.Store }
+
+var errNilCheckpointStore = fmt.Errorf("%w: StoreCheckpoints of a nil store", eventbus.ErrInvalid)
 
 const checkpointType = "kafka.relay.checkpoint"
 
@@ -76,6 +81,9 @@ func bookkeeping(stream string) bool {
 // Load returns the relay's checkpoint in its stream, or else in its stream
 // of an earlier version, or else 0.
 func (c storeCheckpoints) Load(ctx context.Context, name string) (uint64, error) {
+	if c.s == nil {
+		return 0, errNilCheckpointStore
+	}
 	for _, stream := range []string{checkpointStream(name), oldCheckpointPrefix + name} {
 		next, ok, err := c.load(ctx, name, stream)
 		if err != nil || ok {
@@ -106,6 +114,9 @@ func (c storeCheckpoints) load(ctx context.Context, name, stream string) (uint64
 // without the limit a relay that runs for months leaves one event per
 // CheckpointInterval behind it.
 func (c storeCheckpoints) Save(ctx context.Context, name string, next uint64) error {
+	if c.s == nil {
+		return errNilCheckpointStore
+	}
 	stream := checkpointStream(name)
 	info, err := c.s.StreamInfo(ctx, stream)
 	if err != nil {
