@@ -233,21 +233,28 @@ type RelayOptions struct {
 // Run produces it first. The relay checks each record's size before
 // producing it: a record larger than the producer's batch limit
 // (ProducerOptions.BatchMaxBytes, about 1MB unless set) can never be
-// written, and Run returns at once a ProduceError wrapping
-// kerr.MessageTooLarge. (The relay counts the size as franz-go does before
+// written: the relay reads no further, and Run returns a ProduceError
+// wrapping kerr.MessageTooLarge, without producing the record, once the
+// events read before it are written (those of other keys held back behind
+// an earlier record of theirs too), so that the checkpoint is at it unless
+// one of them fails. (The relay counts the size as franz-go does before
 // it knows the broker's version; once it knows, franz-go takes up to 3
 // bytes more.) The broker refuses a record larger than the topic's
 // max.message.bytes, which the relay cannot know, with the same error,
-// after the record is produced. Either is permanent: each Run stops at the
-// same event. So is an event for which RelayOptions.TopicFor returns a name
-// that Kafka does not take for a topic: Run returns at once a ProduceError
-// wrapping eventbus.ErrInvalid, before the record goes to franz-go. To get
-// past a record too large, raise the limit (BatchMaxBytes, the topic's
+// after the record is produced, and the relay stops at once. Either is
+// permanent: each Run stops at the same event. So is an event for which
+// RelayOptions.TopicFor returns a name that Kafka does not take for a
+// topic: Run returns a ProduceError wrapping eventbus.ErrInvalid, before
+// the record goes to franz-go, as for a record too large. To get past a
+// record too large, raise the limit (BatchMaxBytes, the topic's
 // max.message.bytes and what the brokers take), make the event smaller (a
 // Registry with CompressAbove), or, giving the event up, with no relay of
 // the name running, save a checkpoint after it (Checkpoints.Save with the
-// ProduceError's Position plus one): the events of its key after it are
-// then written without it.
+// ProduceError's Position plus one) once the checkpoint is at it
+// (Checkpoints.Load returns that Position): the events of its key after it
+// are then written without it. A checkpoint before it, as the broker's
+// refusal may leave, is before events of other keys not yet written, which
+// a checkpoint after it would skip too.
 //
 // One relay of a name may run at a time; a second one started elsewhere
 // produces every event twice.
@@ -588,7 +595,7 @@ func (p *pass) tail(from uint64) error {
 		o.pos, o.keyed = e.Position, o.lane.key != ""
 		if err := checkTopic("TopicFor", o.lane.topic); err != nil { // Topic is checked
 			<-p.sem
-			return p.failure(o, err)
+			return p.failAfterRead(o, err)
 		}
 		o.rec = newRecord(o.lane.topic, o.lane.key, &e.EventData)
 		limit, ok := limits[o.lane.topic]
@@ -598,7 +605,7 @@ func (p *pass) tail(from uint64) error {
 		}
 		if size := batchBytes(o.rec); size > limit {
 			<-p.sem
-			return p.failure(o, fmt.Errorf("%w: the record takes %d bytes of a batch, over the producer's limit of %d", kerr.MessageTooLarge, size, limit))
+			return p.failAfterRead(o, fmt.Errorf("%w: the record takes %d bytes of a batch, over the producer's limit of %d", kerr.MessageTooLarge, size, limit))
 		}
 		if ctx.Err() != nil { // a record failed: stop at once
 			<-p.sem
@@ -636,6 +643,17 @@ func (p *pass) produce(o *outgoing) {
 
 func (p *pass) failure(o *outgoing, err error) *ProduceError {
 	return &ProduceError{Relay: p.r.o.Name, Position: o.pos, ID: o.e.ID, Stream: o.e.Stream, Topic: o.lane.topic, Err: err}
+}
+
+// failAfterRead returns the failure of o, whose record can never be
+// written, once the events read before it are finished: written, those
+// held back behind an earlier record of their key too, unless one fails or
+// the relay stops. Stopped at once, the relay would cancel them, and its
+// checkpoint, before them, would bring it back to o at each Run, so that a
+// checkpoint saved after o to give it up would skip them too.
+func (p *pass) failAfterRead(o *outgoing, err error) error {
+	p.read.Wait()
+	return p.failure(o, err)
 }
 
 // finish releases what an event read held: its slot and its count.

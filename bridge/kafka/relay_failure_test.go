@@ -684,3 +684,54 @@ func relaySystemStreams(t *testing.T, relays ...string) {
 		}
 	}
 }
+
+// TestRelayTooLargeAfterOtherKeys relays two events of one stream, then one
+// of another stream too large for the producer's batches, read while the
+// first event's record is in flight (its produce request is held until the
+// relay reads the large event). Run stops with an error naming the large
+// event once the two before it are written, the second held back behind
+// the first: the relay stopped at once, cancelling the first and dropping
+// the second, with its checkpoint before both, and so at each restart, so
+// that the way past the large event, a checkpoint saved after it, skipped
+// them too.
+func TestRelayTooLargeAfterOtherKeys(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	events := []eventbus.RecordedEvent{
+		appendOrder(t, ctx, store, reg, "a", Order{Key: "a"}),
+		appendOrder(t, ctx, store, reg, "a", Order{Key: "a", Seq: 1}),
+		appendOrder(t, ctx, store, reg, "b", Order{Key: strings.Repeat("x", 8000)}),
+	}
+	large := events[2]
+	read := make(chan struct{}) // closed when the relay reads the large event
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.SleepControl(func() {
+			select {
+			case <-read:
+			case <-ctx.Done():
+			}
+		})
+		return nil, nil, false
+	})
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), BatchMaxBytes: 2048, Linger: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders", Key: func(e eventbus.RecordedEvent) string {
+		if e.ID == large.ID {
+			once.Do(func() { close(read) })
+		}
+		return e.Stream
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProduceError(t, relay.Run(ctx), large, kerr.MessageTooLarge)
+	if diff := cmp.Diff(idsOf(events[:2]...), eventIDs(t, ctx, c.ListenAddrs(), "orders")); diff != "" {
+		t.Errorf("records (-want +got):\n%s", diff)
+	}
+	if next, err := kafka.StoreCheckpoints(store).Load(ctx, "r"); err != nil || next != large.Position {
+		t.Errorf("checkpoint = %d, %v; want %d, the large event's position", next, err, large.Position)
+	}
+}
