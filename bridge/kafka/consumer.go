@@ -91,11 +91,13 @@ type ConsumerOptions struct {
 // point cheaply: every CommitInterval the Consumer notes the next offset of
 // each partition published so far, waits for Bus.Flush (which waits for
 // exactly the events published before it, not for later ones, so publishing
-// goes on meanwhile), and commits what it noted. On a rebalance, the revoked
-// partitions are published no more (the client blocks rebalances while a
-// poll's records are being published), the bus is flushed, and their offsets
-// committed before they are given up; lost partitions are dropped without a
-// commit. Delivery is at-least-once: records handled after the last commit are
+// goes on meanwhile), and commits what it noted, unless partitions were
+// given up meanwhile (the next interval commits then). On a rebalance, the
+// revoked partitions are published no more (the client blocks rebalances
+// while a poll's records are being published), the bus is flushed (for
+// DrainTimeout at most, whatever a periodic commit waits for), and their
+// offsets committed before they are given up; lost partitions are dropped
+// without a commit. Delivery is at-least-once: records handled after the last commit are
 // handled again after a crash or by the partition's next owner. The
 // Idempotency middleware keyed by [EventID] makes handling effectively-once:
 // over a [eventbus.ProcessedStore] across processes, in memory within one
@@ -256,6 +258,7 @@ type offsets struct {
 	mu        sync.Mutex
 	published map[string]map[int32]kgo.EpochOffset
 	committed map[string]map[int32]int64
+	drops     uint64 // how many times partitions were given up
 }
 
 func (o *offsets) merge(m map[string]map[int32]kgo.EpochOffset) {
@@ -315,10 +318,20 @@ func (o *offsets) setCommitted(m map[string]map[int32]kgo.EpochOffset) {
 	}
 }
 
+// dropped returns how many times partitions were given up.
+func (o *offsets) dropped() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.drops
+}
+
 // drop forgets partitions given up.
 func (o *offsets) drop(m map[string][]int32) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if len(m) > 0 {
+		o.drops++
+	}
 	for t, ps := range m {
 		for _, p := range ps {
 			delete(o.published[t], p)
@@ -361,7 +374,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Unlock()
 
 	offs := &offsets{published: make(map[string]map[int32]kgo.EpochOffset), committed: make(map[string]map[int32]int64)}
-	var commitMu sync.Mutex // one commit at a time; a revoke waits for it
+	var commitMu sync.Mutex // one commit at a time; a revoke waits for it, but not for a periodic commit's Flush
 	var closing atomic.Bool // the final commit is made: revokes commit nothing
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.o.Brokers...),
@@ -411,9 +424,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return
 			case <-t.C:
 			}
-			commitMu.Lock()
-			err := c.commit(commitCtx, cl, offs, nil)
-			commitMu.Unlock()
+			err := c.commitPeriodic(commitCtx, cl, offs, &commitMu)
 			if err != nil && commitCtx.Err() == nil {
 				c.log.Warn("kafka: commit failed; retrying at the next interval", "group", c.o.Group, "err", err)
 			}
@@ -525,6 +536,34 @@ func (c *Consumer) commit(ctx context.Context, cl *kgo.Client, offs *offsets, on
 	if err := c.bus.Flush(ctx); err != nil {
 		return err
 	}
+	return c.commitOffsets(ctx, cl, offs, todo)
+}
+
+// commitPeriodic is commit of every partition for the periodic commits,
+// which wait for the bus without holding mu, the lock of the commits, so
+// that a rebalance, which holds it while it waits for the bus, waits no
+// longer than DrainTimeout. It commits nothing if partitions were given up
+// meanwhile: their offsets noted before would then go over those committed
+// when they were given up, or by their next owner.
+func (c *Consumer) commitPeriodic(ctx context.Context, cl *kgo.Client, offs *offsets, mu *sync.Mutex) error {
+	drops := offs.dropped() // before the offsets: a partition given up after them counts
+	todo := offs.uncommitted(nil)
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := c.bus.Flush(ctx); err != nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if offs.dropped() != drops {
+		return nil // the next interval commits what is still the consumer's
+	}
+	return c.commitOffsets(ctx, cl, offs, todo)
+}
+
+// commitOffsets commits todo, offsets of records the bus has handled.
+func (c *Consumer) commitOffsets(ctx context.Context, cl *kgo.Client, offs *offsets, todo map[string]map[int32]kgo.EpochOffset) error {
 	var cerr error
 	cl.CommitOffsetsSync(ctx, todo, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {

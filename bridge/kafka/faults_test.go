@@ -212,3 +212,59 @@ func TestRebalance(t *testing.T) {
 		t.Error("no commit checked")
 	}
 }
+
+// TestRebalanceDrainTimeout starts a second member of the group while the
+// first member's handler runs on: the first member gives partitions up to
+// it after DrainTimeout. A periodic commit, waiting for the bus to handle
+// the record, held the lock of the commits for as long as the handler
+// ran, and the rebalance waited for the lock before its own DrainTimeout
+// began: the second member was assigned nothing until the handler
+// returned.
+func TestRebalanceDrainTimeout(t *testing.T) {
+	brokers, reg, ctx := setup(t, "orders")
+	publishOrders(t, ctx, brokers, reg, 1)
+
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	started, release := make(chan struct{}), make(chan struct{})
+	if _, err := orders.Subscribe("shipping", func(hctx context.Context, _ eventbus.Event[Order]) error {
+		close(started)
+		select {
+		case <-release:
+		case <-hctx.Done():
+		}
+		return nil
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	stop, _ := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", CommitInterval: time.Millisecond, DrainTimeout: 100 * time.Millisecond})
+	defer func() {
+		close(release)
+		if err := stop(); err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the record was not handled")
+	}
+
+	assigned := make(chan struct{})
+	var once sync.Once
+	other, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			if len(m) > 0 {
+				once.Do(func() { close(assigned) })
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	select {
+	case <-assigned:
+	case <-ctx.Done():
+		t.Fatal("the second member was assigned no partition while the first member's handler ran")
+	}
+}
