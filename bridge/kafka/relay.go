@@ -241,20 +241,24 @@ type RelayOptions struct {
 // it knows the broker's version; once it knows, franz-go takes up to 3
 // bytes more.) The broker refuses a record larger than the topic's
 // max.message.bytes, which the relay cannot know, with the same error,
-// after the record is produced, and the relay stops at once. Either is
-// permanent: each Run stops at the same event. So is an event for which
-// RelayOptions.TopicFor returns a name that Kafka does not take for a
-// topic: Run returns a ProduceError wrapping eventbus.ErrInvalid, before
-// the record goes to franz-go, as for a record too large. To get past a
+// after the record is produced, and the relay stops at once; it refuses
+// the whole batch of the partition that holds the record, so that the
+// ProduceError may name another event of the batch, one of another key
+// produced beside it. Either is permanent: each Run stops there again. So
+// is an event for which RelayOptions.TopicFor returns a name that Kafka
+// does not take for a topic: Run returns a ProduceError wrapping
+// eventbus.ErrInvalid, before the record goes to franz-go, as for a record
+// too large. To get past a
 // record too large, raise the limit (BatchMaxBytes, the topic's
 // max.message.bytes and what the brokers take), make the event smaller (a
 // Registry with CompressAbove), or, giving the event up, with no relay of
 // the name running, save a checkpoint after it (Checkpoints.Save with the
 // ProduceError's Position plus one) once the checkpoint is at it
-// (Checkpoints.Load returns that Position): the events of its key after it
-// are then written without it. A checkpoint before it, as the broker's
-// refusal may leave, is before events of other keys not yet written, which
-// a checkpoint after it would skip too.
+// (Checkpoints.Load returns that Position), and only if it is the one too
+// large, not another of the batch the broker refused: the events of its
+// key after it are then written without it. A checkpoint before it, as the
+// broker's refusal may leave, is before events of other keys not yet
+// written, which a checkpoint after it would skip too.
 //
 // One relay of a name may run at a time; a second one started elsewhere
 // produces every event twice.
@@ -322,7 +326,9 @@ func checkTopic(what, topic string) error {
 // ProduceError is the error of [Relay.Run] when Kafka did not take the
 // record of an event. It names the event, and wraps why: franz-go's or the
 // broker's error, such as kerr.MessageTooLarge for a record larger than the
-// producer's batch limit or the topic's max.message.bytes. The relay's
+// producer's batch limit or the topic's max.message.bytes (the broker
+// refuses the whole batch, and the event named may be another of it, see
+// [Relay]). The relay's
 // checkpoint stays before the event, so the next Run produces it first.
 type ProduceError struct {
 	Relay    string      // the relay's name
