@@ -87,21 +87,21 @@ type ConsumerOptions struct {
 //
 // An offset is committed only when every record before it in its partition
 // has been handled or dead-lettered by every subscription. Records are
-// published in offset order from one goroutine, so the bus's Flush gives that
-// point cheaply: every CommitInterval the Consumer notes the next offset of
-// each partition published so far, waits for Bus.Flush (which waits for
-// exactly the events published before it, not for later ones, so publishing
-// goes on meanwhile), and commits what it noted, unless partitions were
-// given up meanwhile (the next interval commits then). On a rebalance, the
-// revoked partitions are published no more (the client blocks rebalances
-// while a poll's records are being published), the bus is flushed (for
-// DrainTimeout at most, whatever a periodic commit waits for), and their
-// offsets committed before they are given up; lost partitions are dropped
-// without a commit. Delivery is at-least-once: records handled after the last commit are
-// handled again after a crash or by the partition's next owner. The
-// Idempotency middleware keyed by [EventID] makes handling effectively-once:
-// over a [eventbus.ProcessedStore] across processes, in memory within one
-// (see [EventID]).
+// published in offset order from one goroutine, so the bus's Flush gives
+// that point cheaply: every CommitInterval the Consumer notes the next
+// offset of each partition published so far, waits for Bus.Flush (which
+// waits for exactly the events published before it, not for later ones, so
+// publishing goes on meanwhile), and commits what it noted, unless
+// partitions were given up meanwhile (the next interval commits then). On a
+// rebalance, the revoked partitions are published no more (the client blocks
+// rebalances while a poll's records are being published), the bus is flushed
+// (for DrainTimeout at most, whatever a periodic commit waits for), and
+// their offsets committed before they are given up; lost partitions are
+// dropped without a commit. Delivery is at-least-once: records handled after
+// the last commit are handled again after a crash or by the partition's next
+// owner. The Idempotency middleware keyed by [EventID] makes handling
+// effectively-once: over a [eventbus.ProcessedStore] across processes, in
+// memory within one (see [EventID]).
 //
 // A record that fails on its way into the bus goes to the DeadLetterTopic,
 // or stops Run.

@@ -229,34 +229,33 @@ type RelayOptions struct {
 // # Failures
 //
 // A record that fails stops the relay: Run returns a [*ProduceError] that
-// names the event, and the checkpoint stays before it, so that the next
-// Run produces it first. The relay checks each record's size before
-// producing it: a record larger than the producer's batch limit
+// names the event, and the checkpoint stays before it, so that the next Run
+// produces it first. The relay checks each record's size before producing
+// it: a record larger than the producer's batch limit
 // (ProducerOptions.BatchMaxBytes, about 1MB unless set) can never be
 // written: the relay reads no further, and Run returns a ProduceError
 // wrapping kerr.MessageTooLarge, without producing the record, once the
-// events read before it are written (those of other keys held back behind
-// an earlier record of theirs too), so that the checkpoint is at it unless
-// one of them fails. (The relay counts the size as franz-go does before
-// it knows the broker's version; once it knows, franz-go takes up to 3
-// bytes more.) The broker refuses a record larger than the topic's
-// max.message.bytes, which the relay cannot know, with the same error,
-// after the record is produced, and the relay stops at once; it refuses
-// the whole batch of the partition that holds the record, so that the
-// ProduceError may name another event of the batch, one of another key
-// produced beside it. Either is permanent: each Run stops there again. So
-// is an event for which RelayOptions.TopicFor returns a name that Kafka
-// does not take for a topic: Run returns a ProduceError wrapping
-// eventbus.ErrInvalid, before the record goes to franz-go, as for a record
-// too large. To get past a
-// record too large, raise the limit (BatchMaxBytes, the topic's
-// max.message.bytes and what the brokers take), make the event smaller (a
-// Registry with CompressAbove), or, giving the event up, with no relay of
-// the name running, save a checkpoint after it (Checkpoints.Save with the
+// events read before it are written (those of other keys held back behind an
+// earlier record of theirs too), so that the checkpoint is at it unless one
+// of them fails. (The relay counts the size as franz-go does before it knows
+// the broker's version; once it knows, franz-go takes up to 3 bytes more.)
+// The broker refuses a record larger than the topic's max.message.bytes,
+// which the relay cannot know, with the same error, after the record is
+// produced, and the relay stops at once; it refuses the whole batch of the
+// partition that holds the record, so that the ProduceError may name another
+// event of the batch, one of another key produced beside it. Either is
+// permanent: each Run stops there again. So is an event for which
+// RelayOptions.TopicFor returns a name that Kafka does not take for a topic:
+// Run returns a ProduceError wrapping eventbus.ErrInvalid, before the record
+// goes to franz-go, as for a record too large. To get past a record too
+// large, raise the limit (BatchMaxBytes, the topic's max.message.bytes and
+// what the brokers take), make the event smaller (a Registry with
+// CompressAbove), or, giving the event up, with no relay of the name
+// running, save a checkpoint after it (Checkpoints.Save with the
 // ProduceError's Position plus one) once the checkpoint is at it
 // (Checkpoints.Load returns that Position), and only if it is the one too
-// large, not another of the batch the broker refused: the events of its
-// key after it are then written without it. A checkpoint before it, as the
+// large, not another of the batch the broker refused: the events of its key
+// after it are then written without it. A checkpoint before it, as the
 // broker's refusal may leave, is before events of other keys not yet
 // written, which a checkpoint after it would skip too.
 //
@@ -328,8 +327,8 @@ func checkTopic(what, topic string) error {
 // broker's error, such as kerr.MessageTooLarge for a record larger than the
 // producer's batch limit or the topic's max.message.bytes (the broker
 // refuses the whole batch, and the event named may be another of it, see
-// [Relay]). The relay's
-// checkpoint stays before the event, so the next Run produces it first.
+// [Relay]). The relay's checkpoint stays before the event, so the next Run
+// produces it first.
 type ProduceError struct {
 	Relay    string      // the relay's name
 	Position uint64      // the event's position in the store
