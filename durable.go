@@ -541,10 +541,10 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 	if r.err != nil {
 		errs = append(errs, fmt.Errorf("durable subscription %q: %w", d.name, r.err))
 	}
-	if !d.bus.closed.Load() { // else the bus has drained the workers already
-		if err := r.sub.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrClosed) {
-			errs = append(errs, err)
-		}
+	// Also while the bus shuts down, so that ctx bounds the wait for its
+	// drain too; once the bus has stopped, it returns at once.
+	if err := r.sub.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrClosed) {
+		errs = append(errs, err)
 	}
 	<-r.sub.exited
 	if err := d.finish(r); err != nil {

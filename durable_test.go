@@ -839,3 +839,40 @@ func TestDurableFilterChange(t *testing.T) {
 		check("by the rebuild", []string{"a/0", "a/1", "a/2", "b/0", "b/1", "b/2"})
 	})
 }
+
+// TestDurableStopDuringShutdown stops a durable subscription while the
+// bus shuts down with grace, waiting for an event whose retry is an hour
+// away: Stop returns when its own context ends, as it does while the bus
+// runs, and reports the event undelivered, not handled; the checkpoint
+// stays before it, and the bus's Shutdown leaves it to Stop to report.
+func TestDurableStopDuringShutdown(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			return errors.New("not now")
+		}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{
+			Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour, MaxDelay: time.Hour},
+		}})
+		synctest.Wait() // the event waits for its retry
+		shutdown := make(chan error, 1)
+		go func() { shutdown <- bus.Shutdown(context.Background()) }()
+		synctest.Wait() // Shutdown waits for the retry
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		err := d.Stop(ctx)
+		if waited := time.Since(start); waited != time.Second {
+			t.Errorf("Stop() with a second's context during Shutdown returned after %v, want %v", waited, time.Second)
+		}
+		var undelivered *eventbus.UndeliveredError
+		if !errors.As(err, &undelivered) || undelivered.Count != 1 {
+			t.Errorf("Stop() = %v, want an *UndeliveredError for 1 event", err)
+		}
+		require.NoError(t, <-shutdown)
+		if got := savedCheckpoint(t, s, "ledger"); got > 0 {
+			t.Errorf("saved checkpoint = %d, want none or 0: the event was not handled", got)
+		}
+	})
+}
