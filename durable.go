@@ -78,8 +78,11 @@ type DurableOptions struct {
 // dead letters), and the next run delivers it again. After a restart, the
 // events from the checkpoint on are delivered again: delivery is
 // at-least-once. The [Idempotency] middleware with a durable
-// [ProcessedStore], such as [NewStoreProcessed], makes each event's effect
-// happen once.
+// [ProcessedStore], such as [NewStoreProcessed], skips the events handled
+// before, so that their effects do not happen again, but for an event
+// whose handler returned when the process died, before its record was
+// saved, or whose record failed to save: its handler runs again. An effect
+// that must happen exactly once must be idempotent itself.
 //
 // # Projections
 //

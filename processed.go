@@ -9,12 +9,13 @@ import (
 // StoreProcessed is a [ProcessedStore] kept in a [Store], so that the
 // [Idempotency] middleware remembers across restarts which events a
 // subscription handled: with a [Durable] subscription, whose events are
-// delivered again from the checkpoint after a restart, each event's effect
-// then happens once. It records each event in a system stream of its own,
-// "$processed-", the subscription, ':' and the event ID (or ":key:" and the
-// business key, hashed if it is too long for a stream name or not UTF-8),
-// so that Processed is one lookup; the record grows by one small stream
-// per event.
+// delivered again from the checkpoint after a restart, those handled before
+// are skipped, but for one whose handler returned when the process died,
+// before its record was saved, which runs again (see [Idempotency]). It
+// records each event in a system stream of its own, "$processed-", the
+// subscription, ':' and the event ID (or ":key:" and the business key,
+// hashed if it is too long for a stream name or not UTF-8), so that
+// Processed is one lookup; the record grows by one small stream per event.
 // Make one with [NewStoreProcessed]; it is safe for concurrent use. The
 // methods of a nil StoreProcessed, or of one over a nil store, return an
 // error wrapping [ErrInvalid].
