@@ -516,10 +516,17 @@ func (d *Durable) stopThen(ctx context.Context, then func() error) error {
 	}
 	select {
 	case d.life <- struct{}{}:
-		defer func() { <-d.life }()
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		// Another Stop or Rebuild runs: wait for it on ctx's terms. Only
+		// then, so that a ctx done already stops without grace, as it
+		// does once stopping.
+		select {
+		case d.life <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	defer func() { <-d.life }()
 	r := d.run.Swap(nil)
 	if r == nil {
 		return ErrClosed
