@@ -341,8 +341,11 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	select {
 	case <-r.stopping:
 	case <-r.sub.exited:
-		d.finish(r)
-		d.track.stop(ErrClosed, true) // the bus has stopped
+		// The bus has stopped: a Stop may never come to return the error.
+		if err := d.finish(r); err != nil && d.bus.opts.Logger != nil {
+			d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", d.track.position(), "error", err)
+		}
+		d.track.stop(ErrClosed, true)
 	}
 }
 

@@ -1,9 +1,11 @@
 package eventbus_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"iter"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -906,6 +908,41 @@ func TestDurableStopWithDoneContext(t *testing.T) {
 			if err := d.Stop(context.Background()); !errors.Is(err, eventbus.ErrClosed) {
 				t.Fatalf("run %d: Stop() after Stop(done context) = %v, want %v", run, err, eventbus.ErrClosed)
 			}
+		}
+	})
+}
+
+// checkpointFailStore fails every save of a durable subscription's
+// checkpoint with errInjected.
+type checkpointFailStore struct{ eventbus.Store }
+
+func (s checkpointFailStore) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if strings.HasPrefix(stream, "$checkpoint-") {
+		return eventbus.AppendResult{}, errInjected
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestDurableFinalSaveFailureLogged shuts down the bus of a durable
+// subscription whose store fails to save its checkpoint: Shutdown does not
+// return that error, and no Stop may follow to return it, so the bus's
+// logger hears of it, as it does of the saves before.
+func TestDurableFinalSaveFailureLogged(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "a", 3).Position
+		var log bytes.Buffer
+		bus := newBus(t, &eventbus.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		d := subscribeDurable(t, bus, checkpointFailStore{s}, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			return nil
+		}, &eventbus.DurableOptions{CheckpointEvery: 1000}) // no save before the final one
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, bus.Shutdown(ctx))
+		if got := log.String(); !strings.Contains(got, "saving a checkpoint failed") || !strings.Contains(got, errInjected.Error()) {
+			t.Errorf("log after Shutdown = %q, want the failed save of the checkpoint, with %q", got, errInjected)
+		}
+		if err := d.Stop(ctx); !errors.Is(err, errInjected) {
+			t.Errorf("Stop() after Shutdown = %v, want %v", err, errInjected)
 		}
 	})
 }
