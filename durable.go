@@ -82,7 +82,11 @@ type DurableOptions struct {
 // before, so that their effects do not happen again, but for an event
 // whose handler returned when the process died, before its record was
 // saved, or whose record failed to save: its handler runs again. An effect
-// that must happen exactly once must be idempotent itself.
+// that must happen exactly once must be idempotent itself. Idempotency
+// keys events by ID unless told otherwise, and a store takes one ID in
+// several streams (it deduplicates appends stream by stream): of such
+// events, it handles the first only. Key it by stream and ID (see
+// [IdempotencyOptions].Key) to handle each.
 //
 // # Projections
 //
