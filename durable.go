@@ -488,7 +488,10 @@ func (d *Durable) Checkpoint() uint64 {
 // will never finish, it returns at once: the error that stopped the
 // subscription reading the store, if pos was not read before, or
 // [ErrClosed] once the subscription has stopped (by Stop, a failed
-// Rebuild, or the bus's Shutdown or Close).
+// Rebuild, or the bus's Shutdown or Close). Unlike [Bus.Flush], it takes a
+// handler's context, so that a handler can wait for another projection; but
+// the subscription's own handler waiting for its own event, or a later one,
+// waits for itself, until ctx is done.
 func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 	if err := d.checkMade("Durable.WaitFor"); err != nil {
 		return err
