@@ -515,13 +515,13 @@ func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
 	}
-	return d.stopThen(ctx, nil)
+	return d.stopThen(ctx, "Durable.Stop", nil)
 }
 
-// stopThen stops the running subscription, then calls then, if not nil,
-// with no other Stop or Rebuild running meanwhile.
-func (d *Durable) stopThen(ctx context.Context, then func() error) error {
-	if err := checkWaitContext(ctx, "Durable.Stop"); err != nil {
+// stopThen stops the running subscription for call, then calls then, if
+// not nil, with no other Stop or Rebuild running meanwhile.
+func (d *Durable) stopThen(ctx context.Context, call string, then func() error) error {
+	if err := checkWaitContext(ctx, call); err != nil {
 		return fmt.Errorf("durable subscription %q: %w", d.name, err)
 	}
 	select {
@@ -585,12 +585,14 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // apply events idempotently by itself.
 //
 // It returns Stop's error, the store's, reset's, or [ErrClosed] after Stop
-// or Shutdown; after an error the subscription stays stopped.
+// or Shutdown; after an error the subscription stays stopped, but for one
+// wrapping [ErrInvalid] for a nil context or a handler's, refused as Stop
+// refuses them before it stops anything.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
 	if err := d.checkMade("Durable.Rebuild"); err != nil {
 		return err
 	}
-	return d.stopThen(ctx, func() error {
+	return d.stopThen(ctx, "Durable.Rebuild", func() error {
 		if d.bus.closed.Load() {
 			return ErrClosed
 		}

@@ -341,6 +341,34 @@ func TestDurableStopFromHandler(t *testing.T) {
 	})
 }
 
+// A handler cannot rebuild its own subscription either: Rebuild refuses
+// it as Stop does, naming itself, and the subscription runs on.
+func TestDurableRebuildFromHandler(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		var d *eventbus.Durable
+		var rebuildErr error
+		ready := make(chan struct{})
+		d = subscribeDurable(t, bus, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			<-ready
+			if e.Position == 0 {
+				rebuildErr = d.Rebuild(ctx, nil)
+			}
+			return nil
+		}, nil)
+		close(ready)
+		require.NoError(t, d.WaitFor(ctx, 0))
+		if !errors.Is(rebuildErr, eventbus.ErrInvalid) || !strings.Contains(rebuildErr.Error(), "Durable.Rebuild") {
+			t.Errorf("Rebuild(handler's context) = %v, want %v naming Durable.Rebuild", rebuildErr, eventbus.ErrInvalid)
+		}
+		more := appendDeposits(t, s, reg, "a", 1).Position
+		require.NoError(t, d.WaitFor(ctx, more), "the subscription runs on")
+		require.NoError(t, d.Stop(ctx))
+	})
+}
+
 func TestStoreProcessed(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
