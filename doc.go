@@ -96,11 +96,13 @@
 // cycle when another command got there first. A [Durable] subscription
 // ([SubscribeDurable]) reads the store from a persisted checkpoint through
 // the bus's workers, middleware, retries and dead-letter queue, one stream
-// at a time per key; it resumes after a restart, at least once, and once
-// with [Idempotency] over [NewStoreProcessed]. It is also how projections
-// build read models: [Durable.WaitFor] reads your own writes and
-// [Durable.Rebuild] replays from the start. A [StoreTopic] publishes after
-// commit: its events reach subscribers only once they are in the store.
+// at a time per key; it resumes after a restart, at least once, and
+// [Idempotency] over [NewStoreProcessed] skips the events it handled before
+// but those whose handlers returned just before a crash, before their
+// records were saved. It is also how projections build read models:
+// [Durable.WaitFor] reads your own writes and [Durable.Rebuild] replays from
+// the start. A [StoreTopic] publishes after commit: its events reach
+// subscribers only once they are in the store.
 //
 // # Shutdown
 //
