@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,14 +134,16 @@ const maxDurableNameLen = 240
 // digits, '.', '_' and '-') on bus b over store s, from its last saved
 // checkpoint, and hands the events its filter selects to h, decoded by r
 // (see [Decode]). A handler of [RecordedEvent] receives the events as
-// stored, and r may then be nil. An event that does not decode goes to the
-// dead-letter queue, undecoded. opts may be nil.
+// stored, and r may then be nil. Events are upcast to the latest schema
+// version of their type, so a registered E must be the latest version's Go
+// type. An event that does not decode goes to the dead-letter queue,
+// undecoded. opts may be nil.
 //
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
 // this one's Stop has returned. It returns an error wrapping [ErrInvalid]
-// for a bad name, handler or option, a nil store or a Bus not made by
-// [New], [ErrDuplicate] if b has a durable
+// for a bad name, handler or option, an E of an older schema version, a
+// nil store or a Bus not made by [New], [ErrDuplicate] if b has a durable
 // subscription of that name that runs, rebuilds or is stopping, or a topic
 // named "durable." and the name that [NewTopic] made, [ErrClosed] after
 // Shutdown, or the store's error reading the checkpoint.
@@ -269,6 +272,12 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 	}
 	if err := r.check(); err != nil { // a nil Registry, or one NewRegistry did not make
 		return nil, fmt.Errorf("registry to decode the events: %w", err)
+	}
+	var zero E
+	if entry, err := r.entryFor(zero); err == nil { // E is a registered Go type, not an interface
+		if latest := r.latest(entry.name); entry.version != latest {
+			return nil, fmt.Errorf("%w: %v is version %d of %q, whose latest is %d: events are upcast to the latest, so none would decode to it; subscribe with the latest version's Go type", ErrInvalid, reflect.TypeFor[E](), entry.version, entry.name, latest)
+		}
 	}
 	return func(ctx context.Context, e Event[RecordedEvent]) error {
 		p, err := Decode[E](r, e.Payload.EventData)

@@ -23,7 +23,6 @@ type StoreTopic[T any] struct {
 	reg       *Registry
 	name      string
 	eventType string
-	version   int  // T's schema version
 	nilKey    bool // T is a pointer or an interface with a key method
 }
 
@@ -52,7 +51,7 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, version: entry.version, nilKey: nilKeyed[T]()}, nil
+	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T]()}, nil
 }
 
 // checkMade returns an error wrapping ErrInvalid for a nil StoreTopic, or
@@ -137,9 +136,6 @@ func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T]
 	}
 	if err := checkName("subscription", name); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", t.name, err)
-	}
-	if latest := t.reg.latest(t.eventType); t.version != latest {
-		return nil, fmt.Errorf("%w: store topic %q: %v is version %d of %q, whose latest is %d: its events would all fail to decode to it; subscribe with the latest version's Go type", ErrInvalid, t.name, reflect.TypeFor[T](), t.version, t.eventType, latest)
 	}
 	var o DurableOptions
 	if opts != nil {
