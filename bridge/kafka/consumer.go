@@ -81,7 +81,10 @@ type ConsumerOptions struct {
 // coordinates; the bus gives the event an ID of its own. Publish queues it to
 // the subscriptions' per-key workers, so records of one key are handled in
 // order, with the bus's middleware, retries and dead-letter queue, while other
-// keys are handled in parallel.
+// keys are handled in parallel. The Consumer reads committed records only:
+// those of a transaction that its producer aborted are skipped, and a
+// partition's records wait behind an open transaction until it ends
+// (kgo.FetchIsolationLevel in ConsumerOptions.Client reads them all).
 //
 // # Commits
 //
@@ -381,6 +384,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.ConsumerGroup(c.o.Group),
 		kgo.ConsumeTopics(slicesKeys(routes)...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), // records of aborted transactions never happened
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.RequiredAcks(kgo.AllISRAcks()),

@@ -363,3 +363,52 @@ func TestConsumerFailedStart(t *testing.T) {
 		}
 	})
 }
+
+// TestConsumerSkipsAbortedTransactions consumes a partition where a
+// transactional producer outside the bridge aborted one record and then
+// committed the next: the aborted one never happened, so the Consumer, which
+// reads committed records only, publishes just the committed one.
+func TestConsumerSkipsAbortedTransactions(t *testing.T) {
+	brokers, reg, ctx := setup(t, "orders")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID("outside"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for seq, end := range []kgo.TransactionEndTry{kgo.TryAbort, kgo.TryCommit} {
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "orders", Key: []byte("k"), Value: fmt.Appendf(nil, `{"Key":"k","Seq":%d}`, seq), Headers: []kgo.RecordHeader{
+			{Key: "eventbus-id", Value: []byte(eventbus.NewID().String())},
+			{Key: "eventbus-type", Value: []byte("order.placed")},
+		}}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.EndTransaction(ctx, end); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	handled := make(chan int, 2)
+	if _, err := orders.Subscribe("shipping", func(_ context.Context, e eventbus.Event[Order]) error {
+		handled <- e.Payload.Seq
+		return nil
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	stop, _ := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+	select {
+	case seq := <-handled:
+		if seq != 1 {
+			t.Errorf("handled the order of Seq %d first, want only the committed one, Seq 1", seq)
+		}
+	case <-ctx.Done():
+		t.Fatal("the committed record was not handled")
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+}
