@@ -232,14 +232,16 @@ func (c *counters) timeAttempt(err error, e *Header, start, end time.Duration) {
 	c.held = a
 }
 
-// deadLetter records that an event published at e.Time was given up at t.
-func (c *counters) deadLetter(e *Header, t time.Time) {
+// deadLetter records that an event published at e.Time is given up now:
+// its latency runs to now, not to its last failure, which may lie long
+// before when a stop or the publisher's context cut a retry's wait short.
+func (c *counters) deadLetter(e *Header) {
 	c.deadLettered++
 	if c.times == nil {
 		return
 	}
 	// Measured outside the Sync counters' lock: Options.Clock is user code.
-	l := c.clock.latency(e.Time, !c.stored, t.Sub(c.clock.start))
+	l := c.clock.latency(e.Time, !c.stored, time.Since(c.clock.start))
 	if c.shared == nil {
 		c.times.latency.observe(l)
 		return

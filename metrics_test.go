@@ -337,3 +337,38 @@ func TestHistogramSumSaturates(t *testing.T) {
 		}
 	})
 }
+
+// TestMetricsLatencyOfAbandonedRetry gives up on an event while it waits
+// for a retry, when the publisher's context ends (Sync mode) or Shutdown's
+// (Async): its latency runs to then, its final outcome, not to its last
+// failure, which came long before. The clock is the real one, whose
+// monotonic readings the bus measures with (synctest's have none); the
+// handler cancels the context a while after it ran, so the event, stamped
+// before, is given up at least that long after its publish: Latency.Sum
+// has a lower bound only.
+func TestMetricsLatencyOfAbandonedRetry(t *testing.T) {
+	const wait = 20 * time.Millisecond
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		b := newBus(t, &eventbus.Options{Mode: mode, Metrics: true,
+			Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour, MaxDelay: time.Hour}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			time.AfterFunc(wait, cancel)
+			return errFlaky
+		}, nil)
+		if mode == eventbus.Sync {
+			require.ErrorIs(t, topic.Publish(ctx, Order{Key: "k"}), context.Canceled)
+		} else {
+			require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+			require.ErrorIs(t, b.Shutdown(ctx), context.Canceled)
+		}
+		s := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 1, s.DeadLettered)
+		require.EqualValues(t, 1, s.Latency.Count)
+		if s.Latency.Sum < wait {
+			t.Errorf("Latency.Sum = %v, want at least %v: the event was given up when the context ended", s.Latency.Sum, wait)
+		}
+	})
+}

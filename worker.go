@@ -257,7 +257,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 // deadLetter hands e to the bus's dead-letter queue after attempts attempts,
 // and counts it in c.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
-	c.deadLetter(&e.Header, last)
+	c.deadLetter(&e.Header)
 	sinkErr := s.bus.dlq.add(ctx, DeadLetter{
 		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &boxed[T]{v: e.Payload}},
 		Err:          err,
