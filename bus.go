@@ -287,7 +287,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		case <-b.done:
 		case <-ctx.Done():
 			for _, s := range b.subscriptions() {
-				s.stopNow(context.Cause(ctx), false)
+				s.stopNow(stopCause(ctx), false)
 			}
 		}
 	}

@@ -98,6 +98,18 @@ func checkWaitContext(ctx context.Context, call string) error {
 	return nil
 }
 
+// stopCause returns why ctx, which is done, stops a subscription without
+// grace: its cause, which also matches ctx's error (errors.Is with
+// context.DeadlineExceeded or context.Canceled) when the cause is one of
+// its own, given with context.WithTimeoutCause or WithCancelCause.
+func stopCause(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if errors.Is(cause, err) {
+		return cause
+	}
+	return fmt.Errorf("%w: %w", err, cause)
+}
+
 // PanicError is the error a handler's panic becomes, or a panic in a
 // method (Unwrap, As) of the error a handler returned, which the retry
 // policy calls. The worker survives the panic and treats the event like
@@ -148,8 +160,9 @@ type UndeliveredError struct {
 	// Count is the number of events that were queued or waiting for a retry
 	// and never finished.
 	Count int
-	// Err is why delivery stopped: the shutdown context's error, or
-	// [ErrClosed] for Close.
+	// Err is why delivery stopped: the context's error, which matches
+	// its cause too when it has one of its own (context.WithTimeoutCause),
+	// or [ErrClosed] for Close.
 	Err error
 }
 

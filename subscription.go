@@ -153,7 +153,7 @@ func (s *Subscription) wait(ctx context.Context, own bool) int64 {
 	select {
 	case <-s.exited:
 	case <-ctx.Done():
-		s.stopNow(context.Cause(ctx), own)
+		s.stopNow(stopCause(ctx), own)
 		<-s.exited
 	}
 	return s.undelivered.Load()
