@@ -21,7 +21,9 @@ type RetryPolicy struct {
 	MaxAttempts int
 	// InitialDelay is the wait before the second attempt. Zero means 100ms.
 	InitialDelay time.Duration
-	// MaxDelay caps the wait between attempts. Zero means 30s.
+	// MaxDelay caps the wait between attempts. Zero means 30s, or
+	// InitialDelay if that is longer, so that a long InitialDelay given
+	// alone is waited in full (and the wait no longer grows).
 	MaxDelay time.Duration
 	// Multiplier grows the wait after each failed attempt. Zero means 2.
 	Multiplier float64
@@ -63,7 +65,7 @@ func (p RetryPolicy) Delay(attempt int) time.Duration {
 		d = 100 * time.Millisecond
 	}
 	if maxDelay == 0 {
-		maxDelay = 30 * time.Second
+		maxDelay = max(30*time.Second, d)
 	}
 	if mult == 0 {
 		mult = 2

@@ -31,6 +31,9 @@ func TestRetryPolicyDelay(t *testing.T) {
 	require.Equal(t, 100*time.Millisecond, eventbus.RetryPolicy{}.Delay(1), "zero value: 100ms")
 	require.Equal(t, 200*time.Millisecond, eventbus.RetryPolicy{}.Delay(2), "zero value doubles")
 	require.Equal(t, 30*time.Second, eventbus.RetryPolicy{}.Delay(100), "zero value caps at 30s")
+	require.Equal(t, time.Hour, eventbus.RetryPolicy{InitialDelay: time.Hour}.Delay(1), "an InitialDelay over 30s alone is not capped at 30s")
+	require.Equal(t, time.Hour, eventbus.RetryPolicy{InitialDelay: time.Hour}.Delay(5), "nor does it grow")
+	require.Equal(t, time.Minute, eventbus.RetryPolicy{InitialDelay: time.Hour, MaxDelay: time.Minute}.Delay(1), "a MaxDelay given caps it")
 	for _, m := range []float64{math.NaN(), math.Inf(1), math.MaxFloat64} {
 		require.Equal(t, 30*time.Second, eventbus.RetryPolicy{Multiplier: m}.Delay(3), "Multiplier %v: capped, never negative", m)
 	}
