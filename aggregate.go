@@ -289,6 +289,12 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // cannot read back, which is not appended. A snapshot that fails to save
 // is skipped, since the events are committed: the next load replays a few
 // more events.
+//
+// The events are linked as those of [StoreTopic.Publish] are: given a
+// handler's context, they take the handled event's correlation ID, its ID
+// as causation ID, and its trace context (see [WithTraceparent]), which a
+// context made by WithTraceparent gives them too; otherwise each is its
+// own correlation ID.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
 	if err := a.check("Aggregate.Execute"); err != nil {
 		return AppendResult{}, err
@@ -323,10 +329,18 @@ func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide fun
 func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T], events []E) (AppendResult, error) {
 	data := make([]EventData, len(events))
 	state := v.State
+	p, hasParent := parent(ctx)
 	for i, e := range events {
 		var err error
 		if data[i], err = a.reg.Encode(e); err != nil {
 			return AppendResult{}, err
+		}
+		if hasParent { // as StoreTopic.Publish links its event
+			data[i].CausationID, data[i].CorrelationID = p.ID, p.CorrelationID
+			data[i].Metadata = inherit(data[i].Metadata, &p)
+		}
+		if data[i].CorrelationID.IsZero() {
+			data[i].CorrelationID = data[i].ID
 		}
 		// The new state folds the events as a load reads them back (an
 		// older schema version upcast, what the codec keeps), not as

@@ -1260,3 +1260,53 @@ func TestAggregateConcurrentExecute(t *testing.T) {
 		}
 	})
 }
+
+// TestAggregateExecuteLinksHandlerEvent runs a command from a bus handler,
+// as a process manager does: the events appended take the handled event's
+// correlation ID, its ID as causation ID and its trace context, as
+// StoreTopic.Publish's do. Run outside any handler, each appended event is
+// its own correlation ID, with no cause; a context of WithTraceparent gives
+// its trace context.
+func TestAggregateExecuteLinksHandlerEvent(t *testing.T) {
+	ctx := context.Background()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	accounts := newAccounts(t, s, newBankRegistry(t), nil)
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	type depositCommand struct{ Amount int }
+	commands := newTopic[depositCommand](t, bus, "commands", nil)
+	var handled eventbus.Header
+	_, err = commands.Subscribe("accounts", func(ctx context.Context, e eventbus.Event[depositCommand]) error {
+		handled = e.Header
+		_, err := accounts.Execute(ctx, "account-1", deposit(e.Payload.Amount))
+		return err
+	}, nil)
+	require.NoError(t, err)
+	traced, err := eventbus.WithTraceparent(ctx, tp)
+	require.NoError(t, err)
+	require.NoError(t, commands.Publish(traced, depositCommand{Amount: 5}, eventbus.WithCorrelationID(eventbus.NewID())))
+
+	_, err = accounts.Execute(ctx, "account-1", deposit(1))
+	require.NoError(t, err)
+	_, err = accounts.Execute(traced, "account-1", deposit(2))
+	require.NoError(t, err)
+
+	var got []eventbus.RecordedEvent
+	for e, err := range s.ReadStream(ctx, "account-1", nil) {
+		require.NoError(t, err)
+		got = append(got, e)
+	}
+	require.Len(t, got, 3)
+	if e := got[0]; e.CorrelationID != handled.CorrelationID || e.CausationID != handled.ID || e.Metadata[eventbus.TraceparentKey] != tp {
+		t.Errorf("event appended by the handler: correlation %v, causation %v, metadata %v; want %v, %v and traceparent %s",
+			e.CorrelationID, e.CausationID, e.Metadata, handled.CorrelationID, handled.ID, tp)
+	}
+	if e := got[1]; e.CorrelationID != e.ID || !e.CausationID.IsZero() || e.Metadata != nil {
+		t.Errorf("event appended outside a handler: correlation %v, causation %v, metadata %v; want its own ID, none and none", e.CorrelationID, e.CausationID, e.Metadata)
+	}
+	if e := got[2]; e.CorrelationID != e.ID || !e.CausationID.IsZero() || e.Metadata[eventbus.TraceparentKey] != tp {
+		t.Errorf("event appended with a traceparent: correlation %v, causation %v, metadata %v; want its own ID, none and traceparent %s", e.CorrelationID, e.CausationID, e.Metadata, tp)
+	}
+}
