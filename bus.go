@@ -30,7 +30,9 @@ const (
 	Async
 	// Sync runs every subscription's handler in the publishing goroutine,
 	// one subscription after another, before Publish returns; their errors
-	// come back to the publisher, joined.
+	// come back to the publisher, joined. Keys order nothing here: the
+	// handlers of concurrent publishers run at once, whatever their keys,
+	// and a retry's wait holds up only its own publisher.
 	Sync
 )
 

@@ -413,6 +413,56 @@ func TestFanOutAllOrNothing(t *testing.T) {
 	})
 }
 
+// TestSyncModeOrdersOnlyEachPublisher pins what the Sync constant, the
+// Key header and RetryPolicy say of Sync mode: each publisher runs the
+// handlers itself, so events of one key from two publishers are handled at
+// once, not one at a time, and an event waiting for its retry holds up its
+// own publisher only, not a later event of its key from another one.
+func TestSyncModeOrdersOnlyEachPublisher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync,
+			Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		first, second := make(chan struct{}), make(chan struct{})
+		var mu sync.Mutex
+		var handled []int
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			switch e.Payload.N {
+			case 1: // runs until event 2 of its key has started
+				close(first)
+				<-second
+			case 2:
+				close(second)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if e.Payload.N == 3 && len(handled) == 0 {
+				handled = append(handled, -3) // a failed attempt
+				return errFlaky
+			}
+			handled = append(handled, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		wg.Go(func() { require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 1})) })
+		<-first
+		require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 2}), "handled while event 1 of its key is")
+		wg.Wait()
+
+		mu.Lock()
+		handled = nil
+		mu.Unlock()
+		wg.Go(func() { require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 3})) })
+		synctest.Wait() // event 3 failed and waits for its retry
+		require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 4}))
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, []int{-3, 4, 3}, handled, "event 4 of the key went ahead of event 3's retry")
+	})
+}
+
 func TestSyncModeReturnsErrors(t *testing.T) {
 	b := newBus(t, nil)
 	topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})

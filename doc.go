@@ -43,7 +43,9 @@
 // like any publisher, for room that may have to come from its own worker. In
 // [Sync] mode the handlers run in the publishing goroutine before Publish
 // returns, and their errors come back to the publisher, one [*HandlerError]
-// per failed subscription.
+// per failed subscription. Keys order nothing there: the handlers of
+// concurrent publishers run at once, whatever their keys, and a retry's
+// wait holds up only its own publisher.
 //
 // [Bus.Flush] waits until everything published before it has been handled.
 //

@@ -17,7 +17,9 @@ type Header struct {
 	// Topic is the name of the topic the event was published on.
 	Topic string
 	// Key orders events: within one subscription, events with the same key
-	// are handled one at a time in publish order. Empty means no order.
+	// are handled one at a time in publish order. Empty means no order. In
+	// Sync mode each publisher runs the handlers itself, so only its own
+	// events are ordered, key or not.
 	Key string
 	// Time is when the event was published.
 	Time time.Time

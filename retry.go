@@ -14,7 +14,8 @@ import (
 //
 // While an event waits for its next attempt, later events with the same key
 // wait behind it, so per-key order holds; events with other keys, on the same
-// worker too, go on being handled.
+// worker too, go on being handled. In Sync mode the wait holds up only the
+// event's publisher: others' events of its key go ahead.
 type RetryPolicy struct {
 	// MaxAttempts is the number of attempts in all, the first included.
 	// Zero or one means no retry.
