@@ -168,7 +168,13 @@ func TestKeySources(t *testing.T) {
 		require.NoError(t, byMethod.Publish(ctx, Order{Key: "m", N: 1}))
 		require.NoError(t, byFunc.Publish(ctx, Order{Key: "m", N: 2}))
 		require.NoError(t, byFunc.Publish(ctx, Order{Key: "m", N: 3}, eventbus.WithKey("explicit")))
-		if diff := cmp.Diff([]string{"m", "n2", "explicit"}, keys); diff != "" {
+		embedded := newTopic[embedsOrder](t, b, "embedded", nil)
+		subscribe(t, embedded, "rec", func(_ context.Context, e eventbus.Event[embedsOrder]) error {
+			keys = append(keys, e.Key)
+			return nil
+		}, nil)
+		require.NoError(t, embedded.Publish(ctx, embedsOrder{&Order{Key: "promoted"}}))
+		if diff := cmp.Diff([]string{"m", "n2", "explicit", "promoted"}, keys); diff != "" {
 			t.Errorf("keys (-want +got):\n%s", diff)
 		}
 	})
@@ -782,12 +788,21 @@ func TestUnsubscribe(t *testing.T) {
 // keyed is an interface payload type with a key method.
 type keyed interface{ AggregateID() string }
 
+// embedsOrder has Order's key method, promoted through a pointer, which
+// cannot run while the pointer is nil; so has embedsDeeper, one level down.
+type (
+	embedsOrder  struct{ *Order }
+	embedsDeeper struct{ embedsOrder }
+)
+
 func TestBadInput(t *testing.T) {
 	b := newBus(t, nil)
 	topic := newTopic[Order](t, b, "orders", nil)
 	// Order's key method has a value receiver: it cannot run on nil.
 	pointers := newTopic[*Order](t, b, "order-pointers", &eventbus.TopicOptions[*Order]{EventType: "order-pointer"})
 	interfaces := newTopic[keyed](t, b, "keyed", nil)
+	embedded := newTopic[embedsOrder](t, b, "embedded", nil)
+	deeper := newTopic[*embedsDeeper](t, b, "deeper", nil)
 	subscribe(t, topic, "taken", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
 	ok := func(context.Context, eventbus.Event[Order]) error { return nil }
 	tests := []struct {
@@ -822,6 +837,15 @@ func TestBadInput(t *testing.T) {
 		{"nil pointer in an interface payload, TryPublish", func() error {
 			_, err := interfaces.TryPublish(context.Background(), (*Order)(nil))
 			return err
+		}, eventbus.ErrInvalid},
+		{"nil embedded pointer with the key method", func() error {
+			return embedded.Publish(context.Background(), embedsOrder{})
+		}, eventbus.ErrInvalid},
+		{"nil embedded pointer with the key method, deeper", func() error {
+			return deeper.Publish(context.Background(), &embedsDeeper{})
+		}, eventbus.ErrInvalid},
+		{"nil embedded pointer in an interface payload", func() error {
+			return interfaces.Publish(context.Background(), embedsOrder{})
 		}, eventbus.ErrInvalid},
 		{"nil middleware", func() error {
 			_, err := eventbus.New(&eventbus.Options{Middleware: []eventbus.Middleware{nil}})

@@ -111,11 +111,47 @@ func nilKeyed[T any]() bool {
 	return hasPayloadKey[T]() && (k == reflect.Pointer || k == reflect.Interface)
 }
 
-// checkPublish returns an error wrapping ErrInvalid for a nil option, or
-// for a nil pointer payload of a type whose key comes from its method
-// (nilKey, from nilKeyed, says whether it may), held by an interface or not.
-// A nil interface has no key method to run: its event has no key.
-func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey bool) error {
+// embedsNil reports whether T has a key method and embeds a pointer or an
+// interface, at any depth, or is an interface, whose values may: a key
+// method promoted through an embedded pointer or interface that is nil
+// dereferences it. T's own method may shadow the promoted one; telling
+// which runs would take the source, so the check then runs for nothing.
+func embedsNil[T any]() bool {
+	rt := reflect.TypeFor[T]()
+	return hasPayloadKey[T]() && (rt.Kind() == reflect.Interface || embeds(rt))
+}
+
+// embeds reports whether struct type rt, or the struct rt points to, embeds
+// a pointer or an interface, directly or through the structs it embeds.
+func embeds(rt reflect.Type) bool {
+	if rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	if rt.Kind() != reflect.Struct {
+		return false
+	}
+	for i := range rt.NumField() {
+		if f := rt.Field(i); f.Anonymous {
+			switch f.Type.Kind() {
+			case reflect.Pointer, reflect.Interface:
+				return true
+			case reflect.Struct:
+				if embeds(f.Type) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// checkPublish returns an error wrapping ErrInvalid for a nil option, for
+// a nil pointer payload of a type whose key comes from its method (nilKey,
+// from nilKeyed, says whether it may), held by an interface or not, and
+// for a payload whose key method panics, as one promoted through a nil
+// that it embeds does (nilEmbed, from embedsNil, says whether it may). A
+// nil interface has no key method to run: its event has no key.
+func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey, nilEmbed bool) error {
 	for _, o := range opts {
 		if o == nil {
 			return fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, topic)
@@ -126,6 +162,22 @@ func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey b
 			return fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, v.Type())
 		}
 	}
+	if nilEmbed {
+		return checkKey(topic, payload)
+	}
+	return nil
+}
+
+// checkKey runs payload's key method once, and returns an error wrapping
+// ErrInvalid if it panics, which Publish would otherwise do when it runs
+// the method again.
+func checkKey[T any](topic string, payload T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: topic %q: Publish of a %T whose key method panicked (is a pointer it embeds nil?): %v", ErrInvalid, topic, any(payload), r)
+		}
+	}()
+	payloadKey(payload)
 	return nil
 }
 

@@ -24,6 +24,7 @@ type StoreTopic[T any] struct {
 	name      string
 	eventType string
 	nilKey    bool // T is a pointer or an interface with a key method
+	nilEmbed  bool // T may embed a nil that its key method reaches (embedsNil)
 }
 
 // maxStoreTopicNameLen is the longest name of a StoreTopic, leaving room
@@ -51,7 +52,7 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T]()}, nil
+	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T](), nilEmbed: embedsNil[T]()}, nil
 }
 
 // checkMade returns an error wrapping ErrInvalid for a nil StoreTopic, or
@@ -82,7 +83,7 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	if err := checkContext(ctx, "StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
 	}
-	if err := checkPublish(t.name, payload, opts, t.nilKey); err != nil {
+	if err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
 		return AppendResult{}, err
 	}
 	var h Header

@@ -44,6 +44,7 @@ type Topic[T any] struct {
 	key       func(T) string // nil: none, or the payload's method
 	methodKey bool           // T has an AggregateID method
 	nilKey    bool           // methodKey, and T is a pointer or an interface, which may be nil
+	nilEmbed  bool           // methodKey, and T may embed a nil (embedsNil)
 
 	mu    sync.Mutex                         // serialises changes to subs
 	subs  atomic.Pointer[[]*subscription[T]] // copied on write
@@ -104,6 +105,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		methodKey: o.Key == nil && hasPayloadKey[T](),
 	}
 	t.nilKey = t.methodKey && nilKeyed[T]()
+	t.nilEmbed = t.methodKey && embedsNil[T]()
 	t.subs.Store(new([]*subscription[T]))
 
 	goType := reflect.TypeFor[T]()
@@ -265,8 +267,10 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 //
 // It returns [ErrClosed] after Shutdown; in Sync mode, events are then
 // not handled. It returns an error wrapping [ErrInvalid] for a nil
-// PublishOption, or a nil pointer payload whose key would come from its
-// method, held by an interface payload or not.
+// PublishOption, a nil pointer payload whose key would come from its
+// method, held by an interface payload or not, or a payload whose key
+// method, promoted from a pointer or interface it embeds, panics on its
+// nil.
 func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) error {
 	_, err := t.publish(ctx, payload, opts, false)
 	return err
@@ -286,8 +290,8 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	if err := checkContext(ctx, "Publish"); err != nil {
 		return false, err
 	}
-	if len(opts) > 0 || t.nilKey { // spares the common case a call
-		if err := checkPublish(t.name, payload, opts, t.nilKey); err != nil {
+	if len(opts) > 0 || t.nilKey || t.nilEmbed { // spares the common case a call
+		if err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
 			return false, err
 		}
 	}
