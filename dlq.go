@@ -41,7 +41,7 @@ type DeadLetter struct {
 // never retried; so is a panic in Put (as a [*PanicError]) or a call of
 // runtime.Goexit (t.FailNow or testify's require in a test's sink), which
 // end only Put's goroutine. The dead letter is held in the queue all the
-// same.
+// same, once Put has returned: a Redrive that Put calls does not find it.
 //
 // A dead letter of a [Durable] subscription outlives a restart only in the
 // sink. So when Put fails, the subscription's checkpoint stays before the
