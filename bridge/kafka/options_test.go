@@ -28,6 +28,19 @@ func TestBadInput(t *testing.T) {
 		"producer without registry": func() error { _, err := kafka.NewProducer(nil, &kafka.ProducerOptions{Brokers: brokers}); return err },
 		"producer without brokers":  func() error { _, err := kafka.NewProducer(reg, nil); return err },
 		"forward without producer":  func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err },
+		"forward of a payload type not registered": func() error {
+			empty, err := eventbus.NewRegistry(nil)
+			if err != nil {
+				return err
+			}
+			p, err := kafka.NewProducer(empty, &kafka.ProducerOptions{Brokers: brokers})
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			_, err = kafka.Forward(p, topic, "k", nil)
+			return err
+		},
 		"producer with a negative BatchMaxBytes": func() error {
 			_, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, BatchMaxBytes: -1})
 			return err

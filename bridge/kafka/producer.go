@@ -2,8 +2,10 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sync"
 	"time"
 
@@ -138,9 +140,11 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // whose record is too large for a batch fails alone and is retried; the
 // later events of its key are written. The payload type T must be
 // registered in the Producer's Registry. Forward returns an error wrapping
-// eventbus.ErrInvalid for a missing argument, or a kafkaTopic that Kafka
-// does not take for a topic (see [RelayOptions].Topic) or that is too long
-// for the subscription's name (more than 243 bytes).
+// eventbus.ErrInvalid for a missing argument, a T that is not registered
+// (wrapping eventbus.ErrUnknownEvent too; a T that is an interface is
+// taken, and each event's type must be registered), or a kafkaTopic that
+// Kafka does not take for a topic (see [RelayOptions].Topic) or that is
+// too long for the subscription's name (more than 243 bytes).
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
@@ -151,6 +155,12 @@ func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *
 	}
 	if err := checkTopic("Forward", kafkaTopic); err != nil {
 		return nil, err
+	}
+	if reflect.TypeFor[T]().Kind() != reflect.Interface { // an interface's types are known event by event
+		var zero T
+		if _, err := p.reg.Encode(zero); errors.Is(err, eventbus.ErrUnknownEvent) {
+			return nil, fmt.Errorf("%w: Forward of topic %q: %w", eventbus.ErrInvalid, t.Name(), err)
+		}
 	}
 	f := &forwarder[T]{p: p, topic: kafkaTopic}
 	return t.SubscribeBatch("kafka."+kafkaTopic, f.handle, opts)
