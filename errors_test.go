@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -65,4 +66,28 @@ func TestStopWithContextCause(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestSyncRetryAbandonedWithContextCause publishes in Sync mode with a
+// context given a cause of its own, which ends while a failed event waits
+// for its retry: the error, and the dead letter, match the handler's error,
+// the context's and its cause, as an Async subscription's abandoned retry
+// does.
+func TestSyncRetryAbandonedWithContextCause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errMine, errHandler := errors.New("mine"), errors.New("handler fails")
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Minute}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errHandler }, nil)
+		ctx, cancel := context.WithTimeoutCause(context.Background(), time.Second, errMine)
+		defer cancel()
+		err := topic.Publish(ctx, Order{Key: "k"})
+		dls := slices.Collect(b.DeadLetters().All(eventbus.DeadLetterFilter{}))
+		require.Len(t, dls, 1)
+		for _, target := range []error{errHandler, context.DeadlineExceeded, errMine} {
+			if !errors.Is(err, target) || !errors.Is(dls[0].Err, target) {
+				t.Errorf("Publish = %v, dead letter's Err = %v; want both to match %v", err, dls[0].Err, target)
+			}
+		}
+	})
 }

@@ -246,7 +246,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 				continue
 			case <-ctx.Done():
 				t.Stop()
-				err = fmt.Errorf("%w (retry abandoned: %w)", err, ctx.Err())
+				err = fmt.Errorf("%w (retry abandoned: %w)", err, stopCause(ctx))
 			}
 		}
 		s.deadLetter(ctx, e, attempt, err, first, now, &c)
