@@ -538,11 +538,11 @@ func (s *FileStore) AppendMulti(ctx context.Context, appends ...StreamAppend) ([
 // submit hands r to the committer and waits for its outcome. Once handed
 // over, r is committed or fails whatever ctx does.
 func (s *FileStore) submit(ctx context.Context, r *request) error {
-	if s.opts.ReadOnly {
-		return ErrReadOnly
-	}
 	if s.closed.Load() {
 		return ErrClosed
+	}
+	if s.opts.ReadOnly {
+		return ErrReadOnly
 	}
 	if err := s.failure(); err != nil {
 		return err

@@ -316,3 +316,23 @@ func TestFileStoreReadDuringRetention(t *testing.T) {
 		})
 	}
 }
+
+// TestFileStoreReadOnlyClosed checks that a read-only store, once closed,
+// fails every writing call with ErrClosed, as Store's doc says of every
+// method after Close: they failed with ErrReadOnly, so a caller that
+// checks for ErrClosed to stop took a closed store for a live one.
+func TestFileStoreReadOnlyClosed(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, openFile(t, dir, nil).Close())
+	s := openFile(t, dir, &eventbus.FileStoreOptions{ReadOnly: true})
+	require.NoError(t, s.Close())
+	ctx := t.Context()
+	e := eventbus.EventData{ID: eventbus.NewID(), Type: "t"}
+	_, err := s.Append(ctx, "a", eventbus.Any, e)
+	require.ErrorIs(t, err, eventbus.ErrClosed, "Append")
+	_, err = s.AppendMulti(ctx, eventbus.StreamAppend{Stream: "a", Events: []eventbus.EventData{e}})
+	require.ErrorIs(t, err, eventbus.ErrClosed, "AppendMulti")
+	require.ErrorIs(t, s.Delete(ctx, "a", eventbus.Any), eventbus.ErrClosed, "Delete")
+	require.ErrorIs(t, s.Tombstone(ctx, "a", eventbus.Any), eventbus.ErrClosed, "Tombstone")
+	require.ErrorIs(t, s.SetStreamMetadata(ctx, "a", eventbus.StreamMetadata{MaxCount: 1}), eventbus.ErrClosed, "SetStreamMetadata")
+}
