@@ -598,6 +598,9 @@ func (s *FileStore) Verify(ctx context.Context) error {
 	if err := s.checkMade("Verify"); err != nil {
 		return err
 	}
+	if err := checkContext(ctx, "Verify"); err != nil {
+		return err
+	}
 	if err := interrupted(ctx, &s.closed); err != nil {
 		return err
 	}

@@ -336,3 +336,12 @@ func TestFileStoreReadOnlyClosed(t *testing.T) {
 	require.ErrorIs(t, s.Tombstone(ctx, "a", eventbus.Any), eventbus.ErrClosed, "Tombstone")
 	require.ErrorIs(t, s.SetStreamMetadata(ctx, "a", eventbus.StreamMetadata{MaxCount: 1}), eventbus.ErrClosed, "SetStreamMetadata")
 }
+
+// TestFileStoreVerifyNilContext checks that Verify with a nil context
+// fails with ErrInvalid, as every other call of a store does: it panicked,
+// asking the nil context for its error.
+func TestFileStoreVerifyNilContext(t *testing.T) {
+	s := openFile(t, t.TempDir(), nil)
+	var nilCtx context.Context
+	require.ErrorIs(t, s.Verify(nilCtx), eventbus.ErrInvalid)
+}
