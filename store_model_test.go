@@ -9,6 +9,8 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -26,9 +28,10 @@ import (
 // deletes, tombstones, metadata changes, reads and subscriptions to a
 // MemoryStore, a FileStore (closed and reopened at random points, in some
 // runs with small segments and retention) and a reference model written
-// from the docs of Store, and compares every result and error. Time is a
-// synctest bubble's fake clock, which moves at random, for MaxAge and
-// RetainAge. A failure names its seed and the operations that led to it.
+// from the docs of Store, and compares every result and error, and the
+// FileStore's Stats after every step (with its segment files and Verify
+// after some). Time is a synctest bubble's fake clock, which moves at
+// random, for MaxAge and RetainAge. A failure names its seed and the operations that led to it.
 func TestStoreModel(t *testing.T) {
 	seeds := uint64(300)
 	if testing.Short() {
@@ -611,6 +614,10 @@ func runStoreModel(t *testing.T, seed uint64, steps int) {
 				return
 			}
 		}
+		r.compareStats(step)
+		if t.Failed() {
+			return
+		}
 	}
 	// At the end, every stream and the whole log, after a reopen.
 	r.reopen()
@@ -640,6 +647,37 @@ func (r *modelRun) compareInfo(stream string) {
 		info, err := s.StreamInfo(ctx, stream)
 		return outcome{Info: info, Err: errKind(err)}
 	})
+}
+
+// compareStats checks the FileStore's Stats against its model: the next
+// position and the streams written, deleted or given metadata; and, after
+// one step in eight, the segment files it reads and their bytes, and that
+// Verify finds them whole.
+func (r *modelRun) compareStats(step int) {
+	st := r.file.Stats()
+	want := st
+	want.NextPosition, want.Streams = uint64(len(r.fm.log)), len(r.fm.streams)
+	want.FirstPosition = min(st.FirstPosition, want.NextPosition)
+	if step%8 == 7 {
+		paths, err := filepath.Glob(filepath.Join(r.dir, "seg-*.log"))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		want.Segments, want.Bytes = len(paths), 0
+		for _, p := range paths {
+			fi, err := os.Stat(p)
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			want.Bytes += fi.Size()
+		}
+		if err := r.file.Verify(r.t.Context()); err != nil {
+			r.fail("FileStore: Verify() = %v", err)
+		}
+	}
+	if diff := cmp.Diff(want, st); diff != "" {
+		r.fail("FileStore: Stats differ from the model and the files (-want +got):\n%s", diff)
+	}
 }
 
 // first returns the first position that the FileStore keeps.
