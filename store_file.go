@@ -300,7 +300,8 @@ type segment struct {
 	seq, firstPos uint64
 	path          string
 	f             storeFile
-	// Known to the committer only: the size once full, the time of the
+	// Known to the committer only: the size once full (which Verify reads
+	// too, of the segments before the last one it sees), the time of the
 	// newest event, and the bytes of the state frames it starts with (zero
 	// if it starts with none).
 	size   int64

@@ -605,6 +605,14 @@ func (s *FileStore) Verify(ctx context.Context) error {
 		return err
 	}
 	v := s.view(0)
+	// The files must hold every record the store has committed: the
+	// whole of each older segment, whose size the committer set before it
+	// published the next one, and the rest of the view's bytes for the
+	// last.
+	rest := v.log.bytes
+	for _, seg := range v.segs[:max(len(v.segs)-1, 0)] {
+		rest -= seg.size
+	}
 	var e entry
 segments:
 	for i, seg := range v.segs {
@@ -633,15 +641,22 @@ segments:
 		if _, err := decodeSegHeader(b); err != nil {
 			return &CorruptionError{Path: seg.path, Offset: 0, Reason: err.Error()}
 		}
-		_, torn, err := scanSegment(b, seg.path, func(_ int, p []byte) error {
+		end, torn, err := scanSegment(b, seg.path, func(_ int, p []byte) error {
 			_, err := decodeFrame(p, &e, nil)
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		if torn && i < len(v.segs)-1 {
-			return &CorruptionError{Path: seg.path, Offset: int64(len(b)), Reason: "incomplete record before the last segment"}
+		committed := rest
+		if i < len(v.segs)-1 {
+			committed = seg.size
+		}
+		switch {
+		case torn && i < len(v.segs)-1:
+			return &CorruptionError{Path: seg.path, Offset: int64(end), Reason: "incomplete record before the last segment"}
+		case int64(end) < committed:
+			return &CorruptionError{Path: seg.path, Offset: int64(end), Reason: fmt.Sprintf("records missing: the store committed %d bytes of this file", committed)}
 		}
 	}
 	return nil

@@ -257,6 +257,46 @@ func TestFileStoreBitFlip(t *testing.T) {
 	}
 }
 
+// TestFileStoreVerifyTruncated cuts committed records off the segment
+// files of an open store, at a record's end or inside the last one, in the
+// active segment and in an older one: Verify must report each, as reads of
+// the events cut fail, at the record cut, where OpenFileStore reports it
+// too. It found only the cut inside an older segment, and placed it at the
+// end of the file: the others left whole records, or a torn last one in
+// the last segment, which a crash leaves; but these records were
+// committed, so the store had read them whole.
+func TestFileStoreVerifyTruncated(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		seg  int   // the segment to cut, of 3
+		cut  int64 // how far into its record, which starts after its header
+	}{
+		{"active segment, at its record's start", 2, 0},
+		{"active segment, inside its record", 2, 5},
+		{"older segment, at its record's start", 0, 0},
+		{"older segment, inside its record", 0, 5},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 64}) // a segment per append
+			for i := range 3 {
+				_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strconv.Itoa(i))...)
+				require.NoError(t, err)
+			}
+			segs := segments(t, dir)
+			require.Len(t, segs, 3)
+			require.NoError(t, s.Verify(ctx), "before the cut")
+			const record = 32 // after the segment's header
+			require.NoError(t, os.Truncate(segs[tt.seg], record+tt.cut))
+			var ce *eventbus.CorruptionError
+			if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != segs[tt.seg] || ce.Offset != record {
+				t.Errorf("Verify after cutting %s at %d = %v, want a *CorruptionError for it at %d", segs[tt.seg], record+tt.cut, err, record)
+			}
+		})
+	}
+}
+
 // TestFileStoreRetentionBytes runs retention over segments written with
 // it on, then off (they do not start with the state of every stream, so
 // retention may not start the store at one of them), then on: the store's
