@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io/fs"
 	"iter"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -421,7 +423,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	} else if fi, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("eventbus: open file store: %w", err)
 	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("eventbus: open file store: %s is not a directory", dir)
+		return nil, fmt.Errorf("eventbus: open file store: %w", &fs.PathError{Op: "open", Path: dir, Err: syscall.ENOTDIR})
 	}
 	lock, err := lockDir(filepath.Join(dir, "LOCK"), o.ReadOnly)
 	if err != nil {

@@ -3,12 +3,16 @@ package eventbus_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"iter"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -344,4 +348,21 @@ func TestFileStoreVerifyNilContext(t *testing.T) {
 	s := openFile(t, t.TempDir(), nil)
 	var nilCtx context.Context
 	require.ErrorIs(t, s.Verify(nilCtx), eventbus.ErrInvalid)
+}
+
+// TestFileStoreOpenNotDirectory opens a store in a path that is a file:
+// both opens fail with an error matching syscall.ENOTDIR and holding the
+// path, as an *fs.PathError. A read-only open failed with a message only,
+// which no errors.Is or errors.As matched, while a writing open failed
+// with mkdir's *fs.PathError.
+func TestFileStoreOpenNotDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(path, []byte("not a store"), 0o644))
+	for _, readOnly := range []bool{false, true} {
+		_, err := eventbus.OpenFileStore(path, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+		var pe *fs.PathError
+		if !errors.Is(err, syscall.ENOTDIR) || !errors.As(err, &pe) || pe.Path != path {
+			t.Errorf("OpenFileStore(a file, ReadOnly %v) = %v, want an *fs.PathError for it matching syscall.ENOTDIR", readOnly, err)
+		}
+	}
 }
