@@ -111,6 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	dir := fs.Arg(0)
+	out := &output{w: stdout}
+	stdout = out
 	if n <= 0 {
 		fmt.Fprintf(stderr, "eventbus tail: -n must be positive, not %d\n", n)
 		return 2
@@ -158,6 +160,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	if err == nil {
+		err = out.err
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)
 		var ce *eventbus.CorruptionError
@@ -167,6 +172,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// output is the standard output of a command, which keeps the first error
+// writing to it, so that a command whose output is lost (to a full disk,
+// say) fails instead of exiting 0.
+type output struct {
+	w   io.Writer
+	err error
+}
+
+// Write writes p to o.w, unless an earlier write failed.
+func (o *output) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	o.err = err
+	return n, err
 }
 
 // checkDir fails unless dir is the directory of a store.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -286,4 +287,24 @@ func TestDataNotUTF8(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(stdout), &e))
 	require.Equal(t, data, e.DataBase64, "read printed %q", stdout)
+}
+
+// failingWriter fails every write, as a full disk does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
+
+// TestOutputFails checks that a command whose output cannot be written
+// exits with status 1 and says why: stats, inspect, verify and repair
+// ignored the error and exited 0, so a script saving their output to a
+// full disk took an empty file for their result.
+func TestOutputFails(t *testing.T) {
+	dir, _ := newStore(t)
+	for _, cmd := range []string{"inspect", "stats", "verify", "read", "tail", "repair"} {
+		var stderr bytes.Buffer
+		code := run(t.Context(), []string{cmd, dir}, failingWriter{}, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), syscall.ENOSPC.Error()) {
+			t.Errorf("eventbus %s with an output that fails: exit status %d, stderr %q; want 1 and the error", cmd, code, stderr.String())
+		}
+	}
 }
