@@ -714,11 +714,12 @@ func (s *FileStore) commit(group []*request) {
 		w.active.newest = now
 		if err := s.write(w.buf); err != nil {
 			s.fail(err)
-			// Replays too: they may replay events of this group.
+			// Every request fails, whatever was decided for it: a replay
+			// may replay events of this group, and a refusal (a wrong
+			// expected revision, a deleted stream) may be due to its
+			// appends and deletes, which may not be on disk.
 			for _, r := range group {
-				if r.err == nil {
-					r.err, r.results = s.failure(), nil
-				}
+				r.err, r.results = s.failure(), nil
 			}
 			return
 		}

@@ -598,6 +598,38 @@ func TestFileStoreFailedGroupFailsReplays(t *testing.T) {
 	})
 }
 
+// TestFileStoreFailedGroupFailsDecisions makes two appends to a new stream
+// with NoStream in one group whose write fails: the second must fail with
+// the write's error, as the first does. It failed with a
+// *WrongExpectedVersionError that said the stream existed, at the first
+// append's revision, though that append is not on disk: a caller told so
+// takes the stream for written by another.
+func TestFileStoreFailedGroupFailsDecisions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		dir := t.TempDir()
+		fs := &gatedFS{FS: eventbus.OSFS, gate: make(chan struct{}), fail: true}
+		s, err := eventbus.OpenFileStore(dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever}, fs))
+		require.NoError(t, err)
+		fs.armed.Store(true)
+		go func() { _, _ = s.Append(ctx, "blocker", eventbus.Any, newEvents(1, "t", "")...) }()
+		synctest.Wait() // the committer waits in the blocker's write
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := s.Append(ctx, "s", eventbus.NoStream, newEvents(1, "t", "")...)
+				errs <- err
+			}()
+		}
+		synctest.Wait() // both wait for the next group
+		close(fs.gate)
+		for range 2 {
+			require.ErrorIs(t, <-errs, syscall.EIO, "an append failed for an append that is not on disk")
+		}
+		require.NoError(t, s.Close())
+	})
+}
+
 // TestFileStoreReplayInGroup appends the same events several times in one
 // group, and again once it is written and once the store is reopened: each
 // later append is a replay of the first, found among the events of the
