@@ -124,7 +124,11 @@ type FileStore struct {
 	segs    []*segment
 	streams map[string]*fileStream
 	byID    []*fileStream
-	waiting waiters
+	// committed is how many streams of byID are committed: the committer
+	// adds a stream as it decides the group that creates it, before the
+	// group's write, which may fail.
+	committed int
+	waiting   waiters
 	// retentionErr is the last failure to delete the files of dropped
 	// segments (FileStoreStats.RetentionErr).
 	retentionErr error
@@ -484,7 +488,7 @@ func (s *FileStore) Stats() FileStoreStats {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: len(s.byID), RetentionErr: s.retentionErr}
+	return FileStoreStats{Segments: len(s.segs), Bytes: s.log.bytes, FirstPosition: s.log.first, NextPosition: s.log.n, Streams: s.committed, RetentionErr: s.retentionErr}
 }
 
 // Append implements [Store.Append]. Under SyncAlways it returns once the
@@ -729,6 +733,7 @@ func (s *FileStore) commit(group []*request) {
 		st.r = st.w
 	}
 	s.log = w.log
+	s.committed = len(s.byID)
 	s.waiting.wake()
 	s.mu.Unlock()
 }

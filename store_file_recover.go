@@ -290,7 +290,7 @@ func (s *FileStore) recover() error {
 	if len(s.segs) > 0 {
 		s.w.active = s.segs[len(s.segs)-1]
 	}
-	s.log = s.w.log
+	s.log, s.committed = s.w.log, len(s.byID)
 	for _, st := range s.byID {
 		st.r = st.w
 	}

@@ -529,6 +529,27 @@ func TestFileStoreFaults(t *testing.T) {
 	}
 }
 
+// TestFileStoreStatsAfterFailedWrite checks that Stats counts only the
+// streams committed: after the write of the first append to a new stream
+// failed, Streams counted that stream, which is not on disk, until the
+// store was reopened.
+func TestFileStoreStatsAfterFailedWrite(t *testing.T) {
+	ctx := t.Context()
+	fs := &faultFS{FS: eventbus.OSFS}
+	s := openFile(t, t.TempDir(), eventbus.WithFS(nil, fs))
+	_, err := s.Append(ctx, "a", eventbus.Any, newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	want := s.Stats()
+	eio := error(syscall.EIO)
+	fs.failWrite.Store(&eio)
+	_, err = s.Append(ctx, "b", eventbus.Any, newEvents(1, "t", "")...)
+	require.ErrorIs(t, err, syscall.EIO)
+	require.ErrorIs(t, s.SetStreamMetadata(ctx, "c", eventbus.StreamMetadata{MaxCount: 1}), syscall.EIO)
+	if got := s.Stats(); got != want {
+		t.Errorf("Stats after failed writes = %+v, want %+v as before them", got, want)
+	}
+}
+
 // gatedFS holds the first write to a segment, once armed, until gate is
 // closed, and fails every later one if fail is set.
 type gatedFS struct {
