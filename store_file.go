@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"io/fs"
 	"iter"
 	"os"
@@ -969,8 +970,9 @@ func (v *view) load(seg uint32, off int64, need int) ([]byte, error) {
 		if v.segs[i].removed.Load() { // dropped meanwhile
 			return nil, fmt.Errorf("%w: segment %d", errRetained, seg)
 		}
-		if err == nil {
-			err = errors.New("short read")
+		if err == nil || errors.Is(err, io.EOF) {
+			// The store read the record whole: the file was cut since.
+			return nil, &CorruptionError{Path: v.segs[i].path, Offset: off, Reason: "the file ends inside a committed record"}
 		}
 		return nil, fmt.Errorf("eventbus: read %s at %d: %w", v.segs[i].path, off, err)
 	}

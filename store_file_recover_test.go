@@ -297,6 +297,37 @@ func TestFileStoreVerifyTruncated(t *testing.T) {
 	}
 }
 
+// TestFileStoreReadTruncated cuts the last record off the segment file of
+// an open store: reading its event fails with a *CorruptionError for the
+// file, as Verify reports, so that callers (and the command's hint to
+// repair) can tell damage from a failing disk. It failed with the EOF of
+// the file's read.
+func TestFileStoreReadTruncated(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	var end int64
+	for i := range 3 {
+		end = s.Stats().Bytes
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strconv.Itoa(i))...)
+		require.NoError(t, err)
+	}
+	seg := segments(t, dir)[0]
+	require.NoError(t, os.Truncate(seg, end+20))
+	var read int
+	var err error
+	for _, err = range s.ReadAll(ctx, nil) {
+		if err != nil {
+			break
+		}
+		read++
+	}
+	var ce *eventbus.CorruptionError
+	if read != 2 || !errors.As(err, &ce) || ce.Path != seg {
+		t.Errorf("ReadAll of a store whose last record was cut read %d events, then %v; want 2, then a *CorruptionError for %s", read, err, seg)
+	}
+}
+
 // TestFileStoreRetentionBytes runs retention over segments written with
 // it on, then off (they do not start with the state of every stream, so
 // retention may not start the store at one of them), then on: the store's
