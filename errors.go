@@ -50,7 +50,8 @@ var (
 	ErrUnknownEvent = errors.New("eventbus: unknown event type or version")
 
 	// ErrLocked is wrapped when [OpenFileStore] finds its directory locked
-	// by another open store, in this process or another one.
+	// by another open store, in this process or another one. Stores take
+	// such locks on Unix only.
 	ErrLocked = errors.New("eventbus: file store locked by another process")
 
 	// ErrReadOnly is returned by the writing methods of a [FileStore] opened

@@ -94,7 +94,8 @@ type FileStoreOptions struct {
 // atomic frame per append, fsync before acknowledging (see [SyncPolicy]),
 // and recovery on open that cuts an incomplete final record but reports
 // any other damage as a [*CorruptionError]. One process at a time may open
-// a directory: a second open fails with [ErrLocked].
+// a directory: on Unix, a second open fails with [ErrLocked]; on other
+// systems nothing stops it, and the application must not make one.
 //
 // The indexes (stream revisions, the position of each event, and its ID
 // for idempotent appends) live in memory, rebuilt on open by reading every
