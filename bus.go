@@ -153,7 +153,11 @@ type Bus struct {
 	topics map[string]any          // name -> *Topic[T]
 	types  map[string]reflect.Type // event type name -> payload type
 	subs   map[*Subscription]struct{}
-	stop   sync.Once
+	// atClose holds the subscriptions registered when the bus closed,
+	// which the first Shutdown or Close stops and reports on, even those
+	// whose Unsubscribe has removed them from subs since.
+	atClose []*Subscription
+	stop    sync.Once
 	result error // of the first Shutdown or Close, returned by every call
 	// durables holds the internal topics of durable subscriptions, by
 	// name, and whether one runs or stops on each (see durableTopic).
@@ -280,9 +284,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	if err := checkWaitContext(ctx, "Shutdown"); err != nil {
 		return err
 	}
-	b.mu.Lock()
-	stopping := b.closed.Swap(true) // under mu: no subscription registers after this
-	b.mu.Unlock()
+	stopping := b.closeIntake()
 	if stopping {
 		// Another call stops the bus: wait for it, on ctx's terms.
 		select {
@@ -294,7 +296,10 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		}
 	}
 	b.stop.Do(func() {
-		subs := b.subscriptions()
+		b.mu.Lock()
+		subs := b.atClose
+		b.atClose = nil // kept no longer than the stop
+		b.mu.Unlock()
 
 		var lost int64
 		var cause error // of the first stop without grace that lost events
@@ -338,13 +343,31 @@ func (b *Bus) Close() error {
 	if err := b.check("Bus.Close"); err != nil {
 		return err
 	}
-	b.closed.Store(true)
+	b.closeIntake()
 	for _, s := range b.subscriptions() { // also cuts short a Shutdown in progress
 		s.stopNow(ErrClosed, false)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(ErrClosed)
 	return b.Shutdown(ctx)
+}
+
+// closeIntake closes the bus to Publish and Subscribe, and reports whether
+// it was closed already. The first call records the subscriptions of the
+// moment in atClose: an Unsubscribe running meanwhile must not take its
+// subscription, and the events a Close abandons there, out of the stop's
+// sight.
+func (b *Bus) closeIntake() (closed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Swap(true) { // under mu: no subscription registers after this
+		return true
+	}
+	b.atClose = make([]*Subscription, 0, len(b.subs))
+	for s := range b.subs {
+		b.atClose = append(b.atClose, s)
+	}
+	return false
 }
 
 // register adds s to the bus unless it is closed.
