@@ -469,6 +469,33 @@ func TestSyncModeOrdersOnlyEachPublisher(t *testing.T) {
 	})
 }
 
+// TestSyncUnsubscribeWaitsForNoPublish pins what Unsubscribe says of Sync
+// mode: it does not wait for a Publish already running, which may call the
+// handler after Unsubscribe has returned.
+func TestSyncUnsubscribeWaitsForNoPublish(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})
+	in, release := make(chan struct{}), make(chan struct{})
+	subscribe(t, topic, "first", func(context.Context, eventbus.Event[Order]) error {
+		close(in)
+		<-release
+		return nil
+	}, nil)
+	var ran atomic.Bool
+	s := subscribe(t, topic, "second", func(context.Context, eventbus.Event[Order]) error {
+		ran.Store(true)
+		return nil
+	}, nil)
+	published := make(chan error)
+	go func() { published <- topic.Publish(context.Background(), Order{N: 1}) }()
+	<-in // the Publish has reached the first subscription
+	require.NoError(t, s.Unsubscribe(context.Background()))
+	require.False(t, ran.Load())
+	close(release)
+	require.NoError(t, <-published)
+	require.True(t, ran.Load(), "the Publish running called the handler after Unsubscribe returned")
+}
+
 func TestSyncModeReturnsErrors(t *testing.T) {
 	b := newBus(t, nil)
 	topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})

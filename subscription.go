@@ -119,6 +119,10 @@ func (s *Subscription) Topic() string {
 // deadline. Calling it again returns ErrClosed; calling it with a handler's
 // context, which would make it wait for that handler, or on a Subscription
 // not made by Subscribe, returns an error wrapping [ErrInvalid].
+//
+// In Sync mode, whose handlers run in their publishers' goroutines, it
+// waits for none of them, as Shutdown does not: a Publish already running
+// may still call the handler, with retries, after Unsubscribe has returned.
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	if s == nil || s.impl == nil {
 		return fmt.Errorf("%w: Unsubscribe on a Subscription not made by Subscribe", ErrInvalid)
