@@ -39,16 +39,17 @@ func fate(sub string, n int) (failures int, how string, handled bool) {
 // TestBusModel runs random sequences of Publish and TryPublish on an Async
 // topic and Publish on a Sync one, Subscribe (single-event or batch
 // subscriptions, some re-using the name of one unsubscribed before),
-// Unsubscribe (after which the subscription's dead letters are discarded
-// or kept), Flush and Redrive, with handlers that fail, panic, call Goexit
-// and publish to both topics, and checks the bus against a model: per key,
-// each subscription handles the events it was subscribed for in publish
-// order (a batch handler fails the events after a failed one of their key,
-// as BatchHandler's doc advises), those it gives up on are dead-lettered and
-// handled once redriven, a Sync Publish reports each subscription that gave
-// up, a Redrive meeting a dead letter of a subscription gone stops with
-// ErrClosed, Metrics agree, and the end (Shutdown or Close) accounts for
-// every event once.
+// Unsubscribe (draining, or cut short by its deadline; the subscription's
+// dead letters are then discarded or kept), Flush and Redrive, with handlers
+// that fail, panic, call Goexit and publish to both topics, and checks the
+// bus against a model: per key, each subscription handles the events it was
+// subscribed for in publish order (a batch handler fails the events after a
+// failed one of their key, as BatchHandler's doc advises), those it gives up
+// on are dead-lettered and handled once redriven, a Sync Publish reports
+// each subscription that gave up, a Redrive meeting a dead letter of a
+// subscription gone stops with ErrClosed, Metrics agree, and the end
+// (Shutdown, Close, or a Shutdown past its deadline) accounts for every
+// event once, each stop counting what it abandoned.
 func TestBusModel(t *testing.T) {
 	for seed := range uint64(60) {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
@@ -66,6 +67,7 @@ type modelSub struct {
 	sync      bool
 	gone      bool
 	discarded bool             // gone, and its dead letters discarded
+	cut       bool             // unsubscribed with a deadline that passed
 	expected  map[string][]int // key -> N of keyed events queued for it, in order
 	queued    []int            // N of every event queued for it
 	redrives  uint64           // dead letters redriven
@@ -357,7 +359,7 @@ func runBusModel(t *testing.T, seed uint64) {
 					}
 				}
 				got := append([]int{}, m.handled[key]...)
-				if !handled {
+				if !handled || m.cut {
 					require.LessOrEqual(t, len(got), len(ok), "subscription %s, key %s", m.name, key)
 					ok = ok[:len(got)]
 				}
@@ -459,7 +461,28 @@ func runBusModel(t *testing.T, seed uint64) {
 			if l := live(); len(l) > 1 {
 				m := l[rng.IntN(len(l))]
 				m.gone = true
-				require.NoError(t, m.sub.Unsubscribe(ctx))
+				if rng.IntN(2) == 0 {
+					short, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(3000))*time.Millisecond)
+					err := m.sub.Unsubscribe(short)
+					cancel()
+					lost := 0
+					if err != nil {
+						m.cut = true
+						var ue *eventbus.UndeliveredError
+						require.ErrorAs(t, err, &ue)
+						require.ErrorIs(t, err, context.DeadlineExceeded)
+						lost = ue.Count
+					}
+					abandoned := 0
+					for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Subscription: m.name}) {
+						if errors.Is(dl.Err, context.DeadlineExceeded) && slices.Contains(m.queued, dl.Payload().(Order).N) {
+							abandoned++
+						}
+					}
+					require.Equal(t, lost, abandoned)
+				} else {
+					require.NoError(t, m.sub.Unsubscribe(ctx))
+				}
 				if rng.IntN(2) == 0 {
 					// Its dead letters, and any kept of earlier
 					// subscriptions of its name.
@@ -521,27 +544,39 @@ func runBusModel(t *testing.T, seed uint64) {
 		check(false, false)
 	}
 	var final error
-	if rng.IntN(2) == 0 {
+	switch rng.IntN(3) {
+	case 0:
 		require.NoError(t, b.Flush(ctx))
 		check(true, true)
 		checkMetrics()
 		require.NoError(t, b.Shutdown(ctx))
 		check(true, true)
-	} else {
-		// Close abandons what is queued or waiting for a retry: counted,
-		// dead-lettered with the cause ErrClosed, and nothing else.
-		err := b.Close()
-		final = err
+	default:
+		// Close, or a Shutdown whose deadline passes, abandons what is
+		// queued or waiting for a retry: counted, dead-lettered with the
+		// cause (ErrClosed or DeadlineExceeded), and nothing else.
+		cause := eventbus.ErrClosed
+		if rng.IntN(2) == 0 {
+			final = b.Close()
+		} else {
+			cause = context.DeadlineExceeded
+			short, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(3000))*time.Millisecond)
+			final = b.Shutdown(short)
+			cancel()
+		}
 		undelivered := 0
-		if err != nil {
+		if final != nil {
 			var ue *eventbus.UndeliveredError
-			require.ErrorAs(t, err, &ue)
-			require.ErrorIs(t, err, eventbus.ErrClosed)
+			require.ErrorAs(t, final, &ue)
+			require.ErrorIs(t, final, cause)
 			undelivered = ue.Count
 		}
 		abandoned := 0
-		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
-			if errors.Is(dl.Err, eventbus.ErrClosed) {
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: cause}) {
+			// Not those of an Unsubscribe cut short, which it reported.
+			if !slices.ContainsFunc(gens, func(m *modelSub) bool {
+				return m.cut && m.name == dl.Subscription && slices.Contains(m.queued, dl.Payload().(Order).N)
+			}) {
 				abandoned++
 			}
 		}
