@@ -15,7 +15,10 @@ import (
 // events with the same key come in publish order, within a batch and across
 // batches. It must not keep events after it returns, since the slice is
 // reused, nor reorder them (sort a copy): a *BatchError's indexes, and the
-// retries and counts that follow, refer to the order it was given.
+// retries and counts that follow, refer to the order it was given. It may
+// change them in place, for its bulk write: a retry or a dead letter gets
+// an event as published, as a [Handler]'s does, though not what its payload
+// points to.
 //
 // A nil error means every event was handled. A *BatchError names the
 // events that failed, and only those are retried or dead-lettered (wrapped
@@ -275,7 +278,7 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 		failed, err = failures(err, len(chunk))
 	}
 	for i := range chunk {
-		e := &chunk[i]
+		e := w.published(seqs[i])
 		eerr := err
 		if eerr == nil {
 			eerr = failed[i]
@@ -286,6 +289,11 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 		}
 	}
 }
+
+// published returns the event of sequence number seq of the batch being
+// handled as it was taken from the queue: the batch handler got a copy in
+// the chunk, which it may have changed.
+func (w *worker[T]) published(seq uint64) *Event[T] { return &w.batch[seq-w.base] }
 
 // gather waits up to the subscription's BatchWait for more events to join a
 // batch smaller than BatchSize, and no longer than until a retry is due:

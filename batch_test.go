@@ -98,6 +98,65 @@ func TestBatchPartialFailureRetriesOnlyFailed(t *testing.T) {
 	})
 }
 
+// TestBatchChangesStayInTheBatch changes the events of a batch in place, as
+// a handler converting them for its bulk write may: the retries, one at a
+// time, and the dead letters get the events as published, as a Handler's
+// do, and so do the dead letters of a handler that calls runtime.Goexit.
+// They got the changed events, the key too, so that the retry of a failed
+// event ran under its changed key, behind nothing of its own.
+func TestBatchChangesStayInTheBatch(t *testing.T) {
+	for _, how := range []string{"error", "goexit"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				gate := make(chan struct{})
+				var calls [][]string
+				_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+					if len(calls) == 0 {
+						<-gate // hold the first batch while the next two queue up
+					}
+					var seen []string
+					for i := range events {
+						seen = append(seen, fmt.Sprintf("%s%d", events[i].Key, events[i].Payload.N))
+						events[i].Key, events[i].Payload.N = "cents", events[i].Payload.N*100
+					}
+					calls = append(calls, seen)
+					if len(calls) == 2 {
+						if how == "goexit" {
+							runtime.Goexit()
+						}
+						return &eventbus.BatchError{Failed: map[int]error{0: errFlaky, 1: eventbus.Permanent(errFlaky)}}
+					}
+					return nil
+				}, nil)
+				require.NoError(t, err)
+				ctx := context.Background()
+				require.NoError(t, topic.Publish(ctx, Order{Key: "x", N: 1}))
+				synctest.Wait()
+				require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+				require.NoError(t, topic.Publish(ctx, Order{Key: "b", N: 3}))
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+				want := [][]string{{"x1"}, {"a2", "b3"}, {"a2"}} // a2 retried
+				if how == "goexit" {
+					want = want[:2]
+				}
+				require.Equal(t, want, calls)
+				var dead []string
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					dead = append(dead, fmt.Sprintf("%s%d", dl.Key, dl.Payload().(Order).N))
+				}
+				want2 := []string{"b3"}
+				if how == "goexit" {
+					want2 = []string{"a2", "b3"}
+				}
+				require.Equal(t, want2, dead, "dead letters as published")
+			})
+		})
+	}
+}
+
 // TestBatchSameKeyFailures fails a batch holding two events of one key:
 // both are retried, in order.
 func TestBatchSameKeyFailures(t *testing.T) {

@@ -673,9 +673,10 @@ func (w *worker[T]) salvage() {
 		w.arm()
 	case w.batch != nil:
 		if w.sub.batch.handler != nil {
-			for i := range w.chunk {
-				w.stats.attempt(1, false, err, &w.chunk[i].Header, 0, 0)
-				w.deadLetter(&w.chunk[i], 1, err, now, now)
+			for _, seq := range w.seqs {
+				e := w.published(seq)
+				w.stats.attempt(1, false, err, &e.Header, 0, 0)
+				w.deadLetter(e, 1, err, now, now)
 			}
 			clear(w.chunk) // drop references to payloads, as flush does
 			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
