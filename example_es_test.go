@@ -176,3 +176,172 @@ func ExampleStoreTopic() {
 	// committed at position 0
 	// receipt for 100 on deposits:account-1, at position 0
 }
+
+// AccountState is the state of a bank account, kept in snapshots.
+type AccountState struct{ Balance, Deposits int }
+
+// This example saves the state of an account folded from its stream; a
+// later load starts from it and folds only the events after it.
+func ExampleSaveSnapshot() {
+	ctx := context.Background()
+	store, reg := openLedger()
+	defer store.Close()
+	if err := eventbus.Register[AccountState](reg, nil); err != nil {
+		log.Fatal(err)
+	}
+	deposit := func(amount int) eventbus.AppendResult {
+		e, err := reg.Encode(Deposited{Amount: amount})
+		if err != nil {
+			log.Fatal(err)
+		}
+		res, err := store.Append(ctx, "account-1", eventbus.Any, e)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return res
+	}
+	deposit(100)
+	res := deposit(50)
+	snap := eventbus.Snapshot[AccountState]{Revision: res.Revision, State: AccountState{Balance: 150, Deposits: 2}}
+	if err := eventbus.SaveSnapshot(ctx, store, reg, "account-1", snap); err != nil {
+		log.Fatal(err)
+	}
+	deposit(20)
+
+	loaded, ok, err := eventbus.LoadSnapshot[AccountState](ctx, store, reg, "account-1")
+	if err != nil || !ok {
+		log.Fatal("no snapshot: ", err)
+	}
+	state := loaded.State
+	fmt.Printf("snapshot after revision %d: %+v\n", loaded.Revision, state)
+	for rec, err := range store.ReadStream(ctx, "account-1", &eventbus.ReadOptions{From: loaded.Revision + 1}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		d, err := eventbus.Decode[Deposited](reg, rec.EventData)
+		if err != nil {
+			log.Fatal(err)
+		}
+		state = AccountState{Balance: state.Balance + d.Amount, Deposits: state.Deposits + 1}
+		fmt.Printf("revision %d folded: %+v\n", rec.Revision, state)
+	}
+	_, ok, err = eventbus.LoadSnapshot[AccountState](ctx, store, reg, "account-2")
+	fmt.Println("account-2 has a snapshot:", ok, err)
+	// Output:
+	// snapshot after revision 1: {Balance:150 Deposits:2}
+	// revision 2 folded: {Balance:170 Deposits:3}
+	// account-2 has a snapshot: false <nil>
+}
+
+// This example builds a read model with a durable subscription, then
+// rebuilds it from the first event, as after fixing a bug in its handler.
+func ExampleDurable_Rebuild() {
+	ctx := context.Background()
+	store, reg := openLedger()
+	defer store.Close()
+	var last eventbus.AppendResult
+	for _, d := range []struct {
+		account string
+		amount  int
+	}{{"account-1", 100}, {"account-2", 5}, {"account-1", 20}} {
+		e, err := reg.Encode(Deposited{Amount: d.amount})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if last, err = store.Append(ctx, d.account, eventbus.Any, e); err != nil {
+			log.Fatal(err)
+		}
+	}
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	bonus := 1 // the bug: a bonus nobody asked for
+	totals := map[string]int{}
+	d, err := eventbus.SubscribeDurable(ctx, bus, store, reg, "totals", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		totals[e.Key] += e.Payload.Amount + bonus
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	show := func(when string) {
+		if err := d.WaitFor(ctx, last.Position); err != nil {
+			log.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Println(when, totals)
+	}
+	show("with the bug:")
+
+	mu.Lock()
+	bonus = 0 // the fix, deployed
+	mu.Unlock()
+	err = d.Rebuild(ctx, func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		clear(totals) // the read model starts over
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	show("rebuilt:")
+	if err := bus.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// with the bug: map[account-1:122 account-2:6]
+	// rebuilt: map[account-1:120 account-2:5]
+}
+
+// This example keeps the Idempotency middleware's record in the event
+// store, so that an order charged before a restart is not charged again
+// when it comes once more (a client's retry) after it.
+func ExampleNewStoreProcessed() {
+	ctx := context.Background()
+	store, err := eventbus.NewMemoryStore(nil) // a FileStore in production
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	run := func(orderIDs ...string) {
+		bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer bus.Close()
+		orders, err := eventbus.NewTopic[OrderPlaced](bus, "orders", nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		once := eventbus.Idempotency(&eventbus.IdempotencyOptions{
+			Key:   func(env *eventbus.Envelope) string { return env.Payload().(OrderPlaced).OrderID },
+			Store: eventbus.NewStoreProcessed(store),
+		})
+		_, err = orders.Subscribe("payments", func(ctx context.Context, e eventbus.Event[OrderPlaced]) error {
+			fmt.Println("charge order", e.Payload.OrderID)
+			return nil
+		}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{once}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, id := range orderIDs {
+			if err := orders.Publish(ctx, OrderPlaced{OrderID: id}); err != nil {
+				log.Fatal(err)
+			}
+		}
+	}
+	run("o-1", "o-2")
+	fmt.Println("restart")
+	run("o-2", "o-3") // o-2 again
+	// Output:
+	// charge order o-1
+	// charge order o-2
+	// restart
+	// charge order o-3
+}

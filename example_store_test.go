@@ -163,3 +163,86 @@ func ExampleStore_subscribe() {
 	// caught up; next position 2
 	// 2 a: live
 }
+
+// This example moves money between two accounts in one atomic step: both
+// events are committed, or, when one account changed since it was read,
+// neither is.
+func ExampleMemoryStore_AppendMulti() {
+	ctx := context.Background()
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	event := func(typ string, amount int) eventbus.EventData {
+		return eventbus.EventData{ID: eventbus.NewID(), Type: typ, Data: fmt.Appendf(nil, `{"Amount":%d}`, amount)}
+	}
+	for _, account := range []string{"account-1", "account-2"} {
+		if _, err := store.Append(ctx, account, eventbus.NoStream, event("account.deposited", 100)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	transfer := func(amount int, fromRevision uint64) error {
+		_, err := store.AppendMulti(ctx,
+			eventbus.StreamAppend{Stream: "account-1", Expected: eventbus.Exact(fromRevision), Events: []eventbus.EventData{event("account.withdrawn", amount)}},
+			eventbus.StreamAppend{Stream: "account-2", Events: []eventbus.EventData{event("account.deposited", amount)}},
+		)
+		return err
+	}
+	fmt.Println("transfer 30:", transfer(30, 0))
+	err = transfer(80, 0) // decided on a stale balance of account-1
+	fmt.Println("transfer 80 refused:", errors.Is(err, eventbus.ErrWrongExpectedVersion))
+
+	for rec, err := range store.ReadAll(ctx, nil) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(rec.Position, rec.Stream, rec.Type, string(rec.Data))
+	}
+	// Output:
+	// transfer 30: <nil>
+	// transfer 80 refused: true
+	// 0 account-1 account.deposited {"Amount":100}
+	// 1 account-2 account.deposited {"Amount":100}
+	// 2 account-1 account.withdrawn {"Amount":30}
+	// 3 account-2 account.deposited {"Amount":30}
+}
+
+// This example reads the store by global position: the last events first,
+// of the account streams only, and of one type.
+func ExampleMemoryStore_ReadAll() {
+	ctx := context.Background()
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	for _, e := range []struct{ stream, typ string }{
+		{"account-1", "account.opened"},
+		{"user-1", "user.created"},
+		{"account-1", "account.deposited"},
+		{"account-2", "account.opened"},
+		{"account-2", "account.deposited"},
+		{"account-1", "account.deposited"},
+	} {
+		data := eventbus.EventData{ID: eventbus.NewID(), Type: e.typ}
+		if _, err := store.Append(ctx, e.stream, eventbus.Any, data); err != nil {
+			log.Fatal(err)
+		}
+	}
+	opts := &eventbus.ReadOptions{
+		Direction: eventbus.Backwards,
+		From:      eventbus.End,
+		Limit:     2,
+		Filter:    eventbus.Filter{StreamPrefix: "account-", Types: []string{"account.deposited"}},
+	}
+	for rec, err := range store.ReadAll(ctx, opts) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(rec.Position, rec.Stream, rec.Type)
+	}
+	// Output:
+	// 5 account-1 account.deposited
+	// 4 account-2 account.deposited
+}
