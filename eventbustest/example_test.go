@@ -180,3 +180,41 @@ func ExampleWantDeadLetters() {
 	// shipped: [o-1 o-3 o-2]
 	// counted: true
 }
+
+// This example checks the headers of the events a service publishes, not
+// only their payloads: here the key, and the trace context of the request
+// that signed the user up.
+func ExampleRecorder_WantEvents() {
+	t := new(exampleT) // in a test: the test's t
+	defer t.end()
+
+	bus := eventbustest.NewBus(t, nil)
+	topic, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		t.Fatalf("NewTopic: %v", err)
+	}
+	published := eventbustest.Record(t, topic)
+	users := &Users{Created: topic}
+
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx, err := eventbus.WithTraceparent(context.Background(), traceparent)
+	if err != nil {
+		t.Fatalf("WithTraceparent: %v", err)
+	}
+	if _, err := users.SignUp(ctx, "Aiko", "aiko@example.com"); err != nil {
+		t.Fatalf("SignUp: %v", err)
+	}
+	if err := bus.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	ok := published.WantEvents([]eventbus.Event[UserCreated]{{
+		Header: eventbus.Header{
+			Type: "UserCreated", Topic: "users", Key: "u-1", SchemaVersion: 1,
+			Metadata: eventbus.Metadata{eventbus.TraceparentKey: traceparent},
+		},
+		Payload: UserCreated{UserID: "u-1", Name: "Aiko", Email: "aiko@example.com"},
+	}})
+	fmt.Println("published as expected:", ok)
+	// Output:
+	// published as expected: true
+}
