@@ -1,0 +1,134 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// Deposited is an event of a bank account.
+type Deposited struct{ Amount int }
+
+// EventType names the event in the store and on the wire.
+func (Deposited) EventType() string { return "account.deposited" }
+
+// This example relays the events that a bank appends to its event store,
+// its outbox, to Kafka, where another service consumes them into a bus of
+// its own. An in-process kfake cluster stands in for Kafka.
+func ExampleRelay() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(4, "accounts"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	reg, err := eventbus.NewRegistry(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := eventbus.Register[Deposited](reg, nil); err != nil {
+		log.Fatal(err)
+	}
+
+	// The bank appends events to its store, one stream per account.
+	store, err := eventbus.NewMemoryStore(nil) // a FileStore in production
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	for _, d := range []struct {
+		account string
+		amount  int
+	}{{"account-1", 100}, {"account-2", 5}, {"account-1", 20}} {
+		e, err := reg.Encode(Deposited{Amount: d.amount})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := store.Append(ctx, d.account, eventbus.Any, e); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Its relay produces them to Kafka, keyed by stream, from a checkpoint
+	// kept in the store.
+	producer, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer producer.Close()
+	relay, err := kafka.NewRelay(store, producer, &kafka.RelayOptions{Name: "accounts-outbox", Topic: "accounts"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	defer stopRelay()
+	relayed := make(chan error, 1)
+	go func() { relayed <- relay.Run(relayCtx) }()
+
+	// The statements service consumes them into a topic of its bus.
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	deposits, err := eventbus.NewTopic[Deposited](bus, "deposits", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	lines := map[string][]int{}
+	all := make(chan struct{})
+	_, err = deposits.Subscribe("statements", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		lines[e.Key] = append(lines[e.Key], e.Payload.Amount)
+		if len(lines["account-1"])+len(lines["account-2"]) == 3 {
+			close(all)
+		}
+		return nil
+	}, &eventbus.SubscriptionOptions{
+		// A record delivered again after a crash is handled once.
+		Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	consumer, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "statements"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := kafka.Route(consumer, "accounts", deposits); err != nil {
+		log.Fatal(err)
+	}
+	consumeCtx, stopConsuming := context.WithCancel(ctx)
+	defer stopConsuming()
+	consumed := make(chan error, 1)
+	go func() { consumed <- consumer.Run(consumeCtx) }()
+
+	select {
+	case <-all:
+	case <-ctx.Done():
+		log.Fatal(ctx.Err())
+	}
+	stopConsuming()
+	stopRelay()
+	if err := <-relayed; !errors.Is(err, context.Canceled) {
+		log.Fatal(err)
+	}
+	if err := errors.Join(<-consumed, bus.Shutdown(ctx)); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("account-1:", lines["account-1"])
+	fmt.Println("account-2:", lines["account-2"])
+	// Output:
+	// account-1: [100 20]
+	// account-2: [5]
+}
