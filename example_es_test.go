@@ -345,3 +345,47 @@ func ExampleNewStoreProcessed() {
 	// restart
 	// charge order o-3
 }
+
+// This example configures an Aggregate of accounts to snapshot every two
+// events, so that a load replays at most one event after the latest
+// snapshot, and to cache states, so that a load of an account that has not
+// changed reads nothing.
+func ExampleNewAggregate() {
+	ctx := context.Background()
+	store, reg := openLedger()
+	defer store.Close()
+	if err := eventbus.Register[AccountState](reg, nil); err != nil { // the snapshots' type
+		log.Fatal(err)
+	}
+	evolve := func(s AccountState, e Deposited) AccountState {
+		return AccountState{Balance: s.Balance + e.Amount, Deposits: s.Deposits + 1}
+	}
+	accounts, err := eventbus.NewAggregate(store, reg, evolve, &eventbus.AggregateOptions{SnapshotEvery: 2, CacheSize: 1000})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, amount := range []int{100, 50, 20} {
+		_, err := accounts.Execute(ctx, "account-1", func(AccountState) ([]Deposited, error) {
+			return []Deposited{{Amount: amount}}, nil
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+	snap, ok, err := eventbus.LoadSnapshot[AccountState](ctx, store, reg, "account-1")
+	if err != nil || !ok {
+		log.Fatal("no snapshot: ", err)
+	}
+	fmt.Printf("snapshot after revision %d: %+v\n", snap.Revision, snap.State)
+	v, err := accounts.Load(ctx, "account-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("loaded at revision %v: %+v\n", v.Expected, v.State)
+	hits, misses := accounts.CacheStats() // only the first load read the stream
+	fmt.Printf("cache: %d hits, %d misses\n", hits, misses)
+	// Output:
+	// snapshot after revision 1: {Balance:150 Deposits:2}
+	// loaded at revision 2: {Balance:170 Deposits:3}
+	// cache: 3 hits, 1 misses
+}

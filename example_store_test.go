@@ -246,3 +246,48 @@ func ExampleMemoryStore_ReadAll() {
 	// 5 account-1 account.deposited
 	// 4 account-2 account.deposited
 }
+
+// This example reads a stream of events of several types: Decode into an
+// interface, here any, gives each its registered Go type, told apart with a
+// type switch. An event type that the registry does not know is an error
+// matched with ErrUnknownEvent.
+func ExampleDecode() {
+	ctx := context.Background()
+	store, reg := openLedger() // Deposited and Withdrawn are registered
+	defer store.Close()
+	var events []eventbus.EventData
+	for _, payload := range []any{Deposited{Amount: 100}, Withdrawn{Amount: 30}} {
+		e, err := reg.Encode(payload)
+		if err != nil {
+			log.Fatal(err)
+		}
+		events = append(events, e)
+	}
+	events = append(events, eventbus.EventData{ID: eventbus.NewID(), Type: "account.frozen", Data: []byte(`{}`)})
+	if _, err := store.Append(ctx, "account-1", eventbus.NoStream, events...); err != nil {
+		log.Fatal(err)
+	}
+
+	for rec, err := range store.ReadStream(ctx, "account-1", nil) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		event, err := eventbus.Decode[any](reg, rec.EventData)
+		if errors.Is(err, eventbus.ErrUnknownEvent) {
+			fmt.Printf("revision %d: %s is not registered\n", rec.Revision, rec.Type)
+			continue
+		} else if err != nil {
+			log.Fatal(err)
+		}
+		switch e := event.(type) {
+		case Deposited:
+			fmt.Printf("revision %d: deposited %d\n", rec.Revision, e.Amount)
+		case Withdrawn:
+			fmt.Printf("revision %d: withdrawn %d\n", rec.Revision, e.Amount)
+		}
+	}
+	// Output:
+	// revision 0: deposited 100
+	// revision 1: withdrawn 30
+	// revision 2: account.frozen is not registered
+}

@@ -215,7 +215,7 @@ func ExampleEnvelope_Payload() {
 // fixed.
 func ExampleDeadLetterQueue_Redrive() {
 	ctx := context.Background()
-	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: 1}})
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Millisecond}})
 	if err != nil {
 		log.Fatal(err)
 	}
