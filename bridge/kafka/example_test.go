@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -131,4 +134,82 @@ func ExampleRelay() {
 	// Output:
 	// account-1: [100 20]
 	// account-2: [5]
+}
+
+// This example forwards the events of a bus topic to Kafka, and reads the
+// records back with a plain franz-go client: the record key is the event's
+// key, the value its payload as the registry encodes it, and headers carry
+// the envelope. An in-process kfake cluster stands in for Kafka.
+func ExampleForward() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cluster, err := kfake.NewCluster(kfake.SeedTopics(4, "accounts"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	reg, err := eventbus.NewRegistry(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := eventbus.Register[Deposited](reg, nil); err != nil {
+		log.Fatal(err)
+	}
+
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	deposits, err := eventbus.NewTopic[Deposited](bus, "deposits", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	producer, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: cluster.ListenAddrs()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer producer.Close()
+	if _, err := kafka.Forward(producer, deposits, "accounts", nil); err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range []struct {
+		account string
+		amount  int
+	}{{"account-1", 100}, {"account-2", 5}, {"account-1", 20}} {
+		if err := deposits.Publish(ctx, Deposited{Amount: d.amount}, eventbus.WithKey(d.account)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := bus.Shutdown(ctx); err != nil { // returns once Kafka has acknowledged every event
+		log.Fatal(err)
+	}
+
+	client, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("accounts"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	perKey := map[string][]string{} // a key's records are in one partition, in order
+	for n := 0; n < 3; {
+		fetches := client.PollFetches(ctx)
+		if err := fetches.Err(); err != nil {
+			log.Fatal(err)
+		}
+		for _, r := range fetches.Records() {
+			var typ string
+			for _, h := range r.Headers {
+				if h.Key == "eventbus-type" {
+					typ = string(h.Value)
+				}
+			}
+			perKey[string(r.Key)] = append(perKey[string(r.Key)], fmt.Sprintf("%s %s", typ, r.Value))
+			n++
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(perKey)) {
+		fmt.Println(key, perKey[key])
+	}
+	// Output:
+	// account-1 [account.deposited {"Amount":100} account.deposited {"Amount":20}]
+	// account-2 [account.deposited {"Amount":5}]
 }
