@@ -819,3 +819,47 @@ func ExampleDeadLetterFunc() {
 	// ALERT users/billing gave up on user.created u-1 after 1 attempt(s): no payment method
 	// publish: subscription "billing": no payment method
 }
+
+// A subscription receives the events published after it is made. Its
+// options override the bus's defaults for it alone: here a retry policy for
+// a flaky mail server, while the bus's default makes one attempt.
+func ExampleTopic_Subscribe() {
+	ctx := context.Background()
+	bus, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := users.Publish(ctx, UserCreated{UserID: "u-0", Email: "early@example.com"}); err != nil {
+		log.Fatal(err)
+	}
+
+	attempts := 0
+	mailer, err := users.Subscribe("welcome-mail", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		if attempts++; attempts < 3 {
+			return errors.New("smtp: 421 try again later")
+		}
+		fmt.Printf("%s: mailed %s at attempt %d\n", e.Topic, e.Payload.Email, attempts)
+		return nil
+	}, &eventbus.SubscriptionOptions{
+		Retry: &eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Millisecond},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("subscribed:", mailer.Topic(), mailer.Name())
+	if err := users.Publish(ctx, UserCreated{UserID: "u-1", Email: "aiko@example.com"}); err != nil {
+		log.Fatal(err)
+	}
+
+	_, err = users.Subscribe("welcome-mail", func(context.Context, eventbus.Event[UserCreated]) error { return nil }, nil)
+	fmt.Println("name taken:", errors.Is(err, eventbus.ErrDuplicate))
+	// Output:
+	// subscribed: users welcome-mail
+	// users: mailed aiko@example.com at attempt 3
+	// name taken: true
+}
