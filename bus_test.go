@@ -602,6 +602,49 @@ func TestHandlerPublishesToItself(t *testing.T) {
 	})
 }
 
+// TestHandlerTryPublishFullQueue checks that TryPublish with a handler's
+// context keeps the queue's bound: it returns false on a full queue, as
+// its doc says, where Publish with that context queues past the bound
+// (it would otherwise wait, maybe for itself).
+func TestHandlerTryPublishFullQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+		orders := newTopic[Order](t, b, "orders", nil)
+		mails := newTopic[string](t, b, "mails", nil)
+		gate := make(chan struct{})
+		var mailed []string
+		subscribe(t, mails, "smtp", func(_ context.Context, e eventbus.Event[string]) error {
+			<-gate
+			mailed = append(mailed, e.Payload)
+			return nil
+		}, nil)
+		var (
+			tried          bool
+			tryErr, pubErr error
+		)
+		subscribe(t, orders, "notify", func(ctx context.Context, e eventbus.Event[Order]) error {
+			tried, tryErr = mails.TryPublish(ctx, "try")
+			pubErr = mails.Publish(ctx, "publish")
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, mails.Publish(ctx, "first")) // taken by the worker, which blocks
+		synctest.Wait()
+		require.NoError(t, mails.Publish(ctx, "second")) // fills the queue
+		require.NoError(t, orders.Publish(ctx, Order{N: 1}))
+		synctest.Wait()
+		if tried || tryErr != nil {
+			t.Errorf("TryPublish(handler's ctx) on a full queue = %v, %v, want false, nil", tried, tryErr)
+		}
+		if pubErr != nil {
+			t.Errorf("Publish(handler's ctx) on a full queue = %v, want nil", pubErr)
+		}
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []string{"first", "second", "publish"}, mailed, "what TryPublish refused was queued nowhere")
+	})
+}
+
 func TestPanicBecomesError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1})

@@ -37,8 +37,9 @@
 // An event is queued for every subscription or for none, never for some.
 // Nothing is dropped silently. A handler that publishes with the context it
 // was given (or one made from it) never waits for room (its event is queued
-// past the bound), so a handler publishing to its own topic cannot deadlock
-// the bus; nor can a [DeadLetterSink], which the worker waits for. A handler
+// past the bound; TryPublish keeps the bound and returns false), so a
+// handler publishing to its own topic cannot deadlock the bus; nor can a
+// [DeadLetterSink], which the worker waits for. A handler
 // that publishes with another context, such as context.Background(), waits
 // like any publisher, for room that may have to come from its own worker. In
 // [Sync] mode the handlers run in the publishing goroutine before Publish

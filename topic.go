@@ -277,8 +277,9 @@ func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption
 }
 
 // TryPublish is Publish that never waits: if a queue is full it queues the
-// event nowhere and returns false with a nil error. In Sync mode it is
-// Publish.
+// event nowhere and returns false with a nil error, also with a handler's
+// context, with which Publish would queue past the bound. In Sync mode it
+// is Publish.
 func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOption) (bool, error) {
 	return t.publish(ctx, payload, opts, true)
 }
@@ -307,7 +308,7 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 		}
 		return true, t.publishSync(t.syncContext(ctx, &e), &e)
 	}
-	ok, err := t.enqueue(ctx, &e, p.handler, try)
+	ok, err := t.enqueue(ctx, &e, p.handler && !try, try) // a try never waits, so it keeps the bound
 	if ok && t.bus.opts.Metrics {
 		t.sent.Add(1)
 	}
