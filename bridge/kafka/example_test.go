@@ -98,7 +98,9 @@ func ExampleRelay() {
 		}
 		return nil
 	}, &eventbus.SubscriptionOptions{
-		// A record delivered again after a crash is handled once.
+		// An event that the relay produces again, after a crash of the bank,
+		// is handled once; across restarts of this service too with a
+		// ProcessedStore (eventbus.NewStoreProcessed) in the options.
 		Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})},
 	})
 	if err != nil {

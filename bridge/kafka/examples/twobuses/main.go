@@ -106,7 +106,9 @@ func run() error {
 		}
 		return nil
 	}, &eventbus.SubscriptionOptions{
-		// A record delivered twice (after a crash or a rebalance) ships once.
+		// A record delivered twice to this process ships once. The record of
+		// what shipped is in memory: to skip what shipped before a restart,
+		// give Idempotency a ProcessedStore (eventbus.NewStoreProcessed).
 		Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: kafka.EventID})},
 	}); err != nil {
 		return err
