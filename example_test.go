@@ -863,3 +863,67 @@ func ExampleTopic_Subscribe() {
 	// users: mailed aiko@example.com at attempt 3
 	// name taken: true
 }
+
+// Flush waits until every event published before it is handled: in a test,
+// or before reading what handlers wrote, it replaces a sleep. Events that
+// handlers publish meanwhile are not waited for: a second Flush covers
+// them.
+func ExampleBus_Flush() {
+	ctx := context.Background()
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bus.Close()
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mails, err := eventbus.NewTopic[string](bus, "mail-sent", &eventbus.TopicOptions[string]{EventType: "mail.sent"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	var welcomed, audited []string
+	_, err = users.Subscribe("welcome-mail", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		mu.Lock()
+		welcomed = append(welcomed, e.Payload.UserID)
+		mu.Unlock()
+		return mails.Publish(ctx, e.Payload.Email)
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = mails.Subscribe("audit", func(ctx context.Context, e eventbus.Event[string]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		audited = append(audited, e.Payload)
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i, name := range []string{"aiko", "bruno", "chen"} {
+		if err := users.Publish(ctx, UserCreated{UserID: fmt.Sprint("u-", i+1), Email: name + "@example.com"}); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	if err := bus.Flush(ctx); err != nil { // the three users are handled
+		log.Fatal(err)
+	}
+	mu.Lock()
+	slices.Sort(welcomed) // users are handled in parallel
+	fmt.Println("welcomed:", welcomed)
+	mu.Unlock()
+	if err := bus.Flush(ctx); err != nil { // and now the mails their handlers published
+		log.Fatal(err)
+	}
+	mu.Lock()
+	slices.Sort(audited)
+	fmt.Println("audited:", audited)
+	mu.Unlock()
+	// Output:
+	// welcomed: [u-1 u-2 u-3]
+	// audited: [aiko@example.com bruno@example.com chen@example.com]
+}
