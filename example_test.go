@@ -927,3 +927,54 @@ func ExampleBus_Flush() {
 	// welcomed: [u-1 u-2 u-3]
 	// audited: [aiko@example.com bruno@example.com chen@example.com]
 }
+
+// A batch handler that fails for some events of its batch names them in a
+// *BatchError: only those are retried or dead-lettered, while the others
+// count as handled.
+func ExampleBatchError() {
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var rows []string // a table, written by one worker only
+	_, err = users.SubscribeBatch("users-table", func(ctx context.Context, events []eventbus.Event[UserCreated]) error {
+		failed := map[int]error{}
+		for i, e := range events {
+			if !strings.Contains(e.Payload.Email, "@") {
+				failed[i] = fmt.Errorf("row %s: bad email %q", e.Payload.UserID, e.Payload.Email)
+				continue
+			}
+			rows = append(rows, e.Payload.UserID)
+		}
+		if len(failed) > 0 {
+			return &eventbus.BatchError{Failed: failed}
+		}
+		return nil
+	}, &eventbus.SubscriptionOptions{Workers: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, email := range []string{"aiko@example.com", "bruno.example.com", "chen@example.com"} {
+		if err := users.Publish(ctx, UserCreated{UserID: fmt.Sprint("u-", i+1), Email: email}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := bus.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("inserted:", rows)
+	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		fmt.Println("dead letter:", dl.Err)
+	}
+	m := bus.Metrics().Subscriptions[0]
+	fmt.Printf("handled %d, dead-lettered %d\n", m.Handled, m.DeadLettered)
+	// Output:
+	// inserted: [u-1 u-3]
+	// dead letter: row u-2: bad email "bruno.example.com"
+	// handled 2, dead-lettered 1
+}
