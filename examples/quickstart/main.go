@@ -1,6 +1,7 @@
 // Command quickstart shows the core of eventbus: a typed topic of
-// UserCreated events, two subscriptions that each receive every event, and
-// per-user ordering, all in one process.
+// UserCreated events keyed by user (one user's events are handled in
+// order), two subscriptions that each receive every event, a dead letter,
+// and a graceful shutdown, all in one process.
 package main
 
 import (
