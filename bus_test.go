@@ -645,6 +645,47 @@ func TestHandlerTryPublishFullQueue(t *testing.T) {
 	})
 }
 
+// TestQueueLetsGoOfBurst has a handler publish 20,000 events of 1 KB to a
+// subscription whose queue holds 16, which its handler holds up meanwhile:
+// published with the handler's context, they are queued past the bound.
+// Once they are handled, the subscription holds about what an idle one
+// does, not slices sized for the burst, which it would keep for good.
+func TestQueueLetsGoOfBurst(t *testing.T) {
+	type big struct{ B [1024]byte }
+	b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 16})
+	src := newTopic[Order](t, b, "src", nil)
+	dst := newTopic[big](t, b, "dst", nil)
+	const n = 20_000
+	gate := make(chan struct{})
+	subscribe(t, src, "fan", func(ctx context.Context, e eventbus.Event[Order]) error {
+		defer close(gate)
+		for range n {
+			if err := dst.Publish(ctx, big{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil)
+	subscribe(t, dst, "slow", func(context.Context, eventbus.Event[big]) error {
+		<-gate
+		return nil
+	}, nil)
+	ctx := context.Background()
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	require.NoError(t, src.Publish(ctx, Order{Key: "k"}))
+	require.NoError(t, b.Flush(ctx)) // the fan-out is done
+	require.NoError(t, b.Flush(ctx)) // and so are the events it published
+	if grown := int64(heap()) - int64(before); grown > 2<<20 {
+		t.Errorf("heap grew by %d bytes over a burst of %d events of 1 KB, all handled; want at most %d", grown, n, 2<<20)
+	}
+}
+
 func TestPanicBecomesError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1})

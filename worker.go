@@ -428,8 +428,14 @@ func (w *worker[T]) loop() {
 			w.batch, w.base, w.next = batch, base, 0
 			w.handle(batch, base, done)
 			w.batch = nil
-			clear(batch) // drop references to payloads
-			w.spare = batch[:0]
+			// A bounded queue never hands over more events than this: a
+			// larger batch holds events that handlers queued past the
+			// bound, and its slice, sized for that burst, is let go
+			// rather than kept for good.
+			if len(batch) <= w.q.limit+w.sub.batch.size {
+				clear(batch) // drop references to payloads
+				w.spare = batch[:0]
+			}
 			continue
 		}
 		if w.sub.chain != nil {
