@@ -896,6 +896,52 @@ func TestUnsubscribe(t *testing.T) {
 	})
 }
 
+// TestStoppedSubscriptionLetsGoOfQueues fills the queues of subscriptions,
+// 1,000 events of 1 KB each, then stops them with Unsubscribe, or by
+// closing their bus, and keeps the *Subscription, as an owner does in a
+// field, and the bus: what the workers kept for the events to come goes
+// all the same, so the heap holds nothing like ten queues' worth.
+func TestStoppedSubscriptionLetsGoOfQueues(t *testing.T) {
+	type big struct{ B [1024]byte }
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, stop := range []string{"Unsubscribe", "Close"} {
+		t.Run(stop, func(t *testing.T) {
+			ctx := context.Background()
+			var kept []any
+			before := heap()
+			for range 10 {
+				b := newBus(t, &eventbus.Options{Workers: 2})
+				topic := newTopic[big](t, b, "t", nil)
+				gate := make(chan struct{})
+				sub := subscribe(t, topic, "s", func(context.Context, eventbus.Event[big]) error {
+					<-gate
+					return nil
+				}, nil)
+				for range 1000 {
+					require.NoError(t, topic.Publish(ctx, big{}))
+				}
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+				if stop == "Unsubscribe" {
+					require.NoError(t, sub.Unsubscribe(ctx))
+				} else {
+					require.NoError(t, b.Close())
+				}
+				kept = append(kept, sub, b)
+			}
+			if grown := int64(heap()) - int64(before); grown > 2<<20 {
+				t.Errorf("heap grew by %d bytes over 10 subscriptions stopped after 1,000 events of 1 KB, kept; want at most %d", grown, 2<<20)
+			}
+			runtime.KeepAlive(kept)
+		})
+	}
+}
+
 // keyed is an interface payload type with a key method.
 type keyed interface{ AggregateID() string }
 

@@ -388,6 +388,7 @@ func (w *worker[T]) run() {
 			w.sub.bus.goroutines.Go(w.run)
 			return
 		}
+		w.free()
 		if w.sub.running.Add(-1) == 0 {
 			close(w.sub.exited)
 		}
@@ -396,13 +397,25 @@ func (w *worker[T]) run() {
 	returned = true
 }
 
+// free lets go of what the worker kept for the events to come, once it has
+// exited for good: the Subscription, which its owner may keep after
+// Unsubscribe (and a stopped Bus and its dead letters too), holds on to no
+// queue, context or envelope of its events.
+func (w *worker[T]) free() {
+	w.q.mu.Lock()
+	w.q.items = nil // empty: intake has stopped, and the worker took or drained every event
+	w.q.mu.Unlock()
+	w.spare, w.chunk, w.seqs, w.lanes = nil, nil, nil, nil
+	w.ctxs = contextSlab{}
+	w.env = envelope[T]{}
+}
+
 func (w *worker[T]) loop() {
 	done := w.sub.ctx.Done()
 	for {
 		select {
 		case <-done:
 			w.abandon(nil)
-			w.env = envelope[T]{} // see below
 			return
 		default:
 		}
