@@ -103,7 +103,8 @@ type FileStoreOptions struct {
 // event (measured with a million events in 10,000 streams; 25 bytes for a
 // ReadOnly store, which keeps no IDs). Reads are lazy: they read events from the files as the
 // loop advances. Appends go through one goroutine that writes and syncs
-// the appends waiting at that moment together; Close stops it.
+// the appends waiting at that moment together; Close stops it and lets
+// go of the indexes.
 //
 // After a write or fsync fails, appends fail with an error wrapping the
 // cause until the store is reopened: the appends of the failed write may
@@ -1154,6 +1155,16 @@ func (s *FileStore) Close() error {
 			}
 		}
 		s.closeErr = errors.Join(s.closeErr, s.closeFiles())
+		// The indexes go, as a MemoryStore's events do: reads from now on
+		// end with ErrClosed before they look at them, and those already
+		// running read views of their own. Stats keeps its counts.
+		s.mu.Lock()
+		s.log.chunks, s.streams = nil, nil
+		for _, st := range s.byID {
+			st.r.positions, st.w.positions = nil, nil
+		}
+		s.mu.Unlock()
+		s.w = writer{}
 	})
 	return s.closeErr
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"iter"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -365,4 +367,44 @@ func TestFileStoreOpenNotDirectory(t *testing.T) {
 			t.Errorf("OpenFileStore(a file, ReadOnly %v) = %v, want an *fs.PathError for it matching syscall.ENOTDIR", readOnly, err)
 		}
 	}
+}
+
+// TestFileStoreCloseLetsGoOfIndexes appends 200,000 events to a FileStore
+// and closes it, which releases the store (Store.Close), as a MemoryStore's
+// does: its in-memory indexes go, though its owner keeps the *FileStore,
+// whose Stats stay as they were.
+func TestFileStoreCloseLetsGoOfIndexes(t *testing.T) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	ctx := context.Background()
+	before := heap()
+	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever})
+	events := make([]eventbus.EventData, 1000)
+	for i := range 200 {
+		for j := range events {
+			events[j] = eventbus.EventData{ID: eventbus.NewID(), Type: "t"}
+		}
+		_, err := s.Append(ctx, fmt.Sprint("s", i), eventbus.Any, events...)
+		require.NoError(t, err)
+	}
+	stats := s.Stats()
+	require.NoError(t, s.Close())
+	if grown := int64(heap()) - int64(before); grown > 1<<20 {
+		t.Errorf("heap grew by %d bytes over a FileStore of 200,000 events, closed; want at most %d", grown, 1<<20)
+	}
+	if diff := cmp.Diff(stats, s.Stats()); diff != "" {
+		t.Errorf("Stats after Close (-before +after):\n%s", diff)
+	}
+	for _, err := range s.ReadAll(ctx, nil) {
+		require.ErrorIs(t, err, eventbus.ErrClosed)
+	}
+	for _, err := range s.Subscribe(ctx, nil) {
+		require.ErrorIs(t, err, eventbus.ErrClosed)
+	}
+	_, err := s.StreamInfo(ctx, "s0")
+	require.ErrorIs(t, err, eventbus.ErrClosed)
 }
