@@ -22,7 +22,9 @@ type Fault struct {
 	// attempts gets the event through. Zero means every attempt. The count
 	// is the handler's: two subscriptions of one topic given the same
 	// handler that Inject returned share it, so give each an Inject of its
-	// own.
+	// own. The handler keeps the count of every event it saw for as long
+	// as it lives, about 35 bytes each: it is made for tests, not for a
+	// process that runs for months.
 	Attempts int
 	// Delay is how long a faulty attempt takes before it fails or runs the
 	// handler. It ends early, failing with the context's error, if the
