@@ -626,6 +626,7 @@ func (s *FileStore) run() {
 		start := time.Now()
 		s.commit(group)
 		last, took = len(group), time.Since(start)
+		clear(group) // the requests answered, and the events they hold, go
 	}
 }
 
@@ -739,7 +740,15 @@ func (s *FileStore) commit(group []*request) {
 	s.committed = len(s.byID)
 	s.waiting.wake()
 	s.mu.Unlock()
+	if cap(w.buf) > keptBuffer {
+		w.buf = nil // grown by a burst of large appends: not kept for the next
+	}
 }
+
+// keptBuffer is the largest buffer that the committer keeps for the next
+// group: room for many small appends, while a larger group costs an
+// allocation beside a write of over a megabyte.
+const keptBuffer = 1 << 20
 
 // write writes b to the active segment and syncs it as the policy says.
 func (s *FileStore) write(b []byte) error {

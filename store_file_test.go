@@ -408,3 +408,32 @@ func TestFileStoreCloseLetsGoOfIndexes(t *testing.T) {
 	_, err := s.StreamInfo(ctx, "s0")
 	require.ErrorIs(t, err, eventbus.ErrClosed)
 }
+
+// TestFileStoreLetsGoOfLargeWrites appends a batch of 15 MB to a FileStore,
+// which the store writes from a buffer of its own: the buffer goes once
+// written, rather than stay as large for the life of the store.
+func TestFileStoreLetsGoOfLargeWrites(t *testing.T) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever})
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("x"), 1_000_000)
+	events := make([]eventbus.EventData, 15)
+	before := heap()
+	for i := range events {
+		events[i] = eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: data}
+	}
+	_, err := s.Append(ctx, "large", eventbus.Any, events...)
+	require.NoError(t, err)
+	if grown := int64(heap()) - int64(before); grown > 2<<20 {
+		t.Errorf("heap grew by %d bytes after an append of 15 MB; want at most %d", grown, 2<<20)
+	}
+	for e, err := range s.ReadStream(ctx, "large", nil) {
+		require.NoError(t, err)
+		require.Equal(t, data, e.Data)
+	}
+}
