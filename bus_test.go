@@ -942,6 +942,46 @@ func TestStoppedSubscriptionLetsGoOfQueues(t *testing.T) {
 	}
 }
 
+// TestStoppedSubscriptionLetsGoOfMiddleware runs 20,000 events through
+// subscriptions with the Idempotency middleware, whose in-memory record
+// then holds about 1 MB, stops them with Unsubscribe, or by closing their
+// bus, and keeps the *Subscription and the bus: the records go all the
+// same.
+func TestStoppedSubscriptionLetsGoOfMiddleware(t *testing.T) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, stop := range []string{"Unsubscribe", "Close"} {
+		t.Run(stop, func(t *testing.T) {
+			ctx := context.Background()
+			var kept []any
+			before := heap()
+			for range 5 {
+				b := newBus(t, &eventbus.Options{Workers: 1, Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
+				topic := newTopic[int](t, b, "t", nil)
+				sub := subscribe(t, topic, "s", func(context.Context, eventbus.Event[int]) error { return nil }, nil)
+				for i := range 20_000 {
+					require.NoError(t, topic.Publish(ctx, i))
+				}
+				require.NoError(t, b.Flush(ctx))
+				if stop == "Unsubscribe" {
+					require.NoError(t, sub.Unsubscribe(ctx))
+				} else {
+					require.NoError(t, b.Close())
+				}
+				kept = append(kept, sub, b)
+			}
+			if grown := int64(heap()) - int64(before); grown > 2<<20 {
+				t.Errorf("heap grew by %d bytes over 5 subscriptions with Idempotency stopped after 20,000 events, kept; want at most %d", grown, 2<<20)
+			}
+			runtime.KeepAlive(kept)
+		})
+	}
+}
+
 // keyed is an interface payload type with a key method.
 type keyed interface{ AggregateID() string }
 

@@ -18,7 +18,7 @@ type subscription[T any] struct {
 	topic   *Topic[T]
 	handler Handler[T]
 	batch   batching[T]     // handler is nil when batch.handler is set
-	chain   EnvelopeHandler // nil without middleware
+	chain   EnvelopeHandler // nil without middleware, and once the workers have exited
 	retry   RetryPolicy
 	workers []*worker[T]
 	running atomic.Int32 // workers not yet exited
@@ -390,6 +390,9 @@ func (w *worker[T]) run() {
 		}
 		w.free()
 		if w.sub.running.Add(-1) == 0 {
+			// No event runs the chain any more: its middleware's state,
+			// such as an Idempotency record, goes with the queues.
+			w.sub.chain = nil
 			close(w.sub.exited)
 		}
 	}()
