@@ -283,8 +283,12 @@ func (s *FileStore) idAt(pos uint64) (ID, uint64, error) {
 
 // fileLog locates events by position, in chunks that never move, like a
 // memLog: the committer fills entries past n while readers read below.
+// Retention drops the chunks before the one of first, skip of them, so
+// that the log's memory follows the events kept, not every event ever
+// appended.
 type fileLog struct {
-	chunks   []*[logChunk]loc
+	chunks   []*[logChunk]loc // chunks[i] holds positions from (skip+i)*logChunk
+	skip     uint64
 	first, n uint64 // positions below first were removed by retention
 	bytes    int64  // of every segment
 }
@@ -294,13 +298,13 @@ type loc struct {
 	seg, off, stream uint32
 }
 
-func (l *fileLog) at(pos uint64) loc { return l.chunks[pos/logChunk][pos%logChunk] }
+func (l *fileLog) at(pos uint64) loc { return l.chunks[pos/logChunk-l.skip][pos%logChunk] }
 
 func (l *fileLog) append(x loc) {
-	for uint64(len(l.chunks)) <= l.n/logChunk {
+	for l.skip+uint64(len(l.chunks)) <= l.n/logChunk {
 		l.chunks = append(l.chunks, new([logChunk]loc))
 	}
-	l.chunks[l.n/logChunk][l.n%logChunk] = x
+	l.chunks[l.n/logChunk-l.skip][l.n%logChunk] = x
 	l.n++
 }
 

@@ -13,8 +13,10 @@ import (
 )
 
 // TestFileStoreRetentionForgets checks that retention drops from memory
-// what it deletes from disk, the removed events' stream positions and IDs,
-// so that a long-running store keeps its memory bounded; and that the store
+// what it deletes from disk, the removed events' stream positions, IDs and
+// locations (not even a slot per chunk of them is left, as it was, which
+// grew with every event ever appended), so that a long-running store keeps
+// its memory bounded; and that the store
 // then answers reads and idempotent appends as it does once reopened, which
 // rebuilds its memory from the kept segments alone.
 func TestFileStoreRetentionForgets(t *testing.T) {
@@ -36,6 +38,8 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 		first, kept := s.w.log.first, s.w.log.n-s.w.log.first
 		require.Positive(t, first, "retention removed segments")
 		require.LessOrEqual(t, uint64(len(s.w.ids)+len(s.w.exact)), 2*kept, "IDs remembered, against events kept")
+		require.LessOrEqual(t, uint64(len(s.w.log.chunks)), kept/logChunk+2, "chunks of event locations, against events kept")
+		require.Equal(t, s.w.log.chunks, s.log.chunks, "chunks of the read and write sides")
 		var positions uint64
 		for _, st := range s.byID {
 			require.Equal(t, st.w.base, st.r.base, "stream %s: read and write sides", st.name)

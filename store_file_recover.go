@@ -247,7 +247,7 @@ func (s *FileStore) recover() error {
 		seg.firstPos = h.firstPos
 		if i == 0 {
 			s.w.log.first, s.w.log.n = h.firstPos, h.firstPos
-			s.w.log.chunks = make([]*[logChunk]loc, h.firstPos/logChunk)
+			s.w.log.skip = h.firstPos / logChunk
 		}
 		end, torn, err := scanSegment(b, path, s.replayFrame(seg))
 		if err != nil {
@@ -513,9 +513,10 @@ func (s *FileStore) retain() {
 func (s *FileStore) drop(segs []*segment, k int, total int64) {
 	w := &s.w
 	first := segs[k].firstPos
-	chunks := make([]*[logChunk]loc, len(w.log.chunks))
-	copy(chunks[first/logChunk:], w.log.chunks[first/logChunk:])
-	w.log.chunks, w.log.first, w.log.bytes = chunks, first, total
+	// A new slice: the views of readers keep the old one.
+	skip := first / logChunk
+	chunks := slices.Clone(w.log.chunks[skip-w.log.skip:])
+	w.log.chunks, w.log.skip, w.log.first, w.log.bytes = chunks, skip, first, total
 	var trimmed []*fileStream
 	for _, st := range s.byID {
 		if st.w.forget(first) {
