@@ -106,8 +106,9 @@ type tracker struct {
 	mu       sync.Mutex
 	next     uint64    // every event handed out before it is finished
 	read     uint64    // position after the last event handed out
-	inflight []uint64  // positions handed out from next on, ascending
+	inflight []uint64  // positions handed out from next on, ascending, but for finished ones dropped by compact
 	done     []bool    // whether each of inflight is finished
+	finished int       // how many of inflight are
 	held     []uint64  // finished, but kept only in memory: the checkpoint stays before them; ascending
 	advanced int       // events finished since the last save began
 	changed  broadcast // when next moves, or err is set
@@ -161,14 +162,40 @@ func (t *tracker) finish(pos uint64, held bool) int {
 		return t.advanced
 	}
 	t.done[i] = true
+	t.finished++
 	if held {
 		j, _ := slices.BinarySearch(t.held, pos)
 		t.held = slices.Insert(t.held, j, pos)
 	}
 	t.advanced++
 	t.advance()
+	if t.finished > minCompact && 2*t.finished > len(t.inflight) {
+		t.compact()
+	}
 	return t.advanced
 }
+
+// compact drops the finished positions of inflight. Behind an event that
+// stays in flight for long (a stuck handler, retries that wait for hours),
+// each event finished after it would otherwise keep its entry until it
+// finishes; so the tracker holds about twice the events in flight at
+// most. A position that finish no longer finds was finished before,
+// whether compact dropped it or next passed it. Callers hold mu.
+func (t *tracker) compact() {
+	kept := 0
+	for i, pos := range t.inflight {
+		if !t.done[i] {
+			t.inflight[kept], t.done[kept] = pos, false
+			kept++
+		}
+	}
+	t.inflight, t.done, t.finished = t.inflight[:kept], t.done[:kept], 0
+}
+
+// minCompact is the number of finished positions under which compact
+// does not run: a few, which the next advance is likely to drop anyway,
+// are not worth a pass over inflight.
+const minCompact = 64
 
 // advance moves next over the finished prefix of inflight, and over the
 // events that the filter skipped after it. Callers hold mu.
@@ -181,6 +208,7 @@ func (t *tracker) advance() {
 	if n > 0 {
 		t.next = t.inflight[n-1] + 1
 		t.inflight, t.done = t.inflight[n:], t.done[n:]
+		t.finished -= n
 	}
 	if len(t.inflight) > 0 {
 		t.next = max(t.next, t.inflight[0])
@@ -261,7 +289,7 @@ func (t *tracker) stop(err error, ended bool) {
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.next, t.read, t.inflight, t.done, t.held, t.advanced = from, from, nil, nil, nil, 0
+	t.next, t.read, t.inflight, t.done, t.finished, t.held, t.advanced = from, from, nil, nil, 0, nil, 0
 	t.err, t.ended = nil, false
 	t.changed.notify()
 }

@@ -81,3 +81,42 @@ func TestTrackerHeldDeadLetter(t *testing.T) {
 		t.Errorf("position() with 6 held, after reset(10) = %d, want 10", got)
 	}
 }
+
+// An event that stays in flight, its handler stuck or its retries waiting
+// for hours, holds the checkpoint back while the run goes on past it: the
+// tracker keeps entries for the events still in flight, not for each of
+// the many finished after the stuck one meanwhile, and the checkpoint is
+// the same as ever once they finish.
+func TestTrackerBehindStuckEvents(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	tr := newTracker(0)
+	var stuck []uint64
+	const n = 100_000
+	for pos := range uint64(n) {
+		tr.handOut(pos)
+		if pos%1000 == 0 {
+			stuck = append(stuck, pos)
+			continue
+		}
+		tr.finish(pos, false)
+	}
+	tr.caughtUp(n)
+	if got := tr.position(); got != 0 {
+		t.Fatalf("position() = %d, want 0: the first stuck event", got)
+	}
+	if most := 10*len(stuck) + 100; cap(tr.inflight) > most || cap(tr.done) > most {
+		t.Errorf("tracker holds room for %d and %d events in flight, %d of %d handed out stuck; want at most %d", cap(tr.inflight), cap(tr.done), len(stuck), n, most)
+	}
+	for len(stuck) > 0 {
+		i := rng.IntN(len(stuck))
+		tr.finish(stuck[i], false)
+		stuck = slices.Delete(stuck, i, i+1)
+		want := uint64(n)
+		if len(stuck) > 0 {
+			want = slices.Min(stuck)
+		}
+		if got := tr.position(); got != want {
+			t.Fatalf("position() = %d with %d stuck, want %d", got, len(stuck), want)
+		}
+	}
+}
