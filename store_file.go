@@ -97,14 +97,14 @@ type FileStoreOptions struct {
 // a directory: on Unix, a second open fails with [ErrLocked]; on other
 // systems nothing stops it, and the application must not make one.
 //
-// The indexes (stream revisions, the position of each event, and its ID
-// for idempotent appends) live in memory, rebuilt on open by reading every
+// The indexes (stream revisions, the position of each event, and its ID for
+// idempotent appends) live in memory, rebuilt on open by reading every
 // segment, so opening checks every checksum: about 44 bytes of heap per
 // event (measured with a million events in 10,000 streams; 25 bytes for a
-// ReadOnly store, which keeps no IDs). Reads are lazy: they read events from the files as the
-// loop advances. Appends go through one goroutine that writes and syncs
-// the appends waiting at that moment together; Close stops it and lets
-// go of the indexes.
+// ReadOnly store, which keeps no IDs). Reads are lazy: they read events from
+// the files as the loop advances. Appends go through one goroutine that
+// writes and syncs the appends waiting at that moment together; Close stops
+// it and lets go of the indexes.
 //
 // After a write or fsync fails, appends fail with an error wrapping the
 // cause until the store is reopened: the appends of the failed write may

@@ -23,15 +23,15 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 )
 
-// TestStoreModel applies random sequences of appends (every kind of
-// expected revision, idempotent replays whole and in part, AppendMulti),
-// deletes, tombstones, metadata changes, reads and subscriptions to a
-// MemoryStore, a FileStore (closed and reopened at random points, in some
-// runs with small segments and retention) and a reference model written
-// from the docs of Store, and compares every result and error, and the
-// FileStore's Stats after every step (with its segment files and Verify
-// after some). Time is a synctest bubble's fake clock, which moves at
-// random, for MaxAge and RetainAge. A failure names its seed and the operations that led to it.
+// TestStoreModel applies random sequences of appends (every kind of expected
+// revision, idempotent replays whole and in part, AppendMulti), deletes,
+// tombstones, metadata changes, reads and subscriptions to a MemoryStore, a
+// FileStore (closed and reopened at random points, in some runs with small
+// segments and retention) and a reference model written from the docs of
+// Store, and compares every result and error, and the FileStore's Stats
+// after every step (with its segment files and Verify after some). Time is a
+// synctest bubble's fake clock, which moves at random, for MaxAge and
+// RetainAge. A failure names its seed and the operations that led to it.
 func TestStoreModel(t *testing.T) {
 	seeds := uint64(300)
 	if testing.Short() {
