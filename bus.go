@@ -158,7 +158,7 @@ type Bus struct {
 	// whose Unsubscribe has removed them from subs since.
 	atClose []*Subscription
 	stop    sync.Once
-	result error // of the first Shutdown or Close, returned by every call
+	result  error // of the first Shutdown or Close, returned by every call
 	// durables holds the internal topics of durable subscriptions, by
 	// name, and whether one runs or stops on each (see durableTopic).
 	durables map[string]*durableClaim
