@@ -110,7 +110,7 @@ func (s *watchedSink) Put(ctx context.Context, dl eventbus.DeadLetter) error {
 // sink is b's DeadLetterSink, or nil if it has none.
 func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
 	t.Helper()
-	err, late, returned := stopWithin(b.Shutdown)
+	late, returned, err := stopWithin(b.Shutdown)
 	if !returned {
 		if sink != nil && sink.running.Load() > 0 {
 			t.Errorf("eventbustest: the bus did not drain within %v after the test, and its DeadLetterSink's Put still runs %v after the handlers' contexts were cancelled, in %s; "+
@@ -141,10 +141,10 @@ func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
 // subscription at the end of a test, with a context that ends after
 // stopTimeout. Once it has ended, stop cancels the handlers' contexts and
 // waits for them, forever for a handler that ignores its context: then
-// stopWithin waits stopTimeout more, and no longer. It returns stop's
-// error, whether the context had ended when stop returned, and whether
-// stop returned at all; if not, its goroutine is left running.
-func stopWithin(stop func(context.Context) error) (err error, late, returned bool) {
+// stopWithin waits stopTimeout more, and no longer. It returns whether the
+// context had ended when stop returned, whether stop returned at all (if
+// not, its goroutine is left running), and stop's error.
+func stopWithin(stop func(context.Context) error) (late, returned bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -157,10 +157,10 @@ func stopWithin(stop func(context.Context) error) (err error, late, returned boo
 		select {
 		case err = <-done:
 		case <-timer.C:
-			return nil, true, false
+			return true, false, nil
 		}
 	}
-	return err, ctx.Err() != nil, true
+	return ctx.Err() != nil, true, err
 }
 
 // pending names the subscriptions of b with events not finished, and how

@@ -90,7 +90,7 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 // hanging it.
 func (r *Recorder[T]) unsubscribe(sub *eventbus.Subscription) {
 	r.t.Helper()
-	_, late, returned := stopWithin(sub.Unsubscribe)
+	late, returned, _ := stopWithin(sub.Unsubscribe)
 	switch {
 	case !returned:
 		r.t.Errorf("eventbustest: the recorder of topic %q did not drain within %v after the test, and a middleware of the bus still runs %v after its context was cancelled, in %s; "+
