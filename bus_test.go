@@ -671,17 +671,11 @@ func TestQueueLetsGoOfBurst(t *testing.T) {
 		return nil
 	}, nil)
 	ctx := context.Background()
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	before := heap()
+	before := liveHeap()
 	require.NoError(t, src.Publish(ctx, Order{Key: "k"}))
 	require.NoError(t, b.Flush(ctx)) // the fan-out is done
 	require.NoError(t, b.Flush(ctx)) // and so are the events it published
-	if grown := int64(heap()) - int64(before); grown > 2<<20 {
+	if grown := int64(liveHeap()) - int64(before); grown > 2<<20 {
 		t.Errorf("heap grew by %d bytes over a burst of %d events of 1 KB, all handled; want at most %d", grown, n, 2<<20)
 	}
 }
@@ -903,17 +897,11 @@ func TestUnsubscribe(t *testing.T) {
 // all the same, so the heap holds nothing like ten queues' worth.
 func TestStoppedSubscriptionLetsGoOfQueues(t *testing.T) {
 	type big struct{ B [1024]byte }
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
 	for _, stop := range []string{"Unsubscribe", "Close"} {
 		t.Run(stop, func(t *testing.T) {
 			ctx := context.Background()
 			var kept []any
-			before := heap()
+			before := liveHeap()
 			for range 10 {
 				b := newBus(t, &eventbus.Options{Workers: 2})
 				topic := newTopic[big](t, b, "t", nil)
@@ -934,7 +922,7 @@ func TestStoppedSubscriptionLetsGoOfQueues(t *testing.T) {
 				}
 				kept = append(kept, sub, b)
 			}
-			if grown := int64(heap()) - int64(before); grown > 2<<20 {
+			if grown := int64(liveHeap()) - int64(before); grown > 2<<20 {
 				t.Errorf("heap grew by %d bytes over 10 subscriptions stopped after 1,000 events of 1 KB, kept; want at most %d", grown, 2<<20)
 			}
 			runtime.KeepAlive(kept)
@@ -948,17 +936,11 @@ func TestStoppedSubscriptionLetsGoOfQueues(t *testing.T) {
 // bus, and keeps the *Subscription and the bus: the records go all the
 // same.
 func TestStoppedSubscriptionLetsGoOfMiddleware(t *testing.T) {
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
 	for _, stop := range []string{"Unsubscribe", "Close"} {
 		t.Run(stop, func(t *testing.T) {
 			ctx := context.Background()
 			var kept []any
-			before := heap()
+			before := liveHeap()
 			for range 5 {
 				b := newBus(t, &eventbus.Options{Workers: 1, Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
 				topic := newTopic[int](t, b, "t", nil)
@@ -974,7 +956,7 @@ func TestStoppedSubscriptionLetsGoOfMiddleware(t *testing.T) {
 				}
 				kept = append(kept, sub, b)
 			}
-			if grown := int64(heap()) - int64(before); grown > 2<<20 {
+			if grown := int64(liveHeap()) - int64(before); grown > 2<<20 {
 				t.Errorf("heap grew by %d bytes over 5 subscriptions with Idempotency stopped after 20,000 events, kept; want at most %d", grown, 2<<20)
 			}
 			runtime.KeepAlive(kept)
@@ -1594,4 +1576,13 @@ func TestSyncHandlerGoexitEndsThePublisher(t *testing.T) {
 		require.EqualValues(t, 1, sm.Queued, "%+v", sm)
 		require.EqualValues(t, 1, sm.Handled, "%+v", sm)
 	}
+}
+
+// liveHeap returns the bytes of the heap that are still reachable, after a
+// garbage collection, for the tests of what the bus and the stores let go.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -374,14 +374,8 @@ func TestFileStoreOpenNotDirectory(t *testing.T) {
 // does: its in-memory indexes go, though its owner keeps the *FileStore,
 // whose Stats stay as they were.
 func TestFileStoreCloseLetsGoOfIndexes(t *testing.T) {
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
 	ctx := context.Background()
-	before := heap()
+	before := liveHeap()
 	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever})
 	events := make([]eventbus.EventData, 1000)
 	for i := range 200 {
@@ -393,7 +387,7 @@ func TestFileStoreCloseLetsGoOfIndexes(t *testing.T) {
 	}
 	stats := s.Stats()
 	require.NoError(t, s.Close())
-	if grown := int64(heap()) - int64(before); grown > 1<<20 {
+	if grown := int64(liveHeap()) - int64(before); grown > 1<<20 {
 		t.Errorf("heap grew by %d bytes over a FileStore of 200,000 events, closed; want at most %d", grown, 1<<20)
 	}
 	if diff := cmp.Diff(stats, s.Stats()); diff != "" {
@@ -413,23 +407,17 @@ func TestFileStoreCloseLetsGoOfIndexes(t *testing.T) {
 // which the store writes from a buffer of its own: the buffer goes once
 // written, rather than stay as large for the life of the store.
 func TestFileStoreLetsGoOfLargeWrites(t *testing.T) {
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
 	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever})
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("x"), 1_000_000)
 	events := make([]eventbus.EventData, 15)
-	before := heap()
+	before := liveHeap()
 	for i := range events {
 		events[i] = eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: data}
 	}
 	_, err := s.Append(ctx, "large", eventbus.Any, events...)
 	require.NoError(t, err)
-	if grown := int64(heap()) - int64(before); grown > 2<<20 {
+	if grown := int64(liveHeap()) - int64(before); grown > 2<<20 {
 		t.Errorf("heap grew by %d bytes after an append of 15 MB; want at most %d", grown, 2<<20)
 	}
 	for e, err := range s.ReadStream(ctx, "large", nil) {
