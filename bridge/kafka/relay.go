@@ -655,9 +655,13 @@ func (p *pass) failure(o *outgoing, err error) *ProduceError {
 // held back behind an earlier record of their key too, unless one fails or
 // the relay stops. Stopped at once, the relay would cancel them, and its
 // checkpoint, before them, would bring it back to o at each Run, so that a
-// checkpoint saved after o to give it up would skip them too.
+// checkpoint saved after o to give it up would skip them too. Once they
+// are all written, the checkpoint moves to o, over the events before it
+// that the relay did not select, so that Checkpoints.Load returns o's
+// position, as the way past o needs (see [Relay]).
 func (p *pass) failAfterRead(o *outgoing, err error) error {
 	p.read.Wait()
+	p.w.skip(o.pos)
 	return p.failure(o, err)
 }
 

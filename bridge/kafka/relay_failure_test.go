@@ -735,3 +735,30 @@ func TestRelayTooLargeAfterOtherKeys(t *testing.T) {
 		t.Errorf("checkpoint = %d, %v; want %d, the large event's position", next, err, large.Position)
 	}
 }
+
+// TestRelayTooLargeAfterUnselected relays an event, then meets one that
+// its filter does not select and one too large for the producer's
+// batches: Run stops with an error naming the large event, and the
+// checkpoint is at it, as the way past it (a checkpoint saved after it
+// once Load returns its position) needs. The checkpoint stayed after the
+// first event, before the one not selected, so Load never returned the
+// large event's position.
+func TestRelayTooLargeAfterUnselected(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), BatchMaxBytes: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	appendOrder(t, ctx, store, reg, "order-a", Order{Key: "a"})
+	appendOrder(t, ctx, store, reg, "audit", Order{Key: "not selected"})
+	large := appendOrder(t, ctx, store, reg, "order-b", Order{Key: strings.Repeat("x", 8000)})
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders", Filter: eventbus.Filter{StreamPrefix: "order-"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProduceError(t, relay.Run(ctx), large, kerr.MessageTooLarge)
+	if next, err := kafka.StoreCheckpoints(store).Load(ctx, "r"); err != nil || next != large.Position {
+		t.Errorf("checkpoint = %d, %v; want %d, the large event's position", next, err, large.Position)
+	}
+}
