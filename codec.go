@@ -114,8 +114,9 @@ func NewRegistry(opts *RegistryOptions) (*Registry, error) {
 }
 
 // Register adds payload type T to r. It returns an error wrapping
-// [ErrInvalid] for an interface type T, a bad name or a negative version,
-// and [ErrDuplicate] if T, or the name and version, is registered already.
+// [ErrInvalid] for an interface type T, a bad name (or an EventType method
+// that panics on T's zero value) or a negative version, and [ErrDuplicate]
+// if T, or the name and version, is registered already.
 // T must be the payloads' concrete type: [Registry.Encode] finds a
 // payload's registration by its dynamic type, and a codec cannot decode
 // into an interface.

@@ -424,3 +424,29 @@ func TestCodecPanics(t *testing.T) {
 		})
 	}
 }
+
+// nilNamed has an EventType method that panics on its zero value, which
+// dereferences a nil pointer.
+type nilNamed struct{ prefix *string }
+
+func (v nilNamed) EventType() string { return *v.prefix + ".created" }
+
+// TestRegisterEventTypePanics checks that Register and NewTopic return an
+// error wrapping ErrInvalid, holding the panic, for a payload type whose
+// EventType method panics on its zero value, instead of crashing the
+// process: they have an error to return.
+func TestRegisterEventTypePanics(t *testing.T) {
+	r := newEmptyRegistry(t)
+	if err := eventbus.Register[nilNamed](r, nil); !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "nil pointer") {
+		t.Errorf("Register of a type whose EventType panics = %v, want ErrInvalid naming the panic", err)
+	}
+	if err := eventbus.Register[nilNamed](r, &eventbus.TypeOptions{Name: "named"}); err != nil {
+		t.Errorf("Register with a Name, which runs no EventType = %v, want nil", err)
+	}
+	b, err := eventbus.New(nil)
+	require.NoError(t, err)
+	defer b.Close()
+	if _, err := eventbus.NewTopic[nilNamed](b, "t", nil); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("NewTopic of a type whose EventType panics = %v, want ErrInvalid", err)
+	}
+}

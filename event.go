@@ -65,8 +65,14 @@ type (
 
 // typeName returns the event type name of payloads of type T: EventType() or
 // GetEventType() on its zero value (on a new value when T is a pointer),
-// else the Go type's name.
-func typeName[T any]() (string, error) {
+// else the Go type's name. It returns an error wrapping ErrInvalid if the
+// method panics, as one that dereferences a nil field does.
+func typeName[T any]() (_ string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: payload %v: its event type method panicked on the zero value: %v", ErrInvalid, reflect.TypeFor[T](), r)
+		}
+	}()
 	var zero T
 	probe := any(zero)
 	rt := reflect.TypeFor[T]()
