@@ -71,7 +71,7 @@ func (id ID) MarshalText() ([]byte, error) {
 // by [ID.MarshalText].
 func (id *ID) UnmarshalText(b []byte) error {
 	if len(b) != 26 {
-		return fmt.Errorf("%w: event ID %q: want 26 characters, got %d", ErrInvalid, b, len(b))
+		return fmt.Errorf("%w: event ID %.32q: want 26 characters, got %d", ErrInvalid, b, len(b)) // the start of a long b is enough
 	}
 	var hi, lo uint64
 	for i, c := range b {

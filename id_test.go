@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,18 @@ func TestIDsSortBeforeTheUnixEpoch(t *testing.T) {
 	for i := 1; i < len(ids); i++ {
 		require.Less(t, ids[i-1].String(), ids[i].String(), "the ID stamped at %v, then at %v", times[i-1], times[i])
 		require.False(t, ids[i-1].Time().After(ids[i].Time()), "the time of the ID stamped at %v, then at %v", times[i-1], times[i])
+	}
+}
+
+// TestParseIDLongInput checks that the error of ParseID, and of
+// UnmarshalText with it, quotes only the start of a long input: it
+// quoted all of it, four bytes for each byte that is not text, so that a
+// hostile megabyte in an ID field of a JSON document became an error of
+// four.
+func TestParseIDLongInput(t *testing.T) {
+	in := strings.Repeat("\xff", 1<<20)
+	_, err := eventbus.ParseID(in)
+	if !errors.Is(err, eventbus.ErrInvalid) || len(err.Error()) > 200 {
+		t.Errorf("ParseID of %d bytes = an error of %d bytes (%.100v), want ErrInvalid in at most 200", len(in), len(err.Error()), err)
 	}
 }
