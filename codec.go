@@ -276,11 +276,12 @@ func inflate(data []byte) ([]byte, error) {
 //
 // It returns an error wrapping [ErrUnknownEvent] when e's type, its
 // version or an upcaster on the way is not registered, [ErrInvalid] when
-// the payload is not T, its SchemaVersion is negative or its Encoding is
-// unknown, or the codec's or the upcaster's error (a [*PanicError] for a
-// panic), and then the zero value of T. A payload that the codec decodes
-// to a zero value, such as JSON's null (a nil pointer for a pointer type),
-// is no error: Decode returns it.
+// the payload is not T, its SchemaVersion is negative, its Encoding is
+// unknown or its deflated Data is corrupt, [ErrTooLarge] when that Data
+// inflates to more than 64 MiB, or the codec's or the upcaster's error (a
+// [*PanicError] for a panic), and then the zero value of T. A payload that
+// the codec decodes to a zero value, such as JSON's null (a nil pointer
+// for a pointer type), is no error: Decode returns it.
 func Decode[T any](r *Registry, e EventData) (T, error) {
 	var zero T
 	v, err := r.decode(e, true)

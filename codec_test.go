@@ -450,3 +450,22 @@ func TestRegisterEventTypePanics(t *testing.T) {
 		t.Errorf("NewTopic of a type whose EventType panics = %v, want ErrInvalid", err)
 	}
 }
+
+// TestDecodeDeflateBomb decodes a small deflated payload that inflates
+// past the 64 MiB that Decode inflates: it gets an error wrapping
+// ErrTooLarge, as documented, and no payload.
+func TestDecodeDeflateBomb(t *testing.T) {
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[raw](r, &eventbus.TypeOptions{Name: "raw", Codec: rawCodec{}}))
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, flate.BestSpeed)
+	require.NoError(t, err)
+	_, err = w.Write(make([]byte, 64<<20+1))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	got, err := eventbus.Decode[raw](r, eventbus.EventData{Type: "raw", Encoding: "deflate", Data: buf.Bytes()})
+	if !errors.Is(err, eventbus.ErrTooLarge) || got != nil {
+		t.Errorf("Decode of %d deflated bytes that inflate to 64 MiB + 1 = %d bytes, %v; want ErrTooLarge", buf.Len(), len(got), err)
+	}
+}

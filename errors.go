@@ -42,7 +42,8 @@ var (
 	ErrStreamDeleted = errors.New("eventbus: stream deleted")
 
 	// ErrTooLarge is wrapped when an event or a batch is larger than the
-	// store's limit. Nothing of the batch is written.
+	// store's limit, and nothing of the batch is written; and when [Decode]
+	// refuses a deflated payload that inflates to more than 64 MiB.
 	ErrTooLarge = errors.New("eventbus: too large")
 
 	// ErrUnknownEvent is wrapped when a [Registry] has no Go type, codec or
