@@ -469,3 +469,29 @@ func TestDecodeDeflateBomb(t *testing.T) {
 		t.Errorf("Decode of %d deflated bytes that inflate to 64 MiB + 1 = %d bytes, %v; want ErrTooLarge", buf.Len(), len(got), err)
 	}
 }
+
+// shape is an interface type of snapshot states, which a Registry cannot
+// register: LoadSnapshot[shape] cannot find a registration to load by.
+type shape interface{ area() int }
+
+func (v userV3) area() int { return len(v.First) }
+
+// TestSaveSnapshotOfInterfaceType checks that SaveSnapshot refuses a state
+// type T that LoadSnapshot cannot load, an interface type, with the error
+// that LoadSnapshot gives: it saved the state under its dynamic type, and
+// every LoadSnapshot[T] of the stream then failed.
+func TestSaveSnapshotOfInterfaceType(t *testing.T) {
+	ctx := t.Context()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	r := newUserRegistry(t, nil)
+	_, err = s.Append(ctx, "user-1", eventbus.NoStream, eventbus.EventData{ID: eventbus.NewID(), Type: "user.renamed"})
+	require.NoError(t, err)
+	_, _, loadErr := eventbus.LoadSnapshot[shape](ctx, s, r, "user-1")
+	require.ErrorIs(t, loadErr, eventbus.ErrUnknownEvent, "LoadSnapshot of an interface type")
+	err = eventbus.SaveSnapshot(ctx, s, r, "user-1", eventbus.Snapshot[shape]{State: userV3{First: "Ada"}})
+	if !errors.Is(err, eventbus.ErrUnknownEvent) {
+		t.Errorf("SaveSnapshot of an interface type = %v, want ErrUnknownEvent, as LoadSnapshot gives", err)
+	}
+}

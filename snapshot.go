@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 )
 
@@ -33,16 +34,19 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 
 // SaveSnapshot stores snap as the latest snapshot of stream in s, encoded
 // by r, whose registration of T (see [Register]) gives the snapshot's
-// type name and schema version. snap.Revision is the revision of the last
-// event folded into the state, not the number of events: SaveSnapshot
-// returns an error wrapping [ErrInvalid] for a revision the stream does
-// not have in its current life (past its last revision, or before its
-// last soft delete) or a stream that does not exist, since such a
-// snapshot would later be folded on as if it held events it does not. It
-// returns the registry's error for a state that its codec encodes but
-// does not decode back (such as encoding/json with a non-nil value in a
-// field of a non-empty interface type), which would fail every later load;
-// a state that decodes to another value is saved (see [Snapshot]).
+// type name and schema version: it returns an error wrapping
+// [ErrUnknownEvent] if T is not registered, as an interface type never is,
+// since [LoadSnapshot] could not load the snapshot. snap.Revision is the
+// revision of the last event folded into the state, not the number of
+// events: SaveSnapshot returns an error wrapping [ErrInvalid] for a
+// revision the stream does not have in its current life (past its last
+// revision, or before its last soft delete) or a stream that does not
+// exist, since such a snapshot would later be folded on as if it held
+// events it does not. It returns the registry's error for a state that its
+// codec encodes but does not decode back (such as encoding/json with a
+// non-nil value in a field of a non-empty interface type), which would
+// fail every later load; a state that decodes to another value is saved
+// (see [Snapshot]).
 //
 // Snapshots live in the system stream "$snapshot-" followed by the
 // stream's name (or, for a name too long for that or starting with
@@ -68,6 +72,12 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	}
 	if err := checkStream(stream); err != nil {
 		return err
+	}
+	// LoadSnapshot finds a snapshot by T's registration, where Encode uses
+	// the state's dynamic type: one saved for an interface T never loads.
+	var zero T
+	if _, err := r.entryFor(zero); err != nil {
+		return fmt.Errorf("SaveSnapshot: state type %v: %w", reflect.TypeFor[T](), err)
 	}
 	e, err := r.Encode(snap.State)
 	if err != nil {
