@@ -13,7 +13,12 @@ import (
 
 // Codec turns payloads into bytes and back. Marshal receives a payload
 // value of the Go type it was registered for, Unmarshal a pointer to one.
-// A Codec must be safe for concurrent use.
+// Unmarshal must not modify data, nor keep it in the payload once it
+// returns (copy what the payload holds, as encoding/json does): [Decode]
+// passes it the Data of a stored event as it is, which the store shares
+// with its other readers (see [RecordedEvent]), so that a handler changing
+// its payload would change the event for all of them. A Codec must be safe
+// for concurrent use.
 type Codec interface {
 	Marshal(v any) ([]byte, error)
 	Unmarshal(data []byte, v any) error

@@ -132,11 +132,12 @@ func TestCodecCompresses(t *testing.T) {
 	}
 }
 
-// rawCodec is a Codec of raw payloads: their bytes as they are.
+// rawCodec is a Codec of raw payloads: their bytes as they are, copied
+// on decode, since data may be shared with a store.
 type rawCodec struct{}
 
 func (rawCodec) Marshal(v any) ([]byte, error)      { return v.(raw), nil }
-func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*raw) = data; return nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*raw) = bytes.Clone(data); return nil }
 
 // raw is a payload of bytes, encoded by rawCodec.
 type raw []byte
