@@ -156,35 +156,36 @@ func embeds(rt reflect.Type) bool {
 // from nilKeyed, says whether it may), held by an interface or not, and
 // for a payload whose key method panics, as one promoted through a nil
 // that it embeds does (nilEmbed, from embedsNil, says whether it may). A
-// nil interface has no key method to run: its event has no key.
-func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey, nilEmbed bool) error {
+// nil interface has no key method to run: its event has no key. With
+// nilEmbed, it returns the key the method gave, so that the caller does
+// not run it again.
+func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey, nilEmbed bool) (key string, err error) {
 	for _, o := range opts {
 		if o == nil {
-			return fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, topic)
+			return "", fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, topic)
 		}
 	}
 	if nilKey {
 		if v := reflect.ValueOf(any(payload)); v.Kind() == reflect.Pointer && v.IsNil() {
-			return fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, v.Type())
+			return "", fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, v.Type())
 		}
 	}
 	if nilEmbed {
 		return checkKey(topic, payload)
 	}
-	return nil
+	return "", nil
 }
 
-// checkKey runs payload's key method once, and returns an error wrapping
-// ErrInvalid if it panics, which Publish would otherwise do when it runs
-// the method again.
-func checkKey[T any](topic string, payload T) (err error) {
+// checkKey returns payload's key from its method, or an error wrapping
+// ErrInvalid if the method panics.
+func checkKey[T any](topic string, payload T) (key string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: topic %q: Publish of a %T whose key method panicked (is a pointer it embeds nil?): %v", ErrInvalid, topic, any(payload), r)
 		}
 	}()
-	payloadKey(payload)
-	return nil
+	key, _ = payloadKey(payload)
+	return key, nil
 }
 
 // hasPayloadKey reports whether T has a key method.

@@ -83,11 +83,15 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	if err := checkContext(ctx, "StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
 	}
-	if err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
+	key, err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed)
+	if err != nil {
 		return AppendResult{}, err
 	}
 	var h Header
-	h.Key, _ = payloadKey(payload)
+	h.Key = key // checkPublish took it with nilEmbed
+	if !t.nilEmbed {
+		h.Key, _ = payloadKey(payload)
+	}
 	// The parent's lineage first and the options after, as Topic.stamp
 	// does, so that an option such as WithCorrelationID wins.
 	p, hasParent := parent(ctx)

@@ -291,8 +291,10 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	if err := checkContext(ctx, "Publish"); err != nil {
 		return false, err
 	}
+	var key string                               // the payload's key, taken by checkPublish with nilEmbed
 	if len(opts) > 0 || t.nilKey || t.nilEmbed { // spares the common case a call
-		if err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
+		var err error
+		if key, err = checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
 			return false, err
 		}
 	}
@@ -301,7 +303,7 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	}
 	var e Event[T]
 	p, _ := parent(ctx)
-	t.stamp(&e, payload, &p, opts)
+	t.stamp(&e, payload, key, &p, opts)
 	if t.mode == Sync {
 		if t.bus.opts.Metrics {
 			t.sent.Add(1)
@@ -315,8 +317,9 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	return ok, err
 }
 
-// stamp fills in the envelope of a new event.
-func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOption) {
+// stamp fills in the envelope of a new event; key is the payload's key
+// if checkPublish took it (nilEmbed).
+func (t *Topic[T]) stamp(e *Event[T], payload T, key string, p *lineage, opts []PublishOption) {
 	b := t.bus
 	now := b.clock.now()
 	e.Payload = payload
@@ -327,6 +330,8 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, p *lineage, opts []PublishOptio
 	switch {
 	case t.key != nil:
 		e.Key = t.key(payload)
+	case t.nilEmbed:
+		e.Key = key
 	case t.methodKey:
 		e.Key, _ = payloadKey(payload)
 	}
