@@ -157,9 +157,9 @@ func (h Histogram) Quantile(q float64) time.Duration {
 // keeps its own and copies them into its queue under the queue's lock at
 // each batch, so counting costs no atomic operation.
 type counters struct {
-	queued, handled, failed, retried, deadLettered, duplicates uint64
-	times                                                      *timings // nil unless Options.Metrics
-	clock                                                      *clock   // set with times
+	tally
+	times *timings // nil unless Options.Metrics
+	clock *clock   // set with times
 	// stored is set for a durable subscription's worker, whose events were
 	// stamped by the store, not by the bus's clock.
 	stored bool
@@ -251,17 +251,22 @@ func (c *counters) deadLetter(e *Header) {
 	c.held.latency, c.held.finished = l, true
 }
 
-// copyTo sets dst to c, allocating dst's timings if need be.
+// tally is what counters count.
+type tally struct {
+	queued, handled, failed, retried, deadLettered, duplicates uint64
+}
+
+// copyTo sets dst's counts and timings to c's, allocating dst's timings if
+// need be. It copies nothing else: a worker calls it at every take, and the
+// counts hold no pointers, so copying them needs no write barrier.
 func (c *counters) copyTo(dst *counters) {
-	times := dst.times
-	*dst = *c
+	dst.tally = c.tally
 	if c.times != nil {
-		if times == nil {
-			times = new(timings)
+		if dst.times == nil {
+			dst.times = new(timings)
 		}
-		*times = *c.times
+		*dst.times = *c.times
 	}
-	dst.times = times
 }
 
 // add adds o to c, which must have timings if o has.
@@ -296,7 +301,7 @@ func (s *syncCounters) flush(c *counters) {
 	queued := c.queued
 	c.queued = 0
 	s.add(c)
-	*c = counters{queued: queued, times: c.times, clock: c.clock, stored: c.stored, shared: c.shared}
+	*c = counters{tally: tally{queued: queued}, times: c.times, clock: c.clock, stored: c.stored, shared: c.shared}
 }
 
 // add adds the counts and the held timing of one publish's counters c.
@@ -312,7 +317,7 @@ func (s *syncCounters) add(c *counters) {
 // start returns the counters of one publish, observing into s's timings
 // if timed, the bus's clock, is not nil.
 func (s *syncCounters) start(timed *clock) counters {
-	c := counters{queued: 1}
+	c := counters{tally: tally{queued: 1}}
 	if timed != nil {
 		c.times, c.shared, c.clock = &s.times, s, timed
 	}
