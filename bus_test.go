@@ -190,6 +190,41 @@ func (e *seedEvent) GetEventType() string    { return "user.created" }
 func (e *seedEvent) GetAggregateID() string  { return e.UserID }
 func (e *seedEvent) GetTimestamp() time.Time { return e.Timestamp }
 
+// seedValue is seedEvent with its methods on the pointer, as the original
+// design declared them, used as a value payload.
+type seedValue struct{ UserID string }
+
+func (e *seedValue) GetEventType() string   { return "seed.value" }
+func (e *seedValue) GetAggregateID() string { return e.UserID }
+
+// TestPointerReceiverMethods: a value payload type whose methods are
+// declared on its pointer is named by its EventType method, as its pointer
+// type is, and its key method, which a value cannot call, is refused rather
+// than ignored, which would leave its events unordered.
+func TestPointerReceiverMethods(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	_, err := eventbus.NewTopic[seedValue](b, "values", nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	require.ErrorContains(t, err, "*eventbus_test.seedValue only")
+
+	values := newTopic(t, b, "values", &eventbus.TopicOptions[seedValue]{Key: func(v seedValue) string { return v.UserID }})
+	require.Equal(t, "seed.value", values.EventType())
+	var got []string
+	subscribe(t, values, "rec", func(_ context.Context, e eventbus.Event[seedValue]) error {
+		got = append(got, e.Type+"/"+e.Key)
+		return nil
+	}, nil)
+	require.NoError(t, values.Publish(context.Background(), seedValue{UserID: "u-1"}))
+	require.Equal(t, []string{"seed.value/u-1"}, got)
+
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[seedValue](r, nil))
+	d, err := r.Encode(seedValue{UserID: "u-1"})
+	require.NoError(t, err)
+	require.Equal(t, "seed.value", d.Type, "Register names a type as NewTopic does")
+}
+
 type typed struct{}
 
 func (typed) EventType() string { return "thing.happened" }

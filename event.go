@@ -64,8 +64,8 @@ type (
 )
 
 // typeName returns the event type name of payloads of type T: EventType() or
-// GetEventType() on its zero value (on a new value when T is a pointer),
-// else the Go type's name. It returns an error wrapping ErrInvalid if the
+// GetEventType() on a pointer to a zero value (a method declared on *T names
+// T too, as T and *T share a name), else the Go type's name. It returns an error wrapping ErrInvalid if the
 // method panics, as one that dereferences a nil field does.
 func typeName[T any]() (_ string, err error) {
 	defer func() {
@@ -76,8 +76,12 @@ func typeName[T any]() (_ string, err error) {
 	var zero T
 	probe := any(zero)
 	rt := reflect.TypeFor[T]()
-	if rt.Kind() == reflect.Pointer {
+	switch rt.Kind() {
+	case reflect.Pointer:
 		probe = reflect.New(rt.Elem()).Interface()
+	case reflect.Interface:
+	default:
+		probe = reflect.New(rt).Interface()
 	}
 	var name string
 	switch p := probe.(type) {
@@ -189,9 +193,22 @@ func checkKey[T any](topic string, payload T) (key string, err error) {
 }
 
 // hasPayloadKey reports whether T has a key method.
-func hasPayloadKey[T any]() bool {
-	rt := reflect.TypeFor[T]()
+func hasPayloadKey[T any]() bool { return hasKeyMethod(reflect.TypeFor[T]()) }
+
+func hasKeyMethod(rt reflect.Type) bool {
 	return rt.Implements(reflect.TypeFor[aggregateIDer]()) || rt.Implements(reflect.TypeFor[getAggregateID]())
+}
+
+// checkKeyMethod returns an error wrapping ErrInvalid if T, not a pointer,
+// has no key method but *T has one: a payload of type T cannot call it
+// without a copy on the heap per event, and ignoring it would leave the
+// events keyless, with no order, without a word.
+func checkKeyMethod[T any]() error {
+	rt := reflect.TypeFor[T]()
+	if rt.Kind() == reflect.Pointer || rt.Kind() == reflect.Interface || hasKeyMethod(rt) || !hasKeyMethod(reflect.PointerTo(rt)) {
+		return nil
+	}
+	return fmt.Errorf("%w: payload %v has its key method (AggregateID or GetAggregateID) on *%v only, which a %v cannot call: declare it on %v, make the payload type *%v, or set TopicOptions.Key", ErrInvalid, rt, rt, rt, rt, rt)
 }
 
 // maxNameLen is Kafka's limit on topic names, so that every name here can

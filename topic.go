@@ -18,12 +18,14 @@ type TopicOptions[T any] struct {
 	// Mode overrides the bus's delivery mode for this topic.
 	Mode Mode
 	// Key returns the ordering key of a payload. If nil, the key comes from
-	// the payload's AggregateID() or GetAggregateID() method, if it has one.
-	// A key given to Publish with WithKey takes precedence over both.
+	// the payload's AggregateID() or GetAggregateID() method, if it has one;
+	// NewTopic refuses a payload type T whose method is declared on *T only,
+	// which a T cannot call. A key given to Publish with WithKey takes
+	// precedence over both.
 	Key func(T) string
 	// EventType overrides the event type name, which otherwise comes from
-	// the payload's EventType() or GetEventType() method, or else is the Go
-	// type's name.
+	// the payload's EventType() or GetEventType() method (declared on T or
+	// on *T), or else is the Go type's name.
 	EventType string
 	// SchemaVersion is the version of the payload's schema stamped on each
 	// event; zero means 1.
@@ -81,6 +83,11 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		}
 	} else if err := checkName("event type", eventType); err != nil {
 		return nil, fmt.Errorf("topic %q: %w", name, err)
+	}
+	if o.Key == nil {
+		if err := checkKeyMethod[T](); err != nil {
+			return nil, fmt.Errorf("topic %q: %w", name, err)
+		}
 	}
 	if o.SchemaVersion < 0 {
 		return nil, fmt.Errorf("%w: topic %q: SchemaVersion %d is negative", ErrInvalid, name, o.SchemaVersion)
