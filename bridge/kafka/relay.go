@@ -322,26 +322,31 @@ func checkTopic(what, topic string) error {
 	return nil
 }
 
-// ProduceError is the error of [Relay.Run] when Kafka did not take the
-// record of an event. It names the event, and wraps why: franz-go's or the
-// broker's error, such as kerr.MessageTooLarge for a record larger than the
-// producer's batch limit or the topic's max.message.bytes (the broker
-// refuses the whole batch, and the event named may be another of it, see
-// [Relay]). The relay's checkpoint stays before the event, so the next Run
-// produces it first.
+// ProduceError is the error of [Relay.Run] when the record of an event was
+// not written: Kafka did not take it, or the relay could never produce it.
+// It names the event, and wraps why: franz-go's or the broker's error, such
+// as kerr.MessageTooLarge for a record larger than the producer's batch
+// limit or the topic's max.message.bytes (the broker refuses the whole
+// batch, and the event named may be another of it, see [Relay]), or
+// eventbus.ErrInvalid for a topic name from [RelayOptions].TopicFor that
+// Kafka does not take. The relay's checkpoint stays before the event, so
+// the next Run produces it first.
 type ProduceError struct {
 	Relay    string      // the relay's name
 	Position uint64      // the event's position in the store
 	ID       eventbus.ID // the event's ID
 	Stream   string      // the event's stream
 	Topic    string      // the Kafka topic of its record
-	Err      error
+	Err      error       // why the record was not written
 }
 
+// Error names the relay, the event and its topic, and the cause.
 func (e *ProduceError) Error() string {
 	return fmt.Sprintf("kafka: relay %q: producing event %s (stream %q, position %d) to topic %q: %v", e.Relay, e.ID, e.Stream, e.Position, e.Topic, e.Err)
 }
 
+// Unwrap returns Err, so that errors.Is sees the cause, such as
+// kerr.MessageTooLarge or eventbus.ErrInvalid.
 func (e *ProduceError) Unwrap() error { return e.Err }
 
 // outgoing is an event read by a relay, on its way to Kafka.
