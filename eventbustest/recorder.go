@@ -214,8 +214,8 @@ func (r *Recorder[T]) Want(want ...T) bool {
 
 // WantEvents checks that the events recorded are exactly want, in order,
 // headers included, except the fields the bus makes up: ID, Time,
-// CorrelationID and CausationID. opts are further [cmp.Option]s, such as
-// cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
+// CorrelationID and CausationID. opts are further options of [cmp.Diff],
+// such as cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
 func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) bool {
 	r.t.Helper()
 	events, _ := r.snapshot()
