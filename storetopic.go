@@ -68,10 +68,10 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // Publish appends payload to the store, in the stream named after the topic
 // and the event's key ("orders:o1" for the key "o1" of topic "orders";
 // "orders:" for no key), and returns once it is committed. The key
-// comes from [WithKey], else from the payload's AggregateID() method. As
-// with [Topic.Publish], an event published with a handler's context is
-// linked to the handled one. Pass the result's Position to
-// [Durable.WaitFor] to wait for a subscriber.
+// comes from [WithKey], else from the payload's AggregateID() (or
+// GetAggregateID()) method. As with [Topic.Publish], an event published
+// with a handler's context is linked to the handled one. Pass the
+// result's Position to [Durable.WaitFor] to wait for a subscriber.
 //
 // It returns the registry's or the store's error, or an error wrapping
 // [ErrInvalid] for bad input as Topic.Publish does; it does not wait for
