@@ -127,9 +127,10 @@
 // # Concurrency
 //
 // Every exported method is safe for concurrent use. The bus starts a fixed
-// number of goroutines per subscription (its workers) and one to refresh its
-// clock, never one per event; the one exception is a [DeadLetterSink], which
-// runs on a goroutine of its own for each dead letter, waited for by the
-// goroutine that gave up on the event. No goroutine outlives Shutdown or
-// Close.
+// number of goroutines per subscription (its workers, and for a [Durable]
+// subscription two more: one reading the store, one saving its checkpoint)
+// and one to refresh its clock (none with Options.Clock), never one per
+// event; the one exception is a [DeadLetterSink], which runs on a goroutine
+// of its own for each dead letter, waited for by the goroutine that gave up
+// on the event. No goroutine outlives Shutdown or Close.
 package eventbus
