@@ -274,10 +274,11 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 //
 // It returns [ErrClosed] after Shutdown; in Sync mode, events are then
 // not handled. It returns an error wrapping [ErrInvalid] for a nil
-// PublishOption, a nil pointer payload whose key would come from its
+// PublishOption, a nil pointer payload of a type whose key comes from its
 // method, held by an interface payload or not, or a payload whose key
 // method, promoted from a pointer or interface it embeds, panics on its
-// nil.
+// nil: unless [TopicOptions].Key is set, the method runs, also for an
+// event given a key with [WithKey], which replaces its result.
 func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) error {
 	_, err := t.publish(ctx, payload, opts, false)
 	return err
