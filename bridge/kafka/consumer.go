@@ -38,7 +38,12 @@ type ConsumerOptions struct {
 	// be made into an event (no bridge headers, a type the registry does
 	// not know, a payload that does not decode, an event the bus topic's
 	// Publish refuses, a topic with no Route that options in Client made
-	// it consume), with its error in the header "eventbus-error". If
+	// it consume), with its error in the header "eventbus-error" and where
+	// it was read in [MetadataTopic], [MetadataPartition] and
+	// [MetadataOffset]. A copy too large for the dead-letter topic (over
+	// the client's batch limit, 1MB unless Client sets
+	// kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes) goes
+	// without the record's key, value and headers, its error saying so. If
 	// empty, such a record stops Run with an error, and is read again by
 	// the next run. A bad record read from the
 	// dead-letter topic itself (routed, or consumed through options in
@@ -518,13 +523,25 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", bad)
 		return nil
 	}
-	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(r.Headers[:len(r.Headers):len(r.Headers)],
-		kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())},
-		kgo.RecordHeader{Key: MetadataTopic, Value: []byte(r.Topic)},
-		kgo.RecordHeader{Key: MetadataPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
-		kgo.RecordHeader{Key: MetadataOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
-	)}
-	if err := cl.ProduceSync(ctx, dl).FirstErr(); err != nil {
+	where := []kgo.RecordHeader{
+		{Key: MetadataTopic, Value: []byte(r.Topic)},
+		{Key: MetadataPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+		{Key: MetadataOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+	}
+	h := append(r.Headers[:len(r.Headers):len(r.Headers)], kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())})
+	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(h, where...)}
+	err = cl.ProduceSync(ctx, dl).FirstErr()
+	if errors.Is(err, kerr.MessageTooLarge) {
+		// The copy, a little larger than the record Kafka took, is over
+		// the client's batch limit or the dead-letter topic's: stopping
+		// here would stop every run at the record. A copy without what
+		// makes it large still says why, and where the record is.
+		h := []kgo.RecordHeader{{Key: headerError, Value: fmt.Appendf(nil,
+			"%v; the record is too large for the dead-letter topic: its key, value and headers are left out", bad)}}
+		dl = &kgo.Record{Topic: c.o.DeadLetterTopic, Headers: append(h, where...)}
+		err = cl.ProduceSync(ctx, dl).FirstErr()
+	}
+	if err != nil {
 		return fmt.Errorf("kafka: record %s/%d@%d to dead-letter topic %q: %w", r.Topic, r.Partition, r.Offset, c.o.DeadLetterTopic, err)
 	}
 	return nil
