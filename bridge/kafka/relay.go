@@ -1,9 +1,11 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,10 +243,16 @@ type RelayOptions struct {
 // the broker's version; once it knows, franz-go takes up to 3 bytes more.)
 // The broker refuses a record larger than the topic's max.message.bytes,
 // which the relay cannot know, with the same error, after the record is
-// produced, and the relay stops at once; it refuses the whole batch of the
-// partition that holds the record, so that the ProduceError may name another
-// event of the batch, one of another key produced beside it. Either is
-// permanent: each Run stops there again. So is an event for which
+// produced, and the relay stops at once. It refuses the whole batch of the
+// partition that holds the record, and franz-go fails each record of the
+// batch as too large: once the records in flight are finished, the relay
+// produces those again one at a time, each alone, in store order, and Run
+// returns the ProduceError of the first that fails alone, the one too
+// large, having written those before it. (If each is written alone, the
+// batch was too large as a whole, BatchMaxBytes being over the topic's
+// limit: Run returns the error of the first, written since, and the next
+// Run goes on.) A record too large is permanent: each Run stops there
+// again. So is an event for which
 // RelayOptions.TopicFor returns a name that Kafka does not take for a topic:
 // Run returns a ProduceError wrapping eventbus.ErrInvalid, before the record
 // goes to franz-go, as for a record too large. To get past a record too
@@ -253,11 +261,12 @@ type RelayOptions struct {
 // CompressAbove), or, giving the event up, with no relay of the name
 // running, save a checkpoint after it (Checkpoints.Save with the
 // ProduceError's Position plus one) once the checkpoint is at it
-// (Checkpoints.Load returns that Position), and only if it is the one too
-// large, not another of the batch the broker refused: the events of its key
-// after it are then written without it. A checkpoint before it, as the
-// broker's refusal may leave, is before events of other keys not yet
-// written, which a checkpoint after it would skip too.
+// (Checkpoints.Load returns that Position): the events of its key after it
+// are then written without it. A checkpoint before it, as the broker's
+// refusal may leave (with events before it held back behind a record of
+// their key in flight), is before events of other keys not yet written,
+// which a checkpoint after it would skip too; the next Run writes them,
+// and stops at the event again.
 //
 // One relay of a name may run at a time; a second one started elsewhere
 // produces every event twice.
@@ -327,10 +336,10 @@ func checkTopic(what, topic string) error {
 // It names the event, and wraps why: franz-go's or the broker's error, such
 // as kerr.MessageTooLarge for a record larger than the producer's batch
 // limit or the topic's max.message.bytes (the broker refuses the whole
-// batch, and the event named may be another of it, see [Relay]), or
-// eventbus.ErrInvalid for a topic name from [RelayOptions].TopicFor that
-// Kafka does not take. The relay's checkpoint stays before the event, so
-// the next Run produces it first.
+// batch, and the relay names the record of it that fails alone, see
+// [Relay]), or eventbus.ErrInvalid for a topic name from
+// [RelayOptions].TopicFor that Kafka does not take. The relay's checkpoint
+// stays before the event, so the next Run produces it first.
 type ProduceError struct {
 	Relay    string      // the relay's name
 	Position uint64      // the event's position in the store
@@ -488,6 +497,11 @@ type pass struct {
 	// sends counts the goroutines that give franz-go a record that
 	// waited: a promise must not produce.
 	sends sync.WaitGroup
+	// tooLarge holds the records that failed as too large: the broker
+	// refuses a whole batch for a record too large for the topic, and
+	// franz-go fails each record of the batch with its error.
+	tooLarge   []*outgoing
+	tooLargeMu sync.Mutex
 }
 
 // Run relays events until ctx is done, a record fails, or the store or
@@ -555,7 +569,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-saverDone
 	p.read.Wait()
 	p.sends.Wait()
-	why := stopCause(parent, context.Cause(ctx))
+	why := p.blame(parent, stopCause(parent, context.Cause(ctx)))
 	if err := save(context.WithoutCancel(ctx)); err != nil {
 		return errors.Join(why, err)
 	}
@@ -639,6 +653,11 @@ func (p *pass) tail(from uint64) error {
 func (p *pass) produce(o *outgoing) {
 	p.r.p.cl.Produce(p.ctx, o.rec, func(_ *kgo.Record, err error) {
 		if err != nil {
+			if errors.Is(err, kerr.MessageTooLarge) {
+				p.tooLargeMu.Lock()
+				p.tooLarge = append(p.tooLarge, o)
+				p.tooLargeMu.Unlock()
+			}
 			p.fail(p.failure(o, err))
 			p.drop(p.lanes.stop())
 		} else {
@@ -653,6 +672,37 @@ func (p *pass) produce(o *outgoing) {
 
 func (p *pass) failure(o *outgoing, err error) *ProduceError {
 	return &ProduceError{Relay: p.r.o.Name, Position: o.pos, ID: o.e.ID, Stream: o.e.Stream, Topic: o.lane.topic, Err: err}
+}
+
+// blame returns the failure of the record too large that stopped the
+// relay, once the records in flight are finished, when several failed as
+// too large: the broker refuses a whole batch for one record too large for
+// the topic, so that the first to fail, which why names, may be a small one
+// produced beside it. It produces them again one at a time, each alone,
+// in store order, and returns the failure of the first that fails alone;
+// those written before it are acknowledged, so that the checkpoint can
+// move up to it. Each of them is the first of its lane not written, so
+// none is written out of its key's order. If every one is written alone,
+// the batch was too large as a whole, and it returns why.
+func (p *pass) blame(ctx context.Context, why error) error {
+	var pe *ProduceError
+	if len(p.tooLarge) < 2 || !errors.As(why, &pe) || !errors.Is(pe.Err, kerr.MessageTooLarge) {
+		return why
+	}
+	slices.SortFunc(p.tooLarge, func(a, b *outgoing) int { return cmp.Compare(a.pos, b.pos) })
+	for _, o := range p.tooLarge {
+		// A record of its own: franz-go kept the first one's context,
+		// cancelled with the relay's.
+		r := &kgo.Record{Topic: o.rec.Topic, Key: o.rec.Key, Value: o.rec.Value, Headers: o.rec.Headers}
+		if err := p.r.p.cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			if ctx.Err() != nil {
+				return why
+			}
+			return p.failure(o, err)
+		}
+		p.w.ack(o)
+	}
+	return why
 }
 
 // failAfterRead returns the failure of o, whose record can never be
