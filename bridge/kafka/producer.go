@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -138,7 +139,11 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // when it failed, which fail with it (see [Producer]). An event whose
 // payload does not encode fails alone and is dead-lettered at once; one
 // whose record is too large for a batch fails alone and is retried; the
-// later events of its key are written. The payload type T must be
+// later events of its key are written. The broker refuses a whole batch
+// for one record larger than the topic's max.message.bytes, failing every
+// record of it as too large: Forward then produces those again, one at a
+// time, each alone, so that the others are written (other workers' records
+// may still join them), and the one too large fails on its own. The payload type T must be
 // registered in the Producer's Registry. Forward returns an error wrapping
 // eventbus.ErrInvalid for a missing argument, a T that is not registered
 // (wrapping eventbus.ErrUnknownEvent too; a T that is an interface is
@@ -173,6 +178,7 @@ type forwarder[T any] struct {
 
 func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) error {
 	errs := make([]error, len(events))
+	recs := make([]*kgo.Record, len(events))
 	var wg sync.WaitGroup
 	for i := range events {
 		e := &events[i]
@@ -184,13 +190,40 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 		ed.ID = e.ID // the schema version stays the one the payload was encoded at
 		ed.CorrelationID, ed.CausationID, ed.Metadata = e.CorrelationID, e.CausationID, e.Metadata
 		wg.Add(1)
-		f.p.cl.Produce(ctx, newRecord(f.topic, e.Key, &ed), func(_ *kgo.Record, err error) {
+		recs[i] = newRecord(f.topic, e.Key, &ed)
+		f.p.cl.Produce(ctx, recs[i], func(_ *kgo.Record, err error) {
 			errs[i] = err
 			wg.Done()
 		})
 	}
 	wg.Wait()
+	f.alone(ctx, recs, errs)
 	return batchError(errs)
+}
+
+// alone produces again, one at a time and each alone, the records that
+// failed as too large, when several did: the broker refuses a whole batch
+// for one record too large for the topic, and franz-go fails each record
+// of the batch with its error, so that the events produced beside that
+// one, of any key, would be retried or dead-lettered as too large. Now
+// they are written, and the one too large fails on its own.
+func (f *forwarder[T]) alone(ctx context.Context, recs []*kgo.Record, errs []error) {
+	n := 0
+	for _, err := range errs {
+		if errors.Is(err, kerr.MessageTooLarge) {
+			n++
+		}
+	}
+	if n < 2 {
+		return
+	}
+	for i, r := range recs {
+		if errors.Is(errs[i], kerr.MessageTooLarge) {
+			// A record of its own: franz-go set the first one's fields.
+			r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+			errs[i] = f.p.cl.ProduceSync(ctx, r).FirstErr()
+		}
+	}
 }
 
 // batchError names the failed events. A record that fails once buffered

@@ -1,0 +1,102 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// buffered is a franz-go hook that closes all once n records were given to
+// the client.
+type buffered struct {
+	n     int64
+	count atomic.Int64
+	all   chan struct{}
+}
+
+func (b *buffered) OnProduceRecordBuffered(*kgo.Record) {
+	if b.count.Add(1) == b.n {
+		close(b.all)
+	}
+}
+
+// TestForwardBrokerRefusesOneOfBatch forwards, in one batch, a small event
+// of key a, one of key b larger than the topic's max.message.bytes (below
+// the producer's own limit), and a small one of key c, with no retries.
+// The broker refuses the whole batch, and franz-go fails each of its
+// records as too large, but only b is too large: a and c are written, and
+// b alone is dead-lettered, with MessageTooLarge. All three were
+// dead-lettered, each blamed for b's size.
+func TestForwardBrokerRefusesOneOfBatch(t *testing.T) {
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "1000"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	reg := registry(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	// The producer learns where "orders" is only once it holds the three
+	// records, so that it sends them in one batch.
+	hook := &buffered{n: 3, all: make(chan struct{})}
+	var held bool
+	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
+			if rt.Topic != nil && *rt.Topic == "orders" && !held {
+				held = true
+				c.SleepControl(func() {
+					select {
+					case <-hook.all:
+					case <-ctx.Done():
+					}
+				})
+			}
+		}
+		return nil, nil, false
+	})
+
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	forward(t, reg, orders, "orders", &kafka.ProducerOptions{
+		Brokers: brokers, Linger: 50 * time.Millisecond, Compression: noCompression,
+		Client: []kgo.Opt{kgo.WithHooks(hook)},
+	}, &eventbus.SubscriptionOptions{Workers: 1, BatchSize: 3, BatchWait: time.Minute})
+	want := []Order{{Key: "a"}, {Key: strings.Repeat("b", 3000)}, {Key: "c"}}
+	for _, o := range want {
+		if err := orders.Publish(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bus.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var dead []Order
+	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		if !errors.Is(dl.Err, kerr.MessageTooLarge) {
+			t.Errorf("dead letter with %v, want MessageTooLarge", dl.Err)
+		}
+		dead = append(dead, dl.Payload().(Order))
+	}
+	if diff := cmp.Diff(want[1:2], dead); diff != "" {
+		t.Errorf("dead letters (-want +got):\n%s", diff)
+	}
+	if n := countRecords(t, ctx, brokers, "orders"); n != 2 {
+		t.Errorf("Kafka holds %d records, want a's and c's", n)
+	}
+}
