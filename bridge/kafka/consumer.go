@@ -44,8 +44,9 @@ type ConsumerOptions struct {
 	// the client's batch limit, 1MB unless Client sets
 	// kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes) goes
 	// without the record's key, value and headers, its error saying so. If
-	// empty, such a record stops Run with an error, and is read again by
-	// the next run. A bad record read from the
+	// empty, such a record stops Run with an error wrapping
+	// eventbus.ErrInvalid and the record's own, and is read again by the
+	// next run. A bad record read from the
 	// dead-letter topic itself (routed, or consumed through options in
 	// Client) is logged and skipped: it is there already, and written back
 	// it would come round for ever.
@@ -351,8 +352,10 @@ func (o *offsets) drop(m map[string][]int32) {
 // Run joins the group and consumes the routed topics until ctx is done or a
 // record cannot be delivered, then publishes no more, waits (up to
 // DrainTimeout) for the bus to handle what it published, commits, leaves the
-// group and returns: nil after ctx is done, else the error. A group new to a
-// partition starts at its first record. Run may be called once. It starts
+// group and returns: nil after ctx is done, else the error (for a bad
+// record, one wrapping eventbus.ErrInvalid, see
+// [ConsumerOptions].DeadLetterTopic). A group new to a partition starts at
+// its first record. Run may be called once. It starts
 // a franz-go client and one goroutine for commits; it waits for the
 // goroutine, and closes the client before it returns, but not every one of
 // the client's goroutines has ended by then: its connections' readers exit
@@ -515,6 +518,9 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	}
 	switch c.o.DeadLetterTopic {
 	case "":
+		if !errors.Is(bad, eventbus.ErrInvalid) { // a decode error, say
+			bad = fmt.Errorf("%w: %w", eventbus.ErrInvalid, bad)
+		}
 		return fmt.Errorf("kafka: record %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, bad)
 	case r.Topic:
 		// It is in the dead-letter topic already; written back, it would
