@@ -168,9 +168,10 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 
 // Route makes c publish the records of kafkaTopic on t, which must be a topic
 // of c's bus (whose Flush the commits wait for), decoding them as T (see
-// eventbus.Decode). A record that does not decode, decodes to a nil pointer,
-// or whose event t's Publish refuses (an error wrapping eventbus.ErrInvalid,
-// say) is a bad record: the event was published nowhere. On a Sync-mode
+// eventbus.Decode). A record that does not decode, decodes to a nil pointer
+// (T's, or one in T if T is an interface), or whose event t's Publish
+// refuses (an error wrapping eventbus.ErrInvalid, say) is a bad record: the
+// event was published nowhere. On a Sync-mode
 // topic the handlers run in Run's goroutine; an event whose handlers fail
 // (an [*eventbus.HandlerError], whatever it wraps) is retried and
 // dead-lettered by the bus, as in Async mode, and Run goes on. As
@@ -211,14 +212,16 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 	if _, ok := c.routes[kafkaTopic]; ok {
 		return fmt.Errorf("%w: Kafka topic %q is routed already", eventbus.ErrDuplicate, kafkaTopic)
 	}
-	pointer := reflect.TypeFor[T]().Kind() == reflect.Pointer // a nil value is a bad record
+	// A nil pointer is a bad record: of T, or in T if T is an interface.
+	kind := reflect.TypeFor[T]().Kind()
+	pointer, iface := kind == reflect.Pointer, kind == reflect.Interface
 	c.routes[kafkaTopic] = func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key string) (error, error) {
 		v, err := eventbus.Decode[T](c.reg, *e)
 		if err != nil {
 			return err, nil
 		}
-		if pointer && any(v) == any(*new(T)) { // no boxing: T is a pointer
-			return fmt.Errorf("%w: the value of the record decodes to a nil %v", eventbus.ErrInvalid, reflect.TypeFor[T]()), nil
+		if pointer && any(v) == any(*new(T)) || iface && nilPointer(any(v)) { // no boxing: T is a pointer or an interface
+			return fmt.Errorf("%w: the value of the record decodes to a nil %T", eventbus.ErrInvalid, any(v)), nil
 		}
 		md := make(eventbus.Metadata, len(e.Metadata)+5)
 		maps.Copy(md, e.Metadata)
@@ -259,6 +262,12 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 		return fmt.Errorf("topic %q refused the event: %w", t.Name(), err), nil
 	}
 	return nil
+}
+
+// nilPointer reports whether v holds a nil pointer.
+func nilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
 // offsets holds, per partition, the offset after the last record published

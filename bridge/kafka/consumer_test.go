@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,6 +300,80 @@ func TestConsumerNilValue(t *testing.T) {
 	for _, h := range dl.Headers {
 		if h.Key == "eventbus-error" {
 			if want := eventbus.ErrInvalid.Error() + ": the value of the record decodes to a nil"; !strings.HasPrefix(string(h.Value), want) {
+				t.Errorf("dead-lettered with eventbus-error %q, want it to start %q", h.Value, want)
+			}
+			return
+		}
+	}
+	t.Error("the dead-lettered record has no eventbus-error header")
+}
+
+// Typed is an interface that *OrderRef implements, for a bus topic of
+// several event types.
+type Typed interface{ EventType() string }
+
+// TestConsumerNilValueInterface consumes, on a topic whose payload type is
+// an interface, a record whose value decodes to a nil pointer: it is a bad
+// record, as on a topic of the pointer type, sent to the dead-letter topic,
+// and no handler sees it. It was published, a nil *OrderRef in the
+// interface, for handlers to dereference.
+func TestConsumerNilValueInterface(t *testing.T) {
+	brokers, _, ctx := setup(t, "orders", "dead")
+	reg, err := eventbus.NewRegistry(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.Register[*OrderRef](reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("null"), Headers: []kgo.RecordHeader{
+		{Key: "eventbus-id", Value: []byte(eventbus.NewID().String())},
+		{Key: "eventbus-type", Value: []byte("order.ref")},
+	}}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	bus := newBus(t, nil)
+	refs, err := eventbus.NewTopic[Typed](bus, "refs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handled atomic.Int64
+	if _, err := refs.Subscribe("count", func(context.Context, eventbus.Event[Typed]) error {
+		handled.Add(1)
+		return nil
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", DeadLetterTopic: "dead", CommitInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kafka.Route(cons, "orders", refs); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- cons.Run(runCtx) }()
+	dl := readOne(t, ctx, brokers, "dead")
+	stop()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+	if err := bus.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := handled.Load(); n != 0 {
+		t.Errorf("handlers saw %d events, want none", n)
+	}
+	for _, h := range dl.Headers {
+		if h.Key == "eventbus-error" {
+			if want := eventbus.ErrInvalid.Error() + ": the value of the record decodes to a nil *kafka_test.OrderRef"; !strings.HasPrefix(string(h.Value), want) {
 				t.Errorf("dead-lettered with eventbus-error %q, want it to start %q", h.Value, want)
 			}
 			return
