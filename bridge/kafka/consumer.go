@@ -43,13 +43,13 @@ type ConsumerOptions struct {
 	// [MetadataOffset]. A copy too large for the dead-letter topic (over
 	// the client's batch limit, 1MB unless Client sets
 	// kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes) goes
-	// without the record's key, value and headers, its error saying so. If
-	// empty, such a record stops Run with an error wrapping
-	// eventbus.ErrInvalid and the record's own, and is read again by the
-	// next run. A bad record read from the
-	// dead-letter topic itself (routed, or consumed through options in
-	// Client) is logged and skipped: it is there already, and written back
-	// it would come round for ever.
+	// without the record's key, value and headers, its error (cut to its
+	// first kilobyte, as it may quote a large header) saying so. If empty,
+	// such a record stops Run with an error wrapping eventbus.ErrInvalid
+	// and the record's own, and is read again by the next run. A bad
+	// record read from the dead-letter topic itself (routed, or consumed
+	// through options in Client) is logged and skipped: it is there
+	// already, and written back it would come round for ever.
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
@@ -550,9 +550,14 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 		// The copy, a little larger than the record Kafka took, is over
 		// the client's batch limit or the dead-letter topic's: stopping
 		// here would stop every run at the record. A copy without what
-		// makes it large still says why, and where the record is.
+		// makes it large still says why, and where the record is; the
+		// error is cut short, since it may quote a large header.
+		msg := bad.Error()
+		if len(msg) > maxStubError {
+			msg = msg[:maxStubError] + "..."
+		}
 		h := []kgo.RecordHeader{{Key: headerError, Value: fmt.Appendf(nil,
-			"%v; the record is too large for the dead-letter topic: its key, value and headers are left out", bad)}}
+			"%s; the record is too large for the dead-letter topic: its key, value and headers are left out", msg)}}
 		dl = &kgo.Record{Topic: c.o.DeadLetterTopic, Headers: append(h, where...)}
 		err = cl.ProduceSync(ctx, dl).FirstErr()
 	}
@@ -561,6 +566,10 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	}
 	return nil
 }
+
+// maxStubError is the most bytes of a record's error that the copy of a
+// record too large for the dead-letter topic keeps.
+const maxStubError = 1024
 
 // commit waits until the bus has handled every record published so far of
 // the partitions in only (all if nil), and commits their offsets.
