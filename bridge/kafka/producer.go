@@ -137,13 +137,15 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // goes through the subscription's retry policy and then to the bus's
 // dead-letter queue; so do the later events of its key that franz-go held
 // when it failed, which fail with it (see [Producer]). An event whose
-// payload does not encode fails alone and is dead-lettered at once; one
-// whose record is too large for a batch fails alone and is retried; the
-// later events of its key are written. The broker refuses a whole batch
-// for one record larger than the topic's max.message.bytes, failing every
-// record of it as too large: Forward then produces those again, one at a
-// time, each alone, so that the others are written (other workers' records
-// may still join them), and the one too large fails on its own. The payload type T must be
+// payload does not encode, or is a nil pointer (which a [Consumer] takes
+// for a bad record), fails alone and is dead-lettered at once, with an
+// error wrapping eventbus.ErrInvalid for a nil pointer; one whose record
+// is too large for a batch fails alone and is retried; the later events of
+// its key are written. The broker refuses a whole batch for one record
+// larger than the topic's max.message.bytes, failing every record of it as
+// too large: Forward then produces those again, one at a time, each alone,
+// so that the others are written (other workers' records may still join
+// them), and the one too large fails on its own. The payload type T must be
 // registered in the Producer's Registry. Forward returns an error wrapping
 // eventbus.ErrInvalid for a missing argument, a T that is not registered
 // (wrapping eventbus.ErrUnknownEvent too; a T that is an interface is
@@ -167,13 +169,17 @@ func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *
 			return nil, fmt.Errorf("%w: Forward of topic %q: %w", eventbus.ErrInvalid, t.Name(), err)
 		}
 	}
-	f := &forwarder[T]{p: p, topic: kafkaTopic}
+	kind := reflect.TypeFor[T]().Kind()
+	f := &forwarder[T]{p: p, topic: kafkaTopic, mayBeNil: kind == reflect.Pointer || kind == reflect.Interface}
 	return t.SubscribeBatch("kafka."+kafkaTopic, f.handle, opts)
 }
 
 type forwarder[T any] struct {
 	p     *Producer
 	topic string
+	// mayBeNil is set when T is a pointer or an interface, whose payloads
+	// may be nil pointers, which a Consumer takes for bad records.
+	mayBeNil bool
 }
 
 func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) error {
@@ -182,6 +188,10 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 	var wg sync.WaitGroup
 	for i := range events {
 		e := &events[i]
+		if f.mayBeNil && nilPointer(any(e.Payload)) { // no boxing: T is a pointer or an interface
+			errs[i] = eventbus.Permanent(fmt.Errorf("%w: Forward of a nil %T payload: a Consumer would take its record for a bad one", eventbus.ErrInvalid, any(e.Payload)))
+			continue
+		}
 		ed, err := f.p.reg.Encode(e.Payload)
 		if err != nil {
 			errs[i] = eventbus.Permanent(err)
