@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // a bad record, which stops every run until it is dealt with, from a
 // failure that a restart may get past; and that still wraps the record's
 // own error. A payload that did not decode, or a type the registry did not
-// know, gave the codec's or the registry's error alone.
+// know, gave the codec's or the registry's error alone. The error quotes
+// no more than the start of a bad header: a schema version of 100,000
+// digits was quoted whole.
 func TestConsumerBadRecordError(t *testing.T) {
 	checkNoLeaks(t)
 	id := []byte(eventbus.NewID().String())
@@ -31,6 +34,7 @@ func TestConsumerBadRecordError(t *testing.T) {
 		{name: "no bridge headers", value: `{}`},
 		{name: "unknown type", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.unknown")}}, value: `{}`, also: eventbus.ErrUnknownEvent},
 		{name: "payload not JSON", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.placed")}}, value: `not json`},
+		{name: "large schema version", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.placed")}, {Key: "eventbus-schema-version", Value: []byte(strings.Repeat("9", 100_000))}}, value: `{}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			brokers, reg := cluster(t, "orders").ListenAddrs(), registry(t)
@@ -53,7 +57,10 @@ func TestConsumerBadRecordError(t *testing.T) {
 			}
 			err = stop()
 			if !errors.Is(err, eventbus.ErrInvalid) || tc.also != nil && !errors.Is(err, tc.also) {
-				t.Errorf("Run() = %v, want an error wrapping %v (and %v)", err, eventbus.ErrInvalid, tc.also)
+				t.Errorf("Run() = %.300v, want an error wrapping %v (and %v)", err, eventbus.ErrInvalid, tc.also)
+			}
+			if err != nil && len(err.Error()) > 500 {
+				t.Errorf("Run() = %.300v..., of %d bytes: it quotes the record at length", err, len(err.Error()))
 			}
 		})
 	}

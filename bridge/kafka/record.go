@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -126,7 +127,11 @@ func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
 		case k == headerType:
 			e.Type = string(h.Value)
 		case k == headerSchemaVersion:
-			e.SchemaVersion, err = strconv.Atoi(string(h.Value))
+			if e.SchemaVersion, err = strconv.Atoi(string(h.Value)); err != nil {
+				// strconv's error quotes the whole value, which a
+				// foreign producer may have made any size.
+				err = fmt.Errorf("%.32q: %w", h.Value, errors.Unwrap(err))
+			}
 		case k == headerEncoding:
 			e.Encoding = string(h.Value)
 		case k == headerCorrelationID:
