@@ -228,6 +228,10 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 		md[MetadataEventID] = e.ID.String()
 		if !e.CausationID.IsZero() {
 			md[MetadataCausationID] = e.CausationID.String()
+		} else {
+			// An event consumed before, forwarded again, holds the
+			// causation ID of its first record.
+			delete(md, MetadataCausationID)
 		}
 		md[MetadataTopic] = r.Topic
 		md[MetadataPartition] = strconv.Itoa(int(r.Partition))

@@ -32,7 +32,9 @@ const (
 	// of Kafka: the same for every delivery of one event, so it is what
 	// [EventID] gives the Idempotency middleware.
 	MetadataEventID = "kafka.event-id"
-	// MetadataCausationID is the original event's causation ID, if any.
+	// MetadataCausationID is the original event's causation ID, if any;
+	// absent if it had none, also when its metadata held one from a
+	// record it was consumed from before.
 	MetadataCausationID = "kafka.causation-id"
 	// MetadataTopic, MetadataPartition and MetadataOffset say where in Kafka
 	// the record was read.
