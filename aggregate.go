@@ -110,7 +110,11 @@ type Version[T any] struct {
 // from the zero T, ignoring snapshots and cached states of its earlier
 // life. If an event after the cached state or snapshot it starts from (or
 // after none) is no longer read from the stream, it returns an error
-// wrapping [ErrTruncated] that names the missing revisions. If the stream
+// wrapping [ErrTruncated] that names the missing revisions. A snapshot
+// that does not decode into T (its type changed without a new schema
+// version, see [LoadSnapshot]) is passed over as a stale one is: Load
+// replays the events it stands for, and if they are no longer read, its
+// ErrTruncated error wraps the snapshot's decode error too. If the stream
 // changes under each of several reads in a row (soft-deleted again and
 // again), it gives up with an error wrapping [ErrWrongExpectedVersion], as
 // for a conflict with another writer; if the store reads the stream out of
@@ -130,9 +134,10 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 		}
 	}
 	snapshotted := false // whether Load has asked for the snapshot since base was set
+	var skipped error    // why the latest snapshot asked for was not used
 	if !cached && a.every > 0 {
 		var err error
-		if base, err = a.snapshot(ctx, stream, base); err != nil {
+		if base, skipped, err = a.snapshot(ctx, stream, base); err != nil {
 			return Version[T]{}, err
 		}
 		snapshotted = true
@@ -192,16 +197,21 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 		// A snapshot may start after the missing events.
 		if a.every > 0 && !snapshotted {
 			snapshotted = true
-			newer, err := a.snapshot(ctx, stream, base)
+			newer, why, err := a.snapshot(ctx, stream, base)
 			if err != nil {
 				return Version[T]{}, err
 			}
+			skipped = why
 			if newer.Expected != base.Expected {
 				base, cached, before = newer, false, nil
 				continue
 			}
 		}
-		return Version[T]{}, truncated(stream, from, last)
+		err = truncated(stream, from, last)
+		if skipped != nil {
+			err = fmt.Errorf("%w; the latest snapshot does not decode: %w", err, skipped)
+		}
+		return Version[T]{}, err
 	}
 }
 
@@ -220,13 +230,20 @@ func (a *Aggregate[T, E]) loaded(stream string, v Version[T], hit bool) Version[
 }
 
 // snapshot returns the latest usable snapshot of stream as a Version if it
-// is later than v, else v.
-func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version[T]) (Version[T], error) {
-	snap, ok, err := LoadSnapshot[T](ctx, a.store, a.reg, stream)
-	if err != nil || !ok || (v.Expected != NoStream && snap.Revision <= v.Expected.rev) {
-		return v, err
+// is later than v, else v. A snapshot that does not decode is no reason
+// to fail, since the events it stands for are in the stream: snapshot
+// returns v and the decode error as skipped, for Load to report if it
+// cannot replay those events either.
+func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version[T]) (_ Version[T], skipped, err error) {
+	rev, e, ok, err := latestSnapshot[T](ctx, a.store, a.reg, stream)
+	if err != nil || !ok || (v.Expected != NoStream && rev <= v.Expected.rev) {
+		return v, nil, err
 	}
-	return Version[T]{State: snap.State, Expected: Exact(snap.Revision)}, nil
+	state, err := decodeSnapshot[T](a.reg, stream, e)
+	if err != nil {
+		return v, err, nil
+	}
+	return Version[T]{State: state, Expected: Exact(rev)}, nil, nil
 }
 
 // truncated returns the error for the events from first to last of stream

@@ -117,51 +117,75 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // is a snapshot that the stream cannot go on from: one whose Revision the
 // stream has not reached (such as its event count, one past its last
 // revision), one of a stream that does not exist, or one from before the
-// stream's last soft delete (see [StreamInfo].Start).
+// stream's last soft delete (see [StreamInfo].Start). A snapshot of T's
+// type name and schema version that does not decode into T (a state type
+// changed without a new schema version) gets the registry's error; an
+// [Aggregate] then replays the stream instead, and its next snapshot
+// replaces that one.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
-	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
+	rev, e, ok, err := latestSnapshot[T](ctx, s, r, stream)
+	if err != nil || !ok {
 		return Snapshot[T]{}, false, err
 	}
+	state, err := decodeSnapshot[T](r, stream, e)
+	if err != nil {
+		return Snapshot[T]{}, false, err
+	}
+	return Snapshot[T]{Revision: rev, State: state}, true, nil
+}
+
+// latestSnapshot returns the latest snapshot of stream that LoadSnapshot
+// would decode, with its revision, and whether there is one.
+func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (uint64, EventData, bool, error) {
+	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
+		return 0, EventData{}, false, err
+	}
 	if s == nil {
-		return Snapshot[T]{}, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
+		return 0, EventData{}, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
 	}
 	var zero T
 	entry, err := r.entryFor(zero)
 	if err != nil {
-		return Snapshot[T]{}, false, err
+		return 0, EventData{}, false, err
 	}
 	if err := checkStream(stream); err != nil {
-		return Snapshot[T]{}, false, err
+		return 0, EventData{}, false, err
 	}
 	for e, err := range s.ReadStream(ctx, snapshotStream(stream), &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
 		if err != nil {
-			return Snapshot[T]{}, false, err
+			return 0, EventData{}, false, err
 		}
 		if e.Type != entry.name || max(e.SchemaVersion, 1) != entry.version {
-			return Snapshot[T]{}, false, nil
+			return 0, EventData{}, false, nil
 		}
 		rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
 		if err != nil {
-			return Snapshot[T]{}, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
+			return 0, EventData{}, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
 		}
 		// Asked after the read, since a stream's revision only grows: a
 		// snapshot saved concurrently is of a revision the stream has.
 		info, err := s.StreamInfo(ctx, stream)
 		if err != nil {
-			return Snapshot[T]{}, false, err
+			return 0, EventData{}, false, err
 		}
 		if !info.Exists || rev > info.Revision || rev < info.Start {
-			return Snapshot[T]{}, false, nil
+			return 0, EventData{}, false, nil
 		}
-		v, err := r.decode(e.EventData, false)
-		if err != nil {
-			return Snapshot[T]{}, false, err
-		}
-		state, ok := v.(T)
-		if !ok {
-			return Snapshot[T]{}, false, fmt.Errorf("%w: snapshot of %q decodes to %T, not %T", ErrInvalid, stream, v, zero)
-		}
-		return Snapshot[T]{Revision: rev, State: state}, true, nil
+		return rev, e.EventData, true, nil
 	}
-	return Snapshot[T]{}, false, nil
+	return 0, EventData{}, false, nil
+}
+
+// decodeSnapshot returns the state of stream's snapshot e.
+func decodeSnapshot[T any](r *Registry, stream string, e EventData) (T, error) {
+	var zero T
+	v, err := r.decode(e, false)
+	if err != nil {
+		return zero, fmt.Errorf("snapshot of %q: %w", stream, err)
+	}
+	state, ok := v.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: snapshot of %q decodes to %T, not %T", ErrInvalid, stream, v, zero)
+	}
+	return state, nil
 }

@@ -1,0 +1,101 @@
+package eventbus_test
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// accountCents is a later Go type of the account state, registered under
+// Account's name and schema version, as by a release that changed the
+// state's fields without bumping its version: the snapshots of Account do
+// not decode into it.
+type accountCents struct {
+	Balance struct{ Cents int }
+	Events  int
+}
+
+func evolveCents(a accountCents, e any) accountCents {
+	switch e := e.(type) {
+	case Deposited:
+		a.Balance.Cents += 100 * e.Amount
+	case Withdrawn:
+		a.Balance.Cents -= 100 * e.Amount
+	}
+	a.Events++
+	return a
+}
+
+// newCentsRegistry returns a registry of the account events and of
+// accountCents as the state "account.state" version 1.
+func newCentsRegistry(t *testing.T) *eventbus.Registry {
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[Deposited](r, nil))
+	require.NoError(t, eventbus.Register[Withdrawn](r, nil))
+	require.NoError(t, eventbus.Register[accountCents](r, &eventbus.TypeOptions{Name: "account.state"}))
+	return r
+}
+
+// TestAggregateUndecodableSnapshot checks that a snapshot that no longer
+// decodes into the state type does not lock the aggregate out: Load and
+// Execute replay the stream's events instead, and the next snapshot
+// replaces it. Where the events before the snapshot are hidden, so that
+// no replay can stand in for it, Load's error wraps ErrTruncated and the
+// snapshot's decode error.
+func TestAggregateUndecodableSnapshot(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		opts := &eventbus.AggregateOptions{SnapshotEvery: 2}
+		accounts := newAccounts(t, s, reg, opts)
+		for _, amount := range []int{1, 2, 3} {
+			_, err := accounts.Execute(ctx, "account-1", deposit(amount))
+			require.NoError(t, err)
+		}
+		_, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+		require.True(t, ok && err == nil, "LoadSnapshot = %v, %v", ok, err)
+
+		reg2 := newCentsRegistry(t)
+		_, _, err = eventbus.LoadSnapshot[accountCents](ctx, s, reg2, "account-1")
+		var jsonErr *json.UnmarshalTypeError
+		if !errors.As(err, &jsonErr) {
+			t.Errorf("LoadSnapshot of a state that does not decode = %v, want the codec's %T", err, jsonErr)
+		}
+		for _, cache := range []int{0, 10} {
+			cents, err := eventbus.NewAggregate(s, reg2, evolveCents, &eventbus.AggregateOptions{SnapshotEvery: 2, CacheSize: cache})
+			require.NoError(t, err)
+			v, err := cents.Load(ctx, "account-1")
+			require.NoError(t, err, "Load over a snapshot that does not decode, cache %d", cache)
+			var want accountCents
+			want.Balance.Cents, want.Events = 600, 3
+			if diff := cmp.Diff(eventbus.Version[accountCents]{State: want, Expected: eventbus.Exact(2)}, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+				t.Errorf("Load, cache %d (-want +got):\n%s", cache, diff)
+			}
+		}
+		cents, err := eventbus.NewAggregate(s, reg2, evolveCents, opts)
+		require.NoError(t, err)
+		res, err := cents.Execute(ctx, "account-1", func(accountCents) ([]any, error) { return []any{Deposited{Amount: 4}}, nil })
+		require.NoError(t, err, "Execute over a snapshot that does not decode")
+		snap, ok, err := eventbus.LoadSnapshot[accountCents](ctx, s, reg2, "account-1")
+		if err != nil || !ok || snap.Revision != res.Revision || snap.State.Balance.Cents != 1000 {
+			t.Errorf("LoadSnapshot after Execute = %+v, %v, %v, want 1000 cents at revision %d", snap, ok, err, res.Revision)
+		}
+
+		// The old state's snapshot at revision 1, the event before it
+		// hidden: nothing to load from.
+		for _, amount := range []int{5, 6} {
+			_, err := accounts.Execute(ctx, "account-2", deposit(amount))
+			require.NoError(t, err)
+		}
+		setMetadata(t, s, "account-2", eventbus.StreamMetadata{MaxCount: 1})
+		_, err = cents.Load(ctx, "account-2")
+		if !errors.Is(err, eventbus.ErrTruncated) || !errors.As(err, &jsonErr) {
+			t.Errorf("Load of a truncated stream over a snapshot that does not decode = %v, want %v and the codec's %T", err, eventbus.ErrTruncated, jsonErr)
+		}
+	})
+}
