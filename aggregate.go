@@ -112,9 +112,11 @@ type Version[T any] struct {
 // after none) is no longer read from the stream, it returns an error
 // wrapping [ErrTruncated] that names the missing revisions. A snapshot
 // that does not decode into T (its type changed without a new schema
-// version, see [LoadSnapshot]) is passed over as a stale one is: Load
-// replays the events it stands for, and if they are no longer read, its
-// ErrTruncated error wraps the snapshot's decode error too. If the stream
+// version, see [LoadSnapshot]), or that is of an older schema version with
+// no upcasters to T's, is passed over: Load replays the events it stands
+// for, and if they are no longer read, its ErrTruncated error wraps the
+// snapshot's decode error too (one wrapping [ErrUnknownEvent] for a
+// missing upcaster). If the stream
 // changes under each of several reads in a row (soft-deleted again and
 // again), it gives up with an error wrapping [ErrWrongExpectedVersion], as
 // for a conflict with another writer; if the store reads the stream out of
@@ -232,18 +234,19 @@ func (a *Aggregate[T, E]) loaded(stream string, v Version[T], hit bool) Version[
 // snapshot returns the latest usable snapshot of stream as a Version if it
 // is later than v, else v. A snapshot that does not decode is no reason
 // to fail, since the events it stands for are in the stream: snapshot
-// returns v and the decode error as skipped, for Load to report if it
-// cannot replay those events either.
+// returns v and the decode error as skipped (for a snapshot of an older
+// schema version with no upcasters to T's, one wrapping ErrUnknownEvent),
+// for Load to report if it cannot replay those events either.
 func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version[T]) (_ Version[T], skipped, err error) {
-	rev, e, ok, err := latestSnapshot[T](ctx, a.store, a.reg, stream)
-	if err != nil || !ok || (v.Expected != NoStream && rev <= v.Expected.rev) {
+	snap, ok, err := latestSnapshot[T](ctx, a.store, a.reg, stream)
+	if err != nil || !ok || (v.Expected != NoStream && snap.rev <= v.Expected.rev) {
 		return v, nil, err
 	}
-	state, err := decodeSnapshot[T](a.reg, stream, e)
+	state, err := snap.decode(a.reg, stream)
 	if err != nil {
 		return v, err, nil
 	}
-	return Version[T]{State: state, Expected: Exact(rev)}, nil, nil
+	return Version[T]{State: state, Expected: Exact(snap.rev)}, nil, nil
 }
 
 // truncated returns the error for the events from first to last of stream

@@ -205,6 +205,28 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 	return entry, nil
 }
 
+// chained returns nil if e's type name has a Go type registered for its
+// version and upcasters from there up to version to, else an error
+// wrapping ErrUnknownEvent that says what is missing.
+func (r *Registry) chained(e EventData, to int) error {
+	version := max(e.SchemaVersion, 1)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ev := r.byName[e.Type]
+	switch {
+	case ev == nil:
+		return fmt.Errorf("%w: event type %q is not registered", ErrUnknownEvent, e.Type)
+	case ev.versions[version] == nil:
+		return fmt.Errorf("%w: %q version %d is not registered (latest is %d)", ErrUnknownEvent, e.Type, version, ev.latest)
+	}
+	for ; version < to; version++ {
+		if ev.upcasters[version] == nil {
+			return fmt.Errorf("%w: %q has no upcaster from version %d to %d", ErrUnknownEvent, e.Type, version, version+1)
+		}
+	}
+	return nil
+}
+
 // latest returns the latest schema version registered for the event type
 // name, zero for none.
 func (r *Registry) latest(name string) int {
@@ -289,7 +311,7 @@ func inflate(data []byte) ([]byte, error) {
 // for a pointer type), is no error: Decode returns it.
 func Decode[T any](r *Registry, e EventData) (T, error) {
 	var zero T
-	v, err := r.decode(e, true)
+	v, err := r.decode(e, 0)
 	if err != nil {
 		return zero, err
 	}
@@ -300,9 +322,9 @@ func Decode[T any](r *Registry, e EventData) (T, error) {
 	return t, nil
 }
 
-// decode decodes e with the Go type of its version and, if upcast is
-// true, upcasts it to the latest version.
-func (r *Registry) decode(e EventData, upcast bool) (any, error) {
+// decode decodes e with the Go type of its version and upcasts it to
+// version to, if that is later, or to the latest version if to is zero.
+func (r *Registry) decode(e EventData, to int) (any, error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
@@ -340,10 +362,10 @@ func (r *Registry) decode(e EventData, upcast bool) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventbus: decode %q version %d: %w", e.Type, version, err)
 	}
-	if !upcast {
-		return v, nil
+	if to == 0 {
+		to = latest
 	}
-	for ; version < latest; version++ {
+	for ; version < to; version++ {
 		r.mu.RLock()
 		up := ev.upcasters[version]
 		r.mu.RUnlock()

@@ -85,7 +85,7 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	}
 	// Every load of the stream would fail on a snapshot that does not
 	// decode, where replaying its events works.
-	if _, err := r.decode(e, false); err != nil {
+	if _, err := r.decode(e, e.SchemaVersion); err != nil {
 		return fmt.Errorf("SaveSnapshot: stream %q: the state does not decode: %w", stream, err)
 	}
 	// LoadSnapshot ignores a snapshot past the stream's end only until the
@@ -111,75 +111,89 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 }
 
 // LoadSnapshot returns the latest snapshot of stream saved by
-// [SaveSnapshot], and whether there is one. A snapshot saved with another
-// schema version than the one T is registered with is stale: LoadSnapshot
-// ignores it and returns false, so that the caller replays the stream. So
-// is a snapshot that the stream cannot go on from: one whose Revision the
-// stream has not reached (such as its event count, one past its last
-// revision), one of a stream that does not exist, or one from before the
-// stream's last soft delete (see [StreamInfo].Start). A snapshot of T's
-// type name and schema version that does not decode into T (a state type
-// changed without a new schema version) gets the registry's error; an
-// [Aggregate] then replays the stream instead, and its next snapshot
-// replaces that one.
+// [SaveSnapshot], and whether there is one. A snapshot saved with an
+// older schema version than the one T is registered with is upcast to T
+// by the upcasters registered for the state's type name (see
+// [RegisterUpcaster]), which must then give the state that T's evolve
+// would have folded from the same events; without a Go type for its
+// version and upcasters from there to T's, it is stale, as is one of a
+// later version or another type name: LoadSnapshot ignores it and returns
+// false, so that the caller replays the stream. So is a snapshot that the
+// stream cannot go on from: one whose Revision the stream has not reached
+// (such as its event count, one past its last revision), one of a stream
+// that does not exist, or one from before the stream's last soft delete
+// (see [StreamInfo].Start). A snapshot that does not decode into T (a
+// state type changed without a new schema version) gets the registry's
+// error; an [Aggregate] then replays the stream instead, and its next
+// snapshot replaces that one.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
-	rev, e, ok, err := latestSnapshot[T](ctx, s, r, stream)
-	if err != nil || !ok {
+	snap, ok, err := latestSnapshot[T](ctx, s, r, stream)
+	if err != nil || !ok || r.chained(snap.data, snap.version) != nil {
 		return Snapshot[T]{}, false, err
 	}
-	state, err := decodeSnapshot[T](r, stream, e)
+	state, err := snap.decode(r, stream)
 	if err != nil {
 		return Snapshot[T]{}, false, err
 	}
-	return Snapshot[T]{Revision: rev, State: state}, true, nil
+	return Snapshot[T]{Revision: snap.rev, State: state}, true, nil
 }
 
-// latestSnapshot returns the latest snapshot of stream that LoadSnapshot
-// would decode, with its revision, and whether there is one.
-func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (uint64, EventData, bool, error) {
+// storedSnapshot is a snapshot as stored, of the state T.
+type storedSnapshot[T any] struct {
+	rev     uint64    // the revision of the last event folded in
+	data    EventData // the encoded state
+	version int       // the schema version T is registered with
+}
+
+// latestSnapshot returns the latest snapshot of stream that has T's type
+// name and a schema version up to T's, and whether there is one.
+func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (storedSnapshot[T], bool, error) {
+	var none storedSnapshot[T]
 	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
-		return 0, EventData{}, false, err
+		return none, false, err
 	}
 	if s == nil {
-		return 0, EventData{}, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
+		return none, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
 	}
 	var zero T
 	entry, err := r.entryFor(zero)
 	if err != nil {
-		return 0, EventData{}, false, err
+		return none, false, err
 	}
 	if err := checkStream(stream); err != nil {
-		return 0, EventData{}, false, err
+		return none, false, err
 	}
 	for e, err := range s.ReadStream(ctx, snapshotStream(stream), &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
 		if err != nil {
-			return 0, EventData{}, false, err
+			return none, false, err
 		}
-		if e.Type != entry.name || max(e.SchemaVersion, 1) != entry.version {
-			return 0, EventData{}, false, nil
+		// A later version, as an older release sees one saved by a
+		// newer, has no upcaster down to T's.
+		if e.Type != entry.name || max(e.SchemaVersion, 1) > entry.version {
+			return none, false, nil
 		}
 		rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
 		if err != nil {
-			return 0, EventData{}, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
+			return none, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
 		}
 		// Asked after the read, since a stream's revision only grows: a
 		// snapshot saved concurrently is of a revision the stream has.
 		info, err := s.StreamInfo(ctx, stream)
 		if err != nil {
-			return 0, EventData{}, false, err
+			return none, false, err
 		}
 		if !info.Exists || rev > info.Revision || rev < info.Start {
-			return 0, EventData{}, false, nil
+			return none, false, nil
 		}
-		return rev, e.EventData, true, nil
+		return storedSnapshot[T]{rev: rev, data: e.EventData, version: entry.version}, true, nil
 	}
-	return 0, EventData{}, false, nil
+	return none, false, nil
 }
 
-// decodeSnapshot returns the state of stream's snapshot e.
-func decodeSnapshot[T any](r *Registry, stream string, e EventData) (T, error) {
+// decode returns the state of stream's snapshot s, upcast to T's version.
+func (s storedSnapshot[T]) decode(r *Registry, stream string) (T, error) {
 	var zero T
-	v, err := r.decode(e, false)
+	v, err := r.decode(s.data, s.version)
 	if err != nil {
 		return zero, fmt.Errorf("snapshot of %q: %w", stream, err)
 	}

@@ -10,7 +10,8 @@ import (
 // be registered (see [Register]) under the same event type name, To with
 // the version after From's, so that chains have no gap and no cycle; there
 // is one upcaster per version. [Decode] chains them to bring any old
-// version up to the latest.
+// version up to the latest, and [LoadSnapshot] to bring a snapshot of an
+// older version of a state type up to the one it loads.
 //
 // It returns an error wrapping [ErrUnknownEvent] if From or To is not
 // registered, [ErrInvalid] if they are not consecutive versions of one
