@@ -336,10 +336,9 @@ func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide fun
 		if !errors.Is(err, ErrWrongExpectedVersion) {
 			return res, err
 		}
+		// The cached state, if any, stays: it is as of its revision, and
+		// the next load reads only the events that won since.
 		conflict = err
-		if a.cache != nil {
-			a.cache.drop(stream)
-		}
 	}
 	return AppendResult{}, fmt.Errorf("eventbus: stream %q: %d attempts conflicted: %w", stream, a.attempts, conflict)
 }

@@ -1,8 +1,11 @@
 package eventbus_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"iter"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -168,4 +171,49 @@ func TestAggregateSnapshotOfOlderVersion(t *testing.T) {
 			t.Errorf("LoadSnapshot of version 2 as version 1 = %+v, %v, %v, want none", snap1, ok, err)
 		}
 	})
+}
+
+// readLogStore records the From of each read of a stream.
+type readLogStore struct {
+	eventbus.Store
+	mu    sync.Mutex
+	froms []uint64
+}
+
+func (s *readLogStore) ReadStream(ctx context.Context, stream string, o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	s.mu.Lock()
+	s.froms = append(s.froms, o.From)
+	s.mu.Unlock()
+	return s.Store.ReadStream(ctx, stream, o)
+}
+
+// TestAggregateCacheAfterConflict checks that a command that loses to
+// another writer keeps its cached state: the retry reads only the events
+// appended since, not the whole stream again.
+func TestAggregateCacheAfterConflict(t *testing.T) {
+	ctx := t.Context()
+	inner, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	appendDeposits(t, inner, reg, "account-1", 50)
+	s := &readLogStore{Store: inner}
+	accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 10})
+	_, err = accounts.Load(ctx, "account-1") // fills the cache
+	require.NoError(t, err)
+	s.froms = nil
+	attempts := 0
+	_, err = accounts.Execute(ctx, "account-1", func(Account) ([]any, error) {
+		if attempts++; attempts == 1 {
+			appendDeposits(t, inner, reg, "account-1", 1) // another writer wins
+		}
+		return []any{Deposited{Amount: 1}}, nil
+	})
+	require.NoError(t, err)
+	if diff := cmp.Diff([]uint64{50, 50}, s.froms); diff != "" {
+		t.Errorf("reads of the stream from (-want +got):\n%s", diff)
+	}
+	v, err := accounts.Load(ctx, "account-1")
+	if err != nil || v.State != (Account{Balance: 52, Events: 52}) || v.Expected != eventbus.Exact(51) {
+		t.Errorf("Load = %+v, %v, want balance 52 at revision 51", v, err)
+	}
 }
