@@ -14,7 +14,9 @@ type AggregateOptions struct {
 	// [SaveSnapshot]) each time a command takes the stream past a multiple
 	// of this many events, so that loading replays fewer of them. The state
 	// type must then be registered in the Registry, with a codec that gives
-	// it back unchanged (see [Snapshot]). Zero means never.
+	// it back unchanged (see [Snapshot]). Zero means never, and then
+	// [Aggregate.Load] reads no snapshot either, not even one saved by a
+	// call of SaveSnapshot: set it to use those.
 	SnapshotEvery int
 	// MaxAttempts is how many times [Aggregate.Execute] runs the
 	// load-decide-append cycle when appends conflict; zero means 3.
@@ -104,7 +106,8 @@ type Version[T any] struct {
 }
 
 // Load returns the state of the aggregate in stream: the latest snapshot,
-// if there is one, with the events after it folded in. A stream with no
+// if there is one and SnapshotEvery is set, with the events after it
+// folded in, else the fold of all its events. A stream with no
 // event, or soft-deleted since its last event, gives the zero T and
 // [NoStream]; a stream appended to again after a soft delete starts over
 // from the zero T, ignoring snapshots and cached states of its earlier
