@@ -164,6 +164,10 @@ type writer struct {
 	dirty    bool  // written since the last sync
 	buf      []byte
 	gen      uint64 // of the group being committed, to mark touched streams
+
+	// lost is set when a sync of appends already acknowledged (under
+	// SyncInterval or SyncNever) failed: Close reports it.
+	lost bool
 }
 
 // idKey is an event ID in a stream.
@@ -608,6 +612,7 @@ func (s *FileStore) run() {
 			if s.w.dirty {
 				s.w.dirty = false
 				if err := s.w.active.f.Sync(); err != nil {
+					s.w.lost = true
 					s.fail(fmt.Errorf("sync %s: %w", s.w.active.path, err))
 				}
 			}
@@ -1148,7 +1153,10 @@ func (s *FileStore) info(stream string) StreamInfo {
 }
 
 // Close implements [Store.Close]: it stops the committer, syncs what it
-// wrote, and closes the files. Running iterators end with ErrClosed.
+// wrote, and closes the files. Running iterators end with ErrClosed. It
+// returns an error if that sync fails, or if an earlier sync of appends
+// it had acknowledged (under SyncInterval or SyncNever) failed: those
+// appends may not be on stable storage.
 func (s *FileStore) Close() error {
 	if err := s.checkMade("Close"); err != nil {
 		return err
@@ -1161,8 +1169,12 @@ func (s *FileStore) Close() error {
 		close(s.quit)
 		<-s.done
 		// A failed store syncs too, for the appends it acknowledged
-		// before the failure.
-		if s.w.active != nil && s.w.dirty {
+		// before the failure. If a sync of such appends failed already,
+		// they may not be on stable storage, and the application may
+		// have appended nothing since to learn it.
+		if s.w.lost {
+			s.closeErr = fmt.Errorf("eventbus: close file store: appends acknowledged before the failure may be lost: %w", s.failure())
+		} else if s.w.active != nil && s.w.dirty {
 			if err := s.w.active.f.Sync(); err != nil {
 				s.closeErr = fmt.Errorf("eventbus: close file store: sync %s: %w", s.w.active.path, err)
 			}

@@ -422,6 +422,7 @@ func (s *FileStore) roll() error {
 	if w.dirty {
 		w.dirty = false
 		if err := w.active.f.Sync(); err != nil {
+			w.lost = true
 			return fmt.Errorf("sync %s: %w", w.active.path, err)
 		}
 	}

@@ -1148,6 +1148,45 @@ func TestFileStoreSyncsAfterFailedWrite(t *testing.T) {
 	}
 }
 
+// TestFileStoreCloseReportsLostSync fails the sync of acknowledged appends
+// under SyncInterval (the periodic one) and SyncNever (the one before a
+// new segment starts): Close must report it, since those appends may not
+// be on stable storage, and an application that appends nothing more
+// learns it from Close only. Close returned nil, having nothing left to
+// sync.
+func TestFileStoreCloseReportsLostSync(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		policy eventbus.SyncPolicy
+	}{
+		{"SyncInterval", eventbus.SyncInterval},
+		{"SyncNever at a new segment", eventbus.SyncNever},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := t.Context()
+				fs := &faultFS{FS: eventbus.OSFS}
+				s, err := eventbus.OpenFileStore(t.TempDir(), eventbus.WithFS(&eventbus.FileStoreOptions{Sync: tt.policy, SyncInterval: time.Second, MaxSegmentSize: 1 << 10}, fs))
+				require.NoError(t, err)
+				evs := newEvents(2, "t", strings.Repeat("x", 600))
+				_, err = s.Append(ctx, "s", eventbus.NoStream, evs...)
+				require.NoError(t, err)
+				eio := error(syscall.EIO)
+				fs.failSync.Store(&eio)
+				if tt.policy == eventbus.SyncInterval {
+					time.Sleep(3 * time.Second) // a few intervals, on the bubble's clock
+				} else {
+					_, err = s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "")...)
+					require.ErrorIs(t, err, syscall.EIO, "Append that starts a new segment")
+				}
+				if err := s.Close(); !errors.Is(err, syscall.EIO) {
+					t.Errorf("Close after a failed sync of acknowledged appends = %v, want %v", err, syscall.EIO)
+				}
+			})
+		})
+	}
+}
+
 // TestFileStoreOpenSyncsTail kills a process (copies its directory as it
 // leaves it) that appended with SyncInterval or SyncNever and had synced
 // nothing yet, and opens the store again: the events it then reads and
