@@ -35,7 +35,9 @@ import (
 //
 // One Append or AppendMulti is one frame, so it is on disk entirely or not
 // at all. State frames carry the state of streams whose history retention
-// removed.
+// removed: under retention, each segment starts with the state of every
+// stream, 16,384 streams a frame but in the last, which holds fewer (none
+// if need be), so that a segment whose last ones were cut is known.
 const (
 	segMagic      = "EVBUSLOG"
 	segVersion    = 1

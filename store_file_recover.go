@@ -302,11 +302,10 @@ func (s *FileStore) recover() error {
 func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) error {
 	var e entry
 	var cur *fileStream
+	var leading int64 // bytes of the state frames the segment starts with
 	return func(off int, p []byte) error {
 		cur = nil
-		if p[0] == kindState && int64(off) == segHeaderSize+seg.states {
-			seg.states += int64(frameHeader + len(p))
-		}
+		lead := p[0] == kindState && int64(off) == segHeaderSize+leading
 		r, err := decodeFrame(p, &e, func(stream []byte, at int, e *entry) error {
 			if cur == nil || cur.name != string(stream) {
 				// Only this goroutine uses s while it recovers; looking a
@@ -337,6 +336,16 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 		})
 		if err != nil {
 			return err
+		}
+		if lead {
+			leading += int64(frameHeader + len(p))
+			// Every state frame but the last holds stateFrame streams:
+			// the segment starts with the state of every stream once
+			// one holds fewer. Until then (a crash or a failed write
+			// cut the others) retention must not start the store here.
+			if len(r.states) < stateFrame {
+				seg.states = leading
+			}
 		}
 		switch r.kind {
 		case kindDelete, kindMetadata:
@@ -415,6 +424,10 @@ func (s *FileStore) syncDir() error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
+// stateFrame is the most streams that a state frame holds: at most
+// 16 MiB.
+const stateFrame = 1 << 14
+
 // roll starts a new segment once the active one is full, and applies
 // retention. Only the committer calls it.
 func (s *FileStore) roll() error {
@@ -442,9 +455,11 @@ func (s *FileStore) roll() error {
 	// The new segment starts with the state of every stream, so that the
 	// segments before it can be deleted.
 	w.buf = w.buf[:0]
-	for i := 0; i == 0 || i < len(s.byID); {
+	for i, n := 0, stateFrame; n == stateFrame; i += n {
+		// The last frame holds fewer than stateFrame streams, none if
+		// need be, so that recovery tells that it has them all.
 		b, frame := beginFrame(w.buf, kindState)
-		n := min(len(s.byID)-i, 1<<14) // at most 16 MiB
+		n = min(len(s.byID)-i, stateFrame)
 		b = binary.AppendUvarint(b, uint64(n))
 		for _, st := range s.byID[i : i+n] {
 			b = appendString(b, st.name)
@@ -463,7 +478,6 @@ func (s *FileStore) roll() error {
 		}
 		endFrame(b, frame)
 		w.buf = b
-		i += max(n, 1)
 	}
 	if err := s.write(w.buf); err != nil {
 		return err

@@ -1187,6 +1187,97 @@ func TestFileStoreCloseReportsLostSync(t *testing.T) {
 	}
 }
 
+// bigWriteFS, once armed, writes half of any write of more than 64 KiB
+// and fails it, as a full disk would: the header of a new segment is
+// written, the state frames that follow it are cut.
+type bigWriteFS struct {
+	eventbus.FS
+	armed atomic.Bool
+}
+
+func (f *bigWriteFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &bigWriteFile{File: file, fs: f}, nil
+}
+
+type bigWriteFile struct {
+	eventbus.File
+	fs *bigWriteFS
+}
+
+func (f *bigWriteFile) Write(b []byte) (int, error) {
+	if f.fs.armed.Load() && len(b) > 64<<10 {
+		n, _ := f.File.Write(b[:len(b)/2])
+		return n, syscall.ENOSPC
+	}
+	return f.File.Write(b)
+}
+
+// TestFileStorePartialStateFrames cuts the state frames that start a new
+// segment under retention, in a store of more streams than one state
+// frame holds (16,384): the write fails after the first frame. Reopened,
+// the store appends to a stream of the second frame in that segment, and
+// retention later makes it the store's start: it does not start with the
+// state of every stream, so the store must not start there. It did, and
+// then failed to open with a *CorruptionError (an event at revision 1 of
+// a stream it had no state of), which repair would have cut with every
+// later event.
+func TestFileStorePartialStateFrames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		dir := t.TempDir()
+		retain := &eventbus.FileStoreOptions{MaxSegmentSize: 64 << 10, RetainAge: time.Hour}
+
+		// Without retention, no state frames: 16,384 streams of short
+		// names, the first state frame's, then 400 of long names.
+		s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 64 << 10})
+		short := make([]eventbus.StreamAppend, 1<<14)
+		for i := range short {
+			short[i] = eventbus.StreamAppend{Stream: fmt.Sprintf("s%05d", i), Events: newEvents(1, "t", "")}
+		}
+		_, err := s.AppendMulti(ctx, short...)
+		require.NoError(t, err)
+		long := make([]eventbus.StreamAppend, 400)
+		for i := range long {
+			long[i] = eventbus.StreamAppend{Stream: fmt.Sprintf("%01000d", i), Events: newEvents(1, "t", "")}
+		}
+		_, err = s.AppendMulti(ctx, long...)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+
+		// A new segment starts; the write of its state frames fails.
+		fs := &bigWriteFS{FS: eventbus.OSFS}
+		s = openFile(t, dir, eventbus.WithFS(retain, fs))
+		fs.armed.Store(true)
+		_, err = s.Append(ctx, "x", eventbus.Any, newEvents(1, "t", "")...)
+		require.ErrorIs(t, err, syscall.ENOSPC, "Append whose new segment's state frames fail")
+		require.NoError(t, s.Close())
+
+		time.Sleep(2 * time.Hour) // on the bubble's clock: older segments expire
+		s = openFile(t, dir, retain)
+		evs := newEvents(1, "t", "")
+		evs[0].Data = make([]byte, 70<<10) // fills the segment
+		_, err = s.Append(ctx, long[0].Stream, eventbus.Exact(0), evs...)
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "x", eventbus.Any, newEvents(1, "t", "")...) // a new segment: retention
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+
+		s, err = eventbus.OpenFileStore(dir, nil)
+		if err != nil {
+			t.Fatalf("OpenFileStore after retention = %v, want the store", err)
+		}
+		defer s.Close()
+		info, err := s.StreamInfo(ctx, long[0].Stream)
+		require.NoError(t, err)
+		require.True(t, info.Exists)
+		require.EqualValues(t, 1, info.Revision, "revision of the stream appended to")
+	})
+}
+
 // TestFileStoreOpenSyncsTail kills a process (copies its directory as it
 // leaves it) that appended with SyncInterval or SyncNever and had synced
 // nothing yet, and opens the store again: the events it then reads and
