@@ -1262,7 +1262,8 @@ func TestFileStorePartialStateFrames(t *testing.T) {
 		evs[0].Data = make([]byte, 70<<10) // fills the segment
 		_, err = s.Append(ctx, long[0].Stream, eventbus.Exact(0), evs...)
 		require.NoError(t, err)
-		_, err = s.Append(ctx, "x", eventbus.Any, newEvents(1, "t", "")...) // a new segment: retention
+		// A new segment, and retention.
+		_, err = s.Append(ctx, "x", eventbus.Any, newEvents(1, "t", "")...)
 		require.NoError(t, err)
 		require.NoError(t, s.Close())
 
