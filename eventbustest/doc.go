@@ -14,11 +14,12 @@
 // # Recording and checking events
 //
 // [Record] subscribes a [Recorder] to a topic. Its checks read like the
-// test's intent and fail it with a [cmp.Diff] of what was recorded:
-// [Recorder.Want] (exactly these payloads, in order; none with no argument),
-// [Recorder.WantEvents] (headers too, except the generated ID, time,
-// correlation ID and causation ID), [Recorder.WantContains] and
-// [Recorder.WantLen].
+// test's intent and fail it with a list of what was recorded:
+// [Recorder.Want] (exactly these payloads, in order; none with no argument)
+// and [Recorder.WantEvents] (headers too, except the generated ID, time,
+// correlation ID and causation ID) with a [cmp.Diff] of want and got too,
+// [Recorder.WantContains] (these among others) with the payloads missing,
+// and [Recorder.WantLen].
 //
 // # Waiting without sleeping
 //
