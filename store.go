@@ -271,8 +271,8 @@ type SubscribeOptions struct {
 	// subscription, when it has delivered every event committed so far and
 	// starts waiting for new ones; not once the store is closed, when the
 	// subscription ends with [ErrClosed]. Next is the position that the
-	// next committed event will have, or From if that is later: the
-	// subscription has passed every position before next.
+	// next committed event will have, or From if that is later and not
+	// [End]: the subscription has passed every position before next.
 	CaughtUp func(next uint64)
 }
 
