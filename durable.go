@@ -215,9 +215,15 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 // its Stop returned, so that it can be resumed on the same bus. A topic of
 // that name made by NewTopic is never taken over: it returns an error
 // wrapping ErrDuplicate, as it does while the durable subscription runs or
-// stops.
+// stops. Once the bus is closed it returns ErrClosed, whatever the name.
 func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
 	b.mu.Lock()
+	if b.closed.Load() {
+		// A durable subscription that the stop ended keeps its claim
+		// until its Stop: what is taken is the bus, not the name.
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
 	if c := b.durables[name]; c != nil {
 		defer b.mu.Unlock()
 		// Claimed until Stop has returned, not only while subscribed:

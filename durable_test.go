@@ -995,3 +995,24 @@ func TestDurableOldVersionRefused(t *testing.T) {
 	subscribeDurable(t, bus, s, reg, "v3", func(context.Context, eventbus.Event[userV3]) error { return nil }, nil)
 	subscribeDurable(t, bus, s, reg, "any", func(context.Context, eventbus.Event[any]) error { return nil }, nil)
 }
+
+// TestSubscribeDurableAfterShutdown subscribes again, after the bus's
+// Shutdown, with the name of a durable subscription that the Shutdown
+// stopped: SubscribeDurable returns ErrClosed, as it does for a new name,
+// not ErrDuplicate, which says that the name is taken by one that runs.
+func TestSubscribeDurableAfterShutdown(t *testing.T) {
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	ctx := context.Background()
+	bus := newBus(t, nil)
+	h := func(context.Context, eventbus.Event[Deposited]) error { return nil }
+	subscribeDurable(t, bus, s, reg, "ledger", h, nil)
+	require.NoError(t, bus.Shutdown(ctx))
+	for _, name := range []string{"ledger", "other"} {
+		_, err := eventbus.SubscribeDurable(ctx, bus, s, reg, name, h, nil)
+		if !errors.Is(err, eventbus.ErrClosed) || errors.Is(err, eventbus.ErrDuplicate) {
+			t.Errorf("SubscribeDurable(%q) after Shutdown = %v, want ErrClosed", name, err)
+		}
+	}
+}
