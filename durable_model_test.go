@@ -1,0 +1,247 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// TestDurableModel runs a durable subscription over a store through random
+// runs, each on a bus of its own: events appended before and while it runs
+// to a few streams, handlers that fail, panic or call Goexit, a sink that
+// loses some dead letters, Idempotency over the store or not, a Rebuild now
+// and then, and a run that ends by Stop, Close, or a Stop or Shutdown past
+// its deadline. It checks that each run resumes from the checkpoint its
+// predecessor saved: it hands out every event from there on and none
+// before it, the events before it having finished (handled or
+// dead-lettered and kept, not abandoned) in an earlier run; that each run
+// handles the events of a stream in store order; that with Idempotency no
+// event is handled twice; and that the last run, stopped once it has
+// caught up, leaves every event finished but the dead letters it lost, the
+// first of which holds the checkpoint.
+func TestDurableModel(t *testing.T) {
+	for seed := range uint64(100) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runDurableModel(t, seed) })
+		})
+	}
+}
+
+func runDurableModel(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	ctx := context.Background()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	streams := []string{"a", "b", "c"}
+	data := map[uint64]string{} // position of each event appended -> stream
+	var last uint64
+	appendOne := func() {
+		stream := streams[rng.IntN(len(streams))]
+		e, err := reg.Encode(Deposited{Amount: 1})
+		require.NoError(t, err)
+		res, err := s.Append(ctx, stream, eventbus.Any, e)
+		require.NoError(t, err)
+		data[res.Position] = stream
+		last = res.Position
+	}
+	// failures says how many attempts at the event at pos fail in run; 3
+	// or more make it a dead letter.
+	failures := func(run int, pos uint64) int { return int((pos*7 + uint64(run)*3) % 5) }
+	finished := map[uint64]bool{} // positions finished in some run
+	checkpoint := uint64(0)
+	runs := 2 + rng.IntN(4)
+	useSink := rng.IntN(2) == 0
+	// With Idempotency over the store, no event is handled twice: every
+	// handler returns long before a stop, and its record is kept.
+	idempotent := rng.IntN(2) == 0
+	total := map[uint64]int{} // position -> times handled, over every run
+	for run := range runs {
+		final := run == runs-1
+		for range rng.IntN(6) {
+			appendOne()
+		}
+		var mu sync.Mutex
+		attempts := map[uint64]int{}
+		handled := map[uint64]int{}
+		order := map[string][]uint64{} // stream -> positions handled, in order
+		// The sink fails to keep the dead letters of some positions,
+		// which the checkpoint must then not pass.
+		sinkFails := func(pos uint64) bool { return useSink && pos%3 == 0 }
+		b := newBus(t, &eventbus.Options{
+			Workers:   1 + rng.IntN(3),
+			QueueSize: 1 + rng.IntN(3),
+			DeadLetterSink: eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+				if sinkFails(dl.Payload().(eventbus.RecordedEvent).Position) {
+					return errors.New("sink down")
+				}
+				return nil
+			}),
+		})
+		h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			pos := e.Payload.Position
+			attempts[pos]++
+			if attempts[pos] <= failures(run, pos) {
+				if pos%11 == 5 {
+					mu.Unlock()
+					defer mu.Lock()
+					if pos%2 == 0 {
+						panic("boom")
+					}
+					runtime.Goexit()
+				}
+				return errFlaky
+			}
+			handled[pos]++
+			order[e.Payload.Stream] = append(order[e.Payload.Stream], pos)
+			return nil
+		}
+		var mws []eventbus.Middleware
+		if idempotent {
+			mws = append(mws, eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(s)}))
+		}
+		d, err := eventbus.SubscribeDurable(ctx, b, s, reg, "model", h, &eventbus.DurableOptions{
+			CheckpointEvery: 1 + rng.IntN(4),
+			Subscription: eventbus.SubscriptionOptions{
+				Middleware: mws,
+				Workers:    1 + rng.IntN(3),
+				Retry:      &eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Duration(1+rng.IntN(3)) * time.Second},
+			},
+		})
+		require.NoError(t, err)
+		for range rng.IntN(6) {
+			appendOne()
+			if rng.IntN(2) == 0 {
+				time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+			}
+		}
+		if !idempotent && rng.IntN(4) == 0 {
+			// Rebuild: every event from the first, in order again.
+			require.NoError(t, d.Rebuild(ctx, func(context.Context) error {
+				require.Zero(t, savedCheckpoint(t, s, "model"), "run %d: checkpoint at Rebuild's reset", run)
+				mu.Lock()
+				defer mu.Unlock()
+				clear(order)
+				// The dead letters so far are the old run's: the new one
+				// hands out their events again.
+				b.DeadLetters().Discard(eventbus.DeadLetterFilter{})
+				return nil
+			}))
+			checkpoint = 0
+		}
+		caught := len(data) > 0 && (final || rng.IntN(3) == 0)
+		if caught {
+			require.NoError(t, d.WaitFor(ctx, last), "run %d: WaitFor(%d)", run, last)
+			mu.Lock()
+			for pos := range data {
+				// Idempotency skips the events handled before.
+				if pos >= checkpoint && !(idempotent && total[pos] > 0) {
+					require.NotZero(t, attempts[pos], "run %d: event %d from checkpoint %d on never handed out", run, pos, checkpoint)
+				}
+			}
+			mu.Unlock()
+		} else if rng.IntN(2) == 0 {
+			synctest.Wait()
+		}
+		end := "Stop"
+		switch {
+		case final:
+			require.NoError(t, d.Stop(ctx))
+			require.NoError(t, b.Shutdown(ctx))
+		default:
+			switch rng.IntN(4) {
+			case 0:
+				require.NoError(t, d.Stop(ctx))
+			case 1:
+				end = "Close"
+				_ = b.Close()
+			case 2:
+				end = "Stop with a deadline"
+				short, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(3000))*time.Millisecond)
+				_ = d.Stop(short)
+				cancel()
+			case 3:
+				end = "Shutdown with a deadline"
+				short, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(3000))*time.Millisecond)
+				_ = b.Shutdown(short)
+				cancel()
+			}
+			_ = b.Close()
+		}
+		mu.Lock()
+		// Finished in this run: handled, or dead-lettered after its
+		// attempts (not abandoned by the stop, which a dead letter's
+		// error says).
+		for pos, n := range handled {
+			require.Less(t, pos, last+1, "run %d handled a position never appended", run)
+			finished[pos] = true
+			total[pos] += n
+			if idempotent {
+				require.Equal(t, 1, total[pos], "run %d (ended by %s): event %d handled again", run, end, pos)
+			}
+		}
+		held := map[uint64]bool{} // dead letters the sink failed to keep
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			pos := dl.Payload().(eventbus.RecordedEvent).Position
+			if dl.Attempt > 0 && !errors.Is(dl.Err, eventbus.ErrClosed) && !errors.Is(dl.Err, context.DeadlineExceeded) {
+				if sinkFails(pos) {
+					held[pos] = true
+				} else {
+					finished[pos] = true
+				}
+			}
+		}
+		// Resumed from the last checkpoint: every event from there on
+		// handed out (if the run got to it), none before.
+		for pos := range attempts {
+			require.GreaterOrEqual(t, pos, checkpoint, "run %d (ended by %s) attempted %d, before its checkpoint", run, end, pos)
+		}
+		for stream, got := range order {
+			for i := 1; i < len(got); i++ {
+				require.Less(t, got[i-1], got[i], "run %d, stream %s: handled out of order: %v", run, stream, got)
+			}
+		}
+		mu.Unlock()
+		saved := savedCheckpoint(t, s, "model")
+		if saved < 0 {
+			saved = 0
+		}
+		require.GreaterOrEqual(t, uint64(saved), checkpoint, "run %d (ended by %s): checkpoint went back", run, end)
+		for pos := range data {
+			if pos < uint64(saved) {
+				require.True(t, finished[pos], "run %d (ended by %s): checkpoint %d passed event %d, never finished", run, end, saved, pos)
+				require.False(t, held[pos], "run %d (ended by %s): checkpoint %d passed event %d, a dead letter the sink lost", run, end, saved, pos)
+			}
+		}
+		checkpoint = uint64(saved)
+		if final && len(data) > 0 {
+			// Every event finished, but for dead letters that the sink
+			// failed to keep, the first of which holds the checkpoint.
+			want := last + 1
+			for pos := range data {
+				if held[pos] {
+					want = min(want, pos)
+				} else {
+					require.True(t, finished[pos], "event %d never finished", pos)
+				}
+			}
+			if len(held) > 0 {
+				require.Equal(t, want, checkpoint, "last checkpoint")
+			} else {
+				require.Greater(t, checkpoint, last, "last checkpoint")
+			}
+		}
+	}
+}
