@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1620,4 +1621,22 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// TestTryPublishErrorsNameIt calls TryPublish on a Topic not made by
+// NewTopic and with a nil context: the errors wrap ErrInvalid and name
+// TryPublish, the call made, not Publish.
+func TestTryPublishErrorsNameIt(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	for name, call := range map[string]func() (bool, error){
+		"zero Topic":  func() (bool, error) { return new(eventbus.Topic[Order]).TryPublish(context.Background(), Order{}) },
+		"nil Topic":   func() (bool, error) { return (*eventbus.Topic[Order])(nil).TryPublish(context.Background(), Order{}) },
+		"nil context": func() (bool, error) { return topic.TryPublish(nil, Order{}) }, //nolint:staticcheck // the nil context is the bad input
+	} {
+		ok, err := call()
+		if ok || !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "TryPublish") {
+			t.Errorf("%s: TryPublish() = %v, %v; want false and an ErrInvalid naming TryPublish", name, ok, err)
+		}
+	}
 }

@@ -289,6 +289,14 @@ func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption
 // context, with which Publish would queue past the bound. In Sync mode it
 // is Publish.
 func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOption) (bool, error) {
+	// Checked here too, so that the error names the call made; publish
+	// names Publish, and Publish pays for nothing more.
+	if err := t.check("TryPublish"); err != nil {
+		return false, err
+	}
+	if err := checkContext(ctx, "TryPublish"); err != nil {
+		return false, err
+	}
 	return t.publish(ctx, payload, opts, true)
 }
 
