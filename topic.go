@@ -289,22 +289,18 @@ func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption
 // context, with which Publish would queue past the bound. In Sync mode it
 // is Publish.
 func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOption) (bool, error) {
-	// Checked here too, so that the error names the call made; publish
-	// names Publish, and Publish pays for nothing more.
-	if err := t.check("TryPublish"); err != nil {
-		return false, err
-	}
-	if err := checkContext(ctx, "TryPublish"); err != nil {
-		return false, err
-	}
 	return t.publish(ctx, payload, opts, true)
 }
 
 func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, try bool) (bool, error) {
-	if err := t.check("Publish"); err != nil {
+	call := "Publish" // named in errors
+	if try {
+		call = "TryPublish"
+	}
+	if err := t.check(call); err != nil {
 		return false, err
 	}
-	if err := checkContext(ctx, "Publish"); err != nil {
+	if err := checkContext(ctx, call); err != nil {
 		return false, err
 	}
 	var key string                               // the payload's key, taken by checkPublish with nilEmbed
