@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -185,7 +186,10 @@ func pending(b *eventbus.Bus) string {
 // match after the others. To check the error too, set f.Err. The payload
 // of a durable subscription's dead letter (a StoreTopic's too) is the
 // eventbus.RecordedEvent as stored, not the decoded event: check those
-// with [eventbus.DeadLetterQueue.All]. A nil b fails the check.
+// with [eventbus.DeadLetterQueue.All]. A nil b fails the check, and so does
+// a Topic or Subscription in f that b does not have (a typo, say) and that
+// no dead letter names: a subscription removed by Unsubscribe counts only
+// with its dead letters.
 func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
 	t.Helper()
 	if b == nil {
@@ -203,6 +207,7 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 		lines = append(lines, line)
 		matched[line]++
 	}
+	unknown := unknownNames(b, f)
 	if diff := cmp.Diff(want, got, compareOptions); diff != "" {
 		list := "none"
 		if len(lines) > 0 {
@@ -222,11 +227,55 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 		if len(others) > 0 {
 			list += "\nnot matching:\n" + strings.Join(others, "\n")
 		}
+		if unknown != "" {
+			list += "\n" + unknown
+		}
 		t.Errorf("eventbustest: dead letters matching %+v, payloads (-want +got):\n%s\ndead letters: %s",
 			f, diff, list)
 		return false
 	}
+	if unknown != "" {
+		// No dead letter matched a name that may be mistyped: the check
+		// would pass whatever the subscription meant dead-lettered.
+		t.Errorf("eventbustest: dead letters matching %+v: %s", f, unknown)
+		return false
+	}
 	return true
+}
+
+// unknownNames says which of the topic and subscription that f names b has
+// not, in a failure message, or returns "" if it has them, or if a dead
+// letter names them (their subscription may have been removed since).
+func unknownNames(b *eventbus.Bus, f eventbus.DeadLetterFilter) string {
+	if f.Topic == "" && f.Subscription == "" {
+		return ""
+	}
+	names := eventbus.DeadLetterFilter{Topic: f.Topic, Subscription: f.Subscription}
+	for range b.DeadLetters().All(names) {
+		return ""
+	}
+	m := b.Metrics()
+	var topics, subs []string
+	for _, tm := range m.Topics {
+		topics = append(topics, tm.Topic)
+	}
+	if f.Topic != "" && !slices.Contains(topics, f.Topic) {
+		return fmt.Sprintf("the bus has no topic %q, and no dead letter names it; it has %v", f.Topic, topics)
+	}
+	if f.Subscription == "" {
+		return ""
+	}
+	for _, sm := range m.Subscriptions {
+		if sm.Subscription == f.Subscription && (f.Topic == "" || sm.Topic == f.Topic) {
+			return ""
+		}
+		subs = append(subs, sm.Topic+"/"+sm.Subscription)
+	}
+	where := "the bus"
+	if f.Topic != "" {
+		where = fmt.Sprintf("topic %q", f.Topic)
+	}
+	return fmt.Sprintf("%s has no subscription %q, and no dead letter names it; the bus has %v", where, f.Subscription, subs)
 }
 
 // describeDeadLetter describes dl for a failure message, on one line.

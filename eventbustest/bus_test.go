@@ -228,6 +228,64 @@ func TestWantDeadLettersFails(t *testing.T) {
 		`orders/billing key="a" attempts=1 err="downstream unavailable" eventbustest_test.Order{ID:"a", N:1, note:""}`)
 }
 
+// TestWantDeadLettersUnknownName checks that WantDeadLetters fails, naming
+// what the bus has, when its filter names a topic or subscription that the
+// bus does not have and no dead letter names: a mistyped name matched no
+// dead letter, so a check that there are none passed whatever the real
+// subscription dead-lettered.
+func TestWantDeadLettersUnknownName(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	shipped := newTopic[string](t, b, "shipped")
+	_, err := orders.Subscribe("billing", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+	require.NoError(t, err)
+	_, err = shipped.Subscribe("mailer", func(context.Context, eventbus.Event[string]) error { return nil }, nil)
+	require.NoError(t, err)
+	gone, err := orders.Subscribe("audit", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, orders.Publish(t.Context(), Order{ID: "a"}), errDown)
+	require.NoError(t, gone.Unsubscribe(t.Context()))
+
+	fails := []struct {
+		name string
+		f    eventbus.DeadLetterFilter
+		want []any
+		msg  []string
+	}{
+		{"subscription", eventbus.DeadLetterFilter{Subscription: "biling"}, nil,
+			[]string{`no subscription "biling"`, "[orders/billing shipped/mailer]"}},
+		{"topic", eventbus.DeadLetterFilter{Topic: "order"}, nil,
+			[]string{`no topic "order"`, "[orders shipped]"}},
+		{"subscription of another topic", eventbus.DeadLetterFilter{Topic: "orders", Subscription: "mailer"}, nil,
+			[]string{`topic "orders" has no subscription "mailer"`, "[orders/billing shipped/mailer]"}},
+		{"with payloads", eventbus.DeadLetterFilter{Subscription: "biling"}, []any{Order{ID: "a"}},
+			[]string{"payloads (-want +got)", `no subscription "biling"`}},
+	}
+	for _, tt := range fails {
+		t.Run(tt.name, func(t *testing.T) {
+			spy := newSpy(t)
+			require.False(t, eventbustest.WantDeadLetters(spy, b, tt.f, tt.want...))
+			spy.wantFailure(t, tt.msg...)
+		})
+	}
+
+	passes := []struct {
+		name string
+		f    eventbus.DeadLetterFilter
+		want []any
+	}{
+		{"existing subscription without dead letters", eventbus.DeadLetterFilter{Subscription: "mailer"}, nil},
+		{"existing topic without dead letters", eventbus.DeadLetterFilter{Topic: "shipped"}, nil},
+		{"removed subscription with dead letters", eventbus.DeadLetterFilter{Topic: "orders", Subscription: "audit"}, []any{Order{ID: "a"}}},
+	}
+	for _, tt := range passes {
+		t.Run(tt.name, func(t *testing.T) {
+			spy := newSpy(t)
+			require.True(t, eventbustest.WantDeadLetters(spy, b, tt.f, tt.want...), spy.failures())
+		})
+	}
+}
+
 func TestWantMetricsFails(t *testing.T) {
 	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic[Order](t, b, "orders")
