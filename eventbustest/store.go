@@ -1025,25 +1025,37 @@ func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Stor
 }
 
 func testSubscribeSlowConsumer(t *testing.T, open func(t *testing.T) eventbus.Store) {
-	s := open(t)
-	ctx := t.Context()
-	mustAppend(t, s, "s", eventbus.Any, events(1, "t", "")...)
-	const later = 5000
-	want := uint64(0)
-	for e, err := range s.Subscribe(ctx, nil) {
-		require.NoError(t, err)
-		if e.Position != want {
-			t.Fatalf("Subscribe delivered position %d, want %d", e.Position, want)
-		}
-		if want == 0 { // the consumer is busy while many events are committed
-			for i := 0; i < later; i += 100 {
-				mustAppend(t, s, "s", eventbus.Any, events(100, "t", "")...)
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t)
+		// The deadline, fake time, turns a store that loses the events
+		// appended while its consumer is busy into a failure, not a hang.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		mustAppend(t, s, "s", eventbus.Any, events(1, "t", "")...)
+		const later = 5000
+		want := uint64(0)
+		for e, err := range s.Subscribe(ctx, nil) {
+			if err != nil && ctx.Err() != nil {
+				t.Fatalf("Subscribe delivered %d of %d events, then none until its context ended (%v): it lost those appended while its consumer was busy",
+					want, later+1, err)
+			}
+			require.NoError(t, err)
+			if e.Position != want {
+				t.Fatalf("Subscribe delivered position %d, want %d", e.Position, want)
+			}
+			if want == 0 { // the consumer is busy while many events are committed
+				for i := 0; i < later; i += 100 {
+					mustAppend(t, s, "s", eventbus.Any, events(100, "t", "")...)
+				}
+			}
+			if want++; want == later+1 {
+				break
 			}
 		}
-		if want++; want == later+1 {
-			break
+		if want != later+1 {
+			t.Errorf("Subscribe delivered %d of %d events, then ended without an error", want, later+1)
 		}
-	}
+	})
 }
 
 func testSubscribeEnds(t *testing.T, open func(t *testing.T) eventbus.Store) {

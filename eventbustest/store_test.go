@@ -62,3 +62,63 @@ func TestStoreFailsSilentSubscriptionChild(t *testing.T) {
 		return silentEnd{s}
 	})
 }
+
+// lossy is a store whose subscriptions lose the events appended while
+// their consumer handles the first one: then they wait for the end of
+// their context and yield its error, or, if silent, end at once without
+// an error.
+type lossy struct {
+	eventbus.Store
+	silent bool
+}
+
+// Subscribe returns the subscription of the store it wraps, up to its first
+// event.
+func (s lossy) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.Subscribe(ctx, opts) {
+			if !yield(e, err) || err != nil || s.silent {
+				return
+			}
+			<-ctx.Done()
+			yield(eventbus.RecordedEvent{}, ctx.Err())
+			return
+		}
+	}
+}
+
+// TestStoreFailsLossySubscription runs TestStore's SubscribeSlowConsumer
+// against stores whose subscriptions lose the events appended while their
+// consumer is busy, in a child process (this test binary), and checks that
+// it fails, saying so: it waited forever for the lost events, and passed a
+// subscription that ended instead of delivering them.
+func TestStoreFailsLossySubscription(t *testing.T) {
+	for _, how := range []string{"stall", "silent"} {
+		t.Run(how, func(t *testing.T) {
+			// The child's timeout turns the hang into a failure.
+			cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLossySubscriptionChild$/^SubscribeSlowConsumer$",
+				"-test.count=1", "-test.shuffle=off", "-test.v", "-test.timeout=20s")
+			cmd.Env = append(os.Environ(), "EVENTBUSTEST_LOSSY_CHILD="+how)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+			require.NotContains(t, string(out), "panic:")
+			require.Contains(t, string(out), "--- FAIL: TestStoreFailsLossySubscriptionChild/SubscribeSlowConsumer ")
+			require.Contains(t, string(out), "Subscribe delivered 1 of 5001 events")
+		})
+	}
+}
+
+// TestStoreFailsLossySubscriptionChild is run by
+// TestStoreFailsLossySubscription.
+func TestStoreFailsLossySubscriptionChild(t *testing.T) {
+	how := os.Getenv("EVENTBUSTEST_LOSSY_CHILD")
+	if how == "" {
+		t.Skip("run by TestStoreFailsLossySubscription")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return lossy{Store: s, silent: how == "silent"}
+	})
+}
