@@ -65,5 +65,8 @@
 //		t.FailNow()
 //	}
 //
-// Only setup that cannot go on (NewBus, Record) calls Fatalf.
+// Only setup that cannot go on (NewBus, Record) calls Fatalf. A Recorder's
+// checks report to the test given to Record, also when a subtest calls
+// them, which then passes while its parent fails: where subtests check,
+// call Record in each.
 package eventbustest

@@ -35,6 +35,11 @@ var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "Cor
 // receives them, and checks them. Make one with [Record]. Its methods are
 // safe for concurrent use; failed checks are reported with Errorf to the
 // test given to Record, and return false.
+//
+// That test is the one that fails, whichever test calls the check: a
+// check in a subtest of it fails the parent, under the parent's name,
+// while the subtest passes. Where subtests check, call Record in each
+// (it records what is published from then on, until that subtest ends).
 type Recorder[T any] struct {
 	t     testing.TB
 	topic string
