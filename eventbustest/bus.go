@@ -189,7 +189,9 @@ func pending(b *eventbus.Bus) string {
 // with [eventbus.DeadLetterQueue.All]. A nil b fails the check, and so does
 // a Topic or Subscription in f that b does not have (a typo, say) and that
 // no dead letter names: a subscription removed by Unsubscribe counts only
-// with its dead letters.
+// with its dead letters. A bus whose dead-letter queue has evicted dead
+// letters (see eventbus.Options.DeadLetterCapacity) fails the check too,
+// which cannot see them.
 func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
 	t.Helper()
 	if b == nil {
@@ -207,7 +209,17 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 		lines = append(lines, line)
 		matched[line]++
 	}
-	unknown := unknownNames(b, f)
+	// blind says why the check cannot vouch for what it did not see.
+	var blind []string
+	if unknown := unknownNames(b, f); unknown != "" {
+		blind = append(blind, unknown)
+	}
+	if evicted, _ := b.DeadLetters().Evicted(); evicted > 0 {
+		// The evicted ones may be those the check is about.
+		blind = append(blind, fmt.Sprintf(
+			"the bus evicted %d dead letters to make room, which the check cannot see; raise Options.DeadLetterCapacity",
+			evicted))
+	}
 	if diff := cmp.Diff(want, got, compareOptions); diff != "" {
 		list := "none"
 		if len(lines) > 0 {
@@ -227,17 +239,18 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 		if len(others) > 0 {
 			list += "\nnot matching:\n" + strings.Join(others, "\n")
 		}
-		if unknown != "" {
-			list += "\n" + unknown
+		if len(blind) > 0 {
+			list += "\n" + strings.Join(blind, "\n")
 		}
 		t.Errorf("eventbustest: dead letters matching %+v, payloads (-want +got):\n%s\ndead letters: %s",
 			f, diff, list)
 		return false
 	}
-	if unknown != "" {
-		// No dead letter matched a name that may be mistyped: the check
-		// would pass whatever the subscription meant dead-lettered.
-		t.Errorf("eventbustest: dead letters matching %+v: %s", f, unknown)
+	if len(blind) > 0 {
+		// No dead letter matched a name that may be mistyped, or those
+		// that matched may have been evicted: the check would pass
+		// whatever was dead-lettered.
+		t.Errorf("eventbustest: dead letters matching %+v: %s", f, strings.Join(blind, "\n"))
 		return false
 	}
 	return true

@@ -286,6 +286,39 @@ func TestWantDeadLettersUnknownName(t *testing.T) {
 	}
 }
 
+// TestWantDeadLettersEvicted checks that WantDeadLetters fails on a bus
+// whose dead-letter queue evicted dead letters to make room: it passed a
+// check that a subscription has none when the queue had evicted them, and
+// a check of the payloads that saw only those left.
+func TestWantDeadLettersEvicted(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 1})
+	orders := newTopic[Order](t, b, "orders")
+	for _, name := range []string{"billing", "shipping"} {
+		h := eventbustest.Inject(func(context.Context, eventbus.Event[Order]) error { return nil },
+			eventbustest.Fault{Key: name, Err: errDown})
+		_, err := orders.Subscribe(name, h, nil)
+		require.NoError(t, err)
+	}
+	require.ErrorIs(t, orders.Publish(t.Context(), Order{ID: "billing"}), errDown)
+	require.ErrorIs(t, orders.Publish(t.Context(), Order{ID: "shipping"}), errDown)
+
+	tests := []struct {
+		name string
+		f    eventbus.DeadLetterFilter
+		want []any
+	}{
+		{"none of an evicted subscription", eventbus.DeadLetterFilter{Subscription: "billing"}, nil},
+		{"those left", eventbus.DeadLetterFilter{}, []any{Order{ID: "shipping"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spy := newSpy(t)
+			require.False(t, eventbustest.WantDeadLetters(spy, b, tt.f, tt.want...))
+			spy.wantFailure(t, "the bus evicted 1 dead letters", "DeadLetterCapacity")
+		})
+	}
+}
+
 func TestWantMetricsFails(t *testing.T) {
 	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic[Order](t, b, "orders")
