@@ -964,64 +964,72 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 }
 
 func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Store) {
-	s := open(t)
-	// The deadline only turns a store that never calls CaughtUp into a
-	// failure instead of a hang.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	const writers, appends, perAppend = 4, 100, 3
-	const total = writers * appends * perAppend
-	mustAppend(t, s, "history", eventbus.Any, events(perAppend, "t", "")...)
+	// The bubble's goroutines run in parallel all the same: the writers
+	// race the subscription's switch-over from history to live events.
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t)
+		// The deadline, fake time, turns a store that never calls
+		// CaughtUp, or loses events, into a failure instead of a hang.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		const writers, appends, perAppend = 4, 100, 3
+		const total = writers*appends*perAppend + perAppend
+		mustAppend(t, s, "history", eventbus.Any, events(perAppend, "t", "")...)
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	start := make(chan struct{})
-	for w := range writers {
-		wg.Go(func() {
-			<-start
-			for range appends {
-				if _, err := s.Append(ctx, fmt.Sprintf("w%d", w), eventbus.Any, events(perAppend, "t", "")...); err != nil {
-					t.Errorf("Append = %v", err)
-					return
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		start := make(chan struct{})
+		for w := range writers {
+			wg.Go(func() {
+				<-start
+				for range appends {
+					if _, err := s.Append(ctx, fmt.Sprintf("w%d", w), eventbus.Any, events(perAppend, "t", "")...); err != nil {
+						t.Errorf("Append = %v", err)
+						return
+					}
 				}
+			})
+		}
+		var caughtUp bool
+		want := uint64(0)
+		opts := &eventbus.SubscribeOptions{CaughtUp: func(uint64) {
+			caughtUp = true
+			if want == total {
+				// The writers finished before the subscription caught up
+				// with them: it delivered every event, then caught up.
+				cancel()
 			}
-		})
-	}
-	var caughtUp bool
-	want := uint64(0)
-	opts := &eventbus.SubscribeOptions{CaughtUp: func(uint64) {
-		caughtUp = true
-		if want == total+perAppend {
-			// The writers finished before the subscription caught up with
-			// them: it delivered every event, then caught up.
-			cancel()
+		}}
+		close(start) // the subscription starts while the writers append
+		for e, err := range s.Subscribe(ctx, opts) {
+			if err != nil && want == total && errors.Is(ctx.Err(), context.Canceled) {
+				break
+			}
+			if err != nil && ctx.Err() != nil {
+				t.Fatalf("Subscribe delivered %d of %d events, then none until its context ended (%v); caught up: %v",
+					want, total, err, caughtUp)
+			}
+			require.NoError(t, err)
+			if e.Position != want {
+				t.Fatalf("Subscribe delivered position %d, want %d: a gap or a duplicate", e.Position, want)
+			}
+			if want++; want == total && caughtUp {
+				break
+			}
 		}
-	}}
-	close(start) // the subscription starts while the writers append
-	for e, err := range s.Subscribe(ctx, opts) {
-		if err != nil && want == total+perAppend && errors.Is(ctx.Err(), context.Canceled) {
-			break
+		wg.Wait()
+		if !caughtUp {
+			t.Errorf("CaughtUp not called")
 		}
-		require.NoError(t, err)
-		if e.Position != want {
-			t.Fatalf("Subscribe delivered position %d, want %d: a gap or a duplicate", e.Position, want)
+		if want != total {
+			t.Errorf("Subscribe delivered %d of %d events, then ended without an error", want, total)
 		}
-		if want++; want == total+perAppend && caughtUp {
-			break
+		all := collect(t, s.ReadAll(t.Context(), nil))
+		if len(all) != total {
+			t.Errorf("ReadAll has %d events, want %d", len(all), total)
 		}
-	}
-	wg.Wait()
-	if !caughtUp {
-		t.Errorf("CaughtUp not called")
-	}
-	if want != total+perAppend {
-		t.Errorf("Subscribe delivered %d events, want %d", want, total+perAppend)
-	}
-	all := collect(t, s.ReadAll(t.Context(), nil))
-	if len(all) != total+perAppend {
-		t.Errorf("ReadAll has %d events, want %d", len(all), total+perAppend)
-	}
+	})
 }
 
 func testSubscribeSlowConsumer(t *testing.T, open func(t *testing.T) eventbus.Store) {

@@ -88,23 +88,31 @@ func (s lossy) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) i
 }
 
 // TestStoreFailsLossySubscription runs TestStore's SubscribeSlowConsumer
-// against stores whose subscriptions lose the events appended while their
-// consumer is busy, in a child process (this test binary), and checks that
-// it fails, saying so: it waited forever for the lost events, and passed a
-// subscription that ended instead of delivering them.
+// and SubscribeSwitchOver against stores whose subscriptions lose the
+// events appended while their consumer is busy, in a child process (this
+// test binary), and checks that they fail, saying so: SlowConsumer waited
+// forever for the lost events, and passed a subscription that ended
+// instead of delivering them; SwitchOver waited a minute of real time and
+// failed only with the context's error.
 func TestStoreFailsLossySubscription(t *testing.T) {
 	for _, how := range []string{"stall", "silent"} {
 		t.Run(how, func(t *testing.T) {
 			// The child's timeout turns the hang into a failure.
-			cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLossySubscriptionChild$/^SubscribeSlowConsumer$",
+			cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLossySubscriptionChild$/^(SubscribeSlowConsumer|SubscribeSwitchOver)$",
 				"-test.count=1", "-test.shuffle=off", "-test.v", "-test.timeout=20s")
 			cmd.Env = append(os.Environ(), "EVENTBUSTEST_LOSSY_CHILD="+how)
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
 			require.NotContains(t, string(out), "panic:")
-			require.Contains(t, string(out), "--- FAIL: TestStoreFailsLossySubscriptionChild/SubscribeSlowConsumer ")
-			require.Contains(t, string(out), "Subscribe delivered 1 of 5001 events")
+			for _, want := range []string{
+				"--- FAIL: TestStoreFailsLossySubscriptionChild/SubscribeSlowConsumer ",
+				"Subscribe delivered 1 of 5001 events",
+				"--- FAIL: TestStoreFailsLossySubscriptionChild/SubscribeSwitchOver ",
+				"Subscribe delivered 1 of 1203 events",
+			} {
+				require.Contains(t, string(out), want)
+			}
 		})
 	}
 }
