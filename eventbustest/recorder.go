@@ -36,6 +36,11 @@ var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "Cor
 // safe for concurrent use; failed checks are reported with Errorf to the
 // test given to Record, and return false.
 //
+// The checks see what was recorded when they are called, without waiting:
+// on an Async bus, call [eventbus.Bus.Flush] or [Recorder.Wait] first, or
+// a check that nothing was recorded (Want with no argument, WantLen(0))
+// passes before the events it rules out have had time to come.
+//
 // That test is the one that fails, whichever test calls the check: a
 // check in a subtest of it fails the parent, under the parent's name,
 // while the subtest passes. Where subtests check, call Record in each
