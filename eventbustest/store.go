@@ -26,8 +26,13 @@ import (
 // ends, so Close must be idempotent. Some subtests call open inside a
 // [synctest.Test] bubble, where time is fake and every goroutine the store
 // starts must have exited once the store is closed. The stores must have
-// the default limits: events up to 1 MiB, appends up to 16 MiB.
+// the default limits: events up to 1 MiB, appends up to 16 MiB. A nil open,
+// or a nil Store from it, fails the test.
 func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	t.Helper()
+	if open == nil {
+		t.Fatalf("eventbustest: TestStore: nil open function")
+	}
 	tests := []struct {
 		name string
 		test func(t *testing.T, open func(t *testing.T) eventbus.Store)
@@ -59,6 +64,9 @@ func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			tt.test(t, func(t *testing.T) eventbus.Store {
 				t.Helper()
 				s := open(t)
+				if s == nil {
+					t.Fatalf("eventbustest: TestStore: open returned a nil Store")
+				}
 				t.Cleanup(func() {
 					if err := s.Close(); err != nil {
 						t.Errorf("Close() = %v", err)

@@ -130,3 +130,36 @@ func TestStoreFailsLossySubscriptionChild(t *testing.T) {
 		return lossy{Store: s, silent: how == "silent"}
 	})
 }
+
+// TestStoreNilOpen runs TestStore with a nil open function, and with one
+// that returns a nil Store, in a child process (this test binary), and
+// checks that it fails with a message instead of a panic, which ended the
+// test binary and skipped every test after it.
+func TestStoreNilOpen(t *testing.T) {
+	for how, want := range map[string]string{
+		"func":  "TestStore: nil open function",
+		"store": "TestStore: open returned a nil Store",
+	} {
+		t.Run(how, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestStoreNilOpenChild$", "-test.count=1", "-test.shuffle=off")
+			cmd.Env = append(os.Environ(), "EVENTBUSTEST_NIL_CHILD="+how)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+			require.NotContains(t, string(out), "panic:")
+			require.Contains(t, string(out), want)
+		})
+	}
+}
+
+// TestStoreNilOpenChild is run by TestStoreNilOpen.
+func TestStoreNilOpenChild(t *testing.T) {
+	switch os.Getenv("EVENTBUSTEST_NIL_CHILD") {
+	case "func":
+		eventbustest.TestStore(t, nil)
+	case "store":
+		eventbustest.TestStore(t, func(*testing.T) eventbus.Store { return nil })
+	default:
+		t.Skip("run by TestStoreNilOpen")
+	}
+}
