@@ -25,7 +25,11 @@ import (
 // (t.TempDir, t.Cleanup); TestStore closes each store when its subtest
 // ends, so Close must be idempotent. Some subtests call open inside a
 // [synctest.Test] bubble, where time is fake and every goroutine the store
-// starts must have exited once the store is closed. The stores must have
+// starts must have exited once the store is closed; there a subscription
+// that waits for events must block durably, as synctest defines it (on a
+// channel or a sync.Cond, not on I/O), or the subtests' deadlines, on the
+// fake clock, never pass, and a store that loses events hangs the test
+// instead of failing it. The stores must have
 // the default limits: events up to 1 MiB, appends up to 16 MiB. A nil open,
 // or a nil Store from it, fails the test.
 func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
