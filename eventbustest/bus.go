@@ -191,11 +191,15 @@ func pending(b *eventbus.Bus) string {
 // no dead letter names: a subscription removed by Unsubscribe counts only
 // with its dead letters. A bus whose dead-letter queue has evicted dead
 // letters (see eventbus.Options.DeadLetterCapacity) fails the check too,
-// which cannot see them.
+// which cannot see them, and so does a Bus not made by eventbus.New.
 func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
 	t.Helper()
 	if b == nil {
 		t.Errorf("eventbustest: WantDeadLetters: nil bus")
+		return false
+	}
+	if b.DeadLetters() == nil {
+		t.Errorf("eventbustest: WantDeadLetters: a Bus not made by eventbus.New, which has no dead-letter queue")
 		return false
 	}
 	var (

@@ -346,6 +346,15 @@ func TestWantNilBus(t *testing.T) {
 	spy.wantFailure(t, "WantMetrics of orders/billing: nil bus")
 }
 
+// TestWantDeadLettersZeroBus checks that WantDeadLetters fails on a Bus
+// not made by eventbus.New, which never runs and has no dead-letter queue:
+// a check that it has no dead letters passed.
+func TestWantDeadLettersZeroBus(t *testing.T) {
+	spy := newSpy(t)
+	require.False(t, eventbustest.WantDeadLetters(spy, new(eventbus.Bus), eventbus.DeadLetterFilter{}))
+	spy.wantFailure(t, "WantDeadLetters: a Bus not made by eventbus.New")
+}
+
 // TestClockAndSequence checks that a bus with a Clock and a Sequence stamps
 // the same headers on every run, also under concurrent publishers.
 func TestClockAndSequence(t *testing.T) {
