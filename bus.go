@@ -73,9 +73,11 @@ type Options struct {
 	// with the context the sink was given (see DeadLetterSink), so a log
 	// handler that publishes with it never waits for room either.
 	Logger *slog.Logger
-	// Clock, if set, replaces the clock that stamps events, for tests with
-	// stable output; latency metrics (publish to handled) are measured with
-	// it too. It must be safe for concurrent use.
+	// Clock, if set, replaces the clock that stamps events and the failure
+	// times of dead letters, for tests with stable output; latency metrics
+	// (publish to handled) are measured with it too. Retry delays and
+	// RetryPolicy.MaxElapsed keep to the real clock, which their timers
+	// wait on. It must be safe for concurrent use.
 	Clock func() time.Time
 	// NewID, if set, replaces the source of event IDs, for tests with stable
 	// output. It must be safe for concurrent use and return unique IDs.

@@ -89,6 +89,16 @@ func (c *clock) expire() bool {
 	return true
 }
 
+// stamp returns the time to stamp a dead letter's failure with, given now,
+// the wall clock's reading that schedules its retries: Options.Clock's time
+// when it has one, so that tests with a fake clock see it there too.
+func (c *clock) stamp(now time.Time) time.Time {
+	if c.custom != nil {
+		return c.custom()
+	}
+	return now
+}
+
 // elapsed returns the time since the bus started, for timing handlers: one
 // read of the monotonic clock, where time.Now makes two, and no time.Time to
 // build (which cost as much again). It is never 0, which means "not timed".

@@ -24,6 +24,7 @@ type DeadLetter struct {
 	Err error
 	// FirstFailure and LastFailure are the times of the first and last failed
 	// attempts; for an event that never ran, both are when it was given up.
+	// They come from Options.Clock when it is set.
 	FirstFailure, LastFailure time.Time
 
 	redrive func(ctx context.Context, env *Envelope) error

@@ -778,3 +778,95 @@ func goexitOnFirst(sunk *[]int) eventbus.DeadLetterSink {
 		return nil
 	})
 }
+
+// fakeClock is an Options.Clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// TestDeadLetterTimesFollowClock checks that a dead letter's failure times
+// come from Options.Clock, as its events' times do, on every path to the
+// dead-letter queue: a first attempt, retries in Async and Sync mode, a
+// handler's runtime.Goexit, and an event abandoned by Close. Each attempt
+// moves the fake clock on by an hour before it fails.
+func TestDeadLetterTimesFollowClock(t *testing.T) {
+	t0 := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	tests := []struct {
+		name     string
+		mode     eventbus.Mode
+		attempts int
+		goexit   bool
+	}{
+		{"async first attempt", eventbus.Async, 1, false},
+		{"async retries", eventbus.Async, 3, false},
+		{"sync retries", eventbus.Sync, 3, false},
+		{"async goexit", eventbus.Async, 1, true},
+		{"async goexit on retry", eventbus.Async, 3, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				clk := &fakeClock{now: t0}
+				b := newBus(t, &eventbus.Options{Mode: tt.mode, Clock: clk.Now,
+					Retry: eventbus.RetryPolicy{MaxAttempts: tt.attempts}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				calls := 0
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+					clk.advance(time.Hour)
+					if calls++; tt.goexit && calls == tt.attempts {
+						runtime.Goexit()
+					}
+					return errFlaky
+				}, nil)
+				_ = topic.Publish(context.Background(), Order{Key: "k"})
+				if tt.mode == eventbus.Async {
+					require.NoError(t, b.Flush(context.Background()))
+				}
+				dl, ok := firstDeadLetter(b)
+				require.True(t, ok)
+				if dl.FirstFailure != t0.Add(time.Hour) || dl.LastFailure != t0.Add(time.Duration(tt.attempts)*time.Hour) {
+					t.Errorf("failures at %v and %v, want %v and %v", dl.FirstFailure, dl.LastFailure,
+						t0.Add(time.Hour), t0.Add(time.Duration(tt.attempts)*time.Hour))
+				}
+			})
+		})
+	}
+	t.Run("abandoned", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			clk := &fakeClock{now: t0}
+			b, err := eventbus.New(&eventbus.Options{Workers: 1, Clock: clk.Now})
+			require.NoError(t, err)
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+				<-ctx.Done() // until Close
+				return nil
+			}, nil)
+			ctx := context.Background()
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 1}))
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 2}))
+			synctest.Wait()
+			clk.advance(time.Hour)
+			var ue *eventbus.UndeliveredError
+			require.ErrorAs(t, b.Close(), &ue)
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			require.Equal(t, 2, dl.Payload().(Order).N)
+			if want := t0.Add(time.Hour); dl.FirstFailure != want || dl.LastFailure != want {
+				t.Errorf("failures at %v and %v, want %v", dl.FirstFailure, dl.LastFailure, want)
+			}
+		})
+	})
+}

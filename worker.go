@@ -228,15 +228,16 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 			s.sync.add(&c)
 		}()
 	}
-	var first time.Time
+	var first, firstAt time.Time // firstAt is first's stamp (clock.stamp)
 	for attempt := 1; ; attempt++ {
 		_, err := s.call(ctx, e, env, attempt, &c, s.clock())
 		if err == nil {
 			return nil
 		}
 		now := time.Now()
+		at := s.bus.clock.stamp(now)
 		if attempt == 1 {
-			first = now
+			first, firstAt = now, at
 		}
 		delay, ok := s.retry.next(attempt, err, first, now)
 		if ok {
@@ -249,13 +250,14 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 				err = fmt.Errorf("%w (retry abandoned: %w)", err, stopCause(ctx))
 			}
 		}
-		s.deadLetter(ctx, e, attempt, err, first, now, &c)
+		s.deadLetter(ctx, e, attempt, err, firstAt, at, &c)
 		return err
 	}
 }
 
 // deadLetter hands e to the bus's dead-letter queue after attempts attempts,
-// and counts it in c.
+// and counts it in c. first and last are the failure times to show, from
+// clock.stamp.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header)
 	sinkErr := s.bus.dlq.add(ctx, DeadLetter{
@@ -370,12 +372,15 @@ type lane[T any] struct {
 
 // pending is an event in a lane. ctx is nil until its first attempt.
 type pending[T any] struct {
-	e           Event[T]
-	ctx         context.Context
-	seq         uint64
-	attempts    int
-	first, last time.Time
-	err         error
+	e        Event[T]
+	ctx      context.Context
+	seq      uint64
+	attempts int
+	first    time.Time // of the first failure, for RetryPolicy.MaxElapsed
+	// firstAt and lastAt stamp the first and last failures (clock.stamp)
+	// for the dead letter.
+	firstAt, lastAt time.Time
+	err             error
 }
 
 // run is the worker's goroutine. It exits when intake has stopped and every
@@ -559,16 +564,17 @@ func (w *worker[T]) handleFrom(batch []Event[T], base uint64, from int) (at int,
 // the retry, or a dead letter. ctx is e's handler context.
 func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err error) {
 	now := time.Now()
+	at := w.sub.bus.clock.stamp(now)
 	delay, ok := w.sub.retry.next(1, err, now, now)
 	if !ok {
-		w.sub.deadLetter(ctx, e, 1, err, now, now, &w.stats)
+		w.sub.deadLetter(ctx, e, 1, err, at, at, &w.stats)
 		return
 	}
 	k := laneKey{key: e.Key}
 	if e.Key == "" {
 		k.seq = seq + 1
 	}
-	p := pending[T]{e: *e, ctx: ctx, seq: seq, attempts: 1, first: now, last: now, err: err}
+	p := pending[T]{e: *e, ctx: ctx, seq: seq, attempts: 1, first: now, firstAt: at, lastAt: at, err: err}
 	if l := w.lanes[k]; l != nil {
 		// An earlier event of its key failed in the same batch: this one
 		// waits behind it.
@@ -615,15 +621,16 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 		p.attempts++
 		if _, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.sub.clock()); err != nil {
 			now := time.Now()
+			at := w.sub.bus.clock.stamp(now)
 			if p.attempts == 1 {
-				p.first = now
+				p.first, p.firstAt = now, at
 			}
-			p.last, p.err = now, err
+			p.lastAt, p.err = at, err
 			if delay, ok := w.sub.retry.next(p.attempts, err, p.first, now); ok {
 				l.due = now.Add(delay)
 				return true
 			}
-			w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.first, now, &w.stats)
+			w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.firstAt, at, &w.stats)
 		}
 		l.items[0] = pending[T]{}
 		l.items = l.items[1:]
@@ -672,17 +679,18 @@ var errGoexit = errors.New("eventbus: handler called runtime.Goexit (t.FailNow o
 // that a new goroutine carries on in order.
 func (w *worker[T]) salvage() {
 	now := time.Now()
+	at := w.sub.bus.clock.stamp(now)
 	err := &PanicError{Value: errGoexit, Stack: debug.Stack()}
 	switch {
 	case w.inLane:
 		l := w.lanes[w.lane]
 		p := &l.items[0]
-		first := now
+		first := at
 		if p.err != nil { // an earlier attempt failed
-			first = p.first
+			first = p.firstAt
 		}
 		w.stats.attempt(p.attempts, false, err, &p.e.Header, 0, 0)
-		w.deadLetter(&p.e, p.attempts, err, first, now)
+		w.deadLetter(&p.e, p.attempts, err, first, at)
 		l.items = l.items[1:]
 		if len(l.items) == 0 {
 			delete(w.lanes, w.lane)
@@ -696,14 +704,14 @@ func (w *worker[T]) salvage() {
 			for _, seq := range w.seqs {
 				e := w.published(seq)
 				w.stats.attempt(1, false, err, &e.Header, 0, 0)
-				w.deadLetter(e, 1, err, now, now)
+				w.deadLetter(e, 1, err, at, at)
 			}
 			clear(w.chunk) // drop references to payloads, as flush does
 			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
 		} else {
 			e := &w.batch[w.next-1]
 			w.stats.attempt(1, false, err, &e.Header, 0, 0)
-			w.deadLetter(e, 1, err, now, now)
+			w.deadLetter(e, 1, err, at, at)
 		}
 		w.q.unshift(w.batch[w.next:])
 		w.taken = w.base + uint64(w.next)
@@ -716,7 +724,7 @@ func (w *worker[T]) salvage() {
 // counts it as undelivered.
 func (w *worker[T]) abandon(rest []Event[T]) {
 	cause := context.Cause(w.sub.ctx)
-	now := time.Now()
+	now := w.sub.bus.clock.stamp(time.Now())
 	w.q.stop()
 	queued, qbase := w.q.drain()
 	w.number(queued, qbase)
@@ -724,7 +732,7 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 	for _, l := range w.lanes {
 		for _, p := range l.items {
 			if p.err != nil {
-				w.deadLetter(&p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.first, p.last)
+				w.deadLetter(&p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.firstAt, p.lastAt)
 			} else {
 				w.deadLetter(&p.e, 0, cause, now, now)
 			}
