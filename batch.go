@@ -277,13 +277,21 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	if _, panicked := err.(*PanicError); !panicked { // a panic fails them all, whatever its value
 		failed, err = failures(err, len(chunk))
 	}
+	// Each event's attempt took its share of the batch's time, so that
+	// HandleTime.Sum is the time the handler ran, not that times n.
+	n := time.Duration(len(chunk))
+	share, rest := (end-start)/n, (end-start)%n
 	for i := range chunk {
 		e := w.published(seqs[i])
 		eerr := err
 		if eerr == nil {
 			eerr = failed[i]
 		}
-		w.stats.attempt(1, false, eerr, &e.Header, start, end)
+		took := share
+		if time.Duration(i) < rest {
+			took++
+		}
+		w.stats.attempt(1, false, eerr, &e.Header, end-took, end)
 		if eerr != nil {
 			w.failed(w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header), e, seqs[i], eerr)
 		}

@@ -60,8 +60,10 @@ type SubscriptionMetrics struct {
 	// where a publish counts its event once its handlers are done with it.
 	Depth, Pending uint64
 	// HandleTime is the time each attempt spent in the middleware and
-	// handler; Latency is the time from publish to the event's final
-	// outcome. Both fill only with Options.Metrics.
+	// handler; for a batch handler, each event of a batch takes an equal
+	// share of the batch's time, so that Sum is the time the handler ran.
+	// Latency is the time from publish to the event's final outcome. Both
+	// fill only with Options.Metrics.
 	HandleTime, Latency Histogram
 }
 

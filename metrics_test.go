@@ -4,6 +4,7 @@ import (
 	"context"
 	"iter"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -371,4 +372,87 @@ func TestMetricsLatencyOfAbandonedRetry(t *testing.T) {
 			t.Errorf("Latency.Sum = %v, want at least %v: the event was given up when the context ended", s.Latency.Sum, wait)
 		}
 	})
+}
+
+// TestBatchHandleTimeCountsEachBatchOnce runs one batch of four events for
+// a second, one of them failing: HandleTime counts four attempts, as the
+// counters count events, and their Sum is the second the handler ran, not
+// four seconds.
+func TestBatchHandleTimeCountsEachBatchOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, Metrics: true})
+		topic := newTopic[Order](t, b, "orders", nil)
+		_, err := topic.SubscribeBatch("s", func(_ context.Context, es []eventbus.Event[Order]) error {
+			time.Sleep(time.Second) // fake time: the batch takes a second
+			if len(es) != 4 {
+				t.Errorf("batch of %d events, want 4", len(es))
+			}
+			return &eventbus.BatchError{Failed: map[int]error{1: errFlaky}}
+		}, &eventbus.SubscriptionOptions{BatchSize: 4, BatchWait: time.Minute})
+		require.NoError(t, err)
+		ctx := context.Background()
+		for i := range 4 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		s := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 3, s.Handled)
+		require.EqualValues(t, 1, s.Failed)
+		require.EqualValues(t, 4, s.HandleTime.Count, "one per event")
+		if s.HandleTime.Sum != time.Second {
+			t.Errorf("HandleTime.Sum = %v, want 1s, the batch's time", s.HandleTime.Sum)
+		}
+		require.EqualValues(t, 4, s.Latency.Count, "one per finished event")
+	})
+}
+
+// TestGoexitHandleTime has a handler run for a second and then call
+// runtime.Goexit, as t.FailNow does after a wait: the attempt is timed like
+// a failed one, a second, not 0.
+func TestGoexitHandleTime(t *testing.T) {
+	tests := []struct {
+		name    string
+		batch   bool
+		attempt int // the attempt that calls Goexit; earlier ones fail
+	}{
+		{"first attempt", false, 1},
+		{"retry", false, 2},
+		{"batch", true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1, Metrics: true,
+					Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				calls := 0
+				run := func() error {
+					time.Sleep(time.Second) // fake time: each attempt takes a second
+					if calls++; calls == tt.attempt {
+						runtime.Goexit()
+					}
+					return errFlaky
+				}
+				var err error
+				if tt.batch {
+					_, err = topic.SubscribeBatch("s", func(context.Context, []eventbus.Event[Order]) error {
+						return run()
+					}, nil)
+				} else {
+					_, err = topic.Subscribe("s", func(context.Context, eventbus.Event[Order]) error {
+						return run()
+					}, nil)
+				}
+				require.NoError(t, err)
+				require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+				require.NoError(t, b.Flush(context.Background()))
+				s := b.Metrics().Subscriptions[0]
+				require.EqualValues(t, 1, s.DeadLettered)
+				require.EqualValues(t, tt.attempt, s.HandleTime.Count, "one per attempt")
+				if want := time.Duration(tt.attempt) * time.Second; s.HandleTime.Sum != want {
+					t.Errorf("HandleTime.Sum = %v, want %v", s.HandleTime.Sum, want)
+				}
+			})
+		})
+	}
 }
