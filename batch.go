@@ -265,9 +265,23 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 	w.chunk, w.seqs = chunk, seqs
 }
 
+// shareStart returns when the attempt at event i of a batch of n events,
+// from start to end (readings of clock.elapsed), began for the histograms:
+// each event takes an equal share of the batch's time, so that
+// HandleTime.Sum is the time the handler ran, not n times that.
+func shareStart(start, end time.Duration, i, n int) time.Duration {
+	d := end - start
+	took := d / time.Duration(n)
+	if time.Duration(i) < d%time.Duration(n) {
+		took++
+	}
+	return end - took
+}
+
 // runChunk makes one attempt at a batch and sorts out what failed.
 func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	start := w.sub.clock()
+	w.began = start
 	err := w.sub.batch.call(chunk)
 	var end time.Duration
 	if start != 0 {
@@ -277,21 +291,13 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 	if _, panicked := err.(*PanicError); !panicked { // a panic fails them all, whatever its value
 		failed, err = failures(err, len(chunk))
 	}
-	// Each event's attempt took its share of the batch's time, so that
-	// HandleTime.Sum is the time the handler ran, not that times n.
-	n := time.Duration(len(chunk))
-	share, rest := (end-start)/n, (end-start)%n
 	for i := range chunk {
 		e := w.published(seqs[i])
 		eerr := err
 		if eerr == nil {
 			eerr = failed[i]
 		}
-		took := share
-		if time.Duration(i) < rest {
-			took++
-		}
-		w.stats.attempt(1, false, eerr, &e.Header, end-took, end)
+		w.stats.attempt(1, false, eerr, &e.Header, shareStart(start, end, i, len(chunk)), end)
 		if eerr != nil {
 			w.failed(w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header), e, seqs[i], eerr)
 		}

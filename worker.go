@@ -351,6 +351,10 @@ type worker[T any] struct {
 	next   int
 	lane   laneKey
 	inLane bool
+	// began is when the attempt being made began (clock.elapsed), or 0
+	// when attempts are not timed: salvage times one that ends in
+	// runtime.Goexit.
+	began time.Duration
 }
 
 // cacheLine is at least the size of a cache line: 64 bytes on amd64, 128 on
@@ -527,6 +531,9 @@ func (w *worker[T]) handle(batch []Event[T], base uint64, done <-chan struct{}) 
 func (w *worker[T]) handleFrom(batch []Event[T], base uint64, from int) (at int, ctx context.Context, err error) {
 	start := w.sub.clock() // each attempt's end is the next one's start
 	defer func() {
+		// Deferred calls run on runtime.Goexit too, before salvage, which
+		// times the attempt from here: one store per run, not per event.
+		w.began = start
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
@@ -619,7 +626,8 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 			p.ctx = w.ctxs.get(w.sub.ctx, w.sub.base, &p.e.Header)
 		}
 		p.attempts++
-		if _, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.sub.clock()); err != nil {
+		w.began = w.sub.clock()
+		if _, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.began); err != nil {
 			now := time.Now()
 			at := w.sub.bus.clock.stamp(now)
 			if p.attempts == 1 {
@@ -681,6 +689,10 @@ func (w *worker[T]) salvage() {
 	now := time.Now()
 	at := w.sub.bus.clock.stamp(now)
 	err := &PanicError{Value: errGoexit, Stack: debug.Stack()}
+	var end time.Duration // timed as call would have
+	if w.began != 0 {
+		end = w.sub.bus.clock.elapsed()
+	}
 	switch {
 	case w.inLane:
 		l := w.lanes[w.lane]
@@ -689,7 +701,7 @@ func (w *worker[T]) salvage() {
 		if p.err != nil { // an earlier attempt failed
 			first = p.firstAt
 		}
-		w.stats.attempt(p.attempts, false, err, &p.e.Header, 0, 0)
+		w.stats.attempt(p.attempts, false, err, &p.e.Header, w.began, end)
 		w.deadLetter(&p.e, p.attempts, err, first, at)
 		l.items = l.items[1:]
 		if len(l.items) == 0 {
@@ -701,16 +713,16 @@ func (w *worker[T]) salvage() {
 		w.arm()
 	case w.batch != nil:
 		if w.sub.batch.handler != nil {
-			for _, seq := range w.seqs {
+			for i, seq := range w.seqs {
 				e := w.published(seq)
-				w.stats.attempt(1, false, err, &e.Header, 0, 0)
+				w.stats.attempt(1, false, err, &e.Header, shareStart(w.began, end, i, len(w.seqs)), end)
 				w.deadLetter(e, 1, err, at, at)
 			}
 			clear(w.chunk) // drop references to payloads, as flush does
 			w.chunk, w.seqs = w.chunk[:0], w.seqs[:0]
 		} else {
 			e := &w.batch[w.next-1]
-			w.stats.attempt(1, false, err, &e.Header, 0, 0)
+			w.stats.attempt(1, false, err, &e.Header, w.began, end)
 			w.deadLetter(e, 1, err, at, at)
 		}
 		w.q.unshift(w.batch[w.next:])
