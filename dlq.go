@@ -283,11 +283,13 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 
 // Redrive sends the dead letters that match f back to their subscriptions,
 // oldest first, to go through the whole chain again with fresh attempts; each
-// one queues behind events already waiting with its key. They leave the queue
-// as they are sent; in Sync mode they are handled before Redrive returns,
-// and one that fails again is a new dead letter, as in Async mode. It stops
-// at the first error (the context's, or ErrClosed when a subscription is
-// gone) and puts the unsent ones back at the front, where the oldest go
+// one queues behind events already waiting with its key. A dead letter of a
+// subscription that was unsubscribed goes to the one that has taken its
+// name on its topic since, if any. They leave the queue as they are sent; in
+// Sync mode they are handled before Redrive returns, and one that fails
+// again is a new dead letter, as in Async mode. It stops at the first error
+// (the context's, or ErrClosed when a subscription is gone and none has its
+// name) and puts the unsent ones back at the front, where the oldest go
 // first when dead letters that came meanwhile leave no room, as in a full
 // queue. It returns the number sent.
 //

@@ -870,3 +870,43 @@ func TestDeadLetterTimesFollowClock(t *testing.T) {
 		})
 	})
 }
+
+// TestRedriveToReusedName unsubscribes a subscription with a dead letter
+// and subscribes again under its name, as a redeploy of a handler does:
+// Redrive sends the old dead letter, and the new subscription's own, to the
+// subscription of that name, oldest first, where it stopped at the old one
+// with ErrClosed and so never sent the new one either.
+func TestRedriveToReusedName(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(modeName[mode], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Mode: mode})
+				topic := newTopic[Order](t, b, "orders", nil)
+				ctx := context.Background()
+				old := subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+				_ = topic.Publish(ctx, Order{Key: "k", N: 1}) // fails in Sync mode
+				require.NoError(t, b.Flush(ctx))
+				require.NoError(t, old.Unsubscribe(ctx))
+				fixed := false
+				var handled []int
+				subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+					if !fixed {
+						return errFlaky
+					}
+					handled = append(handled, e.Payload.N)
+					return nil
+				}, nil)
+				_ = topic.Publish(ctx, Order{Key: "k", N: 2})
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, []string{"orders/s/1", "orders/s/2"}, collect(b.DeadLetters(), eventbus.DeadLetterFilter{}))
+				fixed = true
+				n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{Subscription: "s"})
+				require.NoError(t, err)
+				require.Equal(t, 2, n)
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, []int{1, 2}, handled)
+				require.Zero(t, b.DeadLetters().Len())
+			})
+		})
+	}
+}

@@ -236,6 +236,16 @@ func (t *Topic[T]) add(s *subscription[T]) error {
 	return nil
 }
 
+// named returns the topic's subscription called name, or nil.
+func (t *Topic[T]) named(name string) *subscription[T] {
+	for _, x := range *t.subs.Load() {
+		if x.name == name {
+			return x
+		}
+	}
+	return nil
+}
+
 // remove takes s out of the topic's subscriptions.
 func (t *Topic[T]) remove(s *subscription[T]) {
 	t.mu.Lock()

@@ -273,8 +273,16 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 	}
 }
 
-// redrive sends a dead letter's event back through this subscription alone.
+// redrive sends a dead letter's event back through this subscription alone,
+// or, once it has been unsubscribed, through the one that took its name on
+// its topic since, if any: its dead letters are that name's now.
 func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
+	if s.stopped.Load() {
+		if next := s.topic.named(s.name); next != nil && next != s {
+			return next.redrive(ctx, env)
+		}
+		return ErrClosed
+	}
 	p, ok := env.event.(*boxed[T])
 	if !ok {
 		return fmt.Errorf("%w: dead letter %s has no %v payload", ErrInvalid, env.ID, reflect.TypeFor[T]())
