@@ -169,7 +169,7 @@ func (q *DeadLetterQueue) put(ctx context.Context, dl DeadLetter) (err error) {
 
 // errSinkGoexit is the panic value recorded for a dead-letter sink that
 // called runtime.Goexit.
-var errSinkGoexit = errors.New("eventbus: dead-letter sink called runtime.Goexit (t.FailNow or testify's require in a sink?)")
+var errSinkGoexit error = goexitError("eventbus: dead-letter sink called runtime.Goexit (t.FailNow or testify's require in a sink?)")
 
 // evict drops the oldest entries, counting them, until room more fit.
 // Callers hold mu.

@@ -910,3 +910,72 @@ func TestRedriveToReusedName(t *testing.T) {
 		})
 	}
 }
+
+// errorLog is a slog.Handler that keeps the "error" attributes it is given.
+type errorLog struct {
+	mu   *sync.Mutex
+	errs *[]error
+}
+
+func (h errorLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h errorLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" {
+			h.mu.Lock()
+			*h.errs = append(*h.errs, err)
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+func (h errorLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h errorLog) WithGroup(string) slog.Handler      { return h }
+
+// TestGoexitMatchesErrGoexit checks that the error of a runtime.Goexit
+// matches ErrGoexit wherever it shows: a handler's dead letter, which a
+// DeadLetterFilter selects apart from a panic's, the Logging middleware's
+// report, and a dead-letter sink's error in the bus's log.
+func TestGoexitMatchesErrGoexit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var logged []error
+		log := slog.New(errorLog{&mu, &logged})
+		sunk := 0
+		sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error {
+			if sunk++; sunk == 3 {
+				runtime.Goexit()
+			}
+			return nil
+		})
+		b := newBus(t, &eventbus.Options{Workers: 1, DeadLetterSink: sink, Logger: log})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			switch e.Payload.N {
+			case 1:
+				runtime.Goexit()
+			case 2:
+				panic("boom")
+			}
+			return errFlaky
+		}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{eventbus.Logging(log)}})
+		ctx := context.Background()
+		for n := 1; n <= 3; n++ {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		var goexits []int
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: eventbus.ErrGoexit}) {
+			goexits = append(goexits, dl.Payload().(Order).N)
+		}
+		require.Equal(t, []int{1}, goexits, "the dead letters of a Goexit")
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, logged, 4, "three attempts, one sink error")
+		for i, want := range []bool{true, false, false, true} {
+			if got := errors.Is(logged[i], eventbus.ErrGoexit); got != want {
+				t.Errorf("errors.Is(%v, ErrGoexit) = %v, want %v", logged[i], got, want)
+			}
+		}
+	})
+}

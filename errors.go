@@ -66,7 +66,23 @@ var (
 	// stream can still be read and written; a snapshot at the last of
 	// them or later lets the aggregate load again.
 	ErrTruncated = errors.New("eventbus: stream truncated")
+
+	// ErrGoexit is matched (errors.Is) by the error that a call of
+	// runtime.Goexit, as t.FailNow and testify's require make, becomes: the
+	// [*PanicError] of a handler's event in the dead-letter queue (see
+	// [Handler]), which a [DeadLetterFilter] with this Err selects, and in
+	// [Logging]'s report, and a [DeadLetterSink]'s error in the bus's log.
+	ErrGoexit = errors.New("eventbus: runtime.Goexit called")
 )
+
+// goexitError is the panic value that a call of runtime.Goexit becomes: its
+// message says whose call it was, and it matches ErrGoexit.
+type goexitError string
+
+func (e goexitError) Error() string { return string(e) }
+
+// Is reports whether target is ErrGoexit.
+func (goexitError) Is(target error) bool { return target == ErrGoexit }
 
 // checkContext returns an error wrapping ErrInvalid for a nil context,
 // which would otherwise panic deep inside the call.

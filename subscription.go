@@ -20,10 +20,11 @@ import (
 // once the subscription has ended.
 //
 // A handler that calls runtime.Goexit, as t.FailNow and testify's require
-// do, loses only its own event: it is dead-lettered with a *PanicError and
-// the worker carries on with a new goroutine. In Sync mode it ends the
-// publishing goroutine, which it runs in: Publish does not return, and the
-// event is neither dead-lettered nor handed to the subscriptions after it.
+// do, loses only its own event: it is dead-lettered with a *PanicError
+// that matches [ErrGoexit], and the worker carries on with a new
+// goroutine. In Sync mode it ends the publishing goroutine, which it runs
+// in: Publish does not return, and the event is neither dead-lettered nor
+// handed to the subscriptions after it.
 // In a test, report from a handler with t.Error or by returning an error.
 type Handler[T any] func(ctx context.Context, e Event[T]) error
 

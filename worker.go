@@ -2,7 +2,6 @@ package eventbus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"runtime/debug"
@@ -687,7 +686,7 @@ func (w *worker[T]) arm() {
 
 // errGoexit is the panic value recorded for a handler that called
 // runtime.Goexit.
-var errGoexit = errors.New("eventbus: handler called runtime.Goexit (t.FailNow or testify's require in a handler?)")
+var errGoexit error = goexitError("eventbus: handler called runtime.Goexit (t.FailNow or testify's require in a handler?)")
 
 // salvage runs when a handler called runtime.Goexit, which ends the
 // worker's goroutine and cannot be stopped: it dead-letters what the handler
