@@ -751,6 +751,22 @@ func TestTraceparentLaterVersion(t *testing.T) {
 	}
 }
 
+// TestTraceparentLongInput checks that the error of WithTraceparent quotes
+// only the start of a long malformed value, as a traceparent from outside
+// (an HTTP header, a Kafka record) may be: it quoted all of it, four bytes
+// for each byte that is not text, a 4 MB error for a hostile megabyte.
+func TestTraceparentLongInput(t *testing.T) {
+	for _, in := range []string{
+		strings.Repeat("\xff", 1<<20),
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-" + strings.Repeat("\x00", 1<<20),
+	} {
+		_, err := eventbus.WithTraceparent(context.Background(), in)
+		if !errors.Is(err, eventbus.ErrInvalid) || len(err.Error()) > 400 {
+			t.Errorf("WithTraceparent of %d bytes = an error of %d bytes (%.100v), want ErrInvalid in at most 400", len(in), len(err.Error()), err)
+		}
+	}
+}
+
 // TestIdempotencyInFlightAcrossTurnover checks that a key stays in flight,
 // and only while it is, however often the record turns over meanwhile: a
 // duplicate waits for a slow first delivery, and a key done after a

@@ -80,6 +80,11 @@ func inherit(md Metadata, p *lineage) Metadata {
 // later version's own fields, whose form is not known yet.
 func checkTraceparent(s string) error {
 	bad := func(why string) error {
+		if len(s) > 64 {
+			// The start of a long s is enough: a value from outside may be
+			// a hostile megabyte, which %q makes four.
+			return fmt.Errorf("%w: traceparent %.64q... (%d bytes): %s", ErrInvalid, s, len(s), why)
+		}
 		return fmt.Errorf("%w: traceparent %q: %s", ErrInvalid, s, why)
 	}
 	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
