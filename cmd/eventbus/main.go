@@ -20,6 +20,10 @@
 // whose names start with '$' (snapshots, checkpoints), as the store's
 // ReadAll does: inspect lists them, and -stream reads one.
 //
+// Inspect prints a stream name that holds a space or a character that is
+// not printable (a tab, a newline, an escape sequence) quoted, with Go's
+// escapes, as strconv.Quote does; so also a name that starts with '"'.
+//
 // The exit status is 0 on success, 1 on a failure or damage found, and 2
 // for bad usage.
 package main
@@ -312,7 +316,7 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 		case info.Deleted:
 			state = "deleted"
 		}
-		fmt.Fprintf(stdout, "%-30s %10d %12d %12s %12s %s\n", name, sum.events, sum.bytes,
+		fmt.Fprintf(stdout, "%-30s %10d %12d %12s %12s %s\n", quoteName(name), sum.events, sum.bytes,
 			fmt.Sprintf("%d-%d", sum.firstRev, sum.lastRev), fmt.Sprintf("%d-%d", sum.firstPos, sum.lastPos), state)
 	}
 	// The store lists no streams, so one without an event kept cannot be
@@ -322,6 +326,19 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "and %d more streams without events kept (given only metadata or a tombstone, or emptied by retention), not listed\n", more)
 	}
 	return nil
+}
+
+// quoteName returns name as inspect prints it: as it is when every
+// character is printable and none is a space, else quoted as
+// [strconv.Quote] does, so that a name holding a tab, a newline or a
+// terminal escape sequence stays on its row, in its column, and cannot
+// drive the terminal. A name that starts with a double quote is quoted
+// too, so that it cannot pass for a quoted one.
+func quoteName(name string) string {
+	if strings.HasPrefix(name, `"`) || strings.IndexFunc(name, func(r rune) bool { return r == ' ' || !strconv.IsPrint(r) }) >= 0 {
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 // jsonEvent is the JSON form of an event printed by read and tail. Data

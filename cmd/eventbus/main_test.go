@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -305,6 +307,43 @@ func TestOutputFails(t *testing.T) {
 		code := run(t.Context(), []string{cmd, dir}, failingWriter{}, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), syscall.ENOSPC.Error()) {
 			t.Errorf("eventbus %s with an output that fails: exit status %d, stderr %q; want 1 and the error", cmd, code, stderr.String())
+		}
+	}
+}
+
+// TestInspectOddStreamNames checks that inspect prints a stream name
+// holding a space, a control character (tab, newline, ESC) or another
+// character that is not printable quoted, as strconv.Quote does, one row
+// a stream: it printed such names as they were, so a newline split a row
+// in two, a tab or space shifted the columns, and an ESC sequence in a
+// store written by another program reached the user's terminal.
+func TestInspectOddStreamNames(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	names := []string{"plain-1", "tab\there", "two\nlines", "esc\x1b[2Jclear", "with space", "rtl\u202eevil", `"quoted"`, "café"}
+	for _, name := range names {
+		_, err := s.Append(t.Context(), name, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	require.Equal(t, 0, code, stderr)
+	for _, r := range stdout {
+		if r != '\n' && !strconv.IsPrint(r) {
+			t.Errorf("eventbus inspect printed %q, which is not printable, in\n%s", r, stdout)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	// The summary, an empty line, the header, then a row a stream.
+	require.Len(t, lines, 3+len(names), "eventbus inspect printed\n%s", stdout)
+	for _, name := range names {
+		want := name
+		if name != "plain-1" && name != "café" {
+			want = strconv.Quote(name)
+		}
+		if !slices.ContainsFunc(lines[3:], func(row string) bool { return strings.HasPrefix(row, want+" ") }) {
+			t.Errorf("eventbus inspect has no row for stream %q, as %s:\n%s", name, want, stdout)
 		}
 	}
 }
