@@ -13,6 +13,11 @@
 //	eventbus tail [-n N] [-stream S] DIR print the last events as JSON lines
 //	eventbus repair DIR                  cut damaged records, keeping a copy
 //
+// Read and tail print an event's data as JSON ("data") when it is JSON in
+// UTF-8 and not compressed, else as base64 ("dataBase64"); its metadata
+// entries as strings ("metadata"), but for those whose key or value is not
+// UTF-8, as a list of base64 key and value pairs ("metadataBase64").
+//
 // The flags of read are -stream (one stream, by revision), -from (the
 // first position, or revision with -stream) and -limit. With -stream, read
 // and tail fail (exit status 1) for a stream that was never written or is
@@ -29,6 +34,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -343,20 +349,24 @@ func quoteName(name string) string {
 
 // jsonEvent is the JSON form of an event printed by read and tail. Data
 // is JSON when it is valid JSON in UTF-8 and not compressed, else base64.
+// A metadata entry whose key and value are UTF-8 is in Metadata, another
+// in MetadataBase64, key and value as base64, since a JSON string cannot
+// hold bytes that are not UTF-8 (encoding/json turns each into U+FFFD).
 type jsonEvent struct {
-	Stream        string            `json:"stream"`
-	Revision      uint64            `json:"revision"`
-	Position      uint64            `json:"position"`
-	Time          time.Time         `json:"time"`
-	ID            eventbus.ID       `json:"id"`
-	Type          string            `json:"type"`
-	SchemaVersion int               `json:"schemaVersion"`
-	Encoding      string            `json:"encoding,omitempty"`
-	CorrelationID *eventbus.ID      `json:"correlationId,omitempty"`
-	CausationID   *eventbus.ID      `json:"causationId,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	Data          json.RawMessage   `json:"data,omitempty"`
-	DataBase64    []byte            `json:"dataBase64,omitempty"`
+	Stream         string            `json:"stream"`
+	Revision       uint64            `json:"revision"`
+	Position       uint64            `json:"position"`
+	Time           time.Time         `json:"time"`
+	ID             eventbus.ID       `json:"id"`
+	Type           string            `json:"type"`
+	SchemaVersion  int               `json:"schemaVersion"`
+	Encoding       string            `json:"encoding,omitempty"`
+	CorrelationID  *eventbus.ID      `json:"correlationId,omitempty"`
+	CausationID    *eventbus.ID      `json:"causationId,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	MetadataBase64 []jsonMetadata    `json:"metadataBase64,omitempty"`
+	Data           json.RawMessage   `json:"data,omitempty"`
+	DataBase64     []byte            `json:"dataBase64,omitempty"`
 }
 
 // printEvents prints the events of stream, or of every stream if it is
@@ -404,10 +414,31 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 	return nil
 }
 
+// jsonMetadata is a metadata entry of an event, as read and tail print
+// one whose key or value is not UTF-8: both in base64.
+type jsonMetadata struct {
+	Key   []byte `json:"key"`
+	Value []byte `json:"value"`
+}
+
 func toJSON(e eventbus.RecordedEvent) jsonEvent {
 	j := jsonEvent{
 		Stream: e.Stream, Revision: e.Revision, Position: e.Position, Time: e.Time.UTC(), ID: e.ID,
 		Type: e.Type, SchemaVersion: e.SchemaVersion, Encoding: e.Encoding, Metadata: e.Metadata,
+	}
+	for k, v := range e.Metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			j.MetadataBase64 = append(j.MetadataBase64, jsonMetadata{Key: []byte(k), Value: []byte(v)})
+		}
+	}
+	if j.MetadataBase64 != nil {
+		slices.SortFunc(j.MetadataBase64, func(a, b jsonMetadata) int { return bytes.Compare(a.Key, b.Key) })
+		j.Metadata = make(map[string]string, len(e.Metadata)-len(j.MetadataBase64))
+		for k, v := range e.Metadata {
+			if utf8.ValidString(k) && utf8.ValidString(v) {
+				j.Metadata[k] = v
+			}
+		}
 	}
 	if !e.CorrelationID.IsZero() {
 		j.CorrelationID = &e.CorrelationID

@@ -347,3 +347,40 @@ func TestInspectOddStreamNames(t *testing.T) {
 		}
 	}
 }
+
+// TestMetadataNotUTF8 checks that read prints the metadata entries whose
+// key or value is not UTF-8 under metadataBase64, each as base64 bytes, and
+// the others under metadata: encoding/json printed every bad byte as
+// U+FFFD, so read showed other metadata than the event's, and two events
+// whose metadata differed looked the same.
+func TestMetadataNotUTF8(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	md := eventbus.Metadata{"ok": "fine", "bad-value": "\xff\xfe", "bad-key\xff": "v"}
+	_, err = s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Metadata: md, Data: []byte(`{}`)})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	for _, cmd := range []string{"read", "tail"} {
+		code, stdout, stderr := runCmd(t, cmd, dir)
+		require.Equal(t, 0, code, stderr)
+		require.True(t, utf8.ValidString(stdout), "eventbus %s printed a line that is not UTF-8: %q", cmd, stdout)
+		var e struct {
+			Metadata       map[string]string `json:"metadata"`
+			MetadataBase64 []struct {
+				Key   []byte `json:"key"`
+				Value []byte `json:"value"`
+			} `json:"metadataBase64"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(stdout), &e))
+		got := eventbus.Metadata{}
+		for k, v := range e.Metadata {
+			got[k] = v
+		}
+		for _, kv := range e.MetadataBase64 {
+			got[string(kv.Key)] = string(kv.Value)
+		}
+		require.Equal(t, md, got, "eventbus %s printed %s", cmd, stdout)
+		require.Equal(t, map[string]string{"ok": "fine"}, e.Metadata, "eventbus %s printed %s", cmd, stdout)
+	}
+}
