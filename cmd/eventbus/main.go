@@ -81,7 +81,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "inspect", "stats", "verify", "read", "tail", "repair":
 	case "help", "-h", "-help", "--help":
-		fmt.Fprintln(stdout, usage)
+		if _, err := fmt.Fprintln(stdout, usage); err != nil {
+			fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)
+			return 1
+		}
 		return 0
 	default:
 		fmt.Fprintf(stderr, "eventbus: unknown command %q\n%s\n", cmd, usage)

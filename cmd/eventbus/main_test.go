@@ -311,6 +311,19 @@ func TestOutputFails(t *testing.T) {
 	}
 }
 
+// TestHelpOutputFails checks that eventbus help exits with status 1 and
+// says why when its output cannot be written: it exited 0, so a script
+// saving the usage to a full disk took an empty file for it.
+func TestHelpOutputFails(t *testing.T) {
+	for _, arg := range []string{"help", "-h"} {
+		var stderr bytes.Buffer
+		code := run(t.Context(), []string{arg}, failingWriter{}, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), syscall.ENOSPC.Error()) {
+			t.Errorf("eventbus %s with an output that fails: exit status %d, stderr %q; want 1 and the error", arg, code, stderr.String())
+		}
+	}
+}
+
 // TestInspectOddStreamNames checks that inspect prints a stream name
 // holding a space, a control character (tab, newline, ESC) or another
 // character that is not printable quoted, as strconv.Quote does, one row
