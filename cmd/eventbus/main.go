@@ -16,7 +16,9 @@
 // Read and tail print an event's data as JSON ("data") when it is JSON in
 // UTF-8 and not compressed, else as base64 ("dataBase64"); its metadata
 // entries as strings ("metadata"), but for those whose key or value is not
-// UTF-8, as a list of base64 key and value pairs ("metadataBase64").
+// UTF-8, as a list of base64 key and value pairs ("metadataBase64"); its
+// encoding as a string ("encoding"), or as base64 ("encodingBase64") if it
+// is not UTF-8.
 //
 // The flags of read are -stream (one stream, by revision), -from (the
 // first position, or revision with -stream) and -limit. With -stream, read
@@ -353,8 +355,9 @@ func quoteName(name string) string {
 // jsonEvent is the JSON form of an event printed by read and tail. Data
 // is JSON when it is valid JSON in UTF-8 and not compressed, else base64.
 // A metadata entry whose key and value are UTF-8 is in Metadata, another
-// in MetadataBase64, key and value as base64, since a JSON string cannot
-// hold bytes that are not UTF-8 (encoding/json turns each into U+FFFD).
+// in MetadataBase64, key and value as base64, and an Encoding that is not
+// UTF-8 is in EncodingBase64, since a JSON string cannot hold bytes that
+// are not UTF-8 (encoding/json turns each into U+FFFD).
 type jsonEvent struct {
 	Stream         string            `json:"stream"`
 	Revision       uint64            `json:"revision"`
@@ -364,6 +367,7 @@ type jsonEvent struct {
 	Type           string            `json:"type"`
 	SchemaVersion  int               `json:"schemaVersion"`
 	Encoding       string            `json:"encoding,omitempty"`
+	EncodingBase64 []byte            `json:"encodingBase64,omitempty"`
 	CorrelationID  *eventbus.ID      `json:"correlationId,omitempty"`
 	CausationID    *eventbus.ID      `json:"causationId,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
@@ -428,6 +432,9 @@ func toJSON(e eventbus.RecordedEvent) jsonEvent {
 	j := jsonEvent{
 		Stream: e.Stream, Revision: e.Revision, Position: e.Position, Time: e.Time.UTC(), ID: e.ID,
 		Type: e.Type, SchemaVersion: e.SchemaVersion, Encoding: e.Encoding, Metadata: e.Metadata,
+	}
+	if !utf8.ValidString(e.Encoding) {
+		j.Encoding, j.EncodingBase64 = "", []byte(e.Encoding)
 	}
 	for k, v := range e.Metadata {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {

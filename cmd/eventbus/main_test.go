@@ -397,3 +397,25 @@ func TestMetadataNotUTF8(t *testing.T) {
 		require.Equal(t, map[string]string{"ok": "fine"}, e.Metadata, "eventbus %s printed %s", cmd, stdout)
 	}
 }
+
+// TestEncodingNotUTF8 checks that read prints an Encoding that is not
+// UTF-8 as base64, under encodingBase64: the store keeps Encoding as it is
+// given, and read printed U+FFFD for each bad byte, so the line named
+// another encoding than the event's.
+func TestEncodingNotUTF8(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	_, err = s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Encoding: "zstd\xff", Data: []byte("x")})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "read", dir)
+	require.Equal(t, 0, code, stderr)
+	var e struct {
+		Encoding       *string `json:"encoding"`
+		EncodingBase64 []byte  `json:"encodingBase64"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &e))
+	require.Nil(t, e.Encoding, "read printed %s", stdout)
+	require.Equal(t, "zstd\xff", string(e.EncodingBase64), "read printed %s", stdout)
+}
