@@ -27,6 +27,11 @@
 // whose names start with '$' (snapshots, checkpoints), as the store's
 // ReadAll does: inspect lists them, and -stream reads one.
 //
+// Inspect lists every event the log keeps. Its STATE column says what hides
+// some of a stream's events from read -stream: a soft delete ("deleted", or
+// "from revision N" for a stream written again since), and the stream's
+// metadata ("max count N", "max age D").
+//
 // Inspect prints a stream name that holds a space or a character that is
 // not printable (a tab, a newline, an escape sequence) quoted, with Go's
 // escapes, as strconv.Quote does; so also a name that starts with '"'.
@@ -326,6 +331,14 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 			state = "tombstoned"
 		case info.Deleted:
 			state = "deleted"
+		case info.Start > 0:
+			state += fmt.Sprintf(", from revision %d", info.Start)
+		}
+		if md := info.Metadata; md.MaxCount > 0 {
+			state += fmt.Sprintf(", max count %d", md.MaxCount)
+		}
+		if md := info.Metadata; md.MaxAge > 0 {
+			state += fmt.Sprintf(", max age %v", md.MaxAge)
 		}
 		fmt.Fprintf(stdout, "%-30s %10d %12d %12s %12s %s\n", quoteName(name), sum.events, sum.bytes,
 			fmt.Sprintf("%d-%d", sum.firstRev, sum.lastRev), fmt.Sprintf("%d-%d", sum.firstPos, sum.lastPos), state)

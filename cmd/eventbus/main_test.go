@@ -419,3 +419,43 @@ func TestEncodingNotUTF8(t *testing.T) {
 	require.Nil(t, e.Encoding, "read printed %s", stdout)
 	require.Equal(t, "zstd\xff", string(e.EncodingBase64), "read printed %s", stdout)
 }
+
+// TestInspectReadLimits checks that inspect shows, beside a stream's
+// state, what hides some of its events from read -stream: its metadata
+// (max count, max age) and a soft delete before its current life. It
+// showed "live" only, so a stream listed with 10 events read as 3, with
+// nothing saying why.
+func TestInspectReadLimits(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	appendN := func(stream string, n int) {
+		t.Helper()
+		for range n {
+			_, err := s.Append(t.Context(), stream, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
+			require.NoError(t, err)
+		}
+	}
+	appendN("counted", 10)
+	require.NoError(t, s.SetStreamMetadata(t.Context(), "counted", eventbus.StreamMetadata{MaxCount: 3}))
+	appendN("aged", 1)
+	require.NoError(t, s.SetStreamMetadata(t.Context(), "aged", eventbus.StreamMetadata{MaxAge: time.Hour}))
+	appendN("reborn", 3)
+	require.NoError(t, s.Delete(t.Context(), "reborn", eventbus.Any))
+	appendN("reborn", 2)
+	appendN("plain", 1)
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	require.Equal(t, 0, code, stderr)
+	for stream, want := range map[string]string{
+		"counted": "live, max count 3",
+		"aged":    "live, max age 1h0m0s",
+		"reborn":  "live, from revision 3",
+		"plain":   "live",
+	} {
+		i := slices.IndexFunc(strings.Split(stdout, "\n"), func(row string) bool { return strings.HasPrefix(row, stream+" ") })
+		if i < 0 || !strings.HasSuffix(strings.Split(stdout, "\n")[i], " "+want) {
+			t.Errorf("eventbus inspect: stream %s does not end its row with %q:\n%s", stream, want, stdout)
+		}
+	}
+}
