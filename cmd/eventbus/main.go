@@ -13,6 +13,10 @@
 //	eventbus tail [-n N] [-stream S] DIR print the last events as JSON lines
 //	eventbus repair DIR                  cut damaged records, keeping a copy
 //
+// Verify also reports an incomplete final record, which a crash in the
+// middle of a write leaves: that is no damage (exit status 0), and the next
+// open for writing, or repair, cuts it without keeping a copy.
+//
 // Read and tail print an event's data as JSON ("data") when it is JSON in
 // UTF-8 and not compressed, else as base64 ("dataBase64"); its metadata
 // entries as strings ("metadata"), but for those whose key or value is not
@@ -144,27 +148,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "inspect":
-		err = withStore(dir, stderr, func(s *eventbus.FileStore) error { return inspect(ctx, s, stdout, stderr) })
+		err = withStore(dir, stderr, func(s *eventbus.FileStore, _ int64) error { return inspect(ctx, s, stdout, stderr) })
 	case "stats":
-		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+		err = withStore(dir, stderr, func(s *eventbus.FileStore, _ int64) error {
 			st := s.Stats()
 			fmt.Fprintf(stdout, "segments\t%d\nbytes\t%d\nfirst position\t%d\nnext position\t%d\nevents\t%d\nstreams\t%d\n",
 				st.Segments, st.Bytes, st.FirstPosition, st.NextPosition, st.NextPosition-st.FirstPosition, st.Streams)
 			return nil
 		})
 	case "verify":
-		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+		err = withStore(dir, stderr, func(s *eventbus.FileStore, fileBytes int64) error {
 			st := s.Stats()
 			fmt.Fprintf(stdout, "ok: %d events in %d segments, every checksum verified\n", st.NextPosition-st.FirstPosition, st.Segments)
+			// Not damage, which opening reports: a crash in the middle
+			// of a write leaves it, and opening for writing cuts it.
+			if torn := fileBytes - st.Bytes; torn > 0 {
+				fmt.Fprintf(stdout, "the last segment ends in an incomplete record of %d bytes, left by a crash: the next open for writing (or repair) cuts it\n", torn)
+			}
 			return nil
 		})
 	case "read":
-		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+		err = withStore(dir, stderr, func(s *eventbus.FileStore, _ int64) error {
 			opts := &eventbus.ReadOptions{From: from, Limit: limit}
 			return printEvents(ctx, s, stream, opts, false, stdout)
 		})
 	case "tail":
-		err = withStore(dir, stderr, func(s *eventbus.FileStore) error {
+		err = withStore(dir, stderr, func(s *eventbus.FileStore, _ int64) error {
 			opts := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: n}
 			return printEvents(ctx, s, stream, opts, true, stdout)
 		})
@@ -242,19 +251,22 @@ func checkDir(dir string) error {
 }
 
 // withStore opens the store in dir read-only, showing progress on
-// stderr, and calls f with it.
-func withStore(dir string, stderr io.Writer, f func(*eventbus.FileStore) error) error {
+// stderr, and calls f with it and the size of the segment files it read,
+// which is more than the store's Bytes by an incomplete final record.
+func withStore(dir string, stderr io.Writer, f func(s *eventbus.FileStore, fileBytes int64) error) error {
 	if err := checkDir(dir); err != nil {
 		return err
 	}
 	p := newProgress(stderr, "reading segments")
+	var fileBytes int64
 	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true, Progress: func(done, total int64) {
+		fileBytes = total
 		p.show(fmt.Sprintf("%d of %d MiB", done>>20, total>>20), done == total)
 	}})
 	if err != nil {
 		return err
 	}
-	return errors.Join(f(s), s.Close())
+	return errors.Join(f(s, fileBytes), s.Close())
 }
 
 // progress prints a line about a long operation to w at most once a second,
