@@ -141,6 +141,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "eventbus tail: -n must be positive, not %d\n", n)
 		return 2
 	}
+	// An empty -stream, from an unset shell variable say, would read every
+	// stream as if it were not given.
+	streamSet := false
+	fs.Visit(func(f *flag.Flag) { streamSet = streamSet || f.Name == "stream" })
+	if streamSet && stream == "" {
+		fmt.Fprintf(stderr, "eventbus %s: -stream must name a stream; leave it out for every stream\n", cmd)
+		return 2
+	}
 	if limit < 0 {
 		fmt.Fprintf(stderr, "eventbus %s: -limit must not be negative, not %d\n", cmd, limit)
 		return 2

@@ -161,6 +161,10 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"tail", "-n", "0", foreign}, 2, "-n must be positive"},
 		{[]string{"tail", "-n", "-3", foreign}, 2, "-n must be positive"},
 		{[]string{"read", "-limit", "-1", foreign}, 2, "-limit must not be negative"},
+		// From an unset shell variable: read -stream "$S" printed every
+		// stream's events.
+		{[]string{"read", "-stream", "", foreign}, 2, "-stream must name a stream"},
+		{[]string{"tail", "-stream=", foreign}, 2, "-stream must name a stream"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCmd(t, tt.args...)
