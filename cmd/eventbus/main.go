@@ -188,10 +188,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "repair":
 		if err = checkDir(dir); err == nil {
 			var kept string
+			before := segmentBytes(dir)
 			if kept, err = eventbus.RepairFileStore(dir); err == nil {
-				if kept == "" {
+				// Opening for writing cuts an incomplete final
+				// record, keeping no copy: say so.
+				after := segmentBytes(dir)
+				switch {
+				case kept == "" && before >= 0 && after >= 0 && before > after:
+					fmt.Fprintf(stdout, "nothing damaged; cut an incomplete final record of %d bytes, left by a crash\n", before-after)
+				case kept == "":
 					fmt.Fprintln(stdout, "nothing to repair")
-				} else {
+				default:
 					fmt.Fprintf(stdout, "repaired; what was cut is in %s\n", kept)
 				}
 			}
@@ -229,6 +236,38 @@ func (o *output) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// isSegment reports whether name is that of a segment file, as the store
+// names them: seg-<16 hex digits>.log. The store ignores other names.
+func isSegment(name string) bool {
+	hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
+	if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
+		return false
+	}
+	_, err := strconv.ParseUint(hex, 16, 64)
+	return err == nil
+}
+
+// segmentBytes returns the total size of the segment files in dir, or -1
+// if it cannot read them.
+func segmentBytes(dir string) int64 {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	var n int64
+	for _, e := range entries {
+		if !isSegment(e.Name()) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return -1
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
 // checkDir fails unless dir is the directory of a store.
 func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
@@ -243,15 +282,9 @@ func checkDir(dir string) error {
 		return err
 	}
 	for _, e := range entries {
-		// A segment is named by 16 hex digits, as the store names it;
-		// the store ignores other names, and would start a new store
+		// The store ignores other names, and would start a new store
 		// in dir beside them.
-		name := e.Name()
-		hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
-		if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
-			continue
-		}
-		if _, err := strconv.ParseUint(hex, 16, 64); err == nil {
+		if isSegment(e.Name()) {
 			return nil
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -481,5 +482,32 @@ func TestVerifyIncompleteRecord(t *testing.T) {
 	dir, _ = newStore(t)
 	if _, stdout, _ = runCmd(t, "verify", dir); strings.Contains(stdout, "incomplete") {
 		t.Errorf("eventbus verify of a sound store: %q", stdout)
+	}
+}
+
+// TestRepairIncompleteRecord checks that repair, on a store whose last
+// segment ends in an incomplete record, says that it cut it and how many
+// bytes: opening the store for writing cuts it, keeping no copy, and
+// repair said "nothing to repair" while the segment got shorter.
+func TestRepairIncompleteRecord(t *testing.T) {
+	dir, seg := newStore(t)
+	fi, err := os.Stat(seg)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(seg, fi.Size()-5))
+	_, verified, _ := runCmd(t, "verify", dir)
+	code, stdout, stderr := runCmd(t, "repair", dir)
+	after, err := os.Stat(seg)
+	require.NoError(t, err)
+	cut := fi.Size() - 5 - after.Size()
+	require.Positive(t, cut, "repair cut nothing")
+	want := fmt.Sprintf("cut an incomplete final record of %d bytes", cut)
+	if code != 0 || !strings.Contains(stdout, want) {
+		t.Errorf("eventbus repair of a store cut in its last record: exit status %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+	}
+	if !strings.Contains(verified, fmt.Sprintf("incomplete record of %d bytes", cut)) {
+		t.Errorf("eventbus verify said %q, repair cut %d bytes", verified, cut)
+	}
+	if code, stdout, _ := runCmd(t, "repair", dir); code != 0 || stdout != "nothing to repair\n" {
+		t.Errorf("eventbus repair again: exit status %d, stdout %q; want 0 and nothing to repair", code, stdout)
 	}
 }
