@@ -81,6 +81,25 @@ commands:
 Without -stream, read and tail leave out system streams (named $...).
 Run eventbus <command> -h for the flags of a command.`
 
+// summary says what command cmd does, for its -h.
+func summary(cmd string) string {
+	switch cmd {
+	case "inspect":
+		return "Inspect lists the streams of the store: event counts, data sizes,\nrevisions, positions and state."
+	case "stats":
+		return "Stats prints the totals of the store: segments, bytes, events, streams."
+	case "verify":
+		return "Verify checks every checksum of the store; exit status 1 on damage."
+	case "read":
+		return "Read prints the events of the store, but for the system streams (named\n$...), or those of one stream, as JSON lines."
+	case "tail":
+		return "Tail prints the last events of the store, but for the system streams\n(named $...), or those of one stream, as JSON lines, oldest first."
+	case "repair":
+		return "Repair cuts the damaged records of the store, keeping a copy of what\nit cuts in a repair-<time> subdirectory."
+	}
+	return ""
+}
+
 // run runs the command of args and returns the exit status: 0 for success,
 // 1 for damage found or a failure, 2 for bad usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -104,7 +123,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Each command takes only its own flags, so that one meant for another
 	// (read -n 5) is refused instead of ignored.
 	fs := flag.NewFlagSet("eventbus "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The usage goes to stdout when asked for (-h), else to stderr.
+	var help bytes.Buffer
+	fs.SetOutput(&help)
 	var (
 		stream string
 		from   uint64
@@ -121,13 +142,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&stream, "stream", "", "only the events of this stream")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: eventbus %s [flags] DIR\n", cmd)
+		flags := ""
+		fs.VisitAll(func(*flag.Flag) { flags = " [flags]" })
+		fmt.Fprintf(fs.Output(), "usage: eventbus %s%s DIR\n\n%s\n", cmd, flags, summary(cmd))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			if _, err := stdout.Write(help.Bytes()); err != nil {
+				fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)
+				return 1
+			}
 			return 0
 		}
+		stderr.Write(help.Bytes())
 		return 2
 	}
 	if fs.NArg() != 1 {

@@ -188,9 +188,9 @@ func TestHelp(t *testing.T) {
 			t.Errorf("eventbus %s: exit status %d, stdout %q, stderr %q; want 0 and the commands described", arg, code, stdout, stderr)
 		}
 	}
-	code, _, stderr := runCmd(t, "tail", "-h")
-	if code != 0 || !strings.Contains(stderr, "usage: eventbus tail [flags] DIR") {
-		t.Errorf("eventbus tail -h: exit status %d, stderr %q; want 0 and its usage", code, stderr)
+	code, stdout, _ := runCmd(t, "tail", "-h")
+	if code != 0 || !strings.Contains(stdout, "usage: eventbus tail [flags] DIR") {
+		t.Errorf("eventbus tail -h: exit status %d, stdout %q; want 0 and its usage", code, stdout)
 	}
 }
 
@@ -216,9 +216,9 @@ func TestForeignFlags(t *testing.T) {
 			t.Errorf("eventbus %v: exit status %d, stdout %q, stderr %q; want 2, nothing printed, and %q", tt.args, code, stdout, stderr, tt.stderr)
 		}
 	}
-	code, _, stderr := runCmd(t, "read", "-h")
-	if code != 0 || !strings.Contains(stderr, "-limit") || strings.Contains(stderr, "-n int") {
-		t.Errorf("eventbus read -h: exit status %d, stderr %q; want the flags of read only", code, stderr)
+	code, stdout, _ := runCmd(t, "read", "-h")
+	if code != 0 || !strings.Contains(stdout, "-limit") || strings.Contains(stdout, "-n int") {
+		t.Errorf("eventbus read -h: exit status %d, stdout %q; want the flags of read only", code, stdout)
 	}
 }
 
@@ -509,5 +509,40 @@ func TestRepairIncompleteRecord(t *testing.T) {
 	}
 	if code, stdout, _ := runCmd(t, "repair", dir); code != 0 || stdout != "nothing to repair\n" {
 		t.Errorf("eventbus repair again: exit status %d, stdout %q; want 0 and nothing to repair", code, stdout)
+	}
+}
+
+// TestCommandHelp checks that eventbus <command> -h prints the command's
+// usage, what it does and its flags on standard output and succeeds, as
+// eventbus -h does: it printed them on standard error, so that
+// "eventbus read -h | less" showed nothing, said nothing of what the
+// command does, and offered "[flags]" to commands that take none.
+func TestCommandHelp(t *testing.T) {
+	tests := []struct {
+		cmd  string
+		want []string
+	}{
+		{"inspect", []string{"usage: eventbus inspect DIR\n", "event counts"}},
+		{"stats", []string{"usage: eventbus stats DIR\n", "totals"}},
+		{"verify", []string{"usage: eventbus verify DIR\n", "checksum"}},
+		{"repair", []string{"usage: eventbus repair DIR\n", "keeping a copy"}},
+		{"read", []string{"usage: eventbus read [flags] DIR\n", "JSON lines", "-limit", "-from", "-stream"}},
+		{"tail", []string{"usage: eventbus tail [flags] DIR\n", "last events", "-n int", "-stream"}},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCmd(t, tt.cmd, "-h")
+		if code != 0 || stderr != "" {
+			t.Errorf("eventbus %s -h: exit status %d, stderr %q; want 0 and nothing", tt.cmd, code, stderr)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("eventbus %s -h printed %q; want it to contain %q", tt.cmd, stdout, w)
+			}
+		}
+	}
+	// Bad usage still goes to standard error.
+	code, stdout, stderr := runCmd(t, "read", "-bogus", "x")
+	if code != 2 || stdout != "" || !strings.Contains(stderr, "usage: eventbus read [flags] DIR") {
+		t.Errorf("eventbus read -bogus: exit status %d, stdout %q, stderr %q; want 2 and the usage on stderr", code, stdout, stderr)
 	}
 }
