@@ -45,7 +45,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -163,7 +165,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	dir := fs.Arg(0)
-	out := &output{w: stdout}
+	// Buffered: a write is a system call, and read may print millions
+	// of lines.
+	buf := bufio.NewWriter(stdout)
+	out := &output{w: buf}
 	stdout = out
 	if n <= 0 {
 		fmt.Fprintf(stderr, "eventbus tail: -n must be positive, not %d\n", n)
@@ -232,8 +237,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if err == nil {
-		err = out.err
+	// What was printed before a failure goes out too.
+	if ferr := buf.Flush(); err == nil {
+		err = cmp.Or(out.err, ferr)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)

@@ -546,3 +546,30 @@ func TestCommandHelp(t *testing.T) {
 		t.Errorf("eventbus read -bogus: exit status %d, stdout %q, stderr %q; want 2 and the usage on stderr", code, stdout, stderr)
 	}
 }
+
+// countingWriter counts the writes made to it.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestOutputBuffered checks that read and inspect buffer their output: they
+// made a write, a system call on a file or pipe, for each event or line,
+// so printing a store of millions of events made millions of them.
+func TestOutputBuffered(t *testing.T) {
+	dir, _ := newStore(t)
+	for _, cmd := range []string{"read", "inspect"} {
+		var out countingWriter
+		var stderr bytes.Buffer
+		code := run(t.Context(), []string{cmd, dir}, &out, &stderr)
+		require.Equal(t, 0, code, stderr.String())
+		if lines := strings.Count(out.String(), "\n"); out.writes != 1 {
+			t.Errorf("eventbus %s printed %d lines in %d writes; want 1", cmd, lines, out.writes)
+		}
+	}
+}
