@@ -221,13 +221,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "repair":
 		if err = checkDir(dir); err == nil {
 			var kept string
-			before := segmentBytes(dir)
+			last, before := lastSegment(dir)
 			if kept, err = eventbus.RepairFileStore(dir); err == nil {
 				// Opening for writing cuts an incomplete final
 				// record, keeping no copy: say so.
-				after := segmentBytes(dir)
+				now, after := lastSegment(dir)
 				switch {
-				case kept == "" && before >= 0 && after >= 0 && before > after:
+				case kept == "" && last != "" && now == last && before > after:
 					fmt.Fprintf(stdout, "nothing damaged; cut an incomplete final record of %d bytes, left by a crash\n", before-after)
 				case kept == "":
 					fmt.Fprintln(stdout, "nothing to repair")
@@ -283,25 +283,26 @@ func isSegment(name string) bool {
 	return err == nil
 }
 
-// segmentBytes returns the total size of the segment files in dir, or -1
-// if it cannot read them.
-func segmentBytes(dir string) int64 {
+// lastSegment returns the name and size of the last segment file in dir,
+// the one that can end in an incomplete record, or "" and -1 if it cannot
+// read it.
+func lastSegment(dir string) (string, int64) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return -1
+		return "", -1
 	}
-	var n int64
-	for _, e := range entries {
+	// Sorted by name, and so by sequence number.
+	for _, e := range slices.Backward(entries) {
 		if !isSegment(e.Name()) {
 			continue
 		}
 		fi, err := e.Info()
 		if err != nil {
-			return -1
+			return "", -1
 		}
-		n += fi.Size()
+		return e.Name(), fi.Size()
 	}
-	return n
+	return "", -1
 }
 
 // checkDir fails unless dir is the directory of a store.

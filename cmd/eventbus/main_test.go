@@ -573,3 +573,30 @@ func TestOutputBuffered(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairStaleSegment checks that repair, on a store holding a segment
+// that retention dropped but failed to delete, which opening for writing
+// deletes, does not count it as an incomplete record it cut: it compared
+// the size of every segment file before and after.
+func TestRepairStaleSegment(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
+	require.NoError(t, err)
+	for i := range 6 {
+		// A stream each, so that the store may start at any segment.
+		_, err := s.Append(t.Context(), fmt.Sprint("order-", i), eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: []byte(`{"n":1}`)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	segs, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	require.NoError(t, err)
+	require.Greater(t, len(segs), 2)
+	// As retention leaves a store that failed to delete the first.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "START"), []byte("2\n"), 0o644))
+	code, stdout, stderr := runCmd(t, "repair", dir)
+	if code != 0 || stdout != "nothing to repair\n" {
+		t.Errorf("eventbus repair of a store with a stale segment: exit status %d, stdout %q, stderr %q; want 0 and nothing to repair", code, stdout, stderr)
+	}
+	_, err = os.Stat(segs[0])
+	require.ErrorIs(t, err, os.ErrNotExist, "the stale segment was not deleted: the test made no case")
+}
