@@ -22,7 +22,9 @@
 // entries as strings ("metadata"), but for those whose key or value is not
 // UTF-8, as a list of base64 key and value pairs ("metadataBase64"); its
 // encoding as a string ("encoding"), or as base64 ("encodingBase64") if it
-// is not UTF-8.
+// is not UTF-8. In the strings, every character that is not printable
+// (controls, bidirectional overrides) is escaped as \uXXXX, so that a line
+// cannot drive the terminal that shows it.
 //
 // The flags of read are -stream (one stream, by revision), -from (the
 // first position, or revision with -stream) and -limit. With -stream, read
@@ -61,6 +63,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -502,7 +505,14 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 		seq = s.ReadAll(ctx, opts)
 	}
 	var events []eventbus.RecordedEvent
-	enc := json.NewEncoder(stdout)
+	printEvent := func(e eventbus.RecordedEvent) error {
+		b, err := json.Marshal(toJSON(e))
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(append(escapeUnprintable(b), '\n'))
+		return err
+	}
 	for e, err := range seq {
 		if err != nil {
 			return err
@@ -511,17 +521,50 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 			events = append(events, e)
 			continue
 		}
-		if err := enc.Encode(toJSON(e)); err != nil {
+		if err := printEvent(e); err != nil {
 			return err
 		}
 	}
 	slices.Reverse(events)
 	for _, e := range events {
-		if err := enc.Encode(toJSON(e)); err != nil {
+		if err := printEvent(e); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// escapeUnprintable returns JSON text b with DEL and each character that
+// is not ASCII and not printable (C1 controls such as U+009B, which many
+// terminals take for the start of a control sequence; bidirectional
+// overrides) written as a \uXXXX escape, or two for one beyond U+FFFF:
+// encoding/json leaves them as they are. JSON text is ASCII outside
+// strings, so the result is the same JSON.
+func escapeUnprintable(b []byte) []byte {
+	var out []byte // nil until a character needs escaping
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r < utf8.RuneSelf && r != 0x7f || r >= utf8.RuneSelf && strconv.IsPrint(r) {
+			if out != nil {
+				out = append(out, b[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(b)+16), b[:i]...)
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += size
+	}
+	if out == nil {
+		return b
+	}
+	return out
 }
 
 // jsonMetadata is a metadata entry of an event, as read and tail print

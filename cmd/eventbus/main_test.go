@@ -600,3 +600,43 @@ func TestRepairStaleSegment(t *testing.T) {
 	_, err = os.Stat(segs[0])
 	require.ErrorIs(t, err, os.ErrNotExist, "the stale segment was not deleted: the test made no case")
 }
+
+// TestReadEscapesControls checks that read and tail escape, as \uXXXX, the
+// characters that are not printable which encoding/json leaves as they
+// are: C1 controls such as U+009B, a control sequence introducer to many
+// terminals, and bidirectional overrides such as U+202E, which reorder what
+// the terminal shows. They reached the terminal of a user reading a store
+// another program wrote. The JSON still decodes to the same values.
+func TestReadEscapesControls(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	stream := "order-\u202e1"
+	md := eventbus.Metadata{"k\u009b": "\u009b2J\u2066x\x7f", "plain": "café 😀"}
+	data := []byte("{\"note\":\"\u009b[31m\u202eevil\U000e0001\"}")
+	_, err = s.Append(t.Context(), stream, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Metadata: md, Data: data})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	for _, cmd := range []string{"read", "tail"} {
+		code, stdout, stderr := runCmd(t, cmd, dir)
+		require.Equal(t, 0, code, stderr)
+		for _, r := range stdout {
+			if r != '\n' && !strconv.IsPrint(r) {
+				t.Errorf("eventbus %s printed %U, which is not printable, in %s", cmd, r, stdout)
+			}
+		}
+		var e struct {
+			Stream   string            `json:"stream"`
+			Metadata map[string]string `json:"metadata"`
+			Data     json.RawMessage   `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(stdout), &e))
+		require.Equal(t, stream, e.Stream)
+		require.Equal(t, map[string]string(md), e.Metadata)
+		var got, want any
+		require.NoError(t, json.Unmarshal(e.Data, &got))
+		require.NoError(t, json.Unmarshal(data, &want))
+		require.Equal(t, want, got, "eventbus %s printed %s", cmd, stdout)
+		require.Contains(t, stdout, "café 😀", "eventbus %s escaped printable characters", cmd)
+	}
+}
