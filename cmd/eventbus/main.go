@@ -204,8 +204,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = withStore(dir, stderr, func(s *eventbus.FileStore, fileBytes int64) error {
 			st := s.Stats()
 			fmt.Fprintf(stdout, "ok: %d events in %d segments, every checksum verified\n", st.NextPosition-st.FirstPosition, st.Segments)
-			// Not damage, which opening reports: a crash in the middle
-			// of a write leaves it, and opening for writing cuts it.
+			// Not damage, which opening reports: a crash in the
+			// middle of a write leaves it, and opening for
+			// writing cuts it.
 			if torn := fileBytes - st.Bytes; torn > 0 {
 				fmt.Fprintf(stdout, "the last segment ends in an incomplete record of %d bytes, left by a crash: the next open for writing (or repair) cuts it\n", torn)
 			}
