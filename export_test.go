@@ -19,3 +19,8 @@ func WithFS(opts *FileStoreOptions, fs FS) *FileStoreOptions {
 	o.fs = fs
 	return &o
 }
+
+// RepairFileStoreFS is RepairFileStore through fs.
+func RepairFileStoreFS(dir string, fs FS) (string, error) {
+	return repairFileStore(dir, fs)
+}

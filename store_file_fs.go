@@ -10,9 +10,10 @@ import (
 type fileSystem interface {
 	// OpenFile opens a file as os.OpenFile does.
 	OpenFile(name string, flag int, perm os.FileMode) (storeFile, error)
-	// Rename and Remove work as os.Rename and os.Remove.
+	// Rename, Remove and Mkdir work as os.Rename, os.Remove and os.Mkdir.
 	Rename(from, to string) error
 	Remove(name string) error
+	Mkdir(name string, perm os.FileMode) error
 }
 
 // storeFile is an open segment file or directory. ReadAt must be safe for
@@ -35,3 +36,7 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (storeFile, error)
 
 func (osFS) Rename(from, to string) error { return os.Rename(from, to) }
 func (osFS) Remove(name string) error     { return os.Remove(name) }
+
+func (osFS) Mkdir(name string, perm os.FileMode) error {
+	return os.Mkdir(name, perm)
+}

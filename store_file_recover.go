@@ -685,16 +685,25 @@ segments:
 // it returns ("" when there was nothing to repair). The events cut are
 // lost to the store, so events committed after the damage are lost too:
 // keep the subdirectory until they are recovered or known to be
-// unneeded. The store must not be open. A dir that does not exist holds no
-// store to repair: RepairFileStore then returns an error wrapping
-// fs.ErrNotExist, and makes no store there as opening would.
+// unneeded. What it cuts is on disk in the subdirectory before it is cut,
+// so a failure or a crash part way through loses nothing: the store is
+// left as it was or part repaired, and RepairFileStore can run again,
+// keeping what it cuts then in another subdirectory. The store must not
+// be open. A dir that does not exist holds no store to repair:
+// RepairFileStore then returns an error wrapping fs.ErrNotExist, and
+// makes no store there as opening would.
 func RepairFileStore(dir string) (string, error) {
+	return repairFileStore(dir, osFS{})
+}
+
+// repairFileStore is RepairFileStore through fs.
+func repairFileStore(dir string, fs fileSystem) (string, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return "", fmt.Errorf("eventbus: repair: %w", err)
 	}
 	var keep string
 	for {
-		s, err := OpenFileStore(dir, nil)
+		s, err := OpenFileStore(dir, &FileStoreOptions{fs: fs})
 		if err == nil {
 			return keep, s.Close()
 		}
@@ -704,27 +713,36 @@ func RepairFileStore(dir string) (string, error) {
 		}
 		if keep == "" {
 			keep = filepath.Join(dir, "repair-"+time.Now().UTC().Format("20060102T150405.000000000"))
-			if err := os.Mkdir(keep, 0o755); err != nil {
+			if err := fs.Mkdir(keep, 0o755); err != nil {
 				return "", fmt.Errorf("eventbus: repair: %w", err)
 			}
+			// What cutAt moves into keep is lost with keep unless dir
+			// names it on disk.
+			if err := syncPath(fs, dir); err != nil {
+				return keep, fmt.Errorf("eventbus: repair: %w", err)
+			}
 		}
-		if err := cutAt(dir, keep, ce); err != nil {
+		if err := cutAt(fs, dir, keep, ce); err != nil {
 			return keep, fmt.Errorf("eventbus: repair: %w", err)
 		}
 	}
 }
 
 // cutAt copies the bytes of ce.Path from ce.Offset into keep, truncates it
-// there, and moves every later segment into keep.
-func cutAt(dir, keep string, ce *CorruptionError) error {
+// there, and moves every later segment into keep. The copy is on disk,
+// whole and named in keep, before the bytes are cut: a crash or a failure
+// at any step loses none of them, and leaves a store that opens or that
+// RepairFileStore repairs again. The directory that holds keep was synced
+// once keep was made.
+func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
 	if filepath.Base(ce.Path) == startFile {
 		// Without it, the store starts at its oldest segment.
-		if err := os.Rename(ce.Path, filepath.Join(keep, startFile)); err != nil {
+		if err := fs.Rename(ce.Path, filepath.Join(keep, startFile)); err != nil {
 			return err
 		}
-		return errors.Join(syncPath(keep), syncPath(dir))
+		return errors.Join(syncPath(fs, keep), syncPath(fs, dir))
 	}
-	seqs, _, err := listSegments(dir, osFS{}, false)
+	seqs, _, err := listSegments(dir, fs, false)
 	if err != nil {
 		return err
 	}
@@ -743,30 +761,46 @@ func cutAt(dir, keep string, ce *CorruptionError) error {
 				return fmt.Errorf("%s is %d bytes, cut at %d", ce.Path, len(b), ce.Offset)
 			}
 			cut := filepath.Join(keep, fmt.Sprintf("%s.from-%d", name, ce.Offset))
-			if err := os.WriteFile(cut, b[ce.Offset:], 0o644); err != nil {
+			if err := copyFile(fs, cut, b[ce.Offset:]); err != nil {
+				return fmt.Errorf("keep a copy of what %s holds from %d: %w", ce.Path, ce.Offset, err)
+			}
+			f, err := fs.OpenFile(ce.Path, os.O_RDWR, 0)
+			if err != nil {
 				return err
 			}
-			if err := syncPath(cut); err != nil {
-				return err
-			}
-			if err := os.Truncate(ce.Path, ce.Offset); err != nil {
-				return err
-			}
-			if err := syncPath(ce.Path); err != nil {
+			if err := errors.Join(f.Truncate(ce.Offset), f.Sync(), f.Close()); err != nil {
 				return err
 			}
 		default:
-			if err := os.Rename(filepath.Join(dir, name), filepath.Join(keep, name)); err != nil {
+			if err := fs.Rename(filepath.Join(dir, name), filepath.Join(keep, name)); err != nil {
 				return err
 			}
 		}
 	}
-	return errors.Join(syncPath(keep), syncPath(dir))
+	return errors.Join(syncPath(fs, keep), syncPath(fs, dir))
+}
+
+// copyFile writes b to the new file path, under a temporary name until
+// it is synced, and syncs the directory that names it, so that the file,
+// once there, is whole and stays there.
+func copyFile(fs fileSystem, path string, b []byte) error {
+	f, err := fs.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err := errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return err
+	}
+	if err := fs.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	return syncPath(fs, filepath.Dir(path))
 }
 
 // syncPath syncs a file or directory.
-func syncPath(path string) error {
-	f, err := os.Open(path)
+func syncPath(fs fileSystem, path string) error {
+	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -1530,5 +1531,295 @@ func TestFileStoreTornChecksumSector(t *testing.T) {
 			t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 1 before the torn record", readOnly, len(got))
 		}
 		require.NoError(t, s.Close())
+	}
+}
+
+// opsFS records, in order, what a repair does to the files of dir, as
+// "op path", paths relative to dir with every repair directory named
+// repair-*, and fails the operation numbered fail (from 1), if set, with
+// EIO: a failed write writes half its bytes first.
+type opsFS struct {
+	eventbus.FS
+	dir  string
+	fail int
+	mu   sync.Mutex
+	ops  []string
+}
+
+func (f *opsFS) do(op string, paths ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range paths {
+		rel, err := filepath.Rel(f.dir, p)
+		if err != nil {
+			rel = p
+		}
+		parts := strings.Split(rel, string(filepath.Separator))
+		for i, part := range parts {
+			if strings.HasPrefix(part, "repair-") {
+				parts[i] = "repair-*"
+			}
+		}
+		op += " " + filepath.Join(parts...)
+	}
+	f.ops = append(f.ops, op)
+	if len(f.ops) == f.fail {
+		return &os.PathError{Op: op, Path: paths[0], Err: syscall.EIO}
+	}
+	return nil
+}
+
+func (f *opsFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	if err := f.do("open", name); err != nil {
+		return nil, err
+	}
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &opsFile{File: file, fs: f, name: name}, nil
+}
+
+func (f *opsFS) Rename(from, to string) error {
+	if err := f.do("rename", from, to); err != nil {
+		return err
+	}
+	return f.FS.Rename(from, to)
+}
+
+func (f *opsFS) Remove(name string) error {
+	if err := f.do("remove", name); err != nil {
+		return err
+	}
+	return f.FS.Remove(name)
+}
+
+func (f *opsFS) Mkdir(name string, perm os.FileMode) error {
+	if err := f.do("mkdir", name); err != nil {
+		return err
+	}
+	return f.FS.Mkdir(name, perm)
+}
+
+type opsFile struct {
+	eventbus.File
+	fs   *opsFS
+	name string
+}
+
+func (f *opsFile) Write(b []byte) (int, error) {
+	if err := f.fs.do("write", f.name); err != nil {
+		n, _ := f.File.Write(b[:len(b)/2])
+		return n, err
+	}
+	return f.File.Write(b)
+}
+
+func (f *opsFile) Sync() error {
+	if err := f.fs.do("sync", f.name); err != nil {
+		return err
+	}
+	return f.File.Sync()
+}
+
+func (f *opsFile) Truncate(size int64) error {
+	if err := f.fs.do("truncate", f.name); err != nil {
+		return err
+	}
+	return f.File.Truncate(size)
+}
+
+// damagedStore makes in dir a store of three segments whose first one has
+// a bit flipped in its second record, and if badStart a START file that
+// names no segment, and returns the files' contents by name and the
+// offset of that record.
+func damagedStore(t *testing.T, dir string, badStart bool) (map[string][]byte, int64) {
+	t.Helper()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
+	var frames []int64 // offsets of the records of the first segment
+	for i := 0; len(segments(t, dir)) < 3; i++ {
+		if len(segments(t, dir)) == 1 {
+			fi, err := os.Stat(segments(t, dir)[0])
+			require.NoError(t, err)
+			frames = append(frames, fi.Size())
+		}
+		_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 400)+strconv.Itoa(i))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	require.Greater(t, len(frames), 2)
+	flip(t, segments(t, dir)[0], frames[1]+20)
+	files := map[string][]byte{}
+	for _, path := range segments(t, dir) {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		files[filepath.Base(path)] = b
+	}
+	if badStart {
+		files["START"] = []byte("x\n")
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "START"), files["START"], 0o644))
+	}
+	return files, frames[1]
+}
+
+// firstSegment returns the name of the first segment of files.
+func firstSegment(files map[string][]byte) string {
+	return slices.Sorted(maps.Keys(files))[len(files)-3]
+}
+
+// checkKept checks that no byte of the files of a store damaged by
+// damagedStore is lost: each is whole in dir, or in a repair directory of
+// dir, or, the first, cut at off in dir and whole from off in a repair
+// directory. No file in a repair directory holds less than it is named
+// for. It returns the number of the files in repair directories.
+func checkKept(t *testing.T, dir string, files map[string][]byte, off int64) int {
+	t.Helper()
+	first := firstSegment(files)
+	kept := map[string][][]byte{}
+	copies, err := filepath.Glob(filepath.Join(dir, "repair-*", "*"))
+	require.NoError(t, err)
+	for _, path := range copies {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		name := filepath.Base(path)
+		kept[name] = append(kept[name], b)
+		if strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		want, ok := files[name]
+		if name == first+".from-"+strconv.FormatInt(off, 10) {
+			want, ok = files[first][off:], true
+		}
+		if !ok || string(b) != string(want) {
+			t.Errorf("%s holds %d bytes, not the %d it is named for", path, len(b), len(want))
+		}
+	}
+	has := func(name string, want []byte) bool {
+		return slices.ContainsFunc(kept[name], func(b []byte) bool { return string(b) == string(want) })
+	}
+	for name, want := range files {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		switch {
+		case err == nil && string(b) == string(want):
+		case err != nil && errors.Is(err, fs.ErrNotExist) && has(name, want):
+		case err == nil && name == first && string(b) == string(want[:off]) && has(name+".from-"+strconv.FormatInt(off, 10), want[off:]):
+		default:
+			t.Errorf("%s (%d bytes, %v) lost bytes of the %d it held", name, len(b), err, len(want))
+		}
+	}
+	return len(copies)
+}
+
+// TestRepairFileStoreSyncsCopy checks that RepairFileStore has the copy
+// of the bytes it cuts on disk, and found there, before it cuts them: the
+// copy synced, then the repair directory that names it, then the store's
+// directory that names the repair directory. It synced the copy alone, so
+// a power loss just after the cut could lose the only copy of the events
+// cut.
+func TestRepairFileStoreSyncsCopy(t *testing.T) {
+	dir := t.TempDir()
+	files, off := damagedStore(t, dir, false)
+	first := firstSegment(files)
+	fs := &opsFS{FS: eventbus.OSFS, dir: dir}
+	_, err := eventbus.RepairFileStoreFS(dir, fs)
+	require.NoError(t, err)
+	ops := fs.ops
+	cut := slices.Index(ops, "truncate "+first)
+	if cut < 0 {
+		t.Fatalf("RepairFileStore did not truncate %s through the store's file system: %q", first, ops)
+	}
+	// last returns the index of the last operation before the cut that
+	// matches, or -1.
+	last := func(match func(op string) bool) int {
+		for i := cut - 1; i >= 0; i-- {
+			if match(ops[i]) {
+				return i
+			}
+		}
+		return -1
+	}
+	copied := fmt.Sprintf("repair-*/%s.from-%d", first, off)
+	written := last(func(op string) bool { return strings.HasPrefix(op, "write repair-*/") })
+	named := last(func(op string) bool { return strings.HasSuffix(op, " "+copied) && !strings.HasPrefix(op, "sync ") })
+	made := last(func(op string) bool { return op == "mkdir repair-*" })
+	steps := []struct {
+		what  string
+		after int
+		sync  string
+	}{
+		{"the copy's bytes", written, "sync repair-*/"},
+		{"the copy's name", named, "sync repair-*"},
+		{"the repair directory's name", made, "sync ."},
+	}
+	for _, step := range steps {
+		if step.after < 0 {
+			t.Errorf("no operation made %s before the cut: %q", step.what, ops[:cut])
+			continue
+		}
+		if !slices.ContainsFunc(ops[step.after:cut], func(op string) bool {
+			return op == step.sync || strings.HasPrefix(step.sync, "sync repair-*/") && strings.HasPrefix(op, step.sync)
+		}) {
+			t.Errorf("%s (%q) not synced before the cut: %q", step.what, ops[step.after], ops[step.after:cut+1])
+		}
+	}
+	checkKept(t, dir, files, off)
+}
+
+// TestRepairFileStoreFaults fails, in turn, each operation on files that
+// RepairFileStore does, as a full disk, an I/O error or a crash there
+// would: RepairFileStore must report an error that wraps the cause; no
+// byte of the store may be lost, nor a partial copy kept under the name
+// of a whole one; before it first changes them, the store's files must
+// be as they were; and RepairFileStore again must repair the store. It
+// does so for a damaged record, and for one with a damaged START file
+// too, which RepairFileStore moves aside.
+func TestRepairFileStoreFaults(t *testing.T) {
+	for _, badStart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bad START %v", badStart), func(t *testing.T) {
+			testRepairFaults(t, badStart)
+		})
+	}
+}
+
+// testRepairFaults is TestRepairFileStoreFaults for a store made by
+// damagedStore(badStart).
+func testRepairFaults(t *testing.T, badStart bool) {
+	clean := &opsFS{FS: eventbus.OSFS, dir: t.TempDir()}
+	files, _ := damagedStore(t, clean.dir, badStart)
+	first := firstSegment(files)
+	_, err := eventbus.RepairFileStoreFS(clean.dir, clean)
+	require.NoError(t, err)
+	cut := slices.Index(clean.ops, "truncate "+first)
+	require.Positive(t, cut, "operations: %q", clean.ops)
+	touched := cut // the first operation that changes the store's files
+	if badStart {
+		touched = slices.Index(clean.ops, "rename START repair-*/START")
+		require.Positive(t, touched, "operations: %q", clean.ops)
+	}
+	for i, op := range clean.ops {
+		t.Run(fmt.Sprintf("%d %s", i+1, op), func(t *testing.T) {
+			dir := t.TempDir()
+			files, off := damagedStore(t, dir, badStart)
+			fs := &opsFS{FS: eventbus.OSFS, dir: dir, fail: i + 1}
+			kept, err := eventbus.RepairFileStoreFS(dir, fs)
+			if !errors.Is(err, syscall.EIO) || !strings.HasPrefix(err.Error(), "eventbus: ") {
+				t.Fatalf("RepairFileStore failing %q = %q, %v; want an error wrapping EIO", op, kept, err)
+			}
+			require.Equal(t, op, fs.ops[i], "the operation failed")
+			checkKept(t, dir, files, off)
+			if i < touched {
+				for name, want := range files {
+					b, err := os.ReadFile(filepath.Join(dir, name))
+					if err != nil || string(b) != string(want) {
+						t.Errorf("after RepairFileStore failed before changing the store, %s holds %d bytes (%v), want the %d it held", name, len(b), err, len(want))
+					}
+				}
+			}
+
+			_, err = eventbus.RepairFileStore(dir)
+			require.NoError(t, err, "RepairFileStore again")
+			require.Positive(t, checkKept(t, dir, files, off), "files kept")
+			require.Len(t, readAll(t, openFile(t, dir, nil)), 1, "events before the damage")
+		})
 	}
 }
