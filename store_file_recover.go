@@ -688,10 +688,12 @@ segments:
 // unneeded. What it cuts is on disk in the subdirectory before it is cut,
 // so a failure or a crash part way through loses nothing: the store is
 // left as it was or part repaired, and RepairFileStore can run again,
-// keeping what it cuts then in another subdirectory. The store must not
-// be open. A dir that does not exist holds no store to repair:
-// RepairFileStore then returns an error wrapping fs.ErrNotExist, and
-// makes no store there as opening would.
+// keeping what it cuts then in another subdirectory. With such an
+// error, it returns the path of the subdirectory too once it made one:
+// what it cut so far is there. The store must not be open. A dir that
+// does not exist holds no store to repair: RepairFileStore then returns
+// an error wrapping fs.ErrNotExist, and makes no store there as opening
+// would.
 func RepairFileStore(dir string) (string, error) {
 	return repairFileStore(dir, osFS{})
 }

@@ -1806,6 +1806,9 @@ func testRepairFaults(t *testing.T, badStart bool) {
 				t.Fatalf("RepairFileStore failing %q = %q, %v; want an error wrapping EIO", op, kept, err)
 			}
 			require.Equal(t, op, fs.ops[i], "the operation failed")
+			if made := slices.Index(fs.ops, "mkdir repair-*"); made >= 0 && made < i {
+				require.DirExists(t, kept, "the repair directory returned with the error")
+			}
 			checkKept(t, dir, files, off)
 			if i < touched {
 				for name, want := range files {
