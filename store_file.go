@@ -86,7 +86,8 @@ type FileStoreOptions struct {
 	// segments, with the bytes read so far and in all.
 	Progress func(done, total int64)
 
-	fs fileSystem // for tests; nil means the operating system's
+	fs     fileSystem // for tests; nil means the operating system's
+	locked bool       // the caller holds the lock of the directory
 }
 
 // FileStore is a [Store] that keeps its events in append-only segment files
@@ -440,9 +441,11 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("eventbus: open file store: %w", &fs.PathError{Op: "open", Path: dir, Err: syscall.ENOTDIR})
 	}
-	lock, err := lockDir(filepath.Join(dir, "LOCK"), o.ReadOnly)
-	if err != nil {
-		return nil, err
+	var lock *os.File
+	if !o.locked {
+		if lock, err = lockDir(filepath.Join(dir, "LOCK"), o.ReadOnly); err != nil {
+			return nil, err
+		}
 	}
 	s := &FileStore{
 		dir: dir, fs: o.fs, opts: o, maxEvent: maxEvent, maxBatch: maxBatch, lock: lock,
@@ -1202,7 +1205,9 @@ func (s *FileStore) closeFiles() error {
 			errs = append(errs, err)
 		}
 	}
-	if s.lock != nil { // nil for a read-only open on a read-only file system
+	// nil for a read-only open on a read-only file system, and for a store
+	// that RepairFileStore opens under its own lock
+	if s.lock != nil {
 		if err := s.lock.Close(); err != nil {
 			errs = append(errs, err)
 		}

@@ -690,10 +690,12 @@ segments:
 // left as it was or part repaired, and RepairFileStore can run again,
 // keeping what it cuts then in another subdirectory. With such an
 // error, it returns the path of the subdirectory too once it made one:
-// what it cut so far is there. The store must not be open. A dir that
-// does not exist holds no store to repair: RepairFileStore then returns
-// an error wrapping fs.ErrNotExist, and makes no store there as opening
-// would.
+// what it cut so far is there. The store must not be open: it fails with
+// an error wrapping [ErrLocked] if it is, and holds the store's lock until
+// it returns, so that no [OpenFileStore] reads the store part repaired. A
+// dir that does not exist holds no store to repair: RepairFileStore then
+// returns an error wrapping fs.ErrNotExist, and makes no store there as
+// opening would.
 func RepairFileStore(dir string) (string, error) {
 	return repairFileStore(dir, osFS{})
 }
@@ -703,9 +705,16 @@ func repairFileStore(dir string, fs fileSystem) (string, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return "", fmt.Errorf("eventbus: repair: %w", err)
 	}
+	// Held until the repair ends, so that no other process opens the store
+	// while it is cut, nor a half repaired one.
+	lock, err := lockDir(filepath.Join(dir, "LOCK"), false)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
 	var keep string
 	for {
-		s, err := OpenFileStore(dir, &FileStoreOptions{fs: fs})
+		s, err := OpenFileStore(dir, &FileStoreOptions{fs: fs, locked: true})
 		if err == nil {
 			return keep, s.Close()
 		}

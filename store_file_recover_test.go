@@ -1542,11 +1542,15 @@ type opsFS struct {
 	eventbus.FS
 	dir  string
 	fail int
+	hook func() // if set, called at each operation, before it is done
 	mu   sync.Mutex
 	ops  []string
 }
 
 func (f *opsFS) do(op string, paths ...string) error {
+	if f.hook != nil {
+		f.hook()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range paths {
@@ -1825,4 +1829,40 @@ func testRepairFaults(t *testing.T, badStart bool) {
 			require.Len(t, readAll(t, openFile(t, dir, nil)), 1, "events before the damage")
 		})
 	}
+}
+
+// TestRepairFileStoreHoldsLock opens the store, as another process would,
+// at each operation on files that RepairFileStore does: every open must
+// fail with ErrLocked. RepairFileStore held the lock only while it opened
+// the store, so that another process could open it, and append to it,
+// while the repair cut it, moved its segments and synced them.
+func TestRepairFileStoreHoldsLock(t *testing.T) {
+	dir := t.TempDir()
+	files, off := damagedStore(t, dir, false)
+	fs := &opsFS{FS: eventbus.OSFS, dir: dir}
+	var opened []string // the operations at which another open succeeded
+	fs.hook = func() {
+		s, err := eventbus.OpenFileStore(dir, nil)
+		if err == nil {
+			s.Close()
+			fs.mu.Lock()
+			opened = append(opened, fmt.Sprint(len(fs.ops)))
+			fs.mu.Unlock()
+			return
+		}
+		if !errors.Is(err, eventbus.ErrLocked) {
+			t.Errorf("OpenFileStore during a repair = %v, want ErrLocked", err)
+		}
+	}
+	_, err := eventbus.RepairFileStoreFS(dir, fs)
+	require.NoError(t, err)
+	if len(opened) > 0 {
+		t.Errorf("another OpenFileStore succeeded during a repair, after operations %v of %q", opened, fs.ops)
+	}
+	fs.hook = nil
+	checkKept(t, dir, files, off)
+	s := openFile(t, dir, nil)
+	require.Len(t, readAll(t, s), 1, "events before the damage")
+	_, err = eventbus.RepairFileStore(dir)
+	require.ErrorIs(t, err, eventbus.ErrLocked, "RepairFileStore of an open store")
 }
