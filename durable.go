@@ -82,7 +82,8 @@ type DurableOptions struct {
 // [ProcessedStore], such as [NewStoreProcessed], skips the events handled
 // before, so that their effects do not happen again, but for an event
 // whose handler returned when the process died, before its record was
-// saved, or whose record failed to save: its handler runs again. An effect
+// saved, or whose record failed to save and was not saved by a retry or
+// redrive before the restart: its handler runs again. An effect
 // that must happen exactly once must be idempotent itself. Idempotency
 // keys events by ID unless told otherwise, and a store takes one ID in
 // several streams (it deduplicates appends stream by stream): of such

@@ -50,7 +50,8 @@ type IdempotencyOptions struct {
 	// The record always remembers the last Capacity
 	// keys handled, and at most about twice as many (plus the keys in
 	// flight): once its newer half holds Capacity, it forgets the older
-	// half at once.
+	// half at once. With a Store, it bounds the keys whose handler
+	// succeeded but whose MarkProcessed failed (see [Idempotency]).
 	//
 	// The record lives as long as the process, so it catches the
 	// duplicates that come soon after the first delivery: redeliveries,
@@ -91,9 +92,11 @@ type IdempotencyOptions struct {
 // Each subscription the middleware wraps keeps its own record. The
 // in-memory record forgets keys older than the TTL or than the last
 // Capacity (see [IdempotencyOptions]); a key forgotten and delivered again
-// runs again. With a Store, a failing MarkProcessed fails the
-// attempt: the handler's effect happened, and it will run again on the retry
-// (at-least-once).
+// runs again. With a Store, a failing MarkProcessed fails the attempt,
+// but the handler's effect happened: the record remembers that (for up to
+// Capacity such keys, while the subscription lasts), so that the retry, or
+// a redrive of the dead letter, only calls MarkProcessed again. After a
+// restart, or past Capacity, the handler runs again (at-least-once).
 //
 // With a negative Capacity or TTL, which it has no error return to report,
 // every attempt fails without running the handler, with a [Permanent]
@@ -173,6 +176,10 @@ type dedup[K comparable] struct {
 	turned    [2]uint64 // epoch after the last turnover, and after the one before
 	inFlight  int       // keys in flight
 	changed   broadcast // when a key leaves flight
+	// handled holds, with a Store, the keys whose handler succeeded but
+	// whose MarkProcessed failed, up to Capacity of them: their next
+	// delivery only records them.
+	handled map[K]struct{}
 }
 
 // running marks a key in flight in the record's tables: a publish time of
@@ -206,6 +213,9 @@ func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next Envelope
 	done, c, err := d.claim(ctx, env, k)
 	if done {
 		env.skipped()
+		if d.opts.Store != nil {
+			d.unrecorded(k, false) // recorded after all
+		}
 	}
 	if err != nil || done {
 		return err
@@ -215,14 +225,42 @@ func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next Envelope
 	// wait for itself.
 	handled := false
 	defer func() { d.release(k, c, handled, env.Time) }()
-	err = next(ctx, env)
-	if err == nil && d.opts.Store != nil {
-		if merr := d.opts.Store.MarkProcessed(ctx, d.storeKey(env, k)); merr != nil {
-			err = fmt.Errorf("eventbus: handled, but recording it failed: %w", merr)
+	if d.opts.Store == nil {
+		err = next(ctx, env)
+		handled = err == nil
+		return err
+	}
+	if !d.unrecorded(k, false) {
+		if err = next(ctx, env); err != nil {
+			return err
 		}
 	}
-	handled = err == nil
-	return err
+	if err = d.opts.Store.MarkProcessed(ctx, d.storeKey(env, k)); err != nil {
+		d.unrecorded(k, true)
+		return fmt.Errorf("eventbus: handled, but recording it failed: %w", err)
+	}
+	handled = true
+	return nil
+}
+
+// unrecorded reports whether k's handler succeeded in an earlier attempt
+// whose MarkProcessed failed, and forgets it; if add, it remembers that of
+// k instead, while it remembers fewer than Capacity keys.
+func (d *dedup[K]) unrecorded(k K, add bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if add {
+		if d.handled == nil {
+			d.handled = make(map[K]struct{})
+		}
+		if len(d.handled) < d.opts.Capacity {
+			d.handled[k] = struct{}{}
+		}
+		return true
+	}
+	_, ok := d.handled[k]
+	delete(d.handled, k)
+	return ok
 }
 
 func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {

@@ -506,6 +506,16 @@ type memoryProcessed struct {
 	mu   sync.Mutex
 	done map[eventbus.IdempotencyKey]bool
 	fail error
+	// MarkProcessed fails the next fails calls with failErr.
+	fails   int
+	failErr error
+}
+
+// failNext makes the next n calls of MarkProcessed fail with err.
+func (m *memoryProcessed) failNext(n int, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fails, m.failErr = n, err
 }
 
 func (m *memoryProcessed) Processed(_ context.Context, k eventbus.IdempotencyKey) (bool, error) {
@@ -517,11 +527,49 @@ func (m *memoryProcessed) Processed(_ context.Context, k eventbus.IdempotencyKey
 func (m *memoryProcessed) MarkProcessed(_ context.Context, k eventbus.IdempotencyKey) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fails > 0 {
+		m.fails--
+		return m.failErr
+	}
 	if m.fail != nil {
 		return m.fail
 	}
 	m.done[k] = true
 	return nil
+}
+
+// TestIdempotencyRetriesOnlyTheRecord checks that when a handler succeeds
+// and the Store fails to record it, the retry and a redrive of the dead
+// letter record it again without running the handler again: its effect
+// happened once, and the record alone was missing.
+func TestIdempotencyRetriesOnlyTheRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Metrics: true,
+			Retry:      eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second},
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store})}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := map[int]int{}
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error { runs[e.Payload.N]++; return nil }, nil)
+		ctx := context.Background()
+
+		store.failNext(1, errors.New("disk full")) // the retry records it
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.Equal(t, 1, runs[1], "Publish(1): handler runs")
+		require.Len(t, store.done, 1, "Publish(1): recorded")
+
+		store.failNext(2, errors.New("disk full")) // both attempts fail
+		require.ErrorContains(t, topic.Publish(ctx, Order{N: 2}), "disk full")
+		require.Equal(t, 1, runs[2], "Publish(2): handler runs")
+		sent, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+		require.NoError(t, err)
+		require.Equal(t, 1, sent)
+		require.Equal(t, 1, runs[2], "Redrive(2): handler runs")
+		require.Len(t, store.done, 2, "Redrive(2): recorded")
+		s := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 2, s.Handled, "handled: 1's retry and 2's redrive")
+		require.Zero(t, s.Duplicates, "duplicates")
+	})
 }
 
 func TestIdempotencyWithStore(t *testing.T) {
@@ -541,9 +589,9 @@ func TestIdempotencyWithStore(t *testing.T) {
 	require.ErrorContains(t, topic.Publish(ctx, Order{}), "disk full", "recording failed: the attempt fails")
 	store.fail = nil
 	require.NoError(t, topic.Publish(ctx, Order{}))
-	require.Equal(t, 2, *runs, "not recorded, so it ran again")
+	require.Equal(t, 1, *runs, "handled before: only recorded now")
 	require.NoError(t, topic.Publish(ctx, Order{}))
-	require.Equal(t, 2, *runs)
+	require.Equal(t, 1, *runs)
 
 	// A new bus, as after a restart, shares the durable record.
 	_, topic, runs = newSyncBus()
