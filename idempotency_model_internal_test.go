@@ -324,3 +324,95 @@ func TestRecordConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// flakyProcessed is a ProcessedStore for many goroutines whose calls fail
+// at random.
+type flakyProcessed struct {
+	mu   sync.Mutex
+	done map[string]bool
+	rng  *rand.Rand
+}
+
+func (s *flakyProcessed) Processed(_ context.Context, k IdempotencyKey) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rng.IntN(5) == 0 {
+		return false, errors.New("lookup failed")
+	}
+	return s.done[k.Key], nil
+}
+
+func (s *flakyProcessed) MarkProcessed(_ context.Context, k IdempotencyKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rng.IntN(3) == 0 {
+		return errors.New("record failed")
+	}
+	s.done[k.Key] = true
+	return nil
+}
+
+// TestRecordConcurrentFlakyStore delivers a few keys from many goroutines
+// at once through handle, over a Store whose lookups and records fail at
+// random, with handlers that fail or panic at times: two deliveries of a
+// key never run at once, a handler that succeeded never runs again for its
+// key (a failed record is retried alone), every key ends recorded once its
+// handler succeeded and a delivery after that returned nil, and no key is
+// left in flight.
+func TestRecordConcurrentFlakyStore(t *testing.T) {
+	for name, hash := range modelHashes() {
+		t.Run(name, func(t *testing.T) {
+			const keys, goroutines, deliveries = 12, 8, 300
+			store := &flakyProcessed{done: map[string]bool{}, rng: rand.New(rand.NewPCG(1, 2))}
+			d := newDedup(&IdempotencyOptions{Capacity: keys, TTL: time.Hour, Store: store}, hash)
+			var running, succeeded [keys]atomic.Int32
+			var recorded [keys]atomic.Bool // a delivery after a success returned nil
+			at := time.Unix(1_700_000_000, 0)
+			var wg sync.WaitGroup
+			for g := range goroutines {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(g), 5))
+					for range deliveries {
+						n := rng.IntN(keys)
+						fate := rng.IntN(6)
+						handler := func(context.Context, *Envelope) error {
+							if running[n].Add(1) != 1 {
+								t.Errorf("two deliveries of %d run at once", n)
+							}
+							defer running[n].Add(-1)
+							runtime.Gosched()
+							switch fate {
+							case 0:
+								return errors.New("failed")
+							case 1:
+								panic("failed")
+							}
+							if succeeded[n].Add(1) > 1 {
+								t.Errorf("%d ran again after it succeeded", n)
+							}
+							return nil
+						}
+						var err error
+						func() {
+							defer func() { _ = recover() }() // as the worker does
+							err = d.handle(context.Background(), &Envelope{Header: Header{Time: at}}, strconv.Itoa(n), handler)
+						}()
+						if err == nil && succeeded[n].Load() > 0 {
+							recorded[n].Store(true)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if d.inFlight != 0 {
+				t.Fatalf("%d keys left in flight", d.inFlight)
+			}
+			for n := range keys {
+				if recorded[n].Load() && !store.done[strconv.Itoa(n)] {
+					t.Errorf("%d: a delivery after its success returned nil, and it is not recorded", n)
+				}
+			}
+			checkRecord(t, -1, d, hash, nil)
+		})
+	}
+}
