@@ -23,10 +23,12 @@ import (
 // A nil error means every event was handled. A *BatchError names the
 // events that failed, and only those are retried or dead-lettered (wrapped
 // with [Permanent], it makes their errors permanent); any other error (or a
-// panic) fails them all. Retries go through the handler one event
-// at a time. An event that fails is retried after the later events of its
-// key in the same batch were handled; a handler that wants their order kept
-// through retries fails them too. A handler that calls runtime.Goexit (as
+// panic) fails them all, and so does one beside a *BatchError, as
+// errors.Join or a second %w in fmt.Errorf puts it (joined to the errors
+// of the events the *BatchError names). Retries go through the handler one
+// event at a time. An event that fails is retried after the later events of
+// its key in the same batch were handled; a handler that wants their order
+// kept through retries fails them too. A handler that calls runtime.Goexit (as
 // t.FailNow does) loses the events it was given, where a [Handler] loses
 // its one: in Async mode they are dead-lettered with a *PanicError
 // matching [ErrGoexit], without retries, and the worker carries on with the
@@ -141,7 +143,8 @@ func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
 // event (nil when they were all handled). A *BatchError naming an index
 // outside the batch fails every event with [ErrInvalid]; one naming an
 // event with a nil error fails that event with [ErrInvalid]. One marked
-// [Permanent] marks the error of every event it names.
+// [Permanent] marks the error of every event it names. Errors beside it
+// (see besides) fail every event, joined to a named event's own.
 func failures(err error, n int) (map[int]error, error) {
 	var be *BatchError
 	if !errors.As(err, &be) {
@@ -150,10 +153,11 @@ func failures(err error, n int) (map[int]error, error) {
 	if be == nil {
 		// A handler that makes its *BatchError on the first failure and
 		// returns it whatever happened gives a typed nil when none did.
-		return nil, nil
+		return nil, besides(err, be)
 	}
 	permanent := permanentOutside(err)
-	rewrite := permanent
+	beside := besides(err, be)
+	rewrite := permanent || beside != nil
 	for i, e := range be.Failed {
 		if i < 0 || i >= n {
 			return nil, fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, n)
@@ -164,9 +168,19 @@ func failures(err error, n int) (map[int]error, error) {
 		return be.Failed, nil
 	}
 	failed := make(map[int]error, len(be.Failed)) // the handler's map is its own
+	if beside != nil {
+		// An error beside the *BatchError, such as a failed commit, fails
+		// the events it does not name too.
+		for i := range n {
+			failed[i] = beside
+		}
+	}
 	for i, e := range be.Failed {
 		if e == nil {
 			e = fmt.Errorf("%w: batch handler reported index %d failed with a nil error", ErrInvalid, i)
+		}
+		if beside != nil {
+			e = errors.Join(beside, e)
 		}
 		if permanent {
 			e = Permanent(e)
@@ -174,6 +188,33 @@ func failures(err error, n int) (map[int]error, error) {
 		failed[i] = e
 	}
 	return failed, nil
+}
+
+// besides returns the errors that err holds beside be, the *BatchError in
+// it, such as the other errors of an errors.Join, or nil if it holds none:
+// errors that wrap be alone (fmt.Errorf with one %w, [Permanent]) only add
+// context to it.
+func besides(err error, be *BatchError) error {
+	if b, ok := err.(*BatchError); ok && b == be {
+		return nil
+	}
+	var found *BatchError
+	if !errors.As(err, &found) || found != be {
+		return err // holds no be, so all of it is beside be
+	}
+	switch e := err.(type) {
+	case interface{ Unwrap() error }:
+		return besides(e.Unwrap(), be)
+	case interface{ Unwrap() []error }:
+		var errs []error
+		for _, err := range e.Unwrap() {
+			if err := besides(err, be); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	return nil // an As method gave be: nothing else to tell apart
 }
 
 // permanentOutside reports whether err carries a [Permanent] mark outside

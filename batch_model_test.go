@@ -24,7 +24,7 @@ import (
 // panics, calls runtime.Goexit, outlasts a stop or succeeds at random, a
 // batch handler answering with every kind of *BatchError (out of range
 // indexes, nil errors, Permanent inside and around it, a typed nil, one
-// naming none) and changing its events in place, a dead-letter sink that
+// naming none, one joined with another error) and changing its events in place, a dead-letter sink that
 // misbehaves, and now and then an event with the ID of an earlier one. It
 // checks, against a model: per key, events are handled in publish order (a
 // batch handler fails the events after a failed one of their key, as the
@@ -257,7 +257,9 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 			}
 			// Event by event; one that fails fails the later events of its
 			// key in the batch too, so that their order holds.
-			wrap := pick(4, idx, first, m.attempts[first], len(events), 1)
+			// wrap: 0 Permanent around, 1 wrapped, 2 and 3 bare, 4 joined
+			// with another error, which fails every event.
+			wrap := pick(5, idx, first, m.attempts[first], len(events), 1)
 			failed := map[int]error{}
 			hows := map[int]string{}
 			down := map[string]bool{}
@@ -292,6 +294,8 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 			for i, e := range events {
 				how, bad := hows[i]
 				switch {
+				case !bad && wrap == 4:
+					fail(e, "error")
 				case !bad:
 					ok(e)
 				case wrap == 0:
@@ -308,6 +312,8 @@ func runBatchRetryModel(t *testing.T, seed uint64) {
 				err = eventbus.Permanent(err)
 			case wrap == 1:
 				err = fmt.Errorf("saving: %w", err)
+			case wrap == 4:
+				err = errors.Join(err, errBatch)
 			}
 			return err
 		}, opts)

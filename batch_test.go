@@ -850,3 +850,62 @@ func TestBatchLetsGoOfPayloads(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchErrorJoinedWithAnother checks that a *BatchError joined with
+// another error, as a handler returns when some rows were bad and then its
+// commit failed too, fails every event of the batch with the other error,
+// not only the ones the *BatchError names: the rest were not handled
+// either. Named events carry their own error as well. So does a typed nil
+// *BatchError joined with another error. Both modes.
+func TestBatchErrorJoinedWithAnother(t *testing.T) {
+	errRow := errors.New("bad row")
+	errCommit := errors.New("commit failed")
+	for _, typedNil := range []bool{false, true} {
+		t.Run(fmt.Sprint("typed nil=", typedNil), func(t *testing.T) {
+			testBatchErrorJoinedWithAnother(t, typedNil, errRow, errCommit)
+		})
+	}
+}
+
+func testBatchErrorJoinedWithAnother(t *testing.T, typedNil bool, errRow, errCommit error) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Workers: 1, Mode: mode})
+			topic := newTopic[Order](t, b, "orders", nil)
+			_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+				be := &eventbus.BatchError{Failed: map[int]error{}}
+				for i, e := range events {
+					if e.Payload.N == 0 {
+						be.Failed[i] = errRow
+					}
+				}
+				if typedNil {
+					var none *eventbus.BatchError // none named
+					return errors.Join(none, errCommit)
+				}
+				return errors.Join(be, errCommit)
+			}, nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			for i := range 3 {
+				_ = topic.Publish(ctx, Order{N: i}) // Sync returns the error
+			}
+			require.NoError(t, b.Flush(ctx))
+			got := map[int]error{}
+			for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+				o, ok := dl.Payload().(Order)
+				require.True(t, ok)
+				got[o.N] = dl.Err
+			}
+			require.Len(t, got, 3, "every event failed: the commit failed")
+			for n, err := range got {
+				require.ErrorIs(t, err, errCommit, "event %d", n)
+				if n == 0 && !typedNil {
+					require.ErrorIs(t, err, errRow, "event 0 keeps its own")
+				} else {
+					require.NotErrorIs(t, err, errRow, "event %d", n)
+				}
+			}
+		})
+	})
+}
