@@ -310,29 +310,37 @@ func inflate(data []byte) ([]byte, error) {
 // the codec decodes to a zero value, such as JSON's null (a nil pointer
 // for a pointer type), is no error: Decode returns it.
 func Decode[T any](r *Registry, e EventData) (T, error) {
+	t, _, err := decodeLatest[T](r, e)
+	return t, err
+}
+
+// decodeLatest is Decode, which also returns the schema version of the
+// payload, the latest of its type.
+func decodeLatest[T any](r *Registry, e EventData) (T, int, error) {
 	var zero T
-	v, err := r.decode(e, 0)
+	v, version, err := r.decode(e, 0)
 	if err != nil {
-		return zero, err
+		return zero, 0, err
 	}
 	t, ok := v.(T)
 	if !ok {
-		return zero, fmt.Errorf("%w: event %q decodes to %T, not %v", ErrInvalid, e.Type, v, reflect.TypeFor[T]())
+		return zero, 0, fmt.Errorf("%w: event %q decodes to %T, not %v", ErrInvalid, e.Type, v, reflect.TypeFor[T]())
 	}
-	return t, nil
+	return t, version, nil
 }
 
 // decode decodes e with the Go type of its version and upcasts it to
 // version to, if that is later, or to the latest version if to is zero.
-func (r *Registry) decode(e EventData, to int) (any, error) {
+// It returns the payload and the version it has reached.
+func (r *Registry) decode(e EventData, to int) (_ any, version int, _ error) {
 	if err := r.check(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if e.SchemaVersion < 0 {
 		// As a store refuses to append it: no version to decode it as.
-		return nil, fmt.Errorf("%w: event %q: SchemaVersion %d is negative", ErrInvalid, e.Type, e.SchemaVersion)
+		return nil, 0, fmt.Errorf("%w: event %q: SchemaVersion %d is negative", ErrInvalid, e.Type, e.SchemaVersion)
 	}
-	version := max(e.SchemaVersion, 1)
+	version = max(e.SchemaVersion, 1)
 	r.mu.RLock()
 	ev := r.byName[e.Type]
 	var entry *codecEntry
@@ -343,9 +351,9 @@ func (r *Registry) decode(e EventData, to int) (any, error) {
 	r.mu.RUnlock()
 	switch {
 	case ev == nil:
-		return nil, fmt.Errorf("%w: event type %q is not registered", ErrUnknownEvent, e.Type)
+		return nil, 0, fmt.Errorf("%w: event type %q is not registered", ErrUnknownEvent, e.Type)
 	case entry == nil:
-		return nil, fmt.Errorf("%w: %q version %d is not registered (latest is %d)", ErrUnknownEvent, e.Type, version, latest)
+		return nil, 0, fmt.Errorf("%w: %q version %d is not registered (latest is %d)", ErrUnknownEvent, e.Type, version, latest)
 	}
 	data := e.Data
 	switch e.Encoding {
@@ -353,14 +361,14 @@ func (r *Registry) decode(e EventData, to int) (any, error) {
 	case encodingDeflate:
 		var err error
 		if data, err = inflate(data); err != nil {
-			return nil, fmt.Errorf("event %q version %d: %w", e.Type, version, err)
+			return nil, 0, fmt.Errorf("event %q version %d: %w", e.Type, version, err)
 		}
 	default:
-		return nil, fmt.Errorf("%w: event %q: unknown Encoding %q", ErrInvalid, e.Type, e.Encoding)
+		return nil, 0, fmt.Errorf("%w: event %q: unknown Encoding %q", ErrInvalid, e.Type, e.Encoding)
 	}
 	v, err := entry.decode(data)
 	if err != nil {
-		return nil, fmt.Errorf("eventbus: decode %q version %d: %w", e.Type, version, err)
+		return nil, 0, fmt.Errorf("eventbus: decode %q version %d: %w", e.Type, version, err)
 	}
 	if to == 0 {
 		to = latest
@@ -370,11 +378,11 @@ func (r *Registry) decode(e EventData, to int) (any, error) {
 		up := ev.upcasters[version]
 		r.mu.RUnlock()
 		if up == nil {
-			return nil, fmt.Errorf("%w: %q has no upcaster from version %d to %d", ErrUnknownEvent, e.Type, version, version+1)
+			return nil, 0, fmt.Errorf("%w: %q has no upcaster from version %d to %d", ErrUnknownEvent, e.Type, version, version+1)
 		}
 		if v, err = up(v); err != nil {
-			return nil, fmt.Errorf("eventbus: upcast %q from version %d: %w", e.Type, version, err)
+			return nil, 0, fmt.Errorf("eventbus: upcast %q from version %d: %w", e.Type, version, err)
 		}
 	}
-	return v, nil
+	return v, version, nil
 }

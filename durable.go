@@ -136,9 +136,9 @@ const maxDurableNameLen = 240
 // checkpoint, and hands the events its filter selects to h, decoded by r
 // (see [Decode]). A handler of [RecordedEvent] receives the events as
 // stored, and r may then be nil. Events are upcast to the latest schema
-// version of their type, so a registered E must be the latest version's Go
-// type. An event that does not decode goes to the dead-letter queue,
-// undecoded. opts may be nil.
+// version of their type, which their header's SchemaVersion then gives, so
+// a registered E must be the latest version's Go type. An event that does
+// not decode goes to the dead-letter queue, undecoded. opts may be nil.
 //
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
@@ -287,11 +287,14 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 		}
 	}
 	return func(ctx context.Context, e Event[RecordedEvent]) error {
-		p, err := Decode[E](r, e.Payload.EventData)
+		p, version, err := decodeLatest[E](r, e.Payload.EventData)
 		if err != nil {
 			return Permanent(err)
 		}
-		return h(ctx, Event[E]{Header: e.Header, Payload: p})
+		// The header gives the version of the payload, upcast.
+		hdr := e.Header
+		hdr.SchemaVersion = version
+		return h(ctx, Event[E]{Header: hdr, Payload: p})
 	}, nil
 }
 

@@ -85,7 +85,7 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	}
 	// Every load of the stream would fail on a snapshot that does not
 	// decode, where replaying its events works.
-	if _, err := r.decode(e, e.SchemaVersion); err != nil {
+	if _, _, err := r.decode(e, e.SchemaVersion); err != nil {
 		return fmt.Errorf("SaveSnapshot: stream %q: the state does not decode: %w", stream, err)
 	}
 	// LoadSnapshot ignores a snapshot past the stream's end only until the
@@ -193,7 +193,7 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 // decode returns the state of stream's snapshot s, upcast to T's version.
 func (s storedSnapshot[T]) decode(r *Registry, stream string) (T, error) {
 	var zero T
-	v, err := r.decode(s.data, s.version)
+	v, _, err := r.decode(s.data, s.version)
 	if err != nil {
 		return zero, fmt.Errorf("snapshot of %q: %w", stream, err)
 	}

@@ -379,3 +379,35 @@ func TestStoreTopicSubscribeOldVersion(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreTopicSubscribeUpcastHeader checks that a handler given an event
+// upcast to the latest schema version reads that version in its header,
+// the version of the payload it holds, not the version stored.
+func TestStoreTopicSubscribeUpcastHeader(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+		ctx := context.Background()
+		reg := newUserRegistry(t, nil)
+		bus := newBus(t, nil)
+		v1 := newStoreTopic[userV1](t, bus, s, reg, "users")
+		v3 := newStoreTopic[userV3](t, bus, s, reg, "users")
+		var mu sync.Mutex
+		var got []int
+		d, err := v3.Subscribe(ctx, "new", func(_ context.Context, e eventbus.Event[userV3]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.SchemaVersion)
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		_, err = v1.Publish(ctx, userV1{Name: "Ada Lovelace"})
+		require.NoError(t, err)
+		res, err := v3.Publish(ctx, userV3{First: "Alan", Last: "Turing"})
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff([]int{3, 3}, got); diff != "" {
+			t.Errorf("SchemaVersion in the handlers' headers (-want +got):\n%s", diff)
+		}
+	})
+}
