@@ -283,8 +283,12 @@ func (r *Registry) deflate(data []byte) []byte {
 	return buf.Bytes()
 }
 
+// inflate returns data decompressed. Bytes after the end of the deflate
+// stream, which deflate never writes, are corrupt data: they may hold a
+// payload that would otherwise be dropped without a word.
 func inflate(data []byte) ([]byte, error) {
-	fr := flate.NewReader(bytes.NewReader(data))
+	br := bytes.NewReader(data) // an io.ByteReader: flate reads no further
+	fr := flate.NewReader(br)
 	defer fr.Close()
 	out, err := io.ReadAll(io.LimitReader(fr, maxInflated+1))
 	if err != nil {
@@ -292,6 +296,9 @@ func inflate(data []byte) ([]byte, error) {
 	}
 	if len(out) > maxInflated {
 		return nil, fmt.Errorf("%w: deflated payload inflates to more than %d bytes", ErrTooLarge, maxInflated)
+	}
+	if br.Len() > 0 {
+		return nil, fmt.Errorf("%w: deflated payload: %d bytes after the end of its stream", ErrInvalid, br.Len())
 	}
 	return out, nil
 }
@@ -304,9 +311,10 @@ func inflate(data []byte) ([]byte, error) {
 // It returns an error wrapping [ErrUnknownEvent] when e's type, its
 // version or an upcaster on the way is not registered, [ErrInvalid] when
 // the payload is not T, its SchemaVersion is negative, its Encoding is
-// unknown or its deflated Data is corrupt, [ErrTooLarge] when that Data
-// inflates to more than 64 MiB, or the codec's or the upcaster's error (a
-// [*PanicError] for a panic), and then the zero value of T. A payload that
+// unknown or its deflated Data is corrupt (bytes after the end of the
+// deflate stream included), [ErrTooLarge] when that Data inflates to more
+// than 64 MiB, or the codec's or the upcaster's error (a [*PanicError] for
+// a panic), and then the zero value of T. A payload that
 // the codec decodes to a zero value, such as JSON's null (a nil pointer
 // for a pointer type), is no error: Decode returns it.
 func Decode[T any](r *Registry, e EventData) (T, error) {

@@ -496,3 +496,33 @@ func TestSaveSnapshotOfInterfaceType(t *testing.T) {
 		t.Errorf("SaveSnapshot of an interface type = %v, want ErrUnknownEvent, as LoadSnapshot gives", err)
 	}
 }
+
+// TestDecodeDeflateTrailingData decodes deflated payloads followed by bytes
+// that are not part of the stream, such as a second payload concatenated
+// to the first: the data is corrupt, and Decode returns an error wrapping
+// ErrInvalid rather than the first payload alone.
+func TestDecodeDeflateTrailingData(t *testing.T) {
+	r, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 1})
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[raw](r, &eventbus.TypeOptions{Name: "raw", Codec: rawCodec{}}))
+	first, err := r.Encode(raw(strings.Repeat("first ", 100)))
+	require.NoError(t, err)
+	second, err := r.Encode(raw(strings.Repeat("second ", 100)))
+	require.NoError(t, err)
+	require.Equal(t, "deflate", first.Encoding)
+	for name, tail := range map[string][]byte{
+		"second payload": second.Data,
+		"one byte":       {0},
+		"text":           []byte("garbage"),
+	} {
+		e := first
+		e.Data = append(bytes.Clone(first.Data), tail...)
+		got, err := eventbus.Decode[raw](r, e)
+		if !errors.Is(err, eventbus.ErrInvalid) || got != nil {
+			t.Errorf("%s: Decode = %d bytes, %v; want ErrInvalid", name, len(got), err)
+		}
+	}
+	got, err := eventbus.Decode[raw](r, first)
+	require.NoError(t, err)
+	require.Equal(t, raw(strings.Repeat("first ", 100)), got)
+}
