@@ -367,7 +367,7 @@ func (w *worker[T]) gather(batch []Event[T], done <-chan struct{}) []Event[T] {
 	for {
 		// An empty take marks the worker parked, so publishers wake it.
 		low, laned := w.held()
-		more, _, stopped := w.q.take(low, laned, nil, &w.stats)
+		more, _, stopped := w.q.take(low, laned, nil, &w.stats, true)
 		batch = append(batch, more...)
 		if stopped || len(batch) >= w.sub.batch.size {
 			return batch

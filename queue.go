@@ -95,9 +95,9 @@ func (q *queue[T]) signal() {
 // queued event to the worker, with the sequence number of the first, and
 // reports whether intake has stopped. The worker gives back the slice of its
 // previous batch, spare, emptied, to hold the next events: two slices serve
-// a worker for good. With nothing queued take returns nil and marks the
-// worker parked.
-func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters) ([]Event[T], uint64, bool) {
+// a worker for good. With nothing queued take returns nil and, if park is
+// set, marks the worker parked, to be woken by the next append.
+func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters, park bool) ([]Event[T], uint64, bool) {
 	q.mu.Lock() // no defer: take runs twice per event when the bus is idle
 	q.setLow(low)
 	if laned < q.laned {
@@ -107,7 +107,7 @@ func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters
 	stats.copyTo(&q.stats)
 	stopped := q.stopped
 	if len(q.items) == 0 {
-		q.parked = true
+		q.parked = park
 		q.mu.Unlock()
 		return nil, 0, stopped
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -358,6 +359,9 @@ type worker[T any] struct {
 	next   int
 	lane   laneKey
 	inLane bool
+	// yielded is set when the worker, finding its queue empty, has let
+	// other goroutines run once before it parks (see loop).
+	yielded bool
 	// began is when the attempt being made began (clock.elapsed), or 0
 	// when attempts are not timed: salvage times one that ends in
 	// runtime.Goexit.
@@ -448,12 +452,13 @@ func (w *worker[T]) loop() {
 			}
 		}
 		low, laned := w.held()
-		batch, base, stopped := w.q.take(low, laned, w.spare, &w.stats)
+		batch, base, stopped := w.q.take(low, laned, w.spare, &w.stats, w.yielded)
 		if batch != nil && w.sub.batch.wait > 0 && !stopped {
 			batch = w.gather(batch, done)
 		}
 		w.number(batch, base)
 		if batch != nil {
+			w.yielded = false
 			w.spare = nil
 			w.batch, w.base, w.next = batch, base, 0
 			w.handle(batch, base, done)
@@ -478,6 +483,18 @@ func (w *worker[T]) loop() {
 		if stopped && len(w.lanes) == 0 {
 			return
 		}
+		if !w.yielded {
+			// Before parking, let the goroutines waiting to run go first,
+			// once: a publisher waiting for this event's outcome (the
+			// handler just woke it) publishes its next event meanwhile,
+			// and the worker takes it without a wake-up. Cheaper than
+			// parking, being woken and running again; an idle worker
+			// then parks, and costs nothing more.
+			w.yielded = true
+			runtime.Gosched()
+			continue
+		}
+		w.yielded = false
 		if !w.armed {
 			<-w.q.wake // a plain receive wakes fastest; a kill signals it too
 			continue
