@@ -224,6 +224,13 @@ func TestPointerReceiverMethods(t *testing.T) {
 	d, err := r.Encode(seedValue{UserID: "u-1"})
 	require.NoError(t, err)
 	require.Equal(t, "seed.value", d.Type, "Register names a type as NewTopic does")
+
+	// A StoreTopic would put every event in one keyless stream.
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	_, err = eventbus.NewStoreTopic[seedValue](b, store, r, "values")
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	require.ErrorContains(t, err, "*eventbus_test.seedValue only")
 }
 
 type typed struct{}

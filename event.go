@@ -63,9 +63,9 @@ type (
 	getAggregateID interface{ GetAggregateID() string }
 )
 
-// typeName returns the event type name of payloads of type T: EventType() or
-// GetEventType() on a pointer to a zero value (a method declared on *T names
-// T too, as T and *T share a name), else the Go type's name. It returns an error wrapping ErrInvalid if the
+// typeName returns the event type name of payloads of type T: EventType()
+// or GetEventType() on a pointer to a zero value (a method declared on *T
+// names T too, as T and *T share a name), else the Go type's name. It returns an error wrapping ErrInvalid if the
 // method panics, as one that dereferences a nil field does.
 func typeName[T any]() (_ string, err error) {
 	defer func() {
@@ -202,13 +202,14 @@ func hasKeyMethod(rt reflect.Type) bool {
 // checkKeyMethod returns an error wrapping ErrInvalid if T, not a pointer,
 // has no key method but *T has one: a payload of type T cannot call it
 // without a copy on the heap per event, and ignoring it would leave the
-// events keyless, with no order, without a word.
-func checkKeyMethod[T any]() error {
+// events keyless, with no order, without a word. or names a further way
+// out, such as a key function, for the message.
+func checkKeyMethod[T any](or string) error {
 	rt := reflect.TypeFor[T]()
 	if rt.Kind() == reflect.Pointer || rt.Kind() == reflect.Interface || hasKeyMethod(rt) || !hasKeyMethod(reflect.PointerTo(rt)) {
 		return nil
 	}
-	return fmt.Errorf("%w: payload %v has its key method (AggregateID or GetAggregateID) on *%v only, which a %v cannot call: declare it on %v, make the payload type *%v, or set TopicOptions.Key", ErrInvalid, rt, rt, rt, rt, rt)
+	return fmt.Errorf("%w: payload %v has its key method (AggregateID or GetAggregateID) on *%v only, which a %v cannot call: declare it on %v, make the payload type *%v%s", ErrInvalid, rt, rt, rt, rt, rt, or)
 }
 
 // maxNameLen is Kafka's limit on topic names, so that every name here can

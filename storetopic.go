@@ -35,8 +35,9 @@ const maxStoreTopicNameLen = 200
 // NewStoreTopic returns the topic name (1 to 200 letters, digits, '.', '_'
 // and '-') of payloads of type T, which must be registered in r, committed
 // to s and delivered by b. It returns an error wrapping [ErrInvalid] for a
-// bad name, a nil argument or a Bus not made by [New], or [ErrUnknownEvent]
-// if T is not registered.
+// bad name, a nil argument, a Bus not made by [New], or a T whose key
+// method is declared on *T only (see [TopicOptions].Key), or
+// [ErrUnknownEvent] if T is not registered.
 func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopic[T], error) {
 	if err := checkNameLen("store topic", name, maxStoreTopicNameLen); err != nil {
 		return nil, err
@@ -46,6 +47,9 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	}
 	if s == nil || r == nil {
 		return nil, fmt.Errorf("%w: store topic %q: nil store or registry", ErrInvalid, name)
+	}
+	if err := checkKeyMethod[T](""); err != nil {
+		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
 	var zero T
 	entry, err := r.entryFor(zero)

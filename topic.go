@@ -85,7 +85,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		return nil, fmt.Errorf("topic %q: %w", name, err)
 	}
 	if o.Key == nil {
-		if err := checkKeyMethod[T](); err != nil {
+		if err := checkKeyMethod[T](", or set TopicOptions.Key"); err != nil {
 			return nil, fmt.Errorf("topic %q: %w", name, err)
 		}
 	}
