@@ -292,7 +292,7 @@ func unknownNames(b *eventbus.Bus, f eventbus.DeadLetterFilter) string {
 	if f.Topic != "" {
 		where = fmt.Sprintf("topic %q", f.Topic)
 	}
-	return fmt.Sprintf("%s has no subscription %q, and no dead letter names it; the bus has %v", where, f.Subscription, subs)
+	return fmt.Sprintf("%s has no subscription %q, and no dead letter names it (if it was unsubscribed, it left none: check its topic, or read b.DeadLetters()); the bus has %v", where, f.Subscription, subs)
 }
 
 // describeDeadLetter describes dl for a failure message, on one line.
