@@ -166,9 +166,9 @@ type writer struct {
 	buf      []byte
 	gen      uint64 // of the group being committed, to mark touched streams
 
-	// lost is set when a sync of appends already acknowledged (under
-	// SyncInterval or SyncNever) failed: Close reports it.
-	lost bool
+	// lost is the error of a failed sync of appends already acknowledged
+	// (under SyncInterval or SyncNever): Close reports it.
+	lost error
 }
 
 // idKey is an event ID in a stream.
@@ -615,8 +615,8 @@ func (s *FileStore) run() {
 			if s.w.dirty {
 				s.w.dirty = false
 				if err := s.w.active.f.Sync(); err != nil {
-					s.w.lost = true
-					s.fail(fmt.Errorf("sync %s: %w", s.w.active.path, err))
+					s.w.lost = fmt.Errorf("sync %s: %w", s.w.active.path, err)
+					s.fail(s.w.lost)
 				}
 			}
 			continue
@@ -1175,8 +1175,8 @@ func (s *FileStore) Close() error {
 		// before the failure. If a sync of such appends failed already,
 		// they may not be on stable storage, and the application may
 		// have appended nothing since to learn it.
-		if s.w.lost {
-			s.closeErr = fmt.Errorf("eventbus: close file store: appends acknowledged before the failure may be lost: %w", s.failure())
+		if s.w.lost != nil {
+			s.closeErr = fmt.Errorf("eventbus: close file store: appends acknowledged before the failure may be lost: %w", s.w.lost)
 		} else if s.w.active != nil && s.w.dirty {
 			if err := s.w.active.f.Sync(); err != nil {
 				s.closeErr = fmt.Errorf("eventbus: close file store: sync %s: %w", s.w.active.path, err)

@@ -435,8 +435,8 @@ func (s *FileStore) roll() error {
 	if w.dirty {
 		w.dirty = false
 		if err := w.active.f.Sync(); err != nil {
-			w.lost = true
-			return fmt.Errorf("sync %s: %w", w.active.path, err)
+			w.lost = fmt.Errorf("sync %s: %w", w.active.path, err)
+			return w.lost
 		}
 	}
 	seg, err := s.createSegment(w.active.seq+1, w.log.n)
