@@ -24,8 +24,9 @@ import (
 // panics, calls runtime.Goexit, outlasts a stop or succeeds at random, a
 // batch handler answering with every kind of *BatchError (out of range
 // indexes, nil errors, Permanent inside and around it, a typed nil, one
-// naming none, one joined with another error) and changing its events in place, a dead-letter sink that
-// misbehaves, and now and then an event with the ID of an earlier one. It
+// naming none, one joined with another error) and changing its events in
+// place, a dead-letter sink that misbehaves, and now and then an event with
+// the ID of an earlier one. It
 // checks, against a model: per key, events are handled in publish order (a
 // batch handler fails the events after a failed one of their key, as the
 // BatchHandler doc advises); every event queued for a subscription ends

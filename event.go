@@ -65,8 +65,9 @@ type (
 
 // typeName returns the event type name of payloads of type T: EventType()
 // or GetEventType() on a pointer to a zero value (a method declared on *T
-// names T too, as T and *T share a name), else the Go type's name. It returns an error wrapping ErrInvalid if the
-// method panics, as one that dereferences a nil field does.
+// names T too, as T and *T share a name), else the Go type's name. It
+// returns an error wrapping ErrInvalid if the method panics, as one that
+// dereferences a nil field does.
 func typeName[T any]() (_ string, err error) {
 	defer func() {
 		if r := recover(); r != nil {

@@ -214,13 +214,13 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 	}
 	// A nil pointer is a bad record: of T, or in T if T is an interface.
 	kind := reflect.TypeFor[T]().Kind()
-	pointer, iface := kind == reflect.Pointer, kind == reflect.Interface
+	mayBeNil := kind == reflect.Pointer || kind == reflect.Interface
 	c.routes[kafkaTopic] = func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key string) (error, error) {
 		v, err := eventbus.Decode[T](c.reg, *e)
 		if err != nil {
 			return err, nil
 		}
-		if pointer && any(v) == any(*new(T)) || iface && nilPointer(any(v)) { // no boxing: T is a pointer or an interface
+		if mayBeNil && nilPointer(any(v)) { // no boxing: T is a pointer or an interface
 			return fmt.Errorf("%w: the value of the record decodes to a nil %T", eventbus.ErrInvalid, any(v)), nil
 		}
 		md := make(eventbus.Metadata, len(e.Metadata)+5)

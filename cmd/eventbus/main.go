@@ -239,7 +239,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 					fmt.Fprintf(stdout, "repaired; what was cut is in %s\n", kept)
 				}
 			} else if kept != "" {
-				err = fmt.Errorf("%w; what was cut before the failure is in %s", err, kept)
+				err = fmt.Errorf("%w; what repair copied before the failure is in %s", err, kept)
 			}
 		}
 	}
