@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/eventbustest"
 )
 
 func collect(q *eventbus.DeadLetterQueue, f eventbus.DeadLetterFilter) []string {
@@ -779,22 +780,13 @@ func goexitOnFirst(sunk *[]int) eventbus.DeadLetterSink {
 	})
 }
 
-// fakeClock is an Options.Clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// clockAt returns a fake clock reading t0, a time that a synctest bubble's
+// clock, which starts where an eventbustest.Clock does, never shows: a
+// time taken from the bubble's clock instead fails the checks.
+func clockAt(t0 time.Time) *eventbustest.Clock {
+	clk := new(eventbustest.Clock)
+	clk.Advance(t0.Sub(clk.Now()))
+	return clk
 }
 
 // TestDeadLetterTimesFollowClock checks that a dead letter's failure times
@@ -819,13 +811,13 @@ func TestDeadLetterTimesFollowClock(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				clk := &fakeClock{now: t0}
+				clk := clockAt(t0)
 				b := newBus(t, &eventbus.Options{Mode: tt.mode, Clock: clk.Now,
 					Retry: eventbus.RetryPolicy{MaxAttempts: tt.attempts}})
 				topic := newTopic[Order](t, b, "orders", nil)
 				calls := 0
 				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
-					clk.advance(time.Hour)
+					clk.Advance(time.Hour)
 					if calls++; tt.goexit && calls == tt.attempts {
 						runtime.Goexit()
 					}
@@ -846,7 +838,7 @@ func TestDeadLetterTimesFollowClock(t *testing.T) {
 	}
 	t.Run("abandoned", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			clk := &fakeClock{now: t0}
+			clk := clockAt(t0)
 			b, err := eventbus.New(&eventbus.Options{Workers: 1, Clock: clk.Now})
 			require.NoError(t, err)
 			topic := newTopic[Order](t, b, "orders", nil)
@@ -858,7 +850,7 @@ func TestDeadLetterTimesFollowClock(t *testing.T) {
 			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 1}))
 			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 2}))
 			synctest.Wait()
-			clk.advance(time.Hour)
+			clk.Advance(time.Hour)
 			var ue *eventbus.UndeliveredError
 			require.ErrorAs(t, b.Close(), &ue)
 			dl, ok := firstDeadLetter(b)
