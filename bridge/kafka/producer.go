@@ -229,11 +229,19 @@ func (f *forwarder[T]) alone(ctx context.Context, recs []*kgo.Record, errs []err
 	}
 	for i, r := range recs {
 		if errors.Is(errs[i], kerr.MessageTooLarge) {
-			// A record of its own: franz-go set the first one's fields.
-			r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-			errs[i] = f.p.cl.ProduceSync(ctx, r).FirstErr()
+			errs[i] = produceAlone(ctx, f.p.cl, r)
 		}
 	}
+}
+
+// produceAlone produces r again, on its own, and waits for the outcome: a
+// record the broker refused with its whole batch, for another record of it
+// too large for the topic. It produces a copy of r, as franz-go keeps the
+// fields it set on r the first time, such as its context, which the
+// relay's stop cancels.
+func produceAlone(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
+	r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+	return cl.ProduceSync(ctx, r).FirstErr()
 }
 
 // batchError names the failed events. A record that fails once buffered

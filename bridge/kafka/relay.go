@@ -691,10 +691,7 @@ func (p *pass) blame(ctx context.Context, why error) error {
 	}
 	slices.SortFunc(p.tooLarge, func(a, b *outgoing) int { return cmp.Compare(a.pos, b.pos) })
 	for _, o := range p.tooLarge {
-		// A record of its own: franz-go kept the first one's context,
-		// cancelled with the relay's.
-		r := &kgo.Record{Topic: o.rec.Topic, Key: o.rec.Key, Value: o.rec.Value, Headers: o.rec.Headers}
-		if err := p.r.p.cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+		if err := produceAlone(ctx, p.r.p.cl, o.rec); err != nil {
 			if ctx.Err() != nil {
 				return why
 			}
