@@ -205,28 +205,6 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 	return entry, nil
 }
 
-// chained returns nil if e's type name has a Go type registered for its
-// version and upcasters from there up to version to, else an error
-// wrapping ErrUnknownEvent that says what is missing.
-func (r *Registry) chained(e EventData, to int) error {
-	version := max(e.SchemaVersion, 1)
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	ev := r.byName[e.Type]
-	switch {
-	case ev == nil:
-		return fmt.Errorf("%w: event type %q is not registered", ErrUnknownEvent, e.Type)
-	case ev.versions[version] == nil:
-		return fmt.Errorf("%w: %q version %d is not registered (latest is %d)", ErrUnknownEvent, e.Type, version, ev.latest)
-	}
-	for ; version < to; version++ {
-		if ev.upcasters[version] == nil {
-			return fmt.Errorf("%w: %q has no upcaster from version %d to %d", ErrUnknownEvent, e.Type, version, version+1)
-		}
-	}
-	return nil
-}
-
 // latest returns the latest schema version registered for the event type
 // name, zero for none.
 func (r *Registry) latest(name string) int {

@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -128,10 +129,13 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // snapshot replaces that one.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
 	snap, ok, err := latestSnapshot[T](ctx, s, r, stream)
-	if err != nil || !ok || r.chained(snap.data, snap.version) != nil {
+	if err != nil || !ok {
 		return Snapshot[T]{}, false, err
 	}
 	state, err := snap.decode(r, stream)
+	if errors.Is(err, ErrUnknownEvent) {
+		return Snapshot[T]{}, false, nil // an older version, with no upcasters to T's
+	}
 	if err != nil {
 		return Snapshot[T]{}, false, err
 	}
