@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -54,22 +53,7 @@ func TestForwardBrokerRefusesOneOfBatch(t *testing.T) {
 	// The producer learns where "orders" is only once it holds the three
 	// records, so that it sends them in one batch.
 	hook := &buffered{n: 3, all: make(chan struct{})}
-	var held bool
-	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
-			if rt.Topic != nil && *rt.Topic == "orders" && !held {
-				held = true
-				c.SleepControl(func() {
-					select {
-					case <-hook.all:
-					case <-ctx.Done():
-					}
-				})
-			}
-		}
-		return nil, nil, false
-	})
+	holdMetadata(ctx, c, "orders", hook.all)
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)

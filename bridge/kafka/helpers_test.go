@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Order is the payload of the tests: Seq counts the events of its Key from 0.
@@ -311,4 +312,26 @@ func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *event
 	})
 	t.Cleanup(func() { _ = stop() }) // a test that checks Run's error calls stop itself
 	return stop, done
+}
+
+// holdMetadata makes c answer the first metadata request for topic only
+// once release is closed (or ctx is done), so that a producer holds the
+// records it is given meanwhile and sends them in one batch.
+func holdMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <-chan struct{}) {
+	var held bool
+	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
+			if rt.Topic != nil && *rt.Topic == topic && !held {
+				held = true
+				c.SleepControl(func() {
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+				})
+			}
+		}
+		return nil, nil, false
+	})
 }

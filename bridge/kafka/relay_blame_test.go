@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -33,22 +32,7 @@ func TestRelayBrokerRefusesBatchNamesLarge(t *testing.T) {
 	// sends them in one batch.
 	read := make(chan struct{})
 	var readOnce sync.Once
-	var held bool
-	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
-			if rt.Topic != nil && *rt.Topic == "orders" && !held {
-				held = true
-				c.SleepControl(func() {
-					select {
-					case <-read:
-					case <-ctx.Done():
-					}
-				})
-			}
-		}
-		return nil, nil, false
-	})
+	holdMetadata(ctx, c, "orders", read)
 	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, Linger: -1, Compression: noCompression})
 	if err != nil {
 		t.Fatal(err)
