@@ -416,13 +416,7 @@ func (s *FileStore) createFile(path string, b []byte) (storeFile, error) {
 
 // syncDir syncs the directory of s, so that created, renamed and removed
 // files stay so after a crash.
-func (s *FileStore) syncDir() error {
-	d, err := s.fs.OpenFile(s.dir, os.O_RDONLY, 0)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
-}
+func (s *FileStore) syncDir() error { return syncPath(s.fs, s.dir) }
 
 // stateFrame is the most streams that a state frame holds: at most
 // 16 MiB.
