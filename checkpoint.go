@@ -111,13 +111,14 @@ type tracker struct {
 	finished int       // how many of inflight are
 	held     []uint64  // finished, but kept only in memory: the checkpoint stays before them; ascending
 	advanced int       // events finished since the last save began
+	base     uint64    // the checkpoint when the last save began, or the run started
 	changed  broadcast // when next moves, or err is set
 	err      error     // why positions from read on will never finish, if they will not
 	ended    bool      // no position will finish any more: err holds for every one
 }
 
 func newTracker(from uint64) *tracker {
-	return &tracker{next: from, read: from}
+	return &tracker{next: from, read: from, base: from}
 }
 
 // handOut records that the event at pos goes to the workers.
@@ -140,7 +141,8 @@ func (t *tracker) caughtUp(n uint64) {
 }
 
 // finish records that the event at pos is finished and returns how many
-// events have finished since the last save began. held is true for a dead
+// events have finished since the last save began, or 0 while the
+// checkpoint stays where that save began (see due). held is true for a dead
 // letter that the sink failed to keep: the checkpoint stays before it for
 // the rest of the run, or until its redrive finishes it without held, so
 // that the next run delivers it again. The run goes on past it all the
@@ -159,7 +161,7 @@ func (t *tracker) finish(pos uint64, held bool) int {
 			t.held = slices.Delete(t.held, j, j+1)
 			t.advanced++
 		}
-		return t.advanced
+		return t.due()
 	}
 	t.done[i] = true
 	t.finished++
@@ -171,6 +173,18 @@ func (t *tracker) finish(pos uint64, held bool) int {
 	t.advance()
 	if t.finished > minCompact && 2*t.finished > len(t.inflight) {
 		t.compact()
+	}
+	return t.due()
+}
+
+// due returns how many events have finished since the last save began, or
+// 0 if the checkpoint has not moved since: a save would save nothing then,
+// and restart the count, so that once the event that holds the checkpoint
+// back finishes, the checkpoint would pass every event finished meanwhile
+// and wait for as many more again before it is saved. Callers hold mu.
+func (t *tracker) due() int {
+	if t.resume() == t.base {
+		return 0
 	}
 	return t.advanced
 }
@@ -226,8 +240,8 @@ func (t *tracker) advance() {
 func (t *tracker) checkpoint() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.advanced = 0
-	return t.resume()
+	t.advanced, t.base = 0, t.resume()
+	return t.base
 }
 
 // position returns the checkpoint.
@@ -289,7 +303,7 @@ func (t *tracker) stop(err error, ended bool) {
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.next, t.read, t.inflight, t.done, t.finished, t.held, t.advanced = from, from, nil, nil, 0, nil, 0
+	t.next, t.read, t.inflight, t.done, t.finished, t.held, t.advanced, t.base = from, from, nil, nil, 0, nil, 0, from
 	t.err, t.ended = nil, false
 	t.changed.notify()
 }

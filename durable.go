@@ -32,11 +32,14 @@ type DurableOptions struct {
 	// [Durable.Rebuild] handles them.
 	Filter Filter
 	// CheckpointEvery is how many finished events pass between saves of the
-	// checkpoint; zero means 100. The checkpoint is also saved when the
-	// subscription stops. A smaller number means fewer events handled again
-	// after a crash, and more appends. Saves run in a goroutine of their
-	// own, so handlers never wait for them, and saves due while one runs
-	// become one: a store slower than the events is not asked for more.
+	// checkpoint; zero means 100. While an event still running holds the
+	// checkpoint back, no save is made, and the events finished meanwhile
+	// count toward the next one: it is made as soon as the checkpoint
+	// moves. The checkpoint is also saved when the subscription stops. A
+	// smaller number means fewer events handled again after a crash, and
+	// more appends. Saves run in a goroutine of their own, so handlers
+	// never wait for them, and saves due while one runs become one: a
+	// store slower than the events is not asked for more.
 	CheckpointEvery int
 	// Subscription configures the workers, queues, middleware and retry
 	// policy, as for a bus subscription; BatchSize and BatchWait are unused.

@@ -185,6 +185,45 @@ func TestDurableCheckpointContiguous(t *testing.T) {
 	}
 }
 
+// TestDurableSaveAfterHeldBack holds the checkpoint back at a's first event,
+// which waits for its retry, while CheckpointEvery of b's events, after it,
+// finish: the save they make due would save the checkpoint where it was.
+// Once a's event is handled, the checkpoint moves past every event, and is
+// saved then, not only after CheckpointEvery more events, which might never
+// come: a crash would deliver every event again.
+func TestDurableSaveAfterHeldBack(t *testing.T) {
+	for _, workers := range []int{1, 4} {
+		t.Run("workers="+strconv.Itoa(workers), func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				appendDeposits(t, s, reg, "a", 1) // position 0
+				appendDeposits(t, s, reg, "b", 5) // positions 1-5
+				failed := false
+				bus := newBus(t, nil)
+				d := subscribeDurable(t, bus, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+					if e.Key == "a" && !failed {
+						failed = true
+						return errors.New("not yet")
+					}
+					return nil
+				}, &eventbus.DurableOptions{
+					CheckpointEvery: 5, // b's events
+					Subscription:    eventbus.SubscriptionOptions{Workers: workers, Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour}},
+				})
+				synctest.Wait() // b's events are handled, a's waits for its retry
+				require.Equal(t, uint64(0), d.Checkpoint(), "while a's event waits")
+
+				time.Sleep(time.Hour) // the retry is due
+				synctest.Wait()
+				require.Equal(t, uint64(6), d.Checkpoint(), "after a's retry")
+				if got := savedCheckpoint(t, s, "ledger"); got != 6 {
+					t.Errorf("saved checkpoint once every event is handled = %d, want 6", got)
+				}
+				require.NoError(t, d.Stop(context.Background()))
+			})
+		})
+	}
+}
+
 // A dead-lettered event is finished: the checkpoint passes it.
 func TestDurableDeadLetterAdvances(t *testing.T) {
 	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
