@@ -110,7 +110,8 @@ type Store interface {
 	Tombstone(ctx context.Context, stream string, expected ExpectedRevision) error
 
 	// SetStreamMetadata replaces the metadata of stream, which need not
-	// exist yet. It takes effect on the next read.
+	// exist yet. It takes effect on the next read. It fails with
+	// [ErrStreamDeleted] for a tombstoned stream.
 	SetStreamMetadata(ctx context.Context, stream string, md StreamMetadata) error
 
 	// StreamInfo returns the state of stream; a stream never written has

@@ -889,14 +889,14 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 func (s *FileStore) commitStream(r *request, touched *[]*fileStream) error {
 	w := &s.w
 	st := s.stream(r.stream, false)
+	var state streamState
+	if st != nil {
+		state = st.w
+	}
+	if state.tombstoned { // no delete, nor metadata, changes it any more
+		return fmt.Errorf("%w: stream %q", ErrStreamDeleted, r.stream)
+	}
 	if r.kind == kindDelete {
-		var state streamState
-		if st != nil {
-			state = st.w
-		}
-		if state.tombstoned {
-			return fmt.Errorf("%w: stream %q", ErrStreamDeleted, r.stream)
-		}
 		if err := r.expected.check(r.stream, state.actual()); err != nil {
 			return err
 		}

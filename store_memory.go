@@ -362,6 +362,9 @@ func (s *MemoryStore) SetStreamMetadata(ctx context.Context, stream string, md S
 		return ErrClosed
 	}
 	st := s.streams[stream]
+	if st != nil && st.tombstoned {
+		return fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
+	}
 	if st == nil {
 		st = &memStream{ids: make(map[ID]uint64)}
 		s.streams[stream] = st

@@ -325,6 +325,9 @@ func (m *modelStore) setMetadata(stream string, md eventbus.StreamMetadata) erro
 		return fmt.Errorf("%w: bad stream or metadata", eventbus.ErrInvalid)
 	}
 	st := m.streams[stream]
+	if st != nil && st.tombstoned {
+		return fmt.Errorf("%w: %s", eventbus.ErrStreamDeleted, stream)
+	}
 	if st == nil {
 		st = &refStream{}
 		m.streams[stream] = st

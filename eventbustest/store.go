@@ -845,10 +845,13 @@ func testTombstone(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		if err := s.Tombstone(ctx, stream, eventbus.Any); !errors.Is(err, eventbus.ErrStreamDeleted) {
 			t.Errorf("Tombstone(%q) again = %v, want ErrStreamDeleted", stream, err)
 		}
+		if err := s.SetStreamMetadata(ctx, stream, eventbus.StreamMetadata{MaxCount: 1}); !errors.Is(err, eventbus.ErrStreamDeleted) {
+			t.Errorf("SetStreamMetadata(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
+		}
 		info, err := s.StreamInfo(ctx, stream)
 		require.NoError(t, err)
-		if !info.Tombstoned || info.Exists {
-			t.Errorf("StreamInfo(%q) after Tombstone = %+v, want Tombstoned and not Exists", stream, info)
+		if !info.Tombstoned || info.Exists || info.Metadata != (eventbus.StreamMetadata{}) {
+			t.Errorf("StreamInfo(%q) after Tombstone = %+v, want Tombstoned, not Exists, no metadata", stream, info)
 		}
 	}
 	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
