@@ -74,8 +74,8 @@ type Store interface {
 	// Append appends events to stream atomically if the stream is in the
 	// expected state, and returns the revision and position of the last
 	// event. It fails with an error wrapping [ErrInvalid] for an empty
-	// batch, a bad stream name, or an event with a zero ID, a bad Type or a
-	// SchemaVersion outside 0 to 2^31.
+	// batch, a bad stream name, two events with the same ID, or an event
+	// with a zero ID, a bad Type or a SchemaVersion outside 0 to 2^31.
 	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
 
 	// AppendMulti appends to several streams in one atomic step: every
