@@ -94,9 +94,10 @@
 // # Event sourcing
 //
 // An [Aggregate] loads an aggregate by folding the events of its stream
-// (from a snapshot when there is one), runs a command that decides new
-// events, and appends them with the revision it loaded, retrying the whole
-// cycle when another command got there first. A [Durable] subscription
+// (from its latest snapshot, when it has one and the Aggregate's
+// SnapshotEvery is set), runs a command that decides new events, and
+// appends them with the revision it loaded, retrying the whole cycle when
+// another command got there first. A [Durable] subscription
 // ([SubscribeDurable]) reads the store from a persisted checkpoint through
 // the bus's workers, middleware, retries and dead-letter queue, one stream
 // at a time per key; it resumes after a restart, at least once, and
