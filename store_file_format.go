@@ -38,6 +38,11 @@ import (
 // removed: under retention, each segment starts with the state of every
 // stream, 16,384 streams a frame but in the last, which holds fewer (none
 // if need be), so that a segment whose last ones were cut is known.
+// Retention names the segment the store starts at in the file START:
+//
+//	seq in decimal | " " | CRC-32C of those digits in 8 hex digits | "\n"
+//
+// (stores written before the checksum have the number and "\n" alone).
 const (
 	segMagic      = "EVBUSLOG"
 	segVersion    = 1

@@ -83,11 +83,25 @@ func readStart(dir string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("eventbus: open file store: %w", err)
 	}
-	start, err := strconv.ParseUint(strings.TrimSuffix(string(b), "\n"), 10, 64)
+	num, _, checked := strings.Cut(strings.TrimSuffix(string(b), "\n"), " ")
+	start, err := strconv.ParseUint(num, 10, 64)
 	if err != nil || start == 0 {
 		return 0, &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%q names no segment", b)}
 	}
+	// Without a checksum, as stores written before it have it.
+	if checked && string(startContent(start)) != string(b) {
+		return 0, &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%q: checksum mismatch", b)}
+	}
 	return start, nil
+}
+
+// startContent returns what the start file holds to name segment seq: the
+// number and its CRC-32C, so that a flipped bit, which could name another
+// segment that exists, and have opening delete those before it, is
+// reported instead.
+func startContent(seq uint64) []byte {
+	n := strconv.FormatUint(seq, 10)
+	return fmt.Appendf(nil, "%s %08x\n", n, crc32.Checksum([]byte(n), castagnoli))
 }
 
 // scanSegment checks the frames of segment file b from the end of its
@@ -569,7 +583,7 @@ func (s *FileStore) removeDropped() {
 	start := s.segs[0].seq // only the committer changes s.segs
 	var errs []error
 	if w.recorded != start {
-		if f, err := s.createFile(filepath.Join(s.dir, startFile), []byte(strconv.FormatUint(start, 10)+"\n")); err != nil {
+		if f, err := s.createFile(filepath.Join(s.dir, startFile), startContent(start)); err != nil {
 			errs = append(errs, err)
 		} else {
 			errs = append(errs, f.Close())

@@ -418,6 +418,79 @@ func TestFileStoreBadStart(t *testing.T) {
 	}
 }
 
+// TestFileStoreStartBitFlip flips, in turn, each bit of the file in which
+// retention records the segment that the store starts at, in a store whose
+// later segments follow that one: opening must report every flip as a
+// *CorruptionError for the file, whatever segment the damaged file names,
+// and leave every segment in place. A flip that named a later segment
+// (the lowest bit of an even number) passed for the store's start, and
+// opening deleted the segments before it: acknowledged events gone
+// without a word.
+func TestFileStoreStartBitFlip(t *testing.T) {
+	ctx := t.Context()
+	src := t.TempDir()
+	s := openFile(t, src, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10})
+	// Until the store starts at an even segment that a later one follows.
+	for i := 0; ; i++ {
+		require.Less(t, i, 10000, "appends that made no START naming an even segment")
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 200))...)
+		require.NoError(t, err)
+		if st := s.Stats(); st.FirstPosition > 0 && st.Segments > 1 {
+			b, err := os.ReadFile(filepath.Join(src, "START"))
+			require.NoError(t, err)
+			if n, err := strconv.ParseUint(strings.Fields(string(b))[0], 10, 64); err == nil && n%2 == 0 {
+				break
+			}
+		}
+	}
+	want := readAll(t, s)
+	require.NoError(t, s.Close())
+	files := map[string][]byte{}
+	entries, err := os.ReadDir(src)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != "LOCK" {
+			files[e.Name()], err = os.ReadFile(filepath.Join(src, e.Name()))
+			require.NoError(t, err)
+		}
+	}
+	start := files["START"]
+	for i := range len(start) * 8 {
+		for _, readOnly := range []bool{true, false} {
+			dir := t.TempDir()
+			for name, b := range files {
+				if name == "START" {
+					b = slices.Clone(b)
+					b[i/8] ^= 1 << (i % 8)
+				}
+				require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+			}
+			s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+			var ce *eventbus.CorruptionError
+			if !errors.As(err, &ce) || ce.Path != filepath.Join(dir, "START") {
+				if err == nil {
+					got := readAll(t, s)
+					s.Close()
+					t.Fatalf("START %q with bit %d flipped: OpenFileStore(ReadOnly %v) read %d events from position %d, want a *CorruptionError for START", start, i, readOnly, len(got), got[0].Position)
+				}
+				t.Fatalf("START %q with bit %d flipped: OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for START", start, i, readOnly, err)
+			}
+			for name := range files {
+				require.FileExists(t, filepath.Join(dir, name), "after OpenFileStore(ReadOnly %v) failed", readOnly)
+			}
+			if readOnly {
+				continue
+			}
+			_, err = eventbus.RepairFileStore(dir)
+			require.NoError(t, err)
+			ignore := cmpopts.IgnoreFields(eventbus.RecordedEvent{}, "Time")
+			if diff := cmp.Diff(want, readAll(t, openFile(t, dir, nil)), ignore); diff != "" {
+				t.Fatalf("START with bit %d flipped, then repaired: ReadAll (-before +after):\n%s", i, diff)
+			}
+		}
+	}
+}
+
 // TestRepairFileStoreMissingDir repairs a directory that does not exist,
 // a mistyped path say: RepairFileStore reports it, rather than creating an
 // empty store there and reporting nothing to repair.
