@@ -271,8 +271,10 @@ func (s *FileStore) idAt(pos uint64) (ID, uint64, error) {
 		// The length, position and revision, the time and the ID.
 		b = make([]byte, 3*binary.MaxVarintLen64+8+16)
 		if n, err := seg.f.ReadAt(b, off); n < len(b) {
-			if err == nil {
-				err = errors.New("short read")
+			if err == nil || errors.Is(err, io.EOF) {
+				// Every entry is longer: the file was cut since, as
+				// view.load reports it.
+				return ID{}, 0, &CorruptionError{Path: seg.path, Offset: off, Reason: "the file ends inside a committed record"}
 			}
 			return ID{}, 0, fmt.Errorf("eventbus: read %s at %d: %w", seg.path, off, err)
 		}

@@ -329,6 +329,33 @@ func TestFileStoreReadTruncated(t *testing.T) {
 	}
 }
 
+// TestFileStoreReplayTruncated cuts the last record off the segment file
+// of an open store, then appends that record's event again, as a retry
+// does: the idempotent append, which reads the event's entry to check its
+// ID, fails with a *CorruptionError for the file, as a read of the event
+// does, so that callers can tell damage from a failing disk. It failed
+// with the EOF of the file's read.
+func TestFileStoreReplayTruncated(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	var end int64
+	var last []eventbus.EventData
+	for i := range 3 {
+		end = s.Stats().Bytes
+		last = newEvents(1, "t", strconv.Itoa(i))
+		_, err := s.Append(ctx, "s", eventbus.Any, last...)
+		require.NoError(t, err)
+	}
+	seg := segments(t, dir)[0]
+	require.NoError(t, os.Truncate(seg, end+20))
+	_, err := s.Append(ctx, "s", eventbus.Any, last...)
+	var ce *eventbus.CorruptionError
+	if !errors.As(err, &ce) || ce.Path != seg {
+		t.Errorf("Append again of the event whose record was cut = %v; want a *CorruptionError for %s", err, seg)
+	}
+}
+
 // TestFileStoreRetentionBytes runs retention over segments written with
 // it on, then off (they do not start with the state of every stream, so
 // retention may not start the store at one of them), then on: the store's
