@@ -435,7 +435,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 		o.fs = osFS{}
 	}
 	if !o.ReadOnly {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := makeDir(o.fs, dir); err != nil {
 			return nil, fmt.Errorf("eventbus: open file store: %w", err)
 		}
 	} else if fi, err := os.Stat(dir); err != nil {

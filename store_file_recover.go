@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -815,6 +816,32 @@ func copyFile(fs fileSystem, path string, b []byte) error {
 		return err
 	}
 	return syncPath(fs, filepath.Dir(path))
+}
+
+// makeDir makes dir and the parents it lacks, as os.MkdirAll does, and
+// syncs the parent of each directory it makes: until then a power loss can
+// take the new directory, with the store made in it and every event
+// acknowledged as on stable storage.
+func makeDir(fsys fileSystem, dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return &os.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := makeDir(fsys, parent); err != nil {
+			return err
+		}
+	}
+	if err := fsys.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return syncPath(fsys, parent)
 }
 
 // syncPath syncs a file or directory.

@@ -356,6 +356,30 @@ func TestFileStoreReplayTruncated(t *testing.T) {
 	}
 }
 
+// TestFileStoreSyncsNewDirectory opens a store in a directory that does
+// not exist, two levels deep, and appends under SyncAlways: before Append
+// returns, the parent of each directory that OpenFileStore made must be
+// synced, since until then a power loss can take the new directory, and
+// with it the store and the events acknowledged as on stable storage.
+// OpenFileStore made them with os.MkdirAll and synced only the store's
+// own directory.
+func TestFileStoreSyncsNewDirectory(t *testing.T) {
+	root := t.TempDir()
+	fs := &opsFS{FS: eventbus.OSFS, dir: root}
+	s := openFile(t, filepath.Join(root, "new", "store"), eventbus.WithFS(nil, fs))
+	_, err := s.Append(t.Context(), "s", eventbus.NoStream, newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	fs.mu.Lock()
+	ops := slices.Clone(fs.ops)
+	fs.mu.Unlock()
+	for _, made := range []string{"new", filepath.Join("new", "store")} {
+		at := max(slices.Index(ops, "mkdir "+made), 0)
+		if !slices.Contains(ops[at:], "sync "+filepath.Dir(made)) {
+			t.Errorf("the parent of %s, which OpenFileStore made, was not synced after it: %q", made, ops[at:])
+		}
+	}
+}
+
 // TestFileStoreRetentionBytes runs retention over segments written with
 // it on, then off (they do not start with the state of every stream, so
 // retention may not start the store at one of them), then on: the store's
