@@ -277,6 +277,24 @@ func (q *DeadLetterQueue) take(f DeadLetterFilter) []DeadLetter {
 	return taken
 }
 
+// putBack returns dead letters that take removed, oldest first, to their
+// places among the entries, which are oldest first too, by the order they
+// were added in (seq): entries that stayed, not matching the filter, may be
+// older. It copies them, so that the caller's slice is not shared. Callers
+// hold mu.
+func (q *DeadLetterQueue) putBack(back []DeadLetter) {
+	merged := make([]DeadLetter, 0, len(q.entries)+len(back))
+	rest := q.entries
+	for len(back) > 0 && len(rest) > 0 {
+		if back[0].seq < rest[0].seq {
+			merged, back = append(merged, back[0]), back[1:]
+		} else {
+			merged, rest = append(merged, rest[0]), rest[1:]
+		}
+	}
+	q.entries = append(append(merged, back...), rest...)
+}
+
 // Discard removes the dead letters that match f and returns how many; the
 // zero filter removes them all.
 func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)) }
@@ -289,9 +307,9 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // Sync mode they are handled before Redrive returns, and one that fails
 // again is a new dead letter, as in Async mode. It stops at the first error
 // (the context's, or ErrClosed when a subscription is gone and none has its
-// name) and puts the unsent ones back at the front, where the oldest go
-// first when dead letters that came meanwhile leave no room, as in a full
-// queue. It returns the number sent.
+// name) and puts the unsent ones back in their places, oldest first among
+// the others, where the oldest go first when dead letters that came
+// meanwhile leave no room, as in a full queue. It returns the number sent.
 //
 // In Async mode it waits for room in a full queue, as Publish does; with a
 // handler's context (a [DeadLetterSink] gets one), which might be waiting
@@ -311,8 +329,7 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 		if err := dl.redrive(ctx, &env); err != nil {
 			err = fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
 			q.mu.Lock()
-			// A copy: taken is Redrive's, and dl points into it.
-			q.entries = append(slices.Clone(taken[i:]), q.entries...)
+			q.putBack(taken[i:])
 			// Dead letters that came meanwhile may leave no room for them
 			// all: the oldest go, as when the queue is full.
 			q.evict(0)

@@ -971,3 +971,36 @@ func TestGoexitMatchesErrGoexit(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedRedriveKeepsOrder fails a Redrive of some dead letters, those
+// of a subscription gone, with older ones of another left in the queue:
+// the unsent ones go back to their places, so that All still lists the
+// queue oldest first and a full queue still evicts its oldest entry.
+func TestFailedRedriveKeepsOrder(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 3})
+	orders := newTopic[Order](t, b, "orders", nil)
+	refunds := newTopic[Order](t, b, "refunds", nil)
+	failing := func(context.Context, eventbus.Event[Order]) error { return errFlaky }
+	subscribe(t, orders, "s", failing, nil)
+	refund := subscribe(t, refunds, "s", failing, nil)
+	ctx := context.Background()
+	require.ErrorIs(t, orders.Publish(ctx, Order{N: 1}), errFlaky)
+	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 2}), errFlaky)
+	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 3}), errFlaky)
+	require.NoError(t, refund.Unsubscribe(ctx))
+	q := b.DeadLetters()
+
+	n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{Topic: "refunds"})
+	require.ErrorIs(t, err, eventbus.ErrClosed)
+	require.Zero(t, n)
+	want := []string{"orders/s/1", "refunds/s/2", "refunds/s/3"}
+	if diff := cmp.Diff(want, collect(q, eventbus.DeadLetterFilter{})); diff != "" {
+		t.Errorf("All after a failed Redrive (-want +got):\n%s", diff)
+	}
+
+	require.ErrorIs(t, orders.Publish(ctx, Order{N: 4}), errFlaky)
+	want = []string{"refunds/s/2", "refunds/s/3", "orders/s/4"}
+	if diff := cmp.Diff(want, collect(q, eventbus.DeadLetterFilter{})); diff != "" {
+		t.Errorf("All once full (-want +got):\n%s", diff)
+	}
+}
