@@ -303,13 +303,16 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // oldest first, to go through the whole chain again with fresh attempts; each
 // one queues behind events already waiting with its key. A dead letter of a
 // subscription that was unsubscribed goes to the one that has taken its
-// name on its topic since, if any. They leave the queue as they are sent; in
-// Sync mode they are handled before Redrive returns, and one that fails
-// again is a new dead letter, as in Async mode. It stops at the first error
-// (the context's, or ErrClosed when a subscription is gone and none has its
-// name) and puts the unsent ones back in their places, oldest first among
-// the others, where the oldest go first when dead letters that came
-// meanwhile leave no room, as in a full queue. It returns the number sent.
+// name on its topic since, if any. They all leave the queue as Redrive
+// begins, so that a concurrent Redrive sends none of them again: while it
+// sends them, waiting for room say, Len, All, Get and Discard do not see
+// those not sent yet. In Sync mode they are handled before Redrive returns,
+// and one that fails again is a new dead letter, as in Async mode. It stops
+// at the first error (the context's, or ErrClosed when a subscription is
+// gone and none has its name) and puts the unsent ones back in their
+// places, oldest first among the others, where the oldest go first when
+// dead letters that came meanwhile leave no room, as in a full queue. It
+// returns the number sent.
 //
 // In Async mode it waits for room in a full queue, as Publish does; with a
 // handler's context (a [DeadLetterSink] gets one), which might be waiting
