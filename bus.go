@@ -277,8 +277,10 @@ func (b *Bus) subscriptions() []*Subscription {
 // cancelled, and events not yet handled go to the dead-letter queue. The
 // error is then an *UndeliveredError with their count, wrapping ctx's error.
 // Later calls wait for the first one and return its result; if a later
-// call's ctx ends first, it cuts the first one short in the same way. On a
-// Bus not made by [New] it returns an error wrapping [ErrInvalid].
+// call's ctx ends first, it cuts the first one short in the same way.
+// Called with a handler's context (a [DeadLetterSink] gets one), which
+// would make it wait for that handler, or on a Bus not made by [New], it
+// returns an error wrapping [ErrInvalid] and stops nothing.
 func (b *Bus) Shutdown(ctx context.Context) error {
 	if err := b.check("Bus.Shutdown"); err != nil {
 		return err
