@@ -12,9 +12,11 @@ import (
 // panic) fails the attempt: the subscription's retry policy decides whether
 // the event is tried again or goes to the dead-letter queue.
 //
-// A running handler sees ctx cancelled only when the bus stops without grace
-// (Close, or a Shutdown whose deadline passed). A handler that publishes with
-// ctx links the new event to this one (correlation and causation IDs). ctx
+// In Async mode a running handler sees ctx cancelled only when its
+// subscription stops without grace: on Close, a Shutdown whose deadline
+// passed, or an Unsubscribe whose context ended (in Sync mode ctx comes
+// from the publisher). A handler that publishes with ctx links the new
+// event to this one (correlation and causation IDs). ctx
 // stays valid after the handler returns, links included, for work the
 // handler hands on; in Async mode it is cancelled (with the cause ErrClosed)
 // once the subscription has ended.
