@@ -59,16 +59,18 @@ func (p RetryPolicy) validate() error {
 
 // Delay returns the wait after the given failed attempt (1 for the first)
 // before the next one, ignoring jitter: InitialDelay times Multiplier to the
-// power attempt-1, capped at MaxDelay.
+// power attempt-1, capped at MaxDelay. It is never negative: a negative
+// InitialDelay, MaxDelay or Multiplier, which Subscribe refuses, counts as
+// zero.
 func (p RetryPolicy) Delay(attempt int) time.Duration {
-	d, maxDelay, mult := p.InitialDelay, p.MaxDelay, p.Multiplier
+	d, maxDelay, mult := max(p.InitialDelay, 0), max(p.MaxDelay, 0), p.Multiplier
 	if d == 0 {
 		d = 100 * time.Millisecond
 	}
 	if maxDelay == 0 {
 		maxDelay = max(30*time.Second, d)
 	}
-	if mult == 0 {
+	if mult <= 0 {
 		mult = 2
 	}
 	if attempt > 1 && d < maxDelay {

@@ -44,6 +44,30 @@ func TestRetryPolicyDelay(t *testing.T) {
 	require.Equal(t, time.Second, eventbus.RetryPolicy{InitialDelay: time.Second, Multiplier: 1}.Delay(math.MaxInt), "Multiplier 1, any attempt")
 }
 
+// TestRetryPolicyDelayNegative checks that Delay, which takes any policy,
+// never returns a negative wait: a negative InitialDelay, MaxDelay or
+// Multiplier, which Subscribe refuses, counts as zero, the default. Delay
+// returned them, or a negative product of them, as the wait.
+func TestRetryPolicyDelayNegative(t *testing.T) {
+	for _, c := range []struct {
+		p       eventbus.RetryPolicy
+		attempt int
+		want    time.Duration
+	}{
+		{eventbus.RetryPolicy{InitialDelay: -time.Second}, 1, 100 * time.Millisecond},
+		{eventbus.RetryPolicy{InitialDelay: -time.Second}, 3, 400 * time.Millisecond},
+		{eventbus.RetryPolicy{MaxDelay: -time.Second}, 1, 100 * time.Millisecond},
+		{eventbus.RetryPolicy{MaxDelay: -time.Second}, 100, 30 * time.Second},
+		{eventbus.RetryPolicy{InitialDelay: -time.Hour, MaxDelay: -time.Minute}, 2, 200 * time.Millisecond},
+		{eventbus.RetryPolicy{Multiplier: -2}, 2, 200 * time.Millisecond},
+		{eventbus.RetryPolicy{Multiplier: -3}, 4, 800 * time.Millisecond},
+	} {
+		if got := c.p.Delay(c.attempt); got != c.want {
+			t.Errorf("%+v.Delay(%d) = %v, want %v", c.p, c.attempt, got, c.want)
+		}
+	}
+}
+
 // TestRetryPolicyErrors checks that a bad RetryPolicy is refused where it
 // is configured, bus-wide or per subscription, with an error naming the
 // field and its value: a negative duration was "RetryPolicy has a negative
