@@ -258,6 +258,42 @@ func TestMiddlewareOwnEnvelope(t *testing.T) {
 	require.Equal(t, Order{Key: "k", N: 3}, dl.Payload(), "the dead letter keeps the payload")
 }
 
+// TestMiddlewareNilEnvelope checks that a middleware passing on a nil
+// envelope fails the event at once with ErrInvalid, as one passing on an
+// envelope of its own making does: the handler side dereferenced it, so
+// the event failed with a *PanicError of a nil pointer, retried for
+// nothing.
+func TestMiddlewareNilEnvelope(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			drop := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+				return func(ctx context.Context, _ *eventbus.Envelope) error { return next(ctx, nil) }
+			}
+			b := newBus(t, &eventbus.Options{Mode: mode, Retry: eventbus.RetryPolicy{MaxAttempts: 5}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			ran := false
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { ran = true; return nil },
+				&eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{drop}})
+			err := topic.Publish(context.Background(), Order{Key: "k", N: 3})
+			if mode == eventbus.Sync {
+				require.ErrorIs(t, err, eventbus.ErrInvalid)
+			} else {
+				require.NoError(t, err)
+				require.NoError(t, b.Flush(context.Background()))
+			}
+			require.False(t, ran)
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			var pe *eventbus.PanicError
+			require.False(t, errors.As(dl.Err, &pe), "Err = %v, want no panic", dl.Err)
+			require.ErrorIs(t, dl.Err, eventbus.ErrInvalid)
+			require.ErrorContains(t, dl.Err, "nil envelope")
+			require.Equal(t, 1, dl.Attempt, "a missing envelope is not retried")
+			require.Equal(t, Order{Key: "k", N: 3}, dl.Payload(), "the dead letter keeps the payload")
+		})
+	})
+}
+
 func TestTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{

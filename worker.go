@@ -132,8 +132,12 @@ func (s *subscription[T]) collect(c *counters) (depth, pending uint64) {
 }
 
 // inner is the innermost EnvelopeHandler of a chain: it calls the typed
-// handler.
+// handler. An envelope the bus did not make for this subscription, or
+// none, is a middleware's bug that no retry mends: a permanent error.
 func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
+	if env == nil {
+		return Permanent(fmt.Errorf("%w: middleware passed on a nil envelope (want %v)", ErrInvalid, reflect.TypeFor[T]()))
+	}
 	p, ok := env.event.(*boxed[T])
 	if !ok {
 		return Permanent(fmt.Errorf("%w: middleware passed on an envelope of event %s that the bus did not make for this subscription (payload %T, want %v)", ErrInvalid, env.ID, env.Payload(), reflect.TypeFor[T]()))
