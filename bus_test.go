@@ -270,6 +270,61 @@ func TestEventTypeNames(t *testing.T) {
 	require.ErrorContains(t, err, "user.created")
 }
 
+// TestEventTypeNameErrorsSayHowToName checks that the error for a payload
+// type that gives no valid event type name says how to give one: the
+// option of the call that needs it (TopicOptions.EventType for NewTopic,
+// TypeOptions.Name for Register), and a method only for a named type that
+// has none, since a type without a name ([]byte, a map, an anonymous
+// struct) can have no methods, and one whose method gave the bad name has
+// it already.
+func TestEventTypeNameErrorsSayHowToName(t *testing.T) {
+	b := newBus(t, nil)
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	const addMethod = "add an EventType() string method"
+	for _, tt := range []struct {
+		name       string
+		call       func() error
+		option     string
+		wantMethod bool
+	}{
+		{"NewTopic []byte", func() error {
+			_, err := eventbus.NewTopic[[]byte](b, "raw", nil)
+			return err
+		}, "TopicOptions.EventType", false},
+		{"NewTopic anonymous struct", func() error {
+			_, err := eventbus.NewTopic[struct{ X int }](b, "anonymous", nil)
+			return err
+		}, "TopicOptions.EventType", false},
+		{"NewTopic bad method", func() error {
+			_, err := eventbus.NewTopic[badlyNamed](b, "bad", nil)
+			return err
+		}, "TopicOptions.EventType", false},
+		{"NewTopic generic", func() error {
+			_, err := eventbus.NewTopic[box[int]](b, "boxes", nil)
+			return err
+		}, "TopicOptions.EventType", true},
+		{"Register []byte", func() error { return eventbus.Register[[]byte](r, nil) }, "TypeOptions.Name", false},
+		{"Register bad method", func() error { return eventbus.Register[badlyNamed](r, nil) }, "TypeOptions.Name", false},
+		{"Register generic", func() error { return eventbus.Register[box[int]](r, nil) }, "TypeOptions.Name", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			require.ErrorIs(t, err, eventbus.ErrInvalid)
+			if !strings.Contains(err.Error(), tt.option) {
+				t.Errorf("error %q does not name %s", err, tt.option)
+			}
+			if got := strings.Contains(err.Error(), addMethod); got != tt.wantMethod {
+				t.Errorf("error %q: says %q: %t, want %t", err, addMethod, got, tt.wantMethod)
+			}
+		})
+	}
+}
+
+// box is a generic payload type, whose Go type name ("box[int]") is no
+// valid event type name.
+type box[T any] struct{ V T }
+
 // eachMode runs f as a subtest in Async mode, then in Sync mode.
 func eachMode(t *testing.T, f func(t *testing.T, mode eventbus.Mode)) {
 	for _, m := range []struct {

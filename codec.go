@@ -139,7 +139,7 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 	}
 	if o.Name == "" {
 		var err error
-		if o.Name, err = typeName[T](); err != nil {
+		if o.Name, err = typeName[T]("TypeOptions.Name"); err != nil {
 			return err
 		}
 	} else if err := checkName("event type", o.Name); err != nil {

@@ -67,8 +67,11 @@ type (
 // or GetEventType() on a pointer to a zero value (a method declared on *T
 // names T too, as T and *T share a name), else the Go type's name. It
 // returns an error wrapping ErrInvalid if the method panics, as one that
-// dereferences a nil field does.
-func typeName[T any]() (_ string, err error) {
+// dereferences a nil field does, or if the name is not valid; that error
+// says how to give one: option, the caller's option that names the type
+// instead, or a method, for a named type without one (a type without a
+// name, such as []byte, can have no methods).
+func typeName[T any](option string) (_ string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: payload %v: its event type method panicked on the zero value: %v", ErrInvalid, reflect.TypeFor[T](), r)
@@ -84,20 +87,23 @@ func typeName[T any]() (_ string, err error) {
 	default:
 		probe = reflect.New(rt).Interface()
 	}
-	var name string
+	var name, how string
 	switch p := probe.(type) {
 	case eventTyper:
-		name = p.EventType()
+		name, how = p.EventType(), "its EventType method returns it: fix it, or set "
 	case getEventTyper:
-		name = p.GetEventType()
+		name, how = p.GetEventType(), "its GetEventType method returns it: fix it, or set "
 	default:
 		for rt.Kind() == reflect.Pointer {
 			rt = rt.Elem()
 		}
-		name = rt.Name()
+		name, how = rt.Name(), "set "
+		if name != "" {
+			how = "add an EventType() string method, or set "
+		}
 	}
 	if err := checkName("event type", name); err != nil {
-		return "", fmt.Errorf("%w (payload %v: add an EventType() string method)", err, reflect.TypeFor[T]())
+		return "", fmt.Errorf("%w (payload %v: %s%s)", err, reflect.TypeFor[T](), how, option)
 	}
 	return name, nil
 }

@@ -78,7 +78,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 	eventType := o.EventType
 	if eventType == "" {
 		var err error
-		if eventType, err = typeName[T](); err != nil {
+		if eventType, err = typeName[T]("TopicOptions.EventType"); err != nil {
 			return nil, fmt.Errorf("topic %q: %w", name, err)
 		}
 	} else if err := checkName("event type", eventType); err != nil {
