@@ -171,8 +171,11 @@ func start(ctx context.Context, store eventbus.Store, reg *eventbus.Registry, db
 		return nil, err
 	}
 	// The notifier has effects outside the process: the idempotency
-	// middleware, recording in the store what was sent, sends each message
-	// once even though events after the checkpoint come again.
+	// middleware, recording in the store what was sent, skips the events
+	// sent before the restart, though events after the checkpoint come
+	// again; but for one whose handler returned as the process died,
+	// before its record was saved, which is sent again (see
+	// eventbus.Durable). The crash below, a Close, waits for handlers.
 	notifier, err := eventbus.SubscribeDurable(ctx, bus, store, reg, "notifier",
 		func(ctx context.Context, e eventbus.Event[AccountEvent]) error {
 			outbox.send(e.ID)
