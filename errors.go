@@ -50,10 +50,10 @@ var (
 	// upcaster for an event's type name and schema version.
 	ErrUnknownEvent = errors.New("eventbus: unknown event type or version")
 
-	// ErrLocked is wrapped when [OpenFileStore] finds its directory locked
-	// by another open store, in this process or another one. Stores take
-	// such locks on Unix only.
-	ErrLocked = errors.New("eventbus: file store locked by another process")
+	// ErrLocked is wrapped when [OpenFileStore] or [RepairFileStore] finds
+	// its directory locked by another open store or a repair, in this
+	// process or another one. Stores take such locks on Unix only.
+	ErrLocked = errors.New("eventbus: file store locked")
 
 	// ErrReadOnly is returned by the writing methods of a [FileStore] opened
 	// with ReadOnly.

@@ -38,7 +38,7 @@ func lockDir(path string, shared bool) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+			return nil, fmt.Errorf("%w: %s is held by another open store or repair, in this process or another", ErrLocked, path)
 		}
 		return nil, fmt.Errorf("eventbus: lock %s: %w", path, err)
 	}

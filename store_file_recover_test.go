@@ -134,6 +134,23 @@ func TestFileStoreLocked(t *testing.T) {
 	require.NoError(t, s.Close())
 }
 
+// TestFileStoreLockedSaysByWhom checks that the error of a second open of a
+// store that this process holds open does not send its user looking for
+// another process: ErrLocked said "locked by another process", whoever
+// held the lock, where a test that forgot to close a store holds it.
+func TestFileStoreLockedSaysByWhom(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	for _, readOnly := range []bool{false, true} {
+		_, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+		require.ErrorIs(t, err, eventbus.ErrLocked)
+		if msg := err.Error(); strings.Contains(msg, "by another process") || !strings.Contains(msg, "in this process or another") {
+			t.Errorf("OpenFileStore(ReadOnly %t) of a store this process holds = %q, want an error that does not blame another process", readOnly, msg)
+		}
+	}
+	require.NoError(t, s.Close())
+}
+
 // TestFileStoreLockFileError opens a store whose LOCK file cannot be
 // opened, a directory: the error says it comes from eventbus and wraps the
 // file system's, as the other errors of OpenFileStore do.

@@ -1,8 +1,8 @@
 // Command eventbus inspects, checks and repairs the directory of an
 // eventbus FileStore. Stop the application that uses the store first: it
 // holds the store's lock, and every subcommand fails with "file store
-// locked by another process" while it runs. Every subcommand but repair
-// opens the store read-only, so several can run at once.
+// locked" while it runs. Every subcommand but repair opens the store
+// read-only, so several can run at once.
 //
 // Usage:
 //
