@@ -12,14 +12,16 @@ import (
 // panic) fails the attempt: the subscription's retry policy decides whether
 // the event is tried again or goes to the dead-letter queue.
 //
-// In Async mode a running handler sees ctx cancelled only when its
-// subscription stops without grace: on Close, a Shutdown whose deadline
-// passed, or an Unsubscribe whose context ended (in Sync mode ctx comes
-// from the publisher). A handler that publishes with ctx links the new
-// event to this one (correlation and causation IDs). ctx
-// stays valid after the handler returns, links included, for work the
-// handler hands on; in Async mode it is cancelled (with the cause ErrClosed)
-// once the subscription has ended.
+// In Async mode, a running handler sees ctx cancelled only when its
+// subscription stops without grace: on the bus's Close, or when the context
+// given to Shutdown, [Subscription.Unsubscribe] or [Durable.Stop] ends
+// first (a middleware such as [Timeout] may add a deadline of its own).
+// In Sync mode ctx is made from the publisher's (see
+// [Topic.Publish]), cancelled when that is, and a stop of the bus does not
+// cancel it. A handler that publishes with ctx links the new event to this
+// one (correlation and causation IDs). ctx stays valid after the handler
+// returns, links included, for work the handler hands on; in Async mode it
+// is cancelled (with the cause ErrClosed) once the subscription has ended.
 //
 // A handler that calls runtime.Goexit, as t.FailNow and testify's require
 // do, loses only its own event: it is dead-lettered with a *PanicError
