@@ -275,7 +275,10 @@ func (b *Bus) subscriptions() []*Subscription {
 //
 // If ctx ends first, Shutdown proceeds as [Bus.Close]: handler contexts are
 // cancelled, and events not yet handled go to the dead-letter queue. The
-// error is then an *UndeliveredError with their count, wrapping ctx's error.
+// error is then an *UndeliveredError with their count, wrapping ctx's error,
+// or nil if there were none: so nil does not tell that no handler was cut
+// short, since a running handler's event is counted only if its attempt
+// fails with retries left (see [UndeliveredError]).
 // Later calls wait for the first one and return its result; if a later
 // call's ctx ends first, it cuts the first one short in the same way.
 // Called with a handler's context (a [DeadLetterSink] gets one), which

@@ -176,7 +176,9 @@ func (e *HandlerError) Unwrap() error { return e.Err }
 // dead-letter queue, so none is lost without a trace.
 type UndeliveredError struct {
 	// Count is the number of events that were queued or waiting for a retry
-	// and never finished.
+	// and never finished. An event whose handler ran when its context was
+	// cancelled is counted only if that attempt failed with retries left:
+	// otherwise it finished, handled or dead-lettered with its own error.
 	Count int
 	// Err is why delivery stopped: the context's error, which matches
 	// its cause too when it has one of its own (context.WithTimeoutCause),
