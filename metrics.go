@@ -33,7 +33,10 @@ type Metrics struct {
 type TopicMetrics struct {
 	// Topic is the topic's name.
 	Topic string
-	// Published counts successful Publish calls (kept with Options.Metrics).
+	// Published counts the events published, with Options.Metrics: those
+	// that Publish and TryPublish queued (Async mode) or handed to the
+	// handlers (Sync mode, where a Publish that returns a handler's error
+	// counts too).
 	Published uint64
 }
 
