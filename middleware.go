@@ -86,9 +86,9 @@ func (env *envelope[T]) fill(e *Event[T], sub string, attempt int) *Envelope {
 type EnvelopeHandler func(ctx context.Context, env *Envelope) error
 
 // Middleware wraps an EnvelopeHandler with behaviour of its own: metrics,
-// deduplication, a deadline, logging. It runs in the worker's goroutine, once
-// per attempt, and must not use env, or a copy of it, after it returns (see
-// [Envelope]).
+// deduplication, a deadline, logging. It runs in the handler's goroutine (a
+// worker's in Async mode, the publisher's in Sync mode), once per attempt,
+// and must not use env, or a copy of it, after it returns (see [Envelope]).
 //
 // A subscription's chain is the bus's middleware followed by its own; the
 // first given is the outermost, so it sees every attempt first and every
