@@ -94,7 +94,12 @@ type FileStoreOptions struct {
 // in one directory, crash-safe: framed records with CRC-32C checksums, an
 // atomic frame per append, fsync before acknowledging (see [SyncPolicy]),
 // and recovery on open that cuts an incomplete final record but reports
-// any other damage as a [*CorruptionError]. One process at a time may open
+// any other damage as a [*CorruptionError]. A final record is incomplete
+// when cut short, and also when its checksum fails and a sector of it (512
+// bytes, or its part of its last one) reads as zeros, as a write that a
+// power loss left unwritten does: should those zeros be the event's own
+// data, a flipped bit elsewhere in that record is cut as a crash would
+// be, not reported. One process at a time may open
 // a directory: on Unix, a second open fails with [ErrLocked]; on other
 // systems nothing stops it, and the application must not make one.
 //
