@@ -1485,6 +1485,52 @@ func TestFileStoreSyncsAfterFailedWrite(t *testing.T) {
 	}
 }
 
+// TestFileStoreSyncIntervalPowerLoss appends under SyncInterval, across
+// new segments and retention, and loses power (copies the directory as
+// it leaves it: the bytes synced) once an interval has passed since the
+// last append, and again just after an append: every event acknowledged
+// an interval before the power loss must be there, as SyncInterval
+// promises that such a crash loses at most the last interval.
+func TestFileStoreSyncIntervalPowerLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		dir := t.TempDir()
+		fs := &syncedFS{FS: eventbus.OSFS, synced: map[string]int64{}, renamed: map[string]string{}}
+		opts := &eventbus.FileStoreOptions{Sync: eventbus.SyncInterval, SyncInterval: time.Second, MaxSegmentSize: 1 << 10, RetainSize: 4 << 10}
+		s := openFile(t, dir, eventbus.WithFS(opts, fs))
+		var acked []eventbus.AppendResult // an interval before the crash
+		check := func(what string) {
+			t.Helper()
+			crashed, err := eventbus.OpenFileStore(fs.crashCopy(t, dir), &eventbus.FileStoreOptions{ReadOnly: true})
+			require.NoError(t, err, "OpenFileStore after a power loss %s", what)
+			defer crashed.Close()
+			got := readAll(t, crashed)
+			first := crashed.Stats().FirstPosition
+			for _, res := range acked {
+				if res.Position < first {
+					continue // removed by retention
+				}
+				if i := res.Position - first; i >= uint64(len(got)) || got[i].Position != res.Position || got[i].Revision != res.Revision {
+					t.Fatalf("after a power loss %s: the event acknowledged at position %d is missing; read %d events from %d", what, res.Position, len(got), first)
+				}
+			}
+		}
+		for range 20 {
+			var round []eventbus.AppendResult
+			for range 3 {
+				res, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 100))...)
+				require.NoError(t, err)
+				round = append(round, res)
+			}
+			check(fmt.Sprintf("just after the appends of round %d", len(acked)/3))
+			time.Sleep(1500 * time.Millisecond) // past an interval, on the bubble's clock
+			acked = append(acked, round...)
+			check(fmt.Sprintf("an interval after the appends of round %d", len(acked)/3-1))
+		}
+		require.Positive(t, s.Stats().FirstPosition, "retention removed segments")
+	})
+}
+
 // TestFileStoreCloseReportsLostSync fails the sync of acknowledged appends
 // under SyncInterval (the periodic one) and SyncNever (the one before a
 // new segment starts): Close must report it, since those appends may not
