@@ -52,6 +52,8 @@ type Options struct {
 	QueueSize int
 	// Middleware wraps the handler of every subscription, outside the
 	// subscription's own middleware; the first given is the outermost.
+	// Batch subscriptions run none (see [Topic.SubscribeBatch]): a
+	// deduplication or a deadline given here does not cover them.
 	Middleware []Middleware
 	// Retry is the default retry policy of subscriptions. The zero value
 	// makes one attempt: a failing event goes to the dead-letter queue.

@@ -69,8 +69,8 @@
 //
 // A [Middleware] wraps the handling of every event, whatever its payload
 // type, through its untyped view, the [Envelope]. The bus's middleware runs
-// outside each subscription's own; the first given is the outermost. Built
-// in: [Idempotency] (effectively-once handling, in memory or over a
+// outside each subscription's own; the first given is the outermost. A
+// batch subscription runs none, not even the bus's. Built in: [Idempotency] (effectively-once handling, in memory or over a
 // [ProcessedStore]), [Timeout] and [Logging]. W3C trace context travels
 // with events through [WithTraceparent] and [Traceparent].
 //
