@@ -78,8 +78,10 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // result's Position to [Durable.WaitFor] to wait for a subscriber.
 //
 // It returns the registry's or the store's error, or an error wrapping
-// [ErrInvalid] for bad input as Topic.Publish does; it does not wait for
-// any subscriber, and the bus may be closed.
+// [ErrInvalid] for bad input as Topic.Publish does, and for a key that
+// Topic.Publish takes but that makes no stream name (see [Store]): the
+// topic's name, ':' and the key must be valid UTF-8 of at most 1,024
+// bytes. It does not wait for any subscriber, and the bus may be closed.
 func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
 	if err := t.checkMade("StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
