@@ -18,8 +18,9 @@ import (
 )
 
 // Store is an append-only log of events grouped in streams, the contract of
-// the event store: [MemoryStore] implements it, and package eventbustest
-// holds the conformance suite that every implementation must pass.
+// the event store: [MemoryStore] and [FileStore] implement it, and package
+// eventbustest holds the conformance suite that every implementation must
+// pass.
 //
 // # Streams, revisions and positions
 //
