@@ -322,6 +322,9 @@ func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide fun
 	if err := a.check("Aggregate.Execute"); err != nil {
 		return AppendResult{}, err
 	}
+	if err := checkContext(ctx, "Aggregate.Execute"); err != nil {
+		return AppendResult{}, err
+	}
 	if decide == nil {
 		return AppendResult{}, fmt.Errorf("%w: Aggregate.Execute: nil decide", ErrInvalid)
 	}

@@ -776,6 +776,38 @@ func TestEventSourcingNilContext(t *testing.T) {
 	})
 }
 
+// TestNilContextErrorsNameTheCall checks that the error for a nil context
+// names the call that was given it, followed by ':', not another one that
+// it makes: FileStore.Append said "AppendMulti: nil context",
+// Aggregate.Execute "Aggregate.Load: nil context" and StoreTopic.Subscribe
+// "SubscribeDurable: nil context", calls the caller never made.
+func TestNilContextErrorsNameTheCall(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		accounts := newAccounts(t, s, reg, nil)
+		bus := newBus(t, nil)
+		topic := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		var nilCtx context.Context // the bad input
+		e := eventbus.EventData{ID: eventbus.NewID(), Type: "t"}
+		for call, f := range map[string]func() error{
+			"Append": func() error { _, err := s.Append(nilCtx, "a", eventbus.Any, e); return err },
+			"AppendMulti": func() error {
+				_, err := s.AppendMulti(nilCtx, eventbus.StreamAppend{Stream: "a", Events: []eventbus.EventData{e}})
+				return err
+			},
+			"Aggregate.Execute": func() error { _, err := accounts.Execute(nilCtx, "a", deposit(1)); return err },
+			"StoreTopic.Subscribe": func() error {
+				_, err := topic.Subscribe(nilCtx, "mailer", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
+				return err
+			},
+		} {
+			err := f()
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), call+": nil context") {
+				t.Errorf("%s(nil context) = %v, want an ErrInvalid naming %s", call, err, call)
+			}
+		}
+	})
+}
+
 // TestAggregateTruncatedStream checks an aggregate whose stream no longer
 // shows every event after the state it starts from (none, a snapshot or a
 // cached state), because the stream's MaxCount or MaxAge hides them: Load

@@ -518,6 +518,9 @@ func (s *FileStore) Append(ctx context.Context, stream string, expected Expected
 	if err := s.checkMade("Append"); err != nil {
 		return AppendResult{}, err
 	}
+	if err := checkContext(ctx, "Append"); err != nil {
+		return AppendResult{}, err
+	}
 	res, err := s.AppendMulti(ctx, StreamAppend{Stream: stream, Expected: expected, Events: events})
 	if err != nil {
 		return AppendResult{}, err

@@ -145,6 +145,9 @@ func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T]
 	if err := t.checkMade("StoreTopic.Subscribe"); err != nil {
 		return nil, err
 	}
+	if err := checkContext(ctx, "StoreTopic.Subscribe"); err != nil {
+		return nil, err
+	}
 	if err := checkName("subscription", name); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", t.name, err)
 	}
