@@ -255,7 +255,8 @@ type ReadOptions struct {
 	// event to read, included; past the last event, a Backwards read starts
 	// at the last event. See [End].
 	From uint64
-	// Limit is the most events to yield; zero means no limit.
+	// Limit is the most events to yield; zero means no limit, and reads
+	// with a negative one fail with an error wrapping [ErrInvalid].
 	Limit int
 	// Filter selects events; events it rejects do not count toward Limit.
 	Filter Filter
