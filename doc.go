@@ -113,7 +113,10 @@
 // [Bus.Shutdown] stops intake, drains every queue and waits for every
 // handler and goroutine of the bus. If its context ends first, or on
 // [Bus.Close], handler contexts are cancelled and events not yet handled go
-// to the dead-letter queue, counted in an [*UndeliveredError]. Afterwards
+// to the dead-letter queue, counted in an [*UndeliveredError]. Sync-mode
+// handlers are none of these: they run in their publishers' goroutines,
+// which a stop neither waits for nor cancels (a Publish already running
+// completes). Afterwards
 // Publish, Subscribe and NewTopic return [ErrClosed]; Flush and
 // Unsubscribe, with nothing left to wait for, return nil; and Shutdown and
 // Close return the first call's result. [Subscription.Unsubscribe] stops
