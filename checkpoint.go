@@ -111,14 +111,14 @@ type tracker struct {
 	finished int       // how many of inflight are
 	held     []uint64  // finished, but kept only in memory: the checkpoint stays before them; ascending
 	advanced int       // events finished since the last save began
-	base     uint64    // the checkpoint when the last save began, or the run started
+	saved    uint64    // the checkpoint last saved, or the one the run started from
 	changed  broadcast // when next moves, or err is set
 	err      error     // why positions from read on will never finish, if they will not
 	ended    bool      // no position will finish any more: err holds for every one
 }
 
 func newTracker(from uint64) *tracker {
-	return &tracker{next: from, read: from, base: from}
+	return &tracker{next: from, read: from, saved: from}
 }
 
 // handOut records that the event at pos goes to the workers.
@@ -142,7 +142,7 @@ func (t *tracker) caughtUp(n uint64) {
 
 // finish records that the event at pos is finished and returns how many
 // events have finished since the last save began, or 0 while the
-// checkpoint stays where that save began (see due). held is true for a dead
+// checkpoint is the one saved last (see due). held is true for a dead
 // letter that the sink failed to keep: the checkpoint stays before it for
 // the rest of the run, or until its redrive finishes it without held, so
 // that the next run delivers it again. The run goes on past it all the
@@ -178,12 +178,13 @@ func (t *tracker) finish(pos uint64, held bool) int {
 }
 
 // due returns how many events have finished since the last save began, or
-// 0 if the checkpoint has not moved since: a save would save nothing then,
-// and restart the count, so that once the event that holds the checkpoint
-// back finishes, the checkpoint would pass every event finished meanwhile
-// and wait for as many more again before it is saved. Callers hold mu.
+// 0 if the checkpoint is the one saved last: a save would save nothing
+// then, and restart the count, so that once the event that holds the
+// checkpoint back finishes, the checkpoint would pass every event finished
+// meanwhile and wait for as many more again before it is saved. Callers
+// hold mu.
 func (t *tracker) due() int {
-	if t.resume() == t.base {
+	if t.resume() == t.saved {
 		return 0
 	}
 	return t.advanced
@@ -235,13 +236,25 @@ func (t *tracker) advance() {
 	}
 }
 
-// checkpoint returns the checkpoint and starts a save: the count of events
-// finished since the last save restarts.
-func (t *tracker) checkpoint() uint64 {
+// checkpoint returns the checkpoint and whether it is not the one saved
+// last; if not, a save of it starts: the count of events finished since the
+// last save restarts.
+func (t *tracker) checkpoint() (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.advanced, t.base = 0, t.resume()
-	return t.base
+	pos := t.resume()
+	if pos == t.saved {
+		return pos, false
+	}
+	t.advanced = 0
+	return pos, true
+}
+
+// savedAt records that the checkpoint pos is saved.
+func (t *tracker) savedAt(pos uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.saved = pos
 }
 
 // position returns the checkpoint.
@@ -303,7 +316,7 @@ func (t *tracker) stop(err error, ended bool) {
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.next, t.read, t.inflight, t.done, t.finished, t.held, t.advanced, t.base = from, from, nil, nil, 0, nil, 0, from
+	t.next, t.read, t.inflight, t.done, t.finished, t.held, t.advanced, t.saved = from, from, nil, nil, 0, nil, 0, from
 	t.err, t.ended = nil, false
 	t.changed.notify()
 }

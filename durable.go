@@ -110,9 +110,8 @@ type Durable struct {
 	subOpts SubscriptionOptions
 	track   *tracker
 
-	life  chan struct{} // held by Stop and Rebuild, one at a time
-	run   atomic.Pointer[durableRun]
-	saved uint64 // the last checkpoint saved or loaded; used by one run's saver, then its final save
+	life chan struct{} // held by Stop and Rebuild, one at a time
+	run  atomic.Pointer[durableRun]
 }
 
 // durableRun is one run of a durable subscription, from its start or a
@@ -204,7 +203,6 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		subOpts: o.Subscription,
 		track:   newTracker(from),
 		life:    make(chan struct{}, 1),
-		saved:   from,
 	}
 	d.subOpts.finished = d.finished
 	if err := d.start(from); err != nil {
@@ -436,8 +434,7 @@ func (d *Durable) saveDue(r *durableRun) {
 	for {
 		select {
 		case <-r.due:
-			pos := d.track.checkpoint()
-			if err := d.persist(pos); err != nil && d.bus.opts.Logger != nil {
+			if pos, err := d.persist(); err != nil && d.bus.opts.Logger != nil {
 				d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", pos, "error", err)
 			}
 		case <-r.quit:
@@ -446,16 +443,18 @@ func (d *Durable) saveDue(r *durableRun) {
 	}
 }
 
-// persist saves pos as the checkpoint if it moved.
-func (d *Durable) persist(pos uint64) error {
-	if pos == d.saved {
-		return nil
+// persist saves the checkpoint if it moved since the last save, and
+// returns it.
+func (d *Durable) persist() (uint64, error) {
+	pos, moved := d.track.checkpoint()
+	if !moved {
+		return pos, nil
 	}
 	if err := saveCheckpoint(context.Background(), d.store, d.name, pos); err != nil {
-		return err
+		return pos, err
 	}
-	d.saved = pos
-	return nil
+	d.track.savedAt(pos)
+	return pos, nil
 }
 
 // finish stops the saver of r and saves the final checkpoint, once r's
@@ -464,7 +463,7 @@ func (d *Durable) finish(r *durableRun) error {
 	r.once.Do(func() {
 		close(r.quit)
 		<-r.quitted
-		r.final = d.persist(d.track.checkpoint())
+		_, r.final = d.persist()
 	})
 	return r.final
 }
@@ -621,7 +620,6 @@ func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) e
 		if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
 			return fmt.Errorf("durable subscription %q: %w", d.name, err)
 		}
-		d.saved = 0
 		d.track.reset(0)
 		if reset != nil {
 			if err := reset(ctx); err != nil {
