@@ -12,9 +12,13 @@ import (
 // StoreTopic is a topic whose events are committed to a [Store] before any
 // subscriber sees them: publish after commit. Publish appends the event;
 // each subscription is a [Durable] subscription that reads it back from the
-// store, so a subscriber never sees an event that a crash could take back,
-// and an event committed just before a crash is delivered after the
-// restart, when the subscription catches up. A StoreTopic is safe for
+// store, so a subscriber never sees an event that the store has not
+// acknowledged, and an event committed just before a crash is delivered
+// after the restart, when the subscription catches up. A crash takes such
+// an event back only from a store that may lose acknowledged appends: a
+// [FileStore] under [SyncInterval] or [SyncNever], whose readers see an
+// append once it is written, before it is synced, loses those of the last
+// moments when the machine crashes. A StoreTopic is safe for
 // concurrent use. The methods of a nil or zero StoreTopic, one not made by
 // [NewStoreTopic], return an error wrapping [ErrInvalid].
 type StoreTopic[T any] struct {
