@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,7 +141,8 @@ const maxDurableNameLen = 240
 // stored, and r may then be nil. Events are upcast to the latest schema
 // version of their type, which their header's SchemaVersion then gives, so
 // a registered E must be the latest version's Go type. An event that does
-// not decode goes to the dead-letter queue, undecoded. opts may be nil.
+// not decode goes to the dead-letter queue, undecoded. opts may be nil;
+// the subscription keeps a copy, so the caller may change them afterwards.
 //
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
@@ -154,6 +156,14 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	var o DurableOptions
 	if opts != nil {
 		o = *opts
+	}
+	// Kept for the runs to come (a Rebuild's), and read by the store's
+	// goroutine: a caller that reuses opts must not change them.
+	o.Filter.Types = slices.Clone(o.Filter.Types)
+	o.Subscription.Middleware = slices.Clone(o.Subscription.Middleware)
+	if p := o.Subscription.Retry; p != nil {
+		policy := *p
+		o.Subscription.Retry = &policy
 	}
 	if err := checkContext(ctx, "SubscribeDurable"); err != nil {
 		return nil, err

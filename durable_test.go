@@ -224,6 +224,61 @@ func TestDurableSaveAfterHeldBack(t *testing.T) {
 	}
 }
 
+// TestDurableKeepsItsOptions changes the options it gave SubscribeDurable
+// once it has returned, as a caller reusing them for another subscription
+// might: the filter's types, the retry policy and the middleware. The
+// subscription keeps those it was given, in its run and in its Rebuild's,
+// which starts the workers again.
+func TestDurableKeepsItsOptions(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		var mu sync.Mutex
+		var got []string
+		h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Payload.Stream+"/"+e.Payload.Type)
+			return nil
+		}
+		policy := eventbus.RetryPolicy{MaxAttempts: 2}
+		pass := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler { return next }
+		opts := &eventbus.DurableOptions{
+			Filter:       eventbus.Filter{Types: []string{"account.deposited"}},
+			Subscription: eventbus.SubscriptionOptions{Retry: &policy, Middleware: []eventbus.Middleware{pass}},
+		}
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, nil, "ledger", h, opts)
+		opts.Filter.Types[0] = "account.withdrawn"
+		policy.MaxAttempts = -1
+		opts.Subscription.Middleware[0] = nil
+
+		appendDeposits(t, s, reg, "a", 1)
+		e, err := reg.Encode(Withdrawn{Amount: 1})
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "a", eventbus.Any, e)
+		require.NoError(t, err)
+		last := appendDeposits(t, s, reg, "a", 1).Position
+		check := func(when string) {
+			t.Helper()
+			err := d.WaitFor(ctx, last)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Fatalf("WaitFor(%d) %s = %v, having handled %q", last, when, err, got)
+			}
+			if diff := cmp.Diff([]string{"a/account.deposited", "a/account.deposited"}, got); diff != "" {
+				t.Errorf("events handled %s (-want +got):\n%s", when, diff)
+			}
+			got = nil
+		}
+		check("by the first run")
+		require.NoError(t, d.Rebuild(ctx, nil))
+		check("by the rebuild")
+		require.NoError(t, d.Stop(ctx))
+	})
+}
+
 // A dead-lettered event is finished: the checkpoint passes it.
 func TestDurableDeadLetterAdvances(t *testing.T) {
 	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
