@@ -383,7 +383,8 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	}
 }
 
-// pump reads the store from position from and queues each event.
+// pump reads the store from position from and queues each event. It
+// returns why it stopped, which is never nil.
 func (d *Durable) pump(ctx context.Context, from uint64) error {
 	opts := &SubscribeOptions{From: from, Filter: d.filter, CaughtUp: d.track.caughtUp}
 	for e, err := range d.store.Subscribe(ctx, opts) {
@@ -408,7 +409,12 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 			return err
 		}
 	}
-	return nil
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Not for the subscription to take for a stop it was told of: the
+	// events after the end would never be read, and no one would know.
+	return fmt.Errorf("%w: the store's Subscribe ended without an error, which a Store's must not", ErrInvalid)
 }
 
 // bookkeeping reports whether stream holds a consumer's books: a checkpoint

@@ -820,6 +820,47 @@ func (s *brokenReadStore) Subscribe(ctx context.Context, o *eventbus.SubscribeOp
 	}
 }
 
+// endingStore ends its subscriptions after the first `after` events
+// without an error, which the Store contract forbids: a store's
+// subscription ends only with one.
+type endingStore struct {
+	eventbus.Store
+	after int
+}
+
+func (s *endingStore) Subscribe(ctx context.Context, o *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		n := 0
+		for e, err := range s.Store.Subscribe(ctx, o) {
+			if n++; n > s.after || !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestDurableStoreSubscriptionEnds runs a durable subscription over a store
+// whose subscription ends without an error: the durable subscription has
+// stopped reading the store, as when a read fails, so WaitFor for an event
+// after the end returns at once, and Stop says why, rather than WaitFor
+// waiting for its context and Stop returning nil, as if nothing were amiss.
+func TestDurableStoreSubscriptionEnds(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		last := appendDeposits(t, s, reg, "a", 5).Position // positions 0-4
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, &endingStore{Store: s, after: 2}, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, nil)
+		require.NoError(t, d.WaitFor(ctx, 1), "read before the end")
+		if err := d.WaitFor(ctx, last); err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("WaitFor(%d) after the store's subscription ended = %v, want an error that says so", last, err)
+		}
+		if err := d.Stop(context.Background()); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("Stop() = %v, want %v", err, eventbus.ErrInvalid)
+		}
+	})
+}
+
 // TestDurableWaitForNeverFinishes waits for events that a durable
 // subscription will never finish: WaitFor returns at once instead of
 // waiting for its context, with the store's error for an event after the
