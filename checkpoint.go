@@ -311,6 +311,14 @@ func (t *tracker) stop(err error, ended bool) {
 	t.changed.notify()
 }
 
+// stopped returns why the subscription reads no more events, or nil while
+// it reads them.
+func (t *tracker) stopped() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
 // reset starts the tracker again at from, for a rebuild, and wakes the
 // waiters so that they look again.
 func (t *tracker) reset(from uint64) {

@@ -539,6 +539,21 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 	return d.track.waitFor(ctx, pos)
 }
 
+// Err returns nil while the subscription reads the store, and otherwise
+// why it stopped: the store's error (wrapped) when reading it failed (the
+// subscription then handles the events it read, and reads no more until a
+// [Durable.Rebuild]; the bus's Logger reports it too), or [ErrClosed] once
+// it has stopped, by Stop, a failed Rebuild, or the bus's Shutdown or
+// Close. Poll it for a health check: a catch-up subscription of
+// EventStoreDB reports such a drop in the same way. It returns an error
+// wrapping [ErrInvalid] for a Durable not made by [SubscribeDurable].
+func (d *Durable) Err() error {
+	if err := d.checkMade("Durable.Err"); err != nil {
+		return err
+	}
+	return d.track.stopped()
+}
+
 // Stop stops the subscription: it reads no more events, handles those
 // already queued (with their retries), saves the checkpoint, and returns
 // once its workers have exited. If ctx ends first, running handlers see

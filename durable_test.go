@@ -887,6 +887,9 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 				waited := make(chan error, 1)
 				go func() { waited <- d.WaitFor(ctx, last+10) }()
 				synctest.Wait()
+				if how != "store fails" {
+					require.NoError(t, d.Err(), "Err while the subscription reads the store")
+				}
 				switch how {
 				case "Stop":
 					require.NoError(t, d.Stop(context.Background()))
@@ -898,6 +901,9 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 				}
 				if err := d.WaitFor(ctx, last+10); !errors.Is(err, want) {
 					t.Errorf("WaitFor(%d) after the subscription stopped = %v, want %v", last+10, err, want)
+				}
+				if err := d.Err(); !errors.Is(err, want) {
+					t.Errorf("Err() after the subscription stopped = %v, want %v", err, want)
 				}
 				if how == "store fails" {
 					if err := d.Stop(context.Background()); !errors.Is(err, errInjected) {

@@ -317,6 +317,7 @@ func TestZeroDurable(t *testing.T) {
 			zeroCall{kind + " WaitFor", func() error { return d().WaitFor(ctx, 1) }, eventbus.ErrInvalid},
 			zeroCall{kind + " Stop", func() error { return d().Stop(ctx) }, eventbus.ErrInvalid},
 			zeroCall{kind + " Rebuild", func() error { return d().Rebuild(ctx, nil) }, eventbus.ErrInvalid},
+			zeroCall{kind + " Err", func() error { return d().Err() }, eventbus.ErrInvalid},
 			zeroCall{kind + " Name and Checkpoint", func() error {
 				if name, pos := d().Name(), d().Checkpoint(); name != "" || pos != 0 {
 					return fmt.Errorf("Name(), Checkpoint() = %q, %d, want \"\", 0", name, pos)
