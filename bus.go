@@ -82,7 +82,8 @@ type Options struct {
 	// wait on. It must be safe for concurrent use.
 	Clock func() time.Time
 	// NewID, if set, replaces the source of event IDs, for tests with stable
-	// output. It must be safe for concurrent use and return unique IDs.
+	// output: of the events that Topic.Publish and StoreTopic.Publish make.
+	// It must be safe for concurrent use and return unique IDs.
 	NewID func() ID
 }
 

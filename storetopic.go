@@ -79,7 +79,8 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // comes from [WithKey], else from the payload's AggregateID() (or
 // GetAggregateID()) method. As with [Topic.Publish], an event published
 // with a handler's context is linked to the handled one. Pass the
-// result's Position to [Durable.WaitFor] to wait for a subscriber.
+// result's Position to [Durable.WaitFor] to wait for a subscriber. The
+// event's ID comes from the bus's [Options].NewID, when it is set.
 //
 // It returns the registry's or the store's error, or an error wrapping
 // [ErrInvalid] for bad input as Topic.Publish does, and for a key that
@@ -117,6 +118,9 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	e, err := t.reg.Encode(payload)
 	if err != nil {
 		return AppendResult{}, err
+	}
+	if t.bus.opts.NewID != nil {
+		e.ID = t.bus.opts.NewID()
 	}
 	e.CorrelationID, e.CausationID, e.Metadata = h.CorrelationID, h.CausationID, h.Metadata
 	if e.CorrelationID.IsZero() {

@@ -411,3 +411,34 @@ func TestStoreTopicSubscribeUpcastHeader(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreTopicNewID publishes to a StoreTopic of a bus with Options.NewID,
+// as eventbustest.NewBus makes for stable test output: the stored event, and
+// the subscriber's, carry that ID, which is also its correlation ID. They
+// carried a random one from the registry.
+func TestStoreTopicNewID(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		id := eventbus.NewID()
+		bus := newBus(t, &eventbus.Options{NewID: fixedIDs(id)})
+		deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		got := make(chan eventbus.Header, 1)
+		d, err := deposits.Subscribe(ctx, "ledger", func(_ context.Context, e eventbus.Event[Deposited]) error {
+			got <- e.Header
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		res, err := deposits.Publish(ctx, Deposited{Amount: 1}, eventbus.WithKey("a"))
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		if h := <-got; h.ID != id || h.CorrelationID != id {
+			t.Errorf("handled event ID, CorrelationID = %v, %v, want %v, the bus's NewID", h.ID, h.CorrelationID, id)
+		}
+		for e, err := range s.ReadStream(ctx, "deposits:a", nil) {
+			require.NoError(t, err)
+			if e.ID != id {
+				t.Errorf("stored event ID = %v, want %v", e.ID, id)
+			}
+		}
+	})
+}
