@@ -217,3 +217,84 @@ func TestAggregateCacheAfterConflict(t *testing.T) {
 		t.Errorf("Load = %+v, %v, want balance 52 at revision 51", v, err)
 	}
 }
+
+// depositCount is a second state folded from the account events, as by
+// another view of the same stream: it counts the deposits.
+type depositCount struct{ Deposits int }
+
+func evolveDepositCount(c depositCount, e any) depositCount {
+	if _, ok := e.(Deposited); ok {
+		c.Deposits++
+	}
+	return c
+}
+
+// TestAggregateSnapshotsOfTwoStates checks that two Aggregates over one
+// stream whose states are of different types each keep their own latest
+// snapshot, rather than each overwriting the other's: on a stream whose
+// MaxCount hides the events before them, both load from their snapshots.
+func TestAggregateSnapshotsOfTwoStates(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		require.NoError(t, eventbus.Register[depositCount](reg, &eventbus.TypeOptions{Name: "account.deposits"}))
+		opts := &eventbus.AggregateOptions{SnapshotEvery: 1}
+		accounts := newAccounts(t, s, reg, opts)
+		counts, err := eventbus.NewAggregate(s, reg, evolveDepositCount, opts)
+		require.NoError(t, err)
+		setMetadata(t, s, "account-1", eventbus.StreamMetadata{MaxCount: 2})
+		for i := range 6 {
+			_, err := accounts.Execute(ctx, "account-1", deposit(1))
+			require.NoError(t, err, "Execute on Account %d", i)
+			// Each command sees the other's event: both snapshot.
+			_, err = counts.Execute(ctx, "account-1", func(depositCount) ([]any, error) {
+				return []any{Withdrawn{Amount: i % 2}}, nil
+			})
+			require.NoError(t, err, "Execute on depositCount %d", i)
+		}
+		snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+		if want := (eventbus.Snapshot[Account]{Revision: 10, State: Account{Balance: 4, Events: 11}}); err != nil || !ok || snap != want {
+			t.Errorf("LoadSnapshot[Account] = %+v, %v, %v, want %+v", snap, ok, err, want)
+		}
+		v, err := accounts.Load(ctx, "account-1")
+		if err != nil || v.State != (Account{Balance: 3, Events: 12}) || v.Expected != eventbus.Exact(11) {
+			t.Errorf("Load of Account = %+v, %v, want balance 3 after 12 events at revision 11", v, err)
+		}
+		c, err := counts.Load(ctx, "account-1")
+		if err != nil || c.State != (depositCount{Deposits: 6}) || c.Expected != eventbus.Exact(11) {
+			t.Errorf("Load of depositCount = %+v, %v, want 6 deposits at revision 11", c, err)
+		}
+	})
+}
+
+// TestLoadSnapshotSavedByEarlierRelease checks that a snapshot saved as
+// releases before per-type snapshot streams saved it, in "$snapshot-"
+// followed by the stream's name, is still loaded, until the state type
+// has a snapshot of its own, which is then the one loaded.
+func TestLoadSnapshotSavedByEarlierRelease(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		appendDeposits(t, s, reg, "account-1", 3)
+		e, err := reg.Encode(Account{Balance: 1000, Events: 2})
+		require.NoError(t, err)
+		e.Metadata = eventbus.Metadata{"eventbus.revision": "1"}
+		_, err = s.Append(ctx, "$snapshot-account-1", eventbus.Any, e)
+		require.NoError(t, err)
+
+		want := eventbus.Snapshot[Account]{Revision: 1, State: Account{Balance: 1000, Events: 2}}
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || !ok || snap != want {
+			t.Errorf("LoadSnapshot of an earlier release's snapshot = %+v, %v, %v, want %+v", snap, ok, err, want)
+		}
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 5})
+		v, err := accounts.Load(ctx, "account-1")
+		if err != nil || v.State != (Account{Balance: 1001, Events: 3}) {
+			t.Errorf("Load from an earlier release's snapshot = %+v, %v, want balance 1001 after 3 events", v, err)
+		}
+		_, err = accounts.Execute(ctx, "account-1", deposit(1))
+		require.NoError(t, err)
+		want = eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 2000, Events: 3}}
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", want))
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || !ok || snap != want {
+			t.Errorf("LoadSnapshot after SaveSnapshot = %+v, %v, %v, want %+v", snap, ok, err, want)
+		}
+	})
+}

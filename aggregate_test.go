@@ -201,7 +201,7 @@ type slowSnapshotStore struct {
 }
 
 func (s *slowSnapshotStore) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
-	if strings.HasPrefix(stream, "$snapshot-") && s.holding.CompareAndSwap(false, true) {
+	if strings.HasPrefix(stream, "$snapshot") && s.holding.CompareAndSwap(false, true) {
 		close(s.held)
 		<-s.release
 	}
@@ -374,7 +374,7 @@ func TestSnapshotStreamBounded(t *testing.T) {
 		check := func(s eventbus.Store) {
 			t.Helper()
 			n := 0
-			for _, err := range s.ReadStream(ctx, "$snapshot-account-1", nil) {
+			for _, err := range s.ReadStream(ctx, "$snapshot:account.state:account-1", nil) {
 				require.NoError(t, err)
 				n++
 			}

@@ -30,8 +30,21 @@ type Snapshot[T any] struct {
 // snapshotRevision is the metadata key of a snapshot's Revision.
 const snapshotRevision = "eventbus.revision"
 
-// snapshotStream returns the system stream that holds stream's snapshots.
-func snapshotStream(stream string) string { return systemStream("$snapshot-", stream) }
+// snapshotStream returns the system stream that holds stream's snapshots
+// of the state registered as name. Each state type has its own, since a
+// snapshot stream shows only its latest snapshot: two [Aggregate]s of
+// different states over one stream would otherwise replace each other's.
+// A type name has no ':', so no two names and streams share one, nor any
+// with a [legacySnapshotStream].
+func snapshotStream(name, stream string) string {
+	return systemStream("$snapshot:"+name+":", stream)
+}
+
+// legacySnapshotStream returns the system stream that held stream's
+// snapshots, of every state type, before each had a [snapshotStream].
+func legacySnapshotStream(stream string) string {
+	return systemStream("$snapshot-", stream)
+}
 
 // SaveSnapshot stores snap as the latest snapshot of stream in s, encoded
 // by r, whose registration of T (see [Register]) gives the snapshot's
@@ -49,13 +62,18 @@ func snapshotStream(stream string) string { return systemStream("$snapshot-", st
 // fail every later load; a state that decodes to another value is saved
 // (see [Snapshot]).
 //
-// Snapshots live in the system stream "$snapshot-" followed by the
-// stream's name (or, for a name too long for that or starting with
-// "sha256:", "$snapshot-sha256:" and its hash). Only the latest one is
+// Snapshots live in a system stream of their own for each state type and
+// stream: "$snapshot:", T's type name, ':' and the stream's name (or, for
+// a name too long for that or starting with "sha256:", "sha256:" and its
+// hash in place of the name), so that states of different types folded
+// from one stream keep their snapshots apart. Only the latest one is
 // ever read, so SaveSnapshot gives that stream MaxCount 1 (see
 // [StreamMetadata]): reads show no older snapshot, though the store still
 // holds them (a [MemoryStore] for good, a [FileStore] until its retention
-// deletes their segment).
+// deletes their segment). Earlier releases kept the snapshots of
+// every state type in one stream, "$snapshot-" followed by the stream's
+// name; [LoadSnapshot] reads the latest one there while T has none of its
+// own.
 //
 // A latest snapshot of a later revision, saved with the same type name and
 // schema version, is kept: SaveSnapshot then saves nothing and returns
@@ -77,7 +95,8 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	// LoadSnapshot finds a snapshot by T's registration, where Encode uses
 	// the state's dynamic type: one saved for an interface T never loads.
 	var zero T
-	if _, err := r.entryFor(zero); err != nil {
+	entry, err := r.entryFor(zero)
+	if err != nil {
 		return fmt.Errorf("SaveSnapshot: state type %v: %w", reflect.TypeFor[T](), err)
 	}
 	e, err := r.Encode(snap.State)
@@ -105,7 +124,7 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		return fmt.Errorf("%w: SaveSnapshot: stream %q has no revision %d (its current life has revisions %d to %d); Revision is the revision of the last event folded into the state", ErrInvalid, stream, snap.Revision, info.Start, info.Revision)
 	}
 	e.Metadata = Metadata{snapshotRevision: strconv.FormatUint(snap.Revision, 10)}
-	return appendLatest(ctx, s, snapshotStream(stream), e, func(latest RecordedEvent) bool {
+	return appendLatest(ctx, s, snapshotStream(entry.name, stream), e, func(latest RecordedEvent) bool {
 		rev, err := strconv.ParseUint(latest.Metadata[snapshotRevision], 10, 64)
 		return err == nil && rev > snap.Revision && latest.Type == e.Type && max(latest.SchemaVersion, 1) == e.SchemaVersion
 	})
@@ -167,31 +186,33 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 	if err := checkStream(stream); err != nil {
 		return none, false, err
 	}
-	for e, err := range s.ReadStream(ctx, snapshotStream(stream), &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
-		if err != nil {
-			return none, false, err
-		}
-		// A later version, as an older release sees one saved by a
-		// newer, has no upcaster down to T's.
-		if e.Type != entry.name || max(e.SchemaVersion, 1) > entry.version {
-			return none, false, nil
-		}
-		rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
-		if err != nil {
-			return none, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
-		}
-		// Asked after the read, since a stream's revision only grows: a
-		// snapshot saved concurrently is of a revision the stream has.
-		info, err := s.StreamInfo(ctx, stream)
-		if err != nil {
-			return none, false, err
-		}
-		if !info.Exists || rev > info.Revision || rev < info.Start {
-			return none, false, nil
-		}
-		return storedSnapshot[T]{rev: rev, data: e.EventData, version: entry.version}, true, nil
+	e, ok, err := readLatest(ctx, s, snapshotStream(entry.name, stream))
+	if err == nil && !ok {
+		// One saved before each state type had its own stream.
+		e, ok, err = readLatest(ctx, s, legacySnapshotStream(stream))
 	}
-	return none, false, nil
+	if err != nil || !ok {
+		return none, false, err
+	}
+	// A later version, as an older release sees one saved by a
+	// newer, has no upcaster down to T's.
+	if e.Type != entry.name || max(e.SchemaVersion, 1) > entry.version {
+		return none, false, nil
+	}
+	rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
+	if err != nil {
+		return none, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
+	}
+	// Asked after the read, since a stream's revision only grows: a
+	// snapshot saved concurrently is of a revision the stream has.
+	info, err := s.StreamInfo(ctx, stream)
+	if err != nil {
+		return none, false, err
+	}
+	if !info.Exists || rev > info.Revision || rev < info.Start {
+		return none, false, nil
+	}
+	return storedSnapshot[T]{rev: rev, data: e.EventData, version: entry.version}, true, nil
 }
 
 // decode returns the state of stream's snapshot s, upcast to T's version.
@@ -206,4 +227,13 @@ func (s storedSnapshot[T]) decode(r *Registry, stream string) (T, error) {
 		return zero, fmt.Errorf("%w: snapshot of %q decodes to %T, not %T", ErrInvalid, stream, v, zero)
 	}
 	return state, nil
+}
+
+// readLatest returns the last event that stream shows, and whether it
+// shows one.
+func readLatest(ctx context.Context, s Store, stream string) (RecordedEvent, bool, error) {
+	for e, err := range s.ReadStream(ctx, stream, &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
+		return e, err == nil, err
+	}
+	return RecordedEvent{}, false, nil
 }
