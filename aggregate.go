@@ -115,11 +115,12 @@ type Version[T any] struct {
 // after none) is no longer read from the stream, it returns an error
 // wrapping [ErrTruncated] that names the missing revisions. A snapshot
 // that does not decode into T (its type changed without a new schema
-// version, see [LoadSnapshot]), or that is of an older schema version with
-// no upcasters to T's, is passed over: Load replays the events it stands
-// for, and if they are no longer read, its ErrTruncated error wraps the
-// snapshot's decode error too (one wrapping [ErrUnknownEvent] for a
-// missing upcaster). If the stream
+// version, see [LoadSnapshot]), that is of an older schema version with
+// no upcasters to T's, or whose stored revision does not parse, is passed
+// over: Load replays the events it stands for, and if they are no longer
+// read, its ErrTruncated error wraps the snapshot's decode error too (one
+// wrapping [ErrUnknownEvent] for a missing upcaster, [ErrInvalid] for a
+// bad revision). If the stream
 // changes under each of several reads in a row (soft-deleted again and
 // again), it gives up with an error wrapping [ErrWrongExpectedVersion], as
 // for a conflict with another writer; if the store reads the stream out of
@@ -242,8 +243,13 @@ func (a *Aggregate[T, E]) loaded(stream string, v Version[T], hit bool) Version[
 // for Load to report if it cannot replay those events either.
 func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version[T]) (_ Version[T], skipped, err error) {
 	snap, ok, err := latestSnapshot[T](ctx, a.store, a.reg, stream)
-	if err != nil || !ok || (v.Expected != NoStream && snap.rev <= v.Expected.rev) {
+	switch {
+	case err != nil || !ok:
 		return v, nil, err
+	case snap.bad != nil: // of no known revision, so never used
+		return v, snap.bad, nil
+	case v.Expected != NoStream && snap.rev <= v.Expected.rev:
+		return v, nil, nil
 	}
 	state, err := snap.decode(a.reg, stream)
 	if err != nil {

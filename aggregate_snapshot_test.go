@@ -298,3 +298,49 @@ func TestLoadSnapshotSavedByEarlierRelease(t *testing.T) {
 		}
 	})
 }
+
+// TestAggregateSnapshotWithBadRevision checks that a snapshot whose
+// revision metadata does not parse is passed over as one that does not
+// decode is: LoadSnapshot returns an error wrapping ErrInvalid, Load and
+// Execute replay the stream's events instead, and the next snapshot
+// replaces it. Where the events are hidden, Load's error wraps
+// ErrTruncated and the snapshot's error.
+func TestAggregateSnapshotWithBadRevision(t *testing.T) {
+	for _, md := range []eventbus.Metadata{nil, {"eventbus.revision": "x"}, {"eventbus.revision": "-1"}} {
+		eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+			ctx := t.Context()
+			appendDeposits(t, s, reg, "account-1", 3)
+			e, err := reg.Encode(Account{Balance: 1000, Events: 2})
+			require.NoError(t, err)
+			e.Metadata = md
+			_, err = s.Append(ctx, "$snapshot:account.state:account-1", eventbus.Any, e)
+			require.NoError(t, err)
+
+			if _, _, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("LoadSnapshot, metadata %v = %v, want %v", md, err, eventbus.ErrInvalid)
+			}
+			accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 4})
+			v, err := accounts.Load(ctx, "account-1")
+			if err != nil || v.State != (Account{Balance: 3, Events: 3}) {
+				t.Errorf("Load over a snapshot with metadata %v = %+v, %v, want balance 3 by replay", md, v, err)
+			}
+			res, err := accounts.Execute(ctx, "account-1", deposit(1))
+			if err != nil {
+				t.Fatalf("Execute over a snapshot with metadata %v = %v, want success", md, err)
+			}
+			want := eventbus.Snapshot[Account]{Revision: res.Revision, State: Account{Balance: 4, Events: 4}}
+			if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || !ok || snap != want {
+				t.Errorf("LoadSnapshot after Execute = %+v, %v, %v, want %+v", snap, ok, err, want)
+			}
+
+			e.ID = eventbus.NewID() // not taken for a retry of the first
+			_, err = s.Append(ctx, "$snapshot:account.state:account-1", eventbus.Any, e)
+			require.NoError(t, err)
+			setMetadata(t, s, "account-1", eventbus.StreamMetadata{MaxCount: 1})
+			v, err = accounts.Load(ctx, "account-1")
+			if !errors.Is(err, eventbus.ErrTruncated) || !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("Load of a truncated stream over a snapshot with metadata %v = %+v, %v, want %v and %v", md, v, err, eventbus.ErrTruncated, eventbus.ErrInvalid)
+			}
+		})
+	}
+}

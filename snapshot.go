@@ -144,8 +144,9 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // that does not exist, or one from before the stream's last soft delete
 // (see [StreamInfo].Start). A snapshot that does not decode into T (a
 // state type changed without a new schema version) gets the registry's
-// error; an [Aggregate] then replays the stream instead, and its next
-// snapshot replaces that one.
+// error, and one whose stored revision does not parse an error wrapping
+// [ErrInvalid]; an [Aggregate] then replays the stream instead, and its
+// next snapshot replaces that one.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
 	snap, ok, err := latestSnapshot[T](ctx, s, r, stream)
 	if err != nil || !ok {
@@ -166,10 +167,14 @@ type storedSnapshot[T any] struct {
 	rev     uint64    // the revision of the last event folded in
 	data    EventData // the encoded state
 	version int       // the schema version T is registered with
+	bad     error     // why rev is unknown, if it is: no use, as no decode
 }
 
 // latestSnapshot returns the latest snapshot of stream that has T's type
-// name and a schema version up to T's, and whether there is one.
+// name and a schema version up to T's, and whether there is one. One whose
+// revision does not parse is returned with bad set, for the caller to pass
+// over as one that does not decode: the events it stands for are in the
+// stream, and the next snapshot saved replaces it.
 func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (storedSnapshot[T], bool, error) {
 	var none storedSnapshot[T]
 	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
@@ -201,7 +206,7 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 	}
 	rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
 	if err != nil {
-		return none, false, fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)
+		return storedSnapshot[T]{bad: fmt.Errorf("%w: snapshot of %q at position %d: bad revision: %v", ErrInvalid, stream, e.Position, err)}, true, nil
 	}
 	// Asked after the read, since a stream's revision only grows: a
 	// snapshot saved concurrently is of a revision the stream has.
@@ -218,6 +223,9 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 // decode returns the state of stream's snapshot s, upcast to T's version.
 func (s storedSnapshot[T]) decode(r *Registry, stream string) (T, error) {
 	var zero T
+	if s.bad != nil {
+		return zero, s.bad
+	}
 	v, _, err := r.decode(s.data, s.version)
 	if err != nil {
 		return zero, fmt.Errorf("snapshot of %q: %w", stream, err)
