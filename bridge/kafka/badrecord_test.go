@@ -21,7 +21,8 @@ import (
 // own error. A payload that did not decode, or a type the registry did not
 // know, gave the codec's or the registry's error alone. The error quotes
 // no more than the start of a bad header: a schema version of 100,000
-// digits was quoted whole.
+// digits was quoted whole, and so were a type and an encoding of 100,000
+// bytes, in the registry's error.
 func TestConsumerBadRecordError(t *testing.T) {
 	checkNoLeaks(t)
 	id := []byte(eventbus.NewID().String())
@@ -35,6 +36,8 @@ func TestConsumerBadRecordError(t *testing.T) {
 		{name: "unknown type", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.unknown")}}, value: `{}`, also: eventbus.ErrUnknownEvent},
 		{name: "payload not JSON", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.placed")}}, value: `not json`},
 		{name: "large schema version", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.placed")}, {Key: "eventbus-schema-version", Value: []byte(strings.Repeat("9", 100_000))}}, value: `{}`},
+		{name: "large type", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte(strings.Repeat("x", 100_000))}}, value: `{}`, also: eventbus.ErrUnknownEvent},
+		{name: "large encoding", headers: []kgo.RecordHeader{{Key: "eventbus-id", Value: id}, {Key: "eventbus-type", Value: []byte("order.placed")}, {Key: "eventbus-encoding", Value: []byte(strings.Repeat("z", 100_000))}}, value: `{}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			brokers, reg := cluster(t, "orders").ListenAddrs(), registry(t)

@@ -117,6 +117,14 @@ func batchBytes(r *kgo.Record) int64 {
 	return recordBatchOverhead + int64(kbin.VarintLen(int32(n))) + int64(n)
 }
 
+// maxTypeLen and maxEncodingLen bound the headers of a record's type and
+// encoding: longer ones name nothing the registry knows, and its error,
+// which would quote them whole, quotes their start instead.
+const (
+	maxTypeLen     = 249 // the longest name of an event type
+	maxEncodingLen = 32
+)
+
 // parseRecord returns the event that r carries and its key. It fails with an
 // error wrapping eventbus.ErrInvalid for a record that no bridge produced.
 func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
@@ -127,6 +135,11 @@ func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
 		case k == headerID:
 			e.ID, err = eventbus.ParseID(string(h.Value))
 		case k == headerType:
+			if len(h.Value) > maxTypeLen {
+				// The registry's error would quote it whole; no
+				// registered type has so long a name.
+				err = fmt.Errorf("%w: %.32q... (%d bytes)", eventbus.ErrUnknownEvent, h.Value, len(h.Value))
+			}
 			e.Type = string(h.Value)
 		case k == headerSchemaVersion:
 			if e.SchemaVersion, err = strconv.Atoi(string(h.Value)); err != nil {
@@ -135,6 +148,10 @@ func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
 				err = fmt.Errorf("%.32q: %w", h.Value, errors.Unwrap(err))
 			}
 		case k == headerEncoding:
+			if len(h.Value) > maxEncodingLen {
+				// As for the type: no encoding has so long a name.
+				err = fmt.Errorf("unknown encoding %.32q... (%d bytes)", h.Value, len(h.Value))
+			}
 			e.Encoding = string(h.Value)
 		case k == headerCorrelationID:
 			e.CorrelationID, err = eventbus.ParseID(string(h.Value))
@@ -147,7 +164,7 @@ func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
 			e.Metadata[strings.TrimPrefix(k, headerMetadata)] = string(h.Value)
 		}
 		if err != nil {
-			return e, "", fmt.Errorf("%w: header %s of record %s/%d@%d: %v", eventbus.ErrInvalid, h.Key, r.Topic, r.Partition, r.Offset, err)
+			return e, "", fmt.Errorf("%w: header %s of record %s/%d@%d: %w", eventbus.ErrInvalid, h.Key, r.Topic, r.Partition, r.Offset, err)
 		}
 	}
 	if e.ID.IsZero() || e.Type == "" {
