@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -269,11 +270,13 @@ type RelayOptions struct {
 // and stops at the event again.
 //
 // One relay of a name may run at a time; a second one started elsewhere
-// produces every event twice.
+// produces every event twice. A Relay refuses a Run while one of its own
+// runs (see [Relay.Run]).
 type Relay struct {
-	store eventbus.Store
-	p     *Producer
-	o     RelayOptions
+	store   eventbus.Store
+	p       *Producer
+	o       RelayOptions
+	running atomic.Bool // a Run is running
 }
 
 // NewRelay returns a relay from s to Kafka through p. It returns an error
@@ -514,15 +517,21 @@ type pass struct {
 // checkpoint saves, and one for each record that waited for an earlier one
 // of its key) it waits for; franz-go's are the Producer's, and end after
 // Producer.Close (its connections' readers shortly after Close returns). On
-// a Relay not made by NewRelay, or with a nil ctx, it returns an error
-// wrapping eventbus.ErrInvalid.
+// a Relay not made by NewRelay, with a nil ctx, or while another Run of r
+// runs, it returns at once an error wrapping eventbus.ErrInvalid. Once Run
+// has returned, r may run again, from its checkpoint.
 func (r *Relay) Run(ctx context.Context) error {
 	switch {
 	case r == nil || r.store == nil:
 		return fmt.Errorf("%w: Relay.Run on a Relay not made by NewRelay", eventbus.ErrInvalid)
 	case ctx == nil:
 		return fmt.Errorf("%w: Relay.Run: nil context", eventbus.ErrInvalid)
+	case !r.running.CompareAndSwap(false, true):
+		// Two passes would produce every event twice, and save the
+		// checkpoint from two goroutines.
+		return fmt.Errorf("%w: Relay.Run of relay %q while it runs", eventbus.ErrInvalid, r.o.Name)
 	}
+	defer r.running.Store(false)
 	parent := ctx
 	from, err := r.o.Checkpoints.Load(ctx, r.o.Name)
 	if err != nil {
