@@ -40,16 +40,18 @@ type ConsumerOptions struct {
 	// Publish refuses, a topic with no Route that options in Client made
 	// it consume), with its error in the header "eventbus-error" and where
 	// it was read in [MetadataTopic], [MetadataPartition] and
-	// [MetadataOffset]. A copy too large for the dead-letter topic (over
-	// the client's batch limit, 1MB unless Client sets
-	// kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes) goes
-	// without the record's key, value and headers, its error (cut to its
-	// first kilobyte, as it may quote a large header) saying so. If empty,
-	// such a record stops Run with an error wrapping eventbus.ErrInvalid
-	// and the record's own, and is read again by the next run. A bad
-	// record read from the dead-letter topic itself (routed, or consumed
-	// through options in Client) is logged and skipped: it is there
-	// already, and written back it would come round for ever.
+	// [MetadataOffset], in place of any such headers of the record (a dead
+	// letter copied back to its topic). A copy too large for the
+	// dead-letter topic (over the client's batch limit, 1MB unless Client
+	// sets kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes)
+	// goes without the record's key, value and headers, its error (cut to
+	// its first kilobyte, as it may quote a large header) saying so. If
+	// empty, such a record stops Run with an error wrapping
+	// eventbus.ErrInvalid and the record's own, and is read again by the
+	// next run. A bad record read from the dead-letter topic itself
+	// (routed, or consumed through options in Client) is logged and
+	// skipped: it is there already, and written back it would come round
+	// for ever.
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
@@ -547,7 +549,17 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 		{Key: MetadataPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
 		{Key: MetadataOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 	}
-	h := append(r.Headers[:len(r.Headers):len(r.Headers)], kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())})
+	h := make([]kgo.RecordHeader, 0, len(r.Headers)+1+len(where))
+	for _, x := range r.Headers {
+		switch x.Key {
+		case headerError, MetadataTopic, MetadataPartition, MetadataOffset:
+			// Of a dead letter copied back to a topic: a reader taking
+			// the first header of a name would see them, not these.
+			continue
+		}
+		h = append(h, x)
+	}
+	h = append(h, kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())})
 	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(h, where...)}
 	err = cl.ProduceSync(ctx, dl).FirstErr()
 	if errors.Is(err, kerr.MessageTooLarge) {
