@@ -279,13 +279,17 @@ type Relay struct {
 	running atomic.Bool // a Run is running
 }
 
-// NewRelay returns a relay from s to Kafka through p. It returns an error
-// wrapping eventbus.ErrInvalid for missing or bad options.
+// NewRelay returns a relay from s to Kafka through p. The relay keeps a
+// copy of opts, so the caller may change them afterwards. It returns an
+// error wrapping eventbus.ErrInvalid for missing or bad options.
 func NewRelay(s eventbus.Store, p *Producer, opts *RelayOptions) (*Relay, error) {
 	if s == nil || !p.made() || opts == nil {
 		return nil, fmt.Errorf("%w: NewRelay needs a store, a producer made by NewProducer and options", eventbus.ErrInvalid)
 	}
 	o := *opts
+	// Read by the store's goroutine as the relay runs: a caller that
+	// reuses opts must not change them.
+	o.Filter.Types = slices.Clone(o.Filter.Types)
 	if !validName(o.Name, 200) {
 		return nil, fmt.Errorf("%w: relay name %q: want 1 to 200 letters, digits, '.', '_' and '-'", eventbus.ErrInvalid, o.Name)
 	}
