@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -132,13 +133,16 @@ type Consumer struct {
 type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key string) (bad, err error)
 
 // NewConsumer returns a Consumer that publishes on topics of bus, decoding
-// payloads with reg. It returns an error wrapping eventbus.ErrInvalid for
-// missing arguments or bad options.
+// payloads with reg. The Consumer keeps a copy of opts, so the caller may
+// change them afterwards. It returns an error wrapping eventbus.ErrInvalid
+// for missing arguments or bad options.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
 	if bus == nil || reg == nil || opts == nil {
 		return nil, fmt.Errorf("%w: NewConsumer needs a bus, a registry and options", eventbus.ErrInvalid)
 	}
 	o := *opts
+	// Read by Run: a caller that reuses opts must not change them.
+	o.Brokers, o.Client = slices.Clone(o.Brokers), slices.Clone(o.Client)
 	switch {
 	case len(o.Brokers) == 0:
 		return nil, fmt.Errorf("%w: NewConsumer needs brokers", eventbus.ErrInvalid)
