@@ -114,6 +114,16 @@ func runBusModel(t *testing.T, seed uint64) {
 		audited = map[int]error{}
 		nextN   = 1_000_000 // N of the next audit event
 	)
+	// locked runs f with mu held. A require in f that fails ends the test
+	// goroutine with runtime.Goexit, which runs the deferred Unlock: a
+	// handler waiting for mu then returns, so that the Close of newBus's
+	// cleanup ends and the failure is reported rather than the test
+	// hanging until its timeout.
+	locked := func(f func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		f()
+	}
 	subscribe(t, children, "kids", func(_ context.Context, e eventbus.Event[Order]) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -555,15 +565,15 @@ func runBusModel(t *testing.T, seed uint64) {
 			require.Equal(t, want, sent)
 			require.NoError(t, b.Flush(ctx))
 			again := dead()[m.name]
-			mu.Lock()
-			for n := range m.redriven {
-				if fresh[n] {
-					require.Equal(t, 1, m.done[n]+again[n], "%s: redriven event %d: handled %d times, dead-lettered %d", m.name, n, m.done[n], again[n])
-					continue
+			locked(func() {
+				for n := range m.redriven {
+					if fresh[n] {
+						require.Equal(t, 1, m.done[n]+again[n], "%s: redriven event %d: handled %d times, dead-lettered %d", m.name, n, m.done[n], again[n])
+						continue
+					}
+					require.Equal(t, 1, m.done[n], "%s: redriven event %d handled %d times", m.name, n, m.done[n])
 				}
-				require.Equal(t, 1, m.done[n], "%s: redriven event %d handled %d times", m.name, n, m.done[n])
-			}
-			mu.Unlock()
+			})
 		}
 		check(false, false)
 	}

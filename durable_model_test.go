@@ -144,14 +144,20 @@ func runDurableModel(t *testing.T, seed uint64) {
 		caught := len(data) > 0 && (final || rng.IntN(3) == 0)
 		if caught {
 			require.NoError(t, d.WaitFor(ctx, last), "run %d: WaitFor(%d)", run, last)
-			mu.Lock()
-			for pos := range data {
-				// Idempotency skips the events handled before.
-				if pos >= checkpoint && !(idempotent && total[pos] > 0) {
-					require.NotZero(t, attempts[pos], "run %d: event %d from checkpoint %d on never handed out", run, pos, checkpoint)
+			// Under a deferred Unlock: a failing require ends this
+			// goroutine with Goexit, and a handler still running must
+			// not wait for mu forever, or Close in newBus's cleanup
+			// would, and the failure would never be reported.
+			func() {
+				mu.Lock()
+				defer mu.Unlock()
+				for pos := range data {
+					// Idempotency skips the events handled before.
+					if pos >= checkpoint && !(idempotent && total[pos] > 0) {
+						require.NotZero(t, attempts[pos], "run %d: event %d from checkpoint %d on never handed out", run, pos, checkpoint)
+					}
 				}
-			}
-			mu.Unlock()
+			}()
 		} else if rng.IntN(2) == 0 {
 			synctest.Wait()
 		}
