@@ -211,7 +211,11 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 		if env == nil {
 			env = new(envelope[T])
 		}
-		defer s.envs.Put(env)
+		defer func() {
+			// Let go of the payload and metadata: the pool keeps env.
+			*env = envelope[T]{}
+			s.envs.Put(env)
+		}()
 	}
 	// Publishers run concurrently, so counting costs a lock: Sync mode
 	// counts only with Options.Metrics.
