@@ -423,8 +423,16 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 		return nil, err
 	}
 	switch {
-	case o.Sync > SyncNever || o.SyncInterval < 0 || o.MaxSegmentSize < 0 || o.RetainAge < 0 || o.RetainSize < 0:
-		return nil, fmt.Errorf("%w: FileStoreOptions: bad Sync, SyncInterval, MaxSegmentSize, RetainAge or RetainSize", ErrInvalid)
+	case o.Sync > SyncNever:
+		return nil, fmt.Errorf("%w: FileStoreOptions: Sync %d is not SyncAlways, SyncInterval or SyncNever", ErrInvalid, o.Sync)
+	case o.SyncInterval < 0:
+		return nil, fmt.Errorf("%w: FileStoreOptions: SyncInterval %v is negative", ErrInvalid, o.SyncInterval)
+	case o.MaxSegmentSize < 0:
+		return nil, fmt.Errorf("%w: FileStoreOptions: MaxSegmentSize %d is negative", ErrInvalid, o.MaxSegmentSize)
+	case o.RetainAge < 0:
+		return nil, fmt.Errorf("%w: FileStoreOptions: RetainAge %v is negative", ErrInvalid, o.RetainAge)
+	case o.RetainSize < 0:
+		return nil, fmt.Errorf("%w: FileStoreOptions: RetainSize %d is negative", ErrInvalid, o.RetainSize)
 	case maxBatch > maxRecord/2:
 		return nil, fmt.Errorf("%w: FileStoreOptions: MaxBatchSize %d is more than %d", ErrInvalid, maxBatch, maxRecord/2)
 	case o.MaxSegmentSize > 1<<30:

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -423,5 +424,33 @@ func TestFileStoreLetsGoOfLargeWrites(t *testing.T) {
 	for e, err := range s.ReadStream(ctx, "large", nil) {
 		require.NoError(t, err)
 		require.Equal(t, data, e.Data)
+	}
+}
+
+// TestOpenFileStoreBadOptionsSayWhich checks that OpenFileStore's error for
+// a bad option wraps ErrInvalid and names that option and its value: it
+// said "bad Sync, SyncInterval, MaxSegmentSize, RetainAge or RetainSize",
+// leaving the caller to guess which of five and why.
+func TestOpenFileStoreBadOptionsSayWhich(t *testing.T) {
+	tests := []struct {
+		opts eventbus.FileStoreOptions
+		want string
+	}{
+		{eventbus.FileStoreOptions{Sync: 7}, "Sync 7"},
+		{eventbus.FileStoreOptions{SyncInterval: -time.Second}, "SyncInterval -1s"},
+		{eventbus.FileStoreOptions{MaxSegmentSize: -5}, "MaxSegmentSize -5"},
+		{eventbus.FileStoreOptions{RetainAge: -time.Hour}, "RetainAge -1h0m0s"},
+		{eventbus.FileStoreOptions{RetainSize: -9}, "RetainSize -9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			s, err := eventbus.OpenFileStore(t.TempDir(), &tt.opts)
+			if s != nil {
+				s.Close()
+			}
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), tt.want) {
+				t.Errorf("OpenFileStore with %s = %v, want ErrInvalid naming it", tt.want, err)
+			}
+		})
 	}
 }
