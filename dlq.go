@@ -317,6 +317,11 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)
 // In Async mode it waits for room in a full queue, as Publish does; with a
 // handler's context (a [DeadLetterSink] gets one), which might be waiting
 // for its own worker, it never waits and queues past the bound.
+//
+// A Sync-mode handler that calls runtime.Goexit (see [Handler]) ends the
+// goroutine that called Redrive, as it ends a publisher: Redrive does not
+// return, and the dead letter it was redriving stays in the queue as it
+// was, with those not sent yet, in their places.
 func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int, error) {
 	if q == nil {
 		return 0, fmt.Errorf("%w: Redrive on a nil DeadLetterQueue", ErrInvalid)
@@ -325,20 +330,36 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 		return 0, err
 	}
 	taken := q.take(f)
-	for i := range taken {
+	i, returned := 0, false
+	defer func() {
+		if !returned {
+			// A Sync-mode handler called runtime.Goexit, which ends this
+			// goroutine as it ends a publisher's: the dead letter it ran
+			// for and those not sent yet are not lost with it.
+			q.restore(taken[i:])
+		}
+	}()
+	for ; i < len(taken); i++ {
 		dl := &taken[i]
 		env := dl.Envelope
 		env.Attempt = 0
 		if err := dl.redrive(ctx, &env); err != nil {
 			err = fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
-			q.mu.Lock()
-			q.putBack(taken[i:])
-			// Dead letters that came meanwhile may leave no room for them
-			// all: the oldest go, as when the queue is full.
-			q.evict(0)
-			q.mu.Unlock()
+			returned = true
+			q.restore(taken[i:])
 			return i, err
 		}
 	}
+	returned = true
 	return len(taken), nil
+}
+
+// restore puts back dead letters that Redrive took and did not send.
+func (q *DeadLetterQueue) restore(unsent []DeadLetter) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.putBack(unsent)
+	// Dead letters that came meanwhile may leave no room for them all: the
+	// oldest go, as when the queue is full.
+	q.evict(0)
 }

@@ -1004,3 +1004,48 @@ func TestFailedRedriveKeepsOrder(t *testing.T) {
 		t.Errorf("All once full (-want +got):\n%s", diff)
 	}
 }
+
+// TestSyncRedriveGoexitKeepsDeadLetters redrives three dead letters of a
+// Sync-mode topic whose handler calls runtime.Goexit for the first: that
+// ends Redrive's goroutine, as it ends a publisher's, but the dead letter
+// it was handling and the two not sent yet stay in the queue, in order.
+func TestSyncRedriveGoexitKeepsDeadLetters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+		orders := newTopic[Order](t, b, "orders", nil)
+		var mu sync.Mutex
+		fixed := false
+		subscribe(t, orders, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !fixed {
+				return errFlaky
+			}
+			if e.Payload.N == 1 {
+				runtime.Goexit()
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for i := 1; i <= 3; i++ {
+			require.ErrorIs(t, orders.Publish(ctx, Order{N: i}), errFlaky)
+		}
+		mu.Lock()
+		fixed = true
+		mu.Unlock()
+		q := b.DeadLetters()
+		returned := false
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = q.Redrive(ctx, eventbus.DeadLetterFilter{})
+			returned = true
+		}()
+		<-done
+		require.False(t, returned, "the handler's Goexit ended Redrive's goroutine")
+		want := []string{"orders/s/1", "orders/s/2", "orders/s/3"}
+		if diff := cmp.Diff(want, collect(q, eventbus.DeadLetterFilter{})); diff != "" {
+			t.Errorf("All after a Redrive ended by Goexit (-want +got):\n%s", diff)
+		}
+	})
+}
