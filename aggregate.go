@@ -64,7 +64,9 @@ type Aggregate[T, E any] struct {
 // NewAggregate returns an Aggregate over s whose events r decodes and
 // evolve folds into a state, starting from the zero T. It returns an error
 // wrapping [ErrInvalid] for a nil argument, a Registry not made by
-// [NewRegistry] or a negative option, or [ErrUnknownEvent] if
+// [NewRegistry], a negative option or an E of an older schema version
+// (events load upcast to the latest, which such an E cannot hold: use the
+// latest version's Go type, or an interface), or [ErrUnknownEvent] if
 // SnapshotEvery is set and T is not registered in r.
 func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) T, opts *AggregateOptions) (*Aggregate[T, E], error) {
 	var o AggregateOptions
@@ -79,6 +81,9 @@ func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) 
 	}
 	if err := r.check(); err != nil {
 		return nil, fmt.Errorf("NewAggregate: %w", err)
+	}
+	if err := checkLatest[E](r); err != nil {
+		return nil, fmt.Errorf("NewAggregate: events: %w", err)
 	}
 	if o.SnapshotEvery > 0 {
 		var zero T

@@ -730,6 +730,41 @@ func TestNewAggregateInvalid(t *testing.T) {
 	}
 }
 
+// userCount is a state folded from user events, for
+// TestAggregateOldVersionRefused.
+type userCount struct{ Users int }
+
+// TestAggregateOldVersionRefused makes an Aggregate whose event type is the
+// Go type of an old schema version of an event type: its stream's events
+// load upcast to the latest version, which that type cannot hold, so every
+// Load of a stream with an event and every Execute with one would fail.
+// NewAggregate refuses it, as SubscribeDurable does; the latest version's
+// type, a type not registered and an interface are taken.
+func TestAggregateOldVersionRefused(t *testing.T) {
+	s, _ := backends[0].open(t)
+	reg := newUserRegistry(t, nil)
+	count := func(c userCount, _ any) userCount { c.Users++; return c }
+	if _, err := eventbus.NewAggregate(s, reg, func(c userCount, e userV1) userCount { return count(c, e) }, nil); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("NewAggregate[userCount, userV1] = %v, want %v", err, eventbus.ErrInvalid)
+	}
+	if _, err := eventbus.NewAggregate(s, reg, func(c userCount, e *userV2) userCount { return count(c, e) }, nil); err != nil {
+		t.Errorf("NewAggregate[userCount, *userV2], not registered = %v, want nil", err)
+	}
+	latest, err := eventbus.NewAggregate(s, reg, func(c userCount, e userV3) userCount { return count(c, e) }, nil)
+	require.NoError(t, err)
+	_, err = eventbus.NewAggregate(s, reg, count, nil)
+	require.NoError(t, err)
+
+	ctx := context.Background()
+	_, err = latest.Execute(ctx, "user-1", func(userCount) ([]userV3, error) { return []userV3{{First: "Ada"}}, nil })
+	require.NoError(t, err)
+	v, err := latest.Load(ctx, "user-1")
+	require.NoError(t, err)
+	if v.State.Users != 1 {
+		t.Errorf("Load(user-1) = %+v, want 1 user", v.State)
+	}
+}
+
 func TestEventSourcingNilContext(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		accounts := newAccounts(t, s, reg, nil)

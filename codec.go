@@ -216,6 +216,22 @@ func (r *Registry) latest(name string) int {
 	return 0
 }
 
+// checkLatest returns an error wrapping ErrInvalid if E is the Go type of
+// an older schema version than the latest registered in r for its event
+// type: [Decode] upcasts every event to the latest version, so none would
+// decode to E. An E not registered, such as an interface, passes.
+func checkLatest[E any](r *Registry) error {
+	var zero E
+	entry, err := r.entryFor(zero)
+	if err != nil {
+		return nil
+	}
+	if latest := r.latest(entry.name); entry.version != latest {
+		return fmt.Errorf("%w: %v is version %d of %q, whose latest is %d: events are upcast to the latest, so none would decode to it; use the latest version's Go type", ErrInvalid, reflect.TypeFor[E](), entry.version, entry.name, latest)
+	}
+	return nil
+}
+
 // Encode returns payload v, whose Go type must be registered, as an event
 // to append, with a new ID. It returns an error wrapping [ErrUnknownEvent]
 // for a type not registered, or the codec's error (a [*PanicError] for a

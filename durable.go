@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -291,11 +290,8 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 	if err := r.check(); err != nil { // a nil Registry, or one NewRegistry did not make
 		return nil, fmt.Errorf("registry to decode the events: %w", err)
 	}
-	var zero E
-	if entry, err := r.entryFor(zero); err == nil { // E is a registered Go type, not an interface
-		if latest := r.latest(entry.name); entry.version != latest {
-			return nil, fmt.Errorf("%w: %v is version %d of %q, whose latest is %d: events are upcast to the latest, so none would decode to it; subscribe with the latest version's Go type", ErrInvalid, reflect.TypeFor[E](), entry.version, entry.name, latest)
-		}
+	if err := checkLatest[E](r); err != nil {
+		return nil, err
 	}
 	return func(ctx context.Context, e Event[RecordedEvent]) error {
 		p, version, err := decodeLatest[E](r, e.Payload.EventData)
