@@ -53,7 +53,9 @@ import (
 //
 // Reads return lazy iterators: they read as the loop advances, never load
 // the whole log, and see the events committed when the loop starts. The
-// first error ends the sequence. [Store.ReadStream] applies the stream's
+// first error ends the sequence. Reads and subscriptions keep a copy of
+// their options: the caller may change or reuse them, Filter.Types
+// included, once the call returns. [Store.ReadStream] applies the stream's
 // deletion and [StreamMetadata] (max count, max age); [Store.ReadAll] and
 // [Store.Subscribe] see every committed event, as EventStoreDB's $all does.
 //
@@ -732,10 +734,7 @@ func stateOf(ctx context.Context, s snapshotter, mu *sync.RWMutex, closed *atomi
 
 // readAll is [Store.ReadAll] for store s.
 func readAll(ctx context.Context, s snapshotter, closed *atomic.Bool, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
-	var o ReadOptions
-	if opts != nil {
-		o = *opts
-	}
+	o := copyReadOptions(opts)
 	return func(yield func(RecordedEvent, error) bool) { yieldAll(ctx, s, closed, &o, yield) }
 }
 
@@ -780,6 +779,8 @@ func (s catchUp) subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq
 	if opts != nil {
 		o = *opts
 	}
+	// The caller may reuse its options, Types included, while this runs.
+	o.Filter.Types = slices.Clone(o.Filter.Types)
 	return func(yield func(RecordedEvent, error) bool) { s.run(ctx, o, yield) }
 }
 
@@ -867,6 +868,17 @@ func (w *waiters) wake() {
 	}
 }
 
+// copyReadOptions returns a copy of opts (nil: the zero ReadOptions) that
+// the caller's later changes, to Filter.Types too, leave alone.
+func copyReadOptions(opts *ReadOptions) ReadOptions {
+	var o ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.Filter.Types = slices.Clone(o.Filter.Types)
+	return o
+}
+
 // checkReadStream validates the arguments of ReadStream.
 func checkReadStream(stream string, o *ReadOptions) error {
 	if err := checkStream(stream); err != nil {
@@ -913,10 +925,7 @@ func (k *streamKeep) keep(e *RecordedEvent) bool {
 // readStream is [Store.ReadStream] for store s: it reads the events of the
 // stream's current life, within its max count and max age.
 func readStream(ctx context.Context, s snapshotter, closed *atomic.Bool, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error] {
-	var o ReadOptions
-	if opts != nil {
-		o = *opts
-	}
+	o := copyReadOptions(opts)
 	return func(yield func(RecordedEvent, error) bool) { yieldStream(ctx, s, closed, stream, &o, yield) }
 }
 

@@ -1315,3 +1315,48 @@ func TestStoreDoneContext(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreReadsKeepTheirTypes checks that a read or subscription keeps
+// the filter's types as they were when it was made: a caller reusing its
+// options, and their Types slice, for another read changes neither the
+// first read's selection nor, for a subscription read in another
+// goroutine, races with it.
+func TestStoreReadsKeepTheirTypes(t *testing.T) {
+	mem, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	file := openFile(t, t.TempDir(), nil)
+	for name, s := range map[string]eventbus.Store{"MemoryStore": mem, "FileStore": file} {
+		e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1", Data: []byte("x")}
+		if _, err := s.Append(t.Context(), "s", eventbus.NoStream, e); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		ro := &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}
+		so := &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}, CaughtUp: func(uint64) { cancel() }}
+		reads := map[string]iter.Seq2[eventbus.RecordedEvent, error]{
+			"ReadStream": s.ReadStream(t.Context(), "s", ro),
+			"ReadAll":    s.ReadAll(t.Context(), ro),
+			"Subscribe":  s.Subscribe(ctx, so),
+		}
+		ro.Filter.Types[0], so.Filter.Types[0] = "t2", "t2" // for the next reads
+		for call, seq := range reads {
+			n := 0
+			for _, err := range seq {
+				if err != nil {
+					if !errors.Is(err, context.Canceled) {
+						t.Errorf("%s: %s: %v", name, call, err)
+					}
+					break
+				}
+				n++
+			}
+			if n != 1 {
+				t.Errorf("%s: %s of type t1, its options' Types changed after the call: %d events, want 1", name, call, n)
+			}
+		}
+		cancel()
+	}
+}
