@@ -62,6 +62,7 @@ type Options struct {
 	// 10,000. The oldest entry is evicted (and counted) when it is full.
 	DeadLetterCapacity int
 	// DeadLetterSink, if set, receives every dead letter as it is made.
+	// A nil DeadLetterFunc is invalid.
 	DeadLetterSink DeadLetterSink
 	// Metrics times every attempt, filling the latency histograms of
 	// [Bus.Metrics], and counts Published per topic. It costs a clock read
@@ -111,6 +112,11 @@ func (o *Options) resolve() error {
 	}
 	if err := checkMiddleware("Options", o.Middleware); err != nil {
 		return err
+	}
+	// Put on a nil DeadLetterFunc fails every dead letter, and each failure
+	// holds back the checkpoint of a durable subscription for good.
+	if f, ok := o.DeadLetterSink.(DeadLetterFunc); ok && f == nil {
+		return fmt.Errorf("%w: Options.DeadLetterSink is a nil DeadLetterFunc", ErrInvalid)
 	}
 	return o.Retry.validate()
 }
@@ -172,7 +178,8 @@ type Bus struct {
 }
 
 // New returns a running bus configured by opts; nil means the defaults. It
-// returns an error wrapping [ErrInvalid] for out-of-range options.
+// returns an error wrapping [ErrInvalid] for out-of-range options, a nil
+// middleware or a nil [DeadLetterFunc] as the sink.
 func New(opts *Options) (*Bus, error) {
 	var o Options
 	if opts != nil {

@@ -69,8 +69,13 @@ type DeadLetterSink interface {
 // DeadLetterFunc adapts a function to a [DeadLetterSink].
 type DeadLetterFunc func(ctx context.Context, dl DeadLetter) error
 
-// Put calls f(ctx, dl).
-func (f DeadLetterFunc) Put(ctx context.Context, dl DeadLetter) error { return f(ctx, dl) }
+// Put calls f(ctx, dl). A nil f returns an error wrapping [ErrInvalid].
+func (f DeadLetterFunc) Put(ctx context.Context, dl DeadLetter) error {
+	if f == nil {
+		return fmt.Errorf("%w: Put on a nil DeadLetterFunc", ErrInvalid)
+	}
+	return f(ctx, dl)
+}
 
 // DeadLetterFilter selects dead letters. Its zero value selects all; each
 // set field narrows the selection.

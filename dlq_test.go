@@ -1049,3 +1049,29 @@ func TestSyncRedriveGoexitKeepsDeadLetters(t *testing.T) {
 		}
 	})
 }
+
+// TestNilDeadLetterFunc checks that New refuses a nil DeadLetterFunc as
+// the sink, with an error wrapping ErrInvalid that names the option, and
+// that Put on one returns such an error: New took it, and each dead letter
+// then failed the sink with a *PanicError of a nil func call, counted and
+// logged, which held a durable subscription's checkpoint back for good.
+func TestNilDeadLetterFunc(t *testing.T) {
+	var f eventbus.DeadLetterFunc
+	b, err := eventbus.New(&eventbus.Options{DeadLetterSink: f})
+	if b != nil {
+		require.NoError(t, b.Close())
+	}
+	if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "Options.DeadLetterSink") {
+		t.Errorf("New(Options{DeadLetterSink: nil DeadLetterFunc}) = %v, want ErrInvalid naming Options.DeadLetterSink", err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("Put on a nil DeadLetterFunc panicked: %v", r)
+			}
+		}()
+		if err := f.Put(context.Background(), eventbus.DeadLetter{}); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("Put on a nil DeadLetterFunc = %v, want ErrInvalid", err)
+		}
+	}()
+}

@@ -77,6 +77,12 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 		o.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
 	var sink *watchedSink
+	// The wrapper would hide a nil DeadLetterFunc from New, which
+	// refuses it.
+	if f, ok := o.DeadLetterSink.(eventbus.DeadLetterFunc); ok && f == nil {
+		t.Fatalf("eventbustest: NewBus: Options.DeadLetterSink is a nil DeadLetterFunc")
+		return nil // t.Fatalf does not return, unless t is a fake
+	}
 	if o.DeadLetterSink != nil {
 		sink = &watchedSink{DeadLetterSink: o.DeadLetterSink}
 		o.DeadLetterSink = sink

@@ -46,6 +46,20 @@ func TestNewBusBadOptions(t *testing.T) {
 	spy.wantFailure(t, "NewBus:", "QueueSize")
 }
 
+// TestNewBusNilDeadLetterFunc checks that NewBus stops the test when given
+// a nil DeadLetterFunc as the sink, as eventbus.New refuses one: NewBus
+// wrapped it in a sink of its own, which hid it from New, so every dead
+// letter then failed the sink with a panic.
+func TestNewBusNilDeadLetterFunc(t *testing.T) {
+	spy := newSpy(t)
+	var b *eventbus.Bus
+	spy.run(func() {
+		b = eventbustest.NewBus(spy, &eventbus.Options{DeadLetterSink: eventbus.DeadLetterFunc(nil)})
+	})
+	require.Nil(t, b)
+	spy.wantFailure(t, "NewBus:", "Options.DeadLetterSink")
+}
+
 // TestNewBusDrainsAtEnd checks that events still queued when the test ends
 // are handled, and that this is no failure.
 func TestNewBusDrainsAtEnd(t *testing.T) {
