@@ -45,6 +45,16 @@ type RegistryOptions struct {
 type TypeOptions struct {
 	// Name is the event type name; empty means the payload's EventType()
 	// or GetEventType() method, else the Go type's name, as for topics.
+	// Stored events and snapshots are found and decoded by this name, so
+	// it must not change once some are stored: renaming a Go type that
+	// takes its name from it renames its events, and those stored under
+	// the old name then fail to decode with an error wrapping
+	// [ErrUnknownEvent], while the snapshots of a state type so renamed
+	// are no longer found (a load replays its stream instead, and fails
+	// with [ErrTruncated] if that hides events). Set Name, or give the
+	// type an EventType method, to keep a name through a rename.
+	// Upcasters join versions of one name only: to read the events of an
+	// old name after all, register a Go type under it as well.
 	Name string
 	// Version is the schema version that this Go type encodes; zero means 1.
 	// Register older versions' Go types under the same name to read old
