@@ -14,7 +14,9 @@ type AggregateOptions struct {
 	// [SaveSnapshot]) each time a command takes the stream past a multiple
 	// of this many events, so that loading replays fewer of them. The state
 	// type must then be registered in the Registry, with a codec that gives
-	// it back unchanged (see [Snapshot]). Zero means never, and then
+	// it back unchanged (see [Snapshot]), and its encoding must fit in
+	// the store's MaxEventSize: a snapshot that fails to save is skipped
+	// without a word (see [Aggregate.Execute]). Zero means never, and then
 	// [Aggregate.Load] reads no snapshot either, not even one saved by a
 	// call of SaveSnapshot: set it to use those.
 	SnapshotEvery int
@@ -321,8 +323,12 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // wrapping [ErrTruncated], before decide runs; or the store's or the
 // registry's error, such as [Decode]'s for an event that the registry
 // cannot read back, which is not appended. A snapshot that fails to save
-// is skipped, since the events are committed: the next load replays a few
-// more events.
+// is skipped without a word, since the events are committed: the next
+// load replays a few more events. One that fails every time, as a state
+// grown past the store's MaxEventSize does, leaves loads replaying ever
+// more events and, on a stream with MaxCount or MaxAge, failing with
+// [ErrTruncated] once the events after the last snapshot saved are
+// hidden: call [SaveSnapshot] with a loaded state to see its error.
 //
 // The events are linked as those of [StoreTopic.Publish] are: given a
 // handler's context, they take the handled event's correlation ID, its ID
