@@ -139,7 +139,7 @@ func (s *MemoryStore) Append(ctx context.Context, stream string, expected Expect
 	if done || err != nil {
 		return res, err
 	}
-	res, _ = s.commit(stream, st, events, make([]byte, 0, size), time.Now())
+	res, _ = s.commit(stream, st, events, make([]byte, 0, size), wallNow())
 	s.waiting.wake()
 	return res, nil
 }
@@ -169,7 +169,7 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 			return nil, err
 		}
 	}
-	arena, now := make([]byte, 0, total), time.Now()
+	arena, now := make([]byte, 0, total), wallNow()
 	for i, a := range appends {
 		if !done[i] {
 			results[i], arena = s.commit(a.Stream, s.streams[a.Stream], a.Events, arena, now)
@@ -195,6 +195,13 @@ func (s *MemoryStore) check(stream string, st *memStream, expected ExpectedRevis
 	last := first + uint64(len(events)) - 1
 	return AppendResult{Revision: last, Position: st.positions[last]}, true, nil
 }
+
+// wallNow returns the commit time of an event: the wall clock's reading
+// alone, without the monotonic one, as a FileStore reads it back from
+// disk, so that both stores return times that compare equal with == (and
+// reflect.DeepEqual) once decoded from anywhere, and MaxAge judges events
+// by the wall clock in both.
+func wallNow() time.Time { return time.Now().Round(0) }
 
 // commit appends events to stream, copying their data into arena, which
 // has room for all of it, and returns the rest of arena. s.mu must be held.

@@ -92,3 +92,32 @@ func TestMemoryStoreAppendAllocs(t *testing.T) {
 		t.Errorf("Append of one event makes %.1f allocations, want at most 2", allocs)
 	}
 }
+
+// TestMemoryStoreTimeIsWallClock checks that a MemoryStore records an
+// event's Time as a FileStore returns it: the wall clock's reading only,
+// with no monotonic reading, which made the time print "m=+0.0038", differ
+// with == from the same instant decoded from JSON or read from a
+// FileStore, and MaxAge follow the monotonic clock in one store only.
+func TestMemoryStoreTimeIsWallClock(t *testing.T) {
+	s, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1"}
+	if _, err := s.Append(t.Context(), "a", eventbus.NoStream, e); err != nil {
+		t.Fatal(err)
+	}
+	e.ID = eventbus.NewID()
+	if _, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{e}}); err != nil {
+		t.Fatal(err)
+	}
+	for rec, err := range s.ReadAll(t.Context(), nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wall := rec.Time.Round(0); rec.Time != wall {
+			t.Errorf("ReadAll: %s's Time = %v, want the wall clock's reading alone, %v", rec.Stream, rec.Time, wall)
+		}
+	}
+}
