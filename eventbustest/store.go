@@ -62,6 +62,7 @@ func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"SubscribeSlowConsumer", testSubscribeSlowConsumer},
 		{"SubscribeEnds", testSubscribeEnds},
 		{"Close", testClose},
+		{"CloseRunningReads", testCloseRunningReads},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1163,5 +1164,77 @@ func testClose(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	}
 	if _, err := s.StreamInfo(ctx, "s"); !errors.Is(err, eventbus.ErrClosed) {
 		t.Errorf("StreamInfo after Close = %v, want ErrClosed", err)
+	}
+}
+
+// testCloseRunningReads checks that a read running when the store closes
+// does not end early without an error, which its caller would take for the
+// end of the stream: it yields every event it would have yielded, or some
+// of them in order and then ErrClosed, as the Store contract says.
+func testCloseRunningReads(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx := t.Context()
+	const n = 1000 // past any batch a store reads before it checks
+	for range n / 100 {
+		mustAppend(t, s, "s", eventbus.Any, events(100, "t", "")...)
+	}
+	backwards := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}
+	reads := []struct {
+		name      string
+		seq       iter.Seq2[eventbus.RecordedEvent, error]
+		backwards bool
+	}{
+		{"ReadStream forwards", s.ReadStream(ctx, "s", nil), false},
+		{"ReadStream backwards", s.ReadStream(ctx, "s", backwards), true},
+		{"ReadAll forwards", s.ReadAll(ctx, nil), false},
+		{"ReadAll backwards", s.ReadAll(ctx, backwards), true},
+	}
+	nexts := make([]func() (eventbus.RecordedEvent, error, bool), len(reads))
+	for i, r := range reads {
+		next, stop := iter.Pull2(r.seq)
+		defer stop()
+		nexts[i] = next
+		if _, err, ok := next(); !ok || err != nil {
+			t.Fatalf("%s of %d events: first event: %v, %v", r.name, n, err, ok)
+		}
+	}
+	require.NoError(t, s.Close())
+	for i, r := range reads {
+		yielded, want := 1, uint64(1) // the position of the next event
+		if r.backwards {
+			want = n - 2
+		}
+		var errs []error
+		for {
+			e, err, ok := nexts[i]()
+			if !ok {
+				break
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if len(errs) > 0 {
+				t.Errorf("%s running when the store closed yielded an event after %v", r.name, errs)
+			}
+			if e.Position != want {
+				t.Errorf("%s running when the store closed yielded position %d, want %d", r.name, e.Position, want)
+				break
+			}
+			yielded++
+			if r.backwards {
+				want--
+			} else {
+				want++
+			}
+		}
+		switch {
+		case len(errs) == 0 && yielded < n:
+			t.Errorf("%s running when the store closed yielded %d of %d events, then ended without an error; want them all, or ErrClosed",
+				r.name, yielded, n)
+		case len(errs) > 1 || len(errs) == 1 && !errors.Is(errs[0], eventbus.ErrClosed):
+			t.Errorf("%s running when the store closed yielded %d of %d events, then %v; want them all, or ErrClosed only",
+				r.name, yielded, n, errs)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"iter"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -162,4 +163,76 @@ func TestStoreNilOpenChild(t *testing.T) {
 	default:
 		t.Skip("run by TestStoreNilOpen")
 	}
+}
+
+// truncating is a store whose reads, once it is closed, end at their next
+// event without an error, which the Store contract does not allow: a
+// caller takes what they yielded for the whole stream.
+type truncating struct {
+	eventbus.Store
+	closed *atomic.Bool
+}
+
+// ReadStream returns the read of the store it wraps, cut short silently
+// once the store is closed.
+func (s truncating) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return s.cut(s.Store.ReadStream(ctx, stream, opts))
+}
+
+// ReadAll returns the read of the store it wraps, cut short silently once
+// the store is closed.
+func (s truncating) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return s.cut(s.Store.ReadAll(ctx, opts))
+}
+
+func (s truncating) cut(seq iter.Seq2[eventbus.RecordedEvent, error]) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		started := false
+		for e, err := range seq {
+			if started && s.closed.Load() {
+				return
+			}
+			started = true
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// Close closes the store it wraps.
+func (s truncating) Close() error {
+	s.closed.Store(true)
+	return s.Store.Close()
+}
+
+// TestStoreFailsTruncatedRead runs TestStore against a store whose reads
+// running when it closes end early without an error, in a child process
+// (this test binary), and checks that the suite fails, saying so: nothing
+// checked that running reads end with ErrClosed, as the Store contract
+// says, so such a store passed, and an Aggregate loading a stream while it
+// closed would take the events read so far for the whole stream.
+func TestStoreFailsTruncatedRead(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsTruncatedReadChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_TRUNCATED_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsTruncatedReadChild/CloseRunningReads ")
+	require.Contains(t, string(out), "ReadStream forwards running when the store closed yielded 1 of 1000 events, then ended without an error")
+	require.Contains(t, string(out), "ReadAll backwards running when the store closed yielded 1 of 1000 events, then ended without an error")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsTruncatedReadChild/AppendAndRead ")
+}
+
+// TestStoreFailsTruncatedReadChild is run by TestStoreFailsTruncatedRead.
+func TestStoreFailsTruncatedReadChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_TRUNCATED_CHILD") == "" {
+		t.Skip("run by TestStoreFailsTruncatedRead")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return truncating{Store: s, closed: new(atomic.Bool)}
+	})
 }
