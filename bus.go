@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,11 +180,16 @@ type Bus struct {
 
 // New returns a running bus configured by opts; nil means the defaults. It
 // returns an error wrapping [ErrInvalid] for out-of-range options, a nil
-// middleware or a nil [DeadLetterFunc] as the sink.
+// middleware or a nil [DeadLetterFunc] as the sink. The bus keeps a copy of
+// opts, and of its Middleware slice, so the caller may change or reuse them
+// afterwards.
 func New(opts *Options) (*Bus, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
+		// Read again at every Subscribe: the caller's array must not
+		// change this bus's chain, nor put a nil in it after the check.
+		o.Middleware = slices.Clone(o.Middleware)
 	}
 	if err := o.resolve(); err != nil {
 		return nil, err

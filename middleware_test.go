@@ -49,6 +49,35 @@ func TestMiddlewareOrder(t *testing.T) {
 	})
 }
 
+// TestBusKeepsItsMiddleware reuses the Options given to New, changing the
+// entries of its Middleware in place for a second bus, as a program that
+// builds its buses from one base does: the first bus's later subscriptions
+// keep the middleware it was made with, and a nil entry, which New would
+// refuse, makes no Subscribe panic.
+func TestBusKeepsItsMiddleware(t *testing.T) {
+	var log []string
+	opts := eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{trace(&log, "first")}}
+	b := newBus(t, &opts)
+	opts.Middleware[0] = trace(&log, "second")
+	newBus(t, &opts)
+	topic := newTopic[Order](t, b, "orders", nil)
+	handler := func(context.Context, eventbus.Event[Order]) error { return nil }
+	subscribe(t, topic, "s", handler, nil)
+	require.NoError(t, topic.Publish(context.Background(), Order{}))
+	require.Equal(t, []string{"first>", "<first"}, log, "the first bus's middleware")
+
+	opts.Middleware[0] = nil
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("Subscribe panicked: %v", r)
+			}
+		}()
+		_, err := topic.Subscribe("t", handler, nil)
+		require.NoError(t, err)
+	}()
+}
+
 // TestMiddlewareReturningNil checks that Subscribe refuses a chain in which
 // a middleware returns a nil handler, wherever it is: as the outermost, the
 // handler ran with no middleware at all, and further in, every attempt
