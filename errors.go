@@ -130,7 +130,8 @@ func stopCause(ctx context.Context) error {
 
 // PanicError is the error a handler's panic becomes, or a panic in a
 // method (Unwrap, As) of the error a handler returned, which the retry
-// policy calls. The worker survives the panic and treats the event like
+// policy calls. The handler's goroutine (a worker's in Async mode, the
+// publisher's in Sync mode) survives the panic and treats the event like
 // any other failure (retries, dead letter). A panic in a [Codec] or an
 // upcaster becomes one too, in the error of [Registry.Encode] or [Decode].
 type PanicError struct {

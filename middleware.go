@@ -139,7 +139,9 @@ func Timeout(d time.Duration) Middleware {
 // Logging logs every failed attempt at level Warn and every success at
 // Debug, with the event's ID, type, topic, subscription, key and attempt.
 // An attempt that panics is logged with the *PanicError it becomes, and the
-// panic goes on to the worker. A nil logger logs nothing and costs nothing.
+// panic goes on to the bus, which recovers it in the handler's goroutine (a
+// worker's in Async mode, the publisher's in Sync mode). A nil logger logs
+// nothing and costs nothing.
 func Logging(l *slog.Logger) Middleware {
 	return func(next EnvelopeHandler) EnvelopeHandler {
 		if l == nil {
