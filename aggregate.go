@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 )
 
 // AggregateOptions configures an [Aggregate]. The zero value (or nil) takes
@@ -16,7 +17,7 @@ type AggregateOptions struct {
 	// type must then be registered in the Registry, with a codec that gives
 	// it back unchanged (see [Snapshot]), and its encoding must fit in
 	// the store's MaxEventSize: a snapshot that fails to save is skipped
-	// without a word (see [Aggregate.Execute]). Zero means never, and then
+	// (see [Aggregate.Execute]). Zero means never, and then
 	// [Aggregate.Load] reads no snapshot either, not even one saved by a
 	// call of SaveSnapshot: set it to use those.
 	SnapshotEvery int
@@ -61,6 +62,16 @@ type Aggregate[T, E any] struct {
 	every    uint64
 	attempts int
 	cache    *aggregateCache[T]
+	// unsaved is the latest snapshot that failed to save, for Load's
+	// ErrTruncated error to say why the stream has no later one.
+	unsaved atomic.Pointer[unsavedSnapshot]
+}
+
+// unsavedSnapshot is a snapshot of stream at rev that failed to save.
+type unsavedSnapshot struct {
+	stream string
+	rev    uint64
+	err    error
 }
 
 // NewAggregate returns an Aggregate over s whose events r decodes and
@@ -120,7 +131,9 @@ type Version[T any] struct {
 // from the zero T, ignoring snapshots and cached states of its earlier
 // life. If an event after the cached state or snapshot it starts from (or
 // after none) is no longer read from the stream, it returns an error
-// wrapping [ErrTruncated] that names the missing revisions. A snapshot
+// wrapping [ErrTruncated] that names the missing revisions (and quotes
+// the error of the Aggregate's latest failed snapshot save, if it was of
+// that stream, see [Aggregate.Execute]). A snapshot
 // that does not decode into T (its type changed without a new schema
 // version, see [LoadSnapshot]), that is of an older schema version with
 // no upcasters to T's, or whose stored revision does not parse, is passed
@@ -224,6 +237,10 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 		if skipped != nil {
 			err = fmt.Errorf("%w; the latest snapshot does not decode: %w", err, skipped)
 		}
+		if u := a.unsaved.Load(); u != nil && u.stream == stream {
+			// Not wrapped: a context's error, say, is not this call's.
+			err = fmt.Errorf("%w; saving its snapshot at revision %d failed: %v", err, u.rev, u.err)
+		}
 		return Version[T]{}, err
 	}
 }
@@ -323,12 +340,13 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // wrapping [ErrTruncated], before decide runs; or the store's or the
 // registry's error, such as [Decode]'s for an event that the registry
 // cannot read back, which is not appended. A snapshot that fails to save
-// is skipped without a word, since the events are committed: the next
-// load replays a few more events. One that fails every time, as a state
-// grown past the store's MaxEventSize does, leaves loads replaying ever
-// more events and, on a stream with MaxCount or MaxAge, failing with
-// [ErrTruncated] once the events after the last snapshot saved are
-// hidden: call [SaveSnapshot] with a loaded state to see its error.
+// is skipped, since the events are committed: the next load replays a
+// few more events. One that fails every time, as a state grown past the
+// store's MaxEventSize does, leaves loads replaying ever more events and,
+// on a stream with MaxCount or MaxAge, failing with [ErrTruncated] once
+// the events after the last snapshot saved are hidden; the Aggregate
+// remembers the latest failed save, and Load's ErrTruncated error quotes
+// its error if it was of that stream. [SaveSnapshot] returns it too.
 //
 // The events are linked as those of [StoreTopic.Publish] are: given a
 // handler's context, they take the handled event's correlation ID, its ID
@@ -405,7 +423,12 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 		a.cache.put(stream, v)
 	}
 	if a.every > 0 && before/a.every != (res.Revision+1)/a.every {
-		_ = SaveSnapshot(ctx, a.store, a.reg, stream, Snapshot[T]{Revision: res.Revision, State: v.State})
+		err := SaveSnapshot(ctx, a.store, a.reg, stream, Snapshot[T]{Revision: res.Revision, State: v.State})
+		if u := a.unsaved.Load(); err != nil {
+			a.unsaved.Store(&unsavedSnapshot{stream: stream, rev: res.Revision, err: err})
+		} else if u != nil && u.stream == stream {
+			a.unsaved.CompareAndSwap(u, nil)
+		}
 	}
 	return res, nil
 }

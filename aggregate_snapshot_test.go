@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"iter"
+	"strings"
 	"sync"
 	"testing"
 
@@ -344,3 +345,78 @@ func TestAggregateSnapshotWithBadRevision(t *testing.T) {
 		})
 	}
 }
+
+// growingState is a state whose encoding grows with every event, until
+// its snapshots no longer fit in the store.
+type growingState struct {
+	Events int
+	Log    string
+}
+
+// TestAggregateTruncatedSaysSnapshotFailed runs commands on a stream with
+// MaxCount 2 and a snapshot after every event, until the state grows past
+// the store's MaxEventSize and its snapshots fail to save: Execute goes on
+// (the events are committed), but once the stream hides the events after
+// the last snapshot saved, Load fails with ErrTruncated, which must say
+// why no later snapshot covers them. A save that works again clears it.
+func TestAggregateTruncatedSaysSnapshotFailed(t *testing.T) {
+	ctx := context.Background()
+	s, err := eventbus.NewMemoryStore(&eventbus.MemoryStoreOptions{MaxEventSize: 200})
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	require.NoError(t, eventbus.Register[growingState](reg, nil))
+	grow := true
+	states, err := eventbus.NewAggregate(s, reg, func(st growingState, _ any) growingState {
+		st.Events++
+		if grow {
+			st.Log += strings.Repeat("x", 50)
+		} else {
+			st.Log = ""
+		}
+		return st
+	}, &eventbus.AggregateOptions{SnapshotEvery: 1})
+	require.NoError(t, err)
+	const stream = "account-1"
+	_, err = states.Execute(ctx, stream, deposit1)
+	require.NoError(t, err)
+	setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 2})
+	var loadErr error
+	for range 8 {
+		if _, loadErr = states.Execute(ctx, stream, deposit1); loadErr != nil {
+			break
+		}
+	}
+	if !errors.Is(loadErr, eventbus.ErrTruncated) {
+		t.Fatalf("Execute after snapshots grew too large = %v, want %v", loadErr, eventbus.ErrTruncated)
+	}
+	if !strings.Contains(loadErr.Error(), eventbus.ErrTooLarge.Error()) {
+		t.Errorf("Execute = %v, want it to quote the failed snapshot save's %v", loadErr, eventbus.ErrTooLarge)
+	}
+	if errors.Is(loadErr, eventbus.ErrTooLarge) {
+		t.Errorf("Execute = %v matches %v, which is the save's, not its own", loadErr, eventbus.ErrTooLarge)
+	}
+	if _, err := states.Load(ctx, "account-2"); err != nil {
+		t.Errorf("Load(account-2) = %v, want the empty stream", err)
+	}
+
+	// A snapshot saved again (the state shrinks, read back from a
+	// snapshot that the caller saves by hand) clears the failure.
+	grow = false
+	var last eventbus.RecordedEvent
+	for e, err := range s.ReadStream(ctx, stream, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}) {
+		require.NoError(t, err)
+		last = e
+	}
+	require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, stream, eventbus.Snapshot[growingState]{Revision: last.Revision}))
+	_, err = states.Execute(ctx, stream, deposit1)
+	require.NoError(t, err)
+	setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 1})
+	appendDeposits(t, s, reg, stream, 2)
+	_, err = states.Load(ctx, stream)
+	if !errors.Is(err, eventbus.ErrTruncated) || strings.Contains(err.Error(), eventbus.ErrTooLarge.Error()) {
+		t.Errorf("Load after a snapshot saved again = %v, want %v without the old save's error", err, eventbus.ErrTruncated)
+	}
+}
+
+// deposit1 is a command that deposits 1.
+func deposit1(growingState) ([]any, error) { return []any{Deposited{Amount: 1}}, nil }
