@@ -140,7 +140,10 @@ const maxDurableNameLen = 240
 // stored, and r may then be nil. Events are upcast to the latest schema
 // version of their type, which their header's SchemaVersion then gives, so
 // a registered E must be the latest version's Go type. An event that does
-// not decode goes to the dead-letter queue, undecoded. opts may be nil;
+// not decode goes to the dead-letter queue, undecoded, as every event of
+// another type does for an E of one concrete type (it decodes to another
+// Go type): select the event types of E with the filter (Filter.Types),
+// or take an interface that each type selected implements. opts may be nil;
 // the subscription keeps a copy, so the caller may change them afterwards.
 //
 // A name is used by one subscription at a time: another process resuming
