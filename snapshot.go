@@ -146,7 +146,10 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // state type changed without a new schema version) gets the registry's
 // error, and one whose stored revision does not parse an error wrapping
 // [ErrInvalid]; an [Aggregate] then replays the stream instead, and its
-// next snapshot replaces that one.
+// next snapshot replaces that one. As SaveSnapshot, it returns an error
+// wrapping [ErrUnknownEvent] if T is not registered in r (an interface
+// type never is), one wrapping [ErrInvalid] for a nil store, a Registry
+// not made by [NewRegistry] or a bad stream name, or the store's error.
 func LoadSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (Snapshot[T], bool, error) {
 	snap, ok, err := latestSnapshot[T](ctx, s, r, stream)
 	if err != nil || !ok {
