@@ -412,8 +412,11 @@ type request struct {
 // fails with a [*CorruptionError] for any other damage, which
 // [RepairFileStore] can cut away, with an error wrapping [ErrLocked] if
 // another FileStore has dir open, and with an error wrapping [ErrInvalid]
-// for bad options.
+// for an empty dir or bad options.
 func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: OpenFileStore: empty directory name", ErrInvalid)
+	}
 	var o FileStoreOptions
 	if opts != nil {
 		o = *opts

@@ -704,8 +704,12 @@ segments:
 // it returns, so that no [OpenFileStore] reads the store part repaired. A
 // dir that does not exist holds no store to repair: RepairFileStore then
 // returns an error wrapping fs.ErrNotExist, and makes no store there as
-// opening would.
+// opening would; an empty dir names none, and gets an error wrapping
+// [ErrInvalid].
 func RepairFileStore(dir string) (string, error) {
+	if dir == "" {
+		return "", fmt.Errorf("%w: RepairFileStore: empty directory name", ErrInvalid)
+	}
 	return repairFileStore(dir, osFS{})
 }
 

@@ -573,6 +573,38 @@ func TestRepairFileStoreMissingDir(t *testing.T) {
 	}
 }
 
+// TestFileStoreEmptyDir checks that OpenFileStore, read-only or not, and
+// RepairFileStore refuse an empty directory name (an unset setting, say)
+// with an error wrapping ErrInvalid that names the call: they failed with
+// "open file store: mkdir : no such file or directory" or "repair: stat :
+// no such file or directory", wrapping fs.ErrNotExist, as if a directory
+// were missing, which OpenFileStore would have made.
+func TestFileStoreEmptyDir(t *testing.T) {
+	for name, call := range map[string]func() error{
+		"OpenFileStore": func() error {
+			s, err := eventbus.OpenFileStore("", nil)
+			if s != nil {
+				s.Close()
+			}
+			return err
+		},
+		"OpenFileStore read-only": func() error {
+			s, err := eventbus.OpenFileStore("", &eventbus.FileStoreOptions{ReadOnly: true})
+			if s != nil {
+				s.Close()
+			}
+			return err
+		},
+		"RepairFileStore": func() error { _, err := eventbus.RepairFileStore(""); return err },
+	} {
+		err := call()
+		call, _, _ := strings.Cut(name, " ")
+		if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), call) {
+			t.Errorf("%s(\"\") = %v, want ErrInvalid naming %s", name, err, call)
+		}
+	}
+}
+
 func TestFileStoreForeignFiles(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "seg-0000000000000001.log"), []byte("not a segment, but long enough for a header"), 0o644))
