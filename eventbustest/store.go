@@ -759,6 +759,35 @@ func testReadsAreLazy(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if got := collect(t, all); len(got) != 3 {
 		t.Errorf("ReadAll made before an append and ranged after = %v, want the 3 events", summary(got))
 	}
+	// A loop sees the events committed when it starts, not those committed
+	// while it runs: a loop that appends what it reads would never end.
+	for _, r := range []struct {
+		name string
+		read func() iter.Seq2[eventbus.RecordedEvent, error]
+	}{
+		{"ReadStream", func() iter.Seq2[eventbus.RecordedEvent, error] { return s.ReadStream(ctx, "s", nil) }},
+		{"ReadAll", func() iter.Seq2[eventbus.RecordedEvent, error] { return s.ReadAll(ctx, nil) }},
+	} {
+		before := len(collect(t, r.read()))
+		got := 0
+		for _, err := range r.read() {
+			require.NoError(t, err)
+			if got++; got == 1 {
+				mustAppend(t, s, "s", eventbus.Any, events(2, "t", "during")...)
+			}
+			if got > 2*before {
+				break // a read that would never end
+			}
+		}
+		switch {
+		case got > before:
+			t.Errorf("%s yielded %d events, %d of them committed after its loop started; want the %d committed before",
+				r.name, got, got-before, before)
+		case got < before:
+			t.Errorf("%s yielded %d events while events were appended; want the %d committed before its loop started",
+				r.name, got, before)
+		}
+	}
 
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()

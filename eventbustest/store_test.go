@@ -236,3 +236,85 @@ func TestStoreFailsTruncatedReadChild(t *testing.T) {
 		return truncating{Store: s, closed: new(atomic.Bool)}
 	})
 }
+
+// following is a store whose forward reads do not stop at the events
+// committed when their loop started, but read on while appends come, which
+// the Store contract does not allow: a loop that appends what it reads
+// (a migration copying a stream, say) never ends.
+type following struct{ eventbus.Store }
+
+// ReadStream reads the stream of the store it wraps forwards, then again
+// from after the last event read, until no more events come.
+func (s following) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return s.follow(opts, func(o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+		return s.Store.ReadStream(ctx, stream, o)
+	}, func(e eventbus.RecordedEvent) uint64 { return e.Revision })
+}
+
+// ReadAll reads the store it wraps forwards, then again from after the
+// last event read, until no more events come.
+func (s following) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return s.follow(opts, func(o *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+		return s.Store.ReadAll(ctx, o)
+	}, func(e eventbus.RecordedEvent) uint64 { return e.Position })
+}
+
+func (s following) follow(opts *eventbus.ReadOptions, read func(*eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error], at func(eventbus.RecordedEvent) uint64) iter.Seq2[eventbus.RecordedEvent, error] {
+	var o eventbus.ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Direction != eventbus.Forwards || o.Limit != 0 {
+		return read(opts)
+	}
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for {
+			n := 0
+			for e, err := range read(&o) {
+				if err != nil {
+					yield(e, err)
+					return
+				}
+				n++
+				o.From = at(e) + 1
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if n == 0 {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsFollowingRead runs TestStore against a store whose reads
+// go on to the events committed while their loop runs, in a child process
+// (this test binary), and checks that the suite fails, saying so: nothing
+// checked that a read sees the events committed when its loop starts only,
+// as the Store contract says, so such a store passed, and a loop appending
+// what it read never ended.
+func TestStoreFailsFollowingRead(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsFollowingReadChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_FOLLOWING_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsFollowingReadChild/ReadsAreLazy ")
+	require.Contains(t, string(out), "ReadStream yielded 5 events, 2 of them committed after its loop started; want the 3 committed before")
+	require.Contains(t, string(out), "ReadAll yielded 7 events, 2 of them committed after its loop started; want the 5 committed before")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsFollowingReadChild/AppendAndRead ")
+}
+
+// TestStoreFailsFollowingReadChild is run by TestStoreFailsFollowingRead.
+func TestStoreFailsFollowingReadChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_FOLLOWING_CHILD") == "" {
+		t.Skip("run by TestStoreFailsFollowingRead")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return following{s}
+	})
+}
