@@ -80,7 +80,11 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // GetAggregateID()) method. As with [Topic.Publish], an event published
 // with a handler's context is linked to the handled one. Pass the
 // result's Position to [Durable.WaitFor] to wait for a subscriber. The
-// event's ID comes from the bus's [Options].NewID, when it is set.
+// event's ID comes from the bus's [Options].NewID, when it is set, which
+// must then never repeat an ID over the store's life: an ID that the
+// event's stream holds already makes the append an idempotent replay (see
+// [Store]), so Publish stores nothing and returns the earlier event's
+// result, with no error.
 //
 // It returns the registry's or the store's error, or an error wrapping
 // [ErrInvalid] for bad input as Topic.Publish does, and for a key that

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,12 +27,13 @@ const stopTimeout = 10 * time.Second
 //   - Workers 0 means one worker per subscription, so that each
 //     subscription handles events one at a time in publish order, whatever
 //     their keys.
-//   - NewID nil means a [Sequence], so that event IDs are the same on every
-//     run. Each bus gets a Sequence of its own: two buses of one test, a
-//     bus and its restart say, give their events the same IDs. Where IDs
-//     must differ across them (an Idempotency middleware with a
-//     ProcessedStore they share would skip the second bus's events as
-//     duplicates), give both the same Sequence.
+//   - NewID nil means the test's [Sequence], so that event IDs are the
+//     same on every run. The buses of one test share it, so that a bus and
+//     its restart over one store never reuse an ID: a StoreTopic append
+//     of an ID that its stream holds already would be taken for a retry
+//     and store nothing, and an Idempotency middleware with a
+//     ProcessedStore would skip the event as a duplicate. A subtest has a
+//     Sequence of its own, starting at 1.
 //   - Logger nil means a logger that writes to the test's output.
 //   - Metrics is always on: in Sync mode the bus counts handled and failed
 //     events only then, and [WantMetrics] needs them.
@@ -70,7 +72,7 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 		o.Workers = 1
 	}
 	if o.NewID == nil {
-		o.NewID = Sequence()
+		o.NewID = testSequence(t)
 	}
 	o.Metrics = true
 	if o.Logger == nil {
@@ -96,6 +98,22 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 		shutdown(t, b, sink)
 	})
 	return b
+}
+
+// sequences holds the Sequence of each test that has made a bus with
+// NewBus, until the test ends.
+var sequences sync.Map // testing.TB to func() eventbus.ID
+
+// testSequence returns the Sequence of test t, the one its buses share.
+func testSequence(t testing.TB) func() eventbus.ID {
+	if seq, ok := sequences.Load(t); ok {
+		return seq.(func() eventbus.ID)
+	}
+	seq, loaded := sequences.LoadOrStore(t, Sequence())
+	if !loaded {
+		t.Cleanup(func() { sequences.Delete(t) })
+	}
+	return seq.(func() eventbus.ID)
 }
 
 // watchedSink passes dead letters on to the sink of a bus made by NewBus,

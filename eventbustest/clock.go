@@ -47,7 +47,7 @@ func (c *Clock) Advance(d time.Duration) {
 // is "00000000000000000000000001" for n = 1 on every run. It is safe for
 // concurrent use; IDs are stable across runs when the order of publishing
 // is. Each Sequence starts at 1: buses that must not reuse each other's IDs
-// need one Sequence between them.
+// need one Sequence between them, as [NewBus] gives the buses of a test.
 func Sequence() func() eventbus.ID {
 	var n atomic.Uint64
 	return func() eventbus.ID {
