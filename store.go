@@ -145,7 +145,8 @@ type EventData struct {
 	CorrelationID, CausationID ID
 	// Metadata holds free-form strings. The store keeps a copy.
 	Metadata Metadata
-	// Data is the encoded payload. The store keeps a copy.
+	// Data is the encoded payload. The store keeps a copy; an empty one
+	// reads back as nil.
 	Data []byte
 }
 

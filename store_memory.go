@@ -225,10 +225,12 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 		} else {
 			e.Metadata = nil
 		}
-		if e.Data != nil {
+		if len(e.Data) > 0 {
 			n := len(arena)
 			arena = append(arena, e.Data...)
 			e.Data = arena[n:len(arena):len(arena)]
+		} else {
+			e.Data = nil // as a FileStore, which keeps no difference, reads it
 		}
 		s.log.append(&RecordedEvent{EventData: e, Stream: stream, Revision: rev, Position: pos, Time: now})
 		st.positions = append(st.positions, pos)

@@ -1360,3 +1360,33 @@ func TestStoreReadsKeepTheirTypes(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestStoreEmptyData checks that both stores return an event appended with
+// empty, non-nil Data as they return one appended with nil Data: with nil
+// Data, as a FileStore, which cannot tell them apart on disk, always did.
+func TestStoreEmptyData(t *testing.T) {
+	mem, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	file := openFile(t, t.TempDir(), nil)
+	for name, s := range map[string]eventbus.Store{"MemoryStore": mem, "FileStore": file} {
+		e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1", Data: []byte{}}
+		if _, err := s.Append(t.Context(), "a", eventbus.NoStream, e); err != nil {
+			t.Fatal(err)
+		}
+		e.ID = eventbus.NewID()
+		if _, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{e}}); err != nil {
+			t.Fatal(err)
+		}
+		for rec, err := range s.ReadAll(t.Context(), nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Data != nil {
+				t.Errorf("%s: ReadAll: %s's Data = %#v, want nil", name, rec.Stream, rec.Data)
+			}
+		}
+	}
+}
