@@ -87,10 +87,16 @@ func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) 
 		o = *opts
 	}
 	switch {
-	case s == nil || evolve == nil:
-		return nil, fmt.Errorf("%w: NewAggregate: nil store or evolve", ErrInvalid)
-	case o.SnapshotEvery < 0 || o.MaxAttempts < 0 || o.CacheSize < 0:
-		return nil, fmt.Errorf("%w: AggregateOptions %+v: negative option", ErrInvalid, o)
+	case s == nil:
+		return nil, fmt.Errorf("%w: NewAggregate: nil store", ErrInvalid)
+	case evolve == nil:
+		return nil, fmt.Errorf("%w: NewAggregate: nil evolve", ErrInvalid)
+	case o.SnapshotEvery < 0:
+		return nil, fmt.Errorf("%w: AggregateOptions.SnapshotEvery %d is negative", ErrInvalid, o.SnapshotEvery)
+	case o.MaxAttempts < 0:
+		return nil, fmt.Errorf("%w: AggregateOptions.MaxAttempts %d is negative", ErrInvalid, o.MaxAttempts)
+	case o.CacheSize < 0:
+		return nil, fmt.Errorf("%w: AggregateOptions.CacheSize %d is negative", ErrInvalid, o.CacheSize)
 	}
 	if err := r.check(); err != nil {
 		return nil, fmt.Errorf("NewAggregate: %w", err)

@@ -1710,3 +1710,57 @@ func TestTryPublishErrorsNameIt(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionErrorsNameTheBadOne checks that an error for a bad option of
+// NewAggregate, NewMemoryStore or Subscribe wraps ErrInvalid and names
+// that option alone, with its value: they named two or three at once
+// ("nil store or evolve", "AggregateOptions {SnapshotEvery:-1
+// MaxAttempts:0 CacheSize:0}: negative option", "MaxEventSize 0 and
+// MaxBatchSize -1 must not be negative", "BatchSize 100 or BatchWait -1ns
+// out of range"), leaving the caller to find the bad one.
+func TestOptionErrorsNameTheBadOne(t *testing.T) {
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newUserRegistry(t, nil)
+	evolve := func(n int, _ userV1) int { return n + 1 }
+	aggregate := func(s eventbus.Store, evolve func(int, userV1) int, o eventbus.AggregateOptions) error {
+		_, err := eventbus.NewAggregate(s, reg, evolve, &o)
+		return err
+	}
+	memory := func(o eventbus.MemoryStoreOptions) error { _, err := eventbus.NewMemoryStore(&o); return err }
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	batch := func(o eventbus.SubscriptionOptions) error {
+		_, err := topic.SubscribeBatch("batch", func(context.Context, []eventbus.Event[Order]) error { return nil }, &o)
+		return err
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string   // in the message
+		not  []string // options that are fine, not in the message
+	}{
+		{"nil store", aggregate(nil, evolve, eventbus.AggregateOptions{}), "nil store", []string{"evolve"}},
+		{"nil evolve", aggregate(store, nil, eventbus.AggregateOptions{}), "nil evolve", []string{"store"}},
+		{"SnapshotEvery", aggregate(store, evolve, eventbus.AggregateOptions{SnapshotEvery: -1}), "SnapshotEvery -1", []string{"MaxAttempts", "CacheSize"}},
+		{"MaxAttempts", aggregate(store, evolve, eventbus.AggregateOptions{MaxAttempts: -2}), "MaxAttempts -2", []string{"SnapshotEvery", "CacheSize"}},
+		{"CacheSize", aggregate(store, evolve, eventbus.AggregateOptions{CacheSize: -3}), "CacheSize -3", []string{"SnapshotEvery", "MaxAttempts"}},
+		{"MaxEventSize", memory(eventbus.MemoryStoreOptions{MaxEventSize: -1}), "MaxEventSize -1", []string{"MaxBatchSize"}},
+		{"MaxBatchSize", memory(eventbus.MemoryStoreOptions{MaxBatchSize: -1}), "MaxBatchSize -1", []string{"MaxEventSize"}},
+		{"BatchSize", batch(eventbus.SubscriptionOptions{BatchSize: -1}), "BatchSize -1", []string{"BatchWait"}},
+		{"BatchWait", batch(eventbus.SubscriptionOptions{BatchWait: -time.Second}), "BatchWait -1s", []string{"BatchSize"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := fmt.Sprint(tt.err)
+			if !errors.Is(tt.err, eventbus.ErrInvalid) || !strings.Contains(msg, tt.want) {
+				t.Errorf("%s: got %v, want ErrInvalid naming %q", tt.name, tt.err, tt.want)
+			}
+			for _, other := range tt.not {
+				if strings.Contains(msg, other) {
+					t.Errorf("%s: got %v, which names %s, a good option", tt.name, tt.err, other)
+				}
+			}
+		})
+	}
+}

@@ -566,8 +566,11 @@ func failed(err error) iter.Seq2[RecordedEvent, error] {
 // storeLimits returns the size limits of a store's options, with zero
 // meaning the defaults of 1 MiB per event and 16 MiB per append.
 func storeLimits(what string, maxEvent, maxBatch int) (int, int, error) {
-	if maxEvent < 0 || maxBatch < 0 {
-		return 0, 0, fmt.Errorf("%w: %s: MaxEventSize %d and MaxBatchSize %d must not be negative", ErrInvalid, what, maxEvent, maxBatch)
+	if maxEvent < 0 {
+		return 0, 0, fmt.Errorf("%w: %s: MaxEventSize %d is negative", ErrInvalid, what, maxEvent)
+	}
+	if maxBatch < 0 {
+		return 0, 0, fmt.Errorf("%w: %s: MaxBatchSize %d is negative", ErrInvalid, what, maxBatch)
 	}
 	if maxEvent == 0 {
 		maxEvent = 1 << 20

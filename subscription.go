@@ -203,8 +203,11 @@ func (b *Bus) resolveSubscription(topic, name string, opts *SubscriptionOptions)
 	if o.BatchSize == 0 {
 		o.BatchSize = 100
 	}
-	if o.BatchSize < 0 || o.BatchSize > maxQueueSize || o.BatchWait < 0 {
-		return o, RetryPolicy{}, fmt.Errorf("%w: %s: BatchSize %d or BatchWait %v out of range", ErrInvalid, where, o.BatchSize, o.BatchWait)
+	if o.BatchSize < 0 || o.BatchSize > maxQueueSize {
+		return o, RetryPolicy{}, fmt.Errorf("%w: %s.BatchSize %d is outside [0, %d]", ErrInvalid, where, o.BatchSize, maxQueueSize)
+	}
+	if o.BatchWait < 0 {
+		return o, RetryPolicy{}, fmt.Errorf("%w: %s.BatchWait %v is negative", ErrInvalid, where, o.BatchWait)
 	}
 	retry := b.opts.Retry
 	if o.Retry != nil {
