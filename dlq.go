@@ -301,7 +301,12 @@ func (q *DeadLetterQueue) putBack(back []DeadLetter) {
 }
 
 // Discard removes the dead letters that match f and returns how many; the
-// zero filter removes them all.
+// zero filter removes them all. A dead letter of a [Durable] subscription
+// that the [DeadLetterSink] failed to keep holds the subscription's
+// checkpoint back until a redrive of it is handled, or fails again and the
+// sink keeps it; discarded (or evicted) instead, it holds the checkpoint
+// back for the rest of the run, and the next run delivers its event again,
+// with the events after it.
 func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)) }
 
 // Redrive sends the dead letters that match f back to their subscriptions,
