@@ -377,6 +377,14 @@ func testExpectedRevision(t *testing.T, open func(t *testing.T) eventbus.Store) 
 			if err := s.Delete(ctx, "s", tt.expected); !errors.Is(err, eventbus.ErrWrongExpectedVersion) {
 				t.Errorf("Delete(%v) = %v, want ErrWrongExpectedVersion", tt.expected, err)
 			}
+			// A tombstone cannot be undone: one in the wrong state would
+			// delete forever what another writer has just appended.
+			if err := s.Tombstone(ctx, "s", tt.expected); !errors.Is(err, eventbus.ErrWrongExpectedVersion) {
+				t.Errorf("Tombstone(%v) = %v, want ErrWrongExpectedVersion", tt.expected, err)
+			}
+			if info, err := s.StreamInfo(ctx, "s"); err != nil || info.Tombstoned {
+				t.Errorf("after a Tombstone(%v) in the wrong state, StreamInfo = %+v, %v; want the stream not tombstoned", tt.expected, info, err)
+			}
 		})
 	}
 }

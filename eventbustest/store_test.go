@@ -318,3 +318,43 @@ func TestStoreFailsFollowingReadChild(t *testing.T) {
 		return following{s}
 	})
 }
+
+// reckless is a store whose Tombstone ignores the expected revision, which
+// the Store contract does not allow: a stream deleted forever although
+// another writer appended to it meanwhile.
+type reckless struct{ eventbus.Store }
+
+// Tombstone tombstones stream whatever its state.
+func (s reckless) Tombstone(ctx context.Context, stream string, _ eventbus.ExpectedRevision) error {
+	return s.Store.Tombstone(ctx, stream, eventbus.Any)
+}
+
+// TestStoreFailsRecklessTombstone runs TestStore against a store whose
+// Tombstone ignores the expected revision, in a child process (this test
+// binary), and checks that the suite fails, saying so: nothing checked a
+// Tombstone in the wrong state, so such a store passed, and deleted forever
+// a stream that a writer had appended to since it was checked.
+func TestStoreFailsRecklessTombstone(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsRecklessTombstoneChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_RECKLESS_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsRecklessTombstoneChild/ExpectedRevision ")
+	require.Contains(t, string(out), "Tombstone(0) = <nil>, want ErrWrongExpectedVersion")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsRecklessTombstoneChild/Tombstone ")
+}
+
+// TestStoreFailsRecklessTombstoneChild is run by
+// TestStoreFailsRecklessTombstone.
+func TestStoreFailsRecklessTombstoneChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_RECKLESS_CHILD") == "" {
+		t.Skip("run by TestStoreFailsRecklessTombstone")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return reckless{s}
+	})
+}
