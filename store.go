@@ -72,7 +72,9 @@ import (
 // serialised by the expected-revision check; iterators may be used from
 // any goroutine but not from two at once. A store calls no user code while
 // holding a lock. After Close, every method returns [ErrClosed] and running
-// iterators end with it.
+// iterators end with it at their next check: they may first yield some
+// more events (up to 256) or finish, but never stop short
+// without an error.
 type Store interface {
 	// Append appends events to stream atomically if the stream is in the
 	// expected state, and returns the revision and position of the last
@@ -122,8 +124,8 @@ type Store interface {
 	// Tombstoned, if it was tombstoned to reserve its name.
 	StreamInfo(ctx context.Context, stream string) (StreamInfo, error)
 
-	// Close releases the store. Running iterators end with [ErrClosed]. It
-	// is idempotent.
+	// Close releases the store. Running iterators end with [ErrClosed] (as
+	// the type's doc says). It is idempotent.
 	Close() error
 }
 
