@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1763,4 +1764,21 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNewTopicSchemaVersionTooHigh checks that NewTopic refuses a
+// SchemaVersion above 1<<31, which no Store keeps and Register refuses,
+// with an error wrapping ErrInvalid: it took it, and stamped it on events
+// that a StoreTopic or a bridge could then not store.
+func TestNewTopicSchemaVersionTooHigh(t *testing.T) {
+	if strconv.IntSize < 64 {
+		t.Skip("an int cannot hold a version above 1<<31 here")
+	}
+	b := newBus(t, nil)
+	v := math.MaxInt32
+	v += 2 // 1<<31 + 1, which a 32-bit int cannot hold as a constant
+	_, err := eventbus.NewTopic[Order](b, "orders", &eventbus.TopicOptions[Order]{SchemaVersion: v})
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	_, err = eventbus.NewTopic[Order](b, "orders", &eventbus.TopicOptions[Order]{SchemaVersion: v - 1})
+	require.NoError(t, err, "the highest version a store keeps")
 }

@@ -28,7 +28,7 @@ type TopicOptions[T any] struct {
 	// on *T), or else is the Go type's name.
 	EventType string
 	// SchemaVersion is the version of the payload's schema stamped on each
-	// event; zero means 1.
+	// event; zero means 1. It is at most 1<<31, as in a [Store].
 	SchemaVersion int
 }
 
@@ -89,8 +89,8 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 			return nil, fmt.Errorf("topic %q: %w", name, err)
 		}
 	}
-	if o.SchemaVersion < 0 {
-		return nil, fmt.Errorf("%w: topic %q: SchemaVersion %d is negative", ErrInvalid, name, o.SchemaVersion)
+	if o.SchemaVersion < 0 || int64(o.SchemaVersion) > maxSchemaVersion {
+		return nil, fmt.Errorf("%w: topic %q: SchemaVersion %d is outside 0 to %d", ErrInvalid, name, o.SchemaVersion, int64(maxSchemaVersion))
 	}
 	if o.SchemaVersion == 0 {
 		o.SchemaVersion = 1
