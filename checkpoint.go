@@ -144,8 +144,8 @@ func (t *tracker) caughtUp(n uint64) {
 // events have finished since the last save began, or 0 while the
 // checkpoint is the one saved last (see due). held is true for a dead
 // letter that the sink failed to keep: the checkpoint stays before it for
-// the rest of the run, or until its redrive finishes it without held, so
-// that the next run delivers it again. The run goes on past it all the
+// the rest of the run, or until its redrive finishes it without held or
+// it is discarded (release), so that the next run delivers it again. The run goes on past it all the
 // same (next, and so WaitFor), and the tracker holds one position for it
 // instead of every position handed out after it.
 func (t *tracker) finish(pos uint64, held bool) int {
@@ -157,9 +157,8 @@ func (t *tracker) finish(pos uint64, held bool) int {
 		// by the sink, it no longer holds the checkpoint back; dead again
 		// and lost again, it still does. One that the sink kept the first
 		// time never holds it: the checkpoint may have passed it already.
-		if j, found := slices.BinarySearch(t.held, pos); found && !held {
-			t.held = slices.Delete(t.held, j, j+1)
-			t.advanced++
+		if !held {
+			t.unhold(pos)
 		}
 		return t.due()
 	}
@@ -175,6 +174,23 @@ func (t *tracker) finish(pos uint64, held bool) int {
 		t.compact()
 	}
 	return t.due()
+}
+
+// release lets the checkpoint pass the dead letter at pos, which held it
+// back (see finish): it was discarded. It returns what finish does.
+func (t *tracker) release(pos uint64) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.unhold(pos)
+	return t.due()
+}
+
+// unhold lets the checkpoint pass pos, if it held it back. Callers hold mu.
+func (t *tracker) unhold(pos uint64) {
+	if j, found := slices.BinarySearch(t.held, pos); found {
+		t.held = slices.Delete(t.held, j, j+1)
+		t.advanced++
+	}
 }
 
 // due returns how many events have finished since the last save began, or

@@ -28,6 +28,7 @@ type DeadLetter struct {
 	FirstFailure, LastFailure time.Time
 
 	redrive func(ctx context.Context, env *Envelope) error
+	release func() // lets a durable subscription's checkpoint pass it (Discard), if it holds it back
 	seq     uint64 // names it in its queue: the count of dead letters added
 }
 
@@ -47,8 +48,9 @@ type DeadLetter struct {
 // A dead letter of a [Durable] subscription outlives a restart only in the
 // sink. So when Put fails, the subscription's checkpoint stays before the
 // event for the rest of the run, unless a redrive of the dead letter is
-// handled (or fails again and Put keeps it), and the next run delivers it
-// again, with the events after it: at-least-once. Without a sink, or when
+// handled (or fails again and Put keeps it) or [DeadLetterQueue.Discard]
+// removes it, and the next run delivers it again, with the events after
+// it: at-least-once. Without a sink, or when
 // Put succeeds, the checkpoint moves past the dead letter.
 //
 // ctx is a handler's context for the dead letter's event, never cancelled,
@@ -117,9 +119,11 @@ func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) 
 }
 
 // add records dl, hands it to the sink and evicts the oldest entry if full.
-// It returns the sink's error: a durable subscription then keeps its
-// checkpoint before the event, which only this queue holds.
-func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) error {
+// hold, if not nil, is told whether the sink kept dl before dl enters the
+// queue, so that no Discard comes first: a durable subscription keeps its
+// checkpoint before an event that only this queue holds, and hold returns
+// the function that lets it pass, for Discard.
+func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter, hold func(kept bool) (release func())) {
 	var sinkErr error
 	if q.sink != nil {
 		// The handler's context may be cancelled already: the bus is
@@ -140,11 +144,13 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter) error {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if hold != nil {
+		dl.release = hold(sinkErr == nil)
+	}
 	q.evict(1)
 	q.added++
 	dl.seq = q.added
 	q.entries = append(q.entries, dl)
-	return sinkErr
 }
 
 // put calls the sink on a goroutine of its own and returns its error. A
@@ -304,10 +310,20 @@ func (q *DeadLetterQueue) putBack(back []DeadLetter) {
 // zero filter removes them all. A dead letter of a [Durable] subscription
 // that the [DeadLetterSink] failed to keep holds the subscription's
 // checkpoint back until a redrive of it is handled, or fails again and the
-// sink keeps it; discarded (or evicted) instead, it holds the checkpoint
+// sink keeps it, or until Discard removes it: the checkpoint may then pass
+// its event, given up for good. One evicted instead holds the checkpoint
 // back for the rest of the run, and the next run delivers its event again,
-// with the events after it.
-func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int { return len(q.take(f)) }
+// with the events after it. A dead letter of a run that has stopped since
+// holds nothing back: the next run delivers its event again in any case.
+func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int {
+	taken := q.take(f)
+	for _, dl := range taken {
+		if dl.release != nil {
+			dl.release()
+		}
+	}
+	return len(taken)
+}
 
 // Redrive sends the dead letters that match f back to their subscriptions,
 // oldest first, to go through the whole chain again with fresh attempts; each

@@ -79,7 +79,8 @@ type DurableOptions struct {
 // again (give the bus a [DeadLetterSink] to keep dead letters across
 // restarts), unless the sink fails to keep it: the checkpoint then stays
 // before it for the rest of the run (WaitFor passes it, as it does other
-// dead letters), and the next run delivers it again. After a restart, the
+// dead letters), or until a redrive of it is handled or
+// [DeadLetterQueue.Discard] removes it, and the next run delivers it again. After a restart, the
 // events from the checkpoint on are delivered again: delivery is
 // at-least-once. The [Idempotency] middleware with a durable
 // [ProcessedStore], such as [NewStoreProcessed], skips the events handled
@@ -216,7 +217,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		track:   newTracker(from),
 		life:    make(chan struct{}, 1),
 	}
-	d.subOpts.finished = d.finished
+	d.subOpts.finished, d.subOpts.released = d.finished, d.released
 	if err := d.start(from); err != nil {
 		b.releaseDurable(topic)
 		return nil, err
@@ -431,7 +432,17 @@ func bookkeeping(stream string) bool {
 // save that is due goes to the saver, so that handling goes on while the
 // store writes (and syncs) the checkpoint.
 func (d *Durable) finished(position uint64, held bool) {
-	if d.track.finish(position, held) < d.every {
+	d.saveIfDue(d.track.finish(position, held))
+}
+
+// released is called when the dead letter of the event at position, which
+// held the checkpoint back, is discarded.
+func (d *Durable) released(position uint64) { d.saveIfDue(d.track.release(position)) }
+
+// saveIfDue hands a save to the saver if n events have finished since the
+// last one began, and that is enough.
+func (d *Durable) saveIfDue(n int) {
+	if n < d.every {
 		return
 	}
 	if r := d.run.Load(); r != nil { // nil while stopping: the final save follows

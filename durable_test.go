@@ -721,18 +721,22 @@ func TestDurableSkipsItsOwnStreams(t *testing.T) {
 // bus. A dead letter that the sink failed to keep lives only in the first
 // bus's memory: the checkpoint stays before it, and the second run
 // delivers it again, with the events after it. One that the sink kept, or
-// one of a bus without a sink, is not delivered again.
+// one of a bus without a sink, is not delivered again, nor one that the
+// sink failed to keep and that Discard removed, which let the checkpoint
+// pass it (it held it back for the rest of the run).
 func TestDurableDeadLetterSinkFails(t *testing.T) {
 	kept := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return nil })
 	lost := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("disk full") })
 	for _, tt := range []struct {
-		name  string
-		sink  eventbus.DeadLetterSink
-		again bool // the dead letter is delivered again
+		name    string
+		sink    eventbus.DeadLetterSink
+		discard bool // Discard the dead letter before the first run stops
+		again   bool // the dead letter is delivered again
 	}{
-		{"no sink", nil, false},
-		{"sink keeps it", kept, false},
-		{"sink fails", lost, true},
+		{"no sink", nil, false, false},
+		{"sink keeps it", kept, false, false},
+		{"sink fails", lost, false, true},
+		{"sink fails, discarded", lost, true, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
@@ -757,6 +761,11 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 				bus := newBus(t, &eventbus.Options{DeadLetterSink: tt.sink})
 				d := subscribeDurable(t, bus, s, nil, "ledger", handler(true), &eventbus.DurableOptions{CheckpointEvery: 1})
 				require.NoError(t, d.WaitFor(ctx, last), "the run goes on past the dead letter")
+				dead := 1
+				if tt.discard {
+					require.Equal(t, 1, bus.DeadLetters().Discard(eventbus.DeadLetterFilter{}))
+					dead = 0
+				}
 				// Past last, it may be past the checkpoints saved after it
 				// too, once the subscription has caught up with the store.
 				checkpoint := func(what string, got uint64) {
@@ -770,7 +779,7 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 				}
 				checkpoint("Checkpoint()", d.Checkpoint())
 				require.NoError(t, d.Stop(ctx))
-				require.Equal(t, 1, bus.DeadLetters().Len())
+				require.Equal(t, dead, bus.DeadLetters().Len())
 				saved := savedCheckpoint(t, s, "ledger")
 				require.GreaterOrEqual(t, saved, 0, "a checkpoint is saved")
 				checkpoint("saved checkpoint", uint64(saved))

@@ -64,6 +64,10 @@ type SubscriptionOptions struct {
 	// takes the store position by value, so that the event does not escape
 	// to the heap.
 	finished func(position uint64, held bool)
+	// released, if set with finished, is called when a dead letter that
+	// was held back (see finished) is discarded, which lets the checkpoint
+	// pass it.
+	released func(position uint64)
 }
 
 // Subscription is a named consumer of one topic. It receives every event

@@ -25,6 +25,7 @@ type subscription[T any] struct {
 	sync    syncCounters // Sync mode's counters
 	envs    sync.Pool    // of *envelope[T], for Sync mode's middleware
 	finish  func(position uint64, held bool)
+	release func(position uint64) // SubscriptionOptions.released
 	// plain is set when an attempt that succeeds needs only counting: no
 	// middleware (which may mark a duplicate), no timing, no finish.
 	plain bool
@@ -42,6 +43,7 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		handler:      h,
 		retry:        retry,
 		finish:       o.finished,
+		release:      o.released,
 	}
 	s.impl = s
 	if len(b.opts.Middleware)+len(o.Middleware) > 0 && batch == nil {
@@ -268,17 +270,33 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 // clock.stamp.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header)
-	sinkErr := s.bus.dlq.add(ctx, DeadLetter{
+	var hold func(kept bool) func()
+	if s.finish != nil {
+		pos := e.Position
+		hold = func(kept bool) func() {
+			if s.ctx.Err() != nil {
+				return nil // abandoned by a stop: not finished
+			}
+			// Kept only in memory, the dead letter holds the checkpoint
+			// back, until it is discarded.
+			s.finish(pos, !kept)
+			if kept || s.release == nil {
+				return nil
+			}
+			return func() {
+				if s.ctx.Err() == nil { // not a run that has stopped
+					s.release(pos)
+				}
+			}
+		}
+	}
+	s.bus.dlq.add(ctx, DeadLetter{
 		Envelope:     Envelope{Header: e.Header, Subscription: s.name, Attempt: attempts, event: &boxed[T]{v: e.Payload}},
 		Err:          err,
 		FirstFailure: first,
 		LastFailure:  last,
 		redrive:      s.redrive,
-	})
-	if s.finish != nil && s.ctx.Err() == nil {
-		// Kept only in memory, the dead letter holds the checkpoint back.
-		s.finish(e.Position, sinkErr != nil)
-	}
+	}, hold)
 }
 
 // redrive sends a dead letter's event back through this subscription alone,
