@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -102,18 +103,33 @@ func NewBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 
 // sequences holds the Sequence of each test that has made a bus with
 // NewBus, until the test ends.
-var sequences sync.Map // testing.TB to func() eventbus.ID
+var sequences sync.Map // sequenceKey to func() eventbus.ID
 
 // testSequence returns the Sequence of test t, the one its buses share.
 func testSequence(t testing.TB) func() eventbus.ID {
-	if seq, ok := sequences.Load(t); ok {
+	key := sequenceKey(t)
+	if seq, ok := sequences.Load(key); ok {
 		return seq.(func() eventbus.ID)
 	}
-	seq, loaded := sequences.LoadOrStore(t, Sequence())
+	seq, loaded := sequences.LoadOrStore(key, Sequence())
 	if !loaded {
-		t.Cleanup(func() { sequences.Delete(t) })
+		t.Cleanup(func() { sequences.Delete(key) })
 	}
 	return seq.(func() eventbus.ID)
+}
+
+// testName keys the Sequence of a test whose testing.TB cannot be a map
+// key.
+type testName string
+
+// sequenceKey returns the key of t's Sequence in sequences: t itself, or,
+// for a t that cannot be a map key (a wrapper struct passed by value with
+// a slice field, say, which a map would panic on), its name.
+func sequenceKey(t testing.TB) any {
+	if reflect.ValueOf(t).Comparable() {
+		return t
+	}
+	return testName(t.Name())
 }
 
 // watchedSink passes dead letters on to the sink of a bus made by NewBus,

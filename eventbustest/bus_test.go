@@ -552,3 +552,30 @@ func TestCleanupFailuresNameTheTestChild(t *testing.T) {
 		publish(t, orders, Order{ID: "a"})
 	})
 }
+
+// valueTB is a user's wrapper of a test's t, passed by value: its slice
+// field makes it unhashable.
+type valueTB struct {
+	testing.TB
+	notes []string
+}
+
+// TestNewBusUnhashableTB checks that NewBus takes a testing.TB that cannot
+// be a map key, as a wrapper struct passed by value may be, and gives its
+// buses one Sequence still, rather than panicking.
+func TestNewBusUnhashableTB(t *testing.T) {
+	tb := valueTB{TB: t}
+	var ids []string
+	for range 2 {
+		b := eventbustest.NewBus(tb, &eventbus.Options{Mode: eventbus.Sync})
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("s", func(_ context.Context, e eventbus.Event[Order]) error {
+			ids = append(ids, e.ID.String())
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"})
+		require.NoError(t, b.Close())
+	}
+	require.Equal(t, []string{"00000000000000000000000001", "00000000000000000000000002"}, ids, "the IDs of a bus and its restart")
+}
