@@ -144,10 +144,11 @@ func (t *tracker) caughtUp(n uint64) {
 // events have finished since the last save began, or 0 while the
 // checkpoint is the one saved last (see due). held is true for a dead
 // letter that the sink failed to keep: the checkpoint stays before it for
-// the rest of the run, or until its redrive finishes it without held or
-// it is discarded (release), so that the next run delivers it again. The run goes on past it all the
-// same (next, and so WaitFor), and the tracker holds one position for it
-// instead of every position handed out after it.
+// the rest of the run, so that the next run delivers it again, unless its
+// redrive finishes it without held or it is discarded (release) first.
+// The run goes on past it all the same (next, and so WaitFor), and the
+// tracker holds one position for it instead of every position handed out
+// after it.
 func (t *tracker) finish(pos uint64, held bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -47,11 +47,11 @@ type DeadLetter struct {
 //
 // A dead letter of a [Durable] subscription outlives a restart only in the
 // sink. So when Put fails, the subscription's checkpoint stays before the
-// event for the rest of the run, unless a redrive of the dead letter is
-// handled (or fails again and Put keeps it) or [DeadLetterQueue.Discard]
-// removes it, and the next run delivers it again, with the events after
-// it: at-least-once. Without a sink, or when
-// Put succeeds, the checkpoint moves past the dead letter.
+// event for the rest of the run, and the next run delivers it again, with
+// the events after it (at-least-once), unless a redrive of the dead letter
+// is handled (or fails again and Put keeps it) or
+// [DeadLetterQueue.Discard] removes it first. Without a sink, or when Put
+// succeeds, the checkpoint moves past the dead letter.
 //
 // ctx is a handler's context for the dead letter's event, never cancelled,
 // even when the bus stops without grace, so that the sink can still write

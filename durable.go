@@ -79,9 +79,9 @@ type DurableOptions struct {
 // again (give the bus a [DeadLetterSink] to keep dead letters across
 // restarts), unless the sink fails to keep it: the checkpoint then stays
 // before it for the rest of the run (WaitFor passes it, as it does other
-// dead letters), or until a redrive of it is handled or
-// [DeadLetterQueue.Discard] removes it, and the next run delivers it again. After a restart, the
-// events from the checkpoint on are delivered again: delivery is
+// dead letters), and the next run delivers it again, unless a redrive of
+// it is handled or [DeadLetterQueue.Discard] removes it first. After a
+// restart, the events from the checkpoint on are delivered again: delivery is
 // at-least-once. The [Idempotency] middleware with a durable
 // [ProcessedStore], such as [NewStoreProcessed], skips the events handled
 // before, so that their effects do not happen again, but for an event
