@@ -557,6 +557,7 @@ func TestCleanupFailuresNameTheTestChild(t *testing.T) {
 // field makes it unhashable.
 type valueTB struct {
 	testing.TB
+	//lint:ignore U1000 the field is there to make the struct unhashable
 	notes []string
 }
 
