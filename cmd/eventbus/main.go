@@ -105,6 +105,10 @@ func summary(cmd string) string {
 	return ""
 }
 
+// maxStreamLen is the longest stream name in bytes, as the Store doc of
+// package eventbus gives it.
+const maxStreamLen = 1024
+
 // run runs the command of args and returns the exit status: 0 for success,
 // 1 for damage found or a failure, 2 for bad usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -183,6 +187,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { streamSet = streamSet || f.Name == "stream" })
 	if streamSet && stream == "" {
 		fmt.Fprintf(stderr, "eventbus %s: -stream must name a stream; leave it out for every stream\n", cmd)
+		return 2
+	}
+	// As the store names streams: a name it cannot hold is a typing
+	// error, not a failure of the store.
+	if len(stream) > maxStreamLen {
+		fmt.Fprintf(stderr, "eventbus %s: -stream must be at most %d bytes, not %d\n", cmd, maxStreamLen, len(stream))
+		return 2
+	}
+	if !utf8.ValidString(stream) {
+		fmt.Fprintf(stderr, "eventbus %s: -stream %q is not valid UTF-8, as every stream name is\n", cmd, stream)
 		return 2
 	}
 	if limit < 0 {

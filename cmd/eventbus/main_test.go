@@ -640,3 +640,27 @@ func TestReadEscapesControls(t *testing.T) {
 		require.Contains(t, stdout, "café 😀", "eventbus %s escaped printable characters", cmd)
 	}
 }
+
+// TestInvalidStreamName checks that read and tail refuse a -stream that
+// names no stream the store can hold (not UTF-8, or over 1,024 bytes) as
+// bad usage, exit status 2, as they do an empty one, whatever DIR is: they
+// opened the store and failed with the store's error, exit status 1, as if
+// the store had failed.
+func TestInvalidStreamName(t *testing.T) {
+	dir, _ := newStore(t)
+	foreign := t.TempDir()
+	for _, cmd := range []string{"read", "tail"} {
+		for _, stream := range []string{"order-\xff", strings.Repeat("o", 1025)} {
+			for _, d := range []string{dir, foreign} {
+				code, stdout, stderr := runCmd(t, cmd, "-stream", stream, d)
+				if code != 2 || stdout != "" || !strings.Contains(stderr, "-stream") {
+					t.Errorf("eventbus %s -stream %.30q... %s: exit status %d, stdout %q, stderr %q; want 2, nothing printed, and a word on -stream", cmd, stream, d, code, stdout, stderr)
+				}
+			}
+		}
+	}
+	// The longest name the store takes is no bad usage.
+	if code, _, stderr := runCmd(t, "read", "-stream", strings.Repeat("o", 1024), dir); code != 1 || !strings.Contains(stderr, "no stream") {
+		t.Errorf("eventbus read -stream <1,024 bytes>: exit status %d, stderr %q; want 1 and no stream", code, stderr)
+	}
+}
