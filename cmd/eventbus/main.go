@@ -12,6 +12,7 @@
 //	eventbus read [flags] DIR            print events as JSON lines
 //	eventbus tail [-n N] [-stream S] DIR print the last events as JSON lines
 //	eventbus repair DIR                  cut damaged records, keeping a copy
+//	eventbus help [COMMAND]              this usage, or that of COMMAND
 //
 // Verify also reports an incomplete final record, which a crash in the
 // middle of a write leaves: that is no damage (exit status 0), and the next
@@ -82,9 +83,11 @@ commands:
   read [flags] DIR             print events as JSON lines
   tail [-n N] [-stream S] DIR  print the last events as JSON lines
   repair DIR                   cut damaged records, keeping a copy
+  help [command]               this usage, or that of a command
 
 Without -stream, read and tail leave out system streams (named $...).
-Run eventbus <command> -h for the flags of a command.`
+Run eventbus help <command> (or eventbus <command> -h) for the flags
+of a command.`
 
 // summary says what command cmd does, for its -h.
 func summary(cmd string) string {
@@ -117,6 +120,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	// As go help build: help for a command is its -h.
+	if cmd == "help" && len(args) > 0 {
+		switch {
+		case len(args) > 1:
+			fmt.Fprintf(stderr, "eventbus help: want one command, not %q\n%s\n", args, usage)
+			return 2
+		case summary(args[0]) == "":
+			fmt.Fprintf(stderr, "eventbus help: unknown command %q\n%s\n", args[0], usage)
+			return 2
+		}
+		cmd, args = args[0], []string{"-h"}
+	}
 	switch cmd {
 	case "inspect", "stats", "verify", "read", "tail", "repair":
 	case "help", "-h", "-help", "--help":

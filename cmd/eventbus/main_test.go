@@ -664,3 +664,26 @@ func TestInvalidStreamName(t *testing.T) {
 		t.Errorf("eventbus read -stream <1,024 bytes>: exit status %d, stderr %q; want 1 and no stream", code, stderr)
 	}
 }
+
+// TestHelpCommand checks that eventbus help <command> prints the usage of
+// the command, as eventbus <command> -h does, and that help for a command
+// that does not exist is bad usage: it printed the general usage either
+// way and exited 0, so the flags of read could not be found by asking.
+func TestHelpCommand(t *testing.T) {
+	for _, cmd := range []string{"inspect", "stats", "verify", "read", "tail", "repair"} {
+		wantCode, want, wantStderr := runCmd(t, cmd, "-h")
+		code, stdout, stderr := runCmd(t, "help", cmd)
+		if code != wantCode || stdout != want || stderr != wantStderr {
+			t.Errorf("eventbus help %s: exit status %d, stdout %q, stderr %q; want %d, %q and %q, as eventbus %s -h", cmd, code, stdout, stderr, wantCode, want, wantStderr, cmd)
+		}
+	}
+	for _, args := range [][]string{{"help", "frobnicate"}, {"help", "read", "tail"}} {
+		code, stdout, stderr := runCmd(t, args...)
+		if code != 2 || stdout != "" || !strings.Contains(stderr, "usage: eventbus") {
+			t.Errorf("eventbus %v: exit status %d, stdout %q, stderr %q; want 2, nothing printed, and the usage", args, code, stdout, stderr)
+		}
+	}
+	if code := run(t.Context(), []string{"help", "read"}, failingWriter{}, &bytes.Buffer{}); code != 1 {
+		t.Errorf("eventbus help read, output failing: exit status %d; want 1", code)
+	}
+}
