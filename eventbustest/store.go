@@ -686,6 +686,9 @@ func testReadStream(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"limit", &eventbus.ReadOptions{From: 1, Limit: 2}, []string{"a1", "a2"}},
 		{"backwards from end", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}, []string{"a4", "a3", "a2", "a1", "a0"}},
 		{"backwards from 1", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 1}, []string{"a1", "a0"}},
+		// From the last event, as End does: no event at From is no
+		// reason to yield nothing.
+		{"backwards from past the end", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 9}, []string{"a4", "a3", "a2", "a1", "a0"}},
 		{"backwards limit", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}, []string{"a4"}},
 		{"types", &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []string{"a1", "a3"}},
 		{"types and limit", &eventbus.ReadOptions{Limit: 2, Filter: eventbus.Filter{Types: []string{"t0"}}}, []string{"a0", "a2"}},
@@ -726,6 +729,10 @@ func testReadAll(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"limit", &eventbus.ReadOptions{From: 1, Limit: 3}, []uint64{1, 2, 4}},
 		{"backwards", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 3}, []uint64{7, 6, 5}},
 		{"backwards from 2", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 2}, []uint64{2, 1, 0}},
+		{"backwards from past the end", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 20, Limit: 3}, []uint64{7, 6, 5}},
+		// Position 3 holds an event of a system stream, which the
+		// filter rejects: the read starts at the next one back.
+		{"backwards from a rejected event", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 3}, []uint64{2, 1, 0}},
 		{"prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7}},
 		{"types", &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1", "t2"}}}, []uint64{1, 5}},
 		{"system prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3}},

@@ -358,3 +358,77 @@ func TestStoreFailsRecklessTombstoneChild(t *testing.T) {
 		return reckless{s}
 	})
 }
+
+// exactStart is a store whose Backwards reads start only at an event at
+// From, and yield nothing when there is none there (past the last event,
+// or where the filter rejects one), which the Store contract does not
+// allow: past the last event, a Backwards read starts at the last event.
+type exactStart struct{ eventbus.Store }
+
+// ReadStream returns the read of the store it wraps, or nothing if it is a
+// Backwards read whose first event is not at From.
+func (s exactStart) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return exact(opts, s.Store.ReadStream(ctx, stream, opts), func(e eventbus.RecordedEvent) uint64 { return e.Revision })
+}
+
+// ReadAll returns the read of the store it wraps, or nothing if it is a
+// Backwards read whose first event is not at From.
+func (s exactStart) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return exact(opts, s.Store.ReadAll(ctx, opts), func(e eventbus.RecordedEvent) uint64 { return e.Position })
+}
+
+func exact(opts *eventbus.ReadOptions, seq iter.Seq2[eventbus.RecordedEvent, error], at func(eventbus.RecordedEvent) uint64) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.Direction != eventbus.Backwards || opts.From == eventbus.End {
+		return seq
+	}
+	from := opts.From
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		first := true
+		for e, err := range seq {
+			if first && err == nil && at(e) != from {
+				return
+			}
+			first = false
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsExactBackwardsStart runs TestStore against a store whose
+// Backwards reads from past the last event yield nothing, in a child
+// process (this test binary), and checks that the suite fails, saying so:
+// nothing read Backwards from past the end, so such a store passed, and a
+// caller reading the last events before a position it was given (a
+// checkpoint, say, later than the store's end) took the stream for empty.
+func TestStoreFailsExactBackwardsStart(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsExactBackwardsStartChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_EXACT_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsExactBackwardsStartChild/ReadStream/backwards_from_past_the_end ",
+		"--- FAIL: TestStoreFailsExactBackwardsStartChild/ReadAll/backwards_from_past_the_end ",
+		"--- FAIL: TestStoreFailsExactBackwardsStartChild/ReadAll/backwards_from_a_rejected_event ",
+		"--- PASS: TestStoreFailsExactBackwardsStartChild/ReadStream/backwards_from_1 ",
+		"--- PASS: TestStoreFailsExactBackwardsStartChild/AppendAndRead ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsExactBackwardsStartChild is run by
+// TestStoreFailsExactBackwardsStart.
+func TestStoreFailsExactBackwardsStartChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_EXACT_CHILD") == "" {
+		t.Skip("run by TestStoreFailsExactBackwardsStart")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return exactStart{s}
+	})
+}
