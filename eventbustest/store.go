@@ -966,6 +966,10 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			{"from start", nil, []uint64{0, 1, 2, 4, 5, 6, 7, 8, 9}, 8},
 			{"from 5", &eventbus.SubscribeOptions{From: 5}, []uint64{5, 6, 7, 8, 9}, 8},
 			{"from end", &eventbus.SubscribeOptions{From: eventbus.End}, []uint64{8, 9}, 8},
+			// Past the end, the subscription has passed every position
+			// before From, and waits for the event at From.
+			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{9}, 9},
+			{"from far past the end", &eventbus.SubscribeOptions{From: 100}, nil, 100},
 			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 9}, 8},
 		}
 		type sub struct {

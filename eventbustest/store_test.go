@@ -432,3 +432,68 @@ func TestStoreFailsExactBackwardsStartChild(t *testing.T) {
 		return exactStart{s}
 	})
 }
+
+// endReporting is a store whose subscriptions report to CaughtUp the
+// position the next committed event will have, even when From is later,
+// which the Store contract does not allow: a subscription from past the
+// end has passed every position before From, and says so.
+type endReporting struct{ eventbus.Store }
+
+// Subscribe returns the subscription of the store it wraps, whose CaughtUp
+// is told the store's next position.
+func (s endReporting) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.CaughtUp == nil {
+		return s.Store.Subscribe(ctx, opts)
+	}
+	o := *opts
+	o.CaughtUp = func(uint64) {
+		next := uint64(0)
+		for _, prefix := range []string{"", "$"} {
+			last := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1, Filter: eventbus.Filter{StreamPrefix: prefix}}
+			for e, err := range s.Store.ReadAll(ctx, last) {
+				if err == nil {
+					next = max(next, e.Position+1)
+				}
+			}
+		}
+		opts.CaughtUp(next)
+	}
+	return s.Store.Subscribe(ctx, &o)
+}
+
+// TestStoreFailsEndReportingSubscription runs TestStore against a store
+// whose subscriptions from past the end report to CaughtUp the store's
+// next position instead of From, in a child process (this test binary),
+// and checks that the suite fails, saying so: nothing subscribed from past
+// the end, so such a store passed, and a caller that took CaughtUp's
+// argument for a checkpoint moved it back before From.
+func TestStoreFailsEndReportingSubscription(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsEndReportingSubscriptionChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_END_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsEndReportingSubscriptionChild/Subscribe ",
+		"from past the end: CaughtUp(8), want 9",
+		"from far past the end: CaughtUp(8), want 100",
+		"--- PASS: TestStoreFailsEndReportingSubscriptionChild/SubscribeSwitchOver ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+	require.NotContains(t, string(out), "from 5: CaughtUp")
+}
+
+// TestStoreFailsEndReportingSubscriptionChild is run by
+// TestStoreFailsEndReportingSubscription.
+func TestStoreFailsEndReportingSubscriptionChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_END_CHILD") == "" {
+		t.Skip("run by TestStoreFailsEndReportingSubscription")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return endReporting{s}
+	})
+}
