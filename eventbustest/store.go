@@ -53,6 +53,7 @@ func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"ReadStream", testReadStream},
 		{"ReadAll", testReadAll},
 		{"ReadsAreLazy", testReadsAreLazy},
+		{"KeepsOptions", testKeepsOptions},
 		{"Delete", testDelete},
 		{"Tombstone", testTombstone},
 		{"MaxCount", testMaxCount},
@@ -825,6 +826,65 @@ func testReadsAreLazy(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			t.Errorf("read with a cancelled context yielded %v, want context.Canceled only", errs)
 		}
 	}
+}
+
+// testKeepsOptions checks that reads and subscriptions keep a copy of
+// their options, as the Store contract says: the caller may change or
+// reuse them, Filter.Types included, once the call returns.
+func testKeepsOptions(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t)
+		fill(t, s)
+		// The deadline, fake time, turns a subscription that never
+		// catches up into a failure instead of a hang.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		subCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		// Each read selects positions 1 and 5 (a1 and a3, of type t1);
+		// changed as below, its options would select others or none.
+		ro := &eventbus.ReadOptions{From: 1, Limit: 2, Filter: eventbus.Filter{Types: []string{"t1"}}}
+		caughtUp := uint64(0)
+		so := &eventbus.SubscribeOptions{From: 1, Filter: eventbus.Filter{Types: []string{"t1"}}, CaughtUp: func(next uint64) {
+			caughtUp = next
+			stop()
+		}}
+		reads := []struct {
+			name string
+			seq  iter.Seq2[eventbus.RecordedEvent, error]
+		}{
+			{"ReadStream", s.ReadStream(ctx, "a", ro)},
+			{"ReadAll", s.ReadAll(ctx, ro)},
+			{"Subscribe", s.Subscribe(subCtx, so)},
+		}
+		// Reused for other reads, as a caller may.
+		*ro = eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1, Filter: eventbus.Filter{StreamPrefix: "b", Types: ro.Filter.Types}}
+		ro.Filter.Types[0] = "t0"
+		so.Filter.Types[0] = "t0"
+		so.From, so.Filter.StreamPrefix = eventbus.End, "b"
+		so.CaughtUp = func(next uint64) {
+			t.Errorf("Subscribe called the CaughtUp its options were given after the call, with %d", next)
+			stop()
+		}
+		for _, r := range reads {
+			var got []uint64
+			for e, err := range r.seq {
+				if err != nil {
+					if r.name != "Subscribe" || !errors.Is(err, context.Canceled) || ctx.Err() != nil {
+						t.Errorf("%s: %v", r.name, err)
+					}
+					break
+				}
+				got = append(got, e.Position)
+			}
+			if diff := cmp.Diff([]uint64{1, 5}, got); diff != "" {
+				t.Errorf("%s from 1 of type t1, its options changed after the call: positions (-want +got):\n%s", r.name, diff)
+			}
+		}
+		if caughtUp != 8 {
+			t.Errorf("Subscribe from 1, its options changed after the call: CaughtUp(%d), want 8", caughtUp)
+		}
+	})
 }
 
 func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {

@@ -497,3 +497,96 @@ func TestStoreFailsEndReportingSubscriptionChild(t *testing.T) {
 		return endReporting{s}
 	})
 }
+
+// sharing is a store whose reads and subscriptions copy their options
+// when the call returns, but share their Filter.Types with the caller,
+// and use them when the loop starts, which the Store contract does not
+// allow: a caller reusing its options for another read changes the first.
+type sharing struct{ eventbus.Store }
+
+// ReadStream returns a read of the store it wraps, made when the loop
+// starts, with a shallow copy of opts.
+func (s sharing) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	o := shallow(opts)
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.ReadStream(ctx, stream, o) {
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// ReadAll returns a read of the store it wraps, made when the loop starts,
+// with a shallow copy of opts.
+func (s sharing) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	o := shallow(opts)
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.ReadAll(ctx, o) {
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// Subscribe returns a subscription of the store it wraps, made when the
+// loop starts, with a shallow copy of opts.
+func (s sharing) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	o := shallow(opts)
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.Subscribe(ctx, o) {
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// shallow returns a copy of *opts that shares its Filter.Types, or nil.
+func shallow[O any](opts *O) *O {
+	if opts == nil {
+		return nil
+	}
+	o := *opts
+	return &o
+}
+
+// TestStoreFailsSharedTypes runs TestStore against a store whose reads and
+// subscriptions share their options' Filter.Types with the caller, in a
+// child process (this test binary), and checks that the suite fails,
+// saying so: nothing changed options after a call, so such a store
+// passed, and a caller reusing its options changed a running read's
+// selection, or raced with a subscription read in another goroutine.
+func TestStoreFailsSharedTypes(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSharedTypesChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_SHARING_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsSharedTypesChild/KeepsOptions ",
+		"ReadStream from 1 of type t1, its options changed after the call",
+		"ReadAll from 1 of type t1, its options changed after the call",
+		"Subscribe from 1 of type t1, its options changed after the call",
+		"--- PASS: TestStoreFailsSharedTypesChild/ReadAll ",
+		"--- PASS: TestStoreFailsSharedTypesChild/Subscribe ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+	// The rest of the options were copied.
+	require.NotContains(t, string(out), "CaughtUp its options were given after the call")
+}
+
+// TestStoreFailsSharedTypesChild is run by TestStoreFailsSharedTypes.
+func TestStoreFailsSharedTypesChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_SHARING_CHILD") == "" {
+		t.Skip("run by TestStoreFailsSharedTypes")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return sharing{s}
+	})
+}
