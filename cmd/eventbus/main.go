@@ -30,9 +30,11 @@
 // The flags of read are -stream (one stream, by revision), -from (the
 // first position, or revision with -stream) and -limit. With -stream, read
 // and tail fail (exit status 1) for a stream that was never written or is
-// deleted. Without -stream, read and tail leave out the system streams,
-// whose names start with '$' (snapshots, checkpoints), as the store's
-// ReadAll does: inspect lists them, and -stream reads one.
+// deleted, and refuse (exit status 2) a name that no stream can have:
+// empty, not UTF-8, or over 1,024 bytes. Without -stream, read and tail
+// leave out the system streams, whose names start with '$' (snapshots,
+// checkpoints), as the store's ReadAll does: inspect lists them, and
+// -stream reads one.
 //
 // Inspect lists every event the log keeps. Its STATE column says what hides
 // some of a stream's events from read -stream: a soft delete ("deleted", or
