@@ -104,14 +104,7 @@ func TestMemoryStoreTimeIsWallClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1"}
-	if _, err := s.Append(t.Context(), "a", eventbus.NoStream, e); err != nil {
-		t.Fatal(err)
-	}
-	e.ID = eventbus.NewID()
-	if _, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{e}}); err != nil {
-		t.Fatal(err)
-	}
+	appendBothWays(t, s, nil)
 	for rec, err := range s.ReadAll(t.Context(), nil) {
 		if err != nil {
 			t.Fatal(err)

@@ -1316,19 +1316,38 @@ func TestStoreDoneContext(t *testing.T) {
 	}
 }
 
+// bothStores returns a new MemoryStore and a new FileStore, closed when
+// the test ends, by name.
+func bothStores(t *testing.T) map[string]eventbus.Store {
+	mem, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	return map[string]eventbus.Store{"MemoryStore": mem, "FileStore": openFile(t, t.TempDir(), nil)}
+}
+
+// appendBothWays appends an event of type t1 with data to stream a of s
+// with Append, and one to stream b with AppendMulti.
+func appendBothWays(t *testing.T, s eventbus.Store, data []byte) {
+	t.Helper()
+	e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1", Data: data}
+	if _, err := s.Append(t.Context(), "a", eventbus.NoStream, e); err != nil {
+		t.Fatal(err)
+	}
+	e.ID = eventbus.NewID()
+	if _, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{e}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestStoreReadsKeepTheirTypes checks that a read or subscription keeps
 // the filter's types as they were when it was made: a caller reusing its
 // options, and their Types slice, for another read changes neither the
 // first read's selection nor, for a subscription read in another
 // goroutine, races with it.
 func TestStoreReadsKeepTheirTypes(t *testing.T) {
-	mem, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	file := openFile(t, t.TempDir(), nil)
-	for name, s := range map[string]eventbus.Store{"MemoryStore": mem, "FileStore": file} {
+	for name, s := range bothStores(t) {
 		e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1", Data: []byte("x")}
 		if _, err := s.Append(t.Context(), "s", eventbus.NoStream, e); err != nil {
 			t.Fatal(err)
@@ -1365,21 +1384,8 @@ func TestStoreReadsKeepTheirTypes(t *testing.T) {
 // empty, non-nil Data as they return one appended with nil Data: with nil
 // Data, as a FileStore, which cannot tell them apart on disk, always did.
 func TestStoreEmptyData(t *testing.T) {
-	mem, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	file := openFile(t, t.TempDir(), nil)
-	for name, s := range map[string]eventbus.Store{"MemoryStore": mem, "FileStore": file} {
-		e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1", Data: []byte{}}
-		if _, err := s.Append(t.Context(), "a", eventbus.NoStream, e); err != nil {
-			t.Fatal(err)
-		}
-		e.ID = eventbus.NewID()
-		if _, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{e}}); err != nil {
-			t.Fatal(err)
-		}
+	for name, s := range bothStores(t) {
+		appendBothWays(t, s, []byte{})
 		for rec, err := range s.ReadAll(t.Context(), nil) {
 			if err != nil {
 				t.Fatal(err)
