@@ -37,11 +37,7 @@ func TestForwardNilPayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newProducer(t, reg, brokers)
 	if _, err := kafka.Forward(p, notes, "notes", &eventbus.SubscriptionOptions{
 		Retry: &eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Millisecond},
 	}); err != nil {

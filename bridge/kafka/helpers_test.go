@@ -63,6 +63,29 @@ func setup(t *testing.T, topics ...string) ([]string, *eventbus.Registry, contex
 	return brokers, registry(t), ctx
 }
 
+// newStore returns a new MemoryStore, closed when the test ends.
+func newStore(t testing.TB) *eventbus.MemoryStore {
+	t.Helper()
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// newProducer returns a Producer to brokers encoding with reg, closed when
+// the test ends.
+func newProducer(t testing.TB, reg *eventbus.Registry, brokers []string) *kafka.Producer {
+	t.Helper()
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func newBus(t testing.TB, opts *eventbus.Options) *eventbus.Bus {
 	t.Helper()
 	b, err := eventbus.New(opts)

@@ -16,21 +16,13 @@ import (
 // the types while the caller could write them, a data race.
 func TestRelayKeepsItsOptions(t *testing.T) {
 	brokers, reg, ctx := setup(t, "orders")
-	store, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := newStore(t)
 	for _, typ := range []string{"order.placed", "order.cancelled"} {
 		if _, err := store.Append(ctx, "s", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: typ, Data: []byte(`{}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newProducer(t, reg, brokers)
 	opts := &kafka.RelayOptions{Name: "placed", Topic: "orders", Filter: eventbus.Filter{Types: []string{"order.placed"}}}
 	relay, err := kafka.NewRelay(store, p, opts)
 	if err != nil {

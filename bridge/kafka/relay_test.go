@@ -53,11 +53,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	reg := registry(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	store, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := newStore(t)
 
 	// The consuming side, alive throughout.
 	bus := newBus(t, nil)
@@ -187,11 +183,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 // per save for as long as the relay runs.
 func TestStoreCheckpointsKeepLatest(t *testing.T) {
 	ctx := t.Context()
-	store, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := newStore(t)
 	cp := kafka.StoreCheckpoints(store)
 	for next := range uint64(5) {
 		if err := cp.Save(ctx, "orders", next+1); err != nil {
@@ -237,16 +229,8 @@ func TestRelayStoppedByContext(t *testing.T) {
 	errShutdown := errors.New("shutting down")
 	for name, cause := range map[string]error{"no cause": nil, "a cause": errShutdown} {
 		t.Run(name, func(t *testing.T) {
-			store, err := eventbus.NewMemoryStore(nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
-			p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			store := newStore(t)
+			p := newProducer(t, reg, brokers)
 			runCtx, stop := context.WithCancelCause(ctx)
 			defer stop(nil)
 			cp := &stopOnLoad{Checkpoints: kafka.StoreCheckpoints(store), stop: stop, cause: cause}

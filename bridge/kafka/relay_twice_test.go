@@ -35,16 +35,8 @@ func (c *heldCheckpoints) Load(ctx context.Context, name string) (uint64, error)
 // again.
 func TestRelayRunWhileRunning(t *testing.T) {
 	brokers, reg, ctx := setup(t, "orders")
-	store, err := eventbus.NewMemoryStore(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	store := newStore(t)
+	p := newProducer(t, reg, brokers)
 	cps := &heldCheckpoints{Checkpoints: kafka.StoreCheckpoints(store), loading: make(chan struct{}, 3), release: make(chan struct{})}
 	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders", Checkpoints: cps})
 	if err != nil {

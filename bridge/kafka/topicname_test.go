@@ -87,11 +87,7 @@ func TestTopicNames(t *testing.T) {
 func TestRelayBadTopicFor(t *testing.T) {
 	c, reg, _, ctx := relayCluster(t, nil)
 	for name, bad := range badTopics {
-		store, err := eventbus.NewMemoryStore(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer store.Close()
+		store := newStore(t)
 		appendOrder(t, ctx, store, reg, "good", Order{Key: "good"})
 		failed := appendOrder(t, ctx, store, reg, "bad", Order{Key: "bad"})
 		p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Linger: -1})
