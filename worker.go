@@ -206,17 +206,6 @@ func (s *subscription[T]) clock() time.Duration {
 // runSync handles e in the calling goroutine with the retry policy, waiting
 // between attempts unless ctx ends.
 func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
-	if s.plain {
-		// Nothing to count, time or finish: a success is one attempt and
-		// nothing more, which took a tenth off a Sync publish.
-		err := s.attempt(ctx, e, nil, 1)
-		if err == nil {
-			return nil
-		}
-		c := s.sync.start(nil)
-		s.account(e, nil, 1, &c, 0, err)
-		return s.retrySync(ctx, e, nil, &c, err)
-	}
 	var env *envelope[T]
 	if s.chain != nil {
 		// Middleware must not keep env, so envelopes can be reused.
@@ -232,6 +221,16 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	}
 	// Publishers run concurrently, so counting costs a lock: Sync mode
 	// counts only with Options.Metrics.
+	if !s.bus.opts.Metrics && s.finish == nil {
+		// Nothing to count or finish: a success is one attempt and nothing
+		// more, which took a tenth off a Sync publish.
+		err := s.attempt(ctx, e, env, 1)
+		if err == nil {
+			return nil
+		}
+		c := s.sync.start(nil) // whose counts go nowhere
+		return s.retrySync(ctx, e, env, &c, err)
+	}
 	var timed *clock
 	if s.bus.opts.Metrics {
 		timed = s.bus.clock
