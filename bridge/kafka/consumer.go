@@ -501,7 +501,10 @@ func (c *Consumer) poll(ctx context.Context, cl *kgo.Client, routes map[string]r
 		})
 		done := make(map[string]map[int32]kgo.EpochOffset)
 		var err error
-		for it := fetches.RecordIter(); !it.Done() && err == nil; {
+		// Once ctx is done, the rest of the poll is left for the next run:
+		// a Sync-mode handler given a done context would fail, and its
+		// record be dead-lettered, and committed, for a mere stop.
+		for it := fetches.RecordIter(); !it.Done() && err == nil && ctx.Err() == nil; {
 			r := it.Next()
 			if err = c.deliver(ctx, cl, routes[r.Topic], r); err == nil {
 				if done[r.Topic] == nil {
