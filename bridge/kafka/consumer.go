@@ -22,7 +22,7 @@ import (
 // ConsumerOptions configures a Consumer. Brokers and Group are required; the
 // other fields' zero values take the defaults.
 type ConsumerOptions struct {
-	// Brokers are the seed brokers, "host:port".
+	// Brokers are the seed brokers, "host:port"; none may be empty.
 	Brokers []string
 	// Group is the consumer group: the processes of one group share the
 	// partitions of the routed topics.
@@ -143,9 +143,10 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 	o := *opts
 	// Read by Run: a caller that reuses opts must not change them.
 	o.Brokers, o.Client = slices.Clone(o.Brokers), slices.Clone(o.Client)
+	if err := checkBrokers("NewConsumer", o.Brokers); err != nil {
+		return nil, err
+	}
 	switch {
-	case len(o.Brokers) == 0:
-		return nil, fmt.Errorf("%w: NewConsumer needs brokers", eventbus.ErrInvalid)
 	case o.Group == "":
 		return nil, fmt.Errorf("%w: NewConsumer needs a group", eventbus.ErrInvalid)
 	case o.CommitInterval < 0 || o.MaxPollRecords < 0 || o.DrainTimeout < 0:

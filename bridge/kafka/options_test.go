@@ -28,6 +28,18 @@ func TestBadInput(t *testing.T) {
 		"producer without registry": func() error { _, err := kafka.NewProducer(nil, &kafka.ProducerOptions{Brokers: brokers}); return err },
 		"producer without brokers":  func() error { _, err := kafka.NewProducer(reg, nil); return err },
 		"forward without producer":  func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err },
+		"producer with an empty broker": func() error {
+			// As strings.Split makes of an unset KAFKA_BROKERS: franz-go
+			// took it for localhost:9092.
+			p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: []string{""}})
+			p.Close()
+			return err
+		},
+		"producer with a blank broker among others": func() error {
+			p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: []string{brokers[0], " "}})
+			p.Close()
+			return err
+		},
 		"forward of a payload type not registered": func() error {
 			empty, err := eventbus.NewRegistry(nil)
 			if err != nil {
@@ -55,6 +67,10 @@ func TestBadInput(t *testing.T) {
 		},
 		"consumer without bus": func() error {
 			_, err := kafka.NewConsumer(nil, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+			return err
+		},
+		"consumer with an empty broker": func() error {
+			_, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: []string{""}, Group: "g"})
 			return err
 		},
 		"consumer without group": func() error {

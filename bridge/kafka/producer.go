@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // takes the defaults: an idempotent producer with acks from all in-sync
 // replicas, snappy compression, 5ms linger.
 type ProducerOptions struct {
-	// Brokers are the seed brokers, "host:port". Required.
+	// Brokers are the seed brokers, "host:port". Required, none empty.
 	Brokers []string
 	// Linger is how long a partition's batch waits for more records before
 	// it is sent; zero means 5ms, negative means no wait.
@@ -60,9 +61,9 @@ type Producer struct {
 }
 
 // NewProducer returns a Producer that encodes payloads with reg. It returns an
-// error wrapping eventbus.ErrInvalid for missing brokers or registry, a
-// negative BatchMaxBytes or MaxBufferedRecords, or Client options that
-// franz-go refuses (the error wraps franz-go's too).
+// error wrapping eventbus.ErrInvalid for a missing registry, no brokers or
+// an empty one, a negative BatchMaxBytes or MaxBufferedRecords, or Client
+// options that franz-go refuses (the error wraps franz-go's too).
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
 	if opts == nil {
 		opts = &ProducerOptions{}
@@ -70,8 +71,8 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	if reg == nil {
 		return nil, fmt.Errorf("%w: NewProducer needs a registry", eventbus.ErrInvalid)
 	}
-	if len(opts.Brokers) == 0 {
-		return nil, fmt.Errorf("%w: NewProducer needs brokers", eventbus.ErrInvalid)
+	if err := checkBrokers("NewProducer", opts.Brokers); err != nil {
+		return nil, err
 	}
 	if opts.BatchMaxBytes < 0 || opts.MaxBufferedRecords < 0 {
 		return nil, fmt.Errorf("%w: NewProducer: negative BatchMaxBytes or MaxBufferedRecords", eventbus.ErrInvalid)
@@ -85,6 +86,21 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 		batchMax = func(string) int32 { return math.MaxInt32 }
 	}
 	return &Producer{cl: cl, reg: reg, batchMax: batchMax}, nil
+}
+
+// checkBrokers returns an error wrapping eventbus.ErrInvalid for no
+// brokers, or for one that is empty or blank, which franz-go would take for
+// localhost:9092: what strings.Split makes of an unset variable, say.
+func checkBrokers(what string, brokers []string) error {
+	if len(brokers) == 0 {
+		return fmt.Errorf("%w: %s needs brokers", eventbus.ErrInvalid, what)
+	}
+	for i, b := range brokers {
+		if strings.TrimSpace(b) == "" {
+			return fmt.Errorf("%w: %s: Brokers[%d] is %q, not an address", eventbus.ErrInvalid, what, i, b)
+		}
+	}
+	return nil
 }
 
 func producerOpts(o *ProducerOptions) []kgo.Opt {
