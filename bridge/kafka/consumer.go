@@ -149,8 +149,12 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 	switch {
 	case o.Group == "":
 		return nil, fmt.Errorf("%w: NewConsumer needs a group", eventbus.ErrInvalid)
-	case o.CommitInterval < 0 || o.MaxPollRecords < 0 || o.DrainTimeout < 0:
-		return nil, fmt.Errorf("%w: NewConsumer: negative CommitInterval, MaxPollRecords or DrainTimeout", eventbus.ErrInvalid)
+	case o.CommitInterval < 0:
+		return nil, fmt.Errorf("%w: NewConsumer: ConsumerOptions.CommitInterval %v is negative", eventbus.ErrInvalid, o.CommitInterval)
+	case o.MaxPollRecords < 0:
+		return nil, fmt.Errorf("%w: NewConsumer: ConsumerOptions.MaxPollRecords %d is negative", eventbus.ErrInvalid, o.MaxPollRecords)
+	case o.DrainTimeout < 0:
+		return nil, fmt.Errorf("%w: NewConsumer: ConsumerOptions.DrainTimeout %v is negative", eventbus.ErrInvalid, o.DrainTimeout)
 	}
 	if o.DeadLetterTopic != "" {
 		if err := checkTopic("NewConsumer: DeadLetterTopic", o.DeadLetterTopic); err != nil {
@@ -380,10 +384,12 @@ func (o *offsets) drop(m map[string][]int32) {
 // goroutine, and closes the client before it returns, but not every one of
 // the client's goroutines has ended by then: its connections' readers exit
 // shortly after, on their own. On a Consumer not made by NewConsumer, with
-// a nil ctx, with no Route, or with Client options that franz-go refuses,
-// it returns at once an error wrapping eventbus.ErrInvalid, and the
-// Consumer is left as it was: Route and Run may be called again. A second
-// Run, once one started, returns an error wrapping eventbus.ErrInvalid too.
+// a nil ctx, with no Route, or with options that franz-go refuses (Client
+// options, or a broker address it cannot parse; the error wraps
+// franz-go's), it returns at once an error wrapping eventbus.ErrInvalid,
+// and the Consumer is left as it was: Route and Run may be called again. A
+// second Run, once one started, returns an error wrapping
+// eventbus.ErrInvalid too.
 func (c *Consumer) Run(ctx context.Context) error {
 	switch {
 	case c == nil || c.bus == nil:
@@ -441,7 +447,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.started = false // nothing ran: Route and Run are open again
 		c.mu.Unlock()
-		return fmt.Errorf("%w: Consumer.Run: ConsumerOptions.Client: %w", eventbus.ErrInvalid, err)
+		return fmt.Errorf("%w: Consumer.Run: franz-go refuses the options: %w", eventbus.ErrInvalid, err)
 	}
 
 	commitCtx, stopCommits := context.WithCancel(ctx)

@@ -22,14 +22,15 @@ type ProducerOptions struct {
 	// Brokers are the seed brokers, "host:port". Required, none empty.
 	Brokers []string
 	// Linger is how long a partition's batch waits for more records before
-	// it is sent; zero means 5ms, negative means no wait.
+	// it is sent; zero means 5ms, negative means no wait. At most a minute,
+	// as franz-go takes.
 	Linger time.Duration
 	// Compression lists the codecs to compress batches with, in order of
 	// preference (the first the broker supports is used); nil means snappy,
 	// else none.
 	Compression []kgo.CompressionCodec
 	// BatchMaxBytes caps the size of one partition's batch; zero means
-	// franz-go's default (1MB).
+	// franz-go's default (1MB), else 512 to 1<<30 bytes, as franz-go takes.
 	BatchMaxBytes int32
 	// MaxBufferedRecords caps the records waiting to be acknowledged;
 	// producing blocks while it is reached. Zero means 10,000.
@@ -62,8 +63,10 @@ type Producer struct {
 
 // NewProducer returns a Producer that encodes payloads with reg. It returns an
 // error wrapping eventbus.ErrInvalid for a missing registry, no brokers or
-// an empty one, a negative BatchMaxBytes or MaxBufferedRecords, or Client
-// options that franz-go refuses (the error wraps franz-go's too).
+// an empty one, a BatchMaxBytes, MaxBufferedRecords or Linger out of its
+// range, or options that franz-go refuses, such as a broker address it
+// cannot parse or Client options (the error wraps franz-go's too). The error
+// names the option.
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
 	if opts == nil {
 		opts = &ProducerOptions{}
@@ -74,12 +77,19 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	if err := checkBrokers("NewProducer", opts.Brokers); err != nil {
 		return nil, err
 	}
-	if opts.BatchMaxBytes < 0 || opts.MaxBufferedRecords < 0 {
-		return nil, fmt.Errorf("%w: NewProducer: negative BatchMaxBytes or MaxBufferedRecords", eventbus.ErrInvalid)
+	// franz-go refuses the sizes and Linger out of its bounds too, in
+	// errors that name its own settings: these name the caller's.
+	switch b := opts.BatchMaxBytes; {
+	case b < 0 || b > 0 && b < minBatchMaxBytes || b > maxBatchMaxBytes:
+		return nil, fmt.Errorf("%w: NewProducer: ProducerOptions.BatchMaxBytes %d is outside [%d, %d]", eventbus.ErrInvalid, b, minBatchMaxBytes, maxBatchMaxBytes)
+	case opts.MaxBufferedRecords < 0:
+		return nil, fmt.Errorf("%w: NewProducer: ProducerOptions.MaxBufferedRecords %d is negative", eventbus.ErrInvalid, opts.MaxBufferedRecords)
+	case opts.Linger > maxLinger:
+		return nil, fmt.Errorf("%w: NewProducer: ProducerOptions.Linger %v is over %v", eventbus.ErrInvalid, opts.Linger, maxLinger)
 	}
 	cl, err := kgo.NewClient(producerOpts(opts)...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: NewProducer: ProducerOptions.Client: %w", eventbus.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: NewProducer: franz-go refuses the options: %w", eventbus.ErrInvalid, err)
 	}
 	batchMax, _ := cl.OptValue(kgo.ProducerBatchMaxBytesFn).(func(string) int32)
 	if batchMax == nil { // not in this franz-go: the check is left to it
@@ -87,6 +97,13 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	}
 	return &Producer{cl: cl, reg: reg, batchMax: batchMax}, nil
 }
+
+// The bounds that franz-go sets to ProducerOptions.BatchMaxBytes and Linger.
+const (
+	minBatchMaxBytes = 512
+	maxBatchMaxBytes = 1 << 30
+	maxLinger        = time.Minute
+)
 
 // checkBrokers returns an error wrapping eventbus.ErrInvalid for no
 // brokers, or for one that is empty or blank, which franz-go would take for

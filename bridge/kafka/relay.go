@@ -301,8 +301,11 @@ func NewRelay(s eventbus.Store, p *Producer, opts *RelayOptions) (*Relay, error)
 			return nil, err
 		}
 	}
-	if o.CheckpointInterval < 0 || o.MaxInFlight < 0 {
-		return nil, fmt.Errorf("%w: relay %q: negative CheckpointInterval or MaxInFlight", eventbus.ErrInvalid, o.Name)
+	if o.CheckpointInterval < 0 {
+		return nil, fmt.Errorf("%w: relay %q: RelayOptions.CheckpointInterval %v is negative", eventbus.ErrInvalid, o.Name, o.CheckpointInterval)
+	}
+	if o.MaxInFlight < 0 {
+		return nil, fmt.Errorf("%w: relay %q: RelayOptions.MaxInFlight %d is negative", eventbus.ErrInvalid, o.Name, o.MaxInFlight)
 	}
 	if o.Checkpoints == nil {
 		o.Checkpoints = StoreCheckpoints(s)
