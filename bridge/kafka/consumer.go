@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -38,11 +39,11 @@ type ConsumerOptions struct {
 	// DeadLetterTopic, if set, receives a copy of every record that cannot
 	// be made into an event (no bridge headers, a type the registry does
 	// not know, a payload that does not decode, an event the bus topic's
-	// Publish refuses, a topic with no Route that options in Client made
-	// it consume), with its error in the header "eventbus-error" and where
-	// it was read in [MetadataTopic], [MetadataPartition] and
-	// [MetadataOffset], in place of any such headers of the record (a dead
-	// letter copied back to its topic). A copy too large for the
+	// Publish refuses or panics on, a topic with no Route that options in
+	// Client made it consume), with its error in the header
+	// "eventbus-error" and where it was read in [MetadataTopic],
+	// [MetadataPartition] and [MetadataOffset], in place of any such
+	// headers of the record (a dead letter copied back to its topic). A copy too large for the
 	// dead-letter topic (over the client's batch limit, 1MB unless Client
 	// sets kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes)
 	// goes without the record's key, value and headers, its error (cut to
@@ -181,8 +182,10 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // of c's bus (whose Flush the commits wait for), decoding them as T (see
 // eventbus.Decode). A record that does not decode, decodes to a nil pointer
 // (T's, or one in T if T is an interface), or whose event t's Publish
-// refuses (an error wrapping eventbus.ErrInvalid, say) is a bad record: the
-// event was published nowhere. On a Sync-mode
+// refuses (an error wrapping eventbus.ErrInvalid, say) or panics on (a key
+// method that panics on the payload, which Publish runs before the event
+// goes anywhere; the error wraps an [*eventbus.PanicError]) is a bad
+// record: the event was published nowhere. On a Sync-mode
 // topic the handlers run in Run's goroutine; an event whose handlers fail
 // (an [*eventbus.HandlerError], whatever it wraps) is retried and
 // dead-lettered by the bus, as in Async mode, and Run goes on. As
@@ -255,7 +258,14 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 		if !e.CorrelationID.IsZero() {
 			opts = append(opts, eventbus.WithCorrelationID(e.CorrelationID))
 		}
-		err = publish(ctx, v, opts...)
+		panicked, err := publishSafely(ctx, publish, v, opts)
+		if panicked != nil {
+			// Bytes from the wire that make the key method panic are bad
+			// input, as they are for a codec: ending the process would
+			// end every run at the record, and every member of the group
+			// it passes to.
+			return fmt.Errorf("%w: topic %q: Publish panicked: %w", eventbus.ErrInvalid, t.Name(), panicked), nil
+		}
 		var failed *eventbus.HandlerError
 		switch {
 		case err == nil:
@@ -277,6 +287,19 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 		return fmt.Errorf("topic %q refused the event: %w", t.Name(), err), nil
 	}
 	return nil
+}
+
+// publishSafely calls publish, turning a panic into a *eventbus.PanicError:
+// the payload's key method, or TopicOptions.Key, runs in Publish on a
+// payload decoded from the wire. Handlers' panics never get here: the bus
+// turns them into failures.
+func publishSafely[T any](ctx context.Context, publish func(context.Context, T, ...eventbus.PublishOption) error, v T, opts []eventbus.PublishOption) (panicked *eventbus.PanicError, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = &eventbus.PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return nil, publish(ctx, v, opts...)
 }
 
 // nilPointer reports whether v holds a nil pointer.
