@@ -14,11 +14,13 @@
 //
 // A record's key is the event's key (a Relay's default: its stream), so
 // Kafka's key hashing puts one key's events in one partition, in order. Its
-// value is the payload encoded by an [eventbus.Registry]. Headers carry the
-// envelope: "eventbus-id", "eventbus-type", "eventbus-schema-version",
-// "eventbus-encoding" (when compressed), "eventbus-correlation-id",
-// "eventbus-causation-id", "traceparent", and each other metadata entry as
-// "eventbus-md-" followed by its key.
+// value is the payload encoded by an [eventbus.Registry]: empty, never null
+// (a tombstone, which compaction takes for a deletion), for a payload that
+// encodes to no bytes. Headers carry the envelope: "eventbus-id",
+// "eventbus-type", "eventbus-schema-version", "eventbus-encoding" (when
+// compressed), "eventbus-correlation-id", "eventbus-causation-id",
+// "traceparent", and each other metadata entry as "eventbus-md-" followed
+// by its key.
 //
 // # Ordering and delivery
 //

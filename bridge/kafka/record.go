@@ -62,7 +62,10 @@ func EventID(env *eventbus.Envelope) string {
 }
 
 // newRecord returns e as a record of topic with key: the encoded payload as
-// value, the envelope in headers.
+// value, the envelope in headers. A payload that encodes to no bytes (which
+// a store reads back as nil) has an empty value, not a null one: a record
+// with a null value is a tombstone, which compaction takes for the deletion
+// of its key's records before it, and connectors for a delete.
 func newRecord(topic, key string, e *eventbus.EventData) *kgo.Record {
 	h := make([]kgo.RecordHeader, 0, 6+len(e.Metadata))
 	h = append(h,
@@ -85,7 +88,11 @@ func newRecord(topic, key string, e *eventbus.EventData) *kgo.Record {
 		}
 		h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)})
 	}
-	r := &kgo.Record{Topic: topic, Value: e.Data, Headers: h}
+	value := e.Data
+	if value == nil {
+		value = []byte{}
+	}
+	r := &kgo.Record{Topic: topic, Value: value, Headers: h}
 	if key != "" {
 		r.Key = []byte(key)
 	}
@@ -170,6 +177,8 @@ func parseRecord(r *kgo.Record) (eventbus.EventData, string, error) {
 	if e.ID.IsZero() || e.Type == "" {
 		return e, "", fmt.Errorf("%w: record %s/%d@%d has no %s or %s header", eventbus.ErrInvalid, r.Topic, r.Partition, r.Offset, headerID, headerType)
 	}
-	e.Data = r.Value
+	if len(r.Value) > 0 { // an empty payload is nil, as a store reads it back
+		e.Data = r.Value
+	}
 	return e, string(r.Key), nil
 }

@@ -17,6 +17,7 @@ func FuzzParseRecord(f *testing.F) {
 	f.Add(id, "order.placed", "1", "", id, id, "region", "eu", []byte(`{"n":1}`), "k")
 	f.Add("", "", "x", "deflate", "not-an-id", "", "", "", []byte(nil), "")
 	f.Add(id, "t", "-7", "", "", "not-an-id", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", []byte{0xff}, "")
+	f.Add(id, "ping", "1", "", id, id, "", "", []byte(nil), "k") // a null value
 	f.Fuzz(func(t *testing.T, id, typ, version, encoding, corr, cause, mdKey, mdValue string, value []byte, key string) {
 		r := &kgo.Record{Topic: "t", Key: []byte(key), Value: value, Headers: []kgo.RecordHeader{
 			{Key: headerID, Value: []byte(id)},
