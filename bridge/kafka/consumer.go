@@ -43,15 +43,15 @@ type ConsumerOptions struct {
 	// Client made it consume), with its error in the header
 	// "eventbus-error" and where it was read in [MetadataTopic],
 	// [MetadataPartition] and [MetadataOffset], in place of any such
-	// headers of the record (a dead letter copied back to its topic). A copy too large for the
-	// dead-letter topic (over the client's batch limit, 1MB unless Client
-	// sets kgo.ProducerBatchMaxBytes, or the topic's max.message.bytes)
-	// goes without the record's key, value and headers, its error (cut to
-	// its first kilobyte, as it may quote a large header) saying so. If
-	// empty, such a record stops Run with an error wrapping
-	// eventbus.ErrInvalid and the record's own, and is read again by the
-	// next run. A bad record read from the dead-letter topic itself
-	// (routed, or consumed through options in Client) is logged and
+	// headers of the record (a dead letter copied back to its topic). A
+	// copy too large for the dead-letter topic (over the client's batch
+	// limit, 1MB unless Client sets kgo.ProducerBatchMaxBytes, or the
+	// topic's max.message.bytes) goes without the record's key, value and
+	// headers, its error (cut to its first kilobyte, as it may quote a
+	// large header) saying so. If empty, such a record stops Run with an
+	// error wrapping eventbus.ErrInvalid and the record's own, and is read
+	// again by the next run. A bad record read from the dead-letter topic
+	// itself (routed, or consumed through options in Client) is logged and
 	// skipped: it is there already, and written back it would come round
 	// for ever.
 	DeadLetterTopic string
