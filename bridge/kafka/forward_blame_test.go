@@ -84,3 +84,72 @@ func TestForwardBrokerRefusesOneOfBatch(t *testing.T) {
 		t.Errorf("Kafka holds %d records, want a's and c's", n)
 	}
 }
+
+// TestForwardBrokerRefusesBatchOfTwoHandlers forwards two bus topics to
+// one Kafka topic through one Producer, a small event on one and one
+// larger than the topic's max.message.bytes on the other, which franz-go
+// sends in one batch: the broker refuses it whole, and each handler sees
+// one record fail as too large. The small one is written, and the large
+// one alone is dead-lettered. A handler with a single failure took it for
+// the large record's own, and dead-lettered the small one, blamed for the
+// other's size.
+func TestForwardBrokerRefusesBatchOfTwoHandlers(t *testing.T) {
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "1000"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	reg := registry(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	// The producer learns where "orders" is only once it holds both
+	// records, so that it sends them in one batch.
+	hook := &buffered{n: 2, all: make(chan struct{})}
+	holdMetadata(ctx, c, "orders", hook.all)
+
+	bus := newBus(t, nil)
+	small := newTopic(t, bus)
+	large, err := eventbus.NewTopic[Order](bus, "large-orders", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{
+		Brokers: brokers, Linger: 50 * time.Millisecond, Compression: noCompression,
+		Client: []kgo.Opt{kgo.WithHooks(hook)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	for _, topic := range []*eventbus.Topic[Order]{small, large} {
+		if _, err := kafka.Forward(p, topic, "orders", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := Order{Key: strings.Repeat("b", 3000)}
+	if err := small.Publish(ctx, Order{Key: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := large.Publish(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var dead []Order
+	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		if !errors.Is(dl.Err, kerr.MessageTooLarge) {
+			t.Errorf("dead letter with %v, want MessageTooLarge", dl.Err)
+		}
+		dead = append(dead, dl.Payload().(Order))
+	}
+	if diff := cmp.Diff([]Order{big}, dead); diff != "" {
+		t.Errorf("dead letters (-want +got):\n%s", diff)
+	}
+	if n := countRecords(t, ctx, brokers, "orders"); n != 1 {
+		t.Errorf("Kafka holds %d records, want a's", n)
+	}
+}

@@ -58,6 +58,7 @@ type Producer struct {
 	cl        *kgo.Client
 	reg       *eventbus.Registry
 	batchMax  func(topic string) int32 // the client's batch limit per topic
+	alone     chan struct{}            // a slot for the one record produced alone
 	closeOnce sync.Once
 }
 
@@ -95,7 +96,7 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	if batchMax == nil { // not in this franz-go: the check is left to it
 		batchMax = func(string) int32 { return math.MaxInt32 }
 	}
-	return &Producer{cl: cl, reg: reg, batchMax: batchMax}, nil
+	return &Producer{cl: cl, reg: reg, batchMax: batchMax, alone: make(chan struct{}, 1)}, nil
 }
 
 // The bounds that franz-go sets to ProducerOptions.BatchMaxBytes and Linger.
@@ -176,9 +177,11 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // is too large for a batch fails alone and is retried; the later events of
 // its key are written. The broker refuses a whole batch for one record
 // larger than the topic's max.message.bytes, failing every record of it as
-// too large: Forward then produces those again, one at a time, each alone,
-// so that the others are written (other workers' records may still join
-// them), and the one too large fails on its own. The payload type T must be
+// too large, those of other workers and of other Forwards through the
+// Producer too: each handler then produces the records of its events that
+// failed as too large again, one at a time, each alone, so that the others
+// are written (other records may still join them), and the one too large
+// fails on its own. The payload type T must be
 // registered in the Producer's Registry. Forward returns an error wrapping
 // eventbus.ErrInvalid for a missing argument, a T that is not registered
 // (wrapping eventbus.ErrUnknownEvent too; a T that is an interface is
@@ -245,36 +248,39 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 }
 
 // alone produces again, one at a time and each alone, the records that
-// failed as too large, when several did: the broker refuses a whole batch
-// for one record too large for the topic, and franz-go fails each record
-// of the batch with its error, so that the events produced beside that
-// one, of any key, would be retried or dead-lettered as too large. Now
-// they are written, and the one too large fails on its own.
+// failed as too large: the broker refuses a whole batch for one record too
+// large for the topic, and franz-go fails each record of the batch with
+// its error, so that the events produced beside that one, of any key, would
+// be retried or dead-lettered as too large. Now they are written, and the
+// one too large fails on its own. A single failure is no sign that the
+// record is the large one: the batch may have held another handler's (of
+// another worker, or of another Forward through the Producer), which fails
+// in that handler.
 func (f *forwarder[T]) alone(ctx context.Context, recs []*kgo.Record, errs []error) {
-	n := 0
-	for _, err := range errs {
-		if errors.Is(err, kerr.MessageTooLarge) {
-			n++
-		}
-	}
-	if n < 2 {
-		return
-	}
 	for i, r := range recs {
 		if errors.Is(errs[i], kerr.MessageTooLarge) {
-			errs[i] = produceAlone(ctx, f.p.cl, r)
+			errs[i] = f.p.produceAlone(ctx, r)
 		}
 	}
 }
 
 // produceAlone produces r again, on its own, and waits for the outcome: a
 // record the broker refused with its whole batch, for another record of it
-// too large for the topic. It produces a copy of r, as franz-go keeps the
+// too large for the topic. One such record goes at a time, whoever
+// produces it (handlers of Forward, a Relay): each of the batch's records
+// is produced again by its own, and together they would make one batch
+// again, refused again. It produces a copy of r, as franz-go keeps the
 // fields it set on r the first time, such as its context, which the
 // relay's stop cancels.
-func produceAlone(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
+func (p *Producer) produceAlone(ctx context.Context, r *kgo.Record) error {
+	select {
+	case p.alone <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-p.alone }()
 	r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-	return cl.ProduceSync(ctx, r).FirstErr()
+	return p.cl.ProduceSync(ctx, r).FirstErr()
 }
 
 // batchError names the failed events. A record that fails once buffered

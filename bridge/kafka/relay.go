@@ -707,7 +707,7 @@ func (p *pass) blame(ctx context.Context, why error) error {
 	}
 	slices.SortFunc(p.tooLarge, func(a, b *outgoing) int { return cmp.Compare(a.pos, b.pos) })
 	for _, o := range p.tooLarge {
-		if err := produceAlone(ctx, p.r.p.cl, o.rec); err != nil {
+		if err := p.r.p.produceAlone(ctx, o.rec); err != nil {
 			if ctx.Err() != nil {
 				return why
 			}
