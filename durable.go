@@ -604,6 +604,12 @@ func (d *Durable) stopThen(ctx context.Context, call string, then func() error) 
 		return ErrClosed
 	}
 	err := d.stop(ctx, r)
+	if r.err != nil && then == nil {
+		// A Rebuild reads the store again from the first event: the
+		// failed read of the run it replaces, which Err reported, is no
+		// reason to stay stopped.
+		err = errors.Join(fmt.Errorf("durable subscription %q: %w", d.name, r.err), err)
+	}
 	if err == nil && then != nil {
 		err = then()
 	}
@@ -614,15 +620,13 @@ func (d *Durable) stopThen(ctx context.Context, call string, then func() error) 
 	return err
 }
 
-// stop ends run r and saves its checkpoint.
+// stop ends run r and saves its checkpoint. The error that stopped r
+// reading the store, if any, is r.err, read after stop returns.
 func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 	close(r.stopping)
 	r.cancel()
 	<-r.tailed
 	var errs []error
-	if r.err != nil {
-		errs = append(errs, fmt.Errorf("durable subscription %q: %w", d.name, r.err))
-	}
 	// Also while the bus shuts down, so that ctx bounds the wait for its
 	// drain too; once the bus has stopped, it returns at once.
 	if err := r.sub.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrClosed) {
@@ -646,10 +650,12 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // durable store would skip every event: a projection that rebuilds should
 // apply events idempotently by itself.
 //
-// It returns Stop's error, the store's, reset's, or [ErrClosed] after Stop
-// or Shutdown; after an error the subscription stays stopped, but for one
-// wrapping [ErrInvalid] for a nil context or a handler's, refused as Stop
-// refuses them before it stops anything.
+// A subscription that stopped reading the store because a read failed
+// (see [Durable.Err]) reads it again: the failed read is no error of
+// Rebuild's. It returns Stop's other errors, the store's, reset's, or
+// [ErrClosed] after Stop or Shutdown; after an error the subscription
+// stays stopped, but for one wrapping [ErrInvalid] for a nil context or a
+// handler's, refused as Stop refuses them before it stops anything.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
 	if err := d.checkMade("Durable.Rebuild"); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1165,4 +1166,56 @@ func TestSubscribeDurableAfterShutdown(t *testing.T) {
 			t.Errorf("SubscribeDurable(%q) after Shutdown = %v, want ErrClosed", name, err)
 		}
 	}
+}
+
+// failingOnceStore fails the first of its subscriptions with errInjected
+// after the first `after` events, as brokenReadStore does; the others read
+// the store.
+type failingOnceStore struct {
+	eventbus.Store
+	after  int
+	failed atomic.Bool
+}
+
+func (s *failingOnceStore) Subscribe(ctx context.Context, o *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if s.failed.Swap(true) {
+		return s.Store.Subscribe(ctx, o)
+	}
+	return (&brokenReadStore{Store: s.Store, after: s.after}).Subscribe(ctx, o)
+}
+
+// TestDurableRebuildAfterReadFailure rebuilds a durable subscription that
+// stopped reading the store when a read failed, as Err's doc says it may:
+// the rebuild reads the store again from the first event and handles
+// every one, rather than returning the old run's error and staying
+// stopped for good.
+func TestDurableRebuildAfterReadFailure(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		last := appendDeposits(t, s, reg, "a", 5).Position // positions 0-4
+		bus := newBus(t, nil)
+		var handled atomic.Int32
+		d := subscribeDurable(t, bus, &failingOnceStore{Store: s, after: 2}, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			handled.Add(1)
+			return nil
+		}, nil)
+		require.NoError(t, d.WaitFor(ctx, 1), "read before the failure")
+		require.ErrorIs(t, d.WaitFor(ctx, last), errInjected, "WaitFor after the failure")
+		err := d.Rebuild(ctx, func(context.Context) error {
+			handled.Store(0)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Rebuild() after a failed read = %v, want nil", err)
+		}
+		if err := d.Err(); err != nil {
+			t.Errorf("Err() after Rebuild = %v, want nil", err)
+		}
+		require.NoError(t, d.WaitFor(ctx, last))
+		if got := handled.Load(); got != 5 {
+			t.Errorf("handled %d events after Rebuild, want 5", got)
+		}
+		require.NoError(t, d.Stop(ctx))
+	})
 }
