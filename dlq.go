@@ -51,7 +51,14 @@ type DeadLetter struct {
 // the events after it (at-least-once), unless a redrive of the dead letter
 // is handled (or fails again and Put keeps it) or
 // [DeadLetterQueue.Discard] removes it first. Without a sink, or when Put
-// succeeds, the checkpoint moves past the dead letter.
+// succeeds, the checkpoint moves past the dead letter. The dead letters of
+// a stop without grace ([Bus.Close], or a Shutdown or [Durable.Stop] whose
+// context ends) are the exception: those of the events it abandoned, and
+// of those whose handlers failed once it had cancelled their contexts,
+// reach the sink too, but the checkpoint never passes them, and the next
+// run delivers them again. A sink's copy of one must not be handled as
+// well (the abandoned ones have Attempt 0 and the stop's cause as Err),
+// or its event is handled twice.
 //
 // ctx is a handler's context for the dead letter's event, never cancelled,
 // even when the bus stops without grace, so that the sink can still write

@@ -75,7 +75,8 @@ type DurableOptions struct {
 // reads show only the latest (MaxCount 1, see [StreamMetadata]; the store
 // holds the older ones until its own cleanup, if any); the subscription
 // never handles them itself, whatever its filter. An event abandoned
-// by [Bus.Close] is not finished, and a dead-lettered one is not delivered
+// by [Bus.Close] is not finished, though its dead letter reaches the sink
+// (see [DeadLetterSink]), and a dead-lettered one is not delivered
 // again (give the bus a [DeadLetterSink] to keep dead letters across
 // restarts), unless the sink fails to keep it: the checkpoint then stays
 // before it for the rest of the run (WaitFor passes it, as it does other
