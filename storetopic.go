@@ -147,7 +147,11 @@ func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 // ".sha256-" and 32 hex digits of name's SHA-256. So every topic and name
 // make a subscription of their own: topic "orders" with name "eu.mailer"
 // never shares a checkpoint with topic "orders.eu" and name "mailer".
-// opts.Filter is replaced by the topic's selection. Handlers get every
+// opts.Filter is replaced by the topic's selection. Handlers see each
+// event's stream as its Key, as a Durable's handlers do: "orders:o1" for
+// an event published with the key "o1" (strings.CutPrefix gives it back),
+// and "durable." and the durable subscription's name as its Topic
+// ("durable.orders.mailer"), not the topic's. Handlers get every
 // event decoded and upcast to the latest schema version of T's event type
 // (see [Decode]), so T must be that version's Go type: a topic of an older
 // one may publish, not subscribe. It returns an error wrapping [ErrInvalid]
