@@ -261,10 +261,12 @@ func (b *batching[T]) call(events []Event[T]) (err error) {
 // a time. Events whose key waits for a retry join its lane instead.
 func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan struct{}) {
 	chunk, seqs := w.chunk[:0], w.seqs[:0]
-	flush := func() bool {
+	// flush hands chunk to the handler, or abandons it and rest, the
+	// events of batch after it, once the subscription is killed.
+	flush := func(rest []Event[T]) bool {
 		select {
 		case <-done:
-			w.abandon(chunk)
+			w.abandon(chunk, rest)
 			clear(chunk) // as below: the dead letters have their own copies
 			return false
 		default:
@@ -289,8 +291,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 		if len(chunk) < w.sub.batch.size {
 			continue
 		}
-		if !flush() {
-			w.abandon(batch[i+1:])
+		if !flush(batch[i+1:]) {
 			return
 		}
 		if rest := batch[i+1:]; len(rest) < w.sub.batch.size && len(rest) > 0 && w.sub.batch.wait > 0 {
@@ -302,7 +303,7 @@ func (w *worker[T]) handleBatches(batch []Event[T], base uint64, done <-chan str
 		}
 	}
 	if len(chunk) > 0 {
-		flush()
+		flush(nil)
 	}
 	w.chunk, w.seqs = chunk, seqs
 }

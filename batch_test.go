@@ -909,3 +909,50 @@ func testBatchErrorJoinedWithAnother(t *testing.T, typedNil bool, errRow, errCom
 		})
 	})
 }
+
+// TestBatchAbandonKeepsKeyOrder checks that the events a batch
+// subscription abandons when Close cuts a batch short reach the dead-letter
+// queue in publish order, so that a Redrive, oldest first, hands them to
+// the next subscription of the name in their key's order: the rest of the
+// batch being handled comes before the events queued behind it.
+func TestBatchAbandonKeepsKeyOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		calls := 0
+		_, err := topic.SubscribeBatch("bulk", func(ctx context.Context, events []eventbus.Event[Order]) error {
+			calls++
+			switch calls {
+			case 1:
+				<-gate // while 1 to 5 queue up, to be taken as one
+			case 2:
+				<-ctx.Done() // 1 and 2, until Close
+			}
+			return nil
+		}, &eventbus.SubscriptionOptions{BatchSize: 2})
+		require.NoError(t, err)
+		ctx := context.Background()
+		for n := range 6 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+			synctest.Wait() // the first batch holds 0 alone
+		}
+		close(gate)
+		synctest.Wait() // the second batch, 1 and 2, waits for Close
+		for n := 6; n < 8; n++ {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+		}
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Close(), &ue)
+		var got []int
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			got = append(got, dl.Payload().(Order).N)
+		}
+		if diff := cmp.Diff([]int{3, 4, 5, 6, 7}, got); diff != "" {
+			t.Errorf("dead letters (-want +got):\n%s", diff)
+		}
+		if ue.Count != 5 {
+			t.Errorf("Close() = %v, want 5 events undelivered", ue)
+		}
+	})
+}

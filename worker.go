@@ -802,10 +802,11 @@ func (w *worker[T]) salvage() {
 	}
 }
 
-// abandon dead-letters everything the worker still holds (the rest of a
-// batch, its lanes and its queue) after the subscription was killed, and
-// counts it as undelivered.
-func (w *worker[T]) abandon(rest []Event[T]) {
+// abandon dead-letters everything the worker still holds (its lanes, the
+// rest of a batch, given in publish order, and its queue) after the
+// subscription was killed, and counts it as undelivered. The dead letters
+// keep each key's order, which a Redrive, oldest first, follows.
+func (w *worker[T]) abandon(rest ...[]Event[T]) {
 	cause := context.Cause(w.sub.ctx)
 	now := w.sub.bus.clock.stamp(time.Now())
 	w.q.stop()
@@ -823,7 +824,7 @@ func (w *worker[T]) abandon(rest []Event[T]) {
 		}
 	}
 	clear(w.lanes)
-	for _, batch := range [][]Event[T]{rest, queued} {
+	for _, batch := range append(rest, queued) {
 		for i := range batch {
 			w.deadLetter(&batch[i], 0, cause, now, now)
 			n++
