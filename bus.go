@@ -157,7 +157,9 @@ type Bus struct {
 
 	ctx  context.Context // parent of every subscription's context
 	kill context.CancelCauseFunc
-	done chan struct{} // closed once every goroutine of the bus has exited
+	// done is closed once the bus has stopped (see Done); the bus's own
+	// goroutines, such as the clock's, exit after.
+	done chan struct{}
 
 	closed atomic.Bool
 

@@ -219,12 +219,13 @@ func checkKeyMethod[T any](or string) error {
 	return fmt.Errorf("%w: payload %v has its key method (AggregateID or GetAggregateID) on *%v only, which a %v cannot call: declare it on %v, make the payload type *%v%s", ErrInvalid, rt, rt, rt, rt, rt, or)
 }
 
-// maxNameLen is Kafka's limit on topic names, so that every name here can
-// also be a Kafka topic.
+// maxNameLen is Kafka's limit on topic names.
 const maxNameLen = 249
 
 // checkName validates topic, subscription and event type names: 1 to 249
-// characters from [A-Za-z0-9._-], the characters Kafka allows in topic names.
+// characters from [A-Za-z0-9._-], the characters Kafka allows in topic
+// names. Kafka also refuses "." and "..", which are valid names here; the
+// Kafka bridge checks the topic names it is given itself.
 func checkName(what, name string) error { return checkNameLen(what, name, maxNameLen) }
 
 // checkNameLen is checkName for names of at most limit characters.
