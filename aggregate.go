@@ -79,8 +79,10 @@ type unsavedSnapshot struct {
 // wrapping [ErrInvalid] for a nil argument, a Registry not made by
 // [NewRegistry], a negative option or an E of an older schema version
 // (events load upcast to the latest, which such an E cannot hold: use the
-// latest version's Go type, or an interface), or [ErrUnknownEvent] if
-// SnapshotEvery is set and T is not registered in r.
+// latest version's Go type, or an interface), or [ErrUnknownEvent] for an
+// E that is neither an interface nor registered in r (a pointer to a
+// registered type, say), to which no event decodes, and if SnapshotEvery
+// is set and T is not registered in r.
 func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) T, opts *AggregateOptions) (*Aggregate[T, E], error) {
 	var o AggregateOptions
 	if opts != nil {

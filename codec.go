@@ -228,13 +228,18 @@ func (r *Registry) latest(name string) int {
 
 // checkLatest returns an error wrapping ErrInvalid if E is the Go type of
 // an older schema version than the latest registered in r for its event
-// type: [Decode] upcasts every event to the latest version, so none would
-// decode to E. An E not registered, such as an interface, passes.
+// type, and one wrapping ErrUnknownEvent if E is a concrete type not
+// registered in r (a pointer to a registered type, say): [Decode] gives
+// only the latest version's registered Go type, so no event would decode
+// to E. An interface E passes.
 func checkLatest[E any](r *Registry) error {
 	var zero E
 	entry, err := r.entryFor(zero)
 	if err != nil {
-		return nil
+		if reflect.TypeFor[E]().Kind() == reflect.Interface {
+			return nil
+		}
+		return fmt.Errorf("%w: no event decodes to it: register it, or take the registered type or an interface", err)
 	}
 	if latest := r.latest(entry.name); entry.version != latest {
 		return fmt.Errorf("%w: %v is version %d of %q, whose latest is %d: events are upcast to the latest, so none would decode to it; use the latest version's Go type", ErrInvalid, reflect.TypeFor[E](), entry.version, entry.name, latest)

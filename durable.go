@@ -141,18 +141,21 @@ const maxDurableNameLen = 240
 // (see [Decode]). A handler of [RecordedEvent] receives the events as
 // stored, and r may then be nil. Events are upcast to the latest schema
 // version of their type, which their header's SchemaVersion then gives, so
-// a registered E must be the latest version's Go type. An event that does
-// not decode goes to the dead-letter queue, undecoded, as every event of
-// another type does for an E of one concrete type (it decodes to another
-// Go type): select the event types of E with the filter (Filter.Types),
-// or take an interface that each type selected implements. opts may be nil;
-// the subscription keeps a copy, so the caller may change them afterwards.
+// E must be an interface or the latest version's registered Go type. An
+// event that does not decode goes to the dead-letter queue, undecoded, as
+// every event of another type does for an E of one concrete type (it
+// decodes to another Go type): select the event types of E with the
+// filter (Filter.Types), or take an interface that each type selected
+// implements. opts may be nil; the subscription keeps a copy, so the
+// caller may change them afterwards.
 //
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
 // this one's Stop has returned. It returns an error wrapping [ErrInvalid]
 // for a bad name, handler or option, an E of an older schema version, a
-// nil store or a Bus not made by [New], [ErrDuplicate] if b has a durable
+// nil store or a Bus not made by [New], [ErrUnknownEvent] for an E that is
+// neither an interface nor registered in r (a pointer to a registered
+// type, say), to which no event decodes, [ErrDuplicate] if b has a durable
 // subscription of that name that runs, rebuilds or is stopping, or a topic
 // named "durable." and the name that [NewTopic] made, [ErrClosed] after
 // Shutdown, or the store's error reading the checkpoint.

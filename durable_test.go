@@ -1129,8 +1129,8 @@ func TestDurableFinalSaveFailureLogged(t *testing.T) {
 // TestDurableOldVersionRefused subscribes durably with the Go type of an old
 // schema version of an event type: events reach handlers upcast to the
 // latest version, which that type cannot hold, so SubscribeDurable refuses
-// it rather than dead-letter every event. The latest version's type, a
-// type not registered and an interface are taken.
+// it rather than dead-letter every event. The latest version's type and an
+// interface are taken.
 func TestDurableOldVersionRefused(t *testing.T) {
 	ctx := context.Background()
 	reg := newUserRegistry(t, nil)
@@ -1140,11 +1140,26 @@ func TestDurableOldVersionRefused(t *testing.T) {
 	if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "v1", func(context.Context, eventbus.Event[userV1]) error { return nil }, nil); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("SubscribeDurable[userV1] = %v, want %v", err, eventbus.ErrInvalid)
 	}
-	if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "v2", func(context.Context, eventbus.Event[*userV2]) error { return nil }, nil); err != nil {
-		t.Errorf("SubscribeDurable[*userV2], not registered = %v, want nil", err)
-	}
 	subscribeDurable(t, bus, s, reg, "v3", func(context.Context, eventbus.Event[userV3]) error { return nil }, nil)
 	subscribeDurable(t, bus, s, reg, "any", func(context.Context, eventbus.Event[any]) error { return nil }, nil)
+}
+
+// TestDurableUnregisteredTypeRefused subscribes durably with a handler of
+// a concrete Go type not registered, a pointer to the registered type of
+// the events: no event decodes to it, so each would go to the dead-letter
+// queue. SubscribeDurable refuses it with an error wrapping
+// ErrUnknownEvent, and starts nothing.
+func TestDurableUnregisteredTypeRefused(t *testing.T) {
+	ctx := context.Background()
+	reg := newUserRegistry(t, nil)
+	bus := newBus(t, nil)
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	h := func(context.Context, eventbus.Event[*userV3]) error { return nil }
+	if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "users", h, nil); !errors.Is(err, eventbus.ErrUnknownEvent) {
+		t.Errorf("SubscribeDurable[*userV3], not registered = %v, want %v", err, eventbus.ErrUnknownEvent)
+	}
 }
 
 // TestSubscribeDurableAfterShutdown subscribes again, after the bus's
