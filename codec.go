@@ -87,6 +87,7 @@ type Registry struct {
 
 // codecEntry is one registered Go type.
 type codecEntry struct {
+	goType  reflect.Type
 	name    string
 	version int
 	codec   Codec
@@ -165,7 +166,7 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 		o.Codec = jsonCodec{}
 	}
 	c := o.Codec
-	entry := &codecEntry{name: o.Name, version: o.Version, codec: c, decode: func(data []byte) (_ any, err error) {
+	entry := &codecEntry{goType: goType, name: o.Name, version: o.Version, codec: c, decode: func(data []byte) (_ any, err error) {
 		defer recovered(&err)
 		var v T
 		err = c.Unmarshal(data, &v)
@@ -182,8 +183,10 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 		ev = &eventVersions{versions: make(map[int]*codecEntry), upcasters: make(map[int]func(any) (any, error))}
 		r.byName[o.Name] = ev
 	}
-	if _, ok := ev.versions[o.Version]; ok {
-		return fmt.Errorf("%w: %q version %d is registered already", ErrDuplicate, o.Name, o.Version)
+	if prev, ok := ev.versions[o.Version]; ok {
+		// Name the holder: two packages' types of one name take the same
+		// default event type name.
+		return fmt.Errorf("%w: %q version %d is registered already, for %v; register %v under another name or version", ErrDuplicate, o.Name, o.Version, prev.goType, goType)
 	}
 	ev.versions[o.Version] = entry
 	ev.latest = max(ev.latest, o.Version)

@@ -452,6 +452,20 @@ func TestRegisterEventTypePanics(t *testing.T) {
 	}
 }
 
+// TestRegisterTakenNameNamesItsType registers two Go types that take one
+// event type name and version, as two packages' types of the same name do
+// without an EventType method: the error must name the Go type that holds
+// the name, which the caller did not register under it knowingly.
+func TestRegisterTakenNameNamesItsType(t *testing.T) {
+	r := newEmptyRegistry(t)
+	type Created struct{ ID string }
+	require.NoError(t, eventbus.Register[Created](r, nil))
+	err := eventbus.Register[other](r, &eventbus.TypeOptions{Name: "Created"})
+	if !errors.Is(err, eventbus.ErrDuplicate) || !strings.Contains(err.Error(), "eventbus_test.Created") {
+		t.Errorf("Register[other] under the name of Created = %v, want ErrDuplicate naming eventbus_test.Created", err)
+	}
+}
+
 // TestDecodeDeflateBomb decodes a small deflated payload that inflates
 // past the 64 MiB that Decode inflates: it gets an error wrapping
 // ErrTooLarge, as documented, and no payload.
