@@ -144,11 +144,12 @@ type Version[T any] struct {
 // that stream, see [Aggregate.Execute]). A snapshot
 // that does not decode into T (its type changed without a new schema
 // version, see [LoadSnapshot]), that is of an older schema version with
-// no upcasters to T's, or whose stored revision does not parse, is passed
-// over: Load replays the events it stands for, and if they are no longer
-// read, its ErrTruncated error wraps the snapshot's decode error too (one
-// wrapping [ErrUnknownEvent] for a missing upcaster, [ErrInvalid] for a
-// bad revision). If the stream
+// no upcasters to T's or of a later one (saved by a newer release), or
+// whose stored revision does not parse, is passed over: Load replays the
+// events it stands for, and if they are no longer read, its ErrTruncated
+// error wraps the snapshot's decode error too (one wrapping
+// [ErrUnknownEvent] for a missing upcaster or a later version,
+// [ErrInvalid] for a bad revision). If the stream
 // changes under each of several reads in a row (soft-deleted again and
 // again), it gives up with an error wrapping [ErrWrongExpectedVersion], as
 // for a conflict with another writer; if the store reads the stream out of
@@ -271,8 +272,9 @@ func (a *Aggregate[T, E]) loaded(stream string, v Version[T], hit bool) Version[
 // is later than v, else v. A snapshot that does not decode is no reason
 // to fail, since the events it stands for are in the stream: snapshot
 // returns v and the decode error as skipped (for a snapshot of an older
-// schema version with no upcasters to T's, one wrapping ErrUnknownEvent),
-// for Load to report if it cannot replay those events either.
+// schema version with no upcasters to T's, or of a later one, one
+// wrapping ErrUnknownEvent), for Load to report if it cannot replay those
+// events either.
 func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version[T]) (_ Version[T], skipped, err error) {
 	snap, ok, err := latestSnapshot[T](ctx, a.store, a.reg, stream)
 	switch {

@@ -174,6 +174,41 @@ func TestAggregateSnapshotOfOlderVersion(t *testing.T) {
 	})
 }
 
+// TestAggregateTruncatedSaysSnapshotIsLater loads, with an older release's
+// state type, an aggregate whose latest snapshot a newer release saved at
+// a later schema version, on a stream whose max count hides the events
+// before it: the snapshot is passed over, and Load's ErrTruncated error
+// must say why, wrapping ErrUnknownEvent as for a snapshot of an older
+// version without upcasters, rather than suggest that no snapshot exists.
+func TestAggregateTruncatedSaysSnapshotIsLater(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		newer, err := eventbus.NewRegistry(nil)
+		require.NoError(t, err)
+		require.NoError(t, eventbus.Register[Deposited](newer, nil))
+		require.NoError(t, eventbus.Register[Withdrawn](newer, nil))
+		require.NoError(t, eventbus.Register[accountCents](newer, &eventbus.TypeOptions{Name: "account.state", Version: 2}))
+		cents, err := eventbus.NewAggregate(s, newer, evolveCents, &eventbus.AggregateOptions{SnapshotEvery: 1})
+		require.NoError(t, err)
+		for _, amount := range []int{1, 2, 3} {
+			_, err := cents.Execute(ctx, "account-1", func(accountCents) ([]any, error) {
+				return []any{Deposited{Amount: amount}}, nil
+			})
+			require.NoError(t, err)
+		}
+		setMetadata(t, s, "account-1", eventbus.StreamMetadata{MaxCount: 1})
+
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1})
+		_, err = accounts.Load(ctx, "account-1")
+		if !errors.Is(err, eventbus.ErrTruncated) || !errors.Is(err, eventbus.ErrUnknownEvent) || !strings.Contains(err.Error(), "version 2") {
+			t.Errorf("Load over a snapshot of version 2 as version 1 = %v, want %v and %v naming version 2", err, eventbus.ErrTruncated, eventbus.ErrUnknownEvent)
+		}
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || ok {
+			t.Errorf("LoadSnapshot of version 2 as version 1 = %+v, %v, %v, want none", snap, ok, err)
+		}
+	})
+}
+
 // readLogStore records the From of each read of a stream.
 type readLogStore struct {
 	eventbus.Store

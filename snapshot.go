@@ -174,10 +174,11 @@ type storedSnapshot[T any] struct {
 }
 
 // latestSnapshot returns the latest snapshot of stream that has T's type
-// name and a schema version up to T's, and whether there is one. One whose
-// revision does not parse is returned with bad set, for the caller to pass
-// over as one that does not decode: the events it stands for are in the
-// stream, and the next snapshot saved replaces it.
+// name, and whether there is one. One of a later schema version than T's,
+// or whose revision does not parse, is returned with bad set (wrapping
+// ErrUnknownEvent, or ErrInvalid), for the caller to pass over as one that
+// does not decode: the events it stands for are in the stream, and the
+// next snapshot saved replaces it.
 func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream string) (storedSnapshot[T], bool, error) {
 	var none storedSnapshot[T]
 	if err := checkContext(ctx, "LoadSnapshot"); err != nil {
@@ -202,10 +203,14 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 	if err != nil || !ok {
 		return none, false, err
 	}
-	// A later version, as an older release sees one saved by a
-	// newer, has no upcaster down to T's.
-	if e.Type != entry.name || max(e.SchemaVersion, 1) > entry.version {
+	if e.Type != entry.name {
 		return none, false, nil
+	}
+	// A later version, as an older release sees one saved by a newer,
+	// has no upcaster down to T's: passed over as one that does not
+	// decode, for a Load that cannot replay its events to tell why.
+	if v := max(e.SchemaVersion, 1); v > entry.version {
+		return storedSnapshot[T]{bad: fmt.Errorf("%w: snapshot of %q at position %d: version %d of %q, later than %v's version %d (saved by a newer release?)", ErrUnknownEvent, stream, e.Position, v, e.Type, reflect.TypeFor[T](), entry.version)}, true, nil
 	}
 	rev, err := strconv.ParseUint(e.Metadata[snapshotRevision], 10, 64)
 	if err != nil {
