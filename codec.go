@@ -56,7 +56,8 @@ type TypeOptions struct {
 	// Upcasters join versions of one name only: to read the events of an
 	// old name after all, register a Go type under it as well.
 	Name string
-	// Version is the schema version that this Go type encodes; zero means 1.
+	// Version is the schema version that this Go type encodes, at most
+	// 1<<31, as in a [Store]; zero means 1.
 	// Register older versions' Go types under the same name to read old
 	// events, with upcasters between consecutive versions.
 	Version int
@@ -131,8 +132,8 @@ func NewRegistry(opts *RegistryOptions) (*Registry, error) {
 
 // Register adds payload type T to r. It returns an error wrapping
 // [ErrInvalid] for an interface type T, a bad name (or an EventType method
-// that panics on T's zero value) or a negative version, and [ErrDuplicate]
-// if T, or the name and version, is registered already.
+// that panics on T's zero value) or a version outside 0 to 1<<31, and
+// [ErrDuplicate] if T, or the name and version, is registered already.
 // T must be the payloads' concrete type: [Registry.Encode] finds a
 // payload's registration by its dynamic type, and a codec cannot decode
 // into an interface.
