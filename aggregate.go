@@ -242,7 +242,7 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 				continue
 			}
 		}
-		err = truncated(stream, from, last)
+		err = a.truncated(stream, from, last)
 		if skipped != nil {
 			err = fmt.Errorf("%w; the latest snapshot does not decode: %w", err, skipped)
 		}
@@ -292,14 +292,20 @@ func (a *Aggregate[T, E]) snapshot(ctx context.Context, stream string, v Version
 	return Version[T]{State: state, Expected: Exact(snap.rev)}, nil, nil
 }
 
-// truncated returns the error for the events from first to last of stream
-// that a state needs and that are no longer read from it.
-func truncated(stream string, first, last uint64) error {
+// truncated returns the error of a, which reads snapshots if its every is
+// set, for the events from first to last of stream that a state needs and
+// that are no longer read from it.
+func (a *Aggregate[T, E]) truncated(stream string, first, last uint64) error {
 	revs := fmt.Sprintf("revisions %d to %d are", first, last)
 	if first == last {
 		revs = fmt.Sprintf("revision %d is", first)
 	}
-	return fmt.Errorf("%w: stream %q: %s no longer read (hidden by its max count or max age, or deleted by retention); a snapshot at revision %d or later would cover them", ErrTruncated, stream, revs, last)
+	// A snapshot is the way out only for an Aggregate that reads them.
+	unread := ""
+	if a.every == 0 {
+		unread = ", if read: set AggregateOptions.SnapshotEvery"
+	}
+	return fmt.Errorf("%w: stream %q: %s no longer read (hidden by its max count or max age, or deleted by retention); a snapshot at revision %d or later would cover them%s", ErrTruncated, stream, revs, last, unread)
 }
 
 // replayRead is what a replay read: n events, the first at revision first.
@@ -324,7 +330,7 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 		if r.n == 0 {
 			r.first = e.Revision
 		} else if e.Revision != v.Expected.rev+1 {
-			return Version[T]{}, replayRead{}, truncated(stream, v.Expected.rev+1, e.Revision-1)
+			return Version[T]{}, replayRead{}, a.truncated(stream, v.Expected.rev+1, e.Revision-1)
 		}
 		p, err := Decode[E](a.reg, e.EventData)
 		if err != nil {

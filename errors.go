@@ -64,7 +64,8 @@ var (
 	// by the stream's [StreamMetadata] (MaxCount, MaxAge) or deleted by a
 	// [FileStore]'s retention. The message names their revisions. The
 	// stream can still be read and written; a snapshot at the last of
-	// them or later lets the aggregate load again.
+	// them or later lets the aggregate load again, if it reads snapshots
+	// (AggregateOptions.SnapshotEvery).
 	ErrTruncated = errors.New("eventbus: stream truncated")
 
 	// ErrGoexit is matched (errors.Is) by the error that a call of
