@@ -887,6 +887,13 @@ func testKeepsOptions(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	})
 }
 
+// limited reads the first event of a stream. The events that a soft
+// delete or the stream's metadata hides do not count toward its Limit, as
+// those a filter rejects do not: a store that took the first events of the
+// stream, then hid some, would yield none, and a caller paging through the
+// stream would take it for empty.
+var limited = &eventbus.ReadOptions{Limit: 1}
+
 func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	s := open(t)
 	ctx := t.Context()
@@ -918,6 +925,10 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	want := []rec{{"s", 2, 2, "t", "new0"}}
 	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
 		t.Errorf("ReadStream after Delete and Append (-want +got):\n%s", diff)
+	}
+	// The hidden events do not count toward Limit (see limited).
+	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", limited)))); diff != "" {
+		t.Errorf("ReadStream with Limit 1 after Delete and Append (-want +got):\n%s", diff)
 	}
 	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 3 {
 		t.Errorf("ReadAll after Delete = %v, want all 3 events", summary(got))
@@ -973,6 +984,9 @@ func testMaxCount(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
 		t.Errorf("ReadStream with MaxCount 2 (-want +got):\n%s", diff)
 	}
+	if diff := cmp.Diff(want[:1], summary(collect(t, s.ReadStream(ctx, "s", limited)))); diff != "" {
+		t.Errorf("ReadStream with Limit 1 and MaxCount 2 (-want +got):\n%s", diff)
+	}
 	backwards := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}
 	if got := summary(collect(t, s.ReadStream(ctx, "s", backwards))); len(got) != 2 {
 		t.Errorf("ReadStream backwards with MaxCount 2 = %v, want 2 events", got)
@@ -1003,6 +1017,9 @@ func testMaxAge(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		want := []rec{{"s", 1, 1, "t", "new0"}}
 		if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
 			t.Errorf("ReadStream 80 minutes later with MaxAge 1h (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", limited)))); diff != "" {
+			t.Errorf("ReadStream with Limit 1, 80 minutes later with MaxAge 1h (-want +got):\n%s", diff)
 		}
 		if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
 			t.Errorf("ReadAll = %v, want both events: MaxAge applies to stream reads", summary(got))

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -588,5 +589,94 @@ func TestStoreFailsSharedTypesChild(t *testing.T) {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
 		return sharing{s}
+	})
+}
+
+// limitFirst is a store whose stream reads take Limit events of the
+// stream first and hide the events that a soft delete or the stream's
+// metadata hides afterwards, as a store over SQL might (a LIMIT in the
+// query, the hiding in Go): a read with a limit then yields fewer events
+// than it should, or none.
+type limitFirst struct{ eventbus.Store }
+
+// ReadStream reads the stream's events in the log, forwards, up to
+// opts.Limit, then leaves out those the stream hides.
+func (s limitFirst) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.Limit <= 0 || opts.Direction != eventbus.Forwards || opts.Filter.Types != nil || stream == "" {
+		return s.Store.ReadStream(ctx, stream, opts)
+	}
+	from, limit := opts.From, opts.Limit
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		info, err := s.StreamInfo(ctx, stream)
+		if err != nil || info.Tombstoned {
+			for e, err := range s.Store.ReadStream(ctx, stream, &eventbus.ReadOptions{From: from, Limit: limit}) {
+				if !yield(e, err) {
+					return
+				}
+			}
+			return
+		}
+		var page []eventbus.RecordedEvent
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: stream}}) {
+			if err != nil {
+				yield(e, err)
+				return
+			}
+			if e.Stream == stream && e.Revision >= from && len(page) < limit {
+				page = append(page, e)
+			}
+		}
+		md := info.Metadata
+		for _, e := range page {
+			switch {
+			case info.Deleted || e.Revision < info.Start:
+			case md.MaxCount > 0 && e.Revision+md.MaxCount <= info.Revision:
+			case md.MaxAge > 0 && time.Since(e.Time) > md.MaxAge:
+			default:
+				if !yield(e, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// TestStoreFailsLimitBeforeHiding runs TestStore against a store whose
+// stream reads apply Limit before hiding the events that a soft delete,
+// MaxCount or MaxAge hides, in a child process (this test binary), and
+// checks that the suite fails, saying so: every read of a stream with such
+// events was without a limit, so such a store passed, and a caller paging
+// through a stream with MaxCount got an empty first page and took the
+// stream for empty.
+func TestStoreFailsLimitBeforeHiding(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLimitBeforeHidingChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_LIMIT_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsLimitBeforeHidingChild/Delete ",
+		"ReadStream with Limit 1 after Delete and Append",
+		"--- FAIL: TestStoreFailsLimitBeforeHidingChild/MaxCount ",
+		"ReadStream with Limit 1 and MaxCount 2",
+		"--- FAIL: TestStoreFailsLimitBeforeHidingChild/MaxAge ",
+		"ReadStream with Limit 1, 80 minutes later with MaxAge 1h",
+		"--- PASS: TestStoreFailsLimitBeforeHidingChild/ReadStream ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsLimitBeforeHidingChild is run by
+// TestStoreFailsLimitBeforeHiding.
+func TestStoreFailsLimitBeforeHidingChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_LIMIT_CHILD") == "" {
+		t.Skip("run by TestStoreFailsLimitBeforeHiding")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return limitFirst{s}
 	})
 }
