@@ -894,6 +894,10 @@ func testKeepsOptions(t *testing.T, open func(t *testing.T) eventbus.Store) {
 // stream would take it for empty.
 var limited = &eventbus.ReadOptions{Limit: 1}
 
+// fromEnd reads a stream back from its end. The events that a soft delete
+// or the stream's metadata hides are hidden from it too.
+var fromEnd = &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}
+
 func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	s := open(t)
 	ctx := t.Context()
@@ -915,6 +919,10 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 0 {
 		t.Errorf("ReadStream after Delete = %v, want nothing", summary(got))
 	}
+	// Read back from the end, as the last checkpoint or snapshot is.
+	if got := collect(t, s.ReadStream(ctx, "s", fromEnd)); len(got) != 0 {
+		t.Errorf("ReadStream backwards after Delete = %v, want nothing", summary(got))
+	}
 	info, err := s.StreamInfo(ctx, "s")
 	require.NoError(t, err)
 	if diff := cmp.Diff(eventbus.StreamInfo{Revision: 1, Deleted: true, Start: 2}, info); diff != "" {
@@ -929,6 +937,9 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	// The hidden events do not count toward Limit (see limited).
 	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", limited)))); diff != "" {
 		t.Errorf("ReadStream with Limit 1 after Delete and Append (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", fromEnd)))); diff != "" {
+		t.Errorf("ReadStream backwards after Delete and Append (-want +got):\n%s", diff)
 	}
 	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 3 {
 		t.Errorf("ReadAll after Delete = %v, want all 3 events", summary(got))
@@ -1020,6 +1031,9 @@ func testMaxAge(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		}
 		if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", limited)))); diff != "" {
 			t.Errorf("ReadStream with Limit 1, 80 minutes later with MaxAge 1h (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", fromEnd)))); diff != "" {
+			t.Errorf("ReadStream backwards 80 minutes later with MaxAge 1h (-want +got):\n%s", diff)
 		}
 		if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
 			t.Errorf("ReadAll = %v, want both events: MaxAge applies to stream reads", summary(got))

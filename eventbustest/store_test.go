@@ -680,3 +680,83 @@ func TestStoreFailsLimitBeforeHidingChild(t *testing.T) {
 		return limitFirst{s}
 	})
 }
+
+// backwardsUnhidden is a store whose Backwards stream reads yield every
+// event of the stream in the log, those that a soft delete or the
+// stream's metadata hides included, as a store might that reads a stream
+// back from its end by another code path than forwards.
+type backwardsUnhidden struct{ eventbus.Store }
+
+// ReadStream reads Backwards from the log, hiding nothing.
+func (s backwardsUnhidden) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.Direction != eventbus.Backwards || opts.Filter.Types != nil || opts.Filter.StreamPrefix != "" || stream == "" {
+		return s.Store.ReadStream(ctx, stream, opts)
+	}
+	from, limit := opts.From, opts.Limit
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		if info, err := s.StreamInfo(ctx, stream); err != nil || info.Tombstoned || limit < 0 {
+			for e, err := range s.Store.ReadStream(ctx, stream, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: from, Limit: limit}) {
+				if !yield(e, err) {
+					return
+				}
+			}
+			return
+		}
+		n := 0
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Filter: eventbus.Filter{StreamPrefix: stream}}) {
+			if err != nil {
+				yield(e, err)
+				return
+			}
+			if e.Stream != stream || e.Revision > from {
+				continue
+			}
+			if !yield(e, nil) {
+				return
+			}
+			if n++; n == limit {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsBackwardsUnhidden runs TestStore against a store whose
+// Backwards stream reads show the events that a soft delete, MaxCount or
+// MaxAge hides, in a child process (this test binary), and checks that the
+// suite fails, saying so: no stream soft-deleted or with MaxAge was read
+// Backwards, so such a store passed (but for MaxCount, whose Backwards read
+// is counted), and the last event read back from the end of a deleted
+// stream (Backwards, Limit 1, as checkpoints and snapshots are read) was a
+// deleted one.
+func TestStoreFailsBackwardsUnhidden(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsBackwardsUnhiddenChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_BACKWARDS_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsBackwardsUnhiddenChild/Delete ",
+		"ReadStream backwards after Delete =",
+		"ReadStream backwards after Delete and Append",
+		"--- FAIL: TestStoreFailsBackwardsUnhiddenChild/MaxAge ",
+		"ReadStream backwards 80 minutes later with MaxAge 1h",
+		"--- PASS: TestStoreFailsBackwardsUnhiddenChild/ReadStream ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsBackwardsUnhiddenChild is run by
+// TestStoreFailsBackwardsUnhidden.
+func TestStoreFailsBackwardsUnhiddenChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_BACKWARDS_CHILD") == "" {
+		t.Skip("run by TestStoreFailsBackwardsUnhidden")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return backwardsUnhidden{s}
+	})
+}
