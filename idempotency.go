@@ -92,11 +92,12 @@ type IdempotencyOptions struct {
 // Each subscription the middleware wraps keeps its own record. The
 // in-memory record forgets keys older than the TTL or than the last
 // Capacity (see [IdempotencyOptions]); a key forgotten and delivered again
-// runs again. With a Store, a failing MarkProcessed fails the attempt,
-// but the handler's effect happened: the record remembers that (for up to
-// Capacity such keys, while the subscription lasts), so that the retry, or
-// a redrive of the dead letter, only calls MarkProcessed again. After a
-// restart, or past Capacity, the handler runs again (at-least-once).
+// runs again. With a Store, a failing MarkProcessed (an error or a panic)
+// fails the attempt, but the handler's effect happened: the record
+// remembers that (for up to Capacity such keys, while the subscription
+// lasts), so that the retry, or a redrive of the dead letter, only calls
+// MarkProcessed again. After a restart, or past Capacity, the handler runs
+// again (at-least-once).
 //
 // With a negative Capacity or TTL, which it has no error return to report,
 // every attempt fails without running the handler, with a [Permanent]
@@ -235,8 +236,15 @@ func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next Envelope
 			return err
 		}
 	}
+	// The handler's effect has happened: deferred, so that a panic in
+	// MarkProcessed, which fails the attempt as its error does, leaves
+	// that remembered too.
+	defer func() {
+		if !handled {
+			d.unrecorded(k, true)
+		}
+	}()
 	if err = d.opts.Store.MarkProcessed(ctx, d.storeKey(env, k)); err != nil {
-		d.unrecorded(k, true)
 		return fmt.Errorf("eventbus: handled, but recording it failed: %w", err)
 	}
 	handled = true

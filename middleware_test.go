@@ -657,6 +657,62 @@ func TestIdempotencyRetriesOnlyTheRecord(t *testing.T) {
 	})
 }
 
+// markPanics is a ProcessedStore whose MarkProcessed fails as script says,
+// call by call: "panic" panics, "fail" returns an error, anything else
+// (or a call past the script) records the key.
+type markPanics struct {
+	memoryProcessed
+	script []string
+}
+
+func (m *markPanics) MarkProcessed(ctx context.Context, k eventbus.IdempotencyKey) error {
+	m.mu.Lock()
+	step := ""
+	if len(m.script) > 0 {
+		step, m.script = m.script[0], m.script[1:]
+	}
+	m.mu.Unlock()
+	switch step {
+	case "panic":
+		panic("store down")
+	case "fail":
+		return errors.New("disk full")
+	}
+	return m.memoryProcessed.MarkProcessed(ctx, k)
+}
+
+// TestIdempotencyRecordPanicRetriesOnlyTheRecord checks that a panic in the
+// Store's MarkProcessed, a failed attempt like its error, leaves the
+// handler's success remembered as the error does: the retry records the
+// event without running the handler again, whose effect happened once.
+func TestIdempotencyRecordPanicRetriesOnlyTheRecord(t *testing.T) {
+	modes := map[string]eventbus.Mode{"Async": eventbus.Async, "Sync": eventbus.Sync}
+	for _, script := range [][]string{{"panic"}, {"fail", "panic"}} {
+		for name, mode := range modes {
+			t.Run(name+"/"+strings.Join(script, ","), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					store := &markPanics{script: script,
+						memoryProcessed: memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}}
+					b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1,
+						Retry:      eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second},
+						Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store})}})
+					topic := newTopic[Order](t, b, "orders", nil)
+					var runs atomic.Int64
+					subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs.Add(1); return nil }, nil)
+					ctx := context.Background()
+					require.NoError(t, topic.Publish(ctx, Order{}))
+					require.NoError(t, b.Flush(ctx))
+					if got := runs.Load(); got != 1 {
+						t.Errorf("handler ran %d times, want 1", got)
+					}
+					require.Len(t, store.done, 1, "recorded")
+					require.Zero(t, b.DeadLetters().Len(), "dead letters")
+				})
+			})
+		}
+	}
+}
+
 func TestIdempotencyWithStore(t *testing.T) {
 	store := &memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}
 	id := eventbus.NewID()
