@@ -70,7 +70,8 @@
 // A [Middleware] wraps the handling of every event, whatever its payload
 // type, through its untyped view, the [Envelope]. The bus's middleware runs
 // outside each subscription's own; the first given is the outermost. A
-// batch subscription runs none, not even the bus's. Built in: [Idempotency] (effectively-once handling, in memory or over a
+// batch subscription runs none, not even the bus's. Built in:
+// [Idempotency] (effectively-once handling, in memory or over a
 // [ProcessedStore]), [Timeout] and [Logging]. W3C trace context travels
 // with events through [WithTraceparent] and [Traceparent].
 //
@@ -78,7 +79,9 @@
 //
 // [Bus.Metrics] counts, per subscription, what was queued, handled, failed,
 // retried, dead-lettered and skipped as duplicate, with queue depths and,
-// with Options.Metrics, latency histograms.
+// with Options.Metrics, latency histograms. A Sync-mode subscription counts
+// only with Options.Metrics: its handlers run in concurrent publishers,
+// where counting costs a lock.
 //
 // # The event store
 //
