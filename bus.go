@@ -73,9 +73,11 @@ type Options struct {
 	// Metrics, since there counting costs atomic operations.
 	Metrics bool
 	// Logger receives the bus's own reports (a failing sink, undelivered
-	// events at shutdown). Nil means silent. A failing sink is reported
-	// with the context the sink was given (see DeadLetterSink), so a log
-	// handler that publishes with it never waits for room either.
+	// events at shutdown). Nil means silent; one without a Handler (a zero
+	// slog.Logger, which slog.New never makes) is invalid. A failing sink
+	// is reported with the context the sink was given (see
+	// DeadLetterSink), so a log handler that publishes with it never
+	// waits for room either.
 	Logger *slog.Logger
 	// Clock, if set, replaces the clock that stamps events and the failure
 	// times of dead letters, for tests with stable output; latency metrics
@@ -118,6 +120,11 @@ func (o *Options) resolve() error {
 	// holds back the checkpoint of a durable subscription for good.
 	if f, ok := o.DeadLetterSink.(DeadLetterFunc); ok && f == nil {
 		return fmt.Errorf("%w: Options.DeadLetterSink is a nil DeadLetterFunc", ErrInvalid)
+	}
+	// Its first report would panic, in a worker or a durable
+	// subscription's goroutine, where nothing recovers it.
+	if o.Logger != nil && o.Logger.Handler() == nil {
+		return fmt.Errorf("%w: Options.Logger has no Handler; make it with slog.New", ErrInvalid)
 	}
 	return o.Retry.validate()
 }

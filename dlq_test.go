@@ -1075,3 +1075,18 @@ func TestNilDeadLetterFunc(t *testing.T) {
 		}
 	}()
 }
+
+// TestLoggerWithoutHandler checks that New refuses a Logger that has no
+// Handler (a zero slog.Logger, which slog.New never makes), with an error
+// wrapping ErrInvalid that names the option: New took it, and the first
+// report then panicked in the goroutine that made it, a worker whose sink
+// failed, which ended the process.
+func TestLoggerWithoutHandler(t *testing.T) {
+	b, err := eventbus.New(&eventbus.Options{Logger: new(slog.Logger)})
+	if b != nil {
+		require.NoError(t, b.Close())
+	}
+	if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "Options.Logger") {
+		t.Errorf("New(Options{Logger: new(slog.Logger)}) = %v, want ErrInvalid naming Options.Logger", err)
+	}
+}
