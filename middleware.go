@@ -142,7 +142,20 @@ func Timeout(d time.Duration) Middleware {
 // panic goes on to the bus, which recovers it in the handler's goroutine (a
 // worker's in Async mode, the publisher's in Sync mode). A nil logger logs
 // nothing and costs nothing.
+//
+// A logger without a Handler (a zero slog.Logger, which slog.New never
+// makes) would panic at its first report, after the handler ran. Logging
+// has no error return to report it: every attempt fails without running
+// the handler, with a [Permanent] error wrapping [ErrInvalid], so each
+// event goes to the dead-letter queue, and in Sync mode Publish returns
+// that error.
 func Logging(l *slog.Logger) Middleware {
+	if l != nil && l.Handler() == nil {
+		err := Permanent(fmt.Errorf("%w: Logging's logger has no Handler; make it with slog.New", ErrInvalid))
+		return func(EnvelopeHandler) EnvelopeHandler {
+			return func(context.Context, *Envelope) error { return err }
+		}
+	}
 	return func(next EnvelopeHandler) EnvelopeHandler {
 		if l == nil {
 			return next

@@ -476,6 +476,34 @@ func TestLoggingPanics(t *testing.T) {
 	})
 }
 
+// TestLoggingWithoutHandler checks that Logging with a logger that has no
+// Handler (a zero slog.Logger, which slog.New never makes), which it has
+// no error return to report, fails every attempt before the handler runs,
+// with a Permanent error wrapping ErrInvalid: it ran the handler, then
+// panicked logging the outcome, so a handler that had succeeded ran again
+// at every retry and its event was dead-lettered all the same.
+func TestLoggingWithoutHandler(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode, Retry: eventbus.RetryPolicy{MaxAttempts: 3},
+				Middleware: []eventbus.Middleware{eventbus.Logging(new(slog.Logger))}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var runs atomic.Int64
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs.Add(1); return nil }, nil)
+			_ = topic.Publish(context.Background(), Order{})
+			require.NoError(t, b.Flush(context.Background()))
+			if got := runs.Load(); got != 0 {
+				t.Errorf("the handler ran %d times, want 0", got)
+			}
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok, "no dead letter")
+			require.ErrorIs(t, dl.Err, eventbus.ErrInvalid)
+			require.ErrorContains(t, dl.Err, "Logging")
+			require.Equal(t, 1, dl.Attempt, "retried")
+		})
+	})
+}
+
 // fixedIDs returns an ID source that repeats ids in turn, to stage
 // redeliveries of the same event.
 func fixedIDs(ids ...eventbus.ID) func() eventbus.ID {
