@@ -77,7 +77,9 @@ type IdempotencyOptions struct {
 // counted as a duplicate in [Bus.Metrics]). A key is recorded only after the
 // handler succeeds, so a failed attempt is retried, never mistaken for a
 // duplicate; and while one delivery of a key runs, another waits for it, so
-// two concurrent deliveries run the handler once.
+// two concurrent deliveries run the handler once (if the waiting one's
+// context ends first, its attempt fails with an error that says so,
+// wrapping the context's).
 //
 // That wait has one trap, in Sync mode, where a handler's publish runs the
 // next handlers in its own goroutine: a handler that publishes (directly,
@@ -304,7 +306,9 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				return false, claimed{}, ctx.Err()
+				// Said, so that the attempt's error does not read as the
+				// handler's, which never ran.
+				return false, claimed{}, fmt.Errorf("eventbus: waited for another delivery of its idempotency key, in flight: %w", ctx.Err())
 			}
 			d.mu.Lock()
 			continue

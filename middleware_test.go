@@ -613,6 +613,40 @@ func TestIdempotencyConcurrentDuplicatesRunOnce(t *testing.T) {
 	})
 }
 
+// TestIdempotencyWaitSaysWhy checks that a delivery whose context ends
+// while it waits for another delivery of its key, in flight, fails with an
+// error that says so and still matches the context's: it failed with the
+// context's error alone, which read as if its handler, which never ran,
+// had timed out.
+func TestIdempotencyWaitSaysWhy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		byKey := eventbus.Idempotency(&eventbus.IdempotencyOptions{
+			Key: func(*eventbus.Envelope) string { return "order-1" },
+		})
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{byKey}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		var runs atomic.Int64
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			runs.Add(1)
+			<-gate
+			return nil
+		}, nil)
+		first := make(chan error)
+		go func() { first <- topic.Publish(context.Background(), Order{N: 1}) }()
+		synctest.Wait() // the first delivery runs its handler
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := topic.Publish(ctx, Order{N: 2})
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(fmt.Sprint(err), "in flight") {
+			t.Errorf("Publish waiting for its key = %v, want DeadlineExceeded, saying it waited for a delivery in flight", err)
+		}
+		close(gate)
+		require.NoError(t, <-first)
+		require.EqualValues(t, 1, runs.Load(), "handler runs")
+	})
+}
+
 // memoryProcessed is a ProcessedStore as a user would write one over a
 // database table, with a failure switch.
 type memoryProcessed struct {
