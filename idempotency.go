@@ -350,6 +350,11 @@ func (d *dedup[K]) processed(ctx context.Context, env *Envelope, k K, c claimed)
 	}()
 	done, err := d.opts.Store.Processed(ctx, d.storeKey(env, k))
 	keep = err == nil && !done
+	if err != nil {
+		// Said, so that the attempt's error does not read as the
+		// handler's, which never ran.
+		err = fmt.Errorf("eventbus: ProcessedStore.Processed failed, so the handler did not run: %w", err)
+	}
 	return done, err
 }
 

@@ -775,6 +775,37 @@ func TestIdempotencyRecordPanicRetriesOnlyTheRecord(t *testing.T) {
 	}
 }
 
+// lookupFails is a ProcessedStore whose Processed always fails with err.
+type lookupFails struct {
+	memoryProcessed
+	err error
+}
+
+func (l *lookupFails) Processed(context.Context, eventbus.IdempotencyKey) (bool, error) {
+	return false, l.err
+}
+
+// TestIdempotencyLookupErrorSaysWhy checks that an attempt whose Store
+// fails to say whether the event was handled fails with an error that
+// names that lookup and wraps the Store's: it failed with the Store's
+// error alone, which read as the handler's, although the handler never
+// ran, while a failed MarkProcessed says that it was handled but not
+// recorded.
+func TestIdempotencyLookupErrorSaysWhy(t *testing.T) {
+	errDown := errors.New("db down")
+	store := &lookupFails{err: errDown}
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync,
+		Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store})}})
+	topic := newTopic[Order](t, b, "orders", nil)
+	runs := 0
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
+	err := topic.Publish(context.Background(), Order{})
+	if !errors.Is(err, errDown) || !strings.Contains(fmt.Sprint(err), "ProcessedStore.Processed") {
+		t.Errorf("Publish with a failing lookup = %v, want %v, naming ProcessedStore.Processed", err, errDown)
+	}
+	require.Zero(t, runs, "handler runs")
+}
+
 func TestIdempotencyWithStore(t *testing.T) {
 	store := &memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}
 	id := eventbus.NewID()
