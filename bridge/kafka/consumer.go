@@ -63,7 +63,8 @@ type ConsumerOptions struct {
 	// Logger receives failed commits and fetch errors, which are retried,
 	// bad records of the dead-letter topic itself, which are skipped, and
 	// the failures of a Sync-mode topic's handlers.
-	// Nil means silent.
+	// Nil means silent; one without a Handler (a zero slog.Logger, which
+	// slog.New never makes) is invalid.
 	Logger *slog.Logger
 	// Client holds further franz-go options, such as kgo.DialTLSConfig or
 	// kgo.SASL, applied after the bridge's own, so that one of the same
@@ -156,6 +157,9 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 		return nil, fmt.Errorf("%w: NewConsumer: ConsumerOptions.MaxPollRecords %d is negative", eventbus.ErrInvalid, o.MaxPollRecords)
 	case o.DrainTimeout < 0:
 		return nil, fmt.Errorf("%w: NewConsumer: ConsumerOptions.DrainTimeout %v is negative", eventbus.ErrInvalid, o.DrainTimeout)
+	case o.Logger != nil && o.Logger.Handler() == nil:
+		// Its first report would panic in Run's goroutine.
+		return nil, fmt.Errorf("%w: NewConsumer: ConsumerOptions.Logger has no Handler; make it with slog.New", eventbus.ErrInvalid)
 	}
 	if o.DeadLetterTopic != "" {
 		if err := checkTopic("NewConsumer: DeadLetterTopic", o.DeadLetterTopic); err != nil {

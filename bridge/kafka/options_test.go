@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -71,6 +72,11 @@ func TestBadInput(t *testing.T) {
 		},
 		"consumer with an empty broker": func() error {
 			_, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: []string{""}, Group: "g"})
+			return err
+		},
+		"consumer with a logger without a Handler": func() error {
+			// A zero slog.Logger panics at its first report, in Run.
+			_, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", Logger: &slog.Logger{}})
 			return err
 		},
 		"consumer without group": func() error {
