@@ -50,7 +50,9 @@ func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, uint64, e
 			continue
 		}
 		seq, err := strconv.ParseUint(hex, 16, 64)
-		if err != nil {
+		if err != nil || segmentName(seq) != name {
+			// Upper-case digits: not a name the store writes, nor
+			// the file it would read for seq.
 			continue
 		}
 		seqs = append(seqs, seq)

@@ -2280,3 +2280,31 @@ func TestRepairFileStoreHoldsLock(t *testing.T) {
 	_, err = eventbus.RepairFileStore(dir)
 	require.ErrorIs(t, err, eventbus.ErrLocked, "RepairFileStore of an open store")
 }
+
+// TestFileStoreStraySegmentNames checks that files whose names only look
+// like a segment's (hex digits in upper case, which the store never
+// writes) are ignored, as other foreign files are: opening took one for
+// the segment of the same number in lower case and failed, as if a file
+// were missing, and RepairFileStore could not mend it.
+func TestFileStoreStraySegmentNames(t *testing.T) {
+	for _, name := range []string{"seg-000000000000000A.log", "seg-0000000000000001.LOG"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openFile(t, dir, nil)
+			_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(2, "t", "e")...)
+			require.NoError(t, err)
+			require.NoError(t, s.Close())
+			require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("a copy, say"), 0o644))
+			for _, ro := range []bool{false, true} {
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: ro})
+				if err != nil {
+					t.Fatalf("OpenFileStore(ReadOnly: %v) with a stray %s = %v, want nil", ro, name, err)
+				}
+				if got := len(readAll(t, s)); got != 2 {
+					t.Errorf("ReadAll(ReadOnly: %v) = %d events, want 2", ro, got)
+				}
+				require.NoError(t, s.Close())
+			}
+		})
+	}
+}
