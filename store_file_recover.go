@@ -273,6 +273,13 @@ func (s *FileStore) recover() error {
 		if torn && !last {
 			return &CorruptionError{Path: path, Offset: int64(end), Reason: "incomplete record before the last segment"}
 		}
+		if i == 0 && (seq > 1 || h.firstPos > 0) && (end == segHeaderSize || b[segHeaderSize+frameHeader] != kindState) {
+			// Retention starts the store only at a segment that starts
+			// with the state of every stream (see retain): without it,
+			// what older segments held is gone, and reading on would
+			// lose it without a word.
+			return &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("the segments before it are missing: it starts at position %d without the state of the streams", h.firstPos)}
+		}
 		if last && !s.opts.ReadOnly {
 			if torn {
 				if err := f.Truncate(int64(end)); err != nil {

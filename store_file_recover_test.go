@@ -2308,3 +2308,51 @@ func TestFileStoreStraySegmentNames(t *testing.T) {
 		})
 	}
 }
+
+// TestFileStoreFirstSegmentMissing checks that a store whose oldest
+// segments are gone (removed by hand, lost with a disk) fails to open with
+// a *CorruptionError naming the first segment left, as a segment missing
+// in the middle does: it opened without a word, with the events and
+// stream states of the missing segments gone (appends started their
+// streams again at revision 0), or failed the revision check of a later
+// event with a reason that did not say why. Retention, which deletes
+// segments too, always leaves a first segment that starts with the state
+// of every stream.
+func TestFileStoreFirstSegmentMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write func(ctx context.Context, s *eventbus.FileStore, i int) error
+	}{
+		{"events", func(ctx context.Context, s *eventbus.FileStore, i int) error {
+			// A stream of its own in each segment.
+			_, err := s.Append(ctx, fmt.Sprint("s", i), eventbus.NoStream, newEvents(3, "t", "e")...)
+			return err
+		}},
+		{"metadata", func(ctx context.Context, s *eventbus.FileStore, i int) error {
+			// No event in the first segment: the next starts at 0.
+			return s.SetStreamMetadata(ctx, fmt.Sprint("s", i), eventbus.StreamMetadata{MaxCount: 1})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
+			for i := 0; s.Stats().Segments < 3; i++ {
+				require.NoError(t, tc.write(t.Context(), s, i))
+			}
+			require.NoError(t, s.Close())
+			segs := segments(t, dir)
+			require.NoError(t, os.Remove(segs[0]))
+			for _, ro := range []bool{false, true} {
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: ro})
+				var ce *eventbus.CorruptionError
+				if !errors.As(err, &ce) || ce.Path != segs[1] || ce.Offset != 0 || !strings.Contains(ce.Reason, "missing") {
+					if err == nil {
+						t.Logf("it opened with %d events, %d streams", len(readAll(t, s)), s.Stats().Streams)
+						s.Close()
+					}
+					t.Fatalf("OpenFileStore(ReadOnly: %v) without %s = %v, want a *CorruptionError for %s at 0 saying what is missing", ro, filepath.Base(segs[0]), err, segs[1])
+				}
+			}
+		})
+	}
+}
