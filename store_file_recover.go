@@ -25,23 +25,23 @@ const startFile = "START"
 
 // listSegments returns the sequence numbers of the segments in dir, in
 // order, from the one the start file names if there is one, which it
-// returns too (else 0). Unless readOnly, it removes what is left of older
-// segments, dropped by retention, and of segments half-created by a crash.
-func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, uint64, error) {
-	start, err := readStart(dir)
+// returns too (else 0), and those of what is left of older segments,
+// dropped by retention. Unless readOnly, it removes what is left of
+// segments half-created by a crash.
+func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, start uint64, older []uint64, err error) {
+	start, err = readStart(dir)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, 0, fmt.Errorf("eventbus: open file store: %w", err)
+		return nil, 0, nil, fmt.Errorf("eventbus: open file store: %w", err)
 	}
-	var seqs []uint64
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasSuffix(name, ".tmp") && (strings.HasPrefix(name, "seg-") || name == startFile+".tmp") && !readOnly {
 			if err := fs.Remove(filepath.Join(dir, name)); err != nil {
-				return nil, 0, fmt.Errorf("eventbus: open file store: %w", err)
+				return nil, 0, nil, fmt.Errorf("eventbus: open file store: %w", err)
 			}
 			continue
 		}
@@ -59,20 +59,13 @@ func listSegments(dir string, fs fileSystem, readOnly bool) ([]uint64, uint64, e
 	}
 	slices.Sort(seqs)
 	if start == 0 {
-		return seqs, 0, nil
+		return seqs, 0, nil, nil
 	}
 	i, found := slices.BinarySearch(seqs, start)
 	if !found {
-		return nil, 0, &CorruptionError{Path: filepath.Join(dir, startFile), Offset: 0, Reason: fmt.Sprintf("the store starts at segment %s, which is missing", segmentName(start))}
+		return nil, 0, nil, &CorruptionError{Path: filepath.Join(dir, startFile), Offset: 0, Reason: fmt.Sprintf("the store starts at segment %s, which is missing", segmentName(start))}
 	}
-	if !readOnly {
-		for _, seq := range seqs[:i] {
-			// Dropped by retention already: a failure leaves it for the
-			// next open.
-			_ = fs.Remove(filepath.Join(dir, segmentName(seq)))
-		}
-	}
-	return seqs[i:], start, nil
+	return seqs[i:], start, seqs[:i], nil
 }
 
 // readStart returns the segment that dir's start file names, or 0 if there
@@ -206,11 +199,19 @@ func allZero(b []byte) bool {
 // recover opens the segments of s, cutting an incomplete final record,
 // and rebuilds its indexes.
 func (s *FileStore) recover() error {
-	seqs, start, err := listSegments(s.dir, s.fs, s.opts.ReadOnly)
+	seqs, start, older, err := listSegments(s.dir, s.fs, s.opts.ReadOnly)
 	if err != nil {
 		return err
 	}
 	s.w.recorded = start
+	if !s.opts.ReadOnly {
+		// Dropped by retention already: removeDropped deletes them
+		// below, and reports a failure in Stats, as the store that
+		// dropped them did, until a new segment deletes them.
+		for _, seq := range older {
+			s.w.dropped = append(s.w.dropped, &segment{seq: seq, path: filepath.Join(s.dir, segmentName(seq))})
+		}
+	}
 	var total int64
 	sizes := make([]int64, len(seqs))
 	for i, seq := range seqs {
@@ -318,6 +319,7 @@ func (s *FileStore) recover() error {
 	for _, st := range s.byID {
 		st.r = st.w
 	}
+	s.removeDropped()
 	return nil
 }
 
@@ -468,6 +470,7 @@ func (s *FileStore) roll() error {
 	s.segs = append(s.segs, seg)
 	s.mu.Unlock()
 	if s.opts.RetainAge <= 0 && s.opts.RetainSize <= 0 {
+		s.removeDropped() // files an earlier run left, if any
 		return nil
 	}
 	// The new segment starts with the state of every stream, so that the
@@ -775,7 +778,8 @@ func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
 		}
 		return errors.Join(syncPath(fs, keep), syncPath(fs, dir))
 	}
-	seqs, _, err := listSegments(dir, fs, false)
+	// Older segments, dropped by retention, are left to opening.
+	seqs, _, _, err := listSegments(dir, fs, false)
 	if err != nil {
 		return err
 	}

@@ -2356,3 +2356,45 @@ func TestFileStoreFirstSegmentMissing(t *testing.T) {
 		})
 	}
 }
+
+// TestFileStoreRetentionErrAfterReopen checks that a store reopened while
+// it still cannot delete a segment file that retention dropped reports it
+// in Stats().RetentionErr and deletes the file at the next segment, as
+// RetentionErr's doc says and as the store did before the reopen: opening
+// tried once, ignored the failure and forgot the file, so RetentionErr
+// was nil while the disk space stayed taken, until another reopen.
+func TestFileStoreRetentionErrAfterReopen(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	fs := &faultFS{FS: eventbus.OSFS}
+	opts := eventbus.WithFS(&eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10, RetainSize: 4 << 10}, fs)
+	appendN := func(s *eventbus.FileStore, n int) {
+		t.Helper()
+		for range n {
+			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
+			require.NoError(t, err)
+		}
+	}
+	s := openFile(t, dir, opts)
+	first := segments(t, dir)[0]
+	fs.failRemove.Store(&first)
+	appendN(s, 200)
+	require.ErrorIs(t, s.Stats().RetentionErr, syscall.EACCES)
+	require.NoError(t, s.Close())
+	require.FileExists(t, first)
+
+	s = openFile(t, dir, opts)
+	if err := s.Stats().RetentionErr; !errors.Is(err, syscall.EACCES) {
+		t.Errorf("Stats().RetentionErr once reopened = %v, want the failed removal of %s", err, first)
+	}
+	fs.failRemove.Store(nil)
+	last := func() string { segs := segments(t, dir); return segs[len(segs)-1] }
+	for active := last(); last() == active; {
+		appendN(s, 1) // until the next segment, and its retention
+	}
+	if err := s.Stats().RetentionErr; err != nil {
+		t.Errorf("Stats().RetentionErr after the next segment = %v, want nil", err)
+	}
+	require.NoFileExists(t, first, "the next segment's retention deleted the file left behind")
+	require.NoError(t, s.Close())
+}
