@@ -39,21 +39,7 @@ func (b *buffered) OnProduceRecordBuffered(*kgo.Record) {
 // b alone is dead-lettered, with MessageTooLarge. All three were
 // dead-lettered, each blamed for b's size.
 func TestForwardBrokerRefusesOneOfBatch(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "1000"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	brokers := c.ListenAddrs()
-	reg := registry(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-
-	// The producer learns where "orders" is only once it holds the three
-	// records, so that it sends them in one batch.
-	hook := &buffered{n: 3, all: make(chan struct{})}
-	holdMetadata(ctx, c, "orders", hook.all)
+	brokers, reg, ctx, hook := oneBatchCluster(t, 3)
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
@@ -94,21 +80,7 @@ func TestForwardBrokerRefusesOneOfBatch(t *testing.T) {
 // the large record's own, and dead-lettered the small one, blamed for the
 // other's size.
 func TestForwardBrokerRefusesBatchOfTwoHandlers(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "1000"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	brokers := c.ListenAddrs()
-	reg := registry(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-
-	// The producer learns where "orders" is only once it holds both
-	// records, so that it sends them in one batch.
-	hook := &buffered{n: 2, all: make(chan struct{})}
-	holdMetadata(ctx, c, "orders", hook.all)
+	brokers, reg, ctx, hook := oneBatchCluster(t, 2)
 
 	bus := newBus(t, nil)
 	small := newTopic(t, bus)
@@ -152,4 +124,24 @@ func TestForwardBrokerRefusesBatchOfTwoHandlers(t *testing.T) {
 	if n := countRecords(t, ctx, brokers, "orders"); n != 1 {
 		t.Errorf("Kafka holds %d records, want a's", n)
 	}
+}
+
+// oneBatchCluster starts a fake cluster whose topic "orders" takes records
+// of up to 1,000 bytes, and returns its brokers, a registry, a context for
+// the test, and a hook for the producer: the producer learns where
+// "orders" is only once it holds n records, so that it sends them in one
+// batch.
+func oneBatchCluster(t *testing.T, n int64) ([]string, *eventbus.Registry, context.Context, *buffered) {
+	t.Helper()
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "1000"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	hook := &buffered{n: n, all: make(chan struct{})}
+	holdMetadata(ctx, c, "orders", hook.all)
+	return c.ListenAddrs(), registry(t), ctx, hook
 }
