@@ -115,16 +115,9 @@ func TestConsumerSyncFailureWhileStopping(t *testing.T) {
 func TestConsumerRefusedEvent(t *testing.T) {
 	brokers, reg, ctx := setup(t, "orders", "dead-async", "dead-sync")
 	publishOrders(t, ctx, brokers, reg, 2) // one key: one partition, in order
-	// The cases share the cluster: each reads "orders" in a group of its
-	// own, and dead-letters to a topic of its own.
-	for _, mode := range []string{"async", "sync"} {
-		for _, deadLetter := range []string{"dead-" + mode, ""} {
-			t.Run(fmt.Sprintf("%s, dead-letter topic %q", mode, deadLetter), func(t *testing.T) {
-				m := map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync}[mode]
-				testConsumerRefusedEvent(t, ctx, brokers, reg, m, "g-"+mode+"-"+deadLetter, deadLetter)
-			})
-		}
-	}
+	eachConsumerCase(t, func(t *testing.T, mode eventbus.Mode, group, deadLetter string) {
+		testConsumerRefusedEvent(t, ctx, brokers, reg, mode, group, deadLetter)
+	})
 }
 
 func testConsumerRefusedEvent(t *testing.T, ctx context.Context, brokers []string, reg *eventbus.Registry, mode eventbus.Mode, group, deadLetter string) {

@@ -358,3 +358,17 @@ func holdMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <
 		return nil, nil, false
 	})
 }
+
+// eachConsumerCase runs test as a subtest in each mode, with and without a
+// dead-letter topic. The cases may share a cluster: each reads in a group
+// of its own, and dead-letters to a topic of its own.
+func eachConsumerCase(t *testing.T, test func(t *testing.T, mode eventbus.Mode, group, deadLetter string)) {
+	for _, mode := range []string{"async", "sync"} {
+		for _, deadLetter := range []string{"dead-" + mode, ""} {
+			t.Run(fmt.Sprintf("%s, dead-letter topic %q", mode, deadLetter), func(t *testing.T) {
+				m := map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync}[mode]
+				test(t, m, "g-"+mode+"-"+deadLetter, deadLetter)
+			})
+		}
+	}
+}

@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -49,16 +48,9 @@ func TestConsumerKeyMethodPanics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The cases share the cluster: each reads "parcels" in a group of its
-	// own, and dead-letters to a topic of its own.
-	for _, mode := range []string{"async", "sync"} {
-		for _, deadLetter := range []string{"dead-" + mode, ""} {
-			t.Run(fmt.Sprintf("%s, dead-letter topic %q", mode, deadLetter), func(t *testing.T) {
-				m := map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync}[mode]
-				testConsumerKeyMethodPanics(t, ctx, brokers, reg, m, "g-"+mode+"-"+deadLetter, deadLetter)
-			})
-		}
-	}
+	eachConsumerCase(t, func(t *testing.T, mode eventbus.Mode, group, deadLetter string) {
+		testConsumerKeyMethodPanics(t, ctx, brokers, reg, mode, group, deadLetter)
+	})
 }
 
 func testConsumerKeyMethodPanics(t *testing.T, ctx context.Context, brokers []string, reg *eventbus.Registry, mode eventbus.Mode, group, deadLetter string) {
