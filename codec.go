@@ -186,13 +186,26 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 	}
 	if prev, ok := ev.versions[o.Version]; ok {
 		// Name the holder: two packages' types of one name take the same
-		// default event type name.
-		return fmt.Errorf("%w: %q version %d is registered already, for %v; register %v under another name or version", ErrDuplicate, o.Name, o.Version, prev.goType, goType)
+		// default event type name, and the packages may share a name too.
+		return fmt.Errorf("%w: %q version %d is registered already, for %s; register %s under another name or version", ErrDuplicate, o.Name, o.Version, qualified(prev.goType), qualified(goType))
 	}
 	ev.versions[o.Version] = entry
 	ev.latest = max(ev.latest, o.Version)
 	r.byGo[goType] = entry
 	return nil
+}
+
+// qualified returns t's name with its package's import path, which tells
+// apart the types of one name of two packages of one name (two "v1"
+// packages, say), where t.String() gives the package's name only.
+func qualified(t reflect.Type) string {
+	switch {
+	case t.Kind() == reflect.Pointer && t.Name() == "":
+		return "*" + qualified(t.Elem())
+	case t.Name() != "" && t.PkgPath() != "":
+		return t.PkgPath() + "." + t.Name()
+	}
+	return t.String()
 }
 
 // check returns an error wrapping ErrInvalid for a nil Registry, or one

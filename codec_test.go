@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
+	billingv1 "github.com/seed-a6f1faae/eventbus/testdata/samename/billing/v1"
+	ordersv1 "github.com/seed-a6f1faae/eventbus/testdata/samename/orders/v1"
 )
 
 // Three versions of one event type: V1 has a full name, V2 splits it, V3
@@ -463,6 +465,22 @@ func TestRegisterTakenNameNamesItsType(t *testing.T) {
 	err := eventbus.Register[other](r, &eventbus.TypeOptions{Name: "Created"})
 	if !errors.Is(err, eventbus.ErrDuplicate) || !strings.Contains(err.Error(), "eventbus_test.Created") {
 		t.Errorf("Register[other] under the name of Created = %v, want ErrDuplicate naming eventbus_test.Created", err)
+	}
+}
+
+// TestRegisterTakenNameSamePackageName registers the types of one name
+// of two packages of one name (two generated "v1" packages, say), which
+// take one default event type name: the error must tell the two apart by
+// their import paths, where their package-qualified names read alike, as
+// if one type were registered twice.
+func TestRegisterTakenNameSamePackageName(t *testing.T) {
+	r := newEmptyRegistry(t)
+	require.NoError(t, eventbus.Register[ordersv1.Created](r, nil))
+	err := eventbus.Register[*billingv1.Created](r, nil)
+	for _, want := range []string{"eventbus/testdata/samename/orders/v1.Created", "*github.com/seed-a6f1faae/eventbus/testdata/samename/billing/v1.Created"} {
+		if !errors.Is(err, eventbus.ErrDuplicate) || !strings.Contains(fmt.Sprint(err), want) {
+			t.Errorf("Register[*billingv1.Created] after ordersv1.Created = %v, want ErrDuplicate naming %s", err, want)
+		}
 	}
 }
 
