@@ -308,14 +308,15 @@ func (o *output) Write(p []byte) (int, error) {
 }
 
 // isSegment reports whether name is that of a segment file, as the store
-// names them: seg-<16 hex digits>.log. The store ignores other names.
+// names them: seg-<16 lower-case hex digits>.log. The store ignores other
+// names, upper-case digits too.
 func isSegment(name string) bool {
 	hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
 	if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
 		return false
 	}
-	_, err := strconv.ParseUint(hex, 16, 64)
-	return err == nil
+	seq, err := strconv.ParseUint(hex, 16, 64)
+	return err == nil && fmt.Sprintf("seg-%016x.log", seq) == name
 }
 
 // lastSegment returns the name and size of the last segment file in dir,
