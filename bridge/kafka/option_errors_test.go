@@ -9,6 +9,7 @@ import (
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestOptionErrorsNameTheBadOne checks that an error for a bad option of
@@ -49,6 +50,9 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 		{"MaxBufferedRecords", producer(kafka.ProducerOptions{MaxBufferedRecords: -2}), "MaxBufferedRecords -2", []string{"BatchMaxBytes", "Client"}},
 		{"BatchMaxBytes too small", producer(kafka.ProducerOptions{BatchMaxBytes: 100}), "BatchMaxBytes 100", []string{"MaxBufferedRecords", "Client"}},
 		{"BatchMaxBytes too large", producer(kafka.ProducerOptions{BatchMaxBytes: 1<<30 + 1}), "BatchMaxBytes 1073741825", []string{"MaxBufferedRecords", "Client"}},
+		// Over franz-go's BrokerMaxWriteBytes (100 MiB unless Client
+		// sets it), which it refuses in its own words.
+		{"BatchMaxBytes over BrokerMaxWriteBytes", producer(kafka.ProducerOptions{BatchMaxBytes: 200 << 20}), "BatchMaxBytes 209715200", []string{"MaxBufferedRecords"}},
 		{"Linger", producer(kafka.ProducerOptions{Linger: 2 * time.Minute}), "Linger 2m0s", []string{"BatchMaxBytes", "Client"}},
 		{"CommitInterval", consumer(kafka.ConsumerOptions{CommitInterval: -time.Second}), "CommitInterval -1s", []string{"MaxPollRecords", "DrainTimeout"}},
 		{"MaxPollRecords", consumer(kafka.ConsumerOptions{MaxPollRecords: -1}), "MaxPollRecords -1", []string{"CommitInterval", "DrainTimeout"}},
@@ -69,4 +73,11 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 			}
 		})
 	}
+	// With the client's write limit raised, that size is taken.
+	o := kafka.ProducerOptions{Brokers: brokers, BatchMaxBytes: 200 << 20, Client: []kgo.Opt{kgo.BrokerMaxWriteBytes(300 << 20)}}
+	bp, err := kafka.NewProducer(reg, &o)
+	if err != nil {
+		t.Errorf("NewProducer(BatchMaxBytes 200 MiB, BrokerMaxWriteBytes 300 MiB) = %v, want nil", err)
+	}
+	bp.Close()
 }

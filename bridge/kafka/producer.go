@@ -30,7 +30,9 @@ type ProducerOptions struct {
 	// else none.
 	Compression []kgo.CompressionCodec
 	// BatchMaxBytes caps the size of one partition's batch; zero means
-	// franz-go's default (1MB), else 512 to 1<<30 bytes, as franz-go takes.
+	// franz-go's default (1MB), else 512 bytes up to the most the client
+	// writes to a broker at once, as franz-go takes: 100 MiB unless Client
+	// raises it with kgo.BrokerMaxWriteBytes, and 1<<30 at most.
 	BatchMaxBytes int32
 	// MaxBufferedRecords caps the records waiting to be acknowledged;
 	// producing blocks while it is reached. Zero means 10,000.
@@ -90,6 +92,9 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	}
 	cl, err := kgo.NewClient(producerOpts(opts)...)
 	if err != nil {
+		if batchOverWrite(opts) {
+			return nil, fmt.Errorf("%w: NewProducer: ProducerOptions.BatchMaxBytes %d is over the most the client writes to a broker at once (kgo.BrokerMaxWriteBytes, 100 MiB unless Client raises it): %w", eventbus.ErrInvalid, opts.BatchMaxBytes, err)
+		}
 		return nil, fmt.Errorf("%w: NewProducer: franz-go refuses the options: %w", eventbus.ErrInvalid, err)
 	}
 	batchMax, _ := cl.OptValue(kgo.ProducerBatchMaxBytesFn).(func(string) int32)
@@ -97,6 +102,24 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 		batchMax = func(string) int32 { return math.MaxInt32 }
 	}
 	return &Producer{cl: cl, reg: reg, batchMax: batchMax, alone: make(chan struct{}, 1)}, nil
+}
+
+// batchOverWrite reports whether franz-go, which refused opts, takes them
+// without BatchMaxBytes: then BatchMaxBytes is over the client's
+// BrokerMaxWriteBytes, which Client may set, and no bound known before
+// the client is made. franz-go's error names its own settings only.
+func batchOverWrite(opts *ProducerOptions) bool {
+	if opts.BatchMaxBytes <= 0 {
+		return false
+	}
+	o := *opts
+	o.BatchMaxBytes = 0
+	cl, err := kgo.NewClient(producerOpts(&o)...)
+	if err != nil {
+		return false
+	}
+	cl.Close()
+	return true
 }
 
 // The bounds that franz-go sets to ProducerOptions.BatchMaxBytes and Linger.
