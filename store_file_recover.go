@@ -27,7 +27,7 @@ const startFile = "START"
 // order, from the one the start file names if there is one, which it
 // returns too (else 0), and those of what is left of older segments,
 // dropped by retention. Unless readOnly, it removes what is left of
-// segments half-created by a crash.
+// files half-created by a crash (a segment, START), and no other file.
 func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, start uint64, older []uint64, err error) {
 	start, err = readStart(dir)
 	if err != nil {
@@ -39,23 +39,19 @@ func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, star
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasSuffix(name, ".tmp") && (strings.HasPrefix(name, "seg-") || name == startFile+".tmp") && !readOnly {
-			if err := fs.Remove(filepath.Join(dir, name)); err != nil {
-				return nil, 0, nil, fmt.Errorf("eventbus: open file store: %w", err)
+		if tmp, ok := strings.CutSuffix(name, ".tmp"); ok {
+			// Only the store's own (see createFile): others are not
+			// its to delete.
+			if _, seg := parseSegmentName(tmp); (seg || tmp == startFile) && !readOnly {
+				if err := fs.Remove(filepath.Join(dir, name)); err != nil {
+					return nil, 0, nil, fmt.Errorf("eventbus: open file store: %w", err)
+				}
 			}
 			continue
 		}
-		hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
-		if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
-			continue
+		if seq, ok := parseSegmentName(name); ok {
+			seqs = append(seqs, seq)
 		}
-		seq, err := strconv.ParseUint(hex, 16, 64)
-		if err != nil || segmentName(seq) != name {
-			// Upper-case digits: not a name the store writes, nor
-			// the file it would read for seq.
-			continue
-		}
-		seqs = append(seqs, seq)
 	}
 	slices.Sort(seqs)
 	if start == 0 {
@@ -66,6 +62,18 @@ func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, star
 		return nil, 0, nil, &CorruptionError{Path: filepath.Join(dir, startFile), Offset: 0, Reason: fmt.Sprintf("the store starts at segment %s, which is missing", segmentName(start))}
 	}
 	return seqs[i:], start, seqs[:i], nil
+}
+
+// parseSegmentName returns the sequence number of the segment named
+// name, and whether name is one: exactly as segmentName writes it, so that
+// upper-case digits, a name the store never writes, are no segment's.
+func parseSegmentName(name string) (uint64, bool) {
+	hex, ok := strings.CutSuffix(strings.TrimPrefix(name, "seg-"), ".log")
+	if !ok || len(hex) != 16 || !strings.HasPrefix(name, "seg-") {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(hex, 16, 64)
+	return seq, err == nil && segmentName(seq) == name
 }
 
 // readStart returns the segment that dir's start file names, or 0 if there

@@ -2398,3 +2398,36 @@ func TestFileStoreRetentionErrAfterReopen(t *testing.T) {
 	require.NoFileExists(t, first, "the next segment's retention deleted the file left behind")
 	require.NoError(t, s.Close())
 }
+
+// TestFileStoreKeepsForeignTempFiles checks that opening a store for
+// writing deletes only the temporary files that the store itself writes
+// (a segment's name or START, with ".tmp"), which a crash leaves: it
+// deleted every file whose name starts with "seg-" and ends in ".tmp",
+// though the store ignores, and keeps, other files it does not write,
+// names in upper case included.
+func TestFileStoreKeepsForeignTempFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(2, "t", "e")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	foreign := []string{"seg-notes.tmp", "seg-000000000000000A.log.tmp", "seg-0000000000000002.tmp"}
+	for _, name := range foreign {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("a user's"), 0o644))
+	}
+	// What a crash leaves, which opening deletes.
+	crashed := []string{"seg-0000000000000002.log.tmp", "START.tmp"}
+	for _, name := range crashed {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), nil, 0o644))
+	}
+	s = openFile(t, dir, nil)
+	require.NoError(t, s.Close())
+	for _, name := range foreign {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("OpenFileStore deleted %s, which the store does not write: %v", name, err)
+		}
+	}
+	for _, name := range crashed {
+		require.NoFileExists(t, filepath.Join(dir, name), "left by a crash")
+	}
+}
