@@ -70,7 +70,7 @@ type Options struct {
 	// per attempt and an atomic add per publish. Async subscriptions keep
 	// their counters of handled, failed and dead-lettered events either way;
 	// Sync ones, whose handlers run in concurrent publishers, only with
-	// Metrics, since there counting costs atomic operations.
+	// Metrics, since there counting costs a lock per publish.
 	Metrics bool
 	// Logger receives the bus's own reports (a failing sink, undelivered
 	// events at shutdown). Nil means silent; one without a Handler (a zero
