@@ -171,17 +171,7 @@ func testConsumerRefusedEvent(t *testing.T, ctx context.Context, brokers []strin
 		return
 	}
 
-	select {
-	case <-second:
-	case err := <-runErr:
-		t.Fatalf("Run() = %v before the second record was handled", err)
-	case <-ctx.Done():
-		t.Fatal("the second record was not handled")
-	}
-	stop()
-	if err := <-runErr; err != nil {
-		t.Fatalf("Run() = %v, want nil", err)
-	}
+	handledThenStop(t, ctx, second, runErr, stop, "the second record")
 	select {
 	case <-first:
 		t.Error("the refused event was handled")

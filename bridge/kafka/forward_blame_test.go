@@ -53,16 +53,7 @@ func TestForwardBrokerRefusesOneOfBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := bus.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var dead []Order
-	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
-		if !errors.Is(dl.Err, kerr.MessageTooLarge) {
-			t.Errorf("dead letter with %v, want MessageTooLarge", dl.Err)
-		}
-		dead = append(dead, dl.Payload().(Order))
-	}
+	dead := tooLargeAfterShutdown(t, ctx, bus)
 	if diff := cmp.Diff(want[1:2], dead); diff != "" {
 		t.Errorf("dead letters (-want +got):\n%s", diff)
 	}
@@ -108,16 +99,7 @@ func TestForwardBrokerRefusesBatchOfTwoHandlers(t *testing.T) {
 	if err := large.Publish(ctx, big); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var dead []Order
-	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
-		if !errors.Is(dl.Err, kerr.MessageTooLarge) {
-			t.Errorf("dead letter with %v, want MessageTooLarge", dl.Err)
-		}
-		dead = append(dead, dl.Payload().(Order))
-	}
+	dead := tooLargeAfterShutdown(t, ctx, bus)
 	if diff := cmp.Diff([]Order{big}, dead); diff != "" {
 		t.Errorf("dead letters (-want +got):\n%s", diff)
 	}
@@ -144,4 +126,21 @@ func oneBatchCluster(t *testing.T, n int64) ([]string, *eventbus.Registry, conte
 	hook := &buffered{n: n, all: make(chan struct{})}
 	holdMetadata(ctx, c, "orders", hook.all)
 	return c.ListenAddrs(), registry(t), ctx, hook
+}
+
+// tooLargeAfterShutdown shuts bus down and returns the payloads of its dead
+// letters, each of which must have failed with MessageTooLarge.
+func tooLargeAfterShutdown(t *testing.T, ctx context.Context, bus *eventbus.Bus) []Order {
+	t.Helper()
+	if err := bus.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var dead []Order
+	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		if !errors.Is(dl.Err, kerr.MessageTooLarge) {
+			t.Errorf("dead letter with %v, want MessageTooLarge", dl.Err)
+		}
+		dead = append(dead, dl.Payload().(Order))
+	}
+	return dead
 }

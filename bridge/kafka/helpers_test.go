@@ -372,3 +372,21 @@ func eachConsumerCase(t *testing.T, test func(t *testing.T, mode eventbus.Mode, 
 		}
 	}
 }
+
+// handledThenStop waits until handled is closed, when the handler has
+// handled record (named in failures), failing the test if Run returns or
+// ctx ends first; then it stops Run and wants it to return nil.
+func handledThenStop(t *testing.T, ctx context.Context, handled <-chan struct{}, runErr <-chan error, stop func(), record string) {
+	t.Helper()
+	select {
+	case <-handled:
+	case err := <-runErr:
+		t.Fatalf("Run() = %v before %s was handled", err, record)
+	case <-ctx.Done():
+		t.Fatalf("%s was not handled", record)
+	}
+	stop()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+}

@@ -92,17 +92,7 @@ func testConsumerKeyMethodPanics(t *testing.T, ctx context.Context, brokers []st
 		}
 		return
 	}
-	select {
-	case <-good:
-	case err := <-runErr:
-		t.Fatalf("Run() = %v before the good record", err)
-	case <-ctx.Done():
-		t.Fatal("the record after the bad one was not handled")
-	}
-	stop()
-	if err := <-runErr; err != nil {
-		t.Errorf("Run() = %v, want nil", err)
-	}
+	handledThenStop(t, ctx, good, runErr, stop, "the record after the bad one")
 	if n := countRecords(t, ctx, brokers, deadLetter); n != 1 {
 		t.Errorf("the dead-letter topic holds %d records, want 1", n)
 	}
