@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -34,10 +33,8 @@ func TestConsumerKeepsItsOptions(t *testing.T) {
 	// For another consumer.
 	opts.Brokers[0], opts.Client[0] = "127.0.0.1:1", kgo.RequiredAcks(kgo.LeaderAck())
 
-	runCtx, stop := context.WithCancel(ctx)
+	ran, stop := startRun(ctx, cons)
 	defer stop()
-	ran := make(chan error, 1)
-	go func() { ran <- cons.Run(runCtx) }()
 	select {
 	case <-log.done:
 	case err := <-ran:

@@ -143,10 +143,8 @@ func testConsumerRefusedEvent(t *testing.T, ctx context.Context, brokers []strin
 	if err := kafka.RouteVia(cons, "orders", orders, refuseFirst); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runErr, stop := startRun(ctx, cons)
 	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(runCtx) }()
 
 	if deadLetter == "" {
 		select {
@@ -293,9 +291,7 @@ func consumeNilValue[T any](t *testing.T) {
 	if err := kafka.Route(cons, "orders", refs); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(runCtx) }()
+	runErr, stop := startRun(ctx, cons)
 	dl := readOne(t, ctx, brokers, "dead")
 	stop()
 	if err := <-runErr; err != nil {
@@ -344,9 +340,7 @@ func TestConsumerFailedStart(t *testing.T) {
 		if err := kafka.Route(cons, "orders", orders); err != nil {
 			t.Fatalf("Route() after the failed Run = %v, want nil", err)
 		}
-		runCtx, stop := context.WithCancel(ctx)
-		runErr := make(chan error, 1)
-		go func() { runErr <- cons.Run(runCtx) }()
+		runErr, stop := startRun(ctx, cons)
 		log.wait(t, ctx)
 		stop()
 		if err := <-runErr; err != nil {

@@ -390,3 +390,12 @@ func handledThenStop(t *testing.T, ctx context.Context, handled <-chan struct{},
 		t.Fatalf("Run() = %v, want nil", err)
 	}
 }
+
+// startRun runs cons in a goroutine of its own until stop is called or ctx
+// ends, and returns the channel that receives Run's result.
+func startRun(ctx context.Context, cons *kafka.Consumer) (runErr <-chan error, stop context.CancelFunc) {
+	ctx, stop = context.WithCancel(ctx)
+	ch := make(chan error, 1)
+	go func() { ch <- cons.Run(ctx) }()
+	return ch, stop
+}

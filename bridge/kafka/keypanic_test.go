@@ -73,10 +73,8 @@ func testConsumerKeyMethodPanics(t *testing.T, ctx context.Context, brokers []st
 	if err := kafka.Route(cons, "parcels", parcels); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runErr, stop := startRun(ctx, cons)
 	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- cons.Run(runCtx) }()
 
 	if deadLetter == "" {
 		select {
