@@ -34,7 +34,11 @@ const stopTimeout = 10 * time.Second
 //     of an ID that its stream holds already would be taken for a retry
 //     and store nothing, and an Idempotency middleware with a
 //     ProcessedStore would skip the event as a duplicate. A subtest has a
-//     Sequence of its own, starting at 1.
+//     Sequence of its own, starting at 1, so subtests that share a store
+//     or a ProcessedStore of their parent's reuse each other's IDs, and
+//     the later one's StoreTopic.Publish of a key the earlier one used
+//     succeeds and stores nothing: give their buses one Sequence that
+//     the parent makes (Options.NewID), or eventbus.NewID.
 //   - Logger nil means a logger that writes to the test's output.
 //   - Metrics is always on: in Sync mode the bus counts handled and failed
 //     events only then, and [WantMetrics] needs them.
