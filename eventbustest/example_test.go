@@ -90,7 +90,12 @@ func ExampleSequence() {
 	bus := eventbustest.NewBus(t, &eventbus.Options{
 		Mode:  eventbus.Sync,
 		Clock: clock.Now,
-		NewID: eventbustest.Sequence(), // NewBus's default, shown here
+		// NewBus's default numbers IDs the same way, but from the test's
+		// Sequence, which every bus of the test shares, so that a bus
+		// restarted over a store does not reuse the IDs of the first:
+		// a Sequence of its own, as here, suits a bus that shares its
+		// store with no other.
+		NewID: eventbustest.Sequence(),
 	})
 	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
 	if err != nil {
