@@ -128,8 +128,12 @@
 //
 // # Errors
 //
-// Bad input returns an error wrapping [ErrInvalid] (or [ErrDuplicate] for a
-// name already taken) that says what was wrong; the bus never panics on it.
+// Bad input returns an error wrapping [ErrInvalid] that says what was wrong;
+// the bus never panics on it. Two kinds wrap another sentinel instead:
+// a name already taken, [ErrDuplicate]; a Go type that a [Registry] has not
+// registered, given to a function that encodes or decodes it through the
+// Registry ([NewStoreTopic], [NewAggregate], [SubscribeDurable],
+// [SaveSnapshot] and the like), [ErrUnknownEvent].
 //
 // # Concurrency
 //
