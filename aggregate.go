@@ -353,11 +353,13 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 //
 // It returns decide's error as is; after MaxAttempts conflicts, an error
 // wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
-// wrapping [ErrTruncated], before decide runs; or the store's or the
-// registry's error, such as [Decode]'s for an event that the registry
-// cannot read back, which is not appended. A snapshot that fails to save
-// is skipped, since the events are committed: the next load replays a
-// few more events. One that fails every time, as a state grown past the
+// wrapping [ErrTruncated], before decide runs; one wrapping [ErrInvalid]
+// for a nil event; or the store's or the registry's error, such as
+// [Registry.Encode]'s for an event of a type not registered or [Decode]'s
+// for one that the registry cannot read back, which are not appended
+// (these errors name the stream and the event). A snapshot that fails to
+// save is skipped, since the events are committed: the next load replays
+// a few more events. One that fails every time, as a state grown past the
 // store's MaxEventSize does, leaves loads replaying ever more events and,
 // on a stream with MaxCount or MaxAge, failing with [ErrTruncated] once
 // the events after the last snapshot saved are hidden; the Aggregate
@@ -407,9 +409,14 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 	state := v.State
 	p, hasParent := parent(ctx)
 	for i, e := range events {
+		// Encode's own error for a nil event says "Go type <nil> is not
+		// registered", naming neither the stream nor the event.
+		if any(e) == nil {
+			return AppendResult{}, fmt.Errorf("%w: stream %q: event %d of %d is nil", ErrInvalid, stream, i+1, len(events))
+		}
 		var err error
 		if data[i], err = a.reg.Encode(e); err != nil {
-			return AppendResult{}, err
+			return AppendResult{}, fmt.Errorf("stream %q: event %d of %d does not encode: %w", stream, i+1, len(events), err)
 		}
 		if hasParent { // as StoreTopic.Publish links its event
 			data[i].CausationID, data[i].CorrelationID = p.ID, p.CorrelationID

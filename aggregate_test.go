@@ -1101,6 +1101,46 @@ func TestAggregateFoldsWhatItAppends(t *testing.T) {
 	})
 }
 
+// TestAggregateExecuteBadEventSaysWhich runs commands whose decide returns
+// an event that cannot be encoded: a nil one, or one of a type not
+// registered. Execute appends nothing, and its error names the stream and
+// the event, as for an event that does not decode, and a nil one wraps
+// ErrInvalid, not "Go type <nil> is not registered".
+func TestAggregateExecuteBadEventSaysWhich(t *testing.T) {
+	type unregistered struct{ N int }
+	tests := []struct {
+		name   string
+		events []any
+		want   error
+		says   []string
+	}{
+		{"nil", []any{Deposited{Amount: 1}, nil}, eventbus.ErrInvalid, []string{`"acc-1"`, "event 2 of 2", "nil"}},
+		{"unregistered", []any{unregistered{N: 1}, Deposited{Amount: 1}}, eventbus.ErrUnknownEvent, []string{`"acc-1"`, "event 1 of 2", "unregistered"}},
+	}
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		accounts := newAccounts(t, s, reg, nil)
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := accounts.Execute(ctx, "acc-1", func(Account) ([]any, error) { return tt.events, nil })
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("Execute(%v) = %v, want %v", tt.events, err, tt.want)
+				}
+				for _, says := range tt.says {
+					if !strings.Contains(err.Error(), says) {
+						t.Errorf("Execute(%v) = %q, want it to say %s", tt.events, err, says)
+					}
+				}
+				info, err := s.StreamInfo(ctx, "acc-1")
+				require.NoError(t, err)
+				if info.Exists {
+					t.Errorf("Execute(%v) appended: %+v", tt.events, info)
+				}
+			})
+		}
+	})
+}
+
 // ctxStore is a Store of someone else's that, like database/sql, panics on
 // a nil context.
 type ctxStore struct{ eventbus.Store }
