@@ -285,10 +285,13 @@ type SubscribeOptions struct {
 }
 
 // Filter selects events by stream name and type. Its zero value selects
-// every event outside system streams.
+// every event: outside system streams for [Store.ReadAll] and
+// [Store.Subscribe], while [Store.ReadStream] of a system stream (see
+// [Store]) reads its events as those of any other stream.
 type Filter struct {
 	// StreamPrefix selects the streams whose names start with it. A prefix
-	// starting with '$' selects system streams too.
+	// starting with '$' selects system streams too; ReadStream needs none
+	// to read one.
 	StreamPrefix string
 	// Types selects the events whose type is one of them; empty selects
 	// every type.
