@@ -310,6 +310,27 @@ func TestSaveSnapshotUndecodable(t *testing.T) {
 	})
 }
 
+// TestSaveSnapshotTombstoned saves a snapshot of a stream tombstoned since
+// its events were folded, as a projection running behind its store does:
+// the error wraps ErrStreamDeleted, as the Store's do for such a stream,
+// not ErrInvalid as for a bad revision or a stream never written, and
+// nothing is saved.
+func TestSaveSnapshotTombstoned(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		appendDeposits(t, s, reg, "account-1", 3)
+		require.NoError(t, s.Tombstone(ctx, "account-1", eventbus.Any))
+		err := eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 3, Events: 3}})
+		if !errors.Is(err, eventbus.ErrStreamDeleted) || errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("SaveSnapshot of a tombstoned stream = %v, want %v alone", err, eventbus.ErrStreamDeleted)
+		}
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}) {
+			require.NoError(t, err)
+			t.Errorf("SaveSnapshot of a tombstoned stream saved %s", e.Stream)
+		}
+	})
+}
+
 func TestAggregateUnusableSnapshot(t *testing.T) {
 	tests := []struct {
 		name    string

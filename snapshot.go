@@ -56,7 +56,8 @@ func legacySnapshotStream(stream string) string {
 // revision the stream does not have in its current life (past its last
 // revision, or before its last soft delete) or a stream that does not
 // exist, since such a snapshot would later be folded on as if it held
-// events it does not. It returns the registry's error for a state that its
+// events it does not, and one wrapping [ErrStreamDeleted] for a tombstoned
+// stream. It returns the registry's error for a state that its
 // codec encodes but does not decode back (such as encoding/json with a
 // non-nil value in a field of a non-empty interface type), which would
 // fail every later load; a state that decodes to another value is saved
@@ -118,6 +119,10 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		return err
 	}
 	switch {
+	case info.Tombstoned:
+		// Not the caller's mistake, as a stream never written is: one
+		// that folded its events before the tombstone matches it.
+		return fmt.Errorf("%w: SaveSnapshot: stream %q", ErrStreamDeleted, stream)
 	case !info.Exists:
 		return fmt.Errorf("%w: SaveSnapshot: stream %q has no event to snapshot", ErrInvalid, stream)
 	case snap.Revision > info.Revision || snap.Revision < info.Start:
