@@ -264,7 +264,9 @@ func (b *Bus) DeadLetters() *DeadLetterQueue {
 // returns ctx's error). Events published meanwhile, by handlers too, are not
 // waited for. Called with a handler's context, which would make it wait for
 // that handler, or on a Bus not made by [New], it returns an error wrapping
-// [ErrInvalid].
+// [ErrInvalid]. An Async handler that calls it with another context waits
+// until that context ends (for good with context.Background()): its own
+// event is not handled before it returns.
 func (b *Bus) Flush(ctx context.Context) error {
 	if err := b.check("Bus.Flush"); err != nil {
 		return err
@@ -308,7 +310,12 @@ func (b *Bus) subscriptions() []*Subscription {
 // call's ctx ends first, it cuts the first one short in the same way.
 // Called with a handler's context (a [DeadLetterSink] gets one), which
 // would make it wait for that handler, or on a Bus not made by [New], it
-// returns an error wrapping [ErrInvalid] and stops nothing.
+// returns an error wrapping [ErrInvalid] and stops nothing. An Async
+// handler must not call it with another context either, such as
+// context.Background() or one with a deadline: once ctx ends Shutdown
+// still waits for the running handlers, the caller among them, so neither
+// ever returns. A handler that decides to stop the bus calls Shutdown in a
+// goroutine of its own.
 func (b *Bus) Shutdown(ctx context.Context) error {
 	if err := b.check("Bus.Shutdown"); err != nil {
 		return err

@@ -127,7 +127,13 @@ func (s *Subscription) Topic() string {
 // ErrClosed for Close, the context's cause for a Shutdown past its
 // deadline. Calling it again returns ErrClosed; calling it with a handler's
 // context, which would make it wait for that handler, or on a Subscription
-// not made by Subscribe, returns an error wrapping [ErrInvalid].
+// not made by Subscribe, returns an error wrapping [ErrInvalid]. A handler
+// of an Async subscription must not call the subscription's Unsubscribe
+// with another context either, such as context.Background() or one with a
+// deadline: once ctx ends it still waits for the running handlers, the
+// caller among them, so neither ever returns, nor does the bus's Shutdown.
+// To stop a subscription from its own handler, call Unsubscribe in a
+// goroutine of its own.
 //
 // In Sync mode, whose handlers run in their publishers' goroutines, it
 // waits for none of them, as Shutdown does not: a Publish already running
