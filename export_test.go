@@ -1,5 +1,7 @@
 package eventbus
 
+import "time"
+
 // FS and File let the tests of package eventbus_test inject failures into
 // the files of a FileStore.
 type (
@@ -23,4 +25,21 @@ func WithFS(opts *FileStoreOptions, fs FS) *FileStoreOptions {
 // RepairFileStoreFS is RepairFileStore through fs.
 func RepairFileStoreFS(dir string, fs FS) (string, error) {
 	return repairFileStore(dir, fs)
+}
+
+// WithNow returns opts (or the defaults) with now as the wall clock that
+// stamps commits.
+func WithNow(opts *FileStoreOptions, now func() time.Time) *FileStoreOptions {
+	var o FileStoreOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.now = now
+	return &o
+}
+
+// NewMemoryStoreNow is NewMemoryStore with now as the wall clock that
+// stamps commits.
+func NewMemoryStoreNow(now func() time.Time) (*MemoryStore, error) {
+	return NewMemoryStore(&MemoryStoreOptions{now: now})
 }

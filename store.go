@@ -969,3 +969,34 @@ func yieldStream(ctx context.Context, s snapshotter, closed *atomic.Bool, stream
 	}
 	yieldEach(ctx, closed, o.Limit, span(o.Direction, o.From, lo, v.n), v.get, yield)
 }
+
+// commitClock stamps the events of a store's commits with their time: the
+// wall clock's reading alone, without the monotonic one, as a FileStore
+// reads it back from disk, so that both stores return times that compare
+// equal with == (and reflect.DeepEqual) once decoded from anywhere, and
+// MaxAge judges events by the wall clock in both. A stamp is never earlier
+// than the one before it: MaxAge hides the events committed before a
+// moment, and if the wall clock stepped back (an NTP correction, a restart
+// on a host whose clock is behind) a stream would keep an earlier event
+// and hide a later one, a gap that readers, and Aggregate.Load, would take
+// for the stream. The store's lock, or its committer, guards it.
+type commitClock struct {
+	now  func() time.Time // for tests; nil means time.Now
+	last time.Time
+}
+
+// stamp returns the time of the next commit.
+func (c *commitClock) stamp() time.Time {
+	var t time.Time
+	if c.now != nil {
+		t = c.now()
+	} else {
+		t = time.Now()
+	}
+	t = t.Round(0)
+	if t.Before(c.last) {
+		return c.last
+	}
+	c.last = t
+	return t
+}

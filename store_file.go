@@ -86,8 +86,9 @@ type FileStoreOptions struct {
 	// segments, with the bytes read so far and in all.
 	Progress func(done, total int64)
 
-	fs     fileSystem // for tests; nil means the operating system's
-	locked bool       // the caller holds the lock of the directory
+	fs     fileSystem       // for tests; nil means the operating system's
+	locked bool             // the caller holds the lock of the directory
+	now    func() time.Time // for tests; nil means time.Now
 }
 
 // FileStore is a [Store] that keeps its events in append-only segment files
@@ -170,6 +171,7 @@ type writer struct {
 	dirty    bool  // written since the last sync
 	buf      []byte
 	gen      uint64 // of the group being committed, to mark touched streams
+	clock    commitClock
 
 	// lost is the error of a failed sync of appends already acknowledged
 	// (under SyncInterval or SyncNever): Close reports it.
@@ -741,7 +743,7 @@ func (s *FileStore) commit(group []*request) {
 	}
 	w.gen++
 	w.buf = w.buf[:0]
-	now := time.Now().UnixNano()
+	now := w.clock.stamp().UnixNano()
 	var touched []*fileStream
 	for _, r := range group {
 		switch r.kind {

@@ -323,6 +323,15 @@ func (s *FileStore) recover() error {
 	if len(s.segs) > 0 {
 		s.w.active = s.segs[len(s.segs)-1]
 	}
+	// Commit times go on from the latest on disk (see commitClock).
+	var newest int64
+	for _, seg := range s.segs {
+		newest = max(newest, seg.newest)
+	}
+	s.w.clock.now = s.opts.now
+	if newest > 0 {
+		s.w.clock.last = time.Unix(0, newest)
+	}
 	s.log, s.committed = s.w.log, len(s.byID)
 	for _, st := range s.byID {
 		st.r = st.w

@@ -19,6 +19,8 @@ type MemoryStoreOptions struct {
 	// MaxBatchSize is the largest append accepted, in the same bytes summed
 	// over its events (over every stream of AppendMulti); zero means 16 MiB.
 	MaxBatchSize int
+
+	now func() time.Time // for tests; nil means time.Now
 }
 
 // MemoryStore is a [Store] that keeps every event in memory, for tests and
@@ -39,6 +41,7 @@ type MemoryStore struct {
 	log     memLog
 	streams map[string]*memStream
 	waiting waiters
+	clock   commitClock
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -104,7 +107,7 @@ func NewMemoryStore(opts *MemoryStoreOptions) (*MemoryStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &MemoryStore{maxEvent: maxEvent, maxBatch: maxBatch, streams: make(map[string]*memStream)}, nil
+	return &MemoryStore{maxEvent: maxEvent, maxBatch: maxBatch, streams: make(map[string]*memStream), clock: commitClock{now: o.now}}, nil
 }
 
 // checkMade returns an error wrapping ErrInvalid for a nil MemoryStore, or
@@ -139,7 +142,7 @@ func (s *MemoryStore) Append(ctx context.Context, stream string, expected Expect
 	if done || err != nil {
 		return res, err
 	}
-	res, _ = s.commit(stream, st, events, make([]byte, 0, size), wallNow())
+	res, _ = s.commit(stream, st, events, make([]byte, 0, size), s.clock.stamp())
 	s.waiting.wake()
 	return res, nil
 }
@@ -169,7 +172,7 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 			return nil, err
 		}
 	}
-	arena, now := make([]byte, 0, total), wallNow()
+	arena, now := make([]byte, 0, total), s.clock.stamp()
 	for i, a := range appends {
 		if !done[i] {
 			results[i], arena = s.commit(a.Stream, s.streams[a.Stream], a.Events, arena, now)
@@ -195,13 +198,6 @@ func (s *MemoryStore) check(stream string, st *memStream, expected ExpectedRevis
 	last := first + uint64(len(events)) - 1
 	return AppendResult{Revision: last, Position: st.positions[last]}, true, nil
 }
-
-// wallNow returns the commit time of an event: the wall clock's reading
-// alone, without the monotonic one, as a FileStore reads it back from
-// disk, so that both stores return times that compare equal with == (and
-// reflect.DeepEqual) once decoded from anywhere, and MaxAge judges events
-// by the wall clock in both.
-func wallNow() time.Time { return time.Now().Round(0) }
 
 // commit appends events to stream, copying their data into arena, which
 // has room for all of it, and returns the rest of arena. s.mu must be held.

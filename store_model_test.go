@@ -13,12 +13,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
 )
@@ -1395,4 +1397,56 @@ func TestStoreEmptyData(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestStoreCommitTimesNeverGoBack checks that commit times never go back
+// when the wall clock does (an NTP step, a restart on a host whose clock is
+// behind). Before, the later event of a stream got the earlier time, so
+// MaxAge hid it and kept the event before it: a gap that readers, and
+// Aggregate.Load, took for the stream. A FileStore opened again goes on
+// from the latest time on disk.
+func TestStoreCommitTimesNeverGoBack(t *testing.T) {
+	base := time.Now().Round(0)
+	var at atomic.Int64 // the FileStore's committer reads it
+	now := func() time.Time { return time.Unix(0, at.Load()) }
+	mem, err := eventbus.NewMemoryStoreNow(now)
+	require.NoError(t, err)
+	defer mem.Close()
+	dir := t.TempDir()
+	file, err := eventbus.OpenFileStore(dir, eventbus.WithNow(nil, now))
+	require.NoError(t, err)
+	appendAt := func(s eventbus.Store, clock time.Time) {
+		t.Helper()
+		at.Store(clock.UnixNano())
+		_, err := s.Append(t.Context(), "s", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t"})
+		require.NoError(t, err)
+	}
+	check := func(name string, s eventbus.Store, n int) {
+		t.Helper()
+		var times []time.Time
+		for rec, err := range s.ReadStream(t.Context(), "s", nil) {
+			require.NoError(t, err)
+			times = append(times, rec.Time)
+		}
+		if len(times) != n {
+			t.Fatalf("%s: ReadStream with MaxAge 1h: %d events, want all %d (times %v)", name, len(times), n, times)
+		}
+		for i, tm := range times {
+			if !tm.Equal(base) {
+				t.Errorf("%s: event %d committed at %v, want %v, the latest commit time", name, i, tm, base)
+			}
+		}
+	}
+	for name, s := range map[string]eventbus.Store{"MemoryStore": mem, "FileStore": file} {
+		appendAt(s, base)
+		appendAt(s, base.Add(-2*time.Hour))
+		require.NoError(t, s.SetStreamMetadata(t.Context(), "s", eventbus.StreamMetadata{MaxAge: time.Hour}))
+		check(name, s, 2)
+	}
+	require.NoError(t, file.Close())
+	file, err = eventbus.OpenFileStore(dir, eventbus.WithNow(nil, now))
+	require.NoError(t, err)
+	defer file.Close()
+	appendAt(file, base.Add(-3*time.Hour))
+	check("FileStore opened again", file, 3)
 }
