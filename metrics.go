@@ -44,6 +44,14 @@ type TopicMetrics struct {
 // events are each finished exactly once, as Handled, DeadLettered or
 // Duplicates; Failed counts failed attempts, Retried the attempts after the
 // first.
+//
+// In Async mode a worker takes all that its queue holds at once, and hands
+// over its counts and timings when it takes the next events, so that
+// counting costs it no lock per event: a snapshot does not yet count what
+// a worker did in the events it took last, which it counts as Pending, and
+// a handler that hangs holds back the counts of the events taken with it
+// (up to QueueSize and those queued past it). After [Bus.Flush] they are
+// all counted.
 type SubscriptionMetrics struct {
 	// Topic and Subscription name the subscription.
 	Topic, Subscription string
@@ -58,9 +66,12 @@ type SubscriptionMetrics struct {
 	DeadLettered uint64
 	// Duplicates counts events the Idempotency middleware skipped.
 	Duplicates uint64
-	// Depth is the number of events waiting in the queues; Pending adds
-	// those being handled or waiting for a retry. Both stay 0 in Sync mode,
-	// where a publish counts its event once its handlers are done with it.
+	// Depth is the number of events in the queues, not yet taken by a
+	// worker: it may be 0 while events that a worker took wait behind a
+	// slow handler. Pending is the number queued and not yet finished
+	// (taken, being handled, waiting for a retry or behind one of their
+	// key), as of the counts handed over. Both stay 0 in Sync mode, where
+	// a publish counts its event once its handlers are done with it.
 	Depth, Pending uint64
 	// HandleTime is the time each attempt spent in the middleware and
 	// handler; for a batch handler, each event of a batch takes an equal
