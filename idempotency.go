@@ -121,6 +121,11 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 		if o.Key != nil {
 			d := newDedup(&o, h.string)
 			return func(ctx context.Context, env *Envelope) error {
+				if env == nil {
+					// A middleware's bug, which the handler side
+					// fails for good; there is no key to take.
+					return next(ctx, env)
+				}
 				k := o.Key(env)
 				if k == "" {
 					return next(ctx, env)
@@ -130,6 +135,11 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 		}
 		d := newDedup(&o, h.id)
 		return func(ctx context.Context, env *Envelope) error {
+			if env == nil {
+				// A middleware's bug, which the handler side fails
+				// for good; there is no key to take.
+				return next(ctx, env)
+			}
 			return d.handle(ctx, env, env.ID, next)
 		}
 	}

@@ -186,20 +186,25 @@ func Logging(l *slog.Logger) Middleware {
 	}
 }
 
-// logAttempt logs the outcome err of an attempt at env for Logging.
+// logAttempt logs the outcome err of an attempt at env for Logging; with
+// no env to name (a middleware passed on nil, which the handler side
+// fails for good), only err.
 func logAttempt(ctx context.Context, l *slog.Logger, env *Envelope, err error) {
 	level := slog.LevelDebug
 	if err != nil {
 		level = slog.LevelWarn
 	}
 	if l.Enabled(ctx, level) {
-		attrs := []slog.Attr{
-			slog.String("id", env.ID.String()),
-			slog.String("type", env.Type),
-			slog.String("topic", env.Topic),
-			slog.String("subscription", env.Subscription),
-			slog.String("key", env.Key),
-			slog.Int("attempt", env.Attempt),
+		var attrs []slog.Attr
+		if env != nil {
+			attrs = []slog.Attr{
+				slog.String("id", env.ID.String()),
+				slog.String("type", env.Type),
+				slog.String("topic", env.Topic),
+				slog.String("subscription", env.Subscription),
+				slog.String("key", env.Key),
+				slog.Int("attempt", env.Attempt),
+			}
 		}
 		msg := "eventbus: handled"
 		if err != nil {

@@ -343,6 +343,53 @@ func TestMiddlewareNilEnvelope(t *testing.T) {
 	})
 }
 
+// TestBuiltInMiddlewareNilEnvelope checks that Idempotency and Logging,
+// given a nil envelope by a middleware outside them, fail the event at once
+// with the ErrInvalid that the handler side gives it, as Timeout does: they
+// dereferenced it, so the event failed with a *PanicError of a nil pointer,
+// retried for nothing.
+func TestBuiltInMiddlewareNilEnvelope(t *testing.T) {
+	drop := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+		return func(ctx context.Context, _ *eventbus.Envelope) error { return next(ctx, nil) }
+	}
+	logger := slog.New(slog.NewTextHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	byN := func(env *eventbus.Envelope) string { return fmt.Sprint(env.Payload().(Order).N) }
+	for _, tt := range []struct {
+		name string
+		mw   func(t *testing.T) eventbus.Middleware
+	}{
+		{"Idempotency", func(*testing.T) eventbus.Middleware { return eventbus.Idempotency(nil) }},
+		{"Idempotency with Key", func(*testing.T) eventbus.Middleware {
+			return eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: byN})
+		}},
+		{"Idempotency with Store", func(t *testing.T) eventbus.Middleware {
+			return eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(openMemoryStore(t))})
+		}},
+		{"Logging", func(*testing.T) eventbus.Middleware { return eventbus.Logging(logger) }},
+		{"Timeout", func(*testing.T) eventbus.Middleware { return eventbus.Timeout(time.Second) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				ran := false
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { ran = true; return nil },
+					&eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{drop, tt.mw(t)}})
+				err := topic.Publish(context.Background(), Order{Key: "k", N: 3})
+				var pe *eventbus.PanicError
+				if errors.As(err, &pe) || !errors.Is(err, eventbus.ErrInvalid) {
+					t.Errorf("Publish = %v, want ErrInvalid and no panic", err)
+				}
+				require.False(t, ran)
+				dl, ok := firstDeadLetter(b)
+				require.True(t, ok)
+				require.ErrorContains(t, dl.Err, "nil envelope")
+				require.Equal(t, 1, dl.Attempt, "a missing envelope is not retried")
+			})
+		})
+	}
+}
+
 func TestTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{
