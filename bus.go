@@ -262,11 +262,14 @@ func (b *Bus) DeadLetters() *DeadLetterQueue {
 // Flush waits until every event published before the call has been handled
 // or dead-lettered by every subscription, or until ctx is done (it then
 // returns ctx's error). Events published meanwhile, by handlers too, are not
-// waited for. Called with a handler's context, which would make it wait for
-// that handler, or on a Bus not made by [New], it returns an error wrapping
-// [ErrInvalid]. An Async handler that calls it with another context waits
-// until that context ends (for good with context.Background()): its own
-// event is not handled before it returns.
+// waited for. A [Durable] subscription publishes each event as it reads it
+// from the store: Flush does not wait for the events appended to the store
+// that it has not read yet ([Durable.WaitFor] does). Called with a
+// handler's context, which would make it wait for that handler, or on a Bus
+// not made by [New], it returns an error wrapping [ErrInvalid]. An Async
+// handler that calls it with another context waits until that context ends
+// (for good with context.Background()): its own event is not handled
+// before it returns.
 func (b *Bus) Flush(ctx context.Context) error {
 	if err := b.check("Bus.Flush"); err != nil {
 		return err

@@ -58,8 +58,12 @@ type DurableOptions struct {
 // A goroutine of the bus reads the store from the checkpoint on and queues
 // each event to the workers of a bus subscription, so durable subscriptions
 // share the bus's machinery: middleware, retries, the dead-letter queue,
-// metrics, Flush and Shutdown. The key of each event is its stream: events of
-// one stream are handled one at a time in store order, streams in parallel.
+// metrics, Flush and Shutdown. Flush waits only for the events that the
+// subscription has read and queued, not for those still in the store: it
+// may return before an event just appended (by [StoreTopic.Publish] too)
+// is read, let alone handled; [Durable.WaitFor] waits for it. The key of
+// each event is its stream: events of one stream are handled one at a time
+// in store order, streams in parallel.
 // The handler's [Event] carries the stored event's ID, type, schema
 // version, time, IDs, metadata and [Header].Position. Middleware sees the
 // [RecordedEvent] as [Envelope.Payload], and the topic "durable." followed
