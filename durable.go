@@ -105,6 +105,17 @@ type DurableOptions struct {
 // projection: [Durable.WaitFor] gives read-your-writes (wait until the event
 // just appended is in the read model), and [Durable.Rebuild] builds the read
 // model again from the first event.
+//
+// A projection sees every event committed, as [Store.Subscribe] does, not
+// a stream's current contents as [Store.ReadStream] and an [Aggregate]
+// do: the events of streams deleted since, soft-deleted or tombstoned,
+// and those that a stream's max count or max age hides are handed out
+// too, by Rebuild as well, and no event says that a stream was deleted. A
+// stream written again after a soft delete goes on with the next revision,
+// where an Aggregate starts its state over: its earlier life's events are
+// those whose Revision is below the stream's [StreamInfo].Start. A read
+// model that must forget a deleted stream learns of it from the
+// application, by an event of its own appended before the delete, say.
 type Durable struct {
 	bus     *Bus
 	store   Store
