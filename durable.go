@@ -570,12 +570,16 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 
 // Err returns nil while the subscription reads the store, and otherwise
 // why it stopped: the store's error (wrapped) when reading it failed (the
-// subscription then handles the events it read, and reads no more until a
-// [Durable.Rebuild]; the bus's Logger reports it too), or [ErrClosed] once
-// it has stopped, by Stop, a failed Rebuild, or the bus's Shutdown or
-// Close. Poll it for a health check: a catch-up subscription of
-// EventStoreDB reports such a drop in the same way. It returns an error
-// wrapping [ErrInvalid] for a Durable not made by [SubscribeDurable].
+// subscription then handles the events it read, and reads no more; the
+// bus's Logger reports it too), or [ErrClosed] once it has stopped, by
+// Stop, a failed Rebuild, or the bus's Shutdown or Close. Poll it for a
+// health check: a catch-up subscription of EventStoreDB reports such a
+// drop in the same way. To go on after a failed read, Stop the
+// subscription, which saves its checkpoint, and call [SubscribeDurable]
+// again (on the same bus too): it resumes from the checkpoint. A
+// [Durable.Rebuild] reads the store again as well, but from the first
+// event, handling every event again. It returns an error wrapping
+// [ErrInvalid] for a Durable not made by [SubscribeDurable].
 func (d *Durable) Err() error {
 	if err := d.checkMade("Durable.Err"); err != nil {
 		return err
