@@ -549,8 +549,14 @@ func (d *Durable) Checkpoint() uint64 {
 // event before it, or until ctx is done (it then returns ctx's error). Give
 // it the Position of an [AppendResult] to read your own writes from a
 // projection. pos should be an event that the subscription selects: the
-// checkpoint moves over the events its filter skips when it reads a later
-// event that it selects, or first catches up with the store. If the event
+// checkpoint moves over the events its filter skips only when it reads a
+// later event that it selects, or first catches up with the store, so that
+// for a skipped event appended once it has caught up, WaitFor waits for
+// the next event selected, or until ctx is done. An AppendResult gives the
+// position of the append's last event: if the filter may skip that one
+// (an [Aggregate.Execute] deciding two events, of which the filter's Types
+// take the first only, say), give the position of the last one selected;
+// the events of one append have consecutive positions. If the event
 // will never finish, it returns at once: the error that stopped the
 // subscription reading the store, if pos was not read before, or
 // [ErrClosed] once the subscription has stopped (by Stop, a failed
