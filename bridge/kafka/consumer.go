@@ -411,8 +411,10 @@ func (o *offsets) drop(m map[string][]int32) {
 // goroutine, and closes the client before it returns, but not every one of
 // the client's goroutines has ended by then: its connections' readers exit
 // shortly after, on their own. On a Consumer not made by NewConsumer, with
-// a nil ctx, with no Route, or with options that franz-go refuses (Client
-// options, or a broker address it cannot parse; the error wraps
+// a nil ctx, with a handler's context (or one made from it, as with
+// context.WithoutCancel: the commits wait for the bus, and Bus.Flush
+// refuses one), with no Route, or with options that franz-go refuses
+// (Client options, or a broker address it cannot parse; the error wraps
 // franz-go's), it returns at once an error wrapping eventbus.ErrInvalid,
 // and the Consumer is left as it was: Route and Run may be called again. A
 // second Run, once one started, returns an error wrapping
@@ -432,6 +434,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case len(c.routes) == 0:
 		c.mu.Unlock()
 		return fmt.Errorf("%w: Consumer.Run without a Route", eventbus.ErrInvalid)
+	case handlerContext(c.bus, ctx): // routed: the bus is one made by New
+		// Every commit would fail, and every Publish queue past the
+		// bus's bound, as a handler's own publishes do.
+		c.mu.Unlock()
+		return fmt.Errorf("%w: Consumer.Run called with a handler's context (or one made from it): its commits wait for the bus, whose Flush refuses one", eventbus.ErrInvalid)
 	}
 	c.started = true
 	routes := maps.Clone(c.routes)
@@ -511,6 +518,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 		commitErr = fmt.Errorf("kafka: final commit of group %q: %w", c.o.Group, commitErr)
 	}
 	return errors.Join(runErr, commitErr)
+}
+
+// handlerContext reports whether ctx is a handler's context, of any bus,
+// or made from one (context.WithoutCancel keeps what makes it one), which
+// bus's Flush refuses: the probe, done at once, waits for nothing.
+func handlerContext(bus *eventbus.Bus, ctx context.Context) bool {
+	probe, cancel := context.WithCancel(ctx)
+	cancel()
+	return errors.Is(bus.Flush(probe), eventbus.ErrInvalid)
 }
 
 func slicesKeys[V any](m map[string]V) []string {
