@@ -199,8 +199,11 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
 // already, and eventbus.ErrInvalid for a name that Kafka does not take for a
-// topic (see [RelayOptions].Topic), a topic of another bus, or once Run
-// started.
+// topic (see [RelayOptions].Topic), a topic of another bus, a T that is not
+// registered in the consumer's registry (wrapping eventbus.ErrUnknownEvent
+// too: a pointer to a registered type, say, to which no record decodes; a
+// T that is an interface is taken, and each record's type must be
+// registered), or once Run started.
 func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 	return routeVia(c, kafkaTopic, t, nil)
 }
@@ -218,6 +221,14 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 	}
 	if t.Bus() != c.bus {
 		return fmt.Errorf("%w: Route(%q): topic %q is not on the consumer's bus", eventbus.ErrInvalid, kafkaTopic, t.Name())
+	}
+	if reflect.TypeFor[T]().Kind() != reflect.Interface { // an interface's types are known record by record
+		// Decode gives a registered Go type: no record would decode to
+		// another, and each would be a bad record.
+		var zero T
+		if _, err := c.reg.Encode(zero); errors.Is(err, eventbus.ErrUnknownEvent) {
+			return fmt.Errorf("%w: Route(%q) to topic %q: no record decodes to its payload type: %w", eventbus.ErrInvalid, kafkaTopic, t.Name(), err)
+		}
 	}
 	if publish == nil {
 		publish = t.Publish
