@@ -204,7 +204,11 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // Producer too: each handler then produces the records of its events that
 // failed as too large again, one at a time, each alone, so that the others
 // are written (other records may still join them), and the one too large
-// fails on its own. The payload type T must be
+// fails on its own. franz-go also fails every record it holds for a
+// partition once the first one's context is done, which may be another
+// handler's (of another Forward or a Relay through the Producer, stopped
+// on its own): a handler whose own context is not done produces its
+// records that failed so again, in order. The payload type T must be
 // registered in the Producer's Registry. Forward returns an error wrapping
 // eventbus.ErrInvalid for a missing argument, a T that is not registered
 // (wrapping eventbus.ErrUnknownEvent too; a T that is an interface is
@@ -258,16 +262,51 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 		}
 		ed.ID = e.ID // the schema version stays the one the payload was encoded at
 		ed.CorrelationID, ed.CausationID, ed.Metadata = e.CorrelationID, e.CausationID, e.Metadata
-		wg.Add(1)
 		recs[i] = newRecord(f.topic, e.Key, &ed)
-		f.p.cl.Produce(ctx, recs[i], func(_ *kgo.Record, err error) {
-			errs[i] = err
-			wg.Done()
-		})
+		f.produce(ctx, &wg, recs, errs, i)
 	}
 	wg.Wait()
+	f.againIfCancelled(ctx, recs, errs)
 	f.alone(ctx, recs, errs)
 	return batchError(errs)
+}
+
+// produce gives recs[i] to franz-go, which sets errs[i] and calls wg.Done.
+func (f *forwarder[T]) produce(ctx context.Context, wg *sync.WaitGroup, recs []*kgo.Record, errs []error, i int) {
+	wg.Add(1)
+	f.p.cl.Produce(ctx, recs[i], func(_ *kgo.Record, err error) {
+		errs[i] = err
+		wg.Done()
+	})
+}
+
+// againIfCancelled produces again, together and in order, copies of the
+// records that failed with a context's error while ctx is not done, until
+// none does or ctx is done. franz-go fails every record it buffers for a
+// partition (or for a topic whose partitions it does not know yet) once
+// the first one's context is done, and that one may be another handler's,
+// of another worker, of another Forward or of a Relay through the
+// Producer, cancelled by a stop of its own; none of them was sent. The
+// later records of their partition fail with them, so that producing them
+// again in order keeps each key's order.
+func (f *forwarder[T]) againIfCancelled(ctx context.Context, recs []*kgo.Record, errs []error) {
+	cancelled := func(i int) bool {
+		return recs[i] != nil && (errors.Is(errs[i], context.Canceled) || errors.Is(errs[i], context.DeadlineExceeded))
+	}
+	for again := true; again && ctx.Err() == nil; {
+		var wg sync.WaitGroup
+		again = false
+		for i, r := range recs {
+			if cancelled(i) {
+				// A copy: franz-go keeps what it set on r, such as
+				// its context.
+				recs[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+				f.produce(ctx, &wg, recs, errs, i)
+				again = true
+			}
+		}
+		wg.Wait()
+	}
 }
 
 // alone produces again, one at a time and each alone, the records that

@@ -1,0 +1,77 @@
+package kafka_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// eachBuffered is a producer hook that tells when franz-go buffers each
+// record.
+type eachBuffered chan struct{}
+
+func (b eachBuffered) OnProduceRecordBuffered(*kgo.Record) { b <- struct{}{} }
+
+// TestForwardOtherHandlerCancelled forwards two buses, as two parts of a
+// process, to one Kafka topic through one Producer: an event of bus a,
+// then one of bus b, wait for the topic's metadata, and bus a is closed
+// meanwhile, cancelling its handler's context. franz-go fails every
+// record buffered for the topic (or, once it knows the topic, for the
+// partition) when the first one's context is done, so b's record failed
+// with a's "context canceled", and b, whose handler nothing cancelled,
+// dead-lettered its event. Now b's event is written.
+func TestForwardOtherHandlerCancelled(t *testing.T) {
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	holdMetadata(ctx, c, "orders", release)
+	reg := registry(t)
+	hook := make(eachBuffered, 2)
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+
+	buses := make([]*eventbus.Bus, 2)
+	for i := range buses {
+		buses[i] = newBus(t, nil)
+		orders := newTopic(t, buses[i])
+		if _, err := kafka.Forward(p, orders, "orders", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := orders.Publish(ctx, Order{Key: string(rune('a' + i))}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-hook:
+		case <-ctx.Done():
+			t.Fatal("the record was not buffered")
+		}
+	}
+	if err := buses[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := buses[1].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for dl := range buses[1].DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		t.Errorf("bus b dead-lettered %v with %v, want it written", dl.Payload(), dl.Err)
+	}
+	if n := countRecords(t, ctx, c.ListenAddrs(), "orders"); n != 1 {
+		t.Errorf("Kafka holds %d records, want b's", n)
+	}
+}
