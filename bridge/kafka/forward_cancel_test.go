@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -17,6 +18,32 @@ import (
 type eachBuffered chan struct{}
 
 func (b eachBuffered) OnProduceRecordBuffered(*kgo.Record) { b <- struct{}{} }
+
+// holdFirstMetadata is holdMetadata, which also returns a channel closed
+// once the held request arrives: the producer asks for topic once it holds
+// a record for it, so the first record buffered before then is the first
+// for the topic, whose context franz-go watches while it waits.
+func holdFirstMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <-chan struct{}) <-chan struct{} {
+	asked := make(chan struct{})
+	var held bool
+	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
+			if rt.Topic != nil && *rt.Topic == topic && !held {
+				held = true
+				close(asked)
+				c.SleepControl(func() {
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+				})
+			}
+		}
+		return nil, nil, false
+	})
+	return asked
+}
 
 // TestForwardOtherHandlerCancelled forwards two buses, as two parts of a
 // process, to one Kafka topic through one Producer: an event of bus a,
@@ -36,7 +63,7 @@ func TestForwardOtherHandlerCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	release := make(chan struct{})
-	holdMetadata(ctx, c, "orders", release)
+	asked := holdFirstMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := make(eachBuffered, 2)
 	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
@@ -55,10 +82,12 @@ func TestForwardOtherHandlerCancelled(t *testing.T) {
 		if err := orders.Publish(ctx, Order{Key: string(rune('a' + i))}); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case <-hook:
-		case <-ctx.Done():
-			t.Fatal("the record was not buffered")
+		for _, ch := range []<-chan struct{}{hook, asked} {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				t.Fatal("the record was not buffered")
+			}
 		}
 	}
 	if err := buses[0].Close(); err != nil {
