@@ -233,7 +233,10 @@ type RelayOptions struct {
 //
 // A record that fails stops the relay: Run returns a [*ProduceError] that
 // names the event, and the checkpoint stays before it, so that the next Run
-// produces it first. The relay checks each record's size before producing
+// produces it first. One that fails with a context's error while Run's is
+// not done goes again: franz-go fails every record it holds for a
+// partition once the first one's context is done, which may be another's
+// (of a Forward or a Relay through the Producer, stopped on its own). The relay checks each record's size before producing
 // it: a record larger than the producer's batch limit
 // (ProducerOptions.BatchMaxBytes, about 1MB unless set) can never be
 // written: the relay reads no further, and Run returns a ProduceError
@@ -665,9 +668,22 @@ func (p *pass) tail(from uint64) error {
 
 // produce gives o's record to franz-go. When it is acknowledged, the next
 // record of its lane goes, from a goroutine of its own; when it fails, the
-// relay stops, and the records waiting are dropped.
+// relay stops, and the records waiting are dropped, unless it failed with
+// another's context (see below), when it goes again.
 func (p *pass) produce(o *outgoing) {
 	p.r.p.cl.Produce(p.ctx, o.rec, func(_ *kgo.Record, err error) {
+		if err != nil && p.ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// franz-go fails every record it holds for a partition (or
+			// a topic whose partitions it does not know yet) once the
+			// first one's context is done: another's, of a Forward or
+			// a Relay through the Producer, stopped on its own. o was
+			// not sent, and is still the one of its lane in flight;
+			// a copy goes, as franz-go keeps what it set on o.rec.
+			r := o.rec
+			o.rec = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+			p.sends.Go(func() { p.produce(o) })
+			return
+		}
 		if err != nil {
 			if errors.Is(err, kerr.MessageTooLarge) {
 				p.tooLargeMu.Lock()
