@@ -190,7 +190,11 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // to the Kafka topic kafkaTopic, returning the subscription (named "kafka."
 // followed by kafkaTopic) so that it can be stopped. It hands events to Kafka
 // in batches, as many as wait in a worker's queue (up to opts.BatchSize), and
-// a batch is handled once Kafka has acknowledged it. A record that fails
+// a batch is handled once Kafka has acknowledged it. A handler whose
+// context ends first (Bus.Close, Shutdown's deadline) stops waiting, so
+// that a silent Kafka does not hold the bus up: its records not answered
+// fail with the context's error, though Kafka may still write them (a
+// redrive then writes them again). A record that fails
 // goes through the subscription's retry policy and then to the bus's
 // dead-letter queue; so do the later events of its key that franz-go held
 // when it failed, which fail with it (see [Producer]). An event whose
@@ -248,7 +252,7 @@ type forwarder[T any] struct {
 func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) error {
 	errs := make([]error, len(events))
 	recs := make([]*kgo.Record, len(events))
-	var wg sync.WaitGroup
+	rd := newRound(len(events))
 	for i := range events {
 		e := &events[i]
 		if f.mayBeNil && nilPointer(any(e.Payload)) { // no boxing: T is a pointer or an interface
@@ -263,21 +267,73 @@ func (f *forwarder[T]) handle(ctx context.Context, events []eventbus.Event[T]) e
 		ed.ID = e.ID // the schema version stays the one the payload was encoded at
 		ed.CorrelationID, ed.CausationID, ed.Metadata = e.CorrelationID, e.CausationID, e.Metadata
 		recs[i] = newRecord(f.topic, e.Key, &ed)
-		f.produce(ctx, &wg, recs, errs, i)
+		rd.produce(ctx, f.p.cl, recs[i], i)
 	}
-	wg.Wait()
+	rd.wait(ctx, errs)
 	f.againIfCancelled(ctx, recs, errs)
 	f.alone(ctx, recs, errs)
 	return batchError(errs)
 }
 
-// produce gives recs[i] to franz-go, which sets errs[i] and calls wg.Done.
-func (f *forwarder[T]) produce(ctx context.Context, wg *sync.WaitGroup, recs []*kgo.Record, errs []error, i int) {
-	wg.Add(1)
-	f.p.cl.Produce(ctx, recs[i], func(_ *kgo.Record, err error) {
-		errs[i] = err
-		wg.Done()
+// round is the records that a handler gives franz-go together, and their
+// outcomes. franz-go keeps a record it has sent until the broker answers,
+// whatever the record's context, so that a handler waiting for them
+// while Kafka does not answer would hold up the bus's Close for as long:
+// it stops waiting once its context is done, and the promises that come
+// after that write under mu what no one reads.
+type round struct {
+	given []int // indexes of the records given, in order; the handler's
+
+	mu       sync.Mutex
+	errs     []error // outcomes by index
+	answered []bool  // by index
+	left     int     // records given and not answered, plus one until wait
+	all      chan struct{}
+}
+
+func newRound(n int) *round {
+	return &round{errs: make([]error, n), answered: make([]bool, n), left: 1, all: make(chan struct{})}
+}
+
+// produce gives franz-go r, the record of index i.
+func (rd *round) produce(ctx context.Context, cl *kgo.Client, r *kgo.Record, i int) {
+	rd.given = append(rd.given, i)
+	rd.mu.Lock()
+	rd.left++
+	rd.mu.Unlock()
+	cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		rd.mu.Lock()
+		defer rd.mu.Unlock()
+		rd.errs[i], rd.answered[i] = err, true
+		rd.done()
 	})
+}
+
+// done counts one answer, or wait's start; mu is held.
+func (rd *round) done() {
+	if rd.left--; rd.left == 0 {
+		close(rd.all)
+	}
+}
+
+// wait waits until franz-go has answered for every record given, or ctx
+// is done, and sets errs[i] of each: its outcome, or, if it has none yet,
+// ctx's error.
+func (rd *round) wait(ctx context.Context, errs []error) {
+	rd.mu.Lock()
+	rd.done()
+	rd.mu.Unlock()
+	select {
+	case <-rd.all:
+	case <-ctx.Done():
+	}
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	for _, i := range rd.given {
+		if errs[i] = rd.errs[i]; !rd.answered[i] {
+			errs[i] = fmt.Errorf("kafka: the handler's context ended before Kafka answered; the record may still be written: %w", ctx.Err())
+		}
+	}
 }
 
 // againIfCancelled produces again, together and in order, copies of the
@@ -294,18 +350,18 @@ func (f *forwarder[T]) againIfCancelled(ctx context.Context, recs []*kgo.Record,
 		return recs[i] != nil && (errors.Is(errs[i], context.Canceled) || errors.Is(errs[i], context.DeadlineExceeded))
 	}
 	for again := true; again && ctx.Err() == nil; {
-		var wg sync.WaitGroup
+		rd := newRound(len(recs))
 		again = false
 		for i, r := range recs {
 			if cancelled(i) {
 				// A copy: franz-go keeps what it set on r, such as
 				// its context.
 				recs[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-				f.produce(ctx, &wg, recs, errs, i)
+				rd.produce(ctx, f.p.cl, recs[i], i)
 				again = true
 			}
 		}
-		wg.Wait()
+		rd.wait(ctx, errs)
 	}
 }
 
@@ -342,7 +398,16 @@ func (p *Producer) produceAlone(ctx context.Context, r *kgo.Record) error {
 	}
 	defer func() { <-p.alone }()
 	r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-	return p.cl.ProduceSync(ctx, r).FirstErr()
+	// Not ProduceSync, which waits for the broker's answer whatever ctx
+	// (see round).
+	answer := make(chan error, 1)
+	p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { answer <- err })
+	select {
+	case err := <-answer:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("kafka: the context ended before Kafka answered; the record may still be written: %w", ctx.Err())
+	}
 }
 
 // batchError names the failed events. A record that fails once buffered

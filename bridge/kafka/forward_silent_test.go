@@ -1,0 +1,77 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/seed-a6f1faae/eventbus"
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// TestForwardCloseWhileKafkaSilent closes a bus while Kafka has taken the
+// produce request of a forwarded event and does not answer, as a broker
+// that hangs or a network that drops replies does. franz-go keeps a record
+// it has sent until the broker answers, whatever the record's context, and
+// the handler waited for that, so Close, which waits for the handlers it
+// cancels, did not return for as long as Kafka was silent (for good here,
+// until the test ended). Now the handler gives up once its context is
+// done: Close returns, and the event is dead-lettered with the context's
+// error.
+func TestForwardCloseWhileKafkaSilent(t *testing.T) {
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	asked := make(chan struct{}, 1)
+	silence := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		c.SleepControl(func() {
+			select {
+			case <-silence:
+			case <-ctx.Done():
+			}
+		})
+		return nil, nil, false
+	})
+	t.Cleanup(func() { close(silence) }) // before the cluster closes
+
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	forward(t, registry(t), orders, "orders", &kafka.ProducerOptions{Brokers: c.ListenAddrs()}, nil)
+	if err := orders.Publish(ctx, Order{Key: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-asked:
+	case <-ctx.Done():
+		t.Fatal("the record was not sent")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- bus.Close() }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Close did not return while Kafka was silent")
+	}
+	var dead []eventbus.DeadLetter
+	for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		dead = append(dead, dl)
+	}
+	if len(dead) != 1 || !errors.Is(dead[0].Err, context.Canceled) {
+		t.Errorf("dead letters %v, want the event's, with the handler's context.Canceled", dead)
+	}
+}
