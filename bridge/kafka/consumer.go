@@ -48,9 +48,11 @@ type ConsumerOptions struct {
 	// limit, 1MB unless Client sets kgo.ProducerBatchMaxBytes, or the
 	// topic's max.message.bytes) goes without the record's key, value and
 	// headers, its error (cut to its first kilobyte, as it may quote a
-	// large header) saying so. If empty, such a record stops Run with an
-	// error wrapping eventbus.ErrInvalid and the record's own, and is read
-	// again by the next run. A bad record read from the dead-letter topic
+	// large header) saying so. A record whose copy Kafka has not
+	// acknowledged when Run's context ends is not committed, and is read
+	// (and copied) again by the next run. If empty, such a record stops
+	// Run with an error wrapping eventbus.ErrInvalid and the record's own,
+	// and is read again by the next run. A bad record read from the dead-letter topic
 	// itself (routed, or consumed through options in Client) is logged and
 	// skipped: it is there already, and written back it would come round
 	// for ever.
@@ -629,7 +631,7 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	}
 	h = append(h, kgo.RecordHeader{Key: headerError, Value: []byte(bad.Error())})
 	dl := &kgo.Record{Topic: c.o.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(h, where...)}
-	err = cl.ProduceSync(ctx, dl).FirstErr()
+	err = produceWait(ctx, cl, dl)
 	if errors.Is(err, kerr.MessageTooLarge) {
 		// The copy, a little larger than the record Kafka took, is over
 		// the client's batch limit or the dead-letter topic's: stopping
@@ -643,7 +645,7 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 		h := []kgo.RecordHeader{{Key: headerError, Value: fmt.Appendf(nil,
 			"%s; the record is too large for the dead-letter topic: its key, value and headers are left out", msg)}}
 		dl = &kgo.Record{Topic: c.o.DeadLetterTopic, Headers: append(h, where...)}
-		err = cl.ProduceSync(ctx, dl).FirstErr()
+		err = produceWait(ctx, cl, dl)
 	}
 	if err != nil {
 		return fmt.Errorf("kafka: record %s/%d@%d to dead-letter topic %q: %w", r.Topic, r.Partition, r.Offset, c.o.DeadLetterTopic, err)

@@ -398,10 +398,16 @@ func (p *Producer) produceAlone(ctx context.Context, r *kgo.Record) error {
 	}
 	defer func() { <-p.alone }()
 	r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-	// Not ProduceSync, which waits for the broker's answer whatever ctx
-	// (see round).
+	return produceWait(ctx, p.cl, r)
+}
+
+// produceWait produces r with cl and waits for Kafka's answer, or until ctx
+// is done. Not ProduceSync, which waits for the answer whatever ctx:
+// franz-go keeps a record it has sent until the broker answers, so that a
+// silent Kafka would hold up a stop for as long.
+func produceWait(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
 	answer := make(chan error, 1)
-	p.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { answer <- err })
+	cl.Produce(ctx, r, func(_ *kgo.Record, err error) { answer <- err })
 	select {
 	case err := <-answer:
 		return err
