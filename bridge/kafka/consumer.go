@@ -52,10 +52,10 @@ type ConsumerOptions struct {
 	// acknowledged when Run's context ends is not committed, and is read
 	// (and copied) again by the next run. If empty, such a record stops
 	// Run with an error wrapping eventbus.ErrInvalid and the record's own,
-	// and is read again by the next run. A bad record read from the dead-letter topic
-	// itself (routed, or consumed through options in Client) is logged and
-	// skipped: it is there already, and written back it would come round
-	// for ever.
+	// and is read again by the next run. A bad record read from the
+	// dead-letter topic itself (routed, or consumed through options in
+	// Client) is logged and skipped: it is there already, and written back
+	// it would come round for ever.
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be

@@ -236,8 +236,9 @@ type RelayOptions struct {
 // produces it first. One that fails with a context's error while Run's is
 // not done goes again: franz-go fails every record it holds for a
 // partition once the first one's context is done, which may be another's
-// (of a Forward or a Relay through the Producer, stopped on its own). The relay checks each record's size before producing
-// it: a record larger than the producer's batch limit
+// (of a Forward or a Relay through the Producer, stopped on its own). The
+// relay checks each record's size before producing it: a record larger
+// than the producer's batch limit
 // (ProducerOptions.BatchMaxBytes, about 1MB unless set) can never be
 // written: the relay reads no further, and Run returns a ProduceError
 // wrapping kerr.MessageTooLarge, without producing the record, once the
