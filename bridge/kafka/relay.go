@@ -524,7 +524,11 @@ type pass struct {
 // [*ProduceError] for a record that failed or could never be written, or
 // the first other failure. Before it returns it waits for the records in
 // flight and saves the checkpoint over those acknowledged, with a context
-// that is not cancelled with ctx. The goroutines it starts (one for
+// that is not cancelled with ctx. franz-go keeps a record it has sent
+// until the broker answers, whatever ctx, so that while Kafka is silent (a
+// hung broker, dropped replies) Run waits for as long: Producer.Close,
+// from another goroutine, fails such records, and Run then returns, its
+// checkpoint before them. The goroutines it starts (one for
 // checkpoint saves, and one for each record that waited for an earlier one
 // of its key) it waits for; franz-go's are the Producer's, and end after
 // Producer.Close (its connections' readers shortly after Close returns). On
