@@ -418,8 +418,12 @@ func (o *offsets) drop(m map[string][]int32) {
 // DrainTimeout) for the bus to handle what it published, commits, leaves the
 // group and returns: nil after ctx is done, else the error (for a bad
 // record, one wrapping eventbus.ErrInvalid, see
-// [ConsumerOptions].DeadLetterTopic). A group new to a partition starts at
-// its first record. Run may be called once. It starts
+// [ConsumerOptions].DeadLetterTopic). DrainTimeout bounds the wait for the
+// bus and the commit, not the leave: franz-go's Close waits for Kafka's
+// answer to it, so that while Kafka is silent (a hung broker, dropped
+// replies) Run returns only once franz-go's requests time out, tens of
+// seconds later. A group new to a partition starts at its first record.
+// Run may be called once. It starts
 // a franz-go client and one goroutine for commits; it waits for the
 // goroutine, and closes the client before it returns, but not every one of
 // the client's goroutines has ended by then: its connections' readers exit
