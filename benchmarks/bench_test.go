@@ -123,7 +123,9 @@ func fanOut(subs int) func(peer, int, clock) int64 {
 
 // keyed publishes n events over numKeys keys, round robin, to a peer's
 // keyed delivery with workers ordered workers, and counts the events that
-// a worker saw after a later event of the same key.
+// a worker saw after a later event of the same key, or a second time: a
+// peer that delivers an event twice would otherwise pass, and stop the
+// timer before its last event.
 func keyed(p peer, n int, c clock) int64 {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -131,7 +133,7 @@ func keyed(p peer, n int, c clock) int64 {
 	var last [numKeys]atomic.Uint64
 	var violations atomic.Int64
 	h := func(m msg) {
-		if last[m.K].Swap(m.Seq) > m.Seq {
+		if last[m.K].Swap(m.Seq) >= m.Seq {
 			violations.Add(1)
 		}
 		t.handle(m)

@@ -9,8 +9,9 @@ import (
 )
 
 // TestKeyedOrder runs the keyed workload on every peer and fails if a peer
-// listed as ordered delivered an event of a key after a later one. The
-// others are only logged: they may keep order by chance on a quiet machine.
+// listed as ordered delivered an event of a key after a later one, or
+// twice. The others are only logged: they may keep order by chance on a
+// quiet machine.
 func TestKeyedOrder(t *testing.T) {
 	const n = 20_000
 	for _, p := range peers {
@@ -24,6 +25,77 @@ func TestKeyedOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKeyedOrderCatchesBrokenPeers runs the keyed workload on peers broken
+// on purpose, through the emulation and as a peer's own keyed delivery, and
+// wants every event they deliver out of order, or twice, counted, so that
+// TestKeyedOrder can fail.
+func TestKeyedOrderCatchesBrokenPeers(t *testing.T) {
+	const n = 40 * numKeys // an even number of events per key
+	for _, tt := range []struct {
+		name string
+		open func(topics [][]func(msg), ordered bool) bus
+		want int64
+	}{
+		// Each key's events 2 and 1, then 4 and 3, ...: half come late.
+		{"swapped", openBroken(swapPairs), n / 2},
+		// Every event twice: each second delivery is out of order.
+		{"doubled", openBroken(doubled), n},
+	} {
+		emulated := peer{name: tt.name, open: tt.open}
+		native := peer{name: tt.name, keyed: func(workers int, h func(msg)) bus {
+			return tt.open([][]func(msg){{h}}, true)
+		}}
+		for _, p := range []peer{emulated, native} {
+			if v := keyed(p, n, noClock{}); v != tt.want {
+				t.Errorf("keyed(%s, own keys %v) = %d order violations in %d events, want %d",
+					tt.name, p.keyed != nil, v, n, tt.want)
+			}
+		}
+	}
+}
+
+// openBroken returns a peer's open whose buses call every handler of a
+// topic in the publishing goroutine, as deliver has them.
+func openBroken(deliver func(held map[int32]msg, m msg, to func(msg))) func([][]func(msg), bool) bus {
+	return func(topics [][]func(msg), _ bool) bus {
+		return &broken{topics: topics, held: map[int32]msg{}, deliver: deliver}
+	}
+}
+
+// broken is a bus that delivers as its deliver function says.
+type broken struct {
+	topics  [][]func(msg)
+	held    map[int32]msg
+	deliver func(held map[int32]msg, m msg, to func(msg))
+}
+
+func (b *broken) Publish(topic int, m msg) {
+	b.deliver(b.held, m, func(m msg) {
+		for _, h := range b.topics[topic] {
+			h(m)
+		}
+	})
+}
+
+func (*broken) Close() {}
+
+// swapPairs holds back each key's odd events and delivers each after the
+// next one of its key.
+func swapPairs(held map[int32]msg, m msg, to func(msg)) {
+	if m.Seq%2 == 1 {
+		held[m.K] = m
+		return
+	}
+	to(m)
+	to(held[m.K])
+}
+
+// doubled delivers every event twice.
+func doubled(_ map[int32]msg, m msg, to func(msg)) {
+	to(m)
+	to(m)
 }
 
 // TestNoGoroutineLeft runs every workload on every peer and checks that
