@@ -221,7 +221,8 @@ func (r *results) machine() string {
 }
 
 // chart draws one horizontal bar per peer. A log scale is used when the
-// largest bar is over 30 times the smallest, so that both stay readable.
+// largest bar is over 30 times the smallest, so that both stay readable,
+// unless a bar is zero, which a log scale cannot place.
 func (r *results) chart(workload string) []byte {
 	type bar struct {
 		peer string
@@ -231,7 +232,7 @@ func (r *results) chart(workload string) []byte {
 	var bars []bar
 	lo, hi := math.Inf(1), 0.0
 	for _, p := range r.peers {
-		if v, ok := r.median(cell{workload, p}, unit); ok && v > 0 {
+		if v, ok := r.median(cell{workload, p}, unit); ok {
 			bars = append(bars, bar{p, v})
 			lo, hi = min(lo, v), max(hi, v)
 		}
@@ -240,7 +241,7 @@ func (r *results) chart(workload string) []byte {
 		left, right, top, rowH, width = 120.0, 100.0, 48.0, 22.0, 760.0
 	)
 	plot := width - left - right
-	logScale := hi > 30*lo
+	logScale := lo > 0 && hi > 30*lo
 	var x func(float64) float64
 	var ticks []float64
 	if logScale {
@@ -251,7 +252,8 @@ func (r *results) chart(workload string) []byte {
 		}
 	} else {
 		step := niceStep(hi / 5)
-		end := math.Ceil(hi/step) * step
+		// At least one step, for a chart of zeros.
+		end := max(math.Ceil(hi/step)*step, step)
 		x = func(v float64) float64 { return plot * v / end }
 		for t := 0.0; t <= end+step/2; t += step {
 			ticks = append(ticks, t)

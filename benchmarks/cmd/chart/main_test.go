@@ -93,6 +93,33 @@ func TestChart(t *testing.T) {
 	}
 }
 
+// TestChartZero draws workloads whose medians are zero, all or some (a
+// floor too fast for the clock): every peer keeps its bar, and no
+// coordinate is NaN.
+func TestChartZero(t *testing.T) {
+	res, err := parse(strings.NewReader(`BenchmarkNone/a-2 100 0 ns/op
+BenchmarkNone/b-2 100 0 ns/op
+BenchmarkSome/a-2 100 0 ns/op
+BenchmarkSome/b-2 100 900 ns/op
+BenchmarkSome/c-2 100 3 ns/op
+`))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	for _, w := range res.workloads {
+		svg := res.chart(w)
+		checkXML(t, svg)
+		if bytes.Contains(svg, []byte("NaN")) || bytes.Contains(svg, []byte("Inf")) {
+			t.Errorf("chart(%s) has a coordinate that is not a number:\n%s", w, svg)
+		}
+		for _, p := range res.peers {
+			if _, ok := res.median(cell{w, p}, "ns/op"); ok && !bytes.Contains(svg, []byte(">"+p+"<")) {
+				t.Errorf("chart(%s) has no bar for %s, whose median is in the table:\n%s", w, p, svg)
+			}
+		}
+	}
+}
+
 func checkXML(t *testing.T, doc []byte) {
 	t.Helper()
 	d := xml.NewDecoder(bytes.NewReader(doc))
