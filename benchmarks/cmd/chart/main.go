@@ -245,7 +245,10 @@ func (r *results) chart(workload string) []byte {
 	var x func(float64) float64
 	var ticks []float64
 	if logScale {
-		a, b := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+		// The axis starts at a power of ten at least a quarter of a decade
+		// below the smallest bar: at the power just below it, that bar
+		// would be a sliver, or nothing at all at a power of ten.
+		a, b := math.Floor(math.Log10(lo)-0.25), math.Ceil(math.Log10(hi))
 		x = func(v float64) float64 { return plot * (math.Log10(v) - a) / (b - a) }
 		for e := a; e <= b; e++ {
 			ticks = append(ticks, math.Pow(10, e))

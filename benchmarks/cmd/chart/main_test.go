@@ -5,6 +5,8 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -118,6 +120,43 @@ BenchmarkSome/c-2 100 3 ns/op
 			}
 		}
 	}
+}
+
+// TestChartLogScaleSmallestBar draws log-scale charts whose smallest bar is
+// at or just past a power of ten, where the axis began, and wants that bar
+// long enough to read, not a sliver like a zero's.
+func TestChartLogScaleSmallestBar(t *testing.T) {
+	for _, smallest := range []string{"10", "10.3", "18", "0.1", "30"} {
+		res, err := parse(strings.NewReader("BenchmarkW/small-2 100 " + smallest + " ns/op\n" +
+			"BenchmarkW/large-2 100 1000 ns/op\n"))
+		if err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		svg := res.chart("W")
+		if !bytes.Contains(svg, []byte("log scale")) {
+			t.Fatalf("chart(%s ns, 1000 ns) is not on a log scale", smallest)
+		}
+		w := barWidths(t, svg)
+		if len(w) != 2 || w[0] < w[1]/20 {
+			t.Errorf("chart(%s ns, 1000 ns) bar widths = %v, want the first at least 1/20 of the second", smallest, w)
+		}
+	}
+}
+
+var barWidth = regexp.MustCompile(`<rect x="[0-9.]+" y="[0-9.]+" width="([0-9.]+)"`)
+
+// barWidths returns the widths of a chart's bars, top to bottom.
+func barWidths(t *testing.T, svg []byte) []float64 {
+	t.Helper()
+	var ws []float64
+	for _, m := range barWidth.FindAllSubmatch(svg, -1) {
+		w, err := strconv.ParseFloat(string(m[1]), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	return ws
 }
 
 func checkXML(t *testing.T, doc []byte) {
