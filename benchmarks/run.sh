@@ -73,6 +73,11 @@ suite() {
 		echo "run.sh: benchmarks failed; $3 is unchanged" >&2
 		exit 1
 	fi
+	# A BENCH that matches nothing runs nothing and passes.
+	if ! grep -q '^Benchmark' "$3.tmp"; then
+		echo "run.sh: no benchmark matches ${BENCH:-$2}; $3 is unchanged" >&2
+		exit 1
+	fi
 	mv "$3.tmp" "$3"
 	"$benchstat" "$3" > "$4"
 	go run ./cmd/chart -in "$3" -out results -readme README.md -section "$5"

@@ -1,0 +1,106 @@
+package benchmarks
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// stubGo stands in for the go command in TestRunSh: it builds a test binary
+// that prints $STUB_BENCH, installs a benchstat that copies its input, and
+// notes every go run in $STUB_LOG.
+const stubGo = `#!/bin/sh
+case $1 in
+env)
+	case $2 in
+	GOPATH) echo "$STUB_GOPATH" ;;
+	GOBIN) echo "$STUB_GOBIN" ;;
+	GOVERSION) echo go1.99 ;;
+	esac
+	;;
+install)
+	d=${STUB_GOBIN:-$STUB_GOPATH/bin}
+	mkdir -p "$d"
+	printf '#!/bin/sh\ncat "$1"\n' > "$d/benchstat"
+	chmod +x "$d/benchstat"
+	;;
+test)
+	printf '#!/bin/sh\nprintf "%%s" "$STUB_BENCH"\n' > "$4"
+	chmod +x "$4"
+	;;
+run)
+	echo "$*" >> "$STUB_LOG"
+	;;
+esac
+`
+
+// TestRunSh runs run.sh with a stub go command and no benchstat on PATH.
+func TestRunSh(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("run.sh needs a POSIX shell")
+	}
+	script, err := os.ReadFile("run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bench = "BenchmarkStore/Append/eventbus-2 1 100 ns/op\nPASS\n"
+	for _, tt := range []struct {
+		name  string
+		bench string // what the benchmarks print
+		gobin bool   // whether GOBIN is set
+		ok    bool   // whether run.sh should succeed and write results
+	}{
+		// A BENCH that matches nothing (a typing error) must not replace
+		// the last results with an empty file.
+		{name: "no benchmark matched", bench: "PASS\n", ok: false},
+		{name: "benchmarks", bench: bench, ok: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			stubs, gopath := filepath.Join(dir, "stubs"), filepath.Join(dir, "gopath")
+			results := filepath.Join(dir, "results")
+			for _, d := range []string{stubs, results} {
+				must(os.Mkdir(d, 0o755))
+			}
+			must(os.WriteFile(filepath.Join(dir, "run.sh"), script, 0o755))
+			must(os.WriteFile(filepath.Join(stubs, "go"), []byte(stubGo), 0o755))
+			old := []byte("old results\n")
+			for _, f := range []string{"store.txt", "store-benchstat.txt"} {
+				must(os.WriteFile(filepath.Join(results, f), old, 0o644))
+			}
+			log := filepath.Join(dir, "go-run.log")
+			cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
+			cmd.Env = []string{
+				"PATH=" + stubs + string(os.PathListSeparator) + "/usr/bin" + string(os.PathListSeparator) + "/bin",
+				"HOME=" + dir, "SUITE=store", "COUNT=1", "BENCH=Store/Append",
+				"STUB_GOPATH=" + gopath, "STUB_BENCH=" + tt.bench, "STUB_LOG=" + log,
+			}
+			if tt.gobin {
+				cmd.Env = append(cmd.Env, "STUB_GOBIN="+filepath.Join(dir, "gobin"))
+			}
+			out, err := cmd.CombinedOutput()
+			if (err == nil) != tt.ok {
+				t.Fatalf("run.sh = %v, want success %v; output:\n%s", err, tt.ok, out)
+			}
+			for _, f := range []string{"store.txt", "store-benchstat.txt"} {
+				got, err := os.ReadFile(filepath.Join(results, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch written := !strings.Contains(string(got), string(old)); {
+				case tt.ok && (!written || !strings.Contains(string(got), "BenchmarkStore/Append/eventbus-2")):
+					t.Errorf("results/%s = %q, want the new results", f, got)
+				case !tt.ok && written:
+					t.Errorf("results/%s = %q, want the old results kept", f, got)
+				}
+			}
+			charted, _ := os.ReadFile(log)
+			if ran := strings.Contains(string(charted), "./cmd/chart"); ran != tt.ok {
+				t.Errorf("run.sh ran cmd/chart: %v, want %v; go run log: %q", ran, tt.ok, charted)
+			}
+		})
+	}
+}
