@@ -34,7 +34,12 @@ all)
 	;;
 esac
 
-benchstat=$(command -v benchstat || echo "$(go env GOPATH)/bin/benchstat")
+# Where go install puts benchstat: GOBIN, or the first GOPATH entry's bin.
+gobin=$(go env GOBIN)
+if [ -z "$gobin" ]; then
+	gobin=$(go env GOPATH | cut -d: -f1)/bin
+fi
+benchstat=$(command -v benchstat || echo "$gobin/benchstat")
 if [ ! -x "$benchstat" ]; then
 	go install golang.org/x/perf/cmd/benchstat@latest
 fi

@@ -57,6 +57,8 @@ func TestRunSh(t *testing.T) {
 		// the last results with an empty file.
 		{name: "no benchmark matched", bench: "PASS\n", ok: false},
 		{name: "benchmarks", bench: bench, ok: true},
+		// go install puts benchstat in GOBIN when it is set.
+		{name: "GOBIN set", bench: bench, gobin: true, ok: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
