@@ -7,7 +7,8 @@
 //	go run ./cmd/chart [-in results/bench.txt] [-out results] [-readme README.md] [-section results]
 //
 // The input is go test -bench output, any number of counts, optionally led
-// by "key: value" configuration lines (benchstat's format). Benchmarks are
+// by "key: value" configuration lines (benchstat's format), all run at one
+// GOMAXPROCS (one -cpu value), since a cell has one median. Benchmarks are
 // named Benchmark<Workload>/<peer>, where the workload may have parts of its
 // own (Store/Append), and each workload's chart is <Workload>.svg with the
 // slashes left out (StoreAppend.svg). The table replaces whatever stands
@@ -113,6 +114,8 @@ var (
 // parse reads go test -bench output.
 func parse(r io.Reader) (*results, error) {
 	res := &results{config: map[string]string{}, samples: map[cell]map[string][]float64{}}
+	// GOMAXPROCS of the first result; go test names no suffix for 1.
+	procs := ""
 	sc := bufio.NewScanner(r)
 	for line := 1; sc.Scan(); line++ {
 		text := sc.Text()
@@ -129,6 +132,15 @@ func parse(r io.Reader) (*results, error) {
 		workload, peer := name[:max(i, 0)], name[i+1:]
 		if !ok || i <= 0 || peer == "" || len(fields) < 4 || len(fields)%2 != 0 {
 			return nil, fmt.Errorf("line %d: not Benchmark<Workload>/<peer> N value unit...: %q", line, text)
+		}
+		p := strings.TrimPrefix(procSuffix.FindString(fields[0]), "-")
+		if p == "" {
+			p = "1"
+		}
+		if procs == "" {
+			procs = p
+		} else if p != procs {
+			return nil, fmt.Errorf("line %d: GOMAXPROCS %s after %s (-cpu): one median would mix them; chart one at a time", line, p, procs)
 		}
 		if !slices.Contains(res.workloads, workload) {
 			res.workloads = append(res.workloads, workload)

@@ -68,7 +68,10 @@ func TestParseMedian(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
-	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n"} {
+	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n",
+		// -cpu 1,2: two GOMAXPROCS, whose samples one median would mix.
+		"BenchmarkA/b 100 5 ns/op\nBenchmarkA/b-2 100 9 ns/op\n",
+		"BenchmarkA/b-2 100 5 ns/op\nBenchmarkA/c-4 100 9 ns/op\n"} {
 		if _, err := parse(strings.NewReader(in)); err == nil {
 			t.Errorf("parse(%q) = nil error, want one", in)
 		}
