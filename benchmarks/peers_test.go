@@ -29,7 +29,8 @@ type msg struct {
 }
 
 // queueSize is the buffer given to every peer that takes one, so that no
-// peer is slowed by a smaller queue than another.
+// peer is slowed by a smaller queue than another. eventbus's default
+// QueueSize is the same, but per worker: GOMAXPROCS per subscription.
 const queueSize = 1024
 
 // A bus is a running instance of a peer with one or more topics.
