@@ -56,6 +56,19 @@ func TestKeyedOrderCatchesBrokenPeers(t *testing.T) {
 	}
 }
 
+// TestFanOutCatchesDoubledPeer runs the fan-out workloads on a peer that
+// delivers every event twice and wants each extra delivery counted: the
+// tallies reach n halfway through, which would stop the timer early.
+func TestFanOutCatchesDoubledPeer(t *testing.T) {
+	const n = 1000
+	p := peer{name: "doubled", open: openBroken(doubled)}
+	for _, subs := range []int{1, fanout} {
+		if v := fanOut(subs)(p, n, noClock{}); v != int64(subs*n) {
+			t.Errorf("fanOut(%d)(doubled) = %d extra deliveries of %d events, want %d", subs, v, n, subs*n)
+		}
+	}
+}
+
 // openBroken returns a peer's open whose buses call every handler of a
 // topic in the publishing goroutine, as deliver has them.
 func openBroken(deliver func(held map[int32]msg, m msg, to func(msg))) func([][]func(msg), bool) bus {
@@ -99,13 +112,16 @@ func doubled(_ map[int32]msg, m msg, to func(msg)) {
 }
 
 // TestNoGoroutineLeft runs every workload on every peer and checks that
-// the goroutines it started are gone afterwards.
+// the goroutines it started are gone afterwards, and that the unkeyed
+// workloads handled no event twice.
 func TestNoGoroutineLeft(t *testing.T) {
 	for _, w := range workloads {
 		for _, p := range peers {
 			t.Run(w.name+"/"+p.name, func(t *testing.T) {
 				before := runtime.NumGoroutine()
-				w.run(p, 1000, noClock{})
+				if v := w.run(p, 1000, noClock{}); !w.keyed && v != 0 {
+					t.Errorf("%s on %s = %d extra deliveries, want 0", w.name, p.name, v)
+				}
 				waitGoroutines(t, before)
 			})
 		}
