@@ -56,6 +56,19 @@ func run(in, out, readme, section string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
+	// The README's new text is made first, so that a README without the
+	// section fails before any chart is replaced: charts and table always
+	// come from one run.
+	var doc []byte
+	if readme != "" {
+		if doc, err = os.ReadFile(readme); err != nil {
+			return err
+		}
+		doc, err = replaceSection(doc, section, res.table(filepath.Base(out)))
+		if err != nil {
+			return fmt.Errorf("%s: %w", readme, err)
+		}
+	}
 	for _, w := range res.workloads {
 		name := filepath.Join(out, chartFile(w))
 		if err := os.WriteFile(name, res.chart(w), 0o644); err != nil {
@@ -64,14 +77,6 @@ func run(in, out, readme, section string) error {
 	}
 	if readme == "" {
 		return nil
-	}
-	doc, err := os.ReadFile(readme)
-	if err != nil {
-		return err
-	}
-	doc, err = replaceSection(doc, section, res.table(filepath.Base(out)))
-	if err != nil {
-		return fmt.Errorf("%s: %w", readme, err)
 	}
 	return os.WriteFile(readme, doc, 0o644)
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -192,6 +194,30 @@ func TestReplaceSection(t *testing.T) {
 		if _, err := replaceSection([]byte(doc), section, "x"); err == nil {
 			t.Errorf("replaceSection(%s) without its marks = nil error, want one", section)
 		}
+	}
+}
+
+// TestRunSectionMissing runs the command on a README without the section
+// named and wants an error and no chart written, so that the charts and
+// the README's table never come from two runs.
+func TestRunSectionMissing(t *testing.T) {
+	dir := t.TempDir()
+	in, readme := filepath.Join(dir, "bench.txt"), filepath.Join(dir, "README.md")
+	doc := "<!-- results:begin -->\nold\n<!-- results:end -->\n"
+	if err := os.WriteFile(in, []byte(sample), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(readme, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(in, dir, readme, "store-results"); err == nil {
+		t.Errorf("run(section store-results) = nil error, want one: %s has no such section", readme)
+	}
+	if svgs, _ := filepath.Glob(filepath.Join(dir, "*.svg")); len(svgs) > 0 {
+		t.Errorf("run(section store-results) failed but wrote %v", svgs)
+	}
+	if got, _ := os.ReadFile(readme); string(got) != doc {
+		t.Errorf("run(section store-results) failed but changed the README to %q", got)
 	}
 }
 
