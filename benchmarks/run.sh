@@ -83,6 +83,11 @@ suite() {
 		echo "run.sh: no benchmark matches ${BENCH:-$2}; $3 is unchanged" >&2
 		exit 1
 	fi
+	# The test binary holds both suites, and BENCH runs whatever it matches.
+	if awk '/^Benchmark/ { print $1 }' "$3.tmp" | cut -d/ -f1 | sed 's/-[0-9]*$//' | grep -Evq "$2"; then
+		echo "run.sh: BENCH=$BENCH runs benchmarks of another suite than $1; $3 is unchanged" >&2
+		exit 1
+	fi
 	mv "$3.tmp" "$3"
 	"$benchstat" "$3" > "$4"
 	go run ./cmd/chart -in "$3" -out results -readme README.md -section "$5"

@@ -49,6 +49,7 @@ func TestRunSh(t *testing.T) {
 	const bench = "BenchmarkStore/Append/eventbus-2 1 100 ns/op\nPASS\n"
 	for _, tt := range []struct {
 		name  string
+		suite string // SUITE, "store" if empty
 		bench string // what the benchmarks print
 		gobin bool   // whether GOBIN is set
 		ok    bool   // whether run.sh should succeed and write results
@@ -59,6 +60,9 @@ func TestRunSh(t *testing.T) {
 		{name: "benchmarks", bench: bench, ok: true},
 		// go install puts benchstat in GOBIN when it is set.
 		{name: "GOBIN set", bench: bench, gobin: true, ok: true},
+		// One test binary holds both suites: BENCH=Store/Append with
+		// SUITE=bus runs store benchmarks, which are not the buses'.
+		{name: "other suite's benchmark", suite: "bus", bench: bench, ok: false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -69,15 +73,19 @@ func TestRunSh(t *testing.T) {
 			}
 			must(os.WriteFile(filepath.Join(dir, "run.sh"), script, 0o755))
 			must(os.WriteFile(filepath.Join(stubs, "go"), []byte(stubGo), 0o755))
+			suite, files := "store", []string{"store.txt", "store-benchstat.txt"}
+			if tt.suite == "bus" {
+				suite, files = "bus", []string{"bench.txt", "benchstat.txt"}
+			}
 			old := []byte("old results\n")
-			for _, f := range []string{"store.txt", "store-benchstat.txt"} {
+			for _, f := range files {
 				must(os.WriteFile(filepath.Join(results, f), old, 0o644))
 			}
 			log := filepath.Join(dir, "go-run.log")
 			cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
 			cmd.Env = []string{
 				"PATH=" + stubs + string(os.PathListSeparator) + "/usr/bin" + string(os.PathListSeparator) + "/bin",
-				"HOME=" + dir, "SUITE=store", "COUNT=1", "BENCH=Store/Append",
+				"HOME=" + dir, "SUITE=" + suite, "COUNT=1", "BENCH=Store/Append",
 				"STUB_GOPATH=" + gopath, "STUB_BENCH=" + tt.bench, "STUB_LOG=" + log,
 			}
 			if tt.gobin {
@@ -87,7 +95,7 @@ func TestRunSh(t *testing.T) {
 			if (err == nil) != tt.ok {
 				t.Fatalf("run.sh = %v, want success %v; output:\n%s", err, tt.ok, out)
 			}
-			for _, f := range []string{"store.txt", "store-benchstat.txt"} {
+			for _, f := range files {
 				got, err := os.ReadFile(filepath.Join(results, f))
 				if err != nil {
 					t.Fatal(err)
