@@ -6,6 +6,8 @@
 // go.mod. Everything lives in the tests: peers_test.go wraps each peer behind
 // one small interface, bench_test.go runs the workloads over the table of
 // peers (storepeers_test.go and storebench_test.go do the same for the
-// stores), and check_test.go proves that per-key order and goroutine hygiene
-// hold. See README.md for how to run it and for the figures.
+// stores), check_test.go proves that per-key order and goroutine hygiene
+// hold and that the checks catch peers broken on purpose, and
+// runsh_test.go runs run.sh with a stub go command. See README.md for how
+// to run it and for the figures.
 package benchmarks
