@@ -69,6 +69,25 @@ func TestFanOutCatchesDoubledPeer(t *testing.T) {
 	}
 }
 
+// TestIdleLatencyCatchesDoubledPeer runs the idle latency workload on a
+// channel peer that calls every handler twice and wants each extra
+// delivery counted: each lets the next publish's wait end at once.
+func TestIdleLatencyCatchesDoubledPeer(t *testing.T) {
+	const n = 1000
+	p := peer{name: "doubled channel", open: func(topics [][]func(msg), ordered bool) bus {
+		twice := make([][]func(msg), len(topics))
+		for i, hs := range topics {
+			for _, h := range hs {
+				twice[i] = append(twice[i], func(m msg) { h(m); h(m) })
+			}
+		}
+		return openChannel(twice, ordered)
+	}}
+	if v := idleLatency(p, n, noClock{}); v != n {
+		t.Errorf("idleLatency(doubled channel) = %d extra deliveries of %d events, want %d", v, n, n)
+	}
+}
+
 // openBroken returns a peer's open whose buses call every handler of a
 // topic in the publishing goroutine, as deliver has them.
 func openBroken(deliver func(held map[int32]msg, m msg, to func(msg))) func([][]func(msg), bool) bus {
