@@ -14,7 +14,8 @@
 // slashes left out (StoreAppend.svg). The table replaces whatever stands
 // between the lines "<!-- results:begin -->" and "<!-- results:end -->",
 // or the lines of another -section name, so that each input file (the bus
-// workloads, the store workloads) keeps a table of its own.
+// workloads, the store workloads) keeps a table of its own; a section whose
+// charts are all of workloads the input lacks is refused.
 package main
 
 import (
@@ -441,7 +442,9 @@ func (r *results) orderText(c cell) string {
 }
 
 // replaceSection puts text between the lines "<!-- section:begin -->" and
-// "<!-- section:end -->" of doc.
+// "<!-- section:end -->" of doc. It refuses when the section charts
+// workloads of which text charts none: the other suite's section, taken
+// by a forgotten -section.
 func replaceSection(doc []byte, section, text string) ([]byte, error) {
 	beginMark, endMark := "<!-- "+section+":begin -->", "<!-- "+section+":end -->"
 	s := string(doc)
@@ -450,5 +453,20 @@ func replaceSection(doc []byte, section, text string) ([]byte, error) {
 	if i < 0 || j < i {
 		return nil, fmt.Errorf("no %q ... %q section", beginMark, endMark)
 	}
+	was, now := charts(s[i:j]), charts(text)
+	if len(was) > 0 && !slices.ContainsFunc(now, func(c string) bool { return slices.Contains(was, c) }) {
+		return nil, fmt.Errorf("section %q charts %s, none of this input's workloads (another -section?)", section, strings.Join(was, ", "))
+	}
 	return []byte(s[:i+len(beginMark)] + "\n" + text + s[j:]), nil
+}
+
+var chartLink = regexp.MustCompile(`\]\((?:[^()]*/)?([^()/]+\.svg)\)`)
+
+// charts returns the names of the chart files that markdown links to.
+func charts(markdown string) []string {
+	var names []string
+	for _, m := range chartLink.FindAllStringSubmatch(markdown, -1) {
+		names = append(names, m[1])
+	}
+	return names
 }

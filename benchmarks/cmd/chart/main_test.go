@@ -221,6 +221,36 @@ func TestRunSectionMissing(t *testing.T) {
 	}
 }
 
+// TestRunOtherSuitesSection runs the command on the store results with
+// the default section, the bus table's (a forgotten -section), and wants an
+// error and the bus table kept.
+func TestRunOtherSuitesSection(t *testing.T) {
+	dir := t.TempDir()
+	in, readme := filepath.Join(dir, "store.txt"), filepath.Join(dir, "README.md")
+	doc := "<!-- results:begin -->\n![bus](results/OneSubscriber.svg)\n![bus](results/Keyed.svg)\n<!-- results:end -->\n"
+	store := "BenchmarkStore/Append/fast-2 100 90 ns/op 1 allocs/op\n"
+	if err := os.WriteFile(in, []byte(store), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(readme, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(in, dir, readme, "results"); err == nil {
+		t.Errorf("run(store results, section results) = nil error, want one: the section charts other workloads")
+	}
+	if got, _ := os.ReadFile(readme); string(got) != doc {
+		t.Errorf("run(store results, section results) changed the README to %q", got)
+	}
+	// A run of one of the section's workloads (BENCH=Keyed) replaces it.
+	keyed := filepath.Join(dir, "keyed.txt")
+	if err := os.WriteFile(keyed, []byte("BenchmarkKeyed/fast-2 100 50 ns/op 0 allocs/op\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(keyed, dir, readme, "results"); err != nil {
+		t.Errorf("run(keyed results, section results) = %v, want nil", err)
+	}
+}
+
 func TestFormat(t *testing.T) {
 	for _, tt := range []struct {
 		v    float64
