@@ -162,7 +162,16 @@ type RecordedEvent struct {
 	Revision uint64
 	// Position is the event's place in the store, from 0.
 	Position uint64
-	// Time is when the event was committed.
+	// Time is when the event was committed, by the wall clock, and the
+	// same for the events of one append. The stores of this package never
+	// stamp a commit earlier than the one before it: while the wall clock
+	// is behind the latest Time in the store (stepped back by an NTP
+	// correction, or a FileStore opened again on a host whose clock is
+	// behind), commits get that latest Time. So a clock that ran ahead,
+	// even once and then was corrected, stamps every later commit with its
+	// reading, a FileStore's after it is opened again too, until the wall
+	// clock passes it, and [StreamMetadata].MaxAge and
+	// [FileStoreOptions].RetainAge count the age of those events from it.
 	Time time.Time
 }
 
@@ -324,7 +333,10 @@ func (f *Filter) matchType(eventType string) bool {
 type StreamMetadata struct {
 	// MaxCount, if positive, hides all but the stream's last MaxCount events.
 	MaxCount uint64
-	// MaxAge, if positive, hides events committed longer ago than MaxAge.
+	// MaxAge, if positive, hides events committed longer ago than MaxAge:
+	// those whose [RecordedEvent].Time is more than MaxAge before the wall
+	// clock's reading when read. A Time ahead of the wall clock (see
+	// RecordedEvent.Time) keeps its events until MaxAge after it.
 	MaxAge time.Duration
 }
 

@@ -64,10 +64,14 @@ type FileStoreOptions struct {
 	// events of a few bytes, which a MemoryStore takes.
 	MaxEventSize, MaxBatchSize int
 	// RetainAge, if positive, deletes segments whose every event is older
-	// than RetainAge; RetainSize, if positive, deletes the oldest segments
-	// while the store is larger than RetainSize bytes. The active segment
-	// is never deleted, and the state of every stream (revisions,
-	// deletion, metadata) survives the events it loses. Retention runs
+	// than RetainAge, judged by the events' [RecordedEvent].Time and the
+	// wall clock's reading when a new segment starts: a segment holding an
+	// event whose Time is ahead of the wall clock (see RecordedEvent.Time)
+	// is kept until RetainAge after that Time, and so is every later one.
+	// RetainSize, if positive, deletes the oldest segments while the store
+	// is larger than RetainSize bytes. The active segment is never
+	// deleted, and the state of every stream (revisions, deletion,
+	// metadata) survives the events it loses. Retention runs
 	// when a new segment starts, and frees the memory the store kept for
 	// the events it deletes: an event's ID makes a later append of it an
 	// idempotent replay only while the event is kept. A read or
