@@ -76,8 +76,11 @@ type SubscriptionMetrics struct {
 	// HandleTime is the time each attempt spent in the middleware and
 	// handler; for a batch handler, each event of a batch takes an equal
 	// share of the batch's time, so that Sum is the time the handler ran.
-	// Latency is the time from publish to the event's final outcome. Both
-	// fill only with Options.Metrics.
+	// Latency is the time from publish to the event's final outcome; for a
+	// [Durable] subscription, from the event's commit, its
+	// [RecordedEvent].Time, by the wall clock: an event whose Time is ahead
+	// of the wall clock (see RecordedEvent.Time) counts 0. Both fill only
+	// with Options.Metrics.
 	HandleTime, Latency Histogram
 }
 
