@@ -2431,3 +2431,69 @@ func TestFileStoreKeepsForeignTempFiles(t *testing.T) {
 		require.NoFileExists(t, filepath.Join(dir, name), "left by a crash")
 	}
 }
+
+// TestFileStoreSyncOrder records what a store does to its files while it
+// appends across new segments, with retention, under each SyncPolicy, and
+// checks the order of the syncs that make it crash-safe, which the crash
+// images of the other tests cannot see (they take a file renamed for
+// there, and leave out one never synced): a file it creates (a segment,
+// START) is synced whole before it is renamed to its name, and the
+// directory is synced after the rename, before the store writes to it or
+// removes anything, so that the name is on disk before any event in the
+// file is acknowledged or any segment it replaces is deleted; and before
+// it creates a file, every segment written is synced, so that under
+// SyncInterval and SyncNever the segments before the active one are on
+// disk whole, as opening assumes and SyncInterval's promise (a power loss
+// loses at most the last interval) needs. A store that skipped any of
+// these syncs passed every other test.
+func TestFileStoreSyncOrder(t *testing.T) {
+	for _, policy := range []eventbus.SyncPolicy{eventbus.SyncAlways, eventbus.SyncInterval, eventbus.SyncNever} {
+		t.Run(map[eventbus.SyncPolicy]string{eventbus.SyncAlways: "SyncAlways", eventbus.SyncInterval: "SyncInterval", eventbus.SyncNever: "SyncNever"}[policy], func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			fs := &opsFS{FS: eventbus.OSFS, dir: dir}
+			s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: policy, SyncInterval: time.Hour, MaxSegmentSize: 1 << 10, RetainSize: 3 << 10}, fs))
+			for s.Stats().FirstPosition == 0 || s.Stats().Segments < 3 {
+				_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 150))...)
+				require.NoError(t, err)
+			}
+			require.NoError(t, s.Close())
+
+			// Files by name, the name they are created under included
+			// (the store writes on through the handle it made).
+			name := func(path string) string { return strings.TrimSuffix(path, ".tmp") }
+			renamed := map[string]bool{}
+			dirty := map[string]bool{} // segments written since their last sync
+			// around returns the operations near the i-th, to show.
+			around := func(i int) []string { return fs.ops[max(i-4, 0):min(i+5, len(fs.ops))] }
+			for i, op := range fs.ops {
+				verb, path, _ := strings.Cut(op, " ")
+				switch verb {
+				case "write":
+					dirty[name(path)] = true
+				case "sync":
+					delete(dirty, name(path))
+				case "open":
+					if strings.HasSuffix(path, ".tmp") && len(dirty) > 0 {
+						t.Errorf("%s created with %v written but not synced: %q", path, slices.Sorted(maps.Keys(dirty)), around(i))
+					}
+				case "rename":
+					from, to, _ := strings.Cut(path, " ")
+					renamed[to] = true
+					if dirty[name(from)] {
+						t.Errorf("%s renamed to %s before it was synced: %q", from, to, around(i))
+					}
+					next := slices.IndexFunc(fs.ops[i+1:], func(op string) bool {
+						return op == "sync ." || strings.HasPrefix(op, "write ") || strings.HasPrefix(op, "remove ")
+					})
+					if next < 0 || fs.ops[i+1+next] != "sync ." {
+						t.Errorf("%s renamed to %s, then not synced before the next write or removal: %q", from, to, around(i))
+					}
+				}
+			}
+			if !renamed["START"] || len(renamed) < 3 {
+				t.Fatalf("the store created %v: want segments and START, to check", slices.Sorted(maps.Keys(renamed)))
+			}
+		})
+	}
+}
