@@ -64,12 +64,15 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// CorruptionError reports a segment file of a [FileStore] that does not hold
-// what was written: a checksum mismatch or a malformed record anywhere but
-// in an incomplete final record. Use errors.As to read where; see
-// [RepairFileStore].
+// CorruptionError reports damage to the files of a [FileStore]: a segment
+// file that does not hold what was written (a checksum mismatch or a
+// malformed record anywhere but in an incomplete final record), a segment
+// missing, or a START file (where retention records the segment the store
+// starts at) that names none the store has. Use errors.As to read where;
+// see [RepairFileStore].
 type CorruptionError struct {
-	// Path is the segment file.
+	// Path is the damaged file: a segment file, the one after a missing
+	// segment (at Offset 0), or the START file.
 	Path string
 	// Offset is the byte offset of the bad header or record in the file.
 	Offset int64
