@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -64,4 +65,43 @@ func readOnlyMount(t *testing.T, dir string) string {
 		t.Fatal("the read-only mount is writable")
 	}
 	return ro
+}
+
+// TestFileStoreReadOnlyShares checks the lock that ReadOnly takes, as its
+// doc and the eventbus command's promise: read-only opens share the store
+// (several eventbus commands run at once), while neither an open for
+// writing nor RepairFileStore gets it until the last of them is closed,
+// so that no reader sees files being appended to, cut or deleted. Only
+// the first half had a test: read-only opens that locked the store for
+// themselves alone passed every test.
+func TestFileStoreReadOnlyShares(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	_, err := s.Append(t.Context(), "s", eventbus.NoStream, newEvents(2, "t", "")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+
+	var readers []*eventbus.FileStore
+	for i := range 2 {
+		r, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
+		if err != nil {
+			t.Fatalf("read-only OpenFileStore with %d read-only opens = %v, want it to share the store", i, err)
+		}
+		readers = append(readers, r)
+		require.Len(t, readAll(t, r), 2)
+	}
+	for i, r := range readers {
+		if w, err := eventbus.OpenFileStore(dir, nil); !errors.Is(err, eventbus.ErrLocked) {
+			if err == nil {
+				w.Close()
+			}
+			t.Fatalf("OpenFileStore beside %d read-only opens = %v, want ErrLocked", len(readers)-i, err)
+		}
+		if _, err := eventbus.RepairFileStore(dir); !errors.Is(err, eventbus.ErrLocked) {
+			t.Fatalf("RepairFileStore beside %d read-only opens = %v, want ErrLocked", len(readers)-i, err)
+		}
+		require.NoError(t, r.Close())
+	}
+	s = openFile(t, dir, nil)
+	require.NoError(t, s.Close())
 }
