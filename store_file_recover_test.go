@@ -2497,3 +2497,79 @@ func TestFileStoreSyncOrder(t *testing.T) {
 		})
 	}
 }
+
+// startFailFS fails the creation of the START file, once armed.
+type startFailFS struct {
+	eventbus.FS
+	armed atomic.Bool
+}
+
+func (f *startFailFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	if f.armed.Load() && filepath.Base(name) == "START.tmp" {
+		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+	}
+	return f.FS.OpenFile(name, flag, perm)
+}
+
+// TestFileStoreRetentionStartFails fails the START file that retention
+// writes before it deletes the segments it dropped, and the deletion of
+// the second of them, in a store whose older segments were written
+// without retention (they do not start with the state of every stream):
+// the store must delete no file until START is recorded, as
+// removeDropped's doc says, so that the directory, as a crash would leave
+// it then, opens. Deleting the first file anyway left a store that
+// started at the second, without the state of the streams, which opening
+// refused with a *CorruptionError; no test failed.
+func TestFileStoreRetentionStartFails(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	appendN := func(s *eventbus.FileStore, n int) {
+		t.Helper()
+		for range n {
+			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
+			require.NoError(t, err)
+		}
+	}
+	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
+	appendN(s, 300)
+	require.NoError(t, s.Close())
+	old := segments(t, dir)
+	require.Greater(t, len(old), 4)
+
+	faults := &faultFS{FS: eventbus.OSFS}
+	faults.failRemove.Store(&old[1])
+	fs := &startFailFS{FS: faults}
+	fs.armed.Store(true)
+	s = openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs))
+	for s.Stats().FirstPosition == 0 {
+		appendN(s, 1)
+	}
+	st := s.Stats()
+	require.ErrorIs(t, st.RetentionErr, syscall.EACCES)
+
+	// A copy of the directory, as a crash would leave it now, opens.
+	copied := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != "LOCK" {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b, 0o644))
+		}
+	}
+	reopened, err := eventbus.OpenFileStore(copied, &eventbus.FileStoreOptions{ReadOnly: true})
+	require.NoError(t, err, "OpenFileStore of the store as retention left it without START")
+	require.Equal(t, st.NextPosition, reopened.Stats().NextPosition)
+	require.NoError(t, reopened.Close())
+
+	// Once START can be written, the next segment deletes the files.
+	fs.armed.Store(false)
+	faults.failRemove.Store(nil)
+	for s.Stats().FirstPosition == st.FirstPosition {
+		appendN(s, 1) // until retention runs again
+	}
+	require.NoError(t, s.Stats().RetentionErr)
+	require.Len(t, segments(t, dir), s.Stats().Segments, "files left behind")
+	require.NoError(t, s.Close())
+}
