@@ -2573,3 +2573,43 @@ func TestFileStoreRetentionStartFails(t *testing.T) {
 	require.Len(t, segments(t, dir), s.Stats().Segments, "files left behind")
 	require.NoError(t, s.Close())
 }
+
+// TestFileStoreTornBeforeLastSegment cuts short the last record of a
+// segment before the last one, a metadata change: only a crash in the
+// middle of a write leaves an incomplete record, and only in the last
+// segment, so this is damage (a file cut since), and opening, read-only
+// or not, must report it as a *CorruptionError at that record, not cut it
+// as a crash's and lose the change without a word. No test failed for a
+// store that cut it: the check of the next segment's first position
+// catches a cut record of events only.
+func TestFileStoreTornBeforeLastSegment(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10})
+	_, err := s.Append(ctx, "s", eventbus.NoStream, newEvents(1, "t", strings.Repeat("x", 800))...)
+	require.NoError(t, err)
+	var last int64 // offset of the last record of the first segment
+	for n := uint64(1); s.Stats().Bytes < 1<<10; n++ {
+		last = s.Stats().Bytes
+		require.NoError(t, s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxCount: n}))
+	}
+	_, err = s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	segs := segments(t, dir)
+	require.Len(t, segs, 2)
+	fi, err := os.Stat(segs[0])
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(segs[0], fi.Size()-2))
+
+	for _, readOnly := range []bool{true, false} {
+		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+		var ce *eventbus.CorruptionError
+		if !errors.As(err, &ce) || ce.Path != segs[0] || ce.Offset != last {
+			if err == nil {
+				s.Close()
+			}
+			t.Fatalf("OpenFileStore(ReadOnly %v) with the last record of %s cut = %v, want a *CorruptionError for it at %d", readOnly, segs[0], err, last)
+		}
+	}
+}
