@@ -2613,3 +2613,30 @@ func TestFileStoreTornBeforeLastSegment(t *testing.T) {
 		}
 	}
 }
+
+// TestFileStoreVerifyGrownSegment appends bytes to a segment before the
+// last one while the store is open, the start of a record that no crash
+// leaves there: Verify must report it, as opening would, and no test
+// failed for a Verify that took it for a crash's incomplete record.
+func TestFileStoreVerifyGrownSegment(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10})
+	for len(segments(t, dir)) < 2 {
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 300))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Verify(ctx))
+	first := segments(t, dir)[0]
+	fi, err := os.Stat(first)
+	require.NoError(t, err)
+	f, err := os.OpenFile(first, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.Write([]byte{1, 2, 3})
+	require.NoError(t, errors.Join(err, f.Close()))
+
+	var ce *eventbus.CorruptionError
+	if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != first || ce.Offset != fi.Size() {
+		t.Errorf("Verify with 3 bytes after the records of %s = %v, want a *CorruptionError for it at %d", first, err, fi.Size())
+	}
+}
