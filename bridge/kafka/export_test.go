@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/seed-a6f1faae/eventbus"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // RoundTrip returns a function that takes an event the bridge's way from one
@@ -38,4 +39,10 @@ func RoundTrip[T any](reg *eventbus.Registry, t *eventbus.Topic[T]) (func(contex
 // not return.
 func RouteVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publish func(context.Context, T, ...eventbus.PublishOption) error) error {
 	return routeVia(c, kafkaTopic, t, publish)
+}
+
+// ProduceAlone is p's produce of r on its own, as Forward and Relay do
+// for a record that the broker refused with its batch.
+func ProduceAlone(ctx context.Context, p *Producer, r *kgo.Record) error {
+	return p.produceAlone(ctx, r)
 }

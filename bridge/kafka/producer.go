@@ -347,7 +347,7 @@ func (rd *round) wait(ctx context.Context, errs []error) {
 // again in order keeps each key's order.
 func (f *forwarder[T]) againIfCancelled(ctx context.Context, recs []*kgo.Record, errs []error) {
 	cancelled := func(i int) bool {
-		return recs[i] != nil && (errors.Is(errs[i], context.Canceled) || errors.Is(errs[i], context.DeadlineExceeded))
+		return recs[i] != nil && cancelledElsewhere(ctx, errs[i])
 	}
 	for again := true; again && ctx.Err() == nil; {
 		rd := newRound(len(recs))
@@ -389,7 +389,8 @@ func (f *forwarder[T]) alone(ctx context.Context, recs []*kgo.Record, errs []err
 // is produced again by its own, and together they would make one batch
 // again, refused again. It produces a copy of r, as franz-go keeps the
 // fields it set on r the first time, such as its context, which the
-// relay's stop cancels.
+// relay's stop cancels. A copy failed by another's context (see
+// [cancelledElsewhere]) goes again while ctx is not done.
 func (p *Producer) produceAlone(ctx context.Context, r *kgo.Record) error {
 	select {
 	case p.alone <- struct{}{}:
@@ -397,8 +398,22 @@ func (p *Producer) produceAlone(ctx context.Context, r *kgo.Record) error {
 		return ctx.Err()
 	}
 	defer func() { <-p.alone }()
-	r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-	return produceWait(ctx, p.cl, r)
+	for {
+		r = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
+		if err := produceWait(ctx, p.cl, r); !cancelledElsewhere(ctx, err) {
+			return err
+		}
+	}
+}
+
+// cancelledElsewhere reports whether err, a record's failure, is a
+// context's error while ctx, the record's own, is not done. franz-go fails
+// every record it holds for a partition (or for a topic whose partitions
+// it does not know yet) once the first one's context is done, and that
+// one may be another's, of a Forward or a Relay through the Producer,
+// stopped on its own; none of them was sent.
+func cancelledElsewhere(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }
 
 // produceWait produces r with cl and waits for Kafka's answer, or until ctx

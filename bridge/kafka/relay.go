@@ -677,7 +677,7 @@ func (p *pass) tail(from uint64) error {
 // another's context (see below), when it goes again.
 func (p *pass) produce(o *outgoing) {
 	p.r.p.cl.Produce(p.ctx, o.rec, func(_ *kgo.Record, err error) {
-		if err != nil && p.ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		if cancelledElsewhere(p.ctx, err) {
 			// franz-go fails every record it holds for a partition (or
 			// a topic whose partitions it does not know yet) once the
 			// first one's context is done: another's, of a Forward or
