@@ -212,13 +212,18 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // partition once the first one's context is done, which may be another
 // handler's (of another Forward or a Relay through the Producer, stopped
 // on its own): a handler whose own context is not done produces its
-// records that failed so again, in order. The payload type T must be
-// registered in the Producer's Registry. Forward returns an error wrapping
-// eventbus.ErrInvalid for a missing argument, a T that is not registered
-// (wrapping eventbus.ErrUnknownEvent too; a T that is an interface is
-// taken, and each event's type must be registered), or a kafkaTopic that
-// Kafka does not take for a topic (see [RelayOptions].Topic) or that is
-// too long for the subscription's name (more than 243 bytes).
+// records that failed so again, in order. A later event of their key
+// whose record the handler gave franz-go only after they failed (it gives
+// a batch's records without waiting for answers) does not fail with them,
+// and is written before them, with no error: the key's records in Kafka
+// are then out of order, as a [Relay]'s never are. The payload type T
+// must be registered in the Producer's Registry. Forward returns an error
+// wrapping eventbus.ErrInvalid for a missing argument, a T that is not
+// registered (wrapping eventbus.ErrUnknownEvent too; a T that is an
+// interface is taken, and each event's type must be registered), or a
+// kafkaTopic that Kafka does not take for a topic (see
+// [RelayOptions].Topic) or that is too long for the subscription's name
+// (more than 243 bytes).
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
@@ -343,8 +348,9 @@ func (rd *round) wait(ctx context.Context, errs []error) {
 // the first one's context is done, and that one may be another handler's,
 // of another worker, of another Forward or of a Relay through the
 // Producer, cancelled by a stop of its own; none of them was sent. The
-// later records of their partition fail with them, so that producing them
-// again in order keeps each key's order.
+// later records of their partition that franz-go holds fail with them,
+// and go again in order; one given to franz-go after they failed is
+// written before them (see Forward).
 func (f *forwarder[T]) againIfCancelled(ctx context.Context, recs []*kgo.Record, errs []error) {
 	cancelled := func(i int) bool {
 		return recs[i] != nil && cancelledElsewhere(ctx, errs[i])
