@@ -40,7 +40,12 @@ type ProducerOptions struct {
 	// Client holds further franz-go options, such as kgo.DialTLSConfig or
 	// kgo.SASL, applied after the bridge's own. Options that disable
 	// idempotence or lower the acks give up the ordering and durability
-	// promises of this package.
+	// promises of this package. So does
+	// kgo.AllowIdempotentProduceCancellation its promise that a record is
+	// written once: franz-go may then fail a record sent, which Kafka may
+	// have written, with the context's error of the first record of its
+	// batch, another's, and Forward and Relay produce a record failed so
+	// again (see Forward), so that Kafka may hold it twice.
 	Client []kgo.Opt
 }
 
