@@ -196,10 +196,12 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // followed by kafkaTopic) so that it can be stopped. It hands events to Kafka
 // in batches, as many as wait in a worker's queue (up to opts.BatchSize), and
 // a batch is handled once Kafka has acknowledged it. A handler whose
-// context ends first (Bus.Close, Shutdown's deadline) stops waiting, so
+// context ends first (Bus.Close, Shutdown's deadline, or in Sync mode the
+// publisher's context, which its handlers run with) stops waiting, so
 // that a silent Kafka does not hold the bus up: its records not answered
 // fail with the context's error, though Kafka may still write them (a
-// redrive then writes them again). A record that fails
+// redrive, or a Sync-mode publisher publishing the event again for the
+// error Publish returned, then writes them again). A record that fails
 // goes through the subscription's retry policy and then to the bus's
 // dead-letter queue; so do the later events of its key that franz-go held
 // when it failed, which fail with it (see [Producer]). An event whose
