@@ -1,11 +1,8 @@
 package kafka_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -22,30 +19,11 @@ import (
 // returned a *ProduceError wrapping it, which a caller took for a stop.
 // Now it is produced again, and written.
 func TestProduceAloneOtherHandlerCancelled(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	c, ctx := ordersCluster(t)
 	release := make(chan struct{})
 	asked := holdFirstMetadata(ctx, c, "orders", release)
 	hook := make(eachBuffered, 2)
-	p, err := kafka.NewProducer(registry(t), &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	wait := func(ch <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("%s: %v", what, ctx.Err())
-		}
-	}
+	p := hookedProducer(t, c, registry(t), hook)
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
@@ -55,14 +33,14 @@ func TestProduceAloneOtherHandlerCancelled(t *testing.T) {
 	if err := orders.Publish(ctx, Order{Key: "bus"}); err != nil {
 		t.Fatal(err)
 	}
-	wait(hook, "the bus's record buffered")
-	wait(asked, "the metadata request")
+	await(t, ctx, hook, "the bus's record buffered")
+	await(t, ctx, asked, "the metadata request")
 
 	alone := make(chan error, 1)
 	go func() {
 		alone <- kafka.ProduceAlone(ctx, p, &kgo.Record{Topic: "orders", Key: []byte("alone"), Value: []byte("v")})
 	}()
-	wait(hook, "the record produced alone buffered")
+	await(t, ctx, hook, "the record produced alone buffered")
 	if err := bus.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,45 @@ type eachBuffered chan struct{}
 
 func (b eachBuffered) OnProduceRecordBuffered(*kgo.Record) { b <- struct{}{} }
 
+// ordersCluster returns a fake Kafka of one broker with the topic
+// "orders", closed when the test ends, and a context that ends after 30
+// seconds or with the test; it checks that the test leaves no goroutine.
+func ordersCluster(t *testing.T) (*kfake.Cluster, context.Context) {
+	t.Helper()
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel) // before the cluster closes: held requests let go
+	return c, ctx
+}
+
+// hookedProducer returns a Producer to c with franz-go's hook, closed when
+// the test ends.
+func hookedProducer(t *testing.T, c *kfake.Cluster, reg *eventbus.Registry, hook kgo.Hook) *kafka.Producer {
+	t.Helper()
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// await waits for ch, and fails the test, naming what it waited for, if
+// ctx ends first.
+func await(t *testing.T, ctx context.Context, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		t.Fatalf("%s: %v", what, ctx.Err())
+	}
+}
+
 // holdFirstMetadata is holdMetadata, which also returns a channel closed
 // once the held request arrives: the producer asks for topic once it holds
 // a record for it, so the first record buffered before then is the first
@@ -54,23 +93,12 @@ func holdFirstMetadata(ctx context.Context, c *kfake.Cluster, topic string, rele
 // with a's "context canceled", and b, whose handler nothing cancelled,
 // dead-lettered its event. Now b's event is written.
 func TestForwardOtherHandlerCancelled(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	c, ctx := ordersCluster(t)
 	release := make(chan struct{})
 	asked := holdFirstMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := make(eachBuffered, 2)
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p := hookedProducer(t, c, reg, hook)
 
 	buses := make([]*eventbus.Bus, 2)
 	for i := range buses {
@@ -82,13 +110,8 @@ func TestForwardOtherHandlerCancelled(t *testing.T) {
 		if err := orders.Publish(ctx, Order{Key: string(rune('a' + i))}); err != nil {
 			t.Fatal(err)
 		}
-		for _, ch := range []<-chan struct{}{hook, asked} {
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				t.Fatal("the record was not buffered")
-			}
-		}
+		await(t, ctx, hook, "the record buffered")
+		await(t, ctx, asked, "the metadata request")
 	}
 	if err := buses[0].Close(); err != nil {
 		t.Fatal(err)

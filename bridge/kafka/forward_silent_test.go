@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -23,14 +21,7 @@ import (
 // done: Close returns, and the event is dead-lettered with the context's
 // error.
 func TestForwardCloseWhileKafkaSilent(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	c, ctx := ordersCluster(t)
 	asked := make(chan struct{}, 1)
 	silence := make(chan struct{})
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -37,31 +35,12 @@ func (h produced) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
 // errors.Is(err, context.Canceled), as Run's doc says, took for a stop.
 // Now the relay produces its record again and runs on.
 func TestRelayOtherHandlerCancelled(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	c, ctx := ordersCluster(t)
 	release := make(chan struct{})
 	asked := holdFirstMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := produced{buffered: make(chan struct{}, 2), written: make(chan struct{}, 2)}
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	wait := func(ch <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatalf("%s: %v", what, ctx.Err())
-		}
-	}
+	p := hookedProducer(t, c, reg, hook)
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
@@ -71,8 +50,8 @@ func TestRelayOtherHandlerCancelled(t *testing.T) {
 	if err := orders.Publish(ctx, Order{Key: "bus"}); err != nil {
 		t.Fatal(err)
 	}
-	wait(hook.buffered, "the bus's record buffered")
-	wait(asked, "the metadata request")
+	await(t, ctx, hook.buffered, "the bus's record buffered")
+	await(t, ctx, asked, "the metadata request")
 
 	store := newStore(t)
 	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
@@ -84,7 +63,7 @@ func TestRelayOtherHandlerCancelled(t *testing.T) {
 	defer stop()
 	runErr := make(chan error, 1)
 	go func() { runErr <- relay.Run(runCtx) }()
-	wait(hook.buffered, "the relay's record buffered")
+	await(t, ctx, hook.buffered, "the relay's record buffered")
 
 	if err := bus.Close(); err != nil {
 		t.Fatal(err)
