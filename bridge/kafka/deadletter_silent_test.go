@@ -2,14 +2,12 @@ package kafka_test
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
@@ -32,35 +30,8 @@ func TestConsumerStopWhileDeadLetterSilent(t *testing.T) {
 	brokers := c.ListenAddrs()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	asked := make(chan struct{}, 1)
-	silence := make(chan struct{})
 	var armed atomic.Bool // once the bad record is written: then only copies to the dead-letter topic are produced
-	var sleeping sync.WaitGroup
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if armed.Load() {
-			sleeping.Add(1)
-			defer sleeping.Done()
-			select {
-			case asked <- struct{}{}:
-			default:
-			}
-			c.SleepControl(func() {
-				select {
-				case <-silence:
-				case <-ctx.Done():
-				}
-			})
-		}
-		return nil, nil, false
-	})
-	// Before the cluster closes, and once the held requests are answered:
-	// kfake's loop hangs for good when the cluster closes while it
-	// continues a slept request.
-	t.Cleanup(func() {
-		close(silence)
-		sleeping.Wait()
-	})
+	asked := silenceProduce(t, ctx, c, armed.Load)
 
 	// A record with no bridge headers: a bad record.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))

@@ -3,8 +3,10 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -22,23 +24,7 @@ import (
 // error.
 func TestForwardCloseWhileKafkaSilent(t *testing.T) {
 	c, ctx := ordersCluster(t)
-	asked := make(chan struct{}, 1)
-	silence := make(chan struct{})
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		c.SleepControl(func() {
-			select {
-			case <-silence:
-			case <-ctx.Done():
-			}
-		})
-		return nil, nil, false
-	})
-	t.Cleanup(func() { close(silence) }) // before the cluster closes
+	asked := silenceProduce(t, ctx, c, nil)
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
@@ -65,4 +51,40 @@ func TestForwardCloseWhileKafkaSilent(t *testing.T) {
 	if len(dead) != 1 || !errors.Is(dead[0].Err, context.Canceled) {
 		t.Errorf("dead letters %v, want the event's, with the handler's context.Canceled", dead)
 	}
+}
+
+// silenceProduce makes c take every produce request, once armed reports
+// true (always, if armed is nil), and answer none until the test ends, as a
+// broker that hangs or a network that drops replies does. The channel
+// returned tells when a request is held. The held requests are answered
+// when the test ends, before the cluster closes: kfake's loop hangs for
+// good when the cluster closes while it continues a held request.
+func silenceProduce(t *testing.T, ctx context.Context, c *kfake.Cluster, armed func() bool) <-chan struct{} {
+	asked := make(chan struct{}, 1)
+	silence := make(chan struct{})
+	var sleeping sync.WaitGroup
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if armed != nil && !armed() {
+			return nil, nil, false
+		}
+		sleeping.Add(1)
+		defer sleeping.Done()
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		c.SleepControl(func() {
+			select {
+			case <-silence:
+			case <-ctx.Done():
+			}
+		})
+		return nil, nil, false
+	})
+	t.Cleanup(func() {
+		close(silence)
+		sleeping.Wait()
+	})
+	return asked
 }
