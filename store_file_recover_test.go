@@ -1136,16 +1136,7 @@ func TestFileStoreRetentionFaults(t *testing.T) {
 	require.Equal(t, st.FirstPosition, got[0].Position)
 
 	// A copy of the directory opens, without the file left behind.
-	copied := t.TempDir()
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	for _, e := range entries {
-		if e.Name() != "LOCK" {
-			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b, 0o644))
-		}
-	}
+	copied := copyStore(t, dir)
 	reopened := openFile(t, copied, nil)
 	require.Equal(t, st.FirstPosition, reopened.Stats().FirstPosition)
 	require.Equal(t, st.NextPosition, reopened.Stats().NextPosition)
@@ -2548,16 +2539,7 @@ func TestFileStoreRetentionStartFails(t *testing.T) {
 	require.ErrorIs(t, st.RetentionErr, syscall.EACCES)
 
 	// A copy of the directory, as a crash would leave it now, opens.
-	copied := t.TempDir()
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	for _, e := range entries {
-		if e.Name() != "LOCK" {
-			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b, 0o644))
-		}
-	}
+	copied := copyStore(t, dir)
 	reopened, err := eventbus.OpenFileStore(copied, &eventbus.FileStoreOptions{ReadOnly: true})
 	require.NoError(t, err, "OpenFileStore of the store as retention left it without START")
 	require.Equal(t, st.NextPosition, reopened.Stats().NextPosition)
@@ -2639,4 +2621,21 @@ func TestFileStoreVerifyGrownSegment(t *testing.T) {
 	if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != first || ce.Offset != fi.Size() {
 		t.Errorf("Verify with 3 bytes after the records of %s = %v, want a *CorruptionError for it at %d", first, err, fi.Size())
 	}
+}
+
+// copyStore copies the files of the store in dir, but its LOCK, to a new
+// directory, as a crash would leave them, and returns that directory.
+func copyStore(t *testing.T, dir string) string {
+	t.Helper()
+	copied := t.TempDir()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != "LOCK" {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(copied, e.Name()), b, 0o644))
+		}
+	}
+	return copied
 }
