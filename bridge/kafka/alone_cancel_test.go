@@ -21,20 +21,11 @@ import (
 func TestProduceAloneOtherHandlerCancelled(t *testing.T) {
 	c, ctx := ordersCluster(t)
 	release := make(chan struct{})
-	asked := holdFirstMetadata(ctx, c, "orders", release)
+	asked := holdMetadata(ctx, c, "orders", release)
 	hook := make(eachBuffered, 2)
 	p := hookedProducer(t, c, registry(t), hook)
 
-	bus := newBus(t, nil)
-	orders := newTopic(t, bus)
-	if _, err := kafka.Forward(p, orders, "orders", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := orders.Publish(ctx, Order{Key: "bus"}); err != nil {
-		t.Fatal(err)
-	}
-	await(t, ctx, hook, "the bus's record buffered")
-	await(t, ctx, asked, "the metadata request")
+	bus := forwardBuffered(t, ctx, p, "bus", hook, asked)
 
 	alone := make(chan error, 1)
 	go func() {

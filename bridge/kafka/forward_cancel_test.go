@@ -7,7 +7,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -58,30 +57,23 @@ func await(t *testing.T, ctx context.Context, ch <-chan struct{}, what string) {
 	}
 }
 
-// holdFirstMetadata is holdMetadata, which also returns a channel closed
-// once the held request arrives: the producer asks for topic once it holds
-// a record for it, so the first record buffered before then is the first
-// for the topic, whose context franz-go watches while it waits.
-func holdFirstMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <-chan struct{}) <-chan struct{} {
-	asked := make(chan struct{})
-	var held bool
-	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
-			if rt.Topic != nil && *rt.Topic == topic && !held {
-				held = true
-				close(asked)
-				c.SleepControl(func() {
-					select {
-					case <-release:
-					case <-ctx.Done():
-					}
-				})
-			}
-		}
-		return nil, nil, false
-	})
-	return asked
+// forwardBuffered makes a bus that forwards its topic to the Kafka topic
+// orders through p, publishes an event of key there, and waits until
+// franz-go has buffered its record (buffered) and asked for the topic's
+// metadata (asked, from holdMetadata). It returns the bus.
+func forwardBuffered(t *testing.T, ctx context.Context, p *kafka.Producer, key string, buffered, asked <-chan struct{}) *eventbus.Bus {
+	t.Helper()
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	if _, err := kafka.Forward(p, orders, "orders", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := orders.Publish(ctx, Order{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, ctx, buffered, "the bus's record buffered")
+	await(t, ctx, asked, "the metadata request")
+	return bus
 }
 
 // TestForwardOtherHandlerCancelled forwards two buses, as two parts of a
@@ -95,23 +87,14 @@ func holdFirstMetadata(ctx context.Context, c *kfake.Cluster, topic string, rele
 func TestForwardOtherHandlerCancelled(t *testing.T) {
 	c, ctx := ordersCluster(t)
 	release := make(chan struct{})
-	asked := holdFirstMetadata(ctx, c, "orders", release)
+	asked := holdMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := make(eachBuffered, 2)
 	p := hookedProducer(t, c, reg, hook)
 
 	buses := make([]*eventbus.Bus, 2)
 	for i := range buses {
-		buses[i] = newBus(t, nil)
-		orders := newTopic(t, buses[i])
-		if _, err := kafka.Forward(p, orders, "orders", nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := orders.Publish(ctx, Order{Key: string(rune('a' + i))}); err != nil {
-			t.Fatal(err)
-		}
-		await(t, ctx, hook, "the record buffered")
-		await(t, ctx, asked, "the metadata request")
+		buses[i] = forwardBuffered(t, ctx, p, string(rune('a'+i)), hook, asked)
 	}
 	if err := buses[0].Close(); err != nil {
 		t.Fatal(err)

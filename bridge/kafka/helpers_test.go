@@ -339,14 +339,20 @@ func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *event
 
 // holdMetadata makes c answer the first metadata request for topic only
 // once release is closed (or ctx is done), so that a producer holds the
-// records it is given meanwhile and sends them in one batch.
-func holdMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <-chan struct{}) {
+// records it is given meanwhile and sends them in one batch. The channel
+// returned is closed once that request arrives: the producer asks for topic
+// once it holds a record for it, so the first record buffered before then
+// is the first for the topic, whose context franz-go watches while it
+// waits.
+func holdMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <-chan struct{}) <-chan struct{} {
+	asked := make(chan struct{})
 	var held bool
 	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		for _, rt := range req.(*kmsg.MetadataRequest).Topics {
 			if rt.Topic != nil && *rt.Topic == topic && !held {
 				held = true
+				close(asked)
 				c.SleepControl(func() {
 					select {
 					case <-release:
@@ -357,6 +363,7 @@ func holdMetadata(ctx context.Context, c *kfake.Cluster, topic string, release <
 		}
 		return nil, nil, false
 	})
+	return asked
 }
 
 // eachConsumerCase runs test as a subtest in each mode, with and without a

@@ -37,21 +37,12 @@ func (h produced) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
 func TestRelayOtherHandlerCancelled(t *testing.T) {
 	c, ctx := ordersCluster(t)
 	release := make(chan struct{})
-	asked := holdFirstMetadata(ctx, c, "orders", release)
+	asked := holdMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := produced{buffered: make(chan struct{}, 2), written: make(chan struct{}, 2)}
 	p := hookedProducer(t, c, reg, hook)
 
-	bus := newBus(t, nil)
-	orders := newTopic(t, bus)
-	if _, err := kafka.Forward(p, orders, "orders", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := orders.Publish(ctx, Order{Key: "bus"}); err != nil {
-		t.Fatal(err)
-	}
-	await(t, ctx, hook.buffered, "the bus's record buffered")
-	await(t, ctx, asked, "the metadata request")
+	bus := forwardBuffered(t, ctx, p, "bus", hook.buffered, asked)
 
 	store := newStore(t)
 	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
