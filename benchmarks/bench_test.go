@@ -139,10 +139,13 @@ func keyed(p peer, n int, c clock) int64 {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	t := tally{target: int64(n), wg: &wg}
-	var last [numKeys]atomic.Uint64
+	// The highest sequence number seen of each key: an event at or below
+	// it came after a later one (or is seen again), even when events in
+	// between went down further.
+	var highest [numKeys]atomic.Uint64
 	var violations atomic.Int64
 	h := func(m msg) {
-		if last[m.K].Swap(m.Seq) >= m.Seq {
+		if !raise(&highest[m.K], m.Seq) {
 			violations.Add(1)
 		}
 		t.handle(m)
@@ -159,6 +162,20 @@ func keyed(p peer, n int, c clock) int64 {
 	c.StopTimer()
 	bus.Close()
 	return violations.Load()
+}
+
+// raise sets a to v if v is above it, and reports whether it was. Workers
+// of a peer that loses order may handle one key at once.
+func raise(a *atomic.Uint64, v uint64) bool {
+	for {
+		old := a.Load()
+		if v <= old {
+			return false
+		}
+		if a.CompareAndSwap(old, v) {
+			return true
+		}
+	}
 }
 
 // openKeyed starts p's own keyed delivery, or emulates it: one topic per

@@ -32,7 +32,8 @@ func TestKeyedOrder(t *testing.T) {
 // wants every event they deliver out of order, or twice, counted, so that
 // TestKeyedOrder can fail.
 func TestKeyedOrderCatchesBrokenPeers(t *testing.T) {
-	const n = 40 * numKeys // an even number of events per key
+	// A number of events per key that pairs and triples divide.
+	const n = 60 * numKeys
 	for _, tt := range []struct {
 		name string
 		open func(topics [][]func(msg), ordered bool) bus
@@ -40,6 +41,9 @@ func TestKeyedOrderCatchesBrokenPeers(t *testing.T) {
 	}{
 		// Each key's events 2 and 1, then 4 and 3, ...: half come late.
 		{"swapped", openBroken(swapPairs), n / 2},
+		// Each key's events 3, 1 and 2, then 6, 4 and 5, ...: 1 and 2
+		// both come after 3, though 2 comes after 1.
+		{"rotated", openBroken(rotateTriples), 2 * n / 3},
 		// Every event twice: each second delivery is out of order.
 		{"doubled", openBroken(doubled), n},
 	} {
@@ -90,17 +94,17 @@ func TestIdleLatencyCatchesDoubledPeer(t *testing.T) {
 
 // openBroken returns a peer's open whose buses call every handler of a
 // topic in the publishing goroutine, as deliver has them.
-func openBroken(deliver func(held map[int32]msg, m msg, to func(msg))) func([][]func(msg), bool) bus {
+func openBroken(deliver func(held map[int32][]msg, m msg, to func(msg))) func([][]func(msg), bool) bus {
 	return func(topics [][]func(msg), _ bool) bus {
-		return &broken{topics: topics, held: map[int32]msg{}, deliver: deliver}
+		return &broken{topics: topics, held: map[int32][]msg{}, deliver: deliver}
 	}
 }
 
 // broken is a bus that delivers as its deliver function says.
 type broken struct {
 	topics  [][]func(msg)
-	held    map[int32]msg
-	deliver func(held map[int32]msg, m msg, to func(msg))
+	held    map[int32][]msg // each key's events held back
+	deliver func(held map[int32][]msg, m msg, to func(msg))
 }
 
 func (b *broken) Publish(topic int, m msg) {
@@ -115,17 +119,32 @@ func (*broken) Close() {}
 
 // swapPairs holds back each key's odd events and delivers each after the
 // next one of its key.
-func swapPairs(held map[int32]msg, m msg, to func(msg)) {
-	if m.Seq%2 == 1 {
-		held[m.K] = m
+func swapPairs(held map[int32][]msg, m msg, to func(msg)) {
+	holdBack(held, m, 2, to)
+}
+
+// rotateTriples holds back each key's events 1 and 2 of every three and
+// delivers them, in order, after the third.
+func rotateTriples(held map[int32][]msg, m msg, to func(msg)) {
+	holdBack(held, m, 3, to)
+}
+
+// holdBack holds back m unless its sequence number is a multiple of every,
+// in which case it delivers m, then the events of its key held back.
+func holdBack(held map[int32][]msg, m msg, every uint64, to func(msg)) {
+	if m.Seq%every != 0 {
+		held[m.K] = append(held[m.K], m)
 		return
 	}
 	to(m)
-	to(held[m.K])
+	for _, h := range held[m.K] {
+		to(h)
+	}
+	held[m.K] = held[m.K][:0]
 }
 
 // doubled delivers every event twice.
-func doubled(_ map[int32]msg, m msg, to func(msg)) {
+func doubled(_ map[int32][]msg, m msg, to func(msg)) {
 	to(m)
 	to(m)
 }
