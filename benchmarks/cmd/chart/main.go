@@ -15,7 +15,8 @@
 // between the lines "<!-- results:begin -->" and "<!-- results:end -->",
 // or the lines of another -section name, so that each input file (the bus
 // workloads, the store workloads) keeps a table of its own; a section whose
-// charts are all of workloads the input lacks is refused.
+// charts are all of workloads the input lacks is refused. The table links
+// to each chart by its path from the README's directory.
 package main
 
 import (
@@ -65,7 +66,11 @@ func run(in, out, readme, section string) error {
 		if doc, err = os.ReadFile(readme); err != nil {
 			return err
 		}
-		doc, err = replaceSection(doc, section, res.table(filepath.Base(out)))
+		dir, err := linkDir(readme, out)
+		if err != nil {
+			return err
+		}
+		doc, err = replaceSection(doc, section, res.table(dir))
 		if err != nil {
 			return fmt.Errorf("%s: %w", readme, err)
 		}
@@ -80,6 +85,24 @@ func run(in, out, readme, section string) error {
 		return nil
 	}
 	return os.WriteFile(readme, doc, 0o644)
+}
+
+// linkDir is the path of the chart directory out as the markdown file
+// readme links to it: relative to the directory readme is in.
+func linkDir(readme, out string) (string, error) {
+	from, err := filepath.Abs(filepath.Dir(readme))
+	if err != nil {
+		return "", err
+	}
+	to, err := filepath.Abs(out)
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(from, to)
+	if err != nil {
+		return "", fmt.Errorf("%s cannot link to the charts in %s: %w", readme, out, err)
+	}
+	return filepath.ToSlash(rel), nil
 }
 
 // workloadInfo describes the workloads that run.sh produces; others are

@@ -267,3 +267,38 @@ func TestFormat(t *testing.T) {
 		t.Errorf("formatNs(1.5e6) = %q, want %q", got, want)
 	}
 }
+
+// TestRunChartLinks runs the command with charts drawn into a directory
+// other than a child of the README's, and wants the table's links to lead
+// from the README to the charts.
+func TestRunChartLinks(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "bench.txt")
+	if err := os.WriteFile(in, []byte(sample), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ readme, out, want string }{
+		{"README.md", "results", "results/Keyed.svg"},
+		{"README.md", "site/charts", "site/charts/Keyed.svg"},
+		{"docs/README.md", "results", "../results/Keyed.svg"},
+		{"docs/README.md", "docs/results/", "results/Keyed.svg"},
+	} {
+		readme, out := filepath.Join(dir, tt.readme), filepath.Join(dir, tt.out)
+		for _, d := range []string{filepath.Dir(readme), out} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		doc := "<!-- results:begin -->\n<!-- results:end -->\n"
+		if err := os.WriteFile(readme, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(in, out, readme, "results"); err != nil {
+			t.Fatalf("run(-out %s, -readme %s) = %v", tt.out, tt.readme, err)
+		}
+		got, _ := os.ReadFile(readme)
+		if link := "](" + tt.want + ")"; !strings.Contains(string(got), link) {
+			t.Errorf("run(-out %s, -readme %s) wrote %q, want links like %q", tt.out, tt.readme, got, link)
+		}
+	}
+}
