@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 )
@@ -250,5 +251,48 @@ func checkAppended(t *testing.T, s store, n int) {
 	}
 	if got != n {
 		t.Errorf("Read(\"\") = %d events, want %d", got, n)
+	}
+}
+
+// TestStorePeersDurable checks that the bbolt and SQLite peers run with
+// the durability the README gives them, as the stores report it: every
+// commit synced (bbolt without NoSync; SQLite's WAL with synchronous=FULL)
+// unless the peer's name ends in -nosync. A misspelt DSN pragma is ignored
+// or taken as NORMAL by SQLite, without an error.
+func TestStorePeersDurable(t *testing.T) {
+	for _, p := range storePeers {
+		t.Run(p.name, func(t *testing.T) {
+			s, err := p.open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeStore(t, s)
+			durable := !strings.HasSuffix(p.name, "-nosync")
+			switch s := s.(type) {
+			case fileStore: // its SyncPolicy is in the table, and not readable
+			case *boltStore:
+				if s.db.NoSync == durable {
+					t.Errorf("%s: NoSync = %v, want %v", p.name, s.db.NoSync, !durable)
+				}
+			case *sqliteStore:
+				var mode string
+				var level int
+				if err := s.db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.db.QueryRow("PRAGMA synchronous").Scan(&level); err != nil {
+					t.Fatal(err)
+				}
+				want := 0 // OFF
+				if durable {
+					want = 2 // FULL
+				}
+				if mode != "wal" || level != want {
+					t.Errorf("%s: journal_mode %s, synchronous %d; want wal, %d", p.name, mode, level, want)
+				}
+			default:
+				t.Errorf("%s: a store of type %T, which this test does not know", p.name, s)
+			}
+		})
 	}
 }
