@@ -5,7 +5,8 @@
 # (benchstat.txt, store-benchstat.txt), one SVG chart per workload, and
 # the suite's median table in README.md. Environment: SUITE (bus, store or
 # all, the default), COUNT (default 6), BENCHTIME (default 500ms), BENCH
-# (a -bench pattern within one SUITE, default the whole suite).
+# (a -bench pattern within one SUITE, default the whole suite; the suite's
+# files then hold the workloads it matches alone).
 set -eu
 cd "$(dirname "$0")"
 SUITE=${SUITE:-all}
