@@ -45,6 +45,17 @@ if [ ! -x "$benchstat" ]; then
 	go install golang.org/x/perf/cmd/benchstat@latest
 fi
 
+# The machine, on Linux or macOS (sysctl), else what is known of it.
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//')
+if [ -z "$cpu" ]; then
+	cpu=$(sysctl -n machdep.cpu.brand_string 2>/dev/null || uname -m)
+fi
+cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo '?')
+loadavg() {
+	cut -d' ' -f1 /proc/loadavg 2>/dev/null ||
+		sysctl -n vm.loadavg 2>/dev/null | awk '{ print $2 }'
+}
+
 # suite name pattern output benchstat-output readme-section
 suite() {
 	if [ "$SUITE" != all ] && [ "$SUITE" != "$1" ]; then
@@ -56,12 +67,12 @@ suite() {
 	go test -c -o "$bin/bench.test" .
 	{
 		# "key: value" lines before the benchmarks are configuration to benchstat.
-		echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(go env GOVERSION)"
+		echo "machine: $cpu, $cores cores, $(go env GOVERSION)"
 		echo "date: $(date -u +%Y-%m-%d)"
 		echo "count: $COUNT"
 		echo "benchtime: $BENCHTIME"
 		# Other work on the machine skews the figures; say how busy it was.
-		echo "load: $(cut -d' ' -f1 /proc/loadavg)"
+		echo "load: $(loadavg)"
 		# COUNT rounds of one run of each benchmark, rather than COUNT runs
 		# of one benchmark after another: a burst of other work on the
 		# machine then spreads over the peers instead of falling on one.

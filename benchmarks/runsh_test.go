@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -37,6 +38,9 @@ run)
 esac
 `
 
+// machineLine is the line that run.sh leads the results with.
+var machineLine = regexp.MustCompile(`(?m)^machine: [^,\n]*[^ ,\n][^,\n]*, [0-9]+ cores, go1\.99$`)
+
 // TestRunSh runs run.sh with a stub go command and no benchstat on PATH.
 func TestRunSh(t *testing.T) {
 	if runtime.GOOS == "windows" {
@@ -52,7 +56,9 @@ func TestRunSh(t *testing.T) {
 		suite string // SUITE, "store" if empty
 		bench string // what the benchmarks print
 		gobin bool   // whether GOBIN is set
-		ok    bool   // whether run.sh should succeed and write results
+		// noNproc has nproc fail, as where it is missing (macOS).
+		noNproc bool
+		ok      bool // whether run.sh should succeed and write results
 	}{
 		// A BENCH that matches nothing (a typing error) must not replace
 		// the last results with an empty file.
@@ -63,6 +69,8 @@ func TestRunSh(t *testing.T) {
 		// One test binary holds both suites: BENCH=Store/Append with
 		// SUITE=bus runs store benchmarks, which are not the buses'.
 		{name: "other suite's benchmark", suite: "bus", bench: bench, ok: false},
+		// The machine line names the cores without GNU's nproc.
+		{name: "no nproc", bench: bench, noNproc: true, ok: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -73,6 +81,9 @@ func TestRunSh(t *testing.T) {
 			}
 			must(os.WriteFile(filepath.Join(dir, "run.sh"), script, 0o755))
 			must(os.WriteFile(filepath.Join(stubs, "go"), []byte(stubGo), 0o755))
+			if tt.noNproc {
+				must(os.WriteFile(filepath.Join(stubs, "nproc"), []byte("#!/bin/sh\nexit 127\n"), 0o755))
+			}
 			suite, files := "store", []string{"store.txt", "store-benchstat.txt"}
 			if tt.suite == "bus" {
 				suite, files = "bus", []string{"bench.txt", "benchstat.txt"}
@@ -105,6 +116,8 @@ func TestRunSh(t *testing.T) {
 					t.Errorf("results/%s = %q, want the new results", f, got)
 				case !tt.ok && written:
 					t.Errorf("results/%s = %q, want the old results kept", f, got)
+				case tt.ok && !machineLine.Match(got):
+					t.Errorf("results/%s = %q, want a line \"machine: <CPU>, <n> cores, go1.99\"", f, got)
 				}
 			}
 			charted, _ := os.ReadFile(log)
