@@ -263,8 +263,17 @@ func TestFormat(t *testing.T) {
 	if got, want := chartFile("Store/Append"), "StoreAppend.svg"; got != want {
 		t.Errorf("chartFile(Store/Append) = %q, want %q", got, want)
 	}
-	if got, want := formatNs(1.5e6), "1.5 ms"; got != want {
-		t.Errorf("formatNs(1.5e6) = %q, want %q", got, want)
+	for _, tt := range []struct {
+		v    float64
+		want string
+	}{
+		{1.5e6, "1.5 ms"}, {999.4, "999 ns"}, {1000, "1 µs"}, {1234, "1.23 µs"},
+		// Rounded to three digits, they reach the next unit.
+		{999.7, "1 µs"}, {999_800, "1 ms"},
+	} {
+		if got := formatNs(tt.v); got != tt.want {
+			t.Errorf("formatNs(%v) = %q, want %q", tt.v, got, tt.want)
+		}
 	}
 }
 
