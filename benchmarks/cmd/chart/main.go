@@ -15,7 +15,8 @@
 // between the lines "<!-- results:begin -->" and "<!-- results:end -->",
 // or the lines of another -section name, so that each input file (the bus
 // workloads, the store workloads) keeps a table of its own; a section whose
-// charts are all of workloads the input lacks is refused. The table links
+// charts are all of the other suite's workloads (Store/... against the
+// buses', or the reverse) is refused. The table links
 // to each chart by its path from the README's directory.
 package main
 
@@ -466,9 +467,10 @@ func (r *results) orderText(c cell) string {
 }
 
 // replaceSection puts text between the lines "<!-- section:begin -->" and
-// "<!-- section:end -->" of doc. It refuses when the section charts
-// workloads of which text charts none: the other suite's section, taken
-// by a forgotten -section.
+// "<!-- section:end -->" of doc. It refuses when the section charts only
+// workloads of another suite than text does: the other suite's section,
+// taken by a forgotten -section. A section of the same suite is replaced
+// whatever its workloads, as after a run.sh with a BENCH of one workload.
 func replaceSection(doc []byte, section, text string) ([]byte, error) {
 	beginMark, endMark := "<!-- "+section+":begin -->", "<!-- "+section+":end -->"
 	s := string(doc)
@@ -478,10 +480,23 @@ func replaceSection(doc []byte, section, text string) ([]byte, error) {
 		return nil, fmt.Errorf("no %q ... %q section", beginMark, endMark)
 	}
 	was, now := charts(s[i:j]), charts(text)
-	if len(was) > 0 && !slices.ContainsFunc(now, func(c string) bool { return slices.Contains(was, c) }) {
-		return nil, fmt.Errorf("section %q charts %s, none of this input's workloads (another -section?)", section, strings.Join(was, ", "))
+	sameSuite := func(w string) bool {
+		return slices.ContainsFunc(now, func(n string) bool { return suiteOf(n) == suiteOf(w) })
+	}
+	if len(was) > 0 && !slices.ContainsFunc(was, sameSuite) {
+		return nil, fmt.Errorf("section %q charts %s, of another suite than this input's workloads (another -section?)", section, strings.Join(was, ", "))
 	}
 	return []byte(s[:i+len(beginMark)] + "\n" + text + s[j:]), nil
+}
+
+// suiteOf is the suite of run.sh that a chart's workload belongs to: the
+// store suite's workloads are Store/<name>, charted as Store<name>.svg,
+// and the others are the buses'.
+func suiteOf(chart string) string {
+	if strings.HasPrefix(chart, "Store") {
+		return "store"
+	}
+	return "bus"
 }
 
 var chartLink = regexp.MustCompile(`\]\((?:[^()]*/)?([^()/]+\.svg)\)`)

@@ -249,6 +249,19 @@ func TestRunOtherSuitesSection(t *testing.T) {
 	if err := run(keyed, dir, readme, "results"); err != nil {
 		t.Errorf("run(keyed results, section results) = %v, want nil", err)
 	}
+	// So does a run of another of the suite's workloads (BENCH=IdleLatency
+	// next), though the section now charts Keyed alone.
+	idle := filepath.Join(dir, "idle.txt")
+	if err := os.WriteFile(idle, []byte("BenchmarkIdleLatency/fast-2 100 50 ns/op 0 allocs/op\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(idle, dir, readme, "results"); err != nil {
+		t.Errorf("run(idle latency results, section of keyed results) = %v, want nil", err)
+	}
+	// And the store results are still refused there.
+	if err := run(in, dir, readme, "results"); err == nil {
+		t.Errorf("run(store results, section of idle latency results) = nil error, want one")
+	}
 }
 
 func TestFormat(t *testing.T) {
