@@ -100,9 +100,14 @@ suite() {
 		echo "run.sh: BENCH=$BENCH runs benchmarks of another suite than $1; $3 is unchanged" >&2
 		exit 1
 	fi
+	# The summary, charts and table are made before the results file is
+	# replaced, so that all of them come from this run or none does:
+	# cmd/chart writes nothing when it refuses.
+	"$benchstat" "$3=$3.tmp" > "$4.tmp"
+	go run ./cmd/chart -in "$3.tmp" -out results -readme README.md -section "$5" ||
+		{ echo "run.sh: cmd/chart failed; $3 and $4 are unchanged" >&2; exit 1; }
 	mv "$3.tmp" "$3"
-	"$benchstat" "$3" > "$4"
-	go run ./cmd/chart -in "$3" -out results -readme README.md -section "$5"
+	mv "$4.tmp" "$4"
 }
 
 suite bus '^Benchmark(OneSubscriber|TenSubscribers|Keyed|IdleLatency)$' results/bench.txt results/benchstat.txt results

@@ -11,8 +11,9 @@ import (
 )
 
 // stubGo stands in for the go command in TestRunSh: it builds a test binary
-// that prints $STUB_BENCH, installs a benchstat that copies its input, and
-// notes every go run in $STUB_LOG.
+// that prints $STUB_BENCH, installs a benchstat that copies its input
+// (label=file or file), and notes every go run in $STUB_LOG, failing if
+// $STUB_CHART_FAILS is set.
 const stubGo = `#!/bin/sh
 case $1 in
 env)
@@ -25,7 +26,7 @@ env)
 install)
 	d=${STUB_GOBIN:-$STUB_GOPATH/bin}
 	mkdir -p "$d"
-	printf '#!/bin/sh\ncat "$1"\n' > "$d/benchstat"
+	printf '#!/bin/sh\ncat "${1#*=}"\n' > "$d/benchstat"
 	chmod +x "$d/benchstat"
 	;;
 test)
@@ -34,6 +35,7 @@ test)
 	;;
 run)
 	echo "$*" >> "$STUB_LOG"
+	[ -z "$STUB_CHART_FAILS" ] || { echo "chart: refused" >&2; exit 1; }
 	;;
 esac
 `
@@ -58,7 +60,9 @@ func TestRunSh(t *testing.T) {
 		gobin bool   // whether GOBIN is set
 		// noNproc has nproc fail, as where it is missing (macOS).
 		noNproc bool
-		ok      bool // whether run.sh should succeed and write results
+		// chartFails has cmd/chart refuse (a README without the section).
+		chartFails bool
+		ok         bool // whether run.sh should succeed and write results
 	}{
 		// A BENCH that matches nothing (a typing error) must not replace
 		// the last results with an empty file.
@@ -71,6 +75,8 @@ func TestRunSh(t *testing.T) {
 		{name: "other suite's benchmark", suite: "bus", bench: bench, ok: false},
 		// The machine line names the cores without GNU's nproc.
 		{name: "no nproc", bench: bench, noNproc: true, ok: true},
+		// The results, summary and table come from one run or none.
+		{name: "chart fails", bench: bench, chartFails: true, ok: false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -102,6 +108,9 @@ func TestRunSh(t *testing.T) {
 			if tt.gobin {
 				cmd.Env = append(cmd.Env, "STUB_GOBIN="+filepath.Join(dir, "gobin"))
 			}
+			if tt.chartFails {
+				cmd.Env = append(cmd.Env, "STUB_CHART_FAILS=1")
+			}
 			out, err := cmd.CombinedOutput()
 			if (err == nil) != tt.ok {
 				t.Fatalf("run.sh = %v, want success %v; output:\n%s", err, tt.ok, out)
@@ -121,7 +130,7 @@ func TestRunSh(t *testing.T) {
 				}
 			}
 			charted, _ := os.ReadFile(log)
-			if ran := strings.Contains(string(charted), "./cmd/chart"); ran != tt.ok {
+			if ran := strings.Contains(string(charted), "./cmd/chart"); ran != (tt.ok || tt.chartFails) {
 				t.Errorf("run.sh ran cmd/chart: %v, want %v; go run log: %q", ran, tt.ok, charted)
 			}
 		})
