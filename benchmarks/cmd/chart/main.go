@@ -371,12 +371,14 @@ func formatNs(v float64) string {
 // thousands separators) and no trailing zeros.
 func trim(v float64) string {
 	prec := 0
-	switch {
-	case v == 0 || v >= 100:
-	case v >= 10:
+	switch a := math.Abs(v); {
+	case a == 0 || a >= 100:
+	case a >= 10:
 		prec = 1
-	default:
+	case a >= 1:
 		prec = 2
+	default: // 2 decimals after the first that is not 0
+		prec = 2 - int(math.Floor(math.Log10(a)))
 	}
 	s := strconv.FormatFloat(v, 'f', prec, 64)
 	if strings.Contains(s, ".") {

@@ -268,7 +268,10 @@ func TestFormat(t *testing.T) {
 	for _, tt := range []struct {
 		v    float64
 		want string
-	}{{0, "0"}, {7.384, "7.38"}, {1, "1"}, {50.04, "50"}, {10, "10"}, {287.6, "288"}, {1024341, "1,024,341"}, {1000, "1,000"}} {
+	}{{0, "0"}, {7.384, "7.38"}, {1, "1"}, {50.04, "50"}, {10, "10"}, {287.6, "288"}, {1024341, "1,024,341"}, {1000, "1,000"},
+		// Below 1, three significant digits too: not 0 for a median that
+		// is not, which the table would show as too fast for the clock.
+		{0.5, "0.5"}, {0.0123, "0.0123"}, {0.004, "0.004"}, {0.001, "0.001"}} {
 		if got := trim(tt.v); got != tt.want {
 			t.Errorf("trim(%v) = %q, want %q", tt.v, got, tt.want)
 		}
