@@ -16,8 +16,8 @@
 // or the lines of another -section name, so that each input file (the bus
 // workloads, the store workloads) keeps a table of its own; a section whose
 // charts are all of the other suite's workloads (Store/... against the
-// buses', or the reverse) is refused. The table links
-// to each chart by its path from the README's directory.
+// buses', or the reverse) is refused. The table links to each chart by its
+// path from the README's directory.
 package main
 
 import (
@@ -377,7 +377,7 @@ func trim(v float64) string {
 		prec = 1
 	case a >= 1:
 		prec = 2
-	default: // 2 decimals after the first that is not 0
+	default: // the first digit that is not 0, and two more
 		prec = 2 - int(math.Floor(math.Log10(a)))
 	}
 	s := strconv.FormatFloat(v, 'f', prec, 64)
