@@ -8,6 +8,6 @@
 // peers (storepeers_test.go and storebench_test.go do the same for the
 // stores), check_test.go proves that per-key order and goroutine hygiene
 // hold, that the checks catch peers broken on purpose and that the store
-// peers sync as the README says, and runsh_test.go runs run.sh with a stub
-// go command. See README.md for how to run it and for the figures.
+// peers are set to sync as the README says, and runsh_test.go runs run.sh
+// with a stub go command. See README.md for how to run it and for the figures.
 package benchmarks
