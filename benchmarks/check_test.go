@@ -2,8 +2,10 @@ package benchmarks
 
 import (
 	"bytes"
+	"encoding/binary"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -292,6 +294,60 @@ func TestStorePeersDurable(t *testing.T) {
 				}
 			default:
 				t.Errorf("%s: a store of type %T, which this test does not know", p.name, s)
+			}
+		})
+	}
+}
+
+// TestStorePeersReadsKept reads every event of each store peer, and one
+// stream, keeps what Read yields and checks it once the read is over: the
+// store interface lets the caller keep the events, and a peer that reused
+// a buffer for later events' data would hand out changed events and look
+// faster than it is. The file store's events share read windows, which
+// must never be reused.
+func TestStorePeersReadsKept(t *testing.T) {
+	const n = 30 * fixtureStreams // about 800 KiB, several read windows
+	data := func(i int) []byte { return strconv.AppendInt(bytes.Clone(payload), int64(i), 10) }
+	for _, p := range storePeers {
+		if p.appendOnly {
+			continue
+		}
+		t.Run(p.name, func(t *testing.T) {
+			s, err := p.open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeStore(t, s)
+			batch := make([]storeEvent, 0, fillBatch)
+			for i := range n {
+				// Data of its own, so that a buffer reused shows.
+				e := newEvent(streamNames[i%fixtureStreams], i)
+				e.Data = data(i)
+				if batch = append(batch, e); len(batch) == fillBatch {
+					if err := s.Append(batch); err != nil {
+						t.Fatal(err)
+					}
+					batch = batch[:0]
+				}
+			}
+			for _, stream := range []string{"", streamNames[7]} {
+				var kept []storeEvent
+				for e, err := range s.Read(stream) {
+					if err != nil {
+						t.Fatalf("Read(%q): %v", stream, err)
+					}
+					kept = append(kept, e)
+				}
+				if want := n / fixtureStreams; stream != "" && len(kept) != want || stream == "" && len(kept) != n {
+					t.Fatalf("Read(%q) = %d events", stream, len(kept))
+				}
+				for _, e := range kept {
+					i := int(binary.BigEndian.Uint64(e.ID[8:])) - 1
+					if want := data(i); !bytes.Equal(e.Data, want) {
+						t.Fatalf("Read(%q): event %d kept has data ending %q, want %q",
+							stream, i, e.Data[max(0, len(e.Data)-8):], want[len(want)-8:])
+					}
+				}
 			}
 		})
 	}
