@@ -69,6 +69,23 @@ func TestParseMedian(t *testing.T) {
 	}
 }
 
+// TestMissingCell charts a workload that one peer did not run (the store
+// peers that only append, in the read workloads): its table cells are "–",
+// not a zero that reads as a measurement, and its chart has no bar for it.
+func TestMissingCell(t *testing.T) {
+	res, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	table := res.table("results")
+	if want := "| slow-ack | 900 | 3 | 70 | 1 | no (25% of events) | – | – |\n"; !strings.Contains(table, want) {
+		t.Errorf("table has no row %q:\n%s", want, table)
+	}
+	if svg := res.chart("Store/Append"); bytes.Contains(svg, []byte(">slow-ack<")) {
+		t.Errorf("chart(Store/Append) has a bar for slow-ack, which did not run it:\n%s", svg)
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n",
 		// -cpu 1,2: two GOMAXPROCS, whose samples one median would mix.
