@@ -59,8 +59,10 @@ type ConsumerOptions struct {
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
-	// committed, and how long a rebalance waits for the same before it
-	// gives up the partitions; zero means 30 seconds.
+	// committed, and, once more, how long it then waits for Kafka's
+	// answer to its leave of the group; also how long a rebalance waits
+	// for the bus before it gives up the partitions. Zero means 30
+	// seconds.
 	DrainTimeout time.Duration
 	// Logger receives failed commits and fetch errors, which are retried,
 	// bad records of the dead-letter topic itself, which are skipped, and
@@ -419,10 +421,11 @@ func (o *offsets) drop(m map[string][]int32) {
 // group and returns: nil after ctx is done, else the error (for a bad
 // record, one wrapping eventbus.ErrInvalid, see
 // [ConsumerOptions].DeadLetterTopic). DrainTimeout bounds the wait for the
-// bus and the commit, not the leave: franz-go's Close waits for Kafka's
-// answer to it, so that while Kafka is silent (a hung broker, dropped
-// replies) Run returns only once franz-go's requests time out, tens of
-// seconds later. A group new to a partition starts at its first record.
+// bus and the commit, and then, once more, the wait for Kafka's answer to
+// the leave: while Kafka is silent (a hung broker, dropped replies) Run
+// gives the leave up and returns, and the group gives the partitions to
+// its other members only after its session timeout, as for a crash. A
+// group new to a partition starts at its first record.
 // Run may be called once. It starts
 // a franz-go client and one goroutine for commits; it waits for the
 // goroutine, and closes the client before it returns, but not every one of
@@ -530,6 +533,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	commitErr := c.commit(drainCtx, cl, offs, nil)
 	closing.Store(true)
 	commitMu.Unlock()
+	// Close waits for Kafka's answer to the group leave, however long a
+	// silent Kafka takes; left this way first, it waits no longer. Not
+	// left, the group gives the partitions up after its session timeout,
+	// as for a crash.
+	leaveCtx, cancelLeave := context.WithTimeout(context.WithoutCancel(ctx), c.o.DrainTimeout)
+	defer cancelLeave()
+	_ = cl.LeaveGroupContext(leaveCtx) // nothing to do about a failed leave
 	cl.Close()
 	if commitErr != nil {
 		commitErr = fmt.Errorf("kafka: final commit of group %q: %w", c.o.Group, commitErr)

@@ -60,15 +60,36 @@ func TestForwardCloseWhileKafkaSilent(t *testing.T) {
 // when the test ends, before the cluster closes: kfake's loop hangs for
 // good when the cluster closes while it continues a held request.
 func silenceProduce(t *testing.T, ctx context.Context, c *kfake.Cluster, armed func() bool) <-chan struct{} {
+	return silence(t, ctx, c, func(fn controlFn) { c.ControlKey(int16(kmsg.Produce), fn) }, armed)
+}
+
+// silenceAll is silenceProduce for every request: the whole of Kafka hangs.
+func silenceAll(t *testing.T, ctx context.Context, c *kfake.Cluster, armed func() bool) <-chan struct{} {
+	return silence(t, ctx, c, c.Control, armed)
+}
+
+// controlFn is a kfake control function.
+type controlFn = func(kmsg.Request) (kmsg.Response, error, bool)
+
+// silence is silenceProduce for the requests that control gives fn.
+func silence(t *testing.T, ctx context.Context, c *kfake.Cluster, control func(fn controlFn), armed func() bool) <-chan struct{} {
 	asked := make(chan struct{}, 1)
 	silence := make(chan struct{})
+	var mu sync.Mutex // over ended and the start of a sleep
+	ended := false
 	var sleeping sync.WaitGroup
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+	control(func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if armed != nil && !armed() {
 			return nil, nil, false
 		}
+		mu.Lock()
+		if ended { // a request after the test: answered
+			mu.Unlock()
+			return nil, nil, false
+		}
 		sleeping.Add(1)
+		mu.Unlock()
 		defer sleeping.Done()
 		select {
 		case asked <- struct{}{}:
@@ -83,7 +104,10 @@ func silenceProduce(t *testing.T, ctx context.Context, c *kfake.Cluster, armed f
 		return nil, nil, false
 	})
 	t.Cleanup(func() {
+		mu.Lock()
+		ended = true
 		close(silence)
+		mu.Unlock()
 		sleeping.Wait()
 	})
 	return asked
