@@ -420,25 +420,28 @@ func (o *offsets) drop(m map[string][]int32) {
 // DrainTimeout) for the bus to handle what it published, commits, leaves the
 // group and returns: nil after ctx is done, else the error (for a bad
 // record, one wrapping eventbus.ErrInvalid, see
-// [ConsumerOptions].DeadLetterTopic). DrainTimeout bounds the wait for the
-// bus and the commit, and then, once more, the wait for Kafka's answer to
-// the leave: while Kafka is silent (a hung broker, dropped replies) Run
-// gives the leave up and returns, and the group gives the partitions to
-// its other members only after its session timeout, as for a crash. A
-// group new to a partition starts at its first record.
-// Run may be called once. It starts
-// a franz-go client and one goroutine for commits; it waits for the
-// goroutine, and closes the client before it returns, but not every one of
-// the client's goroutines has ended by then: its connections' readers exit
-// shortly after, on their own. On a Consumer not made by NewConsumer, with
-// a nil ctx, with a handler's context (or one made from it, as with
-// context.WithoutCancel: the commits wait for the bus, and Bus.Flush
-// refuses one), with no Route, or with options that franz-go refuses
-// (Client options, or a broker address it cannot parse; the error wraps
-// franz-go's), it returns at once an error wrapping eventbus.ErrInvalid,
-// and the Consumer is left as it was: Route and Run may be called again. A
-// second Run, once one started, returns an error wrapping
-// eventbus.ErrInvalid too.
+// [ConsumerOptions].DeadLetterTopic), joined with the final commit's error
+// if that commit fails ("final commit of group ...", wrapping
+// context.DeadlineExceeded when the bus has not handled what it was given
+// within DrainTimeout), also after ctx is done: the records published since
+// the last commit are then read again by the next run, and may have been
+// handled. DrainTimeout bounds the wait for the bus and the commit, and
+// then, once more, the wait for Kafka's answer to the leave: while Kafka is
+// silent (a hung broker, dropped replies) Run gives the leave up and
+// returns, and the group gives the partitions to its other members only
+// after its session timeout, as for a crash. A group new to a partition
+// starts at its first record. Run may be called once. It starts a franz-go
+// client and one goroutine for commits; it waits for the goroutine, and
+// closes the client before it returns, but not every one of the client's
+// goroutines has ended by then: its connections' readers exit shortly after,
+// on their own. On a Consumer not made by NewConsumer, with a nil ctx, with
+// a handler's context (or one made from it, as with context.WithoutCancel:
+// the commits wait for the bus, and Bus.Flush refuses one), with no Route,
+// or with options that franz-go refuses (Client options, or a broker address
+// it cannot parse; the error wraps franz-go's), it returns at once an error
+// wrapping eventbus.ErrInvalid, and the Consumer is left as it was: Route
+// and Run may be called again. A second Run, once one started, returns an
+// error wrapping eventbus.ErrInvalid too.
 func (c *Consumer) Run(ctx context.Context) error {
 	switch {
 	case c == nil || c.bus == nil:
