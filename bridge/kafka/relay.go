@@ -171,7 +171,8 @@ type RelayOptions struct {
 	Checkpoints Checkpoints
 	// CheckpointInterval is the most time between saves of the checkpoint
 	// while records are acknowledged; zero means one second. A save is also
-	// made when Run returns.
+	// made when Run returns, once it has waited for the records in flight,
+	// for CheckpointInterval at most.
 	CheckpointInterval time.Duration
 	// MaxInFlight caps the events read and not yet acknowledged, those
 	// held back behind an earlier record of their key included; zero means
@@ -507,10 +508,13 @@ type pass struct {
 	sem   chan struct{} // a slot per event read and not finished
 	// read counts the events read and not finished: acknowledged, failed
 	// or dropped.
-	read sync.WaitGroup
+	read flight
 	// sends counts the goroutines that give franz-go a record that
-	// waited: a promise must not produce.
-	sends sync.WaitGroup
+	// waited: a promise must not produce. Once sendsShut, Run waits for
+	// them, and no more start.
+	sends     sync.WaitGroup
+	sendsMu   sync.Mutex
+	sendsShut bool
 	// tooLarge holds the records that failed as too large: the broker
 	// refuses a whole batch for a record too large for the topic, and
 	// franz-go fails each record of the batch with its error.
@@ -523,12 +527,13 @@ type pass struct {
 // too, if ctx was cancelled with one, see [context.Cause]), a
 // [*ProduceError] for a record that failed or could never be written, or
 // the first other failure. Before it returns it waits for the records in
-// flight and saves the checkpoint over those acknowledged, with a context
-// that is not cancelled with ctx. franz-go keeps a record it has sent
-// until the broker answers, whatever ctx, so that while Kafka is silent (a
-// hung broker, dropped replies) Run waits for as long: Producer.Close,
-// from another goroutine, fails such records, and Run then returns, its
-// checkpoint before them. The goroutines it starts (one for
+// flight, CheckpointInterval at most, and saves the checkpoint over those
+// acknowledged, with a context that is not cancelled with ctx. franz-go
+// keeps a record it has sent until the broker answers, whatever ctx: one
+// not answered by then (Kafka silent: a hung broker, dropped replies)
+// stays in the Producer, to be written or failed later, and the
+// checkpoint stays before it, as after a crash, so that the next Run
+// produces it again. The goroutines it starts (one for
 // checkpoint saves, and one for each record that waited for an earlier one
 // of its key) it waits for; franz-go's are the Producer's, and end after
 // Producer.Close (its connections' readers shortly after Close returns). On
@@ -591,7 +596,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	cancel(p.tail(from))
 	p.drop(p.lanes.stop())
 	<-saverDone
-	p.read.Wait()
+	p.settle()
+	p.sendsMu.Lock()
+	p.sendsShut = true
+	p.sendsMu.Unlock()
 	p.sends.Wait()
 	why := p.blame(parent, stopCause(parent, context.Cause(ctx)))
 	if err := save(context.WithoutCancel(ctx)); err != nil {
@@ -660,7 +668,7 @@ func (p *pass) tail(from uint64) error {
 			return context.Cause(ctx)
 		}
 		p.w.add(o)
-		p.read.Add(1)
+		p.read.add()
 		switch now, ok := p.lanes.enter(o); {
 		case now:
 			p.produce(o)
@@ -686,7 +694,7 @@ func (p *pass) produce(o *outgoing) {
 			// a copy goes, as franz-go keeps what it set on o.rec.
 			r := o.rec
 			o.rec = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}
-			p.sends.Go(func() { p.produce(o) })
+			p.send(o)
 			return
 		}
 		if err != nil {
@@ -700,7 +708,7 @@ func (p *pass) produce(o *outgoing) {
 		} else {
 			p.w.ack(o)
 			if next := p.lanes.next(o); next != nil {
-				p.sends.Go(func() { p.produce(next) })
+				p.send(next)
 			}
 		}
 		p.finish()
@@ -722,12 +730,16 @@ func (p *pass) failure(o *outgoing, err error) *ProduceError {
 // none is written out of its key's order. If every one is written alone,
 // the batch was too large as a whole, and it returns why.
 func (p *pass) blame(ctx context.Context, why error) error {
+	// A record's answer may still come (see settle), and add to tooLarge.
+	p.tooLargeMu.Lock()
+	tooLarge := slices.Clone(p.tooLarge)
+	p.tooLargeMu.Unlock()
 	var pe *ProduceError
-	if len(p.tooLarge) < 2 || !errors.As(why, &pe) || !errors.Is(pe.Err, kerr.MessageTooLarge) {
+	if len(tooLarge) < 2 || !errors.As(why, &pe) || !errors.Is(pe.Err, kerr.MessageTooLarge) {
 		return why
 	}
-	slices.SortFunc(p.tooLarge, func(a, b *outgoing) int { return cmp.Compare(a.pos, b.pos) })
-	for _, o := range p.tooLarge {
+	slices.SortFunc(tooLarge, func(a, b *outgoing) int { return cmp.Compare(a.pos, b.pos) })
+	for _, o := range tooLarge {
 		if err := p.r.p.produceAlone(ctx, o.rec); err != nil {
 			if ctx.Err() != nil {
 				return why
@@ -749,7 +761,11 @@ func (p *pass) blame(ctx context.Context, why error) error {
 // that the relay did not select, so that Checkpoints.Load returns o's
 // position, as the way past o needs (see [Relay]).
 func (p *pass) failAfterRead(o *outgoing, err error) error {
-	p.read.Wait()
+	select {
+	case <-p.read.idle():
+	case <-p.ctx.Done(): // stopped, or one failed: Run waits for the rest
+		return context.Cause(p.ctx)
+	}
 	p.w.skip(o.pos)
 	return p.failure(o, err)
 }
@@ -757,7 +773,75 @@ func (p *pass) failAfterRead(o *outgoing, err error) error {
 // finish releases what an event read held: its slot and its count.
 func (p *pass) finish() {
 	<-p.sem
-	p.read.Done()
+	p.read.done()
+}
+
+// send gives franz-go o's record from a goroutine of its own, which Run
+// waits for; once Run no longer waits, o is finished without going.
+func (p *pass) send(o *outgoing) {
+	p.sendsMu.Lock()
+	defer p.sendsMu.Unlock()
+	if p.sendsShut {
+		p.finish()
+		return
+	}
+	p.sends.Go(func() { p.produce(o) })
+}
+
+// settle waits until the events read are finished, or CheckpointInterval
+// has passed: franz-go keeps a record it has sent until the broker
+// answers, whatever its context, so that a silent Kafka (a hung broker,
+// dropped replies) would hold up the stop for as long. A record not
+// answered by then is not acknowledged: the checkpoint stays before it, as
+// after a crash, whose records produced again CheckpointInterval bounds
+// too, and the next Run produces it again. Its answer, when it comes
+// after Run returned, touches only this pass.
+func (p *pass) settle() {
+	t := time.NewTimer(p.r.o.CheckpointInterval)
+	defer t.Stop()
+	select {
+	case <-p.read.idle():
+	case <-t.C:
+	}
+}
+
+// flight counts the events read and not finished, and tells when none is.
+// Its zero value counts none.
+type flight struct {
+	mu   sync.Mutex
+	n    int
+	none chan struct{} // closed once n is back to 0
+}
+
+// add counts an event read.
+func (f *flight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.none = make(chan struct{})
+	}
+	f.n++
+}
+
+// done counts an event finished.
+func (f *flight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n--; f.n == 0 {
+		close(f.none)
+	}
+}
+
+// idle returns a channel that is closed once no event is in flight.
+func (f *flight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		none := make(chan struct{})
+		close(none)
+		return none
+	}
+	return f.none
 }
 
 // drop finishes the events that never went to franz-go.
