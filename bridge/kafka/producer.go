@@ -180,6 +180,12 @@ func producerOpts(o *ProducerOptions) []kgo.Opt {
 
 // Close fails the records not yet acknowledged and closes the connections.
 // It is idempotent, and does nothing on a Producer not made by NewProducer.
+// Close it last: once the buses that forward through it are shut down
+// (Bus.Shutdown waits for Kafka's acknowledgements) and its relays have
+// returned. After Close every record fails with kgo.ErrClientClosed: a
+// bus shut down afterwards (as when Close is deferred after Shutdown, and
+// so runs first) dead-letters every forwarded event still queued, in
+// memory, and Shutdown returns nil; a Relay stops with a [*ProduceError].
 func (p *Producer) Close() {
 	if !p.made() {
 		return
