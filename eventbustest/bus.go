@@ -349,7 +349,13 @@ func describeDeadLetter(dl eventbus.DeadLetter) string {
 // names (by its Topic and Subscription fields) against want. The
 // histograms HandleTime and Latency are not compared: timings do not belong
 // in test assertions. Call it after [eventbus.Bus.Flush], when Depth and
-// Pending are zero. A nil b fails the check.
+// Pending are zero. For a durable subscription (a StoreTopic's too), whose
+// Topic is "durable." and its name, and whose Subscription is that name,
+// call [eventbus.Durable.WaitFor] with the position of the last event
+// appended before Flush: Flush does not wait for the events that the
+// subscription has not read from the store yet, and without WaitFor the
+// check sees some of them counted, or none, run by run. A nil b fails the
+// check.
 func WantMetrics(t testing.TB, b *eventbus.Bus, want eventbus.SubscriptionMetrics) bool {
 	t.Helper()
 	if b == nil {

@@ -24,8 +24,12 @@
 // # Waiting without sleeping
 //
 // [eventbus.Bus.Flush] waits until everything published so far is handled.
-// For what it does not cover, such as events that handlers publish,
-// [Recorder.Wait] blocks until a condition over the recorded events holds.
+// It does not wait for the events appended to a store (by a StoreTopic too)
+// that a durable subscription has not read yet: [eventbus.Durable.WaitFor]
+// does, so call it before checking such a subscription's metrics or dead
+// letters ([WantMetrics], [WantDeadLetters]). For what Flush does not
+// cover on a topic, such as events that handlers publish, [Recorder.Wait]
+// blocks until a condition over the recorded events holds.
 // It is woken by every recorded event, never by polling, so it takes no time
 // when the condition already holds. Its deadline, 10 seconds unless its
 // context has one, is fake time inside a testing/synctest bubble: when
