@@ -509,8 +509,8 @@ type FileStoreStats struct {
 	// RetentionErr is the error that kept retention from deleting the
 	// files of the segments it dropped, nil once it succeeds; it tries
 	// again whenever a new segment starts, and opening the store (not
-	// ReadOnly) does too. Meanwhile the store works on without those segments: only
-	// their disk space is not freed.
+	// ReadOnly) does too. Meanwhile the store works on without those
+	// segments: only their disk space is not freed.
 	RetentionErr error
 }
 

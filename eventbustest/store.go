@@ -1224,7 +1224,8 @@ func testSubscribeSlowConsumer(t *testing.T, open func(t *testing.T) eventbus.St
 func testSubscribeEnds(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	for _, how := range []string{"context", "close"} {
 		t.Run(how, func(t *testing.T) {
-			// synctest.Test fails if the subscription leaves a goroutine behind.
+			// synctest.Test fails if the subscription leaves a
+			// goroutine behind.
 			synctest.Test(t, func(t *testing.T) {
 				s := open(t)
 				ctx, cancel := context.WithCancel(t.Context())
