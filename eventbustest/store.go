@@ -179,6 +179,14 @@ func testAppendAndRead(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if got := collect(t, s.ReadStream(ctx, "nobody", nil)); len(got) != 0 {
 		t.Errorf("ReadStream of a new stream = %v, want nothing", summary(got))
 	}
+
+	// Any non-empty UTF-8 string of at most 1,024 bytes names a stream.
+	for _, name := range []string{strings.Repeat("é", 512), "a b/c:d\u00e9\x00"} {
+		mustAppend(t, s, name, eventbus.NoStream, events(1, "t", "n")...)
+		if got := collect(t, s.ReadStream(ctx, name, nil)); len(got) != 1 || got[0].Stream != name {
+			t.Errorf("ReadStream of %q (%d bytes) = %v, want its event", name, len(name), summary(got))
+		}
+	}
 }
 
 func testCopiesInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
