@@ -60,9 +60,10 @@ type ConsumerOptions struct {
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
 	// committed, and, once more, how long it then waits for Kafka's
-	// answer to its leave of the group; also how long a rebalance waits
-	// for the bus before it gives up the partitions. Zero means 30
-	// seconds.
+	// answer to its leave of the group (franz-go's Close then takes up to
+	// two seconds more while Kafka is silent, see [Consumer.Run]); also
+	// how long a rebalance waits for the bus before it gives up the
+	// partitions. Zero means 30 seconds.
 	DrainTimeout time.Duration
 	// Logger receives failed commits and fetch errors, which are retried,
 	// bad records of the dead-letter topic itself, which are skipped, and
@@ -429,12 +430,16 @@ func (o *offsets) drop(m map[string][]int32) {
 // then, once more, the wait for Kafka's answer to the leave: while Kafka is
 // silent (a hung broker, dropped replies) Run gives the leave up and
 // returns, and the group gives the partitions to its other members only
-// after its session timeout, as for a crash. A group new to a partition
-// starts at its first record. Run may be called once. It starts a franz-go
-// client and one goroutine for commits; it waits for the goroutine, and
-// closes the client before it returns, but not every one of the client's
-// goroutines has ended by then: its connections' readers exit shortly after,
-// on their own. On a Consumer not made by NewConsumer, with a nil ctx, with
+// after its session timeout, as for a crash. franz-go's Close then takes up
+// to two seconds more, whatever DrainTimeout: it waits a second at most to
+// end its fetch sessions, and one for its last push of client metrics
+// (kgo.DisableFetchSessions and kgo.DisableClientMetrics, in Client, spare
+// both). A group new to a partition starts at its first record. Run may be
+// called once. It starts a franz-go client and one goroutine for commits;
+// it waits for the goroutine, and closes the client before it returns, but
+// not every one of the client's goroutines has ended by then: its
+// connections' readers exit shortly after, on their own. On a Consumer not
+// made by NewConsumer, with a nil ctx, with
 // a handler's context (or one made from it, as with context.WithoutCancel:
 // the commits wait for the bus, and Bus.Flush refuses one), with no Route,
 // or with options that franz-go refuses (Client options, or a broker address
