@@ -731,10 +731,11 @@ segments:
 // what it cut so far is there. The store must not be open: it fails with
 // an error wrapping [ErrLocked] if it is, and holds the store's lock until
 // it returns, so that no [OpenFileStore] reads the store part repaired. A
-// dir that does not exist holds no store to repair: RepairFileStore then
-// returns an error wrapping fs.ErrNotExist, and makes no store there as
-// opening would; an empty dir names none, and gets an error wrapping
-// [ErrInvalid].
+// dir that does not exist, or holds no segment file nor START file (the
+// parent of the store's directory, say), holds no store to repair:
+// RepairFileStore then returns an error wrapping fs.ErrNotExist, and makes
+// no store there as opening would; an empty dir names none, and gets an
+// error wrapping [ErrInvalid].
 func RepairFileStore(dir string) (string, error) {
 	if dir == "" {
 		return "", fmt.Errorf("%w: RepairFileStore: empty directory name", ErrInvalid)
@@ -744,7 +745,7 @@ func RepairFileStore(dir string) (string, error) {
 
 // repairFileStore is RepairFileStore through fs.
 func repairFileStore(dir string, fs fileSystem) (string, error) {
-	if _, err := os.Stat(dir); err != nil {
+	if err := holdsStore(dir); err != nil {
 		return "", fmt.Errorf("eventbus: repair: %w", err)
 	}
 	// Held until the repair ends, so that no other process opens the store
@@ -779,6 +780,24 @@ func repairFileStore(dir string, fs fileSystem) (string, error) {
 			return keep, fmt.Errorf("eventbus: repair: %w", err)
 		}
 	}
+}
+
+// holdsStore returns an error wrapping os.ErrNotExist unless dir holds a
+// segment file or a START file: opening would make a store in any other
+// directory (a mistyped path, the parent of the store's), and a repair
+// there would report nothing to repair, leaving the store it was meant
+// for damaged.
+func holdsStore(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if _, ok := parseSegmentName(e.Name()); ok || e.Name() == startFile {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s holds no file store: no segment file (seg-<16 hex digits>.log): %w", dir, os.ErrNotExist)
 }
 
 // cutAt copies the bytes of ce.Path from ce.Offset into keep, truncates it

@@ -573,6 +573,40 @@ func TestRepairFileStoreMissingDir(t *testing.T) {
 	}
 }
 
+// TestRepairFileStoreNotAStore repairs a directory that exists but holds
+// no store, the parent of the store's directory say: RepairFileStore
+// reports it, as for a missing directory, rather than making a store
+// there (a LOCK and a segment file among the caller's files) and
+// reporting nothing to repair while the store it was meant for stays
+// damaged.
+func TestRepairFileStoreNotAStore(t *testing.T) {
+	parent := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(parent, "notes.txt"), []byte("x"), 0o644))
+	s := openFile(t, filepath.Join(parent, "events"), nil)
+	_, err := s.Append(t.Context(), "s", eventbus.NoStream, newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	names := func() []string {
+		t.Helper()
+		entries, err := os.ReadDir(parent)
+		require.NoError(t, err)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	before := names()
+
+	kept, err := eventbus.RepairFileStore(parent)
+	if !errors.Is(err, fs.ErrNotExist) || kept != "" {
+		t.Errorf("RepairFileStore(%s) = %q, %v, want an error wrapping fs.ErrNotExist", parent, kept, err)
+	}
+	if diff := cmp.Diff(before, names()); diff != "" {
+		t.Errorf("RepairFileStore of a directory holding no store changed it (-before +after):\n%s", diff)
+	}
+}
+
 // TestFileStoreEmptyDir checks that OpenFileStore, read-only or not, and
 // RepairFileStore refuse an empty directory name (an unset setting, say)
 // with an error wrapping ErrInvalid that names the call: they failed with
