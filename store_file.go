@@ -423,7 +423,9 @@ type request struct {
 // fails with a [*CorruptionError] for any other damage, which
 // [RepairFileStore] can cut away, with an error wrapping [ErrLocked] if
 // another FileStore has dir open, and with an error wrapping [ErrInvalid]
-// for an empty dir or bad options.
+// for an empty dir, bad options, or a segment of a format version that it
+// does not read (one written by a later version of this package, say),
+// which is no damage for RepairFileStore to cut.
 func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: OpenFileStore: empty directory name", ErrInvalid)

@@ -104,18 +104,22 @@ func (h segHeader) encode() []byte {
 	return b
 }
 
+// decodeSegHeader decodes the header at the start of b. A sound header of
+// another format version, which a later version of this package may
+// write, is no damage: its error wraps ErrInvalid, so that opening does
+// not report it as a CorruptionError, which RepairFileStore cuts.
 func decodeSegHeader(b []byte) (segHeader, error) {
 	if len(b) < segHeaderSize || string(b[:8]) != segMagic {
 		return segHeader{}, errors.New("not an eventbus segment: bad magic number")
-	}
-	if v := binary.LittleEndian.Uint16(b[8:]); v != segVersion {
-		return segHeader{}, fmt.Errorf("segment format version %d, want %d", v, segVersion)
 	}
 	var c [segHeaderSize]byte
 	copy(c[:], b)
 	clear(c[12:16])
 	if crc32.Checksum(c[:], castagnoli) != binary.LittleEndian.Uint32(b[12:]) {
 		return segHeader{}, errors.New("segment header checksum mismatch")
+	}
+	if v := binary.LittleEndian.Uint16(b[8:]); v != segVersion {
+		return segHeader{}, fmt.Errorf("%w: segment format version %d, which this version of package eventbus does not read (it reads version %d)", ErrInvalid, v, segVersion)
 	}
 	return segHeader{seq: binary.LittleEndian.Uint64(b[16:]), firstPos: binary.LittleEndian.Uint64(b[24:])}, nil
 }

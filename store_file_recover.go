@@ -267,6 +267,9 @@ func (s *FileStore) recover() error {
 		if err == nil && i > 0 && h.firstPos != s.w.log.n {
 			err = fmt.Errorf("segment starts at position %d, want %d", h.firstPos, s.w.log.n)
 		}
+		if errors.Is(err, ErrInvalid) {
+			return fmt.Errorf("eventbus: open file store: %s: %w", path, err)
+		}
 		if err != nil {
 			return &CorruptionError{Path: path, Offset: 0, Reason: err.Error()}
 		}

@@ -3,8 +3,10 @@ package eventbus_test
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"maps"
 	"math/rand/v2"
@@ -637,6 +639,49 @@ func TestFileStoreEmptyDir(t *testing.T) {
 			t.Errorf("%s(\"\") = %v, want ErrInvalid naming %s", name, err, call)
 		}
 	}
+}
+
+// TestFileStoreNewerFormat opens a store whose segment says, with a
+// sound checksum, that it is of a format version this package does not
+// read, as one written by a later version of it would: that is no
+// damage, and opening, read-only or not, must say which version it is
+// with an error wrapping ErrInvalid, not a *CorruptionError, for which
+// the eventbus command advises a repair, and RepairFileStore must leave
+// the store as it is. It moved the segment, and every later one, into
+// its repair subdirectory, leaving an empty store in their place.
+func TestFileStoreNewerFormat(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	_, err := s.Append(t.Context(), "s", eventbus.NoStream, newEvents(2, "t", "")...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	seg := segments(t, dir)[0]
+	b, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	// The header: magic, version u16, reserved u16, CRC-32C u32 of the
+	// header with the CRC zeroed, seq, first position.
+	binary.LittleEndian.PutUint16(b[8:], 2)
+	clear(b[12:16])
+	binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[:32], crc32.MakeTable(crc32.Castagnoli)))
+	require.NoError(t, os.WriteFile(seg, b, 0o644))
+
+	for _, readOnly := range []bool{false, true} {
+		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+		if s != nil {
+			s.Close()
+		}
+		var ce *eventbus.CorruptionError
+		if errors.As(err, &ce) || !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "version 2") {
+			t.Errorf("OpenFileStore(ReadOnly %v) of a segment of format version 2 = %v, want an error wrapping ErrInvalid naming version 2, not a *CorruptionError", readOnly, err)
+		}
+	}
+	kept, err := eventbus.RepairFileStore(dir)
+	if kept != "" || !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("RepairFileStore of a segment of format version 2 = %q, %v, want an error wrapping ErrInvalid and nothing kept", kept, err)
+	}
+	after, err := os.ReadFile(seg)
+	require.NoError(t, err, "the segment is where it was")
+	require.Equal(t, b, after, "the segment is as it was")
 }
 
 func TestFileStoreForeignFiles(t *testing.T) {
