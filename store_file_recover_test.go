@@ -2718,3 +2718,69 @@ func copyStore(t *testing.T, dir string) string {
 	}
 	return copied
 }
+
+// TestFileStoreReadOnlyChangesNothing opens read-only, as eventbus verify
+// and inspect do, a store left as a crash leaves it: a last record cut
+// short, a segment and a START file half made (.tmp), and segments that
+// retention dropped but failed to delete. ReadOnly's doc promises that
+// such an open changes no file, so that a store can be looked at before
+// anything is cut, on a read-only file system too; a read-only open that
+// deleted the half-made files, or the dropped segments, as an open for
+// writing does, passed every test.
+func TestFileStoreReadOnlyChangesNothing(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	fs := &faultFS{FS: eventbus.OSFS}
+	first := filepath.Join(dir, "seg-0000000000000001.log")
+	fs.failRemove.Store(&first)
+	s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs))
+	for s.Stats().FirstPosition == 0 {
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 200))...)
+		require.NoError(t, err)
+	}
+	require.Error(t, s.Stats().RetentionErr, "retention left the segments it dropped")
+	require.NoError(t, s.Close())
+	segs := segments(t, dir)
+	last := segs[len(segs)-1]
+	fi, err := os.Stat(last)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(last, fi.Size()-5))
+	seq, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(last), "seg-"), ".log"), 16, 64)
+	require.NoError(t, err)
+	for _, name := range []string{fmt.Sprintf("seg-%016x.log.tmp", seq+1), "START.tmp"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("half"), 0o644))
+	}
+	files := func() map[string]string {
+		t.Helper()
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		files := map[string]string{}
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			files[e.Name()] = string(b)
+		}
+		return files
+	}
+	before := files()
+	require.FileExists(t, first, "a dropped segment left behind")
+
+	r, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
+	require.NoError(t, err)
+	require.NotEmpty(t, readAll(t, r))
+	require.NoError(t, r.Verify(ctx))
+	require.NoError(t, r.Close())
+	after := files()
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			t.Errorf("OpenFileStore(ReadOnly) deleted %s", name)
+		} else if after[name] != before[name] {
+			t.Errorf("OpenFileStore(ReadOnly) changed %s: %d bytes, were %d", name, len(after[name]), len(before[name]))
+		}
+	}
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("OpenFileStore(ReadOnly) made %s", name)
+		}
+	}
+}
