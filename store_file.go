@@ -111,7 +111,12 @@ type FileStoreOptions struct {
 // acknowledged, and [RepairFileStore] cuts it, losing nothing
 // acknowledged. One process at a time may open a directory: on Unix, a
 // second open fails with [ErrLocked]; on other systems nothing stops it,
-// and the application must not make one.
+// and the application must not make one. The lock is on the file LOCK in
+// the directory, which the operating system lets go of when the store is
+// closed or its process ends, so a LOCK that a crash leaves is never
+// stale: never delete it. Deleted while the store is open, it no longer
+// stops a second open, whose appends to the same segments corrupt them,
+// acknowledged events included.
 //
 // The indexes (stream revisions, the position of each event, and its ID for
 // idempotent appends) live in memory, rebuilt on open by reading every
