@@ -601,7 +601,12 @@ func (d *Durable) Err() error {
 // error that stopped reading the store, if any, and that of the last save.
 // Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
 // handler's context (an error wrapping [ErrInvalid]), since it would wait for
-// that handler.
+// that handler. A handler of the subscription must not call it with
+// another context either, such as context.Background() or one with a
+// deadline: once ctx ends Stop still waits for the running handlers, the
+// caller among them, so neither ever returns, nor does the bus's Shutdown
+// or Close. A handler that decides to stop its subscription calls Stop in
+// a goroutine of its own.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
@@ -684,7 +689,9 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // Rebuild's. It returns Stop's other errors, the store's, reset's, or
 // [ErrClosed] after Stop or Shutdown; after an error the subscription
 // stays stopped, but for one wrapping [ErrInvalid] for a nil context or a
-// handler's, refused as Stop refuses them before it stops anything.
+// handler's, refused as Stop refuses them before it stops anything. As
+// with Stop, a handler of the subscription that calls it with another
+// context never returns: it calls Rebuild in a goroutine of its own.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
 	if err := d.checkMade("Durable.Rebuild"); err != nil {
 		return err
