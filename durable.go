@@ -217,11 +217,19 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
+	started := false
+	defer func() {
+		// Deferred, so that a panic of user code (a middleware's
+		// constructor, the store), which the caller may recover, does not
+		// leave the name taken for good either.
+		if !started {
+			b.releaseDurable(topic)
+		}
+	}()
 	// Read once the name is claimed: a subscription of that name that ran
 	// until now has saved its last checkpoint.
 	from, err := loadCheckpoint(ctx, s, name)
 	if err != nil {
-		b.releaseDurable(topic)
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
 	d := &Durable{
@@ -238,9 +246,9 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	}
 	d.subOpts.finished, d.subOpts.released = d.finished, d.released
 	if err := d.start(from); err != nil {
-		b.releaseDurable(topic)
 		return nil, err
 	}
+	started = true
 	return d, nil
 }
 
@@ -637,6 +645,15 @@ func (d *Durable) stopThen(ctx context.Context, call string, then func() error) 
 	if r == nil {
 		return ErrClosed
 	}
+	// Deferred, so that a panic of then (a Rebuild's reset, a middleware's
+	// constructor), which the caller may recover, leaves the subscription
+	// stopped as an error does, not stopped while Err reports nothing.
+	defer func() {
+		if d.run.Load() == nil { // stopped for good: the name is free again
+			d.track.stop(ErrClosed, true)
+			d.bus.releaseDurable(d.topic.name)
+		}
+	}()
 	err := d.stop(ctx, r)
 	if r.err != nil && then == nil {
 		// A Rebuild reads the store again from the first event: the
@@ -646,10 +663,6 @@ func (d *Durable) stopThen(ctx context.Context, call string, then func() error) 
 	}
 	if err == nil && then != nil {
 		err = then()
-	}
-	if d.run.Load() == nil { // stopped for good: the name is free again
-		d.track.stop(ErrClosed, true)
-		d.bus.releaseDurable(d.topic.name)
 	}
 	return err
 }
@@ -688,7 +701,8 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // (see [Durable.Err]) reads it again: the failed read is no error of
 // Rebuild's. It returns Stop's other errors, the store's, reset's, or
 // [ErrClosed] after Stop or Shutdown; after an error the subscription
-// stays stopped, but for one wrapping [ErrInvalid] for a nil context or a
+// stays stopped, as it does when reset panics (the panic goes on to the
+// caller), but for one wrapping [ErrInvalid] for a nil context or a
 // handler's, refused as Stop refuses them before it stops anything. As
 // with Stop, a handler of the subscription that calls it with another
 // context never returns: it calls Rebuild in a goroutine of its own.

@@ -1234,3 +1234,56 @@ func TestDurableRebuildAfterReadFailure(t *testing.T) {
 		require.NoError(t, d.Stop(ctx))
 	})
 }
+
+// TestDurableUserCodePanics makes the user code that Rebuild and
+// SubscribeDurable call panic, a reset and a middleware's constructor, and
+// recovers the panic, as a server recovering its handlers does: the panic
+// reaches the caller, and the subscription is left stopped, as after an
+// error, rather than stopped while Err says that it reads the store,
+// WaitFor waits for good, and its name stays taken on the bus.
+func TestDurableUserCodePanics(t *testing.T) {
+	recovered := func(f func()) (r any) {
+		defer func() { r = recover() }()
+		f()
+		return nil
+	}
+	panicking := eventbus.Middleware(func(eventbus.EnvelopeHandler) eventbus.EnvelopeHandler { panic("constructor") })
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		last := appendDeposits(t, s, reg, "a", 3).Position
+		bus := newBus(t, nil)
+		var handled atomic.Int32
+		h := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			handled.Add(1)
+			return nil
+		}
+		r := recovered(func() {
+			_, _ = eventbus.SubscribeDurable(ctx, bus, s, nil, "ledger", h, &eventbus.DurableOptions{
+				Subscription: eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{panicking}},
+			})
+		})
+		require.Equal(t, "constructor", r, "SubscribeDurable's panic")
+		d := subscribeDurable(t, bus, s, nil, "ledger", h, nil)
+		require.NoError(t, d.WaitFor(ctx, last))
+
+		r = recovered(func() {
+			_ = d.Rebuild(ctx, func(context.Context) error { panic("reset") })
+		})
+		require.Equal(t, "reset", r, "Rebuild's panic")
+		if err := d.Err(); !errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("Err() after a reset that panicked = %v, want %v", err, eventbus.ErrClosed)
+		}
+		if err := d.WaitFor(ctx, last); !errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("WaitFor(%d) after a reset that panicked = %v, want %v", last, err, eventbus.ErrClosed)
+		}
+		handled.Store(0)
+		d, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "ledger", h, nil)
+		require.NoError(t, err, "SubscribeDurable after a reset that panicked")
+		require.NoError(t, d.WaitFor(ctx, last))
+		if got := handled.Load(); got != 3 {
+			t.Errorf("handled %d events after the rebuild's checkpoint, want 3", got)
+		}
+		require.NoError(t, d.Stop(ctx))
+	})
+}
