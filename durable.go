@@ -116,6 +116,15 @@ type DurableOptions struct {
 // those whose Revision is below the stream's [StreamInfo].Start. A read
 // model that must forget a deleted stream learns of it from the
 // application, by an event of its own appended before the delete, say.
+//
+// The events that a [FileStore]'s retention (RetainAge, RetainSize)
+// deletes before the subscription reads them are the exception: it skips
+// them without a word, whether it runs behind the store or resumes after
+// a stop, and a Rebuild starts from the first event left. The saved
+// checkpoint goes with its segment too, if no save came since: the next
+// run then starts from 0, that is from the first event left. A
+// projection that must see every event needs a retention longer than it
+// may ever stay stopped, or behind.
 type Durable struct {
 	bus     *Bus
 	store   Store
