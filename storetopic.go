@@ -80,11 +80,15 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // GetAggregateID()) method. As with [Topic.Publish], an event published
 // with a handler's context is linked to the handled one. Pass the
 // result's Position to [Durable.WaitFor] to wait for a subscriber. The
-// event's ID comes from the bus's [Options].NewID, when it is set, which
-// must then never repeat an ID over the store's life: an ID that the
-// event's stream holds already makes the append an idempotent replay (see
-// [Store]), so Publish stores nothing and returns the earlier event's
-// result, with no error.
+// event's ID is the one that a [PublishOption] of the caller's sets, as
+// for Topic.Publish, else it comes from the bus's [Options].NewID, when it
+// is set, which must then never repeat an ID over the store's life: an ID
+// that the event's stream holds already makes the append an idempotent
+// replay (see [Store]), so Publish stores nothing and returns the earlier
+// event's result, with no error. A caller retrying a Publish whose result
+// it did not get (a timeout, say) gives the retry the first's ID so, to
+// store the event once. The event's time is the store's commit time,
+// whatever an option sets.
 //
 // It returns the registry's or the store's error, or an error wrapping
 // [ErrInvalid] for bad input as Topic.Publish does, and for a key that
@@ -123,7 +127,10 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	if err != nil {
 		return AppendResult{}, err
 	}
-	if t.bus.opts.NewID != nil {
+	switch {
+	case !h.ID.IsZero(): // set by an option, as Topic.Publish keeps it
+		e.ID = h.ID
+	case t.bus.opts.NewID != nil:
 		e.ID = t.bus.opts.NewID()
 	}
 	e.CorrelationID, e.CausationID, e.Metadata = h.CorrelationID, h.CausationID, h.Metadata

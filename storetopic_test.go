@@ -442,3 +442,33 @@ func TestStoreTopicNewID(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreTopicOptionID publishes twice to a StoreTopic with a
+// PublishOption of the caller's that sets the event's ID, as a caller
+// retrying a Publish whose result it never got does, to make the retry an
+// idempotent replay: Topic.Publish keeps such an ID, and StoreTopic.Publish
+// must too, storing the event once and returning its result again. It
+// gave each append a new ID and stored the event twice.
+func TestStoreTopicOptionID(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		id := eventbus.NewID()
+		withID := func(h *eventbus.Header) { h.ID = id }
+		deposits := newStoreTopic[Deposited](t, newBus(t, nil), s, reg, "deposits")
+		first, err := deposits.Publish(ctx, Deposited{Amount: 1}, eventbus.WithKey("a"), withID)
+		require.NoError(t, err)
+		again, err := deposits.Publish(ctx, Deposited{Amount: 1}, eventbus.WithKey("a"), withID)
+		require.NoError(t, err)
+		if again != first {
+			t.Errorf("Publish again with ID %v = %+v, want %+v, the first's", id, again, first)
+		}
+		var ids []eventbus.ID
+		for e, err := range s.ReadStream(ctx, "deposits:a", nil) {
+			require.NoError(t, err)
+			ids = append(ids, e.ID)
+		}
+		if diff := cmp.Diff([]eventbus.ID{id}, ids); diff != "" {
+			t.Errorf("IDs stored (-want +got):\n%s", diff)
+		}
+	})
+}
