@@ -51,7 +51,9 @@ type TopicMetrics struct {
 // a worker did in the events it took last, which it counts as Pending, and
 // a handler that hangs holds back the counts of the events taken with it
 // (up to QueueSize and those queued past it). After [Bus.Flush] they are
-// all counted.
+// all counted. In Sync mode a publish hands over the counts and timing of
+// a failed attempt before it waits for the retry, and the rest once its
+// handlers are done with the event.
 type SubscriptionMetrics struct {
 	// Topic and Subscription name the subscription.
 	Topic, Subscription string
@@ -186,7 +188,8 @@ type counters struct {
 	// times points to, shared with other publishes, under its lock. held is
 	// then what the last attempt adds to them (and a dead letter's
 	// latency), which goes in with the counts, so that a snapshot sees
-	// neither without the other and a publish takes the lock once.
+	// neither without the other and a publish takes the lock once, and
+	// once more before each wait for a retry (see syncCounters.flush).
 	shared *syncCounters
 	held   attemptTiming
 }
@@ -195,7 +198,7 @@ type counters struct {
 type attemptTiming struct {
 	handle, latency time.Duration
 	finished        bool // latency is set: the event was handled, or given up
-	set             bool
+	set             bool // handle is set: an attempt's timing is held
 }
 
 // timings are the latency histograms of Options.Metrics.
@@ -209,7 +212,9 @@ func (t *timings) add(o *timings) {
 }
 
 func (t *timings) record(a *attemptTiming) {
-	t.handleTime.observe(a.handle)
+	if a.set {
+		t.handleTime.observe(a.handle)
+	}
 	if a.finished {
 		t.latency.observe(a.latency)
 	}
@@ -219,9 +224,6 @@ func (t *timings) record(a *attemptTiming) {
 // ended at end, readings of clock.elapsed (both zero when not timed). The
 // latency of a failed attempt is recorded when the event is dead-lettered.
 func (c *counters) attempt(attempt int, dup bool, err error, e *Header, start, end time.Duration) {
-	if c.held.set { // Sync mode, a retry: the earlier attempt goes in now, with its counts
-		c.shared.flush(c)
-	}
 	switch {
 	case err == nil && !dup:
 		c.handled++
@@ -265,8 +267,9 @@ func (c *counters) deadLetter(e *Header) {
 		c.times.latency.observe(l)
 		return
 	}
-	// The last attempt's timing is held (Sync mode gives up an event only
-	// after an attempt): the latency goes in with it and the count.
+	// The last attempt's timing is held, unless it went in before a wait
+	// for a retry that the publisher's context cut short: the latency goes
+	// in with it, if held, and the count.
 	c.held.latency, c.held.finished = l, true
 }
 
@@ -314,8 +317,9 @@ type syncCounters struct {
 }
 
 // flush adds the counts and the held timing of a publish's counters c so
-// far, before a retry, and takes them out of c. The event is not finished
-// yet, so c keeps its queued count.
+// far, before it waits for a retry, and takes them out of c: a snapshot
+// taken during the wait, which may be long, sees the failed attempt. The
+// event is not finished yet, so c keeps its queued count.
 func (s *syncCounters) flush(c *counters) {
 	queued := c.queued
 	c.queued = 0
@@ -327,7 +331,7 @@ func (s *syncCounters) flush(c *counters) {
 func (s *syncCounters) add(c *counters) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.held.set {
+	if c.held.set || c.held.finished {
 		s.times.record(&c.held)
 	}
 	s.counts.addCounts(c)

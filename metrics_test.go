@@ -456,3 +456,54 @@ func TestGoexitHandleTime(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncMetricsDuringRetryWait checks that a Sync-mode attempt that
+// failed is counted, with its timing, while its publisher waits for the
+// retry: it was held until the next attempt ended, so that a dashboard
+// read Failed 0 for the whole wait (up to MaxDelay, 30s by default) and
+// an error rate lagged one attempt behind, where an Async worker hands
+// over its counts before it waits.
+func TestSyncMetricsDuringRetryWait(t *testing.T) {
+	for _, stop := range []string{"retried", "cancelled"} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{
+					Mode: eventbus.Sync, Metrics: true,
+					Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Minute},
+				})
+				topic := newTopic[Order](t, b, "orders", nil)
+				attempts := 0 // the handler runs in the publisher's goroutine alone
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+					if attempts++; attempts == 1 {
+						return errFlaky
+					}
+					return nil
+				}, nil)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				published := make(chan error)
+				go func() { published <- topic.Publish(ctx, Order{Key: "a"}) }()
+				synctest.Wait() // the publisher waits for the retry
+				s := b.Metrics().Subscriptions[0]
+				if s.Failed != 1 || s.HandleTime.Count != 1 || s.Handled != 0 {
+					t.Errorf("during the wait: Failed %d, HandleTime.Count %d, Handled %d; want 1, 1, 0",
+						s.Failed, s.HandleTime.Count, s.Handled)
+				}
+				want := eventbus.SubscriptionMetrics{Queued: 1, Failed: 1, Retried: 1, Handled: 1}
+				if stop == "cancelled" {
+					cancel()
+					want = eventbus.SubscriptionMetrics{Queued: 1, Failed: 1, DeadLettered: 1}
+					require.ErrorIs(t, <-published, context.Canceled)
+				} else {
+					require.NoError(t, <-published)
+				}
+				s = b.Metrics().Subscriptions[0]
+				got := eventbus.SubscriptionMetrics{Queued: s.Queued, Failed: s.Failed, Retried: s.Retried,
+					Handled: s.Handled, DeadLettered: s.DeadLettered}
+				require.Equal(t, want, got)
+				require.Equal(t, s.Handled+s.Failed, s.HandleTime.Count, "one HandleTime per attempt")
+				require.Equal(t, s.Handled+s.DeadLettered, s.Latency.Count, "one Latency per event finished")
+			})
+		})
+	}
+}

@@ -272,6 +272,11 @@ func (s *subscription[T]) retrySync(ctx context.Context, e *Event[T], env *envel
 		}
 		delay, ok := s.retry.next(attempt, err, first, now)
 		if ok {
+			if c.held.set {
+				// Counted before the wait, not after the next attempt,
+				// which may come MaxDelay later.
+				c.shared.flush(c)
+			}
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
