@@ -111,7 +111,11 @@ type Histogram struct {
 }
 
 // BucketBound returns the upper bound of bucket i, or 0 for an i outside
-// the buckets (below 0, or from len(Buckets) on), which no bucket has.
+// the buckets (below 0, or from len(Buckets) on), which no bucket has. The
+// last bucket has no upper bound: it counts every duration from the bound
+// of the one before it (about 17 s) on, so that a duration of a minute is
+// counted there, past its BucketBound (about 34 s). Exported as Prometheus
+// buckets, whose counts are cumulative, it is the one whose bound is +Inf.
 func (Histogram) BucketBound(i int) time.Duration {
 	if i < 0 || i >= histogramBuckets {
 		return 0
