@@ -27,7 +27,9 @@ type IdempotencyKey struct {
 // the Idempotency middleware can skip them when they come again. Implement
 // it over a durable store (a database table, the event store) to
 // deduplicate across restarts. Its methods may be called concurrently, for
-// different keys.
+// different keys; for one key too, by the middleware of subscriptions of
+// one name in other buses or processes that share the store (see
+// [Idempotency]).
 type ProcessedStore interface {
 	// Processed reports whether MarkProcessed was called for k.
 	Processed(ctx context.Context, k IdempotencyKey) (bool, error)
@@ -79,7 +81,13 @@ type IdempotencyOptions struct {
 // duplicate; and while one delivery of a key runs, another waits for it, so
 // two concurrent deliveries run the handler once (if the waiting one's
 // context ends first, its attempt fails with an error that says so,
-// wrapping the context's).
+// wrapping the context's). The wait is the subscription's own, in its
+// bus: buses that share a Store (replicas of a service, say, one of which
+// Kafka hands a record that the other still handles, after a rebalance)
+// only ask it whether a key was recorded, so deliveries of one key that
+// run in two of them at once both find it not yet recorded, and each runs
+// the handler. An effect that must happen once then must be idempotent
+// itself.
 //
 // That wait has one trap, in Sync mode, where a handler's publish runs the
 // next handlers in its own goroutine: a handler that publishes (directly,
