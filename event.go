@@ -34,7 +34,10 @@ type Header struct {
 	// zero for an event published outside any handler.
 	CausationID ID
 	// Metadata carries free-form strings such as a W3C traceparent. It is
-	// nil unless the publisher set some. Handlers must not modify it: all
+	// nil unless the publisher set some ([WithMetadata]) or published with
+	// a context that carries a trace context, of [WithTraceparent] or a
+	// handler's whose event has one: the event inherits its traceparent
+	// (see [TraceparentKey]). Handlers must not modify it: all
 	// subscriptions of a topic share it.
 	Metadata Metadata
 	// Position is the event's global position in the [Store] it was read
