@@ -107,8 +107,7 @@ func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) 
 		return nil, fmt.Errorf("NewAggregate: events: %w", err)
 	}
 	if o.SnapshotEvery > 0 {
-		var zero T
-		if _, err := r.entryFor(zero); err != nil {
+		if _, err := entryOf[T](r); err != nil {
 			return nil, fmt.Errorf("AggregateOptions.SnapshotEvery: %w", err)
 		}
 	}
@@ -409,8 +408,8 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 	state := v.State
 	p, hasParent := parent(ctx)
 	for i, e := range events {
-		// Encode's own error for a nil event says "Go type <nil> is not
-		// registered", naming neither the stream nor the event.
+		// Encode's own error for a nil event wraps ErrUnknownEvent and
+		// names neither the stream nor the event.
 		if any(e) == nil {
 			return AppendResult{}, fmt.Errorf("%w: stream %q: event %d of %d is nil", ErrInvalid, stream, i+1, len(events))
 		}

@@ -1126,7 +1126,7 @@ func TestAggregateFoldsWhatItAppends(t *testing.T) {
 // an event that cannot be encoded: a nil one, or one of a type not
 // registered. Execute appends nothing, and its error names the stream and
 // the event, as for an event that does not decode, and a nil one wraps
-// ErrInvalid, not "Go type <nil> is not registered".
+// ErrInvalid, not ErrUnknownEvent as Encode's error for it does.
 func TestAggregateExecuteBadEventSaysWhich(t *testing.T) {
 	type unregistered struct{ N int }
 	tests := []struct {

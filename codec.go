@@ -223,6 +223,10 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
+	if v == nil {
+		// Its message would otherwise name the Go type <nil>.
+		return nil, fmt.Errorf("%w: a nil payload has no Go type to find a registration by", ErrUnknownEvent)
+	}
 	r.mu.RLock()
 	entry := r.byGo[reflect.TypeOf(v)]
 	r.mu.RUnlock()
@@ -230,6 +234,20 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 		return nil, fmt.Errorf("%w: Go type %T is not registered", ErrUnknownEvent, v)
 	}
 	return entry, nil
+}
+
+// entryOf returns the registration of Go type T. The zero value of an
+// interface T is nil, which names no type: for one, entryOf says that T is
+// an interface, which Register refuses.
+func entryOf[T any](r *Registry) (*codecEntry, error) {
+	if rt := reflect.TypeFor[T](); rt.Kind() == reflect.Interface {
+		if err := r.check(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v is an interface type, which is never registered; take a registered concrete type", ErrUnknownEvent, rt)
+	}
+	var zero T
+	return r.entryFor(zero)
 }
 
 // latest returns the latest schema version registered for the event type
@@ -250,12 +268,11 @@ func (r *Registry) latest(name string) int {
 // only the latest version's registered Go type, so no event would decode
 // to E. An interface E passes.
 func checkLatest[E any](r *Registry) error {
-	var zero E
-	entry, err := r.entryFor(zero)
+	if reflect.TypeFor[E]().Kind() == reflect.Interface {
+		return r.check()
+	}
+	entry, err := entryOf[E](r)
 	if err != nil {
-		if reflect.TypeFor[E]().Kind() == reflect.Interface {
-			return nil
-		}
 		return fmt.Errorf("%w: no event decodes to it: register it, or take the registered type or an interface", err)
 	}
 	if latest := r.latest(entry.name); entry.version != latest {

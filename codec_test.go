@@ -558,3 +558,53 @@ func TestDecodeDeflateTrailingData(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, raw(strings.Repeat("first ", 100)), got)
 }
+
+// TestUnregisteredInterfaceTypeSaysSo gives an interface type, which no
+// registry holds, where a registered one is needed (the state of
+// snapshots, a StoreTopic's payload), and a nil payload to Encode: each
+// error wraps ErrUnknownEvent and names the type, or says that the payload
+// is nil, where a nil interface value has no Go type to name.
+func TestUnregisteredInterfaceTypeSaysSo(t *testing.T) {
+	ctx := t.Context()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	r := newUserRegistry(t, nil)
+	b, err := eventbus.New(nil)
+	require.NoError(t, err)
+	defer b.Close()
+	evolve := func(st shape, _ any) shape { return st }
+	tests := []struct {
+		name string
+		call func() error
+		says string
+	}{
+		{"NewAggregate", func() error {
+			_, err := eventbus.NewAggregate(s, r, evolve, &eventbus.AggregateOptions{SnapshotEvery: 1})
+			return err
+		}, "eventbus_test.shape is an interface"},
+		{"SaveSnapshot", func() error {
+			return eventbus.SaveSnapshot(ctx, s, r, "user-1", eventbus.Snapshot[shape]{State: userV3{}})
+		}, "eventbus_test.shape is an interface"},
+		{"LoadSnapshot", func() error {
+			_, _, err := eventbus.LoadSnapshot[shape](ctx, s, r, "user-1")
+			return err
+		}, "eventbus_test.shape is an interface"},
+		{"NewStoreTopic", func() error {
+			_, err := eventbus.NewStoreTopic[shape](b, s, r, "users")
+			return err
+		}, "eventbus_test.shape is an interface"},
+		{"Encode", func() error {
+			_, err := r.Encode(nil)
+			return err
+		}, "nil payload"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if !errors.Is(err, eventbus.ErrUnknownEvent) || !strings.Contains(err.Error(), tt.says) || strings.Contains(err.Error(), "<nil>") {
+				t.Errorf("%s = %v, want ErrUnknownEvent saying %q", tt.name, err, tt.says)
+			}
+		})
+	}
+}

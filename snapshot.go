@@ -95,8 +95,7 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 	}
 	// LoadSnapshot finds a snapshot by T's registration, where Encode uses
 	// the state's dynamic type: one saved for an interface T never loads.
-	var zero T
-	entry, err := r.entryFor(zero)
+	entry, err := entryOf[T](r)
 	if err != nil {
 		return fmt.Errorf("SaveSnapshot: state type %v: %w", reflect.TypeFor[T](), err)
 	}
@@ -192,8 +191,7 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 	if s == nil {
 		return none, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
 	}
-	var zero T
-	entry, err := r.entryFor(zero)
+	entry, err := entryOf[T](r)
 	if err != nil {
 		return none, false, err
 	}

@@ -55,8 +55,7 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err := checkKeyMethod[T](""); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	var zero T
-	entry, err := r.entryFor(zero)
+	entry, err := entryOf[T](r)
 	if err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
