@@ -38,10 +38,14 @@ type AggregateOptions struct {
 //
 // States are shared (with the cache, and with concurrent loads), so evolve
 // must return a new state rather than modify the one it is given in place:
-// copy a map or slice before changing it. An Aggregate is safe for
-// concurrent use. A nil or zero Aggregate, one not made by [NewAggregate],
-// has no store: Load and Execute return an error wrapping [ErrInvalid], and
-// CacheStats zeros.
+// copy a map or slice before changing it. For the same reason, neither
+// decide (see [Aggregate.Execute]) nor a caller of [Aggregate.Load] may
+// modify the state it is given: with a cache, a map entry deleted there is
+// deleted from the state that every later load and command of the stream
+// starts from, and from its next snapshot, though no event says so. An
+// Aggregate is safe for concurrent use. A nil or zero Aggregate, one not
+// made by [NewAggregate], has no store: Load and Execute return an error
+// wrapping [ErrInvalid], and CacheStats zeros.
 //
 // A state is folded from every event after the one it starts from (none, a
 // snapshot or a cached state), so an event that its stream no longer shows
@@ -123,7 +127,9 @@ func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) 
 
 // Version is an aggregate's state as of a revision of its stream.
 type Version[T any] struct {
-	// State is the state after the stream's events so far.
+	// State is the state after the stream's events so far. It is shared
+	// with the Aggregate's cache and other loads: do not modify it (see
+	// [Aggregate]).
 	State T
 	// Expected is the stream's revision to append after: [NoStream] for an
 	// aggregate with no event yet, else Exact of its last event's revision.
@@ -347,8 +353,9 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // stream has not changed since the load. If it has, another command won:
 // Execute loads the new state and asks decide again, up to MaxAttempts
 // times in all. decide may thus run more than once, and must have no effect
-// besides its result. With no event, nothing is appended and the result is
-// the zero AppendResult.
+// besides its result: it must not modify the state it is given, which is
+// shared (see [Aggregate]). With no event, nothing is appended and the
+// result is the zero AppendResult.
 //
 // It returns decide's error as is; after MaxAttempts conflicts, an error
 // wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
