@@ -360,7 +360,7 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // It returns decide's error as is; after MaxAttempts conflicts, an error
 // wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
 // wrapping [ErrTruncated], before decide runs; one wrapping [ErrInvalid]
-// for a nil event; or the store's or the registry's error, such as
+// for a nil event (a nil pointer included); or the store's or the registry's error, such as
 // [Registry.Encode]'s for an event of a type not registered or [Decode]'s
 // for one that the registry cannot read back, which are not appended
 // (these errors name the stream and the event). A snapshot that fails to
@@ -416,9 +416,14 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 	p, hasParent := parent(ctx)
 	for i, e := range events {
 		// Encode's own error for a nil event wraps ErrUnknownEvent and
-		// names neither the stream nor the event.
+		// names neither the stream nor the event. A nil pointer, of a
+		// pointer E or in an interface E, is a nil event too: Encode takes
+		// it (JSON's null), and every load would fold a nil.
 		if any(e) == nil {
 			return AppendResult{}, fmt.Errorf("%w: stream %q: event %d of %d is nil", ErrInvalid, stream, i+1, len(events))
+		}
+		if v := reflect.ValueOf(any(e)); v.Kind() == reflect.Pointer && v.IsNil() {
+			return AppendResult{}, fmt.Errorf("%w: stream %q: event %d of %d is a nil %T", ErrInvalid, stream, i+1, len(events), any(e))
 		}
 		var err error
 		if data[i], err = a.reg.Encode(e); err != nil {

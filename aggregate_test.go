@@ -1458,3 +1458,53 @@ func TestAggregateExecuteLinksHandlerEvent(t *testing.T) {
 		t.Errorf("event appended with a traceparent: correlation %v, causation %v, metadata %v; want its own ID, none and traceparent %s", e.CorrelationID, e.CausationID, e.Metadata, tp)
 	}
 }
+
+// opened is an event of a payload type registered as a pointer, as
+// protobuf messages are.
+type opened struct{ Owner string }
+
+// TestAggregateExecuteNilPointerEvent runs commands whose decide returns a
+// nil pointer event, of a pointer E or held by an interface E: a nil
+// event, which Execute refuses with an error wrapping ErrInvalid that
+// names the stream and the event, appending nothing, where the event
+// would be stored as JSON null and decode to a nil pointer for every
+// evolve and subscriber that reads it.
+func TestAggregateExecuteNilPointerEvent(t *testing.T) {
+	ctx := t.Context()
+	r := newEmptyRegistry(t)
+	require.NoError(t, eventbus.Register[*opened](r, nil))
+	s := openMemoryStore(t)
+	defer s.Close()
+	owners := func(n int, e *opened) int { return n + 1 } // nil-safe, so that Execute can append
+	ptr, err := eventbus.NewAggregate(s, r, owners, nil)
+	require.NoError(t, err)
+	anyE, err := eventbus.NewAggregate(s, r, func(n int, e any) int { return n + 1 }, nil)
+	require.NoError(t, err)
+	tests := []struct {
+		name    string
+		execute func(stream string) error
+	}{
+		{"pointer E", func(stream string) error {
+			_, err := ptr.Execute(ctx, stream, func(int) ([]*opened, error) { return []*opened{{Owner: "ada"}, nil}, nil })
+			return err
+		}},
+		{"interface E", func(stream string) error {
+			_, err := anyE.Execute(ctx, stream, func(int) ([]any, error) { return []any{&opened{Owner: "ada"}, (*opened)(nil)}, nil })
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stream := "acc-" + tt.name
+			err := tt.execute(stream)
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "event 2 of 2") || !strings.Contains(err.Error(), stream) {
+				t.Errorf("Execute of a nil *opened = %v, want ErrInvalid naming %q and event 2 of 2", err, stream)
+			}
+			info, err := s.StreamInfo(ctx, stream)
+			require.NoError(t, err)
+			if info.Exists {
+				t.Errorf("Execute of a nil *opened appended: %+v", info)
+			}
+		})
+	}
+}
