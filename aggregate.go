@@ -360,10 +360,10 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // It returns decide's error as is; after MaxAttempts conflicts, an error
 // wrapping the last [*WrongExpectedVersionError]; Load's error, such as one
 // wrapping [ErrTruncated], before decide runs; one wrapping [ErrInvalid]
-// for a nil event (a nil pointer included); or the store's or the registry's error, such as
-// [Registry.Encode]'s for an event of a type not registered or [Decode]'s
-// for one that the registry cannot read back, which are not appended
-// (these errors name the stream and the event). A snapshot that fails to
+// for a nil event (a nil pointer included); or the store's or the
+// registry's error, such as [Registry.Encode]'s for an event of a type not
+// registered or [Decode]'s for one that the registry cannot read back,
+// which are not appended (these errors name the stream and the event). A snapshot that fails to
 // save is skipped, since the events are committed: the next load replays
 // a few more events. One that fails every time, as a state grown past the
 // store's MaxEventSize does, leaves loads replaying ever more events and,
@@ -422,7 +422,7 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 		if any(e) == nil {
 			return AppendResult{}, fmt.Errorf("%w: stream %q: event %d of %d is nil", ErrInvalid, stream, i+1, len(events))
 		}
-		if v := reflect.ValueOf(any(e)); v.Kind() == reflect.Pointer && v.IsNil() {
+		if nilPointer(any(e)) {
 			return AppendResult{}, fmt.Errorf("%w: stream %q: event %d of %d is a nil %T", ErrInvalid, stream, i+1, len(events), any(e))
 		}
 		var err error

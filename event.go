@@ -180,14 +180,20 @@ func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey, 
 		}
 	}
 	if nilKey {
-		if v := reflect.ValueOf(any(payload)); v.Kind() == reflect.Pointer && v.IsNil() {
-			return "", fmt.Errorf("%w: topic %q: Publish of a nil %v, whose key comes from its method", ErrInvalid, topic, v.Type())
+		if nilPointer(any(payload)) {
+			return "", fmt.Errorf("%w: topic %q: Publish of a nil %T, whose key comes from its method", ErrInvalid, topic, any(payload))
 		}
 	}
 	if nilEmbed {
 		return checkKey(topic, payload)
 	}
 	return "", nil
+}
+
+// nilPointer reports whether v holds a nil pointer.
+func nilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
 // checkKey returns payload's key from its method, or an error wrapping

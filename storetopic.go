@@ -90,10 +90,11 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // whatever an option sets.
 //
 // It returns the registry's or the store's error, or an error wrapping
-// [ErrInvalid] for bad input as Topic.Publish does, and for a key that
-// Topic.Publish takes but that makes no stream name (see [Store]): the
-// topic's name, ':' and the key must be valid UTF-8 of at most 1,024
-// bytes. It does not wait for any subscriber, and the bus may be closed.
+// [ErrInvalid] for bad input as Topic.Publish does, for a nil pointer
+// payload, which a Topic delivers but a store would keep for good, and for
+// a key that Topic.Publish takes but that makes no stream name (see
+// [Store]): the topic's name, ':' and the key must be valid UTF-8 of at
+// most 1,024 bytes. It does not wait for any subscriber, and the bus may be closed.
 func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
 	if err := t.checkMade("StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
@@ -104,6 +105,11 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	key, err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed)
 	if err != nil {
 		return AppendResult{}, err
+	}
+	if nilPointer(any(payload)) {
+		// Encode takes it (JSON's null), and every subscriber would get
+		// a nil, for good.
+		return AppendResult{}, fmt.Errorf("%w: store topic %q: Publish of a nil %T", ErrInvalid, t.name, any(payload))
 	}
 	var h Header
 	h.Key = key // checkPublish took it with nilEmbed

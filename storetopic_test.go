@@ -224,20 +224,33 @@ type ref struct{ ID string }
 func (*ref) EventType() string    { return "ref" }
 func (r ref) AggregateID() string { return r.ID }
 
+// note is a payload of pointer type without a key method.
+type note struct{ Text string }
+
+func (*note) EventType() string { return "note" }
+
 func TestStoreTopicBadInput(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)
 	require.NoError(t, eventbus.Register[*ref](reg, nil))
+	require.NoError(t, eventbus.Register[*note](reg, nil))
 	bus := newBus(t, nil)
 	deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
 	refs := newStoreTopic[*ref](t, bus, s, reg, "refs")
+	notes := newStoreTopic[*note](t, bus, s, reg, "notes")
 	ctx := context.Background()
 	_, err := deposits.Publish(ctx, Deposited{Amount: 1}, nil)
 	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil option")
 	_, err = refs.Publish(ctx, nil)
 	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil payload whose key comes from its method")
+	// Stored, a nil would reach every subscriber as JSON's null, for good.
+	_, err = notes.Publish(ctx, nil, eventbus.WithKey("n1"))
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil payload")
 	_, err = refs.Publish(ctx, &ref{ID: "r1"})
 	require.NoError(t, err)
+	if got := readAll(t, s); len(got) != 1 || got[0].Type != "ref" {
+		t.Errorf("the store holds %d events, want the ref alone", len(got))
+	}
 }
 
 // TestStoreTopicSubscriptionNamesDoNotMix subscribes "eu.mailer" to the
