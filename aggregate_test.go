@@ -337,6 +337,7 @@ func TestAggregateUnusableSnapshot(t *testing.T) {
 		events  int    // deposits of 1 before the snapshot
 		rev     uint64 // the snapshot's revision
 		delete  bool   // soft-delete the stream after the snapshot
+		again   bool   // soft-delete it before, and deposit 1 again
 		saveErr error
 		want    eventbus.Version[Account] // a deposit of 1 later, the state is one more
 	}{
@@ -344,12 +345,17 @@ func TestAggregateUnusableSnapshot(t *testing.T) {
 		{name: "far past the end", events: 3, rev: 1 << 40, saveErr: eventbus.ErrInvalid, want: eventbus.Version[Account]{State: Account{Balance: 3, Events: 3}, Expected: eventbus.Exact(2)}},
 		{name: "no stream", rev: 0, saveErr: eventbus.ErrInvalid, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
 		{name: "deleted stream", events: 3, rev: 2, delete: true, want: eventbus.Version[Account]{Expected: eventbus.NoStream}},
+		{name: "before the last soft delete", events: 3, rev: 2, again: true, saveErr: eventbus.ErrInvalid, want: eventbus.Version[Account]{State: Account{Balance: 1, Events: 1}, Expected: eventbus.Exact(3)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
 				ctx := t.Context()
 				appendDeposits(t, s, reg, "account-1", tt.events)
+				if tt.again {
+					require.NoError(t, s.Delete(ctx, "account-1", eventbus.Any))
+					appendDeposits(t, s, reg, "account-1", 1)
+				}
 				err := eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: tt.rev, State: Account{Balance: 1000}})
 				if !errors.Is(err, tt.saveErr) || (err == nil) != (tt.saveErr == nil) {
 					t.Errorf("SaveSnapshot(revision %d) = %v, want %v", tt.rev, err, tt.saveErr)
