@@ -214,6 +214,10 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	withID := func(e eventbus.EventData, id eventbus.ID) eventbus.EventData { e.ID = id; return e }
 	withType := func(e eventbus.EventData, typ string) eventbus.EventData { e.Type = typ; return e }
 	withVersion := func(e eventbus.EventData, v int) eventbus.EventData { e.SchemaVersion = v; return e }
+	// A large batch, whose IDs a store may check with a map rather than
+	// pair by pair, holding one ID twice, far apart.
+	large := events(40, "t", "x")
+	large[35].ID = large[3].ID
 	tests := []struct {
 		name   string
 		stream string
@@ -229,6 +233,7 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"negative schema version", "s", []eventbus.EventData{withVersion(good, -1)}},
 		{"schema version over 2^31", "s", []eventbus.EventData{withVersion(good, int(overVersion))}},
 		{"same ID twice", "s", []eventbus.EventData{good, withType(good, "u")}},
+		{"same ID twice in a large batch", "s", large},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
