@@ -132,6 +132,21 @@ func TestCodecCompresses(t *testing.T) {
 	if small.Encoding != "" {
 		t.Errorf("Encode of a small payload has Encoding %q, want none", small.Encoding)
 	}
+
+	// Random bytes do not compress: deflated, they would only grow.
+	rr, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 100})
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[raw](rr, &eventbus.TypeOptions{Name: "raw", Codec: rawCodec{}}))
+	noise := make(raw, 4096)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range noise {
+		noise[i] = byte(rng.Uint32())
+	}
+	kept, err := rr.Encode(noise)
+	require.NoError(t, err)
+	if kept.Encoding != "" || !bytes.Equal(kept.Data, noise) {
+		t.Errorf("Encode of %d random bytes = %d bytes with Encoding %q, want them as they are, since deflate makes them larger", len(noise), len(kept.Data), kept.Encoding)
+	}
 }
 
 // rawCodec is a Codec of raw payloads: their bytes as they are, copied
