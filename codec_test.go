@@ -119,6 +119,26 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRegisterAnyOrder registers the versions of an event type latest
+// first, then the older ones: the latest version stays the one that
+// Decode upcasts to, whatever the order of registration.
+func TestRegisterAnyOrder(t *testing.T) {
+	old, err := newUserRegistry(t, nil).Encode(userV1{Name: "Ada Lovelace"})
+	require.NoError(t, err)
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[userV3](r, &eventbus.TypeOptions{Version: 3}))
+	require.NoError(t, eventbus.Register[userV2](r, &eventbus.TypeOptions{Version: 2, Codec: gobCodec{}}))
+	require.NoError(t, eventbus.Register[userV1](r, &eventbus.TypeOptions{Version: 1}))
+	require.NoError(t, eventbus.RegisterUpcaster(r, v2to3))
+	require.NoError(t, eventbus.RegisterUpcaster(r, v1to2))
+	got, err := eventbus.Decode[userV3](r, old)
+	want := userV3{First: "Ada", Last: "Lovelace", Country: "unknown"}
+	if err != nil || got != want {
+		t.Errorf("Decode[userV3](version 1) = %+v, %v, want %+v", got, err, want)
+	}
+}
+
 func TestCodecCompresses(t *testing.T) {
 	r := newUserRegistry(t, &eventbus.RegistryOptions{CompressAbove: 100})
 	in := userV3{First: strings.Repeat("a", 10_000)}
