@@ -335,6 +335,32 @@ func TestLoadSnapshotSavedByEarlierRelease(t *testing.T) {
 	})
 }
 
+// TestLoadSnapshotLegacyOfAnotherType checks that a snapshot in the
+// stream that earlier releases shared between state types, "$snapshot-"
+// and the stream's name, is passed over when it is of another type name:
+// LoadSnapshot returns none, as its doc says, rather than an error for a
+// state that is not T, and Load replays the stream.
+func TestLoadSnapshotLegacyOfAnotherType(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		appendDeposits(t, s, reg, "account-1", 3)
+		e, err := reg.Encode(Deposited{Amount: 1000})
+		require.NoError(t, err)
+		e.Metadata = eventbus.Metadata{"eventbus.revision": "1"}
+		_, err = s.Append(ctx, "$snapshot-account-1", eventbus.Any, e)
+		require.NoError(t, err)
+
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || ok {
+			t.Errorf("LoadSnapshot[Account] of an earlier release's snapshot of %s = %+v, %v, %v, want none", e.Type, snap, ok, err)
+		}
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 5})
+		v, err := accounts.Load(ctx, "account-1")
+		if err != nil || v.State != (Account{Balance: 3, Events: 3}) {
+			t.Errorf("Load = %+v, %v, want balance 3 after 3 events", v, err)
+		}
+	})
+}
+
 // TestAggregateSnapshotWithBadRevision checks that a snapshot whose
 // revision metadata does not parse is passed over as one that does not
 // decode is: LoadSnapshot returns an error wrapping ErrInvalid, Load and
