@@ -52,6 +52,8 @@ func TestMemoryStoreLimits(t *testing.T) {
 	event := func(data string) eventbus.EventData {
 		return eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(data)}
 	}
+	withMetadata := func(e eventbus.EventData, md eventbus.Metadata) eventbus.EventData { e.Metadata = md; return e }
+	withEncoding := func(e eventbus.EventData, enc string) eventbus.EventData { e.Encoding = enc; return e }
 	tests := []struct {
 		name    string
 		events  []eventbus.EventData
@@ -61,6 +63,9 @@ func TestMemoryStoreLimits(t *testing.T) {
 		{"event over the limit", []eventbus.EventData{event("1234567890")}, eventbus.ErrTooLarge},
 		{"batch at the limit", []eventbus.EventData{event("1234567"), event("123456")}, nil},
 		{"batch over the limit", []eventbus.EventData{event("1234567"), event("1234567")}, eventbus.ErrTooLarge},
+		// The type, encoding, metadata and data count, as MaxEventSize says.
+		{"metadata over the limit", []eventbus.EventData{withMetadata(event("1"), eventbus.Metadata{"k": "12345678"})}, eventbus.ErrTooLarge},
+		{"encoding over the limit", []eventbus.EventData{withEncoding(event("123"), "deflate")}, eventbus.ErrTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
