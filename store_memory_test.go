@@ -75,6 +75,22 @@ func TestMemoryStoreLimits(t *testing.T) {
 			}
 		})
 	}
+	// MaxBatchSize bounds the sum over every stream of an AppendMulti.
+	for _, tt := range []struct {
+		name    string
+		a, b    string
+		wantErr error
+	}{
+		{"AppendMulti at the limit", "1234567", "123456", nil},
+		{"AppendMulti over the limit", "1234567", "1234567", eventbus.ErrTooLarge},
+	} {
+		_, err := s.AppendMulti(t.Context(),
+			eventbus.StreamAppend{Stream: "a", Events: []eventbus.EventData{event(tt.a)}},
+			eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{event(tt.b)}})
+		if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+			t.Errorf("%s: AppendMulti = %v, want %v", tt.name, err, tt.wantErr)
+		}
+	}
 }
 
 func TestMemoryStoreAppendAllocs(t *testing.T) {
