@@ -483,6 +483,59 @@ func TestBackpressure(t *testing.T) {
 	})
 }
 
+// TestStopWakesPublisherWaitingForRoom checks that a Publish waiting for
+// room in a full queue returns ErrClosed, having queued nothing, once the
+// bus stops without grace, as it does after Shutdown: the worker of a
+// stuck handler never takes from its queue again, so only the stop can
+// wake the publisher.
+func TestStopWakesPublisherWaitingForRoom(t *testing.T) {
+	for _, stop := range []string{"Close", "Shutdown past its deadline"} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+				topic := newTopic[Order](t, b, "orders", nil)
+				subscribe(t, topic, "stuck", func(ctx context.Context, _ eventbus.Event[Order]) error {
+					<-ctx.Done() // only a stop without grace ends it
+					return ctx.Err()
+				}, nil)
+				bg := context.Background()
+				require.NoError(t, topic.Publish(bg, Order{N: 1})) // taken: the handler is stuck
+				synctest.Wait()
+				require.NoError(t, topic.Publish(bg, Order{N: 2})) // fills the queue
+				// Cancelled at the end, so that a Publish the stop left
+				// waiting fails the test rather than hanging it.
+				ctx, cancel := context.WithCancel(bg)
+				defer cancel()
+				published := make(chan error, 1)
+				go func() { published <- topic.Publish(ctx, Order{N: 3}) }()
+				synctest.Wait()
+
+				var err error
+				if stop == "Close" {
+					err = b.Close()
+				} else {
+					short, cancel := context.WithTimeout(bg, time.Second)
+					defer cancel()
+					err = b.Shutdown(short)
+				}
+				var ue *eventbus.UndeliveredError
+				require.ErrorAs(t, err, &ue)
+				require.Equal(t, 1, ue.Count, "the event queued")
+				synctest.Wait()
+				select {
+				case err := <-published:
+					require.ErrorIs(t, err, eventbus.ErrClosed, "Publish waiting for room when the bus stopped")
+				default:
+					t.Errorf("Publish still waits for room after %s returned", stop)
+				}
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					require.NotEqual(t, 3, dl.Payload().(Order).N, "the refused event was queued")
+				}
+			})
+		})
+	}
+}
+
 // TestFanOutAllOrNothing checks that an event is queued for every
 // subscription or for none when one of them is full.
 func TestFanOutAllOrNothing(t *testing.T) {
