@@ -934,6 +934,11 @@ func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 		ctx := context.Background()
 		for i := range 5 {
 			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: i}))
+			if i == 0 {
+				// The worker takes the first alone, so that the others
+				// are still in its queue at the stop, unnumbered.
+				synctest.Wait()
+			}
 		}
 		short, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
