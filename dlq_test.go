@@ -126,6 +126,29 @@ func TestRedriveAfterUnsubscribe(t *testing.T) {
 	})
 }
 
+// TestRedriveAfterClose checks, in both modes, that a Redrive once the bus
+// has stopped sends nothing, as Publish then handles nothing: it fails with
+// ErrClosed, no handler runs, and the dead letter stays.
+func TestRedriveAfterClose(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode})
+			topic := newTopic[Order](t, b, "orders", nil)
+			calls := 0
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { calls++; return errFlaky }, nil)
+			ctx := context.Background()
+			_ = topic.Publish(ctx, Order{N: 1}) // fails in Sync mode
+			require.NoError(t, b.Flush(ctx))
+			require.NoError(t, b.Close())
+			n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+			require.ErrorIs(t, err, eventbus.ErrClosed)
+			require.Zero(t, n)
+			require.Equal(t, 1, calls, "no attempt after Close")
+			require.Equal(t, 1, b.DeadLetters().Len(), "an entry that could not be sent stays")
+		})
+	})
+}
+
 // TestRedriveFailsAgain redrives dead letters whose handler fails again,
 // in both modes: each is sent, and is one dead letter again, not two.
 func TestRedriveFailsAgain(t *testing.T) {
