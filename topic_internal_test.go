@@ -40,6 +40,40 @@ func TestNumberingSkipsStoppedQueue(t *testing.T) {
 	})
 }
 
+// TestStopHalfwayQueuesNowhere publishes as a publisher that saw the bus
+// open may, while its stop has closed intake and stopped the queues of the
+// first subscription but not yet those of the second: the event must go
+// to neither, since Publish returns ErrClosed for it, so that an event is
+// queued for every subscription or for none.
+func TestStopHalfwayQueuesNowhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := New(&Options{Workers: 1})
+		require.NoError(t, err)
+		defer b.Close()
+		topic, err := NewTopic[int](b, "numbers", nil)
+		require.NoError(t, err)
+		noop := func(context.Context, Event[int]) error { return nil }
+		for _, name := range []string{"first", "second"} {
+			_, err = topic.Subscribe(name, noop, nil)
+			require.NoError(t, err)
+		}
+		b.closeIntake() // as Shutdown does, before it stops each subscription
+		subs := *topic.subs.Load()
+		subs[0].stopIntake()
+
+		var e Event[int]
+		topic.stamp(&e, 1, "", &lineage{}, nil)
+		ok, err := topic.enqueue(context.Background(), &e, false, false)
+		require.False(t, ok)
+		require.ErrorIs(t, err, ErrClosed)
+		q := &subs[1].workers[0].q
+		q.mu.Lock()
+		queued := q.enq
+		q.mu.Unlock()
+		require.Zero(t, queued, "the refused event went to the open subscription")
+	})
+}
+
 // TestRefusedSubscriptionReleasesContext subscribes while a Shutdown waits
 // for a handler: on a closed bus, with a taken name, with a middleware
 // that returns nil, and with one whose constructor panics. Each Subscribe
