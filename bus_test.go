@@ -965,6 +965,43 @@ func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 	})
 }
 
+// TestAbandonKeepsKeyOrderBehindRetry checks that when Close abandons a
+// key's event waiting for its retry and a later event of the key still
+// queued, the dead letters keep their publish order, so that a Redrive,
+// oldest first, hands them on in their key's order.
+func TestAbandonKeepsKeyOrderBehindRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Hour}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			if e.Key == "stuck" {
+				<-ctx.Done() // holds the worker until Close
+				return ctx.Err()
+			}
+			return errFlaky
+		}, nil)
+		ctx := context.Background()
+		for _, o := range []Order{{Key: "k", N: 1}, {Key: "stuck", N: 2}, {Key: "k", N: 3}} {
+			// 1 fails and waits for its retry; 2 holds the worker, so 3
+			// stays queued.
+			require.NoError(t, topic.Publish(ctx, o))
+			synctest.Wait()
+		}
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Close(), &ue)
+		require.Equal(t, 3, ue.Count)
+		var got []int
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			if dl.Key == "k" {
+				got = append(got, dl.Payload().(Order).N)
+			}
+		}
+		if diff := cmp.Diff([]int{1, 3}, got); diff != "" {
+			t.Errorf("dead letters of key k (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // TestCloseLeavesNoGoroutine relies on synctest, which fails a test whose
 // bubble still has goroutines blocked when its function returns.
 func TestCloseLeavesNoGoroutine(t *testing.T) {
