@@ -341,7 +341,8 @@ func lastSegment(dir string) (string, int64) {
 	return "", -1
 }
 
-// checkDir fails unless dir is the directory of a store.
+// checkDir fails unless dir is the directory of a store: one that holds a
+// segment file or a START file, as RepairFileStore wants.
 func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -356,12 +357,14 @@ func checkDir(dir string) error {
 	}
 	for _, e := range entries {
 		// The store ignores other names, and would start a new store
-		// in dir beside them.
-		if isSegment(e.Name()) {
+		// in dir beside them. A START file without segments is a store
+		// whose segments are missing: damage, which repair cuts, as
+		// RepairFileStore does.
+		if isSegment(e.Name()) || e.Name() == "START" {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-<16 hex digits>.log)", dir)
+	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-<16 hex digits>.log) nor START file", dir)
 }
 
 // withStore opens the store in dir read-only, showing progress on

@@ -690,3 +690,24 @@ func TestHelpCommand(t *testing.T) {
 		t.Errorf("eventbus help read, output failing: exit status %d; want 1", code)
 	}
 }
+
+// TestStoreWithoutSegments checks verify and repair of a store whose
+// segments are all gone but for its START file, which names the first:
+// RepairFileStore repairs it, so the commands must not call it no store.
+func TestStoreWithoutSegments(t *testing.T) {
+	dir, seg := newStore(t)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "START"), []byte("1\n"), 0o644))
+	require.NoError(t, os.Remove(seg))
+
+	code, _, stderr := runCmd(t, "verify", dir)
+	if code != 1 || !strings.Contains(stderr, "missing") || !strings.Contains(stderr, "eventbus repair") {
+		t.Errorf("verify of a store whose segments are missing: exit status %d, stderr %q; want 1, the damage and the advice to repair", code, stderr)
+	}
+	code, stdout, stderr := runCmd(t, "repair", dir)
+	if code != 0 || !strings.Contains(stdout, "repaired") {
+		t.Errorf("repair of a store whose segments are missing: exit status %d, stdout %q, stderr %q; want 0 and repaired", code, stdout, stderr)
+	}
+	if code, _, stderr := runCmd(t, "verify", dir); code != 0 {
+		t.Errorf("verify after repair: exit status %d, stderr %q", code, stderr)
+	}
+}
