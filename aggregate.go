@@ -363,14 +363,15 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // for a nil event (a nil pointer included); or the store's or the
 // registry's error, such as [Registry.Encode]'s for an event of a type not
 // registered or [Decode]'s for one that the registry cannot read back,
-// which are not appended (these errors name the stream and the event). A snapshot that fails to
-// save is skipped, since the events are committed: the next load replays
-// a few more events. One that fails every time, as a state grown past the
-// store's MaxEventSize does, leaves loads replaying ever more events and,
-// on a stream with MaxCount or MaxAge, failing with [ErrTruncated] once
-// the events after the last snapshot saved are hidden; the Aggregate
-// remembers the latest failed save, and Load's ErrTruncated error quotes
-// its error if it was of that stream. [SaveSnapshot] returns it too.
+// which are not appended (these errors name the stream and the event). A
+// snapshot that fails to save is skipped, since the events are committed:
+// the next load replays a few more events. One that fails every time, as
+// a state grown past the store's MaxEventSize does, leaves loads replaying
+// ever more events and, on a stream with MaxCount or MaxAge, failing with
+// [ErrTruncated] once the events after the last snapshot saved are
+// hidden; the Aggregate remembers the latest failed save, and Load's
+// ErrTruncated error quotes its error if it was of that stream.
+// [SaveSnapshot] returns it too.
 //
 // The events are linked as those of [StoreTopic.Publish] are: given a
 // handler's context, they take the handled event's correlation ID, its ID

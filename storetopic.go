@@ -94,7 +94,8 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 // payload, which a Topic delivers but a store would keep for good, and for
 // a key that Topic.Publish takes but that makes no stream name (see
 // [Store]): the topic's name, ':' and the key must be valid UTF-8 of at
-// most 1,024 bytes. It does not wait for any subscriber, and the bus may be closed.
+// most 1,024 bytes. It does not wait for any subscriber, and the bus may
+// be closed.
 func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) (AppendResult, error) {
 	if err := t.checkMade("StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
