@@ -800,7 +800,7 @@ func holdsStore(dir string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s holds no file store: no segment file (seg-<16 hex digits>.log): %w", dir, os.ErrNotExist)
+	return fmt.Errorf("%s holds no file store: no segment file (seg-<16 hex digits>.log) nor START file: %w", dir, os.ErrNotExist)
 }
 
 // cutAt copies the bytes of ce.Path from ce.Offset into keep, truncates it
