@@ -55,13 +55,7 @@ func TestConsumerStopWhileDeadLetterSilent(t *testing.T) {
 	}
 	runErr, stop := startRun(ctx, cons)
 	defer stop()
-	select {
-	case <-asked:
-	case err := <-runErr:
-		t.Fatalf("Run() = %v before dead-lettering the record", err)
-	case <-ctx.Done():
-		t.Fatal("the record was not sent to the dead-letter topic")
-	}
+	awaitRunning(t, ctx, runErr, asked, "the record sent to the dead-letter topic")
 	stop()
 	select {
 	case err := <-runErr:

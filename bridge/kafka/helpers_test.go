@@ -398,11 +398,26 @@ func handledThenStop(t *testing.T, ctx context.Context, handled <-chan struct{},
 	}
 }
 
-// startRun runs cons in a goroutine of its own until stop is called or ctx
-// ends, and returns the channel that receives Run's result.
-func startRun(ctx context.Context, cons *kafka.Consumer) (runErr <-chan error, stop context.CancelFunc) {
+// startRun runs r (a Consumer or a Relay) in a goroutine of its own until
+// stop is called or ctx ends, and returns the channel that receives Run's
+// result.
+func startRun(ctx context.Context, r interface{ Run(context.Context) error }) (runErr <-chan error, stop context.CancelFunc) {
 	ctx, stop = context.WithCancel(ctx)
 	ch := make(chan error, 1)
-	go func() { ch <- cons.Run(ctx) }()
+	go func() { ch <- r.Run(ctx) }()
 	return ch, stop
+}
+
+// awaitRunning waits for ch while the Run of runErr (from startRun) runs,
+// and fails the test, naming what it waited for, if Run returns or ctx
+// ends first.
+func awaitRunning(t *testing.T, ctx context.Context, runErr <-chan error, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case err := <-runErr:
+		t.Fatalf("Run() = %v before %s", err, what)
+	case <-ctx.Done():
+		t.Fatalf("%s: %v", what, ctx.Err())
+	}
 }

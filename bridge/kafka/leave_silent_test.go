@@ -48,13 +48,7 @@ func TestConsumerLeaveWhileKafkaSilent(t *testing.T) {
 	}
 	runErr, stop := startRun(ctx, cons)
 	defer stop()
-	select {
-	case <-handled:
-	case err := <-runErr:
-		t.Fatalf("Run() = %v before the record was handled", err)
-	case <-ctx.Done():
-		t.Fatal("the record was not handled")
-	}
+	awaitRunning(t, ctx, runErr, handled, "the record handled")
 	armed.Store(true)
 	await(t, ctx, asked, "a request held")
 	stop()

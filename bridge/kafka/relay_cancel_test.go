@@ -50,10 +50,8 @@ func TestRelayOtherHandlerCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runErr, stop := startRun(ctx, relay)
 	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- relay.Run(runCtx) }()
 	await(t, ctx, hook.buffered, "the relay's record buffered")
 
 	if err := bus.Close(); err != nil {

@@ -30,10 +30,8 @@ func TestRelayStopWhileKafkaSilent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runErr, stop := startRun(ctx, relay)
 	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- relay.Run(runCtx) }()
 	await(t, ctx, asked, "the relay's produce request")
 	stop()
 	select {
