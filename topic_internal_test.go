@@ -10,22 +10,31 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// numbers returns a bus of one worker per subscription, closed when the
+// test ends, and its topic "numbers" with a subscription of each of names
+// that handles nothing.
+func numbers(t *testing.T, names ...string) (*Bus, *Topic[int]) {
+	b, err := New(&Options{Workers: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	topic, err := NewTopic[int](b, "numbers", nil)
+	require.NoError(t, err)
+	for _, name := range names {
+		_, err = topic.Subscribe(name, func(context.Context, Event[int]) error { return nil }, nil)
+		require.NoError(t, err)
+	}
+	return b, topic
+}
+
 // TestNumberingSkipsStoppedQueue publishes to two subscriptions while the
 // first one's intake is stopped but it is still listed, as a publisher
 // can find it while it is being unsubscribed: the stopped queue counts no
 // events, so the events must still get distinct IDs.
 func TestNumberingSkipsStoppedQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, err := New(&Options{Workers: 1})
-		require.NoError(t, err)
-		defer b.Close()
-		topic, err := NewTopic[int](b, "numbers", nil)
-		require.NoError(t, err)
-		noop := func(context.Context, Event[int]) error { return nil }
-		_, err = topic.Subscribe("first", noop, nil)
-		require.NoError(t, err)
+		b, topic := numbers(t, "first")
 		var ids []ID
-		_, err = topic.Subscribe("second", func(_ context.Context, e Event[int]) error { ids = append(ids, e.ID); return nil }, nil)
+		_, err := topic.Subscribe("second", func(_ context.Context, e Event[int]) error { ids = append(ids, e.ID); return nil }, nil)
 		require.NoError(t, err)
 		(*topic.subs.Load())[0].stopIntake()
 
@@ -47,16 +56,7 @@ func TestNumberingSkipsStoppedQueue(t *testing.T) {
 // queued for every subscription or for none.
 func TestStopHalfwayQueuesNowhere(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, err := New(&Options{Workers: 1})
-		require.NoError(t, err)
-		defer b.Close()
-		topic, err := NewTopic[int](b, "numbers", nil)
-		require.NoError(t, err)
-		noop := func(context.Context, Event[int]) error { return nil }
-		for _, name := range []string{"first", "second"} {
-			_, err = topic.Subscribe(name, noop, nil)
-			require.NoError(t, err)
-		}
+		b, topic := numbers(t, "first", "second")
 		b.closeIntake() // as Shutdown does, before it stops each subscription
 		subs := *topic.subs.Load()
 		subs[0].stopIntake()
