@@ -152,15 +152,17 @@ func (h *Histogram) add(o *Histogram) {
 }
 
 // Quantile returns the upper bound of the bucket holding quantile q (0 to
-// 1) of the observations, or 0 without any: the bucket of the smallest
-// observation with at least a fraction q of them at or below it. The last
-// bucket has no upper bound: for it, Quantile returns BucketBound of its
-// index, about 34 s, which durations there may exceed.
+// 1; q outside that range is clamped to it, and NaN reads as 1) of the
+// observations, or 0 without any: the bucket of the smallest observation
+// with at least a fraction q of them at or below it. The last bucket has
+// no upper bound: for it, Quantile returns BucketBound of its index, about
+// 34 s, which durations there may exceed.
 func (h Histogram) Quantile(q float64) time.Duration {
 	if h.Count == 0 {
 		return 0
 	}
-	// The rank of the observation, from 1; q out of range is clamped.
+	// The rank of the observation, from 1; q out of range is clamped, and
+	// NaN, which no comparison holds for, takes the last.
 	rank := h.Count
 	if q < 1 {
 		rank = min(max(uint64(math.Ceil(max(q, 0)*float64(h.Count))), 1), h.Count)

@@ -117,6 +117,7 @@ func TestHistogramQuantile(t *testing.T) {
 	for q, want := range map[float64]int{0: 0, 0.5: 0, 0.89: 0, 0.9: 0, 0.91: 3, 1: 3, -1: 0, 2: 3} {
 		require.Equal(t, h.BucketBound(want), h.Quantile(q), "Quantile(%v)", q)
 	}
+	require.Equal(t, h.BucketBound(3), h.Quantile(math.NaN()), "Quantile(NaN) reads as Quantile(1)")
 
 	// The median of two observations is the lower one, as with any even
 	// count: half of them are at or below it.
