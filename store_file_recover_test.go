@@ -38,6 +38,16 @@ func newEvents(n int, typ, prefix string) []eventbus.EventData {
 	return evs
 }
 
+// appendEach appends n events of 40 bytes of data to the stream "s" of s,
+// one append each, as retention tests do to fill segments.
+func appendEach(t *testing.T, s *eventbus.FileStore, n int) {
+	t.Helper()
+	for range n {
+		_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
+		require.NoError(t, err, "Append")
+	}
+}
+
 func readAll(t *testing.T, s eventbus.Store) []eventbus.RecordedEvent {
 	t.Helper()
 	var out []eventbus.RecordedEvent
@@ -407,10 +417,7 @@ func TestFileStoreRetentionBytes(t *testing.T) {
 	dir := t.TempDir()
 	for _, retain := range []int64{1 << 40, 0, 24 << 10} {
 		s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: retain})
-		for range 200 {
-			_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
-			require.NoError(t, err)
-		}
+		appendEach(t, s, 200)
 		st := s.Stats()
 		var size int64
 		paths, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
@@ -1180,15 +1187,7 @@ func TestFileStoreRetentionCrash(t *testing.T) {
 // crash would leave it) opens, without the dropped segments; and the
 // store deletes the file when it next can. No file is left open.
 func TestFileStoreRetentionFaults(t *testing.T) {
-	ctx := t.Context()
 	dir := t.TempDir()
-	appendN := func(s *eventbus.FileStore, n int) {
-		t.Helper()
-		for range n {
-			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
-			require.NoError(t, err, "Append while retention cannot delete a file")
-		}
-	}
 	files := func(dir string) []string {
 		t.Helper()
 		names, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
@@ -1196,7 +1195,7 @@ func TestFileStoreRetentionFaults(t *testing.T) {
 		return names
 	}
 	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
-	appendN(s, 300)
+	appendEach(t, s, 300)
 	require.NoError(t, s.Close())
 	old := files(dir)
 	require.Greater(t, len(old), 4)
@@ -1204,7 +1203,7 @@ func TestFileStoreRetentionFaults(t *testing.T) {
 	fs := &faultFS{FS: eventbus.OSFS}
 	fs.failRemove.Store(&old[1])
 	s = openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs))
-	appendN(s, 300)
+	appendEach(t, s, 300)
 	st := s.Stats()
 	require.Positive(t, st.FirstPosition, "retention dropped segments")
 	require.ErrorIs(t, st.RetentionErr, syscall.EACCES)
@@ -1223,7 +1222,7 @@ func TestFileStoreRetentionFaults(t *testing.T) {
 	require.Len(t, files(copied), reopened.Stats().Segments, "opening deleted the file left behind")
 
 	fs.failRemove.Store(nil)
-	appendN(s, 100)
+	appendEach(t, s, 100)
 	st = s.Stats()
 	require.NoError(t, st.RetentionErr)
 	require.Len(t, files(dir), st.Segments, "the next segment's retention deleted the file left behind")
@@ -2434,21 +2433,13 @@ func TestFileStoreFirstSegmentMissing(t *testing.T) {
 // tried once, ignored the failure and forgot the file, so RetentionErr
 // was nil while the disk space stayed taken, until another reopen.
 func TestFileStoreRetentionErrAfterReopen(t *testing.T) {
-	ctx := t.Context()
 	dir := t.TempDir()
 	fs := &faultFS{FS: eventbus.OSFS}
 	opts := eventbus.WithFS(&eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10, RetainSize: 4 << 10}, fs)
-	appendN := func(s *eventbus.FileStore, n int) {
-		t.Helper()
-		for range n {
-			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
-			require.NoError(t, err)
-		}
-	}
 	s := openFile(t, dir, opts)
 	first := segments(t, dir)[0]
 	fs.failRemove.Store(&first)
-	appendN(s, 200)
+	appendEach(t, s, 200)
 	require.ErrorIs(t, s.Stats().RetentionErr, syscall.EACCES)
 	require.NoError(t, s.Close())
 	require.FileExists(t, first)
@@ -2460,7 +2451,7 @@ func TestFileStoreRetentionErrAfterReopen(t *testing.T) {
 	fs.failRemove.Store(nil)
 	last := func() string { segs := segments(t, dir); return segs[len(segs)-1] }
 	for active := last(); last() == active; {
-		appendN(s, 1) // until the next segment, and its retention
+		appendEach(t, s, 1) // until the next segment, and its retention
 	}
 	if err := s.Stats().RetentionErr; err != nil {
 		t.Errorf("Stats().RetentionErr after the next segment = %v, want nil", err)
@@ -2591,17 +2582,9 @@ func (f *startFailFS) OpenFile(name string, flag int, perm os.FileMode) (eventbu
 // started at the second, without the state of the streams, which opening
 // refused with a *CorruptionError; no test failed.
 func TestFileStoreRetentionStartFails(t *testing.T) {
-	ctx := t.Context()
 	dir := t.TempDir()
-	appendN := func(s *eventbus.FileStore, n int) {
-		t.Helper()
-		for range n {
-			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 40))...)
-			require.NoError(t, err)
-		}
-	}
 	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
-	appendN(s, 300)
+	appendEach(t, s, 300)
 	require.NoError(t, s.Close())
 	old := segments(t, dir)
 	require.Greater(t, len(old), 4)
@@ -2612,7 +2595,7 @@ func TestFileStoreRetentionStartFails(t *testing.T) {
 	fs.armed.Store(true)
 	s = openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs))
 	for s.Stats().FirstPosition == 0 {
-		appendN(s, 1)
+		appendEach(t, s, 1)
 	}
 	st := s.Stats()
 	require.ErrorIs(t, st.RetentionErr, syscall.EACCES)
@@ -2628,7 +2611,7 @@ func TestFileStoreRetentionStartFails(t *testing.T) {
 	fs.armed.Store(false)
 	faults.failRemove.Store(nil)
 	for s.Stats().FirstPosition == st.FirstPosition {
-		appendN(s, 1) // until retention runs again
+		appendEach(t, s, 1) // until retention runs again
 	}
 	require.NoError(t, s.Stats().RetentionErr)
 	require.Len(t, segments(t, dir), s.Stats().Segments, "files left behind")
