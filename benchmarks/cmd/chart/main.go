@@ -463,9 +463,21 @@ func (r *results) orderText(c cell) string {
 		return "–"
 	}
 	if worst := slices.Max(vs); worst > 0 {
-		return fmt.Sprintf("no (%.2g%% of events)", 100*worst)
+		return "no (" + twoDigits(100*worst) + "% of events)"
 	}
 	return "yes"
+}
+
+// twoDigits prints v, above 0, with two significant digits in plain
+// decimals and no trailing zeros: %.2g would print 100 as 1e+02 and
+// 0.00003 as 3e-05.
+func twoDigits(v float64) string {
+	prec := max(0, 1-int(math.Floor(math.Log10(v))))
+	s := strconv.FormatFloat(v, 'f', prec, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
 }
 
 // replaceSection puts text between the lines "<!-- section:begin -->" and

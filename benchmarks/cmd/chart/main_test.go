@@ -86,6 +86,29 @@ func TestMissingCell(t *testing.T) {
 	}
 }
 
+// TestOrderTextShare reads the share of events out of order as go test
+// prints violations/event, from every event (a peer delivering each twice)
+// down to a few in ten million, and wants it in plain decimals, as the
+// table's other figures are, never in exponent form ("1e+02%").
+func TestOrderTextShare(t *testing.T) {
+	for _, tt := range []struct{ violations, want string }{
+		{"1.000", "no (100% of events)"},
+		{"0.6667", "no (67% of events)"},
+		{"0.02637", "no (2.6% of events)"},
+		{"0.001000", "no (0.1% of events)"},
+		{"0.0000003", "no (0.00003% of events)"},
+		{"0.0000025", "no (0.00025% of events)"},
+	} {
+		res, err := parse(strings.NewReader("BenchmarkKeyed/p-2 100 50 ns/op " + tt.violations + " violations/event\n"))
+		if err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		if got := res.orderText(cell{"Keyed", "p"}); got != tt.want {
+			t.Errorf("orderText(%s violations/event) = %q, want %q", tt.violations, got, tt.want)
+		}
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n",
 		// -cpu 1,2: two GOMAXPROCS, whose samples one median would mix.
