@@ -63,6 +63,19 @@ func TestKeyedOrderCatchesBrokenPeers(t *testing.T) {
 	}
 }
 
+// TestKeyedReportsViolationCount runs the keyed benchmark on a peer that
+// delivers one event of a run twice and wants the count of violations
+// reported, 1: go test prints violations/event to seven decimals, so one
+// violation in the tens of millions of events of a fast peer's run reads 0
+// there, and the table would say that order held.
+func TestKeyedReportsViolationCount(t *testing.T) {
+	p := peer{name: "one twice", open: openBroken(oneTwice)}
+	r := testing.Benchmark(func(b *testing.B) { measure(b, workloads[2], p) })
+	if got := r.Extra["violations"]; got != 1 {
+		t.Errorf("keyed benchmark of a peer delivering one of %d events twice reports %v violations, want 1 (%v)", r.N, got, r)
+	}
+}
+
 // TestFanOutCatchesDoubledPeer runs the fan-out workloads on a peer that
 // delivers every event twice and wants each extra delivery counted: the
 // tallies reach n halfway through, which would stop the timer early.
@@ -144,6 +157,15 @@ func holdBack(held map[int32][]msg, m msg, every uint64, to func(msg)) {
 		to(h)
 	}
 	held[m.K] = held[m.K][:0]
+}
+
+// oneTwice delivers the first event twice, and every other event once:
+// one violation in a run of any length, -benchtime=1x too.
+func oneTwice(_ map[int32][]msg, m msg, to func(msg)) {
+	to(m)
+	if m.K == 0 && m.Seq == 1 {
+		to(m)
+	}
 }
 
 // doubled delivers every event twice.

@@ -109,6 +109,22 @@ func TestOrderTextShare(t *testing.T) {
 	}
 }
 
+// TestOrderTextRareViolation reads a keyed run of 40 million events, one
+// of which came after a later one of its key, as go test prints it: the
+// share, to seven decimals, is 0, and the count, violations, is 1. The
+// table must say that order was lost, not "yes".
+func TestOrderTextRareViolation(t *testing.T) {
+	res, err := parse(strings.NewReader(
+		"BenchmarkKeyed/p-2 40000000 30 ns/op 1.000 violations 0.0000000 violations/event\n" +
+			"BenchmarkKeyed/p-2 40000000 30 ns/op 0 violations 0 violations/event\n"))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if got, want := res.orderText(cell{"Keyed", "p"}), "no (0.0000025% of events)"; got != want {
+		t.Errorf("orderText(1 violation in 40,000,000 events) = %q, want %q", got, want)
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n",
 		// -cpu 1,2: two GOMAXPROCS, whose samples one median would mix.
