@@ -17,7 +17,9 @@
 // workloads, the store workloads) keeps a table of its own; a section whose
 // charts are all of the other suite's workloads (Store/... against the
 // buses', or the reverse) is refused. The table links to each chart by its
-// path from the README's directory.
+// path from the README's directory. Both name the machine from the input's
+// "machine" line (or go test's "cpu" line), adding the GOMAXPROCS of the
+// results where that line does not give it as its cores.
 package main
 
 import (
@@ -128,7 +130,9 @@ func chartFile(workload string) string {
 
 // results holds every sample of every benchmark, in order of appearance.
 type results struct {
-	config    map[string]string
+	config map[string]string
+	// procs is the GOMAXPROCS of every result, from their names.
+	procs     string
 	workloads []string
 	peers     []string
 	samples   map[cell]map[string][]float64 // unit -> one value per run
@@ -210,6 +214,7 @@ func parse(r io.Reader) (*results, error) {
 	if len(res.workloads) == 0 {
 		return nil, errors.New("no benchmark results")
 	}
+	res.procs = procs
 	return res, nil
 }
 
@@ -265,6 +270,12 @@ func (r *results) machine() string {
 		m = r.config["cpu"]
 	}
 	var extra []string
+	// The names' GOMAXPROCS, left out of the table and charts, where the
+	// machine line does not give it as its cores: under taskset, or a
+	// container's CPU quota, Go runs on fewer cores than the machine has.
+	if !strings.Contains(m, " "+r.procs+" cores") {
+		extra = append(extra, "GOMAXPROCS "+r.procs)
+	}
 	for _, k := range []string{"count", "benchtime", "load", "date"} {
 		if v := r.config[k]; v != "" {
 			extra = append(extra, k+" "+v)

@@ -125,6 +125,40 @@ func TestOrderTextRareViolation(t *testing.T) {
 	}
 }
 
+// TestMachineGOMAXPROCS charts runs whose GOMAXPROCS, in their names, is
+// not the machine line's cores (run under taskset -c 0, or in a container
+// with a CPU quota, on a 2-core machine), and wants the table and charts
+// to say it, since the names' suffix is left out of both; where the two
+// agree, the machine line is enough.
+func TestMachineGOMAXPROCS(t *testing.T) {
+	const machine = "machine: Test CPU, 2 cores, go1.26.0\n"
+	for _, tt := range []struct {
+		name, results, want string
+	}{
+		// go test names no suffix for GOMAXPROCS 1.
+		{"taskset -c 0", "BenchmarkKeyed/p 100 50 ns/op\n", "Test CPU, 2 cores, go1.26.0 (GOMAXPROCS 1)"},
+		{"12 of 2", "BenchmarkKeyed/p-12 100 50 ns/op\n", "Test CPU, 2 cores, go1.26.0 (GOMAXPROCS 12)"},
+		{"all cores", "BenchmarkKeyed/p-2 100 50 ns/op\n", "Test CPU, 2 cores, go1.26.0"},
+		// go test's own cpu line names no cores.
+		{"no machine line", "cpu: Test CPU\nBenchmarkKeyed/p-2 100 50 ns/op\n", "Test CPU (GOMAXPROCS 2)"},
+	} {
+		in := machine + tt.results
+		if tt.name == "no machine line" {
+			in = tt.results
+		}
+		res, err := parse(strings.NewReader(in))
+		if err != nil {
+			t.Fatalf("%s: parse: %v", tt.name, err)
+		}
+		if table := res.table("results"); !strings.Contains(table, "Machine: "+tt.want+".\n") {
+			t.Errorf("%s: table does not begin \"Machine: %s.\":\n%s", tt.name, tt.want, table)
+		}
+		if svg := res.chart("Keyed"); !bytes.Contains(svg, []byte("; "+tt.want+"</text>")) {
+			t.Errorf("%s: chart does not name the machine as %q", tt.name, tt.want)
+		}
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n",
 		// -cpu 1,2: two GOMAXPROCS, whose samples one median would mix.
