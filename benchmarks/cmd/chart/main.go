@@ -379,10 +379,12 @@ func niceStep(raw float64) float64 {
 }
 
 // formatNs prints a duration in nanoseconds with three significant digits
-// in the largest unit that keeps it at least 1 once rounded to them: from
-// 999.5 ns, which trim prints as 1,000, it is 1 µs.
+// in the largest unit, up to seconds, that keeps it at least 1 once rounded
+// to them: from 999.5 ns, which trim prints as 1,000, it is 1 µs.
 func formatNs(v float64) string {
 	switch {
+	case v >= 999.5e6:
+		return trim(v/1e9) + " s"
 	case v >= 999.5e3:
 		return trim(v/1e6) + " ms"
 	case v >= 999.5:

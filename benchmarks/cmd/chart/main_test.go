@@ -376,6 +376,10 @@ func TestFormat(t *testing.T) {
 		{1.5e6, "1.5 ms"}, {999.4, "999 ns"}, {1000, "1 µs"}, {1234, "1.23 µs"},
 		// Rounded to three digits, they reach the next unit.
 		{999.7, "1 µs"}, {999_800, "1 ms"},
+		// Store/Open's log axis has a tick at 1e9 ns, over the slowest
+		// open (434 ms), and a store of ten times the events opens in
+		// seconds.
+		{1e9, "1 s"}, {4.34e9, "4.34 s"}, {999_400_000, "999 ms"}, {999_800_000, "1 s"},
 	} {
 		if got := formatNs(tt.v); got != tt.want {
 			t.Errorf("formatNs(%v) = %q, want %q", tt.v, got, tt.want)
