@@ -11,9 +11,9 @@ import (
 )
 
 // stubGo stands in for the go command in TestRunSh: it builds a test binary
-// that prints $STUB_BENCH, installs a benchstat that copies its input
-// (label=file or file), and notes every go run in $STUB_LOG, failing if
-// $STUB_CHART_FAILS is set.
+// that prints $STUB_BENCH and exits with $STUB_BENCH_EXIT, installs a
+// benchstat that copies its input (label=file or file), and notes every go
+// run in $STUB_LOG, failing if $STUB_CHART_FAILS is set.
 const stubGo = `#!/bin/sh
 case $1 in
 env)
@@ -30,7 +30,7 @@ install)
 	chmod +x "$d/benchstat"
 	;;
 test)
-	printf '#!/bin/sh\nprintf "%%s" "$STUB_BENCH"\n' > "$4"
+	printf '#!/bin/sh\nprintf "%%s" "$STUB_BENCH"\nexit ${STUB_BENCH_EXIT:-0}\n' > "$4"
 	chmod +x "$4"
 	;;
 run)
@@ -57,6 +57,7 @@ func TestRunSh(t *testing.T) {
 		name  string
 		suite string // SUITE, "store" if empty
 		bench string // what the benchmarks print
+		exit  string // their exit status, 0 if empty
 		gobin bool   // whether GOBIN is set
 		// noNproc has nproc fail, as where it is missing (macOS).
 		noNproc bool
@@ -77,6 +78,13 @@ func TestRunSh(t *testing.T) {
 		{name: "no nproc", bench: bench, noNproc: true, ok: true},
 		// The results, summary and table come from one run or none.
 		{name: "chart fails", bench: bench, chartFails: true, ok: false},
+		// A benchmark that fails prints FAIL, and the binary exits 1.
+		{name: "benchmark fails", bench: "BenchmarkStore/Append/eventbus-2 1 100 ns/op\n" +
+			"--- FAIL: BenchmarkStore/Append/bbolt\nFAIL\n", exit: "1", ok: false},
+		// A panic, or the timeout's, prints no FAIL line: only the exit
+		// status says that the results are cut short.
+		{name: "benchmarks panic", bench: "BenchmarkStore/Append/eventbus-2 1 100 ns/op\n" +
+			"panic: test timed out after 1h0m0s\n", exit: "2", ok: false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -104,6 +112,7 @@ func TestRunSh(t *testing.T) {
 				"PATH=" + stubs + string(os.PathListSeparator) + "/usr/bin" + string(os.PathListSeparator) + "/bin",
 				"HOME=" + dir, "SUITE=" + suite, "COUNT=1", "BENCH=Store/Append",
 				"STUB_GOPATH=" + gopath, "STUB_BENCH=" + tt.bench, "STUB_LOG=" + log,
+				"STUB_BENCH_EXIT=" + tt.exit,
 			}
 			if tt.gobin {
 				cmd.Env = append(cmd.Env, "STUB_GOBIN="+filepath.Join(dir, "gobin"))
