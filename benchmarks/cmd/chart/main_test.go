@@ -421,3 +421,50 @@ func TestRunChartLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestCommittedResults draws the committed results again, into a copy of
+// the README and a directory of their own, and wants the README's tables
+// and the charts in results/ to be exactly what they draw: the figures
+// shown are the figures measured, never typed in or left behind by a
+// change to this command.
+func TestCommittedResults(t *testing.T) {
+	const readme, results = "../../README.md", "../../results"
+	doc, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "results")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	redrawn := filepath.Join(dir, "README.md")
+	if err := os.WriteFile(redrawn, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, suite := range []struct{ in, section string }{
+		{"bench.txt", "results"},
+		{"store.txt", "store-results"},
+	} {
+		if err := run(filepath.Join(results, suite.in), out, redrawn, suite.section); err != nil {
+			t.Fatalf("run(results/%s, section %s) = %v", suite.in, suite.section, err)
+		}
+	}
+	if got, _ := os.ReadFile(redrawn); !bytes.Equal(lf(got), lf(doc)) {
+		t.Errorf("README.md's results tables are not what results/bench.txt and results/store.txt draw; run go run ./cmd/chart (see README.md)")
+	}
+	charts, err := filepath.Glob(filepath.Join(out, "*.svg"))
+	if err != nil || len(charts) == 0 {
+		t.Fatalf("no charts drawn: %v", err)
+	}
+	for _, c := range charts {
+		want, _ := os.ReadFile(c)
+		if got, err := os.ReadFile(filepath.Join(results, filepath.Base(c))); err != nil || !bytes.Equal(lf(got), want) {
+			t.Errorf("results/%s is not what the results draw (%v); run go run ./cmd/chart", filepath.Base(c), err)
+		}
+	}
+}
+
+// lf is text with the line ends this command writes, for a checkout that
+// turned them into CRLF (git's core.autocrlf on Windows).
+func lf(text []byte) []byte { return bytes.ReplaceAll(text, []byte("\r\n"), []byte("\n")) }
