@@ -43,6 +43,11 @@ esac
 // machineLine is the line that run.sh leads the results with.
 var machineLine = regexp.MustCompile(`(?m)^machine: [^,\n]*[^ ,\n][^,\n]*, [0-9]+ cores, go1\.99$`)
 
+// runLines are the lines that follow it: the date, the rounds, the
+// benchtime (run.sh's default) and the load average at the start, which
+// the README's table shows beside the machine.
+var runLines = regexp.MustCompile(`(?m)^date: [0-9]{4}-[0-9]{2}-[0-9]{2}\ncount: 1\nbenchtime: 500ms\nload: [0-9]+(\.[0-9]+)?$`)
+
 // TestRunSh runs run.sh with a stub go command and no benchstat on PATH.
 func TestRunSh(t *testing.T) {
 	if runtime.GOOS == "windows" {
@@ -136,6 +141,8 @@ func TestRunSh(t *testing.T) {
 					t.Errorf("results/%s = %q, want the old results kept", f, got)
 				case tt.ok && !machineLine.Match(got):
 					t.Errorf("results/%s = %q, want a line \"machine: <CPU>, <n> cores, go1.99\"", f, got)
+				case tt.ok && !runLines.Match(got):
+					t.Errorf("results/%s = %q, want lines \"date: <UTC date>\", \"count: 1\", \"benchtime: 500ms\", \"load: <load average>\"", f, got)
 				}
 			}
 			charted, _ := os.ReadFile(log)
