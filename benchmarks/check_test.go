@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seed-a6f1faae/eventbus"
 )
 
 // TestKeyedOrder runs the keyed workload on every peer and fails if a peer
@@ -278,11 +280,12 @@ func checkAppended(t *testing.T, s store, n int) {
 	}
 }
 
-// TestStorePeersDurable checks that the bbolt and SQLite peers run with
-// the durability the README gives them, as the stores report it: every
-// commit synced (bbolt without NoSync; SQLite's WAL with synchronous=FULL)
-// unless the peer's name ends in -nosync. A misspelt DSN pragma is ignored
-// or taken as NORMAL by SQLite, without an error.
+// TestStorePeersDurable checks that the store peers run with the
+// durability the README gives them: every commit synced (bbolt without
+// NoSync and SQLite's WAL with synchronous=FULL, as the stores report it;
+// the file store with SyncAlways, as the harness opened it, since the store
+// does not tell) unless the peer's name ends in -nosync. A misspelt DSN
+// pragma is ignored or taken as NORMAL by SQLite, without an error.
 func TestStorePeersDurable(t *testing.T) {
 	for _, p := range storePeers {
 		t.Run(p.name, func(t *testing.T) {
@@ -293,7 +296,10 @@ func TestStorePeersDurable(t *testing.T) {
 			defer closeStore(t, s)
 			durable := !strings.HasSuffix(p.name, "-nosync")
 			switch s := s.(type) {
-			case fileStore: // its SyncPolicy is in the table, and not readable
+			case fileStore:
+				if (s.sync == eventbus.SyncAlways) != durable {
+					t.Errorf("%s: Sync = %v, want SyncAlways: %v", p.name, s.sync, durable)
+				}
 			case *boltStore:
 				if s.db.NoSync == durable {
 					t.Errorf("%s: NoSync = %v, want %v", p.name, s.db.NoSync, !durable)

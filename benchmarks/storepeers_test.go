@@ -62,13 +62,18 @@ var storePeers = []storePeer{
 }
 
 // fileStore is eventbus.FileStore: SyncAlways fsyncs before an append
-// returns, sharing one write and one fsync among concurrent appends.
-type fileStore struct{ s *eventbus.FileStore }
+// returns, sharing one write and one fsync among concurrent appends. It
+// keeps the policy it was opened with, which the store does not tell, for
+// TestStorePeersDurable.
+type fileStore struct {
+	s    *eventbus.FileStore
+	sync eventbus.SyncPolicy
+}
 
 func openFileStore(sync eventbus.SyncPolicy) func(string) (store, error) {
 	return func(dir string) (store, error) {
 		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{Sync: sync})
-		return fileStore{s}, err
+		return fileStore{s, sync}, err
 	}
 }
 
