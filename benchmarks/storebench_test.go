@@ -64,7 +64,9 @@ var storeWorkloads = []storeWorkload{
 }
 
 // BenchmarkStore runs every store workload over every store peer, as
-// Store/<workload>/<peer>, so that each -count covers them all.
+// Store/<workload>/<peer>. go test's -count runs each of these that many
+// times in a row, on one read fixture; run.sh runs rounds of -count 1, so
+// that a burst of other work spreads over the peers.
 func BenchmarkStore(b *testing.B) {
 	for _, w := range storeWorkloads {
 		b.Run(w.name, func(b *testing.B) { storeBenchmark(b, w) })
@@ -79,10 +81,10 @@ func storeBenchmark(b *testing.B, w storeWorkload) {
 		if w.fill > 0 && p.appendOnly {
 			continue
 		}
-		// A filled store serves every run of b.N, since filling it takes
-		// longer than reading it, and lives in a directory of the parent
-		// benchmark, which outlives the runs; an empty one is made in a
-		// new directory for each run.
+		// A filled store serves every run of b.N, and every -count, since
+		// filling it takes longer than reading it, and lives in a
+		// directory of the parent benchmark, which outlives the runs; an
+		// empty one is made in a new directory for each run.
 		var filled store
 		fixtureDir := b.TempDir()
 		b.Run(p.name, func(b *testing.B) {
