@@ -90,13 +90,25 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	}
 
 	cp := &crashingCheckpoints{Checkpoints: kafka.StoreCheckpoints(store), saved: make(chan uint64, 1)}
+	// lastEvent is the position of the last event appended. The last run
+	// stops only once it has saved a checkpoint past it, every record
+	// acknowledged: a stop waits for the records in flight
+	// CheckpointInterval at most, here 2ms, which Kafka's answers may
+	// outlast on a busy machine, and those not answered by then stay
+	// after the checkpoint, as after a crash (see Relay.Run).
+	var lastEvent uint64
 	run := func(crash bool) {
 		p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, Linger: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer p.Close()
-		relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "orders", Topic: "orders", Checkpoints: cp, CheckpointInterval: 2 * time.Millisecond, MaxInFlight: 64})
+		var cps kafka.Checkpoints = cp
+		pastLast := make(chan struct{})
+		if !crash {
+			cps = &onceSaved{Checkpoints: cp, end: lastEvent + 1, do: func() { close(pastLast) }}
+		}
+		relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "orders", Topic: "orders", Checkpoints: cps, CheckpointInterval: 2 * time.Millisecond, MaxInFlight: 64})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,6 +139,11 @@ func TestRelayCrashAndRestart(t *testing.T) {
 			cp.crashed.Store(true)
 		} else {
 			log.wait(t, ctx)
+			select {
+			case <-pastLast:
+			case <-done:
+				t.Fatalf("Run() = %v before a checkpoint past the last event", runErr)
+			}
 		}
 		kill()
 		<-done
@@ -137,27 +154,7 @@ func TestRelayCrashAndRestart(t *testing.T) {
 	for range kills {
 		run(true)
 	}
-	run(false)
 	appends.Wait()
-	if err := stopCons(); err != nil {
-		t.Fatalf("Consumer.Run() = %v, want nil", err)
-	}
-	log.checkExactlyOnce(t, perKey)
-	var dups uint64
-	for _, s := range bus.Metrics().Subscriptions {
-		dups += s.Duplicates
-	}
-	t.Logf("%d kills; %d records produced again and skipped as duplicates", kills, dups)
-
-	// The last run stopped cleanly: its checkpoint is past every event.
-	// It may be past the checkpoints saved after the last event too, up
-	// to the position of its own save: when the run caught up with the
-	// store with nothing in flight, it passed the positions it had read
-	// and not selected.
-	next, err := kafka.StoreCheckpoints(store).Load(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}
 	last := func(read iter.Seq2[eventbus.RecordedEvent, error]) uint64 {
 		t.Helper()
@@ -170,7 +167,27 @@ func TestRelayCrashAndRestart(t *testing.T) {
 		}
 		return pos
 	}
-	lastEvent := last(store.ReadAll(ctx, opts))
+	lastEvent = last(store.ReadAll(ctx, opts))
+	run(false)
+	if err := stopCons(); err != nil {
+		t.Fatalf("Consumer.Run() = %v, want nil", err)
+	}
+	log.checkExactlyOnce(t, perKey)
+	var dups uint64
+	for _, s := range bus.Metrics().Subscriptions {
+		dups += s.Duplicates
+	}
+	t.Logf("%d kills; %d records produced again and skipped as duplicates", kills, dups)
+
+	// The last run stopped cleanly, every record acknowledged: its
+	// checkpoint is past every event. It may be past the checkpoints saved
+	// after the last event too, up to the position of its own save: when
+	// the run caught up with the store with nothing in flight, it passed
+	// the positions it had read and not selected.
+	next, err := kafka.StoreCheckpoints(store).Load(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
 	saved := last(store.ReadStream(ctx, "$checkpoint-kafka-relay:orders", opts))
 	if next <= lastEvent || next > saved {
 		t.Errorf("checkpoint after a clean stop = %d, want past the last event (%d) and at most the position of its save (%d)", next, lastEvent, saved)
