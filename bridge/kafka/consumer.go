@@ -434,8 +434,16 @@ func (o *offsets) drop(m map[string][]int32) {
 // to two seconds more, whatever DrainTimeout: it waits a second at most to
 // end its fetch sessions, and one for its last push of client metrics
 // (kgo.DisableFetchSessions and kgo.DisableClientMetrics, in Client, spare
-// both). A group new to a partition starts at its first record. Run may be
-// called once. It starts a franz-go client and one goroutine for commits;
+// both). Stop Run, and wait for it to return, before Shutdown or Close of
+// the bus: a bus stopped without grace (Close, or a Shutdown whose context
+// ends) while Run runs or drains dead-letters the events it abandons, in
+// memory, and Run's next commit, the final one too, passes their records
+// as it passes any dead-lettered event's, so that they are lost at exit
+// unless a DeadLetterSink keeps them (an eventbus.Durable would deliver
+// them again). A Shutdown that handles every event first loses nothing;
+// Run then returns an error wrapping eventbus.ErrClosed at its next
+// record. A group new to a partition starts at its first record. Run may
+// be called once. It starts a franz-go client and one goroutine for commits;
 // it waits for the goroutine, and closes the client before it returns, but
 // not every one of the client's goroutines has ended by then: its
 // connections' readers exit shortly after, on their own. On a Consumer not
