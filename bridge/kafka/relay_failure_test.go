@@ -463,6 +463,58 @@ func TestRelayHoldsKeyNotOthers(t *testing.T) {
 	}
 }
 
+// TestRelayUnkeyedNotHeld relays two events of one stream whose records
+// have no key (RelayOptions.Key returns ""): they have no order to keep,
+// so the second goes to franz-go while the first is in flight (the
+// acknowledgement of the first waits for it), as the Relay's doc says,
+// instead of waiting behind it as a key's records do.
+func TestRelayUnkeyedNotHeld(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	first := appendOrder(t, ctx, store, reg, "a", Order{Key: "a"})
+	second := appendOrder(t, ctx, store, reg, "a", Order{Key: "a", Seq: 1})
+	secondHanded := make(chan struct{})
+	hooks := produceHooks{
+		buffered: func(id string) {
+			if id == second.ID.String() {
+				close(secondHanded)
+			}
+		},
+		unbuffered: func(id string, err error) {
+			if err != nil {
+				t.Errorf("record of event %s failed: %v", id, err)
+			}
+			if id == first.ID.String() {
+				select {
+				case <-secondHanded:
+				case <-ctx.Done():
+					t.Errorf("the second record not given to franz-go while the first was in flight: %v", ctx.Err())
+				}
+			}
+		},
+	}
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hooks)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cp := &onceSaved{Checkpoints: kafka.StoreCheckpoints(store), end: second.Position + 1, do: stop}
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "r", Topic: "orders", Checkpoints: cp, CheckpointInterval: time.Millisecond,
+		Key: func(eventbus.RecordedEvent) string { return "" },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Run(runCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+	}
+	if diff := cmp.Diff(idsOf(first, second), eventIDs(t, ctx, c.ListenAddrs(), "orders")); diff != "" {
+		t.Errorf("records (-want +got):\n%s", diff)
+	}
+}
+
 // checkpointsHook is Checkpoints that calls saved after each save.
 type checkpointsHook struct {
 	kafka.Checkpoints
