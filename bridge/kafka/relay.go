@@ -256,9 +256,10 @@ type RelayOptions struct {
 // returns the ProduceError of the first that fails alone, the one too
 // large, having written those before it. (If each is written alone, the
 // batch was too large as a whole, BatchMaxBytes being over the topic's
-// limit: Run returns the error of the first, written since, and the next
-// Run goes on.) A record too large is permanent: each Run stops there
-// again. So is an event for which
+// limit, or franz-go reported the one too large only after Run stopped
+// waiting for it (see [Relay.Run]): Run returns the error of the first,
+// written since, and the next Run goes on.) A record too large is
+// permanent: each Run stops there again. So is an event for which
 // RelayOptions.TopicFor returns a name that Kafka does not take for a topic:
 // Run returns a ProduceError wrapping eventbus.ErrInvalid, before the record
 // goes to franz-go, as for a record too large. To get past a record too
@@ -720,7 +721,7 @@ func (p *pass) failure(o *outgoing, err error) *ProduceError {
 }
 
 // blame returns the failure of the record too large that stopped the
-// relay, once the records in flight are finished, when several failed as
+// relay, once the records in flight are finished, when records failed as
 // too large: the broker refuses a whole batch for one record too large for
 // the topic, so that the first to fail, which why names, may be a small one
 // produced beside it. It produces them again one at a time, each alone,
@@ -728,14 +729,18 @@ func (p *pass) failure(o *outgoing, err error) *ProduceError {
 // those written before it are acknowledged, so that the checkpoint can
 // move up to it. Each of them is the first of its lane not written, so
 // none is written out of its key's order. If every one is written alone,
-// the batch was too large as a whole, and it returns why.
+// the batch was too large as a whole, or the answer of the one too large
+// came after settle gave up waiting for it, and it returns why. A single
+// record failed as too large goes alone again too, for that reason: taken
+// for the large one, a small one would be named, with the checkpoint at
+// it, which the way past a record too large (see [Relay]) would skip.
 func (p *pass) blame(ctx context.Context, why error) error {
 	// A record's answer may still come (see settle), and add to tooLarge.
 	p.tooLargeMu.Lock()
 	tooLarge := slices.Clone(p.tooLarge)
 	p.tooLargeMu.Unlock()
 	var pe *ProduceError
-	if len(tooLarge) < 2 || !errors.As(why, &pe) || !errors.Is(pe.Err, kerr.MessageTooLarge) {
+	if len(tooLarge) == 0 || !errors.As(why, &pe) || !errors.Is(pe.Err, kerr.MessageTooLarge) {
 		return why
 	}
 	slices.SortFunc(tooLarge, func(a, b *outgoing) int { return cmp.Compare(a.pos, b.pos) })
