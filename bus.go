@@ -270,6 +270,14 @@ func (b *Bus) DeadLetters() *DeadLetterQueue {
 // handler that calls it with another context waits until that context ends
 // (for good with context.Background()): its own event is not handled
 // before it returns.
+//
+// Events abandoned by a stop without grace ([Bus.Close], or a Shutdown or
+// Unsubscribe whose context ended) go to the dead-letter queue without
+// being handled, as [UndeliveredError] counts them. Once every
+// subscription has settled, Flush then returns an error wrapping
+// [ErrClosed] if one it waited for abandoned events, at any time before:
+// nil means that none of the events it waited for was abandoned, which is
+// what a caller that acknowledges its input after Flush needs to know.
 func (b *Bus) Flush(ctx context.Context) error {
 	if err := b.check("Bus.Flush"); err != nil {
 		return err
@@ -277,12 +285,18 @@ func (b *Bus) Flush(ctx context.Context) error {
 	if err := checkWaitContext(ctx, "Flush"); err != nil {
 		return err
 	}
+	var abandoned error
 	for _, s := range b.subscriptions() {
 		if err := s.impl.settle(ctx); err != nil {
 			return err
 		}
+		// Counted before the events are finished, so settle saw to it
+		// that a count of the events waited for is in.
+		if n := s.undelivered.Load(); n > 0 && abandoned == nil {
+			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q was stopped without grace and abandoned %d events, unhandled, to the dead-letter queue", ErrClosed, s.name, s.topic, n)
+		}
 	}
-	return nil
+	return abandoned
 }
 
 func (b *Bus) subscriptions() []*Subscription {

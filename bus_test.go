@@ -1877,3 +1877,87 @@ func TestNewTopicSchemaVersionTooHigh(t *testing.T) {
 	_, err = eventbus.NewTopic[Order](b, "orders", &eventbus.TopicOptions[Order]{SchemaVersion: v - 1})
 	require.NoError(t, err, "the highest version a store keeps")
 }
+
+// TestFlushReportsAbandoned checks that Flush returns an error wrapping
+// ErrClosed when a subscription it waited for was stopped without grace
+// and abandoned events to the dead-letter queue unhandled: a caller that
+// acknowledges its input after Flush (a Kafka consumer committing
+// offsets) must not take them for handled. A graceful stop abandons
+// nothing, and Flush then returns nil.
+func TestFlushReportsAbandoned(t *testing.T) {
+	stuck := func(ctx context.Context, e eventbus.Event[Order]) error {
+		<-ctx.Done() // only a stop without grace ends it
+		return ctx.Err()
+	}
+	// publish publishes n events of one key to a new bus's subscription
+	// "s", handled by h, and returns the bus and the subscription.
+	publish := func(t *testing.T, n int, h eventbus.Handler[Order]) (*eventbus.Bus, *eventbus.Subscription) {
+		b, err := eventbus.New(&eventbus.Options{Workers: 1})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		sub := subscribe(t, topic, "s", h, nil)
+		for i := range n {
+			require.NoError(t, topic.Publish(context.Background(), Order{Key: "k", N: i}))
+		}
+		return b, sub
+	}
+	flushing := func(b *eventbus.Bus) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- b.Flush(context.Background()) }()
+		return done
+	}
+	t.Run("Close while Flush waits", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b, _ := publish(t, 3, stuck)
+			done := flushing(b)
+			synctest.Wait()
+			var ue *eventbus.UndeliveredError
+			require.ErrorAs(t, b.Close(), &ue)
+			err := <-done
+			require.ErrorIs(t, err, eventbus.ErrClosed)
+			require.ErrorContains(t, err, `subscription "s" of topic "orders"`)
+			require.ErrorIs(t, b.Flush(context.Background()), eventbus.ErrClosed, "a later Flush too")
+		})
+	})
+	t.Run("Shutdown past its deadline", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b, _ := publish(t, 3, stuck)
+			done := flushing(b)
+			short, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			require.Error(t, b.Shutdown(short))
+			require.ErrorIs(t, <-done, eventbus.ErrClosed)
+		})
+	})
+	t.Run("Unsubscribe past its deadline", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b, sub := publish(t, 3, stuck)
+			defer func() { require.NoError(t, b.Close()) }()
+			done := flushing(b)
+			short, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			require.Error(t, sub.Unsubscribe(short))
+			require.ErrorIs(t, <-done, eventbus.ErrClosed)
+		})
+	})
+	t.Run("graceful Shutdown", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var handled atomic.Int64
+			b, _ := publish(t, 3, func(context.Context, eventbus.Event[Order]) error {
+				handled.Add(1)
+				return nil
+			})
+			require.NoError(t, b.Shutdown(context.Background()))
+			require.NoError(t, b.Flush(context.Background()))
+			require.EqualValues(t, 3, handled.Load())
+		})
+	})
+	t.Run("Close with nothing queued", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b, _ := publish(t, 3, func(context.Context, eventbus.Event[Order]) error { return nil })
+			require.NoError(t, b.Flush(context.Background()))
+			require.NoError(t, b.Close())
+			require.NoError(t, b.Flush(context.Background()), "nothing was abandoned")
+		})
+	})
+}
