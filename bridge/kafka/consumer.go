@@ -105,7 +105,9 @@ type ConsumerOptions struct {
 // # Commits
 //
 // An offset is committed only when every record before it in its partition
-// has been handled or dead-lettered by every subscription. Records are
+// has been handled or dead-lettered by every subscription, and none
+// abandoned by a bus stopped without grace (Bus.Flush then fails, and
+// nothing more is committed, see Consumer.Run). Records are
 // published in offset order from one goroutine, so the bus's Flush gives
 // that point cheaply: every CommitInterval the Consumer notes the next
 // offset of each partition published so far, waits for Bus.Flush (which
@@ -437,12 +439,13 @@ func (o *offsets) drop(m map[string][]int32) {
 // both). Stop Run, and wait for it to return, before Shutdown or Close of
 // the bus: a bus stopped without grace (Close, or a Shutdown whose context
 // ends) while Run runs or drains dead-letters the events it abandons, in
-// memory, and Run's next commit, the final one too, passes their records
-// as it passes any dead-lettered event's, so that they are lost at exit
-// unless a DeadLetterSink keeps them (an eventbus.Durable would deliver
-// them again). A Shutdown that handles every event first loses nothing;
-// Run then returns an error wrapping eventbus.ErrClosed at its next
-// record. A group new to a partition starts at its first record. Run may
+// memory, unhandled. Bus.Flush then fails with eventbus.ErrClosed, so Run
+// commits nothing more, not even the records handled before, and returns
+// an error wrapping eventbus.ErrClosed: the group's next consumer gets
+// every record after the last commit again. A Shutdown that handles every
+// event first loses nothing; Run then returns an error wrapping
+// eventbus.ErrClosed at its next record. A group new to a partition
+// starts at its first record. Run may
 // be called once. It starts a franz-go client and one goroutine for commits;
 // it waits for the goroutine, and closes the client before it returns, but
 // not every one of the client's goroutines has ended by then: its
