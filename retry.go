@@ -120,9 +120,22 @@ func (e *permanentError) Unwrap() error { return e.err }
 // retry policy does, where the handler's panics are recovered: an error
 // whose method panics then fails its attempt with a *PanicError, instead
 // of ending the worker's goroutine, and with it the process, later.
-func probe(err error) { _ = isPermanent(err) }
+func probe(err error) {
+	var p *permanentError
+	_ = errors.As(err, &p)
+}
 
-func isPermanent(err error) bool {
+// isPermanent reports whether err carries a Permanent mark. It never
+// panics: a handler that panics with an error whose Unwrap or As method
+// panics gives a *PanicError of it, which no probe walked, and the worker
+// walks it where nothing recovers; such an error is not permanent, and
+// the event is retried as for any panic.
+func isPermanent(err error) (permanent bool) {
+	defer func() {
+		if recover() != nil {
+			permanent = false
+		}
+	}()
 	var p *permanentError
 	return errors.As(err, &p)
 }
