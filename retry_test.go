@@ -490,3 +490,41 @@ func TestHandlerPanicsWithBrokenError(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryMaxElapsedFromFirstFailure pins what MaxElapsed's doc says:
+// it counts from the first failure, the end of the first attempt, not
+// from its start nor from the last failure. Every attempt takes a second
+// and fails, a second apart: from the first failure, at 1s, the third
+// attempt starts at 4s, within 3s, and a fourth would start at 6s, past
+// them. No test had a handler that took time, so a count from the first
+// attempt's start (two attempts) passed every test in either mode.
+func TestRetryMaxElapsedFromFirstFailure(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			policy := eventbus.RetryPolicy{MaxAttempts: 10, InitialDelay: time.Second, Multiplier: 1, MaxElapsed: 3 * time.Second}
+			b := newBus(t, &eventbus.Options{Mode: mode, Retry: policy})
+			topic := newTopic[Order](t, b, "orders", nil)
+			start := time.Now()
+			var starts []time.Duration
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				starts = append(starts, time.Since(start))
+				time.Sleep(time.Second)
+				return errFlaky
+			}, nil)
+			err := topic.Publish(context.Background(), Order{Key: "k"})
+			if mode == eventbus.Sync {
+				require.ErrorIs(t, err, errFlaky)
+			} else {
+				require.NoError(t, err)
+			}
+			require.NoError(t, b.Flush(context.Background()))
+			want := []time.Duration{0, 2 * time.Second, 4 * time.Second}
+			if diff := cmp.Diff(want, starts); diff != "" {
+				t.Errorf("attempts started at (-want +got):\n%s", diff)
+			}
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok, "no dead letter")
+			require.Equal(t, 3, dl.Attempt)
+		})
+	})
+}
