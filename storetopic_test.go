@@ -164,6 +164,56 @@ func TestStoreTopicCorrelationOptionWins(t *testing.T) {
 	})
 }
 
+// TestStoreTopicCarriesMetadata checks that a StoreTopic's subscribers
+// see the metadata of the event as published, and its trace context, as
+// Traceparent's doc promises in a handler, and that what they publish
+// with their context carries that trace context on and is linked to the
+// event: the metadata goes through the store and a durable subscription's
+// pump, which built each event's header without it (a throwaway change)
+// and passed every test, so a trace begun at an HTTP request ended at the
+// first StoreTopic.
+func TestStoreTopicCarriesMetadata(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		fees := newStoreTopic[Withdrawn](t, bus, s, reg, "fees")
+		var mu sync.Mutex
+		var deposit, fee eventbus.Header
+		var traces []string
+		_, err := deposits.Subscribe(ctx, "fees", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			deposit = e.Header
+			traces = append(traces, "deposit: "+eventbus.Traceparent(ctx))
+			mu.Unlock()
+			_, err := fees.Publish(ctx, Withdrawn{Amount: 1}, eventbus.WithKey("x"))
+			return err
+		}, nil)
+		require.NoError(t, err)
+		_, err = fees.Subscribe(ctx, "audit", func(ctx context.Context, e eventbus.Event[Withdrawn]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			fee = e.Header
+			traces = append(traces, "fee: "+eventbus.Traceparent(ctx))
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		traced, err := eventbus.WithTraceparent(ctx, tp)
+		require.NoError(t, err)
+		_, err = deposits.Publish(traced, Deposited{Amount: 5}, eventbus.WithKey("x"), eventbus.WithMetadata(eventbus.Metadata{"tenant": "t1"}))
+		require.NoError(t, err)
+		synctest.Wait()
+		require.NoError(t, bus.Shutdown(ctx))
+
+		require.Equal(t, []string{"deposit: " + tp, "fee: " + tp}, traces, "Traceparent in the handlers")
+		require.Equal(t, eventbus.Metadata{"tenant": "t1", eventbus.TraceparentKey: tp}, deposit.Metadata, "the deposit's metadata")
+		require.Equal(t, eventbus.Metadata{eventbus.TraceparentKey: tp}, fee.Metadata, "the fee's metadata: the trace context alone")
+		require.Equal(t, deposit.ID, fee.CausationID, "the fee's causation")
+		require.Equal(t, deposit.ID, fee.CorrelationID, "the fee's correlation: the deposit's, its own ID")
+	})
+}
+
 func TestNewStoreTopicInvalid(t *testing.T) {
 	s, _ := backends[0].open(t)
 	reg := newBankRegistry(t)
