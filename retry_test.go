@@ -528,3 +528,30 @@ func TestRetryMaxElapsedFromFirstFailure(t *testing.T) {
 		})
 	})
 }
+
+// TestPermanentNil pins what Permanent's doc says: Permanent(nil) is nil,
+// so that a handler may return Permanent(call()) and succeed when call
+// does. No test called it with nil: a Permanent that marked nil as well
+// failed every such handler's successes, dead-lettered at once, and
+// passed every test.
+func TestPermanentNil(t *testing.T) {
+	require.NoError(t, eventbus.Permanent(nil))
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 3}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var handled []int
+			subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+				handled = append(handled, e.Payload.N)
+				return eventbus.Permanent(nil)
+			}, nil)
+			ctx := context.Background()
+			for n := range 2 {
+				require.NoError(t, topic.Publish(ctx, Order{N: n}))
+			}
+			require.NoError(t, b.Flush(ctx))
+			require.Equal(t, []int{0, 1}, handled, "each handled once")
+			require.Zero(t, b.DeadLetters().Len(), "dead letters")
+		})
+	})
+}
