@@ -571,6 +571,41 @@ func TestFanOutAllOrNothing(t *testing.T) {
 	})
 }
 
+// TestFanOutToManySubscriptions checks that every subscription receives
+// every event however many a topic has: Publish wakes the parked workers
+// of the first 64 chosen queues once it has let go of their locks, and
+// those after them otherwise, and it chooses up to 32 queues without
+// allocating, more in a slice of their own. Each event here comes to
+// workers that all sleep, waiting for the next one.
+func TestFanOutToManySubscriptions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const subs, events = 70, 3
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var mu sync.Mutex
+		got := make([][]int, subs)
+		for i := range subs {
+			subscribe(t, topic, fmt.Sprint("s", i), func(_ context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[i] = append(got[i], e.Payload.N)
+				return nil
+			}, nil)
+		}
+		ctx := context.Background()
+		for n := range events {
+			synctest.Wait() // every worker sleeps
+			require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: n}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		for i, ns := range got {
+			require.Equal(t, []int{0, 1, 2}, ns, "subscription s%d", i)
+		}
+	})
+}
+
 // TestSyncModeOrdersOnlyEachPublisher pins what the Sync constant, the
 // Key header and RetryPolicy say of Sync mode: each publisher runs the
 // handlers itself, so events of one key from two publishers are handled at
