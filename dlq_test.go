@@ -111,6 +111,35 @@ func TestDeadLetterQueueFullEvictsOldest(t *testing.T) {
 	require.Equal(t, eventbus.DeadLetterMetrics{Held: 2, Evicted: 3, SinkErrors: 5}, m)
 }
 
+// TestDeadLetterQueueAllAsOfTheCall checks that All yields the dead
+// letters held when it was called, as its doc says, and calls the loop's
+// body holding no lock of the queue, which the queue's doc promises of
+// every method: a loop that discards what it has seen, or looks up an
+// entry, neither waits for itself nor changes what it iterates.
+func TestDeadLetterQueueAllAsOfTheCall(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	ctx := context.Background()
+	for i := range 3 {
+		require.ErrorIs(t, topic.Publish(ctx, Order{N: i}), errFlaky)
+	}
+	q := b.DeadLetters()
+	all := q.All(eventbus.DeadLetterFilter{})
+	require.ErrorIs(t, topic.Publish(ctx, Order{N: 3}), errFlaky) // after the call
+	var got []int
+	for dl := range all {
+		got = append(got, dl.Payload().(Order).N)
+		_, ok := q.Get(dl.Subscription, dl.ID)
+		require.Equal(t, len(got) == 1, ok, "Get of dead letter %d", dl.Payload().(Order).N)
+		if len(got) == 1 {
+			require.Equal(t, 4, q.Discard(eventbus.DeadLetterFilter{Subscription: "s"}))
+		}
+	}
+	require.Equal(t, []int{0, 1, 2}, got)
+	require.Zero(t, q.Len())
+}
+
 func TestRedriveAfterUnsubscribe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, nil)
