@@ -762,6 +762,40 @@ func TestFlushWaitsForEverything(t *testing.T) {
 	})
 }
 
+// TestFlushLeavesLaterEvents checks that Flush waits for the events
+// published before the call and not for those that handlers publish
+// meanwhile, as its doc says: were it to wait for them too, a Flush made
+// while a handler's event waits for something that comes only after the
+// Flush (here, the test's next step) would never return.
+func TestFlushLeavesLaterEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		release, later := make(chan struct{}), make(chan struct{})
+		var handled atomic.Int64
+		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			defer handled.Add(1)
+			if e.Payload.N == 0 {
+				<-release
+				return topic.Publish(ctx, Order{N: 1})
+			}
+			<-later // the event published meanwhile waits for the Flush
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+		flushed := make(chan error, 1)
+		go func() { flushed <- b.Flush(ctx) }()
+		synctest.Wait() // Flush waits for event 0
+		close(release)
+		require.NoError(t, <-flushed)
+		require.EqualValues(t, 1, handled.Load(), "event 0 handled, event 1 not yet")
+		close(later)
+		require.NoError(t, b.Flush(ctx))
+		require.EqualValues(t, 2, handled.Load())
+	})
+}
+
 // TestHandlerPublishesToItself checks that a handler publishing to its own
 // topic through a queue of one cannot deadlock the bus.
 func TestHandlerPublishesToItself(t *testing.T) {
