@@ -1876,6 +1876,43 @@ func TestTryPublishErrorsNameIt(t *testing.T) {
 	}
 }
 
+// TestTryPublishInSyncMode checks what TryPublish's doc says of Sync mode,
+// that it is Publish: there is no queue to be full, so it never refuses an
+// event; the handlers run before it returns; a failure comes back as a
+// *HandlerError, with the event sent; and once the bus is closed nothing
+// is handled and it returns ErrClosed.
+func TestTryPublishInSyncMode(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, QueueSize: 1})
+	topic := newTopic[Order](t, b, "orders", nil)
+	var handled []int
+	subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+		handled = append(handled, e.Payload.N)
+		if e.Payload.N == 2 {
+			return errFlaky
+		}
+		return nil
+	}, nil)
+	ctx := context.Background()
+	for n := range 2 {
+		ok, err := topic.TryPublish(ctx, Order{N: n})
+		require.NoError(t, err, "TryPublish(%d)", n)
+		require.True(t, ok, "TryPublish(%d)", n)
+	}
+	ok, err := topic.TryPublish(ctx, Order{N: 2})
+	var he *eventbus.HandlerError
+	require.ErrorAs(t, err, &he, "TryPublish(2)")
+	require.Equal(t, "s", he.Subscription)
+	require.ErrorIs(t, err, errFlaky)
+	require.True(t, ok, "TryPublish(2): the event was sent, and failed")
+	require.Equal(t, []int{0, 1, 2}, handled)
+
+	require.NoError(t, b.Close())
+	ok, err = topic.TryPublish(ctx, Order{N: 3})
+	require.ErrorIs(t, err, eventbus.ErrClosed)
+	require.False(t, ok, "TryPublish after Close")
+	require.Equal(t, []int{0, 1, 2}, handled)
+}
+
 // TestOptionErrorsNameTheBadOne checks that an error for a bad option of
 // NewAggregate, NewMemoryStore or Subscribe wraps ErrInvalid and names
 // that option alone, with its value: they named two or three at once
