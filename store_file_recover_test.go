@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -1630,6 +1631,111 @@ func TestFileStoreSyncIntervalPowerLoss(t *testing.T) {
 		}
 		require.Positive(t, s.Stats().FirstPosition, "retention removed segments")
 	})
+}
+
+// TestFileStoreSyncIntervalGap loses power under SyncInterval with a page
+// of the last interval's appends unwritten, reading as zeros, before later
+// pages that reached the disk, as SyncInterval's doc says the operating
+// system may leave them: opening, read-only or not, must fail with a
+// *CorruptionError at the record the gap starts in, changing nothing, and
+// RepairFileStore must cut the log there, keeping a copy of what it cuts
+// and every event of the intervals before. An open that took a gap from
+// a record's start, whose length reads 0, for the zeros of a file that the
+// crash extended but never wrote, and cut it and every later record
+// (acknowledged events) without a word, passed every other test.
+func TestFileStoreSyncIntervalGap(t *testing.T) {
+	const page = 4096
+	var whole []byte // the segment, every byte written
+	var synced int64 // of it, before the last interval
+	var records []int64
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		dir := t.TempDir()
+		fs := &syncedFS{FS: eventbus.OSFS, synced: map[string]int64{}, renamed: map[string]string{}}
+		s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncInterval, SyncInterval: time.Second}, fs))
+		appendData := func(n int) {
+			records = append(records, s.Stats().Bytes)
+			evs := newEvents(1, "t", "")
+			evs[0].Data = bytes.Repeat([]byte{'x'}, n)
+			_, err := s.Append(ctx, "s", eventbus.Any, evs...)
+			require.NoError(t, err)
+		}
+		for range 3 {
+			appendData(100)
+		}
+		time.Sleep(1500 * time.Millisecond) // past an interval, on the bubble's clock
+		seg := segments(t, dir)[0]
+		fs.mu.Lock()
+		synced = fs.synced[seg]
+		fs.mu.Unlock()
+		require.Equal(t, s.Stats().Bytes, synced, "the interval's sync")
+		// The last interval: the second record padded so that the third
+		// starts a page.
+		appendData(1000)
+		size := s.Stats().Bytes - records[len(records)-1] // of a record of 1,000 bytes
+		appendData(1000 + int((page-(s.Stats().Bytes+size)%page)%page))
+		for range 12 {
+			appendData(1000)
+		}
+		var err error
+		whole, err = os.ReadFile(seg)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+	})
+	started := records[5]
+	require.Zero(t, started%page, "the record that starts a page")
+	require.GreaterOrEqual(t, started, synced, "a gap in the last interval")
+	require.NotContains(t, records, started+page, "a page that starts inside a record")
+	// inside returns the offset of the record that holds off.
+	inside := func(off int64) int64 {
+		i, found := slices.BinarySearch(records, off)
+		if !found {
+			i--
+		}
+		return records[i]
+	}
+	for _, tt := range []struct {
+		name string
+		gap  int64 // where the page of zeros starts
+	}{
+		{"from a record's start", started},
+		{"inside a record", started + page},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Less(t, tt.gap+page, int64(len(whole)), "records after the gap")
+			image := slices.Clone(whole)
+			clear(image[tt.gap : tt.gap+page])
+			at := inside(tt.gap)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "seg-0000000000000001.log")
+			require.NoError(t, os.WriteFile(path, image, 0o644))
+			for _, readOnly := range []bool{true, false} {
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+				var ce *eventbus.CorruptionError
+				if !errors.As(err, &ce) || ce.Path != path || ce.Offset != at {
+					if err == nil {
+						s.Close()
+					}
+					t.Fatalf("OpenFileStore(ReadOnly %v) of a store with a gap at %d = %v, want a *CorruptionError for %s at %d", readOnly, tt.gap, err, path, at)
+				}
+				b, err := os.ReadFile(path)
+				require.NoError(t, err)
+				require.Equal(t, len(image), len(b), "the segment after a failed open")
+			}
+			kept, err := eventbus.RepairFileStore(dir)
+			require.NoError(t, err)
+			cut, err := os.ReadFile(filepath.Join(kept, filepath.Base(path)+".from-"+strconv.FormatInt(at, 10)))
+			require.NoError(t, err, "the copy of what repair cut")
+			require.Equal(t, image[at:], cut, "the copy of what repair cut")
+			s := openFile(t, dir, nil)
+			got := readAll(t, s)
+			want := slices.Index(records, at) // the events before the gap's record
+			if len(got) != want {
+				t.Errorf("after repair, read %d events, want the %d before the gap's record", len(got), want)
+			}
+			require.NoError(t, s.Close())
+		})
+	}
 }
 
 // TestFileStoreCloseReportsLostSync fails the sync of acknowledged appends
