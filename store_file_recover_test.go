@@ -236,6 +236,54 @@ func TestFileStoreTornTail(t *testing.T) {
 	}
 }
 
+// TestFileStoreTornAppendMulti cuts the store at every byte offset of an
+// AppendMulti to three streams, the last thing written, as a crash in the
+// middle of its write would: every reopen must hold the events of all
+// three streams or of none, as AppendMulti's doc promises (all are
+// committed or none is), and the format's doc (one frame per append). A
+// FileStore that wrote each stream's part as a record of its own, so that
+// a crash kept the first parts without the rest, passed every test.
+func TestFileStoreTornAppendMulti(t *testing.T) {
+	ctx := t.Context()
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	_, err := s.Append(ctx, "a", eventbus.NoStream, newEvents(1, "t", "before")...)
+	require.NoError(t, err)
+	seg := segments(t, src)[0]
+	fi, err := os.Stat(seg)
+	require.NoError(t, err)
+	before := fi.Size()
+	_, err = s.AppendMulti(ctx,
+		eventbus.StreamAppend{Stream: "a", Expected: eventbus.Exact(0), Events: newEvents(2, "t", "a")},
+		eventbus.StreamAppend{Stream: "b", Expected: eventbus.NoStream, Events: newEvents(1, "t", "b")},
+		eventbus.StreamAppend{Stream: "c", Expected: eventbus.NoStream, Events: newEvents(2, "t", "c")})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	for cut := before; cut <= int64(len(whole)); cut++ {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(seg)), whole[:cut], 0o644))
+		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
+		if err != nil {
+			t.Fatalf("OpenFileStore of the store cut at %d = %v, want success", cut, err)
+		}
+		var got []string
+		for _, e := range readAll(t, s) {
+			got = append(got, e.Stream+"@"+strconv.FormatUint(e.Revision, 10))
+		}
+		require.NoError(t, s.Close())
+		want := []string{"a@0"}
+		if cut == int64(len(whole)) {
+			want = append(want, "a@1", "a@2", "b@0", "c@0", "c@1")
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("cut at %d of %d bytes: read %q, want %q: every stream of the AppendMulti or none", cut, len(whole), got, want)
+		}
+	}
+}
+
 // flip flips one bit of the file at off.
 func flip(t *testing.T, path string, off int64) {
 	t.Helper()
