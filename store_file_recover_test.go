@@ -458,6 +458,62 @@ func TestFileStoreSyncsNewDirectory(t *testing.T) {
 	}
 }
 
+// TestFileStoreRetainAge fills segments, lets time pass on the bubble's
+// clock, and appends until a new segment starts, under a RetainAge of an
+// hour: after half an hour every segment stays; after two hours those
+// whose every event is older than an hour go, and the one where the new
+// events start stays, with its older events, as RetainAge's doc says. No
+// test proved that RetainAge deletes anything, nor what it keeps: a
+// retention that never judged a segment old, or judged one by its oldest
+// event, passed every test, since the store model takes whatever the
+// store keeps.
+func TestFileStoreRetainAge(t *testing.T) {
+	for _, tt := range []struct {
+		wait time.Duration
+		gone bool // the segments before the one where the new events start
+	}{
+		{30 * time.Minute, false},
+		{2 * time.Hour, true},
+	} {
+		t.Run(tt.wait.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 1 << 10, RetainAge: time.Hour})
+				last := func() string {
+					segs := segments(t, dir)
+					return segs[len(segs)-1]
+				}
+				// untilNewSegment appends until a new segment starts.
+				untilNewSegment := func() {
+					for prev := last(); last() == prev; {
+						appendEach(t, s, 1)
+					}
+				}
+				appendEach(t, s, 20)
+				untilNewSegment()
+				before := segments(t, dir)
+				require.Greater(t, len(before), 2, "segments before the wait")
+				active := before[len(before)-1]     // where the new events start
+				start := s.Stats().NextPosition - 1 // its first event
+				time.Sleep(tt.wait)                 // on the bubble's clock
+				untilNewSegment()
+				want := append(before, last())
+				wantFirst := uint64(0)
+				if tt.gone {
+					want, wantFirst = []string{active, last()}, start
+				}
+				require.Equal(t, want, segments(t, dir), "segments after %v and a new segment", tt.wait)
+				st := s.Stats()
+				got := readAll(t, s)
+				if st.FirstPosition != wantFirst || uint64(len(got)) != st.NextPosition-wantFirst || got[0].Position != wantFirst {
+					t.Errorf("after %v: first position %d, read %d events from %d, want every event from %d to %d", tt.wait, st.FirstPosition, len(got), got[0].Position, wantFirst, st.NextPosition-1)
+				}
+				require.NoError(t, s.Close())
+			})
+		})
+	}
+}
+
 // TestFileStoreRetentionBytes runs retention over segments written with
 // it on, then off (they do not start with the state of every stream, so
 // retention may not start the store at one of them), then on: the store's
