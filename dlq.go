@@ -56,9 +56,11 @@ type DeadLetter struct {
 // context ends) are the exception: those of the events it abandoned, and
 // of those whose handlers failed once it had cancelled their contexts,
 // reach the sink too, but the checkpoint never passes them, and the next
-// run delivers them again. A sink's copy of one must not be handled as
-// well (the abandoned ones have Attempt 0 and the stop's cause as Err),
-// or its event is handled twice.
+// run delivers them again. So do those whose handlers failed with an
+// error matching [ErrClosed] once any stop of the bus began, graceful
+// too, which refuses what they publish to the bus. A sink's copy of one
+// must not be handled as well (the abandoned ones have Attempt 0 and the
+// stop's cause as Err), or its event is handled twice.
 //
 // ctx is a handler's context for the dead letter's event, never cancelled,
 // even when the bus stops without grace, so that the sink can still write

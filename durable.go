@@ -80,9 +80,13 @@ type DurableOptions struct {
 // holds the older ones until its own cleanup, if any); the subscription
 // never handles them itself, whatever its filter. An event abandoned
 // by [Bus.Close] is not finished, though its dead letter reaches the sink
-// (see [DeadLetterSink]), and a dead-lettered one is not delivered
-// again (give the bus a [DeadLetterSink] to keep dead letters across
-// restarts), unless the sink fails to keep it: the checkpoint then stays
+// (see [DeadLetterSink]); nor is one whose handler failed with an error
+// matching [ErrClosed] once the bus began to stop, as a publish to a
+// topic of the bus fails during a graceful [Bus.Shutdown], so that the
+// next run handles it again and its follow-up events are not lost. A
+// dead-lettered one is not delivered again (give the bus a
+// [DeadLetterSink] to keep dead letters across restarts), unless the sink
+// fails to keep it: the checkpoint then stays
 // before it for the rest of the run (WaitFor passes it, as it does other
 // dead letters), and the next run delivers it again, unless a redrive of
 // it is handled or [DeadLetterQueue.Discard] removes it first. After a

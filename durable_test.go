@@ -1287,3 +1287,58 @@ func TestDurableUserCodePanics(t *testing.T) {
 		require.NoError(t, d.Stop(ctx))
 	})
 }
+
+// A durable subscription whose handler publishes a follow-up event to a bus
+// topic, stopped gracefully while it handles an event: the publish fails
+// with ErrClosed, since the bus takes no more events, through every retry.
+// That failure is the stop's, not the event's: the checkpoint stays before
+// the event, as for the events a stop without grace abandons, so that the
+// next run handles it again and the follow-up is published then.
+func TestDurableShutdownFailsFollowUp(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "a", 1)
+		run := func(s eventbus.Store, entered, release chan struct{}) (*eventbus.Bus, *eventbus.Durable, *[]eventbus.Event[Order]) {
+			b := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+			follow := newTopic[Order](t, b, "follow", nil)
+			var mu sync.Mutex
+			var got []eventbus.Event[Order]
+			subscribe(t, follow, "rec", func(_ context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, e)
+				return nil
+			}, nil)
+			d := subscribeDurable(t, b, s, reg, "notify", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+				if entered != nil {
+					close(entered)
+					entered = nil
+					<-release
+				}
+				return follow.Publish(ctx, Order{Key: e.Key})
+			}, nil)
+			return b, d, &got
+		}
+		entered, release := make(chan struct{}), make(chan struct{})
+		b, d, _ := run(s, entered, release)
+		<-entered
+		stopped := make(chan error)
+		go func() { stopped <- b.Shutdown(ctx) }()
+		synctest.Wait() // Shutdown waits for the handler
+		close(release)
+		require.NoError(t, <-stopped)
+		var dead []eventbus.DeadLetter
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, dl)
+		}
+		require.Len(t, dead, 1)
+		require.ErrorIs(t, dead[0].Err, eventbus.ErrClosed)
+		require.Equal(t, uint64(0), d.Checkpoint(), "checkpoint past an event whose handler the stop failed")
+
+		s = reopen()
+		b, d, got := run(s, nil, nil)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, b.Flush(ctx))
+		require.Len(t, *got, 1, "follow-up events after the restart")
+	})
+}

@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"runtime"
@@ -299,9 +300,13 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 	var hold func(kept bool) func()
 	if s.finish != nil {
 		pos := e.Position
+		// A graceful stop refuses what the handler publishes to the bus
+		// (ErrClosed): the stop failed the event, not the event itself.
+		// Asked here, not in hold, which runs under the queue's lock.
+		refused := s.bus.closed.Load() && errors.Is(err, ErrClosed)
 		hold = func(kept bool) func() {
-			if s.ctx.Err() != nil {
-				return nil // abandoned by a stop: not finished
+			if s.ctx.Err() != nil || refused {
+				return nil // abandoned or failed by a stop: not finished
 			}
 			// Kept only in memory, the dead letter holds the checkpoint
 			// back, until it is discarded.
