@@ -314,6 +314,14 @@ func (b *Bus) subscriptions() []*Subscription {
 // retries), and Shutdown returns once every handler has returned and every
 // goroutine of the bus has exited.
 //
+// Handlers are refused too: a handler that publishes to a topic of the bus
+// while the queues drain gets ErrClosed, so its follow-up events are
+// neither queued nor handled; returning that error fails its own event,
+// which is retried and dead-lettered as for any error. A [Durable]
+// subscription's next run handles such an event again; a follow-up that
+// must outlive the stop goes to a [StoreTopic], whose Publish appends to
+// the store whether or not the bus runs.
+//
 // Sync-mode handlers run in their publishers' goroutines, which Shutdown does
 // not wait for: a Publish already running completes.
 //
