@@ -724,7 +724,8 @@ func TestDurableSkipsItsOwnStreams(t *testing.T) {
 // delivers it again, with the events after it. One that the sink kept, or
 // one of a bus without a sink, is not delivered again, nor one that the
 // sink failed to keep and that Discard removed, which let the checkpoint
-// pass it (it held it back for the rest of the run).
+// pass it (it held it back for the rest of the run), nor one that the sink
+// failed to keep whose redrive was handled once its handler was fixed.
 func TestDurableDeadLetterSinkFails(t *testing.T) {
 	kept := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return nil })
 	lost := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("disk full") })
@@ -732,12 +733,14 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 		name    string
 		sink    eventbus.DeadLetterSink
 		discard bool // Discard the dead letter before the first run stops
+		redrive bool // fix the handler and redrive the dead letter instead
 		again   bool // the dead letter is delivered again
 	}{
-		{"no sink", nil, false, false},
-		{"sink keeps it", kept, false, false},
-		{"sink fails", lost, false, true},
-		{"sink fails, discarded", lost, true, false},
+		{"no sink", nil, false, false, false},
+		{"sink keeps it", kept, false, false, false},
+		{"sink fails", lost, false, false, true},
+		{"sink fails, discarded", lost, true, false, false},
+		{"sink fails, redriven", lost, false, true, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
@@ -747,9 +750,10 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 				const poison = 1
 				var mu sync.Mutex
 				var handled []uint64
+				var fixed atomic.Bool
 				handler := func(first bool) eventbus.Handler[eventbus.RecordedEvent] {
 					return func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
-						if first && e.Position == poison {
+						if first && e.Position == poison && !fixed.Load() {
 							return eventbus.Permanent(errors.New("poison"))
 						}
 						mu.Lock()
@@ -765,6 +769,14 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 				dead := 1
 				if tt.discard {
 					require.Equal(t, 1, bus.DeadLetters().Discard(eventbus.DeadLetterFilter{}))
+					dead = 0
+				}
+				if tt.redrive {
+					fixed.Store(true)
+					n, err := bus.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+					require.NoError(t, err)
+					require.Equal(t, 1, n)
+					require.NoError(t, bus.Flush(ctx))
 					dead = 0
 				}
 				// Past last, it may be past the checkpoints saved after it
