@@ -1354,3 +1354,37 @@ func TestDurableShutdownFailsFollowUp(t *testing.T) {
 		require.Len(t, *got, 1, "follow-up events after the restart")
 	})
 }
+
+// TestDurablePanicWithBrokenErrorWhileStopping has a durable handler panic,
+// once the bus has begun a graceful Shutdown, with an error whose Unwrap
+// panics: the check of whether the stop refused the handler's publishes
+// (an error matching ErrClosed) walks that error outside any recover, and
+// ended the process. Such an error is now not the stop's refusal: the event
+// is dead-lettered with the value it panicked with, and finished.
+func TestDurablePanicWithBrokenErrorWhileStopping(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 1)
+		b := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 1}})
+		entered, release := make(chan struct{}), make(chan struct{})
+		d := subscribeDurable(t, b, s, reg, "notify", func(context.Context, eventbus.Event[Deposited]) error {
+			close(entered)
+			<-release
+			panic(brokenError{})
+		}, nil)
+		<-entered
+		stopped := make(chan error)
+		go func() { stopped <- b.Shutdown(ctx) }()
+		synctest.Wait() // Shutdown waits for the handler
+		close(release)
+		require.NoError(t, <-stopped)
+		var dead []any
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			pe, ok := dl.Err.(*eventbus.PanicError)
+			require.True(t, ok, "dead letter's error %v, want a *PanicError", dl.Err)
+			dead = append(dead, pe.Value)
+		}
+		require.Equal(t, []any{brokenError{}}, dead)
+		require.Equal(t, uint64(1), d.Checkpoint(), "the dead letter is finished")
+	})
+}

@@ -126,16 +126,29 @@ func probe(err error) {
 }
 
 // isPermanent reports whether err carries a Permanent mark. It never
-// panics: a handler that panics with an error whose Unwrap or As method
-// panics gives a *PanicError of it, which no probe walked, and the worker
-// walks it where nothing recovers; such an error is not permanent, and
-// the event is retried as for any panic.
-func isPermanent(err error) (permanent bool) {
+// panics (see safely): such an error is not permanent, and the event is
+// retried as for any panic.
+func isPermanent(err error) bool {
+	return safely(func() bool {
+		var p *permanentError
+		return errors.As(err, &p)
+	})
+}
+
+// isClosed is errors.Is(err, ErrClosed) that never panics (see safely).
+func isClosed(err error) bool {
+	return safely(func() bool { return errors.Is(err, ErrClosed) })
+}
+
+// safely returns what match reports, or false if it panics. The worker
+// walks handlers' errors where nothing recovers, and a handler that panics
+// with an error whose Unwrap, Is or As method panics gives a *PanicError
+// of it, which no probe walked.
+func safely(match func() bool) (ok bool) {
 	defer func() {
 		if recover() != nil {
-			permanent = false
+			ok = false
 		}
 	}()
-	var p *permanentError
-	return errors.As(err, &p)
+	return match()
 }

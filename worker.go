@@ -2,7 +2,6 @@ package eventbus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"runtime"
@@ -303,7 +302,7 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 		// A graceful stop refuses what the handler publishes to the bus
 		// (ErrClosed): the stop failed the event, not the event itself.
 		// Asked here, not in hold, which runs under the queue's lock.
-		refused := s.bus.closed.Load() && errors.Is(err, ErrClosed)
+		refused := s.bus.closed.Load() && isClosed(err)
 		hold = func(kept bool) func() {
 			if s.ctx.Err() != nil || refused {
 				return nil // abandoned or failed by a stop: not finished
