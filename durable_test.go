@@ -225,6 +225,64 @@ func TestDurableSaveAfterHeldBack(t *testing.T) {
 	}
 }
 
+// slowCheckpointStore holds every save of a durable subscription's
+// checkpoint until gate is closed, and counts them.
+type slowCheckpointStore struct {
+	eventbus.Store
+	gate  chan struct{}
+	saves atomic.Int32
+}
+
+func (s *slowCheckpointStore) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if strings.HasPrefix(stream, "$checkpoint-") {
+		s.saves.Add(1)
+		<-s.gate
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestDurableSlowCheckpointStore holds the first save of the checkpoint in
+// the store while events come: handlers do not wait for the save, nor are
+// more saves begun meanwhile; once it returns, the saves that fell due
+// meanwhile become one, of the latest checkpoint, and Stop, with the
+// checkpoint saved last unmoved, saves nothing more.
+func TestDurableSlowCheckpointStore(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		slow := &slowCheckpointStore{Store: s, gate: make(chan struct{})}
+		bus := newBus(t, nil)
+		var handled atomic.Int32
+		d := subscribeDurable(t, bus, slow, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			handled.Add(1)
+			return nil
+		}, &eventbus.DurableOptions{CheckpointEvery: 1})
+		appendDeposits(t, s, reg, "a", 1)
+		synctest.Wait() // the save after the first event waits
+		require.Equal(t, int32(1), slow.saves.Load(), "saves begun after the first event")
+		last := appendDeposits(t, s, reg, "a", 9).Position
+		synctest.Wait()
+		if got := handled.Load(); got != 10 {
+			t.Errorf("events handled while a save waits = %d, want 10: handlers do not wait for saves", got)
+		}
+		require.NoError(t, d.WaitFor(ctx, last))
+		if got := slow.saves.Load(); got != 1 {
+			t.Errorf("saves begun while the first waits = %d, want 1", got)
+		}
+		close(slow.gate)
+		synctest.Wait()
+		if got := slow.saves.Load(); got != 2 {
+			t.Errorf("saves once the first returned = %d, want 2: those due meanwhile become one", got)
+		}
+		if got := savedCheckpoint(t, s, "ledger"); got != int(last)+1 {
+			t.Errorf("saved checkpoint = %d, want %d", got, last+1)
+		}
+		require.NoError(t, d.Stop(ctx))
+		if got := slow.saves.Load(); got != 2 {
+			t.Errorf("saves after Stop = %d, want 2: the checkpoint saved last did not move", got)
+		}
+	})
+}
+
 // TestDurableKeepsItsOptions changes the options it gave SubscribeDurable
 // once it has returned, as a caller reusing them for another subscription
 // might: the filter's types, the retry policy and the middleware. The
