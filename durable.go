@@ -618,16 +618,17 @@ func (d *Durable) Err() error {
 // already queued (with their retries), saves the checkpoint, and returns
 // once its workers have exited. If ctx ends first, running handlers see
 // their context cancelled, and events not yet handled are delivered again
-// by the next run; the error is then an *UndeliveredError. It returns the
-// error that stopped reading the store, if any, and that of the last save.
-// Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
-// handler's context (an error wrapping [ErrInvalid]), since it would wait for
-// that handler. A handler of the subscription must not call it with
-// another context either, such as context.Background() or one with a
-// deadline: once ctx ends Stop still waits for the running handlers, the
-// caller among them, so neither ever returns, nor does the bus's Shutdown
-// or Close. A handler that decides to stop its subscription calls Stop in
-// a goroutine of its own.
+// by the next run; the error then wraps an [*UndeliveredError] (see
+// errors.As). It returns the error that stopped reading the store, if any,
+// and that of the last save; each names the subscription. Calling it again
+// returns [ErrClosed]. Like [Bus.Shutdown], it refuses a handler's context
+// (an error wrapping [ErrInvalid]), since it would wait for that handler.
+// A handler of the subscription must not call it with another context
+// either, such as context.Background() or one with a deadline: once ctx
+// ends Stop still waits for the running handlers, the caller among them,
+// so neither ever returns, nor does the bus's Shutdown or Close. A handler
+// that decides to stop its subscription calls Stop in a goroutine of its
+// own.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
@@ -690,7 +691,9 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 	// Also while the bus shuts down, so that ctx bounds the wait for its
 	// drain too; once the bus has stopped, it returns at once.
 	if err := r.sub.Unsubscribe(ctx); err != nil && !errors.Is(err, ErrClosed) {
-		errs = append(errs, err)
+		// Named as the other errors are: a caller stopping several
+		// subscriptions learns whose events the next run delivers.
+		errs = append(errs, fmt.Errorf("durable subscription %q: %w", d.name, err))
 	}
 	<-r.sub.exited
 	if err := d.finish(r); err != nil {

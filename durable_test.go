@@ -1161,6 +1161,38 @@ func TestDurableStopWithDoneContext(t *testing.T) {
 	})
 }
 
+// TestDurableStopUndeliveredNamesItself stops two durable subscriptions,
+// each with an event waiting for its retry, with a context that is done,
+// as an application stopping its projections at exit does, joining the
+// errors: each Stop's *UndeliveredError names its subscription, as its
+// other errors (a failed read, a failed save) do, so that the joined error
+// says which subscription left which events for its next run.
+func TestDurableStopUndeliveredNamesItself(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		opts := &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{
+			Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour},
+		}}
+		h := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return errors.New("not now") }
+		balances := subscribeDurable(t, bus, s, nil, "balances", h, opts)
+		mailer := subscribeDurable(t, bus, s, nil, "mailer", h, opts)
+		synctest.Wait() // each event waits for its retry
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		for _, d := range []*eventbus.Durable{balances, mailer} {
+			err := d.Stop(done)
+			var undelivered *eventbus.UndeliveredError
+			if !errors.As(err, &undelivered) || undelivered.Count != 1 {
+				t.Errorf("Stop(done context) of %s = %v, want an *UndeliveredError for 1 event", d.Name(), err)
+			}
+			if err == nil || !strings.Contains(err.Error(), strconv.Quote(d.Name())) {
+				t.Errorf("Stop(done context) of %s = %v, want an error naming %q", d.Name(), err, d.Name())
+			}
+		}
+	})
+}
+
 // checkpointFailStore fails every save of a durable subscription's
 // checkpoint with errInjected.
 type checkpointFailStore struct{ eventbus.Store }
