@@ -605,7 +605,11 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 // subscription, which saves its checkpoint, and call [SubscribeDurable]
 // again (on the same bus too): it resumes from the checkpoint. A
 // [Durable.Rebuild] reads the store again as well, but from the first
-// event, handling every event again. It returns an error wrapping
+// event, handling every event again. A checkpoint that fails to save
+// stops nothing, and Err does not report it: the bus's Logger hears of
+// each failure, Stop returns that of its final save, and until a save
+// succeeds a crash delivers again every event after the checkpoint saved
+// last, while [Durable.Checkpoint] moves on. It returns an error wrapping
 // [ErrInvalid] for a Durable not made by [SubscribeDurable].
 func (d *Durable) Err() error {
 	if err := d.checkMade("Durable.Err"); err != nil {
