@@ -42,7 +42,8 @@ type DurableOptions struct {
 	// store slower than the events is not asked for more.
 	CheckpointEvery int
 	// Subscription configures the workers, queues, middleware and retry
-	// policy, as for a bus subscription; BatchSize and BatchWait are unused.
+	// policy, as for a bus subscription; BatchSize and BatchWait are
+	// unused, but refused out of range as Subscribe refuses them.
 	Subscription SubscriptionOptions
 }
 
