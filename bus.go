@@ -317,7 +317,9 @@ func (b *Bus) subscriptions() []*Subscription {
 // Handlers are refused too: a handler that publishes to a topic of the bus
 // while the queues drain gets ErrClosed, so its follow-up events are
 // neither queued nor handled; returning that error fails its own event,
-// which is retried and dead-lettered as for any error. A [Durable]
+// which is dead-lettered without retries (any error matching ErrClosed
+// once the bus has begun to stop is: a retry would be refused again, and
+// would only hold up the stop). A [Durable]
 // subscription's next run handles such an event again; a follow-up that
 // must outlive the stop goes to a [StoreTopic], whose Publish appends to
 // the store whether or not the bus runs.

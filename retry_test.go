@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -554,4 +555,54 @@ func TestPermanentNil(t *testing.T) {
 			require.Zero(t, b.DeadLetters().Len(), "dead letters")
 		})
 	})
+}
+
+// TestShutdownSkipsRetriesOfRefusedPublishes has a handler, held until the
+// bus has begun a graceful Shutdown, publish a follow-up event, which the
+// stopping bus refuses with ErrClosed, under a retry policy of hours: every
+// retry would be refused the same way, so the event is given up at once,
+// and neither the Shutdown (Async) nor the Publish (Sync) waits for hours
+// of retries. Another error is retried as before (TestShutdownRetries).
+func TestShutdownSkipsRetriesOfRefusedPublishes(t *testing.T) {
+	for name, mode := range map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Mode: mode, Retry: eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Hour}})
+				orders := newTopic[Order](t, b, "orders", nil)
+				follow := newTopic[Order](t, b, "follow", nil)
+				entered, release := make(chan struct{}), make(chan struct{})
+				var attempts atomic.Int64
+				subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+					if attempts.Add(1) == 1 {
+						close(entered)
+						<-release
+					}
+					return follow.Publish(ctx, e.Payload)
+				}, nil)
+				ctx := context.Background()
+				published := make(chan error, 1)
+				go func() { published <- orders.Publish(ctx, Order{Key: "k"}) }()
+				<-entered
+				start := time.Now()
+				stopped := make(chan error, 1)
+				go func() { stopped <- b.Shutdown(ctx) }()
+				synctest.Wait() // the bus is stopping
+				close(release)
+				require.NoError(t, <-stopped)
+				err := <-published
+				if mode == eventbus.Sync {
+					require.ErrorIs(t, err, eventbus.ErrClosed)
+				} else {
+					require.NoError(t, err)
+				}
+				require.Less(t, time.Since(start), time.Hour, "the stop waited for retries")
+				require.EqualValues(t, 1, attempts.Load())
+				var dead []int
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: eventbus.ErrClosed}) {
+					dead = append(dead, dl.Attempt)
+				}
+				require.Equal(t, []int{1}, dead)
+			})
+		})
+	}
 }

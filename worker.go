@@ -270,7 +270,7 @@ func (s *subscription[T]) retrySync(ctx context.Context, e *Event[T], env *envel
 			now = time.Now()
 			at = s.bus.clock.stamp(now)
 		}
-		delay, ok := s.retry.next(attempt, err, first, now)
+		delay, ok := s.next(attempt, err, first, now)
 		if ok {
 			if c.held.set {
 				// Counted before the wait, not after the next attempt,
@@ -289,6 +289,17 @@ func (s *subscription[T]) retrySync(ctx context.Context, e *Event[T], env *envel
 		s.deadLetter(ctx, e, attempt, err, firstAt, at, c)
 		return err
 	}
+}
+
+// next is the retry policy's next, except that an attempt failed with an
+// error matching ErrClosed once the bus has begun to stop is not retried:
+// the stopped bus refuses what the handler publishes at every later
+// attempt too, and retries would only hold up the Shutdown.
+func (s *subscription[T]) next(attempt int, err error, first, now time.Time) (time.Duration, bool) {
+	if s.bus.closed.Load() && isClosed(err) {
+		return 0, false
+	}
+	return s.retry.next(attempt, err, first, now)
 }
 
 // deadLetter hands e to the bus's dead-letter queue after attempts attempts,
@@ -652,7 +663,7 @@ func (w *worker[T]) handleFrom(batch []Event[T], base uint64, from int) (at int,
 func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err error) {
 	now := time.Now()
 	at := w.sub.bus.clock.stamp(now)
-	delay, ok := w.sub.retry.next(1, err, now, now)
+	delay, ok := w.sub.next(1, err, now, now)
 	if !ok {
 		w.sub.deadLetter(ctx, e, 1, err, at, at, &w.stats)
 		return
@@ -714,7 +725,7 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 				p.first, p.firstAt = now, at
 			}
 			p.lastAt, p.err = at, err
-			if delay, ok := w.sub.retry.next(p.attempts, err, p.first, now); ok {
+			if delay, ok := w.sub.next(p.attempts, err, p.first, now); ok {
 				l.due = now.Add(delay)
 				return true
 			}
