@@ -68,6 +68,30 @@ func TestRecorderChecksPass(t *testing.T) {
 	}
 }
 
+// TestRecorderChecksPassForNothing checks what the README and Want's doc
+// promise: Want() passes when nothing was published, as do the other
+// checks for none. The payloads recorded are then an empty slice, and
+// Want() gives a nil one: the two must compare equal.
+func TestRecorderChecksPassForNothing(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(fmt.Sprint("mode=", mode), func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Mode: mode})
+			orders := newTopic[Order](t, b, "orders")
+			spy := newSpy(t)
+			rec := eventbustest.Record(spy, orders)
+			require.NoError(t, b.Flush(t.Context()))
+
+			require.True(t, rec.Want(), "Want()")
+			require.True(t, rec.WantEvents(nil), "WantEvents(nil)")
+			require.True(t, rec.WantEvents([]eventbus.Event[Order]{}), "WantEvents of an empty slice")
+			require.True(t, rec.WantContains(), "WantContains()")
+			require.True(t, rec.WantLen(0), "WantLen(0)")
+			require.Empty(t, rec.Events())
+			require.False(t, spy.Failed(), "a check of nothing reported %v", spy.errs)
+		})
+	}
+}
+
 // TestRecorderChecksFail checks that each check fails on a mismatch, and
 // says what was expected and what was recorded.
 func TestRecorderChecksFail(t *testing.T) {
