@@ -110,6 +110,11 @@ func TestRecorderChecksFail(t *testing.T) {
 			h := eventbus.Header{Type: "Order", Topic: "orders", SchemaVersion: 1}
 			return r.WantEvents([]eventbus.Event[Order]{{Header: h, Payload: a}, {Header: h, Payload: c}})
 		}, []string{"events recorded (-want +got)", "Key"}},
+		// Every header field counts but those the bus makes up.
+		{"WantEvents/type", wantEventsWith(a, c, func(h *eventbus.Header) { h.Type = "order" }), []string{"events recorded (-want +got)", "Type"}},
+		{"WantEvents/topic", wantEventsWith(a, c, func(h *eventbus.Header) { h.Topic = "shipped" }), []string{"events recorded (-want +got)", "Topic"}},
+		{"WantEvents/schema version", wantEventsWith(a, c, func(h *eventbus.Header) { h.SchemaVersion = 2 }), []string{"events recorded (-want +got)", "SchemaVersion"}},
+		{"WantEvents/metadata", wantEventsWith(a, c, func(h *eventbus.Header) { h.Metadata = eventbus.Metadata{"tenant": "acme"} }), []string{"events recorded (-want +got)", "tenant"}},
 		{"WantContains/missing", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(a, Order{ID: "b"}) },
 			[]string{"payloads not recorded", `ID:"b"`, "recorded 2 events", `0: key="a" eventbustest_test.Order{ID:"a", N:1, note:""}`, `1: key="c"`}},
 		{"WantContains/twice", func(r *eventbustest.Recorder[Order]) bool { return r.WantContains(c, c) },
@@ -127,6 +132,20 @@ func TestRecorderChecksFail(t *testing.T) {
 			require.False(t, tt.check(rec), "the check returned true")
 			spy.wantFailure(t, tt.want...)
 		})
+	}
+}
+
+// wantEventsWith returns a check that the events recorded are a and c
+// with their right headers, but for what change does to each header.
+func wantEventsWith(a, c Order, change func(*eventbus.Header)) func(r *eventbustest.Recorder[Order]) bool {
+	return func(r *eventbustest.Recorder[Order]) bool {
+		var want []eventbus.Event[Order]
+		for _, p := range []Order{a, c} {
+			h := eventbus.Header{Type: "Order", Topic: "orders", SchemaVersion: 1, Key: p.ID}
+			change(&h)
+			want = append(want, eventbus.Event[Order]{Header: h, Payload: p})
+		}
+		return r.WantEvents(want)
 	}
 }
 
