@@ -212,3 +212,39 @@ func TestInjectBatch(t *testing.T) {
 		})
 	})
 }
+
+// TestInjectDelayThenFail checks the order that Fault documents: a faulty
+// attempt waits Delay, then panics with Panic if it is set, else fails
+// with Err; Err does not cut the delay short, and Panic wins over Err.
+func TestInjectDelayThenFail(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault eventbustest.Fault
+		check func(t *testing.T, err error)
+	}{
+		{"Err", eventbustest.Fault{Delay: time.Minute, Err: errDown}, func(t *testing.T, err error) {
+			require.ErrorIs(t, err, errDown)
+		}},
+		{"Panic and Err", eventbustest.Fault{Delay: time.Minute, Err: errDown, Panic: "boom"}, func(t *testing.T, err error) {
+			var pe *eventbus.PanicError
+			require.ErrorAs(t, err, &pe, "Panic wins over Err")
+			require.Equal(t, "boom", pe.Value)
+			require.NotErrorIs(t, err, errDown)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+				orders := newTopic[Order](t, b, "orders")
+				h, got := handled(t)
+				_, err := orders.Subscribe("billing", eventbustest.Inject(h, tt.fault), nil)
+				require.NoError(t, err)
+				start := time.Now()
+				tt.check(t, orders.Publish(t.Context(), Order{ID: "a"}))
+				require.Equal(t, time.Minute, time.Since(start), "the attempt waited Delay first")
+				require.Empty(t, got())
+			})
+		})
+	}
+}
