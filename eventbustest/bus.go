@@ -27,7 +27,10 @@ const stopTimeout = 10 * time.Second
 //
 //   - Workers 0 means one worker per subscription, so that each
 //     subscription handles events one at a time in publish order, whatever
-//     their keys.
+//     their keys, but for an event that failed and waits for its retry:
+//     the later events of its key wait behind it, and the others pass it
+//     (every later event, for an event without a key), as they would with
+//     more workers.
 //   - NewID nil means the test's [Sequence], so that event IDs are the
 //     same on every run. The buses of one test share it, so that a bus and
 //     its restart over one store never reuse an ID: a StoreTopic append

@@ -38,6 +38,47 @@ func TestNewBusOneWorker(t *testing.T) {
 	require.Equal(t, want, got)
 }
 
+// TestNewBusOneWorkerRetryIsPassed checks the exception to publish order
+// that NewBus documents: an event waiting for its retry is passed by the
+// events of other keys, and, without a key, by every later event.
+func TestNewBusOneWorkerRetryIsPassed(t *testing.T) {
+	tests := []struct {
+		name string
+		key  func(Order) string
+		want []int
+	}{
+		{"keyed", nil, []int{2, 1, 3}}, // Order's key is its ID
+		{"no key", func(Order) string { return "" }, []int{2, 3, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := eventbustest.NewBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+				orders, err := eventbus.NewTopic(b, "orders", &eventbus.TopicOptions[Order]{Key: tt.key})
+				require.NoError(t, err)
+				h, got := handled(t)
+				failed := false // one worker: no lock needed
+				failFirst := func(ctx context.Context, e eventbus.Event[Order]) error {
+					if e.Payload.N == 1 && !failed {
+						failed = true
+						return errDown
+					}
+					return h(ctx, e)
+				}
+				_, err = orders.Subscribe("billing", failFirst, nil)
+				require.NoError(t, err)
+				publish(t, orders, Order{ID: "a", N: 1}, Order{ID: "b", N: 2}, Order{ID: "a", N: 3})
+				require.NoError(t, b.Flush(t.Context()))
+				var order []int
+				for _, o := range got() {
+					order = append(order, o.N)
+				}
+				require.Equal(t, tt.want, order)
+			})
+		})
+	}
+}
+
 func TestNewBusBadOptions(t *testing.T) {
 	spy := newSpy(t)
 	var b *eventbus.Bus

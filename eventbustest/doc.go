@@ -5,8 +5,9 @@
 // # A bus for a test
 //
 // [NewBus] makes a bus that is shut down when the test ends, with one worker
-// per subscription (so each subscription sees events in publish order) and
-// event IDs from a [Sequence] (so they are the same on every run). For event
+// per subscription (so each subscription sees events in publish order, but
+// for one waiting for a retry, which events of other keys pass) and event
+// IDs from a [Sequence] (so they are the same on every run). For event
 // times that are the same on every run too, pass a [Clock]'s Now method as
 // eventbus.Options.Clock, or run the test inside a testing/synctest bubble,
 // whose clock is fake.
