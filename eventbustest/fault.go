@@ -15,7 +15,10 @@ import (
 // that are not faulty run the handler at once. The zero Fault changes
 // nothing.
 type Fault struct {
-	// Key, if set, makes only the events with this key faulty.
+	// Key, if set, makes only the events with this key faulty: the Key of
+	// the event the handler gets, which for a durable subscription (a
+	// StoreTopic's too) is the event's stream, such as "orders:o1" for the
+	// key "o1" of StoreTopic "orders"; the key alone matches no event there.
 	Key string
 	// Attempts, if positive, makes only the first Attempts attempts at each
 	// event faulty (counted by event ID), so that a retry policy with more

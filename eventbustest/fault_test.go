@@ -248,3 +248,38 @@ func TestInjectDelayThenFail(t *testing.T) {
 		})
 	}
 }
+
+// TestInjectKeyOfStoreTopic checks what Fault.Key documents for a durable
+// subscription: its handler sees the event's stream as Key, so a Fault
+// selects the events of key "a" of StoreTopic "orders" by "orders:a", and
+// "a" alone selects none.
+func TestInjectKeyOfStoreTopic(t *testing.T) {
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, store.Close()) })
+	reg, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[Order](reg, nil))
+	b := eventbustest.NewBus(t, nil)
+	orders, err := eventbus.NewStoreTopic[Order](b, store, reg, "orders")
+	require.NoError(t, err)
+	var subs []*eventbus.Durable
+	for name, key := range map[string]string{"stream": "orders:a", "key": "a"} {
+		h, _ := handled(t)
+		d, err := orders.Subscribe(t.Context(), name, eventbustest.Inject(h, eventbustest.Fault{Key: key, Err: errDown}), nil)
+		require.NoError(t, err)
+		subs = append(subs, d)
+	}
+	_, err = orders.Publish(t.Context(), Order{ID: "b"})
+	require.NoError(t, err)
+	res, err := orders.Publish(t.Context(), Order{ID: "a"})
+	require.NoError(t, err)
+	for _, d := range subs {
+		require.NoError(t, d.WaitFor(t.Context(), res.Position))
+	}
+	var got []string
+	for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: errDown}) {
+		got = append(got, dl.Subscription+" "+dl.Key)
+	}
+	require.Equal(t, []string{"orders.stream orders:a"}, got)
+}
