@@ -238,6 +238,72 @@ func TestStoreFailsTruncatedReadChild(t *testing.T) {
 	})
 }
 
+// gathering is a store whose reads gather every event they select before
+// they yield the first, as a read of SQL rows into a slice would, and then
+// yield them all, whether the store has closed since or not: the Store
+// contract lets a read running when its store closes yield up to 256 more
+// events only, then end with ErrClosed.
+type gathering struct{ eventbus.Store }
+
+// ReadStream gathers the read of the store it wraps, then yields it.
+func (s gathering) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return gather(s.Store.ReadStream(ctx, stream, opts))
+}
+
+// ReadAll gathers the read of the store it wraps, then yields it.
+func (s gathering) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return gather(s.Store.ReadAll(ctx, opts))
+}
+
+func gather(seq iter.Seq2[eventbus.RecordedEvent, error]) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		var events []eventbus.RecordedEvent
+		for e, err := range seq {
+			if err != nil {
+				yield(e, err)
+				return
+			}
+			events = append(events, e)
+		}
+		for _, e := range events {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsGatheringRead runs TestStore against a store whose reads
+// running when it closes yield all they gathered before, in a child process
+// (this test binary), and checks that the suite fails, saying so: the
+// suite wanted such a read to yield every event or ErrClosed, not at most
+// 256 and then ErrClosed, as the Store contract says, so such a store
+// passed, and a read of a million events went on to its end after Close.
+func TestStoreFailsGatheringRead(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsGatheringReadChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_GATHERING_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsGatheringReadChild/CloseRunningReads ")
+	require.Contains(t, string(out), "ReadStream forwards running when the store closed yielded 999 more events, then []; want at most 256, then ErrClosed")
+	require.Contains(t, string(out), "ReadAll backwards running when the store closed yielded 999 more events, then []; want at most 256, then ErrClosed")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsGatheringReadChild/AppendAndRead ")
+}
+
+// TestStoreFailsGatheringReadChild is run by TestStoreFailsGatheringRead.
+func TestStoreFailsGatheringReadChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_GATHERING_CHILD") == "" {
+		t.Skip("run by TestStoreFailsGatheringRead")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return gathering{Store: s}
+	})
+}
+
 // following is a store whose forward reads do not stop at the events
 // committed when their loop started, but read on while appends come, which
 // the Store contract does not allow: a loop that appends what it reads
