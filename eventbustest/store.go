@@ -62,6 +62,7 @@ func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"SubscribeSwitchOver", testSubscribeSwitchOver},
 		{"SubscribeSlowConsumer", testSubscribeSlowConsumer},
 		{"SubscribeEnds", testSubscribeEnds},
+		{"CaughtUpUnlocked", testCaughtUpUnlocked},
 		{"Close", testClose},
 		{"CloseRunningReads", testCloseRunningReads},
 	}
@@ -1272,6 +1273,58 @@ func testSubscribeEnds(t *testing.T, open func(t *testing.T) eventbus.Store) {
 				}
 			})
 		})
+	}
+}
+
+// lockWait bounds how long testCaughtUpUnlocked waits, in real time, for
+// an append made from CaughtUp: a store that calls CaughtUp with its lock
+// held never lets it finish, and a synctest bubble, whose clock moves only
+// once every goroutine blocks durably (a sync.Mutex does not), would hang.
+const lockWait = 10 * time.Second
+
+// testCaughtUpUnlocked checks that a store calls CaughtUp, which is user
+// code, without a lock held, as the Store contract says: a CaughtUp that
+// appends (or reads) must not deadlock, and the subscription then delivers
+// what it appended.
+func testCaughtUpUnlocked(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	s := open(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	mustAppend(t, s, "s", eventbus.Any, events(1, "t", "")...)
+	appended := make(chan error, 1)
+	opts := &eventbus.SubscribeOptions{CaughtUp: func(uint64) {
+		go func() {
+			_, err := s.Append(ctx, "s", eventbus.Any, events(1, "t", "")...)
+			appended <- err
+		}()
+		timer := time.NewTimer(lockWait)
+		defer timer.Stop()
+		select {
+		case err := <-appended:
+			if err != nil {
+				t.Errorf("Append from CaughtUp = %v", err)
+			}
+		case <-timer.C:
+			t.Errorf("Append from CaughtUp did not return within %v: does the store call CaughtUp with a lock held?", lockWait)
+			cancel() // the subscription then ends, and the lock goes
+		}
+	}}
+	var got []uint64
+	for e, err := range s.Subscribe(ctx, opts) {
+		if err != nil {
+			if ctx.Err() == nil {
+				t.Errorf("Subscribe: %v", err)
+			}
+			break
+		}
+		if got = append(got, e.Position); len(got) == 2 {
+			break
+		}
+	}
+	if !t.Failed() {
+		if diff := cmp.Diff([]uint64{0, 1}, got); diff != "" {
+			t.Errorf("Subscribe whose CaughtUp appended an event: positions (-want +got):\n%s", diff)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"iter"
 	"os"
 	"os/exec"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -301,6 +302,65 @@ func TestStoreFailsGatheringReadChild(t *testing.T) {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
 		return gathering{Store: s}
+	})
+}
+
+// lockedCaughtUp is a store that calls a subscription's CaughtUp with the
+// lock its appends take held, which the Store contract does not allow: a
+// CaughtUp that appends deadlocks.
+type lockedCaughtUp struct {
+	eventbus.Store
+	mu *sync.Mutex
+}
+
+// Append appends to the store it wraps, with the lock held.
+func (s lockedCaughtUp) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// Subscribe subscribes to the store it wraps, calling CaughtUp with the
+// lock held.
+func (s lockedCaughtUp) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.CaughtUp == nil {
+		return s.Store.Subscribe(ctx, opts)
+	}
+	o, caughtUp := *opts, opts.CaughtUp
+	o.CaughtUp = func(next uint64) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		caughtUp(next)
+	}
+	return s.Store.Subscribe(ctx, &o)
+}
+
+// TestStoreFailsLockedCaughtUp runs TestStore against a store that calls
+// CaughtUp with a lock held, in a child process (this test binary), and
+// checks that the suite fails, saying so, 10 seconds later: no CaughtUp of
+// the suite called the store, so such a store passed, and a CaughtUp of
+// the caller's that appended or read deadlocked.
+func TestStoreFailsLockedCaughtUp(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLockedCaughtUpChild$/^(AppendAndRead|CaughtUpUnlocked)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_LOCKED_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsLockedCaughtUpChild/CaughtUpUnlocked ")
+	require.Contains(t, string(out), "Append from CaughtUp did not return within 10s: does the store call CaughtUp with a lock held?")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsLockedCaughtUpChild/AppendAndRead ")
+}
+
+// TestStoreFailsLockedCaughtUpChild is run by TestStoreFailsLockedCaughtUp.
+func TestStoreFailsLockedCaughtUpChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_LOCKED_CHILD") == "" {
+		t.Skip("run by TestStoreFailsLockedCaughtUp")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return lockedCaughtUp{Store: s, mu: new(sync.Mutex)}
 	})
 }
 
