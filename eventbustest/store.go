@@ -419,6 +419,10 @@ func onlyError(t *testing.T, call string, seq iter.Seq2[eventbus.RecordedEvent, 
 	}
 }
 
+// idempotenceWindow is how many of a stream's last events, at least, a
+// retried append with Any or StreamExists is looked for in.
+const idempotenceWindow = 10_000
+
 func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	tests := []struct {
 		name     string
@@ -530,6 +534,34 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			})
 		}
 	})
+	// A retry with Any or StreamExists finds its events among at least the
+	// stream's last 10,000, as the Store contract says: a store that
+	// remembers fewer writes them twice.
+	for _, expected := range []eventbus.ExpectedRevision{eventbus.Any, eventbus.StreamExists} {
+		t.Run(fmt.Sprintf("%v, 10,000 events back", expected), func(t *testing.T) {
+			s := open(t)
+			ctx := t.Context()
+			mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "first")...)
+			batch := events(3, "t", "batch")
+			res := mustAppend(t, s, "s", expected, batch...)
+			for left := idempotenceWindow - len(batch); left > 0; left -= 1000 {
+				mustAppend(t, s, "s", eventbus.Any, events(min(left, 1000), "t", "later")...)
+			}
+			again, err := s.Append(ctx, "s", expected, batch...)
+			switch {
+			case err != nil:
+				t.Errorf("Append(%v) retried %d events later = %v, want success", expected, idempotenceWindow-len(batch), err)
+			case again != res:
+				t.Errorf("Append(%v) retried %d events later = %+v, want the first result %+v", expected, idempotenceWindow-len(batch), again, res)
+			}
+			info, err := s.StreamInfo(ctx, "s")
+			require.NoError(t, err)
+			if want := uint64(idempotenceWindow); info.Revision != want {
+				t.Errorf("after a retried Append(%v), the stream's last revision is %d, want %d: the retry wrote its events again",
+					expected, info.Revision, want)
+			}
+		})
+	}
 	t.Run("IDs in another stream", func(t *testing.T) {
 		s := open(t)
 		batch := events(2, "t", "b")

@@ -6,6 +6,7 @@ import (
 	"iter"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -361,6 +362,68 @@ func TestStoreFailsLockedCaughtUpChild(t *testing.T) {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
 		return lockedCaughtUp{Store: s, mu: new(sync.Mutex)}
+	})
+}
+
+// forgetful is a store that looks for a retried append with Any or
+// StreamExists among the stream's last 100 events only, and writes the
+// events again with new IDs when they are further back, where the Store
+// contract promises at least the last 10,000.
+type forgetful struct{ eventbus.Store }
+
+// Append appends to the store it wraps, forgetting the events of the
+// stream but for its last 100.
+func (s forgetful) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if len(events) == 0 || (expected != eventbus.Any && expected != eventbus.StreamExists) {
+		return s.Store.Append(ctx, stream, expected, events...)
+	}
+	back := 0
+	for e, err := range s.Store.ReadStream(ctx, stream, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End}) {
+		if err != nil {
+			return eventbus.AppendResult{}, err
+		}
+		if back++; e.ID == events[0].ID && back > 100 {
+			again := slices.Clone(events)
+			for i := range again {
+				again[i].ID = eventbus.NewID()
+			}
+			return s.Store.Append(ctx, stream, expected, again...)
+		}
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestStoreFailsForgetfulIdempotence runs TestStore against a store that
+// looks for retried appends with Any among the stream's last 100 events
+// only, in a child process (this test binary), and checks that the suite
+// fails, saying so: no retry of the suite came more than 2 events after
+// its first append, so such a store passed, and a retry 100 events later
+// (a StoreTopic's Publish given the first's ID) stored its event twice.
+func TestStoreFailsForgetfulIdempotence(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsForgetfulIdempotenceChild$/^(AppendAndRead|Idempotence)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_FORGETFUL_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, expected := range []string{"any", "stream_exists"} {
+		require.Contains(t, string(out), "--- FAIL: TestStoreFailsForgetfulIdempotenceChild/Idempotence/"+expected+",_10,000_events_back ")
+	}
+	require.Contains(t, string(out), "after a retried Append(any), the stream's last revision is 10003, want 10000: the retry wrote its events again")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsForgetfulIdempotenceChild/Idempotence/Any ")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsForgetfulIdempotenceChild/AppendAndRead ")
+}
+
+// TestStoreFailsForgetfulIdempotenceChild is run by
+// TestStoreFailsForgetfulIdempotence.
+func TestStoreFailsForgetfulIdempotenceChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_FORGETFUL_CHILD") == "" {
+		t.Skip("run by TestStoreFailsForgetfulIdempotence")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return forgetful{Store: s}
 	})
 }
 
