@@ -1108,6 +1108,8 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{9}, 9},
 			{"from far past the end", &eventbus.SubscribeOptions{From: 100}, nil, 100},
 			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 9}, 8},
+			// A prefix that starts with '$' selects system streams.
+			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3}, 8},
 		}
 		type sub struct {
 			got      chan uint64

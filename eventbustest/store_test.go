@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -424,6 +425,58 @@ func TestStoreFailsForgetfulIdempotenceChild(t *testing.T) {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
 		return forgetful{Store: s}
+	})
+}
+
+// systemBlind is a store whose subscriptions skip the system streams
+// (those whose names start with '$') whatever their filter, where the
+// Store contract has a StreamPrefix that starts with '$' select them.
+type systemBlind struct{ eventbus.Store }
+
+// Subscribe returns the subscription of the store it wraps, without the
+// events of system streams.
+func (s systemBlind) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	seq := s.Store.Subscribe(ctx, opts)
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range seq {
+			if err == nil && strings.HasPrefix(e.Stream, "$") {
+				continue
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsSystemBlindSubscription runs TestStore against a store
+// whose subscriptions never deliver the events of system streams, in a
+// child process (this test binary), and checks that the suite fails,
+// saying so: only ReadAll was given a '$' prefix, so such a store passed,
+// and a subscription given one, to follow the snapshots of SaveSnapshot
+// say, never saw an event.
+func TestStoreFailsSystemBlindSubscription(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSystemBlindSubscriptionChild$/^(ReadAll|Subscribe)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_SYSTEMBLIND_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsSystemBlindSubscriptionChild/Subscribe ")
+	require.Contains(t, string(out), "system prefix: Subscribe(")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsSystemBlindSubscriptionChild/ReadAll ")
+}
+
+// TestStoreFailsSystemBlindSubscriptionChild is run by
+// TestStoreFailsSystemBlindSubscription.
+func TestStoreFailsSystemBlindSubscriptionChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_SYSTEMBLIND_CHILD") == "" {
+		t.Skip("run by TestStoreFailsSystemBlindSubscription")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return systemBlind{Store: s}
 	})
 }
 
