@@ -421,9 +421,14 @@ func TestClockAndSequence(t *testing.T) {
 	publish(t, orders, Order{ID: "a"})
 	clock.Advance(time.Hour)
 	publish(t, orders, Order{ID: "b"})
+	// Back, as a wall clock set back goes: the bus stamps what it reads.
+	clock.Advance(-2 * time.Hour)
+	require.Equal(t, time.Date(1999, 12, 31, 23, 0, 0, 0, time.UTC), clock.Now())
+	publish(t, orders, Order{ID: "c"})
 	events := rec.Events()
 	require.Equal(t, "2000-01-01T00:00:00Z", events[0].Time.Format(time.RFC3339))
 	require.Equal(t, "2000-01-01T01:00:00Z", events[1].Time.Format(time.RFC3339))
+	require.Equal(t, "1999-12-31T23:00:00Z", events[2].Time.Format(time.RFC3339))
 	require.Equal(t, "00000000000000000000000001", events[0].ID.String())
 	require.Equal(t, "00000000000000000000000002", events[1].ID.String())
 
