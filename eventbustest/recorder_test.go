@@ -282,6 +282,31 @@ func TestRecorderWaitAfterClose(t *testing.T) {
 	}
 }
 
+// TestRecorderWaitEventThenStop checks what Wait documents once the bus
+// has stopped: it checks cond once more before it fails. Here the last
+// event comes, and the bus stops, while Wait runs cond, so that both wake
+// it at once; Go's select takes either, and one that took the stop without
+// looking again failed though the condition held, in about half the runs:
+// TestRecorderWaitAfterClose's conditions hold, or not, before Wait waits.
+func TestRecorderWaitEventThenStop(t *testing.T) {
+	for range 32 {
+		b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+		orders := newTopic[Order](t, b, "orders")
+		spy := newSpy(t)
+		rec := eventbustest.Record(spy, orders)
+		first := true
+		ok := rec.Wait(t.Context(), func(events []eventbus.Event[Order]) bool {
+			if first {
+				first = false
+				publish(t, orders, Order{ID: "a"}) // recorded before Publish returns
+				require.NoError(t, b.Close())
+			}
+			return len(events) == 1
+		})
+		require.True(t, ok, "Wait failed though the event it waited for came before the bus stopped: %v", spy.errs)
+	}
+}
+
 // TestRecorderWaitDuringShutdown checks that Wait, called while the bus
 // drains its queues to shut down, waits for the drain (events still queued
 // may be recorded) before it fails.
