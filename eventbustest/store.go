@@ -1432,6 +1432,8 @@ func testCloseRunningReads(t *testing.T, open func(t *testing.T) eventbus.Store)
 		{"ReadStream backwards", s.ReadStream(ctx, "s", backwards), true},
 		{"ReadAll forwards", s.ReadAll(ctx, nil), false},
 		{"ReadAll backwards", s.ReadAll(ctx, backwards), true},
+		// A subscription reading history is a read like the others.
+		{"Subscribe", s.Subscribe(ctx, nil), false},
 	}
 	nexts := make([]func() (eventbus.RecordedEvent, error, bool), len(reads))
 	for i, r := range reads {
