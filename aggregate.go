@@ -146,13 +146,13 @@ type Version[T any] struct {
 // after none) is no longer read from the stream, it returns an error
 // wrapping [ErrTruncated] that names the missing revisions (and quotes
 // the error of the Aggregate's latest failed snapshot save, if it was of
-// that stream, see [Aggregate.Execute]). A snapshot
-// that does not decode into T (its type changed without a new schema
-// version, see [LoadSnapshot]), that is of an older schema version with
-// no upcasters to T's or of a later one (saved by a newer release), or
-// whose stored revision does not parse, is passed over: Load replays the
-// events it stands for, and if they are no longer read, its ErrTruncated
-// error wraps the snapshot's decode error too (one wrapping
+// that stream, see [Aggregate.Execute]). A snapshot that does not decode
+// into T (a field's type changed without a new schema version; most other
+// changes decode, see [Snapshot]), that is of an older schema version
+// with no upcasters to T's or of a later one (saved by a newer release),
+// or whose stored revision does not parse, is passed over: Load replays
+// the events it stands for, and if they are no longer read, its
+// ErrTruncated error wraps the snapshot's decode error too (one wrapping
 // [ErrUnknownEvent] for a missing upcaster or a later version,
 // [ErrInvalid] for a bad revision). If the stream
 // changes under each of several reads in a row (soft-deleted again and

@@ -20,6 +20,17 @@ import (
 // decodes, not that it decodes to the same value: with encoding/json,
 // unexported fields come back zero and a value in a field of type any
 // comes back as a map[string]any, a float64 or the like, with no error.
+//
+// A snapshot is found by the type name and schema version that T is
+// registered with (see [Register]), not by T's fields, so a state type or
+// evolve function changed without a new schema version loads the older
+// snapshots as they decode: with encoding/json, a field added comes back
+// zero and one removed or renamed is dropped, with no error, so loads from
+// them give states that a replay would not, and every later snapshot folds
+// on from those. Register such a change as the next version
+// ([TypeOptions].Version): older snapshots are then passed over (the
+// stream replays), unless upcasters (see [RegisterUpcaster]) bring them
+// up to it, which must give what a replay would.
 type Snapshot[T any] struct {
 	// Revision is the revision of the last event folded into State.
 	Revision uint64
@@ -147,8 +158,9 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 // (such as its event count, one past its last revision), one of a stream
 // that does not exist, or one from before the stream's last soft delete
 // (see [StreamInfo].Start). A snapshot that does not decode into T (a
-// state type changed without a new schema version) gets the registry's
-// error, and one whose stored revision does not parse an error wrapping
+// field's type changed without a new schema version; most other changes
+// decode without error, see [Snapshot]) gets the registry's error, and
+// one whose stored revision does not parse an error wrapping
 // [ErrInvalid]; an [Aggregate] then replays the stream instead, and its
 // next snapshot replaces that one. As SaveSnapshot, it returns an error
 // wrapping [ErrUnknownEvent] if T is not registered in r (an interface
