@@ -427,12 +427,14 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	tests := []struct {
 		name     string
 		prefix   bool                      // an event precedes the batch in the stream
+		deleted  bool                      // and is soft-deleted before the batch
 		expected eventbus.ExpectedRevision // of the batch and of its retry
 		retry    eventbus.ExpectedRevision // if not the same
 		other    bool                      // another batch comes between the two
 		wantErr  error
 	}{
-		{name: "NoStream", expected: eventbus.NoStream},
+		{name: "NoStream", expected: eventbus.NoStream, other: true},
+		{name: "NoStream after a soft delete", prefix: true, deleted: true, expected: eventbus.NoStream, other: true},
 		{name: "Exact", prefix: true, expected: eventbus.Exact(0), other: true},
 		{name: "Any", prefix: true, expected: eventbus.Any, other: true},
 		{name: "StreamExists", prefix: true, expected: eventbus.StreamExists, other: true},
@@ -446,6 +448,9 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			ctx := t.Context()
 			if tt.prefix {
 				mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "first")...)
+			}
+			if tt.deleted {
+				require.NoError(t, s.Delete(ctx, "s", eventbus.Any))
 			}
 			batch := events(3, "t", "batch")
 			res := mustAppend(t, s, "s", tt.expected, batch...)

@@ -1030,3 +1030,71 @@ func TestStoreFailsBackwardsUnhiddenChild(t *testing.T) {
 		return backwardsUnhidden{s}
 	})
 }
+
+// tailReplay is a store that takes a NoStream append for the replay of a
+// committed batch only while that batch ends the stream, as a store might
+// that looks for the batch among the stream's last events: once the
+// stream has more, a retry fails with a *WrongExpectedVersionError.
+type tailReplay struct{ eventbus.Store }
+
+// Append refuses a NoStream append of a batch committed to stream, in
+// order, but not as its last events.
+func (s tailReplay) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	info, err := s.StreamInfo(ctx, stream)
+	if expected != eventbus.NoStream || len(events) == 0 || err != nil || !info.Exists {
+		return s.Store.Append(ctx, stream, expected, events...)
+	}
+	revs := map[eventbus.ID]uint64{}
+	for e, err := range s.ReadStream(ctx, stream, nil) {
+		if err != nil {
+			return eventbus.AppendResult{}, err
+		}
+		revs[e.ID] = e.Revision
+	}
+	first, ok := revs[events[0].ID]
+	for i, e := range events {
+		rev, found := revs[e.ID]
+		ok = ok && found && rev == first+uint64(i)
+	}
+	if !ok || first+uint64(len(events))-1 == info.Revision {
+		return s.Store.Append(ctx, stream, expected, events...)
+	}
+	return eventbus.AppendResult{}, &eventbus.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: eventbus.Exact(info.Revision)}
+}
+
+// TestStoreFailsTailReplay runs TestStore against a store that replays a
+// NoStream batch only while it ends the stream, in a child process (this
+// test binary), and checks that the suite fails, saying so: the Store
+// contract replays a batch committed right after the expected revision,
+// whatever was appended since, but no NoStream retry came after other
+// appends, so such a store passed, and a command retried after a timeout
+// (its first append committed, another writer's since) failed.
+func TestStoreFailsTailReplay(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsTailReplayChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_TAIL_REPLAY_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsTailReplayChild/Idempotence/NoStream ",
+		"--- FAIL: TestStoreFailsTailReplayChild/Idempotence/NoStream_after_a_soft_delete ",
+		"retried Append(no stream) = eventbus: stream \"s\": expected revision no stream",
+		"--- PASS: TestStoreFailsTailReplayChild/Idempotence/partial_overlap ",
+		"--- PASS: TestStoreFailsTailReplayChild/ExpectedRevision ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsTailReplayChild is run by TestStoreFailsTailReplay.
+func TestStoreFailsTailReplayChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_TAIL_REPLAY_CHILD") == "" {
+		t.Skip("run by TestStoreFailsTailReplay")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return tailReplay{s}
+	})
+}
