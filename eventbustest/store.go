@@ -1062,6 +1062,18 @@ func testMaxCount(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 5 {
 		t.Errorf("ReadStream after lifting MaxCount = %v, want 5 events", summary(got))
 	}
+
+	// A soft delete hides the events before it, though MaxCount alone
+	// would keep some: the new life's one event is all there is to read.
+	require.NoError(t, s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxCount: 3}))
+	require.NoError(t, s.Delete(ctx, "s", eventbus.Any))
+	mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "new")...)
+	want = []rec{{"s", 5, 5, "t", "new0"}}
+	for name, opts := range map[string]*eventbus.ReadOptions{"": nil, " with Limit 1": limited, " backwards": fromEnd} {
+		if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", opts)))); diff != "" {
+			t.Errorf("ReadStream%s with MaxCount 3 after Delete and Append (-want +got):\n%s", name, diff)
+		}
+	}
 }
 
 func testMaxAge(t *testing.T, open func(t *testing.T) eventbus.Store) {

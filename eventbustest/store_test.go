@@ -1098,3 +1098,85 @@ func TestStoreFailsTailReplayChild(t *testing.T) {
 		return tailReplay{s}
 	})
 }
+
+// countsDeleted is a store whose stream reads apply MaxCount in place of
+// a soft delete: they show the stream's last MaxCount events, those of
+// its lives before the delete included, as a store might whose query
+// limits a stream to its last rows without asking where its life starts.
+type countsDeleted struct{ eventbus.Store }
+
+// ReadStream shows the last MaxCount events of a soft-deleted stream.
+func (s countsDeleted) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	info, err := s.StreamInfo(ctx, stream)
+	if err != nil || info.Tombstoned || info.Start == 0 || info.Metadata.MaxCount == 0 || opts != nil && (opts.Filter.Types != nil || opts.Filter.StreamPrefix != "" || opts.Limit < 0) {
+		return s.Store.ReadStream(ctx, stream, opts)
+	}
+	var o eventbus.ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		var all []eventbus.RecordedEvent
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: stream}}) {
+			if err != nil {
+				yield(e, err)
+				return
+			}
+			if e.Stream == stream {
+				all = append(all, e)
+			}
+		}
+		all = all[max(0, len(all)-int(info.Metadata.MaxCount)):]
+		if o.Direction == eventbus.Backwards {
+			slices.Reverse(all)
+		}
+		n := 0
+		for _, e := range all {
+			if o.Direction == eventbus.Backwards && e.Revision > o.From || o.Direction == eventbus.Forwards && e.Revision < o.From {
+				continue
+			}
+			if !yield(e, nil) {
+				return
+			}
+			if n++; n == o.Limit {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsCountsDeleted runs TestStore against a store whose stream
+// reads apply MaxCount in place of a soft delete, in a child process (this
+// test binary), and checks that the suite fails, saying so: no stream with
+// MaxCount was soft-deleted, so such a store passed, and a stream written
+// again after a delete showed events of its earlier life, which an
+// Aggregate folds into the new one.
+func TestStoreFailsCountsDeleted(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsCountsDeletedChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_COUNTS_DELETED_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsCountsDeletedChild/MaxCount ",
+		"ReadStream with MaxCount 3 after Delete and Append",
+		"ReadStream backwards with MaxCount 3 after Delete and Append",
+		"--- PASS: TestStoreFailsCountsDeletedChild/Delete ",
+		"--- PASS: TestStoreFailsCountsDeletedChild/ReadStream ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsCountsDeletedChild is run by TestStoreFailsCountsDeleted.
+func TestStoreFailsCountsDeletedChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_COUNTS_DELETED_CHILD") == "" {
+		t.Skip("run by TestStoreFailsCountsDeleted")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return countsDeleted{s}
+	})
+}
