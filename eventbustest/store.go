@@ -1101,6 +1101,17 @@ func testMaxAge(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
 			t.Errorf("ReadAll = %v, want both events: MaxAge applies to stream reads", summary(got))
 		}
+
+		// A soft delete hides the events before it, though MaxAge alone
+		// would keep one: the new life's one event is all there is to read.
+		require.NoError(t, s.Delete(ctx, "s", eventbus.Any))
+		mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "newer")...)
+		want = []rec{{"s", 2, 2, "t", "newer0"}}
+		for name, opts := range map[string]*eventbus.ReadOptions{"": nil, " with Limit 1": limited, " backwards": fromEnd} {
+			if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", opts)))); diff != "" {
+				t.Errorf("ReadStream%s with MaxAge 1h after Delete and Append (-want +got):\n%s", name, diff)
+			}
+		}
 	})
 }
 

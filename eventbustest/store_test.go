@@ -1099,16 +1099,19 @@ func TestStoreFailsTailReplayChild(t *testing.T) {
 	})
 }
 
-// countsDeleted is a store whose stream reads apply MaxCount in place of
-// a soft delete: they show the stream's last MaxCount events, those of
-// its lives before the delete included, as a store might whose query
-// limits a stream to its last rows without asking where its life starts.
+// countsDeleted is a store whose stream reads apply MaxCount, or MaxAge,
+// in place of a soft delete: they show the stream's last MaxCount events,
+// or those of the last MaxAge, those of its lives before the delete
+// included, as a store might whose query limits a stream to its last rows
+// without asking where its life starts.
 type countsDeleted struct{ eventbus.Store }
 
-// ReadStream shows the last MaxCount events of a soft-deleted stream.
+// ReadStream shows the last MaxCount events of a soft-deleted stream, or
+// those of the last MaxAge.
 func (s countsDeleted) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
 	info, err := s.StreamInfo(ctx, stream)
-	if err != nil || info.Tombstoned || info.Start == 0 || info.Metadata.MaxCount == 0 || opts != nil && (opts.Filter.Types != nil || opts.Filter.StreamPrefix != "" || opts.Limit < 0) {
+	md := info.Metadata
+	if err != nil || info.Tombstoned || info.Start == 0 || md == (eventbus.StreamMetadata{}) || opts != nil && (opts.Filter.Types != nil || opts.Filter.StreamPrefix != "" || opts.Limit < 0) {
 		return s.Store.ReadStream(ctx, stream, opts)
 	}
 	var o eventbus.ReadOptions
@@ -1122,11 +1125,13 @@ func (s countsDeleted) ReadStream(ctx context.Context, stream string, opts *even
 				yield(e, err)
 				return
 			}
-			if e.Stream == stream {
+			if e.Stream == stream && (md.MaxAge == 0 || time.Since(e.Time) <= md.MaxAge) {
 				all = append(all, e)
 			}
 		}
-		all = all[max(0, len(all)-int(info.Metadata.MaxCount)):]
+		if md.MaxCount > 0 {
+			all = all[max(0, len(all)-int(md.MaxCount)):]
+		}
 		if o.Direction == eventbus.Backwards {
 			slices.Reverse(all)
 		}
@@ -1146,11 +1151,11 @@ func (s countsDeleted) ReadStream(ctx context.Context, stream string, opts *even
 }
 
 // TestStoreFailsCountsDeleted runs TestStore against a store whose stream
-// reads apply MaxCount in place of a soft delete, in a child process (this
-// test binary), and checks that the suite fails, saying so: no stream with
-// MaxCount was soft-deleted, so such a store passed, and a stream written
-// again after a delete showed events of its earlier life, which an
-// Aggregate folds into the new one.
+// reads apply MaxCount or MaxAge in place of a soft delete, in a child
+// process (this test binary), and checks that the suite fails, saying so:
+// no stream with either was soft-deleted, so such a store passed, and a
+// stream written again after a delete showed events of its earlier life,
+// which an Aggregate folds into the new one.
 func TestStoreFailsCountsDeleted(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsCountsDeletedChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
 	cmd.Env = append(os.Environ(), "EVENTBUSTEST_COUNTS_DELETED_CHILD=1")
@@ -1162,6 +1167,8 @@ func TestStoreFailsCountsDeleted(t *testing.T) {
 		"--- FAIL: TestStoreFailsCountsDeletedChild/MaxCount ",
 		"ReadStream with MaxCount 3 after Delete and Append",
 		"ReadStream backwards with MaxCount 3 after Delete and Append",
+		"--- FAIL: TestStoreFailsCountsDeletedChild/MaxAge ",
+		"ReadStream with MaxAge 1h after Delete and Append",
 		"--- PASS: TestStoreFailsCountsDeletedChild/Delete ",
 		"--- PASS: TestStoreFailsCountsDeletedChild/ReadStream ",
 	} {
