@@ -992,6 +992,16 @@ func testDelete(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", fromEnd)))); diff != "" {
 		t.Errorf("ReadStream backwards after Delete and Append (-want +got):\n%s", diff)
 	}
+	// A read from a revision of the earlier life starts the new one, or,
+	// backwards, finds nothing before it.
+	from1 := &eventbus.ReadOptions{From: 1}
+	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", from1)))); diff != "" {
+		t.Errorf("ReadStream from revision 1 after Delete and Append (-want +got):\n%s", diff)
+	}
+	back1 := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 1}
+	if got := collect(t, s.ReadStream(ctx, "s", back1)); len(got) != 0 {
+		t.Errorf("ReadStream backwards from revision 1 after Delete and Append = %v, want nothing", summary(got))
+	}
 	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 3 {
 		t.Errorf("ReadAll after Delete = %v, want all 3 events", summary(got))
 	}
