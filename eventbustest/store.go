@@ -744,6 +744,8 @@ func testReadStream(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"backwards limit", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1}, []string{"a4"}},
 		{"types", &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []string{"a1", "a3"}},
 		{"types and limit", &eventbus.ReadOptions{Limit: 2, Filter: eventbus.Filter{Types: []string{"t0"}}}, []string{"a0", "a2"}},
+		{"backwards types", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Filter: eventbus.Filter{Types: []string{"t1"}}}, []string{"a3", "a1"}},
+		{"backwards types and limit", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: 1, Filter: eventbus.Filter{Types: []string{"t1"}}}, []string{"a3"}},
 		{"other prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, nil},
 	}
 	for _, tt := range tests {
