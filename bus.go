@@ -273,11 +273,13 @@ func (b *Bus) DeadLetters() *DeadLetterQueue {
 //
 // Events abandoned by a stop without grace ([Bus.Close], or a Shutdown or
 // Unsubscribe whose context ended) go to the dead-letter queue without
-// being handled, as [UndeliveredError] counts them. Once every
-// subscription has settled, Flush then returns an error wrapping
-// [ErrClosed] if one it waited for abandoned events, at any time before:
-// nil means that none of the events it waited for was abandoned, which is
-// what a caller that acknowledges its input after Flush needs to know.
+// being handled, as [UndeliveredError] counts them; so does the event of
+// a running handler that the stop cancelled and that then failed, which
+// UndeliveredError leaves out. Once every subscription has settled, Flush
+// then returns an error wrapping [ErrClosed] if one it waited for
+// dead-lettered either kind, at any time before: nil means that none of
+// the events it waited for was abandoned or cut short, which is what a
+// caller that acknowledges its input after Flush needs to know.
 func (b *Bus) Flush(ctx context.Context) error {
 	if err := b.check("Bus.Flush"); err != nil {
 		return err
@@ -292,8 +294,8 @@ func (b *Bus) Flush(ctx context.Context) error {
 		}
 		// Counted before the events are finished, so settle saw to it
 		// that a count of the events waited for is in.
-		if n := s.undelivered.Load(); n > 0 && abandoned == nil {
-			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q was stopped without grace and abandoned %d events, unhandled, to the dead-letter queue", ErrClosed, s.name, s.topic, n)
+		if n := s.deadAfterKill.Load(); n > 0 && abandoned == nil {
+			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q was stopped without grace and dead-lettered %d events unhandled or cut short", ErrClosed, s.name, s.topic, n)
 		}
 	}
 	return abandoned

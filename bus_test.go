@@ -2067,3 +2067,57 @@ func TestFlushReportsAbandoned(t *testing.T) {
 		})
 	})
 }
+
+// TestFlushReportsCutShort checks that Flush returns an error wrapping
+// ErrClosed when a stop without grace cancelled the context of a handler
+// it waited for, which then failed, and its event went to the dead-letter
+// queue: not handled, but, as UndeliveredError says, not counted there
+// either. A caller that acknowledges its input after Flush (a Kafka
+// consumer committing offsets) must not take it for handled. A handler
+// that fails on its own, before any stop, is a dead letter Flush passes.
+func TestFlushReportsCutShort(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b, err := eventbus.New(&eventbus.Options{Workers: 1})
+				require.NoError(t, err)
+				topic := newTopic[Order](t, b, "orders", nil)
+				stuck := func(ctx context.Context) error {
+					<-ctx.Done() // only the stop ends it
+					return ctx.Err()
+				}
+				if batch {
+					_, err = topic.SubscribeBatch("s", func(ctx context.Context, _ []eventbus.Event[Order]) error {
+						return stuck(ctx)
+					}, nil)
+					require.NoError(t, err)
+				} else {
+					subscribe(t, topic, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+						return stuck(ctx)
+					}, nil)
+				}
+				require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+				done := make(chan error, 1)
+				go func() { done <- b.Flush(context.Background()) }()
+				synctest.Wait() // the handler holds the one event
+				require.NoError(t, b.Close(), "the event was in its handler, not queued: none undelivered")
+				require.Equal(t, 1, b.DeadLetters().Len(), "the event cut short")
+				require.ErrorIs(t, <-done, eventbus.ErrClosed)
+			})
+		})
+	}
+	t.Run("failed before the stop", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b, err := eventbus.New(&eventbus.Options{Workers: 1})
+			require.NoError(t, err)
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				return errors.New("no")
+			}, nil)
+			require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+			require.NoError(t, b.Flush(context.Background()))
+			require.NoError(t, b.Close())
+			require.NoError(t, b.Flush(context.Background()), "its own failure, not the stop's")
+		})
+	})
+}

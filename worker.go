@@ -307,6 +307,11 @@ func (s *subscription[T]) next(attempt int, err error, first, now time.Time) (ti
 // clock.stamp.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header)
+	if len(s.workers) > 0 && s.ctx.Err() != nil {
+		// Killed: a stop without grace abandoned e or cut its handler
+		// short. Counted before the worker finishes e, for Flush.
+		s.deadAfterKill.Add(1)
+	}
 	var hold func(kept bool) func()
 	if s.finish != nil {
 		pos := e.Position

@@ -439,7 +439,8 @@ func (o *offsets) drop(m map[string][]int32) {
 // both). Stop Run, and wait for it to return, before Shutdown or Close of
 // the bus: a bus stopped without grace (Close, or a Shutdown whose context
 // ends) while Run runs or drains dead-letters the events it abandons, in
-// memory, unhandled. Bus.Flush then fails with eventbus.ErrClosed, so Run
+// memory, unhandled, and those of running handlers that it cancels and
+// that then fail. Bus.Flush then fails with eventbus.ErrClosed, so Run
 // commits nothing more, not even the records handled before, and returns
 // an error wrapping eventbus.ErrClosed: the group's next consumer gets
 // every record after the last commit again. A Shutdown that handles every
