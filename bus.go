@@ -274,11 +274,13 @@ func (b *Bus) DeadLetters() *DeadLetterQueue {
 // Events abandoned by a stop without grace ([Bus.Close], or a Shutdown or
 // Unsubscribe whose context ended) go to the dead-letter queue without
 // being handled, as [UndeliveredError] counts them; so does the event of
-// a running handler that the stop cancelled and that then failed, which
-// UndeliveredError leaves out. Once every subscription has settled, Flush
-// then returns an error wrapping [ErrClosed] if one it waited for
-// dead-lettered either kind, at any time before: nil means that none of
-// the events it waited for was abandoned or cut short, which is what a
+// a running handler that such a stop cancelled and that then failed,
+// which UndeliveredError leaves out, and one whose handler failed with an
+// error matching ErrClosed once the bus had begun to stop (see
+// [Bus.Shutdown]). Once every subscription has settled, Flush then
+// returns an error wrapping [ErrClosed] if one it waited for
+// dead-lettered any such event, at any time before: nil means that none
+// of the events it waited for was lost to a stop so, which is what a
 // caller that acknowledges its input after Flush needs to know.
 func (b *Bus) Flush(ctx context.Context) error {
 	if err := b.check("Bus.Flush"); err != nil {
@@ -294,8 +296,8 @@ func (b *Bus) Flush(ctx context.Context) error {
 		}
 		// Counted before the events are finished, so settle saw to it
 		// that a count of the events waited for is in.
-		if n := s.deadAfterKill.Load(); n > 0 && abandoned == nil {
-			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q was stopped without grace and dead-lettered %d events unhandled or cut short", ErrClosed, s.name, s.topic, n)
+		if n := s.lostToStop.Load(); n > 0 && abandoned == nil {
+			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q dead-lettered %d events unhandled as the bus stopped (abandoned, cut short, or failed with ErrClosed, a follow-up publish refused, say)", ErrClosed, s.name, s.topic, n)
 		}
 	}
 	return abandoned
@@ -322,7 +324,8 @@ func (b *Bus) subscriptions() []*Subscription {
 // which is dead-lettered without retries (any error matching ErrClosed
 // once the bus has begun to stop is: a retry would be refused again, and
 // would only hold up the stop). A [Durable]
-// subscription's next run handles such an event again; a follow-up that
+// subscription's next run handles such an event again, and [Bus.Flush]
+// fails with ErrClosed, as after a stop without grace; a follow-up that
 // must outlive the stop goes to a [StoreTopic], whose Publish appends to
 // the store whether or not the bus runs.
 //

@@ -2058,6 +2058,41 @@ func TestFlushReportsAbandoned(t *testing.T) {
 			require.EqualValues(t, 3, handled.Load())
 		})
 	})
+	t.Run("graceful Shutdown refusing a follow-up", func(t *testing.T) {
+		// A handler held until the stop has begun publishes a follow-up,
+		// which the stopping bus refuses: its event is dead-lettered, not
+		// handled, as one abandoned is, and a caller that acknowledges its
+		// input after Flush (the Kafka Consumer) must not take it for
+		// handled, or the follow-up is lost for good.
+		for name, mode := range map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync} {
+			t.Run(name, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					b, err := eventbus.New(&eventbus.Options{Mode: mode, Workers: 1})
+					require.NoError(t, err)
+					orders := newTopic[Order](t, b, "orders", nil)
+					follow := newTopic[Order](t, b, "follow", nil)
+					entered, release := make(chan struct{}), make(chan struct{})
+					subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+						close(entered)
+						<-release
+						return follow.Publish(ctx, e.Payload)
+					}, nil)
+					published := make(chan error, 1)
+					go func() { published <- orders.Publish(context.Background(), Order{Key: "k"}) }()
+					<-entered
+					stopped := make(chan error, 1)
+					go func() { stopped <- b.Shutdown(context.Background()) }()
+					synctest.Wait() // the bus is stopping
+					close(release)
+					require.NoError(t, <-stopped)
+					<-published
+					err = b.Flush(context.Background())
+					require.ErrorIs(t, err, eventbus.ErrClosed)
+					require.ErrorContains(t, err, `subscription "s" of topic "orders"`)
+				})
+			})
+		}
+	})
 	t.Run("Close with nothing queued", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			b, _ := publish(t, 3, func(context.Context, eventbus.Event[Order]) error { return nil })

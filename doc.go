@@ -126,10 +126,10 @@
 // completes). Afterwards
 // Publish, Subscribe and NewTopic return [ErrClosed]; Unsubscribe, with
 // nothing left to wait for, returns nil, and so does Flush, unless the
-// stop abandoned events or cut a running handler short, which then
-// failed ([ErrClosed] then, so that a caller acknowledging its input after
-// Flush knows that not all of it was handled); and Shutdown and Close
-// return the first call's result. [Subscription.Unsubscribe] stops
+// stop abandoned events, cut a running handler short, or failed handlers
+// with ErrClosed ([ErrClosed] then, so that a caller acknowledging its
+// input after Flush knows that not all of it was handled); and Shutdown
+// and Close return the first call's result. [Subscription.Unsubscribe] stops
 // one subscription the same way. [Bus.Done] is closed once the bus has
 // stopped, for goroutines of your own that publish and should stop with it.
 //

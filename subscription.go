@@ -86,14 +86,13 @@ type Subscription struct {
 	base        handle        // names ctx for handler contexts, once started
 	exited      chan struct{} // closed when every worker has exited
 	undelivered atomic.Int64  // events abandoned when killed
-	// deadAfterKill counts the events an Async subscription
-	// dead-lettered once killed: those abandoned, and those whose handler
-	// failed after the kill cancelled its context, which undelivered
-	// leaves out. Flush reports them.
-	deadAfterKill atomic.Int64
-	stopped       atomic.Bool // Unsubscribe was called
-	cut           sync.Once   // the first stop without grace
-	cutByOwn      atomic.Bool // that stop was Unsubscribe's, not the bus's
+	// lostToStop counts the events dead-lettered because of a stop:
+	// abandoned or cut short by a stop without grace (Async), or failed
+	// with ErrClosed once the bus began to stop. Flush reports them.
+	lostToStop atomic.Int64
+	stopped    atomic.Bool // Unsubscribe was called
+	cut        sync.Once   // the first stop without grace
+	cutByOwn   atomic.Bool // that stop was Unsubscribe's, not the bus's
 }
 
 // subscriber is the typed side of a Subscription.

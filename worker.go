@@ -307,18 +307,18 @@ func (s *subscription[T]) next(attempt int, err error, first, now time.Time) (ti
 // clock.stamp.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
 	c.deadLetter(&e.Header)
-	if len(s.workers) > 0 && s.ctx.Err() != nil {
-		// Killed: a stop without grace abandoned e or cut its handler
-		// short. Counted before the worker finishes e, for Flush.
-		s.deadAfterKill.Add(1)
+	// A graceful stop refuses what the handler publishes to the bus
+	// (ErrClosed): the stop failed the event, not the event itself.
+	// Asked here, not in hold, which runs under the queue's lock.
+	refused := s.bus.closed.Load() && isClosed(err)
+	if refused || len(s.workers) > 0 && s.ctx.Err() != nil {
+		// Lost to a stop: refused, or abandoned or cut short by a stop
+		// without grace. Counted before the worker finishes e, for Flush.
+		s.lostToStop.Add(1)
 	}
 	var hold func(kept bool) func()
 	if s.finish != nil {
 		pos := e.Position
-		// A graceful stop refuses what the handler publishes to the bus
-		// (ErrClosed): the stop failed the event, not the event itself.
-		// Asked here, not in hold, which runs under the queue's lock.
-		refused := s.bus.closed.Load() && isClosed(err)
 		hold = func(kept bool) func() {
 			if s.ctx.Err() != nil || refused {
 				return nil // abandoned or failed by a stop: not finished

@@ -106,7 +106,8 @@ type ConsumerOptions struct {
 //
 // An offset is committed only when every record before it in its partition
 // has been handled or dead-lettered by every subscription, and none
-// abandoned by a bus stopped without grace (Bus.Flush then fails, and
+// abandoned by a bus stopped without grace, nor failed by a stopping bus
+// that refused what its handler published (Bus.Flush then fails, and
 // nothing more is committed, see Consumer.Run). Records are
 // published in offset order from one goroutine, so the bus's Flush gives
 // that point cheaply: every CommitInterval the Consumer notes the next
@@ -443,10 +444,12 @@ func (o *offsets) drop(m map[string][]int32) {
 // that then fail. Bus.Flush then fails with eventbus.ErrClosed, so Run
 // commits nothing more, not even the records handled before, and returns
 // an error wrapping eventbus.ErrClosed: the group's next consumer gets
-// every record after the last commit again. A Shutdown that handles every
-// event first loses nothing; Run then returns an error wrapping
-// eventbus.ErrClosed at its next record. A group new to a partition
-// starts at its first record. Run may
+// every record after the last commit again. So it does after a graceful
+// Shutdown in which a handler's publish to the bus was refused (an error
+// matching eventbus.ErrClosed), its event dead-lettered, unhandled. A
+// Shutdown that handles every event loses nothing; Run then returns an
+// error wrapping eventbus.ErrClosed at its next record. A group new to a
+// partition starts at its first record. Run may
 // be called once. It starts a franz-go client and one goroutine for commits;
 // it waits for the goroutine, and closes the client before it returns, but
 // not every one of the client's goroutines has ended by then: its
