@@ -116,12 +116,12 @@
 // [Bus.Shutdown] stops intake, drains every queue and waits for every
 // handler and goroutine of the bus. Intake stops for the handlers too: one
 // that publishes while the queues drain gets [ErrClosed], and its event
-// fails if it returns that (a [Durable] subscription's next run handles it
-// again); publish follow-ups that must outlive a stop to a [StoreTopic]. If
-// its context ends first, or on [Bus.Close], handler contexts are cancelled
-// and events not yet handled go to the dead-letter queue, counted in an
-// [*UndeliveredError]. Sync-mode
-// handlers are none of these: they run in their publishers' goroutines,
+// fails, without retries, if it returns that (a [Durable] subscription's
+// next run handles it again); publish follow-ups that must outlive a stop
+// to a [StoreTopic]. If its context ends first, or on [Bus.Close], handler
+// contexts are cancelled and events not yet handled go to the dead-letter
+// queue, counted in an [*UndeliveredError]. Sync-mode handlers are none
+// of these: they run in their publishers' goroutines,
 // which a stop neither waits for nor cancels (a Publish already running
 // completes). Afterwards
 // Publish, Subscribe and NewTopic return [ErrClosed]; Unsubscribe, with

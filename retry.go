@@ -16,6 +16,11 @@ import (
 // wait behind it, so per-key order holds; events with other keys, on the same
 // worker too, go on being handled. In Sync mode the wait holds up only the
 // event's publisher: others' events of its key go ahead.
+//
+// Once the bus has begun to stop, an attempt that fails with an error
+// matching [ErrClosed] is not retried, whatever the policy: the stopping
+// bus refuses what a handler publishes at every later attempt too (see
+// [Bus.Shutdown]).
 type RetryPolicy struct {
 	// MaxAttempts is the number of attempts in all, the first included.
 	// Zero or one means no retry.
