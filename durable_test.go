@@ -1478,3 +1478,32 @@ func TestDurablePanicWithBrokenErrorWhileStopping(t *testing.T) {
 		require.Equal(t, uint64(1), d.Checkpoint(), "the dead letter is finished")
 	})
 }
+
+// TestDurableErrClosedWhileRunning has a durable handler fail with an
+// error matching ErrClosed while its bus runs: it publishes to another bus,
+// closed already. Only a stop of its own bus makes such a failure the
+// stop's (TestDurableShutdownFailsFollowUp): here the event is retried as
+// the policy says and dead-lettered, and the checkpoint passes it, as for
+// any other error, so that WaitFor returns and later events are waited for
+// no longer than their own handling; Flush reports nothing unhandled.
+func TestDurableErrClosedWhileRunning(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "a", 1)
+		other := newBus(t, nil)
+		elsewhere := newTopic[Order](t, other, "elsewhere", nil)
+		require.NoError(t, other.Close())
+		b := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 3}})
+		var attempts atomic.Int64
+		d := subscribeDurable(t, b, s, reg, "notify", func(ctx context.Context, e eventbus.Event[Deposited]) error {
+			attempts.Add(1)
+			return elsewhere.Publish(ctx, Order{Key: e.Key})
+		}, nil)
+		wait, cancel := context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+		require.NoError(t, d.WaitFor(wait, last.Position), "WaitFor of an event dead-lettered while the bus runs")
+		require.EqualValues(t, 3, attempts.Load(), "attempts at an event failed with another bus's ErrClosed")
+		require.Equal(t, last.Position+1, d.Checkpoint(), "the dead letter is finished")
+		require.NoError(t, b.Flush(ctx), "Flush after a dead letter of a running bus")
+	})
+}
