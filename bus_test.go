@@ -1858,16 +1858,24 @@ func liveHeap() uint64 {
 }
 
 // TestTryPublishErrorsNameIt calls TryPublish on a Topic not made by
-// NewTopic and with a nil context: the errors wrap ErrInvalid and name
-// TryPublish, the call made, not Publish.
+// NewTopic, with a nil context, a nil PublishOption, a nil pointer payload
+// whose key comes from its method, and a payload whose key method panics:
+// the errors wrap ErrInvalid and name TryPublish, the call made, not
+// Publish, which the last three named.
 func TestTryPublishErrorsNameIt(t *testing.T) {
 	b := newBus(t, nil)
 	topic := newTopic[Order](t, b, "orders", nil)
+	pointers := newTopic[*Order](t, b, "order-pointers", &eventbus.TopicOptions[*Order]{EventType: "order-pointer"})
+	embedded := newTopic[embedsOrder](t, b, "embedded", nil)
+	ctx := context.Background()
 	var nilCtx context.Context // the bad input
 	for name, call := range map[string]func() (bool, error){
-		"zero Topic":  func() (bool, error) { return new(eventbus.Topic[Order]).TryPublish(context.Background(), Order{}) },
-		"nil Topic":   func() (bool, error) { return (*eventbus.Topic[Order])(nil).TryPublish(context.Background(), Order{}) },
-		"nil context": func() (bool, error) { return topic.TryPublish(nilCtx, Order{}) },
+		"zero Topic":        func() (bool, error) { return new(eventbus.Topic[Order]).TryPublish(ctx, Order{}) },
+		"nil Topic":         func() (bool, error) { return (*eventbus.Topic[Order])(nil).TryPublish(ctx, Order{}) },
+		"nil context":       func() (bool, error) { return topic.TryPublish(nilCtx, Order{}) },
+		"nil option":        func() (bool, error) { return topic.TryPublish(ctx, Order{Key: "a"}, nil) },
+		"nil pointer":       func() (bool, error) { return pointers.TryPublish(ctx, nil) },
+		"key method panics": func() (bool, error) { return embedded.TryPublish(ctx, embedsOrder{}) },
 	} {
 		ok, err := call()
 		if ok || !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "TryPublish") {

@@ -172,20 +172,20 @@ func embeds(rt reflect.Type) bool {
 // that it embeds does (nilEmbed, from embedsNil, says whether it may). A
 // nil interface has no key method to run: its event has no key. With
 // nilEmbed, it returns the key the method gave, so that the caller does
-// not run it again.
-func checkPublish[T any](topic string, payload T, opts []PublishOption, nilKey, nilEmbed bool) (key string, err error) {
+// not run it again. call names the caller's method in the errors.
+func checkPublish[T any](call, topic string, payload T, opts []PublishOption, nilKey, nilEmbed bool) (key string, err error) {
 	for _, o := range opts {
 		if o == nil {
-			return "", fmt.Errorf("%w: topic %q: Publish with a nil PublishOption", ErrInvalid, topic)
+			return "", fmt.Errorf("%w: topic %q: %s with a nil PublishOption", ErrInvalid, topic, call)
 		}
 	}
 	if nilKey {
 		if nilPointer(any(payload)) {
-			return "", fmt.Errorf("%w: topic %q: Publish of a nil %T, whose key comes from its method", ErrInvalid, topic, any(payload))
+			return "", fmt.Errorf("%w: topic %q: %s of a nil %T, whose key comes from its method", ErrInvalid, topic, call, any(payload))
 		}
 	}
 	if nilEmbed {
-		return checkKey(topic, payload)
+		return checkKey(call, topic, payload)
 	}
 	return "", nil
 }
@@ -197,11 +197,11 @@ func nilPointer(v any) bool {
 }
 
 // checkKey returns payload's key from its method, or an error wrapping
-// ErrInvalid if the method panics.
-func checkKey[T any](topic string, payload T) (key string, err error) {
+// ErrInvalid, naming call, if the method panics.
+func checkKey[T any](call, topic string, payload T) (key string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: topic %q: Publish of a %T whose key method panicked (is a pointer it embeds nil?): %v", ErrInvalid, topic, any(payload), r)
+			err = fmt.Errorf("%w: topic %q: %s of a %T whose key method panicked (is a pointer it embeds nil?): %v", ErrInvalid, topic, call, any(payload), r)
 		}
 	}()
 	key, _ = payloadKey(payload)

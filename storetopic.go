@@ -103,7 +103,7 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 	if err := checkContext(ctx, "StoreTopic.Publish"); err != nil {
 		return AppendResult{}, err
 	}
-	key, err := checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed)
+	key, err := checkPublish("Publish", t.name, payload, opts, t.nilKey, t.nilEmbed)
 	if err != nil {
 		return AppendResult{}, err
 	}

@@ -316,7 +316,7 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	var key string                               // the payload's key, taken by checkPublish with nilEmbed
 	if len(opts) > 0 || t.nilKey || t.nilEmbed { // spares the common case a call
 		var err error
-		if key, err = checkPublish(t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
+		if key, err = checkPublish(call, t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
 			return false, err
 		}
 	}
