@@ -206,7 +206,8 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // with no handler seeing them, so subscribe before Run. Call it before
 // Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
-// already, and eventbus.ErrInvalid for a name that Kafka does not take for a
+// already, and eventbus.ErrInvalid for a nil c or t, or one not made by
+// NewConsumer or eventbus.NewTopic, a name that Kafka does not take for a
 // topic (see [RelayOptions].Topic), a topic of another bus, a T that is not
 // registered in the consumer's registry (wrapping eventbus.ErrUnknownEvent
 // too: a pointer to a registered type, say, to which no record decodes; a
@@ -221,8 +222,14 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 // a record that decodes (the refusal branch is a guard for checks that
 // Publish may add).
 func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publish func(context.Context, T, ...eventbus.PublishOption) error) error {
-	if c == nil || t == nil {
+	switch {
+	case c == nil || t == nil:
 		return fmt.Errorf("%w: Route needs a consumer and a bus topic", eventbus.ErrInvalid)
+	case c.bus == nil:
+		// Its nil map of routes would panic; its nil bus is no topic's.
+		return fmt.Errorf("%w: Route on a Consumer not made by NewConsumer", eventbus.ErrInvalid)
+	case t.Bus() == nil:
+		return fmt.Errorf("%w: Route(%q) to a Topic not made by NewTopic", eventbus.ErrInvalid, kafkaTopic)
 	}
 	if err := checkTopic("Route", kafkaTopic); err != nil {
 		return err

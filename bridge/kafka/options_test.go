@@ -3,7 +3,9 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -130,7 +132,7 @@ func TestBadInput(t *testing.T) {
 // TestNotMade calls the bridge's methods on values not made by its
 // constructors, nil or zero, or made of a nil store: each returns an error
 // wrapping eventbus.ErrInvalid, or for Close does nothing, instead of
-// panicking.
+// panicking; Route's says which value was not made.
 func TestNotMade(t *testing.T) {
 	bus := newBus(t, nil)
 	topic := newTopic(t, bus)
@@ -155,11 +157,34 @@ func TestNotMade(t *testing.T) {
 			return err
 		},
 		"Save of checkpoints of a nil store": func() error { return kafka.StoreCheckpoints(nil).Save(t.Context(), "r", 1) },
+		"Run of a zero consumer":             func() error { return new(kafka.Consumer).Run(t.Context()) },
 	}
 	for name, call := range tests {
 		t.Run(name, func(t *testing.T) {
 			if err := call(); !errors.Is(err, eventbus.ErrInvalid) {
 				t.Errorf("got %v, want an error wrapping eventbus.ErrInvalid", err)
+			}
+		})
+	}
+	// Route on a zero Consumer with a zero Topic panicked on the nil map of
+	// routes, and blamed a topic of a bus for not being on the consumer's.
+	reg, err := eventbus.NewRegistry(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: []string{"localhost:9092"}, Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"Route on a zero consumer":                 func() error { return kafka.Route(new(kafka.Consumer), "k", topic) },
+		"Route of a zero topic on a zero consumer": func() error { return kafka.Route(new(kafka.Consumer), "k", new(eventbus.Topic[Order])) },
+		"Route of a zero topic":                    func() error { return kafka.Route(c, "k", new(eventbus.Topic[Order])) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "not made by New") {
+				t.Errorf("got %v, want an error wrapping eventbus.ErrInvalid that says what was not made by its constructor", err)
 			}
 		})
 	}
