@@ -145,10 +145,14 @@ type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key s
 // NewConsumer returns a Consumer that publishes on topics of bus, decoding
 // payloads with reg. The Consumer keeps a copy of opts, so the caller may
 // change them afterwards. It returns an error wrapping eventbus.ErrInvalid
-// for missing arguments or bad options.
+// for missing arguments, a registry not made by eventbus.NewRegistry, or bad
+// options.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
 	if bus == nil || reg == nil || opts == nil {
 		return nil, fmt.Errorf("%w: NewConsumer needs a bus, a registry and options", eventbus.ErrInvalid)
+	}
+	if err := checkRegistry("NewConsumer", reg); err != nil {
+		return nil, err
 	}
 	o := *opts
 	// Read by Run: a caller that reuses opts must not change them.

@@ -81,6 +81,18 @@ func TestBadInput(t *testing.T) {
 			_, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", Logger: &slog.Logger{}})
 			return err
 		},
+		// A Registry not made by NewRegistry encodes and decodes nothing:
+		// every event forwarded was dead-lettered, every record routed
+		// was a bad record.
+		"producer with a zero registry": func() error {
+			p, err := kafka.NewProducer(new(eventbus.Registry), &kafka.ProducerOptions{Brokers: brokers})
+			p.Close()
+			return err
+		},
+		"consumer with a zero registry": func() error {
+			_, err := kafka.NewConsumer(bus, new(eventbus.Registry), &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+			return err
+		},
 		"consumer without group": func() error {
 			_, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers})
 			return err

@@ -69,18 +69,21 @@ type Producer struct {
 	closeOnce sync.Once
 }
 
-// NewProducer returns a Producer that encodes payloads with reg. It returns an
-// error wrapping eventbus.ErrInvalid for a missing registry, no brokers or
-// an empty one, a BatchMaxBytes, MaxBufferedRecords or Linger out of its
-// range, or options that franz-go refuses, such as a broker address it
-// cannot parse or Client options (the error wraps franz-go's too). The error
-// names the option.
+// NewProducer returns a Producer that encodes payloads with reg. It returns
+// an error wrapping eventbus.ErrInvalid for a missing registry or one not
+// made by eventbus.NewRegistry, no brokers or an empty one, a BatchMaxBytes,
+// MaxBufferedRecords or Linger out of its range, or options that franz-go
+// refuses, such as a broker address it cannot parse or Client options (the
+// error wraps franz-go's too). The error names the option.
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
 	if opts == nil {
 		opts = &ProducerOptions{}
 	}
 	if reg == nil {
 		return nil, fmt.Errorf("%w: NewProducer needs a registry", eventbus.ErrInvalid)
+	}
+	if err := checkRegistry("NewProducer", reg); err != nil {
+		return nil, err
 	}
 	if err := checkBrokers("NewProducer", opts.Brokers); err != nil {
 		return nil, err
@@ -133,6 +136,19 @@ const (
 	maxBatchMaxBytes = 1 << 30
 	maxLinger        = time.Minute
 )
+
+// checkRegistry returns an error wrapping eventbus.ErrInvalid, naming
+// what, for a Registry not made by eventbus.NewRegistry, which encodes and
+// decodes nothing: a Forward of it would dead-letter every event, a Route
+// take every record for a bad one. Encode refuses such a registry before
+// it looks at the payload; a registry that NewRegistry made refuses a nil
+// payload with eventbus.ErrUnknownEvent instead.
+func checkRegistry(what string, reg *eventbus.Registry) error {
+	if _, err := reg.Encode(nil); errors.Is(err, eventbus.ErrInvalid) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
 
 // checkBrokers returns an error wrapping eventbus.ErrInvalid for no
 // brokers, or for one that is empty or blank, which franz-go would take for
