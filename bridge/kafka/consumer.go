@@ -145,11 +145,15 @@ type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key s
 // NewConsumer returns a Consumer that publishes on topics of bus, decoding
 // payloads with reg. The Consumer keeps a copy of opts, so the caller may
 // change them afterwards. It returns an error wrapping eventbus.ErrInvalid
-// for missing arguments, a registry not made by eventbus.NewRegistry, or bad
-// options.
+// for missing arguments, a bus or registry not made by eventbus.New or
+// eventbus.NewRegistry, or bad options.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
 	if bus == nil || reg == nil || opts == nil {
 		return nil, fmt.Errorf("%w: NewConsumer needs a bus, a registry and options", eventbus.ErrInvalid)
+	}
+	if bus.DeadLetters() == nil { // as it is for a Bus not made by New only
+		// No topic is on it: every Route would fail.
+		return nil, fmt.Errorf("%w: NewConsumer: a Bus not made by eventbus.New", eventbus.ErrInvalid)
 	}
 	if err := checkRegistry("NewConsumer", reg); err != nil {
 		return nil, err

@@ -89,6 +89,11 @@ func TestBadInput(t *testing.T) {
 			p.Close()
 			return err
 		},
+		"consumer with a zero bus": func() error {
+			// Every Route blamed the topic for not being on its bus.
+			_, err := kafka.NewConsumer(new(eventbus.Bus), reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
+			return err
+		},
 		"consumer with a zero registry": func() error {
 			_, err := kafka.NewConsumer(bus, new(eventbus.Registry), &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
 			return err
