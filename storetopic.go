@@ -49,8 +49,11 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err := b.check("NewStoreTopic"); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	if s == nil || r == nil {
-		return nil, fmt.Errorf("%w: store topic %q: nil store or registry", ErrInvalid, name)
+	switch {
+	case s == nil:
+		return nil, fmt.Errorf("%w: store topic %q: nil Store", ErrInvalid, name)
+	case r == nil:
+		return nil, fmt.Errorf("%w: store topic %q: nil Registry", ErrInvalid, name)
 	}
 	if err := checkKeyMethod[T](""); err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)

@@ -227,8 +227,13 @@ func TestNewStoreTopicInvalid(t *testing.T) {
 	if _, err := eventbus.NewStoreTopic[Deposited](bus, s, reg, strings.Repeat("t", 200)); err != nil {
 		t.Errorf("NewStoreTopic(200-byte name) = %v, want nil", err)
 	}
-	if _, err := eventbus.NewStoreTopic[Deposited](bus, nil, reg, "x"); !errors.Is(err, eventbus.ErrInvalid) {
-		t.Errorf("NewStoreTopic(nil store) = %v, want %v", err, eventbus.ErrInvalid)
+	// ErrInvalid's message says which argument was wrong: this one said
+	// "nil store or registry" for either.
+	if _, err := eventbus.NewStoreTopic[Deposited](bus, nil, reg, "x"); !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "nil Store") || strings.Contains(err.Error(), "egistry") {
+		t.Errorf("NewStoreTopic(nil store) = %v, want %v naming the nil Store alone", err, eventbus.ErrInvalid)
+	}
+	if _, err := eventbus.NewStoreTopic[Deposited](bus, s, nil, "x"); !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "nil Registry") || strings.Contains(err.Error(), "nil Store") {
+		t.Errorf("NewStoreTopic(nil registry) = %v, want %v naming the nil Registry alone", err, eventbus.ErrInvalid)
 	}
 	if _, err := eventbus.NewStoreTopic[Order](bus, s, reg, "x"); !errors.Is(err, eventbus.ErrUnknownEvent) {
 		t.Errorf("NewStoreTopic(unregistered type) = %v, want %v", err, eventbus.ErrUnknownEvent)
