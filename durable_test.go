@@ -1423,12 +1423,7 @@ func TestDurableShutdownFailsFollowUp(t *testing.T) {
 		}
 		entered, release := make(chan struct{}), make(chan struct{})
 		b, d, _ := run(s, entered, release)
-		<-entered
-		stopped := make(chan error)
-		go func() { stopped <- b.Shutdown(ctx) }()
-		synctest.Wait() // Shutdown waits for the handler
-		close(release)
-		require.NoError(t, <-stopped)
+		shutdownWhileHeld(t, b, entered, release)
 		var dead []eventbus.DeadLetter
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
 			dead = append(dead, dl)
@@ -1453,7 +1448,6 @@ func TestDurableShutdownFailsFollowUp(t *testing.T) {
 // is dead-lettered with the value it panicked with, and finished.
 func TestDurablePanicWithBrokenErrorWhileStopping(t *testing.T) {
 	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
-		ctx := context.Background()
 		appendDeposits(t, s, reg, "a", 1)
 		b := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 1}})
 		entered, release := make(chan struct{}), make(chan struct{})
@@ -1462,12 +1456,7 @@ func TestDurablePanicWithBrokenErrorWhileStopping(t *testing.T) {
 			<-release
 			panic(brokenError{})
 		}, nil)
-		<-entered
-		stopped := make(chan error)
-		go func() { stopped <- b.Shutdown(ctx) }()
-		synctest.Wait() // Shutdown waits for the handler
-		close(release)
-		require.NoError(t, <-stopped)
+		shutdownWhileHeld(t, b, entered, release)
 		var dead []any
 		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
 			pe, ok := dl.Err.(*eventbus.PanicError)
@@ -1506,4 +1495,17 @@ func TestDurableErrClosedWhileRunning(t *testing.T) {
 		require.Equal(t, last.Position+1, d.Checkpoint(), "the dead letter is finished")
 		require.NoError(t, b.Flush(ctx), "Flush after a dead letter of a running bus")
 	})
+}
+
+// shutdownWhileHeld shuts b down gracefully while a handler, once it has
+// closed entered, waits for release: it closes release once Shutdown
+// waits for that handler, and wants Shutdown to return nil.
+func shutdownWhileHeld(t *testing.T, b *eventbus.Bus, entered <-chan struct{}, release chan struct{}) {
+	t.Helper()
+	<-entered
+	stopped := make(chan error)
+	go func() { stopped <- b.Shutdown(context.Background()) }()
+	synctest.Wait() // Shutdown waits for the handler
+	close(release)
+	require.NoError(t, <-stopped)
 }
