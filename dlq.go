@@ -94,6 +94,8 @@ type DeadLetterFilter struct {
 	// Topic and Subscription match names exactly.
 	Topic, Subscription string
 	// Err matches dead letters whose error is or wraps Err (errors.Is).
+	// A dead letter whose error panics when walked (a handler panicked
+	// with an error whose Unwrap or Is method panics) matches no Err.
 	Err error
 }
 
@@ -251,7 +253,8 @@ func (q *DeadLetterQueue) Get(subscription string, id ID) (DeadLetter, bool) {
 
 // matching returns the entries that match f, oldest first, as of the
 // call. It matches f.Err with the lock released: errors.Is runs the methods
-// of the handlers' errors. A nil q holds nothing.
+// of the handlers' errors, and an error whose method panics matches
+// nothing (see safely). A nil q holds nothing.
 func (q *DeadLetterQueue) matching(f DeadLetterFilter) []DeadLetter {
 	if q == nil {
 		return nil
@@ -265,7 +268,9 @@ func (q *DeadLetterQueue) matching(f DeadLetterFilter) []DeadLetter {
 	}
 	q.mu.Unlock()
 	if f.Err != nil {
-		out = slices.DeleteFunc(out, func(dl DeadLetter) bool { return !errors.Is(dl.Err, f.Err) })
+		out = slices.DeleteFunc(out, func(dl DeadLetter) bool {
+			return !safely(func() bool { return errors.Is(dl.Err, f.Err) })
+		})
 	}
 	return out
 }
