@@ -125,19 +125,20 @@ func (e *permanentError) Unwrap() error { return e.err }
 // retry policy does, where the handler's panics are recovered: an error
 // whose method panics then fails its attempt with a *PanicError, instead
 // of ending the worker's goroutine, and with it the process, later.
-func probe(err error) {
-	var p *permanentError
-	_ = errors.As(err, &p)
-}
+func probe(err error) { _ = permanent(err) }
 
 // isPermanent reports whether err carries a Permanent mark. It never
 // panics (see safely): such an error is not permanent, and the event is
 // retried as for any panic.
 func isPermanent(err error) bool {
-	return safely(func() bool {
-		var p *permanentError
-		return errors.As(err, &p)
-	})
+	return safely(func() bool { return permanent(err) })
+}
+
+// permanent reports whether err carries a Permanent mark, walking err's
+// methods unguarded.
+func permanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
 }
 
 // isClosed is errors.Is(err, ErrClosed) that never panics (see safely).

@@ -296,10 +296,17 @@ func (s *subscription[T]) retrySync(ctx context.Context, e *Event[T], env *envel
 // the stopped bus refuses what the handler publishes at every later
 // attempt too, and retries would only hold up the Shutdown.
 func (s *subscription[T]) next(attempt int, err error, first, now time.Time) (time.Duration, bool) {
-	if s.bus.closed.Load() && isClosed(err) {
+	if s.refused(err) {
 		return 0, false
 	}
 	return s.retry.next(attempt, err, first, now)
+}
+
+// refused reports whether err, a failed attempt's, is the stop's: an error
+// matching ErrClosed once the bus has begun to stop, which refuses what
+// the handler publishes to it.
+func (s *subscription[T]) refused(err error) bool {
+	return s.bus.closed.Load() && isClosed(err)
 }
 
 // deadLetter hands e to the bus's dead-letter queue after attempts attempts,
@@ -310,7 +317,7 @@ func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts 
 	// A graceful stop refuses what the handler publishes to the bus
 	// (ErrClosed): the stop failed the event, not the event itself.
 	// Asked here, not in hold, which runs under the queue's lock.
-	refused := s.bus.closed.Load() && isClosed(err)
+	refused := s.refused(err)
 	if refused || len(s.workers) > 0 && s.ctx.Err() != nil {
 		// Lost to a stop: refused, or abandoned or cut short by a stop
 		// without grace. Counted before the worker finishes e, for Flush.
