@@ -59,7 +59,8 @@ type ConsumerOptions struct {
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
-	// committed, and, once more, how long it then waits for Kafka's
+	// committed (a Sync-mode topic's handler then running included, see
+	// [Route]), and, once more, how long it then waits for Kafka's
 	// answer to its leave of the group (franz-go's Close then takes up to
 	// two seconds more while Kafka is silent, see [Consumer.Run]); also
 	// how long a rebalance waits for the bus before it gives up the
@@ -206,9 +207,14 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // method that panics on the payload, which Publish runs before the event
 // goes anywhere; the error wraps an [*eventbus.PanicError]) is a bad
 // record: the event was published nowhere. On a Sync-mode
-// topic the handlers run in Run's goroutine; an event whose handlers fail
-// (an [*eventbus.HandlerError], whatever it wraps) is retried and
-// dead-lettered by the bus, as in Async mode, and Run goes on. As
+// topic the handlers run in Run's goroutine, with a context that has the
+// values of Run's but not its end: a handler running when Run is stopped
+// has DrainTimeout to finish, as an Async-mode one has, and its context
+// ends then. An event whose handlers fail (an [*eventbus.HandlerError],
+// whatever it wraps) is retried and dead-lettered by the bus, as in Async
+// mode, and Run goes on, its record consumed, unless they failed once
+// that drain was over, cut short: the record is then read again by the
+// next run. As
 // everywhere on the bus, an event goes to the subscriptions t has when it
 // is published: while t has none, its records are consumed, and committed,
 // with no handler seeing them, so subscribe before Run. Call it before
@@ -308,6 +314,11 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 		switch {
 		case err == nil:
 			return nil, nil
+		case ctx.Err() != nil:
+			// Run's drain is over: a Sync-mode handler was cut short
+			// (its event dead-lettered unhandled), or a wait for room
+			// in a queue. The record is read again.
+			return nil, err
 		case errors.As(err, &failed):
 			// The handlers of a Sync-mode topic failed: the bus has
 			// retried and dead-lettered the event, as its workers do in
@@ -315,8 +326,6 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 			// stopping: read again, it would be handled twice.
 			c.log.Warn("kafka: handlers failed; the bus dead-lettered the event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 			return nil, nil
-		case ctx.Err() != nil:
-			return nil, err // Run is stopping; the record is read again
 		case errors.Is(err, eventbus.ErrClosed):
 			return nil, err
 		}
@@ -436,7 +445,8 @@ func (o *offsets) drop(m map[string][]int32) {
 
 // Run joins the group and consumes the routed topics until ctx is done or a
 // record cannot be delivered, then publishes no more, waits (up to
-// DrainTimeout) for the bus to handle what it published, commits, leaves the
+// DrainTimeout after ctx is done, for a Sync-mode handler running then
+// too) for the bus to handle what it published, commits, leaves the
 // group and returns: nil after ctx is done, else the error (for a bad
 // record, one wrapping eventbus.ErrInvalid, see
 // [ConsumerOptions].DeadLetterTopic), joined with the final commit's error
@@ -561,11 +571,32 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}()
 
-	runErr := c.poll(ctx, cl, routes, offs)
+	// Publish runs a Sync-mode topic's handlers with its context: given
+	// ctx, a stop would cut the running one short, and its event, failed,
+	// would be dead-lettered in memory and its record committed, lost at
+	// exit. Publishes get ctx's values and, once ctx is done, the time
+	// that the bus has to handle what was published: DrainTimeout, which
+	// the final commit's wait shares.
+	pubCtx, endDrain := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer endDrain(nil)
+	var stoppedAt atomic.Pointer[time.Time]
+	stopDrainClock := context.AfterFunc(ctx, func() {
+		now := time.Now()
+		stoppedAt.Store(&now)
+		t := time.AfterFunc(c.o.DrainTimeout, func() { endDrain(context.DeadlineExceeded) })
+		context.AfterFunc(pubCtx, func() { t.Stop() })
+	})
+	defer stopDrainClock()
+
+	runErr := c.poll(ctx, pubCtx, cl, routes, offs)
 	stopCommits()
 	<-committerDone
 
-	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.DrainTimeout)
+	deadline := time.Now().Add(c.o.DrainTimeout)
+	if t := stoppedAt.Load(); t != nil {
+		deadline = t.Add(c.o.DrainTimeout) // the drain began then
+	}
+	drainCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	commitMu.Lock()
 	commitErr := c.commit(drainCtx, cl, offs, nil)
@@ -602,9 +633,9 @@ func slicesKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// poll publishes records on the bus until ctx is done or one cannot be
-// delivered.
-func (c *Consumer) poll(ctx context.Context, cl *kgo.Client, routes map[string]route, offs *offsets) error {
+// poll publishes records on the bus, with pubCtx, until ctx is done or one
+// cannot be delivered.
+func (c *Consumer) poll(ctx, pubCtx context.Context, cl *kgo.Client, routes map[string]route, offs *offsets) error {
 	for {
 		fetches := cl.PollRecords(ctx, c.o.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -617,11 +648,10 @@ func (c *Consumer) poll(ctx context.Context, cl *kgo.Client, routes map[string]r
 		done := make(map[string]map[int32]kgo.EpochOffset)
 		var err error
 		// Once ctx is done, the rest of the poll is left for the next run:
-		// a Sync-mode handler given a done context would fail, and its
-		// record be dead-lettered, and committed, for a mere stop.
+		// a stop handles no more than what it finds published.
 		for it := fetches.RecordIter(); !it.Done() && err == nil && ctx.Err() == nil; {
 			r := it.Next()
-			if err = c.deliver(ctx, cl, routes[r.Topic], r); err == nil {
+			if err = c.deliver(ctx, pubCtx, cl, routes[r.Topic], r); err == nil {
 				if done[r.Topic] == nil {
 					done[r.Topic] = make(map[int32]kgo.EpochOffset)
 				}
@@ -639,8 +669,9 @@ func (c *Consumer) poll(ctx context.Context, cl *kgo.Client, routes map[string]r
 	}
 }
 
-// deliver publishes r on its bus topic, or sends it to the dead-letter topic.
-func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r *kgo.Record) error {
+// deliver publishes r on its bus topic with pubCtx, or sends it to the
+// dead-letter topic.
+func (c *Consumer) deliver(ctx, pubCtx context.Context, cl *kgo.Client, publish route, r *kgo.Record) error {
 	e, key, bad := parseRecord(r)
 	var err error
 	switch {
@@ -648,7 +679,7 @@ func (c *Consumer) deliver(ctx context.Context, cl *kgo.Client, publish route, r
 	case publish == nil: // a topic added by ConsumerOptions.Client
 		bad = fmt.Errorf("%w: topic %q is not routed", eventbus.ErrInvalid, r.Topic)
 	default:
-		bad, err = publish(ctx, r, &e, key)
+		bad, err = publish(pubCtx, r, &e, key)
 	}
 	if err != nil || bad == nil {
 		return err
