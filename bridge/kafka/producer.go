@@ -66,6 +66,7 @@ type Producer struct {
 	reg       *eventbus.Registry
 	batchMax  func(topic string) int32 // the client's batch limit per topic
 	alone     chan struct{}            // a slot for the one record produced alone
+	closed    chan struct{}            // closed by Close
 	closeOnce sync.Once
 }
 
@@ -109,7 +110,7 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	if batchMax == nil { // not in this franz-go: the check is left to it
 		batchMax = func(string) int32 { return math.MaxInt32 }
 	}
-	return &Producer{cl: cl, reg: reg, batchMax: batchMax, alone: make(chan struct{}, 1)}, nil
+	return &Producer{cl: cl, reg: reg, batchMax: batchMax, alone: make(chan struct{}, 1), closed: make(chan struct{})}, nil
 }
 
 // batchOverWrite reports whether franz-go, which refused opts, takes them
@@ -201,12 +202,28 @@ func producerOpts(o *ProducerOptions) []kgo.Opt {
 // returned. After Close every record fails with kgo.ErrClientClosed: a
 // bus shut down afterwards (as when Close is deferred after Shutdown, and
 // so runs first) dead-letters every forwarded event still queued, in
-// memory, and Shutdown returns nil; a Relay stops with a [*ProduceError].
+// memory, and Shutdown returns nil; a Relay stops, with the
+// [*ProduceError] of a record that Close failed, or else an error
+// wrapping eventbus.ErrClosed. Forward, NewRelay and Relay.Run refuse a
+// closed Producer with an error wrapping eventbus.ErrClosed.
 func (p *Producer) Close() {
 	if !p.made() {
 		return
 	}
-	p.closeOnce.Do(p.cl.Close)
+	p.closeOnce.Do(func() {
+		p.cl.Close()
+		close(p.closed)
+	})
+}
+
+// isClosed reports whether Close was called, and every record now fails.
+func (p *Producer) isClosed() bool {
+	select {
+	case <-p.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 // made reports whether p was made by NewProducer: a nil or zero Producer has
@@ -252,7 +269,8 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // interface is taken, and each event's type must be registered), or a
 // kafkaTopic that Kafka does not take for a topic (see
 // [RelayOptions].Topic) or that is too long for the subscription's name
-// (more than 243 bytes).
+// (more than 243 bytes), and one wrapping eventbus.ErrClosed for a closed
+// Producer, through which every event would be dead-lettered.
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
@@ -263,6 +281,9 @@ func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *
 	}
 	if err := checkTopic("Forward", kafkaTopic); err != nil {
 		return nil, err
+	}
+	if p.isClosed() {
+		return nil, fmt.Errorf("%w: Forward through a closed Producer", eventbus.ErrClosed)
 	}
 	if reflect.TypeFor[T]().Kind() != reflect.Interface { // an interface's types are known event by event
 		var zero T

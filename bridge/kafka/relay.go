@@ -287,10 +287,14 @@ type Relay struct {
 
 // NewRelay returns a relay from s to Kafka through p. The relay keeps a
 // copy of opts, so the caller may change them afterwards. It returns an
-// error wrapping eventbus.ErrInvalid for missing or bad options.
+// error wrapping eventbus.ErrInvalid for missing or bad options, and one
+// wrapping eventbus.ErrClosed for a closed Producer.
 func NewRelay(s eventbus.Store, p *Producer, opts *RelayOptions) (*Relay, error) {
 	if s == nil || !p.made() || opts == nil {
 		return nil, fmt.Errorf("%w: NewRelay needs a store, a producer made by NewProducer and options", eventbus.ErrInvalid)
+	}
+	if p.isClosed() {
+		return nil, fmt.Errorf("%w: NewRelay with a closed Producer", eventbus.ErrClosed)
 	}
 	o := *opts
 	// Read by the store's goroutine as the relay runs: a caller that
@@ -539,8 +543,10 @@ type pass struct {
 // of its key) it waits for; franz-go's are the Producer's, and end after
 // Producer.Close (its connections' readers shortly after Close returns). On
 // a Relay not made by NewRelay, with a nil ctx, or while another Run of r
-// runs, it returns at once an error wrapping eventbus.ErrInvalid. Once Run
-// has returned, r may run again, from its checkpoint.
+// runs, it returns at once an error wrapping eventbus.ErrInvalid, and once
+// its Producer is closed, one wrapping eventbus.ErrClosed: at once, or,
+// while it runs, at the Close, unless a record that Close failed stops it
+// first. Once Run has returned, r may run again, from its checkpoint.
 func (r *Relay) Run(ctx context.Context) error {
 	switch {
 	case r == nil || r.store == nil:
@@ -553,6 +559,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: Relay.Run of relay %q while it runs", eventbus.ErrInvalid, r.o.Name)
 	}
 	defer r.running.Store(false)
+	if r.p.isClosed() {
+		return r.producerClosed()
+	}
 	parent := ctx
 	from, err := r.o.Checkpoints.Load(ctx, r.o.Name)
 	if err != nil {
@@ -585,6 +594,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return
+			case <-r.p.closed: // with nothing to produce, Run would go on
+				cancel(r.producerClosed())
+				return
 			case <-t.C:
 			}
 			if err := save(ctx); err != nil {
@@ -607,6 +619,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		return errors.Join(why, err)
 	}
 	return why
+}
+
+// producerClosed returns Run's error once its Producer is closed.
+func (r *Relay) producerClosed() error {
+	return fmt.Errorf("%w: relay %q: its Producer is closed", eventbus.ErrClosed, r.o.Name)
 }
 
 // stopCause returns what Run returns when cause stopped it: cause, unless
