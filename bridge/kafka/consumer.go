@@ -93,9 +93,12 @@ type ConsumerOptions struct {
 // # Delivery
 //
 // Each record is decoded by the Registry and published on its bus topic
-// with the record's key as the event's key, its correlation ID, and its
-// metadata, to which the Consumer adds [MetadataEventID] and the record's
-// coordinates; the bus gives the event an ID of its own. Publish queues it to
+// with the record's key as the event's key (a record without a key, as a
+// Relay whose RelayOptions.Key returns "" writes, gets the key that
+// Publish gives its payload: TopicOptions.Key's, or its key method's),
+// its correlation ID, and its metadata, to which the Consumer adds
+// [MetadataEventID] and the record's coordinates; the bus gives the event
+// an ID of its own. Publish queues it to
 // the subscriptions' per-key workers, so records of one key are handled in
 // order, with the bus's middleware, retries and dead-letter queue, while other
 // keys are handled in parallel. The Consumer reads committed records only:

@@ -56,3 +56,32 @@ func TestConsumerMetadataOfSecondHop(t *testing.T) {
 		t.Errorf("metadata after the second hop (-want +got):\n%s", diff)
 	}
 }
+
+// TestConsumerKeylessRecord takes an event without a key across Kafka, as
+// a Relay whose Key returns "" writes it: its record has no key, and the
+// consumed event gets the key that Publish gives its payload, its key
+// method's, as the Consumer's doc says, not an empty one.
+func TestConsumerKeylessRecord(t *testing.T) {
+	reg := registry(t)
+	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic(t, bus)
+	var got string
+	if _, err := orders.Subscribe("record", func(_ context.Context, e eventbus.Event[Order]) error {
+		got = e.Key
+		return nil
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip, err := kafka.RoundTrip(reg, orders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := eventbus.Event[Order]{Payload: Order{Key: "k"}}
+	e.ID = eventbus.NewID()
+	if err := roundTrip(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+	if got != "k" {
+		t.Errorf("consumed event's key %q, want the payload's %q", got, "k")
+	}
+}
