@@ -47,12 +47,17 @@ func TestClosedProducer(t *testing.T) {
 
 	t.Run("close while a relay runs", func(t *testing.T) {
 		p := newProducer(t, reg, brokers)
+		store := newStore(t)
+		if _, err := store.Append(ctx, "s", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
 		relay, err := kafka.NewRelay(store, p, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		runErr, stop := startRun(ctx, relay)
 		defer stop()
+		readOne(t, ctx, brokers, "orders") // Run runs, with nothing more to do
 		p.Close()
 		select {
 		case err := <-runErr:
