@@ -289,9 +289,17 @@ func (b *Bus) Flush(ctx context.Context) error {
 	if err := checkWaitContext(ctx, "Flush"); err != nil {
 		return err
 	}
+	// Every queue's place is read before waiting on any: read as each is
+	// come to, it would take in the events published meanwhile, which
+	// may wait for the caller's next step, after this Flush.
+	subs := b.subscriptions()
+	marks := make([][]uint64, len(subs))
+	for i, s := range subs {
+		marks[i] = s.impl.mark()
+	}
 	var abandoned error
-	for _, s := range b.subscriptions() {
-		if err := s.impl.settle(ctx); err != nil {
+	for i, s := range subs {
+		if err := s.impl.settle(ctx, marks[i]); err != nil {
 			return err
 		}
 		// Counted before the events are finished, so settle saw to it

@@ -796,6 +796,55 @@ func TestFlushLeavesLaterEvents(t *testing.T) {
 	})
 }
 
+// TestFlushLeavesLaterEventsOfOtherQueues checks that Flush waits for none
+// of the events published after the call in any queue, as its doc says,
+// not only in the queue it waits on first: a Flush that read each queue's
+// position only once it came to that queue, after the queues before it
+// had drained, took an event published meanwhile for one it had to wait
+// for, and here, where that event waits for the test's next step after
+// the Flush, never returned.
+func TestFlushLeavesLaterEventsOfOtherQueues(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		release, later := make(chan struct{}), make(chan struct{})
+		var handled atomic.Int64
+		h := func(ctx context.Context, e eventbus.Event[Order]) error {
+			defer handled.Add(1)
+			if e.Payload.N == 0 {
+				<-release
+			} else {
+				<-later // published after the Flush, it waits for it
+			}
+			return nil
+		}
+		// Two subscriptions: whichever Flush waits on first, it comes to
+		// the other once event 1 is queued there.
+		subscribe(t, topic, "a", h, nil)
+		subscribe(t, topic, "b", h, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+		flushed := make(chan error, 1)
+		go func() { flushed <- b.Flush(ctx) }()
+		synctest.Wait() // Flush waits for event 0 in one subscription
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		close(release)
+		synctest.Wait()
+		select {
+		case err := <-flushed:
+			require.NoError(t, err)
+		default:
+			close(later)
+			require.NoError(t, <-flushed)
+			t.Fatal("Flush waited for an event published after it was called")
+		}
+		require.EqualValues(t, 2, handled.Load(), "event 0 handled twice, event 1 not yet")
+		close(later)
+		require.NoError(t, b.Flush(ctx))
+		require.EqualValues(t, 4, handled.Load())
+	})
+}
+
 // TestHandlerPublishesToItself checks that a handler publishing to its own
 // topic through a queue of one cannot deadlock the bus.
 func TestHandlerPublishesToItself(t *testing.T) {

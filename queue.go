@@ -146,10 +146,18 @@ func (q *queue[T]) collect(c *counters) uint64 {
 	return uint64(len(q.items))
 }
 
-// settle waits until every event appended before the call is finished.
-func (q *queue[T]) settle(ctx context.Context) error {
+// mark returns the sequence number of the next event to be appended: settle
+// waits for the events before it.
+func (q *queue[T]) mark() uint64 {
 	q.mu.Lock()
-	target := q.enq
+	defer q.mu.Unlock()
+	return q.enq
+}
+
+// settle waits until every event below sequence number target, from mark,
+// is finished.
+func (q *queue[T]) settle(ctx context.Context, target uint64) error {
+	q.mu.Lock()
 	for q.low < target {
 		ch := q.settled.wait()
 		q.mu.Unlock()

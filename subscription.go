@@ -100,7 +100,10 @@ type subscriber interface {
 	stopIntake()
 	wake()
 	collect(c *counters) (depth, pending uint64)
-	settle(ctx context.Context) error
+	// mark returns where each worker's queue stands, which settle then
+	// waits for: the events queued before the call.
+	mark() []uint64
+	settle(ctx context.Context, marks []uint64) error
 	detach() // remove from the topic
 }
 

@@ -112,9 +112,17 @@ func (s *subscription[T]) stopIntake() {
 	}
 }
 
-func (s *subscription[T]) settle(ctx context.Context) error {
-	for _, w := range s.workers {
-		if err := w.q.settle(ctx); err != nil {
+func (s *subscription[T]) mark() []uint64 {
+	marks := make([]uint64, len(s.workers))
+	for i, w := range s.workers {
+		marks[i] = w.q.mark()
+	}
+	return marks
+}
+
+func (s *subscription[T]) settle(ctx context.Context, marks []uint64) error {
+	for i, w := range s.workers {
+		if err := w.q.settle(ctx, marks[i]); err != nil {
 			return err
 		}
 	}
