@@ -305,7 +305,7 @@ func (b *Bus) Flush(ctx context.Context) error {
 		// Counted before the events are finished, so settle saw to it
 		// that a count of the events waited for is in.
 		if n := s.lostToStop.Load(); n > 0 && abandoned == nil {
-			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q dead-lettered %d events unhandled as the bus stopped (abandoned, cut short, or failed with ErrClosed, a follow-up publish refused, say)", ErrClosed, s.name, s.topic, n)
+			abandoned = fmt.Errorf("%w: Bus.Flush: subscription %q of topic %q dead-lettered %d events unhandled at a stop of the bus, or of an Unsubscribe whose context ended (abandoned, cut short, or failed with ErrClosed, a follow-up publish refused, say)", ErrClosed, s.name, s.topic, n)
 		}
 	}
 	return abandoned
