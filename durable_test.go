@@ -878,6 +878,56 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 	}
 }
 
+// TestDurableDiscardStoppedRunsDeadLetter rebuilds a durable subscription
+// whose dead letter the sink failed to keep, and whose new run
+// dead-letters the same event again, lost again: discarding the first
+// run's dead letter must not let the checkpoint pass the event, which
+// only the new run's dead letter, in memory, still holds (as Discard's
+// doc says, one of a run that has stopped holds nothing back); discarding
+// the new run's does.
+func TestDurableDiscardStoppedRunsDeadLetter(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 2) // positions 0-1
+		last := appendDeposits(t, s, reg, "b", 2).Position
+		const poison = 1
+		errFirst, errSecond := errors.New("first run"), errors.New("second run")
+		var run atomic.Pointer[error]
+		run.Store(&errFirst)
+		handler := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			if e.Position == poison {
+				return eventbus.Permanent(*run.Load())
+			}
+			return nil
+		}
+		lost := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("disk full") })
+		bus := newBus(t, &eventbus.Options{DeadLetterSink: lost})
+		d := subscribeDurable(t, bus, s, nil, "ledger", handler, &eventbus.DurableOptions{CheckpointEvery: 1})
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.Equal(t, uint64(poison), d.Checkpoint(), "held by the first run's dead letter")
+
+		run.Store(&errSecond)
+		require.NoError(t, d.Rebuild(ctx, nil))
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.Equal(t, uint64(poison), d.Checkpoint(), "held by the second run's dead letter")
+
+		dlq := bus.DeadLetters()
+		if n := dlq.Discard(eventbus.DeadLetterFilter{Err: errFirst}); n != 1 {
+			t.Fatalf("Discard(the first run's) = %d, want 1", n)
+		}
+		if got := d.Checkpoint(); got != poison {
+			t.Errorf("Checkpoint() after discarding the first run's dead letter = %d, want %d: the second run's holds it", got, poison)
+		}
+		if n := dlq.Discard(eventbus.DeadLetterFilter{Err: errSecond}); n != 1 {
+			t.Fatalf("Discard(the second run's) = %d, want 1", n)
+		}
+		if got := d.Checkpoint(); got <= last {
+			t.Errorf("Checkpoint() after discarding the second run's dead letter = %d, want past %d", got, last)
+		}
+		require.NoError(t, d.Stop(ctx))
+	})
+}
+
 // brokenReadStore fails the reads of its subscriptions with errInjected
 // after the first `after` events.
 type brokenReadStore struct {
