@@ -928,6 +928,63 @@ func TestDurableDiscardStoppedRunsDeadLetter(t *testing.T) {
 	})
 }
 
+// TestDurableAppendDuringShutdown appends an event while a graceful
+// Shutdown waits for a durable subscription's handler: its read refused by
+// the stopping bus is the bus's stop, not a failed read of the store, so
+// the Logger reports no failure, Err says ErrClosed and Stop returns nil,
+// and the event, refused, is delivered by the next run, which the
+// checkpoint saved at the stop leaves it to. Taken for a failed read, the
+// refusal would be logged as an error and returned by Stop.
+func TestDurableAppendDuringShutdown(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 1) // position 0
+		var log bytes.Buffer
+		b := newBus(t, &eventbus.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		entered, release := make(chan struct{}), make(chan struct{})
+		d := subscribeDurable(t, b, s, nil, "ledger", func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			if e.Position == 0 {
+				close(entered)
+				<-release
+			}
+			return nil
+		}, nil)
+		<-entered
+		stopped := make(chan error)
+		go func() { stopped <- b.Shutdown(ctx) }()
+		synctest.Wait() // Shutdown waits for the handler
+		refused := appendDeposits(t, s, reg, "b", 1).Position
+		synctest.Wait() // the subscription has read it, and been refused
+		close(release)
+		require.NoError(t, <-stopped)
+
+		if log.Len() > 0 {
+			t.Errorf("Logger after a graceful Shutdown:\n%s", log.String())
+		}
+		if err := d.Err(); err != eventbus.ErrClosed {
+			t.Errorf("Err() after Shutdown = %v, want ErrClosed", err)
+		}
+		if err := d.Stop(ctx); err != nil {
+			t.Errorf("Stop() after Shutdown = %v, want nil", err)
+		}
+		if got := savedCheckpoint(t, s, "ledger"); got != int(refused) {
+			t.Errorf("saved checkpoint = %d, want %d, the event refused", got, refused)
+		}
+
+		s = reopen()
+		var handled []uint64
+		d = subscribeDurable(t, newBus(t, nil), s, nil, "ledger", func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			handled = append(handled, e.Position)
+			return nil
+		}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: 1}})
+		require.NoError(t, d.WaitFor(ctx, refused))
+		require.NoError(t, d.Stop(ctx))
+		if diff := cmp.Diff([]uint64{refused}, handled); diff != "" {
+			t.Errorf("positions handled by the next run (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // brokenReadStore fails the reads of its subscriptions with errInjected
 // after the first `after` events.
 type brokenReadStore struct {
