@@ -625,15 +625,18 @@ func (d *Durable) Err() error {
 // their context cancelled, and events not yet handled are delivered again
 // by the next run; the error then wraps an [*UndeliveredError] (see
 // errors.As). It returns the error that stopped reading the store, if any,
-// and that of the last save; each names the subscription. Calling it again
-// returns [ErrClosed]. Like [Bus.Shutdown], it refuses a handler's context
-// (an error wrapping [ErrInvalid]), since it would wait for that handler.
-// A handler of the subscription must not call it with another context
-// either, such as context.Background() or one with a deadline: once ctx
-// ends Stop still waits for the running handlers, the caller among them,
-// so neither ever returns, nor does the bus's Shutdown or Close. A handler
-// that decides to stop its subscription calls Stop in a goroutine of its
-// own.
+// and that of the last save; each names the subscription. If another Stop
+// or a Rebuild runs, it waits for that first; should ctx end meanwhile,
+// it stops nothing (a Rebuild goes on to start the subscription again)
+// and returns an error that names the subscription and wraps ctx's.
+// Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
+// handler's context (an error wrapping [ErrInvalid]), since it would wait
+// for that handler. A handler of the subscription must not call it with
+// another context either, such as context.Background() or one with a
+// deadline: once ctx ends Stop still waits for the running handlers, the
+// caller among them, so neither ever returns, nor does the bus's Shutdown
+// or Close. A handler that decides to stop its subscription calls Stop in
+// a goroutine of its own.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
@@ -656,7 +659,9 @@ func (d *Durable) stopThen(ctx context.Context, call string, then func() error) 
 		select {
 		case d.life <- struct{}{}:
 		case <-ctx.Done():
-			return ctx.Err()
+			// Named, as Stop's other errors are: nothing was stopped,
+			// and a caller stopping several must learn which.
+			return fmt.Errorf("durable subscription %q: %s: waiting for another Stop or Rebuild: %w", d.name, call, ctx.Err())
 		}
 	}
 	defer func() { <-d.life }()

@@ -985,6 +985,45 @@ func TestDurableAppendDuringShutdown(t *testing.T) {
 	})
 }
 
+// TestDurableStopWhileRebuilding stops a durable subscription with a
+// context that ends while its Rebuild's reset runs: Stop stops nothing,
+// since the Rebuild goes on to start the subscription again, and its
+// error says which subscription it could not stop and why, with ctx's
+// error matchable, as Stop's other errors name theirs; it was ctx's error
+// bare, "context canceled", naming none, to a caller stopping several.
+func TestDurableStopWhileRebuilding(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "a", 1).Position
+		d := subscribeDurable(t, newBus(t, nil), s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, nil)
+		require.NoError(t, d.WaitFor(ctx, last))
+		entered, release := make(chan struct{}), make(chan struct{})
+		rebuilt := make(chan error)
+		go func() {
+			rebuilt <- d.Rebuild(ctx, func(context.Context) error {
+				close(entered)
+				<-release
+				return nil
+			})
+		}()
+		<-entered
+		stopCtx, cancel := context.WithCancel(ctx)
+		stopped := make(chan error)
+		go func() { stopped <- d.Stop(stopCtx) }()
+		synctest.Wait() // Stop waits for the Rebuild
+		cancel()
+		err := <-stopped
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), `"ledger"`) {
+			t.Errorf("Stop() while Rebuild runs, ctx cancelled = %v, want an error naming \"ledger\" and wrapping context.Canceled", err)
+		}
+		close(release)
+		require.NoError(t, <-rebuilt)
+		require.NoError(t, d.Err(), "the Rebuild started the subscription again")
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx))
+	})
+}
+
 // brokenReadStore fails the reads of its subscriptions with errInjected
 // after the first `after` events.
 type brokenReadStore struct {
