@@ -67,8 +67,10 @@ type DurableOptions struct {
 // in store order, streams in parallel.
 // The handler's [Event] carries the stored event's ID, type, schema
 // version, time, IDs, metadata and [Header].Position. Middleware sees the
-// [RecordedEvent] as [Envelope.Payload], and the topic "durable." followed
-// by the name as the Envelope's Topic and Type.
+// [RecordedEvent] as [Envelope.Payload], the stored event's type and schema
+// version (before any upcast) as the Envelope's Type and SchemaVersion, as
+// do the dead letters, and the topic "durable." followed by the name as
+// its Topic.
 //
 // # Checkpoints
 //
@@ -253,7 +255,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		filter:  o.Filter,
 		every:   o.CheckpointEvery,
 		topic:   t,
-		handler: typed(handler),
+		handler: handler,
 		subOpts: o.Subscription,
 		track:   newTracker(from),
 		life:    make(chan struct{}, 1),
@@ -350,15 +352,6 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 	}, nil
 }
 
-// typed gives h the stored event's type and schema version in the header,
-// where the bus puts those of the internal topic.
-func typed(h Handler[RecordedEvent]) Handler[RecordedEvent] {
-	return func(ctx context.Context, e Event[RecordedEvent]) error {
-		e.Type, e.SchemaVersion = e.Payload.Type, max(e.Payload.SchemaVersion, 1)
-		return h(ctx, e)
-	}
-}
-
 // start subscribes the workers and starts the tailer, reading from from.
 func (d *Durable) start(from uint64) error {
 	sub, err := d.topic.Subscribe(d.name, d.handler, &d.subOpts)
@@ -439,6 +432,8 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 		d.track.handOut(e.Position)
 		h := Header{
 			ID:            e.ID,
+			Type:          e.Type,
+			SchemaVersion: max(e.SchemaVersion, 1),
 			Key:           e.Stream,
 			Time:          e.Time,
 			CorrelationID: e.CorrelationID,

@@ -1655,3 +1655,60 @@ func shutdownWhileHeld(t *testing.T, b *eventbus.Bus, entered <-chan struct{}, r
 	close(release)
 	require.NoError(t, <-stopped)
 }
+
+// TestDurableEnvelopeNamesStoredType checks that what a durable
+// subscription's middleware and dead-letter queue see of an event names
+// its stored type and schema version, as its handler's header does: the
+// Logging middleware logs "the event's type", and a sink files dead letters
+// by it. They named the subscription's internal topic ("durable." and the
+// name) as the type of every event, and schema version 1 whatever was
+// stored.
+func TestDurableEnvelopeNamesStoredType(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+		ctx := context.Background()
+		reg := newUserRegistry(t, nil)
+		bus := newBus(t, nil)
+		var logged bytes.Buffer
+		type seen struct {
+			Type    string
+			Version int
+		}
+		var mu sync.Mutex
+		var envs []seen
+		spy := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				mu.Lock()
+				envs = append(envs, seen{env.Type, env.SchemaVersion})
+				mu.Unlock()
+				return next(ctx, env)
+			}
+		}
+		users := newStoreTopic[userV3](t, bus, s, reg, "users")
+		d, err := users.Subscribe(ctx, "crm", func(context.Context, eventbus.Event[userV3]) error {
+			return eventbus.Permanent(errors.New("crm down"))
+		}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{
+			eventbus.Logging(slog.New(slog.NewTextHandler(&logged, nil))), spy,
+		}}})
+		require.NoError(t, err)
+		res, err := users.Publish(ctx, userV3{First: "Ada", Last: "Lovelace"})
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		require.NoError(t, bus.Flush(ctx))
+
+		want := seen{"user.created", 3} // as stored, as env.Payload() holds it
+		mu.Lock()
+		if diff := cmp.Diff([]seen{want}, envs); diff != "" {
+			t.Errorf("Envelope's Type and SchemaVersion in the middleware (-want +got):\n%s", diff)
+		}
+		mu.Unlock()
+		require.Equal(t, 1, bus.DeadLetters().Len())
+		for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			if got := (seen{dl.Type, dl.SchemaVersion}); got != want {
+				t.Errorf("dead letter's Type and SchemaVersion = %+v, want %+v", got, want)
+			}
+		}
+		if !strings.Contains(logged.String(), "type=user.created") {
+			t.Errorf("Logging logged %q, want the event's type=user.created", logged.String())
+		}
+	})
+}
