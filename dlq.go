@@ -343,7 +343,12 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int {
 // oldest first, to go through the whole chain again with fresh attempts; each
 // one queues behind events already waiting with its key. A dead letter of a
 // subscription that was unsubscribed goes to the one that has taken its
-// name on its topic since, if any. They all leave the queue as Redrive
+// name on its topic since, if any: for a [Durable] subscription, its next
+// run on the bus. That run delivers again, from its checkpoint, the events
+// whose dead letters the checkpoint never passed (those the sink failed to
+// keep, those of a stop without grace, and those failed with ErrClosed by a
+// stop; see [DeadLetterSink]): redriven as well, each of them is handled
+// twice. They all leave the queue as Redrive
 // begins, so that a concurrent Redrive sends none of them again: while it
 // sends them, waiting for room say, Len, All, Get and Discard do not see
 // those not sent yet. In Sync mode they are handled before Redrive returns,

@@ -619,12 +619,16 @@ func (d *Durable) Err() error {
 // once its workers have exited. If ctx ends first, running handlers see
 // their context cancelled, and events not yet handled are delivered again
 // by the next run; the error then wraps an [*UndeliveredError] (see
-// errors.As). It returns the error that stopped reading the store, if any,
-// and that of the last save; each names the subscription. If another Stop
-// or a Rebuild runs, it waits for that first; should ctx end meanwhile,
-// it stops nothing (a Rebuild goes on to start the subscription again)
-// and returns an error that names the subscription and wraps ctx's.
-// Calling it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
+// errors.As). Their dead letters stay in the bus's queue: a Redrive of
+// them once the subscription runs again, on the same bus, hands them to
+// that run, which delivers them from its checkpoint as well, so that each
+// is handled twice; Discard them instead (see [DeadLetterSink]). It
+// returns the error that stopped reading the store, if any, and that of
+// the last save; each names the subscription. If another Stop or a
+// Rebuild runs, it waits for that first; should ctx end meanwhile, it
+// stops nothing (a Rebuild goes on to start the subscription again) and
+// returns an error that names the subscription and wraps ctx's. Calling
+// it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
 // handler's context (an error wrapping [ErrInvalid]), since it would wait
 // for that handler. A handler of the subscription must not call it with
 // another context either, such as context.Background() or one with a
