@@ -760,6 +760,7 @@ func (s *FileStore) commit(group []*request) {
 	w.gen++
 	w.buf = w.buf[:0]
 	now := w.clock.stamp().UnixNano()
+	n := w.log.n
 	var touched []*fileStream
 	for _, r := range group {
 		switch r.kind {
@@ -769,8 +770,13 @@ func (s *FileStore) commit(group []*request) {
 			r.err = s.commitStream(r, &touched)
 		}
 	}
-	if len(w.buf) > 0 {
+	if w.log.n > n {
+		// Retention judges a segment by its events alone (see
+		// RetainAge), as recovery does: a delete or a metadata change
+		// must not keep it.
 		w.active.newest = now
+	}
+	if len(w.buf) > 0 {
 		if err := s.write(w.buf); err != nil {
 			s.fail(err)
 			// Every request fails, whatever was decided for it: a replay

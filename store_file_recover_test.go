@@ -514,6 +514,63 @@ func TestFileStoreRetainAge(t *testing.T) {
 	}
 }
 
+// TestFileStoreRetainAgeIgnoresStreamChanges changes a stream (a soft
+// delete, a tombstone, metadata) two hours after the events of its
+// segment, under a RetainAge of an hour: when a new segment starts, that
+// segment goes, as RetainAge's doc says (it judges segments by their
+// events, as a reopened store does), and the change survives it. The
+// running store took the time of any record for its segment's newest, so
+// a Delete meant to erase a stream kept the segment holding its events
+// for another RetainAge.
+func TestFileStoreRetainAgeIgnoresStreamChanges(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(context.Context, *eventbus.FileStore, string) error
+		want   func(eventbus.StreamInfo) bool
+	}{
+		{"Delete", func(ctx context.Context, s *eventbus.FileStore, stream string) error {
+			return s.Delete(ctx, stream, eventbus.Any)
+		}, func(info eventbus.StreamInfo) bool { return info.Deleted }},
+		{"Tombstone", func(ctx context.Context, s *eventbus.FileStore, stream string) error {
+			return s.Tombstone(ctx, stream, eventbus.Any)
+		}, func(info eventbus.StreamInfo) bool { return info.Tombstoned }},
+		{"SetStreamMetadata", func(ctx context.Context, s *eventbus.FileStore, stream string) error {
+			return s.SetStreamMetadata(ctx, stream, eventbus.StreamMetadata{MaxCount: 1})
+		}, func(info eventbus.StreamInfo) bool { return info.Metadata.MaxCount == 1 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := t.Context()
+				dir := t.TempDir()
+				s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 1 << 10, RetainAge: time.Hour})
+				// Records of about 450 bytes: two events leave the first
+				// segment short of 1 KiB, the change fills it.
+				user := "user-" + strings.Repeat("x", 440)
+				for _, stream := range []string{"order-1", user} {
+					_, err := s.Append(ctx, stream, eventbus.NoStream, newEvents(1, "t", "")...)
+					require.NoError(t, err)
+				}
+				time.Sleep(2 * time.Hour) // on the bubble's clock
+				require.NoError(t, tt.change(ctx, s, user))
+				require.Len(t, segments(t, dir), 1, "segments after the change")
+				_, err := s.Append(ctx, "order-2", eventbus.NoStream, newEvents(1, "t", "")...)
+				require.NoError(t, err)
+				require.Len(t, segments(t, dir), 1, "segments once a new one started: the first, of events two hours old, deleted")
+
+				if st := s.Stats(); st.FirstPosition != 2 {
+					t.Errorf("Stats().FirstPosition = %d, want 2: the segment of events two hours old not deleted", st.FirstPosition)
+				}
+				info, err := s.StreamInfo(ctx, user)
+				require.NoError(t, err)
+				if !tt.want(info) {
+					t.Errorf("StreamInfo after retention = %+v, want the %s kept", info, tt.name)
+				}
+				require.NoError(t, s.Close())
+			})
+		})
+	}
+}
+
 // TestFileStoreRetentionBytes runs retention over segments written with
 // it on, then off (they do not start with the state of every stream, so
 // retention may not start the store at one of them), then on: the store's
