@@ -31,6 +31,9 @@ const startFile = "START"
 func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, start uint64, older []uint64, err error) {
 	start, err = readStart(dir)
 	if err != nil {
+		if !errors.As(err, new(*CorruptionError)) {
+			err = fmt.Errorf("eventbus: open file store: %w", err)
+		}
 		return nil, 0, nil, err
 	}
 	entries, err := os.ReadDir(dir)
@@ -77,7 +80,8 @@ func parseSegmentName(name string) (uint64, bool) {
 }
 
 // readStart returns the segment that dir's start file names, or 0 if there
-// is none.
+// is none. It fails with a *CorruptionError for a damaged file, else with
+// the error of its read.
 func readStart(dir string) (uint64, error) {
 	path := filepath.Join(dir, startFile)
 	b, err := os.ReadFile(path)
@@ -85,7 +89,7 @@ func readStart(dir string) (uint64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("eventbus: open file store: %w", err)
+		return 0, err // naming path, for the caller to wrap
 	}
 	num, _, checked := strings.Cut(strings.TrimSuffix(string(b), "\n"), " ")
 	start, err := strconv.ParseUint(num, 10, 64)
@@ -647,10 +651,11 @@ func (s *FileStore) removeDropped() {
 }
 
 // Verify reads every segment of the store again and checks every checksum
-// and record, as opening does: it finds damage done to the files since
-// the store was opened. It returns a [*CorruptionError] for the first
-// damage found, and [ErrClosed] once the store is closed, also when Close
-// closes the files it reads.
+// and record, and the file START that retention writes, as opening does:
+// it finds damage done to the files since the store was opened. It
+// returns a [*CorruptionError] for the first damage found, and
+// [ErrClosed] once the store is closed, also when Close closes the files
+// it reads.
 func (s *FileStore) Verify(ctx context.Context) error {
 	if err := s.checkMade("Verify"); err != nil {
 		return err
@@ -659,6 +664,15 @@ func (s *FileStore) Verify(ctx context.Context) error {
 		return err
 	}
 	if err := interrupted(ctx, &s.closed); err != nil {
+		return err
+	}
+	// Opening reads START first: a damaged one fails it. Retention
+	// replaces the file whole (see createFile), so a read never sees a
+	// part written.
+	if _, err := readStart(s.dir); err != nil {
+		if !errors.As(err, new(*CorruptionError)) {
+			err = fmt.Errorf("eventbus: verify: %w", err)
+		}
 		return err
 	}
 	v := s.view(0)

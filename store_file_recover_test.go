@@ -657,6 +657,33 @@ func TestFileStoreBadStart(t *testing.T) {
 	}
 }
 
+// TestFileStoreVerifyDamagedStart damages, while the store is open, the
+// file in which retention records the segment the store starts at: Verify
+// must report it as opening does, a *CorruptionError for START. It read
+// the segments alone and returned nil, so a health check calling Verify
+// passed a store that the next open (a restart) refused.
+func TestFileStoreVerifyDamagedStart(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10})
+	for s.Stats().FirstPosition == 0 {
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 200))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Verify(ctx), "Verify before the damage")
+	start := filepath.Join(dir, "START")
+	flip(t, start, 0) // in the number, which its checksum covers
+
+	var ce *eventbus.CorruptionError
+	if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != start {
+		t.Errorf("Verify with START damaged = %v, want a *CorruptionError for %s", err, start)
+	}
+	require.NoError(t, s.Close())
+	_, err := eventbus.OpenFileStore(dir, nil)
+	require.ErrorAs(t, err, &ce, "OpenFileStore with START damaged")
+	require.Equal(t, start, ce.Path)
+}
+
 // TestFileStoreStartBitFlip flips, in turn, each bit of the file in which
 // retention records the segment that the store starts at, in a store whose
 // later segments follow that one: opening must report every flip as a
