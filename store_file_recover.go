@@ -709,7 +709,13 @@ segments:
 				return err
 			}
 		}
-		if _, err := decodeSegHeader(b); err != nil {
+		// As opening checks it: a sound header of another segment (a
+		// file restored to the wrong name) is damage too.
+		h, err := decodeSegHeader(b)
+		if err == nil && (h.seq != seg.seq || h.firstPos != seg.firstPos) {
+			err = fmt.Errorf("header says segment %d from position %d, want %d from %d", h.seq, h.firstPos, seg.seq, seg.firstPos)
+		}
+		if err != nil {
 			return &CorruptionError{Path: seg.path, Offset: 0, Reason: err.Error()}
 		}
 		end, torn, err := scanSegment(b, seg.path, func(_ int, p []byte) error {

@@ -2979,6 +2979,39 @@ func TestFileStoreVerifyGrownSegment(t *testing.T) {
 	}
 }
 
+// TestFileStoreVerifyWrongSegment puts in place of a segment, while the
+// store is open, a copy of the next one (a backup restored to the wrong
+// name), whose records are sound and at least as long: Verify must report
+// its header, which names the other segment, as opening does. It checked
+// the header's checksum alone and returned nil, so a health check passed
+// a store that the next open refused.
+func TestFileStoreVerifyWrongSegment(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10})
+	for len(segments(t, dir)) < 3 {
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 300))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Verify(ctx))
+	segs := segments(t, dir)
+	first, err := os.ReadFile(segs[0])
+	require.NoError(t, err)
+	second, err := os.ReadFile(segs[1])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(second), len(first), "the copy holds as many bytes")
+	require.NoError(t, os.WriteFile(segs[0], second, 0o644))
+
+	var ce *eventbus.CorruptionError
+	if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != segs[0] || ce.Offset != 0 {
+		t.Errorf("Verify with %s a copy of %s = %v, want a *CorruptionError for its header", segs[0], segs[1], err)
+	}
+	require.NoError(t, s.Close())
+	_, err = eventbus.OpenFileStore(dir, nil)
+	require.ErrorAs(t, err, &ce, "OpenFileStore")
+	require.Equal(t, segs[0], ce.Path)
+}
+
 // copyStore copies the files of the store in dir, but its LOCK, to a new
 // directory, as a crash would leave them, and returns that directory.
 func copyStore(t *testing.T, dir string) string {
