@@ -144,12 +144,22 @@ type PanicError struct {
 	Stack []byte
 }
 
-// Error reports the panic value.
-func (e *PanicError) Error() string { return fmt.Sprintf("eventbus: panic: %v", e.Value) }
+// Error reports the panic value. A nil *PanicError (a handler's typed
+// nil) reads as the zero one, as a nil pointer of each error type of the
+// package does in each of its methods.
+func (e *PanicError) Error() string {
+	if e == nil {
+		e = &PanicError{}
+	}
+	return fmt.Sprintf("eventbus: panic: %v", e.Value)
+}
 
 // Unwrap returns Value when it is an error, so errors.Is sees through a
 // panic(err).
 func (e *PanicError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
 	err, _ := e.Value.(error)
 	return err
 }
@@ -167,13 +177,22 @@ type HandlerError struct {
 	Err error
 }
 
-// Error names the subscription and its error.
+// Error names the subscription and its error. A nil *HandlerError reads
+// as the zero one.
 func (e *HandlerError) Error() string {
+	if e == nil {
+		e = &HandlerError{}
+	}
 	return fmt.Sprintf("subscription %q: %v", e.Subscription, e.Err)
 }
 
 // Unwrap returns the handler's error, so errors.Is sees through it.
-func (e *HandlerError) Unwrap() error { return e.Err }
+func (e *HandlerError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 // UndeliveredError reports events that a forced shutdown or an
 // Unsubscribe left unhandled. Each of them is also handed to the bus's
@@ -190,11 +209,20 @@ type UndeliveredError struct {
 	Err error
 }
 
-// Error reports the count and the cause.
+// Error reports the count and the cause. A nil *UndeliveredError reads
+// as the zero one.
 func (e *UndeliveredError) Error() string {
+	if e == nil {
+		e = &UndeliveredError{}
+	}
 	return fmt.Sprintf("eventbus: %d events undelivered: %v", e.Count, e.Err)
 }
 
 // Unwrap returns the cause, so errors.Is(err, context.DeadlineExceeded)
 // works on the result of Shutdown.
-func (e *UndeliveredError) Unwrap() error { return e.Err }
+func (e *UndeliveredError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}

@@ -395,8 +395,12 @@ type WrongExpectedVersionError struct {
 	Actual ExpectedRevision
 }
 
-// Error names the stream and both states.
+// Error names the stream and both states. A nil
+// *WrongExpectedVersionError reads as the zero one.
 func (e *WrongExpectedVersionError) Error() string {
+	if e == nil {
+		e = &WrongExpectedVersionError{}
+	}
 	return fmt.Sprintf("eventbus: stream %q: expected revision %v, actual %v", e.Stream, e.Expected, e.Actual)
 }
 

@@ -80,8 +80,12 @@ type CorruptionError struct {
 	Reason string
 }
 
-// Error implements the error interface.
+// Error implements the error interface. A nil *CorruptionError reads as
+// the zero one.
 func (e *CorruptionError) Error() string {
+	if e == nil {
+		e = &CorruptionError{}
+	}
 	return fmt.Sprintf("eventbus: file store corrupted: %s at offset %d: %s", e.Path, e.Offset, e.Reason)
 }
 

@@ -377,3 +377,64 @@ func TestZeroStoreTopic(t *testing.T) {
 	}
 	testZero(t, calls)
 }
+
+// TestZeroErrors checks that the methods of a nil pointer of each error
+// type the package exports read it as the zero value, as BatchError's do,
+// and that a handler's typed nil of one is dead-lettered as its own error:
+// Error and Unwrap panicked on a nil *PanicError, *HandlerError,
+// *UndeliveredError and *CorruptionError, and Error on a nil
+// *WrongExpectedVersionError, so the retry policy's errors.Is walk of a
+// handler's typed nil turned it into a *PanicError of a nil dereference.
+func TestZeroErrors(t *testing.T) {
+	type unwrapper interface {
+		error
+		Unwrap() error
+	}
+	for _, tc := range []struct {
+		name      string
+		nil, zero error
+	}{
+		{"PanicError", (*eventbus.PanicError)(nil), &eventbus.PanicError{}},
+		{"HandlerError", (*eventbus.HandlerError)(nil), &eventbus.HandlerError{}},
+		{"UndeliveredError", (*eventbus.UndeliveredError)(nil), &eventbus.UndeliveredError{}},
+		{"WrongExpectedVersionError", (*eventbus.WrongExpectedVersionError)(nil), &eventbus.WrongExpectedVersionError{}},
+		{"CorruptionError", (*eventbus.CorruptionError)(nil), &eventbus.CorruptionError{}},
+		{"BatchError", (*eventbus.BatchError)(nil), &eventbus.BatchError{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("nil *%s panicked: %v", tc.name, r)
+				}
+			}()
+			if got, want := tc.nil.Error(), tc.zero.Error(); got != want {
+				t.Errorf("nil *%s: Error() = %q, want %q", tc.name, got, want)
+			}
+			if u, ok := tc.nil.(unwrapper); ok {
+				if got, want := u.Unwrap(), tc.zero.(unwrapper).Unwrap(); got != want {
+					t.Errorf("nil *%s: Unwrap() = %v, want %v", tc.name, got, want)
+				}
+			}
+		})
+	}
+	t.Run("returned by a handler", func(t *testing.T) {
+		for name, mode := range map[string]eventbus.Mode{"Sync": eventbus.Sync, "Async": eventbus.Async} {
+			b := newBus(t, &eventbus.Options{Mode: mode})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var typedNil *eventbus.HandlerError
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				return typedNil
+			}, nil)
+			_ = topic.Publish(context.Background(), Order{Key: "k"})
+			require.NoError(t, b.Flush(context.Background()))
+			for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+				if dl.Err != error(typedNil) {
+					t.Errorf("%s: dead letter's Err = %v, want the handler's typed nil *HandlerError", name, dl.Err)
+				}
+			}
+			if n := b.DeadLetters().Len(); n != 1 {
+				t.Errorf("%s: %d dead letters, want 1", name, n)
+			}
+		}
+	})
+}
