@@ -68,8 +68,12 @@ func (id ID) MarshalText() ([]byte, error) {
 }
 
 // UnmarshalText implements [encoding.TextUnmarshaler] for the form written
-// by [ID.MarshalText].
+// by [ID.MarshalText]. Bad text, or a nil id, gets an error wrapping
+// [ErrInvalid], and id is left as it was.
 func (id *ID) UnmarshalText(b []byte) error {
+	if id == nil {
+		return fmt.Errorf("%w: UnmarshalText on a nil *ID", ErrInvalid)
+	}
 	if len(b) != 26 {
 		return fmt.Errorf("%w: event ID %.32q: want 26 characters, got %d", ErrInvalid, b, len(b)) // the start of a long b is enough
 	}

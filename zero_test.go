@@ -438,3 +438,16 @@ func TestZeroErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestZeroIDUnmarshalText checks that UnmarshalText on a nil *ID returns
+// an error wrapping ErrInvalid, as it does for bad text, instead of
+// panicking on the nil pointer as it did for good text.
+func TestZeroIDUnmarshalText(t *testing.T) {
+	testZero(t, []zeroCall{
+		{"nil UnmarshalText", func() error {
+			text, err := eventbus.NewID().MarshalText()
+			require.NoError(t, err)
+			return (*eventbus.ID)(nil).UnmarshalText(text)
+		}, eventbus.ErrInvalid},
+	})
+}
