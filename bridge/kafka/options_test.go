@@ -226,3 +226,21 @@ type noCheckpoints struct{}
 
 func (noCheckpoints) Load(context.Context, string) (uint64, error) { return 0, nil }
 func (noCheckpoints) Save(context.Context, string, uint64) error   { return nil }
+
+// TestZeroProduceError checks that Error and Unwrap read a nil
+// *ProduceError as the zero one, as those of package eventbus's error
+// types do, instead of panicking on the nil pointer.
+func TestZeroProduceError(t *testing.T) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("nil *ProduceError panicked: %v", r)
+		}
+	}()
+	var nilErr *kafka.ProduceError
+	if got, want := nilErr.Error(), new(kafka.ProduceError).Error(); got != want {
+		t.Errorf("nil *ProduceError: Error() = %q, want %q", got, want)
+	}
+	if err := nilErr.Unwrap(); err != nil {
+		t.Errorf("nil *ProduceError: Unwrap() = %v, want nil", err)
+	}
+}

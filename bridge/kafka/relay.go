@@ -369,14 +369,24 @@ type ProduceError struct {
 	Err      error       // why the record was not written
 }
 
-// Error names the relay, the event and its topic, and the cause.
+// Error names the relay, the event and its topic, and the cause. A nil
+// *ProduceError reads as the zero one, as a nil pointer of each error type
+// of package eventbus does.
 func (e *ProduceError) Error() string {
+	if e == nil {
+		e = &ProduceError{}
+	}
 	return fmt.Sprintf("kafka: relay %q: producing event %s (stream %q, position %d) to topic %q: %v", e.Relay, e.ID, e.Stream, e.Position, e.Topic, e.Err)
 }
 
 // Unwrap returns Err, so that errors.Is sees the cause, such as
 // kerr.MessageTooLarge or eventbus.ErrInvalid.
-func (e *ProduceError) Unwrap() error { return e.Err }
+func (e *ProduceError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 // outgoing is an event read by a relay, on its way to Kafka.
 type outgoing struct {
