@@ -104,8 +104,8 @@ func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) 
 	case o.CacheSize < 0:
 		return nil, fmt.Errorf("%w: AggregateOptions.CacheSize %d is negative", ErrInvalid, o.CacheSize)
 	}
-	if err := r.check(); err != nil {
-		return nil, fmt.Errorf("NewAggregate: %w", err)
+	if err := r.check("NewAggregate"); err != nil {
+		return nil, err
 	}
 	if err := checkLatest[E](r); err != nil {
 		return nil, fmt.Errorf("NewAggregate: events: %w", err)

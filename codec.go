@@ -138,7 +138,7 @@ func NewRegistry(opts *RegistryOptions) (*Registry, error) {
 // payload's registration by its dynamic type, and a codec cannot decode
 // into an interface.
 func Register[T any](r *Registry, opts *TypeOptions) error {
-	if err := r.check(); err != nil {
+	if err := r.check("Register"); err != nil {
 		return err
 	}
 	var o TypeOptions
@@ -210,17 +210,25 @@ func qualified(t reflect.Type) string {
 
 // check returns an error wrapping ErrInvalid for a nil Registry, or one
 // that NewRegistry did not make (a zero Registry has no maps), which every
-// function taking one calls first.
-func (r *Registry) check() error {
+// function taking one calls first; the error names call, unless it is ""
+// for a caller that names itself.
+func (r *Registry) check(call string) error {
 	if r == nil || r.byGo == nil {
-		return fmt.Errorf("%w: nil Registry, or one not made by NewRegistry", ErrInvalid)
+		return registryNotMade(call)
 	}
 	return nil
 }
 
+func registryNotMade(call string) error {
+	if call == "" {
+		return fmt.Errorf("%w: nil Registry, or one not made by NewRegistry", ErrInvalid)
+	}
+	return fmt.Errorf("%w: %s: nil Registry, or one not made by NewRegistry", ErrInvalid, call)
+}
+
 // entryFor returns the registration of v's Go type.
 func (r *Registry) entryFor(v any) (*codecEntry, error) {
-	if err := r.check(); err != nil {
+	if err := r.check(""); err != nil {
 		return nil, err
 	}
 	if v == nil {
@@ -241,7 +249,7 @@ func (r *Registry) entryFor(v any) (*codecEntry, error) {
 // an interface, which Register refuses.
 func entryOf[T any](r *Registry) (*codecEntry, error) {
 	if rt := reflect.TypeFor[T](); rt.Kind() == reflect.Interface {
-		if err := r.check(); err != nil {
+		if err := r.check(""); err != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v is an interface type, which is never registered; take a registered concrete type", ErrUnknownEvent, rt)
@@ -269,7 +277,7 @@ func (r *Registry) latest(name string) int {
 // to E. An interface E passes.
 func checkLatest[E any](r *Registry) error {
 	if reflect.TypeFor[E]().Kind() == reflect.Interface {
-		return r.check()
+		return r.check("")
 	}
 	entry, err := entryOf[E](r)
 	if err != nil {
@@ -286,6 +294,9 @@ func checkLatest[E any](r *Registry) error {
 // for a type not registered, or the codec's error (a [*PanicError] for a
 // panic).
 func (r *Registry) Encode(v any) (EventData, error) {
+	if err := r.check("Registry.Encode"); err != nil {
+		return EventData{}, err
+	}
 	entry, err := r.entryFor(v)
 	if err != nil {
 		return EventData{}, err
@@ -361,6 +372,10 @@ func inflate(data []byte) ([]byte, error) {
 // the codec decodes to a zero value, such as JSON's null (a nil pointer
 // for a pointer type), is no error: Decode returns it.
 func Decode[T any](r *Registry, e EventData) (T, error) {
+	if err := r.check("Decode"); err != nil {
+		var zero T
+		return zero, err
+	}
 	t, _, err := decodeLatest[T](r, e)
 	return t, err
 }
@@ -384,7 +399,7 @@ func decodeLatest[T any](r *Registry, e EventData) (T, int, error) {
 // version to, if that is later, or to the latest version if to is zero.
 // It returns the payload and the version it has reached.
 func (r *Registry) decode(e EventData, to int) (_ any, version int, _ error) {
-	if err := r.check(); err != nil {
+	if err := r.check(""); err != nil {
 		return nil, 0, err
 	}
 	if e.SchemaVersion < 0 {

@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"bytes"
 	"compress/flate"
+	"context"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -231,22 +232,42 @@ func TestRegisterErrors(t *testing.T) {
 }
 
 // TestZeroRegistry checks that a Registry not made by NewRegistry is
-// refused with an error wrapping ErrInvalid, as a nil one is: Register
-// panicked on its nil maps.
+// refused with an error wrapping ErrInvalid, as a nil one is, that names
+// the call: Register panicked on its nil maps, and the errors of Register,
+// RegisterUpcaster, Registry.Encode, Decode and LoadSnapshot said "nil
+// Registry, or one not made by NewRegistry" and no more, where LoadSnapshot
+// names itself for a nil store.
 func TestZeroRegistry(t *testing.T) {
+	ctx := context.Background()
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
 	for name, call := range map[string]func(r *eventbus.Registry) error{
 		"Register": func(r *eventbus.Registry) error { return eventbus.Register[userV1](r, nil) },
 		"RegisterUpcaster": func(r *eventbus.Registry) error {
 			return eventbus.RegisterUpcaster(r, v1to2)
 		},
-		"Encode": func(r *eventbus.Registry) error { _, err := r.Encode(userV1{}); return err },
+		"Registry.Encode": func(r *eventbus.Registry) error { _, err := r.Encode(userV1{}); return err },
 		"Decode": func(r *eventbus.Registry) error {
 			_, err := eventbus.Decode[userV1](r, eventbus.EventData{Type: "user.created", Data: []byte(`{}`)})
 			return err
 		},
+		"LoadSnapshot": func(r *eventbus.Registry) error {
+			_, _, err := eventbus.LoadSnapshot[userV1](ctx, store, r, "user-1")
+			return err
+		},
+		"SaveSnapshot": func(r *eventbus.Registry) error {
+			return eventbus.SaveSnapshot(ctx, store, r, "user-1", eventbus.Snapshot[userV1]{Revision: 1})
+		},
+		"NewAggregate": func(r *eventbus.Registry) error {
+			_, err := eventbus.NewAggregate(store, r, func(s int, _ userV1) int { return s }, nil)
+			return err
+		},
 	} {
-		if err := call(new(eventbus.Registry)); !errors.Is(err, eventbus.ErrInvalid) {
-			t.Errorf("%s on a zero Registry = %v, want ErrInvalid", name, err)
+		for kind, r := range map[string]*eventbus.Registry{"nil": nil, "zero": new(eventbus.Registry)} {
+			err := call(r)
+			if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), name+": ") {
+				t.Errorf("%s on a %s Registry = %v, want ErrInvalid naming %s", name, kind, err, name)
+			}
 		}
 	}
 }

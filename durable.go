@@ -334,7 +334,7 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 	if raw, ok := any(h).(Handler[RecordedEvent]); ok {
 		return raw, nil
 	}
-	if err := r.check(); err != nil { // a nil Registry, or one NewRegistry did not make
+	if err := r.check(""); err != nil { // a nil Registry, or one NewRegistry did not make
 		return nil, fmt.Errorf("registry to decode the events: %w", err)
 	}
 	if err := checkLatest[E](r); err != nil {

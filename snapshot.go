@@ -203,6 +203,9 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 	if s == nil {
 		return none, false, fmt.Errorf("%w: LoadSnapshot: nil store", ErrInvalid)
 	}
+	if err := r.check("LoadSnapshot"); err != nil {
+		return none, false, err
+	}
 	entry, err := entryOf[T](r)
 	if err != nil {
 		return none, false, err

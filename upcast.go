@@ -22,7 +22,7 @@ func RegisterUpcaster[From, To any](r *Registry, f func(From) (To, error)) error
 	if f == nil {
 		return fmt.Errorf("%w: upcaster from %v to %v is nil", ErrInvalid, from, to)
 	}
-	if err := r.check(); err != nil {
+	if err := r.check("RegisterUpcaster"); err != nil {
 		return err
 	}
 	r.mu.Lock()
