@@ -150,7 +150,8 @@ type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key s
 // payloads with reg. The Consumer keeps a copy of opts, so the caller may
 // change them afterwards. It returns an error wrapping eventbus.ErrInvalid
 // for missing arguments, a bus or registry not made by eventbus.New or
-// eventbus.NewRegistry, or bad options.
+// eventbus.NewRegistry, or bad options, and one wrapping eventbus.ErrClosed
+// for a bus stopped already.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
 	if bus == nil || reg == nil || opts == nil {
 		return nil, fmt.Errorf("%w: NewConsumer needs a bus, a registry and options", eventbus.ErrInvalid)
@@ -158,6 +159,9 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 	if bus.DeadLetters() == nil { // as it is for a Bus not made by New only
 		// No topic is on it: every Route would fail.
 		return nil, fmt.Errorf("%w: NewConsumer: a Bus not made by eventbus.New", eventbus.ErrInvalid)
+	}
+	if err := busStopped(bus, "NewConsumer"); err != nil {
+		return nil, err
 	}
 	if err := checkRegistry("NewConsumer", reg); err != nil {
 		return nil, err
@@ -489,7 +493,9 @@ func (o *offsets) drop(m map[string][]int32) {
 // it cannot parse; the error wraps franz-go's), it returns at once an error
 // wrapping eventbus.ErrInvalid, and the Consumer is left as it was: Route
 // and Run may be called again. A second Run, once one started, returns an
-// error wrapping eventbus.ErrInvalid too.
+// error wrapping eventbus.ErrInvalid too. On a bus stopped already it
+// returns at once an error wrapping eventbus.ErrClosed, without joining
+// the group, whose other members keep their partitions.
 func (c *Consumer) Run(ctx context.Context) error {
 	switch {
 	case c == nil || c.bus == nil:
@@ -510,6 +516,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// bus's bound, as a handler's own publishes do.
 		c.mu.Unlock()
 		return fmt.Errorf("%w: Consumer.Run called with a handler's context (or one made from it): its commits wait for the bus, whose Flush refuses one", eventbus.ErrInvalid)
+	}
+	if err := busStopped(c.bus, "Consumer.Run"); err != nil {
+		c.mu.Unlock()
+		return err
 	}
 	c.started = true
 	routes := maps.Clone(c.routes)
@@ -799,4 +809,15 @@ func (c *Consumer) commitOffsets(ctx context.Context, cl *kgo.Client, offs *offs
 		offs.setCommitted(todo)
 	}
 	return cerr
+}
+
+// busStopped returns an error wrapping eventbus.ErrClosed, naming call, for
+// a bus that has stopped, which would refuse every record.
+func busStopped(bus *eventbus.Bus, call string) error {
+	select {
+	case <-bus.Done():
+		return fmt.Errorf("%w: %s: the bus has stopped", eventbus.ErrClosed, call)
+	default:
+		return nil
+	}
 }

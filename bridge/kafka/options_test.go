@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
@@ -242,5 +243,40 @@ func TestZeroProduceError(t *testing.T) {
 	}
 	if err := nilErr.Unwrap(); err != nil {
 		t.Errorf("nil *ProduceError: Unwrap() = %v, want nil", err)
+	}
+}
+
+// TestClosedBus checks that NewConsumer refuses a bus stopped already, and
+// Run one stopped since NewConsumer, with an error wrapping
+// eventbus.ErrClosed, at once: Run joined the group, taking partitions
+// from its other members, to fail at its first record, or, with no record
+// coming, to return nil only once its context ended, having consumed
+// nothing. The broker is unreachable: the context is only a guard.
+func TestClosedBus(t *testing.T) {
+	reg := registry(t)
+	opts := &kafka.ConsumerOptions{Brokers: []string{"127.0.0.1:1"}, Group: "g"}
+	closed := newBus(t, nil)
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := kafka.NewConsumer(closed, reg, opts); !errors.Is(err, eventbus.ErrClosed) || c != nil {
+		t.Errorf("NewConsumer of a closed bus = %v, %v, want nil, an error wrapping eventbus.ErrClosed", c, err)
+	}
+
+	bus := newBus(t, nil)
+	c, err := kafka.NewConsumer(bus, reg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kafka.Route(c, "k", newTopic(t, bus)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := c.Run(ctx); !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("Run on a closed bus = %v, want an error wrapping eventbus.ErrClosed", err)
 	}
 }
