@@ -167,6 +167,9 @@ func (a *Aggregate[T, E]) Load(ctx context.Context, stream string) (Version[T], 
 	if err := checkContext(ctx, "Aggregate.Load"); err != nil {
 		return Version[T]{}, err
 	}
+	if err := checkStream(stream); err != nil {
+		return Version[T]{}, fmt.Errorf("Aggregate.Load: %w", err)
+	}
 	base, cached := Version[T]{Expected: NoStream}, false
 	if a.cache != nil {
 		if v, ok := a.cache.get(stream); ok {
@@ -387,6 +390,9 @@ func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide fun
 	}
 	if decide == nil {
 		return AppendResult{}, fmt.Errorf("%w: Aggregate.Execute: nil decide", ErrInvalid)
+	}
+	if err := checkStream(stream); err != nil {
+		return AppendResult{}, fmt.Errorf("Aggregate.Execute: %w", err)
 	}
 	var conflict error
 	for range a.attempts {

@@ -1518,3 +1518,36 @@ func TestAggregateExecuteNilPointerEvent(t *testing.T) {
 		})
 	}
 }
+
+// TestBadStreamNameErrorsNameTheCall checks that an empty stream name, or
+// one that is not UTF-8, given to Aggregate.Load, Aggregate.Execute,
+// SaveSnapshot or LoadSnapshot gets an error wrapping ErrInvalid that names
+// the call, as their other errors of bad input do (a nil context, a nil
+// store): each said "stream name is empty" and no more.
+func TestBadStreamNameErrorsNameTheCall(t *testing.T) {
+	ctx := context.Background()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	r := newBankRegistry(t)
+	accounts := newAccounts(t, s, r, &eventbus.AggregateOptions{SnapshotEvery: 1})
+	for _, stream := range []string{"", "bad\xff"} {
+		for call, f := range map[string]func() error{
+			"Aggregate.Load": func() error { _, err := accounts.Load(ctx, stream); return err },
+			"Aggregate.Execute": func() error {
+				_, err := accounts.Execute(ctx, stream, deposit(1))
+				return err
+			},
+			"SaveSnapshot": func() error {
+				return eventbus.SaveSnapshot(ctx, s, r, stream, eventbus.Snapshot[Account]{Revision: 1})
+			},
+			"LoadSnapshot": func() error {
+				_, _, err := eventbus.LoadSnapshot[Account](ctx, s, r, stream)
+				return err
+			},
+		} {
+			if err := f(); !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(err), call+": ") {
+				t.Errorf("%s(%q) = %v, want an error wrapping ErrInvalid naming %s", call, stream, err, call)
+			}
+		}
+	}
+}

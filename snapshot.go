@@ -102,7 +102,7 @@ func SaveSnapshot[T any](ctx context.Context, s Store, r *Registry, stream strin
 		return fmt.Errorf("%w: SaveSnapshot: nil store", ErrInvalid)
 	}
 	if err := checkStream(stream); err != nil {
-		return err
+		return fmt.Errorf("SaveSnapshot: %w", err)
 	}
 	// LoadSnapshot finds a snapshot by T's registration, where Encode uses
 	// the state's dynamic type: one saved for an interface T never loads.
@@ -211,7 +211,7 @@ func latestSnapshot[T any](ctx context.Context, s Store, r *Registry, stream str
 		return none, false, err
 	}
 	if err := checkStream(stream); err != nil {
-		return none, false, err
+		return none, false, fmt.Errorf("LoadSnapshot: %w", err)
 	}
 	e, ok, err := readLatest(ctx, s, snapshotStream(entry.name, stream))
 	if err == nil && !ok {
