@@ -971,7 +971,8 @@ func TestTraceparentPropagates(t *testing.T) {
 		require.NoError(t, b.Flush(context.Background()))
 		require.Equal(t, map[int]string{1: tp + "|" + tp, 2: tp + "|" + tp, 3: "|"}, got)
 
-		for _, bad := range []string{"", "00-xyz", strings.Repeat("0", 55), "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"} {
+		for _, bad := range []string{"", "00-xyz", strings.Repeat("0", 55), "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+			"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"} {
 			_, err := eventbus.WithTraceparent(context.Background(), bad)
 			require.ErrorIs(t, err, eventbus.ErrInvalid, bad)
 		}
@@ -1010,6 +1011,7 @@ func TestTraceparentMalformedInMetadata(t *testing.T) {
 		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
 		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
 		"00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace-id
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent-id
 		tp + "-extra",            // version 00 is 55 characters
 		tp[:54],                  // cut short
 		tp[:20] + "\n" + tp[21:], // not hex
