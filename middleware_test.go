@@ -17,6 +17,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -1080,6 +1081,55 @@ func TestTraceparentLaterVersion(t *testing.T) {
 			t.Errorf("WithTraceparent(%q) = %v, want %v", bad, err, eventbus.ErrInvalid)
 		}
 	}
+}
+
+// TestTraceparentChildMetadata checks what a handler's event gets when
+// it is published with metadata of its own: a traceparent of its own is
+// kept, not replaced by the handled event's, and the handled event's is
+// added to a copy of the map, as inherit says, leaving the caller's map,
+// which it may reuse for the next event, as it was. No test published
+// from a handler with a traceparent of its own, or with a map it kept.
+func TestTraceparentChildMetadata(t *testing.T) {
+	const parentTP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	const ownTP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode})
+			orders := newTopic[Order](t, b, "orders", nil)
+			follow := newTopic[Order](t, b, "follow", nil)
+			var mu sync.Mutex
+			got := map[int]eventbus.Metadata{}
+			subscribe(t, follow, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[e.Payload.N] = e.Metadata
+				return nil
+			}, nil)
+			kept := eventbus.Metadata{"tenant": "t1"}
+			subscribe(t, orders, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+				if err := follow.Publish(ctx, Order{N: 1}, eventbus.WithMetadata(kept)); err != nil {
+					return err
+				}
+				own := eventbus.Metadata{eventbus.TraceparentKey: ownTP}
+				return follow.Publish(ctx, Order{N: 2}, eventbus.WithMetadata(own))
+			}, nil)
+			ctx, err := eventbus.WithTraceparent(context.Background(), parentTP)
+			require.NoError(t, err)
+			require.NoError(t, orders.Publish(ctx, Order{}))
+			require.NoError(t, b.Flush(context.Background()))
+			require.NoError(t, b.Flush(context.Background())) // the follow-ups
+			want := map[int]eventbus.Metadata{
+				1: {"tenant": "t1", eventbus.TraceparentKey: parentTP},
+				2: {eventbus.TraceparentKey: ownTP},
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("metadata of the handler's events (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(eventbus.Metadata{"tenant": "t1"}, kept); diff != "" {
+				t.Errorf("the map given to WithMetadata (-want +got):\n%s", diff)
+			}
+		})
+	})
 }
 
 // TestTraceparentLongInput checks that the error of WithTraceparent quotes
