@@ -1132,6 +1132,54 @@ func TestTraceparentChildMetadata(t *testing.T) {
 	})
 }
 
+// TestWithTraceparentKeepsHandlerContext checks that a handler's context
+// given a trace context of its own with WithTraceparent is still a
+// handler's, as for any context made from it: a publish with it never
+// waits for room (a handler filling its own topic's queue would wait for
+// itself), and Flush refuses it. No test published or flushed with one.
+func TestWithTraceparentKeepsHandlerContext(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+			orders := newTopic[Order](t, b, "orders", &eventbus.TopicOptions[Order]{Mode: mode})
+			follow := newTopic[Order](t, b, "follow", nil) // Async
+			var got []int
+			subscribe(t, follow, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+				if tr := eventbus.Traceparent(ctx); tr != tp {
+					t.Errorf("follow-up %d: Traceparent = %q, want %q", e.Payload.N, tr, tp)
+				}
+				got = append(got, e.Payload.N)
+				return nil
+			}, nil)
+			var flushed error
+			subscribe(t, orders, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+				traced, err := eventbus.WithTraceparent(ctx, tp)
+				if err != nil {
+					return err
+				}
+				// Bounded, so that a wait fails the test instead of
+				// hanging it.
+				traced, cancel := context.WithTimeout(traced, time.Minute)
+				defer cancel()
+				flushed = b.Flush(traced)
+				for n := range 3 {
+					if err := follow.Publish(traced, Order{N: n}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}, nil)
+			require.NoError(t, orders.Publish(context.Background(), Order{}))
+			require.NoError(t, b.Flush(context.Background()))
+			require.NoError(t, b.Flush(context.Background())) // the follow-ups
+			require.ErrorIs(t, flushed, eventbus.ErrInvalid, "Flush with the handler's traced context")
+			require.Zero(t, b.DeadLetters().Len(), "dead letters: %v", firstErr(b))
+			require.Equal(t, []int{0, 1, 2}, got)
+		})
+	})
+}
+
 // TestTraceparentLongInput checks that the error of WithTraceparent quotes
 // only the start of a long malformed value, as a traceparent from outside
 // (an HTTP header, a Kafka record) may be: it quoted all of it, four bytes
