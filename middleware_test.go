@@ -410,14 +410,16 @@ func TestTimeout(t *testing.T) {
 		require.Equal(t, []time.Duration{time.Second, 3 * time.Second}, ends, "each attempt has its own deadline")
 		require.ErrorIs(t, firstErr(b), context.DeadlineExceeded)
 
-		var called bool
-		h := eventbus.Timeout(0)(func(ctx context.Context, _ *eventbus.Envelope) error {
-			_, has := ctx.Deadline()
-			called = !has
-			return nil
-		})
-		require.NoError(t, h(context.Background(), &eventbus.Envelope{}))
-		require.True(t, called, "Timeout(0) sets no deadline")
+		for _, d := range []time.Duration{0, -time.Second} {
+			var called bool
+			h := eventbus.Timeout(d)(func(ctx context.Context, _ *eventbus.Envelope) error {
+				_, has := ctx.Deadline()
+				called = !has
+				return nil
+			})
+			require.NoError(t, h(context.Background(), &eventbus.Envelope{}))
+			require.True(t, called, "Timeout(%v) sets no deadline", d)
+		}
 	})
 }
 
