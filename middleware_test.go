@@ -769,6 +769,55 @@ func TestIdempotencyRetriesOnlyTheRecord(t *testing.T) {
 	})
 }
 
+// TestIdempotencyUnrecordedBounded checks the bound that Capacity puts,
+// with a Store, on the keys whose handler succeeded but whose record
+// failed: the first Capacity of them are remembered, so that a redrive of
+// their dead letters only records them, and past Capacity the handler runs
+// again (at-least-once), as Idempotency's doc says. No test failed more
+// records than Capacity, so a middleware that remembered every one, for as
+// long as the subscription lasts, passed every test.
+func TestIdempotencyUnrecordedBounded(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			store := &memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}, fail: errors.New("disk full")}
+			b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1,
+				Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: store, Capacity: 2})}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var mu sync.Mutex
+			runs := map[int]int{}
+			subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				runs[e.Payload.N]++
+				return nil
+			}, nil)
+			ctx := context.Background()
+			for n := range 3 {
+				err := topic.Publish(ctx, Order{N: n})
+				if mode == eventbus.Sync {
+					require.ErrorContains(t, err, "disk full", "Publish(%d)", n)
+				} else {
+					require.NoError(t, err, "Publish(%d)", n)
+				}
+			}
+			require.NoError(t, b.Flush(ctx))
+			require.Equal(t, 3, b.DeadLetters().Len(), "dead letters: records failed")
+
+			store.mu.Lock()
+			store.fail = nil
+			store.mu.Unlock()
+			sent, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+			require.NoError(t, err)
+			require.Equal(t, 3, sent)
+			require.NoError(t, b.Flush(ctx))
+			require.Zero(t, b.DeadLetters().Len(), "dead letters after the redrive")
+			require.Len(t, store.done, 3, "recorded")
+			require.Equal(t, map[int]int{0: 1, 1: 1, 2: 2}, runs,
+				"handler runs: the first Capacity remembered, the third run again")
+		})
+	})
+}
+
 // markPanics is a ProcessedStore whose MarkProcessed fails as script says,
 // call by call: "panic" panics, "fail" returns an error, anything else
 // (or a call past the script) records the key.
