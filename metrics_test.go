@@ -82,6 +82,45 @@ func TestMetricsAfterKnownScenario(t *testing.T) {
 	}
 }
 
+// TestMetricsPublishedCountsQueued checks what TopicMetrics.Published
+// counts in Async mode, as its doc says: the events that Publish and
+// TryPublish queued, not those refused for want of room, a context that
+// ended or a stop. Only Publishes that all queued were counted in any
+// test, so a Published that counted every call (a throwaway change)
+// passed every test while a dashboard's publish rate rose with each
+// refusal.
+func TestMetricsPublishedCountsQueued(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1, Metrics: true})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { <-gate; return nil }, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+		synctest.Wait() // the worker takes it and waits
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		ok, err := topic.TryPublish(ctx, Order{N: 2})
+		require.NoError(t, err)
+		require.False(t, ok, "TryPublish into a full queue")
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		require.ErrorIs(t, topic.Publish(short, Order{N: 3}), context.DeadlineExceeded)
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+		ok, err = topic.TryPublish(ctx, Order{N: 4})
+		require.NoError(t, err)
+		require.True(t, ok, "TryPublish with room")
+		require.NoError(t, b.Shutdown(ctx))
+		require.ErrorIs(t, topic.Publish(ctx, Order{N: 5}), eventbus.ErrClosed)
+		m := b.Metrics()
+		want := []eventbus.TopicMetrics{{Topic: "orders", Published: 3}}
+		if diff := cmp.Diff(want, m.Topics); diff != "" {
+			t.Errorf("Topics (-want +got):\n%s", diff)
+		}
+		require.EqualValues(t, 3, m.Subscriptions[0].Handled)
+	})
+}
+
 func TestMetricsDepthAndPending(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1})
