@@ -818,6 +818,50 @@ func TestIdempotencyUnrecordedBounded(t *testing.T) {
 	})
 }
 
+// TestIdempotencyStoreKeys checks the keys a ProcessedStore is given, as
+// IdempotencyKey's doc says: the subscription and the event's ID, or,
+// with IdempotencyOptions.Key, the subscription and that key alone, with
+// no ID, so that a store keyed by the whole IdempotencyKey, as a table
+// with one column per field would be, skips a later event of the same
+// business key. No test gave a Store and a Key function together, so a
+// middleware that gave the event's ID with the key too (a throwaway
+// change) passed every test while such a store skipped nothing.
+func TestIdempotencyStoreKeys(t *testing.T) {
+	type placed struct{ OrderNo string }
+	byOrderNo := func(env *eventbus.Envelope) string { return env.Payload().(placed).OrderNo }
+	for _, tt := range []struct {
+		name string
+		key  func(*eventbus.Envelope) string
+		runs int
+	}{{"ID", nil, 3}, {"Key", byOrderNo, 2}} {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}
+			ids := []eventbus.ID{eventbus.NewID(), eventbus.NewID(), eventbus.NewID()}
+			b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, NewID: fixedIDs(ids...),
+				Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Key: tt.key, Store: store})}})
+			topic := newTopic[placed](t, b, "orders", nil)
+			runs := 0
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[placed]) error { runs++; return nil }, nil)
+			for _, no := range []string{"o-1", "o-1", "o-2"} {
+				require.NoError(t, topic.Publish(context.Background(), placed{no}))
+			}
+			require.Equal(t, tt.runs, runs, "handler runs")
+			want := map[eventbus.IdempotencyKey]bool{}
+			if tt.key == nil {
+				for _, id := range ids {
+					want[eventbus.IdempotencyKey{Subscription: "s", ID: id}] = true
+				}
+			} else {
+				want[eventbus.IdempotencyKey{Subscription: "s", Key: "o-1"}] = true
+				want[eventbus.IdempotencyKey{Subscription: "s", Key: "o-2"}] = true
+			}
+			if diff := cmp.Diff(want, store.done); diff != "" {
+				t.Errorf("keys recorded (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // markPanics is a ProcessedStore whose MarkProcessed fails as script says,
 // call by call: "panic" panics, "fail" returns an error, anything else
 // (or a call past the script) records the key.
