@@ -481,3 +481,48 @@ func TestAggregateTruncatedSaysSnapshotFailed(t *testing.T) {
 
 // deposit1 is a command that deposits 1.
 func deposit1(growingState) ([]any, error) { return []any{Deposited{Amount: 1}}, nil }
+
+// TestSnapshotOfOlderVersionOfState saves and loads the snapshots of a
+// state type registered as version 1 of its name while version 2 is
+// registered too, with an upcaster, as a release that moves to version 2
+// step by step does: SaveSnapshot checks that the state decodes as the
+// version it saves, and LoadSnapshot and Load give it back as that
+// version, as their docs say (only a snapshot older than T's version is
+// upcast). The upcaster fails, so that an upcast past T's version fails
+// them: SaveSnapshot refused the state, and LoadSnapshot, whose decode
+// went on to the latest version, could not give an Account.
+func TestSnapshotOfOlderVersionOfState(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
+		ctx := t.Context()
+		reg := newBankRegistry(t)
+		require.NoError(t, eventbus.Register[accountCents](reg, &eventbus.TypeOptions{Name: "account.state", Version: 2}))
+		upcasts := 0
+		require.NoError(t, eventbus.RegisterUpcaster(reg, func(Account) (accountCents, error) {
+			upcasts++
+			return accountCents{}, errors.New("no upcast is due")
+		}))
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 2})
+		for _, amount := range []int{1, 2, 3} {
+			_, err := accounts.Execute(ctx, "account-1", deposit(amount))
+			require.NoError(t, err)
+		}
+		want := eventbus.Snapshot[Account]{Revision: 1, State: Account{Balance: 3, Events: 2}}
+		snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+		if err != nil || !ok || snap != want {
+			t.Errorf("LoadSnapshot of version 1 as version 1 = %+v, %v, %v, want %+v", snap, ok, err, want)
+		}
+		want = eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 6, Events: 3}}
+		if err := eventbus.SaveSnapshot(ctx, s, reg, "account-1", want); err != nil {
+			t.Errorf("SaveSnapshot of version 1 with version 2 registered = %v, want nil", err)
+		}
+		// The events before the snapshot hidden, Load needs it.
+		setMetadata(t, s, "account-1", eventbus.StreamMetadata{MaxCount: 1})
+		v, err := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 2}).Load(ctx, "account-1")
+		if err != nil || v.State != want.State || v.Expected != eventbus.Exact(2) {
+			t.Errorf("Load from a snapshot of version 1 as version 1 = %+v, %v, want %+v at revision 2", v, err, want.State)
+		}
+		if upcasts != 0 {
+			t.Errorf("the upcaster from version 1 ran %d times, want none", upcasts)
+		}
+	})
+}
