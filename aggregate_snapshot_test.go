@@ -419,7 +419,8 @@ type growingState struct {
 // the store's MaxEventSize and its snapshots fail to save: Execute goes on
 // (the events are committed), but once the stream hides the events after
 // the last snapshot saved, Load fails with ErrTruncated, which must say
-// why no later snapshot covers them. A save that works again clears it.
+// why no later snapshot covers them, and the ErrTruncated of another
+// stream must not. A save that works again clears it.
 func TestAggregateTruncatedSaysSnapshotFailed(t *testing.T) {
 	ctx := context.Background()
 	s, err := eventbus.NewMemoryStore(&eventbus.MemoryStoreOptions{MaxEventSize: 200})
@@ -458,6 +459,13 @@ func TestAggregateTruncatedSaysSnapshotFailed(t *testing.T) {
 	}
 	if _, err := states.Load(ctx, "account-2"); err != nil {
 		t.Errorf("Load(account-2) = %v, want the empty stream", err)
+	}
+	// Another stream's ErrTruncated has nothing to do with that save.
+	appendDeposits(t, s, reg, "account-3", 3)
+	setMetadata(t, s, "account-3", eventbus.StreamMetadata{MaxCount: 1})
+	_, err = states.Load(ctx, "account-3")
+	if !errors.Is(err, eventbus.ErrTruncated) || strings.Contains(err.Error(), eventbus.ErrTooLarge.Error()) {
+		t.Errorf("Load(account-3) = %v, want %v without account-1's failed save", err, eventbus.ErrTruncated)
 	}
 
 	// A snapshot saved again (the state shrinks, read back from a
