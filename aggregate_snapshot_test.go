@@ -534,3 +534,37 @@ func TestSnapshotOfOlderVersionOfState(t *testing.T) {
 		}
 	})
 }
+
+// TestAggregateCacheKeepsLaterState ends a Load's read only after a
+// command of the same Aggregate has appended an event and cached its
+// state: the Load, which returns the state as of its read, must leave
+// the later state in the cache, so that the next load finds it with no
+// newer event to read, a hit (see CacheStats), where a cache set back to
+// the older state reads the command's event again, a miss.
+func TestAggregateCacheKeepsLaterState(t *testing.T) {
+	ctx := context.Background()
+	inner, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	appendDeposits(t, inner, reg, "account-1", 1)
+	s := &afterReadStore{Store: inner, stream: "account-1"}
+	accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 1})
+	s.after = func() {
+		_, err := accounts.Execute(ctx, "account-1", deposit(10))
+		require.NoError(t, err)
+	}
+	v, err := accounts.Load(ctx, "account-1")
+	require.NoError(t, err)
+	if want := (eventbus.Version[Account]{State: Account{Balance: 1, Events: 1}, Expected: eventbus.Exact(0)}); v != want {
+		t.Errorf("Load during a command = %+v, want %+v, as of its read", v, want)
+	}
+	hits, misses := accounts.CacheStats()
+	v, err = accounts.Load(ctx, "account-1")
+	require.NoError(t, err)
+	if want := (eventbus.Version[Account]{State: Account{Balance: 11, Events: 2}, Expected: eventbus.Exact(1)}); v != want {
+		t.Errorf("Load after the command = %+v, want %+v", v, want)
+	}
+	if h, m := accounts.CacheStats(); h != hits+1 || m != misses {
+		t.Errorf("Load after the command counted %d hits and %d misses, want 1 hit: the cache went back to the state of the load that ended last", h-hits, m-misses)
+	}
+}
