@@ -168,6 +168,19 @@ func TestCodecCompresses(t *testing.T) {
 	if kept.Encoding != "" || !bytes.Equal(kept.Data, noise) {
 		t.Errorf("Encode of %d random bytes = %d bytes with Encoding %q, want them as they are, since deflate makes them larger", len(noise), len(kept.Data), kept.Encoding)
 	}
+
+	// CompressAbove is a size that stays as it is: compressed are only
+	// payloads larger than it, however well they compress.
+	for _, tt := range []struct {
+		size int
+		want string
+	}{{100, ""}, {101, "deflate"}} {
+		e, err := rr.Encode(make(raw, tt.size))
+		require.NoError(t, err)
+		if e.Encoding != tt.want {
+			t.Errorf("Encode of %d zeros with CompressAbove 100 has Encoding %q, want %q", tt.size, e.Encoding, tt.want)
+		}
+	}
 }
 
 // rawCodec is a Codec of raw payloads: their bytes as they are, copied
