@@ -1,6 +1,7 @@
 #!/bin/sh
 # run.sh runs the benchmarks of this module in COUNT rounds and writes, in
-# results/, for each suite it runs: the machine and the raw go test output
+# results/, for each suite it runs: the machine (and, for the stores, the
+# file system of TMPDIR, where they are made) and the raw go test output
 # (bench.txt for the buses, store.txt for the stores), benchstat's summary
 # (benchstat.txt, store-benchstat.txt), one SVG chart per workload, and
 # the suite's median table in README.md. Environment: SUITE (bus, store or
@@ -56,6 +57,21 @@ loadavg() {
 		sysctl -n vm.loadavg 2>/dev/null | awk '{ print $2 }'
 }
 
+# The file system the store suite's stores are on: go test makes them in
+# TMPDIR, or /tmp. GNU stat names it; elsewhere it is unknown.
+tmp=${TMPDIR:-/tmp}
+storage=$(stat -f -c %T "$tmp" 2>/dev/null) || storage=unknown
+# An fsync on tmpfs or ramfs (memory) is a no-op: the durable workloads
+# would time appends that reach no disk. Refused before any suite runs.
+if [ "$SUITE" != bus ]; then
+	case $storage in
+	tmpfs | ramfs)
+		echo "run.sh: $tmp is on $storage, where fsync writes nothing to a disk: set TMPDIR to a directory on one; results/ is unchanged" >&2
+		exit 1
+		;;
+	esac
+fi
+
 # suite name pattern output benchstat-output readme-section
 suite() {
 	if [ "$SUITE" != all ] && [ "$SUITE" != "$1" ]; then
@@ -73,6 +89,9 @@ suite() {
 		echo "benchtime: $BENCHTIME"
 		# Other work on the machine skews the figures; say how busy it was.
 		echo "load: $(loadavg)"
+		if [ "$1" = store ]; then
+			echo "storage: $storage ($tmp)"
+		fi
 		# COUNT rounds of one run of each benchmark, rather than COUNT runs
 		# of one benchmark after another: a burst of other work on the
 		# machine then spreads over the peers instead of falling on one.

@@ -48,6 +48,10 @@ var machineLine = regexp.MustCompile(`(?m)^machine: [^,\n]*[^ ,\n][^,\n]*, [0-9]
 // the README's table shows beside the machine.
 var runLines = regexp.MustCompile(`(?m)^date: [0-9]{4}-[0-9]{2}-[0-9]{2}\ncount: 1\nbenchtime: 500ms\nload: [0-9]+(\.[0-9]+)?$`)
 
+// storageLine is the line that follows them in the store suite's results:
+// the file system the stores were on, and its directory.
+var storageLine = regexp.MustCompile(`(?m)^storage: ext2/ext3 \(/[^\n]*\)$`)
+
 // TestRunSh runs run.sh with a stub go command and no benchstat on PATH.
 func TestRunSh(t *testing.T) {
 	if runtime.GOOS == "windows" {
@@ -68,7 +72,10 @@ func TestRunSh(t *testing.T) {
 		noNproc bool
 		// chartFails has cmd/chart refuse (a README without the section).
 		chartFails bool
-		ok         bool // whether run.sh should succeed and write results
+		// fs is the file system stat names for the stores' directory,
+		// ext2/ext3 (GNU stat's name for ext4) if empty.
+		fs string
+		ok bool // whether run.sh should succeed and write results
 	}{
 		// A BENCH that matches nothing (a typing error) must not replace
 		// the last results with an empty file.
@@ -86,6 +93,10 @@ func TestRunSh(t *testing.T) {
 		// A benchmark that fails prints FAIL, and the binary exits 1.
 		{name: "benchmark fails", bench: "BenchmarkStore/Append/eventbus-2 1 100 ns/op\n" +
 			"--- FAIL: BenchmarkStore/Append/bbolt\nFAIL\n", exit: "1", ok: false},
+		// On tmpfs an fsync is a no-op: the durable workloads would time
+		// appends that reach no disk, in a table that calls them durable.
+		{name: "stores on tmpfs", bench: bench, fs: "tmpfs", ok: false},
+		{name: "stores on ramfs", bench: bench, fs: "ramfs", ok: false},
 		// A panic, or the timeout's, prints no FAIL line: only the exit
 		// status says that the results are cut short.
 		{name: "benchmarks panic", bench: "BenchmarkStore/Append/eventbus-2 1 100 ns/op\n" +
@@ -100,6 +111,13 @@ func TestRunSh(t *testing.T) {
 			}
 			must(os.WriteFile(filepath.Join(dir, "run.sh"), script, 0o755))
 			must(os.WriteFile(filepath.Join(stubs, "go"), []byte(stubGo), 0o755))
+			fs := tt.fs
+			if fs == "" {
+				fs = "ext2/ext3"
+			}
+			// GNU stat -f -c %T names the file system; whatever the one
+			// holding this test's temporary directory is, run.sh sees fs.
+			must(os.WriteFile(filepath.Join(stubs, "stat"), []byte("#!/bin/sh\necho '"+fs+"'\n"), 0o755))
 			if tt.noNproc {
 				must(os.WriteFile(filepath.Join(stubs, "nproc"), []byte("#!/bin/sh\nexit 127\n"), 0o755))
 			}
@@ -143,6 +161,8 @@ func TestRunSh(t *testing.T) {
 					t.Errorf("results/%s = %q, want a line \"machine: <CPU>, <n> cores, go1.99\"", f, got)
 				case tt.ok && !runLines.Match(got):
 					t.Errorf("results/%s = %q, want lines \"date: <UTC date>\", \"count: 1\", \"benchtime: 500ms\", \"load: <load average>\"", f, got)
+				case tt.ok && suite == "store" && !storageLine.Match(got):
+					t.Errorf("results/%s = %q, want a line \"storage: ext2/ext3 (<directory>)\"", f, got)
 				}
 			}
 			charted, _ := os.ReadFile(log)
