@@ -15,12 +15,15 @@ COUNT=${COUNT:-6}
 BENCHTIME=${BENCHTIME:-500ms}
 BENCH=${BENCH:-}
 
+# Digits only, and not all zeros: "00" would run no round.
 case $COUNT in
-'' | *[!0-9]* | 0)
+'' | *[!0-9]*) count_ok=false ;;
+*) if [ "$COUNT" -ge 1 ] 2>/dev/null; then count_ok=true; else count_ok=false; fi ;;
+esac
+if [ "$count_ok" = false ]; then
 	echo "run.sh: COUNT is a number of rounds, at least 1, not $COUNT" >&2
 	exit 2
-	;;
-esac
+fi
 
 case $SUITE in
 bus | store) ;;

@@ -1,6 +1,7 @@
 package benchmarks
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,5 +171,37 @@ func TestRunSh(t *testing.T) {
 				t.Errorf("run.sh ran cmd/chart: %v, want %v; go run log: %q", ran, tt.ok, charted)
 			}
 		})
+	}
+}
+
+// TestRunShCount runs run.sh with a COUNT of no rounds, in every spelling,
+// and wants it refused with status 2, as a COUNT that is not a number is:
+// "00" ran no round and failed as if BENCH matched no benchmark.
+func TestRunShCount(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("run.sh needs a POSIX shell")
+	}
+	script, err := os.ReadFile("run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, count := range []string{"0", "00", "x1", "-1"} {
+		dir := t.TempDir()
+		stubs := filepath.Join(dir, "stubs")
+		must(os.Mkdir(stubs, 0o755))
+		must(os.WriteFile(filepath.Join(dir, "run.sh"), script, 0o755))
+		must(os.WriteFile(filepath.Join(stubs, "go"), []byte(stubGo), 0o755))
+		cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
+		cmd.Env = []string{
+			"PATH=" + stubs + string(os.PathListSeparator) + "/usr/bin" + string(os.PathListSeparator) + "/bin",
+			"HOME=" + dir, "SUITE=bus", "COUNT=" + count,
+			"STUB_GOPATH=" + filepath.Join(dir, "gopath"), "STUB_BENCH=PASS\n",
+			"STUB_LOG=" + filepath.Join(dir, "go-run.log"),
+		}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "COUNT") {
+			t.Errorf("run.sh with COUNT=%s = %v, want status 2 naming COUNT; output:\n%s", count, err, out)
+		}
 	}
 }
