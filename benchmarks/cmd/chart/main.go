@@ -19,7 +19,8 @@
 // buses', or the reverse) is refused. The table links to each chart by its
 // path from the README's directory. Both name the machine from the input's
 // "machine" line (or go test's "cpu" line), adding the GOMAXPROCS of the
-// results where that line does not give it as its cores.
+// results where that line does not give it as its cores, and the run's
+// count, benchtime, load, date and storage lines.
 package main
 
 import (
@@ -276,7 +277,9 @@ func (r *results) machine() string {
 	if !strings.Contains(m, " "+r.procs+" cores") {
 		extra = append(extra, "GOMAXPROCS "+r.procs)
 	}
-	for _, k := range []string{"count", "benchtime", "load", "date"} {
+	// storage, which run.sh writes for the store suite, is the file
+	// system the stores were on: what a durable append waited for.
+	for _, k := range []string{"count", "benchtime", "load", "date", "storage"} {
 		if v := r.config[k]; v != "" {
 			extra = append(extra, k+" "+v)
 		}

@@ -159,6 +159,24 @@ func TestMachineGOMAXPROCS(t *testing.T) {
 	}
 }
 
+// TestMachineStorage charts store results whose run.sh header names the
+// file system the stores were on, and wants the table and charts to say
+// it: a durable append's figure means nothing without its disk.
+func TestMachineStorage(t *testing.T) {
+	res, err := parse(strings.NewReader("machine: Test CPU, 2 cores, go1.26.0\n" +
+		"load: 0.5\nstorage: ext2/ext3 (/tmp)\nBenchmarkStore/Append/p-2 100 50 ns/op\n"))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	const want = "Test CPU, 2 cores, go1.26.0 (load 0.5, storage ext2/ext3 (/tmp))"
+	if table := res.table("results"); !strings.Contains(table, "Machine: "+want+".\n") {
+		t.Errorf("table does not begin \"Machine: %s.\":\n%s", want, table)
+	}
+	if svg := res.chart("Store/Append"); !bytes.Contains(svg, []byte("; "+want+"</text>")) {
+		t.Errorf("chart does not name the machine as %q:\n%s", want, svg)
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	for _, in := range []string{"", "BenchmarkNoPeer-2 100 5 ns/op\n", "Benchmark/b-2 100 5 ns/op\n", "BenchmarkA/b-2 100 x ns/op\n",
 		// -cpu 1,2: two GOMAXPROCS, whose samples one median would mix.
