@@ -41,6 +41,7 @@ func (e Envelope) Payload() any {
 type payloader interface {
 	payload() any
 	skipped()
+	wasSkipped() bool
 }
 
 // boxed holds a payload of type T for an Envelope, and whether Idempotency
@@ -52,8 +53,9 @@ type boxed[T any] struct {
 	duplicate bool
 }
 
-func (b *boxed[T]) payload() any { return b.v }
-func (b *boxed[T]) skipped()     { b.duplicate = true }
+func (b *boxed[T]) payload() any     { return b.v }
+func (b *boxed[T]) skipped()         { b.duplicate = true }
+func (b *boxed[T]) wasSkipped() bool { return b.duplicate }
 
 // skipped marks env's event as skipped by Idempotency: a duplicate.
 func (e *Envelope) skipped() {
@@ -61,6 +63,9 @@ func (e *Envelope) skipped() {
 		e.event.skipped()
 	}
 }
+
+// wasSkipped reports whether Idempotency skipped env's event.
+func (e *Envelope) wasSkipped() bool { return e.event != nil && e.event.wasSkipped() }
 
 // envelope is an Envelope with room for its typed payload, which the
 // Envelope points to: filling one copies the payload instead of boxing it,
@@ -137,7 +142,9 @@ func Timeout(d time.Duration) Middleware {
 }
 
 // Logging logs every failed attempt at level Warn and every success at
-// Debug, with the event's ID, type, topic, subscription, key and attempt.
+// Debug, with the event's ID, type, topic, subscription, key and attempt;
+// a success that an [Idempotency] after it skipped as a duplicate is
+// logged as such, "eventbus: skipped duplicate", not as handled.
 // An attempt that panics is logged with the *PanicError it becomes, and the
 // panic goes on to the bus, which recovers it in the handler's goroutine (a
 // worker's in Async mode, the publisher's in Sync mode). A nil logger logs
@@ -207,6 +214,9 @@ func logAttempt(ctx context.Context, l *slog.Logger, env *Envelope, err error) {
 			}
 		}
 		msg := "eventbus: handled"
+		if env != nil && env.wasSkipped() {
+			msg = "eventbus: skipped duplicate"
+		}
 		if err != nil {
 			msg = "eventbus: attempt failed"
 			attrs = append(attrs, slog.Any("error", err))

@@ -479,6 +479,37 @@ func TestLogging(t *testing.T) {
 	require.Len(t, failed["id"], 26)
 }
 
+// TestLoggingDuplicates checks that Logging, put before Idempotency, logs
+// an attempt that Idempotency skipped as a skipped duplicate, not as
+// handled: it logged "eventbus: handled" for every one, so logs counted
+// each redelivery as a second handling, which Metrics does not.
+func TestLoggingDuplicates(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			var buf bytes.Buffer
+			logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			b := newBus(t, &eventbus.Options{
+				Mode: mode, NewID: fixedIDs(eventbus.NewID()),
+				Middleware: []eventbus.Middleware{eventbus.Logging(logger), eventbus.Idempotency(nil)},
+			})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+			for range 2 { // the same event ID twice
+				require.NoError(t, topic.Publish(context.Background(), Order{Key: "k"}))
+			}
+			require.NoError(t, b.Flush(context.Background()))
+			var msgs []string
+			for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+				var m map[string]any
+				require.NoError(t, json.Unmarshal([]byte(line), &m))
+				require.Equal(t, "DEBUG", m["level"])
+				msgs = append(msgs, m["msg"].(string))
+			}
+			require.Equal(t, []string{"eventbus: handled", "eventbus: skipped duplicate"}, msgs)
+		})
+	})
+}
+
 // TestLoggingPanics checks that Logging logs an attempt that fails by a
 // panic, as it logs any other failed attempt, and leaves the panic to the
 // worker, whose *PanicError keeps the value and the handler's stack. The
