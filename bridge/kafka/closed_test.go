@@ -1,11 +1,14 @@
 package kafka_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestClosedProducer uses a Producer once closed, as a process does whose
@@ -68,4 +71,56 @@ func TestClosedProducer(t *testing.T) {
 			t.Fatal("Run went on after its Producer was closed")
 		}
 	})
+}
+
+// TestForwardClosedProducerNoRetries shuts a bus down after the Producer
+// it forwards through was closed, as when Close is deferred after
+// Shutdown and so runs first: every record then fails with
+// kgo.ErrClientClosed, and would at every retry too, so each forwarded
+// event is dead-lettered at its first attempt and Shutdown returns nil,
+// as Producer.Close's doc says. The events went through the whole retry
+// policy, an hour's wait here, holding up the Shutdown (a Sync-mode
+// Publish) until its context ended: Shutdown then returned an
+// *UndeliveredError.
+func TestForwardClosedProducerNoRetries(t *testing.T) {
+	brokers, reg, _ := setup(t, "orders")
+	for _, tt := range []struct {
+		name string
+		mode eventbus.Mode
+	}{{"Async", eventbus.Async}, {"Sync", eventbus.Sync}} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Ends a test that waits for the retries.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			bus := newBus(t, &eventbus.Options{Mode: tt.mode, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Hour}})
+			orders := newTopic(t, bus)
+			p := newProducer(t, reg, brokers)
+			if _, err := kafka.Forward(p, orders, "orders", nil); err != nil {
+				t.Fatal(err)
+			}
+			p.Close()
+			for seq := range 2 {
+				err := orders.Publish(ctx, Order{Key: "k", Seq: seq})
+				if tt.mode == eventbus.Async && err != nil {
+					t.Fatalf("Publish() = %v", err)
+				}
+				if tt.mode == eventbus.Sync && !errors.Is(err, kgo.ErrClientClosed) {
+					t.Fatalf("Publish() = %v, want an error wrapping %v", err, kgo.ErrClientClosed)
+				}
+			}
+			if err := bus.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown() = %v, want nil: the closed Producer's records were retried", err)
+			}
+			n := 0
+			for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+				n++
+				if dl.Attempt != 1 || !errors.Is(dl.Err, kgo.ErrClientClosed) {
+					t.Errorf("dead letter after %d attempts with %v, want 1 attempt failed with %v", dl.Attempt, dl.Err, kgo.ErrClientClosed)
+				}
+			}
+			if n != 2 {
+				t.Errorf("the bus holds %d dead letters, want the 2 events forwarded", n)
+			}
+		})
+	}
 }

@@ -202,7 +202,8 @@ func producerOpts(o *ProducerOptions) []kgo.Opt {
 // returned. After Close every record fails with kgo.ErrClientClosed: a
 // bus shut down afterwards (as when Close is deferred after Shutdown, and
 // so runs first) dead-letters every forwarded event still queued, in
-// memory, and Shutdown returns nil; a Relay stops, with the
+// memory, at its first attempt whatever the retry policy, and Shutdown
+// returns nil; a Relay stops, with the
 // [*ProduceError] of a record that Close failed, or else an error
 // wrapping eventbus.ErrClosed. Forward, NewRelay and Relay.Run refuse a
 // closed Producer with an error wrapping eventbus.ErrClosed.
@@ -243,7 +244,9 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // error Publish returned, then writes them again). A record that fails
 // goes through the subscription's retry policy and then to the bus's
 // dead-letter queue; so do the later events of its key that franz-go held
-// when it failed, which fail with it (see [Producer]). An event whose
+// when it failed, which fail with it (see [Producer]). One failed with
+// kgo.ErrClientClosed, by [Producer.Close], is dead-lettered at once: a
+// closed Producer writes nothing again. An event whose
 // payload does not encode, or is a nil pointer (which a [Consumer] takes
 // for a bad record), fails alone and is dead-lettered at once, with an
 // error wrapping eventbus.ErrInvalid for a nil pointer; one whose record
@@ -492,7 +495,10 @@ func produceWait(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
 // later events of its key usually fail with it; one too large for a batch
 // fails alone, before it is buffered. Neither error says for sure that a
 // retry would fail too (a broker refusing a whole batch as too large fails
-// every record in it), so both go through the retry policy.
+// every record in it), so both go through the retry policy. A record
+// failed by the Producer's Close (kgo.ErrClientClosed) is marked
+// permanent: every retry would fail so too, and would only hold up the
+// bus, whose Shutdown waits out the retries of its queued events.
 func batchError(errs []error) error {
 	var failed map[int]error
 	for i, err := range errs {
@@ -501,6 +507,9 @@ func batchError(errs []error) error {
 		}
 		if failed == nil {
 			failed = make(map[int]error)
+		}
+		if errors.Is(err, kgo.ErrClientClosed) {
+			err = eventbus.Permanent(err)
 		}
 		failed[i] = err
 	}
