@@ -123,7 +123,12 @@ type ConsumerOptions struct {
 // rebalances while a poll's records are being published), the bus is flushed
 // (for DrainTimeout at most, whatever a periodic commit waits for), and
 // their offsets committed before they are given up; lost partitions are
-// dropped without a commit. Delivery is at-least-once: records handled after
+// dropped without a commit. A record is handled once its handlers have
+// returned: the events that they publish on the bus, in memory, are not
+// waited for once Flush has begun, so a crash after the commit loses
+// those not yet handled. A follow-up that must survive one goes to an
+// [eventbus.StoreTopic], whose Publish appends it to the store before the
+// handler returns. Delivery is at-least-once: records handled after
 // the last commit are handled again after a crash or by the partition's next
 // owner. The Idempotency middleware keyed by [EventID] makes handling
 // effectively-once: over a [eventbus.ProcessedStore] across processes, in
