@@ -196,6 +196,16 @@ type RelayOptions struct {
 // again: delivery is at-least-once, and consumers deduplicate by event ID
 // (see [EventID]).
 //
+// The events that a [eventbus.FileStore]'s retention (RetainAge,
+// RetainSize) deletes before the relay reads them are the exception, as
+// they are for a durable subscription: Run skips them without a word,
+// whether it runs behind the store or resumes after a stop, and they never
+// reach Kafka. The saved checkpoint goes with its segment too, if no save
+// came since (the relay saves only when it acknowledges an event it
+// selected): the next Run then starts from 0, that is from the first event
+// left, and produces again those it had written. An outbox needs a
+// retention longer than its relay may ever stay stopped, or behind.
+//
 // # Order
 //
 // A key's records are produced one at a time: the relay gives franz-go the
