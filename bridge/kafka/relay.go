@@ -152,7 +152,11 @@ type RelayOptions struct {
 	// that can never be written (see Relay).
 	TopicFor func(eventbus.RecordedEvent) string
 	// Key returns an event's record key; nil means its stream, so that the
-	// events of one stream keep their order.
+	// events of one stream keep their order. A Consumer gives the key to
+	// the event it publishes: by default a handler there sees the stream
+	// ("orders:o1" for the key "o1" of an eventbus.StoreTopic named
+	// "orders"), not the key given to StoreTopic.Publish, unless Key cuts
+	// the topic's prefix off.
 	Key func(eventbus.RecordedEvent) string
 	// Filter selects the events to relay; its zero value selects every
 	// event outside system streams. The streams of a store's bookkeeping
