@@ -96,7 +96,9 @@ type ConsumerOptions struct {
 // with the record's key as the event's key (a record without a key, as a
 // Relay whose RelayOptions.Key returns "" writes, gets the key that
 // Publish gives its payload: TopicOptions.Key's, or its key method's),
-// its correlation ID, and its metadata, to which the Consumer adds
+// its correlation ID (or, for an event that had none, as one appended to a
+// store without one, its ID: an event that starts a chain is its own
+// correlation), and its metadata, to which the Consumer adds
 // [MetadataEventID] and the record's coordinates; the bus gives the event
 // an ID of its own. Publish queues it to
 // the subscriptions' per-key workers, so records of one key are handled in
@@ -306,13 +308,17 @@ func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 		md[MetadataTopic] = r.Topic
 		md[MetadataPartition] = strconv.Itoa(int(r.Partition))
 		md[MetadataOffset] = strconv.FormatInt(r.Offset, 10)
-		opts := make([]eventbus.PublishOption, 1, 3)
-		opts[0] = eventbus.WithMetadata(md)
+		corr := e.CorrelationID
+		if corr.IsZero() {
+			// An event that starts its chain (appended to a store
+			// without one) is its own correlation, as Publish makes
+			// it: not the ID of this delivery, which differs in each.
+			corr = e.ID
+		}
+		opts := make([]eventbus.PublishOption, 2, 3)
+		opts[0], opts[1] = eventbus.WithMetadata(md), eventbus.WithCorrelationID(corr)
 		if key != "" {
 			opts = append(opts, eventbus.WithKey(key))
-		}
-		if !e.CorrelationID.IsZero() {
-			opts = append(opts, eventbus.WithCorrelationID(e.CorrelationID))
 		}
 		panicked, err := publishSafely(ctx, publish, v, opts)
 		if panicked != nil {
