@@ -124,3 +124,22 @@ func TestForwardClosedProducerNoRetries(t *testing.T) {
 		})
 	}
 }
+
+// TestProduceErrorOfClosedProducer checks that the *ProduceError of a
+// record that the Producer's Close failed matches eventbus.ErrClosed, as
+// Run's other error after a Close does: which of the two Run returns
+// depends on whether a record was in flight, so a caller that checked for
+// ErrClosed alone took a Close for a failed record.
+func TestProduceErrorOfClosedProducer(t *testing.T) {
+	var err error = &kafka.ProduceError{Relay: "r", Err: kgo.ErrClientClosed}
+	if !errors.Is(err, eventbus.ErrClosed) || !errors.Is(err, kgo.ErrClientClosed) {
+		t.Errorf("errors.Is(%v, ErrClosed), errors.Is(_, kgo.ErrClientClosed) = %v, %v, want true, true", err, errors.Is(err, eventbus.ErrClosed), errors.Is(err, kgo.ErrClientClosed))
+	}
+	err = &kafka.ProduceError{Relay: "r", Err: errors.New("broker down")}
+	if errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("errors.Is(%v, ErrClosed) = true, want false", err)
+	}
+	if errors.Is((*kafka.ProduceError)(nil), eventbus.ErrClosed) {
+		t.Error("a nil *ProduceError matches ErrClosed")
+	}
+}

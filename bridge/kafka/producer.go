@@ -203,10 +203,10 @@ func producerOpts(o *ProducerOptions) []kgo.Opt {
 // bus shut down afterwards (as when Close is deferred after Shutdown, and
 // so runs first) dead-letters every forwarded event still queued, in
 // memory, at its first attempt whatever the retry policy, and Shutdown
-// returns nil; a Relay stops, with the
-// [*ProduceError] of a record that Close failed, or else an error
-// wrapping eventbus.ErrClosed. Forward, NewRelay and Relay.Run refuse a
-// closed Producer with an error wrapping eventbus.ErrClosed.
+// returns nil; a Relay stops, with the [*ProduceError] of a record that
+// Close failed, or else an error wrapping eventbus.ErrClosed: both match
+// ErrClosed. Forward, NewRelay and Relay.Run refuse a closed Producer
+// with an error wrapping eventbus.ErrClosed.
 func (p *Producer) Close() {
 	if !p.made() {
 		return

@@ -247,13 +247,14 @@ type RelayOptions struct {
 // # Failures
 //
 // A record that fails stops the relay: Run returns a [*ProduceError] that
-// names the event, and the checkpoint stays before it, so that the next Run
-// produces it first. One that fails with a context's error while Run's is
-// not done goes again: franz-go fails every record it holds for a
-// partition once the first one's context is done, which may be another's
-// (of a Forward or a Relay through the Producer, stopped on its own). The
-// relay checks each record's size before producing it: a record larger
-// than the producer's batch limit
+// names the event (one that [Producer.Close] failed matches
+// eventbus.ErrClosed), and the checkpoint stays before it, so that the
+// next Run produces it first. One that fails with a context's error
+// while Run's is not done goes again: franz-go fails every record it
+// holds for a partition once the first one's context is done, which may
+// be another's (of a Forward or a Relay through the Producer, stopped on
+// its own). The relay checks each record's size before producing it: a
+// record larger than the producer's batch limit
 // (ProducerOptions.BatchMaxBytes, about 1MB unless set) can never be
 // written: the relay reads no further, and Run returns a ProduceError
 // wrapping kerr.MessageTooLarge, without producing the record, once the
@@ -400,6 +401,14 @@ func (e *ProduceError) Unwrap() error {
 		return nil
 	}
 	return e.Err
+}
+
+// Is reports whether target is eventbus.ErrClosed and the record failed
+// because the Producer was closed (kgo.ErrClientClosed), so that a Run
+// stopped by [Producer.Close] returns an error matching ErrClosed whether
+// or not a record was in flight.
+func (e *ProduceError) Is(target error) bool {
+	return e != nil && target == eventbus.ErrClosed && errors.Is(e.Err, kgo.ErrClientClosed)
 }
 
 // outgoing is an event read by a relay, on its way to Kafka.
