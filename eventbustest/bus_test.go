@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,6 +19,74 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/eventbustest"
 )
+
+// outputTB is a testing.TB whose Output is a buffer of its own, so that a
+// test reads what a helper writes to the test's output; the rest goes to
+// the real test.
+type outputTB struct {
+	testing.TB
+
+	mu  sync.Mutex
+	out strings.Builder
+}
+
+func (o *outputTB) Output() io.Writer { return o }
+
+// Write adds p to the output, for the bus's goroutines as well.
+func (o *outputTB) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.out.Write(p)
+}
+
+func (o *outputTB) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.out.String()
+}
+
+// TestNewBusLogsToTestOutput checks that a bus made by NewBus without a
+// Logger writes its own log to the test's output, as NewBus's doc and the
+// README promise (failures through t), and that a Logger given in opts is
+// kept. No test read what such a bus logged: a NewBus that left the bus
+// silent passed, and a test whose DeadLetterSink failed learnt nothing.
+func TestNewBusLogsToTestOutput(t *testing.T) {
+	errFull := errors.New("archive: disk full")
+	opts := func(l *slog.Logger) *eventbus.Options {
+		return &eventbus.Options{
+			Mode:   eventbus.Sync,
+			Logger: l,
+			DeadLetterSink: eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error {
+				return errFull
+			}),
+		}
+	}
+	// deadLetter makes b give up on an event, whose sink then fails.
+	deadLetter := func(t *testing.T, b *eventbus.Bus) {
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("warehouse", func(context.Context, eventbus.Event[Order]) error {
+			return errors.New("warehouse: 502 bad gateway")
+		}, nil)
+		require.NoError(t, err)
+		require.Error(t, orders.Publish(t.Context(), Order{ID: "o-1"}))
+	}
+	const logged = "eventbus: dead-letter sink failed"
+
+	t.Run("default", func(t *testing.T) {
+		tb := &outputTB{TB: t}
+		deadLetter(t, eventbustest.NewBus(tb, opts(nil)))
+		out := tb.String()
+		require.Contains(t, out, logged, "the test's output")
+		require.Contains(t, out, errFull.Error(), "the test's output")
+	})
+	t.Run("given", func(t *testing.T) {
+		tb := &outputTB{TB: t}
+		var own outputTB
+		deadLetter(t, eventbustest.NewBus(tb, opts(slog.New(slog.NewTextHandler(&own, nil)))))
+		require.Contains(t, own.String(), logged, "the given Logger's output")
+		require.Empty(t, tb.String(), "the test's output")
+	})
+}
 
 // TestNewBusOneWorker checks that events without a key reach a subscription
 // in publish order, which the bus promises only with one worker.
