@@ -72,12 +72,14 @@ type Options struct {
 	// Sync ones, whose handlers run in concurrent publishers, only with
 	// Metrics, since there counting costs a lock per publish.
 	Metrics bool
-	// Logger receives the bus's own reports (a failing sink, undelivered
-	// events at shutdown). Nil means silent; one without a Handler (a zero
-	// slog.Logger, which slog.New never makes) is invalid. A failing sink
-	// is reported with the context the sink was given (see
-	// DeadLetterSink), so a log handler that publishes with it never
-	// waits for room either.
+	// Logger receives the bus's own reports: a failing sink and events
+	// undelivered at shutdown, at Warn, and of a [Durable] subscription a
+	// failed save of its checkpoint, at Warn (which Durable.Err does not
+	// report), and a failed read of the store, which stops it, at Error.
+	// Nil means silent; one without a Handler (a zero slog.Logger, which
+	// slog.New never makes) is invalid. A failing sink is reported with
+	// the context the sink was given (see DeadLetterSink), so a log
+	// handler that publishes with it never waits for room either.
 	Logger *slog.Logger
 	// Clock, if set, replaces the clock that stamps events and the failure
 	// times of dead letters, for tests with stable output; latency metrics
