@@ -46,14 +46,7 @@ func TestConsumerStopWhileDeadLetterSilent(t *testing.T) {
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	cons, err := kafka.NewConsumer(bus, registry(t), &kafka.ConsumerOptions{Brokers: brokers, Group: "g", DeadLetterTopic: "dead"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", orders); err != nil {
-		t.Fatal(err)
-	}
-	runErr, stop := startRun(ctx, cons)
+	runErr, stop := startRun(ctx, ordersConsumer(t, bus, orders, registry(t), &kafka.ConsumerOptions{Brokers: brokers, Group: "g", DeadLetterTopic: "dead"}))
 	defer stop()
 	awaitRunning(t, ctx, runErr, asked, "the record sent to the dead-letter topic")
 	stop()

@@ -315,13 +315,7 @@ func forward(t testing.TB, reg *eventbus.Registry, orders *eventbus.Topic[Order]
 // before consume, so their cleanups run after its own).
 func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *eventbus.Topic[Order], reg *eventbus.Registry, opts *kafka.ConsumerOptions) (stop func() error, ended <-chan struct{}) {
 	t.Helper()
-	cons, err := kafka.NewConsumer(bus, reg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", orders); err != nil {
-		t.Fatal(err)
-	}
+	cons := ordersConsumer(t, bus, orders, reg, opts)
 	ctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
 	done := make(chan struct{})
@@ -335,6 +329,20 @@ func consume(t testing.TB, ctx context.Context, bus *eventbus.Bus, orders *event
 	})
 	t.Cleanup(func() { _ = stop() }) // a test that checks Run's error calls stop itself
 	return stop, done
+}
+
+// ordersConsumer makes a Consumer on orders' bus that routes the Kafka
+// topic "orders" to orders.
+func ordersConsumer(t testing.TB, bus *eventbus.Bus, orders *eventbus.Topic[Order], reg *eventbus.Registry, opts *kafka.ConsumerOptions) *kafka.Consumer {
+	t.Helper()
+	cons, err := kafka.NewConsumer(bus, reg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kafka.Route(cons, "orders", orders); err != nil {
+		t.Fatal(err)
+	}
+	return cons
 }
 
 // holdMetadata makes c answer the first metadata request for topic only

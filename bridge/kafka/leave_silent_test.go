@@ -36,17 +36,10 @@ func TestConsumerLeaveWhileKafkaSilent(t *testing.T) {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{
+	runErr, stop := startRun(ctx, ordersConsumer(t, bus, orders, reg, &kafka.ConsumerOptions{
 		Brokers: c.ListenAddrs(), Group: "g", DrainTimeout: 100 * time.Millisecond,
 		Client: []kgo.Opt{kgo.RetryTimeout(time.Hour), kgo.RequestTimeoutOverhead(15 * time.Minute)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", orders); err != nil {
-		t.Fatal(err)
-	}
-	runErr, stop := startRun(ctx, cons)
+	}))
 	defer stop()
 	awaitRunning(t, ctx, runErr, handled, "the record handled")
 	armed.Store(true)

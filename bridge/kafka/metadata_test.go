@@ -17,20 +17,6 @@ import (
 // of the second record. The first record's causation ID stayed, as if it
 // were the second's.
 func TestConsumerMetadataOfSecondHop(t *testing.T) {
-	reg := registry(t)
-	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
-	orders := newTopic(t, bus)
-	var got eventbus.Metadata
-	if _, err := orders.Subscribe("record", func(_ context.Context, e eventbus.Event[Order]) error {
-		got = e.Metadata
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
-	roundTrip, err := kafka.RoundTrip(reg, orders)
-	if err != nil {
-		t.Fatal(err)
-	}
 	first := eventbus.NewID()
 	e := eventbus.Event[Order]{Payload: Order{Key: "k"}}
 	e.ID, e.Key = eventbus.NewID(), "k"
@@ -42,9 +28,7 @@ func TestConsumerMetadataOfSecondHop(t *testing.T) {
 		kafka.MetadataPartition:   "0",
 		kafka.MetadataOffset:      "7",
 	}
-	if err := roundTrip(t.Context(), e); err != nil {
-		t.Fatal(err)
-	}
+	got := roundTripOrder(t, e).Metadata
 	want := eventbus.Metadata{
 		"tenant":                "t1",
 		kafka.MetadataEventID:   e.ID.String(),
@@ -62,26 +46,32 @@ func TestConsumerMetadataOfSecondHop(t *testing.T) {
 // consumed event gets the key that Publish gives its payload, its key
 // method's, as the Consumer's doc says, not an empty one.
 func TestConsumerKeylessRecord(t *testing.T) {
-	reg := registry(t)
-	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
-	orders := newTopic(t, bus)
-	var got string
+	e := eventbus.Event[Order]{Payload: Order{Key: "k"}}
+	e.ID = eventbus.NewID()
+	if got := roundTripOrder(t, e).Key; got != "k" {
+		t.Errorf("consumed event's key %q, want the payload's %q", got, "k")
+	}
+}
+
+// roundTripOrder takes e across Kafka with kafka.RoundTrip, as a Forward
+// and a Consumer would, to a Sync-mode topic, and returns the event its
+// subscription got.
+func roundTripOrder(t *testing.T, e eventbus.Event[Order]) eventbus.Event[Order] {
+	t.Helper()
+	orders := newTopic(t, newBus(t, &eventbus.Options{Mode: eventbus.Sync}))
+	var got eventbus.Event[Order]
 	if _, err := orders.Subscribe("record", func(_ context.Context, e eventbus.Event[Order]) error {
-		got = e.Key
+		got = e
 		return nil
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	roundTrip, err := kafka.RoundTrip(reg, orders)
+	roundTrip, err := kafka.RoundTrip(registry(t), orders)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := eventbus.Event[Order]{Payload: Order{Key: "k"}}
-	e.ID = eventbus.NewID()
 	if err := roundTrip(t.Context(), e); err != nil {
 		t.Fatal(err)
 	}
-	if got != "k" {
-		t.Errorf("consumed event's key %q, want the payload's %q", got, "k")
-	}
+	return got
 }

@@ -32,14 +32,7 @@ func TestConsumerSyncStopDrains(t *testing.T) {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", CommitInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kafka.Route(cons, "orders", orders); err != nil {
-		t.Fatal(err)
-	}
-	runErr, stop := startRun(ctx, cons)
+	runErr, stop := startRun(ctx, ordersConsumer(t, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", CommitInterval: time.Hour}))
 	defer stop()
 	awaitRunning(t, ctx, runErr, started, "the record handed to the handler")
 	// Run's context is done before the handler is released: given that
