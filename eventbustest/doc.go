@@ -70,7 +70,9 @@
 //		t.FailNow()
 //	}
 //
-// Only setup that cannot go on (NewBus, Record) calls Fatalf. A Recorder's
+// Only setup that cannot go on (NewBus, Record) calls Fatalf; so does
+// TestStore, a suite rather than a check, in each of its subtests whose
+// store failed a step that later steps need. A Recorder's
 // checks report to the test given to Record, also when a subtest calls
 // them, which then passes while its parent fails: where subtests check,
 // call Record in each.
