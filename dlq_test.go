@@ -1171,3 +1171,46 @@ func TestDeadLetterFilterBrokenError(t *testing.T) {
 		require.Equal(t, 2, b.DeadLetters().Len())
 	})
 }
+
+// TestFailedRedriveCountsEveryEviction checks that a failed Redrive whose
+// unsent dead letters come back to a queue that the dead letters made
+// meanwhile filled counts each one it evicts then: two over the bound go
+// at once, and Evicted (and Metrics) counted the two as one.
+func TestFailedRedriveCountsEveryEviction(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 3})
+	orders := newTopic[Order](t, b, "orders", nil)
+	audits := newTopic[Order](t, b, "audits", nil)
+	refunds := newTopic[Order](t, b, "refunds", nil)
+	// One failed order makes three dead letters: its two audits' and its own.
+	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		_ = audits.Publish(ctx, e.Payload)
+		_ = audits.Publish(ctx, e.Payload)
+		return errFlaky
+	}, nil)
+	subscribe(t, audits, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	refund := subscribe(t, refunds, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	ctx := context.Background()
+	require.ErrorIs(t, orders.Publish(ctx, Order{N: 1}), errFlaky)
+	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 2}), errFlaky)
+	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 3}), errFlaky)
+	q := b.DeadLetters()
+	require.Equal(t, []string{"orders/s/1", "refunds/s/2", "refunds/s/3"}, collect(q, eventbus.DeadLetterFilter{}))
+	evicted, _ := q.Evicted()
+	require.EqualValues(t, 2, evicted, "the first two audits' dead letters")
+	require.NoError(t, refund.Unsubscribe(ctx))
+
+	// The order goes and fails again (three new dead letters, filling the
+	// queue); the refunds' subscription is gone, so both come back, the
+	// oldest, and go at once.
+	n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{})
+	require.ErrorIs(t, err, eventbus.ErrClosed)
+	require.Equal(t, 1, n)
+	require.Equal(t, []string{"audits/s/1", "audits/s/1", "orders/s/1"}, collect(q, eventbus.DeadLetterFilter{}))
+	evicted, _ = q.Evicted()
+	if evicted != 4 {
+		t.Errorf("Evicted() = %d after the failed Redrive, want 4: the two audits', then both refunds'", evicted)
+	}
+	if got := b.Metrics().DeadLetters.Evicted; got != 4 {
+		t.Errorf("Metrics().DeadLetters.Evicted = %d, want 4", got)
+	}
+}
