@@ -894,8 +894,9 @@ func TestIdempotencyStoreKeys(t *testing.T) {
 }
 
 // markPanics is a ProcessedStore whose MarkProcessed fails as script says,
-// call by call: "panic" panics, "fail" returns an error, anything else
-// (or a call past the script) records the key.
+// call by call: "panic" panics, "fail" returns an error, "lost reply"
+// records the key and returns an error (as a store whose reply is lost on
+// the way back), anything else (or a call past the script) records the key.
 type markPanics struct {
 	memoryProcessed
 	script []string
@@ -913,8 +914,40 @@ func (m *markPanics) MarkProcessed(ctx context.Context, k eventbus.IdempotencyKe
 		panic("store down")
 	case "fail":
 		return errors.New("disk full")
+	case "lost reply":
+		_ = m.memoryProcessed.MarkProcessed(ctx, k)
+		return errors.New("connection reset")
 	}
 	return m.memoryProcessed.MarkProcessed(ctx, k)
+}
+
+// TestIdempotencyRecordedAfterAllLeavesRoom checks that a key whose failed
+// MarkProcessed recorded it after all (its reply was lost), which the retry
+// finds recorded and skips, no longer takes one of the Capacity places that
+// remember a handled but unrecorded key: the record kept it, so with
+// Capacity 1 the next key whose MarkProcessed fails found no place, and its
+// retry ran the handler again, though the doc promises that for up to
+// Capacity such keys the retry only calls MarkProcessed again.
+func TestIdempotencyRecordedAfterAllLeavesRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &markPanics{script: []string{"lost reply", "fail"},
+			memoryProcessed: memoryProcessed{done: map[eventbus.IdempotencyKey]bool{}}}
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync,
+			Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second},
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(
+				&eventbus.IdempotencyOptions{Store: store, Capacity: 1})}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := map[int]int{}
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error { runs[e.Payload.N]++; return nil }, nil)
+		ctx := context.Background()
+		for n := range 2 {
+			if err := topic.Publish(ctx, Order{N: n}); err != nil {
+				t.Fatalf("Publish(%d) = %v, want nil", n, err)
+			}
+		}
+		require.Equal(t, map[int]int{0: 1, 1: 1}, runs, "handler runs by event")
+		require.Len(t, store.done, 2, "recorded")
+	})
 }
 
 // TestIdempotencyRecordPanicRetriesOnlyTheRecord checks that a panic in the
