@@ -956,3 +956,30 @@ func TestBatchAbandonKeepsKeyOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchWaitEndsAtShutdown checks that a graceful Shutdown hands over a
+// batch that waits for more at once: the queue takes no more events, so the
+// worker waits out no BatchWait.
+func TestBatchWaitEndsAtShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := eventbus.New(&eventbus.Options{Workers: 1})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		var got []string
+		_, err = topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			for _, e := range events {
+				got = append(got, fmt.Sprintf("%d@%v", e.Payload.N, time.Since(start)))
+			}
+			return nil
+		}, &eventbus.SubscriptionOptions{BatchSize: 10, BatchWait: time.Hour})
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		synctest.Wait() // the worker waits for more
+		require.NoError(t, b.Shutdown(ctx))
+		if diff := cmp.Diff([]string{"1@0s"}, got); diff != "" {
+			t.Errorf("handled (-want +got):\n%s", diff)
+		}
+	})
+}
