@@ -98,6 +98,31 @@ func TestRetryPolicyErrors(t *testing.T) {
 	}
 }
 
+// TestRetryPolicyEdges checks that a RetryPolicy at the edges of what its
+// doc allows is taken where it is configured, bus-wide and per
+// subscription: a Jitter of 1 ("from 0 to 1"), a Multiplier of 1 (which
+// keeps the wait the same) and the largest one.
+func TestRetryPolicyEdges(t *testing.T) {
+	for _, p := range []eventbus.RetryPolicy{
+		{MaxAttempts: 3, Jitter: 1},
+		{MaxAttempts: 3, Multiplier: 1},
+		{MaxAttempts: 3, Multiplier: math.MaxFloat64},
+	} {
+		b, err := eventbus.New(&eventbus.Options{Retry: p})
+		if err != nil {
+			t.Errorf("New(Retry: %+v) = %v, want nil", p, err)
+		} else {
+			require.NoError(t, b.Close())
+		}
+		b = newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		_, err = topic.Subscribe("s", func(context.Context, eventbus.Event[Order]) error { return nil }, &eventbus.SubscriptionOptions{Retry: &p})
+		if err != nil {
+			t.Errorf("Subscribe(Retry: %+v) = %v, want nil", p, err)
+		}
+	}
+}
+
 // TestRetryScheduleThenDeadLetter checks, on the fake clock, that attempts
 // happen exactly when the policy says and that the event is dead-lettered
 // with its history when they are spent.
