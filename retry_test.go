@@ -575,3 +575,38 @@ func TestShutdownSkipsRetriesOfRefusedPublishes(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryOfAnEventQueuedBehindARetry checks that an event that waited in
+// its key's lane behind a retry, and fails in turn there, is retried by the
+// same policy, MaxElapsed measured from its own first failure, and that its
+// dead letter's FirstFailure is that failure's time.
+func TestRetryOfAnEventQueuedBehindARetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second, Multiplier: 1, MaxElapsed: time.Hour}
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		var log []string
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			log = append(log, fmt.Sprintf("%d@%v", e.Payload.N, time.Since(start)))
+			if e.Payload.N == 2 || len(log) == 1 {
+				return errFlaky
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+		require.NoError(t, b.Flush(ctx))
+		if diff := cmp.Diff([]string{"1@0s", "1@1s", "2@1s", "2@2s"}, log); diff != "" {
+			t.Errorf("attempts (-want +got):\n%s", diff)
+		}
+		var got []string
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			got = append(got, fmt.Sprintf("%d first@%v last@%v", dl.Payload().(Order).N, dl.FirstFailure.Sub(start), dl.LastFailure.Sub(start)))
+		}
+		if diff := cmp.Diff([]string{"2 first@1s last@2s"}, got); diff != "" {
+			t.Errorf("dead letters (-want +got):\n%s", diff)
+		}
+	})
+}
