@@ -213,17 +213,13 @@ func qualified(t reflect.Type) string {
 // function taking one calls first; the error names call, unless it is ""
 // for a caller that names itself.
 func (r *Registry) check(call string) error {
-	if r == nil || r.byGo == nil {
-		return registryNotMade(call)
+	if r != nil && r.byGo != nil {
+		return nil
 	}
-	return nil
-}
-
-func registryNotMade(call string) error {
-	if call == "" {
-		return fmt.Errorf("%w: nil Registry, or one not made by NewRegistry", ErrInvalid)
+	if call != "" {
+		call += ": "
 	}
-	return fmt.Errorf("%w: %s: nil Registry, or one not made by NewRegistry", ErrInvalid, call)
+	return fmt.Errorf("%w: %snil Registry, or one not made by NewRegistry", ErrInvalid, call)
 }
 
 // entryFor returns the registration of v's Go type.

@@ -557,17 +557,8 @@ func (h *publishingLog) WithGroup(string) slog.Handler      { return h }
 // it sent made new dead letters: the entries it puts back must not take the
 // queue past its capacity, and the oldest go, counted as evicted.
 func TestFailedRedriveKeepsTheBound(t *testing.T) {
-	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 2})
-	orders := newTopic[Order](t, b, "orders", nil)
-	audits := newTopic[Order](t, b, "audits", nil)
-	refunds := newTopic[Order](t, b, "refunds", nil)
 	// One failed order makes two dead letters: its audit's and its own.
-	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-		_ = audits.Publish(ctx, e.Payload)
-		return errFlaky
-	}, nil)
-	subscribe(t, audits, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
-	refund := subscribe(t, refunds, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	b, orders, refunds, refund := failingOrders(t, 2, 1)
 	ctx := context.Background()
 	require.ErrorIs(t, orders.Publish(ctx, Order{N: 1}), errFlaky)
 	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 2}), errFlaky)
@@ -583,6 +574,28 @@ func TestFailedRedriveKeepsTheBound(t *testing.T) {
 	require.Equal(t, []string{"audits/s/1", "orders/s/1"}, collect(q, eventbus.DeadLetterFilter{}))
 	evicted, _ := q.Evicted()
 	require.EqualValues(t, 2, evicted, "the first audit's dead letter, then the refund's")
+}
+
+// failingOrders makes a Sync-mode bus whose dead-letter queue holds
+// capacity entries, with topics "orders", "audits" and "refunds" whose
+// subscriptions "s" all fail: an order's handler first publishes it to
+// audits audits times. It returns refunds' subscription too, for a test
+// to unsubscribe.
+func failingOrders(t *testing.T, capacity, audits int) (b *eventbus.Bus, orders, refunds *eventbus.Topic[Order], refund *eventbus.Subscription) {
+	t.Helper()
+	b = newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: capacity})
+	orders = newTopic[Order](t, b, "orders", nil)
+	audit := newTopic[Order](t, b, "audits", nil)
+	refunds = newTopic[Order](t, b, "refunds", nil)
+	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		for range audits {
+			_ = audit.Publish(ctx, e.Payload)
+		}
+		return errFlaky
+	}, nil)
+	subscribe(t, audit, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	refund = subscribe(t, refunds, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	return b, orders, refunds, refund
 }
 
 // TestDeadLetterSinkGoexit has a dead-letter sink call runtime.Goexit, as
@@ -1177,18 +1190,8 @@ func TestDeadLetterFilterBrokenError(t *testing.T) {
 // meanwhile filled counts each one it evicts then: two over the bound go
 // at once, and Evicted (and Metrics) counted the two as one.
 func TestFailedRedriveCountsEveryEviction(t *testing.T) {
-	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 3})
-	orders := newTopic[Order](t, b, "orders", nil)
-	audits := newTopic[Order](t, b, "audits", nil)
-	refunds := newTopic[Order](t, b, "refunds", nil)
 	// One failed order makes three dead letters: its two audits' and its own.
-	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-		_ = audits.Publish(ctx, e.Payload)
-		_ = audits.Publish(ctx, e.Payload)
-		return errFlaky
-	}, nil)
-	subscribe(t, audits, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
-	refund := subscribe(t, refunds, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	b, orders, refunds, refund := failingOrders(t, 3, 2)
 	ctx := context.Background()
 	require.ErrorIs(t, orders.Publish(ctx, Order{N: 1}), errFlaky)
 	require.ErrorIs(t, refunds.Publish(ctx, Order{N: 2}), errFlaky)

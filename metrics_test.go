@@ -547,28 +547,3 @@ func TestSyncMetricsDuringRetryWait(t *testing.T) {
 		})
 	}
 }
-
-// TestMetricsPublishedLeavesOutRefusedTryPublish checks that a TryPublish
-// that finds the queue full, and so queues nothing, is not counted in
-// TopicMetrics.Published, which counts the events that Publish and
-// TryPublish queued.
-func TestMetricsPublishedLeavesOutRefusedTryPublish(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1, Metrics: true})
-		topic := newTopic[Order](t, b, "orders", nil)
-		gate := make(chan struct{})
-		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { <-gate; return nil }, nil)
-		ctx := context.Background()
-		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
-		synctest.Wait() // 1 is taken, and its handler waits
-		require.NoError(t, topic.Publish(ctx, Order{N: 2}))
-		ok, err := topic.TryPublish(ctx, Order{N: 3})
-		require.NoError(t, err)
-		require.False(t, ok, "TryPublish(3) to a full queue")
-		if got := b.Metrics().Topics[0].Published; got != 2 {
-			t.Errorf("Published = %d, want 2: the refused TryPublish queued nothing", got)
-		}
-		close(gate)
-		require.NoError(t, b.Flush(ctx))
-	})
-}
