@@ -266,14 +266,20 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // a batch's records without waiting for answers) does not fail with them,
 // and is written before them, with no error: the key's records in Kafka
 // are then out of order, as a [Relay]'s never are. The payload type T
-// must be registered in the Producer's Registry. Forward returns an error
+// must be registered in the Producer's Registry. opts configure the
+// subscription as [eventbus.Topic.SubscribeBatch] takes them: a batch
+// subscription runs no middleware (the bus's neither), so opts must have
+// none. Forward returns an error
 // wrapping eventbus.ErrInvalid for a missing argument, a T that is not
 // registered (wrapping eventbus.ErrUnknownEvent too; a T that is an
-// interface is taken, and each event's type must be registered), or a
+// interface is taken, and each event's type must be registered), a
 // kafkaTopic that Kafka does not take for a topic (see
 // [RelayOptions].Topic) or that is too long for the subscription's name
-// (more than 243 bytes), and one wrapping eventbus.ErrClosed for a closed
-// Producer, through which every event would be dead-lettered.
+// (more than 243 bytes), or opts that the bus refuses (out of range, or
+// with Middleware); one wrapping eventbus.ErrDuplicate if t is forwarded
+// to kafkaTopic already (the subscription's name is taken); and one
+// wrapping eventbus.ErrClosed for a closed Producer, through which every
+// event would be dead-lettered, or a bus shut down.
 //
 // The bus keeps events in memory: an event queued for the subscription when
 // the process dies never reaches Kafka. For at-least-once delivery, append
