@@ -273,9 +273,12 @@ type RelayOptions struct {
 // batch was too large as a whole, BatchMaxBytes being over the topic's
 // limit, or franz-go reported the one too large only after Run stopped
 // waiting for it (see [Relay.Run]): Run returns the error of the first,
-// written since, and the next Run goes on.) A record too large is
-// permanent: each Run stops there again. So is an event for which
-// RelayOptions.TopicFor returns a name that Kafka does not take for a topic:
+// written since, and the next Run goes on. If Run's context ends before
+// they are told apart, Run returns the context's error, as for a stop,
+// and names none of them: the next Run finds the one too large again.)
+// A record too large is permanent: each Run stops there again. So is an
+// event for which RelayOptions.TopicFor returns a name that Kafka does not
+// take for a topic:
 // Run returns a ProduceError wrapping eventbus.ErrInvalid, before the record
 // goes to franz-go, as for a record too large. To get past a record too
 // large, raise the limit (BatchMaxBytes, the topic's max.message.bytes and
@@ -783,7 +786,9 @@ func (p *pass) failure(o *outgoing, err error) *ProduceError {
 // came after settle gave up waiting for it, and it returns why. A single
 // record failed as too large goes alone again too, for that reason: taken
 // for the large one, a small one would be named, with the checkpoint at
-// it, which the way past a record too large (see [Relay]) would skip.
+// it, which the way past a record too large (see [Relay]) would skip. For
+// that reason too, once ctx (Run's) is done before it has told them
+// apart, it returns ctx's error, as for a stop, and names none.
 func (p *pass) blame(ctx context.Context, why error) error {
 	// A record's answer may still come (see settle), and add to tooLarge.
 	p.tooLargeMu.Lock()
@@ -797,7 +802,10 @@ func (p *pass) blame(ctx context.Context, why error) error {
 	for _, o := range tooLarge {
 		if err := p.r.p.produceAlone(ctx, o.rec); err != nil {
 			if ctx.Err() != nil {
-				return why
+				// Stopped before they are told apart: why may name a
+				// small one, which the way past a record too large
+				// would skip. The next Run finds the large one again.
+				return stopCause(ctx, context.Cause(ctx))
 			}
 			return p.failure(o, err)
 		}
