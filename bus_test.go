@@ -2024,6 +2024,43 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 	}
 }
 
+// TestBadNameErrorShowsTheCharacter checks that the error for a name with a
+// character outside letters, digits, '.', '_' and '-' shows that character
+// as the caller typed it, or the byte that is not UTF-8: it showed the
+// first byte of the character as a character of its own, so that "café"
+// had 'Ã' and "订单" had 'è', which the caller never typed.
+func TestBadNameErrorShowsTheCharacter(t *testing.T) {
+	ctx := context.Background()
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	reg, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		err  error
+		want string // in the message
+	}{
+		{"NewTopic", func() error { _, err := eventbus.NewTopic[userV1](b, "café", nil); return err }(), `'é' at byte 3`},
+		{"Subscribe", func() error {
+			_, err := topic.Subscribe("订单", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+			return err
+		}(), `'订' at byte 0`},
+		{"Register", eventbus.Register[userV1](reg, &eventbus.TypeOptions{Name: "user\xffcreated"}), `'\xff' at byte 4`},
+		{"Append", func() error {
+			_, err := store.Append(ctx, "s", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "naïve"})
+			return err
+		}(), `'ï' at byte 2`},
+		{"ASCII", func() error { _, err := eventbus.NewTopic[userV1](b, "a b", nil); return err }(), `' ' at byte 1`},
+	}
+	for _, tt := range tests {
+		if !errors.Is(tt.err, eventbus.ErrInvalid) || !strings.Contains(fmt.Sprint(tt.err), tt.want) {
+			t.Errorf("%s: got %v, want ErrInvalid with %s", tt.name, tt.err, tt.want)
+		}
+	}
+}
+
 // TestNewTopicSchemaVersionTooHigh checks that NewTopic refuses a
 // SchemaVersion above 1<<31, which no Store keeps and Register refuses,
 // with an error wrapping ErrInvalid: it took it, and stamped it on events

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"time"
+	"unicode/utf8"
 )
 
 // Header is what the bus knows about an event besides its payload: the
@@ -248,7 +249,15 @@ func checkNameLen(what, name string, limit int) error {
 	for i := range len(name) {
 		c := name[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%w: %s name %q has %q at %d; use letters, digits, '.', '_' and '-'", ErrInvalid, what, name, c, i)
+			// The character as typed ('é'), not its first byte ('Ã'),
+			// or the byte where the name is not UTF-8 ('\xff').
+			bad := fmt.Sprintf("%q", rune(c))
+			if r, size := utf8.DecodeRuneInString(name[i:]); size > 1 {
+				bad = fmt.Sprintf("%q", r)
+			} else if c >= utf8.RuneSelf {
+				bad = fmt.Sprintf(`'\x%02x'`, c)
+			}
+			return fmt.Errorf("%w: %s name %q has %s at byte %d; use letters, digits, '.', '_' and '-'", ErrInvalid, what, name, bad, i)
 		}
 	}
 	return nil
