@@ -47,11 +47,33 @@ func commitsNothingAtClose(t *testing.T, records int, undelivered bool) {
 	case <-ctx.Done():
 		t.Fatal("the first record was not handed to the handler")
 	}
+	// Run publishes the other records after the first, from its own
+	// goroutine: a Close before they are queued would abandon none of
+	// them, and return nil. No event tells of a queueing, so poll for it.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for queued(bus, "shipping") < uint64(records) {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d records queued for the handler", queued(bus, "shipping"), records)
+		}
+	}
 	var ue *eventbus.UndeliveredError
 	if err := bus.Close(); errors.As(err, &ue) != undelivered {
 		t.Fatalf("bus.Close() = %v, want an *UndeliveredError: %v", err, undelivered)
 	}
 	wantNothingCommitted(t, ctx, brokers, stop)
+}
+
+// queued returns how many events were queued for bus's subscription sub.
+func queued(bus *eventbus.Bus, sub string) uint64 {
+	for _, m := range bus.Metrics().Subscriptions {
+		if m.Subscription == sub {
+			return m.Queued
+		}
+	}
+	return 0
 }
 
 // TestConsumerCommitsNothingRefused shuts the bus down gracefully while
