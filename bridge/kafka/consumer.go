@@ -160,8 +160,13 @@ type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key s
 // eventbus.NewRegistry, or bad options, and one wrapping eventbus.ErrClosed
 // for a bus stopped already.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
-	if bus == nil || reg == nil || opts == nil {
-		return nil, fmt.Errorf("%w: NewConsumer needs a bus, a registry and options", eventbus.ErrInvalid)
+	switch {
+	case bus == nil:
+		return nil, fmt.Errorf("%w: NewConsumer: nil Bus", eventbus.ErrInvalid)
+	case reg == nil:
+		return nil, fmt.Errorf("%w: NewConsumer: nil Registry", eventbus.ErrInvalid)
+	case opts == nil:
+		return nil, fmt.Errorf("%w: NewConsumer: nil options; ConsumerOptions needs Brokers and a Group", eventbus.ErrInvalid)
 	}
 	if bus.DeadLetters() == nil { // as it is for a Bus not made by New only
 		// No topic is on it: every Route would fail.
@@ -251,8 +256,10 @@ func Route[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T]) error {
 // Publish may add).
 func routeVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publish func(context.Context, T, ...eventbus.PublishOption) error) error {
 	switch {
-	case c == nil || t == nil:
-		return fmt.Errorf("%w: Route needs a consumer and a bus topic", eventbus.ErrInvalid)
+	case c == nil:
+		return fmt.Errorf("%w: Route(%q): nil Consumer", eventbus.ErrInvalid, kafkaTopic)
+	case t == nil:
+		return fmt.Errorf("%w: Route(%q): nil Topic", eventbus.ErrInvalid, kafkaTopic)
 	case c.bus == nil:
 		// Its nil map of routes would panic; its nil bus is no topic's.
 		return fmt.Errorf("%w: Route on a Consumer not made by NewConsumer", eventbus.ErrInvalid)

@@ -81,3 +81,59 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 	}
 	bp.Close()
 }
+
+// TestMissingArgumentNamed checks that NewProducer, NewConsumer, NewRelay,
+// Forward and Route given one missing argument name that one, as
+// eventbus.ErrInvalid's doc promises (the message says which argument):
+// they named every argument at once ("NewRelay needs a store, a producer
+// made by NewProducer and options"), leaving the caller to find the nil one,
+// and a Producer not made by NewProducer was told apart from a nil one only
+// by its caller.
+func TestMissingArgumentNamed(t *testing.T) {
+	reg := registry(t)
+	bus := newBus(t, nil)
+	topic := newTopic(t, bus)
+	store := newStore(t)
+	brokers := []string{"127.0.0.1:1"}
+	p := newProducer(t, reg, brokers)
+	copts := &kafka.ConsumerOptions{Brokers: brokers, Group: "g"}
+	ropts := &kafka.RelayOptions{Name: "r", Topic: "k"}
+	c, err := kafka.NewConsumer(bus, reg, copts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noTopic := (*eventbus.Topic[Order])(nil)
+	tests := []struct {
+		name string
+		err  error
+		want string   // in the message
+		not  []string // arguments that are fine, not in the message
+	}{
+		{"NewProducer without registry", func() error { _, err := kafka.NewProducer(nil, &kafka.ProducerOptions{Brokers: brokers}); return err }(), "NewProducer: nil Registry", nil},
+		{"NewConsumer without bus", func() error { _, err := kafka.NewConsumer(nil, reg, copts); return err }(), "NewConsumer: nil Bus", []string{"egistry", "options"}},
+		{"NewConsumer without registry", func() error { _, err := kafka.NewConsumer(bus, nil, copts); return err }(), "NewConsumer: nil Registry", []string{"Bus", "options"}},
+		{"NewConsumer without options", func() error { _, err := kafka.NewConsumer(bus, reg, nil); return err }(), "NewConsumer: nil options", []string{"Bus", "egistry"}},
+		{"NewRelay without store", func() error { _, err := kafka.NewRelay(nil, p, ropts); return err }(), "NewRelay: nil Store", []string{"roducer", "options"}},
+		{"NewRelay without producer", func() error { _, err := kafka.NewRelay(store, nil, ropts); return err }(), "NewRelay: nil Producer", []string{"Store", "options"}},
+		{"NewRelay with a zero producer", func() error { _, err := kafka.NewRelay(store, new(kafka.Producer), ropts); return err }(), "NewRelay: a Producer not made by NewProducer", []string{"Store", "options"}},
+		{"NewRelay without options", func() error { _, err := kafka.NewRelay(store, p, nil); return err }(), "NewRelay: nil options", []string{"Store", "roducer"}},
+		{"Forward without producer", func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err }(), "Forward: nil Producer", []string{"opic"}},
+		{"Forward with a zero producer", func() error { _, err := kafka.Forward(new(kafka.Producer), topic, "k", nil); return err }(), "Forward: a Producer not made by NewProducer", []string{"opic"}},
+		{"Forward without topic", func() error { _, err := kafka.Forward(p, noTopic, "k", nil); return err }(), "Forward: nil Topic", []string{"roducer"}},
+		{"Route without consumer", kafka.Route(nil, "k", topic), `Route("k"): nil Consumer`, []string{"Topic"}},
+		{"Route without topic", kafka.Route(c, "k", noTopic), `Route("k"): nil Topic`, []string{"onsumer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := fmt.Sprint(tt.err)
+			if !errors.Is(tt.err, eventbus.ErrInvalid) || !strings.Contains(msg, tt.want) {
+				t.Errorf("got %v, want ErrInvalid saying %q", tt.err, tt.want)
+			}
+			for _, good := range tt.not {
+				if strings.Contains(msg, good) {
+					t.Errorf("got %v, which names %s, a good argument", tt.err, good)
+				}
+			}
+		})
+	}
+}

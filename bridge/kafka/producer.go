@@ -81,7 +81,7 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 		opts = &ProducerOptions{}
 	}
 	if reg == nil {
-		return nil, fmt.Errorf("%w: NewProducer needs a registry", eventbus.ErrInvalid)
+		return nil, fmt.Errorf("%w: NewProducer: nil Registry", eventbus.ErrInvalid)
 	}
 	if err := checkRegistry("NewProducer", reg); err != nil {
 		return nil, err
@@ -231,6 +231,18 @@ func (p *Producer) isClosed() bool {
 // no client to produce with.
 func (p *Producer) made() bool { return p != nil && p.cl != nil }
 
+// checkProducer returns an error wrapping eventbus.ErrInvalid, naming call,
+// for a nil Producer or one that NewProducer did not make.
+func checkProducer(call string, p *Producer) error {
+	switch {
+	case p == nil:
+		return fmt.Errorf("%w: %s: nil Producer", eventbus.ErrInvalid, call)
+	case !p.made():
+		return fmt.Errorf("%w: %s: a Producer not made by NewProducer", eventbus.ErrInvalid, call)
+	}
+	return nil
+}
+
 // Forward subscribes to t on its bus and writes every event published there
 // to the Kafka topic kafkaTopic, returning the subscription (named "kafka."
 // followed by kafkaTopic) so that it can be stopped. It hands events to Kafka
@@ -285,8 +297,11 @@ func (p *Producer) made() bool { return p != nil && p.cl != nil }
 // the process dies never reaches Kafka. For at-least-once delivery, append
 // events to a Store and run a [Relay].
 func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *eventbus.SubscriptionOptions) (*eventbus.Subscription, error) {
-	if !p.made() || t == nil {
-		return nil, fmt.Errorf("%w: Forward needs a producer made by NewProducer and a bus topic", eventbus.ErrInvalid)
+	if err := checkProducer("Forward", p); err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return nil, fmt.Errorf("%w: Forward: nil Topic", eventbus.ErrInvalid)
 	}
 	if err := checkTopic("Forward", kafkaTopic); err != nil {
 		return nil, err

@@ -305,11 +305,18 @@ type Relay struct {
 
 // NewRelay returns a relay from s to Kafka through p. The relay keeps a
 // copy of opts, so the caller may change them afterwards. It returns an
-// error wrapping eventbus.ErrInvalid for missing or bad options, and one
+// error wrapping eventbus.ErrInvalid for a nil store, a Producer not made
+// by NewProducer, or missing or bad options, naming which, and one
 // wrapping eventbus.ErrClosed for a closed Producer.
 func NewRelay(s eventbus.Store, p *Producer, opts *RelayOptions) (*Relay, error) {
-	if s == nil || !p.made() || opts == nil {
-		return nil, fmt.Errorf("%w: NewRelay needs a store, a producer made by NewProducer and options", eventbus.ErrInvalid)
+	if s == nil {
+		return nil, fmt.Errorf("%w: NewRelay: nil Store", eventbus.ErrInvalid)
+	}
+	if err := checkProducer("NewRelay", p); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		return nil, fmt.Errorf("%w: NewRelay: nil options; RelayOptions needs a Name and a Topic (or TopicFor)", eventbus.ErrInvalid)
 	}
 	if p.isClosed() {
 		return nil, fmt.Errorf("%w: NewRelay with a closed Producer", eventbus.ErrClosed)
