@@ -724,8 +724,9 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 //
 // A subscription that stopped reading the store because a read failed
 // (see [Durable.Err]) reads it again: the failed read is no error of
-// Rebuild's. It returns Stop's other errors, the store's, reset's, or
-// [ErrClosed] after Stop or Shutdown; after an error the subscription
+// Rebuild's. It returns Stop's other errors, the store's, reset's (each
+// wrapped in one that names the subscription), or [ErrClosed] after Stop
+// or Shutdown; after an error the subscription
 // stays stopped, as it does when reset panics (the panic goes on to the
 // caller), but for one wrapping [ErrInvalid] for a nil context or a
 // handler's, refused as Stop refuses them before it stops anything. As
@@ -745,7 +746,10 @@ func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) e
 		d.track.reset(0)
 		if reset != nil {
 			if err := reset(ctx); err != nil {
-				return err
+				// Named, as Stop's errors are: a caller rebuilding
+				// several projections must learn whose read model
+				// failed to empty.
+				return fmt.Errorf("durable subscription %q: Rebuild's reset: %w", d.name, err)
 			}
 		}
 		return d.start(0)

@@ -1339,6 +1339,29 @@ func TestDurableStopUndeliveredNamesItself(t *testing.T) {
 	})
 }
 
+// TestDurableRebuildResetNamesItself checks that Rebuild's error for a
+// failed reset names the durable subscription and wraps reset's error, as
+// Stop's errors and Rebuild's other errors name theirs: it returned reset's
+// error bare, so an application rebuilding several projections at once
+// could not tell whose read model had failed to empty, and which stayed
+// stopped.
+func TestDurableRebuildResetNamesItself(t *testing.T) {
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	bus := newBus(t, nil)
+	h := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+	for _, name := range []string{"balances", "mailer"} {
+		d := subscribeDurable(t, bus, store, nil, name, h, nil)
+		err := d.Rebuild(context.Background(), func(context.Context) error { return errInjected })
+		if !errors.Is(err, errInjected) || err == nil || !strings.Contains(err.Error(), strconv.Quote(name)) {
+			t.Errorf("Rebuild(failing reset) of %s = %v, want an error wrapping %v naming %q", name, err, errInjected, name)
+		}
+		if err := d.Err(); !errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("Err() after a failed reset of %s = %v, want %v: it stays stopped", name, err, eventbus.ErrClosed)
+		}
+	}
+}
+
 // checkpointFailStore fails every save of a durable subscription's
 // checkpoint with errInjected.
 type checkpointFailStore struct{ eventbus.Store }
