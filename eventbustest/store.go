@@ -248,14 +248,28 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			}
 		})
 	}
-	onlyError(t, `ReadStream("")`, s.ReadStream(ctx, "", nil), eventbus.ErrInvalid)
+	// Every call that names a stream refuses a name that names none, as
+	// Append does: a store that took one would keep a stream no other
+	// call can reach, or report one that cannot exist.
+	for _, bad := range []string{"", "s\xff", strings.Repeat("s", 1025)} {
+		onlyError(t, fmt.Sprintf("ReadStream(%.20q)", bad), s.ReadStream(ctx, bad, nil), eventbus.ErrInvalid)
+		if err := s.Delete(ctx, bad, eventbus.Any); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("Delete(%.20q) = %v, want ErrInvalid", bad, err)
+		}
+		if err := s.Tombstone(ctx, bad, eventbus.Any); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("Tombstone(%.20q) = %v, want ErrInvalid", bad, err)
+		}
+		if err := s.SetStreamMetadata(ctx, bad, eventbus.StreamMetadata{MaxCount: 1}); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("SetStreamMetadata(%.20q) = %v, want ErrInvalid", bad, err)
+		}
+		if _, err := s.StreamInfo(ctx, bad); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("StreamInfo(%.20q) = %v, want ErrInvalid", bad, err)
+		}
+	}
 	onlyError(t, "ReadStream(Limit -1)", s.ReadStream(ctx, "s", &eventbus.ReadOptions{Limit: -1}), eventbus.ErrInvalid)
 	onlyError(t, "ReadAll(Limit -1)", s.ReadAll(ctx, &eventbus.ReadOptions{Limit: -1}), eventbus.ErrInvalid)
 	onlyError(t, "ReadStream(Direction 2)", s.ReadStream(ctx, "s", &eventbus.ReadOptions{Direction: 2}), eventbus.ErrInvalid)
 	onlyError(t, "ReadAll(Direction 2)", s.ReadAll(ctx, &eventbus.ReadOptions{Direction: 2}), eventbus.ErrInvalid)
-	if err := s.Delete(ctx, "", eventbus.Any); !errors.Is(err, eventbus.ErrInvalid) {
-		t.Errorf("Delete(\"\") = %v, want ErrInvalid", err)
-	}
 	if err := s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxAge: -time.Second}); !errors.Is(err, eventbus.ErrInvalid) {
 		t.Errorf("SetStreamMetadata(MaxAge -1s) = %v, want ErrInvalid", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -1185,5 +1186,75 @@ func TestStoreFailsCountsDeletedChild(t *testing.T) {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
 		return countsDeleted{s}
+	})
+}
+
+// nameBlind is a store whose Tombstone, SetStreamMetadata and StreamInfo
+// take any stream name, which the Store contract does not allow: a stream
+// is named by a non-empty UTF-8 string of at most 1,024 bytes, and a bad
+// name is bad input (eventbus.ErrInvalid).
+type nameBlind struct{ eventbus.Store }
+
+// bad reports whether stream names no stream.
+func bad(stream string) bool { return stream == "" || len(stream) > 1024 || !utf8.ValidString(stream) }
+
+// Tombstone does nothing for a bad name.
+func (s nameBlind) Tombstone(ctx context.Context, stream string, expected eventbus.ExpectedRevision) error {
+	if bad(stream) {
+		return nil
+	}
+	return s.Store.Tombstone(ctx, stream, expected)
+}
+
+// SetStreamMetadata does nothing for a bad name.
+func (s nameBlind) SetStreamMetadata(ctx context.Context, stream string, md eventbus.StreamMetadata) error {
+	if bad(stream) {
+		return nil
+	}
+	return s.Store.SetStreamMetadata(ctx, stream, md)
+}
+
+// StreamInfo reports a stream never written for a bad name.
+func (s nameBlind) StreamInfo(ctx context.Context, stream string) (eventbus.StreamInfo, error) {
+	if bad(stream) {
+		return eventbus.StreamInfo{}, nil
+	}
+	return s.Store.StreamInfo(ctx, stream)
+}
+
+// TestStoreFailsNameBlind runs TestStore against a store whose Tombstone,
+// SetStreamMetadata and StreamInfo take an empty name, one not UTF-8 or
+// one over 1,024 bytes, in a child process (this test binary), and checks
+// that the suite fails, saying so: only Append, AppendMulti, Delete("")
+// and ReadStream("") were given a bad name, so such a store passed, and a
+// caller's Tombstone of a name made of a bad key reserved nothing and
+// reported success.
+func TestStoreFailsNameBlind(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsNameBlindChild$/^(InvalidInput|Tombstone)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_NAMEBLIND_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsNameBlindChild/InvalidInput ",
+		`Tombstone("") = <nil>, want ErrInvalid`,
+		`SetStreamMetadata("s\xff") = <nil>, want ErrInvalid`,
+		`StreamInfo("ssssssssssssssssssss") = <nil>, want ErrInvalid`,
+		"--- PASS: TestStoreFailsNameBlindChild/Tombstone ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsNameBlindChild is run by TestStoreFailsNameBlind.
+func TestStoreFailsNameBlindChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_NAMEBLIND_CHILD") == "" {
+		t.Skip("run by TestStoreFailsNameBlind")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return nameBlind{s}
 	})
 }
