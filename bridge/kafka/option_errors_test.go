@@ -107,7 +107,7 @@ func TestMissingArgumentNamed(t *testing.T) {
 		name string
 		err  error
 		want string   // in the message
-		not  []string // arguments that are fine, not in the message
+		not  []string // good arguments, or calls not made: not in the message
 	}{
 		{"NewProducer without registry", func() error { _, err := kafka.NewProducer(nil, &kafka.ProducerOptions{Brokers: brokers}); return err }(), "NewProducer: nil Registry", nil},
 		{"NewConsumer without bus", func() error { _, err := kafka.NewConsumer(nil, reg, copts); return err }(), "NewConsumer: nil Bus", []string{"egistry", "options"}},
@@ -120,6 +120,9 @@ func TestMissingArgumentNamed(t *testing.T) {
 		{"Forward without producer", func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err }(), "Forward: nil Producer", []string{"opic"}},
 		{"Forward with a zero producer", func() error { _, err := kafka.Forward(new(kafka.Producer), topic, "k", nil); return err }(), "Forward: a Producer not made by NewProducer", []string{"opic"}},
 		{"Forward without topic", func() error { _, err := kafka.Forward(p, noTopic, "k", nil); return err }(), "Forward: nil Topic", []string{"roducer"}},
+		// Its SubscribeBatch refused it, naming a call the caller never
+		// made, where Route names itself.
+		{"Forward of a zero topic", func() error { _, err := kafka.Forward(p, new(eventbus.Topic[Order]), "k", nil); return err }(), `Forward to "k" of a Topic not made by NewTopic`, []string{"SubscribeBatch", "roducer"}},
 		{"Route without consumer", kafka.Route(nil, "k", topic), `Route("k"): nil Consumer`, []string{"Topic"}},
 		{"Route without topic", kafka.Route(c, "k", noTopic), `Route("k"): nil Topic`, []string{"onsumer"}},
 	}
@@ -131,7 +134,7 @@ func TestMissingArgumentNamed(t *testing.T) {
 			}
 			for _, good := range tt.not {
 				if strings.Contains(msg, good) {
-					t.Errorf("got %v, which names %s, a good argument", tt.err, good)
+					t.Errorf("got %v, which names %s", tt.err, good)
 				}
 			}
 		})

@@ -281,8 +281,9 @@ func checkProducer(call string, p *Producer) error {
 // must be registered in the Producer's Registry. opts configure the
 // subscription as [eventbus.Topic.SubscribeBatch] takes them: a batch
 // subscription runs no middleware (the bus's neither), so opts must have
-// none. Forward returns an error
-// wrapping eventbus.ErrInvalid for a missing argument, a T that is not
+// none. Forward returns an error wrapping eventbus.ErrInvalid for a
+// missing argument, a Producer or Topic not made by NewProducer or
+// eventbus.NewTopic, a T that is not
 // registered (wrapping eventbus.ErrUnknownEvent too; a T that is an
 // interface is taken, and each event's type must be registered), a
 // kafkaTopic that Kafka does not take for a topic (see
@@ -300,8 +301,13 @@ func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *
 	if err := checkProducer("Forward", p); err != nil {
 		return nil, err
 	}
-	if t == nil {
+	switch {
+	case t == nil:
 		return nil, fmt.Errorf("%w: Forward: nil Topic", eventbus.ErrInvalid)
+	case t.Bus() == nil:
+		// Its SubscribeBatch would refuse it, naming a call the caller
+		// never made.
+		return nil, fmt.Errorf("%w: Forward to %q of a Topic not made by NewTopic", eventbus.ErrInvalid, kafkaTopic)
 	}
 	if err := checkTopic("Forward", kafkaTopic); err != nil {
 		return nil, err
