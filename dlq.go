@@ -39,11 +39,15 @@ type DeadLetter struct {
 // encode as {}): keep dl.Err.Error() too. Put runs on a goroutine of
 // its own, which the goroutine that gave up on the event (a worker, or a
 // Sync-mode publisher) waits for, without any lock of the bus held: a slow
-// sink holds that goroutine up, and should hand off. Its error is counted,
-// never retried; so is a panic in Put (as a [*PanicError]) or a call of
-// runtime.Goexit (t.FailNow or testify's require in a test's sink), which
-// end only Put's goroutine. The dead letter is held in the queue all the
-// same, once Put has returned: a Redrive that Put calls does not find it.
+// sink holds that goroutine up, and should hand off. Every worker of every
+// subscription, and every Sync-mode publisher, gives up on events on its
+// own, so Put is called concurrently and must be safe for concurrent use
+// (a sink that appends to a slice or writes to a file takes a lock). Its
+// error is counted, never retried; so is a panic in Put (as a
+// [*PanicError]) or a call of runtime.Goexit (t.FailNow or testify's
+// require in a test's sink), which end only Put's goroutine. The dead
+// letter is held in the queue all the same, once Put has returned: a
+// Redrive that Put calls does not find it.
 //
 // A dead letter of a [Durable] subscription outlives a restart only in the
 // sink. So when Put fails, the subscription's checkpoint stays before the
