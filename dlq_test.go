@@ -1217,3 +1217,60 @@ func TestFailedRedriveCountsEveryEviction(t *testing.T) {
 		t.Errorf("Metrics().DeadLetters.Evicted = %d, want 4", got)
 	}
 }
+
+// TestRedriveWaitingForRoomEndsWithContext redrives dead letters into a
+// full queue in Async mode: Redrive waits for room, as Publish does, and
+// when its context ends first it returns that context's error, naming the
+// dead letter, having sent none, and every dead letter is back in its
+// place; once there is room, a Redrive sends them all.
+func TestRedriveWaitingForRoomEndsWithContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		release := make(chan struct{})
+		var handled []int
+		subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 10 {
+				<-release // holds the worker while 11 fills its queue
+			}
+			handled = append(handled, e.Payload.N)
+			if e.Payload.N < 10 && len(handled) <= 3 {
+				return errFlaky // dead-lettered the first time
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for n := 1; n <= 3; n++ {
+			require.NoError(t, topic.Publish(ctx, Order{N: n}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		q := b.DeadLetters()
+		want := []string{"orders/s/1", "orders/s/2", "orders/s/3"}
+		require.Equal(t, want, collect(q, eventbus.DeadLetterFilter{}))
+
+		require.NoError(t, topic.Publish(ctx, Order{N: 10}))
+		synctest.Wait() // 10's handler holds the worker
+		require.NoError(t, topic.Publish(ctx, Order{N: 11}))
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var first eventbus.ID
+		for dl := range q.All(eventbus.DeadLetterFilter{}) {
+			first = dl.ID
+			break
+		}
+		n, err := q.Redrive(short, eventbus.DeadLetterFilter{})
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.ErrorContains(t, err, first.String(), "names the dead letter it waited to send")
+		require.Zero(t, n)
+		require.Equal(t, want, collect(q, eventbus.DeadLetterFilter{}), "all back in their places")
+
+		close(release)
+		require.NoError(t, b.Flush(ctx))
+		n, err = q.Redrive(ctx, eventbus.DeadLetterFilter{})
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		require.NoError(t, b.Flush(ctx))
+		require.Zero(t, q.Len())
+		require.Equal(t, []int{1, 2, 3, 10, 11, 1, 2, 3}, handled)
+	})
+}
