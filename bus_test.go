@@ -1993,6 +1993,15 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 		_, err := topic.SubscribeBatch("batch", func(context.Context, []eventbus.Event[Order]) error { return nil }, &o)
 		return err
 	}
+	bus := func(o eventbus.Options) error { _, err := eventbus.New(&o); return err }
+	subscription := func(o eventbus.SubscriptionOptions) error {
+		_, err := topic.Subscribe("single", func(context.Context, eventbus.Event[Order]) error { return nil }, &o)
+		return err
+	}
+	newTopic := func(name string, o eventbus.TopicOptions[Order]) error {
+		_, err := eventbus.NewTopic(b, name, &o)
+		return err
+	}
 	tests := []struct {
 		name string
 		err  error
@@ -2008,6 +2017,14 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 		{"MaxBatchSize", memory(eventbus.MemoryStoreOptions{MaxBatchSize: -1}), "MaxBatchSize -1", []string{"MaxEventSize"}},
 		{"BatchSize", batch(eventbus.SubscriptionOptions{BatchSize: -1}), "BatchSize -1", []string{"BatchWait"}},
 		{"BatchWait", batch(eventbus.SubscriptionOptions{BatchWait: -time.Second}), "BatchWait -1s", []string{"BatchSize"}},
+		// Taken, each would panic later: the first dead letter's eviction
+		// (in a worker), the chain's construction (in Subscribe).
+		{"DeadLetterCapacity", bus(eventbus.Options{DeadLetterCapacity: -1}), "DeadLetterCapacity -1", []string{"Workers", "QueueSize"}},
+		{"nil subscription middleware", subscription(eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{eventbus.Timeout(time.Second), nil}}), "SubscriptionOptions.Middleware[1] is nil", []string{"Middleware[0]"}},
+		// Taken, the name would be stamped on every event, and the Mode
+		// run as Async without a word.
+		{"topic EventType", newTopic("placed", eventbus.TopicOptions[Order]{EventType: "order placed"}), `event type name "order placed"`, []string{"Mode"}},
+		{"topic Mode", newTopic("moded", eventbus.TopicOptions[Order]{Mode: 9}), "Mode 9", []string{"EventType"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
