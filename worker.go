@@ -769,14 +769,12 @@ func (w *worker[T]) nextDue() time.Time {
 	return next
 }
 
-// arm sets the timer to the earliest due lane.
+// arm sets the timer to the earliest due lane, if any is left. With none,
+// the timer is not armed: arm runs then only after the timer fired (in
+// retryDue, or salvaging a lane's retry there), which disarmed it.
 func (w *worker[T]) arm() {
 	next := w.nextDue()
 	if next.IsZero() {
-		if w.armed {
-			w.timer.Stop()
-			w.armed = false
-		}
 		return
 	}
 	d := time.Until(next)
