@@ -574,9 +574,12 @@ type pass struct {
 // checkpoint store fails, and returns why: ctx's error (wrapping its cause
 // too, if ctx was cancelled with one, see [context.Cause]), a
 // [*ProduceError] for a record that failed or could never be written, or
-// the first other failure. Before it returns it waits for the records in
-// flight, CheckpointInterval at most, and saves the checkpoint over those
-// acknowledged, with a context that is not cancelled with ctx. franz-go
+// the first other failure (one wrapping eventbus.ErrInvalid for a store
+// whose Subscribe ended without an error, which the Store contract
+// forbids, as a durable subscription reports it). Before it returns it
+// waits for the records in flight, CheckpointInterval at most, and saves
+// the checkpoint over those acknowledged, with a context that is not
+// cancelled with ctx. franz-go
 // keeps a record it has sent until the broker answers, whatever ctx: one
 // not answered by then (Kafka silent: a hung broker, dropped replies)
 // stays in the Producer, to be written or failed later, and the
@@ -684,7 +687,8 @@ func stopCause(parent context.Context, cause error) error {
 
 // tail reads the store and produces each selected event, or holds it back
 // behind the record of its key in flight, until ctx is done, the store
-// fails, or an event's record is too large to ever be written.
+// fails (its Subscribe ending without an error too), or an event's record
+// is too large to ever be written.
 func (p *pass) tail(from uint64) error {
 	r, ctx := p.r, p.ctx
 	limits := make(map[string]int64) // the producer's batch limit per topic
@@ -737,7 +741,14 @@ func (p *pass) tail(from uint64) error {
 			p.finish()
 		}
 	}
-	return context.Cause(ctx)
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	// Not for Run to take for a stop (ctx's cause would be
+	// context.Canceled): the events after the end would never be read,
+	// and a caller that runs the relay again after a failure, not after
+	// its own stop, would not know.
+	return fmt.Errorf("%w: relay %q: the store's Subscribe ended without an error, which a Store's must not", eventbus.ErrInvalid, r.o.Name)
 }
 
 // produce gives o's record to franz-go. When it is acknowledged, the next
