@@ -133,8 +133,8 @@ type ConsumerOptions struct {
 // handler returns. Delivery is at-least-once: records handled after
 // the last commit are handled again after a crash or by the partition's next
 // owner. The Idempotency middleware keyed by [EventID] makes handling
-// effectively-once: over a [eventbus.ProcessedStore] across processes, in
-// memory within one (see [EventID]).
+// effectively-once: over a [eventbus.ProcessedStore] that the group's
+// processes share across them, in memory within one (see [EventID]).
 //
 // A record that fails on its way into the bus goes to the DeadLetterTopic,
 // or stops Run.

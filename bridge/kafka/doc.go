@@ -36,7 +36,8 @@
 // last commit are handled again after a crash: delivery is at-least-once,
 // made effectively-once by the Idempotency middleware keyed by [EventID]
 // over a [eventbus.ProcessedStore] (its in-memory record does not outlive
-// the process).
+// the process), one that every process of the group shares for the
+// records that a partition's next owner gets again (see [EventID]).
 //
 // # Configuration
 //

@@ -53,7 +53,13 @@ const (
 // The middleware's in-memory record catches records delivered again to the
 // same process, as long as its Capacity (10,000 keys unless set) covers the
 // records handled since the last commit; after a crash, or on the
-// partition's next owner, only an [eventbus.ProcessedStore] remembers.
+// partition's next owner, only an [eventbus.ProcessedStore] remembers. On
+// the next owner, another process of the group, only one that the
+// processes share does: [eventbus.NewStoreProcessed] over a FileStore
+// keeps the record of one process, as the store is its own, so the next
+// owner of a partition handles again the records that the last one
+// handled after its last commit (when it crashed, lost the partition, or
+// failed to commit it as it gave it up).
 func EventID(env *eventbus.Envelope) string {
 	if env == nil {
 		return ""
