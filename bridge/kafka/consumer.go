@@ -114,18 +114,24 @@ type ConsumerOptions struct {
 // has been handled or dead-lettered by every subscription, and none
 // abandoned by a bus stopped without grace, nor failed by a stopping bus
 // that refused what its handler published (Bus.Flush then fails, and
-// nothing more is committed, see Consumer.Run). Records are
-// published in offset order from one goroutine, so the bus's Flush gives
-// that point cheaply: every CommitInterval the Consumer notes the next
-// offset of each partition published so far, waits for Bus.Flush (which
-// waits for exactly the events published before it, not for later ones, so
-// publishing goes on meanwhile), and commits what it noted, unless
-// partitions were given up meanwhile (the next interval commits then). On a
-// rebalance, the revoked partitions are published no more (the client blocks
-// rebalances while a poll's records are being published), the bus is flushed
-// (for DrainTimeout at most, whatever a periodic commit waits for), and
-// their offsets committed before they are given up; lost partitions are
-// dropped without a commit. A record is handled once its handlers have
+// nothing more is committed, see Consumer.Run). A record whose event was
+// dead-lettered is committed, and the bus's dead-letter queue is in
+// memory: only an eventbus.Options.DeadLetterSink that keeps dead letters
+// somewhere durable keeps them past the process's exit. The commit waits
+// for the sink's Put, but not for its success: unlike a durable
+// subscription's checkpoint, it passes a dead letter that Put failed to
+// keep. Records are published in offset order from one goroutine, so
+// the bus's Flush gives that point cheaply: every CommitInterval the
+// Consumer notes the next offset of each partition published so far,
+// waits for Bus.Flush (which waits for exactly the events published
+// before it, not for later ones, so publishing goes on meanwhile), and
+// commits what it noted, unless partitions were given up meanwhile (the
+// next interval commits then). On a rebalance, the revoked partitions
+// are published no more (the client blocks rebalances while a poll's
+// records are being published), the bus is flushed (for DrainTimeout at
+// most, whatever a periodic commit waits for), and their offsets
+// committed before they are given up; lost partitions are dropped
+// without a commit. A record is handled once its handlers have
 // returned: the events that they publish on the bus, in memory, are not
 // waited for once Flush has begun, so a crash after the commit loses
 // those not yet handled. A follow-up that must survive one goes to an
