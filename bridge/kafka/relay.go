@@ -210,6 +210,18 @@ type RelayOptions struct {
 // left, and produces again those it had written. An outbox needs a
 // retention longer than its relay may ever stay stopped, or behind.
 //
+// A FileStore under eventbus.SyncInterval or SyncNever shows an append to
+// its readers, the relay among them, before it is on stable storage: the
+// relay may produce events that a crash of the machine then takes from
+// the store, with the state they describe, so that consumers handle
+// events that, for the restarted store, never happened; the default,
+// SyncAlways, shows an append only once it is synced. The checkpoint, in
+// the store by default, goes with them, and the next Run produces the
+// events appended after the restart, at the positions of the lost ones.
+// Checkpoints kept elsewhere may then be past the store's end: Run would
+// skip those events, without a word, as it skips any before its
+// checkpoint.
+//
 // # Order
 //
 // A key's records are produced one at a time: the relay gives franz-go the
