@@ -180,6 +180,13 @@ const maxDurableNameLen = 240
 // implements. opts may be nil; the subscription keeps a copy, so the
 // caller may change them afterwards.
 //
+// ctx bounds only the read of the checkpoint. The subscription runs until
+// [Durable.Stop], a failed [Durable.Rebuild], or the bus's Shutdown or
+// Close, whatever becomes of ctx once SubscribeDurable has returned
+// (unlike [Store.Subscribe], whose reads end with their context), and its
+// handlers' contexts come from the bus, with none of ctx's values: a
+// request's or a test's context stops nothing when it ends.
+//
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
 // this one's Stop has returned. It returns an error wrapping [ErrInvalid]

@@ -357,6 +357,49 @@ func TestDurableDeadLetterAdvances(t *testing.T) {
 	})
 }
 
+// TestDurableOutlivesItsContext cancels the context given to
+// SubscribeDurable and StoreTopic.Subscribe once they have returned, as a
+// caller starting its projections with a request's or a test's context
+// does: the subscriptions go on reading the store and handling what is
+// appended after, until Stop, since that context bounds only the read of
+// the checkpoint.
+func TestDurableOutlivesItsContext(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		bus := newBus(t, nil)
+		deposits, err := eventbus.NewStoreTopic[Deposited](bus, s, reg, "deposits")
+		require.NoError(t, err)
+		var handled atomic.Int32
+		h := func(context.Context, eventbus.Event[Deposited]) error {
+			handled.Add(1)
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		audit, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "audit", h, nil)
+		require.NoError(t, err)
+		topicSub, err := deposits.Subscribe(ctx, "mailer", h, nil)
+		require.NoError(t, err)
+		cancel()
+		synctest.Wait() // a subscription that its context ended has stopped
+
+		res, err := deposits.Publish(context.Background(), Deposited{Amount: 1})
+		require.NoError(t, err)
+		wait, stop := context.WithTimeout(context.Background(), time.Hour)
+		defer stop()
+		for _, d := range []*eventbus.Durable{audit, topicSub} {
+			if err := d.Err(); err != nil {
+				t.Errorf("%s: Err() after its context was cancelled = %v, want nil", d.Name(), err)
+			}
+			if err := d.WaitFor(wait, res.Position); err != nil {
+				t.Errorf("%s: WaitFor(the deposit) after its context was cancelled = %v, want nil", d.Name(), err)
+			}
+			require.NoError(t, d.Stop(context.Background()), d.Name())
+		}
+		if got := handled.Load(); got != 2 {
+			t.Errorf("events handled after the contexts were cancelled = %d, want 2: the deposit, by each", got)
+		}
+	})
+}
+
 // TestDurableResumeOnSameBus stops a durable subscription and starts it
 // again on the same bus: it resumes from its checkpoint.
 func TestDurableResumeOnSameBus(t *testing.T) {

@@ -172,7 +172,8 @@ func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 // (see [Decode]), so T must be that version's Go type: a topic of an older
 // one may publish, not subscribe. It returns an error wrapping [ErrInvalid]
 // for a bad name or a T of an older version, or one as [SubscribeDurable]
-// does.
+// does. As there, ctx bounds only the read of the checkpoint: the
+// subscription runs until [Durable.Stop] or the bus stops.
 func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
 	if err := t.checkMade("StoreTopic.Subscribe"); err != nil {
 		return nil, err
