@@ -59,6 +59,12 @@ func TestStoreTopicCrashBeforeDelivery(t *testing.T) {
 			require.NoError(t, err)
 			stored = e
 		}
+		// Published outside any handler, the event starts its chain: the
+		// store keeps its own ID as its correlation ID (see Header), for
+		// every reader of the store, not only the bus's subscribers.
+		if stored.CorrelationID != stored.ID || !stored.CausationID.IsZero() {
+			t.Errorf("stored CorrelationID, CausationID = %v, %v, want %v (its own ID), zero", stored.CorrelationID, stored.CausationID, stored.ID)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		want := []eventbus.Event[Deposited]{{
