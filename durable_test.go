@@ -283,6 +283,41 @@ func TestDurableSlowCheckpointStore(t *testing.T) {
 	})
 }
 
+// TestDurableCheckpointEvery hands a durable subscription 25 events, one
+// at a time, with CheckpointEvery 10: it saves the checkpoint after the
+// 10th and the 20th event, no more often, and once more at Stop. The
+// checkpoint stream's reads show the latest save only, but ReadAll sees
+// every one. (Each save is an event of the store too: the 20th event's
+// position is 20, not 19.)
+func TestDurableCheckpointEvery(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			return nil
+		}, &eventbus.DurableOptions{CheckpointEvery: 10})
+		var want []int // after the 10th, the 20th and the last event
+		for i := range 25 {
+			pos := appendDeposits(t, s, reg, "a", 1).Position
+			synctest.Wait() // handled, and saved if due
+			if i%10 == 9 || i == 24 {
+				want = append(want, int(pos)+1)
+			}
+		}
+		require.NoError(t, d.Stop(ctx))
+		var saves []int
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$checkpoint-ledger"}}) {
+			require.NoError(t, err)
+			n, err := strconv.Atoi(string(e.Data))
+			require.NoError(t, err)
+			saves = append(saves, n)
+		}
+		if diff := cmp.Diff(want, saves); diff != "" {
+			t.Errorf("checkpoints saved (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // TestDurableKeepsItsOptions changes the options it gave SubscribeDurable
 // once it has returned, as a caller reusing them for another subscription
 // might: the filter's types, the retry policy and the middleware. The
