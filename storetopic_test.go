@@ -278,6 +278,46 @@ func TestStoreTopicNamesDoNotMix(t *testing.T) {
 	})
 }
 
+// TestStoreTopicSubscribeSelectsItsType shares a topic's stream with
+// events of another type, as an aggregate keeping its stream under the
+// topic's name does: a subscription of the topic hands its handler the
+// events of T's type alone, and leaves the others be, not dead-lettered
+// as events that do not decode to T.
+func TestStoreTopicSubscribeSelectsItsType(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		deposits := newStoreTopic[Deposited](t, bus, s, reg, "deposits")
+		var mu sync.Mutex
+		var got []int
+		d, err := deposits.Subscribe(ctx, "audit", func(_ context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Payload.Amount)
+			return nil
+		}, nil)
+		require.NoError(t, err)
+		_, err = deposits.Publish(ctx, Deposited{Amount: 1}, eventbus.WithKey("a"))
+		require.NoError(t, err)
+		w, err := reg.Encode(Withdrawn{Amount: 2})
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "deposits:a", eventbus.Any, w)
+		require.NoError(t, err)
+		last, err := deposits.Publish(ctx, Deposited{Amount: 3}, eventbus.WithKey("a"))
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff([]int{1, 3}, got); diff != "" {
+			t.Errorf("deposits handled (-want +got):\n%s", diff)
+		}
+		for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			t.Errorf("dead letter of type %s: %v", dl.Type, dl.Err)
+		}
+	})
+}
+
 // ref is a payload handled by pointer whose key comes from a method of its
 // value, which a nil *ref does not have.
 type ref struct{ ID string }
