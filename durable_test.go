@@ -751,6 +751,74 @@ func TestDurableCheckpointStreamBounded(t *testing.T) {
 	})
 }
 
+// TestDurableAfterRetention stops a durable subscription over a FileStore
+// whose retention, while it is stopped, deletes the events after its
+// checkpoint that it never read, and the checkpoint with its segment, as
+// Durable's doc says it may: the next run starts from the first event
+// left, handles each event left once, with no error, and so does a
+// Rebuild.
+func TestDurableAfterRetention(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10})
+		reg := newBankRegistry(t)
+		var mu sync.Mutex
+		var got []uint64
+		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Position)
+			return nil
+		}
+		handled := func() []uint64 {
+			mu.Lock()
+			defer mu.Unlock()
+			out := got
+			got = nil
+			return out
+		}
+		// The events left, which no save of a checkpoint deletes
+		// meanwhile: none is due before Stop.
+		kept := func() []uint64 {
+			var out []uint64
+			for e, err := range s.ReadAll(ctx, nil) {
+				require.NoError(t, err)
+				out = append(out, e.Position)
+			}
+			return out
+		}
+		opts := &eventbus.DurableOptions{CheckpointEvery: 1 << 30}
+		bus := newBus(t, nil)
+		d := subscribeDurable(t, bus, s, reg, "ledger", h, opts)
+		read := appendDeposits(t, s, reg, "a", 10).Position
+		require.NoError(t, d.WaitFor(ctx, read))
+		require.NoError(t, d.Stop(ctx))
+		require.Len(t, handled(), 10)
+		saved := savedCheckpoint(t, s, "ledger")
+		require.Equal(t, int(read)+1, saved)
+
+		last := appendDeposits(t, s, reg, "b", 1000).Position
+		require.Equal(t, -1, savedCheckpoint(t, s, "ledger"), "retention deleted the checkpoint")
+		left := kept()
+		require.Greater(t, left[0], uint64(saved)+1, "retention deleted events never read")
+
+		d = subscribeDurable(t, bus, s, reg, "ledger", h, opts)
+		require.NoError(t, d.WaitFor(ctx, last))
+		if diff := cmp.Diff(left, handled()); diff != "" {
+			t.Errorf("handled after the restart (-want +got):\n%s", diff)
+		}
+		require.NoError(t, d.Err())
+
+		require.NoError(t, d.Rebuild(ctx, nil))
+		require.NoError(t, d.WaitFor(ctx, last))
+		left = kept() // Rebuild saved checkpoints before it read
+		if diff := cmp.Diff(left, handled()); diff != "" {
+			t.Errorf("handled by Rebuild (-want +got):\n%s", diff)
+		}
+		require.NoError(t, d.Stop(ctx))
+	})
+}
+
 // TestDurableStoreClosed closes the store under a running durable
 // subscription, whose checkpoint is saved: it stops reading, and Stop
 // says why.
