@@ -637,12 +637,14 @@ func (d *Durable) Err() error {
 // returns an error that names the subscription and wraps ctx's. Calling
 // it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
 // handler's context (an error wrapping [ErrInvalid]), since it would wait
-// for that handler. A handler of the subscription must not call it with
-// another context either, such as context.Background() or one with a
-// deadline: once ctx ends Stop still waits for the running handlers, the
-// caller among them, so neither ever returns, nor does the bus's Shutdown
-// or Close. A handler that decides to stop its subscription calls Stop in
-// a goroutine of its own.
+// for that handler, and, while it runs, the context that a Rebuild of the
+// subscription gives its reset, since it would wait for that Rebuild. A
+// handler of the subscription must not call it with another context
+// either, such as context.Background() or one with a deadline: once ctx
+// ends Stop still waits for the running handlers, the caller among them,
+// so neither ever returns, nor does the bus's Shutdown or Close. A
+// handler that decides to stop its subscription calls Stop in a goroutine
+// of its own.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
@@ -655,6 +657,9 @@ func (d *Durable) Stop(ctx context.Context) error {
 func (d *Durable) stopThen(ctx context.Context, call string, then func() error) error {
 	if err := checkWaitContext(ctx, call); err != nil {
 		return fmt.Errorf("durable subscription %q: %w", d.name, err)
+	}
+	if running, ok := ctx.Value(resetKey{d}).(*atomic.Bool); ok && running.Load() {
+		return fmt.Errorf("%w: durable subscription %q: %s called with the context of its Rebuild's reset would wait for that Rebuild", ErrInvalid, d.name, call)
 	}
 	select {
 	case d.life <- struct{}{}:
@@ -735,10 +740,14 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // wrapped in one that names the subscription), or [ErrClosed] after Stop
 // or Shutdown; after an error the subscription
 // stays stopped, as it does when reset panics (the panic goes on to the
-// caller), but for one wrapping [ErrInvalid] for a nil context or a
-// handler's, refused as Stop refuses them before it stops anything. As
-// with Stop, a handler of the subscription that calls it with another
-// context never returns: it calls Rebuild in a goroutine of its own.
+// caller), but for one wrapping [ErrInvalid] for a nil context, a
+// handler's or its reset's, refused as Stop refuses them before it stops
+// anything. As with Stop, a handler of the subscription that calls it
+// with another context never returns: it calls Rebuild in a goroutine of
+// its own. Nor may reset stop or rebuild the subscription: Stop and
+// Rebuild refuse reset's context, and with another they wait for this
+// Rebuild, which waits for reset, so none returns. A reset that must
+// leave the subscription stopped returns an error.
 func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) error) error {
 	if err := d.checkMade("Durable.Rebuild"); err != nil {
 		return err
@@ -752,7 +761,7 @@ func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) e
 		}
 		d.track.reset(0)
 		if reset != nil {
-			if err := reset(ctx); err != nil {
+			if err := d.callReset(ctx, reset); err != nil {
 				// Named, as Stop's errors are: a caller rebuilding
 				// several projections must learn whose read model
 				// failed to empty.
@@ -761,4 +770,20 @@ func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) e
 		}
 		return d.start(0)
 	})
+}
+
+// resetKey is the context key under which the context given to the reset
+// of a Rebuild of d holds whether reset runs: Stop and Rebuild of d refuse
+// that context meanwhile, since they would wait for the Rebuild, which
+// waits for reset. A key of its own for each Durable, so that a reset
+// that rebuilds another subscription, whose reset stops this one, is
+// refused too.
+type resetKey struct{ d *Durable }
+
+// callReset calls a Rebuild's reset with a context that marks it.
+func (d *Durable) callReset(ctx context.Context, reset func(ctx context.Context) error) error {
+	running := new(atomic.Bool)
+	running.Store(true)
+	defer running.Store(false) // also when reset panics
+	return reset(context.WithValue(ctx, resetKey{d}, running))
 }

@@ -600,6 +600,46 @@ func TestDurableRebuildFromHandler(t *testing.T) {
 	})
 }
 
+// A Rebuild's reset cannot stop or rebuild its subscription either, with
+// the context it was given, nor can the reset of a Rebuild of another
+// subscription that it calls: Stop and Rebuild would wait for the
+// Rebuild, which waits for reset, so they refuse it, naming themselves,
+// and the Rebuild goes on to start the subscription again.
+func TestDurableStopFromRebuildReset(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		ok := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+		d := subscribeDurable(t, bus, s, nil, "ledger", ok, nil)
+		other := subscribeDurable(t, bus, s, nil, "audit", ok, nil)
+		var stopErr, rebuildErr, nestedErr error
+		require.NoError(t, d.Rebuild(ctx, func(ctx context.Context) error {
+			stopErr = d.Stop(ctx)
+			rebuildErr = d.Rebuild(ctx, nil)
+			return other.Rebuild(ctx, func(ctx context.Context) error {
+				nestedErr = d.Stop(ctx)
+				return nil
+			})
+		}))
+		for _, c := range []struct {
+			call, where string
+			err         error
+		}{
+			{"Durable.Stop", "its reset", stopErr},
+			{"Durable.Rebuild", "its reset", rebuildErr},
+			{"Durable.Stop", "another's reset within its reset", nestedErr},
+		} {
+			if !errors.Is(c.err, eventbus.ErrInvalid) || !strings.Contains(c.err.Error(), c.call) {
+				t.Errorf("%s in %s = %v, want %v naming %s", c.call, c.where, c.err, eventbus.ErrInvalid, c.call)
+			}
+		}
+		more := appendDeposits(t, s, reg, "a", 1).Position
+		require.NoError(t, d.WaitFor(ctx, more), "the subscription runs on")
+		require.NoError(t, errors.Join(d.Stop(ctx), other.Stop(ctx)))
+	})
+}
+
 func TestStoreProcessed(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
