@@ -104,9 +104,12 @@ type FileStoreOptions struct {
 // bytes, or its part of its last one) reads as zeros, as a write that a
 // power loss left unwritten does: should those zeros be the event's own
 // data, a flipped bit elsewhere in that record is cut as a crash would
-// be, not reported. Concurrent appends share one write (see [SyncAlways]),
-// whose sectors a disk may write in any order: should a power loss leave
-// zeros in one of its records but not in the last, opening fails with a
+// be, not reported. A record whose first sector reads as zeros from its
+// start, its length among them, is incomplete too when no complete record
+// follows it: a power loss wrote later sectors of the write, not that one.
+// Concurrent appends share one write (see [SyncAlways]), whose sectors a
+// disk may write in any order: should a power loss leave zeros in one of
+// its records but not in the last, opening fails with a
 // [*CorruptionError] at that record, though nothing of that write was
 // acknowledged, and [RepairFileStore] cuts it, losing nothing
 // acknowledged. One process at a time may open a directory: on Unix, a

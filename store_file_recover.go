@@ -118,7 +118,9 @@ func startContent(seq uint64) []byte {
 // incomplete, which only a crash in the middle of a write leaves, it
 // returns its offset and torn; any other damage is a [*CorruptionError].
 // A last frame is incomplete when it is cut short, or when its checksum
-// fails and a crash left a sector of it unwritten (see unwritten).
+// fails and a crash left a sector of it unwritten (see unwritten), or
+// when its length reads as zero, the sector that holds its start zeros
+// from there, and no complete frame follows (see recordAfter).
 func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
 	off := segHeaderSize
 	for off < len(b) {
@@ -129,7 +131,10 @@ func scanSegment(b []byte, path string, each func(off int, payload []byte) error
 		size := binary.LittleEndian.Uint32(rest)
 		switch {
 		case size == 0 || size > maxRecord:
-			if allZero(rest) { // a file extended by a crash but never written
+			// A file extended by a crash but never written, or a last
+			// record whose first sector was left unwritten, its length
+			// with it, by a crash that wrote later ones.
+			if allZero(rest) || size == 0 && allZero(b[off:min(len(b), (off/sectorSize+1)*sectorSize)]) && !recordAfter(b, off) {
 				return off, true, nil
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
@@ -174,6 +179,43 @@ func lengthFlipped(b []byte, size uint32) bool {
 			continue
 		}
 		if crc32.Checksum(b[frameHeader:frameHeader+int(n)], castagnoli) == sum {
+			return true
+		}
+	}
+	return false
+}
+
+// recordAfter reports whether a complete frame, its checksum sound,
+// starts in b after the frame at off, whose length reads as zero: then
+// that frame is not the last one, and its zeros are damage to be
+// reported, not the first sector of the last write left unwritten by a
+// crash. What one frame holds after its start is at most maxRecord
+// bytes, so more (but for zeros at the end, a file extended by a crash)
+// holds another frame. It costs a checksum at each offset that could start
+// a frame, on the rare torn path only, and gives up, reporting one found,
+// past a budget of bytes to checksum that a long run of false starts
+// (data crafted to look like frame headers) would exceed.
+func recordAfter(b []byte, off int) bool {
+	end := len(b)
+	for end > off && b[end-1] == 0 {
+		end--
+	}
+	if end-off > frameHeader+maxRecord {
+		return true
+	}
+	budget := 16*(end-off) + 1<<20
+	for at := off + frameHeader + 1; at+frameHeader < len(b); at++ {
+		size := int(binary.LittleEndian.Uint32(b[at:]))
+		if size == 0 || size > len(b)-at-frameHeader {
+			continue
+		}
+		if kind := b[at+frameHeader]; kind == 0 || kind > kindState {
+			continue
+		}
+		if budget -= size; budget < 0 {
+			return true
+		}
+		if crc32.Checksum(b[at+frameHeader:at+frameHeader+size], castagnoli) == binary.LittleEndian.Uint32(b[at+4:]) {
 			return true
 		}
 	}

@@ -2265,6 +2265,88 @@ func TestFileStoreTornSectors(t *testing.T) {
 	}
 }
 
+// TestFileStoreTornFirstSector leaves unwritten the first sector of the
+// last record, its length and checksum with it, while later sectors of
+// the write reach the disk, as a power loss may: that record was never
+// acknowledged, so opening cuts it, as it cuts a record whose later sector
+// is unwritten (TestFileStoreTornSectors); zeros at the start of a record
+// that a complete record follows stay a *CorruptionError.
+func TestFileStoreTornFirstSector(t *testing.T) {
+	ctx := t.Context()
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	seg := segments(t, src)[0]
+	var frames []int64 // offsets of the records
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		evs := newEvents(2, "t", strconv.Itoa(i))
+		evs[1].Data = []byte(strings.Repeat("x", 3000))
+		_, err = s.Append(ctx, "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	// unwritten returns the segment with the sectors from the one that
+	// holds record i's start to the one before the n-th after it zeroed
+	// and, if grow, 1 KiB of zeros after it, as a file extended by the
+	// crash.
+	unwritten := func(i int, n int64, grow bool) []byte {
+		b := slices.Clone(whole)
+		from := frames[i]
+		clear(b[from : (from/512+n)*512])
+		if grow {
+			b = append(b, make([]byte, 1<<10)...)
+		}
+		return b
+	}
+	for _, tt := range []struct {
+		name    string
+		b       []byte
+		corrupt int64 // offset of the *CorruptionError, or -1 for a cut
+	}{
+		{"first sector", unwritten(2, 1, false), -1},
+		{"first sector, grown", unwritten(2, 1, true), -1},
+		{"first two sectors", unwritten(2, 2, false), -1},
+		{"first sector of an older record", unwritten(1, 1, false), frames[1]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, readOnly := range []bool{true, false} {
+				dir := t.TempDir()
+				path := filepath.Join(dir, filepath.Base(seg))
+				require.NoError(t, os.WriteFile(path, tt.b, 0o644))
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+				if tt.corrupt >= 0 {
+					var ce *eventbus.CorruptionError
+					if !errors.As(err, &ce) || ce.Path != path || ce.Offset != tt.corrupt {
+						if err == nil {
+							s.Close()
+						}
+						t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, tt.corrupt)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
+				}
+				if got := readAll(t, s); len(got) != 4 {
+					t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 4 before the torn record", readOnly, len(got))
+				}
+				require.NoError(t, s.Verify(ctx))
+				require.NoError(t, s.Close())
+				if readOnly {
+					continue
+				}
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				require.Equal(t, frames[2], fi.Size(), "the segment's size after the cut")
+			}
+		})
+	}
+}
+
 // TestFileStoreTornChecksumSector leaves unwritten the sector that holds
 // the checksum and all of a small last record, whose length ends the
 // sector before: the record is cut on open, as in TestFileStoreTornSectors.
