@@ -105,7 +105,8 @@ type FileStoreOptions struct {
 // power loss left unwritten does: should those zeros be the event's own
 // data, a flipped bit elsewhere in that record is cut as a crash would
 // be, not reported. A record whose first sector reads as zeros from its
-// start, its length among them, is incomplete too when no complete record
+// start, its length among them (or, for a length that ends in the next
+// sector, its part of it), is incomplete too when no complete record
 // follows it: a power loss wrote later sectors of the write, not that one.
 // Concurrent appends share one write (see [SyncAlways]), whose sectors a
 // disk may write in any order: should a power loss leave zeros in one of

@@ -119,8 +119,9 @@ func startContent(seq uint64) []byte {
 // returns its offset and torn; any other damage is a [*CorruptionError].
 // A last frame is incomplete when it is cut short, or when its checksum
 // fails and a crash left a sector of it unwritten (see unwritten), or
-// when its length reads as zero, the sector that holds its start zeros
-// from there, and no complete frame follows (see recordAfter).
+// when the sector that holds its start reads as zeros from there (see
+// headUnwritten), its length zero or, if the length ends in the next
+// sector, wrong, and no complete frame follows (see recordAfter).
 func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
 	off := segHeaderSize
 	for off < len(b) {
@@ -134,7 +135,7 @@ func scanSegment(b []byte, path string, each func(off int, payload []byte) error
 			// A file extended by a crash but never written, or a last
 			// record whose first sector was left unwritten, its length
 			// with it, by a crash that wrote later ones.
-			if allZero(rest) || size == 0 && allZero(b[off:min(len(b), (off/sectorSize+1)*sectorSize)]) && !recordAfter(b, off) {
+			if allZero(rest) || size == 0 && headUnwritten(b, off) && !recordAfter(b, off) {
 				return off, true, nil
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
@@ -146,7 +147,16 @@ func scanSegment(b []byte, path string, each func(off int, payload []byte) error
 		}
 		payload := rest[frameHeader : frameHeader+int(size)]
 		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
-			if allZero(rest[frameHeader+int(size):]) && unwritten(b, off+frameHeader, off+frameHeader+int(size)) {
+			after := rest[frameHeader+int(size):]
+			if allZero(after) && unwritten(b, off+frameHeader, off+frameHeader+int(size)) {
+				return off, true, nil
+			}
+			// A last record whose first sector was left unwritten while
+			// its length ends in the next one, which was written: the
+			// length reads short, and its own bytes follow what it
+			// covers. A last record whose length reads right is
+			// followed by zeros alone, and left to the check above.
+			if !allZero(after) && headUnwritten(b, off) && !recordAfter(b, off) {
 				return off, true, nil
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: "checksum mismatch"}
@@ -183,6 +193,14 @@ func lengthFlipped(b []byte, size uint32) bool {
 		}
 	}
 	return false
+}
+
+// headUnwritten reports whether the sector that holds the start of the
+// frame at off reads as zeros from there, as a crash that left it
+// unwritten leaves it: what it holds before off, of earlier frames, was
+// written before. The frame's part in it may end within its length.
+func headUnwritten(b []byte, off int) bool {
+	return allZero(b[off:min(len(b), (off/sectorSize+1)*sectorSize)])
 }
 
 // recordAfter reports whether a complete frame, its checksum sound,

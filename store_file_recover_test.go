@@ -2347,6 +2347,97 @@ func TestFileStoreTornFirstSector(t *testing.T) {
 	}
 }
 
+// TestFileStoreTornFirstSectorStraddles leaves unwritten the sector that
+// holds the start of the last record when that record starts in its last
+// bytes, so that its length straddles two sectors: the zeros end within
+// the length, whose bytes from the next sector, written, give it a wrong
+// value but not zero. The record was never acknowledged, so opening cuts
+// it, as TestFileStoreTornFirstSector does for a length that is all zeros.
+// A last record whose length is whole, though its byte in that sector is
+// zero, is not torn there: a bit flipped in it stays a *CorruptionError.
+func TestFileStoreTornFirstSectorStraddles(t *testing.T) {
+	ctx := t.Context()
+	// build makes a store of a record of pad bytes of data then one of
+	// size bytes, and returns its segment's bytes and the last record's
+	// offset.
+	build := func(pad, size int) ([]byte, int64) {
+		dir := t.TempDir()
+		s := openFile(t, dir, nil)
+		evs := newEvents(1, "t", "")
+		evs[0].Data = make([]byte, pad)
+		_, err := s.Append(ctx, "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+		seg := segments(t, dir)[0]
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		evs = newEvents(1, "t", "")
+		evs[0].Data = bytes.Repeat([]byte("x"), size)
+		_, err = s.Append(ctx, "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+		b, err := os.ReadFile(seg)
+		require.NoError(t, err)
+		return b, fi.Size()
+	}
+	for _, tt := range []struct {
+		at   int64 // the last record's offset in its sector
+		size int   // its data's size
+		flip bool  // flip a bit of its data instead
+	}{
+		{at: 511, size: 3001},     // one byte of the length unwritten
+		{at: 510, size: 70 << 10}, // two bytes
+		{at: 509, size: 3001},     // three: the length reads as zero
+		// The record's length is 3,072 bytes, 0x0c00: its first byte,
+		// alone in the sector, is zero.
+		{at: 511, size: 3000, flip: true},
+	} {
+		t.Run(fmt.Sprintf("at %d of its sector, %d bytes, flip %v", tt.at, tt.size, tt.flip), func(t *testing.T) {
+			_, off := build(1000, tt.size)
+			whole, last := build(1000+int((tt.at-off%512+512)%512), tt.size)
+			require.Equal(t, tt.at, last%512, "the last record's offset in its sector")
+			b := slices.Clone(whole)
+			if tt.flip {
+				require.Zero(t, b[last], "the length's byte in the sector")
+				b[last+100] ^= 0x10
+			} else {
+				clear(b[last : last/512*512+512])
+				require.NotEqual(t, whole, b, "the bytes left unwritten")
+				require.Equal(t, tt.at == 509, binary.LittleEndian.Uint32(b[last:]) == 0, "the length reads as zero")
+			}
+			for _, readOnly := range []bool{true, false} {
+				dir := t.TempDir()
+				path := filepath.Join(dir, "seg-0000000000000001.log")
+				require.NoError(t, os.WriteFile(path, b, 0o644))
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+				if tt.flip {
+					var ce *eventbus.CorruptionError
+					if !errors.As(err, &ce) || ce.Path != path || ce.Offset != last {
+						if err == nil {
+							s.Close()
+						}
+						t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, last)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
+				}
+				if got := readAll(t, s); len(got) != 1 {
+					t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 1 before the torn record", readOnly, len(got))
+				}
+				require.NoError(t, s.Verify(ctx))
+				require.NoError(t, s.Close())
+				if readOnly {
+					continue
+				}
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				require.Equal(t, last, fi.Size(), "the segment's size after the cut")
+			}
+		})
+	}
+}
+
 // TestFileStoreTornChecksumSector leaves unwritten the sector that holds
 // the checksum and all of a small last record, whose length ends the
 // sector before: the record is cut on open, as in TestFileStoreTornSectors.
