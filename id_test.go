@@ -84,3 +84,26 @@ func TestParseIDLongInput(t *testing.T) {
 		t.Errorf("ParseID of %d bytes = an error of %d bytes (%.100v), want ErrInvalid in at most 200", len(in), len(err.Error()), err)
 	}
 }
+
+// TestParseIDIgnoresCase checks that ParseID reads an ID written in lower
+// or mixed case as the one String writes, as its doc says: FuzzParseID
+// passes over a string that does not parse, so its lower-case seed proved
+// nothing.
+func TestParseIDIgnoresCase(t *testing.T) {
+	id := eventbus.NewID()
+	s := id.String()
+	mixed := []byte(strings.ToLower(s))
+	for i := 0; i < len(mixed); i += 2 {
+		mixed[i] = strings.ToUpper(string(mixed[i]))[0]
+	}
+	for _, in := range []string{strings.ToLower(s), string(mixed), "01arz3ndektsv4rrffq69g5fav"} {
+		got, err := eventbus.ParseID(in)
+		if err != nil {
+			t.Errorf("ParseID(%q) = %v, want %v", in, err, strings.ToUpper(in))
+			continue
+		}
+		if got.String() != strings.ToUpper(in) {
+			t.Errorf("ParseID(%q) = %v, want %v", in, got, strings.ToUpper(in))
+		}
+	}
+}
