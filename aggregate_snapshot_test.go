@@ -420,7 +420,8 @@ type growingState struct {
 // (the events are committed), but once the stream hides the events after
 // the last snapshot saved, Load fails with ErrTruncated, which must say
 // why no later snapshot covers them, and the ErrTruncated of another
-// stream must not. A save that works again clears it.
+// stream must not. A save that works again clears it; one of another
+// stream's snapshot does not.
 func TestAggregateTruncatedSaysSnapshotFailed(t *testing.T) {
 	ctx := context.Background()
 	s, err := eventbus.NewMemoryStore(&eventbus.MemoryStoreOptions{MaxEventSize: 200})
@@ -459,6 +460,18 @@ func TestAggregateTruncatedSaysSnapshotFailed(t *testing.T) {
 	}
 	if _, err := states.Load(ctx, "account-2"); err != nil {
 		t.Errorf("Load(account-2) = %v, want the empty stream", err)
+	}
+	// Another stream's snapshot saved is no save of account-1's: the
+	// failure is still the latest, and still quoted.
+	_, err = states.Execute(ctx, "account-2", deposit1)
+	require.NoError(t, err)
+	snap, ok, err := eventbus.LoadSnapshot[growingState](ctx, s, reg, "account-2")
+	require.NoError(t, err)
+	require.True(t, ok, "account-2's snapshot is saved")
+	require.Equal(t, 1, snap.State.Events)
+	_, err = states.Load(ctx, stream)
+	if !errors.Is(err, eventbus.ErrTruncated) || !strings.Contains(err.Error(), eventbus.ErrTooLarge.Error()) {
+		t.Errorf("Load(%s) after account-2's snapshot saved = %v, want %v quoting the failed save's %v", stream, err, eventbus.ErrTruncated, eventbus.ErrTooLarge)
 	}
 	// Another stream's ErrTruncated has nothing to do with that save.
 	appendDeposits(t, s, reg, "account-3", 3)
