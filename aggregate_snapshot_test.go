@@ -511,7 +511,8 @@ func deposit1(growingState) ([]any, error) { return []any{Deposited{Amount: 1}},
 // version, as their docs say (only a snapshot older than T's version is
 // upcast). The upcaster fails, so that an upcast past T's version fails
 // them: SaveSnapshot refused the state, and LoadSnapshot, whose decode
-// went on to the latest version, could not give an Account.
+// went on to the latest version, could not give an Account. A snapshot
+// of version 2 is then one of a later version, passed over.
 func TestSnapshotOfOlderVersionOfState(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, _ *eventbus.Registry) {
 		ctx := t.Context()
@@ -544,6 +545,19 @@ func TestSnapshotOfOlderVersionOfState(t *testing.T) {
 		}
 		if upcasts != 0 {
 			t.Errorf("the upcaster from version 1 ran %d times, want none", upcasts)
+		}
+
+		// A snapshot of version 2, saved by an Aggregate of it, is one of
+		// a later version for version 1, though its Go type is registered:
+		// LoadSnapshot passes over it, and Load's error says why.
+		later := eventbus.Snapshot[accountCents]{Revision: 2, State: accountCents{Events: 3}}
+		require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", later))
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || ok {
+			t.Errorf("LoadSnapshot of version 2 as version 1 = %+v, %v, %v, want none", snap, ok, err)
+		}
+		_, err = newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 2}).Load(ctx, "account-1")
+		if !errors.Is(err, eventbus.ErrTruncated) || !errors.Is(err, eventbus.ErrUnknownEvent) {
+			t.Errorf("Load past a snapshot of version 2 = %v, want %v wrapping %v", err, eventbus.ErrTruncated, eventbus.ErrUnknownEvent)
 		}
 	})
 }
