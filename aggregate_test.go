@@ -449,6 +449,34 @@ func TestAggregateCache(t *testing.T) {
 	})
 }
 
+// TestAggregateCacheEvictsLeastRecentlyUsed checks that a full cache
+// evicts the state used least recently, as AggregateOptions.CacheSize
+// says, not the one put in first or another: TestAggregateCache's cache
+// of one cannot tell them apart.
+func TestAggregateCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 2})
+		for _, stream := range []string{"account-1", "account-2"} { // misses
+			_, err := accounts.Execute(ctx, stream, deposit(5))
+			require.NoError(t, err)
+		}
+		for _, stream := range []string{
+			"account-1", // hit: account-2 is now the least recently used
+			"account-3", // miss, evicts account-2
+			"account-1", // hit
+			"account-3", // hit
+			"account-2", // miss, evicts account-1
+		} {
+			_, err := accounts.Load(ctx, stream)
+			require.NoError(t, err)
+		}
+		if hits, misses := accounts.CacheStats(); hits != 3 || misses != 4 {
+			t.Errorf("CacheStats() = %d hits, %d misses, want 3, 4", hits, misses)
+		}
+	})
+}
+
 // TestAggregateAfterDelete checks that a soft delete ends an aggregate's
 // state, whether it came from the cache or from a snapshot: the stream
 // reads empty, and once appended to again its state starts over, though its
