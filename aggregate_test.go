@@ -677,6 +677,37 @@ func TestAggregateChangesDuringLoad(t *testing.T) {
 	}
 }
 
+// TestAggregateNewLifeDuringReread checks a Load whose read finds no event
+// where the stream has some, twice, the stream starting a new life between
+// the two: the first time, the stream's first event was appended after the
+// read; before the second read, the stream was deleted, and its new life's
+// first event was appended after it. Neither read missed an event, so Load
+// reads again and returns the new life's state, not an ErrTruncated error
+// for the event of the life that the second read never saw.
+func TestAggregateNewLifeDuringReread(t *testing.T) {
+	ctx := context.Background()
+	inner, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	reg := newBankRegistry(t)
+	s := &interleavedStore{Store: inner}
+	s.beforeInfo = func() { // after the first read
+		appendDeposits(t, inner, reg, "account-1", 1) // revision 0
+		// Before the second read, and its look at the stream after it.
+		s.before = func() {
+			require.NoError(t, inner.Delete(ctx, "account-1", eventbus.Any))
+			s.beforeInfo = func() {
+				appendDeposits(t, inner, reg, "account-1", 1) // revision 1
+			}
+		}
+	}
+	v, err := newAccounts(t, s, reg, nil).Load(ctx, "account-1")
+	require.NoError(t, err)
+	want := eventbus.Version[Account]{State: Account{Balance: 1, Events: 1}, Expected: eventbus.Exact(1)}
+	if diff := cmp.Diff(want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+}
+
 // TestAggregateEventMissingInside checks that an event missing between two
 // that a read yields fails the load too.
 func TestAggregateEventMissingInside(t *testing.T) {
