@@ -188,6 +188,16 @@ func testAppendAndRead(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			t.Errorf("ReadStream of %q (%d bytes) = %v, want its event", name, len(name), summary(got))
 		}
 	}
+
+	// A schema version of up to 2^31 is kept, where an int holds it.
+	if top := int64(1) << 31; int64(math.MaxInt) >= top {
+		e := events(1, "t", "top")[0]
+		e.SchemaVersion = int(top)
+		mustAppend(t, s, "top", eventbus.NoStream, e)
+		if got := collect(t, s.ReadStream(ctx, "top", nil)); len(got) != 1 || got[0].SchemaVersion != int(top) {
+			t.Errorf("ReadStream of an event of SchemaVersion 2^31 = %+v, want it", got)
+		}
+	}
 }
 
 func testCopiesInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
