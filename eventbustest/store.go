@@ -1217,7 +1217,10 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			}
 		}
 		mustAppend(t, s, "a", eventbus.Any, events(1, "t0", "live")...)
-		mustAppend(t, s, "b", eventbus.Any, events(1, "t0", "live")...)
+		synctest.Wait() // every subscription waits again
+		// AppendMulti must wake them as Append does.
+		_, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: events(1, "t0", "live")})
+		require.NoError(t, err, "AppendMulti(b)")
 		synctest.Wait()
 		cancel()
 		for i, tt := range tests {
