@@ -508,7 +508,9 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 // FileStoreStats describes a [FileStore].
 type FileStoreStats struct {
 	// Segments is the number of segment files the store reads, Bytes
-	// their total size.
+	// the size of the records they hold: their total size but for an
+	// incomplete final record, which a ReadOnly open leaves in its file
+	// (and a failed write may leave there until the store is reopened).
 	Segments int
 	Bytes    int64
 	// FirstPosition is the position of the oldest event kept (retention
