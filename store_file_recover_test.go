@@ -1965,6 +1965,40 @@ func TestFileStoreCloseReportsLostSync(t *testing.T) {
 	}
 }
 
+// TestFileStoreCloseReportsFailedSync fails the sync that Close makes of
+// the appends acknowledged since the last one (under SyncNever, and under
+// SyncInterval within an interval): Close must return its error, as its
+// doc says, since those appends may not be on stable storage and Close is
+// the application's last chance to learn it. No test proved it: a Close
+// that ignored the error of its own sync passed every test.
+func TestFileStoreCloseReportsFailedSync(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		policy eventbus.SyncPolicy
+	}{
+		{"SyncInterval", eventbus.SyncInterval},
+		{"SyncNever", eventbus.SyncNever},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fs := &faultFS{FS: eventbus.OSFS}
+				s, err := eventbus.OpenFileStore(t.TempDir(), eventbus.WithFS(&eventbus.FileStoreOptions{Sync: tt.policy, SyncInterval: time.Hour}, fs))
+				require.NoError(t, err)
+				_, err = s.Append(t.Context(), "s", eventbus.NoStream, newEvents(2, "t", "")...)
+				require.NoError(t, err)
+				eio := error(syscall.EIO)
+				fs.failSync.Store(&eio)
+				if err := s.Close(); !errors.Is(err, syscall.EIO) {
+					t.Errorf("Close whose sync of acknowledged appends fails = %v, want %v", err, syscall.EIO)
+				}
+				if err := s.Close(); !errors.Is(err, syscall.EIO) {
+					t.Errorf("Close again = %v, want %v as the first returned", err, syscall.EIO)
+				}
+			})
+		})
+	}
+}
+
 // bigWriteFS, once armed, writes half of any write of more than 64 KiB
 // and fails it, as a full disk would: the header of a new segment is
 // written, the state frames that follow it are cut.
