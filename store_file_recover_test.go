@@ -2927,6 +2927,36 @@ func TestFileStoreFirstSegmentMissing(t *testing.T) {
 	}
 }
 
+// TestFileStoreMiddleSegmentMissing removes a segment between others, one
+// that holds stream changes but no event, so that the next segment starts
+// at the position where the one before it ends: opening must still fail
+// with a *CorruptionError saying that a segment is missing, as
+// CorruptionError's doc says, not open without the changes it held (here
+// the metadata of its streams). No test proved it: an open that did not
+// look for a gap in the segments' numbers passed every test, and opened
+// such a store without a word.
+func TestFileStoreMiddleSegmentMissing(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
+	for i := 0; s.Stats().Segments < 4; i++ {
+		require.NoError(t, s.SetStreamMetadata(t.Context(), fmt.Sprint("s", i), eventbus.StreamMetadata{MaxCount: 1}))
+	}
+	require.NoError(t, s.Close())
+	segs := segments(t, dir)
+	require.NoError(t, os.Remove(segs[1]))
+	for _, ro := range []bool{false, true} {
+		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: ro})
+		var ce *eventbus.CorruptionError
+		if !errors.As(err, &ce) || ce.Path != segs[2] || ce.Offset != 0 || !strings.Contains(ce.Reason, filepath.Base(segs[1])+" is missing") {
+			if err == nil {
+				t.Logf("it opened with %d streams", s.Stats().Streams)
+				s.Close()
+			}
+			t.Fatalf("OpenFileStore(ReadOnly: %v) without %s = %v, want a *CorruptionError for %s at 0 saying that it is missing", ro, filepath.Base(segs[1]), err, segs[2])
+		}
+	}
+}
+
 // TestFileStoreRetentionErrAfterReopen checks that a store reopened while
 // it still cannot delete a segment file that retention dropped reports it
 // in Stats().RetentionErr and deletes the file at the next segment, as
