@@ -82,6 +82,28 @@ func TestMetricsAfterKnownScenario(t *testing.T) {
 	}
 }
 
+// TestMetricsSubscriptionsSortedByTopic checks that Metrics lists the
+// subscriptions by topic, then by name, as its doc says: a dashboard that
+// groups them by topic reads them in that order. No test had subscriptions
+// on two topics, so a sort by name alone passed every test.
+func TestMetricsSubscriptionsSortedByTopic(t *testing.T) {
+	b := newBus(t, nil)
+	for _, topic := range []string{"payments", "audit"} {
+		tp := newTopic[Order](t, b, topic, nil)
+		for _, name := range []string{"b", "a", "c"} {
+			subscribe(t, tp, name, func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+		}
+	}
+	var got []string
+	for _, s := range b.Metrics().Subscriptions {
+		got = append(got, s.Topic+"/"+s.Subscription)
+	}
+	want := []string{"audit/a", "audit/b", "audit/c", "payments/a", "payments/b", "payments/c"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Metrics().Subscriptions (-want +got):\n%s", diff)
+	}
+}
+
 // TestMetricsPublishedCountsQueued checks what TopicMetrics.Published
 // counts in Async mode, as its doc says: the events that Publish and
 // TryPublish queued, not those refused for want of room, a context that
