@@ -1132,7 +1132,10 @@ func TestTraceparentPropagates(t *testing.T) {
 		require.Equal(t, map[int]string{1: tp + "|" + tp, 2: tp + "|" + tp, 3: "|"}, got)
 
 		for _, bad := range []string{"", "00-xyz", strings.Repeat("0", 55), "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-			"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"} {
+			"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+			// Letters past f are no hex digits, in every field.
+			"0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+			"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x"} {
 			_, err := eventbus.WithTraceparent(context.Background(), bad)
 			require.ErrorIs(t, err, eventbus.ErrInvalid, bad)
 		}
