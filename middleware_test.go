@@ -1106,6 +1106,58 @@ func TestIdempotencyExpiresAll(t *testing.T) {
 	})
 }
 
+// TestIdempotencyDefaults checks the zero IdempotencyOptions as its doc
+// gives them: a record of 10,000 keys, which still remembers the first of
+// 10,000 events once they are all handled but not a key 20,000 events
+// back, and a TTL of 24 hours, within which an event published again with
+// its ID is a duplicate and past which it runs again. Every test set both,
+// so defaults of 1,000 or 20,000 keys, or of an hour, passed every test.
+func TestIdempotencyDefaults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fresh := func(n int) []eventbus.ID {
+			ids := make([]eventbus.ID, n)
+			for i := range ids {
+				ids[i] = eventbus.NewID()
+			}
+			return ids
+		}
+		ids := fresh(10_000)
+		first := ids[0]
+		// Then the first again: an hour after it, 24 hours after it, and
+		// past that (by a millisecond: the bus's clock reads anew each
+		// 0.5ms); and after 20,000 more events, which the record of
+		// 10,000 keys no longer holds it behind.
+		ids = append(ids, first, first, first)
+		ids = append(append(ids, fresh(20_000)...), first)
+		bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync, NewID: fixedIDs(ids...),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
+		topic := newTopic[Order](t, bus, "orders", nil)
+		runs := map[eventbus.ID]int{}
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			runs[e.ID]++
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for range 10_000 {
+			require.NoError(t, topic.Publish(ctx, Order{}))
+		}
+		time.Sleep(time.Hour)
+		require.NoError(t, topic.Publish(ctx, Order{}))
+		require.Equal(t, 1, runs[first], "the first of 10,000 keys, again")
+		time.Sleep(23 * time.Hour)
+		require.NoError(t, topic.Publish(ctx, Order{}))
+		require.Equal(t, 1, runs[first], "the first, 24 hours after it")
+		time.Sleep(time.Millisecond)
+		require.NoError(t, topic.Publish(ctx, Order{}))
+		require.Equal(t, 2, runs[first], "the first, past 24 hours")
+		for range 20_000 {
+			require.NoError(t, topic.Publish(ctx, Order{}))
+		}
+		require.NoError(t, topic.Publish(ctx, Order{}))
+		require.Equal(t, 3, runs[first], "the first, 20,000 keys later")
+	})
+}
+
 func TestTraceparentPropagates(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
