@@ -18,10 +18,10 @@ const TraceparentKey = "traceparent"
 // context header ("00-<trace-id>-<parent-id>-<flags>"), such as the one of
 // an incoming HTTP request. A later version's, which W3C Trace Context asks
 // parsers to accept, has the same fields and may go on after a '-' with
-// fields of its own (printable ASCII); it is carried on as it is. Publish
-// copies it into the event's metadata under [TraceparentKey]; the
-// handler's context carries it on, so events the handler publishes carry
-// it too, and [Traceparent] reads it back. It returns an error wrapping
+// fields of its own (printable ASCII, no space); it is carried on as it
+// is. Publish copies it into the event's metadata under [TraceparentKey];
+// the handler's context carries it on, so events the handler publishes
+// carry it too, and [Traceparent] reads it back. It returns an error wrapping
 // [ErrInvalid] for a malformed value or a nil ctx.
 func WithTraceparent(ctx context.Context, traceparent string) (context.Context, error) {
 	if err := checkContext(ctx, "WithTraceparent"); err != nil {
@@ -102,7 +102,7 @@ func checkTraceparent(s string) error {
 		}
 		for i := 56; i < len(s); i++ {
 			if c := s[i]; c < '!' || c > '~' {
-				return bad(fmt.Sprintf("%q at %d is not printable ASCII", c, i))
+				return bad(fmt.Sprintf("%q at %d is not printable ASCII or is a space", c, i))
 			}
 		}
 	}
