@@ -65,6 +65,56 @@ func TestKeyedOrderCatchesBrokenPeers(t *testing.T) {
 	}
 }
 
+// TestKeyedEmulationShards runs the keyed workload on a peer without keys
+// of its own and wants the emulation that the README describes: every
+// event of a key sent to one topic of the workers, and the keys spread
+// over all of them. Events all routed to one topic keep order as well,
+// and pass TestKeyedOrder, but time one worker where the table says 4.
+func TestKeyedEmulationShards(t *testing.T) {
+	const n = 8 * numKeys
+	shards := map[int32]map[int]int{} // key -> topic -> events
+	p := peer{name: "recording", open: func(topics [][]func(msg), _ bool) bus {
+		if len(topics) != workers {
+			t.Fatalf("keyed emulation opened %d topics, want %d", len(topics), workers)
+		}
+		return recording{topics: topics, shards: shards}
+	}}
+	if v := keyed(p, n, noClock{}); v != 0 {
+		t.Fatalf("keyed(recording) = %d order violations, want 0", v)
+	}
+	used := map[int]bool{}
+	for k := range int32(numKeys) {
+		if len(shards[k]) != 1 {
+			t.Errorf("key %s went to topics %v, want one", keys[k], shards[k])
+		}
+		for topic := range shards[k] {
+			used[topic] = true
+		}
+	}
+	if len(used) != workers {
+		t.Errorf("the %d keys went to %d of the %d topics, want all", numKeys, len(used), workers)
+	}
+}
+
+// recording is a bus that calls every handler of a topic in the
+// publishing goroutine and counts, per key, the events sent to each topic.
+type recording struct {
+	topics [][]func(msg)
+	shards map[int32]map[int]int
+}
+
+func (r recording) Publish(topic int, m msg) {
+	if r.shards[m.K] == nil {
+		r.shards[m.K] = map[int]int{}
+	}
+	r.shards[m.K][topic]++
+	for _, h := range r.topics[topic] {
+		h(m)
+	}
+}
+
+func (recording) Close() {}
+
 // TestKeyedReportsViolationCount runs the keyed benchmark on a peer that
 // delivers one event of a run twice and wants the count of violations
 // reported, 1: go test prints violations/event to seven decimals, so one
