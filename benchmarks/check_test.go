@@ -7,7 +7,10 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -93,6 +96,46 @@ func TestKeyedEmulationShards(t *testing.T) {
 	}
 	if len(used) != workers {
 		t.Errorf("the %d keys went to %d of the %d topics, want all", numKeys, len(used), workers)
+	}
+}
+
+// TestKeyedNativeWorkers runs the first event of every key through each
+// peer's own keyed delivery, with handlers that wait until 4 of them run
+// at once, and wants them to get there: the README gives eventbus one
+// subscription of 4 workers, and a harness leaving Workers at its default
+// (GOMAXPROCS, 2 here) keeps order too and passes TestKeyedOrder, while
+// the table's keyed figures time half the workers the peers without keys
+// get. In a synctest bubble, fewer workers end the wait at once.
+func TestKeyedNativeWorkers(t *testing.T) {
+	for _, p := range peers {
+		if p.keyed == nil {
+			continue
+		}
+		t.Run(p.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var running atomic.Int32
+				all := make(chan struct{})
+				var once sync.Once
+				release := func() { once.Do(func() { close(all) }) }
+				b := p.keyed(workers, func(msg) {
+					if running.Add(1) == workers {
+						release()
+					}
+					<-all
+				})
+				for k := range int32(numKeys) {
+					b.Publish(0, msg{Key: keys[k], K: k, Seq: 1})
+				}
+				select {
+				case <-all:
+				case <-time.After(time.Minute):
+					t.Errorf("%s: %d handlers of distinct keys ran at once, want %d",
+						p.name, running.Load(), workers)
+					release()
+				}
+				b.Close()
+			})
+		})
 	}
 }
 
