@@ -3,6 +3,8 @@ package benchmarks
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"iter"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -493,3 +495,85 @@ func TestStorePeersReadsKept(t *testing.T) {
 		})
 	}
 }
+
+// TestReadWorkloadsCatchBrokenStores runs the read workloads on stores
+// broken on purpose and wants each run failed: the README says that they
+// check the order and the number of the events they read, and a read that
+// came back short, out of order or with another stream's events would
+// otherwise be timed as if it had read them all. A store read as written
+// passes.
+func TestReadWorkloadsCatchBrokenStores(t *testing.T) {
+	const fill = 20 * fixtureStreams
+	var evs []storeEvent
+	revisions := map[string]uint64{}
+	for i := range fill {
+		e := newEvent(streamNames[i%fixtureStreams], i)
+		e.Position, e.Revision = uint64(i), revisions[e.Stream]
+		revisions[e.Stream]++
+		evs = append(evs, e)
+	}
+	for _, tt := range []struct {
+		name      string
+		breakRead func([]storeEvent) []storeEvent
+		// streamOnly marks a break that only a stream's read can tell:
+		// reading everything checks positions, not streams.
+		streamOnly bool
+	}{
+		{name: "as written"},
+		{name: "short", breakRead: func(evs []storeEvent) []storeEvent { return evs[:len(evs)-1] }},
+		{name: "swapped", breakRead: func(evs []storeEvent) []storeEvent {
+			evs[3], evs[4] = evs[4], evs[3]
+			return evs
+		}},
+		{name: "doubled", breakRead: func(evs []storeEvent) []storeEvent {
+			return append([]storeEvent{evs[0]}, evs...)
+		}},
+		{name: "another stream's", streamOnly: true, breakRead: func(evs []storeEvent) []storeEvent {
+			other := evs[1]
+			other.Stream = "other"
+			return append(evs[:1:1], append([]storeEvent{other}, evs[2:]...)...)
+		}},
+	} {
+		s := sliceStore{evs: evs, broken: tt.breakRead}
+		for _, stream := range []string{"", streamNames[7]} {
+			if tt.streamOnly && stream == "" {
+				continue
+			}
+			err := readEvents(stream)(s, fill, 2*fill+1, noClock{})
+			if (err == nil) != (tt.breakRead == nil) {
+				t.Errorf("readEvents(%q) of a store read %s = %v, want an error: %v",
+					stream, tt.name, err, tt.breakRead != nil)
+			}
+		}
+	}
+}
+
+// sliceStore is a store of events in memory whose reads broken, if set,
+// changes before they are yielded.
+type sliceStore struct {
+	evs    []storeEvent
+	broken func([]storeEvent) []storeEvent
+}
+
+func (sliceStore) Append([]storeEvent) error { return errors.New("read only") }
+
+func (s sliceStore) Read(stream string) iter.Seq2[storeEvent, error] {
+	return func(yield func(storeEvent, error) bool) {
+		var read []storeEvent
+		for _, e := range s.evs {
+			if stream == "" || e.Stream == stream {
+				read = append(read, e)
+			}
+		}
+		if s.broken != nil {
+			read = s.broken(read)
+		}
+		for _, e := range read {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+func (sliceStore) Close() error { return nil }
