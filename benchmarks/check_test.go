@@ -504,14 +504,7 @@ func TestStorePeersReadsKept(t *testing.T) {
 // passes.
 func TestReadWorkloadsCatchBrokenStores(t *testing.T) {
 	const fill = 20 * fixtureStreams
-	var evs []storeEvent
-	revisions := map[string]uint64{}
-	for i := range fill {
-		e := newEvent(streamNames[i%fixtureStreams], i)
-		e.Position, e.Revision = uint64(i), revisions[e.Stream]
-		revisions[e.Stream]++
-		evs = append(evs, e)
-	}
+	evs := storedFixture(fill)
 	for _, tt := range []struct {
 		name      string
 		breakRead func([]storeEvent) []storeEvent
@@ -548,6 +541,20 @@ func TestReadWorkloadsCatchBrokenStores(t *testing.T) {
 	}
 }
 
+// storedFixture is the read fixture of fill events as a store keeps
+// them, each with its position and its revision in its stream.
+func storedFixture(fill int) []storeEvent {
+	evs := make([]storeEvent, fill)
+	revisions := map[string]uint64{}
+	for i := range evs {
+		e := newEvent(streamNames[i%fixtureStreams], i)
+		e.Position, e.Revision = uint64(i), revisions[e.Stream]
+		revisions[e.Stream]++
+		evs[i] = e
+	}
+	return evs
+}
+
 // sliceStore is a store of events in memory whose reads broken, if set,
 // changes before they are yielded.
 type sliceStore struct {
@@ -577,3 +584,26 @@ func (s sliceStore) Read(stream string) iter.Seq2[storeEvent, error] {
 }
 
 func (sliceStore) Close() error { return nil }
+
+// TestOpenWorkloadCatchesEmptyOpen runs the Open workload on a peer whose
+// open finds none of the store's events, as one opening a new file would,
+// and wants the run failed: the README says that after the last open one
+// stream is read back to check it, and an open that read nothing would
+// otherwise be timed as the open of the whole store. A peer that finds
+// them passes.
+func TestOpenWorkloadCatchesEmptyOpen(t *testing.T) {
+	const fill = 20 * fixtureStreams
+	evs := storedFixture(fill)
+	for _, tt := range []struct {
+		name  string
+		found []storeEvent
+	}{{"finding the events", evs}, {"finding none", nil}} {
+		p := storePeer{name: tt.name, open: func(string) (store, error) {
+			return sliceStore{evs: tt.found}, nil
+		}}
+		s, err := reopenStore(p, t.TempDir(), sliceStore{evs: evs}, fill, 3, noClock{})
+		if (err == nil) != (tt.found != nil) || s == nil {
+			t.Errorf("reopenStore(peer %s) = %v, %v; want an error: %v", tt.name, s, err, tt.found == nil)
+		}
+	}
+}
