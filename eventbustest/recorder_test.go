@@ -496,3 +496,21 @@ func TestRecordCleanupMiddlewareIgnoringContext(t *testing.T) {
 		require.NoError(t, b.Shutdown(t.Context()), "the cleanup's Shutdown, finished")
 	})
 }
+
+// TestRecordOrderOnManyWorkers checks Record's promise that its
+// subscription has one worker, so that it records events in the order they
+// were queued, whatever their keys, on a bus whose other subscriptions
+// have several workers: a Recorder that took the bus's workers recorded
+// events of different keys in the order its workers happened to run.
+func TestRecordOrderOnManyWorkers(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Workers: 8})
+	orders := newTopic[Order](t, b, "orders")
+	rec := eventbustest.Record(t, orders)
+	var want []Order
+	for i := range 200 {
+		want = append(want, Order{ID: fmt.Sprint("o-", i), N: i})
+	}
+	publish(t, orders, want...)
+	require.NoError(t, b.Flush(t.Context()))
+	rec.Want(want...)
+}
