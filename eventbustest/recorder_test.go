@@ -514,3 +514,20 @@ func TestRecordOrderOnManyWorkers(t *testing.T) {
 	require.NoError(t, b.Flush(t.Context()))
 	rec.Want(want...)
 }
+
+// TestRecorderEventsIsACopy checks Events' promise that it returns a copy:
+// a test that changes or sorts what Events returned leaves the recorder's
+// events, and its later checks, as they were. An Events that handed out
+// the recorder's own slice let such a change rewrite what was recorded.
+func TestRecorderEventsIsACopy(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders")
+	rec := eventbustest.Record(t, orders)
+	a, c := Order{ID: "a", N: 1}, Order{ID: "c", N: 3}
+	publish(t, orders, a, c)
+	events := rec.Events()
+	require.Len(t, events, 2)
+	events[0], events[1] = events[1], events[0]
+	events[0].Payload.N = 99
+	rec.Want(a, c)
+}
