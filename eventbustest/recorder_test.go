@@ -157,6 +157,13 @@ func TestRecordTwiceOnOneTopic(t *testing.T) {
 	publish(t, orders, Order{ID: "a"})
 	first.Want(Order{ID: "a"})
 	second.Want(Order{ID: "a"})
+	// Record's doc promises the names, by which a test tells the
+	// recorders' metrics and dead letters from its own subscriptions'.
+	var names []string
+	for _, m := range b.Metrics().Subscriptions {
+		names = append(names, m.Subscription)
+	}
+	require.ElementsMatch(t, []string{"eventbustest-recorder", "eventbustest-recorder-2"}, names)
 }
 
 func TestRecordFailsOnClosedBus(t *testing.T) {
