@@ -234,12 +234,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "verify":
 		err = withStore(dir, stderr, func(s *eventbus.FileStore, fileBytes int64) error {
 			st := s.Stats()
-			fmt.Fprintf(stdout, "ok: %d events in %d segments, every checksum verified\n", st.NextPosition-st.FirstPosition, st.Segments)
+			fmt.Fprintf(stdout, "ok: %s in %s, every checksum verified\n", count(st.NextPosition-st.FirstPosition, "event"), count(st.Segments, "segment"))
 			// Not damage, which opening reports: a crash in the
 			// middle of a write leaves it, and opening for
 			// writing cuts it.
 			if torn := fileBytes - st.Bytes; torn > 0 {
-				fmt.Fprintf(stdout, "the last segment ends in an incomplete record of %d bytes, left by a crash: the next open for writing (or repair) cuts it\n", torn)
+				fmt.Fprintf(stdout, "the last segment ends in an incomplete record of %s, left by a crash: the next open for writing (or repair) cuts it\n", count(torn, "byte"))
 			}
 			return nil
 		})
@@ -263,7 +263,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				now, after := lastSegment(dir)
 				switch {
 				case kept == "" && last != "" && now == last && before > after:
-					fmt.Fprintf(stdout, "nothing damaged; cut an incomplete final record of %d bytes, left by a crash\n", before-after)
+					fmt.Fprintf(stdout, "nothing damaged; cut an incomplete final record of %s, left by a crash\n", count(before-after, "byte"))
 				case kept == "":
 					fmt.Fprintln(stdout, "nothing to repair")
 				default:
@@ -416,10 +416,11 @@ type streamSummary struct {
 func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Writer) error {
 	st := s.Stats()
 	if st.NextPosition == st.FirstPosition {
-		fmt.Fprintf(stdout, "no events, %d segments, %d bytes, %d streams\n\n", st.Segments, st.Bytes, st.Streams)
+		fmt.Fprintf(stdout, "no events, %s, %s, %s\n\n", count(st.Segments, "segment"), count(st.Bytes, "byte"), count(st.Streams, "stream"))
 	} else {
-		fmt.Fprintf(stdout, "%d events (positions %d to %d), %d segments, %d bytes, %d streams\n\n",
-			st.NextPosition-st.FirstPosition, st.FirstPosition, st.NextPosition-1, st.Segments, st.Bytes, st.Streams)
+		fmt.Fprintf(stdout, "%s (positions %d to %d), %s, %s, %s\n\n",
+			count(st.NextPosition-st.FirstPosition, "event"), st.FirstPosition, st.NextPosition-1,
+			count(st.Segments, "segment"), count(st.Bytes, "byte"), count(st.Streams, "stream"))
 	}
 	streams := map[string]*streamSummary{}
 	p := newProgress(stderr, "reading events")
@@ -438,7 +439,7 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 			sum.bytes += int64(len(e.Data))
 			sum.lastPos, sum.lastRev = e.Position, e.Revision
 			if read++; read%100000 == 0 {
-				p.show(fmt.Sprintf("%d events", read), false)
+				p.show(count(read, "event"), false)
 			}
 		}
 	}
@@ -476,7 +477,7 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 	// named; say that it exists rather than let the total and the table
 	// disagree.
 	if more := st.Streams - len(names); more > 0 {
-		fmt.Fprintf(stdout, "and %d more streams without events kept (given only metadata or a tombstone, or emptied by retention), not listed\n", more)
+		fmt.Fprintf(stdout, "and %s without events kept (given only metadata or a tombstone, or emptied by retention), not listed\n", count(more, "more stream"))
 	}
 	return nil
 }
@@ -646,4 +647,13 @@ func toJSON(e eventbus.RecordedEvent) jsonEvent {
 		j.DataBase64 = e.Data
 	}
 	return j
+}
+
+// count says n of what, in the plural unless n is 1: "1 segment",
+// "2 segments".
+func count[N int | int64 | uint64](n N, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -55,7 +55,7 @@ func TestCommands(t *testing.T) {
 	}{
 		{[]string{"inspect", dir}, []string{"6 events", "order-1", "5", "0-4", "user-1", "live"}},
 		{[]string{"stats", dir}, []string{"events\t6", "streams\t2", "segments\t1"}},
-		{[]string{"verify", dir}, []string{"ok: 6 events in 1 segments"}},
+		{[]string{"verify", dir}, []string{"ok: 6 events in 1 segment,"}},
 		{[]string{"read", "-stream", "order-1", "-from", "3", dir}, []string{`"revision":3`, `"data":{"n":3}`, `"revision":4`}},
 		{[]string{"read", "-from", "5", dir}, []string{`"stream":"user-1"`, `"dataBase64":"YmluYXJ5AA=="`}},
 		{[]string{"tail", "-n", "2", dir}, []string{`"position":4`, `"position":5`}},
@@ -91,7 +91,7 @@ func TestEmptyStore(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	code, stdout, stderr := runCmd(t, "inspect", dir)
-	if code != 0 || !strings.HasPrefix(stdout, "no events, 1 segments") || strings.Contains(stdout, "-1") {
+	if code != 0 || !strings.HasPrefix(stdout, "no events, 1 segment, ") || strings.Contains(stdout, "-1") {
 		t.Errorf("eventbus inspect of an empty store: exit status %d, stdout %q, stderr %q; want it to start with \"no events\"", code, stdout, stderr)
 	}
 	for _, cmd := range []string{"read", "tail"} {
