@@ -117,12 +117,12 @@ func TestMissingArgumentNamed(t *testing.T) {
 		{"NewRelay without producer", func() error { _, err := kafka.NewRelay(store, nil, ropts); return err }(), "NewRelay: nil Producer", []string{"Store", "options"}},
 		{"NewRelay with a zero producer", func() error { _, err := kafka.NewRelay(store, new(kafka.Producer), ropts); return err }(), "NewRelay: a Producer not made by NewProducer", []string{"Store", "options"}},
 		{"NewRelay without options", func() error { _, err := kafka.NewRelay(store, p, nil); return err }(), "NewRelay: nil options", []string{"Store", "roducer"}},
-		{"Forward without producer", func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err }(), "Forward: nil Producer", []string{"opic"}},
-		{"Forward with a zero producer", func() error { _, err := kafka.Forward(new(kafka.Producer), topic, "k", nil); return err }(), "Forward: a Producer not made by NewProducer", []string{"opic"}},
-		{"Forward without topic", func() error { _, err := kafka.Forward(p, noTopic, "k", nil); return err }(), "Forward: nil Topic", []string{"roducer"}},
+		{"Forward without producer", func() error { _, err := kafka.Forward(nil, topic, "k", nil); return err }(), `Forward to "k": nil Producer`, []string{"opic"}},
+		{"Forward with a zero producer", func() error { _, err := kafka.Forward(new(kafka.Producer), topic, "k", nil); return err }(), `Forward to "k": a Producer not made by NewProducer`, []string{"opic"}},
+		{"Forward without topic", func() error { _, err := kafka.Forward(p, noTopic, "k", nil); return err }(), `Forward to "k": nil Topic`, []string{"roducer"}},
 		// Its SubscribeBatch refused it, naming a call the caller never
 		// made, where Route names itself.
-		{"Forward of a zero topic", func() error { _, err := kafka.Forward(p, new(eventbus.Topic[Order]), "k", nil); return err }(), `Forward to "k" of a Topic not made by NewTopic`, []string{"SubscribeBatch", "roducer"}},
+		{"Forward of a zero topic", func() error { _, err := kafka.Forward(p, new(eventbus.Topic[Order]), "k", nil); return err }(), `Forward to "k": a Topic not made by NewTopic`, []string{"SubscribeBatch", "roducer"}},
 		{"Route without consumer", kafka.Route(nil, "k", topic), `Route("k"): nil Consumer`, []string{"Topic"}},
 		{"Route without topic", kafka.Route(c, "k", noTopic), `Route("k"): nil Topic`, []string{"onsumer"}},
 	}

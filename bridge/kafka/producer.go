@@ -298,16 +298,17 @@ func checkProducer(call string, p *Producer) error {
 // the process dies never reaches Kafka. For at-least-once delivery, append
 // events to a Store and run a [Relay].
 func Forward[T any](p *Producer, t *eventbus.Topic[T], kafkaTopic string, opts *eventbus.SubscriptionOptions) (*eventbus.Subscription, error) {
-	if err := checkProducer("Forward", p); err != nil {
+	call := fmt.Sprintf("Forward to %q", kafkaTopic)
+	if err := checkProducer(call, p); err != nil {
 		return nil, err
 	}
 	switch {
 	case t == nil:
-		return nil, fmt.Errorf("%w: Forward: nil Topic", eventbus.ErrInvalid)
+		return nil, fmt.Errorf("%w: %s: nil Topic", eventbus.ErrInvalid, call)
 	case t.Bus() == nil:
 		// Its SubscribeBatch would refuse it, naming a call the caller
 		// never made.
-		return nil, fmt.Errorf("%w: Forward to %q of a Topic not made by NewTopic", eventbus.ErrInvalid, kafkaTopic)
+		return nil, fmt.Errorf("%w: %s: a Topic not made by NewTopic", eventbus.ErrInvalid, call)
 	}
 	if err := checkTopic("Forward", kafkaTopic); err != nil {
 		return nil, err
