@@ -2213,6 +2213,92 @@ func TestFileStoreLengthBitFlip(t *testing.T) {
 	}
 }
 
+// threeRecords makes a store of three records of two events each, the
+// second of 3,000 bytes, and returns its segment's path, its bytes and the
+// records' offsets.
+func threeRecords(t *testing.T) (seg string, whole []byte, frames []int64) {
+	t.Helper()
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	seg = segments(t, src)[0]
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		evs := newEvents(2, "t", strconv.Itoa(i))
+		evs[1].Data = []byte(strings.Repeat("x", 3000))
+		_, err = s.Append(t.Context(), "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	return seg, whole, frames
+}
+
+// afterPad makes a store of a record of an event of pad zero bytes, then
+// one of an event of data, and returns its segment's bytes and the last
+// record's offset.
+func afterPad(t *testing.T, pad int, data []byte) ([]byte, int64) {
+	t.Helper()
+	dir := t.TempDir()
+	s := openFile(t, dir, nil)
+	evs := newEvents(1, "t", "")
+	evs[0].Data = make([]byte, pad)
+	_, err := s.Append(t.Context(), "s", eventbus.Any, evs...)
+	require.NoError(t, err)
+	seg := segments(t, dir)[0]
+	fi, err := os.Stat(seg)
+	require.NoError(t, err)
+	evs = newEvents(1, "t", "")
+	evs[0].Data = data
+	_, err = s.Append(t.Context(), "s", eventbus.Any, evs...)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	b, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	return b, fi.Size()
+}
+
+// openTorn writes b as the segment name of a store of its own and opens
+// it, read-only and for writing. With corrupt at 0 or more, each open must
+// fail with a *CorruptionError at that offset; else each must cut the
+// torn last record and read want events, which Verify passes, and the
+// open for writing must leave the segment size bytes long.
+func openTorn(t *testing.T, name string, b []byte, corrupt int64, want int, size int64) {
+	t.Helper()
+	for _, readOnly := range []bool{true, false} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, b, 0o644))
+		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+		if corrupt >= 0 {
+			var ce *eventbus.CorruptionError
+			if !errors.As(err, &ce) || ce.Path != path || ce.Offset != corrupt {
+				if err == nil {
+					s.Close()
+				}
+				t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, corrupt)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
+		}
+		if got := readAll(t, s); len(got) != want {
+			t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the %d before the torn record", readOnly, len(got), want)
+		}
+		require.NoError(t, s.Verify(t.Context()))
+		require.NoError(t, s.Close())
+		if readOnly {
+			continue
+		}
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		require.Equal(t, size, fi.Size(), "the segment's size after the cut")
+	}
+}
+
 // TestFileStoreTornSectors leaves sectors of the last record unwritten, as
 // a power loss does once the file has grown but before every sector of
 // the write reached the disk: they read as zeros, its length is intact and
@@ -2220,23 +2306,7 @@ func TestFileStoreLengthBitFlip(t *testing.T) {
 // it as it cuts a record cut short; a bit flipped in it instead, or zeros
 // in a record before it, stay a *CorruptionError.
 func TestFileStoreTornSectors(t *testing.T) {
-	ctx := t.Context()
-	src := t.TempDir()
-	s := openFile(t, src, nil)
-	seg := segments(t, src)[0]
-	var frames []int64 // offsets of the records
-	for i := range 3 {
-		fi, err := os.Stat(seg)
-		require.NoError(t, err)
-		frames = append(frames, fi.Size())
-		evs := newEvents(2, "t", strconv.Itoa(i))
-		evs[1].Data = []byte(strings.Repeat("x", 3000))
-		_, err = s.Append(ctx, "s", eventbus.Any, evs...)
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	whole, err := os.ReadFile(seg)
-	require.NoError(t, err)
+	seg, whole, frames := threeRecords(t)
 	last, end := frames[2], int64(len(whole))
 	sector := (last+8+511)/512*512 + 512 // a whole sector inside the last record's payload
 
@@ -2265,36 +2335,7 @@ func TestFileStoreTornSectors(t *testing.T) {
 		{"a sector of an older record", zero(whole, (frames[1]+8+511)/512*512, (frames[1]+8+511)/512*512+512, false), frames[1]},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, readOnly := range []bool{true, false} {
-				dir := t.TempDir()
-				path := filepath.Join(dir, filepath.Base(seg))
-				require.NoError(t, os.WriteFile(path, tt.b, 0o644))
-				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
-				if tt.corrupt >= 0 {
-					var ce *eventbus.CorruptionError
-					if !errors.As(err, &ce) || ce.Path != path || ce.Offset != tt.corrupt {
-						if err == nil {
-							s.Close()
-						}
-						t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, tt.corrupt)
-					}
-					continue
-				}
-				if err != nil {
-					t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
-				}
-				if got := readAll(t, s); len(got) != 4 {
-					t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 4 before the torn record", readOnly, len(got))
-				}
-				require.NoError(t, s.Verify(ctx))
-				require.NoError(t, s.Close())
-				if readOnly {
-					continue
-				}
-				fi, err := os.Stat(path)
-				require.NoError(t, err)
-				require.Equal(t, last, fi.Size(), "the segment's size after the cut")
-			}
+			openTorn(t, filepath.Base(seg), tt.b, tt.corrupt, 4, last)
 		})
 	}
 }
@@ -2306,23 +2347,7 @@ func TestFileStoreTornSectors(t *testing.T) {
 // is unwritten (TestFileStoreTornSectors); zeros at the start of a record
 // that a complete record follows stay a *CorruptionError.
 func TestFileStoreTornFirstSector(t *testing.T) {
-	ctx := t.Context()
-	src := t.TempDir()
-	s := openFile(t, src, nil)
-	seg := segments(t, src)[0]
-	var frames []int64 // offsets of the records
-	for i := range 3 {
-		fi, err := os.Stat(seg)
-		require.NoError(t, err)
-		frames = append(frames, fi.Size())
-		evs := newEvents(2, "t", strconv.Itoa(i))
-		evs[1].Data = []byte(strings.Repeat("x", 3000))
-		_, err = s.Append(ctx, "s", eventbus.Any, evs...)
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	whole, err := os.ReadFile(seg)
-	require.NoError(t, err)
+	seg, whole, frames := threeRecords(t)
 	// unwritten returns the segment with the sectors from the one that
 	// holds record i's start to the one before the n-th after it zeroed
 	// and, if grow, 1 KiB of zeros after it, as a file extended by the
@@ -2347,36 +2372,7 @@ func TestFileStoreTornFirstSector(t *testing.T) {
 		{"first sector of an older record", unwritten(1, 1, false), frames[1]},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, readOnly := range []bool{true, false} {
-				dir := t.TempDir()
-				path := filepath.Join(dir, filepath.Base(seg))
-				require.NoError(t, os.WriteFile(path, tt.b, 0o644))
-				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
-				if tt.corrupt >= 0 {
-					var ce *eventbus.CorruptionError
-					if !errors.As(err, &ce) || ce.Path != path || ce.Offset != tt.corrupt {
-						if err == nil {
-							s.Close()
-						}
-						t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, tt.corrupt)
-					}
-					continue
-				}
-				if err != nil {
-					t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
-				}
-				if got := readAll(t, s); len(got) != 4 {
-					t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 4 before the torn record", readOnly, len(got))
-				}
-				require.NoError(t, s.Verify(ctx))
-				require.NoError(t, s.Close())
-				if readOnly {
-					continue
-				}
-				fi, err := os.Stat(path)
-				require.NoError(t, err)
-				require.Equal(t, frames[2], fi.Size(), "the segment's size after the cut")
-			}
+			openTorn(t, filepath.Base(seg), tt.b, tt.corrupt, 4, frames[2])
 		})
 	}
 }
@@ -2390,28 +2386,11 @@ func TestFileStoreTornFirstSector(t *testing.T) {
 // A last record whose length is whole, though its byte in that sector is
 // zero, is not torn there: a bit flipped in it stays a *CorruptionError.
 func TestFileStoreTornFirstSectorStraddles(t *testing.T) {
-	ctx := t.Context()
 	// build makes a store of a record of pad bytes of data then one of
 	// size bytes, and returns its segment's bytes and the last record's
 	// offset.
 	build := func(pad, size int) ([]byte, int64) {
-		dir := t.TempDir()
-		s := openFile(t, dir, nil)
-		evs := newEvents(1, "t", "")
-		evs[0].Data = make([]byte, pad)
-		_, err := s.Append(ctx, "s", eventbus.Any, evs...)
-		require.NoError(t, err)
-		seg := segments(t, dir)[0]
-		fi, err := os.Stat(seg)
-		require.NoError(t, err)
-		evs = newEvents(1, "t", "")
-		evs[0].Data = bytes.Repeat([]byte("x"), size)
-		_, err = s.Append(ctx, "s", eventbus.Any, evs...)
-		require.NoError(t, err)
-		require.NoError(t, s.Close())
-		b, err := os.ReadFile(seg)
-		require.NoError(t, err)
-		return b, fi.Size()
+		return afterPad(t, pad, bytes.Repeat([]byte("x"), size))
 	}
 	for _, tt := range []struct {
 		at   int64 // the last record's offset in its sector
@@ -2438,36 +2417,11 @@ func TestFileStoreTornFirstSectorStraddles(t *testing.T) {
 				require.NotEqual(t, whole, b, "the bytes left unwritten")
 				require.Equal(t, tt.at == 509, binary.LittleEndian.Uint32(b[last:]) == 0, "the length reads as zero")
 			}
-			for _, readOnly := range []bool{true, false} {
-				dir := t.TempDir()
-				path := filepath.Join(dir, "seg-0000000000000001.log")
-				require.NoError(t, os.WriteFile(path, b, 0o644))
-				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
-				if tt.flip {
-					var ce *eventbus.CorruptionError
-					if !errors.As(err, &ce) || ce.Path != path || ce.Offset != last {
-						if err == nil {
-							s.Close()
-						}
-						t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", readOnly, err, path, last)
-					}
-					continue
-				}
-				if err != nil {
-					t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
-				}
-				if got := readAll(t, s); len(got) != 1 {
-					t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 1 before the torn record", readOnly, len(got))
-				}
-				require.NoError(t, s.Verify(ctx))
-				require.NoError(t, s.Close())
-				if readOnly {
-					continue
-				}
-				fi, err := os.Stat(path)
-				require.NoError(t, err)
-				require.Equal(t, last, fi.Size(), "the segment's size after the cut")
+			corrupt := int64(-1)
+			if tt.flip {
+				corrupt = last
 			}
+			openTorn(t, "seg-0000000000000001.log", b, corrupt, 1, last)
 		})
 	}
 }
@@ -2476,26 +2430,10 @@ func TestFileStoreTornFirstSectorStraddles(t *testing.T) {
 // the checksum and all of a small last record, whose length ends the
 // sector before: the record is cut on open, as in TestFileStoreTornSectors.
 func TestFileStoreTornChecksumSector(t *testing.T) {
-	ctx := t.Context()
 	// build makes a store of a record of pad bytes of data then a small
 	// one, and returns its segment's bytes and the small record's offset.
-	build := func(pad int) ([]byte, int64) {
-		dir := t.TempDir()
-		s := openFile(t, dir, nil)
-		evs := newEvents(1, "t", "")
-		evs[0].Data = make([]byte, pad)
-		_, err := s.Append(ctx, "s", eventbus.Any, evs...)
-		require.NoError(t, err)
-		seg := segments(t, dir)[0]
-		fi, err := os.Stat(seg)
-		require.NoError(t, err)
-		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "small")...)
-		require.NoError(t, err)
-		require.NoError(t, s.Close())
-		b, err := os.ReadFile(seg)
-		require.NoError(t, err)
-		return b, fi.Size()
-	}
+	small := newEvents(1, "t", "small")[0].Data
+	build := func(pad int) ([]byte, int64) { return afterPad(t, pad, small) }
 	_, off := build(1000)
 	whole, last := build(1000 + int((508-off%512+512)%512))
 	require.Equal(t, int64(508), last%512, "the small record's offset in its sector")
@@ -2503,19 +2441,7 @@ func TestFileStoreTornChecksumSector(t *testing.T) {
 	b := slices.Clone(whole)
 	clear(b[last+4:])
 
-	for _, readOnly := range []bool{true, false} {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "seg-0000000000000001.log")
-		require.NoError(t, os.WriteFile(path, b, 0o644))
-		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
-		if err != nil {
-			t.Fatalf("OpenFileStore(ReadOnly %v) = %v, want the torn record cut", readOnly, err)
-		}
-		if got := readAll(t, s); len(got) != 1 {
-			t.Errorf("OpenFileStore(ReadOnly %v) read %d events, want the 1 before the torn record", readOnly, len(got))
-		}
-		require.NoError(t, s.Close())
-	}
+	openTorn(t, "seg-0000000000000001.log", b, -1, 1, last)
 }
 
 // opsFS records, in order, what a repair does to the files of dir, as
