@@ -640,6 +640,31 @@ func TestDurableStopFromRebuildReset(t *testing.T) {
 	})
 }
 
+// TestDurableResetContextAfterReset keeps the context that a Rebuild gives
+// its reset and calls Rebuild, then Stop, with it once reset has returned:
+// Stop and Rebuild refuse that context only while reset runs, as their
+// docs say, so neither may be refused then (a reset that hands its context
+// to a goroutine of its own, which stops the subscription later, say).
+func TestDurableResetContextAfterReset(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		ok := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+		d := subscribeDurable(t, bus, s, nil, "ledger", ok, nil)
+		var kept context.Context
+		require.NoError(t, d.Rebuild(ctx, func(ctx context.Context) error {
+			kept = ctx
+			return nil
+		}))
+		require.NoError(t, d.Rebuild(kept, nil), "Rebuild with the context of a reset that returned")
+		more := appendDeposits(t, s, reg, "a", 1).Position
+		require.NoError(t, d.WaitFor(ctx, more), "the subscription runs on")
+		require.NoError(t, d.Stop(kept), "Stop with the context of a reset that returned")
+		require.ErrorIs(t, d.Err(), eventbus.ErrClosed)
+	})
+}
+
 func TestStoreProcessed(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
