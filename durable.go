@@ -742,9 +742,12 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 // stays stopped, as it does when reset panics (the panic goes on to the
 // caller), but for one wrapping [ErrInvalid] for a nil context, a
 // handler's or its reset's, refused as Stop refuses them before it stops
-// anything. As with Stop, a handler of the subscription that calls it
-// with another context never returns: it calls Rebuild in a goroutine of
-// its own. Nor may reset stop or rebuild the subscription: Stop and
+// anything. An error of reset's leaves it stopped whatever it wraps,
+// ErrInvalid too (a refused Stop that reset returns, say), so
+// errors.Is(err, ErrInvalid) does not tell that it runs: [Durable.Err]
+// does. As with Stop, a handler of the subscription that calls it with
+// another context never returns: it calls Rebuild in a goroutine of its
+// own. Nor may reset stop or rebuild the subscription: Stop and
 // Rebuild refuse reset's context, and with another they wait for this
 // Rebuild, which waits for reset, so none returns. A reset that must
 // leave the subscription stopped returns an error.

@@ -665,6 +665,26 @@ func TestDurableResetContextAfterReset(t *testing.T) {
 	})
 }
 
+// TestDurableResetReturnsRefusedStop rebuilds with a reset that returns
+// the error of a Stop it called with its context, which wraps ErrInvalid
+// as the refusal of a Rebuild's own bad context does: Rebuild's doc says
+// that reset's error leaves the subscription stopped whatever it wraps,
+// and that Err, not errors.Is, tells whether it runs.
+func TestDurableResetReturnsRefusedStop(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 1)
+		bus := newBus(t, nil)
+		ok := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+		d := subscribeDurable(t, bus, s, nil, "ledger", ok, nil)
+		err := d.Rebuild(ctx, func(ctx context.Context) error { return d.Stop(ctx) })
+		require.ErrorIs(t, err, eventbus.ErrInvalid)
+		require.ErrorContains(t, err, "Rebuild's reset")
+		require.ErrorIs(t, d.Err(), eventbus.ErrClosed, "stopped by reset's error")
+		require.ErrorIs(t, d.Stop(ctx), eventbus.ErrClosed)
+	})
+}
+
 func TestStoreProcessed(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
