@@ -204,15 +204,16 @@ func headUnwritten(b []byte, off int) bool {
 }
 
 // recordAfter reports whether a complete frame, its checksum sound,
-// starts in b after the frame at off, whose length reads as zero: then
-// that frame is not the last one, and its zeros are damage to be
-// reported, not the first sector of the last write left unwritten by a
-// crash. What one frame holds after its start is at most maxRecord
-// bytes, so more (but for zeros at the end, a file extended by a crash)
-// holds another frame. It costs a checksum at each offset that could start
-// a frame, on the rare torn path only, and gives up, reporting one found,
-// past a budget of bytes to checksum that a long run of false starts
-// (data crafted to look like frame headers) would exceed.
+// starts in b after the frame at off, whose start reads as zeros (see
+// headUnwritten): then that frame is not the last one, and its zeros are
+// damage to be reported, not the first sector of the last write left
+// unwritten by a crash. What one frame holds after its start is at most
+// maxRecord bytes, so more (but for zeros at the end, a file extended by
+// a crash) holds another frame. It costs a checksum at each offset that
+// could start a frame, on the rare torn path only, and gives up,
+// reporting one found, past a budget of bytes to checksum that a long
+// run of false starts (data crafted to look like frame headers) would
+// exceed.
 func recordAfter(b []byte, off int) bool {
 	end := len(b)
 	for end > off && b[end-1] == 0 {
@@ -222,7 +223,9 @@ func recordAfter(b []byte, off int) bool {
 		return true
 	}
 	budget := 16*(end-off) + 1<<20
-	for at := off + frameHeader + 1; at+frameHeader < len(b); at++ {
+	// A frame starts with its length and checksum, then its kind, never
+	// zero: none starts in the zeros at the end.
+	for at := off + frameHeader + 1; at+frameHeader < end; at++ {
 		size := int(binary.LittleEndian.Uint32(b[at:]))
 		if size == 0 || size > len(b)-at-frameHeader {
 			continue
