@@ -1177,6 +1177,9 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{9}, 9},
 			{"from far past the end", &eventbus.SubscribeOptions{From: 100}, nil, 100},
 			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 9}, 8},
+			// The live events are of types t0 (8) and t1 (9): the filter
+			// selects live events as it selects history.
+			{"types", &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{1, 5, 9}, 8},
 			// A prefix that starts with '$' selects system streams.
 			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3}, 8},
 		}
@@ -1219,7 +1222,7 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		mustAppend(t, s, "a", eventbus.Any, events(1, "t0", "live")...)
 		synctest.Wait() // every subscription waits again
 		// AppendMulti must wake them as Append does.
-		_, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: events(1, "t0", "live")})
+		_, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: events(1, "t1", "live")})
 		require.NoError(t, err, "AppendMulti(b)")
 		synctest.Wait()
 		cancel()

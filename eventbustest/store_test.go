@@ -1258,3 +1258,72 @@ func TestStoreFailsNameBlindChild(t *testing.T) {
 		return nameBlind{s}
 	})
 }
+
+// liveTypeBlind is a store whose subscriptions apply Filter.Types to the
+// events committed before they caught up, but not to those that come
+// after, as a store might that filters its history by a query and its live
+// events by another code path.
+type liveTypeBlind struct{ eventbus.Store }
+
+// Subscribe returns the subscription of the store it wraps, given no
+// types, whose events it filters by opts' types until CaughtUp is called.
+func (s liveTypeBlind) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || len(opts.Filter.Types) == 0 {
+		return s.Store.Subscribe(ctx, opts)
+	}
+	o, types, caughtUp := *opts, slices.Clone(opts.Filter.Types), opts.CaughtUp
+	live := false // set and read in the goroutine iterating the subscription
+	o.Filter.Types = nil
+	o.CaughtUp = func(next uint64) {
+		live = true
+		if caughtUp != nil {
+			caughtUp(next)
+		}
+	}
+	seq := s.Store.Subscribe(ctx, &o)
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range seq {
+			if err == nil && !live && !slices.Contains(types, e.Type) {
+				continue
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsLiveTypeBlind runs TestStore against a store whose
+// subscriptions deliver live events of every type, whatever Filter.Types
+// says, in a child process (this test binary), and checks that the suite
+// fails, saying so: only a subscription that stopped once it caught up
+// was given types, so such a store passed, and a subscriber of some types
+// got the others too once it caught up.
+func TestStoreFailsLiveTypeBlind(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLiveTypeBlindChild$/^(Subscribe|KeepsOptions)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_LIVETYPES_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsLiveTypeBlindChild/Subscribe ",
+		"types: Subscribe(",
+		"--- PASS: TestStoreFailsLiveTypeBlindChild/KeepsOptions ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+	require.NotContains(t, string(out), "filter: Subscribe(")
+}
+
+// TestStoreFailsLiveTypeBlindChild is run by TestStoreFailsLiveTypeBlind.
+func TestStoreFailsLiveTypeBlindChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_LIVETYPES_CHILD") == "" {
+		t.Skip("run by TestStoreFailsLiveTypeBlind")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return liveTypeBlind{s}
+	})
+}
