@@ -1327,3 +1327,80 @@ func TestStoreFailsLiveTypeBlindChild(t *testing.T) {
 		return liveTypeBlind{s}
 	})
 }
+
+// countsFromStart is a store whose Backwards stream reads of a stream with
+// MaxCount show the first MaxCount events of its current life instead of
+// the last, as a store might that computes the events a stream shows from
+// where its life starts rather than from its end.
+type countsFromStart struct{ eventbus.Store }
+
+// ReadStream reads Backwards from the log the first MaxCount events of the
+// stream's current life.
+func (s countsFromStart) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.Direction != eventbus.Backwards || opts.Filter.Types != nil || opts.Filter.StreamPrefix != "" || opts.Limit < 0 || stream == "" {
+		return s.Store.ReadStream(ctx, stream, opts)
+	}
+	from, limit := opts.From, opts.Limit
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		info, err := s.StreamInfo(ctx, stream)
+		if err != nil || info.Tombstoned || info.Deleted || info.Metadata.MaxCount == 0 {
+			for e, err := range s.Store.ReadStream(ctx, stream, &eventbus.ReadOptions{Direction: eventbus.Backwards, From: from, Limit: limit}) {
+				if !yield(e, err) {
+					return
+				}
+			}
+			return
+		}
+		var shown []eventbus.RecordedEvent
+		for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: stream}}) {
+			if err != nil {
+				yield(e, err)
+				return
+			}
+			if e.Stream == stream && e.Revision >= info.Start && e.Revision < info.Start+info.Metadata.MaxCount && e.Revision <= from {
+				shown = append(shown, e)
+			}
+		}
+		slices.Reverse(shown)
+		for i, e := range shown {
+			if (limit > 0 && i == limit) || !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsCountsFromStart runs TestStore against a store whose
+// Backwards stream reads of a stream with MaxCount show its first events
+// instead of its last, in a child process (this test binary), and checks
+// that the suite fails, saying so: the Backwards read with MaxCount was
+// counted, not compared, so such a store passed, and the latest snapshot
+// or checkpoint, read back from the end of a stream of MaxCount 1, was the
+// first one ever saved.
+func TestStoreFailsCountsFromStart(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsCountsFromStartChild$/^(MaxCount|ReadStream)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_COUNTSFROMSTART_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsCountsFromStartChild/MaxCount ",
+		"ReadStream backwards with MaxCount 2 (-want +got)",
+		"--- PASS: TestStoreFailsCountsFromStartChild/ReadStream ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsCountsFromStartChild is run by TestStoreFailsCountsFromStart.
+func TestStoreFailsCountsFromStartChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_COUNTSFROMSTART_CHILD") == "" {
+		t.Skip("run by TestStoreFailsCountsFromStart")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return countsFromStart{s}
+	})
+}
