@@ -813,6 +813,8 @@ func testReadAll(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"backwards from a rejected event", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 3}, []uint64{2, 1, 0}},
 		{"prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7}},
 		{"types", &eventbus.ReadOptions{Filter: eventbus.Filter{Types: []string{"t1", "t2"}}}, []uint64{1, 5}},
+		{"backwards types", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{5, 1}},
+		{"backwards prefix and limit", &eventbus.ReadOptions{Direction: eventbus.Backwards, From: 6, Limit: 1, Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2}},
 		{"system prefix", &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3}},
 		{"from past the end", &eventbus.ReadOptions{From: 8}, nil},
 	}

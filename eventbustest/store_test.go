@@ -1404,3 +1404,56 @@ func TestStoreFailsCountsFromStartChild(t *testing.T) {
 		return countsFromStart{s}
 	})
 }
+
+// backwardsUnfiltered is a store whose Backwards reads of every stream
+// apply no filter but the one that leaves out system streams, as a store
+// might that reads the log back from its end by another code path than
+// forwards.
+type backwardsUnfiltered struct{ eventbus.Store }
+
+// ReadAll reads Backwards with the zero Filter, unless the filter selects
+// system streams.
+func (s backwardsUnfiltered) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil || opts.Direction != eventbus.Backwards || strings.HasPrefix(opts.Filter.StreamPrefix, "$") {
+		return s.Store.ReadAll(ctx, opts)
+	}
+	o := *opts
+	o.Filter = eventbus.Filter{}
+	return s.Store.ReadAll(ctx, &o)
+}
+
+// TestStoreFailsBackwardsUnfiltered runs TestStore against a store whose
+// Backwards ReadAll ignores Filter.Types and Filter.StreamPrefix, in a
+// child process (this test binary), and checks that the suite fails,
+// saying so: no Backwards ReadAll was given types or a prefix, so such a
+// store passed, and a caller looking for the last event of a type, or of
+// some streams, got the last event of any.
+func TestStoreFailsBackwardsUnfiltered(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsBackwardsUnfilteredChild$/^(ReadAll|ReadStream)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_BACKWARDSUNFILTERED_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsBackwardsUnfilteredChild/ReadAll/backwards_types ",
+		"--- FAIL: TestStoreFailsBackwardsUnfilteredChild/ReadAll/backwards_prefix_and_limit ",
+		"--- PASS: TestStoreFailsBackwardsUnfilteredChild/ReadAll/backwards_from_a_rejected_event ",
+		"--- PASS: TestStoreFailsBackwardsUnfilteredChild/ReadStream ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsBackwardsUnfilteredChild is run by
+// TestStoreFailsBackwardsUnfiltered.
+func TestStoreFailsBackwardsUnfilteredChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_BACKWARDSUNFILTERED_CHILD") == "" {
+		t.Skip("run by TestStoreFailsBackwardsUnfiltered")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return backwardsUnfiltered{s}
+	})
+}
