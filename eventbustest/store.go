@@ -1070,8 +1070,16 @@ func testTombstone(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			t.Errorf("StreamInfo(%q) after Tombstone = %+v, want Tombstoned, not Exists, no metadata", stream, info)
 		}
 	}
+	// AppendMulti is atomic: the streams appended with a tombstoned one
+	// are not written either.
+	if _, err := s.AppendMulti(ctx,
+		eventbus.StreamAppend{Stream: "fresh", Events: events(1, "t", "")},
+		eventbus.StreamAppend{Stream: "s", Events: events(1, "t", "")},
+	); !errors.Is(err, eventbus.ErrStreamDeleted) {
+		t.Errorf("AppendMulti(fresh, s) after Tombstone(s) = %v, want ErrStreamDeleted", err)
+	}
 	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
-		t.Errorf("ReadAll after Tombstone = %v, want both events", summary(got))
+		t.Errorf("ReadAll after Tombstone = %v, want both events appended before it", summary(got))
 	}
 }
 

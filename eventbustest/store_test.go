@@ -3,6 +3,7 @@ package eventbustest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"os"
 	"os/exec"
@@ -1455,5 +1456,64 @@ func TestStoreFailsBackwardsUnfilteredChild(t *testing.T) {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
 		return backwardsUnfiltered{s}
+	})
+}
+
+// tombstoneLate is a store whose AppendMulti checks each stream for a
+// tombstone only when it comes to commit it, which the Store contract
+// does not allow: the streams before a tombstoned one are committed, and
+// the call fails with ErrStreamDeleted, so a caller takes none of them for
+// written.
+type tombstoneLate struct{ eventbus.Store }
+
+// AppendMulti commits the appends before the first to a tombstoned
+// stream, then fails.
+func (s tombstoneLate) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	for i, a := range appends {
+		if info, err := s.StreamInfo(ctx, a.Stream); err != nil || !info.Tombstoned {
+			continue
+		}
+		if i > 0 {
+			if _, err := s.Store.AppendMulti(ctx, appends[:i]...); err != nil {
+				return nil, err
+			}
+		}
+		return nil, fmt.Errorf("%w: stream %q", eventbus.ErrStreamDeleted, a.Stream)
+	}
+	return s.Store.AppendMulti(ctx, appends...)
+}
+
+// TestStoreFailsTombstoneLate runs TestStore against a store whose
+// AppendMulti commits the appends before one to a tombstoned stream, in a
+// child process (this test binary), and checks that the suite fails,
+// saying so: only AppendMulti calls of one stream met a tombstone, so such
+// a store passed, and a caller whose AppendMulti failed had written some
+// of it.
+func TestStoreFailsTombstoneLate(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsTombstoneLateChild$/^(Tombstone|AppendMulti)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_TOMBSTONELATE_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsTombstoneLateChild/Tombstone ",
+		"ReadAll after Tombstone = [",
+		"--- PASS: TestStoreFailsTombstoneLateChild/AppendMulti ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+	require.NotContains(t, string(out), "want ErrStreamDeleted")
+}
+
+// TestStoreFailsTombstoneLateChild is run by TestStoreFailsTombstoneLate.
+func TestStoreFailsTombstoneLateChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_TOMBSTONELATE_CHILD") == "" {
+		t.Skip("run by TestStoreFailsTombstoneLate")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return tombstoneLate{s}
 	})
 }
