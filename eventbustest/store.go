@@ -1177,22 +1177,24 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		tests := []struct {
 			name string
 			opts *eventbus.SubscribeOptions
-			want []uint64 // positions of history then of the 2 live events (8, 9)
+			want []uint64 // positions of history then of the 3 live events (8; 9, 10)
 			next uint64   // CaughtUp's argument
 		}{
-			{"from start", nil, []uint64{0, 1, 2, 4, 5, 6, 7, 8, 9}, 8},
-			{"from 5", &eventbus.SubscribeOptions{From: 5}, []uint64{5, 6, 7, 8, 9}, 8},
-			{"from end", &eventbus.SubscribeOptions{From: eventbus.End}, []uint64{8, 9}, 8},
+			// Live events of system streams (9) are skipped, as those
+			// of the history are.
+			{"from start", nil, []uint64{0, 1, 2, 4, 5, 6, 7, 8, 10}, 8},
+			{"from 5", &eventbus.SubscribeOptions{From: 5}, []uint64{5, 6, 7, 8, 10}, 8},
+			{"from end", &eventbus.SubscribeOptions{From: eventbus.End}, []uint64{8, 10}, 8},
 			// Past the end, the subscription has passed every position
 			// before From, and waits for the event at From.
-			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{9}, 9},
+			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{10}, 9},
 			{"from far past the end", &eventbus.SubscribeOptions{From: 100}, nil, 100},
-			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 9}, 8},
-			// The live events are of types t0 (8) and t1 (9): the filter
-			// selects live events as it selects history.
-			{"types", &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{1, 5, 9}, 8},
+			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 10}, 8},
+			// The live events are of types t0 (8) and t1 (9, 10): the
+			// filter selects live events as it selects history.
+			{"types", &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{1, 5, 10}, 8},
 			// A prefix that starts with '$' selects system streams.
-			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3}, 8},
+			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3, 9}, 8},
 		}
 		type sub struct {
 			got      chan uint64
@@ -1233,8 +1235,11 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		mustAppend(t, s, "a", eventbus.Any, events(1, "t0", "live")...)
 		synctest.Wait() // every subscription waits again
 		// AppendMulti must wake them as Append does.
-		_, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: events(1, "t1", "live")})
-		require.NoError(t, err, "AppendMulti(b)")
+		_, err := s.AppendMulti(t.Context(),
+			eventbus.StreamAppend{Stream: "$sys", Events: events(1, "t1", "live")},
+			eventbus.StreamAppend{Stream: "b", Events: events(1, "t1", "live")},
+		)
+		require.NoError(t, err, "AppendMulti($sys, b)")
 		synctest.Wait()
 		cancel()
 		for i, tt := range tests {

@@ -1517,3 +1517,89 @@ func TestStoreFailsTombstoneLateChild(t *testing.T) {
 		return tombstoneLate{s}
 	})
 }
+
+// systemLeak is a store whose subscriptions leave out the events of
+// system streams (those whose names start with '$') from the history
+// they catch up with, but not from the events that come after, as a store
+// might that filters its history by a query and its live events by
+// another code path, matching the prefix alone.
+type systemLeak struct{ eventbus.Store }
+
+// Subscribe returns the subscription of the store it wraps, which, once
+// caught up, yields the events of system streams committed before each of
+// its events.
+func (s systemLeak) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts != nil && strings.HasPrefix(opts.Filter.StreamPrefix, "$") {
+		return s.Store.Subscribe(ctx, opts)
+	}
+	var o eventbus.SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	caughtUp := o.CaughtUp
+	live, next := false, uint64(0) // set and read in the goroutine iterating the subscription
+	o.CaughtUp = func(n uint64) {
+		live, next = true, n
+		if caughtUp != nil {
+			caughtUp(n)
+		}
+	}
+	seq := s.Store.Subscribe(ctx, &o)
+	system := &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$", Types: slices.Clone(o.Filter.Types)}}
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range seq {
+			if err == nil && live {
+				system.From = next
+				for se, err := range s.ReadAll(ctx, system) {
+					if err != nil || se.Position >= e.Position {
+						break
+					}
+					if !yield(se, nil) {
+						return
+					}
+				}
+				next = e.Position + 1
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsSystemLeak runs TestStore against a store whose
+// subscriptions deliver the live events of system streams whatever their
+// filter, in a child process (this test binary), and checks that the
+// suite fails, saying so: no system stream was appended to while a
+// subscription waited, so such a store passed, and a Durable subscription
+// got the snapshots and checkpoints saved once it caught up, its own
+// included.
+func TestStoreFailsSystemLeak(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSystemLeakChild$/^(Subscribe|SubscribeSwitchOver)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_SYSTEMLEAK_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsSystemLeakChild/Subscribe ",
+		"from start: Subscribe(",
+		"from end: Subscribe(",
+		"--- PASS: TestStoreFailsSystemLeakChild/SubscribeSwitchOver ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+	require.NotContains(t, string(out), "system prefix: Subscribe(")
+}
+
+// TestStoreFailsSystemLeakChild is run by TestStoreFailsSystemLeak.
+func TestStoreFailsSystemLeakChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_SYSTEMLEAK_CHILD") == "" {
+		t.Skip("run by TestStoreFailsSystemLeak")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return systemLeak{s}
+	})
+}
