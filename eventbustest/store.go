@@ -455,6 +455,7 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		expected eventbus.ExpectedRevision // of the batch and of its retry
 		retry    eventbus.ExpectedRevision // if not the same
 		other    bool                      // another batch comes between the two
+		maxCount uint64                    // the stream's MaxCount, which hides committed events
 		wantErr  error
 	}{
 		{name: "NoStream", expected: eventbus.NoStream, other: true},
@@ -462,6 +463,10 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{name: "Exact", prefix: true, expected: eventbus.Exact(0), other: true},
 		{name: "Any", prefix: true, expected: eventbus.Any, other: true},
 		{name: "StreamExists", prefix: true, expected: eventbus.StreamExists, other: true},
+		// Events that MaxCount hides are committed all the same: the
+		// retry finds them, though a read of the stream does not.
+		{name: "NoStream hidden by MaxCount", expected: eventbus.NoStream, maxCount: 2},
+		{name: "Any hidden by MaxCount", prefix: true, expected: eventbus.Any, other: true, maxCount: 1},
 		{name: "Exact elsewhere", prefix: true, expected: eventbus.Exact(0), retry: eventbus.Exact(1), wantErr: eventbus.ErrWrongExpectedVersion},
 		{name: "NoStream elsewhere", prefix: true, expected: eventbus.Exact(0), retry: eventbus.NoStream, wantErr: eventbus.ErrWrongExpectedVersion},
 		{name: "Exact wrapping around", expected: eventbus.NoStream, retry: eventbus.Exact(math.MaxUint64), wantErr: eventbus.ErrWrongExpectedVersion},
@@ -470,6 +475,9 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
 			ctx := t.Context()
+			if tt.maxCount > 0 {
+				require.NoError(t, s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxCount: tt.maxCount}))
+			}
 			if tt.prefix {
 				mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "first")...)
 			}

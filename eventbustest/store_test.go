@@ -1603,3 +1603,88 @@ func TestStoreFailsSystemLeakChild(t *testing.T) {
 		return systemLeak{s}
 	})
 }
+
+// visibleReplay is a store that looks for a retried batch among the events
+// that a read of its stream shows, as a store might that finds the
+// committed events of a stream by a query that applies MaxCount: once
+// MaxCount hides some of the batch, the retry fails, with
+// ErrPartialDuplicate or, if it hides all, a *WrongExpectedVersionError, or
+// for Any and StreamExists writes the hidden events again.
+type visibleReplay struct{ eventbus.Store }
+
+// Append passes on an append none of whose events MaxCount hides.
+func (s visibleReplay) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	info, err := s.StreamInfo(ctx, stream)
+	if err != nil || info.Metadata.MaxCount == 0 || !info.Exists {
+		return s.Store.Append(ctx, stream, expected, events...)
+	}
+	shown := map[eventbus.ID]bool{}
+	for e, err := range s.ReadStream(ctx, stream, nil) {
+		if err != nil {
+			return eventbus.AppendResult{}, err
+		}
+		shown[e.ID] = true
+	}
+	hidden, seen := 0, 0
+	for e, err := range s.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: stream}}) {
+		if err != nil {
+			return eventbus.AppendResult{}, err
+		}
+		if e.Stream != stream || !slices.ContainsFunc(events, func(d eventbus.EventData) bool { return d.ID == e.ID }) {
+			continue
+		}
+		if seen++; !shown[e.ID] {
+			hidden++
+		}
+	}
+	switch {
+	case hidden == 0:
+		return s.Store.Append(ctx, stream, expected, events...)
+	case seen > hidden:
+		return eventbus.AppendResult{}, fmt.Errorf("%w: stream %q", eventbus.ErrPartialDuplicate, stream)
+	case expected == eventbus.Any || expected == eventbus.StreamExists:
+		again := slices.Clone(events)
+		for i := range again {
+			again[i].ID = eventbus.NewID()
+		}
+		return s.Store.Append(ctx, stream, expected, again...)
+	}
+	return eventbus.AppendResult{}, &eventbus.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: eventbus.Exact(info.Revision)}
+}
+
+// TestStoreFailsVisibleReplay runs TestStore against a store that looks
+// for a retried batch among the events its stream shows, in a child
+// process (this test binary), and checks that the suite fails, saying so:
+// no retried batch was hidden by MaxCount, so such a store passed, and a
+// command retried on a stream with MaxCount (as an Aggregate's may have)
+// failed, or wrote its events twice.
+func TestStoreFailsVisibleReplay(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsVisibleReplayChild$/^(Idempotence|MaxCount)$", "-test.count=1", "-test.shuffle=off", "-test.v")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_VISIBLEREPLAY_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsVisibleReplayChild/Idempotence/NoStream_hidden_by_MaxCount ",
+		"retried Append(no stream) = eventbus: events partly committed already",
+		"--- FAIL: TestStoreFailsVisibleReplayChild/Idempotence/Any_hidden_by_MaxCount ",
+		"retried Append(any) = {Revision:8 Position:8}, want the first result {Revision:3 Position:3}",
+		"--- PASS: TestStoreFailsVisibleReplayChild/Idempotence/NoStream ",
+		"--- PASS: TestStoreFailsVisibleReplayChild/MaxCount ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsVisibleReplayChild is run by TestStoreFailsVisibleReplay.
+func TestStoreFailsVisibleReplayChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_VISIBLEREPLAY_CHILD") == "" {
+		t.Skip("run by TestStoreFailsVisibleReplay")
+	}
+	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		return visibleReplay{s}
+	})
+}
