@@ -515,6 +515,78 @@ func TestRelayUnkeyedNotHeld(t *testing.T) {
 	}
 }
 
+// TestRelayMaxInFlight relays two events of each of five streams with
+// MaxInFlight 2: the relay never has more than two events read and not
+// acknowledged, as RelayOptions.MaxInFlight promises, those held back
+// behind the record of their key in flight included, and every event is
+// written, in order per stream. The relay calls Key for each event once
+// it has taken a place in its window, and a franz-go hook sees each
+// acknowledgement before the relay frees the place; the producer's
+// batches wait 50ms before they go, time in which a relay that read on
+// past its window would read every event.
+func TestRelayMaxInFlight(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	var events []eventbus.RecordedEvent
+	want := make(map[string][]string) // event IDs per stream
+	for i := range 10 {
+		k := fmt.Sprintf("k%d", i/2)
+		e := appendOrder(t, ctx, store, reg, k, Order{Key: k, Seq: i % 2})
+		events = append(events, e)
+		want[k] = append(want[k], e.ID.String())
+	}
+	var mu sync.Mutex
+	read, most := 0, 0 // events read and not acknowledged
+	key := func(e eventbus.RecordedEvent) string {
+		mu.Lock()
+		defer mu.Unlock()
+		read++
+		most = max(most, read)
+		return e.Stream
+	}
+	hooks := produceHooks{
+		buffered: func(string) {},
+		unbuffered: func(id string, err error) {
+			if err != nil {
+				t.Errorf("record of event %s failed: %v", id, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			read--
+		},
+	}
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Linger: 50 * time.Millisecond, Client: []kgo.Opt{kgo.WithHooks(hooks)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cp := &onceSaved{Checkpoints: kafka.StoreCheckpoints(store), end: events[len(events)-1].Position + 1, do: stop}
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders", Key: key, Checkpoints: cp, CheckpointInterval: time.Millisecond, MaxInFlight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Run(runCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+	}
+	mu.Lock()
+	if most > 2 {
+		t.Errorf("the relay had %d events read and not acknowledged at once, want MaxInFlight, 2, at most", most)
+	}
+	mu.Unlock()
+	stream := make(map[string]string)
+	for _, e := range events {
+		stream[e.ID.String()] = e.Stream
+	}
+	got := make(map[string][]string)
+	for _, id := range eventIDs(t, ctx, c.ListenAddrs(), "orders") {
+		got[stream[id]] = append(got[stream[id]], id)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("records per stream (-want +got):\n%s", diff)
+	}
+}
+
 // checkpointsHook is Checkpoints that calls saved after each save.
 type checkpointsHook struct {
 	kafka.Checkpoints
