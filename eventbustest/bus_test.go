@@ -455,6 +455,30 @@ func TestWantMetricsFails(t *testing.T) {
 	require.False(t, eventbustest.WantMetrics(spy, b, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "billing", Queued: 1, Handled: 2}))
 	spy.wantFailure(t, "metrics of orders/billing (-want +got)", "Handled")
 
+	// Every counter is compared, only the histograms are not: a check
+	// that skipped one would pass whatever that counter said.
+	got := eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "billing", Queued: 1, Handled: 1}
+	require.True(t, eventbustest.WantMetrics(t, b, got))
+	for _, c := range []struct {
+		name string
+		off  func(*eventbus.SubscriptionMetrics)
+	}{
+		{"Queued", func(m *eventbus.SubscriptionMetrics) { m.Queued++ }},
+		{"Handled", func(m *eventbus.SubscriptionMetrics) { m.Handled++ }},
+		{"Failed", func(m *eventbus.SubscriptionMetrics) { m.Failed++ }},
+		{"Retried", func(m *eventbus.SubscriptionMetrics) { m.Retried++ }},
+		{"DeadLettered", func(m *eventbus.SubscriptionMetrics) { m.DeadLettered++ }},
+		{"Duplicates", func(m *eventbus.SubscriptionMetrics) { m.Duplicates++ }},
+		{"Depth", func(m *eventbus.SubscriptionMetrics) { m.Depth++ }},
+		{"Pending", func(m *eventbus.SubscriptionMetrics) { m.Pending++ }},
+	} {
+		want := got
+		c.off(&want)
+		spy = newSpy(t)
+		require.False(t, eventbustest.WantMetrics(spy, b, want), "WantMetrics with %s off by one", c.name)
+		spy.wantFailure(t, "metrics of orders/billing (-want +got)", c.name)
+	}
+
 	spy = newSpy(t)
 	require.False(t, eventbustest.WantMetrics(spy, b, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "shipping"}))
 	spy.wantFailure(t, "no subscription orders/shipping; the bus has [orders/billing]")
