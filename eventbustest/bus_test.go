@@ -88,6 +88,32 @@ func TestNewBusLogsToTestOutput(t *testing.T) {
 	})
 }
 
+// TestNewBusMetricsAlwaysOn checks that NewBus turns Options.Metrics on
+// whatever the bus's mode, as its doc says: on an Async bus too, a topic
+// made Sync by its TopicOptions counts its handled events only then, which
+// WantMetrics needs, and Published and the histograms fill only then. A
+// NewBus that turned Metrics on for a Sync bus only passed every test.
+func TestNewBusMetricsAlwaysOn(t *testing.T) {
+	b := eventbustest.NewBus(t, &eventbus.Options{Metrics: false})
+	orders := newTopic[Order](t, b, "orders")
+	payments, err := eventbus.NewTopic(b, "payments", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})
+	require.NoError(t, err)
+	for _, topic := range []*eventbus.Topic[Order]{orders, payments} {
+		_, err := topic.Subscribe("billing", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+		require.NoError(t, err)
+		publish(t, topic, Order{ID: "o-1"})
+	}
+	require.NoError(t, b.Flush(t.Context()))
+	eventbustest.WantMetrics(t, b, eventbus.SubscriptionMetrics{Topic: "payments", Subscription: "billing", Queued: 1, Handled: 1})
+	m := b.Metrics()
+	for _, tm := range m.Topics {
+		require.EqualValues(t, 1, tm.Published, "Published of topic %s", tm.Topic)
+	}
+	for _, sm := range m.Subscriptions {
+		require.EqualValues(t, 1, sm.HandleTime.Count, "HandleTime.Count of %s/%s", sm.Topic, sm.Subscription)
+	}
+}
+
 // TestNewBusOneWorker checks that events without a key reach a subscription
 // in publish order, which the bus promises only with one worker.
 func TestNewBusOneWorker(t *testing.T) {
