@@ -510,6 +510,46 @@ func TestLoggingDuplicates(t *testing.T) {
 	})
 }
 
+// TestIdempotencyDuplicateMarkIsPerEvent checks that an event an
+// Idempotency skipped marks only itself as a duplicate, not the events the
+// worker handles after it with the same scratch envelope: a fill that kept
+// the mark (dropping its reset of duplicate) passed every test, and then
+// each event after a duplicate in a worker's take counted in Metrics as a
+// Duplicate, not as Handled, and Logging logged it as "skipped duplicate".
+// The first handler holds the worker until a duplicate and a new event
+// wait behind it, so that the worker takes them together.
+func TestIdempotencyDuplicateMarkIsPerEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dup := eventbus.NewID()
+		b := newBus(t, &eventbus.Options{
+			Workers:    1,
+			NewID:      fixedIDs(eventbus.NewID(), dup, dup, eventbus.NewID()),
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)},
+		})
+		topic := newTopic[Order](t, b, "orders", nil)
+		release := make(chan struct{})
+		var handled []int
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 0 {
+				<-release
+			}
+			handled = append(handled, e.Payload.N)
+			return nil
+		}, nil)
+		ctx := context.Background()
+		for _, n := range []int{0, 1, 1, 2} { // the second 1 has the first's ID
+			require.NoError(t, topic.Publish(ctx, Order{N: n}))
+		}
+		close(release)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{0, 1, 2}, handled)
+		s := b.Metrics().Subscriptions[0]
+		if s.Handled != 3 || s.Duplicates != 1 {
+			t.Errorf("Metrics: Handled %d, Duplicates %d, want 3 and 1", s.Handled, s.Duplicates)
+		}
+	})
+}
+
 // TestLoggingPanics checks that Logging logs an attempt that fails by a
 // panic, as it logs any other failed attempt, and leaves the panic to the
 // worker, whose *PanicError keeps the value and the handler's stack. The
