@@ -1228,6 +1228,8 @@ func TestTraceparentPropagates(t *testing.T) {
 			// Letters past f are no hex digits, in every field.
 			"0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
 			"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+			// One character short, its dashes in place.
+			"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
 			// A later version's own fields have no space, as a header
 			// value's token has none.
 			"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-a b"} {
@@ -1314,6 +1316,7 @@ func TestTraceparentLaterVersion(t *testing.T) {
 		"01-" + fields + "-",
 		"01-" + fields + "-0123456789abcdef",
 		"cc-" + fields + "-what-comes-next_v2",
+		"01-" + fields + "-~!", // the last printable character and the first
 	} {
 		ctx, err := eventbus.WithTraceparent(context.Background(), tp)
 		if err != nil {
@@ -1331,6 +1334,7 @@ func TestTraceparentLaterVersion(t *testing.T) {
 		"00-" + fields + "-0123",   // version 00 has 55 characters
 		"01-" + fields + "0123",    // no '-' after the flags
 		"01-" + fields + "-01\n23", // a control character
+		"01-" + fields + "-\x7f",   // DEL, past '~', first of the fields
 		"ff-" + fields + "-0123",   // version ff is invalid
 		"01-" + fields[:31] + "-" + fields[32:] + "-0123",
 	} {
