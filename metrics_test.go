@@ -186,6 +186,11 @@ func TestHistogramQuantile(t *testing.T) {
 	h.Buckets[1], h.Buckets[5] = 1, 1
 	require.Equal(t, h.BucketBound(1), h.Quantile(0.5), "Quantile(0.5) of two")
 	require.Equal(t, h.BucketBound(5), h.Quantile(0.51), "Quantile(0.51) of two")
+	// Quantile(0) is the smallest observation's bucket, not bucket 0,
+	// which holds none here: a rank of 0 ("at least a fraction 0") is
+	// reached before any bucket is counted.
+	require.Equal(t, h.BucketBound(1), h.Quantile(0), "Quantile(0) of two")
+	require.Equal(t, h.BucketBound(1), h.Quantile(-1), "Quantile(-1) of two")
 
 	// 0.07*100 is 7.000000000000001 in floating point: the 7th of 100 is
 	// still the rank, the last fast one.
