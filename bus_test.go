@@ -1550,25 +1550,30 @@ func TestShutdownFromHandlerIsRefused(t *testing.T) {
 }
 
 // TestWaitingFromHandlerIsRefused calls Flush and Unsubscribe with an Async
-// handler's context, which would wait for that very handler.
+// handler's context, which would wait for that very handler. An event with
+// metadata has a handler context of another kind (a linkedContext): one
+// that did not say it was a handler's (handler: false in its init) passed
+// every test, and then Flush from such a handler waited for itself.
 func TestWaitingFromHandlerIsRefused(t *testing.T) {
-	// In a bubble, so that a call that waited for its own handler would be
-	// reported as a deadlock at once, not at the test timeout.
-	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 1})
-		topic := newTopic[Order](t, b, "orders", nil)
-		errs := make(chan error, 2)
-		var sub *eventbus.Subscription
-		sub = subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-			errs <- b.Flush(ctx)
-			errs <- sub.Unsubscribe(ctx)
-			return nil
-		}, nil)
-		require.NoError(t, topic.Publish(context.Background(), Order{}))
-		require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Flush")
-		require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Unsubscribe")
-		require.NoError(t, b.Flush(context.Background()))
-	})
+	for _, opts := range [][]eventbus.PublishOption{nil, {eventbus.WithMetadata(eventbus.Metadata{"x": "y"})}} {
+		// In a bubble, so that a call that waited for its own handler would be
+		// reported as a deadlock at once, not at the test timeout.
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Workers: 1})
+			topic := newTopic[Order](t, b, "orders", nil)
+			errs := make(chan error, 2)
+			var sub *eventbus.Subscription
+			sub = subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+				errs <- b.Flush(ctx)
+				errs <- sub.Unsubscribe(ctx)
+				return nil
+			}, nil)
+			require.NoError(t, topic.Publish(context.Background(), Order{}, opts...))
+			require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Flush")
+			require.ErrorIs(t, <-errs, eventbus.ErrInvalid, "Unsubscribe")
+			require.NoError(t, b.Flush(context.Background()))
+		})
+	}
 }
 
 // TestHandlerGoexitCostsOneEvent checks that a handler calling
