@@ -111,6 +111,32 @@ func TestDeadLetterQueueFullEvictsOldest(t *testing.T) {
 	require.Equal(t, eventbus.DeadLetterMetrics{Held: 2, Evicted: 3, SinkErrors: 5}, m)
 }
 
+// TestDeadLetterCapacityDefault checks the default that
+// Options.DeadLetterCapacity's doc gives: zero means 10,000 dead letters
+// held, the oldest evicted past them. Every test set a capacity, so a
+// default of 1,000 or 100,000 passed every test.
+func TestDeadLetterCapacityDefault(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	q := b.DeadLetters()
+	for i := range 10_001 {
+		require.ErrorIs(t, topic.Publish(context.Background(), Order{N: i}), errFlaky)
+		if i == 9_999 {
+			evicted, _ := q.Evicted()
+			require.Equal(t, 10_000, q.Len(), "the first 10,000")
+			require.Zero(t, evicted, "the first 10,000")
+		}
+	}
+	evicted, _ := q.Evicted()
+	require.Equal(t, 10_000, q.Len())
+	require.EqualValues(t, 1, evicted)
+	for dl := range q.All(eventbus.DeadLetterFilter{}) {
+		require.Equal(t, 1, dl.Payload().(Order).N, "the oldest evicted")
+		break
+	}
+}
+
 // TestDeadLetterQueueAllAsOfTheCall checks that All yields the dead
 // letters held when it was called, as its doc says, and calls the loop's
 // body holding no lock of the queue, which the queue's doc promises of
