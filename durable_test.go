@@ -1373,6 +1373,42 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 	}
 }
 
+// TestDurableWaitForAbandoned stops a durable subscription without grace
+// while its one event waits for a retry, by Stop with a context that is
+// done and by the bus's Close: the event, read but abandoned, will never
+// finish in this run, so WaitFor for it returns ErrClosed at once, as its
+// doc says, rather than waiting for its context.
+func TestDurableWaitForAbandoned(t *testing.T) {
+	for _, how := range []string{"Stop", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				pos := appendDeposits(t, s, reg, "a", 1).Position
+				bus := newBus(t, nil)
+				d := subscribeDurable(t, bus, s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+					return errors.New("not now")
+				}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{
+					Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Hour, MaxDelay: time.Hour},
+				}})
+				synctest.Wait() // the event waits for its retry
+				done, cancel := context.WithCancel(context.Background())
+				cancel()
+				switch how {
+				case "Stop":
+					require.Error(t, d.Stop(done), "Stop abandons the event")
+				case "Close":
+					require.Error(t, bus.Close(), "Close abandons the event")
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				start := time.Now()
+				if err := d.WaitFor(ctx, pos); !errors.Is(err, eventbus.ErrClosed) || time.Since(start) != 0 {
+					t.Errorf("WaitFor(%d) of an abandoned event = %v after %v, want %v at once", pos, err, time.Since(start), eventbus.ErrClosed)
+				}
+			})
+		})
+	}
+}
+
 // TestDurableSkipsOthersStreams runs two durable subscriptions that select
 // every system stream, saving their checkpoints after each event, with the
 // Idempotency middleware over the store: neither handles the other's
