@@ -82,6 +82,33 @@ func TestTrackerHeldDeadLetter(t *testing.T) {
 	}
 }
 
+// Workers give up on events out of order: a dead letter lost after a later
+// one was lost too holds the checkpoint back all the same, at its own
+// position, not at the later one's.
+func TestTrackerHeldOutOfOrder(t *testing.T) {
+	tr := newTracker(0)
+	for pos := range uint64(3) {
+		tr.handOut(pos)
+	}
+	steps := []struct {
+		pos  uint64
+		held bool
+		want uint64 // the checkpoint after the step
+	}{
+		{2, true, 0},  // lost at 2, by one worker
+		{1, true, 0},  // then at 1, by another
+		{0, false, 1}, // 1 holds the checkpoint
+		{1, false, 2}, // 1's redrive is handled: 2 holds it
+		{2, false, 3}, // and 2's
+	}
+	for _, s := range steps {
+		tr.finish(s.pos, s.held)
+		if got := tr.position(); got != s.want {
+			t.Fatalf("after finish(%d, %t): position() %d, want %d", s.pos, s.held, got, s.want)
+		}
+	}
+}
+
 // An event that stays in flight, its handler stuck or its retries waiting
 // for hours, holds the checkpoint back while the run goes on past it: the
 // tracker keeps entries for the events still in flight, not for each of
