@@ -212,6 +212,21 @@ func testCopiesInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if string(got[0].Data) != "original0" || got[0].Metadata["k"] != "v" {
 		t.Errorf("after changing the appended event, read Data %q and Metadata %v, want %q and k=v", got[0].Data, got[0].Metadata, "original0")
 	}
+
+	// A read event's Data has no spare capacity: appending to it, which
+	// does not modify it, writes past its length, as this does, and must
+	// not write over the next event's Data where the store keeps the two
+	// side by side.
+	mustAppend(t, s, "pair", eventbus.Any, events(2, "t", "pair")...)
+	got = collect(t, s.ReadStream(t.Context(), "pair", nil))
+	require.Len(t, got, 2)
+	first := got[0].Data
+	for i := len(first); i < cap(first); i++ {
+		first[:cap(first)][i] = 'X'
+	}
+	if string(got[1].Data) != "pair1" {
+		t.Errorf("after writing past the first event's Data, read the second's as %q, want %q", got[1].Data, "pair1")
+	}
 }
 
 // overVersion is a schema version over 2^31, which stores refuse (on 32-bit
