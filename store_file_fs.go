@@ -16,14 +16,15 @@ type fileSystem interface {
 	Mkdir(name string, perm os.FileMode) error
 }
 
-// storeFile is an open segment file or directory. ReadAt must be safe for
-// concurrent use with itself, with Write, and with Close (after which it
-// fails).
+// storeFile is an open segment file or directory. ReadAt and Stat must be
+// safe for concurrent use with themselves, with Write, and with Close
+// (after which they fail).
 type storeFile interface {
 	io.ReaderAt
 	io.Writer
 	Sync() error
 	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
 	Close() error
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -715,10 +716,10 @@ func (s *FileStore) removeDropped() {
 
 // Verify reads every segment of the store again and checks every checksum
 // and record, and the file START that retention writes, as opening does:
-// it finds damage done to the files since the store was opened. It
-// returns a [*CorruptionError] for the first damage found, and
-// [ErrClosed] once the store is closed, also when Close closes the files
-// it reads.
+// it finds damage done to the files since the store was opened, a segment
+// file deleted or replaced by another of its name among it. It returns a
+// [*CorruptionError] for the first damage found, and [ErrClosed] once the
+// store is closed, also when Close closes the files it reads.
 func (s *FileStore) Verify(ctx context.Context) error {
 	if err := s.checkMade("Verify"); err != nil {
 		return err
@@ -750,6 +751,28 @@ func (s *FileStore) Verify(ctx context.Context) error {
 	var e entry
 segments:
 	for i, seg := range v.segs {
+		// The next open reads what the name holds: a file deleted, or
+		// replaced by another, since the store opened it is damage, which
+		// reading through the store's handle would not show. Appends to a
+		// replaced last segment go to the file the store has open, which
+		// no name holds any more.
+		fi, err := os.Stat(seg.path)
+		if err == nil {
+			var open os.FileInfo
+			if open, err = seg.f.Stat(); err == nil && !os.SameFile(fi, open) {
+				return &CorruptionError{Path: seg.path, Offset: 0, Reason: "the file is not the one the store has open: it was replaced"}
+			}
+		}
+		switch {
+		case err != nil && seg.removed.Load():
+			continue // dropped by retention meanwhile
+		case err != nil && s.closed.Load():
+			return ErrClosed
+		case errors.Is(err, fs.ErrNotExist):
+			return &CorruptionError{Path: seg.path, Offset: 0, Reason: "the file is missing"}
+		case err != nil:
+			return fmt.Errorf("eventbus: verify: %w", err)
+		}
 		var b []byte
 		chunk := make([]byte, 1<<20)
 		for off := int64(0); ; {

@@ -3175,6 +3175,51 @@ func TestFileStoreVerifyWrongSegment(t *testing.T) {
 	require.Equal(t, segs[0], ce.Path)
 }
 
+// TestFileStoreVerifyReplacedSegment deletes a segment file of an open
+// store, or puts a copy of it in its place (as a restore from a backup, or
+// a tool that writes a file under a temporary name and renames it, does):
+// Verify must report the file, since the next open reads what the name
+// holds, or misses it, and the appends that follow a replaced last segment
+// go to the file the store has open, which no name holds, and are lost.
+// Verify read the files through the store's handles, which still read
+// what the store wrote, and returned nil; the next open of the deleted
+// case failed with a *CorruptionError.
+func TestFileStoreVerifyReplacedSegment(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		seg     func(segs []string) string
+		replace func(t *testing.T, path string)
+	}{
+		{"first deleted", func(segs []string) string { return segs[0] }, func(t *testing.T, path string) {
+			require.NoError(t, os.Remove(path))
+		}},
+		{"last replaced", func(segs []string) string { return segs[len(segs)-1] }, func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path+".copy", b, 0o644))
+			require.NoError(t, os.Rename(path+".copy", path))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10})
+			for len(segments(t, dir)) < 3 {
+				_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 300))...)
+				require.NoError(t, err)
+			}
+			require.NoError(t, s.Verify(ctx))
+			path := tt.seg(segments(t, dir))
+			tt.replace(t, path)
+
+			var ce *eventbus.CorruptionError
+			if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != path || ce.Offset != 0 {
+				t.Errorf("Verify with %s %s = %v, want a *CorruptionError for it at 0", path, tt.name, err)
+			}
+		})
+	}
+}
+
 // copyStore copies the files of the store in dir, but its LOCK, to a new
 // directory, as a crash would leave them, and returns that directory.
 func copyStore(t *testing.T, dir string) string {
