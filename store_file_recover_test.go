@@ -466,19 +466,29 @@ func TestFileStoreSyncsNewDirectory(t *testing.T) {
 // test proved that RetainAge deletes anything, nor what it keeps: a
 // retention that never judged a segment old, or judged one by its oldest
 // event, passed every test, since the store model takes whatever the
-// store keeps.
+// store keeps. It runs on the store that wrote the segments, and on one
+// opened again before the wait, which judges them by the times that
+// opening reads.
 func TestFileStoreRetainAge(t *testing.T) {
 	for _, tt := range []struct {
-		wait time.Duration
-		gone bool // the segments before the one where the new events start
+		wait   time.Duration
+		gone   bool // the segments before the one where the new events start
+		reopen bool
 	}{
-		{30 * time.Minute, false},
-		{2 * time.Hour, true},
+		{30 * time.Minute, false, false},
+		{2 * time.Hour, true, false},
+		{30 * time.Minute, false, true},
+		{2 * time.Hour, true, true},
 	} {
-		t.Run(tt.wait.String(), func(t *testing.T) {
+		name := tt.wait.String()
+		if tt.reopen {
+			name += "/reopened"
+		}
+		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				dir := t.TempDir()
-				s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 1 << 10, RetainAge: time.Hour})
+				opts := &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 1 << 10, RetainAge: time.Hour}
+				s := openFile(t, dir, opts)
 				last := func() string {
 					segs := segments(t, dir)
 					return segs[len(segs)-1]
@@ -495,7 +505,11 @@ func TestFileStoreRetainAge(t *testing.T) {
 				require.Greater(t, len(before), 2, "segments before the wait")
 				active := before[len(before)-1]     // where the new events start
 				start := s.Stats().NextPosition - 1 // its first event
-				time.Sleep(tt.wait)                 // on the bubble's clock
+				if tt.reopen {
+					require.NoError(t, s.Close())
+					s = openFile(t, dir, opts)
+				}
+				time.Sleep(tt.wait) // on the bubble's clock
 				untilNewSegment()
 				want := append(before, last())
 				wantFirst := uint64(0)
