@@ -133,10 +133,15 @@ type FileStoreOptions struct {
 //
 // After a write or fsync fails, appends fail with an error wrapping the
 // cause until the store is reopened: the appends of the failed write may
-// be committed on disk or not, and reopening tells. A FileStore is safe
-// for concurrent use. The methods of a nil or zero FileStore, one not made
-// by [OpenFileStore], return an error wrapping [ErrInvalid], its reads
-// yield one, and its Stats are zero.
+// be committed on disk or not, and reopening tells, after a failed write.
+// After a failed fsync it may not: the operating system (Linux among
+// them) can keep the pages it failed to write in its cache, where a
+// reopened store reads them as committed, and report the failure to no
+// later fsync, though a power loss, or the cache letting go of them, takes
+// them back; reopen such a store once the machine has restarted. A
+// FileStore is safe for concurrent use. The methods of a nil or zero
+// FileStore, one not made by [OpenFileStore], return an error wrapping
+// [ErrInvalid], its reads yield one, and its Stats are zero.
 type FileStore struct {
 	dir                string
 	fs                 fileSystem
