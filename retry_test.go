@@ -531,7 +531,8 @@ func TestPermanentNil(t *testing.T) {
 // stopping bus refuses with ErrClosed, under a retry policy of hours: every
 // retry would be refused the same way, so the event is given up at once,
 // and neither the Shutdown (Async) nor the Publish (Sync) waits for hours
-// of retries. Another error is retried as before (TestShutdownRetries).
+// of retries. Another error is retried as before (TestShutdownCutsRetriesShort),
+// and so is this one while the bus runs (TestRetriesErrClosedWhileRunning).
 func TestShutdownSkipsRetriesOfRefusedPublishes(t *testing.T) {
 	for name, mode := range map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync} {
 		t.Run(name, func(t *testing.T) {
@@ -571,6 +572,35 @@ func TestShutdownSkipsRetriesOfRefusedPublishes(t *testing.T) {
 					dead = append(dead, dl.Attempt)
 				}
 				require.Equal(t, []int{1}, dead)
+			})
+		})
+	}
+}
+
+// TestRetriesErrClosedWhileRunning checks that a handler's error matching
+// ErrClosed is retried like any other while the bus runs: only once the
+// bus has begun to stop does it mean that the stop refused what the
+// handler published (TestShutdownSkipsRetriesOfRefusedPublishes). A
+// handler whose own client reports a closed connection, or that writes to
+// a store being reopened, gets its retries.
+func TestRetriesErrClosedWhileRunning(t *testing.T) {
+	for name, mode := range map[string]eventbus.Mode{"async": eventbus.Async, "sync": eventbus.Sync} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Mode: mode, Retry: eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second}})
+				orders := newTopic[Order](t, b, "orders", nil)
+				attempts := 0
+				subscribe(t, orders, "s", func(context.Context, eventbus.Event[Order]) error {
+					if attempts++; attempts < 3 {
+						return fmt.Errorf("write: %w", eventbus.ErrClosed)
+					}
+					return nil
+				}, nil)
+				ctx := context.Background()
+				require.NoError(t, orders.Publish(ctx, Order{Key: "k"}))
+				require.NoError(t, b.Flush(ctx))
+				require.Equal(t, 3, attempts)
+				require.Zero(t, b.DeadLetters().Len(), "dead letters")
 			})
 		})
 	}
