@@ -606,6 +606,36 @@ func TestRetriesErrClosedWhileRunning(t *testing.T) {
 	}
 }
 
+// TestKeylessRetriesWaitForNoOther checks that failed events without a key
+// wait for their retries each on its own, as keyless events promise no
+// order: one that fails again and again does not hold back the retry of
+// another that failed beside it.
+func TestKeylessRetriesWaitForNoOther(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Second, Multiplier: 1}
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: policy})
+		topic := newTopic[Order](t, b, "orders", nil)
+		start := time.Now()
+		attempts := map[int][]time.Duration{}
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			n := e.Payload.N
+			attempts[n] = append(attempts[n], time.Since(start))
+			if n == 1 || len(attempts[n]) == 1 { // 1 always fails, 2 once
+				return errFlaky
+			}
+			return nil
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{N: 2}))
+		require.NoError(t, b.Flush(ctx))
+		want := map[int][]time.Duration{1: {0, time.Second, 2 * time.Second}, 2: {0, time.Second}}
+		if diff := cmp.Diff(want, attempts); diff != "" {
+			t.Errorf("attempts by event (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // TestRetryOfAnEventQueuedBehindARetry checks that an event that waited in
 // its key's lane behind a retry, and fails in turn there, is retried by the
 // same policy, MaxElapsed measured from its own first failure, and that its
