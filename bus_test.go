@@ -2100,6 +2100,50 @@ func TestNewTopicSchemaVersionTooHigh(t *testing.T) {
 	require.NoError(t, err, "the highest version a store keeps")
 }
 
+// TestSizeLimitsAreInclusive checks the sizes that the options' docs say
+// are the most allowed: each is accepted, and one more is refused with
+// ErrInvalid. None makes anything of that size until events come.
+func TestSizeLimitsAreInclusive(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	handle := func(context.Context, eventbus.Event[Order]) error { return nil }
+	batch := func(context.Context, []eventbus.Event[Order]) error { return nil }
+	newClosed := func(opts *eventbus.Options) error {
+		b, err := eventbus.New(opts)
+		if err == nil {
+			err = b.Close()
+		}
+		return err
+	}
+	for _, tt := range []struct {
+		name string
+		call func(n int) error
+		max  int
+	}{
+		{"Options.Workers", func(n int) error { return newClosed(&eventbus.Options{Workers: n}) }, 1 << 12},
+		{"Options.QueueSize", func(n int) error { return newClosed(&eventbus.Options{QueueSize: n}) }, 1 << 24},
+		{"SubscriptionOptions.QueueSize", func(n int) error {
+			s, err := topic.Subscribe(fmt.Sprint("q", n), handle, &eventbus.SubscriptionOptions{Workers: 1, QueueSize: n})
+			if err == nil {
+				err = s.Unsubscribe(context.Background())
+			}
+			return err
+		}, 1 << 24},
+		{"SubscriptionOptions.BatchSize", func(n int) error {
+			s, err := topic.SubscribeBatch(fmt.Sprint("b", n), batch, &eventbus.SubscriptionOptions{Workers: 1, BatchSize: n})
+			if err == nil {
+				err = s.Unsubscribe(context.Background())
+			}
+			return err
+		}, 1 << 24},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			require.NoError(t, tt.call(tt.max), "%d, the most allowed", tt.max)
+			require.ErrorIs(t, tt.call(tt.max+1), eventbus.ErrInvalid, "%d, one more", tt.max+1)
+		})
+	}
+}
+
 // TestFlushReportsAbandoned checks that Flush returns an error wrapping
 // ErrClosed when a subscription it waited for was stopped without grace
 // and abandoned events to the dead-letter queue unhandled: a caller that
