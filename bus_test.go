@@ -1,9 +1,11 @@
 package eventbus_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"runtime"
 	"strconv"
@@ -1040,7 +1042,8 @@ func TestDoneClosesWhenStopped(t *testing.T) {
 
 func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, err := eventbus.New(&eventbus.Options{Workers: 1})
+		var log bytes.Buffer
+		b, err := eventbus.New(&eventbus.Options{Workers: 1, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 		require.NoError(t, err)
 		topic := newTopic[Order](t, b, "orders", nil)
 		var cancelled atomic.Int64
@@ -1065,6 +1068,7 @@ func TestShutdownDeadlineReportsUndelivered(t *testing.T) {
 		require.ErrorAs(t, err, &ue)
 		require.Equal(t, 4, ue.Count, "the four events still queued")
 		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Contains(t, log.String(), `level=WARN msg="eventbus: events undelivered at shutdown" count=4 cause="context deadline exceeded"`, "the bus's log")
 		require.EqualValues(t, 1, cancelled.Load(), "the running handler saw its context cancelled")
 		require.Equal(t, 5, b.DeadLetters().Len(), "the cancelled one and the four queued ones")
 		var ns []int
