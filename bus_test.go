@@ -1553,6 +1553,21 @@ func TestShutdownFromHandlerIsRefused(t *testing.T) {
 	require.NoError(t, topic.Publish(context.Background(), Order{N: 1}), "the bus is still open")
 }
 
+// TestWaitingWithTracedContext calls Flush, Unsubscribe and Shutdown with
+// a context that carries a trace context of WithTraceparent, as a request
+// handler's may: it is no event handler's, so none of them refuses it.
+func TestWaitingWithTracedContext(t *testing.T) {
+	b := newBus(t, nil)
+	topic := newTopic[Order](t, b, "orders", nil)
+	s := subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+	ctx, err := eventbus.WithTraceparent(context.Background(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	require.NoError(t, err)
+	require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+	require.NoError(t, b.Flush(ctx))
+	require.NoError(t, s.Unsubscribe(ctx))
+	require.NoError(t, b.Shutdown(ctx))
+}
+
 // TestWaitingFromHandlerIsRefused calls Flush and Unsubscribe with an Async
 // handler's context, which would wait for that very handler. An event with
 // metadata has a handler context of another kind (a linkedContext): one
