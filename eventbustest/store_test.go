@@ -47,12 +47,7 @@ func (s silentEnd) Subscribe(ctx context.Context, opts *eventbus.SubscribeOption
 // subscription, and the synctest bubble it runs in crashed the test binary
 // with a deadlock panic before SubscribeEnds could name the defect.
 func TestStoreFailsSilentSubscription(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSilentSubscriptionChild$/^(Subscribe|SubscribeEnds)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_STORE_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_STORE_CHILD=1", "^TestStoreFailsSilentSubscriptionChild$/^(Subscribe|SubscribeEnds)$", "-test.v")
 	require.Contains(t, string(out), "--- PASS: TestStoreFailsSilentSubscriptionChild/Subscribe ")
 	require.Contains(t, string(out), "subscription ended with <nil>, want context canceled")
 }
@@ -60,14 +55,7 @@ func TestStoreFailsSilentSubscription(t *testing.T) {
 // TestStoreFailsSilentSubscriptionChild is run by
 // TestStoreFailsSilentSubscription.
 func TestStoreFailsSilentSubscriptionChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_STORE_CHILD") == "" {
-		t.Skip("run by TestStoreFailsSilentSubscription")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return silentEnd{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_STORE_CHILD", "TestStoreFailsSilentSubscription", func(s eventbus.Store) eventbus.Store { return silentEnd{s} })
 }
 
 // lossy is a store whose subscriptions lose the events appended while
@@ -105,13 +93,7 @@ func TestStoreFailsLossySubscription(t *testing.T) {
 	for _, how := range []string{"stall", "silent"} {
 		t.Run(how, func(t *testing.T) {
 			// The child's timeout turns the hang into a failure.
-			cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLossySubscriptionChild$/^(SubscribeSlowConsumer|SubscribeSwitchOver)$",
-				"-test.count=1", "-test.shuffle=off", "-test.v", "-test.timeout=20s")
-			cmd.Env = append(os.Environ(), "EVENTBUSTEST_LOSSY_CHILD="+how)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-			require.NotContains(t, string(out), "panic:")
+			out := failingChild(t, "EVENTBUSTEST_LOSSY_CHILD="+how, "^TestStoreFailsLossySubscriptionChild$/^(SubscribeSlowConsumer|SubscribeSwitchOver)$", "-test.v", "-test.timeout=20s")
 			for _, want := range []string{
 				"--- FAIL: TestStoreFailsLossySubscriptionChild/SubscribeSlowConsumer ",
 				"Subscribe delivered 1 of 5001 events",
@@ -148,12 +130,7 @@ func TestStoreNilOpen(t *testing.T) {
 		"store": "TestStore: open returned a nil Store",
 	} {
 		t.Run(how, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestStoreNilOpenChild$", "-test.count=1", "-test.shuffle=off")
-			cmd.Env = append(os.Environ(), "EVENTBUSTEST_NIL_CHILD="+how)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-			require.NotContains(t, string(out), "panic:")
+			out := failingChild(t, "EVENTBUSTEST_NIL_CHILD="+how, "^TestStoreNilOpenChild$")
 			require.Contains(t, string(out), want)
 		})
 	}
@@ -219,12 +196,7 @@ func (s truncating) Close() error {
 // says, so such a store passed, and an Aggregate loading a stream while it
 // closed would take the events read so far for the whole stream.
 func TestStoreFailsTruncatedRead(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsTruncatedReadChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_TRUNCATED_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_TRUNCATED_CHILD=1", "^TestStoreFailsTruncatedReadChild$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsTruncatedReadChild/CloseRunningReads ")
 	require.Contains(t, string(out), "ReadStream forwards running when the store closed yielded 1 of 1000 events, then ended without an error")
 	require.Contains(t, string(out), "ReadAll backwards running when the store closed yielded 1 of 1000 events, then ended without an error")
@@ -233,14 +205,7 @@ func TestStoreFailsTruncatedRead(t *testing.T) {
 
 // TestStoreFailsTruncatedReadChild is run by TestStoreFailsTruncatedRead.
 func TestStoreFailsTruncatedReadChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_TRUNCATED_CHILD") == "" {
-		t.Skip("run by TestStoreFailsTruncatedRead")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return truncating{Store: s, closed: new(atomic.Bool)}
-	})
+	wrongStore(t, "EVENTBUSTEST_TRUNCATED_CHILD", "TestStoreFailsTruncatedRead", func(s eventbus.Store) eventbus.Store { return truncating{Store: s, closed: new(atomic.Bool)} })
 }
 
 // gathering is a store whose reads gather every event they select before
@@ -312,12 +277,7 @@ func gather(seq iter.Seq2[eventbus.RecordedEvent, error]) iter.Seq2[eventbus.Rec
 // 256 and then ErrClosed, as the Store contract says, so such a store
 // passed, and a read of a million events went on to its end after Close.
 func TestStoreFailsGatheringRead(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsGatheringReadChild$/^(AppendAndRead|CloseRunningReads)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_GATHERING_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_GATHERING_CHILD=1", "^TestStoreFailsGatheringReadChild$/^(AppendAndRead|CloseRunningReads)$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsGatheringReadChild/CloseRunningReads ")
 	require.Contains(t, string(out), "ReadStream forwards running when the store closed yielded 999 more events, then []; want at most 256, then ErrClosed")
 	require.Contains(t, string(out), "ReadAll backwards running when the store closed yielded 999 more events, then []; want at most 256, then ErrClosed")
@@ -327,14 +287,7 @@ func TestStoreFailsGatheringRead(t *testing.T) {
 
 // TestStoreFailsGatheringReadChild is run by TestStoreFailsGatheringRead.
 func TestStoreFailsGatheringReadChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_GATHERING_CHILD") == "" {
-		t.Skip("run by TestStoreFailsGatheringRead")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return gathering{Store: s}
-	})
+	wrongStore(t, "EVENTBUSTEST_GATHERING_CHILD", "TestStoreFailsGatheringRead", func(s eventbus.Store) eventbus.Store { return gathering{Store: s} })
 }
 
 // lockedCaughtUp is a store that calls a subscription's CaughtUp with the
@@ -373,12 +326,7 @@ func (s lockedCaughtUp) Subscribe(ctx context.Context, opts *eventbus.SubscribeO
 // the suite called the store, so such a store passed, and a CaughtUp of
 // the caller's that appended or read deadlocked.
 func TestStoreFailsLockedCaughtUp(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLockedCaughtUpChild$/^(AppendAndRead|CaughtUpUnlocked)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_LOCKED_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_LOCKED_CHILD=1", "^TestStoreFailsLockedCaughtUpChild$/^(AppendAndRead|CaughtUpUnlocked)$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsLockedCaughtUpChild/CaughtUpUnlocked ")
 	require.Contains(t, string(out), "Append from CaughtUp did not return within 10s: does the store call CaughtUp with a lock held?")
 	require.Contains(t, string(out), "--- PASS: TestStoreFailsLockedCaughtUpChild/AppendAndRead ")
@@ -386,14 +334,7 @@ func TestStoreFailsLockedCaughtUp(t *testing.T) {
 
 // TestStoreFailsLockedCaughtUpChild is run by TestStoreFailsLockedCaughtUp.
 func TestStoreFailsLockedCaughtUpChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_LOCKED_CHILD") == "" {
-		t.Skip("run by TestStoreFailsLockedCaughtUp")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return lockedCaughtUp{Store: s, mu: new(sync.Mutex)}
-	})
+	wrongStore(t, "EVENTBUSTEST_LOCKED_CHILD", "TestStoreFailsLockedCaughtUp", func(s eventbus.Store) eventbus.Store { return lockedCaughtUp{Store: s, mu: new(sync.Mutex)} })
 }
 
 // forgetful is a store that looks for a retried append with Any or
@@ -431,12 +372,7 @@ func (s forgetful) Append(ctx context.Context, stream string, expected eventbus.
 // its first append, so such a store passed, and a retry 100 events later
 // (a StoreTopic's Publish given the first's ID) stored its event twice.
 func TestStoreFailsForgetfulIdempotence(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsForgetfulIdempotenceChild$/^(AppendAndRead|Idempotence)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_FORGETFUL_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_FORGETFUL_CHILD=1", "^TestStoreFailsForgetfulIdempotenceChild$/^(AppendAndRead|Idempotence)$", "-test.v")
 	for _, expected := range []string{"any", "stream_exists"} {
 		require.Contains(t, string(out), "--- FAIL: TestStoreFailsForgetfulIdempotenceChild/Idempotence/"+expected+",_10,000_events_back ")
 	}
@@ -448,14 +384,7 @@ func TestStoreFailsForgetfulIdempotence(t *testing.T) {
 // TestStoreFailsForgetfulIdempotenceChild is run by
 // TestStoreFailsForgetfulIdempotence.
 func TestStoreFailsForgetfulIdempotenceChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_FORGETFUL_CHILD") == "" {
-		t.Skip("run by TestStoreFailsForgetfulIdempotence")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return forgetful{Store: s}
-	})
+	wrongStore(t, "EVENTBUSTEST_FORGETFUL_CHILD", "TestStoreFailsForgetfulIdempotence", func(s eventbus.Store) eventbus.Store { return forgetful{Store: s} })
 }
 
 // systemBlind is a store whose subscriptions skip the system streams
@@ -486,12 +415,7 @@ func (s systemBlind) Subscribe(ctx context.Context, opts *eventbus.SubscribeOpti
 // and a subscription given one, to follow the snapshots of SaveSnapshot
 // say, never saw an event.
 func TestStoreFailsSystemBlindSubscription(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSystemBlindSubscriptionChild$/^(ReadAll|Subscribe)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_SYSTEMBLIND_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_SYSTEMBLIND_CHILD=1", "^TestStoreFailsSystemBlindSubscriptionChild$/^(ReadAll|Subscribe)$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsSystemBlindSubscriptionChild/Subscribe ")
 	require.Contains(t, string(out), "system prefix: Subscribe(")
 	require.Contains(t, string(out), "--- PASS: TestStoreFailsSystemBlindSubscriptionChild/ReadAll ")
@@ -500,14 +424,7 @@ func TestStoreFailsSystemBlindSubscription(t *testing.T) {
 // TestStoreFailsSystemBlindSubscriptionChild is run by
 // TestStoreFailsSystemBlindSubscription.
 func TestStoreFailsSystemBlindSubscriptionChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_SYSTEMBLIND_CHILD") == "" {
-		t.Skip("run by TestStoreFailsSystemBlindSubscription")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return systemBlind{Store: s}
-	})
+	wrongStore(t, "EVENTBUSTEST_SYSTEMBLIND_CHILD", "TestStoreFailsSystemBlindSubscription", func(s eventbus.Store) eventbus.Store { return systemBlind{Store: s} })
 }
 
 // following is a store whose forward reads do not stop at the events
@@ -568,12 +485,7 @@ func (s following) follow(opts *eventbus.ReadOptions, read func(*eventbus.ReadOp
 // as the Store contract says, so such a store passed, and a loop appending
 // what it read never ended.
 func TestStoreFailsFollowingRead(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsFollowingReadChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_FOLLOWING_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_FOLLOWING_CHILD=1", "^TestStoreFailsFollowingReadChild$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsFollowingReadChild/ReadsAreLazy ")
 	require.Contains(t, string(out), "ReadStream yielded 5 events, 2 of them committed after its loop started; want the 3 committed before")
 	require.Contains(t, string(out), "ReadAll yielded 7 events, 2 of them committed after its loop started; want the 5 committed before")
@@ -582,14 +494,7 @@ func TestStoreFailsFollowingRead(t *testing.T) {
 
 // TestStoreFailsFollowingReadChild is run by TestStoreFailsFollowingRead.
 func TestStoreFailsFollowingReadChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_FOLLOWING_CHILD") == "" {
-		t.Skip("run by TestStoreFailsFollowingRead")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return following{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_FOLLOWING_CHILD", "TestStoreFailsFollowingRead", func(s eventbus.Store) eventbus.Store { return following{s} })
 }
 
 // reckless is a store whose Tombstone ignores the expected revision, which
@@ -608,12 +513,7 @@ func (s reckless) Tombstone(ctx context.Context, stream string, _ eventbus.Expec
 // Tombstone in the wrong state, so such a store passed, and deleted forever
 // a stream that a writer had appended to since it was checked.
 func TestStoreFailsRecklessTombstone(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsRecklessTombstoneChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_RECKLESS_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_RECKLESS_CHILD=1", "^TestStoreFailsRecklessTombstoneChild$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsRecklessTombstoneChild/ExpectedRevision ")
 	require.Contains(t, string(out), "Tombstone(0) = <nil>, want ErrWrongExpectedVersion")
 	require.Contains(t, string(out), "--- PASS: TestStoreFailsRecklessTombstoneChild/Tombstone ")
@@ -622,14 +522,7 @@ func TestStoreFailsRecklessTombstone(t *testing.T) {
 // TestStoreFailsRecklessTombstoneChild is run by
 // TestStoreFailsRecklessTombstone.
 func TestStoreFailsRecklessTombstoneChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_RECKLESS_CHILD") == "" {
-		t.Skip("run by TestStoreFailsRecklessTombstone")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return reckless{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_RECKLESS_CHILD", "TestStoreFailsRecklessTombstone", func(s eventbus.Store) eventbus.Store { return reckless{s} })
 }
 
 // exactStart is a store whose Backwards reads start only at an event at
@@ -676,12 +569,7 @@ func exact(opts *eventbus.ReadOptions, seq iter.Seq2[eventbus.RecordedEvent, err
 // caller reading the last events before a position it was given (a
 // checkpoint, say, later than the store's end) took the stream for empty.
 func TestStoreFailsExactBackwardsStart(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsExactBackwardsStartChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_EXACT_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_EXACT_CHILD=1", "^TestStoreFailsExactBackwardsStartChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsExactBackwardsStartChild/ReadStream/backwards_from_past_the_end ",
 		"--- FAIL: TestStoreFailsExactBackwardsStartChild/ReadAll/backwards_from_past_the_end ",
@@ -696,14 +584,7 @@ func TestStoreFailsExactBackwardsStart(t *testing.T) {
 // TestStoreFailsExactBackwardsStartChild is run by
 // TestStoreFailsExactBackwardsStart.
 func TestStoreFailsExactBackwardsStartChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_EXACT_CHILD") == "" {
-		t.Skip("run by TestStoreFailsExactBackwardsStart")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return exactStart{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_EXACT_CHILD", "TestStoreFailsExactBackwardsStart", func(s eventbus.Store) eventbus.Store { return exactStart{s} })
 }
 
 // endReporting is a store whose subscriptions report to CaughtUp the
@@ -741,12 +622,7 @@ func (s endReporting) Subscribe(ctx context.Context, opts *eventbus.SubscribeOpt
 // the end, so such a store passed, and a caller that took CaughtUp's
 // argument for a checkpoint moved it back before From.
 func TestStoreFailsEndReportingSubscription(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsEndReportingSubscriptionChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_END_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_END_CHILD=1", "^TestStoreFailsEndReportingSubscriptionChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsEndReportingSubscriptionChild/Subscribe ",
 		"from past the end: CaughtUp(8), want 9",
@@ -761,14 +637,7 @@ func TestStoreFailsEndReportingSubscription(t *testing.T) {
 // TestStoreFailsEndReportingSubscriptionChild is run by
 // TestStoreFailsEndReportingSubscription.
 func TestStoreFailsEndReportingSubscriptionChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_END_CHILD") == "" {
-		t.Skip("run by TestStoreFailsEndReportingSubscription")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return endReporting{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_END_CHILD", "TestStoreFailsEndReportingSubscription", func(s eventbus.Store) eventbus.Store { return endReporting{s} })
 }
 
 // sharing is a store whose reads and subscriptions copy their options
@@ -832,12 +701,7 @@ func shallow[O any](opts *O) *O {
 // passed, and a caller reusing its options changed a running read's
 // selection, or raced with a subscription read in another goroutine.
 func TestStoreFailsSharedTypes(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSharedTypesChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_SHARING_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_SHARING_CHILD=1", "^TestStoreFailsSharedTypesChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsSharedTypesChild/KeepsOptions ",
 		"ReadStream from 1 of type t1, its options changed after the call",
@@ -854,14 +718,7 @@ func TestStoreFailsSharedTypes(t *testing.T) {
 
 // TestStoreFailsSharedTypesChild is run by TestStoreFailsSharedTypes.
 func TestStoreFailsSharedTypesChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_SHARING_CHILD") == "" {
-		t.Skip("run by TestStoreFailsSharedTypes")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return sharing{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_SHARING_CHILD", "TestStoreFailsSharedTypes", func(s eventbus.Store) eventbus.Store { return sharing{s} })
 }
 
 // limitFirst is a store whose stream reads take Limit events of the
@@ -921,12 +778,7 @@ func (s limitFirst) ReadStream(ctx context.Context, stream string, opts *eventbu
 // through a stream with MaxCount got an empty first page and took the
 // stream for empty.
 func TestStoreFailsLimitBeforeHiding(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLimitBeforeHidingChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_LIMIT_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_LIMIT_CHILD=1", "^TestStoreFailsLimitBeforeHidingChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsLimitBeforeHidingChild/Delete ",
 		"ReadStream with Limit 1 after Delete and Append",
@@ -943,14 +795,7 @@ func TestStoreFailsLimitBeforeHiding(t *testing.T) {
 // TestStoreFailsLimitBeforeHidingChild is run by
 // TestStoreFailsLimitBeforeHiding.
 func TestStoreFailsLimitBeforeHidingChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_LIMIT_CHILD") == "" {
-		t.Skip("run by TestStoreFailsLimitBeforeHiding")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return limitFirst{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_LIMIT_CHILD", "TestStoreFailsLimitBeforeHiding", func(s eventbus.Store) eventbus.Store { return limitFirst{s} })
 }
 
 // backwardsUnhidden is a store whose Backwards stream reads yield every
@@ -1002,12 +847,7 @@ func (s backwardsUnhidden) ReadStream(ctx context.Context, stream string, opts *
 // stream (Backwards, Limit 1, as checkpoints and snapshots are read) was a
 // deleted one.
 func TestStoreFailsBackwardsUnhidden(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsBackwardsUnhiddenChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_BACKWARDS_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_BACKWARDS_CHILD=1", "^TestStoreFailsBackwardsUnhiddenChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsBackwardsUnhiddenChild/Delete ",
 		"ReadStream backwards after Delete =",
@@ -1023,14 +863,7 @@ func TestStoreFailsBackwardsUnhidden(t *testing.T) {
 // TestStoreFailsBackwardsUnhiddenChild is run by
 // TestStoreFailsBackwardsUnhidden.
 func TestStoreFailsBackwardsUnhiddenChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_BACKWARDS_CHILD") == "" {
-		t.Skip("run by TestStoreFailsBackwardsUnhidden")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return backwardsUnhidden{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_BACKWARDS_CHILD", "TestStoreFailsBackwardsUnhidden", func(s eventbus.Store) eventbus.Store { return backwardsUnhidden{s} })
 }
 
 // tailReplay is a store that takes a NoStream append for the replay of a
@@ -1072,12 +905,7 @@ func (s tailReplay) Append(ctx context.Context, stream string, expected eventbus
 // appends, so such a store passed, and a command retried after a timeout
 // (its first append committed, another writer's since) failed.
 func TestStoreFailsTailReplay(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsTailReplayChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_TAIL_REPLAY_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_TAIL_REPLAY_CHILD=1", "^TestStoreFailsTailReplayChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsTailReplayChild/Idempotence/NoStream ",
 		"--- FAIL: TestStoreFailsTailReplayChild/Idempotence/NoStream_after_a_soft_delete ",
@@ -1091,14 +919,7 @@ func TestStoreFailsTailReplay(t *testing.T) {
 
 // TestStoreFailsTailReplayChild is run by TestStoreFailsTailReplay.
 func TestStoreFailsTailReplayChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_TAIL_REPLAY_CHILD") == "" {
-		t.Skip("run by TestStoreFailsTailReplay")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return tailReplay{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_TAIL_REPLAY_CHILD", "TestStoreFailsTailReplay", func(s eventbus.Store) eventbus.Store { return tailReplay{s} })
 }
 
 // countsDeleted is a store whose stream reads apply MaxCount, or MaxAge,
@@ -1159,12 +980,7 @@ func (s countsDeleted) ReadStream(ctx context.Context, stream string, opts *even
 // stream written again after a delete showed events of its earlier life,
 // which an Aggregate folds into the new one.
 func TestStoreFailsCountsDeleted(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsCountsDeletedChild$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_COUNTS_DELETED_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_COUNTS_DELETED_CHILD=1", "^TestStoreFailsCountsDeletedChild$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsCountsDeletedChild/MaxCount ",
 		"ReadStream with MaxCount 3 after Delete and Append",
@@ -1180,14 +996,7 @@ func TestStoreFailsCountsDeleted(t *testing.T) {
 
 // TestStoreFailsCountsDeletedChild is run by TestStoreFailsCountsDeleted.
 func TestStoreFailsCountsDeletedChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_COUNTS_DELETED_CHILD") == "" {
-		t.Skip("run by TestStoreFailsCountsDeleted")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return countsDeleted{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_COUNTS_DELETED_CHILD", "TestStoreFailsCountsDeleted", func(s eventbus.Store) eventbus.Store { return countsDeleted{s} })
 }
 
 // nameBlind is a store whose Tombstone, SetStreamMetadata and StreamInfo
@@ -1231,12 +1040,7 @@ func (s nameBlind) StreamInfo(ctx context.Context, stream string) (eventbus.Stre
 // caller's Tombstone of a name made of a bad key reserved nothing and
 // reported success.
 func TestStoreFailsNameBlind(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsNameBlindChild$/^(InvalidInput|Tombstone)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_NAMEBLIND_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_NAMEBLIND_CHILD=1", "^TestStoreFailsNameBlindChild$/^(InvalidInput|Tombstone)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsNameBlindChild/InvalidInput ",
 		`Tombstone("") = <nil>, want ErrInvalid`,
@@ -1250,14 +1054,7 @@ func TestStoreFailsNameBlind(t *testing.T) {
 
 // TestStoreFailsNameBlindChild is run by TestStoreFailsNameBlind.
 func TestStoreFailsNameBlindChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_NAMEBLIND_CHILD") == "" {
-		t.Skip("run by TestStoreFailsNameBlind")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return nameBlind{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_NAMEBLIND_CHILD", "TestStoreFailsNameBlind", func(s eventbus.Store) eventbus.Store { return nameBlind{s} })
 }
 
 // liveTypeBlind is a store whose subscriptions apply Filter.Types to the
@@ -1301,12 +1098,7 @@ func (s liveTypeBlind) Subscribe(ctx context.Context, opts *eventbus.SubscribeOp
 // was given types, so such a store passed, and a subscriber of some types
 // got the others too once it caught up.
 func TestStoreFailsLiveTypeBlind(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsLiveTypeBlindChild$/^(Subscribe|KeepsOptions)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_LIVETYPES_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_LIVETYPES_CHILD=1", "^TestStoreFailsLiveTypeBlindChild$/^(Subscribe|KeepsOptions)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsLiveTypeBlindChild/Subscribe ",
 		"types: Subscribe(",
@@ -1319,14 +1111,7 @@ func TestStoreFailsLiveTypeBlind(t *testing.T) {
 
 // TestStoreFailsLiveTypeBlindChild is run by TestStoreFailsLiveTypeBlind.
 func TestStoreFailsLiveTypeBlindChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_LIVETYPES_CHILD") == "" {
-		t.Skip("run by TestStoreFailsLiveTypeBlind")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return liveTypeBlind{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_LIVETYPES_CHILD", "TestStoreFailsLiveTypeBlind", func(s eventbus.Store) eventbus.Store { return liveTypeBlind{s} })
 }
 
 // countsFromStart is a store whose Backwards stream reads of a stream with
@@ -1379,12 +1164,7 @@ func (s countsFromStart) ReadStream(ctx context.Context, stream string, opts *ev
 // or checkpoint, read back from the end of a stream of MaxCount 1, was the
 // first one ever saved.
 func TestStoreFailsCountsFromStart(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsCountsFromStartChild$/^(MaxCount|ReadStream)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_COUNTSFROMSTART_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_COUNTSFROMSTART_CHILD=1", "^TestStoreFailsCountsFromStartChild$/^(MaxCount|ReadStream)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsCountsFromStartChild/MaxCount ",
 		"ReadStream backwards with MaxCount 2 (-want +got)",
@@ -1396,14 +1176,7 @@ func TestStoreFailsCountsFromStart(t *testing.T) {
 
 // TestStoreFailsCountsFromStartChild is run by TestStoreFailsCountsFromStart.
 func TestStoreFailsCountsFromStartChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_COUNTSFROMSTART_CHILD") == "" {
-		t.Skip("run by TestStoreFailsCountsFromStart")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return countsFromStart{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_COUNTSFROMSTART_CHILD", "TestStoreFailsCountsFromStart", func(s eventbus.Store) eventbus.Store { return countsFromStart{s} })
 }
 
 // backwardsUnfiltered is a store whose Backwards reads of every stream
@@ -1430,12 +1203,7 @@ func (s backwardsUnfiltered) ReadAll(ctx context.Context, opts *eventbus.ReadOpt
 // store passed, and a caller looking for the last event of a type, or of
 // some streams, got the last event of any.
 func TestStoreFailsBackwardsUnfiltered(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsBackwardsUnfilteredChild$/^(ReadAll|ReadStream)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_BACKWARDSUNFILTERED_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_BACKWARDSUNFILTERED_CHILD=1", "^TestStoreFailsBackwardsUnfilteredChild$/^(ReadAll|ReadStream)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsBackwardsUnfilteredChild/ReadAll/backwards_types ",
 		"--- FAIL: TestStoreFailsBackwardsUnfilteredChild/ReadAll/backwards_prefix_and_limit ",
@@ -1449,14 +1217,7 @@ func TestStoreFailsBackwardsUnfiltered(t *testing.T) {
 // TestStoreFailsBackwardsUnfilteredChild is run by
 // TestStoreFailsBackwardsUnfiltered.
 func TestStoreFailsBackwardsUnfilteredChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_BACKWARDSUNFILTERED_CHILD") == "" {
-		t.Skip("run by TestStoreFailsBackwardsUnfiltered")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return backwardsUnfiltered{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_BACKWARDSUNFILTERED_CHILD", "TestStoreFailsBackwardsUnfiltered", func(s eventbus.Store) eventbus.Store { return backwardsUnfiltered{s} })
 }
 
 // tombstoneLate is a store whose AppendMulti checks each stream for a
@@ -1490,12 +1251,7 @@ func (s tombstoneLate) AppendMulti(ctx context.Context, appends ...eventbus.Stre
 // a store passed, and a caller whose AppendMulti failed had written some
 // of it.
 func TestStoreFailsTombstoneLate(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsTombstoneLateChild$/^(Tombstone|AppendMulti)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_TOMBSTONELATE_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_TOMBSTONELATE_CHILD=1", "^TestStoreFailsTombstoneLateChild$/^(Tombstone|AppendMulti)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsTombstoneLateChild/Tombstone ",
 		"ReadAll after Tombstone = [",
@@ -1508,14 +1264,7 @@ func TestStoreFailsTombstoneLate(t *testing.T) {
 
 // TestStoreFailsTombstoneLateChild is run by TestStoreFailsTombstoneLate.
 func TestStoreFailsTombstoneLateChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_TOMBSTONELATE_CHILD") == "" {
-		t.Skip("run by TestStoreFailsTombstoneLate")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return tombstoneLate{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_TOMBSTONELATE_CHILD", "TestStoreFailsTombstoneLate", func(s eventbus.Store) eventbus.Store { return tombstoneLate{s} })
 }
 
 // systemLeak is a store whose subscriptions leave out the events of
@@ -1575,12 +1324,7 @@ func (s systemLeak) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptio
 // got the snapshots and checkpoints saved once it caught up, its own
 // included.
 func TestStoreFailsSystemLeak(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsSystemLeakChild$/^(Subscribe|SubscribeSwitchOver)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_SYSTEMLEAK_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_SYSTEMLEAK_CHILD=1", "^TestStoreFailsSystemLeakChild$/^(Subscribe|SubscribeSwitchOver)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsSystemLeakChild/Subscribe ",
 		"from start: Subscribe(",
@@ -1594,14 +1338,7 @@ func TestStoreFailsSystemLeak(t *testing.T) {
 
 // TestStoreFailsSystemLeakChild is run by TestStoreFailsSystemLeak.
 func TestStoreFailsSystemLeakChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_SYSTEMLEAK_CHILD") == "" {
-		t.Skip("run by TestStoreFailsSystemLeak")
-	}
-	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
-		s, err := eventbus.NewMemoryStore(nil)
-		require.NoError(t, err)
-		return systemLeak{s}
-	})
+	wrongStore(t, "EVENTBUSTEST_SYSTEMLEAK_CHILD", "TestStoreFailsSystemLeak", func(s eventbus.Store) eventbus.Store { return systemLeak{s} })
 }
 
 // visibleReplay is a store that looks for a retried batch among the events
@@ -1659,12 +1396,7 @@ func (s visibleReplay) Append(ctx context.Context, stream string, expected event
 // command retried on a stream with MaxCount (as an Aggregate's may have)
 // failed, or wrote its events twice.
 func TestStoreFailsVisibleReplay(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreFailsVisibleReplayChild$/^(Idempotence|MaxCount)$", "-test.count=1", "-test.shuffle=off", "-test.v")
-	cmd.Env = append(os.Environ(), "EVENTBUSTEST_VISIBLEREPLAY_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
-	require.NotContains(t, string(out), "panic:")
+	out := failingChild(t, "EVENTBUSTEST_VISIBLEREPLAY_CHILD=1", "^TestStoreFailsVisibleReplayChild$/^(Idempotence|MaxCount)$", "-test.v")
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsVisibleReplayChild/Idempotence/NoStream_hidden_by_MaxCount ",
 		"retried Append(no stream) = eventbus: events partly committed already",
@@ -1679,12 +1411,34 @@ func TestStoreFailsVisibleReplay(t *testing.T) {
 
 // TestStoreFailsVisibleReplayChild is run by TestStoreFailsVisibleReplay.
 func TestStoreFailsVisibleReplayChild(t *testing.T) {
-	if os.Getenv("EVENTBUSTEST_VISIBLEREPLAY_CHILD") == "" {
-		t.Skip("run by TestStoreFailsVisibleReplay")
+	wrongStore(t, "EVENTBUSTEST_VISIBLEREPLAY_CHILD", "TestStoreFailsVisibleReplay", func(s eventbus.Store) eventbus.Store { return visibleReplay{s} })
+}
+
+// failingChild runs this test binary again with the environment variable
+// env ("NAME=value") set, running the tests that match run, with the
+// further flags given, and wants them to fail without a panic: it returns
+// their output.
+func failingChild(t *testing.T, env, run string, flags ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=" + run, "-test.count=1", "-test.shuffle=off"}, flags...)...)
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	require.NotContains(t, string(out), "panic:")
+	return out
+}
+
+// wrongStore runs TestStore over a MemoryStore wrapped by wrap, a store
+// that breaks the Store contract, when the environment variable env is set:
+// in the child process that the test parent runs with failingChild.
+func wrongStore(t *testing.T, env, parent string, wrap func(eventbus.Store) eventbus.Store) {
+	if os.Getenv(env) == "" {
+		t.Skip("run by " + parent)
 	}
 	eventbustest.TestStore(t, func(t *testing.T) eventbus.Store {
 		s, err := eventbus.NewMemoryStore(nil)
 		require.NoError(t, err)
-		return visibleReplay{s}
+		return wrap(s)
 	})
 }
