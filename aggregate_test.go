@@ -114,20 +114,31 @@ func TestAggregateConcurrentCommands(t *testing.T) {
 	})
 }
 
+// TestAggregateConflictLimit checks that Execute runs decide MaxAttempts
+// times when every append conflicts, 3 times if MaxAttempts is zero, as
+// AggregateOptions.MaxAttempts's doc says.
 func TestAggregateConflictLimit(t *testing.T) {
-	ctx := context.Background()
-	s, _ := backends[0].open(t)
-	reg := newBankRegistry(t)
-	accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{MaxAttempts: 2})
-	attempts := 0
-	_, err := accounts.Execute(ctx, "account-1", func(Account) ([]any, error) {
-		attempts++
-		appendDeposits(t, s, reg, "account-1", 1) // another writer wins every time
-		return []any{Deposited{Amount: 1}}, nil
-	})
-	var conflict *eventbus.WrongExpectedVersionError
-	if !errors.As(err, &conflict) || attempts != 2 {
-		t.Errorf("Execute always in conflict = %v after %d attempts, want a *WrongExpectedVersionError after 2", err, attempts)
+	for _, tc := range []struct {
+		opts *eventbus.AggregateOptions
+		want int
+	}{
+		{&eventbus.AggregateOptions{MaxAttempts: 2}, 2},
+		{nil, 3},
+	} {
+		ctx := context.Background()
+		s, _ := backends[0].open(t)
+		reg := newBankRegistry(t)
+		accounts := newAccounts(t, s, reg, tc.opts)
+		attempts := 0
+		_, err := accounts.Execute(ctx, "account-1", func(Account) ([]any, error) {
+			attempts++
+			appendDeposits(t, s, reg, "account-1", 1) // another writer wins every time
+			return []any{Deposited{Amount: 1}}, nil
+		})
+		var conflict *eventbus.WrongExpectedVersionError
+		if !errors.As(err, &conflict) || attempts != tc.want {
+			t.Errorf("Execute with %+v always in conflict = %v after %d attempts, want a *WrongExpectedVersionError after %d", tc.opts, err, attempts, tc.want)
+		}
 	}
 }
 
