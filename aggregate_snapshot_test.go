@@ -361,6 +361,49 @@ func TestLoadSnapshotLegacyOfAnotherType(t *testing.T) {
 	})
 }
 
+// TestLoadSnapshotUnusableOfEarlierRelease checks that LoadSnapshot
+// passes over a snapshot that the stream cannot go on from, as its doc
+// says, also where SaveSnapshot, which refuses to save it, did not check
+// it: one that an earlier release saved, in the stream that all state
+// types shared, of a stream that does not exist or past the stream's end
+// (its event count as Revision). Load replays the stream instead.
+func TestLoadSnapshotUnusableOfEarlierRelease(t *testing.T) {
+	tests := []struct {
+		name   string
+		events int    // deposits of 1 before the snapshot
+		rev    string // the snapshot's revision
+	}{
+		{name: "no stream", rev: "0"},
+		{name: "past the end", events: 3, rev: "3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := t.Context()
+				appendDeposits(t, s, reg, "account-1", tt.events)
+				e, err := reg.Encode(Account{Balance: 1000, Events: tt.events})
+				require.NoError(t, err)
+				e.Metadata = eventbus.Metadata{"eventbus.revision": tt.rev}
+				_, err = s.Append(ctx, "$snapshot-account-1", eventbus.Any, e)
+				require.NoError(t, err)
+
+				if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); ok || err != nil {
+					t.Errorf("LoadSnapshot of revision %s after %d events = %+v, %v, %v, want none", tt.rev, tt.events, snap, ok, err)
+				}
+				want := eventbus.Version[Account]{Expected: eventbus.NoStream}
+				if tt.events > 0 {
+					want = eventbus.Version[Account]{State: Account{Balance: tt.events, Events: tt.events}, Expected: eventbus.Exact(uint64(tt.events - 1))}
+				}
+				v, err := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 100}).Load(ctx, "account-1")
+				require.NoError(t, err)
+				if diff := cmp.Diff(want, v, cmp.AllowUnexported(eventbus.ExpectedRevision{})); diff != "" {
+					t.Errorf("Load (-want +got):\n%s", diff)
+				}
+			})
+		})
+	}
+}
+
 // TestAggregateSnapshotWithBadRevision checks that a snapshot whose
 // revision metadata does not parse is passed over as one that does not
 // decode is: LoadSnapshot returns an error wrapping ErrInvalid, Load and
