@@ -166,6 +166,9 @@ func testAppendAndRead(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("ReadStream (-want +got):\n%s", diff)
 	}
+	if !got[1].Time.Equal(got[0].Time) {
+		t.Errorf("the events of one Append have Times %v and %v, want one Time", got[0].Time, got[1].Time)
+	}
 
 	info, err := s.StreamInfo(ctx, "user-1")
 	require.NoError(t, err)
@@ -751,8 +754,12 @@ func testAppendMulti(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	want := []rec{
 		{"a", 0, 0, "t", "a0"}, {"a", 1, 1, "t", "a+0"}, {"a", 2, 2, "t", "a+1"}, {"b", 0, 3, "t", "b0"},
 	}
-	if diff := cmp.Diff(want, summary(collect(t, s.ReadAll(ctx, nil)))); diff != "" {
+	all := collect(t, s.ReadAll(ctx, nil))
+	if diff := cmp.Diff(want, summary(all)); diff != "" {
 		t.Errorf("ReadAll after AppendMulti (-want +got):\n%s", diff)
+	}
+	if len(all) == len(want) && (!all[2].Time.Equal(all[1].Time) || !all[3].Time.Equal(all[1].Time)) {
+		t.Errorf("the events of one AppendMulti have Times %v, %v and %v, want one Time", all[1].Time, all[2].Time, all[3].Time)
 	}
 }
 

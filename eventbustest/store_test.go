@@ -1442,3 +1442,57 @@ func wrongStore(t *testing.T, env, parent string, wrap func(eventbus.Store) even
 		return wrap(s)
 	})
 }
+
+// stampEach is a store that stamps each event with the clock's reading as
+// it writes it, a microsecond per position later than the one before, as
+// a store over SQL might (a column defaulting to clock_timestamp()), where
+// the Store contract gives the events of one append one Time.
+type stampEach struct{ eventbus.Store }
+
+// ReadStream returns the read of the store it wraps, each event stamped
+// as it was written.
+func (s stampEach) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return stamped(s.Store.ReadStream(ctx, stream, opts))
+}
+
+// ReadAll returns the read of the store it wraps, each event stamped as
+// it was written.
+func (s stampEach) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return stamped(s.Store.ReadAll(ctx, opts))
+}
+
+// stamped returns seq with each event's Time moved on by a microsecond
+// per position.
+func stamped(seq iter.Seq2[eventbus.RecordedEvent, error]) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range seq {
+			e.Time = e.Time.Add(time.Duration(e.Position) * time.Microsecond)
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsStampEach runs TestStore against a store that gives each
+// event of an append its own Time, in a child process (this test binary),
+// and checks that the suite fails, saying so: no test compared the Times
+// of one append, so such a store passed, and a caller grouping events by
+// their commit, or a MaxAge or retention boundary, split an atomic append.
+func TestStoreFailsStampEach(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_STAMPEACH_CHILD=1", "^TestStoreFailsStampEachChild$/^(AppendAndRead|AppendMulti|Delete)$", "-test.v")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsStampEachChild/AppendAndRead ",
+		"the events of one Append have Times",
+		"--- FAIL: TestStoreFailsStampEachChild/AppendMulti ",
+		"the events of one AppendMulti have Times",
+		"--- PASS: TestStoreFailsStampEachChild/Delete ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsStampEachChild is run by TestStoreFailsStampEach.
+func TestStoreFailsStampEachChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_STAMPEACH_CHILD", "TestStoreFailsStampEach", func(s eventbus.Store) eventbus.Store { return stampEach{s} })
+}
