@@ -724,6 +724,15 @@ func testAppendMulti(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	if diff := cmp.Diff(res, again); diff != "" {
 		t.Errorf("retried AppendMulti results (-want +got):\n%s", diff)
 	}
+	// A retried part beside a new one is replayed, as a retried Append
+	// is, and the new one committed.
+	d := eventbus.StreamAppend{Stream: "d", Expected: eventbus.NoStream, Events: events(1, "t", "d")}
+	mixed, err := s.AppendMulti(ctx, parts[0], d)
+	if err != nil {
+		t.Errorf("AppendMulti of a retried part of a and a new one of d = %v, want success", err)
+	} else if diff := cmp.Diff([]eventbus.AppendResult{res[0], {Revision: 0, Position: 4}}, mixed); diff != "" {
+		t.Errorf("AppendMulti of a retried part of a and a new one of d: results (-want +got):\n%s", diff)
+	}
 
 	_, err = s.AppendMulti(ctx,
 		eventbus.StreamAppend{Stream: "c", Events: events(1, "t", "c")},
@@ -753,6 +762,7 @@ func testAppendMulti(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	}
 	want := []rec{
 		{"a", 0, 0, "t", "a0"}, {"a", 1, 1, "t", "a+0"}, {"a", 2, 2, "t", "a+1"}, {"b", 0, 3, "t", "b0"},
+		{"d", 0, 4, "t", "d0"},
 	}
 	all := collect(t, s.ReadAll(ctx, nil))
 	if diff := cmp.Diff(want, summary(all)); diff != "" {

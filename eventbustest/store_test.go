@@ -1496,3 +1496,60 @@ func TestStoreFailsStampEach(t *testing.T) {
 func TestStoreFailsStampEachChild(t *testing.T) {
 	wrongStore(t, "EVENTBUSTEST_STAMPEACH_CHILD", "TestStoreFailsStampEach", func(s eventbus.Store) eventbus.Store { return stampEach{s} })
 }
+
+// wholeRetry is a store that replays an AppendMulti only when it is
+// retried whole: a part already committed beside a new one is appended
+// as a new one, where the Store contract replays each part as an Append
+// (a retried part of Exact then fails its expected revision, one of Any
+// is written twice).
+type wholeRetry struct{ eventbus.Store }
+
+// AppendMulti appends to the store it wraps, giving the events of the
+// parts already committed new IDs when some part is not.
+func (s wholeRetry) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	again := slices.Clone(appends)
+	retried := 0
+	for i, a := range appends {
+		if len(a.Events) == 0 {
+			continue
+		}
+		for e, err := range s.Store.ReadStream(ctx, a.Stream, nil) {
+			if err != nil || e.ID != a.Events[0].ID {
+				continue
+			}
+			retried++
+			again[i].Events = slices.Clone(a.Events)
+			for j := range again[i].Events {
+				again[i].Events[j].ID = eventbus.NewID()
+			}
+			break
+		}
+	}
+	if retried == 0 || retried == len(appends) {
+		return s.Store.AppendMulti(ctx, appends...)
+	}
+	return s.Store.AppendMulti(ctx, again...)
+}
+
+// TestStoreFailsWholeRetry runs TestStore against a store that replays an
+// AppendMulti only when all of its parts are committed already, in a child
+// process (this test binary), and checks that the suite fails, saying so:
+// the suite retried AppendMulti only whole, so such a store passed, and a
+// caller retrying a failed AppendMulti with one more part (a new command's
+// events beside those of one it may have committed) got a
+// *WrongExpectedVersionError or a part written twice.
+func TestStoreFailsWholeRetry(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_WHOLERETRY_CHILD=1", "^TestStoreFailsWholeRetryChild$/^(AppendMulti|Idempotence)$", "-test.v")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsWholeRetryChild/AppendMulti ",
+		`AppendMulti of a retried part of a and a new one of d = eventbus: stream "a": expected revision 0, actual 2, want success`,
+		"--- PASS: TestStoreFailsWholeRetryChild/Idempotence ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsWholeRetryChild is run by TestStoreFailsWholeRetry.
+func TestStoreFailsWholeRetryChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_WHOLERETRY_CHILD", "TestStoreFailsWholeRetry", func(s eventbus.Store) eventbus.Store { return wholeRetry{s} })
+}
