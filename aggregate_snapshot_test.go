@@ -51,7 +51,7 @@ func newCentsRegistry(t *testing.T) *eventbus.Registry {
 // Execute replay the stream's events instead, and the next snapshot
 // replaces it. Where the events before the snapshot are hidden, so that
 // no replay can stand in for it, Load's error wraps ErrTruncated and the
-// snapshot's decode error.
+// snapshot's decode error, also when it starts from a cached state.
 func TestAggregateUndecodableSnapshot(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := t.Context()
@@ -100,6 +100,23 @@ func TestAggregateUndecodableSnapshot(t *testing.T) {
 		_, err = cents.Load(ctx, "account-2")
 		if !errors.Is(err, eventbus.ErrTruncated) || !errors.As(err, &jsonErr) {
 			t.Errorf("Load of a truncated stream over a snapshot that does not decode = %v, want %v and the codec's %T", err, eventbus.ErrTruncated, jsonErr)
+		}
+		// The same from a cached state, which Load reads the snapshot
+		// for only once it finds the events after the state hidden.
+		cached, err := eventbus.NewAggregate(s, reg2, evolveCents, &eventbus.AggregateOptions{SnapshotEvery: 2, CacheSize: 10})
+		require.NoError(t, err)
+		_, err = accounts.Execute(ctx, "account-3", deposit(5))
+		require.NoError(t, err)
+		_, err = cached.Load(ctx, "account-3") // caches revision 0
+		require.NoError(t, err)
+		for _, amount := range []int{6, 7} { // the snapshot at 1, the last event at 2
+			_, err := accounts.Execute(ctx, "account-3", deposit(amount))
+			require.NoError(t, err)
+		}
+		setMetadata(t, s, "account-3", eventbus.StreamMetadata{MaxCount: 1})
+		_, err = cached.Load(ctx, "account-3")
+		if !errors.Is(err, eventbus.ErrTruncated) || !errors.As(err, &jsonErr) {
+			t.Errorf("Load from a cached state of a truncated stream over a snapshot that does not decode = %v, want %v and the codec's %T", err, eventbus.ErrTruncated, jsonErr)
 		}
 	})
 }
