@@ -205,15 +205,24 @@ func testAppendAndRead(t *testing.T, open func(t *testing.T) eventbus.Store) {
 
 func testCopiesInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	s := open(t)
-	in := events(1, "t", "original")
-	in[0].Metadata = eventbus.Metadata{"k": "v"}
-	mustAppend(t, s, "s", eventbus.Any, in...)
-	copy(in[0].Data, "XXXXXXXX")
-	in[0].Metadata["k"] = "changed"
-	got := collect(t, s.ReadStream(t.Context(), "s", nil))
-	require.Len(t, got, 1)
-	if string(got[0].Data) != "original0" || got[0].Metadata["k"] != "v" {
-		t.Errorf("after changing the appended event, read Data %q and Metadata %v, want %q and k=v", got[0].Data, got[0].Metadata, "original0")
+	// Each call appends to the stream named after it.
+	for _, call := range []string{"Append", "AppendMulti"} {
+		in := events(1, "t", "original")
+		in[0].Metadata = eventbus.Metadata{"k": "v"}
+		var err error
+		if call == "Append" {
+			_, err = s.Append(t.Context(), call, eventbus.Any, in...)
+		} else {
+			_, err = s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: call, Events: in})
+		}
+		require.NoError(t, err, call)
+		copy(in[0].Data, "XXXXXXXX")
+		in[0].Metadata["k"] = "changed"
+		got := collect(t, s.ReadStream(t.Context(), call, nil))
+		require.Len(t, got, 1)
+		if string(got[0].Data) != "original0" || got[0].Metadata["k"] != "v" {
+			t.Errorf("after changing the event given to %s, read Data %q and Metadata %v, want %q and k=v", call, got[0].Data, got[0].Metadata, "original0")
+		}
 	}
 
 	// A read event's Data has no spare capacity: appending to it, which
@@ -221,7 +230,7 @@ func testCopiesInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	// not write over the next event's Data where the store keeps the two
 	// side by side.
 	mustAppend(t, s, "pair", eventbus.Any, events(2, "t", "pair")...)
-	got = collect(t, s.ReadStream(t.Context(), "pair", nil))
+	got := collect(t, s.ReadStream(t.Context(), "pair", nil))
 	require.Len(t, got, 2)
 	first := got[0].Data
 	for i := len(first); i < cap(first); i++ {

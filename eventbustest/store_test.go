@@ -1553,3 +1553,70 @@ func TestStoreFailsWholeRetry(t *testing.T) {
 func TestStoreFailsWholeRetryChild(t *testing.T) {
 	wrongStore(t, "EVENTBUSTEST_WHOLERETRY_CHILD", "TestStoreFailsWholeRetry", func(s eventbus.Store) eventbus.Store { return wholeRetry{s} })
 }
+
+// sharedMulti is a store whose AppendMulti keeps the Data and Metadata of
+// the events it is given, not copies, as a store that hands the caller's
+// slices to a log it writes later might, where the Store contract keeps a
+// copy: a caller that reuses its buffers changes the events stored.
+type sharedMulti struct {
+	eventbus.Store
+	mu   sync.Mutex
+	kept map[eventbus.ID]eventbus.EventData // the events AppendMulti was given
+}
+
+// AppendMulti appends to the store it wraps, keeping the events given.
+func (s *sharedMulti) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	res, err := s.Store.AppendMulti(ctx, appends...)
+	if err == nil {
+		s.mu.Lock()
+		for _, a := range appends {
+			for _, e := range a.Events {
+				s.kept[e.ID] = e
+			}
+		}
+		s.mu.Unlock()
+	}
+	return res, err
+}
+
+// ReadStream returns the read of the store it wraps, with the Data and
+// Metadata that AppendMulti was given.
+func (s *sharedMulti) ReadStream(ctx context.Context, stream string, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.ReadStream(ctx, stream, opts) {
+			s.mu.Lock()
+			if in, ok := s.kept[e.ID]; ok {
+				e.Data, e.Metadata = in.Data, in.Metadata
+			}
+			s.mu.Unlock()
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsSharedMulti runs TestStore against a store whose
+// AppendMulti keeps the events' Data and Metadata it is given, in a child
+// process (this test binary), and checks that the suite fails, saying so:
+// CopiesInput changed the events given to Append only, so such a store
+// passed, and a caller reusing its buffers after an AppendMulti changed
+// the events that every later read and subscriber got.
+func TestStoreFailsSharedMulti(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_SHAREDMULTI_CHILD=1", "^TestStoreFailsSharedMultiChild$/^(CopiesInput|AppendMulti)$", "-test.v")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsSharedMultiChild/CopiesInput ",
+		`after changing the event given to AppendMulti, read Data "XXXXXXXX0" and Metadata map[k:changed], want "original0" and k=v`,
+		"--- PASS: TestStoreFailsSharedMultiChild/AppendMulti ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+	require.NotContains(t, string(out), "after changing the event given to Append,")
+}
+
+// TestStoreFailsSharedMultiChild is run by TestStoreFailsSharedMulti.
+func TestStoreFailsSharedMultiChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_SHAREDMULTI_CHILD", "TestStoreFailsSharedMulti", func(s eventbus.Store) eventbus.Store {
+		return &sharedMulti{Store: s, kept: make(map[eventbus.ID]eventbus.EventData)}
+	})
+}
