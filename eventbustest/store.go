@@ -283,6 +283,16 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			if !errors.Is(err, eventbus.ErrInvalid) {
 				t.Errorf("AppendMulti = %v, want ErrInvalid", err)
 			}
+			// Every part is checked before any is committed.
+			_, err = s.AppendMulti(ctx,
+				eventbus.StreamAppend{Stream: "valid", Events: events(1, "t", "valid")},
+				eventbus.StreamAppend{Stream: tt.stream, Events: tt.events})
+			if !errors.Is(err, eventbus.ErrInvalid) {
+				t.Errorf("AppendMulti after a valid part = %v, want ErrInvalid", err)
+			}
+			if got := collect(t, s.ReadStream(ctx, "valid", nil)); len(got) != 0 {
+				t.Errorf("AppendMulti of a valid part and an invalid one wrote the valid part: %v", summary(got))
+			}
 		})
 	}
 	// Every call that names a stream refuses a name that names none, as

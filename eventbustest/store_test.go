@@ -1620,3 +1620,54 @@ func TestStoreFailsSharedMultiChild(t *testing.T) {
 		return &sharedMulti{Store: s, kept: make(map[eventbus.ID]eventbus.EventData)}
 	})
 }
+
+// lazyMulti is a store whose AppendMulti commits its parts one by one,
+// checking the events of each as it comes to it, where the Store contract
+// checks every part first: the parts before an invalid one are written,
+// though the call fails with eventbus.ErrInvalid.
+type lazyMulti struct{ eventbus.Store }
+
+// AppendMulti appends to the store it wraps, and for an AppendMulti that
+// it refuses as invalid (of streams named once each), appends its parts
+// one by one until one fails.
+func (s lazyMulti) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	res, err := s.Store.AppendMulti(ctx, appends...)
+	if !errors.Is(err, eventbus.ErrInvalid) {
+		return res, err
+	}
+	named := make(map[string]bool)
+	for _, a := range appends {
+		if named[a.Stream] {
+			return res, err
+		}
+		named[a.Stream] = true
+	}
+	for _, a := range appends {
+		if _, err := s.Store.AppendMulti(ctx, a); err != nil {
+			break
+		}
+	}
+	return res, err
+}
+
+// TestStoreFailsLazyMulti runs TestStore against a store whose
+// AppendMulti commits the parts before an invalid one, in a child process
+// (this test binary), and checks that the suite fails, saying so: every
+// invalid AppendMulti of InvalidInput had one part, so such a store
+// passed, and a caller whose AppendMulti failed with ErrInvalid had
+// written some of its streams, the atomic step it asked for half done.
+func TestStoreFailsLazyMulti(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_LAZYMULTI_CHILD=1", "^TestStoreFailsLazyMultiChild$/^(InvalidInput|AppendMulti)$", "-test.v")
+	for _, want := range []string{
+		"--- FAIL: TestStoreFailsLazyMultiChild/InvalidInput/zero_ID ",
+		"AppendMulti of a valid part and an invalid one wrote the valid part",
+		"--- PASS: TestStoreFailsLazyMultiChild/AppendMulti ",
+	} {
+		require.Contains(t, string(out), want)
+	}
+}
+
+// TestStoreFailsLazyMultiChild is run by TestStoreFailsLazyMulti.
+func TestStoreFailsLazyMultiChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_LAZYMULTI_CHILD", "TestStoreFailsLazyMulti", func(s eventbus.Store) eventbus.Store { return lazyMulti{s} })
+}
