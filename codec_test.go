@@ -7,8 +7,10 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -207,6 +209,27 @@ func TestCodecCompressesWhatDecodes(t *testing.T) {
 	if err != nil || len(got) != len(in) {
 		t.Errorf("Decode(Encode(%d bytes)) = %d bytes, %v; want them back (Encoding %q)", len(in), len(got), err, e.Encoding)
 	}
+}
+
+// TestRegisterVersionLimit checks the bound of TypeOptions.Version that
+// Register's doc gives: 1<<31, the highest version a Store keeps, is
+// accepted and stamped on the events it encodes, and one more is refused
+// with ErrInvalid.
+func TestRegisterVersionLimit(t *testing.T) {
+	if strconv.IntSize < 64 {
+		t.Skip("an int cannot hold a version above 1<<31 here")
+	}
+	type highest struct{}
+	type tooHigh struct{}
+	r, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	v := math.MaxInt32
+	v++ // 1<<31, which a 32-bit int cannot hold as a constant
+	require.ErrorIs(t, eventbus.Register[tooHigh](r, &eventbus.TypeOptions{Name: "limit", Version: v + 1}), eventbus.ErrInvalid)
+	require.NoError(t, eventbus.Register[highest](r, &eventbus.TypeOptions{Name: "limit", Version: v}), "the highest version a store keeps")
+	e, err := r.Encode(highest{})
+	require.NoError(t, err)
+	require.Equal(t, v, e.SchemaVersion)
 }
 
 func TestRegisterErrors(t *testing.T) {
