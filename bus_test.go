@@ -1771,6 +1771,32 @@ func TestUnsubscribeCutShortByClose(t *testing.T) {
 	})
 }
 
+// TestCloseReportsErrClosed checks the cause that Close's
+// *UndeliveredError carries, as its doc says: ErrClosed, alone. Close
+// stops the bus as a Shutdown whose context is done, but the events it
+// abandons were not lost to a context's end, and an error that matched
+// context.Canceled too would send its reader looking for one.
+func TestCloseReportsErrClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, nil)
+		for i := range 3 {
+			require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+		}
+		synctest.Wait()
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Close(), &ue)
+		require.Equal(t, 2, ue.Count)
+		if ue.Err != eventbus.ErrClosed {
+			t.Errorf("Close() = %v, whose Err is %q; want ErrClosed alone", ue, ue.Err)
+		}
+	})
+}
+
 // TestUnsubscribeAfterClose checks that Unsubscribe after Close, with
 // nothing left to wait for, returns nil, as the package documents: the
 // events that Close abandoned are Close's to report, not again
