@@ -2365,4 +2365,29 @@ func TestFlushReportsCutShort(t *testing.T) {
 			require.NoError(t, b.Flush(context.Background()), "its own failure, not the stop's")
 		})
 	})
+	t.Run("Sync, failed on its own after a Close", func(t *testing.T) {
+		// A stop cancels no Sync-mode handler, which runs in its
+		// publisher's goroutine: one that then fails on its own was not
+		// cut short, though its subscription has stopped meanwhile.
+		synctest.Test(t, func(t *testing.T) {
+			b, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync})
+			require.NoError(t, err)
+			topic := newTopic[Order](t, b, "orders", nil)
+			entered, release := make(chan struct{}), make(chan struct{})
+			errNo := errors.New("no")
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				close(entered)
+				<-release
+				return errNo
+			}, nil)
+			published := make(chan error, 1)
+			go func() { published <- topic.Publish(context.Background(), Order{Key: "k"}) }()
+			<-entered
+			require.NoError(t, b.Close())
+			close(release)
+			require.ErrorIs(t, <-published, errNo)
+			require.Equal(t, 1, b.DeadLetters().Len())
+			require.NoError(t, b.Flush(context.Background()), "its own failure, not the stop's")
+		})
+	})
 }
