@@ -107,3 +107,27 @@ func TestParseIDIgnoresCase(t *testing.T) {
 		}
 	}
 }
+
+// TestParseIDBounds checks the ends of the ULID range: the largest ID,
+// all ones, is "7ZZZZZZZZZZZZZZZZZZZZZZZZZ" and parses back, and a first
+// character past '7', which would need a 129th bit, is refused with
+// ErrInvalid.
+func TestParseIDBounds(t *testing.T) {
+	var largest eventbus.ID
+	for i := range largest {
+		largest[i] = 0xff
+	}
+	const s = "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
+	if got := largest.String(); got != s {
+		t.Fatalf("String() of the largest ID = %q, want %q", got, s)
+	}
+	got, err := eventbus.ParseID(s)
+	if err != nil || got != largest {
+		t.Errorf("ParseID(%q) = %v, %v; want %v", s, got, err, largest)
+	}
+	for _, in := range []string{"80000000000000000000000000", "Z0000000000000000000000000"} {
+		if _, err := eventbus.ParseID(in); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Errorf("ParseID(%q) = %v, want ErrInvalid", in, err)
+		}
+	}
+}
