@@ -47,12 +47,15 @@ func FuzzTraceparent(f *testing.F) {
 	})
 }
 
-// TestIDsSortBeforeTheUnixEpoch checks that the IDs of events an
-// Options.Clock stamped before 1970 (at the zero time, say) still sort by
-// their time: the negative millisecond count wrapped around to the year
-// 8921, after every ID of today.
-func TestIDsSortBeforeTheUnixEpoch(t *testing.T) {
-	times := []time.Time{{}, time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC), time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}
+// TestIDsSortPastTheirTimeRange checks that the IDs of events an
+// Options.Clock stamped outside the 48 bits of milliseconds that an ID
+// holds still sort by their time, as ID's doc says: before 1970 (at the
+// zero time, say), whose negative millisecond count wrapped around to the
+// year 8921, after every ID of today; and after the year 10889, whose
+// count must stop at the largest the bits hold, not lose its top bits.
+func TestIDsSortPastTheirTimeRange(t *testing.T) {
+	times := []time.Time{{}, time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC), time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)}
 	next := times
 	clock := func() time.Time { return next[0] }
 	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Clock: clock})
