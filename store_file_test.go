@@ -441,6 +441,9 @@ func TestOpenFileStoreBadOptionsSayWhich(t *testing.T) {
 		{eventbus.FileStoreOptions{MaxSegmentSize: -5}, "MaxSegmentSize -5"},
 		{eventbus.FileStoreOptions{RetainAge: -time.Hour}, "RetainAge -1h0m0s"},
 		{eventbus.FileStoreOptions{RetainSize: -9}, "RetainSize -9"},
+		{eventbus.FileStoreOptions{Sync: eventbus.SyncNever + 1}, "Sync 3"},
+		{eventbus.FileStoreOptions{MaxBatchSize: 32<<20 + 1}, "MaxBatchSize 33554433"},
+		{eventbus.FileStoreOptions{MaxSegmentSize: 1<<30 + 1}, "MaxSegmentSize 1073741825"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -453,4 +456,8 @@ func TestOpenFileStoreBadOptionsSayWhich(t *testing.T) {
 			}
 		})
 	}
+	// The largest values the docs allow are valid.
+	s, err := eventbus.OpenFileStore(t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxBatchSize: 32 << 20, MaxSegmentSize: 1 << 30})
+	require.NoError(t, err, "OpenFileStore with SyncNever, MaxBatchSize 32 MiB and MaxSegmentSize 1 GiB")
+	require.NoError(t, s.Close())
 }
