@@ -126,9 +126,15 @@ func TestFileStoreIDCollision(t *testing.T) {
 	res, err = s.Append(ctx, "s", Any, a)
 	require.NoError(t, err)
 	require.Equal(t, AppendResult{Revision: 0, Position: 0}, res, "Append of the other one again")
+	// In another stream, an event whose hash the other one holds, its own
+	// ID and stream among them, is no replay of it either.
+	res, err = s.Append(ctx, "other", Any, EventData{ID: NewID(), Type: "t"})
+	require.NoError(t, err)
+	require.Equal(t, AppendResult{Revision: 0, Position: 2}, res, "Append to another stream")
+	s.w.ids[uint32(maphash.Comparable(s.w.seed, idKey{s.streams["other"].id, a.ID}))] = 0
 	res, err = s.Append(ctx, "other", Any, a)
 	require.NoError(t, err)
-	require.Equal(t, AppendResult{Revision: 0, Position: 2}, res, "Append of the other one to another stream")
+	require.Equal(t, AppendResult{Revision: 1, Position: 3}, res, "Append of the other one to another stream")
 }
 
 // TestWriterIDPositions checks that the index of IDs tells the positions
