@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -425,6 +426,33 @@ func TestFileStoreLetsGoOfLargeWrites(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, data, e.Data)
 	}
+}
+
+// TestFileStoreSyncIntervalDefault checks the default period of
+// SyncInterval, 100ms as its doc says: an append is synced 100ms after the
+// store opens, not before.
+func TestFileStoreSyncIntervalDefault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		fs := &syncedFS{FS: eventbus.OSFS, synced: map[string]int64{}, renamed: map[string]string{}}
+		s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncInterval}, fs))
+		_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", "x")...)
+		require.NoError(t, err)
+		seg := segments(t, dir)[0]
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		synced := func() int64 {
+			fs.mu.Lock()
+			defer fs.mu.Unlock()
+			return fs.synced[seg]
+		}
+		time.Sleep(100*time.Millisecond - 1) // on the bubble's clock
+		synctest.Wait()
+		require.Less(t, synced(), fi.Size(), "bytes synced just before 100ms")
+		time.Sleep(1)
+		synctest.Wait()
+		require.Equal(t, fi.Size(), synced(), "bytes synced at 100ms")
+	})
 }
 
 // TestOpenFileStoreBadOptionsSayWhich checks that OpenFileStore's error for
