@@ -137,6 +137,61 @@ func TestFileStoreIDCollision(t *testing.T) {
 	require.Equal(t, AppendResult{Revision: 1, Position: 3}, res, "Append of the other one to another stream")
 }
 
+// TestFileStoreIDCollisionRetention checks the IDs that w.exact holds, of
+// events whose hash another one held (with a million events kept, one
+// append in 4,000), under retention: the ID of an event that retention
+// removed is no replay, and that of every kept one is, the first kept
+// among them.
+func TestFileStoreIDCollisionRetention(t *testing.T) {
+	ctx := t.Context()
+	open := func(t *testing.T) *FileStore {
+		s, err := OpenFileStore(t.TempDir(), &FileStoreOptions{Sync: SyncNever, MaxSegmentSize: 1 << 10, RetainSize: 8 << 10})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	// add appends an event to stream "s" and returns it. If collide is
+	// set, the event's hash holds the position of the one before, so that
+	// it goes to w.exact; Append has returned, so the committer is idle.
+	add := func(t *testing.T, s *FileStore, collide bool) EventData {
+		e := EventData{ID: NewID(), Type: "t", Data: []byte(strings.Repeat("x", 40))}
+		if collide {
+			s.w.ids[uint32(maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, e.ID}))] = uint32(s.w.log.n - 1)
+		}
+		_, err := s.Append(ctx, "s", Any, e)
+		require.NoError(t, err)
+		return e
+	}
+	t.Run("removed", func(t *testing.T) {
+		s := open(t)
+		add(t, s, false)
+		removed := add(t, s, true)
+		require.Len(t, s.w.exact, 1, "events indexed by stream and ID")
+		for s.Stats().FirstPosition < 2 {
+			add(t, s, false)
+		}
+		require.Len(t, s.w.exact, 1, "events indexed by stream and ID, before they are forgotten")
+		next := s.Stats().NextPosition
+		res, err := s.Append(ctx, "s", Any, removed)
+		require.NoError(t, err)
+		require.Equal(t, next, res.Position, "position of an event appended again after retention removed it")
+	})
+	t.Run("kept", func(t *testing.T) {
+		s := open(t)
+		events := []EventData{add(t, s, false)}
+		for s.Stats().FirstPosition < 100 {
+			events = append(events, add(t, s, true))
+		}
+		st := s.Stats()
+		for pos := st.FirstPosition; pos < st.NextPosition; pos++ {
+			res, err := s.Append(ctx, "s", Any, events[pos])
+			require.NoError(t, err)
+			require.Equal(t, AppendResult{Revision: pos, Position: pos}, res, "Append of the kept event at %d again", pos)
+		}
+		require.Equal(t, st.NextPosition, s.Stats().NextPosition, "next position after the replays")
+	})
+}
+
 // TestWriterIDPositions checks that the index of IDs tells the positions
 // from their low 32 bits within 4 billion positions of the first one kept,
 // and keeps by stream and ID an event past those.
