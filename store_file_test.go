@@ -455,6 +455,28 @@ func TestFileStoreSyncIntervalDefault(t *testing.T) {
 	})
 }
 
+// TestFileStoreFailsAfterFailedPeriodicSync fails the periodic sync of
+// SyncInterval: as after any failed sync, appends must then fail with its
+// error until the store is reopened, as FileStore's doc says, rather than
+// be acknowledged by a store whose last interval may never reach the disk.
+func TestFileStoreFailsAfterFailedPeriodicSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		fs := &faultFS{FS: eventbus.OSFS}
+		s, err := eventbus.OpenFileStore(t.TempDir(), eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncInterval, SyncInterval: time.Second}, fs))
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "s", eventbus.NoStream, newEvents(1, "t", "")...)
+		require.NoError(t, err)
+		eio := error(syscall.EIO)
+		fs.failSync.Store(&eio)
+		time.Sleep(time.Second) // an interval, on the bubble's clock
+		synctest.Wait()
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "")...)
+		require.ErrorIs(t, err, syscall.EIO, "Append after a failed periodic sync")
+		require.ErrorIs(t, s.Close(), syscall.EIO, "Close after a failed periodic sync")
+	})
+}
+
 // TestOpenFileStoreBadOptionsSayWhich checks that OpenFileStore's error for
 // a bad option wraps ErrInvalid and names that option and its value: it
 // said "bad Sync, SyncInterval, MaxSegmentSize, RetainAge or RetainSize",
