@@ -55,7 +55,10 @@ type ConsumerOptions struct {
 	// and is read again by the next run. A bad record read from the
 	// dead-letter topic itself (routed, or consumed through options in
 	// Client) is logged and skipped: it is there already, and written back
-	// it would come round for ever.
+	// it would come round for ever. The topic must exist (the bridge
+	// creates none): a copy to one that Kafka does not have fails with
+	// kerr.UnknownTopicOrPartition, once franz-go has asked for it a few
+	// times, and stops Run, the record read again by the next run.
 	DeadLetterTopic string
 	// DrainTimeout bounds how long Run waits, once its context is done,
 	// for the bus to handle what was published so that its offsets can be
@@ -242,8 +245,11 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 // next run. As
 // everywhere on the bus, an event goes to the subscriptions t has when it
 // is published: while t has none, its records are consumed, and committed,
-// with no handler seeing them, so subscribe before Run. Call it before
-// Run.
+// with no handler seeing them, so subscribe before Run. A kafkaTopic
+// that Kafka does not have is no error: Run waits for it, with no error
+// and nothing logged, and consumes it from its first record once it is
+// created, so that a misspelt name consumes nothing, silently. Call it
+// before Run.
 // It returns an error wrapping eventbus.ErrDuplicate if kafkaTopic is routed
 // already, and eventbus.ErrInvalid for a nil c or t, or one not made by
 // NewConsumer or eventbus.NewTopic, a name that Kafka does not take for a

@@ -43,5 +43,7 @@
 //
 // Each part takes an options struct whose zero values are safe defaults;
 // Brokers come from the caller, and further franz-go options (TLS, SASL,
-// logging) go in the Client field.
+// logging) go in the Client field. The bridge creates no topics: writing
+// to one that Kafka does not have fails (kerr.UnknownTopicOrPartition),
+// and a Consumer waits, silently, for a routed one until it is created.
 package kafka

@@ -269,7 +269,11 @@ func checkProducer(call string, p *Producer) error {
 // Producer too: each handler then produces the records of its events that
 // failed as too large again, one at a time, each alone, so that the others
 // are written (other records may still join them), and the one too large
-// fails on its own. franz-go also fails every record it holds for a
+// fails on its own. A kafkaTopic that Kafka does not have (the bridge
+// creates no topics) fails each record with kerr.UnknownTopicOrPartition
+// once franz-go has asked for it a few times, a second or so: its events
+// go through the retry policy to the dead-letter queue. franz-go also
+// fails every record it holds for a
 // partition once the first one's context is done, which may be another
 // handler's (of another Forward or a Relay through the Producer, stopped
 // on its own): a handler whose own context is not done produces its

@@ -145,7 +145,12 @@ type RelayOptions struct {
 	Name string
 	// Topic is the Kafka topic of every event, unless TopicFor is set: 1
 	// to 249 letters, digits, '.', '_' and '-', other than "." and "..",
-	// as Kafka takes.
+	// as Kafka takes. The bridge creates no topics: an event for a topic
+	// that Kafka does not have fails once franz-go has asked for it a few
+	// times (kgo.UnknownTopicRetries, a second or so), with a
+	// [*ProduceError] wrapping kerr.UnknownTopicOrPartition, and stops
+	// Run, unless ProducerOptions.Client sets kgo.AllowAutoTopicCreation
+	// and the brokers create it.
 	Topic string
 	// TopicFor, if set, chooses each event's Kafka topic. An event for
 	// which it returns a name that Kafka does not take fails as a record
