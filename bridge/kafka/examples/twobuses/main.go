@@ -1,7 +1,8 @@
 // Command twobuses connects two buses, as two processes would be, through
 // Kafka: the first forwards its "orders" topic to Kafka, the second consumes
 // it into its own "orders" topic, where a handler ships each order. It uses
-// the brokers in KAFKA_BROKERS (comma-separated) if set, else starts an
+// the brokers in KAFKA_BROKERS (comma-separated) if set, which must have
+// the topic "orders" (the bridge creates no topics), else starts an
 // in-process kfake cluster of three brokers.
 package main
 
