@@ -10,17 +10,20 @@ import (
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
-// blockLog is a franz-go logger that tells when a Produce blocks, over
-// the client's limit of buffered records: franz-go logs it (at Debug, its
-// message beginning "blocking Produce"), and has no hook for it.
-type blockLog chan struct{}
+// franzLog is a franz-go logger that tells, on c, when franz-go logs a
+// message (at Debug or above) that begins with prefix: franz-go has hooks
+// for neither a Produce that blocks nor a broker it cannot dial.
+type franzLog struct {
+	prefix string
+	c      chan struct{}
+}
 
-func (blockLog) Level() kgo.LogLevel { return kgo.LogLevelDebug }
+func (franzLog) Level() kgo.LogLevel { return kgo.LogLevelDebug }
 
-func (b blockLog) Log(_ kgo.LogLevel, msg string, _ ...any) {
-	if strings.HasPrefix(msg, "blocking Produce") {
+func (l franzLog) Log(_ kgo.LogLevel, msg string, _ ...any) {
+	if strings.HasPrefix(msg, l.prefix) {
 		select {
-		case b <- struct{}{}:
+		case l.c <- struct{}{}:
 		default:
 		}
 	}
@@ -37,7 +40,7 @@ func TestProducerMaxBufferedRecords(t *testing.T) {
 	reg := registry(t)
 	release := make(chan struct{})
 	holdMetadata(ctx, c, "orders", release)
-	buffered, blocked := make(eachBuffered, 3), make(blockLog, 1)
+	buffered, blocked := make(eachBuffered, 3), franzLog{"blocking Produce", make(chan struct{}, 1)}
 	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{
 		Brokers: c.ListenAddrs(), MaxBufferedRecords: 2,
 		Client: []kgo.Opt{kgo.WithHooks(buffered), kgo.WithLogger(blocked)},
@@ -60,7 +63,7 @@ func TestProducerMaxBufferedRecords(t *testing.T) {
 	for range 3 {
 		await(t, ctx, buffered, "a record given to franz-go")
 	}
-	await(t, ctx, blocked, "the third Produce blocking, over MaxBufferedRecords 2 with no record answered")
+	await(t, ctx, blocked.c, "the third Produce blocking, over MaxBufferedRecords 2 with no record answered")
 	close(release)
 	for range 3 {
 		if err := <-published; err != nil {

@@ -73,7 +73,11 @@ type ConsumerOptions struct {
 	// bad records of the dead-letter topic itself, which are skipped, and
 	// the failures of a Sync-mode topic's handlers.
 	// Nil means silent; one without a Handler (a zero slog.Logger, which
-	// slog.New never makes) is invalid.
+	// slog.New never makes) is invalid. Brokers that cannot be reached (a
+	// wrong address, a port that wants TLS) are not reported here: Run
+	// retries for as long as it runs, without an error; franz-go's own
+	// logger, given with kgo.WithLogger in Client, reports each failed
+	// dial.
 	Logger *slog.Logger
 	// Client holds further franz-go options, such as kgo.DialTLSConfig or
 	// kgo.SASL, applied after the bridge's own, so that one of the same

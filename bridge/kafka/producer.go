@@ -20,6 +20,11 @@ import (
 // replicas, snappy compression, 5ms linger.
 type ProducerOptions struct {
 	// Brokers are the seed brokers, "host:port". Required, none empty.
+	// Brokers that cannot be reached are no error: records wait for
+	// them, retried, until their context ends (a Relay's Run, a Forward's
+	// handler), and a Relay reports nothing meanwhile; franz-go's own
+	// logger, given with kgo.WithLogger in Client, reports each failed
+	// dial.
 	Brokers []string
 	// Linger is how long a partition's batch waits for more records before
 	// it is sent; zero means 5ms, negative means no wait. At most a minute,
