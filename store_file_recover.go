@@ -717,7 +717,9 @@ func (s *FileStore) removeDropped() {
 // Verify reads every segment of the store again and checks every checksum
 // and record, and the file START that retention writes, as opening does:
 // it finds damage done to the files since the store was opened, a segment
-// file deleted or replaced by another of its name among it. It returns a
+// file deleted or replaced by another of its name among it, and a START
+// that names a later segment than the store's first, from which the next
+// open would start. It returns a
 // [*CorruptionError] for the first damage found, and [ErrClosed] once the
 // store is closed, also when Close closes the files it reads.
 func (s *FileStore) Verify(ctx context.Context) error {
@@ -733,13 +735,20 @@ func (s *FileStore) Verify(ctx context.Context) error {
 	// Opening reads START first: a damaged one fails it. Retention
 	// replaces the file whole (see createFile), so a read never sees a
 	// part written.
-	if _, err := readStart(s.dir); err != nil {
+	start, err := readStart(s.dir)
+	if err != nil {
 		if !errors.As(err, new(*CorruptionError)) {
 			err = fmt.Errorf("eventbus: verify: %w", err)
 		}
 		return err
 	}
 	v := s.view(0)
+	// Retention names a segment in START only once the store starts
+	// there, so a later one is damage: opening would start there and
+	// delete the segments before it.
+	if start != 0 && (len(v.segs) == 0 || start > v.segs[0].seq) {
+		return &CorruptionError{Path: filepath.Join(s.dir, startFile), Offset: 0, Reason: fmt.Sprintf("names segment %s, past the store's first", segmentName(start))}
+	}
 	// The files must hold every record the store has committed: the
 	// whole of each older segment, whose size the committer set before it
 	// published the next one, and the rest of the view's bytes for the

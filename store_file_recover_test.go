@@ -699,6 +699,35 @@ func TestFileStoreVerifyDamagedStart(t *testing.T) {
 	require.Equal(t, start, ce.Path)
 }
 
+// TestFileStoreVerifyLaterStart writes, while the store is open, a sound
+// START that names a later segment of the store than its first, as a
+// backup restored over it might: the next open would start there and
+// delete the segments before it, acknowledged events and all, so Verify
+// must report it as a *CorruptionError for START. It checked START's
+// checksum alone and returned nil.
+func TestFileStoreVerifyLaterStart(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10})
+	for st := s.Stats(); st.FirstPosition == 0 || st.Segments < 3; st = s.Stats() {
+		_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 200))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Verify(ctx), "Verify before the damage")
+	segs := segments(t, dir)
+	seq, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(segs[1]), "seg-"), ".log"), 16, 64)
+	require.NoError(t, err)
+	n := strconv.FormatUint(seq, 10)
+	start := filepath.Join(dir, "START")
+	content := fmt.Sprintf("%s %08x\n", n, crc32.Checksum([]byte(n), crc32.MakeTable(crc32.Castagnoli)))
+	require.NoError(t, os.WriteFile(start, []byte(content), 0o644))
+
+	var ce *eventbus.CorruptionError
+	if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != start {
+		t.Errorf("Verify with START naming %s = %v, want a *CorruptionError for %s", filepath.Base(segs[1]), err, start)
+	}
+}
+
 // TestFileStoreStartBitFlip flips, in turn, each bit of the file in which
 // retention records the segment that the store starts at, in a store whose
 // later segments follow that one: opening must report every flip as a
