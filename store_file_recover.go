@@ -717,7 +717,8 @@ func (s *FileStore) removeDropped() {
 // Verify reads every segment of the store again and checks every checksum
 // and record, and the file START that retention writes, as opening does:
 // it finds damage done to the files since the store was opened, a segment
-// file deleted or replaced by another of its name among it, and a START
+// file deleted or replaced by another of its name among it, a segment
+// file past the store's last, which the next open would read, and a START
 // that names a later segment than the store's first, from which the next
 // open would start. It returns a
 // [*CorruptionError] for the first damage found, and [ErrClosed] once the
@@ -830,6 +831,46 @@ segments:
 		case int64(end) < committed:
 			return &CorruptionError{Path: seg.path, Offset: int64(end), Reason: fmt.Sprintf("records missing: the store committed %d bytes of this file", committed)}
 		}
+	}
+	return s.verifyStray(v)
+}
+
+// verifyStray returns a [*CorruptionError] for a segment file in the
+// store's directory past the last segment of v that the store does not
+// know: the next open would read it as the store's. A segment that a roll
+// has made but not yet added to the store (see roll) is the next one,
+// holds its header alone, and starts at the position where the store's
+// committed events end or later.
+func (s *FileStore) verifyStray(v *view) error {
+	if len(v.segs) == 0 {
+		return nil
+	}
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("eventbus: verify: %w", err)
+	}
+	for _, e := range entries {
+		seq, ok := parseSegmentName(e.Name())
+		if !ok || seq <= v.segs[len(v.segs)-1].seq {
+			continue
+		}
+		path := filepath.Join(s.dir, e.Name())
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("eventbus: verify: %w", err)
+		}
+		// Read after the file: a roll adds the segment before it writes
+		// to it.
+		now := s.view(0)
+		if last := now.segs[len(now.segs)-1].seq; seq <= last {
+			continue
+		} else if h, err := decodeSegHeader(b); err == nil && seq == last+1 && h.seq == seq && h.firstPos >= now.log.n && len(b) == segHeaderSize {
+			continue
+		}
+		return &CorruptionError{Path: path, Offset: 0, Reason: "a segment file past the last one the store has: the next open would read it"}
 	}
 	return nil
 }

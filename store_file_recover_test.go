@@ -728,6 +728,66 @@ func TestFileStoreVerifyLaterStart(t *testing.T) {
 	}
 }
 
+// TestFileStoreVerifyStraySegment writes, while the store is open, a
+// segment file past its last one, a copy of its first (a backup restored
+// to the wrong name, say): the next open reads it as the store's and
+// fails, so Verify must report it as a *CorruptionError for that file. It
+// read only the segments the store knows and returned nil.
+func TestFileStoreVerifyStraySegment(t *testing.T) {
+	for _, past := range []int{1, 2} {
+		ctx := t.Context()
+		dir := t.TempDir()
+		s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
+		for s.Stats().Segments < 3 {
+			appendEach(t, s, 1)
+		}
+		require.NoError(t, s.Verify(ctx), "Verify before the damage")
+		segs := segments(t, dir)
+		b, err := os.ReadFile(segs[0])
+		require.NoError(t, err)
+		stray := filepath.Join(dir, fmt.Sprintf("seg-%016x.log", len(segs)+past))
+		require.NoError(t, os.WriteFile(stray, b, 0o644))
+
+		var ce *eventbus.CorruptionError
+		if err := s.Verify(ctx); !errors.As(err, &ce) || ce.Path != stray {
+			t.Errorf("Verify with %s = %v, want a *CorruptionError for it", filepath.Base(stray), err)
+		}
+		require.NoError(t, s.Close())
+		_, err = eventbus.OpenFileStore(dir, nil)
+		require.ErrorAs(t, err, &ce, "OpenFileStore with %s", filepath.Base(stray))
+	}
+}
+
+// TestFileStoreVerifyWhileRolling verifies a store again and again while
+// appends start new segments: a segment that a roll has made, but not yet
+// added to the store, is no stray file, and Verify must pass.
+func TestFileStoreVerifyWhileRolling(t *testing.T) {
+	ctx := t.Context()
+	s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 1 << 10})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for s.Stats().Segments < 50 {
+			if _, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 400))...); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if err := s.Verify(ctx); err != nil {
+			t.Errorf("Verify while appends start segments = %v, want nil", err)
+			break
+		}
+	}
+	<-done
+}
+
 // TestFileStoreStartBitFlip flips, in turn, each bit of the file in which
 // retention records the segment that the store starts at, in a store whose
 // later segments follow that one: opening must report every flip as a
