@@ -380,7 +380,7 @@ func (d *Durable) start(from uint64) error {
 	if b.closed.Load() { // Shutdown may be waiting for the bus's goroutines
 		b.mu.Unlock()
 		cancel()
-		return ErrClosed
+		return fmt.Errorf("durable subscription %q: %w", d.name, ErrClosed)
 	}
 	b.goroutines.Add(2)
 	b.mu.Unlock()
@@ -635,16 +635,16 @@ func (d *Durable) Err() error {
 // Rebuild runs, it waits for that first; should ctx end meanwhile, it
 // stops nothing (a Rebuild goes on to start the subscription again) and
 // returns an error that names the subscription and wraps ctx's. Calling
-// it again returns [ErrClosed]. Like [Bus.Shutdown], it refuses a
-// handler's context (an error wrapping [ErrInvalid]), since it would wait
-// for that handler, and, while it runs, the context that a Rebuild of the
-// subscription gives its reset, since it would wait for that Rebuild. A
-// handler of the subscription must not call it with another context
-// either, such as context.Background() or one with a deadline: once ctx
-// ends Stop still waits for the running handlers, the caller among them,
-// so neither ever returns, nor does the bus's Shutdown or Close. A
-// handler that decides to stop its subscription calls Stop in a goroutine
-// of its own.
+// it again returns one that names it and wraps [ErrClosed]. Like
+// [Bus.Shutdown], it refuses a handler's context (an error wrapping
+// [ErrInvalid]), since it would wait for that handler, and, while it
+// runs, the context that a Rebuild of the subscription gives its reset,
+// since it would wait for that Rebuild. A handler of the subscription must
+// not call it with another context either, such as context.Background() or
+// one with a deadline: once ctx ends Stop still waits for the running
+// handlers, the caller among them, so neither ever returns, nor does the
+// bus's Shutdown or Close. A handler that decides to stop its subscription
+// calls Stop in a goroutine of its own.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
@@ -678,7 +678,7 @@ func (d *Durable) stopThen(ctx context.Context, call string, then func() error) 
 	defer func() { <-d.life }()
 	r := d.run.Swap(nil)
 	if r == nil {
-		return ErrClosed
+		return fmt.Errorf("durable subscription %q: %s: %w", d.name, call, ErrClosed)
 	}
 	// Deferred, so that a panic of then (a Rebuild's reset, a middleware's
 	// constructor), which the caller may recover, leaves the subscription
@@ -736,9 +736,9 @@ func (d *Durable) stop(ctx context.Context, r *durableRun) error {
 //
 // A subscription that stopped reading the store because a read failed
 // (see [Durable.Err]) reads it again: the failed read is no error of
-// Rebuild's. It returns Stop's other errors, the store's, reset's (each
-// wrapped in one that names the subscription), or [ErrClosed] after Stop
-// or Shutdown; after an error the subscription
+// Rebuild's. It returns Stop's other errors, the store's, reset's, or
+// [ErrClosed] after Stop or Shutdown, each wrapped in one that names the
+// subscription; after an error the subscription
 // stays stopped, as it does when reset panics (the panic goes on to the
 // caller), but for one wrapping [ErrInvalid] for a nil context, a
 // handler's or its reset's, refused as Stop refuses them before it stops
@@ -757,7 +757,7 @@ func (d *Durable) Rebuild(ctx context.Context, reset func(ctx context.Context) e
 	}
 	return d.stopThen(ctx, "Durable.Rebuild", func() error {
 		if d.bus.closed.Load() {
-			return ErrClosed
+			return fmt.Errorf("durable subscription %q: Durable.Rebuild: %w", d.name, ErrClosed)
 		}
 		if err := saveCheckpoint(ctx, d.store, d.name, 0); err != nil {
 			return fmt.Errorf("durable subscription %q: %w", d.name, err)

@@ -2002,3 +2002,35 @@ func TestDurableEnvelopeNamesStoredType(t *testing.T) {
 		}
 	})
 }
+
+// TestDurableStoppedNamesItself checks that Stop and Rebuild of a durable
+// subscription that has stopped, by a Stop or the bus's Shutdown, return an
+// error that wraps ErrClosed and names the subscription, as their other
+// errors do: they returned ErrClosed bare, so an application stopping or
+// rebuilding several projections could not tell which had stopped already.
+func TestDurableStoppedNamesItself(t *testing.T) {
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	ctx := context.Background()
+	h := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+	check := func(call, name string, err error) {
+		t.Helper()
+		if !errors.Is(err, eventbus.ErrClosed) || !strings.Contains(err.Error(), strconv.Quote(name)) {
+			t.Errorf("%s of %s = %v, want an error wrapping %v naming %q", call, name, err, eventbus.ErrClosed, name)
+		}
+	}
+	bus := newBus(t, nil)
+	for _, name := range []string{"balances", "mailer"} {
+		d := subscribeDurable(t, bus, store, nil, name, h, nil)
+		require.NoError(t, d.Stop(ctx))
+		check("Stop() after Stop", name, d.Stop(ctx))
+		check("Rebuild() after Stop", name, d.Rebuild(ctx, nil))
+	}
+	bus = newBus(t, nil)
+	balances := subscribeDurable(t, bus, store, nil, "balances", h, nil)
+	mailer := subscribeDurable(t, bus, store, nil, "mailer", h, nil)
+	require.NoError(t, bus.Shutdown(ctx))
+	for _, d := range []*eventbus.Durable{balances, mailer} {
+		check("Rebuild() after Shutdown", d.Name(), d.Rebuild(ctx, nil))
+	}
+}

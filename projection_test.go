@@ -98,7 +98,7 @@ func TestProjectionRebuild(t *testing.T) {
 		}
 
 		require.NoError(t, d.Stop(ctx))
-		if err := d.Rebuild(ctx, nil); err != eventbus.ErrClosed {
+		if err := d.Rebuild(ctx, nil); !errors.Is(err, eventbus.ErrClosed) {
 			t.Errorf("Rebuild() after Stop = %v, want %v", err, eventbus.ErrClosed)
 		}
 	})
