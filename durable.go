@@ -602,7 +602,9 @@ func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 // why it stopped: the store's error (wrapped) when reading it failed (the
 // subscription then handles the events it read, and reads no more; the
 // bus's Logger reports it too), or [ErrClosed] once it has stopped, by
-// Stop, a failed Rebuild, or the bus's Shutdown or Close. Poll it for a
+// Stop, a failed Rebuild, or the bus's Shutdown or Close. The first reason
+// stays: after a failed read, Err keeps the store's error once the
+// subscription has stopped too, until a Rebuild. Poll it for a
 // health check: a catch-up subscription of EventStoreDB reports such a
 // drop in the same way. To go on after a failed read, Stop the
 // subscription, which saves its checkpoint, and call [SubscribeDurable]

@@ -1322,7 +1322,9 @@ func TestDurableStoreSubscriptionEnds(t *testing.T) {
 // subscription will never finish: WaitFor returns at once instead of
 // waiting for its context, with the store's error for an event after the
 // failed read, and ErrClosed once the subscription has stopped, by Stop or
-// by the bus's Close. An event read before the failure still finishes.
+// by the bus's Close; after a failed read, a Stop leaves both reporting the
+// store's error, the first reason. An event read before the failure still
+// finishes.
 func TestDurableWaitForNeverFinishes(t *testing.T) {
 	for _, how := range []string{"store fails", "Stop", "Close"} {
 		t.Run(how, func(t *testing.T) {
@@ -1365,6 +1367,13 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 				if how == "store fails" {
 					if err := d.Stop(context.Background()); !errors.Is(err, errInjected) {
 						t.Errorf("Stop() = %v, want %v", err, errInjected)
+					}
+					// The first reason stays: the failed read, not the Stop.
+					if err := d.Err(); !errors.Is(err, errInjected) {
+						t.Errorf("Err() after the failed read and Stop = %v, want %v", err, errInjected)
+					}
+					if err := d.WaitFor(ctx, last+10); !errors.Is(err, errInjected) {
+						t.Errorf("WaitFor(%d) after the failed read and Stop = %v, want %v", last+10, err, errInjected)
 					}
 				}
 				require.NoError(t, d.WaitFor(ctx, 1), "finished before")
