@@ -1361,6 +1361,12 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 				if err := d.WaitFor(ctx, last+10); !errors.Is(err, want) {
 					t.Errorf("WaitFor(%d) after the subscription stopped = %v, want %v", last+10, err, want)
 				}
+				if how == "store fails" {
+					// The first position not read, right after the two read.
+					if err := d.WaitFor(ctx, 2); !errors.Is(err, want) {
+						t.Errorf("WaitFor(2) after the failed read = %v, want %v", err, want)
+					}
+				}
 				if err := d.Err(); !errors.Is(err, want) {
 					t.Errorf("Err() after the subscription stopped = %v, want %v", err, want)
 				}
