@@ -2041,11 +2041,21 @@ func TestDurableStoppedNamesItself(t *testing.T) {
 		check("Stop() after Stop", name, d.Stop(ctx))
 		check("Rebuild() after Stop", name, d.Rebuild(ctx, nil))
 	}
+	reg := newBankRegistry(t)
+	last := appendDeposits(t, store, reg, "a", 1).Position
 	bus = newBus(t, nil)
 	balances := subscribeDurable(t, bus, store, nil, "balances", h, nil)
 	mailer := subscribeDurable(t, bus, store, nil, "mailer", h, nil)
+	for _, d := range []*eventbus.Durable{balances, mailer} {
+		require.NoError(t, d.WaitFor(ctx, last))
+	}
 	require.NoError(t, bus.Shutdown(ctx))
 	for _, d := range []*eventbus.Durable{balances, mailer} {
 		check("Rebuild() after Shutdown", d.Name(), d.Rebuild(ctx, nil))
+		// Refused before it saves the checkpoint at 0: the next run
+		// resumes, rather than handling every event again.
+		if got := savedCheckpoint(t, store, d.Name()); got != int(last)+1 {
+			t.Errorf("saved checkpoint of %s after Rebuild() after Shutdown = %d, want %d", d.Name(), got, last+1)
+		}
 	}
 }
