@@ -107,7 +107,11 @@ type ConsumerOptions struct {
 // store without one, its ID: an event that starts a chain is its own
 // correlation), and its metadata, to which the Consumer adds
 // [MetadataEventID] and the record's coordinates; the bus gives the event
-// an ID of its own. Publish queues it to
+// an ID of its own, and the type name and schema version of the bus topic
+// (see eventbus.TopicOptions: for a topic of an interface type, the
+// interface's name and version 1 unless set), as to any event published
+// there, not the record's, whose payload is decoded upcast to its latest
+// version. Publish queues it to
 // the subscriptions' per-key workers, so records of one key are handled in
 // order, with the bus's middleware, retries and dead-letter queue, while other
 // keys are handled in parallel. The Consumer reads committed records only:
