@@ -113,6 +113,12 @@ type DurableOptions struct {
 // just appended is in the read model), and [Durable.Rebuild] builds the read
 // model again from the first event.
 //
+// The checkpoint is kept in the store, so the read model must last as long
+// as the store does: one kept in memory starts empty in the next process,
+// whose run resumes from the checkpoint and hands it none of the events
+// before, without an error. Give such a read model a [Durable.Rebuild]
+// once the subscription has started, with a reset that empties it.
+//
 // A projection sees every event committed, as [Store.Subscribe] does, not
 // a stream's current contents as [Store.ReadStream] and an [Aggregate]
 // do: the events of streams deleted since, soft-deleted or tombstoned,
