@@ -427,6 +427,36 @@ func TestEncodingNotUTF8(t *testing.T) {
 	require.Equal(t, "zstd\xff", string(e.EncodingBase64), "read printed %s", stdout)
 }
 
+// TestReadEnvelope checks that read prints an event's correlation and
+// causation IDs, and its data as base64, with its encoding, when the
+// event is encoded (compressed, say) though its bytes happen to be valid
+// JSON: no test had an event with a causation ID, or encoded data that
+// is JSON, so a read that left out causationId, or printed such data as
+// "data", as if it were the payload itself, passed every test.
+func TestReadEnvelope(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	want := eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Encoding: "deflate", CorrelationID: eventbus.NewID(), CausationID: eventbus.NewID(), Data: []byte(`{"n":1}`)}
+	_, err = s.Append(t.Context(), "order-1", eventbus.Any, want)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "read", dir)
+	require.Equal(t, 0, code, stderr)
+	var got struct {
+		Encoding      string          `json:"encoding"`
+		CorrelationID eventbus.ID     `json:"correlationId"`
+		CausationID   eventbus.ID     `json:"causationId"`
+		Data          json.RawMessage `json:"data"`
+		DataBase64    []byte          `json:"dataBase64"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &got))
+	if got.Encoding != want.Encoding || got.CorrelationID != want.CorrelationID || got.CausationID != want.CausationID ||
+		got.Data != nil || string(got.DataBase64) != string(want.Data) {
+		t.Errorf("eventbus read printed %s; want encoding %q, correlationId %v, causationId %v and dataBase64 of %s", stdout, want.Encoding, want.CorrelationID, want.CausationID, want.Data)
+	}
+}
+
 // TestInspectReadLimits checks that inspect shows, beside a stream's
 // state, what hides some of its events from read -stream: its metadata
 // (max count, max age) and a soft delete before its current life. It
