@@ -84,15 +84,19 @@ func TestCommands(t *testing.T) {
 }
 
 // TestEmptyStore checks the commands on a store without events: inspect
-// printed "0 events (positions 0 to -1)".
+// printed "0 events (positions 0 to -1)". Counts of zero take the plural,
+// "0 streams" and "0 events", as count gives them.
 func TestEmptyStore(t *testing.T) {
 	dir := t.TempDir()
 	s, err := eventbus.OpenFileStore(dir, nil)
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	code, stdout, stderr := runCmd(t, "inspect", dir)
-	if code != 0 || !strings.HasPrefix(stdout, "no events, 1 segment, ") || strings.Contains(stdout, "-1") {
-		t.Errorf("eventbus inspect of an empty store: exit status %d, stdout %q, stderr %q; want it to start with \"no events\"", code, stdout, stderr)
+	if code != 0 || !strings.HasPrefix(stdout, "no events, 1 segment, ") || !strings.Contains(stdout, ", 0 streams\n") || strings.Contains(stdout, "-1") {
+		t.Errorf("eventbus inspect of an empty store: exit status %d, stdout %q, stderr %q; want it to start with \"no events, 1 segment\" and count 0 streams", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runCmd(t, "verify", dir); code != 0 || stdout != "ok: 0 events in 1 segment, every checksum verified\n" {
+		t.Errorf("eventbus verify of an empty store: exit status %d, stdout %q, stderr %q; want 0 and \"ok: 0 events in 1 segment\"", code, stdout, stderr)
 	}
 	for _, cmd := range []string{"read", "tail"} {
 		if code, stdout, stderr := runCmd(t, cmd, dir); code != 0 || stdout != "" {
