@@ -81,9 +81,13 @@ type Options struct {
 	// the context the sink was given (see DeadLetterSink), so a log
 	// handler that publishes with it never waits for room either.
 	Logger *slog.Logger
-	// Clock, if set, replaces the clock that stamps events and the failure
-	// times of dead letters, for tests with stable output; latency metrics
-	// (publish to handled) are measured with it too. Retry delays and
+	// Clock, if set, replaces the clock that stamps the events of the bus's
+	// topics and the failure times of dead letters, for tests with stable
+	// output; latency metrics (publish to handled) are measured with it
+	// too. It does not stamp the events of a Store, those of a StoreTopic
+	// and those that a Durable subscription hands out included: their
+	// Time is the store's commit time, by the wall clock (see
+	// [RecordedEvent].Time). Retry delays and
 	// RetryPolicy.MaxElapsed keep to the real clock, which their timers
 	// wait on. It must be safe for concurrent use.
 	Clock func() time.Time

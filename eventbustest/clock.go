@@ -18,9 +18,12 @@ var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // same on every run. The zero value reads 2000-01-01 00:00:00 UTC, the time
 // a testing/synctest bubble starts at. It is safe for concurrent use.
 //
-// The bus's Clock stamps events and the dead-letter queue's failure times,
-// and measures the latency metrics from those stamps; retries and handling
-// times follow the time package, which is fake inside a synctest bubble.
+// The bus's Clock stamps the events of its topics and the dead-letter
+// queue's failure times, and measures the latency metrics from those
+// stamps; retries and handling times follow the time package, which is
+// fake inside a synctest bubble, and so do the times of events read from
+// a store (a StoreTopic's, a durable subscription's), which the store
+// stamps when it commits them.
 type Clock struct {
 	mu      sync.Mutex
 	elapsed time.Duration

@@ -10,7 +10,9 @@
 // IDs from a [Sequence] (so they are the same on every run). For event
 // times that are the same on every run too, pass a [Clock]'s Now method as
 // eventbus.Options.Clock, or run the test inside a testing/synctest bubble,
-// whose clock is fake.
+// whose clock is fake. Events read from a store (a StoreTopic's, a durable
+// subscription's) carry the store's commit time, by the wall clock, which
+// only the bubble makes the same on every run.
 //
 // # Recording and checking events
 //
