@@ -121,6 +121,48 @@ func TestInspectStreamsWithoutEvents(t *testing.T) {
 	}
 }
 
+// TestInspectStates checks inspect's counts of one and the state of
+// deleted streams: no test had a store of a single event, a tombstoned
+// or soft-deleted stream, or a single stream without events, so an
+// inspect that said "no events" of a store of one, "live" for a deleted
+// stream whose events the log still holds, or nothing of one stream it
+// could not list, passed every test.
+func TestInspectStates(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	appendOne := func(stream string) {
+		t.Helper()
+		_, err := s.Append(t.Context(), stream, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
+		require.NoError(t, err)
+	}
+	appendOne("live")
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	if code != 0 || !strings.HasPrefix(stdout, "1 event (positions 0 to 0), 1 segment, ") || !strings.Contains(stdout, ", 1 stream\n") {
+		t.Errorf("eventbus inspect of a store of one event: exit status %d, stdout\n%s\nstderr %q; want 1 event, at position 0, in 1 stream", code, stdout, stderr)
+	}
+	s, err = eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	appendOne("gone")
+	require.NoError(t, s.Tombstone(t.Context(), "gone", eventbus.Any))
+	appendOne("soft")
+	require.NoError(t, s.Delete(t.Context(), "soft", eventbus.Any))
+	require.NoError(t, s.SetStreamMetadata(t.Context(), "bare", eventbus.StreamMetadata{MaxCount: 1}))
+	require.NoError(t, s.Close())
+	code, stdout, stderr = runCmd(t, "inspect", dir)
+	require.Equal(t, 0, code, stderr)
+	rows := strings.Split(stdout, "\n")
+	for stream, want := range map[string]string{"live": " live", "gone": " tombstoned", "soft": " deleted"} {
+		if !slices.ContainsFunc(rows, func(row string) bool { return strings.HasPrefix(row, stream+" ") && strings.HasSuffix(row, want) }) {
+			t.Errorf("eventbus inspect: no row of stream %s ends with %q:\n%s", stream, want, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "\nand 1 more stream without events kept") {
+		t.Errorf("eventbus inspect: want it to say that 1 more stream, bare, is not listed:\n%s", stdout)
+	}
+}
+
 func TestCorruptStore(t *testing.T) {
 	dir, seg := newStore(t)
 	b, err := os.ReadFile(seg)
