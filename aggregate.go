@@ -107,7 +107,7 @@ func NewAggregate[T, E any](s Store, r *Registry, evolve func(state T, event E) 
 	if err := r.check("NewAggregate"); err != nil {
 		return nil, err
 	}
-	if err := checkLatest[E](r); err != nil {
+	if _, err := checkLatest[E](r); err != nil {
 		return nil, fmt.Errorf("NewAggregate: events: %w", err)
 	}
 	if o.SnapshotEvery > 0 {

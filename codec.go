@@ -270,19 +270,20 @@ func (r *Registry) latest(name string) int {
 // type, and one wrapping ErrUnknownEvent if E is a concrete type not
 // registered in r (a pointer to a registered type, say): [Decode] gives
 // only the latest version's registered Go type, so no event would decode
-// to E. An interface E passes.
-func checkLatest[E any](r *Registry) error {
+// to E. An interface E passes. It returns the event type of a concrete E,
+// the only one whose events decode to it, and "" for an interface.
+func checkLatest[E any](r *Registry) (string, error) {
 	if reflect.TypeFor[E]().Kind() == reflect.Interface {
-		return r.check("")
+		return "", r.check("")
 	}
 	entry, err := entryOf[E](r)
 	if err != nil {
-		return fmt.Errorf("%w: no event decodes to it: register it, or take the registered type or an interface", err)
+		return "", fmt.Errorf("%w: no event decodes to it: register it, or take the registered type or an interface", err)
 	}
 	if latest := r.latest(entry.name); entry.version != latest {
-		return fmt.Errorf("%w: %v is version %d of %q, whose latest is %d: events are upcast to the latest, so none would decode to it; use the latest version's Go type", ErrInvalid, reflect.TypeFor[E](), entry.version, entry.name, latest)
+		return "", fmt.Errorf("%w: %v is version %d of %q, whose latest is %d: events are upcast to the latest, so none would decode to it; use the latest version's Go type", ErrInvalid, reflect.TypeFor[E](), entry.version, entry.name, latest)
 	}
-	return nil
+	return entry.name, nil
 }
 
 // Encode returns payload v, whose Go type must be registered, as an event

@@ -14,7 +14,9 @@ import (
 // takes the defaults.
 type DurableOptions struct {
 	// Filter selects the events to handle; its zero value selects every
-	// event outside system streams. The streams of a store's bookkeeping
+	// event outside system streams. A filter without Types selects, for a
+	// handler of one concrete payload type, only that type's events, the
+	// only ones that decode to it. The streams of a store's bookkeeping
 	// are never handled, even by a filter that selects them (StreamPrefix
 	// "$", say): the checkpoints (streams starting with "$checkpoint-": of
 	// durable subscriptions, and of other consumers of the store, such as
@@ -178,12 +180,13 @@ const maxDurableNameLen = 240
 // (see [Decode]). A handler of [RecordedEvent] receives the events as
 // stored, and r may then be nil. Events are upcast to the latest schema
 // version of their type, which their header's SchemaVersion then gives, so
-// E must be an interface or the latest version's registered Go type. An
-// event that does not decode goes to the dead-letter queue, undecoded, as
-// every event of another type does for an E of one concrete type (it
-// decodes to another Go type): select the event types of E with the
-// filter (Filter.Types), or take an interface that each type selected
-// implements. opts may be nil; the subscription keeps a copy, so the
+// E must be an interface or the latest version's registered Go type. An E
+// of one concrete type selects its own event type when the filter has no
+// Types, so the events of other types are skipped; an interface E selects
+// every type, and its handler gets each event as its registered Go type.
+// An event that does not decode goes to the dead-letter queue, undecoded,
+// as does every event of another type that Filter.Types selects for an E
+// of one concrete type (it decodes to another Go type). opts may be nil; the subscription keeps a copy, so the
 // caller may change them afterwards.
 //
 // ctx bounds only the read of the checkpoint. The subscription runs until
@@ -232,9 +235,12 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if _, _, err := b.resolveSubscription(topic, name, &o.Subscription); err != nil {
 		return nil, err // checked before the topic is made, so that a retry can make it
 	}
-	handler, err := decoding(r, h)
+	handler, eventType, err := decoding(r, h)
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
+	}
+	if len(o.Filter.Types) == 0 && eventType != "" {
+		o.Filter.Types = []string{eventType}
 	}
 	if o.CheckpointEvery < 0 {
 		return nil, fmt.Errorf("%w: durable subscription %q: CheckpointEvery %d is negative", ErrInvalid, name, o.CheckpointEvery)
@@ -339,19 +345,22 @@ func (b *Bus) releaseDurable(name string) {
 	}
 }
 
-// decoding returns h as a handler of stored events.
-func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) {
+// decoding returns h as a handler of stored events, and the event type of
+// a concrete E, the only one whose events decode to it ("" for an
+// interface or RecordedEvent).
+func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], string, error) {
 	if h == nil {
-		return nil, fmt.Errorf("%w: nil handler", ErrInvalid)
+		return nil, "", fmt.Errorf("%w: nil handler", ErrInvalid)
 	}
 	if raw, ok := any(h).(Handler[RecordedEvent]); ok {
-		return raw, nil
+		return raw, "", nil
 	}
 	if err := r.check(""); err != nil { // a nil Registry, or one NewRegistry did not make
-		return nil, fmt.Errorf("registry to decode the events: %w", err)
+		return nil, "", fmt.Errorf("registry to decode the events: %w", err)
 	}
-	if err := checkLatest[E](r); err != nil {
-		return nil, err
+	eventType, err := checkLatest[E](r)
+	if err != nil {
+		return nil, "", err
 	}
 	return func(ctx context.Context, e Event[RecordedEvent]) error {
 		p, version, err := decodeLatest[E](r, e.Payload.EventData)
@@ -362,7 +371,7 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], error) 
 		hdr := e.Header
 		hdr.SchemaVersion = version
 		return h(ctx, Event[E]{Header: hdr, Payload: p})
-	}, nil
+	}, eventType, nil
 }
 
 // start subscribes the workers and starts the tailer, reading from from.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"log/slog"
 	"slices"
@@ -379,8 +380,8 @@ func TestDurableDeadLetterAdvances(t *testing.T) {
 		appendDeposits(t, s, reg, "a", 3)
 		bus := newBus(t, nil)
 		d := subscribeDurable(t, bus, s, reg, "ledger", func(ctx context.Context, e eventbus.Event[Withdrawn]) error {
-			return nil // every event is a Deposited: none decodes
-		}, nil)
+			return nil // every event selected is a Deposited: none decodes
+		}, &eventbus.DurableOptions{Filter: eventbus.Filter{Types: []string{"account.deposited"}}})
 		require.NoError(t, d.WaitFor(context.Background(), 2))
 		if n := bus.DeadLetters().Len(); n != 3 {
 			t.Errorf("DeadLetters().Len() = %d, want 3 events that did not decode", n)
@@ -388,6 +389,68 @@ func TestDurableDeadLetterAdvances(t *testing.T) {
 		require.NoError(t, d.Stop(context.Background()))
 		if got := savedCheckpoint(t, s, "ledger"); got != 3 {
 			t.Errorf("saved checkpoint = %d, want 3", got)
+		}
+	})
+}
+
+// TestDurableSelectsItsType subscribes durably with handlers of one
+// concrete payload type, Withdrawn, to a stream of deposits and
+// withdrawals, with no filter and with one of streams only: each handles
+// the withdrawals and dead-letters nothing, since a filter without Types
+// selects the handler's own event type. An interface handler gets both
+// types, as before.
+func TestDurableSelectsItsType(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		var last uint64
+		for i := range 4 {
+			var p any = Deposited{Amount: i}
+			if i%2 == 1 {
+				p = Withdrawn{Amount: i}
+			}
+			e, err := reg.Encode(p)
+			require.NoError(t, err)
+			res, err := s.Append(ctx, "account-1", eventbus.Any, e)
+			require.NoError(t, err)
+			last = res.Position
+		}
+		bus := newBus(t, nil)
+		var mu sync.Mutex
+		got := map[string][]string{}
+		record := func(name string, p any) {
+			mu.Lock()
+			defer mu.Unlock()
+			got[name] = append(got[name], fmt.Sprint(p))
+		}
+		var subs []*eventbus.Durable
+		for name, opts := range map[string]*eventbus.DurableOptions{
+			"nil":    nil,
+			"prefix": {Filter: eventbus.Filter{StreamPrefix: "account-"}},
+		} {
+			subs = append(subs, subscribeDurable(t, bus, s, reg, name, func(_ context.Context, e eventbus.Event[Withdrawn]) error {
+				record(name, e.Payload)
+				return nil
+			}, opts))
+		}
+		subs = append(subs, subscribeDurable(t, bus, s, reg, "any", func(_ context.Context, e eventbus.Event[any]) error {
+			record("any", e.Payload)
+			return nil
+		}, nil))
+		for _, d := range subs {
+			require.NoError(t, d.WaitFor(ctx, last))
+		}
+		if n := bus.DeadLetters().Len(); n != 0 {
+			t.Errorf("DeadLetters().Len() = %d, want 0", n)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := map[string][]string{
+			"nil":    {"{1}", "{3}"},
+			"prefix": {"{1}", "{3}"},
+			"any":    {"{0}", "{1}", "{2}", "{3}"},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("events handled (-want +got):\n%s", diff)
 		}
 	})
 }
