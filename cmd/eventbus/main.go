@@ -448,7 +448,9 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	fmt.Fprintf(stdout, "%-30s %10s %12s %12s %12s %s\n", "STREAM", "EVENTS", "DATA BYTES", "REVISIONS", "POSITIONS", "STATE")
+	// Each column as wide as its widest cell, at least as wide as before,
+	// so that a long name or number does not push the rest of its row.
+	rows := [][]string{{"STREAM", "EVENTS", "DATA BYTES", "REVISIONS", "POSITIONS", "STATE"}}
 	for _, name := range names {
 		sum := streams[name]
 		info, err := s.StreamInfo(ctx, name)
@@ -470,8 +472,17 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 		if md := info.Metadata; md.MaxAge > 0 {
 			state += fmt.Sprintf(", max age %v", md.MaxAge)
 		}
-		fmt.Fprintf(stdout, "%-30s %10d %12d %12s %12s %s\n", quoteName(name), sum.events, sum.bytes,
-			fmt.Sprintf("%d-%d", sum.firstRev, sum.lastRev), fmt.Sprintf("%d-%d", sum.firstPos, sum.lastPos), state)
+		rows = append(rows, []string{quoteName(name), strconv.FormatInt(sum.events, 10), strconv.FormatInt(sum.bytes, 10),
+			fmt.Sprintf("%d-%d", sum.firstRev, sum.lastRev), fmt.Sprintf("%d-%d", sum.firstPos, sum.lastPos), state})
+	}
+	w := []int{30, 10, 12, 12, 12}
+	for _, row := range rows {
+		for i := range w {
+			w[i] = max(w[i], utf8.RuneCountInString(row[i])) // as fmt counts a width
+		}
+	}
+	for _, r := range rows {
+		fmt.Fprintf(stdout, "%-*s %*s %*s %*s %*s %s\n", w[0], r[0], w[1], r[1], w[2], r[2], w[3], r[3], w[4], r[4], r[5])
 	}
 	// The store lists no streams, so one without an event kept cannot be
 	// named; say that it exists rather than let the total and the table

@@ -819,3 +819,38 @@ func TestStoreWithoutSegments(t *testing.T) {
 		t.Errorf("verify after repair: exit status %d, stderr %q", code, stderr)
 	}
 }
+
+// TestInspectLongStreamNames checks that inspect's columns stay aligned
+// for a stream name longer than the STREAM column's 30 characters: each
+// row's STATE starts under the header's, as do its numbers' ends under
+// theirs. It printed the names padded to 30, so a longer one pushed the
+// rest of its row to the right.
+func TestInspectLongStreamNames(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	for _, name := range []string{"a", strings.Repeat("long-stream-name-", 3)} {
+		_, err := s.Append(t.Context(), name, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	require.Equal(t, 0, code, stderr)
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	require.Len(t, lines, 5, "eventbus inspect printed\n%s", stdout)
+	header := lines[2]
+	for _, row := range lines[3:] {
+		for _, col := range []struct{ head, cell string }{{"EVENTS", " 1 "}, {"STATE", " live"}} {
+			want := strings.Index(header, col.head) + len(col.head)
+			got := strings.Index(row, col.cell) + len(col.cell)
+			if col.head == "STATE" {
+				want, got = strings.Index(header, col.head), strings.Index(row, col.cell)+1
+			} else {
+				got-- // the space after the number
+			}
+			if got != want {
+				t.Errorf("eventbus inspect: %s of row %q at %d, want %d under the header:\n%s", col.head, row, got, want, stdout)
+			}
+		}
+	}
+}
