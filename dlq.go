@@ -153,7 +153,7 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter, hold func(kept
 				// With the handler's context, as for the sink: a log
 				// handler that publishes with it must not wait for room
 				// that only this worker could make.
-				q.logger.WarnContext(ctx, "eventbus: dead-letter sink failed", "id", dl.ID.String(), "subscription", dl.Subscription, "error", err)
+				q.logger.WarnContext(ctx, "eventbus: dead-letter sink failed", "id", dl.ID.String(), "topic", dl.Topic, "subscription", dl.Subscription, "error", err)
 			}
 		}
 	}

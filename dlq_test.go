@@ -1,7 +1,9 @@
 package eventbus_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1298,5 +1300,25 @@ func TestRedriveWaitingForRoomEndsWithContext(t *testing.T) {
 		require.NoError(t, b.Flush(ctx))
 		require.Zero(t, q.Len())
 		require.Equal(t, []int{1, 2, 3, 10, 11, 1, 2, 3}, handled)
+	})
+}
+
+// TestDeadLetterSinkFailureLogNamesTopic fails a dead-letter sink on a
+// bus with a Logger: the warning names the topic as well as the
+// subscription, as the Logging middleware's reports do, so that two
+// topics' subscriptions of one name are told apart.
+func TestDeadLetterSinkFailureLogNamesTopic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errFlaky })
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterSink: sink, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "mailer", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
+		require.Error(t, topic.Publish(context.Background(), Order{Key: "k"}))
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal(buf.Bytes(), &rec), "the log: %s", buf.String())
+		if rec["topic"] != "orders" || rec["subscription"] != "mailer" {
+			t.Errorf("dead-letter sink failure logged topic %v, subscription %v; want orders, mailer: %s", rec["topic"], rec["subscription"], buf.String())
+		}
 	})
 }
