@@ -715,8 +715,11 @@ func TestSyncModeReturnsErrors(t *testing.T) {
 		require.ErrorAs(t, e, &h)
 		failed = append(failed, *h)
 	}
-	if diff := cmp.Diff([]eventbus.HandlerError{{Subscription: "a", Err: errA}, {Subscription: "b", Err: errB}}, failed, cmpopts.EquateErrors()); diff != "" {
+	if diff := cmp.Diff([]eventbus.HandlerError{{Topic: "orders", Subscription: "a", Err: errA}, {Topic: "orders", Subscription: "b", Err: errB}}, failed, cmpopts.EquateErrors()); diff != "" {
 		t.Errorf("Publish(N: 1) returned handler errors (-want +got):\n%s", diff)
+	}
+	if want := `subscription "a" of topic "orders": ` + errA.Error(); failed[0].Error() != want {
+		t.Errorf("HandlerError.Error() = %q, want %q", failed[0].Error(), want)
 	}
 	require.NoError(t, topic.Publish(ctx, Order{N: 0}))
 	require.Equal(t, 2, b.DeadLetters().Len(), "each final failure is also dead-lettered")

@@ -170,6 +170,8 @@ func (e *PanicError) Unwrap() error {
 // joined: an error without one means that Publish refused the event and
 // no handler ran.
 type HandlerError struct {
+	// Topic is the name of the topic of the event.
+	Topic string
 	// Subscription is the name of the subscription that failed.
 	Subscription string
 	// Err is the handler's last error, noting the retry abandoned if the
@@ -177,13 +179,13 @@ type HandlerError struct {
 	Err error
 }
 
-// Error names the subscription and its error. A nil *HandlerError reads
-// as the zero one.
+// Error names the subscription, its topic and its error. A nil
+// *HandlerError reads as the zero one.
 func (e *HandlerError) Error() string {
 	if e == nil {
 		e = &HandlerError{}
 	}
-	return fmt.Sprintf("subscription %q: %v", e.Subscription, e.Err)
+	return fmt.Sprintf("subscription %q of topic %q: %v", e.Subscription, e.Topic, e.Err)
 }
 
 // Unwrap returns the handler's error, so errors.Is sees through it.

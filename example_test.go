@@ -95,7 +95,7 @@ func Example_sync() {
 	// Output:
 	// mail sent to aiko@example.com
 	// <nil>
-	// subscription "mailer": no address
+	// subscription "mailer" of topic "users": no address
 	// handled by mailer, which failed: no address
 }
 
@@ -243,7 +243,7 @@ func ExampleDeadLetterQueue_Redrive() {
 	n, err := bus.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{Subscription: "mailer"})
 	fmt.Println("redriven:", n, err, "left:", bus.DeadLetters().Len())
 	// Output:
-	// publish: subscription "mailer": mail server down
+	// publish: subscription "mailer" of topic "users": mail server down
 	// dead letter: user.created after 2 attempts: mail server down
 	// mail sent to aiko@example.com
 	// redriven: 1 <nil> left: 0
@@ -278,7 +278,7 @@ func ExampleBus_Metrics() {
 			s.Topic, s.Subscription, s.Handled, s.Failed, s.DeadLettered, s.HandleTime.Count)
 	}
 	// Output:
-	// publish: subscription "mailer": no address
+	// publish: subscription "mailer" of topic "users": no address
 	// users/mailer: handled 1, failed 1, dead-lettered 1, timed 2
 }
 
@@ -624,7 +624,7 @@ func ExampleRetryPolicy() {
 	// Output:
 	// waits: 1ms 2ms 4ms
 	// mailed aiko@example.com at attempt 3
-	// subscription "mailer": bad address "bruno.example.com"
+	// subscription "mailer" of topic "users": bad address "bruno.example.com"
 	// attempts: 1 dead letters: 1
 }
 
@@ -651,7 +651,7 @@ func ExampleTimeout() {
 	fmt.Println(err)
 	fmt.Println("timed out:", errors.Is(err, context.DeadlineExceeded))
 	// Output:
-	// subscription "crm": context deadline exceeded
+	// subscription "crm" of topic "users": context deadline exceeded
 	// timed out: true
 }
 
@@ -817,7 +817,7 @@ func ExampleDeadLetterFunc() {
 	fmt.Println("publish:", users.Publish(context.Background(), UserCreated{UserID: "u-1"}))
 	// Output:
 	// ALERT users/billing gave up on user.created u-1 after 1 attempt(s): no payment method
-	// publish: subscription "billing": no payment method
+	// publish: subscription "billing" of topic "users": no payment method
 }
 
 // A subscription receives the events published after it is made. Its

@@ -514,7 +514,7 @@ func (t *Topic[T]) publishSync(ctx context.Context, e *Event[T]) error {
 	var errs []error
 	for _, s := range *t.subs.Load() {
 		if err := s.runSync(ctx, e); err != nil {
-			errs = append(errs, &HandlerError{Subscription: s.name, Err: err})
+			errs = append(errs, &HandlerError{Topic: t.name, Subscription: s.name, Err: err})
 		}
 	}
 	return errors.Join(errs...)
