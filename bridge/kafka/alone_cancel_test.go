@@ -23,7 +23,7 @@ func TestProduceAloneOtherHandlerCancelled(t *testing.T) {
 	release := make(chan struct{})
 	asked := holdMetadata(ctx, c, "orders", release)
 	hook := make(eachBuffered, 2)
-	p := hookedProducer(t, c, registry(t), hook)
+	p := newProducer(t, registry(t), c.ListenAddrs(), kgo.WithHooks(hook))
 
 	bus := forwardBuffered(t, ctx, p, "bus", hook, asked)
 

@@ -23,10 +23,7 @@ func TestConsumerKeepsItsOptions(t *testing.T) {
 	publishOrders(t, ctx, brokers, reg, 1)
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	log := newOrderLog(t, 1)
-	if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
-		t.Fatal(err)
-	}
+	log := logOrders(t, orders, 1)
 	opts := &kafka.ConsumerOptions{Brokers: append([]string(nil), brokers...), Group: "g", Client: []kgo.Opt{kgo.ClientID("shipping")}}
 	cons, err := kafka.NewConsumer(bus, reg, opts)
 	if err != nil {

@@ -201,18 +201,8 @@ func TestConsumerDrainTimeout(t *testing.T) {
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	started, release := make(chan struct{}), make(chan struct{})
+	started, release := holdHandling(t, orders, nil)
 	defer close(release)
-	if _, err := orders.Subscribe("shipping", func(hctx context.Context, _ eventbus.Event[Order]) error {
-		close(started)
-		select {
-		case <-release:
-		case <-hctx.Done():
-		}
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
 	stop, _ := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", CommitInterval: time.Hour, DrainTimeout: 200 * time.Millisecond})
 	<-started
 	res := make(chan error, 1)
@@ -326,10 +316,7 @@ func TestConsumerFailedStart(t *testing.T) {
 	orders := newTopic(t, bus)
 
 	t.Run("no route", func(t *testing.T) {
-		log := newOrderLog(t, 1)
-		if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
-			t.Fatal(err)
-		}
+		log := logOrders(t, orders, 1)
 		cons, err := kafka.NewConsumer(bus, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
 		if err != nil {
 			t.Fatal(err)

@@ -34,10 +34,7 @@ func TestBusToKafkaToBus(t *testing.T) {
 	// The consuming side: bus B in another "process".
 	busB := newBus(t, nil)
 	ordersB := newTopic(t, busB)
-	log := newOrderLog(t, events)
-	if _, err := ordersB.Subscribe("shipping", log.handle, nil); err != nil {
-		t.Fatal(err)
-	}
+	log := logOrders(t, ordersB, events)
 	stop, _ := consume(t, ctx, busB, ordersB, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 50 * time.Millisecond})
 
 	perKey := make(map[string]int, keys)

@@ -226,17 +226,7 @@ func TestRebalanceDrainTimeout(t *testing.T) {
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	started, release := make(chan struct{}), make(chan struct{})
-	if _, err := orders.Subscribe("shipping", func(hctx context.Context, _ eventbus.Event[Order]) error {
-		close(started)
-		select {
-		case <-release:
-		case <-hctx.Done():
-		}
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
+	started, release := holdHandling(t, orders, nil)
 	stop, _ := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g", CommitInterval: time.Millisecond, DrainTimeout: 100 * time.Millisecond})
 	defer func() {
 		close(release)

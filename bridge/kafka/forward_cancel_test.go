@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,31 +18,10 @@ type eachBuffered chan struct{}
 func (b eachBuffered) OnProduceRecordBuffered(*kgo.Record) { b <- struct{}{} }
 
 // ordersCluster returns a fake Kafka of one broker with the topic
-// "orders", closed when the test ends, and a context that ends after 30
-// seconds or with the test; it checks that the test leaves no goroutine.
+// "orders", of one partition, as oneBroker does.
 func ordersCluster(t *testing.T) (*kfake.Cluster, context.Context) {
 	t.Helper()
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel) // before the cluster closes: held requests let go
-	return c, ctx
-}
-
-// hookedProducer returns a Producer to c with franz-go's hook, closed when
-// the test ends.
-func hookedProducer(t *testing.T, c *kfake.Cluster, reg *eventbus.Registry, hook kgo.Hook) *kafka.Producer {
-	t.Helper()
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: c.ListenAddrs(), Client: []kgo.Opt{kgo.WithHooks(hook)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
+	return oneBroker(t, kfake.SeedTopics(1, "orders"))
 }
 
 // await waits for ch, and fails the test, naming what it waited for, if
@@ -90,7 +68,7 @@ func TestForwardOtherHandlerCancelled(t *testing.T) {
 	asked := holdMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := make(eachBuffered, 2)
-	p := hookedProducer(t, c, reg, hook)
+	p := newProducer(t, reg, c.ListenAddrs(), kgo.WithHooks(hook))
 
 	buses := make([]*eventbus.Bus, 2)
 	for i := range buses {

@@ -51,6 +51,23 @@ func cluster(t testing.TB, topics ...string) *kfake.Cluster {
 	return c
 }
 
+// oneBroker starts an in-process Kafka of one broker made with opts (its
+// topics, its limits), closed when the test ends, and returns it with a
+// context that ends after 30 seconds or with the test; it checks that the
+// test leaves no goroutine.
+func oneBroker(t *testing.T, opts ...kfake.Opt) (*kfake.Cluster, context.Context) {
+	t.Helper()
+	checkNoLeaks(t)
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel) // before the cluster closes: held requests let go
+	return c, ctx
+}
+
 // setup starts a test of the Kafka topics: it checks for leaks, starts a
 // cluster with them, and returns its brokers, a registry of Order, and a
 // context that ends the test after 30 seconds at most.
@@ -74,11 +91,11 @@ func newStore(t testing.TB) *eventbus.MemoryStore {
 	return store
 }
 
-// newProducer returns a Producer to brokers encoding with reg, closed when
-// the test ends.
-func newProducer(t testing.TB, reg *eventbus.Registry, brokers []string) *kafka.Producer {
+// newProducer returns a Producer to brokers encoding with reg, with
+// franz-go's client options, closed when the test ends.
+func newProducer(t testing.TB, reg *eventbus.Registry, brokers []string, client ...kgo.Opt) *kafka.Producer {
 	t.Helper()
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers})
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: brokers, Client: client})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,4 +445,92 @@ func awaitRunning(t *testing.T, ctx context.Context, runErr <-chan error, ch <-c
 	case <-ctx.Done():
 		t.Fatalf("%s: %v", what, ctx.Err())
 	}
+}
+
+// logOrders subscribes "shipping" to orders with a handler that logs the
+// events it handles in the log returned, done once want distinct events
+// were handled.
+func logOrders(t testing.TB, orders *eventbus.Topic[Order], want int) *orderLog {
+	t.Helper()
+	log := newOrderLog(t, want)
+	if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
+		t.Fatal(err)
+	}
+	return log
+}
+
+// holdHandling subscribes "shipping" to orders with a handler that holds
+// each event that hold selects (every event if hold is nil) until release
+// is closed or the handler's context ends. started is closed once it
+// holds the first.
+func holdHandling(t testing.TB, orders *eventbus.Topic[Order], hold func(Order) bool) (started <-chan struct{}, release chan struct{}) {
+	t.Helper()
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	if _, err := orders.Subscribe("shipping", func(hctx context.Context, e eventbus.Event[Order]) error {
+		if hold != nil && !hold(e.Payload) {
+			return nil
+		}
+		once.Do(func() { close(held) })
+		select {
+		case <-release:
+		case <-hctx.Done():
+		}
+		return nil
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return held, release
+}
+
+// orderWriter returns a function that writes o to partition of the Kafka
+// topic "orders" as the bridge writes an event (its ID and type in
+// headers), straight through a franz-go client of its own, closed when the
+// test ends, and waits until Kafka has it.
+func orderWriter(t testing.TB, ctx context.Context, brokers []string, reg *eventbus.Registry) func(partition int32, o Order) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return func(partition int32, o Order) {
+		t.Helper()
+		ed, err := reg.Encode(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &kgo.Record{Topic: "orders", Partition: partition, Value: ed.Data, Headers: []kgo.RecordHeader{
+			{Key: "eventbus-id", Value: []byte(eventbus.NewID().String())},
+			{Key: "eventbus-type", Value: []byte(ed.Type)},
+		}}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// otherMember returns a franz-go client that joins the group "g" on the
+// Kafka topic "orders", beside a test's Consumer, with opts, and commits
+// only when told; it is closed when the test ends. The channel returned
+// receives a partition it is assigned.
+func otherMember(t testing.TB, brokers []string, opts ...kgo.Opt) (*kgo.Client, <-chan int32) {
+	t.Helper()
+	assigned := make(chan int32, 1)
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"), kgo.DisableAutoCommit(),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			for _, p := range m["orders"] {
+				select {
+				case assigned <- p:
+				default: // one is enough; or assigned again as the test ends
+				}
+			}
+		}),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl, assigned
 }

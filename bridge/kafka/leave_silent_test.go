@@ -1,14 +1,12 @@
 package kafka_test
 
 import (
-	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
@@ -29,19 +27,13 @@ func TestConsumerLeaveWhileKafkaSilent(t *testing.T) {
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	handled := make(chan struct{})
-	if _, err := orders.Subscribe("shipping", func(context.Context, eventbus.Event[Order]) error {
-		close(handled)
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
+	log := logOrders(t, orders, 1)
 	runErr, stop := startRun(ctx, ordersConsumer(t, bus, orders, reg, &kafka.ConsumerOptions{
 		Brokers: c.ListenAddrs(), Group: "g", DrainTimeout: 100 * time.Millisecond,
 		Client: []kgo.Opt{kgo.RetryTimeout(time.Hour), kgo.RequestTimeoutOverhead(15 * time.Minute)},
 	}))
 	defer stop()
-	awaitRunning(t, ctx, runErr, handled, "the record handled")
+	awaitRunning(t, ctx, runErr, log.done, "the record handled")
 	armed.Store(true)
 	await(t, ctx, asked, "a request held")
 	stop()

@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
@@ -26,13 +25,7 @@ import (
 func TestRelayMissingTopic(t *testing.T) {
 	brokers, reg, ctx := setup(t, "orders")
 	store := newStore(t)
-	ed, err := reg.Encode(Order{Key: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Append(ctx, "orders:a", eventbus.Any, ed); err != nil {
-		t.Fatal(err)
-	}
+	appendOrder(t, ctx, store, reg, "orders:a", Order{Key: "a"})
 	relay, err := kafka.NewRelay(store, newProducer(t, reg, brokers), &kafka.RelayOptions{Name: "r", Topic: "nosuch"})
 	if err != nil {
 		t.Fatal(err)
@@ -88,13 +81,7 @@ func TestConsumerWaitsForMissingTopic(t *testing.T) {
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	handled := make(chan struct{})
-	if _, err := orders.Subscribe("shipping", func(context.Context, eventbus.Event[Order]) error {
-		close(handled)
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
+	log := logOrders(t, orders, 1)
 	stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
 	await(t, ctx, asked, "the consumer asking for the topic")
 
@@ -108,7 +95,7 @@ func TestConsumerWaitsForMissingTopic(t *testing.T) {
 	}
 	publishOrders(t, ctx, brokers, reg, 1)
 	select {
-	case <-handled:
+	case <-log.done:
 	case <-ended:
 		t.Fatalf("Run() = %v before the record was handled", stop())
 	case <-ctx.Done():

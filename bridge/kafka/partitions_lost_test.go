@@ -26,16 +26,9 @@ import (
 // which would move the group back and have the next owner handle records
 // 3 and 4 again.
 func TestConsumerForgetsLostPartitions(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.GroupMinSessionTimeout(10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, ctx := oneBroker(t, kfake.SeedTopics(1, "orders"), kfake.GroupMinSessionTimeout(10*time.Millisecond))
 	brokers := c.ListenAddrs()
 	reg := registry(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
 	group := []kgo.Opt{kgo.SessionTimeout(300 * time.Millisecond), kgo.RebalanceTimeout(300 * time.Millisecond), kgo.HeartbeatInterval(30 * time.Millisecond)}
 
 	// The first heartbeat is the consumer's: beat is closed then. While
@@ -71,44 +64,14 @@ func TestConsumerForgetsLostPartitions(t *testing.T) {
 		return nil, nil, false
 	})
 
-	src, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
+	write := orderWriter(t, ctx, brokers, reg)
+	for seq := range 3 {
+		write(0, Order{Key: "k", Seq: seq})
 	}
-	defer src.Close()
-	produce := func(seqs ...int) {
-		t.Helper()
-		for _, seq := range seqs {
-			ed, err := reg.Encode(Order{Key: "k", Seq: seq})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := &kgo.Record{Topic: "orders", Value: ed.Data, Headers: []kgo.RecordHeader{
-				{Key: "eventbus-id", Value: []byte(eventbus.NewID().String())},
-				{Key: "eventbus-type", Value: []byte(ed.Type)},
-			}}
-			if err := src.ProduceSync(ctx, r).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	produce(0, 1, 2)
 
 	bus := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic(t, bus)
-	held, release := make(chan struct{}), make(chan struct{})
-	if _, err := orders.Subscribe("shipping", func(hctx context.Context, e eventbus.Event[Order]) error {
-		if e.Payload.Seq == 2 {
-			close(held)
-			select {
-			case <-release:
-			case <-hctx.Done():
-			}
-		}
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
+	held, release := holdHandling(t, orders, func(o Order) bool { return o.Seq == 2 })
 	// The loss waits for the poll that the handler holds; the consumer is
 	// assigned partitions twice: as it joins, and as it joins again.
 	blocked, assigned := make(chan struct{}, 1), make(chan struct{}, 2)
@@ -135,13 +98,10 @@ func TestConsumerForgetsLostPartitions(t *testing.T) {
 	// The group drops the consumer at its session timeout, and gives the
 	// partition to the other member, which reads it to its end.
 	state.Store(hold)
-	cl, err := kgo.NewClient(append(group, kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"),
-		kgo.DisableAutoCommit())...)
-	if err != nil {
-		t.Fatal(err)
+	cl, _ := otherMember(t, brokers, group...)
+	for seq := 3; seq < 5; seq++ {
+		write(0, Order{Key: "k", Seq: seq})
 	}
-	defer cl.Close()
-	produce(3, 4)
 	var last int64 = -1
 	for last < 4 {
 		fetches := cl.PollFetches(ctx)

@@ -1,11 +1,9 @@
 package kafka_test
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -22,7 +20,6 @@ import (
 // ProducerOptions' doc says, else the first codec given; each request asks
 // for acks from all in-sync replicas.
 func TestProducerCompression(t *testing.T) {
-	checkNoLeaks(t)
 	tests := map[string]struct {
 		codecs []kgo.CompressionCodec
 		want   int16 // the codec bits of the batch's attributes
@@ -31,14 +28,8 @@ func TestProducerCompression(t *testing.T) {
 		"lz4":     {[]kgo.CompressionCodec{kgo.Lz4Compression(), kgo.SnappyCompression()}, 3},
 		"none":    {noCompression, 0},
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "default", "lz4", "none"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, ctx := oneBroker(t, kfake.SeedTopics(1, "default", "lz4", "none"))
 	reg := registry(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
 	var mu sync.Mutex
 	var codecs []int16 // of each batch produced
 	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {

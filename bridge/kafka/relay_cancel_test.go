@@ -40,7 +40,7 @@ func TestRelayOtherHandlerCancelled(t *testing.T) {
 	asked := holdMetadata(ctx, c, "orders", release)
 	reg := registry(t)
 	hook := produced{buffered: make(chan struct{}, 2), written: make(chan struct{}, 2)}
-	p := hookedProducer(t, c, reg, hook)
+	p := newProducer(t, reg, c.ListenAddrs(), kgo.WithHooks(hook))
 
 	bus := forwardBuffered(t, ctx, p, "bus", hook.buffered, asked)
 

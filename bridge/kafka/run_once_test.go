@@ -20,10 +20,7 @@ func TestConsumerRunOnce(t *testing.T) {
 	publishOrders(t, ctx, brokers, reg, 1)
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	log := newOrderLog(t, 1)
-	if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
-		t.Fatal(err)
-	}
+	log := logOrders(t, orders, 1)
 	cons := ordersConsumer(t, bus, orders, reg, &kafka.ConsumerOptions{Brokers: brokers, Group: "g"})
 	runErr, stop := startRun(ctx, cons)
 	log.wait(t, ctx) // Run runs

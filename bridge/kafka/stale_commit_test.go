@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
@@ -25,16 +23,9 @@ import (
 // partition given up would move the group back over the other member's
 // commit, so that its records would be handled again.
 func TestPeriodicCommitAfterRevoke(t *testing.T) {
-	checkNoLeaks(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, ctx := oneBroker(t, kfake.SeedTopics(2, "orders"))
 	brokers := c.ListenAddrs()
 	reg := registry(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
 
 	// The first commit that holds the partition kept (once known) ends
 	// the test; none that does may hold the one given up.
@@ -61,42 +52,13 @@ func TestPeriodicCommitAfterRevoke(t *testing.T) {
 		return nil, nil, false
 	})
 
-	src, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	produce := func(partition int32, seq int) {
-		t.Helper()
-		ed, err := reg.Encode(Order{Key: fmt.Sprint(partition), Seq: seq})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &kgo.Record{Topic: "orders", Partition: partition, Value: ed.Data, Headers: []kgo.RecordHeader{
-			{Key: "eventbus-id", Value: []byte(eventbus.NewID().String())},
-			{Key: "eventbus-type", Value: []byte(ed.Type)},
-		}}
-		if err := src.ProduceSync(ctx, r).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	produce(0, 0)
-	produce(1, 0)
+	write := orderWriter(t, ctx, brokers, reg)
+	write(0, Order{Key: "0"})
+	write(1, Order{Key: "1"})
 
 	bus := newBus(t, nil)
 	orders := newTopic(t, bus)
-	started, release := make(chan struct{}), make(chan struct{})
-	var startOnce sync.Once
-	if _, err := orders.Subscribe("shipping", func(hctx context.Context, _ eventbus.Event[Order]) error {
-		startOnce.Do(func() { close(started) })
-		select {
-		case <-release:
-		case <-hctx.Done():
-		}
-		return nil
-	}, nil); err != nil {
-		t.Fatal(err)
-	}
+	started, release := holdHandling(t, orders, nil)
 	// A periodic commit starts a millisecond after the first records are
 	// published, and waits for the handler; a rebalance gives up waiting
 	// after DrainTimeout.
@@ -112,21 +74,7 @@ func TestPeriodicCommitAfterRevoke(t *testing.T) {
 
 	// The other member, assigned one of the two partitions, reads it to
 	// its end and commits.
-	assigned := make(chan int32, 1)
-	other, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"),
-		kgo.DisableAutoCommit(), kgo.HeartbeatInterval(50*time.Millisecond),
-		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
-			for _, p := range m["orders"] {
-				select {
-				case assigned <- p:
-				default: // assigned again as the test ends
-				}
-			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other, assigned := otherMember(t, brokers, kgo.HeartbeatInterval(50*time.Millisecond))
 	// Polls join the group, and may return records of the partition
 	// before the test knows it.
 	var p int32 = -1
@@ -149,7 +97,7 @@ func TestPeriodicCommitAfterRevoke(t *testing.T) {
 	given.Store(p)
 	kept.Store(1 - p)
 	for seq := 1; seq <= 5; seq++ {
-		produce(p, seq)
+		write(p, Order{Key: fmt.Sprint(p), Seq: seq})
 	}
 	for last[p] < 5 {
 		poll(fmt.Sprintf("the other member did not read partition %d to its end", p))

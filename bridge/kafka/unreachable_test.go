@@ -10,7 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
@@ -59,20 +58,9 @@ func TestRelayUnreachableBrokers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	reg, store := registry(t), newStore(t)
-	ed, err := reg.Encode(Order{Key: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Append(ctx, "orders:a", eventbus.Any, ed); err != nil {
-		t.Fatal(err)
-	}
+	appendOrder(t, ctx, store, reg, "orders:a", Order{Key: "a"})
 	opt, failed := dialFailed()
-	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: unreachable, Client: []kgo.Opt{opt}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders"})
+	relay, err := kafka.NewRelay(store, newProducer(t, reg, unreachable, opt), &kafka.RelayOptions{Name: "r", Topic: "orders"})
 	if err != nil {
 		t.Fatal(err)
 	}
