@@ -1781,16 +1781,7 @@ func TestUnsubscribeCutShortByClose(t *testing.T) {
 // context.Canceled too would send its reader looking for one.
 func TestCloseReportsErrClosed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 1})
-		topic := newTopic[Order](t, b, "orders", nil)
-		subscribe(t, topic, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
-			<-ctx.Done()
-			return ctx.Err()
-		}, nil)
-		for i := range 3 {
-			require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
-		}
-		synctest.Wait()
+		b, _ := stuckSubscription(t)
 		var ue *eventbus.UndeliveredError
 		require.ErrorAs(t, b.Close(), &ue)
 		require.Equal(t, 2, ue.Count)
