@@ -90,17 +90,25 @@ func TestAggregateUndecodableSnapshot(t *testing.T) {
 			t.Errorf("LoadSnapshot after Execute = %+v, %v, %v, want 1000 cents at revision %d", snap, ok, err, res.Revision)
 		}
 
+		// loadTruncated deposits amounts to stream, up to the old
+		// state's snapshot at revision 1 or past it, hides every event
+		// but the last, and wants load's Load to fail for the snapshot,
+		// with no events before it to replay instead.
+		loadTruncated := func(load *eventbus.Aggregate[accountCents, any], stream string, amounts []int, what string) {
+			t.Helper()
+			for _, amount := range amounts {
+				_, err := accounts.Execute(ctx, stream, deposit(amount))
+				require.NoError(t, err)
+			}
+			setMetadata(t, s, stream, eventbus.StreamMetadata{MaxCount: 1})
+			_, err := load.Load(ctx, stream)
+			if !errors.Is(err, eventbus.ErrTruncated) || !errors.As(err, &jsonErr) {
+				t.Errorf("%s of a truncated stream over a snapshot that does not decode = %v, want %v and the codec's %T", what, err, eventbus.ErrTruncated, jsonErr)
+			}
+		}
 		// The old state's snapshot at revision 1, the event before it
 		// hidden: nothing to load from.
-		for _, amount := range []int{5, 6} {
-			_, err := accounts.Execute(ctx, "account-2", deposit(amount))
-			require.NoError(t, err)
-		}
-		setMetadata(t, s, "account-2", eventbus.StreamMetadata{MaxCount: 1})
-		_, err = cents.Load(ctx, "account-2")
-		if !errors.Is(err, eventbus.ErrTruncated) || !errors.As(err, &jsonErr) {
-			t.Errorf("Load of a truncated stream over a snapshot that does not decode = %v, want %v and the codec's %T", err, eventbus.ErrTruncated, jsonErr)
-		}
+		loadTruncated(cents, "account-2", []int{5, 6}, "Load")
 		// The same from a cached state, which Load reads the snapshot
 		// for only once it finds the events after the state hidden.
 		cached, err := eventbus.NewAggregate(s, reg2, evolveCents, &eventbus.AggregateOptions{SnapshotEvery: 2, CacheSize: 10})
@@ -109,15 +117,7 @@ func TestAggregateUndecodableSnapshot(t *testing.T) {
 		require.NoError(t, err)
 		_, err = cached.Load(ctx, "account-3") // caches revision 0
 		require.NoError(t, err)
-		for _, amount := range []int{6, 7} { // the snapshot at 1, the last event at 2
-			_, err := accounts.Execute(ctx, "account-3", deposit(amount))
-			require.NoError(t, err)
-		}
-		setMetadata(t, s, "account-3", eventbus.StreamMetadata{MaxCount: 1})
-		_, err = cached.Load(ctx, "account-3")
-		if !errors.Is(err, eventbus.ErrTruncated) || !errors.As(err, &jsonErr) {
-			t.Errorf("Load from a cached state of a truncated stream over a snapshot that does not decode = %v, want %v and the codec's %T", err, eventbus.ErrTruncated, jsonErr)
-		}
+		loadTruncated(cached, "account-3", []int{6, 7}, "Load from a cached state") // the snapshot at 1, the last event at 2
 	})
 }
 
