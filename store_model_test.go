@@ -1450,3 +1450,61 @@ func TestStoreCommitTimesNeverGoBack(t *testing.T) {
 	appendAt(file, base.Add(-3*time.Hour))
 	check("FileStore opened again", file, 3)
 }
+
+// TestStreamMetadataBounds reads a stream at the bounds of its metadata,
+// in both stores: MaxCount hides all but the last MaxCount events, so a
+// stream of exactly MaxCount events shows them all and one more hides
+// the first; MaxAge hides events committed longer ago than MaxAge, so an
+// event exactly MaxAge old shows and one a nanosecond older does not. The
+// bubble's fake clock, which both stores stamp and judge by, puts the
+// reads at those instants.
+func TestStreamMetadataBounds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		mem, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		defer mem.Close()
+		file, err := eventbus.OpenFileStore(t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever})
+		require.NoError(t, err)
+		defer file.Close()
+		stores := []struct {
+			name string
+			s    eventbus.Store
+		}{{"MemoryStore", mem}, {"FileStore", file}}
+		read := func(s eventbus.Store) []uint64 {
+			t.Helper()
+			var revs []uint64
+			for e, err := range s.ReadStream(ctx, "s", nil) {
+				require.NoError(t, err)
+				revs = append(revs, e.Revision)
+			}
+			return revs
+		}
+		for _, st := range stores {
+			_, err := st.s.Append(ctx, "s", eventbus.NoStream, newEvents(3, "t", "")...)
+			require.NoError(t, err)
+			for _, tc := range []struct {
+				max  uint64
+				want []uint64
+			}{{3, []uint64{0, 1, 2}}, {2, []uint64{1, 2}}} {
+				require.NoError(t, st.s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxCount: tc.max}))
+				if got := read(st.s); !slices.Equal(got, tc.want) {
+					t.Errorf("%s: ReadStream with MaxCount %d of 3 events = revisions %v, want %v", st.name, tc.max, got, tc.want)
+				}
+			}
+			require.NoError(t, st.s.SetStreamMetadata(ctx, "s", eventbus.StreamMetadata{MaxAge: time.Hour}))
+		}
+		time.Sleep(time.Hour)
+		for _, st := range stores {
+			if got := read(st.s); !slices.Equal(got, []uint64{0, 1, 2}) {
+				t.Errorf("%s: ReadStream with MaxAge 1h of events exactly 1h old = revisions %v, want all 3", st.name, got)
+			}
+		}
+		time.Sleep(time.Nanosecond)
+		for _, st := range stores {
+			if got := read(st.s); len(got) > 0 {
+				t.Errorf("%s: ReadStream with MaxAge 1h of events 1h and 1ns old = revisions %v, want none", st.name, got)
+			}
+		}
+	})
+}
