@@ -511,3 +511,27 @@ func TestOpenFileStoreBadOptionsSayWhich(t *testing.T) {
 	require.NoError(t, err, "OpenFileStore with SyncNever, MaxBatchSize 32 MiB and MaxSegmentSize 1 GiB")
 	require.NoError(t, s.Close())
 }
+
+// TestFileStoreRetainAgeBound checks RetainAge at its bound: it deletes a
+// segment whose every event is older than RetainAge, so one whose newest
+// event is exactly RetainAge old when a new segment starts is kept, and
+// one a nanosecond older is deleted. A segment of one byte is full with
+// its header alone, so each append starts a new segment, which is when
+// retention runs; the bubble's fake clock, which the store stamps and
+// judges by, puts those starts at the bound.
+func TestFileStoreRetainAgeBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 1, RetainAge: time.Hour})
+		appendEach(t, s, 1) // in segment 2, at the start of the bubble
+		time.Sleep(time.Hour)
+		appendEach(t, s, 1) // segment 3 starts: segment 2 is exactly 1h old
+		if first := s.Stats().FirstPosition; first != 0 {
+			t.Errorf("FirstPosition with the only event of a segment exactly RetainAge old = %d, want 0: the segment is kept", first)
+		}
+		time.Sleep(time.Nanosecond)
+		appendEach(t, s, 1) // segment 4 starts: segment 2 is 1h and 1ns old
+		if first := s.Stats().FirstPosition; first != 1 {
+			t.Errorf("FirstPosition with the only event of a segment RetainAge and 1ns old = %d, want 1: the segment is deleted", first)
+		}
+	})
+}
