@@ -250,3 +250,28 @@ func TestFileStoreNegativeMaxAge(t *testing.T) {
 		})
 	}
 }
+
+// TestFileStoreMaxSegmentSizeDefault checks that a MaxSegmentSize of zero,
+// or no options at all, means 64 MiB, as FileStoreOptions says, and that
+// a size given is kept: what commit compares a segment's size against
+// when it decides to start a new one.
+func TestFileStoreMaxSegmentSizeDefault(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts *FileStoreOptions
+		want int64
+	}{
+		{"nil", nil, 64 << 20},
+		{"zero", &FileStoreOptions{}, 64 << 20},
+		{"given", &FileStoreOptions{MaxSegmentSize: 1 << 10}, 1 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := OpenFileStore(t.TempDir(), tc.opts)
+			require.NoError(t, err)
+			defer s.Close()
+			if got := s.opts.MaxSegmentSize; got != tc.want {
+				t.Errorf("OpenFileStore with %s options: MaxSegmentSize = %d, want %d", tc.name, got, tc.want)
+			}
+		})
+	}
+}
