@@ -3415,3 +3415,46 @@ func TestFileStoreReadOnlyChangesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestFileStoreGainsRetention opens with RetainSize a store written
+// without retention, whose segments do not start with the state of every
+// stream, so that retention can start the store at none of them: opened
+// so, and again before any new segment starts, it must keep every event;
+// once new segments start (each with the state of every stream), the
+// first one retention deletes down to must be one of those, so that the
+// store, opened again, starts there with the revisions of its stream
+// going on.
+func TestFileStoreGainsRetention(t *testing.T) {
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
+	appendEach(t, s, 300)
+	require.NoError(t, s.Close())
+	old := len(segments(t, dir))
+	require.Greater(t, old, 4, "segments written without retention")
+
+	opts := &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}
+	for i := range 2 { // opened, then opened again having written no state frame
+		s = openFile(t, dir, opts)
+		require.Len(t, readAll(t, s), 300, "events of the store opened with retention, time %d", i+1)
+		require.NoError(t, s.Close())
+	}
+
+	s = openFile(t, dir, opts)
+	// Until new segments hold RetainSize, retention can delete no older
+	// segment: the store would start at one without the state of the
+	// streams.
+	for s.Stats().Segments == old {
+		appendEach(t, s, 1)
+	}
+	require.Zero(t, s.Stats().FirstPosition, "FirstPosition once a segment with the state of the streams starts")
+	for s.Stats().FirstPosition == 0 {
+		appendEach(t, s, 1)
+	}
+	st := s.Stats()
+	require.NoError(t, s.Close())
+	s = openFile(t, dir, opts)
+	require.Equal(t, st.FirstPosition, s.Stats().FirstPosition, "FirstPosition opened again")
+	res, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	require.Equal(t, eventbus.AppendResult{Revision: st.NextPosition, Position: st.NextPosition}, res, "Append after retention, opened again")
+}
