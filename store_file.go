@@ -113,7 +113,14 @@ type FileStoreOptions struct {
 // its records but not in the last, opening fails with a
 // [*CorruptionError] at that record, though nothing of that write was
 // acknowledged, and [RepairFileStore] cuts it, losing nothing
-// acknowledged. One process at a time may open a directory: on Unix, a
+// acknowledged. A store whose last segment files are gone (deleted by
+// hand, left out of a restored copy) fails to open with a
+// [*CorruptionError] for its file LAST, which names the last segment,
+// rather than opening with their events lost and giving their positions
+// to new appends; a store written by a version of this package without
+// LAST gains it at its first open for writing. What no file records
+// escapes: a last segment cut at a record's end, or the whole directory
+// put back to an earlier state. One process at a time may open a directory: on Unix, a
 // second open fails with [ErrLocked]; on other systems nothing stops it,
 // and the application must not make one. The lock is on the file LOCK in
 // the directory, which the operating system lets go of when the store is
@@ -189,12 +196,14 @@ type writer struct {
 	dropped []*segment // by retention, their files not yet deleted
 	// recorded is the segment that the start file names, or 0.
 	recorded uint64
-	active   *segment
-	size     int64 // of the active segment
-	dirty    bool  // written since the last sync
-	buf      []byte
-	gen      uint64 // of the group being committed, to mark touched streams
-	clock    commitClock
+	// last is the segment that the file LAST names, or 0.
+	last   uint64
+	active *segment
+	size   int64 // of the active segment
+	dirty  bool  // written since the last sync
+	buf    []byte
+	gen    uint64 // of the group being committed, to mark touched streams
+	clock  commitClock
 
 	// lost is the error of a failed sync of appends already acknowledged
 	// (under SyncInterval or SyncNever): Close reports it.
@@ -434,7 +443,8 @@ type request struct {
 // store if needed, and recovers it: it reads every segment, checks every
 // checksum, cuts an incomplete final record left by a crash, syncs what a
 // crashed process may have left unsynced, and rebuilds the indexes. It
-// fails with a [*CorruptionError] for any other damage, which
+// fails with a [*CorruptionError] for any other damage, segment files
+// missing at the end among it, which
 // [RepairFileStore] can cut away, with an error wrapping [ErrLocked] if
 // another FileStore has dir open, and with an error wrapping [ErrInvalid]
 // for an empty dir, bad options, or a segment of a format version that it

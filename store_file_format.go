@@ -43,6 +43,13 @@ import (
 //	seq in decimal | " " | CRC-32C of those digits in 8 hex digits | "\n"
 //
 // (stores written before the checksum have the number and "\n" alone).
+// The file LAST, in the same form, names the store's last segment: the
+// store writes it once a new segment's file is on disk, before any
+// record goes there, and when it opens, so that a store whose last
+// segments are gone fails to open. Stores written before it have none
+// until opened for writing; after a crash, segments may follow the one
+// it names. Both files are replaced whole (written under a temporary
+// name, synced, renamed), never written in place.
 const (
 	segMagic      = "EVBUSLOG"
 	segVersion    = 1
@@ -67,12 +74,14 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // CorruptionError reports damage to the files of a [FileStore]: a segment
 // file that does not hold what was written (a checksum mismatch or a
 // malformed record anywhere but in an incomplete final record), a segment
-// missing, or a START file (where retention records the segment the store
-// starts at) that names none the store has. Use errors.As to read where;
-// see [RepairFileStore].
+// missing, a START file (where retention records the segment the store
+// starts at) that names none the store has, or a LAST file (where the
+// store records its last segment) that names one past those it has: the
+// last segments are missing, with their events. Use errors.As to read
+// where; see [RepairFileStore].
 type CorruptionError struct {
 	// Path is the damaged file: a segment file, the one after a missing
-	// segment (at Offset 0), or the START file.
+	// segment (at Offset 0), or the START or LAST file.
 	Path string
 	// Offset is the byte offset of the bad header or record in the file.
 	Offset int64

@@ -24,17 +24,23 @@ func segmentName(seq uint64) string { return fmt.Sprintf("seg-%016x.log", seq) }
 // the store starts at: what is left of older segments is not read.
 const startFile = "START"
 
+// lastFile names the file in which the store records its last segment,
+// when it starts one and when it opens: a store whose last segments are
+// gone (deleted, or left out of a restored copy) then fails to open,
+// instead of reading the segments left as the whole store and giving the
+// positions of the events lost to later appends. The segments may go on
+// past the one it names: a crash can stop a new segment's start between
+// its file and this one.
+const lastFile = "LAST"
+
 // listSegments returns the sequence numbers of the segments in dir, in
 // order, from the one the start file names if there is one, which it
 // returns too (else 0), and those of what is left of older segments,
 // dropped by retention. Unless readOnly, it removes what is left of
 // files half-created by a crash (a segment, START), and no other file.
 func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, start uint64, older []uint64, err error) {
-	start, err = readStart(dir)
+	start, err = readSeqFile(dir, startFile, "open file store")
 	if err != nil {
-		if !errors.As(err, new(*CorruptionError)) {
-			err = fmt.Errorf("eventbus: open file store: %w", err)
-		}
 		return nil, 0, nil, err
 	}
 	entries, err := os.ReadDir(dir)
@@ -46,7 +52,7 @@ func listSegments(dir string, fs fileSystem, readOnly bool) (seqs []uint64, star
 		if tmp, ok := strings.CutSuffix(name, ".tmp"); ok {
 			// Only the store's own (see createFile): others are not
 			// its to delete.
-			if _, seg := parseSegmentName(tmp); (seg || tmp == startFile) && !readOnly {
+			if _, seg := parseSegmentName(tmp); (seg || tmp == startFile || tmp == lastFile) && !readOnly {
 				if err := fs.Remove(filepath.Join(dir, name)); err != nil {
 					return nil, 0, nil, fmt.Errorf("eventbus: open file store: %w", err)
 				}
@@ -80,37 +86,53 @@ func parseSegmentName(name string) (uint64, bool) {
 	return seq, err == nil && segmentName(seq) == name
 }
 
-// readStart returns the segment that dir's start file names, or 0 if there
-// is none. It fails with a *CorruptionError for a damaged file, else with
-// the error of its read.
-func readStart(dir string) (uint64, error) {
-	path := filepath.Join(dir, startFile)
+// readSeqFile returns the segment that the file name of dir (START or
+// LAST) names, or 0 if there is none. It fails with a *CorruptionError for
+// a damaged file, else with the error of its read, wrapped for op.
+func readSeqFile(dir, name, op string) (uint64, error) {
+	path := filepath.Join(dir, name)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, err // naming path, for the caller to wrap
+		return 0, fmt.Errorf("eventbus: %s: %w", op, err)
 	}
 	num, _, checked := strings.Cut(strings.TrimSuffix(string(b), "\n"), " ")
-	start, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || start == 0 {
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || seq == 0 {
 		return 0, &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%q names no segment", b)}
 	}
-	// Without a checksum, as stores written before it have it.
-	if checked && string(startContent(start)) != string(b) {
+	// Without a checksum, as START files written before it have it.
+	if checked && string(seqContent(seq)) != string(b) {
 		return 0, &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%q: checksum mismatch", b)}
 	}
-	return start, nil
+	return seq, nil
 }
 
-// startContent returns what the start file holds to name segment seq: the
-// number and its CRC-32C, so that a flipped bit, which could name another
-// segment that exists, and have opening delete those before it, is
-// reported instead.
-func startContent(seq uint64) []byte {
+// seqContent returns what the file START or LAST holds to name segment
+// seq: the number and its CRC-32C, so that a flipped bit, which could
+// name another segment that exists, is reported instead: a START naming
+// a later one would have opening delete those before it, a LAST naming an
+// earlier one would let a missing segment pass.
+func seqContent(seq uint64) []byte {
 	n := strconv.FormatUint(seq, 10)
 	return fmt.Appendf(nil, "%s %08x\n", n, crc32.Checksum([]byte(n), castagnoli))
+}
+
+// missingLast returns a *CorruptionError for the file LAST of dir if it
+// names recorded, a segment past last, the store's last segment (0 if it
+// has none): that segment, and those between, are missing. Else it
+// returns nil.
+func missingLast(dir string, recorded, last uint64) error {
+	if recorded <= last {
+		return nil
+	}
+	reason := fmt.Sprintf("the store's last segment, %s, is missing: the events it held are lost", segmentName(recorded))
+	if last > 0 && last+1 < recorded {
+		reason = fmt.Sprintf("the store's last segment is %s, and %s to it are missing: the events they held are lost", segmentName(recorded), segmentName(last+1))
+	}
+	return &CorruptionError{Path: filepath.Join(dir, lastFile), Offset: 0, Reason: reason}
 }
 
 // scanSegment checks the frames of segment file b from the end of its
@@ -280,6 +302,16 @@ func (s *FileStore) recover() error {
 		return err
 	}
 	s.w.recorded = start
+	if s.w.last, err = readSeqFile(s.dir, lastFile, "open file store"); err != nil {
+		return err
+	}
+	var last uint64
+	if len(seqs) > 0 {
+		last = seqs[len(seqs)-1]
+	}
+	if err := missingLast(s.dir, s.w.last, last); err != nil {
+		return err
+	}
 	if !s.opts.ReadOnly {
 		// Dropped by retention already: removeDropped deletes them
 		// below, and reports a failure in Stats, as the store that
@@ -393,6 +425,14 @@ func (s *FileStore) recover() error {
 	}
 	if len(s.segs) > 0 {
 		s.w.active = s.segs[len(s.segs)-1]
+	}
+	if !s.opts.ReadOnly {
+		// A store written before LAST, or one whose last start of a
+		// segment a crash stopped, has it name its last segment from now
+		// on.
+		if err := s.recordLast(); err != nil {
+			return err
+		}
 	}
 	// Commit times go on from the latest on disk (see commitClock).
 	var newest int64
@@ -528,6 +568,22 @@ func (s *FileStore) createFile(path string, b []byte) (storeFile, error) {
 	return f, nil
 }
 
+// recordLast names the active segment in the file LAST, unless it does
+// already, before any event is appended to it: from then on, a store
+// without it fails to open. Only the committer and recovery call it.
+func (s *FileStore) recordLast() error {
+	w := &s.w
+	if w.last == w.active.seq {
+		return nil
+	}
+	f, err := s.createFile(filepath.Join(s.dir, lastFile), seqContent(w.active.seq))
+	if err != nil {
+		return fmt.Errorf("eventbus: record the last segment: %w", err)
+	}
+	w.last = w.active.seq
+	return f.Close()
+}
+
 // syncDir syncs the directory of s, so that created, renamed and removed
 // files stay so after a crash.
 func (s *FileStore) syncDir() error { return syncPath(s.fs, s.dir) }
@@ -557,6 +613,11 @@ func (s *FileStore) roll() error {
 	s.mu.Lock()
 	s.segs = append(s.segs, seg)
 	s.mu.Unlock()
+	// After the segment is in the store, for Verify, which reads LAST
+	// first.
+	if err := s.recordLast(); err != nil {
+		return err
+	}
 	if s.opts.RetainAge <= 0 && s.opts.RetainSize <= 0 {
 		s.removeDropped() // files an earlier run left, if any
 		return nil
@@ -684,7 +745,7 @@ func (s *FileStore) removeDropped() {
 	start := s.segs[0].seq // only the committer changes s.segs
 	var errs []error
 	if w.recorded != start {
-		if f, err := s.createFile(filepath.Join(s.dir, startFile), startContent(start)); err != nil {
+		if f, err := s.createFile(filepath.Join(s.dir, startFile), seqContent(start)); err != nil {
 			errs = append(errs, err)
 		} else {
 			errs = append(errs, f.Close())
@@ -718,9 +779,10 @@ func (s *FileStore) removeDropped() {
 // and record, and the file START that retention writes, as opening does:
 // it finds damage done to the files since the store was opened, a segment
 // file deleted or replaced by another of its name among it, a segment
-// file past the store's last, which the next open would read, and a START
+// file past the store's last, which the next open would read, a START
 // that names a later segment than the store's first, from which the next
-// open would start. It returns a
+// open would start, and a LAST that names a later segment than the
+// store's last, which the next open would find missing. It returns a
 // [*CorruptionError] for the first damage found, and [ErrClosed] once the
 // store is closed, also when Close closes the files it reads.
 func (s *FileStore) Verify(ctx context.Context) error {
@@ -736,14 +798,25 @@ func (s *FileStore) Verify(ctx context.Context) error {
 	// Opening reads START first: a damaged one fails it. Retention
 	// replaces the file whole (see createFile), so a read never sees a
 	// part written.
-	start, err := readStart(s.dir)
+	start, err := readSeqFile(s.dir, startFile, "verify")
 	if err != nil {
-		if !errors.As(err, new(*CorruptionError)) {
-			err = fmt.Errorf("eventbus: verify: %w", err)
-		}
+		return err
+	}
+	// Read before the view: a roll adds its segment to the store before
+	// it names it in LAST.
+	last, err := readSeqFile(s.dir, lastFile, "verify")
+	if err != nil {
 		return err
 	}
 	v := s.view(0)
+	// Opening would find the segments up to the one LAST names missing.
+	var end uint64
+	if len(v.segs) > 0 {
+		end = v.segs[len(v.segs)-1].seq
+	}
+	if err := missingLast(s.dir, last, end); err != nil {
+		return err
+	}
 	// Retention names a segment in START only once the store starts
 	// there, so a later one is damage: opening would start there and
 	// delete the segments before it.
@@ -882,16 +955,22 @@ func (s *FileStore) verifyStray(v *view) error {
 // it returns ("" when there was nothing to repair). The events cut are
 // lost to the store, so events committed after the damage are lost too:
 // keep the subdirectory until they are recovered or known to be
-// unneeded. What it cuts is on disk in the subdirectory before it is cut,
-// so a failure or a crash part way through loses nothing: the store is
-// left as it was or part repaired, and RepairFileStore can run again,
-// keeping what it cuts then in another subdirectory. With such an
-// error, it returns the path of the subdirectory too once it made one:
-// what it cut so far is there. The store must not be open: it fails with
-// an error wrapping [ErrLocked] if it is, and holds the store's lock until
-// it returns, so that no [OpenFileStore] reads the store part repaired. A
-// dir that does not exist, or holds no segment file nor START file (the
-// parent of the store's directory, say), holds no store to repair:
+// unneeded. Segment files missing at the end of the store cannot be cut
+// back: RepairFileStore moves the file LAST, which names the last one,
+// into the subdirectory, accepting the loss of their events. Either way
+// the store then ends where the events kept end, and its next appends
+// take the positions of the events lost: readers and checkpoints (of
+// durable subscriptions, projections) past there must start again. What
+// it cuts is on disk in the subdirectory before it is cut, so a failure
+// or a crash part way through loses nothing: the store is left as it was
+// or part repaired, and RepairFileStore can run again, keeping what it
+// cuts then in another subdirectory. With such an error, it returns the
+// path of the subdirectory too once it made one: what it cut so far is
+// there. The store must not be open: it fails with an error wrapping
+// [ErrLocked] if it is, and holds the store's lock until it returns, so
+// that no [OpenFileStore] reads the store part repaired. A dir that does
+// not exist, or holds no segment file nor START or LAST file (the parent
+// of the store's directory, say), holds no store to repair:
 // RepairFileStore then returns an error wrapping fs.ErrNotExist, and makes
 // no store there as opening would; an empty dir names none, and gets an
 // error wrapping [ErrInvalid].
@@ -942,21 +1021,21 @@ func repairFileStore(dir string, fs fileSystem) (string, error) {
 }
 
 // holdsStore returns an error wrapping os.ErrNotExist unless dir holds a
-// segment file or a START file: opening would make a store in any other
-// directory (a mistyped path, the parent of the store's), and a repair
-// there would report nothing to repair, leaving the store it was meant
-// for damaged.
+// segment file or a START or LAST file: opening would make a store in any
+// other directory (a mistyped path, the parent of the store's), and a
+// repair there would report nothing to repair, leaving the store it was
+// meant for damaged.
 func holdsStore(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if _, ok := parseSegmentName(e.Name()); ok || e.Name() == startFile {
+		if _, ok := parseSegmentName(e.Name()); ok || e.Name() == startFile || e.Name() == lastFile {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s holds no file store: no segment file (seg-<16 hex digits>.log) nor START file: %w", dir, os.ErrNotExist)
+	return fmt.Errorf("%s holds no file store: no segment file (seg-<16 hex digits>.log) nor START or LAST file: %w", dir, os.ErrNotExist)
 }
 
 // cutAt copies the bytes of ce.Path from ce.Offset into keep, truncates it
@@ -966,9 +1045,11 @@ func holdsStore(dir string) error {
 // RepairFileStore repairs again. The directory that holds keep was synced
 // once keep was made.
 func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
-	if filepath.Base(ce.Path) == startFile {
-		// Without it, the store starts at its oldest segment.
-		if err := fs.Rename(ce.Path, filepath.Join(keep, startFile)); err != nil {
+	if base := filepath.Base(ce.Path); base == startFile || base == lastFile {
+		// Without START, the store starts at its oldest segment; without
+		// LAST, it ends at its newest, accepting the loss of those
+		// missing after it.
+		if err := fs.Rename(ce.Path, filepath.Join(keep, base)); err != nil {
 			return err
 		}
 		return errors.Join(syncPath(fs, keep), syncPath(fs, dir))

@@ -2658,8 +2658,8 @@ func (f *opsFile) Truncate(size int64) error {
 
 // damagedStore makes in dir a store of three segments whose first one has
 // a bit flipped in its second record, and if badStart a START file that
-// names no segment, and returns the files' contents by name and the
-// offset of that record.
+// names no segment, and returns the files' contents by name (LAST among
+// them) and the offset of that record.
 func damagedStore(t *testing.T, dir string, badStart bool) (map[string][]byte, int64) {
 	t.Helper()
 	s := openFile(t, dir, &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10})
@@ -2677,7 +2677,7 @@ func damagedStore(t *testing.T, dir string, badStart bool) (map[string][]byte, i
 	require.Greater(t, len(frames), 2)
 	flip(t, segments(t, dir)[0], frames[1]+20)
 	files := map[string][]byte{}
-	for _, path := range segments(t, dir) {
+	for _, path := range append(segments(t, dir), filepath.Join(dir, "LAST")) {
 		b, err := os.ReadFile(path)
 		require.NoError(t, err)
 		files[filepath.Base(path)] = b
@@ -2729,6 +2729,9 @@ func checkKept(t *testing.T, dir string, files map[string][]byte, off int64) int
 		switch {
 		case err == nil && string(b) == string(want):
 		case err != nil && errors.Is(err, fs.ErrNotExist) && has(name, want):
+		case name == "LAST" && has(name, want):
+			// Moved aside with the segments it names, the store
+			// writes its own.
 		case err == nil && name == first && string(b) == string(want[:off]) && has(name+".from-"+strconv.FormatInt(off, 10), want[off:]):
 		default:
 			t.Errorf("%s (%d bytes, %v) lost bytes of the %d it held", name, len(b), err, len(want))
@@ -3047,7 +3050,7 @@ func TestFileStoreKeepsForeignTempFiles(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("a user's"), 0o644))
 	}
 	// What a crash leaves, which opening deletes.
-	crashed := []string{"seg-0000000000000002.log.tmp", "START.tmp"}
+	crashed := []string{"seg-0000000000000002.log.tmp", "START.tmp", "LAST.tmp"}
 	for _, name := range crashed {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), nil, 0o644))
 	}
@@ -3457,4 +3460,133 @@ func TestFileStoreGainsRetention(t *testing.T) {
 	res, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", "")...)
 	require.NoError(t, err)
 	require.Equal(t, eventbus.AppendResult{Revision: st.NextPosition, Position: st.NextPosition}, res, "Append after retention, opened again")
+}
+
+// TestFileStoreLastSegmentMissing removes the last segment files of a
+// store (one, two, or its only one), as a careless cleanup or a bad
+// restore might: opening, read-only or not, must fail with a
+// *CorruptionError that names the first one missing, and change no file;
+// RepairFileStore must then accept the loss explicitly, keeping the file
+// LAST that named them in its repair directory, and leave a store that
+// opens with the events of the segments left. Opening read the segments
+// left as the whole store, without a word: the events of the missing
+// ones were gone, and the next appends took their positions again, which
+// readers and checkpoints had already seen.
+func TestFileStoreLastSegmentMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		segs, removed int
+	}{
+		{"last", 3, 1},
+		{"last two", 4, 2},
+		{"only", 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
+			var kept int // the events of the segments that stay
+			for i := 0; ; i++ {
+				_, err := s.Append(t.Context(), "s", eventbus.Any, newEvents(1, "t", fmt.Sprint("e", i))...)
+				require.NoError(t, err)
+				if n := s.Stats().Segments; n == tc.segs-tc.removed {
+					kept = i + 1
+				} else if n == tc.segs {
+					break
+				}
+			}
+			require.NoError(t, s.Close())
+			segs := segments(t, dir)
+			require.Len(t, segs, tc.segs)
+			gone := segs[tc.segs-tc.removed:]
+			for _, path := range gone {
+				require.NoError(t, os.Remove(path))
+			}
+			before := dirFiles(t, dir)
+			for _, ro := range []bool{false, true} {
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: ro})
+				var ce *eventbus.CorruptionError
+				if !errors.As(err, &ce) || !strings.Contains(ce.Reason, filepath.Base(gone[0])) {
+					if err == nil {
+						t.Logf("it opened with %d events", len(readAll(t, s)))
+						s.Close()
+					}
+					t.Fatalf("OpenFileStore(ReadOnly: %v) without %s = %v, want a *CorruptionError naming it", ro, filepath.Base(gone[0]), err)
+				}
+				if diff := cmp.Diff(before, dirFiles(t, dir)); diff != "" {
+					t.Fatalf("OpenFileStore(ReadOnly: %v) that failed changed the files (-before +after):\n%s", ro, diff)
+				}
+			}
+
+			repaired, err := eventbus.RepairFileStore(dir)
+			require.NoError(t, err, "RepairFileStore")
+			require.FileExists(t, filepath.Join(repaired, "LAST"), "the record of the missing segments, kept")
+			got := readAll(t, openFile(t, dir, nil))
+			if tc.removed == tc.segs {
+				kept = 0
+			}
+			require.Len(t, got, kept, "the events of the segments left")
+		})
+	}
+}
+
+// dirFiles returns the contents of the files of dir by name, but for LOCK.
+func dirFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	files := map[string]string{}
+	for _, e := range entries {
+		if e.Name() == "LOCK" || e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		files[e.Name()] = string(b)
+	}
+	return files
+}
+
+// TestFileStoreVerifyLastSegment damages, while the store is open, the
+// end of the store: it deletes the last segment file, or writes a sound
+// LAST that names a later segment than the store's last, as a backup
+// restored over it might. Either way the next open fails, finding that
+// segment missing, so Verify must report it as a *CorruptionError naming
+// it. It checked no LAST, and returned nil for the second.
+func TestFileStoreVerifyLastSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string, segs []string) (missing string)
+	}{
+		{"deleted", func(t *testing.T, dir string, segs []string) string {
+			require.NoError(t, os.Remove(segs[len(segs)-1]))
+			return segs[len(segs)-1]
+		}},
+		{"LAST names a later one", func(t *testing.T, dir string, segs []string) string {
+			n := strconv.Itoa(len(segs) + 1)
+			content := fmt.Sprintf("%s %08x\n", n, crc32.Checksum([]byte(n), crc32.MakeTable(crc32.Castagnoli)))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "LAST"), []byte(content), 0o644))
+			return fmt.Sprintf("seg-%016x.log", len(segs)+1)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
+			for s.Stats().Segments < 3 {
+				appendEach(t, s, 1)
+			}
+			require.NoError(t, s.Verify(ctx), "Verify before the damage")
+			missing := filepath.Base(tc.damage(t, dir, segments(t, dir)))
+
+			var ce *eventbus.CorruptionError
+			if err := s.Verify(ctx); !errors.As(err, &ce) || !strings.Contains(ce.Error(), missing) {
+				t.Errorf("Verify with %s missing = %v, want a *CorruptionError naming it", missing, err)
+			}
+			require.NoError(t, s.Close())
+			_, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
+			if !errors.As(err, &ce) || !strings.Contains(ce.Error(), missing) {
+				t.Errorf("OpenFileStore with %s missing = %v, want a *CorruptionError naming it", missing, err)
+			}
+		})
+	}
 }
