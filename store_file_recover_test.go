@@ -1572,27 +1572,21 @@ func (f *crashFile) Sync() error {
 	return f.File.Sync()
 }
 
-// TestFileStoreCrashPoints crashes a store under SyncAlways at every write,
-// sync, rename and removal it makes, while it appends (replays too),
-// deletes, tombstones, starts segments and applies retention: at each
-// point it copies the directory as a power loss leaves it (the bytes
-// synced), as a crash of the process does (every byte written), and torn
-// between the two (half of what was not synced). Every copy must open,
-// hold every event acknowledged before the crash that retention kept,
-// unchanged and at its position, and know every stream's revision and
-// tombstone as acknowledged: SyncAlways's promise that an acknowledged
-// append is on stable storage, at every step of the store's work.
-func TestFileStoreCrashPoints(t *testing.T) {
-	ctx := t.Context()
-	dir := t.TempDir()
+// crashImage is a copy of a store's directory as a crash left it.
+type crashImage struct {
+	dir   string
+	acked int // calls acknowledged when it was taken
+}
+
+// crashImages returns a crashFS that, at each write, sync, rename and
+// removal, copies the store files of dir as a power loss leaves them (the
+// bytes synced), as a crash of the process does (every byte written), and
+// torn between the two (half of what was not synced), into images, each
+// image once, with the calls acknowledged then, which the test counts in
+// acked.
+func crashImages(t *testing.T, dir string, acked *int, images *[]crashImage) *crashFS {
 	synced := &syncedFS{FS: eventbus.OSFS, synced: map[string]int64{}, renamed: map[string]string{}}
-	type image struct {
-		dir   string
-		acked int // appends acknowledged when it was taken
-	}
-	var images []image
 	seen := map[string]bool{}
-	acked := 0
 	crash := &crashFS{FS: synced}
 	crash.at = func() {
 		synced.mu.Lock()
@@ -1625,7 +1619,7 @@ func TestFileStoreCrashPoints(t *testing.T) {
 		}
 		for _, f := range files {
 			// Each image once: most points leave one of another.
-			key := fmt.Sprint(acked, f)
+			key := fmt.Sprint(*acked, f)
 			if seen[key] {
 				continue
 			}
@@ -1636,9 +1630,28 @@ func TestFileStoreCrashPoints(t *testing.T) {
 					t.Error(err)
 				}
 			}
-			images = append(images, image{c, acked})
+			*images = append(*images, crashImage{c, *acked})
 		}
 	}
+	return crash
+}
+
+// TestFileStoreCrashPoints crashes a store under SyncAlways at every write,
+// sync, rename and removal it makes, while it appends (replays too),
+// deletes, tombstones, starts segments and applies retention: at each
+// point it copies the directory as a power loss leaves it (the bytes
+// synced), as a crash of the process does (every byte written), and torn
+// between the two (half of what was not synced). Every copy must open,
+// hold every event acknowledged before the crash that retention kept,
+// unchanged and at its position, and know every stream's revision and
+// tombstone as acknowledged: SyncAlways's promise that an acknowledged
+// append is on stable storage, at every step of the store's work.
+func TestFileStoreCrashPoints(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	var images []crashImage
+	acked := 0
+	crash := crashImages(t, dir, &acked, &images)
 	opts := &eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10, RetainSize: 3 << 10}
 	s := openFile(t, dir, eventbus.WithFS(opts, crash))
 
@@ -3588,5 +3601,70 @@ func TestFileStoreVerifyLastSegment(t *testing.T) {
 				t.Errorf("OpenFileStore with %s missing = %v, want a *CorruptionError naming it", missing, err)
 			}
 		})
+	}
+}
+
+// TestFileStoreCrashWhileRolling crashes a store under SyncAlways at every
+// write, sync, rename and removal while its appends start new segments,
+// which each name the new segment in LAST: every crash image must open
+// for writing with every acknowledged event, at its position, whether
+// the crash came before the new segment's file, between it and LAST, or
+// while LAST was written; and once opened, it must guard its last segment
+// again, failing the next open without it. The images must include those
+// between the new segment and LAST, where LAST names an earlier segment
+// than the last, and those with LAST half written, or the test proves
+// nothing about them.
+func TestFileStoreCrashWhileRolling(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	var images []crashImage
+	acked := 0
+	s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{MaxSegmentSize: 1 << 10}, crashImages(t, dir, &acked, &images)))
+	var want [][]byte // the data of the event at each position
+	for s.Stats().Segments < 4 {
+		evs := newEvents(1, "t", strings.Repeat("x", 300))
+		res, err := s.Append(ctx, "s", eventbus.Any, evs...)
+		require.NoError(t, err)
+		require.Equal(t, uint64(len(want)), res.Position)
+		want = append(want, evs[0].Data)
+		acked++
+	}
+	require.NoError(t, s.Close())
+
+	behind, torn := 0, 0 // images with LAST behind the last segment, with LAST.tmp
+	for _, im := range images {
+		// Images of the store's creation may have no segment, or no LAST.
+		segs := segments(t, im.dir)
+		if b, err := os.ReadFile(filepath.Join(im.dir, "LAST")); err == nil && len(segs) > 0 {
+			if n, err := strconv.ParseUint(strings.Fields(string(b))[0], 10, 64); err == nil && fmt.Sprintf("seg-%016x.log", n) < filepath.Base(segs[len(segs)-1]) {
+				behind++
+			}
+		}
+		if _, err := os.Stat(filepath.Join(im.dir, "LAST.tmp")); err == nil {
+			torn++
+		}
+
+		s, err := eventbus.OpenFileStore(im.dir, nil)
+		require.NoError(t, err, "OpenFileStore of a crash image after %d acknowledged appends", im.acked)
+		got := readAll(t, s)
+		require.NoError(t, s.Close())
+		if len(got) < im.acked {
+			t.Fatalf("crash after %d acknowledged appends: read %d events", im.acked, len(got))
+		}
+		for pos, e := range got[:im.acked] {
+			if e.Position != uint64(pos) || !bytes.Equal(e.Data, want[pos]) {
+				t.Fatalf("crash after %d acknowledged appends: event %d is at position %d with %q, want %q", im.acked, pos, e.Position, e.Data, want[pos])
+			}
+		}
+		segs = segments(t, im.dir)
+		require.NoError(t, os.Remove(segs[len(segs)-1]))
+		var ce *eventbus.CorruptionError
+		if _, err := eventbus.OpenFileStore(im.dir, &eventbus.FileStoreOptions{ReadOnly: true}); !errors.As(err, &ce) {
+			t.Fatalf("crash after %d acknowledged appends, reopened, then %s removed: OpenFileStore = %v, want a *CorruptionError", im.acked, filepath.Base(segs[len(segs)-1]), err)
+		}
+	}
+	t.Logf("%d crash images, %d with LAST behind the last segment, %d with LAST.tmp", len(images), behind, torn)
+	if behind == 0 || torn == 0 {
+		t.Errorf("%d crash images with LAST behind the last segment, %d with LAST.tmp: want some of each", behind, torn)
 	}
 }
