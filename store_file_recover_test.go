@@ -3668,3 +3668,41 @@ func TestFileStoreCrashWhileRolling(t *testing.T) {
 		t.Errorf("%d crash images with LAST behind the last segment, %d with LAST.tmp: want some of each", behind, torn)
 	}
 }
+
+// TestFileStoreWithoutLast opens a store written by the version of this
+// package before the file LAST (testdata/filestore-before-last: events
+// "e0" to "e7" at positions 0 to 7, alternately in streams "a" and "b",
+// in three segments): it must open read-only as it is, writing nothing,
+// and for writing, where it gains a LAST that names its last segment, so
+// that from then on a store without that segment fails to open.
+func TestFileStoreWithoutLast(t *testing.T) {
+	dir := copyStore(t, filepath.Join("testdata", "filestore-before-last"))
+	segs := segments(t, dir)
+	require.Len(t, segs, 3)
+	check := func(s *eventbus.FileStore) {
+		t.Helper()
+		got := readAll(t, s)
+		require.Len(t, got, 8)
+		for i, e := range got {
+			if want := fmt.Sprint("e", i); e.Position != uint64(i) || string(e.Data) != want || e.Stream != []string{"a", "b"}[i%2] {
+				t.Errorf("event %d = %s@%d at position %d holding %q, want %q in %q", i, e.Stream, e.Revision, e.Position, e.Data, want, []string{"a", "b"}[i%2])
+			}
+		}
+	}
+	s := openFile(t, dir, &eventbus.FileStoreOptions{ReadOnly: true})
+	check(s)
+	require.NoError(t, s.Close())
+	require.NoFileExists(t, filepath.Join(dir, "LAST"), "after a read-only open")
+
+	s = openFile(t, dir, nil)
+	check(s)
+	res, err := s.Append(t.Context(), "a", eventbus.Exact(3), newEvents(1, "t", "")...)
+	require.NoError(t, err)
+	require.Equal(t, eventbus.AppendResult{Revision: 4, Position: 8}, res)
+	require.NoError(t, s.Close())
+	require.NoError(t, os.Remove(segs[2]))
+	var ce *eventbus.CorruptionError
+	if _, err := eventbus.OpenFileStore(dir, nil); !errors.As(err, &ce) || !strings.Contains(ce.Reason, filepath.Base(segs[2])) {
+		t.Errorf("OpenFileStore once opened for writing, then without %s = %v, want a *CorruptionError naming it", filepath.Base(segs[2]), err)
+	}
+}
