@@ -129,7 +129,10 @@ func missingLast(dir string, recorded, last uint64) error {
 		return nil
 	}
 	reason := fmt.Sprintf("the store's last segment, %s, is missing: the events it held are lost", segmentName(recorded))
-	if last > 0 && last+1 < recorded {
+	switch {
+	case last == 0:
+		reason = fmt.Sprintf("the store's last segment is %s, and none of its segments is left: the events they held are lost", segmentName(recorded))
+	case last+1 < recorded:
 		reason = fmt.Sprintf("the store's last segment is %s, and %s to it are missing: the events they held are lost", segmentName(recorded), segmentName(last+1))
 	}
 	return &CorruptionError{Path: filepath.Join(dir, lastFile), Offset: 0, Reason: reason}

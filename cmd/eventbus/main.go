@@ -18,6 +18,12 @@
 // middle of a write leaves: that is no damage (exit status 0), and the next
 // open for writing, or repair, cuts it without keeping a copy.
 //
+// Every subcommand but repair fails on a store whose last segment files
+// are missing, which its file LAST names. Repair then accepts the loss:
+// it moves LAST into its repair-<time> subdirectory and says at which
+// position the store now ends, where its next appends take the positions
+// of the events lost.
+//
 // Read and tail print an event's data as JSON ("data") when it is JSON in
 // UTF-8 and not compressed, else as base64 ("dataBase64"); its metadata
 // entries as strings ("metadata"), but for those whose key or value is not
@@ -61,6 +67,7 @@ import (
 	"io"
 	"iter"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -268,6 +275,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 					fmt.Fprintln(stdout, "nothing to repair")
 				default:
 					fmt.Fprintf(stdout, "repaired; what was cut is in %s\n", kept)
+					err = reportLoss(dir, kept, stdout)
 				}
 			} else if kept != "" {
 				err = fmt.Errorf("%w; what repair copied before the failure is in %s", err, kept)
@@ -281,7 +289,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "eventbus %s: %v\n", cmd, err)
 		var ce *eventbus.CorruptionError
-		if errors.As(err, &ce) && cmd != "repair" {
+		switch {
+		case !errors.As(err, &ce) || cmd == "repair":
+		case filepath.Base(ce.Path) == "LAST":
+			fmt.Fprintf(stderr, "the store's last segments are missing, with their events; `eventbus repair %s` accepts the loss, so that the store opens again\n", dir)
+		default:
 			fmt.Fprintf(stderr, "the store is damaged; `eventbus repair %s` cuts the damage, keeping a copy\n", dir)
 		}
 		return 1
@@ -305,6 +317,24 @@ func (o *output) Write(p []byte) (int, error) {
 	n, err := o.w.Write(p)
 	o.err = err
 	return n, err
+}
+
+// reportLoss tells, after a repair that moved the store's LAST file
+// (which names its last segment) into kept, for segments missing at the
+// end of the store or moved there, where the store now ends: its next
+// appends take the positions of the events lost from there, which readers
+// and checkpoints may have seen.
+func reportLoss(dir, kept string, stdout io.Writer) error {
+	if _, err := os.Stat(filepath.Join(kept, "LAST")); err != nil {
+		return nil
+	}
+	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	next := s.Stats().NextPosition
+	fmt.Fprintf(stdout, "the store now ends at position %d, without the events of the segments that LAST (now in %s) named after it: its next appends take their positions, so start readers and checkpoints past %d again\n", next, kept, next)
+	return s.Close()
 }
 
 // isSegment reports whether name is that of a segment file, as the store
@@ -342,7 +372,7 @@ func lastSegment(dir string) (string, int64) {
 }
 
 // checkDir fails unless dir is the directory of a store: one that holds a
-// segment file or a START file, as RepairFileStore wants.
+// segment file or a START or LAST file, as RepairFileStore wants.
 func checkDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -357,14 +387,14 @@ func checkDir(dir string) error {
 	}
 	for _, e := range entries {
 		// The store ignores other names, and would start a new store
-		// in dir beside them. A START file without segments is a store
-		// whose segments are missing: damage, which repair cuts, as
-		// RepairFileStore does.
-		if isSegment(e.Name()) || e.Name() == "START" {
+		// in dir beside them. A START or LAST file without segments is
+		// a store whose segments are missing: damage, which repair cuts,
+		// as RepairFileStore does.
+		if isSegment(e.Name()) || e.Name() == "START" || e.Name() == "LAST" {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-<16 hex digits>.log) nor START file", dir)
+	return fmt.Errorf("%s is not an eventbus store: it has no segment files (seg-<16 hex digits>.log) nor START or LAST file", dir)
 }
 
 // withStore opens the store in dir read-only, showing progress on

@@ -40,6 +40,24 @@ func newStore(t *testing.T) (dir, seg string) {
 	return dir, segs[0]
 }
 
+// segmentedStore returns the directory of a store holding six events in
+// stream "order-1", two in each of its three segments, and the paths of
+// its segments, oldest first.
+func segmentedStore(t *testing.T) (dir string, segs []string) {
+	t.Helper()
+	dir = t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
+	require.NoError(t, err)
+	for range 6 {
+		_, err := s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: []byte(`{"n":1}`)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	segs, err = filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	require.NoError(t, err)
+	return dir, segs
+}
+
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -852,5 +870,44 @@ func TestInspectLongStreamNames(t *testing.T) {
 				t.Errorf("eventbus inspect: %s of row %q at %d, want %d under the header:\n%s", col.head, row, got, want, stdout)
 			}
 		}
+	}
+}
+
+// TestLastSegmentMissing checks verify and repair of a store whose last
+// segment files are gone, some or all of them: verify must fail naming
+// the store's last segment, and advise a repair that accepts the loss
+// rather than one that cuts damage; repair must say where the store now
+// ends, and that the next appends take the positions of the events lost.
+// A store left with its LAST file alone was "not an eventbus store".
+func TestLastSegmentMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		removed int
+		next    int // the position where the store ends once repaired
+	}{
+		{"last", 1, 4},
+		{"every", 3, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, segs := segmentedStore(t)
+			require.Len(t, segs, 3)
+			gone := segs[len(segs)-tc.removed:]
+			for _, seg := range gone {
+				require.NoError(t, os.Remove(seg))
+			}
+
+			code, _, stderr := runCmd(t, "verify", dir)
+			if code != 1 || !strings.Contains(stderr, filepath.Base(segs[2])) || !strings.Contains(stderr, "accepts the loss") {
+				t.Errorf("verify without %s: exit status %d, stderr %q; want 1, %s named and a repair that accepts the loss", filepath.Base(gone[0]), code, stderr, filepath.Base(segs[2]))
+			}
+			code, stdout, stderr := runCmd(t, "repair", dir)
+			want := fmt.Sprintf("the store now ends at position %d", tc.next)
+			if code != 0 || !strings.Contains(stdout, "repaired") || !strings.Contains(stdout, want) || !strings.Contains(stdout, "take their positions") {
+				t.Errorf("repair without %s: exit status %d, stdout %q, stderr %q; want 0 and %q, positions taken again", filepath.Base(gone[0]), code, stdout, stderr, want)
+			}
+			if code, _, stderr := runCmd(t, "verify", dir); code != 0 {
+				t.Errorf("verify after repair: exit status %d, stderr %q", code, stderr)
+			}
+		})
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/seed-a6f1faae/eventbus"
 )
 
 // TestRepairFailsAfterCut checks that repair, failing after it has cut
@@ -22,16 +20,7 @@ func TestRepairFailsAfterCut(t *testing.T) {
 	if err != nil {
 		t.Skip("no chattr")
 	}
-	dir := t.TempDir()
-	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200})
-	require.NoError(t, err)
-	for range 6 {
-		_, err := s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: []byte(`{"n":1}`)})
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	segs, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
-	require.NoError(t, err)
+	dir, segs := segmentedStore(t)
 	require.Greater(t, len(segs), 1)
 	b, err := os.ReadFile(segs[0])
 	require.NoError(t, err)
