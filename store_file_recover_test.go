@@ -3145,14 +3145,16 @@ func TestFileStoreSyncOrder(t *testing.T) {
 	}
 }
 
-// startFailFS fails the creation of the START file, once armed.
-type startFailFS struct {
+// createFailFS fails the creation of the file named file (START, LAST),
+// once armed.
+type createFailFS struct {
 	eventbus.FS
+	file  string
 	armed atomic.Bool
 }
 
-func (f *startFailFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
-	if f.armed.Load() && filepath.Base(name) == "START.tmp" {
+func (f *createFailFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	if f.armed.Load() && filepath.Base(name) == f.file+".tmp" {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EACCES}
 	}
 	return f.FS.OpenFile(name, flag, perm)
@@ -3177,7 +3179,7 @@ func TestFileStoreRetentionStartFails(t *testing.T) {
 
 	faults := &faultFS{FS: eventbus.OSFS}
 	faults.failRemove.Store(&old[1])
-	fs := &startFailFS{FS: faults}
+	fs := &createFailFS{FS: faults, file: "START"}
 	fs.armed.Store(true)
 	s = openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10}, fs))
 	for s.Stats().FirstPosition == 0 {
@@ -3704,5 +3706,43 @@ func TestFileStoreWithoutLast(t *testing.T) {
 	var ce *eventbus.CorruptionError
 	if _, err := eventbus.OpenFileStore(dir, nil); !errors.As(err, &ce) || !strings.Contains(ce.Reason, filepath.Base(segs[2])) {
 		t.Errorf("OpenFileStore once opened for writing, then without %s = %v, want a *CorruptionError naming it", filepath.Base(segs[2]), err)
+	}
+}
+
+// TestFileStoreLastFails fails the file LAST that a new segment is named
+// in: the append that started the segment must fail, and every later one,
+// so that no event is acknowledged in a segment that LAST does not name
+// (its loss would go unnoticed); reopened, the store holds every event
+// acknowledged before, names its last segment, and fails to open without
+// it.
+func TestFileStoreLastFails(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	fs := &createFailFS{FS: eventbus.OSFS, file: "LAST"}
+	s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{MaxSegmentSize: 200}, fs))
+	fs.armed.Store(true)
+	acked := 0
+	var err error
+	for ; acked < 100; acked++ {
+		if _, err = s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "e")...); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("Append that starts a segment, LAST failing = %v, want an error wrapping EACCES", err)
+	}
+	if _, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "e")...); err == nil {
+		t.Fatal("Append after LAST failed = nil, want the store failed")
+	}
+	require.NoError(t, s.Close())
+
+	s = openFile(t, dir, nil)
+	require.Len(t, readAll(t, s), acked, "the events acknowledged")
+	require.NoError(t, s.Close())
+	segs := segments(t, dir)
+	require.NoError(t, os.Remove(segs[len(segs)-1]))
+	var ce *eventbus.CorruptionError
+	if _, err := eventbus.OpenFileStore(dir, nil); !errors.As(err, &ce) {
+		t.Errorf("OpenFileStore without %s = %v, want a *CorruptionError", filepath.Base(segs[len(segs)-1]), err)
 	}
 }
