@@ -119,8 +119,9 @@ type FileStoreOptions struct {
 // rather than opening with their events lost and giving their positions
 // to new appends; a store written by a version of this package without
 // LAST gains it at its first open for writing. What no file records
-// escapes: a last segment cut at a record's end, or the whole directory
-// put back to an earlier state. One process at a time may open a directory: on Unix, a
+// escapes: a last segment cut back at a record's end, or deleted with
+// LAST, or the whole directory put back to an earlier state. One process
+// at a time may open a directory: on Unix, a
 // second open fails with [ErrLocked]; on other systems nothing stops it,
 // and the application must not make one. The lock is on the file LOCK in
 // the directory, which the operating system lets go of when the store is
