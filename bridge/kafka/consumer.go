@@ -70,6 +70,8 @@ type ConsumerOptions struct {
 	// partitions. Zero means 30 seconds.
 	DrainTimeout time.Duration
 	// Logger receives failed commits and fetch errors, which are retried,
+	// failed sessions of the consumer group, which Run joins again (see
+	// [Consumer]),
 	// bad records of the dead-letter topic itself, which are skipped, and
 	// the failures of a Sync-mode topic's handlers.
 	// Nil means silent; one without a Handler (a zero slog.Logger, which
@@ -155,6 +157,24 @@ type ConsumerOptions struct {
 //
 // A record that fails on its way into the bus goes to the DeadLetterTopic,
 // or stops Run.
+//
+// # Group failures
+//
+// The group's coordinator may fail its requests (joining the group, the
+// assignment, the committed offsets, heartbeats): while it moves, loads or
+// rebalances the group, and when it drops a member (UNKNOWN_MEMBER_ID,
+// ILLEGAL_GENERATION, as after a session timeout), franz-go retries and
+// joins the group again, and Run goes on, logging each failed session to
+// ConsumerOptions.Logger. A rebalance commits the partitions given up; a
+// session that fails otherwise loses them without a commit (another member
+// may own them already), so their records since the last commit are
+// handled again, by this member or the next owner. An error that no retry
+// clears stops Run, which returns an error naming the group and wrapping
+// Kafka's (kerr.GroupAuthorizationFailed, TopicAuthorizationFailed,
+// ClusterAuthorizationFailed, InvalidGroupID or InconsistentGroupProtocol,
+// matched with errors.Is), rather than retrying for ever, consuming
+// nothing: such a group needs a change of its ACLs, its name, or its other
+// members, and a new Consumer.
 type Consumer struct {
 	bus *eventbus.Bus
 	reg *eventbus.Registry
@@ -488,13 +508,15 @@ func (o *offsets) drop(m map[string][]int32) {
 	}
 }
 
-// Run joins the group and consumes the routed topics until ctx is done or a
-// record cannot be delivered, then publishes no more, waits (up to
+// Run joins the group and consumes the routed topics until ctx is done, a
+// record cannot be delivered or Kafka refuses the group, then publishes no
+// more, waits (up to
 // DrainTimeout after ctx is done, for a Sync-mode handler running then
 // too) for the bus to handle what it published, commits, leaves the
 // group and returns: nil after ctx is done, else the error (for a bad
 // record, one wrapping eventbus.ErrInvalid, see
-// [ConsumerOptions].DeadLetterTopic), joined with the final commit's error
+// [ConsumerOptions].DeadLetterTopic; for a group Kafka refuses, one
+// naming it, see [Consumer]), joined with the final commit's error
 // if that commit fails ("final commit of group ...", wrapping
 // context.DeadlineExceeded when the bus has not handled what it was given
 // within DrainTimeout), also after ctx is done: the records published since
@@ -693,9 +715,24 @@ func (c *Consumer) poll(ctx, pubCtx context.Context, cl *kgo.Client, routes map[
 			cl.AllowRebalance()
 			return nil
 		}
+		var groupErr error
 		fetches.EachError(func(t string, p int32, err error) {
-			c.log.Warn("kafka: fetch failed", "topic", t, "partition", p, "err", err)
+			var session *kgo.ErrGroupSession
+			switch {
+			case !errors.As(err, &session):
+				c.log.Warn("kafka: fetch failed", "topic", t, "partition", p, "err", err)
+			case groupFatal(session.Err):
+				groupErr = fmt.Errorf("kafka: consumer group %q: %w", c.o.Group, err)
+			default:
+				c.log.Warn("kafka: consumer group session failed; rejoining", "group", c.o.Group, "err", err)
+			}
 		})
+		if groupErr != nil {
+			// franz-go would retry for ever, consuming nothing: the
+			// partitions, lost, are given up without a commit.
+			cl.AllowRebalance()
+			return groupErr
+		}
 		done := make(map[string]map[int32]kgo.EpochOffset)
 		var err error
 		// Once ctx is done, the rest of the poll is left for the next run:
@@ -718,6 +755,21 @@ func (c *Consumer) poll(ctx, pubCtx context.Context, cl *kgo.Client, routes map[
 			return err
 		}
 	}
+}
+
+// groupFatal reports whether err, which ended a consumer group session,
+// is one that no retry clears: it takes a change of the group's ACLs or
+// configuration, or of the other members of the group.
+func groupFatal(err error) bool {
+	for _, fatal := range []error{
+		kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+		kerr.InvalidGroupID, kerr.InconsistentGroupProtocol,
+	} {
+		if errors.Is(err, fatal) {
+			return true
+		}
+	}
+	return false
 }
 
 // deliver publishes r on its bus topic with pubCtx, or sends it to the

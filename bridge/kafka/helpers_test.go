@@ -13,6 +13,7 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -533,4 +534,51 @@ func otherMember(t testing.TB, brokers []string, opts ...kgo.Opt) (*kgo.Client, 
 	}
 	t.Cleanup(cl.Close)
 	return cl, assigned
+}
+
+// failGroupRequests answers the first n requests of key, a request of the
+// consumer group protocol, with the error, as a coordinator does that
+// moves, loads, rebalances or refuses the group; all of them if n is
+// negative. The channel returned is closed once the n-th is answered.
+func failGroupRequests(c *kfake.Cluster, key kmsg.Key, fail *kerr.Error, n int) <-chan struct{} {
+	failedAll := make(chan struct{})
+	var failed int // kfake runs control functions one at a time
+	c.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if n >= 0 && failed >= n {
+			return nil, nil, false
+		}
+		if failed++; failed == n {
+			close(failedAll)
+		}
+		resp := req.ResponseKind()
+		resp.SetVersion(req.GetVersion())
+		switch r := resp.(type) {
+		case *kmsg.JoinGroupResponse:
+			r.ErrorCode = fail.Code
+		case *kmsg.SyncGroupResponse:
+			r.ErrorCode = fail.Code
+		case *kmsg.HeartbeatResponse:
+			r.ErrorCode = fail.Code
+		case *kmsg.OffsetFetchResponse:
+			r.ErrorCode = fail.Code // before v8; from v8 on, per group
+			for _, g := range req.(*kmsg.OffsetFetchRequest).Groups {
+				rg := kmsg.NewOffsetFetchResponseGroup()
+				rg.Group, rg.ErrorCode = g.Group, fail.Code
+				r.Groups = append(r.Groups, rg)
+			}
+		}
+		return resp, nil, true
+	})
+	return failedAll
+}
+
+// groupCluster starts a subtest of a test that checks for leaks: a
+// cluster with the topic "orders", a registry of Order, and a context that
+// ends the subtest after 60 seconds at most.
+func groupCluster(t *testing.T) (*kfake.Cluster, *eventbus.Registry, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	return cluster(t, "orders"), registry(t), ctx
 }

@@ -1,0 +1,121 @@
+package kafka_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// TestConsumerGroupRetriable fails requests of the consumer group protocol
+// with errors that clear as the coordinator recovers, or as the member
+// joins the group again, while events stream in: Run rejoins and goes on,
+// every event is handled in order, no commit goes beyond a handled record,
+// and the group ends committed at the end. Each event is handled once, but
+// after a heartbeat that fails otherwise than with a rebalance: franz-go
+// then takes the partitions for lost, which the Consumer gives up without
+// a commit (another member may own them already), so their records since
+// the last commit may be handled again. A Consumer that took a member
+// dropped by the group (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION) for a fatal
+// error returns from Run before the last events.
+func TestConsumerGroupRetriable(t *testing.T) {
+	checkNoLeaks(t)
+	for _, tc := range []struct {
+		key       kmsg.Key
+		fail      *kerr.Error
+		exactOnce bool
+	}{
+		{kmsg.JoinGroup, kerr.CoordinatorNotAvailable, true},
+		{kmsg.JoinGroup, kerr.NotCoordinator, true},
+		{kmsg.SyncGroup, kerr.RebalanceInProgress, true},
+		{kmsg.SyncGroup, kerr.CoordinatorLoadInProgress, true},
+		{kmsg.OffsetFetch, kerr.CoordinatorLoadInProgress, true},
+		{kmsg.OffsetFetch, kerr.CoordinatorNotAvailable, true},
+		{kmsg.Heartbeat, kerr.RebalanceInProgress, true},
+		{kmsg.Heartbeat, kerr.CoordinatorNotAvailable, false},
+		{kmsg.Heartbeat, kerr.UnknownMemberID, false},
+		{kmsg.Heartbeat, kerr.IllegalGeneration, false},
+	} {
+		t.Run(tc.key.Name()+" "+tc.fail.Message, func(t *testing.T) {
+			c, reg, ctx := groupCluster(t)
+			brokers := c.ListenAddrs()
+			const events = 2000
+			failedAll := failGroupRequests(c, tc.key, tc.fail, 3)
+			bus := newBus(t, nil)
+			orders := newTopic(t, bus)
+			log := newOrderLog(t, events)
+			cc := &commitChecker{t: t, log: log, topic: "orders"}
+			cc.install(c)
+			if _, err := orders.Subscribe("shipping", log.handle, nil); err != nil {
+				t.Fatal(err)
+			}
+			stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{
+				Brokers: brokers, Group: "shipping", CommitInterval: 5 * time.Millisecond,
+				// Heartbeats fail while the first events stream in.
+				Client: []kgo.Opt{kgo.HeartbeatInterval(5 * time.Millisecond)},
+			})
+			perKey := make(map[string]int)
+			forwardOrders(t, ctx, brokers, reg, events/2, 50, perKey)
+			await(t, ctx, failedAll, "the failures of "+tc.key.Name())
+			forwardOrders(t, ctx, brokers, reg, events/2, 50, perKey)
+			select {
+			case <-log.done:
+			case <-ended:
+				t.Fatalf("Run() = %v before every event was handled", stop())
+			case <-ctx.Done():
+				t.Fatal("not every event was handled")
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("Run() = %v, want nil", err)
+			}
+			if tc.exactOnce {
+				log.checkExactlyOnce(t, perKey)
+			} else {
+				log.checkInOrder(t, perKey)
+			}
+			checkCommittedAll(t, ctx, brokers, "shipping", "orders")
+		})
+	}
+}
+
+// TestConsumerGroupFatal fails requests of the consumer group protocol, all
+// of them, with errors that no retry clears: Run returns on its own an
+// error that names the group and matches Kafka's. franz-go retries such a
+// group for ever, and Run went on, consuming nothing, saying nothing but
+// "fetch failed" to its Logger.
+func TestConsumerGroupFatal(t *testing.T) {
+	checkNoLeaks(t)
+	for _, tc := range []struct {
+		key  kmsg.Key
+		fail *kerr.Error
+	}{
+		{kmsg.JoinGroup, kerr.GroupAuthorizationFailed},
+		{kmsg.JoinGroup, kerr.InvalidGroupID},
+		{kmsg.JoinGroup, kerr.InconsistentGroupProtocol},
+		{kmsg.SyncGroup, kerr.GroupAuthorizationFailed},
+		{kmsg.OffsetFetch, kerr.GroupAuthorizationFailed},
+		{kmsg.Heartbeat, kerr.GroupAuthorizationFailed},
+	} {
+		t.Run(tc.key.Name()+" "+tc.fail.Message, func(t *testing.T) {
+			c, reg, ctx := groupCluster(t)
+			failGroupRequests(c, tc.key, tc.fail, -1)
+			bus := newBus(t, nil)
+			orders := newTopic(t, bus)
+			stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{
+				Brokers: c.ListenAddrs(), Group: "shipping",
+				Client: []kgo.Opt{kgo.HeartbeatInterval(5 * time.Millisecond)},
+			})
+			await(t, ctx, ended, "Run returning")
+			err := stop()
+			if !errors.Is(err, tc.fail) || !strings.Contains(err.Error(), `group "shipping"`) {
+				t.Errorf("Run() = %v, want an error naming group \"shipping\" and matching %v", err, tc.fail)
+			}
+		})
+	}
+}
