@@ -46,3 +46,10 @@ func RouteVia[T any](c *Consumer, kafkaTopic string, t *eventbus.Topic[T], publi
 func ProduceAlone(ctx context.Context, p *Producer, r *kgo.Record) error {
 	return p.produceAlone(ctx, r)
 }
+
+// ConsumerOptionsOf returns the options c runs with, its defaults filled
+// in: what the durations' defaults are, which no test can wait out.
+func ConsumerOptionsOf(c *Consumer) ConsumerOptions { return c.o }
+
+// RelayOptionsOf returns the options r runs with, its defaults filled in.
+func RelayOptionsOf(r *Relay) RelayOptions { return r.o }

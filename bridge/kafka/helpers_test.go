@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -581,4 +582,46 @@ func groupCluster(t *testing.T) (*kfake.Cluster, *eventbus.Registry, context.Con
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
 	return cluster(t, "orders"), registry(t), ctx
+}
+
+// newClientHook is a franz-go hook that keeps the client it is given as
+// it is made, whose OptValue tells the options it runs with.
+type newClientHook struct{ cl *kgo.Client }
+
+func (h *newClientHook) OnNewClient(cl *kgo.Client) { h.cl = cl }
+
+// relayHeld relays n events, each of a stream of its own, through a
+// Producer of popts (Brokers filled in) by a relay of ropts (Name, Topic
+// and Checkpoints filled in), while Kafka holds back the topic's metadata,
+// so that franz-go sends no record, until watch, run meanwhile in the
+// test's goroutine, closes release; it returns once every event is
+// written.
+func relayHeld(t *testing.T, n int, popts kafka.ProducerOptions, ropts kafka.RelayOptions, watch func(ctx context.Context, release chan<- struct{})) {
+	t.Helper()
+	c, reg, store, ctx := relayCluster(t, nil)
+	var last eventbus.RecordedEvent
+	for i := range n {
+		last = appendOrder(t, ctx, store, reg, fmt.Sprint("s", i), Order{Key: fmt.Sprint("s", i)})
+	}
+	release := make(chan struct{})
+	holdMetadata(ctx, c, "orders", release)
+	popts.Brokers = c.ListenAddrs()
+	p, err := kafka.NewProducer(reg, &popts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ropts.Name, ropts.Topic = "r", "orders"
+	ropts.Checkpoints = &onceSaved{Checkpoints: kafka.StoreCheckpoints(store), end: last.Position + 1, do: stop}
+	relay, err := kafka.NewRelay(store, p, &ropts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr, _ := startRun(runCtx, relay)
+	watch(ctx, release)
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want %v once every event was written", err, context.Canceled)
+	}
 }
