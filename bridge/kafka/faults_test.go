@@ -36,15 +36,17 @@ func failProduce(c *kfake.Cluster, n int64) *atomic.Int64 {
 
 // commitChecker watches every offset commit of group on the single topic of
 // a test: it fails the test if one commits beyond a record not yet handled,
-// and makes every other commit fail, up to failN failures.
+// and makes every other commit fail, up to failN failures, with failWith
+// (nil means COORDINATOR_LOAD_IN_PROGRESS, which franz-go retries).
 type commitChecker struct {
-	t       testing.TB
-	log     *orderLog
-	topic   string
-	failN   int64
-	seen    atomic.Int64
-	failed  atomic.Int64
-	checked atomic.Int64
+	t        testing.TB
+	log      *orderLog
+	topic    string
+	failN    int64
+	failWith *kerr.Error
+	seen     atomic.Int64
+	failed   atomic.Int64
+	checked  atomic.Int64
 }
 
 func (cc *commitChecker) install(c *kfake.Cluster) {
@@ -62,6 +64,9 @@ func (cc *commitChecker) install(c *kfake.Cluster) {
 					sp := kmsg.NewOffsetCommitResponseTopicPartition()
 					sp.Partition = rp.Partition
 					sp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+					if cc.failWith != nil {
+						sp.ErrorCode = cc.failWith.Code
+					}
 					st.Partitions = append(st.Partitions, sp)
 				}
 				resp.Topics = append(resp.Topics, st)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"strings"
@@ -624,4 +625,46 @@ func relayHeld(t *testing.T, n int, popts kafka.ProducerOptions, ropts kafka.Rel
 	if err := <-runErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run() = %v, want %v once every event was written", err, context.Canceled)
 	}
+}
+
+// logRecorder is a slog.Handler that keeps the attributes of the first
+// record of each message in want, as strings (the error's presence as
+// "err"), and closes the message's channel then.
+type logRecorder struct {
+	mu   sync.Mutex
+	want map[string]chan struct{}
+	got  map[string]map[string]string
+}
+
+func newLogRecorder(messages ...string) *logRecorder {
+	l := &logRecorder{want: make(map[string]chan struct{}), got: make(map[string]map[string]string)}
+	for _, m := range messages {
+		l.want[m] = make(chan struct{})
+	}
+	return l
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch, ok := l.want[r.Message]
+	if !ok || l.got[r.Message] != nil {
+		return nil
+	}
+	attrs := make(map[string]string)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			attrs[a.Key] = "err"
+		} else {
+			attrs[a.Key] = a.Value.String()
+		}
+		return true
+	})
+	l.got[r.Message] = attrs
+	close(ch)
+	return nil
 }
