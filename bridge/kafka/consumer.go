@@ -71,9 +71,8 @@ type ConsumerOptions struct {
 	DrainTimeout time.Duration
 	// Logger receives failed commits and fetch errors, which are retried,
 	// failed sessions of the consumer group, which Run joins again (see
-	// [Consumer]),
-	// bad records of the dead-letter topic itself, which are skipped, and
-	// the failures of a Sync-mode topic's handlers.
+	// [Consumer]), bad records of the dead-letter topic itself, which are
+	// skipped, and the failures of a Sync-mode topic's handlers.
 	// Nil means silent; one without a Handler (a zero slog.Logger, which
 	// slog.New never makes) is invalid. Brokers that cannot be reached (a
 	// wrong address, a port that wants TLS) are not reported here: Run
@@ -169,8 +168,10 @@ type ConsumerOptions struct {
 // session that fails otherwise loses them without a commit (another member
 // may own them already), so their records since the last commit are
 // handled again, by this member or the next owner. An error that no retry
-// clears stops Run, which returns an error naming the group and wrapping
-// Kafka's (kerr.GroupAuthorizationFailed, TopicAuthorizationFailed,
+// clears stops Run, which returns an error naming the group (and the
+// partition, for one whose committed offset Kafka refuses, which franz-go
+// would leave unconsumed until the next rebalance) and wrapping Kafka's
+// (kerr.GroupAuthorizationFailed, TopicAuthorizationFailed,
 // ClusterAuthorizationFailed, InvalidGroupID or InconsistentGroupProtocol,
 // matched with errors.Is), rather than retrying for ever, consuming
 // nothing: such a group needs a change of its ACLs, its name, or its other
@@ -510,11 +511,10 @@ func (o *offsets) drop(m map[string][]int32) {
 
 // Run joins the group and consumes the routed topics until ctx is done, a
 // record cannot be delivered or Kafka refuses the group, then publishes no
-// more, waits (up to
-// DrainTimeout after ctx is done, for a Sync-mode handler running then
-// too) for the bus to handle what it published, commits, leaves the
-// group and returns: nil after ctx is done, else the error (for a bad
-// record, one wrapping eventbus.ErrInvalid, see
+// more, waits (up to DrainTimeout after ctx is done, for a Sync-mode
+// handler running then too) for the bus to handle what it published,
+// commits, leaves the group and returns: nil after ctx is done, else the
+// error (for a bad record, one wrapping eventbus.ErrInvalid, see
 // [ConsumerOptions].DeadLetterTopic; for a group Kafka refuses, one
 // naming it, see [Consumer]), joined with the final commit's error
 // if that commit fails ("final commit of group ...", wrapping
@@ -718,18 +718,29 @@ func (c *Consumer) poll(ctx, pubCtx context.Context, cl *kgo.Client, routes map[
 		var groupErr error
 		fetches.EachError(func(t string, p int32, err error) {
 			var session *kgo.ErrGroupSession
+			isSession := errors.As(err, &session)
 			switch {
-			case !errors.As(err, &session):
-				c.log.Warn("kafka: fetch failed", "topic", t, "partition", p, "err", err)
-			case groupFatal(session.Err):
-				groupErr = fmt.Errorf("kafka: consumer group %q: %w", c.o.Group, err)
-			default:
+			case groupFatal(err):
+				if groupErr != nil {
+					break
+				}
+				if isSession {
+					groupErr = fmt.Errorf("kafka: consumer group %q: %w", c.o.Group, err)
+				} else {
+					groupErr = fmt.Errorf("kafka: consumer group %q: partition %s/%d: %w", c.o.Group, t, p, err)
+				}
+			case isSession:
 				c.log.Warn("kafka: consumer group session failed; rejoining", "group", c.o.Group, "err", err)
+			default:
+				c.log.Warn("kafka: fetch failed", "topic", t, "partition", p, "err", err)
 			}
 		})
 		if groupErr != nil {
-			// franz-go would retry for ever, consuming nothing: the
-			// partitions, lost, are given up without a commit.
+			// franz-go would retry the group for ever, consuming
+			// nothing, and leaves a partition whose committed offset
+			// Kafka refuses unconsumed until the next rebalance. The
+			// partitions of a failed session, lost, are given up
+			// without a commit.
 			cl.AllowRebalance()
 			return groupErr
 		}
@@ -757,9 +768,9 @@ func (c *Consumer) poll(ctx, pubCtx context.Context, cl *kgo.Client, routes map[
 	}
 }
 
-// groupFatal reports whether err, which ended a consumer group session,
-// is one that no retry clears: it takes a change of the group's ACLs or
-// configuration, or of the other members of the group.
+// groupFatal reports whether err, which ended a consumer group session or
+// came with a partition's fetch, is one that no retry clears: it takes a
+// change of the group's ACLs or configuration, or of its other members.
 func groupFatal(err error) bool {
 	for _, fatal := range []error{
 		kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,

@@ -119,3 +119,45 @@ func TestConsumerGroupFatal(t *testing.T) {
 		})
 	}
 }
+
+// TestConsumerPartitionFatal answers every OffsetFetch with
+// TOPIC_AUTHORIZATION_FAILED for each partition, as Kafka does for a group
+// that may read its offsets but not the topic: franz-go reports each
+// partition's error once and leaves the partition out of the assignment,
+// so that no member consumes it until the next rebalance. Run returns an
+// error naming the group and the partition and matching Kafka's, as for a
+// group Kafka refuses; it went on, saying "fetch failed" to its Logger, and consumed
+// nothing.
+func TestConsumerPartitionFatal(t *testing.T) {
+	checkNoLeaks(t)
+	c, reg, ctx := groupCluster(t)
+	c.ControlKey(int16(kmsg.OffsetFetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+		resp.SetVersion(req.GetVersion())
+		for _, g := range req.(*kmsg.OffsetFetchRequest).Groups {
+			rg := kmsg.NewOffsetFetchResponseGroup()
+			rg.Group = g.Group
+			for _, tp := range g.Topics {
+				rt := kmsg.NewOffsetFetchResponseGroupTopic()
+				rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+				for _, p := range tp.Partitions {
+					rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+					rp.Partition, rp.ErrorCode = p, kerr.TopicAuthorizationFailed.Code
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				rg.Topics = append(rg.Topics, rt)
+			}
+			resp.Groups = append(resp.Groups, rg)
+		}
+		return resp, nil, true
+	})
+	bus := newBus(t, nil)
+	orders := newTopic(t, bus)
+	stop, ended := consume(t, ctx, bus, orders, reg, &kafka.ConsumerOptions{Brokers: c.ListenAddrs(), Group: "shipping"})
+	await(t, ctx, ended, "Run returning")
+	err := stop()
+	if !errors.Is(err, kerr.TopicAuthorizationFailed) || !strings.Contains(err.Error(), `group "shipping": partition orders/`) {
+		t.Errorf("Run() = %v, want an error naming group \"shipping\" and a partition of orders, matching %v", err, kerr.TopicAuthorizationFailed)
+	}
+}
