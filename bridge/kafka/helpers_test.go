@@ -668,3 +668,20 @@ func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	close(ch)
 	return nil
 }
+
+// oneEventRelay returns a relay "r" to the topic "orders" of c, with the
+// CheckpointInterval (zero for its default), of a new store that holds one
+// event, the event, and the Checkpoints the relay saves in.
+func oneEventRelay(t *testing.T, ctx context.Context, c *kfake.Cluster, checkpointInterval time.Duration) (*kafka.Relay, kafka.Checkpoints, eventbus.RecordedEvent) {
+	t.Helper()
+	reg := registry(t)
+	p := newProducer(t, reg, c.ListenAddrs())
+	store := newStore(t)
+	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
+	cp := kafka.StoreCheckpoints(store)
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders", Checkpoints: cp, CheckpointInterval: checkpointInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return relay, cp, e
+}

@@ -4,8 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
-
-	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+	"time"
 )
 
 // TestRelayStopWhileKafkaSilent stops a relay while Kafka has taken the
@@ -21,15 +20,7 @@ import (
 func TestRelayStopWhileKafkaSilent(t *testing.T) {
 	c, ctx := ordersCluster(t)
 	asked := silenceProduce(t, ctx, c, nil)
-	reg := registry(t)
-	p := newProducer(t, reg, c.ListenAddrs())
-	store := newStore(t)
-	appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
-	cp := kafka.StoreCheckpoints(store)
-	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{Name: "r", Topic: "orders", Checkpoints: cp})
-	if err != nil {
-		t.Fatal(err)
-	}
+	relay, cp, _ := oneEventRelay(t, ctx, c, 0)
 	runErr, stop := startRun(ctx, relay)
 	defer stop()
 	await(t, ctx, asked, "the relay's produce request")
@@ -44,5 +35,32 @@ func TestRelayStopWhileKafkaSilent(t *testing.T) {
 	}
 	if next, err := cp.Load(ctx, "r"); err != nil || next != 0 {
 		t.Errorf("Checkpoints.Load() = %d, %v, want 0: the event was not acknowledged", next, err)
+	}
+}
+
+// TestRelayStopSavesAnswered stops a relay, whose CheckpointInterval is an
+// hour, while Kafka has taken the produce request of its record and not
+// yet answered, and lets Kafka answer after the stop: Run waits for the
+// record in flight and saves the checkpoint past it before it returns, as
+// Run's doc and RelayOptions.CheckpointInterval's say, so that the next
+// Run does not produce it again. A Run that saved only every
+// CheckpointInterval, or did not wait for the record, left the checkpoint
+// at 0.
+func TestRelayStopSavesAnswered(t *testing.T) {
+	c, ctx := ordersCluster(t)
+	held, answer := context.WithCancel(ctx)
+	defer answer()
+	asked := silenceProduce(t, held, c, nil) // until answer
+	relay, cp, e := oneEventRelay(t, ctx, c, time.Hour)
+	runErr, stop := startRun(ctx, relay)
+	defer stop()
+	await(t, ctx, asked, "the relay's produce request")
+	stop()
+	answer()
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run() = %v, want the stop's context.Canceled", err)
+	}
+	if next, err := cp.Load(ctx, "r"); err != nil || next != e.Position+1 {
+		t.Errorf("Checkpoints.Load() = %d, %v, want %d: the event was acknowledged", next, err, e.Position+1)
 	}
 }
