@@ -354,6 +354,24 @@ func inflate(data []byte) ([]byte, error) {
 	return out, nil
 }
 
+// Decompress returns e's Data with its Encoding undone: Data itself when
+// it has none, and inflated when it is "deflate". [Decode] decompresses so
+// before the codec gets the bytes; Decompress serves those who read
+// events without a [Registry], as the eventbus command does to show them.
+// It returns an error wrapping [ErrInvalid] for an unknown Encoding or
+// corrupt deflated Data (bytes after the end of the deflate stream
+// included), and [ErrTooLarge] for Data that inflates to more than
+// 64 MiB.
+func (e EventData) Decompress() ([]byte, error) {
+	switch e.Encoding {
+	case "":
+		return e.Data, nil
+	case encodingDeflate:
+		return inflate(e.Data)
+	}
+	return nil, fmt.Errorf("%w: unknown Encoding %q", ErrInvalid, e.Encoding)
+}
+
 // Decode returns the payload of e as the Go type registered for its type
 // name and latest schema version, upcasting an older version through the
 // registered upcasters. T is that Go type, or any (or another interface)
@@ -418,16 +436,9 @@ func (r *Registry) decode(e EventData, to int) (_ any, version int, _ error) {
 	case entry == nil:
 		return nil, 0, fmt.Errorf("%w: %q version %d is not registered (latest is %d)", ErrUnknownEvent, e.Type, version, latest)
 	}
-	data := e.Data
-	switch e.Encoding {
-	case "":
-	case encodingDeflate:
-		var err error
-		if data, err = inflate(data); err != nil {
-			return nil, 0, fmt.Errorf("event %q version %d: %w", e.Type, version, err)
-		}
-	default:
-		return nil, 0, fmt.Errorf("%w: event %q: unknown Encoding %q", ErrInvalid, e.Type, e.Encoding)
+	data, err := e.Decompress()
+	if err != nil {
+		return nil, 0, fmt.Errorf("event %q version %d: %w", e.Type, version, err)
 	}
 	v, err := entry.decode(data)
 	if err != nil {

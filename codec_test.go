@@ -742,3 +742,40 @@ func TestDecodeNull(t *testing.T) {
 		t.Errorf("LoadSnapshot of a nil state = %+v, %v, %v, want a nil state at revision 0", snap, ok, err)
 	}
 }
+
+// TestDecompress checks that EventData.Decompress gives the bytes that
+// the codec encoded, as Decode would hand them to it, for plain and
+// deflated Data, without a registration of the type, and refuses an
+// unknown Encoding or corrupt deflated Data with an error wrapping
+// ErrInvalid.
+func TestDecompress(t *testing.T) {
+	r, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 1})
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[raw](r, &eventbus.TypeOptions{Name: "raw", Codec: rawCodec{}}))
+	payload := strings.Repeat("payload ", 100)
+	deflated, err := r.Encode(raw(payload))
+	require.NoError(t, err)
+	require.Equal(t, "deflate", deflated.Encoding)
+	trailing := deflated
+	trailing.Data = append(bytes.Clone(deflated.Data), 0)
+	tests := []struct {
+		name    string
+		e       eventbus.EventData
+		want    string
+		wantErr error
+	}{
+		{"plain", eventbus.EventData{Type: "unregistered", Data: []byte(payload)}, payload, nil},
+		{"deflate", deflated, payload, nil},
+		{"unknown encoding", eventbus.EventData{Type: "raw", Encoding: "zstd", Data: []byte(payload)}, "", eventbus.ErrInvalid},
+		{"corrupt deflate", eventbus.EventData{Type: "raw", Encoding: "deflate", Data: []byte(payload)}, "", eventbus.ErrInvalid},
+		{"bytes after the deflate stream", trailing, "", eventbus.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.e.Decompress()
+			if string(got) != tt.want || !errors.Is(err, tt.wantErr) {
+				t.Errorf("Decompress() = %q, %v; want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

@@ -140,7 +140,8 @@ type EventData struct {
 	// SchemaVersion is the version of Data's schema; zero means 1.
 	SchemaVersion int
 	// Encoding says how Data is compressed: empty for not at all, "deflate"
-	// for compress/flate. A [Registry] sets it; stores keep it as is.
+	// for compress/flate. A [Registry] sets it; stores keep it as is;
+	// [EventData.Decompress] undoes it.
 	Encoding string
 	// CorrelationID and CausationID link the event to the one that started
 	// its chain and to the one that caused it, as in [Header].
