@@ -24,12 +24,16 @@
 // position the store now ends, where its next appends take the positions
 // of the events lost.
 //
-// Read and tail print an event's data as JSON ("data") when it is JSON in
-// UTF-8 and not compressed, else as base64 ("dataBase64"); its metadata
-// entries as strings ("metadata"), but for those whose key or value is not
-// UTF-8, as a list of base64 key and value pairs ("metadataBase64"); its
-// encoding as a string ("encoding"), or as base64 ("encodingBase64") if it
-// is not UTF-8. In the strings, every character that is not printable
+// Read and tail print an event's data decompressed, as its encoding says
+// ("deflate" for one that a Registry compressed), and then as JSON
+// ("data") when it is JSON in UTF-8, else as base64 ("dataBase64"). Data
+// that cannot be decompressed (corrupt, or of an encoding this command
+// does not know) is printed as it is stored, in base64, with the reason
+// ("dataError"). They print an event's metadata entries as strings
+// ("metadata"), but for those whose key or value is not UTF-8, as a list
+// of base64 key and value pairs ("metadataBase64"); its encoding as a
+// string ("encoding"), or as base64 ("encodingBase64") if it is not
+// UTF-8. In the strings, every character that is not printable
 // (controls, bidirectional overrides) is escaped as \uXXXX, so that a line
 // cannot drive the terminal that shows it.
 //
@@ -537,7 +541,9 @@ func quoteName(name string) string {
 }
 
 // jsonEvent is the JSON form of an event printed by read and tail. Data
-// is JSON when it is valid JSON in UTF-8 and not compressed, else base64.
+// is decompressed, as Encoding says, and then JSON when it is valid JSON
+// in UTF-8, else base64; data that cannot be decompressed is in
+// DataBase64 as it is stored, and DataError says why.
 // A metadata entry whose key and value are UTF-8 is in Metadata, another
 // in MetadataBase64, key and value as base64, and an Encoding that is not
 // UTF-8 is in EncodingBase64, since a JSON string cannot hold bytes that
@@ -558,6 +564,7 @@ type jsonEvent struct {
 	MetadataBase64 []jsonMetadata    `json:"metadataBase64,omitempty"`
 	Data           json.RawMessage   `json:"data,omitempty"`
 	DataBase64     []byte            `json:"dataBase64,omitempty"`
+	DataError      string            `json:"dataError,omitempty"`
 }
 
 // printEvents prints the events of stream, or of every stream if it is
@@ -680,12 +687,19 @@ func toJSON(e eventbus.RecordedEvent) jsonEvent {
 	if !e.CausationID.IsZero() {
 		j.CausationID = &e.CausationID
 	}
+	// Compressed data is shown as the codec wrote it, which the encoding
+	// field says was compressed; data that cannot be decompressed, as it
+	// is stored, with the reason.
+	data, err := e.Decompress()
+	if err != nil {
+		data, j.DataError = e.Data, err.Error()
+	}
 	// json.Valid takes strings that are not UTF-8, which the encoder
 	// would copy into the line as they are.
-	if e.Encoding == "" && json.Valid(e.Data) && utf8.Valid(e.Data) {
-		j.Data = e.Data
+	if err == nil && json.Valid(data) && utf8.Valid(data) {
+		j.Data = data
 	} else {
-		j.DataBase64 = e.Data
+		j.DataBase64 = data
 	}
 	return j
 }
