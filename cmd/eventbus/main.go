@@ -77,6 +77,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -512,11 +513,18 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 	w := []int{30, 10, 12, 12, 12}
 	for _, row := range rows {
 		for i := range w {
-			w[i] = max(w[i], utf8.RuneCountInString(row[i])) // as fmt counts a width
+			w[i] = max(w[i], width(row[i]))
 		}
 	}
+	// The stream left-aligned, the numbers right-aligned; padded by hand,
+	// as fmt counts a width in runes, and a wide character (Chinese,
+	// Japanese, Korean) takes two columns of a terminal.
 	for _, r := range rows {
-		fmt.Fprintf(stdout, "%-*s %*s %*s %*s %*s %s\n", w[0], r[0], w[1], r[1], w[2], r[2], w[3], r[3], w[4], r[4], r[5])
+		fmt.Fprintf(stdout, "%s%s", r[0], strings.Repeat(" ", w[0]-width(r[0])))
+		for i := 1; i < len(w); i++ {
+			fmt.Fprintf(stdout, " %s%s", strings.Repeat(" ", w[i]-width(r[i])), r[i])
+		}
+		fmt.Fprintf(stdout, " %s\n", r[len(w)])
 	}
 	// The store lists no streams, so one without an event kept cannot be
 	// named; say that it exists rather than let the total and the table
@@ -525,6 +533,45 @@ func inspect(ctx context.Context, s *eventbus.FileStore, stdout, stderr io.Write
 		fmt.Fprintf(stdout, "and %s without events kept (given only metadata or a tombstone, or emptied by retention), not listed\n", count(more, "more stream"))
 	}
 	return nil
+}
+
+// wide are the ranges of characters that a terminal shows two columns
+// wide: the blocks that hold the characters of East Asian Width W and F
+// in Unicode's EastAsianWidth.txt, which is close enough for stream names
+// and leaves out a few wide symbols elsewhere.
+var wide = [][2]rune{
+	{0x1100, 0x115f},   // Hangul Jamo initial consonants
+	{0x2e80, 0x303e},   // CJK radicals, Kangxi radicals, CJK symbols and punctuation
+	{0x3041, 0x33ff},   // Hiragana, Katakana, Bopomofo, Hangul compatibility Jamo, CJK compatibility
+	{0x3400, 0x4dbf},   // CJK unified ideographs extension A
+	{0x4e00, 0xa4cf},   // CJK unified ideographs, Yi
+	{0xa960, 0xa97f},   // Hangul Jamo extended A
+	{0xac00, 0xd7a3},   // Hangul syllables
+	{0xf900, 0xfaff},   // CJK compatibility ideographs
+	{0xfe10, 0xfe19},   // vertical forms
+	{0xfe30, 0xfe6f},   // CJK compatibility forms, small form variants
+	{0xff00, 0xff60},   // fullwidth forms
+	{0xffe0, 0xffe6},   // fullwidth signs
+	{0x1f300, 0x1f64f}, // pictographs, emoticons
+	{0x1f900, 0x1f9ff}, // supplemental pictographs
+	{0x20000, 0x3fffd}, // CJK unified ideographs extensions B and later
+}
+
+// width returns the number of terminal columns that s takes: two for a
+// wide character, none for a combining mark, one for any other. The
+// cells of inspect hold only printable characters (see quoteName).
+func width(s string) int {
+	n := 0
+	for _, r := range s {
+		switch {
+		case unicode.In(r, unicode.Mn, unicode.Me):
+		case slices.ContainsFunc(wide, func(w [2]rune) bool { return w[0] <= r && r <= w[1] }):
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 // quoteName returns name as inspect prints it: as it is when every

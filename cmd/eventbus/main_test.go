@@ -983,3 +983,39 @@ func TestReadCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectWideStreamNames checks that inspect's columns stay aligned
+// in a terminal for stream names in Chinese, Japanese or Korean, whose
+// characters take two columns each, and with a combining accent, which
+// takes none: it padded names by their count of characters, so each row
+// with such a name was pushed right by its count of wide characters.
+func TestInspectWideStreamNames(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	names := map[string]int{ // name: its width in a terminal
+		"order-1": 7,
+		"用户-1":    6,
+		"注文-長い名前のストリーム-3": 27,
+		"주문-1":         6,
+		"cafe\u0301-1": 6,
+	}
+	for name := range names {
+		_, err := s.Append(t.Context(), name, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "inspect", dir)
+	require.Equal(t, 0, code, stderr)
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	require.Len(t, lines, 3+len(names), "eventbus inspect printed\n%s", stdout)
+	want := strings.Index(lines[2], "STATE")
+	for _, row := range lines[3:] {
+		name, rest, _ := strings.Cut(row, " ")
+		w, ok := names[name]
+		require.True(t, ok, "row %q names no stream", row)
+		if got := w + 1 + strings.Index(rest, "live"); got != want {
+			t.Errorf("eventbus inspect: STATE of row %q at column %d, want %d under the header:\n%s", row, got, want, stdout)
+		}
+	}
+}
