@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case len(args) > 1:
 			fmt.Fprintf(stderr, "eventbus help: want one command, not %q\n%s\n", args, usage)
 			return 2
-		case summary(args[0]) == "":
+		case summary(args[0]) == "" && args[0] != "help":
 			fmt.Fprintf(stderr, "eventbus help: unknown command %q\n%s\n", args[0], usage)
 			return 2
 		}

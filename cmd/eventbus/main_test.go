@@ -801,6 +801,7 @@ func TestInvalidStreamName(t *testing.T) {
 // the command, as eventbus <command> -h does, and that help for a command
 // that does not exist is bad usage: it printed the general usage either
 // way and exited 0, so the flags of read could not be found by asking.
+// Help help, which called help an unknown command, prints the usage.
 func TestHelpCommand(t *testing.T) {
 	for _, cmd := range []string{"inspect", "stats", "verify", "read", "tail", "repair"} {
 		wantCode, want, wantStderr := runCmd(t, cmd, "-h")
@@ -814,6 +815,11 @@ func TestHelpCommand(t *testing.T) {
 		if code != 2 || stdout != "" || !strings.Contains(stderr, "usage: eventbus") {
 			t.Errorf("eventbus %v: exit status %d, stdout %q, stderr %q; want 2, nothing printed, and the usage", args, code, stdout, stderr)
 		}
+	}
+	// The usage lists help as a command, so help help is no unknown one.
+	_, want, _ := runCmd(t, "help")
+	if code, stdout, stderr := runCmd(t, "help", "help"); code != 0 || stdout != want || stderr != "" {
+		t.Errorf("eventbus help help: exit status %d, stdout %q, stderr %q; want 0 and the usage, as eventbus help", code, stdout, stderr)
 	}
 	if code := run(t.Context(), []string{"help", "read"}, failingWriter{}, &bytes.Buffer{}); code != 1 {
 		t.Errorf("eventbus help read, output failing: exit status %d; want 1", code)
