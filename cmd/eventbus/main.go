@@ -197,7 +197,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "eventbus %s: want one store directory, after the flags\n%s\n", cmd, usage)
+		// Parsing stops at the directory: name a flag given after it.
+		after := ""
+		for i, a := range fs.Args() {
+			if i > 0 && strings.HasPrefix(a, "-") {
+				after = fmt.Sprintf(", not %s after it", a)
+				break
+			}
+		}
+		fmt.Fprintf(stderr, "eventbus %s: want one store directory, after the flags%s\n", cmd, after)
+		fs.SetOutput(stderr)
+		fs.Usage()
 		return 2
 	}
 	dir := fs.Arg(0)

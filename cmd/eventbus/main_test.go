@@ -295,7 +295,9 @@ func TestHelp(t *testing.T) {
 
 // TestForeignFlags checks that a command refuses the flags of another
 // command, which it used to accept and ignore: read -n 5 printed every
-// event, inspect -stream every stream.
+// event, inspect -stream every stream. A flag after the store directory,
+// where parsing stops, is named, and the usage printed is the command's,
+// with its flags: it was the general usage, which lists no flags.
 func TestForeignFlags(t *testing.T) {
 	dir, _ := newStore(t)
 	tests := []struct {
@@ -307,7 +309,9 @@ func TestForeignFlags(t *testing.T) {
 		{[]string{"tail", "-from", "2", dir}, "flag provided but not defined: -from"},
 		{[]string{"inspect", "-stream", "order-1", dir}, "flag provided but not defined: -stream"},
 		{[]string{"frobnicate", "-n", "2", dir}, "unknown command"},
-		{[]string{"read", dir, "-stream", "order-1"}, "want one store directory, after the flags"},
+		{[]string{"read", dir, "-stream", "order-1"}, "want one store directory, after the flags, not -stream after it\nusage: eventbus read [flags] DIR"},
+		{[]string{"tail", dir, "extra", "-n", "2"}, "want one store directory, after the flags, not -n after it\nusage: eventbus tail [flags] DIR"},
+		{[]string{"read"}, "want one store directory, after the flags\nusage: eventbus read [flags] DIR"},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := runCmd(t, tt.args...)
