@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -432,17 +433,14 @@ func TestHelpOutputFails(t *testing.T) {
 	}
 }
 
-// TestInspectOddStreamNames checks that inspect prints a stream name
-// holding a space, a control character (tab, newline, ESC) or another
-// character that is not printable quoted, as strconv.Quote does, one row
-// a stream: it printed such names as they were, so a newline split a row
-// in two, a tab or space shifted the columns, and an ESC sequence in a
-// store written by another program reached the user's terminal.
-func TestInspectOddStreamNames(t *testing.T) {
+// inspectStreams returns what eventbus inspect prints of a store holding
+// an event in each stream of names, and its lines: the summary, an empty
+// line, the header, then a row a stream.
+func inspectStreams(t *testing.T, names ...string) (stdout string, lines []string) {
+	t.Helper()
 	dir := t.TempDir()
 	s, err := eventbus.OpenFileStore(dir, nil)
 	require.NoError(t, err)
-	names := []string{"plain-1", "tab\there", "two\nlines", "esc\x1b[2Jclear", "with space", "rtl\u202eevil", `"quoted"`, "café"}
 	for _, name := range names {
 		_, err := s.Append(t.Context(), name, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
 		require.NoError(t, err)
@@ -450,14 +448,25 @@ func TestInspectOddStreamNames(t *testing.T) {
 	require.NoError(t, s.Close())
 	code, stdout, stderr := runCmd(t, "inspect", dir)
 	require.Equal(t, 0, code, stderr)
+	lines = strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	require.Len(t, lines, 3+len(names), "eventbus inspect printed\n%s", stdout)
+	return stdout, lines
+}
+
+// TestInspectOddStreamNames checks that inspect prints a stream name
+// holding a space, a control character (tab, newline, ESC) or another
+// character that is not printable quoted, as strconv.Quote does, one row
+// a stream: it printed such names as they were, so a newline split a row
+// in two, a tab or space shifted the columns, and an ESC sequence in a
+// store written by another program reached the user's terminal.
+func TestInspectOddStreamNames(t *testing.T) {
+	names := []string{"plain-1", "tab\there", "two\nlines", "esc\x1b[2Jclear", "with space", "rtl\u202eevil", `"quoted"`, "café"}
+	stdout, lines := inspectStreams(t, names...)
 	for _, r := range stdout {
 		if r != '\n' && !strconv.IsPrint(r) {
 			t.Errorf("eventbus inspect printed %q, which is not printable, in\n%s", r, stdout)
 		}
 	}
-	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
-	// The summary, an empty line, the header, then a row a stream.
-	require.Len(t, lines, 3+len(names), "eventbus inspect printed\n%s", stdout)
 	for _, name := range names {
 		want := name
 		if name != "plain-1" && name != "café" {
@@ -857,18 +866,7 @@ func TestStoreWithoutSegments(t *testing.T) {
 // theirs. It printed the names padded to 30, so a longer one pushed the
 // rest of its row to the right.
 func TestInspectLongStreamNames(t *testing.T) {
-	dir := t.TempDir()
-	s, err := eventbus.OpenFileStore(dir, nil)
-	require.NoError(t, err)
-	for _, name := range []string{"a", strings.Repeat("long-stream-name-", 3)} {
-		_, err := s.Append(t.Context(), name, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	code, stdout, stderr := runCmd(t, "inspect", dir)
-	require.Equal(t, 0, code, stderr)
-	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
-	require.Len(t, lines, 5, "eventbus inspect printed\n%s", stdout)
+	stdout, lines := inspectStreams(t, "a", strings.Repeat("long-stream-name-", 3))
 	header := lines[2]
 	for _, row := range lines[3:] {
 		for _, col := range []struct{ head, cell string }{{"EVENTS", " 1 "}, {"STATE", " live"}} {
@@ -1000,9 +998,6 @@ func TestReadCompressed(t *testing.T) {
 // takes none: it padded names by their count of characters, so each row
 // with such a name was pushed right by its count of wide characters.
 func TestInspectWideStreamNames(t *testing.T) {
-	dir := t.TempDir()
-	s, err := eventbus.OpenFileStore(dir, nil)
-	require.NoError(t, err)
 	names := map[string]int{ // name: its width in a terminal
 		"order-1": 7,
 		"用户-1":    6,
@@ -1010,15 +1005,7 @@ func TestInspectWideStreamNames(t *testing.T) {
 		"주문-1":         6,
 		"cafe\u0301-1": 6,
 	}
-	for name := range names {
-		_, err := s.Append(t.Context(), name, eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(`{}`)})
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	code, stdout, stderr := runCmd(t, "inspect", dir)
-	require.Equal(t, 0, code, stderr)
-	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
-	require.Len(t, lines, 3+len(names), "eventbus inspect printed\n%s", stdout)
+	stdout, lines := inspectStreams(t, slices.Collect(maps.Keys(names))...)
 	want := strings.Index(lines[2], "STATE")
 	for _, row := range lines[3:] {
 		name, rest, _ := strings.Cut(row, " ")
