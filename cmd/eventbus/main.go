@@ -46,10 +46,12 @@
 // checkpoints), as the store's ReadAll does: inspect lists them, and
 // -stream reads one.
 //
-// Inspect lists every event the log keeps. Its STATE column says what hides
-// some of a stream's events from read -stream: a soft delete ("deleted", or
-// "from revision N" for a stream written again since), and the stream's
-// metadata ("max count N", "max age D").
+// Inspect lists every event the log keeps. Its DATA BYTES column counts
+// the data as stored: compressed, for the events that a Registry
+// compressed, which read prints decompressed. Its STATE column says what
+// hides some of a stream's events from read -stream: a soft delete
+// ("deleted", or "from revision N" for a stream written again since), and
+// the stream's metadata ("max count N", "max age D").
 //
 // Inspect prints a stream name that holds a space or a character that is
 // not printable (a tab, a newline, an escape sequence) quoted, with Go's
