@@ -251,8 +251,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "stats":
 		err = withStore(dir, stderr, func(s *eventbus.FileStore, _ int64) error {
 			st := s.Stats()
-			fmt.Fprintf(stdout, "segments\t%d\nbytes\t%d\nfirst position\t%d\nnext position\t%d\nevents\t%d\nstreams\t%d\n",
-				st.Segments, st.Bytes, st.FirstPosition, st.NextPosition, st.NextPosition-st.FirstPosition, st.Streams)
+			rows := [][2]string{
+				{"segments", fmt.Sprint(st.Segments)}, {"bytes", fmt.Sprint(st.Bytes)},
+				{"first position", fmt.Sprint(st.FirstPosition)}, {"next position", fmt.Sprint(st.NextPosition)},
+				{"events", fmt.Sprint(st.NextPosition - st.FirstPosition)}, {"streams", fmt.Sprint(st.Streams)},
+			}
+			// The numbers right-aligned, in a column of their own.
+			var kw, vw int
+			for _, r := range rows {
+				kw, vw = max(kw, len(r[0])), max(vw, len(r[1]))
+			}
+			for _, r := range rows {
+				fmt.Fprintf(stdout, "%-*s  %*s\n", kw, r[0], vw, r[1])
+			}
 			return nil
 		})
 	case "verify":

@@ -74,7 +74,6 @@ func TestCommands(t *testing.T) {
 		want []string // substrings of stdout
 	}{
 		{[]string{"inspect", dir}, []string{"6 events", "order-1", "5", "0-4", "user-1", "live"}},
-		{[]string{"stats", dir}, []string{"events\t6", "streams\t2", "segments\t1"}},
 		{[]string{"verify", dir}, []string{"ok: 6 events in 1 segment,"}},
 		{[]string{"read", "-stream", "order-1", "-from", "3", dir}, []string{`"revision":3`, `"data":{"n":3}`, `"revision":4`}},
 		{[]string{"read", "-from", "5", dir}, []string{`"stream":"user-1"`, `"dataBase64":"YmluYXJ5AA=="`}},
@@ -91,6 +90,11 @@ func TestCommands(t *testing.T) {
 				t.Errorf("eventbus %v printed\n%s\nwant it to contain %q", tt.args, stdout, w)
 			}
 		}
+	}
+	got := stats(t, dir)
+	want := map[string]string{"segments": "1", "bytes": got["bytes"], "first position": "0", "next position": "6", "events": "6", "streams": "2"}
+	if !maps.Equal(got, want) || got["bytes"] == "0" {
+		t.Errorf("eventbus stats = %v, want %v and bytes", got, want)
 	}
 	_, stdout, _ := runCmd(t, "read", "-limit", "2", dir)
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
@@ -200,11 +204,12 @@ func TestStatsAfterRetention(t *testing.T) {
 	require.NoError(t, s.Close())
 	require.Positive(t, st.FirstPosition, "retention deleted nothing: the test made no case")
 	events := st.NextPosition - st.FirstPosition
-	code, stdout, stderr := runCmd(t, "stats", dir)
-	if want := fmt.Sprintf("first position\t%d\nnext position\t%d\nevents\t%d\n", st.FirstPosition, st.NextPosition, events); code != 0 || !strings.Contains(stdout, want) {
-		t.Errorf("eventbus stats: exit status %d, stdout\n%s\nstderr %q; want it to hold\n%s", code, stdout, stderr, want)
+	got := stats(t, dir)
+	want := []string{fmt.Sprint(st.FirstPosition), fmt.Sprint(st.NextPosition), fmt.Sprint(events)}
+	if g := []string{got["first position"], got["next position"], got["events"]}; !slices.Equal(g, want) {
+		t.Errorf("eventbus stats = %v; want first position, next position and events %v", got, want)
 	}
-	code, stdout, stderr = runCmd(t, "inspect", dir)
+	code, stdout, stderr := runCmd(t, "inspect", dir)
 	if want := fmt.Sprintf("%d events (positions %d to %d), ", events, st.FirstPosition, st.NextPosition-1); code != 0 || !strings.HasPrefix(stdout, want) {
 		t.Errorf("eventbus inspect: exit status %d, stdout\n%s\nstderr %q; want it to start with %q", code, stdout, stderr, want)
 	}
@@ -213,6 +218,28 @@ func TestStatsAfterRetention(t *testing.T) {
 	if _, err := fmt.Sscanf(stdout, "ok: %d ", &verified); code != 0 || err != nil || verified != events {
 		t.Errorf("eventbus verify: exit status %d, stdout\n%s\nstderr %q; want it to verify %d events", code, stdout, stderr, events)
 	}
+}
+
+// stats returns what eventbus stats prints of the store in dir, by name,
+// checking that it prints each on a line, its name left and its number
+// right-aligned in a column of their own: it printed them after a tab, so
+// that in a terminal the numbers of the short names and those of the
+// long ones (first position) stood in different columns.
+func stats(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	code, stdout, stderr := runCmd(t, "stats", dir)
+	require.Equal(t, 0, code, stderr)
+	got := map[string]string{}
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	for _, line := range lines {
+		i := strings.LastIndex(line, " ")
+		name, n := strings.TrimRight(line[:max(i, 0)], " "), line[i+1:]
+		if _, err := strconv.ParseUint(n, 10, 64); err != nil || name == "" || len(line) != len(lines[0]) || strings.Contains(line, "\t") {
+			t.Errorf("eventbus stats printed line %q, want a name and a number, that number's end under the others:\n%s", line, stdout)
+		}
+		got[name] = n
+	}
+	return got
 }
 
 func TestCorruptStore(t *testing.T) {
