@@ -115,14 +115,21 @@ func summary(cmd string) string {
 	case "verify":
 		return "Verify checks every checksum of the store; exit status 1 on damage."
 	case "read":
-		return "Read prints the events of the store, but for the system streams (named\n$...), or those of one stream, as JSON lines."
+		return "Read prints the events of the store, but for the system streams (named\n$...), or those of one stream, as JSON lines." + dataHelp
 	case "tail":
-		return "Tail prints the last events of the store, but for the system streams\n(named $...), or those of one stream, as JSON lines, oldest first."
+		return "Tail prints the last events of the store, but for the system streams\n(named $...), or those of one stream, as JSON lines, oldest first." + dataHelp
 	case "repair":
 		return "Repair cuts the damaged records of the store, keeping a copy of what\nit cuts in a repair-<time> subdirectory."
 	}
 	return ""
 }
+
+// dataHelp says how read and tail print an event's data.
+const dataHelp = `
+
+An event's data is printed decompressed, as its "encoding" says: as JSON
+("data") if it is JSON, else in base64 ("dataBase64"); data that cannot be
+decompressed as stored, in base64, with the reason ("dataError").`
 
 // maxStreamLen is the longest stream name in bytes, as the Store doc of
 // package eventbus gives it.

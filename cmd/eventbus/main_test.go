@@ -697,8 +697,8 @@ func TestCommandHelp(t *testing.T) {
 		{"stats", []string{"usage: eventbus stats DIR\n", "totals"}},
 		{"verify", []string{"usage: eventbus verify DIR\n", "checksum"}},
 		{"repair", []string{"usage: eventbus repair DIR\n", "keeping a copy"}},
-		{"read", []string{"usage: eventbus read [flags] DIR\n", "JSON lines", "-limit", "-from", "-stream"}},
-		{"tail", []string{"usage: eventbus tail [flags] DIR\n", "last events", "-n int", "-stream"}},
+		{"read", []string{"usage: eventbus read [flags] DIR\n", "JSON lines", "-limit", "-from", "-stream", "data is printed decompressed", "dataBase64", "dataError"}},
+		{"tail", []string{"usage: eventbus tail [flags] DIR\n", "last events", "-n int", "-stream", "data is printed decompressed", "dataBase64", "dataError"}},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := runCmd(t, tt.cmd, "-h")
