@@ -291,3 +291,43 @@ func ExampleDecode() {
 	// revision 1: withdrawn 30
 	// revision 2: account.frozen is not registered
 }
+
+// This example reads the data of a stored event without a Registry, as a
+// tool that shows any store's events does: the registry that wrote it
+// compressed it, and Decompress gives back the bytes its codec wrote.
+func ExampleEventData_Decompress() {
+	ctx := context.Background()
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	reg, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 32})
+	if err != nil {
+		log.Fatal(err)
+	}
+	type Noted struct{ Note string }
+	if err := eventbus.Register[Noted](reg, &eventbus.TypeOptions{Name: "account.noted"}); err != nil {
+		log.Fatal(err)
+	}
+	e, err := reg.Encode(Noted{Note: strings.Repeat("overdrawn ", 5)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := store.Append(ctx, "account-1", eventbus.NoStream, e); err != nil {
+		log.Fatal(err)
+	}
+
+	for rec, err := range store.ReadAll(ctx, nil) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		data, err := rec.Decompress()
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s (%s): %s\n", rec.Type, rec.Encoding, data)
+	}
+	// Output:
+	// account.noted (deflate): {"Note":"overdrawn overdrawn overdrawn overdrawn overdrawn "}
+}
