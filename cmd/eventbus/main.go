@@ -667,12 +667,17 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 		seq = s.ReadAll(ctx, opts)
 	}
 	var events []eventbus.RecordedEvent
+	var line bytes.Buffer
+	enc := json.NewEncoder(&line)
+	// A user looking for <b> or a=1&b=2 in the output should find it, not
+	// \u003cb\u003e: the lines are for a terminal, not a web page.
+	enc.SetEscapeHTML(false)
 	printEvent := func(e eventbus.RecordedEvent) error {
-		b, err := json.Marshal(toJSON(e))
-		if err != nil {
+		line.Reset()
+		if err := enc.Encode(toJSON(e)); err != nil {
 			return err
 		}
-		_, err = stdout.Write(append(escapeUnprintable(b), '\n'))
+		_, err := stdout.Write(escapeUnprintable(line.Bytes()))
 		return err
 	}
 	for e, err := range seq {

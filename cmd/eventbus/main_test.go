@@ -1043,3 +1043,24 @@ func TestInspectWideStreamNames(t *testing.T) {
 		}
 	}
 }
+
+// TestReadNoHTMLEscapes checks that read prints <, > and & as they are:
+// encoding/json escaped them for HTML, as \u003c, \u003e and \u0026, in
+// stream names, metadata and data, where a user looking for a tag or a
+// query string in the output would not find it.
+func TestReadNoHTMLEscapes(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	e := eventbus.EventData{ID: eventbus.NewID(), Type: "page.saved", Metadata: eventbus.Metadata{"query": "a=1&b=2"}, Data: []byte(`{"html":"<b>R&D</b>"}`)}
+	_, err = s.Append(t.Context(), "r&d", eventbus.Any, e)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	code, stdout, stderr := runCmd(t, "read", dir)
+	require.Equal(t, 0, code, stderr)
+	for _, want := range []string{`"stream":"r&d"`, `"metadata":{"query":"a=1&b=2"}`, `"data":{"html":"<b>R&D</b>"}`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("eventbus read printed\n%s\nwant it to contain %s", stdout, want)
+		}
+	}
+}
