@@ -331,6 +331,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		default:
 			fmt.Fprintf(stderr, "the store is damaged; `eventbus repair %s` cuts the damage, keeping a copy\n", dir)
 		}
+		if errors.Is(err, eventbus.ErrLocked) {
+			fmt.Fprintln(stderr, "another program has the store open: stop the application that uses it, or let the eventbus command running on it finish, and try again")
+		}
 		return 1
 	}
 	return 0
