@@ -164,7 +164,7 @@ func ExampleStoreTopic() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("committed at position", res.Position)
+	fmt.Println("committed at position", res.Position, "as", deposits.EventType(), "of topic", deposits.Name())
 	if err := receipts.WaitFor(ctx, res.Position); err != nil {
 		log.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func ExampleStoreTopic() {
 		log.Fatal(err)
 	}
 	// Output:
-	// committed at position 0
+	// committed at position 0 as account.deposited of topic deposits
 	// receipt for 100 on deposits:account-1, at position 0
 }
 

@@ -75,6 +75,43 @@ func (t *StoreTopic[T]) checkMade(call string) error {
 	return nil
 }
 
+// Name returns the topic's name, or "" for a StoreTopic not made by
+// [NewStoreTopic].
+func (t *StoreTopic[T]) Name() string {
+	if t == nil {
+		return ""
+	}
+	return t.name
+}
+
+// EventType returns the event type name of T in the topic's [Registry],
+// the Type of the events that Publish appends and Subscribe selects, or ""
+// for a StoreTopic not made by [NewStoreTopic].
+func (t *StoreTopic[T]) EventType() string {
+	if t == nil {
+		return ""
+	}
+	return t.eventType
+}
+
+// Bus returns the bus that delivers t's events to its subscriptions, or
+// nil for a StoreTopic not made by [NewStoreTopic].
+func (t *StoreTopic[T]) Bus() *Bus {
+	if t == nil {
+		return nil
+	}
+	return t.bus
+}
+
+// Store returns the store that t's events are committed to, or nil for a
+// StoreTopic not made by [NewStoreTopic].
+func (t *StoreTopic[T]) Store() Store {
+	if t == nil {
+		return nil
+	}
+	return t.store
+}
+
 // Publish appends payload to the store, in the stream named after the topic
 // and the event's key ("orders:o1" for the key "o1" of topic "orders";
 // "orders:" for no key), and returns once it is committed. The key

@@ -130,6 +130,33 @@ func TestStoreTopicDelivery(t *testing.T) {
 	})
 }
 
+// TestStoreTopicNameTypeBusStore checks that a StoreTopic says what it was
+// made of, as a Topic does, so that code given only the topic (a test
+// helper recording what is published to it, say) can read its events from
+// its store and wait on its bus: it did not say any of it.
+func TestStoreTopicNameTypeBusStore(t *testing.T) {
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	bus := newBus(t, nil)
+	deposits := newStoreTopic[Deposited](t, bus, s, newBankRegistry(t), "deposits")
+	require.Equal(t, "deposits", deposits.Name())
+	require.Equal(t, "account.deposited", deposits.EventType())
+	require.Same(t, bus, deposits.Bus())
+	require.Equal(t, eventbus.Store(s), deposits.Store())
+
+	res, err := deposits.Publish(context.Background(), Deposited{Amount: 5}, eventbus.WithKey("a"))
+	require.NoError(t, err)
+	read := 0
+	for e, err := range deposits.Store().ReadAll(context.Background(), &eventbus.ReadOptions{From: res.Position}) {
+		require.NoError(t, err)
+		read++
+		require.Equal(t, deposits.EventType(), e.Type, "the Type of the events Publish appends")
+		require.Equal(t, deposits.Name()+":a", e.Stream)
+	}
+	require.Equal(t, 1, read, "events read from the topic's store")
+}
+
 // An event published by a handler with WithCorrelationID keeps that
 // correlation ID, and is still caused by the handled event.
 func TestStoreTopicCorrelationOptionWins(t *testing.T) {

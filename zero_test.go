@@ -353,7 +353,8 @@ func TestZeroStoreProcessed(t *testing.T) {
 // NewStoreTopic did not make, are refused with an error wrapping
 // ErrInvalid that says so: both methods panicked on a nil StoreTopic, and
 // on a zero one they failed for a nil registry, or for a durable
-// subscription with a nil bus, which the caller never gave.
+// subscription with a nil bus, which the caller never gave. Neither has a
+// name, event type, bus or store.
 func TestZeroStoreTopic(t *testing.T) {
 	ctx := context.Background()
 	var calls []zeroCall
@@ -373,6 +374,12 @@ func TestZeroStoreTopic(t *testing.T) {
 				_, err := topic().Subscribe(ctx, "s", func(context.Context, eventbus.Event[userV1]) error { return nil }, nil)
 				return notMade(err)
 			}, eventbus.ErrInvalid},
+			zeroCall{kind + " Name, EventType, Bus and Store", func() error {
+				if name, typ, b, s := topic().Name(), topic().EventType(), topic().Bus(), topic().Store(); name != "" || typ != "" || b != nil || s != nil {
+					return fmt.Errorf("Name(), EventType(), Bus(), Store() = %q, %q, %p, %v, want nothing", name, typ, b, s)
+				}
+				return nil
+			}, nil},
 		)
 	}
 	testZero(t, calls)
