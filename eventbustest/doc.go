@@ -16,13 +16,15 @@
 //
 // # Recording and checking events
 //
-// [Record] subscribes a [Recorder] to a topic. Its checks read like the
-// test's intent and fail it with a list of what was recorded:
+// [Record] subscribes a [Recorder] to a topic, and [RecordStoreTopic] to
+// a StoreTopic, recording the events committed to its store as they were
+// published. Its checks read like the test's intent and fail it with a
+// list of what was recorded:
 // [Recorder.Want] (exactly these payloads, in order; none with no argument)
 // and [Recorder.WantEvents] (headers too, except the generated ID, time,
-// correlation ID and causation ID) with a [cmp.Diff] of want and got too,
-// [Recorder.WantContains] (these among others) with the payloads missing,
-// and [Recorder.WantLen].
+// correlation ID, causation ID and store position) with a [cmp.Diff] of
+// want and got too, [Recorder.WantContains] (these among others) with the
+// payloads missing, and [Recorder.WantLen].
 //
 // # Waiting without sleeping
 //
@@ -30,7 +32,9 @@
 // It does not wait for the events appended to a store (by a StoreTopic too)
 // that a durable subscription has not read yet: [eventbus.Durable.WaitFor]
 // does, so call it before checking such a subscription's metrics or dead
-// letters ([WantMetrics], [WantDeadLetters]). For what Flush does not
+// letters ([WantMetrics], [WantDeadLetters]). The checks of a StoreTopic's
+// recorder wait by themselves for the events committed to the topic. For
+// what Flush does not
 // cover on a topic, such as events that handlers publish, [Recorder.Wait]
 // blocks until a condition over the recorded events holds.
 // It is woken by every recorded event, never by polling, so it takes no time

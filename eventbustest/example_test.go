@@ -11,6 +11,52 @@ import (
 	"github.com/seed-a6f1faae/eventbus/eventbustest"
 )
 
+// This example checks what a service commits to a StoreTopic, right after
+// the calls: the recorder's checks first wait for the events committed to
+// the topic, which Bus.Flush does not wait for.
+func ExampleRecordStoreTopic() {
+	t := new(exampleT) // in a test: the test's t
+	defer t.end()
+
+	store, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatalf("NewMemoryStore: %v", err)
+	}
+	t.Cleanup(func() { // before NewBus, so that the bus stops first
+		if err := store.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	reg, err := eventbus.NewRegistry(nil)
+	if err != nil {
+		t.Fatalf("NewRegistry: %v", err)
+	}
+	if err := eventbus.Register[UserCreated](reg, nil); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	bus := eventbustest.NewBus(t, nil)
+	users, err := eventbus.NewStoreTopic[UserCreated](bus, store, reg, "users")
+	if err != nil {
+		t.Fatalf("NewStoreTopic: %v", err)
+	}
+	published := eventbustest.RecordStoreTopic(t, users)
+
+	ctx := context.Background()
+	for _, u := range []UserCreated{{UserID: "u-1", Name: "Aiko"}, {UserID: "u-2", Name: "Bo"}} {
+		if _, err := users.Publish(ctx, u); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	fmt.Println("published:", published.Want(UserCreated{UserID: "u-1", Name: "Aiko"}, UserCreated{UserID: "u-2", Name: "Bo"}))
+	for _, e := range published.Events() {
+		fmt.Println(e.Topic, e.Key, e.Payload.Name) // the key, not the stream "users:u-1"
+	}
+	// Output:
+	// published: true
+	// users u-1 Aiko
+	// users u-2 Bo
+}
+
 // This example waits for an event that a subscriber publishes, which
 // Bus.Flush does not wait for.
 func ExampleRecorder_Wait() {

@@ -254,15 +254,7 @@ func TestInjectDelayThenFail(t *testing.T) {
 // selects the events of key "a" of StoreTopic "orders" by "orders:a", and
 // "a" alone selects none.
 func TestInjectKeyOfStoreTopic(t *testing.T) {
-	store, err := eventbus.NewMemoryStore(nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, store.Close()) })
-	reg, err := eventbus.NewRegistry(nil)
-	require.NoError(t, err)
-	require.NoError(t, eventbus.Register[Order](reg, nil))
-	b := eventbustest.NewBus(t, nil)
-	orders, err := eventbus.NewStoreTopic[Order](b, store, reg, "orders")
-	require.NoError(t, err)
+	orders, b := newStoreTopic(t, func(t testing.TB) *eventbus.Bus { return eventbustest.NewBus(t, nil) }, "orders")
 	var subs []*eventbus.Durable
 	for name, key := range map[string]string{"stream": "orders:a", "key": "a"} {
 		h, _ := handled(t)
@@ -270,7 +262,7 @@ func TestInjectKeyOfStoreTopic(t *testing.T) {
 		require.NoError(t, err)
 		subs = append(subs, d)
 	}
-	_, err = orders.Publish(t.Context(), Order{ID: "b"})
+	_, err := orders.Publish(t.Context(), Order{ID: "b"})
 	require.NoError(t, err)
 	res, err := orders.Publish(t.Context(), Order{ID: "a"})
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"sync"
@@ -27,19 +28,23 @@ var errWaitTimeout = fmt.Errorf("%w (Wait's default deadline, %v)", context.Dead
 // fields count, and nil and empty slices and maps are equal.
 var compareOptions = cmp.Options{cmp.Exporter(func(reflect.Type) bool { return true }), cmpopts.EquateEmpty()}
 
-// ignoreGenerated ignores the header fields that the bus makes up for each
-// event, which a test cannot know in advance.
-var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "CorrelationID", "CausationID")
+// ignoreGenerated ignores the header fields that the bus or the store makes
+// up for each event, which a test cannot know in advance.
+var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "CorrelationID", "CausationID", "Position")
 
 // Recorder records the events of one topic, in the order its subscription
-// receives them, and checks them. Make one with [Record]. Its methods are
-// safe for concurrent use; failed checks are reported with Errorf to the
-// test given to Record, and return false.
+// receives them, and checks them. Make one with [Record] for a Topic, or
+// [RecordStoreTopic] for a StoreTopic. Its methods are safe for concurrent
+// use; failed checks are reported with Errorf to the test given to Record
+// or RecordStoreTopic, and return false.
 //
-// The checks see what was recorded when they are called, without waiting:
-// on an Async bus, call [eventbus.Bus.Flush] or [Recorder.Wait] first, or
-// a check that nothing was recorded (Want with no argument, WantLen(0))
-// passes before the events it rules out have had time to come.
+// The checks of a Topic's recorder see what was recorded when they are
+// called, without waiting: on an Async bus, call [eventbus.Bus.Flush] or
+// [Recorder.Wait] first, or a check that nothing was recorded (Want with no
+// argument, WantLen(0)) passes before the events it rules out have had time
+// to come. Those of a StoreTopic's recorder, and its Events, first wait
+// until it has recorded every event committed to the topic so far, which
+// Flush does not wait for.
 //
 // That test is the one that fails, whichever test calls the check: a
 // check in a subtest of it fails the parent, under the parent's name,
@@ -49,6 +54,9 @@ type Recorder[T any] struct {
 	t     testing.TB
 	topic string
 	bus   *eventbus.Bus
+	// caughtUp, for a StoreTopic's recorder, waits until every event
+	// committed to the topic so far is recorded; nil for a Topic's.
+	caughtUp func(ctx context.Context) error
 
 	mu      sync.Mutex
 	events  []eventbus.Event[T]
@@ -88,19 +96,101 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 		}
 		t.Cleanup(func() {
 			t.Helper() // failures name the test's call of Record
-			r.unsubscribe(sub)
+			r.unsubscribe(sub.Unsubscribe)
 		})
 		return r
 	}
 }
 
-// unsubscribe removes the recorder's subscription sub at the end of the
+// RecordStoreTopic subscribes a new Recorder to topic, a StoreTopic, as
+// Record does to a Topic: it records the events committed to the topic from
+// now on, in store order, as they are published, with the topic's name as
+// their Topic and the key they were published with as their Key (not the
+// stream, "orders:o1", that the topic's subscribers see as their Key). The
+// recorder is a durable subscription of the topic (see
+// [eventbus.StoreTopic.Subscribe]) named "eventbustest-recorder" (or
+// "eventbustest-recorder-2", and so on, when that name is taken), stopped
+// when the test ends; it saves its checkpoint in the topic's store then
+// only. Its checks, and Events, first wait until it has recorded every
+// event committed to the topic so far: a check right after the code under
+// test published passes or fails on all that it published, without a
+// Flush or a [eventbus.Durable.WaitFor]. That wait fails the check when
+// the recorder cannot record an event committed (the bus stopped before it
+// was read, say), or has not in 10 seconds (fake time inside a
+// testing/synctest bubble). RecordStoreTopic stops the test with Fatalf if
+// topic was not made by [eventbus.NewStoreTopic] or it cannot subscribe.
+func RecordStoreTopic[T any](t testing.TB, topic *eventbus.StoreTopic[T]) *Recorder[T] {
+	t.Helper()
+	if topic.Bus() == nil {
+		t.Fatalf("eventbustest: RecordStoreTopic: a StoreTopic not made by eventbus.NewStoreTopic")
+		return nil // t.Fatalf does not return, unless t is a fake
+	}
+	ctx := context.Background()
+	from, err := topicEnd(ctx, topic)
+	if err != nil {
+		t.Fatalf("eventbustest: RecordStoreTopic(%q): %v", topic.Name(), err)
+	}
+	r := &Recorder[T]{t: t, topic: topic.Name(), bus: topic.Bus(), changed: make(chan struct{})}
+	stream := topic.Name() + ":"
+	record := func(ctx context.Context, e eventbus.Event[T]) error {
+		if e.Position < from {
+			return nil // committed before RecordStoreTopic
+		}
+		e.Topic, e.Key = topic.Name(), strings.TrimPrefix(e.Key, stream)
+		return r.record(ctx, e)
+	}
+	opts := &eventbus.DurableOptions{
+		CheckpointEvery: math.MaxInt, // only when it stops: the store is the test's
+		Subscription:    eventbus.SubscriptionOptions{Workers: 1},
+	}
+	name := "eventbustest-recorder"
+	for i := 2; ; i++ {
+		d, err := topic.Subscribe(ctx, name, record, opts)
+		if errors.Is(err, eventbus.ErrDuplicate) {
+			name = fmt.Sprintf("eventbustest-recorder-%d", i)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("eventbustest: RecordStoreTopic(%q): %v", topic.Name(), err)
+		}
+		r.caughtUp = func(ctx context.Context) error {
+			end, err := topicEnd(ctx, topic)
+			if err != nil || end <= from {
+				return err
+			}
+			return d.WaitFor(ctx, end-1)
+		}
+		t.Cleanup(func() {
+			t.Helper() // failures name the test's call of RecordStoreTopic
+			r.unsubscribe(d.Stop)
+		})
+		return r
+	}
+}
+
+// topicEnd returns the position after the last event committed to topic,
+// or 0 if it has none.
+func topicEnd[T any](ctx context.Context, topic *eventbus.StoreTopic[T]) (uint64, error) {
+	last := &eventbus.ReadOptions{
+		Direction: eventbus.Backwards, From: eventbus.End, Limit: 1,
+		Filter: eventbus.Filter{StreamPrefix: topic.Name() + ":", Types: []string{topic.EventType()}},
+	}
+	for e, err := range topic.Store().ReadAll(ctx, last) {
+		if err != nil {
+			return 0, err
+		}
+		return e.Position + 1, nil
+	}
+	return 0, nil
+}
+
+// unsubscribe ends the recorder's subscription with stop at the end of the
 // test, as NewBus shuts its bus down: a middleware of the bus that holds
 // the recorder's events up fails the test after 10 seconds instead of
 // hanging it.
-func (r *Recorder[T]) unsubscribe(sub *eventbus.Subscription) {
+func (r *Recorder[T]) unsubscribe(stop func(context.Context) error) {
 	r.t.Helper()
-	late, returned, _ := stopWithin(sub.Unsubscribe)
+	late, returned, _ := stopWithin(stop)
 	switch {
 	case !returned:
 		r.t.Errorf("eventbustest: the recorder of topic %q did not drain within %v after the test, and a middleware of the bus still runs %v after its context was cancelled, in %s; "+
@@ -131,9 +221,35 @@ func (r *Recorder[T]) snapshot() ([]eventbus.Event[T], <-chan struct{}) {
 	return r.events[:len(r.events):len(r.events)], r.changed
 }
 
-// Events returns a copy of the events recorded so far, in order.
-func (r *Recorder[T]) Events() []eventbus.Event[T] {
+// settled returns the events recorded so far, for a check: for a
+// StoreTopic's recorder, once it has recorded every event committed to the
+// topic. If it cannot, it fails the test, saying why, and returns false.
+func (r *Recorder[T]) settled() ([]eventbus.Event[T], bool) {
+	r.t.Helper()
+	if r.caughtUp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := r.caughtUp(ctx); err != nil {
+			why := err.Error()
+			if ctx.Err() != nil {
+				why = fmt.Sprintf("not within %v", waitTimeout)
+			}
+			events, _ := r.snapshot()
+			r.t.Errorf("eventbustest: topic %q: the recorder has not recorded every event committed to the store: %s; unfinished events in %s; recorded %s",
+				r.topic, why, pending(r.bus), formatEvents(events))
+			return events, false
+		}
+	}
 	events, _ := r.snapshot()
+	return events, true
+}
+
+// Events returns a copy of the events recorded so far, in order. That of
+// a StoreTopic's recorder first waits for the events committed to the
+// topic so far, and fails the test if it cannot record them.
+func (r *Recorder[T]) Events() []eventbus.Event[T] {
+	r.t.Helper()
+	events, _ := r.settled()
 	return append([]eventbus.Event[T](nil), events...)
 }
 
@@ -214,7 +330,10 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 // ones too; a failure shows a [cmp.Diff] and lists the events recorded.
 func (r *Recorder[T]) Want(want ...T) bool {
 	r.t.Helper()
-	events, _ := r.snapshot()
+	events, ok := r.settled()
+	if !ok {
+		return false
+	}
 	if diff := cmp.Diff(want, payloads(events), compareOptions); diff != "" {
 		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, formatEvents(events))
 		return false
@@ -224,11 +343,14 @@ func (r *Recorder[T]) Want(want ...T) bool {
 
 // WantEvents checks that the events recorded are exactly want, in order,
 // headers included, except the fields the bus makes up: ID, Time,
-// CorrelationID and CausationID. opts are further options of [cmp.Diff],
+// CorrelationID, CausationID and (for a StoreTopic's) Position. opts are further options of [cmp.Diff],
 // such as cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
 func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) bool {
 	r.t.Helper()
-	events, _ := r.snapshot()
+	events, ok := r.settled()
+	if !ok {
+		return false
+	}
 	if diff := cmp.Diff(want, events, compareOptions, ignoreGenerated, cmp.Options(opts)); diff != "" {
 		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, formatEvents(events))
 		return false
@@ -241,7 +363,10 @@ func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) b
 // twice.
 func (r *Recorder[T]) WantContains(want ...T) bool {
 	r.t.Helper()
-	events, _ := r.snapshot()
+	events, ok := r.settled()
+	if !ok {
+		return false
+	}
 	used := make([]bool, len(events))
 	var missing []string
 next:
@@ -265,7 +390,10 @@ next:
 // WantLen checks that n events were recorded.
 func (r *Recorder[T]) WantLen(n int) bool {
 	r.t.Helper()
-	events, _ := r.snapshot()
+	events, ok := r.settled()
+	if !ok {
+		return false
+	}
 	if len(events) != n {
 		r.t.Errorf("eventbustest: topic %q: want %d events, recorded %s", r.topic, n, formatEvents(events))
 		return false

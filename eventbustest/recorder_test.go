@@ -538,3 +538,159 @@ func TestRecorderEventsIsACopy(t *testing.T) {
 	events[0].Payload.N = 99
 	rec.Want(a, c)
 }
+
+// newStoreTopic returns the StoreTopic name of Orders, over a new
+// MemoryStore, on the bus that newBus makes, which it returns too; the
+// store closes after the bus has shut down.
+func newStoreTopic(t *testing.T, newBus func(testing.TB) *eventbus.Bus, name string) (*eventbus.StoreTopic[Order], *eventbus.Bus) {
+	t.Helper()
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, store.Close()) })
+	reg, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[Order](reg, nil))
+	bus := newBus(t) // after the store's cleanup, so that the bus shuts down before the store closes
+	topic, err := eventbus.NewStoreTopic[Order](bus, store, reg, name)
+	require.NoError(t, err)
+	return topic, bus
+}
+
+func storePublish(t testing.TB, topic *eventbus.StoreTopic[Order], orders ...Order) {
+	t.Helper()
+	for _, o := range orders {
+		_, err := topic.Publish(context.Background(), o)
+		require.NoError(t, err)
+	}
+}
+
+// TestRecordStoreTopic checks that a StoreTopic's recorder records what is
+// committed to the topic from RecordStoreTopic on, as it was published
+// (the topic's name as Topic, the key as Key, not the stream), and that its
+// checks see every event committed before them without a Flush or a
+// WaitFor: a durable subscription reads the store in a goroutine of its
+// own, which Flush does not wait for.
+func TestRecordStoreTopic(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(fmt.Sprint("mode=", mode), func(t *testing.T) {
+			orders, _ := newStoreTopic(t, func(t testing.TB) *eventbus.Bus {
+				return eventbustest.NewBus(t, &eventbus.Options{Mode: mode})
+			}, "orders")
+			storePublish(t, orders, Order{ID: "before"})
+			rec := eventbustest.RecordStoreTopic(t, orders)
+			a, c := Order{ID: "a", N: 1}, Order{ID: "c", N: 3}
+			for range 50 { // so that a recorder that does not wait falls behind
+				storePublish(t, orders, a, c)
+			}
+			require.True(t, rec.WantLen(100))
+			storePublish(t, orders, a)
+			require.True(t, rec.WantContains(a, c))
+			events := rec.Events()
+			require.Len(t, events, 101)
+			require.Equal(t, a, events[100].Payload)
+			var want []eventbus.Event[Order]
+			for _, e := range events {
+				h := eventbus.Header{Type: "Order", Topic: "orders", Key: e.Payload.ID, SchemaVersion: 1}
+				want = append(want, eventbus.Event[Order]{Header: h, Payload: e.Payload})
+			}
+			require.True(t, rec.WantEvents(want))
+		})
+	}
+}
+
+// TestRecordStoreTopicFails checks that a StoreTopic's recorder fails a
+// check, saying why, when it cannot record an event committed to the
+// topic: here the bus stopped before the recorder read it, and a check
+// that saw only what was recorded passed Want() though the code under test
+// published.
+func TestRecordStoreTopicFails(t *testing.T) {
+	orders, b := newStoreTopic(t, func(t testing.TB) *eventbus.Bus { return eventbustest.NewBus(t, nil) }, "orders")
+	spy := newSpy(t)
+	rec := eventbustest.RecordStoreTopic(spy, orders)
+	storePublish(t, orders, Order{ID: "a"})
+	require.True(t, rec.WantLen(1))
+	require.NoError(t, b.Close())
+	storePublish(t, orders, Order{ID: "b"}) // a StoreTopic commits on a closed bus
+	require.False(t, rec.Want())
+	spy.wantFailure(t, `topic "orders": the recorder has not recorded every event committed to the store:`,
+		eventbus.ErrClosed.Error(), `recorded 1 events:`, `0: key="a"`)
+}
+
+// TestRecordStoreTopicTimeout checks that a StoreTopic's recorder that
+// does not catch up fails the check at 10 seconds of fake time, naming the
+// subscription that holds its event, instead of hanging the test.
+func TestRecordStoreTopicTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		held := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+			return func(ctx context.Context, env *eventbus.Envelope) error {
+				<-gate
+				return next(ctx, env)
+			}
+		}
+		orders, _ := newStoreTopic(t, func(t testing.TB) *eventbus.Bus {
+			return eventbustest.NewBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{held}})
+		}, "orders")
+		spy := newSpy(t)
+		rec := eventbustest.RecordStoreTopic(spy, orders)
+		storePublish(t, orders, Order{ID: "a"})
+		start := time.Now()
+		require.False(t, rec.WantLen(1))
+		require.Equal(t, 10*time.Second, time.Since(start), "gave up at 10s, on the fake clock")
+		close(gate)
+		spy.wantFailure(t, "not within 10s", "durable.orders.eventbustest-recorder/orders.eventbustest-recorder (pending 1)", "recorded 0 events")
+	})
+}
+
+// TestRecordStoreTopicTwice checks that two recorders of one StoreTopic
+// each record every event, under the names RecordStoreTopic documents, and
+// that neither saves its checkpoint in the store before it stops: a save
+// every 100 events took positions of the test's store while it ran.
+func TestRecordStoreTopicTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := eventbustest.NewBus(t, nil)
+		store, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		defer store.Close()
+		reg, err := eventbus.NewRegistry(nil)
+		require.NoError(t, err)
+		require.NoError(t, eventbus.Register[Order](reg, nil))
+		orders, err := eventbus.NewStoreTopic[Order](b, store, reg, "orders")
+		require.NoError(t, err)
+		first := eventbustest.RecordStoreTopic(t, orders)
+		second := eventbustest.RecordStoreTopic(t, orders)
+		var want []Order
+		for i := range 150 {
+			want = append(want, Order{ID: "o", N: i})
+		}
+		storePublish(t, orders, want...)
+		first.Want(want...)
+		second.Want(want...)
+		synctest.Wait() // for checkpoint saves, which run in goroutines of their own
+		var streams []string
+		for e, err := range store.ReadAll(t.Context(), &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}) {
+			require.NoError(t, err)
+			streams = append(streams, e.Stream)
+		}
+		require.Empty(t, streams, "system streams written while the recorders run")
+		var names []string
+		for _, m := range b.Metrics().Subscriptions {
+			names = append(names, m.Subscription)
+		}
+		require.ElementsMatch(t, []string{"orders.eventbustest-recorder", "orders.eventbustest-recorder-2"}, names)
+		require.NoError(t, b.Close())
+	})
+}
+
+// TestRecordStoreTopicNotMade checks that RecordStoreTopic stops the test
+// with a message, instead of panicking, for a StoreTopic that
+// NewStoreTopic did not make.
+func TestRecordStoreTopicNotMade(t *testing.T) {
+	for _, topic := range []*eventbus.StoreTopic[Order]{nil, new(eventbus.StoreTopic[Order])} {
+		spy := newSpy(t)
+		var rec *eventbustest.Recorder[Order]
+		spy.run(func() { rec = eventbustest.RecordStoreTopic(spy, topic) })
+		require.Nil(t, rec, "RecordStoreTopic went on after Fatalf")
+		spy.wantFailure(t, "RecordStoreTopic: a StoreTopic not made by eventbus.NewStoreTopic")
+	}
+}
