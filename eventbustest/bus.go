@@ -1,6 +1,7 @@
 package eventbustest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -233,12 +235,15 @@ func pending(b *eventbus.Bus) string {
 // match after the others. To check the error too, set f.Err. The payload
 // of a durable subscription's dead letter (a StoreTopic's too) is the
 // eventbus.RecordedEvent as stored, not the decoded event: check those
-// with [eventbus.DeadLetterQueue.All]. A nil b fails the check, and so does
-// a Topic or Subscription in f that b does not have (a typo, say) and that
-// no dead letter names: a subscription removed by Unsubscribe counts only
-// with its dead letters. A bus whose dead-letter queue has evicted dead
-// letters (see eventbus.Options.DeadLetterCapacity) fails the check too,
-// which cannot see them, and so does a Bus not made by eventbus.New.
+// with [eventbus.DeadLetterQueue.All] and eventbus.Decode. A failure lists
+// such a dead letter by its type, stream, revision, position and encoded
+// payload, and says so when want has decoded payloads. A nil b fails the
+// check, and so does a Topic or Subscription in f that b does not have (a
+// typo, say) and that no dead letter names: a subscription removed by
+// Unsubscribe counts only with its dead letters. A bus whose dead-letter
+// queue has evicted dead letters (see eventbus.Options.DeadLetterCapacity)
+// fails the check too, which cannot see them, and so does a Bus not made
+// by eventbus.New.
 func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter, want ...any) bool {
 	t.Helper()
 	if b == nil {
@@ -289,6 +294,10 @@ func WantDeadLetters(t testing.TB, b *eventbus.Bus, f eventbus.DeadLetterFilter,
 		}
 		if len(others) > 0 {
 			list += "\nnot matching:\n" + strings.Join(others, "\n")
+		}
+		if decodedWanted(want, got) {
+			list += "\nthe payload of a durable subscription's dead letter (a StoreTopic's too) is the eventbus.RecordedEvent as stored, not the decoded event: " +
+				"read those with b.DeadLetters().All and eventbus.Decode"
 		}
 		if len(blind) > 0 {
 			list += "\n" + strings.Join(blind, "\n")
@@ -342,10 +351,48 @@ func unknownNames(b *eventbus.Bus, f eventbus.DeadLetterFilter) string {
 	return fmt.Sprintf("%s has no subscription %q, and no dead letter names it (if it was unsubscribed, it left none: check its topic, or read b.DeadLetters()); the bus has %v", where, f.Subscription, subs)
 }
 
+// decodedWanted reports whether want has a payload that is not an
+// eventbus.RecordedEvent where got has one: a payload of the StoreTopic's
+// type, say, which a durable subscription's dead letter never holds.
+func decodedWanted(want, got []any) bool {
+	stored := func(p any) bool {
+		_, ok := p.(eventbus.RecordedEvent)
+		return ok
+	}
+	return slices.ContainsFunc(got, stored) && slices.ContainsFunc(want, func(p any) bool { return !stored(p) })
+}
+
 // describeDeadLetter describes dl for a failure message, on one line.
 func describeDeadLetter(dl eventbus.DeadLetter) string {
-	return fmt.Sprintf("\t%s/%s key=%q attempts=%d err=%q %#v",
-		dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, dl.Payload())
+	return fmt.Sprintf("\t%s/%s key=%q attempts=%d err=%q %s",
+		dl.Topic, dl.Subscription, dl.Key, dl.Attempt, dl.Err, describePayload(dl.Payload()))
+}
+
+// describePayload prints the payload p of a dead letter with %#v, field by
+// field, but for the RecordedEvent of a durable subscription's, whose %#v
+// shows its IDs and its encoded payload as lists of bytes: it shows its
+// type, place in the store, metadata and encoded payload, as text when it
+// is text, leaving out the IDs and time that the bus and store make up.
+func describePayload(p any) string {
+	e, ok := p.(eventbus.RecordedEvent)
+	if !ok {
+		return fmt.Sprintf("%#v", p)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "eventbus.RecordedEvent{Type:%q, SchemaVersion:%d, Stream:%q, Revision:%d, Position:%d, ",
+		e.Type, e.SchemaVersion, e.Stream, e.Revision, e.Position)
+	if len(e.Metadata) > 0 {
+		fmt.Fprintf(&b, "Metadata:%#v, ", e.Metadata)
+	}
+	switch {
+	case e.Encoding != "":
+		fmt.Fprintf(&b, "Data:%d bytes, %s}", len(e.Data), e.Encoding)
+	case utf8.Valid(e.Data) && !bytes.ContainsRune(e.Data, '`'):
+		fmt.Fprintf(&b, "Data:`%s`}", e.Data)
+	default:
+		fmt.Fprintf(&b, "Data:%q}", e.Data)
+	}
+	return b.String()
 }
 
 // WantMetrics checks the counters of the subscription of b that want

@@ -379,6 +379,94 @@ func TestWantDeadLettersFails(t *testing.T) {
 		`orders/billing key="a" attempts=1 err="downstream unavailable" eventbustest_test.Order{ID:"a", N:1, note:""}`)
 }
 
+// TestWantDeadLettersDurable runs TestWantDeadLettersDurableChild, whose
+// check of a StoreTopic subscription's dead letter fails, in a child
+// process (this test binary), and checks that the failure, as a test's
+// output shows it, lists the dead letter readably and says why the
+// decoded payload that the test wanted is not there: it listed the stored
+// event with %#v, its IDs and its JSON as lists of bytes and its time in
+// the local zone, and said nothing of why the payloads differed.
+func TestWantDeadLettersDurable(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestWantDeadLettersDurableChild$", "-test.count=1", "-test.shuffle=off")
+	cmd.Env = append(os.Environ(), "EVENTBUSTEST_DURABLE_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child test fails:\n%s", out)
+	for _, want := range []string{
+		"bus_test.go:", // the line of the check, in the child
+		"payloads (-want +got)",
+		`eventbustest_test.Order{ID: "a", N: 1}`, // cmp.Diff's -, with spaces it varies on purpose
+		"dead letters: \n",                       // each line indented by the test's output
+		"\tdurable.orders.billing/orders.billing key=\"orders:a\" attempts=1 err=\"downstream unavailable\" " +
+			"eventbus.RecordedEvent{Type:\"Order\", SchemaVersion:1, Stream:\"orders:a\", Revision:0, Position:0, " +
+			"Metadata:eventbus.Metadata{\"tenant\":\"acme\"}, Data:`{\"ID\":\"a\",\"N\":1}`}\n",
+		"is the eventbus.RecordedEvent as stored, not the decoded event",
+	} {
+		require.Contains(t, string(out), want, "the child's output")
+	}
+	require.NotContains(t, string(out), "0x7b", "the encoded payload as bytes")
+}
+
+// TestWantDeadLettersDurableChild is run by TestWantDeadLettersDurable: it
+// fails.
+func TestWantDeadLettersDurableChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_DURABLE_CHILD") == "" {
+		t.Skip("run by TestWantDeadLettersDurable")
+	}
+	orders, b := newStoreTopic(t, func(t testing.TB) *eventbus.Bus { return eventbustest.NewBus(t, nil) }, "orders")
+	d, err := orders.Subscribe(t.Context(), "billing", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+	require.NoError(t, err)
+	res, err := orders.Publish(t.Context(), Order{ID: "a", N: 1}, eventbus.WithMetadata(eventbus.Metadata{"tenant": "acme"}))
+	require.NoError(t, err)
+	require.NoError(t, d.WaitFor(t.Context(), res.Position))
+	eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "a", N: 1})
+}
+
+// TestWantDeadLettersDurableData checks how a failure shows the encoded
+// payload of a durable subscription's dead letter that is not plain text
+// in backquotes: one with a backquote is quoted, and a compressed one
+// shows its size and encoding, not bytes that read as nothing.
+func TestWantDeadLettersDurableData(t *testing.T) {
+	tests := []struct {
+		name  string
+		opts  eventbus.RegistryOptions
+		order Order
+		want  string // "" for a compressed payload, whose size it shows
+	}{
+		{"backquote", eventbus.RegistryOptions{}, Order{ID: "`a`"}, `Data:"{\"ID\":\"` + "`a`" + `\",\"N\":0}"}`},
+		{"compressed", eventbus.RegistryOptions{CompressAbove: 1}, Order{ID: strings.Repeat("a", 100)}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store, err := eventbus.NewMemoryStore(nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, store.Close()) })
+			reg, err := eventbus.NewRegistry(&tt.opts)
+			require.NoError(t, err)
+			require.NoError(t, eventbus.Register[Order](reg, nil))
+			b := eventbustest.NewBus(t, nil)
+			orders, err := eventbus.NewStoreTopic[Order](b, store, reg, "orders")
+			require.NoError(t, err)
+			d, err := orders.Subscribe(t.Context(), "billing", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+			require.NoError(t, err)
+			res, err := orders.Publish(t.Context(), tt.order)
+			require.NoError(t, err)
+			require.NoError(t, d.WaitFor(t.Context(), res.Position))
+			dl, ok := b.DeadLetters().Get("orders.billing", eventbustest.Sequence()())
+			require.True(t, ok, "the dead letter of the first event")
+			want := tt.want
+			if want == "" {
+				e := dl.Payload().(eventbus.RecordedEvent)
+				require.Equal(t, "deflate", e.Encoding)
+				want = fmt.Sprintf("Data:%d bytes, deflate}", len(e.Data))
+			}
+			spy := newSpy(t)
+			require.False(t, eventbustest.WantDeadLetters(spy, b, eventbus.DeadLetterFilter{}))
+			spy.wantFailure(t, want)
+		})
+	}
+}
+
 // TestWantDeadLettersUnknownName checks that WantDeadLetters fails, naming
 // what the bus has, when its filter names a topic or subscription that the
 // bus does not have and no dead letter names: a mistyped name matched no
