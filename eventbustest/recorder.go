@@ -76,7 +76,7 @@ type Recorder[T any] struct {
 // cancels their contexts, dead-letters them and fails the test, and if a
 // middleware then still runs 10 seconds later, it fails the test and leaves
 // that goroutine behind. Record stops the test with Fatalf if it cannot
-// subscribe.
+// subscribe. For a StoreTopic, use [RecordStoreTopic].
 func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 	t.Helper()
 	if topic == nil {
