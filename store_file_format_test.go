@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,7 +75,7 @@ func TestDecodeFrame(t *testing.T) {
 	// Schema version 0 is written as 1; no data reads as nil.
 	plain := EventData{ID: ID{4}, Type: "t"}
 	// The largest schema version and the longest type a store keeps.
-	bounds := EventData{ID: ID{5}, Type: strings.Repeat("t", maxNameLen), SchemaVersion: maxSchemaVersion}
+	bounds := EventData{ID: ID{5}, Type: strings.Repeat("t", maxNameLen), SchemaVersion: int(min(math.MaxInt, maxSchemaVersion))} // the largest an int holds
 	at := func(ns int64) time.Time { return time.Unix(0, ns) }
 	recorded := func(e EventData, stream string, rev, pos uint64, ns int64) RecordedEvent {
 		if e.SchemaVersion == 0 {
@@ -230,7 +231,7 @@ func TestDecodeFrameMalformed(t *testing.T) {
 		{"entry: position not a varint", events(concat(uvarintOf(uint64(len(overflow)+len(valid)-2)), overflow, valid[2:]))},
 		{"entry: cut in its IDs", events(withBody(ids[:20]))},
 		{"entry: schema version 0", events(withBody(ids, uvarintOf(0), body[49:]))},
-		{"entry: schema version past the largest", events(encodedEntry(0, 0, 1, EventData{ID: ID{4}, Type: "t", SchemaVersion: maxSchemaVersion + 1}))},
+		{"entry: schema version past the largest", events(withBody(ids, uvarintOf(maxSchemaVersion+1), body[49:]))},
 		{"entry: zero ID", events(encodedEntry(0, 0, 1, EventData{Type: "t"}))},
 		{"entry: no type", events(encodedEntry(0, 0, 1, EventData{ID: ID{4}}))},
 		{"entry: type past the longest", events(encodedEntry(0, 0, 1, EventData{ID: ID{4}, Type: strings.Repeat("t", maxNameLen+1)}))},
