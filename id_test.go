@@ -134,3 +134,39 @@ func TestParseIDBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestIDTime checks that ID.Time gives back the exact millisecond that an
+// ID holds: of the ULID spec's example "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+// 2016-07-30 23:54:10.259 UTC, and of the IDs of events stamped by an
+// Options.Clock, to the millisecond, at times whose first byte of
+// milliseconds is not zero (2^40 ms, November 2004, and after) as well as at the ends
+// of the 48 bits: 1970 for a time before it, and the year 10889 for a
+// time after it, as ID's doc says. A time in a synctest bubble, in 2000,
+// has a zero first byte and proves nothing of it.
+func TestIDTime(t *testing.T) {
+	spec, err := eventbus.ParseID("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+	require.NoError(t, err)
+	if got, want := spec.Time(), time.Date(2016, 7, 30, 23, 54, 10, 259e6, time.UTC); !got.Equal(want) {
+		t.Errorf("ParseID(%q).Time() = %v, want %v", spec, got.UTC(), want)
+	}
+
+	last := time.UnixMilli(1<<48 - 1)
+	for _, tt := range []struct{ stamped, want time.Time }{
+		{time.Date(2026, 11, 28, 9, 26, 26, 123456789, time.UTC), time.Date(2026, 11, 28, 9, 26, 26, 123e6, time.UTC)},
+		{time.UnixMilli(1<<40 + 1), time.UnixMilli(1<<40 + 1)},
+		{time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC), time.UnixMilli(0)},
+		{last.Add(time.Hour), last},
+	} {
+		b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Clock: func() time.Time { return tt.stamped }})
+		topic := newTopic[Order](t, b, "orders", nil)
+		var id eventbus.ID
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			id = e.ID
+			return nil
+		}, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{}))
+		if got := id.Time(); !got.Equal(tt.want) {
+			t.Errorf("Time() of the ID of an event stamped at %v = %v, want %v", tt.stamped, got.UTC(), tt.want.UTC())
+		}
+	}
+}
