@@ -354,6 +354,9 @@ func (b *Bus) subscriptions() []*Subscription {
 // fails with retries left (see [UndeliveredError]).
 // Later calls wait for the first one and return its result; if a later
 // call's ctx ends first, it cuts the first one short in the same way.
+// When two stops cut it short (its ctx, and a Close or a later call's
+// ctx), the error counts the events of both and wraps the cause of the
+// first of them to abandon events.
 // Called with a handler's context (a [DeadLetterSink] gets one), which
 // would make it wait for that handler, or on a Bus not made by [New], it
 // returns an error wrapping [ErrInvalid] and stops nothing. An Async
@@ -387,7 +390,11 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		b.mu.Unlock()
 
 		var lost int64
-		var cause error // of the first stop without grace that lost events
+		// The cause of the first stop without grace that lost events: this
+		// loop cuts the subscriptions short in its order, and a stop from
+		// elsewhere (Close, a later call) all those it has not come to, so
+		// the first in its order that lost events was cut first.
+		var cause error
 		for _, s := range subs {
 			s.impl.stopIntake()
 		}

@@ -1895,6 +1895,67 @@ func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
 	require.Equal(t, err, <-first, "the first call's result")
 }
 
+// TestShutdownReportsTheFirstCause checks which cause a Shutdown cut
+// short by two stops reports: its context ends, with a cause of its own,
+// while it waits for one subscription's handler, which cuts that
+// subscription short; then a Close cuts short the other, which the
+// Shutdown has not come to. Both lose an event, so the result counts both,
+// and it wraps the cause of the first stop, not the Close's ErrClosed,
+// as Shutdown's doc says; Close returns the same result.
+func TestShutdownReportsTheFirstCause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		started := make(chan struct{})
+		cut := make(chan error)
+		release := make(chan struct{})
+		for _, name := range []string{"a", "b"} {
+			subscribe(t, topic, name, func(ctx context.Context, e eventbus.Event[Order]) error {
+				if e.Payload.N == 0 {
+					started <- struct{}{}
+					<-ctx.Done()
+					cut <- context.Cause(ctx)
+					<-release
+				}
+				return nil
+			}, nil)
+		}
+		ctx := context.Background()
+		for i := range 2 { // the second waits behind the first in each subscription
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+		}
+		<-started
+		<-started
+
+		errFirst := errors.New("the first stop")
+		short, cancel := context.WithCancelCause(ctx)
+		shut := make(chan error, 1)
+		go func() { shut <- b.Shutdown(short) }()
+		synctest.Wait() // Shutdown waits for a handler
+		cancel(errFirst)
+		require.ErrorIs(t, <-cut, errFirst, "the cause of the subscription the Shutdown waited for")
+		synctest.Wait() // Shutdown waits for that handler to return
+		select {
+		case err := <-cut:
+			t.Fatalf("the other subscription was cut short (%v) before the Close", err)
+		default:
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- b.Close() }()
+		require.ErrorIs(t, <-cut, eventbus.ErrClosed, "the cause of the subscription the Close cut short")
+		close(release)
+
+		err := <-shut
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, err, &ue)
+		require.Equal(t, 2, ue.Count, "events lost, one of each subscription")
+		if !errors.Is(err, errFirst) || errors.Is(err, eventbus.ErrClosed) {
+			t.Errorf("Shutdown() = %v, want the cause of the first stop, %v, not %v", err, errFirst, eventbus.ErrClosed)
+		}
+		require.Equal(t, err, <-closed, "Close's result")
+	})
+}
+
 // TestSyncHandlerGoexitEndsThePublisher checks what the Handler doc comment
 // says of runtime.Goexit in Sync mode: it ends the publishing goroutine,
 // which the handler runs in, so Publish does not return, the event is not
