@@ -1286,6 +1286,17 @@ func TestStoppedSubscriptionLetsGoOfMiddleware(t *testing.T) {
 // keyed is an interface payload type with a key method.
 type keyed interface{ AggregateID() string }
 
+// nilSafe has a key method that runs on a nil pointer too: only the check
+// of a nil pointer payload, not a recovered panic, refuses a nil *nilSafe.
+type nilSafe struct{ ID string }
+
+func (n *nilSafe) AggregateID() string {
+	if n == nil {
+		return ""
+	}
+	return n.ID
+}
+
 // embedsOrder has Order's key method, promoted through a pointer, which
 // cannot run while the pointer is nil; so has embedsDeeper, one level down.
 type (
@@ -1335,6 +1346,9 @@ func TestBadInput(t *testing.T) {
 		{"nil pointer in an interface payload, TryPublish", func() error {
 			_, err := interfaces.TryPublish(context.Background(), (*Order)(nil))
 			return err
+		}, eventbus.ErrInvalid},
+		{"nil pointer whose key method runs on nil, in an interface payload", func() error {
+			return interfaces.Publish(context.Background(), (*nilSafe)(nil))
 		}, eventbus.ErrInvalid},
 		{"nil embedded pointer with the key method", func() error {
 			return embedded.Publish(context.Background(), embedsOrder{})
