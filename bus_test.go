@@ -1283,6 +1283,44 @@ func TestStoppedSubscriptionLetsGoOfMiddleware(t *testing.T) {
 	}
 }
 
+// TestStoppedSubscriptionsLetGoOfTheirContexts subscribes and stops 10,000
+// subscriptions, with Unsubscribe on one bus, or by closing a bus of their
+// own, and keeps nothing of them: the heap must not grow with their
+// number. Handler contexts name their subscription's context through a
+// table that every bus of the process shares, so that they hold no
+// pointers; a stop that did not take the subscription out of it kept its
+// context, and its bus's, for as long as the process ran.
+func TestStoppedSubscriptionsLetGoOfTheirContexts(t *testing.T) {
+	const n = 10_000
+	noop := func(context.Context, eventbus.Event[int]) error { return nil }
+	for _, stop := range []string{"Unsubscribe", "Close"} {
+		t.Run(stop, func(t *testing.T) {
+			ctx := context.Background()
+			b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 1})
+			topic := newTopic[int](t, b, "t", nil)
+			cycle := func() {
+				if stop == "Unsubscribe" {
+					require.NoError(t, subscribe(t, topic, "s", noop, nil).Unsubscribe(ctx))
+					return
+				}
+				b, err := eventbus.New(&eventbus.Options{Workers: 1, QueueSize: 1})
+				require.NoError(t, err)
+				_, err = newTopic[int](t, b, "t", nil).Subscribe("s", noop, nil)
+				require.NoError(t, err)
+				require.NoError(t, b.Close())
+			}
+			cycle() // the table's first slots, and the like, are not this test's
+			before := liveHeap()
+			for range n {
+				cycle()
+			}
+			if grown := int64(liveHeap()) - int64(before); grown > 256<<10 {
+				t.Errorf("heap grew by %d bytes over %d subscriptions stopped with %s; want at most %d", grown, n, stop, 256<<10)
+			}
+		})
+	}
+}
+
 // keyed is an interface payload type with a key method.
 type keyed interface{ AggregateID() string }
 
