@@ -1947,6 +1947,45 @@ func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
 	require.Equal(t, err, <-first, "the first call's result")
 }
 
+// TestWorkersShareOutKeys checks that a subscription's workers share out
+// events of different keys, and keyless events, as Options.Workers
+// promises: with every handler held, each of the four workers runs one,
+// so four run at once. 1,000 events over four workers leave one idle with
+// a chance of 4×(3/4)^1000. A choice of worker that reached only some of
+// them (half, or one for every keyless event) passed every other test.
+func TestWorkersShareOutKeys(t *testing.T) {
+	for _, keyed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keyed=%v", keyed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const workers = 4
+				b := newBus(t, &eventbus.Options{Workers: workers, QueueSize: 1000})
+				topic := newTopic[Order](t, b, "orders", nil)
+				var running atomic.Int32
+				gate := make(chan struct{})
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+					running.Add(1)
+					<-gate
+					return nil
+				}, nil)
+				ctx := context.Background()
+				for i := range 1000 {
+					o := Order{N: i}
+					if keyed {
+						o.Key = fmt.Sprint("k", i)
+					}
+					require.NoError(t, topic.Publish(ctx, o))
+				}
+				synctest.Wait()
+				if got := running.Load(); got != workers {
+					t.Errorf("handlers running at once = %d, want %d, one per worker", got, workers)
+				}
+				close(gate)
+				require.NoError(t, b.Flush(ctx))
+			})
+		})
+	}
+}
+
 // TestShutdownReportsTheFirstCause checks which cause a Shutdown cut
 // short by two stops reports: its context ends, with a cause of its own,
 // while it waits for one subscription's handler, which cuts that
