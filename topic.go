@@ -453,7 +453,7 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (b
 				break
 			}
 		}
-		if room == nil && !closed && len(qs) > 0 {
+		if room == nil && !closed {
 			if len(qs) > 1 {
 				// The first open queue numbers the event (a stopped one
 				// counts no more events). With one queue, its worker
