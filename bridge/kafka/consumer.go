@@ -175,7 +175,10 @@ type ConsumerOptions struct {
 // ClusterAuthorizationFailed, InvalidGroupID or InconsistentGroupProtocol,
 // matched with errors.Is), rather than retrying for ever, consuming
 // nothing: such a group needs a change of its ACLs, its name, or its other
-// members, and a new Consumer.
+// members, and a new Consumer. A group that is full, holding the broker's
+// group.max.size members already, is not such an error: Kafka refuses the
+// Consumer (GROUP_MAX_SIZE_REACHED), which waits as a standby, consuming
+// nothing and logging each refusal, and joins once a member leaves.
 type Consumer struct {
 	bus *eventbus.Bus
 	reg *eventbus.Registry

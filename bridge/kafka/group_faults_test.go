@@ -2,11 +2,15 @@ package kafka_test
 
 import (
 	"errors"
+	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -160,4 +164,78 @@ func TestConsumerPartitionFatal(t *testing.T) {
 	if !errors.Is(err, kerr.TopicAuthorizationFailed) || !strings.Contains(err.Error(), `group "shipping": partition orders/`) {
 		t.Errorf("Run() = %v, want an error naming group \"shipping\" and a partition of orders, matching %v", err, kerr.TopicAuthorizationFailed)
 	}
+}
+
+// TestConsumerGroupFullWaits runs a second Consumer in a group that Kafka
+// holds to one member (group.max.size): Kafka refuses it
+// (GROUP_MAX_SIZE_REACHED), which the Consumer does not take for fatal,
+// since the group makes room once a member leaves. It waits as a standby,
+// logging each refusal and handling nothing, and takes over the partitions
+// once the first member stops, from the offsets that member committed.
+func TestConsumerGroupFullWaits(t *testing.T) {
+	c, ctx := oneBroker(t, kfake.SeedTopics(8, "orders"), kfake.BrokerConfigs(map[string]string{"group.max.size": "1"}))
+	brokers, reg := c.ListenAddrs(), registry(t)
+	opts := func(logger *slog.Logger) *kafka.ConsumerOptions {
+		return &kafka.ConsumerOptions{Brokers: brokers, Group: "shipping", CommitInterval: 5 * time.Millisecond, Logger: logger}
+	}
+	const events = 200
+	perKey := make(map[string]int)
+
+	first := newBus(t, nil)
+	firstOrders := newTopic(t, first)
+	firstLog := logOrders(t, firstOrders, events)
+	stopFirst, firstEnded := consume(t, ctx, first, firstOrders, reg, opts(nil))
+	forwardOrders(t, ctx, brokers, reg, events, 10, perKey)
+	firstLog.wait(t, ctx)
+
+	const refused = "kafka: consumer group session failed; rejoining"
+	logged := newLogRecorder(refused)
+	standby := newBus(t, nil)
+	standbyOrders := newTopic(t, standby)
+	standbyLog := logOrders(t, standbyOrders, events)
+	stopStandby, standbyEnded := consume(t, ctx, standby, standbyOrders, reg, opts(slog.New(logged)))
+	select {
+	case <-logged.want[refused]:
+	case <-standbyEnded:
+		t.Fatalf("the standby's Run() = %v, want it to wait for room in the group", stopStandby())
+	case <-ctx.Done():
+		t.Fatal("the standby did not log Kafka's refusal")
+	}
+	logged.mu.Lock()
+	err := logged.errs[refused]
+	logged.mu.Unlock()
+	if !errors.Is(err, kerr.GroupMaxSizeReached) {
+		t.Fatalf("the standby logged %v, want Kafka's refusal %v", err, kerr.GroupMaxSizeReached)
+	}
+	select {
+	case <-firstEnded:
+		t.Fatalf("the first member's Run() = %v while the standby waited", stopFirst())
+	default:
+	}
+	if err := stopFirst(); err != nil {
+		t.Fatalf("the first member's Run() = %v, want nil", err)
+	}
+
+	before := maps.Clone(perKey)
+	forwardOrders(t, ctx, brokers, reg, events, 10, perKey)
+	standbyLog.wait(t, ctx)
+	if err := stopStandby(); err != nil {
+		t.Fatalf("the standby's Run() = %v, want nil", err)
+	}
+	standbyLog.mu.Lock()
+	defer standbyLog.mu.Unlock()
+	for k, n := range perKey {
+		if got, want := standbyLog.seqs[k], seqRange(before[k], n); !slices.Equal(got, want) {
+			t.Errorf("key %s: the standby handled %v, want %v: the events after the first member's commits, once each", k, abbreviate(got), abbreviate(want))
+		}
+	}
+}
+
+// seqRange returns the sequence numbers from to to, not included.
+func seqRange(from, to int) []int {
+	var s []int
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
 }

@@ -629,15 +629,16 @@ func relayHeld(t *testing.T, n int, popts kafka.ProducerOptions, ropts kafka.Rel
 
 // logRecorder is a slog.Handler that keeps the attributes of the first
 // record of each message in want, as strings (the error's presence as
-// "err"), and closes the message's channel then.
+// "err"), and its error in errs, and closes the message's channel then.
 type logRecorder struct {
 	mu   sync.Mutex
 	want map[string]chan struct{}
 	got  map[string]map[string]string
+	errs map[string]error
 }
 
 func newLogRecorder(messages ...string) *logRecorder {
-	l := &logRecorder{want: make(map[string]chan struct{}), got: make(map[string]map[string]string)}
+	l := &logRecorder{want: make(map[string]chan struct{}), got: make(map[string]map[string]string), errs: make(map[string]error)}
 	for _, m := range messages {
 		l.want[m] = make(chan struct{})
 	}
@@ -659,6 +660,7 @@ func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key == "err" {
 			attrs[a.Key] = "err"
+			l.errs[r.Message], _ = a.Value.Any().(error)
 		} else {
 			attrs[a.Key] = a.Value.String()
 		}
