@@ -78,7 +78,7 @@ func (p RetryPolicy) Delay(attempt int) time.Duration {
 	if mult <= 0 {
 		mult = 2
 	}
-	if attempt > 1 && d < maxDelay {
+	if attempt > 1 {
 		// One power, not a product per attempt, which took time in
 		// proportion to attempt and truncated every step to the nanosecond.
 		next := float64(d) * math.Pow(mult, float64(attempt-1))

@@ -43,6 +43,13 @@ func TestRetryPolicyDelay(t *testing.T) {
 	slow := eventbus.RetryPolicy{InitialDelay: time.Nanosecond, Multiplier: 1.000001}.Delay(10_000_001)
 	require.True(t, slow > 22000 && slow < 22050, "Delay = %v, want about 22.03µs", slow)
 	require.Equal(t, time.Second, eventbus.RetryPolicy{InitialDelay: time.Second, Multiplier: 1}.Delay(math.MaxInt), "Multiplier 1, any attempt")
+	// A Multiplier below 1, which Subscribe refuses, shrinks the wait by the
+	// same formula, from an InitialDelay past MaxDelay too: Delay stayed at
+	// MaxDelay for good there, though the product fell below it.
+	shrink := eventbus.RetryPolicy{InitialDelay: time.Hour, MaxDelay: time.Minute, Multiplier: 0.01}
+	require.Equal(t, time.Minute, shrink.Delay(1), "capped at first")
+	require.Equal(t, 36*time.Second, shrink.Delay(2), "1h × 0.01")
+	require.Equal(t, 360*time.Millisecond, shrink.Delay(3), "1h × 0.01²")
 }
 
 // TestRetryPolicyDelayNegative checks that Delay, which takes any policy,
