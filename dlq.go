@@ -390,9 +390,7 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 	}()
 	for ; i < len(taken); i++ {
 		dl := &taken[i]
-		env := dl.Envelope
-		env.Attempt = 0
-		if err := dl.redrive(ctx, &env); err != nil {
+		if err := dl.redrive(ctx, &dl.Envelope); err != nil {
 			err = fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
 			returned = true
 			q.restore(taken[i:])
