@@ -10,3 +10,6 @@ const fixtureEvents = 5_000
 // openFixtureEvents is the number of events in the store the Open workload
 // opens.
 const openFixtureEvents = 5_000
+
+// shortFixtureEvents caps both fixtures under -short.
+const shortFixtureEvents = 1_000
