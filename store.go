@@ -146,7 +146,8 @@ type EventData struct {
 	// CorrelationID and CausationID link the event to the one that started
 	// its chain and to the one that caused it, as in [Header].
 	CorrelationID, CausationID ID
-	// Metadata holds free-form strings. The store keeps a copy.
+	// Metadata holds free-form strings. The store keeps a copy; an empty
+	// one reads back as nil.
 	Metadata Metadata
 	// Data is the encoded payload. The store keeps a copy; an empty one
 	// reads back as nil.
