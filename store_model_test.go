@@ -1399,6 +1399,36 @@ func TestStoreEmptyData(t *testing.T) {
 	}
 }
 
+// TestStoreEmptyMetadata checks that both stores return an event appended
+// with empty, non-nil Metadata with nil Metadata, as one appended with nil
+// Metadata, as EventData.Metadata says: a FileStore cannot tell them apart
+// on disk, and a MemoryStore that kept the empty map read differently.
+func TestStoreEmptyMetadata(t *testing.T) {
+	for name, s := range bothStores(t) {
+		e := eventbus.EventData{ID: eventbus.NewID(), Type: "t1", Metadata: eventbus.Metadata{}}
+		if _, err := s.Append(t.Context(), "a", eventbus.NoStream, e); err != nil {
+			t.Fatal(err)
+		}
+		e.ID = eventbus.NewID()
+		if _, err := s.AppendMulti(t.Context(), eventbus.StreamAppend{Stream: "b", Events: []eventbus.EventData{e}}); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for rec, err := range s.ReadAll(t.Context(), nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+			if rec.Metadata != nil {
+				t.Errorf("%s: ReadAll: %s's Metadata = %#v, want nil", name, rec.Stream, rec.Metadata)
+			}
+		}
+		if n != 2 {
+			t.Errorf("%s: ReadAll: %d events, want 2", name, n)
+		}
+	}
+}
+
 // TestStoreCommitTimesNeverGoBack checks that commit times never go back
 // when the wall clock does (an NTP step, a restart on a host whose clock is
 // behind). Before, the later event of a stream got the earlier time, so
