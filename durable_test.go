@@ -2122,3 +2122,42 @@ func TestDurableStoppedNamesItself(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint that is not a number is bad input: SubscribeDurable returns
+// an error wrapping ErrInvalid rather than start over from the first event
+// or guess, and leaves the name free, so that once a good checkpoint is
+// saved, the next try resumes from it.
+func TestDurableCheckpointCorrupt(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		last := appendDeposits(t, s, reg, "a", 5).Position // positions 0-4
+		checkpoint := func(data string) {
+			t.Helper()
+			_, err := s.Append(ctx, "$checkpoint-ledger", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "eventbus.checkpoint", Data: []byte(data)})
+			require.NoError(t, err)
+		}
+		checkpoint("three")
+		bus := newBus(t, nil)
+		var mu sync.Mutex
+		var got []uint64
+		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Position)
+			return nil
+		}
+		if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "ledger", h, nil); !errors.Is(err, eventbus.ErrInvalid) {
+			t.Fatalf("SubscribeDurable() with a checkpoint %q = %v, want %v", "three", err, eventbus.ErrInvalid)
+		}
+
+		checkpoint("3")
+		d := subscribeDurable(t, bus, s, reg, "ledger", h, nil)
+		require.NoError(t, d.WaitFor(ctx, last))
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff([]uint64{3, 4}, got); diff != "" {
+			t.Errorf("positions handled after the good checkpoint 3 (-want +got):\n%s", diff)
+		}
+	})
+}
