@@ -205,7 +205,8 @@ const maxDurableNameLen = 240
 // type, say), to which no event decodes, [ErrDuplicate] if b has a durable
 // subscription of that name that runs, rebuilds or is stopping, or a topic
 // named "durable." and the name that [NewTopic] made, [ErrClosed] after
-// Shutdown, or the store's error reading the checkpoint.
+// Shutdown, the store's error reading the checkpoint, or one wrapping
+// [ErrInvalid] for a saved checkpoint that is not a position (corrupt).
 func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
