@@ -571,6 +571,32 @@ func TestBatchErrorUnwrap(t *testing.T) {
 	require.Empty(t, (&eventbus.BatchError{}).Unwrap(), "a BatchError naming none wraps none")
 }
 
+// TestBatchErrorMessage checks that a *BatchError's message lists the
+// failed events by index, in increasing order whatever the map's, with each
+// one's error, a nil one too.
+func TestBatchErrorMessage(t *testing.T) {
+	tests := []struct {
+		name   string
+		failed map[int]error
+		want   string
+	}{
+		{"none", nil, "eventbus: 0 events of the batch failed"},
+		{"one", map[int]error{3: errFlaky}, "eventbus: 1 events of the batch failed; [3]: " + errFlaky.Error()},
+		{"several", map[int]error{7: errors.New("seven"), 0: errors.New("zero"), 2: nil, 10: errors.New("ten")},
+			"eventbus: 4 events of the batch failed; [0]: zero; [2]: <nil>; [7]: seven; [10]: ten"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			be := &eventbus.BatchError{Failed: tt.failed}
+			for range 5 { // map order changes from one range to the next
+				if got := be.Error(); got != tt.want {
+					t.Fatalf("Error() = %q, want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
 // TestBatchErrorPermanentInside checks that a Permanent mark on one event's
 // error in a *BatchError marks that event only: the others it names are
 // retried, although errors.As finds the mark through the BatchError.
