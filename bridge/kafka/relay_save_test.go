@@ -1,0 +1,94 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
+)
+
+// failingSaves is Checkpoints whose Save fails with err, and tells saving
+// the position of its first call, if saving has room.
+type failingSaves struct {
+	kafka.Checkpoints
+	err    error
+	saving chan uint64
+}
+
+func (c failingSaves) Save(_ context.Context, _ string, next uint64) error {
+	select {
+	case c.saving <- next:
+	default:
+	}
+	return c.err
+}
+
+// TestRelayStopsAtFailedSave runs a relay whose checkpoint store fails
+// every save: Run stops at the first periodic save that fails, and returns
+// an error wrapping the store's, as its doc says (the checkpoint store
+// failing ends it), not the stop of its context. A relay that went on past
+// a failed save, relaying with a checkpoint that no longer moved, ran
+// until its context ended (here the test's, 30 seconds).
+func TestRelayStopsAtFailedSave(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
+	errSave := errors.New("checkpoint store down")
+	p := newProducer(t, reg, c.ListenAddrs())
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "r", Topic: "orders", CheckpointInterval: time.Millisecond,
+		Checkpoints: failingSaves{Checkpoints: kafka.StoreCheckpoints(store), err: errSave},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = relay.Run(ctx)
+	if !errors.Is(err, errSave) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run() = %v, want the failed save's error, before its context ended", err)
+	}
+}
+
+// written is a producer hook that tells when a record is written.
+type written chan struct{}
+
+func (w written) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
+	if err == nil {
+		w <- struct{}{}
+	}
+}
+
+// TestRelayReportsFailedFinalSave stops a relay, whose CheckpointInterval
+// is an hour, once its record is written: the save that Run makes before
+// it returns fails, and Run returns the stop's error joined with the
+// save's, so that the caller knows that the next Run will produce the
+// record again. A Run that dropped the final save's error returned the
+// stop's alone, as after a save that worked.
+func TestRelayReportsFailedFinalSave(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
+	hook := make(written, 1)
+	p := newProducer(t, reg, c.ListenAddrs(), kgo.WithHooks(hook))
+	errSave := errors.New("checkpoint store down")
+	saving := make(chan uint64, 1)
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "r", Topic: "orders", CheckpointInterval: time.Hour,
+		Checkpoints: failingSaves{Checkpoints: kafka.StoreCheckpoints(store), err: errSave, saving: saving},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr, stop := startRun(ctx, relay)
+	defer stop()
+	awaitRunning(t, ctx, runErr, hook, "the record written")
+	stop()
+	err = <-runErr
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, errSave) {
+		t.Errorf("Run() = %v, want the stop's %v joined with the failed save's %v", err, context.Canceled, errSave)
+	}
+	if next := <-saving; next != e.Position+1 {
+		t.Errorf("the final save was of %d, want %d, past the record written", next, e.Position+1)
+	}
+}
