@@ -1441,6 +1441,51 @@ func TestWithTraceparentKeepsHandlerContext(t *testing.T) {
 	})
 }
 
+// TestWithTraceparentKeepsLineage checks that a handler's context given a
+// trace context of its own with WithTraceparent keeps the lineage of the
+// event being handled: an event published with it takes that event's ID
+// as its CausationID and its CorrelationID, as with the handler's context
+// itself, and carries the new trace context. Dropped, the correlation ID
+// did not fail a test: the event became its own correlation ID.
+func TestWithTraceparentKeepsLineage(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, nil)
+			orders := newTopic[Order](t, b, "orders", &eventbus.TopicOptions[Order]{Mode: mode})
+			follow := newTopic[Order](t, b, "follow", &eventbus.TopicOptions[Order]{Mode: mode})
+			var parent, child eventbus.Event[Order]
+			subscribe(t, follow, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+				child = e
+				return nil
+			}, nil)
+			subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+				parent = e
+				traced, err := eventbus.WithTraceparent(ctx, tp)
+				if err != nil {
+					return err
+				}
+				return follow.Publish(traced, Order{N: 1})
+			}, nil)
+			corr := eventbus.NewID()
+			require.NoError(t, orders.Publish(context.Background(), Order{}, eventbus.WithCorrelationID(corr)))
+			require.NoError(t, b.Flush(context.Background()))
+			require.NoError(t, b.Flush(context.Background())) // the follow-up
+			require.Zero(t, b.DeadLetters().Len(), "dead letters: %v", firstErr(b))
+			require.Equal(t, 1, child.Payload.N, "the follow-up was handled")
+			if child.CausationID != parent.ID {
+				t.Errorf("follow-up's CausationID = %v, want the handled event's ID %v", child.CausationID, parent.ID)
+			}
+			if child.CorrelationID != corr {
+				t.Errorf("follow-up's CorrelationID = %v, want the handled event's %v", child.CorrelationID, corr)
+			}
+			if got := child.Metadata[eventbus.TraceparentKey]; got != tp {
+				t.Errorf("follow-up's traceparent = %q, want %q", got, tp)
+			}
+		})
+	})
+}
+
 // TestTraceparentLongInput checks that the error of WithTraceparent quotes
 // only the start of a long malformed value, as a traceparent from outside
 // (an HTTP header, a Kafka record) may be: it quoted all of it, four bytes
