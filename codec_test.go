@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -119,6 +120,71 @@ func TestCodecRoundTrip(t *testing.T) {
 				t.Fatalf("Decode[any](Encode(%+v)) = %v", in, err)
 			}
 		}
+	}
+}
+
+// TestRegistryConcurrentUse checks that a Registry is safe for concurrent
+// use, as its doc says: one goroutine registers the versions of an event
+// type and their upcasters while others encode and decode, events of a
+// type registered before and of the type being registered. Run with
+// -race; no test used a Registry from two goroutines before.
+func TestRegistryConcurrentUse(t *testing.T) {
+	r, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 8})
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[other](r, nil))
+	require.NoError(t, eventbus.Register[userV1](r, nil))
+	old, err := r.Encode(userV1{Name: "Ada Lovelace"})
+	require.NoError(t, err)
+	want := userV3{First: "Ada", Last: "Lovelace", Country: "unknown"}
+
+	// The registrations start once the readers have, so that the race
+	// detector sees them run alongside.
+	var wg, started sync.WaitGroup
+	started.Add(2)
+	wg.Go(func() {
+		started.Wait()
+		for _, err := range []error{
+			eventbus.Register[userV2](r, &eventbus.TypeOptions{Version: 2, Codec: gobCodec{}}),
+			eventbus.RegisterUpcaster(r, v1to2),
+			eventbus.Register[userV3](r, &eventbus.TypeOptions{Version: 3}),
+			eventbus.RegisterUpcaster(r, v2to3),
+		} {
+			if err != nil {
+				t.Errorf("registering: %v", err)
+			}
+		}
+	})
+	for range 2 {
+		wg.Go(func() {
+			started.Done()
+			for i := range 50 {
+				e, err := r.Encode(other{N: i})
+				if err != nil {
+					t.Errorf("Encode(other{%d}) = %v", i, err)
+					return
+				}
+				if got, err := eventbus.Decode[other](r, e); err != nil || got.N != i {
+					t.Errorf("Decode(Encode(other{%d})) = %+v, %v", i, got, err)
+					return
+				}
+				// Until the last upcaster is registered, an old event
+				// decodes to an older version, or lacks an upcaster.
+				if _, err := eventbus.Decode[any](r, old); err != nil && !errors.Is(err, eventbus.ErrUnknownEvent) {
+					t.Errorf("Decode[any] of a version 1 event = %v", err)
+					return
+				}
+				if _, err := r.Encode(userV1{Name: "Grace Hopper"}); err != nil {
+					t.Errorf("Encode(userV1) = %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got, err := eventbus.Decode[userV3](r, old)
+	require.NoError(t, err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Decode of a version 1 event after registering (-want +got):\n%s", diff)
 	}
 }
 
