@@ -201,6 +201,38 @@ func TestAggregateSnapshots(t *testing.T) {
 	})
 }
 
+// TestAggregateSnapshotsOfManyEvents runs commands that decide three
+// events each, with SnapshotEvery 4: a snapshot is saved each time a
+// command takes the stream past a multiple of 4, as AggregateOptions says,
+// though no append ends on one (revisions 0-2, 3-5, 6-8 give 3, 6 and 9
+// events). An Aggregate that saved only when the event count was a
+// multiple of 4 saved none.
+func TestAggregateSnapshotsOfManyEvents(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 4})
+		three := func(Account) ([]any, error) {
+			return []any{Deposited{Amount: 1}, Deposited{Amount: 1}, Deposited{Amount: 1}}, nil
+		}
+		for i, want := range []struct {
+			ok       bool
+			revision uint64
+		}{
+			{false, 0}, // 3 events: no multiple of 4 passed
+			{true, 5},  // 6 events: past 4
+			{true, 8},  // 9 events: past 8
+		} {
+			_, err := accounts.Execute(ctx, "account-1", three)
+			require.NoError(t, err)
+			snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
+			require.NoError(t, err)
+			if ok != want.ok || ok && (snap.Revision != want.revision || snap.State != (Account{Balance: int(want.revision) + 1, Events: int(want.revision) + 1})) {
+				t.Errorf("after command %d, LoadSnapshot = %+v, %v, want ok %v at revision %d", i+1, snap, ok, want.ok, want.revision)
+			}
+		}
+	})
+}
+
 // TestAggregateUnusableSnapshot checks snapshots that the stream cannot
 // go on from. One of a life of the stream before a soft delete is ignored,
 // as a stale schema version is. One that SaveSnapshot is asked for at a
