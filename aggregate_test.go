@@ -520,6 +520,37 @@ func TestAggregateCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	})
 }
 
+// TestAggregateCacheForgetsDeletedState checks that a Load that finds its
+// cached state ended by a soft delete drops it from the cache: the state
+// of the deleted stream is cached in its place, so that the next load
+// finds it with no newer event to read, a hit. A cache that kept the
+// state of the earlier life, which a later Load never replaces with
+// NoStream, found it stale at every load of the deleted stream, a miss
+// each time, and held it for good.
+func TestAggregateCacheForgetsDeletedState(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{CacheSize: 1})
+		_, err := accounts.Execute(ctx, "account-1", deposit(5)) // miss: loads the new stream
+		require.NoError(t, err)
+		require.NoError(t, s.Delete(ctx, "account-1", eventbus.Any))
+		for i, want := range []struct{ hits, misses uint64 }{
+			{0, 2}, // miss: the cached state's life is over
+			{1, 2}, // hit: the deleted stream's state, cached
+			{2, 2},
+		} {
+			v, err := accounts.Load(ctx, "account-1")
+			require.NoError(t, err)
+			if v != (eventbus.Version[Account]{Expected: eventbus.NoStream}) {
+				t.Errorf("Load %d after the delete = %+v, want the zero state and NoStream", i+1, v)
+			}
+			if hits, misses := accounts.CacheStats(); hits != want.hits || misses != want.misses {
+				t.Errorf("after load %d of the deleted stream, CacheStats() = %d hits, %d misses, want %d, %d", i+1, hits, misses, want.hits, want.misses)
+			}
+		}
+	})
+}
+
 // TestAggregateAfterDelete checks that a soft delete ends an aggregate's
 // state, whether it came from the cache or from a snapshot: the stream
 // reads empty, and once appended to again its state starts over, though its
