@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,5 +91,55 @@ func TestRelayReportsFailedFinalSave(t *testing.T) {
 	}
 	if next := <-saving; next != e.Position+1 {
 		t.Errorf("the final save was of %d, want %d, past the record written", next, e.Position+1)
+	}
+}
+
+// savesLog is Checkpoints that logs the positions saved.
+type savesLog struct {
+	kafka.Checkpoints
+	mu    sync.Mutex
+	saves []uint64
+	saved func(next uint64)
+}
+
+func (c *savesLog) Save(ctx context.Context, name string, next uint64) error {
+	err := c.Checkpoints.Save(ctx, name, next)
+	if err == nil {
+		c.mu.Lock()
+		c.saves = append(c.saves, next)
+		c.mu.Unlock()
+		c.saved(next)
+	}
+	return err
+}
+
+// TestRelaySavesOnlyProgress stops a relay from within its first save,
+// past its one event: the save that Run makes before it returns has
+// nothing new to save, and saves nothing. Checkpoints' doc promises
+// positions that only grow, and StoreCheckpoints appends an event per
+// save: a relay that saved its position again at its stop (or at every
+// CheckpointInterval while idle) kept appending events that said nothing
+// new, and a FileStore's retention keeps a checkpoint only while saves
+// come (see Relay).
+func TestRelaySavesOnlyProgress(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
+	p := newProducer(t, reg, c.ListenAddrs())
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cp := &savesLog{Checkpoints: kafka.StoreCheckpoints(store), saved: func(uint64) { stop() }}
+	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
+		Name: "r", Topic: "orders", CheckpointInterval: time.Millisecond, Checkpoints: cp,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Run(runCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want %v", err, context.Canceled)
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if len(cp.saves) != 1 || cp.saves[0] != e.Position+1 {
+		t.Errorf("saves %v, want one, of %d", cp.saves, e.Position+1)
 	}
 }
