@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
@@ -141,5 +142,34 @@ func TestRelaySavesOnlyProgress(t *testing.T) {
 	defer cp.mu.Unlock()
 	if len(cp.saves) != 1 || cp.saves[0] != e.Position+1 {
 		t.Errorf("saves %v, want one, of %d", cp.saves, e.Position+1)
+	}
+}
+
+// TestRelayRefusesCorruptCheckpoint runs a relay whose checkpoint in the
+// store is not a number (written by hand, or by another program): Load
+// returns an error wrapping eventbus.ErrInvalid, and Run returns it at
+// once, producing nothing. A Load that took such a checkpoint for none
+// returned 0, and the relay produced the whole store again from its first
+// event, without a word.
+func TestRelayRefusesCorruptCheckpoint(t *testing.T) {
+	c, reg, store, ctx := relayCluster(t, nil)
+	appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
+	if _, err := store.Append(ctx, "$checkpoint-kafka-relay:r", eventbus.Any, eventbus.EventData{
+		ID: eventbus.NewID(), Type: "kafka.relay.checkpoint", Data: []byte("seven"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := kafka.StoreCheckpoints(store).Load(ctx, "r"); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("Load() = %d, %v; want an error wrapping %v", next, err, eventbus.ErrInvalid)
+	}
+	relay, err := kafka.NewRelay(store, newProducer(t, reg, c.ListenAddrs()), &kafka.RelayOptions{Name: "r", Topic: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Run(ctx); !errors.Is(err, eventbus.ErrInvalid) {
+		t.Errorf("Run() = %v, want an error wrapping %v", err, eventbus.ErrInvalid)
+	}
+	if n := countRecords(t, ctx, c.ListenAddrs(), "orders"); n != 0 {
+		t.Errorf("Kafka holds %d records, want none", n)
 	}
 }
