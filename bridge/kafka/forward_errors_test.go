@@ -60,3 +60,29 @@ func TestForwardSubscriptionErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardSubscriptionName forwards a topic that has a subscription of
+// the application's named as the Kafka topic: Forward's subscription is
+// named "kafka." followed by the Kafka topic, as its doc says, apart from
+// the application's, and under that name the bus's dead letters and
+// metrics report it. A Forward that named it after the Kafka topic alone
+// was refused there as a duplicate.
+func TestForwardSubscriptionName(t *testing.T) {
+	reg := registry(t)
+	p, err := kafka.NewProducer(reg, &kafka.ProducerOptions{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	orders := newTopic(t, newBus(t, nil))
+	if _, err := orders.Subscribe("orders", func(context.Context, eventbus.Event[Order]) error { return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := kafka.Forward(p, orders, "orders", nil)
+	if err != nil {
+		t.Fatalf("Forward() = %v beside a subscription named %q", err, "orders")
+	}
+	if got := sub.Name(); got != "kafka.orders" {
+		t.Errorf("Forward's subscription is named %q, want %q", got, "kafka.orders")
+	}
+}
