@@ -210,8 +210,9 @@ type RelayOptions struct {
 // they are for a durable subscription: Run skips them without a word,
 // whether it runs behind the store or resumes after a stop, and they never
 // reach Kafka. The saved checkpoint goes with its segment too, if no save
-// came since (the relay saves only when it acknowledges an event it
-// selected): the next Run then starts from 0, that is from the first event
+// came since (the relay saves when it acknowledges an event it selected,
+// and once when it first catches up with the store with nothing in
+// flight): the next Run then starts from 0, that is from the first event
 // left, and produces again those it had written. An outbox needs a
 // retention longer than its relay may ever stay stopped, or behind.
 //
