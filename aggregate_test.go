@@ -465,6 +465,41 @@ func TestSnapshotStreamBounded(t *testing.T) {
 	})
 }
 
+// TestSnapshotStreamBoundedAgain changes the MaxCount of a snapshot
+// stream, as an operator may: the next snapshot saved gives it MaxCount 1
+// again, keeping the rest of its metadata, so that snapshots do not pile
+// up from then on. MaxCount was set only before a stream's first snapshot.
+func TestSnapshotStreamBoundedAgain(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		const stream = "$snapshot:account.state:account-1"
+		accounts := newAccounts(t, s, reg, &eventbus.AggregateOptions{SnapshotEvery: 1})
+		execute := func(n int) {
+			t.Helper()
+			for range n {
+				_, err := accounts.Execute(ctx, "account-1", deposit(1))
+				require.NoError(t, err)
+			}
+		}
+		execute(2)
+		require.NoError(t, s.SetStreamMetadata(ctx, stream, eventbus.StreamMetadata{MaxAge: time.Hour}))
+		execute(3)
+		info, err := s.StreamInfo(ctx, stream)
+		require.NoError(t, err)
+		if want := (eventbus.StreamMetadata{MaxCount: 1, MaxAge: time.Hour}); info.Metadata != want {
+			t.Errorf("snapshot stream's metadata = %+v, want %+v", info.Metadata, want)
+		}
+		n := 0
+		for _, err := range s.ReadStream(ctx, stream, nil) {
+			require.NoError(t, err)
+			n++
+		}
+		if n != 1 {
+			t.Errorf("the snapshot stream shows %d snapshots, want 1", n)
+		}
+	})
+}
+
 func TestAggregateCache(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
