@@ -315,6 +315,45 @@ func TestSaveSnapshotKeepsLater(t *testing.T) {
 	})
 }
 
+// raceSnapshotStore runs before, once, just before the first append to a
+// snapshot stream: what another process saving a snapshot at that moment
+// would do.
+type raceSnapshotStore struct {
+	eventbus.Store
+	before func()
+}
+
+func (s *raceSnapshotStore) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if f := s.before; f != nil && strings.HasPrefix(stream, "$snapshot") {
+		s.before = nil
+		f()
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestSaveSnapshotRetriesConflict saves a snapshot while another save, of
+// an older revision, gets in between its read of the latest snapshot and
+// its append: the append conflicts, and SaveSnapshot reads again and
+// saves its later one, with no error, so that the later revision is the
+// one read, as its doc says. It returned the conflict, leaving the older
+// one latest.
+func TestSaveSnapshotRetriesConflict(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := t.Context()
+		appendDeposits(t, s, reg, "account-1", 3)
+		rs := &raceSnapshotStore{Store: s, before: func() {
+			require.NoError(t, eventbus.SaveSnapshot(ctx, s, reg, "account-1", eventbus.Snapshot[Account]{Revision: 1, State: Account{Balance: 2, Events: 2}}))
+		}}
+		want := eventbus.Snapshot[Account]{Revision: 2, State: Account{Balance: 3, Events: 3}}
+		if err := eventbus.SaveSnapshot(ctx, rs, reg, "account-1", want); err != nil {
+			t.Fatalf("SaveSnapshot(revision 2) while revision 1 is saved = %v, want nil", err)
+		}
+		if snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1"); err != nil || !ok || snap != want {
+			t.Errorf("LoadSnapshot = %+v, %v, %v, want %+v", snap, ok, err, want)
+		}
+	})
+}
+
 // ledger is a state that encoding/json encodes but does not decode: Last,
 // of an interface type, comes back as a number it cannot hold.
 type ledger struct {
