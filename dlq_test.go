@@ -1322,3 +1322,37 @@ func TestDeadLetterSinkFailureLogNamesTopic(t *testing.T) {
 		}
 	})
 }
+
+// TestDeadLetterQueueGet looks up each dead letter of a subscription by
+// its event's ID: Get finds that one, not the subscription's first, and
+// finds nothing for an ID that no dead letter has, or once its dead letter
+// is evicted. The other tests looked up only the oldest dead letter, which
+// a Get that matched the subscription alone found too.
+func TestDeadLetterQueueGet(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 3})
+	topic := newTopic[Order](t, b, "orders", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	ctx := context.Background()
+	for n := range 3 {
+		require.ErrorIs(t, topic.Publish(ctx, Order{Key: "k", N: n}), errFlaky)
+	}
+	q := b.DeadLetters()
+	var ids []eventbus.ID
+	for dl := range q.All(eventbus.DeadLetterFilter{}) {
+		ids = append(ids, dl.ID)
+	}
+	require.Len(t, ids, 3)
+	for n, id := range ids {
+		dl, ok := q.Get("s", id)
+		if !ok || dl.ID != id || dl.Payload().(Order).N != n {
+			t.Errorf("Get(s, %v) = order %v (ok %v), want order %d", id, dl.Payload(), ok, n)
+		}
+	}
+	if dl, ok := q.Get("s", eventbus.NewID()); ok {
+		t.Errorf("Get(s, an unknown ID) = order %v, want none", dl.Payload())
+	}
+	require.ErrorIs(t, topic.Publish(ctx, Order{Key: "k", N: 3}), errFlaky) // evicts order 0
+	if dl, ok := q.Get("s", ids[0]); ok {
+		t.Errorf("Get(s, %v) = order %v, want none: evicted", ids[0], dl.Payload())
+	}
+}
