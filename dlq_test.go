@@ -1356,3 +1356,30 @@ func TestDeadLetterQueueGet(t *testing.T) {
 		t.Errorf("Get(s, %v) = order %v, want none: evicted", ids[0], dl.Payload())
 	}
 }
+
+// TestDeadLetterSinkFailureLogNamesEvent fails a dead-letter sink on a bus
+// with a Logger: the warning names the dead letter's event by its ID, the
+// one handle on it (Get, and the sink's own records), and carries the
+// sink's error. No test read the ID, so a warning without it, or with
+// another event's, passed.
+func TestDeadLetterSinkFailureLogNamesEvent(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			var buf bytes.Buffer
+			errSink := errors.New("sink down")
+			sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errSink })
+			b := newBus(t, &eventbus.Options{Mode: mode, DeadLetterSink: sink, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "mailer", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
+			_ = topic.Publish(context.Background(), Order{Key: "k"})
+			require.NoError(t, b.Flush(context.Background()))
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			var rec map[string]any
+			require.NoError(t, json.Unmarshal(buf.Bytes(), &rec), "the log: %s", buf.String())
+			if rec["id"] != dl.ID.String() || rec["error"] != errSink.Error() {
+				t.Errorf("dead-letter sink failure logged id %v, error %v; want %v, %v: %s", rec["id"], rec["error"], dl.ID, errSink, buf.String())
+			}
+		})
+	})
+}
