@@ -1383,3 +1383,43 @@ func TestDeadLetterSinkFailureLogNamesEvent(t *testing.T) {
 		})
 	})
 }
+
+// TestDeadLetterSinkPanicLogged has a dead-letter sink panic: the bus's log
+// reports it as a *PanicError that carries the value the sink panicked
+// with and the stack of the sink's goroutine at the panic, as a handler's
+// panic does, so that the failure can be traced to its line. The tests saw
+// only the sink's error counted, which an error without the value or the
+// stack passed.
+func TestDeadLetterSinkPanicLogged(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			var mu sync.Mutex
+			var logged []error
+			errBroke := errors.New("sink broke")
+			sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { panicInSink(errBroke); return nil })
+			b := newBus(t, &eventbus.Options{Mode: mode, DeadLetterSink: sink, Logger: slog.New(errorLog{&mu, &logged})})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
+			_ = topic.Publish(context.Background(), Order{Key: "k"})
+			require.NoError(t, b.Flush(context.Background()))
+			mu.Lock()
+			defer mu.Unlock()
+			require.Len(t, logged, 1, "the sink's error")
+			var pe *eventbus.PanicError
+			require.ErrorAs(t, logged[0], &pe)
+			if pe.Value != errBroke {
+				t.Errorf("PanicError.Value = %v, want %v", pe.Value, errBroke)
+			}
+			require.ErrorIs(t, logged[0], errBroke, "a panic with an error matches it")
+			if !bytes.Contains(pe.Stack, []byte("panicInSink")) {
+				t.Errorf("PanicError.Stack does not show the sink's panic:\n%s", pe.Stack)
+			}
+		})
+	})
+}
+
+// panicInSink panics with v, from a frame of its own name, for a test to
+// find in a stack.
+//
+//go:noinline
+func panicInSink(v any) { panic(v) }
