@@ -574,3 +574,34 @@ func TestSyncMetricsDuringRetryWait(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsDeadLetterLatencyWithCustomClock measures the latency of a
+// dead-lettered event, as of a handled one, with Options.Clock, which
+// stamped it: two attempts of 3ms each by the test's clock, a second apart
+// by the bubble's, which Options.Clock does not follow. Only a handled
+// event's latency was checked against Options.Clock, so a dead letter's,
+// measured by the wall clock from a time that it did not stamp, counted 0
+// unnoticed.
+func TestMetricsDeadLetterLatencyWithCustomClock(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			clk := clockAt(time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC))
+			b := newBus(t, &eventbus.Options{Mode: mode, Metrics: true, Clock: clk.Now,
+				Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				clk.Advance(3 * time.Millisecond) // each attempt takes 3ms by the test's clock
+				return errFlaky
+			}, nil)
+			ctx := context.Background()
+			_ = topic.Publish(ctx, Order{Key: "k"})
+			require.NoError(t, b.Flush(ctx))
+			s := b.Metrics().Subscriptions[0]
+			require.EqualValues(t, 1, s.DeadLettered)
+			require.EqualValues(t, 1, s.Latency.Count)
+			if s.Latency.Sum != 6*time.Millisecond {
+				t.Errorf("Latency.Sum = %v, want 6ms by Options.Clock", s.Latency.Sum)
+			}
+		})
+	})
+}
