@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"math"
 	"runtime"
@@ -603,5 +604,45 @@ func TestMetricsDeadLetterLatencyWithCustomClock(t *testing.T) {
 				t.Errorf("Latency.Sum = %v, want 6ms by Options.Clock", s.Latency.Sum)
 			}
 		})
+	})
+}
+
+// TestMetricsHistogramsSumWorkers runs sixteen events of as many keys,
+// spread over four workers, each handled in 10ms: the snapshot's histograms
+// add up every worker's, in Count, Sum and each bucket. The tests with
+// timings kept all their events on one worker, so a snapshot that kept one
+// worker's Sum or buckets passed them.
+func TestMetricsHistogramsSumWorkers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const events = 16
+		b := newBus(t, &eventbus.Options{Workers: 4, Metrics: true})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+			time.Sleep(10 * time.Millisecond) // fake time: each event takes 10ms
+			return nil
+		}, nil)
+		ctx := context.Background()
+		start := time.Now()
+		for n := range events {
+			require.NoError(t, topic.Publish(ctx, Order{Key: fmt.Sprint("k", n), N: n}))
+		}
+		require.NoError(t, b.Flush(ctx))
+		// The keys' hashes are not the test's to pick: that the events took
+		// less than 16 times 10ms shows that workers ran them side by side.
+		require.Less(t, time.Since(start), events*10*time.Millisecond, "the events went to more than one worker")
+		s := b.Metrics().Subscriptions[0]
+		h := s.HandleTime
+		var want eventbus.Histogram
+		want.Count, want.Sum = events, events*10*time.Millisecond
+		want.Buckets[16] = events // 10ms is at least 256ns<<15 and below 256ns<<16
+		if diff := cmp.Diff(want, h); diff != "" {
+			t.Errorf("HandleTime (-want +got):\n%s", diff)
+		}
+		var inBuckets uint64
+		for _, n := range s.Latency.Buckets {
+			inBuckets += n
+		}
+		require.EqualValues(t, events, s.Latency.Count)
+		require.EqualValues(t, events, inBuckets, "Latency's buckets count every event")
 	})
 }
