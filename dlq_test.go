@@ -13,6 +13,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -111,6 +112,36 @@ func TestDeadLetterQueueFullEvictsOldest(t *testing.T) {
 	require.EqualValues(t, 5, sinkErrs)
 	m := b.Metrics().DeadLetters
 	require.Equal(t, eventbus.DeadLetterMetrics{Held: 2, Evicted: 3, SinkErrors: 5}, m)
+}
+
+// TestDeadLetterQueueEvictionLetsGoOfPayloads checks that an evicted dead
+// letter's payload is garbage once nothing else holds it: the queue drops
+// its oldest by reslicing, which keeps the slot in the array until the
+// next append that grows it, so the slot must be cleared. With a capacity
+// of 3, the fourth dead letter fits in the array the third grew to, and a
+// queue that did not clear the slot held the first payload for good.
+func TestDeadLetterQueueEvictionLetsGoOfPayloads(t *testing.T) {
+	type blob struct {
+		_ [1 << 16]byte
+		n int
+	}
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, DeadLetterCapacity: 3})
+	topic := newTopic[*blob](t, b, "blobs", nil)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[*blob]) error { return errFlaky }, nil)
+	var payloads []weak.Pointer[blob]
+	for n := range 4 {
+		p := &blob{n: n}
+		payloads = append(payloads, weak.Make(p))
+		require.ErrorIs(t, topic.Publish(context.Background(), p), errFlaky)
+	}
+	q := b.DeadLetters()
+	evicted, _ := q.Evicted()
+	require.EqualValues(t, 1, evicted)
+	runtime.GC()
+	require.True(t, payloads[0].Value() == nil, "the queue still holds the evicted payload")
+	for n, w := range payloads[1:] {
+		require.NotNil(t, w.Value(), "payload %d, held", n+1)
+	}
 }
 
 // TestDeadLetterCapacityDefault checks the default that
