@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,31 +213,45 @@ func TestRetryStops(t *testing.T) {
 	}
 }
 
+// TestRetryJitterShortensDelays checks that Jitter shortens each wait by a
+// random fraction of up to Jitter: over 199 waits of a second, every one
+// lies in [1-Jitter, 1] seconds, they vary, and some come near both ends,
+// so that a jitter drawn from half the range, or shortening the waits by
+// a constant, fails (a uniform draw misses a tenth of the range at one
+// end 199 times in a row with odds under 10^-9).
 func TestRetryJitterShortensDelays(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		policy := eventbus.RetryPolicy{MaxAttempts: 50, InitialDelay: time.Second, Multiplier: 1, Jitter: 0.5}
-		b := newBus(t, &eventbus.Options{Retry: policy})
-		topic := newTopic[Order](t, b, "orders", nil)
-		var last time.Time
-		var gaps []time.Duration
-		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
-			if !last.IsZero() {
-				gaps = append(gaps, time.Since(last))
-			}
-			last = time.Now()
-			return errFlaky
-		}, nil)
-		require.NoError(t, topic.Publish(context.Background(), Order{}))
-		require.NoError(t, b.Flush(context.Background()))
-		require.Len(t, gaps, 49)
-		distinct := map[time.Duration]bool{}
-		for _, g := range gaps {
-			require.GreaterOrEqual(t, g, 500*time.Millisecond)
-			require.LessOrEqual(t, g, time.Second)
-			distinct[g] = true
-		}
-		require.Greater(t, len(distinct), 10, "jitter varies the delays")
-	})
+	for _, jitter := range []float64{0.5, 1} {
+		t.Run(fmt.Sprint(jitter), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				policy := eventbus.RetryPolicy{MaxAttempts: 200, InitialDelay: time.Second, Multiplier: 1, Jitter: jitter}
+				b := newBus(t, &eventbus.Options{Retry: policy})
+				topic := newTopic[Order](t, b, "orders", nil)
+				var last time.Time
+				var gaps []time.Duration
+				subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+					if !last.IsZero() {
+						gaps = append(gaps, time.Since(last))
+					}
+					last = time.Now()
+					return errFlaky
+				}, nil)
+				require.NoError(t, topic.Publish(context.Background(), Order{}))
+				require.NoError(t, b.Flush(context.Background()))
+				require.Len(t, gaps, 199)
+				shortest := time.Duration(float64(time.Second) * (1 - jitter))
+				tenth := time.Duration(float64(time.Second) * jitter / 10)
+				distinct := map[time.Duration]bool{}
+				for _, g := range gaps {
+					require.GreaterOrEqual(t, g, shortest)
+					require.LessOrEqual(t, g, time.Second)
+					distinct[g] = true
+				}
+				require.Greater(t, len(distinct), 10, "jitter varies the delays")
+				require.Less(t, slices.Min(gaps), shortest+tenth, "no wait near the shortest")
+				require.Greater(t, slices.Max(gaps), time.Second-tenth, "no wait near the longest")
+			})
+		})
+	}
 }
 
 // TestRetryKeepsKeyOrderWhileOtherKeysFlow checks the heart of the retry
