@@ -504,14 +504,8 @@ func TestDurableResumeOnSameBus(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
 		bus := newBus(t, nil)
-		var mu sync.Mutex
-		var got []uint64
-		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, e.Position)
-			return nil
-		}
+		var rec positions
+		h := rec.handle
 		appendDeposits(t, s, reg, "a", 3)
 		d := subscribeDurable(t, bus, s, reg, "ledger", h, nil)
 		require.NoError(t, d.WaitFor(ctx, 2))
@@ -523,9 +517,7 @@ func TestDurableResumeOnSameBus(t *testing.T) {
 		require.ErrorIs(t, err, eventbus.ErrDuplicate, "while it runs")
 		require.NoError(t, d.WaitFor(ctx, last))
 		require.NoError(t, d.Stop(ctx))
-		mu.Lock()
-		defer mu.Unlock()
-		require.Equal(t, []uint64{0, 1, 2, last - 1, last}, got, "each deposit once, in order")
+		require.Equal(t, []uint64{0, 1, 2, last - 1, last}, rec.take(), "each deposit once, in order")
 	})
 }
 
@@ -852,14 +844,8 @@ func TestDurableNameTakenWhileStopping(t *testing.T) {
 func TestDurableCheckpointStreamBounded(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
-		var mu sync.Mutex
-		var got []uint64
-		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, e.Position)
-			return nil
-		}
+		var rec positions
+		h := rec.handle
 		bus := newBus(t, nil)
 		d := subscribeDurable(t, bus, s, reg, "ledger", h, &eventbus.DurableOptions{CheckpointEvery: 1})
 		var last uint64
@@ -891,11 +877,9 @@ func TestDurableCheckpointStreamBounded(t *testing.T) {
 		d = subscribeDurable(t, bus, s, reg, "ledger", h, nil)
 		require.NoError(t, d.WaitFor(ctx, more))
 		require.NoError(t, d.Stop(ctx))
-		mu.Lock()
-		defer mu.Unlock()
-		if n := len(got); n != 21 || got[n-1] != more {
-			t.Errorf("handled %d events, the last at %d, want 21, the last at %d", n, got[n-1], more)
-		}
+		got := rec.take()
+		require.Len(t, got, 21)
+		require.Equal(t, more, got[20], "the last handled")
 	})
 }
 
@@ -910,21 +894,9 @@ func TestDurableAfterRetention(t *testing.T) {
 		ctx := context.Background()
 		s := openFile(t, t.TempDir(), &eventbus.FileStoreOptions{Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 16 << 10})
 		reg := newBankRegistry(t)
-		var mu sync.Mutex
-		var got []uint64
-		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, e.Position)
-			return nil
-		}
-		handled := func() []uint64 {
-			mu.Lock()
-			defer mu.Unlock()
-			out := got
-			got = nil
-			return out
-		}
+		var rec positions
+		h := rec.handle
+		handled := rec.take
 		// The events left, which no save of a checkpoint deletes
 		// meanwhile: none is due before Stop.
 		kept := func() []uint64 {
@@ -2138,14 +2110,8 @@ func TestDurableCheckpointCorrupt(t *testing.T) {
 		}
 		checkpoint("three")
 		bus := newBus(t, nil)
-		var mu sync.Mutex
-		var got []uint64
-		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, e.Position)
-			return nil
-		}
+		var rec positions
+		h := rec.handle
 		if _, err := eventbus.SubscribeDurable(ctx, bus, s, reg, "ledger", h, nil); !errors.Is(err, eventbus.ErrInvalid) {
 			t.Fatalf("SubscribeDurable() with a checkpoint %q = %v, want %v", "three", err, eventbus.ErrInvalid)
 		}
@@ -2154,10 +2120,31 @@ func TestDurableCheckpointCorrupt(t *testing.T) {
 		d := subscribeDurable(t, bus, s, reg, "ledger", h, nil)
 		require.NoError(t, d.WaitFor(ctx, last))
 		require.NoError(t, d.Stop(ctx))
-		mu.Lock()
-		defer mu.Unlock()
-		if diff := cmp.Diff([]uint64{3, 4}, got); diff != "" {
+		if diff := cmp.Diff([]uint64{3, 4}, rec.take()); diff != "" {
 			t.Errorf("positions handled after the good checkpoint 3 (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// positions records the positions of the deposits that a durable
+// subscription's handler, rec.handle, is given, on any goroutine.
+type positions struct {
+	mu  sync.Mutex
+	got []uint64
+}
+
+func (p *positions) handle(_ context.Context, e eventbus.Event[Deposited]) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.got = append(p.got, e.Position)
+	return nil
+}
+
+// take returns the positions recorded since the last take.
+func (p *positions) take() []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.got
+	p.got = nil
+	return out
 }
