@@ -486,12 +486,7 @@ func TestSnapshotStreamBounded(t *testing.T) {
 		}
 		check := func(s eventbus.Store) {
 			t.Helper()
-			n := 0
-			for _, err := range s.ReadStream(ctx, "$snapshot:account.state:account-1", nil) {
-				require.NoError(t, err)
-				n++
-			}
-			if n != 1 {
+			if n := streamLen(t, s, "$snapshot:account.state:account-1"); n != 1 {
 				t.Errorf("after 20 snapshots, the snapshot stream holds %d, want 1", n)
 			}
 			snap, ok, err := eventbus.LoadSnapshot[Account](ctx, s, reg, "account-1")
@@ -528,12 +523,7 @@ func TestSnapshotStreamBoundedAgain(t *testing.T) {
 		if want := (eventbus.StreamMetadata{MaxCount: 1, MaxAge: time.Hour}); info.Metadata != want {
 			t.Errorf("snapshot stream's metadata = %+v, want %+v", info.Metadata, want)
 		}
-		n := 0
-		for _, err := range s.ReadStream(ctx, stream, nil) {
-			require.NoError(t, err)
-			n++
-		}
-		if n != 1 {
+		if n := streamLen(t, s, stream); n != 1 {
 			t.Errorf("the snapshot stream shows %d snapshots, want 1", n)
 		}
 	})

@@ -104,6 +104,17 @@ func appendDeposits(t testing.TB, s eventbus.Store, r *eventbus.Registry, stream
 	return res
 }
 
+// streamLen returns the number of events that stream of s reads.
+func streamLen(t testing.TB, s eventbus.Store, stream string) int {
+	t.Helper()
+	n := 0
+	for _, err := range s.ReadStream(context.Background(), stream, nil) {
+		require.NoError(t, err)
+		n++
+	}
+	return n
+}
+
 // eachBackend runs test on a new store of every backend, with a registry
 // of the account events, inside a synctest bubble if bubble is true.
 func eachBackend(t *testing.T, bubble bool, test func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry)) {

@@ -856,12 +856,7 @@ func TestDurableCheckpointStreamBounded(t *testing.T) {
 		require.NoError(t, bus.Shutdown(ctx))
 		check := func(s eventbus.Store) {
 			t.Helper()
-			n := 0
-			for _, err := range s.ReadStream(ctx, "$checkpoint-ledger", nil) {
-				require.NoError(t, err)
-				n++
-			}
-			if n != 1 {
+			if n := streamLen(t, s, "$checkpoint-ledger"); n != 1 {
 				t.Errorf("the checkpoint stream holds %d checkpoints, want 1", n)
 			}
 			if got := savedCheckpoint(t, s, "ledger"); got <= int(last) {

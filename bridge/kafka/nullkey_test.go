@@ -17,10 +17,7 @@ import (
 // topic went to one partition, and compaction keeps only the last of them.
 func TestUnkeyedRecordHasNullKey(t *testing.T) {
 	brokers, _, ctx := setup(t, "forwarded", "relayed")
-	reg, err := eventbus.NewRegistry(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := registry(t)
 	if err := eventbus.Register[Remark](reg, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -42,14 +39,7 @@ func TestUnkeyedRecordHasNullKey(t *testing.T) {
 	}
 
 	store := newStore(t)
-	ed, err := reg.Encode(Remark{"relayed"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ed.ID = eventbus.NewID()
-	if _, err := store.Append(ctx, "remark-1", eventbus.NoStream, ed); err != nil {
-		t.Fatal(err)
-	}
+	appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"}) // a key the relay's Key drops
 	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{
 		Name: "r", Topic: "relayed", Key: func(eventbus.RecordedEvent) string { return "" },
 	})

@@ -8,7 +8,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
 
@@ -21,14 +20,7 @@ import (
 // test, and each record carried their bytes for nothing.
 func TestPlainEventHeaders(t *testing.T) {
 	c, reg, store, ctx := relayCluster(t, nil)
-	ed, err := reg.Encode(Order{Key: "o-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ed.ID = eventbus.NewID()
-	if _, err := store.Append(ctx, "o-1", eventbus.NoStream, ed); err != nil {
-		t.Fatal(err)
-	}
+	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
 	relay, err := kafka.NewRelay(store, newProducer(t, reg, c.ListenAddrs()), &kafka.RelayOptions{Name: "r", Topic: "orders"})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +33,7 @@ func TestPlainEventHeaders(t *testing.T) {
 		t.Errorf("Run() = %v, want context.Canceled", err)
 	}
 	want := []kgo.RecordHeader{
-		{Key: "eventbus-id", Value: []byte(ed.ID.String())},
+		{Key: "eventbus-id", Value: []byte(e.ID.String())},
 		{Key: "eventbus-type", Value: []byte("order.placed")},
 		{Key: "eventbus-schema-version", Value: []byte("1")},
 	}

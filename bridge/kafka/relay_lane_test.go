@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,32 +12,6 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 	"github.com/seed-a6f1faae/eventbus/bridge/kafka"
 )
-
-// topicHold is a producer hook that holds the answer of every record of
-// the Kafka topic "orders" until a record of "audit" is given to
-// franz-go, or ctx ends.
-type topicHold struct {
-	ctx   context.Context
-	audit chan struct{}
-	once  sync.Once
-}
-
-func (h *topicHold) OnProduceRecordBuffered(r *kgo.Record) {
-	if r.Topic == "audit" {
-		h.once.Do(func() { close(h.audit) })
-	}
-}
-
-// OnProduceRecordUnbuffered runs in the promise goroutine, before the
-// relay's promise.
-func (h *topicHold) OnProduceRecordUnbuffered(r *kgo.Record, _ error) {
-	if r.Topic == "orders" {
-		select {
-		case <-h.audit:
-		case <-h.ctx.Done():
-		}
-	}
-}
 
 // TestRelayLaneIsKeyAndTopic relays two events of one stream, the first to
 // the Kafka topic "orders" and the second, by TopicFor, to "audit", and
@@ -55,8 +28,26 @@ func TestRelayLaneIsKeyAndTopic(t *testing.T) {
 	}
 	first := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
 	second := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1", Seq: 1})
-	hold := &topicHold{ctx: ctx, audit: make(chan struct{})}
-	p := newProducer(t, reg, c.ListenAddrs(), kgo.WithHooks(hold))
+	// The first's acknowledgement waits, in the promise goroutine, before
+	// the relay's promise, until the second is given to franz-go.
+	firstID, secondID := first.ID.String(), second.ID.String()
+	secondHanded := make(chan struct{})
+	hooks := produceHooks{
+		buffered: func(id string) {
+			if id == secondID {
+				close(secondHanded)
+			}
+		},
+		unbuffered: func(id string, _ error) {
+			if id == firstID {
+				select {
+				case <-secondHanded:
+				case <-ctx.Done():
+				}
+			}
+		},
+	}
+	p := newProducer(t, reg, c.ListenAddrs(), kgo.WithHooks(hooks))
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	relay, err := kafka.NewRelay(store, p, &kafka.RelayOptions{

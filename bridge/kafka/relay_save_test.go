@@ -53,15 +53,6 @@ func TestRelayStopsAtFailedSave(t *testing.T) {
 	}
 }
 
-// written is a producer hook that tells when a record is written.
-type written chan struct{}
-
-func (w written) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
-	if err == nil {
-		w <- struct{}{}
-	}
-}
-
 // TestRelayReportsFailedFinalSave stops a relay, whose CheckpointInterval
 // is an hour, once its record is written: the save that Run makes before
 // it returns fails, and Run returns the stop's error joined with the
@@ -71,7 +62,7 @@ func (w written) OnProduceRecordUnbuffered(_ *kgo.Record, err error) {
 func TestRelayReportsFailedFinalSave(t *testing.T) {
 	c, reg, store, ctx := relayCluster(t, nil)
 	e := appendOrder(t, ctx, store, reg, "o-1", Order{Key: "o-1"})
-	hook := make(written, 1)
+	hook := produced{buffered: make(chan struct{}, 1), written: make(chan struct{}, 1)}
 	p := newProducer(t, reg, c.ListenAddrs(), kgo.WithHooks(hook))
 	errSave := errors.New("checkpoint store down")
 	saving := make(chan uint64, 1)
@@ -84,7 +75,7 @@ func TestRelayReportsFailedFinalSave(t *testing.T) {
 	}
 	runErr, stop := startRun(ctx, relay)
 	defer stop()
-	awaitRunning(t, ctx, runErr, hook, "the record written")
+	awaitRunning(t, ctx, runErr, hook.written, "the record written")
 	stop()
 	err = <-runErr
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, errSave) {
