@@ -159,6 +159,101 @@ func BenchmarkAsync(b *testing.B) {
 	b.Run("keyed-workers=4/channel", func(b *testing.B) { benchChannels(b, 4, true) })
 }
 
+// BenchmarkPublishBatch publishes batches of 64 events into one keyed
+// subscription of 4 workers, against the channel baseline sending one event
+// at a time and against channels that carry a batch's events for a worker
+// in one slice.
+func BenchmarkPublishBatch(b *testing.B) {
+	const size = 64
+	b.Run("keyed-workers=4/bus", func(b *testing.B) {
+		bus, topic := benchTopic(b, eventbus.Options{Workers: 4})
+		_, err := topic.Subscribe("s", noop, nil)
+		must(b, err)
+		ctx := context.Background()
+		batch := make([]payload, size)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			batch[i%size] = payload{Key: benchKeys[i&1023], N: i}
+			if i%size == size-1 {
+				_, err := topic.PublishBatch(ctx, batch)
+				must(b, err)
+			}
+		}
+		_, err = topic.PublishBatch(ctx, batch[:b.N%size])
+		must(b, err)
+		must(b, bus.Flush(ctx))
+	})
+	b.Run("keyed-workers=4/channel", func(b *testing.B) { benchChannels(b, 4, true) })
+	b.Run("keyed-workers=4/channel-batched", func(b *testing.B) {
+		c := newBatchChannels(4)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			c.add(eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}})
+			if i%size == size-1 {
+				c.send()
+			}
+		}
+		c.send()
+		c.close()
+	})
+}
+
+// batchChannels is the batched baseline: a buffered channel of slices per
+// worker, each slice the events of one batch for that worker, from a pool.
+type batchChannels struct {
+	chans   []chan []eventbus.Event[payload]
+	pending [][]eventbus.Event[payload]
+	pool    sync.Pool
+	seed    maphash.Seed
+	wg      sync.WaitGroup
+}
+
+func newBatchChannels(workers int) *batchChannels {
+	c := &batchChannels{
+		chans:   make([]chan []eventbus.Event[payload], workers),
+		pending: make([][]eventbus.Event[payload], workers),
+		seed:    maphash.MakeSeed(),
+	}
+	for i := range c.chans {
+		ch := make(chan []eventbus.Event[payload], 1024)
+		c.chans[i] = ch
+		c.wg.Go(func() {
+			for events := range ch {
+				for _, e := range events {
+					_ = noop(context.Background(), e)
+				}
+				clear(events)
+				c.pool.Put(events[:0])
+			}
+		})
+	}
+	return c
+}
+
+func (c *batchChannels) add(e eventbus.Event[payload]) {
+	i := maphash.String(c.seed, e.Payload.Key) % uint64(len(c.chans))
+	if c.pending[i] == nil {
+		c.pending[i], _ = c.pool.Get().([]eventbus.Event[payload])
+	}
+	c.pending[i] = append(c.pending[i], e)
+}
+
+func (c *batchChannels) send() {
+	for i, events := range c.pending {
+		if len(events) > 0 {
+			c.chans[i] <- events
+			c.pending[i] = nil
+		}
+	}
+}
+
+func (c *batchChannels) close() {
+	for _, ch := range c.chans {
+		close(ch)
+	}
+	c.wg.Wait()
+}
+
 // BenchmarkParallelPublishers publishes from GOMAXPROCS goroutines into one
 // keyed subscription of 4 workers.
 func BenchmarkParallelPublishers(b *testing.B) {

@@ -574,10 +574,9 @@ func TestFanOutAllOrNothing(t *testing.T) {
 }
 
 // TestFanOutToManySubscriptions checks that every subscription receives
-// every event however many a topic has: Publish wakes the parked workers
-// of the first 64 chosen queues once it has let go of their locks, and
-// those after them otherwise, and it chooses up to 32 queues without
-// allocating, more in a slice of their own. Each event here comes to
+// every event however many a topic has: Publish chooses up to 32 queues
+// without allocating, more in a slice of their own, and wakes the parked
+// worker of each once it has let go of its lock. Each event here comes to
 // workers that all sleep, waiting for the next one.
 func TestFanOutToManySubscriptions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

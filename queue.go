@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -22,6 +23,7 @@ type queue[T any] struct {
 	low     uint64 // every event below this sequence number is finished
 	laned   int    // events the worker holds back for a retry of their key
 	parked  bool   // the worker waits on wake
+	woken   bool   // a publish holding several locks took parked off
 	stopped bool   // intake closed: the subscription or the bus is stopping
 	wake    chan struct{}
 	room    broadcast // when room appears, or intake stops
@@ -210,4 +212,42 @@ func (q *queue[T]) drain() ([]Event[T], uint64) {
 	batch := q.items
 	q.items = nil
 	return batch, q.enq - uint64(len(batch))
+}
+
+// lockSet holds the queues that a publish locks at once, each once, in
+// the order in which every publisher locks them: by the subscription's
+// place in its topic (which keeps its order as subscriptions come and go),
+// then by source number, unique to each queue.
+type lockSet[T any] []*queue[T]
+
+// add puts q in its place among l[from:], the queues of one subscription,
+// unless it is there. It looks from the end, which is short: a
+// subscription has few workers, and a run's events few queues.
+func (l lockSet[T]) add(from int, q *queue[T]) lockSet[T] {
+	at := len(l)
+	for ; at > from && l[at-1].source >= q.source; at-- {
+		if l[at-1] == q {
+			return l
+		}
+	}
+	return slices.Insert(l, at, q)
+}
+
+func (l lockSet[T]) lock() {
+	for _, q := range l {
+		q.mu.Lock()
+	}
+}
+
+// unlock unlocks the queues, and wakes the workers that were parked once
+// their queue is unlocked, so that they do not wake up only to wait for it.
+func (l lockSet[T]) unlock() {
+	for _, q := range l {
+		wake := q.woken
+		q.woken = false
+		q.mu.Unlock()
+		if wake {
+			q.signal()
+		}
+	}
 }

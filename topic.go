@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -290,7 +289,7 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 // nil: unless [TopicOptions].Key is set, the method runs, also for an
 // event given a key with [WithKey], which replaces its result.
 func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption) error {
-	_, err := t.publish(ctx, payload, opts, false)
+	_, err := t.publish(ctx, payload, opts, "Publish", false)
 	return err
 }
 
@@ -299,48 +298,57 @@ func (t *Topic[T]) Publish(ctx context.Context, payload T, opts ...PublishOption
 // context, with which Publish would queue past the bound. In Sync mode it
 // is Publish.
 func (t *Topic[T]) TryPublish(ctx context.Context, payload T, opts ...PublishOption) (bool, error) {
-	return t.publish(ctx, payload, opts, true)
+	return t.publish(ctx, payload, opts, "TryPublish", true)
 }
 
-func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, try bool) (bool, error) {
-	call := "Publish" // named in errors
-	if try {
-		call = "TryPublish"
-	}
+// publish is Publish, or TryPublish with try, named call in errors. It
+// reports whether the event was published: queued, or in Sync mode handed
+// to the handlers, whose errors it returns.
+func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption, call string, try bool) (bool, error) {
 	if err := t.check(call); err != nil {
 		return false, err
 	}
 	if err := checkContext(ctx, call); err != nil {
 		return false, err
 	}
-	var key string                               // the payload's key, taken by checkPublish with nilEmbed
-	if len(opts) > 0 || t.nilKey || t.nilEmbed { // spares the common case a call
-		var err error
-		if key, err = checkPublish(call, t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
-			return false, err
-		}
-	}
-	if t.bus.closed.Load() {
-		return false, ErrClosed
-	}
-	var e Event[T]
+	var ev [1]Event[T] // an array, for enqueue's enqueueAll
+	e := &ev[0]
 	var p lineage
 	bg := ctx == context.Background() // the common case, which has no parent
 	if !bg {
 		p, _ = parent(ctx)
 	}
-	t.stamp(&e, payload, key, &p, opts)
+	if err := t.prepare(call, e, payload, &p, opts); err != nil {
+		return false, err
+	}
+	if t.bus.closed.Load() {
+		return false, ErrClosed
+	}
 	if t.mode == Sync {
 		if t.bus.opts.Metrics {
 			t.sent.Add(1)
 		}
-		return true, t.publishSync(t.syncContext(ctx, bg, &e), &e)
+		return true, t.publishSync(t.syncContext(ctx, bg, e), e)
 	}
-	ok, err := t.enqueue(ctx, &e, p.handler && !try, try) // a try never waits, so it keeps the bound
+	ok, err := t.enqueue(ctx, &ev, p.handler && !try, try) // a try never waits, so it keeps the bound
 	if ok && t.bus.opts.Metrics {
 		t.sent.Add(1)
 	}
 	return ok, err
+}
+
+// prepare checks payload and opts, as call's, and stamps e with them for
+// a publisher of lineage p.
+func (t *Topic[T]) prepare(call string, e *Event[T], payload T, p *lineage, opts []PublishOption) error {
+	var key string                               // the payload's key, taken by checkPublish with nilEmbed
+	if len(opts) > 0 || t.nilKey || t.nilEmbed { // spares the common case a call
+		var err error
+		if key, err = checkPublish(call, t.name, payload, opts, t.nilKey, t.nilEmbed); err != nil {
+			return err
+		}
+	}
+	t.stamp(e, payload, key, p, opts)
+	return nil
 }
 
 // stamp fills in the envelope of a new event; key is the payload's key
@@ -420,83 +428,109 @@ func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) conte
 }
 
 // enqueue puts e in one queue of every subscription, all or none.
-func (t *Topic[T]) enqueue(ctx context.Context, e *Event[T], force, try bool) (bool, error) {
-	h := t.hash(e.Key)
-	subs := *t.subs.Load()
-	if len(subs) == 1 {
+func (t *Topic[T]) enqueue(ctx context.Context, e *[1]Event[T], force, try bool) (bool, error) {
+	h := [1]uint64{t.hash(e[0].Key)}
+	if subs := *t.subs.Load(); len(subs) == 1 {
 		// The common case, one subscription, takes one lock and no loops;
 		// a full or stopped queue goes the long way.
-		if ok, _ := subs[0].queueFor(h).offer(e, force); ok {
+		if ok, _ := subs[0].queueFor(h[0]).offer(&e[0], force); ok {
 			return true, nil
 		}
 	}
-	var stack [32]*queue[T] // fan-outs up to 32 choose their queues without allocating
-	for {
+	n, err := t.enqueueAll(ctx, e[:], h[:], force, try)
+	return n == 1, err
+}
+
+// maxLocked bounds the queues a publish locks at once, unless one event
+// needs more (a fan-out to more subscriptions).
+const maxLocked = 32
+
+// enqueueAll puts events in order, each in one queue of every
+// subscription, all or none, hashes[i] choosing events[i]'s. It returns how
+// many went in: all of them, or those before one that met a stopped bus
+// (ErrClosed), a full queue with try (a nil error), or a full queue until
+// ctx ended (ctx's error). force queues past the bound.
+//
+// It takes the events in runs that use at most maxLocked queues, locks
+// those queues in the order every publisher does (see lockSet), so that
+// publishers never wait for each other in a circle, and appends as many
+// events as fit: one lock per queue per run, not per event.
+func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []uint64, force, try bool) (int, error) {
+	var chosen, ordered [maxLocked]*queue[T] // runs choose their queues without allocating
+	sent := 0
+	for sent < len(events) {
 		subs := *t.subs.Load()
-		qs := stack[:0]
-		for _, s := range subs {
-			qs = append(qs, s.queueFor(h))
-		}
-		// Lock the chosen queue of every subscription, always in the order
-		// of the subscriptions, check them all, then append to them all.
-		for _, q := range qs {
-			q.mu.Lock()
-		}
-		var room <-chan struct{}
-		var wakes uint64 // queues whose worker is parked, by index in qs
-		closed := false
-		for _, q := range qs {
-			if q.stopped {
-				closed = closed || t.bus.closed.Load()
-			} else if !force && q.full() {
-				room = q.room.wait()
-				break
+		run := min(len(events)-sent, max(1, maxLocked/max(1, len(subs))))
+		// qs[n*len(subs)+i] is the queue of the run's n-th event in the
+		// i-th subscription.
+		qs := chosen[:0]
+		for _, h := range hashes[sent : sent+run] {
+			for _, s := range subs {
+				qs = append(qs, s.queueFor(h))
 			}
 		}
-		if room == nil && !closed {
-			if len(qs) > 1 {
+		locks := lockSet[T](qs) // one event's queues are in order
+		if run > 1 {
+			locks = ordered[:0]
+			for i := range subs {
+				from := len(locks)
+				for n := range run {
+					locks = locks.add(from, qs[n*len(subs)+i])
+				}
+			}
+		}
+		locks.lock()
+		var room <-chan struct{}
+		closed := false
+		n := 0
+	events:
+		for ; n < run; n++ {
+			e, eqs := &events[sent+n], qs[n*len(subs):(n+1)*len(subs)]
+			for _, q := range eqs {
+				if q.stopped {
+					closed = closed || t.bus.closed.Load()
+				} else if !force && q.full() {
+					room = q.room.wait()
+					break events
+				}
+			}
+			if closed {
+				break
+			}
+			if len(eqs) > 1 {
 				// The first open queue numbers the event (a stopped one
-				// counts no more events). With one queue, its worker
-				// does, off the publisher's path.
-				for _, q := range qs {
+				// counts no more events). With one subscription, its
+				// worker does, off the publisher's path.
+				for _, q := range eqs {
 					if !q.stopped {
 						t.number(e, q.source, q.enq)
 						break
 					}
 				}
 			}
-			for i, q := range qs {
+			for _, q := range eqs {
 				if !q.stopped && q.push(e) {
-					if i < 64 {
-						wakes |= 1 << i
-					} else {
-						q.signal()
-					}
+					q.woken = true
 				}
 			}
 		}
-		for _, q := range qs {
-			q.mu.Unlock()
-		}
-		// Parked workers are woken once the locks are released, so that
-		// they do not wake up only to wait for them.
-		for ; wakes != 0; wakes &= wakes - 1 {
-			qs[bits.TrailingZeros64(wakes)].signal()
-		}
+		locks.unlock()
+		sent += n
 		switch {
 		case closed:
-			return false, ErrClosed
+			return sent, ErrClosed
 		case room == nil:
-			return true, nil
+			continue
 		case try:
-			return false, nil
+			return sent, nil
 		}
 		select {
 		case <-room:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return sent, ctx.Err()
 		}
 	}
+	return sent, nil
 }
 
 // hash picks the worker of a key in every subscription; a keyless event

@@ -61,8 +61,8 @@ func TestStopHalfwayQueuesNowhere(t *testing.T) {
 		subs := *topic.subs.Load()
 		subs[0].stopIntake()
 
-		var e Event[int]
-		topic.stamp(&e, 1, "", &lineage{}, nil)
+		var e [1]Event[int]
+		topic.stamp(&e[0], 1, "", &lineage{}, nil)
 		ok, err := topic.enqueue(context.Background(), &e, false, false)
 		require.False(t, ok)
 		require.ErrorIs(t, err, ErrClosed)
