@@ -65,4 +65,22 @@ func checkPublishAllocations(t *testing.T, opts *eventbus.Options) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per two publishes, want 0", allocs)
 	}
+
+	// A batch, over 64 keys: the handler contexts, which come in chunks
+	// of 64, are the only allocations, about one per 64 events published.
+	batch := make([]Order, 256)
+	for i := range batch {
+		batch[i] = Order{Key: benchKeys[i%64]}
+	}
+	allocs = testing.AllocsPerRun(1_000, func() {
+		if _, err := byFunc.PublishBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if allocs > float64(len(batch))/64 {
+		t.Errorf("%v allocations per batch of %d events, want at most 1 per 64 events", allocs, len(batch))
+	}
 }
