@@ -410,6 +410,52 @@ func ExampleTopic_Publish() {
 
 // TryPublish never waits: with the queue full it queues the event nowhere
 // and returns false, so that the caller can shed load or answer "try later".
+// PublishBatch publishes a slice of payloads, as fast as it can: events of
+// one key keep their order. It returns how many it published, so that a
+// caller whose context ended can publish the rest later.
+func ExampleTopic_PublishBatch() {
+	ctx := context.Background()
+	bus, err := eventbus.New(&eventbus.Options{Workers: 4})
+	if err != nil {
+		log.Fatal(err)
+	}
+	users, err := eventbus.NewTopic[UserCreated](bus, "users", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	names := map[string][]string{} // by user ID, in the order handled
+	_, err = users.Subscribe("directory", func(ctx context.Context, e eventbus.Event[UserCreated]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		names[e.Key] = append(names[e.Key], e.Payload.Name)
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	imported := []UserCreated{
+		{UserID: "u-1", Name: "Ada"},
+		{UserID: "u-2", Name: "Grace"},
+		{UserID: "u-1", Name: "Ada Lovelace"},
+		{UserID: "u-2", Name: "Grace Hopper"},
+	}
+	n, err := users.PublishBatch(ctx, imported)
+	if err != nil {
+		log.Fatalf("published %d of %d: %v", n, len(imported), err)
+	}
+	if err := bus.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("published:", n)
+	fmt.Println("u-1:", names["u-1"])
+	fmt.Println("u-2:", names["u-2"])
+	// Output:
+	// published: 4
+	// u-1: [Ada Ada Lovelace]
+	// u-2: [Grace Grace Hopper]
+}
+
 func ExampleTopic_TryPublish() {
 	ctx := context.Background()
 	bus, err := eventbus.New(&eventbus.Options{Workers: 1, QueueSize: 1})
