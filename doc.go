@@ -35,6 +35,8 @@
 // every subscription. Queues are bounded: when one is full, Publish waits
 // for room or for its context, and [Topic.TryPublish] returns false instead.
 // An event is queued for every subscription or for none, never for some.
+// [Topic.PublishBatch] publishes a slice of payloads in order at a lower
+// cost per event, and says how many it published if it stops early.
 // Nothing is dropped silently. A handler that publishes with the context it
 // was given (or one made from it) never waits for room (its event is queued
 // past the bound; TryPublish keeps the bound and returns false), so a
