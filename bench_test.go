@@ -201,8 +201,8 @@ func BenchmarkPublishBatch(b *testing.B) {
 // batchChannels is the batched baseline: a buffered channel of slices per
 // worker, each slice the events of one batch for that worker, from a pool.
 type batchChannels struct {
-	chans   []chan []eventbus.Event[payload]
-	pending [][]eventbus.Event[payload]
+	chans   []chan *[]eventbus.Event[payload]
+	pending []*[]eventbus.Event[payload]
 	pool    sync.Pool
 	seed    maphash.Seed
 	wg      sync.WaitGroup
@@ -210,20 +210,22 @@ type batchChannels struct {
 
 func newBatchChannels(workers int) *batchChannels {
 	c := &batchChannels{
-		chans:   make([]chan []eventbus.Event[payload], workers),
-		pending: make([][]eventbus.Event[payload], workers),
+		chans:   make([]chan *[]eventbus.Event[payload], workers),
+		pending: make([]*[]eventbus.Event[payload], workers),
 		seed:    maphash.MakeSeed(),
+		pool:    sync.Pool{New: func() any { return new([]eventbus.Event[payload]) }},
 	}
 	for i := range c.chans {
-		ch := make(chan []eventbus.Event[payload], 1024)
+		ch := make(chan *[]eventbus.Event[payload], 1024)
 		c.chans[i] = ch
 		c.wg.Go(func() {
 			for events := range ch {
-				for _, e := range events {
+				for _, e := range *events {
 					_ = noop(context.Background(), e)
 				}
-				clear(events)
-				c.pool.Put(events[:0])
+				clear(*events)
+				*events = (*events)[:0]
+				c.pool.Put(events)
 			}
 		})
 	}
@@ -233,14 +235,14 @@ func newBatchChannels(workers int) *batchChannels {
 func (c *batchChannels) add(e eventbus.Event[payload]) {
 	i := maphash.String(c.seed, e.Payload.Key) % uint64(len(c.chans))
 	if c.pending[i] == nil {
-		c.pending[i], _ = c.pool.Get().([]eventbus.Event[payload])
+		c.pending[i] = c.pool.Get().(*[]eventbus.Event[payload])
 	}
-	c.pending[i] = append(c.pending[i], e)
+	*c.pending[i] = append(*c.pending[i], e)
 }
 
 func (c *batchChannels) send() {
 	for i, events := range c.pending {
-		if len(events) > 0 {
+		if events != nil {
 			c.chans[i] <- events
 			c.pending[i] = nil
 		}
