@@ -36,8 +36,8 @@ func fate(sub string, n int) (failures int, how string, handled bool) {
 	return 0, "", true
 }
 
-// TestBusModel runs random sequences of Publish and TryPublish on an Async
-// topic and Publish on a Sync one, Subscribe (single-event or batch
+// TestBusModel runs random sequences of Publish, PublishBatch and
+// TryPublish on an Async topic and Publish on a Sync one, Subscribe (single-event or batch
 // subscriptions, some re-using the name of one unsubscribed before),
 // Unsubscribe (draining, or cut short by its deadline; the subscription's
 // dead letters are then discarded or kept), Flush and Redrive, with handlers
@@ -437,21 +437,34 @@ func runBusModel(t *testing.T, seed uint64) {
 	for range 80 {
 		switch op := rng.IntN(24); {
 		case op < 12:
-			n++
-			key := keys[rng.IntN(len(keys))]
-			sent := true
-			if op < 3 {
-				ok, err := topic.TryPublish(ctx, Order{Key: key, N: n})
-				require.NoError(t, err)
-				sent = ok
-			} else {
-				require.NoError(t, topic.Publish(ctx, Order{Key: key, N: n}))
+			size := 1 // of TryPublish; PublishBatch for more
+			if op >= 3 {
+				size += rng.IntN(3) * rng.IntN(3)
 			}
-			if sent {
+			var batch []Order
+			for range size {
+				n++
+				batch = append(batch, Order{Key: keys[rng.IntN(len(keys))], N: n})
+			}
+			switch {
+			case op < 3:
+				ok, err := topic.TryPublish(ctx, batch[0])
+				require.NoError(t, err)
+				if !ok {
+					batch = nil
+				}
+			case len(batch) > 1:
+				sent, err := topic.PublishBatch(ctx, batch)
+				require.NoError(t, err)
+				require.Equal(t, len(batch), sent)
+			default:
+				require.NoError(t, topic.Publish(ctx, batch[0]))
+			}
+			for _, o := range batch {
 				for _, m := range live() {
-					m.queued = append(m.queued, n)
-					if key != "" {
-						m.expected[key] = append(m.expected[key], n)
+					m.queued = append(m.queued, o.N)
+					if o.Key != "" {
+						m.expected[o.Key] = append(m.expected[o.Key], o.N)
 					}
 				}
 			}
