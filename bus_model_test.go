@@ -647,11 +647,11 @@ func runBusModel(t *testing.T, seed uint64) {
 }
 
 // TestFanOutAllOrNothingUnderStress publishes from several goroutines with
-// short deadlines and TryPublish into full queues of three subscriptions,
-// while one subscription unsubscribes and the bus shuts down with a
-// deadline. Every event Publish accepted reaches each remaining
-// subscription once (handled or dead-lettered); no refused event reaches
-// any.
+// short deadlines, one event or a batch at a time, and TryPublish into full
+// queues of three subscriptions, while one subscription unsubscribes and
+// the bus shuts down with a deadline. Every event Publish or PublishBatch
+// accepted reaches each remaining subscription once (handled or
+// dead-lettered); no refused event reaches any.
 func TestFanOutAllOrNothingUnderStress(t *testing.T) {
 	for seed := range uint64(10) {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
@@ -689,29 +689,44 @@ func runFanOutStress(t *testing.T, seed uint64) {
 	for p := range publishers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(100+p)))
-			for i := range each {
-				n := p*each + i
-				key := fmt.Sprint("k", rng.IntN(3))
-				var ok bool
-				if rng.IntN(3) == 0 {
+			for i := 0; i < each; {
+				var batch []Order
+				for range min(1+rng.IntN(4), each-i) {
+					batch = append(batch, Order{Key: fmt.Sprint("k", rng.IntN(3)), N: p*each + i})
+					i++
+				}
+				sent := 0
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(30))*time.Millisecond)
+				switch {
+				case len(batch) > 1:
 					var err error
-					ok, err = topic.TryPublish(context.Background(), Order{Key: key, N: n})
+					sent, err = topic.PublishBatch(ctx, batch)
+					if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, eventbus.ErrClosed) {
+						t.Errorf("PublishBatch() = %v, want nil, DeadlineExceeded or ErrClosed", err)
+					}
+				case rng.IntN(2) == 0:
+					ok, err := topic.TryPublish(context.Background(), batch[0])
 					if err != nil && !errors.Is(err, eventbus.ErrClosed) {
 						t.Errorf("TryPublish() = %v, want nil or ErrClosed", err)
 					}
-				} else {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(30))*time.Millisecond)
-					err := topic.Publish(ctx, Order{Key: key, N: n})
-					cancel()
-					ok = err == nil
-					if !ok && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, eventbus.ErrClosed) {
+					if ok {
+						sent = 1
+					}
+				default:
+					err := topic.Publish(ctx, batch[0])
+					if err == nil {
+						sent = 1
+					} else if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, eventbus.ErrClosed) {
 						t.Errorf("Publish() = %v, want nil, DeadlineExceeded or ErrClosed", err)
 					}
 				}
-				if ok {
-					accepted[p] = append(accepted[p], n)
-				} else {
-					refused[p] = append(refused[p], n)
+				cancel()
+				for j, o := range batch {
+					if j < sent {
+						accepted[p] = append(accepted[p], o.N)
+					} else {
+						refused[p] = append(refused[p], o.N)
+					}
 				}
 			}
 		})
