@@ -3,8 +3,9 @@ package eventbus
 import "context"
 
 // batchRun is how many events PublishBatch stamps, on its stack, before it
-// queues them.
-const batchRun = 64
+// queues them: one run of enqueueAll with one subscription. The array stays
+// on the stack unless a payload takes kilobytes.
+const batchRun = maxLocked
 
 // PublishBatch publishes payloads in order, as many calls of Publish with
 // ctx and opts would, and returns how many it published: payloads[:n] were
