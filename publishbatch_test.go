@@ -420,3 +420,49 @@ func TestPublishBatchLockOrder(t *testing.T) {
 	require.NoError(t, b.Shutdown(ctx))
 	require.GreaterOrEqual(t, handled.Load(), int64(3*(4*rounds*40+2*rounds*10)))
 }
+
+// TestPublishBatchMetricsCountsPublished checks that TopicMetrics.Published
+// counts the events PublishBatch published, and only those: in Async mode
+// the events queued before ctx ended, then the rest, and none on a closed
+// bus; in Sync mode the events up to and with the first that failed.
+func TestPublishBatchMetricsCountsPublished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, QueueSize: 2, Metrics: true})
+		orders := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		subscribe(t, orders, "s", func(context.Context, eventbus.Event[Order]) error { <-gate; return nil }, nil)
+		type Audit struct{ N int }
+		audit := newTopic(t, b, "audit", &eventbus.TopicOptions[Audit]{Mode: eventbus.Sync})
+		subscribe(t, audit, "s", func(_ context.Context, e eventbus.Event[Audit]) error {
+			if e.Payload.N == 2 {
+				return eventbus.Permanent(errors.New("boom"))
+			}
+			return nil
+		}, nil)
+
+		ctx := context.Background()
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		batch := make([]Order, 10)
+		n, err := orders.PublishBatch(short, batch)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Less(t, n, len(batch))
+		close(gate)
+		rest, err := orders.PublishBatch(ctx, batch[n:])
+		require.NoError(t, err)
+		require.Equal(t, len(batch)-n, rest)
+
+		synced, err := audit.PublishBatch(ctx, []Audit{{N: 0}, {N: 1}, {N: 2}, {N: 3}})
+		require.Error(t, err)
+		require.Equal(t, 3, synced)
+
+		require.NoError(t, b.Shutdown(ctx))
+		none, err := orders.PublishBatch(ctx, batch)
+		require.ErrorIs(t, err, eventbus.ErrClosed)
+		require.Zero(t, none)
+		want := []eventbus.TopicMetrics{{Topic: "audit", Published: 3}, {Topic: "orders", Published: uint64(len(batch))}}
+		if diff := cmp.Diff(want, b.Metrics().Topics); diff != "" {
+			t.Errorf("Topics (-want +got):\n%s", diff)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -151,5 +152,52 @@ func (c *countedContext) AfterFunc(f func()) (stop func() bool) {
 			c.live.Add(-1)
 		}
 		return stopped
+	}
+}
+
+// TestPublishBatchCountsEventsBeforeAStop publishes a batch while a stop
+// begins, as Shutdown does (intake closed, then each subscription's queues
+// stopped in turn), after PublishBatch saw the bus open: the events before
+// the first that meets a stopped queue are published, to both
+// subscriptions, and PublishBatch must count them, so that the caller
+// does not publish them again; that event and those after it go nowhere.
+// The topic's key function, which PublishBatch calls for a run of events
+// before it queues them, stands in for a Shutdown that starts meanwhile.
+func TestPublishBatchCountsEventsBeforeAStop(t *testing.T) {
+	const stopAt = 3
+	b, err := New(&Options{Workers: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	var keys [2]string // keys[w] is a key of worker w (of 2)
+	var subs []*subscription[int]
+	topic, err := NewTopic[int](b, "numbers", &TopicOptions[int]{Key: func(n int) string {
+		if n == stopAt {
+			b.closeIntake()
+			subs[0].workers[1].q.stop() // the first subscription's second queue, only
+		}
+		return keys[min(n/stopAt, 1)] // worker 0 up to stopAt, then worker 1
+	}})
+	require.NoError(t, err)
+	for _, name := range []string{"first", "second"} {
+		_, err = topic.Subscribe(name, func(context.Context, Event[int]) error { return nil }, nil)
+		require.NoError(t, err)
+	}
+	subs = *topic.subs.Load()
+	for i := 0; keys[0] == "" || keys[1] == ""; i++ {
+		k := fmt.Sprint("k", i)
+		keys[subs[0].worker(topic.hash(k))] = k
+	}
+
+	n, err := topic.PublishBatch(context.Background(), []int{0, 1, 2, 3, 4, 5})
+	require.ErrorIs(t, err, ErrClosed)
+	require.Equal(t, stopAt, n, "events published before the stopped queue")
+	for _, s := range subs {
+		for w, want := range []uint64{stopAt, 0} {
+			q := &s.workers[w].q
+			q.mu.Lock()
+			queued := q.enq
+			q.mu.Unlock()
+			require.Equal(t, want, queued, "subscription %s, worker %d", s.name, w)
+		}
 	}
 }
