@@ -408,8 +408,6 @@ func ExampleTopic_Publish() {
 	// the order starts its own chain: true
 }
 
-// TryPublish never waits: with the queue full it queues the event nowhere
-// and returns false, so that the caller can shed load or answer "try later".
 // PublishBatch publishes a slice of payloads, as fast as it can: events of
 // one key keep their order. It returns how many it published, so that a
 // caller whose context ended can publish the rest later.
@@ -456,6 +454,8 @@ func ExampleTopic_PublishBatch() {
 	// u-2: [Grace Grace Hopper]
 }
 
+// TryPublish never waits: with the queue full it queues the event nowhere
+// and returns false, so that the caller can shed load or answer "try later".
 func ExampleTopic_TryPublish() {
 	ctx := context.Background()
 	bus, err := eventbus.New(&eventbus.Options{Workers: 1, QueueSize: 1})

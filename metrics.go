@@ -34,9 +34,9 @@ type TopicMetrics struct {
 	// Topic is the topic's name.
 	Topic string
 	// Published counts the events published, with Options.Metrics: those
-	// that Publish and TryPublish queued (Async mode) or handed to the
-	// handlers (Sync mode, where a Publish that returns a handler's error
-	// counts too).
+	// that Publish, TryPublish and PublishBatch queued (Async mode) or
+	// handed to the handlers (Sync mode, where a Publish that returns a
+	// handler's error counts too).
 	Published uint64
 }
 
