@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -82,5 +83,47 @@ func checkPublishAllocations(t *testing.T, opts *eventbus.Options) {
 	}
 	if allocs > float64(len(batch))/64 {
 		t.Errorf("%v allocations per batch of %d events, want at most 1 per 64 events", allocs, len(batch))
+	}
+}
+
+// TestDurableDeliveryAllocations holds a durable subscription's delivery
+// to its budget: its events come stamped from the store and go to a
+// worker's queue with no copy of their header on the heap, so catching up
+// with 10,000 events makes a few hundred allocations (the bus, the
+// subscription, its queues and chunks of handler contexts), not one or
+// more per event.
+func TestDurableDeliveryAllocations(t *testing.T) {
+	const n = 10_000
+	s, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fillStore(t, s, n)
+	ctx := context.Background()
+	run := 0
+	allocs := testing.AllocsPerRun(3, func() {
+		run++ // a new name each time: a checkpoint would skip the events
+		bus, err := eventbus.New(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "catch-up-"+strconv.Itoa(run),
+			func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.WaitFor(ctx, n-1); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > n/4 {
+		t.Errorf("a durable subscription catching up with %d events makes %v allocations, want at most %d", n, allocs, n/4)
 	}
 }

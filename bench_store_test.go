@@ -26,7 +26,7 @@ func benchEvents(n int) []eventbus.EventData {
 }
 
 // fillStore appends n events to s over 100 streams, in batches of 100.
-func fillStore(b *testing.B, s eventbus.Store, n int) {
+func fillStore(b testing.TB, s eventbus.Store, n int) {
 	ctx := context.Background()
 	for i := 0; i < n; i += 100 {
 		if _, err := s.Append(ctx, fmt.Sprintf("s-%d", i/100%100), eventbus.Any, benchEvents(100)...); err != nil {

@@ -464,7 +464,7 @@ func (d *Durable) pump(ctx context.Context, from uint64) error {
 			Metadata:      e.Metadata,
 			Position:      e.Position,
 		}
-		if err := d.topic.Publish(ctx, e, func(dst *Header) { *dst = h }); err != nil {
+		if err := d.topic.publishStamped(ctx, e, &h); err != nil {
 			return err
 		}
 	}

@@ -337,6 +337,22 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	return ok, err
 }
 
+// publishStamped queues payload under the header h, which the store
+// stamped, for a Durable on its Async topic: it spares the stamp, and the
+// PublishOption that would replace it, whose copy of the header costs an
+// allocation per event. ctx carries no handler's lineage.
+func (t *Topic[T]) publishStamped(ctx context.Context, payload T, h *Header) error {
+	if t.bus.closed.Load() {
+		return ErrClosed
+	}
+	ev := [1]Event[T]{{Header: *h, Payload: payload}}
+	ok, err := t.enqueue(ctx, &ev, false, false)
+	if ok && t.bus.opts.Metrics {
+		t.sent.Add(1)
+	}
+	return err
+}
+
 // prepare checks payload and opts, as call's, and stamps e with them for
 // a publisher of lineage p.
 func (t *Topic[T]) prepare(call string, e *Event[T], payload T, p *lineage, opts []PublishOption) error {
