@@ -91,12 +91,11 @@ func TestPublishBatchOrderPerKeyExactlyOnce(t *testing.T) {
 	}
 	wg.Wait()
 	require.NoError(t, b.Flush(ctx))
-	want := orders("", 0, perKey)
 	for name, byKey := range seen {
 		require.Len(t, byKey, keys, name)
 		for key, ns := range byKey {
 			for i, n := range ns {
-				if n != want[i].N {
+				if n != i {
 					t.Fatalf("subscription %s, key %s: got N %v, want 0..%d in order", name, key, ns, perKey-1)
 				}
 			}
@@ -182,14 +181,8 @@ func TestPublishBatchStopsWhereRoomRanOut(t *testing.T) {
 		require.Equal(t, 4, n, "events published before the queue of slow stayed full")
 		close(gate)
 		require.NoError(t, b.Flush(context.Background()))
-		want := orders("", 0, n)
-		for name, r := range map[string]*recorder{"fast": &fast, "slow": &slow} {
-			var ns []int
-			for _, o := range want {
-				ns = append(ns, o.N)
-			}
-			require.Equal(t, ns, r.ns(), "subscription %s", name)
-		}
+		require.Equal(t, []int{0, 1, 2, 3}, fast.ns())
+		require.Equal(t, []int{0, 1, 2, 3}, slow.ns())
 
 		// The rest, published again, come after, without duplicates.
 		n, err = topic.PublishBatch(context.Background(), batch[n:])
