@@ -52,9 +52,6 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 	var hashes [batchRun]uint64
 	sent := 0
 	for sent < len(payloads) {
-		if t.bus.closed.Load() {
-			return sent, ErrClosed
-		}
 		run := payloads[sent:min(len(payloads), sent+batchRun)]
 		var invalid error
 		for i, payload := range run {
@@ -64,6 +61,11 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 				break
 			}
 			hashes[i] = t.hash(events[i].Key)
+		}
+		// After the checks, as Publish: an invalid payload is refused as
+		// such, closed bus or not.
+		if len(run) > 0 && t.bus.closed.Load() {
+			return sent, ErrClosed
 		}
 		n, err := t.enqueueAll(ctx, events[:len(run)], hashes[:len(run)], p.handler, false)
 		if t.bus.opts.Metrics {

@@ -276,6 +276,11 @@ func TestPublishBatchBadInput(t *testing.T) {
 	n, err = topic.PublishBatch(ctx, orders("k", 0, 3))
 	require.ErrorIs(t, err, eventbus.ErrClosed)
 	require.Zero(t, n)
+	// Bad input is refused as such, closed bus or not, as by Publish.
+	n, err = topic.PublishBatch(ctx, orders("k", 0, 3), nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	require.ErrorIs(t, topic.Publish(ctx, Order{}, nil), eventbus.ErrInvalid)
+	require.Zero(t, n)
 	require.Empty(t, r.ns())
 }
 

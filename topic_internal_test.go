@@ -155,42 +155,43 @@ func (c *countedContext) AfterFunc(f func()) (stop func() bool) {
 	}
 }
 
-// TestPublishBatchCountsEventsBeforeAStop publishes a batch while a stop
-// begins, as Shutdown does (intake closed, then each subscription's queues
-// stopped in turn), after PublishBatch saw the bus open: the events before
-// the first that meets a stopped queue are published, to both
-// subscriptions, and PublishBatch must count them, so that the caller
-// does not publish them again; that event and those after it go nowhere.
-// The topic's key function, which PublishBatch calls for a run of events
-// before it queues them, stands in for a Shutdown that starts meanwhile.
-func TestPublishBatchCountsEventsBeforeAStop(t *testing.T) {
+// TestEnqueueAllCountsEventsBeforeAStop queues a run of events while a
+// stop has begun, as Shutdown does it (intake closed, then each
+// subscription's queues stopped in turn), for a publisher that saw the bus
+// open: the events before the first that meets a stopped queue go to both
+// subscriptions, and enqueueAll must count them, so that PublishBatch's
+// caller does not publish them again; that event and those after it go
+// nowhere.
+func TestEnqueueAllCountsEventsBeforeAStop(t *testing.T) {
 	const stopAt = 3
 	b, err := New(&Options{Workers: 2})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
-	var keys [2]string // keys[w] is a key of worker w (of 2)
-	var subs []*subscription[int]
-	topic, err := NewTopic[int](b, "numbers", &TopicOptions[int]{Key: func(n int) string {
-		if n == stopAt {
-			b.closeIntake()
-			subs[0].workers[1].q.stop() // the first subscription's second queue, only
-		}
-		return keys[min(n/stopAt, 1)] // worker 0 up to stopAt, then worker 1
-	}})
+	topic, err := NewTopic[int](b, "numbers", nil)
 	require.NoError(t, err)
 	for _, name := range []string{"first", "second"} {
 		_, err = topic.Subscribe(name, func(context.Context, Event[int]) error { return nil }, nil)
 		require.NoError(t, err)
 	}
-	subs = *topic.subs.Load()
+	subs := *topic.subs.Load()
+	var keys [2]string // keys[w] is a key of worker w (of 2)
 	for i := 0; keys[0] == "" || keys[1] == ""; i++ {
 		k := fmt.Sprint("k", i)
 		keys[subs[0].worker(topic.hash(k))] = k
 	}
+	events := make([]Event[int], 6)
+	hashes := make([]uint64, len(events))
+	for i := range events {
+		key := keys[min(i/stopAt, 1)] // worker 0 up to stopAt, then worker 1
+		topic.stamp(&events[i], i, "", &lineage{}, []PublishOption{WithKey(key)})
+		hashes[i] = topic.hash(key)
+	}
+	b.closeIntake()
+	subs[0].workers[1].q.stop() // the first subscription's second queue, only
 
-	n, err := topic.PublishBatch(context.Background(), []int{0, 1, 2, 3, 4, 5})
+	n, err := topic.enqueueAll(context.Background(), events, hashes, false, false)
 	require.ErrorIs(t, err, ErrClosed)
-	require.Equal(t, stopAt, n, "events published before the stopped queue")
+	require.Equal(t, stopAt, n, "events queued before the stopped queue")
 	for _, s := range subs {
 		for w, want := range []uint64{stopAt, 0} {
 			q := &s.workers[w].q
