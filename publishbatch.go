@@ -68,9 +68,7 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 			return sent, ErrClosed
 		}
 		n, err := t.enqueueAll(ctx, events[:len(run)], hashes[:len(run)], p.handler, false)
-		if t.bus.opts.Metrics {
-			t.sent.Add(uint64(n))
-		}
+		t.count(n)
 		sent += n
 		switch {
 		case err != nil:

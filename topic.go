@@ -325,16 +325,22 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 		return false, ErrClosed
 	}
 	if t.mode == Sync {
-		if t.bus.opts.Metrics {
-			t.sent.Add(1)
-		}
+		t.count(1)
 		return true, t.publishSync(t.syncContext(ctx, bg, e), e)
 	}
 	ok, err := t.enqueue(ctx, &ev, p.handler && !try, try) // a try never waits, so it keeps the bound
-	if ok && t.bus.opts.Metrics {
-		t.sent.Add(1)
+	if ok {
+		t.count(1)
 	}
 	return ok, err
+}
+
+// count adds n events published to the topic's metrics, if the bus keeps
+// them.
+func (t *Topic[T]) count(n int) {
+	if t.bus.opts.Metrics {
+		t.sent.Add(uint64(n))
+	}
 }
 
 // publishStamped queues payload under the header h, which the store
@@ -347,8 +353,8 @@ func (t *Topic[T]) publishStamped(ctx context.Context, payload T, h *Header) err
 	}
 	ev := [1]Event[T]{{Header: *h, Payload: payload}}
 	ok, err := t.enqueue(ctx, &ev, false, false)
-	if ok && t.bus.opts.Metrics {
-		t.sent.Add(1)
+	if ok {
+		t.count(1)
 	}
 	return err
 }

@@ -177,7 +177,11 @@ func TestEnqueueAllCountsEventsBeforeAStop(t *testing.T) {
 	var keys [2]string // keys[w] is a key of worker w (of 2)
 	for i := 0; keys[0] == "" || keys[1] == ""; i++ {
 		k := fmt.Sprint("k", i)
-		keys[subs[0].worker(topic.hash(k))] = k
+		if subs[0].queueFor(topic.hash(k)) == &subs[0].workers[0].q {
+			keys[0] = k
+		} else {
+			keys[1] = k
+		}
 	}
 	events := make([]Event[int], 6)
 	hashes := make([]uint64, len(events))

@@ -100,12 +100,11 @@ func (s *subscription[T]) wake() {
 	}
 }
 
-// worker maps a hash to the index of a worker: the high 32 bits scaled to
-// the number of workers, which spares a division.
-func (s *subscription[T]) worker(h uint64) int { return int((h >> 32 * uint64(len(s.workers))) >> 32) }
-
-// queueFor maps a hash to its worker's queue.
-func (s *subscription[T]) queueFor(h uint64) *queue[T] { return &s.workers[s.worker(h)].q }
+// queueFor maps a hash to a worker's queue: the high 32 bits scaled to the
+// number of workers, which spares a division.
+func (s *subscription[T]) queueFor(h uint64) *queue[T] {
+	return &s.workers[(h>>32*uint64(len(s.workers)))>>32].q
+}
 
 func (s *subscription[T]) stopIntake() {
 	for _, w := range s.workers {
