@@ -59,7 +59,7 @@ type BatchError struct {
 func (e *BatchError) Error() string {
 	idx := e.indexes()
 	var b strings.Builder
-	fmt.Fprintf(&b, "eventbus: %d events of the batch failed", len(idx))
+	fmt.Fprintf(&b, "eventbus: %s of the batch failed", eventCount(len(idx)))
 	for _, i := range idx {
 		fmt.Fprintf(&b, "; [%d]: %v", i, e.Failed[i])
 	}

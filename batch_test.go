@@ -581,7 +581,7 @@ func TestBatchErrorMessage(t *testing.T) {
 		want   string
 	}{
 		{"none", nil, "eventbus: 0 events of the batch failed"},
-		{"one", map[int]error{3: errFlaky}, "eventbus: 1 events of the batch failed; [3]: " + errFlaky.Error()},
+		{"one", map[int]error{3: errFlaky}, "eventbus: 1 event of the batch failed; [3]: " + errFlaky.Error()},
 		{"several", map[int]error{7: errors.New("seven"), 0: errors.New("zero"), 2: nil, 10: errors.New("ten")},
 			"eventbus: 4 events of the batch failed; [0]: zero; [2]: <nil>; [7]: seven; [10]: ten"},
 	}

@@ -217,7 +217,15 @@ func (e *UndeliveredError) Error() string {
 	if e == nil {
 		e = &UndeliveredError{}
 	}
-	return fmt.Sprintf("eventbus: %d events undelivered: %v", e.Count, e.Err)
+	return fmt.Sprintf("eventbus: %s undelivered: %v", eventCount(e.Count), e.Err)
+}
+
+// eventCount returns "1 event" or "n events", for error messages.
+func eventCount(n int) string {
+	if n == 1 {
+		return "1 event"
+	}
+	return fmt.Sprintf("%d events", n)
 }
 
 // Unwrap returns the cause, so errors.Is(err, context.DeadlineExceeded)

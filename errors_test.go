@@ -91,3 +91,19 @@ func TestSyncRetryAbandonedWithContextCause(t *testing.T) {
 		}
 	})
 }
+
+// TestUndeliveredErrorMessage pins the message's count, in the singular for
+// one event.
+func TestUndeliveredErrorMessage(t *testing.T) {
+	for _, tc := range []struct {
+		count int
+		want  string
+	}{
+		{0, "eventbus: 0 events undelivered: context deadline exceeded"},
+		{1, "eventbus: 1 event undelivered: context deadline exceeded"},
+		{5, "eventbus: 5 events undelivered: context deadline exceeded"},
+	} {
+		e := &eventbus.UndeliveredError{Count: tc.count, Err: context.DeadlineExceeded}
+		require.Equal(t, tc.want, e.Error())
+	}
+}

@@ -231,7 +231,7 @@ func TestNewBusReportsBlockedHandler(t *testing.T) {
 		start := time.Now()
 		spy.cleanup()
 		require.Equal(t, 10*time.Second, time.Since(start))
-		spy.wantFailure(t, "did not drain within 10s after the test", "events undelivered: context deadline exceeded", "is a handler blocked?")
+		spy.wantFailure(t, "did not drain within 10s after the test", "eventbus: 1 event undelivered: context deadline exceeded", "is a handler blocked?")
 		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "a"}, Order{ID: "b"})
 	})
 }
