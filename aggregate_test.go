@@ -1017,6 +1017,10 @@ func TestEventSourcingNilContext(t *testing.T) {
 			"Aggregate.Execute":             func() error { _, err := accounts.Execute(nilCtx, "a", deposit(1)); return err },
 			"Aggregate.Execute(nil decide)": func() error { _, err := accounts.Execute(context.Background(), "a", nil); return err },
 			"StoreTopic.Publish":            func() error { _, err := topic.Publish(nilCtx, Deposited{}); return err },
+			"StoreTopic.PublishBatch": func() error {
+				_, err := topic.PublishBatch(nilCtx, []Deposited{{}})
+				return err
+			},
 			"SubscribeDurable": func() error {
 				_, err := eventbus.SubscribeDurable(nilCtx, bus, s, reg, "x", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
 				return err

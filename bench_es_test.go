@@ -124,3 +124,52 @@ func BenchmarkDurable(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStoreTopicPublish appends batches of 64 events over 8 keys
+// through a StoreTopic, with PublishBatch (one atomic append, one sync on
+// a FileStore) beside the baseline: a Publish per event.
+func BenchmarkStoreTopicPublish(b *testing.B) {
+	const n = 64
+	batch := make([]Order, n)
+	for i := range batch {
+		batch[i] = Order{Key: benchKeys[i%8], N: i}
+	}
+	for _, be := range []struct {
+		name string
+		open func(b *testing.B) eventbus.Store
+	}{
+		{"memory", func(b *testing.B) eventbus.Store { return newBenchStore(b) }},
+		{"file-SyncAlways", func(b *testing.B) eventbus.Store { return openBench(b, b.TempDir(), nil) }},
+	} {
+		for _, batched := range []bool{false, true} {
+			name := be.name + "/baseline=publish-each"
+			if batched {
+				name = fmt.Sprintf("%s/batch=%d", be.name, n)
+			}
+			b.Run(name, func(b *testing.B) {
+				reg, err := eventbus.NewRegistry(nil)
+				must(b, err)
+				must(b, eventbus.Register[Order](reg, nil))
+				bus, err := eventbus.New(nil)
+				must(b, err)
+				b.Cleanup(func() { _ = bus.Close() })
+				topic, err := eventbus.NewStoreTopic[Order](bus, be.open(b), reg, "orders")
+				must(b, err)
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					if batched {
+						_, err := topic.PublishBatch(ctx, batch)
+						must(b, err)
+						continue
+					}
+					for _, o := range batch {
+						_, err := topic.Publish(ctx, o)
+						must(b, err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+			})
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -175,6 +176,68 @@ func ExampleStoreTopic() {
 	// Output:
 	// committed at position 0 as account.deposited of topic deposits
 	// receipt for 100 on deposits:account-1, at position 0
+}
+
+// Salary is a payment to an account, keyed by the account: its events go
+// to the account's stream.
+type Salary struct {
+	Account string
+	Amount  int
+}
+
+func (s Salary) AggregateID() string { return s.Account }
+
+// This example pays three salaries in one atomic step: the store commits
+// all three events, in three streams, or none of them. The subscriber
+// catches up to the highest position committed.
+func ExampleStoreTopic_PublishBatch() {
+	ctx := context.Background()
+	store, reg := openLedger()
+	defer store.Close()
+	if err := eventbus.Register[Salary](reg, &eventbus.TypeOptions{Name: "payroll.salary"}); err != nil {
+		log.Fatal(err)
+	}
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	payroll, err := eventbus.NewStoreTopic[Salary](bus, store, reg, "payroll")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex // streams are handled in parallel
+	var paid []string
+	payslips, err := payroll.Subscribe(ctx, "payslips", func(ctx context.Context, e eventbus.Event[Salary]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		paid = append(paid, fmt.Sprintf("%s got %d", e.Key, e.Payload.Amount))
+		return nil
+	}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	results, err := payroll.PublishBatch(ctx, []Salary{{"ann", 300}, {"bob", 250}, {"cy", 280}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	last := results[0].Position
+	for _, r := range results {
+		last = max(last, r.Position)
+	}
+	if err := payslips.WaitFor(ctx, last); err != nil {
+		log.Fatal(err)
+	}
+	mu.Lock()
+	slices.Sort(paid)
+	fmt.Println(strings.Join(paid, "\n"))
+	mu.Unlock()
+	if err := bus.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// payroll:ann got 300
+	// payroll:bob got 250
+	// payroll:cy got 280
 }
 
 // AccountState is the state of a bank account, kept in snapshots.

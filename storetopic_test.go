@@ -613,3 +613,184 @@ func TestStoreTopicOptionID(t *testing.T) {
 		}
 	})
 }
+
+// newOrderTopic returns a StoreTopic of Orders, keyed by their Key, on s.
+func newOrderTopic(t *testing.T, bus *eventbus.Bus, s eventbus.Store, reg *eventbus.Registry) *eventbus.StoreTopic[Order] {
+	t.Helper()
+	require.NoError(t, eventbus.Register[Order](reg, nil))
+	return newStoreTopic[Order](t, bus, s, reg, "orders")
+}
+
+// TestStoreTopicPublishBatch publishes a batch over three keys: each
+// result is its own event's revision and position in the store, the
+// subscriber gets each key's events in the order given, and an event
+// published with a handler's context is linked to the handled one.
+func TestStoreTopicPublishBatch(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		orders := newOrderTopic(t, bus, s, reg)
+		_, err := orders.Publish(ctx, Order{Key: "y", N: -1}) // so that y's revisions start at 1
+		require.NoError(t, err)
+		var mu sync.Mutex
+		handled := map[string][]int{}
+		var parent eventbus.Header
+		var children []eventbus.Header
+		d, err := orders.Subscribe(ctx, "ledger", func(ctx context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			handled[e.Key] = append(handled[e.Key], e.Payload.N)
+			switch e.Payload.Key {
+			case "p":
+				parent = e.Header
+				_, err := orders.PublishBatch(ctx, []Order{{Key: "c", N: 1}, {Key: "d", N: 2}})
+				return err
+			case "c", "d":
+				children = append(children, e.Header)
+			}
+			return nil
+		}, nil)
+		require.NoError(t, err)
+
+		batch := []Order{{Key: "x", N: 0}, {Key: "y", N: 1}, {Key: "x", N: 2}, {Key: "z", N: 3}, {Key: "y", N: 4}, {Key: "x", N: 5}}
+		res, err := orders.PublishBatch(ctx, batch)
+		require.NoError(t, err)
+		stored := map[int]eventbus.AppendResult{}
+		for _, e := range readAll(t, s) {
+			o, err := eventbus.Decode[Order](reg, e.EventData)
+			require.NoError(t, err)
+			stored[o.N] = eventbus.AppendResult{Revision: e.Revision, Position: e.Position}
+		}
+		want := make([]eventbus.AppendResult, len(batch))
+		for i, o := range batch {
+			want[i] = stored[o.N]
+		}
+		if diff := cmp.Diff(want, res); diff != "" {
+			t.Errorf("results (-stored +returned):\n%s", diff)
+		}
+		// Grouped by stream, in the order of the streams' first events:
+		// x's three events first, then y's two, then z's.
+		if diff := cmp.Diff([]eventbus.AppendResult{{0, 1}, {1, 4}, {1, 2}, {0, 6}, {2, 5}, {2, 3}}, res); diff != "" {
+			t.Errorf("results (-want +got):\n%s", diff)
+		}
+
+		_, err = orders.Publish(ctx, Order{Key: "p"})
+		require.NoError(t, err)
+		synctest.Wait()
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		want2 := map[string][]int{"orders:x": {0, 2, 5}, "orders:y": {-1, 1, 4}, "orders:z": {3}, "orders:p": {0}, "orders:c": {1}, "orders:d": {2}}
+		if diff := cmp.Diff(want2, handled); diff != "" {
+			t.Errorf("handled per stream (-want +got):\n%s", diff)
+		}
+		require.Len(t, children, 2)
+		for _, c := range children {
+			if c.CausationID != parent.ID || c.CorrelationID != parent.CorrelationID {
+				t.Errorf("event published in a batch by a handler: causation %v, correlation %v, want %v, %v", c.CausationID, c.CorrelationID, parent.ID, parent.CorrelationID)
+			}
+		}
+	})
+}
+
+// TestStoreTopicPublishBatchAllOrNothing fails batches for bad input, for
+// the store's refusal of one stream, and for size: the store holds none
+// of their events, not even those of the other streams.
+func TestStoreTopicPublishBatchAllOrNothing(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		orders := newOrderTopic(t, bus, s, reg)
+		require.NoError(t, eventbus.Register[*ref](reg, nil))
+		refs := newStoreTopic[*ref](t, bus, s, reg, "refs")
+
+		_, err := refs.PublishBatch(ctx, []*ref{{ID: "a"}, {ID: "b"}, nil})
+		require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil payload whose key comes from its method")
+		require.ErrorContains(t, err, "(payloads[2])")
+		_, err = orders.PublishBatch(ctx, []Order{{Key: "a"}, {Key: "b"}}, nil)
+		require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil option")
+		_, err = orders.PublishBatch(ctx, []Order{{Key: "a"}, {Key: "\xff"}})
+		require.ErrorIs(t, err, eventbus.ErrInvalid, "a key that makes no stream name")
+
+		require.NoError(t, s.Tombstone(ctx, "orders:gone", eventbus.Any))
+		_, err = orders.PublishBatch(ctx, []Order{{Key: "a"}, {Key: "gone"}})
+		require.ErrorIs(t, err, eventbus.ErrStreamDeleted)
+
+		if got := readAll(t, s); len(got) != 0 {
+			t.Errorf("the store holds %d events after failed batches, want none: %v", len(got), got)
+		}
+		res, err := orders.PublishBatch(ctx, nil)
+		require.NoError(t, err, "an empty batch")
+		require.Empty(t, res, "the results of an empty batch")
+		require.Empty(t, readAll(t, s), "the store after an empty batch")
+	})
+}
+
+// TestStoreTopicPublishBatchTooLarge publishes a batch over two streams
+// that is larger than the store takes in one append: ErrTooLarge, and
+// nothing stored, though each stream's part would fit alone.
+func TestStoreTopicPublishBatchTooLarge(t *testing.T) {
+	s, err := eventbus.NewMemoryStore(&eventbus.MemoryStoreOptions{MaxBatchSize: 4 << 10})
+	require.NoError(t, err)
+	defer s.Close()
+	reg := newBankRegistry(t)
+	orders := newOrderTopic(t, newBus(t, nil), s, reg)
+	a, b := strings.Repeat("a", 1000), strings.Repeat("b", 1000)
+	batch := []Order{{Key: a}, {Key: b}, {Key: a}, {Key: b}, {Key: a}, {Key: b}}
+	_, err = orders.PublishBatch(context.Background(), batch)
+	require.ErrorIs(t, err, eventbus.ErrTooLarge)
+	require.Empty(t, readAll(t, s), "the store after a batch too large")
+	_, err = orders.PublishBatch(context.Background(), batch[:2])
+	require.NoError(t, err, "a batch that fits")
+}
+
+// TestStoreTopicPublishBatchRetry publishes a batch again with the same
+// IDs, as a caller does whose first call's result was lost: the store
+// takes it as an idempotent replay, stores nothing twice, and the retry
+// returns the first call's results.
+func TestStoreTopicPublishBatchRetry(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		ids := []eventbus.ID{eventbus.NewID(), eventbus.NewID(), eventbus.NewID()}
+		orders := newOrderTopic(t, newBus(t, &eventbus.Options{NewID: fixedIDs(ids...)}), s, reg)
+		batch := []Order{{Key: "a", N: 1}, {Key: "b", N: 2}, {Key: "a", N: 3}}
+		first, err := orders.PublishBatch(ctx, batch)
+		require.NoError(t, err)
+		again, err := orders.PublishBatch(ctx, batch)
+		require.NoError(t, err)
+		if diff := cmp.Diff(first, again); diff != "" {
+			t.Errorf("results of the retry (-first +retry):\n%s", diff)
+		}
+		var stored []eventbus.ID
+		for _, e := range readAll(t, s) {
+			stored = append(stored, e.ID)
+		}
+		if diff := cmp.Diff([]eventbus.ID{ids[0], ids[2], ids[1]}, stored); diff != "" {
+			t.Errorf("IDs stored (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// shortResultStore breaks the Store contract: AppendMulti returns one
+// result fewer than it was given appends.
+type shortResultStore struct{ eventbus.Store }
+
+func (s shortResultStore) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	res, err := s.Store.AppendMulti(ctx, appends...)
+	if len(res) > 0 {
+		res = res[1:]
+	}
+	return res, err
+}
+
+// TestStoreTopicPublishBatchShortResults publishes a batch to a store
+// that returns too few results: an error that says so, not an index out
+// of range.
+func TestStoreTopicPublishBatchShortResults(t *testing.T) {
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	defer s.Close()
+	orders := newOrderTopic(t, newBus(t, nil), shortResultStore{s}, newBankRegistry(t))
+	_, err = orders.PublishBatch(context.Background(), []Order{{Key: "a"}, {Key: "b"}})
+	require.ErrorContains(t, err, "Store.AppendMulti of 2 streams returned a result count of 1")
+}

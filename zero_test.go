@@ -370,6 +370,10 @@ func TestZeroStoreTopic(t *testing.T) {
 		}
 		calls = append(calls,
 			zeroCall{kind + " Publish", func() error { _, err := topic().Publish(ctx, userV1{}); return notMade(err) }, eventbus.ErrInvalid},
+			zeroCall{kind + " PublishBatch", func() error {
+				_, err := topic().PublishBatch(ctx, []userV1{{}})
+				return notMade(err)
+			}, eventbus.ErrInvalid},
 			zeroCall{kind + " Subscribe", func() error {
 				_, err := topic().Subscribe(ctx, "s", func(context.Context, eventbus.Event[userV1]) error { return nil }, nil)
 				return notMade(err)
