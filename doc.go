@@ -111,7 +111,8 @@
 // records were saved. It is also how projections build read models:
 // [Durable.WaitFor] reads your own writes and [Durable.Rebuild] replays from
 // the start. A [StoreTopic] publishes after commit: its events reach
-// subscribers only once they are in the store.
+// subscribers only once they are in the store, and
+// [StoreTopic.PublishBatch] commits many at once, all or none.
 //
 // # Shutdown
 //
