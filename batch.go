@@ -341,8 +341,11 @@ func (w *worker[T]) runChunk(chunk []Event[T], seqs []uint64) {
 			eerr = failed[i]
 		}
 		w.stats.attempt(1, false, eerr, &e.Header, shareStart(start, end, i, len(chunk)), end)
-		if eerr != nil {
+		switch {
+		case eerr != nil:
 			w.failed(w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header), e, seqs[i], eerr)
+		case w.sub.finish != nil: // a durable subscription's
+			w.sub.finish(e.Position, false)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package eventbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,8 +45,10 @@ type DurableOptions struct {
 	// store slower than the events is not asked for more.
 	CheckpointEvery int
 	// Subscription configures the workers, queues, middleware and retry
-	// policy, as for a bus subscription; BatchSize and BatchWait are
-	// unused, but refused out of range as Subscribe refuses them.
+	// policy, as for a bus subscription. BatchSize and BatchWait serve
+	// [SubscribeDurableBatch] alone, and are refused out of range as
+	// Subscribe refuses them; Middleware is refused there, as by
+	// [Topic.SubscribeBatch].
 	Subscription SubscriptionOptions
 }
 
@@ -147,7 +150,8 @@ type Durable struct {
 	filter  Filter
 	every   int
 	topic   *Topic[RecordedEvent]
-	handler Handler[RecordedEvent]
+	handler Handler[RecordedEvent]      // or:
+	batch   BatchHandler[RecordedEvent] // for SubscribeDurableBatch
 	subOpts SubscriptionOptions
 	track   *tracker
 
@@ -208,6 +212,40 @@ const maxDurableNameLen = 240
 // Shutdown, the store's error reading the checkpoint, or one wrapping
 // [ErrInvalid] for a saved checkpoint that is not a position (corrupt).
 func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
+	return subscribeDurable(ctx, b, s, name, opts, func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error) {
+		handler, eventType, err := decoding(r, h)
+		return handler, nil, eventType, err
+	})
+}
+
+// SubscribeDurableBatch is SubscribeDurable with a handler that takes up
+// to opts.Subscription.BatchSize events at once, as [Topic.SubscribeBatch]
+// does: a projection can write a whole batch in one transaction. Each
+// batch holds events in store order, the events of one stream in order
+// (a stream's events go to one worker); its events finish, and move the
+// checkpoint, when the handler returns. A [*BatchError] fails the events it
+// names alone, which are retried one at a time, as batches of one, and
+// dead-lettered if they keep failing; any other error fails the whole
+// batch. An event that does not decode is left out of the batch it came
+// in and dead-lettered, as by SubscribeDurable. A batch subscription runs
+// no middleware, so opts.Subscription.Middleware must be empty (it returns
+// an error wrapping [ErrInvalid] otherwise) and the bus's is skipped.
+func SubscribeDurableBatch[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h BatchHandler[E], opts *DurableOptions) (*Durable, error) {
+	if opts != nil && len(opts.Subscription.Middleware) > 0 {
+		return nil, fmt.Errorf("%w: durable subscription %q: a batch subscription cannot have middleware", ErrInvalid, name)
+	}
+	return subscribeDurable(ctx, b, s, name, opts, func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error) {
+		batch, eventType, err := decodingBatch(r, h)
+		return nil, batch, eventType, err
+	})
+}
+
+// subscribeDurable starts a durable subscription, as SubscribeDurable
+// documents, with the handler or batch handler of stored events that
+// decode returns, with the event type that the handler selects ("" for
+// any).
+func subscribeDurable(ctx context.Context, b *Bus, s Store, name string, opts *DurableOptions,
+	decode func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error)) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
 		o = *opts
@@ -236,7 +274,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 	if _, _, err := b.resolveSubscription(topic, name, &o.Subscription); err != nil {
 		return nil, err // checked before the topic is made, so that a retry can make it
 	}
-	handler, eventType, err := decoding(r, h)
+	handler, batch, eventType, err := decode()
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
@@ -276,6 +314,7 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 		every:   o.CheckpointEvery,
 		topic:   t,
 		handler: handler,
+		batch:   batch,
 		subOpts: o.Subscription,
 		track:   newTracker(from),
 		life:    make(chan struct{}, 1),
@@ -375,9 +414,65 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], string,
 	}, eventType, nil
 }
 
+// decodingBatch is decoding for a batch handler. The events of a batch that
+// do not decode are left out of the batch that h gets, and fail alone, for
+// good; the indexes of h's *BatchError are mapped back to the batch's.
+func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[RecordedEvent], string, error) {
+	if h == nil {
+		return nil, "", fmt.Errorf("%w: nil handler", ErrInvalid)
+	}
+	if raw, ok := any(h).(BatchHandler[RecordedEvent]); ok {
+		return raw, "", nil
+	}
+	if err := r.check(""); err != nil {
+		return nil, "", fmt.Errorf("registry to decode the events: %w", err)
+	}
+	eventType, err := checkLatest[E](r)
+	if err != nil {
+		return nil, "", err
+	}
+	return func(ctx context.Context, events []Event[RecordedEvent]) error {
+		decoded := make([]Event[E], 0, len(events))
+		var index []int // decoded[j] is events[index[j]], once an event failed
+		var failed map[int]error
+		for i, e := range events {
+			p, version, err := decodeLatest[E](r, e.Payload.EventData)
+			if err != nil {
+				if failed == nil {
+					failed = make(map[int]error)
+					for j := range i {
+						index = append(index, j)
+					}
+				}
+				failed[i] = Permanent(err)
+				continue
+			}
+			hdr := e.Header
+			hdr.SchemaVersion = version
+			decoded = append(decoded, Event[E]{Header: hdr, Payload: p})
+			if failed != nil {
+				index = append(index, i)
+			}
+		}
+		if failed == nil {
+			return h(ctx, decoded) // the same events: the same indexes
+		}
+		if len(decoded) == 0 {
+			return &BatchError{Failed: failed}
+		}
+		each, all := failures(h(ctx, decoded), len(decoded))
+		for j, i := range index {
+			if err := cmp.Or(all, each[j]); err != nil {
+				failed[i] = err
+			}
+		}
+		return &BatchError{Failed: failed}
+	}, eventType, nil
+}
+
 // start subscribes the workers and starts the tailer, reading from from.
 func (d *Durable) start(from uint64) error {
-	sub, err := d.topic.Subscribe(d.name, d.handler, &d.subOpts)
+	sub, err := d.topic.subscribe(d.name, d.handler, d.batch, &d.subOpts)
 	if err != nil {
 		return fmt.Errorf("durable subscription %q: %w", d.name, err)
 	}

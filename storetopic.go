@@ -295,10 +295,27 @@ func (t *StoreTopic[T]) stream(key string) string { return t.name + ":" + key }
 // does. As there, ctx bounds only the read of the checkpoint: the
 // subscription runs until [Durable.Stop] or the bus stops.
 func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T], opts *DurableOptions) (*Durable, error) {
-	if err := t.checkMade("StoreTopic.Subscribe"); err != nil {
+	o, err := t.subscription(ctx, "StoreTopic.Subscribe", name, opts)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkContext(ctx, "StoreTopic.Subscribe"); err != nil {
+	return SubscribeDurable(ctx, t.bus, t.store, t.reg, t.durableName(name), h, o)
+}
+
+// SubscribeBatch is Subscribe with a handler that takes up to
+// opts.Subscription.BatchSize events at once: see [SubscribeDurableBatch].
+func (t *StoreTopic[T]) SubscribeBatch(ctx context.Context, name string, h BatchHandler[T], opts *DurableOptions) (*Durable, error) {
+	o, err := t.subscription(ctx, "StoreTopic.SubscribeBatch", name, opts)
+	if err != nil {
+		return nil, err
+	}
+	return SubscribeDurableBatch(ctx, t.bus, t.store, t.reg, t.durableName(name), h, o)
+}
+
+// subscription checks the arguments of call, a subscription called name,
+// and returns opts with the topic's filter.
+func (t *StoreTopic[T]) subscription(ctx context.Context, call, name string, opts *DurableOptions) (*DurableOptions, error) {
+	if err := t.checkCall(ctx, call); err != nil {
 		return nil, err
 	}
 	if err := checkName("subscription", name); err != nil {
@@ -309,7 +326,7 @@ func (t *StoreTopic[T]) Subscribe(ctx context.Context, name string, h Handler[T]
 		o = *opts
 	}
 	o.Filter = Filter{StreamPrefix: t.stream(""), Types: []string{t.eventType}}
-	return SubscribeDurable(ctx, t.bus, t.store, t.reg, t.durableName(name), h, &o)
+	return &o, nil
 }
 
 // durableName returns the name of the durable subscription name of the

@@ -1,0 +1,303 @@
+package eventbus_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// appendAmounts appends one deposit per amount to stream, one append each,
+// and returns the result of the last.
+func appendAmounts(t testing.TB, s eventbus.Store, r *eventbus.Registry, stream string, amounts ...int) eventbus.AppendResult {
+	var res eventbus.AppendResult
+	for _, a := range amounts {
+		e, err := r.Encode(Deposited{Amount: a})
+		require.NoError(t, err)
+		res, err = s.Append(context.Background(), stream, eventbus.Any, e)
+		require.NoError(t, err)
+	}
+	return res
+}
+
+// batchLog records the batches a batch handler gets.
+type batchLog struct {
+	mu      sync.Mutex
+	batches [][]int                // the amounts of each batch
+	streams map[string][]int       // the amounts of each stream, in the order handled
+	headers []eventbus.Header      // every event's, in the order handled
+	fail    func(amount int) error // the error of the event of that amount, if any
+}
+
+func (l *batchLog) handle(_ context.Context, events []eventbus.Event[Deposited]) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.streams == nil {
+		l.streams = map[string][]int{}
+	}
+	amounts := []int{}
+	failed := map[int]error{}
+	for i, e := range events {
+		if l.fail != nil {
+			if err := l.fail(e.Payload.Amount); err != nil {
+				failed[i] = err
+				continue
+			}
+		}
+		amounts = append(amounts, e.Payload.Amount)
+		l.streams[e.Key] = append(l.streams[e.Key], e.Payload.Amount)
+		l.headers = append(l.headers, e.Header)
+	}
+	l.batches = append(l.batches, amounts)
+	if len(failed) > 0 {
+		return &eventbus.BatchError{Failed: failed}
+	}
+	return nil
+}
+
+// TestSubscribeDurableBatch catches up with 250 events of three streams in
+// batches of at most 100, each stream's in order, each event once and
+// decoded, and saves the checkpoint past them. Resumed, the subscription
+// hands over only the events appended since.
+func TestSubscribeDurableBatch(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		want := map[string][]int{}
+		var last eventbus.AppendResult
+		for i := range 250 {
+			stream := []string{"a", "b", "c"}[i%3]
+			want[stream] = append(want[stream], i)
+			last = appendAmounts(t, s, reg, stream, i)
+		}
+		bus := newBus(t, nil)
+		var log batchLog
+		// No save before the stop, whose checkpoint stream's events the
+		// checkpoint would pass.
+		opts := &eventbus.DurableOptions{CheckpointEvery: 1000, Subscription: eventbus.SubscriptionOptions{Workers: 2, BatchSize: 100, BatchWait: time.Second}}
+		d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", log.handle, opts)
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, d.Stop(ctx))
+		if got := savedCheckpoint(t, s, "ledger"); got != 250 {
+			t.Errorf("saved checkpoint = %d, want 250", got)
+		}
+		log.mu.Lock()
+		if diff := cmp.Diff(want, log.streams); diff != "" {
+			t.Errorf("amounts handled per stream (-want +got):\n%s", diff)
+		}
+		for _, b := range log.batches {
+			if len(b) == 0 || len(b) > 100 {
+				t.Errorf("a batch of %d events, want 1 to 100", len(b))
+			}
+		}
+		if len(log.batches) >= 250 {
+			t.Errorf("%d batches for 250 events: one event at a time", len(log.batches))
+		}
+		for _, h := range log.headers {
+			if h.ID.IsZero() || h.Type != "account.deposited" || h.SchemaVersion != 1 || h.Topic != "durable.ledger" {
+				t.Errorf("handled header %+v, want the stored event's", h)
+				break
+			}
+		}
+		log.batches, log.streams, log.headers = nil, nil, nil
+		log.mu.Unlock()
+
+		last = appendAmounts(t, s, reg, "a", 1000, 1001)
+		d, err = eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", log.handle, opts)
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, d.Stop(ctx))
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		if diff := cmp.Diff(map[string][]int{"a": {1000, 1001}}, log.streams); diff != "" {
+			t.Errorf("amounts handled after the resume (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestSubscribeDurableBatchFailures fails events of a batch by index: one
+// succeeds when retried alone, one keeps failing and is dead-lettered, and
+// one is not even given to the handler, for it does not decode. The
+// checkpoint passes them all.
+func TestSubscribeDurableBatchFailures(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendAmounts(t, s, reg, "a", 0, 1)
+		bad, err := reg.Encode(Deposited{Amount: 2})
+		require.NoError(t, err)
+		bad.Data = []byte(`{"Amount": "two"}`) // of its type, but it does not decode
+		_, err = s.Append(ctx, "a", eventbus.Any, bad)
+		require.NoError(t, err)
+		last := appendAmounts(t, s, reg, "a", 3, 4)
+
+		errFlaky, errBroken := errors.New("flaky"), errors.New("broken")
+		tries := 0
+		log := batchLog{fail: func(amount int) error {
+			switch amount {
+			case 1:
+				if tries++; tries == 1 {
+					return errFlaky
+				}
+			case 3:
+				return errBroken
+			}
+			return nil
+		}}
+		bus := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+		d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", log.handle,
+			// BatchWait, so that the first batch holds every event,
+			// however the store's reader and the worker interleave.
+			&eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{BatchSize: 10, BatchWait: time.Second}})
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, d.Stop(ctx))
+
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		if diff := cmp.Diff([][]int{{0, 4}, {1}, {}}, log.batches); diff != "" {
+			t.Errorf("amounts handled per batch (-want +got):\n%s", diff)
+		}
+		var dead []string
+		for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			switch {
+			case errors.Is(dl.Err, errBroken) && dl.Attempt == 2:
+				dead = append(dead, "broken")
+			case errors.As(dl.Err, new(*json.UnmarshalTypeError)):
+				dead = append(dead, "undecoded")
+			default:
+				dead = append(dead, dl.Err.Error())
+			}
+		}
+		slices.Sort(dead)
+		if diff := cmp.Diff([]string{"broken", "undecoded"}, dead); diff != "" {
+			t.Errorf("dead letters (-want +got):\n%s", diff)
+		}
+		if got := savedCheckpoint(t, s, "ledger"); got != 5 {
+			t.Errorf("saved checkpoint = %d, want 5", got)
+		}
+	})
+}
+
+// TestSubscribeDurableBatchIndexes checks that the indexes of a handler's
+// *BatchError name the events of the batch it got, which leaves out those
+// that do not decode: the event it names is the one dead-lettered.
+func TestSubscribeDurableBatchIndexes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := backends[0].open(t)
+		reg := newBankRegistry(t)
+		ctx := context.Background()
+		appendAmounts(t, s, reg, "a", 0)
+		bad, err := reg.Encode(Deposited{})
+		require.NoError(t, err)
+		bad.Data = []byte(`[]`)
+		_, err = s.Append(ctx, "a", eventbus.Any, bad)
+		require.NoError(t, err)
+		last := appendAmounts(t, s, reg, "a", 2, 3)
+
+		bus := newBus(t, nil)
+		var got []int
+		d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", func(_ context.Context, events []eventbus.Event[Deposited]) error {
+			for _, e := range events {
+				got = append(got, e.Payload.Amount)
+			}
+			return &eventbus.BatchError{Failed: map[int]error{1: errors.New("the second of the batch")}}
+		}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{BatchWait: time.Second}}) // one batch
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, d.Stop(ctx))
+		require.Equal(t, []int{0, 2, 3}, got, "amounts given to the handler")
+		var dead []uint64
+		for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, dl.Position)
+		}
+		slices.Sort(dead)
+		// Position 1 did not decode; position 2, amount 2, is the second
+		// event of the batch.
+		require.Equal(t, []uint64{1, 2}, dead, "positions dead-lettered")
+	})
+}
+
+// TestSubscribeDurableBatchInvalid refuses a batch subscription with
+// middleware, a nil handler, and a nil registry for a typed handler; a
+// handler of stored events needs no registry.
+func TestSubscribeDurableBatchInvalid(t *testing.T) {
+	s, _ := backends[0].open(t)
+	reg := newBankRegistry(t)
+	ctx := context.Background()
+	bus := newBus(t, nil)
+	var log batchLog
+	noop := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler { return next }
+	_, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "mw", log.handle,
+		&eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{noop}}})
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "middleware")
+	_, err = eventbus.SubscribeDurableBatch[Deposited](ctx, bus, s, reg, "nil", nil, nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil handler")
+	_, err = eventbus.SubscribeDurableBatch(ctx, bus, s, nil, "noreg", log.handle, nil)
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil registry")
+
+	last := appendAmounts(t, s, reg, "a", 7)
+	raw := make(chan string, 1)
+	d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, nil, "raw", func(_ context.Context, events []eventbus.Event[eventbus.RecordedEvent]) error {
+		for _, e := range events {
+			raw <- string(e.Payload.Data)
+		}
+		return nil
+	}, nil)
+	require.NoError(t, err)
+	require.NoError(t, d.WaitFor(ctx, last.Position))
+	require.NoError(t, d.Stop(ctx))
+	require.JSONEq(t, `{"Amount": 7}`, <-raw)
+}
+
+// TestStoreTopicSubscribeBatch hands a StoreTopic's events to a batch
+// handler, and rebuilds it: the rebuild hands every event over again, in
+// batches too.
+func TestStoreTopicSubscribeBatch(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		bus := newBus(t, nil)
+		orders := newOrderTopic(t, bus, s, reg)
+		var mu sync.Mutex
+		var sizes []int
+		handled := map[string][]int{}
+		d, err := orders.SubscribeBatch(ctx, "ledger", func(_ context.Context, events []eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, len(events))
+			for _, e := range events {
+				handled[e.Payload.Key] = append(handled[e.Payload.Key], e.Payload.N)
+			}
+			return nil
+		}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: 1, BatchSize: 4, BatchWait: time.Second}})
+		require.NoError(t, err)
+		synctest.Wait() // the worker waits for events
+		res, err := orders.PublishBatch(ctx, []Order{{"x", 0}, {"y", 1}, {"x", 2}, {"y", 3}, {"x", 4}})
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, res[len(res)-1].Position))
+		require.NoError(t, d.Rebuild(ctx, func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			handled = map[string][]int{}
+			return nil
+		}))
+		require.NoError(t, d.WaitFor(ctx, res[len(res)-1].Position))
+		require.NoError(t, d.Stop(ctx))
+		mu.Lock()
+		defer mu.Unlock()
+		if diff := cmp.Diff(map[string][]int{"x": {0, 2, 4}, "y": {1, 3}}, handled); diff != "" {
+			t.Errorf("handled after the rebuild (-want +got):\n%s", diff)
+		}
+		// Each run: 4 events, BatchSize, then the last one, once
+		// BatchWait has passed with no more.
+		require.Equal(t, []int{4, 1, 4, 1}, sizes, "batch sizes")
+	})
+}
