@@ -1025,6 +1025,14 @@ func TestEventSourcingNilContext(t *testing.T) {
 				_, err := eventbus.SubscribeDurable(nilCtx, bus, s, reg, "x", func(context.Context, eventbus.Event[Deposited]) error { return nil }, nil)
 				return err
 			},
+			"SubscribeDurableBatch": func() error {
+				_, err := eventbus.SubscribeDurableBatch(nilCtx, bus, s, reg, "x", func(context.Context, []eventbus.Event[Deposited]) error { return nil }, nil)
+				return err
+			},
+			"StoreTopic.SubscribeBatch": func() error {
+				_, err := topic.SubscribeBatch(nilCtx, "x", func(context.Context, []eventbus.Event[Deposited]) error { return nil }, nil)
+				return err
+			},
 			"Durable.WaitFor": func() error { return d.WaitFor(nilCtx, 0) },
 			"Durable.Stop":    func() error { return d.Stop(nilCtx) },
 			"Durable.Rebuild": func() error { return d.Rebuild(nilCtx, nil) },

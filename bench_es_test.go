@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -99,8 +100,13 @@ func BenchmarkDurable(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
 		})
-		for _, every := range []int{1, 100, 1000} {
-			b.Run(fmt.Sprintf("%s/checkpoint-every=%d", be.name, every), func(b *testing.B) {
+		for _, every := range []int{1, 100, 1000, -100} {
+			name := fmt.Sprintf("%s/checkpoint-every=%d", be.name, every)
+			if every < 0 { // a batch handler, beside the checkpoint-every=100 one
+				every = -every
+				name = fmt.Sprintf("%s/batch=100,checkpoint-every=%d", be.name, every)
+			}
+			b.Run(name, func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					b.StopTimer() // a new store and bus each time: checkpoints pile up
@@ -108,9 +114,15 @@ func BenchmarkDurable(b *testing.B) {
 					bus, err := eventbus.New(nil)
 					must(b, err)
 					b.StartTimer()
-					d, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "bench",
-						func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil },
-						&eventbus.DurableOptions{CheckpointEvery: every})
+					opts := &eventbus.DurableOptions{CheckpointEvery: every}
+					var d *eventbus.Durable
+					if strings.Contains(name, "batch") {
+						d, err = eventbus.SubscribeDurableBatch(ctx, bus, s, nil, "bench",
+							func(context.Context, []eventbus.Event[eventbus.RecordedEvent]) error { return nil }, opts)
+					} else {
+						d, err = eventbus.SubscribeDurable(ctx, bus, s, nil, "bench",
+							func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, opts)
+					}
 					must(b, err)
 					must(b, d.WaitFor(ctx, n-1))
 					must(b, d.Stop(ctx))

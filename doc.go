@@ -109,8 +109,9 @@
 // [Idempotency] over [NewStoreProcessed] skips the events it handled before
 // but those whose handlers returned just before a crash, before their
 // records were saved. It is also how projections build read models:
-// [Durable.WaitFor] reads your own writes and [Durable.Rebuild] replays from
-// the start. A [StoreTopic] publishes after commit: its events reach
+// [Durable.WaitFor] reads your own writes, [Durable.Rebuild] replays from
+// the start, and [SubscribeDurableBatch] hands a projection its events in
+// batches, to write each in one transaction. A [StoreTopic] publishes after commit: its events reach
 // subscribers only once they are in the store, and
 // [StoreTopic.PublishBatch] commits many at once, all or none.
 //

@@ -139,6 +139,59 @@ func ExampleSubscribeDurable() {
 	// handled [account-1+20 account-2+5] totals map[account-1:120 account-2:10]
 }
 
+// This example builds a read model in batches: each call of the handler
+// gets the events the store has for it, up to BatchSize, and applies them
+// in one step, as a projection into a database would in one transaction.
+func ExampleSubscribeDurableBatch() {
+	ctx := context.Background()
+	store, reg := openLedger()
+	defer store.Close()
+	var last eventbus.AppendResult
+	for i, stream := range []string{"account-1", "account-2", "account-1", "account-1"} {
+		e, err := reg.Encode(Deposited{Amount: 10 * (i + 1)})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if last, err = store.Append(ctx, stream, eventbus.Any, e); err != nil {
+			log.Fatal(err)
+		}
+	}
+	bus, err := eventbus.New(nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var mu sync.Mutex
+	totals := map[string]int{} // the read model
+	project := func(ctx context.Context, events []eventbus.Event[Deposited]) error {
+		changes := map[string]int{}
+		for _, e := range events {
+			changes[e.Key] += e.Payload.Amount
+		}
+		mu.Lock() // the transaction
+		defer mu.Unlock()
+		for account, amount := range changes {
+			totals[account] += amount
+		}
+		return nil
+	}
+	d, err := eventbus.SubscribeDurableBatch(ctx, bus, store, reg, "totals", project,
+		&eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{BatchSize: 500}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := d.WaitFor(ctx, last.Position); err != nil {
+		log.Fatal(err)
+	}
+	if err := bus.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Println("totals", totals)
+	// Output:
+	// totals map[account-1:80 account-2:20]
+}
+
 // This example publishes after commit: the event is appended to the store
 // before the subscriber sees it, with its position in the store.
 func ExampleStoreTopic() {

@@ -378,6 +378,10 @@ func TestZeroStoreTopic(t *testing.T) {
 				_, err := topic().Subscribe(ctx, "s", func(context.Context, eventbus.Event[userV1]) error { return nil }, nil)
 				return notMade(err)
 			}, eventbus.ErrInvalid},
+			zeroCall{kind + " SubscribeBatch", func() error {
+				_, err := topic().SubscribeBatch(ctx, "s", func(context.Context, []eventbus.Event[userV1]) error { return nil }, nil)
+				return notMade(err)
+			}, eventbus.ErrInvalid},
 			zeroCall{kind + " Name, EventType, Bus and Store", func() error {
 				if name, typ, b, s := topic().Name(), topic().EventType(), topic().Bus(), topic().Store(); name != "" || typ != "" || b != nil || s != nil {
 					return fmt.Errorf("Name(), EventType(), Bus(), Store() = %q, %q, %p, %v, want nothing", name, typ, b, s)
