@@ -91,31 +91,36 @@ func withdraw(amount int) func(Account) ([]AccountEvent, error) {
 }
 
 // Balances is the read model: each account's owner and balance, with the
-// revision of the last event applied, so that an event delivered again
-// after a restart is not applied twice.
+// store position of the last event applied, so that an event delivered
+// again after a restart is not applied twice.
 type Balances struct {
 	mu       sync.Mutex
 	rows     map[string]Account
-	revision map[string]uint64
+	position map[string]uint64
 }
 
-func (b *Balances) apply(e eventbus.RecordedEvent, ev AccountEvent) {
+// apply applies a batch of events in one step, as a database would in one
+// transaction.
+func (b *Balances) apply(events []eventbus.Event[AccountEvent]) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.rows == nil {
-		b.rows, b.revision = make(map[string]Account), make(map[string]uint64)
+		b.rows, b.position = make(map[string]Account), make(map[string]uint64)
 	}
-	if rev, ok := b.revision[e.Stream]; ok && e.Revision <= rev {
-		return // applied before the restart
+	for _, e := range events {
+		stream := e.Key // a durable subscription's key is the stream
+		if pos, ok := b.position[stream]; ok && e.Position <= pos {
+			continue // applied before the restart
+		}
+		b.rows[stream] = evolve(b.rows[stream], e.Payload)
+		b.position[stream] = e.Position
 	}
-	b.rows[e.Stream] = evolve(b.rows[e.Stream], ev)
-	b.revision[e.Stream] = e.Revision
 }
 
 func (b *Balances) reset(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.rows, b.revision = nil, nil
+	b.rows, b.position = nil, nil
 	return nil
 }
 
@@ -158,13 +163,10 @@ func start(ctx context.Context, store eventbus.Store, reg *eventbus.Registry, db
 		return nil, err
 	}
 	accountsOnly := eventbus.Filter{StreamPrefix: "account-"}
-	projection, err := eventbus.SubscribeDurable(ctx, bus, store, nil, "balances",
-		func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
-			ev, err := eventbus.Decode[AccountEvent](reg, e.Payload.EventData)
-			if err != nil {
-				return err
-			}
-			db.apply(e.Payload, ev)
+	// The projection takes its events in batches, each applied in one step.
+	projection, err := eventbus.SubscribeDurableBatch(ctx, bus, store, reg, "balances",
+		func(ctx context.Context, events []eventbus.Event[AccountEvent]) error {
+			db.apply(events)
 			return nil
 		}, &eventbus.DurableOptions{Filter: accountsOnly, CheckpointEvery: 4})
 	if err != nil {
