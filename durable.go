@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -416,7 +417,8 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], string,
 
 // decodingBatch is decoding for a batch handler. The events of a batch that
 // do not decode are left out of the batch that h gets, and fail alone, for
-// good; the indexes of h's *BatchError are mapped back to the batch's.
+// good, whatever h returns or panics with; the indexes of h's *BatchError
+// are mapped back to the batch's.
 func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[RecordedEvent], string, error) {
 	if h == nil {
 		return nil, "", fmt.Errorf("%w: nil handler", ErrInvalid)
@@ -460,7 +462,11 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 		if len(decoded) == 0 {
 			return &BatchError{Failed: failed}
 		}
-		each, all := failures(h(ctx, decoded), len(decoded))
+		var each map[int]error
+		all := callLeftOut(ctx, h, decoded)
+		if _, panicked := all.(*PanicError); !panicked { // as runChunk reads a panic
+			each, all = failures(all, len(decoded))
+		}
 		for j, i := range index {
 			if err := cmp.Or(all, each[j]); err != nil {
 				failed[i] = err
@@ -468,6 +474,18 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 		}
 		return &BatchError{Failed: failed}
 	}, eventType, nil
+}
+
+// callLeftOut calls h with decoded, the events of a batch that decoded,
+// turning a panic into a *PanicError: the panic fails those events, and
+// not the ones left out of decoded, which keep their own errors.
+func callLeftOut[E any](ctx context.Context, h BatchHandler[E], decoded []Event[E]) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return h(ctx, decoded)
 }
 
 // start subscribes the workers and starts the tailer, reading from from.

@@ -301,3 +301,56 @@ func TestStoreTopicSubscribeBatch(t *testing.T) {
 		require.Equal(t, []int{4, 1, 4, 1}, sizes, "batch sizes")
 	})
 }
+
+// TestSubscribeDurableBatchPanicLeavesOutUndecoded has a batch handler
+// panic on a batch from which an event that does not decode was left out:
+// the panic fails the events the handler got, not that one, which is
+// dead-lettered with its own decoding error, for good, as when the handler
+// returns. It was failed with the panic, which the handler never had a
+// chance to raise for it: dead-lettered with the wrong error (a sink filing
+// dead letters by error would take it for a handler's bug), and retried
+// when the policy retries panics.
+func TestSubscribeDurableBatchPanicLeavesOutUndecoded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := backends[0].open(t)
+		reg := newBankRegistry(t)
+		ctx := context.Background()
+		appendAmounts(t, s, reg, "a", 0)
+		bad, err := reg.Encode(Deposited{})
+		require.NoError(t, err)
+		bad.Data = []byte(`{"Amount": "one"}`)
+		_, err = s.Append(ctx, "b", eventbus.Any, bad)
+		require.NoError(t, err)
+		last := appendAmounts(t, s, reg, "c", 2)
+
+		bus := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+		var calls [][]int
+		d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", func(_ context.Context, events []eventbus.Event[Deposited]) error {
+			var amounts []int
+			for _, e := range events {
+				amounts = append(amounts, e.Payload.Amount)
+			}
+			calls = append(calls, amounts)
+			if len(calls) == 1 {
+				panic("boom")
+			}
+			return nil
+		}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{Workers: 1, BatchWait: time.Second}}) // one batch
+		require.NoError(t, err)
+		require.NoError(t, d.WaitFor(ctx, last.Position))
+		require.NoError(t, d.Stop(ctx))
+
+		// The panic's batch, then a retry of each event it failed.
+		require.Equal(t, [][]int{{0, 2}, {0}, {2}}, calls, "amounts given to the handler, per call")
+		var dead []eventbus.DeadLetter
+		for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, dl)
+		}
+		require.Len(t, dead, 1)
+		require.Equal(t, uint64(1), dead[0].Position, "position dead-lettered")
+		require.Equal(t, 1, dead[0].Attempt, "attempts at the event that does not decode")
+		require.ErrorAs(t, dead[0].Err, new(*json.UnmarshalTypeError), "the dead letter's error")
+		require.NotErrorAs(t, dead[0].Err, new(*eventbus.PanicError), "the dead letter's error")
+		require.Equal(t, last.Position+1, d.Checkpoint())
+	})
+}
