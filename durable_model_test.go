@@ -32,12 +32,29 @@ import (
 func TestDurableModel(t *testing.T) {
 	for seed := range uint64(100) {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { runDurableModel(t, seed) })
+			synctest.Test(t, func(t *testing.T) { runDurableModel(t, seed, false) })
 		})
 	}
 }
 
-func runDurableModel(t *testing.T, seed uint64) {
+// TestDurableBatchModel is TestDurableModel with a batch handler
+// (SubscribeDurableBatch), which fails the events of a batch by index and
+// panics or calls Goexit for the whole batch, and with Redrives of the
+// dead letters while it runs, but without Idempotency, which a batch
+// subscription cannot have. As BatchHandler's doc says, an event that
+// fails is retried after the later events of its stream in its batch: the
+// store order it checks is that of the events handled at their first
+// attempt.
+func TestDurableBatchModel(t *testing.T) {
+	for seed := range uint64(100) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runDurableModel(t, seed, true) })
+		})
+	}
+}
+
+// runDurableModel runs TestDurableModel, or TestDurableBatchModel if batch.
+func runDurableModel(t *testing.T, seed uint64, batch bool) {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	ctx := context.Background()
 	s, err := eventbus.NewMemoryStore(nil)
@@ -64,7 +81,7 @@ func runDurableModel(t *testing.T, seed uint64) {
 	useSink := rng.IntN(2) == 0
 	// With Idempotency over the store, no event is handled twice: every
 	// handler returns long before a stop, and its record is kept.
-	idempotent := rng.IntN(2) == 0
+	idempotent := !batch && rng.IntN(2) == 0
 	total := map[uint64]int{} // position -> times handled, over every run
 	for run := range runs {
 		final := run == runs-1
@@ -88,38 +105,98 @@ func runDurableModel(t *testing.T, seed uint64) {
 				return nil
 			}),
 		})
-		h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
-			mu.Lock()
-			defer mu.Unlock()
+		// attempt counts an attempt at e, with mu held, and returns
+		// whether it fails, and if so whether the handler then panics
+		// (even positions) or calls Goexit (see blow).
+		attempt := func(e eventbus.Event[eventbus.RecordedEvent]) (fails, blows bool) {
 			pos := e.Payload.Position
 			attempts[pos]++
 			if attempts[pos] <= failures(run, pos) {
-				if pos%11 == 5 {
-					mu.Unlock()
-					defer mu.Lock()
-					if pos%2 == 0 {
-						panic("boom")
-					}
-					runtime.Goexit()
-				}
+				return true, pos%11 == 5
+			}
+			return false, false
+		}
+		blow := func(pos uint64) {
+			mu.Unlock()
+			defer mu.Lock()
+			if pos%2 == 0 {
+				panic("boom")
+			}
+			runtime.Goexit()
+		}
+		// handle records e as handled, with mu held. A batch handler's
+		// event that failed is retried after the later events of its
+		// stream in its batch: the order recorded is then that of the
+		// events handled at their first attempt.
+		handle := func(e eventbus.Event[eventbus.RecordedEvent]) {
+			pos := e.Payload.Position
+			handled[pos]++
+			if !batch || attempts[pos] == 1 {
+				order[e.Payload.Stream] = append(order[e.Payload.Stream], pos)
+			}
+		}
+		h := func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			fails, blows := attempt(e)
+			switch {
+			case blows:
+				blow(e.Payload.Position)
+			case fails:
 				return errFlaky
 			}
-			handled[pos]++
-			order[e.Payload.Stream] = append(order[e.Payload.Stream], pos)
+			handle(e)
+			return nil
+		}
+		// hb fails the events of a batch that fail by index, or all of
+		// them with a panic or Goexit if one of them blows.
+		hb := func(_ context.Context, events []eventbus.Event[eventbus.RecordedEvent]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			failed := map[int]error{}
+			blows := -1
+			for i, e := range events {
+				fails, b := attempt(e)
+				if b && blows < 0 {
+					blows = i
+				}
+				if fails {
+					failed[i] = errFlaky
+				}
+			}
+			if blows >= 0 {
+				blow(events[blows].Payload.Position)
+			}
+			for i, e := range events {
+				if failed[i] == nil {
+					handle(e)
+				}
+			}
+			if len(failed) > 0 {
+				return &eventbus.BatchError{Failed: failed}
+			}
 			return nil
 		}
 		var mws []eventbus.Middleware
 		if idempotent {
 			mws = append(mws, eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: eventbus.NewStoreProcessed(s)}))
 		}
-		d, err := eventbus.SubscribeDurable(ctx, b, s, reg, "model", h, &eventbus.DurableOptions{
+		opts := &eventbus.DurableOptions{
 			CheckpointEvery: 1 + rng.IntN(4),
 			Subscription: eventbus.SubscriptionOptions{
 				Middleware: mws,
 				Workers:    1 + rng.IntN(3),
 				Retry:      &eventbus.RetryPolicy{MaxAttempts: 3, InitialDelay: time.Duration(1+rng.IntN(3)) * time.Second},
 			},
-		})
+		}
+		var d *eventbus.Durable
+		if batch {
+			opts.Subscription.BatchSize = 1 + rng.IntN(4)
+			opts.Subscription.BatchWait = time.Duration(rng.IntN(3)) * time.Second
+			d, err = eventbus.SubscribeDurableBatch(ctx, b, s, reg, "model", hb, opts)
+		} else {
+			d, err = eventbus.SubscribeDurable(ctx, b, s, reg, "model", h, opts)
+		}
 		require.NoError(t, err)
 		for range rng.IntN(6) {
 			appendOne()
@@ -160,6 +237,25 @@ func runDurableModel(t *testing.T, seed uint64) {
 			}()
 		} else if rng.IntN(2) == 0 {
 			synctest.Wait()
+		}
+		if batch && rng.IntN(2) == 0 {
+			// Redrive the dead letters once the run has settled, or while it
+			// goes on. Those kept by the sink were finished; those it lost
+			// are finished once their redrive is handled, until then they
+			// hold the checkpoint, as a dead letter again does if lost again.
+			synctest.Wait()
+			mu.Lock()
+			for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+				if pos := dl.Payload().(eventbus.RecordedEvent).Position; dl.Attempt > 0 && !sinkFails(pos) {
+					finished[pos] = true
+				}
+			}
+			mu.Unlock()
+			_, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+			require.NoError(t, err, "run %d: Redrive", run)
+			if rng.IntN(2) == 0 {
+				synctest.Wait()
+			}
 		}
 		end := "Stop"
 		switch {
