@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -352,5 +353,100 @@ func TestSubscribeDurableBatchPanicLeavesOutUndecoded(t *testing.T) {
 		require.ErrorAs(t, dead[0].Err, new(*json.UnmarshalTypeError), "the dead letter's error")
 		require.NotErrorAs(t, dead[0].Err, new(*eventbus.PanicError), "the dead letter's error")
 		require.Equal(t, last.Position+1, d.Checkpoint())
+	})
+}
+
+// TestSubscribeDurableBatchUndecodedAndErrors gives a batch handler a batch
+// from which an event that does not decode was left out, and has it
+// return each kind of error: whatever it returns, that event is
+// dead-lettered with its decoding error, and the handler's error fails the
+// events it names, by their indexes in the batch it got, or all of those
+// it got. A batch of events none of which decodes never reaches the
+// handler.
+func TestSubscribeDurableBatchUndecodedAndErrors(t *testing.T) {
+	errX := errors.New("x")
+	// Positions 0, 2 and 3 decode, to amounts 0, 2 and 3; 1 does not.
+	for _, tc := range []struct {
+		name string
+		err  error
+		want map[uint64]error // the error of each position dead-lettered
+	}{
+		{"nil", nil, map[uint64]error{}},
+		{"a typed nil *BatchError", (*eventbus.BatchError)(nil), map[uint64]error{}},
+		{"an error for all", errX, map[uint64]error{0: errX, 2: errX, 3: errX}},
+		{"a *BatchError", &eventbus.BatchError{Failed: map[int]error{1: errX}}, map[uint64]error{2: errX}},
+		{"a *BatchError beside an error", errors.Join(errX, &eventbus.BatchError{Failed: map[int]error{2: io.EOF}}),
+			map[uint64]error{0: errX, 2: errX, 3: io.EOF}},
+		{"a *BatchError naming an index outside the batch", &eventbus.BatchError{Failed: map[int]error{3: errX}},
+			map[uint64]error{0: eventbus.ErrInvalid, 2: eventbus.ErrInvalid, 3: eventbus.ErrInvalid}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s, _ := backends[0].open(t)
+				reg := newBankRegistry(t)
+				ctx := context.Background()
+				appendAmounts(t, s, reg, "a", 0)
+				bad, err := reg.Encode(Deposited{})
+				require.NoError(t, err)
+				bad.Data = []byte(`{"Amount": "one"}`)
+				_, err = s.Append(ctx, "a", eventbus.Any, bad)
+				require.NoError(t, err)
+				last := appendAmounts(t, s, reg, "a", 2, 3)
+
+				bus := newBus(t, nil) // no retry: each error is final
+				var got [][]int
+				d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", func(_ context.Context, events []eventbus.Event[Deposited]) error {
+					var amounts []int
+					for _, e := range events {
+						amounts = append(amounts, e.Payload.Amount)
+					}
+					got = append(got, amounts)
+					return tc.err
+				}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{BatchWait: time.Second}}) // one batch
+				require.NoError(t, err)
+				require.NoError(t, d.WaitFor(ctx, last.Position))
+				require.NoError(t, d.Stop(ctx))
+				require.Equal(t, [][]int{{0, 2, 3}}, got, "amounts given to the handler")
+
+				dead := map[uint64]error{}
+				for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					dead[dl.Position] = dl.Err
+				}
+				require.ErrorAs(t, dead[1], new(*json.UnmarshalTypeError), "the dead letter of the event that does not decode")
+				delete(dead, 1)
+				require.Len(t, dead, len(tc.want), "positions dead-lettered but 1: %v", dead)
+				for pos, want := range tc.want {
+					require.ErrorIs(t, dead[pos], want, "the dead letter of position %d", pos)
+				}
+				require.Equal(t, last.Position+1, d.Checkpoint())
+			})
+		})
+	}
+
+	t.Run("none decodes", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			s, _ := backends[0].open(t)
+			reg := newBankRegistry(t)
+			ctx := context.Background()
+			var last eventbus.AppendResult
+			for range 2 {
+				bad, err := reg.Encode(Deposited{})
+				require.NoError(t, err)
+				bad.Data = []byte(`[]`)
+				last, err = s.Append(ctx, "a", eventbus.Any, bad)
+				require.NoError(t, err)
+			}
+			bus := newBus(t, nil)
+			calls := 0
+			d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", func(context.Context, []eventbus.Event[Deposited]) error {
+				calls++
+				return nil
+			}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{BatchWait: time.Second}})
+			require.NoError(t, err)
+			require.NoError(t, d.WaitFor(ctx, last.Position))
+			require.NoError(t, d.Stop(ctx))
+			require.Zero(t, calls, "calls of the handler")
+			require.Equal(t, 2, bus.DeadLetters().Len(), "dead letters")
+		})
 	})
 }
