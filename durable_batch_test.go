@@ -450,3 +450,89 @@ func TestSubscribeDurableBatchUndecodedAndErrors(t *testing.T) {
 		})
 	})
 }
+
+// TestSubscribeDurableBatchStops stops a batch subscription without grace
+// while its handler holds a batch, by the bus's Close, and gracefully while
+// a dead letter of a batch that the sink lost holds the checkpoint: the
+// events that the stop failed or abandoned are not finished, nor is the
+// lost dead letter, so the saved checkpoint stays before them and the next
+// run delivers them again; a redrive of the dead letter, handled, lets the
+// checkpoint pass it.
+func TestSubscribeDurableBatchStops(t *testing.T) {
+	errPoison := eventbus.Permanent(errors.New("poison"))
+	lost := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("disk full") })
+	for _, how := range []string{"Close", "lost dead letter", "lost dead letter, redriven"} {
+		t.Run(how, func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, reopen func() eventbus.Store, reg *eventbus.Registry) {
+				ctx := context.Background()
+				last := appendAmounts(t, s, reg, "a", 0, 1, 2, 3).Position
+				var mu sync.Mutex
+				var fixed bool
+				var handled []uint64
+				bus := newBus(t, &eventbus.Options{DeadLetterSink: lost})
+				entered := make(chan struct{})
+				var once sync.Once
+				d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", func(ctx context.Context, events []eventbus.Event[Deposited]) error {
+					if how == "Close" {
+						once.Do(func() { close(entered) })
+						<-ctx.Done()
+						return ctx.Err()
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					for i, e := range events {
+						if e.Position == 1 && !fixed {
+							return &eventbus.BatchError{Failed: map[int]error{i: errPoison}}
+						}
+					}
+					return nil
+				}, &eventbus.DurableOptions{CheckpointEvery: 1, Subscription: eventbus.SubscriptionOptions{Workers: 1, BatchSize: 2, BatchWait: time.Second}})
+				require.NoError(t, err)
+				want := uint64(1) // the saved checkpoint
+				switch how {
+				case "Close":
+					<-entered
+					require.Error(t, bus.Close(), "Close abandons the second batch")
+					want = 0
+				default:
+					require.NoError(t, d.WaitFor(ctx, last), "the run goes on past the dead letter")
+					require.Equal(t, uint64(1), d.Checkpoint(), "held by the dead letter the sink lost")
+					if how == "lost dead letter, redriven" {
+						mu.Lock()
+						fixed = true
+						mu.Unlock()
+						n, err := bus.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+						require.NoError(t, err)
+						require.Equal(t, 1, n)
+						require.NoError(t, bus.Flush(ctx))
+						want = last + 1
+					}
+					require.NoError(t, d.Stop(ctx))
+				}
+				if got := savedCheckpoint(t, s, "ledger"); got != int(want) && !(want == 0 && got == -1) {
+					t.Errorf("saved checkpoint = %d, want %d", got, want)
+				}
+
+				s = reopen()
+				d, err = eventbus.SubscribeDurableBatch(ctx, newBus(t, nil), s, reg, "ledger", func(_ context.Context, events []eventbus.Event[Deposited]) error {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, e := range events {
+						handled = append(handled, e.Position)
+					}
+					return nil
+				}, nil)
+				require.NoError(t, err)
+				require.NoError(t, d.WaitFor(ctx, last))
+				require.NoError(t, d.Stop(ctx))
+				mu.Lock()
+				defer mu.Unlock()
+				var again []uint64
+				for pos := want; pos <= last; pos++ {
+					again = append(again, pos)
+				}
+				require.Equal(t, again, handled, "positions delivered by the next run")
+			})
+		})
+	}
+}
