@@ -794,3 +794,39 @@ func TestStoreTopicPublishBatchShortResults(t *testing.T) {
 	_, err = orders.PublishBatch(context.Background(), []Order{{Key: "a"}, {Key: "b"}})
 	require.ErrorContains(t, err, "Store.AppendMulti of 2 streams returned a result count of 1")
 }
+
+// TestStoreTopicPublishBatchOptions publishes a batch with options and a
+// context that carries a trace: each event gets them, as from Publish
+// (the key of WithKey, which puts them all in one stream, the metadata and
+// the trace context, the correlation ID), and an ID of its own; the
+// caller's metadata is left as it was.
+func TestStoreTopicPublishBatchOptions(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		orders := newOrderTopic(t, newBus(t, nil), s, reg)
+		traced, err := eventbus.WithTraceparent(ctx, tp)
+		require.NoError(t, err)
+		md := eventbus.Metadata{"tenant": "t1"}
+		corr := eventbus.NewID()
+		res, err := orders.PublishBatch(traced, []Order{{Key: "x", N: 0}, {Key: "y", N: 1}, {Key: "x", N: 2}},
+			eventbus.WithKey("k"), eventbus.WithMetadata(md), eventbus.WithCorrelationID(corr))
+		require.NoError(t, err)
+		require.Equal(t, []eventbus.AppendResult{{Revision: 0, Position: 0}, {Revision: 1, Position: 1}, {Revision: 2, Position: 2}}, res)
+		require.Equal(t, eventbus.Metadata{"tenant": "t1"}, md, "the caller's metadata")
+		var ns []int
+		ids := map[eventbus.ID]bool{}
+		for _, e := range readAll(t, s) {
+			require.Equal(t, "orders:k", e.Stream)
+			require.Equal(t, eventbus.Metadata{"tenant": "t1", eventbus.TraceparentKey: tp}, e.Metadata, "metadata of event %d", e.Position)
+			require.Equal(t, corr, e.CorrelationID, "correlation ID of event %d", e.Position)
+			require.True(t, e.CausationID.IsZero(), "causation ID of event %d", e.Position)
+			ids[e.ID] = true
+			o, err := eventbus.Decode[Order](reg, e.EventData)
+			require.NoError(t, err)
+			ns = append(ns, o.N)
+		}
+		require.Equal(t, []int{0, 1, 2}, ns, "events stored, in order")
+		require.Len(t, ids, 3, "IDs of the events")
+	})
+}
