@@ -167,9 +167,10 @@ func (t *StoreTopic[T]) Publish(ctx context.Context, payload T, opts ...PublishO
 // nothing and returns no results.
 //
 // It returns an error as Publish does for the first payload that is bad
-// input, with its index in the message, or the store's error, such as
-// [ErrTooLarge] for a batch over the store's size limit: nothing was
-// appended then.
+// input, with its index in the message, one wrapping [ErrInvalid] for
+// events given one ID (a [PublishOption] that sets the ID sets it for
+// every event), or the store's error, such as [ErrTooLarge] for a batch
+// over the store's size limit: nothing was appended then.
 func (t *StoreTopic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...PublishOption) ([]AppendResult, error) {
 	if err := t.checkCall(ctx, "StoreTopic.PublishBatch"); err != nil {
 		return nil, err
@@ -182,11 +183,19 @@ func (t *StoreTopic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...
 	part := make(map[string]int)     // stream -> index in appends
 	at := make([]int, len(payloads)) // payload -> index in its part's events
 	streams := make([]int, len(payloads))
+	var prev ID // the ID of the event before
 	for i, payload := range payloads {
 		stream, e, err := t.event("PublishBatch", payload, &p, hasParent, opts)
 		if err != nil {
 			return nil, fmt.Errorf("%w (payloads[%d])", err, i)
 		}
+		if i > 0 && e.ID == prev {
+			// An option that sets the ID sets it for every event. The store
+			// refuses one ID twice in a stream, but would take it in two,
+			// where Idempotency would handle the first event alone.
+			return nil, fmt.Errorf("%w: store topic %q: PublishBatch: payloads[%d] and payloads[%d] have the same event ID %v (a PublishOption that sets the ID sets it for every event)", ErrInvalid, t.name, i-1, i, e.ID)
+		}
+		prev = e.ID
 		k, ok := part[stream]
 		if !ok {
 			k = len(appends)

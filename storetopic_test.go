@@ -830,3 +830,29 @@ func TestStoreTopicPublishBatchOptions(t *testing.T) {
 		require.Len(t, ids, 3, "IDs of the events")
 	})
 }
+
+// TestStoreTopicPublishBatchSameID publishes a batch with a PublishOption
+// that sets the event ID, which it gives to every event of the batch: an
+// error wrapping ErrInvalid that names the payloads, and nothing stored.
+// Over two keys the store took the events, one ID in two streams, of which
+// a subscriber's Idempotency would handle only the first; in one stream the
+// store refused them with an error that named no payload.
+func TestStoreTopicPublishBatchSameID(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		orders := newOrderTopic(t, newBus(t, nil), s, reg)
+		id := eventbus.NewID()
+		withID := func(h *eventbus.Header) { h.ID = id }
+		for _, keys := range [][]string{{"a", "b"}, {"a", "a"}} {
+			_, err := orders.PublishBatch(ctx, []Order{{Key: "x"}, {Key: keys[0]}, {Key: keys[1]}}, withID)
+			require.ErrorIs(t, err, eventbus.ErrInvalid, "keys %v", keys)
+			require.ErrorContains(t, err, "payloads[0] and payloads[1]", "keys %v", keys)
+			require.Empty(t, readAll(t, s), "the store after a batch of one ID, keys %v", keys)
+		}
+		res, err := orders.PublishBatch(ctx, []Order{{Key: "a"}}, withID)
+		require.NoError(t, err, "a batch of one event with the ID")
+		again, err := orders.Publish(ctx, Order{Key: "a"}, withID)
+		require.NoError(t, err)
+		require.Equal(t, res[0], again, "Publish of the event again: an idempotent replay")
+	})
+}
