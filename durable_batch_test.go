@@ -361,23 +361,27 @@ func TestSubscribeDurableBatchPanicLeavesOutUndecoded(t *testing.T) {
 // return each kind of error: whatever it returns, that event is
 // dead-lettered with its decoding error, and the handler's error fails the
 // events it names, by their indexes in the batch it got, or all of those
-// it got. A batch of events none of which decodes never reaches the
+// it got; a Permanent mark around a *BatchError marks the events it
+// names. A batch of events none of which decodes never reaches the
 // handler.
 func TestSubscribeDurableBatchUndecodedAndErrors(t *testing.T) {
 	errX := errors.New("x")
 	// Positions 0, 2 and 3 decode, to amounts 0, 2 and 3; 1 does not.
 	for _, tc := range []struct {
-		name string
-		err  error
-		want map[uint64]error // the error of each position dead-lettered
+		name  string
+		err   error            // the handler's error, the first time
+		retry int              // the bus's RetryPolicy.MaxAttempts
+		want  map[uint64]error // the error of each position dead-lettered
 	}{
-		{"nil", nil, map[uint64]error{}},
-		{"a typed nil *BatchError", (*eventbus.BatchError)(nil), map[uint64]error{}},
-		{"an error for all", errX, map[uint64]error{0: errX, 2: errX, 3: errX}},
-		{"a *BatchError", &eventbus.BatchError{Failed: map[int]error{1: errX}}, map[uint64]error{2: errX}},
-		{"a *BatchError beside an error", errors.Join(errX, &eventbus.BatchError{Failed: map[int]error{2: io.EOF}}),
+		{"nil", nil, 0, map[uint64]error{}},
+		{"a typed nil *BatchError", (*eventbus.BatchError)(nil), 0, map[uint64]error{}},
+		{"an error for all", errX, 0, map[uint64]error{0: errX, 2: errX, 3: errX}},
+		{"a *BatchError", &eventbus.BatchError{Failed: map[int]error{1: errX}}, 0, map[uint64]error{2: errX}},
+		{"a *BatchError marked Permanent", eventbus.Permanent(&eventbus.BatchError{Failed: map[int]error{1: errX}}), 2,
+			map[uint64]error{2: errX}}, // not retried
+		{"a *BatchError beside an error", errors.Join(errX, &eventbus.BatchError{Failed: map[int]error{2: io.EOF}}), 0,
 			map[uint64]error{0: errX, 2: errX, 3: io.EOF}},
-		{"a *BatchError naming an index outside the batch", &eventbus.BatchError{Failed: map[int]error{3: errX}},
+		{"a *BatchError naming an index outside the batch", &eventbus.BatchError{Failed: map[int]error{3: errX}}, 0,
 			map[uint64]error{0: eventbus.ErrInvalid, 2: eventbus.ErrInvalid, 3: eventbus.ErrInvalid}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -393,14 +397,16 @@ func TestSubscribeDurableBatchUndecodedAndErrors(t *testing.T) {
 				require.NoError(t, err)
 				last := appendAmounts(t, s, reg, "a", 2, 3)
 
-				bus := newBus(t, nil) // no retry: each error is final
+				bus := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: tc.retry}})
 				var got [][]int
 				d, err := eventbus.SubscribeDurableBatch(ctx, bus, s, reg, "ledger", func(_ context.Context, events []eventbus.Event[Deposited]) error {
 					var amounts []int
 					for _, e := range events {
 						amounts = append(amounts, e.Payload.Amount)
 					}
-					got = append(got, amounts)
+					if got = append(got, amounts); len(got) > 1 {
+						return nil // a retry
+					}
 					return tc.err
 				}, &eventbus.DurableOptions{Subscription: eventbus.SubscriptionOptions{BatchWait: time.Second}}) // one batch
 				require.NoError(t, err)
