@@ -111,9 +111,9 @@
 // records were saved. It is also how projections build read models:
 // [Durable.WaitFor] reads your own writes, [Durable.Rebuild] replays from
 // the start, and [SubscribeDurableBatch] hands a projection its events in
-// batches, to write each in one transaction. A [StoreTopic] publishes after commit: its events reach
-// subscribers only once they are in the store, and
-// [StoreTopic.PublishBatch] commits many at once, all or none.
+// batches, to write each in one transaction. A [StoreTopic] publishes
+// after commit: its events reach subscribers only once they are in the
+// store, and [StoreTopic.PublishBatch] commits many at once, all or none.
 //
 // # Shutdown
 //

@@ -227,7 +227,9 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 // checkpoint, when the handler returns. A [*BatchError] fails the events it
 // names alone, which are retried one at a time, as batches of one, and
 // dead-lettered if they keep failing; any other error fails the whole
-// batch. An event that does not decode is left out of the batch it came
+// batch. A failed event is retried after the later events of its stream
+// in the same batch were handled (see [BatchHandler]): a projection that
+// needs each stream's events applied in order fails those too. An event that does not decode is left out of the batch it came
 // in and dead-lettered, as by SubscribeDurable. A batch subscription runs
 // no middleware, so opts.Subscription.Middleware must be empty (it returns
 // an error wrapping [ErrInvalid] otherwise) and the bus's is skipped.

@@ -283,14 +283,18 @@ func TestStoreTopicSubscribeBatch(t *testing.T) {
 		synctest.Wait() // the worker waits for events
 		res, err := orders.PublishBatch(ctx, []Order{{"x", 0}, {"y", 1}, {"x", 2}, {"y", 3}, {"x", 4}})
 		require.NoError(t, err)
-		require.NoError(t, d.WaitFor(ctx, res[len(res)-1].Position))
+		var last uint64 // the highest position
+		for _, r := range res {
+			last = max(last, r.Position)
+		}
+		require.NoError(t, d.WaitFor(ctx, last))
 		require.NoError(t, d.Rebuild(ctx, func(context.Context) error {
 			mu.Lock()
 			defer mu.Unlock()
 			handled = map[string][]int{}
 			return nil
 		}))
-		require.NoError(t, d.WaitFor(ctx, res[len(res)-1].Position))
+		require.NoError(t, d.WaitFor(ctx, last))
 		require.NoError(t, d.Stop(ctx))
 		mu.Lock()
 		defer mu.Unlock()
@@ -341,8 +345,11 @@ func TestSubscribeDurableBatchPanicLeavesOutUndecoded(t *testing.T) {
 		require.NoError(t, d.WaitFor(ctx, last.Position))
 		require.NoError(t, d.Stop(ctx))
 
-		// The panic's batch, then a retry of each event it failed.
-		require.Equal(t, [][]int{{0, 2}, {0}, {2}}, calls, "amounts given to the handler, per call")
+		// The panic's batch, then a retry of each event it failed, of two
+		// streams, in either order.
+		require.NotEmpty(t, calls)
+		require.Equal(t, []int{0, 2}, calls[0], "amounts given to the handler in the first call")
+		require.ElementsMatch(t, [][]int{{0}, {2}}, calls[1:], "amounts given to the handler in the retries")
 		var dead []eventbus.DeadLetter
 		for dl := range bus.DeadLetters().All(eventbus.DeadLetterFilter{}) {
 			dead = append(dead, dl)
@@ -498,6 +505,7 @@ func TestSubscribeDurableBatchStops(t *testing.T) {
 				switch how {
 				case "Close":
 					<-entered
+					synctest.Wait() // the store's reader has queued the second batch
 					require.Error(t, bus.Close(), "Close abandons the second batch")
 					want = 0
 				default:
@@ -515,7 +523,15 @@ func TestSubscribeDurableBatchStops(t *testing.T) {
 					}
 					require.NoError(t, d.Stop(ctx))
 				}
-				if got := savedCheckpoint(t, s, "ledger"); got != int(want) && !(want == 0 && got == -1) {
+				got := savedCheckpoint(t, s, "ledger")
+				switch {
+				case want > last:
+					// Past every event: past the checkpoint's own saves too,
+					// as many as were read by then (they are bookkeeping).
+					if got < int(want) {
+						t.Errorf("saved checkpoint = %d, want at least %d", got, want)
+					}
+				case got != int(want) && !(want == 0 && got == -1):
 					t.Errorf("saved checkpoint = %d, want %d", got, want)
 				}
 

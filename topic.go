@@ -451,19 +451,24 @@ func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) conte
 
 // enqueue puts e in one queue of every subscription, all or none.
 func (t *Topic[T]) enqueue(ctx context.Context, e *[1]Event[T], force, try bool) (bool, error) {
+	var h [1]uint64
+	hashed := false
 	if subs := *t.subs.Load(); len(subs) == 1 {
 		// The common case, one subscription, takes one lock and no loops,
 		// and hashes no key when it has one worker; a full or stopped
-		// queue goes the long way.
+		// queue goes the long way, to the same queue.
 		q := &subs[0].workers[0].q
 		if len(subs[0].workers) > 1 {
-			q = subs[0].queueFor(t.hash(e[0].Key))
+			h[0], hashed = t.hash(e[0].Key), true
+			q = subs[0].queueFor(h[0])
 		}
 		if ok, _ := q.offer(&e[0], force); ok {
 			return true, nil
 		}
 	}
-	h := [1]uint64{t.hash(e[0].Key)}
+	if !hashed {
+		h[0] = t.hash(e[0].Key)
+	}
 	n, err := t.enqueueAll(ctx, e[:], h[:], force, try)
 	return n == 1, err
 }
