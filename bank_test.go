@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 
@@ -94,9 +95,15 @@ func newAccounts(t testing.TB, s eventbus.Store, r *eventbus.Registry, opts *eve
 // appendDeposits appends n deposits of 1 to stream, one append each, and
 // returns the result of the last.
 func appendDeposits(t testing.TB, s eventbus.Store, r *eventbus.Registry, stream string, n int) eventbus.AppendResult {
+	return appendAmounts(t, s, r, stream, slices.Repeat([]int{1}, n)...)
+}
+
+// appendAmounts appends one deposit per amount to stream, one append each,
+// and returns the result of the last.
+func appendAmounts(t testing.TB, s eventbus.Store, r *eventbus.Registry, stream string, amounts ...int) eventbus.AppendResult {
 	var res eventbus.AppendResult
-	for range n {
-		e, err := r.Encode(Deposited{Amount: 1})
+	for _, a := range amounts {
+		e, err := r.Encode(Deposited{Amount: a})
 		require.NoError(t, err)
 		res, err = s.Append(context.Background(), stream, eventbus.Any, e)
 		require.NoError(t, err)

@@ -17,19 +17,6 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 )
 
-// appendAmounts appends one deposit per amount to stream, one append each,
-// and returns the result of the last.
-func appendAmounts(t testing.TB, s eventbus.Store, r *eventbus.Registry, stream string, amounts ...int) eventbus.AppendResult {
-	var res eventbus.AppendResult
-	for _, a := range amounts {
-		e, err := r.Encode(Deposited{Amount: a})
-		require.NoError(t, err)
-		res, err = s.Append(context.Background(), stream, eventbus.Any, e)
-		require.NoError(t, err)
-	}
-	return res
-}
-
 // batchLog records the batches a batch handler gets.
 type batchLog struct {
 	mu      sync.Mutex
