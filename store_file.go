@@ -191,7 +191,7 @@ type writer struct {
 	log fileLog
 	// ids and exact find the kept events by stream and ID, for idempotent
 	// appends: see addID.
-	ids     map[uint32]uint32
+	ids     *idTable
 	exact   map[idKey]uint64
 	seed    maphash.Seed
 	dropped []*segment // by retention, their files not yet deleted
@@ -223,20 +223,21 @@ type idKey struct {
 // stream and ID to the low 32 bits of the position: lookupID tells the
 // position from them (see posOf) and checks the event's entry, which
 // holds its ID and revision. An event whose hash a kept event holds
-// already (the odds are one in 4 billion for each event kept) goes to
-// w.exact instead, by stream and ID, as does one that the low bits of its
-// position cannot tell, 4 billion positions past the first one kept.
+// already (the odds are one in 2 billion for each event kept: the table
+// tells 31 bits apart, see idTable) goes to w.exact instead, by stream and
+// ID, as does one that the low bits of its position cannot tell, 4
+// billion positions past the first one kept.
 func (w *writer) addID(stream uint32, id ID, pos uint64) {
 	k := idKey{stream, id}
 	h := uint32(maphash.Comparable(w.seed, k))
-	if p, ok := w.ids[h]; ok && w.posOf(p) < w.log.n || pos-w.log.first >= 1<<32 {
+	if p, ok := w.ids.get(h); ok && w.posOf(p) < w.log.n || pos-w.log.first >= 1<<32 {
 		if w.exact == nil {
 			w.exact = make(map[idKey]uint64)
 		}
 		w.exact[k] = pos
 		return
 	}
-	w.ids[h] = uint32(pos)
+	w.ids.put(h, uint32(pos))
 }
 
 // posOf returns the position whose low 32 bits are p in the 4 billion
@@ -251,18 +252,18 @@ func (w *writer) posOf(p uint32) uint64 {
 // forgetIDs drops the IDs of the events that retention removed, those
 // below the log's first position, as reopening the store would, once they
 // are as many as the rest: a long-running store with retention keeps its
-// memory bounded, and the committer rebuilds the map (Go's maps never
-// shrink) only after as many events as it keeps, not at every segment.
+// memory bounded, and the committer rebuilds the table (which never
+// shrinks) only after as many events as it keeps, not at every segment.
 // Until then lookups skip the IDs below the first position.
 func (w *writer) forgetIDs() {
 	kept := w.log.n - w.log.first
-	if uint64(len(w.ids)+len(w.exact)) < 2*kept {
+	if uint64(w.ids.len()+len(w.exact)) < 2*kept {
 		return
 	}
-	ids := make(map[uint32]uint32, kept)
-	for h, p := range w.ids {
+	ids := newIDTable(int(kept))
+	for h, p := range w.ids.all() {
 		if w.posOf(p) < w.log.n {
-			ids[h] = p
+			ids.put(h, p)
 		}
 	}
 	w.ids = ids
@@ -282,7 +283,7 @@ func (s *FileStore) lookupID(st *fileStream, id ID) (rev uint64, ok bool, err er
 	pos, ok := w.exact[k]
 	if !ok || pos < w.log.first {
 		var p uint32
-		p, ok = w.ids[uint32(maphash.Comparable(w.seed, k))]
+		p, ok = w.ids.get(uint32(maphash.Comparable(w.seed, k)))
 		pos = w.posOf(p)
 		ok = ok && pos < w.log.n
 	}
@@ -506,7 +507,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	s := &FileStore{
 		dir: dir, fs: o.fs, opts: o, maxEvent: maxEvent, maxBatch: maxBatch, lock: lock,
 		streams: make(map[string]*fileStream),
-		w:       writer{ids: make(map[uint32]uint32), seed: maphash.MakeSeed()},
+		w:       writer{ids: newIDTable(0), seed: maphash.MakeSeed()},
 		reqs:    make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := s.recover(); err != nil {

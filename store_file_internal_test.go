@@ -37,7 +37,7 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 		t.Helper()
 		first, kept := s.w.log.first, s.w.log.n-s.w.log.first
 		require.Positive(t, first, "retention removed segments")
-		require.LessOrEqual(t, uint64(len(s.w.ids)+len(s.w.exact)), 2*kept, "IDs remembered, against events kept")
+		require.LessOrEqual(t, uint64(s.w.ids.len()+len(s.w.exact)), 2*kept, "IDs remembered, against events kept")
 		require.LessOrEqual(t, uint64(len(s.w.log.chunks)), kept/logChunk+2, "chunks of event locations, against events kept")
 		require.Equal(t, s.w.log.chunks, s.log.chunks, "chunks of the read and write sides")
 		var positions uint64
@@ -114,7 +114,7 @@ func TestFileStoreIDCollision(t *testing.T) {
 	require.NoError(t, err)
 	// Append has returned: the committer is idle.
 	stream := s.streams["s"].id
-	s.w.ids[uint32(maphash.Comparable(s.w.seed, idKey{stream, b.ID}))] = uint32(res.Position)
+	s.w.ids.put(uint32(maphash.Comparable(s.w.seed, idKey{stream, b.ID})), uint32(res.Position))
 
 	res, err = s.Append(ctx, "s", Any, b)
 	require.NoError(t, err)
@@ -131,7 +131,7 @@ func TestFileStoreIDCollision(t *testing.T) {
 	res, err = s.Append(ctx, "other", Any, EventData{ID: NewID(), Type: "t"})
 	require.NoError(t, err)
 	require.Equal(t, AppendResult{Revision: 0, Position: 2}, res, "Append to another stream")
-	s.w.ids[uint32(maphash.Comparable(s.w.seed, idKey{s.streams["other"].id, a.ID}))] = 0
+	s.w.ids.put(uint32(maphash.Comparable(s.w.seed, idKey{s.streams["other"].id, a.ID})), 0)
 	res, err = s.Append(ctx, "other", Any, a)
 	require.NoError(t, err)
 	require.Equal(t, AppendResult{Revision: 1, Position: 3}, res, "Append of the other one to another stream")
@@ -139,7 +139,7 @@ func TestFileStoreIDCollision(t *testing.T) {
 
 // TestFileStoreIDCollisionRetention checks the IDs that w.exact holds, of
 // events whose hash another one held (with a million events kept, one
-// append in 4,000), under retention: the ID of an event that retention
+// append in 2,000), under retention: the ID of an event that retention
 // removed is no replay, and that of every kept one is, the first kept
 // among them.
 func TestFileStoreIDCollisionRetention(t *testing.T) {
@@ -156,7 +156,7 @@ func TestFileStoreIDCollisionRetention(t *testing.T) {
 	add := func(t *testing.T, s *FileStore, collide bool) EventData {
 		e := EventData{ID: NewID(), Type: "t", Data: []byte(strings.Repeat("x", 40))}
 		if collide {
-			s.w.ids[uint32(maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, e.ID}))] = uint32(s.w.log.n - 1)
+			s.w.ids.put(uint32(maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, e.ID})), uint32(s.w.log.n-1))
 		}
 		_, err := s.Append(ctx, "s", Any, e)
 		require.NoError(t, err)
@@ -196,13 +196,13 @@ func TestFileStoreIDCollisionRetention(t *testing.T) {
 // from their low 32 bits within 4 billion positions of the first one kept,
 // and keeps by stream and ID an event past those.
 func TestWriterIDPositions(t *testing.T) {
-	w := writer{ids: make(map[uint32]uint32), log: fileLog{first: 1<<32 - 2, n: 1<<33 - 2}}
+	w := writer{ids: newIDTable(0), log: fileLog{first: 1<<32 - 2, n: 1<<33 - 2}}
 	for _, pos := range []uint64{1<<32 - 2, 1<<32 - 1, 1 << 32, 1<<32 + 5, 1<<33 - 3} {
 		require.Equal(t, pos, w.posOf(uint32(pos)), "posOf(%#x)", uint32(pos))
 	}
 	w.log.n = 1<<33 - 1
 	w.addID(0, NewID(), 1<<33-2)
-	require.Empty(t, w.ids, "IDs indexed by hash")
+	require.Zero(t, w.ids.len(), "IDs indexed by hash")
 	require.Len(t, w.exact, 1, "IDs indexed by stream and ID")
 }
 
@@ -214,12 +214,12 @@ func TestFileStoreReadOnlyKeepsNoIDs(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Append(t.Context(), "s", Any, EventData{ID: NewID(), Type: "t"}, EventData{ID: NewID(), Type: "t"})
 	require.NoError(t, err)
-	require.Len(t, s.w.ids, 2, "IDs indexed by a read-write store")
+	require.Equal(t, 2, s.w.ids.len(), "IDs indexed by a read-write store")
 	require.NoError(t, s.Close())
 	s, err = OpenFileStore(dir, &FileStoreOptions{ReadOnly: true})
 	require.NoError(t, err)
 	defer s.Close()
-	require.Empty(t, s.w.ids, "IDs indexed by a read-only store")
+	require.Zero(t, s.w.ids.len(), "IDs indexed by a read-only store")
 }
 
 // TestFileStoreNegativeMaxAge opens stores whose segment gives a stream a

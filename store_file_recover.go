@@ -336,7 +336,7 @@ func (s *FileStore) recover() error {
 	if !s.opts.ReadOnly {
 		// Events take 60 bytes at least: room for the IDs up front saves
 		// growing the map while reading.
-		s.w.ids = make(map[uint32]uint32, total/128)
+		s.w.ids = newIDTable(int(total / 128))
 	}
 	var done int64
 	var buf []byte
