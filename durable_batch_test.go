@@ -17,6 +17,18 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 )
 
+// appendUndecodable appends to stream an event of Deposited's type whose
+// data does not decode to a Deposited, and returns the append's result.
+func appendUndecodable(t *testing.T, s eventbus.Store, reg *eventbus.Registry, stream string) eventbus.AppendResult {
+	t.Helper()
+	bad, err := reg.Encode(Deposited{})
+	require.NoError(t, err)
+	bad.Data = []byte(`{"Amount": "one"}`)
+	res, err := s.Append(context.Background(), stream, eventbus.Any, bad)
+	require.NoError(t, err)
+	return res
+}
+
 // batchLog records the batches a batch handler gets.
 type batchLog struct {
 	mu      sync.Mutex
@@ -120,11 +132,7 @@ func TestSubscribeDurableBatchFailures(t *testing.T) {
 	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
 		ctx := context.Background()
 		appendAmounts(t, s, reg, "a", 0, 1)
-		bad, err := reg.Encode(Deposited{Amount: 2})
-		require.NoError(t, err)
-		bad.Data = []byte(`{"Amount": "two"}`) // of its type, but it does not decode
-		_, err = s.Append(ctx, "a", eventbus.Any, bad)
-		require.NoError(t, err)
+		appendUndecodable(t, s, reg, "a")
 		last := appendAmounts(t, s, reg, "a", 3, 4)
 
 		errFlaky, errBroken := errors.New("flaky"), errors.New("broken")
@@ -184,11 +192,7 @@ func TestSubscribeDurableBatchIndexes(t *testing.T) {
 		reg := newBankRegistry(t)
 		ctx := context.Background()
 		appendAmounts(t, s, reg, "a", 0)
-		bad, err := reg.Encode(Deposited{})
-		require.NoError(t, err)
-		bad.Data = []byte(`[]`)
-		_, err = s.Append(ctx, "a", eventbus.Any, bad)
-		require.NoError(t, err)
+		appendUndecodable(t, s, reg, "a")
 		last := appendAmounts(t, s, reg, "a", 2, 3)
 
 		bus := newBus(t, nil)
@@ -308,11 +312,7 @@ func TestSubscribeDurableBatchPanicLeavesOutUndecoded(t *testing.T) {
 		reg := newBankRegistry(t)
 		ctx := context.Background()
 		appendAmounts(t, s, reg, "a", 0)
-		bad, err := reg.Encode(Deposited{})
-		require.NoError(t, err)
-		bad.Data = []byte(`{"Amount": "one"}`)
-		_, err = s.Append(ctx, "b", eventbus.Any, bad)
-		require.NoError(t, err)
+		appendUndecodable(t, s, reg, "b")
 		last := appendAmounts(t, s, reg, "c", 2)
 
 		bus := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
@@ -384,11 +384,7 @@ func TestSubscribeDurableBatchUndecodedAndErrors(t *testing.T) {
 				reg := newBankRegistry(t)
 				ctx := context.Background()
 				appendAmounts(t, s, reg, "a", 0)
-				bad, err := reg.Encode(Deposited{})
-				require.NoError(t, err)
-				bad.Data = []byte(`{"Amount": "one"}`)
-				_, err = s.Append(ctx, "a", eventbus.Any, bad)
-				require.NoError(t, err)
+				appendUndecodable(t, s, reg, "a")
 				last := appendAmounts(t, s, reg, "a", 2, 3)
 
 				bus := newBus(t, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: tc.retry}})
@@ -430,11 +426,7 @@ func TestSubscribeDurableBatchUndecodedAndErrors(t *testing.T) {
 			ctx := context.Background()
 			var last eventbus.AppendResult
 			for range 2 {
-				bad, err := reg.Encode(Deposited{})
-				require.NoError(t, err)
-				bad.Data = []byte(`[]`)
-				last, err = s.Append(ctx, "a", eventbus.Any, bad)
-				require.NoError(t, err)
+				last = appendUndecodable(t, s, reg, "a")
 			}
 			bus := newBus(t, nil)
 			calls := 0
