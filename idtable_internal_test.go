@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -59,6 +60,49 @@ func TestIDTableSizes(t *testing.T) {
 		}
 		if 1<<(64-table.shift) != size {
 			t.Errorf("newIDTable(%d): shift %d for %d slots", n, table.shift, size)
+		}
+	}
+}
+
+// TestBuildIDTable builds tables of random entries, some of one key, and
+// checks them against tables made by putting the same entries one at a
+// time, as addID does: the first entry of a key stays, and the later ones
+// are passed on.
+func TestBuildIDTable(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 100, 50_000} {
+		for _, keys := range []uint32{1 << 31, 2 * uint32(n+1)} { // few repeats; many, of both lowest bits
+			entries := make([]uint64, n)
+			for i := range entries {
+				entries[i] = uint64(r.Uint32N(keys))<<32 | uint64(i)
+			}
+			put := newIDTable(0)
+			var wantAgain []uint32
+			for _, e := range entries {
+				if _, ok := put.get(uint32(e >> 32)); ok {
+					wantAgain = append(wantAgain, uint32(e))
+					continue
+				}
+				put.put(uint32(e>>32), uint32(e))
+			}
+			var again []uint32
+			built := buildIDTable(entries, func(v uint32) { again = append(again, v) })
+			slices.Sort(again) // which comes in no order
+			slices.Sort(wantAgain)
+			if built.len() != put.len() {
+				t.Fatalf("%d entries of %d keys: len() = %d, want %d", n, keys, built.len(), put.len())
+			}
+			if !slices.Equal(again, wantAgain) {
+				t.Fatalf("%d entries of %d keys: again got %d values, want %d (%v, want %v)", n, keys, len(again), len(wantAgain), again[:min(len(again), 5)], wantAgain[:min(len(wantAgain), 5)])
+			}
+			for k, v := range put.all() {
+				if got, ok := built.get(k); !ok || got != v {
+					t.Fatalf("%d entries of %d keys: get(%#x) = %d, %v, want %d", n, keys, k, got, ok, v)
+				}
+			}
+			if 4*built.len() > 3*len(built.slots) {
+				t.Fatalf("%d entries in %d slots: over 3/4 full", built.len(), len(built.slots))
+			}
 		}
 	}
 }

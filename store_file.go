@@ -193,6 +193,7 @@ type writer struct {
 	// appends: see addID.
 	ids     *idTable
 	exact   map[idKey]uint64
+	pending []uint64 // while recovering: the entries of ids, see pendID
 	seed    maphash.Seed
 	dropped []*segment // by retention, their files not yet deleted
 	// recorded is the segment that the start file names, or 0.
@@ -238,6 +239,43 @@ func (w *writer) addID(stream uint32, id ID, pos uint64) {
 		return
 	}
 	w.ids.put(h, uint32(pos))
+}
+
+// pendID is addID while the store recovers: it keeps the entry of the ID
+// in w.pending, which indexIDs makes w.ids of once every event is read.
+func (w *writer) pendID(stream uint32, id ID, pos uint64) {
+	k := idKey{stream, id}
+	if pos-w.log.first >= 1<<32 {
+		if w.exact == nil {
+			w.exact = make(map[idKey]uint64)
+		}
+		w.exact[k] = pos
+		return
+	}
+	w.pending = append(w.pending, maphash.Comparable(w.seed, k)<<32|pos&(1<<32-1))
+}
+
+// indexIDs makes w.ids of the entries that pendID kept, all at once, and
+// w.exact of those whose hash an earlier event holds, as addID would have
+// one at a time, reading their IDs back from the segments.
+func (s *FileStore) indexIDs() error {
+	w := &s.w
+	var err error
+	w.ids = buildIDTable(w.pending, func(p uint32) {
+		if err != nil {
+			return
+		}
+		pos := w.posOf(p)
+		var id ID
+		if id, _, err = s.idAt(pos); err == nil {
+			if w.exact == nil {
+				w.exact = make(map[idKey]uint64)
+			}
+			w.exact[idKey{w.log.at(pos).stream, id}] = pos
+		}
+	})
+	w.pending = nil
+	return err
 }
 
 // posOf returns the position whose low 32 bits are p in the 4 billion

@@ -334,9 +334,9 @@ func (s *FileStore) recover() error {
 		total += fi.Size()
 	}
 	if !s.opts.ReadOnly {
-		// Events take 60 bytes at least: room for the IDs up front saves
-		// growing the map while reading.
-		s.w.ids = newIDTable(int(total / 128))
+		// Events take 60 bytes at least: room for most of their IDs up
+		// front saves growing the slice while reading.
+		s.w.pending = make([]uint64, 0, total/128)
 	}
 	var done int64
 	var buf []byte
@@ -430,6 +430,9 @@ func (s *FileStore) recover() error {
 		s.w.active = s.segs[len(s.segs)-1]
 	}
 	if !s.opts.ReadOnly {
+		if err := s.indexIDs(); err != nil {
+			return err
+		}
 		// A store written before LAST, or one whose last start of a
 		// segment a crash stopped, has it name its last segment from now
 		// on.
@@ -487,7 +490,7 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 			seg.newest = max(seg.newest, e.time)
 			st.positions = append(st.positions, e.pos)
 			if !s.opts.ReadOnly { // which appends nothing
-				s.w.addID(cur.id, e.id, e.pos)
+				s.w.pendID(cur.id, e.id, e.pos)
 			}
 			return nil
 		})
