@@ -46,6 +46,11 @@ func TestIDTableModel(t *testing.T) {
 		if 4*table.len() > 3*len(table.slots) {
 			t.Fatalf("%d entries in %d slots: over 3/4 full", table.len(), len(table.slots))
 		}
+		// A shift too large for the slots after growing still finds
+		// every key, but starts them all in a fraction of the table.
+		if 1<<(64-table.shift) != len(table.slots) {
+			t.Fatalf("shift %d for %d slots", table.shift, len(table.slots))
+		}
 	}
 }
 
