@@ -271,7 +271,12 @@ func (s *FileStore) indexIDs() error {
 			if w.exact == nil {
 				w.exact = make(map[idKey]uint64)
 			}
-			w.exact[idKey{w.log.at(pos).stream, id}] = pos
+			// The latest position of a stream and ID, as addID keeps it,
+			// though pendID put those past 4 billion positions first.
+			k := idKey{w.log.at(pos).stream, id}
+			if old, ok := w.exact[k]; !ok || old < pos {
+				w.exact[k] = pos
+			}
 		}
 	})
 	w.pending = nil
