@@ -137,51 +137,6 @@ func TestFileStoreIDCollision(t *testing.T) {
 	require.Equal(t, AppendResult{Revision: 1, Position: 3}, res, "Append of the other one to another stream")
 }
 
-// TestFileStoreIDCollisionOnOpen has the index of IDs that an open builds
-// find two events under one hash, as a collision of the 32-bit hashes
-// would: the later one goes to w.exact, read back from its segment, and
-// appending either again replays it.
-func TestFileStoreIDCollisionOnOpen(t *testing.T) {
-	dir := t.TempDir()
-	s, err := OpenFileStore(dir, &FileStoreOptions{Sync: SyncNever})
-	require.NoError(t, err)
-	ctx := t.Context()
-	a := EventData{ID: NewID(), Type: "t"}
-	b := EventData{ID: NewID(), Type: "t"}
-	c := EventData{ID: NewID(), Type: "t"}
-	_, err = s.Append(ctx, "s", Any, a)
-	require.NoError(t, err)
-	_, err = s.Append(ctx, "other", Any, b, c)
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-
-	s, err = OpenFileStore(dir, &FileStoreOptions{Sync: SyncNever})
-	require.NoError(t, err)
-	defer s.Close()
-	// The committer is idle until the first append: index again, as the
-	// open did, with b's entry under a's hash.
-	ha := maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, a.ID})
-	hc := maphash.Comparable(s.w.seed, idKey{s.streams["other"].id, c.ID})
-	s.w.pending = []uint64{ha << 32, ha<<32 | 1, hc<<32 | 2} // positions 0, 1 and 2
-	s.w.exact = nil
-	require.NoError(t, s.indexIDs())
-	require.Equal(t, map[idKey]uint64{{s.streams["other"].id, b.ID}: 1}, s.w.exact, "events indexed by stream and ID")
-	for _, tc := range []struct {
-		stream string
-		e      EventData
-		want   AppendResult
-	}{
-		{"s", a, AppendResult{Revision: 0, Position: 0}},
-		{"other", b, AppendResult{Revision: 0, Position: 1}},
-		{"other", c, AppendResult{Revision: 1, Position: 2}},
-	} {
-		res, err := s.Append(ctx, tc.stream, Any, tc.e)
-		require.NoError(t, err)
-		require.Equal(t, tc.want, res, "Append of the event at position %d again", tc.want.Position)
-	}
-	require.Equal(t, uint64(3), s.Stats().NextPosition, "events stored")
-}
-
 // TestFileStoreIDCollisionRetention checks the IDs that w.exact holds, of
 // events whose hash another one held (with a million events kept, one
 // append in 2,000), under retention: the ID of an event that retention
