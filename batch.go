@@ -239,13 +239,17 @@ func permanentOutside(err error) bool {
 }
 
 // call runs the batch handler once, turning a panic into a *PanicError.
-func (b *batching[T]) call(events []Event[T]) (err error) {
+func (b *batching[T]) call(events []Event[T]) error { return callBatch(b.ctx, b.handler, events) }
+
+// callBatch runs h once with events, turning a panic into a *PanicError,
+// also one that reading h's error would raise.
+func callBatch[T any](ctx context.Context, h BatchHandler[T], events []Event[T]) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	err = b.handler(b.ctx, events)
+	err = h(ctx, events)
 	if err != nil {
 		// As the worker will, where a panic is recovered (see probe).
 		failed, ferr := failures(err, len(events))

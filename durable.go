@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -229,10 +228,11 @@ func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, 
 // dead-lettered if they keep failing; any other error fails the whole
 // batch. A failed event is retried after the later events of its stream
 // in the same batch were handled (see [BatchHandler]): a projection that
-// needs each stream's events applied in order fails those too. An event that does not decode is left out of the batch it came
-// in and dead-lettered, as by SubscribeDurable. A batch subscription runs
-// no middleware, so opts.Subscription.Middleware must be empty (it returns
-// an error wrapping [ErrInvalid] otherwise) and the bus's is skipped.
+// needs each stream's events applied in order fails those too. An event
+// that does not decode is left out of the batch it came in and
+// dead-lettered, as by SubscribeDurable. A batch subscription runs no
+// middleware, so opts.Subscription.Middleware must be empty (it returns an
+// error wrapping [ErrInvalid] otherwise) and the bus's is skipped.
 func SubscribeDurableBatch[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h BatchHandler[E], opts *DurableOptions) (*Durable, error) {
 	if opts != nil && len(opts.Subscription.Middleware) > 0 {
 		return nil, fmt.Errorf("%w: durable subscription %q: a batch subscription cannot have middleware", ErrInvalid, name)
@@ -398,23 +398,39 @@ func decoding[E any](r *Registry, h Handler[E]) (Handler[RecordedEvent], string,
 	if raw, ok := any(h).(Handler[RecordedEvent]); ok {
 		return raw, "", nil
 	}
-	if err := r.check(""); err != nil { // a nil Registry, or one NewRegistry did not make
-		return nil, "", fmt.Errorf("registry to decode the events: %w", err)
-	}
-	eventType, err := checkLatest[E](r)
+	eventType, err := decodable[E](r)
 	if err != nil {
 		return nil, "", err
 	}
 	return func(ctx context.Context, e Event[RecordedEvent]) error {
-		p, version, err := decodeLatest[E](r, e.Payload.EventData)
+		d, err := decodeEvent[E](r, &e)
 		if err != nil {
-			return Permanent(err)
+			return err
 		}
-		// The header gives the version of the payload, upcast.
-		hdr := e.Header
-		hdr.SchemaVersion = version
-		return h(ctx, Event[E]{Header: hdr, Payload: p})
+		return h(ctx, d)
 	}, eventType, nil
+}
+
+// decodable checks that r decodes stored events to E, its latest version,
+// and returns the event type that E selects ("" for an interface).
+func decodable[E any](r *Registry) (string, error) {
+	if err := r.check(""); err != nil { // a nil Registry, or one NewRegistry did not make
+		return "", fmt.Errorf("registry to decode the events: %w", err)
+	}
+	return checkLatest[E](r)
+}
+
+// decodeEvent decodes e for a handler of E, upcast to the latest version,
+// which its header then gives, or returns why it does not decode, for
+// good (Permanent).
+func decodeEvent[E any](r *Registry, e *Event[RecordedEvent]) (Event[E], error) {
+	p, version, err := decodeLatest[E](r, e.Payload.EventData)
+	if err != nil {
+		return Event[E]{}, Permanent(err)
+	}
+	hdr := e.Header
+	hdr.SchemaVersion = version
+	return Event[E]{Header: hdr, Payload: p}, nil
 }
 
 // decodingBatch is decoding for a batch handler. The events of a batch that
@@ -428,10 +444,7 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 	if raw, ok := any(h).(BatchHandler[RecordedEvent]); ok {
 		return raw, "", nil
 	}
-	if err := r.check(""); err != nil {
-		return nil, "", fmt.Errorf("registry to decode the events: %w", err)
-	}
-	eventType, err := checkLatest[E](r)
+	eventType, err := decodable[E](r)
 	if err != nil {
 		return nil, "", err
 	}
@@ -439,8 +452,8 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 		decoded := make([]Event[E], 0, len(events))
 		var index []int // decoded[j] is events[index[j]], once an event failed
 		var failed map[int]error
-		for i, e := range events {
-			p, version, err := decodeLatest[E](r, e.Payload.EventData)
+		for i := range events {
+			d, err := decodeEvent[E](r, &events[i])
 			if err != nil {
 				if failed == nil {
 					failed = make(map[int]error)
@@ -448,12 +461,10 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 						index = append(index, j)
 					}
 				}
-				failed[i] = Permanent(err)
+				failed[i] = err
 				continue
 			}
-			hdr := e.Header
-			hdr.SchemaVersion = version
-			decoded = append(decoded, Event[E]{Header: hdr, Payload: p})
+			decoded = append(decoded, d)
 			if failed != nil {
 				index = append(index, i)
 			}
@@ -464,8 +475,10 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 		if len(decoded) == 0 {
 			return &BatchError{Failed: failed}
 		}
+		// A panic fails the events h got, not those left out, which keep
+		// their own errors.
 		var each map[int]error
-		all := callLeftOut(ctx, h, decoded)
+		all := callBatch(ctx, h, decoded)
 		if _, panicked := all.(*PanicError); !panicked { // as runChunk reads a panic
 			each, all = failures(all, len(decoded))
 		}
@@ -476,18 +489,6 @@ func decodingBatch[E any](r *Registry, h BatchHandler[E]) (BatchHandler[Recorded
 		}
 		return &BatchError{Failed: failed}
 	}, eventType, nil
-}
-
-// callLeftOut calls h with decoded, the events of a batch that decoded,
-// turning a panic into a *PanicError: the panic fails those events, and
-// not the ones left out of decoded, which keep their own errors.
-func callLeftOut[E any](ctx context.Context, h BatchHandler[E], decoded []Event[E]) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, decoded)
 }
 
 // start subscribes the workers and starts the tailer, reading from from.

@@ -232,13 +232,21 @@ func (w *writer) addID(stream uint32, id ID, pos uint64) {
 	k := idKey{stream, id}
 	h := uint32(maphash.Comparable(w.seed, k))
 	if p, ok := w.ids.get(h); ok && w.posOf(p) < w.log.n || pos-w.log.first >= 1<<32 {
-		if w.exact == nil {
-			w.exact = make(map[idKey]uint64)
-		}
-		w.exact[k] = pos
+		w.keepExact(k, pos)
 		return
 	}
 	w.ids.put(h, uint32(pos))
+}
+
+// keepExact records in w.exact that the event k is at pos, unless it holds
+// a later position for k.
+func (w *writer) keepExact(k idKey, pos uint64) {
+	if w.exact == nil {
+		w.exact = make(map[idKey]uint64)
+	}
+	if old, ok := w.exact[k]; !ok || old < pos {
+		w.exact[k] = pos
+	}
 }
 
 // pendID is addID while the store recovers: it keeps the entry of the ID
@@ -246,10 +254,7 @@ func (w *writer) addID(stream uint32, id ID, pos uint64) {
 func (w *writer) pendID(stream uint32, id ID, pos uint64) {
 	k := idKey{stream, id}
 	if pos-w.log.first >= 1<<32 {
-		if w.exact == nil {
-			w.exact = make(map[idKey]uint64)
-		}
-		w.exact[k] = pos
+		w.keepExact(k, pos)
 		return
 	}
 	w.pending = append(w.pending, maphash.Comparable(w.seed, k)<<32|pos&(1<<32-1))
@@ -268,15 +273,9 @@ func (s *FileStore) indexIDs() error {
 		pos := w.posOf(p)
 		var id ID
 		if id, _, err = s.idAt(pos); err == nil {
-			if w.exact == nil {
-				w.exact = make(map[idKey]uint64)
-			}
-			// The latest position of a stream and ID, as addID keeps it,
-			// though pendID put those past 4 billion positions first.
-			k := idKey{w.log.at(pos).stream, id}
-			if old, ok := w.exact[k]; !ok || old < pos {
-				w.exact[k] = pos
-			}
+			// The latest position wins, though pendID kept those past 4
+			// billion positions first.
+			w.keepExact(idKey{w.log.at(pos).stream, id}, pos)
 		}
 	})
 	w.pending = nil

@@ -271,11 +271,12 @@ func WithCorrelationID(id ID) PublishOption { return func(h *Header) { h.Correla
 // Publish sends payload to every subscription of t.
 //
 // In Async mode it returns once the event is in the queue of one worker of
-// every subscription ([Topic.PublishBatch] queues many for less per event). While one of those queues is full it waits for room;
-// if ctx ends first it returns ctx's error and the event was queued nowhere:
-// a failed Publish can be retried without duplicates. A handler publishing
-// with its own context never waits, since it might wait for itself: its
-// event is queued past the bound.
+// every subscription ([Topic.PublishBatch] queues many for less per
+// event). While one of those queues is full it waits for room; if ctx ends
+// first it returns ctx's error and the event was queued nowhere: a failed
+// Publish can be retried without duplicates. A handler publishing with its
+// own context never waits, since it might wait for itself: its event is
+// queued past the bound.
 //
 // In Sync mode it runs each subscription's handler (with retries) in turn
 // and returns a [*HandlerError] for each that failed, joined; ctx becomes
