@@ -304,6 +304,26 @@ func BenchmarkIdleLatency(b *testing.B) {
 			<-handled
 		}
 	})
+	// Keyless events on the default GOMAXPROCS workers: each goes to the
+	// worker that handled the one before, which has nothing to do.
+	b.Run("bus-keyless", func(b *testing.B) {
+		bus, err := eventbus.New(nil)
+		must(b, err)
+		b.Cleanup(func() { _ = bus.Close() })
+		topic, err := eventbus.NewTopic[payload](bus, "bench", nil)
+		must(b, err)
+		_, err = topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error {
+			handled <- struct{}{}
+			return nil
+		}, nil)
+		must(b, err)
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			must(b, topic.Publish(ctx, payload{}))
+			<-handled
+		}
+	})
 	b.Run("channel", func(b *testing.B) {
 		c := newChannels(1, func(eventbus.Event[payload]) { handled <- struct{}{} })
 		b.ReportAllocs()

@@ -1985,6 +1985,46 @@ func TestWorkersShareOutKeys(t *testing.T) {
 	}
 }
 
+// TestKeylessEventsGoToFreeWorkers publishes keyless events one at a time
+// to subscriptions whose handlers block: each goes to a worker with nothing
+// to do while there is one, so none waits behind another, also once the
+// workers have run dry again, and with more workers than the 64 that are
+// looked for (at random, 4 events would meet 4 workers 9% of the time).
+func TestKeylessEventsGoToFreeWorkers(t *testing.T) {
+	for _, c := range []struct{ subs, workers, free int }{{1, 4, 4}, {2, 4, 4}, {1, 70, 64}} {
+		t.Run(fmt.Sprintf("subs=%d/workers=%d", c.subs, c.workers), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: c.workers})
+				topic := newTopic[Order](t, b, "orders", nil)
+				running := make([]atomic.Int32, c.subs)
+				var gate chan struct{}
+				for i := range c.subs {
+					subscribe(t, topic, fmt.Sprint("s", i), func(context.Context, eventbus.Event[Order]) error {
+						running[i].Add(1)
+						<-gate
+						return nil
+					}, nil)
+				}
+				ctx := context.Background()
+				for round := range 2 {
+					gate = make(chan struct{})
+					for i := range c.free {
+						require.NoError(t, topic.Publish(ctx, Order{N: i}))
+					}
+					synctest.Wait()
+					for i := range running {
+						if got := running[i].Swap(0); got != int32(c.free) {
+							t.Errorf("round %d: subscription s%d: handlers running at once = %d, want %d, one per event", round, i, got, c.free)
+						}
+					}
+					close(gate)
+					require.NoError(t, b.Flush(ctx))
+				}
+			})
+		})
+	}
+}
+
 // TestShutdownReportsTheFirstCause checks which cause a Shutdown cut
 // short by two stops reports: its context ends, with a cause of its own,
 // while it waits for one subscription's handler, which cuts that

@@ -29,7 +29,9 @@
 // order; events with different keys are handled in parallel. The key comes
 // from [WithKey] at Publish, else from [TopicOptions].Key, else from the
 // payload's AggregateID() (or GetAggregateID()) method. Events without a key
-// are spread over the workers at random and have no order promise at all.
+// have no order promise at all: one published alone goes to a worker with
+// nothing to do, if one of the first 64 has nothing, so that it does not
+// wait behind another event; the rest go to workers at random.
 //
 // In [Async] mode, the default, Publish returns once the event is queued for
 // every subscription. Queues are bounded: when one is full, Publish waits

@@ -67,7 +67,7 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 		if len(run) > 0 && t.bus.closed.Load() {
 			return sent, ErrClosed
 		}
-		n, err := t.enqueueAll(ctx, events[:len(run)], hashes[:len(run)], p.handler, false)
+		n, err := t.enqueueAll(ctx, events[:len(run)], hashes[:len(run)], false, p.handler, false)
 		t.count(n)
 		sent += n
 		switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // queue is one worker's bounded FIFO. Publishers append one event at a time
@@ -25,16 +26,39 @@ type queue[T any] struct {
 	parked  bool   // the worker waits on wake
 	woken   bool   // a publish holding several locks took parked off
 	stopped bool   // intake closed: the subscription or the bus is stopping
+	// free is set while the worker has nothing to do: its last take found
+	// the queue empty, and nothing came in since. In a subscription of
+	// several workers the queue mirrors it in bit of the subscription's
+	// mask of free workers, idle (nil for a lone worker, and past the
+	// 64th), where keyless events look for a worker.
+	free    bool
+	idle    *atomic.Uint64
+	bit     uint64
 	wake    chan struct{}
 	room    broadcast // when room appears, or intake stops
 	settled broadcast // when low moves
 	stats   counters  // the worker's, as of its last take
 }
 
-func (q *queue[T]) init(limit int, source uint32) {
+func (q *queue[T]) init(limit int, source uint32, idle *atomic.Uint64, bit uint64) {
 	q.limit = limit
 	q.source = source
 	q.wake = make(chan struct{}, 1)
+	q.idle, q.bit = idle, bit
+	q.setFree(true)
+}
+
+// setFree records whether the worker has nothing to do. Callers hold mu,
+// or own q alone.
+func (q *queue[T]) setFree(free bool) {
+	q.free = free
+	switch {
+	case q.idle == nil:
+	case free:
+		q.idle.Or(q.bit)
+	default:
+		q.idle.And(^q.bit)
+	}
 }
 
 // full reports whether an append must wait: events queued, and those the
@@ -47,6 +71,9 @@ func (q *queue[T]) full() bool { return len(q.items)+q.laned >= q.limit }
 func (q *queue[T]) push(e *Event[T]) (wake bool) {
 	q.items = appendEvent(q.items, e)
 	q.enq++
+	if q.free {
+		q.setFree(false)
+	}
 	if q.parked {
 		q.parked = false
 		return true
@@ -110,6 +137,9 @@ func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters
 	stopped := q.stopped
 	if len(q.items) == 0 {
 		q.parked = park
+		if !q.free {
+			q.setFree(true)
+		}
 		q.mu.Unlock()
 		return nil, 0, stopped
 	}
@@ -193,6 +223,9 @@ func (q *queue[T]) unshift(events []Event[T]) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.free {
+		q.setFree(false)
+	}
 	n, k := len(q.items), len(events)
 	if cap(q.items) < n+k {
 		q.items = append(append(make([]Event[T], 0, n+k), events...), q.items...)

@@ -457,11 +457,11 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *[1]Event[T], force, try bool)
 	if subs := *t.subs.Load(); len(subs) == 1 {
 		// The common case, one subscription, takes one lock and no loops,
 		// and hashes no key when it has one worker; a full or stopped
-		// queue goes the long way, to the same queue.
+		// queue goes the long way, to the same queue for a key.
 		q := &subs[0].workers[0].q
 		if len(subs[0].workers) > 1 {
 			h[0], hashed = t.hash(e[0].Key), true
-			q = subs[0].queueFor(h[0])
+			q = subs[0].queueOf(h[0], e[0].Key == "")
 		}
 		if ok, _ := q.offer(&e[0], force); ok {
 			return true, nil
@@ -470,7 +470,7 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *[1]Event[T], force, try bool)
 	if !hashed {
 		h[0] = t.hash(e[0].Key)
 	}
-	n, err := t.enqueueAll(ctx, e[:], h[:], force, try)
+	n, err := t.enqueueAll(ctx, e[:], h[:], e[0].Key == "", force, try)
 	return n == 1, err
 }
 
@@ -479,7 +479,8 @@ func (t *Topic[T]) enqueue(ctx context.Context, e *[1]Event[T], force, try bool)
 const maxLocked = 32
 
 // enqueueAll puts events in order, each in one queue of every
-// subscription, all or none, hashes[i] choosing events[i]'s. It returns how
+// subscription, all or none, hashes[i] choosing events[i]'s, or with free
+// (a lone keyless event) a free worker's if there is one. It returns how
 // many went in: all of them, or those before one that met a stopped bus
 // (ErrClosed), a full queue with try (a nil error), or a full queue until
 // ctx ended (ctx's error). force queues past the bound.
@@ -488,7 +489,7 @@ const maxLocked = 32
 // those queues in the order every publisher does (see lockSet), so that
 // publishers never wait for each other in a circle, and appends as many
 // events as fit: one lock per queue per run, not per event.
-func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []uint64, force, try bool) (int, error) {
+func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []uint64, free, force, try bool) (int, error) {
 	var chosen, ordered [maxLocked]*queue[T] // runs choose their queues without allocating
 	sent := 0
 	for sent < len(events) {
@@ -499,7 +500,7 @@ func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []u
 		qs := chosen[:0]
 		for _, h := range hashes[sent : sent+run] {
 			for _, s := range subs {
-				qs = append(qs, s.queueFor(h))
+				qs = append(qs, s.queueOf(h, free))
 			}
 		}
 		locks := lockSet[T](qs) // one event's queues are in order
@@ -567,7 +568,8 @@ func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []u
 }
 
 // hash picks the worker of a key in every subscription; a keyless event
-// goes to a random one.
+// goes to a random one, unless it is alone and a worker is free (see
+// subscription.queueOf).
 func (t *Topic[T]) hash(key string) uint64 {
 	if key == "" {
 		return rand.Uint64()

@@ -193,7 +193,7 @@ func TestEnqueueAllCountsEventsBeforeAStop(t *testing.T) {
 	b.closeIntake()
 	subs[0].workers[1].q.stop() // the first subscription's second queue, only
 
-	n, err := topic.enqueueAll(context.Background(), events, hashes, false, false)
+	n, err := topic.enqueueAll(context.Background(), events, hashes, false, false, false)
 	require.ErrorIs(t, err, ErrClosed)
 	require.Equal(t, stopAt, n, "events queued before the stopped queue")
 	for _, s := range subs {

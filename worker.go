@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"reflect"
 	"runtime"
 	"runtime/debug"
@@ -21,6 +22,12 @@ type subscription[T any] struct {
 	chain   EnvelopeHandler // nil without middleware, and once the workers have exited
 	retry   RetryPolicy
 	workers []*worker[T]
+	// idle has bit i set while worker i, of the first 64, has nothing to
+	// do (see queue.free). Workers write it when they run dry or get
+	// events, which publishers read: it has cache lines of its own.
+	_       [cacheLine]byte
+	idle    atomic.Uint64
+	_       [cacheLine]byte
 	running atomic.Int32 // workers not yet exited
 	sync    syncCounters // Sync mode's counters
 	envs    sync.Pool    // of *envelope[T], for Sync mode's middleware
@@ -76,7 +83,11 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 			// events were stamped by the store.
 			w.stats.times, w.stats.clock, w.stats.stored = new(timings), b.clock, s.finish != nil
 		}
-		w.q.init(o.QueueSize, b.ids.source())
+		var idle *atomic.Uint64
+		if o.Workers > 1 && i < 64 {
+			idle = &s.idle
+		}
+		w.q.init(o.QueueSize, b.ids.source(), idle, 1<<(i%64))
 		s.workers[i] = w
 	}
 	return s, nil
@@ -104,6 +115,19 @@ func (s *subscription[T]) wake() {
 // number of workers, which spares a division.
 func (s *subscription[T]) queueFor(h uint64) *queue[T] {
 	return &s.workers[(h>>32*uint64(len(s.workers)))>>32].q
+}
+
+// queueOf returns the queue of an event that hashed to h: a free worker's,
+// if the event is keyless (it promises no order) and s has one, so that
+// it does not wait behind another event while a worker idles; otherwise
+// the worker's that h picks.
+func (s *subscription[T]) queueOf(h uint64, keyless bool) *queue[T] {
+	if keyless {
+		if free := s.idle.Load(); free != 0 {
+			return &s.workers[bits.TrailingZeros64(free)].q
+		}
+	}
+	return s.queueFor(h)
 }
 
 func (s *subscription[T]) stopIntake() {
@@ -387,7 +411,7 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		_ = s.runSync(s.topic.syncContext(ctx, ctx == context.Background(), e), e)
 		return nil
 	}
-	q := s.queueFor(s.topic.hash(e.Key))
+	q := s.queueOf(s.topic.hash(e.Key), e.Key == "")
 	// A handler redriving (or a dead-letter sink, which its worker waits
 	// for) never waits for room, as Publish does not: it might wait for itself.
 	lin, _ := parent(ctx)
