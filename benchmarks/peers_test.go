@@ -149,8 +149,8 @@ func (c *channel) Close() {
 	c.wg.Wait()
 }
 
-// ebus is eventbus with default options: unkeyed events are spread over
-// GOMAXPROCS workers per subscription.
+// ebus is eventbus with default options: GOMAXPROCS workers per
+// subscription, which unkeyed events go to (a free one if there is one).
 type ebus struct {
 	bus    *eventbus.Bus
 	topics []*eventbus.Topic[msg]
