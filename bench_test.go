@@ -361,6 +361,38 @@ func BenchmarkSync(b *testing.B) {
 	})
 }
 
+// BenchmarkSyncParallel publishes to a Sync-mode topic with one no-op
+// subscription from GOMAXPROCS goroutines, as the request handlers of a
+// server would, against calling the handler directly from as many.
+func BenchmarkSyncParallel(b *testing.B) {
+	b.Run("bus", func(b *testing.B) {
+		_, topic := benchTopic(b, eventbus.Options{Mode: eventbus.Sync})
+		_, err := topic.Subscribe("s", noop, nil)
+		must(b, err)
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 0; pb.Next(); i++ {
+				if err := topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	})
+	b.Run("direct-call", func(b *testing.B) {
+		h := eventbus.Handler[payload](noop)
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 0; pb.Next(); i++ {
+				if err := h(ctx, eventbus.Event[payload]{Payload: payload{Key: benchKeys[i&1023], N: i}}); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	})
+}
+
 // BenchmarkMiddleware measures the cost per event of each built-in, and of
 // a typical full chain, in Sync mode (publish and handle in one goroutine,
 // the least noisy measure), beside no middleware in the same run.

@@ -1753,6 +1753,55 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 	})
 }
 
+// TestSyncIDsUnique publishes from parallel goroutines to a Sync-mode
+// topic, with context.Background() and with a handler's context (the two
+// kinds of handler context, each numbered from chunks of its own), and
+// checks that every event got an ID of its own, which its handler's
+// context carries: the publishers take their contexts from the chunks
+// concurrently.
+func TestSyncIDsUnique(t *testing.T) {
+	const publishers, each = 8, 500 // 4,000 events: many chunks of 63
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders", nil)
+	audit := newTopic[Order](t, b, "audit", nil)
+	var mu sync.Mutex
+	seen := map[eventbus.ID]string{}
+	record := func(topic string, e eventbus.Event[Order]) {
+		mu.Lock()
+		defer mu.Unlock()
+		if prior, ok := seen[e.ID]; ok {
+			t.Errorf("event %v of %s has the ID of an event of %s", e.ID, topic, prior)
+		}
+		seen[e.ID] = topic
+	}
+	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		record("orders", e)
+		return audit.Publish(ctx, e.Payload) // with the handler's context
+	}, nil)
+	subscribe(t, audit, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		record("audit", e)
+		if e.CausationID.IsZero() {
+			t.Errorf("audit event %v has no causation ID", e.ID)
+		}
+		return nil
+	}, nil)
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			for i := range each {
+				if err := orders.Publish(context.Background(), Order{N: p*each + i}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := len(seen), 2*publishers*each; got != want {
+		t.Errorf("%d distinct IDs, want %d", got, want)
+	}
+}
+
 // TestSyncLineage checks what a Sync-mode handler passes on when its
 // publisher used context.Background() and set a correlation ID or metadata
 // at publish: both reach the handler's context and the events it publishes.
