@@ -134,11 +134,12 @@ func newIDSource() *idSource {
 // source returns a new source number.
 func (s *idSource) source() uint32 { return s.sources.Add(1) }
 
-// id returns the ID of the n-th event of source src, published at t.
-func (s *idSource) id(t time.Time, src uint32, n uint64) ID {
-	var id ID
-	putMillis(&id, t)
-	id[6], id[7] = s.node[0], s.node[1]
+// put stamps *id as the ID of the n-th event of source src, published at
+// t, with two 8-byte stores: an ID built apart and copied in, 16 bytes at
+// once, right after its last bytes were written, waits for them to reach
+// the cache, which cost about 10 ns per event.
+func (s *idSource) put(id *ID, t time.Time, src uint32, n uint64) {
+	ms := uint64(min(max(t.UnixMilli(), 0), 1<<48-1))
+	binary.BigEndian.PutUint64(id[:8], ms<<16|uint64(s.node[0])<<8|uint64(s.node[1]))
 	binary.BigEndian.PutUint64(id[8:], uint64(src)<<40|n&(1<<40-1))
-	return id
 }

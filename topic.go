@@ -424,11 +424,17 @@ func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
 	if e.SchemaVersion == 0 {
 		e.SchemaVersion = t.version
 	}
-	if e.ID.IsZero() {
-		e.ID = t.bus.ids.id(e.Time, src, n)
-	}
-	if e.CorrelationID.IsZero() {
-		e.CorrelationID = e.ID
+	switch {
+	case !e.ID.IsZero():
+		if e.CorrelationID.IsZero() {
+			e.CorrelationID = e.ID
+		}
+	case e.CorrelationID.IsZero():
+		// Stamped twice rather than copied: see idSource.put.
+		t.bus.ids.put(&e.ID, e.Time, src, n)
+		t.bus.ids.put(&e.CorrelationID, e.Time, src, n)
+	default:
+		t.bus.ids.put(&e.ID, e.Time, src, n)
 	}
 }
 
