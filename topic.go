@@ -446,8 +446,13 @@ func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
 func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) context.Context {
 	if bg && e.Metadata == nil && e.CorrelationID.IsZero() {
 		c, src, n := t.roots.get(t.bus.ids)
+		c.base = background
+		if e.ID.IsZero() {
+			t.bus.ids.put(&c.id, e.Time, src, n) // not read back from e: see idSource.put
+		} else {
+			c.id = e.ID // a PublishOption's
+		}
 		t.number(e, src, n) // which makes e its own correlation ID
-		*c = rootContext{base: background, id: e.ID}
 		return c
 	}
 	c, src, n := t.ctxs.get(t.bus.ids)
