@@ -93,6 +93,7 @@ type FileStoreOptions struct {
 	fs     fileSystem       // for tests; nil means the operating system's
 	locked bool             // the caller holds the lock of the directory
 	now    func() time.Time // for tests; nil means time.Now
+	window int              // for tests: the bytes an open reads at a time; zero means openWindow
 }
 
 // FileStore is a [Store] that keeps its events in append-only segment files
@@ -134,7 +135,8 @@ type FileStoreOptions struct {
 // idempotent appends) live in memory, rebuilt on open by reading every
 // segment, so opening checks every checksum: about 44 bytes of heap per
 // event (measured with a million events in 10,000 streams; 25 bytes for a
-// ReadOnly store, which keeps no IDs). Reads are lazy: they read events from
+// ReadOnly store, which keeps no IDs). An open reads the segments 4 MiB at
+// a time, whatever their size. Reads are lazy: they read events from
 // the files as the loop advances. Appends go through one goroutine that
 // writes and syncs the appends waiting at that moment together; Close stops
 // it and lets go of the indexes.
@@ -530,6 +532,9 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	}
 	if o.fs == nil {
 		o.fs = osFS{}
+	}
+	if o.window == 0 {
+		o.window = openWindow
 	}
 	if !o.ReadOnly {
 		if err := makeDir(o.fs, dir); err != nil {

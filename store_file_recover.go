@@ -149,7 +149,11 @@ func missingLast(dir string, recorded, last uint64) error {
 // headUnwritten), its length zero or, if the length ends in the next
 // sector, wrong, and no complete frame follows (see recordAfter).
 func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
-	off := segHeaderSize
+	return scanFrom(b, segHeaderSize, path, each)
+}
+
+// scanFrom is scanSegment from the frame at off on.
+func scanFrom(b []byte, off int, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
 	for off < len(b) {
 		rest := b[off:]
 		if len(rest) < frameHeader {
@@ -187,16 +191,112 @@ func scanSegment(b []byte, path string, each func(off int, payload []byte) error
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: "checksum mismatch"}
 		}
-		if each != nil {
-			if err := each(off, payload); err != nil {
-				var ce *CorruptionError
-				if !errors.As(err, &ce) {
-					err = &CorruptionError{Path: path, Offset: int64(off), Reason: err.Error()}
-				}
-				return off, false, err
-			}
+		if err := replay(each, off, payload, path); err != nil {
+			return off, false, err
 		}
 		off += frameHeader + int(size)
+	}
+	return off, false, nil
+}
+
+// replay calls each, if not nil, for the sound frame at off, and makes its
+// error a *CorruptionError at off, unless it is one.
+func replay(each func(off int, payload []byte) error, off int, payload []byte, path string) error {
+	if each == nil {
+		return nil
+	}
+	err := each(off, payload)
+	if err != nil {
+		var ce *CorruptionError // escapes: declared where it is needed
+		if !errors.As(err, &ce) {
+			err = &CorruptionError{Path: path, Offset: int64(off), Reason: err.Error()}
+		}
+	}
+	return err
+}
+
+// openWindow is how much of a segment file an open reads at a time: it
+// checks and replays the frames while they are in the processor's caches,
+// and holds a window, not a whole segment.
+const openWindow = 4 << 20
+
+// segmentReader reads a segment file a window at a time, for scanFile.
+type segmentReader struct {
+	f    storeFile
+	path string
+	size int    // of the file
+	buf  []byte // the window, of the file's bytes from at; kept for the next file
+	at   int
+	wide int // the window's size, unless a frame needs more
+	// first is the kind of the file's first frame, once scanFile has
+	// replayed it.
+	first byte
+}
+
+// from returns the file's bytes from off on: at least n of them, unless
+// the file ends first, and as many more as the window holds.
+func (r *segmentReader) from(off, n int) ([]byte, error) {
+	n = min(n, r.size-off)
+	if off >= r.at && off+n <= r.at+len(r.buf) {
+		return r.buf[off-r.at:], nil
+	}
+	size := min(max(n, r.wide), r.size-off)
+	if cap(r.buf) < size {
+		r.buf = make([]byte, size)
+	}
+	r.buf, r.at = r.buf[:size], off
+	if k, err := r.f.ReadAt(r.buf, int64(off)); k < size {
+		r.buf = r.buf[:0]
+		return nil, fmt.Errorf("eventbus: open file store: read %s: %w", r.path, err)
+	}
+	return r.buf, nil
+}
+
+// all returns every byte of the file, read into a buffer of their own.
+func (r *segmentReader) all() ([]byte, error) {
+	b := make([]byte, r.size)
+	if k, err := r.f.ReadAt(b, 0); k < r.size {
+		return nil, fmt.Errorf("eventbus: open file store: read %s: %w", r.path, err)
+	}
+	return b, nil
+}
+
+// scanFile is scanSegment over the file of r, read a window at a time: it
+// replays sound frames as they come, and hands the first other one to
+// scanFrom, over the whole file, which tells a torn last frame from damage
+// by what follows it.
+func scanFile(r *segmentReader, each func(off int, payload []byte) error) (end int, torn bool, err error) {
+	off := segHeaderSize
+	for off < r.size {
+		rest, err := r.from(off, frameHeader)
+		if err != nil {
+			return off, false, err
+		}
+		if len(rest) >= frameHeader {
+			if size := int(binary.LittleEndian.Uint32(rest)); size > 0 && size <= maxRecord {
+				if rest, err = r.from(off, frameHeader+size); err != nil {
+					return off, false, err
+				}
+				if len(rest) >= frameHeader+size {
+					payload := rest[frameHeader : frameHeader+size]
+					if crc32.Checksum(payload, castagnoli) == binary.LittleEndian.Uint32(rest[4:]) {
+						if off == segHeaderSize {
+							r.first = payload[0]
+						}
+						if err := replay(each, off, payload, r.path); err != nil {
+							return off, false, err
+						}
+						off += frameHeader + size
+						continue
+					}
+				}
+			}
+		}
+		b, err := r.all()
+		if err != nil {
+			return off, false, err
+		}
+		return scanFrom(b, off, r.path, each)
 	}
 	return off, false, nil
 }
@@ -339,7 +439,7 @@ func (s *FileStore) recover() error {
 		s.w.pending = make([]uint64, 0, total/128)
 	}
 	var done int64
-	var buf []byte
+	r := segmentReader{buf: make([]byte, 0, s.opts.window)}
 	for i, seq := range seqs {
 		path := filepath.Join(s.dir, segmentName(seq))
 		if i > 0 && seq != seqs[i-1]+1 {
@@ -356,12 +456,10 @@ func (s *FileStore) recover() error {
 		}
 		seg := &segment{seq: seq, path: path, f: f}
 		s.segs = append(s.segs, seg)
-		if int64(cap(buf)) < sizes[i] {
-			buf = make([]byte, sizes[i])
-		}
-		b := buf[:sizes[i]]
-		if n, err := f.ReadAt(b, 0); n < len(b) {
-			return fmt.Errorf("eventbus: open file store: read %s: %w", path, err)
+		r = segmentReader{f: f, path: path, size: int(sizes[i]), buf: r.buf[:0], wide: s.opts.window}
+		b, err := r.from(0, segHeaderSize)
+		if err != nil {
+			return err
 		}
 		h, err := decodeSegHeader(b)
 		if err == nil && h.seq != seq {
@@ -381,14 +479,14 @@ func (s *FileStore) recover() error {
 			s.w.log.first, s.w.log.n = h.firstPos, h.firstPos
 			s.w.log.skip = h.firstPos / logChunk
 		}
-		end, torn, err := scanSegment(b, path, s.replayFrame(seg))
+		end, torn, err := scanFile(&r, s.replayFrame(seg))
 		if err != nil {
 			return err
 		}
 		if torn && !last {
 			return &CorruptionError{Path: path, Offset: int64(end), Reason: "incomplete record before the last segment"}
 		}
-		if i == 0 && (seq > 1 || h.firstPos > 0) && (end == segHeaderSize || b[segHeaderSize+frameHeader] != kindState) {
+		if i == 0 && (seq > 1 || h.firstPos > 0) && (end == segHeaderSize || r.first != kindState) {
 			// Retention starts the store only at a segment that starts
 			// with the state of every stream (see retain): without it,
 			// what older segments held is gone, and reading on would
