@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"io/fs"
 	"iter"
@@ -195,8 +194,8 @@ type writer struct {
 	// appends: see addID.
 	ids     *idTable
 	exact   map[idKey]uint64
-	pending []uint64 // while recovering: the entries of ids, see pendID
-	seed    maphash.Seed
+	pending []uint64   // while recovering: the entries of ids, see pendID
+	hash    keyHasher  // of the kept events' stream numbers and IDs
 	dropped []*segment // by retention, their files not yet deleted
 	// recorded is the segment that the start file names, or 0.
 	recorded uint64
@@ -232,7 +231,7 @@ type idKey struct {
 // billion positions past the first one kept.
 func (w *writer) addID(stream uint32, id ID, pos uint64) {
 	k := idKey{stream, id}
-	h := uint32(maphash.Comparable(w.seed, k))
+	h := uint32(w.hash.streamID(stream, id))
 	if p, ok := w.ids.get(h); ok && w.posOf(p) < w.log.n || pos-w.log.first >= 1<<32 {
 		w.keepExact(k, pos)
 		return
@@ -259,7 +258,7 @@ func (w *writer) pendID(stream uint32, id ID, pos uint64) {
 		w.keepExact(k, pos)
 		return
 	}
-	w.pending = append(w.pending, maphash.Comparable(w.seed, k)<<32|pos&(1<<32-1))
+	w.pending = append(w.pending, w.hash.streamID(stream, id)<<32|pos&(1<<32-1))
 }
 
 // indexIDs makes w.ids of the entries that pendID kept, all at once, and
@@ -327,7 +326,7 @@ func (s *FileStore) lookupID(st *fileStream, id ID) (rev uint64, ok bool, err er
 	pos, ok := w.exact[k]
 	if !ok || pos < w.log.first {
 		var p uint32
-		p, ok = w.ids.get(uint32(maphash.Comparable(w.seed, k)))
+		p, ok = w.ids.get(uint32(w.hash.streamID(st.id, id)))
 		pos = w.posOf(p)
 		ok = ok && pos < w.log.n
 	}
@@ -554,7 +553,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	s := &FileStore{
 		dir: dir, fs: o.fs, opts: o, maxEvent: maxEvent, maxBatch: maxBatch, lock: lock,
 		streams: make(map[string]*fileStream),
-		w:       writer{ids: newIDTable(0), seed: maphash.MakeSeed()},
+		w:       writer{ids: newIDTable(0), hash: *newKeyHasher()},
 		reqs:    make(chan *request), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := s.recover(); err != nil {

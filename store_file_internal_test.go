@@ -2,7 +2,6 @@ package eventbus
 
 import (
 	"encoding/binary"
-	"hash/maphash"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,7 +113,7 @@ func TestFileStoreIDCollision(t *testing.T) {
 	require.NoError(t, err)
 	// Append has returned: the committer is idle.
 	stream := s.streams["s"].id
-	s.w.ids.put(uint32(maphash.Comparable(s.w.seed, idKey{stream, b.ID})), uint32(res.Position))
+	s.w.ids.put(uint32(s.w.hash.streamID(stream, b.ID)), uint32(res.Position))
 
 	res, err = s.Append(ctx, "s", Any, b)
 	require.NoError(t, err)
@@ -131,7 +130,7 @@ func TestFileStoreIDCollision(t *testing.T) {
 	res, err = s.Append(ctx, "other", Any, EventData{ID: NewID(), Type: "t"})
 	require.NoError(t, err)
 	require.Equal(t, AppendResult{Revision: 0, Position: 2}, res, "Append to another stream")
-	s.w.ids.put(uint32(maphash.Comparable(s.w.seed, idKey{s.streams["other"].id, a.ID})), 0)
+	s.w.ids.put(uint32(s.w.hash.streamID(s.streams["other"].id, a.ID)), 0)
 	res, err = s.Append(ctx, "other", Any, a)
 	require.NoError(t, err)
 	require.Equal(t, AppendResult{Revision: 1, Position: 3}, res, "Append of the other one to another stream")
@@ -156,7 +155,7 @@ func TestFileStoreIDCollisionRetention(t *testing.T) {
 	add := func(t *testing.T, s *FileStore, collide bool) EventData {
 		e := EventData{ID: NewID(), Type: "t", Data: []byte(strings.Repeat("x", 40))}
 		if collide {
-			s.w.ids.put(uint32(maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, e.ID})), uint32(s.w.log.n-1))
+			s.w.ids.put(uint32(s.w.hash.streamID(s.streams["s"].id, e.ID)), uint32(s.w.log.n-1))
 		}
 		_, err := s.Append(ctx, "s", Any, e)
 		require.NoError(t, err)

@@ -2,7 +2,6 @@ package eventbus
 
 import (
 	"errors"
-	"hash/maphash"
 	"os"
 	"strings"
 	"testing"
@@ -33,8 +32,8 @@ func TestFileStoreIDCollisionOnOpen(t *testing.T) {
 	defer s.Close()
 	// The committer is idle until the first append: index again, as the
 	// open did, with b's entry under a's hash.
-	ha := maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, a.ID})
-	hc := maphash.Comparable(s.w.seed, idKey{s.streams["other"].id, c.ID})
+	ha := s.w.hash.streamID(s.streams["s"].id, a.ID)
+	hc := s.w.hash.streamID(s.streams["other"].id, c.ID)
 	s.w.pending = []uint64{ha << 32, ha<<32 | 1, hc<<32 | 2} // positions 0, 1 and 2
 	s.w.exact = nil
 	require.NoError(t, s.indexIDs())
@@ -81,8 +80,8 @@ func TestFileStoreIDCollisionOnOpenRetention(t *testing.T) {
 	require.NotZero(t, first, "first position kept")
 	id := s.streams["s"].id
 	p0, p1, p2 := first, first+1, first+2
-	h0 := maphash.Comparable(s.w.seed, idKey{id, events[p0].ID})
-	h2 := maphash.Comparable(s.w.seed, idKey{id, events[p2].ID})
+	h0 := s.w.hash.streamID(id, events[p0].ID)
+	h2 := s.w.hash.streamID(id, events[p2].ID)
 	// The committer is idle until the first append: index again, with
 	// p1's entry under p0's hash (its other lowest bit: one key).
 	s.w.pending = []uint64{h0<<32 | p0, (h0^1)<<32 | p1, h2<<32 | p2}
@@ -125,7 +124,7 @@ func TestFileStoreIndexIDsReadError(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	require.NoError(t, os.Truncate(s.segs[0].path, segHeaderSize))
-	h := maphash.Comparable(s.w.seed, idKey{s.streams["s"].id, a.ID})
+	h := s.w.hash.streamID(s.streams["s"].id, a.ID)
 	s.w.pending = []uint64{h << 32, h<<32 | 1}
 	s.w.exact = nil
 	var ce *CorruptionError
