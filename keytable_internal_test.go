@@ -89,3 +89,21 @@ func TestKeyHasherSpreadsIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyHasherSpreadsStreams checks that one event ID in many streams, as
+// a FileStore's ID index hashes it, fills the slots of a table evenly: the
+// stream number is in the hash.
+func TestKeyHasherSpreadsStreams(t *testing.T) {
+	h := newKeyHasher()
+	const slots = 1 << 10
+	var count [slots]int
+	id := NewID()
+	for stream := range uint32(8 * slots) {
+		count[uint32(h.streamID(stream, id))&(slots-1)]++
+	}
+	for i, n := range count {
+		if n > 30 {
+			t.Fatalf("slot %d holds %d of %d streams' events of one ID; want about 8", i, n, 8*slots)
+		}
+	}
+}
