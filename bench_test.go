@@ -290,8 +290,8 @@ func BenchmarkParallelPublishers(b *testing.B) {
 // over and over: the cost of waking an idle worker.
 func BenchmarkIdleLatency(b *testing.B) {
 	handled := make(chan struct{})
-	b.Run("bus", func(b *testing.B) {
-		_, topic := benchTopic(b, eventbus.Options{Workers: 1})
+	// idle publishes p to a new subscription of topic, over and over.
+	idle := func(b *testing.B, topic *eventbus.Topic[payload], p payload) {
 		_, err := topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error {
 			handled <- struct{}{}
 			return nil
@@ -300,29 +300,19 @@ func BenchmarkIdleLatency(b *testing.B) {
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
-			must(b, topic.Publish(ctx, payload{Key: "k"}))
+			must(b, topic.Publish(ctx, p))
 			<-handled
 		}
+	}
+	b.Run("bus", func(b *testing.B) {
+		_, topic := benchTopic(b, eventbus.Options{Workers: 1})
+		idle(b, topic, payload{Key: "k"})
 	})
 	// Keyless events on the default GOMAXPROCS workers: each goes to the
 	// worker that handled the one before, which has nothing to do.
 	b.Run("bus-keyless", func(b *testing.B) {
-		bus, err := eventbus.New(nil)
-		must(b, err)
-		b.Cleanup(func() { _ = bus.Close() })
-		topic, err := eventbus.NewTopic[payload](bus, "bench", nil)
-		must(b, err)
-		_, err = topic.Subscribe("s", func(context.Context, eventbus.Event[payload]) error {
-			handled <- struct{}{}
-			return nil
-		}, nil)
-		must(b, err)
-		ctx := context.Background()
-		b.ReportAllocs()
-		for b.Loop() {
-			must(b, topic.Publish(ctx, payload{}))
-			<-handled
-		}
+		_, topic := benchTopic(b, eventbus.Options{})
+		idle(b, topic, payload{})
 	})
 	b.Run("channel", func(b *testing.B) {
 		c := newChannels(1, func(eventbus.Event[payload]) { handled <- struct{}{} })

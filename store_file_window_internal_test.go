@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -235,18 +234,6 @@ func (f readFailFile) ReadAt(b []byte, off int64) (int, error) {
 func copyStoreDir(t *testing.T, dir string) string {
 	t.Helper()
 	to := t.TempDir()
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	for _, e := range entries {
-		if e.Name() == "LOCK" {
-			continue
-		}
-		src, err := os.Open(filepath.Join(dir, e.Name()))
-		require.NoError(t, err)
-		dst, err := os.Create(filepath.Join(to, e.Name()))
-		require.NoError(t, err)
-		_, err = io.Copy(dst, src)
-		require.NoError(t, errors.Join(err, src.Close(), dst.Close()))
-	}
+	require.NoError(t, os.CopyFS(to, os.DirFS(dir)))
 	return to
 }
