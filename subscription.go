@@ -37,9 +37,11 @@ type Handler[T any] func(ctx context.Context, e Event[T]) error
 type SubscriptionOptions struct {
 	// Workers is the number of goroutines handling events, each with its own
 	// queue, at most 4096; zero means the bus's Workers. Events with the
-	// same key always go to the same worker. An idle worker costs no CPU and
-	// about 8.5 KB: its stack, its chunks of handler contexts, and its
-	// queue's two slices, which hold up to 2×QueueSize events after a burst.
+	// same key always go to the same worker; one without a key, published
+	// alone, to one with nothing to do, if one of the first 64 has nothing.
+	// An idle worker costs no CPU and about 9 KB: its stack, its chunks of
+	// handler contexts, and its queue's two slices, which hold up to
+	// 2×QueueSize events after a burst.
 	Workers int
 	// QueueSize is the capacity of each worker's queue, at most 1<<24; zero
 	// means the bus's.
