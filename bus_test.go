@@ -2074,6 +2074,41 @@ func TestKeylessEventsGoToFreeWorkers(t *testing.T) {
 	}
 }
 
+// TestKeylessEventsSkipAFullFreeWorker fails a keyless event, so that its
+// worker holds it for a retry a minute away and its queue, of one event, is
+// full though empty: the next keyless event goes to the other worker, which
+// has room, and Publish does not wait the minute for the retry.
+func TestKeylessEventsSkipAFullFreeWorker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		var failed atomic.Bool
+		handled := make(chan int, 2)
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 0 && !failed.Swap(true) {
+				return errors.New("first attempt")
+			}
+			handled <- e.Payload.N
+			return nil
+		}, &eventbus.SubscriptionOptions{Workers: 2, QueueSize: 1, Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Minute}})
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+		synctest.Wait() // failed, and held for its retry: its worker's queue is full
+		start := time.Now()
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		synctest.Wait()
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("Publish waited %v for room behind a retry while another worker had room", waited)
+		}
+		select {
+		case n := <-handled:
+			require.Equal(t, 1, n, "handled first")
+		default:
+			t.Error("the second event is not handled before the first one's retry")
+		}
+	})
+}
+
 // TestShutdownReportsTheFirstCause checks which cause a Shutdown cut
 // short by two stops reports: its context ends, with a cause of its own,
 // while it waits for one subscription's handler, which cuts that

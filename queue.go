@@ -27,10 +27,11 @@ type queue[T any] struct {
 	woken   bool   // a publish holding several locks took parked off
 	stopped bool   // intake closed: the subscription or the bus is stopping
 	// free is set while the worker has nothing to do: its last take found
-	// the queue empty, and nothing came in since. In a subscription of
-	// several workers the queue mirrors it in bit of the subscription's
-	// mask of free workers, idle (nil for a lone worker, and past the
-	// 64th), where keyless events look for a worker.
+	// the queue empty, and not full with the events held in lanes, and
+	// nothing came in since. In a subscription of several workers the
+	// queue mirrors it in bit of the subscription's mask of free workers,
+	// idle (nil for a lone worker, and past the 64th), where keyless
+	// events look for a worker.
 	free    bool
 	idle    *atomic.Uint64
 	bit     uint64
@@ -124,8 +125,9 @@ func (q *queue[T]) signal() {
 // queued event to the worker, with the sequence number of the first, and
 // reports whether intake has stopped. The worker gives back the slice of its
 // previous batch, spare, emptied, to hold the next events: two slices serve
-// a worker for good. With nothing queued take returns nil and, if park is
-// set, marks the worker parked, to be woken by the next append.
+// a worker for good. With nothing queued take returns nil, marks the
+// worker free unless its lanes fill the queue (see free) and, if park is
+// set, marks it parked, to be woken by the next append.
 func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters, park bool) ([]Event[T], uint64, bool) {
 	q.mu.Lock() // no defer: take runs twice per event when the bus is idle
 	q.setLow(low)
@@ -137,8 +139,10 @@ func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters
 	stopped := q.stopped
 	if len(q.items) == 0 {
 		q.parked = park
-		if !q.free {
-			q.setFree(true)
+		// Not free while the events held in lanes fill the queue: a
+		// keyless event sent here would wait for room behind a retry.
+		if free := !q.full(); free != q.free {
+			q.setFree(free)
 		}
 		q.mu.Unlock()
 		return nil, 0, stopped
