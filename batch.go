@@ -361,7 +361,9 @@ func (w *worker[T]) published(seq uint64) *Event[T] { return &w.batch[seq-w.base
 
 // gather waits up to the subscription's BatchWait for more events to join a
 // batch smaller than BatchSize, and no longer than until a retry is due:
-// the worker, back in its loop, runs it once the batch is handled.
+// the worker, back in its loop, runs it once the batch is handled. While
+// it waits the worker counts as free (see queue.free), so that keyless
+// events join its batch; once the batch is to be handled, it is not.
 func (w *worker[T]) gather(batch []Event[T], done <-chan struct{}) []Event[T] {
 	if len(batch) >= w.sub.batch.size {
 		return batch
@@ -386,6 +388,7 @@ func (w *worker[T]) gather(batch []Event[T], done <-chan struct{}) []Event[T] {
 		select {
 		case <-w.q.wake:
 		case <-t.C:
+			w.q.busy() // the last take found the queue empty: free no more
 			return batch
 		case <-done:
 			return batch

@@ -2109,6 +2109,38 @@ func TestKeylessEventsSkipAFullFreeWorker(t *testing.T) {
 	})
 }
 
+// TestKeylessEventsSkipABatchBeingHandled publishes a keyless event to a
+// batch subscription with a BatchWait, whose worker gathers for it and then
+// hands it to a handler that blocks: the next keyless event goes to the
+// other worker, not to the one whose last take, while it gathered, found
+// its queue empty.
+func TestKeylessEventsSkipABatchBeingHandled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		const wait = time.Second
+		var running atomic.Int32
+		gate := make(chan struct{})
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			running.Add(1)
+			<-gate
+			return nil
+		}, &eventbus.SubscriptionOptions{Workers: 2, BatchSize: 10, BatchWait: wait})
+		require.NoError(t, err)
+		ctx := context.Background()
+		for i := range 2 {
+			require.NoError(t, topic.Publish(ctx, Order{N: i}))
+			time.Sleep(wait) // the batch waits for more, in vain
+			synctest.Wait()
+		}
+		if got := running.Load(); got != 2 {
+			t.Errorf("batch handlers running at once = %d, want 2, one per event", got)
+		}
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+	})
+}
+
 // TestShutdownReportsTheFirstCause checks which cause a Shutdown cut
 // short by two stops reports: its context ends, with a cause of its own,
 // while it waits for one subscription's handler, which cuts that

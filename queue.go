@@ -62,6 +62,17 @@ func (q *queue[T]) setFree(free bool) {
 	}
 }
 
+// busy records that the worker has events to handle after all: gather's
+// last take found the queue empty, which marked it free, and it goes on
+// with the batch it gathered.
+func (q *queue[T]) busy() {
+	q.mu.Lock()
+	if q.free {
+		q.setFree(false)
+	}
+	q.mu.Unlock()
+}
+
 // full reports whether an append must wait: events queued, and those the
 // worker holds in lanes behind a retry, count toward the bound. Callers
 // hold mu.
