@@ -1757,32 +1757,51 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 // topic, with context.Background() and with a handler's context (the two
 // kinds of handler context, each numbered from chunks of its own), and
 // checks that every event got an ID of its own, which its handler's
-// context carries: the publishers take their contexts from the chunks
-// concurrently.
+// context carries: the events published with it name it as their cause.
+// The publishers take their contexts from the chunks concurrently.
 func TestSyncIDsUnique(t *testing.T) {
-	const publishers, each = 8, 500 // 4,000 events: many chunks of 63
+	const publishers, each = 8, 500 // 4,000 events a topic: many chunks of 63
 	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic[Order](t, b, "orders", nil)
 	audit := newTopic[Order](t, b, "audit", nil)
+	ledger := newTopic[Order](t, b, "ledger", nil)
 	var mu sync.Mutex
 	seen := map[eventbus.ID]string{}
-	record := func(topic string, e eventbus.Event[Order]) {
+	// ids[topic][N] is the ID of the event of that topic with payload N.
+	ids := map[string]map[int]eventbus.ID{"orders": {}, "audit": {}}
+	// record records e, of topic, and checks that it was published with
+	// the handler's context of the event of topic cause, if any, with the
+	// same payload.
+	record := func(topic, cause string, e eventbus.Event[Order]) {
 		mu.Lock()
 		defer mu.Unlock()
 		if prior, ok := seen[e.ID]; ok {
 			t.Errorf("event %v of %s has the ID of an event of %s", e.ID, topic, prior)
 		}
 		seen[e.ID] = topic
+		if m := ids[topic]; m != nil {
+			m[e.Payload.N] = e.ID
+		}
+		if cause == "" {
+			return
+		}
+		if want := ids[cause][e.Payload.N]; e.CausationID != want {
+			t.Errorf("%s event %v has causation ID %v, want %v, the ID of its cause", topic, e.ID, e.CausationID, want)
+		}
+		if want := ids["orders"][e.Payload.N]; e.CorrelationID != want {
+			t.Errorf("%s event %v has correlation ID %v, want %v, the ID of the order", topic, e.ID, e.CorrelationID, want)
+		}
 	}
 	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-		record("orders", e)
+		record("orders", "", e)
 		return audit.Publish(ctx, e.Payload) // with the handler's context
 	}, nil)
 	subscribe(t, audit, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
-		record("audit", e)
-		if e.CausationID.IsZero() {
-			t.Errorf("audit event %v has no causation ID", e.ID)
-		}
+		record("audit", "orders", e)
+		return ledger.Publish(ctx, e.Payload)
+	}, nil)
+	subscribe(t, ledger, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		record("ledger", "audit", e)
 		return nil
 	}, nil)
 	var wg sync.WaitGroup
@@ -1797,7 +1816,7 @@ func TestSyncIDsUnique(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got, want := len(seen), 2*publishers*each; got != want {
+	if got, want := len(seen), 3*publishers*each; got != want {
 		t.Errorf("%d distinct IDs, want %d", got, want)
 	}
 }
@@ -1831,6 +1850,45 @@ func TestSyncLineage(t *testing.T) {
 	require.Equal(t, got[2].ID, got[3].CorrelationID)
 	require.Equal(t, got[2].ID, got[3].CausationID)
 	require.Equal(t, []string{"", "", tp, tp}, traces)
+}
+
+// TestGivenIDsKept publishes events whose IDs come from Options.NewID and
+// from a PublishOption, with context.Background(), and checks that each
+// keeps its ID, as its correlation ID too, and that its handler's context
+// carries it: the event its handler publishes names it as cause and
+// correlation.
+func TestGivenIDsKept(t *testing.T) {
+	for name, mode := range map[string]eventbus.Mode{"sync": eventbus.Sync, "async": eventbus.Async} {
+		t.Run(name, func(t *testing.T) {
+			fromNewID, fromOption := eventbus.NewID(), eventbus.NewID()
+			b := newBus(t, &eventbus.Options{Mode: mode, NewID: fixedIDs(fromNewID)})
+			topic := newTopic[Order](t, b, "orders", nil)
+			var mu sync.Mutex
+			got := map[int]eventbus.Header{}
+			subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				got[e.Payload.N] = e.Header
+				mu.Unlock()
+				if e.Payload.N < 2 {
+					return topic.Publish(ctx, Order{N: e.Payload.N + 2}, func(h *eventbus.Header) { h.ID = eventbus.NewID() })
+				}
+				return nil
+			}, nil)
+			ctx := context.Background()
+			require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+			require.NoError(t, topic.Publish(ctx, Order{N: 1}, func(h *eventbus.Header) { h.ID = fromOption }))
+			require.NoError(t, b.Flush(ctx))
+			require.NoError(t, b.Flush(ctx)) // for the children too
+			mu.Lock()
+			defer mu.Unlock()
+			for n, want := range []eventbus.ID{fromNewID, fromOption} {
+				require.Equal(t, want, got[n].ID, "event %d", n)
+				require.Equal(t, want, got[n].CorrelationID, "event %d", n)
+				require.Equal(t, want, got[n+2].CausationID, "the child of event %d", n)
+				require.Equal(t, want, got[n+2].CorrelationID, "the child of event %d", n)
+			}
+		})
+	}
 }
 
 // stuckSubscription returns a bus of one worker and its subscription "s"
