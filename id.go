@@ -162,6 +162,8 @@ type idStamps struct {
 	ok  bool
 }
 
+// of returns the stamp of the IDs of the events published at t (see
+// idSource.stamp), worked out again only when t is not the last time asked.
 func (c *idStamps) of(t time.Time) uint64 {
 	if !c.ok || t != c.t {
 		c.t, c.hi, c.ok = t, c.ids.stamp(t), true
