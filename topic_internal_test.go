@@ -206,3 +206,45 @@ func TestEnqueueAllCountsEventsBeforeAStop(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueOfTakesTheLowestFreeWorker checks which worker a keyless event
+// published alone goes to: the lowest-numbered of those with nothing to
+// do, once the workers have run dry, and a random one by its hash when
+// none is free, as a keyed event always goes to its hash's.
+func TestQueueOfTakesTheLowestFreeWorker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := New(&Options{Workers: 4})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = b.Close() })
+		topic, err := NewTopic[int](b, "numbers", nil)
+		require.NoError(t, err)
+		_, err = topic.Subscribe("s", func(context.Context, Event[int]) error { return nil }, nil)
+		require.NoError(t, err)
+		synctest.Wait() // every worker parked, with nothing to do
+		s := (*topic.subs.Load())[0]
+		h := topic.hash("k")
+		setFree := func(w int, free bool) {
+			q := &s.workers[w].q
+			q.mu.Lock()
+			q.setFree(free)
+			q.mu.Unlock()
+		}
+		for _, c := range []struct {
+			busy []int
+			want int // -1: h's
+		}{{nil, 0}, {[]int{0}, 1}, {[]int{0, 1, 2}, 3}, {[]int{0, 1, 2, 3}, -1}} {
+			for _, w := range c.busy {
+				setFree(w, false)
+			}
+			want := s.queueFor(h)
+			if c.want >= 0 {
+				want = &s.workers[c.want].q
+			}
+			require.Same(t, want, s.queueOf(h, true), "keyless, workers %v busy", c.busy)
+			require.Same(t, s.queueFor(h), s.queueOf(h, false), "keyed, workers %v busy", c.busy)
+			for _, w := range c.busy {
+				setFree(w, true)
+			}
+		}
+	})
+}

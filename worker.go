@@ -23,8 +23,9 @@ type subscription[T any] struct {
 	retry   RetryPolicy
 	workers []*worker[T]
 	// idle has bit i set while worker i, of the first 64, has nothing to
-	// do (see queue.free). Workers write it when they run dry or get
-	// events, which publishers read: it has cache lines of its own.
+	// do (see queue.free). Workers set their bits when they run dry, and
+	// publishers, which read it, clear them as they queue events: it has
+	// cache lines of its own.
 	_       [cacheLine]byte
 	idle    atomic.Uint64
 	_       [cacheLine]byte
