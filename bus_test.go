@@ -2167,6 +2167,46 @@ func TestKeylessEventsSkipAFullFreeWorker(t *testing.T) {
 	})
 }
 
+// TestKeylessEventsSkipAWorkerRetrying fails a keyless event once and
+// blocks its retry: the next keyless event goes to the other worker, not
+// to the one whose last take, before the retry came due, found its queue
+// empty.
+func TestKeylessEventsSkipAWorkerRetrying(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, nil)
+		topic := newTopic[Order](t, b, "orders", nil)
+		const delay = time.Minute
+		var attempts atomic.Int32
+		gate := make(chan struct{})
+		handled := make(chan int, 2)
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			if e.Payload.N == 0 {
+				if attempts.Add(1) == 1 {
+					return errors.New("first attempt")
+				}
+				<-gate
+			}
+			handled <- e.Payload.N
+			return nil
+		}, &eventbus.SubscriptionOptions{Workers: 2, Retry: &eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: delay}})
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+		time.Sleep(delay) // the retry comes due, and blocks
+		synctest.Wait()
+		require.Equal(t, int32(2), attempts.Load(), "attempts")
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		synctest.Wait()
+		select {
+		case n := <-handled:
+			require.Equal(t, 1, n, "handled first")
+		default:
+			t.Error("the second event waits behind the first one's retry while another worker has nothing to do")
+		}
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+	})
+}
+
 // TestKeylessEventsSkipABatchBeingHandled publishes a keyless event to a
 // batch subscription with a BatchWait, whose worker gathers for it and then
 // hands it to a handler that blocks: the next keyless event goes to the

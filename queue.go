@@ -62,9 +62,9 @@ func (q *queue[T]) setFree(free bool) {
 	}
 }
 
-// busy records that the worker has events to handle after all: gather's
-// last take found the queue empty, which marked it free, and it goes on
-// with the batch it gathered.
+// busy records that the worker has events to handle after all, though its
+// last take found the queue empty, which marked it free: the batch that
+// gather gathered, or retries that came due.
 func (q *queue[T]) busy() {
 	q.mu.Lock()
 	if q.free {

@@ -729,8 +729,10 @@ func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err err
 	w.arm()
 }
 
-// retryDue runs every lane whose retry is due.
+// retryDue runs every lane whose retry is due. The worker is not free
+// meanwhile (see queue.free): a keyless event would wait for the retries.
 func (w *worker[T]) retryDue(done <-chan struct{}) {
+	w.q.busy()
 	now := time.Now()
 	for k, l := range w.lanes {
 		if l.due.After(now) {
