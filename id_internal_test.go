@@ -5,14 +5,14 @@ import (
 	"time"
 )
 
-// TestPutIDLayout stamps the IDs of a run of events, some sharing a time
-// and some not, as the bus does (idStamps, putID), and checks their bytes
+// TestIDLayout makes the IDs of a run of events, some sharing a time and
+// some not, as the bus does (idSource.id, and putID in Sync mode), and
+// checks their bytes
 // against the layout, built here byte by byte: 48 bits of Unix
 // milliseconds, big-endian, the bus's 2 random node bytes, then the 24-bit
 // source number and the 40-bit count of its events.
-func TestPutIDLayout(t *testing.T) {
+func TestIDLayout(t *testing.T) {
 	ids := newIDSource()
-	stamps := idStamps{ids: ids}
 	t0 := time.UnixMilli(0x0123456789ab).Add(999 * time.Microsecond)
 	for i, c := range []struct {
 		t   time.Time
@@ -26,8 +26,12 @@ func TestPutIDLayout(t *testing.T) {
 		{t0, 3, 256},
 		{time.UnixMilli(-1), 4, 5}, // stamped as 1970
 	} {
-		var got ID
-		putID(&got, stamps.of(c.t), c.src, c.n)
+		got := ids.id(c.t, c.src, c.n)
+		var put ID
+		putID(&put, ids.stamp(c.t), c.src, c.n)
+		if put != got {
+			t.Errorf("ID %d: putID stamps % x, id returns % x", i, put, got)
+		}
 		var want ID
 		ms := max(c.t.UnixMilli(), 0)
 		for b := range 6 {

@@ -411,11 +411,10 @@ func (t *Topic[T]) stamp(e *Event[T], payload T, key string, p *lineage, opts []
 
 // number completes e with what every event of the topic shares, unless a
 // PublishOption set it, and with the ID of the n-th event of source src,
-// unless it has one, and makes it its own correlation ID if it has none.
-// stamps gives the IDs' first halves. The publisher stamps only what is
-// its own (stamp); with one subscription the worker numbers the event, off
-// the publisher's path.
-func (t *Topic[T]) number(e *Event[T], src uint32, n uint64, stamps *idStamps) {
+// unless it has one, and makes it its own correlation ID if it has none. The
+// publisher stamps only what is its own (stamp); with one subscription the
+// worker numbers the event, off the publisher's path.
+func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
 	if e.Type == "" {
 		e.Type = t.eventType
 	}
@@ -425,18 +424,11 @@ func (t *Topic[T]) number(e *Event[T], src uint32, n uint64, stamps *idStamps) {
 	if e.SchemaVersion == 0 {
 		e.SchemaVersion = t.version
 	}
-	switch {
-	case !e.ID.IsZero():
-		if e.CorrelationID.IsZero() {
-			e.CorrelationID = e.ID
-		}
-	case e.CorrelationID.IsZero():
-		// Stamped twice rather than copied: see putID.
-		hi := stamps.of(e.Time)
-		putID(&e.ID, hi, src, n)
-		putID(&e.CorrelationID, hi, src, n)
-	default:
-		putID(&e.ID, stamps.of(e.Time), src, n)
+	if e.ID.IsZero() {
+		e.ID = t.bus.ids.id(e.Time, src, n)
+	}
+	if e.CorrelationID.IsZero() {
+		e.CorrelationID = e.ID
 	}
 }
 
@@ -449,17 +441,20 @@ func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) conte
 	if bg && e.Metadata == nil && e.CorrelationID.IsZero() {
 		c, src, n := t.roots.get(t.bus.ids)
 		c.base = background
-		stamps := idStamps{ids: t.bus.ids}
 		if e.ID.IsZero() {
-			putID(&c.id, stamps.of(e.Time), src, n) // not read back from e: see putID
+			// Stamped three times rather than copied: see putID.
+			hi := t.bus.ids.stamp(e.Time)
+			putID(&e.ID, hi, src, n)
+			putID(&e.CorrelationID, hi, src, n)
+			putID(&c.id, hi, src, n)
 		} else {
-			c.id = e.ID // a PublishOption's
+			c.id = e.ID // Options.NewID's or a PublishOption's
 		}
-		t.number(e, src, n, &stamps) // which makes e its own correlation ID
+		t.number(e, src, n) // which makes e its own correlation ID
 		return c
 	}
 	c, src, n := t.ctxs.get(t.bus.ids)
-	t.number(e, src, n, &idStamps{ids: t.bus.ids})
+	t.number(e, src, n)
 	c.init(base, &e.Header)
 	return c
 }
@@ -505,7 +500,6 @@ const maxLocked = 32
 // events as fit: one lock per queue per run, not per event.
 func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []uint64, free, force, try bool) (int, error) {
 	var chosen, ordered [maxLocked]*queue[T] // runs choose their queues without allocating
-	stamps := idStamps{ids: t.bus.ids}
 	sent := 0
 	for sent < len(events) {
 		subs := *t.subs.Load()
@@ -552,7 +546,7 @@ func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []u
 				// worker does, off the publisher's path.
 				for _, q := range eqs {
 					if !q.stopped {
-						t.number(e, q.source, q.enq, &stamps)
+						t.number(e, q.source, q.enq)
 						break
 					}
 				}

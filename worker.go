@@ -623,9 +623,8 @@ func (w *worker[T]) loop() {
 // number gives the events of the queue from sequence number base their IDs,
 // for events the publisher left unnumbered (see Topic.enqueue).
 func (w *worker[T]) number(events []Event[T], base uint64) {
-	stamps := idStamps{ids: w.sub.bus.ids}
 	for i := range events {
-		w.sub.topic.number(&events[i], w.q.source, base+uint64(i), &stamps)
+		w.sub.topic.number(&events[i], w.q.source, base+uint64(i))
 	}
 }
 
