@@ -248,3 +248,34 @@ func TestQueueOfTakesTheLowestFreeWorker(t *testing.T) {
 		}
 	})
 }
+
+// TestFreeMaskLeavesOutWorkersPast64 checks that the workers past the 64th
+// have no bit in the mask of free workers: with the first 64 busy, the
+// others going busy and free again leave the mask empty, where a bit they
+// shared with a worker of the first 64 would send keyless events to it.
+func TestFreeMaskLeavesOutWorkersPast64(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := New(&Options{Workers: 70})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = b.Close() })
+		topic, err := NewTopic[int](b, "numbers", nil)
+		require.NoError(t, err)
+		_, err = topic.Subscribe("s", func(context.Context, Event[int]) error { return nil }, nil)
+		require.NoError(t, err)
+		synctest.Wait() // every worker parked, with nothing to do
+		s := (*topic.subs.Load())[0]
+		require.Equal(t, ^uint64(0), s.idle.Load(), "the first 64 workers free")
+		for _, free := range []bool{false, true} {
+			for i := range s.workers {
+				if i < 64 && free {
+					continue // the first 64 stay busy
+				}
+				q := &s.workers[i].q
+				q.mu.Lock()
+				q.setFree(free)
+				q.mu.Unlock()
+			}
+		}
+		require.Zero(t, s.idle.Load(), "the first 64 workers busy, the rest free")
+	})
+}
