@@ -213,15 +213,7 @@ func TestEnqueueAllCountsEventsBeforeAStop(t *testing.T) {
 // none is free, as a keyed event always goes to its hash's.
 func TestQueueOfTakesTheLowestFreeWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, err := New(&Options{Workers: 4})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = b.Close() })
-		topic, err := NewTopic[int](b, "numbers", nil)
-		require.NoError(t, err)
-		_, err = topic.Subscribe("s", func(context.Context, Event[int]) error { return nil }, nil)
-		require.NoError(t, err)
-		synctest.Wait() // every worker parked, with nothing to do
-		s := (*topic.subs.Load())[0]
+		topic, s := idleSubscription(t, 4)
 		h := topic.hash("k")
 		setFree := func(w int, free bool) {
 			q := &s.workers[w].q
@@ -255,15 +247,7 @@ func TestQueueOfTakesTheLowestFreeWorker(t *testing.T) {
 // shared with a worker of the first 64 would send keyless events to it.
 func TestFreeMaskLeavesOutWorkersPast64(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, err := New(&Options{Workers: 70})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = b.Close() })
-		topic, err := NewTopic[int](b, "numbers", nil)
-		require.NoError(t, err)
-		_, err = topic.Subscribe("s", func(context.Context, Event[int]) error { return nil }, nil)
-		require.NoError(t, err)
-		synctest.Wait() // every worker parked, with nothing to do
-		s := (*topic.subs.Load())[0]
+		_, s := idleSubscription(t, 70)
 		require.Equal(t, ^uint64(0), s.idle.Load(), "the first 64 workers free")
 		for _, free := range []bool{false, true} {
 			for i := range s.workers {
@@ -278,4 +262,20 @@ func TestFreeMaskLeavesOutWorkersPast64(t *testing.T) {
 		}
 		require.Zero(t, s.idle.Load(), "the first 64 workers busy, the rest free")
 	})
+}
+
+// idleSubscription returns a topic of a new bus and its one subscription,
+// of workers workers, each parked with nothing to do. Callers run in a
+// synctest bubble.
+func idleSubscription(t *testing.T, workers int) (*Topic[int], *subscription[int]) {
+	t.Helper()
+	b, err := New(&Options{Workers: workers})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	topic, err := NewTopic[int](b, "numbers", nil)
+	require.NoError(t, err)
+	_, err = topic.Subscribe("s", func(context.Context, Event[int]) error { return nil }, nil)
+	require.NoError(t, err)
+	synctest.Wait() // every worker parked, with nothing to do
+	return topic, (*topic.subs.Load())[0]
 }
