@@ -107,9 +107,12 @@ func decodeCrockford(c byte) int {
 // hold, before 1970 or after the year 10889, is stamped as the nearest time
 // they can, so that IDs still sort by time.
 func putMillis(id *ID, t time.Time) {
-	ms := uint64(min(max(t.UnixMilli(), 0), 1<<48-1))
+	ms := millis(t)
 	id[0], id[1], id[2], id[3], id[4], id[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 }
+
+// millis returns t's Unix milliseconds as the 48 bits of an ID hold them.
+func millis(t time.Time) uint64 { return uint64(min(max(t.UnixMilli(), 0), 1<<48-1)) }
 
 // idSource makes the IDs of one bus without an atomic operation per event:
 // after the millisecond time, 16 random bits chosen when the bus starts, then
@@ -138,8 +141,7 @@ func (s *idSource) source() uint32 { return s.sources.Add(1) }
 // as a big-endian number: the millisecond time and the bus's 16 random
 // bits.
 func (s *idSource) stamp(t time.Time) uint64 {
-	ms := uint64(min(max(t.UnixMilli(), 0), 1<<48-1))
-	return ms<<16 | uint64(s.node[0])<<8 | uint64(s.node[1])
+	return millis(t)<<16 | uint64(s.node[0])<<8 | uint64(s.node[1])
 }
 
 // putID stamps *id as the ID that idSource.id returns for the n-th event

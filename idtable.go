@@ -94,13 +94,14 @@ func (t *idTable) all() iter.Seq2[uint32, uint32] {
 
 // buildIDTable returns a table of entries, each uint64(h)<<32 | v, that
 // answers lookups as putting them in order into an empty table would make
-// it (its slots may be laid out otherwise), but that it leaves out an entry whose key an earlier one has, and passes its value
-// to again instead (those values come in no particular order). It puts them by the region of the table their probes
-// start in, so that it writes the table from one end to the other instead
-// of at random: filling a table of a million entries one random slot after
-// another, each a cache and TLB miss, was most of the time a FileStore
-// took to open. A stable counting sort by region keeps the entries of one
-// key, which start in one slot, in order.
+// it (its slots may be laid out otherwise), but that leaves out an entry
+// whose key an earlier one has, and passes its value to again instead
+// (those values come in no particular order). It puts them by the region
+// of the table their probes start in, so that it writes the table from one
+// end to the other instead of at random: filling a table of a million
+// entries one random slot after another, each a cache and TLB miss, was
+// most of the time a FileStore took to open. A stable counting sort by
+// region keeps the entries of one key, which start in one slot, in order.
 func buildIDTable(entries []uint64, again func(v uint32)) *idTable {
 	t := newIDTable(len(entries))
 	bits := 64 - t.shift

@@ -49,9 +49,12 @@ func (q *queue[T]) init(limit int, source uint32, idle *atomic.Uint64, bit uint6
 	q.setFree(true)
 }
 
-// setFree records whether the worker has nothing to do. Callers hold mu,
-// or own q alone.
+// setFree records whether the worker has nothing to do, and mirrors a
+// change in the subscription's mask. Callers hold mu, or own q alone.
 func (q *queue[T]) setFree(free bool) {
+	if free == q.free {
+		return
+	}
 	q.free = free
 	switch {
 	case q.idle == nil:
@@ -67,9 +70,7 @@ func (q *queue[T]) setFree(free bool) {
 // gather gathered, or retries that came due.
 func (q *queue[T]) busy() {
 	q.mu.Lock()
-	if q.free {
-		q.setFree(false)
-	}
+	q.setFree(false)
 	q.mu.Unlock()
 }
 
@@ -83,9 +84,7 @@ func (q *queue[T]) full() bool { return len(q.items)+q.laned >= q.limit }
 func (q *queue[T]) push(e *Event[T]) (wake bool) {
 	q.items = appendEvent(q.items, e)
 	q.enq++
-	if q.free {
-		q.setFree(false)
-	}
+	q.setFree(false)
 	if q.parked {
 		q.parked = false
 		return true
@@ -152,9 +151,7 @@ func (q *queue[T]) take(low uint64, laned int, spare []Event[T], stats *counters
 		q.parked = park
 		// Not free while the events held in lanes fill the queue: a
 		// keyless event sent here would wait for room behind a retry.
-		if free := !q.full(); free != q.free {
-			q.setFree(free)
-		}
+		q.setFree(!q.full())
 		q.mu.Unlock()
 		return nil, 0, stopped
 	}
@@ -238,9 +235,7 @@ func (q *queue[T]) unshift(events []Event[T]) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.free {
-		q.setFree(false)
-	}
+	q.setFree(false)
 	n, k := len(q.items), len(events)
 	if cap(q.items) < n+k {
 		q.items = append(append(make([]Event[T], 0, n+k), events...), q.items...)

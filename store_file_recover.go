@@ -252,15 +252,6 @@ func (r *segmentReader) from(off, n int) ([]byte, error) {
 	return r.buf, nil
 }
 
-// all returns every byte of the file, read into a buffer of their own.
-func (r *segmentReader) all() ([]byte, error) {
-	b := make([]byte, r.size)
-	if k, err := r.f.ReadAt(b, 0); k < r.size {
-		return nil, fmt.Errorf("eventbus: open file store: read %s: %w", r.path, err)
-	}
-	return b, nil
-}
-
 // scanFile is scanSegment over the file of r, read a window at a time: it
 // replays sound frames as they come, and hands the first other one to
 // scanFrom, over the whole file, which tells a torn last frame from damage
@@ -292,7 +283,7 @@ func scanFile(r *segmentReader, each func(off int, payload []byte) error) (end i
 				}
 			}
 		}
-		b, err := r.all()
+		b, err := r.from(0, r.size) // the whole file, in a window that large
 		if err != nil {
 			return off, false, err
 		}
