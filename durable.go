@@ -108,8 +108,9 @@ type DurableOptions struct {
 // that must happen exactly once must be idempotent itself. Idempotency
 // keys events by ID unless told otherwise, and a store takes one ID in
 // several streams (it deduplicates appends stream by stream): of such
-// events, it handles the first only. Key it by stream and ID (see
-// [IdempotencyOptions].Key) to handle each.
+// events, it handles one only, the first whose handler succeeds (not
+// always the first in the store, if that one fails and waits for a retry).
+// Key it by stream and ID (see [IdempotencyOptions].Key) to handle each.
 //
 // # Projections
 //
