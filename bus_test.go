@@ -1891,6 +1891,49 @@ func TestGivenIDsKept(t *testing.T) {
 	}
 }
 
+// TestPublishOptionsSeeTheHeader checks that a PublishOption sees the
+// header the bus stamped (the topic's type, name and schema version, the
+// key, the time), and that what every event of the topic shares comes
+// back where an option cleared it, in both modes and from PublishBatch.
+func TestPublishOptionsSeeTheHeader(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		b := newBus(t, &eventbus.Options{Mode: mode})
+		topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{EventType: "order.placed", SchemaVersion: 3})
+		var mu sync.Mutex
+		var got []eventbus.Header
+		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Header)
+			return nil
+		}, nil)
+		var seen []eventbus.Header
+		look := func(h *eventbus.Header) { seen = append(seen, *h) }
+		blank := func(h *eventbus.Header) { h.Type, h.Topic, h.SchemaVersion = "", "", 0 }
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "k"}, look, blank))
+		_, err := topic.PublishBatch(ctx, []Order{{Key: "k"}}, look, blank)
+		require.NoError(t, err)
+		require.NoError(t, b.Flush(ctx))
+		require.Len(t, seen, 2)
+		for _, h := range seen {
+			require.Equal(t, "order.placed", h.Type)
+			require.Equal(t, "orders", h.Topic)
+			require.Equal(t, 3, h.SchemaVersion)
+			require.Equal(t, "k", h.Key)
+			require.False(t, h.Time.IsZero())
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, got, 2)
+		for _, h := range got {
+			require.Equal(t, "order.placed", h.Type, "refilled")
+			require.Equal(t, "orders", h.Topic, "refilled")
+			require.Equal(t, 3, h.SchemaVersion, "refilled")
+		}
+	})
+}
+
 // stuckSubscription returns a bus of one worker and its subscription "s"
 // of topic "orders", which holds three events: the first in a handler that
 // returns only when its context ends, which only a stop without grace does,

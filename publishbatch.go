@@ -55,10 +55,15 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 		run := payloads[sent:min(len(payloads), sent+batchRun)]
 		var invalid error
 		for i, payload := range run {
-			events[i] = Event[T]{}
-			if invalid = t.prepare(call, &events[i], payload, &p, opts); invalid != nil {
-				run = run[:i]
+			key, err := t.keyOf(call, payload, opts)
+			if err != nil {
+				run, invalid = run[:i], err
 				break
+			}
+			e := &events[i]
+			t.stamp(e, payload, key, t.bus.clock.now(), &p)
+			if len(opts) > 0 || p.Metadata != nil || t.bus.opts.NewID != nil {
+				t.extend(e, &p, opts)
 			}
 			hashes[i] = t.hash(events[i].Key)
 		}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -63,7 +64,7 @@ func TestStopHalfwayQueuesNowhere(t *testing.T) {
 		subs[0].stopIntake()
 
 		var e [1]Event[int]
-		topic.stamp(&e[0], 1, "", &lineage{}, nil)
+		topic.stamp(&e[0], 1, "", time.Now(), &lineage{})
 		ok, err := topic.enqueue(context.Background(), &e, false, false)
 		require.False(t, ok)
 		require.ErrorIs(t, err, ErrClosed)
@@ -187,7 +188,7 @@ func TestEnqueueAllCountsEventsBeforeAStop(t *testing.T) {
 	hashes := make([]uint64, len(events))
 	for i := range events {
 		key := keys[min(i/stopAt, 1)] // worker 0 up to stopAt, then worker 1
-		topic.stamp(&events[i], i, "", &lineage{}, []PublishOption{WithKey(key)})
+		topic.stamp(&events[i], i, key, time.Now(), &lineage{})
 		hashes[i] = topic.hash(key)
 	}
 	b.closeIntake()
