@@ -144,22 +144,11 @@ func (s *idSource) stamp(t time.Time) uint64 {
 	return millis(t)<<16 | uint64(s.node[0])<<8 | uint64(s.node[1])
 }
 
-// putID stamps *id as the ID that idSource.id returns for the n-th event
-// of source src, whose stamp is hi, with two 8-byte stores, for the
-// Sync-mode publish that reads it back at once: the ID that id builds a
-// byte at a time, copied out right after, waits for its bytes to reach the
-// cache, which cost about 10 ns per Sync publish. (An async worker, which
-// numbers a whole batch before it reads any of it, measured slower so.)
+// putID stamps *id as the ID of the n-th event of source src, whose
+// stamp is hi, with two 8-byte stores. Built a byte at a time and copied
+// out, an ID waits for its bytes to reach the cache when it is read back
+// (at once, in a Sync publish), which cost about 10 ns per publish.
 func putID(id *ID, hi uint64, src uint32, n uint64) {
 	binary.BigEndian.PutUint64(id[:8], hi)
 	binary.BigEndian.PutUint64(id[8:], uint64(src)<<40|n&(1<<40-1))
-}
-
-// id returns the ID of the n-th event of source src, published at t.
-func (s *idSource) id(t time.Time, src uint32, n uint64) ID {
-	var id ID
-	putMillis(&id, t)
-	id[6], id[7] = s.node[0], s.node[1]
-	binary.BigEndian.PutUint64(id[8:], uint64(src)<<40|n&(1<<40-1))
-	return id
 }

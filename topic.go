@@ -425,12 +425,13 @@ func (t *Topic[T]) extend(e *Event[T], p *lineage, opts []PublishOption) {
 	}
 }
 
-// number completes e with the ID of the n-th event of source src, unless
+// number completes e with the ID of the n-th event of source src, whose
+// stamp is hi (see idSource.stamp: the caller has it from e.Time), unless
 // it has one, and makes it its own correlation ID if it has none; and with
 // what every event of the topic shares, where a PublishOption cleared it
 // or the event comes from a store (publishStamped). With one subscription
 // the worker numbers the event, off the publisher's path.
-func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
+func (t *Topic[T]) number(e *Event[T], hi uint64, src uint32, n uint64) {
 	if e.Type == "" {
 		e.Type = t.eventType
 	}
@@ -440,11 +441,16 @@ func (t *Topic[T]) number(e *Event[T], src uint32, n uint64) {
 	if e.SchemaVersion == 0 {
 		e.SchemaVersion = t.version
 	}
-	if e.ID.IsZero() {
-		e.ID = t.bus.ids.id(e.Time, src, n)
+	if !e.ID.IsZero() {
+		if e.CorrelationID.IsZero() {
+			e.CorrelationID = e.ID
+		}
+		return
 	}
+	// Stamped in place, twice, rather than built and copied: see putID.
+	putID(&e.ID, hi, src, n)
 	if e.CorrelationID.IsZero() {
-		e.CorrelationID = e.ID
+		putID(&e.CorrelationID, hi, src, n)
 	}
 }
 
@@ -466,11 +472,11 @@ func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) conte
 		} else {
 			c.id = e.ID // Options.NewID's or a PublishOption's
 		}
-		t.number(e, src, n) // which makes e its own correlation ID
+		t.number(e, 0, src, n) // e has its IDs: this fills in the rest
 		return c
 	}
 	c, src, n := t.ctxs.get(t.bus.ids)
-	t.number(e, src, n)
+	t.number(e, t.bus.ids.stamp(e.Time), src, n)
 	c.init(base, &e.Header)
 	return c
 }
@@ -562,7 +568,7 @@ func (t *Topic[T]) enqueueAll(ctx context.Context, events []Event[T], hashes []u
 				// worker does, off the publisher's path.
 				for _, q := range eqs {
 					if !q.stopped {
-						t.number(e, q.source, q.enq)
+						t.number(e, t.bus.ids.stamp(e.Time), q.source, q.enq)
 						break
 					}
 				}

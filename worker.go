@@ -621,10 +621,18 @@ func (w *worker[T]) loop() {
 }
 
 // number gives the events of the queue from sequence number base their IDs,
-// for events the publisher left unnumbered (see Topic.enqueue).
+// for events the publisher left unnumbered (see Topic.enqueue). Events
+// published within one reading of the bus's clock share a time, and the
+// first half of their IDs, stamped once for them.
 func (w *worker[T]) number(events []Event[T], base uint64) {
+	var at time.Time
+	var hi uint64
 	for i := range events {
-		w.sub.topic.number(&events[i], w.q.source, base+uint64(i))
+		e := &events[i]
+		if i == 0 || e.Time != at { // the same reading, not only the same instant
+			at, hi = e.Time, w.sub.bus.ids.stamp(e.Time)
+		}
+		w.sub.topic.number(e, hi, w.q.source, base+uint64(i))
 	}
 }
 
