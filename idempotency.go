@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/bits"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,8 +54,8 @@ type IdempotencyOptions struct {
 	// means 10,000 keys, and a negative one is invalid (see [Idempotency]).
 	// The record always remembers the last Capacity
 	// keys handled, and at most about twice as many (plus the keys in
-	// flight): once its newer half holds Capacity, it forgets the older
-	// half at once. With a Store, it bounds the keys whose handler
+	// flight): once its newer half holds Capacity (up to an eighth more,
+	// which it counts in batches), it forgets the older half at once. With a Store, it bounds the keys whose handler
 	// succeeded but whose MarkProcessed failed (see [Idempotency]).
 	//
 	// The record lives as long as the process, so it catches the
@@ -184,23 +187,46 @@ func (o *IdempotencyOptions) resolve() error {
 // hold no pointer for ID keys, so the garbage collector need not scan them.
 // With a Store, they hold only the keys in flight.
 //
+// The tables are split into shards by the keys' hashes, each under a lock
+// of its own, which the claim and the release of a key take: with one lock
+// for the record, the workers of a subscription waited for each other at
+// every event, and a keyed subscription of 4 workers spent two fifths of
+// its time there. The generations turn over together, all shards at once,
+// when cur holds Capacity done keys in all: the record remembers what one
+// table would.
+//
 // A key in flight has its running mark in exactly one generation: cur, or
 // prev if cur turned over since its claim; a turnover moves the marks of
 // the generation it forgets into the new cur.
 type dedup[K comparable] struct {
-	opts      *IdempotencyOptions
-	hash      func(K) uint64
+	opts   *IdempotencyOptions
+	hash   func(K) uint64
+	shards []recordShard[K]
+	shift  uint // a hash's top bits choose its shard: hash >> shift
+	// done counts the done keys in the shards' cur, but for at most every-1
+	// per shard, which a shard adds in one go, to spare most events an
+	// atomic operation: never more than they hold, so that the record never
+	// turns over before cur holds Capacity.
+	done  atomic.Int64
+	every int
+	// handled holds, with a Store, the keys whose handler succeeded but
+	// whose MarkProcessed failed, up to Capacity of them: their next
+	// delivery only records them. Guarded by hmu.
+	hmu     sync.Mutex
+	handled map[K]struct{}
+}
+
+// recordShard is the part of a record that holds the keys of some hashes.
+type recordShard[K comparable] struct {
 	mu        sync.Mutex
 	cur, prev keyTable[K]
 	done      int       // done keys in cur
+	unsaid    int       // of done, not yet added to dedup.done
 	epoch     uint64    // counts the times cur's slots moved or cur turned over
 	turned    [2]uint64 // epoch after the last turnover, and after the one before
 	inFlight  int       // keys in flight
 	changed   broadcast // when a key leaves flight
-	// handled holds, with a Store, the keys whose handler succeeded but
-	// whose MarkProcessed failed, up to Capacity of them: their next
-	// delivery only records them.
-	handled map[K]struct{}
+	_         [64]byte  // a cache line of its own for mu
 }
 
 // running marks a key in flight in the record's tables: a publish time of
@@ -226,8 +252,55 @@ type claimed struct {
 	prior int64
 }
 
+// maxRecordShards bounds the shards of a record, of which it has 4 per P,
+// rounded up to a power of two.
+const maxRecordShards = 64
+
 func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
-	return &dedup[K]{opts: o, hash: hash}
+	n := uint(bits.Len(uint(min(4*runtime.GOMAXPROCS(0), maxRecordShards) - 1)))
+	// An eighth of Capacity at most goes unsaid, over all shards.
+	every := max(1, o.Capacity>>(n+3))
+	return &dedup[K]{opts: o, hash: hash, shards: make([]recordShard[K], 1<<n), shift: 64 - n, every: every}
+}
+
+// count adds n, 1 or -1, to the done keys of shard s, whose lock the caller
+// holds, and to the record's count once every of them have come; at once
+// for -1, so that the record's count never runs ahead.
+func (d *dedup[K]) count(s *recordShard[K], n int) {
+	s.done += n
+	s.unsaid += n
+	if n < 0 || s.unsaid >= d.every {
+		d.done.Add(int64(s.unsaid))
+		s.unsaid = 0
+	}
+}
+
+// shard returns the shard of the keys of hash h.
+func (d *dedup[K]) shard(h uint64) *recordShard[K] {
+	return &d.shards[h>>d.shift&(uint64(len(d.shards))-1)] // the mask for 1 shard, whose shift is 64
+}
+
+// turnOver turns every shard's generations over at once, if cur holds
+// Capacity done keys in all; the claim that would turn them over holds no
+// shard's lock.
+func (d *dedup[K]) turnOver() {
+	done := 0
+	for i := range d.shards {
+		s := &d.shards[i]
+		s.mu.Lock()
+		done += s.done
+		s.unsaid = 0
+	}
+	if done >= d.opts.Capacity {
+		for i := range d.shards {
+			d.shards[i].rotate()
+		}
+		done = 0
+	}
+	d.done.Store(int64(done))
+	for i := range d.shards {
+		d.shards[i].mu.Unlock()
+	}
 }
 
 func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next EnvelopeHandler) (err error) {
@@ -275,8 +348,8 @@ func (d *dedup[K]) handle(ctx context.Context, env *Envelope, k K, next Envelope
 // whose MarkProcessed failed, and forgets it; if add, it remembers that of
 // k instead, while it remembers fewer than Capacity keys.
 func (d *dedup[K]) unrecorded(k K, add bool) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.hmu.Lock()
+	defer d.hmu.Unlock()
 	if add {
 		if d.handled == nil {
 			d.handled = make(map[K]struct{})
@@ -307,20 +380,24 @@ func (d *dedup[K]) storeKey(env *Envelope, k K) IdempotencyKey {
 func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed, error) {
 	now := env.Time.UnixNano()
 	c := claimed{hash: d.hash(k), prior: running}
-	d.mu.Lock()
+	s := d.shard(c.hash)
+	s.mu.Lock()
 	for {
-		if d.done >= d.opts.Capacity {
-			d.rotate()
+		if d.done.Load() >= int64(d.opts.Capacity) {
+			s.mu.Unlock()
+			d.turnOver()
+			s.mu.Lock()
+			continue
 		}
-		d.room()
-		i, ok := d.cur.find(c.hash, k)
-		published := d.cur.slots[i].published
+		s.room()
+		i, ok := s.cur.find(c.hash, k)
+		published := s.cur.slots[i].published
 		if !ok {
-			published, ok = d.prev.lookup(c.hash, k)
+			published, ok = s.prev.lookup(c.hash, k)
 		}
 		if published == running {
-			ch := d.changed.wait()
-			d.mu.Unlock()
+			ch := s.changed.wait()
+			s.mu.Unlock()
 			select {
 			case <-ch:
 			case <-ctx.Done():
@@ -328,26 +405,26 @@ func (d *dedup[K]) claim(ctx context.Context, env *Envelope, k K) (bool, claimed
 				// handler's, which never ran.
 				return false, claimed{}, fmt.Errorf("eventbus: waited for another delivery of its idempotency key, in flight: %w", ctx.Err())
 			}
-			d.mu.Lock()
+			s.mu.Lock()
 			continue
 		}
 		if ok && d.opts.Store == nil && time.Duration(now-published) <= d.opts.TTL {
-			d.mu.Unlock()
+			s.mu.Unlock()
 			return true, claimed{}, nil
 		}
 		// New, or expired: k goes in flight in cur.
-		if s := &d.cur.slots[i]; s.hash == 0 {
-			d.cur.put(i, c.hash, k, running)
+		if slot := &s.cur.slots[i]; slot.hash == 0 {
+			s.cur.put(i, c.hash, k, running)
 		} else {
-			c.prior = s.published
-			s.published = running
-			d.done--
+			c.prior = slot.published
+			slot.published = running
+			d.count(s, -1)
 		}
-		c.slot, c.epoch = i, d.epoch
+		c.slot, c.epoch = i, s.epoch
 		break
 	}
-	d.inFlight++
-	d.mu.Unlock()
+	s.inFlight++
+	s.mu.Unlock()
 	if d.opts.Store == nil {
 		return false, c, nil
 	}
@@ -378,83 +455,85 @@ func (d *dedup[K]) processed(ctx context.Context, env *Envelope, k K, c claimed)
 
 // rotate forgets prev and makes cur the older generation. Keys in flight
 // in prev move to the new cur, so that a slow handler's key stays in
-// flight however many events pass meanwhile. Callers hold mu.
-func (d *dedup[K]) rotate() {
+// flight however many events pass meanwhile. Callers hold mu, and turn
+// every shard over at once (see dedup.turnOver).
+func (s *recordShard[K]) rotate() {
 	var moved []keySlot[K]
-	if d.inFlight > 0 {
-		for _, s := range d.prev.slots {
-			if s.hash != 0 && s.published == running {
-				moved = append(moved, s)
+	if s.inFlight > 0 {
+		for _, slot := range s.prev.slots {
+			if slot.hash != 0 && slot.published == running {
+				moved = append(moved, slot)
 			}
 		}
 	}
-	d.prev.reset() // keeps its room for the next generation
-	d.prev, d.cur = d.cur, d.prev
-	d.done = 0
-	d.epoch++
-	d.turned = [2]uint64{d.epoch, d.turned[0]}
-	for _, s := range moved {
-		d.room()
-		i, _ := d.cur.find(s.hash, s.key)
-		d.cur.put(i, s.hash, s.key, running)
+	s.prev.reset() // keeps its room for the next generation
+	s.prev, s.cur = s.cur, s.prev
+	s.done, s.unsaid = 0, 0
+	s.epoch++
+	s.turned = [2]uint64{s.epoch, s.turned[0]}
+	for _, slot := range moved {
+		s.room()
+		i, _ := s.cur.find(slot.hash, slot.key)
+		s.cur.put(i, slot.hash, slot.key, running)
 	}
 }
 
 // release takes k, claimed as c, out of flight, recording it as done,
 // published at published, if it succeeded and there is no Store.
 func (d *dedup[K]) release(k K, c claimed, ok bool, published time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.inFlight--
-	d.changed.notify()
+	s := d.shard(c.hash)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inFlight--
+	s.changed.notify()
 	done := ok && d.opts.Store == nil
-	if c.prior != running && d.turned[1] > c.epoch { // two turnovers since the claim
+	if c.prior != running && s.turned[1] > c.epoch { // two turnovers since the claim
 		// The generation that held the earlier delivery's record was
 		// forgotten since the claim: putting the record back would count
 		// it among the last Capacity keys handled, and turn cur over early.
 		c.prior = running
 	}
-	i, inCur := c.slot, c.epoch == d.epoch // k is still where its claim put it
-	if !inCur && d.cur.n > 0 {
-		i, inCur = d.cur.find(c.hash, k)
+	i, inCur := c.slot, c.epoch == s.epoch // k is still where its claim put it
+	if !inCur && s.cur.n > 0 {
+		i, inCur = s.cur.find(c.hash, k)
 	}
-	if !inCur && d.prev.n > 0 {
+	if !inCur && s.prev.n > 0 {
 		// cur turned over since the claim: k's mark is in prev, which
 		// holds no done key for it.
-		if j, found := d.prev.find(c.hash, k); found {
+		if j, found := s.prev.find(c.hash, k); found {
 			if done || c.prior == running {
-				d.prev.remove(j)
+				s.prev.remove(j)
 			} else {
-				d.prev.slots[j].published = c.prior
+				s.prev.slots[j].published = c.prior
 			}
 		}
 	}
 	switch {
 	case done:
-		d.done++
+		d.count(s, 1)
 		if inCur {
-			d.cur.slots[i].published = recordTime(published)
+			s.cur.slots[i].published = recordTime(published)
 			return
 		}
-		d.room()
-		i, _ = d.cur.find(c.hash, k)
-		d.cur.put(i, c.hash, k, recordTime(published))
+		s.room()
+		i, _ = s.cur.find(c.hash, k)
+		s.cur.put(i, c.hash, k, recordTime(published))
 	case !inCur:
 	case c.prior != running:
 		// The earlier, expired delivery stays on record, for
 		// redeliveries of it that are within TTL of their own time.
-		d.cur.slots[i].published = c.prior
-		d.done++
+		s.cur.slots[i].published = c.prior
+		d.count(s, 1)
 	default:
-		d.cur.remove(i)
-		d.epoch++
+		s.cur.remove(i)
+		s.epoch++
 	}
 }
 
 // room makes sure cur has room for one more key, noting in epoch that its
 // slots moved if it grew. Callers hold mu.
-func (d *dedup[K]) room() {
-	if d.cur.room() {
-		d.epoch++
+func (s *recordShard[K]) room() {
+	if s.cur.room() {
+		s.epoch++
 	}
 }

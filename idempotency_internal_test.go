@@ -115,42 +115,14 @@ func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(strin
 				inFlight[k] = flight{c, env}
 			}
 		}
-		if d.inFlight != len(inFlight) {
-			t.Fatalf("step %d: %d keys running, want %d", step, d.inFlight, len(inFlight))
+		if d.running() != len(inFlight) {
+			t.Fatalf("step %d: %d keys running, want %d", step, d.running(), len(inFlight))
 		}
-		marks := map[string]int{}
-		done := 0
-		for gen, tab := range map[string]*keyTable[string]{"cur": &d.cur, "prev": &d.prev} {
-			n := 0
-			for i, s := range tab.slots {
-				if s.hash == 0 {
-					continue
-				}
-				n++
-				if j, ok := tab.find(hash(s.key), s.key); !ok || j != i || s.hash != hash(s.key) {
-					t.Fatalf("step %d: %s in slot %d of %s is not where its hash finds it", step, s.key, i, gen)
-				}
-				if s.published == running {
-					marks[s.key]++
-				} else if gen == "cur" {
-					done++
-				}
-			}
-			if n != tab.n {
-				t.Fatalf("step %d: %s holds %d keys, counts %d", step, gen, n, tab.n)
-			}
+		claims := map[string]claimed{}
+		for k, f := range inFlight {
+			claims[k] = f.c
 		}
-		if done != d.done {
-			t.Fatalf("step %d: cur holds %d done keys, counts %d", step, done, d.done)
-		}
-		for k := range inFlight {
-			if marks[k] != 1 {
-				t.Fatalf("step %d: %s in flight has %d running marks, want 1", step, k, marks[k])
-			}
-		}
-		if len(marks) != len(inFlight) {
-			t.Fatalf("step %d: running marks %v for keys in flight %v", step, marks, inFlight)
-		}
+		checkRecord(t, step, d, hash, claims)
 	}
 }
 

@@ -47,7 +47,7 @@ func modelHashes() map[string]func(string) uint64 {
 // the last Capacity keys with the publish time of its last success.
 func TestRecordModel(t *testing.T) {
 	for _, store := range []bool{false, true} {
-		for _, capacity := range []int{1, 2, 3, 5, 8} {
+		for _, capacity := range []int{1, 2, 3, 5, 8, 200} { // 200: the count of done keys lags (dedup.every)
 			for name, hash := range modelHashes() {
 				for seed := range uint64(3) {
 					t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/seed=%d", store, capacity, name, seed), func(t *testing.T) {
@@ -91,7 +91,10 @@ func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string
 	now := time.Unix(1_700_000_000, 0)
 	keys := 3*capacity + 4
 	for step := range steps {
-		epoch, slots := d.epoch, slices.Clone(d.cur.slots)
+		epochs, slots := make([]uint64, len(d.shards)), make([][]keySlot[string], len(d.shards))
+		for i := range d.shards {
+			epochs[i], slots[i] = d.shards[i].epoch, slices.Clone(d.shards[i].cur.slots)
+		}
 		var env *Envelope
 		switch op := rng.IntN(10); {
 		case op < 4 && len(inFlight) > 0: // a handler returns
@@ -146,22 +149,28 @@ func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string
 					inFlight[k] = flight{c, env}
 				}
 			}
-			if d.done >= capacity {
-				t.Fatalf("step %d: cur holds %d done keys after a claim, Capacity %d", step, d.done, capacity)
+			// The claim turned cur over if the record's count, which lags
+			// by less than every per shard, said it held Capacity.
+			if done, most := d.doneKeys(), capacity+len(d.shards)*(d.every-1); done >= most {
+				t.Fatalf("step %d: cur holds %d done keys after a claim, Capacity %d, at most %d", step, done, capacity, most-1)
 			}
 		}
-		if d.inFlight != len(inFlight) {
-			t.Fatalf("step %d: %d keys running, want %d", step, d.inFlight, len(inFlight))
+		if d.running() != len(inFlight) {
+			t.Fatalf("step %d: %d keys running, want %d", step, d.running(), len(inFlight))
 		}
 		claims := map[string]claimed{}
 		for k, f := range inFlight {
 			claims[k] = f.c
 		}
 		checkRecord(t, step, d, hash, claims)
-		if d.epoch == epoch {
-			for i, s := range slots {
-				if s.hash != 0 && (i >= len(d.cur.slots) || d.cur.slots[i].hash != s.hash || d.cur.slots[i].key != s.key) {
-					t.Fatalf("step %d: %s left slot %d of cur, and the epoch stayed %d", step, s.key, i, epoch)
+		for j := range d.shards {
+			sh := &d.shards[j]
+			if sh.epoch != epochs[j] {
+				continue
+			}
+			for i, s := range slots[j] {
+				if s.hash != 0 && (i >= len(sh.cur.slots) || sh.cur.slots[i].hash != s.hash || sh.cur.slots[i].key != s.key) {
+					t.Fatalf("step %d: %s left slot %d of cur in shard %d, and the epoch stayed %d", step, s.key, i, j, epochs[j])
 				}
 			}
 		}
@@ -170,66 +179,111 @@ func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string
 				continue
 			}
 			h := hash(k)
-			published, ok := d.cur.lookup(h, k)
+			sh := d.shard(h)
+			published, ok := sh.cur.lookup(h, k)
 			if !ok {
-				published, ok = d.prev.lookup(h, k)
+				published, ok = sh.prev.lookup(h, k)
 			}
 			if !ok || published != recordTime(last[k]) {
 				t.Fatalf("step %d: the record has %s at %d, %v; it is one of the last Capacity %d keys handled %v, at %d", step, k, published, ok, capacity, recent, recordTime(last[k]))
 			}
 		}
-		if withStore && d.cur.n+d.prev.n != len(inFlight) {
-			t.Fatalf("step %d: with a Store, the record holds %d keys, %d in flight", step, d.cur.n+d.prev.n, len(inFlight))
+		if held := d.held(); withStore && held != len(inFlight) {
+			t.Fatalf("step %d: with a Store, the record holds %d keys, %d in flight", step, held, len(inFlight))
 		}
 	}
 }
 
 // checkRecord checks the invariants of d's tables, given the keys in
-// flight and their claims: every key is where its hash finds it, the
-// counts are right, each key in flight has exactly one running mark (and
-// other keys none), no key running in prev is also in cur, and a claim
-// whose epoch is current points at its key's running mark.
+// flight and their claims: every key is in its shard and where its hash
+// finds it, the counts are right, each key in flight has exactly one
+// running mark (and other keys none), no key running in prev is also in
+// cur, and a claim whose epoch is its shard's points at its key's running
+// mark.
 func checkRecord[K comparable](t *testing.T, step int, d *dedup[K], hash func(K) uint64, inFlight map[K]claimed) {
 	t.Helper()
 	marks := map[K]int{}
 	inCur := map[K]bool{}
 	done := 0
-	for gen, tab := range map[string]*keyTable[K]{"cur": &d.cur, "prev": &d.prev} {
-		checkKeyTable(t, step, gen, tab, hash)
-		for _, s := range tab.slots {
-			if s.hash == 0 {
-				continue
-			}
-			if s.published == running {
-				marks[s.key]++
-			}
-			if gen == "cur" {
-				inCur[s.key] = true
-				if s.published != running {
-					done++
+	for j := range d.shards {
+		sh := &d.shards[j]
+		shardDone := 0
+		for gen, tab := range map[string]*keyTable[K]{"cur": &sh.cur, "prev": &sh.prev} {
+			checkKeyTable(t, step, gen, tab, hash)
+			for _, s := range tab.slots {
+				if s.hash == 0 {
+					continue
+				}
+				if d.shard(s.hash) != sh {
+					t.Fatalf("step %d: %v is in shard %d, not its own", step, s.key, j)
+				}
+				if s.published == running {
+					marks[s.key]++
+				}
+				if gen == "cur" {
+					inCur[s.key] = true
+					if s.published != running {
+						shardDone++
+					}
 				}
 			}
 		}
+		if shardDone != sh.done {
+			t.Fatalf("step %d: cur of shard %d holds %d done keys, counts %d", step, j, shardDone, sh.done)
+		}
+		if sh.unsaid < 0 || sh.unsaid >= d.every {
+			t.Fatalf("step %d: shard %d has %d done keys unsaid, every %d", step, j, sh.unsaid, d.every)
+		}
+		done += shardDone - sh.unsaid
 	}
-	if done != d.done {
-		t.Fatalf("step %d: cur holds %d done keys, counts %d", step, done, d.done)
+	if int64(done) != d.done.Load() {
+		t.Fatalf("step %d: cur holds %d done keys said, counts %d", step, done, d.done.Load())
 	}
 	for k, c := range inFlight {
 		if marks[k] != 1 {
 			t.Fatalf("step %d: %v in flight has %d running marks, want 1", step, k, marks[k])
 		}
-		if i, ok := d.prev.lookupSlot(c.hash, k); ok && d.prev.slots[i].published == running && inCur[k] {
+		sh := d.shard(c.hash)
+		if i, ok := sh.prev.lookupSlot(c.hash, k); ok && sh.prev.slots[i].published == running && inCur[k] {
 			t.Fatalf("step %d: %v runs in prev but is in cur too", step, k)
 		}
-		if c.epoch == d.epoch {
-			if s := d.cur.slots[c.slot]; s.hash != c.hash || s.key != k || s.published != running {
-				t.Fatalf("step %d: the claim of %v, at the current epoch, points at slot %d, which holds %v", step, k, c.slot, s.key)
+		if c.epoch == sh.epoch {
+			if s := sh.cur.slots[c.slot]; s.hash != c.hash || s.key != k || s.published != running {
+				t.Fatalf("step %d: the claim of %v, at its shard's epoch, points at slot %d, which holds %v", step, k, c.slot, s.key)
 			}
 		}
 	}
 	if len(marks) != len(inFlight) {
 		t.Fatalf("step %d: running marks %v for keys in flight %v", step, marks, inFlight)
 	}
+}
+
+// running returns the number of keys in flight in d's shards.
+func (d *dedup[K]) running() int {
+	n := 0
+	for i := range d.shards {
+		n += d.shards[i].inFlight
+	}
+	return n
+}
+
+// doneKeys returns the number of done keys in the cur tables of d's
+// shards.
+func (d *dedup[K]) doneKeys() int {
+	n := 0
+	for i := range d.shards {
+		n += d.shards[i].done
+	}
+	return n
+}
+
+// held returns the number of keys in d's tables.
+func (d *dedup[K]) held() int {
+	n := 0
+	for i := range d.shards {
+		n += d.shards[i].cur.n + d.shards[i].prev.n
+	}
+	return n
 }
 
 // lookupSlot returns the slot of k, if the table holds it.
@@ -316,8 +370,8 @@ func TestRecordConcurrent(t *testing.T) {
 					})
 				}
 				wg.Wait()
-				if d.inFlight != 0 {
-					t.Fatalf("%d keys left in flight", d.inFlight)
+				if d.running() != 0 {
+					t.Fatalf("%d keys left in flight", d.running())
 				}
 				checkRecord(t, -1, d, hash, nil)
 			})
@@ -404,8 +458,8 @@ func TestRecordConcurrentFlakyStore(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if d.inFlight != 0 {
-				t.Fatalf("%d keys left in flight", d.inFlight)
+			if d.running() != 0 {
+				t.Fatalf("%d keys left in flight", d.running())
 			}
 			for n := range keys {
 				if recorded[n].Load() && !store.done[strconv.Itoa(n)] {
