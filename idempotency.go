@@ -52,22 +52,23 @@ type IdempotencyOptions struct {
 	Store ProcessedStore
 	// Capacity bounds the in-memory record of each subscription; zero
 	// means 10,000 keys, and a negative one is invalid (see [Idempotency]).
-	// The record always remembers the last Capacity
-	// keys handled, and at most about twice as many (plus the keys in
-	// flight): once its newer half holds Capacity (up to an eighth more,
-	// which it counts in batches), it forgets the older half at once. With a Store, it bounds the keys whose handler
-	// succeeded but whose MarkProcessed failed (see [Idempotency]).
+	// The record always remembers the last Capacity keys handled, and at
+	// most about twice as many (plus the keys in flight): once its newer
+	// half holds Capacity (up to an eighth more, which it counts in
+	// batches), it forgets the older half at once. With a Store, it bounds
+	// the keys whose handler succeeded but whose MarkProcessed failed (see
+	// [Idempotency]).
 	//
 	// The record lives as long as the process, so it catches the
 	// duplicates that come soon after the first delivery: redeliveries,
 	// redrives, a producer's retries. With ID keys it takes 85 to 170
 	// bytes per unit of Capacity (two generations of hash tables of 32-byte
 	// slots, at most three-quarters full, sized in powers of two), about
-	// 1 MB at the default; each event costs about 70 ns at 10,000 keys
-	// (BenchmarkMiddleware, Sync mode, beside a no-op layer), and more once
-	// the record outgrows the CPU's caches. Forgetting a generation clears
-	// its table under the record's lock, once every Capacity events, in
-	// time that grows with Capacity. Deduplicate across restarts, or over
+	// 1 MB at the default; each event costs about 70 to 100 ns at 10,000
+	// keys (BenchmarkMiddleware, Sync mode, beside a no-op layer), and more
+	// once the record outgrows the CPU's caches. Forgetting a generation
+	// clears its tables under all the record's locks, once every Capacity
+	// events, in time that grows with Capacity. Deduplicate across restarts, or over
 	// longer spans, with a Store.
 	Capacity int
 	// TTL is how long the in-memory record remembers a key, counted from

@@ -62,7 +62,7 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 			}
 			e := &events[i]
 			t.stamp(e, payload, key, t.bus.clock.now(), &p)
-			if len(opts) > 0 || p.Metadata != nil || t.bus.opts.NewID != nil {
+			if !t.plain(&p, opts) {
 				t.extend(e, &p, opts)
 			}
 			hashes[i] = t.hash(events[i].Key)
