@@ -61,10 +61,6 @@ func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(strin
 		o.Store = set
 	}
 	d := newDedup(o, hash)
-	type flight struct {
-		c   claimed
-		env *Envelope
-	}
 	inFlight := map[string]flight{}
 	var doneOrder []string       // keys in the order their handlers succeeded
 	lastDone := map[string]int{} // index in doneOrder of each key's last success
@@ -115,14 +111,7 @@ func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(strin
 				inFlight[k] = flight{c, env}
 			}
 		}
-		if d.running() != len(inFlight) {
-			t.Fatalf("step %d: %d keys running, want %d", step, d.running(), len(inFlight))
-		}
-		claims := map[string]claimed{}
-		for k, f := range inFlight {
-			claims[k] = f.c
-		}
-		checkRecord(t, step, d, hash, claims)
+		checkFlights(t, step, d, hash, inFlight)
 	}
 }
 

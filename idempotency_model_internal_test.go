@@ -78,10 +78,6 @@ func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string
 		o.Store = set
 	}
 	d := newDedup(o, hash)
-	type flight struct {
-		c   claimed
-		env *Envelope
-	}
 	inFlight := map[string]flight{}
 	last := map[string]time.Time{} // the publish time of each key's last success
 	var recent []string            // the last Capacity keys that succeeded, the latest last
@@ -155,14 +151,7 @@ func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string
 				t.Fatalf("step %d: cur holds %d done keys after a claim, Capacity %d, at most %d", step, done, capacity, most-1)
 			}
 		}
-		if d.running() != len(inFlight) {
-			t.Fatalf("step %d: %d keys running, want %d", step, d.running(), len(inFlight))
-		}
-		claims := map[string]claimed{}
-		for k, f := range inFlight {
-			claims[k] = f.c
-		}
-		checkRecord(t, step, d, hash, claims)
+		checkFlights(t, step, d, hash, inFlight)
 		for j := range d.shards {
 			sh := &d.shards[j]
 			if sh.epoch != epochs[j] {
@@ -192,6 +181,27 @@ func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string
 			t.Fatalf("step %d: with a Store, the record holds %d keys, %d in flight", step, held, len(inFlight))
 		}
 	}
+}
+
+// flight is a key's delivery in flight in a model test: its claim, and its
+// event.
+type flight struct {
+	c   claimed
+	env *Envelope
+}
+
+// checkFlights checks that d runs the keys of inFlight, no more, and its
+// tables (checkRecord).
+func checkFlights(t *testing.T, step int, d *dedup[string], hash func(string) uint64, inFlight map[string]flight) {
+	t.Helper()
+	if d.running() != len(inFlight) {
+		t.Fatalf("step %d: %d keys running, want %d", step, d.running(), len(inFlight))
+	}
+	claims := map[string]claimed{}
+	for k, f := range inFlight {
+		claims[k] = f.c
+	}
+	checkRecord(t, step, d, hash, claims)
 }
 
 // checkRecord checks the invariants of d's tables, given the keys in
