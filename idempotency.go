@@ -254,11 +254,20 @@ type claimed struct {
 }
 
 // maxRecordShards bounds the shards of a record, of which it has 4 per P,
-// rounded up to a power of two.
+// rounded up to a power of two, but no more than one per 16 units of
+// Capacity, the keys of a shard's smallest table, so that a small record
+// stays small.
 const maxRecordShards = 64
 
 func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
-	n := uint(bits.Len(uint(min(4*runtime.GOMAXPROCS(0), maxRecordShards) - 1)))
+	shards := min(4*runtime.GOMAXPROCS(0), maxRecordShards)
+	shards = min(1<<(bits.Len(uint(shards-1))), 1<<(bits.Len(uint(max(o.Capacity/16, 1)))-1))
+	return newShardedDedup(o, hash, shards)
+}
+
+// newShardedDedup returns a record of shards shards, a power of two.
+func newShardedDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64, shards int) *dedup[K] {
+	n := uint(bits.Len(uint(shards - 1)))
 	// An eighth of Capacity at most goes unsaid, over all shards.
 	every := max(1, o.Capacity>>(n+3))
 	return &dedup[K]{opts: o, hash: hash, shards: make([]recordShard[K], 1<<n), shift: 64 - n, every: every}

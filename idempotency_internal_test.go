@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -43,24 +44,26 @@ func TestDedupModel(t *testing.T) {
 	for _, store := range []bool{false, true} {
 		for _, capacity := range []int{1, 2, 3, 5, 8, 13} {
 			for name, hash := range hashes {
-				for seed := range uint64(20) {
-					t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/seed=%d", store, capacity, name, seed), func(t *testing.T) {
-						checkDedupModel(t, store, capacity, hash, seed)
-					})
+				for _, shards := range []int{1, 4} {
+					for seed := range uint64(10) {
+						t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/shards=%d/seed=%d", store, capacity, name, shards, seed), func(t *testing.T) {
+							checkDedupModel(t, store, capacity, shards, hash, seed)
+						})
+					}
 				}
 			}
 		}
 	}
 }
 
-func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(string) uint64, seed uint64) {
+func checkDedupModel(t *testing.T, withStore bool, capacity, shards int, hash func(string) uint64, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	o := &IdempotencyOptions{Capacity: capacity, TTL: time.Hour}
 	set := processedSet{}
 	if withStore {
 		o.Store = set
 	}
-	d := newDedup(o, hash)
+	d := newShardedDedup(o, hash, shards)
 	inFlight := map[string]flight{}
 	var doneOrder []string       // keys in the order their handlers succeeded
 	lastDone := map[string]int{} // index in doneOrder of each key's last success
@@ -112,6 +115,21 @@ func checkDedupModel(t *testing.T, withStore bool, capacity int, hash func(strin
 			}
 		}
 		checkFlights(t, step, d, hash, inFlight)
+	}
+}
+
+// TestRecordShards checks how many shards a record has: 4 per P, rounded
+// up to a power of two, at most maxRecordShards, and at most one per 16
+// units of Capacity, rounded down to a power of two.
+func TestRecordShards(t *testing.T) {
+	perP := 1
+	for perP < min(4*runtime.GOMAXPROCS(0), maxRecordShards) {
+		perP *= 2
+	}
+	for capacity, want := range map[int]int{1: 1, 31: 1, 32: min(2, perP), 100: min(4, perP), 10_000: perP, 1 << 20: perP} {
+		if got := len(newDedup(&IdempotencyOptions{Capacity: capacity}, newKeyHasher().string).shards); got != want {
+			t.Errorf("Capacity %d: %d shards, want %d", capacity, got, want)
+		}
 	}
 }
 

@@ -49,10 +49,12 @@ func TestRecordModel(t *testing.T) {
 	for _, store := range []bool{false, true} {
 		for _, capacity := range []int{1, 2, 3, 5, 8, 200} { // 200: the count of done keys lags (dedup.every)
 			for name, hash := range modelHashes() {
-				for seed := range uint64(3) {
-					t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/seed=%d", store, capacity, name, seed), func(t *testing.T) {
-						runRecordModel(t, store, capacity, hash, rand.New(rand.NewPCG(seed, 7)), 2000)
-					})
+				for _, shards := range []int{1, 8} {
+					for seed := range uint64(3) {
+						t.Run(fmt.Sprintf("store=%v/capacity=%d/%s/shards=%d/seed=%d", store, capacity, name, shards, seed), func(t *testing.T) {
+							runRecordModel(t, store, capacity, shards, hash, rand.New(rand.NewPCG(seed, 7)), 2000)
+						})
+					}
 				}
 			}
 		}
@@ -66,18 +68,18 @@ func FuzzRecordModel(f *testing.F) {
 	f.Add(uint64(3), uint8(3), uint8(2), false)
 	f.Fuzz(func(t *testing.T, seed uint64, capacity, hash uint8, store bool) {
 		names := []string{"good", "3 hashes", "wrapping"}
-		runRecordModel(t, store, 1+int(capacity%9), modelHashes()[names[int(hash)%len(names)]], rand.New(rand.NewPCG(seed, 7)), 500)
+		runRecordModel(t, store, 1+int(capacity%9), 1<<(capacity/9%4), modelHashes()[names[int(hash)%len(names)]], rand.New(rand.NewPCG(seed, 7)), 500)
 	})
 }
 
-func runRecordModel(t *testing.T, withStore bool, capacity int, hash func(string) uint64, rng *rand.Rand, steps int) {
+func runRecordModel(t *testing.T, withStore bool, capacity, shards int, hash func(string) uint64, rng *rand.Rand, steps int) {
 	const ttl = 10 * time.Minute
 	o := &IdempotencyOptions{Capacity: capacity, TTL: ttl}
 	set := processedSet{}
 	if withStore {
 		o.Store = set
 	}
-	d := newDedup(o, hash)
+	d := newShardedDedup(o, hash, shards)
 	inFlight := map[string]flight{}
 	last := map[string]time.Time{} // the publish time of each key's last success
 	var recent []string            // the last Capacity keys that succeeded, the latest last
@@ -339,7 +341,7 @@ func TestRecordConcurrent(t *testing.T) {
 		for name, hash := range modelHashes() {
 			t.Run(fmt.Sprintf("capacity=%d/%s", capacity, name), func(t *testing.T) {
 				const keys, goroutines, deliveries = 12, 8, 300
-				d := newDedup(&IdempotencyOptions{Capacity: capacity, TTL: time.Hour}, hash)
+				d := newShardedDedup(&IdempotencyOptions{Capacity: capacity, TTL: time.Hour}, hash, 4)
 				var running, succeeded [keys]atomic.Int32
 				at := time.Unix(1_700_000_000, 0)
 				var wg sync.WaitGroup
@@ -428,7 +430,7 @@ func TestRecordConcurrentFlakyStore(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			const keys, goroutines, deliveries = 12, 8, 300
 			store := &flakyProcessed{done: map[string]bool{}, rng: rand.New(rand.NewPCG(1, 2))}
-			d := newDedup(&IdempotencyOptions{Capacity: keys, TTL: time.Hour, Store: store}, hash)
+			d := newShardedDedup(&IdempotencyOptions{Capacity: keys, TTL: time.Hour, Store: store}, hash, 4)
 			var running, succeeded [keys]atomic.Int32
 			var recorded [keys]atomic.Bool // a delivery after a success returned nil
 			at := time.Unix(1_700_000_000, 0)
