@@ -61,6 +61,10 @@ func (t *Topic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...Publi
 				break
 			}
 			e := &events[i]
+			// stamp only sets some fields: an earlier run left the rest
+			// (the ID that enqueueAll numbers in place for several
+			// subscriptions, the Metadata) behind.
+			*e = Event[T]{}
 			t.stamp(e, payload, key, t.bus.clock.now(), &p)
 			if !t.plain(&p, opts) {
 				t.extend(e, &p, opts)
