@@ -254,7 +254,12 @@ func (t *Topic[T]) remove(s *subscription[T]) {
 	t.subs.Store(&next)
 }
 
-// PublishOption sets part of an event's header at Publish.
+// PublishOption sets part of an event's header at Publish. It sees the
+// header as the bus stamped it: the topic's event type, name and schema
+// version, the key, the time and the lineage of a handler's context (the
+// ID, from Options.NewID, if it has one). A field of the first three that
+// it clears comes back; the ID and correlation ID, if it leaves them
+// zero, are given after it.
 type PublishOption func(*Header)
 
 // WithKey sets the event's ordering key, overriding the topic's key function
