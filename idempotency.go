@@ -221,13 +221,13 @@ type dedup[K comparable] struct {
 type recordShard[K comparable] struct {
 	mu        sync.Mutex
 	cur, prev keyTable[K]
-	done      int       // done keys in cur
-	unsaid    int       // of done, not yet added to dedup.done
-	epoch     uint64    // counts the times cur's slots moved or cur turned over
-	turned    [2]uint64 // epoch after the last turnover, and after the one before
-	inFlight  int       // keys in flight
-	changed   broadcast // when a key leaves flight
-	_         [64]byte  // a cache line of its own for mu
+	done      int             // done keys in cur
+	unsaid    int             // of done, not yet added to dedup.done
+	epoch     uint64          // counts the times cur's slots moved or cur turned over
+	turned    [2]uint64       // epoch after the last turnover, and after the one before
+	inFlight  int             // keys in flight
+	changed   broadcast       // when a key leaves flight
+	_         [cacheLine]byte // a cache line of its own for mu
 }
 
 // running marks a key in flight in the record's tables: a publish time of
@@ -260,9 +260,9 @@ type claimed struct {
 const maxRecordShards = 64
 
 func newDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64) *dedup[K] {
-	shards := min(4*runtime.GOMAXPROCS(0), maxRecordShards)
-	shards = min(1<<(bits.Len(uint(shards-1))), 1<<(bits.Len(uint(max(o.Capacity/16, 1)))-1))
-	return newShardedDedup(o, hash, shards)
+	perP := bits.Len(uint(min(4*runtime.GOMAXPROCS(0), maxRecordShards) - 1)) // log2, rounded up
+	bySize := bits.Len(uint(max(o.Capacity/16, 1))) - 1                       // log2, rounded down
+	return newShardedDedup(o, hash, 1<<min(perP, bySize))
 }
 
 // newShardedDedup returns a record of shards shards, a power of two.
@@ -270,7 +270,7 @@ func newShardedDedup[K comparable](o *IdempotencyOptions, hash func(K) uint64, s
 	n := uint(bits.Len(uint(shards - 1)))
 	// An eighth of Capacity at most goes unsaid, over all shards.
 	every := max(1, o.Capacity>>(n+3))
-	return &dedup[K]{opts: o, hash: hash, shards: make([]recordShard[K], 1<<n), shift: 64 - n, every: every}
+	return &dedup[K]{opts: o, hash: hash, shards: make([]recordShard[K], shards), shift: 64 - n, every: every}
 }
 
 // count adds n, 1 or -1, to the done keys of shard s, whose lock the caller
@@ -287,7 +287,7 @@ func (d *dedup[K]) count(s *recordShard[K], n int) {
 
 // shard returns the shard of the keys of hash h.
 func (d *dedup[K]) shard(h uint64) *recordShard[K] {
-	return &d.shards[h>>d.shift&(uint64(len(d.shards))-1)] // the mask for 1 shard, whose shift is 64
+	return &d.shards[h>>d.shift] // 0 for one shard, whose shift is 64
 }
 
 // turnOver turns every shard's generations over at once, if cur holds
@@ -478,7 +478,7 @@ func (s *recordShard[K]) rotate() {
 	}
 	s.prev.reset() // keeps its room for the next generation
 	s.prev, s.cur = s.cur, s.prev
-	s.done, s.unsaid = 0, 0
+	s.done = 0
 	s.epoch++
 	s.turned = [2]uint64{s.epoch, s.turned[0]}
 	for _, slot := range moved {
