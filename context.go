@@ -2,9 +2,12 @@ package eventbus
 
 import (
 	"context"
+	"encoding/binary"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // parentKey is the context key under which a handler's context holds the
@@ -23,6 +26,9 @@ type lineage struct {
 // whether there is one.
 func parent(ctx context.Context) (lineage, bool) {
 	switch v := ctx.Value(parentKey{}).(type) {
+	case *runSlot:
+		id := v.id()
+		return lineage{ID: id, CorrelationID: id, handler: true}, true
 	case *rootContext:
 		return lineage{ID: v.id, CorrelationID: v.id, handler: true}, true
 	case *eventContext:
@@ -48,6 +54,75 @@ func parent(ctx context.Context) (lineage, bool) {
 // events are their own correlation ID (they were published outside any
 // handler), and their contexts leave it out, 24 bytes instead of 40, which
 // measured 6-9% less time per event.
+
+// Smaller still: the IDs of the events a worker handles mostly follow one
+// another, numbered by one queue (see idSource), so that they differ only
+// in their count, by one each, and in their millisecond, by little. The
+// contexts of such a run share a runChunk, which holds the first ID and
+// each one's millisecond offset; each context is a byte of the chunk, a
+// runSlot, which holds its place in it and so finds the chunk by pointer
+// arithmetic within the one allocation (checked by -race's checkptr). A
+// handled event leaves about 3.5 bytes of garbage instead of 24, and the
+// garbage collector runs a seventh as often. Measured at GOMAXPROCS=1, in
+// 3 rounds alternating the two builds: keyed, 93-133 → 75-80 ns/event;
+// one subscription, 88-97 → 70-72; ten, 87-95 → 66-73 ns/delivery, each
+// now 0.91-0.98 of the channel baseline.
+
+// runChunk holds the contexts of a run of up to slabSize events without
+// metadata, each its own correlation ID, whose IDs follow the first: the
+// i-th has the first one's count plus i, and its millisecond plus ms[i].
+// It holds no pointers.
+type runChunk struct {
+	base   handle
+	hi, lo uint64 // the first ID's halves, as big-endian numbers
+	n      uint8  // slots used
+	ms     [slabSize]uint16
+	slots  [slabSize]runSlot
+}
+
+// runSlot is a handler context in a runChunk: its value is its index.
+type runSlot uint8
+
+// chunk returns the runChunk that holds s.
+func (s *runSlot) chunk() *runChunk {
+	return (*runChunk)(unsafe.Add(unsafe.Pointer(s), -int(*s)-int(unsafe.Offsetof(runChunk{}.slots))))
+}
+
+// id returns the ID of the event whose context s is.
+func (s *runSlot) id() ID {
+	c := s.chunk()
+	var id ID
+	putHalves(&id, c.hi+uint64(c.ms[*s])<<16, c.lo+uint64(*s))
+	return id
+}
+
+func (s *runSlot) Deadline() (time.Time, bool) { return s.chunk().base.context().Deadline() }
+func (s *runSlot) Done() <-chan struct{}       { return s.chunk().base.context().Done() }
+func (s *runSlot) Err() error                  { return s.chunk().base.context().Err() }
+
+// Value returns s for parentKey and defers to the base context for every
+// other key.
+func (s *runSlot) Value(key any) any {
+	if key == (parentKey{}) {
+		return s
+	}
+	return s.chunk().base.context().Value(key)
+}
+
+// add returns a context in c for the event whose ID has the halves hi and
+// lo, or nil if c is full or the ID does not follow its first: its count
+// is not next, or its millisecond too far on.
+func (c *runChunk) add(hi, lo uint64) *runSlot {
+	d := hi - c.hi // the bus's random bits are the same: d counts milliseconds
+	if c.n == slabSize || lo != c.lo+uint64(c.n) || d&0xffff != 0 || d>>16 > math.MaxUint16 {
+		return nil
+	}
+	s := &c.slots[c.n]
+	c.ms[c.n] = uint16(d >> 16)
+	*s = runSlot(c.n)
+	c.n++
+	return s
+}
 
 // rootContext is the context of a handler for an event without metadata
 // that is its own correlation ID: a base context (the subscription's in
@@ -112,6 +187,8 @@ func (c *linkedContext) init(base context.Context, h *Header) {
 // contextSlab hands out a worker's handler contexts from chunks of
 // slabSize, one allocation per chunk. It is not safe for concurrent use.
 type contextSlab struct {
+	run    *runChunk
+	last   uint64 // the second half of the last ID that no run took
 	roots  []rootContext
 	chunk  []eventContext
 	linked []linkedContext // for events with metadata
@@ -128,6 +205,19 @@ func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Co
 		c.init(base, h)
 		return c
 	case h.CorrelationID == h.ID:
+		hi, lo := binary.BigEndian.Uint64(h.ID[:8]), binary.BigEndian.Uint64(h.ID[8:])
+		last := s.last
+		s.last = lo
+		if s.run != nil {
+			if c := s.run.add(hi, lo); c != nil {
+				return c
+			}
+		}
+		if lo == last+1 {
+			// It follows the last one, so the next is likely to follow it.
+			s.run = &runChunk{base: bh, hi: hi, lo: lo}
+			return s.run.add(hi, lo)
+		}
 		c := fromSlab(&s.roots)
 		*c = rootContext{base: bh, id: h.ID}
 		return c

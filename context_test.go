@@ -1,0 +1,134 @@
+package eventbus_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a6f1faae/eventbus"
+)
+
+// TestKeptContextsNameTheirEvents keeps the context of every attempt at
+// every event, in two subscriptions of two workers, and publishes with each
+// once all are handled: each child must name the kept context's event as
+// its cause and that event's correlation ID as its own. The events vary in
+// every way that shapes a handler context: IDs the workers number one
+// after another, a millisecond or more apart, and minutes apart; IDs a
+// PublishOption gives; correlation IDs of their own; metadata; first
+// attempts that fail, so that later events of their key wait and are
+// handled out of turn; and, in the second subscription, IDs numbered by
+// the first one's queues.
+func TestKeptContextsNameTheirEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 2, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Millisecond}})
+		orders := newTopic[Order](t, b, "orders", nil)
+		children := newTopic[int](t, b, "children", &eventbus.TopicOptions[int]{Mode: eventbus.Sync})
+		type kept struct {
+			ctx      context.Context
+			id, corr eventbus.ID
+			sub      string
+			n, tried int
+		}
+		var mu sync.Mutex
+		var keep []kept
+		keeper := func(sub string) eventbus.Handler[Order] {
+			tries := map[int]int{}
+			return func(ctx context.Context, e eventbus.Event[Order]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				tries[e.Payload.N]++
+				keep = append(keep, kept{ctx, e.ID, e.CorrelationID, sub, e.Payload.N, tries[e.Payload.N]})
+				if e.Payload.N%7 == 3 && tries[e.Payload.N] == 1 {
+					return errFlaky
+				}
+				return nil
+			}
+		}
+		subscribe(t, orders, "a", keeper("a"), nil)
+		subscribe(t, orders, "b", keeper("b"), nil)
+
+		ctx := context.Background()
+		const events = 600
+		for n := range events {
+			var opts []eventbus.PublishOption
+			switch {
+			case n%50 == 7:
+				opts = append(opts, func(h *eventbus.Header) { h.ID = eventbus.NewID() })
+			case n%13 == 5:
+				opts = append(opts, eventbus.WithCorrelationID(eventbus.NewID()))
+			case n%17 == 9:
+				opts = append(opts, eventbus.WithMetadata(eventbus.Metadata{"n": "x"}))
+			}
+			require.NoError(t, orders.Publish(ctx, Order{Key: string(rune('a' + n%5)), N: n}, opts...))
+			switch {
+			case n == 200:
+				time.Sleep(70 * time.Second) // past what a run's millisecond offsets hold
+			case n == 400:
+				time.Sleep(3 * time.Minute)
+			case n%10 == 0:
+				time.Sleep(time.Millisecond)
+			}
+		}
+		require.NoError(t, b.Flush(ctx))
+
+		type link struct{ cause, corr eventbus.ID }
+		var got []link
+		subscribe(t, children, "record", func(_ context.Context, e eventbus.Event[int]) error {
+			got = append(got, link{e.CausationID, e.CorrelationID})
+			return nil
+		}, nil)
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, keep, 2*(events+events/7+1))
+		for i, k := range keep {
+			require.NoError(t, children.Publish(k.ctx, i))
+			require.Equal(t, link{k.id, k.corr}, got[i], "event %d in %s, attempt %d", k.n, k.sub, k.tried)
+		}
+	})
+}
+
+// TestKeptContextOfAnIDLikeTheBuses gives events IDs that follow the one
+// the bus gave the event before them, but for one bit in their first half,
+// or an earlier millisecond: their handlers' contexts must still name them.
+func TestKeptContextOfAnIDLikeTheBuses(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Workers: 1})
+	orders := newTopic[Order](t, b, "orders", nil)
+	children := newTopic[int](t, b, "children", &eventbus.TopicOptions[int]{Mode: eventbus.Sync})
+	var mu sync.Mutex
+	var ctxs []context.Context
+	var ids []eventbus.ID
+	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ctxs, ids = append(ctxs, ctx), append(ids, e.ID)
+		return nil
+	}, nil)
+	var causes []eventbus.ID
+	subscribe(t, children, "record", func(_ context.Context, e eventbus.Event[int]) error {
+		causes = append(causes, e.CausationID)
+		return nil
+	}, nil)
+	ctx := context.Background()
+	for _, flip := range []struct{ byte, bit byte }{{7, 1}, {5, 1}, {0, 0}} {
+		require.NoError(t, orders.Publish(ctx, Order{Key: "k"}))
+		require.NoError(t, b.Flush(ctx))
+		mu.Lock()
+		next := ids[len(ids)-1]
+		mu.Unlock()
+		next[15]++ // the count of the bus's next event
+		if flip.bit == 0 {
+			next[3]-- // a millisecond earlier
+		}
+		next[flip.byte] ^= flip.bit
+		require.NoError(t, orders.Publish(ctx, Order{Key: "k"}, func(h *eventbus.Header) { h.ID = next }))
+		require.NoError(t, b.Flush(ctx))
+	}
+	for i, c := range ctxs {
+		require.NoError(t, children.Publish(c, i))
+		require.Equal(t, ids[i], causes[i], "event %d", i)
+	}
+}
