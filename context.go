@@ -272,6 +272,41 @@ func (s *syncSlab[C]) get(ids *idSource) (*C, uint32, uint64) {
 	return &c.items[i], c.source, uint64(i)
 }
 
+// syncRuns hands out the contexts of Sync-mode publishes made with
+// context.Background() whose events the bus numbers and that are their own
+// correlation ID, the common case, from runChunks: each P takes its
+// contexts from a chunk of its own, from a sync.Pool, as syncSlab does,
+// and the chunk numbers their events, so that their IDs follow one
+// another.
+type syncRuns struct {
+	chunks sync.Pool // of *runChunk with slots left
+}
+
+// get numbers an event stamped hi (see idSource.stamp) and returns the
+// second half of its ID and its context, or a nil context if hi is too far
+// from the chunk's first (a chunk can wait long in its pool), or before it
+// (when another publisher on the same P, which made the chunk, stamped its
+// event later).
+func (r *syncRuns) get(ids *idSource, hi uint64) (lo uint64, ctx *runSlot) {
+	c, _ := r.chunks.Get().(*runChunk)
+	if c == nil {
+		c = &runChunk{base: background, hi: hi, lo: uint64(ids.source()) << 40}
+	}
+	i := c.n
+	if c.n++; c.n < slabSize {
+		r.chunks.Put(c)
+	}
+	// c is shared from here on: its slot i is this publisher's alone.
+	lo = c.lo + uint64(i)
+	d := hi - c.hi
+	if d&0xffff != 0 || d>>16 > math.MaxUint16 {
+		return lo, nil
+	}
+	c.ms[i] = uint16(d >> 16)
+	c.slots[i] = runSlot(i)
+	return lo, &c.slots[i]
+}
+
 // background names context.Background() for the contexts of Sync-mode
 // publishes made with it. It is never released.
 var background = handles.register(context.Background())

@@ -13,7 +13,8 @@ import (
 )
 
 // TestKeptContextsNameTheirEvents keeps the context of every attempt at
-// every event, in two subscriptions of two workers, and publishes with each
+// every event, in two subscriptions (of two workers in Async mode), in
+// both modes, and publishes with each
 // once all are handled: each child must name the kept context's event as
 // its cause and that event's correlation ID as its own. The events vary in
 // every way that shapes a handler context: IDs the workers number one
@@ -23,8 +24,12 @@ import (
 // handled out of turn; and, in the second subscription, IDs numbered by
 // the first one's queues.
 func TestKeptContextsNameTheirEvents(t *testing.T) {
+	eachMode(t, testKeptContextsNameTheirEvents)
+}
+
+func testKeptContextsNameTheirEvents(t *testing.T, mode eventbus.Mode) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBus(t, &eventbus.Options{Workers: 2, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Millisecond}})
+		b := newBus(t, &eventbus.Options{Mode: mode, Workers: 2, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Millisecond}})
 		orders := newTopic[Order](t, b, "orders", nil)
 		children := newTopic[int](t, b, "children", &eventbus.TopicOptions[int]{Mode: eventbus.Sync})
 		type kept struct {
