@@ -1760,7 +1760,7 @@ func TestHandlerGoexitDuringRetry(t *testing.T) {
 // context carries: the events published with it name it as their cause.
 // The publishers take their contexts from the chunks concurrently.
 func TestSyncIDsUnique(t *testing.T) {
-	const publishers, each = 8, 500 // 4,000 events a topic: many chunks of 63
+	const publishers, each = 8, 500 // 4,000 events a topic: many chunks
 	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
 	orders := newTopic[Order](t, b, "orders", nil)
 	audit := newTopic[Order](t, b, "audit", nil)

@@ -83,6 +83,14 @@ type runChunk struct {
 // runSlot is a handler context in a runChunk: its value is its index.
 type runSlot uint8
 
+// fits reports whether an ID's first half hi is the first ID's, but for a
+// millisecond up to math.MaxUint16 later: neither earlier nor with other
+// random bits.
+func (c *runChunk) fits(hi uint64) bool {
+	d := hi - c.hi
+	return d&0xffff == 0 && d>>16 <= math.MaxUint16
+}
+
 // chunk returns the runChunk that holds s.
 func (s *runSlot) chunk() *runChunk {
 	return (*runChunk)(unsafe.Add(unsafe.Pointer(s), -int(*s)-int(unsafe.Offsetof(runChunk{}.slots))))
@@ -111,14 +119,13 @@ func (s *runSlot) Value(key any) any {
 
 // add returns a context in c for the event whose ID has the halves hi and
 // lo, or nil if c is full or the ID does not follow its first: its count
-// is not next, or its millisecond too far on.
+// is not next, or its first half does not fit (see fits).
 func (c *runChunk) add(hi, lo uint64) *runSlot {
-	d := hi - c.hi // the bus's random bits are the same: d counts milliseconds
-	if c.n == slabSize || lo != c.lo+uint64(c.n) || d&0xffff != 0 || d>>16 > math.MaxUint16 {
+	if c.n == slabSize || lo != c.lo+uint64(c.n) || !c.fits(hi) {
 		return nil
 	}
 	s := &c.slots[c.n]
-	c.ms[c.n] = uint16(d >> 16)
+	c.ms[c.n] = uint16((hi - c.hi) >> 16)
 	*s = runSlot(c.n)
 	c.n++
 	return s
@@ -188,7 +195,8 @@ func (c *linkedContext) init(base context.Context, h *Header) {
 // slabSize, one allocation per chunk. It is not safe for concurrent use.
 type contextSlab struct {
 	run    *runChunk
-	last   uint64 // the second half of the last ID that no run took
+	missed int    // events since run took one
+	last   uint64 // the second half of the last ID of an event that is its own correlation ID
 	roots  []rootContext
 	chunk  []eventContext
 	linked []linkedContext // for events with metadata
@@ -210,14 +218,20 @@ func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Co
 		s.last = lo
 		if s.run != nil {
 			if c := s.run.add(hi, lo); c != nil {
+				s.missed = 0
 				return c
 			}
 		}
-		if lo == last+1 {
-			// It follows the last one, so the next is likely to follow it.
-			s.run = &runChunk{base: bh, hi: hi, lo: lo}
+		// An event that follows the one before starts a run, as the next
+		// is likely to follow it, in place of a run that is full or has
+		// taken none of the last slabSize events: a worker that gets the
+		// events of several queues, interleaved, does not throw away one
+		// run after another.
+		if lo == last+1 && (s.run == nil || s.run.n == slabSize || s.missed >= slabSize) {
+			s.run, s.missed = &runChunk{base: bh, hi: hi, lo: lo}, 0
 			return s.run.add(hi, lo)
 		}
+		s.missed++
 		c := fromSlab(&s.roots)
 		*c = rootContext{base: bh, id: h.ID}
 		return c
@@ -240,8 +254,9 @@ func fromSlab[C any](chunk *[]C) *C {
 
 // syncSlab hands out the handler contexts of Sync-mode publishes, which run
 // concurrently, and numbers their events for IDs: each chunk is an ID source.
-// C is linkedContext, or rootContext for the events of publishers whose
-// context is context.Background(), which hold no pointers. Each P takes
+// C is linkedContext, or rootContext, which holds no pointers, for the
+// events of publishers whose context is context.Background() that have an
+// ID already (those the bus numbers take syncRuns). Each P takes
 // its contexts from a chunk of its own, from a sync.Pool, so that
 // publishers running in parallel share no counter: with one they took
 // twice as long per publish as one publisher alone.
@@ -283,13 +298,13 @@ type syncRuns struct {
 }
 
 // get numbers an event stamped hi (see idSource.stamp) and returns the
-// second half of its ID and its context, or a nil context if hi is too far
-// from the chunk's first (a chunk can wait long in its pool), or before it
-// (when another publisher on the same P, which made the chunk, stamped its
-// event later).
+// second half of its ID and its context. A chunk whose first stamp is too
+// far from hi (it waited long in its pool) or after it (another publisher
+// on the same P stamped its event later, and made the chunk) is left with
+// its slots unused, and a new one takes its place.
 func (r *syncRuns) get(ids *idSource, hi uint64) (lo uint64, ctx *runSlot) {
 	c, _ := r.chunks.Get().(*runChunk)
-	if c == nil {
+	if c == nil || !c.fits(hi) {
 		c = &runChunk{base: background, hi: hi, lo: uint64(ids.source()) << 40}
 	}
 	i := c.n
@@ -297,14 +312,9 @@ func (r *syncRuns) get(ids *idSource, hi uint64) (lo uint64, ctx *runSlot) {
 		r.chunks.Put(c)
 	}
 	// c is shared from here on: its slot i is this publisher's alone.
-	lo = c.lo + uint64(i)
-	d := hi - c.hi
-	if d&0xffff != 0 || d>>16 > math.MaxUint16 {
-		return lo, nil
-	}
-	c.ms[i] = uint16(d >> 16)
+	c.ms[i] = uint16((hi - c.hi) >> 16)
 	c.slots[i] = runSlot(i)
-	return lo, &c.slots[i]
+	return c.lo + uint64(i), &c.slots[i]
 }
 
 // background names context.Background() for the contexts of Sync-mode

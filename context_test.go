@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -90,15 +91,31 @@ func testKeptContextsNameTheirEvents(t *testing.T, mode eventbus.Mode) {
 		defer mu.Unlock()
 		require.Len(t, keep, 2*(events+events/7+1))
 		for i, k := range keep {
+			require.NoError(t, k.ctx.Err(), "event %d in %s, attempt %d", k.n, k.sub, k.tried)
 			require.NoError(t, children.Publish(k.ctx, i))
 			require.Equal(t, link{k.id, k.corr}, got[i], "event %d in %s, attempt %d", k.n, k.sub, k.tried)
+		}
+		// The contexts end with their subscriptions; a Sync-mode handler's
+		// with its publisher's, here context.Background(), which never ends.
+		require.NoError(t, b.Close())
+		for _, k := range keep {
+			if mode == eventbus.Sync {
+				require.NoError(t, k.ctx.Err())
+				continue
+			}
+			require.ErrorIs(t, k.ctx.Err(), context.Canceled, "event %d in %s, attempt %d", k.n, k.sub, k.tried)
+			select {
+			case <-k.ctx.Done():
+			default:
+				t.Fatalf("event %d in %s, attempt %d: Done is open after Close", k.n, k.sub, k.tried)
+			}
 		}
 	})
 }
 
 // TestKeptContextOfAnIDLikeTheBuses gives events IDs that follow the one
-// the bus gave the event before them, but for one bit in their first half,
-// or an earlier millisecond: their handlers' contexts must still name them.
+// the bus gave the event before them, but for one of the bus's random bits,
+// or a millisecond earlier: their handlers' contexts must still name them.
 func TestKeptContextOfAnIDLikeTheBuses(t *testing.T) {
 	b := newBus(t, &eventbus.Options{Workers: 1})
 	orders := newTopic[Order](t, b, "orders", nil)
@@ -118,20 +135,29 @@ func TestKeptContextOfAnIDLikeTheBuses(t *testing.T) {
 		return nil
 	}, nil)
 	ctx := context.Background()
-	for _, flip := range []struct{ byte, bit byte }{{7, 1}, {5, 1}, {0, 0}} {
-		require.NoError(t, orders.Publish(ctx, Order{Key: "k"}))
+	// The first half of an ID: 48 bits of milliseconds, then the bus's 16
+	// random bits.
+	for _, shift := range []func(hi uint64) uint64{
+		func(hi uint64) uint64 { return hi ^ 1 },         // a random bit
+		func(hi uint64) uint64 { return hi ^ 1<<15 },     // another
+		func(hi uint64) uint64 { return hi - 1<<16 },     // a millisecond earlier
+		func(hi uint64) uint64 { return hi - 1000<<16 },  // a second earlier
+		func(hi uint64) uint64 { return hi + 70000<<16 }, // 70 s on: past what a run holds
+	} {
+		for range 2 { // the second follows the first: a run takes it
+			require.NoError(t, orders.Publish(ctx, Order{Key: "k"}))
+		}
 		require.NoError(t, b.Flush(ctx))
 		mu.Lock()
-		next := ids[len(ids)-1]
+		last := ids[len(ids)-1]
 		mu.Unlock()
-		next[15]++ // the count of the bus's next event
-		if flip.bit == 0 {
-			next[3]-- // a millisecond earlier
-		}
-		next[flip.byte] ^= flip.bit
+		var next eventbus.ID
+		binary.BigEndian.PutUint64(next[:8], shift(binary.BigEndian.Uint64(last[:8])))
+		binary.BigEndian.PutUint64(next[8:], binary.BigEndian.Uint64(last[8:])+1) // the count of the bus's next event
 		require.NoError(t, orders.Publish(ctx, Order{Key: "k"}, func(h *eventbus.Header) { h.ID = next }))
 		require.NoError(t, b.Flush(ctx))
 	}
+	require.Len(t, ctxs, 15)
 	for i, c := range ctxs {
 		require.NoError(t, children.Publish(c, i))
 		require.Equal(t, ids[i], causes[i], "event %d", i)

@@ -489,9 +489,6 @@ func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) conte
 		putHalves(&e.ID, hi, lo)
 		putHalves(&e.CorrelationID, hi, lo)
 		t.number(e, 0, 0, 0)
-		if c == nil {
-			return &rootContext{base: background, id: e.ID}
-		}
 		return c
 	}
 	c, src, n := t.ctxs.get(t.bus.ids)
