@@ -488,7 +488,7 @@ func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) conte
 		lo, c := t.runs.get(t.bus.ids, hi)
 		putHalves(&e.ID, hi, lo)
 		putHalves(&e.CorrelationID, hi, lo)
-		t.number(e, 0, 0, 0)
+		t.number(e, 0, 0, 0) // e has its IDs: this fills in the rest
 		return c
 	}
 	c, src, n := t.ctxs.get(t.bus.ids)
