@@ -336,9 +336,24 @@ func syncBench(b *testing.B, opts eventbus.Options) {
 }
 
 // BenchmarkSync measures a Sync-mode publish to one no-op handler, against
-// calling the handler directly.
+// calling the handler directly; and the same publish made with a context
+// of its own, as a server's request handler would make it.
 func BenchmarkSync(b *testing.B) {
 	b.Run("bus", func(b *testing.B) { syncBench(b, eventbus.Options{}) })
+	b.Run("bus-request-context", func(b *testing.B) {
+		_, topic := benchTopic(b, eventbus.Options{Mode: eventbus.Sync})
+		_, err := topic.Subscribe("s", noop, nil)
+		must(b, err)
+		type requestKey struct{}
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), requestKey{}, "request"))
+		defer cancel()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			must(b, topic.Publish(ctx, payload{Key: benchKeys[i&1023], N: i}))
+			i++
+		}
+	})
 	b.Run("direct-call", func(b *testing.B) {
 		h := eventbus.Handler[payload](noop)
 		ctx := context.Background()

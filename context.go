@@ -71,13 +71,17 @@ func parent(ctx context.Context) (lineage, bool) {
 // runChunk holds the contexts of a run of up to slabSize events without
 // metadata, each its own correlation ID, whose IDs follow the first: the
 // i-th has the first one's count plus i, and its millisecond plus ms[i].
-// It holds no pointers.
+// Their base context is the one base names, or, for Sync-mode publishes
+// made with contexts of their own, the i-th of bases: a chunk without
+// bases holds no pointers but the nil one, which the garbage collector
+// reads and no more.
 type runChunk struct {
 	base   handle
 	hi, lo uint64 // the first ID's halves, as big-endian numbers
 	n      uint8  // slots used
 	ms     [slabSize]uint16
 	slots  [slabSize]runSlot
+	bases  *[slabSize]context.Context
 }
 
 // runSlot is a handler context in a runChunk: its value is its index.
@@ -104,9 +108,18 @@ func (s *runSlot) id() ID {
 	return id
 }
 
-func (s *runSlot) Deadline() (time.Time, bool) { return s.chunk().base.context().Deadline() }
-func (s *runSlot) Done() <-chan struct{}       { return s.chunk().base.context().Done() }
-func (s *runSlot) Err() error                  { return s.chunk().base.context().Err() }
+// base returns the context s extends.
+func (s *runSlot) base() context.Context {
+	c := s.chunk()
+	if c.bases != nil {
+		return c.bases[*s]
+	}
+	return c.base.context()
+}
+
+func (s *runSlot) Deadline() (time.Time, bool) { return s.base().Deadline() }
+func (s *runSlot) Done() <-chan struct{}       { return s.base().Done() }
+func (s *runSlot) Err() error                  { return s.base().Err() }
 
 // Value returns s for parentKey and defers to the base context for every
 // other key.
@@ -114,7 +127,7 @@ func (s *runSlot) Value(key any) any {
 	if key == (parentKey{}) {
 		return s
 	}
-	return s.chunk().base.context().Value(key)
+	return s.base().Value(key)
 }
 
 // add returns a context in c for the event whose ID has the halves hi and
@@ -287,33 +300,45 @@ func (s *syncSlab[C]) get(ids *idSource) (*C, uint32, uint64) {
 	return &c.items[i], c.source, uint64(i)
 }
 
-// syncRuns hands out the contexts of Sync-mode publishes made with
-// context.Background() whose events the bus numbers and that are their own
-// correlation ID, the common case, from runChunks: each P takes its
-// contexts from a chunk of its own, from a sync.Pool, as syncSlab does,
-// and the chunk numbers their events, so that their IDs follow one
-// another.
+// syncRuns hands out the contexts of Sync-mode publishes whose events the
+// bus numbers and that are their own correlation ID, without metadata, the
+// common case, from runChunks: each P takes its contexts from a chunk of
+// its own, from a sync.Pool, as syncSlab does, and the chunk numbers their
+// events, so that their IDs follow one another. Publishes made with
+// context.Background() share chunks without bases; others, chunks with.
 type syncRuns struct {
-	chunks sync.Pool // of *runChunk with slots left
+	chunks sync.Pool // of *runChunk with slots left, without bases
+	based  sync.Pool // the same, with bases
 }
 
-// get numbers an event stamped hi (see idSource.stamp) and returns the
-// second half of its ID and its context. A chunk whose first stamp is too
-// far from hi (it waited long in its pool) or after it (another publisher
-// on the same P stamped its event later, and made the chunk) is left with
-// its slots unused, and a new one takes its place.
-func (r *syncRuns) get(ids *idSource, hi uint64) (lo uint64, ctx *runSlot) {
-	c, _ := r.chunks.Get().(*runChunk)
+// get numbers an event stamped hi (see idSource.stamp), published with
+// base, nil for context.Background(), and returns the second half of its
+// ID and its context. A chunk whose first stamp is too far from hi (it
+// waited long in its pool) or after it (another publisher on the same P
+// stamped its event later, and made the chunk) is left with its slots
+// unused, and a new one takes its place.
+func (r *syncRuns) get(ids *idSource, hi uint64, base context.Context) (lo uint64, ctx *runSlot) {
+	pool := &r.chunks
+	if base != nil {
+		pool = &r.based
+	}
+	c, _ := pool.Get().(*runChunk)
 	if c == nil || !c.fits(hi) {
 		c = &runChunk{base: background, hi: hi, lo: uint64(ids.source()) << 40}
+		if base != nil {
+			c.bases = new([slabSize]context.Context)
+		}
 	}
 	i := c.n
 	if c.n++; c.n < slabSize {
-		r.chunks.Put(c)
+		pool.Put(c)
 	}
 	// c is shared from here on: its slot i is this publisher's alone.
 	c.ms[i] = uint16((hi - c.hi) >> 16)
 	c.slots[i] = runSlot(i)
+	if base != nil {
+		c.bases[i] = base
+	}
 	return c.lo + uint64(i), &c.slots[i]
 }
 

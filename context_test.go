@@ -163,3 +163,79 @@ func TestKeptContextOfAnIDLikeTheBuses(t *testing.T) {
 		require.Equal(t, ids[i], causes[i], "event %d", i)
 	}
 }
+
+// TestSyncContextsExtendTheirPublishers publishes to a Sync-mode topic
+// from parallel goroutines, each event with a context of its own, or
+// every third with context.Background(), and keeps its handler's context:
+// each must carry its publisher's values, end when its publisher's
+// context does and not before, and name its event as cause.
+func TestSyncContextsExtendTheirPublishers(t *testing.T) {
+	const publishers, each = 4, 300 // many chunks, shared by the goroutines
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders", nil)
+	children := newTopic[int](t, b, "children", nil)
+	type requestKey struct{}
+	type kept struct {
+		ctx    context.Context
+		id     eventbus.ID
+		cancel context.CancelFunc
+	}
+	var mu sync.Mutex
+	keep := map[int]kept{}
+	subscribe(t, orders, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		k := keep[e.Payload.N]
+		k.ctx, k.id = ctx, e.ID
+		keep[e.Payload.N] = k
+		return nil
+	}, nil)
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			for i := range each {
+				n := p*each + i
+				ctx, cancel := context.WithCancel(context.WithValue(context.Background(), requestKey{}, n))
+				if n%3 == 0 {
+					cancel()
+					ctx, cancel = context.Background(), func() {}
+				}
+				mu.Lock()
+				keep[n] = kept{cancel: cancel}
+				mu.Unlock()
+				if err := orders.Publish(ctx, Order{N: n}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, keep, publishers*each)
+	for n, k := range keep {
+		if n%3 == 0 {
+			require.Nil(t, k.ctx.Value(requestKey{}), "event %d", n)
+		} else {
+			require.Equal(t, n, k.ctx.Value(requestKey{}), "event %d", n)
+		}
+		require.NoError(t, k.ctx.Err(), "event %d", n)
+		if n%2 == 0 {
+			k.cancel()
+		}
+	}
+	var causes []eventbus.ID
+	subscribe(t, children, "record", func(_ context.Context, e eventbus.Event[int]) error {
+		causes = append(causes, e.CausationID)
+		return nil
+	}, nil)
+	for n := range publishers * each {
+		k := keep[n]
+		if n%2 == 0 && n%3 != 0 {
+			require.ErrorIs(t, k.ctx.Err(), context.Canceled, "event %d", n)
+			continue
+		}
+		require.NoError(t, k.ctx.Err(), "event %d", n)
+		require.NoError(t, children.Publish(k.ctx, n))
+		require.Equal(t, k.id, causes[len(causes)-1], "event %d", n)
+		k.cancel()
+	}
+}

@@ -469,27 +469,36 @@ func (t *Topic[T]) number(e *Event[T], hi uint64, src uint32, n uint64) {
 
 // syncContext numbers a Sync-mode event and returns its handler context;
 // bg reports whether base is context.Background(). The events of such
-// publishers that are their own correlation ID get contexts without
-// pointers, as Async handlers do: 24 bytes the garbage collector never
-// scans instead of 64 it does, which measured 5-9% off a Sync publish;
-// and those whose IDs the bus numbers, nearly all, a runSlot (see
-// runChunk), which took a Sync publish from 73-85 to 66-74 ns at
-// GOMAXPROCS=1, and SyncParallel from 47-52 to 37-39 at 2.
+// publishers that are their own correlation ID and have IDs already get
+// contexts without pointers, as Async handlers do: 24 bytes the garbage
+// collector never scans instead of 64 it does, which measured 5-9% off a
+// Sync publish. Those that are their own correlation ID, without metadata,
+// whose IDs the bus numbers, nearly all, get a runSlot (see runChunk),
+// which took a Sync publish with context.Background() from 73-85 to 66-74
+// ns at GOMAXPROCS=1, and SyncParallel from 47-52 to 37-39 at 2; one with
+// a context of its own (BenchmarkSync/bus-request-context) from 122 to 95
+// ns at 1 (medians of 4 alternating rounds) and 108 to 102 at 2, its
+// garbage from 65 bytes, with pointers, to 21.
 func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) context.Context {
-	if bg && e.Metadata == nil && e.CorrelationID.IsZero() {
-		if !e.ID.IsZero() { // Options.NewID's or a PublishOption's
+	if e.Metadata == nil && e.CorrelationID.IsZero() {
+		if e.ID.IsZero() {
+			// Stamped twice rather than copied: see putID.
+			hi := t.bus.ids.stamp(e.Time)
+			if bg {
+				base = nil
+			}
+			lo, c := t.runs.get(t.bus.ids, hi, base)
+			putHalves(&e.ID, hi, lo)
+			putHalves(&e.CorrelationID, hi, lo)
+			t.number(e, 0, 0, 0) // e has its IDs: this fills in the rest
+			return c
+		}
+		if bg { // Options.NewID's or a PublishOption's ID
 			c, src, n := t.roots.get(t.bus.ids)
 			*c = rootContext{base: background, id: e.ID}
 			t.number(e, 0, src, n) // e has its IDs: this fills in the rest
 			return c
 		}
-		// Stamped twice rather than copied: see putID.
-		hi := t.bus.ids.stamp(e.Time)
-		lo, c := t.runs.get(t.bus.ids, hi)
-		putHalves(&e.ID, hi, lo)
-		putHalves(&e.CorrelationID, hi, lo)
-		t.number(e, 0, 0, 0) // e has its IDs: this fills in the rest
-		return c
 	}
 	c, src, n := t.ctxs.get(t.bus.ids)
 	t.number(e, t.bus.ids.stamp(e.Time), src, n)
