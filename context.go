@@ -72,16 +72,23 @@ func parent(ctx context.Context) (lineage, bool) {
 // metadata, each its own correlation ID, whose IDs follow the first: the
 // i-th has the first one's count plus i, and its millisecond plus ms[i].
 // Their base context is the one base names, or, for Sync-mode publishes
-// made with contexts of their own, the i-th of bases: a chunk without
-// bases holds no pointers but the nil one, which the garbage collector
-// reads and no more.
+// made with contexts of their own, the i-th of the bases of the basedChunk
+// that holds c. It holds no pointers, and fits a size class of Go's
+// allocator (224 bytes).
 type runChunk struct {
 	base   handle
 	hi, lo uint64 // the first ID's halves, as big-endian numbers
 	n      uint8  // slots used
+	based  bool   // c is the runChunk of a basedChunk
 	ms     [slabSize]uint16
 	slots  [slabSize]runSlot
-	bases  *[slabSize]context.Context
+}
+
+// basedChunk is a runChunk with the contexts of the Sync-mode publishes
+// whose handler contexts it holds.
+type basedChunk struct {
+	runChunk
+	bases [slabSize]context.Context
 }
 
 // runSlot is a handler context in a runChunk: its value is its index.
@@ -111,8 +118,8 @@ func (s *runSlot) id() ID {
 // base returns the context s extends.
 func (s *runSlot) base() context.Context {
 	c := s.chunk()
-	if c.bases != nil {
-		return c.bases[*s]
+	if c.based {
+		return (*basedChunk)(unsafe.Pointer(c)).bases[*s] // its first field is c
 	}
 	return c.base.context()
 }
@@ -307,8 +314,8 @@ func (s *syncSlab[C]) get(ids *idSource) (*C, uint32, uint64) {
 // events, so that their IDs follow one another. Publishes made with
 // context.Background() share chunks without bases; others, chunks with.
 type syncRuns struct {
-	chunks sync.Pool // of *runChunk with slots left, without bases
-	based  sync.Pool // the same, with bases
+	chunks sync.Pool // of *runChunk with slots left
+	based  sync.Pool // the same, each a basedChunk's
 }
 
 // get numbers an event stamped hi (see idSource.stamp), published with
@@ -324,9 +331,11 @@ func (r *syncRuns) get(ids *idSource, hi uint64, base context.Context) (lo uint6
 	}
 	c, _ := pool.Get().(*runChunk)
 	if c == nil || !c.fits(hi) {
-		c = &runChunk{base: background, hi: hi, lo: uint64(ids.source()) << 40}
-		if base != nil {
-			c.bases = new([slabSize]context.Context)
+		lo := uint64(ids.source()) << 40
+		if base == nil {
+			c = &runChunk{base: background, hi: hi, lo: lo}
+		} else {
+			c = &(&basedChunk{runChunk: runChunk{hi: hi, lo: lo, based: true}}).runChunk
 		}
 	}
 	i := c.n
@@ -337,7 +346,7 @@ func (r *syncRuns) get(ids *idSource, hi uint64, base context.Context) (lo uint6
 	c.ms[i] = uint16((hi - c.hi) >> 16)
 	c.slots[i] = runSlot(i)
 	if base != nil {
-		c.bases[i] = base
+		(*basedChunk)(unsafe.Pointer(c)).bases[i] = base
 	}
 	return c.lo + uint64(i), &c.slots[i]
 }

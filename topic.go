@@ -477,8 +477,8 @@ func (t *Topic[T]) number(e *Event[T], hi uint64, src uint32, n uint64) {
 // which took a Sync publish with context.Background() from 73-85 to 66-74
 // ns at GOMAXPROCS=1, and SyncParallel from 47-52 to 37-39 at 2; one with
 // a context of its own (BenchmarkSync/bus-request-context) from 122 to 95
-// ns at 1 (medians of 4 alternating rounds) and 108 to 102 at 2, its
-// garbage from 65 bytes, with pointers, to 21.
+// ns at 1 (medians of 4 alternating rounds) and 108 to 102 at 2 (97 to 80
+// at 1 in a quieter hour), its garbage from 65 bytes, with pointers, to 20.
 func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) context.Context {
 	if e.Metadata == nil && e.CorrelationID.IsZero() {
 		if e.ID.IsZero() {
