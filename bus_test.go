@@ -53,6 +53,25 @@ func subscribe[T any](t *testing.T, topic *eventbus.Topic[T], name string, h eve
 	return s
 }
 
+// recordHeaders subscribes name to topic with a handler that records the
+// header of every event it handles, and returns what it recorded so far.
+func recordHeaders[T any](t *testing.T, topic *eventbus.Topic[T], name string) func() []eventbus.Header {
+	t.Helper()
+	var mu sync.Mutex
+	var got []eventbus.Header
+	subscribe(t, topic, name, func(_ context.Context, e eventbus.Event[T]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, e.Header)
+		return nil
+	}, nil)
+	return func() []eventbus.Header {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[:len(got):len(got)]
+	}
+}
+
 // TestOrderPerKeyExactlyOnce publishes a million events over 1,000 keys to 3
 // subscriptions of 8 workers each, from 4 publishers with disjoint keys, and
 // checks that each subscription saw every event once, in publish order per
@@ -426,19 +445,13 @@ func TestKeptContextEnds(t *testing.T) {
 	}
 	require.NoError(t, keep[2].ctx.Err(), "the new subscription's context is live")
 
-	var got []eventbus.Header
-	subscribe(t, orders, "record", func(_ context.Context, e eventbus.Event[Order]) error {
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, e.Header)
-		return nil
-	}, nil)
+	got := recordHeaders(t, orders, "record")
 	for _, k := range keep[:2] {
 		require.NoError(t, orders.Publish(k.ctx, Order{Key: "linked"}))
 	}
 	require.NoError(t, b.Flush(ctx))
-	require.Len(t, got, 2)
-	for i, h := range got {
+	require.Len(t, got(), 2)
+	for i, h := range got() {
 		require.Equal(t, keep[i].id, h.CausationID, "an ended context still names its event")
 	}
 
@@ -1899,14 +1912,7 @@ func TestPublishOptionsSeeTheHeader(t *testing.T) {
 	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
 		b := newBus(t, &eventbus.Options{Mode: mode})
 		topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{EventType: "order.placed", SchemaVersion: 3})
-		var mu sync.Mutex
-		var got []eventbus.Header
-		subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, e.Header)
-			return nil
-		}, nil)
+		got := recordHeaders(t, topic, "s")
 		var seen []eventbus.Header
 		look := func(h *eventbus.Header) { seen = append(seen, *h) }
 		blank := func(h *eventbus.Header) { h.Type, h.Topic, h.SchemaVersion = "", "", 0 }
@@ -1923,10 +1929,8 @@ func TestPublishOptionsSeeTheHeader(t *testing.T) {
 			require.Equal(t, "k", h.Key)
 			require.False(t, h.Time.IsZero())
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		require.Len(t, got, 2)
-		for _, h := range got {
+		require.Len(t, got(), 2)
+		for _, h := range got() {
 			require.Equal(t, "order.placed", h.Type, "refilled")
 			require.Equal(t, "orders", h.Topic, "refilled")
 			require.Equal(t, 3, h.SchemaVersion, "refilled")

@@ -319,19 +319,19 @@ type syncRuns struct {
 }
 
 // get numbers an event stamped hi (see idSource.stamp), published with
-// base, nil for context.Background(), and returns the second half of its
-// ID and its context. A chunk whose first stamp is too far from hi (it
+// base, nil for context.Background(): it returns the ID source and number
+// of the event (see putID) and its context. A chunk whose first stamp is too far from hi (it
 // waited long in its pool) or after it (another publisher on the same P
 // stamped its event later, and made the chunk) is left with its slots
 // unused, and a new one takes its place.
-func (r *syncRuns) get(ids *idSource, hi uint64, base context.Context) (lo uint64, ctx *runSlot) {
+func (r *syncRuns) get(ids *idSource, hi uint64, base context.Context) (src uint32, n uint64, ctx *runSlot) {
 	pool := &r.chunks
 	if base != nil {
 		pool = &r.based
 	}
 	c, _ := pool.Get().(*runChunk)
 	if c == nil || !c.fits(hi) {
-		lo := uint64(ids.source()) << 40
+		lo := uint64(ids.source()) << 40 // putID's second half of the source's first ID
 		if base == nil {
 			c = &runChunk{base: background, hi: hi, lo: lo}
 		} else {
@@ -348,7 +348,7 @@ func (r *syncRuns) get(ids *idSource, hi uint64, base context.Context) (lo uint6
 	if base != nil {
 		(*basedChunk)(unsafe.Pointer(c)).bases[i] = base
 	}
-	return c.lo + uint64(i), &c.slots[i]
+	return uint32(c.lo >> 40), uint64(i), &c.slots[i]
 }
 
 // background names context.Background() for the contexts of Sync-mode

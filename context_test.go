@@ -81,19 +81,16 @@ func testKeptContextsNameTheirEvents(t *testing.T, mode eventbus.Mode) {
 		}
 		require.NoError(t, b.Flush(ctx))
 
+		got := recordHeaders(t, children, "record")
 		type link struct{ cause, corr eventbus.ID }
-		var got []link
-		subscribe(t, children, "record", func(_ context.Context, e eventbus.Event[int]) error {
-			got = append(got, link{e.CausationID, e.CorrelationID})
-			return nil
-		}, nil)
 		mu.Lock()
 		defer mu.Unlock()
 		require.Len(t, keep, 2*(events+events/7+1))
 		for i, k := range keep {
 			require.NoError(t, k.ctx.Err(), "event %d in %s, attempt %d", k.n, k.sub, k.tried)
 			require.NoError(t, children.Publish(k.ctx, i))
-			require.Equal(t, link{k.id, k.corr}, got[i], "event %d in %s, attempt %d", k.n, k.sub, k.tried)
+			h := got()[i]
+			require.Equal(t, link{k.id, k.corr}, link{h.CausationID, h.CorrelationID}, "event %d in %s, attempt %d", k.n, k.sub, k.tried)
 		}
 		// The contexts end with their subscriptions; a Sync-mode handler's
 		// with its publisher's, here context.Background(), which never ends.
@@ -129,11 +126,7 @@ func TestKeptContextOfAnIDLikeTheBuses(t *testing.T) {
 		ctxs, ids = append(ctxs, ctx), append(ids, e.ID)
 		return nil
 	}, nil)
-	var causes []eventbus.ID
-	subscribe(t, children, "record", func(_ context.Context, e eventbus.Event[int]) error {
-		causes = append(causes, e.CausationID)
-		return nil
-	}, nil)
+	got := recordHeaders(t, children, "record")
 	ctx := context.Background()
 	// The first half of an ID: 48 bits of milliseconds, then the bus's 16
 	// random bits.
@@ -160,7 +153,7 @@ func TestKeptContextOfAnIDLikeTheBuses(t *testing.T) {
 	require.Len(t, ctxs, 15)
 	for i, c := range ctxs {
 		require.NoError(t, children.Publish(c, i))
-		require.Equal(t, ids[i], causes[i], "event %d", i)
+		require.Equal(t, ids[i], got()[i].CausationID, "event %d", i)
 	}
 }
 
@@ -222,11 +215,7 @@ func TestSyncContextsExtendTheirPublishers(t *testing.T) {
 			k.cancel()
 		}
 	}
-	var causes []eventbus.ID
-	subscribe(t, children, "record", func(_ context.Context, e eventbus.Event[int]) error {
-		causes = append(causes, e.CausationID)
-		return nil
-	}, nil)
+	got := recordHeaders(t, children, "record")
 	for n := range publishers * each {
 		k := keep[n]
 		if n%2 == 0 && n%3 != 0 {
@@ -235,7 +224,8 @@ func TestSyncContextsExtendTheirPublishers(t *testing.T) {
 		}
 		require.NoError(t, k.ctx.Err(), "event %d", n)
 		require.NoError(t, children.Publish(k.ctx, n))
-		require.Equal(t, k.id, causes[len(causes)-1], "event %d", n)
+		headers := got()
+		require.Equal(t, k.id, headers[len(headers)-1].CausationID, "event %d", n)
 		k.cancel()
 	}
 }

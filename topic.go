@@ -482,15 +482,12 @@ func (t *Topic[T]) number(e *Event[T], hi uint64, src uint32, n uint64) {
 func (t *Topic[T]) syncContext(base context.Context, bg bool, e *Event[T]) context.Context {
 	if e.Metadata == nil && e.CorrelationID.IsZero() {
 		if e.ID.IsZero() {
-			// Stamped twice rather than copied: see putID.
 			hi := t.bus.ids.stamp(e.Time)
 			if bg {
 				base = nil
 			}
-			lo, c := t.runs.get(t.bus.ids, hi, base)
-			putHalves(&e.ID, hi, lo)
-			putHalves(&e.CorrelationID, hi, lo)
-			t.number(e, 0, 0, 0) // e has its IDs: this fills in the rest
+			src, n, c := t.runs.get(t.bus.ids, hi, base)
+			t.number(e, hi, src, n)
 			return c
 		}
 		if bg { // Options.NewID's or a PublishOption's ID
