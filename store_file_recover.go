@@ -143,8 +143,9 @@ func missingLast(dir string, recorded, last uint64) error {
 // returns the offset where the complete frames end. When the last frame is
 // incomplete, which only a crash in the middle of a write leaves, it
 // returns its offset and torn; any other damage is a [*CorruptionError].
-// A last frame is incomplete when it is cut short, or when its checksum
-// fails and a crash left a sector of it unwritten (see unwritten), or
+// A last frame is incomplete when it is cut short (its length reaches past
+// the end, by no single flipped bit, and no complete frame follows: see
+// lengthFlipped and recordAfter), or when its checksum fails and a crash left a sector of it unwritten (see unwritten), or
 // when the sector that holds its start reads as zeros from there (see
 // headUnwritten), its length zero or, if the length ends in the next
 // sector, wrong, and no complete frame follows (see recordAfter).
@@ -170,7 +171,11 @@ func scanFrom(b []byte, off int, path string, each func(off int, payload []byte)
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
 		case uint64(size) > uint64(len(rest)-frameHeader):
-			if lengthFlipped(rest, size) {
+			// A length that reaches past the end is a crash's, cutting the
+			// last record short, unless damage made it so: one bit of it
+			// flipped, or a complete record follows where this one would
+			// end if its length were sound.
+			if lengthFlipped(rest, size) || recordAfter(b, off) {
 				return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
 			}
 			return off, true, nil
@@ -321,10 +326,12 @@ func headUnwritten(b []byte, off int) bool {
 }
 
 // recordAfter reports whether a complete frame, its checksum sound,
-// starts in b after the frame at off, whose start reads as zeros (see
-// headUnwritten): then that frame is not the last one, and its zeros are
-// damage to be reported, not the first sector of the last write left
-// unwritten by a crash. What one frame holds after its start is at most
+// starts in b after the frame at off, which looks like the last write,
+// torn by a crash: its start reads as zeros (see headUnwritten), or its
+// length reaches past the end of b. Then that frame is not the last one,
+// and its zeros or its length are damage to be reported, not a crash's
+// (a false alarm needs a payload holding a whole frame, checksum and all,
+// and costs a repair with RepairFileStore, not lost events). What one frame holds after its start is at most
 // maxRecord bytes, so more (but for zeros at the end, a file extended by
 // a crash) holds another frame. It costs a checksum at each offset that
 // could start a frame, on the rare torn path only, and gives up,

@@ -2339,6 +2339,63 @@ func TestFileStoreLengthBitFlip(t *testing.T) {
 	}
 }
 
+// TestFileStoreLengthDamage damages the length field of each record but
+// the last so that it reaches past the end of the file, in more than one
+// bit, which lengthFlipped's single-bit check cannot see: the complete
+// record after it shows that no crash cut it short, and opening must report
+// the damage, not cut it and every later record away.
+func TestFileStoreLengthDamage(t *testing.T) {
+	ctx := t.Context()
+	src := t.TempDir()
+	s := openFile(t, src, nil)
+	seg := segments(t, src)[0]
+	var frames []int64 // offsets of the records
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(2, "t", strconv.Itoa(i))...)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	whole, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	damages := []struct {
+		name   string
+		length func(old uint32) uint32
+	}{
+		{"two bits set", func(old uint32) uint32 { return old | 1<<12 | 1<<20 }},
+		{"high byte set", func(old uint32) uint32 { return old | 0x03<<24 }},
+		{"overwritten", func(uint32) uint32 { return 0x00abcdef }},
+		{"one more byte than the rest of the file", func(uint32) uint32 { return uint32(len(whole)) }},
+	}
+	for i, frame := range frames[:len(frames)-1] {
+		for _, d := range damages {
+			dir := t.TempDir()
+			path := filepath.Join(dir, filepath.Base(seg))
+			b := slices.Clone(whole)
+			binary.LittleEndian.PutUint32(b[frame:], d.length(binary.LittleEndian.Uint32(b[frame:])))
+			require.NoError(t, os.WriteFile(path, b, 0o644))
+			for _, readOnly := range []bool{true, false} {
+				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
+				if err == nil {
+					n := len(readAll(t, s))
+					s.Close()
+					t.Fatalf("record %d, length %s: OpenFileStore(ReadOnly %v) read %d events, want a *CorruptionError", i, d.name, readOnly, n)
+				}
+				var ce *eventbus.CorruptionError
+				if !errors.As(err, &ce) || ce.Path != path || ce.Offset != frame {
+					t.Fatalf("record %d, length %s: OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", i, d.name, readOnly, err, path, frame)
+				}
+			}
+			after, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, b, after, "record %d, length %s: the damaged segment must be left as it was", i, d.name)
+		}
+	}
+}
+
 // threeRecords makes a store of three records of two events each, the
 // second of 3,000 bytes, and returns its segment's path, its bytes and the
 // records' offsets.
