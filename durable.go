@@ -779,7 +779,10 @@ func (d *Durable) Err() error {
 // one with a deadline: once ctx ends Stop still waits for the running
 // handlers, the caller among them, so neither ever returns, nor does the
 // bus's Shutdown or Close. A handler that decides to stop its subscription
-// calls Stop in a goroutine of its own.
+// calls Stop in a goroutine of its own. Stop also waits for the store's
+// Subscribe, cancelled, to return, as [Store.Subscribe] must once its
+// context ends: a Store that ignores its context keeps Stop waiting, and
+// the bus's Shutdown and Close, as a handler that ignores its context does.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err
