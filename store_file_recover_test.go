@@ -2295,103 +2295,57 @@ func TestFileStoreVerifyClosed(t *testing.T) {
 	})
 }
 
-// TestFileStoreLengthBitFlip flips one bit of the length field of each
-// record in turn so that it reaches past the end of the file, as it would
-// if the record were cut short by a crash: a complete record was damaged,
-// and opening must report it, not cut it and every later record away.
-func TestFileStoreLengthBitFlip(t *testing.T) {
-	ctx := t.Context()
-	src := t.TempDir()
-	s := openFile(t, src, nil)
-	seg := segments(t, src)[0]
-	var frames []int64 // offsets of the records
-	for i := range 3 {
-		fi, err := os.Stat(seg)
-		require.NoError(t, err)
-		frames = append(frames, fi.Size())
-		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(2, "t", strconv.Itoa(i))...)
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	whole, err := os.ReadFile(seg)
-	require.NoError(t, err)
-
-	for i, frame := range frames {
-		for _, bit := range []int{12, 20, 25} { // 4 KiB, 1 MiB, 32 MiB more: past the end
-			dir := t.TempDir()
-			path := filepath.Join(dir, filepath.Base(seg))
-			b := slices.Clone(whole)
-			b[frame+int64(bit/8)] ^= 1 << (bit % 8)
-			require.NoError(t, os.WriteFile(path, b, 0o644))
-			var ce *eventbus.CorruptionError
-			for _, readOnly := range []bool{true, false} {
-				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
-				if err == nil {
-					n := len(readAll(t, s))
-					s.Close()
-					t.Fatalf("record %d, bit %d of its length flipped: OpenFileStore(ReadOnly %v) read %d events, want a *CorruptionError", i, bit, readOnly, n)
-				}
-				if !errors.As(err, &ce) || ce.Path != path || ce.Offset != frame {
-					t.Fatalf("record %d, bit %d of its length flipped: OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", i, bit, readOnly, err, path, frame)
-				}
-			}
-		}
-	}
-}
-
-// TestFileStoreLengthDamage damages the length field of each record but
-// the last so that it reaches past the end of the file, in more than one
-// bit, which lengthFlipped's single-bit check cannot see: the complete
-// record after it shows that no crash cut it short, and opening must report
-// the damage, not cut it and every later record away.
+// TestFileStoreLengthDamage damages the length field of a record so that
+// it reaches past the end of the file, as it would if a crash had cut the
+// record short: a complete record was damaged, and opening must report it,
+// not cut it and every later record away. One bit flipped in any record's
+// length is told by clearing each bit in turn (see lengthFlipped); damage
+// to more bits of a record but the last, by the complete record after it
+// (see recordAfter).
 func TestFileStoreLengthDamage(t *testing.T) {
-	ctx := t.Context()
-	src := t.TempDir()
-	s := openFile(t, src, nil)
-	seg := segments(t, src)[0]
-	var frames []int64 // offsets of the records
-	for i := range 3 {
-		fi, err := os.Stat(seg)
-		require.NoError(t, err)
-		frames = append(frames, fi.Size())
-		_, err = s.Append(ctx, "s", eventbus.Any, newEvents(2, "t", strconv.Itoa(i))...)
-		require.NoError(t, err)
-	}
-	require.NoError(t, s.Close())
-	whole, err := os.ReadFile(seg)
-	require.NoError(t, err)
-
-	damages := []struct {
+	seg, whole, frames := threeRecords(t)
+	type damage struct {
 		name   string
 		length func(old uint32) uint32
-	}{
-		{"two bits set", func(old uint32) uint32 { return old | 1<<12 | 1<<20 }},
+	}
+	var damages []damage
+	for _, bit := range []int{14, 20, 25} { // 16 KiB, 1 MiB, 32 MiB more
+		damages = append(damages, damage{fmt.Sprintf("bit %d flipped", bit), func(old uint32) uint32 { return old ^ 1<<bit }})
+	}
+	several := []damage{
+		{"two bits set", func(old uint32) uint32 { return old | 1<<14 | 1<<20 }},
 		{"high byte set", func(old uint32) uint32 { return old | 0x03<<24 }},
 		{"overwritten", func(uint32) uint32 { return 0x00abcdef }},
-		{"one more byte than the rest of the file", func(uint32) uint32 { return uint32(len(whole)) }},
+		{"the file's length", func(uint32) uint32 { return uint32(len(whole)) }},
 	}
-	for i, frame := range frames[:len(frames)-1] {
-		for _, d := range damages {
+	for i, frame := range frames {
+		ds := damages
+		if i < len(frames)-1 {
+			ds = append(ds, several...)
+		}
+		for _, d := range ds {
+			b := slices.Clone(whole)
+			length := d.length(binary.LittleEndian.Uint32(b[frame:]))
+			require.Greater(t, int64(length), int64(len(b))-frame, "record %d, %s: the length must reach past the end", i, d.name)
+			binary.LittleEndian.PutUint32(b[frame:], length)
 			dir := t.TempDir()
 			path := filepath.Join(dir, filepath.Base(seg))
-			b := slices.Clone(whole)
-			binary.LittleEndian.PutUint32(b[frame:], d.length(binary.LittleEndian.Uint32(b[frame:])))
 			require.NoError(t, os.WriteFile(path, b, 0o644))
 			for _, readOnly := range []bool{true, false} {
 				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: readOnly})
 				if err == nil {
 					n := len(readAll(t, s))
 					s.Close()
-					t.Fatalf("record %d, length %s: OpenFileStore(ReadOnly %v) read %d events, want a *CorruptionError", i, d.name, readOnly, n)
+					t.Fatalf("record %d, %s in its length: OpenFileStore(ReadOnly %v) read %d events, want a *CorruptionError", i, d.name, readOnly, n)
 				}
 				var ce *eventbus.CorruptionError
 				if !errors.As(err, &ce) || ce.Path != path || ce.Offset != frame {
-					t.Fatalf("record %d, length %s: OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", i, d.name, readOnly, err, path, frame)
+					t.Fatalf("record %d, %s in its length: OpenFileStore(ReadOnly %v) = %v, want a *CorruptionError for %s at %d", i, d.name, readOnly, err, path, frame)
 				}
 			}
 			after, err := os.ReadFile(path)
 			require.NoError(t, err)
-			require.Equal(t, b, after, "record %d, length %s: the damaged segment must be left as it was", i, d.name)
+			require.Equal(t, b, after, "record %d, %s in its length: the damaged segment must be left as it was", i, d.name)
 		}
 	}
 }
