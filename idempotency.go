@@ -51,7 +51,7 @@ type IdempotencyOptions struct {
 	// record.
 	Store ProcessedStore
 	// Capacity bounds the in-memory record of each subscription; zero
-	// means 10,000 keys, and a negative one is invalid (see [Idempotency]).
+	// means 10,000 keys, and Subscribe refuses a negative one (see [Idempotency]).
 	// The record always remembers the last Capacity keys handled, and at
 	// most about twice as many (plus the keys in flight): once its newer
 	// half holds Capacity (up to an eighth more, which it counts in
@@ -113,20 +113,17 @@ type IdempotencyOptions struct {
 // MarkProcessed again. After a restart, or past Capacity, the handler runs
 // again (at-least-once).
 //
-// With a negative Capacity or TTL, which it has no error return to report,
-// every attempt fails without running the handler, with a [Permanent]
-// error wrapping [ErrInvalid] that names the option: each event goes to the
-// dead-letter queue, and in Sync mode Publish returns that error.
+// A negative Capacity or TTL, which it has no error return to report, makes
+// Subscribe refuse the subscription, with an error wrapping [ErrInvalid]
+// that names the option and the Middleware. (Called by hand, outside
+// Subscribe, the Middleware panics with that error.)
 func Idempotency(opts *IdempotencyOptions) Middleware {
 	var o IdempotencyOptions
 	if opts != nil {
 		o = *opts
 	}
-	if err := o.resolve(); err != nil {
-		err = Permanent(err)
-		return func(EnvelopeHandler) EnvelopeHandler {
-			return func(context.Context, *Envelope) error { return err }
-		}
+	if why := o.resolve(); why != "" {
+		return refuse(why)
 	}
 	return func(next EnvelopeHandler) EnvelopeHandler {
 		h := newKeyHasher()
@@ -157,14 +154,13 @@ func Idempotency(opts *IdempotencyOptions) Middleware {
 	}
 }
 
-// resolve sets o's defaults, or returns an error wrapping ErrInvalid for a
-// negative option.
-func (o *IdempotencyOptions) resolve() error {
+// resolve sets o's defaults, or says what is invalid: a negative option.
+func (o *IdempotencyOptions) resolve() (invalid string) {
 	switch {
 	case o.Capacity < 0:
-		return fmt.Errorf("%w: IdempotencyOptions.Capacity %d is negative", ErrInvalid, o.Capacity)
+		return fmt.Sprintf("IdempotencyOptions.Capacity %d is negative", o.Capacity)
 	case o.TTL < 0:
-		return fmt.Errorf("%w: IdempotencyOptions.TTL %v is negative", ErrInvalid, o.TTL)
+		return fmt.Sprintf("IdempotencyOptions.TTL %v is negative", o.TTL)
 	}
 	if o.Capacity == 0 {
 		o.Capacity = 10_000
@@ -172,7 +168,7 @@ func (o *IdempotencyOptions) resolve() error {
 	if o.TTL == 0 {
 		o.TTL = 24 * time.Hour
 	}
-	return nil
+	return ""
 }
 
 // dedup is the record of one subscription, keyed by event ID or business

@@ -98,21 +98,50 @@ type EnvelopeHandler func(ctx context.Context, env *Envelope) error
 // A subscription's chain is the bus's middleware followed by its own; the
 // first given is the outermost, so it sees every attempt first and every
 // result last. Subscribe builds it, and refuses a Middleware that returns
-// a nil handler. It runs the constructors holding none of the bus's locks,
+// a nil handler, or a built-in one given invalid options. It runs the constructors holding none of the bus's locks,
 // so one may subscribe too, and before it checks that the name is free: a
 // refused subscription may have run them.
 type Middleware func(next EnvelopeHandler) EnvelopeHandler
 
 // wrap applies mws, where.Middleware, around h, the first outermost. It
 // returns an error wrapping ErrInvalid if one returns a nil handler, which
-// the chain would call, or, were it the outermost, take for no chain at all.
-func wrap(h EnvelopeHandler, mws []Middleware, where string) (EnvelopeHandler, error) {
-	for i := len(mws) - 1; i >= 0; i-- {
+// the chain would call, or, were it the outermost, take for no chain at all;
+// or if one is a built-in Middleware given invalid options (see refuse).
+func wrap(h EnvelopeHandler, mws []Middleware, where string) (_ EnvelopeHandler, err error) {
+	i := len(mws) - 1
+	defer func() {
+		if r := recover(); r != nil {
+			m, ok := r.(misconfigured)
+			if !ok {
+				// A constructor's own panic goes on to Subscribe's caller.
+				// Repanicked before this deferred call returns, it keeps
+				// the constructor's frames in its stack trace.
+				panic(r)
+			}
+			err = fmt.Errorf("%w: %s.Middleware[%d]: %s", ErrInvalid, where, i, m.why)
+		}
+	}()
+	for ; i >= 0; i-- {
 		if h = mws[i](h); h == nil {
 			return nil, fmt.Errorf("%w: %s.Middleware[%d] returned a nil EnvelopeHandler", ErrInvalid, where, i)
 		}
 	}
 	return h, nil
+}
+
+// misconfigured is the panic of the constructor of a built-in Middleware
+// given invalid options, which it had no error return to report: wrap
+// makes it Subscribe's error, before any event runs into it.
+type misconfigured struct{ why string }
+
+func (m misconfigured) Error() string { return ErrInvalid.Error() + ": " + m.why }
+
+func (m misconfigured) Unwrap() error { return ErrInvalid }
+
+// refuse returns a Middleware whose constructor panics with why (see
+// misconfigured).
+func refuse(why string) Middleware {
+	return func(EnvelopeHandler) EnvelopeHandler { panic(misconfigured{why}) }
 }
 
 // Timeout gives each attempt its own deadline d: the handler's context is
@@ -152,16 +181,12 @@ func Timeout(d time.Duration) Middleware {
 //
 // A logger without a Handler (a zero slog.Logger, which slog.New never
 // makes) would panic at its first report, after the handler ran. Logging
-// has no error return to report it: every attempt fails without running
-// the handler, with a [Permanent] error wrapping [ErrInvalid], so each
-// event goes to the dead-letter queue, and in Sync mode Publish returns
-// that error.
+// has no error return to report it: Subscribe refuses the subscription,
+// with an error wrapping [ErrInvalid] that names the Middleware. (Called
+// by hand, outside Subscribe, the Middleware panics with that error.)
 func Logging(l *slog.Logger) Middleware {
 	if l != nil && l.Handler() == nil {
-		err := Permanent(fmt.Errorf("%w: Logging's logger has no Handler; make it with slog.New", ErrInvalid))
-		return func(EnvelopeHandler) EnvelopeHandler {
-			return func(context.Context, *Envelope) error { return err }
-		}
+		return refuse("Logging's logger has no Handler; make it with slog.New")
 	}
 	return func(next EnvelopeHandler) EnvelopeHandler {
 		if l == nil {

@@ -597,34 +597,6 @@ func TestLoggingPanics(t *testing.T) {
 	})
 }
 
-// TestLoggingWithoutHandler checks that Logging with a logger that has no
-// Handler (a zero slog.Logger, which slog.New never makes), which it has
-// no error return to report, fails every attempt before the handler runs,
-// with a Permanent error wrapping ErrInvalid: it ran the handler, then
-// panicked logging the outcome, so a handler that had succeeded ran again
-// at every retry and its event was dead-lettered all the same.
-func TestLoggingWithoutHandler(t *testing.T) {
-	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
-		synctest.Test(t, func(t *testing.T) {
-			b := newBus(t, &eventbus.Options{Mode: mode, Retry: eventbus.RetryPolicy{MaxAttempts: 3},
-				Middleware: []eventbus.Middleware{eventbus.Logging(new(slog.Logger))}})
-			topic := newTopic[Order](t, b, "orders", nil)
-			var runs atomic.Int64
-			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs.Add(1); return nil }, nil)
-			_ = topic.Publish(context.Background(), Order{})
-			require.NoError(t, b.Flush(context.Background()))
-			if got := runs.Load(); got != 0 {
-				t.Errorf("the handler ran %d times, want 0", got)
-			}
-			dl, ok := firstDeadLetter(b)
-			require.True(t, ok, "no dead letter")
-			require.ErrorIs(t, dl.Err, eventbus.ErrInvalid)
-			require.ErrorContains(t, dl.Err, "Logging")
-			require.Equal(t, 1, dl.Attempt, "retried")
-		})
-	})
-}
-
 // fixedIDs returns an ID source that repeats ids in turn, to stage
 // redeliveries of the same event.
 func fixedIDs(ids ...eventbus.ID) func() eventbus.ID {
@@ -1622,30 +1594,61 @@ func TestIdempotencyAfterStorePanic(t *testing.T) {
 	})
 }
 
-// TestIdempotencyBadOptions checks that Idempotency with a negative
-// Capacity or TTL fails each event at once with an error wrapping
-// ErrInvalid, naming the option, instead of taking the default for it.
-func TestIdempotencyBadOptions(t *testing.T) {
+// TestMisconfiguredMiddleware checks that Subscribe refuses built-in
+// middleware given invalid options, which the Middleware has no error
+// return to report: Idempotency with a negative Capacity or TTL, Logging
+// with a logger that has no Handler. The error wraps ErrInvalid and names
+// the option and the Middleware, on the bus or on the subscription; no
+// subscription is made, so no event runs into the middleware (it ran the
+// handler, then Logging panicked reporting the outcome, so an event was
+// handled at every retry and dead-lettered all the same). A constructor's
+// own panic still goes on to Subscribe's caller, and the Middleware called
+// by hand panics with an error wrapping ErrInvalid.
+func TestMisconfiguredMiddleware(t *testing.T) {
+	noop := func(context.Context, eventbus.Event[Order]) error { return nil }
 	for _, c := range []struct {
-		opts eventbus.IdempotencyOptions
+		mw   eventbus.Middleware
 		want string
 	}{
-		{eventbus.IdempotencyOptions{Capacity: -1}, "Capacity -1"},
-		{eventbus.IdempotencyOptions{TTL: -time.Hour}, "TTL -1h0m0s"},
+		{eventbus.Idempotency(&eventbus.IdempotencyOptions{Capacity: -1}), "IdempotencyOptions.Capacity -1 is negative"},
+		{eventbus.Idempotency(&eventbus.IdempotencyOptions{TTL: -time.Hour}), "IdempotencyOptions.TTL -1h0m0s is negative"},
+		{eventbus.Logging(new(slog.Logger)), "Logging's logger has no Handler"},
 	} {
 		t.Run(c.want, func(t *testing.T) {
-			b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Metrics: true, Retry: eventbus.RetryPolicy{MaxAttempts: 3},
-				Middleware: []eventbus.Middleware{eventbus.Idempotency(&c.opts)}})
-			topic := newTopic[Order](t, b, "orders", nil)
-			runs := 0
-			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, nil)
-			err := topic.Publish(context.Background(), Order{})
-			require.ErrorIs(t, err, eventbus.ErrInvalid, "Publish with Idempotency(%+v)", c.opts)
-			require.ErrorContains(t, err, c.want, "Publish with Idempotency(%+v)", c.opts)
-			require.Zero(t, runs, "the handler ran")
-			s := b.Metrics().Subscriptions[0]
-			require.EqualValues(t, 1, s.Failed, "one attempt, not retried")
-			require.EqualValues(t, 1, s.DeadLettered)
+			eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+				b := newBus(t, &eventbus.Options{Mode: mode, Middleware: []eventbus.Middleware{eventbus.Logging(nil), c.mw}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				_, err := topic.Subscribe("s", noop, nil)
+				require.ErrorIs(t, err, eventbus.ErrInvalid)
+				require.ErrorContains(t, err, "Options.Middleware[1]: "+c.want)
+
+				b = newBus(t, &eventbus.Options{Mode: mode})
+				topic = newTopic[Order](t, b, "orders", nil)
+				_, err = topic.Subscribe("s", noop, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{c.mw}})
+				require.ErrorIs(t, err, eventbus.ErrInvalid)
+				require.ErrorContains(t, err, "SubscriptionOptions.Middleware[0]: "+c.want)
+				require.Empty(t, b.Metrics().Subscriptions, "a refused subscription")
+				_, err = topic.Subscribe("s", noop, nil)
+				require.NoError(t, err, "the refused subscription's name")
+				require.NoError(t, topic.Publish(context.Background(), Order{}))
+			})
+
+			defer func() {
+				err, _ := recover().(error)
+				require.ErrorIs(t, err, eventbus.ErrInvalid, "the Middleware called by hand")
+				require.ErrorContains(t, err, c.want)
+			}()
+			c.mw(func(context.Context, *eventbus.Envelope) error { return nil })
+			t.Fatal("the Middleware called by hand returned")
 		})
 	}
+
+	t.Run("a constructor's own panic", func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		panicking := func(eventbus.EnvelopeHandler) eventbus.EnvelopeHandler { panic("constructor") }
+		require.PanicsWithValue(t, "constructor", func() {
+			_, _ = topic.Subscribe("s", noop, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{panicking}})
+		})
+	})
 }
