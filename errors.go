@@ -17,7 +17,8 @@ var (
 	ErrInvalid = errors.New("eventbus: invalid argument")
 
 	// ErrDuplicate is wrapped when a name is already taken: a subscription
-	// name within a topic, a topic name used with another payload type, the
+	// name within a topic, a topic name already in use on the bus (whatever
+	// its payload type: [NewTopic] makes each topic once), the
 	// name of a durable subscription that runs, rebuilds or is stopping, or
 	// whose topic ("durable." and the name) the application has made with
 	// [NewTopic], or an event type name claimed by two Go types.
