@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,7 @@ func TestStore(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"Tombstone", testTombstone},
 		{"MaxCount", testMaxCount},
 		{"MaxAge", testMaxAge},
+		{"WholeEvents", testWholeEvents},
 		{"Subscribe", testSubscribe},
 		{"SubscribeSwitchOver", testSubscribeSwitchOver},
 		{"SubscribeSlowConsumer", testSubscribeSlowConsumer},
@@ -1226,6 +1228,79 @@ func testMaxAge(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	})
 }
 
+// testWholeEvents checks that ReadAll, forwards and backwards, and
+// Subscribe, from history and live, yield every field of an event as
+// appended, as ReadStream does (see testAppendAndRead): the consumers of a
+// store, durable subscriptions among them, read through them.
+func testWholeEvents(t *testing.T, open func(t *testing.T) eventbus.Store) {
+	synctest.Test(t, func(t *testing.T) {
+		s := open(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		full := func(data string) eventbus.EventData {
+			return eventbus.EventData{
+				ID: eventbus.NewID(), Type: "user.created", SchemaVersion: 3, Encoding: "deflate",
+				CorrelationID: eventbus.NewID(), CausationID: eventbus.NewID(),
+				Metadata: eventbus.Metadata{"traceparent": data}, Data: []byte(data),
+			}
+		}
+		in := []eventbus.EventData{full("history"), full("live")}
+		mustAppend(t, s, "other", eventbus.NoStream, events(1, "t", "o")...)
+		mustAppend(t, s, "full", eventbus.NoStream, in[0])
+		only := eventbus.Filter{StreamPrefix: "full"}
+		subscribed := make(chan eventbus.RecordedEvent, 2)
+		go func() {
+			defer close(subscribed)
+			for e, err := range s.Subscribe(ctx, &eventbus.SubscribeOptions{Filter: only}) {
+				if err != nil {
+					return
+				}
+				subscribed <- e
+			}
+		}()
+		synctest.Wait() // the subscription waits for live events
+		mustAppend(t, s, "full", eventbus.Any, in[1])
+		synctest.Wait()
+		cancel()
+
+		want := collect(t, s.ReadStream(t.Context(), "full", nil))
+		require.Len(t, want, len(in), "ReadStream(full)")
+		for i := range want {
+			e := in[i]
+			if diff := cmp.Diff(e, want[i].EventData); diff != "" {
+				t.Errorf("ReadStream's event %d (-appended +read):\n%s", i, diff)
+			}
+		}
+		var got []eventbus.RecordedEvent
+		for e := range subscribed {
+			got = append(got, e)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Subscribe, from history and live (-ReadStream's +Subscribe's):\n%s", diff)
+		}
+		if diff := cmp.Diff(want, collect(t, s.ReadAll(t.Context(), &eventbus.ReadOptions{Filter: only}))); diff != "" {
+			t.Errorf("ReadAll (-ReadStream's +ReadAll's):\n%s", diff)
+		}
+		backwards := collect(t, s.ReadAll(t.Context(), &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Filter: only}))
+		slices.Reverse(backwards)
+		if diff := cmp.Diff(want, backwards); diff != "" {
+			t.Errorf("ReadAll backwards, reversed (-ReadStream's +ReadAll's):\n%s", diff)
+		}
+	})
+}
+
+// byPosition returns every event of s, system streams' too, by position.
+func byPosition(t *testing.T, s eventbus.Store) map[uint64]eventbus.RecordedEvent {
+	t.Helper()
+	all := collect(t, s.ReadAll(t.Context(), nil))
+	all = append(all, collect(t, s.ReadAll(t.Context(), &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}))...)
+	m := make(map[uint64]eventbus.RecordedEvent, len(all))
+	for _, e := range all {
+		m[e.Position] = e
+	}
+	return m
+}
+
 func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	synctest.Test(t, func(t *testing.T) {
 		s := open(t)
@@ -1256,7 +1331,7 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3, 9}, 8},
 		}
 		type sub struct {
-			got      chan uint64
+			got      chan eventbus.RecordedEvent
 			caughtUp chan uint64
 		}
 		subs := make([]sub, len(tests))
@@ -1265,7 +1340,7 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			if tt.opts != nil {
 				opts = *tt.opts
 			}
-			sb := sub{got: make(chan uint64, 100), caughtUp: make(chan uint64, 2)}
+			sb := sub{got: make(chan eventbus.RecordedEvent, 100), caughtUp: make(chan uint64, 2)}
 			opts.CaughtUp = func(next uint64) { sb.caughtUp <- next }
 			subs[i] = sb
 			go func() {
@@ -1276,7 +1351,7 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 					if err != nil {
 						return
 					}
-					sb.got <- e.Position
+					sb.got <- e
 				}
 			}()
 		}
@@ -1301,10 +1376,14 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		require.NoError(t, err, "AppendMulti($sys, b)")
 		synctest.Wait()
 		cancel()
+		stored := byPosition(t, s)
 		for i, tt := range tests {
 			var got []uint64
-			for pos := range subs[i].got {
-				got = append(got, pos)
+			for e := range subs[i].got {
+				got = append(got, e.Position)
+				if diff := cmp.Diff(stored[e.Position], e); diff != "" {
+					t.Errorf("%s: Subscribe(%+v) yielded at position %d (-ReadAll's +Subscribe's):\n%s", tt.name, tt.opts, e.Position, diff)
+				}
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("%s: Subscribe(%+v) positions (-want +got):\n%s", tt.name, tt.opts, diff)
@@ -1346,6 +1425,7 @@ func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Stor
 		}
 		var caughtUp bool
 		want := uint64(0)
+		var got []eventbus.RecordedEvent
 		opts := &eventbus.SubscribeOptions{CaughtUp: func(uint64) {
 			caughtUp = true
 			if want == total {
@@ -1367,6 +1447,7 @@ func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Stor
 			if e.Position != want {
 				t.Fatalf("Subscribe delivered position %d, want %d: a gap or a duplicate", e.Position, want)
 			}
+			got = append(got, e)
 			if want++; want == total && caughtUp {
 				break
 			}
@@ -1381,6 +1462,9 @@ func testSubscribeSwitchOver(t *testing.T, open func(t *testing.T) eventbus.Stor
 		all := collect(t, s.ReadAll(t.Context(), nil))
 		if len(all) != total {
 			t.Errorf("ReadAll has %d events, want %d", len(all), total)
+		}
+		if diff := cmp.Diff(all, got); diff != "" {
+			t.Errorf("Subscribe's events (-ReadAll's +Subscribe's):\n%s", diff)
 		}
 	})
 }

@@ -58,6 +58,81 @@ func TestStoreFailsSilentSubscriptionChild(t *testing.T) {
 	wrongStore(t, "EVENTBUSTEST_STORE_CHILD", "TestStoreFailsSilentSubscription", func(s eventbus.Store) eventbus.Store { return silentEnd{s} })
 }
 
+// thin is a store whose reads keep only part of each event: Subscribe's
+// keep nothing but the position, or ReadAll's lose the event's links
+// (ID, correlation and causation IDs), metadata and encoding.
+type thin struct {
+	eventbus.Store
+	readAll bool // ReadAll's events are thin, not Subscribe's
+}
+
+// Subscribe returns the subscription of the store it wraps, its events
+// blank but for their positions unless ReadAll's are thin.
+func (s thin) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if s.readAll {
+		return s.Store.Subscribe(ctx, opts)
+	}
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.Subscribe(ctx, opts) {
+			if !yield(eventbus.RecordedEvent{Position: e.Position}, err) {
+				return
+			}
+		}
+	}
+}
+
+// ReadAll returns the read of the store it wraps, its events without
+// their links, metadata and encoding if ReadAll's are thin.
+func (s thin) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if !s.readAll {
+		return s.Store.ReadAll(ctx, opts)
+	}
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range s.Store.ReadAll(ctx, opts) {
+			e.ID, e.CorrelationID, e.CausationID, e.Metadata, e.Encoding = eventbus.ID{}, eventbus.ID{}, eventbus.ID{}, nil, ""
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestStoreFailsThinReads runs TestStore against stores whose Subscribe or
+// ReadAll yield events with fields missing, in a child process (this test
+// binary), and checks that the suite fails, naming the read: it compared
+// only positions, and passed a store whose subscriptions, which durable
+// subscriptions read, yield blank events.
+func TestStoreFailsThinReads(t *testing.T) {
+	for how, want := range map[string][]string{
+		"subscribe": {
+			"--- FAIL: TestStoreFailsThinReadsChild/WholeEvents ",
+			"Subscribe, from history and live (-ReadStream's +Subscribe's)",
+			"--- FAIL: TestStoreFailsThinReadsChild/Subscribe ",
+			"--- FAIL: TestStoreFailsThinReadsChild/SubscribeSwitchOver ",
+		},
+		"readall": {
+			"--- FAIL: TestStoreFailsThinReadsChild/WholeEvents ",
+			"ReadAll (-ReadStream's +ReadAll's)",
+			"ReadAll backwards, reversed",
+		},
+	} {
+		t.Run(how, func(t *testing.T) {
+			out := failingChild(t, "EVENTBUSTEST_THIN_CHILD="+how, "^TestStoreFailsThinReadsChild$", "-test.v")
+			for _, w := range want {
+				require.Contains(t, string(out), w)
+			}
+		})
+	}
+}
+
+// TestStoreFailsThinReadsChild is run by TestStoreFailsThinReads.
+func TestStoreFailsThinReadsChild(t *testing.T) {
+	how := os.Getenv("EVENTBUSTEST_THIN_CHILD")
+	wrongStore(t, "EVENTBUSTEST_THIN_CHILD", "TestStoreFailsThinReads", func(s eventbus.Store) eventbus.Store {
+		return thin{Store: s, readAll: how == "readall"}
+	})
+}
+
 // lossy is a store whose subscriptions lose the events appended while
 // their consumer handles the first one: then they wait for the end of
 // their context and yield its error, or, if silent, end at once without
