@@ -198,7 +198,8 @@ type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key s
 // payloads with reg. The Consumer keeps a copy of opts, so the caller may
 // change them afterwards. It returns an error wrapping eventbus.ErrInvalid
 // for missing arguments, a bus or registry not made by eventbus.New or
-// eventbus.NewRegistry, or bad options, and one wrapping eventbus.ErrClosed
+// eventbus.NewRegistry, or bad options (a nil Client entry among them), and
+// one wrapping eventbus.ErrClosed
 // for a bus stopped already.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
 	switch {
@@ -223,6 +224,9 @@ func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOption
 	// Read by Run: a caller that reuses opts must not change them.
 	o.Brokers, o.Client = slices.Clone(o.Brokers), slices.Clone(o.Client)
 	if err := checkBrokers("NewConsumer", o.Brokers); err != nil {
+		return nil, err
+	}
+	if err := checkClient("NewConsumer", "ConsumerOptions", o.Client); err != nil {
 		return nil, err
 	}
 	switch {

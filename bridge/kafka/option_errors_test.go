@@ -59,6 +59,10 @@ func TestOptionErrorsNameTheBadOne(t *testing.T) {
 		{"DrainTimeout", consumer(kafka.ConsumerOptions{DrainTimeout: -time.Second}), "DrainTimeout -1s", []string{"CommitInterval", "MaxPollRecords"}},
 		{"CheckpointInterval", relay(kafka.RelayOptions{CheckpointInterval: -time.Second}), "CheckpointInterval -1s", []string{"MaxInFlight"}},
 		{"MaxInFlight", relay(kafka.RelayOptions{MaxInFlight: -1}), "MaxInFlight -1", []string{"CheckpointInterval"}},
+		// A helper that returns a kgo.Opt only when a setting is on may
+		// leave a nil one, on which franz-go's NewClient panics.
+		{"producer's nil Client option", producer(kafka.ProducerOptions{Client: []kgo.Opt{kgo.ClientID("a"), nil}}), "ProducerOptions.Client[1] is nil", []string{"BatchMaxBytes"}},
+		{"consumer's nil Client option", consumer(kafka.ConsumerOptions{Client: []kgo.Opt{nil}}), "ConsumerOptions.Client[0] is nil", []string{"CommitInterval"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -77,8 +77,9 @@ type Producer struct {
 
 // NewProducer returns a Producer that encodes payloads with reg. It returns
 // an error wrapping eventbus.ErrInvalid for a missing registry or one not
-// made by eventbus.NewRegistry, no brokers or an empty one, a BatchMaxBytes,
-// MaxBufferedRecords or Linger out of its range, or options that franz-go
+// made by eventbus.NewRegistry, no brokers or an empty one, a nil Client
+// entry, a BatchMaxBytes, MaxBufferedRecords or Linger out of its range, or
+// options that franz-go
 // refuses, such as a broker address it cannot parse or Client options (the
 // error wraps franz-go's too). The error names the option.
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
@@ -92,6 +93,9 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 		return nil, err
 	}
 	if err := checkBrokers("NewProducer", opts.Brokers); err != nil {
+		return nil, err
+	}
+	if err := checkClient("NewProducer", "ProducerOptions", opts.Client); err != nil {
 		return nil, err
 	}
 	// franz-go refuses the sizes and Linger out of its bounds too, in
@@ -166,6 +170,18 @@ func checkBrokers(what string, brokers []string) error {
 	for i, b := range brokers {
 		if strings.TrimSpace(b) == "" {
 			return fmt.Errorf("%w: %s: Brokers[%d] is %q, not an address", eventbus.ErrInvalid, what, i, b)
+		}
+	}
+	return nil
+}
+
+// checkClient refuses a nil entry of client, the Client option of what's
+// options (as a helper that returns a kgo.Opt only when a setting is on may
+// leave one), on which franz-go's NewClient would panic.
+func checkClient(what, options string, client []kgo.Opt) error {
+	for i, o := range client {
+		if o == nil {
+			return fmt.Errorf("%w: %s: %s.Client[%d] is nil", eventbus.ErrInvalid, what, options, i)
 		}
 	}
 	return nil
