@@ -80,6 +80,7 @@ func run() error {
 		return err
 	}
 	defer producer.Close()
+	defer shop.Close() // on an early return, before the producer closes; Shutdown below stops it with grace
 	if _, err := kafka.Forward(producer, shopOrders, "orders", nil); err != nil {
 		return err
 	}
@@ -89,6 +90,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	defer warehouse.Close()
 	whOrders, err := eventbus.NewTopic[OrderPlaced](warehouse, "orders", nil)
 	if err != nil {
 		return err
@@ -137,6 +139,8 @@ func run() error {
 	}
 	select {
 	case <-all:
+	case err := <-consumed: // a record it cannot take, say, or brokers out of reach
+		return fmt.Errorf("the warehouse stopped consuming: %w", err)
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the warehouse: %w", ctx.Err())
 	}
