@@ -2563,6 +2563,49 @@ func TestFileStoreTornFirstSectorStraddles(t *testing.T) {
 	}
 }
 
+// TestFileStoreTornLastSector puts the last 1 to 3 bytes of the last record in a
+// sector of their own. Left unwritten by a crash, those bytes read as zeros
+// and the record, never acknowledged, is cut on open. But the format ends
+// many records with zeros itself (an event without data, encoding or
+// metadata ends in three): a bit flipped elsewhere in such a record, which
+// was acknowledged, must stay a *CorruptionError, not pass for torn
+// because its last sector holds nothing but zeros.
+func TestFileStoreTornLastSector(t *testing.T) {
+	for n := 1; n <= 3; n++ {
+		for _, tt := range []struct {
+			name string
+			data []byte
+			flip bool // flip a bit instead of zeroing the last n bytes
+		}{
+			{"data's tail unwritten", []byte("data"), false},
+			{"no data, a bit flipped", nil, true},
+			{"data, a bit flipped", []byte("data\x00\x00\x00"), true},
+		} {
+			t.Run(fmt.Sprintf("%d bytes in the sector, %s", n, tt.name), func(t *testing.T) {
+				b, _ := afterPad(t, 1000, tt.data)
+				whole, last := afterPad(t, 1000+(n-len(b)%sectorSize+sectorSize)%sectorSize, tt.data)
+				require.Equal(t, n, len(whole)%sectorSize, "the last record's bytes in its last sector")
+				b = slices.Clone(whole)
+				corrupt := int64(-1)
+				if tt.flip {
+					require.True(t, allZeros(b[len(b)-n:]), "the record's last bytes are zeros")
+					b[last+20] ^= 0x10
+					corrupt = last
+				} else {
+					require.False(t, allZeros(b[len(b)-n:]), "the record's last bytes are zeros")
+					clear(b[len(b)-n:])
+				}
+				openTorn(t, "seg-0000000000000001.log", b, corrupt, 1, last)
+			})
+		}
+	}
+}
+
+// sectorSize is the unit of a disk's writes, as the file store takes it.
+const sectorSize = 512
+
+func allZeros(b []byte) bool { return !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) }
+
 // TestFileStoreTornChecksumSector leaves unwritten the sector that holds
 // the checksum and all of a small last record, whose length ends the
 // sector before: the record is cut on open, as in TestFileStoreTornSectors.
