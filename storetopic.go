@@ -261,6 +261,10 @@ func (t *StoreTopic[T]) event(call string, payload T, p *lineage, hasParent bool
 	if hasParent {
 		h.Metadata = inherit(h.Metadata, p)
 	}
+	stream := t.stream(h.Key)
+	if err := checkStream(stream); err != nil { // as the store would, but for this payload
+		return "", EventData{}, fmt.Errorf("store topic %q: %s with key %q: %w", t.name, call, h.Key, err)
+	}
 	e, err := t.reg.Encode(payload)
 	if err != nil {
 		return "", EventData{}, err
@@ -275,7 +279,7 @@ func (t *StoreTopic[T]) event(call string, payload T, p *lineage, hasParent bool
 	if e.CorrelationID.IsZero() {
 		e.CorrelationID = e.ID
 	}
-	return t.stream(h.Key), e, nil
+	return stream, e, nil
 }
 
 // stream returns the name of the stream of the events of key: the topic's

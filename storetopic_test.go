@@ -711,6 +711,11 @@ func TestStoreTopicPublishBatchAllOrNothing(t *testing.T) {
 		require.ErrorIs(t, err, eventbus.ErrInvalid, "a nil option")
 		_, err = orders.PublishBatch(ctx, []Order{{Key: "a"}, {Key: "\xff"}})
 		require.ErrorIs(t, err, eventbus.ErrInvalid, "a key that makes no stream name")
+		require.ErrorContains(t, err, `store topic "orders": PublishBatch with key "\xff": `)
+		require.ErrorContains(t, err, "(payloads[1])")
+		_, err = orders.Publish(ctx, Order{Key: strings.Repeat("k", 1024)})
+		require.ErrorIs(t, err, eventbus.ErrInvalid, "a key that makes too long a stream name")
+		require.ErrorContains(t, err, `store topic "orders": Publish with key "kkk`)
 
 		require.NoError(t, s.Tombstone(ctx, "orders:gone", eventbus.Any))
 		_, err = orders.PublishBatch(ctx, []Order{{Key: "a"}, {Key: "gone"}})
