@@ -184,7 +184,10 @@ type Bus struct {
 	// which the first Shutdown or Close stops and reports on, even those
 	// whose Unsubscribe has removed them from subs since.
 	atClose []*Subscription
-	stop    sync.Once
+	// stopRan is set by the call that runs the stop, the first to come to
+	// it; stopped is closed once it has finished, and result is set.
+	stopRan atomic.Bool
+	stopped chan struct{}
 	result  error // of the first Shutdown or Close, returned by every call
 	// durables holds the internal topics of durable subscriptions, by
 	// name, and whether one runs or stops on each (see durableTopic).
@@ -218,6 +221,7 @@ func New(opts *Options) (*Bus, error) {
 		ctx:      ctx,
 		kill:     kill,
 		done:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 		topics:   make(map[string]any),
 		durables: make(map[string]*durableClaim),
 		types:    make(map[string]reflect.Type),
@@ -383,44 +387,53 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
-	b.stop.Do(func() {
-		b.mu.Lock()
-		subs := b.atClose
-		b.atClose = nil // kept no longer than the stop
-		b.mu.Unlock()
+	if !b.stopRan.CompareAndSwap(false, true) {
+		// Another call runs the stop: wait for it on a channel, which a
+		// synctest bubble counts as blocked (a sync.Once's lock it does
+		// not, and its fake time would stand still while a handler that
+		// the stop waits for sleeps in it).
+		<-b.stopped
+		return b.result
+	}
+	// Closed however the stop ends, a Logger's panic too, so that no
+	// other call waits for good.
+	defer close(b.stopped)
+	b.mu.Lock()
+	subs := b.atClose
+	b.atClose = nil // kept no longer than the stop
+	b.mu.Unlock()
 
-		var lost int64
-		// The cause of the first stop without grace that lost events: this
-		// loop cuts the subscriptions short in its order, and a stop from
-		// elsewhere (Close, a later call) all those it has not come to, so
-		// the first in its order that lost events was cut first.
-		var cause error
-		for _, s := range subs {
-			s.impl.stopIntake()
-		}
-		for _, s := range subs {
-			// Events that an Unsubscribe's own context abandoned are
-			// that Unsubscribe's to report.
-			if n := s.wait(ctx, false); n > 0 && !s.cutByOwn.Load() {
-				lost += n
-				if cause == nil {
-					cause = context.Cause(s.ctx)
-				}
+	var lost int64
+	// The cause of the first stop without grace that lost events: this
+	// loop cuts the subscriptions short in its order, and a stop from
+	// elsewhere (Close, a later call) all those it has not come to, so
+	// the first in its order that lost events was cut first.
+	var cause error
+	for _, s := range subs {
+		s.impl.stopIntake()
+	}
+	for _, s := range subs {
+		// Events that an Unsubscribe's own context abandoned are
+		// that Unsubscribe's to report.
+		if n := s.wait(ctx, false); n > 0 && !s.cutByOwn.Load() {
+			lost += n
+			if cause == nil {
+				cause = context.Cause(s.ctx)
 			}
 		}
-		b.kill(ErrClosed)
-		for _, s := range subs {
-			handles.release(s.base)
+	}
+	b.kill(ErrClosed)
+	for _, s := range subs {
+		handles.release(s.base)
+	}
+	close(b.done)
+	b.goroutines.Wait()
+	if lost > 0 {
+		b.result = &UndeliveredError{Count: int(lost), Err: cause}
+		if l := b.opts.Logger; l != nil {
+			l.Warn("eventbus: events undelivered at shutdown", "count", lost, "cause", cause)
 		}
-		close(b.done)
-		b.goroutines.Wait()
-		if lost > 0 {
-			b.result = &UndeliveredError{Count: int(lost), Err: cause}
-			if l := b.opts.Logger; l != nil {
-				l.Warn("eventbus: events undelivered at shutdown", "count", lost, "cause", cause)
-			}
-		}
-	})
+	}
 	return b.result
 }
 

@@ -2100,6 +2100,41 @@ func TestShutdownContextCutsShortAnotherShutdown(t *testing.T) {
 	require.Equal(t, err, <-first, "the first call's result")
 }
 
+// TestCloseDuringShutdownInABubble closes a bus in a synctest bubble while
+// a graceful Shutdown waits for a handler that sleeps, ignoring its
+// context, as a test's fake slow handler does. Close waits for that
+// handler too, and must wait in a way the bubble counts as blocked, so
+// that its fake time moves on and the handler wakes: waiting on a
+// sync.Once's lock, it stood still for good.
+func TestCloseDuringShutdownInABubble(t *testing.T) {
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, nil)
+			topic := newTopic[Order](t, b, "orders", nil)
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				time.Sleep(time.Minute) // ignores its context
+				return nil
+			}, nil)
+			require.NoError(t, topic.Publish(context.Background(), Order{}))
+			synctest.Wait() // the handler sleeps
+			shut := make(chan error, 1)
+			go func() { shut <- b.Shutdown(context.Background()) }()
+			synctest.Wait() // Shutdown waits for the handler
+			start := time.Now()
+			require.NoError(t, b.Close(), "Close after a Shutdown that drained everything")
+			require.Equal(t, time.Minute, time.Since(start), "Close returned before the handler")
+			require.NoError(t, <-shut)
+		})
+	}()
+	select {
+	case <-finished:
+	case <-time.After(time.Minute): // real time: the bubble's stands still
+		t.Fatal("Close during a Shutdown hung in a synctest bubble")
+	}
+}
+
 // TestWorkersShareOutKeys checks that a subscription's workers share out
 // events of different keys, and keyless events, as Options.Workers
 // promises: with every handler held, each of the four workers runs one,
