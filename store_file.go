@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"iter"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -81,8 +80,9 @@ type FileStoreOptions struct {
 	RetainAge  time.Duration
 	RetainSize int64
 	// ReadOnly opens the store for reading: it takes a shared lock, so
-	// other read-only opens may share it, it changes no file (an
-	// incomplete final record is ignored, not truncated), and appends
+	// other read-only opens may share it, it changes no file and makes
+	// none (an incomplete final record is ignored, not truncated; a
+	// missing LOCK is not made), and appends
 	// fail with [ErrReadOnly]. It works on a read-only file system too.
 	ReadOnly bool
 	// Progress, if not nil, is called while OpenFileStore reads the
@@ -123,12 +123,12 @@ type FileStoreOptions struct {
 // LAST, or the whole directory put back to an earlier state. One process
 // at a time may open a directory: on Unix, a
 // second open fails with [ErrLocked]; on other systems nothing stops it,
-// and the application must not make one. The lock is on the file LOCK in
-// the directory, which the operating system lets go of when the store is
-// closed or its process ends, so a LOCK that a crash leaves is never
-// stale: never delete it. Deleted while the store is open, it no longer
-// stops a second open, whose appends to the same segments corrupt them,
-// acknowledged events included.
+// and the application must not make one. The lock is on the directory and
+// on its file LOCK (which versions of this package before the directory's
+// lock lock alone: leave it there), which the operating system lets go of
+// when the store is closed or its process ends, so a lock that a crash
+// leaves is never stale. An open for writing makes LOCK if it is missing;
+// a read-only one does not.
 //
 // The indexes (stream revisions, the position of each event, and its ID for
 // idempotent appends) live in memory, rebuilt on open by reading every
@@ -156,7 +156,7 @@ type FileStore struct {
 	fs                 fileSystem
 	opts               FileStoreOptions
 	maxEvent, maxBatch int
-	lock               *os.File
+	lock               *dirLock
 	closed             atomic.Bool
 	failed             atomic.Pointer[error]
 
@@ -544,9 +544,9 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("eventbus: open file store: %w", &fs.PathError{Op: "open", Path: dir, Err: syscall.ENOTDIR})
 	}
-	var lock *os.File
+	var lock *dirLock
 	if !o.locked {
-		if lock, err = lockDir(filepath.Join(dir, "LOCK"), o.ReadOnly); err != nil {
+		if lock, err = lockDir(dir, o.ReadOnly); err != nil {
 			return nil, err
 		}
 	}
@@ -1319,8 +1319,7 @@ func (s *FileStore) closeFiles() error {
 			errs = append(errs, err)
 		}
 	}
-	// nil for a read-only open on a read-only file system, and for a store
-	// that RepairFileStore opens under its own lock
+	// nil for a store that RepairFileStore opens under its own lock
 	if s.lock != nil {
 		if err := s.lock.Close(); err != nil {
 			errs = append(errs, err)

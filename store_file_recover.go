@@ -1125,7 +1125,7 @@ func repairFileStore(dir string, fs fileSystem) (string, error) {
 	}
 	// Held until the repair ends, so that no other process opens the store
 	// while it is cut, nor a half repaired one.
-	lock, err := lockDir(filepath.Join(dir, "LOCK"), false)
+	lock, err := lockDir(dir, false)
 	if err != nil {
 		return "", err
 	}
