@@ -11,18 +11,20 @@
 //	eventbus verify DIR                  check every checksum; exit status 1 on damage
 //	eventbus read [flags] DIR            print events as JSON lines
 //	eventbus tail [-n N] [-stream S] DIR print the last events as JSON lines
-//	eventbus repair DIR                  cut damaged records, keeping a copy
+//	eventbus repair DIR                  cut from the first damage on, keeping a copy
 //	eventbus help [COMMAND]              this usage, or that of COMMAND
 //
 // Verify also reports an incomplete final record, which a crash in the
 // middle of a write leaves: that is no damage (exit status 0), and the next
 // open for writing, or repair, cuts it without keeping a copy.
 //
-// Every subcommand but repair fails on a store whose last segment files
-// are missing, which its file LAST names. Repair then accepts the loss:
-// it moves LAST into its repair-<time> subdirectory and says at which
-// position the store now ends, where its next appends take the positions
-// of the events lost.
+// Repair cuts the store from its first damaged record on: the records after
+// it too, however sound, since the store's positions must follow one
+// another. What it cuts it moves into a repair-<time> subdirectory, and it
+// says at which position the store now ends, where its next appends take
+// the positions of the events cut. Every subcommand but repair fails on a
+// store whose last segment files are missing, which its file LAST names;
+// repair then accepts the loss, moving LAST into that subdirectory.
 //
 // Read and tail print an event's data decompressed, as its encoding says
 // ("deflate" for one that a Registry compressed), and then as JSON
@@ -98,7 +100,7 @@ commands:
   verify DIR                   check every checksum; exit status 1 on damage
   read [flags] DIR             print events as JSON lines
   tail [-n N] [-stream S] DIR  print the last events as JSON lines
-  repair DIR                   cut damaged records, keeping a copy
+  repair DIR                   cut from the first damage on, keeping a copy
   help [command]               this usage, or that of a command
 
 Without -stream, read and tail leave out system streams (named $...).
@@ -119,7 +121,7 @@ func summary(cmd string) string {
 	case "tail":
 		return "Tail prints the last events of the store, but for the system streams\n(named $...), or those of one stream, as JSON lines, oldest first." + dataHelp
 	case "repair":
-		return "Repair cuts the damaged records of the store, keeping a copy of what\nit cuts in a repair-<time> subdirectory."
+		return "Repair cuts the store from its first damaged record on, sound records\nafter it too, keeping a copy of what it cuts in a repair-<time>\nsubdirectory, and says where the store now ends."
 	}
 	return ""
 }
@@ -326,8 +328,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		var ce *eventbus.CorruptionError
 		switch {
 		case !errors.As(err, &ce) || cmd == "repair":
-		case filepath.Base(ce.Path) == "LAST":
+		case filepath.Base(ce.Path) == "LAST" && strings.HasSuffix(ce.Reason, " lost"):
 			fmt.Fprintf(stderr, "the store's last segments are missing, with their events; `eventbus repair %s` accepts the loss, so that the store opens again\n", dir)
+		case filepath.Base(ce.Path) == "LAST":
+			fmt.Fprintf(stderr, "the store's file LAST, which names its last segment, is damaged; `eventbus repair %s` moves it aside, keeping a copy, and the store makes it again\n", dir)
 		default:
 			fmt.Fprintf(stderr, "the store is damaged; `eventbus repair %s` cuts the damage, keeping a copy\n", dir)
 		}
@@ -357,21 +361,21 @@ func (o *output) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// reportLoss tells, after a repair that moved the store's LAST file
-// (which names its last segment) into kept, for segments missing at the
-// end of the store or moved there, where the store now ends: its next
-// appends take the positions of the events lost from there, which readers
-// and checkpoints may have seen.
+// reportLoss tells, after a repair that moved what it cut into kept, where
+// the store now ends: its next appends take the positions of the events
+// cut from there, if any (a damaged LAST file, which names the store's last
+// segment, is cut with none), which readers and checkpoints may have seen.
 func reportLoss(dir, kept string, stdout io.Writer) error {
-	if _, err := os.Stat(filepath.Join(kept, "LAST")); err != nil {
-		return nil
-	}
 	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
 	if err != nil {
 		return err
 	}
 	next := s.Stats().NextPosition
-	fmt.Fprintf(stdout, "the store now ends at position %d, without the events of the segments that LAST (now in %s) named after it: its next appends take their positions, so start readers and checkpoints past %d again\n", next, kept, next)
+	what := "the events from there on, if any, were cut"
+	if _, err := os.Stat(filepath.Join(kept, "LAST")); err == nil {
+		what = fmt.Sprintf("the events from there on, if any, are lost, with the segments that LAST (now in %s) names after it, if any", kept)
+	}
+	fmt.Fprintf(stdout, "the store now ends at position %d: %s, and its next appends take their positions, so start any reader or checkpoint past %d again from %d\n", next, what, next, next)
 	return s.Close()
 }
 

@@ -950,6 +950,56 @@ func TestLastSegmentMissing(t *testing.T) {
 	}
 }
 
+// TestRepairSaysWhereTheStoreEnds flips a bit in a record of a store's one
+// segment: repair cuts it and the sound records after it, and must say
+// where the store now ends and that its next appends take the positions
+// of the events cut. It said only where the copy was. And a damaged LAST
+// file, with every segment there, is no loss of segments: verify must not
+// say that segments are missing.
+func TestRepairSaysWhereTheStoreEnds(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, nil)
+	require.NoError(t, err)
+	var frames []int64
+	seg := filepath.Join(dir, "seg-0000000000000001.log")
+	for i := range 3 {
+		fi, err := os.Stat(seg)
+		require.NoError(t, err)
+		frames = append(frames, fi.Size())
+		_, err = s.Append(t.Context(), "s", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "t", Data: []byte(fmt.Sprintf(`{"n":%d}`, i))})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+
+	last := filepath.Join(dir, "LAST")
+	b, err := os.ReadFile(last)
+	require.NoError(t, err)
+	b[len(b)-2] ^= 1 // a digit of its checksum
+	require.NoError(t, os.WriteFile(last, b, 0o644))
+	code, _, stderr := runCmd(t, "verify", dir)
+	if code != 1 || strings.Contains(stderr, "missing") || !strings.Contains(stderr, "LAST, which names its last segment, is damaged") {
+		t.Errorf("verify with a damaged LAST: exit status %d, stderr %q; want 1, LAST damaged, no segment missing", code, stderr)
+	}
+	code, stdout, stderr := runCmd(t, "repair", dir)
+	if code != 0 || !strings.Contains(stdout, "the store now ends at position 3") {
+		t.Errorf("repair of a damaged LAST: exit status %d, stdout %q, stderr %q; want 0, ending at 3", code, stdout, stderr)
+	}
+
+	b, err = os.ReadFile(seg)
+	require.NoError(t, err)
+	b[frames[1]+12] ^= 0x10
+	require.NoError(t, os.WriteFile(seg, b, 0o644))
+	code, stdout, stderr = runCmd(t, "repair", dir)
+	for _, want := range []string{"repaired", "the store now ends at position 1: the events from there on, if any, were cut", "take their positions"} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("repair of a record of the last segment: exit status %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+		}
+	}
+	if code, _, stderr := runCmd(t, "verify", dir); code != 0 {
+		t.Errorf("verify after repair: exit status %d, stderr %q", code, stderr)
+	}
+}
+
 // order is the payload of a big event, which a Registry compresses.
 type order struct {
 	ID    int      `json:"id"`
