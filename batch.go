@@ -28,7 +28,9 @@ import (
 // of the events the *BatchError names). Retries go through the handler one
 // event at a time. An event that fails is retried after the later events of
 // its key in the same batch were handled; a handler that wants their order
-// kept through retries fails them too. A handler that calls runtime.Goexit (as
+// kept through retries fails them too. Those later failures wait behind it
+// (one not to be retried too, so that its dead letter comes after the
+// earlier event's, and a Redrive keeps their order). A handler that calls runtime.Goexit (as
 // t.FailNow does) loses the events it was given, where a [Handler] loses
 // its one: in Async mode they are dead-lettered with a *PanicError
 // matching [ErrGoexit], without retries, and the worker carries on with the

@@ -1009,3 +1009,69 @@ func TestBatchWaitEndsAtShutdown(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchPermanentFailureWaitsBehindItsKey fails, in one batch, an event
+// with an error to retry and a later one of its key for good: the later one
+// must go to the dead-letter queue after the earlier one, once that one's
+// attempts are spent, so that a Redrive, oldest first, hands them out in
+// their key's order. It was dead-lettered at once, ahead of the earlier
+// one, and the Redrive handled the key's events 2, then 1.
+func TestBatchPermanentFailureWaitsBehindItsKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		errTemporary := errors.New("temporary")
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		first, fixed := true, false
+		var redriven []int
+		_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case fixed:
+				for _, e := range events {
+					redriven = append(redriven, e.Payload.N)
+				}
+				return nil
+			case first: // holds the worker while a:1 and a:2 queue up behind
+				first = false
+				mu.Unlock()
+				<-gate
+				mu.Lock()
+				return nil
+			}
+			be := &eventbus.BatchError{Failed: map[int]error{}}
+			for i, e := range events {
+				be.Failed[i] = errTemporary
+				if e.Payload.N == 2 {
+					be.Failed[i] = eventbus.Permanent(errTemporary)
+				}
+			}
+			return be
+		}, nil)
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "x"}))
+		synctest.Wait() // the worker holds the first batch
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+		close(gate)
+		require.NoError(t, b.Flush(ctx))
+
+		var dead []int
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, dl.Payload().(Order).N)
+		}
+		require.Equal(t, []int{1, 2}, dead, "dead letters of key a, oldest first")
+		mu.Lock()
+		fixed = true
+		mu.Unlock()
+		_, err = b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+		require.NoError(t, err)
+		require.NoError(t, b.Flush(ctx))
+		require.Equal(t, []int{1, 2}, redriven, "key a redriven in publish order")
+		s := b.Metrics().Subscriptions[0]
+		require.EqualValues(t, 2, s.DeadLettered, "dead-lettered once each")
+	})
+}

@@ -508,6 +508,9 @@ type pending[T any] struct {
 	// for the dead letter.
 	firstAt, lastAt time.Time
 	err             error
+	// final is set for an event not to be retried, which waits behind an
+	// earlier one of its key only to be dead-lettered after it.
+	final bool
 }
 
 // run is the worker's goroutine. It exits when intake has stopped and every
@@ -717,19 +720,21 @@ func (w *worker[T]) failed(ctx context.Context, e *Event[T], seq uint64, err err
 	now := time.Now()
 	at := w.sub.bus.clock.stamp(now)
 	delay, ok := w.sub.next(1, err, now, now)
-	if !ok {
-		w.sub.deadLetter(ctx, e, 1, err, at, at, &w.stats)
-		return
-	}
 	k := laneKey{key: e.Key}
 	if e.Key == "" {
 		k.seq = seq + 1
 	}
-	p := pending[T]{e: *e, ctx: ctx, seq: seq, attempts: 1, first: now, firstAt: at, lastAt: at, err: err}
+	p := pending[T]{e: *e, ctx: ctx, seq: seq, attempts: 1, first: now, firstAt: at, lastAt: at, err: err, final: !ok}
 	if l := w.lanes[k]; l != nil {
 		// An earlier event of its key failed in the same batch: this one
-		// waits behind it.
+		// waits behind it, also when it is not to be retried, so that its
+		// dead letter comes after that event's, and a Redrive, oldest
+		// first, keeps their order.
 		l.items = append(l.items, p)
+		return
+	}
+	if !ok {
+		w.sub.deadLetter(ctx, e, 1, err, at, at, &w.stats)
 		return
 	}
 	w.lanes[k] = &lane[T]{due: now.Add(delay), items: []pending[T]{p}}
@@ -768,27 +773,41 @@ func (w *worker[T]) runLane(l *lane[T], done <-chan struct{}) bool {
 		default:
 		}
 		p := &l.items[0]
-		if p.ctx == nil {
-			p.ctx = w.ctxs.get(w.sub.ctx, w.sub.base, &p.e.Header)
-		}
-		p.attempts++
-		w.began = w.sub.clock()
-		if _, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.began); err != nil {
-			now := time.Now()
-			at := w.sub.bus.clock.stamp(now)
-			if p.attempts == 1 {
-				p.first, p.firstAt = now, at
-			}
-			p.lastAt, p.err = at, err
-			if delay, ok := w.sub.next(p.attempts, err, p.first, now); ok {
-				l.due = now.Add(delay)
-				return true
-			}
-			w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.firstAt, at, &w.stats)
+		if p.final {
+			w.sub.deadLetter(p.ctx, &p.e, p.attempts, p.err, p.firstAt, p.lastAt, &w.stats)
+		} else if !w.retry(l, p) {
+			return true // p waits for its next attempt
 		}
 		l.items[0] = pending[T]{}
 		l.items = l.items[1:]
 	}
+	return true
+}
+
+// retry makes another attempt at p, the first event of lane l, and
+// reports whether it is done with: handled, or dead-lettered once its
+// attempts are spent. Else l is due at its next attempt.
+func (w *worker[T]) retry(l *lane[T], p *pending[T]) bool {
+	if p.ctx == nil {
+		p.ctx = w.ctxs.get(w.sub.ctx, w.sub.base, &p.e.Header)
+	}
+	p.attempts++
+	w.began = w.sub.clock()
+	_, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.began)
+	if err == nil {
+		return true
+	}
+	now := time.Now()
+	at := w.sub.bus.clock.stamp(now)
+	if p.attempts == 1 {
+		p.first, p.firstAt = now, at
+	}
+	p.lastAt, p.err = at, err
+	if delay, ok := w.sub.next(p.attempts, err, p.first, now); ok {
+		l.due = now.Add(delay)
+		return false
+	}
+	w.sub.deadLetter(p.ctx, &p.e, p.attempts, err, p.firstAt, at, &w.stats)
 	return true
 }
 
