@@ -30,12 +30,12 @@ import (
 // its key in the same batch were handled; a handler that wants their order
 // kept through retries fails them too. Those later failures wait behind it
 // (one not to be retried too, so that its dead letter comes after the
-// earlier event's, and a Redrive keeps their order). A handler that calls runtime.Goexit (as
-// t.FailNow does) loses the events it was given, where a [Handler] loses
-// its one: in Async mode they are dead-lettered with a *PanicError
-// matching [ErrGoexit], without retries, and the worker carries on with the
-// events after them; in Sync mode it ends the publisher, as a Handler's
-// does.
+// earlier event's, and a Redrive keeps their order). A handler that calls
+// runtime.Goexit (as t.FailNow does) loses the events it was given, where a
+// [Handler] loses its one: in Async mode they are dead-lettered with a
+// *PanicError matching [ErrGoexit], without retries, and the worker carries
+// on with the events after them; in Sync mode it ends the publisher, as a
+// Handler's does.
 //
 // Its context belongs to no one event of the batch: events published with
 // it are linked to none of them (no causation ID, a correlation ID of their

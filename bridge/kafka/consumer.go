@@ -199,8 +199,7 @@ type route func(ctx context.Context, r *kgo.Record, e *eventbus.EventData, key s
 // change them afterwards. It returns an error wrapping eventbus.ErrInvalid
 // for missing arguments, a bus or registry not made by eventbus.New or
 // eventbus.NewRegistry, or bad options (a nil Client entry among them), and
-// one wrapping eventbus.ErrClosed
-// for a bus stopped already.
+// one wrapping eventbus.ErrClosed for a bus stopped already.
 func NewConsumer(bus *eventbus.Bus, reg *eventbus.Registry, opts *ConsumerOptions) (*Consumer, error) {
 	switch {
 	case bus == nil:

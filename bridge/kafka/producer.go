@@ -79,9 +79,9 @@ type Producer struct {
 // an error wrapping eventbus.ErrInvalid for a missing registry or one not
 // made by eventbus.NewRegistry, no brokers or an empty one, a nil Client
 // entry, a BatchMaxBytes, MaxBufferedRecords or Linger out of its range, or
-// options that franz-go
-// refuses, such as a broker address it cannot parse or Client options (the
-// error wraps franz-go's too). The error names the option.
+// options that franz-go refuses, such as a broker address it cannot parse
+// or Client options (the error wraps franz-go's too). The error names the
+// option.
 func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, error) {
 	if opts == nil {
 		opts = &ProducerOptions{}
