@@ -50,14 +50,14 @@ type IdempotencyOptions struct {
 	// Store, if set, records processed events instead of the in-memory
 	// record.
 	Store ProcessedStore
-	// Capacity bounds the in-memory record of each subscription; zero
-	// means 10,000 keys, and Subscribe refuses a negative one (see [Idempotency]).
-	// The record always remembers the last Capacity keys handled, and at
-	// most about twice as many (plus the keys in flight): once its newer
-	// half holds Capacity (up to an eighth more, which it counts in
-	// batches), it forgets the older half at once. With a Store, it bounds
-	// the keys whose handler succeeded but whose MarkProcessed failed (see
-	// [Idempotency]).
+	// Capacity bounds the in-memory record of each subscription; zero means
+	// 10,000 keys, and Subscribe refuses a negative one (see
+	// [Idempotency]). The record always remembers the last Capacity keys
+	// handled, and at most about twice as many (plus the keys in flight):
+	// once its newer half holds Capacity (up to an eighth more, which it
+	// counts in batches), it forgets the older half at once. With a Store,
+	// it bounds the keys whose handler succeeded but whose MarkProcessed
+	// failed (see [Idempotency]).
 	//
 	// The record lives as long as the process, so it catches the
 	// duplicates that come soon after the first delivery: redeliveries,

@@ -97,10 +97,11 @@ type EnvelopeHandler func(ctx context.Context, env *Envelope) error
 //
 // A subscription's chain is the bus's middleware followed by its own; the
 // first given is the outermost, so it sees every attempt first and every
-// result last. Subscribe builds it, and refuses a Middleware that returns
-// a nil handler, or a built-in one given invalid options. It runs the constructors holding none of the bus's locks,
-// so one may subscribe too, and before it checks that the name is free: a
-// refused subscription may have run them.
+// result last. Subscribe builds it, and refuses a Middleware that returns a
+// nil handler, or a built-in one given invalid options. It runs the
+// constructors holding none of the bus's locks, so one may subscribe too,
+// and before it checks that the name is free: a refused subscription may
+// have run them.
 type Middleware func(next EnvelopeHandler) EnvelopeHandler
 
 // wrap applies mws, where.Middleware, around h, the first outermost. It

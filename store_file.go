@@ -80,10 +80,10 @@ type FileStoreOptions struct {
 	RetainAge  time.Duration
 	RetainSize int64
 	// ReadOnly opens the store for reading: it takes a shared lock, so
-	// other read-only opens may share it, it changes no file and makes
-	// none (an incomplete final record is ignored, not truncated; a
-	// missing LOCK is not made), and appends
-	// fail with [ErrReadOnly]. It works on a read-only file system too.
+	// other read-only opens may share it, it changes no file and makes none
+	// (an incomplete final record is ignored, not truncated; a missing LOCK
+	// is not made), and appends fail with [ErrReadOnly]. It works on a
+	// read-only file system too.
 	ReadOnly bool
 	// Progress, if not nil, is called while OpenFileStore reads the
 	// segments, with the bytes read so far and in all.
