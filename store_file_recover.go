@@ -142,13 +142,14 @@ func missingLast(dir string, recorded, last uint64) error {
 // header and calls each for every frame, with its offset and payload. It
 // returns the offset where the complete frames end. When the last frame is
 // incomplete, which only a crash in the middle of a write leaves, it
-// returns its offset and torn; any other damage is a [*CorruptionError].
-// A last frame is incomplete when it is cut short (its length reaches past
+// returns its offset and torn; any other damage is a [*CorruptionError]. A
+// last frame is incomplete when it is cut short (its length reaches past
 // the end, by no single flipped bit, and no complete frame follows: see
-// lengthFlipped and recordAfter), or when its checksum fails and a crash left a sector of it unwritten (see unwritten), or
-// when the sector that holds its start reads as zeros from there (see
-// headUnwritten), its length zero or, if the length ends in the next
-// sector, wrong, and no complete frame follows (see recordAfter).
+// lengthFlipped and recordAfter), or when its checksum fails and a crash
+// left a sector of it unwritten (see unwritten), or when the sector that
+// holds its start reads as zeros from there (see headUnwritten), its length
+// zero or, if the length ends in the next sector, wrong, and no complete
+// frame follows (see recordAfter).
 func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
 	return scanFrom(b, segHeaderSize, path, each)
 }
@@ -325,18 +326,18 @@ func headUnwritten(b []byte, off int) bool {
 	return allZero(b[off:min(len(b), (off/sectorSize+1)*sectorSize)])
 }
 
-// recordAfter reports whether a complete frame, its checksum sound,
-// starts in b after the frame at off, which looks like the last write,
-// torn by a crash: its start reads as zeros (see headUnwritten), or its
-// length reaches past the end of b. Then that frame is not the last one,
-// and its zeros or its length are damage to be reported, not a crash's
-// (a false alarm needs a payload holding a whole frame, checksum and all,
-// and costs a repair with RepairFileStore, not lost events). What one frame holds after its start is at most
-// maxRecord bytes, so more (but for zeros at the end, a file extended by
-// a crash) holds another frame. It costs a checksum at each offset that
-// could start a frame, on the rare torn path only, and gives up,
-// reporting one found, past a budget of bytes to checksum that a long
-// run of false starts (data crafted to look like frame headers) would
+// recordAfter reports whether a complete frame, its checksum sound, starts
+// in b after the frame at off, which looks like the last write, torn by a
+// crash: its start reads as zeros (see headUnwritten), or its length
+// reaches past the end of b. Then that frame is not the last one, and its
+// zeros or its length are damage to be reported, not a crash's (a false
+// alarm needs a payload holding a whole frame, checksum and all, and costs
+// a repair with RepairFileStore, not lost events). What one frame holds
+// after its start is at most maxRecord bytes, so more (but for zeros at the
+// end, a file extended by a crash) holds another frame. It costs a checksum
+// at each offset that could start a frame, on the rare torn path only, and
+// gives up, reporting one found, past a budget of bytes to checksum that a
+// long run of false starts (data crafted to look like frame headers) would
 // exceed.
 func recordAfter(b []byte, off int) bool {
 	end := len(b)
@@ -372,11 +373,11 @@ func recordAfter(b []byte, off int) bool {
 // such a sector reads as zeros.
 const sectorSize = 512
 
-// unwritten reports whether the record b[from:to], whose checksum sum
+// unwritten reports whether the record b[from:to], whose checksum (sum)
 // fails, holds a sector that a crash left unwritten: zeros over all of the
 // record that a sector holds. The first byte of a record is its kind, never
-// zero, so a complete record with a flipped bit passes for torn only if
-// its own data holds such zeros, over a whole sector or to its end.
+// zero, so a complete record with a flipped bit passes for torn only if its
+// own data holds such zeros, over a whole sector or to its end.
 //
 // A few zeros at its end are weak evidence: the format ends many records
 // with zero bytes (the length of an empty field, a flag), so a record

@@ -263,7 +263,7 @@ func (t *StoreTopic[T]) event(call string, payload T, p *lineage, hasParent bool
 	}
 	stream := t.stream(h.Key)
 	if err := checkStream(stream); err != nil { // as the store would, but for this payload
-		return "", EventData{}, fmt.Errorf("store topic %q: %s with key %q: %w", t.name, call, h.Key, err)
+		return "", EventData{}, fmt.Errorf("store topic %q: %s with key %.40q: %w", t.name, call, h.Key, err)
 	}
 	e, err := t.reg.Encode(payload)
 	if err != nil {
