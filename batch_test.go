@@ -1074,4 +1074,56 @@ func TestBatchPermanentFailureWaitsBehindItsKey(t *testing.T) {
 		s := b.Metrics().Subscriptions[0]
 		require.EqualValues(t, 2, s.DeadLettered, "dead-lettered once each")
 	})
+
+	// Closed while a:1 waits for its retry, the bus abandons a:1, and
+	// dead-letters a:2 after it, as it failed: not abandoned, not counted
+	// as undelivered, its error its own.
+	synctest.Test(t, func(t *testing.T) {
+		b, err := eventbus.New(&eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Hour}})
+		require.NoError(t, err)
+		topic := newTopic[Order](t, b, "orders", nil)
+		errBad := errors.New("bad")
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		first := true
+		_, err = topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+			mu.Lock()
+			if first {
+				first = false
+				mu.Unlock()
+				<-gate
+				return nil
+			}
+			mu.Unlock()
+			be := &eventbus.BatchError{Failed: map[int]error{}}
+			for i, e := range events {
+				be.Failed[i] = errors.New("temporary")
+				if e.Payload.N == 2 {
+					be.Failed[i] = eventbus.Permanent(errBad)
+				}
+			}
+			return be
+		}, nil)
+		require.NoError(t, err)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "x"}))
+		synctest.Wait()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+		close(gate)
+		synctest.Wait() // a:1 waits an hour for its retry, a:2 behind it
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, b.Close(), &ue)
+		require.Equal(t, 1, ue.Count, "undelivered: a:1 alone")
+		var dead []eventbus.DeadLetter
+		for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+			dead = append(dead, dl)
+		}
+		require.Len(t, dead, 2)
+		require.Equal(t, 1, dead[0].Payload().(Order).N, "a:1 first")
+		require.ErrorIs(t, dead[0].Err, eventbus.ErrClosed, "a:1 abandoned")
+		require.Equal(t, 2, dead[1].Payload().(Order).N, "a:2 after it")
+		require.ErrorIs(t, dead[1].Err, errBad)
+		require.NotErrorIs(t, dead[1].Err, eventbus.ErrClosed, "a:2 failed for good, not abandoned: %v", dead[1].Err)
+	})
 }

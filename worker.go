@@ -346,12 +346,20 @@ func (s *subscription[T]) refused(err error) bool {
 // and counts it in c. first and last are the failure times to show, from
 // clock.stamp.
 func (s *subscription[T]) deadLetter(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters) {
+	s.deadLetterCut(ctx, e, attempts, err, first, last, c, len(s.workers) > 0 && s.ctx.Err() != nil)
+}
+
+// deadLetterCut is deadLetter for an event whose attempts a stop without
+// grace cut (abandoned, or cut short), if cut. An event that failed for
+// good while it waited behind an earlier event of its key, and is
+// dead-lettered at that stop only to keep their order, is not.
+func (s *subscription[T]) deadLetterCut(ctx context.Context, e *Event[T], attempts int, err error, first, last time.Time, c *counters, cut bool) {
 	c.deadLetter(&e.Header)
 	// A graceful stop refuses what the handler publishes to the bus
 	// (ErrClosed): the stop failed the event, not the event itself.
 	// Asked here, not in hold, which runs under the queue's lock.
 	refused := s.refused(err)
-	if refused || len(s.workers) > 0 && s.ctx.Err() != nil {
+	if refused || cut {
 		// Lost to a stop: refused, or abandoned or cut short by a stop
 		// without grace. Counted before the worker finishes e, for Flush.
 		s.lostToStop.Add(1)
@@ -896,7 +904,8 @@ func (w *worker[T]) salvage() {
 
 // abandon dead-letters everything the worker still holds (its lanes, the
 // rest of a batch, given in publish order, and its queue) after the
-// subscription was killed, and counts it as undelivered. The dead letters
+// subscription was killed, and counts it as undelivered, but for the
+// events in lanes that failed for good already (see pending.final). The dead letters
 // keep each key's order, which a Redrive, oldest first, follows.
 func (w *worker[T]) abandon(rest ...[]Event[T]) {
 	cause := context.Cause(w.sub.ctx)
@@ -907,6 +916,13 @@ func (w *worker[T]) abandon(rest ...[]Event[T]) {
 	n := 0
 	for _, l := range w.lanes {
 		for _, p := range l.items {
+			if p.final {
+				// It failed for good before the stop, and waited behind an
+				// earlier event of its key only to be dead-lettered after
+				// it: as it failed, not abandoned.
+				w.sub.deadLetterCut(p.ctx, &p.e, p.attempts, p.err, p.firstAt, p.lastAt, &w.stats, false)
+				continue
+			}
 			if p.err != nil {
 				w.deadLetter(&p.e, p.attempts, fmt.Errorf("%w (retry abandoned: %w)", p.err, cause), p.firstAt, p.lastAt)
 			} else {
