@@ -167,7 +167,7 @@ func scanFrom(b []byte, off int, path string, each func(off int, payload []byte)
 			// A file extended by a crash but never written, or a last
 			// record whose first sector was left unwritten, its length
 			// with it, by a crash that wrote later ones.
-			if allZero(rest) || size == 0 && headUnwritten(b, off) && !recordAfter(b, off) {
+			if allZero(rest) || size == 0 && headUnwritten(b, off) && !recordAfter(b, off, true) {
 				return off, true, nil
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
@@ -176,7 +176,7 @@ func scanFrom(b []byte, off int, path string, each func(off int, payload []byte)
 			// last record short, unless damage made it so: one bit of it
 			// flipped, or a complete record follows where this one would
 			// end if its length were sound.
-			if lengthFlipped(rest, size) || recordAfter(b, off) {
+			if lengthFlipped(rest, size) || recordAfter(b, off, false) {
 				return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: fmt.Sprintf("bad record length %d", size)}
 			}
 			return off, true, nil
@@ -192,7 +192,7 @@ func scanFrom(b []byte, off int, path string, each func(off int, payload []byte)
 			// length reads short, and its own bytes follow what it
 			// covers. A last record whose length reads right is
 			// followed by zeros alone, and left to the check above.
-			if !allZero(after) && headUnwritten(b, off) && !recordAfter(b, off) {
+			if !allZero(after) && headUnwritten(b, off) && !recordAfter(b, off, true) {
 				return off, true, nil
 			}
 			return off, false, &CorruptionError{Path: path, Offset: int64(off), Reason: "checksum mismatch"}
@@ -335,11 +335,13 @@ func headUnwritten(b []byte, off int) bool {
 // a repair with RepairFileStore, not lost events). What one frame holds
 // after its start is at most maxRecord bytes, so more (but for zeros at the
 // end, a file extended by a crash) holds another frame. It costs a checksum
-// at each offset that could start a frame, on the rare torn path only, and
-// gives up, reporting one found, past a budget of bytes to checksum that a
-// long run of false starts (data crafted to look like frame headers) would
-// exceed.
-func recordAfter(b []byte, off int) bool {
+// at each offset that could start a frame, on the torn path only, and gives
+// up past a budget of bytes to checksum that a long run of false starts
+// (data crafted to look like frame headers) would exceed, reporting spent:
+// one found for a zeroed start, a rare crash; none for a length past the
+// end, the common one, so that data crafted so cannot make every crash in
+// the middle of its append need a repair.
+func recordAfter(b []byte, off int, spent bool) bool {
 	end := len(b)
 	for end > off && b[end-1] == 0 {
 		end--
@@ -359,7 +361,7 @@ func recordAfter(b []byte, off int) bool {
 			continue
 		}
 		if budget -= size; budget < 0 {
-			return true
+			return spent
 		}
 		if crc32.Checksum(b[at+frameHeader:at+frameHeader+size], castagnoli) == binary.LittleEndian.Uint32(b[at+4:]) {
 			return true

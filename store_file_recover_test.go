@@ -2350,6 +2350,22 @@ func TestFileStoreLengthDamage(t *testing.T) {
 	}
 }
 
+// TestFileStoreTornFalseStarts cuts short the last record, as a crash in
+// the middle of its append does, when its data is crafted to look like
+// frame headers, every 16 bytes, of frames of half a megabyte: the check
+// for a complete record after it (see TestFileStoreLengthDamage) gives up
+// once it has checksummed a budget of bytes, and must then take the record
+// for the crash's, not for damage, which only a repair would let the
+// store open past.
+func TestFileStoreTornFalseStarts(t *testing.T) {
+	block := make([]byte, 16)
+	binary.LittleEndian.PutUint32(block, 500_000)
+	copy(block[4:], "\xaa\xaa\xaa\xaa\x01xxxxxxx")
+	data := bytes.Repeat(block, 1_000_000/16)
+	whole, last := afterPad(t, 1000, data)
+	openTorn(t, "seg-0000000000000001.log", whole[:len(whole)-100], -1, 1, last)
+}
+
 // threeRecords makes a store of three records of two events each, the
 // second of 3,000 bytes, and returns its segment's path, its bytes and the
 // records' offsets.
