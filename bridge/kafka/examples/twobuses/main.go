@@ -140,6 +140,9 @@ func run() error {
 	select {
 	case <-all:
 	case err := <-consumed: // a record it cannot take, say, or brokers out of reach
+		if err == nil {
+			err = errors.New("Run returned")
+		}
 		return fmt.Errorf("the warehouse stopped consuming: %w", err)
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the warehouse: %w", ctx.Err())
