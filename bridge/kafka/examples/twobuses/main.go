@@ -141,7 +141,7 @@ func run() error {
 	case <-all:
 	case err := <-consumed: // a record it cannot take, say, or brokers out of reach
 		if err == nil {
-			err = errors.New("Run returned")
+			err = errors.New("the consumer returned without an error")
 		}
 		return fmt.Errorf("the warehouse stopped consuming: %w", err)
 	case <-ctx.Done():
