@@ -1017,10 +1017,31 @@ func TestBatchWaitEndsAtShutdown(t *testing.T) {
 // their key's order. It was dead-lettered at once, ahead of the earlier
 // one, and the Redrive handled the key's events 2, then 1.
 func TestBatchPermanentFailureWaitsBehindItsKey(t *testing.T) {
+	// fail fails events: a:2 for good with bad, the others with an error
+	// to retry.
+	fail := func(events []eventbus.Event[Order], bad error) error {
+		be := &eventbus.BatchError{Failed: map[int]error{}}
+		for i, e := range events {
+			be.Failed[i] = errors.New("temporary")
+			if e.Payload.N == 2 {
+				be.Failed[i] = eventbus.Permanent(bad)
+			}
+		}
+		return be
+	}
+	// publish publishes x, whose batch the handler holds until gate is
+	// closed, then a:1 and a:2, which queue behind it, and closes gate.
+	publish := func(t *testing.T, topic *eventbus.Topic[Order], gate chan struct{}) {
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "x"}))
+		synctest.Wait() // the worker holds the first batch
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
+		close(gate)
+	}
 	synctest.Test(t, func(t *testing.T) {
 		b := newBus(t, &eventbus.Options{Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Second}})
 		topic := newTopic[Order](t, b, "orders", nil)
-		errTemporary := errors.New("temporary")
 		gate := make(chan struct{})
 		var mu sync.Mutex
 		first, fixed := true, false
@@ -1041,22 +1062,11 @@ func TestBatchPermanentFailureWaitsBehindItsKey(t *testing.T) {
 				mu.Lock()
 				return nil
 			}
-			be := &eventbus.BatchError{Failed: map[int]error{}}
-			for i, e := range events {
-				be.Failed[i] = errTemporary
-				if e.Payload.N == 2 {
-					be.Failed[i] = eventbus.Permanent(errTemporary)
-				}
-			}
-			return be
+			return fail(events, errors.New("bad"))
 		}, nil)
 		require.NoError(t, err)
+		publish(t, topic, gate)
 		ctx := context.Background()
-		require.NoError(t, topic.Publish(ctx, Order{Key: "x"}))
-		synctest.Wait() // the worker holds the first batch
-		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
-		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
-		close(gate)
 		require.NoError(t, b.Flush(ctx))
 
 		var dead []int
@@ -1095,22 +1105,10 @@ func TestBatchPermanentFailureWaitsBehindItsKey(t *testing.T) {
 				return nil
 			}
 			mu.Unlock()
-			be := &eventbus.BatchError{Failed: map[int]error{}}
-			for i, e := range events {
-				be.Failed[i] = errors.New("temporary")
-				if e.Payload.N == 2 {
-					be.Failed[i] = eventbus.Permanent(errBad)
-				}
-			}
-			return be
+			return fail(events, errBad)
 		}, nil)
 		require.NoError(t, err)
-		ctx := context.Background()
-		require.NoError(t, topic.Publish(ctx, Order{Key: "x"}))
-		synctest.Wait()
-		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
-		require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2}))
-		close(gate)
+		publish(t, topic, gate)
 		synctest.Wait() // a:1 waits an hour for its retry, a:2 behind it
 		var ue *eventbus.UndeliveredError
 		require.ErrorAs(t, b.Close(), &ue)
