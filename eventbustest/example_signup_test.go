@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -24,9 +25,7 @@ func (u UserCreated) AggregateID() string { return u.UserID }
 // Users is the service under test: it signs users up and announces them.
 type Users struct {
 	Created *eventbus.Topic[UserCreated]
-
-	mu    sync.Mutex
-	count int
+	n       atomic.Int64 // numbers this service's users u-1, u-2, ...
 }
 
 // SignUp creates a user and publishes UserCreated.
@@ -34,10 +33,7 @@ func (s *Users) SignUp(ctx context.Context, name, email string) (string, error) 
 	if !strings.Contains(email, "@") {
 		return "", fmt.Errorf("sign up %s: bad email %q", name, email)
 	}
-	s.mu.Lock()
-	s.count++
-	id := fmt.Sprintf("u-%d", s.count)
-	s.mu.Unlock()
+	id := fmt.Sprintf("u-%d", s.n.Add(1))
 	return id, s.Created.Publish(ctx, UserCreated{UserID: id, Name: name, Email: email})
 }
 
