@@ -21,6 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
+	billingv1 "github.com/seed-a6f1faae/eventbus/testdata/samename/billing/v1"
+	ordersv1 "github.com/seed-a6f1faae/eventbus/testdata/samename/orders/v1"
 )
 
 // Order is a test payload keyed by its Key field.
@@ -290,6 +292,21 @@ func TestEventTypeNames(t *testing.T) {
 	_, err = eventbus.NewTopic(b, "clash", &eventbus.TopicOptions[Renamed]{EventType: "user.created"})
 	require.ErrorIs(t, err, eventbus.ErrDuplicate)
 	require.ErrorContains(t, err, "user.created")
+}
+
+// TestNewTopicTakenTypeSamePackageName makes topics of the types of one
+// name of two packages of one name (two generated "v1" packages, say),
+// which take one default event type name: the error must tell the two
+// apart by their import paths, as Register's does, where their
+// package-qualified names read alike, as if one type clashed with itself.
+func TestNewTopicTakenTypeSamePackageName(t *testing.T) {
+	b := newBus(t, nil)
+	newTopic[ordersv1.Created](t, b, "orders", nil)
+	_, err := eventbus.NewTopic[*billingv1.Created](b, "billing", nil)
+	require.ErrorIs(t, err, eventbus.ErrDuplicate)
+	for _, want := range []string{"eventbus/testdata/samename/orders/v1.Created", "eventbus/testdata/samename/billing/v1.Created"} {
+		require.ErrorContains(t, err, want)
+	}
 }
 
 // TestEventTypeNameErrorsSayHowToName checks that the error for a payload

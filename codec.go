@@ -197,9 +197,12 @@ func Register[T any](r *Registry, opts *TypeOptions) error {
 
 // qualified returns t's name with its package's import path, which tells
 // apart the types of one name of two packages of one name (two "v1"
-// packages, say), where t.String() gives the package's name only.
+// packages, say), where t.String() gives the package's name only; "nil"
+// for none.
 func qualified(t reflect.Type) string {
 	switch {
+	case t == nil:
+		return "nil"
 	case t.Kind() == reflect.Pointer && t.Name() == "":
 		return "*" + qualified(t.Elem())
 	case t.Name() != "" && t.PkgPath() != "":
@@ -405,7 +408,7 @@ func decodeLatest[T any](r *Registry, e EventData) (T, int, error) {
 	}
 	t, ok := v.(T)
 	if !ok {
-		return zero, 0, fmt.Errorf("%w: event %q decodes to %T, not %v", ErrInvalid, e.Type, v, reflect.TypeFor[T]())
+		return zero, 0, fmt.Errorf("%w: event %q decodes to %s, not %s", ErrInvalid, e.Type, qualified(reflect.TypeOf(v)), qualified(reflect.TypeFor[T]()))
 	}
 	return t, version, nil
 }

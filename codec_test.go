@@ -642,6 +642,23 @@ func TestRegisterTakenNameSamePackageName(t *testing.T) {
 	}
 }
 
+// TestDecodeWrongTypeSamePackageName decodes an event of one package's
+// Created into another package of the same name's Created: the error must
+// tell the two apart by their import paths, where "decodes to v1.Created,
+// not v1.Created" reads like no mismatch at all.
+func TestDecodeWrongTypeSamePackageName(t *testing.T) {
+	r := newEmptyRegistry(t)
+	require.NoError(t, eventbus.Register[ordersv1.Created](r, &eventbus.TypeOptions{Name: "orders.created"}))
+	require.NoError(t, eventbus.Register[billingv1.Created](r, &eventbus.TypeOptions{Name: "billing.created"}))
+	e, err := r.Encode(ordersv1.Created{})
+	require.NoError(t, err)
+	_, err = eventbus.Decode[billingv1.Created](r, e)
+	require.ErrorIs(t, err, eventbus.ErrInvalid)
+	for _, want := range []string{"eventbus/testdata/samename/orders/v1.Created", "eventbus/testdata/samename/billing/v1.Created"} {
+		require.ErrorContains(t, err, want)
+	}
+}
+
 // TestDecodeDeflateBomb decodes a small deflated payload that inflates
 // past the 64 MiB that Decode inflates: it gets an error wrapping
 // ErrTooLarge, as documented, and no payload.

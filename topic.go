@@ -129,7 +129,9 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 		return nil, fmt.Errorf("%w: topic %q already exists", ErrDuplicate, name)
 	}
 	if other, ok := b.types[eventType]; ok && other != goType {
-		return nil, fmt.Errorf("%w: event type %q already names %v, not %v", ErrDuplicate, eventType, other, goType)
+		// Qualified, as Register names them: two packages of one name
+		// ("v1") give their types of one name one default event type.
+		return nil, fmt.Errorf("%w: event type %q already names %s, not %s", ErrDuplicate, eventType, qualified(other), qualified(goType))
 	}
 	b.topics[name] = t
 	b.types[eventType] = goType
