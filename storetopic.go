@@ -27,6 +27,7 @@ type StoreTopic[T any] struct {
 	reg       *Registry
 	name      string
 	eventType string
+	version   int  // T's schema version in reg
 	nilKey    bool // T is a pointer or an interface with a key method
 	nilEmbed  bool // T may embed a nil that its key method reaches (embedsNil)
 }
@@ -62,7 +63,7 @@ func NewStoreTopic[T any](b *Bus, s Store, r *Registry, name string) (*StoreTopi
 	if err != nil {
 		return nil, fmt.Errorf("store topic %q: %w", name, err)
 	}
-	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, nilKey: nilKeyed[T](), nilEmbed: embedsNil[T]()}, nil
+	return &StoreTopic[T]{bus: b, store: s, reg: r, name: name, eventType: entry.name, version: entry.version, nilKey: nilKeyed[T](), nilEmbed: embedsNil[T]()}, nil
 }
 
 // checkMade returns an error wrapping ErrInvalid for a nil StoreTopic, or
@@ -245,10 +246,14 @@ func (t *StoreTopic[T]) event(call string, payload T, p *lineage, hasParent bool
 		// a nil, for good.
 		return "", EventData{}, fmt.Errorf("%w: store topic %q: %s of a nil %T", ErrInvalid, t.name, call, any(payload))
 	}
-	var h Header
-	h.Key = key // checkPublish took it with nilEmbed
-	if !t.nilEmbed {
+	// Stamped as Topic.Publish stamps it, for the options to see (see
+	// PublishOption), though the store gives the event its time at commit.
+	h := Header{Type: t.eventType, Topic: t.name, Key: key, Time: t.bus.clock.now(), SchemaVersion: t.version}
+	if !t.nilEmbed { // else checkPublish took the key
 		h.Key, _ = payloadKey(payload)
+	}
+	if t.bus.opts.NewID != nil {
+		h.ID = t.bus.opts.NewID()
 	}
 	// The parent's lineage first and the options after, as Topic.stamp
 	// does, so that an option such as WithCorrelationID wins.
@@ -269,11 +274,8 @@ func (t *StoreTopic[T]) event(call string, payload T, p *lineage, hasParent bool
 	if err != nil {
 		return "", EventData{}, err
 	}
-	switch {
-	case !h.ID.IsZero(): // set by an option, as Topic.Publish keeps it
+	if !h.ID.IsZero() { // Options.NewID's, or an option's
 		e.ID = h.ID
-	case t.bus.opts.NewID != nil:
-		e.ID = t.bus.opts.NewID()
 	}
 	e.CorrelationID, e.CausationID, e.Metadata = h.CorrelationID, h.CausationID, h.Metadata
 	if e.CorrelationID.IsZero() {

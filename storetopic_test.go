@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -612,6 +613,28 @@ func TestStoreTopicOptionID(t *testing.T) {
 			t.Errorf("IDs stored (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// TestStoreTopicOptionSeesStampedHeader publishes to a StoreTopic with a
+// PublishOption that looks at the header: it must see what it sees on a
+// Topic, as PublishOption's doc says, the event type, topic, schema
+// version, key, a time, and the ID from Options.NewID. It saw the key
+// alone, so an option tagging metadata with the type or ID did nothing.
+func TestStoreTopicOptionSeesStampedHeader(t *testing.T) {
+	ctx := context.Background()
+	id := eventbus.NewID()
+	bus := newBus(t, &eventbus.Options{NewID: fixedIDs(id)})
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	deposits := newStoreTopic[Deposited](t, bus, s, newBankRegistry(t), "deposits")
+	var seen eventbus.Header
+	_, err = deposits.Publish(ctx, Deposited{Amount: 1}, eventbus.WithKey("a"), func(h *eventbus.Header) { seen = *h })
+	require.NoError(t, err)
+	want := eventbus.Header{ID: id, Type: "account.deposited", Topic: "deposits", Key: "a", SchemaVersion: 1}
+	if diff := cmp.Diff(want, seen, cmpopts.IgnoreFields(eventbus.Header{}, "Time")); diff != "" || seen.Time.IsZero() {
+		t.Errorf("a PublishOption saw the header (-want +got), time %v:\n%s", seen.Time, diff)
+	}
 }
 
 // newOrderTopic returns a StoreTopic of Orders, keyed by their Key, on s.
