@@ -1139,6 +1139,62 @@ func TestDurableDeadLetterSinkFails(t *testing.T) {
 	}
 }
 
+// TestDurableSinkKeepsDuringClose fails a durable subscription's event for
+// good before any stop, and closes the bus while the DeadLetterSink's Put
+// of it runs and then succeeds: as the sink's doc says, the checkpoint
+// moves past a dead letter that Put kept, so the next run does not deliver
+// it again. Whether a stop made the event fail is decided when it failed;
+// it was decided after Put returned, so a Close during a slow Put (a
+// database write, say) left the checkpoint before the event, and the next
+// run handled it once more, while the sink kept its copy for a redrive.
+func TestDurableSinkKeepsDuringClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = s.Close() })
+		reg := newBankRegistry(t)
+		first := appendDeposits(t, s, reg, "a", 1).Position
+
+		entered, release := make(chan struct{}), make(chan struct{})
+		var sunk []eventbus.DeadLetter
+		sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+			close(entered)
+			<-release // a slow write somewhere durable
+			sunk = append(sunk, dl)
+			return nil // kept
+		})
+		bus, err := eventbus.New(&eventbus.Options{DeadLetterSink: sink})
+		require.NoError(t, err)
+		errPoison := errors.New("poison")
+		subscribeDurable(t, bus, s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return errPoison }, nil)
+
+		<-entered // the event failed for good, before any stop: the sink runs
+		closed := make(chan error, 1)
+		go func() { closed <- bus.Close() }()
+		synctest.Wait() // Close has cancelled the handlers' contexts, and waits for the worker
+		close(release)
+		require.NoError(t, <-closed)
+
+		require.Len(t, sunk, 1)
+		require.Equal(t, 1, sunk[0].Attempt, "a failure of its own, not an abandoned event")
+		require.ErrorIs(t, sunk[0].Err, errPoison)
+		if saved := savedCheckpoint(t, s, "ledger"); saved <= int(first) {
+			t.Errorf("saved checkpoint = %d, want past %d: the sink kept the dead letter of an event that failed before the stop", saved, first)
+		}
+
+		var again []uint64
+		d := subscribeDurable(t, newBus(t, nil), s, nil, "ledger", func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			again = append(again, e.Position)
+			return nil
+		}, nil)
+		more := appendDeposits(t, s, reg, "b", 1).Position
+		require.NoError(t, d.WaitFor(ctx, more))
+		require.NoError(t, d.Stop(ctx))
+		require.Equal(t, []uint64{more}, again, "the next run delivers the new event alone")
+	})
+}
+
 // TestDurableDiscardStoppedRunsDeadLetter rebuilds a durable subscription
 // whose dead letter the sink failed to keep, and whose new run
 // dead-letters the same event again, lost again: discarding the first

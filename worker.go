@@ -358,8 +358,8 @@ func (s *subscription[T]) deadLetterCut(ctx context.Context, e *Event[T], attemp
 	// A graceful stop refuses what the handler publishes to the bus
 	// (ErrClosed): the stop failed the event, not the event itself.
 	// Asked here, not in hold, which runs under the queue's lock.
-	refused := s.refused(err)
-	if refused || cut {
+	lost := s.refused(err) || cut
+	if lost {
 		// Lost to a stop: refused, or abandoned or cut short by a stop
 		// without grace. Counted before the worker finishes e, for Flush.
 		s.lostToStop.Add(1)
@@ -368,7 +368,9 @@ func (s *subscription[T]) deadLetterCut(ctx context.Context, e *Event[T], attemp
 	if s.finish != nil {
 		pos := e.Position
 		hold = func(kept bool) func() {
-			if s.ctx.Err() != nil || refused {
+			// Decided before the sink ran: a stop that came while it ran
+			// makes no event lost that failed before it.
+			if lost {
 				return nil // abandoned or failed by a stop: not finished
 			}
 			// Kept only in memory, the dead letter holds the checkpoint
