@@ -84,6 +84,10 @@ type SubscriptionMetrics struct {
 	// of the wall clock (see RecordedEvent.Time) counts 0. Both fill only
 	// with Options.Metrics.
 	HandleTime, Latency Histogram
+	// Uncounted is set for a Sync-mode subscription of a bus without
+	// Options.Metrics: its counters stay 0, whatever it handles (see
+	// Options.Metrics), so zeros there do not mean that nothing failed.
+	Uncounted bool
 }
 
 // DeadLetterMetrics counts the dead-letter queue.
@@ -381,6 +385,7 @@ func (b *Bus) Metrics() Metrics {
 		sm.Queued, sm.Handled, sm.Failed, sm.Retried = c.queued, c.handled, c.failed, c.retried
 		sm.DeadLettered, sm.Duplicates = c.deadLettered, c.duplicates
 		sm.HandleTime, sm.Latency = c.times.handleTime, c.times.latency
+		sm.Uncounted = s.impl.uncounted()
 		m.Subscriptions = append(m.Subscriptions, sm)
 	}
 	slices.SortFunc(m.Topics, func(a, b TopicMetrics) int { return cmp.Compare(a.Topic, b.Topic) })

@@ -105,6 +105,35 @@ func TestMetricsSubscriptionsSortedByTopic(t *testing.T) {
 	}
 }
 
+// TestMetricsUncounted checks SubscriptionMetrics.Uncounted: set for a
+// Sync-mode subscription of a bus without Options.Metrics alone, the one
+// kind whose counters stay 0.
+func TestMetricsUncounted(t *testing.T) {
+	for _, tt := range []struct {
+		mode      eventbus.Mode
+		metrics   bool
+		uncounted bool
+	}{
+		{eventbus.Async, false, false},
+		{eventbus.Async, true, false},
+		{eventbus.Sync, false, true},
+		{eventbus.Sync, true, false},
+	} {
+		b := newBus(t, &eventbus.Options{Mode: tt.mode, Metrics: tt.metrics})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "billing", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+		require.NoError(t, topic.Publish(context.Background(), Order{N: 1}))
+		require.NoError(t, b.Flush(context.Background()))
+		m := b.Metrics().Subscriptions[0]
+		if m.Uncounted != tt.uncounted {
+			t.Errorf("mode %v, Metrics %v: Uncounted = %v, want %v", tt.mode, tt.metrics, m.Uncounted, tt.uncounted)
+		}
+		if counted := m.Handled == 1; counted == tt.uncounted {
+			t.Errorf("mode %v, Metrics %v: Handled = %d with Uncounted %v", tt.mode, tt.metrics, m.Handled, m.Uncounted)
+		}
+	}
+}
+
 // TestMetricsPublishedCountsQueued checks what TopicMetrics.Published
 // counts in Async mode, as its doc says: the events that Publish and
 // TryPublish queued, not those refused for want of room, a context that

@@ -102,6 +102,7 @@ type subscriber interface {
 	stopIntake()
 	wake()
 	collect(c *counters) (depth, pending uint64)
+	uncounted() bool // Sync mode without Options.Metrics: collect counts nothing
 	// mark returns where each worker's queue stands, which settle then
 	// waits for: the events queued before the call.
 	mark() []uint64

@@ -166,6 +166,10 @@ func (s *subscription[T]) collect(c *counters) (depth, pending uint64) {
 	return depth, c.queued - c.handled - c.deadLettered - c.duplicates
 }
 
+// uncounted reports whether the subscription keeps no counters: Sync mode
+// without Options.Metrics (see SubscriptionMetrics.Uncounted).
+func (s *subscription[T]) uncounted() bool { return s.topic.mode == Sync && !s.bus.opts.Metrics }
+
 // inner is the innermost EnvelopeHandler of a chain: it calls the typed
 // handler. An envelope the bus did not make for this subscription, or
 // none, is a middleware's bug that no retry mends: a permanent error.

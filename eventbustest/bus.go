@@ -405,7 +405,9 @@ func describePayload(p any) string {
 // appended before Flush: Flush does not wait for the events that the
 // subscription has not read from the store yet, and without WaitFor the
 // check sees some of them counted, or none, run by run. A nil b fails the
-// check.
+// check, as does a Sync-mode subscription of a bus without Options.Metrics
+// (NewBus sets it), which counts nothing (see
+// [eventbus.SubscriptionMetrics].Uncounted).
 func WantMetrics(t testing.TB, b *eventbus.Bus, want eventbus.SubscriptionMetrics) bool {
 	t.Helper()
 	if b == nil {
@@ -419,7 +421,11 @@ func WantMetrics(t testing.TB, b *eventbus.Bus, want eventbus.SubscriptionMetric
 			names = append(names, got.Topic+"/"+got.Subscription)
 			continue
 		}
-		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(eventbus.SubscriptionMetrics{}, "HandleTime", "Latency")); diff != "" {
+		if got.Uncounted {
+			t.Errorf("eventbustest: metrics of %s/%s: a Sync-mode subscription of a bus without Options.Metrics counts nothing; make the bus with NewBus, or set Options.Metrics", want.Topic, want.Subscription)
+			return false
+		}
+		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(eventbus.SubscriptionMetrics{}, "HandleTime", "Latency", "Uncounted")); diff != "" {
 			t.Errorf("eventbustest: metrics of %s/%s (-want +got):\n%s", want.Topic, want.Subscription, diff)
 			return false
 		}

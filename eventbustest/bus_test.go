@@ -598,6 +598,25 @@ func TestWantMetricsFails(t *testing.T) {
 	spy.wantFailure(t, "no subscription orders/shipping; the bus has [orders/billing]")
 }
 
+// TestWantMetricsUncounted checks WantMetrics on a Sync-mode subscription
+// of a bus made without Options.Metrics, which counts nothing: it must
+// fail, not pass all-zero counters for a subscription that dead-lettered
+// an event, which made a check that nothing failed one that cannot fail.
+func TestWantMetricsUncounted(t *testing.T) {
+	b, err := eventbus.New(&eventbus.Options{Mode: eventbus.Sync})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	orders := newTopic[Order](t, b, "orders")
+	_, err = orders.Subscribe("billing", func(context.Context, eventbus.Event[Order]) error { return errDown }, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, orders.Publish(t.Context(), Order{ID: "a"}), errDown)
+	require.Equal(t, 1, b.DeadLetters().Len())
+
+	spy := newSpy(t)
+	require.False(t, eventbustest.WantMetrics(spy, b, eventbus.SubscriptionMetrics{Topic: "orders", Subscription: "billing"}))
+	spy.wantFailure(t, "metrics of orders/billing", "counts nothing", "Options.Metrics")
+}
+
 // TestWantNilBus checks that the checks of a bus fail the test with a
 // message, instead of panicking, when given a nil bus.
 func TestWantNilBus(t *testing.T) {
