@@ -9,7 +9,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -102,12 +101,14 @@ func TestKeyedEmulationShards(t *testing.T) {
 }
 
 // TestKeyedNativeWorkers runs the first event of every key through each
-// peer's own keyed delivery, with handlers that wait until 4 of them run
-// at once, and wants them to get there: the README gives eventbus one
+// peer's own keyed delivery, with handlers that block, and wants exactly
+// 4 of them to run at once: the README gives eventbus one
 // subscription of 4 workers, and a harness leaving Workers at its default
 // (GOMAXPROCS, 2 here) keeps order too and passes TestKeyedOrder, while
 // the table's keyed figures time half the workers the peers without keys
-// get. In a synctest bubble, fewer workers end the wait at once.
+// get. More workers than 4 would time more than the peers get, as under
+// a GOMAXPROCS of 8: so exactly 4 must run, once every worker holds its
+// first key's event, in a synctest bubble.
 func TestKeyedNativeWorkers(t *testing.T) {
 	for _, p := range peers {
 		if p.keyed == nil {
@@ -117,24 +118,18 @@ func TestKeyedNativeWorkers(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var running atomic.Int32
 				all := make(chan struct{})
-				var once sync.Once
-				release := func() { once.Do(func() { close(all) }) }
 				b := p.keyed(workers, func(msg) {
-					if running.Add(1) == workers {
-						release()
-					}
+					running.Add(1)
 					<-all
 				})
 				for k := range int32(numKeys) {
 					b.Publish(0, msg{Key: keys[k], K: k, Seq: 1})
 				}
-				select {
-				case <-all:
-				case <-time.After(time.Minute):
-					t.Errorf("%s: %d handlers of distinct keys ran at once, want %d",
-						p.name, running.Load(), workers)
-					release()
+				synctest.Wait() // each worker holds one key's first event; the rest queue behind
+				if got := running.Load(); got != workers {
+					t.Errorf("%s: %d handlers of distinct keys ran at once, want %d", p.name, got, workers)
 				}
+				close(all)
 				b.Close()
 			})
 		})

@@ -95,8 +95,24 @@ func must(err error) {
 	}
 }
 
-// topicName names topic number i for peers that name topics.
-func topicName(i int) string { return "t" + strconv.Itoa(i) }
+// topicName names topic number i for peers that name topics. The names of
+// the workloads' topics are made once, as keys are: a publish to a peer
+// that takes a name formatted one, an allocation that eventbus, which
+// publishes to a topic value, never paid.
+func topicName(i int) string {
+	if i < len(topicNames) {
+		return topicNames[i]
+	}
+	return "t" + strconv.Itoa(i)
+}
+
+var topicNames = func() []string {
+	ns := make([]string, max(fanout, workers))
+	for i := range ns {
+		ns[i] = "t" + strconv.Itoa(i)
+	}
+	return ns
+}()
 
 // direct is the first floor: the publisher calls every handler itself.
 type direct [][]func(msg)

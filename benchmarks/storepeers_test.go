@@ -72,8 +72,9 @@ type fileStore struct {
 
 func openFileStore(sync eventbus.SyncPolicy) func(string) (store, error) {
 	return func(dir string) (store, error) {
-		s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{Sync: sync})
-		return fileStore{s, sync}, err
+		opts := &eventbus.FileStoreOptions{Sync: sync}
+		s, err := eventbus.OpenFileStore(dir, opts)
+		return fileStore{s, opts.Sync}, err // as opened, not as asked for
 	}
 }
 
