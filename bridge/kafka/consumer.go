@@ -801,8 +801,11 @@ func (c *Consumer) deliver(ctx, pubCtx context.Context, cl *kgo.Client, publish 
 	default:
 		bad, err = publish(pubCtx, r, &e, key)
 	}
-	if err != nil || bad == nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("kafka: consumer group %q: record %s/%d@%d: %w", c.o.Group, r.Topic, r.Partition, r.Offset, err)
+	}
+	if bad == nil {
+		return nil
 	}
 	switch c.o.DeadLetterTopic {
 	case "":

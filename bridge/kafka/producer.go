@@ -119,7 +119,32 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 	if batchMax == nil { // not in this franz-go: the check is left to it
 		batchMax = func(string) int32 { return math.MaxInt32 }
 	}
+	batchMax = withinBrokerWrite(cl, batchMax)
 	return &Producer{cl: cl, reg: reg, batchMax: batchMax, alone: make(chan struct{}, 1), closed: make(chan struct{})}, nil
+}
+
+// withinBrokerWrite returns batchMax capped, per topic, as franz-go caps
+// it (maxRecordBatchBytesForTopic in its sink.go): a batch must fit in one produce request of at most
+// kgo.BrokerMaxWriteBytes, with the request's overhead (its header, the
+// client and transactional IDs, the topic's name, at least the 16 bytes of
+// a topic ID, and the array and length prefixes). A BatchMaxBytes close to
+// BrokerMaxWriteBytes, which both take, leaves franz-go a smaller limit.
+func withinBrokerWrite(cl *kgo.Client, batchMax func(string) int32) func(string) int32 {
+	writeMax, ok := cl.OptValue(kgo.BrokerMaxWriteBytes).(int32)
+	if !ok {
+		return batchMax
+	}
+	base := int32(4 + 2 + 2 + 4 + 2 + 2 + 2 + 4 + 4 + 1) // request header and produce request, no topics
+	if id, _ := cl.OptValue(kgo.ClientID).(string); id != "" {
+		base += int32(len(id))
+	}
+	if tx, _ := cl.OptValue(kgo.TransactionalID).(string); tx != "" {
+		base += int32(len(tx))
+	}
+	return func(topic string) int32 {
+		limit := writeMax - (base + 2 + int32(max(16, len(topic))) + 4 + 4 + 4)
+		return min(batchMax(topic), limit)
+	}
 }
 
 // batchOverWrite reports whether franz-go, which refused opts, takes them

@@ -713,7 +713,10 @@ func (p *pass) tail(from uint64) error {
 	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: p.w.skip}
 	for e, err := range r.store.Subscribe(ctx, opts) {
 		if err != nil {
-			return err
+			if ctx.Err() != nil { // a stop, or a failure that Run reports
+				return err
+			}
+			return fmt.Errorf("kafka: relay %q: reading the store: %w", r.o.Name, err)
 		}
 		if bookkeeping(e.Stream) {
 			continue
