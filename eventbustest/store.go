@@ -194,6 +194,13 @@ func testAppendAndRead(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		}
 	}
 
+	// An event type is 1 to 249 letters, digits, '.', '_' and '-'.
+	longType := "aZ09._-" + strings.Repeat("t", 249-7)
+	mustAppend(t, s, "long type", eventbus.NoStream, eventbus.EventData{ID: eventbus.NewID(), Type: longType})
+	if got := collect(t, s.ReadStream(ctx, "long type", nil)); len(got) != 1 || got[0].Type != longType {
+		t.Errorf("ReadStream of an event whose type is 249 bytes = %v, want it", summary(got))
+	}
+
 	// A schema version of up to 2^31 is kept, where an int holds it.
 	if top := int64(1) << 31; int64(math.MaxInt) >= top {
 		e := events(1, "t", "top")[0]
@@ -270,6 +277,7 @@ func testInvalidInput(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		{"zero ID", "s", []eventbus.EventData{good, withID(good, eventbus.ID{})}},
 		{"empty type", "s", []eventbus.EventData{withType(good, "")}},
 		{"bad type", "s", []eventbus.EventData{withType(good, "a b")}},
+		{"type too long", "s", []eventbus.EventData{withType(good, strings.Repeat("t", 250))}},
 		{"negative schema version", "s", []eventbus.EventData{withVersion(good, -1)}},
 		{"schema version over 2^31", "s", []eventbus.EventData{withVersion(good, int(overVersion))}},
 		{"same ID twice", "s", []eventbus.EventData{good, withType(good, "u")}},
@@ -565,8 +573,23 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 				}
 			}
 		}
-		if got := collect(t, s.ReadStream(ctx, "s", nil)); len(got) != 2 {
-			t.Errorf("after overlapping appends, stream = %v, want the 2 first events", summary(got))
+		// A part of AppendMulti is an append like the others, beside a
+		// new part too: it fails, and the new part is not written.
+		for _, expected := range []eventbus.ExpectedRevision{eventbus.Any, eventbus.NoStream, eventbus.Exact(1)} {
+			for _, evs := range [][]eventbus.EventData{batch, batch[1:], {batch[1], batch[0]}} {
+				for _, parts := range [][]eventbus.StreamAppend{
+					{{Stream: "s", Expected: expected, Events: evs}},
+					{{Stream: "new", Events: events(1, "t", "new")}, {Stream: "s", Expected: expected, Events: evs}},
+				} {
+					if _, err := s.AppendMulti(ctx, parts...); !errors.Is(err, eventbus.ErrPartialDuplicate) {
+						t.Errorf("AppendMulti of %d parts, one of %d events (%v) overlapping a committed batch = %v, want ErrPartialDuplicate",
+							len(parts), len(evs), expected, err)
+					}
+				}
+			}
+		}
+		if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 2 {
+			t.Errorf("after overlapping appends, ReadAll = %v, want the 2 first events", summary(got))
 		}
 	})
 	t.Run("committed elsewhere, stream as expected", func(t *testing.T) {
@@ -1109,8 +1132,21 @@ func testTombstone(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	require.NoError(t, s.Tombstone(ctx, "reserved", eventbus.NoStream))
 
 	for _, stream := range []string{"s", "reserved"} {
-		if _, err := s.Append(ctx, stream, eventbus.Any, events(1, "t", "")...); !errors.Is(err, eventbus.ErrStreamDeleted) {
-			t.Errorf("Append(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
+		// Whatever the state expected: a tombstoned stream is no state
+		// that an append or delete can expect or fail to meet.
+		for _, expected := range []eventbus.ExpectedRevision{eventbus.Any, eventbus.NoStream, eventbus.StreamExists, eventbus.Exact(1)} {
+			if _, err := s.Append(ctx, stream, expected, events(1, "t", "")...); !errors.Is(err, eventbus.ErrStreamDeleted) {
+				t.Errorf("Append(%q, %v) after Tombstone = %v, want ErrStreamDeleted", stream, expected, err)
+			}
+			if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: stream, Expected: expected, Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrStreamDeleted) {
+				t.Errorf("AppendMulti(%q, %v) after Tombstone = %v, want ErrStreamDeleted", stream, expected, err)
+			}
+			if err := s.Delete(ctx, stream, expected); !errors.Is(err, eventbus.ErrStreamDeleted) {
+				t.Errorf("Delete(%q, %v) after Tombstone = %v, want ErrStreamDeleted", stream, expected, err)
+			}
+			if err := s.Tombstone(ctx, stream, expected); !errors.Is(err, eventbus.ErrStreamDeleted) {
+				t.Errorf("Tombstone(%q, %v) again = %v, want ErrStreamDeleted", stream, expected, err)
+			}
 		}
 		if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: stream, Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrStreamDeleted) {
 			t.Errorf("AppendMulti(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
@@ -1152,6 +1188,27 @@ func testMaxCount(t *testing.T, open func(t *testing.T) eventbus.Store) {
 	want := []rec{{"s", 3, 3, "t", "e3"}, {"s", 4, 4, "t", "e4"}}
 	if diff := cmp.Diff(want, summary(collect(t, s.ReadStream(ctx, "s", nil)))); diff != "" {
 		t.Errorf("ReadStream with MaxCount 2 (-want +got):\n%s", diff)
+	}
+	// ReadAll and Subscribe see every committed event, those that MaxCount
+	// hides from the stream too, as the Store contract says.
+	if got := collect(t, s.ReadAll(ctx, nil)); len(got) != 5 {
+		t.Errorf("ReadAll with MaxCount 2 = %v, want all 5 events: MaxCount applies to stream reads", summary(got))
+	}
+	// The deadline turns a store that never calls CaughtUp into a failure
+	// instead of a hang.
+	subCtx, stop := context.WithTimeout(ctx, lockWait)
+	var subscribed []eventbus.RecordedEvent
+	for e, err := range s.Subscribe(subCtx, &eventbus.SubscribeOptions{CaughtUp: func(uint64) { stop() }}) {
+		if err != nil {
+			break
+		}
+		if subscribed = append(subscribed, e); len(subscribed) == 5 {
+			break
+		}
+	}
+	stop()
+	if len(subscribed) != 5 {
+		t.Errorf("Subscribe with MaxCount 2 = %v, want all 5 events: MaxCount applies to stream reads", summary(subscribed))
 	}
 	if diff := cmp.Diff(want[:1], summary(collect(t, s.ReadStream(ctx, "s", limited)))); diff != "" {
 		t.Errorf("ReadStream with Limit 1 and MaxCount 2 (-want +got):\n%s", diff)

@@ -1618,7 +1618,7 @@ func TestStoreFailsWholeRetry(t *testing.T) {
 	for _, want := range []string{
 		"--- FAIL: TestStoreFailsWholeRetryChild/AppendMulti ",
 		`AppendMulti of a retried part of a and a new one of d = eventbus: stream "a": expected revision 0, actual 2, want success`,
-		"--- PASS: TestStoreFailsWholeRetryChild/Idempotence ",
+		"--- PASS: TestStoreFailsWholeRetryChild/Idempotence/Any ",
 	} {
 		require.Contains(t, string(out), want)
 	}
@@ -1745,4 +1745,204 @@ func TestStoreFailsLazyMulti(t *testing.T) {
 // TestStoreFailsLazyMultiChild is run by TestStoreFailsLazyMulti.
 func TestStoreFailsLazyMultiChild(t *testing.T) {
 	wrongStore(t, "EVENTBUSTEST_LAZYMULTI_CHILD", "TestStoreFailsLazyMulti", func(s eventbus.Store) eventbus.Store { return lazyMulti{s} })
+}
+
+// trimmedAll is a store whose ReadAll and Subscribe hide the events that
+// their stream's MaxCount hides, as a store might that drops the rows past
+// a stream's MaxCount when it appends (an eager scavenge), where the Store
+// contract has ReadAll and Subscribe see every committed event.
+type trimmedAll struct{ eventbus.Store }
+
+func (s trimmedAll) hide(ctx context.Context, seq iter.Seq2[eventbus.RecordedEvent, error]) iter.Seq2[eventbus.RecordedEvent, error] {
+	return func(yield func(eventbus.RecordedEvent, error) bool) {
+		for e, err := range seq {
+			if err == nil {
+				if info, ierr := s.Store.StreamInfo(ctx, e.Stream); ierr == nil {
+					if mc := info.Metadata.MaxCount; mc > 0 && e.Revision+mc <= info.Revision {
+						continue
+					}
+				}
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+func (s trimmedAll) ReadAll(ctx context.Context, opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return s.hide(ctx, s.Store.ReadAll(ctx, opts))
+}
+
+func (s trimmedAll) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	return s.hide(ctx, s.Store.Subscribe(ctx, opts))
+}
+
+// TestStoreFailsTrimmedAll runs TestStore against a store whose ReadAll and
+// Subscribe hide the events that MaxCount hides from their stream, and
+// wants the suite to fail.
+func TestStoreFailsTrimmedAll(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_TRIMMEDALL_CHILD=1", "^TestStoreFailsTrimmedAllChild$/^(MaxCount|ReadAll)$", "-test.v")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsTrimmedAllChild/MaxCount ")
+	require.Contains(t, string(out), "ReadAll with MaxCount 2 = ")
+	require.Contains(t, string(out), "Subscribe with MaxCount 2 = ")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsTrimmedAllChild/ReadAll ")
+}
+
+// TestStoreFailsTrimmedAllChild is run by TestStoreFailsTrimmedAll.
+func TestStoreFailsTrimmedAllChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_TRIMMEDALL_CHILD", "TestStoreFailsTrimmedAll", func(s eventbus.Store) eventbus.Store { return trimmedAll{s} })
+}
+
+// dedupeMulti is a store whose AppendMulti drops the events of a part that
+// are committed already and appends the others, as a store over SQL might
+// whose insert skips the rows of an event ID it holds (ON CONFLICT DO
+// NOTHING), where the Store contract fails such an append with
+// ErrPartialDuplicate: a part partly committed is written in part again.
+type dedupeMulti struct{ eventbus.Store }
+
+func (s dedupeMulti) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	res, err := s.Store.AppendMulti(ctx, appends...)
+	if !errors.Is(err, eventbus.ErrPartialDuplicate) {
+		return res, err
+	}
+	again := slices.Clone(appends)
+	for i, a := range appends {
+		committed := make(map[eventbus.ID]bool)
+		for e, err := range s.Store.ReadAll(ctx, &eventbus.ReadOptions{Filter: eventbus.Filter{StreamPrefix: a.Stream}}) {
+			if err != nil {
+				return nil, err
+			}
+			if e.Stream == a.Stream {
+				committed[e.ID] = true
+			}
+		}
+		var keep []eventbus.EventData
+		for _, e := range a.Events {
+			if !committed[e.ID] {
+				keep = append(keep, e)
+			}
+		}
+		if len(keep) > 0 {
+			again[i].Events = keep
+		}
+	}
+	return s.Store.AppendMulti(ctx, again...)
+}
+
+// TestStoreFailsDedupeMulti runs TestStore against a store whose
+// AppendMulti writes the new events of a part partly committed already,
+// and wants the suite to fail.
+func TestStoreFailsDedupeMulti(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_DEDUPEMULTI_CHILD=1", "^TestStoreFailsDedupeMultiChild$/^(Idempotence|AppendMulti)$", "-test.v")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsDedupeMultiChild/Idempotence/partial_overlap ")
+	require.Contains(t, string(out), "overlapping a committed batch = <nil>, want ErrPartialDuplicate")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsDedupeMultiChild/AppendMulti ")
+}
+
+// TestStoreFailsDedupeMultiChild is run by TestStoreFailsDedupeMulti.
+func TestStoreFailsDedupeMultiChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_DEDUPEMULTI_CHILD", "TestStoreFailsDedupeMulti", func(s eventbus.Store) eventbus.Store { return dedupeMulti{s} })
+}
+
+// versionFirst is a store that checks a stream's expected revision before
+// whether it is tombstoned, taking a tombstoned stream for one that does
+// not exist: a write to it expecting StreamExists or an exact revision
+// fails with a *WrongExpectedVersionError, where the Store contract fails
+// every write to a tombstoned stream with ErrStreamDeleted.
+type versionFirst struct{ eventbus.Store }
+
+func (s versionFirst) check(ctx context.Context, stream string, expected eventbus.ExpectedRevision) error {
+	if expected == eventbus.Any || expected == eventbus.NoStream {
+		return nil
+	}
+	info, err := s.Store.StreamInfo(ctx, stream)
+	if err != nil || !info.Tombstoned {
+		return nil
+	}
+	return &eventbus.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: eventbus.NoStream}
+}
+
+func (s versionFirst) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	if err := s.check(ctx, stream, expected); err != nil {
+		return eventbus.AppendResult{}, err
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+func (s versionFirst) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	for _, a := range appends {
+		if err := s.check(ctx, a.Stream, a.Expected); err != nil {
+			return nil, err
+		}
+	}
+	return s.Store.AppendMulti(ctx, appends...)
+}
+
+func (s versionFirst) Delete(ctx context.Context, stream string, expected eventbus.ExpectedRevision) error {
+	if err := s.check(ctx, stream, expected); err != nil {
+		return err
+	}
+	return s.Store.Delete(ctx, stream, expected)
+}
+
+func (s versionFirst) Tombstone(ctx context.Context, stream string, expected eventbus.ExpectedRevision) error {
+	if err := s.check(ctx, stream, expected); err != nil {
+		return err
+	}
+	return s.Store.Tombstone(ctx, stream, expected)
+}
+
+// TestStoreFailsVersionFirst runs TestStore against a store that fails a
+// write to a tombstoned stream with a *WrongExpectedVersionError when it
+// expects StreamExists or an exact revision, and wants the suite to fail.
+func TestStoreFailsVersionFirst(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_VERSIONFIRST_CHILD=1", "^TestStoreFailsVersionFirstChild$/^(Tombstone|ExpectedRevision)$", "-test.v")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsVersionFirstChild/Tombstone ")
+	require.Contains(t, string(out), `Append("s", stream exists) after Tombstone = eventbus: stream "s": expected revision stream exists, actual no stream, want ErrStreamDeleted`)
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsVersionFirstChild/ExpectedRevision ")
+}
+
+// TestStoreFailsVersionFirstChild is run by TestStoreFailsVersionFirst.
+func TestStoreFailsVersionFirstChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_VERSIONFIRST_CHILD", "TestStoreFailsVersionFirst", func(s eventbus.Store) eventbus.Store { return versionFirst{s} })
+}
+
+// shortTypes is a store that refuses event types longer than 64 bytes, as
+// a store over SQL might whose type column is a VARCHAR(64), where the
+// Store contract (EventData.Type) takes types of up to 249.
+type shortTypes struct{ eventbus.Store }
+
+func (s shortTypes) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	for _, e := range events {
+		if len(e.Type) > 64 {
+			return eventbus.AppendResult{}, fmt.Errorf("%w: type %q longer than 64 bytes", eventbus.ErrInvalid, e.Type)
+		}
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+func (s shortTypes) AppendMulti(ctx context.Context, appends ...eventbus.StreamAppend) ([]eventbus.AppendResult, error) {
+	for _, a := range appends {
+		for _, e := range a.Events {
+			if len(e.Type) > 64 {
+				return nil, fmt.Errorf("%w: type %q longer than 64 bytes", eventbus.ErrInvalid, e.Type)
+			}
+		}
+	}
+	return s.Store.AppendMulti(ctx, appends...)
+}
+
+// TestStoreFailsShortTypes runs TestStore against a store that refuses
+// event types of 65 to 249 bytes, and wants the suite to fail.
+func TestStoreFailsShortTypes(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_SHORTTYPES_CHILD=1", "^TestStoreFailsShortTypesChild$/^(AppendAndRead|InvalidInput)$", "-test.v")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsShortTypesChild/AppendAndRead ")
+	require.Contains(t, string(out), "longer than 64 bytes")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsShortTypesChild/InvalidInput ")
+}
+
+// TestStoreFailsShortTypesChild is run by TestStoreFailsShortTypes.
+func TestStoreFailsShortTypesChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_SHORTTYPES_CHILD", "TestStoreFailsShortTypes", func(s eventbus.Store) eventbus.Store { return shortTypes{s} })
 }
