@@ -535,9 +535,23 @@ func (d *Durable) start(from uint64) error {
 // Shutdown or Close make them do, and saves the final checkpoint.
 func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	defer close(r.tailed)
+	// At a stop of the bus the workers exit once they have drained, before
+	// the bus's context ends, which waits for every subscription: the pump,
+	// waiting for the store's next event, stops then too, so that WaitFor
+	// learns at once that no event will finish any more. A handler of
+	// another subscription may be waiting for that, and the bus for it.
+	pumped, stopPump := context.WithCancel(ctx)
+	defer stopPump()
+	d.bus.goroutines.Go(func() {
+		select {
+		case <-r.sub.exited:
+			stopPump()
+		case <-pumped.Done():
+		}
+	})
 	// ErrClosed is the bus's only when the bus closed: a store closed
 	// under the subscription stopped it too, and Stop says so.
-	if err := d.pump(ctx, from); ctx.Err() == nil && !d.bus.closed.Load() {
+	if err := d.pump(pumped, from); ctx.Err() == nil && !d.bus.closed.Load() {
 		r.err = err
 		if err != nil {
 			d.track.stop(fmt.Errorf("durable subscription %q: stopped reading the store: %w", d.name, err), false)

@@ -1474,6 +1474,122 @@ func TestDurableWaitForNeverFinishes(t *testing.T) {
 	}
 }
 
+// TestDurableWaitForDuringShutdown: a handler of projection A waits
+// (WaitFor, with its handler context, as WaitFor's doc invites) for
+// projection B's event. B's handler for it fails with ErrClosed because
+// the bus began a graceful Shutdown (it publishes a follow-up), so the
+// event is lost to the stop and will never finish; B's workers then exit.
+// WaitFor's doc: "If the event will never finish, it returns at once: ...
+// ErrClosed once the subscription has stopped (by ... the bus's Shutdown
+// or Close)". It did not: B's pump sat in the store's Subscribe until the
+// bus's context ended, which Shutdown did only once every subscription, A
+// included, had drained; A waited for B, so Shutdown never returned.
+func TestDurableWaitForDuringShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		reg := newBankRegistry(t)
+		bus := newBus(t, nil)
+		followUps := newTopic[string](t, bus, "follow-ups", nil)
+
+		started, release := make(chan struct{}), make(chan struct{})
+		b := subscribeDurable(t, bus, s, nil, "b", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			close(started)
+			<-release
+			if err := followUps.Publish(ctx, "done"); err != nil {
+				return fmt.Errorf("follow-up: %w", err)
+			}
+			return nil
+		}, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "b"}})
+		posB := appendDeposits(t, s, reg, "b", 1).Position
+		<-started
+
+		waited := make(chan error, 1)
+		subscribeDurable(t, bus, s, nil, "a", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			err := b.WaitFor(ctx, posB)
+			waited <- err
+			return err
+		}, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "a"}})
+		appendDeposits(t, s, reg, "a", 1)
+		synctest.Wait() // A waits for B, B's handler for release
+
+		shutdownCtx, cancel := context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- bus.Shutdown(shutdownCtx) }()
+		synctest.Wait()
+		close(release) // B's follow-up is refused: its event is lost to the stop
+		synctest.Wait()
+
+		select {
+		case err := <-waited:
+			if !errors.Is(err, eventbus.ErrClosed) {
+				t.Errorf("A's WaitFor = %v, want ErrClosed", err)
+			}
+		default:
+			t.Errorf("A's WaitFor for B's event, lost to the stop, still waits once B's workers have exited (B.Err() = %v)", b.Err())
+		}
+		select {
+		case err := <-done:
+			t.Logf("Shutdown = %v", err)
+		default:
+			t.Errorf("Shutdown still waits for A, which waits for B")
+			cancel()
+			t.Logf("Shutdown after its deadline = %v", <-done)
+		}
+	})
+}
+
+// TestDurableWaitForSkippedDuringShutdown is TestDurableWaitForDuringShutdown
+// with a position that B's filter skips, appended once B has caught
+// up: WaitFor's doc has it wait "for the next event selected, or until ctx
+// is done" while B runs, and return ErrClosed once B has stopped. During a
+// graceful Shutdown B's workers have exited and no event will ever be
+// selected again, yet A's handler waited on, and Shutdown with it.
+func TestDurableWaitForSkippedDuringShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		reg := newBankRegistry(t)
+		bus := newBus(t, nil)
+		b := subscribeDurable(t, bus, s, nil, "b", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error {
+			return nil
+		}, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "b"}})
+		synctest.Wait() // B has caught up
+		skipped := appendDeposits(t, s, reg, "other", 1).Position
+
+		waited := make(chan error, 1)
+		subscribeDurable(t, bus, s, nil, "a", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			err := b.WaitFor(ctx, skipped)
+			waited <- err
+			return err
+		}, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "a"}})
+		appendDeposits(t, s, reg, "a", 1)
+		synctest.Wait() // A waits for B
+
+		shutdownCtx, cancel := context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- bus.Shutdown(shutdownCtx) }()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Shutdown = %v, want nil", err)
+			}
+			if err := <-waited; !errors.Is(err, eventbus.ErrClosed) {
+				t.Errorf("A's WaitFor = %v, want ErrClosed", err)
+			}
+		default:
+			t.Errorf("Shutdown still waits for A, whose handler waits for B's WaitFor, though B's workers have exited (B.Err() = %v)", b.Err())
+			cancel()
+			t.Logf("Shutdown after its deadline = %v; A's WaitFor = %v", <-done, <-waited)
+		}
+	})
+}
+
 // TestDurableWaitForAbandoned stops a durable subscription without grace
 // while its one event waits for a retry, by Stop with a context that is
 // done and by the bus's Close: the event, read but abandoned, will never
