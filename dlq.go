@@ -64,7 +64,11 @@ type DeadLetter struct {
 // error matching [ErrClosed] once any stop of the bus began, graceful
 // too, which refuses what they publish to the bus. A sink's copy of one
 // must not be handled as well (the abandoned ones have Attempt 0 and the
-// stop's cause as Err), or its event is handled twice.
+// stop's cause as Err), or its event is handled twice. But a stop that
+// cuts short the redrive of a dead letter whose event the checkpoint
+// passed already (one that the sink kept, say) leaves the checkpoint where
+// it is: the next run does not deliver that event again, and the sink's
+// new copy, or the one it kept, is all that is left of it.
 //
 // ctx is a handler's context for the dead letter's event, never cancelled,
 // even when the bus stops without grace, so that the sink can still write
