@@ -1195,6 +1195,63 @@ func TestDurableSinkKeepsDuringClose(t *testing.T) {
 	})
 }
 
+// TestDurableRedriveCutByClose redrives a durable subscription's dead
+// letter, which the sink kept, and closes the bus while the redrive runs:
+// as the DeadLetterSink doc says, the checkpoint, which passed the event
+// when the sink kept its dead letter, stays where it is, so the next run
+// does not deliver the event again, and the sink has the cut copy too.
+func TestDurableRedriveCutByClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s, err := eventbus.NewMemoryStore(nil)
+		require.NoError(t, err)
+		reg := newBankRegistry(t)
+		var mu sync.Mutex
+		var sunk []eventbus.DeadLetter
+		sink := eventbus.DeadLetterFunc(func(_ context.Context, dl eventbus.DeadLetter) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sunk = append(sunk, dl)
+			return nil
+		})
+		bus1 := newBus(t, &eventbus.Options{DeadLetterSink: sink})
+		attempts := 0
+		d1 := subscribeDurable(t, bus1, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			attempts++
+			if attempts == 1 {
+				return eventbus.Permanent(errors.New("bad"))
+			}
+			<-ctx.Done() // the redrive runs until Close cuts it short
+			return ctx.Err()
+		}, nil)
+		pos := appendDeposits(t, s, reg, "a", 1).Position
+		require.NoError(t, d1.WaitFor(ctx, pos)) // dead-lettered, kept: finished
+		n, err := bus1.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		synctest.Wait() // the redriven attempt runs
+		_ = bus1.Close()
+
+		mu.Lock()
+		require.Len(t, sunk, 2)
+		cut := sunk[1]
+		mu.Unlock()
+		require.ErrorIs(t, cut.Err, context.Canceled, "the redrive, cut short by Close")
+
+		bus2 := newBus(t, nil)
+		var delivered []uint64
+		d2 := subscribeDurable(t, bus2, s, nil, "ledger", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+			delivered = append(delivered, e.Position)
+			return nil
+		}, nil)
+		synctest.Wait()
+		require.NoError(t, d2.Stop(ctx))
+		if len(delivered) != 0 {
+			t.Errorf("the next run delivered %v: the checkpoint had passed the event, whose dead letter the sink kept", delivered)
+		}
+	})
+}
+
 // TestDurableDiscardStoppedRunsDeadLetter rebuilds a durable subscription
 // whose dead letter the sink failed to keep, and whose new run
 // dead-letters the same event again, lost again: discarding the first
