@@ -51,7 +51,10 @@ type BatchHandler[T any] func(ctx context.Context, events []Event[T]) error
 // retried or dead-lettered with an error wrapping [ErrInvalid]. errors.Is
 // and errors.As see the events' errors through it (see
 // [BatchError.Unwrap]); a [Permanent] mark on one of them marks that event
-// only, while one around the BatchError marks every event it names.
+// only, while one around the BatchError marks every event it names. One
+// that names an index outside the batch is a handler's bug: it fails every
+// event of the batch with an error wrapping [ErrInvalid] that quotes it,
+// permanent if a Permanent mark is around it.
 type BatchError struct {
 	// Failed maps the index of each failed event in the batch to its error.
 	Failed map[int]error
@@ -140,11 +143,29 @@ func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
 	return failed[0]
 }
 
+// outside is the error of every event of a batch of n whose handler
+// returned err, with a *BatchError, be, that names an index outside it:
+// it names one (the lowest if any is negative, else the highest), quotes
+// err, and is as permanent as err says. err is quoted, not wrapped, so that the Permanent marks of the
+// events be names do not make the whole batch's error permanent.
+func outside(err error, be *BatchError, n int, permanent bool) error {
+	idx := be.indexes()
+	i := idx[0] // negative
+	if i >= 0 {
+		i = idx[len(idx)-1] // n or more
+	}
+	bad := fmt.Errorf("%w: batch handler reported index %d of %d events: %v", ErrInvalid, i, n, err)
+	if permanent {
+		return Permanent(bad)
+	}
+	return bad
+}
+
 // failures reads the error of a batch handler given n events: the errors
 // of the events a *BatchError names, by index, or else one error for every
 // event (nil when they were all handled). A *BatchError naming an index
-// outside the batch fails every event with [ErrInvalid]; one naming an
-// event with a nil error fails that event with [ErrInvalid]. One marked
+// outside the batch fails every event (see outside); one naming an event
+// with a nil error fails that event with [ErrInvalid]. One marked
 // [Permanent] marks the error of every event it names. Errors beside it
 // (see besides) fail every event, joined to a named event's own.
 func failures(err error, n int) (map[int]error, error) {
@@ -162,7 +183,7 @@ func failures(err error, n int) (map[int]error, error) {
 	rewrite := permanent || beside != nil
 	for i, e := range be.Failed {
 		if i < 0 || i >= n {
-			return nil, fmt.Errorf("%w: batch handler reported index %d of %d events", ErrInvalid, i, n)
+			return nil, outside(err, be, n, permanent)
 		}
 		rewrite = rewrite || e == nil
 	}

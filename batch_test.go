@@ -245,6 +245,61 @@ func TestBatchWholeFailureAndBadIndex(t *testing.T) {
 	}
 }
 
+// TestPermanentBatchErrorWithBadIndex has a batch handler return a
+// *BatchError marked Permanent that also names an index past the batch:
+// every event fails, as for any bad index, but for good, as Permanent's
+// doc says, "whatever the retry policy says", and the error quotes the
+// handler's. The bad index dropped the mark, so every event was retried
+// until MaxAttempts, and the handler's errors were lost.
+func TestPermanentBatchErrorWithBadIndex(t *testing.T) {
+	for _, mode := range []eventbus.Mode{eventbus.Async, eventbus.Sync} {
+		t.Run(modeName[mode], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1, Retry: eventbus.RetryPolicy{MaxAttempts: 4, InitialDelay: time.Second}})
+				topic := newTopic[Order](t, b, "orders", nil)
+				gate := make(chan struct{})
+				calls := 0
+				_, err := topic.SubscribeBatch("bulk", func(_ context.Context, events []eventbus.Event[Order]) error {
+					if events[0].Payload.N == 0 {
+						<-gate // hold the worker while the next two queue up
+						return nil
+					}
+					calls++
+					// Event 0 failed for good; the handler miscounts and
+					// names an index past the batch too.
+					return eventbus.Permanent(&eventbus.BatchError{Failed: map[int]error{0: errFlaky, len(events): errFlaky}})
+				}, nil)
+				require.NoError(t, err)
+				ctx := context.Background()
+				if mode == eventbus.Async {
+					require.NoError(t, topic.Publish(ctx, Order{N: 0}))
+					synctest.Wait()
+					require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+					require.NoError(t, topic.Publish(ctx, Order{Key: "b", N: 2}))
+					close(gate)
+					require.NoError(t, b.Flush(ctx))
+				} else {
+					close(gate)
+					require.Error(t, topic.Publish(ctx, Order{Key: "a", N: 1}))
+					require.Error(t, topic.Publish(ctx, Order{Key: "b", N: 2}))
+				}
+				var attempts []int
+				for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+					require.ErrorIs(t, dl.Err, eventbus.ErrInvalid)
+					require.ErrorContains(t, dl.Err, errFlaky.Error(), "the handler's error, quoted")
+					attempts = append(attempts, dl.Attempt)
+				}
+				require.Equal(t, []int{1, 1}, attempts, "dead letters' attempts: a Permanent error is not retried")
+				wantCalls := 1 // one batch of two
+				if mode == eventbus.Sync {
+					wantCalls = 2 // a batch of one per publish
+				}
+				require.Equal(t, wantCalls, calls, "handler calls")
+			})
+		})
+	}
+}
+
 // TestBatchErrorNamingNone checks that a *BatchError naming no event, which
 // a handler may return after collecting failures into an empty map, fails
 // none, in both modes.
