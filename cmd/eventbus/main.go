@@ -305,13 +305,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				// Opening for writing cuts an incomplete final
 				// record, keeping no copy: say so.
 				now, after := lastSegment(dir)
+				torn := int64(0)
+				if last != "" && now == last && before > after && !keptCopyOf(kept, last) {
+					torn = before - after
+				}
 				switch {
-				case kept == "" && last != "" && now == last && before > after:
-					fmt.Fprintf(stdout, "nothing damaged; cut an incomplete final record of %s, left by a crash\n", count(before-after, "byte"))
+				case kept == "" && torn > 0:
+					fmt.Fprintf(stdout, "nothing damaged; cut an incomplete final record of %s, left by a crash\n", count(torn, "byte"))
 				case kept == "":
 					fmt.Fprintln(stdout, "nothing to repair")
 				default:
 					fmt.Fprintf(stdout, "repaired; what was cut is in %s\n", kept)
+					if torn > 0 {
+						fmt.Fprintf(stdout, "and it cut an incomplete final record of %s from %s, left by a crash, keeping no copy\n", count(torn, "byte"), last)
+					}
 					err = reportLoss(dir, kept, stdout)
 				}
 			} else if kept != "" {
@@ -329,11 +336,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch {
 		case !errors.As(err, &ce) || cmd == "repair":
 		case filepath.Base(ce.Path) == "LAST" && strings.HasSuffix(ce.Reason, " lost"):
-			fmt.Fprintf(stderr, "the store's last segments are missing, with their events; `eventbus repair %s` accepts the loss, so that the store opens again\n", dir)
+			fmt.Fprintf(stderr, "the store's last segments are missing, with their events; `eventbus repair %s` accepts the loss, so that the store opens again\n", shellArg(dir))
 		case filepath.Base(ce.Path) == "LAST":
-			fmt.Fprintf(stderr, "the store's file LAST, which names its last segment, is damaged; `eventbus repair %s` moves it aside, keeping a copy, and the store makes it again\n", dir)
+			fmt.Fprintf(stderr, "the store's file LAST, which names its last segment, is damaged; `eventbus repair %s` moves it aside, keeping a copy, and the store makes it again\n", shellArg(dir))
 		default:
-			fmt.Fprintf(stderr, "the store is damaged; `eventbus repair %s` cuts the damage, keeping a copy\n", dir)
+			fmt.Fprintf(stderr, "the store is damaged; `eventbus repair %s` cuts the damage, keeping a copy\n", shellArg(dir))
 		}
 		if errors.Is(err, eventbus.ErrLocked) {
 			fmt.Fprintln(stderr, "another program has the store open: stop the application that uses it, or let the eventbus command running on it finish, and try again")
@@ -341,6 +348,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// shellArg returns dir as a shell word that names it, for a command the
+// user may paste: as it is when it holds only characters that no shell
+// treats specially, else in single quotes; with "./" before a name that
+// starts with '-', which the command would take for a flag.
+func shellArg(dir string) string {
+	if strings.HasPrefix(dir, "-") {
+		dir = "./" + dir
+	}
+	if dir != "" && strings.IndexFunc(dir, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("_-./:@%+=,", r))
+	}) < 0 {
+		return dir
+	}
+	return "'" + strings.ReplaceAll(dir, "'", `'\''`) + "'"
 }
 
 // output is the standard output of a command, which keeps the first error
@@ -411,6 +434,19 @@ func lastSegment(dir string) (string, int64) {
 		return e.Name(), fi.Size()
 	}
 	return "", -1
+}
+
+// keptCopyOf reports whether repair kept a copy of the segment file name,
+// or of what it cut from its end, in the directory kept.
+func keptCopyOf(kept, name string) bool {
+	if kept == "" {
+		return false
+	}
+	entries, err := os.ReadDir(kept)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(entries, func(e os.DirEntry) bool { return strings.HasPrefix(e.Name(), name) })
 }
 
 // checkDir fails unless dir is the directory of a store: one that holds a
@@ -664,6 +700,8 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 		}
 		switch {
 		case info.Tombstoned: // ReadStream fails with ErrStreamDeleted
+		case info.Deleted && strings.HasPrefix(stream, "$"):
+			return fmt.Errorf("stream %q is deleted (soft: its events stay in the log, counted by inspect; read without -stream leaves out system streams)", stream)
 		case info.Deleted:
 			return fmt.Errorf("stream %q is deleted (soft: its events stay in the log, printed by read without -stream)", stream)
 		case !info.Exists:
