@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -189,6 +190,9 @@ type Bus struct {
 	stopRan atomic.Bool
 	stopped chan struct{}
 	result  error // of the first Shutdown or Close, returned by every call
+	// saveErrs holds, under mu, the errors of the final checkpoint saves
+	// of the Durable runs that the stop ended, for its result.
+	saveErrs []error
 	// durables holds the internal topics of durable subscriptions, by
 	// name, and whether one runs or stops on each (see durableTopic).
 	durables map[string]*durableClaim
@@ -356,6 +360,10 @@ func (b *Bus) subscriptions() []*Subscription {
 // or nil if there were none: so nil does not tell that no handler was cut
 // short, since a running handler's event is counted only if its attempt
 // fails with retries left (see [UndeliveredError]).
+// The error also holds, joined, those of the final checkpoint saves of
+// [Durable] subscriptions that failed (a store closed before the bus, say):
+// their next runs start from an earlier checkpoint, and handle again the
+// events after it.
 // Later calls wait for the first one and return its result; if a later
 // call's ctx ends first, it cuts the first one short in the same way.
 // When two stops cut it short (its ctx, and a Close or a later call's
@@ -434,7 +442,20 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			l.Warn("eventbus: events undelivered at shutdown", "count", lost, "cause", cause)
 		}
 	}
+	b.mu.Lock()
+	if len(b.saveErrs) > 0 {
+		b.result = errors.Join(append([]error{b.result}, b.saveErrs...)...)
+	}
+	b.mu.Unlock()
 	return b.result
+}
+
+// saveFailed records err, the failure of a Durable run's final checkpoint
+// save at a stop of the bus, for the stop to return.
+func (b *Bus) saveFailed(err error) {
+	b.mu.Lock()
+	b.saveErrs = append(b.saveErrs, err)
+	b.mu.Unlock()
 }
 
 // Close stops the bus at once: it is Shutdown with a context that is already

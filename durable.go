@@ -563,9 +563,13 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 	select {
 	case <-r.stopping:
 	case <-r.sub.exited:
-		// The bus has stopped: a Stop may never come to return the error.
-		if err := d.finish(r); err != nil && d.bus.opts.Logger != nil {
-			d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", d.track.position(), "error", err)
+		// The bus has stopped: a Stop may never come to return the
+		// error, so the stop of the bus does.
+		if err := d.finish(r); err != nil {
+			d.bus.saveFailed(fmt.Errorf("durable subscription %q: saving its final checkpoint: %w", d.name, err))
+			if d.bus.opts.Logger != nil {
+				d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", d.track.position(), "error", err)
+			}
 		}
 		d.track.stop(ErrClosed, true)
 	}

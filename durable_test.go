@@ -956,6 +956,30 @@ func TestDurableStoreClosed(t *testing.T) {
 	})
 }
 
+// TestShutdownReportsUnsavedCheckpoint closes the store before the bus, a
+// mistake of order easy to make with defers: the final checkpoint save of
+// the durable subscription, which had handled events since its last save,
+// fails, and Bus.Shutdown must say so, since its next run handles those
+// events again. It returned nil, and only a Logger, if any, heard of it.
+func TestShutdownReportsUnsavedCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	s, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	last := appendDeposits(t, s, newBankRegistry(t), "a", 3).Position
+	bus, err := eventbus.New(nil)
+	require.NoError(t, err)
+	d := subscribeDurable(t, bus, s, nil, "ledger", func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }, nil)
+	require.NoError(t, d.WaitFor(ctx, last))
+	require.Equal(t, -1, savedCheckpoint(t, s, "ledger"), "CheckpointEvery 100: nothing saved yet")
+	require.NoError(t, s.Close())
+	err = bus.Shutdown(ctx)
+	require.ErrorIs(t, err, eventbus.ErrClosed, "the store's error")
+	require.ErrorContains(t, err, `durable subscription "ledger": saving its final checkpoint`)
+	var ue *eventbus.UndeliveredError
+	require.False(t, errors.As(err, &ue), "nothing was undelivered")
+	require.Equal(t, err, bus.Close(), "later calls return the same")
+}
+
 // waitSaved waits until the durable subscription name has saved a
 // checkpoint of at least pos in s.
 func waitSaved(t *testing.T, s eventbus.Store, name string, pos uint64) {
