@@ -51,6 +51,19 @@ func (c *clock) now() time.Time {
 	// more for each publisher that races to refresh it.
 	t := c.install(c.start.Add(time.Since(c.start)))
 	select {
+	case <-c.done:
+		// The bus has stopped, and with it the refresher, which expired
+		// the cached reading as it exited: a reading installed since
+		// would stay fresh for good (a StoreTopic publishes after the
+		// stop), so it goes stale at once. Asked after the install, so
+		// that one made as the refresher exits goes stale too.
+		if r := c.cached.Load(); !r.stale {
+			c.cached.CompareAndSwap(r, &reading{t: r.t, stale: true})
+		}
+		return t
+	default:
+	}
+	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
@@ -122,6 +135,7 @@ func (c *clock) latency(published time.Time, stamped bool, at time.Duration) tim
 // refresh marks the cached time stale every clockTick while events flow,
 // and sleeps on wake when they stop. It exits when done is closed.
 func (c *clock) refresh() {
+	defer c.expire() // no refresher expires the readings after the stop: see now
 	t := time.NewTimer(clockTick)
 	t.Stop()
 	for {

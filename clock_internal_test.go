@@ -32,3 +32,29 @@ func TestClockNeverGoesBack(t *testing.T) {
 		t.Fatalf("now() = %v, before %v handed out earlier", got, late)
 	}
 }
+
+// TestClockAfterStop reads the clock after the bus has stopped, as a
+// StoreTopic's Publish does: its refresher has exited, and a reading
+// cached then, or since, must not stay fresh for good. It did: every read
+// after the stop gave the time of the last one before it.
+func TestClockAfterStop(t *testing.T) {
+	done := make(chan struct{})
+	c := newClock(nil, done)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		c.refresh()
+	}()
+	before := c.now() // a fresh reading, which the refresher would expire
+	close(done)
+	<-exited
+	for range 2 {
+		// The clock moves on, however coarse: wait until it has.
+		for time.Since(c.start) <= before.Sub(c.start) {
+		}
+		if got := c.now(); !got.After(before) {
+			t.Fatalf("now() after the stop = %v, the reading of %v before it", got, before)
+		}
+		before = c.now()
+	}
+}
