@@ -146,8 +146,9 @@ func (b *batching[T]) single(ctx context.Context, e Event[T]) error {
 // outside is the error of every event of a batch of n whose handler
 // returned err, with a *BatchError, be, that names an index outside it:
 // it names one (the lowest if any is negative, else the highest), quotes
-// err, and is as permanent as err says. err is quoted, not wrapped, so that the Permanent marks of the
-// events be names do not make the whole batch's error permanent.
+// err, and is as permanent as err says. err is quoted, not wrapped, so
+// that the Permanent marks of the events be names do not make the whole
+// batch's error permanent.
 func outside(err error, be *BatchError, n int, permanent bool) error {
 	idx := be.indexes()
 	i := idx[0] // negative

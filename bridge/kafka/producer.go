@@ -124,11 +124,12 @@ func NewProducer(reg *eventbus.Registry, opts *ProducerOptions) (*Producer, erro
 }
 
 // withinBrokerWrite returns batchMax capped, per topic, as franz-go caps
-// it (maxRecordBatchBytesForTopic in its sink.go): a batch must fit in one produce request of at most
-// kgo.BrokerMaxWriteBytes, with the request's overhead (its header, the
-// client and transactional IDs, the topic's name, at least the 16 bytes of
-// a topic ID, and the array and length prefixes). A BatchMaxBytes close to
-// BrokerMaxWriteBytes, which both take, leaves franz-go a smaller limit.
+// it (maxRecordBatchBytesForTopic in its sink.go): a batch must fit in one
+// produce request of at most kgo.BrokerMaxWriteBytes, with the request's
+// overhead (its header, the client and transactional IDs, the topic's
+// name, at least the 16 bytes of a topic ID, and the array and length
+// prefixes). A BatchMaxBytes close to BrokerMaxWriteBytes, which both
+// take, leaves franz-go a smaller limit.
 func withinBrokerWrite(cl *kgo.Client, batchMax func(string) int32) func(string) int32 {
 	writeMax, ok := cl.OptValue(kgo.BrokerMaxWriteBytes).(int32)
 	if !ok {
