@@ -1939,8 +1939,8 @@ func (s checkpointFailStore) Append(ctx context.Context, stream string, expected
 }
 
 // TestDurableFinalSaveFailureLogged shuts down the bus of a durable
-// subscription whose store fails to save its checkpoint: Shutdown does not
-// return that error, and no Stop may follow to return it, so the bus's
+// subscription whose store fails to save its checkpoint: no Stop may
+// follow to return that error, so Shutdown returns it, and the bus's
 // logger hears of it, as it does of the saves before.
 func TestDurableFinalSaveFailureLogged(t *testing.T) {
 	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
@@ -1952,7 +1952,7 @@ func TestDurableFinalSaveFailureLogged(t *testing.T) {
 			return nil
 		}, &eventbus.DurableOptions{CheckpointEvery: 1000}) // no save before the final one
 		require.NoError(t, d.WaitFor(ctx, last))
-		require.NoError(t, bus.Shutdown(ctx))
+		require.ErrorIs(t, bus.Shutdown(ctx), errInjected)
 		if got := log.String(); !strings.Contains(got, "saving a checkpoint failed") || !strings.Contains(got, errInjected.Error()) {
 			t.Errorf("log after Shutdown = %q, want the failed save of the checkpoint, with %q", got, errInjected)
 		}
