@@ -219,7 +219,6 @@ type contextSlab struct {
 	last   uint64 // the second half of the last ID of an event that is its own correlation ID
 	roots  []rootContext
 	chunk  []eventContext
-	linked []linkedContext // for events with metadata
 }
 
 const slabSize = 64
@@ -229,7 +228,10 @@ const slabSize = 64
 func (s *contextSlab) get(base context.Context, bh handle, h *Header) context.Context {
 	switch {
 	case h.Metadata != nil:
-		c := fromSlab(&s.linked)
+		// One of its own: a chunk of them would keep the metadata of the
+		// other events handled from it for as long as the worker, or any
+		// context of the chunk kept past its handler, holds the chunk.
+		c := new(linkedContext)
 		c.init(base, h)
 		return c
 	case h.CorrelationID == h.ID:

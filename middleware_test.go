@@ -265,6 +265,38 @@ func TestMiddlewareLetsGoOfPayloads(t *testing.T) {
 	}
 }
 
+// TestIdleWorkerLetsGoOfMetadata publishes 32 events with a megabyte of
+// metadata each to a one-worker subscription, and measures the live heap
+// once the worker has handled them all and parked: it holds none of them,
+// as it holds none of their payloads. The handler contexts of events with
+// metadata came from chunks of 64, each holding its event's metadata, and
+// the worker kept its chunk, so it kept the metadata of up to 63 events it
+// had handled: 32 MB here, until 64 more events with metadata came.
+func TestIdleWorkerLetsGoOfMetadata(t *testing.T) {
+	live := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := newBus(t, &eventbus.Options{Workers: 1})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return nil }, nil)
+		before := live()
+		for i := range 32 {
+			big := strings.Repeat(fmt.Sprint(i%10), 1<<20)
+			require.NoError(t, topic.Publish(ctx, Order{N: i}, eventbus.WithMetadata(eventbus.Metadata{"blob": big})))
+		}
+		require.NoError(t, b.Flush(ctx))
+		synctest.Wait() // the worker is parked
+		if grown := int64(live()) - int64(before); grown > 2<<20 {
+			t.Errorf("the heap grew by %d bytes after 32 events with 1 MB of metadata each, all handled, the worker parked; want at most %d", grown, 2<<20)
+		}
+	})
+}
+
 // TestSyncMiddlewareLetsGoOfPayloads checks that once a Sync Publish to a
 // subscription with middleware has returned, the bus holds no reference to
 // its payload: the envelope it reuses, kept in a pool between publishes,
