@@ -75,7 +75,10 @@ type DurableOptions struct {
 // [RecordedEvent] as [Envelope.Payload], the stored event's type and schema
 // version (before any upcast) as the Envelope's Type and SchemaVersion, as
 // do the dead letters, and the topic "durable." followed by the name as
-// its Topic.
+// its Topic. That topic outlives Stop, so that the name can run again on
+// the bus: each name a bus has run costs about half a kilobyte and an
+// entry in [Bus.Metrics]' Topics for the bus's life, so a bus should not
+// run durable subscriptions of ever-new names (one per request, say).
 //
 // # Checkpoints
 //
