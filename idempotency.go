@@ -451,13 +451,15 @@ func (d *dedup[K]) processed(ctx context.Context, env *Envelope, k K, c claimed)
 		}
 	}()
 	done, err := d.opts.Store.Processed(ctx, d.storeKey(env, k))
-	keep = err == nil && !done
 	if err != nil {
-		// Said, so that the attempt's error does not read as the
-		// handler's, which never ran.
-		err = fmt.Errorf("eventbus: ProcessedStore.Processed failed, so the handler did not run: %w", err)
+		// No answer, whatever done says: not a duplicate, and the record
+		// of a handler that succeeded stays for the retry. Said, so that
+		// the attempt's error does not read as the handler's, which
+		// never ran.
+		return false, fmt.Errorf("eventbus: ProcessedStore.Processed failed, so the handler did not run: %w", err)
 	}
-	return done, err
+	keep = !done
+	return done, nil
 }
 
 // rotate forgets prev and makes cur the older generation. Keys in flight

@@ -1608,6 +1608,74 @@ func (p *panickyProcessed) Processed(ctx context.Context, k eventbus.Idempotency
 	return p.memoryProcessed.Processed(ctx, k)
 }
 
+// scriptedProcessed is a ProcessedStore whose Processed answers as
+// scripted, then (false, nil), and whose MarkProcessed returns the errors
+// in marks, then nil.
+type scriptedProcessed struct {
+	mu        sync.Mutex
+	marks     []error
+	processed []struct {
+		done bool
+		err  error
+	}
+}
+
+func (p *scriptedProcessed) Processed(context.Context, eventbus.IdempotencyKey) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.processed) == 0 {
+		return false, nil
+	}
+	r := p.processed[0]
+	p.processed = p.processed[1:]
+	return r.done, r.err
+}
+
+func (p *scriptedProcessed) MarkProcessed(context.Context, eventbus.IdempotencyKey) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.marks) == 0 {
+		return nil
+	}
+	err := p.marks[0]
+	p.marks = p.marks[1:]
+	return err
+}
+
+// TestIdempotencyProcessedErrorIsNoAnswer has the handler succeed and its
+// record fail to save, then the Store's Processed fail on the retry with
+// done set too: a failed call is no answer, so the retry only saves the
+// record, as Idempotency's doc says, without running the handler again.
+// Trusting done dropped the note of the handler's success, and the next
+// attempt ran the handler twice.
+func TestIdempotencyProcessedErrorIsNoAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		errDown := errors.New("store down")
+		p := &scriptedProcessed{marks: []error{errDown}}
+		p.processed = append(p.processed, struct {
+			done bool
+			err  error
+		}{false, nil}, struct {
+			done bool
+			err  error
+		}{true, errDown})
+		b := newBus(t, &eventbus.Options{Metrics: true})
+		topic := newTopic[Order](t, b, "orders", nil)
+		runs := 0
+		subscribe(t, topic, "ledger", func(context.Context, eventbus.Event[Order]) error { runs++; return nil }, &eventbus.SubscriptionOptions{
+			Retry:      &eventbus.RetryPolicy{MaxAttempts: 4, InitialDelay: time.Millisecond},
+			Middleware: []eventbus.Middleware{eventbus.Idempotency(&eventbus.IdempotencyOptions{Store: p})},
+		})
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		require.NoError(t, b.Flush(ctx))
+		m := b.Metrics().Subscriptions[0]
+		require.Equal(t, 1, runs, "handler runs")
+		require.Zero(t, m.Duplicates, "a failed Processed counted as a duplicate")
+		require.Equal(t, uint64(1), m.Handled)
+	})
+}
+
 // TestIdempotencyAfterStorePanic checks that a panic in the Store's
 // Processed, a failed attempt like a handler's panic, takes the event's key
 // out of flight: the retry runs instead of waiting for itself.
