@@ -216,7 +216,7 @@ const maxDurableNameLen = 240
 // Shutdown, the store's error reading the checkpoint, or one wrapping
 // [ErrInvalid] for a saved checkpoint that is not a position (corrupt).
 func SubscribeDurable[E any](ctx context.Context, b *Bus, s Store, r *Registry, name string, h Handler[E], opts *DurableOptions) (*Durable, error) {
-	return subscribeDurable(ctx, b, s, name, opts, func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error) {
+	return subscribeDurable(ctx, "SubscribeDurable", b, s, name, opts, func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error) {
 		handler, eventType, err := decoding(r, h)
 		return handler, nil, eventType, err
 	})
@@ -241,7 +241,7 @@ func SubscribeDurableBatch[E any](ctx context.Context, b *Bus, s Store, r *Regis
 	if opts != nil && len(opts.Subscription.Middleware) > 0 {
 		return nil, fmt.Errorf("%w: durable subscription %q: a batch subscription cannot have middleware", ErrInvalid, name)
 	}
-	return subscribeDurable(ctx, b, s, name, opts, func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error) {
+	return subscribeDurable(ctx, "SubscribeDurableBatch", b, s, name, opts, func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error) {
 		batch, eventType, err := decodingBatch(r, h)
 		return nil, batch, eventType, err
 	})
@@ -250,8 +250,8 @@ func SubscribeDurableBatch[E any](ctx context.Context, b *Bus, s Store, r *Regis
 // subscribeDurable starts a durable subscription, as SubscribeDurable
 // documents, with the handler or batch handler of stored events that
 // decode returns, with the event type that the handler selects ("" for
-// any).
-func subscribeDurable(ctx context.Context, b *Bus, s Store, name string, opts *DurableOptions,
+// any); call names the caller in errors.
+func subscribeDurable(ctx context.Context, call string, b *Bus, s Store, name string, opts *DurableOptions,
 	decode func() (Handler[RecordedEvent], BatchHandler[RecordedEvent], string, error)) (*Durable, error) {
 	var o DurableOptions
 	if opts != nil {
@@ -265,13 +265,13 @@ func subscribeDurable(ctx context.Context, b *Bus, s Store, name string, opts *D
 		policy := *p
 		o.Subscription.Retry = &policy
 	}
-	if err := checkContext(ctx, "SubscribeDurable"); err != nil {
+	if err := checkContext(ctx, call); err != nil {
 		return nil, err
 	}
 	if err := checkNameLen("durable subscription", name, maxDurableNameLen); err != nil {
 		return nil, err
 	}
-	if err := b.check("SubscribeDurable"); err != nil {
+	if err := b.check(call); err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}
 	if s == nil {

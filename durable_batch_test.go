@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -535,5 +536,35 @@ func TestSubscribeDurableBatchStops(t *testing.T) {
 				require.Equal(t, again, handled, "positions delivered by the next run")
 			})
 		})
+	}
+}
+
+// TestSubscribeDurableBatchNamesItself checks that SubscribeDurableBatch's
+// errors for bad input name it, not SubscribeDurable, whose code it shares.
+func TestSubscribeDurableBatchNamesItself(t *testing.T) {
+	s, err := eventbus.NewMemoryStore(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := eventbus.NewRegistry(nil)
+	type ev struct{ N int }
+	if err := eventbus.Register[ev](r, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := eventbus.New(nil)
+	defer b.Close()
+	h := func(context.Context, []eventbus.Event[ev]) error { return nil }
+	var nilCtx context.Context
+	for name, f := range map[string]func() error{
+		"nil context": func() error { _, err := eventbus.SubscribeDurableBatch(nilCtx, b, s, r, "d", h, nil); return err },
+		"nil bus": func() error {
+			_, err := eventbus.SubscribeDurableBatch(context.Background(), nil, s, r, "d", h, nil)
+			return err
+		},
+	} {
+		err := f()
+		if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), "SubscribeDurableBatch") {
+			t.Errorf("%s: SubscribeDurableBatch = %v, want an ErrInvalid naming SubscribeDurableBatch", name, err)
+		}
 	}
 }

@@ -249,16 +249,21 @@ func checkNameLen(what, name string, limit int) error {
 	for i := range len(name) {
 		c := name[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			// The character as typed ('é'), not its first byte ('Ã'),
-			// or the byte where the name is not UTF-8 ('\xff').
-			bad := fmt.Sprintf("%q", rune(c))
-			if r, size := utf8.DecodeRuneInString(name[i:]); size > 1 {
-				bad = fmt.Sprintf("%q", r)
-			} else if c >= utf8.RuneSelf {
-				bad = fmt.Sprintf(`'\x%02x'`, c)
-			}
-			return fmt.Errorf("%w: %s name %q has %s at byte %d; use letters, digits, '.', '_' and '-'", ErrInvalid, what, name, bad, i)
+			return fmt.Errorf("%w: %s name %q has %s at byte %d; use letters, digits, '.', '_' and '-'", ErrInvalid, what, name, charAt(name, i), i)
 		}
 	}
 	return nil
+}
+
+// charAt quotes the character at byte i of s for an error message: as
+// typed ('é'), not its first byte ('Ã'), or the byte where s is not UTF-8
+// ('\xff').
+func charAt[S string | []byte](s S, i int) string {
+	c := s[i]
+	if r, size := utf8.DecodeRuneInString(string(s[i:])); size > 1 {
+		return fmt.Sprintf("%q", r)
+	} else if c >= utf8.RuneSelf {
+		return fmt.Sprintf(`'\x%02x'`, c)
+	}
+	return fmt.Sprintf("%q", rune(c))
 }

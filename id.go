@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // ID identifies an event. It has the layout of a ULID: a 48-bit Unix
@@ -75,13 +76,20 @@ func (id *ID) UnmarshalText(b []byte) error {
 		return fmt.Errorf("%w: UnmarshalText on a nil *ID", ErrInvalid)
 	}
 	if len(b) != 26 {
+		// A character that is not ASCII takes more than one byte: name
+		// it rather than count bytes as characters.
+		for i, c := range b {
+			if c >= utf8.RuneSelf {
+				return fmt.Errorf("%w: event ID %.32q: bad character %s at byte %d", ErrInvalid, b, charAt(b, i), i)
+			}
+		}
 		return fmt.Errorf("%w: event ID %.32q: want 26 characters, got %d", ErrInvalid, b, len(b)) // the start of a long b is enough
 	}
 	var hi, lo uint64
 	for i, c := range b {
 		v := decodeCrockford(c)
 		if v < 0 || (i == 0 && v > 7) {
-			return fmt.Errorf("%w: event ID %q: bad character %q at %d", ErrInvalid, b, c, i)
+			return fmt.Errorf("%w: event ID %q: bad character %s at %d", ErrInvalid, b, charAt(b, i), i)
 		}
 		hi = hi<<5 | lo>>59
 		lo = lo<<5 | uint64(v)

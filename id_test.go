@@ -170,3 +170,23 @@ func TestIDTime(t *testing.T) {
 		}
 	}
 }
+
+// TestParseIDNamesTheCharacter checks that ParseID's error names a bad
+// character as typed ('é'), not its first byte read alone ('Ã'), or the
+// byte where the text is not UTF-8, and does not count the bytes of one
+// that is not ASCII as characters.
+func TestParseIDNamesTheCharacter(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"é" + strings.Repeat("0", 24), `'é' at 0`},
+		{strings.Repeat("0", 25) + "\xff", `'\xff' at 25`},
+	} {
+		_, err := eventbus.ParseID(tc.in)
+		if !errors.Is(err, eventbus.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseID(%q) = %v, want an ErrInvalid naming %s", tc.in, err, tc.want)
+		}
+	}
+	_, err := eventbus.ParseID(strings.Repeat("é", 26))
+	if !errors.Is(err, eventbus.ErrInvalid) || strings.Contains(err.Error(), "got 52") {
+		t.Errorf("ParseID(26 × 'é') = %v, want a count of 26 characters, not 52", err)
+	}
+}

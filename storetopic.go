@@ -212,7 +212,7 @@ func (t *StoreTopic[T]) PublishBatch(ctx context.Context, payloads []T, opts ...
 	}
 	if len(res) != len(appends) {
 		// A Store that breaks its contract: the events may be committed.
-		return nil, fmt.Errorf("store topic %q: PublishBatch: Store.AppendMulti of %d streams returned a result count of %d", t.name, len(appends), len(res))
+		return nil, fmt.Errorf("%w: store topic %q: PublishBatch: Store.AppendMulti of %d streams returned a result count of %d", ErrInvalid, t.name, len(appends), len(res))
 	}
 	// A stream's events were committed one after another: its result is
 	// its last event's, and the others come before it.

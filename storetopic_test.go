@@ -821,6 +821,7 @@ func TestStoreTopicPublishBatchShortResults(t *testing.T) {
 	orders := newOrderTopic(t, newBus(t, nil), shortResultStore{s}, newBankRegistry(t))
 	_, err = orders.PublishBatch(context.Background(), []Order{{Key: "a"}, {Key: "b"}})
 	require.ErrorContains(t, err, "Store.AppendMulti of 2 streams returned a result count of 1")
+	require.ErrorIs(t, err, eventbus.ErrInvalid, "a store that breaks its contract, as elsewhere")
 }
 
 // TestStoreTopicPublishBatchOptions publishes a batch with options and a
