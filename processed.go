@@ -15,7 +15,14 @@ import (
 // records each event in a system stream of its own, "$processed-", the
 // subscription, ':' and the event ID (or ":key:" and the business key,
 // hashed if it is too long for a stream name or not UTF-8), so that
-// Processed is one lookup; the record grows by one small stream per event.
+// Processed is one lookup. The record grows by one stream per event, for
+// good: a store keeps every stream's state in memory (some 300 to 600
+// bytes each, measured with both stores), deleting a stream does not free
+// it, and under a FileStore's retention every new segment restates every
+// stream, so retention cannot bound it. It suits subscriptions of up to
+// some millions of events; beyond that, make handlers idempotent
+// themselves. A [Durable.Rebuild] replays events that their records mark
+// handled, so a subscription that may be rebuilt must not use it.
 // Make one with [NewStoreProcessed]; it is safe for concurrent use. The
 // methods of a nil StoreProcessed, or of one over a nil store, return an
 // error wrapping [ErrInvalid].
