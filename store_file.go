@@ -72,7 +72,10 @@ type FileStoreOptions struct {
 	// metadata) survives the events it loses. Retention runs
 	// when a new segment starts, and frees the memory the store kept for
 	// the events it deletes: an event's ID makes a later append of it an
-	// idempotent replay only while the event is kept. A read or
+	// idempotent replay only while the event is kept. With a RetainSize
+	// not many times MaxSegmentSize that can be moments: a retried append
+	// (after a timeout, say) whose commit starts a segment may drop the
+	// one its first try was written to, and be written again. A read or
 	// subscription that retention overtakes skips the events it deletes
 	// and has not read from their file yet (it reads a window of the file
 	// at a time), as if they had been deleted before it reached them:
