@@ -911,8 +911,9 @@ func (w *worker[T]) salvage() {
 // abandon dead-letters everything the worker still holds (its lanes, the
 // rest of a batch, given in publish order, and its queue) after the
 // subscription was killed, and counts it as undelivered, but for the
-// events in lanes that failed for good already (see pending.final). The dead letters
-// keep each key's order, which a Redrive, oldest first, follows.
+// events in lanes that failed for good already (see pending.final). The
+// dead letters keep each key's order, which a Redrive, oldest first,
+// follows.
 func (w *worker[T]) abandon(rest ...[]Event[T]) {
 	cause := context.Cause(w.sub.ctx)
 	now := w.sub.bus.clock.stamp(time.Now())

@@ -1148,16 +1148,7 @@ func testTombstone(t *testing.T, open func(t *testing.T) eventbus.Store) {
 				t.Errorf("Tombstone(%q, %v) again = %v, want ErrStreamDeleted", stream, expected, err)
 			}
 		}
-		if _, err := s.AppendMulti(ctx, eventbus.StreamAppend{Stream: stream, Events: events(1, "t", "")}); !errors.Is(err, eventbus.ErrStreamDeleted) {
-			t.Errorf("AppendMulti(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
-		}
 		onlyError(t, fmt.Sprintf("ReadStream(%q) after Tombstone", stream), s.ReadStream(ctx, stream, nil), eventbus.ErrStreamDeleted)
-		if err := s.Delete(ctx, stream, eventbus.Any); !errors.Is(err, eventbus.ErrStreamDeleted) {
-			t.Errorf("Delete(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
-		}
-		if err := s.Tombstone(ctx, stream, eventbus.Any); !errors.Is(err, eventbus.ErrStreamDeleted) {
-			t.Errorf("Tombstone(%q) again = %v, want ErrStreamDeleted", stream, err)
-		}
 		if err := s.SetStreamMetadata(ctx, stream, eventbus.StreamMetadata{MaxCount: 1}); !errors.Is(err, eventbus.ErrStreamDeleted) {
 			t.Errorf("SetStreamMetadata(%q) after Tombstone = %v, want ErrStreamDeleted", stream, err)
 		}

@@ -436,6 +436,19 @@ func startRun(ctx context.Context, r interface{ Run(context.Context) error }) (r
 	return ch, stop
 }
 
+// runReturned waits for Run, started by startRun, to return, and returns
+// its error; it fails the test if ctx ends first.
+func runReturned(t *testing.T, ctx context.Context, runErr <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-runErr:
+		return err
+	case <-ctx.Done():
+		t.Fatal("Run did not return")
+		return nil
+	}
+}
+
 // awaitRunning waits for ch while the Run of runErr (from startRun) runs,
 // and fails the test, naming what it waited for, if Run returns or ctx
 // ends first.

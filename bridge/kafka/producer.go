@@ -135,13 +135,10 @@ func withinBrokerWrite(cl *kgo.Client, batchMax func(string) int32) func(string)
 	if !ok {
 		return batchMax
 	}
-	base := int32(4 + 2 + 2 + 4 + 2 + 2 + 2 + 4 + 4 + 1) // request header and produce request, no topics
-	if id, _ := cl.OptValue(kgo.ClientID).(string); id != "" {
-		base += int32(len(id))
-	}
-	if tx, _ := cl.OptValue(kgo.TransactionalID).(string); tx != "" {
-		base += int32(len(tx))
-	}
+	id, _ := cl.OptValue(kgo.ClientID).(string)
+	tx, _ := cl.OptValue(kgo.TransactionalID).(string)
+	// The request's header and the produce request without its topics.
+	base := int32(4+2+2+4+2+2+2+4+4+1) + int32(len(id)+len(tx))
 	return func(topic string) int32 {
 		limit := writeMax - (base + 2 + int32(max(16, len(topic))) + 4 + 4 + 4)
 		return min(batchMax(topic), limit)

@@ -31,12 +31,7 @@ func TestConsumerBusStoppedErrorNamesConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(0, Order{Key: "k", Seq: 1})
-	var err error
-	select {
-	case err = <-runErr:
-	case <-ctx.Done():
-		t.Fatal("Run did not return")
-	}
+	err := runReturned(t, ctx, runErr)
 	if !errors.Is(err, eventbus.ErrClosed) {
 		t.Fatalf("Run() = %v, want an error wrapping ErrClosed", err)
 	}
@@ -66,11 +61,7 @@ func TestRelayStoreClosedErrorNamesRelay(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err = <-runErr:
-	case <-ctx.Done():
-		t.Fatal("Run did not return")
-	}
+	err = runReturned(t, ctx, runErr)
 	if !errors.Is(err, eventbus.ErrClosed) {
 		t.Fatalf("Run() = %v, want an error wrapping ErrClosed", err)
 	}

@@ -439,10 +439,7 @@ func lastSegment(dir string) (string, int64) {
 // keptCopyOf reports whether repair kept a copy of the segment file name,
 // or of what it cut from its end, in the directory kept.
 func keptCopyOf(kept, name string) bool {
-	if kept == "" {
-		return false
-	}
-	entries, err := os.ReadDir(kept)
+	entries, err := os.ReadDir(kept) // fails for "", when repair kept nothing
 	if err != nil {
 		return false
 	}
