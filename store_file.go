@@ -492,8 +492,9 @@ type request struct {
 // checksum, cuts an incomplete final record left by a crash, syncs what a
 // crashed process may have left unsynced, and rebuilds the indexes. It
 // fails with a [*CorruptionError] for any other damage, segment files
-// missing at the end among it, which
-// [RepairFileStore] can cut away, with an error wrapping [ErrLocked] if
+// missing at the end or at the start among it, which [RepairFileStore] can
+// cut away (for those at the start, by making the store start at the first
+// segment left, as retention does), with an error wrapping [ErrLocked] if
 // another FileStore has dir open, and with an error wrapping [ErrInvalid]
 // for an empty dir, bad options, or a segment of a format version that it
 // does not read (one written by a later version of this package, say),

@@ -138,6 +138,22 @@ func missingLast(dir string, recorded, last uint64) error {
 	return &CorruptionError{Path: filepath.Join(dir, lastFile), Offset: 0, Reason: reason}
 }
 
+// missingStart returns the *CorruptionError for the store's first
+// segment, seq at path, which starts at position first without the state
+// of the streams: the segments before it are missing, with the events
+// before first and what they changed of the streams. [RepairFileStore]
+// makes the store start there.
+func missingStart(path string, seq, first uint64) error {
+	missing := "the segments before it are missing"
+	switch {
+	case seq == 2:
+		missing = fmt.Sprintf("segment %s is missing", segmentName(1))
+	case seq > 2:
+		missing = fmt.Sprintf("segments %s to %s are missing", segmentName(1), segmentName(seq-1))
+	}
+	return &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%s, with the events before position %d: the store starts at this segment, without the state of the streams", missing, first)}
+}
+
 // scanSegment checks the frames of segment file b from the end of its
 // header and calls each for every frame, with its offset and payload. It
 // returns the offset where the complete frames end. When the last frame is
@@ -234,9 +250,6 @@ type segmentReader struct {
 	buf  []byte // the window, of the file's bytes from at; kept for the next file
 	at   int
 	wide int // the window's size, unless a frame needs more
-	// first is the kind of the file's first frame, once scanFile has
-	// replayed it.
-	first byte
 }
 
 // from returns the file's bytes from off on: at least n of them, unless
@@ -277,9 +290,6 @@ func scanFile(r *segmentReader, each func(off int, payload []byte) error) (end i
 				if len(rest) >= frameHeader+size {
 					payload := rest[frameHeader : frameHeader+size]
 					if crc32.Checksum(payload, castagnoli) == binary.LittleEndian.Uint32(rest[4:]) {
-						if off == segHeaderSize {
-							r.first = payload[0]
-						}
 						if err := replay(each, off, payload, r.path); err != nil {
 							return off, false, err
 						}
@@ -516,19 +526,32 @@ func (s *FileStore) recover() error {
 			s.w.log.first, s.w.log.n = h.firstPos, h.firstPos
 			s.w.log.skip = h.firstPos / logChunk
 		}
-		end, torn, err := scanFile(&r, s.replayFrame(seg))
+		each := s.replayFrame(seg)
+		// Retention starts the store only at a segment that starts with
+		// the state of every stream (see retain): without it, what older
+		// segments held is gone, and reading on would lose it without a
+		// word, or fail at the first event of a stream they held, with a
+		// reason that does not say why. Checked before the frame is
+		// replayed, for that reason.
+		headless := i == 0 && (seq > 1 || h.firstPos > 0)
+		if headless {
+			replayFrame := each
+			each = func(off int, p []byte) error {
+				if off == segHeaderSize && p[0] != kindState {
+					return missingStart(path, seq, h.firstPos)
+				}
+				return replayFrame(off, p)
+			}
+		}
+		end, torn, err := scanFile(&r, each)
 		if err != nil {
 			return err
 		}
 		if torn && !last {
 			return &CorruptionError{Path: path, Offset: int64(end), Reason: "incomplete record before the last segment"}
 		}
-		if i == 0 && (seq > 1 || h.firstPos > 0) && (end == segHeaderSize || r.first != kindState) {
-			// Retention starts the store only at a segment that starts
-			// with the state of every stream (see retain): without it,
-			// what older segments held is gone, and reading on would
-			// lose it without a word.
-			return &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("the segments before it are missing: it starts at position %d without the state of the streams", h.firstPos)}
+		if headless && end == segHeaderSize {
+			return missingStart(path, seq, h.firstPos)
 		}
 		if last && !s.opts.ReadOnly {
 			if torn {
@@ -765,14 +788,34 @@ func (s *FileStore) roll() error {
 	}
 	// The new segment starts with the state of every stream, so that the
 	// segments before it can be deleted.
-	w.buf = w.buf[:0]
+	w.buf = appendStates(w.buf[:0], s.byID)
+	if err := s.write(w.buf); err != nil {
+		return err
+	}
+	if w.dirty {
+		// Retention may name this segment the store's start (see
+		// removeDropped): its state frame must be on disk first.
+		w.dirty = false
+		if err := w.active.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", w.active.path, err)
+		}
+	}
+	seg.states = w.size - segHeaderSize
+	s.retain()
+	return nil
+}
+
+// appendStates appends to b the state frames that hold the state (the
+// write side) of streams: stateFrame streams a frame but in the last, which
+// holds fewer, none if need be, so that recovery tells that it has them
+// all.
+func appendStates(b []byte, streams []*fileStream) []byte {
 	for i, n := 0, stateFrame; n == stateFrame; i += n {
-		// The last frame holds fewer than stateFrame streams, none if
-		// need be, so that recovery tells that it has them all.
-		b, frame := beginFrame(w.buf, kindState)
-		n = min(len(s.byID)-i, stateFrame)
+		var frame int
+		b, frame = beginFrame(b, kindState)
+		n = min(len(streams)-i, stateFrame)
 		b = binary.AppendUvarint(b, uint64(n))
-		for _, st := range s.byID[i : i+n] {
+		for _, st := range streams[i : i+n] {
 			b = appendString(b, st.name)
 			b = binary.AppendUvarint(b, st.w.next())
 			b = binary.AppendUvarint(b, st.w.start)
@@ -788,22 +831,8 @@ func (s *FileStore) roll() error {
 			b = binary.AppendUvarint(b, uint64(st.w.md.MaxAge))
 		}
 		endFrame(b, frame)
-		w.buf = b
 	}
-	if err := s.write(w.buf); err != nil {
-		return err
-	}
-	if w.dirty {
-		// Retention may name this segment the store's start (see
-		// removeDropped): its state frame must be on disk first.
-		w.dirty = false
-		if err := w.active.f.Sync(); err != nil {
-			return fmt.Errorf("sync %s: %w", w.active.path, err)
-		}
-	}
-	seg.states = w.size - segHeaderSize
-	s.retain()
-	return nil
+	return b
 }
 
 // retain drops the oldest segments as RetainAge and RetainSize say,
@@ -1089,29 +1118,39 @@ func (s *FileStore) verifyStray(v *view) error {
 	return nil
 }
 
-// RepairFileStore makes the store in dir open again after
-// [OpenFileStore] reported a [*CorruptionError]: it cuts each segment at
-// its first damaged record, and moves what it cuts, with every later
-// segment, into a new subdirectory of dir named repair-<time>, whose path
-// it returns ("" when there was nothing to repair). The events cut are
-// lost to the store, so events committed after the damage are lost too:
-// keep the subdirectory until they are recovered or known to be
-// unneeded. Segment files missing at the end of the store cannot be cut
-// back: RepairFileStore moves the file LAST, which names the last one,
-// into the subdirectory, accepting the loss of their events. Either way
-// the store then ends where the events kept end, and its next appends
-// take the positions of the events lost: readers and checkpoints (of
-// durable subscriptions, projections) past there must start again. What
-// it cuts is on disk in the subdirectory before it is cut, so a failure
-// or a crash part way through loses nothing: the store is left as it was
-// or part repaired, and RepairFileStore can run again, keeping what it
-// cuts then in another subdirectory. With such an error, it returns the
-// path of the subdirectory too once it made one: what it cut so far is
-// there. The store must not be open: it fails with an error wrapping
-// [ErrLocked] if it is, and holds the store's lock until it returns, so
-// that no [OpenFileStore] reads the store part repaired. A dir that does
-// not exist, or holds no segment file nor START or LAST file (the parent
-// of the store's directory, say), holds no store to repair:
+// RepairFileStore makes the store in dir open again after [OpenFileStore]
+// reported a [*CorruptionError]: it cuts each segment at its first damaged
+// record, and moves what it cuts, with every later segment, into a new
+// subdirectory of dir named repair-<time>, whose path it returns ("" when
+// there was nothing to repair). The events cut are lost to the store, so
+// events committed after the damage are lost too: keep the subdirectory
+// until they are recovered or known to be unneeded. Segment files missing
+// at the end of the store cannot be cut back: RepairFileStore moves the
+// file LAST, which names the last one, into the subdirectory, accepting
+// the loss of their events. Segment files missing at its start (with no
+// file START, which retention writes, saying that it starts later), or
+// damaged before its first record (a first segment file emptied, or whose
+// header is damaged, which it moves into the subdirectory), cost only
+// their own events: RepairFileStore makes the store start at the first
+// segment left, as retention does, keeping a copy of that file in the
+// subdirectory, writing it again with the state of the streams first (the
+// revision that each goes on from, as the events left show), and naming it
+// in START. The events before it are lost, and so is what their segments
+// changed of the streams not written since: metadata, deletions, and the
+// streams themselves if no event of theirs is left. In every case the
+// store then ends where the events kept end, and its next appends take the
+// positions of the events lost: readers and checkpoints (of durable
+// subscriptions, projections) past there must start again. What it cuts or
+// writes again is on disk in the subdirectory before it is cut or written,
+// so a failure or a crash part way through loses nothing: the store is
+// left as it was or part repaired, and RepairFileStore can run again,
+// keeping what it cuts then in another subdirectory. With such an error,
+// it returns the path of the subdirectory too once it made one: what it
+// cut so far is there. The store must not be open: it fails with an error
+// wrapping [ErrLocked] if it is, and holds the store's lock until it
+// returns, so that no [OpenFileStore] reads the store part repaired. A dir
+// that does not exist, or holds no segment file nor START or LAST file
+// (the parent of the store's directory, say), holds no store to repair:
 // RepairFileStore then returns an error wrapping fs.ErrNotExist, and makes
 // no store there as opening would; an empty dir names none, and gets an
 // error wrapping [ErrInvalid].
@@ -1201,6 +1240,11 @@ func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
 		return err
 	}
 	base := filepath.Base(ce.Path)
+	if ce.Offset == 0 {
+		if done, err := cutStart(fs, dir, keep, seqs, base); done || err != nil {
+			return err
+		}
+	}
 	for _, seq := range seqs {
 		name := segmentName(seq)
 		switch {
@@ -1232,6 +1276,117 @@ func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
 		}
 	}
 	return errors.Join(syncPath(fs, keep), syncPath(fs, dir))
+}
+
+// cutStart repairs damage at the start of the segment name of dir, if no
+// record of the store comes before it (name is the first of seqs, or those
+// before it hold their header alone), and reports whether it did. Damage
+// there costs only the segments it takes, not the later ones, which the
+// store keeps by starting later, as retention makes it start: segments
+// before name go into keep, and the next open finds name starting the
+// store; a first segment whose header is sound starts the store without
+// the state of the streams (see missingStart), which startAt gives it; any
+// other first segment goes into keep, unless it is the only one, which the
+// cut moves as well.
+func cutStart(fs fileSystem, dir, keep string, seqs []uint64, name string) (bool, error) {
+	n := 0 // segments before name
+	for ; n < len(seqs) && segmentName(seqs[n]) != name; n++ {
+		if fi, err := os.Stat(filepath.Join(dir, segmentName(seqs[n]))); err != nil || fi.Size() != segHeaderSize {
+			return false, err
+		}
+	}
+	switch {
+	case n == len(seqs):
+		return false, nil
+	case n == 0:
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return false, err
+		}
+		if h, err := decodeSegHeader(b); err == nil && h.seq == seqs[0] && (h.seq > 1 || h.firstPos > 0) {
+			return true, startAt(fs, dir, keep, seqs, b)
+		}
+		if len(seqs) == 1 {
+			return false, nil
+		}
+		n = 1
+	}
+	for _, seq := range seqs[:n] {
+		if err := fs.Rename(filepath.Join(dir, segmentName(seq)), filepath.Join(keep, segmentName(seq))); err != nil {
+			return true, err
+		}
+	}
+	return true, errors.Join(syncPath(fs, keep), syncPath(fs, dir))
+}
+
+// startAt makes the store in dir start at its first segment, seqs[0],
+// whose file holds b, as retention makes a store start (see retain and
+// removeDropped): the segments before it are missing (see missingStart),
+// with the events before it and what they changed of the streams. It
+// keeps a copy of the file in keep, writes it again with the state of the
+// streams first, as firstRevisions gives it, and names the segment in
+// START. Each file is whole on disk, named, before the next step: a crash
+// or a failure part way leaves a store that RepairFileStore repairs again.
+func startAt(fs fileSystem, dir, keep string, seqs []uint64, b []byte) error {
+	streams, err := firstRevisions(dir, seqs, b)
+	if err != nil {
+		return err
+	}
+	name := segmentName(seqs[0])
+	if err := copyFile(fs, filepath.Join(keep, name), b); err != nil {
+		return fmt.Errorf("keep a copy of %s: %w", name, err)
+	}
+	if err := copyFile(fs, filepath.Join(dir, name), slices.Concat(b[:segHeaderSize], appendStates(nil, streams), b[segHeaderSize:])); err != nil {
+		return err
+	}
+	return copyFile(fs, filepath.Join(dir, startFile), seqContent(seqs[0]))
+}
+
+// firstRevisions returns the streams that the segments seqs of dir, the
+// first of which holds b, write events to before a state frame there
+// gives their state, each at the revision of its first event there if that
+// is not 0: the state of the streams that a store starting at seqs[0]
+// needs, since what the segments before it held is gone. It reads up to a
+// missing segment or the first damage, which opening reports next, and
+// cuts with what follows.
+func firstRevisions(dir string, seqs []uint64, b []byte) ([]*fileStream, error) {
+	var streams []*fileStream
+	known := make(map[string]bool)
+	var e entry
+	for i, seq := range seqs {
+		path := filepath.Join(dir, segmentName(seq))
+		if i > 0 {
+			if seq != seqs[i-1]+1 {
+				break
+			}
+			var err error
+			if b, err = os.ReadFile(path); err != nil {
+				return nil, err
+			}
+			if _, err := decodeSegHeader(b); err != nil {
+				break
+			}
+		}
+		_, _, err := scanSegment(b, path, func(_ int, p []byte) error {
+			r, err := decodeFrame(p, &e, func(stream []byte, _ int, e *entry) error {
+				if !known[string(stream)] {
+					known[string(stream)] = true
+					if e.rev > 0 {
+						streams = append(streams, &fileStream{name: string(stream), w: streamState{base: e.rev}})
+					}
+				}
+				return nil
+			})
+			for _, x := range r.states {
+				known[string(x.stream)] = true
+			}
+			return err
+		})
+		if err != nil {
+			break
+		}
+	}
+	return streams, nil
 }
 
 // copyFile writes b to the new file path, under a temporary name until

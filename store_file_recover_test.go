@@ -3006,11 +3006,13 @@ func TestFileStoreStraySegmentNames(t *testing.T) {
 
 // TestFileStoreFirstSegmentMissing checks that a store whose oldest
 // segments are gone (removed by hand, lost with a disk) fails to open with
-// a *CorruptionError naming the first segment left, as a segment missing
-// in the middle does: it opened without a word, with the events and
-// stream states of the missing segments gone (appends started their
-// streams again at revision 0), or failed the revision check of a later
-// event with a reason that did not say why. Retention, which deletes
+// a *CorruptionError for the first segment left that names the one
+// missing, as a segment missing in the middle does: it opened without a
+// word, with the events and stream states of the missing segments gone
+// (appends started their streams again at revision 0), or failed the
+// revision check of a later event with a reason that did not say why
+// ("event at position 3, revision 3 of "s", want 3, 0"), which was all it
+// said for a stream written in both segments. Retention, which deletes
 // segments too, always leaves a first segment that starts with the state
 // of every stream.
 func TestFileStoreFirstSegmentMissing(t *testing.T) {
@@ -3021,6 +3023,10 @@ func TestFileStoreFirstSegmentMissing(t *testing.T) {
 		{"events", func(ctx context.Context, s *eventbus.FileStore, i int) error {
 			// A stream of its own in each segment.
 			_, err := s.Append(ctx, fmt.Sprint("s", i), eventbus.NoStream, newEvents(3, "t", "e")...)
+			return err
+		}},
+		{"one stream", func(ctx context.Context, s *eventbus.FileStore, _ int) error {
+			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(3, "t", "e")...)
 			return err
 		}},
 		{"metadata", func(ctx context.Context, s *eventbus.FileStore, i int) error {
@@ -3040,14 +3046,178 @@ func TestFileStoreFirstSegmentMissing(t *testing.T) {
 			for _, ro := range []bool{false, true} {
 				s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: ro})
 				var ce *eventbus.CorruptionError
-				if !errors.As(err, &ce) || ce.Path != segs[1] || ce.Offset != 0 || !strings.Contains(ce.Reason, "missing") {
+				if !errors.As(err, &ce) || ce.Path != segs[1] || ce.Offset != 0 || !strings.Contains(ce.Reason, filepath.Base(segs[0])+" is missing") {
 					if err == nil {
 						t.Logf("it opened with %d events, %d streams", len(readAll(t, s)), s.Stats().Streams)
 						s.Close()
 					}
-					t.Fatalf("OpenFileStore(ReadOnly: %v) without %s = %v, want a *CorruptionError for %s at 0 saying what is missing", ro, filepath.Base(segs[0]), err, segs[1])
+					t.Fatalf("OpenFileStore(ReadOnly: %v) without %s = %v, want a *CorruptionError for %s at 0 saying that it is missing", ro, filepath.Base(segs[0]), err, segs[1])
 				}
 			}
+		})
+	}
+}
+
+// startingStore returns the directory of a store of four segments, and
+// its events: stream "a" is written in each segment, "gone" in the first
+// alone, and "m" in the first and, its metadata set there first, in the
+// third.
+func startingStore(t *testing.T) (string, []eventbus.RecordedEvent) {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 300})
+	for _, stream := range []string{"gone", "m"} {
+		_, err := s.Append(ctx, stream, eventbus.NoStream, newEvents(1, "t", stream)...)
+		require.NoError(t, err)
+	}
+	for set := false; s.Stats().Segments < 4; {
+		if s.Stats().Segments == 3 && !set {
+			require.NoError(t, s.SetStreamMetadata(ctx, "m", eventbus.StreamMetadata{MaxCount: 100}))
+			_, err := s.Append(ctx, "m", eventbus.Exact(0), newEvents(1, "t", "m")...)
+			require.NoError(t, err)
+			set = true
+		}
+		_, err := s.Append(ctx, "a", eventbus.Any, newEvents(1, "t", "a")...)
+		require.NoError(t, err)
+	}
+	events := readAll(t, s)
+	require.NoError(t, s.Close())
+	return dir, events
+}
+
+// firstPosition returns the position that the segment file path starts
+// at, as its header says.
+func firstPosition(t *testing.T, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(b), 32, "%s holds no header", path)
+	return binary.LittleEndian.Uint64(b[24:])
+}
+
+// TestRepairFileStoreFirstSegmentMissing repairs a store whose first
+// segments are gone (deleted by hand, with no START of retention saying
+// that the store starts later), emptied or cut to their header: the
+// store must keep every event of the segments after them, at their
+// positions, start there as retention would (naming the segment in
+// START), and go on with the revisions of its streams and the metadata
+// set since; the repair directory must hold a copy of each file it
+// changed or moved. RepairFileStore moved every segment into its repair
+// directory, cutting the store from its first segment on, and left it
+// empty: a repair of one missing file lost every event.
+func TestRepairFileStoreFirstSegmentMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		damage   func(segs []string) error
+		lost     int    // segments whose events are lost
+		maxCount uint64 // of stream "m" once repaired
+	}{
+		{"first missing", func(segs []string) error { return os.Remove(segs[0]) }, 1, 100},
+		{"first two missing", func(segs []string) error { return errors.Join(os.Remove(segs[0]), os.Remove(segs[1])) }, 2, 100},
+		{"all but the last missing", func(segs []string) error {
+			return errors.Join(os.Remove(segs[0]), os.Remove(segs[1]), os.Remove(segs[2]))
+		}, 3, 0},
+		{"first emptied", func(segs []string) error { return os.WriteFile(segs[0], nil, 0o644) }, 1, 100},
+		{"first cut to its header", func(segs []string) error { return os.Truncate(segs[0], 32) }, 1, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir, events := startingStore(t)
+			segs := segments(t, dir)
+			files := map[string][]byte{}
+			for _, path := range segs {
+				b, err := os.ReadFile(path)
+				require.NoError(t, err)
+				files[filepath.Base(path)] = b
+			}
+			first := firstPosition(t, segs[tc.lost])
+			require.NoError(t, tc.damage(segs))
+
+			kept, err := eventbus.RepairFileStore(dir)
+			require.NoError(t, err, "RepairFileStore")
+			require.NotEmpty(t, kept, "the repair directory")
+			s := openFile(t, dir, nil)
+			require.NoError(t, s.Verify(ctx), "Verify once repaired")
+			var want []eventbus.RecordedEvent
+			for _, e := range events {
+				if e.Position >= first {
+					want = append(want, e)
+				}
+			}
+			if diff := cmp.Diff(want, readAll(t, s)); diff != "" {
+				t.Fatalf("events once repaired (-want +got):\n%s", diff)
+			}
+			require.Equal(t, first, s.Stats().FirstPosition, "FirstPosition once repaired")
+			start, err := os.ReadFile(filepath.Join(dir, "START"))
+			require.NoError(t, err, "START once repaired")
+			require.True(t, strings.HasPrefix(string(start), fmt.Sprint(tc.lost+1, " ")), "START names %q, want segment %d", start, tc.lost+1)
+
+			info, err := s.StreamInfo(ctx, "m")
+			require.NoError(t, err)
+			require.Equal(t, tc.maxCount, info.Metadata.MaxCount, "the metadata of stream m, set in the third segment")
+			a := want[len(want)-1].Revision
+			res, err := s.Append(ctx, "a", eventbus.Exact(a), newEvents(1, "t", "next")...)
+			require.NoError(t, err, "Append at the revision that stream a went on from")
+			require.Equal(t, eventbus.AppendResult{Revision: a + 1, Position: want[len(want)-1].Position + 1}, res)
+
+			// A copy of each file changed or moved, as it was.
+			copies, err := filepath.Glob(filepath.Join(kept, "*"))
+			require.NoError(t, err)
+			for _, path := range copies {
+				name := filepath.Base(path)
+				b, err := os.ReadFile(path)
+				require.NoError(t, err)
+				if !bytes.Equal(b, files[name]) && !bytes.HasPrefix(files[name], b) {
+					t.Errorf("the repair directory holds %s of %d bytes, not as it was", name, len(b))
+				}
+			}
+			require.FileExists(t, filepath.Join(kept, filepath.Base(segs[tc.lost])), "a copy of the segment the store starts at, as it was")
+		})
+	}
+}
+
+// TestRepairFileStoreStartFaults fails, in turn, each operation on files
+// that RepairFileStore does to make a store whose first segment is
+// missing start at the next one: it must report an error wrapping the
+// cause, lose no byte of the segment it writes again (whole in the store
+// or in a repair directory), and RepairFileStore again must leave the
+// store with the events of the segments left.
+func TestRepairFileStoreStartFaults(t *testing.T) {
+	clean := &opsFS{FS: eventbus.OSFS}
+	clean.dir, _ = startingStore(t)
+	require.NoError(t, os.Remove(segments(t, clean.dir)[0]))
+	_, err := eventbus.RepairFileStoreFS(clean.dir, clean)
+	require.NoError(t, err)
+	for i, op := range clean.ops {
+		t.Run(fmt.Sprintf("%d %s", i+1, op), func(t *testing.T) {
+			dir, events := startingStore(t)
+			segs := segments(t, dir)
+			second, err := os.ReadFile(segs[1])
+			require.NoError(t, err)
+			require.NoError(t, os.Remove(segs[0]))
+			fs := &opsFS{FS: eventbus.OSFS, dir: dir, fail: i + 1}
+			kept, err := eventbus.RepairFileStoreFS(dir, fs)
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("RepairFileStore failing %q = %q, %v; want an error wrapping EIO", op, kept, err)
+			}
+			copies, err := filepath.Glob(filepath.Join(dir, "repair-*", filepath.Base(segs[1])))
+			require.NoError(t, err)
+			whole := slices.ContainsFunc(copies, func(path string) bool {
+				b, err := os.ReadFile(path)
+				return err == nil && bytes.Equal(b, second)
+			})
+			if b, err := os.ReadFile(segs[1]); !whole && (err != nil || !bytes.Equal(b, second)) {
+				t.Fatalf("after RepairFileStore failed at %q, %s is neither as it was nor kept whole", op, filepath.Base(segs[1]))
+			}
+
+			_, err = eventbus.RepairFileStore(dir)
+			require.NoError(t, err, "RepairFileStore again")
+			first := firstPosition(t, segs[1])
+			got := readAll(t, openFile(t, dir, nil))
+			require.NotEmpty(t, got)
+			require.Equal(t, first, got[0].Position, "the first event kept")
+			require.Len(t, got, len(events)-int(first), "events kept")
 		})
 	}
 }

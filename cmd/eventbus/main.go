@@ -24,7 +24,10 @@
 // says at which position the store now ends, where its next appends take
 // the positions of the events cut. Every subcommand but repair fails on a
 // store whose last segment files are missing, which its file LAST names;
-// repair then accepts the loss, moving LAST into that subdirectory.
+// repair then accepts the loss, moving LAST into that subdirectory. So for
+// a store whose first segment files are missing: repair then makes it start
+// at the first one left, as retention would, keeping that file as it was in
+// the subdirectory, and says where the store now starts.
 //
 // Read and tail print an event's data decompressed, as its encoding says
 // ("deflate" for one that a Registry compressed), and then as JSON
@@ -121,7 +124,7 @@ func summary(cmd string) string {
 	case "tail":
 		return "Tail prints the last events of the store, but for the system streams\n(named $...), or those of one stream, as JSON lines, oldest first." + dataHelp
 	case "repair":
-		return "Repair cuts the store from its first damaged record on, sound records\nafter it too, keeping a copy of what it cuts in a repair-<time>\nsubdirectory, and says where the store now ends."
+		return "Repair cuts the store from its first damaged record on, sound records\nafter it too, keeping a copy of what it cuts in a repair-<time>\nsubdirectory, and says where the store now ends. A store whose first\nsegments are missing starts at the first one left instead."
 	}
 	return ""
 }
@@ -301,6 +304,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err = checkDir(dir); err == nil {
 			var kept string
 			last, before := lastSegment(dir)
+			// A repair that makes the store start later changes START,
+			// where the store records its start.
+			start, _ := os.ReadFile(filepath.Join(dir, "START"))
 			if kept, err = eventbus.RepairFileStore(dir); err == nil {
 				// Opening for writing cuts an incomplete final
 				// record, keeping no copy: say so.
@@ -315,11 +321,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				case kept == "":
 					fmt.Fprintln(stdout, "nothing to repair")
 				default:
-					fmt.Fprintf(stdout, "repaired; what was cut is in %s\n", kept)
+					fmt.Fprintf(stdout, "repaired; what was cut or changed is in %s, as it was\n", kept)
 					if torn > 0 {
 						fmt.Fprintf(stdout, "and it cut an incomplete final record of %s from %s, left by a crash, keeping no copy\n", count(torn, "byte"), last)
 					}
-					err = reportLoss(dir, kept, stdout)
+					now, _ := os.ReadFile(filepath.Join(dir, "START"))
+					err = reportLoss(dir, kept, !bytes.Equal(start, now), stdout)
 				}
 			} else if kept != "" {
 				err = fmt.Errorf("%w; what repair copied before the failure is in %s", err, kept)
@@ -337,6 +344,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case !errors.As(err, &ce) || cmd == "repair":
 		case filepath.Base(ce.Path) == "LAST" && strings.HasSuffix(ce.Reason, " lost"):
 			fmt.Fprintf(stderr, "the store's last segments are missing, with their events; `eventbus repair %s` accepts the loss, so that the store opens again\n", shellArg(dir))
+		case strings.HasSuffix(ce.Reason, "without the state of the streams"):
+			fmt.Fprintf(stderr, "the store's first segments are missing, with their events: put them back if a copy has them; else `eventbus repair %s` accepts the loss, so that the store starts at the first segment left\n", shellArg(dir))
 		case filepath.Base(ce.Path) == "LAST":
 			fmt.Fprintf(stderr, "the store's file LAST, which names its last segment, is damaged; `eventbus repair %s` moves it aside, keeping a copy, and the store makes it again\n", shellArg(dir))
 		default:
@@ -385,13 +394,18 @@ func (o *output) Write(p []byte) (int, error) {
 }
 
 // reportLoss tells, after a repair that moved what it cut into kept, where
-// the store now ends: its next appends take the positions of the events
-// cut from there, if any (a damaged LAST file, which names the store's last
-// segment, is cut with none), which readers and checkpoints may have seen.
-func reportLoss(dir, kept string, stdout io.Writer) error {
+// the store now starts if the repair moved its start (started), as it does
+// when the store's first segments are missing, and where it now ends: its
+// next appends take the positions of the events cut from there, if any (a
+// damaged LAST file, which names the store's last segment, is cut with
+// none), which readers and checkpoints may have seen.
+func reportLoss(dir, kept string, started bool, stdout io.Writer) error {
 	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
 	if err != nil {
 		return err
+	}
+	if first := s.Stats().FirstPosition; started && first > 0 {
+		fmt.Fprintf(stdout, "the store now starts at position %d: the events before it, in segments missing or damaged, are lost, and so are the changes those made to streams not written since (metadata, deletions)\n", first)
 	}
 	next := s.Stats().NextPosition
 	what := "the events from there on, if any, were cut"

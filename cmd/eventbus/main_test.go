@@ -950,6 +950,52 @@ func TestLastSegmentMissing(t *testing.T) {
 	}
 }
 
+// TestFirstSegmentMissing checks verify and repair of a store whose
+// first segment files are gone: verify must name the first one missing
+// and advise a repair that accepts the loss; repair must keep the events
+// of the segments left and say where the store now starts. Verify said
+// that the revision of the first event left was wrong, and advised a
+// repair that cuts the damage, which moved every segment aside and left
+// the store empty.
+func TestFirstSegmentMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		removed int
+		missing string // what verify says is missing
+	}{
+		{"first", 1, "segment seg-0000000000000001.log is missing"},
+		{"first two", 2, "segments seg-0000000000000001.log to seg-0000000000000002.log are missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, segs := segmentedStore(t)
+			require.Len(t, segs, 3)
+			for _, seg := range segs[:tc.removed] {
+				require.NoError(t, os.Remove(seg))
+			}
+
+			code, _, stderr := runCmd(t, "verify", dir)
+			if code != 1 || !strings.Contains(stderr, tc.missing) || !strings.Contains(stderr, "accepts the loss") {
+				t.Errorf("verify without %s: exit status %d, stderr %q; want 1, %q and a repair that accepts the loss", filepath.Base(segs[0]), code, stderr, tc.missing)
+			}
+			code, stdout, stderr := runCmd(t, "repair", dir)
+			first := 2 * tc.removed
+			for _, want := range []string{"repaired", fmt.Sprintf("the store now starts at position %d", first), "the store now ends at position 6"} {
+				if code != 0 || !strings.Contains(stdout, want) {
+					t.Errorf("repair without %s: exit status %d, stdout %q, stderr %q; want 0 and %q", filepath.Base(segs[0]), code, stdout, stderr, want)
+				}
+			}
+			code, stdout, stderr = runCmd(t, "verify", dir)
+			if want := fmt.Sprintf("ok: %d events", 6-first); code != 0 || !strings.Contains(stdout, want) {
+				t.Errorf("verify after repair: exit status %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+			}
+			code, stdout, stderr = runCmd(t, "inspect", dir)
+			if want := fmt.Sprintf("%d-5", first); code != 0 || !strings.Contains(stdout, want) {
+				t.Errorf("inspect after repair: exit status %d, stdout %q, stderr %q; want 0 and revisions %s", code, stdout, stderr, want)
+			}
+		})
+	}
+}
+
 // TestRepairSaysWhereTheStoreEnds flips a bit in a record of a store's one
 // segment: repair cuts it and the sound records after it, and must say
 // where the store now ends and that its next appends take the positions
