@@ -80,7 +80,11 @@ type Options struct {
 	// Nil means silent; one without a Handler (a zero slog.Logger, which
 	// slog.New never makes) is invalid. A failing sink is reported with
 	// the context the sink was given (see DeadLetterSink), so a log
-	// handler that publishes with it never waits for room either.
+	// handler that publishes with it never waits for room either. The
+	// Handler runs on a goroutine of its own, which the reporting one (a
+	// worker, say) waits for: a panic in it, or a call of runtime.Goexit,
+	// loses that report only, as it would a handler's event. (The
+	// [Logging] middleware's logger runs in the handler's chain instead.)
 	Logger *slog.Logger
 	// Clock, if set, replaces the clock that stamps the events of the bus's
 	// topics and the failure times of dead letters, for tests with stable
@@ -90,7 +94,11 @@ type Options struct {
 	// Time is the store's commit time, by the wall clock (see
 	// [RecordedEvent].Time). Retry delays and
 	// RetryPolicy.MaxElapsed keep to the real clock, which their timers
-	// wait on. It must be safe for concurrent use.
+	// wait on. It must be safe for concurrent use, and must not panic:
+	// besides the publishers, whose Publish would panic, it runs in the
+	// workers (the failure times of dead letters, and with Metrics each
+	// attempt's latency), where nothing recovers a panic, which ends the
+	// process, as it would in any goroutine of the program's.
 	Clock func() time.Time
 	// NewID, if set, replaces the source of event IDs, for tests with stable
 	// output: of the events that Topic.Publish and StoreTopic.Publish make.
@@ -403,8 +411,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		<-b.stopped
 		return b.result
 	}
-	// Closed however the stop ends, a Logger's panic too, so that no
-	// other call waits for good.
+	// Closed however the stop ends, so that no other call waits for good.
 	defer close(b.stopped)
 	b.mu.Lock()
 	subs := b.atClose
@@ -438,9 +445,7 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	b.goroutines.Wait()
 	if lost > 0 {
 		b.result = &UndeliveredError{Count: int(lost), Err: cause}
-		if l := b.opts.Logger; l != nil {
-			l.Warn("eventbus: events undelivered at shutdown", "count", lost, "cause", cause)
-		}
+		report(context.Background(), b.opts.Logger, slog.LevelWarn, "eventbus: events undelivered at shutdown", "count", lost, "cause", cause)
 	}
 	b.mu.Lock()
 	if len(b.saveErrs) > 0 {
@@ -448,6 +453,28 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	return b.result
+}
+
+// report logs a report of the bus's own, msg with args at level, to l
+// unless it is nil. It calls l on a goroutine of its own, which it waits
+// for: l's Handler is user code, and a panic in it, or a call of
+// runtime.Goexit, ends only that goroutine and loses only the report,
+// which has nowhere else to go. The caller (a worker, which would lose
+// its place among the events it holds, a durable subscription's goroutine
+// or Shutdown's) goes on.
+func report(ctx context.Context, l *slog.Logger, level slog.Level, msg string, args ...any) {
+	if l == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer func() {
+			_ = recover()
+			close(done)
+		}()
+		l.Log(ctx, level, msg, args...)
+	}()
+	<-done
 }
 
 // saveFailed records err, the failure of a Durable run's final checkpoint

@@ -689,29 +689,46 @@ func TestSyncModeOrdersOnlyEachPublisher(t *testing.T) {
 
 // TestSyncUnsubscribeWaitsForNoPublish pins what Unsubscribe says of Sync
 // mode: it does not wait for a Publish already running, which may call the
-// handler after Unsubscribe has returned.
+// handler after Unsubscribe has returned, through its middleware. So does
+// a Publish running when Close returns, which does not wait for it
+// either, though the stop lets go of the chain.
 func TestSyncUnsubscribeWaitsForNoPublish(t *testing.T) {
-	b := newBus(t, nil)
-	topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})
-	in, release := make(chan struct{}), make(chan struct{})
-	subscribe(t, topic, "first", func(context.Context, eventbus.Event[Order]) error {
-		close(in)
-		<-release
-		return nil
-	}, nil)
-	var ran atomic.Bool
-	s := subscribe(t, topic, "second", func(context.Context, eventbus.Event[Order]) error {
-		ran.Store(true)
-		return nil
-	}, nil)
-	published := make(chan error)
-	go func() { published <- topic.Publish(context.Background(), Order{N: 1}) }()
-	<-in // the Publish has reached the first subscription
-	require.NoError(t, s.Unsubscribe(context.Background()))
-	require.False(t, ran.Load())
-	close(release)
-	require.NoError(t, <-published)
-	require.True(t, ran.Load(), "the Publish running called the handler after Unsubscribe returned")
+	for _, stop := range []string{"Unsubscribe", "Close"} {
+		t.Run(stop, func(t *testing.T) {
+			b := newBus(t, nil)
+			topic := newTopic(t, b, "orders", &eventbus.TopicOptions[Order]{Mode: eventbus.Sync})
+			in, release := make(chan struct{}), make(chan struct{})
+			subscribe(t, topic, "first", func(context.Context, eventbus.Event[Order]) error {
+				close(in)
+				<-release
+				return nil
+			}, nil)
+			var ran, wrapped atomic.Bool
+			mark := func(next eventbus.EnvelopeHandler) eventbus.EnvelopeHandler {
+				return func(ctx context.Context, env *eventbus.Envelope) error {
+					wrapped.Store(true)
+					return next(ctx, env)
+				}
+			}
+			s := subscribe(t, topic, "second", func(context.Context, eventbus.Event[Order]) error {
+				ran.Store(true)
+				return nil
+			}, &eventbus.SubscriptionOptions{Middleware: []eventbus.Middleware{mark}})
+			published := make(chan error)
+			go func() { published <- topic.Publish(context.Background(), Order{N: 1}) }()
+			<-in // the Publish has reached the first subscription
+			if stop == "Unsubscribe" {
+				require.NoError(t, s.Unsubscribe(context.Background()))
+			} else {
+				require.NoError(t, b.Close())
+			}
+			require.False(t, ran.Load())
+			close(release)
+			require.NoError(t, <-published)
+			require.True(t, ran.Load(), "the Publish running called the handler after %s returned", stop)
+			require.True(t, wrapped.Load(), "the Publish running called the handler after %s returned, but not its middleware", stop)
+		})
+	}
 }
 
 func TestSyncModeReturnsErrors(t *testing.T) {
@@ -1282,15 +1299,20 @@ func TestStoppedSubscriptionLetsGoOfQueues(t *testing.T) {
 // subscriptions with the Idempotency middleware, whose in-memory record
 // then holds about 1 MB, stops them with Unsubscribe, or by closing their
 // bus, and keeps the *Subscription and the bus: the records go all the
-// same.
+// same, in both modes. A Sync subscription kept its chain, and the record,
+// for as long as its Subscription, or its bus, was kept.
 func TestStoppedSubscriptionLetsGoOfMiddleware(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) { testStoppedSubscriptionLetsGoOfMiddleware(t, mode) })
+}
+
+func testStoppedSubscriptionLetsGoOfMiddleware(t *testing.T, mode eventbus.Mode) {
 	for _, stop := range []string{"Unsubscribe", "Close"} {
 		t.Run(stop, func(t *testing.T) {
 			ctx := context.Background()
 			var kept []any
 			before := liveHeap()
 			for range 5 {
-				b := newBus(t, &eventbus.Options{Workers: 1, Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
+				b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1, Middleware: []eventbus.Middleware{eventbus.Idempotency(nil)}})
 				topic := newTopic[int](t, b, "t", nil)
 				sub := subscribe(t, topic, "s", func(context.Context, eventbus.Event[int]) error { return nil }, nil)
 				for i := range 20_000 {
@@ -2034,6 +2056,53 @@ func TestUnsubscribeAfterClose(t *testing.T) {
 		require.ErrorAs(t, b.Close(), &ue)
 		require.Equal(t, 2, ue.Count)
 		require.NoError(t, sub.Unsubscribe(ctx))
+		require.Equal(t, 3, b.DeadLetters().Len())
+	})
+}
+
+// TestUnsubscribeDuringCloseLeavesItsLosses calls Unsubscribe once Close
+// has cut the subscription short, while one of its two workers has
+// abandoned its events and the other, whose handler ignores its context,
+// has yet to: the events are all Close's to report, as they are once
+// Close has returned (TestUnsubscribeAfterClose), and Unsubscribe returns
+// nil. It counted those that the second worker abandoned after the call,
+// a part of Close's events, reporting them twice between the two.
+func TestUnsubscribeDuringCloseLeavesItsLosses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBus(t, &eventbus.Options{Workers: 2, Retry: eventbus.RetryPolicy{MaxAttempts: 2}})
+		topic := newTopic[Order](t, b, "orders", nil)
+		gate := make(chan struct{})
+		started := make(chan struct{}, 2)
+		sub := subscribe(t, topic, "s", func(ctx context.Context, e eventbus.Event[Order]) error {
+			started <- struct{}{}
+			if e.Key == "a" {
+				<-gate // ignores ctx
+				return nil
+			}
+			<-ctx.Done()
+			return ctx.Err() // retries left: abandoned
+		}, nil)
+		ctx := context.Background()
+		require.NoError(t, topic.Publish(ctx, Order{Key: "a"}))
+		<-started
+		// Keyless, to the worker that key "a" leaves free.
+		require.NoError(t, topic.Publish(ctx, Order{N: 1}))
+		<-started
+		for i := range 2 {
+			require.NoError(t, topic.Publish(ctx, Order{Key: "a", N: 2 + i})) // queued behind the gate
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- b.Close() }()
+		synctest.Wait() // the keyless event abandoned; Close waits for the gated handler
+		unsubscribed := make(chan error, 1)
+		go func() { unsubscribed <- sub.Unsubscribe(ctx) }()
+		synctest.Wait()
+		close(gate)
+		var ue *eventbus.UndeliveredError
+		require.ErrorAs(t, <-closed, &ue)
+		require.Equal(t, 3, ue.Count, "Close()")
+		err := <-unsubscribed
+		require.NoError(t, err, "Unsubscribe() = %v, want nil: Close cut the subscription short before it", err)
 		require.Equal(t, 3, b.DeadLetters().Len())
 	})
 }

@@ -153,12 +153,10 @@ func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter, hold func(kept
 			q.mu.Lock()
 			q.sinkErrs++
 			q.mu.Unlock()
-			if q.logger != nil {
-				// With the handler's context, as for the sink: a log
-				// handler that publishes with it must not wait for room
-				// that only this worker could make.
-				q.logger.WarnContext(ctx, "eventbus: dead-letter sink failed", "id", dl.ID.String(), "topic", dl.Topic, "subscription", dl.Subscription, "error", err)
-			}
+			// With the handler's context, as for the sink: a log handler
+			// that publishes with it must not wait for room that only
+			// this worker could make.
+			report(ctx, q.logger, slog.LevelWarn, "eventbus: dead-letter sink failed", "id", dl.ID.String(), "topic", dl.Topic, "subscription", dl.Subscription, "error", err)
 		}
 	}
 	q.mu.Lock()

@@ -1449,6 +1449,89 @@ func TestDeadLetterSinkPanicLogged(t *testing.T) {
 	})
 }
 
+// TestLoggerFailureLosesOnlyTheReport gives the bus a Logger whose
+// Handler panics, or calls runtime.Goexit, and a sink that fails, so that
+// the bus reports each dead letter to the logger, from the worker or the
+// publisher: the report is lost, and nothing else. The panic went on
+// through the worker and ended the process; the Goexit ended the worker
+// for good, since the salvage of its events reported to the logger again,
+// so that Flush, and Close, waited for it forever; in Sync mode Publish
+// panicked, or never returned, and kept no dead letter.
+func TestLoggerFailureLosesOnlyTheReport(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		for _, goexit := range []bool{false, true} {
+			t.Run(fmt.Sprint("goexit=", goexit), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("sink down") })
+					b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1, Metrics: true, DeadLetterSink: sink, Logger: slog.New(brokenLog{goexit})})
+					topic := newTopic[Order](t, b, "orders", nil)
+					var handled []int
+					subscribe(t, topic, "s", func(_ context.Context, e eventbus.Event[Order]) error {
+						handled = append(handled, e.Payload.N)
+						if e.Payload.N == 1 {
+							return eventbus.Permanent(errFlaky)
+						}
+						return nil
+					}, nil)
+					ctx := context.Background()
+					err := topic.Publish(ctx, Order{Key: "k", N: 1})
+					if mode == eventbus.Sync {
+						require.ErrorIs(t, err, errFlaky)
+					}
+					require.NoError(t, topic.Publish(ctx, Order{Key: "k", N: 2}))
+					require.NoError(t, b.Flush(ctx))
+					require.Equal(t, []int{1, 2}, handled, "the events handled")
+					require.Equal(t, 1, b.DeadLetters().Len(), "the dead letters")
+					_, sinkErrs := b.DeadLetters().Evicted()
+					require.Equal(t, uint64(1), sinkErrs)
+					m := b.Metrics().Subscriptions[0]
+					require.Equal(t, [2]uint64{1, 1}, [2]uint64{m.Handled, m.DeadLettered}, "Handled and DeadLettered")
+				})
+			})
+		}
+	})
+}
+
+// TestShutdownLoggerFailureLosesOnlyTheReport closes a bus whose Logger
+// panics, or calls runtime.Goexit, when Close reports the events it
+// abandoned: Close returns its *UndeliveredError all the same. It went on
+// to Close's caller.
+func TestShutdownLoggerFailureLosesOnlyTheReport(t *testing.T) {
+	for _, goexit := range []bool{false, true} {
+		t.Run(fmt.Sprint("goexit=", goexit), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBus(t, &eventbus.Options{Workers: 1, Logger: slog.New(brokenLog{goexit})})
+				topic := newTopic[Order](t, b, "orders", nil)
+				subscribe(t, topic, "s", func(ctx context.Context, _ eventbus.Event[Order]) error {
+					<-ctx.Done()
+					return ctx.Err()
+				}, nil)
+				for i := range 3 {
+					require.NoError(t, topic.Publish(context.Background(), Order{N: i}))
+				}
+				synctest.Wait() // the first event's handler waits for the stop
+				var ue *eventbus.UndeliveredError
+				require.ErrorAs(t, b.Close(), &ue)
+				require.Equal(t, 2, ue.Count)
+			})
+		})
+	}
+}
+
+// brokenLog is a slog.Handler that panics at every record, or with goexit
+// calls runtime.Goexit, as t.FailNow in a test's handler does.
+type brokenLog struct{ goexit bool }
+
+func (brokenLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h brokenLog) Handle(context.Context, slog.Record) error {
+	if h.goexit {
+		runtime.Goexit()
+	}
+	panic("log handler broke")
+}
+func (h brokenLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h brokenLog) WithGroup(string) slog.Handler      { return h }
+
 // panicInSink panics with v, from a frame of its own name, for a test to
 // find in a stack.
 //

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -558,9 +559,7 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 		r.err = err
 		if err != nil {
 			d.track.stop(fmt.Errorf("durable subscription %q: stopped reading the store: %w", d.name, err), false)
-			if d.bus.opts.Logger != nil {
-				d.bus.opts.Logger.Error("eventbus: durable subscription stopped: reading the store failed", "subscription", d.name, "error", err)
-			}
+			report(context.Background(), d.bus.opts.Logger, slog.LevelError, "eventbus: durable subscription stopped: reading the store failed", "subscription", d.name, "error", err)
 		}
 	}
 	select {
@@ -570,9 +569,7 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 		// error, so the stop of the bus does.
 		if err := d.finish(r); err != nil {
 			d.bus.saveFailed(fmt.Errorf("durable subscription %q: saving its final checkpoint: %w", d.name, err))
-			if d.bus.opts.Logger != nil {
-				d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", d.track.position(), "error", err)
-			}
+			report(context.Background(), d.bus.opts.Logger, slog.LevelWarn, "eventbus: saving a checkpoint failed", "subscription", d.name, "position", d.track.position(), "error", err)
 		}
 		d.track.stop(ErrClosed, true)
 	}
@@ -657,8 +654,8 @@ func (d *Durable) saveDue(r *durableRun) {
 	for {
 		select {
 		case <-r.due:
-			if pos, err := d.persist(); err != nil && d.bus.opts.Logger != nil {
-				d.bus.opts.Logger.Warn("eventbus: saving a checkpoint failed", "subscription", d.name, "position", pos, "error", err)
+			if pos, err := d.persist(); err != nil {
+				report(context.Background(), d.bus.opts.Logger, slog.LevelWarn, "eventbus: saving a checkpoint failed", "subscription", d.name, "position", pos, "error", err)
 			}
 		case <-r.quit:
 			return

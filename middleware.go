@@ -178,8 +178,11 @@ func Timeout(d time.Duration) Middleware {
 // logged as such, "eventbus: skipped duplicate", not as handled.
 // An attempt that panics is logged with the *PanicError it becomes, and the
 // panic goes on to the bus, which recovers it in the handler's goroutine (a
-// worker's in Async mode, the publisher's in Sync mode). A nil logger logs
-// nothing and costs nothing.
+// worker's in Async mode, the publisher's in Sync mode). l's Handler runs
+// in the chain, as the handler does: a panic in it, or a call of
+// runtime.Goexit, is the attempt's, and fails it even after the handler
+// succeeded, so that the retry policy may run the handler again. A nil
+// logger logs nothing and costs nothing.
 //
 // A logger without a Handler (a zero slog.Logger, which slog.New never
 // makes) would panic at its first report, after the handler ran. Logging

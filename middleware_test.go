@@ -629,6 +629,29 @@ func TestLoggingPanics(t *testing.T) {
 	})
 }
 
+// TestLoggingHandlerPanicFailsAttempt pins what Logging says of a panic
+// in its logger's Handler: it is the attempt's, which fails, though the
+// handler succeeded, and is retried; the worker, or the publisher, goes on.
+func TestLoggingHandlerPanicFailsAttempt(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode, Retry: eventbus.RetryPolicy{MaxAttempts: 2},
+				Middleware: []eventbus.Middleware{eventbus.Logging(slog.New(brokenLog{}))}})
+			topic := newTopic[Order](t, b, "orders", nil)
+			calls := 0
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { calls++; return nil }, nil)
+			_ = topic.Publish(context.Background(), Order{Key: "k"})
+			require.NoError(t, b.Flush(context.Background()))
+			require.Equal(t, 2, calls, "attempts")
+			dl, ok := firstDeadLetter(b)
+			require.True(t, ok)
+			var pe *eventbus.PanicError
+			require.ErrorAs(t, dl.Err, &pe)
+			require.Equal(t, "log handler broke", pe.Value)
+		})
+	})
+}
+
 // fixedIDs returns an ID source that repeats ids in turn, to stage
 // redeliveries of the same event.
 func fixedIDs(ids ...eventbus.ID) func() eventbus.ID {

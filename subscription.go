@@ -135,19 +135,24 @@ func (s *Subscription) Topic() string {
 // handled go to the dead-letter queue; the error is then an
 // *UndeliveredError with their count, wrapping ctx's cause, or the bus's:
 // ErrClosed for Close, the context's cause for a Shutdown past its
-// deadline. Calling it again returns ErrClosed; calling it with a handler's
-// context, which would make it wait for that handler, or on a Subscription
-// not made by Subscribe, returns an error wrapping [ErrInvalid]. A handler
-// of an Async subscription must not call the subscription's Unsubscribe
-// with another context either, such as context.Background() or one with a
-// deadline: once ctx ends it still waits for the running handlers, the
-// caller among them, so neither ever returns, nor does the bus's Shutdown.
-// To stop a subscription from its own handler, call Unsubscribe in a
-// goroutine of its own.
+// deadline. A stop without grace that came before the call reports the
+// events it abandoned itself: Unsubscribe then returns nil, also while the
+// workers are still abandoning them. Calling it again returns ErrClosed;
+// calling it with a handler's context, which would make it wait for that
+// handler, or on a Subscription not made by Subscribe, returns an error
+// wrapping [ErrInvalid]. A handler of an Async subscription must not call
+// the subscription's Unsubscribe with another context either, such as
+// context.Background() or one with a deadline: once ctx ends it still
+// waits for the running handlers, the caller among them, so neither ever
+// returns, nor does the bus's Shutdown. To stop a subscription from its
+// own handler, call Unsubscribe in a goroutine of its own.
 //
 // In Sync mode, whose handlers run in their publishers' goroutines, it
 // waits for none of them, as Shutdown does not: a Publish already running
-// may still call the handler, with retries, after Unsubscribe has returned.
+// may still call the handler, through its middleware and with retries,
+// after Unsubscribe has returned. The middleware's state, such as an
+// Idempotency record, goes once those have returned, as in Async mode once
+// the workers have exited.
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	if s == nil || s.impl == nil {
 		return fmt.Errorf("%w: Unsubscribe on a Subscription not made by Subscribe", ErrInvalid)
@@ -158,18 +163,20 @@ func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	if s.stopped.Swap(true) {
 		return ErrClosed
 	}
-	// Events a Close or Shutdown abandoned before are theirs to report.
-	before := s.undelivered.Load()
+	// Once a stop of the bus has cut the subscription short, the events
+	// abandoned are the stop's to report, all of them: also those of
+	// workers that are still abandoning theirs, whose count comes later.
+	cutBefore := s.ctx.Err() != nil
 	s.impl.detach()
 	s.impl.stopIntake()
-	lost := s.wait(ctx, true) - before
+	lost := s.wait(ctx, true)
 	// Why the workers stopped short: ctx's end, or a Close (or a Shutdown
 	// past its deadline) that came first, while ctx is still live.
 	cause := context.Cause(s.ctx)
 	s.kill(ErrClosed) // for handler contexts kept past their handler
 	handles.release(s.base)
 	s.bus.unregister(s)
-	if lost > 0 {
+	if lost > 0 && !cutBefore {
 		return &UndeliveredError{Count: int(lost), Err: cause}
 	}
 	return nil

@@ -48,12 +48,12 @@ type Topic[T any] struct {
 	nilKey    bool           // methodKey, and T is a pointer or an interface, which may be nil
 	nilEmbed  bool           // methodKey, and T may embed a nil (embedsNil)
 
-	mu    sync.Mutex                         // serialises changes to subs
-	subs  atomic.Pointer[[]*subscription[T]] // copied on write
-	ctxs  syncSlab[linkedContext]            // handler contexts in Sync mode
-	roots syncSlab[rootContext]              // the same, without pointers, for given IDs
-	runs  syncRuns                           // the same, for IDs the bus numbers
-	sent  atomic.Uint64                      // successful publishes, with Options.Metrics
+	mu    sync.Mutex                  // serialises changes to subs
+	subs  atomic.Pointer[[]member[T]] // copied on write
+	ctxs  syncSlab[linkedContext]     // handler contexts in Sync mode
+	roots syncSlab[rootContext]       // the same, without pointers, for given IDs
+	runs  syncRuns                    // the same, for IDs the bus numbers
+	sent  atomic.Uint64               // successful publishes, with Options.Metrics
 }
 
 // NewTopic adds a topic named name with payload type T to b. Names are 1 to
@@ -114,7 +114,7 @@ func NewTopic[T any](b *Bus, name string, opts *TopicOptions[T]) (*Topic[T], err
 	}
 	t.nilKey = t.methodKey && nilKeyed[T]()
 	t.nilEmbed = t.methodKey && embedsNil[T]()
-	t.subs.Store(new([]*subscription[T]))
+	t.subs.Store(new([]member[T]))
 
 	goType := reflect.TypeFor[T]()
 	if goType.Kind() == reflect.Pointer {
@@ -208,33 +208,47 @@ func (t *Topic[T]) subscribe(name string, h Handler[T], batch BatchHandler[T], o
 	}
 	// Made before t.mu is taken: the middleware's constructors are user
 	// code, which may subscribe too.
-	s, err := newSubscription(t, name, h, batch, o, retry)
+	m, err := newSubscription(t, name, h, batch, o, retry)
 	if err != nil {
 		return nil, err
 	}
-	if err := t.add(s); err != nil {
-		s.kill(err)
+	if err := t.add(m); err != nil {
+		m.kill(err)
 		return nil, err
 	}
-	return s.Subscription, nil
+	return m.Subscription, nil
 }
 
-// add registers s with the bus, starts it and lists it, unless its name is
+// member is a subscription as its topic lists it, with the middleware
+// chain that a Sync-mode publish runs for it: nil in Async mode, whose
+// workers run the subscription's own, and without middleware. The list,
+// not the subscription, holds a Sync subscription's chain, so that a
+// publish runs the chain of the list it loaded, also once Unsubscribe or
+// a stop of the bus has taken the subscription off the list since, while
+// what stays of the subscription once those publishes have returned (its
+// Subscription, which its owner may keep, and its dead letters) holds no
+// state of the chain's, such as an Idempotency record.
+type member[T any] struct {
+	*subscription[T]
+	chain EnvelopeHandler
+}
+
+// add registers m with the bus, starts it and lists it, unless its name is
 // taken or the bus is closed.
-func (t *Topic[T]) add(s *subscription[T]) error {
+func (t *Topic[T]) add(m member[T]) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	subs := *t.subs.Load()
 	for _, x := range subs {
-		if x.name == s.name {
-			return fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, s.name)
+		if x.name == m.name {
+			return fmt.Errorf("%w: topic %q already has a subscription %q", ErrDuplicate, t.name, m.name)
 		}
 	}
-	if err := t.bus.register(s.Subscription); err != nil {
+	if err := t.bus.register(m.Subscription); err != nil {
 		return err
 	}
-	s.start()
-	next := append(slices.Clip(subs), s)
+	m.start()
+	next := append(slices.Clip(subs), m)
 	t.subs.Store(&next)
 	return nil
 }
@@ -243,17 +257,32 @@ func (t *Topic[T]) add(s *subscription[T]) error {
 func (t *Topic[T]) named(name string) *subscription[T] {
 	for _, x := range *t.subs.Load() {
 		if x.name == name {
-			return x
+			return x.subscription
 		}
 	}
 	return nil
 }
 
-// remove takes s out of the topic's subscriptions.
+// listed returns s as the topic lists it, and whether it does.
+func (t *Topic[T]) listed(s *subscription[T]) (member[T], bool) {
+	for _, x := range *t.subs.Load() {
+		if x.subscription == s {
+			return x, true
+		}
+	}
+	return member[T]{}, false
+}
+
+// remove takes s out of the topic's subscriptions, if it is listed.
 func (t *Topic[T]) remove(s *subscription[T]) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	next := slices.DeleteFunc(slices.Clone(*t.subs.Load()), func(x *subscription[T]) bool { return x == s })
+	subs := *t.subs.Load()
+	at := slices.IndexFunc(subs, func(x member[T]) bool { return x.subscription == s })
+	if at < 0 {
+		return
+	}
+	next := slices.Delete(slices.Clone(subs), at, at+1)
 	t.subs.Store(&next)
 }
 
@@ -336,12 +365,20 @@ func (t *Topic[T]) publish(ctx context.Context, payload T, opts []PublishOption,
 	if !t.plain(&p, opts) {
 		t.extend(e, &p, opts)
 	}
+	if t.mode == Sync {
+		// Loaded before closed is read: a stop of the bus takes the Sync
+		// subscriptions off the list once it has set closed (see
+		// subscription.stopIntake), so a publish that finds the bus open
+		// runs every subscription that it had, with its chain.
+		subs := *t.subs.Load()
+		if t.bus.closed.Load() {
+			return false, ErrClosed
+		}
+		t.count(1)
+		return true, t.publishSync(t.syncContext(ctx, bg, e), subs, e)
+	}
 	if t.bus.closed.Load() {
 		return false, ErrClosed
-	}
-	if t.mode == Sync {
-		t.count(1)
-		return true, t.publishSync(t.syncContext(ctx, bg, e), e)
 	}
 	ok, err := t.enqueue(ctx, &ev, p.handler && !try, try) // a try never waits, so it keeps the bound
 	if ok {
@@ -632,12 +669,12 @@ func (t *Topic[T]) hash(key string) uint64 {
 	return maphash.String(t.bus.seed, key)
 }
 
-// publishSync runs every subscription's handler for e in the calling
-// goroutine.
-func (t *Topic[T]) publishSync(ctx context.Context, e *Event[T]) error {
+// publishSync runs the handler of every subscription of subs, a list of
+// the topic's, for e in the calling goroutine.
+func (t *Topic[T]) publishSync(ctx context.Context, subs []member[T], e *Event[T]) error {
 	var errs []error
-	for _, s := range *t.subs.Load() {
-		if err := s.runSync(ctx, e); err != nil {
+	for _, s := range subs {
+		if err := s.runSync(ctx, s.chain, e); err != nil {
 			errs = append(errs, &HandlerError{Topic: t.name, Subscription: s.name, Err: err})
 		}
 	}

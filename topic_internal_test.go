@@ -278,5 +278,5 @@ func idleSubscription(t *testing.T, workers int) (*Topic[int], *subscription[int
 	_, err = topic.Subscribe("s", func(context.Context, Event[int]) error { return nil }, nil)
 	require.NoError(t, err)
 	synctest.Wait() // every worker parked, with nothing to do
-	return topic, (*topic.subs.Load())[0]
+	return topic, (*topic.subs.Load())[0].subscription
 }

@@ -18,8 +18,11 @@ type subscription[T any] struct {
 	*Subscription
 	topic   *Topic[T]
 	handler Handler[T]
-	batch   batching[T]     // handler is nil when batch.handler is set
-	chain   EnvelopeHandler // nil without middleware, and once the workers have exited
+	batch   batching[T] // handler is nil when batch.handler is set
+	// chain is the Async mode's middleware chain, which the workers run:
+	// nil without middleware, and once they have exited. A Sync
+	// subscription's is its topic's (see member).
+	chain   EnvelopeHandler
 	retry   RetryPolicy
 	workers []*worker[T]
 	// idle has bit i set while worker i, of the first 64, has nothing to
@@ -39,11 +42,11 @@ type subscription[T any] struct {
 	plain bool
 }
 
-// newSubscription returns the subscription name of t, not started. It
-// builds the middleware chain, running the middleware's constructors, which
-// are user code: callers hold no lock. It returns an error wrapping
-// ErrInvalid if a middleware returns a nil handler.
-func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) (*subscription[T], error) {
+// newSubscription returns the subscription name of t as t is to list it,
+// not started. It builds the middleware chain, running the middleware's
+// constructors, which are user code: callers hold no lock. It returns an
+// error wrapping ErrInvalid if a middleware returns a nil handler.
+func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchHandler[T], o SubscriptionOptions, retry RetryPolicy) (member[T], error) {
 	b := t.bus
 	s := &subscription[T]{
 		Subscription: &Subscription{bus: b, topic: t.name, name: name, exited: make(chan struct{})},
@@ -54,15 +57,16 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		release:      o.released,
 	}
 	s.impl = s
+	var chain EnvelopeHandler
 	if len(b.opts.Middleware)+len(o.Middleware) > 0 && batch == nil {
-		chain, err := wrap(s.inner, o.Middleware, "SubscriptionOptions")
+		var err error
+		chain, err = wrap(s.inner, o.Middleware, "SubscriptionOptions")
 		if err == nil {
 			chain, err = wrap(chain, b.opts.Middleware, "Options")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("topic %q: subscription %q: %w", t.name, name, err)
+			return member[T]{}, fmt.Errorf("topic %q: subscription %q: %w", t.name, name, err)
 		}
-		s.chain = chain
 	}
 	// Made once the constructors have run, so that one that fails or
 	// panics leaves no context linked to the bus's.
@@ -71,11 +75,12 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		s.batch = newBatching(s, batch, o)
 		s.handler = s.batch.single
 	}
-	s.plain = s.chain == nil && !b.opts.Metrics && s.finish == nil
+	s.plain = chain == nil && !b.opts.Metrics && s.finish == nil
 	if t.mode == Sync {
 		close(s.exited)
-		return s, nil
+		return member[T]{subscription: s, chain: chain}, nil
 	}
+	s.chain = chain
 	s.workers = make([]*worker[T], o.Workers)
 	for i := range s.workers {
 		w := &worker[T]{sub: s, lanes: make(map[laneKey]*lane[T])}
@@ -91,7 +96,7 @@ func newSubscription[T any](t *Topic[T], name string, h Handler[T], batch BatchH
 		w.q.init(o.QueueSize, b.ids.source(), idle, 1<<(i%64))
 		s.workers[i] = w
 	}
-	return s, nil
+	return member[T]{subscription: s}, nil
 }
 
 // start launches the workers.
@@ -131,7 +136,14 @@ func (s *subscription[T]) queueOf(h uint64, keyless bool) *queue[T] {
 	return s.queueFor(h)
 }
 
+// stopIntake closes the subscription to new events: the workers' queues,
+// or in Sync mode its place in its topic's list, with which its chain
+// goes once the publishes that loaded the list before have returned.
 func (s *subscription[T]) stopIntake() {
+	if s.topic.mode == Sync {
+		s.detach()
+		return
+	}
 	for _, w := range s.workers {
 		w.q.stop()
 	}
@@ -184,33 +196,35 @@ func (s *subscription[T]) inner(ctx context.Context, env *Envelope) error {
 	return s.handler(ctx, Event[T]{Header: env.Header, Payload: p.v})
 }
 
-// call makes one attempt at handling e, turning a panic into a *PanicError,
-// and counts it in c. env is scratch space for the middleware chain. When
-// start is not zero the attempt is timed from start, a reading of
-// clock.elapsed, and call returns when it ended; otherwise it returns 0.
-func (s *subscription[T]) call(ctx context.Context, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Duration) (time.Duration, error) {
-	err := s.attempt(ctx, e, env, attempt)
+// call makes one attempt at handling e through chain, the subscription's
+// middleware chain or nil, turning a panic into a *PanicError, and counts
+// it in c. env is scratch space for the chain. When start is not zero the
+// attempt is timed from start, a reading of clock.elapsed, and call
+// returns when it ended; otherwise it returns 0.
+func (s *subscription[T]) call(ctx context.Context, chain EnvelopeHandler, e *Event[T], env *envelope[T], attempt int, c *counters, start time.Duration) (time.Duration, error) {
+	err := s.attempt(ctx, chain, e, env, attempt)
 	return s.account(e, env, attempt, c, start, err), err
 }
 
-// attempt runs the chain or the handler once, turning a panic into a
-// *PanicError.
-func (s *subscription[T]) attempt(ctx context.Context, e *Event[T], env *envelope[T], attempt int) (err error) {
+// attempt runs chain, or the handler if chain is nil, once, turning a
+// panic into a *PanicError.
+func (s *subscription[T]) attempt(ctx context.Context, chain EnvelopeHandler, e *Event[T], env *envelope[T], attempt int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	return s.invoke(ctx, e, env, attempt)
+	return s.invoke(ctx, chain, e, env, attempt)
 }
 
-// invoke runs the chain or the handler once. Its caller recovers panics,
-// which probe may raise too: a handler's error is walked where they are.
-func (s *subscription[T]) invoke(ctx context.Context, e *Event[T], env *envelope[T], attempt int) (err error) {
-	if s.chain == nil {
+// invoke runs chain, or the handler if chain is nil, once. Its caller
+// recovers panics, which probe may raise too: a handler's error is walked
+// where they are.
+func (s *subscription[T]) invoke(ctx context.Context, chain EnvelopeHandler, e *Event[T], env *envelope[T], attempt int) (err error) {
+	if chain == nil {
 		err = s.handler(ctx, *e)
 	} else {
-		err = s.chain(ctx, env.fill(e, s.name, attempt))
+		err = chain(ctx, env.fill(e, s.name, attempt))
 	}
 	if err != nil {
 		probe(err)
@@ -240,11 +254,12 @@ func (s *subscription[T]) clock() time.Duration {
 	return s.bus.clock.elapsed()
 }
 
-// runSync handles e in the calling goroutine with the retry policy, waiting
+// runSync handles e through chain, the middleware chain that the topic
+// lists s with, in the calling goroutine with the retry policy, waiting
 // between attempts unless ctx ends.
-func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
+func (s *subscription[T]) runSync(ctx context.Context, chain EnvelopeHandler, e *Event[T]) error {
 	var env *envelope[T]
-	if s.chain != nil {
+	if chain != nil {
 		// Middleware must not keep env, so envelopes can be reused.
 		env, _ = s.envs.Get().(*envelope[T])
 		if env == nil {
@@ -261,12 +276,12 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 	if !s.bus.opts.Metrics && s.finish == nil {
 		// Nothing to count or finish: a success is one attempt and nothing
 		// more, which took a tenth off a Sync publish.
-		err := s.attempt(ctx, e, env, 1)
+		err := s.attempt(ctx, chain, e, env, 1)
 		if err == nil {
 			return nil
 		}
 		c := s.sync.start(nil) // whose counts go nowhere
-		return s.retrySync(ctx, e, env, &c, err)
+		return s.retrySync(ctx, chain, e, env, &c, err)
 	}
 	var timed *clock
 	if s.bus.opts.Metrics {
@@ -285,23 +300,23 @@ func (s *subscription[T]) runSync(ctx context.Context, e *Event[T]) error {
 			s.sync.add(&c)
 		}()
 	}
-	_, err := s.call(ctx, e, env, 1, &c, s.clock())
+	_, err := s.call(ctx, chain, e, env, 1, &c, s.clock())
 	if err == nil {
 		return nil
 	}
-	return s.retrySync(ctx, e, env, &c, err)
+	return s.retrySync(ctx, chain, e, env, &c, err)
 }
 
-// retrySync goes on with e, counted in c, after its first attempt failed
-// with err: it retries as the policy says, and hands e to the dead-letter
-// queue if it gives up, returning the last attempt's error.
-func (s *subscription[T]) retrySync(ctx context.Context, e *Event[T], env *envelope[T], c *counters, err error) error {
+// retrySync goes on with e, counted in c, after its first attempt through
+// chain failed with err: it retries as the policy says, and hands e to the
+// dead-letter queue if it gives up, returning the last attempt's error.
+func (s *subscription[T]) retrySync(ctx context.Context, chain EnvelopeHandler, e *Event[T], env *envelope[T], c *counters, err error) error {
 	first := time.Now()
 	firstAt := s.bus.clock.stamp(first) // first's stamp (clock.stamp)
 	now, at := first, firstAt
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
-			if _, err = s.call(ctx, e, env, attempt, c, s.clock()); err == nil {
+			if _, err = s.call(ctx, chain, e, env, attempt, c, s.clock()); err == nil {
 				return nil
 			}
 			now = time.Now()
@@ -415,7 +430,10 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 	}
 	e := &Event[T]{Header: env.Header, Payload: p.v}
 	if s.topic.mode == Sync {
-		if s.stopped.Load() || s.bus.closed.Load() {
+		// Looked up before the checks, as Publish loads the list: s leaves
+		// it, and its chain with it, only once stopped or closed is set.
+		m, listed := s.topic.listed(s)
+		if !listed || s.stopped.Load() || s.bus.closed.Load() {
 			return ErrClosed
 		}
 		if err := ctx.Err(); err != nil {
@@ -423,7 +441,7 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		}
 		// Sent and handled: an event that fails again is a dead letter
 		// again, as in Async mode, not one left in the queue.
-		_ = s.runSync(s.topic.syncContext(ctx, ctx == context.Background(), e), e)
+		_ = s.runSync(s.topic.syncContext(ctx, ctx == context.Background(), e), m.chain, e)
 		return nil
 	}
 	q := s.queueOf(s.topic.hash(e.Key), e.Key == "")
@@ -716,7 +734,7 @@ func (w *worker[T]) handleFrom(batch []Event[T], base uint64, from int) (at int,
 		}
 		ctx = w.ctxs.get(w.sub.ctx, w.sub.base, &e.Header)
 		w.next = at + 1
-		if err = w.sub.invoke(ctx, e, &w.env, 1); err != nil {
+		if err = w.sub.invoke(ctx, w.sub.chain, e, &w.env, 1); err != nil {
 			return at, ctx, err
 		}
 		if w.sub.plain {
@@ -807,7 +825,7 @@ func (w *worker[T]) retry(l *lane[T], p *pending[T]) bool {
 	}
 	p.attempts++
 	w.began = w.sub.clock()
-	_, err := w.sub.call(p.ctx, &p.e, &w.env, p.attempts, &w.stats, w.began)
+	_, err := w.sub.call(p.ctx, w.sub.chain, &p.e, &w.env, p.attempts, &w.stats, w.began)
 	if err == nil {
 		return true
 	}
