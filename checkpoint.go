@@ -106,6 +106,7 @@ type tracker struct {
 	mu       sync.Mutex
 	next     uint64    // every event handed out before it is finished
 	read     uint64    // position after the last event handed out
+	passed   uint64    // the subscription has read every position before it
 	inflight []uint64  // positions handed out from next on, ascending, but for finished ones dropped by compact
 	done     []bool    // whether each of inflight is finished
 	finished int       // how many of inflight are
@@ -118,7 +119,7 @@ type tracker struct {
 }
 
 func newTracker(from uint64) *tracker {
-	return &tracker{next: from, read: from, saved: from}
+	return &tracker{next: from, read: from, passed: from, saved: from}
 }
 
 // handOut records that the event at pos goes to the workers.
@@ -138,6 +139,20 @@ func (t *tracker) caughtUp(n uint64) {
 	t.read = max(t.read, n)
 	t.advance()
 	t.mu.Unlock()
+}
+
+// pass records that the subscription has read every position before n,
+// the ones its filter skipped included, for waitFor alone: unlike
+// caughtUp, it leaves the checkpoint where it is, so that the skipped
+// events that the subscription passes once it has caught up, its own
+// saves of the checkpoint among them, do not make a save due at Stop.
+func (t *tracker) pass(n uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n > t.passed {
+		t.passed = n
+		t.changed.notify()
+	}
 }
 
 // finish records that the event at pos is finished and returns how many
@@ -290,12 +305,13 @@ func (t *tracker) resume() uint64 {
 	return t.next
 }
 
-// waitFor waits until next is past pos, or ctx is done. It returns err if
-// pos will never finish.
+// waitFor waits until next is past pos, or the subscription has passed
+// pos with no event up to pos still running, or ctx is done. It returns
+// err if pos will never finish.
 func (t *tracker) waitFor(ctx context.Context, pos uint64) error {
 	for {
 		t.mu.Lock()
-		if t.next > pos {
+		if t.next > pos || t.passed > pos && (len(t.inflight) == 0 || t.inflight[0] > pos) {
 			t.mu.Unlock()
 			return nil
 		}
@@ -341,7 +357,7 @@ func (t *tracker) stopped() error {
 func (t *tracker) reset(from uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.next, t.read, t.inflight, t.done, t.finished, t.held, t.advanced, t.saved = from, from, nil, nil, 0, nil, 0, from
+	t.next, t.read, t.passed, t.inflight, t.done, t.finished, t.held, t.advanced, t.saved = from, from, from, nil, nil, 0, nil, 0, from
 	t.err, t.ended = nil, false
 	t.changed.notify()
 }

@@ -1,6 +1,7 @@
 package eventbus
 
 import (
+	"context"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -145,5 +146,44 @@ func TestTrackerBehindStuckEvents(t *testing.T) {
 		if got := tr.position(); got != want {
 			t.Fatalf("position() = %d with %d stuck, want %d", got, len(stuck), want)
 		}
+	}
+}
+
+// Passing positions that the filter skipped (pass) lets WaitFor return for
+// those with no event before them still running, and leaves the
+// checkpoint where it is: the skipped events a caught-up subscription
+// passes, its own checkpoint saves among them, make no save due at Stop.
+func TestTrackerPass(t *testing.T) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	returns := func(tr *tracker, pos uint64) bool { return tr.waitFor(done, pos) == nil }
+	tr := newTracker(0)
+	tr.handOut(1)
+	tr.pass(5) // 0, 2, 3 and 4 skipped
+	for pos, want := range []bool{true, false, false, false, false, false} {
+		if got := returns(tr, uint64(pos)); got != want {
+			t.Errorf("with 1 running, past 5: waitFor(%d) returns %t, want %t", pos, got, want)
+		}
+	}
+	tr.finish(1, false)
+	for pos, want := range []bool{true, true, true, true, true, false} {
+		if got := returns(tr, uint64(pos)); got != want {
+			t.Errorf("with 1 finished, past 5: waitFor(%d) returns %t, want %t", pos, got, want)
+		}
+	}
+	if got := tr.position(); got != 2 {
+		t.Errorf("position() = %d, want 2: pass moves no checkpoint", got)
+	}
+	tr.handOut(6)
+	tr.pass(8)
+	if returns(tr, 7) {
+		t.Errorf("with 6 running, past 8: waitFor(7) returns, want it to wait for 6")
+	}
+	if !returns(tr, 5) {
+		t.Errorf("with 6 running, past 8: waitFor(5) waits, want it to return")
+	}
+	tr.reset(0) // a rebuild
+	if returns(tr, 0) {
+		t.Errorf("waitFor(0) after reset(0) returns, want it to wait for the new run")
 	}
 }

@@ -578,7 +578,7 @@ func (d *Durable) tail(ctx context.Context, r *durableRun, from uint64) {
 // pump reads the store from position from and queues each event. It
 // returns why it stopped, which is never nil.
 func (d *Durable) pump(ctx context.Context, from uint64) error {
-	opts := &SubscribeOptions{From: from, Filter: d.filter, CaughtUp: d.track.caughtUp}
+	opts := &SubscribeOptions{From: from, Filter: d.filter, CaughtUp: d.track.caughtUp, Passed: d.track.pass}
 	for e, err := range d.store.Subscribe(ctx, opts) {
 		if err != nil {
 			return err
@@ -723,21 +723,20 @@ func (d *Durable) Checkpoint() uint64 {
 // WaitFor waits until the event at position pos has finished, with every
 // event before it, or until ctx is done (it then returns ctx's error). Give
 // it the Position of an [AppendResult] to read your own writes from a
-// projection. pos should be an event that the subscription selects: the
-// checkpoint moves over the events its filter skips only when it reads a
-// later event that it selects, or first catches up with the store, so that
-// for a skipped event appended once it has caught up, WaitFor waits for
-// the next event selected, or until ctx is done. An AppendResult gives the
-// position of the append's last event: if the filter may skip that one
-// (an [Aggregate.Execute] deciding two events, of which the filter's Types
-// take the first only, say), give the position of the last one selected;
-// the events of one append have consecutive positions. If the event
-// will never finish, it returns at once: the error that stopped the
-// subscription reading the store, if pos was not read before, or
-// [ErrClosed] once the subscription has stopped (by Stop, a failed
-// Rebuild, or the bus's Shutdown or Close). Unlike [Bus.Flush], it takes a
-// handler's context, so that a handler can wait for another projection; but
-// the subscription's own handler waiting for its own event, or a later one,
+// projection. For a position that the subscription passes without
+// handling it (an event that its filter skips, one of a system stream, or
+// one that a [FileStore]'s retention removed), it waits until the
+// subscription has read past it and every event before it has finished:
+// with a store that calls [SubscribeOptions].Passed, as this package's
+// do, that is as soon as the subscription has read the events committed
+// up to it; with another, only once it reads a later event that it
+// selects, or first catches up with the store. If the event will never
+// finish, it returns at once: the error that stopped the subscription
+// reading the store, if pos was not read before, or [ErrClosed] once the
+// subscription has stopped (by Stop, a failed Rebuild, or the bus's
+// Shutdown or Close). Unlike [Bus.Flush], it takes a handler's context,
+// so that a handler can wait for another projection; but the
+// subscription's own handler waiting for its own event, or a later one,
 // waits for itself, until ctx is done.
 func (d *Durable) WaitFor(ctx context.Context, pos uint64) error {
 	if err := d.checkMade("Durable.WaitFor"); err != nil {

@@ -1622,13 +1622,13 @@ func TestDurableWaitForDuringShutdown(t *testing.T) {
 	})
 }
 
-// TestDurableWaitForSkippedDuringShutdown is TestDurableWaitForDuringShutdown
-// with a position that B's filter skips, appended once B has caught
-// up: WaitFor's doc has it wait "for the next event selected, or until ctx
-// is done" while B runs, and return ErrClosed once B has stopped. During a
-// graceful Shutdown B's workers have exited and no event will ever be
-// selected again, yet A's handler waited on, and Shutdown with it.
-func TestDurableWaitForSkippedDuringShutdown(t *testing.T) {
+// TestDurableWaitForUnreadDuringShutdown is TestDurableWaitForDuringShutdown
+// with a position that B has not read, past the store's end, which B's
+// filter would skip: WaitFor waits for it while B runs, and returns
+// ErrClosed once B has stopped. During a graceful Shutdown B's workers
+// have exited and no event will ever be read again, yet A's handler
+// waited on, and Shutdown with it.
+func TestDurableWaitForUnreadDuringShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		s, err := eventbus.NewMemoryStore(nil)
@@ -1639,11 +1639,11 @@ func TestDurableWaitForSkippedDuringShutdown(t *testing.T) {
 			return nil
 		}, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "b"}})
 		synctest.Wait() // B has caught up
-		skipped := appendDeposits(t, s, reg, "other", 1).Position
+		unread := appendDeposits(t, s, reg, "other", 1).Position + 10
 
 		waited := make(chan error, 1)
 		subscribeDurable(t, bus, s, nil, "a", func(ctx context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
-			err := b.WaitFor(ctx, skipped)
+			err := b.WaitFor(ctx, unread)
 			waited <- err
 			return err
 		}, &eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "a"}})
@@ -1669,6 +1669,66 @@ func TestDurableWaitForSkippedDuringShutdown(t *testing.T) {
 			t.Logf("Shutdown after its deadline = %v; A's WaitFor = %v", <-done, <-waited)
 		}
 	})
+}
+
+// TestDurableWaitForSkipped waits for positions that a durable
+// subscription, caught up with the store, passes without handling them:
+// events of another stream and of another type than its filter's, and of
+// a system stream. WaitFor returns once the subscription has read past
+// them, as for an event that it handles; it waited for the next event
+// that the subscription selected, or for its context. An event of a
+// stream soft-deleted since is handled as any other.
+func TestDurableWaitForSkipped(t *testing.T) {
+	tests := []struct {
+		name   string
+		commit func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) uint64 // returns the position to wait for
+	}{
+		{"another stream", func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) uint64 {
+			return appendDeposits(t, s, reg, "other", 1).Position
+		}},
+		{"another type", func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) uint64 {
+			e, err := reg.Encode(Withdrawn{Amount: 1})
+			require.NoError(t, err)
+			res, err := s.Append(context.Background(), "b-1", eventbus.Any, e)
+			require.NoError(t, err)
+			return res.Position
+		}},
+		{"a system stream", func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) uint64 {
+			return appendDeposits(t, s, reg, "$b", 1).Position
+		}},
+		{"a deleted stream", func(t *testing.T, s eventbus.Store, reg *eventbus.Registry) uint64 {
+			pos := appendDeposits(t, s, reg, "b-2", 1).Position
+			require.NoError(t, s.Delete(context.Background(), "b-2", eventbus.Any))
+			return pos
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+				defer cancel()
+				appendDeposits(t, s, reg, "b-0", 2)
+				bus := newBus(t, nil)
+				d := subscribeDurable(t, bus, s, reg, "b", func(context.Context, eventbus.Event[Deposited]) error { return nil },
+					&eventbus.DurableOptions{Filter: eventbus.Filter{StreamPrefix: "b"}})
+				synctest.Wait() // caught up
+				pos := tt.commit(t, s, reg)
+				waited := make(chan error, 1)
+				go func() { waited <- d.WaitFor(ctx, pos) }()
+				synctest.Wait()
+				select {
+				case err := <-waited:
+					if err != nil {
+						t.Errorf("WaitFor(%d) = %v, want nil", pos, err)
+					}
+				default:
+					t.Errorf("WaitFor(%d) still waits though the subscription has read past it (checkpoint %d)", pos, d.Checkpoint())
+					cancel()
+					<-waited
+				}
+			})
+		})
+	}
 }
 
 // TestDurableWaitForAbandoned stops a durable subscription without grace

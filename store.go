@@ -40,14 +40,16 @@ import (
 // an [ExpectedRevision] and fails with a [*WrongExpectedVersionError] on a
 // mismatch. Appends are idempotent by event ID, following EventStoreDB: when
 // every event of the batch is already committed to the stream in the same
-// order, right after the expected revision (for [Exact] and [NoStream]) or
-// anywhere among at least the stream's last 10,000 events (for [Any] and
-// [StreamExists]), the append succeeds with the result of the first one and
-// writes nothing; when only some are, it fails with [ErrPartialDuplicate],
-// as it does when all are but elsewhere in a stream that is in the expected
-// state. A retried append is therefore safe. Events larger than the store's
-// limit, or batches larger than its limit, fail with [ErrTooLarge] before
-// anything is written.
+// order, right after the expected revision (for [Exact]), from the first
+// revision of one of the stream's lives (for [NoStream]: 0, or the first
+// appended after a soft delete), or anywhere among at least the stream's
+// last 10,000 events (for [Any] and [StreamExists]), the append succeeds
+// with the result of the first one and writes nothing; when only some
+// are, it fails with [ErrPartialDuplicate], as it does when all are but
+// elsewhere in a stream that is in the expected state. A retried append
+// is therefore safe. Events larger than the store's limit, or batches
+// larger than its limit, fail with [ErrTooLarge] before anything is
+// written.
 //
 // # Reads
 //
@@ -63,8 +65,12 @@ import (
 //
 // [Store.Delete] soft-deletes a stream: its events are no longer read from
 // the stream, it counts as absent for expected revisions, and a later
-// append starts it again with the next revision. [Store.Tombstone] deletes
-// a stream forever: reading or writing it fails with [ErrStreamDeleted].
+// append starts it again with the next revision, a new life. It forgets
+// no event ID (EventStoreDB's keeps the events too): a retry of an append
+// committed before it succeeds with the first result and writes nothing,
+// whether the stream was written again since or not. [Store.Tombstone]
+// deletes a stream forever: reading or writing it fails with
+// [ErrStreamDeleted].
 //
 // # Concurrency
 //
@@ -101,8 +107,9 @@ type Store interface {
 	// on, committed ones first and then new ones as they are committed, in
 	// position order, with no gap and no duplicate between the two. It
 	// never drops a slow consumer: events are read from the store at the
-	// consumer's pace. The sequence ends only with an error: ctx's error
-	// when ctx is done, or [ErrClosed] when the store closes.
+	// consumer's pace. It calls the options' CaughtUp and Passed as
+	// [SubscribeOptions] says. The sequence ends only with an error: ctx's
+	// error when ctx is done, or [ErrClosed] when the store closes.
 	Subscribe(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
 
 	// Delete soft-deletes stream if it is in the expected state. Deleting
@@ -293,6 +300,14 @@ type SubscribeOptions struct {
 	// next committed event will have, or From if that is later and not
 	// [End]: the subscription has passed every position before next.
 	CaughtUp func(next uint64)
+	// Passed, if not nil, is called as CaughtUp is, in the goroutine
+	// iterating the subscription and not once the store is closed, each
+	// time it starts waiting for new events having passed positions since
+	// it started or last called either: the consumer learns that it has
+	// passed the events that the filter skips (or that a [FileStore]'s
+	// retention removed), which it is never given, without waiting for the
+	// next one that it is. [Durable.WaitFor] relies on it.
+	Passed func(next uint64)
 }
 
 // Filter selects events by stream name and type. Its zero value selects
@@ -523,14 +538,47 @@ func (e ExpectedRevision) check(stream string, actual ExpectedRevision) error {
 	return nil
 }
 
+// lives records where the lives of a stream begin: the first at revision
+// 0, each later one at the first revision appended after a soft delete.
+// A store keeps those of the events it still holds.
+type lives struct {
+	start   uint64   // of the current life: see [StreamInfo].Start
+	earlier []uint64 // of the earlier lives after the first, ascending
+}
+
+// restart begins a new life at rev, the stream's next revision, when a
+// soft-deleted stream is written again.
+func (l *lives) restart(rev uint64) {
+	if l.start > 0 {
+		l.earlier = append(l.earlier, l.start)
+	}
+	l.start = rev
+}
+
+// begins reports whether a life of the stream begins at rev.
+func (l *lives) begins(rev uint64) bool {
+	if rev == 0 || rev == l.start {
+		return true
+	}
+	_, ok := slices.BinarySearch(l.earlier, rev)
+	return ok
+}
+
+// trim drops the earlier lives that begin before rev, the stream's first
+// revision left after retention: no append can replay their first events.
+// It never writes to the array, which readers may share.
+func (l *lives) trim(rev uint64) {
+	k, _ := slices.BinarySearch(l.earlier, rev)
+	l.earlier = l.earlier[k:]
+}
+
 // replayed applies the idempotence rules of [Store] to an append of events
 // to stream. Lookup returns the revision of an event ID committed to the
 // stream (within the backend's window); actual is the stream's state and
-// start the revision of its first event since it was created or last
-// soft-deleted. Replayed returns ok and the revision of the batch's first
-// event when the whole batch is already committed as expected says, false
-// when none of it is, and an error otherwise.
-func replayed(stream string, expected, actual ExpectedRevision, start uint64, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, ok bool, err error) {
+// l where its lives begin. Replayed returns ok and the revision of the
+// batch's first event when the whole batch is already committed as
+// expected says, false when none of it is, and an error otherwise.
+func replayed(stream string, expected, actual ExpectedRevision, l *lives, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, ok bool, err error) {
 	first, inOrder := lookup(events[0].ID)
 	found := 0
 	for i := range events {
@@ -546,7 +594,7 @@ func replayed(stream string, expected, actual ExpectedRevision, start uint64, ev
 	case !inOrder:
 		return 0, false, fmt.Errorf("%w: stream %q: %d of %d events are committed already, not as one batch", ErrPartialDuplicate, stream, found, len(events))
 	case expected.kind == expectExact && (first == 0 || first-1 != expected.rev),
-		expected.kind == expectNoStream && first != start:
+		expected.kind == expectNoStream && !l.begins(first):
 		// Committed elsewhere in the stream: a mismatch, unless the stream
 		// is as expected, which a WrongExpectedVersionError would report
 		// as expected and actual both, and a caller could never meet.
@@ -559,15 +607,15 @@ func replayed(stream string, expected, actual ExpectedRevision, start uint64, ev
 }
 
 // decide applies the rules of [Store] to an append of events to stream,
-// whose state is actual (NoStream or Exact) and whose first revision since
-// it was created or soft-deleted is start. It returns replay and the
-// revision of the batch's first event when the whole batch is committed
-// already, and an error when the append must fail.
-func decide(stream string, tombstoned bool, expected, actual ExpectedRevision, start uint64, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, replay bool, err error) {
+// whose state is actual (NoStream or Exact) and whose lives begin where l
+// says. It returns replay and the revision of the batch's first event when
+// the whole batch is committed already, and an error when the append must
+// fail.
+func decide(stream string, tombstoned bool, expected, actual ExpectedRevision, l *lives, events []EventData, lookup func(ID) (uint64, bool)) (first uint64, replay bool, err error) {
 	if tombstoned {
 		return 0, false, fmt.Errorf("%w: stream %q", ErrStreamDeleted, stream)
 	}
-	first, replay, err = replayed(stream, expected, actual, start, events, lookup)
+	first, replay, err = replayed(stream, expected, actual, l, events, lookup)
 	if err != nil || replay {
 		return first, replay, err
 	}
@@ -822,6 +870,7 @@ func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(Recorde
 		next = s.end()
 	}
 	caughtUp := o.CaughtUp == nil
+	passed := next // reported passed: From, or the next of CaughtUp or Passed
 	for {
 		if n := s.end(); next < n {
 			if !s.read(ctx, &o.Filter, next, n, yield) {
@@ -830,14 +879,19 @@ func (s catchUp) run(ctx context.Context, o SubscribeOptions, yield func(Recorde
 			next = n
 			continue
 		}
-		if !caughtUp {
+		if !caughtUp || o.Passed != nil && passed < next {
 			if s.closed.Load() { // nothing delivered, nothing to wait for
 				yield(RecordedEvent{}, ErrClosed)
 				return
 			}
-			caughtUp = true
-			o.CaughtUp(next)
-			continue // time passed in CaughtUp: look again before waiting
+			if caughtUp {
+				o.Passed(next)
+			} else {
+				caughtUp = true
+				o.CaughtUp(next)
+			}
+			passed = next
+			continue // time passed in the call: look again before waiting
 		}
 		wait, err := s.waitAfter(next)
 		if err != nil {

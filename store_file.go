@@ -433,7 +433,7 @@ type fileStream struct {
 type streamState struct {
 	positions  []uint64
 	base       uint64
-	start      uint64 // first revision since creation or soft delete
+	lives      // where its lives begin
 	deleted    bool
 	tombstoned bool
 	md         StreamMetadata
@@ -441,11 +441,11 @@ type streamState struct {
 
 func (st *streamState) next() uint64 { return st.base + uint64(len(st.positions)) }
 
-// forget drops the positions below first, removed by retention, and
-// reports whether there were any. Once the dropped ones are at least as
-// many as the rest, the rest move to a new array (the old one goes once
-// the readers still using it are done), so copying costs no more than the
-// positions appended since.
+// forget drops the positions below first, removed by retention, and the
+// earlier lives that began before them, and reports whether there were
+// any. Once the dropped ones are at least as many as the rest, the rest
+// move to a new array (the old one goes once the readers still using it
+// are done), so copying costs no more than the positions appended since.
 func (st *streamState) forget(first uint64) bool {
 	k, _ := slices.BinarySearch(st.positions, first)
 	if k == 0 {
@@ -453,6 +453,7 @@ func (st *streamState) forget(first uint64) bool {
 	}
 	st.base += uint64(k)
 	st.positions = st.positions[k:]
+	st.trim(st.base)
 	if cap(st.positions) >= 2*len(st.positions) {
 		st.positions = slices.Clone(st.positions)
 	}
@@ -945,7 +946,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		} else {
 			lookup = func(ID) (uint64, bool) { return 0, false }
 		}
-		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), state.start, a.Events, lookup)
+		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), &state.lives, a.Events, lookup)
 		if err = cmp.Or(readErr, err); err != nil {
 			r.results = nil
 			return err
@@ -978,7 +979,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		st.touch(w.gen, touched)
 		if st.w.deleted {
 			st.w.deleted = false
-			st.w.start = st.w.next()
+			st.w.restart(st.w.next())
 		}
 		b = appendString(b, a.Stream)
 		b = binary.AppendUvarint(b, uint64(len(a.Events)))

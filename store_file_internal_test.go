@@ -14,7 +14,8 @@ import (
 // TestFileStoreRetentionForgets checks that retention drops from memory
 // what it deletes from disk, the removed events' stream positions, IDs and
 // locations (not even a slot per chunk of them is left, as it was, which
-// grew with every event ever appended), so that a long-running store keeps
+// grew with every event ever appended), and the lives of a stream
+// soft-deleted before each append, so that a long-running store keeps
 // its memory bounded; and that the store
 // then answers reads and idempotent appends as it does once reopened, which
 // rebuilds its memory from the kept segments alone.
@@ -28,6 +29,9 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 	var ids []ID // of every append, by position
 	for i := range 3000 {
 		ids = append(ids, NewID())
+		if i%3 == 2 {
+			require.NoError(t, s.Delete(ctx, "c", Any))
+		}
 		_, err := s.Append(ctx, streams[i%3], Any, EventData{ID: ids[i], Type: "t", Data: []byte(strings.Repeat("x", i%50))})
 		require.NoError(t, err)
 	}
@@ -46,6 +50,7 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 				require.GreaterOrEqual(t, st.w.positions[0], first, "stream %s remembers a removed position", st.name)
 			}
 			positions += uint64(len(st.w.positions))
+			require.LessOrEqual(t, len(st.w.earlier), len(st.w.positions), "stream %s: lives remembered, against events kept", st.name)
 		}
 		require.Equal(t, kept, positions, "stream positions remembered, against events kept")
 	}
@@ -56,6 +61,7 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 	type answers struct {
 		streams       map[string][]RecordedEvent
 		keptReplay    AppendResult
+		lifeReplay    AppendResult
 		removedAppend AppendResult
 	}
 	ask := func(s *FileStore) answers {
@@ -69,6 +75,9 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 		}
 		last := len(ids) - 1
 		a.keptReplay, err = s.Append(ctx, streams[last%3], Any, EventData{ID: ids[last], Type: "t", Data: []byte(strings.Repeat("x", last%50))})
+		require.NoError(t, err)
+		// The append before the last to "c", which began a life.
+		a.lifeReplay, err = s.Append(ctx, "c", NoStream, EventData{ID: ids[last-3], Type: "t"})
 		require.NoError(t, err)
 		a.removedAppend, err = s.Append(ctx, streams[0], Any, EventData{ID: ids[0], Type: "t"})
 		require.NoError(t, err)
@@ -93,6 +102,7 @@ func TestFileStoreRetentionForgets(t *testing.T) {
 	got := ask(s)
 	require.Equal(t, want, got, "the store answers as it does once reopened")
 	require.Equal(t, uint64(len(ids)-1), got.keptReplay.Position, "a kept event's ID is recognised")
+	require.Equal(t, uint64(len(ids)-4), got.lifeReplay.Position, "a kept earlier life's first event is recognised")
 	require.Equal(t, uint64(len(ids)), got.removedAppend.Position, "a removed event's ID is not")
 	require.NoError(t, s.Close())
 }

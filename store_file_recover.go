@@ -637,7 +637,7 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 				}
 				if cur.w.deleted {
 					cur.w.deleted = false
-					cur.w.start = cur.w.next()
+					cur.w.restart(cur.w.next())
 				}
 			}
 			st := &cur.w
@@ -884,7 +884,7 @@ func (s *FileStore) drop(segs []*segment, k int, total int64) {
 	for _, st := range trimmed {
 		// Every change was published before the group that rolled, so
 		// the read side differs from the write side only by the trim.
-		st.r.positions, st.r.base = st.w.positions, st.w.base
+		st.r.positions, st.r.base, st.r.lives = st.w.positions, st.w.base, st.w.lives
 	}
 	s.mu.Unlock()
 	if len(trimmed) > 0 {

@@ -535,3 +535,47 @@ func TestFileStoreRetainAgeBound(t *testing.T) {
 		}
 	})
 }
+
+// TestFileStoreReplaysEarlierLives retries, once the store is opened
+// again, the appends with NoStream that began each life of a stream
+// soft-deleted and written again: each succeeds with its first result and
+// writes nothing, as before the store closed, also when its lives lie in
+// segments of their own, which start with the state of every stream.
+func TestFileStoreReplaysEarlierLives(t *testing.T) {
+	for name, opts := range map[string]*eventbus.FileStoreOptions{
+		"one segment":    nil,
+		"small segments": {Sync: eventbus.SyncNever, MaxSegmentSize: 4 << 10, RetainSize: 1 << 40},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			s := openFile(t, dir, opts)
+			var batches [][]eventbus.EventData
+			var results []eventbus.AppendResult
+			for life := range 3 {
+				batch := newEvents(2, "t", fmt.Sprintf("life %d, ", life))
+				res, err := s.Append(ctx, "s", eventbus.NoStream, batch...)
+				require.NoError(t, err)
+				batches, results = append(batches, batch), append(results, res)
+				for range 40 { // about a segment of another stream
+					_, err := s.Append(ctx, "other", eventbus.Any, newEvents(1, "t", strings.Repeat("x", 100))...)
+					require.NoError(t, err)
+				}
+				require.NoError(t, s.Delete(ctx, "s", eventbus.Any))
+			}
+			require.NoError(t, s.Close())
+			s = openFile(t, dir, opts)
+			for i, batch := range batches {
+				again, err := s.Append(ctx, "s", eventbus.NoStream, batch...)
+				if err != nil || again != results[i] {
+					t.Errorf("retried Append(no stream) of life %d after reopening = %+v, %v; want %+v, nil", i, again, err, results[i])
+				}
+			}
+			info, err := s.StreamInfo(ctx, "s")
+			require.NoError(t, err)
+			if want := (eventbus.StreamInfo{Revision: 5, Deleted: true, Start: 6}); info != want {
+				t.Errorf("StreamInfo after the retries = %+v, want %+v: a retry wrote its events again", info, want)
+			}
+		})
+	}
+}

@@ -73,7 +73,7 @@ func (l *memLog) append(e *RecordedEvent) {
 type memStream struct {
 	positions  []uint64      // position of each revision
 	ids        map[ID]uint64 // revision of each event ID
-	start      uint64        // first revision since creation or soft delete
+	lives                    // where its lives begin
 	deleted    bool
 	tombstoned bool
 	md         StreamMetadata
@@ -186,12 +186,12 @@ func (s *MemoryStore) AppendMulti(ctx context.Context, appends ...StreamAppend) 
 // returns done and the original result for a replay of a committed batch,
 // or an error. s.mu must be held.
 func (s *MemoryStore) check(stream string, st *memStream, expected ExpectedRevision, events []EventData) (AppendResult, bool, error) {
-	var start uint64
+	var l lives
 	tombstoned := false
 	if st != nil {
-		start, tombstoned = st.start, st.tombstoned
+		l, tombstoned = st.lives, st.tombstoned
 	}
-	first, replay, err := decide(stream, tombstoned, expected, st.actual(), start, events, st.lookup)
+	first, replay, err := decide(stream, tombstoned, expected, st.actual(), &l, events, st.lookup)
 	if !replay || err != nil {
 		return AppendResult{}, false, err
 	}
@@ -208,7 +208,7 @@ func (s *MemoryStore) commit(stream string, st *memStream, events []EventData, a
 	}
 	if st.deleted {
 		st.deleted = false
-		st.start = uint64(len(st.positions))
+		st.restart(uint64(len(st.positions)))
 	}
 	for i := range events {
 		rev, pos := uint64(len(st.positions)), s.log.n

@@ -74,6 +74,7 @@ func (m *modelStore) clone() *modelStore {
 type refStream struct {
 	positions  []uint64 // of every revision, in every life
 	start      uint64   // first revision of the current (or last) life
+	lives      []uint64 // first revision of every life after the first
 	deleted    bool
 	tombstoned bool
 	md         eventbus.StreamMetadata
@@ -223,7 +224,7 @@ func (m *modelStore) decide(stream string, expected mexp, events []eventbus.Even
 	case "exact":
 		ok = start > 0 && start-1 == expected.rev
 	case "no stream":
-		ok = start == st.start
+		ok = start == 0 || slices.Contains(st.lives, start)
 	}
 	if !ok {
 		if !expected.meets(actual) {
@@ -284,6 +285,7 @@ func (m *modelStore) appendMulti(appends []mappend, maxEvent int, first uint64, 
 		if st.deleted {
 			st.deleted = false
 			st.start = uint64(len(st.positions))
+			st.lives = append(st.lives, st.start)
 		}
 		for _, e := range a.events {
 			if e.SchemaVersion == 0 {

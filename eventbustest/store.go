@@ -502,11 +502,22 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		expected eventbus.ExpectedRevision // of the batch and of its retry
 		retry    eventbus.ExpectedRevision // if not the same
 		other    bool                      // another batch comes between the two
+		deletes  int                       // then soft deletes, each but the last followed by an append
 		maxCount uint64                    // the stream's MaxCount, which hides committed events
 		wantErr  error
 	}{
 		{name: "NoStream", expected: eventbus.NoStream, other: true},
 		{name: "NoStream after a soft delete", prefix: true, deleted: true, expected: eventbus.NoStream, other: true},
+		// A soft delete forgets no event ID: the retry of an append
+		// committed before it succeeds with the first result, whatever
+		// became of the stream since, as with EventStoreDB. NoStream
+		// finds its batch at the start of the life it began.
+		{name: "NoStream, then a soft delete", expected: eventbus.NoStream, other: true, deletes: 1},
+		{name: "NoStream, then a soft delete and a new life", expected: eventbus.NoStream, other: true, deletes: 2},
+		{name: "NoStream, then two soft deletes", expected: eventbus.NoStream, deletes: 3},
+		{name: "NoStream after a soft delete, then another", prefix: true, deleted: true, expected: eventbus.NoStream, deletes: 3},
+		{name: "Exact, then a soft delete and a new life", prefix: true, expected: eventbus.Exact(0), deletes: 2},
+		{name: "Any, then two soft deletes", prefix: true, expected: eventbus.Any, deletes: 3},
 		{name: "Exact", prefix: true, expected: eventbus.Exact(0), other: true},
 		{name: "Any", prefix: true, expected: eventbus.Any, other: true},
 		{name: "StreamExists", prefix: true, expected: eventbus.StreamExists, other: true},
@@ -535,6 +546,13 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			res := mustAppend(t, s, "s", tt.expected, batch...)
 			if tt.other {
 				mustAppend(t, s, "s", eventbus.Any, events(2, "t", "other")...)
+			}
+			for i := range tt.deletes {
+				if i%2 == 0 {
+					require.NoError(t, s.Delete(ctx, "s", eventbus.Any))
+				} else {
+					mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", fmt.Sprintf("life %d", i/2+2))...)
+				}
 			}
 			retry := tt.expected
 			if tt.retry != (eventbus.ExpectedRevision{}) {
@@ -605,10 +623,9 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			{"Exact at the end", func(t *testing.T, s eventbus.Store, batch []eventbus.EventData) {
 				mustAppend(t, s, "s", eventbus.NoStream, batch...)
 			}, eventbus.Exact(1)},
-			{"NoStream after two deletes", func(t *testing.T, s eventbus.Store, batch []eventbus.EventData) {
-				mustAppend(t, s, "s", eventbus.NoStream, batch...)
-				require.NoError(t, s.Delete(t.Context(), "s", eventbus.Any))
-				mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "second life")...)
+			{"NoStream after a delete, the events mid-life", func(t *testing.T, s eventbus.Store, batch []eventbus.EventData) {
+				mustAppend(t, s, "s", eventbus.NoStream, events(1, "t", "first")...)
+				mustAppend(t, s, "s", eventbus.Exact(0), batch...)
 				require.NoError(t, s.Delete(t.Context(), "s", eventbus.Any))
 			}, eventbus.NoStream},
 		}
@@ -1356,31 +1373,41 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		defer cancel()
 		fill(t, s) // positions 0-7, 3 in a system stream
 
+		// The live events come in two commits: 8, then 9 and 10. Passed
+		// follows each, once the subscription has read it, whether it
+		// selects the commit's events or not, but for one that is all
+		// before From.
+		live := []uint64{9, 11}
 		tests := []struct {
-			name string
-			opts *eventbus.SubscribeOptions
-			want []uint64 // positions of history then of the 3 live events (8; 9, 10)
-			next uint64   // CaughtUp's argument
+			name   string
+			opts   *eventbus.SubscribeOptions
+			want   []uint64 // positions of history then of the 3 live events (8; 9, 10)
+			next   uint64   // CaughtUp's argument, if it is given one
+			passed []uint64 // Passed's arguments
+			alone  bool     // Passed without CaughtUp
 		}{
 			// Live events of system streams (9) are skipped, as those
 			// of the history are.
-			{"from start", nil, []uint64{0, 1, 2, 4, 5, 6, 7, 8, 10}, 8},
-			{"from 5", &eventbus.SubscribeOptions{From: 5}, []uint64{5, 6, 7, 8, 10}, 8},
-			{"from end", &eventbus.SubscribeOptions{From: eventbus.End}, []uint64{8, 10}, 8},
+			{"from start", nil, []uint64{0, 1, 2, 4, 5, 6, 7, 8, 10}, 8, live, false},
+			{"from 5", &eventbus.SubscribeOptions{From: 5}, []uint64{5, 6, 7, 8, 10}, 8, live, false},
+			{"from end", &eventbus.SubscribeOptions{From: eventbus.End}, []uint64{8, 10}, 8, live, false},
 			// Past the end, the subscription has passed every position
 			// before From, and waits for the event at From.
-			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{10}, 9},
-			{"from far past the end", &eventbus.SubscribeOptions{From: 100}, nil, 100},
-			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 10}, 8},
+			{"from past the end", &eventbus.SubscribeOptions{From: 9}, []uint64{10}, 9, []uint64{11}, false},
+			{"from far past the end", &eventbus.SubscribeOptions{From: 100}, nil, 100, nil, false},
+			{"filter", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "b"}}, []uint64{2, 7, 10}, 8, live, false},
 			// The live events are of types t0 (8) and t1 (9, 10): the
 			// filter selects live events as it selects history.
-			{"types", &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{1, 5, 10}, 8},
+			{"types", &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{1, 5, 10}, 8, live, false},
+			// Without CaughtUp, Passed reports the catch-up too.
+			{"types, Passed alone", &eventbus.SubscribeOptions{Filter: eventbus.Filter{Types: []string{"t1"}}}, []uint64{1, 5, 10}, 0, []uint64{8, 9, 11}, true},
 			// A prefix that starts with '$' selects system streams.
-			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3, 9}, 8},
+			{"system prefix", &eventbus.SubscribeOptions{Filter: eventbus.Filter{StreamPrefix: "$"}}, []uint64{3, 9}, 8, live, false},
 		}
 		type sub struct {
 			got      chan eventbus.RecordedEvent
 			caughtUp chan uint64
+			passed   chan uint64
 		}
 		subs := make([]sub, len(tests))
 		for i, tt := range tests {
@@ -1388,8 +1415,11 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			if tt.opts != nil {
 				opts = *tt.opts
 			}
-			sb := sub{got: make(chan eventbus.RecordedEvent, 100), caughtUp: make(chan uint64, 2)}
-			opts.CaughtUp = func(next uint64) { sb.caughtUp <- next }
+			sb := sub{got: make(chan eventbus.RecordedEvent, 100), caughtUp: make(chan uint64, 2), passed: make(chan uint64, 10)}
+			if !tt.alone {
+				opts.CaughtUp = func(next uint64) { sb.caughtUp <- next }
+			}
+			opts.Passed = func(next uint64) { sb.passed <- next }
 			subs[i] = sb
 			go func() {
 				// Closed however the subscription ends: SubscribeEnds
@@ -1405,6 +1435,9 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		}
 		synctest.Wait()
 		for i, tt := range tests {
+			if tt.alone {
+				continue
+			}
 			select {
 			case next := <-subs[i].caughtUp:
 				if next != tt.next {
@@ -1438,6 +1471,13 @@ func testSubscribe(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			}
 			if len(subs[i].caughtUp) != 0 {
 				t.Errorf("%s: CaughtUp called more than once", tt.name)
+			}
+			var passed []uint64
+			for len(subs[i].passed) > 0 {
+				passed = append(passed, <-subs[i].passed)
+			}
+			if diff := cmp.Diff(tt.passed, passed); diff != "" {
+				t.Errorf("%s: Passed's arguments (-want +got):\n%s", tt.name, diff)
 			}
 		}
 	})
@@ -1658,7 +1698,7 @@ func testClose(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		t.Errorf("AppendMulti after Close = %v, want ErrClosed", err)
 	}
 	// A closed store delivers nothing and waits for nothing: a subscription
-	// never reports that it caught up.
+	// never reports that it caught up, nor passed anything.
 	caughtUp := func(next uint64) { t.Errorf("Subscribe after Close called CaughtUp(%d)", next) }
 	for name, seq := range map[string]func(func(eventbus.RecordedEvent, error) bool){
 		"ReadStream":         s.ReadStream(ctx, "s", nil),
@@ -1666,6 +1706,7 @@ func testClose(t *testing.T, open func(t *testing.T) eventbus.Store) {
 		"Subscribe":          s.Subscribe(ctx, nil),
 		"Subscribe from 0":   s.Subscribe(ctx, &eventbus.SubscribeOptions{CaughtUp: caughtUp}),
 		"Subscribe from End": s.Subscribe(ctx, &eventbus.SubscribeOptions{From: eventbus.End, CaughtUp: caughtUp}),
+		"Subscribe, Passed":  s.Subscribe(ctx, &eventbus.SubscribeOptions{Passed: func(next uint64) { t.Errorf("Subscribe after Close called Passed(%d)", next) }}),
 	} {
 		var errs []error
 		for _, err := range seq {

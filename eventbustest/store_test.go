@@ -412,6 +412,37 @@ func TestStoreFailsLockedCaughtUpChild(t *testing.T) {
 	wrongStore(t, "EVENTBUSTEST_LOCKED_CHILD", "TestStoreFailsLockedCaughtUp", func(s eventbus.Store) eventbus.Store { return lockedCaughtUp{Store: s, mu: new(sync.Mutex)} })
 }
 
+// passless is a store whose subscriptions never call Passed, as one
+// written before it was part of the Store contract: a durable
+// subscription's WaitFor for an event that its filter skips waits for the
+// next one selected.
+type passless struct{ eventbus.Store }
+
+// Subscribe subscribes to the store it wraps without Passed.
+func (s passless) Subscribe(ctx context.Context, opts *eventbus.SubscribeOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+	if opts == nil {
+		return s.Store.Subscribe(ctx, opts)
+	}
+	o := *opts
+	o.Passed = nil
+	return s.Store.Subscribe(ctx, &o)
+}
+
+// TestStoreFailsPassless runs TestStore against a store whose
+// subscriptions never call Passed, in a child process (this test binary),
+// and checks that the suite fails, saying so.
+func TestStoreFailsPassless(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_PASSLESS_CHILD=1", "^TestStoreFailsPasslessChild$/^(AppendAndRead|Subscribe)$", "-test.v")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsPasslessChild/Subscribe ")
+	require.Contains(t, string(out), "types: Passed's arguments (-want +got)")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsPasslessChild/AppendAndRead ")
+}
+
+// TestStoreFailsPasslessChild is run by TestStoreFailsPassless.
+func TestStoreFailsPasslessChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_PASSLESS_CHILD", "TestStoreFailsPassless", func(s eventbus.Store) eventbus.Store { return passless{s} })
+}
+
 // forgetful is a store that looks for a retried append with Any or
 // StreamExists among the stream's last 100 events only, and writes the
 // events again with new IDs when they are further back, where the Store
