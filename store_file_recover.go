@@ -1129,13 +1129,14 @@ func (s *FileStore) verifyStray(v *view) error {
 // file LAST, which names the last one, into the subdirectory, accepting
 // the loss of their events. Segment files missing at its start (with no
 // file START, which retention writes, saying that it starts later), or
-// damaged before its first record (a first segment file emptied, or whose
-// header is damaged, which it moves into the subdirectory), cost only
-// their own events: RepairFileStore makes the store start at the first
-// segment left, as retention does, keeping a copy of that file in the
-// subdirectory, writing it again with the state of the streams first (the
-// revision that each goes on from, as the events left show), and naming it
-// in START. The events before it are lost, and so is what their segments
+// damaged before its first event (a first segment file emptied or cut
+// short, or whose header is damaged, or a record before its first event,
+// which it moves into the subdirectory), cost only their own events:
+// RepairFileStore makes the store start at the first segment left, as
+// retention does, keeping a copy of that file in the subdirectory,
+// writing it again with the state of the streams first (the revision
+// that each goes on from, as the events left show), and naming it in
+// START. The events before it are lost, and so is what their segments
 // changed of the streams not written since: metadata, deletions, and the
 // streams themselves if no event of theirs is left. In every case the
 // store then ends where the events kept end, and its next appends take the
@@ -1240,10 +1241,8 @@ func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
 		return err
 	}
 	base := filepath.Base(ce.Path)
-	if ce.Offset == 0 {
-		if done, err := cutStart(fs, dir, keep, seqs, base); done || err != nil {
-			return err
-		}
+	if done, err := cutStart(fs, dir, keep, seqs, base, ce.Offset); done || err != nil {
+		return err
 	}
 	for _, seq := range seqs {
 		name := segmentName(seq)
@@ -1278,19 +1277,24 @@ func cutAt(fs fileSystem, dir, keep string, ce *CorruptionError) error {
 	return errors.Join(syncPath(fs, keep), syncPath(fs, dir))
 }
 
-// cutStart repairs damage at the start of the segment name of dir, if no
-// record of the store comes before it (name is the first of seqs, or those
-// before it hold their header alone), and reports whether it did. Damage
+// cutStart repairs damage at offset off of the segment name of dir, if no
+// event of the store comes before it, and reports whether it did: damage
+// at the start of name (off 0), if name is the first of seqs or those
+// before it hold their header alone, or at a record of the first segment
+// with no event before it (the state of the streams alone, say). Damage
 // there costs only the segments it takes, not the later ones, which the
 // store keeps by starting later, as retention makes it start: segments
 // before name go into keep, and the next open finds name starting the
-// store; a first segment whose header is sound starts the store without
-// the state of the streams (see missingStart), which startAt gives it; any
-// other first segment goes into keep, unless it is the only one, which the
-// cut moves as well.
-func cutStart(fs fileSystem, dir, keep string, seqs []uint64, name string) (bool, error) {
+// store; damage at the start of a first segment whose header is sound is
+// that it starts the store without the state of the streams (see
+// missingStart), which startAt gives it; any other first segment goes into
+// keep, unless it is the only one, which the cut moves or cuts as well.
+func cutStart(fs fileSystem, dir, keep string, seqs []uint64, name string, off int64) (bool, error) {
 	n := 0 // segments before name
 	for ; n < len(seqs) && segmentName(seqs[n]) != name; n++ {
+		if off > 0 { // damage in a record of a later segment
+			return false, nil
+		}
 		if fi, err := os.Stat(filepath.Join(dir, segmentName(seqs[n]))); err != nil || fi.Size() != segHeaderSize {
 			return false, err
 		}
@@ -1298,6 +1302,14 @@ func cutStart(fs fileSystem, dir, keep string, seqs []uint64, name string) (bool
 	switch {
 	case n == len(seqs):
 		return false, nil
+	case n == 0 && off > 0:
+		if len(seqs) == 1 {
+			return false, nil
+		}
+		if ok, err := eventless(filepath.Join(dir, name), off); !ok || err != nil {
+			return false, err
+		}
+		n = 1
 	case n == 0:
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -1317,6 +1329,25 @@ func cutStart(fs fileSystem, dir, keep string, seqs []uint64, name string) (bool
 		}
 	}
 	return true, errors.Join(syncPath(fs, keep), syncPath(fs, dir))
+}
+
+// eventless reports whether the records of the segment file path before
+// off, which opening found sound, hold no event: a cut at off would keep
+// none of the segment's events. It reads the start of each record alone.
+func eventless(path string, off int64) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var head [frameHeader + 1]byte // and the record's kind
+	at := int64(segHeaderSize)
+	for ; at < off; at += frameHeader + int64(binary.LittleEndian.Uint32(head[:])) {
+		if _, err := f.ReadAt(head[:], at); err != nil || head[frameHeader] == kindEvents {
+			return false, nil // the cut reads the file again, and fails if it must
+		}
+	}
+	return at == off, nil
 }
 
 // startAt makes the store in dir start at its first segment, seqs[0],

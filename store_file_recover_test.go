@@ -3105,7 +3105,9 @@ func firstPosition(t *testing.T, path string) uint64 {
 // set since; the repair directory must hold a copy of each file it
 // changed or moved. RepairFileStore moved every segment into its repair
 // directory, cutting the store from its first segment on, and left it
-// empty: a repair of one missing file lost every event.
+// empty: a repair of one missing file lost every event. It still did so
+// for a first segment cut short in its first record, as a copy cut short
+// leaves it, though one cut to its header lost only its own events.
 func TestRepairFileStoreFirstSegmentMissing(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -3120,6 +3122,10 @@ func TestRepairFileStoreFirstSegmentMissing(t *testing.T) {
 		}, 3, 0},
 		{"first emptied", func(segs []string) error { return os.WriteFile(segs[0], nil, 0o644) }, 1, 100},
 		{"first cut to its header", func(segs []string) error { return os.Truncate(segs[0], 32) }, 1, 100},
+		{"first cut in its first record", func(segs []string) error { return os.Truncate(segs[0], 40) }, 1, 100},
+		{"first missing, second cut in its first record", func(segs []string) error {
+			return errors.Join(os.Remove(segs[0]), os.Truncate(segs[1], 40))
+		}, 2, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -3174,6 +3180,40 @@ func TestRepairFileStoreFirstSegmentMissing(t *testing.T) {
 			}
 			require.FileExists(t, filepath.Join(kept, filepath.Base(segs[tc.lost])), "a copy of the segment the store starts at, as it was")
 		})
+	}
+}
+
+// TestRepairFileStoreFirstEventDamaged damages the first event of a store
+// whose segments start with the state of the streams, as under retention:
+// only that state comes before it, so the repair must cost the events of
+// that segment alone, starting the store at the next one, as it does for
+// a first segment whose header is damaged. It cut the segment after its
+// state and moved every later one into the repair directory, leaving the
+// store without an event.
+func TestRepairFileStoreFirstEventDamaged(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := openFile(t, dir, &eventbus.FileStoreOptions{MaxSegmentSize: 300, RetainSize: 1 << 40})
+	for s.Stats().Segments < 4 {
+		_, err := s.Append(ctx, "a", eventbus.Any, newEvents(1, "t", "a")...)
+		require.NoError(t, err)
+	}
+	events := readAll(t, s)
+	require.NoError(t, s.Close())
+	segs := segments(t, dir)
+	// Without the first segment, the store starts at the second, whose
+	// state frame comes first: a bit flipped in the record after it.
+	require.NoError(t, os.Remove(segs[0]))
+	b, err := os.ReadFile(segs[1])
+	require.NoError(t, err)
+	b[32+8+binary.LittleEndian.Uint32(b[32:])+12] ^= 1
+	require.NoError(t, os.WriteFile(segs[1], b, 0o644))
+	first := firstPosition(t, segs[2])
+
+	_, err = eventbus.RepairFileStore(dir)
+	require.NoError(t, err, "RepairFileStore")
+	if diff := cmp.Diff(events[first:], readAll(t, openFile(t, dir, nil))); diff != "" {
+		t.Fatalf("events once repaired, from position %d (-want +got):\n%s", first, diff)
 	}
 }
 

@@ -25,9 +25,10 @@
 // the positions of the events cut. Every subcommand but repair fails on a
 // store whose last segment files are missing, which its file LAST names;
 // repair then accepts the loss, moving LAST into that subdirectory. So for
-// a store whose first segment files are missing: repair then makes it start
-// at the first one left, as retention would, keeping that file as it was in
-// the subdirectory, and says where the store now starts.
+// a store whose first segment files are missing, or damaged before their
+// first event: repair then makes it start at the first one left, as
+// retention would, keeping that file as it was in the subdirectory, and
+// says where the store now starts.
 //
 // Read and tail print an event's data decompressed, as its encoding says
 // ("deflate" for one that a Registry compressed), and then as JSON
@@ -124,7 +125,7 @@ func summary(cmd string) string {
 	case "tail":
 		return "Tail prints the last events of the store, but for the system streams\n(named $...), or those of one stream, as JSON lines, oldest first." + dataHelp
 	case "repair":
-		return "Repair cuts the store from its first damaged record on, sound records\nafter it too, keeping a copy of what it cuts in a repair-<time>\nsubdirectory, and says where the store now ends. A store whose first\nsegments are missing starts at the first one left instead."
+		return "Repair cuts the store from its first damaged record on, sound records\nafter it too, keeping a copy of what it cuts in a repair-<time>\nsubdirectory, and says where the store now ends. A store whose first\nsegments are missing, or damaged before their first event, starts at the\nfirst one left instead."
 	}
 	return ""
 }
@@ -304,9 +305,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err = checkDir(dir); err == nil {
 			var kept string
 			last, before := lastSegment(dir)
-			// A repair that makes the store start later changes START,
-			// where the store records its start.
-			start, _ := os.ReadFile(filepath.Join(dir, "START"))
 			if kept, err = eventbus.RepairFileStore(dir); err == nil {
 				// Opening for writing cuts an incomplete final
 				// record, keeping no copy: say so.
@@ -325,8 +323,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 					if torn > 0 {
 						fmt.Fprintf(stdout, "and it cut an incomplete final record of %s from %s, left by a crash, keeping no copy\n", count(torn, "byte"), last)
 					}
-					now, _ := os.ReadFile(filepath.Join(dir, "START"))
-					err = reportLoss(dir, kept, !bytes.Equal(start, now), stdout)
+					err = reportLoss(dir, kept, stdout)
 				}
 			} else if kept != "" {
 				err = fmt.Errorf("%w; what repair copied before the failure is in %s", err, kept)
@@ -394,17 +391,17 @@ func (o *output) Write(p []byte) (int, error) {
 }
 
 // reportLoss tells, after a repair that moved what it cut into kept, where
-// the store now starts if the repair moved its start (started), as it does
-// when the store's first segments are missing, and where it now ends: its
-// next appends take the positions of the events cut from there, if any (a
-// damaged LAST file, which names the store's last segment, is cut with
-// none), which readers and checkpoints may have seen.
-func reportLoss(dir, kept string, started bool, stdout io.Writer) error {
+// the store now starts if the repair moved its start (see startMoved), as
+// it does when the store's first segments are missing or damaged, and where
+// it now ends: its next appends take the positions of the events cut from
+// there, if any (a damaged LAST file, which names the store's last
+// segment, is cut with none), which readers and checkpoints may have seen.
+func reportLoss(dir, kept string, stdout io.Writer) error {
 	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
 	if err != nil {
 		return err
 	}
-	if first := s.Stats().FirstPosition; started && first > 0 {
+	if first := s.Stats().FirstPosition; first > 0 && startMoved(dir, kept) {
 		fmt.Fprintf(stdout, "the store now starts at position %d: the events before it, in segments missing or damaged, are lost, and so are the changes those made to streams not written since (metadata, deletions)\n", first)
 	}
 	next := s.Stats().NextPosition
@@ -414,6 +411,28 @@ func reportLoss(dir, kept string, started bool, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "the store now ends at position %d: %s, and its next appends take their positions, so start any reader or checkpoint past %d again from %d\n", next, what, next, next)
 	return s.Close()
+}
+
+// startMoved reports whether the repair that kept what it cut or changed
+// in kept made the store in dir start later: kept holds the file START,
+// which named a segment missing, or a segment file at or before the first
+// one of dir, which the repair moved aside or wrote again with the state of
+// the streams first. A cut keeps what it cuts from a segment under another
+// name, and whole segments after it. The repair may leave START as it was,
+// for a store whose next segment starts with the state of the streams.
+func startMoved(dir, kept string) bool {
+	entries, err := os.ReadDir(dir) // sorted by name, and so by sequence number
+	if err != nil {
+		return false
+	}
+	i := slices.IndexFunc(entries, func(e os.DirEntry) bool { return isSegment(e.Name()) })
+	moved, err := os.ReadDir(kept)
+	if err != nil || i < 0 {
+		return false
+	}
+	return slices.ContainsFunc(moved, func(e os.DirEntry) bool {
+		return e.Name() == "START" || isSegment(e.Name()) && e.Name() <= entries[i].Name()
+	})
 }
 
 // isSegment reports whether name is that of a segment file, as the store

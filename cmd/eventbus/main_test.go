@@ -996,6 +996,38 @@ func TestFirstSegmentMissing(t *testing.T) {
 	}
 }
 
+// TestRepairSaysWhereARetainedStoreStarts empties the first segment file
+// of a store whose later segments start with the state of the streams, as
+// under retention: repair moves it aside, and the store starts at the next
+// segment, whose events it keeps; it must say where the store now starts,
+// as it does for a store without retention. It said only where the store
+// ends, as if the events lost were cut from its end: it took a changed
+// START file, which such a store does not need, for the sign of a new
+// start.
+func TestRepairSaysWhereARetainedStoreStarts(t *testing.T) {
+	dir := t.TempDir()
+	s, err := eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{MaxSegmentSize: 200, RetainSize: 1 << 40})
+	require.NoError(t, err)
+	for s.Stats().Segments < 3 {
+		_, err := s.Append(t.Context(), "order-1", eventbus.Any, eventbus.EventData{ID: eventbus.NewID(), Type: "order.placed", Data: []byte(`{"n":1}`)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+	segs, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(segs[0], nil, 0o644))
+
+	code, stdout, stderr := runCmd(t, "repair", dir)
+	s, err = eventbus.OpenFileStore(dir, &eventbus.FileStoreOptions{ReadOnly: true})
+	require.NoError(t, err, "open once repaired")
+	first := s.Stats().FirstPosition
+	require.NoError(t, s.Close())
+	require.NotZero(t, first, "the position the store starts at once repaired")
+	if want := fmt.Sprintf("the store now starts at position %d", first); code != 0 || !strings.Contains(stdout, want) {
+		t.Errorf("repair of an emptied %s: exit status %d, stdout %q, stderr %q; want 0 and %q", filepath.Base(segs[0]), code, stdout, stderr, want)
+	}
+}
+
 // TestRepairSaysWhereTheStoreEnds flips a bit in a record of a store's one
 // segment: repair cuts it and the sound records after it, and must say
 // where the store now ends and that its next appends take the positions
