@@ -284,3 +284,21 @@ func TestFileStoreMaxSegmentSizeDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestMissingStartReason checks the reason given for a store whose first
+// segments are missing: it names them, and the events lost with them only
+// when there were any.
+func TestMissingStartReason(t *testing.T) {
+	for _, tc := range []struct {
+		seq, first uint64
+		want       string
+	}{
+		{2, 5, "segment seg-0000000000000001.log is missing, with the events before position 5: the store starts at this segment, without the state of the streams"},
+		{4, 9, "segments seg-0000000000000001.log to seg-0000000000000003.log are missing, with the events before position 9: the store starts at this segment, without the state of the streams"},
+		{2, 0, "segment seg-0000000000000001.log is missing: the store starts at this segment, without the state of the streams"},
+	} {
+		var ce *CorruptionError
+		require.ErrorAs(t, missingStart("seg", tc.seq, tc.first), &ce)
+		require.Equal(t, tc.want, ce.Reason)
+	}
+}

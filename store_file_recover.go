@@ -151,7 +151,10 @@ func missingStart(path string, seq, first uint64) error {
 	case seq > 2:
 		missing = fmt.Sprintf("segments %s to %s are missing", segmentName(1), segmentName(seq-1))
 	}
-	return &CorruptionError{Path: path, Offset: 0, Reason: fmt.Sprintf("%s, with the events before position %d: the store starts at this segment, without the state of the streams", missing, first)}
+	if first > 0 { // else they held no event, only changes to streams
+		missing += fmt.Sprintf(", with the events before position %d", first)
+	}
+	return &CorruptionError{Path: path, Offset: 0, Reason: missing + ": the store starts at this segment, without the state of the streams"}
 }
 
 // scanSegment checks the frames of segment file b from the end of its
