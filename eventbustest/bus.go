@@ -160,6 +160,7 @@ func (s *watchedSink) Put(ctx context.Context, dl eventbus.DeadLetter) error {
 // sink is b's DeadLetterSink, or nil if it has none.
 func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
 	t.Helper()
+	before := deadLetterIDs(b)
 	late, returned, err := stopWithin(b.Shutdown)
 	if !returned {
 		if sink != nil && sink.running.Load() > 0 {
@@ -183,8 +184,53 @@ func shutdown(t testing.TB, b *eventbus.Bus, sink *watchedSink) {
 		if err != nil {
 			why = err.Error()
 		}
-		t.Errorf("eventbustest: the bus did not drain within %v after the test: %s; is a handler blocked?", stopTimeout, why)
+		// The events it gave up on are dead letters now, naming their
+		// subscriptions, attempts and errors: read before the deadline,
+		// the pending counts would race with the stop that clears them.
+		t.Errorf("eventbustest: the bus did not drain within %v after the test: %s; is a handler blocked, or an event waiting for a retry longer than that? Dead-lettered by the shutdown:%s",
+			stopTimeout, why, describeDeadLetters(b, before))
 	}
+}
+
+// deadLetterID names a dead letter in the dead-letter queue.
+type deadLetterID struct {
+	subscription string
+	id           eventbus.ID
+}
+
+// deadLetterIDs returns the dead letters that b holds.
+func deadLetterIDs(b *eventbus.Bus) map[deadLetterID]bool {
+	ids := make(map[deadLetterID]bool)
+	for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		ids[deadLetterID{dl.Subscription, dl.ID}] = true
+	}
+	return ids
+}
+
+// maxListed bounds the dead letters that a failure message lists.
+const maxListed = 10
+
+// describeDeadLetters lists the dead letters of b, oldest first, but for
+// those in skip, for a failure message after a colon: one a line, or
+// " none".
+func describeDeadLetters(b *eventbus.Bus, skip map[deadLetterID]bool) string {
+	var lines []string
+	n := 0
+	for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{}) {
+		if skip[deadLetterID{dl.Subscription, dl.ID}] {
+			continue
+		}
+		if n++; n <= maxListed {
+			lines = append(lines, describeDeadLetter(dl))
+		}
+	}
+	if n == 0 {
+		return " none"
+	}
+	if n > maxListed {
+		lines = append(lines, fmt.Sprintf("\t... and %d more", n-maxListed))
+	}
+	return "\n" + strings.Join(lines, "\n")
 }
 
 // stopWithin calls stop, the Shutdown of a bus or the Unsubscribe of a
@@ -230,6 +276,10 @@ func pending(b *eventbus.Bus) string {
 
 // WantDeadLetters checks that the payloads of the dead letters of b that
 // match f are exactly want, oldest first; with no want, that there are none.
+// It sees the dead letters of b when it is called, without waiting: on an
+// Async bus, call [eventbus.Bus.Flush] first ([eventbus.Durable.WaitFor]
+// for a durable subscription), or a check that there are none passes
+// before the failures it rules out have happened.
 // Payloads are compared like [Recorder.Want]; a failure lists each dead
 // letter with its subscription, attempts and error, those that f does not
 // match after the others. To check the error too, set f.Err. The payload

@@ -231,7 +231,9 @@ func TestNewBusReportsBlockedHandler(t *testing.T) {
 		start := time.Now()
 		spy.cleanup()
 		require.Equal(t, 10*time.Second, time.Since(start))
-		spy.wantFailure(t, "did not drain within 10s after the test", "eventbus: 1 event undelivered: context deadline exceeded", "is a handler blocked?")
+		spy.wantFailure(t, "did not drain within 10s after the test", "eventbus: 1 event undelivered: context deadline exceeded", "is a handler blocked",
+			"Dead-lettered by the shutdown:\n\t",
+			`orders/stuck key="a" attempts=1 err="context canceled"`, `orders/stuck key="b" attempts=0`)
 		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{}, Order{ID: "a"}, Order{ID: "b"})
 	})
 }
@@ -252,7 +254,7 @@ func TestNewBusReportsBlockedLastEvent(t *testing.T) {
 		require.NoError(t, err)
 		publish(t, orders, Order{ID: "a"})
 		spy.cleanup()
-		spy.wantFailure(t, "did not drain within 10s after the test: the handlers' contexts were cancelled; is a handler blocked?")
+		spy.wantFailure(t, "did not drain within 10s after the test: the handlers' contexts were cancelled; is a handler blocked", `orders/stuck key="a" attempts=1`)
 		eventbustest.WantDeadLetters(t, b, eventbus.DeadLetterFilter{Err: context.Canceled}, Order{ID: "a"})
 	})
 }
@@ -852,4 +854,27 @@ func TestNewBusUnhashableTB(t *testing.T) {
 		require.NoError(t, b.Close())
 	}
 	require.Equal(t, []string{"00000000000000000000000001", "00000000000000000000000002"}, ids, "the IDs of a bus and its restart")
+}
+
+// TestNewBusReportsRetryAtEnd checks that a test that ends while an event
+// waits for a retry longer than the shutdown's 10 seconds fails naming the
+// subscription and the event, and does not send its reader to look only
+// for a blocked handler: the failure read "the bus did not drain within 10s after the
+// test: eventbus: 1 event undelivered: context deadline exceeded; is a
+// handler blocked?", with no subscription named.
+func TestNewBusReportsRetryAtEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		spy := newSpy(t)
+		b := eventbustest.NewBus(spy, &eventbus.Options{Retry: eventbus.RetryPolicy{MaxAttempts: 2, InitialDelay: time.Minute}})
+		orders := newTopic[Order](t, b, "orders")
+		_, err := orders.Subscribe("payments", func(context.Context, eventbus.Event[Order]) error {
+			return errors.New("gateway: 503")
+		}, nil)
+		require.NoError(t, err)
+		publish(t, orders, Order{ID: "a"})
+		synctest.Wait()
+		spy.cleanup()
+		spy.wantFailure(t, "did not drain within 10s after the test", "or an event waiting for a retry",
+			`orders/payments key="a" attempts=1 err="gateway: 503 (retry abandoned: context deadline exceeded)"`)
+	})
 }

@@ -19,12 +19,12 @@
 // [Record] subscribes a [Recorder] to a topic, and [RecordStoreTopic] to
 // a StoreTopic, recording the events committed to its store as they were
 // published. Its checks read like the test's intent and fail it with a
-// list of what was recorded:
+// list of what was recorded, and of the bus's dead letters if it has any:
 // [Recorder.Want] (exactly these payloads, in order; none with no argument)
-// and [Recorder.WantEvents] (headers too, except the generated ID, time,
-// correlation ID, causation ID and store position) with a [cmp.Diff] of
-// want and got too, [Recorder.WantContains] (these among others) with the
-// payloads missing, and [Recorder.WantLen].
+// and [Recorder.WantEvents] (headers too; the generated ID, time,
+// correlation ID, causation ID and store position only where want sets
+// them) with a [cmp.Diff] of want and got too, [Recorder.WantContains]
+// (these among others) with the payloads missing, and [Recorder.WantLen].
 //
 // # Waiting without sleeping
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,12 +26,46 @@ const waitTimeout = 10 * time.Second
 var errWaitTimeout = fmt.Errorf("%w (Wait's default deadline, %v)", context.DeadlineExceeded, waitTimeout)
 
 // compareOptions make cmp compare payloads the way a test means: unexported
-// fields count, and nil and empty slices and maps are equal.
-var compareOptions = cmp.Options{cmp.Exporter(func(reflect.Type) bool { return true }), cmpopts.EquateEmpty()}
+// fields count, and nil and empty slices and maps are equal. An ID is
+// one value, which a diff shows by its String, not byte by byte.
+var compareOptions = cmp.Options{
+	cmp.Exporter(func(reflect.Type) bool { return true }),
+	cmpopts.EquateEmpty(),
+	cmp.Comparer(func(x, y eventbus.ID) bool { return x == y }),
+}
 
-// ignoreGenerated ignores the header fields that the bus or the store makes
-// up for each event, which a test cannot know in advance.
-var ignoreGenerated = cmpopts.IgnoreFields(eventbus.Header{}, "ID", "Time", "CorrelationID", "CausationID", "Position")
+// unsetGenerated returns a copy of got whose header fields that the bus or
+// the store makes up for each event (ID, Time, CorrelationID, CausationID
+// and Position) are zero wherever the event of want at the same index has
+// them zero, so that a check ignores them there: a test cannot know them
+// in advance unless it made them stable (with a Sequence, a Clock,
+// WithCorrelationID, or its handler's context), and then it sets them.
+func unsetGenerated[T any](want, got []eventbus.Event[T]) []eventbus.Event[T] {
+	got = slices.Clone(got)
+	for i := range got {
+		var w eventbus.Header
+		if i < len(want) {
+			w = want[i].Header
+		}
+		h := &got[i].Header
+		if w.ID == (eventbus.ID{}) {
+			h.ID = eventbus.ID{}
+		}
+		if w.Time.IsZero() {
+			h.Time = time.Time{}
+		}
+		if w.CorrelationID == (eventbus.ID{}) {
+			h.CorrelationID = eventbus.ID{}
+		}
+		if w.CausationID == (eventbus.ID{}) {
+			h.CausationID = eventbus.ID{}
+		}
+		if w.Position == 0 {
+			h.Position = 0
+		}
+	}
+	return got
+}
 
 // Recorder records the events of one topic, in the order its subscription
 // receives them, and checks them. Make one with [Record] for a Topic, or
@@ -236,7 +271,7 @@ func (r *Recorder[T]) settled() ([]eventbus.Event[T], bool) {
 			}
 			events, _ := r.snapshot()
 			r.t.Errorf("eventbustest: topic %q: the recorder has not recorded every event committed to the store: %s; unfinished events in %s; recorded %s",
-				r.topic, why, pending(r.bus), formatEvents(events))
+				r.topic, why, pending(r.bus), r.recorded(events))
 			return events, false
 		}
 	}
@@ -315,11 +350,11 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 				return true
 			}
 			r.t.Errorf("eventbustest: Wait on topic %q: the bus is shut down and the condition does not hold: no event can come any more; recorded %s",
-				r.topic, formatEvents(events))
+				r.topic, r.recorded(events))
 			return false
 		case <-ctx.Done():
 			r.t.Errorf("eventbustest: Wait on topic %q: %v before the condition held; unfinished events in %s; recorded %s",
-				r.topic, context.Cause(ctx), pending(r.bus), formatEvents(events))
+				r.topic, context.Cause(ctx), pending(r.bus), r.recorded(events))
 			return false
 		}
 	}
@@ -335,24 +370,27 @@ func (r *Recorder[T]) Want(want ...T) bool {
 		return false
 	}
 	if diff := cmp.Diff(want, payloads(events), compareOptions); diff != "" {
-		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, formatEvents(events))
+		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, r.recorded(events))
 		return false
 	}
 	return true
 }
 
 // WantEvents checks that the events recorded are exactly want, in order,
-// headers included, except the fields the bus makes up: ID, Time,
-// CorrelationID, CausationID and (for a StoreTopic's) Position. opts are further options of [cmp.Diff],
-// such as cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
+// headers included. The fields that the bus makes up, ID, Time,
+// CorrelationID, CausationID and (for a StoreTopic's) Position, are
+// compared only where want sets them (not zero): set CorrelationID to
+// the ID given to [eventbus.WithCorrelationID], say, or Time with a [Clock].
+// opts are further options of [cmp.Diff], such as
+// cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
 func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) bool {
 	r.t.Helper()
 	events, ok := r.settled()
 	if !ok {
 		return false
 	}
-	if diff := cmp.Diff(want, events, compareOptions, ignoreGenerated, cmp.Options(opts)); diff != "" {
-		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, formatEvents(events))
+	if diff := cmp.Diff(want, unsetGenerated(want, events), compareOptions, cmp.Options(opts)); diff != "" {
+		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, r.recorded(events))
 		return false
 	}
 	return true
@@ -381,7 +419,7 @@ next:
 	}
 	if len(missing) > 0 {
 		r.t.Errorf("eventbustest: topic %q: payloads not recorded:\n%s\nrecorded %s",
-			r.topic, strings.Join(missing, "\n"), formatEvents(events))
+			r.topic, strings.Join(missing, "\n"), r.recorded(events))
 		return false
 	}
 	return true
@@ -395,10 +433,21 @@ func (r *Recorder[T]) WantLen(n int) bool {
 		return false
 	}
 	if len(events) != n {
-		r.t.Errorf("eventbustest: topic %q: want %d events, recorded %s", r.topic, n, formatEvents(events))
+		r.t.Errorf("eventbustest: topic %q: want %d events, recorded %s", r.topic, n, r.recorded(events))
 		return false
 	}
 	return true
+}
+
+// recorded describes events, those recorded, for the failure message of a
+// check, with the dead letters of the bus: an event that did not come is
+// most often the dead letter of the handler that was to publish it.
+func (r *Recorder[T]) recorded(events []eventbus.Event[T]) string {
+	s := formatEvents(events)
+	if r.bus.DeadLetters().Len() > 0 {
+		s += "\ndead letters:" + describeDeadLetters(r.bus, nil)
+	}
+	return s
 }
 
 // formatEvents describes events for a failure message, one per line. It

@@ -2,6 +2,7 @@ package eventbustest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -692,5 +693,98 @@ func TestRecordStoreTopicNotMade(t *testing.T) {
 		spy.run(func() { rec = eventbustest.RecordStoreTopic(spy, topic) })
 		require.Nil(t, rec, "RecordStoreTopic went on after Fatalf")
 		spy.wantFailure(t, "RecordStoreTopic: a StoreTopic not made by eventbus.NewStoreTopic")
+	}
+}
+
+// TestRecorderWantEventsGeneratedFieldsWhenSet checks that WantEvents
+// compares the header fields that the bus makes up when want sets them: a
+// test that gives the correlation ID a request set (WithCorrelationID), or
+// the causation ID of a follow-up, passed whatever the event carried.
+func TestRecorderWantEventsGeneratedFieldsWhenSet(t *testing.T) {
+	var clock eventbustest.Clock
+	clock.Advance(time.Hour)
+	req, other := eventbus.ID{15: 0xAA}, eventbus.ID{15: 0xBB}
+	first := eventbus.ID{15: 1} // from the test's Sequence
+	header := func(change func(*eventbus.Header)) []eventbus.Event[Order] {
+		h := eventbus.Header{Type: "Order", Topic: "orders", Key: "a", SchemaVersion: 1}
+		change(&h)
+		return []eventbus.Event[Order]{{Header: h, Payload: Order{ID: "a"}}}
+	}
+	tests := []struct {
+		name string
+		want []eventbus.Event[Order]
+		fail string // part of the failure message; "" if the check passes
+	}{
+		{"unset", header(func(*eventbus.Header) {}), ""},
+		{"all right", header(func(h *eventbus.Header) {
+			h.ID, h.CorrelationID, h.Time = first, req, clock.Now()
+		}), ""},
+		{"correlation", header(func(h *eventbus.Header) { h.CorrelationID = other }), "CorrelationID"},
+		{"causation", header(func(h *eventbus.Header) { h.CausationID = req }), "CausationID"},
+		{"id", header(func(h *eventbus.Header) { h.ID = other }), "ID"},
+		{"time", header(func(h *eventbus.Header) { h.Time = clock.Now().Add(time.Second) }), "Time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := eventbustest.NewBus(t, &eventbus.Options{Mode: eventbus.Sync, Clock: clock.Now})
+			orders := newTopic[Order](t, b, "orders")
+			spy := newSpy(t)
+			rec := eventbustest.Record(spy, orders)
+			require.NoError(t, orders.Publish(t.Context(), Order{ID: "a"}, eventbus.WithCorrelationID(req)))
+			if tt.fail == "" {
+				require.True(t, rec.WantEvents(tt.want), spy.failures())
+				return
+			}
+			require.False(t, rec.WantEvents(tt.want), "WantEvents passed with a wrong %s", tt.fail)
+			spy.wantFailure(t, "events recorded (-want +got)", tt.fail)
+		})
+	}
+}
+
+// TestRecorderWantEventsPositionWhenSet checks the same of a StoreTopic's
+// recorder for the store position.
+func TestRecorderWantEventsPositionWhenSet(t *testing.T) {
+	orders, _ := newStoreTopic(t, func(t testing.TB) *eventbus.Bus { return eventbustest.NewBus(t, nil) }, "orders")
+	spy := newSpy(t)
+	rec := eventbustest.RecordStoreTopic(spy, orders)
+	storePublish(t, orders, Order{ID: "a"})
+	h := eventbus.Header{Type: "Order", Topic: "orders", Key: "a", SchemaVersion: 1}
+	require.True(t, rec.WantEvents([]eventbus.Event[Order]{{Header: h, Payload: Order{ID: "a"}}}), spy.failures())
+	h.Position = 7
+	require.False(t, rec.WantEvents([]eventbus.Event[Order]{{Header: h, Payload: Order{ID: "a"}}}), "WantEvents passed with a wrong Position")
+	spy.wantFailure(t, "Position")
+}
+
+// TestRecorderFailureNamesDeadLetters checks that a check that fails for
+// want of an event names the dead letters of the bus: a follow-up that
+// never came is most often the dead letter of the handler that was to
+// publish it, and the failure said "unfinished events in no subscription;
+// recorded 0 events", which points nowhere.
+func TestRecorderFailureNamesDeadLetters(t *testing.T) {
+	errAddress := errors.New("shipping: no address")
+	checks := map[string]func(context.Context, *eventbustest.Recorder[string]) bool{
+		"Wait": func(ctx context.Context, r *eventbustest.Recorder[string]) bool {
+			return r.Wait(ctx, func(events []eventbus.Event[string]) bool { return len(events) == 1 })
+		},
+		"Want":    func(_ context.Context, r *eventbustest.Recorder[string]) bool { return r.Want("a") },
+		"WantLen": func(_ context.Context, r *eventbustest.Recorder[string]) bool { return r.WantLen(1) },
+	}
+	for name, check := range checks {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := eventbustest.NewBus(t, nil)
+				orders := newTopic[Order](t, b, "orders")
+				shipped := newTopic[string](t, b, "shipped")
+				_, err := orders.Subscribe("shipping", func(context.Context, eventbus.Event[Order]) error { return errAddress }, nil)
+				require.NoError(t, err)
+				spy := newSpy(t)
+				rec := eventbustest.Record(spy, shipped)
+				publish(t, orders, Order{ID: "a"})
+				require.NoError(t, b.Flush(t.Context()))
+				require.False(t, check(t.Context(), rec))
+				spy.wantFailure(t, "recorded 0 events", "dead letters:", `orders/shipping key="a" attempts=1 err="shipping: no address"`)
+				b.DeadLetters().Discard(eventbus.DeadLetterFilter{})
+			})
+		})
 	}
 }
