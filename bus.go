@@ -456,23 +456,32 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 }
 
 // report logs a report of the bus's own, msg with args at level, to l
-// unless it is nil. It calls l on a goroutine of its own, which it waits
-// for: l's Handler is user code, and a panic in it, or a call of
+// unless it is nil. It calls l's Handler on a goroutine of its own, which
+// it waits for: the Handler is user code, and a panic in it, or a call of
 // runtime.Goexit, ends only that goroutine and loses only the report,
 // which has nowhere else to go. The caller (a worker, which would lose
 // its place among the events it holds, a durable subscription's goroutine
-// or Shutdown's) goes on.
+// or Shutdown's) goes on. The record's source is report's caller, as it
+// would be had the caller logged to l itself, not that goroutine.
 func report(ctx context.Context, l *slog.Logger, level slog.Level, msg string, args ...any) {
 	if l == nil {
 		return
 	}
+	var pc [1]uintptr
+	runtime.Callers(2, pc[:]) // skip runtime.Callers and report
 	done := make(chan struct{})
 	go func() {
 		defer func() {
 			_ = recover()
 			close(done)
 		}()
-		l.Log(ctx, level, msg, args...)
+		h := l.Handler()
+		if !h.Enabled(ctx, level) {
+			return
+		}
+		r := slog.NewRecord(time.Now(), level, msg, pc[0])
+		r.Add(args...)
+		_ = h.Handle(ctx, r)
 	}()
 	<-done
 }

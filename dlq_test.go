@@ -1518,6 +1518,38 @@ func TestShutdownLoggerFailureLosesOnlyTheReport(t *testing.T) {
 	}
 }
 
+// TestLoggerReportNamesItsSource gives the bus a Logger and a sink that
+// fails: the report of the failure names, as its source, the code that
+// reports it, the dead-letter queue's, as an slog.HandlerOptions.AddSource
+// shows it. Every report of the bus's named the goroutine that calls the
+// Logger's Handler.
+func TestLoggerReportNamesItsSource(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		files := make(chan string, 1)
+		sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("sink down") })
+		b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1, DeadLetterSink: sink, Logger: slog.New(sourceLog{files})})
+		topic := newTopic[Order](t, b, "orders", nil)
+		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
+		_ = topic.Publish(context.Background(), Order{N: 1})
+		if file := <-files; !strings.HasSuffix(file, "/dlq.go") {
+			t.Errorf("the report of the sink's failure names %s as its source, want dlq.go", file)
+		}
+	})
+}
+
+// sourceLog is a slog.Handler that sends the file of each record's source
+// to files.
+type sourceLog struct{ files chan<- string }
+
+func (sourceLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h sourceLog) Handle(_ context.Context, r slog.Record) error {
+	f, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
+	h.files <- f.File
+	return nil
+}
+func (h sourceLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h sourceLog) WithGroup(string) slog.Handler      { return h }
+
 // brokenLog is a slog.Handler that panics at every record, or with goexit
 // calls runtime.Goexit, as t.FailNow in a test's handler does.
 type brokenLog struct{ goexit bool }

@@ -566,7 +566,6 @@ func (l *lives) begins(rev uint64) bool {
 
 // trim drops the earlier lives that begin before rev, the stream's first
 // revision left after retention: no append can replay their first events.
-// It never writes to the array, which readers may share.
 func (l *lives) trim(rev uint64) {
 	k, _ := slices.BinarySearch(l.earlier, rev)
 	l.earlier = l.earlier[k:]

@@ -197,8 +197,14 @@ type writer struct {
 	// appends: see addID.
 	ids     *idTable
 	exact   map[idKey]uint64
-	pending []uint64   // while recovering: the entries of ids, see pendID
-	hash    keyHasher  // of the kept events' stream numbers and IDs
+	pending []uint64  // while recovering: the entries of ids, see pendID
+	hash    keyHasher // of the kept events' stream numbers and IDs
+	// earlier holds, by stream number, where the lives of a stream before
+	// its current one began, after the first (see lives), for the few
+	// streams soft-deleted and written again more than once: only the
+	// committer's appends look at them, so the read side of every stream
+	// (fileStream.r) need not carry them, nor the write side of the others.
+	earlier map[uint32][]uint64
 	dropped []*segment // by retention, their files not yet deleted
 	// recorded is the segment that the start file names, or 0.
 	recorded uint64
@@ -433,7 +439,7 @@ type fileStream struct {
 type streamState struct {
 	positions  []uint64
 	base       uint64
-	lives      // where its lives begin
+	start      uint64 // first revision of the current life: see StreamInfo.Start
 	deleted    bool
 	tombstoned bool
 	md         StreamMetadata
@@ -441,11 +447,11 @@ type streamState struct {
 
 func (st *streamState) next() uint64 { return st.base + uint64(len(st.positions)) }
 
-// forget drops the positions below first, removed by retention, and the
-// earlier lives that began before them, and reports whether there were
-// any. Once the dropped ones are at least as many as the rest, the rest
-// move to a new array (the old one goes once the readers still using it
-// are done), so copying costs no more than the positions appended since.
+// forget drops the positions below first, removed by retention, and
+// reports whether there were any. Once the dropped ones are at least as
+// many as the rest, the rest move to a new array (the old one goes once
+// the readers still using it are done), so copying costs no more than the
+// positions appended since.
 func (st *streamState) forget(first uint64) bool {
 	k, _ := slices.BinarySearch(st.positions, first)
 	if k == 0 {
@@ -453,7 +459,6 @@ func (st *streamState) forget(first uint64) bool {
 	}
 	st.base += uint64(k)
 	st.positions = st.positions[k:]
-	st.trim(st.base)
 	if cap(st.positions) >= 2*len(st.positions) {
 		st.positions = slices.Clone(st.positions)
 	}
@@ -917,6 +922,40 @@ func (s *FileStore) stream(name string, create bool) *fileStream {
 	return st
 }
 
+// livesOf returns where the lives of st begin, by its write side.
+func (w *writer) livesOf(st *fileStream) lives {
+	return lives{start: st.w.start, earlier: w.earlier[st.id]}
+}
+
+// restart begins a new life of st, soft-deleted, at its next revision, as
+// an append to it does.
+func (w *writer) restart(st *fileStream) {
+	l := w.livesOf(st)
+	l.restart(st.w.next())
+	st.w.deleted, st.w.start = false, l.start
+	if len(l.earlier) > 0 {
+		if w.earlier == nil {
+			w.earlier = make(map[uint32][]uint64)
+		}
+		w.earlier[st.id] = l.earlier
+	}
+}
+
+// trimLives drops the earlier lives of st that began before its first
+// revision kept, once retention has removed those before it.
+func (w *writer) trimLives(st *fileStream) {
+	if _, ok := w.earlier[st.id]; !ok {
+		return
+	}
+	l := w.livesOf(st)
+	l.trim(st.w.base)
+	if len(l.earlier) == 0 {
+		delete(w.earlier, st.id)
+	} else {
+		w.earlier[st.id] = l.earlier
+	}
+}
+
 func (st *fileStream) touch(gen uint64, touched *[]*fileStream) {
 	if st.touched != gen {
 		st.touched = gen
@@ -934,10 +973,12 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 	for i, a := range r.appends {
 		st := s.stream(a.Stream, false)
 		var state streamState
+		var l lives
 		var lookup func(ID) (uint64, bool)
 		var readErr error // of the lookups, which read the entries they find
 		if st != nil {
 			state = st.w
+			l = w.livesOf(st)
 			lookup = func(id ID) (uint64, bool) {
 				rev, ok, err := s.lookupID(st, id)
 				readErr = cmp.Or(readErr, err)
@@ -946,7 +987,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		} else {
 			lookup = func(ID) (uint64, bool) { return 0, false }
 		}
-		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), &state.lives, a.Events, lookup)
+		first, ok, err := decide(a.Stream, state.tombstoned, a.Expected, state.actual(), &l, a.Events, lookup)
 		if err = cmp.Or(readErr, err); err != nil {
 			r.results = nil
 			return err
@@ -978,8 +1019,7 @@ func (s *FileStore) commitEvents(r *request, now int64, touched *[]*fileStream) 
 		st := s.stream(a.Stream, true)
 		st.touch(w.gen, touched)
 		if st.w.deleted {
-			st.w.deleted = false
-			st.w.restart(st.w.next())
+			w.restart(st)
 		}
 		b = appendString(b, a.Stream)
 		b = binary.AppendUvarint(b, uint64(len(a.Events)))

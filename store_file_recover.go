@@ -639,8 +639,7 @@ func (s *FileStore) replayFrame(seg *segment) func(off int, payload []byte) erro
 					cur = s.stream(name, true)
 				}
 				if cur.w.deleted {
-					cur.w.deleted = false
-					cur.w.restart(cur.w.next())
+					s.w.restart(cur)
 				}
 			}
 			st := &cur.w
@@ -878,6 +877,7 @@ func (s *FileStore) drop(segs []*segment, k int, total int64) {
 	var trimmed []*fileStream
 	for _, st := range s.byID {
 		if st.w.forget(first) {
+			w.trimLives(st)
 			trimmed = append(trimmed, st)
 		}
 	}
@@ -887,7 +887,7 @@ func (s *FileStore) drop(segs []*segment, k int, total int64) {
 	for _, st := range trimmed {
 		// Every change was published before the group that rolled, so
 		// the read side differs from the write side only by the trim.
-		st.r.positions, st.r.base, st.r.lives = st.w.positions, st.w.base, st.w.lives
+		st.r.positions, st.r.base = st.w.positions, st.w.base
 	}
 	s.mu.Unlock()
 	if len(trimmed) > 0 {
