@@ -43,3 +43,14 @@ func WithNow(opts *FileStoreOptions, now func() time.Time) *FileStoreOptions {
 func NewMemoryStoreNow(now func() time.Time) (*MemoryStore, error) {
 	return NewMemoryStore(&MemoryStoreOptions{now: now})
 }
+
+// WithWindow returns opts (or the defaults) with window as the bytes an
+// open reads at a time.
+func WithWindow(opts *FileStoreOptions, window int) *FileStoreOptions {
+	var o FileStoreOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.window = window
+	return &o
+}

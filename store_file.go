@@ -110,7 +110,8 @@ type FileStoreOptions struct {
 // be, not reported. A record whose first sector reads as zeros from its
 // start, its length among them (or, for a length that ends in the next
 // sector, its part of it), is incomplete too when no complete record
-// follows it: a power loss wrote later sectors of the write, not that one.
+// follows it: a power loss wrote later sectors of the write, not that one;
+// and so is one whose length ends in a next sector that reads as zeros.
 // Concurrent appends share one write (see [SyncAlways]), whose sectors a
 // disk may write in any order: should a power loss leave zeros in one of
 // its records but not in the last, opening fails with a

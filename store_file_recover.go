@@ -165,10 +165,12 @@ func missingStart(path string, seq, first uint64) error {
 // last frame is incomplete when it is cut short (its length reaches past
 // the end, by no single flipped bit, and no complete frame follows: see
 // lengthFlipped and recordAfter), or when its checksum fails and a crash
-// left a sector of it unwritten (see unwritten), or when the sector that
-// holds its start reads as zeros from there (see headUnwritten), its length
-// zero or, if the length ends in the next sector, wrong, and no complete
-// frame follows (see recordAfter).
+// left a sector of it unwritten (see unwritten), or when a crash left
+// unwritten a sector that holds part of its length (see headUnwritten):
+// the one that holds its start, which reads as zeros from there, its
+// length zero or, if the length ends in the next sector, wrong; or that
+// next sector, its length short; and no complete frame follows (see
+// recordAfter).
 func scanSegment(b []byte, path string, each func(off int, payload []byte) error) (end int, torn bool, err error) {
 	return scanFrom(b, segHeaderSize, path, each)
 }
@@ -331,12 +333,21 @@ func lengthFlipped(b []byte, size uint32) bool {
 	return false
 }
 
-// headUnwritten reports whether the sector that holds the start of the
-// frame at off reads as zeros from there, as a crash that left it
-// unwritten leaves it: what it holds before off, of earlier frames, was
-// written before. The frame's part in it may end within its length.
+// headUnwritten reports whether a crash left unwritten a sector that holds
+// part of the length of the frame at off, which then reads wrong: the
+// sector that holds the frame's start, if it reads as zeros from there
+// (what it holds before off, of earlier frames, was written before; the
+// frame's part in it may end within its length); or, for a length that
+// ends in the next sector, that one, if it reads as zeros in whole (up to
+// the end of b), which no complete frame's does: it holds the frame's
+// kind, never zero.
 func headUnwritten(b []byte, off int) bool {
-	return allZero(b[off:min(len(b), (off/sectorSize+1)*sectorSize)])
+	next := (off/sectorSize + 1) * sectorSize
+	if allZero(b[off:min(len(b), next)]) {
+		return true
+	}
+	// The length is 4 bytes.
+	return off+4 > next && next < len(b) && allZero(b[next:min(len(b), next+sectorSize)])
 }
 
 // recordAfter reports whether a complete frame, its checksum sound, starts

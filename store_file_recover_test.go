@@ -2579,6 +2579,37 @@ func TestFileStoreTornFirstSectorStraddles(t *testing.T) {
 	}
 }
 
+// TestFileStoreTornLengthNextSector leaves unwritten the sector after the
+// one that holds the start of the last record, which starts in that
+// sector's last bytes: its length straddles the two, so its first bytes
+// are written and the rest reads as zeros, a length too short, while later
+// sectors of the write reach the disk. The record was never acknowledged,
+// so opening cuts it, as it does when the first sector is the one
+// unwritten (TestFileStoreTornFirstSectorStraddles). Found by
+// TestFileStoreCrashModel (seed 1, always).
+func TestFileStoreTornLengthNextSector(t *testing.T) {
+	for _, tt := range []struct {
+		at   int64 // the last record's offset in its sector
+		size int   // its data's size
+	}{
+		{at: 511, size: 3001},     // one byte of the length written
+		{at: 510, size: 70 << 10}, // two
+	} {
+		t.Run(fmt.Sprintf("at %d of its sector, %d bytes", tt.at, tt.size), func(t *testing.T) {
+			build := func(pad int) ([]byte, int64) { return afterPad(t, pad, bytes.Repeat([]byte("x"), tt.size)) }
+			_, off := build(1000)
+			whole, last := build(1000 + int((tt.at-off%512+512)%512))
+			require.Equal(t, tt.at, last%512, "the last record's offset in its sector")
+			b := slices.Clone(whole)
+			next := last/512*512 + 512
+			clear(b[next : next+512])
+			require.NotZero(t, binary.LittleEndian.Uint32(b[last:]), "the length reads as zero, not short")
+			require.Less(t, binary.LittleEndian.Uint32(b[last:]), binary.LittleEndian.Uint32(whole[last:]), "the length reads short")
+			openTorn(t, "seg-0000000000000001.log", b, -1, 1, last)
+		})
+	}
+}
+
 // TestFileStoreTornLastSector puts the last 1 to 3 bytes of the last record in a
 // sector of their own. Left unwritten by a crash, those bytes read as zeros
 // and the record, never acknowledged, is cut on open. But the format ends
