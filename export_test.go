@@ -14,12 +14,9 @@ var OSFS FS = osFS{}
 
 // WithFS returns opts (or the defaults) with fs as the file system.
 func WithFS(opts *FileStoreOptions, fs FS) *FileStoreOptions {
-	var o FileStoreOptions
-	if opts != nil {
-		o = *opts
-	}
+	o := copyOptions(opts)
 	o.fs = fs
-	return &o
+	return o
 }
 
 // RepairFileStoreFS is RepairFileStore through fs.
@@ -30,12 +27,9 @@ func RepairFileStoreFS(dir string, fs FS) (string, error) {
 // WithNow returns opts (or the defaults) with now as the wall clock that
 // stamps commits.
 func WithNow(opts *FileStoreOptions, now func() time.Time) *FileStoreOptions {
-	var o FileStoreOptions
-	if opts != nil {
-		o = *opts
-	}
+	o := copyOptions(opts)
 	o.now = now
-	return &o
+	return o
 }
 
 // NewMemoryStoreNow is NewMemoryStore with now as the wall clock that
@@ -47,10 +41,16 @@ func NewMemoryStoreNow(now func() time.Time) (*MemoryStore, error) {
 // WithWindow returns opts (or the defaults) with window as the bytes an
 // open reads at a time.
 func WithWindow(opts *FileStoreOptions, window int) *FileStoreOptions {
+	o := copyOptions(opts)
+	o.window = window
+	return o
+}
+
+// copyOptions returns a copy of opts, or the defaults if it is nil.
+func copyOptions(opts *FileStoreOptions) *FileStoreOptions {
 	var o FileStoreOptions
 	if opts != nil {
 		o = *opts
 	}
-	o.window = window
 	return &o
 }
