@@ -1152,9 +1152,10 @@ func (s *FileStore) verifyStray(v *view) error {
 // that each goes on from, as the events left show), and naming it in
 // START. The events before it are lost, and so is what their segments
 // changed of the streams not written since: metadata, deletions, and the
-// streams themselves if no event of theirs is left. In every case the
-// store then ends where the events kept end, and its next appends take the
-// positions of the events lost: readers and checkpoints (of durable
+// streams themselves if no event of theirs is left; and a retried append
+// of their events is no longer known as one, and may write them again.
+// In every case the store then ends where the events kept end, and its
+// next appends take the positions of the events lost: readers and checkpoints (of durable
 // subscriptions, projections) past there must start again. What it cuts or
 // writes again is on disk in the subdirectory before it is cut or written,
 // so a failure or a crash part way through loses nothing: the store is
