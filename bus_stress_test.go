@@ -416,6 +416,17 @@ func (m *stress) redrive(r *rand.Rand) {
 	}
 }
 
+// ordered returns a new event of the driver's with key, numbered after
+// the driver's last one of key in seq when it has a key.
+func (m *stress) ordered(r *rand.Rand, key string, seq map[string]int) stressEv {
+	ev := m.newEv(r, 0, key)
+	if key != "" {
+		seq[key]++
+		ev.Seq = seq[key]
+	}
+	return ev
+}
+
 func (m *stress) driver(r *rand.Rand, g int, ops int) {
 	seq := map[string]int{}
 	for range ops {
@@ -428,21 +439,20 @@ func (m *stress) driver(r *rand.Rand, g int, ops int) {
 		}
 		// Every publish has a deadline: a handler blocked until its
 		// context ends holds its queue full until a stop.
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		limit, ended := 100*time.Millisecond, false
 		switch r.IntN(4) {
 		case 0:
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(5))*time.Millisecond)
+			limit = time.Duration(r.IntN(5)) * time.Millisecond
 		case 1:
-			ctx, cancel = context.WithCancel(ctx)
+			ended = true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		if ended {
 			cancel()
 		}
 		switch op := r.IntN(20); {
 		case op < 6:
-			ev := m.newEv(r, 0, key)
-			if key != "" {
-				seq[key]++
-				ev.Seq = seq[key]
-			}
+			ev := m.ordered(r, key, seq)
 			pre := m.tick.Add(1)
 			err := m.topic.Publish(ctx, ev)
 			n := 0
@@ -451,11 +461,7 @@ func (m *stress) driver(r *rand.Rand, g int, ops int) {
 			}
 			m.record([]stressEv{ev}, n, pre)
 		case op < 8:
-			ev := m.newEv(r, 0, key)
-			if key != "" {
-				seq[key]++
-				ev.Seq = seq[key]
-			}
+			ev := m.ordered(r, key, seq)
 			pre := m.tick.Add(1)
 			ok, _ := m.topic.TryPublish(ctx, ev)
 			n := 0
@@ -473,11 +479,7 @@ func (m *stress) driver(r *rand.Rand, g int, ops int) {
 				if r.IntN(3) == 0 {
 					k = ""
 				}
-				evs[i] = m.newEv(r, 0, k)
-				if k != "" {
-					seq[k]++
-					evs[i].Seq = seq[k]
-				}
+				evs[i] = m.ordered(r, k, seq)
 			}
 			pre := m.tick.Add(1)
 			n, _ := m.topic.PublishBatch(ctx, evs)
