@@ -156,11 +156,7 @@ func (r *crashRun) dir(name string) string {
 func (r *crashRun) phase(init map[string][]byte, history []crashCall, retry *crashCall, depth, crashes int, trail string) {
 	ctx := context.Background()
 	dir := r.dir(fmt.Sprint("phase", depth))
-	for name, b := range init {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			r.t.Fatal(err)
-		}
-	}
+	writeFiles(r.t, dir, init)
 	fs := newRecordingFS(dir, init, len(history))
 	first := len(fs.ops) // the first of the store's own operations
 
@@ -425,12 +421,23 @@ func crashOptions(opts *eventbus.FileStoreOptions, fs eventbus.FS) *eventbus.Fil
 // writeImage writes files to the run's image directory, and returns it.
 func (r *crashRun) writeImage(files map[string][]byte) string {
 	dir := r.dir("image")
+	writeFiles(r.t, dir, files)
+	return dir
+}
+
+// writeFiles writes files, by path relative to dir, making the
+// directories they need.
+func writeFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
 	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			r.t.Fatal(err)
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-	return dir
 }
 
 func fileSizes(files map[string][]byte) string {
@@ -452,13 +459,15 @@ const (
 	opWrite                 // data at off of file ino
 	opTrunc                 // file ino cut or grown to size
 	opSync                  // file ino synced
-	opDirSync               // the directory synced
+	opDirSync               // directory name synced
 	opRename                // name renamed to to
 	opRemove                // name removed
+	opMkdir                 // directory name made
 	opFlushed               // not the store's: an open or Close returned, which sync everything
 )
 
-// diskOp is an operation of the store on its directory.
+// diskOp is an operation of the store on its directory. Names are paths
+// relative to the directory: a repair makes a directory in it.
 type diskOp struct {
 	kind     opKind
 	ino      int
@@ -471,14 +480,15 @@ type diskOp struct {
 
 // recordingFS is the file system of the operating system, but for fsync,
 // which the model decides; it records what the store does in its
-// directory, whose files it tells apart by inode number: names move.
+// directory and the directories it makes there, whose files it tells
+// apart by inode number: names move.
 type recordingFS struct {
 	unsyncedFS
 	dir   string
 	mu    sync.Mutex
 	ops   []diskOp
 	acked int
-	names map[string]int // of the files in dir, as the store sees them
+	names map[string]int // of the files under dir, as the store sees them
 	sizes map[int]int64  // by inode, for the offsets of appends
 }
 
@@ -486,6 +496,17 @@ type recordingFS struct {
 // init, on disk for good, and the state after acked calls.
 func newRecordingFS(dir string, init map[string][]byte, acked int) *recordingFS {
 	f := &recordingFS{unsyncedFS: unsyncedFS{eventbus.OSFS}, dir: filepath.Clean(dir), acked: acked, names: map[string]int{}, sizes: map[int]int64{}}
+	dirs := map[string]bool{".": true}
+	for _, name := range slices.Sorted(maps.Keys(init)) {
+		for d := filepath.Dir(name); !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	for _, d := range slices.Sorted(maps.Keys(dirs)) { // parents first
+		if d != "." {
+			f.record(diskOp{kind: opMkdir, name: d})
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(init)) {
 		ino := len(f.sizes) + 1
 		f.names[name], f.sizes[ino] = ino, int64(len(init[name]))
@@ -493,7 +514,9 @@ func newRecordingFS(dir string, init map[string][]byte, acked int) *recordingFS 
 		f.record(diskOp{kind: opWrite, ino: ino, data: bytes.Clone(init[name])})
 		f.record(diskOp{kind: opSync, ino: ino})
 	}
-	f.record(diskOp{kind: opDirSync})
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
+		f.record(diskOp{kind: opDirSync, name: d})
+	}
 	f.record(diskOp{kind: opFlushed})
 	return f
 }
@@ -521,48 +544,66 @@ func (f *recordingFS) flushed() {
 	f.record(diskOp{kind: opFlushed})
 }
 
-func (f *recordingFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
-	name = filepath.Clean(name)
-	if name != f.dir && filepath.Dir(name) != f.dir {
-		return nil, fmt.Errorf("recordingFS: %s is outside the store's directory", name)
+// rel returns name as a path relative to f.dir, or an error if it is
+// outside.
+func (f *recordingFS) rel(name string) (string, error) {
+	rel, err := filepath.Rel(f.dir, name)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("recordingFS: %s is outside the store's directory", name)
 	}
-	if flag&(os.O_WRONLY|os.O_RDWR) != 0 && flag&os.O_APPEND == 0 {
-		return nil, fmt.Errorf("recordingFS: %s opened for writing in place, which the model does not follow", name)
+	return rel, nil
+}
+
+func (f *recordingFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	rel, err := f.rel(name)
+	if err != nil {
+		return nil, err
 	}
 	file, err := f.unsyncedFS.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err
 	}
+	fi, err := file.Stat()
+	if err != nil {
+		file.Close()
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if name == f.dir {
-		return &recordedFile{File: file, fs: f, ino: dirIno}, nil
+	if fi.IsDir() {
+		return &recordedFile{File: file, fs: f, ino: dirIno, name: rel}, nil
 	}
-	base := filepath.Base(name)
-	ino, ok := f.names[base]
+	ino, ok := f.names[rel]
 	if !ok {
 		if flag&os.O_CREATE == 0 {
 			file.Close()
 			return nil, fmt.Errorf("recordingFS: %s opened, which the store never made", name)
 		}
 		ino = len(f.sizes) + 1
-		f.names[base], f.sizes[ino] = ino, 0
-		f.record(diskOp{kind: opCreate, ino: ino, name: base})
+		f.names[rel], f.sizes[ino] = ino, 0
+		f.record(diskOp{kind: opCreate, ino: ino, name: rel})
 	}
 	if flag&os.O_TRUNC != 0 && f.sizes[ino] != 0 {
 		f.sizes[ino] = 0
 		f.record(diskOp{kind: opTrunc, ino: ino})
 	}
-	return &recordedFile{File: file, fs: f, ino: ino}, nil
+	return &recordedFile{File: file, fs: f, ino: ino, append: flag&os.O_APPEND != 0}, nil
 }
 
 func (f *recordingFS) Rename(from, to string) error {
+	a, err := f.rel(from)
+	if err != nil {
+		return err
+	}
+	b, err := f.rel(to)
+	if err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.unsyncedFS.Rename(from, to); err != nil {
 		return err
 	}
-	a, b := filepath.Base(from), filepath.Base(to)
 	f.names[b] = f.names[a]
 	delete(f.names, a)
 	f.record(diskOp{kind: opRename, name: a, to: b})
@@ -570,21 +611,43 @@ func (f *recordingFS) Rename(from, to string) error {
 }
 
 func (f *recordingFS) Remove(name string) error {
+	rel, err := f.rel(name)
+	if err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.unsyncedFS.Remove(name); err != nil {
 		return err
 	}
-	delete(f.names, filepath.Base(name))
-	f.record(diskOp{kind: opRemove, name: filepath.Base(name)})
+	delete(f.names, rel)
+	f.record(diskOp{kind: opRemove, name: rel})
 	return nil
 }
 
-// recordedFile is a file of a recordingFS, or its directory (ino dirIno).
+func (f *recordingFS) Mkdir(name string, perm os.FileMode) error {
+	rel, err := f.rel(name)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.unsyncedFS.Mkdir(name, perm); err != nil {
+		return err
+	}
+	f.record(diskOp{kind: opMkdir, name: rel})
+	return nil
+}
+
+// recordedFile is a file of a recordingFS, or a directory (ino dirIno,
+// and its name).
 type recordedFile struct {
 	eventbus.File
-	fs  *recordingFS
-	ino int
+	fs     *recordingFS
+	ino    int
+	name   string
+	append bool  // opened with O_APPEND
+	off    int64 // where the next write goes, if not append
 }
 
 func (f *recordedFile) Write(b []byte) (int, error) {
@@ -592,9 +655,15 @@ func (f *recordedFile) Write(b []byte) (int, error) {
 	defer f.fs.mu.Unlock()
 	n, err := f.File.Write(b)
 	if n > 0 {
-		off := f.fs.sizes[f.ino] // every file written is in O_APPEND mode
+		// A File has no Seek nor Read: a file opened without
+		// O_APPEND is written from its start on.
+		off := f.off
+		if f.append {
+			off = f.fs.sizes[f.ino]
+		}
 		f.fs.record(diskOp{kind: opWrite, ino: f.ino, off: off, data: bytes.Clone(b[:n])})
-		f.fs.sizes[f.ino] = off + int64(n)
+		f.fs.sizes[f.ino] = max(f.fs.sizes[f.ino], off+int64(n))
+		f.off = off + int64(n)
 	}
 	return n, err
 }
@@ -603,7 +672,7 @@ func (f *recordedFile) Sync() error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if f.ino == dirIno {
-		f.fs.record(diskOp{kind: opDirSync})
+		f.fs.record(diskOp{kind: opDirSync, name: f.name})
 	} else {
 		f.fs.record(diskOp{kind: opSync, ino: f.ino})
 	}
@@ -642,15 +711,18 @@ func (unsyncedFile) Sync() error { return nil }
 // The disk after a power loss.
 
 // disk is what ops did: each file's bytes as synced and as written, and
-// the directory as synced, as changed since (in order), and as it is.
+// the directory tree as it is, with the changes made to it in order, of
+// which the first synced must survive a power loss: those before a sync of
+// the directory they change (a rename changes the one it moves to).
 type disk struct {
 	durable, written map[int][]byte
-	dirSynced, dir   map[string]int
-	dirChanges       []diskOp
+	dir              map[string]int // path -> inode, or dirIno
+	changes          []diskOp
+	synced           int
 }
 
 func replay(ops []diskOp) *disk {
-	d := &disk{durable: map[int][]byte{}, written: map[int][]byte{}, dirSynced: map[string]int{}, dir: map[string]int{}}
+	d := &disk{durable: map[int][]byte{}, written: map[int][]byte{}, dir: map[string]int{}}
 	for _, op := range ops {
 		b := d.written[op.ino]
 		switch op.kind {
@@ -670,21 +742,41 @@ func replay(ops []diskOp) *disk {
 		case opSync:
 			d.durable[op.ino] = bytes.Clone(b)
 		case opDirSync:
-			d.dirSynced = maps.Clone(d.dir)
-			d.dirChanges = nil
-		case opCreate:
-			d.dir[op.name] = op.ino
-			d.dirChanges = append(d.dirChanges, op)
-		case opRename:
-			d.dir[op.to] = d.dir[op.name]
-			delete(d.dir, op.name)
-			d.dirChanges = append(d.dirChanges, op)
-		case opRemove:
-			delete(d.dir, op.name)
-			d.dirChanges = append(d.dirChanges, op)
+			for i, c := range d.changes {
+				if changedDir(c) == op.name {
+					d.synced = max(d.synced, i+1)
+				}
+			}
+		case opCreate, opRename, opRemove, opMkdir:
+			applyChange(d.dir, op)
+			d.changes = append(d.changes, op)
 		}
 	}
 	return d
+}
+
+// changedDir returns the directory that change c, a create, rename,
+// removal or mkdir, changes.
+func changedDir(c diskOp) string {
+	if c.kind == opRename {
+		return filepath.Dir(c.to)
+	}
+	return filepath.Dir(c.name)
+}
+
+// applyChange applies c to dir, a tree of paths.
+func applyChange(dir map[string]int, c diskOp) {
+	switch c.kind {
+	case opCreate:
+		dir[c.name] = c.ino
+	case opMkdir:
+		dir[c.name] = dirIno
+	case opRename:
+		dir[c.to] = dir[c.name]
+		delete(dir, c.name)
+	case opRemove:
+		delete(dir, c.name)
+	}
 }
 
 // diskFiles returns the files after ops, every byte written.
@@ -692,7 +784,9 @@ func diskFiles(ops []diskOp) map[string][]byte {
 	d := replay(ops)
 	files := map[string][]byte{}
 	for name, ino := range d.dir {
-		files[name] = bytes.Clone(d.written[ino])
+		if ino != dirIno {
+			files[name] = bytes.Clone(d.written[ino])
+		}
 	}
 	return files
 }
@@ -715,24 +809,19 @@ var tearNames = [tearModes]string{"lost", "all", "byte", "sector", "sectors", "z
 // leaves, and the choices it made.
 func powerLoss(ops []diskOp, rng *rand.Rand) (map[string][]byte, string) {
 	d := replay(ops)
-	// A journaled file system writes the directory's changes in order:
+	// A journaled file system writes the directory changes in order:
 	// a prefix of those not synced reaches the disk.
-	k := rng.IntN(len(d.dirChanges) + 1)
-	dir := maps.Clone(d.dirSynced)
-	for _, op := range d.dirChanges[:k] {
-		switch op.kind {
-		case opCreate:
-			dir[op.name] = op.ino
-		case opRename:
-			dir[op.to] = dir[op.name]
-			delete(dir, op.name)
-		case opRemove:
-			delete(dir, op.name)
-		}
+	k := rng.IntN(len(d.changes) - d.synced + 1)
+	dir := map[string]int{}
+	for _, c := range d.changes[:d.synced+k] {
+		applyChange(dir, c)
 	}
-	desc := fmt.Sprintf("directory changes %d of %d", k, len(d.dirChanges))
+	desc := fmt.Sprintf("unsynced directory changes %d of %d", k, len(d.changes)-d.synced)
 	files := map[string][]byte{}
 	for _, name := range slices.Sorted(maps.Keys(dir)) {
+		if dir[name] == dirIno {
+			continue
+		}
 		durable, written := d.durable[dir[name]], d.written[dir[name]]
 		if bytes.Equal(durable, written) {
 			files[name] = bytes.Clone(written)
@@ -815,7 +904,7 @@ func durableCalls(ops []diskOp, acked int) int {
 			}
 		case opSync:
 			delete(first, op.ino)
-		case opCreate, opRename, opRemove:
+		case opCreate, opRename, opRemove, opMkdir:
 			if dir < 0 {
 				dir = op.acked
 			}
