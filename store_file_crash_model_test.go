@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -39,8 +41,8 @@ import (
 // written since is lost, kept, cut at any byte or at a sector boundary,
 // kept sector by sector (each new sector written or not), or the file
 // grown with zeros in its place. Directory changes reach the disk in
-// order, as a journaled file system writes them: those synced and a prefix
-// of the rest.
+// order, as a journaled file system writes them: those before the last
+// sync of the directory they change, and a prefix of the rest.
 //
 // Check: checkImage opens each such image and requires the state after k
 // calls, for some lo <= k <= acked+1, where acked is how many calls were
@@ -49,7 +51,10 @@ import (
 // calls acknowledged before an open or Close returned (which flush
 // everything), or before the first write or directory change not synced
 // yet, whichever is more; and a *CorruptionError (a gap an unsynced write
-// left) is allowed if RepairFileStore mends it. The events must match the
+// left) is allowed if RepairFileStore mends it. Under SyncInterval, whose
+// runs go in a synctest bubble with the calls at random times, lo is as
+// under SyncNever, and at least the calls acknowledged an interval before
+// the crash: what the policy promises. The events must match the
 // reference's exactly from the store's first position (nothing lost,
 // nothing corrupted, nothing invented), as must NextPosition and every
 // stream's info; then Verify must pass (in some images: it is slow), and
@@ -73,23 +78,34 @@ import (
 func TestFileStoreCrashModel(t *testing.T) {
 	for _, cfg := range crashConfigs {
 		t.Run(cfg.name, func(t *testing.T) {
-			budget := cfg.images
-			if *crashModelImages > 0 {
-				budget = *crashModelImages
-			} else if testing.Short() {
-				budget /= 4
+			if cfg.sync == eventbus.SyncInterval {
+				// The syncs come from the store's ticker, at times
+				// that the bubble's clock makes the same in every run.
+				synctest.Test(t, func(t *testing.T) { crashModel(t, cfg) })
+				return
 			}
-			root := t.TempDir()
-			checked, runs := 0, 0
-			for seed := *crashModelSeed; checked < budget && !t.Failed(); seed++ {
-				r := &crashRun{t: t, cfg: cfg, seed: seed, rng: rand.New(rand.NewPCG(seed, 0xc0ffee)), root: root}
-				r.phase(nil, nil, nil, 0, cfg.crashes, "")
-				checked += r.images
-				runs++
-			}
-			t.Logf("%d runs from seed %d: %d images", runs, *crashModelSeed, checked)
+			crashModel(t, cfg)
 		})
 	}
+}
+
+// crashModel checks the configuration cfg of TestFileStoreCrashModel.
+func crashModel(t *testing.T, cfg crashConfig) {
+	budget := cfg.images
+	if *crashModelImages > 0 {
+		budget = *crashModelImages
+	} else if testing.Short() {
+		budget /= 4
+	}
+	root := t.TempDir()
+	checked, runs := 0, 0
+	for seed := *crashModelSeed; checked < budget && !t.Failed(); seed++ {
+		r := &crashRun{t: t, cfg: cfg, seed: seed, rng: rand.New(rand.NewPCG(seed, 0xc0ffee)), root: root}
+		r.phase(nil, nil, nil, 0, cfg.crashes, "")
+		checked += r.images
+		runs++
+	}
+	t.Logf("%d runs from seed %d: %d images", runs, *crashModelSeed, checked)
 }
 
 var (
@@ -103,11 +119,14 @@ type crashConfig struct {
 	sync    eventbus.SyncPolicy
 	segSize int64
 	retain  int64 // RetainSize
-	calls   int   // in a run's first phase
-	zeros   bool  // event data with runs of zeros, as unwritten sectors read
-	crashes int   // power-loss images of a run's first phase
-	damages int   // damaged images of a run
-	images  int   // the default of -crashmodel.images
+	// interval is the SyncInterval of sync SyncInterval; the calls
+	// then come at random times, up to two intervals apart.
+	interval time.Duration
+	calls    int  // in a run's first phase
+	zeros    bool // event data with runs of zeros, as unwritten sectors read
+	crashes  int  // power-loss images of a run's first phase
+	damages  int  // damaged images of a run
+	images   int  // the default of -crashmodel.images
 }
 
 var crashConfigs = []crashConfig{
@@ -116,6 +135,8 @@ var crashConfigs = []crashConfig{
 	{name: "always-zeros", sync: eventbus.SyncAlways, segSize: 2 << 10, retain: 6 << 10, calls: 80, zeros: true, crashes: 30, images: 250},
 	{name: "never", sync: eventbus.SyncNever, segSize: 4 << 10, calls: 80, crashes: 30, images: 250},
 	{name: "never-retain", sync: eventbus.SyncNever, segSize: 1 << 10, retain: 4 << 10, calls: 80, crashes: 30, images: 250},
+	{name: "interval", sync: eventbus.SyncInterval, interval: 10 * time.Millisecond, segSize: 2 << 10, calls: 80, crashes: 30, images: 250},
+	{name: "interval-retain", sync: eventbus.SyncInterval, interval: 10 * time.Millisecond, segSize: 1 << 10, retain: 4 << 10, calls: 80, crashes: 30, images: 250},
 }
 
 // crashRun is one seeded run: a first phase, and those it starts from its
@@ -182,7 +203,8 @@ func (r *crashRun) phase(init map[string][]byte, history []crashCall, retry *cra
 
 	var tick atomic.Int64 // a clock of its own, so that runs write the same bytes
 	now := func() time.Time { return time.Unix(1_700_000_000, tick.Add(1)*int64(time.Millisecond)) }
-	opts := eventbus.WithNow(crashOptions(&eventbus.FileStoreOptions{Sync: r.cfg.sync, MaxSegmentSize: r.cfg.segSize, RetainSize: r.cfg.retain}, fs), now)
+	opts := eventbus.WithNow(crashOptions(&eventbus.FileStoreOptions{Sync: r.cfg.sync, SyncInterval: r.cfg.interval, MaxSegmentSize: r.cfg.segSize, RetainSize: r.cfg.retain}, fs), now)
+	ackedAt := make([]time.Time, len(history)+1) // when the first k calls were acknowledged
 	s, err := eventbus.OpenFileStore(dir, opts)
 	if err != nil {
 		r.failf("%sopen: %v", trail, err)
@@ -192,6 +214,9 @@ func (r *crashRun) phase(init map[string][]byte, history []crashCall, retry *cra
 	defer func() { _ = s.Close() }() // on failure; Close again is a no-op
 	for i, c := range calls[len(history):] {
 		k := len(history) + i
+		if r.cfg.interval > 0 {
+			time.Sleep(time.Duration(r.rng.Int64N(int64(2 * r.cfg.interval))))
+		}
 		if c.reopen {
 			err = s.Close()
 			if err == nil {
@@ -208,6 +233,7 @@ func (r *crashRun) phase(init map[string][]byte, history []crashCall, retry *cra
 		}
 		states = append(states, r.state(ref, 0))
 		fs.ack(k + 1)
+		ackedAt = append(ackedAt, time.Now())
 	}
 	live, err := readCrashState(ctx, s)
 	if err != nil {
@@ -234,6 +260,13 @@ func (r *crashRun) phase(init map[string][]byte, history []crashCall, retry *cra
 		lo := acked
 		if !strict {
 			lo = max(flushedCalls(ops[:k]), durableCalls(ops[:k], acked))
+		}
+		if r.cfg.interval > 0 {
+			// SyncInterval's promise: a crash loses at most the last
+			// interval. The crash comes just before op k: any call
+			// acknowledged an interval before then is on disk.
+			at := ops[min(k, len(ops)-1)].at.Add(-r.cfg.interval)
+			lo = max(lo, sort.Search(len(ackedAt), func(n int) bool { return !ackedAt[n].Before(at) })-1)
 		}
 		files, desc := powerLoss(ops[:k], r.rng)
 		r.images++
@@ -475,7 +508,8 @@ type diskOp struct {
 	off      int64
 	data     []byte
 	size     int64
-	acked    int // calls acknowledged when it was made
+	acked    int       // calls acknowledged when it was made
+	at       time.Time // when it was made
 }
 
 // recordingFS is the file system of the operating system, but for fsync,
@@ -526,7 +560,7 @@ const dirIno = -1
 
 // record records op, made with f.mu held.
 func (f *recordingFS) record(op diskOp) {
-	op.acked = f.acked
+	op.acked, op.at = f.acked, time.Now()
 	f.ops = append(f.ops, op)
 }
 
