@@ -19,7 +19,10 @@ type AggregateOptions struct {
 	// the store's MaxEventSize: a snapshot that fails to save is skipped
 	// (see [Aggregate.Execute]). Zero means never, and then
 	// [Aggregate.Load] reads no snapshot either, not even one saved by a
-	// call of SaveSnapshot: set it to use those.
+	// call of SaveSnapshot: set it to use those. Snapshots are found by
+	// T's registration alone, so Aggregates over one stream whose evolve
+	// functions differ must not share a state type: each would load the
+	// other's snapshots as its own (see [Snapshot]).
 	SnapshotEvery int
 	// MaxAttempts is how many times [Aggregate.Execute] runs the
 	// load-decide-append cycle when appends conflict; zero means 3.
@@ -380,7 +383,11 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 // handler's context, they take the handled event's correlation ID, its ID
 // as causation ID, and its trace context (see [WithTraceparent]), which a
 // context made by WithTraceparent gives them too; otherwise each is its
-// own correlation ID.
+// own correlation ID. Events get new IDs on every call, so a command run
+// again, as by a durable subscription's handler handling an event again
+// after a crash, appends its events again: to make such a command
+// idempotent, put the handled event's ID in the events and have decide
+// refuse an ID that the state holds.
 func (a *Aggregate[T, E]) Execute(ctx context.Context, stream string, decide func(state T) ([]E, error)) (AppendResult, error) {
 	if err := a.check("Aggregate.Execute"); err != nil {
 		return AppendResult{}, err

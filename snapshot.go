@@ -30,7 +30,11 @@ import (
 // on from those. Register such a change as the next version
 // ([TypeOptions].Version): older snapshots are then passed over (the
 // stream replays), unless upcasters (see [RegisterUpcaster]) bring them
-// up to it, which must give what a replay would.
+// up to it, which must give what a replay would. For the same reason, two
+// [Aggregate]s over one stream whose states have one registration share
+// its snapshots, each loading the other's latest as its own: states folded
+// differently from one stream (a balance and a count of events, both int)
+// need a registered type each.
 type Snapshot[T any] struct {
 	// Revision is the revision of the last event folded into State.
 	Revision uint64
