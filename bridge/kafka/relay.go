@@ -199,22 +199,28 @@ type RelayOptions struct {
 // produces each event selected as a record keyed by its stream (see
 // RelayOptions.Key), through an idempotent Producer. Acknowledgements come
 // back out of order across keys; the checkpoint only ever moves over the
-// contiguous prefix of acknowledged events, and is saved at most every
-// CheckpointInterval and when Run returns. A crash between an
-// acknowledgement and the next save produces the events after the checkpoint
-// again: delivery is at-least-once, and consumers deduplicate by event ID
-// (see [EventID]).
+// contiguous prefix of acknowledged events, and over the positions read
+// that the relay does not select (Filter's, the store's bookkeeping), up
+// to the first event not acknowledged, never past it. It is saved at most
+// every CheckpointInterval and when Run returns, when it has moved over an
+// acknowledged event, or at the relay's first catch-up with the store, or
+// over at least 1,000 positions not selected since the last save: fewer
+// of those alone, read again after a restart, are not worth an append
+// (see StoreCheckpoints), and the saves of a store's relays are such
+// positions for each other. A crash between an acknowledgement and the
+// next save produces the events after the checkpoint again: delivery is
+// at-least-once, and consumers deduplicate by event ID (see [EventID]).
 //
 // The events that a [eventbus.FileStore]'s retention (RetainAge,
 // RetainSize) deletes before the relay reads them are the exception, as
 // they are for a durable subscription: Run skips them without a word,
 // whether it runs behind the store or resumes after a stop, and they never
 // reach Kafka. The saved checkpoint goes with its segment too, if no save
-// came since (the relay saves when it acknowledges an event it selected,
-// and once when it first catches up with the store with nothing in
-// flight): the next Run then starts from 0, that is from the first event
-// left, and produces again those it had written. An outbox needs a
-// retention longer than its relay may ever stay stopped, or behind.
+// came since (see above: a relay that selects no event saves only once it
+// has passed 1,000 others): the next Run then starts from 0, that is from
+// the first event left, and produces again those it had written. An
+// outbox needs a retention longer than its relay may ever stay stopped,
+// or behind.
 //
 // A FileStore under eventbus.SyncInterval or SyncNever shows an append to
 // its readers, the relay among them, before it is on stable storage: the
@@ -461,14 +467,20 @@ type lane struct{ topic, key string }
 type window struct {
 	mu      sync.Mutex
 	pending []*outgoing // in position order
+	read    uint64      // the relay has read every position before it
 	acked   uint64      // every selected event before it is acknowledged
+	// progress is set when acked moves over an acknowledged event, or at
+	// a catch-up (see caughtUp), and cleared when a save takes acked.
+	progress bool
 }
 
 // add records that o is on its way.
 func (w *window) add(o *outgoing) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.pending = append(w.pending, o)
-	w.mu.Unlock()
+	w.read = o.pos + 1
+	w.advance()
 }
 
 // ack marks o acknowledged and moves acked over the prefix of acknowledged
@@ -485,23 +497,70 @@ func (w *window) ack(o *outgoing) {
 	}
 	clear(w.pending[:n]) // let the events go
 	w.pending = w.pending[n:]
+	w.advance()
+	w.progress = w.progress || n > 0
 }
 
-// skip moves acked to next when nothing is in flight: the events before it
-// were not selected.
-func (w *window) skip(next uint64) {
-	w.mu.Lock()
-	if len(w.pending) == 0 && next > w.acked {
-		w.acked = next
-	}
-	w.mu.Unlock()
-}
-
-func (w *window) ackedUpTo() uint64 {
+// caughtUp records that the relay has read every position before next,
+// as pass does, and makes a save due if acked moves: once, when the relay
+// first catches up with the store, or before an event that can never be
+// written (see failAfterRead).
+func (w *window) caughtUp(next uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.acked
+	old := w.acked
+	w.read = max(w.read, next)
+	w.advance()
+	w.progress = w.progress || w.acked != old
 }
+
+// pass records that the relay has read every position before next, those
+// its filter skipped included (SubscribeOptions.Passed), and moves acked
+// over them up to the first event still in flight: never past one not
+// acknowledged, whose record the next Run must produce again, and so in
+// order after those of its key before it.
+func (w *window) pass(next uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.read = max(w.read, next)
+	w.advance()
+}
+
+// advance moves acked over the positions read that the relay did not
+// select: up to the first event in flight, or, with none, to read.
+// Callers hold mu.
+func (w *window) advance() {
+	if len(w.pending) > 0 {
+		w.acked = max(w.acked, w.pending[0].pos)
+	} else {
+		w.acked = max(w.acked, w.read)
+	}
+}
+
+// checkpoint returns acked, and whether it is worth saving over saved,
+// the checkpoint saved last: when acked moved over an acknowledged event
+// or at a catch-up since, or over at least passedSaveMin positions that
+// the relay did not select. Fewer of those alone are not saved: they are
+// read again, and skipped, after a restart. Among them are the relay's
+// own saves of the checkpoint in the store, which a save for them would
+// pass in turn, and those of other relays of the store, which pass this
+// relay's: saving for them, the relays of an idle store would append a
+// checkpoint every CheckpointInterval, for ever.
+func (w *window) checkpoint(saved uint64) (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.acked <= saved || !w.progress && w.acked-saved < passedSaveMin {
+		return saved, false
+	}
+	w.progress = false
+	return w.acked, true
+}
+
+// passedSaveMin is the number of positions that the relay did not select
+// which make a save due by themselves: far more than the checkpoint saves
+// of the relays of one store, which each relay passes (see
+// window.checkpoint), and few enough to read again after a restart.
+const passedSaveMin = 1000
 
 // lanes lets one record of a lane at a time go to franz-go: the later ones
 // wait, in order, until it is acknowledged. A record that fails is then
@@ -634,12 +693,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	p := &pass{r: r, ctx: ctx, fail: cancel, sem: make(chan struct{}, r.o.MaxInFlight)}
-	p.w.acked = from
+	p.w.read, p.w.acked = from, from
 	p.lanes.busy = make(map[lane][]*outgoing)
 	saved := from
 	save := func(ctx context.Context) error {
-		acked := p.w.ackedUpTo()
-		if acked <= saved {
+		acked, due := p.w.checkpoint(saved)
+		if !due {
 			return nil
 		}
 		if err := r.o.Checkpoints.Save(ctx, r.o.Name, acked); err != nil {
@@ -710,7 +769,7 @@ func stopCause(parent context.Context, cause error) error {
 func (p *pass) tail(from uint64) error {
 	r, ctx := p.r, p.ctx
 	limits := make(map[string]int64) // the producer's batch limit per topic
-	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: p.w.skip}
+	opts := &eventbus.SubscribeOptions{From: from, Filter: r.o.Filter, CaughtUp: p.w.caughtUp, Passed: p.w.pass}
 	for e, err := range r.store.Subscribe(ctx, opts) {
 		if err != nil {
 			if ctx.Err() != nil { // a stop, or a failure that Run reports
@@ -868,7 +927,7 @@ func (p *pass) failAfterRead(o *outgoing, err error) error {
 	case <-p.ctx.Done(): // stopped, or one failed: Run waits for the rest
 		return context.Cause(p.ctx)
 	}
-	p.w.skip(o.pos)
+	p.w.caughtUp(o.pos)
 	return p.failure(o, err)
 }
 
