@@ -20,8 +20,11 @@ import (
 	"github.com/seed-a6f1faae/eventbus"
 )
 
-// stopTimeout bounds the graceful shutdown of a bus made by NewBus.
-const stopTimeout = 10 * time.Second
+// stopTimeout bounds the graceful shutdown of a bus made by NewBus. It is
+// a variable for this package's tests alone (export_test.go), whose
+// failing cleanups run outside a synctest bubble, where a failure inside
+// one would not name the test's line.
+var stopTimeout = 10 * time.Second
 
 // NewBus returns a bus for the test t, shut down when the test ends. opts
 // configures it as for [eventbus.New] (nil means the defaults), except that
@@ -277,8 +280,8 @@ func pending(b *eventbus.Bus) string {
 // WantDeadLetters checks that the payloads of the dead letters of b that
 // match f are exactly want, oldest first; with no want, that there are none.
 // It sees the dead letters of b when it is called, without waiting: on an
-// Async bus, call [eventbus.Bus.Flush] first ([eventbus.Durable.WaitFor]
-// for a durable subscription), or a check that there are none passes
+// Async bus, call [eventbus.Bus.Flush] first ([WaitDurable] for a durable
+// subscription, a StoreTopic's too), or a check that there are none passes
 // before the failures it rules out have happened.
 // Payloads are compared like [Recorder.Want]; a failure lists each dead
 // letter with its subscription, attempts and error, those that f does not
@@ -451,10 +454,9 @@ func describePayload(p any) string {
 // in test assertions. Call it after [eventbus.Bus.Flush], when Depth and
 // Pending are zero. For a durable subscription (a StoreTopic's too), whose
 // Topic is "durable." and its name, and whose Subscription is that name,
-// call [eventbus.Durable.WaitFor] with the position of the last event
-// appended before Flush: Flush does not wait for the events that the
-// subscription has not read from the store yet, and without WaitFor the
-// check sees some of them counted, or none, run by run. A nil b fails the
+// call [WaitDurable] first: Flush does not wait for the events that the
+// subscription has not read from the store yet, and without WaitDurable
+// the check sees some of them counted, or none, run by run. A nil b fails the
 // check, as does a Sync-mode subscription of a bus without Options.Metrics
 // (NewBus sets it), which counts nothing (see
 // [eventbus.SubscriptionMetrics].Uncounted).

@@ -763,14 +763,11 @@ func TestNewBusRestartSharesSequence(t *testing.T) {
 // whose bus and recorder do not drain at its end, in a child process (this
 // test binary), and checks that the failures name the lines of the test
 // that called NewBus and Record, as the checks' failures do, not lines of
-// the kit, which do not say which bus of which test did not drain. It
-// takes 10 seconds: outside a testing/synctest bubble, where the testing
-// package names cleanups' callers (inside one it names its own line),
-// NewBus waits for them in real time.
+// the kit, which do not say which bus of which test did not drain. The
+// child runs outside a testing/synctest bubble, where the testing package
+// names cleanups' callers (inside one it names its own line), so NewBus
+// waits for them in real time: one second, set by SetStopTimeout.
 func TestCleanupFailuresNameTheTest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns a process that waits 10 seconds")
-	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCleanupFailuresNameTheTestChild$", "-test.count=1", "-test.shuffle=off")
 	cmd.Env = append(os.Environ(), "EVENTBUSTEST_CLEANUP_CHILD=1")
 	out, err := cmd.CombinedOutput()
@@ -792,17 +789,22 @@ func TestCleanupFailuresNameTheTest(t *testing.T) {
 	}
 	require.Len(t, want, 2)
 	require.Equal(t, want, got, "the child's output:\n%s", out)
+	require.Contains(t, string(out), "eventbustest: the bus did not drain within 1s after the test", "the bus's failure")
+	require.Contains(t, string(out), `eventbustest: the recorder of topic "orders" did not drain within 1s after the test`, "the recorder's failure")
 }
 
 // TestCleanupFailuresNameTheTestChild is run by
 // TestCleanupFailuresNameTheTest. In one subtest a handler, in the other a
 // middleware of the bus that the recorder's subscription runs, holds its
 // event up until its context is cancelled, so that neither the bus nor the
-// recorder drains at the end.
+// recorder drains at the end. Not in a synctest bubble, where the failure
+// of a cleanup names a line of package testing, not the test's: the drain
+// takes real time, one second, not the 10 that a user's test gets.
 func TestCleanupFailuresNameTheTestChild(t *testing.T) {
 	if os.Getenv("EVENTBUSTEST_CLEANUP_CHILD") == "" {
 		t.Skip("run by TestCleanupFailuresNameTheTest")
 	}
+	eventbustest.SetStopTimeout(t, time.Second)
 	held := func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()

@@ -25,18 +25,22 @@
 // correlation ID, causation ID and store position only where want sets
 // them) with a [cmp.Diff] of want and got too, [Recorder.WantContains]
 // (these among others) with the payloads missing, and [Recorder.WantLen].
+// Options of cmp given to Record apply to every check, for payload fields
+// that a test cannot know, such as a time the code under test sets.
 //
 // # Waiting without sleeping
 //
 // [eventbus.Bus.Flush] waits until everything published so far is handled.
 // It does not wait for the events appended to a store (by a StoreTopic too)
-// that a durable subscription has not read yet: [eventbus.Durable.WaitFor]
-// does, so call it before checking such a subscription's metrics or dead
-// letters ([WantMetrics], [WantDeadLetters]). The checks of a StoreTopic's
-// recorder wait by themselves for the events committed to the topic. For
-// what Flush does not
-// cover on a topic, such as events that handlers publish, [Recorder.Wait]
-// blocks until a condition over the recorded events holds.
+// that a durable subscription has not read yet: [WaitDurable] does, for
+// every event committed so far, with no store position to know, so call it
+// before checking the effects of such a subscription, its metrics or its
+// dead letters ([WantMetrics], [WantDeadLetters]);
+// [eventbus.Durable.WaitFor] waits for one position. The checks of a
+// StoreTopic's recorder wait by themselves for the events committed to the
+// topic. For what Flush does not cover on a topic, such as events that
+// handlers publish, [Recorder.Wait] blocks until a condition over the
+// recorded events holds.
 // It is woken by every recorded event, never by polling, so it takes no time
 // when the condition already holds. Its deadline, 10 seconds unless its
 // context has one, is fake time inside a testing/synctest bubble: when
@@ -48,7 +52,9 @@
 // # Faults, dead letters and metrics
 //
 // [Inject] wraps a handler with a [Fault]: failing the first attempts at
-// each event, failing or panicking for one key, or taking time. Then
+// each event, failing or panicking for one key (of a StoreTopic's
+// subscriber, the key that its recorder shows, or the stream that the
+// handler sees), or taking time. Then
 // [WantDeadLetters] checks what the dead-letter queue holds, and
 // [WantMetrics] what a subscription counted.
 //

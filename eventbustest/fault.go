@@ -2,6 +2,7 @@ package eventbustest
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,10 +16,16 @@ import (
 // that are not faulty run the handler at once. The zero Fault changes
 // nothing.
 type Fault struct {
-	// Key, if set, makes only the events with this key faulty: the Key of
-	// the event the handler gets, which for a durable subscription (a
-	// StoreTopic's too) is the event's stream, such as "orders:o1" for the
-	// key "o1" of StoreTopic "orders"; the key alone matches no event there.
+	// Key, if set, makes only the events with this key faulty: those whose
+	// Key, as the handler gets it, is Key. The Key of a durable
+	// subscription's event (a StoreTopic's too) is its stream, such as
+	// "orders:o1" for the key "o1" of StoreTopic "orders"; there Key also
+	// matches the part of the stream after its first ':', the key that
+	// the StoreTopic published the event with and that [RecordStoreTopic]
+	// records, so that both "orders:o1" and "o1" select that event. A
+	// durable subscription over the streams of several StoreTopics (by
+	// [eventbus.SubscribeDurable]) finds "o1" in each of them: give it
+	// the whole stream to select one.
 	Key string
 	// Attempts, if positive, makes only the first Attempts attempts at each
 	// event faulty (counted by event ID), so that a retry policy with more
@@ -61,7 +68,7 @@ func Inject[T any](h eventbus.Handler[T], f Fault) eventbus.Handler[T] {
 		attempts = make(map[eventbus.ID]int)
 	)
 	faulty := func(e eventbus.Event[T]) bool {
-		if f.Key != "" && e.Key != f.Key {
+		if f.Key != "" && !keyed(e.Header, f.Key) {
 			return false
 		}
 		if f.Attempts <= 0 {
@@ -93,4 +100,22 @@ func Inject[T any](h eventbus.Handler[T], f Fault) eventbus.Handler[T] {
 		}
 		return h(ctx, e)
 	}
+}
+
+// durableTopicPrefix starts the Topic of a durable subscription's events,
+// "durable." and the subscription's name (see eventbus.Durable).
+const durableTopicPrefix = "durable."
+
+// keyed reports whether the event of h has key: as its Key, or, for a
+// durable subscription's event, whose Key is its stream, as the part of
+// the stream after the first ':', which a StoreTopic's name never has.
+func keyed(h eventbus.Header, key string) bool {
+	if h.Key == key {
+		return true
+	}
+	if !strings.HasPrefix(h.Topic, durableTopicPrefix) {
+		return false
+	}
+	_, published, ok := strings.Cut(h.Key, ":")
+	return ok && published == key
 }

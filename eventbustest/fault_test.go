@@ -3,6 +3,7 @@ package eventbustest_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -250,28 +251,43 @@ func TestInjectDelayThenFail(t *testing.T) {
 }
 
 // TestInjectKeyOfStoreTopic checks what Fault.Key documents for a durable
-// subscription: its handler sees the event's stream as Key, so a Fault
-// selects the events of key "a" of StoreTopic "orders" by "orders:a", and
-// "a" alone selects none.
+// subscription, whose handler sees the event's stream as Key: a Fault
+// selects the events of key "a" of StoreTopic "orders" by the stream,
+// "orders:a", and by the key that RecordStoreTopic records, "a" (a Fault
+// written from the recorder's output selected none), but not by a key that
+// is only a part of it ("orders", or the "b" of a key "x:b"), and on a
+// Topic a key's part selects nothing.
 func TestInjectKeyOfStoreTopic(t *testing.T) {
 	orders, b := newStoreTopic(t, func(t testing.TB) *eventbus.Bus { return eventbustest.NewBus(t, nil) }, "orders")
+	rec := eventbustest.RecordStoreTopic(t, orders)
 	var subs []*eventbus.Durable
-	for name, key := range map[string]string{"stream": "orders:a", "key": "a"} {
+	for name, key := range map[string]string{"stream": "orders:a", "key": "a", "topic": "orders", "part": "b"} {
 		h, _ := handled(t)
 		d, err := orders.Subscribe(t.Context(), name, eventbustest.Inject(h, eventbustest.Fault{Key: key, Err: errDown}), nil)
 		require.NoError(t, err)
 		subs = append(subs, d)
 	}
-	_, err := orders.Publish(t.Context(), Order{ID: "b"})
+	plain := newTopic[Order](t, b, "plain")
+	h, _ := handled(t)
+	_, err := plain.Subscribe("part", eventbustest.Inject(h, eventbustest.Fault{Key: "b", Err: errDown}), nil)
 	require.NoError(t, err)
+	require.NoError(t, plain.Publish(t.Context(), Order{ID: "x:b"}))
+	storePublish(t, orders, Order{ID: "x:b"})
 	res, err := orders.Publish(t.Context(), Order{ID: "a"})
 	require.NoError(t, err)
 	for _, d := range subs {
 		require.NoError(t, d.WaitFor(t.Context(), res.Position))
 	}
+	require.NoError(t, b.Flush(t.Context()))
+	var keys []string
+	for _, e := range rec.Events() {
+		keys = append(keys, e.Key)
+	}
+	require.Equal(t, []string{"x:b", "a"}, keys, "the keys that the recorder shows")
 	var got []string
 	for dl := range b.DeadLetters().All(eventbus.DeadLetterFilter{Err: errDown}) {
 		got = append(got, dl.Subscription+" "+dl.Key)
 	}
-	require.Equal(t, []string{"orders.stream orders:a"}, got)
+	slices.Sort(got)
+	require.Equal(t, []string{"orders.key orders:a", "orders.stream orders:a"}, got)
 }

@@ -86,9 +86,10 @@ func unsetGenerated[T any](want, got []eventbus.Event[T]) []eventbus.Event[T] {
 // while the subtest passes. Where subtests check, call Record in each
 // (it records what is published from then on, until that subtest ends).
 type Recorder[T any] struct {
-	t     testing.TB
-	topic string
-	bus   *eventbus.Bus
+	t       testing.TB
+	topic   string
+	bus     *eventbus.Bus
+	compare cmp.Options // compareOptions and those given to Record
 	// caughtUp, for a StoreTopic's recorder, waits until every event
 	// committed to the topic so far is recorded; nil for a Topic's.
 	caughtUp func(ctx context.Context) error
@@ -112,13 +113,19 @@ type Recorder[T any] struct {
 // middleware then still runs 10 seconds later, it fails the test and leaves
 // that goroutine behind. Record stops the test with Fatalf if it cannot
 // subscribe. For a StoreTopic, use [RecordStoreTopic].
-func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
+//
+// opts are further options of [cmp.Diff] for every check of the recorder
+// (Want, WantEvents and WantContains), for payload fields that the test
+// cannot know or need not match exactly, such as
+// cmpopts.IgnoreFields(UserCreated{}, "CreatedAt") or
+// cmpopts.EquateApproxTime(time.Second).
+func Record[T any](t testing.TB, topic *eventbus.Topic[T], opts ...cmp.Option) *Recorder[T] {
 	t.Helper()
 	if topic == nil {
 		t.Fatalf("eventbustest: Record: nil topic")
 		return nil // t.Fatalf does not return, unless t is a fake
 	}
-	r := &Recorder[T]{t: t, topic: topic.Name(), bus: topic.Bus(), changed: make(chan struct{})}
+	r := newRecorder[T](t, topic.Name(), topic.Bus(), opts)
 	name := "eventbustest-recorder"
 	for i := 2; ; i++ {
 		sub, err := topic.Subscribe(name, r.record, &eventbus.SubscriptionOptions{Workers: 1})
@@ -141,7 +148,8 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 // Record does to a Topic: it records the events committed to the topic from
 // now on, in store order, as they are published, with the topic's name as
 // their Topic and the key they were published with as their Key (not the
-// stream, "orders:o1", that the topic's subscribers see as their Key). The
+// stream, "orders:o1", that the topic's subscribers see as their Key; a
+// [Fault]'s Key matches either). The
 // recorder is a durable subscription of the topic (see
 // [eventbus.StoreTopic.Subscribe]) named "eventbustest-recorder" (or
 // "eventbustest-recorder-2", and so on, when that name is taken), stopped
@@ -152,9 +160,10 @@ func Record[T any](t testing.TB, topic *eventbus.Topic[T]) *Recorder[T] {
 // Flush or a [eventbus.Durable.WaitFor]. That wait fails the check when
 // the recorder cannot record an event committed (the bus stopped before it
 // was read, say), or has not in 10 seconds (fake time inside a
-// testing/synctest bubble). RecordStoreTopic stops the test with Fatalf if
-// topic was not made by [eventbus.NewStoreTopic] or it cannot subscribe.
-func RecordStoreTopic[T any](t testing.TB, topic *eventbus.StoreTopic[T]) *Recorder[T] {
+// testing/synctest bubble). opts are as for Record. RecordStoreTopic stops
+// the test with Fatalf if topic was not made by [eventbus.NewStoreTopic]
+// or it cannot subscribe.
+func RecordStoreTopic[T any](t testing.TB, topic *eventbus.StoreTopic[T], opts ...cmp.Option) *Recorder[T] {
 	t.Helper()
 	if topic.Bus() == nil {
 		t.Fatalf("eventbustest: RecordStoreTopic: a StoreTopic not made by eventbus.NewStoreTopic")
@@ -165,7 +174,7 @@ func RecordStoreTopic[T any](t testing.TB, topic *eventbus.StoreTopic[T]) *Recor
 	if err != nil {
 		t.Fatalf("eventbustest: RecordStoreTopic(%q): %v", topic.Name(), err)
 	}
-	r := &Recorder[T]{t: t, topic: topic.Name(), bus: topic.Bus(), changed: make(chan struct{})}
+	r := newRecorder[T](t, topic.Name(), topic.Bus(), opts)
 	stream := topic.Name() + ":"
 	record := func(ctx context.Context, e eventbus.Event[T]) error {
 		if e.Position < from {
@@ -174,13 +183,13 @@ func RecordStoreTopic[T any](t testing.TB, topic *eventbus.StoreTopic[T]) *Recor
 		e.Topic, e.Key = topic.Name(), strings.TrimPrefix(e.Key, stream)
 		return r.record(ctx, e)
 	}
-	opts := &eventbus.DurableOptions{
+	durable := &eventbus.DurableOptions{
 		CheckpointEvery: math.MaxInt, // only when it stops: the store is the test's
 		Subscription:    eventbus.SubscriptionOptions{Workers: 1},
 	}
 	name := "eventbustest-recorder"
 	for i := 2; ; i++ {
-		d, err := topic.Subscribe(ctx, name, record, opts)
+		d, err := topic.Subscribe(ctx, name, record, durable)
 		if errors.Is(err, eventbus.ErrDuplicate) {
 			name = fmt.Sprintf("eventbustest-recorder-%d", i)
 			continue
@@ -203,20 +212,16 @@ func RecordStoreTopic[T any](t testing.TB, topic *eventbus.StoreTopic[T]) *Recor
 	}
 }
 
+// newRecorder returns a Recorder of topic, on bus b, for test t, whose
+// checks compare with opts too.
+func newRecorder[T any](t testing.TB, topic string, b *eventbus.Bus, opts []cmp.Option) *Recorder[T] {
+	return &Recorder[T]{t: t, topic: topic, bus: b, compare: cmp.Options{compareOptions, cmp.Options(opts)}, changed: make(chan struct{})}
+}
+
 // topicEnd returns the position after the last event committed to topic,
 // or 0 if it has none.
 func topicEnd[T any](ctx context.Context, topic *eventbus.StoreTopic[T]) (uint64, error) {
-	last := &eventbus.ReadOptions{
-		Direction: eventbus.Backwards, From: eventbus.End, Limit: 1,
-		Filter: eventbus.Filter{StreamPrefix: topic.Name() + ":", Types: []string{topic.EventType()}},
-	}
-	for e, err := range topic.Store().ReadAll(ctx, last) {
-		if err != nil {
-			return 0, err
-		}
-		return e.Position + 1, nil
-	}
-	return 0, nil
+	return storeEnd(ctx, topic.Store(), eventbus.Filter{StreamPrefix: topic.Name() + ":", Types: []string{topic.EventType()}})
 }
 
 // unsubscribe ends the recorder's subscription with stop at the end of the
@@ -362,14 +367,15 @@ func (r *Recorder[T]) Wait(ctx context.Context, cond func(events []eventbus.Even
 
 // Want checks that the payloads recorded are exactly want, in order; with
 // no arguments, that nothing was recorded. Every field counts, unexported
-// ones too; a failure shows a [cmp.Diff] and lists the events recorded.
+// ones too, but as the options given to [Record] say; a failure shows a
+// [cmp.Diff] and lists the events recorded.
 func (r *Recorder[T]) Want(want ...T) bool {
 	r.t.Helper()
 	events, ok := r.settled()
 	if !ok {
 		return false
 	}
-	if diff := cmp.Diff(want, payloads(events), compareOptions); diff != "" {
+	if diff := cmp.Diff(want, payloads(events), r.compare); diff != "" {
 		r.t.Errorf("eventbustest: topic %q: payloads recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, r.recorded(events))
 		return false
 	}
@@ -381,7 +387,8 @@ func (r *Recorder[T]) Want(want ...T) bool {
 // CorrelationID, CausationID and (for a StoreTopic's) Position, are
 // compared only where want sets them (not zero): set CorrelationID to
 // the ID given to [eventbus.WithCorrelationID], say, or Time with a [Clock].
-// opts are further options of [cmp.Diff], such as
+// opts are further options of [cmp.Diff], for this check only, after
+// those given to [Record], such as
 // cmpopts.IgnoreFields(eventbus.Header{}, "Metadata").
 func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) bool {
 	r.t.Helper()
@@ -389,7 +396,7 @@ func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) b
 	if !ok {
 		return false
 	}
-	if diff := cmp.Diff(want, unsetGenerated(want, events), compareOptions, cmp.Options(opts)); diff != "" {
+	if diff := cmp.Diff(want, unsetGenerated(want, events), r.compare, cmp.Options(opts)); diff != "" {
 		r.t.Errorf("eventbustest: topic %q: events recorded (-want +got):\n%s\nrecorded %s", r.topic, diff, r.recorded(events))
 		return false
 	}
@@ -398,7 +405,7 @@ func (r *Recorder[T]) WantEvents(want []eventbus.Event[T], opts ...cmp.Option) b
 
 // WantContains checks that every payload in want was recorded, in any
 // order and among others; a payload given twice must have been recorded
-// twice.
+// twice. Payloads are compared as by Want.
 func (r *Recorder[T]) WantContains(want ...T) bool {
 	r.t.Helper()
 	events, ok := r.settled()
@@ -410,7 +417,7 @@ func (r *Recorder[T]) WantContains(want ...T) bool {
 next:
 	for _, w := range want {
 		for i, e := range events {
-			if !used[i] && cmp.Equal(w, e.Payload, compareOptions) {
+			if !used[i] && cmp.Equal(w, e.Payload, r.compare) {
 				used[i] = true
 				continue next
 			}

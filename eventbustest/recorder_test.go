@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -787,4 +788,57 @@ func TestRecorderFailureNamesDeadLetters(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Signed is a payload with a field that the code under test sets and a
+// test cannot know: the time of the signature.
+type Signed struct {
+	ID string
+	At time.Time
+}
+
+func (s Signed) AggregateID() string { return s.ID }
+
+// TestRecorderCompareOptions checks that the cmp options given to Record
+// and RecordStoreTopic apply to every check of the recorder, Want,
+// WantContains and WantEvents, so that a test can ignore a payload's
+// field or compare times approximately, and to no other recorder.
+func TestRecorderCompareOptions(t *testing.T) {
+	b := eventbustest.NewBus(t, nil)
+	signed := newTopic[Signed](t, b, "signed")
+	ignored := eventbustest.Record(t, signed, cmpopts.IgnoreFields(Signed{}, "At"))
+	far := newSpy(t)
+	approx := eventbustest.Record(far, signed, cmpopts.EquateApproxTime(time.Second))
+	spy := newSpy(t)
+	strict := eventbustest.Record(spy, signed)
+	at := time.Now()
+	publish(t, signed, Signed{ID: "a", At: at})
+	require.NoError(t, b.Flush(t.Context()))
+
+	require.True(t, ignored.Want(Signed{ID: "a"}))
+	require.True(t, ignored.WantContains(Signed{ID: "a"}))
+	require.True(t, ignored.WantEvents([]eventbus.Event[Signed]{{
+		Header:  eventbus.Header{Type: "Signed", Topic: "signed", Key: "a", SchemaVersion: 1},
+		Payload: Signed{ID: "a"},
+	}}))
+	require.True(t, approx.Want(Signed{ID: "a", At: at.Add(time.Millisecond)}))
+	require.False(t, far.Failed())
+	require.False(t, approx.Want(Signed{ID: "a", At: at.Add(time.Minute)}), "an approximation of a second")
+	far.wantFailure(t, `payloads recorded (-want +got)`, "At:")
+	require.False(t, strict.Want(Signed{ID: "a"}))
+	spy.wantFailure(t, `payloads recorded (-want +got)`, "At:")
+
+	store, err := eventbus.NewMemoryStore(nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, store.Close()) })
+	reg, err := eventbus.NewRegistry(nil)
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[Signed](reg, nil))
+	sb := eventbustest.NewBus(t, nil)
+	stored, err := eventbus.NewStoreTopic[Signed](sb, store, reg, "signed")
+	require.NoError(t, err)
+	rec := eventbustest.RecordStoreTopic(t, stored, cmpopts.IgnoreFields(Signed{}, "At"))
+	_, err = stored.Publish(t.Context(), Signed{ID: "a", At: at})
+	require.NoError(t, err)
+	require.True(t, rec.Want(Signed{ID: "a"}))
 }

@@ -1636,7 +1636,8 @@ func testSubscribeEnds(t *testing.T, open func(t *testing.T) eventbus.Store) {
 // an append made from CaughtUp: a store that calls CaughtUp with its lock
 // held never lets it finish, and a synctest bubble, whose clock moves only
 // once every goroutine blocks durably (a sync.Mutex does not), would hang.
-const lockWait = 10 * time.Second
+// It is a variable for this package's tests alone (export_test.go).
+var lockWait = 10 * time.Second
 
 // testCaughtUpUnlocked checks that a store calls CaughtUp, which is user
 // code, without a lock held, as the Store contract says: a CaughtUp that

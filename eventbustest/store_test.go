@@ -397,18 +397,24 @@ func (s lockedCaughtUp) Subscribe(ctx context.Context, opts *eventbus.SubscribeO
 
 // TestStoreFailsLockedCaughtUp runs TestStore against a store that calls
 // CaughtUp with a lock held, in a child process (this test binary), and
-// checks that the suite fails, saying so, 10 seconds later: no CaughtUp of
-// the suite called the store, so such a store passed, and a CaughtUp of
-// the caller's that appended or read deadlocked.
+// checks that the suite fails, saying so, once its wait for an append from
+// CaughtUp has run out (a second, set by SetLockWait; 10 for a user's
+// store): no CaughtUp of the suite called the store, so such a store
+// passed, and a CaughtUp of the caller's that appended or read
+// deadlocked. The wait takes real time: a blocked sync.Mutex does not let
+// a synctest bubble's clock move.
 func TestStoreFailsLockedCaughtUp(t *testing.T) {
 	out := failingChild(t, "EVENTBUSTEST_LOCKED_CHILD=1", "^TestStoreFailsLockedCaughtUpChild$/^(AppendAndRead|CaughtUpUnlocked)$", "-test.v")
 	require.Contains(t, string(out), "--- FAIL: TestStoreFailsLockedCaughtUpChild/CaughtUpUnlocked ")
-	require.Contains(t, string(out), "Append from CaughtUp did not return within 10s: does the store call CaughtUp with a lock held?")
+	require.Contains(t, string(out), "Append from CaughtUp did not return within 1s: does the store call CaughtUp with a lock held?")
 	require.Contains(t, string(out), "--- PASS: TestStoreFailsLockedCaughtUpChild/AppendAndRead ")
 }
 
 // TestStoreFailsLockedCaughtUpChild is run by TestStoreFailsLockedCaughtUp.
 func TestStoreFailsLockedCaughtUpChild(t *testing.T) {
+	if os.Getenv("EVENTBUSTEST_LOCKED_CHILD") != "" {
+		eventbustest.SetLockWait(t, time.Second)
+	}
 	wrongStore(t, "EVENTBUSTEST_LOCKED_CHILD", "TestStoreFailsLockedCaughtUp", func(s eventbus.Store) eventbus.Store { return lockedCaughtUp{Store: s, mu: new(sync.Mutex)} })
 }
 
