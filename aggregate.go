@@ -46,7 +46,10 @@ type AggregateOptions struct {
 // modify the state it is given: with a cache, a map entry deleted there is
 // deleted from the state that every later load and command of the stream
 // starts from, and from its next snapshot, though no event says so. An
-// Aggregate is safe for concurrent use. A nil or zero Aggregate, one not
+// Aggregate is safe for concurrent use. A panic in evolve fails the Load
+// or Execute that folds the event with a [*PanicError]; Execute folds a
+// command's events before it appends them, so an event that makes evolve
+// panic is never appended. A nil or zero Aggregate, one not
 // made by [NewAggregate], has no store: Load and Execute return an error
 // wrapping [ErrInvalid], and CacheStats zeros.
 //
@@ -344,14 +347,26 @@ func (a *Aggregate[T, E]) replay(ctx context.Context, stream string, v Version[T
 			return Version[T]{}, replayRead{}, a.truncated(stream, v.Expected.rev+1, e.Revision-1)
 		}
 		p, err := Decode[E](a.reg, e.EventData)
+		if err == nil {
+			v.State, err = a.fold(v.State, p)
+		}
 		if err != nil {
 			return Version[T]{}, replayRead{}, fmt.Errorf("stream %q revision %d: %w", stream, e.Revision, err)
 		}
-		v.State = a.evolve(v.State, p)
 		v.Expected = Exact(e.Revision)
 		r.n++
 	}
 	return v, r, nil
+}
+
+// fold returns the state that evolve makes of state and e, or the
+// *PanicError that evolve's panic becomes: an event that makes it panic
+// fails the load or the command, as one that does not decode does, and a
+// command's events are folded before they are appended, so such an event
+// is never appended.
+func (a *Aggregate[T, E]) fold(state T, e E) (_ T, err error) {
+	defer recovered(&err)
+	return a.evolve(state, e), nil
 }
 
 // Execute runs a command on the aggregate in stream: it loads the state,
@@ -459,7 +474,9 @@ func (a *Aggregate[T, E]) append(ctx context.Context, stream string, v Version[T
 		if err != nil {
 			return AppendResult{}, fmt.Errorf("stream %q: event %d of %d does not decode: %w", stream, i+1, len(events), err)
 		}
-		state = a.evolve(state, p)
+		if state, err = a.fold(state, p); err != nil {
+			return AppendResult{}, fmt.Errorf("stream %q: event %d of %d: %w", stream, i+1, len(events), err)
+		}
 	}
 	res, err := a.store.Append(ctx, stream, v.Expected, data...)
 	if err != nil {

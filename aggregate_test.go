@@ -1760,3 +1760,55 @@ func TestBadStreamNameErrorsNameTheCall(t *testing.T) {
 		}
 	}
 }
+
+// TestAggregateEvolvePanic checks that a panic in evolve fails the Load or
+// Execute that folds the event with a *PanicError, as one in a codec or an
+// upcaster does, and that Execute, which folds a command's events before it
+// appends them, never appends one that makes evolve panic. The panic
+// crashed the caller of Load on every load of a stream holding such an
+// event, and Execute appended the event before failing.
+func TestAggregateEvolvePanic(t *testing.T) {
+	eachBackend(t, false, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		evolve := func(a Account, e any) Account {
+			if d, ok := e.(Deposited); ok && d.Amount < 0 {
+				panic(fmt.Sprintf("negative deposit %d", d.Amount))
+			}
+			return evolveAccount(a, e)
+		}
+		accounts, err := eventbus.NewAggregate(s, reg, evolve, &eventbus.AggregateOptions{CacheSize: 4})
+		require.NoError(t, err)
+		var pe *eventbus.PanicError
+
+		_, err = accounts.Execute(ctx, "account-1", deposit(10))
+		require.NoError(t, err)
+		_, err = accounts.Execute(ctx, "account-1", deposit(-1))
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "negative deposit -1") {
+			t.Fatalf("Execute(deposit -1) = %v, want a *PanicError with evolve's panic value", err)
+		}
+		info, err := s.StreamInfo(ctx, "account-1")
+		require.NoError(t, err)
+		require.Equal(t, uint64(0), info.Revision, "the stream's revision after the failed command: it appended its event")
+		v, err := accounts.Load(ctx, "account-1")
+		require.NoError(t, err)
+		require.Equal(t, Account{Balance: 10, Events: 1}, v.State)
+
+		// An event written by other code, which evolve cannot fold:
+		// every load fails with an error naming it, and no caller
+		// crashes.
+		data, err := reg.Encode(Deposited{Amount: -2})
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "account-1", eventbus.Exact(0), data)
+		require.NoError(t, err)
+		for range 2 {
+			_, err = accounts.Load(ctx, "account-1")
+			if !errors.As(err, &pe) || !strings.Contains(err.Error(), `stream "account-1" revision 1`) {
+				t.Fatalf("Load of a stream with an event that makes evolve panic = %v, want a *PanicError naming the stream and revision", err)
+			}
+		}
+		_, err = accounts.Execute(ctx, "account-1", deposit(5))
+		require.ErrorAs(t, err, &pe, "Execute on that stream")
+		_, err = accounts.Execute(ctx, "account-2", deposit(5))
+		require.NoError(t, err, "Execute on another stream")
+	})
+}

@@ -137,7 +137,9 @@ func stopCause(ctx context.Context) error {
 // policy calls. The handler's goroutine (a worker's in Async mode, the
 // publisher's in Sync mode) survives the panic and treats the event like
 // any other failure (retries, dead letter). A panic in a [Codec] or an
-// upcaster becomes one too, in the error of [Registry.Encode] or [Decode].
+// upcaster becomes one too, in the error of [Registry.Encode] or [Decode],
+// as does one in an [Aggregate]'s evolve, in the error of its Load or
+// Execute.
 type PanicError struct {
 	// Value is the value passed to panic.
 	Value any

@@ -52,10 +52,15 @@ type SubscriptionOptions struct {
 	// Retry, if not nil, replaces the bus's retry policy.
 	Retry *RetryPolicy
 	// BatchSize is the most events a BatchHandler receives at once; zero
-	// means 100. Only SubscribeBatch uses it, and BatchWait.
+	// means 100. Only the batch subscriptions use it, and BatchWait:
+	// [Topic.SubscribeBatch], [SubscribeDurableBatch] and
+	// [StoreTopic.SubscribeBatch].
 	BatchSize int
 	// BatchWait is how long a worker with fewer than BatchSize events waits
-	// for more before handling them; zero means no wait.
+	// for more before handling them; zero means no wait. [Bus.Flush] and
+	// [Durable.WaitFor] wait for it too: an event left in a batch that
+	// does not fill is handled, and they return, only once BatchWait has
+	// passed.
 	BatchWait time.Duration
 
 	// finished, if set, is called in the worker when an event is done with:
