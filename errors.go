@@ -54,8 +54,8 @@ var (
 	// ErrLocked is wrapped when [OpenFileStore] or [RepairFileStore] finds
 	// its directory locked by another open store or a repair, in this
 	// process or another one. Stores take such locks on Unix only, on the
-	// directory's file LOCK, which deleting does not unlock: it lets a
-	// second store open beside the first (see [FileStore]).
+	// directory itself and on its file LOCK, so that deleting LOCK lets
+	// no second store open beside the first (see [FileStore]).
 	ErrLocked = errors.New("eventbus: file store locked")
 
 	// ErrReadOnly is returned by the writing methods of a [FileStore] opened
