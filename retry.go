@@ -64,9 +64,9 @@ func (p RetryPolicy) validate() error {
 
 // Delay returns the wait after the given failed attempt (1 for the first)
 // before the next one, ignoring jitter: InitialDelay times Multiplier to the
-// power attempt-1, capped at MaxDelay. It is never negative: a negative
-// InitialDelay, MaxDelay or Multiplier, which Subscribe refuses, counts as
-// zero.
+// power attempt-1, to the nearest nanosecond, capped at MaxDelay. It is
+// never negative: a negative InitialDelay, MaxDelay or Multiplier, which
+// Subscribe refuses, counts as zero.
 func (p RetryPolicy) Delay(attempt int) time.Duration {
 	d, maxDelay, mult := max(p.InitialDelay, 0), max(p.MaxDelay, 0), p.Multiplier
 	if d == 0 {
@@ -85,7 +85,9 @@ func (p RetryPolicy) Delay(attempt int) time.Duration {
 		if !(next < float64(maxDelay)) { // NaN and +Inf too: Delay takes any policy
 			return maxDelay
 		}
-		d = time.Duration(next)
+		// Rounded, not truncated: 100ms × 1.7² is 288999999.99999994 in
+		// floating point, and the wait 289ms, not 288.999999ms.
+		d = time.Duration(math.Round(next))
 	}
 	return min(d, maxDelay)
 }

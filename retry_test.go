@@ -53,6 +53,48 @@ func TestRetryPolicyDelay(t *testing.T) {
 	require.Equal(t, 360*time.Millisecond, shrink.Delay(3), "1h × 0.01²")
 }
 
+// TestRetryPolicyDelayRounds checks that Delay rounds InitialDelay times
+// Multiplier to the power attempt-1 to the nearest nanosecond, and that the
+// worker waits that long in both modes: the product in floating point often
+// falls just short of a whole number (100ms × 1.7² is 288999999.99999994),
+// and truncating it made the wait 288.999999ms, not 289ms.
+func TestRetryPolicyDelayRounds(t *testing.T) {
+	for _, c := range []struct {
+		p       eventbus.RetryPolicy
+		attempt int
+		want    time.Duration
+	}{
+		{eventbus.RetryPolicy{InitialDelay: 100 * time.Millisecond, Multiplier: 1.7}, 3, 289 * time.Millisecond},
+		{eventbus.RetryPolicy{InitialDelay: 100 * time.Millisecond, Multiplier: 1.7}, 4, 491300 * time.Microsecond},
+		{eventbus.RetryPolicy{InitialDelay: 100 * time.Millisecond, Multiplier: 1.2}, 8, 358318080 * time.Nanosecond},
+		{eventbus.RetryPolicy{InitialDelay: time.Second, Multiplier: 1.1}, 4, 1331 * time.Millisecond},
+	} {
+		if got := c.p.Delay(c.attempt); got != c.want {
+			t.Errorf("%+v.Delay(%d) = %v, want %v", c.p, c.attempt, got, c.want)
+		}
+	}
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			policy := eventbus.RetryPolicy{MaxAttempts: 4, InitialDelay: 100 * time.Millisecond, Multiplier: 1.7}
+			b := newBus(t, &eventbus.Options{Mode: mode, Retry: policy})
+			topic := newTopic[Order](t, b, "orders", nil)
+			start := time.Now()
+			var at []time.Duration
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error {
+				at = append(at, time.Since(start))
+				return errFlaky
+			}, nil)
+			_ = topic.Publish(context.Background(), Order{Key: "k"}) // fails in Sync mode
+			require.NoError(t, b.Flush(context.Background()))
+			ms := time.Millisecond
+			want := []time.Duration{0, 100 * ms, 270 * ms, 559 * ms} // waits of 100, 170 and 289ms
+			if diff := cmp.Diff(want, at); diff != "" {
+				t.Errorf("attempts at (-want +got):\n%s", diff)
+			}
+		})
+	})
+}
+
 // TestRetryPolicyDelayNegative checks that Delay, which takes any policy,
 // never returns a negative wait: a negative InitialDelay, MaxDelay or
 // Multiplier, which Subscribe refuses, counts as zero, the default. Delay
