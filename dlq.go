@@ -358,12 +358,15 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int {
 // begins, so that a concurrent Redrive sends none of them again: while it
 // sends them, waiting for room say, Len, All, Get and Discard do not see
 // those not sent yet. In Sync mode they are handled before Redrive returns,
-// and one that fails again is a new dead letter, as in Async mode. It stops
-// at the first error (the context's, or ErrClosed when a subscription is
-// gone and none has its name) and puts the unsent ones back in their
-// places, oldest first among the others, where the oldest go first when
-// dead letters that came meanwhile leave no room, as in a full queue. It
-// returns the number sent.
+// and one that fails again is a new dead letter, as in Async mode. A dead
+// letter that cannot be sent (ErrClosed when its subscription is gone and
+// none has its name, or the bus has stopped) stays, with every later one of
+// its subscription, which would overtake it, and the others go on; the
+// context's error stops Redrive. Those not sent go back to their places,
+// oldest first among the others, where the oldest go first when dead
+// letters that came meanwhile leave no room, as in a full queue. It
+// returns the number sent, and the errors, each naming its dead letter,
+// joined.
 //
 // In Async mode it waits for room in a full queue, as Publish does; with a
 // handler's context (a [DeadLetterSink] gets one), which might be waiting
@@ -381,27 +384,52 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 		return 0, err
 	}
 	taken := q.take(f)
-	i, returned := 0, false
+	var (
+		kept     []DeadLetter // not sent, older than taken[i:]
+		failed   map[redriveTarget]bool
+		errs     []error
+		i, sent  int
+		returned bool
+	)
 	defer func() {
 		if !returned {
 			// A Sync-mode handler called runtime.Goexit, which ends this
 			// goroutine as it ends a publisher's: the dead letter it ran
 			// for and those not sent yet are not lost with it.
-			q.restore(taken[i:])
+			q.restore(append(kept, taken[i:]...))
 		}
 	}()
 	for ; i < len(taken); i++ {
 		dl := &taken[i]
-		if err := dl.redrive(ctx, &dl.Envelope); err != nil {
-			err = fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err)
-			returned = true
-			q.restore(taken[i:])
-			return i, err
+		to := redriveTarget{dl.Topic, dl.Subscription}
+		if failed[to] {
+			kept = append(kept, *dl) // behind one of its subscription that failed
+			continue
 		}
+		err := dl.redrive(ctx, &dl.Envelope)
+		if err == nil {
+			sent++
+			continue
+		}
+		errs = append(errs, fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err))
+		if ctx.Err() != nil {
+			break
+		}
+		if failed == nil {
+			failed = make(map[redriveTarget]bool)
+		}
+		failed[to] = true
+		kept = append(kept, *dl)
 	}
 	returned = true
-	return len(taken), nil
+	if len(errs) > 0 {
+		q.restore(append(kept, taken[i:]...))
+	}
+	return sent, errors.Join(errs...)
 }
+
+// redriveTarget is a dead letter's subscription, by its topic and name.
+type redriveTarget struct{ topic, subscription string }
 
 // restore puts back dead letters that Redrive took and did not send.
 func (q *DeadLetterQueue) restore(unsent []DeadLetter) {

@@ -1569,3 +1569,45 @@ func (h brokenLog) WithGroup(string) slog.Handler      { return h }
 //
 //go:noinline
 func panicInSink(v any) { panic(v) }
+
+// TestRedriveGoesOnPastGoneSubscription redrives every dead letter of a
+// topic one of whose subscriptions is gone: the dead letters of the gone
+// one stay, in order, and the others are sent. Redrive stopped at the
+// first one that could not be sent, so that one dead letter of a removed
+// subscription held back every later dead letter of the bus, run after
+// run, until it was discarded.
+func TestRedriveGoesOnPastGoneSubscription(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders", nil)
+	fixed := false // Sync mode: handlers run in this goroutine
+	var handled []int
+	failing := func(_ context.Context, e eventbus.Event[Order]) error {
+		if !fixed {
+			return errFlaky
+		}
+		handled = append(handled, e.Payload.N)
+		return nil
+	}
+	old := subscribe(t, orders, "old", failing, nil)
+	subscribe(t, orders, "live", failing, nil)
+	ctx := context.Background()
+	for n := 1; n <= 2; n++ {
+		require.ErrorIs(t, orders.Publish(ctx, Order{N: n}), errFlaky)
+	}
+	q := b.DeadLetters()
+	require.Equal(t, []string{"orders/old/1", "orders/live/1", "orders/old/2", "orders/live/2"}, collect(q, eventbus.DeadLetterFilter{}))
+	var first eventbus.DeadLetter
+	for dl := range q.All(eventbus.DeadLetterFilter{Subscription: "old"}) {
+		first = dl
+		break
+	}
+	require.NoError(t, old.Unsubscribe(ctx))
+	fixed = true
+
+	n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{})
+	require.ErrorIs(t, err, eventbus.ErrClosed)
+	require.ErrorContains(t, err, first.ID.String())
+	require.Equal(t, 2, n, "dead letters sent")
+	require.Equal(t, []int{1, 2}, handled, "the live subscription's events")
+	require.Equal(t, []string{"orders/old/1", "orders/old/2"}, collect(q, eventbus.DeadLetterFilter{}))
+}
