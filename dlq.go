@@ -101,6 +101,9 @@ func (f DeadLetterFunc) Put(ctx context.Context, dl DeadLetter) error {
 type DeadLetterFilter struct {
 	// Topic and Subscription match names exactly.
 	Topic, Subscription string
+	// ID, if not zero, matches the dead letters of that event: one for
+	// each subscription that gave it up, or fewer, with Subscription.
+	ID ID
 	// Err matches dead letters whose error is or wraps Err (errors.Is).
 	// A dead letter whose error panics when walked (a handler panicked
 	// with an error whose Unwrap or Is method panics) matches no Err.
@@ -111,7 +114,8 @@ type DeadLetterFilter struct {
 // matching Err, so callers may hold a lock.
 func (f DeadLetterFilter) names(dl *DeadLetter) bool {
 	return (f.Topic == "" || f.Topic == dl.Topic) &&
-		(f.Subscription == "" || f.Subscription == dl.Subscription)
+		(f.Subscription == "" || f.Subscription == dl.Subscription) &&
+		(f.ID.IsZero() || f.ID == dl.ID)
 }
 
 // DeadLetterQueue holds a bus's dead letters in memory, oldest first. It is

@@ -1611,3 +1611,43 @@ func TestRedriveGoesOnPastGoneSubscription(t *testing.T) {
 	require.Equal(t, []int{1, 2}, handled, "the live subscription's events")
 	require.Equal(t, []string{"orders/old/1", "orders/old/2"}, collect(q, eventbus.DeadLetterFilter{}))
 }
+
+// TestDeadLetterFilterID picks out the dead letters of one event by its
+// ID, among others that share its error, to redrive and discard them
+// alone.
+func TestDeadLetterFilterID(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders", nil)
+	fixed := false // Sync mode: handlers run in this goroutine
+	var handled []string
+	handler := func(name string) eventbus.Handler[Order] {
+		return func(_ context.Context, e eventbus.Event[Order]) error {
+			if !fixed {
+				return errFlaky
+			}
+			handled = append(handled, fmt.Sprintf("%s/%d", name, e.Payload.N))
+			return nil
+		}
+	}
+	subscribe(t, orders, "a", handler("a"), nil)
+	subscribe(t, orders, "b", handler("b"), nil)
+	ctx := context.Background()
+	for n := 1; n <= 3; n++ {
+		require.ErrorIs(t, orders.Publish(ctx, Order{N: n}), errFlaky)
+	}
+	q := b.DeadLetters()
+	var ids []eventbus.ID
+	for dl := range q.All(eventbus.DeadLetterFilter{Subscription: "a"}) {
+		ids = append(ids, dl.ID)
+	}
+	require.Len(t, ids, 3)
+	require.Equal(t, []string{"orders/a/2", "orders/b/2"}, collect(q, eventbus.DeadLetterFilter{ID: ids[1]}))
+
+	fixed = true
+	n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{ID: ids[1], Subscription: "b"})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, []string{"b/2"}, handled)
+	require.Equal(t, 2, q.Discard(eventbus.DeadLetterFilter{ID: ids[0]}))
+	require.Equal(t, []string{"orders/a/2", "orders/a/3", "orders/b/3"}, collect(q, eventbus.DeadLetterFilter{}))
+}
