@@ -185,7 +185,11 @@ const maxDurableNameLen = 240
 
 // SubscribeDurable starts the durable subscription name (1 to 240 letters,
 // digits, '.', '_' and '-') on bus b over store s, from its last saved
-// checkpoint, and hands the events its filter selects to h, decoded by r
+// checkpoint (the first time, with none saved, from the store's first
+// event: a subscription added to a store with a history handles all of
+// it, as a projection must; one whose effects must not happen for past
+// events, a process manager's, skips them itself, by their Position or
+// Time), and hands the events its filter selects to h, decoded by r
 // (see [Decode]). A handler of [RecordedEvent] receives the events as
 // stored, and r may then be nil. Events are upcast to the latest schema
 // version of their type, which their header's SchemaVersion then gives, so
@@ -207,7 +211,15 @@ const maxDurableNameLen = 240
 //
 // A name is used by one subscription at a time: another process resuming
 // it must wait for this one to stop; on the same bus, it may resume once
-// this one's Stop has returned. It returns an error wrapping [ErrInvalid]
+// this one's Stop has returned. Only a bus enforces that, among its own
+// subscriptions: nothing stops another bus over the same store, in this
+// process or in another that shares a Store of its own (a [FileStore]'s
+// lock keeps other processes out), from running the name at the same
+// time. Both then handle every event, and the checkpoint is the one saved
+// last by either, which may be behind the other's (its events are
+// delivered again after a restart) or ahead of it, past events that the
+// other had not finished: a restart that resumes there never gives them
+// to the other's handler. It returns an error wrapping [ErrInvalid]
 // for a bad name, handler or option, an E of an older schema version, a
 // nil store or a Bus not made by [New], [ErrUnknownEvent] for an E that is
 // neither an interface nor registered in r (a pointer to a registered
@@ -800,6 +812,9 @@ func (d *Durable) Err() error {
 // Subscribe, cancelled, to return, as [Store.Subscribe] must once its
 // context ends: a Store that ignores its context keeps Stop waiting, and
 // the bus's Shutdown and Close, as a handler that ignores its context does.
+// So does a Store whose Append never returns, whatever ctx: the saves of
+// the checkpoint have no deadline, since a stop without grace saves it
+// too.
 func (d *Durable) Stop(ctx context.Context) error {
 	if err := d.checkMade("Durable.Stop"); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a6f1faae/eventbus"
@@ -345,5 +348,86 @@ func runDurableModel(t *testing.T, seed uint64, batch bool) {
 				require.Greater(t, checkpoint, last, "last checkpoint")
 			}
 		}
+	}
+}
+
+// TestDurableCrash crashes a process that runs a durable subscription over
+// a FileStore at a random moment: events appended to a few streams, some
+// of which fail and wait for their retries, handled by several workers,
+// with the checkpoint saved every few events. The crash leaves the store's
+// files as they are (copyStore), with no final save; a new process opens
+// them and runs the subscription again. The checkpoint the crash left must
+// pass only events handled before it, and the new run must hand out every
+// event from there on, each stream's in store order.
+func TestDurableCrash(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(seed, 3))
+				ctx := context.Background()
+				reg := newBankRegistry(t)
+				dir := t.TempDir()
+				s := openFile(t, dir, nil)
+				streams := []string{"a", "b", "c"}
+				var last uint64
+				for range 10 + rng.IntN(20) {
+					last = appendDeposits(t, s, reg, streams[rng.IntN(len(streams))], 1).Position
+				}
+				var mu sync.Mutex
+				handled := map[uint64]bool{}
+				attempts := map[uint64]int{}
+				opts := &eventbus.DurableOptions{
+					CheckpointEvery: 1 + rng.IntN(3),
+					Subscription: eventbus.SubscriptionOptions{
+						Workers: 1 + rng.IntN(3),
+						Retry:   &eventbus.RetryPolicy{MaxAttempts: 5, InitialDelay: time.Second},
+					},
+				}
+				bus1 := newBus(t, nil)
+				subscribeDurable(t, bus1, s, nil, "ledger", func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+					mu.Lock()
+					defer mu.Unlock()
+					pos := e.Payload.Position
+					attempts[pos]++
+					if (pos*7+seed)%4 == 0 && attempts[pos] < 3 {
+						return errFlaky
+					}
+					handled[pos] = true
+					return nil
+				}, opts)
+				time.Sleep(time.Duration(rng.IntN(4000)) * time.Millisecond)
+				synctest.Wait() // the moment of the crash: every goroutine waits
+				mu.Lock()
+				image := copyStore(t, dir)
+				before := maps.Clone(handled)
+				mu.Unlock()
+
+				s2 := openFile(t, image, nil)
+				saved := max(savedCheckpoint(t, s2, "ledger"), 0)
+				for pos := range uint64(saved) {
+					require.True(t, before[pos], "the crash left checkpoint %d, past event %d, not handled before it", saved, pos)
+				}
+				order := map[string][]uint64{}
+				bus2 := newBus(t, nil)
+				d := subscribeDurable(t, bus2, s2, nil, "ledger", func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+					mu.Lock()
+					defer mu.Unlock()
+					order[e.Payload.Stream] = append(order[e.Payload.Stream], e.Payload.Position)
+					return nil
+				}, opts)
+				require.NoError(t, d.WaitFor(ctx, last))
+				require.NoError(t, d.Stop(ctx))
+				mu.Lock()
+				defer mu.Unlock()
+				want := map[string][]uint64{}
+				for e, err := range s2.ReadAll(ctx, &eventbus.ReadOptions{From: uint64(saved)}) {
+					require.NoError(t, err)
+					want[e.Stream] = append(want[e.Stream], e.Position)
+				}
+				if diff := cmp.Diff(want, order, cmpopts.EquateEmpty()); diff != "" {
+					t.Errorf("events handled after the restart from checkpoint %d (-want +got):\n%s", saved, diff)
+				}
+			})
+		})
 	}
 }
