@@ -25,17 +25,34 @@ const checkpointPrefix = "$checkpoint-"
 func checkpointStream(name string) string { return checkpointPrefix + name }
 
 // loadCheckpoint returns the position from which the durable subscription
-// name resumes: the last checkpoint saved, or 0.
-func loadCheckpoint(ctx context.Context, s Store, name string) (uint64, error) {
+// name resumes: the last checkpoint saved, and true; or 0 and false, with
+// none saved.
+func loadCheckpoint(ctx context.Context, s Store, name string) (uint64, bool, error) {
 	for e, err := range s.ReadStream(ctx, checkpointStream(name), &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		pos, err := strconv.ParseUint(string(e.Data), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("%w: checkpoint of %q at position %d: %v", ErrInvalid, name, e.Position, err)
+			return 0, false, fmt.Errorf("%w: checkpoint of %q at position %d: %v", ErrInvalid, name, e.Position, err)
 		}
-		return pos, nil
+		return pos, true, nil
+	}
+	return 0, false, nil
+}
+
+// durableStart returns the position of s that from, a DurableOptions.From,
+// names: End is the position after the last event outside system streams,
+// 0 in an empty store.
+func durableStart(ctx context.Context, s Store, from uint64) (uint64, error) {
+	if from != End {
+		return from, nil
+	}
+	for e, err := range s.ReadAll(ctx, &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
+		if err != nil {
+			return 0, err
+		}
+		return e.Position + 1, nil
 	}
 	return 0, nil
 }

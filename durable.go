@@ -35,6 +35,15 @@ type DurableOptions struct {
 	// filter selects and the old one skipped are never handled.
 	// [Durable.Rebuild] handles them.
 	Filter Filter
+	// From is where the subscription starts when no checkpoint of its name
+	// is saved, the first time it runs: the store's first event (zero), a
+	// position, or End, after the last event in the store then, for a
+	// consumer whose effects must not happen for the store's history (a
+	// process manager added to a running system; Kafka's
+	// auto.offset.reset=latest). That start is saved as its checkpoint at
+	// once, so a restart resumes there; a saved checkpoint always wins,
+	// and [Durable.Rebuild] starts from the first event whatever From says.
+	From uint64
 	// CheckpointEvery is how many finished events pass between saves of the
 	// checkpoint; zero means 100. While an event still running holds the
 	// checkpoint back, no save is made, and the events finished meanwhile
@@ -188,8 +197,8 @@ const maxDurableNameLen = 240
 // checkpoint (the first time, with none saved, from the store's first
 // event: a subscription added to a store with a history handles all of
 // it, as a projection must; one whose effects must not happen for past
-// events, a process manager's, skips them itself, by their Position or
-// Time), and hands the events its filter selects to h, decoded by r
+// events, a process manager's, starts at the store's end, with
+// DurableOptions.From), and hands the events its filter selects to h, decoded by r
 // (see [Decode]). A handler of [RecordedEvent] receives the events as
 // stored, and r may then be nil. Events are upcast to the latest schema
 // version of their type, which their header's SchemaVersion then gives, so
@@ -322,7 +331,14 @@ func subscribeDurable(ctx context.Context, call string, b *Bus, s Store, name st
 	}()
 	// Read once the name is claimed: a subscription of that name that ran
 	// until now has saved its last checkpoint.
-	from, err := loadCheckpoint(ctx, s, name)
+	from, saved, err := loadCheckpoint(ctx, s, name)
+	if err == nil && !saved && o.From > 0 {
+		// Saved at once: a run that stops, or crashes, before its first
+		// save must not leave the next one to start at a later End.
+		if from, err = durableStart(ctx, s, o.From); err == nil {
+			err = saveCheckpoint(ctx, s, name, from)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("durable subscription %q: %w", name, err)
 	}

@@ -2456,3 +2456,47 @@ func (p *positions) take() []uint64 {
 	p.got = nil
 	return out
 }
+
+// TestDurableFrom starts durable subscriptions with no saved checkpoint at
+// the store's end and at a position: each handles the events from there
+// on, its start is saved before it handles anything (a crash before its
+// first save must not make the next run start at a later end), and a run
+// that finds a checkpoint saved resumes from it whatever From says, so the
+// events appended while it was stopped are handled.
+func TestDurableFrom(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 3) // positions 0-2
+		var mu sync.Mutex
+		handled := map[string][]uint64{}
+		handler := func(name string) eventbus.Handler[eventbus.RecordedEvent] {
+			return func(_ context.Context, e eventbus.Event[eventbus.RecordedEvent]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				handled[name] = append(handled[name], e.Position)
+				return nil
+			}
+		}
+		bus := newBus(t, nil)
+		manager := subscribeDurable(t, bus, s, nil, "manager", handler("manager"), &eventbus.DurableOptions{From: eventbus.End})
+		late := subscribeDurable(t, bus, s, nil, "late", handler("late"), &eventbus.DurableOptions{From: 1})
+		require.Equal(t, 3, savedCheckpoint(t, s, "manager"), "the start saved by SubscribeDurable")
+		require.Equal(t, 1, savedCheckpoint(t, s, "late"), "the start saved by SubscribeDurable")
+
+		res := appendDeposits(t, s, reg, "b", 1)
+		require.NoError(t, manager.WaitFor(ctx, res.Position))
+		require.NoError(t, late.WaitFor(ctx, res.Position))
+		require.NoError(t, manager.Stop(ctx))
+		stopped := appendDeposits(t, s, reg, "b", 1) // while manager is stopped
+		manager = subscribeDurable(t, bus, s, nil, "manager", handler("manager"), &eventbus.DurableOptions{From: eventbus.End})
+		require.NoError(t, manager.WaitFor(ctx, stopped.Position))
+		require.NoError(t, late.WaitFor(ctx, stopped.Position))
+
+		mu.Lock()
+		defer mu.Unlock()
+		want := map[string][]uint64{"manager": {res.Position, stopped.Position}, "late": {1, 2, res.Position, stopped.Position}}
+		if diff := cmp.Diff(want, handled); diff != "" {
+			t.Errorf("positions handled (-want +got):\n%s", diff)
+		}
+	})
+}
