@@ -83,16 +83,21 @@ type IdempotencyOptions struct {
 // handled successfully before in the same subscription is skipped (and
 // counted as a duplicate in [Bus.Metrics]). A key is recorded only after the
 // handler succeeds, so a failed attempt is retried, never mistaken for a
-// duplicate; and while one delivery of a key runs, another waits for it, so
-// two concurrent deliveries run the handler once (if the waiting one's
-// context ends first, its attempt fails with an error that says so,
-// wrapping the context's). The wait is the subscription's own, in its
-// bus: buses that share a Store (replicas of a service, say, one of which
-// Kafka hands a record that the other still handles, after a rebalance)
-// only ask it whether a key was recorded, so deliveries of one key that
-// run in two of them at once both find it not yet recorded, and each runs
-// the handler. An effect that must happen once then must be idempotent
-// itself.
+// duplicate. Only successes are skipped: a handler that fails or panics
+// after its effect (a charge, say) has that effect again at the retry or
+// the redrive, as does one whose success a middleware between it and
+// Idempotency turns into a failure. Such an effect must come last, after
+// all that can fail, or be idempotent itself (the event's ID makes a
+// payment provider's idempotency key). While one delivery of a key runs,
+// another waits for it, so two concurrent deliveries run the handler once
+// (if the waiting one's context ends first, its attempt fails with an
+// error that says so, wrapping the context's). The wait is the
+// subscription's own, in its bus: buses that share a Store (replicas of a
+// service, say, one of which Kafka hands a record that the other still
+// handles, after a rebalance) only ask it whether a key was recorded, so
+// deliveries of one key that run in two of them at once both find it not
+// yet recorded, and each runs the handler. An effect that must happen once
+// then must be idempotent itself.
 //
 // That wait has one trap, in Sync mode, where a handler's publish runs the
 // next handlers in its own goroutine: a handler that publishes (directly,

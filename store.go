@@ -47,9 +47,12 @@ import (
 // with the result of the first one and writes nothing; when only some
 // are, it fails with [ErrPartialDuplicate], as it does when all are but
 // elsewhere in a stream that is in the expected state. A retried append
-// is therefore safe. Events larger than the store's limit, or batches
-// larger than its limit, fail with [ErrTooLarge] before anything is
-// written.
+// is therefore safe. Only the IDs are compared, as EventStoreDB compares
+// them: a retry whose events carry another type, data or metadata under
+// the committed IDs is a replay all the same, with no error, and the store
+// keeps the events of the first append; an event that changed needs a new
+// ID. Events larger than the store's limit, or batches larger than its
+// limit, fail with [ErrTooLarge] before anything is written.
 //
 // # Reads
 //
@@ -139,7 +142,8 @@ type Store interface {
 // EventData is an event to append. Its zero value is not valid: ID and Type
 // are required.
 type EventData struct {
-	// ID identifies the event; appends are idempotent by ID. Use [NewID].
+	// ID identifies the event; appends are idempotent by ID alone, whatever
+	// the rest of the event holds (see [Store]). Use [NewID].
 	ID ID
 	// Type is the event type name, such as "user.created": 1 to 249
 	// letters, digits, '.', '_' and '-'.

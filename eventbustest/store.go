@@ -678,6 +678,32 @@ func testIdempotence(t *testing.T, open func(t *testing.T) eventbus.Store) {
 			}
 		})
 	}
+	// Only IDs are compared, as the Store contract says: a retry that
+	// carries other contents under the committed IDs replays, and the
+	// store keeps the first events.
+	t.Run("other contents under the same IDs", func(t *testing.T) {
+		s := open(t)
+		batch := events(2, "t", "first")
+		res := mustAppend(t, s, "s", eventbus.NoStream, batch...)
+		changed := make([]eventbus.EventData, len(batch))
+		for i, e := range batch {
+			changed[i] = eventbus.EventData{ID: e.ID, Type: "u", Data: []byte("changed"), Metadata: eventbus.Metadata{"k": "v"}}
+		}
+		again, err := s.Append(t.Context(), "s", eventbus.NoStream, changed...)
+		switch {
+		case err != nil:
+			t.Errorf("Append(NoStream) retried with other contents = %v, want success", err)
+		case again != res:
+			t.Errorf("Append(NoStream) retried with other contents = %+v, want the first result %+v", again, res)
+		}
+		var got []string
+		for _, e := range collect(t, s.ReadStream(t.Context(), "s", nil)) {
+			got = append(got, e.Type+":"+string(e.Data))
+		}
+		if want := []string{"t:first0", "t:first1"}; !slices.Equal(got, want) {
+			t.Errorf("after a retry with other contents, ReadStream = %q, want the first events %q", got, want)
+		}
+	})
 	t.Run("IDs in another stream", func(t *testing.T) {
 		s := open(t)
 		batch := events(2, "t", "b")

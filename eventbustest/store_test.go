@@ -1,6 +1,7 @@
 package eventbustest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -447,6 +448,43 @@ func TestStoreFailsPassless(t *testing.T) {
 // TestStoreFailsPasslessChild is run by TestStoreFailsPassless.
 func TestStoreFailsPasslessChild(t *testing.T) {
 	wrongStore(t, "EVENTBUSTEST_PASSLESS_CHILD", "TestStoreFailsPassless", func(s eventbus.Store) eventbus.Store { return passless{s} })
+}
+
+// TestStoreFailsContentCheck runs TestStore against a store that refuses
+// a retried append whose events carry other data under the committed IDs,
+// in a child process (this test binary), and checks that the suite fails,
+// saying so: the Store contract compares IDs alone, as EventStoreDB does.
+func TestStoreFailsContentCheck(t *testing.T) {
+	out := failingChild(t, "EVENTBUSTEST_CONTENT_CHILD=1", "^TestStoreFailsContentCheckChild$/^(AppendAndRead|Idempotence)$", "-test.v")
+	require.Contains(t, string(out), "--- FAIL: TestStoreFailsContentCheckChild/Idempotence/other_contents_under_the_same_IDs ")
+	require.Contains(t, string(out), "Append(NoStream) retried with other contents = eventbustest: other data under event ID")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsContentCheckChild/Idempotence/NoStream ")
+	require.Contains(t, string(out), "--- PASS: TestStoreFailsContentCheckChild/AppendAndRead ")
+}
+
+// TestStoreFailsContentCheckChild is run by TestStoreFailsContentCheck.
+func TestStoreFailsContentCheckChild(t *testing.T) {
+	wrongStore(t, "EVENTBUSTEST_CONTENT_CHILD", "TestStoreFailsContentCheck", func(s eventbus.Store) eventbus.Store { return contentChecking{Store: s} })
+}
+
+// contentChecking is a store that refuses an append of an event whose ID
+// the stream holds with other data, where the Store contract replays it.
+type contentChecking struct{ eventbus.Store }
+
+// Append appends to the store it wraps, unless an event's ID is in the
+// stream with other data.
+func (s contentChecking) Append(ctx context.Context, stream string, expected eventbus.ExpectedRevision, events ...eventbus.EventData) (eventbus.AppendResult, error) {
+	for e, err := range s.Store.ReadStream(ctx, stream, nil) {
+		if err != nil {
+			return eventbus.AppendResult{}, err
+		}
+		for _, ev := range events {
+			if ev.ID == e.ID && !bytes.Equal(ev.Data, e.Data) {
+				return eventbus.AppendResult{}, fmt.Errorf("eventbustest: other data under event ID %v", ev.ID)
+			}
+		}
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
 }
 
 // forgetful is a store that looks for a retried append with Any or
