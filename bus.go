@@ -543,8 +543,31 @@ func (b *Bus) register(s *Subscription) error {
 	return nil
 }
 
+// unregister removes s, whose workers have exited, from the bus. The final
+// counts of a durable subscription's run go to its topic's claim in the
+// same step, so that Metrics counts them once: with the run or after it.
 func (b *Bus) unregister(s *Subscription) {
 	b.mu.Lock()
-	delete(b.subs, s)
+	claim := b.durables[s.topic] // never removed once its topic is made
 	b.mu.Unlock()
+	var final counters
+	if claim != nil {
+		// Collected outside mu, as Metrics collects. The workers of a
+		// durable subscription (an Async one) have exited: the counts
+		// are final.
+		final.times = new(timings)
+		s.impl.collect(&final)
+		if !b.opts.Metrics {
+			final.times = nil // all zeros: only Options.Metrics times attempts
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.subs, s)
+	if claim != nil {
+		if final.times != nil && claim.ended.times == nil {
+			claim.ended.times = new(timings)
+		}
+		claim.ended.add(&final)
+	}
 }

@@ -86,9 +86,11 @@ type DurableOptions struct {
 // version (before any upcast) as the Envelope's Type and SchemaVersion, as
 // do the dead letters, and the topic "durable." followed by the name as
 // its Topic. That topic outlives Stop, so that the name can run again on
-// the bus: each name a bus has run costs about half a kilobyte and an
-// entry in [Bus.Metrics]' Topics for the bus's life, so a bus should not
-// run durable subscriptions of ever-new names (one per request, say).
+// the bus, its counters in [Bus.Metrics] going on from where its last run
+// left them: each name a bus has run costs about half a kilobyte (a
+// kilobyte with Options.Metrics, for its histograms) and an entry in
+// Bus.Metrics' Topics for the bus's life, so a bus should not run durable
+// subscriptions of ever-new names (one per request, say).
 //
 // # Checkpoints
 //
@@ -409,6 +411,12 @@ func durableTopic(b *Bus, name string) (*Topic[RecordedEvent], error) {
 type durableClaim struct {
 	topic   *Topic[RecordedEvent]
 	claimed bool
+	// ended holds, under the bus's mu, the final counts of the runs that
+	// have ended on the topic, each a subscription of its own, which
+	// Bus.Metrics adds to the running one's: the Durable's counters go on
+	// across its runs (see SubscriptionMetrics). Its timings are nil until
+	// a run with timings ends.
+	ended counters
 }
 
 // releaseDurable frees the name of the durable subscription whose topic is

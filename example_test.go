@@ -702,13 +702,13 @@ func ExampleTimeout() {
 }
 
 // Logging logs each failed attempt at level Warn and each success at Debug.
-// Here the time and the event ID are left out of the log, so that the
+// Here the time and the event's IDs are left out of the log, so that the
 // output is the same on every run.
 func ExampleLogging() {
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
 		Level: slog.LevelDebug,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey || a.Key == "id" {
+			if a.Key == slog.TimeKey || a.Key == "id" || a.Key == "correlation_id" {
 				return slog.Attr{}
 			}
 			return a

@@ -22,7 +22,8 @@ type Metrics struct {
 	// Topics has one entry per topic, sorted by name.
 	Topics []TopicMetrics
 	// Subscriptions has one entry per live subscription, sorted by topic
-	// and name.
+	// and name. A [Durable]'s entry counts all its runs on the bus (see
+	// SubscriptionMetrics).
 	Subscriptions []SubscriptionMetrics
 	// DeadLetters counts the dead-letter queue's entries, evictions and
 	// sink errors.
@@ -44,6 +45,13 @@ type TopicMetrics struct {
 // events are each finished exactly once, as Handled, DeadLettered or
 // Duplicates; Failed counts failed attempts, Retried the attempts after the
 // first.
+//
+// The counters and histograms only grow while the subscription lives, and
+// those of a [Durable] go on across its runs on the bus: a Rebuild's
+// replay adds to them, as does a run resumed on the same bus after Stop
+// (the entry is gone in between, while no run is live). A Subscription
+// that takes the name of one unsubscribed on its topic starts from zero,
+// which an exporter of counters (Prometheus's) sees as a reset.
 //
 // In Async mode a worker takes all that its queue holds at once, and hands
 // over its counts and timings when it takes the next events, so that
@@ -366,22 +374,35 @@ func (s *syncCounters) collect(c *counters) {
 
 // Metrics returns a snapshot of the bus's counters and latencies. It is
 // safe to call at any time, also after Shutdown (subscriptions then show
-// their final counts; unsubscribed ones no longer appear). For a Bus not
-// made by [New] it returns the zero Metrics.
+// their final counts; unsubscribed ones, and stopped Durables, no longer
+// appear). For a Bus not made by [New] it returns the zero Metrics.
 func (b *Bus) Metrics() Metrics {
 	var m Metrics
 	if !b.made() {
 		return m
 	}
+	// The subscriptions and the counts of the durable runs that ended are
+	// read in one step, as unregister moves a run's counts from the one to
+	// the other: a run is counted once.
 	b.mu.Lock()
 	for name, t := range b.topics {
 		m.Topics = append(m.Topics, TopicMetrics{Topic: name, Published: t.(published).published()})
 	}
-	b.mu.Unlock()
-	for _, s := range b.subscriptions() {
-		sm := SubscriptionMetrics{Topic: s.topic, Subscription: s.name}
+	subs := make([]*Subscription, 0, len(b.subs))
+	counts := make([]counters, 0, len(b.subs))
+	for s := range b.subs {
 		c := counters{times: new(timings)}
-		sm.Depth, sm.Pending = s.impl.collect(&c)
+		if d := b.durables[s.topic]; d != nil {
+			c.add(&d.ended)
+		}
+		subs = append(subs, s)
+		counts = append(counts, c)
+	}
+	b.mu.Unlock()
+	for i, s := range subs {
+		sm := SubscriptionMetrics{Topic: s.topic, Subscription: s.name}
+		c := &counts[i]
+		sm.Depth, sm.Pending = s.impl.collect(c)
 		sm.Queued, sm.Handled, sm.Failed, sm.Retried = c.queued, c.handled, c.failed, c.retried
 		sm.DeadLettered, sm.Duplicates = c.deadLettered, c.duplicates
 		sm.HandleTime, sm.Latency = c.times.handleTime, c.times.latency

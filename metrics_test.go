@@ -675,3 +675,61 @@ func TestMetricsHistogramsSumWorkers(t *testing.T) {
 		require.EqualValues(t, events, inBuckets, "Latency's buckets count every event")
 	})
 }
+
+// TestMetricsDurableCountsGoOnAcrossRuns checks that a Durable's counters
+// go on across its runs, a Rebuild's and a resumption's on the same bus
+// after Stop: each run is a new subscription of the bus, whose counters
+// started at zero, so a Rebuild that replayed as many events as the run
+// before had handled left Handled where it was. A Prometheus counter read
+// before and after saw no increase, and no reset either: the rebuild's
+// work vanished from the dashboard.
+func TestMetricsDurableCountsGoOnAcrossRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openMemoryStore(t)
+		reg := newBankRegistry(t)
+		b := newBus(t, &eventbus.Options{Metrics: true})
+		h := func(_ context.Context, e eventbus.Event[Deposited]) error {
+			time.Sleep(time.Millisecond) // fake time: each attempt takes 1ms
+			if e.Payload.Amount == 2 {
+				return errFlaky
+			}
+			return nil
+		}
+		d := subscribeDurable(t, b, s, reg, "ledger", h, nil)
+		appendAmounts(t, s, reg, "a", 1, 2)
+		res := appendDeposits(t, s, reg, "a", 1)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		require.NoError(t, b.Flush(ctx))
+		want := eventbus.SubscriptionMetrics{
+			Topic: "durable.ledger", Subscription: "ledger",
+			Queued: 3, Handled: 2, Failed: 1, DeadLettered: 1,
+		}
+		check := func(when string, handled uint64) {
+			t.Helper()
+			got := b.Metrics().Subscriptions
+			if diff := cmp.Diff([]eventbus.SubscriptionMetrics{want}, got, cmpopts.IgnoreFields(eventbus.SubscriptionMetrics{}, "HandleTime", "Latency")); diff != "" {
+				t.Fatalf("%s: Metrics().Subscriptions (-want +got):\n%s", when, diff)
+			}
+			if sm := got[0]; sm.HandleTime.Count != handled || sm.HandleTime.Sum != time.Duration(handled)*time.Millisecond || sm.Latency.Count != sm.Queued {
+				t.Errorf("%s: HandleTime %d attempts in %v, Latency %d events; want %d attempts in %dms, %d events", when, sm.HandleTime.Count, sm.HandleTime.Sum, sm.Latency.Count, handled, handled, sm.Queued)
+			}
+		}
+		check("first run", 3)
+
+		require.NoError(t, d.Rebuild(ctx, nil))
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		require.NoError(t, b.Flush(ctx))
+		want.Queued, want.Handled, want.Failed, want.DeadLettered = 6, 4, 2, 2
+		check("after Rebuild", 6)
+
+		require.NoError(t, d.Stop(ctx))
+		require.Empty(t, b.Metrics().Subscriptions, "a stopped Durable is no live subscription")
+		d = subscribeDurable(t, b, s, reg, "ledger", h, nil)
+		res = appendDeposits(t, s, reg, "a", 1)
+		require.NoError(t, d.WaitFor(ctx, res.Position))
+		require.NoError(t, b.Flush(ctx))
+		want.Queued, want.Handled = 7, 5
+		check("resumed after Stop", 7)
+	})
+}

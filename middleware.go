@@ -173,9 +173,14 @@ func Timeout(d time.Duration) Middleware {
 }
 
 // Logging logs every failed attempt at level Warn and every success at
-// Debug, with the event's ID, type, topic, subscription, key and attempt;
-// a success that an [Idempotency] after it skipped as a duplicate is
-// logged as such, "eventbus: skipped duplicate", not as handled.
+// Debug, with the event's ID ("id"), type, topic, subscription, key and
+// attempt, and the IDs that link it to the events before it in its flow
+// ("correlation_id", and "causation_id" if it has a cause), and its W3C
+// trace context ("traceparent") if it has a valid one (see
+// [TraceparentKey]), so that the log lines of one flow can be found
+// together. It never logs payloads or other metadata. A success that an
+// [Idempotency] after it skipped as a duplicate is logged as such,
+// "eventbus: skipped duplicate", not as handled.
 // An attempt that panics is logged with the *PanicError it becomes, and the
 // panic goes on to the bus, which recovers it in the handler's goroutine (a
 // worker's in Async mode, the publisher's in Sync mode). l's Handler runs
@@ -234,13 +239,20 @@ func logAttempt(ctx context.Context, l *slog.Logger, env *Envelope, err error) {
 	if l.Enabled(ctx, level) {
 		var attrs []slog.Attr
 		if env != nil {
-			attrs = []slog.Attr{
+			attrs = append(make([]slog.Attr, 0, 10), // room for all, the error too
 				slog.String("id", env.ID.String()),
 				slog.String("type", env.Type),
 				slog.String("topic", env.Topic),
 				slog.String("subscription", env.Subscription),
 				slog.String("key", env.Key),
 				slog.Int("attempt", env.Attempt),
+				slog.String("correlation_id", env.CorrelationID.String()),
+			)
+			if !env.CausationID.IsZero() {
+				attrs = append(attrs, slog.String("causation_id", env.CausationID.String()))
+			}
+			if tp := traceparentOf(env.Metadata); tp != "" {
+				attrs = append(attrs, slog.String(TraceparentKey, tp))
 			}
 		}
 		msg := "eventbus: handled"

@@ -511,6 +511,59 @@ func TestLogging(t *testing.T) {
 	require.Len(t, failed["id"], 26)
 }
 
+// TestLoggingLinksFlow checks that Logging's lines name the links of an
+// event to its flow: a follow-up's line has the correlation ID of the
+// event that started the flow, the ID of the one that caused it, and the
+// trace context they carry. Logging logged none of them, so that the lines
+// of one flow, which the events link, could not be found together.
+func TestLoggingLinksFlow(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync, Middleware: []eventbus.Middleware{eventbus.Logging(logger)}})
+	orders := newTopic[Order](t, b, "orders", nil)
+	mails := newTopic[Order](t, b, "mails", nil)
+	var root eventbus.Header // the traced event's
+	subscribe(t, orders, "mailer", func(ctx context.Context, e eventbus.Event[Order]) error {
+		if e.Key == "o" {
+			root = e.Header
+		}
+		if err := mails.Publish(ctx, Order{Key: "m"}); !errors.Is(err, errFlaky) {
+			t.Errorf("Publish of the follow-up = %v, want %v", err, errFlaky)
+		}
+		return nil
+	}, nil)
+	subscribe(t, mails, "smtp", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	traced, err := eventbus.WithTraceparent(context.Background(), tp)
+	require.NoError(t, err)
+	require.NoError(t, orders.Publish(traced, Order{Key: "o"}))
+	require.NoError(t, orders.Publish(context.Background(), Order{Key: "untraced"}))
+	var lines []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m))
+		delete(m, "time")
+		lines = append(lines, m)
+	}
+	require.Len(t, lines, 4, "two follow-ups failed, two events handled")
+	want := []map[string]any{{
+		"level": "WARN", "msg": "eventbus: attempt failed", "error": "flaky",
+		"id": lines[0]["id"], "type": "Order", "topic": "mails", "subscription": "smtp", "key": "m", "attempt": 1.0,
+		"correlation_id": root.ID.String(), "causation_id": root.ID.String(), "traceparent": tp,
+	}, {
+		"level": "DEBUG", "msg": "eventbus: handled",
+		"id": root.ID.String(), "type": "Order", "topic": "orders", "subscription": "mailer", "key": "o", "attempt": 1.0,
+		"correlation_id": root.ID.String(), "traceparent": tp,
+	}}
+	if diff := cmp.Diff(want, lines[:2]); diff != "" {
+		t.Errorf("log lines of a traced flow (-want +got):\n%s", diff)
+	}
+	if _, ok := lines[3]["traceparent"]; ok {
+		t.Errorf("log line of an untraced event has a traceparent: %v", lines[3])
+	}
+	require.Equal(t, lines[3]["id"], lines[3]["correlation_id"], "an event published outside any handler is its own correlation ID")
+}
+
 // TestLoggingDuplicates checks that Logging, put before Idempotency, logs
 // an attempt that Idempotency skipped as a skipped duplicate, not as
 // handled: it logged "eventbus: handled" for every one, so logs counted

@@ -53,8 +53,12 @@ func Traceparent(ctx context.Context) string {
 
 // traceparent returns the trace context of the lineage's event, or "" if
 // it has none or a malformed one.
-func (l *lineage) traceparent() string {
-	tp := l.Metadata[TraceparentKey]
+func (l *lineage) traceparent() string { return traceparentOf(l.Metadata) }
+
+// traceparentOf returns the trace context in an event's metadata md, or ""
+// if it has none or a malformed one.
+func traceparentOf(md Metadata) string {
+	tp := md[TraceparentKey]
 	if tp == "" || checkTraceparent(tp) != nil {
 		return ""
 	}
