@@ -73,8 +73,12 @@ type Options struct {
 	// Sync ones, whose handlers run in concurrent publishers, only with
 	// Metrics, since there counting costs a lock per publish.
 	Metrics bool
-	// Logger receives the bus's own reports: a failing sink and events
-	// undelivered at shutdown, at Warn, and of a [Durable] subscription a
+	// Logger receives the bus's own reports: each event dead-lettered
+	// after its attempts failed, at Error (with its ID, type, topic,
+	// subscription, key, attempts, correlation ID and error; the events
+	// abandoned by a stop, which never ran, are counted in one report
+	// instead); a failing sink and events
+	// undelivered at shutdown, at Warn; and of a [Durable] subscription a
 	// failed save of its checkpoint, at Warn (which Durable.Err does not
 	// report), and a failed read of the store, which stops it, at Error.
 	// Nil means silent; one without a Handler (a zero slog.Logger, which

@@ -147,6 +147,13 @@ func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) 
 // checkpoint before an event that only this queue holds, and hold returns
 // the function that lets it pass, for Discard.
 func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter, hold func(kept bool) (release func())) {
+	if dl.Attempt > 0 {
+		// An event that never ran, abandoned by a stop, is in the stop's
+		// own report, with the others: a line each would flood the log.
+		report(context.WithoutCancel(ctx), q.logger, slog.LevelError, "eventbus: event dead-lettered",
+			"id", dl.ID.String(), "type", dl.Type, "topic", dl.Topic, "subscription", dl.Subscription, "key", dl.Key,
+			"attempts", dl.Attempt, "correlation_id", dl.CorrelationID.String(), "error", dl.Err)
+	}
 	var sinkErr error
 	if q.sink != nil {
 		// The handler's context may be cancelled already: the bus is

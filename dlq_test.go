@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -593,10 +594,14 @@ func TestDeadLetterSinkFailureLogNeverWaits(t *testing.T) {
 
 		dl, ok := firstDeadLetter(b)
 		require.True(t, ok)
-		require.Len(t, handled, 2)
-		require.Equal(t, []int{2, 200}, []int{handled[0].Payload.N, handled[1].Payload.N})
-		require.Equal(t, dl.ID, handled[1].CausationID, "the logger's event is caused by the dead letter's")
-		require.Equal(t, corr, handled[1].CorrelationID)
+		// The logger's events: the report of the dead letter, then of
+		// the sink's failure.
+		require.Len(t, handled, 3)
+		require.Equal(t, []int{2, 200, 200}, []int{handled[0].Payload.N, handled[1].Payload.N, handled[2].Payload.N})
+		for _, e := range handled[1:] {
+			require.Equal(t, dl.ID, e.CausationID, "the logger's event is caused by the dead letter's")
+			require.Equal(t, corr, e.CorrelationID)
+		}
 	})
 }
 
@@ -1346,10 +1351,10 @@ func TestDeadLetterSinkFailureLogNamesTopic(t *testing.T) {
 		topic := newTopic[Order](t, b, "orders", nil)
 		subscribe(t, topic, "mailer", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
 		require.Error(t, topic.Publish(context.Background(), Order{Key: "k"}))
-		var rec map[string]any
-		require.NoError(t, json.Unmarshal(buf.Bytes(), &rec), "the log: %s", buf.String())
-		if rec["topic"] != "orders" || rec["subscription"] != "mailer" {
-			t.Errorf("dead-letter sink failure logged topic %v, subscription %v; want orders, mailer: %s", rec["topic"], rec["subscription"], buf.String())
+		recs := logRecords(t, &buf)
+		require.Len(t, recs, 2, "the dead letter's report, then the sink's failure")
+		if rec := recs[1]; rec["topic"] != "orders" || rec["subscription"] != "mailer" {
+			t.Errorf("dead-letter sink failure logged topic %v, subscription %v; want orders, mailer", rec["topic"], rec["subscription"])
 		}
 	})
 }
@@ -1406,13 +1411,30 @@ func TestDeadLetterSinkFailureLogNamesEvent(t *testing.T) {
 			require.NoError(t, b.Flush(context.Background()))
 			dl, ok := firstDeadLetter(b)
 			require.True(t, ok)
-			var rec map[string]any
-			require.NoError(t, json.Unmarshal(buf.Bytes(), &rec), "the log: %s", buf.String())
-			if rec["id"] != dl.ID.String() || rec["error"] != errSink.Error() {
-				t.Errorf("dead-letter sink failure logged id %v, error %v; want %v, %v: %s", rec["id"], rec["error"], dl.ID, errSink, buf.String())
+			recs := logRecords(t, &buf)
+			require.Len(t, recs, 2, "the dead letter's report, then the sink's failure")
+			if rec := recs[0]; rec["level"] != "ERROR" || rec["msg"] != "eventbus: event dead-lettered" ||
+				rec["id"] != dl.ID.String() || rec["subscription"] != "mailer" || rec["key"] != "k" ||
+				rec["attempts"] != 1.0 || rec["correlation_id"] != dl.CorrelationID.String() || rec["error"] != dl.Err.Error() {
+				t.Errorf("the dead letter's report = %v; want it at ERROR, naming %v of mailer, key k, 1 attempt, its correlation ID and error", rec, dl.ID)
+			}
+			if rec := recs[1]; rec["id"] != dl.ID.String() || rec["error"] != errSink.Error() {
+				t.Errorf("dead-letter sink failure logged id %v, error %v; want %v, %v", rec["id"], rec["error"], dl.ID, errSink)
 			}
 		})
 	})
+}
+
+// logRecords decodes the records of a slog.JSONHandler's output.
+func logRecords(t *testing.T, r io.Reader) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for dec := json.NewDecoder(r); dec.More(); {
+		var rec map[string]any
+		require.NoError(t, dec.Decode(&rec), "the log")
+		recs = append(recs, rec)
+	}
+	return recs
 }
 
 // TestDeadLetterSinkPanicLogged has a dead-letter sink panic: the bus's log
@@ -1435,13 +1457,14 @@ func TestDeadLetterSinkPanicLogged(t *testing.T) {
 			require.NoError(t, b.Flush(context.Background()))
 			mu.Lock()
 			defer mu.Unlock()
-			require.Len(t, logged, 1, "the sink's error")
+			require.Len(t, logged, 2, "the dead letter's error, then the sink's")
+			require.ErrorIs(t, logged[0], errFlaky, "the dead letter's error")
 			var pe *eventbus.PanicError
-			require.ErrorAs(t, logged[0], &pe)
+			require.ErrorAs(t, logged[1], &pe)
 			if pe.Value != errBroke {
 				t.Errorf("PanicError.Value = %v, want %v", pe.Value, errBroke)
 			}
-			require.ErrorIs(t, logged[0], errBroke, "a panic with an error matches it")
+			require.ErrorIs(t, logged[1], errBroke, "a panic with an error matches it")
 			if !bytes.Contains(pe.Stack, []byte("panicInSink")) {
 				t.Errorf("PanicError.Stack does not show the sink's panic:\n%s", pe.Stack)
 			}
@@ -1525,14 +1548,16 @@ func TestShutdownLoggerFailureLosesOnlyTheReport(t *testing.T) {
 // Logger's Handler.
 func TestLoggerReportNamesItsSource(t *testing.T) {
 	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
-		files := make(chan string, 1)
+		files := make(chan string, 2)
 		sink := eventbus.DeadLetterFunc(func(context.Context, eventbus.DeadLetter) error { return errors.New("sink down") })
 		b := newBus(t, &eventbus.Options{Mode: mode, Workers: 1, DeadLetterSink: sink, Logger: slog.New(sourceLog{files})})
 		topic := newTopic[Order](t, b, "orders", nil)
 		subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { return eventbus.Permanent(errFlaky) }, nil)
 		_ = topic.Publish(context.Background(), Order{N: 1})
-		if file := <-files; !strings.HasSuffix(file, "/dlq.go") {
-			t.Errorf("the report of the sink's failure names %s as its source, want dlq.go", file)
+		for _, report := range []string{"the dead letter", "the sink's failure"} {
+			if file := <-files; !strings.HasSuffix(file, "/dlq.go") {
+				t.Errorf("the report of %s names %s as its source, want dlq.go", report, file)
+			}
 		}
 	})
 }
