@@ -28,7 +28,9 @@
 // a store whose first segment files are missing, or damaged before their
 // first event: repair then makes it start at the first one left, as
 // retention would, keeping that file as it was in the subdirectory, and
-// says where the store now starts.
+// says where the store now starts. A segment file missing before the
+// last is put back best, from a copy: repair cuts the store where it is
+// missing, moving the sound segments after it into that subdirectory.
 //
 // Read and tail print an event's data decompressed, as its encoding says
 // ("deflate" for one that a Registry compressed), and then as JSON
@@ -298,8 +300,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		})
 	case "tail":
 		err = withStore(dir, stderr, func(s *eventbus.FileStore, _ int64) error {
-			opts := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: n}
-			return printEvents(ctx, s, stream, opts, true, stdout)
+			return printEvents(ctx, s, stream, &eventbus.ReadOptions{Limit: n}, true, stdout)
 		})
 	case "repair":
 		if err = checkDir(dir); err == nil {
@@ -343,6 +344,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "the store's last segments are missing, with their events; `eventbus repair %s` accepts the loss, so that the store opens again\n", shellArg(dir))
 		case strings.HasSuffix(ce.Reason, "without the state of the streams"):
 			fmt.Fprintf(stderr, "the store's first segments are missing, with their events: put them back if a copy has them; else `eventbus repair %s` accepts the loss, so that the store starts at the first segment left\n", shellArg(dir))
+		case strings.HasPrefix(ce.Reason, "segment ") && strings.HasSuffix(ce.Reason, " is missing"):
+			// A repair would cut the store there, the sound segments
+			// after it too: the advice to cut the damage hid that.
+			fmt.Fprintf(stderr, "a segment of the store is missing, with its events: put it back if a copy has it; else `eventbus repair %s` cuts the store where it is missing, moving the segments after it into a copy\n", shellArg(dir))
 		case filepath.Base(ce.Path) == "LAST":
 			fmt.Fprintf(stderr, "the store's file LAST, which names its last segment, is damaged; `eventbus repair %s` moves it aside, keeping a copy, and the store makes it again\n", shellArg(dir))
 		default:
@@ -406,11 +411,36 @@ func reportLoss(dir, kept string, stdout io.Writer) error {
 	}
 	next := s.Stats().NextPosition
 	what := "the events from there on, if any, were cut"
-	if _, err := os.Stat(filepath.Join(kept, "LAST")); err == nil {
+	if lostWithLast(dir, kept) {
 		what = fmt.Sprintf("the events from there on, if any, are lost, with the segments that LAST (now in %s) names after it, if any", kept)
 	}
 	fmt.Fprintf(stdout, "the store now ends at position %d: %s, and its next appends take their positions, so start any reader or checkpoint past %d again from %d\n", next, what, next, next)
 	return s.Close()
+}
+
+// lostWithLast reports whether the repair that kept what it cut in kept
+// moved aside a file LAST that names a segment neither there nor in dir:
+// one missing, whose events are lost, not cut. A repair moves LAST aside
+// too when the segment it names is one that the repair moved there, after
+// damage in an earlier one. A LAST that names no segment (damaged) may
+// have named a missing one.
+func lostWithLast(dir, kept string) bool {
+	b, err := os.ReadFile(filepath.Join(kept, "LAST"))
+	if err != nil {
+		return false
+	}
+	num, _, _ := strings.Cut(strings.TrimSuffix(string(b), "\n"), " ")
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return true
+	}
+	name := fmt.Sprintf("seg-%016x.log", seq)
+	for _, d := range []string{dir, kept} {
+		if _, err := os.Stat(filepath.Join(d, name)); err == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // startMoved reports whether the repair that kept what it cut or changed
@@ -718,11 +748,11 @@ type jsonEvent struct {
 }
 
 // printEvents prints the events of stream, or of every stream if it is
-// empty, as JSON lines. A stream that has no events to read, because it
+// empty, as JSON lines: the last opts.Limit of them for last, else those
+// that opts reads. A stream that has no events to read, because it
 // was never written or is deleted, is an error, so that a misspelt name
 // does not pass for an empty stream.
-func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts *eventbus.ReadOptions, reverse bool, stdout io.Writer) error {
-	var seq iter.Seq2[eventbus.RecordedEvent, error]
+func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts *eventbus.ReadOptions, last bool, stdout io.Writer) error {
 	if stream != "" {
 		info, err := s.StreamInfo(ctx, stream)
 		if err != nil {
@@ -737,11 +767,33 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 		case !info.Exists:
 			return fmt.Errorf("no stream %q in the store", stream)
 		}
-		seq = s.ReadStream(ctx, stream, opts)
-	} else {
-		seq = s.ReadAll(ctx, opts)
 	}
-	var events []eventbus.RecordedEvent
+	read := func(opts *eventbus.ReadOptions) iter.Seq2[eventbus.RecordedEvent, error] {
+		if stream != "" {
+			return s.ReadStream(ctx, stream, opts)
+		}
+		return s.ReadAll(ctx, opts)
+	}
+	if last {
+		// Back to the first of the last events, then forward from it:
+		// holding them all to print them oldest first would take as much
+		// memory as their data, the whole store for a large -n. The store,
+		// open read-only, gains no events meanwhile.
+		back := &eventbus.ReadOptions{Direction: eventbus.Backwards, From: eventbus.End, Limit: opts.Limit}
+		found := false
+		for e, err := range read(back) {
+			if err != nil {
+				return err
+			}
+			opts.From, found = e.Position, true
+			if stream != "" {
+				opts.From = e.Revision
+			}
+		}
+		if !found {
+			return nil
+		}
+	}
 	var line bytes.Buffer
 	enc := json.NewEncoder(&line)
 	// A user looking for <b> or a=1&b=2 in the output should find it, not
@@ -755,20 +807,10 @@ func printEvents(ctx context.Context, s *eventbus.FileStore, stream string, opts
 		_, err := stdout.Write(escapeUnprintable(line.Bytes()))
 		return err
 	}
-	for e, err := range seq {
+	for e, err := range read(opts) {
 		if err != nil {
 			return err
 		}
-		if reverse {
-			events = append(events, e)
-			continue
-		}
-		if err := printEvent(e); err != nil {
-			return err
-		}
-	}
-	slices.Reverse(events)
-	for _, e := range events {
 		if err := printEvent(e); err != nil {
 			return err
 		}
