@@ -1093,8 +1093,8 @@ func TestGoexitMatchesErrGoexit(t *testing.T) {
 		require.Equal(t, []int{1}, goexits, "the dead letters of a Goexit")
 		mu.Lock()
 		defer mu.Unlock()
-		require.Len(t, logged, 4, "three attempts, one sink error")
-		for i, want := range []bool{true, false, false, true} {
+		require.Len(t, logged, 7, "three attempts, each with its dead letter's report; one sink error")
+		for i, want := range []bool{true, true, false, false, false, false, true} {
 			if got := errors.Is(logged[i], eventbus.ErrGoexit); got != want {
 				t.Errorf("errors.Is(%v, ErrGoexit) = %v, want %v", logged[i], got, want)
 			}
