@@ -789,6 +789,10 @@ func (s *FileStore) roll() error {
 	w.log.bytes += segHeaderSize
 	s.mu.Lock()
 	s.segs = append(s.segs, seg)
+	// Stats counts the segment with its bytes, also should the rest of
+	// the roll, or the group's write, fail. The log differs from the one
+	// published by its bytes alone: the group's appends come after.
+	s.log = w.log
 	s.mu.Unlock()
 	// After the segment is in the store, for Verify, which reads LAST
 	// first.
@@ -814,6 +818,9 @@ func (s *FileStore) roll() error {
 		}
 	}
 	seg.states = w.size - segHeaderSize
+	s.mu.Lock()
+	s.log = w.log
+	s.mu.Unlock()
 	s.retain()
 	return nil
 }

@@ -1143,6 +1143,68 @@ func TestFileStoreStatsAfterFailedWrite(t *testing.T) {
 	}
 }
 
+// headerOnlyFS, once armed, fails with ENOSPC every write to a file opened
+// since but its first, the header of a new segment (or the content of
+// LAST): a disk that fills up as a segment starts.
+type headerOnlyFS struct {
+	eventbus.FS
+	armed atomic.Bool
+}
+
+func (f *headerOnlyFS) OpenFile(name string, flag int, perm os.FileMode) (eventbus.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil || !f.armed.Load() {
+		return file, err
+	}
+	return &headerOnlyFile{File: file}, nil
+}
+
+type headerOnlyFile struct {
+	eventbus.File
+	writes int // only the committer writes
+}
+
+func (f *headerOnlyFile) Write(b []byte) (int, error) {
+	if f.writes++; f.writes > 1 {
+		return 0, syscall.ENOSPC
+	}
+	return f.File.Write(b)
+}
+
+// TestFileStoreStatsAfterFailedRoll fills the disk as a new segment
+// starts: its header is written, then the state frame that retention
+// starts it with, or the append, fails. Stats must count the new segment
+// with its bytes, as its file holds them: it counted the segment but not
+// its header (nor its state frame), so Bytes fell short of the files
+// until the store was reopened.
+func TestFileStoreStatsAfterFailedRoll(t *testing.T) {
+	for _, retain := range []int64{0, 1 << 40} {
+		t.Run(fmt.Sprintf("RetainSize=%d", retain), func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			fs := &headerOnlyFS{FS: eventbus.OSFS}
+			const size = 1 << 10
+			s := openFile(t, dir, eventbus.WithFS(&eventbus.FileStoreOptions{MaxSegmentSize: size, RetainSize: retain}, fs))
+			for s.Stats().Bytes < size {
+				appendEach(t, s, 1)
+			}
+			fs.armed.Store(true)
+			_, err := s.Append(ctx, "s", eventbus.Any, newEvents(1, "t", "")...)
+			require.ErrorIs(t, err, syscall.ENOSPC, "Append as the disk fills up")
+			st := s.Stats()
+			var bytes int64
+			for _, path := range segments(t, dir) {
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				bytes += fi.Size()
+			}
+			if n := len(segments(t, dir)); st.Segments != n || st.Bytes != bytes {
+				t.Errorf("Stats() = %d segments of %d bytes, want %d of %d as the files hold", st.Segments, st.Bytes, n, bytes)
+			}
+		})
+	}
+}
+
 // gatedFS holds the first write to a segment, once armed, until gate is
 // closed, and fails every later one if fail is set.
 type gatedFS struct {
