@@ -35,8 +35,10 @@ func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(dat
 type RegistryOptions struct {
 	// CompressAbove, if positive, compresses encoded payloads larger than
 	// this many bytes, up to 64 MiB (the most [Decode] inflates), with
-	// DEFLATE (compress/flate), when that makes them smaller, and marks
-	// them so in [EventData].Encoding. Zero means never.
+	// DEFLATE (compress/flate), when that makes the event smaller as a
+	// store counts it (see [MemoryStoreOptions].MaxEventSize: the
+	// compressed Data and its Encoding), and marks them so in
+	// [EventData].Encoding. Zero means never.
 	CompressAbove int
 }
 
@@ -309,7 +311,9 @@ func (r *Registry) Encode(v any) (EventData, error) {
 	// A payload that inflates past maxInflated could be stored but never
 	// decoded: it stays as it is, for the store's size limit to judge.
 	if r.compressAbove > 0 && len(data) > r.compressAbove && len(data) <= maxInflated {
-		if z := r.deflate(data); len(z) < len(data) {
+		// A store counts the Encoding in an event's size: compression
+		// that saves fewer bytes than that would make the event larger.
+		if z := r.deflate(data); len(z)+len(encodingDeflate) < len(data) {
 			e.Data, e.Encoding = z, encodingDeflate
 		}
 	}

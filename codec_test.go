@@ -261,6 +261,49 @@ func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*raw) = bytes.Clone(da
 // raw is a payload of bytes, encoded by rawCodec.
 type raw []byte
 
+// TestCodecCompressesOnlyWhatShrinksTheEvent encodes payloads that deflate
+// shrinks by a few bytes, fewer than its Encoding "deflate" adds to the
+// size a store counts: Encode must keep them as they are, so that one that
+// fits a store's MaxEventSize still fits.
+func TestCodecCompressesOnlyWhatShrinksTheEvent(t *testing.T) {
+	r, err := eventbus.NewRegistry(&eventbus.RegistryOptions{CompressAbove: 1})
+	require.NoError(t, err)
+	require.NoError(t, eventbus.Register[raw](r, &eventbus.TypeOptions{Name: "raw", Codec: rawCodec{}}))
+	deflated := func(b []byte) int {
+		var buf bytes.Buffer
+		w, err := flate.NewWriter(&buf, flate.DefaultCompression)
+		require.NoError(t, err)
+		_, err = w.Write(b)
+		require.NoError(t, err)
+		require.NoError(t, w.Close())
+		return buf.Len()
+	}
+	// Random bytes, which deflate makes larger, then a run of zeros, which
+	// it makes smaller: the longer the run, the more it saves.
+	rng := rand.New(rand.NewPCG(3, 4))
+	noise := make([]byte, 1000)
+	for i := range noise {
+		noise[i] = byte(rng.Uint32())
+	}
+	tested := 0
+	for run := range 200 {
+		in := append(bytes.Clone(noise), make([]byte, run)...)
+		if saved := len(in) - deflated(in); saved <= 0 || saved >= len("deflate") {
+			continue
+		}
+		tested++
+		s, err := eventbus.NewMemoryStore(&eventbus.MemoryStoreOptions{MaxEventSize: len("raw") + len(in)})
+		require.NoError(t, err)
+		e, err := r.Encode(raw(in))
+		require.NoError(t, err)
+		if _, err := s.Append(t.Context(), "s", eventbus.Any, e); err != nil {
+			t.Errorf("Append of Encode(%d bytes that deflate saves %d of) with Encoding %q = %v, want it to fit a MaxEventSize of its type and data", len(in), len(in)-deflated(in), e.Encoding, err)
+		}
+		require.NoError(t, s.Close())
+	}
+	require.NotZero(t, tested, "no payload that deflate shrinks by less than its Encoding")
+}
+
 // TestCodecCompressesWhatDecodes encodes, with compression on, a payload
 // larger than Decode inflates: Encode must not compress it into an event
 // that the store accepts and Decode then refuses.

@@ -14,7 +14,8 @@ import (
 // takes the defaults.
 type MemoryStoreOptions struct {
 	// MaxEventSize is the largest event accepted, in bytes of type,
-	// encoding, metadata and data; zero means 1 MiB.
+	// encoding, metadata (keys and values) and data, as given: compressed
+	// if a [Registry] compressed it; zero means 1 MiB.
 	MaxEventSize int
 	// MaxBatchSize is the largest append accepted, in the same bytes summed
 	// over its events (over every stream of AppendMulti); zero means 16 MiB.
