@@ -43,12 +43,28 @@ func loadCheckpoint(ctx context.Context, s Store, name string) (uint64, bool, er
 
 // durableStart returns the position of s that from, a DurableOptions.From,
 // names: End is the position after the last event outside system streams,
-// 0 in an empty store.
+// 0 in an empty store. A position past the store's end, which the
+// subscription would wait for while the events appended up to it went by
+// unhandled, is refused with an error wrapping ErrInvalid.
 func durableStart(ctx context.Context, s Store, from uint64) (uint64, error) {
-	if from != End {
-		return from, nil
+	end, err := storeEnd(ctx, s, Filter{})
+	if err != nil || from == End {
+		return end, err
 	}
-	for e, err := range s.ReadAll(ctx, &ReadOptions{Direction: Backwards, From: End, Limit: 1}) {
+	system, err := storeEnd(ctx, s, Filter{StreamPrefix: "$"})
+	if err != nil {
+		return 0, err
+	}
+	if end = max(end, system); from > end {
+		return 0, fmt.Errorf("%w: DurableOptions.From %d is past the store's end, position %d", ErrInvalid, from, end)
+	}
+	return from, nil
+}
+
+// storeEnd returns the position after the last event of s that f selects,
+// or 0 if it selects none.
+func storeEnd(ctx context.Context, s Store, f Filter) (uint64, error) {
+	for e, err := range s.ReadAll(ctx, &ReadOptions{Direction: Backwards, From: End, Limit: 1, Filter: f}) {
 		if err != nil {
 			return 0, err
 		}

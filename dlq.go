@@ -147,9 +147,11 @@ func newDeadLetterQueue(capacity int, sink DeadLetterSink, logger *slog.Logger) 
 // checkpoint before an event that only this queue holds, and hold returns
 // the function that lets it pass, for Discard.
 func (q *DeadLetterQueue) add(ctx context.Context, dl DeadLetter, hold func(kept bool) (release func())) {
-	if dl.Attempt > 0 {
+	if dl.Attempt > 0 && q.logger != nil {
 		// An event that never ran, abandoned by a stop, is in the stop's
 		// own report, with the others: a line each would flood the log.
+		// Without a Logger, its arguments are not even built: they would
+		// double a dead letter's allocations.
 		report(context.WithoutCancel(ctx), q.logger, slog.LevelError, "eventbus: event dead-lettered",
 			"id", dl.ID.String(), "type", dl.Type, "topic", dl.Topic, "subscription", dl.Subscription, "key", dl.Key,
 			"attempts", dl.Attempt, "correlation_id", dl.CorrelationID.String(), "error", dl.Err)
@@ -373,9 +375,11 @@ func (q *DeadLetterQueue) Discard(f DeadLetterFilter) int {
 // letter that cannot be sent (ErrClosed when its subscription is gone and
 // none has its name, or the bus has stopped) stays, with every later one of
 // its subscription, which would overtake it, and the others go on; the
-// context's error stops Redrive. Those not sent go back to their places,
-// oldest first among the others, where the oldest go first when dead
-// letters that came meanwhile leave no room, as in a full queue. It
+// context's end stops Redrive, and its error then matches the context's
+// (errors.Is) whatever the dead letter in hand failed with. Those not
+// sent go back to their places, oldest first among the others, where the
+// oldest go first when dead letters that came meanwhile leave no room, as
+// in a full queue. It
 // returns the number sent, and the errors, each naming its dead letter,
 // joined.
 //
@@ -424,6 +428,11 @@ func (q *DeadLetterQueue) Redrive(ctx context.Context, f DeadLetterFilter) (int,
 		}
 		errs = append(errs, fmt.Errorf("eventbus: redrive of %s in %s: %w", dl.ID, dl.Subscription, err))
 		if ctx.Err() != nil {
+			if !errors.Is(err, ctx.Err()) {
+				// A gone subscription's, say: the caller must still learn
+				// that the context stopped Redrive, before the rest.
+				errs = append(errs, fmt.Errorf("eventbus: redrive stopped: %w", ctx.Err()))
+			}
 			break
 		}
 		if failed == nil {

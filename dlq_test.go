@@ -1057,7 +1057,8 @@ func (h errorLog) WithGroup(string) slog.Handler      { return h }
 // TestGoexitMatchesErrGoexit checks that the error of a runtime.Goexit
 // matches ErrGoexit wherever it shows: a handler's dead letter, which a
 // DeadLetterFilter selects apart from a panic's, the Logging middleware's
-// report, and a dead-letter sink's error in the bus's log.
+// report, the bus's report of the dead letter, and a dead-letter sink's
+// error in the bus's log.
 func TestGoexitMatchesErrGoexit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
@@ -1093,7 +1094,9 @@ func TestGoexitMatchesErrGoexit(t *testing.T) {
 		require.Equal(t, []int{1}, goexits, "the dead letters of a Goexit")
 		mu.Lock()
 		defer mu.Unlock()
-		require.Len(t, logged, 7, "three attempts, each with its dead letter's report; one sink error")
+		// Each event's failed attempt, by Logging, then its dead letter,
+		// by the bus's report; the sink's error last.
+		require.Len(t, logged, 7, "three attempts, three dead letters, one sink error")
 		for i, want := range []bool{true, true, false, false, false, false, true} {
 			if got := errors.Is(logged[i], eventbus.ErrGoexit); got != want {
 				t.Errorf("errors.Is(%v, ErrGoexit) = %v, want %v", logged[i], got, want)
@@ -1675,4 +1678,43 @@ func TestDeadLetterFilterID(t *testing.T) {
 	require.Equal(t, []string{"b/2"}, handled)
 	require.Equal(t, 2, q.Discard(eventbus.DeadLetterFilter{ID: ids[0]}))
 	require.Equal(t, []string{"orders/a/2", "orders/a/3", "orders/b/3"}, collect(q, eventbus.DeadLetterFilter{}))
+}
+
+// TestRedriveContextEndsAtGoneSubscription ends Redrive's context while
+// it sends a dead letter, and has the next one's subscription gone:
+// Redrive stops there, and its error says that the context stopped it, as
+// well as naming the gone subscription's dead letter. It said only the
+// latter, so a caller took the dead letters left behind for those of the
+// gone subscription alone.
+func TestRedriveContextEndsAtGoneSubscription(t *testing.T) {
+	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
+	orders := newTopic[Order](t, b, "orders", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fixed := false // Sync mode: handlers run in this goroutine
+	var handled []int
+	subscribe(t, orders, "live", func(_ context.Context, e eventbus.Event[Order]) error {
+		if !fixed {
+			return errFlaky
+		}
+		handled = append(handled, e.Payload.N)
+		cancel() // the caller gives up after the first
+		return nil
+	}, nil)
+	old := subscribe(t, orders, "old", func(context.Context, eventbus.Event[Order]) error { return errFlaky }, nil)
+	for n := 1; n <= 2; n++ {
+		require.ErrorIs(t, orders.Publish(context.Background(), Order{N: n}), errFlaky)
+	}
+	q := b.DeadLetters()
+	require.Equal(t, []string{"orders/live/1", "orders/old/1", "orders/live/2", "orders/old/2"}, collect(q, eventbus.DeadLetterFilter{}))
+	require.NoError(t, old.Unsubscribe(context.Background()))
+	fixed = true
+
+	n, err := q.Redrive(ctx, eventbus.DeadLetterFilter{})
+	require.Equal(t, 1, n, "dead letters sent")
+	require.Equal(t, []int{1}, handled)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, eventbus.ErrClosed) {
+		t.Errorf("Redrive = %v, want an error matching context.Canceled (it stopped Redrive) and ErrClosed (the gone subscription)", err)
+	}
+	require.Equal(t, []string{"orders/old/1", "orders/live/2", "orders/old/2"}, collect(q, eventbus.DeadLetterFilter{}))
 }

@@ -43,6 +43,10 @@ type DurableOptions struct {
 	// auto.offset.reset=latest). That start is saved as its checkpoint at
 	// once, so a restart resumes there; a saved checkpoint always wins,
 	// and [Durable.Rebuild] starts from the first event whatever From says.
+	// A position past the store's end (the position its next event will
+	// take) would pass over the events appended up to it without handling
+	// them: [SubscribeDurable] refuses it with an error wrapping
+	// [ErrInvalid], and saves nothing.
 	From uint64
 	// CheckpointEvery is how many finished events pass between saves of the
 	// checkpoint; zero means 100. While an event still running holds the

@@ -2494,9 +2494,43 @@ func TestDurableFrom(t *testing.T) {
 
 		mu.Lock()
 		defer mu.Unlock()
+		for _, positions := range handled {
+			slices.Sort(positions) // streams a and b: two keys, whose order no worker keeps
+		}
 		want := map[string][]uint64{"manager": {res.Position, stopped.Position}, "late": {1, 2, res.Position, stopped.Position}}
 		if diff := cmp.Diff(want, handled); diff != "" {
 			t.Errorf("positions handled (-want +got):\n%s", diff)
 		}
+	})
+}
+
+// TestDurableFromPastEnd starts a durable subscription with no saved
+// checkpoint from a position past the store's end: SubscribeDurable
+// refuses it and saves nothing, where it used to wait for that position
+// while the events appended up to it went by, never handled. The store's
+// end counts its system streams too: a From at the position after the
+// last checkpoint is taken.
+func TestDurableFromPastEnd(t *testing.T) {
+	eachBackend(t, true, func(t *testing.T, s eventbus.Store, _ func() eventbus.Store, reg *eventbus.Registry) {
+		ctx := context.Background()
+		appendDeposits(t, s, reg, "a", 3) // positions 0-2
+		bus := newBus(t, nil)
+		h := func(context.Context, eventbus.Event[eventbus.RecordedEvent]) error { return nil }
+		first := subscribeDurable(t, bus, s, nil, "first", h, &eventbus.DurableOptions{From: eventbus.End}) // its checkpoint at position 3
+		require.NoError(t, first.Stop(ctx))
+
+		d, err := eventbus.SubscribeDurable(ctx, bus, s, nil, "past", h, &eventbus.DurableOptions{From: 5})
+		if !errors.Is(err, eventbus.ErrInvalid) {
+			if d != nil {
+				require.NoError(t, d.Stop(ctx))
+			}
+			t.Fatalf("SubscribeDurable(From 5, the store's end 4) = %v, want ErrInvalid", err)
+		}
+		require.ErrorContains(t, err, "past the store's end")
+		require.Equal(t, -1, savedCheckpoint(t, s, "past"), "no checkpoint saved for a refused From")
+
+		d = subscribeDurable(t, bus, s, nil, "at-end", h, &eventbus.DurableOptions{From: 4})
+		require.Equal(t, 4, savedCheckpoint(t, s, "at-end"), "a From at the store's end, after its last checkpoint")
+		require.NoError(t, d.Stop(ctx))
 	})
 }
