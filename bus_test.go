@@ -294,38 +294,6 @@ func TestEventTypeNames(t *testing.T) {
 	require.ErrorContains(t, err, "user.created")
 }
 
-// namedEvent is an interface whose payloads name their own event types,
-// as the original design's Event interface did.
-type namedEvent interface{ EventType() string }
-
-// gotEventType is namedEvent with the original design's method.
-type gotEventType interface{ GetEventType() string }
-
-// TestInterfaceTopicEventTypeName: a topic of an interface type whose
-// payloads name themselves would label each event with the interface's
-// name, which none of them gives (a typed{} published as "namedEvent",
-// not "thing.happened"); it must be named explicitly instead. An interface
-// without such a method is named after its Go type, as other types are.
-func TestInterfaceTopicEventTypeName(t *testing.T) {
-	b := newBus(t, &eventbus.Options{Mode: eventbus.Sync})
-	_, err := eventbus.NewTopic[namedEvent](b, "named", nil)
-	require.ErrorIs(t, err, eventbus.ErrInvalid)
-	require.ErrorContains(t, err, "TopicOptions.EventType")
-	_, err = eventbus.NewTopic[gotEventType](b, "got", nil)
-	require.ErrorIs(t, err, eventbus.ErrInvalid)
-
-	named := newTopic(t, b, "named", &eventbus.TopicOptions[namedEvent]{EventType: "named"})
-	var got []string
-	subscribe(t, named, "rec", func(_ context.Context, e eventbus.Event[namedEvent]) error {
-		got = append(got, e.Type)
-		return nil
-	}, nil)
-	require.NoError(t, named.Publish(context.Background(), typed{}))
-	require.Equal(t, []string{"named"}, got)
-
-	require.Equal(t, "Stringer", newTopic[fmt.Stringer](t, b, "stringers", nil).EventType())
-}
-
 // TestNewTopicTakenTypeSamePackageName makes topics of the types of one
 // name of two packages of one name (two generated "v1" packages, say),
 // which take one default event type name: the error must tell the two

@@ -71,11 +71,10 @@ type (
 // or GetEventType() on a pointer to a zero value (a method declared on *T
 // names T too, as T and *T share a name), else the Go type's name. It
 // returns an error wrapping ErrInvalid if the method panics, as one that
-// dereferences a nil field does, if the name is not valid, or if T is an
-// interface type with such a method, whose payloads may each give another
-// name; that error says how to give one: option, the caller's option that
-// names the type instead, or a method, for a named type without one (a
-// type without a name, such as []byte, can have no methods).
+// dereferences a nil field does, or if the name is not valid; that error
+// says how to give one: option, the caller's option that names the type
+// instead, or a method, for a named type without one (a type without a
+// name, such as []byte, can have no methods).
 func typeName[T any](option string) (_ string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -89,12 +88,6 @@ func typeName[T any](option string) (_ string, err error) {
 	case reflect.Pointer:
 		probe = reflect.New(rt.Elem()).Interface()
 	case reflect.Interface:
-		if rt.Implements(reflect.TypeFor[eventTyper]()) || rt.Implements(reflect.TypeFor[getEventTyper]()) {
-			// Its payloads name themselves, each its own way, and no one
-			// name of theirs is the type's: taking the interface's name
-			// would label every event with a name none of them gives.
-			return "", fmt.Errorf("%w: payload %v is an interface whose event type method names each payload, where all its events take one event type name: set %s", ErrInvalid, rt, option)
-		}
 	default:
 		probe = reflect.New(rt).Interface()
 	}

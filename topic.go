@@ -25,9 +25,7 @@ type TopicOptions[T any] struct {
 	Key func(T) string
 	// EventType overrides the event type name, which otherwise comes from
 	// the payload's EventType() or GetEventType() method (declared on T or
-	// on *T), or else is the Go type's name. Every event of the topic has
-	// this one name: for an interface T with such a method, whose payloads
-	// may give several, it is required.
+	// on *T), or else is the Go type's name.
 	EventType string
 	// SchemaVersion is the version of the payload's schema stamped on each
 	// event; zero means 1. It is at most 1<<31, as in a [Store].
