@@ -1718,3 +1718,29 @@ func TestRedriveContextEndsAtGoneSubscription(t *testing.T) {
 	}
 	require.Equal(t, []string{"orders/old/1", "orders/live/2", "orders/old/2"}, collect(q, eventbus.DeadLetterFilter{}))
 }
+
+// TestRedriveWithEndedContextSendsNothing redrives a dead letter with a
+// context that has already ended, in both modes: nothing is sent, the
+// dead letter stays, and Redrive returns the context's error. In Async
+// mode it was queued anyway whenever its queue had room.
+func TestRedriveWithEndedContextSendsNothing(t *testing.T) {
+	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBus(t, &eventbus.Options{Mode: mode})
+			topic := newTopic[Order](t, b, "orders", nil)
+			calls := 0
+			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { calls++; return errFlaky }, nil)
+			ctx := context.Background()
+			_ = topic.Publish(ctx, Order{N: 1}) // fails in Sync mode
+			require.NoError(t, b.Flush(ctx))
+			ended, cancel := context.WithCancel(ctx)
+			cancel()
+			n, err := b.DeadLetters().Redrive(ended, eventbus.DeadLetterFilter{})
+			require.ErrorIs(t, err, context.Canceled)
+			require.Zero(t, n)
+			require.NoError(t, b.Flush(ctx))
+			require.Equal(t, 1, calls, "attempts: none after the Redrive")
+			require.Equal(t, 1, b.DeadLetters().Len(), "the dead letter stays")
+		})
+	})
+}

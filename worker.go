@@ -444,6 +444,9 @@ func (s *subscription[T]) redrive(ctx context.Context, env *Envelope) error {
 		_ = s.runSync(s.topic.syncContext(ctx, ctx == context.Background(), e), m.chain, e)
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return err // not sent, as in Sync mode: Redrive stops at its context's end
+	}
 	q := s.queueOf(s.topic.hash(e.Key), e.Key == "")
 	// A handler redriving (or a dead-letter sink, which its worker waits
 	// for) never waits for room, as Publish does not: it might wait for itself.
