@@ -215,24 +215,35 @@ func TestRedriveAfterUnsubscribe(t *testing.T) {
 	})
 }
 
+// oneDeadLetter returns a bus of mode whose topic "orders" has one
+// subscription, "s", that fails every event, and one dead letter of it,
+// with the count of the handler's calls.
+func oneDeadLetter(t *testing.T, mode eventbus.Mode) (*eventbus.Bus, *int) {
+	t.Helper()
+	b := newBus(t, &eventbus.Options{Mode: mode})
+	topic := newTopic[Order](t, b, "orders", nil)
+	calls := new(int)
+	subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { *calls++; return errFlaky }, nil)
+	ctx := context.Background()
+	_ = topic.Publish(ctx, Order{N: 1}) // fails in Sync mode
+	require.NoError(t, b.Flush(ctx))
+	require.Equal(t, 1, b.DeadLetters().Len())
+	return b, calls
+}
+
 // TestRedriveAfterClose checks, in both modes, that a Redrive once the bus
 // has stopped sends nothing, as Publish then handles nothing: it fails with
 // ErrClosed, no handler runs, and the dead letter stays.
 func TestRedriveAfterClose(t *testing.T) {
 	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
 		synctest.Test(t, func(t *testing.T) {
-			b := newBus(t, &eventbus.Options{Mode: mode})
-			topic := newTopic[Order](t, b, "orders", nil)
-			calls := 0
-			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { calls++; return errFlaky }, nil)
+			b, calls := oneDeadLetter(t, mode)
 			ctx := context.Background()
-			_ = topic.Publish(ctx, Order{N: 1}) // fails in Sync mode
-			require.NoError(t, b.Flush(ctx))
 			require.NoError(t, b.Close())
 			n, err := b.DeadLetters().Redrive(ctx, eventbus.DeadLetterFilter{})
 			require.ErrorIs(t, err, eventbus.ErrClosed)
 			require.Zero(t, n)
-			require.Equal(t, 1, calls, "no attempt after Close")
+			require.Equal(t, 1, *calls, "no attempt after Close")
 			require.Equal(t, 1, b.DeadLetters().Len(), "an entry that could not be sent stays")
 		})
 	})
@@ -1726,20 +1737,15 @@ func TestRedriveContextEndsAtGoneSubscription(t *testing.T) {
 func TestRedriveWithEndedContextSendsNothing(t *testing.T) {
 	eachMode(t, func(t *testing.T, mode eventbus.Mode) {
 		synctest.Test(t, func(t *testing.T) {
-			b := newBus(t, &eventbus.Options{Mode: mode})
-			topic := newTopic[Order](t, b, "orders", nil)
-			calls := 0
-			subscribe(t, topic, "s", func(context.Context, eventbus.Event[Order]) error { calls++; return errFlaky }, nil)
+			b, calls := oneDeadLetter(t, mode)
 			ctx := context.Background()
-			_ = topic.Publish(ctx, Order{N: 1}) // fails in Sync mode
-			require.NoError(t, b.Flush(ctx))
 			ended, cancel := context.WithCancel(ctx)
 			cancel()
 			n, err := b.DeadLetters().Redrive(ended, eventbus.DeadLetterFilter{})
 			require.ErrorIs(t, err, context.Canceled)
 			require.Zero(t, n)
 			require.NoError(t, b.Flush(ctx))
-			require.Equal(t, 1, calls, "attempts: none after the Redrive")
+			require.Equal(t, 1, *calls, "attempts: none after the Redrive")
 			require.Equal(t, 1, b.DeadLetters().Len(), "the dead letter stays")
 		})
 	})
